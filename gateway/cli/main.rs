@@ -1,0 +1,212 @@
+//! `sekisho`: the gateway binary.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use sekisho_proxy::{ca, Config, Gateway};
+
+/// The bundled default config, used when `--config` is not given.
+const DEFAULT_CONFIG: &str = "sekisho.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "sekisho",
+    version,
+    about = "Sekisho security gateway: TLS-inspecting forward proxy with a pluggable inspection pipeline",
+    long_about = "Sekisho security gateway: TLS-inspecting forward proxy with a pluggable inspection \
+pipeline.\n\nRelative paths in the config are resolved from the current directory. Without \
+--config, ./sekisho.toml (the bundled default) is used."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `sekisho_proxy=debug`; RUST_LOG also works.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. Creates the CA files named in [tls] if neither exists, and says so.
+    /// SIGHUP reloads the policy; SIGINT/SIGTERM stop.
+    Run {
+        /// Config file (default: ./sekisho.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and everything it names, without starting.
+    CheckConfig {
+        /// Config file (default: ./sekisho.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Gateway CA management.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create an ECDSA P-256 CA: DIR/ca.crt and DIR/ca.key (mode 0600). Refuses to overwrite.
+    Init {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "Sekisho Gateway CA")]
+        name: String,
+    },
+}
+
+fn init_tracing(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn config_path(p: Option<PathBuf>) -> PathBuf {
+    p.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, cli.log_level.as_deref());
+    match real_main(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sekisho: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Ca {
+            command: CaCommand::Init { out, name },
+        } => {
+            let (c, k) = ca::init_ca(&out, &name)?;
+            println!("created {} and {} (mode 0600)", c.display(), k.display());
+            println!("install {} in your clients' trust stores", c.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            let path = config_path(config);
+            let cfg = load(&path)?;
+            for note in sekisho_proxy::check(&cfg)? {
+                println!("{note}");
+            }
+            println!("{}: OK", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config } => {
+            let path = config_path(config);
+            let cfg = load(&path)?;
+            ensure_ca(&cfg)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("sekisho")
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(run(cfg, path))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn ensure_ca(cfg: &Config) -> anyhow::Result<()> {
+    let (c, k) = (&cfg.tls.ca_cert, &cfg.tls.ca_key);
+    match (c.exists(), k.exists()) {
+        (true, true) => Ok(()),
+        (false, false) => {
+            ca::create_ca(c, k, "Sekisho Gateway CA")?;
+            tracing::warn!(
+                cert = %c.display(),
+                key = %k.display(),
+                "no gateway CA found: created a new one; install {} in clients' trust stores \
+                 (`sekisho ca init --out DIR` makes one explicitly)",
+                c.display()
+            );
+            Ok(())
+        }
+        (true, false) => bail!(
+            "{}: CA key missing (the certificate {} exists); restore it, or remove both and run `sekisho ca init --out DIR`",
+            k.display(),
+            c.display()
+        ),
+        (false, true) => bail!(
+            "{}: CA certificate missing (the key {} exists); restore it, or remove both and run `sekisho ca init --out DIR`",
+            c.display(),
+            k.display()
+        ),
+    }
+}
+
+async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
+    let gw = Gateway::build(cfg).await?;
+    let (addrs, metrics) = gw.local_addrs();
+    for (name, a) in &addrs {
+        tracing::info!(listener = %name, addr = %a, "listening");
+        println!("listening {name} {a}");
+    }
+    if let Some(m) = metrics {
+        println!("metrics http://{m}/metrics");
+    }
+    let reloader = gw.reloader();
+    let reload_path = path.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match Config::load(&reload_path).and_then(|c| reloader.reload(&c)) {
+                Ok(()) => tracing::info!(config = %reload_path.display(), "policy reloaded"),
+                Err(e) => tracing::error!(error = %e, "reload failed; the running policy stays"),
+            }
+        }
+    });
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    gw.run(shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! Threat events, the communication log and their JSON schema.
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Finding, FlowMeta, TlsMode, Verdict};
+
+/// Who observed the event (ECS `observer`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observer {
+    /// Product name, `sekisho`.
+    pub name: String,
+    /// Product version.
+    pub version: String,
+    /// The gateway node's name (config `node_name`, default the host name).
+    pub node: String,
+}
+
+/// ECS `event`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInfo {
+    /// UUIDv7: unique and time-ordered, the key for deduplication.
+    pub id: Uuid,
+    /// `alert` for threat events.
+    pub kind: String,
+    /// Category (classtype, URL category, …).
+    pub category: String,
+    /// `blocked`, `allowed` or `detected`.
+    pub action: String,
+    /// Numeric severity, 1 (high) … 4 (info).
+    pub severity: u8,
+}
+
+/// ECS `source`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// Client IP.
+    pub ip: String,
+    /// Client port.
+    pub port: u16,
+}
+
+/// ECS `destination`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationInfo {
+    /// Upstream IP, when connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Upstream port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Upstream host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+/// `tls`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsInfo {
+    /// SNI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// True when the gateway decrypted the flow.
+    pub decrypted: bool,
+}
+
+/// `http`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpInfo {
+    /// Method.
+    pub method: String,
+    /// Full URL (scheme, host, path and query).
+    pub url: String,
+    /// Host name (EVE `http.hostname`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Response status, when there was a response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// User agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// `facility`: the healthcare facility identified by its client certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FacilityInfo {
+    /// Facility ID.
+    pub id: String,
+}
+
+/// `rule`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleInfo {
+    /// Rule id (SID, rule name, list entry).
+    pub id: String,
+    /// Revision.
+    pub rev: u32,
+    /// Rule name / message.
+    pub name: String,
+    /// Category.
+    pub category: String,
+    /// Engine that matched.
+    pub engine: String,
+    /// Rule file, when the rule came from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_file: Option<String>,
+    /// Line in the rule file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+}
+
+/// EVE `alert`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertInfo {
+    /// Signature id (numeric SIDs stay strings for non-IPS engines).
+    pub signature_id: String,
+    /// Signature text.
+    pub signature: String,
+    /// 1 (high) … 4 (info).
+    pub severity: u8,
+    /// `blocked`, `allowed` or `detected`.
+    pub action: String,
+    /// Category.
+    pub category: String,
+}
+
+/// `file`: set by engines that inspect files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// File name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// MIME type.
+    pub mime: String,
+}
+
+/// `evidence`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventEvidence {
+    /// Where it matched.
+    pub location: String,
+    /// Bounded excerpt.
+    pub excerpt: String,
+    /// Transformations applied.
+    pub transforms: Vec<String>,
+}
+
+/// A threat event: ECS-shaped JSON that also carries Suricata EVE fields
+/// (`event_type`, `src_ip`, `dest_ip`, `alert.*`, `flow_id`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreatEvent {
+    /// RFC 3339 UTC time.
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    /// EVE `event_type`: `alert`.
+    pub event_type: String,
+    /// ECS `event`.
+    pub event: EventInfo,
+    /// ECS `observer`.
+    pub observer: Observer,
+    /// ECS `source`.
+    pub source: SourceInfo,
+    /// ECS `destination`.
+    pub destination: DestinationInfo,
+    /// EVE `src_ip`.
+    pub src_ip: String,
+    /// EVE `src_port`.
+    pub src_port: u16,
+    /// EVE `dest_ip`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest_ip: Option<String>,
+    /// EVE `dest_port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest_port: Option<u16>,
+    /// EVE `proto`.
+    pub proto: String,
+    /// TLS facts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsInfo>,
+    /// HTTP facts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpInfo>,
+    /// Facility identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facility: Option<FacilityInfo>,
+    /// The rule that matched.
+    pub rule: RuleInfo,
+    /// EVE alert block.
+    pub alert: AlertInfo,
+    /// File facts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileInfo>,
+    /// Flow id (ties to the communication log).
+    pub flow_id: u64,
+    /// Listener name.
+    pub listener: String,
+    /// Stage name.
+    pub stage: String,
+    /// What matched.
+    pub evidence: EventEvidence,
+}
+
+/// RFC 3339 UTC timestamp with milliseconds.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    now.format(&fmt).unwrap_or_default()
+}
+
+impl ThreatEvent {
+    /// Builds the event for one finding of a flow.
+    pub fn from_finding(
+        finding: &Finding,
+        meta: &FlowMeta,
+        observer: &Observer,
+        destination: DestinationInfo,
+        http: Option<HttpInfo>,
+    ) -> Self {
+        let action = finding.action.as_str().to_string();
+        let severity = finding.severity.priority();
+        let tls = match meta.tls {
+            TlsMode::None if meta.sni.is_none() => None,
+            mode => Some(TlsInfo {
+                sni: meta.sni.clone(),
+                decrypted: mode == TlsMode::Decrypted,
+            }),
+        };
+        ThreatEvent {
+            timestamp: now_rfc3339(),
+            event_type: "alert".into(),
+            event: EventInfo {
+                id: finding.event_id,
+                kind: "alert".into(),
+                category: finding.category.clone(),
+                action: action.clone(),
+                severity,
+            },
+            observer: observer.clone(),
+            source: SourceInfo {
+                ip: meta.client.ip().to_string(),
+                port: meta.client.port(),
+            },
+            src_ip: meta.client.ip().to_string(),
+            src_port: meta.client.port(),
+            dest_ip: destination.ip.clone(),
+            dest_port: destination.port,
+            destination,
+            proto: "TCP".into(),
+            tls,
+            http,
+            facility: meta.facility_id.clone().map(|id| FacilityInfo { id }),
+            rule: RuleInfo {
+                id: finding.rule_id.clone(),
+                rev: finding.rev,
+                name: finding.message.clone(),
+                category: finding.category.clone(),
+                engine: finding.engine.clone(),
+                source_file: finding.source.as_ref().map(|s| s.0.clone()),
+                line: finding.source.as_ref().map(|s| s.1),
+            },
+            alert: AlertInfo {
+                signature_id: finding.rule_id.clone(),
+                signature: finding.message.clone(),
+                severity,
+                action,
+                category: finding.category.clone(),
+            },
+            file: None,
+            flow_id: meta.flow_id,
+            listener: meta.listener.clone(),
+            stage: finding.stage.to_string(),
+            evidence: EventEvidence {
+                location: finding.matched.location.clone(),
+                excerpt: finding.matched.data_excerpt.clone(),
+                transforms: finding.matched.transforms.clone(),
+            },
+        }
+    }
+}
+
+/// One line per flow of the communication log, for incident tracing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommLog {
+    /// RFC 3339 UTC time at the end of the flow.
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    /// `flow`.
+    pub event_type: String,
+    /// Flow id.
+    pub flow_id: u64,
+    /// Listener name.
+    pub listener: String,
+    /// Client.
+    pub source: SourceInfo,
+    /// Upstream.
+    pub destination: DestinationInfo,
+    /// SNI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// `none`, `decrypted` or `spliced`.
+    pub tls: TlsMode,
+    /// HTTP method (`CONNECT` for tunnels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Host asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Path and query.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Response status sent to the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Bytes from client to server (body bytes for HTTP, all bytes for spliced tunnels).
+    pub bytes_to_server: u64,
+    /// Bytes from server to client.
+    pub bytes_to_client: u64,
+    /// Duration in milliseconds.
+    pub duration_ms: u64,
+    /// The flow's final verdict.
+    pub verdict: Verdict,
+    /// Threat events raised by the flow.
+    pub event_ids: Vec<Uuid>,
+    /// Facility identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facility_id: Option<String>,
+    /// What went wrong, if anything (upstream unreachable, client reset …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Action, Evidence, Severity};
+
+    #[test]
+    fn event_has_schema_fields() {
+        let meta = FlowMeta {
+            sni: Some("a.test".into()),
+            tls: TlsMode::Decrypted,
+            facility_id: Some("F-1".into()),
+            ..FlowMeta::new(
+                7,
+                "fwd",
+                "[::1]:5000".parse().unwrap(),
+                "[::1]:3128".parse().unwrap(),
+            )
+        };
+        let mut f = Finding::new(
+            "policy",
+            "deny_hosts:*.bad.test",
+            "host denied",
+            Severity::High,
+            "policy",
+            Evidence::new("request.host", "x.bad.test"),
+        );
+        f.action = Action::Blocked;
+        f.stage = "host_policy";
+        let obs = Observer {
+            name: "sekisho".into(),
+            version: "0".into(),
+            node: "n".into(),
+        };
+        let e = ThreatEvent::from_finding(
+            &f,
+            &meta,
+            &obs,
+            DestinationInfo {
+                domain: Some("x.bad.test".into()),
+                port: Some(443),
+                ip: None,
+            },
+            None,
+        );
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["event"]["id"], f.event_id.to_string());
+        assert_eq!(v["event"]["action"], "blocked");
+        assert_eq!(v["event"]["kind"], "alert");
+        assert_eq!(v["event_type"], "alert");
+        assert_eq!(v["source"]["ip"], "::1");
+        assert_eq!(v["src_port"], 5000);
+        assert_eq!(v["tls"]["sni"], "a.test");
+        assert_eq!(v["tls"]["decrypted"], true);
+        assert_eq!(v["facility"]["id"], "F-1");
+        assert_eq!(v["rule"]["id"], "deny_hosts:*.bad.test");
+        assert_eq!(v["alert"]["severity"], 1);
+        assert_eq!(v["flow_id"], 7);
+        assert_eq!(v["evidence"]["excerpt"], "x.bad.test");
+        assert!(v["@timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(v.get("http").is_none());
+    }
+}

@@ -1,0 +1,227 @@
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Which half of an HTTP transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Client to server.
+    Request,
+    /// Server to client.
+    Response,
+}
+
+impl Direction {
+    /// Index 0 for requests, 1 for responses.
+    pub fn index(self) -> usize {
+        match self {
+            Direction::Request => 0,
+            Direction::Response => 1,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        }
+    }
+}
+
+/// How TLS was handled for the flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain HTTP (or a CONNECT request before its tunnel is classified).
+    #[default]
+    None,
+    /// TLS terminated at the gateway and re-encrypted to the upstream.
+    Decrypted,
+    /// TLS tunnelled untouched (splice list).
+    Spliced,
+}
+
+/// The connection facts a flow came with. Built by the listener, read by every stage.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FlowMeta {
+    /// Unique per process; ties events and the communication log together.
+    pub flow_id: u64,
+    /// The listener's name.
+    pub listener: String,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The gateway address the client connected to.
+    pub local: SocketAddr,
+    /// The CONNECT target (or absolute-form host) the client asked for.
+    pub target_host: Option<String>,
+    /// The CONNECT target port.
+    pub target_port: Option<u16>,
+    /// TLS SNI from the client's ClientHello, when there was one.
+    pub sni: Option<String>,
+    /// Decrypted, spliced or plain.
+    pub tls: TlsMode,
+    /// The facility identity from a client certificate (reverse proxy), when known.
+    pub facility_id: Option<String>,
+}
+
+impl FlowMeta {
+    /// A minimal meta for a client talking to a listener (used by tests and offline tools).
+    pub fn new(
+        flow_id: u64,
+        listener: impl Into<String>,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Self {
+        FlowMeta {
+            flow_id,
+            listener: listener.into(),
+            client,
+            local,
+            target_host: None,
+            target_port: None,
+            sni: None,
+            tls: TlsMode::None,
+            facility_id: None,
+        }
+    }
+}
+
+/// The request line and headers of a flow.
+#[derive(Clone, Debug)]
+pub struct RequestHead {
+    /// Method.
+    pub method: http::Method,
+    /// The request target as received (absolute form for proxies).
+    pub uri: http::Uri,
+    /// HTTP version on the client side.
+    pub version: http::Version,
+    /// Request headers.
+    pub headers: http::HeaderMap,
+    /// The effective host (from the URI authority or the Host header), lower-cased, without port
+    /// or IPv6 brackets.
+    pub host: String,
+    /// The effective port.
+    pub port: u16,
+}
+
+impl RequestHead {
+    /// Builds a head, deriving `host` and `port` from the URI authority or the Host header.
+    pub fn new(
+        method: http::Method,
+        uri: http::Uri,
+        version: http::Version,
+        headers: http::HeaderMap,
+        default_port: u16,
+    ) -> Self {
+        let authority = uri.authority().map(|a| a.as_str().to_string()).or_else(|| {
+            headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
+        let (host, port) = match authority {
+            Some(a) => split_host_port(&a, default_port),
+            None => (String::new(), default_port),
+        };
+        RequestHead {
+            method,
+            uri,
+            version,
+            headers,
+            host,
+            port,
+        }
+    }
+
+    /// The path and query, `/` when absent.
+    pub fn path_and_query(&self) -> &str {
+        self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    }
+}
+
+/// Splits `host[:port]` / `[v6]:port` into a lower-cased host (no brackets) and a port.
+pub fn split_host_port(authority: &str, default_port: u16) -> (String, u16) {
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some((h, tail)) = rest.split_once(']') {
+            let port = tail
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(default_port);
+            return (h.to_ascii_lowercase(), port);
+        }
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => {
+            (h.to_ascii_lowercase(), p.parse().unwrap_or(default_port))
+        }
+        _ => (authority.to_ascii_lowercase(), default_port),
+    }
+}
+
+/// The status line and headers of a response.
+#[derive(Clone, Debug)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: http::StatusCode,
+    /// HTTP version on the upstream side.
+    pub version: http::Version,
+    /// Response headers.
+    pub headers: http::HeaderMap,
+}
+
+/// What the gateway learnt from a TLS ClientHello before deciding to decrypt or splice.
+#[derive(Clone, Debug, Default)]
+pub struct TlsHello {
+    /// SNI, lower-cased.
+    pub sni: Option<String>,
+    /// ALPN protocols the client offered.
+    pub alpn: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            split_host_port("Example.COM:8443", 443),
+            ("example.com".into(), 8443)
+        );
+        assert_eq!(
+            split_host_port("example.com", 80),
+            ("example.com".into(), 80)
+        );
+        assert_eq!(split_host_port("[::1]:8080", 80), ("::1".into(), 8080));
+        assert_eq!(split_host_port("[::1]", 443), ("::1".into(), 443));
+        assert_eq!(split_host_port("user@h:1", 80), ("h".into(), 1));
+        assert_eq!(split_host_port("h:notaport", 80), ("h".into(), 80));
+        assert_eq!(split_host_port("::1", 80), ("::1".into(), 80));
+    }
+
+    #[test]
+    fn head_host_from_uri_or_header() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::HOST, "Origin.Test:8080".parse().unwrap());
+        let h = RequestHead::new(
+            http::Method::GET,
+            "/x?y".parse().unwrap(),
+            http::Version::HTTP_11,
+            headers.clone(),
+            80,
+        );
+        assert_eq!((h.host.as_str(), h.port), ("origin.test", 8080));
+        assert_eq!(h.path_and_query(), "/x?y");
+        let h = RequestHead::new(
+            http::Method::GET,
+            "http://a.test/".parse().unwrap(),
+            http::Version::HTTP_11,
+            headers,
+            80,
+        );
+        assert_eq!((h.host.as_str(), h.port), ("a.test", 80));
+    }
+}

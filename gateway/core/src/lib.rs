@@ -1,0 +1,30 @@
+//! `sekisho-core`: the pure logic every Sekisho component shares.
+//!
+//! * [`FlowMeta`], [`RequestHead`], [`ResponseHead`]: what a stage sees of a flow.
+//! * [`Stage`] / [`Inspector`]: the stage contract (see `ARCHITECTURE.md`).
+//! * [`Verdict`]: ordered by severity; the [`Pipeline`] keeps the maximum, so a later stage can
+//!   never weaken an earlier one.
+//! * [`Finding`] → [`ThreatEvent`]: the ECS/EVE-shaped event schema, and [`CommLog`], the
+//!   per-flow communication log.
+//!
+//! This crate does no I/O and depends on nothing async: the only async point, [`Inspector::resolve`],
+//! returns a boxed future that the proxy drives with a timeout.
+
+pub mod event;
+mod finding;
+mod flow;
+mod pipeline;
+mod stage;
+mod verdict;
+
+pub use event::{
+    AlertInfo, CommLog, DestinationInfo, EventEvidence, EventInfo, FacilityInfo, FileInfo,
+    HttpInfo, Observer, RuleInfo, SourceInfo, ThreatEvent, TlsInfo,
+};
+pub use finding::{Action, Evidence, Finding, Severity};
+pub use flow::{
+    split_host_port, Direction, FlowMeta, RequestHead, ResponseHead, TlsHello, TlsMode,
+};
+pub use pipeline::{Flow, Mode, OnError, OnOverflow, Pipeline, StagePolicy};
+pub use stage::{BoxFuture, Cx, HeldBody, Inspector, Stage};
+pub use verdict::Verdict;

@@ -1,0 +1,164 @@
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+use crate::{Direction, Finding, FlowMeta, RequestHead, ResponseHead, TlsHello, Verdict};
+
+/// A boxed, sendable future (the one async point of the stage contract).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A pluggable inspection stage (url, ips, av, sandbox, waf, host policy …).
+///
+/// A stage holds its immutable rule-set snapshot; [`Stage::new_flow`] hands each flow an
+/// [`Inspector`] that keeps that snapshot for the flow's whole life.
+pub trait Stage: Send + Sync + 'static {
+    /// Short stable name, used in config, metrics labels and events.
+    fn name(&self) -> &'static str;
+    /// Called once per flow.
+    fn new_flow(&self, meta: &FlowMeta) -> Box<dyn Inspector>;
+}
+
+/// Per-flow inspection state. Every phase has a no-op default (pingora-style), so a stage
+/// implements only the phases it cares about. Per-chunk work is synchronous and CPU-bound.
+pub trait Inspector: Send {
+    /// A CONNECT tunnel's TLS ClientHello, before the gateway decides to decrypt or splice.
+    fn on_tls_hello(&mut self, _cx: &mut Cx<'_>, _hello: &TlsHello) -> Verdict {
+        Verdict::Allow
+    }
+    /// The request line and headers.
+    fn on_request_head(&mut self, _cx: &mut Cx<'_>, _head: &RequestHead) -> Verdict {
+        Verdict::Allow
+    }
+    /// One request body chunk; `end` on the last one (which may be empty).
+    fn on_request_body(&mut self, _cx: &mut Cx<'_>, _chunk: &Bytes, _end: bool) -> Verdict {
+        Verdict::Allow
+    }
+    /// The response status and headers.
+    fn on_response_head(&mut self, _cx: &mut Cx<'_>, _head: &ResponseHead) -> Verdict {
+        Verdict::Allow
+    }
+    /// One response body chunk; `end` on the last one (which may be empty).
+    fn on_response_body(&mut self, _cx: &mut Cx<'_>, _chunk: &Bytes, _end: bool) -> Verdict {
+        Verdict::Allow
+    }
+    /// Only after this inspector returned [`Verdict::Hold`]: decide on the held body. The proxy
+    /// drives the future with the stage's timeout; heavy work belongs on a blocking pool.
+    fn resolve<'a>(
+        &'a mut self,
+        _cx: &'a mut Cx<'_>,
+        _held: &'a HeldBody,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(async { Verdict::Allow })
+    }
+}
+
+/// What an inspector may do besides returning a verdict: report findings, or fail.
+pub struct Cx<'a> {
+    meta: &'a FlowMeta,
+    pub(crate) findings: Vec<Finding>,
+    pub(crate) error: Option<String>,
+}
+
+impl<'a> Cx<'a> {
+    /// A context for one callback on a flow.
+    pub fn new(meta: &'a FlowMeta) -> Self {
+        Cx {
+            meta,
+            findings: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The flow's connection facts.
+    pub fn meta(&self) -> &FlowMeta {
+        self.meta
+    }
+
+    /// Reports a finding; it becomes a threat event.
+    pub fn report(&mut self, finding: Finding) {
+        self.findings.push(finding);
+    }
+
+    /// Says the inspector could not decide (engine error, timeout); the stage's `on_error`
+    /// policy turns that into a verdict.
+    pub fn fail(&mut self, reason: impl Into<String>) {
+        self.error = Some(reason.into());
+    }
+
+    /// Findings reported so far (for offline tools that drive inspectors directly).
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// The error reported by [`Cx::fail`], if any.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+}
+
+/// A body kept by the proxy while a stage holds it: the chunks as received.
+#[derive(Clone, Debug, Default)]
+pub struct HeldBody {
+    direction: Option<Direction>,
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl HeldBody {
+    /// An empty held body for one direction.
+    pub fn new(direction: Direction) -> Self {
+        HeldBody {
+            direction: Some(direction),
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Appends a chunk (the caller enforces the hold limits).
+    pub fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    /// Request or response.
+    pub fn direction(&self) -> Option<Direction> {
+        self.direction
+    }
+
+    /// The chunks in order.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    /// Total bytes held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The whole body in one buffer (copies unless there is a single chunk).
+    pub fn contiguous(&self) -> Bytes {
+        match self.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => {
+                let mut v = Vec::with_capacity(self.len);
+                for c in many {
+                    v.extend_from_slice(c);
+                }
+                Bytes::from(v)
+            }
+        }
+    }
+
+    /// Takes the chunks out, leaving the body empty.
+    pub fn take_chunks(&mut self) -> Vec<Bytes> {
+        self.len = 0;
+        std::mem::take(&mut self.chunks)
+    }
+}

@@ -1,0 +1,264 @@
+//! The body wrapper that drives the pipeline: frames pass straight through while every verdict is
+//! Allow/Alert; `Hold` keeps them in a per-flow buffer bounded per flow and globally (a byte
+//! semaphore) until `resolve` decides; `Block` ends the body with a [`Blocked`] error (the proxy
+//! turns that into a block page before response headers, or a stream reset after).
+//! Backpressure is natural: the next frame is not polled until the pipeline has answered.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, StreamBody};
+use sekisho_core::{Direction, HeldBody, Verdict};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::flowstate::{FinishGuard, FlowState};
+use crate::upstream::{BoxError, ProxyBody};
+
+/// The error a body ends with when the pipeline blocked it.
+#[derive(Debug)]
+pub struct Blocked(pub Option<uuid::Uuid>);
+
+impl std::fmt::Display for Blocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "blocked by the security gateway (event {id})"),
+            None => f.write_str("blocked by the security gateway"),
+        }
+    }
+}
+
+impl std::error::Error for Blocked {}
+
+/// True when `err` (or a cause) is a [`Blocked`].
+pub fn is_blocked(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<Blocked>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+struct Held {
+    body: HeldBody,
+    permit: Option<OwnedSemaphorePermit>,
+    state: Arc<FlowState>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.state
+            .shared
+            .metrics
+            .hold_bytes
+            .sub(self.body.len() as i64);
+        drop(self.permit.take());
+    }
+}
+
+struct St<B> {
+    body: B,
+    dir: Direction,
+    state: Arc<FlowState>,
+    queue: VecDeque<Frame<Bytes>>,
+    held: Option<Held>,
+    trailers: Option<http::HeaderMap>,
+    ended: bool,
+    done: bool,
+    _guard: Option<FinishGuard>,
+}
+
+enum Step {
+    Continue,
+    Fail(BoxError),
+}
+
+/// Wraps `body` so that every chunk passes the flow's pipeline in direction `dir`. `guard` (for
+/// response bodies) writes the communication log when the body ends or is dropped.
+pub(crate) fn inspect<B>(
+    body: B,
+    dir: Direction,
+    state: Arc<FlowState>,
+    guard: Option<FinishGuard>,
+) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let st = St {
+        body,
+        dir,
+        state,
+        queue: VecDeque::new(),
+        held: None,
+        trailers: None,
+        ended: false,
+        done: false,
+        _guard: guard,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(f) = st.queue.pop_front() {
+                return Some((Ok(f), st));
+            }
+            if st.done {
+                return st.trailers.take().map(|t| (Ok(Frame::trailers(t)), st));
+            }
+            match next_step(&mut st).await {
+                Step::Continue => continue,
+                Step::Fail(e) => {
+                    st.done = true;
+                    st.queue.clear();
+                    st.held = None;
+                    st.trailers = None;
+                    return Some((Err(e), st));
+                }
+            }
+        }
+    });
+    BodyExt::boxed_unsync(StreamBody::new(stream))
+}
+
+async fn next_step<B>(st: &mut St<B>) -> Step
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let shared = Arc::clone(&st.state.shared);
+    let read_timeout = shared.limits.read_timeout;
+    let (chunk, mut end) = if st.ended {
+        (Bytes::new(), true)
+    } else {
+        match tokio::time::timeout(read_timeout, st.body.frame()).await {
+            Err(_) => {
+                let msg = format!("{} body: no data for {:?}", st.dir.as_str(), read_timeout);
+                st.state.set_error(msg.clone());
+                return Step::Fail(msg.into());
+            }
+            Ok(None) => (Bytes::new(), true),
+            Ok(Some(Err(e))) => {
+                let e: BoxError = e.into();
+                st.state.set_error(format!("{} body: {e}", st.dir.as_str()));
+                return Step::Fail(e);
+            }
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => (data, false),
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        st.trailers = Some(t);
+                    }
+                    (Bytes::new(), true)
+                }
+            },
+        }
+    };
+    if !end && st.body.is_end_stream() {
+        end = true;
+    }
+    st.ended = end;
+    let counter = match st.dir {
+        Direction::Request => &st.state.to_server,
+        Direction::Response => &st.state.to_client,
+    };
+    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    let dir_label = match st.dir {
+        Direction::Request => "to_server",
+        Direction::Response => "to_client",
+    };
+    shared
+        .metrics
+        .bytes
+        .with_label_values(&[dir_label])
+        .inc_by(chunk.len() as u64);
+
+    let state = Arc::clone(&st.state);
+    let mut flow = state.flow.lock().await;
+    let v = flow.body(st.dir, &chunk, end);
+    st.state.emit(&mut flow).await;
+    if v == Verdict::Block {
+        return Step::Fail(Box::new(Blocked(flow.blocking_event())));
+    }
+    if flow.holding(st.dir) {
+        let mut overflow = None;
+        let held = st.held.get_or_insert_with(|| Held {
+            body: HeldBody::new(st.dir),
+            permit: None,
+            state: Arc::clone(&st.state),
+        });
+        if !chunk.is_empty() {
+            if held.body.len() + chunk.len() > shared.limits.hold_per_flow {
+                overflow = Some(format!(
+                    "held body over the per-flow limit of {} bytes",
+                    shared.limits.hold_per_flow
+                ));
+            } else {
+                match Arc::clone(&shared.hold).try_acquire_many_owned(chunk.len() as u32) {
+                    Ok(p) => {
+                        match held.permit.as_mut() {
+                            Some(all) => all.merge(p),
+                            None => held.permit = Some(p),
+                        }
+                        shared.metrics.hold_bytes.add(chunk.len() as i64);
+                        held.body.push(chunk.clone());
+                    }
+                    Err(_) => {
+                        overflow = Some("the gateway's total hold limit is reached".to_string())
+                    }
+                }
+            }
+        }
+        if let Some(reason) = overflow {
+            shared.metrics.hold_overflows.inc();
+            let v = flow.overflow(st.dir, &reason);
+            st.state.emit(&mut flow).await;
+            if v == Verdict::Block {
+                return Step::Fail(Box::new(Blocked(flow.blocking_event())));
+            }
+            release(st);
+            push_data(&mut st.queue, chunk);
+        } else if end {
+            let timeout = shared.limits.resolve_timeout;
+            let held_body = st.held.as_ref().map(|h| &h.body);
+            let empty = HeldBody::new(st.dir);
+            let held_body = held_body.unwrap_or(&empty);
+            let v = match tokio::time::timeout(timeout, flow.resolve(st.dir, held_body)).await {
+                Ok(v) => v,
+                Err(_) => flow.resolve_failed(st.dir, &format!("no decision within {timeout:?}")),
+            };
+            st.state.emit(&mut flow).await;
+            if v == Verdict::Block {
+                return Step::Fail(Box::new(Blocked(flow.blocking_event())));
+            }
+            release(st);
+        }
+    } else {
+        release(st);
+        push_data(&mut st.queue, chunk);
+    }
+    if end {
+        st.done = true;
+    }
+    Step::Continue
+}
+
+fn push_data(queue: &mut VecDeque<Frame<Bytes>>, chunk: Bytes) {
+    if !chunk.is_empty() {
+        queue.push_back(Frame::data(chunk));
+    }
+}
+
+/// Moves every held chunk to the output queue.
+fn release<B>(st: &mut St<B>) {
+    if let Some(mut held) = st.held.take() {
+        let len = held.body.len();
+        for c in held.body.take_chunks() {
+            st.queue.push_back(Frame::data(c));
+        }
+        st.state.shared.metrics.hold_bytes.sub(len as i64);
+    }
+}

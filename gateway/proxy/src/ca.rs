@@ -1,0 +1,352 @@
+//! The gateway CA: creation (`sekisho ca init`), loading, and minting leaf certificates on the fly.
+//!
+//! Leaves are ECDSA P-256, signed by the CA with a shared leaf key that is rotated (never the CA's
+//! key), valid for days, carrying SANs for the host (DNS or IP). Minted leaves live in a bounded
+//! cache; concurrent misses for the same host are deduplicated (one mint, the others wait).
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::error::{ProxyError, Result};
+use crate::metrics::Metrics;
+
+/// Creates a new ECDSA P-256 CA in `dir` as `ca.crt` and `ca.key` (mode 0600). Refuses to
+/// overwrite either file. Returns the two paths.
+pub fn init_ca(dir: &Path, common_name: &str) -> Result<(PathBuf, PathBuf)> {
+    let cert_path = dir.join("ca.crt");
+    let key_path = dir.join("ca.key");
+    create_ca(&cert_path, &key_path, common_name)?;
+    Ok((cert_path, key_path))
+}
+
+/// Creates a new ECDSA P-256 CA at the given paths (key mode 0600), refusing to overwrite.
+pub fn create_ca(cert_path: &Path, key_path: &Path, common_name: &str) -> Result<()> {
+    for p in [cert_path, key_path] {
+        if p.exists() {
+            return Err(ProxyError::Cert {
+                path: p.to_path_buf(),
+                message: "already exists; refusing to overwrite (remove it first to make a new CA)"
+                    .into(),
+            });
+        }
+    }
+    for dir in [cert_path.parent(), key_path.parent()]
+        .into_iter()
+        .flatten()
+    {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ProxyError::io(format!("creating {}", dir.display()), e))?;
+        }
+    }
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(mint_err)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, "Sekisho");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(3650);
+    params.serial_number = Some(random_serial());
+    let cert = params.self_signed(&key).map_err(mint_err)?;
+    write_new(key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(cert_path, cert.pem().as_bytes(), 0o644)
+}
+
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| ProxyError::io(format!("creating {}", path.display()), e))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| ProxyError::io(format!("writing {}", path.display()), e))
+}
+
+fn mint_err(e: rcgen::Error) -> ProxyError {
+    ProxyError::Mint(e.to_string())
+}
+
+fn random_serial() -> SerialNumber {
+    let mut b = *uuid::Uuid::new_v4().as_bytes();
+    b[0] &= 0x7f; // positive
+    SerialNumber::from_slice(&b)
+}
+
+/// The loaded gateway CA.
+pub struct CertAuthority {
+    issuer: Issuer<'static, KeyPair>,
+    der: CertificateDer<'static>,
+}
+
+impl CertAuthority {
+    /// Loads the CA certificate and key from PEM files; errors name the file.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self> {
+        let cert_pem = std::fs::read_to_string(cert_path).map_err(|e| ProxyError::Cert {
+            path: cert_path.to_path_buf(),
+            message: format!("cannot read CA certificate: {e}"),
+        })?;
+        let key_pem = std::fs::read_to_string(key_path).map_err(|e| ProxyError::Cert {
+            path: key_path.to_path_buf(),
+            message: format!("cannot read CA key: {e}"),
+        })?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| ProxyError::Cert {
+            path: key_path.to_path_buf(),
+            message: format!("not a usable PEM private key: {e}"),
+        })?;
+        let der = first_cert(&cert_pem).ok_or_else(|| ProxyError::Cert {
+            path: cert_path.to_path_buf(),
+            message: "no PEM CERTIFICATE block".into(),
+        })?;
+        let key_public = key.public_key_raw().to_vec();
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| ProxyError::Cert {
+            path: cert_path.to_path_buf(),
+            message: format!("not a usable CA certificate: {e}"),
+        })?;
+        // The key must be the certificate's key, or every leaf would fail verification.
+        let cert_public = x509_spki(&der).ok_or_else(|| ProxyError::Cert {
+            path: cert_path.to_path_buf(),
+            message: "cannot parse certificate".into(),
+        })?;
+        if cert_public != key_public {
+            return Err(ProxyError::Cert {
+                path: key_path.to_path_buf(),
+                message: format!("key does not match the certificate {}", cert_path.display()),
+            });
+        }
+        Ok(CertAuthority { issuer, der })
+    }
+
+    /// The CA certificate (DER).
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.der
+    }
+}
+
+fn first_cert(pem: &str) -> Option<CertificateDer<'static>> {
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()
+}
+
+/// The subject public key bytes of a DER certificate.
+fn x509_spki(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.public_key().subject_public_key.data.to_vec())
+}
+
+struct LeafKey {
+    key: Arc<KeyPair>,
+    signer: Arc<dyn rustls::sign::SigningKey>,
+    born: Instant,
+}
+
+impl LeafKey {
+    fn generate() -> Result<Self> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(mint_err)?;
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signer = rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&der)
+            .map_err(|e| ProxyError::Mint(format!("leaf key: {e}")))?;
+        Ok(LeafKey {
+            key: Arc::new(key),
+            signer,
+            born: Instant::now(),
+        })
+    }
+}
+
+/// A minted leaf with its birth time.
+#[derive(Clone)]
+struct Minted {
+    cert: Arc<CertifiedKey>,
+    born: Instant,
+}
+
+/// Mints and caches leaf certificates for intercepted hosts.
+pub struct LeafMinter {
+    ca: CertAuthority,
+    leaf_key: Mutex<Arc<LeafKey>>,
+    rotation: Duration,
+    validity_days: u32,
+    cache: quick_cache::sync::Cache<String, Minted>,
+    metrics: Arc<Metrics>,
+}
+
+impl LeafMinter {
+    /// A minter over `ca` with a cache of `capacity` leaves.
+    pub fn new(
+        ca: CertAuthority,
+        capacity: usize,
+        validity_days: u32,
+        rotation_hours: u32,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        Ok(LeafMinter {
+            ca,
+            leaf_key: Mutex::new(Arc::new(LeafKey::generate()?)),
+            rotation: Duration::from_secs(u64::from(rotation_hours) * 3600),
+            validity_days,
+            cache: quick_cache::sync::Cache::new(capacity),
+            metrics,
+        })
+    }
+
+    /// The CA certificate.
+    pub fn ca(&self) -> &CertAuthority {
+        &self.ca
+    }
+
+    /// The leaf certificate for `host` (a DNS name or an IP literal): from the cache, or minted
+    /// now. Leaves older than half their validity are re-minted.
+    pub async fn get(&self, host: &str) -> Result<Arc<CertifiedKey>> {
+        let host = crate::hostmatch::normalize_host(host);
+        let refresh = Duration::from_secs(u64::from(self.validity_days) * 86_400 / 2);
+        if let Some(m) = self.cache.get(&host) {
+            if m.born.elapsed() < refresh {
+                self.metrics.cert_cache.with_label_values(&["hit"]).inc();
+                return Ok(m.cert);
+            }
+            self.cache.remove(&host);
+        }
+        let mut minted_here = false;
+        let m = self
+            .cache
+            .get_or_insert_async(&host, async {
+                minted_here = true;
+                self.mint(&host).map(|cert| Minted {
+                    cert,
+                    born: Instant::now(),
+                })
+            })
+            .await?;
+        // A waiter on someone else's mint is still a cache hit.
+        let label = if minted_here { "miss" } else { "hit" };
+        self.metrics.cert_cache.with_label_values(&[label]).inc();
+        Ok(m.cert)
+    }
+
+    fn current_key(&self) -> Result<Arc<LeafKey>> {
+        let mut k = self.leaf_key.lock().unwrap_or_else(|p| p.into_inner());
+        if k.born.elapsed() >= self.rotation {
+            *k = Arc::new(LeafKey::generate()?);
+        }
+        Ok(Arc::clone(&k))
+    }
+
+    /// Mints a leaf for `host` (no cache).
+    pub fn mint(&self, host: &str) -> Result<Arc<CertifiedKey>> {
+        let started = Instant::now();
+        let key = self.current_key()?;
+        let mut params = CertificateParams::default();
+        let san = match host.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                host.to_string()
+                    .try_into()
+                    .map_err(|e: rcgen::Error| ProxyError::Mint(format!("{host:?}: {e}")))?,
+            ),
+        };
+        params.subject_alt_names = vec![san];
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, host);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(i64::from(self.validity_days));
+        params.serial_number = Some(random_serial());
+        let cert = params
+            .signed_by(key.key.as_ref(), &self.ca.issuer)
+            .map_err(mint_err)?;
+        let chain = vec![cert.der().clone(), self.ca.der.clone()];
+        self.metrics
+            .cert_mint_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Arc::new(CertifiedKey::new(chain, Arc::clone(&key.signer))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sekisho-ca-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn init_load_mint() {
+        let d = tmp("ok");
+        let (c, k) = init_ca(&d, "Test CA").unwrap();
+        assert_eq!(
+            std::fs::metadata(&k).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = init_ca(&d, "Test CA").unwrap_err().to_string();
+        assert!(again.contains("refusing to overwrite"), "{again}");
+        let ca = CertAuthority::load(&c, &k).unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let m = LeafMinter::new(ca, 8, 7, 24, metrics).unwrap();
+        for host in ["origin.test", "127.0.0.1", "::1"] {
+            let leaf = m.mint(host).unwrap();
+            assert_eq!(leaf.cert.len(), 2);
+            let (_, parsed) = x509_parser::parse_x509_certificate(&leaf.cert[0]).unwrap();
+            let (_, ca) = x509_parser::parse_x509_certificate(&leaf.cert[1]).unwrap();
+            assert_eq!(parsed.issuer(), ca.subject());
+            let san = parsed.subject_alternative_name().unwrap().unwrap();
+            assert_eq!(san.value.general_names.len(), 1);
+            assert!(!parsed.is_ca());
+            parsed.verify_signature(Some(ca.public_key())).unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn load_errors_name_files() {
+        let d = tmp("bad");
+        std::fs::create_dir_all(&d).unwrap();
+        let e = CertAuthority::load(&d.join("nope.crt"), &d.join("nope.key"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("nope.crt"), "{e}");
+        let (c, k) = init_ca(&d, "A").unwrap();
+        std::fs::write(d.join("garbage.key"), "not a key").unwrap();
+        let e = CertAuthority::load(&c, &d.join("garbage.key"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("garbage.key"), "{e}");
+        let d2 = tmp("other");
+        let (_, k2) = init_ca(&d2, "B").unwrap();
+        let e = CertAuthority::load(&c, &k2).err().unwrap().to_string();
+        assert!(e.contains("does not match"), "{e}");
+        let _ = (k, std::fs::remove_dir_all(&d), std::fs::remove_dir_all(&d2));
+    }
+}

@@ -1,0 +1,468 @@
+//! `sekisho.toml`: the gateway configuration. Every section has defaults; unknown keys are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use sekisho_core::StagePolicy;
+use serde::Deserialize;
+
+use crate::error::{ProxyError, Result};
+use crate::hostmatch::HostMatcher;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This gateway's name in events (`observer.node`); defaults to the host name.
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// Listeners (`[[listener]]`).
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// TLS interception (`[tls]`).
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// The host policy stage (`[policy]`).
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Threat events and the communication log (`[events]`).
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// Prometheus endpoint (`[metrics]`).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Resource limits and timeouts (`[limits]`).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Where this config was read from (not a key).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// One address or a list of addresses.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Addrs {
+    /// `addr = "127.0.0.1:3128"`
+    One(SocketAddr),
+    /// `addr = ["127.0.0.1:3128", "[::1]:3128"]`
+    Many(Vec<SocketAddr>),
+}
+
+impl Addrs {
+    /// The addresses as a list.
+    pub fn to_vec(&self) -> Vec<SocketAddr> {
+        match self {
+            Addrs::One(a) => vec![*a],
+            Addrs::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// Listener kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// Explicit forward proxy: absolute-form HTTP and CONNECT.
+    Forward,
+}
+
+/// `[[listener]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name used in metrics and events (default `<kind>-<index>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `forward`.
+    pub kind: ListenerKind,
+    /// Address or addresses to bind (IPv4 and IPv6).
+    pub addr: Addrs,
+    /// Clients allowed to use the proxy (CIDR). Default: loopback only. No open proxy.
+    #[serde(default = "default_allow_clients")]
+    pub allow_clients: Vec<IpNet>,
+    /// Stages of this listener's pipeline, in order. Default: every configured stage.
+    #[serde(default)]
+    pub stages: Option<Vec<String>>,
+}
+
+fn default_allow_clients() -> Vec<IpNet> {
+    vec![
+        "127.0.0.0/8".parse().expect("literal"),
+        "::1/128".parse().expect("literal"),
+    ]
+}
+
+/// `[tls]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Gateway CA certificate (PEM).
+    #[serde(default = "default_ca_cert")]
+    pub ca_cert: PathBuf,
+    /// Gateway CA private key (PEM, mode 0600).
+    #[serde(default = "default_ca_key")]
+    pub ca_key: PathBuf,
+    /// Extra PEM bundles trusted for upstream certificates.
+    #[serde(default)]
+    pub upstream_roots: Vec<PathBuf>,
+    /// Trust the operating system's roots for upstreams (default true).
+    #[serde(default = "yes")]
+    pub system_roots: bool,
+    /// Trust the Mozilla roots bundled in the binary (default true).
+    #[serde(default = "yes")]
+    pub webpki_roots: bool,
+    /// Hosts tunnelled without decryption: exact names and `*.suffix` patterns.
+    #[serde(default)]
+    pub splice: Vec<String>,
+    /// Validity of minted leaf certificates, in days (default 7).
+    #[serde(default = "default_leaf_days")]
+    pub leaf_validity_days: u32,
+    /// Hours after which the shared leaf key is replaced (default 24).
+    #[serde(default = "default_leaf_key_hours")]
+    pub leaf_key_rotation_hours: u32,
+    /// Minted certificates kept in memory (default 10,000).
+    #[serde(default = "default_leaf_cache")]
+    pub leaf_cache_size: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_ca_cert() -> PathBuf {
+    PathBuf::from("certs/ca.crt")
+}
+fn default_ca_key() -> PathBuf {
+    PathBuf::from("certs/ca.key")
+}
+fn default_leaf_days() -> u32 {
+    7
+}
+fn default_leaf_key_hours() -> u32 {
+    24
+}
+fn default_leaf_cache() -> usize {
+    10_000
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            ca_cert: default_ca_cert(),
+            ca_key: default_ca_key(),
+            upstream_roots: Vec::new(),
+            system_roots: true,
+            webpki_roots: true,
+            splice: Vec::new(),
+            leaf_validity_days: default_leaf_days(),
+            leaf_key_rotation_hours: default_leaf_key_hours(),
+            leaf_cache_size: default_leaf_cache(),
+        }
+    }
+}
+
+/// `[policy]`: the host policy stage (`host_policy`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Hosts refused: exact names and `*.suffix` patterns, checked against the HTTP host, the
+    /// CONNECT host and the TLS SNI (before decryption).
+    #[serde(default)]
+    pub deny_hosts: Vec<String>,
+    /// `mode`, `on_error`, `on_overflow`.
+    #[serde(flatten)]
+    pub stage: StagePolicy,
+}
+
+/// `[events]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Threat events, JSON lines.
+    #[serde(default = "default_events_file")]
+    pub file: PathBuf,
+    /// Communication log, one JSON line per flow.
+    #[serde(default = "default_comm_log")]
+    pub comm_log: PathBuf,
+    /// Lines buffered in memory ahead of each writer (default 65,536).
+    #[serde(default = "default_event_queue")]
+    pub queue: usize,
+}
+
+fn default_events_file() -> PathBuf {
+    PathBuf::from("logs/events.jsonl")
+}
+fn default_comm_log() -> PathBuf {
+    PathBuf::from("logs/flows.jsonl")
+}
+fn default_event_queue() -> usize {
+    65_536
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            file: default_events_file(),
+            comm_log: default_comm_log(),
+            queue: default_event_queue(),
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus text endpoint (`/metrics`); none disables it.
+    #[serde(default)]
+    pub addr: Option<SocketAddr>,
+}
+
+/// `[limits]`: every buffer, queue and timeout has a bound here.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Concurrent client connections per listener (default 10,000).
+    #[serde(default = "d_max_conn")]
+    pub max_connections: usize,
+    /// Request head size (default 64 KiB).
+    #[serde(default = "d_header_bytes")]
+    pub max_header_bytes: usize,
+    /// TLS handshake and ClientHello peek (default 10 s).
+    #[serde(default = "d_handshake")]
+    pub handshake_timeout_secs: u64,
+    /// Reading a request head, and the gap between two body chunks (default 30 s).
+    #[serde(default = "d_read")]
+    pub read_timeout_secs: u64,
+    /// Idle keep-alive connections and tunnels; writes a client does not take (default 120 s).
+    #[serde(default = "d_idle")]
+    pub idle_timeout_secs: u64,
+    /// Connecting to an upstream (default 10 s).
+    #[serde(default = "d_connect")]
+    pub connect_timeout_secs: u64,
+    /// Waiting for an upstream's response head (default 60 s).
+    #[serde(default = "d_response")]
+    pub response_timeout_secs: u64,
+    /// A held body's decision (`resolve`) (default 120 s).
+    #[serde(default = "d_resolve")]
+    pub resolve_timeout_secs: u64,
+    /// Bytes one flow may hold (default 32 MiB).
+    #[serde(default = "d_hold_flow")]
+    pub hold_bytes_per_flow: usize,
+    /// Bytes all flows together may hold (default 512 MiB).
+    #[serde(default = "d_hold_total")]
+    pub hold_bytes_total: usize,
+}
+
+fn d_max_conn() -> usize {
+    10_000
+}
+fn d_header_bytes() -> usize {
+    64 * 1024
+}
+fn d_handshake() -> u64 {
+    10
+}
+fn d_read() -> u64 {
+    30
+}
+fn d_idle() -> u64 {
+    120
+}
+fn d_connect() -> u64 {
+    10
+}
+fn d_response() -> u64 {
+    60
+}
+fn d_resolve() -> u64 {
+    120
+}
+fn d_hold_flow() -> usize {
+    32 << 20
+}
+fn d_hold_total() -> usize {
+    512 << 20
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: d_max_conn(),
+            max_header_bytes: d_header_bytes(),
+            handshake_timeout_secs: d_handshake(),
+            read_timeout_secs: d_read(),
+            idle_timeout_secs: d_idle(),
+            connect_timeout_secs: d_connect(),
+            response_timeout_secs: d_response(),
+            resolve_timeout_secs: d_resolve(),
+            hold_bytes_per_flow: d_hold_flow(),
+            hold_bytes_total: d_hold_total(),
+        }
+    }
+}
+
+/// Stage names the gateway knows.
+pub const KNOWN_STAGES: &[&str] = &["host_policy"];
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| ProxyError::Config {
+            file: path.to_path_buf(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ProxyError::Config {
+            file: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.path = path.to_path_buf();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn err(&self, key: impl std::fmt::Display, msg: impl std::fmt::Display) -> ProxyError {
+        ProxyError::Config {
+            file: self.path.clone(),
+            message: format!("{key}: {msg}"),
+        }
+    }
+
+    /// Checks everything that can be checked without binding sockets or reading certificates.
+    pub fn validate(&self) -> Result<()> {
+        if self.listeners.is_empty() {
+            return Err(self.err("listener", "at least one [[listener]] is required"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let key = format!("listener[{i}]");
+            if l.addr.to_vec().is_empty() {
+                return Err(self.err(format!("{key}.addr"), "no address"));
+            }
+            if !names.insert(self.listener_name(i)) {
+                return Err(self.err(format!("{key}.name"), "duplicate listener name"));
+            }
+            if let Some(stages) = &l.stages {
+                for s in stages {
+                    if !KNOWN_STAGES.contains(&s.as_str()) {
+                        return Err(self.err(
+                            format!("{key}.stages"),
+                            format!("unknown stage {s:?} (known: {})", KNOWN_STAGES.join(", ")),
+                        ));
+                    }
+                }
+            }
+        }
+        HostMatcher::new(&self.tls.splice).map_err(|e| self.err("tls.splice", e))?;
+        HostMatcher::new(&self.policy.deny_hosts).map_err(|e| self.err("policy.deny_hosts", e))?;
+        if self.tls.leaf_validity_days == 0 || self.tls.leaf_validity_days > 397 {
+            return Err(self.err("tls.leaf_validity_days", "must be 1..=397"));
+        }
+        if self.tls.leaf_key_rotation_hours == 0 {
+            return Err(self.err("tls.leaf_key_rotation_hours", "must be at least 1"));
+        }
+        if self.tls.leaf_cache_size == 0 {
+            return Err(self.err("tls.leaf_cache_size", "must be at least 1"));
+        }
+        if self.events.queue == 0 {
+            return Err(self.err("events.queue", "must be at least 1"));
+        }
+        let l = &self.limits;
+        for (k, v) in [
+            ("max_connections", l.max_connections as u64),
+            ("handshake_timeout_secs", l.handshake_timeout_secs),
+            ("read_timeout_secs", l.read_timeout_secs),
+            ("idle_timeout_secs", l.idle_timeout_secs),
+            ("connect_timeout_secs", l.connect_timeout_secs),
+            ("response_timeout_secs", l.response_timeout_secs),
+            ("resolve_timeout_secs", l.resolve_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(self.err(format!("limits.{k}"), "must be at least 1"));
+            }
+        }
+        if l.max_header_bytes < 8192 {
+            return Err(self.err("limits.max_header_bytes", "must be at least 8192"));
+        }
+        if l.hold_bytes_per_flow > l.hold_bytes_total {
+            return Err(self.err(
+                "limits.hold_bytes_per_flow",
+                "must not exceed limits.hold_bytes_total",
+            ));
+        }
+        if l.hold_bytes_total > u32::MAX as usize {
+            return Err(self.err("limits.hold_bytes_total", "must be below 4 GiB"));
+        }
+        Ok(())
+    }
+
+    /// The name of listener `i`.
+    pub fn listener_name(&self, i: usize) -> String {
+        let l = &self.listeners[i];
+        l.name.clone().unwrap_or_else(|| match l.kind {
+            ListenerKind::Forward if i == 0 => "forward".to_string(),
+            ListenerKind::Forward => format!("forward-{i}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config> {
+        Config::parse(s, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn minimal_and_defaults() {
+        let c = parse("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:3128\"\n").unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listener_name(0), "forward");
+        assert_eq!(c.listeners[0].allow_clients.len(), 2);
+        assert_eq!(c.limits.hold_bytes_per_flow, 32 << 20);
+        assert!(c.tls.system_roots);
+    }
+
+    #[test]
+    fn many_addrs_and_policy() {
+        let c = parse(
+            "[[listener]]\nkind = \"forward\"\naddr = [\"127.0.0.1:1\", \"[::1]:1\"]\n\
+             [policy]\ndeny_hosts = [\"a.test\", \"*.b.test\"]\nmode = \"detect\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listeners[0].addr.to_vec().len(), 2);
+        assert_eq!(c.policy.stage.mode, sekisho_core::Mode::Detect);
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let e =
+            parse("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[tls]\nbogus = 1\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.starts_with("t.toml: "), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+        let e = parse("[[listener]]\nkind = \"forward\"\naddr = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml") && e.contains("addr"), "{e}");
+        let e = parse("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[policy]\ndeny_hosts = [\"a..b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("policy.deny_hosts"), "{e}");
+        let e = parse("").unwrap_err().to_string();
+        assert!(e.contains("listener"), "{e}");
+        let e =
+            parse("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\nstages = [\"ips\"]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("listener[0].stages"), "{e}");
+    }
+}

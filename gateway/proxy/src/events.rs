@@ -1,0 +1,143 @@
+//! Threat events and the communication log, written as JSON lines by one writer task per file.
+//!
+//! Threat events push back when the queue is full (never dropped); communication-log lines are
+//! dropped when their queue is full, counted in `sekisho_events_dropped_total{kind="flow"}`.
+//! The MSS spool and network sinks build on this.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sekisho_core::{CommLog, ThreatEvent};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::error::{ProxyError, Result};
+use crate::metrics::Metrics;
+
+/// Where events go.
+#[derive(Clone)]
+pub struct EventSink {
+    threats: mpsc::Sender<String>,
+    flows: mpsc::Sender<String>,
+    metrics: Arc<Metrics>,
+}
+
+/// Handles to the writer tasks, to flush on shutdown.
+pub struct EventWriters {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl EventWriters {
+    /// Waits until every queued line is written (after all senders are dropped).
+    pub async fn finish(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn open_append(path: &Path) -> Result<tokio::fs::File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| ProxyError::io(format!("creating {}", dir.display()), e))?;
+    }
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .map_err(|e| ProxyError::io(format!("opening {}", path.display()), e))
+}
+
+fn spawn_writer(
+    path: PathBuf,
+    mut file: tokio::fs::File,
+    mut rx: mpsc::Receiver<String>,
+    metrics: Arc<Metrics>,
+    kind: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(256);
+        let mut buf = Vec::with_capacity(64 * 1024);
+        while rx.recv_many(&mut batch, 256).await > 0 {
+            buf.clear();
+            for line in batch.drain(..) {
+                buf.extend_from_slice(line.as_bytes());
+                buf.push(b'\n');
+            }
+            let n = buf.iter().filter(|b| **b == b'\n').count() as u64;
+            match file.write_all(&buf).await {
+                Ok(()) => {
+                    let _ = file.flush().await;
+                    metrics.events.with_label_values(&[kind]).inc_by(n);
+                }
+                Err(e) => {
+                    metrics.events_dropped.with_label_values(&[kind]).inc_by(n);
+                    tracing::error!(file = %path.display(), error = %e, "cannot write {kind} log");
+                }
+            }
+        }
+    })
+}
+
+impl EventSink {
+    /// Opens both files (creating folders) and starts their writers.
+    pub async fn open(
+        events: &Path,
+        comm_log: &Path,
+        queue: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<(EventSink, EventWriters)> {
+        let ef = open_append(events).await?;
+        let cf = open_append(comm_log).await?;
+        let (ttx, trx) = mpsc::channel(queue);
+        let (ftx, frx) = mpsc::channel(queue);
+        let tasks = vec![
+            spawn_writer(
+                events.to_path_buf(),
+                ef,
+                trx,
+                Arc::clone(&metrics),
+                "threat",
+            ),
+            spawn_writer(
+                comm_log.to_path_buf(),
+                cf,
+                frx,
+                Arc::clone(&metrics),
+                "flow",
+            ),
+        ];
+        Ok((
+            EventSink {
+                threats: ttx,
+                flows: ftx,
+                metrics,
+            },
+            EventWriters { tasks },
+        ))
+    }
+
+    /// Queues a threat event; waits while the queue is full.
+    pub async fn threat(&self, event: &ThreatEvent) {
+        let line = serde_json::to_string(event).unwrap_or_default();
+        if self.threats.send(line).await.is_err() {
+            self.metrics
+                .events_dropped
+                .with_label_values(&["threat"])
+                .inc();
+        }
+    }
+
+    /// Queues a communication-log line; drops it (counted) when the queue is full.
+    pub fn flow(&self, line: &CommLog) {
+        let line = serde_json::to_string(line).unwrap_or_default();
+        if self.flows.try_send(line).is_err() {
+            self.metrics
+                .events_dropped
+                .with_label_values(&["flow"])
+                .inc();
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Per-flow bookkeeping shared by the request and response halves: the pipeline's [`Flow`], the
+//! communication-log record, and event emission.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sekisho_core::{
+    event::now_rfc3339, CommLog, DestinationInfo, Finding, Flow, FlowMeta, HttpInfo, SourceInfo,
+    ThreatEvent, Verdict,
+};
+
+use crate::Shared;
+
+/// What the comm log and events say about the HTTP side of a flow.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HttpFacts {
+    pub method: Option<String>,
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub user_agent: Option<String>,
+    pub status: Option<u16>,
+}
+
+#[derive(Default)]
+struct Record {
+    http: HttpFacts,
+    dest: DestinationInfo,
+    verdict: Verdict,
+    stage_verdicts: Vec<(&'static str, Verdict)>,
+    event_ids: Vec<uuid::Uuid>,
+    error: Option<String>,
+    uninspected: u32,
+    meta: Option<Arc<FlowMeta>>,
+}
+
+/// One flow's shared state.
+pub(crate) struct FlowState {
+    pub shared: Arc<Shared>,
+    pub flow: tokio::sync::Mutex<Flow>,
+    record: Mutex<Record>,
+    started: Instant,
+    finished: AtomicBool,
+    pub to_server: AtomicU64,
+    pub to_client: AtomicU64,
+}
+
+impl FlowState {
+    pub fn new(
+        shared: Arc<Shared>,
+        flow: Flow,
+        http: HttpFacts,
+        dest: DestinationInfo,
+    ) -> Arc<Self> {
+        let meta = Some(Arc::clone(flow.meta()));
+        Arc::new(FlowState {
+            shared,
+            flow: tokio::sync::Mutex::new(flow),
+            record: Mutex::new(Record {
+                http,
+                dest,
+                meta,
+                ..Default::default()
+            }),
+            started: Instant::now(),
+            finished: AtomicBool::new(false),
+            to_server: AtomicU64::new(0),
+            to_client: AtomicU64::new(0),
+        })
+    }
+
+    fn record(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.record().http.status = Some(status);
+    }
+
+    pub fn set_error(&self, error: impl Into<String>) {
+        self.record().error.get_or_insert(error.into());
+    }
+
+    pub fn set_dest_ip(&self, ip: Option<String>) {
+        self.record().dest.ip = ip;
+    }
+
+    fn http_info(http: &HttpFacts) -> Option<HttpInfo> {
+        http.method.as_ref().map(|m| HttpInfo {
+            method: m.clone(),
+            url: http.url.clone().unwrap_or_default(),
+            hostname: http.host.clone(),
+            status: http.status,
+            user_agent: http.user_agent.clone(),
+        })
+    }
+
+    /// Writes the flow's new findings as threat events and snapshots its verdicts.
+    pub async fn emit(&self, flow: &mut Flow) {
+        let findings = flow.take_findings();
+        let events: Vec<ThreatEvent> = {
+            let mut r = self.record();
+            r.verdict = flow.verdict();
+            r.stage_verdicts = flow.stage_verdicts().collect();
+            r.uninspected = flow.uninspected();
+            r.meta = Some(Arc::clone(flow.meta()));
+            let http = Self::http_info(&r.http);
+            let events = findings
+                .iter()
+                .map(|f| {
+                    ThreatEvent::from_finding(
+                        f,
+                        flow.meta(),
+                        &self.shared.observer,
+                        r.dest.clone(),
+                        http.clone(),
+                    )
+                })
+                .collect();
+            r.event_ids.extend(findings.iter().map(|f| f.event_id));
+            events
+        };
+        for e in &events {
+            self.shared.events.threat(e).await;
+        }
+    }
+
+    /// Writes a finding the proxy itself made (upstream certificate errors) as a threat event.
+    pub async fn emit_own(&self, finding: Finding) {
+        let event = {
+            let mut r = self.record();
+            r.event_ids.push(finding.event_id);
+            if finding.action == sekisho_core::Action::Blocked {
+                r.verdict = Verdict::Block;
+            }
+            let meta = r.meta.clone();
+            let Some(meta) = meta else { return };
+            ThreatEvent::from_finding(
+                &finding,
+                &meta,
+                &self.shared.observer,
+                r.dest.clone(),
+                Self::http_info(&r.http),
+            )
+        };
+        self.shared.events.threat(&event).await;
+    }
+
+    /// Writes the communication-log line (once) and the per-stage verdict counters.
+    pub fn finish(&self) {
+        if self.finished.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let r = self.record();
+        let Some(meta) = r.meta.clone() else { return };
+        let m = &self.shared.metrics;
+        for (stage, v) in &r.stage_verdicts {
+            m.verdicts.with_label_values(&[stage, v.as_str()]).inc();
+        }
+        if r.uninspected > 0 {
+            m.uninspected
+                .with_label_values(&[&meta.listener])
+                .inc_by(u64::from(r.uninspected));
+        }
+        let line = CommLog {
+            timestamp: now_rfc3339(),
+            event_type: "flow".into(),
+            flow_id: meta.flow_id,
+            listener: meta.listener.clone(),
+            source: SourceInfo {
+                ip: meta.client.ip().to_string(),
+                port: meta.client.port(),
+            },
+            destination: r.dest.clone(),
+            sni: meta.sni.clone(),
+            tls: meta.tls,
+            method: r.http.method.clone(),
+            host: r.http.host.clone(),
+            path: r.http.path.clone(),
+            status: r.http.status,
+            bytes_to_server: self.to_server.load(Ordering::Relaxed),
+            bytes_to_client: self.to_client.load(Ordering::Relaxed),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            verdict: r.verdict,
+            event_ids: r.event_ids.clone(),
+            facility_id: meta.facility_id.clone(),
+            error: r.error.clone(),
+        };
+        drop(r);
+        self.shared.events.flow(&line);
+    }
+
+    /// Updates the flow's meta (SNI, TLS mode) as a tunnel is classified.
+    pub async fn update_meta(&self, f: impl FnOnce(&mut FlowMeta)) {
+        let mut flow = self.flow.lock().await;
+        flow.update_meta(f);
+        self.record().meta = Some(Arc::clone(flow.meta()));
+    }
+}
+
+/// Writes the comm log when dropped (end of the response body, or the flow abandoned).
+pub(crate) struct FinishGuard(pub Arc<FlowState>);
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}

@@ -1,0 +1,110 @@
+//! Host patterns: exact names and `*.suffix` (any subdomain of the suffix, not the suffix itself).
+
+use std::collections::HashSet;
+
+/// A set of host patterns, matched in O(labels) per lookup.
+#[derive(Clone, Debug, Default)]
+pub struct HostMatcher {
+    exact: HashSet<String>,
+    suffixes: HashSet<String>,
+}
+
+/// Normalises a host for matching: lower case, no trailing dot, no IPv6 brackets.
+pub fn normalize_host(host: &str) -> String {
+    let h = host.trim().trim_end_matches('.');
+    let h = h
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(h);
+    h.to_ascii_lowercase()
+}
+
+impl HostMatcher {
+    /// Builds a matcher; an invalid pattern is an error naming it.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
+        let mut m = HostMatcher::default();
+        for p in patterns {
+            let raw = p.as_ref();
+            let (is_suffix, body) = match raw.strip_prefix("*.") {
+                Some(rest) => (true, rest),
+                None => (false, raw),
+            };
+            let body = normalize_host(body);
+            let ip_literal = body.parse::<std::net::IpAddr>().is_ok();
+            if body.is_empty()
+                || body.len() > 253
+                || (!ip_literal
+                    && (body.split('.').any(|l| l.is_empty() || l.len() > 63)
+                        || !body.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'
+                        })))
+                || (is_suffix && ip_literal)
+            {
+                return Err(format!(
+                    "invalid host pattern {raw:?} (use \"host.example\" or \"*.example\")"
+                ));
+            }
+            if is_suffix {
+                m.suffixes.insert(body);
+            } else {
+                m.exact.insert(body);
+            }
+        }
+        Ok(m)
+    }
+
+    /// The pattern that matches `host`, if any (as written in config form).
+    pub fn find(&self, host: &str) -> Option<String> {
+        let h = normalize_host(host);
+        if self.exact.contains(&h) {
+            return Some(h);
+        }
+        if self.suffixes.is_empty() {
+            return None;
+        }
+        let mut rest = h.as_str();
+        while let Some((_, tail)) = rest.split_once('.') {
+            if self.suffixes.contains(tail) {
+                return Some(format!("*.{tail}"));
+            }
+            rest = tail;
+        }
+        None
+    }
+
+    /// True when `host` matches a pattern.
+    pub fn matches(&self, host: &str) -> bool {
+        self.find(host).is_some()
+    }
+
+    /// True when there are no patterns.
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.suffixes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_and_suffix() {
+        let m = HostMatcher::new(&["bank.test", "*.health.test", "10.0.0.1", "::1"]).unwrap();
+        assert_eq!(m.find("BANK.test."), Some("bank.test".into()));
+        assert!(!m.matches("www.bank.test"));
+        assert_eq!(m.find("a.b.health.test"), Some("*.health.test".into()));
+        assert!(!m.matches("health.test"));
+        assert!(!m.matches("xhealth.test"));
+        assert!(!m.matches("health.test.evil"));
+        assert!(m.matches("10.0.0.1"));
+        assert!(m.matches("[::1]"));
+        assert!(!m.matches(""));
+    }
+
+    #[test]
+    fn invalid_patterns() {
+        for p in ["", "*.", "a..b", "*.10.0.0.1", "a b", &"x".repeat(64)] {
+            assert!(HostMatcher::new(&[p]).is_err(), "{p:?}");
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! `sekisho-proxy`: listeners, TLS interception, the pipeline driver, events, metrics.
+//!
+//! [`Gateway::build`] turns a [`Config`] into bound listeners; [`Gateway::run`] serves until the
+//! shutdown future resolves.
+
+mod blockpage;
+mod body;
+pub mod ca;
+pub mod config;
+mod error;
+pub mod events;
+mod flowstate;
+mod forward;
+pub mod hostmatch;
+mod io;
+pub mod metrics;
+pub mod policy;
+pub mod tlspeek;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use sekisho_core::{Observer, Pipeline};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use blockpage::{render as render_block_page, BlockInfo};
+pub use body::Blocked;
+pub use config::Config;
+pub use error::{ProxyError, Result};
+pub use forward::strip_hop_by_hop;
+
+use crate::ca::{CertAuthority, LeafMinter};
+use crate::events::{EventSink, EventWriters};
+use crate::hostmatch::HostMatcher;
+use crate::metrics::Metrics;
+use crate::upstream::UpstreamClient;
+
+/// Limits as durations and sizes, from `[limits]`.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    pub max_header_bytes: usize,
+    pub handshake_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub resolve_timeout: Duration,
+    pub hold_per_flow: usize,
+}
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub pipeline: ArcSwap<Pipeline>,
+    pub minter: LeafMinter,
+    pub client: UpstreamClient,
+    pub events: EventSink,
+    pub metrics: Arc<Metrics>,
+    pub splice: HostMatcher,
+    pub hold: Arc<Semaphore>,
+    pub flow_ids: AtomicU64,
+    pub observer: Observer,
+    pub server_tls: Arc<rustls::ServerConfig>,
+    pub limits: Limits,
+}
+
+#[derive(Debug)]
+struct OneCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OneCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+}
+
+impl Shared {
+    pub fn next_flow_id(&self) -> u64 {
+        self.flow_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A TLS acceptor presenting `cert`, sharing the base config's session cache and tickets.
+    pub fn tls_acceptor(&self, cert: Arc<CertifiedKey>) -> tokio_rustls::TlsAcceptor {
+        let mut cfg = (*self.server_tls).clone();
+        cfg.cert_resolver = Arc::new(OneCert(cert));
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    }
+}
+
+/// Builds the pipeline of stages named in config (`host_policy` for now).
+pub fn build_pipeline(cfg: &Config, stages: Option<&[String]>) -> Result<Pipeline> {
+    let mut p = Pipeline::new();
+    let all = vec!["host_policy".to_string()];
+    for name in stages.unwrap_or(&all) {
+        match name.as_str() {
+            "host_policy" => {
+                let deny =
+                    HostMatcher::new(&cfg.policy.deny_hosts).map_err(|e| ProxyError::Config {
+                        file: cfg.path.clone(),
+                        message: format!("policy.deny_hosts: {e}"),
+                    })?;
+                p.push(Arc::new(policy::HostPolicy::new(deny)), cfg.policy.stage);
+            }
+            other => {
+                return Err(ProxyError::Config {
+                    file: cfg.path.clone(),
+                    message: format!("unknown stage {other:?}"),
+                })
+            }
+        }
+    }
+    Ok(p)
+}
+
+fn base_server_tls() -> Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(NoCert));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(20_000);
+    cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    Ok(cfg)
+}
+
+#[derive(Debug)]
+struct NoCert;
+
+impl ResolvesServerCert for NoCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        None
+    }
+}
+
+struct BoundListener {
+    name: Arc<str>,
+    sockets: Vec<TcpListener>,
+    allow: Vec<IpNet>,
+    max_connections: usize,
+}
+
+/// A configured, bound gateway, ready to [`Gateway::run`].
+pub struct Gateway {
+    shared: Arc<Shared>,
+    listeners: Vec<BoundListener>,
+    metrics_listener: Option<TcpListener>,
+    writers: EventWriters,
+}
+
+/// Everything `check-config` validates without binding: CA, roots, pipeline.
+pub fn check(cfg: &Config) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let tls = &cfg.tls;
+    if tls.ca_cert.exists() || tls.ca_key.exists() {
+        CertAuthority::load(&tls.ca_cert, &tls.ca_key)?;
+        notes.push(format!("CA {} loads", tls.ca_cert.display()));
+    } else {
+        notes.push(format!(
+            "CA files {} and {} do not exist yet: `sekisho run` creates them (or run `sekisho ca init --out {}`)",
+            tls.ca_cert.display(),
+            tls.ca_key.display(),
+            tls.ca_cert.parent().map(|p| p.display().to_string()).unwrap_or_else(|| ".".into())
+        ));
+    }
+    let roots = upstream::root_store(tls.system_roots, tls.webpki_roots, &tls.upstream_roots)?;
+    notes.push(format!("{} upstream trust anchors", roots.len()));
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let p = build_pipeline(cfg, l.stages.as_deref())?;
+        notes.push(format!(
+            "listener {}: stages {:?}",
+            cfg.listener_name(i),
+            p.stage_names()
+        ));
+    }
+    Ok(notes)
+}
+
+impl Gateway {
+    /// Loads certificates and roots, opens the event files and binds every socket.
+    pub async fn build(cfg: Config) -> Result<Gateway> {
+        let metrics = Arc::new(Metrics::new()?);
+        let tls = &cfg.tls;
+        let ca = CertAuthority::load(&tls.ca_cert, &tls.ca_key)?;
+        let minter = LeafMinter::new(
+            ca,
+            tls.leaf_cache_size,
+            tls.leaf_validity_days,
+            tls.leaf_key_rotation_hours,
+            Arc::clone(&metrics),
+        )?;
+        let roots = upstream::root_store(tls.system_roots, tls.webpki_roots, &tls.upstream_roots)?;
+        let l = &cfg.limits;
+        let limits = Limits {
+            max_header_bytes: l.max_header_bytes,
+            handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
+            read_timeout: Duration::from_secs(l.read_timeout_secs),
+            idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+            connect_timeout: Duration::from_secs(l.connect_timeout_secs),
+            response_timeout: Duration::from_secs(l.response_timeout_secs),
+            resolve_timeout: Duration::from_secs(l.resolve_timeout_secs),
+            hold_per_flow: l.hold_bytes_per_flow,
+        };
+        let client = upstream::client(roots, limits.connect_timeout, limits.idle_timeout);
+        let (events, writers) = EventSink::open(
+            &cfg.events.file,
+            &cfg.events.comm_log,
+            cfg.events.queue,
+            Arc::clone(&metrics),
+        )
+        .await?;
+        let splice = HostMatcher::new(&tls.splice).map_err(|e| ProxyError::Config {
+            file: cfg.path.clone(),
+            message: format!("tls.splice: {e}"),
+        })?;
+        let node = cfg.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "sekisho".into())
+        });
+        // Each listener may name its own stages; the first listener's pipeline is the shared
+        // default until per-listener pipelines are needed by a second stage.
+        let pipeline = build_pipeline(
+            &cfg,
+            cfg.listeners.first().and_then(|l| l.stages.as_deref()),
+        )?;
+        let mut listeners = Vec::new();
+        for (i, lc) in cfg.listeners.iter().enumerate() {
+            let mut sockets = Vec::new();
+            for addr in lc.addr.to_vec() {
+                let s = TcpListener::bind(addr).await.map_err(|e| {
+                    ProxyError::io(
+                        format!("binding listener {} on {addr}", cfg.listener_name(i)),
+                        e,
+                    )
+                })?;
+                sockets.push(s);
+            }
+            listeners.push(BoundListener {
+                name: Arc::from(cfg.listener_name(i)),
+                sockets,
+                allow: lc.allow_clients.clone(),
+                max_connections: l.max_connections,
+            });
+        }
+        let metrics_listener = match cfg.metrics.addr {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| ProxyError::io(format!("binding metrics on {a}"), e))?,
+            ),
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            pipeline: ArcSwap::from_pointee(pipeline),
+            minter,
+            client,
+            events,
+            metrics,
+            splice,
+            hold: Arc::new(Semaphore::new(l.hold_bytes_total)),
+            flow_ids: AtomicU64::new(1),
+            observer: Observer {
+                name: "sekisho".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                node,
+            },
+            server_tls: Arc::new(base_server_tls()?),
+            limits,
+        });
+        Ok(Gateway {
+            shared,
+            listeners,
+            metrics_listener,
+            writers,
+        })
+    }
+
+    /// The bound addresses: (listener name, address) and the metrics address.
+    pub fn local_addrs(&self) -> (Vec<(String, SocketAddr)>, Option<SocketAddr>) {
+        let l = self
+            .listeners
+            .iter()
+            .flat_map(|l| {
+                l.sockets
+                    .iter()
+                    .filter_map(|s| s.local_addr().ok())
+                    .map(|a| (l.name.to_string(), a))
+            })
+            .collect();
+        (
+            l,
+            self.metrics_listener
+                .as_ref()
+                .and_then(|m| m.local_addr().ok()),
+        )
+    }
+
+    /// The metrics registry (for embedding and tests).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.shared.metrics)
+    }
+
+    /// A handle that can swap the pipeline while the gateway runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(Arc::clone(&self.shared))
+    }
+
+    /// Serves until `shutdown` resolves, then flushes the event files.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for l in self.listeners {
+            let limit = Arc::new(Semaphore::new(l.max_connections));
+            let allow = Arc::new(l.allow);
+            for sock in l.sockets {
+                let shared = Arc::clone(&self.shared);
+                let name = Arc::clone(&l.name);
+                let limit = Arc::clone(&limit);
+                let allow = Arc::clone(&allow);
+                tasks.spawn(accept_loop(shared, name, sock, allow, limit));
+            }
+        }
+        if let Some(ml) = self.metrics_listener {
+            tasks.spawn(metrics_loop(Arc::clone(&self.shared.metrics), ml));
+        }
+        shutdown.await;
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let Gateway {
+            shared, writers, ..
+        } = Gateway {
+            shared: self.shared,
+            listeners: Vec::new(),
+            metrics_listener: None,
+            writers: self.writers,
+        };
+        drop(shared);
+        // Flows still in flight hold event senders; give the writers a moment, then stop.
+        let _ = tokio::time::timeout(Duration::from_secs(2), writers.finish()).await;
+        Ok(())
+    }
+}
+
+/// Swaps the running pipeline (SIGHUP, admin API).
+#[derive(Clone)]
+pub struct Reloader(Arc<Shared>);
+
+impl Reloader {
+    /// Builds the pipeline from `cfg` and swaps it in; on error the running one stays.
+    pub fn reload(&self, cfg: &Config) -> Result<()> {
+        let p = build_pipeline(cfg, cfg.listeners.first().and_then(|l| l.stages.as_deref()))?;
+        self.0.pipeline.store(Arc::new(p));
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    sock: TcpListener,
+    allow: Arc<Vec<IpNet>>,
+    limit: Arc<Semaphore>,
+) {
+    let local = sock
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    tracing::info!(listener = %name, addr = %local, "forward proxy listening");
+    loop {
+        let (tcp, peer) = match sock.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let ip = canonical_ip(peer.ip());
+        if !allow.iter().any(|n| n.contains(&ip)) {
+            shared
+                .metrics
+                .connections_refused
+                .with_label_values(&[&name, "not_allowed"])
+                .inc();
+            tracing::info!(listener = %name, client = %peer, "client not in allow_clients: refused");
+            continue;
+        }
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            shared
+                .metrics
+                .connections_refused
+                .with_label_values(&[&name, "limit"])
+                .inc();
+            tracing::warn!(listener = %name, client = %peer, "max_connections reached: refused");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        shared.metrics.connections.with_label_values(&[&name]).inc();
+        let conn = Arc::new(forward::ConnInfo {
+            listener: Arc::clone(&name),
+            client: peer,
+            local,
+        });
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            shared.metrics.connections_active.inc();
+            forward::serve_client(Arc::clone(&shared), tcp, conn).await;
+            shared.metrics.connections_active.dec();
+            drop(permit);
+        });
+    }
+}
+
+fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+async fn metrics_loop(metrics: Arc<Metrics>, sock: TcpListener) {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    tracing::info!(addr = ?sock.local_addr().ok(), "metrics endpoint listening");
+    loop {
+        let Ok((tcp, _)) = sock.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let metrics = Arc::clone(&metrics);
+                async move {
+                    let (status, ctype, body) = match req.uri().path() {
+                        "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
+                        "/healthz" => (200, "text/plain", "ok\n".to_string()),
+                        _ => (404, "text/plain", "not found\n".to_string()),
+                    };
+                    let mut r = http::Response::new(Full::new(bytes::Bytes::from(body)));
+                    *r.status_mut() =
+                        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static(ctype),
+                    );
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+            });
+            let _ = tokio::time::timeout(
+                Duration::from_secs(30),
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
+            )
+            .await;
+        });
+    }
+}

@@ -1,0 +1,178 @@
+//! Prometheus metrics. Labels are bounded: listener, stage, verdict, kind, result — never a URL or
+//! an IP.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric the proxy exports.
+#[allow(missing_docs)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections: IntCounterVec,
+    pub connections_active: IntGauge,
+    pub connections_refused: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub bytes: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    pub tls_handshake_seconds: Histogram,
+    pub cert_cache: IntCounterVec,
+    pub cert_mint_seconds: Histogram,
+    pub upstream_errors: IntCounterVec,
+    pub verdicts: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub tunnels: IntCounterVec,
+    pub events: IntCounterVec,
+    pub events_dropped: IntCounterVec,
+    pub uninspected: IntCounterVec,
+    pub hold_bytes: IntGauge,
+    pub hold_overflows: IntCounter,
+    pub bad_requests: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m;
+                registry.register(Box::new(m.clone()))?;
+                m
+            }};
+        }
+        let lat = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ];
+        Ok(Metrics {
+            connections: reg!(IntCounterVec::new(
+                Opts::new("sekisho_connections_total", "Client connections accepted"),
+                &["listener"]
+            )?),
+            connections_active: reg!(IntGauge::new(
+                "sekisho_connections_active",
+                "Client connections open now"
+            )?),
+            connections_refused: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_connections_refused_total",
+                    "Client connections refused (reason: not_allowed, limit)"
+                ),
+                &["listener", "reason"]
+            )?),
+            requests: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_requests_total",
+                    "HTTP requests (proto: http1, h2, connect)"
+                ),
+                &["listener", "proto"]
+            )?),
+            bytes: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_bytes_total",
+                    "Body and tunnel bytes (direction: to_server, to_client)"
+                ),
+                &["direction"]
+            )?),
+            tls_handshakes: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_tls_handshakes_total",
+                    "TLS handshakes with clients (result: ok, error, timeout)"
+                ),
+                &["result"]
+            )?),
+            tls_handshake_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "sekisho_tls_handshake_seconds",
+                    "Client-side TLS handshake time"
+                )
+                .buckets(lat.clone())
+            )?),
+            cert_cache: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_cert_cache_total",
+                    "Leaf certificate cache lookups (result: hit, miss)"
+                ),
+                &["result"]
+            )?),
+            cert_mint_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "sekisho_cert_mint_seconds",
+                    "Time to mint a leaf certificate"
+                )
+                .buckets(lat.clone())
+            )?),
+            upstream_errors: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_upstream_errors_total",
+                    "Upstream failures (kind: connect, tls_cert, tls, timeout, protocol)"
+                ),
+                &["kind"]
+            )?),
+            verdicts: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_verdicts_total",
+                    "Final verdict of each stage per flow"
+                ),
+                &["stage", "verdict"]
+            )?),
+            request_seconds: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "sekisho_request_duration_seconds",
+                    "Time from request head to response head sent"
+                )
+                .buckets(lat),
+                &["listener"]
+            )?),
+            tunnels: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_tunnels_total",
+                    "CONNECT tunnels (mode: decrypted, spliced, blocked, not_tls, failed)"
+                ),
+                &["mode"]
+            )?),
+            events: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_events_total",
+                    "Log lines written (kind: threat, flow)"
+                ),
+                &["kind"]
+            )?),
+            events_dropped: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_events_dropped_total",
+                    "Log lines dropped (kind: threat, flow)"
+                ),
+                &["kind"]
+            )?),
+            uninspected: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_uninspected_total",
+                    "Flows or bodies passed without full inspection (fail-open, pass-and-alert)"
+                ),
+                &["listener"]
+            )?),
+            hold_bytes: reg!(IntGauge::new("sekisho_hold_bytes", "Body bytes held now")?),
+            hold_overflows: reg!(IntCounter::new(
+                "sekisho_hold_overflows_total",
+                "Held bodies that exceeded a hold limit"
+            )?),
+            bad_requests: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_bad_requests_total",
+                    "Malformed or refused requests"
+                ),
+                &["listener"]
+            )?),
+            registry,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

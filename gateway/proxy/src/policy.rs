@@ -1,0 +1,99 @@
+//! The host policy stage (`host_policy`): refuses hosts on `deny_hosts` by HTTP host, CONNECT host
+//! and TLS SNI (the last two before any decryption). The URL filter will supersede it.
+
+use std::sync::Arc;
+
+use sekisho_core::{
+    Cx, Evidence, Finding, FlowMeta, Inspector, RequestHead, Severity, Stage, TlsHello, Verdict,
+};
+
+use crate::hostmatch::HostMatcher;
+
+/// The stage.
+pub struct HostPolicy {
+    deny: Arc<HostMatcher>,
+}
+
+impl HostPolicy {
+    /// A policy refusing the hosts that `deny` matches.
+    pub fn new(deny: HostMatcher) -> Self {
+        HostPolicy {
+            deny: Arc::new(deny),
+        }
+    }
+}
+
+impl Stage for HostPolicy {
+    fn name(&self) -> &'static str {
+        "host_policy"
+    }
+    fn new_flow(&self, _meta: &FlowMeta) -> Box<dyn Inspector> {
+        Box::new(HostPolicyInspector {
+            deny: Arc::clone(&self.deny),
+        })
+    }
+}
+
+struct HostPolicyInspector {
+    deny: Arc<HostMatcher>,
+}
+
+impl HostPolicyInspector {
+    fn check(&self, cx: &mut Cx<'_>, host: &str, location: &str) -> Verdict {
+        match self.deny.find(host) {
+            Some(pattern) => {
+                let f = Finding::new(
+                    "policy",
+                    format!("deny_hosts:{pattern}"),
+                    format!("host {host} is denied by policy (deny_hosts {pattern})"),
+                    Severity::High,
+                    "policy-violation",
+                    Evidence::new(location, host),
+                );
+                cx.report(f);
+                Verdict::Block
+            }
+            None => Verdict::Allow,
+        }
+    }
+}
+
+impl Inspector for HostPolicyInspector {
+    fn on_tls_hello(&mut self, cx: &mut Cx<'_>, hello: &TlsHello) -> Verdict {
+        match &hello.sni {
+            Some(sni) => self.check(cx, sni, "tls.sni"),
+            None => Verdict::Allow,
+        }
+    }
+
+    fn on_request_head(&mut self, cx: &mut Cx<'_>, head: &RequestHead) -> Verdict {
+        if head.host.is_empty() {
+            return Verdict::Allow;
+        }
+        let location = if head.method == http::Method::CONNECT {
+            "connect.host"
+        } else {
+            "request.host"
+        };
+        let v = self.check(cx, &head.host, location);
+        if v == Verdict::Block {
+            return v;
+        }
+        // Inside a decrypted tunnel the Host header may name another host than the SNI.
+        match head
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            Some(h) => {
+                let (host, _) = sekisho_core::split_host_port(h, 0);
+                if host != head.host {
+                    self.check(cx, &host, "request.header.host")
+                } else {
+                    v
+                }
+            }
+            None => v,
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The upstream client: pooled HTTP/1.1 and h2 (by ALPN) over verified TLS, TCP_NODELAY, session
+//! resumption (rustls' default in-memory cache).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use crate::error::{ProxyError, Result};
+
+/// The body type sent upstream and to clients.
+pub type ProxyBody = UnsyncBoxBody<bytes::Bytes, BoxError>;
+/// Boxed error of bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The upstream client.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// Builds the trust store for upstream certificates: system roots, Mozilla roots, extra PEMs.
+pub fn root_store(system: bool, webpki: bool, extra: &[impl AsRef<Path>]) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    if webpki {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    if system {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!(error = %e, "system trust store");
+        }
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        tracing::debug!(added, "system roots");
+    }
+    for p in extra {
+        let p = p.as_ref();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(p)
+            .map_err(|e| ProxyError::Cert {
+                path: p.to_path_buf(),
+                message: format!("cannot read: {e}"),
+            })?
+            .collect::<Result<_, _>>()
+            .map_err(|e| ProxyError::Cert {
+                path: p.to_path_buf(),
+                message: format!("bad PEM: {e}"),
+            })?;
+        if certs.is_empty() {
+            return Err(ProxyError::Cert {
+                path: p.to_path_buf(),
+                message: "no CERTIFICATE in PEM bundle".into(),
+            });
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| ProxyError::Cert {
+                path: p.to_path_buf(),
+                message: format!("unusable root certificate: {e}"),
+            })?;
+        }
+    }
+    Ok(roots)
+}
+
+/// Builds the pooled upstream client.
+pub fn client(roots: RootCertStore, connect_timeout: Duration, idle: Duration) -> UpstreamClient {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(idle)
+        .pool_max_idle_per_host(256)
+        .build(https)
+}
+
+/// Why an upstream request failed, for metrics, events and the page the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// The upstream's certificate did not verify.
+    Certificate(String),
+    /// Another TLS failure.
+    Tls(String),
+    /// Could not connect.
+    Connect(String),
+    /// Anything else (protocol error, reset).
+    Other(String),
+}
+
+impl UpstreamFailure {
+    /// The metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamFailure::Certificate(_) => "tls_cert",
+            UpstreamFailure::Tls(_) => "tls",
+            UpstreamFailure::Connect(_) => "connect",
+            UpstreamFailure::Other(_) => "protocol",
+        }
+    }
+}
+
+/// Classifies an upstream client error by walking its causes.
+pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut connect = false;
+    while let Some(e) = cur {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(t) = tls {
+            return match t {
+                rustls::Error::InvalidCertificate(c) => {
+                    UpstreamFailure::Certificate(format!("upstream certificate rejected: {c:?}"))
+                }
+                other => UpstreamFailure::Tls(format!("upstream TLS failed: {other}")),
+            };
+        }
+        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            connect |= h.is_connect();
+        }
+        cur = e.source();
+    }
+    let text = error_chain(err);
+    if connect {
+        UpstreamFailure::Connect(text)
+    } else {
+        UpstreamFailure::Other(text)
+    }
+}
+
+/// `a: b: c` from an error and its sources.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let t = e.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = e.source();
+    }
+    s
+}
