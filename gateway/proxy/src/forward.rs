@@ -279,6 +279,17 @@ pub(crate) async fn http_flow(
             return text_response(StatusCode::BAD_REQUEST, &format!("bad request target: {e}"));
         }
     };
+    // h2 clients name the virtual host in :authority, not Host: stages and HTTP/1.1 upstreams
+    // see it as Host either way.
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
     let head = RequestHead::new(
         parts.method.clone(),
         up_uri.clone(),
@@ -353,10 +364,6 @@ pub(crate) async fn http_flow(
 
     strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
     add_via(&mut parts.headers, parts.version);
-    if tunnel.is_some() && parts.version == Version::HTTP_2 {
-        // h2 carries the authority in :authority; HTTP/1.1 upstreams need a Host header.
-        parts.headers.remove(header::HOST);
-    }
     parts.uri = up_uri;
     parts.version = Version::HTTP_11;
     let body = if body.is_end_stream() && v != Verdict::Hold {

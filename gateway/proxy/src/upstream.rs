@@ -122,12 +122,7 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut connect = false;
     while let Some(e) = cur {
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(t) = tls {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
             return match t {
                 rustls::Error::InvalidCertificate(c) => {
                     UpstreamFailure::Certificate(format!("upstream certificate rejected: {c:?}"))
@@ -138,7 +133,14 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
             connect |= h.is_connect();
         }
-        cur = e.source();
+        // io::Error hides its payload from source(): look inside (connectors nest them).
+        cur = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     let text = error_chain(err);
     if connect {

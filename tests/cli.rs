@@ -1,0 +1,130 @@
+//! CLI behaviour of the real binary: version, ca init, check-config errors, run's CA handling.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::{bin, TempDir};
+
+fn run(args: &[&str], cwd: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_and_help() {
+    let d = TempDir::new("cli-v");
+    let (code, out, _) = run(&["--version"], d.path());
+    assert_eq!(code, 0);
+    assert!(out.starts_with("sekisho "), "{out}");
+    let (code, out, _) = run(&["--help"], d.path());
+    assert_eq!(code, 0);
+    for verb in ["run", "check-config", "ca"] {
+        assert!(out.contains(verb), "{out}");
+    }
+}
+
+#[test]
+fn ca_init_writes_0600_key_and_refuses_overwrite() {
+    let d = TempDir::new("cli-ca");
+    let (code, out, err) = run(&["ca", "init", "--out", "x"], d.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ca.crt"), "{out}");
+    let key = d.path().join("x/ca.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let pem = std::fs::read_to_string(d.path().join("x/ca.crt")).unwrap();
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    let cert = p.parse_x509().unwrap();
+    assert!(cert.is_ca());
+    assert_eq!(
+        cert.public_key().algorithm.algorithm.to_id_string(),
+        "1.2.840.10045.2.1",
+        "ECDSA public key"
+    );
+    let before = std::fs::read(&key).unwrap();
+    let (code, _, err) = run(&["ca", "init", "--out", "x"], d.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(std::fs::read(&key).unwrap(), before, "key untouched");
+}
+
+#[test]
+fn check_config_accepts_the_bundled_default() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = TempDir::new("cli-default");
+    std::fs::copy(repo.join("sekisho.toml"), d.path().join("sekisho.toml")).unwrap();
+    let (code, out, err) = run(&["check-config"], d.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("sekisho.toml: OK"), "{out}");
+    assert!(
+        out.contains("sekisho ca init"),
+        "says how the CA is made: {out}"
+    );
+}
+
+#[test]
+fn check_config_errors_name_file_and_key() {
+    let d = TempDir::new("cli-bad");
+    let cases: &[(&str, &[&str])] = &[
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[tls]\nsplice_hosts = []\n", &["bad.toml", "splice_hosts"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"not-an-address\"\n", &["bad.toml", "addr"]),
+        ("[[listener]]\nkind = \"reverse-ish\"\naddr = \"127.0.0.1:1\"\n", &["bad.toml", "kind"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[policy]\ndeny_hosts = [\"bad host\"]\n", &["bad.toml", "policy.deny_hosts"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[limits]\nhold_bytes_per_flow = 10\nhold_bytes_total = 5\n", &["bad.toml", "limits.hold_bytes_per_flow"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[tls]\nupstream_roots = [\"missing.pem\"]\n", &["missing.pem"]),
+    ];
+    for (text, needles) in cases {
+        std::fs::write(d.path().join("bad.toml"), text).unwrap();
+        let (code, out, err) = run(&["check-config", "--config", "bad.toml"], d.path());
+        assert_eq!(code, 2, "{text}: {out}");
+        assert_eq!(
+            err.lines()
+                .filter(|l| l.starts_with("sekisho: error"))
+                .count(),
+            1,
+            "one error: {err}"
+        );
+        for n in *needles {
+            assert!(err.contains(n), "{text}: error should name {n}: {err}");
+        }
+    }
+}
+
+#[test]
+fn unreadable_or_mismatched_ca_key_is_a_clear_error() {
+    let d = TempDir::new("cli-cakey");
+    assert_eq!(run(&["ca", "init", "--out", "ca"], d.path()).0, 0);
+    std::fs::write(
+        d.path().join("ca/broken.key"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let cfg = "[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:0\"\n[tls]\nca_cert = \"ca/ca.crt\"\nca_key = \"ca/broken.key\"\n";
+    std::fs::write(d.path().join("c.toml"), cfg).unwrap();
+    for verb in ["check-config", "run"] {
+        let (code, _, err) = run(&[verb, "--config", "c.toml"], d.path());
+        assert_eq!(code, 2, "{verb}");
+        assert!(err.contains("ca/broken.key"), "{verb}: {err}");
+    }
+    // Only one of the pair missing: run names what to do instead of silently replacing it.
+    let cfg = "[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:0\"\n[tls]\nca_cert = \"ca/ca.crt\"\nca_key = \"ca/gone.key\"\n";
+    std::fs::write(d.path().join("c.toml"), cfg).unwrap();
+    let (code, _, err) = run(&["run", "--config", "c.toml"], d.path());
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("gone.key") && err.contains("sekisho ca init"),
+        "{err}"
+    );
+}

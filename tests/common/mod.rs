@@ -1,0 +1,482 @@
+//! Shared end-to-end fixtures: a test PKI, a local HTTPS/HTTP origin, and the real `sekisho`
+//! binary started with a generated config. Everything binds to loopback.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+
+pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A fresh temporary folder, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p = std::env::temp_dir().join(format!("sekisho-e2e-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test CA and a server certificate it issued.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub cert_der: CertificateDer<'static>,
+    pub key_der: Vec<u8>,
+}
+
+impl TestPki {
+    pub fn new(ca_name: &str, sans: &[&str]) -> TestPki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name.push(DnType::CommonName, ca_name);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, sans[0]);
+        p.subject_alt_names = sans
+            .iter()
+            .map(|s| match s.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(s.to_string().try_into().unwrap()),
+            })
+            .collect();
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        TestPki {
+            ca_pem: ca_cert.pem(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        }
+    }
+
+    pub fn server_config(&self) -> rustls::ServerConfig {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![self.cert_der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone())),
+            )
+            .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        cfg
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+/// The origin's routes:
+/// - `/hello` → `hello`
+/// - `/bytes/N` → N bytes (`x`), streamed in 64 KiB chunks
+/// - `/count` → consumes the request body, answers its length
+/// - `/headers` → the request headers, one `name: value` per line (lower-case names)
+/// - `/upgrade` → 101 to protocol `echo`, then echoes bytes
+/// - `/proto` → the HTTP version the origin saw
+async fn route(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/upgrade" {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let (mut r, mut w) = tokio::io::split(&mut io);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        return Ok(Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(full(Bytes::new()))
+            .unwrap());
+    }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: usize = n.parse().unwrap_or(0);
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let chunks = (0..n.div_ceil(64 * 1024)).map(move |i| {
+            let len = (n - i * 64 * 1024).min(64 * 1024);
+            Ok::<_, Infallible>(Frame::data(chunk.slice(..len)))
+        });
+        let body = BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks)));
+        return Ok(Response::builder()
+            .header("content-length", n.to_string())
+            .body(body)
+            .unwrap());
+    }
+    let text = match path.as_str() {
+        "/hello" => "hello".to_string(),
+        "/proto" => format!("{:?}", req.version()),
+        "/headers" => {
+            let mut s = String::new();
+            for (k, v) in req.headers() {
+                s.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+            }
+            s
+        }
+        "/count" => {
+            let mut n = 0usize;
+            let mut body = req.into_body().into_data_stream();
+            while let Some(Ok(c)) = body.next().await {
+                n += c.len();
+            }
+            n.to_string()
+        }
+        _ => {
+            return Ok(Response::builder()
+                .status(404)
+                .body(full("not found"))
+                .unwrap())
+        }
+    };
+    Ok(Response::new(full(text)))
+}
+
+/// A local origin on 127.0.0.1 (and [::1] on the same port when free), HTTPS when `tls` is given.
+pub struct Origin {
+    pub port: u16,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Origin {
+    pub async fn start(tls: Option<rustls::ServerConfig>) -> Origin {
+        let v4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = v4.local_addr().unwrap().port();
+        let mut socks = vec![v4];
+        if let Ok(v6) = TcpListener::bind(("::1", port)).await {
+            socks.push(v6);
+        }
+        let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
+        let tasks = socks
+            .into_iter()
+            .map(|sock| {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let Ok((tcp, _)) = sock.accept().await else {
+                            continue;
+                        };
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            let svc = hyper::service::service_fn(route);
+                            let builder =
+                                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                            match acceptor {
+                                Some(a) => {
+                                    if let Ok(tls) = a.accept(tcp).await {
+                                        let _ = builder
+                                            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                                            .await;
+                                    }
+                                }
+                                None => {
+                                    let _ = builder
+                                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                                        .await;
+                                }
+                            }
+                        });
+                    }
+                })
+            })
+            .collect();
+        Origin { port, tasks }
+    }
+}
+
+/// The real `sekisho` binary, running with a generated config; killed on drop.
+pub struct Gateway {
+    pub child: Child,
+    pub dir: TempDir,
+    pub proxy: SocketAddr,
+    pub proxy6: Option<SocketAddr>,
+    pub metrics: SocketAddr,
+    pub stderr: PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sekisho")
+}
+
+impl Gateway {
+    /// Starts the gateway with `extra` appended to a base config (listener on loopback v4+v6,
+    /// metrics, events in the temp dir, CA created by `sekisho ca init`).
+    pub fn start(tag: &str, tls_extra: &str, extra: &str) -> Gateway {
+        let dir = TempDir::new(tag);
+        let d = dir.path().display().to_string();
+        let out = Command::new(bin())
+            .args(["ca", "init", "--out"])
+            .arg(dir.path().join("ca"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ca init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cfg = format!(
+            "[[listener]]\nkind = \"forward\"\naddr = [\"127.0.0.1:0\", \"[::1]:0\"]\n\n\
+             [tls]\nca_cert = \"{d}/ca/ca.crt\"\nca_key = \"{d}/ca/ca.key\"\nsystem_roots = false\nwebpki_roots = false\n{tls_extra}\n\n\
+             [metrics]\naddr = \"127.0.0.1:0\"\n\n\
+             [events]\nfile = \"{d}/events.jsonl\"\ncomm_log = \"{d}/flows.jsonl\"\n\n{extra}\n"
+        );
+        let cfg_path = dir.path().join("sekisho.toml");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let stderr = dir.path().join("stderr.log");
+        let mut child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&cfg_path)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut proxy, mut proxy6, mut metrics) = (None, None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metrics.is_none() && Instant::now() < deadline {
+            let Some(Ok(line)) = lines.next() else { break };
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["listening", _, a] => {
+                    let a: SocketAddr = a.parse().unwrap();
+                    if a.is_ipv4() {
+                        proxy = Some(a)
+                    } else {
+                        proxy6 = Some(a)
+                    }
+                }
+                ["metrics", url] => {
+                    metrics = Some(
+                        url.trim_start_matches("http://")
+                            .trim_end_matches("/metrics")
+                            .parse()
+                            .unwrap(),
+                    )
+                }
+                _ => {}
+            }
+        }
+        let Some(metrics) = metrics else {
+            let _ = child.kill();
+            panic!(
+                "gateway did not start: {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Gateway {
+            child,
+            dir,
+            proxy: proxy.unwrap(),
+            proxy6,
+            metrics,
+            stderr,
+        }
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca/ca.crt")
+    }
+
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy)
+    }
+
+    fn read_lines(&self, file: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join(file))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits (bounded) until a JSON line of `file` satisfies `pred`.
+    pub fn wait_line(
+        &self,
+        file: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(v) = self.read_lines(file).into_iter().find(|v| pred(v)) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching line in {file}: {:#?}",
+                self.read_lines(file)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.read_lines("events.jsonl")
+    }
+
+    /// Peak resident memory of the gateway process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        rss_field(self.child.id(), "VmHWM:")
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        rss_field(self.child.id(), "VmRSS:")
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "--max-time", "5"])
+            .arg(format!("http://{}/metrics", self.metrics))
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn rss_field(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Output of a curl run.
+pub struct Curl {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs curl with `args` (bounded by --max-time).
+pub async fn curl(args: &[&str]) -> Curl {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output()
+        .await
+        .expect("curl is installed");
+    Curl {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Opens a CONNECT tunnel through the proxy and returns the raw stream after the 200.
+pub async fn connect_tunnel(proxy: SocketAddr, target: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "proxy closed during CONNECT: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    assert!(head.starts_with("HTTP/1.1 200"), "CONNECT answered {head}");
+    s
+}
+
+/// A TLS handshake over `stream` with SNI `name`, trusting only `ca_pem`; returns the peer chain.
+pub async fn tls_peer_chain(
+    stream: tokio::net::TcpStream,
+    name: &str,
+    ca_pem: &str,
+) -> Result<
+    (
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        Vec<CertificateDer<'static>>,
+    ),
+    std::io::Error,
+> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let tls = connector.connect(server_name, stream).await?;
+    let chain = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_default()
+        .to_vec();
+    Ok((tls, chain))
+}

@@ -1,0 +1,614 @@
+//! End-to-end tests of the forward proxy: the real `sekisho` binary, a local origin, and real
+//! clients (curl and a Rust TLS client), all on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Setup {
+    gw: Gateway,
+    origin: Origin,
+    pki: TestPki,
+    _roots: TempDir,
+}
+
+async fn setup(tag: &str, policy: &str) -> Setup {
+    let pki = TestPki::new("Origin Test CA", &["localhost", "127.0.0.1", "::1"]);
+    let origin = Origin::start(Some(pki.server_config())).await;
+    let roots = TempDir::new("roots");
+    let ca = roots.path().join("origin-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let gw = Gateway::start(
+        tag,
+        &format!(
+            "upstream_roots = [\"{}\"]\nsplice = [\"127.0.0.1\", \"*.spliced.test\"]",
+            ca.display()
+        ),
+        policy,
+    );
+    Setup {
+        gw,
+        origin,
+        pki,
+        _roots: roots,
+    }
+}
+
+const POLICY: &str = "[policy]\ndeny_hosts = [\"denied.test\", \"*.evil.test\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypted_https_http1_and_h2_through_curl() {
+    let s = setup("https", POLICY).await;
+    let url = format!("https://localhost:{}/hello", s.origin.port);
+    let ca = s.gw.ca_path();
+    for (flag, want_version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let r = curl(&[
+            "-x",
+            &s.gw.proxy_url(),
+            "--cacert",
+            ca.to_str().unwrap(),
+            flag,
+            "-w",
+            "\n%{http_version}",
+            &url,
+        ])
+        .await;
+        assert_eq!(r.code, 0, "{flag}: {}", r.stderr);
+        assert_eq!(r.stdout, format!("hello\n{want_version}"), "{flag}");
+    }
+    // Over the IPv6 listener too.
+    let p6 = s.gw.proxy6.expect("IPv6 listener");
+    let r = curl(&[
+        "-x",
+        &format!("http://{p6}"),
+        "--cacert",
+        ca.to_str().unwrap(),
+        &url,
+    ])
+    .await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, "hello"), "{}", r.stderr);
+    // Without the gateway CA the client must refuse: proof that the traffic was intercepted.
+    let r = curl(&["-x", &s.gw.proxy_url(), &url]).await;
+    assert_eq!(
+        r.code, 60,
+        "curl must reject the minted leaf without the gateway CA: {}",
+        r.stderr
+    );
+
+    // Upstream sees a Via header and no proxy/hop-by-hop headers.
+    let r = curl(&[
+        "-x",
+        &s.gw.proxy_url(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--http1.1",
+        "-H",
+        "Connection: keep-alive, X-Drop-Me",
+        "-H",
+        "X-Drop-Me: 1",
+        "-H",
+        "Keep-Alive: timeout=5",
+        &format!("https://localhost:{}/headers", s.origin.port),
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("via: 1.1 sekisho"), "{}", r.stdout);
+    assert!(!r.stdout.contains("x-drop-me"), "{}", r.stdout);
+    assert!(!r.stdout.contains("keep-alive"), "{}", r.stdout);
+
+    // The communication log says decrypted, with SNI and status.
+    let line = s.gw.wait_line("flows.jsonl", |v| {
+        v["path"] == "/hello" && v["status"] == 200
+    });
+    assert_eq!(line["tls"], "decrypted");
+    assert_eq!(line["sni"], "localhost");
+    assert_eq!(line["verdict"], "allow");
+    assert_eq!(line["source"]["ip"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_leaf_is_issued_by_gateway_ca_with_matching_san() {
+    let s = setup("leaf", POLICY).await;
+    let gw_ca = std::fs::read_to_string(s.gw.ca_path()).unwrap();
+    for (target, name, want_san) in [
+        (
+            format!("localhost:{}", s.origin.port),
+            "localhost",
+            "localhost",
+        ),
+        (format!("[::1]:{}", s.origin.port), "::1", "::1"),
+    ] {
+        let tcp = connect_tunnel(s.gw.proxy, &target).await;
+        let (mut tls, chain) = tls_peer_chain(tcp, name, &gw_ca)
+            .await
+            .expect("handshake with gateway CA");
+        assert_eq!(chain.len(), 2, "leaf + CA are sent");
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        let ca_pem = x509_parser::pem::parse_x509_pem(gw_ca.as_bytes())
+            .unwrap()
+            .1;
+        let ca = ca_pem.parse_x509().unwrap();
+        assert_eq!(leaf.issuer(), ca.subject());
+        assert_ne!(
+            leaf.public_key().raw,
+            ca.public_key().raw,
+            "leaf must not reuse the CA key"
+        );
+        let sans: Vec<String> = leaf
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|g| match g {
+                x509_parser::extensions::GeneralName::DNSName(d) => d.to_string(),
+                x509_parser::extensions::GeneralName::IPAddress(b) if b.len() == 16 => {
+                    std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap()).to_string()
+                }
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sans, vec![want_san.to_string()]);
+        let validity =
+            leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+        assert!(validity <= 9 * 86_400, "short-lived leaf, got {validity} s");
+        // And it really proxies.
+        let host = if name.contains(':') {
+            format!("[{name}]")
+        } else {
+            name.to_string()
+        };
+        tls.write_all(
+            format!("GET /hello HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut resp = String::new();
+        tls.read_to_string(&mut resp).await.unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(resp.ends_with("hello"), "{resp}");
+    }
+    let m = s.gw.metrics_text().await;
+    assert!(
+        m.contains("sekisho_cert_cache_total{result=\"miss\"}"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spliced_host_shows_origin_certificate() {
+    let s = setup("splice", POLICY).await;
+    // 127.0.0.1 is on the splice list: the client sees the origin's own certificate.
+    let tcp = connect_tunnel(s.gw.proxy, &format!("127.0.0.1:{}", s.origin.port)).await;
+    let (_tls, chain) = tls_peer_chain(tcp, "127.0.0.1", &s.pki.ca_pem)
+        .await
+        .expect("origin CA verifies");
+    assert_eq!(chain[0], s.pki.cert_der, "the origin's leaf, untouched");
+    // curl trusting only the origin CA succeeds through the proxy.
+    let r = curl(&[
+        "-x",
+        &s.gw.proxy_url(),
+        "--cacert",
+        s._roots.path().join("origin-ca.pem").to_str().unwrap(),
+        &format!("https://127.0.0.1:{}/hello", s.origin.port),
+    ])
+    .await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, "hello"), "{}", r.stderr);
+    let line = s.gw.wait_line("flows.jsonl", |v| {
+        v["tls"] == "spliced" && v["bytes_to_client"].as_u64() > Some(0)
+    });
+    assert_eq!(line["method"], "CONNECT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_upstream_gets_block_page_and_event() {
+    let s = setup("untrusted", POLICY).await;
+    // A second origin whose CA the gateway does not trust.
+    let rogue = TestPki::new("Rogue CA", &["localhost"]);
+    let bad = Origin::start(Some(rogue.server_config())).await;
+    let r = curl(&[
+        "-x",
+        &s.gw.proxy_url(),
+        "--cacert",
+        s.gw.ca_path().to_str().unwrap(),
+        "-w",
+        "\n%{http_code}",
+        &format!("https://localhost:{}/hello", bad.port),
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.ends_with("\n502"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("Untrusted server certificate"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("hello\n"),
+        "the upstream body must not pass"
+    );
+    let ev = s.gw.wait_line("events.jsonl", |v| {
+        v["rule"]["id"] == "upstream-certificate"
+    });
+    let id = ev["event"]["id"].as_str().unwrap();
+    assert!(r.stdout.contains(id), "block page names the event id {id}");
+    assert_eq!(ev["event"]["action"], "blocked");
+    assert_eq!(ev["tls"]["decrypted"], true);
+    assert_eq!(ev["destination"]["domain"], "localhost");
+    let m = s.gw.metrics_text().await;
+    assert!(
+        m.contains("sekisho_upstream_errors_total{kind=\"tls_cert\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_hosts_blocks_http_connect_and_sni() {
+    let s = setup("deny", POLICY).await;
+    // Plain HTTP: block page, never reaches DNS.
+    let r = curl(&[
+        "-x",
+        &s.gw.proxy_url(),
+        "-w",
+        "\n%{http_code}",
+        "http://denied.test/path?q=1",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.ends_with("\n403"), "{}", r.stdout);
+    let ev = s.gw.wait_line("events.jsonl", |v| {
+        v["http"]["url"] == "http://denied.test/path?q=1"
+    });
+    let id = ev["event"]["id"].as_str().unwrap().to_string();
+    assert!(r.stdout.contains(&id), "block page names event {id}");
+    assert_eq!(ev["event"]["kind"], "alert");
+    assert_eq!(ev["event"]["action"], "blocked");
+    assert_eq!(ev["event_type"], "alert");
+    assert_eq!(ev["rule"]["id"], "deny_hosts:denied.test");
+    assert_eq!(ev["rule"]["engine"], "policy");
+    assert_eq!(ev["alert"]["action"], "blocked");
+    assert_eq!(ev["source"]["ip"], "127.0.0.1");
+    assert_eq!(ev["destination"]["domain"], "denied.test");
+    assert_eq!(ev["http"]["method"], "GET");
+    assert_eq!(ev["stage"], "host_policy");
+    assert_eq!(ev["observer"]["name"], "sekisho");
+    assert!(ev["flow_id"].as_u64().is_some());
+    let flow =
+        s.gw.wait_line("flows.jsonl", |v| v["flow_id"] == ev["flow_id"]);
+    assert_eq!(flow["verdict"], "block");
+    assert_eq!(flow["status"], 403);
+    assert_eq!(flow["event_ids"][0], id.as_str());
+
+    // CONNECT to a denied suffix: refused before any TLS.
+    let r = curl(&["-x", &s.gw.proxy_url(), "https://www.evil.test/"]).await;
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("403"), "{}", r.stderr);
+    let ev = s.gw.wait_line("events.jsonl", |v| {
+        v["evidence"]["location"] == "connect.host"
+    });
+    assert_eq!(ev["rule"]["id"], "deny_hosts:*.evil.test");
+
+    // An allowed CONNECT host but a denied SNI: the ClientHello is judged before decryption.
+    let gw_ca = std::fs::read_to_string(s.gw.ca_path()).unwrap();
+    let tcp = connect_tunnel(s.gw.proxy, &format!("localhost:{}", s.origin.port)).await;
+    let (mut tls, _) = tls_peer_chain(tcp, "x.evil.test", &gw_ca).await.unwrap();
+    tls.write_all(b"GET /hello HTTP/1.1\r\nHost: x.evil.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    tls.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    let ev =
+        s.gw.wait_line("events.jsonl", |v| v["evidence"]["location"] == "tls.sni");
+    assert_eq!(ev["tls"]["sni"], "x.evil.test");
+    assert!(resp.contains(ev["event"]["id"].as_str().unwrap()));
+
+    // Host header naming a denied host inside an allowed tunnel.
+    let r = curl(&[
+        "-x",
+        &s.gw.proxy_url(),
+        "--cacert",
+        s.gw.ca_path().to_str().unwrap(),
+        "-H",
+        "Host: denied.test",
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        &format!("https://localhost:{}/hello", s.origin.port),
+    ])
+    .await;
+    assert_eq!(r.stdout, "403", "{}", r.stderr);
+
+    let m = s.gw.metrics_text().await;
+    assert!(
+        m.contains("sekisho_verdicts_total{stage=\"host_policy\",verdict=\"block\"}"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detect_mode_logs_but_passes() {
+    let s = setup(
+        "detect",
+        "[policy]\ndeny_hosts = [\"localhost\"]\nmode = \"detect\"\n",
+    )
+    .await;
+    let r = curl(&[
+        "-x",
+        &s.gw.proxy_url(),
+        "--cacert",
+        s.gw.ca_path().to_str().unwrap(),
+        &format!("https://localhost:{}/hello", s.origin.port),
+    ])
+    .await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, "hello"), "{}", r.stderr);
+    let ev =
+        s.gw.wait_line("events.jsonl", |v| v["event"]["action"] == "detected");
+    assert_eq!(ev["rule"]["id"], "deny_hosts:localhost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_0b_1mib_100mib_stream_with_flat_memory() {
+    let s = setup("bodies", POLICY).await;
+    let tmp = TempDir::new("bodies");
+    let ca = s.gw.ca_path();
+    let count_url = format!("https://localhost:{}/count", s.origin.port);
+    for size in [0usize, 1 << 20] {
+        let f = tmp.path().join(format!("b{size}"));
+        std::fs::write(&f, vec![b'a'; size]).unwrap();
+        for flag in ["--http1.1", "--http2"] {
+            let r = curl(&[
+                "-x",
+                &s.gw.proxy_url(),
+                "--cacert",
+                ca.to_str().unwrap(),
+                flag,
+                "--data-binary",
+                &format!("@{}", f.display()),
+                &count_url,
+            ])
+            .await;
+            assert_eq!(
+                (r.code, r.stdout.clone()),
+                (0, size.to_string()),
+                "{flag} POST {size}: {}",
+                r.stderr
+            );
+        }
+        let r = curl(&[
+            "-x",
+            &s.gw.proxy_url(),
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            &format!("https://localhost:{}/bytes/{size}", s.origin.port),
+        ])
+        .await;
+        assert_eq!(r.stdout, size.to_string(), "GET {size}: {}", r.stderr);
+    }
+    // 100 MiB each way, streamed: the gateway's resident memory must not grow by the body size.
+    let big = 100usize << 20;
+    let f = tmp.path().join("big");
+    {
+        let file = std::fs::File::create(&f).unwrap();
+        file.set_len(big as u64).unwrap();
+    }
+    let before = s.gw.rss_kib();
+    let r = curl(&[
+        "-x",
+        &s.gw.proxy_url(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--data-binary",
+        &format!("@{}", f.display()),
+        &count_url,
+    ])
+    .await;
+    assert_eq!(
+        (r.code, r.stdout.clone()),
+        (0, big.to_string()),
+        "{}",
+        r.stderr
+    );
+    let r = curl(&[
+        "-x",
+        &s.gw.proxy_url(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        &format!("https://localhost:{}/bytes/{big}", s.origin.port),
+    ])
+    .await;
+    assert_eq!(r.stdout, big.to_string(), "{}", r.stderr);
+    let peak = s.gw.peak_rss_kib();
+    assert!(peak > 0);
+    assert!(
+        peak < before + 48 * 1024,
+        "gateway memory grew from {before} KiB to a peak of {peak} KiB while streaming 100 MiB"
+    );
+    let line = s.gw.wait_line("flows.jsonl", |v| {
+        v["bytes_to_server"].as_u64() == Some(big as u64)
+    });
+    assert_eq!(line["path"], "/count");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_websocket_upgrade_and_bad_input() {
+    let s = setup("plain", POLICY).await;
+    let plain = Origin::start(None).await;
+    let r = curl(&[
+        "-x",
+        &s.gw.proxy_url(),
+        &format!("http://127.0.0.1:{}/hello", plain.port),
+    ])
+    .await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, "hello"), "{}", r.stderr);
+
+    // Upgrade passes through: the origin echoes after 101.
+    let mut c = tokio::net::TcpStream::connect(s.gw.proxy).await.unwrap();
+    c.write_all(format!(
+        "GET http://127.0.0.1:{}/upgrade HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        plain.port
+    ).as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    c.write_all(b"ping-through-upgrade").await.unwrap();
+    let mut echoed = vec![0u8; 20];
+    tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping-through-upgrade");
+    drop(c);
+
+    // Malformed request → 400, and the gateway keeps serving.
+    let mut c = tokio::net::TcpStream::connect(s.gw.proxy).await.unwrap();
+    c.write_all(b"THIS IS NOT HTTP\x00\x01\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut resp))
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&resp).starts_with("HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&resp)
+    );
+    // Origin-form request to the proxy → 400 with an explanation.
+    let r = curl(&["-w", "%{http_code}", &format!("http://{}/", s.gw.proxy)]).await;
+    assert!(r.stdout.ends_with("400"), "{}", r.stdout);
+
+    // Non-TLS bytes after CONNECT → the tunnel is closed, a log line says why.
+    let mut t = connect_tunnel(s.gw.proxy, &format!("localhost:{}", s.origin.port)).await;
+    t.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), t.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0, "closed without an answer");
+    let line = s.gw.wait_line("flows.jsonl", |v| {
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("not TLS"))
+    });
+    assert_eq!(line["method"], "CONNECT");
+    let log = std::fs::read_to_string(&s.gw.stderr).unwrap();
+    assert!(log.contains("non-TLS bytes after CONNECT"), "{log}");
+
+    let r = curl(&[
+        "-x",
+        &s.gw.proxy_url(),
+        &format!("http://127.0.0.1:{}/hello", plain.port),
+    ])
+    .await;
+    assert_eq!(r.stdout, "hello", "still serving");
+    let m = s.gw.metrics_text().await;
+    assert!(
+        m.contains("sekisho_tunnels_total{mode=\"not_tls\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_scrape_has_the_counters() {
+    let s = setup("metrics", POLICY).await;
+    for _ in 0..3 {
+        let r = curl(&[
+            "-x",
+            &s.gw.proxy_url(),
+            "--cacert",
+            s.gw.ca_path().to_str().unwrap(),
+            &format!("https://localhost:{}/hello", s.origin.port),
+        ])
+        .await;
+        assert_eq!(r.stdout, "hello", "{}", r.stderr);
+    }
+    let m = s.gw.metrics_text().await;
+    for needle in [
+        "sekisho_connections_total{listener=\"forward\"} 3",
+        "sekisho_requests_total{listener=\"forward\",proto=\"connect\"} 3",
+        "sekisho_tls_handshakes_total{result=\"ok\"} 3",
+        "sekisho_cert_cache_total{result=\"miss\"} 1",
+        "sekisho_cert_cache_total{result=\"hit\"} 2",
+        "sekisho_tunnels_total{mode=\"decrypted\"} 3",
+        "sekisho_request_duration_seconds_count{listener=\"forward\"} 3",
+        "sekisho_tls_handshake_seconds_count 3",
+        "# TYPE sekisho_bytes_total counter",
+    ] {
+        assert!(m.contains(needle), "missing {needle:?} in\n{m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_outside_allow_clients_are_refused() {
+    let pki = TestPki::new("Origin Test CA", &["localhost"]);
+    let origin = Origin::start(Some(pki.server_config())).await;
+    let gw = Gateway::start("allow", "", "");
+    drop(gw);
+    // Same config but only 10.0.0.0/8 may use it: loopback is refused.
+    let dir = TempDir::new("allow2");
+    let d = dir.path().display();
+    let out = std::process::Command::new(bin())
+        .args(["ca", "init", "--out"])
+        .arg(dir.path().join("ca"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cfg = format!(
+        "[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:0\"\nallow_clients = [\"10.0.0.0/8\"]\n\
+         [tls]\nca_cert = \"{d}/ca/ca.crt\"\nca_key = \"{d}/ca/ca.key\"\n[metrics]\naddr = \"127.0.0.1:0\"\n\
+         [events]\nfile = \"{d}/e.jsonl\"\ncomm_log = \"{d}/f.jsonl\"\n"
+    );
+    std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(dir.path().join("c.toml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    let addr = line.split_whitespace().nth(2).unwrap().to_string();
+    let r = curl(&[
+        "-x",
+        &format!("http://{addr}"),
+        &format!("https://localhost:{}/hello", origin.port),
+    ])
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_ne!(
+        r.code, 0,
+        "a client outside allow_clients must not get through: {}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("hello"));
+}
