@@ -28,7 +28,7 @@ use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use sekisho_core::{Observer, Pipeline};
+use sekisho_core::{Observer, Pipeline, Stage, StagePolicy};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -70,6 +70,7 @@ pub(crate) struct Shared {
     pub observer: Observer,
     pub server_tls: Arc<rustls::ServerConfig>,
     pub limits: Limits,
+    pub extra_stages: Vec<ExtraStage>,
 }
 
 #[derive(Debug)]
@@ -94,8 +95,15 @@ impl Shared {
     }
 }
 
-/// Builds the pipeline of stages named in config (`host_policy` for now).
-pub fn build_pipeline(cfg: &Config, stages: Option<&[String]>) -> Result<Pipeline> {
+/// A stage added by an embedder (tests, future engines) after the configured ones.
+pub type ExtraStage = (Arc<dyn Stage>, StagePolicy);
+
+/// Builds the pipeline of stages named in config (`host_policy` for now), then `extra`.
+pub fn build_pipeline(
+    cfg: &Config,
+    stages: Option<&[String]>,
+    extra: &[ExtraStage],
+) -> Result<Pipeline> {
     let mut p = Pipeline::new();
     let all = vec!["host_policy".to_string()];
     for name in stages.unwrap_or(&all) {
@@ -115,6 +123,9 @@ pub fn build_pipeline(cfg: &Config, stages: Option<&[String]>) -> Result<Pipelin
                 })
             }
         }
+    }
+    for (stage, policy) in extra {
+        p.push(Arc::clone(stage), *policy);
     }
     Ok(p)
 }
@@ -173,7 +184,7 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
     let roots = upstream::root_store(tls.system_roots, tls.webpki_roots, &tls.upstream_roots)?;
     notes.push(format!("{} upstream trust anchors", roots.len()));
     for (i, l) in cfg.listeners.iter().enumerate() {
-        let p = build_pipeline(cfg, l.stages.as_deref())?;
+        let p = build_pipeline(cfg, l.stages.as_deref(), &[])?;
         notes.push(format!(
             "listener {}: stages {:?}",
             cfg.listener_name(i),
@@ -186,6 +197,12 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
 impl Gateway {
     /// Loads certificates and roots, opens the event files and binds every socket.
     pub async fn build(cfg: Config) -> Result<Gateway> {
+        Gateway::build_with_stages(cfg, Vec::new()).await
+    }
+
+    /// Like [`Gateway::build`], with `extra` stages appended to every pipeline (and kept across
+    /// reloads).
+    pub async fn build_with_stages(cfg: Config, extra: Vec<ExtraStage>) -> Result<Gateway> {
         let metrics = Arc::new(Metrics::new()?);
         let tls = &cfg.tls;
         let ca = CertAuthority::load(&tls.ca_cert, &tls.ca_key)?;
@@ -230,6 +247,7 @@ impl Gateway {
         let pipeline = build_pipeline(
             &cfg,
             cfg.listeners.first().and_then(|l| l.stages.as_deref()),
+            &extra,
         )?;
         let mut listeners = Vec::new();
         for (i, lc) in cfg.listeners.iter().enumerate() {
@@ -274,6 +292,7 @@ impl Gateway {
             },
             server_tls: Arc::new(base_server_tls()?),
             limits,
+            extra_stages: extra,
         });
         Ok(Gateway {
             shared,
@@ -355,7 +374,11 @@ pub struct Reloader(Arc<Shared>);
 impl Reloader {
     /// Builds the pipeline from `cfg` and swaps it in; on error the running one stays.
     pub fn reload(&self, cfg: &Config) -> Result<()> {
-        let p = build_pipeline(cfg, cfg.listeners.first().and_then(|l| l.stages.as_deref()))?;
+        let p = build_pipeline(
+            cfg,
+            cfg.listeners.first().and_then(|l| l.stages.as_deref()),
+            &self.0.extra_stages,
+        )?;
         self.0.pipeline.store(Arc::new(p));
         Ok(())
     }
