@@ -1,5 +1,7 @@
 //! CLI behaviour of the real binary: version, ca init, check-config errors, run's CA handling.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,8 @@
 //! End-to-end tests of the forward proxy: the real `sekisho` binary, a local origin, and real
 //! clients (curl and a Rust TLS client), all on loopback.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

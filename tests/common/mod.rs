@@ -1,6 +1,6 @@
 //! Shared end-to-end fixtures: a test PKI, a local HTTPS/HTTP origin, and the real `sekisho`
 //! binary started with a generated config. Everything binds to loopback.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};

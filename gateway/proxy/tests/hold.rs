@@ -2,6 +2,8 @@
 //! with a test stage: hold and release, hold and block (block page), block mid-stream (reset),
 //! per-flow overflow (block, or pass-and-alert), held request bodies.
 
+#![allow(clippy::unwrap_used)]
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
