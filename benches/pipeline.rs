@@ -28,10 +28,19 @@ impl Inspector for PassThroughInspector {}
 
 fn pipeline() -> Pipeline {
     let patterns: Vec<String> = (0..1000)
-        .map(|i| if i % 2 == 0 { format!("host{i}.deny.example") } else { format!("*.zone{i}.example") })
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("host{i}.deny.example")
+            } else {
+                format!("*.zone{i}.example")
+            }
+        })
         .collect();
     let mut p = Pipeline::new();
-    p.push(Arc::new(HostPolicy::new(HostMatcher::new(&patterns).unwrap())), StagePolicy::default());
+    p.push(
+        Arc::new(HostPolicy::new(HostMatcher::new(&patterns).unwrap())),
+        StagePolicy::default(),
+    );
     p.push(Arc::new(PassThrough), StagePolicy::default());
     p
 }
@@ -49,7 +58,9 @@ fn bench_pipeline(c: &mut Criterion) {
     headers.insert(http::header::USER_AGENT, "bench/1".parse().unwrap());
     let head = RequestHead::new(
         http::Method::GET,
-        "https://www.allowed.example/path/to/resource?x=1".parse().unwrap(),
+        "https://www.allowed.example/path/to/resource?x=1"
+            .parse()
+            .unwrap(),
         http::Version::HTTP_11,
         headers,
         443,
@@ -60,7 +71,10 @@ fn bench_pipeline(c: &mut Criterion) {
         headers: http::HeaderMap::new(),
     };
     let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
-    let hello = TlsHello { sni: Some("www.allowed.example".into()), alpn: vec!["h2".into()] };
+    let hello = TlsHello {
+        sni: Some("www.allowed.example".into()),
+        alpn: vec!["h2".into()],
+    };
 
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(1));
@@ -95,13 +109,21 @@ fn bench_minting(c: &mut Criterion) {
     let ca = sekisho_proxy::ca::CertAuthority::load(&crt, &key).unwrap();
     let metrics = Arc::new(sekisho_proxy::metrics::Metrics::new().unwrap());
     let minter = sekisho_proxy::ca::LeafMinter::new(ca, 10_000, 7, 24, metrics).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut g = c.benchmark_group("leaf");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("mint", |b| b.iter(|| minter.mint("www.example.test").unwrap()));
+    g.bench_function("mint", |b| {
+        b.iter(|| minter.mint("www.example.test").unwrap())
+    });
     rt.block_on(minter.get("cached.example.test")).unwrap();
     g.bench_function("cache_hit", |b| {
-        b.iter_batched(|| (), |_| rt.block_on(minter.get("cached.example.test")).unwrap(), BatchSize::SmallInput)
+        b.iter_batched(
+            || (),
+            |_| rt.block_on(minter.get("cached.example.test")).unwrap(),
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
     let _ = std::fs::remove_dir_all(&dir);

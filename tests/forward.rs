@@ -101,6 +101,31 @@ async fn decrypted_https_http1_and_h2_through_curl() {
     assert!(!r.stdout.contains("x-drop-me"), "{}", r.stdout);
     assert!(!r.stdout.contains("keep-alive"), "{}", r.stdout);
 
+    // The upstream leg is h2 (ALPN with the origin) and carries the authority once, as :authority:
+    // a duplicate Host header makes nginx answer 400.
+    let r = curl(&[
+        "-x",
+        &s.gw.proxy_url(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        &format!("https://localhost:{}/proto", s.origin.port),
+    ])
+    .await;
+    assert_eq!(r.stdout, "HTTP/2.0", "{}", r.stderr);
+    let r = curl(&[
+        "-x",
+        &s.gw.proxy_url(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        &format!("https://localhost:{}/headers", s.origin.port),
+    ])
+    .await;
+    assert!(
+        !r.stdout.contains("host:"),
+        "no Host header next to :authority: {}",
+        r.stdout
+    );
+
     // The communication log says decrypted, with SNI and status.
     let line = s.gw.wait_line("flows.jsonl", |v| {
         v["path"] == "/hello" && v["status"] == 200

@@ -256,8 +256,28 @@ pub(crate) async fn http_flow(
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
+    // Inside a tunnel the upstream is always the CONNECT target. When the client's own authority
+    // (Host, or h2 :authority) names that same target, it becomes the upstream URI's authority and
+    // the Host header is dropped, so an h2 upstream gets one :authority and an HTTP/1.1 upstream
+    // one Host; a different virtual host keeps its Host header.
+    let mut drop_host = false;
     let (scheme, auth) = match &tunnel {
-        Some(t) => ("https".to_string(), authority(&t.host, t.port)),
+        Some(t) => {
+            let client_auth = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+                .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()));
+            let auth = match client_auth {
+                Some(a) if split_host_port(&a, 443) == (t.host.clone(), t.port) => {
+                    drop_host = true;
+                    a
+                }
+                _ => authority(&t.host, t.port),
+            };
+            ("https".to_string(), auth)
+        }
         None => (
             parts.uri.scheme_str().unwrap_or("http").to_string(),
             parts
@@ -363,6 +383,9 @@ pub(crate) async fn http_flow(
     };
 
     strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+    if drop_host {
+        parts.headers.remove(header::HOST);
+    }
     add_via(&mut parts.headers, parts.version);
     parts.uri = up_uri;
     parts.version = Version::HTTP_11;

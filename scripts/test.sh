@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, unit tests, end-to-end tests of the real binary (curl against
+# local origins on loopback), and each criterion bench once in test mode.
+# Installs the Debian packages the tests use when run as root and they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+[ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}"
+  else
+    echo "missing: ${need[*]} (install them, or run as root)" >&2
+    exit 1
+  fi
+fi
+
+export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --all-targets --locked
