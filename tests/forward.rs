@@ -639,3 +639,43 @@ async fn clients_outside_allow_clients_are_refused() {
     );
     assert!(!r.stdout.contains("hello"));
 }
+
+/// Reads until the peer closes; panics if it is still open after `limit`.
+async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(limit, s.read_to_end(&mut got)).await;
+    assert!(r.is_ok(), "connection still open after {limit:?}");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_off() {
+    let s = setup(
+        "slow",
+        &format!("{POLICY}[limits]\nread_timeout_secs = 1\nhandshake_timeout_secs = 1\nidle_timeout_secs = 2\n"),
+    )
+    .await;
+    // Slowloris: a request head that never ends.
+    let mut a = tokio::net::TcpStream::connect(s.gw.proxy).await.unwrap();
+    a.write_all(b"GET http://localhost/ HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // CONNECT, then silence instead of a ClientHello.
+    let mut b = connect_tunnel(s.gw.proxy, &format!("localhost:{}", s.origin.port)).await;
+    // An idle keep-alive connection after one request.
+    let mut c = tokio::net::TcpStream::connect(s.gw.proxy).await.unwrap();
+    c.write_all(b"GET http://denied.test/ HTTP/1.1\r\nHost: denied.test\r\n\r\n")
+        .await
+        .unwrap();
+    closed_within(&mut a, Duration::from_secs(15)).await;
+    closed_within(&mut b, Duration::from_secs(15)).await;
+    let got = closed_within(&mut c, Duration::from_secs(15)).await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 403"));
+    s.gw.wait_line("flows.jsonl", |v| {
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no TLS ClientHello within"))
+    });
+    let m = s.gw.metrics_text().await;
+    assert!(m.contains("sekisho_connections_active 0"), "{m}");
+}
