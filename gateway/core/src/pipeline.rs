@@ -699,3 +699,140 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::SocketAddr;
+
+    const MARKER: &[u8] = b"MALWARE";
+
+    /// A streaming matcher that keeps an overlap tail, as real engines must: it blocks when the
+    /// marker appears anywhere in the body, however the body is chunked.
+    struct Streaming;
+    struct StreamingInspector {
+        tail: Vec<u8>,
+    }
+    impl Stage for Streaming {
+        fn name(&self) -> &'static str {
+            "streaming"
+        }
+        fn new_flow(&self, _m: &FlowMeta) -> Box<dyn Inspector> {
+            Box::new(StreamingInspector { tail: Vec::new() })
+        }
+    }
+    impl Inspector for StreamingInspector {
+        fn on_response_body(&mut self, cx: &mut Cx<'_>, chunk: &Bytes, _end: bool) -> Verdict {
+            let mut window = std::mem::take(&mut self.tail);
+            window.extend_from_slice(chunk);
+            let hit = window.windows(MARKER.len()).any(|w| w == MARKER);
+            let keep = window.len().min(MARKER.len() - 1);
+            self.tail = window[window.len() - keep..].to_vec();
+            if hit {
+                cx.report(Finding::new(
+                    "t",
+                    "m",
+                    "marker",
+                    Severity::High,
+                    "t",
+                    Evidence::default(),
+                ));
+                Verdict::Block
+            } else {
+                Verdict::Allow
+            }
+        }
+    }
+
+    /// A stage with a fixed verdict per phase.
+    struct Fixed(Verdict, Verdict, Mode);
+    struct FixedInspector(Verdict, Verdict);
+    impl Stage for Fixed {
+        fn name(&self) -> &'static str {
+            "fixed"
+        }
+        fn new_flow(&self, _m: &FlowMeta) -> Box<dyn Inspector> {
+            Box::new(FixedInspector(self.0, self.1))
+        }
+    }
+    impl Inspector for FixedInspector {
+        fn on_request_head(&mut self, _cx: &mut Cx<'_>, _h: &RequestHead) -> Verdict {
+            self.0
+        }
+        fn on_response_head(&mut self, _cx: &mut Cx<'_>, _h: &ResponseHead) -> Verdict {
+            self.1
+        }
+    }
+
+    fn meta() -> Arc<FlowMeta> {
+        let a: SocketAddr = "[::1]:1".parse().unwrap();
+        Arc::new(FlowMeta::new(1, "p", a, a))
+    }
+
+    fn verdict() -> impl Strategy<Value = Verdict> {
+        prop_oneof![
+            Just(Verdict::Allow),
+            Just(Verdict::Alert),
+            Just(Verdict::Block)
+        ]
+    }
+
+    fn mode() -> impl Strategy<Value = Mode> {
+        prop_oneof![Just(Mode::Prevent), Just(Mode::Detect)]
+    }
+
+    proptest! {
+        #[test]
+        fn chunking_never_changes_a_verdict(
+            body in proptest::collection::vec(prop_oneof![Just(b'M'), Just(b'A'), Just(b'L'), Just(b'W'), Just(b'R'), Just(b'E'), any::<u8>()], 0..400),
+            cuts in proptest::collection::vec(0usize..400, 0..12),
+            plant in proptest::option::of(0usize..400),
+        ) {
+            let mut body = body;
+            if let Some(at) = plant {
+                let at = at.min(body.len());
+                body.splice(at..at, MARKER.iter().copied());
+            }
+            let expected = if body.windows(MARKER.len()).any(|w| w == MARKER) { Verdict::Block } else { Verdict::Allow };
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(body.len())).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut p = Pipeline::new();
+            p.push(Arc::new(Streaming), StagePolicy::default());
+            let mut f = p.start(meta());
+            let mut start = 0;
+            let mut v = Verdict::Allow;
+            for end in cuts.into_iter().chain(std::iter::once(body.len())) {
+                let last = end == body.len();
+                v = f.body(Direction::Response, &Bytes::copy_from_slice(&body[start..end]), last);
+                start = end;
+                if v == Verdict::Block || last { break; }
+            }
+            prop_assert_eq!(v, expected);
+        }
+
+        #[test]
+        fn a_later_stage_never_weakens(stages in proptest::collection::vec((verdict(), verdict(), mode()), 1..6)) {
+            let mut p = Pipeline::new();
+            for (a, b, m) in &stages {
+                p.push(Arc::new(Fixed(*a, *b, *m)), StagePolicy { mode: *m, ..Default::default() });
+            }
+            let mut f = p.start(meta());
+            let head = RequestHead::new(http::Method::GET, "http://a/".parse().unwrap(), http::Version::HTTP_11, http::HeaderMap::new(), 80);
+            let v1 = f.request_head(&head);
+            let rh = ResponseHead { status: http::StatusCode::OK, version: http::Version::HTTP_11, headers: http::HeaderMap::new() };
+            let v2 = f.response_head(&rh);
+            // Effective verdict of a stage: detect turns block into alert.
+            let eff = |v: Verdict, m: Mode| if v == Verdict::Block && m == Mode::Detect { Verdict::Alert } else { v };
+            let want1 = stages.iter().map(|(a, _, m)| eff(*a, *m)).max().unwrap();
+            prop_assert_eq!(v1, want1);
+            prop_assert!(v2 >= v1, "{:?} after {:?}", v2, v1);
+            if v1 != Verdict::Block {
+                let want2 = stages.iter().map(|(_, b, m)| eff(*b, *m)).max().unwrap().max(v1);
+                prop_assert_eq!(v2, want2);
+            }
+            prop_assert_eq!(f.blocking_event().is_some(), f.verdict() == Verdict::Block);
+        }
+    }
+}
