@@ -39,6 +39,32 @@ async fn setup(tag: &str, policy: &str) -> Setup {
     }
 }
 
+impl Setup {
+    /// curl through the gateway, trusting the gateway CA.
+    async fn curl(&self, args: &[&str]) -> Curl {
+        let (proxy, ca) = (self.gw.proxy_url(), self.gw.ca_path());
+        let mut all = vec!["-x", proxy.as_str(), "--cacert", ca.to_str().unwrap()];
+        all.extend_from_slice(args);
+        curl(&all).await
+    }
+}
+
+impl Setup {
+    /// POSTs `file` to the origin's `/count` (which answers the length it received).
+    async fn upload(&self, flag: &str, file: &std::path::Path) -> Curl {
+        let data = format!("@{}", file.display());
+        let url = format!("https://localhost:{}/count", self.origin.port);
+        self.curl(&[flag, "--data-binary", &data, &url]).await
+    }
+
+    /// GETs `size` bytes from the origin; stdout is the downloaded size.
+    async fn download(&self, size: usize) -> Curl {
+        let url = format!("https://localhost:{}/bytes/{size}", self.origin.port);
+        self.curl(&["-o", "/dev/null", "-w", "%{size_download}", &url])
+            .await
+    }
+}
+
 const POLICY: &str = "[policy]\ndeny_hosts = [\"denied.test\", \"*.evil.test\"]\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,17 +73,7 @@ async fn decrypted_https_http1_and_h2_through_curl() {
     let url = format!("https://localhost:{}/hello", s.origin.port);
     let ca = s.gw.ca_path();
     for (flag, want_version) in [("--http1.1", "1.1"), ("--http2", "2")] {
-        let r = curl(&[
-            "-x",
-            &s.gw.proxy_url(),
-            "--cacert",
-            ca.to_str().unwrap(),
-            flag,
-            "-w",
-            "\n%{http_version}",
-            &url,
-        ])
-        .await;
+        let r = s.curl(&[flag, "-w", "\n%{http_version}", &url]).await;
         assert_eq!(r.code, 0, "{flag}: {}", r.stderr);
         assert_eq!(r.stdout, format!("hello\n{want_version}"), "{flag}");
     }
@@ -81,21 +97,18 @@ async fn decrypted_https_http1_and_h2_through_curl() {
     );
 
     // Upstream sees a Via header and no proxy/hop-by-hop headers.
-    let r = curl(&[
-        "-x",
-        &s.gw.proxy_url(),
-        "--cacert",
-        ca.to_str().unwrap(),
-        "--http1.1",
-        "-H",
-        "Connection: keep-alive, X-Drop-Me",
-        "-H",
-        "X-Drop-Me: 1",
-        "-H",
-        "Keep-Alive: timeout=5",
-        &format!("https://localhost:{}/headers", s.origin.port),
-    ])
-    .await;
+    let r = s
+        .curl(&[
+            "--http1.1",
+            "-H",
+            "Connection: keep-alive, X-Drop-Me",
+            "-H",
+            "X-Drop-Me: 1",
+            "-H",
+            "Keep-Alive: timeout=5",
+            &format!("https://localhost:{}/headers", s.origin.port),
+        ])
+        .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("via: 1.1 sekisho"), "{}", r.stdout);
     assert!(!r.stdout.contains("x-drop-me"), "{}", r.stdout);
@@ -103,23 +116,13 @@ async fn decrypted_https_http1_and_h2_through_curl() {
 
     // The upstream leg is h2 (ALPN with the origin) and carries the authority once, as :authority:
     // a duplicate Host header makes nginx answer 400.
-    let r = curl(&[
-        "-x",
-        &s.gw.proxy_url(),
-        "--cacert",
-        ca.to_str().unwrap(),
-        &format!("https://localhost:{}/proto", s.origin.port),
-    ])
-    .await;
+    let r = s
+        .curl(&[&format!("https://localhost:{}/proto", s.origin.port)])
+        .await;
     assert_eq!(r.stdout, "HTTP/2.0", "{}", r.stderr);
-    let r = curl(&[
-        "-x",
-        &s.gw.proxy_url(),
-        "--cacert",
-        ca.to_str().unwrap(),
-        &format!("https://localhost:{}/headers", s.origin.port),
-    ])
-    .await;
+    let r = s
+        .curl(&[&format!("https://localhost:{}/headers", s.origin.port)])
+        .await;
     assert!(
         !r.stdout.contains("host:"),
         "no Host header next to :authority: {}",
@@ -237,16 +240,13 @@ async fn untrusted_upstream_gets_block_page_and_event() {
     // A second origin whose CA the gateway does not trust.
     let rogue = TestPki::new("Rogue CA", &["localhost"]);
     let bad = Origin::start(Some(rogue.server_config())).await;
-    let r = curl(&[
-        "-x",
-        &s.gw.proxy_url(),
-        "--cacert",
-        s.gw.ca_path().to_str().unwrap(),
-        "-w",
-        "\n%{http_code}",
-        &format!("https://localhost:{}/hello", bad.port),
-    ])
-    .await;
+    let r = s
+        .curl(&[
+            "-w",
+            "\n%{http_code}",
+            &format!("https://localhost:{}/hello", bad.port),
+        ])
+        .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.ends_with("\n502"), "{}", r.stdout);
     assert!(
@@ -335,20 +335,17 @@ async fn deny_hosts_blocks_http_connect_and_sni() {
     assert!(resp.contains(ev["event"]["id"].as_str().unwrap()));
 
     // Host header naming a denied host inside an allowed tunnel.
-    let r = curl(&[
-        "-x",
-        &s.gw.proxy_url(),
-        "--cacert",
-        s.gw.ca_path().to_str().unwrap(),
-        "-H",
-        "Host: denied.test",
-        "-w",
-        "%{http_code}",
-        "-o",
-        "/dev/null",
-        &format!("https://localhost:{}/hello", s.origin.port),
-    ])
-    .await;
+    let r = s
+        .curl(&[
+            "-H",
+            "Host: denied.test",
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+            &format!("https://localhost:{}/hello", s.origin.port),
+        ])
+        .await;
     assert_eq!(r.stdout, "403", "{}", r.stderr);
 
     let m = s.gw.metrics_text().await;
@@ -365,14 +362,9 @@ async fn detect_mode_logs_but_passes() {
         "[policy]\ndeny_hosts = [\"localhost\"]\nmode = \"detect\"\n",
     )
     .await;
-    let r = curl(&[
-        "-x",
-        &s.gw.proxy_url(),
-        "--cacert",
-        s.gw.ca_path().to_str().unwrap(),
-        &format!("https://localhost:{}/hello", s.origin.port),
-    ])
-    .await;
+    let r = s
+        .curl(&[&format!("https://localhost:{}/hello", s.origin.port)])
+        .await;
     assert_eq!((r.code, r.stdout.as_str()), (0, "hello"), "{}", r.stderr);
     let ev =
         s.gw.wait_line("events.jsonl", |v| v["event"]["action"] == "detected");
@@ -383,23 +375,11 @@ async fn detect_mode_logs_but_passes() {
 async fn bodies_0b_1mib_100mib_stream_with_flat_memory() {
     let s = setup("bodies", POLICY).await;
     let tmp = TempDir::new("bodies");
-    let ca = s.gw.ca_path();
-    let count_url = format!("https://localhost:{}/count", s.origin.port);
     for size in [0usize, 1 << 20] {
         let f = tmp.path().join(format!("b{size}"));
         std::fs::write(&f, vec![b'a'; size]).unwrap();
         for flag in ["--http1.1", "--http2"] {
-            let r = curl(&[
-                "-x",
-                &s.gw.proxy_url(),
-                "--cacert",
-                ca.to_str().unwrap(),
-                flag,
-                "--data-binary",
-                &format!("@{}", f.display()),
-                &count_url,
-            ])
-            .await;
+            let r = s.upload(flag, &f).await;
             assert_eq!(
                 (r.code, r.stdout.clone()),
                 (0, size.to_string()),
@@ -407,56 +387,25 @@ async fn bodies_0b_1mib_100mib_stream_with_flat_memory() {
                 r.stderr
             );
         }
-        let r = curl(&[
-            "-x",
-            &s.gw.proxy_url(),
-            "--cacert",
-            ca.to_str().unwrap(),
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{size_download}",
-            &format!("https://localhost:{}/bytes/{size}", s.origin.port),
-        ])
-        .await;
+        let r = s.download(size).await;
         assert_eq!(r.stdout, size.to_string(), "GET {size}: {}", r.stderr);
     }
     // 100 MiB each way, streamed: the gateway's resident memory must not grow by the body size.
     let big = 100usize << 20;
     let f = tmp.path().join("big");
-    {
-        let file = std::fs::File::create(&f).unwrap();
-        file.set_len(big as u64).unwrap();
-    }
+    std::fs::File::create(&f)
+        .unwrap()
+        .set_len(big as u64)
+        .unwrap();
     let before = s.gw.rss_kib();
-    let r = curl(&[
-        "-x",
-        &s.gw.proxy_url(),
-        "--cacert",
-        ca.to_str().unwrap(),
-        "--data-binary",
-        &format!("@{}", f.display()),
-        &count_url,
-    ])
-    .await;
+    let r = s.upload("--http2", &f).await;
     assert_eq!(
         (r.code, r.stdout.clone()),
         (0, big.to_string()),
         "{}",
         r.stderr
     );
-    let r = curl(&[
-        "-x",
-        &s.gw.proxy_url(),
-        "--cacert",
-        ca.to_str().unwrap(),
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{size_download}",
-        &format!("https://localhost:{}/bytes/{big}", s.origin.port),
-    ])
-    .await;
+    let r = s.download(big).await;
     assert_eq!(r.stdout, big.to_string(), "{}", r.stderr);
     let peak = s.gw.peak_rss_kib();
     assert!(peak > 0);
@@ -566,14 +515,9 @@ async fn plain_http_websocket_upgrade_and_bad_input() {
 async fn metrics_scrape_has_the_counters() {
     let s = setup("metrics", POLICY).await;
     for _ in 0..3 {
-        let r = curl(&[
-            "-x",
-            &s.gw.proxy_url(),
-            "--cacert",
-            s.gw.ca_path().to_str().unwrap(),
-            &format!("https://localhost:{}/hello", s.origin.port),
-        ])
-        .await;
+        let r = s
+            .curl(&[&format!("https://localhost:{}/hello", s.origin.port)])
+            .await;
         assert_eq!(r.stdout, "hello", "{}", r.stderr);
     }
     let m = s.gw.metrics_text().await;

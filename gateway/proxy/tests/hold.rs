@@ -326,33 +326,31 @@ async fn overflow_blocks_by_default_and_passes_with_alert_when_configured() {
 async fn held_request_body_is_judged_before_it_leaves() {
     let o = origin().await;
     let g = gateway("req", StagePolicy::default(), "").await;
+    let upload = |body: Vec<u8>| {
+        let (proxy, dir) = (g.proxy.clone(), g.dir.clone());
+        async move {
+            let file = dir.join("upload.bin");
+            std::fs::write(&file, body).unwrap();
+            let data = format!("@{}", file.display());
+            curl(
+                &proxy,
+                &[
+                    "--data-binary",
+                    &data,
+                    &format!("http://127.0.0.1:{o}/upload-hold"),
+                ],
+            )
+            .await
+        }
+    };
     let mut body = vec![b'a'; 300_000];
-    let tmp = g.dir.join("clean.bin");
-    std::fs::write(&tmp, &body).unwrap();
-    let r = curl(
-        &g.proxy,
-        &[
-            "--data-binary",
-            &format!("@{}", tmp.display()),
-            &format!("http://127.0.0.1:{o}/upload-hold"),
-        ],
-    )
-    .await;
+    let r = upload(body.clone()).await;
     assert_eq!(
         (r.status.as_str(), String::from_utf8_lossy(&r.body).as_ref()),
         ("200", "300000")
     );
     body.extend_from_slice(MARKER);
-    std::fs::write(&tmp, &body).unwrap();
-    let r = curl(
-        &g.proxy,
-        &[
-            "--data-binary",
-            &format!("@{}", tmp.display()),
-            &format!("http://127.0.0.1:{o}/upload-hold"),
-        ],
-    )
-    .await;
+    let r = upload(body).await;
     assert_eq!(r.status, "403", "{}", String::from_utf8_lossy(&r.body));
     let ev = wait_event(&g.dir, |e| e["rule"]["id"] == "marker-1").await;
     assert!(String::from_utf8_lossy(&r.body).contains(ev["event"]["id"].as_str().unwrap()));
