@@ -596,7 +596,7 @@ async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> Vec<u8
 async fn slow_and_idle_clients_are_cut_off() {
     let s = setup(
         "slow",
-        &format!("{POLICY}[limits]\nread_timeout_secs = 1\nhandshake_timeout_secs = 1\nidle_timeout_secs = 2\n"),
+        &format!("{POLICY}[limits]\nread_timeout_secs = 1\nhandshake_timeout_secs = 1\nidle_timeout_secs = 2\nresponse_timeout_secs = 1\n"),
     )
     .await;
     // Slowloris: a request head that never ends.
@@ -611,6 +611,23 @@ async fn slow_and_idle_clients_are_cut_off() {
     c.write_all(b"GET http://denied.test/ HTTP/1.1\r\nHost: denied.test\r\n\r\n")
         .await
         .unwrap();
+    // An upstream that answers after the response timeout: 504, and the flow says why.
+    let r = s
+        .curl(&[
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+            &format!("https://localhost:{}/sleep/4", s.origin.port),
+        ])
+        .await;
+    assert_eq!(r.stdout, "504", "{}", r.stderr);
+    s.gw.wait_line("flows.jsonl", |v| {
+        v["status"] == 504
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("no response head"))
+    });
     closed_within(&mut a, Duration::from_secs(15)).await;
     closed_within(&mut b, Duration::from_secs(15)).await;
     let got = closed_within(&mut c, Duration::from_secs(15)).await;
@@ -622,4 +639,35 @@ async fn slow_and_idle_clients_are_cut_off() {
     });
     let m = s.gw.metrics_text().await;
     assert!(m.contains("sekisho_connections_active 0"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_listener_runs_its_own_pipeline() {
+    let plain = Origin::start(None).await;
+    let listeners = "[[listener]]\nname = \"guarded\"\nkind = \"forward\"\naddr = \"127.0.0.1:0\"\n\
+                     [[listener]]\nname = \"open\"\nkind = \"forward\"\naddr = \"127.0.0.1:0\"\nstages = []\n";
+    let gw = Gateway::start_with_listeners(
+        "listeners",
+        listeners,
+        "",
+        "[policy]\ndeny_hosts = [\"127.0.0.1\"]\n",
+    );
+    let url = format!("http://127.0.0.1:{}/hello", plain.port);
+    let guarded = curl(&[
+        "-x",
+        &format!("http://{}", gw.all[0]),
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        &url,
+    ])
+    .await;
+    assert_eq!(guarded.stdout, "403");
+    let open = curl(&["-x", &format!("http://{}", gw.all[1]), &url]).await;
+    assert_eq!(open.stdout, "hello", "{}", open.stderr);
+    let ev = gw.wait_line("events.jsonl", |v| {
+        v["rule"]["id"] == "deny_hosts:127.0.0.1"
+    });
+    assert_eq!(ev["listener"], "guarded");
 }

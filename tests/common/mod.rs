@@ -110,6 +110,7 @@ fn full(b: impl Into<Bytes>) -> Body {
 /// - `/headers` → the request headers, one `name: value` per line (lower-case names)
 /// - `/upgrade` → 101 to protocol `echo`, then echoes bytes
 /// - `/proto` → the HTTP version the origin saw
+/// - `/sleep/S` → answers after S seconds
 async fn route(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     if path == "/upgrade" {
@@ -140,6 +141,10 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible>
             .header("content-length", n.to_string())
             .body(body)
             .unwrap());
+    }
+    if let Some(secs) = path.strip_prefix("/sleep/") {
+        tokio::time::sleep(Duration::from_secs(secs.parse().unwrap_or(1))).await;
+        return Ok(Response::new(full("slept")));
     }
     let text = match path.as_str() {
         "/hello" => "hello".to_string(),
@@ -235,6 +240,8 @@ pub struct Gateway {
     pub dir: TempDir,
     pub proxy: SocketAddr,
     pub proxy6: Option<SocketAddr>,
+    /// Every listening address, in the order printed.
+    pub all: Vec<SocketAddr>,
     pub metrics: SocketAddr,
     pub stderr: PathBuf,
 }
@@ -254,6 +261,18 @@ impl Gateway {
     /// Starts the gateway with `extra` appended to a base config (listener on loopback v4+v6,
     /// metrics, events in the temp dir, CA created by `sekisho ca init`).
     pub fn start(tag: &str, tls_extra: &str, extra: &str) -> Gateway {
+        let listener = "[[listener]]\nkind = \"forward\"\naddr = [\"127.0.0.1:0\", \"[::1]:0\"]\n";
+        Gateway::start_with_listeners(tag, listener, tls_extra, extra)
+    }
+
+    /// Like [`Gateway::start`] with the `[[listener]]` tables given. The first IPv4 address
+    /// printed becomes `proxy`.
+    pub fn start_with_listeners(
+        tag: &str,
+        listeners: &str,
+        tls_extra: &str,
+        extra: &str,
+    ) -> Gateway {
         let dir = TempDir::new(tag);
         let d = dir.path().display().to_string();
         let out = Command::new(bin())
@@ -267,7 +286,7 @@ impl Gateway {
             String::from_utf8_lossy(&out.stderr)
         );
         let cfg = format!(
-            "[[listener]]\nkind = \"forward\"\naddr = [\"127.0.0.1:0\", \"[::1]:0\"]\n\n\
+            "{listeners}\n\
              [tls]\nca_cert = \"{d}/ca/ca.crt\"\nca_key = \"{d}/ca/ca.key\"\nsystem_roots = false\nwebpki_roots = false\n{tls_extra}\n\n\
              [metrics]\naddr = \"127.0.0.1:0\"\n\n\
              [events]\nfile = \"{d}/events.jsonl\"\ncomm_log = \"{d}/flows.jsonl\"\n\n{extra}\n"
@@ -285,6 +304,7 @@ impl Gateway {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let (mut proxy, mut proxy6, mut metrics) = (None, None, None);
+        let mut all = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while metrics.is_none() && Instant::now() < deadline {
             let Some(Ok(line)) = lines.next() else { break };
@@ -292,10 +312,11 @@ impl Gateway {
             match words.as_slice() {
                 ["listening", _, a] => {
                     let a: SocketAddr = a.parse().unwrap();
+                    all.push(a);
                     if a.is_ipv4() {
-                        proxy = Some(a)
+                        proxy.get_or_insert(a);
                     } else {
-                        proxy6 = Some(a)
+                        proxy6.get_or_insert(a);
                     }
                 }
                 ["metrics", url] => {
@@ -323,6 +344,7 @@ impl Gateway {
             dir,
             proxy: proxy.unwrap(),
             proxy6,
+            all,
             metrics,
             stderr,
         }

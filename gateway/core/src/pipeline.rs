@@ -746,7 +746,7 @@ mod props {
     }
 
     /// A stage with a fixed verdict per phase.
-    struct Fixed(Verdict, Verdict, Mode);
+    struct Fixed(Verdict, Verdict);
     struct FixedInspector(Verdict, Verdict);
     impl Stage for Fixed {
         fn name(&self) -> &'static str {
@@ -816,7 +816,7 @@ mod props {
         fn a_later_stage_never_weakens(stages in proptest::collection::vec((verdict(), verdict(), mode()), 1..6)) {
             let mut p = Pipeline::new();
             for (a, b, m) in &stages {
-                p.push(Arc::new(Fixed(*a, *b, *m)), StagePolicy { mode: *m, ..Default::default() });
+                p.push(Arc::new(Fixed(*a, *b)), StagePolicy { mode: *m, ..Default::default() });
             }
             let mut f = p.start(meta());
             let head = RequestHead::new(http::Method::GET, "http://a/".parse().unwrap(), http::Version::HTTP_11, http::HeaderMap::new(), 80);

@@ -242,6 +242,9 @@ where
     }
     if end {
         st.done = true;
+        if st.dir == Direction::Request {
+            st.state.mark_request_sent();
+        }
     }
     Step::Continue
 }

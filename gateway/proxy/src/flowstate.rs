@@ -42,6 +42,8 @@ pub(crate) struct FlowState {
     record: Mutex<Record>,
     started: Instant,
     finished: AtomicBool,
+    request_sent: AtomicBool,
+    request_sent_notify: tokio::sync::Notify,
     pub to_server: AtomicU64,
     pub to_client: AtomicU64,
 }
@@ -65,6 +67,8 @@ impl FlowState {
             }),
             started: Instant::now(),
             finished: AtomicBool::new(false),
+            request_sent: AtomicBool::new(false),
+            request_sent_notify: tokio::sync::Notify::new(),
             to_server: AtomicU64::new(0),
             to_client: AtomicU64::new(0),
         })
@@ -72,6 +76,23 @@ impl FlowState {
 
     fn record(&self) -> std::sync::MutexGuard<'_, Record> {
         self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The whole request body has been passed upstream (or there was none).
+    pub fn mark_request_sent(&self) {
+        self.request_sent.store(true, Ordering::Release);
+        self.request_sent_notify.notify_waiters();
+    }
+
+    /// Resolves once [`FlowState::mark_request_sent`] was called.
+    pub async fn request_sent(&self) {
+        loop {
+            let notified = self.request_sent_notify.notified();
+            if self.request_sent.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn set_status(&self, status: u16) {
@@ -98,6 +119,10 @@ impl FlowState {
 
     /// Writes the flow's new findings as threat events and snapshots its verdicts.
     pub async fn emit(&self, flow: &mut Flow) {
+        if flow.findings().is_empty() {
+            self.record().verdict = flow.verdict();
+            return;
+        }
         let findings = flow.take_findings();
         let events: Vec<ThreatEvent> = {
             let mut r = self.record();
@@ -151,6 +176,12 @@ impl FlowState {
     pub fn finish(&self) {
         if self.finished.swap(true, Ordering::AcqRel) {
             return;
+        }
+        if let Ok(flow) = self.flow.try_lock() {
+            let mut r = self.record();
+            r.stage_verdicts = flow.stage_verdicts().collect();
+            r.uninspected = flow.uninspected();
+            r.verdict = r.verdict.max(flow.verdict());
         }
         let r = self.record();
         let Some(meta) = r.meta.clone() else { return };

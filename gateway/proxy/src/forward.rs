@@ -29,6 +29,8 @@ use crate::Shared;
 
 /// The client connection a request came on.
 pub(crate) struct ConnInfo {
+    /// The listener's index in config (selects its pipeline).
+    pub index: usize,
     pub listener: Arc<str>,
     pub client: SocketAddr,
     pub local: SocketAddr,
@@ -339,8 +341,7 @@ pub(crate) async fn http_flow(
         port: Some(head.port),
         domain: Some(head.host.clone()),
     };
-    let pipeline = shared.pipeline.load_full();
-    let flow = pipeline.start(Arc::new(meta));
+    let flow = shared.pipeline(conn.index).start(Arc::new(meta));
     let state = FlowState::new(Arc::clone(&shared), flow, http, dest);
     let guard = FinishGuard(Arc::clone(&state));
 
@@ -390,28 +391,31 @@ pub(crate) async fn http_flow(
     parts.uri = up_uri;
     parts.version = Version::HTTP_11;
     let body = if body.is_end_stream() && v != Verdict::Hold {
+        state.mark_request_sent();
         empty()
     } else {
         inspect(body, Direction::Request, Arc::clone(&state), None)
     };
     let up_req = Request::from_parts(parts, body);
 
-    let resp = match tokio::time::timeout(
-        shared.limits.response_timeout,
-        shared.client.request(up_req),
-    )
-    .await
-    {
-        Err(_) => {
+    // The response timeout starts once the request body is sent: a long upload is bounded by the
+    // per-chunk read timeout instead.
+    let response_timeout = shared.limits.response_timeout;
+    let deadline = async {
+        state.request_sent().await;
+        tokio::time::sleep(response_timeout).await;
+    };
+    let resp = match tokio::select! {
+        r = shared.client.request(up_req) => Ok(r),
+        () = deadline => Err(()),
+    } {
+        Err(()) => {
             shared
                 .metrics
                 .upstream_errors
                 .with_label_values(&["timeout"])
                 .inc();
-            state.set_error(format!(
-                "no response head within {:?}",
-                shared.limits.response_timeout
-            ));
+            state.set_error(format!("no response head within {response_timeout:?}"));
             state.set_status(504);
             return text_response(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -422,6 +426,12 @@ pub(crate) async fn http_flow(
         Ok(Ok(r)) => r,
     };
     let mut resp = resp;
+    if let Some(info) = resp
+        .extensions()
+        .get::<hyper_util::client::legacy::connect::HttpInfo>()
+    {
+        state.set_dest_ip(Some(info.remote_addr().ip().to_string()));
+    }
     let server_upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS
         && client_upgrade.is_some())
     .then(|| hyper::upgrade::on(&mut resp));
@@ -654,7 +664,7 @@ async fn connect(
         port: Some(port),
         domain: Some(host.clone()),
     };
-    let flow = shared.pipeline.load_full().start(Arc::new(meta));
+    let flow = shared.pipeline(conn.index).start(Arc::new(meta));
     let state = FlowState::new(Arc::clone(&shared), flow, http, dest);
     let guard = FinishGuard(Arc::clone(&state));
     {

@@ -59,7 +59,8 @@ pub(crate) struct Limits {
 
 /// State shared by every connection.
 pub(crate) struct Shared {
-    pub pipeline: ArcSwap<Pipeline>,
+    /// One pipeline per listener, by listener index.
+    pub pipelines: Vec<ArcSwap<Pipeline>>,
     pub minter: LeafMinter,
     pub client: UpstreamClient,
     pub events: EventSink,
@@ -83,6 +84,14 @@ impl ResolvesServerCert for OneCert {
 }
 
 impl Shared {
+    /// The current pipeline of listener `index` (a snapshot: a reload does not change it).
+    pub fn pipeline(&self, index: usize) -> Arc<Pipeline> {
+        self.pipelines
+            .get(index)
+            .map(|p| p.load_full())
+            .unwrap_or_default()
+    }
+
     pub fn next_flow_id(&self) -> u64 {
         self.flow_ids.fetch_add(1, Ordering::Relaxed)
     }
@@ -152,6 +161,7 @@ impl ResolvesServerCert for NoCert {
 }
 
 struct BoundListener {
+    index: usize,
     name: Arc<str>,
     sockets: Vec<TcpListener>,
     allow: Vec<IpNet>,
@@ -242,13 +252,7 @@ impl Gateway {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "sekisho".into())
         });
-        // Each listener may name its own stages; the first listener's pipeline is the shared
-        // default until per-listener pipelines are needed by a second stage.
-        let pipeline = build_pipeline(
-            &cfg,
-            cfg.listeners.first().and_then(|l| l.stages.as_deref()),
-            &extra,
-        )?;
+        let pipelines = build_pipelines(&cfg, &extra)?;
         let mut listeners = Vec::new();
         for (i, lc) in cfg.listeners.iter().enumerate() {
             let mut sockets = Vec::new();
@@ -262,6 +266,7 @@ impl Gateway {
                 sockets.push(s);
             }
             listeners.push(BoundListener {
+                index: i,
                 name: Arc::from(cfg.listener_name(i)),
                 sockets,
                 allow: lc.allow_clients.clone(),
@@ -277,7 +282,7 @@ impl Gateway {
             None => None,
         };
         let shared = Arc::new(Shared {
-            pipeline: ArcSwap::from_pointee(pipeline),
+            pipelines: pipelines.into_iter().map(ArcSwap::from_pointee).collect(),
             minter,
             client,
             events,
@@ -334,34 +339,35 @@ impl Gateway {
 
     /// Serves until `shutdown` resolves, then flushes the event files.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let Gateway {
+            shared,
+            listeners,
+            metrics_listener,
+            writers,
+        } = self;
         let mut tasks = tokio::task::JoinSet::new();
-        for l in self.listeners {
+        for l in listeners {
             let limit = Arc::new(Semaphore::new(l.max_connections));
             let allow = Arc::new(l.allow);
             for sock in l.sockets {
-                let shared = Arc::clone(&self.shared);
-                let name = Arc::clone(&l.name);
-                let limit = Arc::clone(&limit);
-                let allow = Arc::clone(&allow);
-                tasks.spawn(accept_loop(shared, name, sock, allow, limit));
+                tasks.spawn(accept_loop(
+                    Arc::clone(&shared),
+                    l.index,
+                    Arc::clone(&l.name),
+                    sock,
+                    Arc::clone(&allow),
+                    Arc::clone(&limit),
+                ));
             }
         }
-        if let Some(ml) = self.metrics_listener {
-            tasks.spawn(metrics_loop(Arc::clone(&self.shared.metrics), ml));
+        if let Some(ml) = metrics_listener {
+            tasks.spawn(metrics_loop(Arc::clone(&shared.metrics), ml));
         }
         shutdown.await;
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-        let Gateway {
-            shared, writers, ..
-        } = Gateway {
-            shared: self.shared,
-            listeners: Vec::new(),
-            metrics_listener: None,
-            writers: self.writers,
-        };
         drop(shared);
-        // Flows still in flight hold event senders; give the writers a moment, then stop.
+        // Flows still in flight hold event senders: give the writers a bounded time to drain.
         let _ = tokio::time::timeout(Duration::from_secs(2), writers.finish()).await;
         Ok(())
     }
@@ -372,20 +378,34 @@ impl Gateway {
 pub struct Reloader(Arc<Shared>);
 
 impl Reloader {
-    /// Builds the pipeline from `cfg` and swaps it in; on error the running one stays.
+    /// Builds every listener's pipeline from `cfg` and swaps them in; on error (or a changed
+    /// listener count, which needs a restart) the running ones stay.
     pub fn reload(&self, cfg: &Config) -> Result<()> {
-        let p = build_pipeline(
-            cfg,
-            cfg.listeners.first().and_then(|l| l.stages.as_deref()),
-            &self.0.extra_stages,
-        )?;
-        self.0.pipeline.store(Arc::new(p));
+        let new = build_pipelines(cfg, &self.0.extra_stages)?;
+        if new.len() != self.0.pipelines.len() {
+            return Err(ProxyError::Config {
+                file: cfg.path.clone(),
+                message: "listener: the number of listeners changed; restart to apply".into(),
+            });
+        }
+        for (slot, p) in self.0.pipelines.iter().zip(new) {
+            slot.store(Arc::new(p));
+        }
         Ok(())
     }
 }
 
+/// Every listener's pipeline, by listener index.
+fn build_pipelines(cfg: &Config, extra: &[ExtraStage]) -> Result<Vec<Pipeline>> {
+    cfg.listeners
+        .iter()
+        .map(|l| build_pipeline(cfg, l.stages.as_deref(), extra))
+        .collect()
+}
+
 async fn accept_loop(
     shared: Arc<Shared>,
+    index: usize,
     name: Arc<str>,
     sock: TcpListener,
     allow: Arc<Vec<IpNet>>,
@@ -426,6 +446,7 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         shared.metrics.connections.with_label_values(&[&name]).inc();
         let conn = Arc::new(forward::ConnInfo {
+            index,
             listener: Arc::clone(&name),
             client: peer,
             local,
