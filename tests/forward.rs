@@ -671,3 +671,76 @@ async fn each_listener_runs_its_own_pipeline() {
     });
     assert_eq!(ev["listener"], "guarded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_policy_and_keeps_it_on_a_broken_file() {
+    let s = setup("reload", POLICY).await;
+    let plain = Origin::start(None).await;
+    let url = format!("http://127.0.0.1:{}/hello", plain.port);
+    let status = || async {
+        curl(&[
+            "-x",
+            &s.gw.proxy_url(),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ])
+        .await
+        .stdout
+    };
+    assert_eq!(status().await, "200");
+    let cfg_path = s.gw.dir.path().join("sekisho.toml");
+    let original = std::fs::read_to_string(&cfg_path).unwrap();
+    let hup = || {
+        let pid = s.gw.child.id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    std::fs::write(
+        &cfg_path,
+        original.replace("\"denied.test\"", "\"denied.test\", \"127.0.0.1\""),
+    )
+    .unwrap();
+    hup();
+    let mut now = String::new();
+    for _ in 0..100 {
+        now = status().await;
+        if now == "403" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(now, "403", "the reloaded policy denies 127.0.0.1");
+    // A broken file: the running policy stays, and the log says which file and key.
+    std::fs::write(
+        &cfg_path,
+        original.replace("\"denied.test\"", "\"not a host\""),
+    )
+    .unwrap();
+    hup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&s.gw.stderr).unwrap();
+        if log.contains("reload failed") {
+            assert!(log.contains("policy.deny_hosts"), "{log}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload failure logged: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status().await, "403", "the running policy stays");
+    let m = s.gw.metrics_text().await;
+    assert!(m.contains("sekisho_reloads_total{result=\"ok\"} 1"), "{m}");
+    assert!(
+        m.contains("sekisho_reloads_total{result=\"error\"} 1"),
+        "{m}"
+    );
+}

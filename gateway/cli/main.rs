@@ -172,7 +172,6 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     let gw = Gateway::build(cfg).await?;
     let (addrs, metrics) = gw.local_addrs();
     for (name, a) in &addrs {
-        tracing::info!(listener = %name, addr = %a, "listening");
         println!("listening {name} {a}");
     }
     if let Some(m) = metrics {
@@ -186,7 +185,7 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
             return;
         };
         while hup.recv().await.is_some() {
-            match Config::load(&reload_path).and_then(|c| reloader.reload(&c)) {
+            match reloader.reload_file(&reload_path) {
                 Ok(()) => tracing::info!(config = %reload_path.display(), "policy reloaded"),
                 Err(e) => tracing::error!(error = %e, "reload failed; the running policy stays"),
             }

@@ -381,6 +381,24 @@ impl Reloader {
     /// Builds every listener's pipeline from `cfg` and swaps them in; on error (or a changed
     /// listener count, which needs a restart) the running ones stay.
     pub fn reload(&self, cfg: &Config) -> Result<()> {
+        let r = self.swap(cfg);
+        let label = if r.is_ok() { "ok" } else { "error" };
+        self.0.metrics.reloads.with_label_values(&[label]).inc();
+        r
+    }
+
+    /// Reads `path` and reloads from it; a config that does not parse counts as a failed reload.
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<()> {
+        match Config::load(path) {
+            Ok(cfg) => self.reload(&cfg),
+            Err(e) => {
+                self.0.metrics.reloads.with_label_values(&["error"]).inc();
+                Err(e)
+            }
+        }
+    }
+
+    fn swap(&self, cfg: &Config) -> Result<()> {
         let new = build_pipelines(cfg, &self.0.extra_stages)?;
         if new.len() != self.0.pipelines.len() {
             return Err(ProxyError::Config {

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub hold_bytes: IntGauge,
     pub hold_overflows: IntCounter,
     pub bad_requests: IntCounterVec,
+    pub reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -164,6 +165,13 @@ impl Metrics {
                     "Malformed or refused requests"
                 ),
                 &["listener"]
+            )?),
+            reloads: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_reloads_total",
+                    "Policy reloads (result: ok, error)"
+                ),
+                &["result"]
             )?),
             registry,
         })
