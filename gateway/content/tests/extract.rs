@@ -1,0 +1,475 @@
+//! Extraction over every supported shape, with fixtures built at test time.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sekisho_content::{walk, Control, Hints, Issue, IssueKind, Limits};
+
+/// The EICAR test file, assembled so the repository holds no complete copy.
+fn eicar() -> Vec<u8> {
+    let parts = [
+        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
+        "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
+    ];
+    parts.concat().into_bytes()
+}
+
+fn corpora() -> PathBuf {
+    std::env::var_os("SEKISHO_CORPORA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora")
+        })
+}
+
+struct Seen {
+    pieces: Vec<(String, Vec<u8>, bool)>,
+    issues: Vec<Issue>,
+}
+
+impl Seen {
+    fn with_eicar(&self) -> Vec<&str> {
+        let e = eicar();
+        self.pieces
+            .iter()
+            .filter(|(_, d, _)| d.as_slice() == e.as_slice())
+            .map(|(p, _, _)| p.as_str())
+            .collect()
+    }
+    fn has_issue(&self, kind: IssueKind) -> bool {
+        self.issues.iter().any(|i| i.kind == kind)
+    }
+}
+
+fn run(data: Vec<u8>, hints: Hints<'_>, limits: &Limits) -> Seen {
+    let mut pieces = Vec::new();
+    let issues = walk(
+        &Bytes::from(data),
+        "response.body",
+        &hints,
+        limits,
+        None,
+        &mut |p| {
+            pieces.push((p.provenance.to_string(), p.data.to_vec(), p.truncated));
+            Control::Continue
+        },
+    );
+    Seen { pieces, issues }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in entries {
+        w.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn plain_gzip_encoding_zip_nested_tar_gz() {
+    let l = Limits::default();
+    assert_eq!(
+        run(eicar(), Hints::default(), &l).with_eicar(),
+        vec!["response.body"]
+    );
+
+    let s = run(
+        gzip(&eicar()),
+        Hints {
+            content_encoding: Some("gzip"),
+            ..Hints::default()
+        },
+        &l,
+    );
+    assert_eq!(s.with_eicar(), vec!["response.body > gzip"]);
+    let br = {
+        let mut out = Vec::new();
+        brotli::BrotliCompress(&mut &eicar()[..], &mut out, &Default::default()).unwrap();
+        out
+    };
+    let s = run(
+        br,
+        Hints {
+            content_encoding: Some("br"),
+            ..Hints::default()
+        },
+        &l,
+    );
+    assert_eq!(s.with_eicar(), vec!["response.body > br"]);
+
+    let mut z = zip_of(&[("docs/eicar.com", &eicar())]);
+    for level in (1..5).rev() {
+        z = zip_of(&[(&format!("level{level}.zip"), &z), ("readme.txt", b"clean")]);
+    }
+    let s = run(z, Hints::default(), &l);
+    assert_eq!(
+        s.with_eicar(),
+        vec!["response.body > zip:level1.zip > zip:level2.zip > zip:level3.zip > zip:level4.zip > zip:docs/eicar.com"]
+    );
+    assert!(s.issues.is_empty(), "{:?}", s.issues);
+
+    let tgz = gzip(&tar_of(&[
+        ("a/clean.txt", b"hello"),
+        ("a/eicar.txt", &eicar()),
+    ]));
+    let s = run(tgz, Hints::default(), &l);
+    assert_eq!(
+        s.with_eicar(),
+        vec!["response.body > gzip > tar:a/eicar.txt"]
+    );
+}
+
+#[test]
+fn multipart_form_upload() {
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\nhello\r\n",
+    );
+    body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"report.pdf\"\r\nContent-Type: application/pdf\r\n\r\n");
+    body.extend_from_slice(&eicar());
+    body.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let s = run(
+        body,
+        Hints {
+            content_type: Some("multipart/form-data; boundary=XyZ"),
+            ..Hints::default()
+        },
+        &Limits::default(),
+    );
+    assert_eq!(s.with_eicar(), vec!["response.body > multipart:report.pdf"]);
+}
+
+fn iti43() -> String {
+    std::fs::read_to_string(corpora().join("ihe/ITI-43_response_raw.xml")).unwrap()
+}
+
+#[test]
+fn ihe_soap_inline_and_mtom() {
+    use base64::Engine as _;
+    let l = Limits::default();
+    let xml = iti43();
+    let include_start = xml.find("<xop:Include").unwrap();
+    let include_end = xml[include_start..].find("/>").unwrap() + include_start + 2;
+    // Inline: base64 with line breaks, as real servers send it.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(eicar());
+    let wrapped = format!("{}\n{}", &b64[..40], &b64[40..]);
+    let inline = format!(
+        "{}{}{}",
+        &xml[..include_start],
+        wrapped,
+        &xml[include_end..]
+    );
+    let s = run(
+        inline.into_bytes(),
+        Hints {
+            content_type: Some("application/soap+xml"),
+            ..Hints::default()
+        },
+        &l,
+    );
+    assert_eq!(s.with_eicar(), vec!["response.body > soap:Document[1]"]);
+
+    // MTOM: the sample's own envelope as root part, the document as a cid part.
+    let cid = "72f7c587daaacb8b81212de4e80e442e5f43394482e12edd@apache.org";
+    let mut mtom = Vec::new();
+    mtom.extend_from_slice(b"--MIMEBoundary_1\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"application/soap+xml\"\r\nContent-ID: <root.message@cxf.apache.org>\r\n\r\n");
+    mtom.extend_from_slice(xml.as_bytes());
+    mtom.extend_from_slice(format!("\r\n--MIMEBoundary_1\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <{cid}>\r\n\r\n").as_bytes());
+    mtom.extend_from_slice(&eicar());
+    mtom.extend_from_slice(b"\r\n--MIMEBoundary_1--\r\n");
+    let ct = "multipart/related; boundary=\"MIMEBoundary_1\"; type=\"application/xop+xml\"; start=\"<root.message@cxf.apache.org>\"; start-info=\"application/soap+xml\"";
+    let s = run(
+        mtom,
+        Hints {
+            content_type: Some(ct),
+            ..Hints::default()
+        },
+        &l,
+    );
+    assert_eq!(
+        s.with_eicar(),
+        vec![format!("response.body > mime:root > soap:Document[1] > cid:{cid}").as_str()],
+        "{:?} {:?}",
+        s.issues,
+        s.pieces.iter().map(|p| &p.0).collect::<Vec<_>>()
+    );
+
+    // The samples themselves extract without issues (the ITI-41 body is MTOM with a percent-encoded cid).
+    let raw41 = std::fs::read(corpora().join("ihe/ITI-41_request_raw.xml")).unwrap();
+    let body_start = raw41
+        .windows(4)
+        .position(|w| w == b"\n\n--")
+        .map(|i| i + 2)
+        .unwrap_or(0);
+    // The capture has bare LF line ends; MIME on the wire uses CRLF.
+    let body: Vec<u8> = raw41[body_start..]
+        .iter()
+        .flat_map(|b| {
+            if *b == b'\n' {
+                vec![b'\r', b'\n']
+            } else {
+                vec![*b]
+            }
+        })
+        .collect();
+    let boundary =
+        String::from_utf8_lossy(&body[2..body.iter().position(|b| *b == b'\n').unwrap()])
+            .trim()
+            .to_string();
+    let ct = format!("multipart/related; boundary=\"{boundary}\"; type=\"application/xop+xml\"");
+    let s = run(
+        body,
+        Hints {
+            content_type: Some(&ct),
+            ..Hints::default()
+        },
+        &l,
+    );
+    assert!(
+        s.pieces.iter().any(|(p, d, _)| p
+            .contains("soap:Document[urn:uuid:af516d8d-c449-4a8b-bbb4-9e36489d474d] > cid:")
+            && d.starts_with(b"{")),
+        "{:?}",
+        s.pieces.iter().map(|p| &p.0).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn bombs_and_limits() {
+    // Deep nesting: 20 levels of zip; stops at 16 with a limit issue.
+    let mut z = eicar();
+    for i in 0..20 {
+        z = zip_of(&[(&format!("n{i}"), &z)]);
+    }
+    let s = run(z, Hints::default(), &Limits::default());
+    assert!(s.has_issue(IssueKind::Limit), "{:?}", s.issues);
+    assert!(s
+        .issues
+        .iter()
+        .any(|i| i.reason.contains("nesting deeper than 16")));
+
+    // 1 GiB of zeros in a zip member: decoding stops at the member limit, in bounded time.
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file(
+        "zeros.bin",
+        zip::write::SimpleFileOptions::default()
+            .compression_level(Some(1))
+            .large_file(true),
+    )
+    .unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        w.write_all(&zeros).unwrap();
+    }
+    let bomb = w.finish().unwrap().into_inner();
+    assert!(
+        bomb.len() < 8 << 20,
+        "the bomb itself is small: {}",
+        bomb.len()
+    );
+    let started = Instant::now();
+    let s = run(bomb, Hints::default(), &Limits::default());
+    let _elapsed = started.elapsed();
+    let member = s
+        .pieces
+        .iter()
+        .find(|p| p.0.ends_with("zip:zeros.bin"))
+        .unwrap();
+    assert_eq!(member.1.len(), 100 << 20, "cut at max_member_bytes");
+    assert!(member.2, "marked truncated");
+    assert!(
+        s.issues
+            .iter()
+            .any(|i| i.kind == IssueKind::Limit && i.reason.contains("zip member over the limit")),
+        "{:?}",
+        s.issues
+    );
+
+    // Total limit across members.
+    let small = Limits {
+        max_member_bytes: 1 << 20,
+        max_total_bytes: 3 << 20,
+        ..Limits::default()
+    };
+    let many: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| (format!("f{i}"), vec![7u8; 1 << 20]))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = many
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let s = run(zip_of(&refs), Hints::default(), &small);
+    assert!(
+        s.issues.iter().any(|i| i.reason.contains("total limit")),
+        "{:?}",
+        s.issues
+    );
+
+    // File count limit.
+    let few = Limits {
+        max_files: 3,
+        ..Limits::default()
+    };
+    let s = run(zip_of(&refs), Hints::default(), &few);
+    assert!(
+        s.issues
+            .iter()
+            .any(|i| i.reason.contains("over the limit of 3")),
+        "{:?}",
+        s.issues
+    );
+}
+
+#[test]
+fn bad_input_yields_issues_not_silence() {
+    let l = Limits::default();
+    // Truncated gzip: partial data is still handed over, and flagged.
+    let mut g = gzip(&[eicar(), vec![b'x'; 100_000]].concat());
+    g.truncate(g.len() / 2);
+    let s = run(g, Hints::default(), &l);
+    assert!(s.has_issue(IssueKind::Corrupt), "{:?}", s.issues);
+    assert_eq!(s.with_eicar().len(), 0);
+    assert!(s
+        .pieces
+        .iter()
+        .any(|p| p.0 == "response.body > gzip" && p.2));
+
+    // Corrupt zip.
+    let mut z = zip_of(&[("a.txt", b"hello")]);
+    let n = z.len();
+    z.truncate(n - 10);
+    let s = run(z, Hints::default(), &l);
+    assert!(s.has_issue(IssueKind::Corrupt), "{:?}", s.issues);
+
+    // Encrypted zip member.
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file(
+        "secret.txt",
+        zip::write::SimpleFileOptions::default().with_aes_encryption(zip::AesMode::Aes256, "pw"),
+    )
+    .unwrap();
+    w.write_all(&eicar()).unwrap();
+    let s = run(w.finish().unwrap().into_inner(), Hints::default(), &l);
+    assert!(
+        s.issues
+            .iter()
+            .any(|i| i.kind == IssueKind::Encrypted && i.provenance.ends_with("zip:secret.txt")),
+        "{:?}",
+        s.issues
+    );
+
+    // Truncated multipart.
+    let body =
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\n\r\npartial"
+            .to_vec();
+    let s = run(
+        body,
+        Hints {
+            content_type: Some("multipart/form-data; boundary=XyZ"),
+            ..Hints::default()
+        },
+        &l,
+    );
+    assert!(s.has_issue(IssueKind::Corrupt), "{:?}", s.issues);
+
+    // Path traversal names are only labels: nothing is written anywhere.
+    let s = run(
+        zip_of(&[("../../etc/passwd", &eicar())]),
+        Hints::default(),
+        &l,
+    );
+    assert_eq!(s.with_eicar(), vec!["response.body > zip:../../etc/passwd"]);
+
+    // Invalid base64 in a SOAP document.
+    let xml = iti43();
+    let a = xml.find("<xop:Include").unwrap();
+    let b = xml[a..].find("/>").unwrap() + a + 2;
+    let bad = format!("{}!!!not*base64!!!{}", &xml[..a], &xml[b..]);
+    let s = run(bad.into_bytes(), Hints::default(), &l);
+    assert!(
+        s.issues.iter().any(|i| i.reason.contains("invalid base64")),
+        "{:?}",
+        s.issues
+    );
+
+    // Unresolvable cid.
+    let s = run(xml.into_bytes(), Hints::default(), &l);
+    assert!(
+        s.issues
+            .iter()
+            .any(|i| i.reason.contains("not a part of this message")),
+        "{:?}",
+        s.issues
+    );
+
+    // Billion laughs: entities are never expanded.
+    let mut lol = String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [<!ENTITY lol \"lol\">");
+    for i in 1..10 {
+        lol.push_str(&format!(
+            "<!ENTITY lol{i} \"{}\">",
+            format!("&lol{};", i - 1).repeat(10)
+        ));
+    }
+    lol.push_str("]>\n<x:Document xmlns:x=\"urn:ihe:iti:xds-b:2007\">&lol9;</x:Document>");
+    let started = Instant::now();
+    let s = run(lol.into_bytes(), Hints::default(), &l);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(s.pieces.iter().map(|p| p.1.len()).sum::<usize>() < 1 << 20);
+}
+
+#[test]
+fn sink_can_stop_and_deadline_applies() {
+    let z = zip_of(&[("a", b"1"), ("b", b"2"), ("c", b"3")]);
+    let mut seen = 0;
+    walk(
+        &Bytes::from(z.clone()),
+        "b",
+        &Hints::default(),
+        &Limits::default(),
+        None,
+        &mut |_| {
+            seen += 1;
+            if seen == 2 {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        },
+    );
+    assert_eq!(seen, 2);
+    let issues = walk(
+        &Bytes::from(z),
+        "b",
+        &Hints::default(),
+        &Limits::default(),
+        Some(Instant::now()),
+        &mut |_| Control::Continue,
+    );
+    assert!(
+        issues.iter().any(|i| i.reason.contains("time limit")),
+        "{issues:?}"
+    );
+}
