@@ -1,1 +1,35 @@
-//! av
+//! `sekisho-av`: YARA-X rules and ClamAV signatures over every piece `sekisho-content` extracts,
+//! the offline scanner behind `sekisho scan`, and the AV stage.
+
+pub mod clamav;
+mod config;
+mod engine;
+mod scan;
+mod stage;
+
+pub use config::{AvConfig, LimitAction};
+pub use engine::{Detection, Engine, LoadReport, EXTERNALS};
+pub use scan::{scan_bytes, FileVerdict, ScanHit, ScanReport};
+pub use stage::AvStage;
+
+use std::path::PathBuf;
+
+/// Errors of the AV crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AvError {
+    /// A rule or signature file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// YARA-X refused something.
+    #[error("yara-x: {0}")]
+    Yara(String),
+    /// The scan ran out of time.
+    #[error("scan time limit reached")]
+    Timeout,
+}

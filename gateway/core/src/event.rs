@@ -270,7 +270,7 @@ impl ThreatEvent {
                 action,
                 category: finding.category.clone(),
             },
-            file: None,
+            file: finding.file.clone(),
             flow_id: meta.flow_id,
             listener: meta.listener.clone(),
             stage: finding.stage.to_string(),

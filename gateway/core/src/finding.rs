@@ -108,6 +108,8 @@ pub struct Finding {
     pub source: Option<(String, u32)>,
     /// What matched, where.
     pub matched: Evidence,
+    /// The file the finding is about (AV, sandbox), when there is one.
+    pub file: Option<crate::FileInfo>,
 }
 
 impl Finding {
@@ -132,6 +134,7 @@ impl Finding {
             action: Action::Allowed,
             source: None,
             matched,
+            file: None,
         }
     }
 }

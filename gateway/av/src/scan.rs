@@ -1,0 +1,136 @@
+//! Scanning a body or a file: extraction, then every engine on every piece.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sekisho_content::{walk, Control, Hints, Issue, IssueKind, Limits};
+use serde::Serialize;
+
+use crate::{AvError, Detection, Engine};
+
+/// A detection in one piece.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScanHit {
+    /// What matched.
+    #[serde(flatten)]
+    pub detection: Detection,
+    /// Where: `response.body > gzip > zip:a.exe`.
+    pub provenance: String,
+    /// File name, when known.
+    pub name: Option<String>,
+    /// Size of the piece.
+    pub size: u64,
+    /// SHA-256 of the piece, hex.
+    pub sha256: String,
+    /// MIME type by magic.
+    pub mime: String,
+}
+
+/// A whole scan's outcome.
+#[derive(Clone, Debug, Default)]
+pub struct ScanReport {
+    /// Detections.
+    pub hits: Vec<ScanHit>,
+    /// Limits, encrypted members, corrupt containers, timeouts.
+    pub issues: Vec<Issue>,
+    /// Pieces scanned.
+    pub pieces: u32,
+    /// An engine failure (not a timeout), if any.
+    pub error: Option<String>,
+}
+
+/// A file's verdict for `sekisho scan`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileVerdict {
+    /// Nothing found, nothing in the way.
+    Clean,
+    /// A signature matched.
+    Infected,
+    /// Not fully inspectable (limit, encrypted, corrupt).
+    Unscannable,
+}
+
+impl ScanReport {
+    /// The verdict: infected beats unscannable beats clean.
+    pub fn verdict(&self) -> FileVerdict {
+        if !self.hits.is_empty() {
+            FileVerdict::Infected
+        } else if !self.issues.is_empty() || self.error.is_some() {
+            FileVerdict::Unscannable
+        } else {
+            FileVerdict::Clean
+        }
+    }
+}
+
+/// The ClamAV-style name of an issue kind (`Heuristics.Limits.Exceeded` in ClamAV's terms).
+pub fn issue_name(kind: IssueKind) -> &'static str {
+    match kind {
+        IssueKind::Limit => "Sekisho.Limits.Exceeded",
+        IssueKind::Encrypted => "Sekisho.Encrypted",
+        IssueKind::Corrupt => "Sekisho.Broken",
+    }
+}
+
+/// Extracts every piece of `data` and scans it. `stop_on_first` ends at the first detection.
+pub fn scan_bytes(
+    engine: &Engine,
+    data: &Bytes,
+    root: &str,
+    hints: &Hints<'_>,
+    limits: &Limits,
+    timeout: Duration,
+    stop_on_first: bool,
+) -> ScanReport {
+    let deadline = Instant::now() + timeout;
+    let mut report = ScanReport::default();
+    let mut scanner = engine.scanner();
+    let mut timed_out = None;
+    let issues = walk(data, root, hints, limits, Some(deadline), &mut |piece| {
+        report.pieces += 1;
+        let mime = sekisho_content::sniff_mime(piece.data);
+        match engine.scan(
+            &mut scanner,
+            piece.data,
+            piece.name,
+            piece.provenance,
+            mime,
+            deadline,
+        ) {
+            Ok((found, sha)) => {
+                let hex_sha = hex::encode(sha);
+                for d in found {
+                    report.hits.push(ScanHit {
+                        detection: d,
+                        provenance: piece.provenance.to_string(),
+                        name: piece.name.map(str::to_string),
+                        size: piece.data.len() as u64,
+                        sha256: hex_sha.clone(),
+                        mime: mime.to_string(),
+                    });
+                }
+                if stop_on_first && !report.hits.is_empty() {
+                    return Control::Stop;
+                }
+                Control::Continue
+            }
+            Err(AvError::Timeout) => {
+                timed_out = Some(piece.provenance.to_string());
+                Control::Stop
+            }
+            Err(e) => {
+                report.error = Some(format!("{}: {e}", piece.provenance));
+                Control::Stop
+            }
+        }
+    });
+    report.issues = issues;
+    if let Some(p) = timed_out {
+        report.issues.push(Issue {
+            kind: IssueKind::Limit,
+            provenance: p,
+            reason: format!("scan time limit of {timeout:?} reached"),
+        });
+    }
+    report
+}

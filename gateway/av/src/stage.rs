@@ -1,0 +1,197 @@
+//! The AV stage: holds request and response bodies, scans every extracted piece on the blocking
+//! pool in `resolve`, blocks on a detection (or a limit, by `on_limit`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sekisho_content::Limits;
+use sekisho_core::{
+    BoxFuture, Cx, Direction, Evidence, FileInfo, Finding, FlowMeta, HeldBody, Inspector,
+    RequestHead, ResponseHead, Severity, Stage, Verdict,
+};
+
+use crate::scan::issue_name;
+use crate::{scan_bytes, AvConfig, Engine, LimitAction};
+
+/// The stage (`av`).
+pub struct AvStage {
+    engine: Arc<Engine>,
+    limits: Limits,
+    timeout: Duration,
+    on_limit: LimitAction,
+}
+
+impl AvStage {
+    /// A stage over a loaded engine.
+    pub fn new(engine: Arc<Engine>, cfg: &AvConfig) -> Self {
+        AvStage {
+            engine,
+            limits: cfg.limits(),
+            timeout: Duration::from_secs(cfg.scan_timeout_secs),
+            on_limit: cfg.on_limit,
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+struct BodyHints {
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    name: Option<String>,
+}
+
+struct AvInspector {
+    engine: Arc<Engine>,
+    limits: Limits,
+    timeout: Duration,
+    on_limit: LimitAction,
+    request: BodyHints,
+    response: BodyHints,
+}
+
+impl Stage for AvStage {
+    fn name(&self) -> &'static str {
+        "av"
+    }
+    fn new_flow(&self, _meta: &FlowMeta) -> Box<dyn Inspector> {
+        Box::new(AvInspector {
+            engine: Arc::clone(&self.engine),
+            limits: self.limits.clone(),
+            timeout: self.timeout,
+            on_limit: self.on_limit,
+            request: BodyHints::default(),
+            response: BodyHints::default(),
+        })
+    }
+}
+
+fn header(h: &http::HeaderMap, name: http::header::HeaderName) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// A file name from a Content-Disposition header, or the last path segment.
+fn file_name(headers: &http::HeaderMap, path: Option<&str>) -> Option<String> {
+    let cd = header(headers, http::header::CONTENT_DISPOSITION);
+    if let Some(n) = cd.as_deref().and_then(|c| {
+        c.split(';').find_map(|p| {
+            p.trim()
+                .strip_prefix("filename=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+    }) {
+        return Some(n);
+    }
+    let path = path?.split(['?', '#']).next()?;
+    path.rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+impl Inspector for AvInspector {
+    fn on_request_head(&mut self, _cx: &mut Cx<'_>, head: &RequestHead) -> Verdict {
+        if head.method == http::Method::CONNECT {
+            return Verdict::Allow;
+        }
+        self.request = BodyHints {
+            content_type: header(&head.headers, http::header::CONTENT_TYPE),
+            content_encoding: header(&head.headers, http::header::CONTENT_ENCODING),
+            name: file_name(&head.headers, Some(head.path_and_query())),
+        };
+        self.response.name = file_name(&http::HeaderMap::new(), Some(head.path_and_query()));
+        Verdict::Hold
+    }
+
+    fn on_response_head(&mut self, _cx: &mut Cx<'_>, head: &ResponseHead) -> Verdict {
+        self.response.content_type = header(&head.headers, http::header::CONTENT_TYPE);
+        self.response.content_encoding = header(&head.headers, http::header::CONTENT_ENCODING);
+        if let Some(n) = file_name(&head.headers, None) {
+            self.response.name = Some(n);
+        }
+        Verdict::Hold
+    }
+
+    fn resolve<'a>(&'a mut self, cx: &'a mut Cx<'_>, held: &'a HeldBody) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            if held.is_empty() {
+                return Verdict::Allow;
+            }
+            let dir = held.direction().unwrap_or(Direction::Response);
+            let hints = match dir {
+                Direction::Request => self.request.clone(),
+                Direction::Response => self.response.clone(),
+            };
+            let data = held.contiguous();
+            let engine = Arc::clone(&self.engine);
+            let limits = self.limits.clone();
+            let timeout = self.timeout;
+            let root = format!("{}.body", dir.as_str());
+            let job = tokio::task::spawn_blocking(move || {
+                let h = sekisho_content::Hints {
+                    content_type: hints.content_type.as_deref(),
+                    content_encoding: hints.content_encoding.as_deref(),
+                    name: hints.name.as_deref(),
+                };
+                scan_bytes(&engine, &data, &root, &h, &limits, timeout, true)
+            });
+            let report = match job.await {
+                Ok(r) => r,
+                Err(e) => {
+                    cx.fail(format!("AV scan task failed: {e}"));
+                    return Verdict::Allow;
+                }
+            };
+            if let Some(e) = &report.error {
+                cx.fail(format!("AV engine: {e}"));
+                return Verdict::Allow;
+            }
+            let mut verdict = Verdict::Allow;
+            for hit in &report.hits {
+                let d = &hit.detection;
+                let what = hit.name.as_deref().unwrap_or(&hit.provenance);
+                let message = match &d.description {
+                    Some(desc) => format!("{} found in {what}: {desc}", d.rule),
+                    None => format!("{} found in {what}", d.rule),
+                };
+                let mut f = Finding::new(
+                    d.engine,
+                    d.rule.clone(),
+                    message,
+                    Severity::High,
+                    "malware",
+                    Evidence::new(hit.provenance.clone(), what),
+                );
+                f.source = d.source_file.clone().map(|s| (s, d.line.unwrap_or(0)));
+                f.file = Some(FileInfo {
+                    name: hit.name.clone().unwrap_or_default(),
+                    size: hit.size,
+                    sha256: hit.sha256.clone(),
+                    mime: hit.mime.clone(),
+                });
+                cx.report(f);
+                verdict = Verdict::Block;
+            }
+            for issue in &report.issues {
+                let f = Finding::new(
+                    "content",
+                    issue_name(issue.kind),
+                    format!(
+                        "{} could not be fully inspected: {}",
+                        issue.provenance, issue.reason
+                    ),
+                    Severity::Medium,
+                    "uninspected",
+                    Evidence::new(issue.provenance.clone(), &issue.reason),
+                );
+                cx.report(f);
+                verdict = verdict.max(match self.on_limit {
+                    LimitAction::Block => Verdict::Block,
+                    LimitAction::Alert => Verdict::Alert,
+                });
+            }
+            verdict
+        })
+    }
+}
