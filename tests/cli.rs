@@ -67,9 +67,12 @@ fn check_config_accepts_the_bundled_default() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let d = TempDir::new("cli-default");
     std::fs::copy(repo.join("sekisho.toml"), d.path().join("sekisho.toml")).unwrap();
+    std::os::unix::fs::symlink(repo.join("rules"), d.path().join("rules")).unwrap();
     let (code, out, err) = run(&["check-config"], d.path());
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("sekisho.toml: OK"), "{out}");
+    assert!(out.contains("av: 2 YARA rules") && out.contains("0 rejected"), "{out}");
+    assert!(out.contains("stages [\"host_policy\", \"av\"]"), "{out}");
     assert!(
         out.contains("sekisho ca init"),
         "says how the CA is made: {out}"

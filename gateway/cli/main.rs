@@ -7,6 +7,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use sekisho_proxy::{ca, Config, Gateway};
 
+mod scan;
+
 /// The bundled default config, used when `--config` is not given.
 const DEFAULT_CONFIG: &str = "sekisho.toml";
 
@@ -50,6 +52,21 @@ enum Command {
         /// Config file (default: ./sekisho.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Scan files and folders offline with the AV engine and limits of the config's [av] table.
+    /// Prints `PATH: OK` or `PATH: NAME FOUND (where)` per file; exit status 1 when anything is
+    /// found (limits, encrypted and corrupt containers count when [av] on_limit = "block"),
+    /// 2 on errors, 0 when clean.
+    Scan {
+        /// Config file (default: ./sekisho.toml); only its [av] table is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// One JSON object per file instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Files or folders (recursed).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
     /// Gateway CA management.
     Ca {
@@ -115,6 +132,21 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
             println!("created {} and {} (mode 0600)", c.display(), k.display());
             println!("install {} in your clients' trust stores", c.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Scan {
+            config,
+            json,
+            paths,
+        } => {
+            let path = config_path(config);
+            let cfg = load(&path)?;
+            let Some(av) = cfg.av.clone() else {
+                bail!(
+                    "{}: no [av] table: name the rules to scan with (yara = [...], clamav = [...])",
+                    path.display()
+                );
+            };
+            scan::run(&av, json, &paths)
         }
         Command::CheckConfig { config } => {
             let path = config_path(config);
@@ -185,7 +217,16 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
             return;
         };
         while hup.recv().await.is_some() {
-            match reloader.reload_file(&reload_path) {
+            let (r, p) = (reloader.clone(), reload_path.clone());
+            let result = tokio::task::spawn_blocking(move || r.reload_file(&p))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(sekisho_proxy::ProxyError::io(
+                        "reload task",
+                        std::io::Error::other(e),
+                    ))
+                });
+            match result {
                 Ok(()) => tracing::info!(config = %reload_path.display(), "policy reloaded"),
                 Err(e) => tracing::error!(error = %e, "reload failed; the running policy stays"),
             }

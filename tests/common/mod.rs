@@ -103,7 +103,10 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
-/// The origin's routes:
+/// Static files an origin serves: path → (headers, body).
+pub type Files = std::collections::HashMap<String, (Vec<(String, String)>, Vec<u8>)>;
+
+/// The origin's routes (after `files`):
 /// - `/hello` → `hello`
 /// - `/bytes/N` → N bytes (`x`), streamed in 64 KiB chunks
 /// - `/count` → consumes the request body, answers its length
@@ -111,8 +114,18 @@ fn full(b: impl Into<Bytes>) -> Body {
 /// - `/upgrade` → 101 to protocol `echo`, then echoes bytes
 /// - `/proto` → the HTTP version the origin saw
 /// - `/sleep/S` → answers after S seconds
-async fn route(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn route(
+    files: Arc<Files>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
+    if let Some((headers, body)) = files.get(&path) {
+        let mut r = Response::builder();
+        for (k, v) in headers {
+            r = r.header(k.as_str(), v.as_str());
+        }
+        return Ok(r.body(full(body.clone())).unwrap());
+    }
     if path == "/upgrade" {
         let on = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -190,6 +203,12 @@ impl Drop for Origin {
 
 impl Origin {
     pub async fn start(tls: Option<rustls::ServerConfig>) -> Origin {
+        Origin::start_with_files(tls, Files::new()).await
+    }
+
+    /// An origin that also serves `files`.
+    pub async fn start_with_files(tls: Option<rustls::ServerConfig>, files: Files) -> Origin {
+        let files = Arc::new(files);
         let v4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = v4.local_addr().unwrap().port();
         let mut socks = vec![v4];
@@ -201,14 +220,18 @@ impl Origin {
             .into_iter()
             .map(|sock| {
                 let acceptor = acceptor.clone();
+                let files = Arc::clone(&files);
                 tokio::spawn(async move {
                     loop {
                         let Ok((tcp, _)) = sock.accept().await else {
                             continue;
                         };
                         let acceptor = acceptor.clone();
+                        let files = Arc::clone(&files);
                         tokio::spawn(async move {
-                            let svc = hyper::service::service_fn(route);
+                            let svc = hyper::service::service_fn(move |req| {
+                                route(Arc::clone(&files), req)
+                            });
                             let builder =
                                 hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                             match acceptor {

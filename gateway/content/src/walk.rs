@@ -238,6 +238,16 @@ impl Walker<'_> {
                     .collect()
             })
             .unwrap_or_default();
+        // A MIME body stored as a file (no Content-Type at hand): take the boundary from its first line.
+        let sniffed = hints
+            .content_type
+            .is_none()
+            .then(|| sniff_multipart(data))
+            .flatten();
+        let hints = &Hints {
+            content_type: hints.content_type.or(sniffed.as_deref()),
+            ..*hints
+        };
         let ctype = hints.content_type.map(|c| c.to_ascii_lowercase());
         let container = !encodings.is_empty()
             || ctype
@@ -287,7 +297,7 @@ impl Walker<'_> {
         } else if is_tar(data) {
             self.tar(data, prov, depth);
         } else if looks_like_soap(data, ctype.as_deref()) {
-            self.soap(data, prov, depth, &HashMap::new());
+            self.soap(data, prov, depth, &HashMap::new(), false);
         }
     }
 
@@ -577,7 +587,7 @@ impl Walker<'_> {
                     self.stopped = true;
                     return;
                 }
-                let used = self.soap(&r.data, &p, depth + 1, &cids);
+                let used = self.soap(&r.data, &p, depth + 1, &cids, true);
                 for (i, part) in parts.iter().enumerate() {
                     if i == root || part.content_id.as_ref().is_some_and(|c| used.contains(c)) {
                         continue;
@@ -632,6 +642,7 @@ impl Walker<'_> {
         prov: &str,
         depth: u32,
         cids: &HashMap<String, (Bytes, Option<String>)>,
+        mtom: bool,
     ) -> Vec<String> {
         let mut used = Vec::new();
         if depth >= self.limits.max_depth {
@@ -715,13 +726,16 @@ impl Walker<'_> {
                                 };
                                 self.visit(part, &pp, None, depth + 1, false, &hints);
                             }
-                            None => self.issue(
+                            // Outside an MTOM package (a SOAP part scanned alone) the attachment
+                            // is simply not in this data; inside one, a dangling cid is broken.
+                            None if mtom => self.issue(
                                 IssueKind::Corrupt,
                                 &p,
                                 format!(
                                     "xop:Include names {href}, which is not a part of this message"
                                 ),
                             ),
+                            None => {}
                         }
                     } else if too_big {
                         self.issue(
@@ -797,6 +811,29 @@ fn param(content_type: &str, name: &str) -> Option<String> {
         let (k, v) = p.split_once('=')?;
         (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_string())
     })
+}
+
+/// `multipart/related; boundary=…` for data that starts like a MIME multipart body.
+fn sniff_multipart(data: &[u8]) -> Option<String> {
+    let rest = data.strip_prefix(b"--")?;
+    let end = rest.iter().take(202).position(|b| *b == b'\n')?;
+    let boundary = std::str::from_utf8(&rest[..end])
+        .ok()?
+        .trim_end_matches('\r');
+    if boundary.is_empty() || boundary.contains(['"', ' ', ';']) {
+        return None;
+    }
+    let head = &rest[end..rest.len().min(end + 1024)];
+    let lower = String::from_utf8_lossy(head).to_ascii_lowercase();
+    if !lower.contains("content-") {
+        return None;
+    }
+    let kind = if lower.contains("xop+xml") {
+        "related"
+    } else {
+        "mixed"
+    };
+    Some(format!("multipart/{kind}; boundary=\"{boundary}\""))
 }
 
 fn is_tar(data: &[u8]) -> bool {

@@ -26,6 +26,9 @@ pub struct Config {
     /// The host policy stage (`[policy]`).
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// The antivirus stage (`[av]`): present means enabled.
+    #[serde(default)]
+    pub av: Option<sekisho_av::AvConfig>,
     /// Threat events and the communication log (`[events]`).
     #[serde(default)]
     pub events: EventsConfig,
@@ -304,7 +307,7 @@ impl Default for LimitsConfig {
 }
 
 /// Stage names the gateway knows.
-pub const KNOWN_STAGES: &[&str] = &["host_policy"];
+pub const KNOWN_STAGES: &[&str] = &["host_policy", "av"];
 
 impl Config {
     /// Reads and validates a config file.
@@ -336,9 +339,6 @@ impl Config {
 
     /// Checks everything that can be checked without binding sockets or reading certificates.
     pub fn validate(&self) -> Result<()> {
-        if self.listeners.is_empty() {
-            return Err(self.err("listener", "at least one [[listener]] is required"));
-        }
         let mut names = std::collections::HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             let key = format!("listener[{i}]");
@@ -357,6 +357,24 @@ impl Config {
                         ));
                     }
                 }
+            }
+        }
+        if let Some(av) = &self.av {
+            av.validate().map_err(|e| ProxyError::Config {
+                file: self.path.clone(),
+                message: e,
+            })?;
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.stages
+                .as_ref()
+                .is_some_and(|s| s.iter().any(|n| n == "av"))
+                && self.av.is_none()
+            {
+                return Err(self.err(
+                    format!("listener[{i}].stages"),
+                    "names \"av\" but there is no [av] table",
+                ));
             }
         }
         HostMatcher::new(&self.tls.splice).map_err(|e| self.err("tls.splice", e))?;
@@ -398,6 +416,14 @@ impl Config {
         }
         if l.hold_bytes_total > u32::MAX as usize {
             return Err(self.err("limits.hold_bytes_total", "must be below 4 GiB"));
+        }
+        Ok(())
+    }
+
+    /// Errors unless there is a `[[listener]]` (needed by `run` and `check-config`, not by `scan`).
+    pub fn require_listeners(&self) -> Result<()> {
+        if self.listeners.is_empty() {
+            return Err(self.err("listener", "at least one [[listener]] is required"));
         }
         Ok(())
     }
@@ -457,7 +483,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("policy.deny_hosts"), "{e}");
-        let e = parse("").unwrap_err().to_string();
+        let e = parse("")
+            .unwrap()
+            .require_listeners()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listener"), "{e}");
         let e =
             parse("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\nstages = [\"ips\"]\n")

@@ -107,30 +107,83 @@ impl Shared {
 /// A stage added by an embedder (tests, future engines) after the configured ones.
 pub type ExtraStage = (Arc<dyn Stage>, StagePolicy);
 
-/// Builds the pipeline of stages named in config (`host_policy` for now), then `extra`.
+/// Engines loaded from config, shared by every listener's pipeline.
+#[derive(Clone, Default)]
+pub struct Engines {
+    /// The AV engine, when `[av]` is configured.
+    pub av: Option<Arc<sekisho_av::Engine>>,
+}
+
+impl Engines {
+    /// Loads every configured engine (compiles rules: call it off the async workers).
+    pub fn load(cfg: &Config) -> Result<Engines> {
+        let av = match &cfg.av {
+            Some(a) => {
+                let engine =
+                    sekisho_av::Engine::load(&a.yara, &a.clamav, a.cache()).map_err(|e| {
+                        ProxyError::Config {
+                            file: cfg.path.clone(),
+                            message: format!("av: {e}"),
+                        }
+                    })?;
+                let r = engine.report();
+                for rej in &r.rejected {
+                    tracing::warn!(file = %rej.file, line = rej.line, name = %rej.name, reason = %rej.reason, "signature not loaded");
+                }
+                tracing::info!(
+                    yara_rules = r.yara_rules,
+                    hash_signatures = r.hash_signatures,
+                    rejected = r.rejected.len(),
+                    cached = r.from_cache,
+                    "AV signatures loaded"
+                );
+                Some(Arc::new(engine))
+            }
+            None => None,
+        };
+        Ok(Engines { av })
+    }
+}
+
+/// The stages a listener runs when it names none: every configured one.
+fn default_stages(cfg: &Config) -> Vec<String> {
+    let mut s = vec!["host_policy".to_string()];
+    if cfg.av.is_some() {
+        s.push("av".to_string());
+    }
+    s
+}
+
+/// Builds the pipeline of stages named in config, then `extra`.
 pub fn build_pipeline(
     cfg: &Config,
     stages: Option<&[String]>,
+    engines: &Engines,
     extra: &[ExtraStage],
 ) -> Result<Pipeline> {
     let mut p = Pipeline::new();
-    let all = vec!["host_policy".to_string()];
+    let all = default_stages(cfg);
+    let err = |message: String| ProxyError::Config {
+        file: cfg.path.clone(),
+        message,
+    };
     for name in stages.unwrap_or(&all) {
         match name.as_str() {
             "host_policy" => {
-                let deny =
-                    HostMatcher::new(&cfg.policy.deny_hosts).map_err(|e| ProxyError::Config {
-                        file: cfg.path.clone(),
-                        message: format!("policy.deny_hosts: {e}"),
-                    })?;
+                let deny = HostMatcher::new(&cfg.policy.deny_hosts)
+                    .map_err(|e| err(format!("policy.deny_hosts: {e}")))?;
                 p.push(Arc::new(policy::HostPolicy::new(deny)), cfg.policy.stage);
             }
-            other => {
-                return Err(ProxyError::Config {
-                    file: cfg.path.clone(),
-                    message: format!("unknown stage {other:?}"),
-                })
+            "av" => {
+                let (Some(av_cfg), Some(engine)) = (&cfg.av, &engines.av) else {
+                    return Err(err("stage \"av\" needs an [av] table".into()));
+                };
+                p.push(
+                    Arc::new(sekisho_av::AvStage::new(Arc::clone(engine), av_cfg)),
+                    av_cfg.policy(),
+                );
             }
+            other => return Err(err(format!("unknown stage {other:?}"))),
         }
     }
     for (stage, policy) in extra {
@@ -178,6 +231,7 @@ pub struct Gateway {
 
 /// Everything `check-config` validates without binding: CA, roots, pipeline.
 pub fn check(cfg: &Config) -> Result<Vec<String>> {
+    cfg.require_listeners()?;
     let mut notes = Vec::new();
     let tls = &cfg.tls;
     if tls.ca_cert.exists() || tls.ca_key.exists() {
@@ -193,8 +247,22 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
     }
     let roots = upstream::root_store(tls.system_roots, tls.webpki_roots, &tls.upstream_roots)?;
     notes.push(format!("{} upstream trust anchors", roots.len()));
+    let engines = Engines::load(cfg)?;
+    if let Some(av) = &engines.av {
+        let r = av.report();
+        notes.push(format!(
+            "av: {} YARA rules (ClamAV body signatures included), {} ClamAV hash signatures, {} rejected",
+            r.yara_rules, r.hash_signatures, r.rejected.len()
+        ));
+        for rej in &r.rejected {
+            notes.push(format!(
+                "  not loaded: {}:{} {}: {}",
+                rej.file, rej.line, rej.name, rej.reason
+            ));
+        }
+    }
     for (i, l) in cfg.listeners.iter().enumerate() {
-        let p = build_pipeline(cfg, l.stages.as_deref(), &[])?;
+        let p = build_pipeline(cfg, l.stages.as_deref(), &engines, &[])?;
         notes.push(format!(
             "listener {}: stages {:?}",
             cfg.listener_name(i),
@@ -213,6 +281,7 @@ impl Gateway {
     /// Like [`Gateway::build`], with `extra` stages appended to every pipeline (and kept across
     /// reloads).
     pub async fn build_with_stages(cfg: Config, extra: Vec<ExtraStage>) -> Result<Gateway> {
+        cfg.require_listeners()?;
         let metrics = Arc::new(Metrics::new()?);
         let tls = &cfg.tls;
         let ca = CertAuthority::load(&tls.ca_cert, &tls.ca_key)?;
@@ -252,7 +321,8 @@ impl Gateway {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "sekisho".into())
         });
-        let pipelines = build_pipelines(&cfg, &extra)?;
+        let engines = Engines::load(&cfg)?;
+        let pipelines = build_pipelines(&cfg, &engines, &extra)?;
         let mut listeners = Vec::new();
         for (i, lc) in cfg.listeners.iter().enumerate() {
             let mut sockets = Vec::new();
@@ -399,7 +469,8 @@ impl Reloader {
     }
 
     fn swap(&self, cfg: &Config) -> Result<()> {
-        let new = build_pipelines(cfg, &self.0.extra_stages)?;
+        let engines = Engines::load(cfg)?;
+        let new = build_pipelines(cfg, &engines, &self.0.extra_stages)?;
         if new.len() != self.0.pipelines.len() {
             return Err(ProxyError::Config {
                 file: cfg.path.clone(),
@@ -414,10 +485,10 @@ impl Reloader {
 }
 
 /// Every listener's pipeline, by listener index.
-fn build_pipelines(cfg: &Config, extra: &[ExtraStage]) -> Result<Vec<Pipeline>> {
+fn build_pipelines(cfg: &Config, engines: &Engines, extra: &[ExtraStage]) -> Result<Vec<Pipeline>> {
     cfg.listeners
         .iter()
-        .map(|l| build_pipeline(cfg, l.stages.as_deref(), extra))
+        .map(|l| build_pipeline(cfg, l.stages.as_deref(), engines, extra))
         .collect()
 }
 

@@ -1,0 +1,160 @@
+//! `sekisho scan`: the AV engine over files and folders, offline.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sekisho_av::{scan_bytes, AvConfig, Engine, FileVerdict, LimitAction};
+use sekisho_content::{Hints, Issue, IssueKind};
+
+fn files(paths: &[PathBuf], out: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>) {
+    for p in paths {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => match std::fs::read_dir(p) {
+                Ok(rd) => {
+                    let mut children: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+                    children.sort();
+                    files(&children, out, errors);
+                }
+                Err(e) => errors.push((p.clone(), e.to_string())),
+            },
+            Ok(m) if m.is_file() => out.push(p.clone()),
+            Ok(_) => {}
+            Err(e) => errors.push((p.clone(), e.to_string())),
+        }
+    }
+}
+
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<(Vec<u8>, bool)> {
+    let f = std::fs::File::open(path)?;
+    let mut data = Vec::new();
+    f.take(max + 1).read_to_end(&mut data)?;
+    let cut = data.len() as u64 > max;
+    data.truncate(max as usize);
+    Ok((data, cut))
+}
+
+pub fn run(av: &AvConfig, json: bool, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let engine = Engine::load(&av.yara, &av.clamav, av.cache())?;
+    for rej in &engine.report().rejected {
+        eprintln!(
+            "sekisho: warning: {}:{}: {} not loaded: {}",
+            rej.file, rej.line, rej.name, rej.reason
+        );
+    }
+    let mut list = Vec::new();
+    let mut errors = Vec::new();
+    files(paths, &mut list, &mut errors);
+    let limits = av.limits();
+    let timeout = Duration::from_secs(av.scan_timeout_secs);
+    let (mut infected, mut scanned) = (0usize, 0usize);
+    for (p, e) in &errors {
+        eprintln!("{}: ERROR {e}", p.display());
+    }
+    for path in &list {
+        let (data, cut) = match read_bounded(path, limits.max_total_bytes) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("{}: ERROR {e}", path.display());
+                errors.push((path.clone(), e.to_string()));
+                continue;
+            }
+        };
+        scanned += 1;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let hints = Hints {
+            name: name.as_deref(),
+            ..Hints::default()
+        };
+        let mut report = scan_bytes(
+            &engine,
+            &Bytes::from(data),
+            "file",
+            &hints,
+            &limits,
+            timeout,
+            false,
+        );
+        if cut {
+            report.issues.push(Issue {
+                kind: IssueKind::Limit,
+                provenance: "file".into(),
+                reason: format!(
+                    "file larger than max_total_bytes ({}); only the start was scanned",
+                    limits.max_total_bytes
+                ),
+            });
+        }
+        let verdict = report.verdict();
+        let counts = match verdict {
+            FileVerdict::Infected => true,
+            FileVerdict::Unscannable => av.on_limit == LimitAction::Block,
+            FileVerdict::Clean => false,
+        };
+        if counts {
+            infected += 1;
+        }
+        if json {
+            let v = serde_json::json!({
+                "path": path.display().to_string(),
+                "verdict": match verdict { FileVerdict::Clean => "clean", FileVerdict::Infected => "infected", FileVerdict::Unscannable => "unscannable" },
+                "detections": report.hits,
+                "issues": report.issues.iter().map(|i| serde_json::json!({
+                    "kind": i.kind.as_str(), "name": sekisho_av::issue_name(i.kind), "provenance": i.provenance, "reason": i.reason,
+                })).collect::<Vec<_>>(),
+                "error": report.error,
+            });
+            println!("{v}");
+        } else if report.hits.is_empty() && report.issues.is_empty() {
+            println!("{}: OK", path.display());
+        } else {
+            let mut seen = std::collections::BTreeSet::new();
+            for h in &report.hits {
+                if seen.insert((h.detection.rule.clone(), h.provenance.clone())) {
+                    println!(
+                        "{}: {} FOUND ({})",
+                        path.display(),
+                        h.detection.rule,
+                        h.provenance
+                    );
+                }
+            }
+            // Issues count as found when [av] on_limit = "block" (ClamAV's --alert-exceeds-max,
+            // --alert-encrypted, --alert-broken), otherwise they are reported as unscanned.
+            let word = if av.on_limit == LimitAction::Block {
+                "FOUND"
+            } else {
+                "UNSCANNED"
+            };
+            for i in &report.issues {
+                println!(
+                    "{}: {} {word} ({}: {})",
+                    path.display(),
+                    sekisho_av::issue_name(i.kind),
+                    i.provenance,
+                    i.reason
+                );
+            }
+        }
+    }
+    if !json {
+        println!("\n----------- SCAN SUMMARY -----------");
+        println!(
+            "Signatures: {} YARA rules, {} hash signatures",
+            engine.report().yara_rules,
+            engine.report().hash_signatures
+        );
+        println!("Scanned files: {scanned}");
+        println!("Infected files: {infected}");
+        println!("Errors: {}", errors.len());
+    }
+    Ok(if infected > 0 {
+        ExitCode::from(1)
+    } else if !errors.is_empty() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
