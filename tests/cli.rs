@@ -71,7 +71,10 @@ fn check_config_accepts_the_bundled_default() {
     let (code, out, err) = run(&["check-config"], d.path());
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("sekisho.toml: OK"), "{out}");
-    assert!(out.contains("av: 2 YARA rules") && out.contains("0 rejected"), "{out}");
+    assert!(
+        out.contains("av: 2 YARA rules") && out.contains("0 rejected"),
+        "{out}"
+    );
     assert!(out.contains("stages [\"host_policy\", \"av\"]"), "{out}");
     assert!(
         out.contains("sekisho ca init"),
