@@ -133,7 +133,7 @@ fn shapes() -> Vec<Shape> {
 
 fn av_table(cache: &std::path::Path) -> String {
     format!(
-        "[av]\nyara = [\"{}\"]\nclamav = [\"{}\"]\ncache_dir = \"{}\"\non_limit = \"alert\"\n",
+        "[av]\nyara = [\"{}\"]\nclamav = [\"{}\"]\ncache_dir = \"{}\"\n",
         repo().join("rules/yara").display(),
         repo().join("rules/clamav").display(),
         cache.display()
@@ -143,10 +143,14 @@ fn av_table(cache: &std::path::Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eicar_in_every_shape_is_blocked_and_clean_files_pass() {
     let pki = TestPki::new("Origin Test CA", &["localhost"]);
-    let files: Files = shapes()
+    let mut files: Files = shapes()
         .into_iter()
         .map(|(p, h, b, _)| (p.to_string(), (h, b)))
         .collect();
+    // A corrupt archive: not inspectable, so blocked by default (on_limit = "block").
+    let mut broken = zip_of("a.txt", b"clean words");
+    broken.truncate(broken.len() - 12);
+    files.insert("/broken.zip".into(), (vec![], broken));
     let origin = Origin::start_with_files(Some(pki.server_config()), files).await;
     let roots = TempDir::new("av-roots");
     std::fs::write(roots.path().join("ca.pem"), &pki.ca_pem).unwrap();
@@ -232,6 +236,22 @@ async fn eicar_in_every_shape_is_blocked_and_clean_files_pass() {
             }
         }
     }
+
+    let url = format!("https://localhost:{}/broken.zip", origin.port);
+    let r = curl(&[
+        "-x",
+        &gw.proxy_url(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ])
+    .await;
+    assert!(r.stdout.ends_with("\n403"), "{}", r.stdout);
+    let ev = gw.wait_line("events.jsonl", |v| v["http"]["url"] == url.as_str());
+    assert_eq!(ev["rule"]["id"], "Sekisho.Broken");
+    assert_eq!(ev["event"]["category"], "uninspected");
 
     // A multipart upload carrying EICAR is refused before it reaches the origin.
     let up = TempDir::new("av-upload");

@@ -18,21 +18,25 @@ pub struct Rejected {
     pub reason: String,
 }
 
-/// Hash signatures: (digest, size or any) → name.
-#[derive(Default, Debug)]
-pub struct HashSet {
-    md5: HashMap<[u8; 16], Vec<(Option<u64>, String)>>,
-    sha1: HashMap<[u8; 20], Vec<(Option<u64>, String)>>,
-    sha256: HashMap<[u8; 32], Vec<(Option<u64>, String)>>,
+/// One hash signature: the size it applies to (any when `None`), its name and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashSig {
+    /// Size in bytes, or any.
+    pub size: Option<u64>,
+    /// Signature name.
+    pub name: String,
+    /// Database file.
+    pub file: String,
+    /// Line in it.
+    pub line: u32,
 }
 
-/// A hash signature's source location, for events.
-#[derive(Clone, Debug)]
-pub struct HashOrigin {
-    /// File the signature came from.
-    pub file: String,
-    /// Line.
-    pub line: u32,
+/// Hash signatures by digest.
+#[derive(Default, Debug)]
+pub struct HashSet {
+    md5: HashMap<[u8; 16], Vec<HashSig>>,
+    sha1: HashMap<[u8; 20], Vec<HashSig>>,
+    sha256: HashMap<[u8; 32], Vec<HashSig>>,
 }
 
 impl HashSet {
@@ -53,19 +57,19 @@ impl HashSet {
         (!self.md5.is_empty(), !self.sha1.is_empty())
     }
 
-    /// Names matching the digests of a piece of `size` bytes.
+    /// Signatures matching the digests of a piece of `size` bytes.
     pub fn lookup(
         &self,
         size: u64,
         md5: Option<&[u8; 16]>,
         sha1: Option<&[u8; 20]>,
         sha256: &[u8; 32],
-    ) -> Vec<String> {
-        let pick = |v: Option<&Vec<(Option<u64>, String)>>| {
+    ) -> Vec<HashSig> {
+        let pick = |v: Option<&Vec<HashSig>>| {
             v.into_iter()
                 .flatten()
-                .filter(|(s, _)| s.is_none_or(|s| s == size))
-                .map(|(_, n)| n.clone())
+                .filter(|h| h.size.is_none_or(|s| s == size))
+                .cloned()
                 .collect::<Vec<_>>()
         };
         let mut out = pick(self.sha256.get(sha256));
@@ -114,7 +118,12 @@ impl HashSet {
                 reject("hash is not hex", rejected);
                 continue;
             };
-            let entry = (size, name.clone());
+            let entry = HashSig {
+                size,
+                name: name.clone(),
+                file: file.to_string(),
+                line: i as u32 + 1,
+            };
             match digest.len() {
                 16 => self
                     .md5
@@ -593,13 +602,15 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(rej.len(), 2);
         let m: [u8; 16] = hex::decode(md5).unwrap().try_into().unwrap();
+        let names = |v: Vec<HashSig>| v.into_iter().map(|h| h.name).collect::<Vec<_>>();
         assert_eq!(
-            h.lookup(68, Some(&m), None, &[0; 32]),
-            vec!["Eicar-Test".to_string(), "Any-Size".to_string()]
+            names(h.lookup(68, Some(&m), None, &[0; 32])),
+            vec!["Eicar-Test", "Any-Size"]
         );
+        let any = h.lookup(69, Some(&m), None, &[0; 32]);
         assert_eq!(
-            h.lookup(69, Some(&m), None, &[0; 32]),
-            vec!["Any-Size".to_string()]
+            (any[0].name.as_str(), any[0].file.as_str(), any[0].line),
+            ("Any-Size", "a.hdb", 2)
         );
     }
 }

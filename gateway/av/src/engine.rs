@@ -323,15 +323,15 @@ impl Engine {
             let (want_md5, want_sha1) = self.hashes.wants();
             let md5: Option<[u8; 16]> = want_md5.then(|| md5::Md5::digest(data).into());
             let sha1 = want_sha1.then(|| sha1_digest(data));
-            for n in self
+            for h in self
                 .hashes
                 .lookup(data.len() as u64, md5.as_ref(), sha1.as_ref(), &sha256)
             {
                 out.push(Detection {
                     engine: "clamav",
-                    rule: n,
-                    source_file: None,
-                    line: None,
+                    rule: h.name,
+                    source_file: Some(h.file),
+                    line: Some(h.line),
                     description: Some("ClamAV hash signature".into()),
                 });
             }

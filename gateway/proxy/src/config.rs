@@ -326,6 +326,15 @@ impl Config {
             message: e.to_string().trim_end().to_string(),
         })?;
         cfg.path = path.to_path_buf();
+        // Rule paths are relative to the current directory; one that does not exist there is
+        // looked up beside the config file (so `--config /etc/sekisho/sekisho.toml` finds its rules).
+        if let (Some(av), Some(dir)) = (cfg.av.as_mut(), path.parent()) {
+            for p in av.yara.iter_mut().chain(av.clamav.iter_mut()) {
+                if p.is_relative() && !p.exists() && dir.join(&*p).exists() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
