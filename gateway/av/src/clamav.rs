@@ -322,12 +322,15 @@ fn yara_string(s: &str) -> String {
     out
 }
 
-/// Translates a `.ndb` file (`Name:TargetType:Offset:HexSignature[:MinFL[:MaxFL]]`).
-pub fn translate_ndb(
+/// Runs `rule` over every signature line of a database (split on `sep`), collecting the YARA
+/// rules it makes and rejecting (with file, line, name and reason) the ones it cannot.
+fn translate_lines(
     file: &str,
     text: &str,
     first_id: usize,
+    sep: char,
     rejected: &mut Vec<Rejected>,
+    rule: impl Fn(&[&str], usize, usize) -> Result<String, String>,
 ) -> Translated {
     let mut source = String::new();
     let mut count = 0;
@@ -336,37 +339,62 @@ pub fn translate_ndb(
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let f: Vec<&str> = line.split(':').collect();
-        let name = f.first().copied().unwrap_or("").to_string();
-        let result = (|| {
-            if f.len() < 4 {
-                return Err("expected Name:TargetType:Offset:HexSignature".to_string());
-            }
-            let cond = target_condition(f[1])?;
-            let hex = hex_to_yara(f[3])?;
-            let at = offset_condition(f[2], "$a")?;
-            Ok(format!(
-                "rule clamav_{id} {{\n  meta:\n    clamav_name = {n}\n    source_file = {file}\n    line = {line}\n  strings:\n    $a = {{ {hex} }}\n  condition:\n    {cond}{at}\n}}\n",
-                id = first_id + count,
-                n = yara_string(&name),
-                file = yara_string(file),
-                line = i + 1,
-            ))
-        })();
-        match result {
-            Ok(rule) => {
-                source.push_str(&rule);
+        let f: Vec<&str> = line.split(sep).collect();
+        match rule(&f, first_id + count, i + 1) {
+            Ok(r) => {
+                source.push_str(&r);
                 count += 1;
             }
             Err(reason) => rejected.push(Rejected {
                 file: file.into(),
                 line: i as u32 + 1,
-                name,
+                name: f.first().copied().unwrap_or("").to_string(),
                 reason,
             }),
         }
     }
     Translated { source, count }
+}
+
+/// The YARA rule text for one translated signature.
+fn yara_rule(
+    id: usize,
+    name: &str,
+    file: &str,
+    line: usize,
+    strings: &str,
+    condition: &str,
+) -> String {
+    format!(
+        "rule clamav_{id} {{\n  meta:\n    clamav_name = {n}\n    source_file = {f}\n    line = {line}\n  strings:\n{strings}  condition:\n    {condition}\n}}\n",
+        n = yara_string(name),
+        f = yara_string(file),
+    )
+}
+
+/// Translates a `.ndb` file (`Name:TargetType:Offset:HexSignature[:MinFL[:MaxFL]]`).
+pub fn translate_ndb(
+    file: &str,
+    text: &str,
+    first_id: usize,
+    rejected: &mut Vec<Rejected>,
+) -> Translated {
+    translate_lines(file, text, first_id, ':', rejected, |f, id, line| {
+        if f.len() < 4 {
+            return Err("expected Name:TargetType:Offset:HexSignature".to_string());
+        }
+        let cond = target_condition(f[1])?;
+        let hex = hex_to_yara(f[3])?;
+        let at = offset_condition(f[2], "$a")?;
+        Ok(yara_rule(
+            id,
+            f[0],
+            file,
+            line,
+            &format!("    $a = {{ {hex} }}\n"),
+            &format!("{cond}{at}"),
+        ))
+    })
 }
 
 /// Translates the supported `.ldb` subset: `Name;TargetDescription;Expression;Subsig0;…` with
@@ -378,71 +406,49 @@ pub fn translate_ldb(
     first_id: usize,
     rejected: &mut Vec<Rejected>,
 ) -> Translated {
-    let mut source = String::new();
-    let mut count = 0;
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+    translate_lines(file, text, first_id, ';', rejected, |f, id, line| {
+        if f.len() < 4 {
+            return Err("expected Name;TargetDescription;Expression;Subsig0[;…]".to_string());
         }
-        let f: Vec<&str> = line.split(';').collect();
-        let name = f.first().copied().unwrap_or("").to_string();
-        let result = (|| {
-            if f.len() < 4 {
-                return Err("expected Name;TargetDescription;Expression;Subsig0[;…]".to_string());
+        let target = f[1]
+            .split(',')
+            .find_map(|kv| kv.trim().strip_prefix("Target:"))
+            .unwrap_or("0");
+        let cond = target_condition(target)?;
+        let mut strings = String::new();
+        let mut offsets = Vec::new();
+        for (n, sub) in f[3..].iter().enumerate() {
+            if sub.contains("::") {
+                return Err(format!(
+                    "subsignature {n} has modifiers, which are not supported"
+                ));
             }
-            let target = f[1]
-                .split(',')
-                .find_map(|kv| kv.trim().strip_prefix("Target:"))
-                .unwrap_or("0");
-            let cond = target_condition(target)?;
-            let mut strings = String::new();
-            let mut offsets = Vec::new();
-            for (n, sub) in f[3..].iter().enumerate() {
-                if sub.contains("::") {
-                    return Err(format!(
-                        "subsignature {n} has modifiers, which are not supported"
-                    ));
-                }
-                if sub.starts_with('/') || sub.contains("pcre") {
-                    return Err(format!(
-                        "subsignature {n} is a PCRE, which is not supported"
-                    ));
-                }
-                let (off, hex) = match sub.rsplit_once(':') {
-                    Some((o, h)) => (Some(o), h),
-                    None => (None, *sub),
-                };
-                let hex = hex_to_yara(hex).map_err(|e| format!("subsignature {n}: {e}"))?;
-                let _ = writeln!(strings, "    $s{n} = {{ {hex} }}");
-                offsets.push(
-                    off.map(|o| offset_condition(o, &format!("$s{n}")))
-                        .transpose()?,
-                );
+            if sub.starts_with('/') || sub.contains("pcre") {
+                return Err(format!(
+                    "subsignature {n} is a PCRE, which is not supported"
+                ));
             }
-            let expr = translate_expression(f[2], f.len() - 3, &offsets)?;
-            Ok(format!(
-                "rule clamav_{id} {{\n  meta:\n    clamav_name = {nm}\n    source_file = {file}\n    line = {line}\n  strings:\n{strings}  condition:\n    {cond}({expr})\n}}\n",
-                id = first_id + count,
-                nm = yara_string(&name),
-                file = yara_string(file),
-                line = i + 1,
-            ))
-        })();
-        match result {
-            Ok(rule) => {
-                source.push_str(&rule);
-                count += 1;
-            }
-            Err(reason) => rejected.push(Rejected {
-                file: file.into(),
-                line: i as u32 + 1,
-                name,
-                reason,
-            }),
+            let (off, hex) = match sub.rsplit_once(':') {
+                Some((o, h)) => (Some(o), h),
+                None => (None, *sub),
+            };
+            let hex = hex_to_yara(hex).map_err(|e| format!("subsignature {n}: {e}"))?;
+            let _ = writeln!(strings, "    $s{n} = {{ {hex} }}");
+            offsets.push(
+                off.map(|o| offset_condition(o, &format!("$s{n}")))
+                    .transpose()?,
+            );
         }
-    }
-    Translated { source, count }
+        let expr = translate_expression(f[2], f.len() - 3, &offsets)?;
+        Ok(yara_rule(
+            id,
+            f[0],
+            file,
+            line,
+            &strings,
+            &format!("{cond}({expr})"),
+        ))
+    })
 }
 
 fn translate_expression(

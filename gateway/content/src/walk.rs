@@ -597,41 +597,44 @@ impl Walker<'_> {
                         .as_deref()
                         .or(part.name.as_deref())
                         .unwrap_or("part");
-                    let pp = format!("{prov} > mime:{}", safe_name(label));
-                    let hints = Hints {
-                        content_type: part.content_type.as_deref(),
-                        content_encoding: None,
-                        name: part.name.as_deref(),
-                    };
-                    self.visit(
+                    self.visit_part(
                         &part.data,
-                        &pp,
+                        &format!("{prov} > mime:{}", safe_name(label)),
                         part.name.as_deref(),
-                        depth + 1,
-                        false,
-                        &hints,
+                        part.content_type.as_deref(),
+                        depth,
                     );
                 }
             }
         } else {
             for (i, part) in parts.iter().enumerate() {
                 let label = part.name.clone().unwrap_or_else(|| format!("part{i}"));
-                let pp = format!("{prov} > multipart:{}", safe_name(&label));
-                let hints = Hints {
-                    content_type: part.content_type.as_deref(),
-                    content_encoding: None,
-                    name: part.name.as_deref(),
-                };
-                self.visit(
+                self.visit_part(
                     &part.data,
-                    &pp,
+                    &format!("{prov} > multipart:{}", safe_name(&label)),
                     part.name.as_deref(),
-                    depth + 1,
-                    false,
-                    &hints,
+                    part.content_type.as_deref(),
+                    depth,
                 );
             }
         }
+    }
+
+    /// Visits one MIME part with its own Content-Type.
+    fn visit_part(
+        &mut self,
+        data: &Bytes,
+        prov: &str,
+        name: Option<&str>,
+        content_type: Option<&str>,
+        depth: u32,
+    ) {
+        let hints = Hints {
+            content_type,
+            content_encoding: None,
+            name,
+        };
+        self.visit(data, prov, name, depth + 1, false, &hints);
     }
 
     /// SOAP with IHE XDS.b `Document` elements: inline base64 or `xop:Include` into `cids`.
