@@ -20,7 +20,14 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+corpora=${SEKISHO_CORPORA:-$PWD/../shared/corpora}
+if [ ! -d "$corpora/yara" ] || [ ! -d "$corpora/ihe" ]; then
+  echo "test corpora not found at $corpora (set SEKISHO_CORPORA to ../shared/corpora's location)" >&2
+  exit 1
+fi
+export SEKISHO_CORPORA=$corpora
+
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --all-targets --locked
+cargo test --workspace --all-targets --locked --no-fail-fast
