@@ -744,3 +744,53 @@ async fn sighup_reloads_the_policy_and_keeps_it_on_a_broken_file() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_is_enforced() {
+    let s = setup(
+        "maxconn",
+        &format!("{POLICY}[limits]\nmax_connections = 1\n"),
+    )
+    .await;
+    // One client holds the only slot (an idle CONNECT tunnel).
+    let held = connect_tunnel(s.gw.proxy, &format!("localhost:{}", s.origin.port)).await;
+    let mut extra = tokio::net::TcpStream::connect(s.gw.proxy).await.unwrap();
+    let _ = extra
+        .write_all(b"GET http://denied.test/ HTTP/1.1\r\nHost: denied.test\r\n\r\n")
+        .await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), extra.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert!(
+        got.is_empty(),
+        "a connection over the limit is closed unanswered: {}",
+        String::from_utf8_lossy(&got)
+    );
+    let m = s.gw.metrics_text().await;
+    assert!(
+        m.contains("sekisho_connections_refused_total{listener=\"forward\",reason=\"limit\"} 1"),
+        "{m}"
+    );
+    drop(held);
+    // The slot comes back once the first client leaves.
+    let mut ok = false;
+    for _ in 0..100 {
+        let r = curl(&[
+            "-x",
+            &s.gw.proxy_url(),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://denied.test/",
+        ])
+        .await;
+        if r.stdout == "403" {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the slot was released");
+}

@@ -28,12 +28,26 @@ use crate::upstream::{classify, error_chain, ProxyBody, UpstreamFailure};
 use crate::Shared;
 
 /// The client connection a request came on.
+/// A client connection's slot under `max_connections`; released (and the active gauge lowered)
+/// when the last holder drops it.
+pub(crate) struct Slot {
+    pub _permit: tokio::sync::OwnedSemaphorePermit,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.connections_active.dec();
+    }
+}
+
 pub(crate) struct ConnInfo {
     /// The listener's index in config (selects its pipeline).
     pub index: usize,
     pub listener: Arc<str>,
     pub client: SocketAddr,
     pub local: SocketAddr,
+    pub _slot: Slot,
 }
 
 /// A decrypted CONNECT tunnel's facts.

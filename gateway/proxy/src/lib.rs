@@ -534,18 +534,22 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         shared.metrics.connections.with_label_values(&[&name]).inc();
+        shared.metrics.connections_active.inc();
+        // The connection slot lives as long as anything serving this client does, including a
+        // CONNECT tunnel that outlives the HTTP/1.1 connection it was upgraded from.
         let conn = Arc::new(forward::ConnInfo {
             index,
             listener: Arc::clone(&name),
             client: peer,
             local,
+            _slot: forward::Slot {
+                _permit: permit,
+                metrics: Arc::clone(&shared.metrics),
+            },
         });
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            shared.metrics.connections_active.inc();
             forward::serve_client(Arc::clone(&shared), tcp, conn).await;
-            shared.metrics.connections_active.dec();
-            drop(permit);
         });
     }
 }
