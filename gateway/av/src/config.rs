@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use sekisho_content::Limits;
-use sekisho_core::{Mode, OnError, OnOverflow, StagePolicy};
+use sekisho_core::StagePolicy;
 use serde::Deserialize;
 
 /// What a limit exceeded, an encrypted member or a corrupt container turns into.
@@ -51,15 +51,10 @@ pub struct AvConfig {
     /// Verdict for limits, encrypted and corrupt containers: `block` (default) or `alert`.
     #[serde(default)]
     pub on_limit: LimitAction,
-    /// `prevent` (default) or `detect`.
-    #[serde(default)]
-    pub mode: Mode,
-    /// `fail-closed` (default) or `fail-open`.
-    #[serde(default)]
-    pub on_error: OnError,
-    /// `block` (default) or `pass-and-alert` for bodies over the hold limits.
-    #[serde(default)]
-    pub on_overflow: OnOverflow,
+    /// `mode` (`prevent` | `detect`), `on_error` (`fail-closed` | `fail-open`), `on_overflow`
+    /// (`block` | `pass-and-alert`, for bodies over the hold limits).
+    #[serde(flatten)]
+    pub stage: StagePolicy,
 }
 
 fn default_cache() -> PathBuf {
@@ -97,9 +92,7 @@ impl Default for AvConfig {
             max_soap_document_bytes: d_soap(),
             scan_timeout_secs: d_timeout(),
             on_limit: LimitAction::Block,
-            mode: Mode::Prevent,
-            on_error: OnError::FailClosed,
-            on_overflow: OnOverflow::Block,
+            stage: StagePolicy::default(),
         }
     }
 }
@@ -118,11 +111,7 @@ impl AvConfig {
 
     /// The stage policy.
     pub fn policy(&self) -> StagePolicy {
-        StagePolicy {
-            mode: self.mode,
-            on_error: self.on_error,
-            on_overflow: self.on_overflow,
-        }
+        self.stage
     }
 
     /// The cache folder, or none when disabled.
