@@ -11,14 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MIB=${1:-16}
 CORPORA=${SEKISHO_CORPORA:-$PWD/../shared/corpora}
-for pkg in clamscan:clamav yara:yara; do
-  command -v "${pkg%%:*}" >/dev/null 2>&1 || {
-    [ "$(id -u)" = 0 ] || { echo "install ${pkg#*:}" >&2; exit 1; }
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg#*:}" >/dev/null
-  }
-done
-cargo build --release --locked -q
-BIN=$PWD/target/release/sekisho
+. benches/lib.sh
+need clamscan:clamav yara:yara
+build_release
 W=$(mktemp -d /tmp/sekisho-avbench.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 mkdir -p "$W/corpus" "$W/empty"

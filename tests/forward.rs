@@ -202,11 +202,8 @@ async fn minted_leaf_is_issued_by_gateway_ca_with_matching_san() {
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
         assert!(resp.ends_with("hello"), "{resp}");
     }
-    let m = s.gw.metrics_text().await;
-    assert!(
-        m.contains("sekisho_cert_cache_total{result=\"miss\"}"),
-        "{m}"
-    );
+    s.gw.assert_metrics(&["sekisho_cert_cache_total{result=\"miss\"}"])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,11 +263,8 @@ async fn untrusted_upstream_gets_block_page_and_event() {
     assert_eq!(ev["event"]["action"], "blocked");
     assert_eq!(ev["tls"]["decrypted"], true);
     assert_eq!(ev["destination"]["domain"], "localhost");
-    let m = s.gw.metrics_text().await;
-    assert!(
-        m.contains("sekisho_upstream_errors_total{kind=\"tls_cert\"} 1"),
-        "{m}"
-    );
+    s.gw.assert_metrics(&["sekisho_upstream_errors_total{kind=\"tls_cert\"} 1"])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,11 +342,8 @@ async fn deny_hosts_blocks_http_connect_and_sni() {
         .await;
     assert_eq!(r.stdout, "403", "{}", r.stderr);
 
-    let m = s.gw.metrics_text().await;
-    assert!(
-        m.contains("sekisho_verdicts_total{stage=\"host_policy\",verdict=\"block\"}"),
-        "{m}"
-    );
+    s.gw.assert_metrics(&["sekisho_verdicts_total{stage=\"host_policy\",verdict=\"block\"}"])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,11 +495,8 @@ async fn plain_http_websocket_upgrade_and_bad_input() {
     ])
     .await;
     assert_eq!(r.stdout, "hello", "still serving");
-    let m = s.gw.metrics_text().await;
-    assert!(
-        m.contains("sekisho_tunnels_total{mode=\"not_tls\"} 1"),
-        "{m}"
-    );
+    s.gw.assert_metrics(&["sekisho_tunnels_total{mode=\"not_tls\"} 1"])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,8 +508,7 @@ async fn metrics_scrape_has_the_counters() {
             .await;
         assert_eq!(r.stdout, "hello", "{}", r.stderr);
     }
-    let m = s.gw.metrics_text().await;
-    for needle in [
+    s.gw.assert_metrics(&[
         "sekisho_connections_total{listener=\"forward\"} 3",
         "sekisho_requests_total{listener=\"forward\",proto=\"connect\"} 3",
         "sekisho_tls_handshakes_total{result=\"ok\"} 3",
@@ -531,9 +518,8 @@ async fn metrics_scrape_has_the_counters() {
         "sekisho_request_duration_seconds_count{listener=\"forward\"} 3",
         "sekisho_tls_handshake_seconds_count 3",
         "# TYPE sekisho_bytes_total counter",
-    ] {
-        assert!(m.contains(needle), "missing {needle:?} in\n{m}");
-    }
+    ])
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -637,8 +623,7 @@ async fn slow_and_idle_clients_are_cut_off() {
             .as_str()
             .is_some_and(|e| e.starts_with("no TLS ClientHello within"))
     });
-    let m = s.gw.metrics_text().await;
-    assert!(m.contains("sekisho_connections_active 0"), "{m}");
+    s.gw.assert_metrics(&["sekisho_connections_active 0"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -737,12 +722,11 @@ async fn sighup_reloads_the_policy_and_keeps_it_on_a_broken_file() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status().await, "403", "the running policy stays");
-    let m = s.gw.metrics_text().await;
-    assert!(m.contains("sekisho_reloads_total{result=\"ok\"} 1"), "{m}");
-    assert!(
-        m.contains("sekisho_reloads_total{result=\"error\"} 1"),
-        "{m}"
-    );
+    s.gw.assert_metrics(&[
+        "sekisho_reloads_total{result=\"ok\"} 1",
+        "sekisho_reloads_total{result=\"error\"} 1",
+    ])
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -767,11 +751,10 @@ async fn max_connections_is_enforced() {
         "a connection over the limit is closed unanswered: {}",
         String::from_utf8_lossy(&got)
     );
-    let m = s.gw.metrics_text().await;
-    assert!(
-        m.contains("sekisho_connections_refused_total{listener=\"forward\",reason=\"limit\"} 1"),
-        "{m}"
-    );
+    s.gw.assert_metrics(&[
+        "sekisho_connections_refused_total{listener=\"forward\",reason=\"limit\"} 1",
+    ])
+    .await;
     drop(held);
     // The slot comes back once the first client leaves.
     let mut ok = false;

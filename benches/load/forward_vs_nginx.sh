@@ -13,14 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-10}
 CONC=${2:-32}
-for pkg in nginx:nginx-light hey:hey openssl:openssl; do
-  command -v "${pkg%%:*}" >/dev/null 2>&1 || {
-    [ "$(id -u)" = 0 ] || { echo "install ${pkg#*:}" >&2; exit 1; }
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg#*:}" >/dev/null
-  }
-done
-cargo build --release --locked -q
-BIN=$PWD/target/release/sekisho
+. benches/lib.sh
+need nginx:nginx-light hey:hey openssl:openssl
+build_release
 W=$(mktemp -d /tmp/sekisho-load.XXXXXX); chmod 755 "$W"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$W"; }

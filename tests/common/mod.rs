@@ -433,6 +433,16 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Scrapes `/metrics` and asserts every line fragment in `needles` is there.
+    pub async fn assert_metrics(&self, needles: &[&str]) {
+        let m = self.metrics_text().await;
+        for needle in needles {
+            assert!(m.contains(needle), "missing {needle:?} in\n{m}");
+        }
+    }
+}
+
 fn rss_field(pid: u32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
