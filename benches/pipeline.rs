@@ -74,6 +74,7 @@ fn bench_pipeline(c: &mut Criterion) {
     let hello = TlsHello {
         sni: Some("www.allowed.example".into()),
         alpn: vec!["h2".into()],
+        raw: Bytes::new(),
     };
 
     let mut g = c.benchmark_group("pipeline");

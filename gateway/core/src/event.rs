@@ -122,6 +122,18 @@ pub struct AlertInfo {
     pub action: String,
     /// Category.
     pub category: String,
+    /// Generator id (IPS signatures).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub gid: Option<u32>,
+    /// Revision (IPS signatures).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rev: Option<u32>,
+    /// The rule's own action (`alert`, `drop`, `reject` …), for IPS signatures.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rule_action: Option<String>,
+    /// Signature metadata (`key value` entries), for IPS signatures.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub metadata: Option<Vec<String>>,
 }
 
 /// `file`: set by engines that inspect files.
@@ -269,6 +281,10 @@ impl ThreatEvent {
                 severity,
                 action,
                 category: finding.category.clone(),
+                gid: finding.signature.as_ref().map(|s| s.gid),
+                rev: finding.signature.as_ref().map(|_| finding.rev),
+                rule_action: finding.signature.as_ref().map(|s| s.rule_action.clone()),
+                metadata: finding.signature.as_ref().map(|s| s.metadata.clone()),
             },
             file: finding.file.clone(),
             flow_id: meta.flow_id,

@@ -110,6 +110,21 @@ pub struct Finding {
     pub matched: Evidence,
     /// The file the finding is about (AV, sandbox), when there is one.
     pub file: Option<crate::FileInfo>,
+    /// Signature facts of IPS rules (EVE `alert.gid`, `rev`, `metadata`, rule action).
+    pub signature: Option<SignatureInfo>,
+}
+
+/// What an IPS signature adds to a finding.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureInfo {
+    /// Generator id.
+    pub gid: u32,
+    /// The rule's action as written (`alert`, `drop`, `reject` …).
+    pub rule_action: String,
+    /// `metadata` entries.
+    pub metadata: Vec<String>,
+    /// `reference` entries.
+    pub references: Vec<String>,
 }
 
 impl Finding {
@@ -135,6 +150,7 @@ impl Finding {
             source: None,
             matched,
             file: None,
+            signature: None,
         }
     }
 }

@@ -64,6 +64,15 @@ pub struct FlowMeta {
     pub tls: TlsMode,
     /// The facility identity from a client certificate (reverse proxy), when known.
     pub facility_id: Option<String>,
+    /// The upstream address, once connected.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upstream: Option<SocketAddr>,
+    /// The upstream's certificate chain (DER, leaf first), once a verified TLS connection exists.
+    #[serde(skip)]
+    pub upstream_certs: std::sync::Arc<[bytes::Bytes]>,
+    /// The TLS version negotiated with the client (`0x0303` = TLS 1.2), when decrypted.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tls_version: Option<u16>,
 }
 
 impl FlowMeta {
@@ -84,6 +93,9 @@ impl FlowMeta {
             sni: None,
             tls: TlsMode::None,
             facility_id: None,
+            upstream: None,
+            upstream_certs: std::sync::Arc::from(Vec::new()),
+            tls_version: None,
         }
     }
 }
@@ -179,6 +191,8 @@ pub struct TlsHello {
     pub sni: Option<String>,
     /// ALPN protocols the client offered.
     pub alpn: Vec<String>,
+    /// The ClientHello as received (TLS records), for fingerprints (JA3) and raw-record rules.
+    pub raw: bytes::Bytes,
 }
 
 #[cfg(test)]

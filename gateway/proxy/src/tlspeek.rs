@@ -68,11 +68,14 @@ pub async fn peek_client_hello<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<P
                                 .collect()
                         })
                         .unwrap_or_default(),
+                    raw: Bytes::new(),
                 };
-                return Ok(Peeked::Tls {
-                    hello,
-                    bytes: Bytes::from(buf),
-                });
+                let bytes = Bytes::from(buf);
+                let hello = TlsHello {
+                    raw: bytes.clone(),
+                    ..hello
+                };
+                return Ok(Peeked::Tls { hello, bytes });
             }
             Ok(None) => {}
             Err((e, _alert)) => return Ok(Peeked::NotTls(format!("invalid ClientHello: {e}"))),

@@ -1,0 +1,141 @@
+//! `content` patterns: the quoted string with `|hex|` bytes, and its modifiers.
+
+/// A content match and its modifiers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Content {
+    /// The bytes (lower-cased when `nocase`).
+    pub pattern: Vec<u8>,
+    /// `!content`.
+    pub negated: bool,
+    /// `nocase`.
+    pub nocase: bool,
+    /// `depth` (counted from `offset`).
+    pub depth: Option<u32>,
+    /// `offset`.
+    pub offset: Option<u32>,
+    /// `distance` (may be negative).
+    pub distance: Option<i32>,
+    /// `within`.
+    pub within: Option<i32>,
+    /// `startswith`.
+    pub startswith: bool,
+    /// `endswith`.
+    pub endswith: bool,
+    /// `fast_pattern`.
+    pub fast_pattern: bool,
+    /// `fast_pattern:offset,length`.
+    pub fp_chop: Option<(usize, usize)>,
+}
+
+impl Content {
+    /// Applies `nocase`.
+    pub fn set_nocase(&mut self) {
+        self.nocase = true;
+        self.pattern.make_ascii_lowercase();
+    }
+
+    /// The bytes the prefilter looks for.
+    pub fn fast_bytes(&self) -> &[u8] {
+        match self.fp_chop {
+            Some((o, l)) => &self.pattern[o..o + l],
+            None => &self.pattern,
+        }
+    }
+}
+
+/// Parses a content value: `"abc|0d 0a|def"` or `!"…"`.
+pub fn parse_content(v: &str) -> Result<Content, String> {
+    let v = v.trim();
+    let (negated, v) = match v.strip_prefix('!') {
+        Some(r) => (true, r.trim_start()),
+        None => (false, v),
+    };
+    let inner = v
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .ok_or_else(|| "value must be in double quotes".to_string())?;
+    let mut out = Vec::with_capacity(inner.len());
+    let mut hex = false;
+    let mut nibble: Option<u8> = None;
+    let bytes = inner.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'|' {
+            if hex && nibble.is_some() {
+                return Err("odd number of hex digits".into());
+            }
+            hex = !hex;
+            i += 1;
+            continue;
+        }
+        if hex {
+            match c {
+                b' ' | b'\t' => {}
+                _ => {
+                    let d = (c as char)
+                        .to_digit(16)
+                        .ok_or_else(|| format!("bad hex digit {:?}", c as char))?
+                        as u8;
+                    match nibble.take() {
+                        Some(h) => out.push(h << 4 | d),
+                        None => nibble = Some(d),
+                    }
+                }
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'\\' {
+            let n = *bytes.get(i + 1).ok_or("trailing backslash")?;
+            match n {
+                b'"' | b';' | b'\\' | b':' => out.push(n),
+                _ => return Err(format!("unknown escape \\{}", n as char)),
+            }
+            i += 2;
+            continue;
+        }
+        if c == b'"' {
+            return Err("unescaped '\"'".into());
+        }
+        out.push(c);
+        i += 1;
+    }
+    if hex {
+        return Err("unterminated |hex| block".into());
+    }
+    if out.is_empty() {
+        return Err("empty content".into());
+    }
+    Ok(Content {
+        pattern: out,
+        negated,
+        ..Content::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_escapes_negation() {
+        let c = parse_content(r#""GET|20|/a|0d 0a|b\"\;\\""#).unwrap();
+        assert_eq!(c.pattern, b"GET /a\r\nb\";\\");
+        assert!(!c.negated);
+        let c = parse_content(r#"!"|3a|x""#).unwrap();
+        assert!(c.negated);
+        assert_eq!(c.pattern, b":x");
+        assert_eq!(parse_content(r#""|0d0a|""#).unwrap().pattern, b"\r\n");
+        for bad in [
+            r#""|0d 0|""#,
+            r#""|0g|""#,
+            r#""abc"#,
+            r#""a|0d""#,
+            r#""""#,
+            r#""a"b""#,
+        ] {
+            assert!(parse_content(bad).is_err(), "{bad}");
+        }
+    }
+}

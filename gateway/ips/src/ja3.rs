@@ -1,0 +1,156 @@
+//! JA3 fingerprints of a TLS ClientHello (the raw record bytes the proxy peeked).
+
+use md5::{Digest, Md5};
+
+fn grease(v: u16) -> bool {
+    v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u24(&mut self) -> Option<usize> {
+        self.take(3)
+            .map(|b| (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]))
+    }
+}
+
+fn join(v: &[u16]) -> String {
+    v.iter().map(u16::to_string).collect::<Vec<_>>().join("-")
+}
+
+/// The JA3 string (`version,ciphers,extensions,groups,point_formats`) of a ClientHello given as
+/// TLS records (or a bare handshake message); `None` when the bytes are not a ClientHello.
+pub fn ja3_string(raw: &[u8]) -> Option<String> {
+    // Reassemble handshake bytes from consecutive handshake records.
+    let mut hs = Vec::new();
+    if raw.first() == Some(&0x16) {
+        let mut r = Reader(raw);
+        while let Some(t) = r.u8() {
+            let _ver = r.u16()?;
+            let len = usize::from(r.u16()?);
+            let Some(body) = r.take(len) else {
+                // A truncated last record: use what there is.
+                hs.extend_from_slice(r.0);
+                break;
+            };
+            if t != 0x16 {
+                break;
+            }
+            hs.extend_from_slice(body);
+        }
+    } else {
+        hs.extend_from_slice(raw);
+    }
+    let mut r = Reader(&hs);
+    if r.u8()? != 1 {
+        return None;
+    }
+    let len = r.u24()?;
+    let mut r = Reader(r.take(len.min(r.0.len()))?);
+    let version = r.u16()?;
+    r.take(32)?;
+    let sid = usize::from(r.u8()?);
+    r.take(sid)?;
+    let clen = usize::from(r.u16()?);
+    let mut c = Reader(r.take(clen)?);
+    let mut ciphers = Vec::new();
+    while let Some(v) = c.u16() {
+        if !grease(v) {
+            ciphers.push(v);
+        }
+    }
+    let comp = usize::from(r.u8()?);
+    r.take(comp)?;
+    let (mut exts, mut groups, mut formats) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some(elen) = r.u16() {
+        let mut e = Reader(r.take(usize::from(elen)).unwrap_or(r.0));
+        while let (Some(t), Some(l)) = (e.u16(), e.u16()) {
+            let Some(data) = e.take(usize::from(l)) else {
+                break;
+            };
+            if grease(t) {
+                continue;
+            }
+            exts.push(t);
+            let mut d = Reader(data);
+            match t {
+                10 => {
+                    let n = usize::from(d.u16().unwrap_or(0));
+                    let mut g = Reader(d.take(n).unwrap_or_default());
+                    while let Some(v) = g.u16() {
+                        if !grease(v) {
+                            groups.push(v);
+                        }
+                    }
+                }
+                11 => {
+                    let n = usize::from(d.u8().unwrap_or(0));
+                    formats.extend(d.take(n).unwrap_or_default().iter().map(|&b| u16::from(b)));
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(format!(
+        "{version},{},{},{},{}",
+        join(&ciphers),
+        join(&exts),
+        join(&groups),
+        join(&formats)
+    ))
+}
+
+/// The JA3 hash: MD5 of the string, lower-case hex.
+pub fn ja3_hash(s: &str) -> String {
+    hex::encode(Md5::digest(s.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_hello_fingerprint() {
+        // A minimal ClientHello: TLS 1.2, ciphers {GREASE, 0x1301, 0xc02b}, extensions
+        // server_name(0) empty, supported_groups(10) {GREASE, 29, 23}, ec_point_formats(11) {0}.
+        let mut body = vec![0x03, 0x03];
+        body.extend([0u8; 32]);
+        body.push(0);
+        body.extend([0x00, 0x06, 0x0a, 0x0a, 0x13, 0x01, 0xc0, 0x2b]);
+        body.extend([0x01, 0x00]);
+        let exts: Vec<u8> = [
+            vec![0x00, 0x00, 0x00, 0x00],
+            vec![
+                0x00, 0x0a, 0x00, 0x08, 0x00, 0x06, 0x1a, 0x1a, 0x00, 0x1d, 0x00, 0x17,
+            ],
+            vec![0x00, 0x0b, 0x00, 0x02, 0x01, 0x00],
+        ]
+        .concat();
+        body.extend((exts.len() as u16).to_be_bytes());
+        body.extend(exts);
+        let mut hs = vec![0x01, 0x00, 0x00, body.len() as u8];
+        hs.extend(body);
+        let mut rec = vec![0x16, 0x03, 0x01, 0x00, hs.len() as u8];
+        rec.extend(hs);
+        let s = ja3_string(&rec).unwrap();
+        assert_eq!(s, "771,4865-49195,0-10-11,29-23,0");
+        assert_eq!(ja3_hash(&s).len(), 32);
+        assert!(ja3_string(b"GET / HTTP/1.1\r\n").is_none());
+        assert!(ja3_string(&rec[..20]).is_none());
+    }
+}

@@ -1,0 +1,1151 @@
+//! The rule model and the Suricata rule parser.
+//!
+//! A rule is `action proto src sport dir dst dport (options)`. Options are `key[:value];`; content
+//! and its modifiers, sticky buffers (`http.uri; content:…`) and the legacy content modifiers
+//! (`content:…; http_uri;`) are gathered into one ordered item list per buffer, as Suricata does.
+
+use sekisho_core::Direction;
+
+use crate::content::{parse_content, Content};
+use crate::matchers::{ByteJump, ByteTest, NumCmp, Pcre, PcreLimits};
+use crate::vars::{parse_addr, parse_port, AddrExpr, PortExpr, Vars};
+
+/// What a matching rule does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RuleAction {
+    /// Stop inspecting the flow; no alert.
+    Pass,
+    /// Alert only.
+    Alert,
+    /// Drop (block in prevent mode).
+    Drop,
+    /// Reject (block with a refusal in prevent mode).
+    Reject,
+}
+
+impl RuleAction {
+    fn parse(s: &str) -> Option<(RuleAction, &'static str)> {
+        Some(match s {
+            "alert" => (RuleAction::Alert, "alert"),
+            "pass" => (RuleAction::Pass, "pass"),
+            "drop" => (RuleAction::Drop, "drop"),
+            "reject" => (RuleAction::Reject, "reject"),
+            "rejectsrc" => (RuleAction::Reject, "rejectsrc"),
+            "rejectdst" => (RuleAction::Reject, "rejectdst"),
+            "rejectboth" => (RuleAction::Reject, "rejectboth"),
+            _ => return None,
+        })
+    }
+
+    /// True for drop and reject.
+    pub fn blocks(self) -> bool {
+        matches!(self, RuleAction::Drop | RuleAction::Reject)
+    }
+}
+
+/// The rule's protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// `http`, `http1`, `http2`.
+    Http,
+    /// `tls`.
+    Tls,
+    /// `dns`.
+    Dns,
+    /// `tcp`, `tcp-stream`.
+    Tcp,
+    /// `ip`.
+    Ip,
+}
+
+/// A sticky buffer.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Buf {
+    /// The reconstructed message (request or response line, headers, body): `pkt_data`.
+    Stream,
+    Uri,
+    UriRaw,
+    Method,
+    Host,
+    HostRaw,
+    Header,
+    HeaderRaw,
+    HeaderNames,
+    UserAgent,
+    Cookie,
+    ContentType,
+    ContentLen,
+    RequestBody,
+    ResponseBody,
+    StatCode,
+    StatMsg,
+    Protocol,
+    Start,
+    RequestLine,
+    ResponseLine,
+    Server,
+    Location,
+    Accept,
+    AcceptEnc,
+    AcceptLang,
+    Referer,
+    Connection,
+    FileData,
+    TlsSni,
+    TlsCertSubject,
+    TlsCertIssuer,
+    TlsCertSerial,
+    TlsCerts,
+    Ja3Hash,
+    Ja3String,
+    DnsQuery,
+}
+
+impl Buf {
+    /// The keyword (Suricata 5+ name).
+    pub fn name(self) -> &'static str {
+        use Buf::*;
+        match self {
+            Stream => "pkt_data",
+            Uri => "http.uri",
+            UriRaw => "http.uri.raw",
+            Method => "http.method",
+            Host => "http.host",
+            HostRaw => "http.host.raw",
+            Header => "http.header",
+            HeaderRaw => "http.header.raw",
+            HeaderNames => "http.header_names",
+            UserAgent => "http.user_agent",
+            Cookie => "http.cookie",
+            ContentType => "http.content_type",
+            ContentLen => "http.content_len",
+            RequestBody => "http.request_body",
+            ResponseBody => "http.response_body",
+            StatCode => "http.stat_code",
+            StatMsg => "http.stat_msg",
+            Protocol => "http.protocol",
+            Start => "http.start",
+            RequestLine => "http.request_line",
+            ResponseLine => "http.response_line",
+            Server => "http.server",
+            Location => "http.location",
+            Accept => "http.accept",
+            AcceptEnc => "http.accept_enc",
+            AcceptLang => "http.accept_lang",
+            Referer => "http.referer",
+            Connection => "http.connection",
+            FileData => "file.data",
+            TlsSni => "tls.sni",
+            TlsCertSubject => "tls.cert_subject",
+            TlsCertIssuer => "tls.cert_issuer",
+            TlsCertSerial => "tls.cert_serial",
+            TlsCerts => "tls.certs",
+            Ja3Hash => "ja3.hash",
+            Ja3String => "ja3.string",
+            DnsQuery => "dns.query",
+        }
+    }
+
+    /// Sticky-buffer keywords (current and Suricata 4 names).
+    fn sticky(kw: &str) -> Option<Buf> {
+        use Buf::*;
+        Some(match kw {
+            "pkt_data" => Stream,
+            "http.uri" => Uri,
+            "http.uri.raw" => UriRaw,
+            "http.method" => Method,
+            "http.host" => Host,
+            "http.host.raw" => HostRaw,
+            "http.header" => Header,
+            "http.header.raw" => HeaderRaw,
+            "http.header_names" | "http_header_names" => HeaderNames,
+            "http.user_agent" => UserAgent,
+            "http.cookie" => Cookie,
+            "http.content_type" => ContentType,
+            "http.content_len" => ContentLen,
+            "http.request_body" | "http.client_body" => RequestBody,
+            "http.response_body" | "http.server_body" => ResponseBody,
+            "http.stat_code" => StatCode,
+            "http.stat_msg" => StatMsg,
+            "http.protocol" | "http_protocol" => Protocol,
+            "http.start" | "http_start" => Start,
+            "http.request_line" | "http_request_line" => RequestLine,
+            "http.response_line" | "http_response_line" => ResponseLine,
+            "http.server" => Server,
+            "http.location" => Location,
+            "http.accept" | "http_accept" => Accept,
+            "http.accept_enc" | "http_accept_enc" => AcceptEnc,
+            "http.accept_lang" | "http_accept_lang" => AcceptLang,
+            "http.referer" | "http_referer" => Referer,
+            "http.connection" | "http_connection" => Connection,
+            "file.data" | "file_data" => FileData,
+            "tls.sni" | "tls_sni" => TlsSni,
+            "tls.cert_subject" | "tls_cert_subject" => TlsCertSubject,
+            "tls.cert_issuer" | "tls_cert_issuer" => TlsCertIssuer,
+            "tls.cert_serial" | "tls_cert_serial" => TlsCertSerial,
+            "tls.certs" => TlsCerts,
+            "ja3.hash" | "ja3_hash" => Ja3Hash,
+            "ja3.string" | "ja3_string" => Ja3String,
+            "dns.query" | "dns_query" => DnsQuery,
+            _ => return None,
+        })
+    }
+
+    /// Legacy content modifiers (`content:…; http_uri;`).
+    fn legacy_modifier(kw: &str) -> Option<Buf> {
+        use Buf::*;
+        Some(match kw {
+            "http_uri" => Uri,
+            "http_raw_uri" => UriRaw,
+            "http_method" => Method,
+            "http_host" => Host,
+            "http_raw_host" => HostRaw,
+            "http_header" => Header,
+            "http_raw_header" => HeaderRaw,
+            "http_cookie" => Cookie,
+            "http_user_agent" => UserAgent,
+            "http_client_body" => RequestBody,
+            "http_server_body" => ResponseBody,
+            "http_stat_code" => StatCode,
+            "http_stat_msg" => StatMsg,
+            "http_content_type" => ContentType,
+            "http_content_len" => ContentLen,
+            _ => return None,
+        })
+    }
+
+    /// pcre buffer flags.
+    pub(crate) fn pcre_flag(c: char) -> Option<Buf> {
+        use Buf::*;
+        Some(match c {
+            'U' => Uri,
+            'I' => UriRaw,
+            'P' => RequestBody,
+            'Q' => FileData,
+            'H' => Header,
+            'D' => HeaderRaw,
+            'M' => Method,
+            'C' | 'K' => Cookie,
+            'S' => StatCode,
+            'Y' => StatMsg,
+            'V' => UserAgent,
+            'W' => Host,
+            'Z' => HostRaw,
+            _ => return None,
+        })
+    }
+
+    /// The side a buffer always comes from, if it is not chosen by the rule's direction.
+    pub fn fixed_side(self) -> Option<Direction> {
+        use Buf::*;
+        match self {
+            Uri | UriRaw | Method | Host | HostRaw | UserAgent | RequestBody | RequestLine
+            | Accept | AcceptEnc | AcceptLang | Referer => Some(Direction::Request),
+            StatCode | StatMsg | ResponseLine | Server | Location | ResponseBody => {
+                Some(Direction::Response)
+            }
+            _ => None,
+        }
+    }
+
+    /// True for buffers that need the message body.
+    pub fn needs_body(self) -> bool {
+        matches!(
+            self,
+            Buf::Stream | Buf::RequestBody | Buf::ResponseBody | Buf::FileData
+        )
+    }
+
+    /// True for TLS ClientHello buffers.
+    pub fn is_client_hello(self) -> bool {
+        matches!(self, Buf::TlsSni | Buf::Ja3Hash | Buf::Ja3String)
+    }
+
+    /// True for the upstream certificate buffers.
+    pub fn is_cert(self) -> bool {
+        matches!(
+            self,
+            Buf::TlsCertSubject | Buf::TlsCertIssuer | Buf::TlsCertSerial | Buf::TlsCerts
+        )
+    }
+
+    /// True for HTTP buffers.
+    pub fn is_http(self) -> bool {
+        !(self.is_client_hello() || self.is_cert() || self == Buf::DnsQuery)
+    }
+}
+
+/// One detection keyword inside a buffer's list.
+#[derive(Debug)]
+pub enum Item {
+    /// `content` with modifiers.
+    Content(Content),
+    /// `pcre`.
+    Pcre(Box<Pcre>),
+    /// `isdataat`.
+    IsDataAt {
+        /// Offset.
+        n: u32,
+        /// Relative to the previous match.
+        relative: bool,
+        /// `!`.
+        negated: bool,
+    },
+    /// `bsize`.
+    Bsize(NumCmp),
+    /// `byte_test`.
+    ByteTest(ByteTest),
+    /// `byte_jump`.
+    ByteJump(ByteJump),
+}
+
+impl Item {
+    /// True when the item depends on the previous match's end.
+    pub fn relative(&self) -> bool {
+        match self {
+            Item::Content(c) => c.distance.is_some() || c.within.is_some(),
+            Item::Pcre(p) => p.relative,
+            Item::IsDataAt { relative, .. } => *relative,
+            Item::Bsize(_) => false,
+            Item::ByteTest(b) => b.relative,
+            Item::ByteJump(b) => b.relative,
+        }
+    }
+}
+
+/// The items of one buffer.
+#[derive(Debug)]
+pub struct Group {
+    /// The buffer.
+    pub buf: Buf,
+    /// `dotprefix` transform.
+    pub dotprefix: bool,
+    /// Items in rule order.
+    pub items: Vec<Item>,
+}
+
+/// `threshold` / `detection_filter` tracking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Track {
+    /// By source address.
+    BySrc,
+    /// By destination address.
+    ByDst,
+    /// One counter for the rule.
+    ByRule,
+    /// By source and destination.
+    ByBoth,
+}
+
+/// Threshold type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThresholdKind {
+    /// Alert on the first `count` matches per window.
+    Limit,
+    /// Alert on every `count`th match in a window.
+    Threshold,
+    /// Alert once per window after `count` matches.
+    Both,
+    /// Alert on every match after the first `count` in a window (`detection_filter`).
+    DetectionFilter,
+}
+
+/// A threshold setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Threshold {
+    /// Type.
+    pub kind: ThresholdKind,
+    /// Tracking.
+    pub track: Track,
+    /// Count.
+    pub count: u32,
+    /// Window.
+    pub seconds: u32,
+}
+
+/// A flowbits operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Flowbit {
+    /// `set`.
+    Set(Vec<String>),
+    /// `unset`.
+    Unset(Vec<String>),
+    /// `toggle`.
+    Toggle(Vec<String>),
+    /// `isset` (any of `a|b`).
+    IsSet(Vec<String>),
+    /// `isnotset` (none of `a|b`... all not set).
+    IsNotSet(Vec<String>),
+}
+
+/// A parsed rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// Action.
+    pub action: RuleAction,
+    /// Action as written (`rejectsrc` …).
+    pub action_name: &'static str,
+    /// Protocol.
+    pub proto: Proto,
+    /// Source addresses.
+    pub src: AddrExpr,
+    /// Source ports.
+    pub sport: PortExpr,
+    /// `<>`.
+    pub bidirectional: bool,
+    /// Destination addresses.
+    pub dst: AddrExpr,
+    /// Destination ports.
+    pub dport: PortExpr,
+    /// `msg`.
+    pub msg: String,
+    /// `sid`.
+    pub sid: u32,
+    /// `gid` (1 by default).
+    pub gid: u32,
+    /// `rev`.
+    pub rev: u32,
+    /// `classtype`.
+    pub classtype: Option<String>,
+    /// `priority` (from the rule, else the classtype's).
+    pub priority: Option<u8>,
+    /// `reference` values.
+    pub references: Vec<String>,
+    /// `metadata` entries (`key value`).
+    pub metadata: Vec<String>,
+    /// `target`.
+    pub target: Option<String>,
+    /// `flow` direction.
+    pub flow_dir: Option<Direction>,
+    /// Buffers and their items.
+    pub groups: Vec<Group>,
+    /// `urilen`.
+    pub urilen: Option<(NumCmp, bool)>,
+    /// `flowbits`.
+    pub flowbits: Vec<Flowbit>,
+    /// `noalert` (or `flowbits:noalert`).
+    pub noalert: bool,
+    /// `threshold`.
+    pub threshold: Option<Threshold>,
+    /// `detection_filter`.
+    pub detection_filter: Option<Threshold>,
+    /// `tls.version`.
+    pub tls_version: Option<u16>,
+    /// Source file.
+    pub file: String,
+    /// Line in the file.
+    pub line: u32,
+}
+
+/// Why a rule did not load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleError {
+    /// A malformed rule.
+    Syntax(String),
+    /// A well-formed rule using a keyword (or protocol) this engine does not run.
+    Unsupported {
+        /// The keyword.
+        keyword: String,
+        /// Detail.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuleError::Syntax(s) => write!(f, "syntax error: {s}"),
+            RuleError::Unsupported { keyword, reason } => {
+                write!(f, "unsupported keyword {keyword}: {reason}")
+            }
+        }
+    }
+}
+
+fn syntax(s: impl Into<String>) -> RuleError {
+    RuleError::Syntax(s.into())
+}
+
+fn unsupported(kw: &str, reason: impl Into<String>) -> RuleError {
+    RuleError::Unsupported {
+        keyword: kw.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Splits the option block on unescaped `;` (as Suricata does: quotes do not protect a `;`, so
+/// `pcre:"/^["']?x/"` is one option).
+pub fn split_options(body: &str) -> Result<Vec<(&str, Option<&str>)>, RuleError> {
+    let mut out = Vec::new();
+    let (mut start, mut escaped) = (0usize, false);
+    let bytes = body.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' => escaped = true,
+            b';' => {
+                push_opt(&body[start..i], &mut out)?;
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if !body[start..].trim().is_empty() {
+        return Err(syntax(format!(
+            "option without a terminating ';': {:?}",
+            clip(body[start..].trim())
+        )));
+    }
+    Ok(out)
+}
+
+fn push_opt<'a>(raw: &'a str, out: &mut Vec<(&'a str, Option<&'a str>)>) -> Result<(), RuleError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(());
+    }
+    match raw.split_once(':') {
+        Some((k, v)) => out.push((k.trim(), Some(v.trim()))),
+        None => out.push((raw, None)),
+    }
+    Ok(())
+}
+
+fn clip(s: &str) -> &str {
+    let mut end = s.len().min(60);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Removes surrounding quotes and the rule-level escapes `\"`, `\;`, `\\`.
+pub fn unquote(v: &str) -> String {
+    let v = v.trim();
+    let v = v
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or(v);
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(n @ ('"' | ';' | '\\' | ':')) => out.push(n),
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn num<T: std::str::FromStr>(kw: &str, v: Option<&str>) -> Result<T, RuleError> {
+    let v = v.ok_or_else(|| syntax(format!("{kw} needs a value")))?;
+    v.trim()
+        .parse()
+        .map_err(|_| syntax(format!("{kw}: bad number {:?}", clip(v))))
+}
+
+/// Where a SID can be read from even when the rule does not parse (for error messages).
+pub fn sniff_sid(line: &str) -> Option<u32> {
+    let i = line.find("sid:")?;
+    let rest = &line[i + 4..];
+    let end = rest.find(';').unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// Parser state: where the last content lives, the current sticky buffer.
+struct Builder<'v> {
+    groups: Vec<Group>,
+    sticky: Buf,
+    last_content: Option<(usize, usize)>,
+    pending_dotprefix: bool,
+    limits: &'v PcreLimits,
+}
+
+impl Builder<'_> {
+    fn group_index(&mut self, buf: Buf) -> usize {
+        if let Some(i) = self.groups.iter().position(|g| g.buf == buf) {
+            return i;
+        }
+        self.groups.push(Group {
+            buf,
+            dotprefix: false,
+            items: Vec::new(),
+        });
+        self.groups.len() - 1
+    }
+
+    fn push(&mut self, buf: Buf, item: Item) -> (usize, usize) {
+        let g = self.group_index(buf);
+        self.groups[g].items.push(item);
+        (g, self.groups[g].items.len() - 1)
+    }
+
+    fn last_content(&mut self, kw: &str) -> Result<&mut Content, RuleError> {
+        let (g, i) = self
+            .last_content
+            .ok_or_else(|| syntax(format!("{kw} without a preceding content")))?;
+        match &mut self.groups[g].items[i] {
+            Item::Content(c) => Ok(c),
+            _ => Err(syntax(format!("{kw} without a preceding content"))),
+        }
+    }
+}
+
+/// Parses one rule line. `vars` expands `$VARS` in the header.
+pub fn parse_rule(
+    line: &str,
+    vars: &Vars,
+    limits: &PcreLimits,
+    file: &str,
+    lineno: u32,
+) -> Result<Rule, RuleError> {
+    let line = line.trim();
+    let open = line
+        .find('(')
+        .ok_or_else(|| syntax("missing '(' before the options"))?;
+    let close = line
+        .rfind(')')
+        .filter(|&c| c > open)
+        .ok_or_else(|| syntax("missing ')' after the options"))?;
+    if !line[close + 1..].trim().is_empty() {
+        return Err(syntax("text after the closing ')'"));
+    }
+    let header: Vec<&str> = line[..open].split_whitespace().collect();
+    if header.len() != 7 {
+        return Err(syntax(format!(
+            "header needs 7 fields (action proto src sport dir dst dport), found {}",
+            header.len()
+        )));
+    }
+    let (action, action_name) = RuleAction::parse(header[0])
+        .ok_or_else(|| syntax(format!("unknown action {:?}", header[0])))?;
+    let proto = match header[1] {
+        "http" | "http1" | "http2" => Proto::Http,
+        "tls" => Proto::Tls,
+        "dns" => Proto::Dns,
+        "tcp" | "tcp-stream" | "tcp-pkt" => Proto::Tcp,
+        "ip" => Proto::Ip,
+        other => {
+            return Err(unsupported(
+                other,
+                "protocol not inspected by the gateway (only http, tls, dns, tcp and ip)",
+            ))
+        }
+    };
+    let src = parse_addr(header[2], vars).map_err(|e| syntax(format!("source: {e}")))?;
+    let sport = parse_port(header[3], vars).map_err(|e| syntax(format!("source port: {e}")))?;
+    let bidirectional = match header[4] {
+        "->" => false,
+        "<>" => true,
+        d => return Err(syntax(format!("bad direction {d:?}"))),
+    };
+    let dst = parse_addr(header[5], vars).map_err(|e| syntax(format!("destination: {e}")))?;
+    let dport =
+        parse_port(header[6], vars).map_err(|e| syntax(format!("destination port: {e}")))?;
+
+    let mut rule = Rule {
+        action,
+        action_name,
+        proto,
+        src,
+        sport,
+        bidirectional,
+        dst,
+        dport,
+        msg: String::new(),
+        sid: 0,
+        gid: 1,
+        rev: 0,
+        classtype: None,
+        priority: None,
+        references: Vec::new(),
+        metadata: Vec::new(),
+        target: None,
+        flow_dir: None,
+        groups: Vec::new(),
+        urilen: None,
+        flowbits: Vec::new(),
+        noalert: false,
+        threshold: None,
+        detection_filter: None,
+        tls_version: None,
+        file: file.to_string(),
+        line: lineno,
+    };
+    let mut b = Builder {
+        groups: Vec::new(),
+        sticky: Buf::Stream,
+        last_content: None,
+        pending_dotprefix: false,
+        limits,
+    };
+    // Unsupported keywords are remembered and reported after a full syntax pass, so a broken
+    // rule is always reported as broken.
+    let mut first_unsupported: Option<RuleError> = None;
+    for (kw, val) in split_options(&line[open + 1..close])? {
+        if let Err(e) = option(&mut rule, &mut b, kw, val) {
+            match e {
+                RuleError::Syntax(_) => return Err(e),
+                u @ RuleError::Unsupported { .. } => {
+                    first_unsupported.get_or_insert(u);
+                }
+            }
+        }
+    }
+    if rule.sid == 0 {
+        return Err(syntax("missing sid"));
+    }
+    if let Some(u) = first_unsupported {
+        return Err(u);
+    }
+    if b.pending_dotprefix {
+        // A transform on the last buffer with no items still applies to it.
+        b.pending_dotprefix = false;
+    }
+    for g in &b.groups {
+        if g.items.is_empty() {
+            return Err(syntax(format!(
+                "sticky buffer {} without a match",
+                g.buf.name()
+            )));
+        }
+    }
+    rule.groups = b.groups;
+    validate(&rule)?;
+    Ok(rule)
+}
+
+/// Checks that the rule is something the gateway can run.
+fn validate(rule: &Rule) -> Result<(), RuleError> {
+    let bufs: Vec<Buf> = rule.groups.iter().map(|g| g.buf).collect();
+    match rule.proto {
+        Proto::Tcp | Proto::Ip => {
+            if bufs.is_empty() || bufs.contains(&Buf::Stream) {
+                return Err(unsupported(
+                    "pkt_data",
+                    "packet or raw TCP stream rule: the gateway inspects application-layer buffers only",
+                ));
+            }
+        }
+        Proto::Tls => {
+            if bufs.contains(&Buf::Stream) && rule.flow_dir == Some(Direction::Response) {
+                return Err(unsupported(
+                    "pkt_data",
+                    "raw TLS records from the server are not kept",
+                ));
+            }
+        }
+        Proto::Dns => {
+            if bufs.iter().any(|b| *b != Buf::DnsQuery) {
+                return Err(unsupported(
+                    "dns",
+                    "only dns.query is inspected (names the proxy resolves)",
+                ));
+            }
+        }
+        Proto::Http => {}
+    }
+    if bufs.contains(&Buf::DnsQuery) && rule.proto != Proto::Dns {
+        return Err(syntax("dns.query in a non-dns rule"));
+    }
+    let tls = bufs.iter().any(|b| b.is_client_hello() || b.is_cert());
+    let http = bufs.iter().any(|b| b.is_http() && *b != Buf::Stream);
+    if tls && http {
+        return Err(syntax("TLS and HTTP buffers in one rule"));
+    }
+    if bufs.iter().any(|b| b.is_client_hello()) && bufs.iter().any(|b| b.is_cert()) {
+        return Err(unsupported(
+            "tls.certs",
+            "ClientHello and certificate buffers in one rule",
+        ));
+    }
+    if rule.urilen.is_some() && !matches!(rule.proto, Proto::Http | Proto::Tcp) {
+        return Err(syntax("urilen in a non-http rule"));
+    }
+    Ok(())
+}
+
+fn option(
+    rule: &mut Rule,
+    b: &mut Builder<'_>,
+    kw: &str,
+    val: Option<&str>,
+) -> Result<(), RuleError> {
+    if let Some(buf) = Buf::sticky(kw) {
+        b.sticky = buf;
+        b.pending_dotprefix = false;
+        return Ok(());
+    }
+    if let Some(buf) = Buf::legacy_modifier(kw) {
+        let (g, i) = b
+            .last_content
+            .ok_or_else(|| syntax(format!("{kw} without a preceding content")))?;
+        if b.groups[g].buf == buf {
+            return Ok(());
+        }
+        let item = b.groups[g].items.remove(i);
+        if b.groups[g].items.is_empty() {
+            b.groups.remove(g);
+        }
+        b.last_content = Some(b.push(buf, item));
+        return Ok(());
+    }
+    match kw {
+        "msg" => rule.msg = unquote(val.unwrap_or_default()),
+        "sid" => rule.sid = num(kw, val)?,
+        "gid" => rule.gid = num(kw, val)?,
+        "rev" => rule.rev = num(kw, val)?,
+        "classtype" => rule.classtype = val.map(|v| v.trim().to_string()),
+        "priority" => rule.priority = Some(num(kw, val)?),
+        "reference" => rule.references.push(val.unwrap_or_default().to_string()),
+        "metadata" => rule.metadata.extend(
+            val.unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+        ),
+        "target" => match val.map(str::trim) {
+            Some(t @ ("src_ip" | "dest_ip")) => rule.target = Some(t.to_string()),
+            other => {
+                return Err(syntax(format!(
+                    "target: {other:?} is not src_ip or dest_ip"
+                )))
+            }
+        },
+        "flow" => {
+            for part in val.unwrap_or_default().split(',').map(str::trim) {
+                match part {
+                    "to_server" | "from_client" => rule.flow_dir = Some(Direction::Request),
+                    "to_client" | "from_server" => rule.flow_dir = Some(Direction::Response),
+                    "established" | "stateless" | "only_stream" | "no_stream" | "" => {}
+                    "not_established" | "only_frag" | "no_frag" => {
+                        return Err(unsupported("flow", format!("flow:{part} (packet-level)")))
+                    }
+                    other => return Err(syntax(format!("flow: unknown option {other:?}"))),
+                }
+            }
+        }
+        "dotprefix" => {
+            if !matches!(
+                b.sticky,
+                Buf::DnsQuery | Buf::TlsSni | Buf::Host | Buf::HostRaw
+            ) {
+                // Suricata allows it on any buffer; it is only meaningful on names.
+            }
+            let buf = b.sticky;
+            let g = b.group_index(buf);
+            b.groups[g].dotprefix = true;
+            b.pending_dotprefix = true;
+        }
+        "content" | "uricontent" => {
+            let v = val.ok_or_else(|| syntax("content needs a value"))?;
+            let c = parse_content(v).map_err(|e| syntax(format!("content: {e}")))?;
+            let buf = if kw == "uricontent" {
+                Buf::Uri
+            } else {
+                b.sticky
+            };
+            b.last_content = Some(b.push(buf, Item::Content(c)));
+        }
+        "nocase" => b.last_content(kw)?.set_nocase(),
+        "rawbytes" => {
+            b.last_content(kw)?;
+        }
+        "depth" => b.last_content(kw)?.depth = Some(num(kw, val)?),
+        "offset" => b.last_content(kw)?.offset = Some(num(kw, val)?),
+        "distance" => b.last_content(kw)?.distance = Some(num_or_var(kw, val)?),
+        "within" => b.last_content(kw)?.within = Some(num_or_var(kw, val)?),
+        "startswith" => b.last_content(kw)?.startswith = true,
+        "endswith" => b.last_content(kw)?.endswith = true,
+        "fast_pattern" => {
+            let c = b.last_content(kw)?;
+            c.fast_pattern = true;
+            if let Some(v) = val.map(str::trim) {
+                if v != "only" {
+                    let (o, l) = v
+                        .split_once(',')
+                        .ok_or_else(|| syntax(format!("fast_pattern: bad value {v:?}")))?;
+                    let o: usize = o
+                        .trim()
+                        .parse()
+                        .map_err(|_| syntax("fast_pattern offset"))?;
+                    let l: usize = l
+                        .trim()
+                        .parse()
+                        .map_err(|_| syntax("fast_pattern length"))?;
+                    if o + l > c.pattern.len() || l == 0 {
+                        return Err(syntax("fast_pattern chop outside the content"));
+                    }
+                    c.fp_chop = Some((o, l));
+                }
+            }
+        }
+        "isdataat" => {
+            let v = val.ok_or_else(|| syntax("isdataat needs a value"))?;
+            let mut parts = v.split(',').map(str::trim);
+            let first = parts.next().unwrap_or_default();
+            let (negated, n) = match first.strip_prefix('!') {
+                Some(r) => (true, r.trim()),
+                None => (false, first),
+            };
+            let n: u32 = n.parse().map_err(|_| {
+                if n.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
+                    unsupported("byte_extract", "isdataat from an extracted variable")
+                } else {
+                    syntax(format!("isdataat: bad value {n:?}"))
+                }
+            })?;
+            let mut relative = false;
+            for p in parts {
+                match p {
+                    "relative" => relative = true,
+                    "rawbytes" => {}
+                    o => return Err(syntax(format!("isdataat: unknown option {o:?}"))),
+                }
+            }
+            let buf = b.sticky;
+            b.push(
+                buf,
+                Item::IsDataAt {
+                    n,
+                    relative,
+                    negated,
+                },
+            );
+        }
+        "bsize" => {
+            let c = NumCmp::parse(val.unwrap_or_default())
+                .map_err(|e| syntax(format!("bsize: {e}")))?;
+            let buf = b.sticky;
+            b.push(buf, Item::Bsize(c));
+        }
+        "urilen" => {
+            let v = val.unwrap_or_default();
+            let (cmp, raw) = match v.split_once(',') {
+                Some((c, "raw")) => (c, true),
+                Some((c, "norm")) => (c, false),
+                Some((_, o)) => return Err(syntax(format!("urilen: unknown option {o:?}"))),
+                None => (v, false),
+            };
+            let c = NumCmp::parse(cmp).map_err(|e| syntax(format!("urilen: {e}")))?;
+            rule.urilen = Some((c, raw));
+        }
+        "pcre" => {
+            let v = val.ok_or_else(|| syntax("pcre needs a value"))?;
+            let (pcre, flag_buf) = Pcre::parse(v, b.limits).map_err(|e| match e {
+                crate::matchers::PcreError::Syntax(s) => syntax(format!("pcre: {s}")),
+                crate::matchers::PcreError::Unsupported(s) => unsupported("pcre", s),
+            })?;
+            let buf = flag_buf.unwrap_or(b.sticky);
+            b.push(buf, Item::Pcre(Box::new(pcre)));
+        }
+        "byte_test" => {
+            let t =
+                ByteTest::parse(val.unwrap_or_default()).map_err(|e| byte_err("byte_test", e))?;
+            let buf = b.sticky;
+            b.push(buf, Item::ByteTest(t));
+        }
+        "byte_jump" => {
+            let j =
+                ByteJump::parse(val.unwrap_or_default()).map_err(|e| byte_err("byte_jump", e))?;
+            let buf = b.sticky;
+            b.push(buf, Item::ByteJump(j));
+        }
+        "flowbits" => {
+            let v = val.ok_or_else(|| syntax("flowbits needs a value"))?;
+            let (cmd, names) = match v.split_once(',') {
+                Some((c, n)) => (c.trim(), n.trim()),
+                None => (v.trim(), ""),
+            };
+            let split = |s: &str, sep: char| -> Vec<String> {
+                s.split(sep)
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            };
+            let need = |n: Vec<String>| -> Result<Vec<String>, RuleError> {
+                if n.is_empty() {
+                    Err(syntax(format!("flowbits:{cmd} needs a name")))
+                } else {
+                    Ok(n)
+                }
+            };
+            match cmd {
+                "noalert" => rule.noalert = true,
+                "set" => rule.flowbits.push(Flowbit::Set(need(split(names, '&'))?)),
+                "unset" => rule.flowbits.push(Flowbit::Unset(need(split(names, '&'))?)),
+                "toggle" => rule
+                    .flowbits
+                    .push(Flowbit::Toggle(need(split(names, '&'))?)),
+                "isset" => rule.flowbits.push(Flowbit::IsSet(need(split(names, '|'))?)),
+                "isnotset" => rule
+                    .flowbits
+                    .push(Flowbit::IsNotSet(need(split(names, '|'))?)),
+                o => return Err(syntax(format!("flowbits: unknown command {o:?}"))),
+            }
+        }
+        "noalert" => rule.noalert = true,
+        "threshold" => rule.threshold = Some(parse_threshold(val.unwrap_or_default(), false)?),
+        "detection_filter" => {
+            rule.detection_filter = Some(parse_threshold(val.unwrap_or_default(), true)?)
+        }
+        "tls.version" | "tls_version" => {
+            let v = val.unwrap_or_default().trim();
+            rule.tls_version = Some(match v {
+                "1.0" => 0x0301,
+                "1.1" => 0x0302,
+                "1.2" => 0x0303,
+                "1.3" => 0x0304,
+                "3.0" | "ssl3" => 0x0300,
+                other => {
+                    let hex = other.trim_start_matches("0x");
+                    u16::from_str_radix(hex, 16)
+                        .map_err(|_| syntax(format!("tls.version: bad version {other:?}")))?
+                }
+            });
+        }
+        "ja3s.hash" | "ja3s_hash" | "ja3s.string" => {
+            return Err(unsupported(
+                kw,
+                "the upstream ServerHello is not exposed by the TLS library",
+            ))
+        }
+        "xbits" | "flowint" | "tag" | "app-layer-event" | "dsize" | "stream_size" | "flags"
+        | "base64_decode" | "base64_data" | "byte_extract" | "byte_math" | "asn1" | "ftpbounce"
+        | "ip_proto" | "ttl" | "itype" | "icode" | "fragbits" | "window" | "ack" | "seq"
+        | "dataset" | "datarep" | "lua" | "luajit" | "replace" | "filestore" | "filemagic"
+        | "filename" | "fileext" | "filemd5" | "filesha256" | "filesize" | "http.uri.len" => {
+            return Err(unsupported(kw, "keyword not implemented"))
+        }
+        other
+            if other.starts_with("to_")
+                || other.starts_with("strip_")
+                || other.starts_with("compress_")
+                || other == "url_decode"
+                || other == "xor"
+                || other == "pcrexform"
+                || other == "header_lowercase" =>
+        {
+            return Err(unsupported(
+                other,
+                "transform not implemented (only dotprefix)",
+            ))
+        }
+        other => {
+            return Err(unsupported(other, "unknown keyword"));
+        }
+    }
+    Ok(())
+}
+
+fn byte_err(kw: &str, e: crate::matchers::ByteError) -> RuleError {
+    match e {
+        crate::matchers::ByteError::Syntax(s) => syntax(format!("{kw}: {s}")),
+        crate::matchers::ByteError::Unsupported(s) => unsupported(kw, s),
+    }
+}
+
+fn num_or_var(kw: &str, v: Option<&str>) -> Result<i32, RuleError> {
+    let s = v
+        .ok_or_else(|| syntax(format!("{kw} needs a value")))?
+        .trim();
+    match s.parse() {
+        Ok(n) => Ok(n),
+        Err(_) if s.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) => Err(unsupported(
+            "byte_extract",
+            format!("{kw} from an extracted variable"),
+        )),
+        Err(_) => Err(syntax(format!("{kw}: bad number {s:?}"))),
+    }
+}
+
+fn parse_threshold(v: &str, detection_filter: bool) -> Result<Threshold, RuleError> {
+    let kw = if detection_filter {
+        "detection_filter"
+    } else {
+        "threshold"
+    };
+    let (mut kind, mut track, mut count, mut seconds) = (
+        if detection_filter {
+            Some(ThresholdKind::DetectionFilter)
+        } else {
+            None
+        },
+        None,
+        None,
+        None,
+    );
+    for part in v.split(',') {
+        let mut it = part.split_whitespace();
+        let (Some(k), Some(val), None) = (it.next(), it.next(), it.next()) else {
+            return Err(syntax(format!("{kw}: bad part {:?}", part.trim())));
+        };
+        match k {
+            "type" if !detection_filter => {
+                kind = Some(match val {
+                    "limit" => ThresholdKind::Limit,
+                    "threshold" => ThresholdKind::Threshold,
+                    "both" => ThresholdKind::Both,
+                    o => return Err(syntax(format!("{kw}: unknown type {o:?}"))),
+                })
+            }
+            "track" => {
+                track = Some(
+                    parse_track(val)
+                        .ok_or_else(|| syntax(format!("{kw}: unknown track {val:?}")))?,
+                )
+            }
+            "count" => {
+                count = Some(
+                    val.parse()
+                        .map_err(|_| syntax(format!("{kw}: bad count")))?,
+                )
+            }
+            "seconds" => {
+                seconds = Some(
+                    val.parse()
+                        .map_err(|_| syntax(format!("{kw}: bad seconds")))?,
+                )
+            }
+            o => return Err(syntax(format!("{kw}: unknown part {o:?}"))),
+        }
+    }
+    match (kind, track, count, seconds) {
+        (Some(kind), Some(track), Some(count), Some(seconds)) => Ok(Threshold {
+            kind,
+            track,
+            count,
+            seconds,
+        }),
+        _ => Err(syntax(format!("{kw} needs type, track, count and seconds"))),
+    }
+}
+
+/// Parses a `threshold` clause (`type limit, track by_src, count 1, seconds 60`), as in a rule
+/// or a threshold.config line.
+pub fn parse_threshold_clause(v: &str) -> Result<Threshold, RuleError> {
+    parse_threshold(v, false)
+}
+
+/// Parses a `track` value.
+pub fn parse_track(v: &str) -> Option<Track> {
+    Some(match v {
+        "by_src" => Track::BySrc,
+        "by_dst" => Track::ByDst,
+        "by_rule" => Track::ByRule,
+        "by_both" => Track::ByBoth,
+        _ => return None,
+    })
+}

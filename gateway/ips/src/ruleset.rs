@@ -1,0 +1,1084 @@
+//! Loading rule files into a compiled set: the per-phase, per-buffer prefilter (Aho-Corasick over
+//! fast patterns; hash lookups for exact and suffix host/SNI/DNS indicators) and the evaluation
+//! of candidates against a transaction's buffers.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use sekisho_core::Direction;
+
+use crate::detect::{inspect, Data, Scratch};
+use crate::matchers::PcreLimits;
+use crate::rule::{
+    parse_rule, parse_track, sniff_sid, Buf, Flowbit, Item, Proto, Rule, RuleAction, RuleError,
+    Threshold, ThresholdKind, Track,
+};
+use crate::vars::{parse_addr, AddrExpr, Vars};
+use crate::IpsError;
+
+/// When a rule is evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// The client's TLS ClientHello (SNI, JA3).
+    TlsHello = 0,
+    /// The upstream's certificate chain is known.
+    TlsServer = 1,
+    /// A host name the proxy resolves.
+    Dns = 2,
+    /// Request line and headers.
+    ReqHead = 3,
+    /// The request body (end, or the inspection limit).
+    ReqBody = 4,
+    /// Response status and headers.
+    RespHead = 5,
+    /// The response body.
+    RespBody = 6,
+}
+
+/// Number of phases.
+pub const PHASES: usize = 7;
+
+/// A buffer of a transaction: which buffer, which side, transformed or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BufKey {
+    /// Buffer.
+    pub buf: Buf,
+    /// Side.
+    pub side: Direction,
+    /// `dotprefix`.
+    pub dotprefix: bool,
+}
+
+/// The buffers a phase evaluates against.
+pub trait Buffers {
+    /// The buffer's bytes (for `tls.certs`: the first certificate).
+    fn get(&self, buf: Buf, side: Direction) -> Option<&[u8]>;
+    /// Every instance of a multi-buffer (`tls.certs`).
+    fn all(&self, buf: Buf, side: Direction) -> Vec<&[u8]> {
+        self.get(buf, side).into_iter().collect()
+    }
+}
+
+/// The addresses of a flow, for rule headers and thresholds.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoints {
+    /// Client address.
+    pub client: IpAddr,
+    /// Client port.
+    pub client_port: u16,
+    /// Server address, when known.
+    pub server: Option<IpAddr>,
+    /// Server port.
+    pub server_port: Option<u16>,
+}
+
+/// Per-flow (per connection) variables.
+#[derive(Debug, Default, Clone)]
+pub struct FlowVars {
+    /// Set flowbits.
+    pub bits: HashSet<String>,
+    /// A pass rule matched: no more alerts on this flow.
+    pub passed: bool,
+}
+
+/// The most flowbits one flow keeps.
+pub const MAX_FLOWBITS: usize = 256;
+
+/// A rule that matched and alerts.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// Index into [`RuleSet::rule`].
+    pub rule: usize,
+    /// Buffer name.
+    pub location: String,
+    /// Bounded excerpt around the match.
+    pub excerpt: String,
+    /// `dotprefix` applied.
+    pub transforms: Vec<String>,
+}
+
+/// A rule that was not loaded.
+#[derive(Debug, Clone)]
+pub struct RuleIssue {
+    /// File.
+    pub file: String,
+    /// Line.
+    pub line: u32,
+    /// SID, when readable.
+    pub sid: Option<u32>,
+    /// Why.
+    pub error: RuleError,
+}
+
+impl std::fmt::Display for RuleIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.error, self.sid) {
+            (RuleError::Unsupported { keyword, reason }, Some(sid)) => write!(
+                f,
+                "{}:{}: sid {sid} skipped: unsupported keyword {keyword} ({reason})",
+                self.file, self.line
+            ),
+            (RuleError::Unsupported { keyword, reason }, None) => write!(
+                f,
+                "{}:{}: rule skipped: unsupported keyword {keyword} ({reason})",
+                self.file, self.line
+            ),
+            (e, Some(sid)) => write!(f, "{}:{}: sid {sid}: {e}", self.file, self.line),
+            (e, None) => write!(f, "{}:{}: {e}", self.file, self.line),
+        }
+    }
+}
+
+/// Per-file load counts.
+#[derive(Debug, Clone, Default)]
+pub struct FileReport {
+    /// Path.
+    pub path: String,
+    /// Rules loaded.
+    pub loaded: usize,
+    /// Rules skipped (unsupported).
+    pub skipped: usize,
+    /// Rules with syntax errors.
+    pub errors: usize,
+    /// Commented-out rules.
+    pub disabled: usize,
+}
+
+/// What loading found.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Per file.
+    pub files: Vec<FileReport>,
+    /// Skipped rules (unsupported keyword or protocol).
+    pub skipped: Vec<RuleIssue>,
+    /// Broken rules.
+    pub errors: Vec<RuleIssue>,
+    /// Problems in classification.config / threshold.config (file:line: message).
+    pub config_errors: Vec<String>,
+    /// Rules loaded.
+    pub loaded: usize,
+    /// Rules whose pcre runs on PCRE2.
+    pub backtracking_pcres: usize,
+    /// Rules whose pcre runs on the linear engine.
+    pub linear_pcres: usize,
+    /// Compile time.
+    pub compile_ms: u128,
+}
+
+/// Where the rules come from.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Rule files.
+    pub rules: Vec<PathBuf>,
+    /// classification.config.
+    pub classification: Option<PathBuf>,
+    /// threshold.config.
+    pub threshold: Option<PathBuf>,
+    /// Variables.
+    pub vars: Vars,
+    /// PCRE2 limits.
+    pub pcre: PcreLimits,
+}
+
+/// Counters exported as metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Rules evaluated after the prefilter.
+    pub candidates: AtomicU64,
+    /// Rules that matched.
+    pub matches: AtomicU64,
+    /// PCRE2 match-limit hits.
+    pub pcre_limit_hits: AtomicU64,
+    /// Flows whose pcre time budget ran out.
+    pub pcre_budget_exhausted: AtomicU64,
+    /// Inspections cut by the recursion limit.
+    pub step_limit_hits: AtomicU64,
+    /// Alerts suppressed by threshold/suppress.
+    pub thresholded: AtomicU64,
+}
+
+struct Suppress {
+    gid: u32,
+    sid: u32,
+    track: Option<(Track, AddrExpr)>,
+}
+
+/// A loaded rule with what evaluation needs.
+pub struct Compiled {
+    /// The rule.
+    pub rule: Rule,
+    /// When it runs.
+    pub phase: Phase,
+    /// The direction of the data it inspects.
+    pub dir: Direction,
+    /// Severity priority (1 highest).
+    pub priority: u8,
+    /// Classtype description.
+    pub category: String,
+    threshold: Option<Threshold>,
+}
+
+struct PhaseIndex {
+    /// Per buffer: the automaton and, per pattern, the rules.
+    ac: Vec<(BufKey, AhoCorasick, Vec<Vec<u32>>)>,
+    /// Exact names (lower-case) per buffer.
+    exact: HashMap<BufKey, HashMap<Vec<u8>, Vec<u32>>>,
+    /// Suffixes (`.example.com`, lower-case) per buffer.
+    suffix: HashMap<BufKey, HashMap<Vec<u8>, Vec<u32>>>,
+    /// Rules without a usable fast pattern.
+    always: Vec<u32>,
+}
+
+const THRESHOLD_ENTRIES: usize = 65_536;
+
+/// A compiled rule set; immutable except for threshold counters and stats.
+pub struct RuleSet {
+    rules: Vec<Compiled>,
+    phases: Vec<PhaseIndex>,
+    suppress: Vec<Suppress>,
+    thresholds: Mutex<HashMap<(u32, u32, Option<IpAddr>, Option<IpAddr>), (Instant, u32)>>,
+    /// Counters.
+    pub stats: Stats,
+    report: LoadReport,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RuleSet({} rules)", self.rules.len())
+    }
+}
+
+fn parse_classification(
+    path: &Path,
+    report: &mut LoadReport,
+) -> Result<HashMap<String, (String, u8)>, IpsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| IpsError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let mut out = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let parsed = l.strip_prefix("config classification:").and_then(|r| {
+            let mut p = r.splitn(3, ',').map(str::trim);
+            let (a, b, c) = (p.next()?, p.next()?, p.next()?);
+            Some((a.to_string(), b.to_string(), c.parse::<u8>().ok()?))
+        });
+        match parsed {
+            Some((short, desc, prio)) => {
+                out.insert(short, (desc, prio));
+            }
+            None => report.config_errors.push(format!(
+                "{}:{}: not a 'config classification: name,description,priority' line",
+                path.display(),
+                n + 1
+            )),
+        }
+    }
+    Ok(out)
+}
+
+fn parse_threshold_config(
+    path: &Path,
+    vars: &Vars,
+    report: &mut LoadReport,
+) -> Result<(Vec<Suppress>, HashMap<(u32, u32), Threshold>), IpsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| IpsError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let (mut sup, mut thr) = (Vec::new(), HashMap::new());
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let err = |m: String| format!("{}:{}: {m}", path.display(), n + 1);
+        let (kind, rest) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
+        let mut kv: HashMap<&str, &str> = HashMap::new();
+        for part in rest.split(',') {
+            let mut it = part.trim().splitn(2, char::is_whitespace);
+            if let (Some(k), Some(v)) = (it.next(), it.next()) {
+                kv.insert(k, v.trim());
+            }
+        }
+        let (Some(gid), Some(sid)) = (
+            kv.get("gen_id").and_then(|v| v.parse::<u32>().ok()),
+            kv.get("sig_id").and_then(|v| v.parse::<u32>().ok()),
+        ) else {
+            report
+                .config_errors
+                .push(err("needs gen_id and sig_id".into()));
+            continue;
+        };
+        match kind {
+            "suppress" => {
+                let track = match (kv.get("track"), kv.get("ip")) {
+                    (None, None) => None,
+                    (Some(t), Some(ip)) => {
+                        let t = match *t {
+                            "by_either" => Track::ByBoth,
+                            t => match parse_track(t) {
+                                Some(t) => t,
+                                None => {
+                                    report
+                                        .config_errors
+                                        .push(err(format!("unknown track {t:?}")));
+                                    continue;
+                                }
+                            },
+                        };
+                        match parse_addr(ip, vars) {
+                            Ok(a) => Some((t, a)),
+                            Err(e) => {
+                                report.config_errors.push(err(format!("ip: {e}")));
+                                continue;
+                            }
+                        }
+                    }
+                    _ => {
+                        report
+                            .config_errors
+                            .push(err("suppress needs both track and ip, or neither".into()));
+                        continue;
+                    }
+                };
+                sup.push(Suppress { gid, sid, track });
+            }
+            "threshold" | "event_filter" => {
+                let body = rest
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.starts_with("gen_id") && !p.starts_with("sig_id"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                match crate::rule::parse_threshold_clause(&body) {
+                    Ok(t) => {
+                        thr.insert((gid, sid), t);
+                    }
+                    Err(e) => report.config_errors.push(err(e.to_string())),
+                }
+            }
+            "rate_filter" => report
+                .config_errors
+                .push(err("rate_filter is not supported (line ignored)".into())),
+            other => report
+                .config_errors
+                .push(err(format!("unknown directive {other:?}"))),
+        }
+    }
+    Ok((sup, thr))
+}
+
+fn rule_dir_phase(r: &Rule) -> Phase {
+    let bufs: Vec<Buf> = r.groups.iter().map(|g| g.buf).collect();
+    if bufs.contains(&Buf::DnsQuery) || r.proto == Proto::Dns {
+        return Phase::Dns;
+    }
+    if bufs.iter().any(|b| b.is_cert()) {
+        return Phase::TlsServer;
+    }
+    if r.proto == Proto::Tls {
+        if bufs
+            .iter()
+            .any(|b| b.is_client_hello() || *b == Buf::Stream)
+        {
+            return Phase::TlsHello;
+        }
+        return if r.tls_version.is_some() || r.flow_dir == Some(Direction::Response) {
+            Phase::TlsServer
+        } else {
+            Phase::TlsHello
+        };
+    }
+    let dir = rule_dir(r);
+    let body = bufs.iter().any(|b| b.needs_body());
+    match (dir, body) {
+        (Direction::Request, false) => Phase::ReqHead,
+        (Direction::Request, true) => Phase::ReqBody,
+        (Direction::Response, false) => Phase::RespHead,
+        (Direction::Response, true) => Phase::RespBody,
+    }
+}
+
+fn rule_dir(r: &Rule) -> Direction {
+    if let Some(d) = r.flow_dir {
+        if d == Direction::Response
+            || !r
+                .groups
+                .iter()
+                .any(|g| g.buf.fixed_side() == Some(Direction::Response))
+        {
+            return d;
+        }
+    }
+    if r.groups
+        .iter()
+        .any(|g| g.buf.fixed_side() == Some(Direction::Response) || g.buf.is_cert())
+    {
+        Direction::Response
+    } else {
+        Direction::Request
+    }
+}
+
+fn key_of(r: &Rule, dir: Direction, g: &crate::rule::Group) -> BufKey {
+    let _ = r;
+    BufKey {
+        buf: g.buf,
+        side: g.buf.fixed_side().unwrap_or(dir),
+        dotprefix: g.dotprefix,
+    }
+}
+
+/// Indicator forms: an exact name (`content; bsize:len` or `startswith; endswith`), or a
+/// suffix (`dotprefix; content:".x"; endswith`).
+fn indicator(g: &crate::rule::Group) -> Option<(bool, Vec<u8>)> {
+    if !matches!(g.buf, Buf::Host | Buf::TlsSni | Buf::DnsQuery) {
+        return None;
+    }
+    let mut content = None;
+    let mut bsize = None;
+    for it in &g.items {
+        match it {
+            Item::Content(c)
+                if content.is_none()
+                    && !c.negated
+                    && c.distance.is_none()
+                    && c.within.is_none()
+                    && c.offset.is_none()
+                    && c.depth.is_none() =>
+            {
+                content = Some(c)
+            }
+            Item::Bsize(b) => bsize = Some(*b),
+            _ => return None,
+        }
+    }
+    let c = content?;
+    let pat = c.pattern.to_ascii_lowercase();
+    if (c.startswith && c.endswith) || bsize == Some(crate::matchers::NumCmp::Eq(pat.len() as u64))
+    {
+        return Some((true, pat));
+    }
+    if g.dotprefix && c.endswith && pat.first() == Some(&b'.') {
+        return Some((false, pat));
+    }
+    None
+}
+
+impl RuleSet {
+    /// Loads and compiles the rule files.
+    pub fn load(opts: &LoadOptions) -> Result<RuleSet, IpsError> {
+        let t0 = Instant::now();
+        let mut report = LoadReport::default();
+        let classes = match &opts.classification {
+            Some(p) => parse_classification(p, &mut report)?,
+            None => HashMap::new(),
+        };
+        let (suppress, overrides) = match &opts.threshold {
+            Some(p) => parse_threshold_config(p, &opts.vars, &mut report)?,
+            None => (Vec::new(), HashMap::new()),
+        };
+        let mut rules = Vec::new();
+        let mut seen: HashMap<(u32, u32), (String, u32)> = HashMap::new();
+        for path in &opts.rules {
+            let text = std::fs::read(path).map_err(|e| IpsError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            let text = String::from_utf8_lossy(&text);
+            let fname = path.display().to_string();
+            let mut fr = FileReport {
+                path: fname.clone(),
+                ..FileReport::default()
+            };
+            let mut pending = String::new();
+            let mut start_line = 0u32;
+            for (n, raw) in text.lines().enumerate() {
+                let lineno = n as u32 + 1;
+                let l = raw.trim();
+                if pending.is_empty() {
+                    if l.is_empty() {
+                        continue;
+                    }
+                    if l.starts_with('#') {
+                        let body = l.trim_start_matches('#').trim_start();
+                        if body.split_whitespace().next().is_some_and(|a| {
+                            matches!(
+                                a,
+                                "alert"
+                                    | "drop"
+                                    | "reject"
+                                    | "pass"
+                                    | "rejectsrc"
+                                    | "rejectdst"
+                                    | "rejectboth"
+                            )
+                        }) && body.contains("sid:")
+                        {
+                            fr.disabled += 1;
+                        }
+                        continue;
+                    }
+                    start_line = lineno;
+                }
+                if let Some(cont) = l.strip_suffix('\\') {
+                    pending.push_str(cont);
+                    continue;
+                }
+                pending.push_str(l);
+                let line = std::mem::take(&mut pending);
+                match parse_rule(&line, &opts.vars, &opts.pcre, &fname, start_line) {
+                    Ok(rule) => {
+                        if let Some((f, ln)) = seen.get(&(rule.gid, rule.sid)) {
+                            fr.errors += 1;
+                            report.errors.push(RuleIssue {
+                                file: fname.clone(),
+                                line: start_line,
+                                sid: Some(rule.sid),
+                                error: RuleError::Syntax(format!(
+                                    "duplicate sid (first at {f}:{ln}); this one ignored"
+                                )),
+                            });
+                            continue;
+                        }
+                        seen.insert((rule.gid, rule.sid), (fname.clone(), start_line));
+                        fr.loaded += 1;
+                        rules.push(rule);
+                    }
+                    Err(e) => {
+                        let issue = RuleIssue {
+                            file: fname.clone(),
+                            line: start_line,
+                            sid: sniff_sid(&line),
+                            error: e,
+                        };
+                        if matches!(issue.error, RuleError::Syntax(_)) {
+                            fr.errors += 1;
+                            report.errors.push(issue);
+                        } else {
+                            fr.skipped += 1;
+                            report.skipped.push(issue);
+                        }
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                fr.errors += 1;
+                report.errors.push(RuleIssue {
+                    file: fname.clone(),
+                    line: start_line,
+                    sid: sniff_sid(&pending),
+                    error: RuleError::Syntax("file ends inside a continued line".into()),
+                });
+            }
+            report.files.push(fr);
+        }
+        // Rules that only set flowbits run before rules that test them (Suricata orders them the
+        // same way), then by priority.
+        let mut compiled: Vec<Compiled> = rules
+            .into_iter()
+            .map(|rule| {
+                let class = rule.classtype.as_ref().and_then(|c| classes.get(c));
+                let priority = rule.priority.or(class.map(|c| c.1)).unwrap_or(3);
+                let category = class
+                    .map(|c| c.0.clone())
+                    .or_else(|| rule.classtype.clone())
+                    .unwrap_or_default();
+                let threshold = overrides
+                    .get(&(rule.gid, rule.sid))
+                    .or_else(|| overrides.get(&(rule.gid, 0)))
+                    .or_else(|| overrides.get(&(0, 0)))
+                    .copied()
+                    .or(rule.threshold);
+                Compiled {
+                    phase: rule_dir_phase(&rule),
+                    dir: rule_dir(&rule),
+                    priority,
+                    category,
+                    threshold,
+                    rule,
+                }
+            })
+            .collect();
+        let order = |c: &Compiled| {
+            let sets = c
+                .rule
+                .flowbits
+                .iter()
+                .any(|f| matches!(f, Flowbit::Set(_) | Flowbit::Unset(_) | Flowbit::Toggle(_)));
+            let tests = c
+                .rule
+                .flowbits
+                .iter()
+                .any(|f| matches!(f, Flowbit::IsSet(_) | Flowbit::IsNotSet(_)));
+            let fb = match (sets, tests) {
+                (true, false) => 0,
+                (true, true) => 1,
+                _ => 2,
+            };
+            let act = match c.rule.action {
+                RuleAction::Pass => 0,
+                RuleAction::Drop | RuleAction::Reject => 1,
+                RuleAction::Alert => 2,
+            };
+            (fb, act, c.priority)
+        };
+        compiled.sort_by_key(order);
+        for c in &compiled {
+            for g in &c.rule.groups {
+                for it in &g.items {
+                    if let Item::Pcre(p) = it {
+                        if p.is_backtracking() {
+                            report.backtracking_pcres += 1;
+                        } else {
+                            report.linear_pcres += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let phases = build_index(&compiled)?;
+        report.loaded = compiled.len();
+        report.compile_ms = t0.elapsed().as_millis();
+        Ok(RuleSet {
+            rules: compiled,
+            phases,
+            suppress,
+            thresholds: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+            report,
+        })
+    }
+
+    /// The load report.
+    pub fn report(&self) -> &LoadReport {
+        &self.report
+    }
+
+    /// Number of loaded rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// True when no rule loaded.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// A loaded rule.
+    pub fn rule(&self, i: usize) -> &Compiled {
+        &self.rules[i]
+    }
+
+    /// True when some rule runs in `phase`.
+    pub fn has_phase(&self, phase: Phase) -> bool {
+        let p = &self.phases[phase as usize];
+        !(p.ac.is_empty() && p.exact.is_empty() && p.suffix.is_empty() && p.always.is_empty())
+    }
+
+    /// Evaluates the rules of `phase`; returns the alerting hits and whether a pass rule matched.
+    pub fn eval(
+        &self,
+        phase: Phase,
+        bufs: &dyn Buffers,
+        ep: &Endpoints,
+        tls_version: Option<u16>,
+        vars: &mut FlowVars,
+        scratch: &mut Scratch,
+    ) -> Vec<Hit> {
+        if vars.passed {
+            return Vec::new();
+        }
+        let idx = &self.phases[phase as usize];
+        let mut seen = vec![0u64; self.rules.len() / 64 + 1];
+        let mut cands: Vec<u32> = Vec::new();
+        let mut mark = |r: u32, cands: &mut Vec<u32>| {
+            let (w, b) = (r as usize / 64, r % 64);
+            if seen[w] & (1 << b) == 0 {
+                seen[w] |= 1 << b;
+                cands.push(r);
+            }
+        };
+        for r in &idx.always {
+            mark(*r, &mut cands);
+        }
+        let mut tmp = Vec::new();
+        for (key, ac, pats) in &idx.ac {
+            for data in bufs.all(key.buf, key.side) {
+                let data = with_transform(key, data, &mut tmp);
+                for m in ac.find_overlapping_iter(data) {
+                    for r in &pats[m.pattern().as_usize()] {
+                        mark(*r, &mut cands);
+                    }
+                }
+            }
+        }
+        for (map, exact) in [(&idx.exact, true), (&idx.suffix, false)] {
+            for (key, names) in map {
+                let Some(data) = bufs.get(key.buf, key.side) else {
+                    continue;
+                };
+                let data = with_transform(key, data, &mut tmp).to_ascii_lowercase();
+                if exact {
+                    if let Some(rs) = names.get(&data) {
+                        rs.iter().for_each(|r| mark(*r, &mut cands));
+                    }
+                } else {
+                    for (i, &c) in data.iter().enumerate() {
+                        if c == b'.' {
+                            if let Some(rs) = names.get(&data[i..]) {
+                                rs.iter().for_each(|r| mark(*r, &mut cands));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        cands.sort_unstable();
+        self.stats
+            .candidates
+            .fetch_add(cands.len() as u64, Ordering::Relaxed);
+        let (limit0, steps0, exhausted0) = (
+            scratch.limit_hits,
+            scratch.step_limit_hits,
+            scratch.budget_exhausted,
+        );
+        let mut hits = Vec::new();
+        let mut passed = false;
+        for r in cands {
+            let c = &self.rules[r as usize];
+            let Some((location, excerpt, transforms)) =
+                self.matches(c, bufs, ep, tls_version, vars, scratch)
+            else {
+                continue;
+            };
+            self.stats.matches.fetch_add(1, Ordering::Relaxed);
+            for fb in &c.rule.flowbits {
+                match fb {
+                    Flowbit::Set(n) => {
+                        for n in n {
+                            if vars.bits.len() < MAX_FLOWBITS {
+                                vars.bits.insert(n.clone());
+                            }
+                        }
+                    }
+                    Flowbit::Unset(n) => n.iter().for_each(|n| {
+                        vars.bits.remove(n);
+                    }),
+                    Flowbit::Toggle(n) => {
+                        for n in n {
+                            if !vars.bits.remove(n) && vars.bits.len() < MAX_FLOWBITS {
+                                vars.bits.insert(n.clone());
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if c.rule.action == RuleAction::Pass {
+                passed = true;
+                continue;
+            }
+            if c.rule.noalert || !self.alert_allowed(c, ep) {
+                continue;
+            }
+            hits.push(Hit {
+                rule: r as usize,
+                location,
+                excerpt,
+                transforms,
+            });
+        }
+        self.stats
+            .pcre_limit_hits
+            .fetch_add(scratch.limit_hits - limit0, Ordering::Relaxed);
+        self.stats
+            .step_limit_hits
+            .fetch_add(scratch.step_limit_hits - steps0, Ordering::Relaxed);
+        if scratch.budget_exhausted && !exhausted0 {
+            self.stats
+                .pcre_budget_exhausted
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if passed {
+            vars.passed = true;
+            hits.clear();
+        }
+        hits
+    }
+
+    fn matches(
+        &self,
+        c: &Compiled,
+        bufs: &dyn Buffers,
+        ep: &Endpoints,
+        tls_version: Option<u16>,
+        vars: &FlowVars,
+        scratch: &mut Scratch,
+    ) -> Option<(String, String, Vec<String>)> {
+        let r = &c.rule;
+        // Header: the packet's source is the client for requests, the server for responses.
+        let (src, sport, dst, dport) = match c.dir {
+            Direction::Request => (
+                Some(ep.client),
+                Some(ep.client_port),
+                ep.server,
+                ep.server_port,
+            ),
+            Direction::Response => (
+                ep.server,
+                ep.server_port,
+                Some(ep.client),
+                Some(ep.client_port),
+            ),
+        };
+        let fwd = r.src.matches(src)
+            && r.sport.matches(sport)
+            && r.dst.matches(dst)
+            && r.dport.matches(dport);
+        let ok = fwd
+            || (r.bidirectional
+                && r.src.matches(dst)
+                && r.sport.matches(dport)
+                && r.dst.matches(src)
+                && r.dport.matches(sport));
+        if !ok {
+            return None;
+        }
+        if let Some(v) = r.tls_version {
+            if tls_version != Some(v) {
+                return None;
+            }
+        }
+        for fb in &r.flowbits {
+            match fb {
+                Flowbit::IsSet(n) if !n.iter().any(|n| vars.bits.contains(n)) => return None,
+                Flowbit::IsNotSet(n) if n.iter().any(|n| vars.bits.contains(n)) => return None,
+                _ => {}
+            }
+        }
+        if let Some((cmp, raw)) = r.urilen {
+            let b = if raw { Buf::UriRaw } else { Buf::Uri };
+            let len = bufs.get(b, Direction::Request)?.len();
+            if !cmp.test(len as u64) {
+                return None;
+            }
+        }
+        let mut evidence = None;
+        let mut tmp = Vec::new();
+        for g in &r.groups {
+            let key = key_of(r, c.dir, g);
+            let mut found = None;
+            for data in bufs.all(key.buf, key.side) {
+                let data = with_transform(&key, data, &mut tmp);
+                let d = Data::new(data);
+                if let Some(at) = inspect(&g.items, &d, scratch) {
+                    found = Some(excerpt(data, at));
+                    break;
+                }
+            }
+            let ex = found?;
+            if evidence.is_none() || g.buf != Buf::Stream {
+                evidence = Some((
+                    g.buf.name().to_string(),
+                    ex,
+                    if g.dotprefix {
+                        vec!["dotprefix".to_string()]
+                    } else {
+                        Vec::new()
+                    },
+                ));
+            }
+        }
+        Some(evidence.unwrap_or_else(|| ("flow".into(), String::new(), Vec::new())))
+    }
+
+    fn alert_allowed(&self, c: &Compiled, ep: &Endpoints) -> bool {
+        let r = &c.rule;
+        let (src, dst) = match c.dir {
+            Direction::Request => (Some(ep.client), ep.server),
+            Direction::Response => (ep.server, Some(ep.client)),
+        };
+        for s in &self.suppress {
+            if (s.gid == r.gid || s.gid == 0) && (s.sid == r.sid || s.sid == 0) {
+                let hit = match &s.track {
+                    None => true,
+                    Some((Track::BySrc, a)) => src.is_some() && a.matches(src),
+                    Some((Track::ByDst, a)) => dst.is_some() && a.matches(dst),
+                    Some((_, a)) => {
+                        (src.is_some() && a.matches(src)) || (dst.is_some() && a.matches(dst))
+                    }
+                };
+                if hit {
+                    self.stats.thresholded.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+            }
+        }
+        let filters = [c.threshold, r.detection_filter];
+        for t in filters.into_iter().flatten() {
+            let key = match t.track {
+                Track::BySrc => (r.gid, r.sid, src, None),
+                Track::ByDst => (r.gid, r.sid, None, dst),
+                Track::ByRule => (r.gid, r.sid, None, None),
+                Track::ByBoth => (r.gid, r.sid, src, dst),
+            };
+            let key = if t.kind == ThresholdKind::DetectionFilter {
+                (key.0 | 0x8000_0000, key.1, key.2, key.3)
+            } else {
+                key
+            };
+            let now = Instant::now();
+            let window = std::time::Duration::from_secs(u64::from(t.seconds));
+            let Ok(mut map) = self.thresholds.lock() else {
+                return true;
+            };
+            if map.len() >= THRESHOLD_ENTRIES && !map.contains_key(&key) {
+                map.retain(|_, (start, _)| now.duration_since(*start) <= window);
+                if map.len() >= THRESHOLD_ENTRIES {
+                    map.clear();
+                }
+            }
+            let e = map.entry(key).or_insert((now, 0));
+            if now.duration_since(e.0) > window {
+                *e = (now, 0);
+            }
+            e.1 = e.1.saturating_add(1);
+            let n = e.1;
+            let allow = match t.kind {
+                ThresholdKind::Limit => n <= t.count,
+                ThresholdKind::Threshold => {
+                    if n >= t.count {
+                        e.1 = 0;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                ThresholdKind::Both => n == t.count,
+                ThresholdKind::DetectionFilter => n > t.count,
+            };
+            if !allow {
+                self.stats.thresholded.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn with_transform<'a>(key: &BufKey, data: &'a [u8], tmp: &'a mut Vec<u8>) -> &'a [u8] {
+    if key.dotprefix {
+        tmp.clear();
+        tmp.push(b'.');
+        tmp.extend_from_slice(data);
+        tmp
+    } else {
+        data
+    }
+}
+
+/// A printable excerpt: up to 64 bytes of context each side of the match, 256 at most.
+fn excerpt(data: &[u8], (s, e): (usize, usize)) -> String {
+    let start = s.saturating_sub(64);
+    let end = (e + 64).min(data.len()).min(start + crate::MAX_EXCERPT);
+    let mut out = String::new();
+    for &b in &data[start.min(end)..end] {
+        if b.is_ascii_graphic() || b == b' ' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("|{b:02x}|"));
+        }
+    }
+    out
+}
+
+fn build_index(rules: &[Compiled]) -> Result<Vec<PhaseIndex>, IpsError> {
+    let mut phases: Vec<PhaseIndex> = (0..PHASES)
+        .map(|_| PhaseIndex {
+            ac: Vec::new(),
+            exact: HashMap::new(),
+            suffix: HashMap::new(),
+            always: Vec::new(),
+        })
+        .collect();
+    // Per phase and buffer: pattern → rules.
+    let mut pats: Vec<HashMap<BufKey, (HashMap<Vec<u8>, usize>, Vec<Vec<u8>>, Vec<Vec<u32>>)>> =
+        (0..PHASES).map(|_| HashMap::new()).collect();
+    for (i, c) in rules.iter().enumerate() {
+        let p = c.phase as usize;
+        let i = i as u32;
+        // Indicator rules: a single host-like group.
+        if c.rule.groups.len() == 1 {
+            if let Some((exact, name)) = indicator(&c.rule.groups[0]) {
+                let key = key_of(&c.rule, c.dir, &c.rule.groups[0]);
+                let map = if exact {
+                    &mut phases[p].exact
+                } else {
+                    &mut phases[p].suffix
+                };
+                map.entry(key).or_default().entry(name).or_default().push(i);
+                continue;
+            }
+        }
+        // The fast pattern: the one marked, else the longest positive content.
+        let mut best: Option<(BufKey, &[u8], bool)> = None;
+        for g in &c.rule.groups {
+            let key = key_of(&c.rule, c.dir, g);
+            for it in &g.items {
+                if let Item::Content(ct) = it {
+                    if ct.negated {
+                        continue;
+                    }
+                    let fb = ct.fast_bytes();
+                    let better = match best {
+                        None => true,
+                        Some((_, b, marked)) => {
+                            (ct.fast_pattern && !marked)
+                                || (ct.fast_pattern == marked && fb.len() > b.len())
+                        }
+                    };
+                    if better {
+                        best = Some((key, fb, ct.fast_pattern));
+                    }
+                }
+            }
+        }
+        match best {
+            Some((key, fb, _)) => {
+                let (ids, list, owners) = pats[p].entry(key).or_default();
+                let lower = fb.to_ascii_lowercase();
+                let id = *ids.entry(lower.clone()).or_insert_with(|| {
+                    list.push(lower);
+                    owners.push(Vec::new());
+                    list.len() - 1
+                });
+                owners[id].push(i);
+            }
+            None => phases[p].always.push(i),
+        }
+    }
+    for (p, per_buf) in pats.into_iter().enumerate() {
+        let mut keys: Vec<_> = per_buf.into_iter().collect();
+        keys.sort_by_key(|(k, _)| (k.buf, k.side.index(), k.dotprefix));
+        for (key, (_, list, owners)) in keys {
+            let ac = AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(&list)
+                .map_err(|e| IpsError::Compile(format!("prefilter for {}: {e}", key.buf.name())))?;
+            phases[p].ac.push((key, ac, owners));
+        }
+    }
+    Ok(phases)
+}

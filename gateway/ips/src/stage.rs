@@ -1,0 +1,382 @@
+//! `[ips]` config and the `ips` stage: builds each transaction's buffers from the phases the proxy
+//! drives and evaluates the rules of each phase as soon as its data is complete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sekisho_core::{
+    Cx, Direction, Evidence, Finding, FlowMeta, Inspector, RequestHead, ResponseHead, Severity,
+    SignatureInfo, Stage, StagePolicy, TlsHello, TlsMode, Verdict,
+};
+use serde::Deserialize;
+
+use crate::detect::Scratch;
+use crate::matchers::PcreLimits;
+use crate::ruleset::{Endpoints, FlowVars, Hit, LoadOptions, Phase, RuleSet, PHASES};
+use crate::tx::Tx;
+use crate::vars::default_vars;
+use crate::IpsError;
+
+/// `[ips]` in `sekisho.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpsConfig {
+    /// Rule files: paths or globs (`rules/ips/*.rules`).
+    pub rules: Vec<String>,
+    /// `classification.config` (classtype → description and priority).
+    #[serde(default)]
+    pub classification: Option<PathBuf>,
+    /// `threshold.config` (suppress, threshold, event_filter).
+    #[serde(default)]
+    pub threshold: Option<PathBuf>,
+    /// Address and port variables (`HOME_NET = "[10.0.0.0/8]"`) over the defaults.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Body bytes inspected per direction (default 1 MiB), like Suricata's body limits.
+    #[serde(default = "d_body")]
+    pub body_limit: usize,
+    /// PCRE2 match limit (default 3,500, Suricata's).
+    #[serde(default = "d_match")]
+    pub pcre_match_limit: u32,
+    /// PCRE2 depth limit (default 1,500).
+    #[serde(default = "d_depth")]
+    pub pcre_depth_limit: u32,
+    /// Time all pcre evaluations of one flow may take (default 100 ms); then the rest are skipped
+    /// and counted.
+    #[serde(default = "d_budget")]
+    pub flow_pcre_budget_ms: u64,
+    /// `mode`, `on_error`, `on_overflow`.
+    #[serde(flatten)]
+    pub stage: StagePolicy,
+}
+
+fn d_body() -> usize {
+    1 << 20
+}
+fn d_match() -> u32 {
+    3500
+}
+fn d_depth() -> u32 {
+    1500
+}
+fn d_budget() -> u64 {
+    100
+}
+
+impl IpsConfig {
+    /// The stage policy.
+    pub fn policy(&self) -> StagePolicy {
+        self.stage.clone()
+    }
+
+    /// Expands the globs (relative paths from the current directory, else from `base`, the
+    /// config file's folder) and merges the variables.
+    pub fn load_options(&self, base: Option<&Path>) -> Result<LoadOptions, IpsError> {
+        let mut rules = Vec::new();
+        for pat in &self.rules {
+            let mut found = expand(pat)?;
+            if found.is_empty() && Path::new(pat).is_relative() {
+                if let Some(b) = base {
+                    found = expand(&b.join(pat).to_string_lossy())?;
+                }
+            }
+            if found.is_empty() {
+                return Err(IpsError::Glob(format!("{pat:?} matches no file")));
+            }
+            rules.extend(found);
+        }
+        let resolve = |p: &Option<PathBuf>| -> Option<PathBuf> {
+            let p = p.as_ref()?;
+            if p.exists() || p.is_absolute() {
+                return Some(p.clone());
+            }
+            Some(
+                base.map(|b| b.join(p))
+                    .filter(|q| q.exists())
+                    .unwrap_or_else(|| p.clone()),
+            )
+        };
+        let mut vars = default_vars();
+        for (k, v) in &self.vars {
+            vars.insert(k.trim_start_matches('$').to_string(), v.clone());
+        }
+        Ok(LoadOptions {
+            rules,
+            classification: resolve(&self.classification),
+            threshold: resolve(&self.threshold),
+            vars,
+            pcre: PcreLimits {
+                match_limit: self.pcre_match_limit,
+                depth_limit: self.pcre_depth_limit,
+            },
+        })
+    }
+}
+
+fn expand(pat: &str) -> Result<Vec<PathBuf>, IpsError> {
+    let mut out: Vec<PathBuf> = glob::glob(pat)
+        .map_err(|e| IpsError::Glob(format!("{pat:?}: {e}")))?
+        .filter_map(Result::ok)
+        .filter(|p| p.is_file())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Per-connection state shared by the transactions of one client connection (flowbits, "TLS
+/// certificate rules already ran"), bounded and aged out.
+#[derive(Default)]
+struct Conns {
+    map: Mutex<HashMap<(String, SocketAddr), (FlowVars, bool, Instant)>>,
+}
+
+const MAX_CONNS: usize = 65_536;
+const CONN_IDLE: Duration = Duration::from_secs(600);
+
+impl Conns {
+    fn load(&self, key: &(String, SocketAddr)) -> (FlowVars, bool) {
+        let Ok(map) = self.map.lock() else {
+            return Default::default();
+        };
+        map.get(key)
+            .map(|(v, c, _)| (v.clone(), *c))
+            .unwrap_or_default()
+    }
+    fn store(&self, key: (String, SocketAddr), vars: &FlowVars, certs_done: bool) {
+        let Ok(mut map) = self.map.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if map.len() >= MAX_CONNS && !map.contains_key(&key) {
+            map.retain(|_, (_, _, t)| now.duration_since(*t) < CONN_IDLE);
+            if map.len() >= MAX_CONNS {
+                map.clear();
+            }
+        }
+        map.insert(key, (vars.clone(), certs_done, now));
+    }
+}
+
+/// The `ips` stage.
+pub struct IpsStage {
+    set: Arc<RuleSet>,
+    body_limit: usize,
+    budget: Duration,
+    conns: Arc<Conns>,
+}
+
+impl IpsStage {
+    /// A stage over a loaded rule set.
+    pub fn new(set: Arc<RuleSet>, cfg: &IpsConfig) -> Self {
+        IpsStage {
+            set,
+            body_limit: cfg.body_limit.max(1),
+            budget: Duration::from_millis(cfg.flow_pcre_budget_ms),
+            conns: Arc::new(Conns::default()),
+        }
+    }
+}
+
+struct IpsInspector {
+    set: Arc<RuleSet>,
+    conns: Arc<Conns>,
+    key: (String, SocketAddr),
+    vars: FlowVars,
+    certs_done: bool,
+    tx: Tx,
+    done: [bool; PHASES],
+    scratch: Scratch,
+    body_limit: usize,
+    dirty: bool,
+}
+
+impl Stage for IpsStage {
+    fn name(&self) -> &'static str {
+        "ips"
+    }
+    fn new_flow(&self, meta: &FlowMeta) -> Box<dyn Inspector> {
+        let key = (meta.listener.clone(), meta.client);
+        let (vars, certs_done) = self.conns.load(&key);
+        Box::new(IpsInspector {
+            set: Arc::clone(&self.set),
+            conns: Arc::clone(&self.conns),
+            key,
+            vars,
+            certs_done,
+            tx: Tx::new(),
+            done: [false; PHASES],
+            scratch: Scratch::with_budget(self.budget),
+            body_limit: self.body_limit,
+            dirty: false,
+        })
+    }
+}
+
+fn severity(priority: u8) -> Severity {
+    match priority {
+        0 | 1 => Severity::High,
+        2 => Severity::Medium,
+        3 => Severity::Low,
+        _ => Severity::Info,
+    }
+}
+
+impl IpsInspector {
+    fn endpoints(meta: &FlowMeta) -> Endpoints {
+        let server = meta
+            .upstream
+            .map(|a| a.ip())
+            .or_else(|| meta.target_host.as_deref().and_then(|h| h.parse().ok()));
+        Endpoints {
+            client: meta.client.ip(),
+            client_port: meta.client.port(),
+            server,
+            server_port: meta.upstream.map(|a| a.port()).or(meta.target_port),
+        }
+    }
+
+    fn run(&mut self, cx: &mut Cx<'_>, phase: Phase) -> Verdict {
+        if self.done[phase as usize] {
+            return Verdict::Allow;
+        }
+        self.done[phase as usize] = true;
+        if !self.set.has_phase(phase) {
+            return Verdict::Allow;
+        }
+        let ep = Self::endpoints(cx.meta());
+        let before = self.vars.bits.len();
+        let hits = self.set.eval(
+            phase,
+            &self.tx,
+            &ep,
+            cx.meta().tls_version,
+            &mut self.vars,
+            &mut self.scratch,
+        );
+        if self.vars.bits.len() != before || self.vars.passed {
+            self.dirty = true;
+        }
+        self.report(cx, &hits)
+    }
+
+    fn report(&self, cx: &mut Cx<'_>, hits: &[Hit]) -> Verdict {
+        let mut v = Verdict::Allow;
+        for h in hits {
+            let c = self.set.rule(h.rule);
+            let r = &c.rule;
+            let mut f = Finding::new(
+                "suricata",
+                r.sid.to_string(),
+                r.msg.clone(),
+                severity(c.priority),
+                if c.category.is_empty() {
+                    "ips".to_string()
+                } else {
+                    c.category.clone()
+                },
+                Evidence {
+                    location: h.location.clone(),
+                    data_excerpt: h.excerpt.clone(),
+                    transforms: h.transforms.clone(),
+                },
+            );
+            f.rev = r.rev;
+            f.source = Some((r.file.clone(), r.line));
+            f.signature = Some(SignatureInfo {
+                gid: r.gid,
+                rule_action: r.action_name.to_string(),
+                metadata: r.metadata.clone(),
+                references: r.references.clone(),
+            });
+            cx.report(f);
+            v = v.max(if r.action.blocks() {
+                Verdict::Block
+            } else {
+                Verdict::Alert
+            });
+        }
+        v
+    }
+
+    fn flush(&mut self) {
+        if self.dirty {
+            self.conns
+                .store(self.key.clone(), &self.vars, self.certs_done);
+            self.dirty = false;
+        }
+    }
+
+    fn body(&mut self, cx: &mut Cx<'_>, side: Direction, chunk: &Bytes, end: bool) -> Verdict {
+        let phase = match side {
+            Direction::Request => Phase::ReqBody,
+            Direction::Response => Phase::RespBody,
+        };
+        if self.done[phase as usize] {
+            return Verdict::Allow;
+        }
+        let full = self.tx.body_chunk(side, chunk, self.body_limit);
+        if !(end || full) {
+            return Verdict::Allow;
+        }
+        self.tx.finish_body(side, self.body_limit);
+        let v = self.run(cx, phase);
+        self.flush();
+        v
+    }
+}
+
+impl Inspector for IpsInspector {
+    fn on_tls_hello(&mut self, cx: &mut Cx<'_>, hello: &TlsHello) -> Verdict {
+        self.tx.tls_hello(hello.sni.as_deref(), &hello.raw);
+        let v = self.run(cx, Phase::TlsHello);
+        self.flush();
+        v
+    }
+
+    fn on_request_head(&mut self, cx: &mut Cx<'_>, head: &RequestHead) -> Verdict {
+        let mut v = Verdict::Allow;
+        // The proxy resolves the CONNECT target, or the host of a plain request; inside a
+        // decrypted tunnel the CONNECT already counted.
+        let resolves = head.method == http::Method::CONNECT || cx.meta().tls == TlsMode::None;
+        if resolves && !head.host.is_empty() && head.host.parse::<std::net::IpAddr>().is_err() {
+            self.tx.dns_query(&head.host);
+            v = v.max(self.run(cx, Phase::Dns));
+        }
+        self.tx.request_head(head);
+        v = v.max(self.run(cx, Phase::ReqHead));
+        self.flush();
+        v
+    }
+
+    fn on_request_body(&mut self, cx: &mut Cx<'_>, chunk: &Bytes, end: bool) -> Verdict {
+        self.body(cx, Direction::Request, chunk, end)
+    }
+
+    fn on_response_head(&mut self, cx: &mut Cx<'_>, head: &ResponseHead) -> Verdict {
+        let mut v = Verdict::Allow;
+        if !self.done[Phase::ReqBody as usize] {
+            // The proxy saw no request body end (a bodyless request): judge what there is.
+            self.tx.finish_body(Direction::Request, self.body_limit);
+            v = v.max(self.run(cx, Phase::ReqBody));
+        }
+        let certs = Arc::clone(&cx.meta().upstream_certs);
+        if !certs.is_empty() && !self.certs_done {
+            self.tx.certs(&certs);
+            self.certs_done = true;
+            self.dirty = true;
+            v = v.max(self.run(cx, Phase::TlsServer));
+        }
+        self.tx.response_head(head);
+        v = v.max(self.run(cx, Phase::RespHead));
+        self.flush();
+        v
+    }
+
+    fn on_response_body(&mut self, cx: &mut Cx<'_>, chunk: &Bytes, end: bool) -> Verdict {
+        self.body(cx, Direction::Response, chunk, end)
+    }
+}

@@ -1,0 +1,332 @@
+//! The buffers of one transaction (and of the TLS session it runs in), built from what the proxy
+//! hands to the stage.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use sekisho_core::{Direction, RequestHead, ResponseHead};
+
+use crate::rule::Buf;
+use crate::ruleset::Buffers;
+
+/// Buffers by (buffer, side).
+#[derive(Debug, Default)]
+pub struct Tx {
+    bufs: HashMap<(Buf, Direction), Vec<u8>>,
+    certs: Vec<Vec<u8>>,
+    start: [Vec<u8>; 2],
+    body: [Vec<u8>; 2],
+    truncated: [bool; 2],
+    encoding: Option<String>,
+}
+
+impl Buffers for Tx {
+    fn get(&self, buf: Buf, side: Direction) -> Option<&[u8]> {
+        if buf == Buf::TlsCerts {
+            return self.certs.first().map(Vec::as_slice);
+        }
+        self.bufs.get(&(buf, side)).map(Vec::as_slice)
+    }
+    fn all(&self, buf: Buf, side: Direction) -> Vec<&[u8]> {
+        if buf == Buf::TlsCerts {
+            return self.certs.iter().map(Vec::as_slice).collect();
+        }
+        self.get(buf, side).into_iter().collect()
+    }
+}
+
+/// `content-type` → `Content-Type` (the HTTP/1 wire case most clients send; hyper lower-cases
+/// names, so the original case is not available).
+pub fn title_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut up = true;
+    for c in name.chars() {
+        out.push(if up { c.to_ascii_uppercase() } else { c });
+        up = c == '-';
+    }
+    out
+}
+
+fn version_str(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+impl Tx {
+    /// A fresh transaction.
+    pub fn new() -> Self {
+        Tx::default()
+    }
+
+    fn set(&mut self, buf: Buf, side: Direction, v: impl Into<Vec<u8>>) {
+        self.bufs.insert((buf, side), v.into());
+    }
+
+    fn headers(&mut self, side: Direction, h: &http::HeaderMap, cookie: &str) {
+        let mut block = Vec::new();
+        let mut names = b"\r\n".to_vec();
+        let mut per: HashMap<&str, Vec<u8>> = HashMap::new();
+        for (name, value) in h {
+            let t = title_case(name.as_str());
+            block.extend_from_slice(t.as_bytes());
+            block.extend_from_slice(b": ");
+            block.extend_from_slice(value.as_bytes());
+            block.extend_from_slice(b"\r\n");
+            names.extend_from_slice(t.as_bytes());
+            names.extend_from_slice(b"\r\n");
+            let e = per.entry(name.as_str()).or_default();
+            if !e.is_empty() {
+                e.extend_from_slice(b", ");
+            }
+            e.extend_from_slice(value.as_bytes());
+        }
+        names.extend_from_slice(b"\r\n");
+        let mut header = block.clone();
+        header.extend_from_slice(b"\r\n");
+        self.set(Buf::Header, side, header.clone());
+        self.set(Buf::HeaderRaw, side, header);
+        self.set(Buf::HeaderNames, side, names);
+        for (buf, name) in [
+            (Buf::ContentType, "content-type"),
+            (Buf::ContentLen, "content-length"),
+            (Buf::Connection, "connection"),
+            (Buf::Cookie, cookie),
+            (Buf::UserAgent, "user-agent"),
+            (Buf::Accept, "accept"),
+            (Buf::AcceptEnc, "accept-encoding"),
+            (Buf::AcceptLang, "accept-language"),
+            (Buf::Referer, "referer"),
+            (Buf::Server, "server"),
+            (Buf::Location, "location"),
+        ] {
+            if let Some(v) = per.remove(name) {
+                self.bufs.insert((buf, side), v);
+            }
+        }
+        let i = side.index();
+        self.start[i].extend_from_slice(&block);
+        self.start[i].extend_from_slice(b"\r\n");
+        let start = self.start[i].clone();
+        self.set(Buf::Start, side, start.clone());
+        self.set(Buf::Stream, side, start);
+    }
+
+    /// Request line and headers.
+    pub fn request_head(&mut self, head: &RequestHead) {
+        let side = Direction::Request;
+        let raw_uri = if head.method == http::Method::CONNECT {
+            head.uri.to_string()
+        } else {
+            head.path_and_query().to_string()
+        };
+        let decoded: Vec<u8> = percent_encoding::percent_decode(raw_uri.as_bytes()).collect();
+        self.set(Buf::Method, side, head.method.as_str());
+        self.set(Buf::UriRaw, side, raw_uri.clone());
+        self.set(Buf::Uri, side, decoded);
+        self.set(Buf::Host, side, head.host.clone());
+        let host_raw = head
+            .headers
+            .get(http::header::HOST)
+            .map(|v| v.as_bytes().to_vec())
+            .or_else(|| head.uri.authority().map(|a| a.as_str().as_bytes().to_vec()))
+            .unwrap_or_default();
+        self.set(Buf::HostRaw, side, host_raw);
+        let proto = version_str(head.version);
+        self.set(Buf::Protocol, side, proto);
+        let line = format!("{} {} {}", head.method, raw_uri, proto);
+        self.set(Buf::RequestLine, side, line.clone());
+        self.start[0] = format!("{line}\r\n").into_bytes();
+        self.headers(side, &head.headers, "cookie");
+    }
+
+    /// Status line and headers.
+    pub fn response_head(&mut self, head: &ResponseHead) {
+        let side = Direction::Response;
+        let proto = version_str(head.version);
+        let code = head.status.as_str().to_string();
+        let msg = head.status.canonical_reason().unwrap_or("");
+        self.set(Buf::StatCode, side, code.clone());
+        self.set(Buf::StatMsg, side, msg);
+        self.set(Buf::Protocol, side, proto);
+        let line = format!("{proto} {code} {msg}");
+        self.set(Buf::ResponseLine, side, line.clone());
+        self.start[1] = format!("{line}\r\n").into_bytes();
+        self.encoding = head
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.trim().to_ascii_lowercase());
+        self.headers(side, &head.headers, "set-cookie");
+    }
+
+    /// Appends body bytes up to `limit`; returns true once the limit is reached.
+    pub fn body_chunk(&mut self, side: Direction, chunk: &[u8], limit: usize) -> bool {
+        let i = side.index();
+        let room = limit.saturating_sub(self.body[i].len());
+        if chunk.len() > room {
+            self.truncated[i] = true;
+        }
+        self.body[i].extend_from_slice(&chunk[..chunk.len().min(room)]);
+        self.body[i].len() >= limit
+    }
+
+    /// True when the body was cut at the limit.
+    pub fn truncated(&self, side: Direction) -> bool {
+        self.truncated[side.index()]
+    }
+
+    /// Builds the body buffers (the response body decoded from gzip/deflate, bounded by `limit`).
+    pub fn finish_body(&mut self, side: Direction, limit: usize) {
+        let i = side.index();
+        let raw = self.body[i].clone();
+        let mut stream = self.start[i].clone();
+        stream.extend_from_slice(&raw);
+        self.set(Buf::Stream, side, stream);
+        match side {
+            Direction::Request => {
+                self.set(Buf::RequestBody, side, raw.clone());
+                self.set(Buf::FileData, side, raw);
+            }
+            Direction::Response => {
+                let decoded = match self.encoding.as_deref() {
+                    Some("gzip" | "x-gzip") => {
+                        inflate(flate2::read::MultiGzDecoder::new(&raw[..]), limit)
+                    }
+                    Some("deflate") => {
+                        // Servers send zlib-wrapped or raw deflate; try both.
+                        let z = inflate(flate2::read::ZlibDecoder::new(&raw[..]), limit);
+                        if z.is_empty() && !raw.is_empty() {
+                            inflate(flate2::read::DeflateDecoder::new(&raw[..]), limit)
+                        } else {
+                            z
+                        }
+                    }
+                    _ => raw,
+                };
+                self.set(Buf::ResponseBody, side, decoded.clone());
+                self.set(Buf::FileData, side, decoded);
+            }
+        }
+    }
+
+    /// The ClientHello: SNI, JA3 and the raw record (as `pkt_data` of TLS rules).
+    pub fn tls_hello(&mut self, sni: Option<&str>, raw: &[u8]) {
+        let side = Direction::Request;
+        if let Some(s) = sni {
+            self.set(Buf::TlsSni, side, s);
+        }
+        if !raw.is_empty() {
+            self.set(Buf::Stream, side, raw);
+            if let Some(s) = crate::ja3::ja3_string(raw) {
+                self.set(Buf::Ja3Hash, side, crate::ja3::ja3_hash(&s));
+                self.set(Buf::Ja3String, side, s);
+            }
+        }
+    }
+
+    /// The upstream's certificate chain (DER, leaf first).
+    pub fn certs(&mut self, chain: &[impl AsRef<[u8]>]) {
+        self.certs = chain.iter().map(|c| c.as_ref().to_vec()).collect();
+        let side = Direction::Response;
+        if let Some(leaf) = chain.first() {
+            if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) {
+                self.set(Buf::TlsCertSubject, side, cert.subject().to_string());
+                self.set(Buf::TlsCertIssuer, side, cert.issuer().to_string());
+                self.set(
+                    Buf::TlsCertSerial,
+                    side,
+                    cert.raw_serial_as_string().to_ascii_uppercase(),
+                );
+            }
+        }
+    }
+
+    /// A name the proxy resolves.
+    pub fn dns_query(&mut self, name: &str) {
+        self.set(Buf::DnsQuery, Direction::Request, name);
+    }
+}
+
+fn inflate(r: impl Read, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    // A truncated or corrupt stream keeps what decoded.
+    let _ = r.take(limit as u64).read_to_end(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_buffers() {
+        let mut h = http::HeaderMap::new();
+        h.insert("host", "Example.COM:8080".parse().unwrap());
+        h.insert("user-agent", "curl/8".parse().unwrap());
+        h.append("cookie", "a=1".parse().unwrap());
+        h.append("cookie", "b=2".parse().unwrap());
+        let head = RequestHead::new(
+            http::Method::GET,
+            "/a%20b?x=%27".parse().unwrap(),
+            http::Version::HTTP_11,
+            h,
+            80,
+        );
+        let mut tx = Tx::new();
+        tx.request_head(&head);
+        let g = |tx: &Tx, b| tx.get(b, Direction::Request).unwrap().to_vec();
+        assert_eq!(g(&tx, Buf::Uri), b"/a b?x='");
+        assert_eq!(g(&tx, Buf::UriRaw), b"/a%20b?x=%27");
+        assert_eq!(g(&tx, Buf::Host), b"example.com");
+        assert_eq!(g(&tx, Buf::HostRaw), b"Example.COM:8080");
+        assert_eq!(g(&tx, Buf::Cookie), b"a=1, b=2");
+        assert_eq!(
+            g(&tx, Buf::HeaderNames),
+            b"\r\nHost\r\nUser-Agent\r\nCookie\r\nCookie\r\n\r\n"
+        );
+        assert!(
+            g(&tx, Buf::Header).starts_with(b"Host: Example.COM:8080\r\nUser-Agent: curl/8\r\n")
+        );
+        assert!(g(&tx, Buf::Header).ends_with(b"\r\n\r\n"));
+        assert_eq!(g(&tx, Buf::RequestLine), b"GET /a%20b?x=%27 HTTP/1.1");
+        assert!(g(&tx, Buf::Start).starts_with(b"GET /a%20b?x=%27 HTTP/1.1\r\nHost: "));
+        tx.body_chunk(Direction::Request, b"0123456789", 4);
+        assert!(tx.truncated(Direction::Request));
+        tx.finish_body(Direction::Request, 4);
+        assert_eq!(g(&tx, Buf::RequestBody), b"0123");
+        assert!(g(&tx, Buf::Stream).ends_with(b"\r\n\r\n0123"));
+    }
+
+    #[test]
+    fn gzip_response_body_is_decoded() {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b"hello evil world").unwrap();
+        let gz = e.finish().unwrap();
+        let mut h = http::HeaderMap::new();
+        h.insert("content-encoding", "gzip".parse().unwrap());
+        let head = ResponseHead {
+            status: http::StatusCode::OK,
+            version: http::Version::HTTP_11,
+            headers: h,
+        };
+        let mut tx = Tx::new();
+        tx.response_head(&head);
+        tx.body_chunk(Direction::Response, &gz, 1 << 20);
+        tx.finish_body(Direction::Response, 1 << 20);
+        assert_eq!(
+            tx.get(Buf::FileData, Direction::Response).unwrap(),
+            b"hello evil world"
+        );
+        assert_eq!(tx.get(Buf::StatCode, Direction::Response).unwrap(), b"200");
+        assert_eq!(
+            tx.get(Buf::ResponseLine, Direction::Response).unwrap(),
+            b"HTTP/1.1 200 OK"
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! Load rate over the Emerging Threats Open corpus (../shared/corpora/et-open).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use sekisho_ips::rule::RuleError;
+use sekisho_ips::{IpsConfig, RuleSet};
+
+fn corpora() -> PathBuf {
+    std::env::var_os("SEKISHO_CORPORA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora")
+        })
+}
+
+fn et_config() -> IpsConfig {
+    let et = corpora().join("et-open");
+    assert!(et.is_dir(), "ET Open corpus missing at {}", et.display());
+    toml::from_str(&format!(
+        "rules = [{:?}]\nclassification = {:?}\n",
+        et.join("*.rules").display().to_string(),
+        et.join("classification.config").display().to_string()
+    ))
+    .expect("config")
+}
+
+/// SIDs of enabled rules that are HTTP, TLS or file rules, read straight from the text.
+fn enabled_http_tls_file() -> HashSet<u32> {
+    let mut out = HashSet::new();
+    for e in std::fs::read_dir(corpora().join("et-open")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|x| x.to_str()) != Some("rules") {
+            continue;
+        }
+        for l in std::fs::read_to_string(&p).unwrap().lines() {
+            let l = l.trim();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            let proto = l.split_whitespace().nth(1).unwrap_or("");
+            let file = l.contains("file.data;") || l.contains("file_data;");
+            if matches!(proto, "http" | "http1" | "http2" | "tls") || file {
+                if let Some(sid) = sekisho_ips::rule::sniff_sid(l) {
+                    out.insert(sid);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn et_open_loads_at_least_99_percent_of_http_tls_file_rules() {
+    let opts = et_config().load_options(None).unwrap();
+    let set = RuleSet::load(&opts).unwrap();
+    let r = set.report();
+    let wanted = enabled_http_tls_file();
+    let loaded: HashSet<u32> = (0..set.len()).map(|i| set.rule(i).rule.sid).collect();
+    let got = wanted.iter().filter(|s| loaded.contains(s)).count();
+    let share = got as f64 / wanted.len() as f64;
+    let mut why = std::collections::BTreeMap::<String, usize>::new();
+    for s in &r.skipped {
+        if s.sid.is_some_and(|sid| wanted.contains(&sid)) {
+            if let RuleError::Unsupported { keyword, .. } = &s.error {
+                *why.entry(keyword.clone()).or_default() += 1;
+            }
+        }
+    }
+    eprintln!(
+        "ET Open: {} loaded, {} skipped, {} errors, {} linear / {} PCRE2 pcres, compiled in {} ms; \
+         HTTP/TLS/file: {got}/{} = {:.2}%; skipped by keyword: {why:?}",
+        r.loaded,
+        r.skipped.len(),
+        r.errors.len(),
+        r.linear_pcres,
+        r.backtracking_pcres,
+        r.compile_ms,
+        wanted.len(),
+        share * 100.0
+    );
+    for e in r.errors.iter() {
+        eprintln!("error: {e}");
+    }
+    assert!(share >= 0.99, "only {:.2}% loaded", share * 100.0);
+    assert!(
+        r.errors.is_empty(),
+        "ET Open rules reported as broken: {}",
+        r.errors.len()
+    );
+    assert!(r.backtracking_pcres > 0 && r.linear_pcres > r.backtracking_pcres);
+}
