@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use sekisho_proxy::{ca, Config, Gateway};
 
+mod rules;
 mod scan;
 
 /// The bundled default config, used when `--config` is not given.
@@ -68,10 +69,27 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// IPS rule files (Suricata syntax) named by the config's [ips] table.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Gateway CA management.
     Ca {
         #[command(subcommand)]
         command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Compile every rule file of [ips] and report per file: rules loaded, skipped (each skipped
+    /// SID with the unsupported keyword) and broken (file:line, SID, reason). Exit status 1 when
+    /// a rule has a syntax error, 0 otherwise.
+    Check {
+        /// Config file (default: ./sekisho.toml); only its [ips] table is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -147,6 +165,19 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
                 );
             };
             scan::run(&av, json, &paths)
+        }
+        Command::Rules {
+            command: RulesCommand::Check { config },
+        } => {
+            let path = config_path(config);
+            let cfg = load(&path)?;
+            let Some(ips) = cfg.ips.clone() else {
+                bail!(
+                    "{}: no [ips] table: name the rule files (rules = [\"rules/ips/*.rules\"])",
+                    path.display()
+                );
+            };
+            rules::check(&ips, &path)
         }
         Command::CheckConfig { config } => {
             let path = config_path(config);

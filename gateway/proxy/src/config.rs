@@ -29,6 +29,9 @@ pub struct Config {
     /// The antivirus stage (`[av]`): present means enabled.
     #[serde(default)]
     pub av: Option<sekisho_av::AvConfig>,
+    /// The IPS stage (`[ips]`, Suricata rules): present means enabled.
+    #[serde(default)]
+    pub ips: Option<sekisho_ips::IpsConfig>,
     /// Threat events and the communication log (`[events]`).
     #[serde(default)]
     pub events: EventsConfig,
@@ -307,7 +310,7 @@ impl Default for LimitsConfig {
 }
 
 /// Stage names the gateway knows.
-pub const KNOWN_STAGES: &[&str] = &["host_policy", "av"];
+pub const KNOWN_STAGES: &[&str] = &["host_policy", "ips", "av"];
 
 impl Config {
     /// Reads and validates a config file.
@@ -375,16 +378,25 @@ impl Config {
             })?;
         }
         for (i, l) in self.listeners.iter().enumerate() {
-            if l.stages
-                .as_ref()
-                .is_some_and(|s| s.iter().any(|n| n == "av"))
-                && self.av.is_none()
-            {
-                return Err(self.err(
-                    format!("listener[{i}].stages"),
-                    "names \"av\" but there is no [av] table",
-                ));
+            for (stage, present) in [("av", self.av.is_some()), ("ips", self.ips.is_some())] {
+                if l.stages
+                    .as_ref()
+                    .is_some_and(|s| s.iter().any(|n| n == stage))
+                    && !present
+                {
+                    return Err(self.err(
+                        format!("listener[{i}].stages"),
+                        format!("names \"{stage}\" but there is no [{stage}] table"),
+                    ));
+                }
             }
+        }
+        if let Some(ips) = &self.ips {
+            if ips.rules.is_empty() {
+                return Err(self.err("ips.rules", "no rule files"));
+            }
+            ips.load_options(self.path.parent())
+                .map_err(|e| self.err("ips.rules", e))?;
         }
         HostMatcher::new(&self.tls.splice).map_err(|e| self.err("tls.splice", e))?;
         HostMatcher::new(&self.policy.deny_hosts).map_err(|e| self.err("policy.deny_hosts", e))?;

@@ -57,6 +57,8 @@ pub(crate) struct TunnelCtx {
     sni: Option<String>,
     /// The tunnel's ClientHello was refused by policy: every request gets the block page.
     blocked: Option<(Option<uuid::Uuid>, String)>,
+    /// The TLS version negotiated with the client.
+    tls_version: Option<u16>,
 }
 
 fn full(b: impl Into<Bytes>) -> ProxyBody {
@@ -337,6 +339,7 @@ pub(crate) async fn http_flow(
     if let Some(t) = &tunnel {
         meta.sni = t.sni.clone();
         meta.tls = TlsMode::Decrypted;
+        meta.tls_version = t.tls_version;
     }
     let http = HttpFacts {
         method: Some(parts.method.to_string()),
@@ -404,6 +407,31 @@ pub(crate) async fn http_flow(
     add_via(&mut parts.headers, parts.version);
     parts.uri = up_uri;
     parts.version = Version::HTTP_11;
+    // A bodyless request ends here: the body phase (IPS stream rules) runs before it is sent.
+    let v = if body.is_end_stream() && v != Verdict::Hold {
+        let mut flow = state.flow.lock().await;
+        let bv = flow.body(Direction::Request, &Bytes::new(), true);
+        state.emit(&mut flow).await;
+        if bv == Verdict::Block {
+            state.set_status(403);
+            let event = flow.blocking_event();
+            let category = flow_category(&state, &flow);
+            return block_response(
+                StatusCode::FORBIDDEN,
+                "Access blocked",
+                &format!(
+                    "The request to {} was blocked by the gateway policy.",
+                    head.host
+                ),
+                &head.host,
+                &category,
+                event,
+            );
+        }
+        v.max(bv)
+    } else {
+        v
+    };
     let body = if body.is_end_stream() && v != Verdict::Hold {
         state.mark_request_sent();
         empty()
@@ -445,6 +473,16 @@ pub(crate) async fn http_flow(
         .get::<hyper_util::client::legacy::connect::HttpInfo>()
     {
         state.set_dest_ip(Some(info.remote_addr().ip().to_string()));
+        let remote = info.remote_addr();
+        let certs = shared.upstream_certs.get(&head.host);
+        state
+            .update_meta(|meta| {
+                meta.upstream = Some(remote);
+                if let Some(c) = certs {
+                    meta.upstream_certs = c;
+                }
+            })
+            .await;
     }
     let server_upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS
         && client_upgrade.is_some())
@@ -811,11 +849,13 @@ async fn tunnel<S>(
         .update_meta(|meta| meta.tls = TlsMode::Decrypted)
         .await;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let tls_version = tls.get_ref().1.protocol_version().map(|v| u16::from(v));
     let ctx = Arc::new(TunnelCtx {
         host,
         port,
         sni,
         blocked,
+        tls_version,
     });
     let activity = Activity::new();
     let io = TokioIo::new(Tracked::new(tls, Arc::clone(&activity)));

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub pipelines: Vec<ArcSwap<Pipeline>>,
     pub minter: LeafMinter,
     pub client: UpstreamClient,
+    /// Verified upstream certificate chains by server name (for IPS certificate rules).
+    pub upstream_certs: Arc<upstream::CertStore>,
     pub events: EventSink,
     pub metrics: Arc<Metrics>,
     pub splice: HostMatcher,
@@ -112,11 +114,60 @@ pub type ExtraStage = (Arc<dyn Stage>, StagePolicy);
 pub struct Engines {
     /// The AV engine, when `[av]` is configured.
     pub av: Option<Arc<sekisho_av::Engine>>,
+    /// The IPS rule set, when `[ips]` is configured.
+    pub ips: Option<Arc<sekisho_ips::RuleSet>>,
+}
+
+/// Loads the `[ips]` rule set and logs what did not load. With `strict`, a rule with a syntax
+/// error fails the load (reload keeps the running set); otherwise it is logged and skipped.
+pub fn load_ips(cfg: &Config, strict: bool) -> Result<Option<Arc<sekisho_ips::RuleSet>>> {
+    let Some(ic) = &cfg.ips else {
+        return Ok(None);
+    };
+    let err = |message: String| ProxyError::Config {
+        file: cfg.path.clone(),
+        message,
+    };
+    let opts = ic
+        .load_options(cfg.path.parent())
+        .map_err(|e| err(format!("ips: {e}")))?;
+    let set = sekisho_ips::RuleSet::load(&opts).map_err(|e| err(format!("ips: {e}")))?;
+    let r = set.report();
+    for e in &r.errors {
+        tracing::error!("ips: {e}");
+    }
+    for e in &r.config_errors {
+        tracing::warn!("ips: {e}");
+    }
+    for s in &r.skipped {
+        tracing::debug!("ips: {s}");
+    }
+    if strict && !r.errors.is_empty() {
+        return Err(err(format!(
+            "ips: {} rule(s) with errors, first: {}",
+            r.errors.len(),
+            r.errors[0]
+        )));
+    }
+    tracing::info!(
+        loaded = r.loaded,
+        skipped = r.skipped.len(),
+        errors = r.errors.len(),
+        compile_ms = r.compile_ms as u64,
+        "IPS rules loaded"
+    );
+    Ok(Some(Arc::new(set)))
 }
 
 impl Engines {
     /// Loads every configured engine (compiles rules: call it off the async workers).
     pub fn load(cfg: &Config) -> Result<Engines> {
+        Self::load_with(cfg, false)
+    }
+
+    /// As [`Engines::load`]; `strict` (reloads) refuses IPS rule files with syntax errors.
+    pub fn load_with(cfg: &Config, strict: bool) -> Result<Engines> {
+        let ips = load_ips(cfg, strict)?;
         let av = match &cfg.av {
             Some(a) => {
                 let engine =
@@ -141,13 +192,16 @@ impl Engines {
             }
             None => None,
         };
-        Ok(Engines { av })
+        Ok(Engines { av, ips })
     }
 }
 
 /// The stages a listener runs when it names none: every configured one.
 fn default_stages(cfg: &Config) -> Vec<String> {
     let mut s = vec!["host_policy".to_string()];
+    if cfg.ips.is_some() {
+        s.push("ips".to_string());
+    }
     if cfg.av.is_some() {
         s.push("av".to_string());
     }
@@ -181,6 +235,15 @@ pub fn build_pipeline(
                 p.push(
                     Arc::new(sekisho_av::AvStage::new(Arc::clone(engine), av_cfg)),
                     av_cfg.policy(),
+                );
+            }
+            "ips" => {
+                let (Some(ips_cfg), Some(set)) = (&cfg.ips, &engines.ips) else {
+                    return Err(err("stage \"ips\" needs an [ips] table".into()));
+                };
+                p.push(
+                    Arc::new(sekisho_ips::IpsStage::new(Arc::clone(set), ips_cfg)),
+                    ips_cfg.policy(),
                 );
             }
             other => return Err(err(format!("unknown stage {other:?}"))),
@@ -261,6 +324,22 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
             ));
         }
     }
+    if let Some(ips) = &engines.ips {
+        let r = ips.report();
+        notes.push(format!(
+            "ips: {} rules loaded, {} skipped (unsupported), {} with errors, compiled in {} ms",
+            r.loaded,
+            r.skipped.len(),
+            r.errors.len(),
+            r.compile_ms
+        ));
+        for e in &r.errors {
+            notes.push(format!("  error: {e}"));
+        }
+        for e in &r.config_errors {
+            notes.push(format!("  warning: {e}"));
+        }
+    }
     for (i, l) in cfg.listeners.iter().enumerate() {
         let p = build_pipeline(cfg, l.stages.as_deref(), &engines, &[])?;
         notes.push(format!(
@@ -304,7 +383,13 @@ impl Gateway {
             resolve_timeout: Duration::from_secs(l.resolve_timeout_secs),
             hold_per_flow: l.hold_bytes_per_flow,
         };
-        let client = upstream::client(roots, limits.connect_timeout, limits.idle_timeout);
+        let upstream_certs = upstream::cert_store(4096);
+        let client = upstream::client(
+            roots,
+            limits.connect_timeout,
+            limits.idle_timeout,
+            Arc::clone(&upstream_certs),
+        )?;
         let (events, writers) = EventSink::open(
             &cfg.events.file,
             &cfg.events.comm_log,
@@ -355,6 +440,7 @@ impl Gateway {
             pipelines: pipelines.into_iter().map(ArcSwap::from_pointee).collect(),
             minter,
             client,
+            upstream_certs,
             events,
             metrics,
             splice,
@@ -469,7 +555,7 @@ impl Reloader {
     }
 
     fn swap(&self, cfg: &Config) -> Result<()> {
-        let engines = Engines::load(cfg)?;
+        let engines = Engines::load_with(cfg, true)?;
         let new = build_pipelines(cfg, &engines, &self.0.extra_stages)?;
         if new.len() != self.0.pipelines.len() {
             return Err(ProxyError::Config {

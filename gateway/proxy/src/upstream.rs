@@ -65,13 +65,99 @@ pub fn root_store(system: bool, webpki: bool, extra: &[impl AsRef<Path>]) -> Res
     Ok(roots)
 }
 
-/// Builds the pooled upstream client.
-pub fn client(roots: RootCertStore, connect_timeout: Duration, idle: Duration) -> UpstreamClient {
+/// The verified certificate chains of upstream servers, by server name (lower-case host or IP),
+/// bounded: what IPS certificate rules (`tls.cert_subject`, `tls.certs` …) inspect.
+pub type CertStore = quick_cache::sync::Cache<String, Arc<[bytes::Bytes]>>;
+
+/// A certificate store for `n` servers.
+pub fn cert_store(n: usize) -> Arc<CertStore> {
+    Arc::new(CertStore::new(n))
+}
+
+/// WebPKI verification that also records each verified chain.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    store: Arc<CertStore>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let name = match server_name {
+            rustls_pki_types::ServerName::DnsName(d) => d.as_ref().to_ascii_lowercase(),
+            rustls_pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+            _ => return Ok(ok),
+        };
+        let chain: Vec<bytes::Bytes> = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| bytes::Bytes::copy_from_slice(c.as_ref()))
+            .collect();
+        self.store.insert(name, Arc::from(chain));
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Builds the pooled upstream client; verified chains are recorded in `certs`.
+pub fn client(
+    roots: RootCertStore,
+    connect_timeout: Duration,
+    idle: Duration,
+    certs: Arc<CertStore>,
+) -> Result<UpstreamClient> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .map_err(|e| ProxyError::Cert {
+        path: std::path::PathBuf::from("[tls] upstream roots"),
+        message: format!("no usable trust anchors: {e}"),
+    })?;
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports the default protocol versions")
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Recording {
+            inner,
+            store: certs,
+        }))
         .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -84,12 +170,12 @@ pub fn client(roots: RootCertStore, connect_timeout: Duration, idle: Duration) -
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
+    Ok(Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(idle)
         .pool_max_idle_per_host(256)
-        .build(https)
+        .build(https))
 }
 
 /// Why an upstream request failed, for metrics, events and the page the client gets.
