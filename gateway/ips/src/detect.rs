@@ -25,6 +25,9 @@ pub struct Scratch {
     pub budget_exhausted: bool,
     /// Inspections cut by the recursion limit.
     pub step_limit_hits: u64,
+    /// Rules that already matched in this transaction (a rule indexed in two phases alerts
+    /// once).
+    pub fired: std::collections::HashSet<u32>,
 }
 
 impl Scratch {
@@ -263,9 +266,7 @@ fn content(
                 Outcome::Discontinue
             };
         }
-        let found = if c.endswith && depth < len {
-            None
-        } else if pat.len() > depth - from {
+        let found = if (c.endswith && depth < len) || pat.len() > depth - from {
             None
         } else {
             memchr::memmem::find(&hay[from..depth], pat).map(|p| p + from)

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
@@ -183,6 +183,8 @@ pub struct LoadOptions {
     pub vars: Vars,
     /// PCRE2 limits.
     pub pcre: PcreLimits,
+    /// Counters to update (a fresh set when `None`).
+    pub stats: Option<Arc<Stats>>,
 }
 
 /// Counters exported as metrics.
@@ -236,14 +238,21 @@ struct PhaseIndex {
 
 const THRESHOLD_ENTRIES: usize = 65_536;
 
+/// (gid, sid, tracked source, tracked destination).
+type ThresholdKey = (u32, u32, Option<IpAddr>, Option<IpAddr>);
+/// What threshold.config yields: suppressions and per-(gid, sid) threshold overrides.
+type ThresholdConfig = (Vec<Suppress>, HashMap<(u32, u32), Threshold>);
+/// Per buffer of a phase: pattern ids, patterns, rules per pattern.
+type PatternTable = HashMap<BufKey, (HashMap<Vec<u8>, usize>, Vec<Vec<u8>>, Vec<Vec<u32>>)>;
+
 /// A compiled rule set; immutable except for threshold counters and stats.
 pub struct RuleSet {
     rules: Vec<Compiled>,
     phases: Vec<PhaseIndex>,
     suppress: Vec<Suppress>,
-    thresholds: Mutex<HashMap<(u32, u32, Option<IpAddr>, Option<IpAddr>), (Instant, u32)>>,
-    /// Counters.
-    pub stats: Stats,
+    thresholds: Mutex<HashMap<ThresholdKey, (Instant, u32)>>,
+    /// Counters (shared across reloads when the embedder passes them in).
+    pub stats: Arc<Stats>,
     report: LoadReport,
 }
 
@@ -290,7 +299,7 @@ fn parse_threshold_config(
     path: &Path,
     vars: &Vars,
     report: &mut LoadReport,
-) -> Result<(Vec<Suppress>, HashMap<(u32, u32), Threshold>), IpsError> {
+) -> Result<ThresholdConfig, IpsError> {
     let text = std::fs::read_to_string(path).map_err(|e| IpsError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -655,7 +664,7 @@ impl RuleSet {
             phases,
             suppress,
             thresholds: Mutex::new(HashMap::new()),
-            stats: Stats::default(),
+            stats: opts.stats.clone().unwrap_or_default(),
             report,
         })
     }
@@ -756,6 +765,9 @@ impl RuleSet {
         let mut hits = Vec::new();
         let mut passed = false;
         for r in cands {
+            if scratch.fired.contains(&r) {
+                continue;
+            }
             let c = &self.rules[r as usize];
             let Some((location, excerpt, transforms)) =
                 self.matches(c, bufs, ep, tls_version, vars, scratch)
@@ -763,6 +775,7 @@ impl RuleSet {
                 continue;
             };
             self.stats.matches.fetch_add(1, Ordering::Relaxed);
+            scratch.fired.insert(r);
             for fb in &c.rule.flowbits {
                 match fb {
                     Flowbit::Set(n) => {
@@ -1013,10 +1026,25 @@ fn build_index(rules: &[Compiled]) -> Result<Vec<PhaseIndex>, IpsError> {
         })
         .collect();
     // Per phase and buffer: pattern → rules.
-    let mut pats: Vec<HashMap<BufKey, (HashMap<Vec<u8>, usize>, Vec<Vec<u8>>, Vec<Vec<u32>>)>> =
-        (0..PHASES).map(|_| HashMap::new()).collect();
+    let mut pats: Vec<PatternTable> = (0..PHASES).map(|_| HashMap::new()).collect();
+    // Rules on the raw stream (`pkt_data`) and head buffers also run when the head arrives (the
+    // stream is the head so far), as Suricata inspects the packet that carries the headers.
+    let mut slots: Vec<(usize, usize)> = Vec::new();
     for (i, c) in rules.iter().enumerate() {
-        let p = c.phase as usize;
+        slots.push((i, c.phase as usize));
+        let stream_only = c.rule.groups.iter().any(|g| g.buf == Buf::Stream)
+            && c.rule
+                .groups
+                .iter()
+                .all(|g| g.buf == Buf::Stream || !g.buf.needs_body());
+        match c.phase {
+            Phase::ReqBody if stream_only => slots.push((i, Phase::ReqHead as usize)),
+            Phase::RespBody if stream_only => slots.push((i, Phase::RespHead as usize)),
+            _ => {}
+        }
+    }
+    for (i, p) in slots {
+        let c = &rules[i];
         let i = i as u32;
         // Indicator rules: a single host-like group.
         if c.rule.groups.len() == 1 {

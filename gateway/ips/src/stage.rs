@@ -70,7 +70,7 @@ fn d_budget() -> u64 {
 impl IpsConfig {
     /// The stage policy.
     pub fn policy(&self) -> StagePolicy {
-        self.stage.clone()
+        self.stage
     }
 
     /// Expands the globs (relative paths from the current directory, else from `base`, the
@@ -113,6 +113,7 @@ impl IpsConfig {
                 match_limit: self.pcre_match_limit,
                 depth_limit: self.pcre_depth_limit,
             },
+            stats: None,
         })
     }
 }
@@ -129,9 +130,12 @@ fn expand(pat: &str) -> Result<Vec<PathBuf>, IpsError> {
 
 /// Per-connection state shared by the transactions of one client connection (flowbits, "TLS
 /// certificate rules already ran"), bounded and aged out.
+/// A client connection: listener name and client address.
+type ConnKey = (String, SocketAddr);
+
 #[derive(Default)]
 struct Conns {
-    map: Mutex<HashMap<(String, SocketAddr), (FlowVars, bool, Instant)>>,
+    map: Mutex<HashMap<ConnKey, (FlowVars, bool, Instant)>>,
 }
 
 const MAX_CONNS: usize = 65_536;

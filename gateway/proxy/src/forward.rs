@@ -849,7 +849,7 @@ async fn tunnel<S>(
         .update_meta(|meta| meta.tls = TlsMode::Decrypted)
         .await;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let tls_version = tls.get_ref().1.protocol_version().map(|v| u16::from(v));
+    let tls_version = tls.get_ref().1.protocol_version().map(u16::from);
     let ctx = Arc::new(TunnelCtx {
         host,
         port,

@@ -120,7 +120,11 @@ pub struct Engines {
 
 /// Loads the `[ips]` rule set and logs what did not load. With `strict`, a rule with a syntax
 /// error fails the load (reload keeps the running set); otherwise it is logged and skipped.
-pub fn load_ips(cfg: &Config, strict: bool) -> Result<Option<Arc<sekisho_ips::RuleSet>>> {
+pub fn load_ips(
+    cfg: &Config,
+    strict: bool,
+    stats: Option<Arc<sekisho_ips::ruleset::Stats>>,
+) -> Result<Option<Arc<sekisho_ips::RuleSet>>> {
     let Some(ic) = &cfg.ips else {
         return Ok(None);
     };
@@ -128,9 +132,10 @@ pub fn load_ips(cfg: &Config, strict: bool) -> Result<Option<Arc<sekisho_ips::Ru
         file: cfg.path.clone(),
         message,
     };
-    let opts = ic
+    let mut opts = ic
         .load_options(cfg.path.parent())
         .map_err(|e| err(format!("ips: {e}")))?;
+    opts.stats = stats;
     let set = sekisho_ips::RuleSet::load(&opts).map_err(|e| err(format!("ips: {e}")))?;
     let r = set.report();
     for e in &r.errors {
@@ -162,12 +167,17 @@ pub fn load_ips(cfg: &Config, strict: bool) -> Result<Option<Arc<sekisho_ips::Ru
 impl Engines {
     /// Loads every configured engine (compiles rules: call it off the async workers).
     pub fn load(cfg: &Config) -> Result<Engines> {
-        Self::load_with(cfg, false)
+        Self::load_with(cfg, false, None)
     }
 
-    /// As [`Engines::load`]; `strict` (reloads) refuses IPS rule files with syntax errors.
-    pub fn load_with(cfg: &Config, strict: bool) -> Result<Engines> {
-        let ips = load_ips(cfg, strict)?;
+    /// As [`Engines::load`]; `strict` (reloads) refuses IPS rule files with syntax errors;
+    /// `ips_stats` are the counters the metrics endpoint reads.
+    pub fn load_with(
+        cfg: &Config,
+        strict: bool,
+        ips_stats: Option<Arc<sekisho_ips::ruleset::Stats>>,
+    ) -> Result<Engines> {
+        let ips = load_ips(cfg, strict, ips_stats)?;
         let av = match &cfg.av {
             Some(a) => {
                 let engine =
@@ -333,11 +343,19 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
             r.errors.len(),
             r.compile_ms
         ));
-        for e in &r.errors {
-            notes.push(format!("  error: {e}"));
-        }
         for e in &r.config_errors {
             notes.push(format!("  warning: {e}"));
+        }
+        if !r.errors.is_empty() {
+            let list: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
+            return Err(ProxyError::Config {
+                file: cfg.path.clone(),
+                message: format!(
+                    "ips: {} rule(s) with errors (`sekisho run` skips them):\n  {}",
+                    r.errors.len(),
+                    list.join("\n  ")
+                ),
+            });
         }
     }
     for (i, l) in cfg.listeners.iter().enumerate() {
@@ -406,7 +424,10 @@ impl Gateway {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "sekisho".into())
         });
-        let engines = Engines::load(&cfg)?;
+        let engines = Engines::load_with(&cfg, false, Some(Arc::clone(&metrics.ips_stats)))?;
+        metrics
+            .ips_rules
+            .set(engines.ips.as_ref().map_or(0, |s| s.len() as i64));
         let pipelines = build_pipelines(&cfg, &engines, &extra)?;
         let mut listeners = Vec::new();
         for (i, lc) in cfg.listeners.iter().enumerate() {
@@ -555,7 +576,7 @@ impl Reloader {
     }
 
     fn swap(&self, cfg: &Config) -> Result<()> {
-        let engines = Engines::load_with(cfg, true)?;
+        let engines = Engines::load_with(cfg, true, Some(Arc::clone(&self.0.metrics.ips_stats)))?;
         let new = build_pipelines(cfg, &engines, &self.0.extra_stages)?;
         if new.len() != self.0.pipelines.len() {
             return Err(ProxyError::Config {
@@ -566,6 +587,10 @@ impl Reloader {
         for (slot, p) in self.0.pipelines.iter().zip(new) {
             slot.store(Arc::new(p));
         }
+        self.0
+            .metrics
+            .ips_rules
+            .set(engines.ips.as_ref().map_or(0, |s| s.len() as i64));
         Ok(())
     }
 }

