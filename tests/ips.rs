@@ -37,6 +37,9 @@ fn et_table(extra_rules: &[PathBuf], tail: &str) -> String {
     )
 }
 
+/// (url, extra curl args, SIDs that must fire, buffer of the first one, blocked?)
+type Case = (String, Vec<String>, Vec<u32>, &'static str, bool);
+
 fn files() -> Files {
     let mut f = Files::new();
     let html = |b: &str| {
@@ -146,7 +149,7 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
     let ua = |s: &str| vec!["-A".to_string(), s.to_string()];
 
     // (url, extra curl args, SIDs that must fire, buffer of the first one, blocked?)
-    let cases: Vec<(String, Vec<String>, Vec<u32>, &str, bool)> = vec![
+    let cases: Vec<Case> = vec![
         (https("/download?file=../../../../etc/passwd"), ua(BROWSER), vec![2049400], "http.uri", false),
         (http("/hello"), ua("python-requests/2.31.0"), vec![2017515], "http.user_agent", false),
         (https("/hello"), ua("masscan/1.3 (https://github.com/robertdavidgraham/masscan)"), vec![2017615, 2017616], "http.user_agent", false),
