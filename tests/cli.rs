@@ -75,7 +75,14 @@ fn check_config_accepts_the_bundled_default() {
         out.contains("av: 2 YARA rules") && out.contains("0 rejected"),
         "{out}"
     );
-    assert!(out.contains("stages [\"host_policy\", \"av\"]"), "{out}");
+    assert!(
+        out.contains("stages [\"host_policy\", \"ips\", \"av\"]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ips: 7 rules loaded, 0 skipped (unsupported), 0 with errors"),
+        "{out}"
+    );
     assert!(
         out.contains("sekisho ca init"),
         "says how the CA is made: {out}"

@@ -169,7 +169,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
             false,
         ),
         (
-            https("/xmlrpc.php"),
+            // /count reads the whole upload before answering.
+            https("/count"),
             [ua(BROWSER), vec!["-H".into(), "Content-Type: application/xml".into(), "--data-binary".into(),
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><r>&x;</r>".into()]].concat(),
             vec![2018056, 2025877, 9100020],
