@@ -113,13 +113,20 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
     let plain_origin = Origin::start_with_files(None, files()).await;
     let roots = TempDir::new("ips-roots");
     std::fs::write(roots.path().join("ca.pem"), &pki.ca_pem).unwrap();
+    // A certificate rule on the upstream's verified chain (the origin's leaf names localhost).
+    let cert_rules = roots.path().join("cert.rules");
+    std::fs::write(
+        &cert_rules,
+        "alert tls any any -> any any (msg:\"SEKISHO TEST upstream certificate\"; flow:to_client; tls.certs; content:\"localhost\"; sid:9300001; rev:1;)\n",
+    )
+    .unwrap();
     let gw = Gateway::start(
         "ips",
         &format!(
             "upstream_roots = [\"{}\"]",
             roots.path().join("ca.pem").display()
         ),
-        &et_table(&[repo().join("rules/ips/sekisho.rules")], ""),
+        &et_table(&[repo().join("rules/ips/sekisho.rules"), cert_rules], ""),
     );
     let ca = gw.ca_path();
     let https = |p: &str| format!("https://localhost:{}{p}", tls_origin.port);
@@ -236,6 +243,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
         }
         all.extend(want.iter().copied());
     }
+    let cert = wait_sid(&gw, 9300001);
+    assert_eq!(cert["evidence"]["location"], "tls.certs");
     let et: BTreeSet<_> = all.iter().filter(|s| **s < 9_000_000).collect();
     assert!(et.len() >= 20, "only {} ET SIDs fired: {et:?}", et.len());
 
@@ -301,7 +310,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
     gw.wait_line("flows.jsonl", |v| v["path"] == "/bytes/300000");
     let new: Vec<_> = gw.events()[before..]
         .iter()
-        .filter(|v| v["rule"]["engine"] == "suricata")
+        // The certificate test rule matches every connection to this origin by design.
+        .filter(|v| v["rule"]["engine"] == "suricata" && v["alert"]["signature_id"] != "9300001")
         .map(|v| {
             (
                 v["alert"]["signature_id"].clone(),

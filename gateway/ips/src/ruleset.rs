@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use sekisho_core::Direction;
 
 use crate::detect::{inspect, Data, Scratch};
@@ -61,6 +61,11 @@ pub trait Buffers {
     /// Every instance of a multi-buffer (`tls.certs`).
     fn all(&self, buf: Buf, side: Direction) -> Vec<&[u8]> {
         self.get(buf, side).into_iter().collect()
+    }
+    /// True when `file.data` of `side` is the tail of `pkt_data` (the body was not decoded):
+    /// one prefilter scan of `pkt_data` then serves both.
+    fn body_is_raw(&self, _side: Direction) -> bool {
+        false
     }
 }
 
@@ -225,9 +230,15 @@ pub struct Compiled {
     threshold: Option<Threshold>,
 }
 
+/// An automaton over one buffer and, per pattern, the rules it nominates.
+type Scanner = (BufKey, AhoCorasick, Vec<Vec<u32>>);
+
 struct PhaseIndex {
     /// Per buffer: the automaton and, per pattern, the rules.
-    ac: Vec<(BufKey, AhoCorasick, Vec<Vec<u32>>)>,
+    ac: Vec<Scanner>,
+    /// Per side: `pkt_data` and `file.data` patterns together, scanned over `pkt_data` when the
+    /// body is raw.
+    merged: Vec<Scanner>,
     /// Exact names (lower-case) per buffer.
     exact: HashMap<BufKey, HashMap<Vec<u8>, Vec<u32>>>,
     /// Suffixes (`.example.com`, lower-case) per buffer.
@@ -242,6 +253,8 @@ const THRESHOLD_ENTRIES: usize = 65_536;
 type ThresholdKey = (u32, u32, Option<IpAddr>, Option<IpAddr>);
 /// What threshold.config yields: suppressions and per-(gid, sid) threshold overrides.
 type ThresholdConfig = (Vec<Suppress>, HashMap<(u32, u32), Threshold>);
+/// Patterns and, per pattern, the rules they nominate.
+type Patterns = (Vec<Vec<u8>>, Vec<Vec<u32>>);
 /// Per buffer of a phase: pattern ids, patterns, rules per pattern.
 type PatternTable = HashMap<BufKey, (HashMap<Vec<u8>, usize>, Vec<Vec<u8>>, Vec<Vec<u32>>)>;
 
@@ -722,7 +735,27 @@ impl RuleSet {
             mark(*r, &mut cands);
         }
         let mut tmp = Vec::new();
+        let mut merged_sides = [false; 2];
+        for (key, ac, pats) in &idx.merged {
+            if !bufs.body_is_raw(key.side) {
+                continue;
+            }
+            merged_sides[key.side.index()] = true;
+            if let Some(data) = bufs.get(Buf::Stream, key.side) {
+                for m in ac.find_overlapping_iter(data) {
+                    for r in &pats[m.pattern().as_usize()] {
+                        mark(*r, &mut cands);
+                    }
+                }
+            }
+        }
         for (key, ac, pats) in &idx.ac {
+            if merged_sides[key.side.index()]
+                && !key.dotprefix
+                && matches!(key.buf, Buf::Stream | Buf::FileData)
+            {
+                continue;
+            }
             for data in bufs.all(key.buf, key.side) {
                 let data = with_transform(key, data, &mut tmp);
                 for m in ac.find_overlapping_iter(data) {
@@ -1016,10 +1049,20 @@ fn excerpt(data: &[u8], (s, e): (usize, usize)) -> String {
     out
 }
 
+fn automaton(list: &[Vec<u8>], dfa: bool, key: BufKey) -> Result<AhoCorasick, IpsError> {
+    AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::Standard)
+        .kind(dfa.then_some(AhoCorasickKind::DFA))
+        .build(list)
+        .map_err(|e| IpsError::Compile(format!("prefilter for {}: {e}", key.buf.name())))
+}
+
 fn build_index(rules: &[Compiled]) -> Result<Vec<PhaseIndex>, IpsError> {
     let mut phases: Vec<PhaseIndex> = (0..PHASES)
         .map(|_| PhaseIndex {
             ac: Vec::new(),
+            merged: Vec::new(),
             exact: HashMap::new(),
             suffix: HashMap::new(),
             always: Vec::new(),
@@ -1084,6 +1127,15 @@ fn build_index(rules: &[Compiled]) -> Result<Vec<PhaseIndex>, IpsError> {
         }
         match best {
             Some((key, fb, _)) => {
+                // http.request_body / http.response_body hold the same bytes as file.data of
+                // their side: one scan serves all three.
+                let key = match key.buf {
+                    Buf::RequestBody | Buf::ResponseBody => BufKey {
+                        buf: Buf::FileData,
+                        ..key
+                    },
+                    _ => key,
+                };
                 let (ids, list, owners) = pats[p].entry(key).or_default();
                 let lower = fb.to_ascii_lowercase();
                 let id = *ids.entry(lower.clone()).or_insert_with(|| {
@@ -1099,14 +1151,54 @@ fn build_index(rules: &[Compiled]) -> Result<Vec<PhaseIndex>, IpsError> {
     for (p, per_buf) in pats.into_iter().enumerate() {
         let mut keys: Vec<_> = per_buf.into_iter().collect();
         keys.sort_by_key(|(k, _)| (k.buf, k.side.index(), k.dotprefix));
+        let mut union: [Patterns; 2] = Default::default();
         for (key, (_, list, owners)) in keys {
-            let ac = AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .build(&list)
-                .map_err(|e| IpsError::Compile(format!("prefilter for {}: {e}", key.buf.name())))?;
+            // Raw bodies (the common case) are scanned once by the merged DFA below; the
+            // per-buffer automata (decoded bodies, head buffers) are the smaller NFAs.
+            let body = matches!(key.buf, Buf::Stream | Buf::FileData);
+            if body && !key.dotprefix {
+                let u = &mut union[key.side.index()];
+                u.0.extend(list.iter().cloned());
+                u.1.extend(owners.iter().cloned());
+            }
+            let ac = automaton(&list, false, key)?;
             phases[p].ac.push((key, ac, owners));
+        }
+        for (side, (list, owners)) in [Direction::Request, Direction::Response]
+            .into_iter()
+            .zip(union)
+        {
+            if list.is_empty() {
+                continue;
+            }
+            let key = BufKey {
+                buf: Buf::Stream,
+                side,
+                dotprefix: false,
+            };
+            let ac = automaton(&list, true, key)?;
+            phases[p].merged.push((key, ac, owners));
         }
     }
     Ok(phases)
+}
+
+impl RuleSet {
+    /// Index sizes per phase: (phase, automata, patterns, exact+suffix indicators, always-run rules).
+    pub fn index_stats(&self) -> Vec<(usize, usize, usize, usize, usize)> {
+        self.phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    i,
+                    p.ac.len(),
+                    p.ac.iter().map(|(_, a, _)| a.patterns_len()).sum(),
+                    p.exact.values().map(HashMap::len).sum::<usize>()
+                        + p.suffix.values().map(HashMap::len).sum::<usize>(),
+                    p.always.len(),
+                )
+            })
+            .collect()
+    }
 }

@@ -33,6 +33,14 @@ impl Buffers for Tx {
         }
         self.get(buf, side).into_iter().collect()
     }
+    fn body_is_raw(&self, side: Direction) -> bool {
+        match side {
+            Direction::Request => true,
+            Direction::Response => {
+                matches!(self.encoding.as_deref(), None | Some("identity") | Some(""))
+            }
+        }
+    }
 }
 
 /// `content-type` → `Content-Type` (the HTTP/1 wire case most clients send; hyper lower-cases

@@ -79,6 +79,10 @@ fn et_open_loads_at_least_99_percent_of_http_tls_file_rules() {
         wanted.len(),
         share * 100.0
     );
+    eprintln!(
+        "index (phase, automata, patterns, indicators, always): {:?}",
+        set.index_stats()
+    );
     for e in r.errors.iter() {
         eprintln!("error: {e}");
     }

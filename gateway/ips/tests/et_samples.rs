@@ -311,6 +311,18 @@ fn discover() {
     if std::env::var_os("IPS_DISCOVER").is_none() {
         return;
     }
+    for s in clean() {
+        let c0 = set()
+            .stats
+            .candidates
+            .load(std::sync::atomic::Ordering::Relaxed);
+        fire(&s);
+        let c1 = set()
+            .stats
+            .candidates
+            .load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("clean {} {}: {} candidates", s.method, s.uri, c1 - c0);
+    }
     for (name, s, _) in attacks() {
         eprintln!("== {name}");
         for (sid, msg) in fire(&s) {

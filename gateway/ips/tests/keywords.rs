@@ -1,0 +1,420 @@
+//! One test per keyword family, on the examples of Suricata's rule documentation.
+
+use sekisho_core::{Direction, RequestHead, ResponseHead};
+use sekisho_ips::detect::Scratch;
+use sekisho_ips::ruleset::{Endpoints, FlowVars, LoadOptions};
+use sekisho_ips::tx::Tx;
+use sekisho_ips::vars::default_vars;
+use sekisho_ips::{Phase, RuleSet};
+
+fn load_with(rules: &str, threshold: Option<&str>) -> RuleSet {
+    let dir = std::env::temp_dir().join(format!(
+        "sekisho-ips-kw-{}-{}",
+        std::process::id(),
+        rules.len() + threshold.map_or(0, str::len)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("t.rules");
+    std::fs::write(&f, rules).unwrap();
+    let t = threshold.map(|t| {
+        let p = dir.join("threshold.config");
+        std::fs::write(&p, t).unwrap();
+        p
+    });
+    let c = dir.join("classification.config");
+    std::fs::write(
+        &c,
+        "config classification: web-application-attack,Web Application Attack,1\n",
+    )
+    .unwrap();
+    let set = RuleSet::load(&LoadOptions {
+        rules: vec![f],
+        classification: Some(c),
+        threshold: t,
+        vars: default_vars(),
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    assert!(set.report().errors.is_empty(), "{:?}", set.report().errors);
+    assert!(
+        set.report().skipped.is_empty(),
+        "{:?}",
+        set.report().skipped
+    );
+    set
+}
+
+fn load(rules: &str) -> RuleSet {
+    load_with(rules, None)
+}
+
+fn rule(opts: &str) -> String {
+    format!("alert http any any -> any any ({opts} sid:1; rev:1;)\n")
+}
+
+fn ep() -> Endpoints {
+    Endpoints {
+        client: "10.0.0.1".parse().unwrap(),
+        client_port: 40000,
+        server: Some("192.0.2.1".parse().unwrap()),
+        server_port: Some(80),
+    }
+}
+
+struct Req<'a> {
+    method: &'a str,
+    uri: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+    body: &'a [u8],
+}
+
+fn tx(r: &Req<'_>) -> Tx {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in r.headers {
+        h.append(
+            http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let head = RequestHead::new(
+        r.method.parse().unwrap(),
+        r.uri.parse().unwrap(),
+        http::Version::HTTP_11,
+        h,
+        80,
+    );
+    let mut tx = Tx::new();
+    tx.request_head(&head);
+    tx.body_chunk(Direction::Request, r.body, 1 << 20);
+    tx.finish_body(Direction::Request, 1 << 20);
+    tx
+}
+
+/// SIDs raised by the request phases.
+fn sids(set: &RuleSet, r: &Req<'_>, vars: &mut FlowVars) -> Vec<u32> {
+    let t = tx(r);
+    let mut s = Scratch::default();
+    let mut out = Vec::new();
+    for p in [Phase::ReqHead, Phase::ReqBody] {
+        out.extend(
+            set.eval(p, &t, &ep(), None, vars, &mut s)
+                .into_iter()
+                .map(|h| set.rule(h.rule).rule.sid),
+        );
+    }
+    out
+}
+
+fn uri_fires(opts: &str, uri: &str) -> bool {
+    let set = load(&rule(opts));
+    let r = Req {
+        method: "GET",
+        uri,
+        headers: &[("host", "h.test")],
+        body: b"",
+    };
+    !sids(&set, &r, &mut FlowVars::default()).is_empty()
+}
+
+#[test]
+fn content_modifiers() {
+    // depth/offset: `content:"abc"; offset:1; depth:4;` looks in bytes 1..5.
+    assert!(uri_fires(
+        "http.uri; content:\"abc\"; offset:1; depth:4;",
+        "/abcx"
+    ));
+    assert!(!uri_fires(
+        "http.uri; content:\"abc\"; offset:2; depth:4;",
+        "/abcx"
+    ));
+    // distance/within relative to the previous match.
+    assert!(uri_fires(
+        "http.uri; content:\"one\"; content:\"two\"; distance:1; within:4;",
+        "/one-two"
+    ));
+    assert!(!uri_fires(
+        "http.uri; content:\"one\"; content:\"two\"; distance:1; within:3;",
+        "/one--two"
+    ));
+    // The first `one` fails the relative check; the retry from the second one matches.
+    assert!(uri_fires(
+        "http.uri; content:\"one\"; content:\"two\"; distance:0; within:3;",
+        "/one-xxxxx-onetwo"
+    ));
+    // Negative distance.
+    assert!(uri_fires(
+        "http.uri; content:\"two\"; content:\"one\"; distance:-7; within:3;",
+        "/one-two"
+    ));
+    // nocase, negation.
+    assert!(uri_fires("http.uri; content:\"ADMIN\"; nocase;", "/admin"));
+    assert!(!uri_fires("http.uri; content:\"ADMIN\";", "/admin"));
+    assert!(uri_fires(
+        "http.uri; content:\"/a\"; content:!\"secret\";",
+        "/a/public"
+    ));
+    assert!(!uri_fires(
+        "http.uri; content:\"/a\"; content:!\"secret\";",
+        "/a/secret"
+    ));
+    // startswith / endswith / bsize.
+    assert!(uri_fires(
+        "http.uri; content:\"/index\"; startswith;",
+        "/index.php"
+    ));
+    assert!(!uri_fires(
+        "http.uri; content:\"index\"; startswith;",
+        "/index.php"
+    ));
+    assert!(uri_fires(
+        "http.uri; content:\".php\"; endswith;",
+        "/index.php"
+    ));
+    assert!(!uri_fires(
+        "http.uri; content:\".php\"; endswith;",
+        "/index.php?x"
+    ));
+    assert!(uri_fires("http.uri; content:\"/x\"; bsize:2;", "/x"));
+    assert!(!uri_fires("http.uri; content:\"/x\"; bsize:>2;", "/x"));
+    // isdataat.
+    assert!(uri_fires(
+        "http.uri; content:\"/q=\"; isdataat:3,relative;",
+        "/q=1234"
+    ));
+    assert!(!uri_fires(
+        "http.uri; content:\"/q=\"; isdataat:!1,relative;",
+        "/q=1"
+    ));
+    // urilen.
+    assert!(uri_fires("urilen:5; http.uri; content:\"/\";", "/abcd"));
+    assert!(uri_fires("urilen:3<>9; http.uri; content:\"/\";", "/abcd"));
+    assert!(!uri_fires("urilen:>10; http.uri; content:\"/\";", "/abcd"));
+    // http.uri is normalised (percent-decoded), http.uri.raw is not.
+    assert!(uri_fires("http.uri; content:\"/a b\";", "/a%20b"));
+    assert!(uri_fires("http.uri.raw; content:\"%20\";", "/a%20b"));
+    // Legacy modifiers move the content to their buffer.
+    assert!(uri_fires("content:\"/legacy\"; http_uri;", "/legacy"));
+    assert!(uri_fires("uricontent:\"/legacy\";", "/legacy"));
+    // fast_pattern with a chop still verifies the whole content.
+    assert!(!uri_fires(
+        "http.uri; content:\"abcdef\"; fast_pattern:1,3;",
+        "/bcd"
+    ));
+    assert!(uri_fires(
+        "http.uri; content:\"abcdef\"; fast_pattern:1,3;",
+        "/abcdef"
+    ));
+}
+
+#[test]
+fn pcre_and_byte_keywords() {
+    assert!(uri_fires(
+        "http.uri; content:\"/u\"; pcre:\"/\\/u\\d{3}$/\";",
+        "/u123"
+    ));
+    assert!(uri_fires(
+        "http.uri; content:\"id=\"; pcre:\"/^\\d+/R\";",
+        "/x?id=42"
+    ));
+    assert!(!uri_fires(
+        "http.uri; content:\"id=\"; pcre:\"/^\\d+/R\";",
+        "/x?id=a42"
+    ));
+    assert!(uri_fires("pcre:\"/^\\/z/U\";", "/zz"));
+    assert!(uri_fires(
+        "http.uri; content:\"n=\"; byte_test:2,>,50,0,relative,string,dec;",
+        "/?n=99"
+    ));
+    assert!(!uri_fires(
+        "http.uri; content:\"n=\"; byte_test:2,>,50,0,relative,string,dec;",
+        "/?n=10"
+    ));
+    assert!(uri_fires(
+        "http.uri; content:\"/\"; byte_jump:1,0,relative,string,dec; content:\"X\"; within:1;",
+        "/3abcX"
+    ));
+}
+
+#[test]
+fn header_buffers() {
+    let set = load(&[
+        rule("http.user_agent; content:\"sqlmap\"; startswith;").replace("sid:1", "sid:10"),
+        rule("http.header_names; content:\"|0d 0a|Host|0d 0a|User-Agent|0d 0a|\"; content:!\"Accept\";").replace("sid:1", "sid:11"),
+        rule("http.host; content:\"evil.test\"; bsize:9;").replace("sid:1", "sid:12"),
+        rule("http.method; content:\"POST\"; http.request_body; content:\"cmd=\";").replace("sid:1", "sid:13"),
+        rule("http.cookie; content:\"admin=1\";").replace("sid:1", "sid:14"),
+        rule("http.header; content:\"X-Forwarded-For|3a 20|127.0.0.1|0d 0a|\";").replace("sid:1", "sid:15"),
+        rule("http.request_line; content:\"GET /r HTTP/1.1\"; bsize:15;").replace("sid:1", "sid:16"),
+    ]
+    .concat());
+    let mut v = FlowVars::default();
+    let r = Req {
+        method: "GET",
+        uri: "/r",
+        headers: &[("host", "Evil.Test:8080"), ("user-agent", "sqlmap/1.7")],
+        body: b"",
+    };
+    let mut got = sids(&set, &r, &mut v);
+    got.sort();
+    assert_eq!(got, vec![10, 11, 12, 16]);
+    let r = Req {
+        method: "POST",
+        uri: "/x",
+        headers: &[
+            ("host", "a.test"),
+            ("cookie", "admin=1"),
+            ("x-forwarded-for", "127.0.0.1"),
+            ("accept", "*/*"),
+        ],
+        body: b"cmd=id",
+    };
+    let mut got = sids(&set, &r, &mut v);
+    got.sort();
+    assert_eq!(got, vec![13, 14, 15]);
+}
+
+#[test]
+fn flowbits_across_phases_and_noalert() {
+    let set = load(&[
+        "alert http any any -> any any (msg:\"set\"; flow:to_server; http.uri; content:\"/login\"; flowbits:set,seen_login; flowbits:noalert; sid:20; rev:1;)\n",
+        "alert http any any -> any any (msg:\"isset\"; flow:to_client; http.stat_code; content:\"500\"; flowbits:isset,seen_login; sid:21; rev:1;)\n",
+        "alert http any any -> any any (msg:\"isnotset\"; flow:to_client; http.stat_code; content:\"500\"; flowbits:isnotset,seen_login; sid:22; rev:1;)\n",
+    ]
+    .concat());
+    let run = |uri: &str| {
+        let mut vars = FlowVars::default();
+        let mut t = tx(&Req {
+            method: "GET",
+            uri,
+            headers: &[("host", "h")],
+            body: b"",
+        });
+        let mut s = Scratch::default();
+        let mut out = Vec::new();
+        for p in [Phase::ReqHead, Phase::ReqBody] {
+            out.extend(
+                set.eval(p, &t, &ep(), None, &mut vars, &mut s)
+                    .into_iter()
+                    .map(|h| set.rule(h.rule).rule.sid),
+            );
+        }
+        t.response_head(&ResponseHead {
+            status: http::StatusCode::INTERNAL_SERVER_ERROR,
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+        });
+        out.extend(
+            set.eval(Phase::RespHead, &t, &ep(), None, &mut vars, &mut s)
+                .into_iter()
+                .map(|h| set.rule(h.rule).rule.sid),
+        );
+        out
+    };
+    assert_eq!(
+        run("/login"),
+        vec![21],
+        "noalert setter is silent, isset fires"
+    );
+    assert_eq!(run("/other"), vec![22]);
+}
+
+#[test]
+fn thresholds_detection_filter_and_suppress() {
+    let set = load_with(
+        &[
+            rule("msg:\"limit\"; http.uri; content:\"/t\"; threshold:type limit, track by_src, count 2, seconds 60;").replace("sid:1", "sid:30"),
+            rule("msg:\"df\"; http.uri; content:\"/t\"; detection_filter:track by_src, count 2, seconds 60;").replace("sid:1", "sid:31"),
+            rule("msg:\"sup\"; http.uri; content:\"/t\";").replace("sid:1", "sid:32"),
+            rule("msg:\"both\"; http.uri; content:\"/t\"; threshold:type both, track by_rule, count 3, seconds 60;").replace("sid:1", "sid:33"),
+        ]
+        .concat(),
+        Some("suppress gen_id 1, sig_id 32, track by_src, ip 10.0.0.0/8\n"),
+    );
+    let r = Req {
+        method: "GET",
+        uri: "/t",
+        headers: &[("host", "h")],
+        body: b"",
+    };
+    let mut counts = std::collections::BTreeMap::<u32, u32>::new();
+    for _ in 0..5 {
+        for s in sids(&set, &r, &mut FlowVars::default()) {
+            *counts.entry(s).or_default() += 1;
+        }
+    }
+    assert_eq!(counts.get(&30), Some(&2), "limit: the first 2");
+    assert_eq!(
+        counts.get(&31),
+        Some(&3),
+        "detection_filter: after the first 2"
+    );
+    assert_eq!(counts.get(&32), None, "suppressed for 10/8");
+    assert_eq!(counts.get(&33), Some(&1), "both: once, at the 3rd");
+}
+
+#[test]
+fn dns_sni_dotprefix_and_tls_certificates() {
+    let set = load(&[
+        "alert dns any any -> any any (msg:\"dns\"; dns.query; dotprefix; content:\".evil.test\"; endswith; sid:40; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"sni\"; flow:to_server; tls.sni; content:\"bad.test\"; bsize:8; sid:41; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"subject\"; flow:to_client; tls.cert_subject; content:\"CN=cert.test\"; sid:42; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"certs\"; flow:to_client; tls.certs; content:\"cert.test\"; sid:43; rev:1;)\n",
+    ]
+    .concat());
+    let mut v = FlowVars::default();
+    let mut s = Scratch::default();
+    let fire = |tx: &Tx, p, v: &mut FlowVars, s: &mut Scratch| -> Vec<u32> {
+        set.eval(p, tx, &ep(), None, v, s)
+            .into_iter()
+            .map(|h| set.rule(h.rule).rule.sid)
+            .collect()
+    };
+    for (name, want) in [
+        ("a.evil.test", vec![40]),
+        ("evil.test", vec![40]),
+        ("notevil.test", vec![]),
+    ] {
+        let mut t = Tx::new();
+        t.dns_query(name);
+        assert_eq!(fire(&t, Phase::Dns, &mut v, &mut s), want, "{name}");
+        s = Scratch::default();
+    }
+    let mut t = Tx::new();
+    t.tls_hello(Some("bad.test"), &[]);
+    assert_eq!(fire(&t, Phase::TlsHello, &mut v, &mut s), vec![41]);
+    let mut t = Tx::new();
+    t.tls_hello(Some("x.bad.test"), &[]);
+    assert!(fire(&t, Phase::TlsHello, &mut v, &mut Scratch::default()).is_empty());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["cert.test".into()]).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "cert.test");
+    let cert = p.self_signed(&key).unwrap();
+    let mut t = Tx::new();
+    t.certs(&[cert.der().to_vec()]);
+    let mut got = fire(&t, Phase::TlsServer, &mut v, &mut Scratch::default());
+    got.sort();
+    assert_eq!(got, vec![42, 43]);
+}
+
+#[test]
+fn addresses_ports_and_classification() {
+    let set = load(&[
+        "alert http 10.0.0.0/8 any -> !192.0.2.0/24 any (msg:\"to-ext\"; http.uri; content:\"/\"; sid:50; rev:1;)\n",
+        "alert http [10.0.0.0/8] any -> 192.0.2.1 80 (msg:\"to-srv\"; classtype:web-application-attack; http.uri; content:\"/\"; sid:51; rev:1;)\n",
+        "alert http any any -> any !80 (msg:\"not-80\"; http.uri; content:\"/\"; sid:52; rev:1;)\n",
+    ]
+    .concat());
+    let r = Req {
+        method: "GET",
+        uri: "/",
+        headers: &[("host", "h")],
+        body: b"",
+    };
+    assert_eq!(sids(&set, &r, &mut FlowVars::default()), vec![51]);
+    let i = (0..set.len())
+        .find(|i| set.rule(*i).rule.sid == 51)
+        .unwrap();
+    assert_eq!(set.rule(i).priority, 1);
+    assert_eq!(set.rule(i).category, "Web Application Attack");
+}
