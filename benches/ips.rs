@@ -2,6 +2,8 @@
 //! prefilter plus verification over HTML-like bodies, and the compile time of the whole set.
 //! Reads the corpus from ../shared/corpora (or SEKISHO_CORPORA).
 
+#![allow(missing_docs)]
+
 use std::path::PathBuf;
 use std::time::Instant;
 
