@@ -1,5 +1,7 @@
 //! Load rate over the Emerging Threats Open corpus (../shared/corpora/et-open).
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 

@@ -1,6 +1,8 @@
 //! Real ET Open rules against crafted transactions (the engine alone; the proxy end-to-end
 //! tests replay the same traffic through the real binary).
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -1,5 +1,7 @@
 //! One test per keyword family, on the examples of Suricata's rule documentation.
 
+#![allow(clippy::unwrap_used)]
+
 use sekisho_core::{Direction, RequestHead, ResponseHead};
 use sekisho_ips::detect::Scratch;
 use sekisho_ips::ruleset::{Endpoints, FlowVars, LoadOptions};

@@ -1,6 +1,8 @@
 //! Pathological input cannot stall a flow: PCRE2 match limits, the per-flow pcre budget, and the
 //! recursion limit of content chains, each counted.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 

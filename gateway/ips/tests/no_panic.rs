@@ -1,5 +1,7 @@
 //! No input panics the rule parser, the matchers or the ClientHello parser.
 
+#![allow(clippy::unwrap_used)]
+
 use proptest::prelude::*;
 use sekisho_ips::detect::{inspect, Data, Scratch};
 use sekisho_ips::matchers::PcreLimits;
