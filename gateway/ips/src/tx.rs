@@ -75,29 +75,55 @@ impl Tx {
         self.bufs.insert((buf, side), v.into());
     }
 
-    fn headers(&mut self, side: Direction, h: &http::HeaderMap, cookie: &str) {
+    /// Header buffers from `(name, value)` pairs in wire order: the raw head's when the
+    /// listener kept it, else the parsed map's (names title-cased: hyper lower-cases them).
+    fn headers(&mut self, side: Direction, h: &http::HeaderMap, raw: Option<&[u8]>, cookie: &str) {
+        let mut pairs: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut from_raw = false;
+        if let Some(raw) = raw {
+            let mut hs = [httparse::EMPTY_HEADER; 128];
+            let mut req = httparse::Request::new(&mut hs);
+            if let Ok(httparse::Status::Complete(_)) = req.parse(raw) {
+                pairs = req
+                    .headers
+                    .iter()
+                    .map(|x| (x.name.to_string(), x.value.to_vec()))
+                    .collect();
+                from_raw = true;
+            }
+        }
+        if !from_raw {
+            pairs = h
+                .iter()
+                .map(|(n, v)| (title_case(n.as_str()), v.as_bytes().to_vec()))
+                .collect();
+        }
         let mut block = Vec::new();
         let mut names = b"\r\n".to_vec();
-        let mut per: HashMap<&str, Vec<u8>> = HashMap::new();
-        for (name, value) in h {
-            let t = title_case(name.as_str());
-            block.extend_from_slice(t.as_bytes());
+        let mut per: HashMap<String, Vec<u8>> = HashMap::new();
+        for (name, value) in &pairs {
+            block.extend_from_slice(name.as_bytes());
             block.extend_from_slice(b": ");
-            block.extend_from_slice(value.as_bytes());
+            block.extend_from_slice(value);
             block.extend_from_slice(b"\r\n");
-            names.extend_from_slice(t.as_bytes());
+            names.extend_from_slice(name.as_bytes());
             names.extend_from_slice(b"\r\n");
-            let e = per.entry(name.as_str()).or_default();
+            let e = per.entry(name.to_ascii_lowercase()).or_default();
             if !e.is_empty() {
                 e.extend_from_slice(b", ");
             }
-            e.extend_from_slice(value.as_bytes());
+            e.extend_from_slice(value);
         }
         names.extend_from_slice(b"\r\n");
         let mut header = block.clone();
         header.extend_from_slice(b"\r\n");
         self.set(Buf::Header, side, header.clone());
-        self.set(Buf::HeaderRaw, side, header);
+        // `.raw`: the header lines exactly as received (folding, spacing), when kept.
+        let raw_block = raw.filter(|_| from_raw).and_then(|r| {
+            let start = memchr::memmem::find(r, b"\r\n")? + 2;
+            Some(r[start..].to_vec())
+        });
+        self.set(Buf::HeaderRaw, side, raw_block.unwrap_or(header));
         self.set(Buf::HeaderNames, side, names);
         for (buf, name) in [
             (Buf::ContentType, "content-type"),
@@ -117,8 +143,13 @@ impl Tx {
             }
         }
         let i = side.index();
-        self.start[i].extend_from_slice(&block);
-        self.start[i].extend_from_slice(b"\r\n");
+        match raw.filter(|_| from_raw) {
+            Some(r) => self.start[i] = r.to_vec(),
+            None => {
+                self.start[i].extend_from_slice(&block);
+                self.start[i].extend_from_slice(b"\r\n");
+            }
+        }
         let start = self.start[i].clone();
         self.set(Buf::Start, side, start.clone());
         self.set(Buf::Stream, side, start);
@@ -149,7 +180,7 @@ impl Tx {
         let line = format!("{} {} {}", head.method, raw_uri, proto);
         self.set(Buf::RequestLine, side, line.clone());
         self.start[0] = format!("{line}\r\n").into_bytes();
-        self.headers(side, &head.headers, "cookie");
+        self.headers(side, &head.headers, head.raw.as_deref(), "cookie");
     }
 
     /// Status line and headers.
@@ -169,7 +200,7 @@ impl Tx {
             .get(http::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.trim().to_ascii_lowercase());
-        self.headers(side, &head.headers, "set-cookie");
+        self.headers(side, &head.headers, None, "set-cookie");
     }
 
     /// Appends body bytes up to `limit`; returns true once the limit is reached.
@@ -308,6 +339,34 @@ mod tests {
         tx.finish_body(Direction::Request, 4);
         assert_eq!(g(&tx, Buf::RequestBody), b"0123");
         assert!(g(&tx, Buf::Stream).ends_with(b"\r\n\r\n0123"));
+    }
+
+    #[test]
+    fn raw_head_keeps_order_and_case() {
+        let mut h = http::HeaderMap::new();
+        h.insert("host", "a.test".parse().unwrap());
+        h.insert("user-agent", "x".parse().unwrap());
+        let mut head = RequestHead::new(
+            http::Method::GET,
+            "/".parse().unwrap(),
+            http::Version::HTTP_11,
+            h,
+            80,
+        );
+        head.raw = Some(bytes::Bytes::from_static(
+            b"GET / HTTP/1.1\r\nuser-AGENT:  x\r\nHOST: a.test\r\n\r\n",
+        ));
+        let mut tx = Tx::new();
+        tx.request_head(&head);
+        let g = |b| tx.get(b, Direction::Request).unwrap().to_vec();
+        assert_eq!(g(Buf::HeaderNames), b"\r\nuser-AGENT\r\nHOST\r\n\r\n");
+        assert_eq!(g(Buf::HeaderRaw), b"user-AGENT:  x\r\nHOST: a.test\r\n\r\n");
+        assert_eq!(g(Buf::Header), b"user-AGENT: x\r\nHOST: a.test\r\n\r\n");
+        assert_eq!(g(Buf::UserAgent), b"x");
+        assert_eq!(
+            g(Buf::Start),
+            b"GET / HTTP/1.1\r\nuser-AGENT:  x\r\nHOST: a.test\r\n\r\n"
+        );
     }
 
     #[test]

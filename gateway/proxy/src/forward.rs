@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use crate::blockpage::{self, BlockInfo};
 use crate::body::{inspect, is_blocked};
 use crate::flowstate::{FinishGuard, FlowState, HttpFacts};
+use crate::headtap::{self, HeadTap};
 use crate::io::{Activity, Tracked};
 use crate::tlspeek::{peek_client_hello, Peeked, Rewind};
 use crate::upstream::{classify, error_chain, ProxyBody, UpstreamFailure};
@@ -181,15 +182,39 @@ fn authority(host: &str, port: u16) -> String {
     }
 }
 
+/// The raw bytes of a request head, as the client sent them (HTTP/1 only).
+#[derive(Clone)]
+pub(crate) struct RawHead(pub Bytes);
+
+/// Takes the request's raw head from the connection's tap into its extensions.
+fn attach_raw_head(tap: &headtap::Tap, req: &mut Request<Incoming>) {
+    let target = match req.uri().path_and_query() {
+        Some(pq) if req.uri().scheme().is_none() => pq.as_str().to_string(),
+        _ => req.uri().to_string(),
+    };
+    let raw = tap
+        .lock()
+        .ok()
+        .and_then(|mut t| t.next_head(req.method().as_str(), &target));
+    if let Some(raw) = raw {
+        req.extensions_mut().insert(RawHead(raw));
+    }
+}
+
 /// Serves one client connection of a forward listener.
 pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<ConnInfo>) {
     let activity = Activity::new();
-    let io = TokioIo::new(Tracked::new(tcp, Arc::clone(&activity)));
+    let tap = headtap::tap(shared.limits.max_header_bytes);
+    let io = TokioIo::new(Tracked::new(
+        HeadTap::new(tcp, Some(Arc::clone(&tap))),
+        Arc::clone(&activity),
+    ));
     let svc_shared = Arc::clone(&shared);
     let svc_conn = Arc::clone(&conn);
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req| {
         let shared = Arc::clone(&svc_shared);
         let conn = Arc::clone(&svc_conn);
+        attach_raw_head(&tap, &mut req);
         async move { Ok::<_, Infallible>(proxy_request(shared, conn, req).await) }
     });
     let served = hyper::server::conn::http1::Builder::new()
@@ -328,13 +353,14 @@ pub(crate) async fn http_flow(
             parts.headers.insert(header::HOST, v);
         }
     }
-    let head = RequestHead::new(
+    let mut head = RequestHead::new(
         parts.method.clone(),
         up_uri.clone(),
         parts.version,
         parts.headers.clone(),
         default_port,
     );
+    head.raw = parts.extensions.get::<RawHead>().map(|r| r.0.clone());
     let mut meta = new_meta(&shared, &conn, &head.host, head.port);
     if let Some(t) = &tunnel {
         meta.sni = t.sni.clone();
@@ -691,13 +717,14 @@ async fn connect(
             .inc();
         return text_response(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     }
-    let head = RequestHead::new(
+    let mut head = RequestHead::new(
         Method::CONNECT,
         req.uri().clone(),
         req.version(),
         req.headers().clone(),
         443,
     );
+    head.raw = req.extensions().get::<RawHead>().map(|r| r.0.clone());
     let meta = new_meta(&shared, &conn, &host, port);
     let http = HttpFacts {
         method: Some("CONNECT".into()),
@@ -858,12 +885,19 @@ async fn tunnel<S>(
         tls_version,
     });
     let activity = Activity::new();
-    let io = TokioIo::new(Tracked::new(tls, Arc::clone(&activity)));
+    let tap = (!h2).then(|| headtap::tap(shared.limits.max_header_bytes));
+    let io = TokioIo::new(Tracked::new(
+        HeadTap::new(tls, tap.clone()),
+        Arc::clone(&activity),
+    ));
     let svc_shared = Arc::clone(&shared);
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req| {
         let shared = Arc::clone(&svc_shared);
         let conn = Arc::clone(&conn);
         let ctx = Arc::clone(&ctx);
+        if let Some(tap) = &tap {
+            attach_raw_head(tap, &mut req);
+        }
         async move {
             let proto = if req.version() == Version::HTTP_2 {
                 "h2"

@@ -11,6 +11,7 @@ mod error;
 pub mod events;
 mod flowstate;
 mod forward;
+pub mod headtap;
 pub mod hostmatch;
 mod io;
 pub mod metrics;

@@ -1,0 +1,346 @@
+//! Keeps the raw bytes of each HTTP/1 request head as the client sent them (header order and case,
+//! which hyper does not expose), for IPS `.raw` buffers and `http.header_names`.
+//!
+//! A [`HeadTap`] wraps the client stream and follows the HTTP/1 framing of what hyper reads: a
+//! head up to the blank line, then a `Content-Length` or chunked body, then the next head. Each
+//! complete head is queued (bounded); the service takes them in order, one per request, and checks
+//! that the request line matches before using one. Anything it cannot follow (an oversized head, a
+//! framing it does not understand, an upgrade or CONNECT) turns the tap off for the connection:
+//! the IPS then rebuilds the header block from the parsed headers.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Heads waiting for their request (pipelining depth).
+const MAX_QUEUED: usize = 8;
+
+#[derive(Debug)]
+enum Mode {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkCrlf(u8),
+    Trailers,
+    Off,
+}
+
+/// The framing follower of one connection.
+#[derive(Debug)]
+pub struct TapState {
+    mode: Mode,
+    buf: Vec<u8>,
+    heads: VecDeque<Bytes>,
+    max_head: usize,
+}
+
+/// Shared handle between the stream wrapper and the service.
+pub type Tap = Arc<Mutex<TapState>>;
+
+/// A tap for heads of at most `max_head` bytes.
+pub fn tap(max_head: usize) -> Tap {
+    Arc::new(Mutex::new(TapState {
+        mode: Mode::Head,
+        buf: Vec::new(),
+        heads: VecDeque::new(),
+        max_head,
+    }))
+}
+
+impl TapState {
+    fn off(&mut self) {
+        self.mode = Mode::Off;
+        self.buf = Vec::new();
+    }
+
+    /// Follows `data`, the next bytes read from the client.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match &mut self.mode {
+                Mode::Off => return,
+                Mode::Head => {
+                    if self.buf.is_empty() {
+                        // Tolerate CRLFs between requests (RFC 9112 §2.2).
+                        let skip = data
+                            .iter()
+                            .take_while(|b| **b == b'\r' || **b == b'\n')
+                            .count();
+                        data = &data[skip..];
+                        if data.is_empty() {
+                            return;
+                        }
+                    }
+                    let start = self.buf.len().saturating_sub(3);
+                    self.buf.extend_from_slice(data);
+                    let Some(end) = memchr::memmem::find(&self.buf[start..], b"\r\n\r\n")
+                        .map(|p| start + p + 4)
+                    else {
+                        if self.buf.len() > self.max_head {
+                            self.off();
+                        }
+                        return;
+                    };
+                    let rest = self.buf.split_off(end);
+                    let head = std::mem::take(&mut self.buf);
+                    self.head_done(head);
+                    if matches!(self.mode, Mode::Off) {
+                        return;
+                    }
+                    // Re-feed what followed the head (body or the next request).
+                    self.feed(&rest);
+                    return;
+                }
+                Mode::Body(n) => {
+                    let take = (*n).min(data.len() as u64);
+                    *n -= take;
+                    data = &data[take as usize..];
+                    if *n == 0 {
+                        self.mode = Mode::Head;
+                    }
+                }
+                Mode::ChunkSize | Mode::Trailers => {
+                    let Some(nl) = memchr::memchr(b'\n', data) else {
+                        self.buf.extend_from_slice(data);
+                        if self.buf.len() > 4096 {
+                            self.off();
+                        }
+                        return;
+                    };
+                    self.buf.extend_from_slice(&data[..=nl]);
+                    data = &data[nl + 1..];
+                    let line = std::mem::take(&mut self.buf);
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.trim_end_matches(['\r', '\n']);
+                    if matches!(self.mode, Mode::Trailers) {
+                        if text.is_empty() {
+                            self.mode = Mode::Head;
+                        }
+                        continue;
+                    }
+                    let hex = text.split(';').next().unwrap_or("").trim();
+                    match u64::from_str_radix(hex, 16) {
+                        Ok(0) => self.mode = Mode::Trailers,
+                        Ok(n) => self.mode = Mode::ChunkData(n),
+                        Err(_) => self.off(),
+                    }
+                }
+                Mode::ChunkData(n) => {
+                    let take = (*n).min(data.len() as u64);
+                    *n -= take;
+                    data = &data[take as usize..];
+                    if *n == 0 {
+                        self.mode = Mode::ChunkCrlf(2);
+                    }
+                }
+                Mode::ChunkCrlf(n) => {
+                    let take = usize::from(*n).min(data.len());
+                    *n -= take as u8;
+                    data = &data[take..];
+                    if *n == 0 {
+                        self.mode = Mode::ChunkSize;
+                    }
+                }
+            }
+        }
+    }
+
+    fn head_done(&mut self, head: Vec<u8>) {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => return self.off(),
+        }
+        let connect = req.method == Some("CONNECT");
+        let mut chunked = false;
+        let mut length: Option<u64> = None;
+        let mut upgrade = false;
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = String::from_utf8_lossy(h.value)
+                    .to_ascii_lowercase()
+                    .contains("chunked");
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                match std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                {
+                    Some(n) => length = Some(n),
+                    None => return self.off(),
+                }
+            } else if h.name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            }
+        }
+        if self.heads.len() >= MAX_QUEUED {
+            self.heads.pop_front();
+        }
+        self.heads.push_back(Bytes::from(head));
+        self.mode = if connect || upgrade {
+            // What follows is a tunnel, not HTTP.
+            Mode::Off
+        } else if chunked {
+            Mode::ChunkSize
+        } else {
+            match length {
+                Some(0) | None => Mode::Head,
+                Some(n) => Mode::Body(n),
+            }
+        };
+        if matches!(self.mode, Mode::Off) {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// The raw head of the next request, if it is the one with this method and request target.
+    pub fn next_head(&mut self, method: &str, target: &str) -> Option<Bytes> {
+        let head = self.heads.pop_front()?;
+        let line_end = memchr::memchr(b'\r', &head).unwrap_or(head.len());
+        let line = &head[..line_end];
+        let mut parts = line.split(|b| *b == b' ');
+        let (m, t) = (parts.next()?, parts.next()?);
+        if m == method.as_bytes() && t == target.as_bytes() {
+            Some(head)
+        } else {
+            // Out of step: stop rather than attribute a head to the wrong request.
+            self.heads.clear();
+            self.off();
+            None
+        }
+    }
+}
+
+/// A client stream that feeds what is read to a [`Tap`].
+pub struct HeadTap<S> {
+    inner: S,
+    tap: Option<Tap>,
+}
+
+impl<S> HeadTap<S> {
+    /// Wraps `inner`; `None` passes through (HTTP/2 connections).
+    pub fn new(inner: S, tap: Option<Tap>) -> Self {
+        HeadTap { inner, tap }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for HeadTap<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(tap)) = (&r, &self.tap) {
+            let new = &buf.filled()[before..];
+            if !new.is_empty() {
+                if let Ok(mut t) = tap.lock() {
+                    t.feed(new);
+                }
+            }
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for HeadTap<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_in_pieces(t: &Tap, data: &[u8], piece: usize) {
+        for c in data.chunks(piece) {
+            t.lock().unwrap().feed(c);
+        }
+    }
+
+    #[test]
+    fn pipelined_heads_with_bodies_in_any_split() {
+        let wire: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\nX-Odd-CASE: 1\r\n\r\n\
+POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+POST /c HTTP/1.1\r\nhost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\nTrailer: t\r\n\r\n\
+\r\nGET /d HTTP/1.1\r\nHost: x\r\n\r\n";
+        for piece in [1, 2, 3, 7, 64, wire.len()] {
+            let t = tap(65536);
+            feed_in_pieces(&t, wire, piece);
+            let mut s = t.lock().unwrap();
+            let a = s.next_head("GET", "/a").unwrap();
+            assert!(
+                a.starts_with(b"GET /a HTTP/1.1\r\nHost: x\r\nX-Odd-CASE: 1\r\n"),
+                "{piece}"
+            );
+            assert!(s.next_head("POST", "/b").is_some(), "{piece}");
+            let c = s.next_head("POST", "/c").unwrap();
+            assert!(c.windows(6).any(|w| w == b"host: "), "case kept ({piece})");
+            assert!(s.next_head("GET", "/d").is_some(), "{piece}");
+            assert!(s.next_head("GET", "/e").is_none());
+        }
+    }
+
+    #[test]
+    fn out_of_step_or_unparsable_turns_off() {
+        let t = tap(65536);
+        t.lock()
+            .unwrap()
+            .feed(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(t.lock().unwrap().next_head("GET", "/other").is_none());
+        t.lock()
+            .unwrap()
+            .feed(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(
+            t.lock().unwrap().next_head("GET", "/b").is_none(),
+            "off for good"
+        );
+        let t = tap(32);
+        t.lock().unwrap().feed(&[b'A'; 100]);
+        t.lock().unwrap().feed(b"\r\n\r\n");
+        assert!(t.lock().unwrap().next_head("A", "x").is_none());
+        let t = tap(65536);
+        t.lock()
+            .unwrap()
+            .feed(b"POST /a HTTP/1.1\r\nContent-Length: x\r\n\r\n");
+        assert!(t.lock().unwrap().next_head("POST", "/a").is_none());
+    }
+
+    #[test]
+    fn connect_and_upgrade_stop_following() {
+        let t = tap(65536);
+        t.lock().unwrap().feed(
+            b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n\x16\x03\x01GET / HTTP/1.1\r\n\r\n",
+        );
+        let mut s = t.lock().unwrap();
+        assert!(s.next_head("CONNECT", "h:443").is_some());
+        assert!(s.heads.is_empty(), "tunnel bytes are not parsed as HTTP");
+    }
+}
