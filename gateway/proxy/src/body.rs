@@ -265,3 +265,74 @@ fn release<B>(st: &mut St<B>) {
         st.state.shared.metrics.hold_bytes.sub(len as i64);
     }
 }
+
+/// How much of an abandoned request body is read and discarded.
+const DRAIN_BYTES: u64 = 8 << 20;
+
+/// A request body that, when dropped before its end (the upstream answered without reading all
+/// of it), keeps reading and discarding what the client still sends (bounded in bytes and by a
+/// per-frame timeout) instead of resetting the client's stream while the response is in flight.
+pub(crate) struct DrainOnDrop<B: Body<Data = Bytes> + Send + Unpin + 'static> {
+    inner: Option<B>,
+    frame_timeout: std::time::Duration,
+}
+
+impl<B: Body<Data = Bytes> + Send + Unpin + 'static> DrainOnDrop<B> {
+    pub(crate) fn new(inner: B, frame_timeout: std::time::Duration) -> Self {
+        DrainOnDrop {
+            inner: Some(inner),
+            frame_timeout,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Send + Unpin + 'static> Body for DrainOnDrop<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.inner.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_default()
+    }
+}
+
+impl<B: Body<Data = Bytes> + Send + Unpin + 'static> Drop for DrainOnDrop<B> {
+    fn drop(&mut self) {
+        let Some(mut body) = self.inner.take() else {
+            return;
+        };
+        if body.is_end_stream() {
+            return;
+        }
+        let timeout = self.frame_timeout;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let mut seen = 0u64;
+                while seen < DRAIN_BYTES {
+                    match tokio::time::timeout(timeout, body.frame()).await {
+                        Ok(Some(Ok(f))) => {
+                            seen += f.data_ref().map_or(0, |d| d.len() as u64);
+                        }
+                        _ => break,
+                    }
+                }
+            });
+        }
+    }
+}

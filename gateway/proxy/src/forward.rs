@@ -20,7 +20,7 @@ use sekisho_core::{
 use tokio::net::TcpStream;
 
 use crate::blockpage::{self, BlockInfo};
-use crate::body::{inspect, is_blocked};
+use crate::body::{inspect, is_blocked, DrainOnDrop};
 use crate::flowstate::{FinishGuard, FlowState, HttpFacts};
 use crate::headtap::{self, HeadTap};
 use crate::io::{Activity, Tracked};
@@ -462,7 +462,12 @@ pub(crate) async fn http_flow(
         state.mark_request_sent();
         empty()
     } else {
-        inspect(body, Direction::Request, Arc::clone(&state), None)
+        inspect(
+            DrainOnDrop::new(body, shared.limits.read_timeout),
+            Direction::Request,
+            Arc::clone(&state),
+            None,
+        )
     };
     let up_req = Request::from_parts(parts, body);
 
