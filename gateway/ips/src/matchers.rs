@@ -96,8 +96,8 @@ pub enum PcreError {
 
 /// The compiled expression.
 pub enum Regex {
-    /// The linear-time `regex` engine.
-    Linear(regex::bytes::Regex),
+    /// The linear-time engine (`regex-automata`'s meta regex: lazy DFA over a Thompson NFA).
+    Linear(regex_automata::meta::Regex),
     /// PCRE2 (JIT when available) with match limits.
     Backtrack(pcre2::bytes::Regex),
 }
@@ -105,7 +105,7 @@ pub enum Regex {
 impl std::fmt::Debug for Regex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Regex::Linear(r) => write!(f, "Linear({})", r.as_str()),
+            Regex::Linear(_) => write!(f, "Linear"),
             Regex::Backtrack(r) => write!(f, "Backtrack({})", r.as_str()),
         }
     }
@@ -192,7 +192,7 @@ impl Pcre {
         }
         match &self.re {
             Regex::Linear(r) => Ok(r
-                .find_at(sub, from)
+                .find(regex_automata::Input::new(sub).range(from..))
                 .map(|m| (base + m.start(), base + m.end()))),
             Regex::Backtrack(r) => match r.find_at(sub, from) {
                 Ok(m) => Ok(m.map(|m| (base + m.start(), base + m.end()))),
@@ -229,17 +229,29 @@ fn compile(pat: &str, f: &Flags, limits: &PcreLimits) -> Result<Regex, PcreError
         } else {
             t
         };
-        if let Ok(r) = regex::bytes::RegexBuilder::new(&wrapped)
-            .unicode(false)
-            .case_insensitive(f.i)
-            .dot_matches_new_line(f.s)
-            .multi_line(f.m)
-            .ignore_whitespace(f.x)
-            .swap_greed(f.ungreedy)
-            .size_limit(8 << 20)
-            .dfa_size_limit(1 << 20)
-            .build()
-        {
+        // Lazy DFA only: no eagerly built full or one-pass DFAs, no backtracker (thousands of
+        // expressions stay small; searches only need match bounds).
+        let built = regex_automata::meta::Regex::builder()
+            .syntax(
+                regex_automata::util::syntax::Config::new()
+                    .unicode(false)
+                    .utf8(false)
+                    .case_insensitive(f.i)
+                    .dot_matches_new_line(f.s)
+                    .multi_line(f.m)
+                    .ignore_whitespace(f.x)
+                    .swap_greed(f.ungreedy),
+            )
+            .configure(
+                regex_automata::meta::Config::new()
+                    .dfa(false)
+                    .onepass(false)
+                    .backtrack(false)
+                    .nfa_size_limit(Some(8 << 20))
+                    .hybrid_cache_capacity(1 << 20),
+            )
+            .build(&wrapped);
+        if let Ok(r) = built {
             return Ok(Regex::Linear(r));
         }
     }
