@@ -43,8 +43,8 @@ impl Content {
     }
 }
 
-/// Parses a content value: `"abc|0d 0a|def"` or `!"…"`.
-pub fn parse_content(v: &str) -> Result<Content, String> {
+/// Splits `!"value"` / `"value"` into the negation and the text inside the quotes.
+pub fn negated_quoted(v: &str) -> Result<(bool, &str), String> {
     let v = v.trim();
     let (negated, v) = match v.strip_prefix('!') {
         Some(r) => (true, r.trim_start()),
@@ -54,6 +54,12 @@ pub fn parse_content(v: &str) -> Result<Content, String> {
         .strip_prefix('"')
         .and_then(|x| x.strip_suffix('"'))
         .ok_or_else(|| "value must be in double quotes".to_string())?;
+    Ok((negated, inner))
+}
+
+/// Parses a content value: `"abc|0d 0a|def"` or `!"…"`.
+pub fn parse_content(v: &str) -> Result<Content, String> {
+    let (negated, inner) = negated_quoted(v)?;
     let mut out = Vec::with_capacity(inner.len());
     let mut hex = false;
     let mut nibble: Option<u8> = None;

@@ -131,15 +131,7 @@ pub struct Pcre {
 impl Pcre {
     /// Parses `"/pattern/flags"`; returns the buffer named by a buffer flag (`U`, `H`, …).
     pub fn parse(v: &str, limits: &PcreLimits) -> Result<(Pcre, Option<Buf>), PcreError> {
-        let v = v.trim();
-        let (negated, v) = match v.strip_prefix('!') {
-            Some(r) => (true, r.trim_start()),
-            None => (false, v),
-        };
-        let inner = v
-            .strip_prefix('"')
-            .and_then(|x| x.strip_suffix('"'))
-            .ok_or_else(|| PcreError::Syntax("value must be in double quotes".into()))?;
+        let (negated, inner) = crate::content::negated_quoted(v).map_err(PcreError::Syntax)?;
         let body = inner
             .strip_prefix('/')
             .ok_or_else(|| PcreError::Syntax("pattern must start with '/'".into()))?;

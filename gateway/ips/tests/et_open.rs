@@ -3,29 +3,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use sekisho_ips::rule::RuleError;
-use sekisho_ips::{IpsConfig, RuleSet};
+use sekisho_ips::RuleSet;
 
-fn corpora() -> PathBuf {
-    std::env::var_os("SEKISHO_CORPORA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora")
-        })
-}
-
-fn et_config() -> IpsConfig {
-    let et = corpora().join("et-open");
-    assert!(et.is_dir(), "ET Open corpus missing at {}", et.display());
-    toml::from_str(&format!(
-        "rules = [{:?}]\nclassification = {:?}\n",
-        et.join("*.rules").display().to_string(),
-        et.join("classification.config").display().to_string()
-    ))
-    .expect("config")
-}
+mod common;
+use common::{corpora, et_config};
 
 /// SIDs of enabled rules that are HTTP, TLS or file rules, read straight from the text.
 fn enabled_http_tls_file() -> HashSet<u32> {

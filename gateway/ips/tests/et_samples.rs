@@ -4,35 +4,19 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use sekisho_core::{Direction, RequestHead, ResponseHead};
 use sekisho_ips::detect::Scratch;
 use sekisho_ips::ruleset::{Endpoints, FlowVars};
 use sekisho_ips::tx::Tx;
-use sekisho_ips::{IpsConfig, Phase, RuleSet};
+use sekisho_ips::{Phase, RuleSet};
 
-fn corpora() -> PathBuf {
-    std::env::var_os("SEKISHO_CORPORA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora")
-        })
-}
+mod common;
 
 fn set() -> &'static RuleSet {
     static SET: OnceLock<RuleSet> = OnceLock::new();
-    SET.get_or_init(|| {
-        let et = corpora().join("et-open");
-        let cfg: IpsConfig = toml::from_str(&format!(
-            "rules = [{:?}]\nclassification = {:?}\n",
-            et.join("*.rules").display().to_string(),
-            et.join("classification.config").display().to_string()
-        ))
-        .unwrap();
-        RuleSet::load(&cfg.load_options(None).unwrap()).unwrap()
-    })
+    SET.get_or_init(|| RuleSet::load(&common::et_config().load_options(None).unwrap()).unwrap())
 }
 
 /// A transaction to replay.

@@ -4,47 +4,12 @@
 
 use sekisho_core::{Direction, RequestHead, ResponseHead};
 use sekisho_ips::detect::Scratch;
-use sekisho_ips::ruleset::{Endpoints, FlowVars, LoadOptions};
+use sekisho_ips::ruleset::{Endpoints, FlowVars};
 use sekisho_ips::tx::Tx;
-use sekisho_ips::vars::default_vars;
 use sekisho_ips::{Phase, RuleSet};
 
-fn load_with(rules: &str, threshold: Option<&str>) -> RuleSet {
-    let dir = std::env::temp_dir().join(format!(
-        "sekisho-ips-kw-{}-{}",
-        std::process::id(),
-        rules.len() + threshold.map_or(0, str::len)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let f = dir.join("t.rules");
-    std::fs::write(&f, rules).unwrap();
-    let t = threshold.map(|t| {
-        let p = dir.join("threshold.config");
-        std::fs::write(&p, t).unwrap();
-        p
-    });
-    let c = dir.join("classification.config");
-    std::fs::write(
-        &c,
-        "config classification: web-application-attack,Web Application Attack,1\n",
-    )
-    .unwrap();
-    let set = RuleSet::load(&LoadOptions {
-        rules: vec![f],
-        classification: Some(c),
-        threshold: t,
-        vars: default_vars(),
-        ..LoadOptions::default()
-    })
-    .unwrap();
-    assert!(set.report().errors.is_empty(), "{:?}", set.report().errors);
-    assert!(
-        set.report().skipped.is_empty(),
-        "{:?}",
-        set.report().skipped
-    );
-    set
-}
+mod common;
+use common::load_with;
 
 fn load(rules: &str) -> RuleSet {
     load_with(rules, None)

@@ -8,24 +8,14 @@ use std::time::{Duration, Instant};
 
 use sekisho_core::{Direction, RequestHead};
 use sekisho_ips::detect::Scratch;
-use sekisho_ips::ruleset::{Endpoints, FlowVars, LoadOptions};
+use sekisho_ips::ruleset::{Endpoints, FlowVars};
 use sekisho_ips::tx::Tx;
-use sekisho_ips::vars::default_vars;
 use sekisho_ips::{Phase, RuleSet};
 
+mod common;
+
 fn load(rules: &str) -> RuleSet {
-    let dir = std::env::temp_dir().join(format!("sekisho-ips-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let f = dir.join(format!("{}.rules", rules.len()));
-    std::fs::write(&f, rules).unwrap();
-    let set = RuleSet::load(&LoadOptions {
-        rules: vec![f],
-        vars: default_vars(),
-        ..LoadOptions::default()
-    })
-    .unwrap();
-    assert!(set.report().errors.is_empty(), "{:?}", set.report().errors);
-    set
+    common::load_with(rules, None)
 }
 
 fn request(uri: &str) -> Tx {

@@ -408,20 +408,7 @@ pub(crate) async fn http_flow(
         let v = flow.request_head(&head);
         state.emit(&mut flow).await;
         if v == Verdict::Block {
-            state.set_status(403);
-            let event = flow.blocking_event();
-            let category = flow_category(&state, &flow);
-            return block_response(
-                StatusCode::FORBIDDEN,
-                "Access blocked",
-                &format!(
-                    "The request to {} was blocked by the gateway policy.",
-                    head.host
-                ),
-                &head.host,
-                &category,
-                event,
-            );
+            return request_blocked(&state, &flow, &head.host);
         }
         v
     };
@@ -439,20 +426,7 @@ pub(crate) async fn http_flow(
         let bv = flow.body(Direction::Request, &Bytes::new(), true);
         state.emit(&mut flow).await;
         if bv == Verdict::Block {
-            state.set_status(403);
-            let event = flow.blocking_event();
-            let category = flow_category(&state, &flow);
-            return block_response(
-                StatusCode::FORBIDDEN,
-                "Access blocked",
-                &format!(
-                    "The request to {} was blocked by the gateway policy.",
-                    head.host
-                ),
-                &head.host,
-                &category,
-                event,
-            );
+            return request_blocked(&state, &flow, &head.host);
         }
         v.max(bv)
     } else {
@@ -621,6 +595,23 @@ pub(crate) async fn http_flow(
         .with_label_values(&[&conn.listener])
         .observe(started.elapsed().as_secs_f64());
     Response::from_parts(rparts, body)
+}
+
+/// The 403 block page for a request the pipeline blocked (before anything went upstream).
+fn request_blocked(
+    state: &FlowState,
+    flow: &sekisho_core::Flow,
+    host: &str,
+) -> Response<ProxyBody> {
+    state.set_status(403);
+    block_response(
+        StatusCode::FORBIDDEN,
+        "Access blocked",
+        &format!("The request to {host} was blocked by the gateway policy."),
+        host,
+        &flow_category(state, flow),
+        flow.blocking_event(),
+    )
 }
 
 fn flow_category(_state: &FlowState, flow: &sekisho_core::Flow) -> String {
