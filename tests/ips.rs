@@ -118,6 +118,7 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
     std::fs::write(
         &cert_rules,
         "alert tls any any -> any any (msg:\"SEKISHO TEST upstream certificate\"; flow:to_client; tls.certs; content:\"localhost\"; sid:9300001; rev:1;)\n\
+         alert tls any any -> any any (msg:\"SEKISHO TEST JA3 of the client\"; flow:to_server; ja3.string; content:\"771,\"; startswith; ja3.hash; bsize:32; sid:9300003; rev:1;)\n\
          alert http any any -> any any (msg:\"SEKISHO TEST header case as sent\"; flow:to_server; http.header_names; content:\"|0d 0a|X-MiXeD-Case|0d 0a|\"; http.header.raw; content:\"X-MiXeD-Case:  spaced\"; sid:9300002; rev:1;)\n",
     )
     .unwrap();
@@ -247,6 +248,10 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
         }
         all.extend(want.iter().copied());
     }
+    // JA3 computed from the real ClientHello bytes the proxy peeked.
+    let ja3 = wait_sid(&gw, 9300003);
+    assert_eq!(ja3["evidence"]["location"], "ja3.hash");
+    assert_eq!(ja3["evidence"]["excerpt"].as_str().unwrap().len(), 32);
     let cert = wait_sid(&gw, 9300001);
     assert_eq!(cert["evidence"]["location"], "tls.certs");
     let et: BTreeSet<_> = all.iter().filter(|s| **s < 9_000_000).collect();
@@ -315,7 +320,13 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
     let new: Vec<_> = gw.events()[before..]
         .iter()
         // The certificate test rule matches every connection to this origin by design.
-        .filter(|v| v["rule"]["engine"] == "suricata" && v["alert"]["signature_id"] != "9300001")
+        .filter(|v| {
+            v["rule"]["engine"] == "suricata"
+                && !matches!(
+                    v["alert"]["signature_id"].as_str(),
+                    Some("9300001" | "9300003")
+                )
+        })
         .map(|v| {
             (
                 v["alert"]["signature_id"].clone(),
