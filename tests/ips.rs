@@ -454,9 +454,12 @@ fn rules_check_reports_loaded_skipped_and_broken_rules() {
     );
     let skipped: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("skipped: unsupported keyword"))
+        .filter(|l| l.contains("skipped") || l.contains("unsupported"))
         .collect();
     assert!(skipped.len() > 100);
+    assert!(skipped
+        .iter()
+        .all(|l| l.contains("skipped: unsupported keyword")));
     assert!(
         skipped.iter().all(|l| l.contains(": sid ")),
         "every skipped line names its SID"
@@ -503,8 +506,5 @@ fn rules_check_reports_loaded_skipped_and_broken_rules() {
         text.contains("mixed.rules:4: sid 4 skipped: unsupported keyword xbits"),
         "{text}"
     );
-    assert!(
-        text.contains("2 loaded, 1 skipped (unsupported), 2 errors"),
-        "{text}"
-    );
+    assert!(text.contains("2 loaded, 1 not run, 2 broken"), "{text}");
 }

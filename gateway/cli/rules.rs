@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use sekisho_ips::{IpsConfig, RuleSet};
 
-/// Prints per-file counts, one line per skipped or broken rule, and a total. Exit status 1 when
+/// Prints per-file counts, one line per skipped rule (`sid N skipped: unsupported keyword K`)
+/// and per broken rule (`file:line: sid N: syntax error: …`), and a total; only the per-rule
+/// lines say "skipped" or "unsupported", so tools can collect SIDs from them. Exit status 1 when
 /// any rule has a syntax error (or a classification/threshold line is broken), 0 otherwise.
 pub fn check(ips: &IpsConfig, config_path: &Path) -> anyhow::Result<ExitCode> {
     let opts = ips
@@ -16,7 +18,7 @@ pub fn check(ips: &IpsConfig, config_path: &Path) -> anyhow::Result<ExitCode> {
     let r = set.report();
     for f in &r.files {
         println!(
-            "{}: {} loaded, {} skipped (unsupported), {} errors, {} disabled (commented out)",
+            "{}: {} loaded, {} not run, {} broken, {} disabled (commented out)",
             f.path, f.loaded, f.skipped, f.errors, f.disabled
         );
     }
@@ -30,7 +32,7 @@ pub fn check(ips: &IpsConfig, config_path: &Path) -> anyhow::Result<ExitCode> {
         println!("{e}");
     }
     println!(
-        "total: {} rules loaded, {} skipped (unsupported), {} with errors; pcre: {} linear, {} PCRE2; compiled in {} ms",
+        "total: {} rules loaded, {} not run, {} broken; pcre: {} linear, {} PCRE2; compiled in {} ms",
         r.loaded,
         r.skipped.len(),
         r.errors.len(),
