@@ -9,6 +9,8 @@
 #   new-tls    a new TCP + TLS connection per request (for Sekisho: CONNECT + TLS each time)
 # The proxy under test is pinned to CPU 1, load generator and origin to CPU 0. Writes a markdown
 # table to stdout and benches/results/forward_vs_nginx.json. Needs: nginx-light, hey, openssl.
+# With IPS=1 Sekisho also runs the IPS stage with every ET Open rule of the corpora
+# (../shared/corpora or SEKISHO_CORPORA) and the results go to forward_vs_nginx_ips.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-10}
@@ -70,13 +72,19 @@ comm_log = "$W/flows.jsonl"
 [limits]
 max_connections = 20000
 TOML
+RESULT=benches/results/forward_vs_nginx.json
+if [ -n "${IPS:-}" ]; then
+  ET="$(realpath "${SEKISHO_CORPORA:-../shared/corpora}")/et-open"
+  printf '[ips]\nrules = ["%s/*.rules"]\nclassification = "%s/classification.config"\n' "$ET" "$ET" >> "$W/sekisho.toml"
+  RESULT=benches/results/forward_vs_nginx_ips.json
+fi
 "$BIN" ca init --out "$W/gw" >/dev/null
 cat "$W/ca.crt" "$W/gw/ca.crt" > "$W/trust.pem"
 
 taskset -c 0 nginx -c "$W/origin.conf" -p "$W" -g 'daemon off;' & pids+=($!)
 taskset -c 1 nginx -c "$W/proxy.conf" -p "$W" -g 'daemon off;' & pids+=($!)
 taskset -c 1 "$BIN" --log-level "${SEKISHO_LOG:-warn}" run --config "$W/sekisho.toml" > "$W/sekisho.out" 2>&1 & SEKPID=$!; pids+=($SEKPID)
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$MET/metrics" && break; sleep 0.1; done
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$MET/metrics" && break; sleep 0.1; done
 
 run() { # name, extra hey args...
   local out
@@ -124,9 +132,9 @@ done
 echo
 echo "leaf cache: ${hits:-0} hits, ${miss:-0} misses; sekisho peak RSS ${rss:-?} KiB; ${SECS}s per run, $CONC connections, hey on CPU 0, proxies on CPU 1"
 mkdir -p benches/results
-cat > benches/results/forward_vs_nginx.json <<JSON
+cat > "$RESULT" <<JSON
 {"date": "$(date -u +%FT%TZ)", "machine": "$(nproc) cores, $(uname -m), $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//')",
- "seconds": $SECS, "concurrency": $CONC,
+ "seconds": $SECS, "concurrency": $CONC, "ips_et_open": $([ -n "${IPS:-}" ] && echo true || echo false),
  "keepalive": {"sekisho_rps": $(f sek_ka 1), "nginx_rps": $(f ngx_ka 1)},
  "new_tls": {"sekisho_rps": $(f sek_new 1), "nginx_rps": $(f ngx_new 1)},
  "cert_cache": {"hits": ${hits:-0}, "misses": ${miss:-0}}, "sekisho_peak_rss_kib": ${rss:-0}}
