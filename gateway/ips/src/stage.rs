@@ -353,6 +353,19 @@ impl Inspector for IpsInspector {
         self.tx.request_head(head);
         v = v.max(self.run(cx, Phase::ReqHead));
         self.flush();
+        // A request body that fits the inspection limit is held: the proxy reads and judges it
+        // before anything goes upstream. Larger or unsized bodies are inspected as they stream.
+        let len = head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.trim().parse::<usize>().ok());
+        if v < Verdict::Hold
+            && self.set.has_phase(Phase::ReqBody)
+            && len.is_some_and(|n| n > 0 && n <= self.body_limit)
+        {
+            v = Verdict::Hold;
+        }
         v
     }
 

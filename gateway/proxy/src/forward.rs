@@ -436,12 +436,34 @@ pub(crate) async fn http_flow(
         state.mark_request_sent();
         empty()
     } else {
-        inspect(
+        let stream = inspect(
             DrainOnDrop::new(body, shared.limits.read_timeout),
             Direction::Request,
             Arc::clone(&state),
             None,
-        )
+        );
+        if v == Verdict::Hold {
+            // Request buffering: a held body is read and judged completely (bounded by the hold
+            // limits) before anything goes upstream, so an upstream that answers early cannot cut
+            // the inspection short and a block is a page.
+            match buffer_request(stream).await {
+                Ok(b) => b,
+                Err(e) if is_blocked(e.as_ref()) => {
+                    let flow = state.flow.lock().await;
+                    return request_blocked(&state, &flow, &head.host);
+                }
+                Err(e) => {
+                    state.set_error(format!("request body: {e}"));
+                    state.set_status(400);
+                    return text_response(
+                        StatusCode::BAD_REQUEST,
+                        "the request body could not be read",
+                    );
+                }
+            }
+        } else {
+            stream
+        }
     };
     let up_req = Request::from_parts(parts, body);
 
@@ -595,6 +617,16 @@ pub(crate) async fn http_flow(
         .with_label_values(&[&conn.listener])
         .observe(started.elapsed().as_secs_f64());
     Response::from_parts(rparts, body)
+}
+
+/// Reads an inspected request body to its end and returns it as a body of those frames.
+async fn buffer_request(mut stream: ProxyBody) -> Result<ProxyBody, crate::upstream::BoxError> {
+    let mut frames = Vec::new();
+    while let Some(f) = stream.frame().await {
+        frames.push(f?);
+    }
+    let it = futures_util::stream::iter(frames.into_iter().map(Ok::<_, crate::upstream::BoxError>));
+    Ok(http_body_util::StreamBody::new(it).boxed_unsync())
 }
 
 /// The 403 block page for a request the pipeline blocked (before anything went upstream).
