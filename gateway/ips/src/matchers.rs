@@ -600,7 +600,10 @@ impl ByteTest {
     /// Runs the test with the cursor at `prev`.
     pub fn test(&self, buf: &[u8], prev: usize) -> bool {
         let base = if self.relative { prev as i64 } else { 0 };
-        let Some(v) = read_number(buf, base + self.offset, self.nbytes, self.enc) else {
+        let Some(at) = base.checked_add(self.offset) else {
+            return false;
+        };
+        let Some(v) = read_number(buf, at, self.nbytes, self.enc) else {
             return false;
         };
         let v = mask(v, self.bitmask);
@@ -712,11 +715,11 @@ impl ByteJump {
 
     /// Returns the new cursor, or `None` when the jump fails.
     pub fn jump(&self, buf: &[u8], prev: usize) -> Option<usize> {
-        let start = if self.relative { prev as i64 } else { 0 } + self.offset;
+        let start = (if self.relative { prev as i64 } else { 0 }).checked_add(self.offset)?;
         let v = read_number(buf, start, self.nbytes, self.enc)?;
         let mut v = mask(v, self.bitmask).checked_mul(self.multiplier)?;
         if self.align && v % 4 != 0 {
-            v += 4 - v % 4;
+            v = v.checked_add(4 - v % 4)?;
         }
         let v = i64::try_from(v).ok()?;
         let base = if self.from_beginning {
@@ -724,7 +727,7 @@ impl ByteJump {
         } else if self.from_end {
             buf.len() as i64
         } else {
-            start + self.nbytes as i64
+            start.checked_add(self.nbytes as i64)?
         };
         let pos = base.checked_add(v)?.checked_add(self.post_offset)?;
         if pos < 0 || pos > buf.len() as i64 {
@@ -825,5 +828,12 @@ mod tests {
         let j = ByteJump::parse("1,-1,relative,from_beginning").unwrap();
         assert_eq!(j.jump(&[0, 2, 0, 0], 2), Some(2));
         assert_eq!(ByteJump::parse("1,0").unwrap().jump(&[200], 0), None);
+        // Extreme offsets fail the test instead of overflowing.
+        let big = format!("1,{},relative", i64::MAX);
+        assert_eq!(ByteJump::parse(&big).unwrap().jump(&[1, 2, 3], 3), None);
+        let big = format!("1,=,1,{},relative", i64::MAX);
+        assert!(!ByteTest::parse(&big).unwrap().test(&[1, 2, 3], 3));
+        let mul = ByteJump::parse("8,0,multiplier 4294967296").unwrap();
+        assert_eq!(mul.jump(&[0xff; 8], 0), None);
     }
 }
