@@ -22,6 +22,18 @@ use tokio::net::TcpListener;
 
 pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/corpora`, or `SEKISHO_CORPORA`.
+pub fn corpora() -> PathBuf {
+    std::env::var_os("SEKISHO_CORPORA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/corpora"))
+}
+
 /// A fresh temporary folder, removed on drop.
 pub struct TempDir(pub PathBuf);
 

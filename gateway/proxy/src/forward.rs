@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use crate::blockpage::{self, BlockInfo};
 use crate::body::{inspect, is_blocked, DrainOnDrop};
 use crate::flowstate::{FinishGuard, FlowState, HttpFacts};
-use crate::headtap::{self, HeadTap};
+use crate::headtap;
 use crate::io::{Activity, Tracked};
 use crate::tlspeek::{peek_client_hello, Peeked, Rewind};
 use crate::upstream::{classify, error_chain, ProxyBody, UpstreamFailure};
@@ -205,10 +205,8 @@ fn attach_raw_head(tap: &headtap::Tap, req: &mut Request<Incoming>) {
 pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<ConnInfo>) {
     let activity = Activity::new();
     let tap = headtap::tap(shared.limits.max_header_bytes);
-    let io = TokioIo::new(Tracked::new(
-        HeadTap::new(tcp, Some(Arc::clone(&tap))),
-        Arc::clone(&activity),
-    ));
+    let io =
+        TokioIo::new(Tracked::new(tcp, Arc::clone(&activity)).with_tap(Some(Arc::clone(&tap))));
     let svc_shared = Arc::clone(&shared);
     let svc_conn = Arc::clone(&conn);
     let svc = service_fn(move |mut req| {
@@ -914,10 +912,7 @@ async fn tunnel<S>(
     });
     let activity = Activity::new();
     let tap = (!h2).then(|| headtap::tap(shared.limits.max_header_bytes));
-    let io = TokioIo::new(Tracked::new(
-        HeadTap::new(tls, tap.clone()),
-        Arc::clone(&activity),
-    ));
+    let io = TokioIo::new(Tracked::new(tls, Arc::clone(&activity)).with_tap(tap.clone()));
     let svc_shared = Arc::clone(&shared);
     let svc = service_fn(move |mut req| {
         let shared = Arc::clone(&svc_shared);

@@ -1,7 +1,7 @@
 //! Keeps the raw bytes of each HTTP/1 request head as the client sent them (header order and case,
 //! which hyper does not expose), for IPS `.raw` buffers and `http.header_names`.
 //!
-//! A [`HeadTap`] wraps the client stream and follows the HTTP/1 framing of what hyper reads: a
+//! A [`Tap`] fed by the client stream (`io::Tracked::with_tap`) follows the HTTP/1 framing of what hyper reads: a
 //! head up to the blank line, then a `Content-Length` or chunked body, then the next head. Each
 //! complete head is queued (bounded); the service takes them in order, one per request, and checks
 //! that the request line matches before using one. Anything it cannot follow (an oversized head, a
@@ -9,13 +9,9 @@
 //! the IPS then rebuilds the header block from the parsed headers.
 
 use std::collections::VecDeque;
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Heads waiting for their request (pipelining depth).
 const MAX_QUEUED: usize = 8;
@@ -213,65 +209,6 @@ impl TapState {
             self.off();
             None
         }
-    }
-}
-
-/// A client stream that feeds what is read to a [`Tap`].
-pub struct HeadTap<S> {
-    inner: S,
-    tap: Option<Tap>,
-}
-
-impl<S> HeadTap<S> {
-    /// Wraps `inner`; `None` passes through (HTTP/2 connections).
-    pub fn new(inner: S, tap: Option<Tap>) -> Self {
-        HeadTap { inner, tap }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for HeadTap<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(tap)) = (&r, &self.tap) {
-            let new = &buf.filled()[before..];
-            if !new.is_empty() {
-                if let Ok(mut t) = tap.lock() {
-                    t.feed(new);
-                }
-            }
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for HeadTap<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

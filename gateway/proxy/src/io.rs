@@ -59,12 +59,23 @@ impl Activity {
 pub struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    tap: Option<crate::headtap::Tap>,
 }
 
 impl<S> Tracked<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Tracked { inner, activity }
+        Tracked {
+            inner,
+            activity,
+            tap: None,
+        }
+    }
+
+    /// Also feeds every byte read to `tap`, which keeps HTTP/1 request heads as sent.
+    pub fn with_tap(mut self, tap: Option<crate::headtap::Tap>) -> Self {
+        self.tap = tap;
+        self
     }
 }
 
@@ -80,6 +91,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         if n > 0 {
             self.activity.touch();
             self.activity.read.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(tap) = &self.tap {
+                if let Ok(mut t) = tap.lock() {
+                    t.feed(&buf.filled()[before..]);
+                }
+            }
         }
         r
     }
