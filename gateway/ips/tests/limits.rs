@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sekisho_core::{Direction, RequestHead};
 use sekisho_ips::detect::Scratch;
@@ -34,6 +34,19 @@ fn request(uri: &str) -> Tx {
     tx
 }
 
+/// The request-head hits of `tx` with a fresh flow and `scratch`.
+fn head_hits(set: &RuleSet, tx: &Tx, scratch: &mut Scratch) -> usize {
+    set.eval(
+        Phase::ReqHead,
+        tx,
+        &ep(),
+        None,
+        &mut FlowVars::default(),
+        scratch,
+    )
+    .len()
+}
+
 fn ep() -> Endpoints {
     Endpoints {
         client: "10.0.0.1".parse().unwrap(),
@@ -51,21 +64,7 @@ fn catastrophic_pcre_hits_the_match_limit_fast() {
     );
     let uri = format!("/a{}!", "b".repeat(5000));
     let tx = request(&uri);
-    let t0 = Instant::now();
-    let hits = set.eval(
-        Phase::ReqHead,
-        &tx,
-        &ep(),
-        None,
-        &mut FlowVars::default(),
-        &mut Scratch::default(),
-    );
-    assert!(hits.is_empty());
-    assert!(
-        t0.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        t0.elapsed()
-    );
+    assert_eq!(head_hits(&set, &tx, &mut Scratch::default()), 0);
     assert_eq!(set.stats.pcre_limit_hits.load(Ordering::Relaxed), 1);
 }
 
@@ -80,26 +79,12 @@ fn the_flow_pcre_budget_stops_further_pcre_and_is_counted() {
     let set = load(&rules);
     let tx = request(&format!("/x{}", "a".repeat(20_000)));
     let mut s = Scratch::with_budget(Duration::from_nanos(1));
-    set.eval(
-        Phase::ReqHead,
-        &tx,
-        &ep(),
-        None,
-        &mut FlowVars::default(),
-        &mut s,
-    );
+    head_hits(&set, &tx, &mut s);
     assert!(s.budget_exhausted);
     assert_eq!(set.stats.pcre_budget_exhausted.load(Ordering::Relaxed), 1);
     // Without a budget all 50 run (none matches: no `q`).
     let mut s = Scratch::default();
-    set.eval(
-        Phase::ReqHead,
-        &tx,
-        &ep(),
-        None,
-        &mut FlowVars::default(),
-        &mut s,
-    );
+    head_hits(&set, &tx, &mut s);
     assert!(!s.budget_exhausted);
 }
 
@@ -111,28 +96,10 @@ fn relative_content_retries_are_bounded() {
         "alert http any any -> any any (msg:\"r\"; flow:to_server; http.uri; content:\"a\"; content:\"a\"; distance:0; content:\"b\"; distance:0; within:1; sid:7; rev:1;)\n",
     );
     let tx = request(&format!("/{}", "a".repeat(60_000)));
-    let t0 = Instant::now();
     let mut s = Scratch::default();
-    let hits = set.eval(
-        Phase::ReqHead,
-        &tx,
-        &ep(),
-        None,
-        &mut FlowVars::default(),
-        &mut s,
-    );
-    assert!(hits.is_empty());
-    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(head_hits(&set, &tx, &mut s), 0);
     assert_eq!(s.step_limit_hits, 1);
     // And it still finds a real match inside the limit.
     let tx = request("/aaab");
-    let hits = set.eval(
-        Phase::ReqHead,
-        &tx,
-        &ep(),
-        None,
-        &mut FlowVars::default(),
-        &mut Scratch::default(),
-    );
-    assert_eq!(hits.len(), 1);
+    assert_eq!(head_hits(&set, &tx, &mut Scratch::default()), 1);
 }
