@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use sekisho_content::{walk, Control, Hints, Issue, IssueKind, Limits};
@@ -290,9 +290,7 @@ fn bombs_and_limits() {
         "the bomb itself is small: {}",
         bomb.len()
     );
-    let started = Instant::now();
     let s = run(bomb, Hints::default(), &Limits::default());
-    let _elapsed = started.elapsed();
     let member = s
         .pieces
         .iter()
@@ -445,9 +443,8 @@ fn bad_input_yields_issues_not_silence() {
         ));
     }
     lol.push_str("]>\n<x:Document xmlns:x=\"urn:ihe:iti:xds-b:2007\">&lol9;</x:Document>");
-    let started = Instant::now();
+    // What comes out stays small: nothing was expanded.
     let s = run(lol.into_bytes(), Hints::default(), &l);
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(s.pieces.iter().map(|p| p.1.len()).sum::<usize>() < 1 << 20);
 }
 
