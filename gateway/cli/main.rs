@@ -91,6 +91,27 @@ enum RulesCommand {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Judge URLs with the [urlfilter] lists and policies, as the gateway would: prints
+    /// `canonical: <URL>`, every matching entry (category or list, kind, entry, file, the
+    /// policy's action for it), the host-level decision made before decryption (CONNECT/SNI),
+    /// whether the host would be spliced, and `action: <allow|alert|warn|block>`.
+    TestUrl {
+        /// Config file (default: ./sekisho.toml); only its [urlfilter] table is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The client address choosing the policy (default 127.0.0.1).
+        #[arg(long, default_value = "127.0.0.1")]
+        client: std::net::IpAddr,
+        /// The listener name choosing the policy (default: the first listener's name).
+        #[arg(long)]
+        listener: Option<String>,
+        /// Use this policy instead of choosing one by client and listener.
+        #[arg(long)]
+        policy: Option<String>,
+        /// URLs to judge (`host/path` without a scheme means http).
+        #[arg(required = true)]
+        urls: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -178,6 +199,33 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
                 );
             };
             rules::check(&ips, &path)
+        }
+        Command::Rules {
+            command:
+                RulesCommand::TestUrl {
+                    config,
+                    client,
+                    listener,
+                    policy,
+                    urls,
+                },
+        } => {
+            let path = config_path(config);
+            let cfg = load(&path)?;
+            let Some(uc) = cfg.urlfilter.clone() else {
+                bail!(
+                    "{}: no [urlfilter] table: name the lists (category_dirs = [...] or [[urlfilter.list]])",
+                    path.display()
+                );
+            };
+            let listener = listener.unwrap_or_else(|| {
+                if cfg.listeners.is_empty() {
+                    "forward".into()
+                } else {
+                    cfg.listener_name(0)
+                }
+            });
+            rules::test_url(&uc, &path, client, &listener, policy.as_deref(), &urls)
         }
         Command::CheckConfig { config } => {
             let path = config_path(config);

@@ -1,4 +1,5 @@
 //! `sekisho rules check`: compile the `[ips]` rule files and report what loads.
+//! `sekisho rules test-url`: judge URLs with the `[urlfilter]` lists and policies.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -47,4 +48,89 @@ pub fn check(ips: &IpsConfig, config_path: &Path) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         },
     )
+}
+
+/// Judges each URL and prints what matched and the action (see `--help`).
+pub fn test_url(
+    cfg: &sekisho_urlfilter::UrlFilterConfig,
+    config_path: &Path,
+    client: std::net::IpAddr,
+    listener: &str,
+    policy: Option<&str>,
+    urls: &[String],
+) -> anyhow::Result<ExitCode> {
+    use sekisho_urlfilter::{canonicalize, filter::canonical_host, UrlFilter};
+    let f =
+        UrlFilter::load(cfg).with_context(|| format!("{}: [urlfilter]", config_path.display()))?;
+    let (errors, n) = f.db().errors();
+    for e in errors {
+        eprintln!("warning: {e} (line skipped)");
+    }
+    if n > errors.len() {
+        eprintln!("warning: {} more malformed lines skipped", n - errors.len());
+    }
+    let p = match policy {
+        Some(name) => f
+            .policies()
+            .iter()
+            .position(|p| p.name == name)
+            .with_context(|| format!("no policy named {name:?}"))?,
+        None => f.policy_for(listener, client),
+    };
+    let pol = &f.policies()[p];
+    for (i, u) in urls.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let c = canonicalize(u);
+        println!("canonical: {}", c.url());
+        println!("policy: {} (default {})", pol.name, pol.default.as_str());
+        let d = f.decide_url(p, &c);
+        if d.matches.is_empty() {
+            println!("match: none");
+        }
+        for m in &d.matches {
+            let info = f.describe(m);
+            println!(
+                "match: {} {} {} {} ({}) -> {}",
+                info.source,
+                info.category,
+                info.kind.as_str(),
+                info.entry,
+                info.list,
+                pol.action_for(m.name)
+                    .map(|a| a.as_str())
+                    .unwrap_or("no action (default applies)")
+            );
+        }
+        let host = canonical_host(&c.host);
+        let hd = f.decide_host(p, &c.host);
+        println!(
+            "before decryption (CONNECT host / SNI {}): {}",
+            host.host,
+            hd.action.as_str()
+        );
+        if let Some(cat) = f.splice_match(&c.host) {
+            println!("splice: yes ({cat}: tunnelled without decryption unless blocked)");
+        }
+        match &d.deciding {
+            Some(m) => {
+                let info = f.describe(m);
+                println!(
+                    "action: {} ({} {}, {} entry {})",
+                    d.action.as_str(),
+                    info.source,
+                    info.category,
+                    info.kind.as_str(),
+                    info.entry
+                );
+            }
+            None => println!(
+                "action: {} (policy {} default)",
+                d.action.as_str(),
+                pol.name
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

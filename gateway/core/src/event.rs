@@ -213,6 +213,9 @@ pub struct ThreatEvent {
     pub stage: String,
     /// What matched.
     pub evidence: EventEvidence,
+    /// URL filter facts (category, list, entry, policy).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub url_filter: Option<crate::UrlCategoryInfo>,
 }
 
 /// RFC 3339 UTC timestamp with milliseconds.
@@ -273,7 +276,7 @@ impl ThreatEvent {
                 category: finding.category.clone(),
                 engine: finding.engine.clone(),
                 source_file: finding.source.as_ref().map(|s| s.0.clone()),
-                line: finding.source.as_ref().map(|s| s.1),
+                line: finding.source.as_ref().map(|s| s.1).filter(|l| *l > 0),
             },
             alert: AlertInfo {
                 signature_id: finding.rule_id.clone(),
@@ -295,6 +298,7 @@ impl ThreatEvent {
                 excerpt: finding.matched.data_excerpt.clone(),
                 transforms: finding.matched.transforms.clone(),
             },
+            url_filter: finding.url.clone(),
         }
     }
 }

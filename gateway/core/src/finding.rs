@@ -112,6 +112,32 @@ pub struct Finding {
     pub file: Option<crate::FileInfo>,
     /// Signature facts of IPS rules (EVE `alert.gid`, `rev`, `metadata`, rule action).
     pub signature: Option<SignatureInfo>,
+    /// URL filter facts: category, list, entry, policy.
+    pub url: Option<UrlCategoryInfo>,
+}
+
+/// What the URL filter adds to a finding (event key `url_filter`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlCategoryInfo {
+    /// The category or list that decided (`default` when the policy default did).
+    pub category: String,
+    /// `category` (downloaded lists) or `list` (the operator's own), or `default`.
+    pub source: String,
+    /// The list file the entry is in.
+    pub list: String,
+    /// The matched entry (domain, IP, URL prefix or expression).
+    pub entry: String,
+    /// `domain`, `ip`, `url`, `expression` or `none`.
+    pub match_type: String,
+    /// The policy that decided.
+    pub policy: String,
+    /// The policy's action: `allow`, `alert`, `warn` or `block`.
+    pub policy_action: String,
+    /// The canonical URL (or host) judged.
+    pub canonical: String,
+    /// For `warn`: the link past the warning page (never logged).
+    #[serde(skip)]
+    pub continue_url: Option<String>,
 }
 
 /// What an IPS signature adds to a finding.
@@ -151,6 +177,7 @@ impl Finding {
             matched,
             file: None,
             signature: None,
+            url: None,
         }
     }
 }

@@ -21,7 +21,7 @@ pub use event::{
     AlertInfo, CommLog, DestinationInfo, EventEvidence, EventInfo, FacilityInfo, FileInfo,
     HttpInfo, Observer, RuleInfo, SourceInfo, ThreatEvent, TlsInfo,
 };
-pub use finding::{Action, Evidence, Finding, Severity, SignatureInfo};
+pub use finding::{Action, Evidence, Finding, Severity, SignatureInfo, UrlCategoryInfo};
 pub use flow::{
     split_host_port, Direction, FlowMeta, RequestHead, ResponseHead, TlsHello, TlsMode,
 };

@@ -57,9 +57,47 @@ h1{{color:#a00}}code{{background:#eee;padding:.1em .3em}}</style></head>\n<body>
     )
 }
 
+/// Renders the warning page: the same facts plus a continue link.
+pub fn render_warn(info: &BlockInfo<'_>, continue_url: &str) -> String {
+    let id = info
+        .event_id
+        .map(|i| i.to_string())
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>{title}</title>\
+<style>body{{font-family:sans-serif;max-width:40em;margin:4em auto;color:#222}}\
+h1{{color:#b60}}code{{background:#eee;padding:.1em .3em}}</style></head>\n<body>\
+<h1>{title}</h1>\n<p>{reason}</p>\n<table>\
+<tr><th align=left>Host</th><td><code>{host}</code></td></tr>\
+<tr><th align=left>Category</th><td>{category}</td></tr>\
+<tr><th align=left>Event ID</th><td><code id=\"event-id\">{id}</code></td></tr></table>\n\
+<p>Your organisation's policy asks you to confirm before visiting this site. \
+The visit is logged.</p>\n\
+<p><a id=\"continue\" href=\"{href}\">Continue to {host}</a></p>\n\
+<p><small>Sekisho security gateway</small></p></body></html>\n",
+        title = escape(info.title),
+        reason = escape(info.reason),
+        host = escape(info.host),
+        category = escape(info.category),
+        href = escape(continue_url),
+    )
+}
+
 /// A block page response with `X-Sekisho-Event-Id`.
 pub fn response(status: StatusCode, info: &BlockInfo<'_>) -> Response<Bytes> {
-    let body = render(info);
+    page(status, info, render(info))
+}
+
+/// A warning page response (`X-Sekisho-Action: warn`).
+pub fn warn_response(info: &BlockInfo<'_>, continue_url: &str) -> Response<Bytes> {
+    let mut r = page(StatusCode::FORBIDDEN, info, render_warn(info, continue_url));
+    r.headers_mut()
+        .insert("x-sekisho-action", HeaderValue::from_static("warn"));
+    r
+}
+
+fn page(status: StatusCode, info: &BlockInfo<'_>, body: String) -> Response<Bytes> {
     let mut r = Response::new(Bytes::from(body));
     *r.status_mut() = status;
     let h = r.headers_mut();

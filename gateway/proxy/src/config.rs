@@ -32,6 +32,9 @@ pub struct Config {
     /// The IPS stage (`[ips]`, Suricata rules): present means enabled.
     #[serde(default)]
     pub ips: Option<sekisho_ips::IpsConfig>,
+    /// The URL filter stage (`[urlfilter]`): present means enabled.
+    #[serde(default)]
+    pub urlfilter: Option<sekisho_urlfilter::UrlFilterConfig>,
     /// Threat events and the communication log (`[events]`).
     #[serde(default)]
     pub events: EventsConfig,
@@ -310,7 +313,7 @@ impl Default for LimitsConfig {
 }
 
 /// Stage names the gateway knows.
-pub const KNOWN_STAGES: &[&str] = &["host_policy", "ips", "av"];
+pub const KNOWN_STAGES: &[&str] = &["host_policy", "url", "ips", "av"];
 
 impl Config {
     /// Reads and validates a config file.
@@ -337,6 +340,9 @@ impl Config {
                     *p = dir.join(&*p);
                 }
             }
+        }
+        if let Some(u) = cfg.urlfilter.as_mut() {
+            u.resolve_paths(path.parent());
         }
         cfg.validate()?;
         Ok(cfg)
@@ -378,7 +384,11 @@ impl Config {
             })?;
         }
         for (i, l) in self.listeners.iter().enumerate() {
-            for (stage, present) in [("av", self.av.is_some()), ("ips", self.ips.is_some())] {
+            for (stage, present, table) in [
+                ("av", self.av.is_some(), "av"),
+                ("ips", self.ips.is_some(), "ips"),
+                ("url", self.urlfilter.is_some(), "urlfilter"),
+            ] {
                 if l.stages
                     .as_ref()
                     .is_some_and(|s| s.iter().any(|n| n == stage))
@@ -386,10 +396,16 @@ impl Config {
                 {
                     return Err(self.err(
                         format!("listener[{i}].stages"),
-                        format!("names \"{stage}\" but there is no [{stage}] table"),
+                        format!("names \"{stage}\" but there is no [{table}] table"),
                     ));
                 }
             }
+        }
+        if let Some(u) = &self.urlfilter {
+            u.validate().map_err(|e| ProxyError::Config {
+                file: self.path.clone(),
+                message: e,
+            })?;
         }
         if let Some(ips) = &self.ips {
             if ips.rules.is_empty() {

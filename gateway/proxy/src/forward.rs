@@ -401,6 +401,10 @@ pub(crate) async fn http_flow(
         );
     }
 
+    if head.uri.path() == sekisho_urlfilter::CONTINUE_PATH {
+        return warn_continue(&shared, &conn, &state, &head).await;
+    }
+
     let v = {
         let mut flow = state.flow.lock().await;
         let v = flow.request_head(&head);
@@ -617,6 +621,56 @@ pub(crate) async fn http_flow(
     Response::from_parts(rparts, body)
 }
 
+/// A click on a warning page's continue link: remembers the acknowledgement for this client and
+/// host, logs it, and sends the client back to the URL it asked for.
+async fn warn_continue(
+    shared: &Shared,
+    conn: &ConnInfo,
+    state: &Arc<FlowState>,
+    head: &RequestHead,
+) -> Response<ProxyBody> {
+    let token = head
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .unwrap_or("");
+    let host = sekisho_urlfilter::filter::canonical_host(&head.host).host;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match shared.warn.accept(token, conn.client.ip(), host) {
+        Ok(a) => {
+            let mut f = Finding::new(
+                "urlfilter",
+                format!("{}:continue", a.category),
+                format!(
+                    "URL filter: the user continued past the {} warning for {}",
+                    a.category, a.host
+                ),
+                Severity::Low,
+                a.category.clone(),
+                Evidence::new("request.url", &a.url),
+            );
+            f.stage = "url";
+            f.action = sekisho_core::Action::Allowed;
+            state.emit_own(f).await;
+            state.set_status(303);
+            let mut r = Response::new(empty());
+            *r.status_mut() = StatusCode::SEE_OTHER;
+            if let Ok(v) = HeaderValue::from_str(&a.url) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(why) => {
+            state.set_status(403);
+            text_response(StatusCode::FORBIDDEN, why)
+        }
+    }
+}
+
 /// Reads an inspected request body to its end and returns it as a body of those frames.
 async fn buffer_request(mut stream: ProxyBody) -> Result<ProxyBody, crate::upstream::BoxError> {
     let mut frames = Vec::new();
@@ -627,13 +681,37 @@ async fn buffer_request(mut stream: ProxyBody) -> Result<ProxyBody, crate::upstr
     Ok(http_body_util::StreamBody::new(it).boxed_unsync())
 }
 
-/// The 403 block page for a request the pipeline blocked (before anything went upstream).
+/// The 403 block page for a request the pipeline blocked (before anything went upstream), or
+/// the URL filter's warning page with its continue link.
 fn request_blocked(
     state: &FlowState,
     flow: &sekisho_core::Flow,
     host: &str,
 ) -> Response<ProxyBody> {
     state.set_status(403);
+    let id = flow.blocking_event();
+    let blocking = flow.findings().iter().find(|f| Some(f.event_id) == id);
+    if let Some((f, link)) = blocking.and_then(|f| {
+        f.url
+            .as_ref()
+            .and_then(|u| u.continue_url.as_deref())
+            .map(|l| (f, l))
+    }) {
+        return blockpage::warn_response(
+            &BlockInfo {
+                title: "Warning",
+                reason: &format!(
+                    "{host} is in the category {} that your organisation's policy asks you to confirm.",
+                    f.category
+                ),
+                host,
+                category: &f.category,
+                event_id: id,
+            },
+            link,
+        )
+        .map(full);
+    }
     block_response(
         StatusCode::FORBIDDEN,
         "Access blocked",
@@ -849,9 +927,19 @@ async fn tunnel<S>(
         state.emit(&mut flow).await;
         (v == Verdict::Block).then(|| (flow.blocking_event(), flow_category(&state, &flow)))
     };
+    let url_splice = shared.url.load().as_ref().and_then(|u| {
+        u.splice_match(&host)
+            .or_else(|| sni.as_deref().and_then(|s| u.splice_match(s)))
+    });
     let splice = blocked.is_none()
         && (shared.splice.matches(&host)
-            || sni.as_deref().is_some_and(|s| shared.splice.matches(s)));
+            || sni.as_deref().is_some_and(|s| shared.splice.matches(s))
+            || url_splice.is_some());
+    if let Some(category) = &url_splice {
+        if splice {
+            tracing::debug!(host = %host, category = %category, "spliced by URL category");
+        }
+    }
     if splice {
         state.update_meta(|meta| meta.tls = TlsMode::Spliced).await;
         m.tunnels.with_label_values(&["spliced"]).inc();

@@ -69,6 +69,10 @@ pub(crate) struct Shared {
     pub events: EventSink,
     pub metrics: Arc<Metrics>,
     pub splice: HostMatcher,
+    /// The URL filter in force (splice categories); swapped on reload.
+    pub url: arc_swap::ArcSwapOption<sekisho_urlfilter::UrlFilter>,
+    /// Warning-page acknowledgements, kept across reloads.
+    pub warn: Arc<sekisho_urlfilter::WarnStore>,
     pub hold: Arc<Semaphore>,
     pub flow_ids: AtomicU64,
     pub observer: Observer,
@@ -117,6 +121,43 @@ pub struct Engines {
     pub av: Option<Arc<sekisho_av::Engine>>,
     /// The IPS rule set, when `[ips]` is configured.
     pub ips: Option<Arc<sekisho_ips::RuleSet>>,
+    /// The URL filter lists and policies, when `[urlfilter]` is configured.
+    pub url: Option<Arc<sekisho_urlfilter::UrlFilter>>,
+    /// Warning-page acknowledgements (kept across reloads by the gateway).
+    pub warn: Arc<sekisho_urlfilter::WarnStore>,
+}
+
+/// Loads the `[urlfilter]` lists and policies and logs malformed list lines.
+pub fn load_url(cfg: &Config) -> Result<Option<Arc<sekisho_urlfilter::UrlFilter>>> {
+    let Some(uc) = &cfg.urlfilter else {
+        return Ok(None);
+    };
+    let f = sekisho_urlfilter::UrlFilter::load(uc).map_err(|e| ProxyError::Config {
+        file: cfg.path.clone(),
+        message: format!("urlfilter: {e}"),
+    })?;
+    let db = f.db();
+    let (errors, n) = db.errors();
+    for e in errors {
+        tracing::warn!("urlfilter: {e} (line skipped)");
+    }
+    if n > errors.len() {
+        tracing::warn!(
+            "urlfilter: {} more malformed lines skipped",
+            n - errors.len()
+        );
+    }
+    tracing::info!(
+        categories = db.names().len(),
+        domains = db.domain_count(),
+        urls = db.url_count(),
+        ips = db.ip_count(),
+        expressions = db.expression_count(),
+        malformed = n,
+        load_ms = f.load_time.as_millis() as u64,
+        "URL lists loaded"
+    );
+    Ok(Some(Arc::new(f)))
 }
 
 /// Loads the `[ips]` rule set and logs what did not load. With `strict`, a rule with a syntax
@@ -203,13 +244,22 @@ impl Engines {
             }
             None => None,
         };
-        Ok(Engines { av, ips })
+        let url = load_url(cfg)?;
+        Ok(Engines {
+            av,
+            ips,
+            url,
+            warn: Arc::default(),
+        })
     }
 }
 
 /// The stages a listener runs when it names none: every configured one.
 fn default_stages(cfg: &Config) -> Vec<String> {
     let mut s = vec!["host_policy".to_string()];
+    if cfg.urlfilter.is_some() {
+        s.push("url".to_string());
+    }
     if cfg.ips.is_some() {
         s.push("ips".to_string());
     }
@@ -246,6 +296,18 @@ pub fn build_pipeline(
                 p.push(
                     Arc::new(sekisho_av::AvStage::new(Arc::clone(engine), av_cfg)),
                     av_cfg.policy(),
+                );
+            }
+            "url" => {
+                let (Some(url_cfg), Some(filter)) = (&cfg.urlfilter, &engines.url) else {
+                    return Err(err("stage \"url\" needs a [urlfilter] table".into()));
+                };
+                p.push(
+                    Arc::new(sekisho_urlfilter::UrlStage::new(
+                        Arc::clone(filter),
+                        Arc::clone(&engines.warn),
+                    )),
+                    url_cfg.policy(),
                 );
             }
             "ips" => {
@@ -359,6 +421,24 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
             });
         }
     }
+    if let Some(u) = &engines.url {
+        let db = u.db();
+        let (errors, n) = db.errors();
+        notes.push(format!(
+            "urlfilter: {} categories and lists, {} domains, {} URLs, {} IPs, {} expressions, {} malformed lines skipped, loaded in {} ms; policies {:?}",
+            db.names().len(),
+            db.domain_count(),
+            db.url_count(),
+            db.ip_count(),
+            db.expression_count(),
+            n,
+            u.load_time.as_millis(),
+            u.policies().iter().map(|p| p.name.as_str()).collect::<Vec<_>>()
+        ));
+        for e in errors.iter().take(20) {
+            notes.push(format!("  skipped: {e}"));
+        }
+    }
     for (i, l) in cfg.listeners.iter().enumerate() {
         let p = build_pipeline(cfg, l.stages.as_deref(), &engines, &[])?;
         notes.push(format!(
@@ -466,6 +546,8 @@ impl Gateway {
             events,
             metrics,
             splice,
+            url: arc_swap::ArcSwapOption::new(engines.url.clone()),
+            warn: Arc::clone(&engines.warn),
             hold: Arc::new(Semaphore::new(l.hold_bytes_total)),
             flow_ids: AtomicU64::new(1),
             observer: Observer {
@@ -577,7 +659,9 @@ impl Reloader {
     }
 
     fn swap(&self, cfg: &Config) -> Result<()> {
-        let engines = Engines::load_with(cfg, true, Some(Arc::clone(&self.0.metrics.ips_stats)))?;
+        let mut engines =
+            Engines::load_with(cfg, true, Some(Arc::clone(&self.0.metrics.ips_stats)))?;
+        engines.warn = Arc::clone(&self.0.warn);
         let new = build_pipelines(cfg, &engines, &self.0.extra_stages)?;
         if new.len() != self.0.pipelines.len() {
             return Err(ProxyError::Config {
@@ -588,6 +672,7 @@ impl Reloader {
         for (slot, p) in self.0.pipelines.iter().zip(new) {
             slot.store(Arc::new(p));
         }
+        self.0.url.store(engines.url.clone());
         self.0
             .metrics
             .ips_rules

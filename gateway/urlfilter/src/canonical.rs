@@ -83,7 +83,12 @@ pub fn canonicalize(input: &str) -> Canonical {
     if let Some(i) = raw.iter().position(|b| *b == b'#') {
         raw.truncate(i);
     }
-    let escaped = escape(&unescape_fully(raw));
+    // Printable ASCII without `%`: unescaping changes nothing and neither does re-escaping.
+    let escaped = if raw.iter().all(|b| (0x21..=0x7e).contains(b) && *b != b'%') {
+        String::from_utf8(raw).unwrap_or_default()
+    } else {
+        escape(&unescape_fully(raw))
+    };
     // Scheme.
     let (scheme, rest) = match escaped.find("://") {
         Some(i)
@@ -132,13 +137,18 @@ fn canonical_host(authority: &str) -> (String, Option<IpAddr>) {
     };
     let host = lower_keep_escapes(host);
     // Strip leading/trailing dots, collapse runs.
-    let mut out = String::with_capacity(host.len());
-    for label in host.split('.').filter(|l| !l.is_empty()) {
-        if !out.is_empty() {
-            out.push('.');
+    let out = if !host.starts_with('.') && !host.ends_with('.') && !host.contains("..") {
+        host
+    } else {
+        let mut out = String::with_capacity(host.len());
+        for label in host.split('.').filter(|l| !l.is_empty()) {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(label);
         }
-        out.push_str(label);
-    }
+        out
+    };
     if out.len() > MAX_HOST {
         return (out, None);
     }
@@ -185,6 +195,13 @@ fn lower_keep_escapes(h: &str) -> String {
 /// inet_aton forms: `a.b.c.d`, `a.b.c` (c: 16 bits), `a.b` (b: 24 bits), `a` (32 bits); each
 /// part decimal, octal (`0…`) or hex (`0x…`).
 fn parse_ipv4(h: &str) -> Option<Ipv4Addr> {
+    if h.is_empty()
+        || !h
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x' || b == b'X')
+    {
+        return None;
+    }
     let parts: Vec<&str> = h.split('.').collect();
     if parts.is_empty() || parts.len() > 4 {
         return None;
@@ -226,6 +243,15 @@ fn parse_ipv4(h: &str) -> Option<Ipv4Addr> {
 }
 
 fn canonical_path(path: &str) -> String {
+    if path.starts_with('/')
+        && !path.contains("//")
+        && !path.contains("/./")
+        && !path.contains("/../")
+        && !path.ends_with("/.")
+        && !path.ends_with("/..")
+    {
+        return path.to_string();
+    }
     let mut segs: Vec<&str> = Vec::new();
     let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
     for seg in path.split('/') {

@@ -1,0 +1,255 @@
+//! The `url` stage: decides CONNECT hosts and TLS SNIs before decryption and every HTTP request
+//! URL (plain or decrypted) by the flow's policy.
+
+use std::sync::Arc;
+
+use sekisho_core::{
+    Cx, Evidence, Finding, FlowMeta, Inspector, RequestHead, Severity, Stage, TlsHello, TlsMode,
+    UrlCategoryInfo, Verdict,
+};
+
+use crate::canonical::canonicalize;
+use crate::filter::{Action, Decision, UrlFilter};
+use crate::warn::{WarnStore, CONTINUE_PATH};
+
+/// The stage. Holds one filter snapshot; reload builds a new stage.
+pub struct UrlStage {
+    filter: Arc<UrlFilter>,
+    warn: Arc<WarnStore>,
+}
+
+impl UrlStage {
+    /// A stage deciding with `filter`; warning acknowledgements live in `warn`.
+    pub fn new(filter: Arc<UrlFilter>, warn: Arc<WarnStore>) -> Self {
+        UrlStage { filter, warn }
+    }
+}
+
+impl Stage for UrlStage {
+    fn name(&self) -> &'static str {
+        "url"
+    }
+    fn new_flow(&self, meta: &FlowMeta) -> Box<dyn Inspector> {
+        Box::new(UrlInspector {
+            policy: self.filter.policy_for(&meta.listener, meta.client.ip()),
+            filter: Arc::clone(&self.filter),
+            warn: Arc::clone(&self.warn),
+            connect_host: None,
+        })
+    }
+}
+
+struct UrlInspector {
+    filter: Arc<UrlFilter>,
+    warn: Arc<WarnStore>,
+    policy: usize,
+    connect_host: Option<String>,
+}
+
+fn severity(category: &str, action: Action) -> Severity {
+    match (category, action) {
+        ("malware" | "phishing" | "cryptojacking" | "ddos" | "stalkerware", _) => Severity::High,
+        (_, Action::Block) => Severity::Medium,
+        _ => Severity::Low,
+    }
+}
+
+impl UrlInspector {
+    /// Turns a decision into a verdict and (unless allowed) a finding. `host_only` decisions
+    /// (CONNECT, SNI) let `warn` through: the page is shown on the decrypted request.
+    fn act(
+        &self,
+        cx: &mut Cx<'_>,
+        d: &Decision,
+        location: &str,
+        judged: &str,
+        host: &str,
+        host_only: bool,
+    ) -> Verdict {
+        let policy = self
+            .filter
+            .policies()
+            .get(d.policy)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let client = cx.meta().client.ip();
+        let mut continue_url = None;
+        let verdict = match d.action {
+            Action::Allow => return Verdict::Allow,
+            Action::Alert => Verdict::Alert,
+            Action::Block => Verdict::Block,
+            Action::Warn if host_only => return Verdict::Allow,
+            Action::Warn => {
+                if self.warn.acknowledged(client, host) {
+                    return Verdict::Allow;
+                }
+                let category = d
+                    .deciding
+                    .as_ref()
+                    .map(|m| self.filter.name(m.name).to_string())
+                    .unwrap_or_else(|| "default".into());
+                let token = self
+                    .warn
+                    .issue(client, host, judged, &category, self.filter.warn_ttl);
+                let scheme = if cx.meta().tls == TlsMode::Decrypted {
+                    "https"
+                } else {
+                    "http"
+                };
+                let port = cx.meta().target_port.unwrap_or(0);
+                let authority = match (scheme, port) {
+                    ("https", 443) | ("http", 80) | (_, 0) => host_authority(host),
+                    _ => format!("{}:{port}", host_authority(host)),
+                };
+                continue_url = Some(format!(
+                    "{scheme}://{authority}{CONTINUE_PATH}?token={token}"
+                ));
+                Verdict::Block
+            }
+        };
+        let info = match &d.deciding {
+            Some(m) => {
+                let i = self.filter.describe(m);
+                UrlCategoryInfo {
+                    category: i.category,
+                    source: i.source.to_string(),
+                    list: i.list,
+                    entry: i.entry,
+                    match_type: i.kind.as_str().to_string(),
+                    policy,
+                    policy_action: d.action.as_str().to_string(),
+                    canonical: judged.to_string(),
+                    continue_url,
+                }
+            }
+            None => UrlCategoryInfo {
+                category: "default".into(),
+                source: "default".into(),
+                list: String::new(),
+                entry: String::new(),
+                match_type: "none".into(),
+                policy,
+                policy_action: d.action.as_str().to_string(),
+                canonical: judged.to_string(),
+                continue_url,
+            },
+        };
+        let message = if info.match_type == "none" {
+            format!(
+                "URL filter: {judged} is in no allowed category or list; policy {} default is {}",
+                info.policy, info.policy_action
+            )
+        } else {
+            format!(
+                "URL filter: {judged} is in {} {} ({} entry {} in {}); policy {} says {}",
+                info.source,
+                info.category,
+                info.match_type,
+                info.entry,
+                info.list,
+                info.policy,
+                info.policy_action
+            )
+        };
+        let mut f = Finding::new(
+            "urlfilter",
+            if info.entry.is_empty() {
+                format!("{}:default", info.policy)
+            } else {
+                format!("{}:{}", info.category, info.entry)
+            },
+            message,
+            severity(&info.category, d.action),
+            info.category.clone(),
+            Evidence::new(location, judged),
+        );
+        f.matched.transforms = vec!["canonicalized".into()];
+        if !info.list.is_empty() {
+            f.source = Some((info.list.clone(), 0));
+        }
+        f.url = Some(info);
+        cx.report(f);
+        verdict
+    }
+
+    fn check_host(&mut self, cx: &mut Cx<'_>, host: &str, location: &str) -> Verdict {
+        let d = self.filter.decide_host(self.policy, host);
+        let c = crate::filter::canonical_host(host);
+        self.act(cx, &d, location, &c.host, &c.host, true)
+    }
+}
+
+/// A host as it appears in a URL authority (IPv6 in brackets).
+fn host_authority(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+impl Inspector for UrlInspector {
+    fn on_tls_hello(&mut self, cx: &mut Cx<'_>, hello: &TlsHello) -> Verdict {
+        let Some(sni) = &hello.sni else {
+            return Verdict::Allow;
+        };
+        if self
+            .connect_host
+            .as_deref()
+            .is_some_and(|h| h.eq_ignore_ascii_case(sni))
+        {
+            return Verdict::Allow;
+        }
+        self.check_host(cx, sni, "tls.sni")
+    }
+
+    fn on_request_head(&mut self, cx: &mut Cx<'_>, head: &RequestHead) -> Verdict {
+        if head.method == http::Method::CONNECT {
+            if head.host.is_empty() {
+                return Verdict::Allow;
+            }
+            self.connect_host = Some(head.host.clone());
+            return self.check_host(cx, &head.host, "connect.host");
+        }
+        let scheme = if cx.meta().tls == TlsMode::Decrypted {
+            "https"
+        } else {
+            head.uri.scheme_str().unwrap_or("http")
+        };
+        let pq = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let url = format!("{scheme}://{}{pq}", host_authority(&head.host));
+        let c = canonicalize(&url);
+        let d = self.filter.decide_url(self.policy, &c);
+        let judged = c.url();
+        let host = c
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let v = self.act(cx, &d, "request.url", &judged, &host, false);
+        if v == Verdict::Block {
+            return v;
+        }
+        // Inside a decrypted tunnel the Host header may name another host than the SNI.
+        if let Some(h) = head
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            let (hh, _) = sekisho_core::split_host_port(h, 0);
+            if !hh.is_empty() && !hh.eq_ignore_ascii_case(&head.host) {
+                let url = format!("{scheme}://{}{pq}", host_authority(&hh));
+                let c = canonicalize(&url);
+                let d = self.filter.decide_url(self.policy, &c);
+                let judged = c.url();
+                let host = c
+                    .host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                return v.max(self.act(cx, &d, "request.header.host", &judged, &host, false));
+            }
+        }
+        v
+    }
+}
