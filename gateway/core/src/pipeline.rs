@@ -111,6 +111,7 @@ impl Pipeline {
             verdict: Verdict::Allow,
             findings: Vec::new(),
             blocking_event: None,
+            blocking: None,
             uninspected: 0,
         }
     }
@@ -134,6 +135,8 @@ pub struct Flow {
     verdict: Verdict,
     findings: Vec<Finding>,
     blocking_event: Option<Uuid>,
+    /// The finding that blocked the flow (kept after the findings are taken for events).
+    blocking: Option<Box<Finding>>,
     uninspected: u32,
 }
 
@@ -178,6 +181,11 @@ impl Flow {
     /// The event id of the finding that blocked the flow (shown on the block page).
     pub fn blocking_event(&self) -> Option<Uuid> {
         self.blocking_event
+    }
+
+    /// The finding that blocked the flow, if one did (for block pages: category, warn link).
+    pub fn blocking_finding(&self) -> Option<&Finding> {
+        self.blocking.as_deref()
     }
 
     /// How many times a stage let the flow pass uninspected (fail-open, pass-and-alert).
@@ -304,6 +312,7 @@ impl Flow {
             f.action = action;
             if action == Action::Blocked && self.blocking_event.is_none() {
                 self.blocking_event = Some(f.event_id);
+                self.blocking = Some(Box::new(f.clone()));
             }
             self.findings.push(f);
         }

@@ -690,7 +690,7 @@ fn request_blocked(
 ) -> Response<ProxyBody> {
     state.set_status(403);
     let id = flow.blocking_event();
-    let blocking = flow.findings().iter().find(|f| Some(f.event_id) == id);
+    let blocking = flow.blocking_finding();
     if let Some((f, link)) = blocking.and_then(|f| {
         f.url
             .as_ref()
@@ -723,10 +723,7 @@ fn request_blocked(
 }
 
 fn flow_category(_state: &FlowState, flow: &sekisho_core::Flow) -> String {
-    let id = flow.blocking_event();
-    flow.findings()
-        .iter()
-        .find(|f| Some(f.event_id) == id)
+    flow.blocking_finding()
         .map(|f| f.category.clone())
         .unwrap_or_else(|| "policy".to_string())
 }

@@ -469,6 +469,9 @@ impl UrlFilter {
 /// A host (with or without port, brackets, trailing dots, IDN) in canonical form.
 pub fn canonical_host(host: &str) -> Canonical {
     let h = host.trim();
+    if h.parse::<std::net::Ipv6Addr>().is_ok() {
+        return canonicalize(&format!("http://[{h}]/"));
+    }
     if h.contains(['/', '?', '#']) {
         // Not a host: judge what parses as one.
         return canonicalize(&format!(
@@ -546,6 +549,8 @@ mod tests {
         assert!(info.list.ends_with("malware/domains"), "{}", info.list);
         assert_eq!(f.splice_match("www.bank.test").as_deref(), Some("bank"));
         assert_eq!(f.splice_match("shop.test"), None);
+        assert_eq!(canonical_host("::1").host, "[::1]");
+        assert_eq!(canonical_host("[::1]:443").host, "[::1]");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

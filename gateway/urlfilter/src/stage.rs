@@ -46,6 +46,21 @@ struct UrlInspector {
     connect_host: Option<String>,
 }
 
+/// What was judged, where.
+#[derive(Clone, Copy)]
+struct Judged<'a> {
+    /// Evidence location (`request.url`, `connect.host`, `tls.sni` …).
+    location: &'a str,
+    /// The canonical URL or host.
+    judged: &'a str,
+    /// The canonical host (warn acknowledgements are per client and host).
+    host: &'a str,
+    /// CONNECT / SNI: `warn` passes (the page comes on the decrypted request).
+    host_only: bool,
+    /// Where a continue link sends the client back to.
+    return_url: &'a str,
+}
+
 fn severity(category: &str, action: Action) -> Severity {
     match (category, action) {
         ("malware" | "phishing" | "cryptojacking" | "ddos" | "stalkerware", _) => Severity::High,
@@ -57,15 +72,14 @@ fn severity(category: &str, action: Action) -> Severity {
 impl UrlInspector {
     /// Turns a decision into a verdict and (unless allowed) a finding. `host_only` decisions
     /// (CONNECT, SNI) let `warn` through: the page is shown on the decrypted request.
-    fn act(
-        &self,
-        cx: &mut Cx<'_>,
-        d: &Decision,
-        location: &str,
-        judged: &str,
-        host: &str,
-        host_only: bool,
-    ) -> Verdict {
+    fn act(&self, cx: &mut Cx<'_>, d: &Decision, j: &Judged<'_>) -> Verdict {
+        let Judged {
+            location,
+            judged,
+            host,
+            host_only,
+            return_url,
+        } = *j;
         let policy = self
             .filter
             .policies()
@@ -88,9 +102,9 @@ impl UrlInspector {
                     .as_ref()
                     .map(|m| self.filter.name(m.name).to_string())
                     .unwrap_or_else(|| "default".into());
-                let token = self
-                    .warn
-                    .issue(client, host, judged, &category, self.filter.warn_ttl);
+                let token =
+                    self.warn
+                        .issue(client, host, return_url, &category, self.filter.warn_ttl);
                 let scheme = if cx.meta().tls == TlsMode::Decrypted {
                     "https"
                 } else {
@@ -175,7 +189,17 @@ impl UrlInspector {
     fn check_host(&mut self, cx: &mut Cx<'_>, host: &str, location: &str) -> Verdict {
         let d = self.filter.decide_host(self.policy, host);
         let c = crate::filter::canonical_host(host);
-        self.act(cx, &d, location, &c.host, &c.host, true)
+        self.act(
+            cx,
+            &d,
+            &Judged {
+                location,
+                judged: &c.host,
+                host: &c.host,
+                host_only: true,
+                return_url: "",
+            },
+        )
     }
 }
 
@@ -226,7 +250,18 @@ impl Inspector for UrlInspector {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let v = self.act(cx, &d, "request.url", &judged, &host, false);
+        let original = head.uri.to_string();
+        let v = self.act(
+            cx,
+            &d,
+            &Judged {
+                location: "request.url",
+                judged: &judged,
+                host: &host,
+                host_only: false,
+                return_url: &original,
+            },
+        );
         if v == Verdict::Block {
             return v;
         }
@@ -247,7 +282,17 @@ impl Inspector for UrlInspector {
                     .trim_start_matches('[')
                     .trim_end_matches(']')
                     .to_string();
-                return v.max(self.act(cx, &d, "request.header.host", &judged, &host, false));
+                return v.max(self.act(
+                    cx,
+                    &d,
+                    &Judged {
+                        location: "request.header.host",
+                        judged: &judged,
+                        host: &host,
+                        host_only: false,
+                        return_url: &original,
+                    },
+                ));
             }
         }
         v
