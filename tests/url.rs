@@ -297,12 +297,7 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
         &target,
     ])
     .await;
-    assert!(
-        r.stdout.contains("HTTP/2 403"),
-        "{} {}",
-        r.stdout,
-        r.stderr
-    );
+    assert!(r.stdout.contains("HTTP/2 403"), "{} {}", r.stdout, r.stderr);
     assert_eq!(header(&r.stdout, "x-sekisho-action"), Some("warn"));
     let link = r
         .stdout
