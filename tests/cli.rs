@@ -33,6 +33,9 @@ fn version_and_help() {
     for verb in ["run", "check-config", "ca"] {
         assert!(out.contains(verb), "{out}");
     }
+    let (code, out, _) = run(&["rules", "--help"], d.path());
+    assert_eq!(code, 0);
+    assert!(out.contains("check") && out.contains("test-url"), "{out}");
 }
 
 #[test]
@@ -76,12 +79,36 @@ fn check_config_accepts_the_bundled_default() {
         "{out}"
     );
     assert!(
-        out.contains("stages [\"host_policy\", \"ips\", \"av\"]"),
+        out.contains("stages [\"host_policy\", \"url\", \"ips\", \"av\"]"),
         "{out}"
     );
     assert!(
         out.contains("ips: 7 rules loaded, 0 skipped (unsupported), 0 with errors"),
         "{out}"
+    );
+    assert!(
+        out.contains("urlfilter: 5 categories and lists") && out.contains("0 malformed lines"),
+        "{out}"
+    );
+    // The bundled URL lists: the test entries block, ordinary sites pass.
+    let (tcode, tout, _) = run(
+        &[
+            "rules",
+            "test-url",
+            "http://www.malware.sekisho.test/x",
+            "https://example.org/",
+        ],
+        d.path(),
+    );
+    assert_eq!(tcode, 0, "{tout}");
+    let blocks: Vec<&str> = tout.split("\n\n").collect();
+    assert!(
+        blocks[0].contains("action: block (category malware"),
+        "{tout}"
+    );
+    assert!(
+        blocks[1].contains("action: allow (policy default default)"),
+        "{tout}"
     );
     assert!(
         out.contains("sekisho ca init"),

@@ -11,6 +11,8 @@
 # table to stdout and benches/results/forward_vs_nginx.json. Needs: nginx-light, hey, openssl.
 # With IPS=1 Sekisho also runs the IPS stage with every ET Open rule of the corpora
 # (../shared/corpora or SEKISHO_CORPORA) and the results go to forward_vs_nginx_ips.json.
+# With URL=1 Sekisho runs the URL filter with every UT1 category of the corpora (policy: block
+# malware, phishing, gambling; warn shopping; the rest allowed) -> forward_vs_nginx_url.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-10}
@@ -78,6 +80,11 @@ if [ -n "${IPS:-}" ]; then
   printf '[ips]\nrules = ["%s/*.rules"]\nclassification = "%s/classification.config"\n' "$ET" "$ET" >> "$W/sekisho.toml"
   RESULT=benches/results/forward_vs_nginx_ips.json
 fi
+if [ -n "${URL:-}" ]; then
+  UT1="$(realpath "${SEKISHO_CORPORA:-../shared/corpora}")/ut1/blacklists"
+  printf '[urlfilter]\ncategory_dirs = ["%s"]\n[[urlfilter.policy]]\nname = "bench"\nwarn = ["shopping"]\nblock = ["malware", "phishing", "gambling"]\n' "$UT1" >> "$W/sekisho.toml"
+  RESULT=benches/results/forward_vs_nginx_url.json
+fi
 "$BIN" ca init --out "$W/gw" >/dev/null
 cat "$W/ca.crt" "$W/gw/ca.crt" > "$W/trust.pem"
 
@@ -134,7 +141,7 @@ echo "leaf cache: ${hits:-0} hits, ${miss:-0} misses; sekisho peak RSS ${rss:-?}
 mkdir -p benches/results
 cat > "$RESULT" <<JSON
 {"date": "$(date -u +%FT%TZ)", "machine": "$(nproc) cores, $(uname -m), $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//')",
- "seconds": $SECS, "concurrency": $CONC, "ips_et_open": $([ -n "${IPS:-}" ] && echo true || echo false),
+ "seconds": $SECS, "concurrency": $CONC, "ips_et_open": $([ -n "${IPS:-}" ] && echo true || echo false), "url_ut1": $([ -n "${URL:-}" ] && echo true || echo false),
  "keepalive": {"sekisho_rps": $(f sek_ka 1), "nginx_rps": $(f ngx_ka 1)},
  "new_tls": {"sekisho_rps": $(f sek_new 1), "nginx_rps": $(f ngx_new 1)},
  "cert_cache": {"hits": ${hits:-0}, "misses": ${miss:-0}}, "sekisho_peak_rss_kib": ${rss:-0}}

@@ -101,6 +101,18 @@ pub fn canonicalize(input: &str) -> Canonical {
         }
         _ => ("http".to_string(), escaped.as_str()),
     };
+    // Browsers (WHATWG URL) read `\` as `/` before the query in special schemes: judge the
+    // host and path they will request.
+    let slashed;
+    let rest = if rest.contains('\\')
+        && matches!(scheme.as_str(), "http" | "https" | "ws" | "wss" | "ftp")
+    {
+        let q = rest.find('?').unwrap_or(rest.len());
+        slashed = format!("{}{}", rest[..q].replace('\\', "/"), &rest[q..]);
+        slashed.as_str()
+    } else {
+        rest
+    };
     let (authority, path_query) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -341,6 +353,16 @@ mod tests {
             "http://example.com/a/c"
         );
         assert_eq!(c("http://bücher.example/"), "http://xn--bcher-kva.example/");
+        assert_eq!(
+            c("http://evil.com\\@good.com/x"),
+            "http://evil.com/@good.com/x"
+        );
+        assert_eq!(c("http://h.com\\a\\b?q=\\"), "http://h.com/a/b?q=\\");
+        assert_eq!(c("http://ＥＸＡＭＰＬＥ.com/"), "http://example.com/");
+        assert_eq!(
+            c("http://evil.com%2F@good.com/"),
+            "http://evil.com/@good.com/"
+        );
         assert_eq!(c("http://[::FFFF:7f00:1]/"), "http://127.0.0.1/");
         assert_eq!(c("http://[2001:DB8::1]:443/p"), "http://[2001:db8::1]/p");
         assert_eq!(
