@@ -2,6 +2,9 @@
 //! signature-base, ReversingLabs and the bundled ClamAV signatures loaded.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod common;
+use common::corpora;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,12 +13,6 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sekisho_av::{scan_bytes, Engine};
 use sekisho_content::{Hints, Limits};
-
-fn corpora() -> PathBuf {
-    std::env::var_os("SEKISHO_CORPORA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora"))
-}
 
 /// Deterministic pseudo-random bytes.
 fn noise(n: usize, seed: u64) -> Vec<u8> {

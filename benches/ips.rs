@@ -4,7 +4,9 @@
 
 #![allow(missing_docs)]
 
-use std::path::PathBuf;
+mod common;
+use common::{corpora, rss_kib};
+
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -14,12 +16,6 @@ use sekisho_ips::ruleset::{Endpoints, FlowVars};
 use sekisho_ips::tx::Tx;
 use sekisho_ips::{IpsConfig, Phase, RuleSet};
 
-fn corpora() -> PathBuf {
-    std::env::var_os("SEKISHO_CORPORA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora"))
-}
-
 fn config() -> IpsConfig {
     let et = corpora().join("et-open");
     toml::from_str(&format!(
@@ -28,16 +24,6 @@ fn config() -> IpsConfig {
         et.join("classification.config").display().to_string()
     ))
     .expect("config")
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Deterministic HTML-like text: tags, attributes, words, script and JSON fragments.

@@ -69,6 +69,22 @@ fn pages() -> Files {
     f
 }
 
+/// `curl -s -o /dev/null -w %{http_code}` plus `args`: the status code in `stdout`.
+async fn status(args: &[&str]) -> Curl {
+    let mut all = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}"];
+    all.extend_from_slice(args);
+    curl(&all).await
+}
+
+/// The continue link of a warning page.
+fn warn_link(page: &str) -> String {
+    page.split("href=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .replace("&amp;", "&")
+}
+
 fn url_events(gw: &Gateway) -> Vec<serde_json::Value> {
     gw.events()
         .into_iter()
@@ -168,17 +184,7 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
         format!("http://..{gamble}../a/./b/../"),
         format!("http://user@{gamble}:80/"),
     ] {
-        let r = curl(&[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-x",
-            &office,
-            &u,
-        ])
-        .await;
+        let r = status(&["-x", &office, &u]).await;
         assert_eq!(r.stdout, "403", "{u} was not blocked: {}", r.stderr);
     }
 
@@ -193,17 +199,7 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
 
     // 5. Allowed: no URL event, the origin answers.
     let before = url_events(&gw).len();
-    let r = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-x",
-        &office,
-        &format!("http://localhost:{}/", origin.port),
-    ])
-    .await;
+    let r = status(&["-x", &office, &format!("http://localhost:{}/", origin.port)]).await;
     assert_eq!(r.stdout, "200", "{}", r.stderr);
 
     // 6. Warn over plain HTTP: a page with a continue link; following it remembers this client
@@ -213,13 +209,7 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
     assert!(r.stdout.starts_with("HTTP/1.1 403"), "{}", r.stdout);
     assert_eq!(header(&r.stdout, "x-sekisho-action"), Some("warn"));
     assert!(r.stdout.contains("warned"), "{}", r.stdout);
-    let link = r
-        .stdout
-        .split("href=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .replace("&amp;", "&");
+    let link = warn_link(&r.stdout);
     assert!(
         link.starts_with(&format!(
             "http://127.0.0.1:{}/.sekisho/continue?token=",
@@ -228,57 +218,17 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
         "{link}"
     );
     // Another client cannot use the link.
-    let r = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--interface",
-        "127.0.0.2",
-        "-x",
-        &office,
-        &link,
-    ])
-    .await;
+    let r = status(&["--interface", "127.0.0.2", "-x", &office, &link]).await;
     assert_eq!(r.stdout, "403");
     // The link was spent by the wrong client: ask again, then continue as the right one.
     let r = curl(&["-i", "-x", &office, &target]).await;
-    let link = r
-        .stdout
-        .split("href=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .replace("&amp;", "&");
+    let link = warn_link(&r.stdout);
     let r = curl(&["-i", "-x", &office, &link]).await;
     assert!(r.stdout.starts_with("HTTP/1.1 303"), "{}", r.stdout);
     assert_eq!(header(&r.stdout, "location"), Some(target.as_str()));
-    let r = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-x",
-        &office,
-        &target,
-    ])
-    .await;
+    let r = status(&["-x", &office, &target]).await;
     assert_eq!(r.stdout, "200", "acknowledged host must pass");
-    let r = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--interface",
-        "127.0.0.2",
-        "-x",
-        &office,
-        &target,
-    ])
-    .await;
+    let r = status(&["--interface", "127.0.0.2", "-x", &office, &target]).await;
     assert_eq!(r.stdout, "403", "another client still gets the warning");
     gw.wait_line("events.jsonl", |e| {
         e["stage"] == "url" && e["rule"]["id"] == "warned:continue"
@@ -299,13 +249,7 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
     .await;
     assert!(r.stdout.contains("HTTP/2 403"), "{} {}", r.stdout, r.stderr);
     assert_eq!(header(&r.stdout, "x-sekisho-action"), Some("warn"));
-    let link = r
-        .stdout
-        .split("href=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .replace("&amp;", "&");
+    let link = warn_link(&r.stdout);
     assert!(
         link.starts_with(&format!(
             "https://127.0.0.1:{}/.sekisho/continue?token=",
@@ -325,12 +269,7 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
     ])
     .await;
     assert!(r.stdout.contains(" 303"), "{}", r.stdout);
-    let r = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
+    let r = status(&[
         "-x",
         &office,
         "--cacert",
@@ -344,12 +283,7 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
 
     // 8. Splice by category: [::1] is in the "spliced" list, so the client sees the origin's own
     //    certificate (verifies against the origin CA, not the gateway's).
-    let r = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
+    let r = status(&[
         "-x",
         &office,
         "--cacert",
@@ -361,24 +295,14 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
 
     // 9. Allow-list mode on the hospital listener: the care list passes (HTTP and decrypted
     //    HTTPS), everything else is blocked by default, UT1 malware stays blocked.
-    let r = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
+    let r = status(&[
         "-x",
         &hospital,
         &format!("http://localhost:{}/", origin.port),
     ])
     .await;
     assert_eq!(r.stdout, "200", "{}", r.stderr);
-    let r = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
+    let r = status(&[
         "-x",
         &hospital,
         "--cacert",
@@ -413,17 +337,7 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
         "unlisted host refused at CONNECT: {}",
         r.stderr
     );
-    let r = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-x",
-        &hospital,
-        &format!("http://{mal}"),
-    ])
-    .await;
+    let r = status(&["-x", &hospital, &format!("http://{mal}")]).await;
     assert_eq!(r.stdout, "403");
     // The office listener's allowed host is not on the hospital's list either way.
     assert!(url_events(&gw).len() > before);
@@ -451,11 +365,7 @@ async fn reload_swaps_lists_and_bad_lines_are_reported() {
     );
     let code = |u: String| {
         let px = px.clone();
-        async move {
-            curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", &px, &u])
-                .await
-                .stdout
-        }
+        async move { status(&["-x", &px, &u]).await.stdout }
     };
     assert_eq!(
         code(format!("http://127.0.0.1:{}/", origin.port)).await,

@@ -35,30 +35,26 @@ pub struct BlockInfo<'a> {
 
 /// Renders the block page.
 pub fn render(info: &BlockInfo<'_>) -> String {
-    let id = info
-        .event_id
-        .map(|i| i.to_string())
-        .unwrap_or_else(|| "-".into());
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<title>{title}</title>\
-<style>body{{font-family:sans-serif;max-width:40em;margin:4em auto;color:#222}}\
-h1{{color:#a00}}code{{background:#eee;padding:.1em .3em}}</style></head>\n<body>\
-<h1>{title}</h1>\n<p>{reason}</p>\n<table>\
-<tr><th align=left>Host</th><td><code>{host}</code></td></tr>\
-<tr><th align=left>Category</th><td>{category}</td></tr>\
-<tr><th align=left>Event ID</th><td><code id=\"event-id\">{id}</code></td></tr></table>\n\
-<p>If you believe this is a mistake, contact your security team and quote the event ID.</p>\n\
-<p><small>Sekisho security gateway</small></p></body></html>\n",
-        title = escape(info.title),
-        reason = escape(info.reason),
-        host = escape(info.host),
-        category = escape(info.category),
+    page_html(
+        info,
+        "#a00",
+        "<p>If you believe this is a mistake, contact your security team and quote the event ID.</p>\n",
     )
 }
 
 /// Renders the warning page: the same facts plus a continue link.
 pub fn render_warn(info: &BlockInfo<'_>, continue_url: &str) -> String {
+    let tail = format!(
+        "<p>Your organisation's policy asks you to confirm before visiting this site. \
+The visit is logged.</p>\n<p><a id=\"continue\" href=\"{href}\">Continue to {host}</a></p>\n",
+        href = escape(continue_url),
+        host = escape(info.host),
+    );
+    page_html(info, "#b60", &tail)
+}
+
+/// The page skeleton: title, reason, host, category, event id, then `tail` (trusted HTML).
+fn page_html(info: &BlockInfo<'_>, color: &str, tail: &str) -> String {
     let id = info
         .event_id
         .map(|i| i.to_string())
@@ -67,20 +63,16 @@ pub fn render_warn(info: &BlockInfo<'_>, continue_url: &str) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <title>{title}</title>\
 <style>body{{font-family:sans-serif;max-width:40em;margin:4em auto;color:#222}}\
-h1{{color:#b60}}code{{background:#eee;padding:.1em .3em}}</style></head>\n<body>\
+h1{{color:{color}}}code{{background:#eee;padding:.1em .3em}}</style></head>\n<body>\
 <h1>{title}</h1>\n<p>{reason}</p>\n<table>\
 <tr><th align=left>Host</th><td><code>{host}</code></td></tr>\
 <tr><th align=left>Category</th><td>{category}</td></tr>\
 <tr><th align=left>Event ID</th><td><code id=\"event-id\">{id}</code></td></tr></table>\n\
-<p>Your organisation's policy asks you to confirm before visiting this site. \
-The visit is logged.</p>\n\
-<p><a id=\"continue\" href=\"{href}\">Continue to {host}</a></p>\n\
-<p><small>Sekisho security gateway</small></p></body></html>\n",
+{tail}<p><small>Sekisho security gateway</small></p></body></html>\n",
         title = escape(info.title),
         reason = escape(info.reason),
         host = escape(info.host),
         category = escape(info.category),
-        href = escape(continue_url),
     )
 }
 
@@ -131,5 +123,17 @@ mod tests {
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("a&amp;b"));
         assert!(html.contains(&id.to_string()));
+        let warn = render_warn(
+            &BlockInfo {
+                title: "Warning",
+                reason: "r",
+                host: "h",
+                category: "shopping",
+                event_id: Some(id),
+            },
+            "http://h/.sekisho/continue?token=a&b=\"",
+        );
+        assert!(warn.contains("href=\"http://h/.sekisho/continue?token=a&amp;b=&quot;\""));
+        assert!(warn.contains("shopping"));
     }
 }

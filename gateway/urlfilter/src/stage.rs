@@ -203,6 +203,35 @@ impl UrlInspector {
     }
 }
 
+impl UrlInspector {
+    /// Judges `scheme://host{pq}` (canonicalized) and acts on the decision.
+    fn check_url(
+        &self,
+        cx: &mut Cx<'_>,
+        scheme: &str,
+        host: &str,
+        pq: &str,
+        location: &str,
+        original: &str,
+    ) -> Verdict {
+        let c = canonicalize(&format!("{scheme}://{}{pq}", host_authority(host)));
+        let d = self.filter.decide_url(self.policy, &c);
+        let judged = c.url();
+        let bare = c.host.trim_start_matches('[').trim_end_matches(']');
+        self.act(
+            cx,
+            &d,
+            &Judged {
+                location,
+                judged: &judged,
+                host: bare,
+                host_only: false,
+                return_url: original,
+            },
+        )
+    }
+}
+
 /// A host as it appears in a URL authority (IPv6 in brackets).
 fn host_authority(host: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -241,27 +270,8 @@ impl Inspector for UrlInspector {
             head.uri.scheme_str().unwrap_or("http")
         };
         let pq = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let url = format!("{scheme}://{}{pq}", host_authority(&head.host));
-        let c = canonicalize(&url);
-        let d = self.filter.decide_url(self.policy, &c);
-        let judged = c.url();
-        let host = c
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
         let original = head.uri.to_string();
-        let v = self.act(
-            cx,
-            &d,
-            &Judged {
-                location: "request.url",
-                judged: &judged,
-                host: &host,
-                host_only: false,
-                return_url: &original,
-            },
-        );
+        let v = self.check_url(cx, scheme, &head.host, pq, "request.url", &original);
         if v == Verdict::Block {
             return v;
         }
@@ -273,25 +283,13 @@ impl Inspector for UrlInspector {
         {
             let (hh, _) = sekisho_core::split_host_port(h, 0);
             if !hh.is_empty() && !hh.eq_ignore_ascii_case(&head.host) {
-                let url = format!("{scheme}://{}{pq}", host_authority(&hh));
-                let c = canonicalize(&url);
-                let d = self.filter.decide_url(self.policy, &c);
-                let judged = c.url();
-                let host = c
-                    .host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string();
-                return v.max(self.act(
+                return v.max(self.check_url(
                     cx,
-                    &d,
-                    &Judged {
-                        location: "request.header.host",
-                        judged: &judged,
-                        host: &host,
-                        host_only: false,
-                        return_url: &original,
-                    },
+                    scheme,
+                    &hh,
+                    pq,
+                    "request.header.host",
+                    &original,
                 ));
             }
         }
