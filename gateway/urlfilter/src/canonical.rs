@@ -143,24 +143,28 @@ fn canonical_host(authority: &str) -> (String, Option<IpAddr>) {
             return (format!("[{a}]"), Some(IpAddr::V6(a)));
         }
     }
-    let host = match hostport.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => hostport,
-    };
-    let host = lower_keep_escapes(host);
-    // Strip leading/trailing dots, collapse runs.
-    let out = if !host.starts_with('.') && !host.ends_with('.') && !host.contains("..") {
-        host
-    } else {
-        let mut out = String::with_capacity(host.len());
-        for label in host.split('.').filter(|l| !l.is_empty()) {
-            if !out.is_empty() {
-                out.push('.');
+    // Port, then dots; again while either changes something (`%3A.` unescapes to `:.`, whose
+    // trailing dot hides an empty port), so the result is canonical on a second pass too.
+    let mut out = lower_keep_escapes(hostport);
+    for _ in 0..4 {
+        let before = out.len();
+        if let Some((h, p)) = out.rsplit_once(':') {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                out.truncate(h.len());
             }
-            out.push_str(label);
         }
-        out
-    };
+        // Strip leading/trailing dots, collapse runs.
+        if out.starts_with('.') || out.ends_with('.') || out.contains("..") {
+            out = out
+                .split('.')
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(".");
+        }
+        if out.len() == before {
+            break;
+        }
+    }
     if out.len() > MAX_HOST {
         return (out, None);
     }
@@ -172,8 +176,16 @@ fn canonical_host(authority: &str) -> (String, Option<IpAddr>) {
         let bytes: Vec<u8> = percent_decode(out.as_bytes()).collect();
         if let Ok(name) = std::str::from_utf8(&bytes) {
             if !name.is_ascii() && name.chars().all(|c| !c.is_control() && c != ' ') {
+                // Only a name made of host characters: anything else (a `%` that was not an
+                // escape, say) stays escaped, so the result is canonical again.
                 if let Ok(ascii) = idna::domain_to_ascii(name) {
-                    return (ascii, None);
+                    if !ascii.is_empty()
+                        && ascii
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                    {
+                        return (ascii, None);
+                    }
                 }
             }
         }
@@ -359,6 +371,11 @@ mod tests {
         );
         assert_eq!(c("http://h.com\\a\\b?q=\\"), "http://h.com/a/b?q=\\");
         assert_eq!(c("http://ＥＸＡＭＰＬＥ.com/"), "http://example.com/");
+        // Found by the idempotence proptest: a literal `%` next to a non-ASCII name.
+        assert_eq!(c("http://%cA%8a%-/"), "http://%CA%8A%25-/");
+        assert_eq!(c(&c("http://%cA%8a%-/")), "http://%CA%8A%25-/");
+        assert_eq!(c("http://%3A./"), "http:///");
+        assert_eq!(c("http://host.com.:80/"), "http://host.com/");
         assert_eq!(
             c("http://evil.com%2F@good.com/"),
             "http://evil.com/@good.com/"
