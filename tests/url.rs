@@ -37,7 +37,7 @@ fn first_url(cat: &str) -> String {
 
 fn url_table(dir: &std::path::Path, block_extra: &str) -> String {
     std::fs::write(dir.join("warn.list"), "# warned\n127.0.0.1\n").unwrap();
-    std::fs::write(dir.join("care.list"), "localhost\n").unwrap();
+    std::fs::write(dir.join("care.list"), "localhost\n10.20.0.0/16\n").unwrap();
     std::fs::write(dir.join("spliced.list"), "::1\n").unwrap();
     format!(
         "[urlfilter]\ncategory_dirs = [{:?}]\n\
@@ -488,6 +488,7 @@ fn rules_test_url_prints_canonical_matches_and_action() {
             "hospital",
             "localhost/x",
             "bank-unknown.invalid",
+            "http://169083649/",
         ])
         .output()
         .unwrap();
@@ -499,6 +500,13 @@ fn rules_test_url_prints_canonical_matches_and_action() {
     );
     assert!(
         text.contains("action: block (policy hospital default)"),
+        "{text}"
+    );
+    // A network entry (10.20.0.0/16) matches the decimal form of 10.20.3.1.
+    assert!(
+        text.contains("canonical: http://10.20.3.1/")
+            && text.contains("match: list care ip 10.20.0.0/16")
+            && text.contains("action: allow (list care, ip entry 10.20.0.0/16)"),
         "{text}"
     );
     // A config without [urlfilter] is a clear error.

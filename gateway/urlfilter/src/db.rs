@@ -129,6 +129,8 @@ pub const MAX_LINE_ERRORS: usize = 1000;
 pub const MAX_NAMES: usize = 4096;
 /// Most labels of a host looked up (a DNS name has at most 127).
 const MAX_LABELS: usize = 128;
+/// Most network (CIDR) entries; they are scanned linearly for IP hosts.
+pub const MAX_CIDRS: usize = 10_000;
 /// Longest list line accepted.
 const MAX_LINE: usize = 4096;
 
@@ -152,6 +154,8 @@ pub struct Db {
     /// (hash of the domain, set id).
     domains: HashTable<(u64, u32)>,
     ips: HashMap<IpAddr, u32>,
+    /// Network entries (`10.20.0.0/16`), scanned for IP hosts; at most [`MAX_CIDRS`].
+    cidrs: Vec<(ipnet::IpNet, u32)>,
     /// Keyed by the hash of the host without a leading `www` label.
     urls: HashTable<(u64, Vec<UrlEntry>)>,
     url_count: usize,
@@ -228,6 +232,7 @@ impl Db {
             hasher: foldhash::quality::RandomState::default(),
             domains: HashTable::new(),
             ips: HashMap::new(),
+            cidrs: Vec::new(),
             urls: HashTable::new(),
             url_count: 0,
             exprs: None,
@@ -270,9 +275,9 @@ impl Db {
         self.url_count
     }
 
-    /// IP entries.
+    /// IP entries (addresses and networks).
     pub fn ip_count(&self) -> usize {
-        self.ips.len()
+        self.ips.len() + self.cidrs.len()
     }
 
     /// Compiled expressions.
@@ -377,6 +382,21 @@ impl Db {
         let set = self.add_to_set(old, name);
         self.ips.insert(ip, set);
         self.names[name as usize].counts[1] += 1;
+    }
+
+    fn add_cidr(&mut self, net: ipnet::IpNet, name: u16) -> Result<(), String> {
+        if let Some(i) = self.cidrs.iter().position(|(n, _)| *n == net) {
+            let set = self.add_to_set(Some(self.cidrs[i].1), name);
+            self.cidrs[i].1 = set;
+        } else {
+            if self.cidrs.len() >= MAX_CIDRS {
+                return Err(format!("more than {MAX_CIDRS} network entries"));
+            }
+            let set = self.add_to_set(None, name);
+            self.cidrs.push((net, set));
+        }
+        self.names[name as usize].counts[1] += 1;
+        Ok(())
     }
 
     /// Adds a URL entry (`host/path…`, scheme optional).
@@ -511,6 +531,14 @@ impl Db {
             self.add_ip(ip, name);
             return Ok(());
         }
+        if let Ok(net) = line.parse::<ipnet::IpNet>() {
+            let net = net.trunc();
+            if net.prefix_len() == net.max_prefix_len() {
+                self.add_ip(net.addr(), name);
+                return Ok(());
+            }
+            return self.add_cidr(net, name);
+        }
         if line.contains('/') {
             return Err(format!("a URL in a domains file: {line:?}"));
         }
@@ -631,7 +659,9 @@ impl Db {
         self.for_lines(path, |db, line, _| {
             let line = line.split(" #").next().unwrap_or(line).trim();
             let hostish = line.split("://").last().unwrap_or(line);
-            if line.contains("://") || hostish.contains('/') {
+            if line.parse::<ipnet::IpNet>().is_ok() {
+                db.add_domain_or_ip(line, id)
+            } else if line.contains("://") || hostish.contains('/') {
                 db.add_url(line, id)
             } else {
                 db.add_domain_or_ip(line, id)
@@ -747,6 +777,11 @@ impl Db {
             Some(a) => {
                 if let Some(&set) = self.ips.get(&a) {
                     self.push_set(set, MatchKind::Ip, host, out);
+                }
+                for (net, set) in &self.cidrs {
+                    if net.contains(&a) {
+                        self.push_set(*set, MatchKind::Ip, &net.to_string(), out);
+                    }
                 }
             }
             None if !self.domains.is_empty() => {
@@ -868,6 +903,21 @@ mod tests {
         );
         assert_eq!(hits(&db, "http://[2001:db8::2]/"), ["ip:[2001:db8::2]"]);
         assert!(hits(&db, "http://195.127.0.12/").is_empty());
+        // Networks.
+        let db = db_with(&["10.20.0.0/16", "2001:db8:1::/48", "192.0.2.7/32"], &[]);
+        assert_eq!(hits(&db, "http://10.20.3.4/"), ["ip:10.20.0.0/16"]);
+        assert_eq!(
+            hits(&db, "http://169083908/"),
+            ["ip:10.20.0.0/16"],
+            "10.20.3.4 in decimal"
+        );
+        assert!(hits(&db, "http://10.21.0.1/").is_empty());
+        assert_eq!(
+            hits(&db, "http://[2001:db8:1:ff::9]/"),
+            ["ip:2001:db8:1::/48"]
+        );
+        assert_eq!(hits(&db, "http://192.0.2.7/"), ["ip:192.0.2.7"]);
+        assert_eq!(db.ip_count(), 3);
         // An IP host never matches domain suffixes.
         let db = db_with(&["0.11"], &[]);
         assert!(hits(&db, "http://195.127.0.11/").is_empty());
