@@ -216,6 +216,9 @@ impl UrlInspector {
     ) -> Verdict {
         let c = canonicalize(&format!("{scheme}://{}{pq}", host_authority(host)));
         let d = self.filter.decide_url(self.policy, &c);
+        if d.action == Action::Allow {
+            return Verdict::Allow; // the common case: no strings built
+        }
         let judged = c.url();
         let bare = c.host.trim_start_matches('[').trim_end_matches(']');
         self.act(
