@@ -110,7 +110,6 @@ impl Pipeline {
             actives,
             verdict: Verdict::Allow,
             findings: Vec::new(),
-            blocking_event: None,
             blocking: None,
             uninspected: 0,
         }
@@ -134,7 +133,6 @@ pub struct Flow {
     actives: Vec<Active>,
     verdict: Verdict,
     findings: Vec<Finding>,
-    blocking_event: Option<Uuid>,
     /// The finding that blocked the flow (kept after the findings are taken for events).
     blocking: Option<Box<Finding>>,
     uninspected: u32,
@@ -180,7 +178,7 @@ impl Flow {
 
     /// The event id of the finding that blocked the flow (shown on the block page).
     pub fn blocking_event(&self) -> Option<Uuid> {
-        self.blocking_event
+        self.blocking.as_ref().map(|f| f.event_id)
     }
 
     /// The finding that blocked the flow, if one did (for block pages: category, warn link).
@@ -310,8 +308,7 @@ impl Flow {
         for mut f in findings {
             f.stage = name;
             f.action = action;
-            if action == Action::Blocked && self.blocking_event.is_none() {
-                self.blocking_event = Some(f.event_id);
+            if action == Action::Blocked && self.blocking.is_none() {
                 self.blocking = Some(Box::new(f.clone()));
             }
             self.findings.push(f);

@@ -258,16 +258,17 @@ impl Spool {
             let seq = self.segments.back().map_or(1, |s| s.seq);
             self.open_writer(seq)?;
         }
-        let path = self.dir.clone();
-        let w = self.writer.as_mut().ok_or_else(|| SpoolError::Io {
-            path: path.clone(),
+        // Split borrows: no per-record copy of the path.
+        let Spool { dir, writer, .. } = self;
+        let w = writer.as_mut().ok_or_else(|| SpoolError::Io {
+            path: dir.clone(),
             source: std::io::Error::other("no writer"),
         })?;
         let mut h = [0u8; 8];
         h[..4].copy_from_slice(&(rec.len() as u32).to_le_bytes());
         h[4..].copy_from_slice(&crc32fast::hash(rec).to_le_bytes());
-        w.write_all(&h).map_err(io(&path))?;
-        w.write_all(rec).map_err(io(&path))?;
+        w.write_all(&h).map_err(io(dir))?;
+        w.write_all(rec).map_err(io(dir))?;
         self.unsynced += size;
         Ok(())
     }
@@ -277,10 +278,10 @@ impl Spool {
         if self.unsynced == 0 {
             return Ok(());
         }
-        let path = self.dir.clone();
-        if let Some(w) = self.writer.as_mut() {
-            w.flush().map_err(io(&path))?;
-            w.get_ref().sync_data().map_err(io(&path))?;
+        let Spool { dir, writer, .. } = self;
+        if let Some(w) = writer.as_mut() {
+            w.flush().map_err(io(dir))?;
+            w.get_ref().sync_data().map_err(io(dir))?;
         }
         if let Some(s) = self.segments.back_mut() {
             s.len += self.unsynced;

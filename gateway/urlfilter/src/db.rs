@@ -418,47 +418,31 @@ impl Db {
         }
         let entry = format!("{}{}", c.host, prefix);
         let h = self.hash(&host);
-        let set = self.add_to_set(None, name);
-        match self.urls.find_mut(h, |e| e.0 == h) {
-            Some(e) => {
-                if let Some(u) = e.1.iter_mut().find(|u| *u.prefix == *prefix) {
-                    let merged = {
-                        let old = u.set;
-                        let mut v = self.sets[old as usize].to_vec();
-                        if !v.contains(&name) {
-                            v.push(name);
-                            v.sort_unstable();
-                        }
-                        v
-                    };
-                    let id = self.intern(merged.into_boxed_slice());
-                    if let Some(e) = self.urls.find_mut(h, |e| e.0 == h) {
-                        if let Some(u) = e.1.iter_mut().find(|u| *u.prefix == *prefix) {
-                            u.set = id;
-                        }
-                    }
-                } else {
-                    e.1.push(UrlEntry {
-                        prefix: prefix.into(),
-                        entry: entry.into(),
-                        set,
-                    });
-                    self.url_count += 1;
-                }
-            }
+        // The entry's set so far (a URL listed by several categories), plus this name.
+        let old = self
+            .urls
+            .find(h, |e| e.0 == h)
+            .and_then(|e| e.1.iter().find(|u| *u.prefix == *prefix))
+            .map(|u| u.set);
+        let set = self.add_to_set(old, name);
+        let bucket = match self.urls.find_mut(h, |e| e.0 == h) {
+            Some(e) => &mut e.1,
             None => {
-                self.urls.insert_unique(
-                    h,
-                    (
-                        h,
-                        vec![UrlEntry {
-                            prefix: prefix.into(),
-                            entry: entry.into(),
-                            set,
-                        }],
-                    ),
-                    |e| e.0,
-                );
+                &mut self
+                    .urls
+                    .insert_unique(h, (h, Vec::new()), |e| e.0)
+                    .into_mut()
+                    .1
+            }
+        };
+        match bucket.iter_mut().find(|u| *u.prefix == *prefix) {
+            Some(u) => u.set = set,
+            None => {
+                bucket.push(UrlEntry {
+                    prefix: prefix.into(),
+                    entry: entry.into(),
+                    set,
+                });
                 self.url_count += 1;
             }
         }
@@ -1021,7 +1005,14 @@ mod tests {
         db.add_domain_or_ip("x.test", a).unwrap();
         db.add_domain_or_ip("x.test", b).unwrap();
         db.add_domain_or_ip("x.test", b).unwrap();
+        db.add_url("u.test/p", a).unwrap();
+        db.add_url("u.test/p", b).unwrap();
+        db.add_url("u.test/q", b).unwrap();
         db.finish().unwrap();
+        let mut out = Vec::new();
+        db.match_url(&canonicalize("http://u.test/p/1"), &mut out);
+        assert_eq!(out.iter().map(|m| m.name).collect::<Vec<_>>(), [a, b]);
+        assert_eq!(db.url_count(), 2);
         let mut out = Vec::new();
         db.match_host("www.x.test", None, &mut out);
         let names: Vec<u16> = out.iter().map(|m| m.name).collect();

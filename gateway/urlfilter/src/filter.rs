@@ -421,7 +421,11 @@ impl UrlFilter {
     /// Decides a host (CONNECT host or TLS SNI, before decryption): domain, IP and whole-host
     /// URL entries.
     pub fn decide_host(&self, policy: usize, host: &str) -> Decision {
-        let c = canonical_host(host);
+        self.decide_canonical_host(policy, &canonical_host(host))
+    }
+
+    /// [`UrlFilter::decide_host`] for a host already in canonical form.
+    pub fn decide_canonical_host(&self, policy: usize, c: &Canonical) -> Decision {
         let mut m = Vec::new();
         self.db.match_host(&c.host, c.ip, &mut m);
         self.decide(policy, m)

@@ -187,8 +187,8 @@ impl UrlInspector {
     }
 
     fn check_host(&mut self, cx: &mut Cx<'_>, host: &str, location: &str) -> Verdict {
-        let d = self.filter.decide_host(self.policy, host);
         let c = crate::filter::canonical_host(host);
+        let d = self.filter.decide_canonical_host(self.policy, &c);
         self.act(
             cx,
             &d,
