@@ -79,6 +79,60 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// A small log collector for pilots and tests: receives syslog over TCP and TLS (RFC 5425;
+    /// octet-counted or newline-framed) and HTTP(S) JSON batches (Splunk HEC envelopes) and
+    /// appends them to OUT/syslog.log and OUT/http.log, one message or event per line. Prints
+    /// `listening <kind> <addr>` per socket; SIGINT/SIGTERM stop.
+    Collector {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Syslog over TCP on ADDR (repeatable), e.g. 127.0.0.1:5514.
+        #[arg(long, value_name = "ADDR")]
+        syslog_tcp: Vec<std::net::SocketAddr>,
+        /// Syslog over TLS on ADDR (repeatable); needs --cert and --key.
+        #[arg(long, value_name = "ADDR")]
+        syslog_tls: Vec<std::net::SocketAddr>,
+        /// HTTP batches on ADDR (repeatable); any path, POST.
+        #[arg(long, value_name = "ADDR")]
+        http: Vec<std::net::SocketAddr>,
+        /// HTTPS batches on ADDR (repeatable); needs --cert and --key.
+        #[arg(long, value_name = "ADDR")]
+        https: Vec<std::net::SocketAddr>,
+        /// Server certificate chain (PEM) for TLS listeners.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Require client certificates chaining to this PEM bundle on TLS listeners.
+        #[arg(long)]
+        client_ca: Option<PathBuf>,
+        /// Require `Authorization: Splunk TOKEN` on HTTP batches.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Log file tools.
+    Logs {
+        #[command(subcommand)]
+        command: LogsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogsCommand {
+    /// Check the hash chain of files written by an [[mss.sink]] of kind "file". Give a series
+    /// of rotated files oldest first (then each must continue the one before it). Prints
+    /// `FILE: ok (N lines, last HASH)` or `FILE:LINE: chain broken: WHY`; exit status 1 when a
+    /// chain is broken, 0 when all verify.
+    Verify {
+        /// The key file, for chains written with [mss] keyed_chain = true.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -226,6 +280,86 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
             });
             rules::test_url(&uc, &path, client, &listener, policy.as_deref(), &urls)
+        }
+        Command::Logs {
+            command: LogsCommand::Verify { key, files },
+        } => {
+            let key = match key {
+                Some(k) => Some(std::fs::read(&k).with_context(|| format!("{}", k.display()))?),
+                None => None,
+            };
+            let mut prev: Option<String> = None;
+            let mut bad = false;
+            for f in &files {
+                match sekisho_mss::chain::verify_file(f, key.as_deref(), prev.as_deref()) {
+                    Ok(v) => {
+                        println!("{}: ok ({} lines, last {})", f.display(), v.lines, v.last);
+                        prev = Some(v.last);
+                    }
+                    Err(e) => {
+                        println!("{}:{}: chain broken: {}", f.display(), e.line, e.reason);
+                        bad = true;
+                        prev = None;
+                    }
+                }
+            }
+            Ok(if bad {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Collector {
+            out,
+            syslog_tcp,
+            syslog_tls,
+            http,
+            https,
+            cert,
+            key,
+            client_ca,
+            token,
+        } => {
+            if syslog_tcp.is_empty() && syslog_tls.is_empty() && http.is_empty() && https.is_empty()
+            {
+                bail!("nothing to listen on: give --syslog-tcp, --syslog-tls, --http or --https");
+            }
+            let cfg = sekisho_mss::collector::CollectorConfig {
+                out,
+                syslog_tcp,
+                syslog_tls,
+                http,
+                https,
+                cert,
+                key,
+                client_ca,
+                token,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("collector")
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(async move {
+                let (bound, serve) = sekisho_mss::collector::bind(cfg)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                for (kind, a) in &bound {
+                    println!("listening {kind} {a}");
+                }
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .context("signals")?;
+                tokio::select! {
+                    _ = serve => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {
             let path = config_path(config);

@@ -288,6 +288,75 @@ impl Drop for Gateway {
     }
 }
 
+struct Launched {
+    child: Child,
+    proxy: SocketAddr,
+    proxy6: Option<SocketAddr>,
+    all: Vec<SocketAddr>,
+    metrics: SocketAddr,
+}
+
+/// Runs `sekisho run --config cfg_path`, stderr appended to `stderr`, and reads its addresses.
+fn launch(cfg_path: &Path, stderr: &Path) -> Launched {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr)
+        .unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(cfg_path)
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut proxy, mut proxy6, mut metrics) = (None, None, None);
+    let mut all = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metrics.is_none() && Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["listening", _, a] => {
+                let a: SocketAddr = a.parse().unwrap();
+                all.push(a);
+                if a.is_ipv4() {
+                    proxy.get_or_insert(a);
+                } else {
+                    proxy6.get_or_insert(a);
+                }
+            }
+            ["metrics", url] => {
+                metrics = Some(
+                    url.trim_start_matches("http://")
+                        .trim_end_matches("/metrics")
+                        .parse()
+                        .unwrap(),
+                )
+            }
+            _ => {}
+        }
+    }
+    let Some(metrics) = metrics else {
+        let _ = child.kill();
+        panic!(
+            "gateway did not start: {}",
+            std::fs::read_to_string(stderr).unwrap_or_default()
+        );
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Launched {
+        child,
+        proxy: proxy.unwrap(),
+        proxy6,
+        all,
+        metrics,
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sekisho")
 }
@@ -329,60 +398,43 @@ impl Gateway {
         let cfg_path = dir.path().join("sekisho.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
         let stderr = dir.path().join("stderr.log");
-        let mut child = Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&cfg_path)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut proxy, mut proxy6, mut metrics) = (None, None, None);
-        let mut all = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while metrics.is_none() && Instant::now() < deadline {
-            let Some(Ok(line)) = lines.next() else { break };
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["listening", _, a] => {
-                    let a: SocketAddr = a.parse().unwrap();
-                    all.push(a);
-                    if a.is_ipv4() {
-                        proxy.get_or_insert(a);
-                    } else {
-                        proxy6.get_or_insert(a);
-                    }
-                }
-                ["metrics", url] => {
-                    metrics = Some(
-                        url.trim_start_matches("http://")
-                            .trim_end_matches("/metrics")
-                            .parse()
-                            .unwrap(),
-                    )
-                }
-                _ => {}
-            }
-        }
-        let Some(metrics) = metrics else {
-            let _ = child.kill();
-            panic!(
-                "gateway did not start: {}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            );
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let l = launch(&cfg_path, &stderr);
         Gateway {
-            child,
+            child: l.child,
             dir,
-            proxy: proxy.unwrap(),
-            proxy6,
-            all,
-            metrics,
+            proxy: l.proxy,
+            proxy6: l.proxy6,
+            all: l.all,
+            metrics: l.metrics,
             stderr,
         }
+    }
+
+    /// Stops the gateway with SIGTERM (it flushes its events and spools) and waits, bounded.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the gateway and starts it again on the same config and folder (new ports).
+    pub fn restart(&mut self) {
+        self.stop();
+        let l = launch(&self.dir.path().join("sekisho.toml"), &self.stderr);
+        self.child = l.child;
+        self.proxy = l.proxy;
+        self.proxy6 = l.proxy6;
+        self.all = l.all;
+        self.metrics = l.metrics;
     }
 
     pub fn ca_path(&self) -> PathBuf {

@@ -1,8 +1,9 @@
 //! Encoders: ECS/EVE JSON, CEF, and RFC 5424 syslog (JSON message) with RFC 6587 octet-counting
-//! framing.
+//! framing. They work on the event as a JSON value, so threat events, communication-log lines
+//! and `log_loss` events share them, after masking.
 
-use sekisho_core::ThreatEvent;
 use serde::Deserialize;
+use serde_json::Value;
 
 /// A sink's format (`format` in `[[mss.sink]]`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -17,8 +18,46 @@ pub enum Format {
     Rfc5424Json,
 }
 
+impl Format {
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Cef => "cef",
+            Format::Rfc5424Json => "rfc5424-json",
+        }
+    }
+}
+
+fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str()
+}
+
+fn n(v: &Value, path: &[&str]) -> Option<u64> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_u64()
+}
+
+/// The event's EVE priority (1 high … 4 info): `alert.severity`, else 4 (flows), 2 for `log_loss`.
+pub fn priority(ev: &Value) -> u8 {
+    if let Some(p) = n(ev, &["alert", "severity"]) {
+        return p.clamp(1, 4) as u8;
+    }
+    if s(ev, &["event_type"]) == Some("log_loss") {
+        return 2;
+    }
+    4
+}
+
 /// The event as one JSON line (no newline).
-pub fn json(ev: &ThreatEvent) -> String {
+pub fn json(ev: &Value) -> String {
     serde_json::to_string(ev).unwrap_or_else(|e| format!("{{\"encode_error\":\"{e}\"}}"))
 }
 
@@ -36,47 +75,86 @@ fn cef_ext(s: &str) -> String {
 }
 
 /// The event in CEF: `CEF:0|Sekisho|Sekisho|version|signature id|name|severity|extension`.
-/// Severity 0–10 from the EVE priority (1 → 10, 2 → 7, 3 → 4, 4 → 1).
-pub fn cef(ev: &ThreatEvent) -> String {
-    let sev = match ev.alert.severity {
+/// Severity 0–10 from the EVE priority (1 → 10, 2 → 7, 3 → 4, 4 → 1). Communication-log lines
+/// get signature id `flow`; `log_loss` events `log_loss`.
+pub fn cef(ev: &Value) -> String {
+    let sev = match priority(ev) {
         1 => 10,
         2 => 7,
         3 => 4,
         _ => 1,
     };
-    let mut ext = vec![
-        format!("rt={}", cef_ext(&ev.timestamp)),
-        format!("externalId={}", ev.event.id),
-        format!("act={}", cef_ext(&ev.event.action)),
-        format!("cat={}", cef_ext(&ev.rule.category)),
-        format!("src={}", cef_ext(&ev.src_ip)),
-        format!("spt={}", ev.src_port),
-        format!("cs1Label=stage cs1={}", cef_ext(&ev.stage)),
-        format!("cs2Label=listener cs2={}", cef_ext(&ev.listener)),
-        format!("cn1Label=flow_id cn1={}", ev.flow_id),
-    ];
-    if let Some(d) = &ev.dest_ip {
-        ext.push(format!("dst={}", cef_ext(d)));
+    let etype = s(ev, &["event_type"]).unwrap_or("alert");
+    let (sig_id, sig) = match etype {
+        "alert" => (
+            s(ev, &["alert", "signature_id"]).unwrap_or("-").to_string(),
+            s(ev, &["alert", "signature"]).unwrap_or("-").to_string(),
+        ),
+        "flow" => ("flow".into(), "communication log".into()),
+        other => (other.to_string(), other.replace('_', " ")),
+    };
+    let mut ext = Vec::with_capacity(16);
+    let mut kv = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            ext.push(format!("{k}={}", cef_ext(&v)));
+        }
+    };
+    kv("rt", s(ev, &["@timestamp"]).map(str::to_string));
+    kv("externalId", s(ev, &["event", "id"]).map(str::to_string));
+    kv(
+        "act",
+        s(ev, &["event", "action"])
+            .or(s(ev, &["verdict"]))
+            .map(str::to_string),
+    );
+    kv("cat", s(ev, &["rule", "category"]).map(str::to_string));
+    kv("src", s(ev, &["source", "ip"]).map(str::to_string));
+    kv("spt", n(ev, &["source", "port"]).map(|p| p.to_string()));
+    kv("dst", s(ev, &["destination", "ip"]).map(str::to_string));
+    kv(
+        "dpt",
+        n(ev, &["destination", "port"]).map(|p| p.to_string()),
+    );
+    kv(
+        "dhost",
+        s(ev, &["destination", "domain"])
+            .or(s(ev, &["host"]))
+            .map(str::to_string),
+    );
+    kv("request", s(ev, &["http", "url"]).map(str::to_string));
+    kv(
+        "requestMethod",
+        s(ev, &["http", "method"])
+            .or(s(ev, &["method"]))
+            .map(str::to_string),
+    );
+    if let Some(v) = s(ev, &["stage"]) {
+        ext.push(format!("cs1Label=stage cs1={}", cef_ext(v)));
     }
-    if let Some(p) = ev.dest_port {
-        ext.push(format!("dpt={p}"));
+    if let Some(v) = s(ev, &["listener"]) {
+        ext.push(format!("cs2Label=listener cs2={}", cef_ext(v)));
     }
-    if let Some(h) = &ev.http {
-        ext.push(format!("request={}", cef_ext(&h.url)));
-        ext.push(format!("requestMethod={}", cef_ext(&h.method)));
+    if let Some(v) = s(ev, &["facility", "id"]).or(s(ev, &["facility_id"])) {
+        ext.push(format!("cs3Label=facility cs3={}", cef_ext(v)));
+    }
+    if let Some(v) = n(ev, &["flow_id"]) {
+        ext.push(format!("cn1Label=flow_id cn1={v}"));
+    }
+    if let Some(v) = n(ev, &["log_loss", "dropped"]) {
+        ext.push(format!("cn2Label=dropped cn2={v}"));
     }
     format!(
         "CEF:0|Sekisho|Sekisho|{}|{}|{}|{}|{}",
-        cef_header(&ev.observer.version),
-        cef_header(&ev.alert.signature_id),
-        cef_header(&ev.alert.signature),
+        cef_header(s(ev, &["observer", "version"]).unwrap_or(env!("CARGO_PKG_VERSION"))),
+        cef_header(&sig_id),
+        cef_header(&sig),
         sev,
         ext.join(" ")
     )
 }
 
-/// An RFC 5424 message: `<PRI>1 TIMESTAMP HOST APP - MSGID - MSG`. Facility 13 (log audit) …
-/// the caller picks; `severity` is the syslog severity (0 emergency … 7 debug).
+/// An RFC 5424 message: `<PRI>1 TIMESTAMP HOST APP - MSGID - MSG`. `facility` 0–23 (13 is log
+/// audit), `severity` the syslog severity (0 emergency … 7 debug).
 pub fn rfc5424(
     facility: u8,
     severity: u8,
@@ -126,21 +204,66 @@ pub fn octet_counted(msg: &str) -> Vec<u8> {
     v
 }
 
-/// Encodes an event for a sink in `format` (RFC 5424 framed by octet counting).
-pub fn encode(ev: &ThreatEvent, format: Format) -> Vec<u8> {
+/// The event as text in `format` (RFC 5424 unframed).
+pub fn text(ev: &Value, format: Format, facility: u8) -> String {
     match format {
-        Format::Json => json(ev).into_bytes(),
-        Format::Cef => cef(ev).into_bytes(),
-        Format::Rfc5424Json => octet_counted(&rfc5424(
-            13,
-            syslog_severity(ev.alert.severity),
-            &ev.timestamp,
-            &ev.observer.node,
-            "sekisho",
-            &ev.event_type,
-            &json(ev),
-        )),
+        Format::Json => json(ev),
+        Format::Cef => cef(ev),
+        Format::Rfc5424Json => as_syslog(ev, &json(ev), facility),
     }
+}
+
+fn as_syslog(ev: &Value, msg: &str, facility: u8) -> String {
+    rfc5424(
+        facility,
+        syslog_severity(priority(ev)),
+        s(ev, &["@timestamp"]).unwrap_or("-"),
+        s(ev, &["observer", "node"]).unwrap_or("-"),
+        "sekisho",
+        s(ev, &["event_type"]).unwrap_or("-"),
+        msg,
+    )
+}
+
+/// A syslog record on the wire: RFC 5424 (its MSG the JSON object for `json` and `rfc5424-json`,
+/// the CEF line for `cef`), framed by octet counting.
+pub fn syslog_frame(ev: &Value, format: Format, facility: u8) -> Vec<u8> {
+    let msg = match format {
+        Format::Cef => cef(ev),
+        Format::Json | Format::Rfc5424Json => json(ev),
+    };
+    octet_counted(&as_syslog(ev, &msg, facility))
+}
+
+/// An HTTP batch record (Splunk HEC event envelope): `{"time":…,"host":…,"source":"sekisho",
+/// "sourcetype":…,"event":…}` — the event object for `json`, the text for `cef`/`rfc5424-json`.
+pub fn hec(ev: &Value, format: Format, facility: u8) -> String {
+    let event = match format {
+        Format::Json => ev.clone(),
+        other => Value::String(text(ev, other, facility)),
+    };
+    let time = s(ev, &["@timestamp"])
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as f64 / 1000.0);
+    let mut o = serde_json::Map::new();
+    if let Some(t) = time {
+        o.insert("time".into(), Value::from(t));
+    }
+    if let Some(h) = s(ev, &["observer", "node"]) {
+        o.insert("host".into(), Value::from(h));
+    }
+    o.insert("source".into(), Value::from("sekisho"));
+    o.insert(
+        "sourcetype".into(),
+        Value::from(format!(
+            "sekisho:{}",
+            s(ev, &["event_type"]).unwrap_or("event")
+        )),
+    );
+    o.insert("event".into(), event);
+    json(&Value::Object(o))
 }
 
 #[cfg(test)]
@@ -170,8 +293,10 @@ mod tests {
         assert_eq!(syslog_severity(1), 2);
     }
 
-    fn event() -> ThreatEvent {
-        use sekisho_core::{DestinationInfo, Evidence, Finding, FlowMeta, Observer, Severity};
+    fn event() -> Value {
+        use sekisho_core::{
+            DestinationInfo, Evidence, Finding, FlowMeta, Observer, Severity, ThreatEvent,
+        };
         let mut f = Finding::new(
             "ips",
             "2049400",
@@ -197,15 +322,15 @@ mod tests {
             port: Some(443),
             domain: None,
         };
-        ThreatEvent::from_finding(&f, &meta, &obs, dest, None)
+        serde_json::to_value(ThreatEvent::from_finding(&f, &meta, &obs, dest, None)).unwrap()
     }
 
     #[test]
     fn formats_of_one_event() {
         let ev = event();
-        let j: serde_json::Value = serde_json::from_slice(&encode(&ev, Format::Json)).unwrap();
+        let j: Value = serde_json::from_str(&text(&ev, Format::Json, 13)).unwrap();
         assert_eq!(j["alert"]["signature_id"], "2049400");
-        let c = String::from_utf8(encode(&ev, Format::Cef)).unwrap();
+        let c = text(&ev, Format::Cef, 13);
         assert!(
             c.starts_with("CEF:0|Sekisho|Sekisho|0.1.0|2049400|ET EXPLOIT a\\|b=c|10|"),
             "{c}"
@@ -214,12 +339,33 @@ mod tests {
             c.contains("src=10.0.0.5 spt=40000") && c.contains("dst=192.0.2.1 dpt=443"),
             "{c}"
         );
-        let s = String::from_utf8(encode(&ev, Format::Rfc5424Json)).unwrap();
+        let s = String::from_utf8(syslog_frame(&ev, Format::Rfc5424Json, 13)).unwrap();
         let (len, msg) = s.split_once(' ').unwrap();
         assert_eq!(len.parse::<usize>().unwrap(), msg.len());
         assert!(msg.starts_with("<106>1 "), "{msg}");
         assert!(msg.contains(" gw-1 sekisho - alert - {"), "{msg}");
-        let body: serde_json::Value = serde_json::from_str(&msg[msg.find('{').unwrap()..]).unwrap();
+        let body: Value = serde_json::from_str(&msg[msg.find('{').unwrap()..]).unwrap();
         assert_eq!(body["flow_id"], 7);
+        let cef_syslog = String::from_utf8(syslog_frame(&ev, Format::Cef, 13)).unwrap();
+        assert!(
+            cef_syslog.contains(" gw-1 sekisho - alert - CEF:0|"),
+            "{cef_syslog}"
+        );
+        let h: Value = serde_json::from_str(&hec(&ev, Format::Json, 13)).unwrap();
+        assert_eq!(h["event"]["flow_id"], 7);
+        assert_eq!(h["sourcetype"], "sekisho:alert");
+        assert!(h["time"].as_f64().unwrap() > 1.7e9);
+    }
+
+    #[test]
+    fn flow_lines_and_loss_events_encode() {
+        let flow = serde_json::json!({"@timestamp":"2026-11-25T00:00:00.000Z","event_type":"flow",
+            "flow_id":3,"source":{"ip":"10.0.0.1","port":5},"verdict":"allowed"});
+        let c = cef(&flow);
+        assert!(c.contains("|flow|communication log|1|"), "{c}");
+        assert!(c.contains("act=allowed"), "{c}");
+        let loss = serde_json::json!({"event_type":"log_loss","log_loss":{"dropped":12}});
+        assert_eq!(priority(&loss), 2);
+        assert!(cef(&loss).contains("cn2=12"));
     }
 }

@@ -222,6 +222,22 @@ impl Spool {
         })
     }
 
+    /// True when synced records wait beyond the read position.
+    pub fn has_unread(&self) -> bool {
+        self.segments.iter().any(|s| {
+            s.len > 0
+                && Pos {
+                    seq: s.seq,
+                    off: s.len,
+                } > self.read
+        })
+    }
+
+    /// The acknowledged position.
+    pub fn acked(&self) -> Pos {
+        self.acked
+    }
+
     fn open_writer(&mut self, seq: u64) -> Result<()> {
         let path = self.dir.join(seg_name(seq));
         let f = OpenOptions::new()

@@ -38,6 +38,9 @@ pub struct Config {
     /// Threat events and the communication log (`[events]`).
     #[serde(default)]
     pub events: EventsConfig,
+    /// Delivery to the MSS collector (`[mss]`, `[[mss.sink]]`): present means enabled.
+    #[serde(default)]
+    pub mss: Option<sekisho_mss::MssConfig>,
     /// Prometheus endpoint (`[metrics]`).
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -344,6 +347,9 @@ impl Config {
         if let Some(u) = cfg.urlfilter.as_mut() {
             u.resolve_paths(path.parent());
         }
+        if let (Some(m), Some(dir)) = (cfg.mss.as_mut(), path.parent()) {
+            m.resolve_paths(dir);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -403,6 +409,12 @@ impl Config {
         }
         if let Some(u) = &self.urlfilter {
             u.validate().map_err(|e| ProxyError::Config {
+                file: self.path.clone(),
+                message: e,
+            })?;
+        }
+        if let Some(m) = &self.mss {
+            m.validate().map_err(|e| ProxyError::Config {
                 file: self.path.clone(),
                 message: e,
             })?;

@@ -2,12 +2,14 @@
 //!
 //! Threat events push back when the queue is full (never dropped); communication-log lines are
 //! dropped when their queue is full, counted in `sekisho_events_dropped_total{kind="flow"}`.
-//! The MSS spool and network sinks build on this.
+//! With `[mss]`, every event and line also goes to the MSS sinks (`sekisho_mss::Mss`: masking,
+//! disk spool, syslog/HTTP/file delivery).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sekisho_core::{CommLog, ThreatEvent};
+use sekisho_core::{CommLog, Observer, ThreatEvent};
+use sekisho_mss::{Mss, MssConfig, MssMetrics, MssTasks};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -20,11 +22,13 @@ pub struct EventSink {
     threats: mpsc::Sender<String>,
     flows: mpsc::Sender<String>,
     metrics: Arc<Metrics>,
+    mss: Option<Mss>,
 }
 
 /// Handles to the writer tasks, to flush on shutdown.
 pub struct EventWriters {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    mss: Option<MssTasks>,
 }
 
 impl EventWriters {
@@ -32,6 +36,9 @@ impl EventWriters {
     pub async fn finish(self) {
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(m) = self.mss {
+            m.finish().await;
         }
     }
 }
@@ -82,13 +89,31 @@ fn spawn_writer(
 }
 
 impl EventSink {
-    /// Opens both files (creating folders) and starts their writers.
+    /// Opens both files (creating folders) and starts their writers, and the MSS sinks when
+    /// `mss` is set.
     pub async fn open(
         events: &Path,
         comm_log: &Path,
         queue: usize,
         metrics: Arc<Metrics>,
+        mss: Option<(&MssConfig, Observer)>,
     ) -> Result<(EventSink, EventWriters)> {
+        let (mss, mss_tasks) = match mss {
+            None => (None, None),
+            Some((cfg, observer)) => {
+                let m =
+                    MssMetrics::register(&metrics.registry).map_err(|e| ProxyError::Config {
+                        file: cfg.spool_dir.clone(),
+                        message: format!("mss metrics: {e}"),
+                    })?;
+                let (mss, tasks) =
+                    Mss::start(cfg, observer, m).map_err(|e| ProxyError::Config {
+                        file: cfg.spool_dir.clone(),
+                        message: e.to_string(),
+                    })?;
+                (Some(mss), Some(tasks))
+            }
+        };
         let ef = open_append(events).await?;
         let cf = open_append(comm_log).await?;
         let (ttx, trx) = mpsc::channel(queue);
@@ -114,13 +139,20 @@ impl EventSink {
                 threats: ttx,
                 flows: ftx,
                 metrics,
+                mss,
             },
-            EventWriters { tasks },
+            EventWriters {
+                tasks,
+                mss: mss_tasks,
+            },
         ))
     }
 
     /// Queues a threat event; waits while the queue is full.
     pub async fn threat(&self, event: &ThreatEvent) {
+        if let Some(m) = &self.mss {
+            m.threat(event).await;
+        }
         let line = serde_json::to_string(event).unwrap_or_default();
         if self.threats.send(line).await.is_err() {
             self.metrics
@@ -132,6 +164,9 @@ impl EventSink {
 
     /// Queues a communication-log line; drops it (counted) when the queue is full.
     pub fn flow(&self, line: &CommLog) {
+        if let Some(m) = &self.mss {
+            m.flow(line);
+        }
         let line = serde_json::to_string(line).unwrap_or_default();
         if self.flows.try_send(line).is_err() {
             self.metrics

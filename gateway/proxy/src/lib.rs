@@ -439,6 +439,25 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
             notes.push(format!("  skipped: {e}"));
         }
     }
+    if let Some(m) = &cfg.mss {
+        notes.push(format!(
+            "mss: spool {} (at most {} bytes per sink and class), masking {}",
+            m.spool_dir.display(),
+            m.spool_max_bytes,
+            if m.mask.enabled() { "on" } else { "off" }
+        ));
+        for (i, s) in m.sinks.iter().enumerate() {
+            notes.push(format!(
+                "  sink {}: {:?} {} format {} transport {:?} logs {:?}",
+                m.sink_name(i),
+                s.kind,
+                s.target(),
+                s.format().name(),
+                s.transport,
+                s.logs
+            ));
+        }
+    }
     for (i, l) in cfg.listeners.iter().enumerate() {
         let p = build_pipeline(cfg, l.stages.as_deref(), &engines, &[])?;
         notes.push(format!(
@@ -489,22 +508,29 @@ impl Gateway {
             limits.idle_timeout,
             Arc::clone(&upstream_certs),
         )?;
+        let node = cfg.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "sekisho".into())
+        });
+        let observer = Observer {
+            name: "sekisho".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            node: node.clone(),
+        };
         let (events, writers) = EventSink::open(
             &cfg.events.file,
             &cfg.events.comm_log,
             cfg.events.queue,
             Arc::clone(&metrics),
+            cfg.mss.as_ref().map(|m| (m, observer)),
         )
         .await?;
         let splice = HostMatcher::new(&tls.splice).map_err(|e| ProxyError::Config {
             file: cfg.path.clone(),
             message: format!("tls.splice: {e}"),
         })?;
-        let node = cfg.node_name.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "sekisho".into())
-        });
+
         let engines = Engines::load_with(&cfg, false, Some(Arc::clone(&metrics.ips_stats)))?;
         metrics
             .ips_rules
@@ -628,7 +654,8 @@ impl Gateway {
         while tasks.join_next().await.is_some() {}
         drop(shared);
         // Flows still in flight hold event senders: give the writers a bounded time to drain.
-        let _ = tokio::time::timeout(Duration::from_secs(2), writers.finish()).await;
+        // MSS sinks take up to 5 s to deliver what they still hold (the spool keeps the rest).
+        let _ = tokio::time::timeout(Duration::from_secs(7), writers.finish()).await;
         Ok(())
     }
 }
