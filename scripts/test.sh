@@ -9,6 +9,9 @@ need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# rsyslog is the real collector of the MSS end-to-end tests (TLS through its ossl driver).
+[ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+dpkg -s rsyslog-openssl >/dev/null 2>&1 || need+=(rsyslog-openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

@@ -30,7 +30,7 @@ fn version_and_help() {
     assert!(out.starts_with("sekisho "), "{out}");
     let (code, out, _) = run(&["--help"], d.path());
     assert_eq!(code, 0);
-    for verb in ["run", "check-config", "ca"] {
+    for verb in ["run", "check-config", "ca", "collector", "logs"] {
         assert!(out.contains(verb), "{out}");
     }
     let (code, out, _) = run(&["rules", "--help"], d.path());
@@ -126,6 +126,9 @@ fn check_config_errors_name_file_and_key() {
         ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[policy]\ndeny_hosts = [\"bad host\"]\n", &["bad.toml", "policy.deny_hosts"]),
         ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[limits]\nhold_bytes_per_flow = 10\nhold_bytes_total = 5\n", &["bad.toml", "limits.hold_bytes_per_flow"]),
         ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[tls]\nupstream_roots = [\"missing.pem\"]\n", &["missing.pem"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[mss]\nspool_dir = \"s\"\n[[mss.sink]]\nkind = \"syslog\"\n", &["bad.toml", "mss.sink[0] (syslog-0)", "needs addr"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[mss]\nspool_dir = \"s\"\n[[mss.sink]]\nkind = \"syslog\"\naddr = \"127.0.0.1:6514\"\nformat = \"xml\"\n", &["bad.toml", "format"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[mss]\nspool_dir = \"s\"\n[[mss.sink]]\nname = \"soc\"\nkind = \"syslog\"\naddr = \"127.0.0.1:6514\"\ntransport = \"tls\"\nca = \"no-ca.pem\"\n", &["bad.toml", "sink soc", "no-ca.pem"]),
     ];
     for (text, needles) in cases {
         std::fs::write(d.path().join("bad.toml"), text).unwrap();

@@ -312,8 +312,13 @@ fn rsyslog_killed_mid_stream_gets_every_event_masked_and_chained() {
     std::thread::sleep(Duration::from_millis(1500));
     rs.start();
     driver.join().unwrap();
+    wait_until("one local threat event per blocked request", 10, || {
+        local_ids(&gw).len() == N
+    });
     let local = local_ids(&gw);
-    assert_eq!(local.len(), N, "one threat event per blocked request");
+    wait_until("one local flow line per request", 10, || {
+        flow_lines(&gw) == N
+    });
     let flows = flow_lines(&gw);
     wait_until("every threat event and flow line at rsyslog", 60, || {
         let got = json_lines(&rs.lines());
@@ -462,8 +467,10 @@ fn gateway_restart_resumes_from_the_spool() {
     // The collector is down: events stay in the spool.
     let mut gw = Gateway::start("mss-restart", "", &extra);
     drive(&gw.proxy_url(), "r", 120);
+    wait_until("120 local threat events", 10, || {
+        local_ids(&gw).len() == 120
+    });
     let local = local_ids(&gw);
-    assert_eq!(local.len(), 120);
     wait_until("events spooled", 10, || {
         metric(
             &metrics(&gw),
@@ -503,8 +510,8 @@ fn full_flow_spool_drops_oldest_with_a_log_loss_event() {
     );
     let gw = Gateway::start("mss-full", "", &extra);
     drive(&gw.proxy_url(), "f", 100);
+    wait_until("100 local flow lines", 10, || flow_lines(&gw) == 100);
     let flows = flow_lines(&gw);
-    assert_eq!(flows, 100);
     wait_until("flows spooled or dropped", 10, || {
         let m = metrics(&gw);
         metric(&m, "sekisho_mss_events_queued_total{sink=\"flows\"}") >= 100.0
@@ -564,6 +571,7 @@ fn syslog_over_tls_verifies_the_collector() {
     );
     let gw = Gateway::start("mss-tls", "", &extra);
     drive(&gw.proxy_url(), "t", 30);
+    wait_until("30 local threat events", 10, || local_ids(&gw).len() == 30);
     let local = local_ids(&gw);
     wait_until("events over TLS", 30, || {
         let a = ids(&json_lines(&rs.lines()), "alert");

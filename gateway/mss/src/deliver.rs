@@ -34,7 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::config::{LogClass, MssConfig, SinkConfig, SinkKind, Transport};
-use crate::encode::{self, Format};
+use crate::encode::{self, Format, Record};
 use crate::filesink::{FileSink, Rotation};
 use crate::mask::{load_or_create_key, KeyError, Masker};
 use crate::metrics::MssMetrics;
@@ -59,7 +59,7 @@ pub enum MssError {
     Io(String),
 }
 
-type Item = (LogClass, Arc<Value>);
+type Item = (LogClass, Arc<Record>);
 
 struct SinkIn {
     tx: mpsc::Sender<Item>,
@@ -72,6 +72,7 @@ struct SinkIn {
 struct Inner {
     sinks: Vec<SinkIn>,
     masker: Option<Masker>,
+    node: String,
 }
 
 /// The producer side: cheap to clone; when every clone is gone the sinks finish.
@@ -203,22 +204,29 @@ impl Mss {
         }
         Ok((
             Mss {
-                inner: Arc::new(Inner { sinks, masker }),
+                inner: Arc::new(Inner {
+                    sinks,
+                    masker,
+                    node: observer.node.clone(),
+                }),
             },
             MssTasks { threads },
         ))
     }
 
-    fn prepare(&self, mut v: Value) -> Arc<Value> {
+    fn prepare(&self, mut v: Value) -> Arc<Record> {
         if let Some(m) = &self.inner.masker {
             m.apply(&mut v);
         }
-        Arc::new(v)
+        Arc::new(Record::from_value(&v, &self.inner.node))
     }
 
     /// Masks an event as the sinks receive it (for tests and `check-config`).
-    pub fn masked(&self, v: Value) -> Value {
-        Arc::unwrap_or_clone(self.prepare(v))
+    pub fn masked(&self, mut v: Value) -> Value {
+        if let Some(m) = &self.inner.masker {
+            m.apply(&mut v);
+        }
+        v
     }
 
     /// Hands a threat event to every sink taking threats; waits while a sink's queue is full
@@ -227,17 +235,33 @@ impl Mss {
         if !self.inner.sinks.iter().any(|s| s.threats) {
             return;
         }
-        let Ok(v) = serde_json::to_value(ev) else {
-            return;
+        let rec = match &self.inner.masker {
+            // Serialize the struct once, no intermediate JSON value.
+            None => Arc::new(Record::from_event(ev)),
+            Some(m) if m.typed() => {
+                let mut ev = ev.clone();
+                m.apply_event(&mut ev);
+                Arc::new(Record::from_event(&ev))
+            }
+            Some(_) => {
+                let Ok(v) = serde_json::to_value(ev) else {
+                    return;
+                };
+                self.prepare(v)
+            }
         };
-        self.threat_value(v).await;
+        self.send_threat(rec).await;
     }
 
     /// Like [`Mss::threat`] for an event already in JSON form.
     pub async fn threat_value(&self, v: Value) {
-        let v = self.prepare(v);
+        let rec = self.prepare(v);
+        self.send_threat(rec).await;
+    }
+
+    async fn send_threat(&self, rec: Arc<Record>) {
         for s in self.inner.sinks.iter().filter(|s| s.threats) {
-            let _ = s.tx.send((LogClass::Threat, Arc::clone(&v))).await;
+            let _ = s.tx.send((LogClass::Threat, Arc::clone(&rec))).await;
         }
     }
 
@@ -302,8 +326,8 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn loss_event(&self, spool_full: u64, queue_full: u64, total: u64) -> Value {
-        serde_json::json!({
+    fn loss_event(&self, spool_full: u64, queue_full: u64, total: u64) -> Record {
+        let v = serde_json::json!({
             "@timestamp": sekisho_core::event::now_rfc3339(),
             "event_type": "log_loss",
             "event": {"id": uuid::Uuid::now_v7(), "kind": "event", "category": "log_loss",
@@ -311,7 +335,8 @@ impl Ctx {
             "observer": self.observer,
             "log_loss": {"sink": self.name, "dropped": spool_full + queue_full,
                          "spool_full": spool_full, "queue_full": queue_full, "total": total},
-        })
+        });
+        Record::from_value(&v, &self.observer.node)
     }
 }
 
@@ -361,10 +386,10 @@ fn run_file(ctx: Ctx, mut file: FileSink, mut rx: mpsc::Receiver<Item>) {
             if lost > 0 {
                 loss_total += lost;
                 let ev = ctx.loss_event(0, lost, loss_total);
-                lines.push(encode::text(&ev, ctx.format, ctx.timing.facility));
+                lines.push(encode::record_text(&ev, ctx.format, ctx.timing.facility));
             }
-            for (_, v) in &batch {
-                lines.push(encode::text(v, ctx.format, ctx.timing.facility));
+            for (_, r) in &batch {
+                lines.push(encode::record_text(r, ctx.format, ctx.timing.facility));
             }
             let res = lines
                 .iter()
@@ -498,7 +523,9 @@ impl NetSink {
             })
         };
         let lanes = [lane(LogClass::Threat)?, lane(LogClass::Flow)?];
-        let max_window = (ctx.timing.batch as u64 * 64).max(10_000);
+        // Bounds the duplicates a reconnect can cause; large enough not to cap throughput
+        // (acknowledgements lag by up to two ack_delay_ms).
+        let max_window = 1_000_000;
         Ok(NetSink {
             kind: sc.kind,
             connector,
@@ -518,11 +545,11 @@ impl NetSink {
         })
     }
 
-    fn encode(&self, v: &Value) -> Vec<u8> {
+    fn encode(&self, r: &Record) -> Vec<u8> {
         let f = self.ctx.timing.facility;
         match self.kind {
-            SinkKind::Http => encode::hec(v, self.ctx.format, f).into_bytes(),
-            _ => encode::syslog_frame(v, self.ctx.format, f),
+            SinkKind::Http => encode::record_hec(r, self.ctx.format, f).into_bytes(),
+            _ => encode::record_syslog_frame(r, self.ctx.format, f),
         }
     }
 
@@ -788,6 +815,9 @@ impl NetSink {
                     return true;
                 }
                 Err(e) => {
+                    // Sent (perhaps partly) but not acknowledged: they go again after the
+                    // reconnect and count as retried then.
+                    self.record_sent(li, &recs);
                     self.disconnect(&e);
                     return false;
                 }
@@ -950,6 +980,45 @@ fn run_net(mut sink: NetSink, mut rx: mpsc::Receiver<Item>) {
             tracing::warn!(sink = %sink.ctx.name, "mss: stopping with unacknowledged events in the spool; they are sent after the next start");
         }
     });
+}
+
+/// Checks that sink `i` can be set up (addresses, URL, TLS files) without connecting.
+pub fn check_sink(cfg: &MssConfig, i: usize) -> Result<(), MssError> {
+    let sc = &cfg.sinks[i];
+    if sc.kind == SinkKind::File {
+        return Ok(());
+    }
+    let name = cfg.sink_name(i);
+    let cerr = |m: String| MssError::Config(format!("sink {name}: {m}"));
+    let (host, port, tls) = match sc.kind {
+        SinkKind::Http => {
+            let url = sc.http_url().unwrap_or_default();
+            let uri: http::Uri = url.parse().map_err(|e| cerr(format!("url {url}: {e}")))?;
+            let https = uri.scheme_str() == Some("https");
+            (
+                uri.host().unwrap_or_default().to_string(),
+                uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+                https,
+            )
+        }
+        _ => {
+            let (h, p) = split_addr(sc.addr.as_deref().unwrap_or_default()).map_err(cerr)?;
+            (h, p, sc.transport == Transport::Tls)
+        }
+    };
+    let settings = tls.then(|| TlsSettings {
+        ca: sc.ca.as_deref(),
+        server_name: sc.server_name.as_deref(),
+        client: sc.client_cert.as_deref().zip(sc.client_key.as_deref()),
+    });
+    Connector::new(
+        host.trim_start_matches('[').trim_end_matches(']'),
+        port,
+        settings,
+        Duration::from_secs(1),
+    )
+    .map(|_| ())
+    .map_err(cerr)
 }
 
 /// Where a sink's spool lives.

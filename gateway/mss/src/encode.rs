@@ -204,66 +204,125 @@ pub fn octet_counted(msg: &str) -> Vec<u8> {
     v
 }
 
-/// The event as text in `format` (RFC 5424 unframed).
-pub fn text(ev: &Value, format: Format, facility: u8) -> String {
-    match format {
-        Format::Json => json(ev),
-        Format::Cef => cef(ev),
-        Format::Rfc5424Json => as_syslog(ev, &json(ev), facility),
+/// An event ready for the encoders: its JSON text and the few fields the syslog header and the
+/// HEC envelope need (so the common formats never parse the JSON again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The event as one JSON object.
+    pub json: String,
+    /// `@timestamp`.
+    pub timestamp: String,
+    /// `observer.node` (the syslog HOST).
+    pub node: String,
+    /// `event_type` (the syslog MSGID).
+    pub event_type: String,
+    /// EVE priority 1 (high) … 4 (info).
+    pub priority: u8,
+}
+
+impl Record {
+    /// From a JSON value; `node` fills in when the event has no `observer.node` (flow lines).
+    pub fn from_value(v: &Value, node: &str) -> Record {
+        Record {
+            json: json(v),
+            timestamp: s(v, &["@timestamp"]).unwrap_or("-").to_string(),
+            node: s(v, &["observer", "node"]).unwrap_or(node).to_string(),
+            event_type: s(v, &["event_type"]).unwrap_or("-").to_string(),
+            priority: priority(v),
+        }
+    }
+
+    /// From a threat event, serialized once.
+    pub fn from_event(ev: &sekisho_core::ThreatEvent) -> Record {
+        Record {
+            json: serde_json::to_string(ev)
+                .unwrap_or_else(|e| format!("{{\"encode_error\":\"{e}\"}}")),
+            timestamp: ev.timestamp.clone(),
+            node: ev.observer.node.clone(),
+            event_type: ev.event_type.clone(),
+            priority: ev.alert.severity.clamp(1, 4),
+        }
+    }
+
+    /// The JSON parsed again (CEF needs most fields).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.json).unwrap_or(Value::Null)
     }
 }
 
-fn as_syslog(ev: &Value, msg: &str, facility: u8) -> String {
+fn syslog_line(r: &Record, msg: &str, facility: u8) -> String {
     rfc5424(
         facility,
-        syslog_severity(priority(ev)),
-        s(ev, &["@timestamp"]).unwrap_or("-"),
-        s(ev, &["observer", "node"]).unwrap_or("-"),
+        syslog_severity(r.priority),
+        &r.timestamp,
+        &r.node,
         "sekisho",
-        s(ev, &["event_type"]).unwrap_or("-"),
+        &r.event_type,
         msg,
     )
 }
 
-/// A syslog record on the wire: RFC 5424 (its MSG the JSON object for `json` and `rfc5424-json`,
-/// the CEF line for `cef`), framed by octet counting.
-pub fn syslog_frame(ev: &Value, format: Format, facility: u8) -> Vec<u8> {
-    let msg = match format {
-        Format::Cef => cef(ev),
-        Format::Json | Format::Rfc5424Json => json(ev),
+/// The record as text in `format` (RFC 5424 unframed).
+pub fn record_text(r: &Record, format: Format, facility: u8) -> String {
+    match format {
+        Format::Json => r.json.clone(),
+        Format::Cef => cef(&r.value()),
+        Format::Rfc5424Json => syslog_line(r, &r.json, facility),
+    }
+}
+
+/// A syslog record on the wire: RFC 5424 (its MSG the JSON object for `json` and
+/// `rfc5424-json`, the CEF line for `cef`), framed by octet counting.
+pub fn record_syslog_frame(r: &Record, format: Format, facility: u8) -> Vec<u8> {
+    let line = match format {
+        Format::Cef => syslog_line(r, &cef(&r.value()), facility),
+        Format::Json | Format::Rfc5424Json => syslog_line(r, &r.json, facility),
     };
-    octet_counted(&as_syslog(ev, &msg, facility))
+    let mut v = Vec::with_capacity(line.len() + 8);
+    v.extend_from_slice(line.len().to_string().as_bytes());
+    v.push(b' ');
+    v.extend_from_slice(line.as_bytes());
+    v
 }
 
 /// An HTTP batch record (Splunk HEC event envelope): `{"time":…,"host":…,"source":"sekisho",
 /// "sourcetype":…,"event":…}` — the event object for `json`, the text for `cef`/`rfc5424-json`.
-pub fn hec(ev: &Value, format: Format, facility: u8) -> String {
-    let event = match format {
-        Format::Json => ev.clone(),
-        other => Value::String(text(ev, other, facility)),
-    };
-    let time = s(ev, &["@timestamp"])
-        .and_then(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        })
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as f64 / 1000.0);
-    let mut o = serde_json::Map::new();
+pub fn record_hec(r: &Record, format: Format, facility: u8) -> String {
+    let time =
+        time::OffsetDateTime::parse(&r.timestamp, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as f64 / 1000.0);
+    let mut o = String::with_capacity(r.json.len() + 128);
+    o.push('{');
     if let Some(t) = time {
-        o.insert("time".into(), Value::from(t));
+        o.push_str(&format!("\"time\":{t},"));
     }
-    if let Some(h) = s(ev, &["observer", "node"]) {
-        o.insert("host".into(), Value::from(h));
+    o.push_str("\"host\":");
+    o.push_str(&json(&Value::from(r.node.as_str())));
+    o.push_str(",\"source\":\"sekisho\",\"sourcetype\":");
+    o.push_str(&json(&Value::from(format!("sekisho:{}", r.event_type))));
+    o.push_str(",\"event\":");
+    match format {
+        Format::Json => o.push_str(&r.json),
+        other => o.push_str(&json(&Value::String(record_text(r, other, facility)))),
     }
-    o.insert("source".into(), Value::from("sekisho"));
-    o.insert(
-        "sourcetype".into(),
-        Value::from(format!(
-            "sekisho:{}",
-            s(ev, &["event_type"]).unwrap_or("event")
-        )),
-    );
-    o.insert("event".into(), event);
-    json(&Value::Object(o))
+    o.push('}');
+    o
+}
+
+/// The event as text in `format` (RFC 5424 unframed).
+pub fn text(ev: &Value, format: Format, facility: u8) -> String {
+    record_text(&Record::from_value(ev, "-"), format, facility)
+}
+
+/// [`record_syslog_frame`] for a JSON value.
+pub fn syslog_frame(ev: &Value, format: Format, facility: u8) -> Vec<u8> {
+    record_syslog_frame(&Record::from_value(ev, "-"), format, facility)
+}
+
+/// [`record_hec`] for a JSON value.
+pub fn hec(ev: &Value, format: Format, facility: u8) -> String {
+    record_hec(&Record::from_value(ev, "-"), format, facility)
 }
 
 #[cfg(test)]

@@ -187,6 +187,58 @@ impl Masker {
         }
     }
 
+    /// The masked evidence excerpt for a buffer `location`, or `None` when it stays.
+    fn mask_excerpt(&self, location: &str, excerpt: &str) -> Option<String> {
+        let location = location.to_ascii_lowercase();
+        if location.is_empty() {
+            return None;
+        }
+        let is_body =
+            location.contains("body") || location.starts_with("file") || location == "pkt_data";
+        let header_buffer = location
+            .strip_prefix("request.header.")
+            .or_else(|| location.strip_prefix("http."))
+            .map(|h| h.trim_end_matches(".raw").replace('_', "-"));
+        let named_header = header_buffer.is_some_and(|h| self.headers.contains(&h));
+        if (self.body && is_body) || named_header {
+            Some(self.token(excerpt))
+        } else if self.query && URL_EVIDENCE.contains(&location.as_str()) {
+            Some(self.mask_query(excerpt))
+        } else if !self.headers.is_empty()
+            && (location.contains("header") || location == "http.start")
+        {
+            Some(self.mask_header_lines(excerpt))
+        } else {
+            None
+        }
+    }
+
+    /// True when [`Masker::apply_event`] covers everything configured (no JSON pointers).
+    pub fn typed(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Masks a threat event in place without going through JSON (what [`Masker::apply`] does
+    /// to its JSON form, except `fields`; see [`Masker::typed`]).
+    pub fn apply_event(&self, ev: &mut sekisho_core::ThreatEvent) {
+        if self.query {
+            if let Some(h) = ev.http.as_mut() {
+                h.url = self.mask_query(&h.url);
+            }
+            if let Some(u) = ev.url_filter.as_mut() {
+                u.canonical = self.mask_query(&u.canonical);
+            }
+        }
+        if let Some(m) = self.mask_excerpt(&ev.evidence.location, &ev.evidence.excerpt) {
+            ev.evidence.excerpt = m;
+        }
+        if self.headers.iter().any(|h| h == "user-agent") {
+            if let Some(ua) = ev.http.as_mut().and_then(|h| h.user_agent.as_mut()) {
+                *ua = self.token(ua);
+            }
+        }
+    }
+
     /// Masks `ev` in place.
     pub fn apply(&self, ev: &mut Value) {
         if self.query {
@@ -206,26 +258,10 @@ impl Masker {
             .pointer("/evidence/location")
             .and_then(Value::as_str)
             .unwrap_or("")
-            .to_ascii_lowercase();
-        if !location.is_empty() {
-            let is_body =
-                location.contains("body") || location.starts_with("file") || location == "pkt_data";
-            let header_buffer = location
-                .strip_prefix("request.header.")
-                .or_else(|| location.strip_prefix("http."))
-                .map(|h| h.trim_end_matches(".raw").replace('_', "-"));
-            if let Some(v) = ev.pointer_mut("/evidence/excerpt") {
-                if self.body && is_body {
-                    Self::mask_str(v, |s| self.token(s));
-                } else if header_buffer.is_some_and(|h| self.headers.contains(&h)) {
-                    Self::mask_str(v, |s| self.token(s));
-                } else if self.query && URL_EVIDENCE.contains(&location.as_str()) {
-                    Self::mask_str(v, |s| self.mask_query(s));
-                } else if !self.headers.is_empty()
-                    && (location.contains("header") || location == "http.start")
-                {
-                    Self::mask_str(v, |s| self.mask_header_lines(s));
-                }
+            .to_string();
+        if let Some(v) = ev.pointer_mut("/evidence/excerpt") {
+            if let Some(m) = v.as_str().and_then(|x| self.mask_excerpt(&location, x)) {
+                *v = Value::String(m);
             }
         }
         if self.headers.iter().any(|h| h == "user-agent") {
@@ -311,6 +347,61 @@ mod tests {
         let mut flow = serde_json::json!({"event_type": "flow", "path": "/s?q=1"});
         m.apply(&mut flow);
         assert_eq!(flow["path"], format!("/s?q={}", m.token("1")));
+    }
+
+    #[test]
+    fn typed_and_json_masking_agree() {
+        use sekisho_core::{
+            DestinationInfo, Evidence, Finding, FlowMeta, HttpInfo, Observer, Severity, ThreatEvent,
+        };
+        let m = Masker::new(
+            &MaskConfig {
+                query: true,
+                body: true,
+                headers: vec!["user-agent".into()],
+                fields: vec![],
+            },
+            b"0123456789abcdef".to_vec(),
+        );
+        for (loc, excerpt) in [
+            ("http.uri", "/a?patient=1"),
+            ("http.request_body", "<Name>Yamada</Name>"),
+            ("http.user_agent", "curl/8"),
+        ] {
+            let f = Finding::new(
+                "ips",
+                "1",
+                "x",
+                Severity::High,
+                "c",
+                Evidence::new(loc, excerpt),
+            );
+            let meta = FlowMeta::new(
+                1,
+                "l",
+                "10.0.0.1:1".parse().unwrap(),
+                "10.0.0.2:2".parse().unwrap(),
+            );
+            let http = HttpInfo {
+                method: "GET".into(),
+                url: "http://h/a?patient=1".into(),
+                hostname: None,
+                status: None,
+                user_agent: Some("curl/8".into()),
+            };
+            let mut ev = ThreatEvent::from_finding(
+                &f,
+                &meta,
+                &Observer::default(),
+                DestinationInfo::default(),
+                Some(http),
+            );
+            let mut v = serde_json::to_value(&ev).unwrap();
+            m.apply(&mut v);
+            m.apply_event(&mut ev);
+            assert_eq!(serde_json::to_value(&ev).unwrap(), v, "{loc}");
+            assert!(!v.to_string().contains("patient=1"));
+        }
     }
 
     #[test]

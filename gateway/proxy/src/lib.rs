@@ -447,6 +447,10 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
             if m.mask.enabled() { "on" } else { "off" }
         ));
         for (i, s) in m.sinks.iter().enumerate() {
+            sekisho_mss::deliver::check_sink(m, i).map_err(|e| ProxyError::Config {
+                file: cfg.path.clone(),
+                message: e.to_string(),
+            })?;
             notes.push(format!(
                 "  sink {}: {:?} {} format {} transport {:?} logs {:?}",
                 m.sink_name(i),

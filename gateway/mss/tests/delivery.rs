@@ -1,0 +1,311 @@
+//! Delivery against in-process collectors: push back when the threat spool is full, HTTP
+//! batches retried after non-2xx answers, mutual TLS to `collector` with a client certificate,
+//! CEF over HTTP.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use sekisho_core::Observer;
+use sekisho_mss::collector::{bind, CollectorConfig};
+use sekisho_mss::{Mss, MssConfig, MssMetrics};
+use serde_json::{json, Value};
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sekisho-mss-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn observer() -> Observer {
+    Observer {
+        name: "sekisho".into(),
+        version: "0.1.0".into(),
+        node: "gw-test".into(),
+    }
+}
+
+fn event(i: usize) -> Value {
+    json!({
+        "@timestamp": "2026-11-26T00:00:00.000Z",
+        "event_type": "alert",
+        "event": {"id": format!("ev-{i}"), "kind": "alert", "category": "test", "action": "blocked", "severity": 1},
+        "observer": observer(),
+        "alert": {"signature_id": "1", "signature": "test", "severity": 1, "action": "blocked", "category": "test"},
+        "pad": "x".repeat(300),
+    })
+}
+
+fn config(text: &str) -> MssConfig {
+    toml::from_str(text).unwrap()
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn event_ids(lines: &[String]) -> std::collections::HashSet<String> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let j = &l[l.find('{')?..];
+            let v: Value = serde_json::from_str(j).ok()?;
+            v["event"]["id"].as_str().map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_threat_spool_pushes_back_and_loses_nothing() {
+    let d = tmp("pushback");
+    let addr = free_addr();
+    let cfg = config(&format!(
+        "spool_dir = \"{}\"\nsegment_bytes = 4096\nspool_max_bytes = 8192\nqueue = 1\nbatch = 10\nack_delay_ms = 50\nbackoff_min_ms = 20\nbackoff_max_ms = 100\n\
+         [[sink]]\nname = \"s\"\nkind = \"syslog\"\naddr = \"{addr}\"\n",
+        d.join("spool").display()
+    ));
+    let metrics = MssMetrics::unregistered().unwrap();
+    let (mss, tasks) = Mss::start(&cfg, observer(), metrics.clone()).unwrap();
+    // The collector is down: the spool (8 KiB) fills, then sending waits.
+    let mut sent = 0;
+    let mut blocked = None;
+    for i in 0..200 {
+        let fut = mss.threat_value(event(i));
+        let mut fut = Box::pin(fut);
+        match tokio::time::timeout(Duration::from_secs(2), &mut fut).await {
+            Ok(()) => sent += 1,
+            Err(_) => {
+                blocked = Some((i, fut));
+                break;
+            }
+        }
+    }
+    let (i, fut) = blocked.expect("a full threat spool must push back");
+    assert!(
+        sent >= 10,
+        "the spool took {sent} events before pushing back"
+    );
+    // The collector comes up: the waiting send completes and everything arrives.
+    let out = d.join("collector");
+    let (_, serve) = bind(CollectorConfig {
+        out: out.clone(),
+        syslog_tcp: vec![addr],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let server = tokio::spawn(serve);
+    fut.await;
+    for j in i + 1..i + 20 {
+        mss.threat_value(event(j)).await;
+    }
+    let total = i + 20;
+    wait_until("every event at the collector", || {
+        event_ids(&lines(&out.join("syslog.log"))).len() == total
+    })
+    .await;
+    assert_eq!(
+        metrics
+            .dropped
+            .with_label_values(&["s", "spool_full"])
+            .get(),
+        0
+    );
+    drop(mss);
+    tasks.finish().await;
+    server.abort();
+    assert_eq!(metrics.acked.with_label_values(&["s"]).get(), total as u64);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_batches_are_retried_until_2xx() {
+    use http_body_util::BodyExt;
+    let d = tmp("http");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let got = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (c2, g2) = (Arc::clone(&calls), Arc::clone(&got));
+    let server = tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            let (c3, g3) = (Arc::clone(&c2), Arc::clone(&g2));
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (c4, g4) = (Arc::clone(&c3), Arc::clone(&g3));
+                        async move {
+                            let auth = req
+                                .headers()
+                                .get("authorization")
+                                .map(|h| h.to_str().unwrap().to_string());
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let n = c4.fetch_add(1, Ordering::SeqCst);
+                            let status = if n < 2 { 503 } else { 200 };
+                            if status == 200 {
+                                assert_eq!(auth.as_deref(), Some("Splunk t0ken"));
+                                for l in sekisho_mss::collector::batch_events(&body).unwrap() {
+                                    g4.lock().unwrap().push(l);
+                                }
+                            }
+                            let mut r = http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"{}"),
+                            ));
+                            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let cfg = config(&format!(
+        "spool_dir = \"{}\"\nbatch = 7\nbackoff_min_ms = 20\nbackoff_max_ms = 50\n\
+         [[sink]]\nname = \"hec\"\nkind = \"http\"\nurl = \"http://{addr}/services/collector/event\"\ntoken = \"t0ken\"\nformat = \"cef\"\n",
+        d.join("spool").display()
+    ));
+    let metrics = MssMetrics::unregistered().unwrap();
+    let (mss, tasks) = Mss::start(&cfg, observer(), metrics.clone()).unwrap();
+    for i in 0..30 {
+        mss.threat_value(event(i)).await;
+    }
+    wait_until("30 CEF events", || got.lock().unwrap().len() >= 30).await;
+    let v = got.lock().unwrap().clone();
+    assert!(v.iter().all(|l| l.starts_with("CEF:0|Sekisho|Sekisho|")));
+    let mut ext: Vec<&str> = v
+        .iter()
+        .map(|l| {
+            l.split("externalId=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    ext.sort();
+    ext.dedup();
+    assert_eq!(ext.len(), 30);
+    assert!(calls.load(Ordering::SeqCst) >= 3);
+    assert!(metrics.retried.with_label_values(&["hec"]).get() > 0);
+    drop(mss);
+    tasks.finish().await;
+    assert_eq!(metrics.acked.with_label_values(&["hec"]).get(), 30);
+    server.abort();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn write_pki(d: &Path) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "Collector CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |name: &str, san: SanType| {
+        let k = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.subject_alt_names = vec![san];
+        let c = p.signed_by(&k, &issuer).unwrap();
+        (c.pem(), k.serialize_pem())
+    };
+    let (sc, sk) = leaf(
+        "collector",
+        SanType::IpAddress("127.0.0.1".parse().unwrap()),
+    );
+    let (cc, ck) = leaf(
+        "gateway",
+        SanType::DnsName("gw.example".try_into().unwrap()),
+    );
+    std::fs::write(d.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(d.join("server.pem"), sc).unwrap();
+    std::fs::write(d.join("server.key"), sk).unwrap();
+    std::fs::write(d.join("client.pem"), cc).unwrap();
+    std::fs::write(d.join("client.key"), ck).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_tls_with_client_certificate() {
+    let d = tmp("mtls");
+    write_pki(&d);
+    let out = d.join("collector");
+    let (bound, serve) = bind(CollectorConfig {
+        out: out.clone(),
+        syslog_tls: vec!["127.0.0.1:0".parse().unwrap()],
+        cert: Some(d.join("server.pem")),
+        key: Some(d.join("server.key")),
+        client_ca: Some(d.join("ca.pem")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let server = tokio::spawn(serve);
+    let addr = bound[0].1;
+    let sink = |name: &str, client: bool| {
+        let mut s = format!(
+            "[[sink]]\nname = \"{name}\"\nkind = \"syslog\"\naddr = \"{addr}\"\ntransport = \"tls\"\nca = \"{}\"\n",
+            d.join("ca.pem").display()
+        );
+        if client {
+            s += &format!(
+                "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+                d.join("client.pem").display(),
+                d.join("client.key").display()
+            );
+        }
+        s
+    };
+    let cfg = config(&format!(
+        "spool_dir = \"{}\"\nack_delay_ms = 50\nbackoff_min_ms = 20\nbackoff_max_ms = 100\n{}{}",
+        d.join("spool").display(),
+        sink("mtls", true),
+        sink("anonymous", false)
+    ));
+    let metrics = MssMetrics::unregistered().unwrap();
+    let (mss, tasks) = Mss::start(&cfg, observer(), metrics.clone()).unwrap();
+    for i in 0..20 {
+        mss.threat_value(event(i)).await;
+    }
+    wait_until("20 events over mutual TLS", || {
+        event_ids(&lines(&out.join("syslog.log"))).len() == 20
+            && metrics.acked.with_label_values(&["mtls"]).get() == 20
+    })
+    .await;
+    // Without a client certificate the collector refuses the sink: nothing acknowledged.
+    assert_eq!(metrics.acked.with_label_values(&["anonymous"]).get(), 0);
+    let per_id = lines(&out.join("syslog.log")).len();
+    assert!(per_id >= 20);
+    drop(mss);
+    tasks.finish().await;
+    server.abort();
+    let _ = std::fs::remove_dir_all(&d);
+}
