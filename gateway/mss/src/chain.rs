@@ -44,7 +44,7 @@ pub fn seal(body: &str, hash: &str) -> String {
 pub fn unseal(line: &str) -> Option<(String, &str)> {
     let is_hex = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
     if let Some(rest) = line.strip_suffix("\"}") {
-        if rest.len() >= 64 {
+        if rest.len() >= 64 && rest.is_char_boundary(rest.len() - 64) {
             let (pre, h) = rest.split_at(rest.len() - 64);
             if is_hex(h) {
                 if let Some(p) = pre.strip_suffix(",\"chain\":\"") {
@@ -211,6 +211,8 @@ mod tests {
             assert_eq!(h, "ab".repeat(32));
         }
         assert!(serde_json::from_str::<serde_json::Value>(&seal("{\"a\":1}", GENESIS)).is_ok());
+        // Found by the proptest: a multi-byte character where the hash would start.
+        assert!(unseal(&format!("{}\"}}", "é".repeat(40))).is_none());
     }
 
     #[test]

@@ -144,6 +144,17 @@ impl LogClass {
     }
 }
 
+/// A secret string: `Debug` prints `***`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// `[[mss.sink]]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,9 +191,9 @@ pub struct SinkConfig {
     /// Its key.
     #[serde(default)]
     pub client_key: Option<PathBuf>,
-    /// HTTP: sent as `Authorization: Splunk <token>`.
+    /// HTTP: sent as `Authorization: Splunk <token>` (never logged).
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// File: rotate at this size (default 100 MiB).
     #[serde(default = "d_rotate_bytes")]
     pub rotate_bytes: u64,
@@ -379,6 +390,11 @@ logs = ["threat"]
         .unwrap();
         c.validate().unwrap();
         assert_eq!(c.sink_name(0), "syslog-0");
+        let with_token: MssConfig = toml::from_str(
+            "spool_dir = \"s\"\n[[sink]]\nkind = \"http\"\naddr = \"h:1\"\ntoken = \"hunter2\"\n",
+        )
+        .unwrap();
+        assert!(!format!("{with_token:?}").contains("hunter2"));
         assert_eq!(c.sinks[0].transport, Transport::Tls);
         assert_eq!(c.sinks[2].format(), Format::Cef);
         assert_eq!(

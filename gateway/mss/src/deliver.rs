@@ -492,7 +492,7 @@ impl NetSink {
                     Some(HttpTarget {
                         authority,
                         path,
-                        token: sc.token.clone(),
+                        token: sc.token.as_ref().map(|t| t.0.clone()),
                     }),
                 )
             }
