@@ -34,3 +34,6 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked --no-fail-fast
+# The Kafka sink is behind a feature (librdkafka from source): lint it and run its tests too.
+cargo clippy -p sekisho-mss --features kafka --all-targets --locked -- -D warnings
+cargo test -p sekisho-mss --features kafka --locked --no-fail-fast

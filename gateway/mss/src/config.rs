@@ -111,6 +111,9 @@ pub enum SinkKind {
     Syslog,
     /// HTTP(S) JSON batches (Splunk HEC envelope); a 2xx acknowledges the batch.
     Http,
+    /// Kafka (builds with the cargo feature `kafka`): `addr` lists the brokers, `topic` names
+    /// the topic; a batch is acknowledged when every record's delivery report succeeds.
+    Kafka,
 }
 
 /// `transport`.
@@ -173,6 +176,9 @@ pub struct SinkConfig {
     /// The collector URL (http), e.g. `https://siem:8088/services/collector/event`.
     #[serde(default)]
     pub url: Option<String>,
+    /// Kafka topic (default `sekisho`).
+    #[serde(default)]
+    pub topic: Option<String>,
     /// `tcp` (default) or `tls`.
     #[serde(default)]
     pub transport: Transport,
@@ -180,16 +186,17 @@ pub struct SinkConfig {
     #[serde(default)]
     pub format: Option<Format>,
     /// PEM bundle the collector's certificate must chain to (default: the system store).
-    #[serde(default)]
+    /// Also accepted as `ca_file`, `ca_cert` or `tls_ca`.
+    #[serde(default, alias = "ca_file", alias = "ca_cert", alias = "tls_ca")]
     pub ca: Option<PathBuf>,
     /// Name to verify in the collector's certificate (default: the host of `addr`/`url`).
     #[serde(default)]
     pub server_name: Option<String>,
-    /// Client certificate (PEM chain) for mutual TLS.
-    #[serde(default)]
+    /// Client certificate (PEM chain) for mutual TLS (also `cert`).
+    #[serde(default, alias = "cert")]
     pub client_cert: Option<PathBuf>,
-    /// Its key.
-    #[serde(default)]
+    /// Its key (also `key`).
+    #[serde(default, alias = "key")]
     pub client_key: Option<PathBuf>,
     /// HTTP: sent as `Authorization: Splunk <token>` (never logged).
     #[serde(default)]
@@ -227,6 +234,11 @@ impl SinkConfig {
                 .unwrap_or_default(),
             SinkKind::Syslog => self.addr.clone().unwrap_or_default(),
             SinkKind::Http => self.http_url().unwrap_or_default(),
+            SinkKind::Kafka => format!(
+                "{}/{}",
+                self.addr.clone().unwrap_or_default(),
+                self.topic.as_deref().unwrap_or("sekisho")
+            ),
         }
     }
 
@@ -253,6 +265,7 @@ impl MssConfig {
                 SinkKind::File => "file",
                 SinkKind::Syslog => "syslog",
                 SinkKind::Http => "http",
+                SinkKind::Kafka => "kafka",
             };
             format!("{k}-{i}")
         })
@@ -340,6 +353,7 @@ impl MssConfig {
                         return Err(e("kind = \"syslog\" needs addr (host:port)"));
                     }
                 }
+                SinkKind::Kafka => {}
                 SinkKind::Http => {
                     let u = s
                         .http_url()
@@ -348,6 +362,18 @@ impl MssConfig {
                     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                         return Err(e(&format!("url {u}: http:// or https:// with a host")));
                     }
+                }
+            }
+            if s.kind == SinkKind::Kafka {
+                if !cfg!(feature = "kafka") {
+                    return Err(e(
+                        "kind = \"kafka\": this build has no Kafka support (build with --features kafka)",
+                    ));
+                }
+                if s.addr.as_deref().is_none_or(|a| a.trim().is_empty()) {
+                    return Err(e(
+                        "kind = \"kafka\" needs addr (broker list host:port,host:port)",
+                    ));
                 }
             }
             if s.client_cert.is_some() != s.client_key.is_some() {
@@ -404,8 +430,16 @@ logs = ["threat"]
         let bad: MssConfig =
             toml::from_str("spool_dir = \"s\"\n[[sink]]\nkind = \"syslog\"\n").unwrap();
         assert!(bad.validate().unwrap_err().contains("needs addr"));
+        let kafka: MssConfig =
+            toml::from_str("spool_dir = \"s\"\n[[sink]]\nkind = \"kafka\"\naddr = \"x:1\"\n")
+                .unwrap();
+        if cfg!(feature = "kafka") {
+            kafka.validate().unwrap();
+        } else {
+            assert!(kafka.validate().unwrap_err().contains("--features kafka"));
+        }
         assert!(toml::from_str::<MssConfig>(
-            "spool_dir = \"s\"\n[[sink]]\nkind = \"kafka\"\naddr = \"x:1\"\n"
+            "spool_dir = \"s\"\n[[sink]]\nkind = \"amqp\"\naddr = \"x:1\"\n"
         )
         .is_err());
     }

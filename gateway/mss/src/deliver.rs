@@ -182,7 +182,7 @@ impl Mss {
                         .map_err(|e| MssError::Io(format!("sink {name}: {e}")))?;
                     Box::new(move || run_file(ctx, file, rx))
                 }
-                SinkKind::Syslog | SinkKind::Http => {
+                SinkKind::Syslog | SinkKind::Http | SinkKind::Kafka => {
                     let net = NetSink::open(cfg, sc, ctx)?;
                     Box::new(move || run_net(net, rx))
                 }
@@ -437,6 +437,8 @@ struct Lane {
 enum Link {
     Syslog(Stream),
     Http(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    #[cfg(feature = "kafka")]
+    Kafka(rdkafka::producer::FutureProducer),
 }
 
 struct HttpTarget {
@@ -450,6 +452,8 @@ struct NetSink {
     kind: SinkKind,
     connector: Connector,
     http: Option<HttpTarget>,
+    #[cfg(feature = "kafka")]
+    kafka: Option<crate::kafka::KafkaTarget>,
     lanes: [Lane; 2],
     link: Option<Link>,
     backoff: Duration,
@@ -496,11 +500,34 @@ impl NetSink {
                     }),
                 )
             }
+            SinkKind::Kafka => {
+                // librdkafka connects; the connector only names the first broker in logs.
+                let first = sc
+                    .addr
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split(',')
+                    .next()
+                    .unwrap_or_default()
+                    .trim();
+                let (h, p) = split_addr(first).map_err(cerr)?;
+                (h, p, false, None)
+            }
             _ => {
                 let (h, p) = split_addr(sc.addr.as_deref().unwrap_or_default()).map_err(cerr)?;
                 (h, p, sc.transport == Transport::Tls, None)
             }
         };
+        #[cfg(feature = "kafka")]
+        let kafka = (sc.kind == SinkKind::Kafka).then(|| crate::kafka::KafkaTarget {
+            brokers: sc.addr.clone().unwrap_or_default(),
+            topic: sc.topic.clone().unwrap_or_else(|| "sekisho".into()),
+            tls: (sc.transport == Transport::Tls).then(|| crate::kafka::KafkaTls {
+                ca: sc.ca.clone(),
+                client: sc.client_cert.clone().zip(sc.client_key.clone()),
+            }),
+            timeout: ctx.timing.timeout,
+        });
         let settings = tls.then(|| TlsSettings {
             ca: sc.ca.as_deref(),
             server_name: sc.server_name.as_deref(),
@@ -530,6 +557,8 @@ impl NetSink {
             kind: sc.kind,
             connector,
             http,
+            #[cfg(feature = "kafka")]
+            kafka,
             lanes,
             link: None,
             backoff: ctx.timing.backoff_min,
@@ -549,6 +578,7 @@ impl NetSink {
         let f = self.ctx.timing.facility;
         match self.kind {
             SinkKind::Http => encode::record_hec(r, self.ctx.format, f).into_bytes(),
+            SinkKind::Kafka => encode::record_text(r, self.ctx.format, f).into_bytes(),
             _ => encode::record_syslog_frame(r, self.ctx.format, f),
         }
     }
@@ -662,6 +692,12 @@ impl NetSink {
         if self.link.is_some() || Instant::now() < self.next_attempt || !self.has_unacked() {
             return;
         }
+        #[cfg(feature = "kafka")]
+        if let Some(k) = &self.kafka {
+            let link = k.producer().map(Link::Kafka);
+            self.connected(link);
+            return;
+        }
         let res = self.connector.connect().await;
         let link = match res {
             Ok(s) => match &self.http {
@@ -682,6 +718,10 @@ impl NetSink {
             },
             Err(e) => Err(e.to_string()),
         };
+        self.connected(link);
+    }
+
+    fn connected(&mut self, link: Result<Link, String>) {
         match link {
             Ok(l) => {
                 tracing::info!(sink = %self.ctx.name, peer = %self.connector.peer(), "mss: connected to the collector");
@@ -799,6 +839,11 @@ impl NetSink {
                     let t = self.http.as_ref();
                     post(send, t, &recs, timeout).await.map(|()| true)
                 }
+                #[cfg(feature = "kafka")]
+                Some(Link::Kafka(p)) => match &self.kafka {
+                    Some(k) => k.send(p, &recs).await.map(|()| true),
+                    None => return false,
+                },
                 None => return false,
             };
             match result {
@@ -985,7 +1030,7 @@ fn run_net(mut sink: NetSink, mut rx: mpsc::Receiver<Item>) {
 /// Checks that sink `i` can be set up (addresses, URL, TLS files) without connecting.
 pub fn check_sink(cfg: &MssConfig, i: usize) -> Result<(), MssError> {
     let sc = &cfg.sinks[i];
-    if sc.kind == SinkKind::File {
+    if matches!(sc.kind, SinkKind::File | SinkKind::Kafka) {
         return Ok(());
     }
     let name = cfg.sink_name(i);

@@ -12,6 +12,8 @@ pub mod config;
 pub mod deliver;
 pub mod encode;
 pub mod filesink;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod mask;
 pub mod metrics;
 pub mod net;

@@ -309,3 +309,36 @@ async fn syslog_tls_with_client_certificate() {
     server.abort();
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// No Kafka broker can run here (no Debian package, no network): this checks the failure
+/// path — every delivery report fails, nothing is acknowledged, the events stay in the spool.
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_without_a_broker_keeps_events_spooled() {
+    let d = tmp("kafka");
+    let addr = free_addr();
+    let cfg = config(&format!(
+        "spool_dir = \"{}\"\ntimeout_secs = 1\nbackoff_min_ms = 20\nbackoff_max_ms = 100\n\
+         [[sink]]\nname = \"k\"\nkind = \"kafka\"\naddr = \"{addr}\"\ntopic = \"sekisho-test\"\n",
+        d.join("spool").display()
+    ));
+    let metrics = MssMetrics::unregistered().unwrap();
+    let (mss, tasks) = Mss::start(&cfg, observer(), metrics.clone()).unwrap();
+    for i in 0..5 {
+        mss.threat_value(event(i)).await;
+    }
+    wait_until("a failed Kafka batch", || {
+        metrics.retried.with_label_values(&["k"]).get() >= 5
+    })
+    .await;
+    assert_eq!(metrics.acked.with_label_values(&["k"]).get(), 0);
+    drop(mss);
+    tasks.finish().await;
+    let mut s = sekisho_mss::Spool::open(
+        &d.join("spool/k/threat"),
+        sekisho_mss::SpoolLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(s.read_batch(100).unwrap().len(), 5);
+    let _ = std::fs::remove_dir_all(&d);
+}
