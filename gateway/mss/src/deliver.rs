@@ -467,57 +467,62 @@ struct NetSink {
     max_window: u64,
 }
 
+/// Host, port, whether the connection is TLS, and the HTTP target, of a network sink.
+fn endpoint(sc: &SinkConfig) -> Result<(String, u16, bool, Option<HttpTarget>), String> {
+    Ok(match sc.kind {
+        SinkKind::Http => {
+            let url = sc.http_url().unwrap_or_default();
+            let uri: http::Uri = url.parse().map_err(|e| format!("url {url}: {e}"))?;
+            let https = uri.scheme_str() == Some("https");
+            let host = uri.host().unwrap_or_default().to_string();
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let authority = uri
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .unwrap_or_default();
+            let path = uri
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.as_str().to_string());
+            (
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                port,
+                https,
+                Some(HttpTarget {
+                    authority,
+                    path,
+                    token: sc.token.as_ref().map(|t| t.0.clone()),
+                }),
+            )
+        }
+        SinkKind::Kafka => {
+            // librdkafka connects; the connector only names the first broker in logs.
+            let first = sc
+                .addr
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim();
+            let (h, p) = split_addr(first)?;
+            (h, p, false, None)
+        }
+        _ => {
+            let (h, p) = split_addr(sc.addr.as_deref().unwrap_or_default())?;
+            (h, p, sc.transport == Transport::Tls, None)
+        }
+    })
+}
+
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 impl NetSink {
     fn open(cfg: &MssConfig, sc: &SinkConfig, ctx: Ctx) -> Result<NetSink, MssError> {
         let name = ctx.name.clone();
         let cerr = |m: String| MssError::Config(format!("sink {name}: {m}"));
-        let (host, port, tls, http) = match sc.kind {
-            SinkKind::Http => {
-                let url = sc.http_url().unwrap_or_default();
-                let uri: http::Uri = url.parse().map_err(|e| cerr(format!("url {url}: {e}")))?;
-                let https = uri.scheme_str() == Some("https");
-                let host = uri.host().unwrap_or_default().to_string();
-                let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-                let authority = uri
-                    .authority()
-                    .map(|a| a.as_str().to_string())
-                    .unwrap_or_default();
-                let path = uri
-                    .path_and_query()
-                    .map_or("/".to_string(), |p| p.as_str().to_string());
-                (
-                    host.trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .to_string(),
-                    port,
-                    https,
-                    Some(HttpTarget {
-                        authority,
-                        path,
-                        token: sc.token.as_ref().map(|t| t.0.clone()),
-                    }),
-                )
-            }
-            SinkKind::Kafka => {
-                // librdkafka connects; the connector only names the first broker in logs.
-                let first = sc
-                    .addr
-                    .as_deref()
-                    .unwrap_or_default()
-                    .split(',')
-                    .next()
-                    .unwrap_or_default()
-                    .trim();
-                let (h, p) = split_addr(first).map_err(cerr)?;
-                (h, p, false, None)
-            }
-            _ => {
-                let (h, p) = split_addr(sc.addr.as_deref().unwrap_or_default()).map_err(cerr)?;
-                (h, p, sc.transport == Transport::Tls, None)
-            }
-        };
+        let (host, port, tls, http) = endpoint(sc).map_err(cerr)?;
         #[cfg(feature = "kafka")]
         let kafka = (sc.kind == SinkKind::Kafka).then(|| crate::kafka::KafkaTarget {
             brokers: sc.addr.clone().unwrap_or_default(),
@@ -1035,35 +1040,15 @@ pub fn check_sink(cfg: &MssConfig, i: usize) -> Result<(), MssError> {
     }
     let name = cfg.sink_name(i);
     let cerr = |m: String| MssError::Config(format!("sink {name}: {m}"));
-    let (host, port, tls) = match sc.kind {
-        SinkKind::Http => {
-            let url = sc.http_url().unwrap_or_default();
-            let uri: http::Uri = url.parse().map_err(|e| cerr(format!("url {url}: {e}")))?;
-            let https = uri.scheme_str() == Some("https");
-            (
-                uri.host().unwrap_or_default().to_string(),
-                uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
-                https,
-            )
-        }
-        _ => {
-            let (h, p) = split_addr(sc.addr.as_deref().unwrap_or_default()).map_err(cerr)?;
-            (h, p, sc.transport == Transport::Tls)
-        }
-    };
+    let (host, port, tls, _) = endpoint(sc).map_err(cerr)?;
     let settings = tls.then(|| TlsSettings {
         ca: sc.ca.as_deref(),
         server_name: sc.server_name.as_deref(),
         client: sc.client_cert.as_deref().zip(sc.client_key.as_deref()),
     });
-    Connector::new(
-        host.trim_start_matches('[').trim_end_matches(']'),
-        port,
-        settings,
-        Duration::from_secs(1),
-    )
-    .map(|_| ())
-    .map_err(cerr)
+    Connector::new(&host, port, settings, Duration::from_secs(1))
+        .map(|_| ())
+        .map_err(cerr)
 }
 
 /// Where a sink's spool lives.
