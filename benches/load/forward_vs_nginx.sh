@@ -11,6 +11,8 @@
 # table to stdout and benches/results/forward_vs_nginx.json. Needs: nginx-light, hey, openssl.
 # With IPS=1 Sekisho also runs the IPS stage with every ET Open rule of the corpora
 # (../shared/corpora or SEKISHO_CORPORA) and the results go to forward_vs_nginx_ips.json.
+# With MSS=1 every communication-log line also goes through the MSS spool to a local syslog
+# collector (`sekisho collector`); the script reports how many arrived.
 # With URL=1 Sekisho runs the URL filter with every UT1 category of the corpora (policy: block
 # malware, phishing, gambling; warn shopping; the rest allowed) -> forward_vs_nginx_url.json.
 set -euo pipefail
@@ -85,6 +87,14 @@ if [ -n "${URL:-}" ]; then
   printf '[urlfilter]\ncategory_dirs = ["%s"]\n[[urlfilter.policy]]\nname = "bench"\nwarn = ["shopping"]\nblock = ["malware", "phishing", "gambling"]\n' "$UT1" >> "$W/sekisho.toml"
   RESULT=benches/results/forward_vs_nginx_url.json
 fi
+if [ -n "${MSS:-}" ]; then
+  # Every communication-log line (one per request) also goes through the MSS spool (fsync per
+  # batch) to a syslog TCP collector on CPU 0: the cost of shipping logs under load.
+  COLP=18514
+  taskset -c 0 "$BIN" collector --syslog-tcp "127.0.0.1:$COLP" --out "$W/collector" > "$W/collector.out" 2>&1 & pids+=($!)
+  printf '[mss]\nspool_dir = "%s/spool"\n[[mss.sink]]\nname = "bench"\nkind = "syslog"\naddr = "127.0.0.1:%s"\nformat = "rfc5424-json"\n' "$W" "$COLP" >> "$W/sekisho.toml"
+  RESULT=benches/results/forward_vs_nginx_mss.json
+fi
 "$BIN" ca init --out "$W/gw" >/dev/null
 cat "$W/ca.crt" "$W/gw/ca.crt" > "$W/trust.pem"
 
@@ -127,6 +137,16 @@ metrics=$(curl -s "http://127.0.0.1:$MET/metrics")
 hits=$(awk '/^sekisho_cert_cache_total\{result="hit"\}/ {print $2}' <<<"$metrics")
 miss=$(awk '/^sekisho_cert_cache_total\{result="miss"\}/ {print $2}' <<<"$metrics")
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$SEKPID/status")
+if [ -n "${MSS:-}" ]; then
+  sleep 3   # let the sink drain and acknowledge
+  metrics=$(curl -s "http://127.0.0.1:$MET/metrics")
+  mq=$(awk '/^sekisho_mss_events_queued_total\{sink="bench"\}/ {print $2}' <<<"$metrics")
+  ma=$(awk '/^sekisho_mss_events_acked_total\{sink="bench"\}/ {print $2}' <<<"$metrics")
+  md=$(awk '/^sekisho_mss_events_dropped_total/ {s+=$2} END {print s+0}' <<<"$metrics")
+  mf=$(wc -l < "$W/flows.jsonl")
+  mc=$(wc -l < "$W/collector/syslog.log" 2>/dev/null || echo 0)
+  echo "mss: $mf flow lines logged, $mq queued, $ma acknowledged, $md dropped, $mc lines at the collector" >&2
+fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 f() { awk '{print $'"$2"'}' <<<"${R[$1]}"; }
@@ -141,7 +161,7 @@ echo "leaf cache: ${hits:-0} hits, ${miss:-0} misses; sekisho peak RSS ${rss:-?}
 mkdir -p benches/results
 cat > "$RESULT" <<JSON
 {"date": "$(date -u +%FT%TZ)", "machine": "$(nproc) cores, $(uname -m), $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//')",
- "seconds": $SECS, "concurrency": $CONC, "ips_et_open": $([ -n "${IPS:-}" ] && echo true || echo false), "url_ut1": $([ -n "${URL:-}" ] && echo true || echo false),
+ "seconds": $SECS, "concurrency": $CONC, "ips_et_open": $([ -n "${IPS:-}" ] && echo true || echo false), "url_ut1": $([ -n "${URL:-}" ] && echo true || echo false), "mss_syslog": $([ -n "${MSS:-}" ] && echo true || echo false),
  "keepalive": {"sekisho_rps": $(f sek_ka 1), "nginx_rps": $(f ngx_ka 1)},
  "new_tls": {"sekisho_rps": $(f sek_new 1), "nginx_rps": $(f ngx_new 1)},
  "cert_cache": {"hits": ${hits:-0}, "misses": ${miss:-0}}, "sekisho_peak_rss_kib": ${rss:-0}}

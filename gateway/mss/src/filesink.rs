@@ -30,6 +30,8 @@ pub struct FileSink {
     out: BufWriter<File>,
     size: u64,
     created: SystemTime,
+    /// Lines after the header in the current file (0: nothing to rotate by age).
+    records: u64,
     last: String,
 }
 
@@ -107,6 +109,7 @@ impl FileSink {
             out: BufWriter::with_capacity(1 << 16, f),
             size,
             created,
+            records: u64::from(size > 0),
             last: chain::GENESIS.to_string(),
         };
         match tail.as_deref().and_then(chain::unseal) {
@@ -149,6 +152,7 @@ impl FileSink {
         } else {
             self.write_line(body)?;
         }
+        self.records += 1;
         if self.size >= self.rotation.max_bytes {
             self.rotate()?;
         }
@@ -165,7 +169,7 @@ impl FileSink {
         let age = SystemTime::now()
             .duration_since(self.created)
             .unwrap_or_default();
-        if age >= self.rotation.max_age && self.size > 0 {
+        if age >= self.rotation.max_age && self.records > 0 {
             self.rotate()?;
         }
         Ok(())
@@ -198,6 +202,7 @@ impl FileSink {
             .map_err(|e| io_err(&self.path, e))?;
         self.out = BufWriter::with_capacity(1 << 16, f);
         self.size = 0;
+        self.records = 0;
         self.created = SystemTime::now();
         self.write_start()?;
         self.prune();
@@ -256,6 +261,32 @@ pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn rotates_by_age_only_with_new_lines() {
+        let d = std::env::temp_dir().join(format!("sekisho-filesink-age-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let p = d.join("mss.jsonl");
+        let rot = Rotation {
+            max_bytes: 1 << 20,
+            max_age: Duration::ZERO,
+            keep: 10,
+        };
+        let mut s = FileSink::open(&p, rot, None).unwrap();
+        // Only the header: nothing to rotate.
+        s.flush().unwrap();
+        s.flush().unwrap();
+        assert!(s.rotated().is_empty());
+        s.write("{\"n\":1}").unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.rotated().len(), 1);
+        s.flush().unwrap();
+        assert_eq!(s.rotated().len(), 1, "an idle file is not rotated again");
+        let first = &s.rotated()[0];
+        let v = chain::verify_file(first, None, None).unwrap();
+        assert!(chain::verify_file(&p, None, Some(&v.last)).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn rotates_by_size_keeps_n_and_chains_across_files_and_restarts() {

@@ -129,7 +129,12 @@ fn read_record(f: &mut File, off: u64, limit: u64) -> Option<Vec<u8>> {
 impl Spool {
     /// Opens (or creates) the spool in `dir`, resuming from its cursor.
     pub fn open(dir: &Path, limits: SpoolLimits) -> Result<Spool> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // Events carry personal data: the spool is the gateway user's only.
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(dir).map_err(io(dir))?;
         let mut seqs: Vec<u64> = std::fs::read_dir(dir)
             .map_err(io(dir))?
             .filter_map(|e| e.ok())
