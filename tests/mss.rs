@@ -512,6 +512,7 @@ fn full_flow_spool_drops_oldest_with_a_log_loss_event() {
     drive(&gw.proxy_url(), "f", 100);
     wait_until("100 local flow lines", 10, || flow_lines(&gw) == 100);
     let flows = flow_lines(&gw);
+    // Every flow line was taken in (queued counts the log_loss events too).
     wait_until("flows spooled or dropped", 10, || {
         let m = metrics(&gw);
         metric(&m, "sekisho_mss_events_queued_total{sink=\"flows\"}") >= 100.0

@@ -612,6 +612,9 @@ impl NetSink {
                     // Communication logs: drop the oldest segment and retry; at worst this one.
                     let n = lane.spool.drop_oldest().unwrap_or(0);
                     let appended = n > 0 && lane.spool.append(&rec).is_ok();
+                    if appended {
+                        self.ctx.m.queued.inc();
+                    }
                     let lost = n + u64::from(!appended);
                     self.loss_spool += lost;
                     self.ctx.m.dropped_spool.inc_by(lost);
