@@ -271,15 +271,26 @@ impl Mss {
         if !self.inner.sinks.iter().any(|s| s.flows) {
             return;
         }
-        let Ok(mut v) = serde_json::to_value(line) else {
-            return;
+        let v = match &self.inner.masker {
+            // Serialize the struct once, no intermediate JSON value.
+            None => Arc::new(Record::from_flow(line, &self.inner.node)),
+            Some(m) if m.typed() => {
+                let mut l = line.clone();
+                m.apply_flow(&mut l);
+                Arc::new(Record::from_flow(&l, &self.inner.node))
+            }
+            Some(_) => {
+                let Ok(mut v) = serde_json::to_value(line) else {
+                    return;
+                };
+                if let Some(o) = v.as_object_mut() {
+                    o.entry("event").or_insert_with(|| {
+                        serde_json::json!({"id": uuid::Uuid::now_v7(), "kind": "event", "category": "flow"})
+                    });
+                }
+                self.prepare(v)
+            }
         };
-        if let Some(o) = v.as_object_mut() {
-            o.entry("event").or_insert_with(|| {
-                serde_json::json!({"id": uuid::Uuid::now_v7(), "kind": "event", "category": "flow"})
-            });
-        }
-        let v = self.prepare(v);
         for s in self.inner.sinks.iter().filter(|s| s.flows) {
             if s.tx.try_send((LogClass::Flow, Arc::clone(&v))).is_err() {
                 s.dropped_queue.inc();
@@ -517,6 +528,8 @@ fn endpoint(sc: &SinkConfig) -> Result<(String, u16, bool, Option<HttpTarget>), 
 }
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a sink waits for more events after a short intake.
+const LINGER: Duration = Duration::from_millis(5);
 
 impl NetSink {
     fn open(cfg: &MssConfig, sc: &SinkConfig, ctx: Ctx) -> Result<NetSink, MssError> {
@@ -989,6 +1002,16 @@ fn run_net(mut sink: NetSink, mut rx: mpsc::Receiver<Item>) {
                     {
                         if n == 0 {
                             closed = true;
+                        } else if n < sink.ctx.timing.batch {
+                            // Linger: let a batch gather so one fsync and one write carry many
+                            // events instead of one.
+                            tokio::time::sleep(LINGER).await;
+                            while buf.len() < intake {
+                                match rx.try_recv() {
+                                    Ok(i) => buf.push(i),
+                                    Err(_) => break,
+                                }
+                            }
                         }
                     }
                 }

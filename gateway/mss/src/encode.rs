@@ -244,6 +244,28 @@ impl Record {
         }
     }
 
+    /// From a communication-log line, serialized once, with an `event` object
+    /// (`{"id": UUIDv7, "kind": "event", "category": "flow"}`) put first.
+    pub fn from_flow(line: &sekisho_core::CommLog, node: &str) -> Record {
+        let body = serde_json::to_string(line).unwrap_or_else(|_| "{}".into());
+        let mut json = String::with_capacity(body.len() + 96);
+        json.push_str("{\"event\":{\"id\":\"");
+        json.push_str(&uuid::Uuid::now_v7().to_string());
+        json.push_str("\",\"kind\":\"event\",\"category\":\"flow\"}");
+        let rest = body.strip_prefix('{').unwrap_or("}");
+        if rest != "}" {
+            json.push(',');
+        }
+        json.push_str(rest);
+        Record {
+            json,
+            timestamp: line.timestamp.clone(),
+            node: node.to_string(),
+            event_type: line.event_type.clone(),
+            priority: 4,
+        }
+    }
+
     /// The JSON parsed again (CEF needs most fields).
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.json).unwrap_or(Value::Null)
@@ -414,6 +436,25 @@ mod tests {
         assert_eq!(h["event"]["flow_id"], 7);
         assert_eq!(h["sourcetype"], "sekisho:alert");
         assert!(h["time"].as_f64().unwrap() > 1.7e9);
+    }
+
+    #[test]
+    fn flow_records_carry_an_event_id() {
+        let line = sekisho_core::CommLog {
+            timestamp: "2026-11-25T00:00:00.000Z".into(),
+            event_type: "flow".into(),
+            flow_id: 9,
+            path: Some("/a?b=c".into()),
+            ..Default::default()
+        };
+        let r = Record::from_flow(&line, "gw");
+        let v: Value = serde_json::from_str(&r.json).unwrap();
+        assert_eq!(v["event"]["category"], "flow");
+        assert_eq!(v["event"]["id"].as_str().unwrap().len(), 36);
+        assert_eq!(v["flow_id"], 9);
+        assert_eq!(v["path"], "/a?b=c");
+        assert_eq!(r.node, "gw");
+        assert_eq!(r.priority, 4);
     }
 
     #[test]

@@ -239,6 +239,15 @@ impl Masker {
         }
     }
 
+    /// Masks a communication-log line in place (its `path`), as [`Masker::apply`] would.
+    pub fn apply_flow(&self, line: &mut sekisho_core::CommLog) {
+        if self.query {
+            if let Some(p) = line.path.as_mut() {
+                *p = self.mask_query(p);
+            }
+        }
+    }
+
     /// Masks `ev` in place.
     pub fn apply(&self, ev: &mut Value) {
         if self.query {

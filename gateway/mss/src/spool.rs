@@ -335,7 +335,8 @@ impl Spool {
             f.seek(SeekFrom::Start(off)).map_err(io(&path))?;
             // One buffered reader per segment: a few large reads instead of three syscalls per
             // record.
-            let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+            let cap = (seg.len - off).clamp(8 << 10, 1 << 20) as usize;
+            let mut r = std::io::BufReader::with_capacity(cap, f);
             while out.len() < max && off + HEADER <= seg.len {
                 let mut h = [0u8; 8];
                 if r.read_exact(&mut h).is_err() {
