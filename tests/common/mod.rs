@@ -446,8 +446,13 @@ impl Gateway {
     }
 
     fn read_lines(&self, file: &str) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.path().join(file))
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default();
+        // A line still being written (no newline yet) is left for the next read.
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
