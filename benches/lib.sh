@@ -14,3 +14,15 @@ build_release() {
   cargo build --release --locked -q
   BIN=$PWD/target/release/sekisho
 }
+
+# make_pki DIR: a test CA (DIR/ca.crt, DIR/ca.key) and a server certificate it issued for
+# localhost and 127.0.0.1 (DIR/srv.crt, DIR/srv.key).
+make_pki() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=LoadTestCA \
+    -keyout "$1/ca.key" -out "$1/ca.crt" -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$1/srv.key" -out "$1/srv.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$1/ext"
+  openssl x509 -req -in "$1/srv.csr" -CA "$1/ca.crt" -CAkey "$1/ca.key" -CAcreateserial -days 2 \
+    -extfile "$1/ext" -out "$1/srv.crt" 2>/dev/null
+}

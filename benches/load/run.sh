@@ -35,13 +35,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 # --- PKI: the origin's CA and certificate (localhost, 127.0.0.1).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=LoadTestCA \
-  -keyout "$W/ca.key" -out "$W/ca.crt" -addext basicConstraints=critical,CA:TRUE 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-  -keyout "$W/srv.key" -out "$W/srv.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$W/ext"
-openssl x509 -req -in "$W/srv.csr" -CA "$W/ca.crt" -CAkey "$W/ca.key" -CAcreateserial -days 2 \
-  -extfile "$W/ext" -out "$W/srv.crt" 2>/dev/null
+make_pki "$W"
 mkdir -p "$W/www"
 head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 > "$W/www/1k"
 
