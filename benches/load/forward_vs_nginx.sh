@@ -97,23 +97,8 @@ taskset -c 1 nginx -c "$W/proxy.conf" -p "$W" -g 'daemon off;' & pids+=($!)
 taskset -c 1 "$BIN" --log-level "${SEKISHO_LOG:-warn}" run --config "$W/sekisho.toml" > "$W/sekisho.out" 2>&1 & SEKPID=$!; pids+=($SEKPID)
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$MET/metrics" && break; sleep 0.1; done
 
-run() { # name, extra hey args...
-  local out
-  out=$(SSL_CERT_FILE="$W/trust.pem" taskset -c 0 hey -z "${SECS}s" -c "$CONC" "$@" 2>&1)
-  local rps p50 p99 errs
-  rps=$(awk '/Requests\/sec:/ {print $2}' <<<"$out")
-  p50=$(awk '/50% in/ {print $3}' <<<"$out")
-  p99=$(awk '/99% in/ {print $3}' <<<"$out")
-  # Errors: transport errors plus any status other than 200.
-  errs=$(awk '/^Error distribution:/ {e=1; next} /^Status code distribution:/ {c=1; next}
-              e && /\[[0-9]+\]/ {v=$1; gsub(/[\[\]]/,"",v); s+=v}
-              c && /\[[0-9]+\]/ && $1 != "[200]" {s+=$2}
-              /^$/ {e=0; c=0} END {print s+0}' <<<"$out")
-  # hey reports rates over all responses: count only 200s.
-  ok=$(awk '/\[200\]/ {print $2}' <<<"$out")
-  rps=$(awk -v ok="${ok:-0}" -v s="$SECS" 'BEGIN { printf "%.0f", ok / s }')
-  [ "${errs:-0}" = 0 ] || { echo "--- hey $* (errors):" >&2; grep -A4 -E "^(Status code|Error) distribution" <<<"$out" >&2; }
-  echo "$rps ${p50:-0} ${p99:-0} ${errs:-0} ${ok:-0}"
+run() { # extra hey args... -> "rps p50 p99 errs ok"
+  SSL_CERT_FILE="$W/trust.pem" taskset -c 0 hey -z "${SECS}s" -c "$CONC" "$@" 2>&1 | hey_stats "$SECS"
 }
 warm() { SSL_CERT_FILE="$W/trust.pem" hey -n 200 -c 4 "$@" >/dev/null 2>&1 || true; }
 

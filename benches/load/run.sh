@@ -159,18 +159,11 @@ one_run() { # target scenario -> "rps p50 p99 errs ok cpu_s_per_10k"
   # shellcheck disable=SC2086
   out=$(SSL_CERT_FILE="$W/trust.pem" taskset -c 0 hey -z "${SECS}s" -c "$CONC" $args 2>&1)
   t1=$(cpu_ticks "$TPID")
-  local p50 p99 errs ok rps cpu
-  p50=$(awk '/50% in/ {print $3}' <<<"$out")
-  p99=$(awk '/99% in/ {print $3}' <<<"$out")
-  errs=$(awk '/^Error distribution:/ {e=1; next} /^Status code distribution:/ {c=1; next}
-              e && /\[[0-9]+\]/ {v=$1; gsub(/[\[\]]/,"",v); s+=v}
-              c && /\[[0-9]+\]/ && $1 != "[200]" {s+=$2}
-              /^$/ {e=0; c=0} END {print s+0}' <<<"$out")
-  ok=$(awk '/\[200\]/ {print $2}' <<<"$out"); ok=${ok:-0}
-  rps=$(awk -v ok="$ok" -v s="$SECS" 'BEGIN { printf "%.0f", ok / s }')
+  local stats ok cpu
+  stats=$(hey_stats "$SECS" <<<"$out")
+  ok=$(awk '{print $5}' <<<"$stats")
   cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v ok="$ok" 'BEGIN { if (ok > 0) printf "%.2f", d / hz / ok * 10000; else print "n/a" }')
-  [ "${errs:-0}" = 0 ] || { echo "--- $1 $2: errors" >&2; grep -A4 -E "^(Status code|Error) distribution" <<<"$out" >&2 || true; }
-  echo "$rps ${p50:-0} ${p99:-0} ${errs:-0} $ok $cpu"
+  echo "$stats $cpu"
 }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 

@@ -527,6 +527,14 @@ fn endpoint(sc: &SinkConfig) -> Result<(String, u16, bool, Option<HttpTarget>), 
     })
 }
 
+/// The spool lane of a class: threat events first.
+fn lane_index(class: LogClass) -> usize {
+    match class {
+        LogClass::Threat => 0,
+        LogClass::Flow => 1,
+    }
+}
+
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a sink waits for more events after a short intake.
 const LINGER: Duration = Duration::from_millis(5);
@@ -601,20 +609,14 @@ impl NetSink {
         }
     }
 
-    fn lane(&mut self, class: LogClass) -> &mut Lane {
-        match class {
-            LogClass::Threat => &mut self.lanes[0],
-            LogClass::Flow => &mut self.lanes[1],
-        }
-    }
-
     /// Spools queued items in order; stops at a threat event that does not fit (push back).
     fn take_in(&mut self, items: &mut VecDeque<Item>) {
         while let Some((class, v)) = items.front() {
             let rec = self.encode(v);
             let class = *class;
-            let name = self.ctx.name.clone();
-            let lane = self.lane(class);
+            // Disjoint field borrows: the lane mutably, the name for logs (no per-event copy).
+            let lane = &mut self.lanes[lane_index(class)];
+            let name = &self.ctx.name;
             match lane.spool.append(&rec) {
                 Ok(()) => {
                     self.ctx.m.queued.inc();
@@ -782,10 +784,8 @@ impl NetSink {
     }
 
     fn ack(&mut self, li: usize, upto: Pos, n: u64) {
-        let name = self.ctx.name.clone();
-        let lane = &mut self.lanes[li];
-        if let Err(e) = lane.spool.ack(upto) {
-            tracing::error!(sink = %name, error = %e, "mss: cannot persist the spool cursor");
+        if let Err(e) = self.lanes[li].spool.ack(upto) {
+            tracing::error!(sink = %self.ctx.name, error = %e, "mss: cannot persist the spool cursor");
         }
         self.ctx.m.acked.inc_by(n);
     }
