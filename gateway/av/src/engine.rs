@@ -3,6 +3,7 @@
 //! sources' hashes.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use md5::Digest as _;
@@ -44,9 +45,39 @@ pub struct Detection {
     pub description: Option<String>,
 }
 
+fn new_scanner(rules: &yara_x::Rules) -> yara_x::Scanner<'_> {
+    let mut s = yara_x::Scanner::new(rules);
+    s.max_matches_per_pattern(100);
+    s
+}
+
+fn next_engine_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+type ScannerOf<'r> = yara_x::Scanner<'r>;
+
+self_cell::self_cell!(
+    /// A scanner together with the rule set it borrows.
+    struct CachedScanner {
+        owner: Arc<yara_x::Rules>,
+        #[not_covariant]
+        dependent: ScannerOf,
+    }
+);
+
+thread_local! {
+    /// This thread's scanner and the id of the rule set it was built for.
+    static CACHED: std::cell::RefCell<Option<(u64, CachedScanner)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// The compiled signatures.
 pub struct Engine {
-    rules: yara_x::Rules,
+    rules: Arc<yara_x::Rules>,
+    /// Tells this rule set's cached scanners from another's (see [`Engine::with_scanner`]).
+    id: u64,
     hashes: HashSet,
     files: Vec<String>,
     report: LoadReport,
@@ -202,7 +233,8 @@ impl Engine {
                 report.yara_rules = rules.iter().count();
                 report.from_cache = true;
                 return Ok(Engine {
-                    rules,
+                    rules: Arc::new(rules),
+                    id: next_engine_id(),
                     hashes,
                     files,
                     report,
@@ -258,7 +290,8 @@ impl Engine {
         report.loaded.extend(yara_report.loaded);
         report.rejected.extend(yara_report.rejected);
         Ok(Engine {
-            rules,
+            rules: Arc::new(rules),
+            id: next_engine_id(),
             hashes,
             files,
             report,
@@ -302,9 +335,31 @@ impl Engine {
 
     /// A scanner for one flow or one file (reuse it across that flow's pieces).
     pub fn scanner(&self) -> yara_x::Scanner<'_> {
-        let mut s = yara_x::Scanner::new(&self.rules);
-        s.max_matches_per_pattern(100);
-        s
+        new_scanner(&self.rules)
+    }
+
+    /// Runs `f` with this thread's scanner for this rule set. Building a YARA-X scanner (its
+    /// WebAssembly store) costs more than scanning a small body, so each thread keeps one for the
+    /// rule set it last scanned with; a reloaded rule set replaces it on the next scan.
+    pub fn with_scanner<R>(&self, f: impl FnOnce(&mut yara_x::Scanner<'_>) -> R) -> R {
+        CACHED.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut slot) => {
+                if slot.as_ref().map(|(id, _)| *id) != Some(self.id) {
+                    // Drop the old scanner (and its rule set) before building the new one.
+                    *slot = None;
+                    *slot = Some((
+                        self.id,
+                        CachedScanner::new(Arc::clone(&self.rules), |r| new_scanner(r)),
+                    ));
+                }
+                match slot.as_mut() {
+                    Some((_, c)) => c.with_dependent_mut(|_, s| f(s)),
+                    None => f(&mut self.scanner()),
+                }
+            }
+            // Re-entered from inside a scan on this thread: a scanner of its own.
+            Err(_) => f(&mut self.scanner()),
+        })
     }
 
     /// Scans one piece. `name` is the file name (for the externals); `deadline` bounds the scan.

@@ -82,15 +82,39 @@ pub fn scan_bytes(
     timeout: Duration,
     stop_on_first: bool,
 ) -> ScanReport {
+    engine.with_scanner(|scanner| {
+        scan_with(
+            engine,
+            scanner,
+            data,
+            root,
+            hints,
+            limits,
+            timeout,
+            stop_on_first,
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_with(
+    engine: &Engine,
+    scanner: &mut yara_x::Scanner<'_>,
+    data: &Bytes,
+    root: &str,
+    hints: &Hints<'_>,
+    limits: &Limits,
+    timeout: Duration,
+    stop_on_first: bool,
+) -> ScanReport {
     let deadline = Instant::now() + timeout;
     let mut report = ScanReport::default();
-    let mut scanner = engine.scanner();
     let mut timed_out = None;
     let issues = walk(data, root, hints, limits, Some(deadline), &mut |piece| {
         report.pieces += 1;
         let mime = sekisho_content::sniff_mime(piece.data);
         match engine.scan(
-            &mut scanner,
+            scanner,
             piece.data,
             piece.name,
             piece.provenance,

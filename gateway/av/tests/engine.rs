@@ -195,3 +195,50 @@ fn corpora_yara_rules_compile() {
     assert_eq!(r.yara_rules, 7087);
     assert!(r.rejected.is_empty(), "{:?}", r.rejected);
 }
+
+/// Scanners are cached per thread and rule set: two rule sets used in turn on one thread (a
+/// reload while flows of the old set still scan) each find their own rule and not the other's.
+#[test]
+fn cached_scanners_follow_their_rule_set() {
+    let dir = std::env::temp_dir().join(format!("sekisho-av-cache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.yar"),
+        "rule only_a { strings: $a = \"alpha-needle\" condition: $a }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b.yar"),
+        "rule only_b { strings: $b = \"bravo-needle\" condition: $b }\n",
+    )
+    .unwrap();
+    let a = Engine::load(&[dir.join("a.yar")], &[], None).unwrap();
+    let b = Engine::load(&[dir.join("b.yar")], &[], None).unwrap();
+    let data = Bytes::from_static(b"xx alpha-needle yy bravo-needle zz");
+    let rules = |e: &Engine| -> Vec<String> {
+        scan_bytes(
+            e,
+            &data,
+            "file",
+            &Hints::default(),
+            &Limits::default(),
+            Duration::from_secs(30),
+            false,
+        )
+        .hits
+        .into_iter()
+        .map(|h| h.detection.rule)
+        .collect()
+    };
+    for _ in 0..3 {
+        assert_eq!(rules(&a), ["only_a"]);
+        assert_eq!(rules(&b), ["only_b"]);
+    }
+    drop(a);
+    assert_eq!(
+        rules(&b),
+        ["only_b"],
+        "the other set's scanner outlives its engine"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
