@@ -114,14 +114,27 @@ async fn decrypted_https_http1_and_h2_through_curl() {
     assert!(!r.stdout.contains("x-drop-me"), "{}", r.stdout);
     assert!(!r.stdout.contains("keep-alive"), "{}", r.stdout);
 
-    // The upstream leg is h2 (ALPN with the origin) and carries the authority once, as :authority:
-    // a duplicate Host header makes nginx answer 400.
+    // The upstream leg is HTTP/1.1 by default (`upstream_http2 = "auto"`); a request that needs h2
+    // end to end (TE: trailers, gRPC) goes over h2 (ALPN with the origin) and carries the
+    // authority once, as :authority: a duplicate Host header makes nginx answer 400.
     let r = s
         .curl(&[&format!("https://localhost:{}/proto", s.origin.port)])
         .await;
+    assert_eq!(r.stdout, "HTTP/1.1", "{}", r.stderr);
+    let r = s
+        .curl(&[
+            "-H",
+            "TE: trailers",
+            &format!("https://localhost:{}/proto", s.origin.port),
+        ])
+        .await;
     assert_eq!(r.stdout, "HTTP/2.0", "{}", r.stderr);
     let r = s
-        .curl(&[&format!("https://localhost:{}/headers", s.origin.port)])
+        .curl(&[
+            "-H",
+            "TE: trailers",
+            &format!("https://localhost:{}/headers", s.origin.port),
+        ])
         .await;
     assert!(
         !r.stdout.contains("host:"),

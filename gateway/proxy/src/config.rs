@@ -137,6 +137,10 @@ pub struct TlsConfig {
     /// Minted certificates kept in memory (default 10,000).
     #[serde(default = "default_leaf_cache")]
     pub leaf_cache_size: usize,
+    /// When requests go upstream over h2: `auto` (gRPC and `TE: trailers` only, the default),
+    /// `always`, `never`.
+    #[serde(default)]
+    pub upstream_http2: crate::upstream::UpstreamH2,
 }
 
 fn yes() -> bool {
@@ -170,6 +174,7 @@ impl Default for TlsConfig {
             leaf_validity_days: default_leaf_days(),
             leaf_key_rotation_hours: default_leaf_key_hours(),
             leaf_cache_size: default_leaf_cache(),
+            upstream_http2: Default::default(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Threat events and the communication log, written as JSON lines by one writer task per file.
+//! Threat events and the communication log, written as JSON lines by one writer thread per file.
 //!
 //! Threat events push back when the queue is full (never dropped); communication-log lines are
 //! dropped when their queue is full, counted in `sekisho_events_dropped_total{kind="flow"}`.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use sekisho_core::{CommLog, Observer, ThreatEvent};
 use sekisho_mss::{Mss, MssConfig, MssMetrics, MssTasks};
-use tokio::io::AsyncWriteExt;
+use std::io::Write as _;
 use tokio::sync::mpsc;
 
 use crate::error::{ProxyError, Result};
@@ -43,42 +43,43 @@ impl EventWriters {
     }
 }
 
-async fn open_append(path: &Path) -> Result<tokio::fs::File> {
+fn open_append(path: &Path) -> Result<std::fs::File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        tokio::fs::create_dir_all(dir)
-            .await
+        std::fs::create_dir_all(dir)
             .map_err(|e| ProxyError::io(format!("creating {}", dir.display()), e))?;
     }
-    tokio::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .await
         .map_err(|e| ProxyError::io(format!("opening {}", path.display()), e))
 }
 
+/// One writer per file on a thread of its own (blocking on the queue): appending a batch is one
+/// write(2), with no hand-off to the blocking pool per batch as `tokio::fs` would make.
 fn spawn_writer(
     path: PathBuf,
-    mut file: tokio::fs::File,
+    mut file: std::fs::File,
     mut rx: mpsc::Receiver<String>,
     metrics: Arc<Metrics>,
     kind: &'static str,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(256);
+    tokio::task::spawn_blocking(move || {
         let mut buf = Vec::with_capacity(64 * 1024);
-        while rx.recv_many(&mut batch, 256).await > 0 {
+        while let Some(first) = rx.blocking_recv() {
             buf.clear();
-            for line in batch.drain(..) {
+            let mut n = 0u64;
+            let mut next = Some(first);
+            while let Some(line) = next.take() {
                 buf.extend_from_slice(line.as_bytes());
                 buf.push(b'\n');
-            }
-            let n = buf.iter().filter(|b| **b == b'\n').count() as u64;
-            match file.write_all(&buf).await {
-                Ok(()) => {
-                    let _ = file.flush().await;
-                    metrics.events.with_label_values(&[kind]).inc_by(n);
+                n += 1;
+                if n < 256 {
+                    next = rx.try_recv().ok();
                 }
+            }
+            match file.write_all(&buf) {
+                Ok(()) => metrics.events.with_label_values(&[kind]).inc_by(n),
                 Err(e) => {
                     metrics.events_dropped.with_label_values(&[kind]).inc_by(n);
                     tracing::error!(file = %path.display(), error = %e, "cannot write {kind} log");
@@ -114,8 +115,8 @@ impl EventSink {
                 (Some(mss), Some(tasks))
             }
         };
-        let ef = open_append(events).await?;
-        let cf = open_append(comm_log).await?;
+        let ef = open_append(events)?;
+        let cf = open_append(comm_log)?;
         let (ttx, trx) = mpsc::channel(queue);
         let (ftx, frx) = mpsc::channel(queue);
         let tasks = vec![

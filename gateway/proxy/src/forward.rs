@@ -1026,6 +1026,9 @@ async fn tunnel<S>(
             .timer(TokioTimer::new())
             .max_header_list_size(limits.max_header_bytes as u32)
             .max_concurrent_streams(256)
+            .initial_stream_window_size(crate::upstream::H2_STREAM_WINDOW)
+            .initial_connection_window_size(crate::upstream::H2_CONN_WINDOW)
+            .max_frame_size(crate::upstream::H2_MAX_FRAME)
             .keep_alive_interval(Some(limits.idle_timeout))
             .serve_connection(io, svc);
         tokio::select! {

@@ -511,6 +511,7 @@ impl Gateway {
             limits.connect_timeout,
             limits.idle_timeout,
             Arc::clone(&upstream_certs),
+            cfg.tls.upstream_http2,
         )?;
         let node = cfg.node_name.clone().unwrap_or_else(|| {
             std::fs::read_to_string("/etc/hostname")
@@ -624,7 +625,7 @@ impl Gateway {
 
     /// A handle that can swap the pipeline while the gateway runs.
     pub fn reloader(&self) -> Reloader {
-        Reloader(Arc::clone(&self.shared))
+        Reloader(Arc::downgrade(&self.shared))
     }
 
     /// Serves until `shutdown` resolves, then flushes the event files.
@@ -664,17 +665,26 @@ impl Gateway {
     }
 }
 
-/// Swaps the running pipeline (SIGHUP, admin API).
+/// Swaps the running pipeline (SIGHUP, admin API). It does not keep a stopped gateway alive: the
+/// shutdown does not wait for reload handles to go.
 #[derive(Clone)]
-pub struct Reloader(Arc<Shared>);
+pub struct Reloader(std::sync::Weak<Shared>);
 
 impl Reloader {
+    fn shared(&self, cfg: &std::path::Path) -> Result<Arc<Shared>> {
+        self.0.upgrade().ok_or_else(|| ProxyError::Config {
+            file: cfg.to_path_buf(),
+            message: "the gateway has stopped".into(),
+        })
+    }
+
     /// Builds every listener's pipeline from `cfg` and swaps them in; on error (or a changed
     /// listener count, which needs a restart) the running ones stay.
     pub fn reload(&self, cfg: &Config) -> Result<()> {
-        let r = self.swap(cfg);
+        let shared = self.shared(&cfg.path)?;
+        let r = Self::swap(&shared, cfg);
         let label = if r.is_ok() { "ok" } else { "error" };
-        self.0.metrics.reloads.with_label_values(&[label]).inc();
+        shared.metrics.reloads.with_label_values(&[label]).inc();
         r
     }
 
@@ -683,28 +693,30 @@ impl Reloader {
         match Config::load(path) {
             Ok(cfg) => self.reload(&cfg),
             Err(e) => {
-                self.0.metrics.reloads.with_label_values(&["error"]).inc();
+                if let Ok(shared) = self.shared(path) {
+                    shared.metrics.reloads.with_label_values(&["error"]).inc();
+                }
                 Err(e)
             }
         }
     }
 
-    fn swap(&self, cfg: &Config) -> Result<()> {
+    fn swap(shared: &Shared, cfg: &Config) -> Result<()> {
         let mut engines =
-            Engines::load_with(cfg, true, Some(Arc::clone(&self.0.metrics.ips_stats)))?;
-        engines.warn = Arc::clone(&self.0.warn);
-        let new = build_pipelines(cfg, &engines, &self.0.extra_stages)?;
-        if new.len() != self.0.pipelines.len() {
+            Engines::load_with(cfg, true, Some(Arc::clone(&shared.metrics.ips_stats)))?;
+        engines.warn = Arc::clone(&shared.warn);
+        let new = build_pipelines(cfg, &engines, &shared.extra_stages)?;
+        if new.len() != shared.pipelines.len() {
             return Err(ProxyError::Config {
                 file: cfg.path.clone(),
                 message: "listener: the number of listeners changed; restart to apply".into(),
             });
         }
-        for (slot, p) in self.0.pipelines.iter().zip(new) {
+        for (slot, p) in shared.pipelines.iter().zip(new) {
             slot.store(Arc::new(p));
         }
-        self.0.url.store(engines.url.clone());
-        self.0
+        shared.url.store(engines.url.clone());
+        shared
             .metrics
             .ips_rules
             .set(engines.ips.as_ref().map_or(0, |s| s.len() as i64));
