@@ -173,3 +173,210 @@ fn unreadable_or_mismatched_ca_key_is_a_clear_error() {
         "{err}"
     );
 }
+
+fn openssl(args: &[&str], cwd: &std::path::Path) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `ca issue-client` makes a client certificate OpenSSL verifies against the CA, with the
+/// facility in OU and the SAN URI, clientAuth, a 0600 key; `ca crl` revokes it.
+#[test]
+fn ca_issue_client_and_crl() {
+    let d = TempDir::new("cli-client");
+    let p = d.path();
+    assert_eq!(run(&["ca", "init", "--out", "ca"], p).0, 0);
+    let (code, out, err) = run(
+        &[
+            "ca",
+            "issue-client",
+            "--ca",
+            "ca",
+            "--facility",
+            "1312345678",
+            "--out",
+            "f1",
+        ],
+        p,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("facility 1312345678"), "{out}");
+    assert_eq!(
+        std::fs::metadata(p.join("f1/client.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let (ok, text) = openssl(
+        &[
+            "verify",
+            "-purpose",
+            "sslclient",
+            "-CAfile",
+            "ca/ca.crt",
+            "f1/client.crt",
+        ],
+        p,
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = openssl(
+        &[
+            "x509",
+            "-in",
+            "f1/client.crt",
+            "-noout",
+            "-subject",
+            "-ext",
+            "subjectAltName,extendedKeyUsage",
+        ],
+        p,
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("OU = 1312345678"), "{text}");
+    assert!(
+        text.contains("URI:urn:sekisho:facility:1312345678"),
+        "{text}"
+    );
+    assert!(text.contains("TLS Web Client Authentication"), "{text}");
+    // A second facility; the first one revoked.
+    assert_eq!(
+        run(
+            &[
+                "ca",
+                "issue-client",
+                "--ca",
+                "ca",
+                "--facility",
+                "F2",
+                "--out",
+                "f2"
+            ],
+            p
+        )
+        .0,
+        0
+    );
+    let (code, out, err) = run(
+        &[
+            "ca",
+            "crl",
+            "--ca",
+            "ca",
+            "--revoke",
+            "f1/client.crt",
+            "--out",
+            "crl.pem",
+        ],
+        p,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revoking 1"), "{out}");
+    let (ok, text) = openssl(
+        &[
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            "crl.pem",
+            "-CAfile",
+            "ca/ca.crt",
+            "f1/client.crt",
+        ],
+        p,
+    );
+    assert!(!ok && text.contains("revoked"), "{text}");
+    let (ok, text) = openssl(
+        &[
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            "crl.pem",
+            "-CAfile",
+            "ca/ca.crt",
+            "f2/client.crt",
+        ],
+        p,
+    );
+    assert!(ok, "{text}");
+    // Expired on request (for refusal tests), bad IDs and overwrites refused.
+    assert_eq!(
+        run(
+            &[
+                "ca",
+                "issue-client",
+                "--ca",
+                "ca",
+                "--facility",
+                "OLD",
+                "--out",
+                "old",
+                "--not-before",
+                "2020-01-01T00:00:00Z",
+                "--not-after",
+                "2020-02-01T00:00:00Z",
+            ],
+            p
+        )
+        .0,
+        0
+    );
+    let (ok, text) = openssl(&["verify", "-CAfile", "ca/ca.crt", "old/client.crt"], p);
+    assert!(!ok && text.contains("expired"), "{text}");
+    let (code, _, err) = run(
+        &[
+            "ca",
+            "issue-client",
+            "--ca",
+            "ca",
+            "--facility",
+            "has space",
+            "--out",
+            "x",
+        ],
+        p,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("facility ID"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "ca",
+            "issue-client",
+            "--ca",
+            "ca",
+            "--facility",
+            "F2",
+            "--out",
+            "f2",
+        ],
+        p,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "ca",
+            "issue-client",
+            "--ca",
+            "nope",
+            "--facility",
+            "F3",
+            "--out",
+            "f3",
+        ],
+        p,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("nope/ca.crt"), "{err}");
+}

@@ -179,6 +179,56 @@ enum CaCommand {
         #[arg(long, default_value = "Sekisho Gateway CA")]
         name: String,
     },
+    /// Issue a facility's client certificate for pilots: DIR/client.crt (leaf + CA) and
+    /// DIR/client.key (mode 0600), signed by the CA in --ca. The facility ID goes into the
+    /// subject's OU and a SAN URI urn:sekisho:facility:ID (select it with facility_id =
+    /// "subject:OU" or "san:uri:urn:sekisho:facility:").
+    IssueClient {
+        /// The CA folder (ca.crt, ca.key), e.g. from `sekisho ca init`.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The facility ID (1-64 printable ASCII characters).
+        #[arg(long)]
+        facility: String,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// The subject's common name (default: the facility ID).
+        #[arg(long)]
+        name: Option<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Start of validity, RFC 3339 (for testing refusals of not-yet-valid certificates).
+        #[arg(long)]
+        not_before: Option<String>,
+        /// End of validity, RFC 3339 (for testing refusals of expired certificates).
+        #[arg(long)]
+        not_after: Option<String>,
+    },
+    /// Write a CRL (PEM) signed by the CA in --ca that revokes the given certificates.
+    Crl {
+        /// The CA folder (ca.crt, ca.key).
+        #[arg(long)]
+        ca: PathBuf,
+        /// Certificates (PEM) to revoke; none makes an empty CRL.
+        #[arg(long)]
+        revoke: Vec<PathBuf>,
+        /// Days until the CRL's next update.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// The CRL file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn rfc3339(what: &str, v: Option<&str>) -> anyhow::Result<Option<time::OffsetDateTime>> {
+    v.map(|s| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("{what} {s:?}: not an RFC 3339 time"))
+    })
+    .transpose()
 }
 
 fn init_tracing(format: LogFormat, level: Option<&str>) {
@@ -224,6 +274,52 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
             let (c, k) = ca::init_ca(&out, &name)?;
             println!("created {} and {} (mode 0600)", c.display(), k.display());
             println!("install {} in your clients' trust stores", c.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ca {
+            command:
+                CaCommand::IssueClient {
+                    ca: ca_dir,
+                    facility,
+                    out,
+                    name,
+                    days,
+                    not_before,
+                    not_after,
+                },
+        } => {
+            let spec = ca::ClientCertSpec {
+                facility,
+                common_name: name,
+                not_before: rfc3339("--not-before", not_before.as_deref())?,
+                not_after: rfc3339("--not-after", not_after.as_deref())?,
+                days,
+            };
+            let (c, k, serial) = ca::issue_client(&ca_dir, &spec, &out)?;
+            println!(
+                "issued {} and {} (mode 0600) for facility {}, serial {serial}",
+                c.display(),
+                k.display(),
+                spec.facility
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ca {
+            command:
+                CaCommand::Crl {
+                    ca: ca_dir,
+                    revoke,
+                    days,
+                    out,
+                },
+        } => {
+            let serials = ca::write_crl(&ca_dir, &revoke, days, &out)?;
+            println!(
+                "wrote {} revoking {} certificate(s): {}",
+                out.display(),
+                serials.len(),
+                serials.join(" ")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Scan {

@@ -94,6 +94,142 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&b)
 }
 
+/// What `sekisho ca issue-client` writes into a facility's client certificate.
+#[derive(Clone, Debug)]
+pub struct ClientCertSpec {
+    /// The facility ID: the subject's `OU` and a SAN URI `urn:sekisho:facility:<ID>`.
+    pub facility: String,
+    /// The subject's common name (defaults to the facility ID).
+    pub common_name: Option<String>,
+    /// Start of validity (default: an hour ago).
+    pub not_before: Option<time::OffsetDateTime>,
+    /// End of validity (default: `days` after the start).
+    pub not_after: Option<time::OffsetDateTime>,
+    /// Validity in days when `not_after` is not given.
+    pub days: u32,
+}
+
+/// A facility ID as certificates carry it: 1 to 64 printable ASCII characters.
+pub fn check_facility_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return Err(ProxyError::Mint(format!(
+            "facility ID {id:?}: use 1 to 64 printable ASCII characters without spaces"
+        )));
+    }
+    Ok(())
+}
+
+/// Issues a client certificate for a facility, signed by the CA in `ca_dir` (`ca.crt`,
+/// `ca.key`): ECDSA P-256, subject `CN=<name>, OU=<facility>, O=Sekisho pilot`, SAN URI
+/// `urn:sekisho:facility:<ID>`, extended key usage clientAuth. Writes `out/client.crt` (leaf then
+/// CA) and `out/client.key` (mode 0600), refusing to overwrite. Returns the paths and the serial
+/// number (hex).
+pub fn issue_client(
+    ca_dir: &Path,
+    spec: &ClientCertSpec,
+    out: &Path,
+) -> Result<(PathBuf, PathBuf, String)> {
+    check_facility_id(&spec.facility)?;
+    let ca_cert = ca_dir.join("ca.crt");
+    let ca = CertAuthority::load(&ca_cert, &ca_dir.join("ca.key"))?;
+    let (crt, key_path) = (out.join("client.crt"), out.join("client.key"));
+    for p in [&crt, &key_path] {
+        if p.exists() {
+            return Err(ProxyError::Cert {
+                path: p.clone(),
+                message: "already exists; refusing to overwrite".into(),
+            });
+        }
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| ProxyError::io(format!("creating {}", out.display()), e))?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(mint_err)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        spec.common_name.as_deref().unwrap_or(&spec.facility),
+    );
+    dn.push(DnType::OrganizationalUnitName, spec.facility.as_str());
+    dn.push(DnType::OrganizationName, "Sekisho pilot");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let uri = format!("urn:sekisho:facility:{}", spec.facility);
+    params.subject_alt_names = vec![SanType::URI(
+        uri.as_str()
+            .try_into()
+            .map_err(|e: rcgen::Error| mint_err(e))?,
+    )];
+    let start = spec
+        .not_before
+        .unwrap_or_else(|| time::OffsetDateTime::now_utc() - time::Duration::hours(1));
+    params.not_before = start;
+    params.not_after = spec
+        .not_after
+        .unwrap_or(start + time::Duration::days(i64::from(spec.days.max(1))));
+    let serial = random_serial();
+    let serial_hex = hex_serial(&serial);
+    params.serial_number = Some(serial);
+    let cert = params.signed_by(&key, &ca.issuer).map_err(mint_err)?;
+    let ca_pem = std::fs::read_to_string(&ca_cert)
+        .map_err(|e| ProxyError::io(format!("reading {}", ca_cert.display()), e))?;
+    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&crt, format!("{}{}", cert.pem(), ca_pem).as_bytes(), 0o644)?;
+    Ok((crt, key_path, serial_hex))
+}
+
+fn hex_serial(s: &SerialNumber) -> String {
+    s.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a CRL signed by the CA in `ca_dir` that revokes the certificates in `revoke` (PEM
+/// files; their first certificate), valid for `days`, to `out` (PEM). Returns the revoked
+/// serial numbers (hex).
+pub fn write_crl(ca_dir: &Path, revoke: &[PathBuf], days: u32, out: &Path) -> Result<Vec<String>> {
+    let ca = CertAuthority::load(&ca_dir.join("ca.crt"), &ca_dir.join("ca.key"))?;
+    let now = time::OffsetDateTime::now_utc();
+    let mut revoked = Vec::new();
+    let mut serials = Vec::new();
+    for p in revoke {
+        let pem = std::fs::read_to_string(p).map_err(|e| ProxyError::Cert {
+            path: p.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let der = first_cert(&pem).ok_or_else(|| ProxyError::Cert {
+            path: p.clone(),
+            message: "no PEM CERTIFICATE block".into(),
+        })?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&der).map_err(|e| ProxyError::Cert {
+                path: p.clone(),
+                message: format!("cannot parse certificate: {e}"),
+            })?;
+        let serial = SerialNumber::from_slice(cert.raw_serial());
+        serials.push(hex_serial(&serial));
+        revoked.push(rcgen::RevokedCertParams {
+            serial_number: serial,
+            revocation_time: now,
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        });
+    }
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - time::Duration::minutes(5),
+        next_update: now + time::Duration::days(i64::from(days.max(1))),
+        crl_number: SerialNumber::from_slice(&now.unix_timestamp().to_be_bytes()),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&ca.issuer).map_err(mint_err)?;
+    let pem = crl.pem().map_err(mint_err)?;
+    std::fs::write(out, pem)
+        .map_err(|e| ProxyError::io(format!("writing {}", out.display()), e))?;
+    Ok(serials)
+}
+
 /// The loaded gateway CA.
 pub struct CertAuthority {
     issuer: Issuer<'static, KeyPair>,
