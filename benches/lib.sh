@@ -27,18 +27,19 @@ make_pki() {
     -extfile "$1/ext" -out "$1/srv.crt" 2>/dev/null
 }
 
-# hey_stats SECONDS <<< "$(hey … 2>&1)": prints "req/s p50 p99 errors ok" — req/s over 200
-# responses only; errors are transport errors plus any status other than 200 (reported on stderr).
+# hey_stats SECONDS [STATUS] <<< "$(hey … 2>&1)": prints "req/s p50 p99 errors ok" — req/s over
+# responses with STATUS (default 200) only; errors are transport errors plus any other status
+# (reported on stderr).
 hey_stats() {
-  local out p50 p99 errs ok rps
+  local out p50 p99 errs ok rps want=${2:-200}
   out=$(cat)
   p50=$(awk '/50% in/ {print $3}' <<<"$out")
   p99=$(awk '/99% in/ {print $3}' <<<"$out")
-  errs=$(awk '/^Error distribution:/ {e=1; next} /^Status code distribution:/ {c=1; next}
+  errs=$(awk -v w="[$want]" '/^Error distribution:/ {e=1; next} /^Status code distribution:/ {c=1; next}
               e && /\[[0-9]+\]/ {v=$1; gsub(/[\[\]]/,"",v); s+=v}
-              c && /\[[0-9]+\]/ && $1 != "[200]" {s+=$2}
+              c && /\[[0-9]+\]/ && $1 != w {s+=$2}
               /^$/ {e=0; c=0} END {print s+0}' <<<"$out")
-  ok=$(awk '/\[200\]/ {print $2}' <<<"$out"); ok=${ok:-0}
+  ok=$(awk -v w="[$want]" '$1 == w {print $2}' <<<"$out"); ok=${ok:-0}
   rps=$(awk -v ok="$ok" -v s="$1" 'BEGIN { printf "%.0f", ok / s }')
   [ "${errs:-0}" = 0 ] || grep -A4 -E "^(Status code|Error) distribution" <<<"$out" >&2 || true
   echo "$rps ${p50:-0} ${p99:-0} ${errs:-0} $ok"
