@@ -181,8 +181,7 @@ enum CaCommand {
     },
     /// Issue a facility's client certificate for pilots: DIR/client.crt (leaf + CA) and
     /// DIR/client.key (mode 0600), signed by the CA in --ca. The facility ID goes into the
-    /// subject's OU and a SAN URI urn:sekisho:facility:ID (select it with facility_id =
-    /// "subject:OU" or "san:uri:urn:sekisho:facility:").
+    /// subject's OU and a SAN URI urn:sekisho:facility:ID.
     IssueClient {
         /// The CA folder (ca.crt, ca.key), e.g. from `sekisho ca init`.
         #[arg(long)]
