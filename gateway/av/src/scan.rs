@@ -82,79 +82,57 @@ pub fn scan_bytes(
     timeout: Duration,
     stop_on_first: bool,
 ) -> ScanReport {
+    // The thread's cached scanner for this rule set (see `Engine::with_scanner`).
     engine.with_scanner(|scanner| {
-        scan_with(
-            engine,
-            scanner,
-            data,
-            root,
-            hints,
-            limits,
-            timeout,
-            stop_on_first,
-        )
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn scan_with(
-    engine: &Engine,
-    scanner: &mut yara_x::Scanner<'_>,
-    data: &Bytes,
-    root: &str,
-    hints: &Hints<'_>,
-    limits: &Limits,
-    timeout: Duration,
-    stop_on_first: bool,
-) -> ScanReport {
-    let deadline = Instant::now() + timeout;
-    let mut report = ScanReport::default();
-    let mut timed_out = None;
-    let issues = walk(data, root, hints, limits, Some(deadline), &mut |piece| {
-        report.pieces += 1;
-        let mime = sekisho_content::sniff_mime(piece.data);
-        match engine.scan(
-            scanner,
-            piece.data,
-            piece.name,
-            piece.provenance,
-            mime,
-            deadline,
-        ) {
-            Ok((found, sha)) => {
-                let hex_sha = hex::encode(sha);
-                for d in found {
-                    report.hits.push(ScanHit {
-                        detection: d,
-                        provenance: piece.provenance.to_string(),
-                        name: piece.name.map(str::to_string),
-                        size: piece.data.len() as u64,
-                        sha256: hex_sha.clone(),
-                        mime: mime.to_string(),
-                    });
+        let deadline = Instant::now() + timeout;
+        let mut report = ScanReport::default();
+        let mut timed_out = None;
+        let issues = walk(data, root, hints, limits, Some(deadline), &mut |piece| {
+            report.pieces += 1;
+            let mime = sekisho_content::sniff_mime(piece.data);
+            match engine.scan(
+                scanner,
+                piece.data,
+                piece.name,
+                piece.provenance,
+                mime,
+                deadline,
+            ) {
+                Ok((found, sha)) => {
+                    let hex_sha = hex::encode(sha);
+                    for d in found {
+                        report.hits.push(ScanHit {
+                            detection: d,
+                            provenance: piece.provenance.to_string(),
+                            name: piece.name.map(str::to_string),
+                            size: piece.data.len() as u64,
+                            sha256: hex_sha.clone(),
+                            mime: mime.to_string(),
+                        });
+                    }
+                    if stop_on_first && !report.hits.is_empty() {
+                        return Control::Stop;
+                    }
+                    Control::Continue
                 }
-                if stop_on_first && !report.hits.is_empty() {
-                    return Control::Stop;
+                Err(AvError::Timeout) => {
+                    timed_out = Some(piece.provenance.to_string());
+                    Control::Stop
                 }
-                Control::Continue
+                Err(e) => {
+                    report.error = Some(format!("{}: {e}", piece.provenance));
+                    Control::Stop
+                }
             }
-            Err(AvError::Timeout) => {
-                timed_out = Some(piece.provenance.to_string());
-                Control::Stop
-            }
-            Err(e) => {
-                report.error = Some(format!("{}: {e}", piece.provenance));
-                Control::Stop
-            }
-        }
-    });
-    report.issues = issues;
-    if let Some(p) = timed_out {
-        report.issues.push(Issue {
-            kind: IssueKind::Limit,
-            provenance: p,
-            reason: format!("scan time limit of {timeout:?} reached"),
         });
-    }
-    report
+        report.issues = issues;
+        if let Some(p) = timed_out {
+            report.issues.push(Issue {
+                kind: IssueKind::Limit,
+                provenance: p,
+                reason: format!("scan time limit of {timeout:?} reached"),
+            });
+        }
+        report
+    })
 }
