@@ -179,18 +179,13 @@ impl FileSink {
     pub fn rotate(&mut self) -> std::io::Result<()> {
         self.out.flush().map_err(|e| io_err(&self.path, e))?;
         let _ = self.out.get_ref().sync_data();
-        let mut target = PathBuf::from(format!(
-            "{}.{}",
-            self.path.display(),
-            stamp(SystemTime::now())
-        ));
-        let mut n = 1;
+        // One time stamp per rotation: a second rotation in the same millisecond gets
+        // `-1`, `-2`… after the same stamp (`rotated_files` orders them by number).
+        let stamp = stamp(SystemTime::now());
+        let mut target = PathBuf::from(format!("{}.{stamp}", self.path.display()));
+        let mut n = 1u32;
         while target.exists() {
-            target = PathBuf::from(format!(
-                "{}.{}-{n}",
-                self.path.display(),
-                stamp(SystemTime::now())
-            ));
+            target = PathBuf::from(format!("{}.{stamp}-{n}", self.path.display()));
             n += 1;
         }
         std::fs::rename(&self.path, &target).map_err(|e| io_err(&self.path, e))?;
@@ -253,7 +248,20 @@ pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    v.sort();
+    // Names are `<stamp>` or `<stamp>-<n>`: order by stamp, then by n as a number.
+    v.sort_by_cached_key(|p| {
+        let n = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let rest = n.strip_prefix(&prefix).unwrap_or(&n).to_string();
+        match rest.rsplit_once('-') {
+            Some((s, k)) if k.bytes().all(|b| b.is_ascii_digit()) && !k.is_empty() => {
+                (s.to_string(), k.parse::<u64>().unwrap_or(u64::MAX))
+            }
+            _ => (rest, 0),
+        }
+    });
     v
 }
 
@@ -285,6 +293,53 @@ mod tests {
         let first = &s.rotated()[0];
         let v = chain::verify_file(first, None, None).unwrap();
         assert!(chain::verify_file(&p, None, Some(&v.last)).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn rotations_in_one_millisecond_keep_their_order() {
+        let d = std::env::temp_dir().join(format!("sekisho-filesink-ms-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("mss.jsonl");
+        for n in [
+            "20261126T101010.123Z-10",
+            "20261126T101010.124Z",
+            "20261126T101010.123Z-2",
+        ] {
+            std::fs::write(d.join(format!("mss.jsonl.{n}")), "").unwrap();
+        }
+        std::fs::write(d.join("mss.jsonl.20261126T101010.123Z"), "").unwrap();
+        let names: Vec<String> = rotated_files(&p)
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "mss.jsonl.20261126T101010.123Z",
+                "mss.jsonl.20261126T101010.123Z-2",
+                "mss.jsonl.20261126T101010.123Z-10",
+                "mss.jsonl.20261126T101010.124Z",
+            ]
+        );
+        // Many rotations in a burst still form one chain in name order.
+        let rot = Rotation {
+            max_bytes: 1,
+            max_age: Duration::from_secs(3600),
+            keep: 100,
+        };
+        let q = d.join("burst.jsonl");
+        let mut s = FileSink::open(&q, rot, None).unwrap();
+        for i in 0..40 {
+            s.write(&format!("{{\"n\":{i}}}")).unwrap();
+        }
+        s.flush().unwrap();
+        let mut prev: Option<String> = None;
+        for f in s.rotated().iter().chain(std::iter::once(&q)) {
+            let v = chain::verify_file(f, None, prev.as_deref()).unwrap();
+            prev = Some(v.last);
+        }
         let _ = std::fs::remove_dir_all(&d);
     }
 
