@@ -51,6 +51,7 @@ fn event() -> ThreatEvent {
         hostname: Some("claims.example.jp".into()),
         status: None,
         user_agent: Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64)".into()),
+        request_id: None,
     };
     ThreatEvent::from_finding(&f, &meta, &obs, dest, Some(http))
 }

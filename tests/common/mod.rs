@@ -63,6 +63,10 @@ pub struct TestPki {
     pub ca_pem: String,
     pub cert_der: CertificateDer<'static>,
     pub key_der: Vec<u8>,
+    /// The server certificate (PEM).
+    pub cert_pem: String,
+    /// Its key (PKCS#8 PEM).
+    pub key_pem: String,
 }
 
 impl TestPki {
@@ -92,6 +96,8 @@ impl TestPki {
             ca_pem: ca_cert.pem(),
             cert_der: cert.der().clone(),
             key_der: key.serialize_der(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         }
     }
 

@@ -61,6 +61,27 @@ pub struct TlsInfo {
     pub sni: Option<String>,
     /// True when the gateway decrypted the flow.
     pub decrypted: bool,
+    /// The client certificate (reverse proxy with client authentication).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client: Option<TlsClientInfo>,
+}
+
+/// `tls.client`: the client certificate's subject, issuer and serial (ECS names).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsClientInfo {
+    /// Subject DN.
+    pub subject: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// `x509.serial_number`.
+    pub x509: TlsClientX509,
+}
+
+/// `tls.client.x509`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsClientX509 {
+    /// Serial number, hex.
+    pub serial_number: String,
 }
 
 /// `http`.
@@ -79,6 +100,9 @@ pub struct HttpInfo {
     /// User agent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// The request id the gateway sent upstream (`X-Request-Id`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request_id: Option<String>,
 }
 
 /// `facility`: the healthcare facility identified by its client certificate.
@@ -243,6 +267,13 @@ impl ThreatEvent {
             mode => Some(TlsInfo {
                 sni: meta.sni.clone(),
                 decrypted: mode == TlsMode::Decrypted,
+                client: meta.client_cert.as_ref().map(|c| TlsClientInfo {
+                    subject: c.subject.clone(),
+                    issuer: c.issuer.clone(),
+                    x509: TlsClientX509 {
+                        serial_number: c.serial.clone(),
+                    },
+                }),
             }),
         };
         ThreatEvent {
@@ -349,6 +380,9 @@ pub struct CommLog {
     /// Facility identity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub facility_id: Option<String>,
+    /// Request id sent upstream (reverse proxy).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request_id: Option<String>,
     /// What went wrong, if anything (upstream unreachable, client reset …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

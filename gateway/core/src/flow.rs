@@ -43,6 +43,17 @@ pub enum TlsMode {
     Spliced,
 }
 
+/// A client certificate's identity, as events report it (ECS `tls.client.*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCert {
+    /// Subject DN (RFC 4514 order as printed by the certificate, e.g. `CN=a, OU=F-1, O=x`).
+    pub subject: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Serial number, lower-case hex without separators.
+    pub serial: String,
+}
+
 /// The connection facts a flow came with. Built by the listener, read by every stage.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FlowMeta {
@@ -64,6 +75,12 @@ pub struct FlowMeta {
     pub tls: TlsMode,
     /// The facility identity from a client certificate (reverse proxy), when known.
     pub facility_id: Option<String>,
+    /// The verified client certificate (reverse proxy), when one was presented.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_cert: Option<ClientCert>,
+    /// The request id sent upstream (`X-Request-Id`, reverse proxy).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request_id: Option<String>,
     /// The upstream address, once connected.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub upstream: Option<SocketAddr>,
@@ -93,6 +110,8 @@ impl FlowMeta {
             sni: None,
             tls: TlsMode::None,
             facility_id: None,
+            client_cert: None,
+            request_id: None,
             upstream: None,
             upstream_certs: std::sync::Arc::from(Vec::new()),
             tls_version: None,

@@ -19,11 +19,11 @@ mod verdict;
 
 pub use event::{
     AlertInfo, CommLog, DestinationInfo, EventEvidence, EventInfo, FacilityInfo, FileInfo,
-    HttpInfo, Observer, RuleInfo, SourceInfo, ThreatEvent, TlsInfo,
+    HttpInfo, Observer, RuleInfo, SourceInfo, ThreatEvent, TlsClientInfo, TlsClientX509, TlsInfo,
 };
 pub use finding::{Action, Evidence, Finding, Severity, SignatureInfo, UrlCategoryInfo};
 pub use flow::{
-    split_host_port, Direction, FlowMeta, RequestHead, ResponseHead, TlsHello, TlsMode,
+    split_host_port, ClientCert, Direction, FlowMeta, RequestHead, ResponseHead, TlsHello, TlsMode,
 };
 pub use pipeline::{Flow, Mode, OnError, OnOverflow, Pipeline, StagePolicy};
 pub use stage::{BoxFuture, Cx, HeldBody, Inspector, Stage};

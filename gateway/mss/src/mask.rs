@@ -397,6 +397,7 @@ mod tests {
                 hostname: None,
                 status: None,
                 user_agent: Some("curl/8".into()),
+                request_id: None,
             };
             let mut ev = ThreatEvent::from_finding(
                 &f,

@@ -47,6 +47,9 @@ pub struct Config {
     /// Resource limits and timeouts (`[limits]`).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Reverse-proxy routes (`[[route]]`).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
     /// Where this config was read from (not a key).
     #[serde(skip)]
     pub path: PathBuf,
@@ -78,6 +81,116 @@ impl Addrs {
 pub enum ListenerKind {
     /// Explicit forward proxy: absolute-form HTTP and CONNECT.
     Forward,
+    /// Reverse proxy: terminates TLS (client certificates, facility IDs) and routes requests to
+    /// upstream pools by `[[route]]`.
+    Reverse,
+}
+
+/// `client_auth`: whether a reverse listener asks for client certificates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Every client must present a certificate that verifies.
+    Required,
+    /// A certificate is asked for; one that is presented must verify; none is allowed.
+    Optional,
+    /// No certificate is asked for (the default).
+    #[default]
+    None,
+}
+
+/// `missing_cert`: how `client_auth = "required"` refuses a client without a certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum MissingCert {
+    /// In the TLS handshake (alert `certificate_required`; the default).
+    #[default]
+    #[serde(rename = "tls")]
+    Tls,
+    /// With a 403 page and an event (the handshake completes).
+    #[serde(rename = "403")]
+    Forbidden,
+}
+
+/// A certificate and its key (PEM files): `{ cert = "…", key = "…" }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `balance`: how a pool picks an upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// In turn (the default).
+    #[default]
+    RoundRobin,
+    /// The upstream with the fewest requests in flight.
+    LeastConnections,
+}
+
+/// `[[route]]`: requests of a reverse listener matching `host` and `path_prefix` go to one of
+/// `upstreams`, for the facilities allowed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name in events and metrics (default `route-<index>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The reverse listener's name.
+    pub listener: String,
+    /// Host (exact or `*.suffix`); absent matches any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix (default `/`); the longest matching prefix wins.
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    /// Upstream base URLs: `http://host:port` or `https://host:port` (verified against
+    /// `[tls]` roots).
+    pub upstreams: Vec<String>,
+    /// Facility IDs allowed (`*` and `?` wildcards); absent allows every client the listener
+    /// lets in, an empty list none.
+    #[serde(default)]
+    pub facilities: Option<Vec<String>>,
+    /// Certificate attribute conditions, all of which must hold: `{ "subject:O" = "Clinic*" }`
+    /// (keys are facility-ID rules, values wildcard patterns).
+    #[serde(default)]
+    pub require: std::collections::BTreeMap<String, String>,
+    /// `round-robin` (default) or `least-connections`.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Path probed with GET on every upstream (2xx/3xx = healthy); none = passive checks only.
+    #[serde(default)]
+    pub health_check: Option<String>,
+    /// Seconds between health probes (default 5).
+    #[serde(default = "default_health_interval")]
+    pub health_interval_secs: u64,
+    /// Further upstreams tried when one cannot be reached, for idempotent requests without a
+    /// body (default 1).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Seconds an upstream that failed to connect is skipped (default 10).
+    #[serde(default = "default_fail_timeout")]
+    pub fail_timeout_secs: u64,
+    /// Pass the client's Host header upstream (default false: the upstream URL's host).
+    #[serde(default)]
+    pub preserve_host: bool,
+}
+
+fn default_prefix() -> String {
+    "/".into()
+}
+fn default_health_interval() -> u64 {
+    5
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_fail_timeout() -> u64 {
+    10
 }
 
 /// `[[listener]]`.
@@ -91,12 +204,66 @@ pub struct ListenerConfig {
     pub kind: ListenerKind,
     /// Address or addresses to bind (IPv4 and IPv6).
     pub addr: Addrs,
-    /// Clients allowed to use the proxy (CIDR). Default: loopback only. No open proxy.
-    #[serde(default = "default_allow_clients")]
-    pub allow_clients: Vec<IpNet>,
+    /// Clients allowed to connect (CIDR). Default: loopback only for `forward` (no open proxy),
+    /// anyone for `reverse` (client certificates decide).
+    #[serde(default)]
+    pub allow_clients: Option<Vec<IpNet>>,
     /// Stages of this listener's pipeline, in order. Default: every configured stage.
     #[serde(default)]
     pub stages: Option<Vec<String>>,
+    /// Reverse: the default server certificate chain (PEM), for clients without SNI or whose
+    /// SNI no certificate names.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Reverse: the default certificate's key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Reverse: more certificates, each served for the DNS names in its subjectAltName.
+    #[serde(default)]
+    pub certificates: Vec<CertPair>,
+    /// Reverse: `required`, `optional` or `none` (default).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Reverse: CA bundles (PEM) client certificates must chain to.
+    #[serde(default)]
+    pub client_ca: Vec<PathBuf>,
+    /// Reverse: certificate revocation lists (PEM or DER) checked for client certificates.
+    #[serde(default)]
+    pub crl: Vec<PathBuf>,
+    /// Reverse: where the facility ID is read from: `subject:OU`, `subject:serialNumber`,
+    /// `subject:<dotted OID>`, `san:uri[:<prefix>]`, `san:dns`, `san:email`, `oid:<dotted OID>`.
+    #[serde(default)]
+    pub facility_id: Option<String>,
+    /// Reverse: the request header carrying the facility ID upstream (default
+    /// `X-Sekisho-Facility`); a client's own copy is always removed.
+    #[serde(default)]
+    pub facility_header: Option<String>,
+    /// Reverse, `client_auth = "required"`: refuse a client without a certificate at `tls`
+    /// (default) or with a `403` page.
+    #[serde(default)]
+    pub missing_cert: MissingCert,
+}
+
+impl ListenerConfig {
+    /// The client networks allowed to connect.
+    pub fn allowed_clients(&self) -> Vec<IpNet> {
+        match (&self.allow_clients, self.kind) {
+            (Some(v), _) => v.clone(),
+            (None, ListenerKind::Forward) => default_allow_clients(),
+            (None, ListenerKind::Reverse) => vec![
+                "0.0.0.0/0".parse().expect("literal"),
+                "::/0".parse().expect("literal"),
+            ],
+        }
+    }
+
+    /// The facility header's name (lower case).
+    pub fn facility_header_name(&self) -> String {
+        self.facility_header
+            .as_deref()
+            .unwrap_or("x-sekisho-facility")
+            .to_ascii_lowercase()
+    }
 }
 
 fn default_allow_clients() -> Vec<IpNet> {
@@ -388,6 +555,7 @@ impl Config {
                 }
             }
         }
+        self.validate_reverse()?;
         if let Some(av) = &self.av {
             av.validate().map_err(|e| ProxyError::Config {
                 file: self.path.clone(),
@@ -474,6 +642,172 @@ impl Config {
         Ok(())
     }
 
+    /// Reverse-listener keys and `[[route]]` tables (files are read when the gateway starts).
+    fn validate_reverse(&self) -> Result<()> {
+        for (i, l) in self.listeners.iter().enumerate() {
+            let key = format!("listener[{i}]");
+            if l.kind == ListenerKind::Forward {
+                let set: Vec<&str> = [
+                    ("cert", l.cert.is_some()),
+                    ("key", l.key.is_some()),
+                    ("certificates", !l.certificates.is_empty()),
+                    ("client_auth", l.client_auth != ClientAuth::None),
+                    ("client_ca", !l.client_ca.is_empty()),
+                    ("crl", !l.crl.is_empty()),
+                    ("facility_id", l.facility_id.is_some()),
+                    ("facility_header", l.facility_header.is_some()),
+                    ("missing_cert", l.missing_cert != MissingCert::Tls),
+                ]
+                .into_iter()
+                .filter(|(_, on)| *on)
+                .map(|(k, _)| k)
+                .collect();
+                if !set.is_empty() {
+                    return Err(self.err(
+                        &key,
+                        format!("{} only apply to kind = \"reverse\"", set.join(", ")),
+                    ));
+                }
+                continue;
+            }
+            if l.cert.is_some() != l.key.is_some() {
+                return Err(self.err(&key, "cert and key go together"));
+            }
+            if l.cert.is_none() && l.certificates.is_empty() {
+                return Err(self.err(
+                    &key,
+                    "a reverse listener needs cert and key (and optionally certificates = [{ cert, key }, …])",
+                ));
+            }
+            if l.client_auth != ClientAuth::None && l.client_ca.is_empty() {
+                return Err(self.err(
+                    format!("{key}.client_ca"),
+                    "client_auth needs at least one CA bundle to verify client certificates",
+                ));
+            }
+            if l.client_auth == ClientAuth::None {
+                for (k, on) in [
+                    ("client_ca", !l.client_ca.is_empty()),
+                    ("crl", !l.crl.is_empty()),
+                    ("facility_id", l.facility_id.is_some()),
+                ] {
+                    if on {
+                        return Err(self.err(
+                            format!("{key}.{k}"),
+                            "needs client_auth = \"required\" or \"optional\"",
+                        ));
+                    }
+                }
+            }
+            if l.missing_cert == MissingCert::Forbidden && l.client_auth != ClientAuth::Required {
+                return Err(self.err(
+                    format!("{key}.missing_cert"),
+                    "only applies with client_auth = \"required\"",
+                ));
+            }
+            if let Some(rule) = &l.facility_id {
+                crate::clientauth::AttrRule::parse(rule)
+                    .map_err(|e| self.err(format!("{key}.facility_id"), e))?;
+            }
+            if http::HeaderName::from_bytes(l.facility_header_name().as_bytes()).is_err() {
+                return Err(self.err(format!("{key}.facility_header"), "not a valid header name"));
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = format!("route[{i}]");
+            let target = (0..self.listeners.len()).find(|&j| self.listener_name(j) == r.listener);
+            match target {
+                None => {
+                    return Err(self.err(
+                        format!("{key}.listener"),
+                        format!("no listener is named {:?}", r.listener),
+                    ))
+                }
+                Some(j) if self.listeners[j].kind != ListenerKind::Reverse => {
+                    return Err(self.err(
+                        format!("{key}.listener"),
+                        format!("{:?} is not a reverse listener", r.listener),
+                    ))
+                }
+                Some(_) => {}
+            }
+            if !r.path_prefix.starts_with('/') {
+                return Err(self.err(format!("{key}.path_prefix"), "must start with /"));
+            }
+            if let Some(h) = &r.host {
+                HostMatcher::new(std::slice::from_ref(h))
+                    .map_err(|e| self.err(format!("{key}.host"), e))?;
+            }
+            if r.upstreams.is_empty() {
+                return Err(self.err(format!("{key}.upstreams"), "at least one upstream URL"));
+            }
+            for u in &r.upstreams {
+                crate::reverse::upstream_base(u)
+                    .map_err(|e| self.err(format!("{key}.upstreams"), e))?;
+            }
+            if let Some(f) = &r.facilities {
+                if f.iter().any(|p| p.is_empty()) {
+                    return Err(self.err(format!("{key}.facilities"), "empty pattern"));
+                }
+                let l = target.map(|j| &self.listeners[j]);
+                if l.is_some_and(|l| l.facility_id.is_none()) {
+                    return Err(self.err(
+                        format!("{key}.facilities"),
+                        format!(
+                            "listener {:?} has no facility_id rule to read facility IDs with",
+                            r.listener
+                        ),
+                    ));
+                }
+            }
+            if !r.require.is_empty()
+                && target.is_some_and(|j| self.listeners[j].client_auth == ClientAuth::None)
+            {
+                return Err(self.err(
+                    format!("{key}.require"),
+                    format!(
+                        "listener {:?} does not ask for client certificates (client_auth)",
+                        r.listener
+                    ),
+                ));
+            }
+            for k in r.require.keys() {
+                crate::clientauth::AttrRule::parse(k)
+                    .map_err(|e| self.err(format!("{key}.require"), e))?;
+            }
+            if let Some(p) = &r.health_check {
+                if !p.starts_with('/') {
+                    return Err(self.err(format!("{key}.health_check"), "a path starting with /"));
+                }
+            }
+            if r.health_interval_secs == 0 || r.fail_timeout_secs == 0 {
+                return Err(self.err(
+                    &key,
+                    "health_interval_secs and fail_timeout_secs must be at least 1",
+                ));
+            }
+            if r.retries > 10 {
+                return Err(self.err(format!("{key}.retries"), "at most 10"));
+            }
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            let name = self.listener_name(i);
+            if l.kind == ListenerKind::Reverse && !self.routes.iter().any(|r| r.listener == name) {
+                return Err(self.err(
+                    format!("listener[{i}]"),
+                    format!("no [[route]] has listener = {name:?}: the listener would answer 404 to everything"),
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for i in 0..self.routes.len() {
+            if !names.insert(self.route_name(i)) {
+                return Err(self.err(format!("route[{i}].name"), "duplicate route name"));
+            }
+        }
+        Ok(())
+    }
+
     /// Errors unless there is a `[[listener]]` (needed by `run` and `check-config`, not by `scan`).
     pub fn require_listeners(&self) -> Result<()> {
         if self.listeners.is_empty() {
@@ -488,7 +822,16 @@ impl Config {
         l.name.clone().unwrap_or_else(|| match l.kind {
             ListenerKind::Forward if i == 0 => "forward".to_string(),
             ListenerKind::Forward => format!("forward-{i}"),
+            ListenerKind::Reverse => format!("reverse-{i}"),
         })
+    }
+
+    /// The name of route `i`.
+    pub fn route_name(&self, i: usize) -> String {
+        self.routes[i]
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("route-{i}"))
     }
 }
 
@@ -505,7 +848,7 @@ mod tests {
         let c = parse("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:3128\"\n").unwrap();
         assert_eq!(c.listeners.len(), 1);
         assert_eq!(c.listener_name(0), "forward");
-        assert_eq!(c.listeners[0].allow_clients.len(), 2);
+        assert_eq!(c.listeners[0].allowed_clients().len(), 2);
         assert_eq!(c.limits.hold_bytes_per_flow, 32 << 20);
         assert!(c.tls.system_roots);
     }

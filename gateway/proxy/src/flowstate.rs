@@ -21,6 +21,7 @@ pub(crate) struct HttpFacts {
     pub path: Option<String>,
     pub user_agent: Option<String>,
     pub status: Option<u16>,
+    pub request_id: Option<String>,
 }
 
 #[derive(Default)]
@@ -46,6 +47,8 @@ pub(crate) struct FlowState {
     request_sent_notify: tokio::sync::Notify,
     pub to_server: AtomicU64,
     pub to_client: AtomicU64,
+    /// Things released when the flow ends (a pool member's in-flight count).
+    held: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
 }
 
 impl FlowState {
@@ -71,6 +74,7 @@ impl FlowState {
             request_sent_notify: tokio::sync::Notify::new(),
             to_server: AtomicU64::new(0),
             to_client: AtomicU64::new(0),
+            held: Mutex::new(Vec::new()),
         })
     }
 
@@ -107,6 +111,20 @@ impl FlowState {
         self.record().dest.ip = ip;
     }
 
+    /// Sets the destination's name and port (the reverse proxy's chosen upstream).
+    pub fn set_dest_name(&self, domain: &str, port: u16) {
+        let mut r = self.record();
+        r.dest.domain = Some(domain.to_string());
+        r.dest.port = Some(port);
+    }
+
+    /// Keeps `v` until the flow state is dropped (the end of the response body).
+    pub fn hold_until_done(&self, v: Box<dyn std::any::Any + Send>) {
+        if let Ok(mut h) = self.held.lock() {
+            h.push(v);
+        }
+    }
+
     fn http_info(http: &HttpFacts) -> Option<HttpInfo> {
         http.method.as_ref().map(|m| HttpInfo {
             method: m.clone(),
@@ -114,6 +132,7 @@ impl FlowState {
             hostname: http.host.clone(),
             status: http.status,
             user_agent: http.user_agent.clone(),
+            request_id: http.request_id.clone(),
         })
     }
 
@@ -216,6 +235,7 @@ impl FlowState {
             verdict: r.verdict,
             event_ids: r.event_ids.clone(),
             facility_id: meta.facility_id.clone(),
+            request_id: r.http.request_id.clone(),
             error: r.error.clone(),
         };
         drop(r);

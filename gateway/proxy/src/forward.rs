@@ -72,7 +72,29 @@ fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
-fn text_response(status: StatusCode, text: &str) -> Response<ProxyBody> {
+/// An empty body.
+pub(crate) fn empty_body() -> ProxyBody {
+    empty()
+}
+
+/// Where an inspected request goes.
+pub(crate) enum Dest {
+    /// The forward proxy's target: this URI; `drop_host` when the URI carries the client's
+    /// authority (one `:authority` upstream, no Host).
+    Direct { uri: Uri, drop_host: bool },
+    /// A reverse-proxy route's pool.
+    Pool(Box<crate::reverse::Dispatch>),
+}
+
+/// Why a request did not reach an upstream.
+pub(crate) enum SendError {
+    /// The client failed (connect, TLS, protocol).
+    Upstream(hyper_util::client::legacy::Error),
+    /// The pool had no member left to try.
+    NoUpstream,
+}
+
+pub(crate) fn text_response(status: StatusCode, text: &str) -> Response<ProxyBody> {
     let mut r = Response::new(full(format!("{text}\n")));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -82,7 +104,7 @@ fn text_response(status: StatusCode, text: &str) -> Response<ProxyBody> {
     r
 }
 
-fn block_response(
+pub(crate) fn block_response(
     status: StatusCode,
     title: &str,
     reason: &str,
@@ -162,7 +184,7 @@ fn add_via(headers: &mut HeaderMap, version: Version) {
     headers.append(header::VIA, HeaderValue::from_static(v));
 }
 
-fn wants_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::CONNECTION)
@@ -175,10 +197,15 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 }
 
 fn authority(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
+    format!("{}:{port}", bracket(host))
+}
+
+/// An IPv6 literal in brackets; other hosts as they are.
+pub(crate) fn bracket(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
     } else {
-        format!("{host}:{port}")
+        host.to_string()
     }
 }
 
@@ -187,7 +214,7 @@ fn authority(host: &str, port: u16) -> String {
 pub(crate) struct RawHead(pub Bytes);
 
 /// Takes the request's raw head from the connection's tap into its extensions.
-fn attach_raw_head(tap: &headtap::Tap, req: &mut Request<Incoming>) {
+pub(crate) fn attach_raw_head(tap: &headtap::Tap, req: &mut Request<Incoming>) {
     let target = match req.uri().path_and_query() {
         Some(pq) if req.uri().scheme().is_none() => pq.as_str().to_string(),
         _ => req.uri().to_string(),
@@ -268,7 +295,7 @@ async fn proxy_request(
     }
 }
 
-fn new_meta(shared: &Shared, conn: &ConnInfo, host: &str, port: u16) -> FlowMeta {
+pub(crate) fn new_meta(shared: &Shared, conn: &ConnInfo, host: &str, port: u16) -> FlowMeta {
     let mut meta = FlowMeta::new(
         shared.next_flow_id(),
         conn.listener.to_string(),
@@ -376,6 +403,7 @@ pub(crate) async fn http_flow(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         status: None,
+        request_id: None,
     };
     let dest = DestinationInfo {
         ip: None,
@@ -404,7 +432,39 @@ pub(crate) async fn http_flow(
     if head.uri.path() == sekisho_urlfilter::CONTINUE_PATH {
         return warn_continue(&shared, &conn, &state, &head).await;
     }
+    inspect_and_send(
+        shared,
+        conn,
+        state,
+        guard,
+        head,
+        parts,
+        body,
+        client_upgrade,
+        started,
+        Dest::Direct {
+            uri: up_uri,
+            drop_host,
+        },
+    )
+    .await
+}
 
+/// Runs the pipeline on a request, sends it to `dest`, and runs the pipeline on the response:
+/// the part the forward and reverse proxies share.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn inspect_and_send(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    state: Arc<FlowState>,
+    guard: FinishGuard,
+    head: RequestHead,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    started: Instant,
+    dest: Dest,
+) -> Response<ProxyBody> {
     let v = {
         let mut flow = state.flow.lock().await;
         let v = flow.request_head(&head);
@@ -416,12 +476,17 @@ pub(crate) async fn http_flow(
     };
 
     strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
-    if drop_host {
-        parts.headers.remove(header::HOST);
-    }
     add_via(&mut parts.headers, parts.version);
-    parts.uri = up_uri;
-    parts.version = Version::HTTP_11;
+    match &dest {
+        Dest::Direct { uri, drop_host } => {
+            if *drop_host {
+                parts.headers.remove(header::HOST);
+            }
+            parts.uri = uri.clone();
+            parts.version = Version::HTTP_11;
+        }
+        Dest::Pool(d) => d.prepare(&mut parts),
+    }
     // A bodyless request ends here: the body phase (IPS stream rules) runs before it is sent.
     let v = if body.is_end_stream() && v != Verdict::Hold {
         let mut flow = state.flow.lock().await;
@@ -476,8 +541,18 @@ pub(crate) async fn http_flow(
         state.request_sent().await;
         tokio::time::sleep(response_timeout).await;
     };
+    let send = async {
+        match &dest {
+            Dest::Direct { .. } => shared
+                .client
+                .request(up_req)
+                .await
+                .map_err(SendError::Upstream),
+            Dest::Pool(d) => d.send(&shared, &state, up_req).await,
+        }
+    };
     let resp = match tokio::select! {
-        r = shared.client.request(up_req) => Ok(r),
+        r = send => Ok(r),
         () = deadline => Err(()),
     } {
         Err(()) => {
@@ -493,7 +568,14 @@ pub(crate) async fn http_flow(
                 "the upstream server did not answer in time",
             );
         }
-        Ok(Err(e)) => return upstream_failed(&shared, &state, &head.host, e).await,
+        Ok(Err(SendError::Upstream(e))) => {
+            return upstream_failed(&shared, &state, &head.host, e).await
+        }
+        Ok(Err(SendError::NoUpstream)) => {
+            state.set_error("no upstream in the pool");
+            state.set_status(502);
+            return text_response(StatusCode::BAD_GATEWAY, "no upstream server is available");
+        }
         Ok(Ok(r)) => r,
     };
     let mut resp = resp;
@@ -577,6 +659,11 @@ pub(crate) async fn http_flow(
 
     strip_hop_by_hop(&mut rparts.headers, false);
     add_via(&mut rparts.headers, rparts.version);
+    if let Dest::Pool(d) = &dest {
+        if let Ok(v) = HeaderValue::from_str(d.request_id()) {
+            rparts.headers.insert("x-request-id", v);
+        }
+    }
     let mut body = inspect(rbody, Direction::Response, Arc::clone(&state), Some(guard));
     if v == Verdict::Hold {
         // The whole body is held and judged before the head goes out, so a block is a page.
@@ -838,6 +925,7 @@ async fn connect(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         status: None,
+        request_id: None,
     };
     let dest = DestinationInfo {
         ip: None,
@@ -995,31 +1083,62 @@ async fn tunnel<S>(
         blocked,
         tls_version,
     });
+    let svc = move |tap: Option<headtap::Tap>| {
+        service_fn(move |mut req| {
+            let shared = Arc::clone(&shared);
+            let conn = Arc::clone(&conn);
+            let ctx = Arc::clone(&ctx);
+            if let Some(tap) = &tap {
+                attach_raw_head(tap, &mut req);
+            }
+            async move {
+                let proto = if req.version() == Version::HTTP_2 {
+                    "h2"
+                } else {
+                    "http1"
+                };
+                shared
+                    .metrics
+                    .requests
+                    .with_label_values(&[&conn.listener, proto])
+                    .inc();
+                Ok::<_, Infallible>(http_flow(shared, conn, Some(ctx), req).await)
+            }
+        })
+    };
+    let (read, written) = serve_decrypted(&state.shared, tls, h2, svc).await;
+    state
+        .to_server
+        .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
+    state
+        .to_client
+        .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Serves HTTP on a decrypted client connection (h2 or HTTP/1.1 by ALPN) with the read, idle
+/// and header limits; `make_svc` gets the connection's head tap (HTTP/1.1 only). Returns the
+/// bytes read from and written to the client.
+pub(crate) async fn serve_decrypted<IO, F, S>(
+    shared: &Shared,
+    tls: IO,
+    h2: bool,
+    make_svc: F,
+) -> (u64, u64)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(Option<headtap::Tap>) -> S,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let activity = Activity::new();
     let tap = (!h2).then(|| headtap::tap(shared.limits.max_header_bytes));
     let io = TokioIo::new(Tracked::new(tls, Arc::clone(&activity)).with_tap(tap.clone()));
-    let svc_shared = Arc::clone(&shared);
-    let svc = service_fn(move |mut req| {
-        let shared = Arc::clone(&svc_shared);
-        let conn = Arc::clone(&conn);
-        let ctx = Arc::clone(&ctx);
-        if let Some(tap) = &tap {
-            attach_raw_head(tap, &mut req);
-        }
-        async move {
-            let proto = if req.version() == Version::HTTP_2 {
-                "h2"
-            } else {
-                "http1"
-            };
-            shared
-                .metrics
-                .requests
-                .with_label_values(&[&conn.listener, proto])
-                .inc();
-            Ok::<_, Infallible>(http_flow(shared, conn, Some(ctx), req).await)
-        }
-    });
+    let svc = make_svc(tap);
     let limits = &shared.limits;
     let result = if h2 {
         let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -1050,14 +1169,8 @@ async fn tunnel<S>(
     if let Err(e) = result {
         tracing::debug!(error = %e, "decrypted connection ended");
     }
-    state.to_server.fetch_add(
-        activity.read.load(std::sync::atomic::Ordering::Relaxed),
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    state.to_client.fetch_add(
-        activity.written.load(std::sync::atomic::Ordering::Relaxed),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    use std::sync::atomic::Ordering::Relaxed;
+    (activity.read.load(Relaxed), activity.written.load(Relaxed))
 }
 
 async fn splice_tunnel<S>(

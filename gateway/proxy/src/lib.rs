@@ -6,6 +6,7 @@
 mod blockpage;
 mod body;
 pub mod ca;
+pub mod clientauth;
 pub mod config;
 mod error;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod hostmatch;
 mod io;
 pub mod metrics;
 pub mod policy;
+mod reverse;
 pub mod tlspeek;
 pub mod upstream;
 
@@ -79,6 +81,10 @@ pub(crate) struct Shared {
     pub server_tls: Arc<rustls::ServerConfig>,
     pub limits: Limits,
     pub extra_stages: Vec<ExtraStage>,
+    /// Reverse listeners' TLS, routes and pools, by listener index (None for forward ones).
+    pub reverse: Vec<Option<ArcSwap<reverse::ReverseState>>>,
+    /// Pool members by URL (health and in-flight counts survive reloads).
+    pub members: reverse::Members,
 }
 
 #[derive(Debug)]
@@ -97,6 +103,23 @@ impl Shared {
             .get(index)
             .map(|p| p.load_full())
             .unwrap_or_default()
+    }
+
+    /// The current state of reverse listener `index`.
+    pub fn reverse_state(&self, index: usize) -> Option<Arc<reverse::ReverseState>> {
+        self.reverse
+            .get(index)
+            .and_then(|s| s.as_ref())
+            .map(|s| s.load_full())
+    }
+
+    /// Every reverse listener's current state.
+    pub fn reverse_states(&self) -> Vec<Arc<reverse::ReverseState>> {
+        self.reverse
+            .iter()
+            .flatten()
+            .map(|s| s.load_full())
+            .collect()
     }
 
     pub fn next_flow_id(&self) -> u64 {
@@ -351,6 +374,7 @@ impl ResolvesServerCert for NoCert {
 
 struct BoundListener {
     index: usize,
+    kind: config::ListenerKind,
     name: Arc<str>,
     sockets: Vec<TcpListener>,
     allow: Vec<IpNet>,
@@ -462,13 +486,19 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
             ));
         }
     }
+    let members = reverse::Members::default();
     for (i, l) in cfg.listeners.iter().enumerate() {
         let p = build_pipeline(cfg, l.stages.as_deref(), &engines, &[])?;
         notes.push(format!(
-            "listener {}: stages {:?}",
+            "listener {} ({:?}): stages {:?}",
             cfg.listener_name(i),
+            l.kind,
             p.stage_names()
         ));
+        if l.kind == config::ListenerKind::Reverse {
+            let st = reverse::ReverseState::build(cfg, i, &members)?;
+            notes.push(format!("  {}", st.describe()));
+        }
     }
     Ok(notes)
 }
@@ -541,6 +571,8 @@ impl Gateway {
             .ips_rules
             .set(engines.ips.as_ref().map_or(0, |s| s.len() as i64));
         let pipelines = build_pipelines(&cfg, &engines, &extra)?;
+        let members = reverse::Members::default();
+        let reverse = reverse::build_all(&cfg, &members)?;
         let mut listeners = Vec::new();
         for (i, lc) in cfg.listeners.iter().enumerate() {
             let mut sockets = Vec::new();
@@ -555,9 +587,10 @@ impl Gateway {
             }
             listeners.push(BoundListener {
                 index: i,
+                kind: lc.kind,
                 name: Arc::from(cfg.listener_name(i)),
                 sockets,
-                allow: lc.allow_clients.clone(),
+                allow: lc.allowed_clients(),
                 max_connections: l.max_connections,
             });
         }
@@ -589,6 +622,8 @@ impl Gateway {
             server_tls: Arc::new(base_server_tls()?),
             limits,
             extra_stages: extra,
+            reverse,
+            members,
         });
         Ok(Gateway {
             shared,
@@ -644,12 +679,16 @@ impl Gateway {
                 tasks.spawn(accept_loop(
                     Arc::clone(&shared),
                     l.index,
+                    l.kind,
                     Arc::clone(&l.name),
                     sock,
                     Arc::clone(&allow),
                     Arc::clone(&limit),
                 ));
             }
+        }
+        if shared.reverse.iter().any(Option::is_some) {
+            tasks.spawn(reverse::health_loop(Arc::clone(&shared)));
         }
         if let Some(ml) = metrics_listener {
             tasks.spawn(metrics_loop(Arc::clone(&shared.metrics), ml));
@@ -706,14 +745,28 @@ impl Reloader {
             Engines::load_with(cfg, true, Some(Arc::clone(&shared.metrics.ips_stats)))?;
         engines.warn = Arc::clone(&shared.warn);
         let new = build_pipelines(cfg, &engines, &shared.extra_stages)?;
-        if new.len() != shared.pipelines.len() {
+        let kinds_same = cfg.listeners.len() == shared.reverse.len()
+            && cfg
+                .listeners
+                .iter()
+                .zip(&shared.reverse)
+                .all(|(l, r)| (l.kind == config::ListenerKind::Reverse) == r.is_some());
+        if new.len() != shared.pipelines.len() || !kinds_same {
             return Err(ProxyError::Config {
                 file: cfg.path.clone(),
-                message: "listener: the number of listeners changed; restart to apply".into(),
+                message: "listener: the number or kind of listeners changed; restart to apply"
+                    .into(),
             });
         }
+        // Certificates, client CAs, CRLs and routes are read before anything is swapped.
+        let reverse = reverse::build_all(cfg, &shared.members)?;
         for (slot, p) in shared.pipelines.iter().zip(new) {
             slot.store(Arc::new(p));
+        }
+        for (slot, r) in shared.reverse.iter().zip(reverse) {
+            if let (Some(slot), Some(r)) = (slot, r) {
+                slot.store(r.load_full());
+            }
         }
         shared.url.store(engines.url.clone());
         shared
@@ -735,6 +788,7 @@ fn build_pipelines(cfg: &Config, engines: &Engines, extra: &[ExtraStage]) -> Res
 async fn accept_loop(
     shared: Arc<Shared>,
     index: usize,
+    kind: config::ListenerKind,
     name: Arc<str>,
     sock: TcpListener,
     allow: Arc<Vec<IpNet>>,
@@ -743,7 +797,11 @@ async fn accept_loop(
     let local = sock
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    tracing::info!(listener = %name, addr = %local, "forward proxy listening");
+    let what = match kind {
+        config::ListenerKind::Forward => "forward proxy listening",
+        config::ListenerKind::Reverse => "reverse proxy listening",
+    };
+    tracing::info!(listener = %name, addr = %local, "{what}");
     loop {
         let (tcp, peer) = match sock.accept().await {
             Ok(x) => x,
@@ -788,13 +846,18 @@ async fn accept_loop(
             },
         });
         let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            forward::serve_client(Arc::clone(&shared), tcp, conn).await;
-        });
+        match kind {
+            config::ListenerKind::Forward => {
+                tokio::spawn(forward::serve_client(shared, tcp, conn));
+            }
+            config::ListenerKind::Reverse => {
+                tokio::spawn(reverse::serve_client(shared, tcp, conn));
+            }
+        }
     }
 }
 
-fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+pub(crate) fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
         v4 => v4,

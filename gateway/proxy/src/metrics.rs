@@ -2,8 +2,8 @@
 //! an IP.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the proxy exports.
@@ -29,6 +29,10 @@ pub struct Metrics {
     pub hold_bytes: IntGauge,
     pub hold_overflows: IntCounter,
     pub bad_requests: IntCounterVec,
+    pub client_cert_refused: IntCounterVec,
+    pub access_denied: IntCounterVec,
+    pub upstream_up: IntGaugeVec,
+    pub upstream_retries: IntCounterVec,
     pub reloads: IntCounterVec,
     pub ips_rules: IntGauge,
     pub ips_candidates: IntCounter,
@@ -59,6 +63,34 @@ impl Metrics {
             connections: reg!(IntCounterVec::new(
                 Opts::new("sekisho_connections_total", "Client connections accepted"),
                 &["listener"]
+            )?),
+            client_cert_refused: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_client_cert_refused_total",
+                    "Client certificates refused at reverse listeners (reason: missing, unknown_ca, revoked, expired, not_yet_valid, other)"
+                ),
+                &["listener", "reason"]
+            )?),
+            access_denied: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_access_denied_total",
+                    "Reverse-proxy requests refused by route facility policy"
+                ),
+                &["listener", "route"]
+            )?),
+            upstream_up: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "sekisho_upstream_up",
+                    "Reverse-proxy pool members usable now (1) or not (0), by route and member index"
+                ),
+                &["route", "member"]
+            )?),
+            upstream_retries: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_upstream_retries_total",
+                    "Reverse-proxy requests sent to another pool member after a connect failure"
+                ),
+                &["route"]
             )?),
             connections_active: reg!(IntGauge::new(
                 "sekisho_connections_active",

@@ -1,0 +1,570 @@
+//! End-to-end tests of the reverse proxy: the real `sekisho` binary with a `kind = "reverse"`
+//! listener, client certificates issued by `sekisho ca issue-client`, local origins, and curl.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn sekisho(args: &[&str]) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "sekisho {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issues a facility's client certificate with the CLI; returns its folder.
+fn issue(ca: &Path, facility: &str, out: &Path) -> PathBuf {
+    sekisho(&[
+        "ca",
+        "issue-client",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--facility",
+        facility,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    out.to_path_buf()
+}
+
+fn files(pairs: &[(&str, &str)]) -> Files {
+    pairs
+        .iter()
+        .map(|(p, b)| (p.to_string(), (Vec::new(), b.as_bytes().to_vec())))
+        .collect()
+}
+
+struct Pki {
+    dir: TempDir,
+    /// CA of the service certificates (what clients trust).
+    server_ca: PathBuf,
+    /// CA of the `b.svc.test` certificate.
+    b_ca: PathBuf,
+    h1: PathBuf,
+    p2: PathBuf,
+    revoked: PathBuf,
+    wrong_ca: PathBuf,
+}
+
+fn write_pair(dir: &Path, name: &str, pki: &TestPki) -> (PathBuf, PathBuf, PathBuf) {
+    let (c, k, ca) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}-ca.pem")),
+    );
+    std::fs::write(&c, &pki.cert_pem).unwrap();
+    std::fs::write(&k, &pki.key_pem).unwrap();
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    (c, k, ca)
+}
+
+fn pki() -> (Pki, String) {
+    let dir = TempDir::new("reverse-pki");
+    let d = dir.path();
+    sekisho(&["ca", "init", "--out", d.join("clients").to_str().unwrap()]);
+    sekisho(&["ca", "init", "--out", d.join("other").to_str().unwrap()]);
+    let h1 = issue(&d.join("clients"), "H-0001", &d.join("h1"));
+    let p2 = issue(&d.join("clients"), "P-0002", &d.join("p2"));
+    let revoked = issue(&d.join("clients"), "H-0003", &d.join("h3"));
+    let wrong_ca = issue(&d.join("other"), "H-0001", &d.join("wrong"));
+    sekisho(&[
+        "ca",
+        "crl",
+        "--ca",
+        d.join("clients").to_str().unwrap(),
+        "--revoke",
+        revoked.join("client.crt").to_str().unwrap(),
+        "--out",
+        d.join("crl.pem").to_str().unwrap(),
+    ]);
+    let main = TestPki::new("Services CA", &["a.svc.test", "c.svc.test", "d.svc.test"]);
+    let (c, k, server_ca) = write_pair(d, "main", &main);
+    let b = TestPki::new("Services CA B", &["b.svc.test"]);
+    let (bc, bk, b_ca) = write_pair(d, "b", &b);
+    let listener = format!(
+        "[[listener]]\nname = \"services\"\nkind = \"reverse\"\naddr = [\"127.0.0.1:0\", \"[::1]:0\"]\n\
+         cert = \"{}\"\nkey = \"{}\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n\
+         client_auth = \"required\"\nclient_ca = [\"{}\"]\ncrl = [\"{}\"]\nfacility_id = \"subject:OU\"\n\n\
+         [[listener]]\nname = \"portal\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\n\
+         cert = \"{}\"\nkey = \"{}\"\nclient_auth = \"required\"\nmissing_cert = \"403\"\n\
+         client_ca = [\"{}\"]\nfacility_id = \"san:uri:urn:sekisho:facility:\"\n",
+        c.display(),
+        k.display(),
+        bc.display(),
+        bk.display(),
+        d.join("clients/ca.crt").display(),
+        d.join("crl.pem").display(),
+        c.display(),
+        k.display(),
+        d.join("clients/ca.crt").display(),
+    );
+    (
+        Pki {
+            dir,
+            server_ca,
+            b_ca,
+            h1,
+            p2,
+            revoked,
+            wrong_ca,
+        },
+        listener,
+    )
+}
+
+/// curl to `https://host<path>` at `port` (resolved to `ip`) with a client certificate; the
+/// last output line is `<status> <http version>`.
+async fn get(
+    port: u16,
+    ip: &str,
+    host: &str,
+    path: &str,
+    ca: &Path,
+    client: Option<&Path>,
+    extra: &[&str],
+) -> Curl {
+    let resolve = format!("{host}:{port}:{ip}");
+    let url = format!("https://{host}:{port}{path}");
+    let (crt, key) = client
+        .map(|c| {
+            (
+                c.join("client.crt").display().to_string(),
+                c.join("client.key").display().to_string(),
+            )
+        })
+        .unwrap_or_default();
+    let proto = if extra.contains(&"--http2") {
+        "--http2"
+    } else {
+        "--http1.1"
+    };
+    let mut args: Vec<&str> = vec![
+        proto,
+        "--resolve",
+        &resolve,
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-w",
+        "\n%{http_code} %{http_version}",
+    ];
+    if client.is_some() {
+        args.extend(["--cert", &crt, "--key", &key]);
+    }
+    args.extend(extra);
+    args.push(&url);
+    curl(&args).await
+}
+
+fn status(c: &Curl) -> String {
+    c.stdout.lines().last().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn facilities_reach_their_services_and_refusals_are_logged() {
+    let (pki, listeners) = pki();
+    let a1 = Origin::start_with_files(None, files(&[("/whoami", "a1")])).await;
+    let b = Origin::start_with_files(None, files(&[("/whoami", "b"), ("/health", "ok")])).await;
+    let tls_origin_pki = TestPki::new("Upstream CA", &["localhost"]);
+    let d = Origin::start_with_files(
+        Some(tls_origin_pki.server_config()),
+        files(&[("/whoami", "d-over-tls")]),
+    )
+    .await;
+    let up_ca = pki.dir.path().join("upstream-ca.pem");
+    std::fs::write(&up_ca, &tls_origin_pki.ca_pem).unwrap();
+    // A port nothing listens on: bind, read the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let routes = format!(
+        "[[route]]\nname = \"service-a\"\nlistener = \"services\"\nhost = \"a.svc.test\"\n\
+         upstreams = [\"http://127.0.0.1:{dead}\", \"http://127.0.0.1:{a}\"]\nfacilities = [\"H-*\"]\n\n\
+         [[route]]\nname = \"service-b\"\nlistener = \"services\"\nhost = \"b.svc.test\"\n\
+         upstreams = [\"http://127.0.0.1:{bp}\"]\nfacilities = [\"P-0002\"]\n\n\
+         [[route]]\nname = \"service-c\"\nlistener = \"services\"\nhost = \"c.svc.test\"\n\
+         upstreams = [\"http://127.0.0.1:{a}\", \"http://127.0.0.1:{bp}\"]\n\
+         health_check = \"/health\"\nhealth_interval_secs = 1\n\n\
+         [[route]]\nname = \"service-d\"\nlistener = \"services\"\nhost = \"d.svc.test\"\n\
+         upstreams = [\"https://localhost:{dp}\"]\nrequire = {{ \"subject:O\" = \"Sekisho*\" }}\n\n\
+         [[route]]\nname = \"portal\"\nlistener = \"portal\"\npath_prefix = \"/\"\n\
+         upstreams = [\"http://127.0.0.1:{a}\"]\n",
+        a = a1.port,
+        bp = b.port,
+        dp = d.port,
+    );
+    let mut gw = Gateway::start_with_listeners(
+        "reverse",
+        &listeners,
+        &format!("upstream_roots = [\"{}\"]", up_ca.display()),
+        &routes,
+    );
+    let port = gw.all[0].port();
+    let port6 = gw.all[1].port();
+    let portal = gw.all[2].port();
+    let ca = pki.server_ca.clone();
+
+    // H-0001 reaches A (over IPv4 and IPv6, HTTP/1.1 and h2), every time: the dead member of
+    // A's pool is skipped (retried, then marked down).
+    for i in 0..6 {
+        let c = get(
+            port,
+            "127.0.0.1",
+            "a.svc.test",
+            "/whoami",
+            &ca,
+            Some(&pki.h1),
+            &[],
+        )
+        .await;
+        assert_eq!(c.code, 0, "{}", c.stderr);
+        assert_eq!(c.stdout, "a1\n200 1.1", "request {i}: {}", c.stderr);
+    }
+    let c = get(
+        port6,
+        "::1",
+        "a.svc.test",
+        "/whoami",
+        &ca,
+        Some(&pki.h1),
+        &["--http2"],
+    )
+    .await;
+    assert_eq!(c.stdout, "a1\n200 2", "{}", c.stderr);
+    // … but not B: a 403 page naming the event.
+    let c = get(
+        port,
+        "127.0.0.1",
+        "b.svc.test",
+        "/whoami",
+        &pki.b_ca,
+        Some(&pki.h1),
+        &[],
+    )
+    .await;
+    assert_eq!(status(&c), "403 1.1", "{}", c.stdout);
+    assert!(c.stdout.contains("Access denied"), "{}", c.stdout);
+    let denied = gw.wait_line("events.jsonl", |e| {
+        e["rule"]["id"] == "facility-denied" && e["facility"]["id"] == "H-0001"
+    });
+    assert_eq!(denied["event"]["action"], "blocked");
+    assert_eq!(denied["stage"], "access");
+    assert!(c.stdout.contains(denied["event"]["id"].as_str().unwrap()));
+    let client = &denied["tls"]["client"];
+    assert!(
+        client["subject"].as_str().unwrap().contains("OU=H-0001"),
+        "{denied}"
+    );
+    assert!(
+        client["issuer"].as_str().unwrap().contains("Sekisho"),
+        "{denied}"
+    );
+    assert!(!client["x509"]["serial_number"].as_str().unwrap().is_empty());
+    // P-0002 reaches B (its own certificate by SNI), not A.
+    let c = get(
+        port,
+        "127.0.0.1",
+        "b.svc.test",
+        "/whoami",
+        &pki.b_ca,
+        Some(&pki.p2),
+        &[],
+    )
+    .await;
+    assert_eq!(c.stdout, "b\n200 1.1", "{}", c.stderr);
+    let c = get(
+        port,
+        "127.0.0.1",
+        "a.svc.test",
+        "/whoami",
+        &ca,
+        Some(&pki.p2),
+        &[],
+    )
+    .await;
+    assert_eq!(status(&c), "403 1.1");
+
+    // A spoofed facility header is replaced by the certificate's; forwarding headers are set.
+    let c = get(
+        port,
+        "127.0.0.1",
+        "a.svc.test",
+        "/headers",
+        &ca,
+        Some(&pki.h1),
+        &[
+            "-H",
+            "X-Sekisho-Facility: P-0002",
+            "-H",
+            "X-Forwarded-For: 6.6.6.6",
+            "-D",
+            "-",
+        ],
+    )
+    .await;
+    assert!(
+        c.stdout.contains("x-sekisho-facility: H-0001"),
+        "{}",
+        c.stdout
+    );
+    assert!(!c.stdout.contains("P-0002"), "{}", c.stdout);
+    assert!(
+        c.stdout.contains("x-forwarded-for: 127.0.0.1\n"),
+        "{}",
+        c.stdout
+    );
+    assert!(!c.stdout.contains("6.6.6.6"), "{}", c.stdout);
+    assert!(
+        c.stdout.contains("x-forwarded-proto: https"),
+        "{}",
+        c.stdout
+    );
+    assert!(
+        c.stdout.contains("forwarded: for=127.0.0.1;proto=https"),
+        "{}",
+        c.stdout
+    );
+    let rid = c
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("request id sent upstream")
+        .trim()
+        .to_string();
+    assert!(
+        c.stdout
+            .to_ascii_lowercase()
+            .contains(&format!("x-request-id: {rid}\r")),
+        "the client gets the same request id: {}",
+        c.stdout
+    );
+    let flow = gw.wait_line("flows.jsonl", |f| f["request_id"] == rid.as_str());
+    assert_eq!(flow["facility_id"], "H-0001");
+    assert_eq!(flow["status"], 200);
+
+    // Refused in the handshake: another CA, a revoked certificate, none at all.
+    for (who, dir, reason) in [
+        ("wrong CA", Some(&pki.wrong_ca), "unknown-ca"),
+        ("revoked", Some(&pki.revoked), "revoked"),
+        ("no certificate", None, ""),
+    ] {
+        let c = get(
+            port,
+            "127.0.0.1",
+            "a.svc.test",
+            "/whoami",
+            &ca,
+            dir.map(|p| p.as_path()),
+            &[],
+        )
+        .await;
+        assert_ne!(c.code, 0, "{who} must be refused: {}", c.stdout);
+        assert!(!c.stdout.contains("a1"), "{who}: {}", c.stdout);
+        if !reason.is_empty() {
+            let e = gw.wait_line("events.jsonl", |e| {
+                e["rule"]["id"] == format!("client-certificate-{reason}").as_str()
+            });
+            assert!(
+                e["tls"]["client"]["subject"]
+                    .as_str()
+                    .unwrap()
+                    .contains("OU=H-000"),
+                "{e}"
+            );
+        }
+    }
+    gw.assert_metrics(&[
+        "sekisho_client_cert_refused_total{listener=\"services\",reason=\"unknown_ca\"} 1",
+        "sekisho_client_cert_refused_total{listener=\"services\",reason=\"revoked\"} 1",
+        "sekisho_client_cert_refused_total{listener=\"services\",reason=\"missing\"} 1",
+        "sekisho_access_denied_total{listener=\"services\",route=\"service-b\"} 1",
+        "sekisho_upstream_retries_total{route=\"service-a\"}",
+    ])
+    .await;
+    // missing_cert = "403": the handshake completes and the answer is a page and an event.
+    let c = get(portal, "127.0.0.1", "a.svc.test", "/whoami", &ca, None, &[]).await;
+    assert_eq!(status(&c), "403 1.1", "{} {}", c.stdout, c.stderr);
+    gw.wait_line("events.jsonl", |e| {
+        e["rule"]["id"] == "client-certificate-missing"
+    });
+    // … and a SAN URI facility rule there.
+    let c = get(
+        portal,
+        "127.0.0.1",
+        "a.svc.test",
+        "/headers",
+        &ca,
+        Some(&pki.p2),
+        &[],
+    )
+    .await;
+    assert!(
+        c.stdout.contains("x-sekisho-facility: P-0002"),
+        "{}",
+        c.stdout
+    );
+
+    // No SNI: the default certificate; routing by Host.
+    let url = format!("https://127.0.0.1:{port}/whoami");
+    let (crt, key) = (pki.h1.join("client.crt"), pki.h1.join("client.key"));
+    let c = curl(&[
+        "-k",
+        "--cert",
+        crt.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "-H",
+        "Host: a.svc.test",
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ])
+    .await;
+    assert_eq!(c.stdout, "a1\n200", "{}", c.stderr);
+
+    // Health checks: A's origin has no /health, so service-c sends everything to B.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            let c = get(
+                port,
+                "127.0.0.1",
+                "c.svc.test",
+                "/whoami",
+                &ca,
+                Some(&pki.p2),
+                &[],
+            )
+            .await;
+            answers.push(c.stdout);
+        }
+        if answers.iter().all(|a| a == "b\n200 1.1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health check never took a1 out: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    gw.assert_metrics(&["sekisho_upstream_up{member=\"0\",route=\"service-c\"} 0"])
+        .await;
+
+    // An HTTPS upstream, verified against upstream_roots; an attribute condition on O.
+    let c = get(
+        port,
+        "127.0.0.1",
+        "d.svc.test",
+        "/whoami",
+        &ca,
+        Some(&pki.p2),
+        &[],
+    )
+    .await;
+    assert_eq!(c.stdout, "d-over-tls\n200 1.1", "{}", c.stderr);
+
+    // Certificates reload without a restart (SIGHUP): b.svc.test gets a certificate from a new CA.
+    let old_b_ca = pki.dir.path().join("b-old-ca.pem");
+    std::fs::copy(&pki.b_ca, &old_b_ca).unwrap();
+    let b2 = TestPki::new("Services CA B2", &["b.svc.test"]);
+    let (_, _, b2_ca) = write_pair(pki.dir.path(), "b", &b2);
+    Command::new("kill")
+        .args(["-HUP", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = get(
+            port,
+            "127.0.0.1",
+            "b.svc.test",
+            "/whoami",
+            &b2_ca,
+            Some(&pki.p2),
+            &[],
+        )
+        .await;
+        if c.stdout == "b\n200 1.1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new certificate never served: {}",
+            c.stderr
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let c = get(
+        port,
+        "127.0.0.1",
+        "b.svc.test",
+        "/whoami",
+        &old_b_ca,
+        Some(&pki.p2),
+        &[],
+    )
+    .await;
+    assert_ne!(c.code, 0, "the old certificate is gone: {}", c.stdout);
+    gw.stop();
+}
+
+#[test]
+fn reverse_config_errors_name_the_key() {
+    let dir = TempDir::new("reverse-cfg");
+    for (cfg, needle) in [
+        (
+            "[[listener]]\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\n",
+            "needs cert and key",
+        ),
+        (
+            "[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:0\"\nclient_auth = \"required\"\n",
+            "only apply to kind = \"reverse\"",
+        ),
+        (
+            "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n\
+             client_auth = \"required\"\nclient_ca = [\"ca\"]\nfacility_id = \"subject:XYZ\"\n",
+            "listener[0].facility_id",
+        ),
+        (
+            "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n\
+             [[route]]\nlistener = \"r\"\nupstreams = [\"ftp://x\"]\n",
+            "route[0].upstreams",
+        ),
+        (
+            "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n\
+             [[route]]\nlistener = \"nope\"\nupstreams = [\"http://x\"]\n",
+            "route[0].listener",
+        ),
+        (
+            "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"missing.crt\"\nkey = \"missing.key\"\n\
+             [[route]]\nlistener = \"r\"\nupstreams = [\"http://127.0.0.1:1\"]\n",
+            "missing.crt",
+        ),
+    ] {
+        let p = dir.path().join("s.toml");
+        std::fs::write(
+            &p,
+            format!("{cfg}\n[tls]\nca_cert = \"{0}/ca.crt\"\nca_key = \"{0}/ca.key\"\n", dir.path().display()),
+        )
+        .unwrap();
+        let out = Command::new(bin())
+            .args(["check-config", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cfg}");
+        assert!(err.contains(needle), "{cfg}\n→ {err}");
+        assert!(err.contains("s.toml") || err.contains("missing.crt"), "{err}");
+    }
+}
