@@ -27,6 +27,12 @@
 #                     anything else counts as an error                               (goal d)
 #   download-1g       one 1 GiB HTTPS download (random bytes) through interception with curl:
 #                     MB/s, MB per CPU-second of the target, RSS before and at peak (goal e)
+#   reverse-keepalive Sekisho's reverse listener (client_auth = "required", facility_id from the
+#                     subject OU, a [[route]] allowing the facility, HTTPS upstream verified)
+#                     beside nginx with `ssl_verify_client on` in front of the same origin;
+#                     1 KiB, keep-alive, client certificate from `sekisho ca issue-client`
+#                     (issue 8; the load generator is `ab -E`: hey has no client certificates)
+#   reverse-new-tls   the same with a new TLS handshake (and client certificate) per request
 # Each (scenario, target) runs RUNS times, interleaved, after a warm-up; tables show medians:
 # requests/s (expected statuses only), p50 and p99 latency, CPU seconds of the target per 10,000
 # requests, peak RSS of the target, errors (transport errors and unexpected statuses), and
@@ -42,9 +48,9 @@ SECS=${1:-10}
 CONC=${2:-32}
 RUNS=${3:-3}
 TARGETS=${TARGETS:-sekisho nginx squid mitmproxy}
-SCENARIOS=(${SCENARIOS:-https-keepalive https-new-tls http-forward https-64k https-1m https-upload full-clean full-mix download-1g})
+SCENARIOS=(${SCENARIOS:-https-keepalive https-new-tls http-forward https-64k https-1m https-upload full-clean full-mix download-1g reverse-keepalive reverse-new-tls})
 . benches/lib.sh
-need nginx:nginx-light hey:hey openssl:openssl curl:curl
+need nginx:nginx-light hey:hey openssl:openssl curl:curl ab:apache2-utils
 case " $TARGETS " in *" squid "*) need squid:squid-openssl ;; esac
 case " $TARGETS " in *" mitmproxy "*) need mitmdump:mitmproxy ;; esac
 build_release
@@ -54,8 +60,9 @@ pids=()
 cleanup() { for p in "${pids[@]}" ${TPID:-}; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
 trap cleanup EXIT
 
-# scenario NAME -> "KIND CONFIG PATH": KIND hey|mix|download, CONFIG base|full (Sekisho's config;
-# `full` scenarios run against nginx only, the goal's peer), PATH on the origin.
+# scenario NAME -> "KIND CONFIG PATH": KIND hey|mix|download|ab, CONFIG base|full|reverse
+# (Sekisho's config; `full` and `reverse` scenarios run against nginx only, the goal's peer), PATH
+# on the origin.
 scenario() {
   case $1 in
     https-keepalive|https-new-tls|http-forward) echo "hey base /1k" ;;
@@ -65,6 +72,7 @@ scenario() {
     full-clean) echo "hey full /1k" ;;
     full-mix) echo "mix full /1k" ;;
     download-1g) echo "download base /1g" ;;
+    reverse-keepalive|reverse-new-tls) echo "ab reverse /1k" ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
 }
@@ -85,7 +93,7 @@ for s in "${SCENARIOS[@]}"; do [ "$s" != download-1g ] || head -c 1G /dev/urando
 # --- The origin: nginx on CPU 0, HTTPS on 443 and HTTP on 80 (URLs carry no port: Debian's hey
 # puts host:port into the SNI, which RFC 6066 forbids and rustls refuses). /upload reads and
 # discards a request body of up to 2 MiB and answers 200.
-NGX_TLS=18444; NGX_HTTP=18480; SEKP=18128; SEKMET=18190; SQUIDP=18300; MITMP=18380; COLP=18514
+NGX_TLS=18444; NGX_HTTP=18480; NGX_MTLS=18445; SEKR=18143; SEKP=18128; SEKMET=18190; SQUIDP=18300; MITMP=18380; COLP=18514
 cat > "$W/origin.conf" <<NGX
 worker_processes 1; pid $W/origin.pid; error_log $W/origin.err;
 events { worker_connections 8192; }
@@ -98,12 +106,34 @@ if [ -n "${MSS:-}" ]; then
   taskset -c 0 "$BIN" collector --syslog-tcp "127.0.0.1:$COLP" --out "$W/collector" > "$W/collector.out" 2>&1 & pids+=($!)
 fi
 
+# --- Client certificates for the reverse scenarios: a facility's certificate from our CLI (ab -E
+# wants certificate and key in one file).
+"$BIN" ca init --out "$W/clients" >/dev/null
+"$BIN" ca issue-client --ca "$W/clients" --facility H-0001 --out "$W/client" >/dev/null
+cat "$W/client/client.crt" "$W/client/client.key" > "$W/client.pem"
+
 # --- Targets. Each start_* takes the config variant and leaves its main PID in TPID.
 start_sekisho() {
-  cat > "$W/sekisho.toml" <<TOML
+  if [ "$1" = reverse ]; then
+    cat > "$W/sekisho.toml" <<TOML
 [[listener]]
-kind = "forward"
-addr = "127.0.0.1:$SEKP"
+name = "services"
+kind = "reverse"
+addr = "127.0.0.1:$SEKR"
+cert = "$W/srv.crt"
+key = "$W/srv.key"
+client_auth = "required"
+client_ca = ["$W/clients/ca.crt"]
+facility_id = "subject:OU"
+[[route]]
+listener = "services"
+upstreams = ["https://localhost:443"]
+facilities = ["H-*"]
+TOML
+  else
+    printf '[[listener]]\nkind = "forward"\naddr = "127.0.0.1:%s"\n' "$SEKP" > "$W/sekisho.toml"
+  fi
+  cat >> "$W/sekisho.toml" <<TOML
 [tls]
 ca_cert = "$W/gw/ca.crt"
 ca_key = "$W/gw/ca.key"
@@ -140,7 +170,7 @@ TOML
   fi
   [ -f "$W/gw/ca.crt" ] || "$BIN" ca init --out "$W/gw" >/dev/null
   taskset -c 1 "$BIN" --log-level warn run --config "$W/sekisho.toml" > "$W/sekisho.out" 2>&1 & TPID=$!
-  wait_port $SEKP 600   # the full config compiles ET Open first
+  if [ "$1" = reverse ]; then wait_port $SEKR; else wait_port $SEKP 600; fi   # full compiles ET Open first
 }
 start_nginx() {
   # proxy_max_temp_file_size 0: a large response streams through nginx's buffers instead of
@@ -155,6 +185,13 @@ http { access_log $W/nginx-access.log; keepalive_requests 1000000; client_max_bo
   server { listen 127.0.0.1:$NGX_TLS ssl; ssl_certificate $W/srv.crt; ssl_certificate_key $W/srv.key;
     ssl_session_cache off; ssl_session_tickets off;
     location / { proxy_pass https://origin_tls; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_verify on; proxy_ssl_trusted_certificate $W/ca.crt; proxy_ssl_name localhost;
+      proxy_ssl_server_name on; proxy_ssl_session_reuse on; } }
+  server { listen 127.0.0.1:$NGX_MTLS ssl; ssl_certificate $W/srv.crt; ssl_certificate_key $W/srv.key;
+    ssl_session_cache off; ssl_session_tickets off;
+    ssl_verify_client on; ssl_client_certificate $W/clients/ca.crt;
+    location / { proxy_pass https://origin_tls; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Client-DN \$ssl_client_s_dn;
       proxy_ssl_verify on; proxy_ssl_trusted_certificate $W/ca.crt; proxy_ssl_name localhost;
       proxy_ssl_server_name on; proxy_ssl_session_reuse on; } }
   server { listen 127.0.0.1:$NGX_HTTP;
@@ -275,6 +312,16 @@ one_run() { # target scenario
         ok = C[5] + A[5] + I[5]
         printf "%.0f %s %s %d %d %s\n", ok / s, C[2], C[3], C[4] + A[4] + I[4], ok, (ok > 0 ? sprintf("%.2f", d / hz / ok * 10000) : "n/a")
         printf "mix: clean %d, av %d, ips %d answered as expected\n", C[5], A[5], I[5] > "/dev/stderr" }' ;;
+    ab)
+      local port=$SEKR stats extra=""
+      [ "$t" = nginx ] && port=$NGX_MTLS
+      [ "$s" = reverse-keepalive ] && extra="-k"
+      # -n after -t lifts ab's 50,000-request cap; ab does not verify the server (both alike).
+      # shellcheck disable=SC2086
+      stats=$(taskset -c 0 ab -q -t "$SECS" -n 100000000 -c "$CONC" $extra -E "$W/client.pem" \
+        "https://localhost:$port/1k" 2>&1 | ab_stats "$SECS")
+      t1=$(cpu_ticks "$TPID")
+      echo "$stats $(per10k $((t1 - t0)) "$(awk '{print $5}' <<<"$stats")")" ;;
     download)
       local args rss0 out errs=0 peak
       args=$(url_for "$t" https /1g)
@@ -295,16 +342,23 @@ one_run() { # target scenario
         cpu = d / hz; printf "%.0f %.2f %s %d %d %d\n", b / s / 1e6, cpu, (cpu > 0 ? sprintf("%.0f", b / cpu / 1e6) : "n/a"), e, r0, rp }' ;;
   esac
 }
+# ab_stats SECONDS <<< "$(ab …)": "req/s p50 p99 errors ok" like hey_stats (ab counts a non-2xx
+# answer and a failed request as errors).
+ab_stats() {
+  awk -v s="$1" '/^Complete requests:/ {c=$3} /^Failed requests:/ {f=$3} /^Non-2xx responses:/ {n=$3}
+    /^  50%/ {p50=$2/1000} /^  99%/ {p99=$2/1000}
+    END { ok = c - f - n; if (ok < 0) ok = 0; printf "%.0f %.4f %.4f %d %d\n", ok / s, p50, p99, f + n, ok }'
+}
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 declare -A RES RSS
 for t in $TARGETS; do
-  for cfg in base full; do
+  for cfg in base full reverse; do
     todo=()
     for s in "${SCENARIOS[@]}"; do
       runs_on "$t" "$s" || continue
       # Peers have one config: they run every scenario in their single start.
-      [ "$t" != sekisho ] && [ "$cfg" = full ] && continue
+      [ "$t" != sekisho ] && [ "$cfg" != base ] && continue
       [ "$t" = sekisho ] && [ "$(scenario "$s" | cut -d' ' -f2)" != "$cfg" ] && continue
       todo+=("$s")
     done
@@ -314,7 +368,12 @@ for t in $TARGETS; do
     for _ in $(seq 100); do [ "$t" != mitmproxy ] || [ -f "$W/mitm/mitmproxy-ca-cert.pem" ] && break; sleep 0.1; done
     cat "$W/ca.crt" "$W/gw/ca.crt" "$W/squid/ca.crt" "$W/mitm/mitmproxy-ca-cert.pem" 2>/dev/null > "$W/trust.pem" || true
     for s in "${todo[@]}"; do
-      [ "$(scenario "$s" | cut -d' ' -f1)" = download ] && continue
+      case "$(scenario "$s" | cut -d' ' -f1)" in
+        download) continue ;;
+        ab) p=$SEKR; [ "$t" = nginx ] && p=$NGX_MTLS
+            taskset -c 0 ab -q -n 500 -c 4 -E "$W/client.pem" "https://localhost:$p/1k" >/dev/null 2>&1 || true
+            continue ;;
+      esac
       # shellcheck disable=SC2046
       SSL_CERT_FILE="$W/trust.pem" hey -n 200 -c 4 $(hey_args "$t" "$s") >/dev/null 2>&1 || true
     done

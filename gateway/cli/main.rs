@@ -17,7 +17,7 @@ const DEFAULT_CONFIG: &str = "sekisho.toml";
 #[command(
     name = "sekisho",
     version,
-    about = "Sekisho security gateway: TLS-inspecting forward proxy with a pluggable inspection pipeline",
+    about = "Sekisho security gateway: TLS-inspecting forward proxy and client-certificate reverse proxy with a pluggable inspection pipeline",
     long_about = "Sekisho security gateway: TLS-inspecting forward proxy with a pluggable inspection \
 pipeline.\n\nRelative paths in the config are resolved from the current directory. Without \
 --config, ./sekisho.toml (the bundled default) is used."

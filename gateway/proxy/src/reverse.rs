@@ -143,6 +143,7 @@ struct Pool {
 pub(crate) struct Route {
     name: Arc<str>,
     host: Option<HostMatcher>,
+    host_text: Option<String>,
     prefix: String,
     pool: Pool,
     facilities: Option<Vec<String>>,
@@ -160,6 +161,7 @@ pub(crate) struct ReverseState {
     verifier: Arc<dyn ClientCertVerifier>,
     client_auth: ClientAuth,
     facility_rule: Option<AttrRule>,
+    facility_rule_text: Option<String>,
     facility_header: HeaderName,
     routes: Vec<Arc<Route>>,
     session_storage: Arc<dyn rustls::server::StoresServerSessions>,
@@ -279,6 +281,7 @@ impl ReverseState {
             routes.push(Arc::new(Route {
                 name: Arc::from(rname.as_str()),
                 host,
+                host_text: r.host.clone(),
                 prefix: r.path_prefix.clone(),
                 pool: Pool {
                     members: pool_members,
@@ -302,6 +305,7 @@ impl ReverseState {
             verifier,
             client_auth: l.client_auth,
             facility_rule,
+            facility_rule_text: l.facility_id.clone(),
             facility_header,
             routes,
             session_storage,
@@ -311,13 +315,14 @@ impl ReverseState {
 
     /// One line for `check-config`: certificates, client authentication, routes.
     pub(crate) fn describe(&self) -> String {
-        let mut names: Vec<&str> = self
+        let mut names = self
             .resolver
             .exact
             .keys()
             .map(String::as_str)
-            .chain(self.resolver.wildcard.keys().map(String::as_str))
-            .collect();
+            .map(str::to_string)
+            .chain(self.resolver.wildcard.keys().map(|w| format!("*.{w}")))
+            .collect::<Vec<String>>();
         names.sort_unstable();
         let routes: Vec<String> = self
             .routes
@@ -326,7 +331,7 @@ impl ReverseState {
                 format!(
                     "{} {}{} -> {} upstream(s){}",
                     r.name,
-                    r.host.as_ref().map(|_| "<host>").unwrap_or("*"),
+                    r.host_text.as_deref().unwrap_or("*"),
                     r.prefix,
                     r.pool.members.len(),
                     match &r.facilities {
@@ -340,10 +345,7 @@ impl ReverseState {
             "certificates for {:?}; client_auth {:?}; facility_id {}; routes: {}",
             names,
             self.client_auth,
-            self.facility_rule
-                .as_ref()
-                .map(|r| format!("{r:?}"))
-                .unwrap_or_else(|| "none".into()),
+            self.facility_rule_text.as_deref().unwrap_or("none"),
             routes.join("; ")
         )
     }
@@ -1187,6 +1189,7 @@ mod tests {
         Route {
             name: Arc::from("r"),
             host: None,
+            host_text: None,
             prefix: "/".into(),
             pool: Pool {
                 members: (0..n).map(|i| member(&format!("http://m{i}:80"))).collect(),
