@@ -238,7 +238,8 @@ impl PeerCert {
     }
 }
 
-fn read_pem_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>> {
+/// The certificates of a PEM file (at least one), with errors naming the file.
+pub(crate) fn read_pem_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(p)
         .map_err(|e| ProxyError::Cert {
             path: p.to_path_buf(),

@@ -24,6 +24,31 @@ pub(crate) struct HttpFacts {
     pub request_id: Option<String>,
 }
 
+impl HttpFacts {
+    /// The facts of a request about to enter the pipeline.
+    pub fn of_request(
+        parts: &http::request::Parts,
+        url: &http::Uri,
+        host: &str,
+        path: &str,
+        request_id: Option<String>,
+    ) -> HttpFacts {
+        HttpFacts {
+            method: Some(parts.method.to_string()),
+            url: Some(url.to_string()),
+            host: Some(host.to_string()),
+            path: Some(path.to_string()),
+            user_agent: parts
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            status: None,
+            request_id,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Record {
     http: HttpFacts,

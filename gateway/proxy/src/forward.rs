@@ -392,19 +392,7 @@ pub(crate) async fn http_flow(
         meta.tls = TlsMode::Decrypted;
         meta.tls_version = t.tls_version;
     }
-    let http = HttpFacts {
-        method: Some(parts.method.to_string()),
-        url: Some(up_uri.to_string()),
-        host: Some(head.host.clone()),
-        path: Some(path.clone()),
-        user_agent: parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        status: None,
-        request_id: None,
-    };
+    let http = HttpFacts::of_request(&parts, &up_uri, &head.host, &path, None);
     let dest = DestinationInfo {
         ip: None,
         port: Some(head.port),
@@ -1083,30 +1071,16 @@ async fn tunnel<S>(
         blocked,
         tls_version,
     });
-    let svc = move |tap: Option<headtap::Tap>| {
-        service_fn(move |mut req| {
-            let shared = Arc::clone(&shared);
-            let conn = Arc::clone(&conn);
-            let ctx = Arc::clone(&ctx);
-            if let Some(tap) = &tap {
-                attach_raw_head(tap, &mut req);
-            }
-            async move {
-                let proto = if req.version() == Version::HTTP_2 {
-                    "h2"
-                } else {
-                    "http1"
-                };
-                shared
-                    .metrics
-                    .requests
-                    .with_label_values(&[&conn.listener, proto])
-                    .inc();
-                Ok::<_, Infallible>(http_flow(shared, conn, Some(ctx), req).await)
-            }
-        })
+    let listener = Arc::clone(&conn.listener);
+    let handler = move |req| {
+        http_flow(
+            Arc::clone(&shared),
+            Arc::clone(&conn),
+            Some(Arc::clone(&ctx)),
+            req,
+        )
     };
-    let (read, written) = serve_decrypted(&state.shared, tls, h2, svc).await;
+    let (read, written) = serve_decrypted(&state.shared, &listener, tls, h2, handler).await;
     state
         .to_server
         .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
@@ -1116,29 +1090,41 @@ async fn tunnel<S>(
 }
 
 /// Serves HTTP on a decrypted client connection (h2 or HTTP/1.1 by ALPN) with the read, idle
-/// and header limits; `make_svc` gets the connection's head tap (HTTP/1.1 only). Returns the
-/// bytes read from and written to the client.
-pub(crate) async fn serve_decrypted<IO, F, S>(
+/// and header limits: each request gets its raw head (HTTP/1.1), is counted, and goes to
+/// `handler`. Returns the bytes read from and written to the client.
+pub(crate) async fn serve_decrypted<IO, H, Fut>(
     shared: &Shared,
+    listener: &Arc<str>,
     tls: IO,
     h2: bool,
-    make_svc: F,
+    handler: H,
 ) -> (u64, u64)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    F: FnOnce(Option<headtap::Tap>) -> S,
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = Response<ProxyBody>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
+    H: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let activity = Activity::new();
     let tap = (!h2).then(|| headtap::tap(shared.limits.max_header_bytes));
     let io = TokioIo::new(Tracked::new(tls, Arc::clone(&activity)).with_tap(tap.clone()));
-    let svc = make_svc(tap);
+    let metrics = Arc::clone(&shared.metrics);
+    let listener = Arc::clone(listener);
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        if let Some(tap) = &tap {
+            attach_raw_head(tap, &mut req);
+        }
+        let proto = if req.version() == Version::HTTP_2 {
+            "h2"
+        } else {
+            "http1"
+        };
+        metrics
+            .requests
+            .with_label_values(&[&listener, proto])
+            .inc();
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
     let limits = &shared.limits;
     let result = if h2 {
         let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())

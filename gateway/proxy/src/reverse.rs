@@ -3,7 +3,6 @@
 //! retries for idempotent requests), then the same pipeline as the forward proxy.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,12 +12,11 @@ use arc_swap::ArcSwap;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::PrivateKeyDer;
 use sekisho_core::{
     split_host_port, DestinationInfo, Evidence, Finding, RequestHead, Severity, TlsMode,
 };
@@ -67,10 +65,7 @@ fn cert_err(path: &Path, message: impl Into<String>) -> ProxyError {
 
 /// Loads a certificate chain and its key; returns the key pair and the leaf's DNS names.
 fn load_pair(cert: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, Vec<String>)> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| cert_err(cert, format!("cannot read: {e}")))?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| cert_err(cert, format!("bad PEM: {e}")))?;
+    let chain = clientauth::read_pem_certs(cert)?;
     let Some(leaf) = chain.first() else {
         return Err(cert_err(cert, "no CERTIFICATE in PEM file"));
     };
@@ -717,36 +712,17 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
         sni,
         tls_version,
     });
+    let listener = Arc::clone(&conn.listener);
     let svc_shared = Arc::clone(&shared);
-    let svc_conn = Arc::clone(&conn);
-    let svc = move |tap: Option<crate::headtap::Tap>| {
-        let shared = Arc::clone(&svc_shared);
-        let conn = Arc::clone(&svc_conn);
-        let rc = Arc::clone(&rc);
-        service_fn(move |mut req: Request<Incoming>| {
-            let shared = Arc::clone(&shared);
-            let conn = Arc::clone(&conn);
-            let rc = Arc::clone(&rc);
-            if let Some(tap) = &tap {
-                forward::attach_raw_head(tap, &mut req);
-            }
-            async move {
-                let proto = if req.version() == Version::HTTP_2 {
-                    "h2"
-                } else {
-                    "http1"
-                };
-                shared
-                    .metrics
-                    .requests
-                    .with_label_values(&[&conn.listener, proto])
-                    .inc();
-                Ok::<_, Infallible>(reverse_flow(shared, conn, rc, req).await)
-            }
-        })
+    let handler = move |req| {
+        reverse_flow(
+            Arc::clone(&svc_shared),
+            Arc::clone(&conn),
+            Arc::clone(&rc),
+            req,
+        )
     };
-    let (read, written) = forward::serve_decrypted(&shared, tls, h2, svc).await;
-    let _ = (read, written);
+    forward::serve_decrypted(&shared, &listener, tls, h2, handler).await;
 }
 
 /// A threat event (and a communication-log line) for a client certificate refused in the
@@ -872,19 +848,7 @@ async fn reverse_flow(
     meta.facility_id = facility.clone();
     meta.client_cert = rc.peer.as_ref().map(|p| p.facts.clone());
     meta.request_id = Some(request_id.clone());
-    let http = HttpFacts {
-        method: Some(parts.method.to_string()),
-        url: Some(url.to_string()),
-        host: Some(head.host.clone()),
-        path: Some(path.clone()),
-        user_agent: parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        status: None,
-        request_id: Some(request_id.clone()),
-    };
+    let http = HttpFacts::of_request(&parts, &url, &head.host, &path, Some(request_id.clone()));
     let flow = shared.pipeline(conn.index).start(Arc::new(meta));
     let state = FlowState::new(Arc::clone(&shared), flow, http, DestinationInfo::default());
     let guard = FinishGuard(Arc::clone(&state));

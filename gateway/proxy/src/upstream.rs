@@ -11,7 +11,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use crate::error::{ProxyError, Result};
@@ -103,22 +102,7 @@ pub fn root_store(system: bool, webpki: bool, extra: &[impl AsRef<Path>]) -> Res
     }
     for p in extra {
         let p = p.as_ref();
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(p)
-            .map_err(|e| ProxyError::Cert {
-                path: p.to_path_buf(),
-                message: format!("cannot read: {e}"),
-            })?
-            .collect::<Result<_, _>>()
-            .map_err(|e| ProxyError::Cert {
-                path: p.to_path_buf(),
-                message: format!("bad PEM: {e}"),
-            })?;
-        if certs.is_empty() {
-            return Err(ProxyError::Cert {
-                path: p.to_path_buf(),
-                message: "no CERTIFICATE in PEM bundle".into(),
-            });
-        }
+        let certs = crate::clientauth::read_pem_certs(p)?;
         for c in certs {
             roots.add(c).map_err(|e| ProxyError::Cert {
                 path: p.to_path_buf(),
