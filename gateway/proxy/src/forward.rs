@@ -209,6 +209,20 @@ pub(crate) fn bracket(host: &str) -> String {
     }
 }
 
+/// h2 clients name the virtual host in `:authority`, not Host: stages and HTTP/1.1 upstreams
+/// see it as Host either way.
+pub(crate) fn host_from_authority(parts: &mut http::request::Parts) {
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+}
+
 /// The raw bytes of a request head, as the client sent them (HTTP/1 only).
 #[derive(Clone)]
 pub(crate) struct RawHead(pub Bytes);
@@ -369,15 +383,7 @@ pub(crate) async fn http_flow(
     };
     // h2 clients name the virtual host in :authority, not Host: stages and HTTP/1.1 upstreams
     // see it as Host either way.
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(v) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(header::HOST, v);
-        }
-    }
+    host_from_authority(&mut parts);
     let mut head = RequestHead::new(
         parts.method.clone(),
         up_uri.clone(),

@@ -161,6 +161,7 @@ pub(crate) struct ReverseState {
     routes: Vec<Arc<Route>>,
     session_storage: Arc<dyn rustls::server::StoresServerSessions>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 /// Milliseconds since the first call (a monotonic clock for member state).
@@ -208,7 +209,9 @@ impl ReverseState {
         let session_storage: Arc<dyn rustls::server::StoresServerSessions> =
             rustls::server::ServerSessionMemoryCache::new(20_000);
         let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = Arc::new(server_config(
+            &provider,
             Arc::clone(&verifier),
             Arc::clone(&resolver),
             Arc::clone(&session_storage),
@@ -305,6 +308,7 @@ impl ReverseState {
             routes,
             session_storage,
             ticketer,
+            provider,
         })
     }
 
@@ -361,6 +365,7 @@ impl ReverseState {
         }
         let rec = Recording::new(Arc::clone(&self.verifier));
         let cfg = server_config(
+            &self.provider,
             rec.clone(),
             Arc::clone(&self.resolver),
             Arc::clone(&self.session_storage),
@@ -371,13 +376,13 @@ impl ReverseState {
 }
 
 fn server_config(
+    provider: &Arc<rustls::crypto::CryptoProvider>,
     verifier: Arc<dyn ClientCertVerifier>,
     resolver: Arc<SniCerts>,
     session_storage: Arc<dyn rustls::server::StoresServerSessions>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
 ) -> Result<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::clone(provider))
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(resolver);
@@ -547,9 +552,10 @@ impl Dispatch {
     ) -> std::result::Result<Response<Incoming>, SendError> {
         let (parts, body) = req.into_parts();
         let replayable = idempotent(&parts.method) && body.is_end_stream();
+        let mut parts = Some(parts);
         let path = parts
-            .uri
-            .path_and_query()
+            .as_ref()
+            .and_then(|p| p.uri.path_and_query())
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
         let mut tried = Vec::new();
@@ -561,7 +567,21 @@ impl Dispatch {
             };
             tried.push(i);
             let member = Arc::clone(&self.route.pool.members[i]);
-            let mut p = parts.clone();
+            // The head is copied only while another attempt may follow.
+            let last = !replayable
+                || tried.len() as u32 > self.route.retries
+                || tried.len() >= self.route.pool.members.len();
+            let mut p = if last {
+                match parts.take() {
+                    Some(p) => p,
+                    None => return Err(SendError::NoUpstream),
+                }
+            } else {
+                match parts.as_ref() {
+                    Some(p) => p.clone(),
+                    None => return Err(SendError::NoUpstream),
+                }
+            };
             p.uri = match format!("{}{path}", member.base).parse() {
                 Ok(u) => u,
                 Err(_) => p.uri,
@@ -591,11 +611,7 @@ impl Dispatch {
                         member.down_until.store(until, Ordering::Relaxed);
                         tracing::warn!(route = %self.route.name, upstream = %member.base, error = %crate::upstream::error_chain(&e), "upstream unreachable: skipped for {:?}", self.route.fail_timeout);
                     }
-                    let more = replayable
-                        && e.is_connect()
-                        && (tried.len() as u32) <= self.route.retries
-                        && tried.len() < self.route.pool.members.len();
-                    if !more {
+                    if last || !e.is_connect() {
                         return Err(SendError::Upstream(e));
                     }
                     shared
@@ -799,15 +815,7 @@ async fn reverse_flow(
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(v) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(header::HOST, v);
-        }
-    }
+    forward::host_from_authority(&mut parts);
     let port = conn.local.port();
     let authority = if port == 443 {
         forward::bracket(&host)
