@@ -9,8 +9,9 @@ need() {
   done
 }
 
-# Builds the release binary and sets BIN.
+# Builds the release binary and sets BIN (SEKISHO_BIN=PATH: use that binary, build nothing).
 build_release() {
+  if [ -n "${SEKISHO_BIN:-}" ]; then BIN=$(realpath "$SEKISHO_BIN"); return; fi
   cargo build --release --locked -q
   BIN=$PWD/target/release/sekisho
 }

@@ -67,6 +67,11 @@ pub trait Buffers {
     fn body_is_raw(&self, _side: Direction) -> bool {
         false
     }
+    /// True when the message body of `side` is known to be empty (a bodyless request, a 204):
+    /// the body phase then runs only the rules that can match without body bytes.
+    fn body_is_empty(&self, _side: Direction) -> bool {
+        false
+    }
 }
 
 /// The addresses of a flow, for rule headers and thresholds.
@@ -262,6 +267,9 @@ type PatternTable = HashMap<BufKey, (HashMap<Vec<u8>, usize>, Vec<Vec<u8>>, Vec<
 pub struct RuleSet {
     rules: Vec<Compiled>,
     phases: Vec<PhaseIndex>,
+    /// The body phases' rules that can match when that side's body is empty (no positive
+    /// content in a body buffer of that side); other phases are empty here.
+    empty_body: Vec<PhaseIndex>,
     suppress: Vec<Suppress>,
     thresholds: Mutex<HashMap<ThresholdKey, (Instant, u32)>>,
     /// Counters (shared across reloads when the embedder passes them in).
@@ -669,12 +677,21 @@ impl RuleSet {
                 }
             }
         }
-        let phases = build_index(&compiled)?;
+        let phases = build_index(&compiled, |_, _| true)?;
+        let empty_body = build_index(&compiled, |c, p| {
+            let side = match p {
+                p if p == Phase::ReqBody as usize => Direction::Request,
+                p if p == Phase::RespBody as usize => Direction::Response,
+                _ => return false,
+            };
+            may_match_empty_body(c, side)
+        })?;
         report.loaded = compiled.len();
         report.compile_ms = t0.elapsed().as_millis();
         Ok(RuleSet {
             rules: compiled,
             phases,
+            empty_body,
             suppress,
             thresholds: Mutex::new(HashMap::new()),
             stats: opts.stats.clone().unwrap_or_default(),
@@ -721,7 +738,16 @@ impl RuleSet {
         if vars.passed {
             return Vec::new();
         }
-        let idx = &self.phases[phase as usize];
+        let empty = match phase {
+            Phase::ReqBody => bufs.body_is_empty(Direction::Request),
+            Phase::RespBody => bufs.body_is_empty(Direction::Response),
+            _ => false,
+        };
+        let idx = if empty {
+            &self.empty_body[phase as usize]
+        } else {
+            &self.phases[phase as usize]
+        };
         let mut seen = vec![0u64; self.rules.len() / 64 + 1];
         let mut cands: Vec<u32> = Vec::new();
         let mut mark = |r: u32, cands: &mut Vec<u32>| {
@@ -756,13 +782,18 @@ impl RuleSet {
             {
                 continue;
             }
-            for data in bufs.all(key.buf, key.side) {
+            let mut scan = |data: &[u8]| {
                 let data = with_transform(key, data, &mut tmp);
                 for m in ac.find_overlapping_iter(data) {
                     for r in &pats[m.pattern().as_usize()] {
                         mark(*r, &mut cands);
                     }
                 }
+            };
+            if key.buf == Buf::TlsCerts {
+                bufs.all(key.buf, key.side).into_iter().for_each(scan);
+            } else if let Some(data) = bufs.get(key.buf, key.side) {
+                scan(data);
             }
         }
         for (map, exact) in [(&idx.exact, true), (&idx.suffix, false)] {
@@ -1058,7 +1089,28 @@ fn automaton(list: &[Vec<u8>], dfa: bool, key: BufKey) -> Result<AhoCorasick, Ip
         .map_err(|e| IpsError::Compile(format!("prefilter for {}: {e}", key.buf.name())))
 }
 
-fn build_index(rules: &[Compiled]) -> Result<Vec<PhaseIndex>, IpsError> {
+/// False when `c` has a positive `content` in a body buffer of `side`: it cannot match while
+/// that body is empty.
+fn may_match_empty_body(c: &Compiled, side: Direction) -> bool {
+    !c.rule.groups.iter().any(|g| {
+        let body_side = match g.buf {
+            Buf::RequestBody => Direction::Request,
+            Buf::ResponseBody => Direction::Response,
+            Buf::FileData => c.dir,
+            _ => return false,
+        };
+        body_side == side
+            && g.items
+                .iter()
+                .any(|it| matches!(it, Item::Content(ct) if !ct.negated))
+    })
+}
+
+/// The prefilter index of the rules `keep(rule, phase)` selects.
+fn build_index(
+    rules: &[Compiled],
+    keep: impl Fn(&Compiled, usize) -> bool,
+) -> Result<Vec<PhaseIndex>, IpsError> {
     let mut phases: Vec<PhaseIndex> = (0..PHASES)
         .map(|_| PhaseIndex {
             ac: Vec::new(),
@@ -1086,6 +1138,7 @@ fn build_index(rules: &[Compiled]) -> Result<Vec<PhaseIndex>, IpsError> {
             _ => {}
         }
     }
+    slots.retain(|&(i, p)| keep(&rules[i], p));
     for (i, p) in slots {
         let c = &rules[i];
         let i = i as u32;

@@ -1,23 +1,42 @@
 //! The buffers of one transaction (and of the TLS session it runs in), built from what the proxy
 //! hands to the stage.
 
-use std::collections::HashMap;
 use std::io::Read;
+
+use bytes::Bytes;
 
 use sekisho_core::{Direction, RequestHead, ResponseHead};
 
 use crate::rule::Buf;
 use crate::ruleset::Buffers;
 
-/// Buffers by (buffer, side).
-#[derive(Debug, Default)]
+/// Number of buffer kinds (`Buf` is a fieldless enum; `DnsQuery` is its last variant).
+const NBUF: usize = Buf::DnsQuery as usize + 1;
+
+/// Buffers by (buffer, side). Buffers are reference-counted (`Bytes`): the body buffers of a
+/// side (`http.request_body`, `file.data` …) and the head buffers that repeat each other
+/// (`http.start` / `pkt_data`) share one copy.
+#[derive(Debug)]
 pub struct Tx {
-    bufs: HashMap<(Buf, Direction), Vec<u8>>,
+    bufs: [[Option<Bytes>; 2]; NBUF],
     certs: Vec<Vec<u8>>,
-    start: [Vec<u8>; 2],
+    start: [Bytes; 2],
     body: [Vec<u8>; 2],
     truncated: [bool; 2],
     encoding: Option<String>,
+}
+
+impl Default for Tx {
+    fn default() -> Self {
+        Tx {
+            bufs: std::array::from_fn(|_| [None, None]),
+            certs: Vec::new(),
+            start: Default::default(),
+            body: Default::default(),
+            truncated: [false; 2],
+            encoding: None,
+        }
+    }
 }
 
 impl Buffers for Tx {
@@ -25,7 +44,7 @@ impl Buffers for Tx {
         if buf == Buf::TlsCerts {
             return self.certs.first().map(Vec::as_slice);
         }
-        self.bufs.get(&(buf, side)).map(Vec::as_slice)
+        self.bufs[buf as usize][side.index()].as_deref()
     }
     fn all(&self, buf: Buf, side: Direction) -> Vec<&[u8]> {
         if buf == Buf::TlsCerts {
@@ -41,7 +60,26 @@ impl Buffers for Tx {
             }
         }
     }
+    fn body_is_empty(&self, side: Direction) -> bool {
+        self.body[side.index()].is_empty()
+    }
 }
+
+/// The single-header buffers: (buffer, header name). `Cookie` is `cookie` or `set-cookie` by
+/// side (see [`Tx::headers`]).
+const NAMED: [(Buf, &str); 11] = [
+    (Buf::ContentType, "content-type"),
+    (Buf::ContentLen, "content-length"),
+    (Buf::Connection, "connection"),
+    (Buf::Cookie, "cookie"),
+    (Buf::UserAgent, "user-agent"),
+    (Buf::Accept, "accept"),
+    (Buf::AcceptEnc, "accept-encoding"),
+    (Buf::AcceptLang, "accept-language"),
+    (Buf::Referer, "referer"),
+    (Buf::Server, "server"),
+    (Buf::Location, "location"),
+];
 
 /// `content-type` → `Content-Type` (the HTTP/1 wire case most clients send; hyper lower-cases
 /// names, so the original case is not available).
@@ -53,6 +91,17 @@ pub fn title_case(name: &str) -> String {
         up = c == '-';
     }
     out
+}
+
+/// Title-cases an ASCII header name in place (`content-type` → `Content-Type`).
+fn title_case_in_place(name: &mut [u8]) {
+    let mut up = true;
+    for c in name {
+        if up {
+            c.make_ascii_uppercase();
+        }
+        up = *c == b'-';
+    }
 }
 
 fn version_str(v: http::Version) -> &'static str {
@@ -71,86 +120,89 @@ impl Tx {
         Tx::default()
     }
 
-    fn set(&mut self, buf: Buf, side: Direction, v: impl Into<Vec<u8>>) {
-        self.bufs.insert((buf, side), v.into());
+    fn set(&mut self, buf: Buf, side: Direction, v: impl Into<Bytes>) {
+        self.bufs[buf as usize][side.index()] = Some(v.into());
     }
 
     /// Header buffers from `(name, value)` pairs in wire order: the raw head's when the
     /// listener kept it, else the parsed map's (names title-cased: hyper lower-cases them).
     fn headers(&mut self, side: Direction, h: &http::HeaderMap, raw: Option<&[u8]>, cookie: &str) {
-        let mut pairs: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut block = Vec::with_capacity(512);
+        let mut names = Vec::with_capacity(128);
+        names.extend_from_slice(b"\r\n");
+        let mut per: [Option<Vec<u8>>; NAMED.len()] = Default::default();
+        let mut add = |name: &[u8], value: &[u8], titled: bool| {
+            let at = block.len();
+            block.extend_from_slice(name);
+            if titled {
+                title_case_in_place(&mut block[at..]);
+            }
+            names.extend_from_slice(&block[at..]);
+            names.extend_from_slice(b"\r\n");
+            block.extend_from_slice(b": ");
+            block.extend_from_slice(value);
+            block.extend_from_slice(b"\r\n");
+            let wanted = NAMED.iter().position(|(b, n)| {
+                let n = if *b == Buf::Cookie { cookie } else { n };
+                name.eq_ignore_ascii_case(n.as_bytes())
+            });
+            if let Some(k) = wanted {
+                let e = per[k].get_or_insert_with(Vec::new);
+                if !e.is_empty() {
+                    e.extend_from_slice(b", ");
+                }
+                e.extend_from_slice(value);
+            }
+        };
         let mut from_raw = false;
         if let Some(raw) = raw {
             let mut hs = [httparse::EMPTY_HEADER; 128];
             let mut req = httparse::Request::new(&mut hs);
             if let Ok(httparse::Status::Complete(_)) = req.parse(raw) {
-                pairs = req
-                    .headers
-                    .iter()
-                    .map(|x| (x.name.to_string(), x.value.to_vec()))
-                    .collect();
+                for x in req.headers.iter() {
+                    add(x.name.as_bytes(), x.value, false);
+                }
                 from_raw = true;
             }
         }
         if !from_raw {
-            pairs = h
-                .iter()
-                .map(|(n, v)| (title_case(n.as_str()), v.as_bytes().to_vec()))
-                .collect();
-        }
-        let mut block = Vec::new();
-        let mut names = b"\r\n".to_vec();
-        let mut per: HashMap<String, Vec<u8>> = HashMap::new();
-        for (name, value) in &pairs {
-            block.extend_from_slice(name.as_bytes());
-            block.extend_from_slice(b": ");
-            block.extend_from_slice(value);
-            block.extend_from_slice(b"\r\n");
-            names.extend_from_slice(name.as_bytes());
-            names.extend_from_slice(b"\r\n");
-            let e = per.entry(name.to_ascii_lowercase()).or_default();
-            if !e.is_empty() {
-                e.extend_from_slice(b", ");
+            for (n, v) in h {
+                add(n.as_str().as_bytes(), v.as_bytes(), true);
             }
-            e.extend_from_slice(value);
         }
         names.extend_from_slice(b"\r\n");
-        let mut header = block.clone();
-        header.extend_from_slice(b"\r\n");
-        self.set(Buf::Header, side, header.clone());
+        let i = side.index();
+        let mut start = Vec::with_capacity(self.start[i].len() + block.len() + 2);
+        match raw.filter(|_| from_raw) {
+            Some(r) => start.extend_from_slice(r),
+            None => {
+                start.extend_from_slice(&self.start[i]);
+                start.extend_from_slice(&block);
+                start.extend_from_slice(b"\r\n");
+            }
+        }
+        block.extend_from_slice(b"\r\n");
+        let header = Bytes::from(block);
         // `.raw`: the header lines exactly as received (folding, spacing), when kept.
         let raw_block = raw.filter(|_| from_raw).and_then(|r| {
-            let start = memchr::memmem::find(r, b"\r\n")? + 2;
-            Some(r[start..].to_vec())
+            Some(Bytes::copy_from_slice(
+                &r[memchr::memmem::find(r, b"\r\n")? + 2..],
+            ))
         });
-        self.set(Buf::HeaderRaw, side, raw_block.unwrap_or(header));
+        self.set(
+            Buf::HeaderRaw,
+            side,
+            raw_block.unwrap_or_else(|| header.clone()),
+        );
+        self.set(Buf::Header, side, header);
         self.set(Buf::HeaderNames, side, names);
-        for (buf, name) in [
-            (Buf::ContentType, "content-type"),
-            (Buf::ContentLen, "content-length"),
-            (Buf::Connection, "connection"),
-            (Buf::Cookie, cookie),
-            (Buf::UserAgent, "user-agent"),
-            (Buf::Accept, "accept"),
-            (Buf::AcceptEnc, "accept-encoding"),
-            (Buf::AcceptLang, "accept-language"),
-            (Buf::Referer, "referer"),
-            (Buf::Server, "server"),
-            (Buf::Location, "location"),
-        ] {
-            if let Some(v) = per.remove(name) {
-                self.bufs.insert((buf, side), v);
+        for (k, v) in per.into_iter().enumerate() {
+            if let Some(v) = v {
+                self.set(NAMED[k].0, side, v);
             }
         }
-        let i = side.index();
-        match raw.filter(|_| from_raw) {
-            Some(r) => self.start[i] = r.to_vec(),
-            None => {
-                self.start[i].extend_from_slice(&block);
-                self.start[i].extend_from_slice(b"\r\n");
-            }
-        }
-        let start = self.start[i].clone();
+        let start = Bytes::from(start);
+        self.start[i] = start.clone();
         self.set(Buf::Start, side, start.clone());
         self.set(Buf::Stream, side, start);
     }
@@ -164,22 +216,30 @@ impl Tx {
             head.path_and_query().to_string()
         };
         let decoded: Vec<u8> = percent_encoding::percent_decode(raw_uri.as_bytes()).collect();
-        self.set(Buf::Method, side, head.method.as_str());
+        self.set(
+            Buf::Method,
+            side,
+            Bytes::copy_from_slice(head.method.as_str().as_bytes()),
+        );
         self.set(Buf::UriRaw, side, raw_uri.clone());
         self.set(Buf::Uri, side, decoded);
         self.set(Buf::Host, side, head.host.clone());
         let host_raw = head
             .headers
             .get(http::header::HOST)
-            .map(|v| v.as_bytes().to_vec())
-            .or_else(|| head.uri.authority().map(|a| a.as_str().as_bytes().to_vec()))
+            .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+            .or_else(|| {
+                head.uri
+                    .authority()
+                    .map(|a| Bytes::copy_from_slice(a.as_str().as_bytes()))
+            })
             .unwrap_or_default();
         self.set(Buf::HostRaw, side, host_raw);
         let proto = version_str(head.version);
         self.set(Buf::Protocol, side, proto);
         let line = format!("{} {} {}", head.method, raw_uri, proto);
         self.set(Buf::RequestLine, side, line.clone());
-        self.start[0] = format!("{line}\r\n").into_bytes();
+        self.start[0] = Bytes::from(format!("{line}\r\n"));
         self.headers(side, &head.headers, head.raw.as_deref(), "cookie");
     }
 
@@ -190,11 +250,11 @@ impl Tx {
         let code = head.status.as_str().to_string();
         let msg = head.status.canonical_reason().unwrap_or("");
         self.set(Buf::StatCode, side, code.clone());
-        self.set(Buf::StatMsg, side, msg);
+        self.set(Buf::StatMsg, side, Bytes::from_static(msg.as_bytes()));
         self.set(Buf::Protocol, side, proto);
         let line = format!("{proto} {code} {msg}");
         self.set(Buf::ResponseLine, side, line.clone());
-        self.start[1] = format!("{line}\r\n").into_bytes();
+        self.start[1] = Bytes::from(format!("{line}\r\n"));
         self.encoding = head
             .headers
             .get(http::header::CONTENT_ENCODING)
@@ -222,8 +282,9 @@ impl Tx {
     /// Builds the body buffers (the response body decoded from gzip/deflate, bounded by `limit`).
     pub fn finish_body(&mut self, side: Direction, limit: usize) {
         let i = side.index();
-        let raw = self.body[i].clone();
-        let mut stream = self.start[i].clone();
+        let raw = Bytes::copy_from_slice(&self.body[i]);
+        let mut stream = Vec::with_capacity(self.start[i].len() + raw.len());
+        stream.extend_from_slice(&self.start[i]);
         stream.extend_from_slice(&raw);
         self.set(Buf::Stream, side, stream);
         match side {
@@ -234,16 +295,16 @@ impl Tx {
             Direction::Response => {
                 let decoded = match self.encoding.as_deref() {
                     Some("gzip" | "x-gzip") => {
-                        inflate(flate2::read::MultiGzDecoder::new(&raw[..]), limit)
+                        Bytes::from(inflate(flate2::read::MultiGzDecoder::new(&raw[..]), limit))
                     }
                     Some("deflate") => {
                         // Servers send zlib-wrapped or raw deflate; try both.
                         let z = inflate(flate2::read::ZlibDecoder::new(&raw[..]), limit);
-                        if z.is_empty() && !raw.is_empty() {
+                        Bytes::from(if z.is_empty() && !raw.is_empty() {
                             inflate(flate2::read::DeflateDecoder::new(&raw[..]), limit)
                         } else {
                             z
-                        }
+                        })
                     }
                     _ => raw,
                 };
@@ -257,10 +318,10 @@ impl Tx {
     pub fn tls_hello(&mut self, sni: Option<&str>, raw: &[u8]) {
         let side = Direction::Request;
         if let Some(s) = sni {
-            self.set(Buf::TlsSni, side, s);
+            self.set(Buf::TlsSni, side, Bytes::copy_from_slice(s.as_bytes()));
         }
         if !raw.is_empty() {
-            self.set(Buf::Stream, side, raw);
+            self.set(Buf::Stream, side, Bytes::copy_from_slice(raw));
             if let Some(s) = crate::ja3::ja3_string(raw) {
                 self.set(Buf::Ja3Hash, side, crate::ja3::ja3_hash(&s));
                 self.set(Buf::Ja3String, side, s);
@@ -287,7 +348,11 @@ impl Tx {
 
     /// A name the proxy resolves.
     pub fn dns_query(&mut self, name: &str) {
-        self.set(Buf::DnsQuery, Direction::Request, name);
+        self.set(
+            Buf::DnsQuery,
+            Direction::Request,
+            Bytes::copy_from_slice(name.as_bytes()),
+        );
     }
 }
 

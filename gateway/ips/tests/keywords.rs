@@ -385,3 +385,26 @@ fn addresses_ports_and_classification() {
     assert_eq!(set.rule(i).priority, 1);
     assert_eq!(set.rule(i).category, "Web Application Attack");
 }
+
+#[test]
+fn empty_bodies_run_only_rules_that_can_match_them() {
+    // sid 1 needs body bytes; sid 2 is a body rule that matches an empty body (negated
+    // content); sid 3 inspects pkt_data (the head when there is no body) in the body phase.
+    let set = load(concat!(
+        "alert http any any -> any any (flow:to_server; http.method; content:\"POST\"; http.request_body; content:\"user=\"; sid:1; rev:1;)\n",
+        "alert http any any -> any any (flow:to_server; http.method; content:\"POST\"; http.request_body; content:!\"token=\"; sid:2; rev:1;)\n",
+        "alert http any any -> any any (flow:to_server; http.request_body; content:!\"zz\"; pkt_data; content:\"X-Probe|3a|\"; sid:3; rev:1;)\n",
+    ));
+    let req = |body: &'static [u8]| Req {
+        method: "POST",
+        uri: "/login",
+        headers: &[("host", "h.test"), ("x-probe", "1")],
+        body,
+    };
+    let mut got = sids(&set, &req(b""), &mut FlowVars::default());
+    got.sort_unstable();
+    assert_eq!(got, vec![2, 3], "empty body");
+    let mut got = sids(&set, &req(b"user=a&token=b"), &mut FlowVars::default());
+    got.sort_unstable();
+    assert_eq!(got, vec![1, 3], "with a body");
+}
