@@ -186,8 +186,12 @@ async fn facilities_reach_their_services_and_refusals_are_logged() {
         .local_addr()
         .unwrap()
         .port();
+    // An upstream that accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let routes = format!(
-        "[[route]]\nname = \"service-a\"\nlistener = \"services\"\nhost = \"a.svc.test\"\n\
+        "[[route]]\nname = \"service-a-slow\"\nlistener = \"services\"\nhost = \"a.svc.test\"\n\
+         path_prefix = \"/slow\"\nupstreams = [\"http://{silent}\"]\ntimeout_secs = 1\n\n\
+         [[route]]\nname = \"service-a\"\nlistener = \"services\"\nhost = \"a.svc.test\"\n\
          upstreams = [\"http://127.0.0.1:{dead}\", \"http://127.0.0.1:{a}\"]\nfacilities = [\"H-*\"]\n\n\
          [[route]]\nname = \"service-b\"\nlistener = \"services\"\nhost = \"b.svc.test\"\n\
          upstreams = [\"http://127.0.0.1:{bp}\"]\nfacilities = [\"P-0002\"]\n\n\
@@ -201,6 +205,7 @@ async fn facilities_reach_their_services_and_refusals_are_logged() {
         a = a1.port,
         bp = b.port,
         dp = d.port,
+        silent = silent.local_addr().unwrap(),
     );
     let mut gw = Gateway::start_with_listeners(
         "reverse",
@@ -229,6 +234,19 @@ async fn facilities_reach_their_services_and_refusals_are_logged() {
         assert_eq!(c.code, 0, "{}", c.stderr);
         assert_eq!(c.stdout, "a1\n200 1.1", "request {i}: {}", c.stderr);
     }
+    // The /slow route's upstream never answers: its own timeout_secs (1 s, not [limits]'s 60 s)
+    // answers 504 well before curl gives up.
+    let c = get(
+        port,
+        "127.0.0.1",
+        "a.svc.test",
+        "/slow/report",
+        &ca,
+        Some(&pki.h1),
+        &["--max-time", "20"],
+    )
+    .await;
+    assert_eq!(status(&c), "504 1.1", "{} {}", c.code, c.stderr);
     let c = get(
         port6,
         "::1",
@@ -544,6 +562,11 @@ fn reverse_config_errors_name_the_key() {
             "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n\
              [[route]]\nlistener = \"nope\"\nupstreams = [\"http://x\"]\n",
             "route[0].listener",
+        ),
+        (
+            "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n\
+             [[route]]\nlistener = \"r\"\nupstreams = [\"http://x\"]\ntimeout_secs = 0\n",
+            "route[0].timeout_secs",
         ),
         (
             "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"missing.crt\"\nkey = \"missing.key\"\n\

@@ -175,6 +175,10 @@ pub struct RouteConfig {
     /// Seconds an upstream that failed to connect is skipped (default 10).
     #[serde(default = "default_fail_timeout")]
     pub fail_timeout_secs: u64,
+    /// Seconds to wait for the upstream's response head once the request is sent; then 504
+    /// (default `[limits] response_timeout_secs`).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
     /// Pass the client's Host header upstream (default false: the upstream URL's host).
     #[serde(default)]
     pub preserve_host: bool,
@@ -785,6 +789,9 @@ impl Config {
                     &key,
                     "health_interval_secs and fail_timeout_secs must be at least 1",
                 ));
+            }
+            if r.timeout_secs == Some(0) {
+                return Err(self.err(format!("{key}.timeout_secs"), "at least 1"));
             }
             if r.retries > 10 {
                 return Err(self.err(format!("{key}.retries"), "at most 10"));

@@ -530,7 +530,10 @@ pub(crate) async fn inspect_and_send(
 
     // The response timeout starts once the request body is sent: a long upload is bounded by the
     // per-chunk read timeout instead.
-    let response_timeout = shared.limits.response_timeout;
+    let response_timeout = match &dest {
+        Dest::Pool(d) => d.response_timeout(shared.limits.response_timeout),
+        Dest::Direct { .. } => shared.limits.response_timeout,
+    };
     let deadline = async {
         state.request_sent().await;
         tokio::time::sleep(response_timeout).await;

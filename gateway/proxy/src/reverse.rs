@@ -145,6 +145,8 @@ pub(crate) struct Route {
     require: Vec<(AttrRule, String, String)>,
     retries: u32,
     fail_timeout: Duration,
+    /// The route's response-head timeout (`timeout_secs`), else `[limits]`'s.
+    timeout: Option<Duration>,
     preserve_host: bool,
     health: Option<(String, Duration)>,
 }
@@ -290,6 +292,7 @@ impl ReverseState {
                 require,
                 retries: r.retries,
                 fail_timeout: Duration::from_secs(r.fail_timeout_secs),
+                timeout: r.timeout_secs.map(Duration::from_secs),
                 preserve_host: r.preserve_host,
                 health: r
                     .health_check
@@ -328,13 +331,17 @@ impl ReverseState {
             .iter()
             .map(|r| {
                 format!(
-                    "{} {}{} -> {} upstream(s){}",
+                    "{} {}{} -> {} upstream(s){}{}",
                     r.name,
                     r.host_text.as_deref().unwrap_or("*"),
                     r.prefix,
                     r.pool.members.len(),
                     match &r.facilities {
                         Some(f) => format!(", facilities {f:?}"),
+                        None => String::new(),
+                    },
+                    match r.timeout {
+                        Some(t) => format!(", timeout {}s", t.as_secs()),
                         None => String::new(),
                     }
                 )
@@ -489,6 +496,12 @@ pub(crate) struct Dispatch {
 }
 
 impl Dispatch {
+    /// How long the upstream may take to send its response head: the route's `timeout_secs`,
+    /// else `default` (`[limits] response_timeout_secs`).
+    pub(crate) fn response_timeout(&self, default: Duration) -> Duration {
+        self.route.timeout.unwrap_or(default)
+    }
+
     /// Sets the forwarding headers on a request about to go upstream.
     pub(crate) fn prepare(&self, parts: &mut http::request::Parts) {
         let h = &mut parts.headers;
@@ -1172,6 +1185,7 @@ mod tests {
             require: Vec::new(),
             retries: 1,
             fail_timeout: Duration::from_secs(10),
+            timeout: None,
             preserve_host: false,
             health: None,
         }
