@@ -89,6 +89,8 @@ head -c 1048576 /dev/urandom > "$W/www/1m"
 head -c 65536 /dev/urandom > "$W/upload.bin"
 printf '%s' 'X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*' > "$W/www/eicar.com"
 for s in "${SCENARIOS[@]}"; do [ "$s" != download-1g ] || head -c 1G /dev/urandom > "$W/www/1g"; done
+# Flush the new files (1 GiB of dirty pages) now: writeback during the first runs costs CPU.
+sync
 
 # --- The origin: nginx on CPU 0, HTTPS on 443 and HTTP on 80 (URLs carry no port: Debian's hey
 # puts host:port into the SNI, which RFC 6066 forbids and rustls refuses). /upload reads and
