@@ -321,6 +321,20 @@ pub(crate) fn new_meta(shared: &Shared, conn: &ConnInfo, host: &str, port: u16) 
     meta
 }
 
+/// The counted 400 for a request whose upstream URI does not parse.
+pub(crate) fn bad_target(
+    shared: &Shared,
+    conn: &ConnInfo,
+    e: impl std::fmt::Display,
+) -> Response<ProxyBody> {
+    shared
+        .metrics
+        .bad_requests
+        .with_label_values(&[&conn.listener])
+        .inc();
+    text_response(StatusCode::BAD_REQUEST, &format!("bad request target: {e}"))
+}
+
 /// One HTTP transaction: plain (absolute-form) or inside a decrypted tunnel.
 pub(crate) async fn http_flow(
     shared: Arc<Shared>,
@@ -372,14 +386,7 @@ pub(crate) async fn http_flow(
     let default_port = if scheme == "https" { 443 } else { 80 };
     let up_uri: Uri = match format!("{scheme}://{auth}{path}").parse() {
         Ok(u) => u,
-        Err(e) => {
-            shared
-                .metrics
-                .bad_requests
-                .with_label_values(&[&conn.listener])
-                .inc();
-            return text_response(StatusCode::BAD_REQUEST, &format!("bad request target: {e}"));
-        }
+        Err(e) => return bad_target(&shared, &conn, e),
     };
     // h2 clients name the virtual host in :authority, not Host: stages and HTTP/1.1 upstreams
     // see it as Host either way.

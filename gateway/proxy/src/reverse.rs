@@ -837,17 +837,7 @@ async fn reverse_flow(
     };
     let url: Uri = match format!("https://{authority}{path}").parse() {
         Ok(u) => u,
-        Err(e) => {
-            shared
-                .metrics
-                .bad_requests
-                .with_label_values(&[&conn.listener])
-                .inc();
-            return forward::text_response(
-                StatusCode::BAD_REQUEST,
-                &format!("bad request target: {e}"),
-            );
-        }
+        Err(e) => return forward::bad_target(&shared, &conn, e),
     };
     let request_id = uuid::Uuid::now_v7().to_string();
     let facility = rc.peer.as_ref().and_then(|p| p.facility.clone());
