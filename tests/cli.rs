@@ -83,6 +83,10 @@ fn check_config_accepts_the_bundled_default() {
         "{out}"
     );
     assert!(
+        out.contains("decision deadlines for held bodies: host_policy (120s), url (120s), ips (120s), av (120s)"),
+        "{out}"
+    );
+    assert!(
         out.contains("ips: 7 rules loaded, 0 skipped (unsupported), 0 with errors"),
         "{out}"
     );
@@ -129,6 +133,8 @@ fn check_config_errors_name_file_and_key() {
         ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[mss]\nspool_dir = \"s\"\n[[mss.sink]]\nkind = \"syslog\"\n", &["bad.toml", "mss.sink[0] (syslog-0)", "needs addr"]),
         ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[mss]\nspool_dir = \"s\"\n[[mss.sink]]\nkind = \"syslog\"\naddr = \"127.0.0.1:6514\"\nformat = \"xml\"\n", &["bad.toml", "format"]),
         ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[mss]\nspool_dir = \"s\"\n[[mss.sink]]\nname = \"soc\"\nkind = \"syslog\"\naddr = \"127.0.0.1:6514\"\ntransport = \"tls\"\nca = \"no-ca.pem\"\n", &["bad.toml", "sink soc", "no-ca.pem"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[policy]\nresolve_timeout_secs = 0\n", &["bad.toml", "policy.resolve_timeout_secs"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[av]\nyara = [\"y\"]\nresolve_timeout_secs = 30\n", &["bad.toml", "av.resolve_timeout_secs (30)", "av.scan_timeout_secs (120)"]),
     ];
     for (text, needles) in cases {
         std::fs::write(d.path().join("bad.toml"), text).unwrap();

@@ -48,7 +48,8 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file and everything it names, without starting.
+    /// Validate a config file and everything it names, without starting. Prints each listener's
+    /// stages with their decision deadlines for held bodies (resolve_timeout_secs).
     CheckConfig {
         /// Config file (default: ./sekisho.toml).
         #[arg(long, short)]

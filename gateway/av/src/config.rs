@@ -52,7 +52,8 @@ pub struct AvConfig {
     #[serde(default)]
     pub on_limit: LimitAction,
     /// `mode` (`prevent` | `detect`), `on_error` (`fail-closed` | `fail-open`), `on_overflow`
-    /// (`block` | `pass-and-alert`, for bodies over the hold limits).
+    /// (`block` | `pass-and-alert`, for bodies over the hold limits), `resolve_timeout_secs`
+    /// (the decision deadline for a held body; at least `scan_timeout_secs`).
     #[serde(flatten)]
     pub stage: StagePolicy,
 }
@@ -109,9 +110,16 @@ impl AvConfig {
         }
     }
 
-    /// The stage policy.
-    pub fn policy(&self) -> StagePolicy {
-        self.stage
+    /// The stage policy. Its decision deadline is `resolve_timeout_secs` when set, else the
+    /// larger of the gateway's default (`default_resolve_secs`) and `scan_timeout_secs`, so the
+    /// scan's own time limit comes first.
+    pub fn policy(&self, default_resolve_secs: u64) -> StagePolicy {
+        let mut p = self.stage;
+        p.resolve_timeout_secs = Some(
+            p.resolve_timeout_secs
+                .unwrap_or(default_resolve_secs.max(self.scan_timeout_secs)),
+        );
+        p
     }
 
     /// The cache folder, or none when disabled.
@@ -135,6 +143,16 @@ impl AvConfig {
         }
         if self.scan_timeout_secs == 0 {
             return Err("av.scan_timeout_secs: must be at least 1".into());
+        }
+        if let Some(deadline) = self.stage.resolve_timeout_secs {
+            if deadline < self.scan_timeout_secs {
+                return Err(format!(
+                    "av.resolve_timeout_secs ({deadline}) is shorter than av.scan_timeout_secs ({}): \
+                     the stage would stop waiting before the scan's own time limit; raise \
+                     av.resolve_timeout_secs or lower av.scan_timeout_secs",
+                    self.scan_timeout_secs
+                ));
+            }
         }
         if self.yara.is_empty() && self.clamav.is_empty() {
             return Err("av: name at least one `yara` or `clamav` rule path".into());

@@ -3,7 +3,7 @@
 //! by `on_limit`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sekisho_content::Limits;
 use sekisho_core::{
@@ -130,7 +130,15 @@ impl Inspector for AvInspector {
             let data = held.contiguous();
             let engine = Arc::clone(&self.engine);
             let limits = self.limits.clone();
-            let timeout = self.timeout;
+            // The scan stops by the stage's decision deadline when that comes before the scan's
+            // own time limit, so no blocking thread keeps scanning for a flow already decided.
+            let own = self.timeout;
+            let due = cx.deadline();
+            let left = due.map(|d| d.saturating_duration_since(Instant::now()));
+            let (timeout, stage_bound) = match left {
+                Some(l) if l < own => (l, true),
+                _ => (own, false),
+            };
             let root = format!("{}.body", dir.as_str());
             let inline = data.len() <= INLINE_SCAN_BYTES;
             let scan = move || {
@@ -155,6 +163,12 @@ impl Inspector for AvInspector {
                     }
                 }
             };
+            if stage_bound && due.is_some_and(|d| Instant::now() >= d) && report.hits.is_empty() {
+                cx.fail(format!(
+                    "AV scan stopped at the stage's decision deadline ({timeout:?} left when it began)"
+                ));
+                return Verdict::Allow;
+            }
             if let Some(e) = &report.error {
                 cx.fail(format!("AV engine: {e}"));
                 return Verdict::Allow;

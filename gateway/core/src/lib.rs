@@ -7,13 +7,15 @@
 //! * [`Finding`] → [`ThreatEvent`]: the ECS/EVE-shaped event schema, and [`CommLog`], the
 //!   per-flow communication log.
 //!
-//! This crate does no I/O and depends on nothing async: the only async point, [`Inspector::resolve`],
-//! returns a boxed future that the proxy drives with a timeout.
+//! This crate does no I/O and depends on no async runtime: the only async point,
+//! [`Inspector::resolve`], returns a boxed future that [`Flow::resolve`] races against the
+//! stage's deadline on the driver's [`Timer`].
 
 pub mod event;
 mod finding;
 mod flow;
 mod pipeline;
+mod resolve;
 mod stage;
 mod verdict;
 
@@ -25,6 +27,9 @@ pub use finding::{Action, Evidence, Finding, Severity, SignatureInfo, UrlCategor
 pub use flow::{
     split_host_port, ClientCert, Direction, FlowMeta, RequestHead, ResponseHead, TlsHello, TlsMode,
 };
-pub use pipeline::{Flow, Mode, OnError, OnOverflow, Pipeline, StagePolicy};
+pub use pipeline::{
+    Flow, Mode, OnError, OnOverflow, Pipeline, StagePolicy, DEFAULT_RESOLVE_TIMEOUT,
+};
+pub use resolve::Timer;
 pub use stage::{BoxFuture, Cx, HeldBody, Inspector, Stage};
 pub use verdict::Verdict;

@@ -1,11 +1,13 @@
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    Action, Cx, Direction, Evidence, Finding, FlowMeta, HeldBody, Inspector, RequestHead,
-    ResponseHead, Severity, Stage, TlsHello, Verdict,
+    Action, Cx, Direction, Evidence, Finding, FlowMeta, Inspector, RequestHead, ResponseHead,
+    Severity, Stage, TlsHello, Verdict,
 };
 use bytes::Bytes;
 
@@ -55,12 +57,29 @@ pub struct StagePolicy {
     /// `block` (default) or `pass-and-alert`.
     #[serde(default)]
     pub on_overflow: OnOverflow,
+    /// Seconds the stage may take to decide on a held body ([`Inspector::resolve`]); past it the
+    /// stage's `on_error` applies. `None`: the pipeline's default ([`Pipeline::set_resolve_timeout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_timeout_secs: Option<u64>,
 }
 
+/// The decision deadline a pipeline gives a stage that names none (`[limits] resolve_timeout_secs`).
+pub const DEFAULT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// An ordered list of stages with their policies. Immutable once built; share it in an `Arc`.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Pipeline {
     slots: Vec<(Arc<dyn Stage>, StagePolicy)>,
+    resolve_timeout: Duration,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Pipeline {
+            slots: Vec::new(),
+            resolve_timeout: DEFAULT_RESOLVE_TIMEOUT,
+        }
+    }
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -82,6 +101,25 @@ impl Pipeline {
         self.slots.push((stage, policy));
     }
 
+    /// The decision deadline of stages whose policy names no `resolve_timeout_secs`.
+    pub fn set_resolve_timeout(&mut self, timeout: Duration) {
+        self.resolve_timeout = timeout;
+    }
+
+    /// Each stage's name and decision deadline, in order.
+    pub fn deadlines(&self) -> Vec<(&'static str, Duration)> {
+        self.slots
+            .iter()
+            .map(|(s, p)| (s.name(), self.deadline_of(p)))
+            .collect()
+    }
+
+    fn deadline_of(&self, policy: &StagePolicy) -> Duration {
+        policy
+            .resolve_timeout_secs
+            .map_or(self.resolve_timeout, Duration::from_secs)
+    }
+
     /// Stage names in order.
     pub fn stage_names(&self) -> Vec<&'static str> {
         self.slots.iter().map(|(s, _)| s.name()).collect()
@@ -97,12 +135,21 @@ impl Pipeline {
         let actives = self
             .slots
             .iter()
-            .map(|(stage, policy)| Active {
-                name: stage.name(),
-                policy: *policy,
-                inspector: stage.new_flow(&meta),
-                holding: [false; 2],
-                worst: Verdict::Allow,
+            .map(|(stage, policy)| {
+                let made = std::panic::catch_unwind(AssertUnwindSafe(|| stage.new_flow(&meta)));
+                let (inspector, failed): (Box<dyn Inspector>, _) = match made {
+                    Ok(i) => (i, Failed::No),
+                    Err(p) => (Box::new(Dead), Failed::Pending(panic_reason(p))),
+                };
+                Active {
+                    name: stage.name(),
+                    policy: *policy,
+                    deadline: self.deadline_of(policy),
+                    inspector,
+                    holding: [false; 2],
+                    worst: Verdict::Allow,
+                    failed,
+                }
             })
             .collect();
         Flow {
@@ -116,12 +163,48 @@ impl Pipeline {
     }
 }
 
-struct Active {
-    name: &'static str,
-    policy: StagePolicy,
-    inspector: Box<dyn Inspector>,
-    holding: [bool; 2],
+pub(crate) struct Active {
+    pub(crate) name: &'static str,
+    pub(crate) policy: StagePolicy,
+    /// How long the stage may take to decide on a held body.
+    pub(crate) deadline: Duration,
+    pub(crate) inspector: Box<dyn Inspector>,
+    /// Set by a `Hold`; cleared only once the stage answered for that body (or on_error /
+    /// on_overflow decided for it), so a decision abandoned half-way is never taken as an answer.
+    pub(crate) holding: [bool; 2],
     worst: Verdict,
+    pub(crate) failed: Failed,
+}
+
+/// Whether a stage's inspector panicked on this flow; it is never called again once it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Failed {
+    No,
+    /// Panicked in `new_flow`; its `on_error` applies at the first phase.
+    Pending(String),
+    /// Its `on_error` was applied; the stage sits out the rest of the flow.
+    Reported,
+}
+
+/// Stands in for an inspector whose `new_flow` panicked.
+struct Dead;
+impl Inspector for Dead {}
+
+/// Why a stage gave no usable answer, for the finding that reports it.
+pub(crate) struct Failure {
+    /// `stage-error`, `stage-timeout` or `stage-panic`.
+    pub(crate) rule: &'static str,
+    pub(crate) reason: String,
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_reason(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into());
+    format!("inspector panicked: {text}")
 }
 
 /// One flow's inspection state: the inspectors, the combined verdict and the findings.
@@ -130,8 +213,8 @@ struct Active {
 /// verdict so far, or [`Verdict::Hold`] while a stage holds the body of that direction.
 pub struct Flow {
     meta: Arc<FlowMeta>,
-    actives: Vec<Active>,
-    verdict: Verdict,
+    pub(crate) actives: Vec<Active>,
+    pub(crate) verdict: Verdict,
     findings: Vec<Finding>,
     /// The finding that blocked the flow (kept after the findings are taken for events).
     blocking: Option<Box<Finding>>,
@@ -139,7 +222,7 @@ pub struct Flow {
 }
 
 /// Where a settled verdict came from, to phrase synthesized findings.
-enum Phase {
+pub(crate) enum Phase {
     Hello,
     Head(Direction),
     Body(Direction),
@@ -226,8 +309,32 @@ impl Flow {
         let meta = Arc::clone(&self.meta);
         for i in 0..self.actives.len() {
             let mut cx = Cx::new(&meta);
-            let raw = call(self.actives[i].inspector.as_mut(), &mut cx);
-            let v = self.settle(i, raw, cx, &phase);
+            let (raw, failure) = match &self.actives[i].failed {
+                Failed::Reported => continue,
+                Failed::Pending(reason) => (
+                    Verdict::Allow,
+                    Some(Failure {
+                        rule: "stage-panic",
+                        reason: reason.clone(),
+                    }),
+                ),
+                Failed::No => {
+                    let inspector = self.actives[i].inspector.as_mut();
+                    let called =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| call(inspector, &mut cx)));
+                    match called {
+                        Ok(v) => (v, None),
+                        Err(p) => (
+                            Verdict::Allow,
+                            Some(Failure {
+                                rule: "stage-panic",
+                                reason: panic_reason(p),
+                            }),
+                        ),
+                    }
+                }
+            };
+            let v = self.settle(i, raw, cx, &phase, failure);
             if v == Verdict::Block {
                 break;
             }
@@ -235,21 +342,34 @@ impl Flow {
         self.current(dir)
     }
 
-    /// Applies the stage's policy to a raw verdict and records findings.
-    fn settle(&mut self, i: usize, raw: Verdict, cx: Cx<'_>, phase: &Phase) -> Verdict {
+    /// Applies the stage's policy to a raw verdict and records findings. A `failure` (panic,
+    /// timeout), or an error the inspector reported with [`Cx::fail`], applies `on_error`.
+    pub(crate) fn settle(
+        &mut self,
+        i: usize,
+        raw: Verdict,
+        cx: Cx<'_>,
+        phase: &Phase,
+        failure: Option<Failure>,
+    ) -> Verdict {
         let Cx {
             findings, error, ..
         } = cx;
         let (name, policy) = (self.actives[i].name, self.actives[i].policy);
         let mut raw = raw;
         let mut findings = findings;
-        if let Some(reason) = error {
+        let panicked = failure.as_ref().is_some_and(|f| f.rule == "stage-panic");
+        let failure = failure.or(error.map(|reason| Failure {
+            rule: "stage-error",
+            reason,
+        }));
+        if let Some(Failure { rule, reason }) = failure {
             match policy.on_error {
                 OnError::FailClosed => {
                     raw = Verdict::Block;
                     findings.push(stage_finding(
                         name,
-                        "stage-error",
+                        rule,
                         format!("stage {name} failed, flow blocked (fail-closed): {reason}"),
                         Severity::High,
                         "stage-error",
@@ -260,7 +380,7 @@ impl Flow {
                     self.uninspected += 1;
                     findings.push(stage_finding(
                         name,
-                        "stage-error",
+                        rule,
                         format!(
                             "stage {name} failed, flow passed uninspected (fail-open): {reason}"
                         ),
@@ -271,6 +391,10 @@ impl Flow {
             }
             if let Some(d) = phase.dir() {
                 self.actives[i].holding[d.index()] = false;
+            }
+            if panicked {
+                self.actives[i].failed = Failed::Reported;
+                self.actives[i].holding = [false; 2];
             }
         }
         if raw == Verdict::Hold {
@@ -352,27 +476,6 @@ impl Flow {
         }
     }
 
-    /// Asks every stage holding `dir` to decide on the held body, in order. Drive it with a
-    /// timeout; on expiry call [`Flow::resolve_failed`].
-    pub async fn resolve(&mut self, dir: Direction, held: &HeldBody) -> Verdict {
-        let meta = Arc::clone(&self.meta);
-        for i in 0..self.actives.len() {
-            if !self.actives[i].holding[dir.index()] || self.verdict == Verdict::Block {
-                continue;
-            }
-            self.actives[i].holding[dir.index()] = false;
-            let mut cx = Cx::new(&meta);
-            let mut raw = self.actives[i].inspector.resolve(&mut cx, held).await;
-            if raw == Verdict::Hold {
-                cx.fail("resolve answered hold");
-                raw = Verdict::Allow;
-            }
-            self.settle(i, raw, cx, &Phase::Resolve);
-        }
-        self.release(dir);
-        self.verdict
-    }
-
     /// The held body of `dir` could not be decided (timeout): each holding stage's `on_error`.
     pub fn resolve_failed(&mut self, dir: Direction, reason: &str) -> Verdict {
         self.fail_holding(dir, reason, |p| p.on_error == OnError::FailClosed)
@@ -409,7 +512,7 @@ impl Flow {
                     Severity::High,
                     "uninspected",
                 ));
-                self.settle(i, Verdict::Block, cx, &Phase::Resolve);
+                self.settle(i, Verdict::Block, cx, &Phase::Resolve, None);
             } else {
                 let mut cx = cx;
                 self.uninspected += 1;
@@ -423,20 +526,20 @@ impl Flow {
                     Severity::Info,
                     "uninspected",
                 ));
-                self.settle(i, Verdict::Alert, cx, &Phase::Resolve);
+                self.settle(i, Verdict::Alert, cx, &Phase::Resolve, None);
             }
         }
         self.verdict
     }
 
-    fn release(&mut self, dir: Direction) {
+    pub(crate) fn release(&mut self, dir: Direction) {
         for a in &mut self.actives {
             a.holding[dir.index()] = false;
         }
     }
 }
 
-fn stage_finding(
+pub(crate) fn stage_finding(
     stage: &'static str,
     rule: &str,
     message: String,
@@ -458,6 +561,7 @@ fn stage_finding(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::HeldBody;
     use std::net::SocketAddr;
 
     /// A test stage scripted per phase.
@@ -548,6 +652,14 @@ mod tests {
             body: Verdict::Allow,
             resolve: Verdict::Allow,
             fail_in_resolve: false,
+        }
+    }
+
+    /// A clock that never fires (the scripted inspectors answer at once).
+    struct Never;
+    impl crate::Timer for Never {
+        fn sleep(&self, _after: Duration) -> crate::BoxFuture<'static, ()> {
+            Box::pin(std::future::pending())
         }
     }
 
@@ -654,7 +766,7 @@ mod tests {
         let mut held = HeldBody::new(Direction::Request);
         held.push(Bytes::from_static(b"abc"));
         assert_eq!(
-            block_on(f.resolve(Direction::Request, &held)),
+            block_on(f.resolve(Direction::Request, &held, &Never)),
             Verdict::Block
         );
         assert!(!f.holding(Direction::Request));
@@ -679,9 +791,72 @@ mod tests {
             let mut f = p.start(meta());
             assert_eq!(f.request_head(&head()), Verdict::Hold);
             let held = HeldBody::new(Direction::Request);
-            assert_eq!(block_on(f.resolve(Direction::Request, &held)), want);
+            assert_eq!(block_on(f.resolve(Direction::Request, &held, &Never)), want);
             assert_eq!(f.uninspected(), uninspected);
             assert!(f.findings().iter().any(|x| x.rule_id == "stage-error"));
+        }
+    }
+
+    /// Panics in `new_flow` (when `at_start`) or at the request head.
+    struct Panicky {
+        at_start: bool,
+    }
+    struct PanickyInspector(u32);
+    impl Stage for Panicky {
+        fn name(&self) -> &'static str {
+            "panicky"
+        }
+        fn new_flow(&self, _m: &FlowMeta) -> Box<dyn Inspector> {
+            assert!(!self.at_start, "new_flow bug");
+            Box::new(PanickyInspector(0))
+        }
+    }
+    impl Inspector for PanickyInspector {
+        fn on_request_head(&mut self, _cx: &mut Cx<'_>, _h: &RequestHead) -> Verdict {
+            self.0 += 1;
+            panic!("head bug");
+        }
+        fn on_response_head(&mut self, _cx: &mut Cx<'_>, _h: &ResponseHead) -> Verdict {
+            panic!("a panicked inspector is never called again");
+        }
+    }
+
+    #[test]
+    fn a_panicking_inspector_gets_its_on_error_once() {
+        let resp = ResponseHead {
+            status: http::StatusCode::OK,
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+        };
+        for at_start in [false, true] {
+            for (on_error, want) in [
+                (OnError::FailClosed, Verdict::Block),
+                (OnError::FailOpen, Verdict::Allow),
+            ] {
+                let mut p = Pipeline::new();
+                p.push(
+                    Arc::new(Panicky { at_start }),
+                    StagePolicy {
+                        on_error,
+                        ..Default::default()
+                    },
+                );
+                p.push(Arc::new(s("after", Verdict::Allow)), StagePolicy::default());
+                let mut f = p.start(meta());
+                assert_eq!(f.request_head(&head()), want, "at_start {at_start}");
+                let found = f.take_findings();
+                assert_eq!(found.len(), 1);
+                assert_eq!(
+                    (found[0].rule_id.as_str(), found[0].stage),
+                    ("stage-panic", "panicky")
+                );
+                assert!(found[0].message.contains("bug"), "{}", found[0].message);
+                if want == Verdict::Allow {
+                    assert_eq!(f.uninspected(), 1);
+                    assert_eq!(f.response_head(&resp), Verdict::Allow);
+                    assert!(f.findings().is_empty(), "reported once");
+                }
+            }
         }
     }
 

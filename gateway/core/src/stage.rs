@@ -42,8 +42,9 @@ pub trait Inspector: Send {
     fn on_response_body(&mut self, _cx: &mut Cx<'_>, _chunk: &Bytes, _end: bool) -> Verdict {
         Verdict::Allow
     }
-    /// Only after this inspector returned [`Verdict::Hold`]: decide on the held body. The proxy
-    /// drives the future with the stage's timeout; heavy work belongs on a blocking pool.
+    /// Only after this inspector returned [`Verdict::Hold`]: decide on the held body. The pipeline
+    /// waits until [`Cx::deadline`] and then applies the stage's `on_error` (a panic does the
+    /// same); heavy work belongs on a blocking pool and should stop by the deadline.
     fn resolve<'a>(
         &'a mut self,
         _cx: &'a mut Cx<'_>,
@@ -58,6 +59,7 @@ pub struct Cx<'a> {
     meta: &'a FlowMeta,
     pub(crate) findings: Vec<Finding>,
     pub(crate) error: Option<String>,
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 impl<'a> Cx<'a> {
@@ -67,7 +69,23 @@ impl<'a> Cx<'a> {
             meta,
             findings: Vec::new(),
             error: None,
+            deadline: None,
         }
+    }
+
+    /// A context whose callback must answer by `deadline` (what [`Inspector::resolve`] gets).
+    pub fn with_deadline(meta: &'a FlowMeta, deadline: std::time::Instant) -> Self {
+        Cx {
+            deadline: Some(deadline),
+            ..Cx::new(meta)
+        }
+    }
+
+    /// When the stage's decision is due: set in [`Inspector::resolve`] (the stage's
+    /// `resolve_timeout_secs`), so an engine can stop its own work in time. Past it the pipeline
+    /// stops waiting and applies the stage's `on_error`. `None` in the synchronous phases.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
     }
 
     /// The flow's connection facts.

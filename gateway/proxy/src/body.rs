@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, StreamBody};
-use sekisho_core::{Direction, HeldBody, Verdict};
+use sekisho_core::{BoxFuture, Direction, HeldBody, Timer, Verdict};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::flowstate::{FinishGuard, FlowState};
@@ -61,6 +61,15 @@ impl Drop for Held {
     }
 }
 
+/// Stage deadlines on tokio's clock.
+pub(crate) struct TokioTimer;
+
+impl Timer for TokioTimer {
+    fn sleep(&self, after: std::time::Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(after))
+    }
+}
+
 struct St<B> {
     body: B,
     dir: Direction,
@@ -71,6 +80,19 @@ struct St<B> {
     ended: bool,
     done: bool,
     _guard: Option<FinishGuard>,
+}
+
+impl<B> Drop for St<B> {
+    /// A body dropped while stages still held it (the client went away, or the upstream answered
+    /// before reading it): nothing held was forwarded; the communication log says so.
+    fn drop(&mut self) {
+        if !self.done && self.held.is_some() {
+            self.state.set_error(format!(
+                "{} body abandoned while held for inspection: none of the held bytes were forwarded",
+                self.dir.as_str()
+            ));
+        }
+    }
 }
 
 enum Step {
@@ -222,14 +244,12 @@ where
             release(st);
             push_data(&mut st.queue, chunk);
         } else if end {
-            let timeout = shared.limits.resolve_timeout;
             let held_body = st.held.as_ref().map(|h| &h.body);
             let empty = HeldBody::new(st.dir);
             let held_body = held_body.unwrap_or(&empty);
-            let v = match tokio::time::timeout(timeout, flow.resolve(st.dir, held_body)).await {
-                Ok(v) => v,
-                Err(_) => flow.resolve_failed(st.dir, &format!("no decision within {timeout:?}")),
-            };
+            // Each holding stage decides within its own deadline; one that does not answer in
+            // time gets its on_error inside `resolve`, so nothing is released on a timeout.
+            let v = flow.resolve(st.dir, held_body, &TokioTimer).await;
             st.state.emit(&mut flow).await;
             if v == Verdict::Block {
                 return Step::Fail(Box::new(Blocked(flow.blocking_event())));

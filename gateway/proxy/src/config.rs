@@ -432,7 +432,8 @@ pub struct LimitsConfig {
     /// Waiting for an upstream's response head (default 60 s).
     #[serde(default = "d_response")]
     pub response_timeout_secs: u64,
-    /// A held body's decision (`resolve`) (default 120 s).
+    /// A held body's decision (`resolve`) by a stage whose table names no `resolve_timeout_secs`
+    /// (default 120 s; the AV stage's default is at least its `scan_timeout_secs`).
     #[serde(default = "d_resolve")]
     pub resolve_timeout_secs: u64,
     /// Bytes one flow may hold (default 32 MiB).
@@ -560,6 +561,19 @@ impl Config {
             }
         }
         self.validate_reverse()?;
+        for (table, policy) in [
+            ("policy", Some(self.policy.stage)),
+            ("av", self.av.as_ref().map(|a| a.stage)),
+            ("ips", self.ips.as_ref().map(|i| i.stage)),
+            ("urlfilter", self.urlfilter.as_ref().map(|u| u.stage)),
+        ] {
+            if policy.and_then(|p| p.resolve_timeout_secs) == Some(0) {
+                return Err(self.err(
+                    format!("{table}.resolve_timeout_secs"),
+                    "must be at least 1",
+                ));
+            }
+        }
         if let Some(av) = &self.av {
             av.validate().map_err(|e| ProxyError::Config {
                 file: self.path.clone(),

@@ -56,7 +56,6 @@ pub(crate) struct Limits {
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
-    pub resolve_timeout: Duration,
     pub hold_per_flow: usize,
 }
 
@@ -300,6 +299,7 @@ pub fn build_pipeline(
     extra: &[ExtraStage],
 ) -> Result<Pipeline> {
     let mut p = Pipeline::new();
+    p.set_resolve_timeout(Duration::from_secs(cfg.limits.resolve_timeout_secs));
     let all = default_stages(cfg);
     let err = |message: String| ProxyError::Config {
         file: cfg.path.clone(),
@@ -318,7 +318,7 @@ pub fn build_pipeline(
                 };
                 p.push(
                     Arc::new(sekisho_av::AvStage::new(Arc::clone(engine), av_cfg)),
-                    av_cfg.policy(),
+                    av_cfg.policy(cfg.limits.resolve_timeout_secs),
                 );
             }
             "url" => {
@@ -489,11 +489,17 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
     let members = reverse::Members::default();
     for (i, l) in cfg.listeners.iter().enumerate() {
         let p = build_pipeline(cfg, l.stages.as_deref(), &engines, &[])?;
+        let deadlines: Vec<String> = p
+            .deadlines()
+            .iter()
+            .map(|(s, d)| format!("{s} ({}s)", d.as_secs()))
+            .collect();
         notes.push(format!(
-            "listener {} ({:?}): stages {:?}",
+            "listener {} ({:?}): stages {:?}; decision deadlines for held bodies: {}",
             cfg.listener_name(i),
             l.kind,
-            p.stage_names()
+            p.stage_names(),
+            deadlines.join(", ")
         ));
         if l.kind == config::ListenerKind::Reverse {
             let st = reverse::ReverseState::build(cfg, i, &members)?;
@@ -532,7 +538,6 @@ impl Gateway {
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
             connect_timeout: Duration::from_secs(l.connect_timeout_secs),
             response_timeout: Duration::from_secs(l.response_timeout_secs),
-            resolve_timeout: Duration::from_secs(l.resolve_timeout_secs),
             hold_per_flow: l.hold_bytes_per_flow,
         };
         let upstream_certs = upstream::cert_store(4096);

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sekisho_core::{
-    BoxFuture, Cx, Evidence, Finding, FlowMeta, HeldBody, Inspector, OnOverflow, RequestHead,
-    ResponseHead, Severity, Stage, StagePolicy, Verdict,
+    BoxFuture, Cx, Evidence, Finding, FlowMeta, HeldBody, Inspector, OnError, OnOverflow,
+    RequestHead, ResponseHead, Severity, Stage, StagePolicy, Verdict,
 };
 use sekisho_proxy::{Config, Gateway};
 
@@ -99,48 +100,87 @@ impl Inspector for MarkerInspector {
     }
 }
 
+/// What reached one origin: requests, and request bodies holding MARKER.
+#[derive(Default)]
+struct Seen {
+    requests: AtomicUsize,
+    markers: AtomicUsize,
+}
+
 /// Origin: `/clean/N` N bytes of `x`; `/evil/N` N bytes then MARKER (own chunk); `/count` length
-/// of the request body.
+/// of the request body; `/early` answers at once without reading the body. Every request that
+/// reaches it is counted in [`Seen`].
 async fn origin() -> u16 {
+    origin_seen().await.0
+}
+
+async fn origin_seen() -> (u16, Arc<Seen>) {
     let sock = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = sock.local_addr().unwrap().port();
+    let seen = Arc::new(Seen::default());
+    let seen2 = Arc::clone(&seen);
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = sock.accept().await else {
                 continue;
             };
+            let seen = Arc::clone(&seen2);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let path = req.uri().path().to_string();
-                        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-                        let body = match parts.as_slice() {
-                            ["count"] | ["upload-hold"] => {
-                                let b = req
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|c| c.to_bytes())
-                                    .unwrap_or_default();
-                                vec![Bytes::from(b.len().to_string())]
-                            }
-                            [kind, n] => {
-                                let n: usize = n.parse().unwrap_or(0);
-                                let mut chunks: Vec<Bytes> = (0..n.div_ceil(65536))
-                                    .map(|i| Bytes::from(vec![b'x'; (n - i * 65536).min(65536)]))
-                                    .collect();
-                                if kind.starts_with("evil") {
-                                    chunks.push(Bytes::from_static(MARKER));
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            let path = req.uri().path().to_string();
+                            seen.requests.fetch_add(1, SeqCst);
+                            let parts: Vec<&str> =
+                                path.trim_start_matches('/').split('/').collect();
+                            let body = match parts.as_slice() {
+                                ["early"] => {
+                                    // Reads the body in the background (so any marker is seen)
+                                    // but answers before it ends.
+                                    let body = req.into_body();
+                                    let seen = Arc::clone(&seen);
+                                    tokio::spawn(async move {
+                                        if let Ok(c) = body.collect().await {
+                                            if contains(&c.to_bytes()) {
+                                                seen.markers.fetch_add(1, SeqCst);
+                                            }
+                                        }
+                                    });
+                                    vec![Bytes::from_static(b"early")]
                                 }
-                                chunks
-                            }
-                            _ => vec![Bytes::from_static(b"?")],
-                        };
-                        let frames = body
-                            .into_iter()
-                            .map(|b| Ok::<_, Infallible>(Frame::data(b)));
-                        let body = StreamBody::new(futures_util::stream::iter(frames));
-                        Ok::<_, Infallible>(hyper::Response::new(body))
+                                ["count"] | ["upload-hold"] => {
+                                    let b = req
+                                        .into_body()
+                                        .collect()
+                                        .await
+                                        .map(|c| c.to_bytes())
+                                        .unwrap_or_default();
+                                    if contains(&b) {
+                                        seen.markers.fetch_add(1, SeqCst);
+                                    }
+                                    vec![Bytes::from(b.len().to_string())]
+                                }
+                                [kind, n] => {
+                                    let n: usize = n.parse().unwrap_or(0);
+                                    let mut chunks: Vec<Bytes> = (0..n.div_ceil(65536))
+                                        .map(|i| {
+                                            Bytes::from(vec![b'x'; (n - i * 65536).min(65536)])
+                                        })
+                                        .collect();
+                                    if kind.starts_with("evil") {
+                                        chunks.push(Bytes::from_static(MARKER));
+                                    }
+                                    chunks
+                                }
+                                _ => vec![Bytes::from_static(b"?")],
+                            };
+                            let frames = body
+                                .into_iter()
+                                .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+                            let body = StreamBody::new(futures_util::stream::iter(frames));
+                            Ok::<_, Infallible>(hyper::Response::new(body))
+                        }
                     },
                 );
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -149,7 +189,7 @@ async fn origin() -> u16 {
             });
         }
     });
-    port
+    (port, seen)
 }
 
 struct Running {
@@ -159,6 +199,10 @@ struct Running {
 }
 
 async fn gateway(tag: &str, policy: StagePolicy, limits: &str) -> Running {
+    gateway_with(tag, vec![(Arc::new(MarkerStage), policy)], limits).await
+}
+
+async fn gateway_with(tag: &str, stages: Vec<sekisho_proxy::ExtraStage>, limits: &str) -> Running {
     let dir = std::env::temp_dir().join(format!("sekisho-hold-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     sekisho_proxy::ca::init_ca(&dir, "Hold Test CA").unwrap();
@@ -170,9 +214,7 @@ async fn gateway(tag: &str, policy: StagePolicy, limits: &str) -> Running {
          [limits]\n{limits}\n"
     );
     let cfg = Config::parse(&text, std::path::Path::new("hold.toml")).unwrap();
-    let gw = Gateway::build_with_stages(cfg, vec![(Arc::new(MarkerStage), policy)])
-        .await
-        .unwrap();
+    let gw = Gateway::build_with_stages(cfg, stages).await.unwrap();
     let (addrs, _) = gw.local_addrs();
     let metrics = gw.metrics();
     tokio::spawn(gw.run(std::future::pending()));
@@ -354,4 +396,332 @@ async fn held_request_body_is_judged_before_it_leaves() {
     assert_eq!(r.status, "403", "{}", String::from_utf8_lossy(&r.body));
     let ev = wait_event(&g.dir, |e| e["rule"]["id"] == "marker-1").await;
     assert!(String::from_utf8_lossy(&r.body).contains(ev["event"]["id"].as_str().unwrap()));
+}
+
+/// Holds request bodies of `/upload-hold…` and response bodies of paths with `hold`, and never
+/// decides: a stuck engine.
+struct Stuck;
+struct StuckInspector(bool);
+
+impl Stage for Stuck {
+    fn name(&self) -> &'static str {
+        "stuck"
+    }
+    fn new_flow(&self, _meta: &FlowMeta) -> Box<dyn Inspector> {
+        Box::new(StuckInspector(false))
+    }
+}
+
+impl Inspector for StuckInspector {
+    fn on_request_head(&mut self, _cx: &mut Cx<'_>, head: &RequestHead) -> Verdict {
+        self.0 = head.path_and_query().contains("hold");
+        if head.path_and_query().starts_with("/upload-hold") {
+            Verdict::Hold
+        } else {
+            Verdict::Allow
+        }
+    }
+    fn on_response_head(&mut self, _cx: &mut Cx<'_>, _head: &ResponseHead) -> Verdict {
+        if self.0 {
+            Verdict::Hold
+        } else {
+            Verdict::Allow
+        }
+    }
+    fn resolve<'a>(
+        &'a mut self,
+        _cx: &'a mut Cx<'_>,
+        _held: &'a HeldBody,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(std::future::pending())
+    }
+}
+
+fn stuck(on_error: OnError, secs: u64) -> sekisho_proxy::ExtraStage {
+    (
+        Arc::new(Stuck),
+        StagePolicy {
+            on_error,
+            resolve_timeout_secs: Some(secs),
+            ..Default::default()
+        },
+    )
+}
+
+async fn upload(g: &Running, port: u16, path: &str, body: &[u8]) -> Out {
+    let file = g.dir.join(format!("upload-{}.bin", body.len()));
+    std::fs::write(&file, body).unwrap();
+    let data = format!("@{}", file.display());
+    curl(
+        &g.proxy,
+        &[
+            "--data-binary",
+            &data,
+            &format!("http://127.0.0.1:{port}{path}"),
+        ],
+    )
+    .await
+}
+
+fn comm_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("flows.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn wait_comm(
+    dir: &std::path::Path,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..400 {
+        if let Some(e) = comm_lines(dir).into_iter().find(|e| pred(e)) {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no such flow line in {:#?}", comm_lines(dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_that_never_comes_follows_on_error() {
+    // Fail-closed (the default), beside a stage that answers: the held upload never leaves, the
+    // client gets the block page, the event names the silent stage and its deadline.
+    let (o, seen) = origin_seen().await;
+    let g = gateway_with(
+        "stuck-closed",
+        vec![
+            (Arc::new(MarkerStage), StagePolicy::default()),
+            stuck(OnError::FailClosed, 1),
+        ],
+        "",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let r = upload(&g, o, "/upload-hold", &[b'a'; 200_000]).await;
+    assert_eq!(r.status, "403", "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "waited for the deadline"
+    );
+    assert_eq!(
+        seen.requests.load(SeqCst),
+        0,
+        "the held upload never reached the origin"
+    );
+    let ev = wait_event(&g.dir, |e| e["rule"]["id"] == "stage-timeout").await;
+    assert_eq!(ev["stage"], "stuck");
+    assert_eq!(ev["event"]["action"], "blocked");
+    let text = ev.to_string();
+    assert!(
+        text.contains("within 1s") && text.contains("fail-closed"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&r.body).contains(ev["event"]["id"].as_str().unwrap()));
+    // A held response: the page, never the body.
+    let r = curl(
+        &g.proxy,
+        &[&format!("http://127.0.0.1:{o}/clean-hold/1000")],
+    )
+    .await;
+    assert_eq!(r.status, "403");
+    assert_eq!(
+        g.metrics.hold_bytes.get(),
+        0,
+        "hold accounting returns to zero"
+    );
+
+    // Fail-open: the upload passes, with an uninspected event and the counter.
+    let (o, seen) = origin_seen().await;
+    let g = gateway_with("stuck-open", vec![stuck(OnError::FailOpen, 1)], "").await;
+    let r = upload(&g, o, "/upload-hold", &[b'a'; 1000]).await;
+    assert_eq!(
+        (r.status.as_str(), r.body.as_slice()),
+        ("200", b"1000".as_slice())
+    );
+    assert_eq!(seen.requests.load(SeqCst), 1);
+    let ev = wait_event(&g.dir, |e| e["rule"]["id"] == "stage-timeout").await;
+    assert_eq!(ev["event"]["action"], "allowed");
+    assert_eq!(ev["event"]["category"], "uninspected");
+    wait_comm(&g.dir, |l| l["path"] == "/upload-hold").await;
+    // The stage also held the response (its path has "hold"): two decisions missed, two counted.
+    assert_eq!(
+        g.metrics.uninspected.with_label_values(&["forward"]).get(),
+        2
+    );
+}
+
+/// Panics in the request head of `/panic-head`; holds `/panic-resolve` and panics deciding.
+struct Panicky;
+struct PanickyInspector;
+
+impl Stage for Panicky {
+    fn name(&self) -> &'static str {
+        "panicky"
+    }
+    fn new_flow(&self, _meta: &FlowMeta) -> Box<dyn Inspector> {
+        Box::new(PanickyInspector)
+    }
+}
+
+impl Inspector for PanickyInspector {
+    fn on_request_head(&mut self, _cx: &mut Cx<'_>, head: &RequestHead) -> Verdict {
+        match head.path_and_query() {
+            "/panic-head" => panic!("engine bug at the head"),
+            "/panic-resolve" => Verdict::Hold,
+            _ => Verdict::Allow,
+        }
+    }
+    fn resolve<'a>(
+        &'a mut self,
+        _cx: &'a mut Cx<'_>,
+        _held: &'a HeldBody,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(async { panic!("engine bug while deciding") })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_stage_gets_its_on_error_and_the_gateway_keeps_serving() {
+    let (o, seen) = origin_seen().await;
+    let g = gateway_with(
+        "panicky",
+        vec![(Arc::new(Panicky), StagePolicy::default())],
+        "",
+    )
+    .await;
+    let r = curl(&g.proxy, &[&format!("http://127.0.0.1:{o}/panic-head")]).await;
+    assert_eq!(r.status, "403");
+    let r = upload(&g, o, "/panic-resolve", b"data").await;
+    assert_eq!(r.status, "403");
+    assert_eq!(seen.requests.load(SeqCst), 0);
+    let evs = events(&g.dir);
+    let panics: Vec<_> = evs
+        .iter()
+        .filter(|e| e["rule"]["id"] == "stage-panic")
+        .collect();
+    assert_eq!(panics.len(), 2, "{evs:#?}");
+    assert!(panics.iter().all(|e| e["event"]["action"] == "blocked"));
+    let r = curl(&g.proxy, &[&format!("http://127.0.0.1:{o}/clean/10")]).await;
+    assert_eq!(
+        (r.status.as_str(), r.body.len()),
+        ("200", 10),
+        "still serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_during_a_hold_releases_nothing() {
+    let (o, seen) = origin_seen().await;
+    let g = gateway_with("leave", vec![stuck(OnError::FailOpen, 30)], "").await;
+    // Response held, the client gives up after a second: nothing of the body reached it, the
+    // flow line says the hold was abandoned, and the hold budget is returned.
+    let r = curl(
+        &g.proxy,
+        &[
+            "--max-time",
+            "1",
+            &format!("http://127.0.0.1:{o}/clean-hold/5000"),
+        ],
+    )
+    .await;
+    assert_ne!(r.code, 0);
+    assert!(r.body.is_empty() || r.status == "000", "{}", r.status);
+    let line = wait_comm(&g.dir, |l| l["path"] == "/clean-hold/5000").await;
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("abandoned while held"),
+        "{line}"
+    );
+    for _ in 0..100 {
+        if g.metrics.hold_bytes.get() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(g.metrics.hold_bytes.get(), 0);
+    // Request held, the client closes half-way: the origin never sees the request.
+    let before = seen.requests.load(SeqCst);
+    let addr = g.proxy.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    let head = format!(
+        "POST http://127.0.0.1:{o}/upload-hold HTTP/1.1\r\nHost: 127.0.0.1:{o}\r\nContent-Length: 100000\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&[b'z'; 40_000]).await.unwrap();
+    tcp.write_all(MARKER).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(tcp);
+    let line = wait_comm(&g.dir, |l| l["path"] == "/upload-hold").await;
+    assert!(line["error"].is_string(), "{line}");
+    assert_eq!(seen.requests.load(SeqCst), before);
+    assert_eq!(seen.markers.load(SeqCst), 0);
+}
+
+/// Lets `/early`'s request head pass and holds its body from the first chunk (a stage that
+/// decides to hold mid-stream); blocks a held body holding MARKER.
+struct LateHold;
+struct LateHoldInspector(bool);
+
+impl Stage for LateHold {
+    fn name(&self) -> &'static str {
+        "late"
+    }
+    fn new_flow(&self, _meta: &FlowMeta) -> Box<dyn Inspector> {
+        Box::new(LateHoldInspector(false))
+    }
+}
+
+impl Inspector for LateHoldInspector {
+    fn on_request_head(&mut self, _cx: &mut Cx<'_>, head: &RequestHead) -> Verdict {
+        self.0 = head.path_and_query() == "/early";
+        Verdict::Allow
+    }
+    fn on_request_body(&mut self, _cx: &mut Cx<'_>, _chunk: &Bytes, _end: bool) -> Verdict {
+        if self.0 {
+            Verdict::Hold
+        } else {
+            Verdict::Allow
+        }
+    }
+    fn resolve<'a>(&'a mut self, cx: &'a mut Cx<'_>, held: &'a HeldBody) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            if contains(&held.contiguous()) {
+                cx.report(finding("held.body"));
+                Verdict::Block
+            } else {
+                Verdict::Allow
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_answers_early_never_gets_held_bytes() {
+    let (o, seen) = origin_seen().await;
+    let g = gateway_with(
+        "early",
+        vec![(Arc::new(LateHold), StagePolicy::default())],
+        "",
+    )
+    .await;
+    let mut body = vec![b'y'; 300_000];
+    body.extend_from_slice(MARKER);
+    let r = upload(&g, o, "/early", &body).await;
+    // Whatever the client is told (the origin's early answer, a block page or a reset), the
+    // held bytes never reach the origin and the flow is accounted for.
+    wait_comm(&g.dir, |l| l["path"] == "/early").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        seen.markers.load(SeqCst),
+        0,
+        "client saw {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(g.metrics.hold_bytes.get(), 0);
 }
