@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+# python3: the path-normalising upstream of the reverse-proxy path tests (http.server).
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # rsyslog is the real collector of the MSS end-to-end tests (TLS through its ossl driver).
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)

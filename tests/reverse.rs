@@ -591,3 +591,172 @@ fn reverse_config_errors_name_the_key() {
         assert!(err.contains("s.toml") || err.contains("missing.crt"), "{err}");
     }
 }
+
+/// A Python http.server (which unquotes and normalises paths as most servers do) serving `dir`
+/// on a free loopback port; killed on drop.
+struct PyServer(std::process::Child, u16);
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn python_upstream(dir: &Path) -> PyServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 is installed (scripts/test.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "python http.server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    PyServer(child, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_routes_stay_denied_however_the_path_is_spelled() {
+    let (pki, listeners) = pki();
+    let d = pki.dir.path();
+    let admin = issue(&d.join("clients"), "ADMIN-0001", &d.join("admin"));
+    let site = d.join("site");
+    std::fs::create_dir_all(site.join("api/admin")).unwrap();
+    std::fs::create_dir_all(site.join("api/x")).unwrap();
+    std::fs::write(site.join("api/admin/secret.txt"), "TOP-SECRET\n").unwrap();
+    std::fs::write(site.join("api/x/hello.txt"), "hello\n").unwrap();
+    let py = python_upstream(&site);
+    let routes = format!(
+        "[[route]]\nname = \"api\"\nlistener = \"services\"\nhost = \"a.svc.test\"\npath_prefix = \"/api\"\n\
+         upstreams = [\"http://127.0.0.1:{p}\"]\nfacilities = [\"*\"]\n\n\
+         [[route]]\nname = \"api-admin\"\nlistener = \"services\"\nhost = \"a.svc.test\"\n\
+         path_prefix = \"/api/admin\"\nupstreams = [\"http://127.0.0.1:{p}\"]\nfacilities = [\"ADMIN-*\"]\n\n\
+         [[route]]\nname = \"portal\"\nlistener = \"portal\"\nupstreams = [\"http://127.0.0.1:{p}\"]\nfacilities = []\n",
+        p = py.1
+    );
+    let gw = Gateway::start_with_listeners("reverse-paths", &listeners, "", &routes);
+    let port = gw.all[0].port();
+    let ca = pki.server_ca.clone();
+    // (path as sent, status for H-0001, rule id of a refusal)
+    let table: &[(&str, &str, Option<&str>)] = &[
+        ("/api/x/hello.txt", "200", None),
+        ("/api/admin/secret.txt", "403", None),
+        ("/api/x/../admin/secret.txt", "403", None),
+        ("/api//admin/secret.txt", "403", None),
+        ("/api/./admin/secret.txt", "403", None),
+        ("/api/%61dmin/secret.txt", "403", None),
+        ("/api/x/../../api/admin/secret.txt", "403", None),
+        ("/api/admin/./secret.txt", "403", None),
+        (
+            "/api/%2e%2e/api/admin/secret.txt",
+            "400",
+            Some("path-encoded-dot-segment"),
+        ),
+        (
+            "/api/x/%2E%2E/admin/secret.txt",
+            "400",
+            Some("path-encoded-dot-segment"),
+        ),
+        ("/api%2fadmin/secret.txt", "400", Some("path-encoded-slash")),
+        (
+            "/api/admin%5csecret.txt",
+            "400",
+            Some("path-encoded-backslash"),
+        ),
+        (
+            "/api/x/..;/admin/secret.txt",
+            "400",
+            Some("path-dot-segment-params"),
+        ),
+        (
+            "/api/%c0%ae%c0%ae/admin/secret.txt",
+            "400",
+            Some("path-overlong-utf8"),
+        ),
+        ("/api/admin/secret.txt%00.txt", "400", Some("path-nul")),
+        ("/../api/admin/secret.txt", "400", Some("path-above-root")),
+    ];
+    for (path, want, rule) in table {
+        for proto in ["--http1.1", "--http2"] {
+            let c = get(
+                port,
+                "127.0.0.1",
+                "a.svc.test",
+                path,
+                &ca,
+                Some(&pki.h1),
+                &["--path-as-is", proto],
+            )
+            .await;
+            assert_eq!(c.code, 0, "{path}: {}", c.stderr);
+            assert!(
+                !c.stdout.contains("TOP-SECRET"),
+                "{path} {proto}: H-0001 got the admin file"
+            );
+            let code = status(&c);
+            assert!(
+                code.starts_with(want),
+                "{path} {proto}: {code}\n{}",
+                c.stdout
+            );
+        }
+        if let Some(rule) = rule {
+            let ev = gw.wait_line("events.jsonl", |e| e["rule"]["id"] == *rule);
+            assert_eq!(ev["event"]["action"], "blocked");
+            assert_eq!(ev["facility"]["id"], "H-0001");
+        }
+    }
+    // The admin facility reaches its route through the same spellings, and the upstream serves
+    // exactly what the route was chosen for.
+    for path in [
+        "/api/admin/secret.txt",
+        "/api/x/../admin/secret.txt",
+        "/api/%61dmin/secret.txt",
+    ] {
+        let c = get(
+            port,
+            "127.0.0.1",
+            "a.svc.test",
+            path,
+            &ca,
+            Some(&admin),
+            &["--path-as-is"],
+        )
+        .await;
+        assert!(
+            c.stdout.starts_with("TOP-SECRET\n") && status(&c).starts_with("200"),
+            "{path}: {} {}",
+            c.stdout,
+            c.stderr
+        );
+    }
+    // The flow line and the events carry the canonical path.
+    let line = gw.wait_line("flows.jsonl", |l| {
+        l["facility_id"] == "ADMIN-0001" && l["status"] == 200
+    });
+    assert_eq!(line["path"], "/api/admin/secret.txt");
+    gw.assert_metrics(&[
+        "sekisho_ambiguous_requests_total{listener=\"services\",rule=\"path-encoded-dot-segment\"} 4",
+        "sekisho_ambiguous_requests_total{listener=\"services\",rule=\"path-above-root\"} 2",
+    ])
+    .await;
+}

@@ -14,6 +14,7 @@
 pub mod event;
 mod finding;
 mod flow;
+mod path;
 mod pipeline;
 mod resolve;
 mod stage;
@@ -27,6 +28,7 @@ pub use finding::{Action, Evidence, Finding, Severity, SignatureInfo, UrlCategor
 pub use flow::{
     split_host_port, ClientCert, Direction, FlowMeta, RequestHead, ResponseHead, TlsHello, TlsMode,
 };
+pub use path::{canonical_path, PathRefusal};
 pub use pipeline::{
     Flow, Mode, OnError, OnOverflow, Pipeline, StagePolicy, DEFAULT_RESOLVE_TIMEOUT,
 };

@@ -246,6 +246,11 @@ pub struct ListenerConfig {
     /// (default) or with a `403` page.
     #[serde(default)]
     pub missing_cert: MissingCert,
+    /// Reverse: send the path upstream as the client wrote it (for upstreams that need the
+    /// exact bytes) instead of its canonical form. Routes and facility policy still decide on
+    /// the canonical form, and ambiguous paths are still refused. Default `false`.
+    #[serde(default)]
+    pub forward_raw_path: bool,
 }
 
 impl ListenerConfig {
@@ -675,6 +680,7 @@ impl Config {
                     ("facility_id", l.facility_id.is_some()),
                     ("facility_header", l.facility_header.is_some()),
                     ("missing_cert", l.missing_cert != MissingCert::Tls),
+                    ("forward_raw_path", l.forward_raw_path),
                 ]
                 .into_iter()
                 .filter(|(_, on)| *on)
@@ -751,6 +757,16 @@ impl Config {
             }
             if !r.path_prefix.starts_with('/') {
                 return Err(self.err(format!("{key}.path_prefix"), "must start with /"));
+            }
+            match sekisho_core::canonical_path(&r.path_prefix) {
+                Ok(c) if c == r.path_prefix || c.trim_end_matches('/') == r.path_prefix => {}
+                Ok(c) => {
+                    return Err(self.err(
+                        format!("{key}.path_prefix"),
+                        format!("not in canonical form: write {c:?} (requests are routed on canonical paths)"),
+                    ))
+                }
+                Err(e) => return Err(self.err(format!("{key}.path_prefix"), e.to_string())),
             }
             if let Some(h) = &r.host {
                 HostMatcher::new(std::slice::from_ref(h))

@@ -6,6 +6,7 @@
 mod blockpage;
 mod body;
 pub mod ca;
+mod canon;
 pub mod clientauth;
 pub mod config;
 mod error;

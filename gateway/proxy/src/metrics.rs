@@ -31,6 +31,8 @@ pub struct Metrics {
     pub bad_requests: IntCounterVec,
     pub client_cert_refused: IntCounterVec,
     pub access_denied: IntCounterVec,
+    /// Requests refused because their path or host has no single meaning, by listener and rule.
+    pub ambiguous: IntCounterVec,
     pub upstream_up: IntGaugeVec,
     pub upstream_retries: IntCounterVec,
     pub reloads: IntCounterVec,
@@ -77,6 +79,13 @@ impl Metrics {
                     "Reverse-proxy requests refused by route facility policy"
                 ),
                 &["listener", "route"]
+            )?),
+            ambiguous: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_ambiguous_requests_total",
+                    "Reverse-proxy requests refused with 400 because their path or host has a second reading (rule: path-encoded-slash, path-above-root, host-conflict, …)"
+                ),
+                &["listener", "rule"]
             )?),
             upstream_up: reg!(IntGaugeVec::new(
                 Opts::new(

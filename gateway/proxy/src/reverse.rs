@@ -22,6 +22,7 @@ use sekisho_core::{
 };
 use tokio::net::TcpStream;
 
+use crate::canon;
 use crate::clientauth::{self, wildcard, AttrRule, PeerCert, Recording};
 use crate::config::{Balance, ClientAuth, Config, ListenerKind, MissingCert};
 use crate::error::{ProxyError, Result};
@@ -160,6 +161,8 @@ pub(crate) struct ReverseState {
     facility_rule: Option<AttrRule>,
     facility_rule_text: Option<String>,
     facility_header: HeaderName,
+    /// `forward_raw_path`: the client's path goes upstream instead of the canonical one.
+    forward_raw_path: bool,
     routes: Vec<Arc<Route>>,
     session_storage: Arc<dyn rustls::server::StoresServerSessions>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
@@ -308,6 +311,7 @@ impl ReverseState {
             facility_rule,
             facility_rule_text: l.facility_id.clone(),
             facility_header,
+            forward_raw_path: l.forward_raw_path,
             routes,
             session_storage,
             ticketer,
@@ -490,7 +494,12 @@ pub(crate) struct Dispatch {
     route: Arc<Route>,
     request_id: String,
     client_ip: std::net::IpAddr,
+    /// The canonical host (X-Forwarded-Host, Forwarded).
     host: String,
+    /// The Host a `preserve_host` route sends upstream: the canonical host and port.
+    host_header: String,
+    /// The canonical path and query (or the client's, with `forward_raw_path`).
+    upstream_path: String,
     facility_header: HeaderName,
     facility: Option<String>,
 }
@@ -543,8 +552,16 @@ impl Dispatch {
         {
             h.insert(self.facility_header.clone(), v);
         }
-        if !self.route.preserve_host {
+        if self.route.preserve_host {
+            if let Ok(v) = HeaderValue::from_str(&self.host_header) {
+                h.insert(header::HOST, v);
+            }
+        } else {
             h.remove(header::HOST);
+        }
+        // The path the route was chosen on is the path the upstream gets.
+        if let Ok(u) = self.upstream_path.parse::<Uri>() {
+            parts.uri = u;
         }
         parts.version = Version::HTTP_11;
     }
@@ -821,13 +838,20 @@ async fn reverse_flow(
     // A client never chooses its own facility.
     let spoofed = parts.headers.contains_key(&st.facility_header);
     parts.headers.remove(&st.facility_header);
-    let host = request_host(&parts);
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
+    // One canonical host and path decide the route, the facility policy, the stages and the
+    // logs, and the same form goes upstream; a target with a second reading is refused below.
+    let target = canon::target(&parts, st.forward_raw_path);
+    let (host, path) = match &target {
+        Ok(t) => (t.host.clone(), t.path.clone()),
+        Err(_) => (
+            request_host(&parts),
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+        ),
+    };
     forward::host_from_authority(&mut parts);
     let port = conn.local.port();
     let authority = if port == 443 {
@@ -867,6 +891,29 @@ async fn reverse_flow(
         tracing::info!(listener = %conn.listener, client = %conn.client, header = %st.facility_header, "client sent the facility header: removed");
     }
 
+    let target = match target {
+        Ok(t) => t,
+        Err(a) => {
+            shared
+                .metrics
+                .ambiguous
+                .with_label_values(&[&conn.listener, a.rule])
+                .inc();
+            let d = Denial {
+                status: StatusCode::BAD_REQUEST,
+                rule: a.rule,
+                message: format!("request refused: {}", a.message),
+                category: "ambiguous-request",
+                location: "http.request.target",
+                evidence: &a.evidence,
+                title: "Bad request",
+                text: "The request's address has more than one reading, so the gateway refuses it."
+                    .into(),
+            };
+            return deny(&state, d, &host, &request_id).await;
+        }
+    };
+
     // No certificate where one is required (missing_cert = "403").
     if st.client_auth == ClientAuth::Required && rc.peer.is_none() {
         shared
@@ -874,16 +921,14 @@ async fn reverse_flow(
             .client_cert_refused
             .with_label_values(&[&conn.listener, "missing"])
             .inc();
-        return deny(
-            &state,
+        let d = Denial::access(
             "client-certificate-missing",
             "no client certificate: this service requires one".to_string(),
             "tls.client.certificate",
             "none",
             &host,
-            &request_id,
-        )
-        .await;
+        );
+        return deny(&state, d, &host, &request_id).await;
     }
     let Some(route) = st.route(&host, &path).cloned() else {
         state.set_status(404);
@@ -897,8 +942,7 @@ async fn reverse_flow(
             .with_label_values(&[&conn.listener, &route.name])
             .inc();
         let who = facility.clone().unwrap_or_else(|| "none".into());
-        return deny(
-            &state,
+        let d = Denial::access(
             "facility-denied",
             format!(
                 "facility {who} may not reach route {} ({host}{}): {why}",
@@ -907,15 +951,16 @@ async fn reverse_flow(
             "tls.client.facility",
             &who,
             &host,
-            &request_id,
-        )
-        .await;
+        );
+        return deny(&state, d, &host, &request_id).await;
     }
     let dispatch = Dispatch {
         route,
         request_id,
         client_ip: crate::canonical_ip(conn.client.ip()),
         host: host.clone(),
+        host_header: target.host_header,
+        upstream_path: target.upstream,
         facility_header: st.facility_header.clone(),
         facility,
     };
@@ -955,39 +1000,66 @@ fn authorize(route: &Route, peer: Option<&PeerCert>, facility: Option<&str>) -> 
     None
 }
 
-/// The 403 page and its event for a refused request.
+/// A refused request: its page and its event.
+struct Denial<'a> {
+    status: StatusCode,
+    rule: &'a str,
+    message: String,
+    category: &'a str,
+    location: &'a str,
+    evidence: &'a str,
+    title: &'a str,
+    text: String,
+}
+
+impl<'a> Denial<'a> {
+    /// A 403 for a facility or certificate the route does not admit.
+    fn access(
+        rule: &'a str,
+        message: String,
+        location: &'a str,
+        evidence: &'a str,
+        host: &str,
+    ) -> Self {
+        Denial {
+            status: StatusCode::FORBIDDEN,
+            rule,
+            message,
+            category: "access-denied",
+            location,
+            evidence,
+            title: "Access denied",
+            text: format!(
+                "Your facility's certificate does not allow access to this service on {host}."
+            ),
+        }
+    }
+}
+
+/// The page and its event for a refused request.
 async fn deny(
     state: &Arc<FlowState>,
-    rule: &str,
-    message: String,
-    location: &str,
-    evidence: &str,
+    d: Denial<'_>,
     host: &str,
     request_id: &str,
 ) -> Response<ProxyBody> {
+    let message = d.message;
     let mut f = Finding::new(
         "access",
-        rule,
+        d.rule,
         message.clone(),
         Severity::Medium,
-        "access-denied",
-        Evidence::new(location, evidence),
+        d.category,
+        Evidence::new(d.location, d.evidence),
     );
     f.stage = "access";
     f.action = sekisho_core::Action::Blocked;
     let id = f.event_id;
-    state.set_status(403);
+    state.set_status(d.status.as_u16());
     state.set_error(message.clone());
     state.emit_own(f).await;
     tracing::info!(event_id = %id, "{message}");
-    let mut r = forward::block_response(
-        StatusCode::FORBIDDEN,
-        "Access denied",
-        &format!("Your facility's certificate does not allow access to this service on {host}."),
-        host,
-        "access-denied",
-        Some(id),
-    );
+    let mut r = forward::block_response(d.status, d.title, &d.text, host, d.category, Some(id));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         r.headers_mut().insert("x-request-id", v);
     }
@@ -1217,5 +1289,111 @@ mod tests {
             authorize(&r, None, Some("H-0042")).is_some(),
             "empty list = nobody"
         );
+    }
+}
+
+#[cfg(test)]
+mod path_props {
+    use super::prefix_matches;
+    use proptest::prelude::*;
+
+    /// Nested routes with different facility policies.
+    const PREFIXES: &[&str] = &["/", "/api", "/api/admin", "/api/admin/keys", "/static/"];
+
+    /// The route (longest matching prefix) for a path, as `ReverseState::route` picks it.
+    fn route(path: &str) -> &'static str {
+        PREFIXES
+            .iter()
+            .filter(|p| prefix_matches(p, path))
+            .max_by_key(|p| p.len())
+            .copied()
+            .unwrap_or("")
+    }
+
+    /// What an upstream that normalises (Python's http.server: unquote every escape, then
+    /// posixpath.normpath) makes of a path.
+    fn upstream_view(path: &str) -> String {
+        let bytes = path.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            let esc = (bytes[i] == b'%')
+                .then(|| std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok())
+                .flatten()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match esc {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                }
+                None => {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let mut segs: Vec<&str> = Vec::new();
+        for s in text.split('/') {
+            match s {
+                "" | "." => {}
+                ".." => {
+                    segs.pop();
+                }
+                s => segs.push(s),
+            }
+        }
+        let mut p = format!("/{}", segs.join("/"));
+        if text.ends_with('/') && p != "/" {
+            p.push('/');
+        }
+        p
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("api".to_string()),
+            Just("admin".to_string()),
+            Just("keys".to_string()),
+            Just("static".to_string()),
+            Just("x".to_string()),
+            Just(".".to_string()),
+            Just("..".to_string()),
+            Just("".to_string()),
+            Just("%2e%2e".to_string()),
+            Just(".%2e".to_string()),
+            Just("%2e".to_string()),
+            Just("%61dmin".to_string()),
+            Just("adm%69n".to_string()),
+            Just("a%2fb".to_string()),
+            Just("a%5cb".to_string()),
+            Just("a\\b".to_string()),
+            Just("..;".to_string()),
+            Just("%00".to_string()),
+            Just("%c0%af".to_string()),
+            Just("%20".to_string()),
+            Just("caf%C3%A9".to_string()),
+            "[a-z%.;]{0,4}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        /// For any path: the route chosen on the canonical form is the route of the path the
+        /// upstream receives (the canonical form, read by a normalising upstream); canonical
+        /// forms are fixed points. (With `forward_raw_path` the client's bytes go upstream and
+        /// this holds only for upstreams that normalise as RFC 3986 does: `/a/.` is `/a/` there,
+        /// `/a` for Python's http.server.)
+        #[test]
+        fn the_route_decided_is_the_route_served(segs in proptest::collection::vec(segment(), 0..8)) {
+            let raw = format!("/{}", segs.join("/"));
+            if let Ok(c) = sekisho_core::canonical_path(&raw) {
+                let again = sekisho_core::canonical_path(&c);
+                prop_assert_eq!(again.as_deref(), Ok(c.as_str()));
+                let chosen = route(&c);
+                prop_assert_eq!(chosen, route(&upstream_view(&c)), "canonical {} served as {}", c, upstream_view(&c));
+            }
+        }
     }
 }
