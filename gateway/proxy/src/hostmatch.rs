@@ -9,14 +9,20 @@ pub struct HostMatcher {
     suffixes: HashSet<String>,
 }
 
-/// Normalises a host for matching: lower case, no trailing dot, no IPv6 brackets.
+/// Normalises a host for matching: lower case, no trailing dot, no IPv6 brackets, and an IPv4
+/// address in any form a resolver accepts (`2130706433`, `0x7f.1`, `0177.0.0.1`) as a dotted
+/// quad, so a second spelling of a denied address is the same address.
 pub fn normalize_host(host: &str) -> String {
     let h = host.trim().trim_end_matches('.');
     let h = h
         .strip_prefix('[')
         .and_then(|x| x.strip_suffix(']'))
         .unwrap_or(h);
-    h.to_ascii_lowercase()
+    let h = h.to_ascii_lowercase();
+    match sekisho_urlfilter::canonical::parse_ipv4(&h) {
+        Some(v4) => v4.to_string(),
+        None => h,
+    }
 }
 
 impl HostMatcher {
@@ -99,6 +105,19 @@ mod tests {
         assert!(m.matches("10.0.0.1"));
         assert!(m.matches("[::1]"));
         assert!(!m.matches(""));
+        // Other spellings of a denied IPv4 address are that address.
+        for spelling in [
+            "167772161",
+            "0x0a000001",
+            "012.0.0.1",
+            "10.1",
+            "10.0.1",
+            "10.0.0.1.",
+        ] {
+            assert!(m.matches(spelling), "{spelling}");
+        }
+        assert!(!m.matches("10.0.0.2"));
+        assert!(!m.matches("deadbeef"), "a name, not an address");
     }
 
     #[test]

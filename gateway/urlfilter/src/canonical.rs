@@ -217,8 +217,9 @@ fn lower_keep_escapes(h: &str) -> String {
 }
 
 /// inet_aton forms: `a.b.c.d`, `a.b.c` (c: 16 bits), `a.b` (b: 24 bits), `a` (32 bits); each
-/// part decimal, octal (`0…`) or hex (`0x…`).
-fn parse_ipv4(h: &str) -> Option<Ipv4Addr> {
+/// part decimal, octal (`0…`) or hex (`0x…`). A resolver reads a host in any of these forms as
+/// this address, so policy decisions on hosts must too.
+pub fn parse_ipv4(h: &str) -> Option<Ipv4Addr> {
     if h.is_empty()
         || !h
             .bytes()
