@@ -130,5 +130,25 @@ fn bench_minting(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, bench_pipeline, bench_minting);
+/// The canonical path every reverse-proxy request is routed on: a plain API path, one with dot
+/// segments and escapes to resolve, and a refused one.
+fn bench_canonical_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("canonical_path");
+    for (name, path) in [
+        ("plain", "/api/v1/claims/2026/12/03/receipt-000123.xml"),
+        (
+            "dots_and_escapes",
+            "/api/x/../v1/./claims//%61dmin/caf%c3%a9/receipt.xml",
+        ),
+        ("refused", "/api/%2e%2e/admin/secret.txt"),
+    ] {
+        g.throughput(Throughput::Bytes(path.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| sekisho_core::canonical_path(std::hint::black_box(path)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_pipeline, bench_minting, bench_canonical_path);
 criterion_main!(benches);
