@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use sekisho_assembly::host_policy::HostPolicy;
+use sekisho_core::host::HostMatcher;
 use sekisho_core::{
     Direction, FlowMeta, Inspector, Pipeline, RequestHead, ResponseHead, Stage, StagePolicy,
     TlsHello,
 };
-use sekisho_proxy::hostmatch::HostMatcher;
-use sekisho_proxy::policy::HostPolicy;
 
 struct PassThrough;
 struct PassThroughInspector;

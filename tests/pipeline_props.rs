@@ -59,17 +59,19 @@ fn real() -> &'static Real {
             y = repo().join("rules/yara").display(),
             c = repo().join("rules/clamav").display(),
         );
-        let cfg = sekisho_proxy::Config::parse(&text, &d.join("t.toml")).unwrap();
-        let engines = sekisho_proxy::Engines::load(&cfg).unwrap();
-        let av = sekisho_av::AvStage::new(engines.av.clone().unwrap(), cfg.av.as_ref().unwrap());
-        let ips =
-            sekisho_ips::IpsStage::new(engines.ips.clone().unwrap(), cfg.ips.as_ref().unwrap());
-        let url =
-            sekisho_urlfilter::UrlStage::new(engines.url.clone().unwrap(), engines.warn.clone());
+        let assembly = sekisho_assembly::Assembly::new().unwrap();
+        let cfg = assembly.parse(&text, &d.join("t.toml")).unwrap();
+        let stage = |name: &str| {
+            cfg.engine(name)
+                .unwrap()
+                .build(&cfg.build_cx())
+                .unwrap()
+                .stage
+        };
         Real {
-            av: Arc::new(av),
-            ips: Arc::new(ips),
-            url: Arc::new(url),
+            av: stage("av"),
+            ips: stage("ips"),
+            url: stage("url"),
             _dir: dir,
         }
     })

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use sekisho_proxy::{ca, Config, Gateway};
+use sekisho_assembly::{Assembly, GatewayConfig};
+use sekisho_proxy::{ca, Config};
 
 mod rules;
 mod scan;
@@ -250,8 +251,11 @@ fn config_path(p: Option<PathBuf>) -> PathBuf {
     p.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
 }
 
-fn load(path: &Path) -> anyhow::Result<Config> {
-    Ok(Config::load(path)?)
+/// Reads and checks the whole config file with every engine's table.
+fn load(path: &Path) -> anyhow::Result<(Assembly, GatewayConfig)> {
+    let assembly = Assembly::new()?;
+    let cfg = assembly.load(path)?;
+    Ok((assembly, cfg))
 }
 
 fn main() -> ExitCode {
@@ -328,8 +332,8 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
             paths,
         } => {
             let path = config_path(config);
-            let cfg = load(&path)?;
-            let Some(av) = cfg.av.clone() else {
+            let (_, cfg) = load(&path)?;
+            let Some(av) = cfg.typed(&sekisho_av::AvEngine)? else {
                 bail!(
                     "{}: no [av] table: name the rules to scan with (yara = [...], clamav = [...])",
                     path.display()
@@ -341,8 +345,8 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
             command: RulesCommand::Check { config },
         } => {
             let path = config_path(config);
-            let cfg = load(&path)?;
-            let Some(ips) = cfg.ips.clone() else {
+            let (_, cfg) = load(&path)?;
+            let Some(ips) = cfg.typed(&sekisho_ips::IpsEngine::new()?)? else {
                 bail!(
                     "{}: no [ips] table: name the rule files (rules = [\"rules/ips/*.rules\"])",
                     path.display()
@@ -361,18 +365,18 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
                 },
         } => {
             let path = config_path(config);
-            let cfg = load(&path)?;
-            let Some(uc) = cfg.urlfilter.clone() else {
+            let (_, cfg) = load(&path)?;
+            let Some(uc) = cfg.typed(&sekisho_urlfilter::UrlEngine::default())? else {
                 bail!(
                     "{}: no [urlfilter] table: name the lists (category_dirs = [...] or [[urlfilter.list]])",
                     path.display()
                 );
             };
             let listener = listener.unwrap_or_else(|| {
-                if cfg.listeners.is_empty() {
+                if cfg.proxy.listeners.is_empty() {
                     "forward".into()
                 } else {
-                    cfg.listener_name(0)
+                    cfg.proxy.listener_name(0)
                 }
             });
             rules::test_url(&uc, &path, client, &listener, policy.as_deref(), &urls)
@@ -459,8 +463,8 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { config } => {
             let path = config_path(config);
-            let cfg = load(&path)?;
-            for note in sekisho_proxy::check(&cfg)? {
+            let (assembly, cfg) = load(&path)?;
+            for note in assembly.check(&cfg)? {
                 println!("{note}");
             }
             println!("{}: OK", path.display());
@@ -468,14 +472,14 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Run { config } => {
             let path = config_path(config);
-            let cfg = load(&path)?;
-            ensure_ca(&cfg)?;
+            let (assembly, cfg) = load(&path)?;
+            ensure_ca(&cfg.proxy)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("sekisho")
                 .build()
                 .context("starting the runtime")?;
-            rt.block_on(run(cfg, path))?;
+            rt.block_on(run(assembly, cfg, path))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -509,8 +513,8 @@ fn ensure_ca(cfg: &Config) -> anyhow::Result<()> {
     }
 }
 
-async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
-    let gw = Gateway::build(cfg).await?;
+async fn run(assembly: Assembly, cfg: GatewayConfig, path: PathBuf) -> anyhow::Result<()> {
+    let (gw, reloader) = std::sync::Arc::new(assembly).gateway(cfg).await?;
     let (addrs, metrics) = gw.local_addrs();
     for (name, a) in &addrs {
         println!("listening {name} {a}");
@@ -518,7 +522,6 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     if let Some(m) = metrics {
         println!("metrics http://{m}/metrics");
     }
-    let reloader = gw.reloader();
     let reload_path = path.clone();
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

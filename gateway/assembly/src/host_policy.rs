@@ -1,13 +1,71 @@
-//! The host policy stage (`host_policy`): refuses hosts on `deny_hosts` by HTTP host, CONNECT host
-//! and TLS SNI (the last two before any decryption). The URL filter will supersede it.
+//! The host policy engine (`[policy]` → stage `host_policy`): refuses hosts on `deny_hosts` by
+//! HTTP host, CONNECT host and TLS SNI (the last two before any decryption). It runs on every
+//! listener whether or not `[policy]` is written.
 
 use std::sync::Arc;
 
+use sekisho_core::host::HostMatcher;
 use sekisho_core::{
-    Cx, Evidence, Finding, FlowMeta, Inspector, RequestHead, Severity, Stage, TlsHello, Verdict,
+    BuildCx, Built, ConfigError, Cx, Evidence, Finding, FlowMeta, Inspector, LoadReport,
+    RequestHead, Severity, Stage, StagePolicy, TlsHello, Verdict,
 };
+use serde::Deserialize;
 
-use crate::hostmatch::HostMatcher;
+/// `[policy]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Hosts refused: exact names and `*.suffix` patterns, checked against the HTTP host, the
+    /// CONNECT host and the TLS SNI (before decryption).
+    #[serde(default)]
+    pub deny_hosts: Vec<String>,
+    /// `mode`, `on_error`, `on_overflow`.
+    #[serde(flatten)]
+    pub stage: StagePolicy,
+}
+
+/// The engine.
+#[derive(Debug, Default)]
+pub struct HostPolicyEngine;
+
+impl sekisho_core::Engine for HostPolicyEngine {
+    type Config = PolicyConfig;
+
+    fn table(&self) -> &'static str {
+        "policy"
+    }
+
+    fn stage(&self) -> &'static str {
+        "host_policy"
+    }
+
+    fn implicit(&self) -> Option<PolicyConfig> {
+        Some(PolicyConfig::default())
+    }
+
+    fn prepare(&self, cfg: &mut PolicyConfig, _cx: &BuildCx<'_>) -> Result<(), ConfigError> {
+        HostMatcher::new(&cfg.deny_hosts)
+            .map(drop)
+            .map_err(|e| ConfigError::new("policy.deny_hosts", e))
+    }
+
+    fn policy(&self, cfg: &PolicyConfig, _cx: &BuildCx<'_>) -> StagePolicy {
+        cfg.stage
+    }
+
+    fn build(&self, cfg: &PolicyConfig, _cx: &BuildCx<'_>) -> Result<Built, ConfigError> {
+        let deny = HostMatcher::new(&cfg.deny_hosts)
+            .map_err(|e| ConfigError::new("policy.deny_hosts", e))?;
+        Ok(Built {
+            stage: Arc::new(HostPolicy::new(deny)),
+            report: LoadReport {
+                summary: format!("host_policy: {} deny_hosts patterns", cfg.deny_hosts.len()),
+                loaded: cfg.deny_hosts.len(),
+                ..LoadReport::default()
+            },
+        })
+    }
+}
 
 /// The stage.
 pub struct HostPolicy {

@@ -4,11 +4,13 @@
 pub mod clamav;
 mod config;
 mod engine;
+mod plug;
 mod scan;
 mod stage;
 
 pub use config::{AvConfig, LimitAction};
 pub use engine::{Detection, Engine, LoadReport, EXTERNALS};
+pub use plug::AvEngine;
 pub use scan::{issue_name, scan_bytes, FileVerdict, ScanHit, ScanReport};
 pub use stage::AvStage;
 

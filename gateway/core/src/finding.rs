@@ -135,9 +135,6 @@ pub struct UrlCategoryInfo {
     pub policy_action: String,
     /// The canonical URL (or host) judged.
     pub canonical: String,
-    /// For `warn`: the link past the warning page (never logged).
-    #[serde(skip)]
-    pub continue_url: Option<String>,
 }
 
 /// What an IPS signature adds to a finding.

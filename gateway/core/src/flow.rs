@@ -59,6 +59,11 @@ pub struct ClientCert {
 pub struct FlowMeta {
     /// Unique per process; ties events and the communication log together.
     pub flow_id: u64,
+    /// The client connection this flow arrived on, unique per process (`0` offline). A stage
+    /// that keeps state per connection keys it by this id and drops it in
+    /// [`crate::Stage::connection_closed`].
+    #[serde(skip)]
+    pub conn_id: u64,
     /// The listener's name.
     pub listener: String,
     /// The client's address.
@@ -102,6 +107,7 @@ impl FlowMeta {
     ) -> Self {
         FlowMeta {
             flow_id,
+            conn_id: 0,
             listener: listener.into(),
             client,
             local,

@@ -1,7 +1,9 @@
 //! `sekisho-core`: the pure logic every Sekisho component shares.
 //!
 //! * [`FlowMeta`], [`RequestHead`], [`ResponseHead`]: what a stage sees of a flow.
-//! * [`Stage`] / [`Inspector`]: the stage contract (see `ARCHITECTURE.md`).
+//! * [`Stage`] / [`Inspector`]: the stage contract (see `ARCHITECTURE.md`); [`Respond`] and
+//!   [`StageError`]: what a stage can say besides a verdict.
+//! * [`Engine`]: how an engine plugs in (config table → [`Built`] stage + [`LoadReport`]).
 //! * [`Verdict`]: ordered by severity; the [`Pipeline`] keeps the maximum, so a later stage can
 //!   never weaken an earlier one.
 //! * [`Finding`] → [`ThreatEvent`]: the ECS/EVE-shaped event schema, and [`CommLog`], the
@@ -11,15 +13,19 @@
 //! [`Inspector::resolve`], returns a boxed future that [`Flow::resolve`] races against the
 //! stage's deadline on the driver's [`Timer`].
 
+mod engine;
 pub mod event;
 mod finding;
 mod flow;
+pub mod host;
 mod path;
 mod pipeline;
 mod resolve;
+mod respond;
 mod stage;
 mod verdict;
 
+pub use engine::{BuildCx, Built, ConfigError, Engine, LoadReport};
 pub use event::{
     AlertInfo, CommLog, DestinationInfo, EventEvidence, EventInfo, FacilityInfo, FileInfo,
     HttpInfo, Observer, RuleInfo, SourceInfo, ThreatEvent, TlsClientInfo, TlsClientX509, TlsInfo,
@@ -33,5 +39,6 @@ pub use pipeline::{
     Flow, Mode, OnError, OnOverflow, Pipeline, StagePolicy, DEFAULT_RESOLVE_TIMEOUT,
 };
 pub use resolve::Timer;
+pub use respond::{Respond, StageError};
 pub use stage::{BoxFuture, Cx, HeldBody, Inspector, Stage};
 pub use verdict::Verdict;

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    Action, Cx, Direction, Evidence, Finding, FlowMeta, Inspector, RequestHead, ResponseHead,
-    Severity, Stage, TlsHello, Verdict,
+    Action, Cx, Direction, Evidence, Finding, FlowMeta, Inspector, RequestHead, Respond,
+    ResponseHead, Severity, Stage, TlsHello, Verdict,
 };
 use bytes::Bytes;
 
@@ -120,6 +120,14 @@ impl Pipeline {
             .map_or(self.resolve_timeout, Duration::from_secs)
     }
 
+    /// Tells every stage that client connection `conn_id` closed
+    /// ([`Stage::connection_closed`]); a panic in one stage does not keep the others from hearing it.
+    pub fn connection_closed(&self, conn_id: u64) {
+        for (stage, _) in &self.slots {
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| stage.connection_closed(conn_id)));
+        }
+    }
+
     /// Stage names in order.
     pub fn stage_names(&self) -> Vec<&'static str> {
         self.slots.iter().map(|(s, _)| s.name()).collect()
@@ -159,6 +167,7 @@ impl Pipeline {
             findings: Vec::new(),
             blocking: None,
             uninspected: 0,
+            said: Said::default(),
         }
     }
 }
@@ -219,6 +228,18 @@ pub struct Flow {
     /// The finding that blocked the flow (kept after the findings are taken for events).
     blocking: Option<Box<Finding>>,
     uninspected: u32,
+    said: Said,
+}
+
+/// What stages said besides verdicts ([`Cx::respond`], [`Cx::splice`]).
+#[derive(Default)]
+struct Said {
+    /// The blocking stage's choice of block response.
+    response: Option<Respond>,
+    /// A stage's own answer to the request (not a block).
+    answer: Option<Respond>,
+    /// Why a stage asked for the tunnel to be spliced.
+    splice: Option<String>,
 }
 
 /// Where a settled verdict came from, to phrase synthesized findings.
@@ -267,6 +288,23 @@ impl Flow {
     /// The finding that blocked the flow, if one did (for block pages: category, warn link).
     pub fn blocking_finding(&self) -> Option<&Finding> {
         self.blocking.as_deref()
+    }
+
+    /// The response the blocking stage chose instead of the 403 page ([`Cx::respond`]).
+    pub fn block_response(&self) -> Option<&Respond> {
+        self.said.response.as_ref()
+    }
+
+    /// A stage's own answer to the request ([`Cx::respond`] without a block, at the request
+    /// head): the gateway sends it and nothing goes upstream.
+    pub fn answer(&self) -> Option<&Respond> {
+        self.said.answer.as_ref()
+    }
+
+    /// Why a stage asked for this tunnel to be spliced ([`Cx::splice`] at the ClientHello), as
+    /// `stage: reason`.
+    pub fn splice_requested(&self) -> Option<&str> {
+        self.said.splice.as_deref()
     }
 
     /// How many times a stage let the flow pass uninspected (fail-open, pass-and-alert).
@@ -335,7 +373,7 @@ impl Flow {
                 }
             };
             let v = self.settle(i, raw, cx, &phase, failure);
-            if v == Verdict::Block {
+            if v == Verdict::Block || self.said.answer.is_some() {
                 break;
             }
         }
@@ -353,16 +391,21 @@ impl Flow {
         failure: Option<Failure>,
     ) -> Verdict {
         let Cx {
-            findings, error, ..
+            findings,
+            error,
+            respond,
+            splice,
+            ..
         } = cx;
         let (name, policy) = (self.actives[i].name, self.actives[i].policy);
         let mut raw = raw;
         let mut findings = findings;
         let panicked = failure.as_ref().is_some_and(|f| f.rule == "stage-panic");
-        let failure = failure.or(error.map(|reason| Failure {
-            rule: "stage-error",
-            reason,
+        let failure = failure.or(error.map(|e| Failure {
+            rule: e.rule(),
+            reason: e.to_string(),
         }));
+        let failed = failure.is_some();
         if let Some(Failure { rule, reason }) = failure {
             match policy.on_error {
                 OnError::FailClosed => {
@@ -429,6 +472,7 @@ impl Flow {
                 "policy",
             ));
         }
+        let blocked_here = action == Action::Blocked && self.blocking.is_none();
         for mut f in findings {
             f.stage = name;
             f.action = action;
@@ -437,12 +481,49 @@ impl Flow {
             }
             self.findings.push(f);
         }
+        self.note_said(
+            phase,
+            action,
+            blocked_here && !failed,
+            respond,
+            splice,
+            name,
+        );
         let a = &mut self.actives[i];
         if effective != Verdict::Hold {
             a.worst = a.worst.max(effective);
             self.verdict = self.verdict.max(effective);
         }
         effective
+    }
+
+    /// Keeps what a stage said besides its verdict: its block response when it is the stage that
+    /// blocked, an answer only at the request head of a flow nothing blocked, a splice request
+    /// only at the ClientHello.
+    fn note_said(
+        &mut self,
+        phase: &Phase,
+        action: Action,
+        blocked_here: bool,
+        respond: Option<Respond>,
+        splice: Option<String>,
+        name: &str,
+    ) {
+        match respond {
+            Some(r) if blocked_here => self.said.response = Some(r),
+            Some(r)
+                if action == Action::Allowed
+                    && self.verdict != Verdict::Block
+                    && matches!(phase, Phase::Head(Direction::Request))
+                    && self.said.answer.is_none() =>
+            {
+                self.said.answer = Some(r)
+            }
+            _ => {}
+        }
+        if let (Some(reason), Phase::Hello) = (splice, phase) {
+            self.said.splice.get_or_insert(format!("{name}: {reason}"));
+        }
     }
 
     /// The TLS ClientHello of a CONNECT tunnel (before decrypt/splice is decided).

@@ -3,7 +3,9 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
-use crate::{Direction, Finding, FlowMeta, RequestHead, ResponseHead, TlsHello, Verdict};
+use crate::{
+    Direction, Finding, FlowMeta, RequestHead, Respond, ResponseHead, StageError, TlsHello, Verdict,
+};
 
 /// A boxed, sendable future (the one async point of the stage contract).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -17,6 +19,9 @@ pub trait Stage: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Called once per flow.
     fn new_flow(&self, meta: &FlowMeta) -> Box<dyn Inspector>;
+    /// The client connection `conn_id` ([`FlowMeta::conn_id`]) has closed: drop what the stage
+    /// keeps for it. Called once per connection on the pipeline in force when it closed.
+    fn connection_closed(&self, _conn_id: u64) {}
 }
 
 /// Per-flow inspection state. Every phase has a no-op default (pingora-style), so a stage
@@ -54,12 +59,15 @@ pub trait Inspector: Send {
     }
 }
 
-/// What an inspector may do besides returning a verdict: report findings, or fail.
+/// What an inspector may do besides returning a verdict: report findings, choose the client's
+/// response, ask for a tunnel to be spliced, or fail.
 pub struct Cx<'a> {
     meta: &'a FlowMeta,
     pub(crate) findings: Vec<Finding>,
-    pub(crate) error: Option<String>,
+    pub(crate) error: Option<StageError>,
     pub(crate) deadline: Option<std::time::Instant>,
+    pub(crate) respond: Option<Respond>,
+    pub(crate) splice: Option<String>,
 }
 
 impl<'a> Cx<'a> {
@@ -70,6 +78,8 @@ impl<'a> Cx<'a> {
             findings: Vec::new(),
             error: None,
             deadline: None,
+            respond: None,
+            splice: None,
         }
     }
 
@@ -98,10 +108,23 @@ impl<'a> Cx<'a> {
         self.findings.push(finding);
     }
 
-    /// Says the inspector could not decide (engine error, timeout); the stage's `on_error`
-    /// policy turns that into a verdict.
-    pub fn fail(&mut self, reason: impl Into<String>) {
-        self.error = Some(reason.into());
+    /// Says the inspector could not decide (engine error, timeout, limit); the stage's
+    /// `on_error` policy turns that into a verdict. A string is an [`StageError::Engine`].
+    pub fn fail(&mut self, error: impl Into<StageError>) {
+        self.error = Some(error.into());
+    }
+
+    /// Chooses the client's response: with a `Block` verdict it replaces the 403 page; with any
+    /// other verdict the gateway answers the request itself (see [`Respond`]). Ignored in the
+    /// body phases once the response head has gone, and in detect mode for a block.
+    pub fn respond(&mut self, response: Respond) {
+        self.respond = Some(response);
+    }
+
+    /// In [`Inspector::on_tls_hello`]: asks the gateway to pass this tunnel through without
+    /// decrypting it (`reason` is logged). A block by any stage still wins.
+    pub fn splice(&mut self, reason: impl Into<String>) {
+        self.splice = Some(reason.into());
     }
 
     /// Findings reported so far (for offline tools that drive inspectors directly).
@@ -109,9 +132,21 @@ impl<'a> Cx<'a> {
         &self.findings
     }
 
-    /// The error reported by [`Cx::fail`], if any.
+    /// The error reported by [`Cx::fail`], if any, as text.
     pub fn error(&self) -> Option<&str> {
-        self.error.as_deref()
+        self.error.as_ref().map(|e| match e {
+            StageError::Engine(s) | StageError::Timeout(s) | StageError::Limit(s) => s.as_str(),
+        })
+    }
+
+    /// The error reported by [`Cx::fail`], if any.
+    pub fn stage_error(&self) -> Option<&StageError> {
+        self.error.as_ref()
+    }
+
+    /// The response chosen with [`Cx::respond`], if any.
+    pub fn response(&self) -> Option<&Respond> {
+        self.respond.as_ref()
     }
 }
 

@@ -13,6 +13,7 @@ pub mod content;
 pub mod detect;
 pub mod ja3;
 pub mod matchers;
+mod plug;
 pub mod rule;
 pub mod ruleset;
 pub mod stage;
@@ -21,6 +22,7 @@ pub mod vars;
 
 use std::path::PathBuf;
 
+pub use plug::IpsEngine;
 pub use ruleset::{LoadOptions, LoadReport, Phase, RuleSet};
 pub use stage::{IpsConfig, IpsStage};
 

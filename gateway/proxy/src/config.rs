@@ -1,18 +1,21 @@
-//! `sekisho.toml`: the gateway configuration. Every section has defaults; unknown keys are errors.
+//! `sekisho.toml`: the proxy's part of the gateway configuration (listeners, TLS, events, MSS,
+//! metrics, limits, routes). Every section has defaults; unknown keys are errors. The engines'
+//! tables (`[policy]`, `[urlfilter]`, `[ips]`, `[av]` …) belong to the engines: the binary names
+//! them to [`Config::parse_with`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use sekisho_core::StagePolicy;
+
 use serde::Deserialize;
 
 use crate::error::{ProxyError, Result};
 use crate::hostmatch::HostMatcher;
 
-/// The whole configuration file.
+/// The proxy's configuration. Unknown top-level keys are refused by [`Config::parse_with`] (which
+/// knows the engines' tables); unknown keys inside a table by serde.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Config {
     /// This gateway's name in events (`observer.node`); defaults to the host name.
     #[serde(default)]
@@ -23,18 +26,6 @@ pub struct Config {
     /// TLS interception (`[tls]`).
     #[serde(default)]
     pub tls: TlsConfig,
-    /// The host policy stage (`[policy]`).
-    #[serde(default)]
-    pub policy: PolicyConfig,
-    /// The antivirus stage (`[av]`): present means enabled.
-    #[serde(default)]
-    pub av: Option<sekisho_av::AvConfig>,
-    /// The IPS stage (`[ips]`, Suricata rules): present means enabled.
-    #[serde(default)]
-    pub ips: Option<sekisho_ips::IpsConfig>,
-    /// The URL filter stage (`[urlfilter]`): present means enabled.
-    #[serde(default)]
-    pub urlfilter: Option<sekisho_urlfilter::UrlFilterConfig>,
     /// Threat events and the communication log (`[events]`).
     #[serde(default)]
     pub events: EventsConfig,
@@ -355,19 +346,6 @@ impl Default for TlsConfig {
     }
 }
 
-/// `[policy]`: the host policy stage (`host_policy`).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyConfig {
-    /// Hosts refused: exact names and `*.suffix` patterns, checked against the HTTP host, the
-    /// CONNECT host and the TLS SNI (before decryption).
-    #[serde(default)]
-    pub deny_hosts: Vec<String>,
-    /// `mode`, `on_error`, `on_overflow`.
-    #[serde(flatten)]
-    pub stage: StagePolicy,
-}
-
 /// `[events]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -497,8 +475,17 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Stage names the gateway knows.
-pub const KNOWN_STAGES: &[&str] = &["host_policy", "url", "ips", "av"];
+/// The proxy's top-level keys (the engines add their tables).
+pub const KEYS: &[&str] = &[
+    "node_name",
+    "listener",
+    "tls",
+    "events",
+    "mss",
+    "metrics",
+    "limits",
+    "route",
+];
 
 impl Config {
     /// Reads and validates a config file.
@@ -510,30 +497,47 @@ impl Config {
         Config::parse(&text, path)
     }
 
-    /// Parses and validates config text; `path` names the file in errors.
+    /// Parses and validates config text that has no engine tables; `path` names the file in
+    /// errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ProxyError::Config {
+        Config::parse_with(text, path, &[])
+    }
+
+    /// Parses and validates config text; `engine_tables` are the top-level tables the engines
+    /// read (left to them); any other key the proxy does not know is an error.
+    pub fn parse_with(text: &str, path: &Path, engine_tables: &[&str]) -> Result<Config> {
+        let err = |message: String| ProxyError::Config {
             file: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        cfg.path = path.to_path_buf();
-        // Rule paths are relative to the current directory; one that does not exist there is
-        // looked up beside the config file (so `--config /etc/sekisho/sekisho.toml` finds its rules).
-        if let (Some(av), Some(dir)) = (cfg.av.as_mut(), path.parent()) {
-            for p in av.yara.iter_mut().chain(av.clamav.iter_mut()) {
-                if p.is_relative() && !p.exists() && dir.join(&*p).exists() {
-                    *p = dir.join(&*p);
-                }
+            message,
+        };
+        let mut cfg: Config =
+            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        let top: toml::Table =
+            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        for key in top.keys() {
+            if !KEYS.contains(&key.as_str()) && !engine_tables.contains(&key.as_str()) {
+                let mut known: Vec<&str> = KEYS.iter().chain(engine_tables).copied().collect();
+                known.sort_unstable();
+                return Err(err(format!(
+                    "unknown key `{key}` at the top level{}; known: {}",
+                    line_of(text, key)
+                        .map(|l| format!(" (line {l})"))
+                        .unwrap_or_default(),
+                    known.join(", ")
+                )));
             }
         }
-        if let Some(u) = cfg.urlfilter.as_mut() {
-            u.resolve_paths(path.parent());
-        }
+        cfg.path = path.to_path_buf();
         if let (Some(m), Some(dir)) = (cfg.mss.as_mut(), path.parent()) {
             m.resolve_paths(dir);
         }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Stage names of listener `i` as written (`None`: every configured engine).
+    pub fn stages_of(&self, i: usize) -> Option<&[String]> {
+        self.listeners.get(i).and_then(|l| l.stages.as_deref())
     }
 
     fn err(&self, key: impl std::fmt::Display, msg: impl std::fmt::Display) -> ProxyError {
@@ -554,76 +558,15 @@ impl Config {
             if !names.insert(self.listener_name(i)) {
                 return Err(self.err(format!("{key}.name"), "duplicate listener name"));
             }
-            if let Some(stages) = &l.stages {
-                for s in stages {
-                    if !KNOWN_STAGES.contains(&s.as_str()) {
-                        return Err(self.err(
-                            format!("{key}.stages"),
-                            format!("unknown stage {s:?} (known: {})", KNOWN_STAGES.join(", ")),
-                        ));
-                    }
-                }
-            }
         }
         self.validate_reverse()?;
-        for (table, policy) in [
-            ("policy", Some(self.policy.stage)),
-            ("av", self.av.as_ref().map(|a| a.stage)),
-            ("ips", self.ips.as_ref().map(|i| i.stage)),
-            ("urlfilter", self.urlfilter.as_ref().map(|u| u.stage)),
-        ] {
-            if policy.and_then(|p| p.resolve_timeout_secs) == Some(0) {
-                return Err(self.err(
-                    format!("{table}.resolve_timeout_secs"),
-                    "must be at least 1",
-                ));
-            }
-        }
-        if let Some(av) = &self.av {
-            av.validate().map_err(|e| ProxyError::Config {
-                file: self.path.clone(),
-                message: e,
-            })?;
-        }
-        for (i, l) in self.listeners.iter().enumerate() {
-            for (stage, present, table) in [
-                ("av", self.av.is_some(), "av"),
-                ("ips", self.ips.is_some(), "ips"),
-                ("url", self.urlfilter.is_some(), "urlfilter"),
-            ] {
-                if l.stages
-                    .as_ref()
-                    .is_some_and(|s| s.iter().any(|n| n == stage))
-                    && !present
-                {
-                    return Err(self.err(
-                        format!("listener[{i}].stages"),
-                        format!("names \"{stage}\" but there is no [{table}] table"),
-                    ));
-                }
-            }
-        }
-        if let Some(u) = &self.urlfilter {
-            u.validate().map_err(|e| ProxyError::Config {
-                file: self.path.clone(),
-                message: e,
-            })?;
-        }
         if let Some(m) = &self.mss {
             m.validate().map_err(|e| ProxyError::Config {
                 file: self.path.clone(),
                 message: e,
             })?;
         }
-        if let Some(ips) = &self.ips {
-            if ips.rules.is_empty() {
-                return Err(self.err("ips.rules", "no rule files"));
-            }
-            ips.load_options(self.path.parent())
-                .map_err(|e| self.err("ips.rules", e))?;
-        }
         HostMatcher::new(&self.tls.splice).map_err(|e| self.err("tls.splice", e))?;
-        HostMatcher::new(&self.policy.deny_hosts).map_err(|e| self.err("policy.deny_hosts", e))?;
         if self.tls.leaf_validity_days == 0 || self.tls.leaf_validity_days > 397 {
             return Err(self.err("tls.leaf_validity_days", "must be 1..=397"));
         }
@@ -872,6 +815,18 @@ impl Config {
     }
 }
 
+/// The line on which top-level `key` is written (`key =`, `[key]` or `[[key]]`).
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            let t = t.trim_start_matches('[').trim_start();
+            t.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(['=', ']', '.']))
+        })
+        .map(|i| i + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -891,14 +846,17 @@ mod tests {
     }
 
     #[test]
-    fn many_addrs_and_policy() {
-        let c = parse(
-            "[[listener]]\nkind = \"forward\"\naddr = [\"127.0.0.1:1\", \"[::1]:1\"]\n\
-             [policy]\ndeny_hosts = [\"a.test\", \"*.b.test\"]\nmode = \"detect\"\n",
-        )
-        .unwrap();
+    fn many_addrs_and_engine_tables() {
+        let text = "[[listener]]\nkind = \"forward\"\naddr = [\"127.0.0.1:1\", \"[::1]:1\"]\n\
+             [policy]\ndeny_hosts = [\"a.test\", \"*.b.test\"]\nmode = \"detect\"\n";
+        let c = Config::parse_with(text, Path::new("t.toml"), &["policy"]).unwrap();
         assert_eq!(c.listeners[0].addr.to_vec().len(), 2);
-        assert_eq!(c.policy.stage.mode, sekisho_core::Mode::Detect);
+        // A table no engine claims is an unknown key, with its line.
+        let e = parse(text).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown key `policy`") && e.contains("(line 4)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -913,20 +871,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.toml") && e.contains("addr"), "{e}");
-        let e = parse("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[policy]\ndeny_hosts = [\"a..b\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("policy.deny_hosts"), "{e}");
         let e = parse("")
             .unwrap()
             .require_listeners()
             .unwrap_err()
             .to_string();
         assert!(e.contains("listener"), "{e}");
-        let e =
-            parse("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\nstages = [\"ips\"]\n")
-                .unwrap_err()
-                .to_string();
-        assert!(e.contains("listener[0].stages"), "{e}");
     }
 }

@@ -2,7 +2,6 @@
 //! splicing decided from the peeked ClientHello.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,42 +13,20 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sekisho_core::{
-    split_host_port, DestinationInfo, Direction, Evidence, Finding, FlowMeta, RequestHead,
+    split_host_port, DestinationInfo, Direction, Evidence, Finding, FlowMeta, RequestHead, Respond,
     ResponseHead, Severity, TlsMode, Verdict,
 };
 use tokio::net::TcpStream;
 
 use crate::blockpage::{self, BlockInfo};
 use crate::body::{inspect, is_blocked, DrainOnDrop};
+use crate::conn::ConnInfo;
 use crate::flowstate::{FinishGuard, FlowState, HttpFacts};
 use crate::headtap;
 use crate::io::{Activity, Tracked};
 use crate::tlspeek::{peek_client_hello, Peeked, Rewind};
 use crate::upstream::{classify, error_chain, ProxyBody, UpstreamFailure};
 use crate::Shared;
-
-/// The client connection a request came on.
-/// A client connection's slot under `max_connections`; released (and the active gauge lowered)
-/// when the last holder drops it.
-pub(crate) struct Slot {
-    pub _permit: tokio::sync::OwnedSemaphorePermit,
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.metrics.connections_active.dec();
-    }
-}
-
-pub(crate) struct ConnInfo {
-    /// The listener's index in config (selects its pipeline).
-    pub index: usize,
-    pub listener: Arc<str>,
-    pub client: SocketAddr,
-    pub local: SocketAddr,
-    pub _slot: Slot,
-}
 
 /// A decrypted CONNECT tunnel's facts.
 pub(crate) struct TunnelCtx {
@@ -316,6 +293,7 @@ pub(crate) fn new_meta(shared: &Shared, conn: &ConnInfo, host: &str, port: u16) 
         conn.client,
         conn.local,
     );
+    meta.conn_id = conn.id;
     meta.target_host = Some(host.to_string());
     meta.target_port = Some(port);
     meta
@@ -430,9 +408,6 @@ pub(crate) async fn http_flow(
         );
     }
 
-    if head.uri.path() == sekisho_urlfilter::CONTINUE_PATH {
-        return warn_continue(&shared, &conn, &state, &head).await;
-    }
     inspect_and_send(
         shared,
         conn,
@@ -472,6 +447,9 @@ pub(crate) async fn inspect_and_send(
         state.emit(&mut flow).await;
         if v == Verdict::Block {
             return request_blocked(&state, &flow, &head.host);
+        }
+        if let Some(answer) = flow.answer() {
+            return stage_response(&state, &flow, &head.host, answer);
         }
         v
     };
@@ -712,56 +690,6 @@ pub(crate) async fn inspect_and_send(
     Response::from_parts(rparts, body)
 }
 
-/// A click on a warning page's continue link: remembers the acknowledgement for this client and
-/// host, logs it, and sends the client back to the URL it asked for.
-async fn warn_continue(
-    shared: &Shared,
-    conn: &ConnInfo,
-    state: &Arc<FlowState>,
-    head: &RequestHead,
-) -> Response<ProxyBody> {
-    let token = head
-        .uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .unwrap_or("");
-    let host = sekisho_urlfilter::filter::canonical_host(&head.host).host;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match shared.warn.accept(token, conn.client.ip(), host) {
-        Ok(a) => {
-            let mut f = Finding::new(
-                "urlfilter",
-                format!("{}:continue", a.category),
-                format!(
-                    "URL filter: the user continued past the {} warning for {}",
-                    a.category, a.host
-                ),
-                Severity::Low,
-                a.category.clone(),
-                Evidence::new("request.url", &a.url),
-            );
-            f.stage = "url";
-            f.action = sekisho_core::Action::Allowed;
-            state.emit_own(f).await;
-            state.set_status(303);
-            let mut r = Response::new(empty());
-            *r.status_mut() = StatusCode::SEE_OTHER;
-            if let Ok(v) = HeaderValue::from_str(&a.url) {
-                r.headers_mut().insert(header::LOCATION, v);
-            }
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }
-        Err(why) => {
-            state.set_status(403);
-            text_response(StatusCode::FORBIDDEN, why)
-        }
-    }
-}
-
 /// Reads an inspected request body to its end and returns it as a body of those frames.
 async fn buffer_request(mut stream: ProxyBody) -> Result<ProxyBody, crate::upstream::BoxError> {
     let mut frames = Vec::new();
@@ -772,37 +700,18 @@ async fn buffer_request(mut stream: ProxyBody) -> Result<ProxyBody, crate::upstr
     Ok(http_body_util::StreamBody::new(it).boxed_unsync())
 }
 
-/// The 403 block page for a request the pipeline blocked (before anything went upstream), or
-/// the URL filter's warning page with its continue link.
+/// The block page for a request the pipeline blocked (before anything went upstream): 403, or
+/// the response the blocking stage chose (a warning page with its continue link, another status,
+/// a redirect).
 fn request_blocked(
     state: &FlowState,
     flow: &sekisho_core::Flow,
     host: &str,
 ) -> Response<ProxyBody> {
-    state.set_status(403);
-    let id = flow.blocking_event();
-    let blocking = flow.blocking_finding();
-    if let Some((f, link)) = blocking.and_then(|f| {
-        f.url
-            .as_ref()
-            .and_then(|u| u.continue_url.as_deref())
-            .map(|l| (f, l))
-    }) {
-        return blockpage::warn_response(
-            &BlockInfo {
-                title: "Warning",
-                reason: &format!(
-                    "{host} is in the category {} that your organisation's policy asks you to confirm.",
-                    f.category
-                ),
-                host,
-                category: &f.category,
-                event_id: id,
-            },
-            link,
-        )
-        .map(full);
+    if let Some(r) = flow.block_response() {
+        return stage_response(state, flow, host, r);
     }
+    state.set_status(403);
     block_response(
         StatusCode::FORBIDDEN,
         "Access blocked",
@@ -811,6 +720,53 @@ fn request_blocked(
         &flow_category(state, flow),
         flow.blocking_event(),
     )
+}
+
+/// A response a stage chose ([`Respond`]), for a block or as its own answer to the request.
+pub(crate) fn stage_response(
+    state: &FlowState,
+    flow: &sekisho_core::Flow,
+    host: &str,
+    r: &Respond,
+) -> Response<ProxyBody> {
+    let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::FORBIDDEN);
+    state.set_status(status.as_u16());
+    match r {
+        Respond::Warn { continue_url } => {
+            let category = flow_category(state, flow);
+            blockpage::warn_response(
+                &BlockInfo {
+                    title: "Warning",
+                    reason: &format!(
+                        "{host} is in the category {category} that your organisation's policy asks you to confirm."
+                    ),
+                    host,
+                    category: &category,
+                    event_id: flow.blocking_event(),
+                },
+                continue_url,
+            )
+            .map(full)
+        }
+        Respond::Redirect { location, .. } => {
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = status;
+            if let Ok(v) = HeaderValue::from_str(location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Respond::Status(_) => block_response(
+            status,
+            "Access blocked",
+            &format!("The request to {host} was blocked by the gateway policy."),
+            host,
+            &flow_category(state, flow),
+            flow.blocking_event(),
+        ),
+    }
 }
 
 fn flow_category(_state: &FlowState, flow: &sekisho_core::Flow) -> String {
@@ -1010,24 +966,20 @@ async fn tunnel<S>(
     };
     let sni = hello.sni.clone();
     state.update_meta(|meta| meta.sni = sni.clone()).await;
+    let stage_splice;
     let blocked = {
         let mut flow = state.flow.lock().await;
         let v = flow.tls_hello(&hello);
         state.emit(&mut flow).await;
+        stage_splice = flow.splice_requested().map(str::to_string);
         (v == Verdict::Block).then(|| (flow.blocking_event(), flow_category(&state, &flow)))
     };
-    let url_splice = shared.url.load().as_ref().and_then(|u| {
-        u.splice_match(&host)
-            .or_else(|| sni.as_deref().and_then(|s| u.splice_match(s)))
-    });
     let splice = blocked.is_none()
         && (shared.splice.matches(&host)
             || sni.as_deref().is_some_and(|s| shared.splice.matches(s))
-            || url_splice.is_some());
-    if let Some(category) = &url_splice {
-        if splice {
-            tracing::debug!(host = %host, category = %category, "spliced by URL category");
-        }
+            || stage_splice.is_some());
+    if let (true, Some(why)) = (splice, &stage_splice) {
+        tracing::debug!(host = %host, reason = %why, "spliced at a stage's request");
     }
     if splice {
         state.update_meta(|meta| meta.tls = TlsMode::Spliced).await;

@@ -9,6 +9,7 @@ pub mod ca;
 mod canon;
 pub mod clientauth;
 pub mod config;
+mod conn;
 mod error;
 pub mod events;
 mod flowstate;
@@ -17,7 +18,6 @@ pub mod headtap;
 pub mod hostmatch;
 mod io;
 pub mod metrics;
-pub mod policy;
 mod reverse;
 pub mod tlspeek;
 pub mod upstream;
@@ -32,7 +32,7 @@ use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use sekisho_core::{Observer, Pipeline, Stage, StagePolicy};
+use sekisho_core::{Observer, Pipeline};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -71,16 +71,12 @@ pub(crate) struct Shared {
     pub events: EventSink,
     pub metrics: Arc<Metrics>,
     pub splice: HostMatcher,
-    /// The URL filter in force (splice categories); swapped on reload.
-    pub url: arc_swap::ArcSwapOption<sekisho_urlfilter::UrlFilter>,
-    /// Warning-page acknowledgements, kept across reloads.
-    pub warn: Arc<sekisho_urlfilter::WarnStore>,
     pub hold: Arc<Semaphore>,
     pub flow_ids: AtomicU64,
+    pub conn_ids: AtomicU64,
     pub observer: Observer,
     pub server_tls: Arc<rustls::ServerConfig>,
     pub limits: Limits,
-    pub extra_stages: Vec<ExtraStage>,
     /// Reverse listeners' TLS, routes and pools, by listener index (None for forward ones).
     pub reverse: Vec<Option<ArcSwap<reverse::ReverseState>>>,
     /// Pool members by URL (health and in-flight counts survive reloads).
@@ -126,6 +122,10 @@ impl Shared {
         self.flow_ids.fetch_add(1, Ordering::Relaxed)
     }
 
+    pub fn next_conn_id(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// A TLS acceptor presenting `cert`, sharing the base config's session cache and tickets.
     pub fn tls_acceptor(&self, cert: Arc<CertifiedKey>) -> tokio_rustls::TlsAcceptor {
         let mut cfg = (*self.server_tls).clone();
@@ -134,222 +134,14 @@ impl Shared {
     }
 }
 
-/// A stage added by an embedder (tests, future engines) after the configured ones.
-pub type ExtraStage = (Arc<dyn Stage>, StagePolicy);
-
-/// Engines loaded from config, shared by every listener's pipeline.
-#[derive(Clone, Default)]
-pub struct Engines {
-    /// The AV engine, when `[av]` is configured.
-    pub av: Option<Arc<sekisho_av::Engine>>,
-    /// The IPS rule set, when `[ips]` is configured.
-    pub ips: Option<Arc<sekisho_ips::RuleSet>>,
-    /// The URL filter lists and policies, when `[urlfilter]` is configured.
-    pub url: Option<Arc<sekisho_urlfilter::UrlFilter>>,
-    /// Warning-page acknowledgements (kept across reloads by the gateway).
-    pub warn: Arc<sekisho_urlfilter::WarnStore>,
-}
-
-/// Loads the `[urlfilter]` lists and policies and logs malformed list lines.
-pub fn load_url(cfg: &Config) -> Result<Option<Arc<sekisho_urlfilter::UrlFilter>>> {
-    let Some(uc) = &cfg.urlfilter else {
-        return Ok(None);
-    };
-    let f = sekisho_urlfilter::UrlFilter::load(uc).map_err(|e| ProxyError::Config {
-        file: cfg.path.clone(),
-        message: format!("urlfilter: {e}"),
-    })?;
-    let db = f.db();
-    let (errors, n) = db.errors();
-    for e in errors {
-        tracing::warn!("urlfilter: {e} (line skipped)");
-    }
-    if n > errors.len() {
-        tracing::warn!(
-            "urlfilter: {} more malformed lines skipped",
-            n - errors.len()
-        );
-    }
-    tracing::info!(
-        categories = db.names().len(),
-        domains = db.domain_count(),
-        urls = db.url_count(),
-        ips = db.ip_count(),
-        expressions = db.expression_count(),
-        malformed = n,
-        load_ms = f.load_time.as_millis() as u64,
-        "URL lists loaded"
-    );
-    Ok(Some(Arc::new(f)))
-}
-
-/// Loads the `[ips]` rule set and logs what did not load. With `strict`, a rule with a syntax
-/// error fails the load (reload keeps the running set); otherwise it is logged and skipped.
-pub fn load_ips(
-    cfg: &Config,
-    strict: bool,
-    stats: Option<Arc<sekisho_ips::ruleset::Stats>>,
-) -> Result<Option<Arc<sekisho_ips::RuleSet>>> {
-    let Some(ic) = &cfg.ips else {
-        return Ok(None);
-    };
-    let err = |message: String| ProxyError::Config {
-        file: cfg.path.clone(),
-        message,
-    };
-    let mut opts = ic
-        .load_options(cfg.path.parent())
-        .map_err(|e| err(format!("ips: {e}")))?;
-    opts.stats = stats;
-    let set = sekisho_ips::RuleSet::load(&opts).map_err(|e| err(format!("ips: {e}")))?;
-    let r = set.report();
-    for e in &r.errors {
-        tracing::error!("ips: {e}");
-    }
-    for e in &r.config_errors {
-        tracing::warn!("ips: {e}");
-    }
-    for s in &r.skipped {
-        tracing::debug!("ips: {s}");
-    }
-    if strict && !r.errors.is_empty() {
-        return Err(err(format!(
-            "ips: {} rule(s) with errors, first: {}",
-            r.errors.len(),
-            r.errors[0]
-        )));
-    }
-    tracing::info!(
-        loaded = r.loaded,
-        skipped = r.skipped.len(),
-        errors = r.errors.len(),
-        compile_ms = r.compile_ms as u64,
-        "IPS rules loaded"
-    );
-    Ok(Some(Arc::new(set)))
-}
-
-impl Engines {
-    /// Loads every configured engine (compiles rules: call it off the async workers).
-    pub fn load(cfg: &Config) -> Result<Engines> {
-        Self::load_with(cfg, false, None)
-    }
-
-    /// As [`Engines::load`]; `strict` (reloads) refuses IPS rule files with syntax errors;
-    /// `ips_stats` are the counters the metrics endpoint reads.
-    pub fn load_with(
-        cfg: &Config,
-        strict: bool,
-        ips_stats: Option<Arc<sekisho_ips::ruleset::Stats>>,
-    ) -> Result<Engines> {
-        let ips = load_ips(cfg, strict, ips_stats)?;
-        let av = match &cfg.av {
-            Some(a) => {
-                let engine =
-                    sekisho_av::Engine::load(&a.yara, &a.clamav, a.cache()).map_err(|e| {
-                        ProxyError::Config {
-                            file: cfg.path.clone(),
-                            message: format!("av: {e}"),
-                        }
-                    })?;
-                let r = engine.report();
-                for rej in &r.rejected {
-                    tracing::warn!(file = %rej.file, line = rej.line, name = %rej.name, reason = %rej.reason, "signature not loaded");
-                }
-                tracing::info!(
-                    yara_rules = r.yara_rules,
-                    hash_signatures = r.hash_signatures,
-                    rejected = r.rejected.len(),
-                    cached = r.from_cache,
-                    "AV signatures loaded"
-                );
-                Some(Arc::new(engine))
-            }
-            None => None,
-        };
-        let url = load_url(cfg)?;
-        Ok(Engines {
-            av,
-            ips,
-            url,
-            warn: Arc::default(),
-        })
-    }
-}
-
-/// The stages a listener runs when it names none: every configured one.
-fn default_stages(cfg: &Config) -> Vec<String> {
-    let mut s = vec!["host_policy".to_string()];
-    if cfg.urlfilter.is_some() {
-        s.push("url".to_string());
-    }
-    if cfg.ips.is_some() {
-        s.push("ips".to_string());
-    }
-    if cfg.av.is_some() {
-        s.push("av".to_string());
-    }
-    s
-}
-
-/// Builds the pipeline of stages named in config, then `extra`.
-pub fn build_pipeline(
-    cfg: &Config,
-    stages: Option<&[String]>,
-    engines: &Engines,
-    extra: &[ExtraStage],
-) -> Result<Pipeline> {
-    let mut p = Pipeline::new();
-    p.set_resolve_timeout(Duration::from_secs(cfg.limits.resolve_timeout_secs));
-    let all = default_stages(cfg);
-    let err = |message: String| ProxyError::Config {
-        file: cfg.path.clone(),
-        message,
-    };
-    for name in stages.unwrap_or(&all) {
-        match name.as_str() {
-            "host_policy" => {
-                let deny = HostMatcher::new(&cfg.policy.deny_hosts)
-                    .map_err(|e| err(format!("policy.deny_hosts: {e}")))?;
-                p.push(Arc::new(policy::HostPolicy::new(deny)), cfg.policy.stage);
-            }
-            "av" => {
-                let (Some(av_cfg), Some(engine)) = (&cfg.av, &engines.av) else {
-                    return Err(err("stage \"av\" needs an [av] table".into()));
-                };
-                p.push(
-                    Arc::new(sekisho_av::AvStage::new(Arc::clone(engine), av_cfg)),
-                    av_cfg.policy(cfg.limits.resolve_timeout_secs),
-                );
-            }
-            "url" => {
-                let (Some(url_cfg), Some(filter)) = (&cfg.urlfilter, &engines.url) else {
-                    return Err(err("stage \"url\" needs a [urlfilter] table".into()));
-                };
-                p.push(
-                    Arc::new(sekisho_urlfilter::UrlStage::new(
-                        Arc::clone(filter),
-                        Arc::clone(&engines.warn),
-                    )),
-                    url_cfg.policy(),
-                );
-            }
-            "ips" => {
-                let (Some(ips_cfg), Some(set)) = (&cfg.ips, &engines.ips) else {
-                    return Err(err("stage \"ips\" needs an [ips] table".into()));
-                };
-                p.push(
-                    Arc::new(sekisho_ips::IpsStage::new(Arc::clone(set), ips_cfg)),
-                    ips_cfg.policy(),
-                );
-            }
-            other => return Err(err(format!("unknown stage {other:?}"))),
-        }
-    }
-    for (stage, policy) in extra {
-        p.push(Arc::clone(stage), *policy);
-    }
-    Ok(p)
+/// What the binary hands the gateway besides its config: one ready pipeline per listener (by
+/// listener index) and the engines' Prometheus collectors.
+#[derive(Default)]
+pub struct Wiring {
+    /// Each listener's pipeline, in `[[listener]]` order.
+    pub pipelines: Vec<Pipeline>,
+    /// Collectors the engines export, registered beside the proxy's own metrics.
+    pub collectors: Vec<Box<dyn prometheus::core::Collector>>,
 }
 
 fn base_server_tls() -> Result<rustls::ServerConfig> {
@@ -390,7 +182,9 @@ pub struct Gateway {
     writers: EventWriters,
 }
 
-/// Everything `check-config` validates without binding: CA, roots, pipeline.
+/// What `check-config` validates of the proxy without binding: the CA, the upstream trust
+/// anchors and the MSS sinks. Engines and listeners are checked by the binary's assembly (see
+/// [`describe_listener`]).
 pub fn check(cfg: &Config) -> Result<Vec<String>> {
     cfg.require_listeners()?;
     let mut notes = Vec::new();
@@ -408,119 +202,70 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
     }
     let roots = upstream::root_store(tls.system_roots, tls.webpki_roots, &tls.upstream_roots)?;
     notes.push(format!("{} upstream trust anchors", roots.len()));
-    let engines = Engines::load(cfg)?;
-    if let Some(av) = &engines.av {
-        let r = av.report();
-        notes.push(format!(
-            "av: {} YARA rules (ClamAV body signatures included), {} ClamAV hash signatures, {} rejected",
-            r.yara_rules, r.hash_signatures, r.rejected.len()
-        ));
-        for rej in &r.rejected {
-            notes.push(format!(
-                "  not loaded: {}:{} {}: {}",
-                rej.file, rej.line, rej.name, rej.reason
-            ));
-        }
-    }
-    if let Some(ips) = &engines.ips {
-        let r = ips.report();
-        notes.push(format!(
-            "ips: {} rules loaded, {} skipped (unsupported), {} with errors, compiled in {} ms",
-            r.loaded,
-            r.skipped.len(),
-            r.errors.len(),
-            r.compile_ms
-        ));
-        for e in &r.config_errors {
-            notes.push(format!("  warning: {e}"));
-        }
-        if !r.errors.is_empty() {
-            let list: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
-            return Err(ProxyError::Config {
-                file: cfg.path.clone(),
-                message: format!(
-                    "ips: {} rule(s) with errors (`sekisho run` skips them):\n  {}",
-                    r.errors.len(),
-                    list.join("\n  ")
-                ),
-            });
-        }
-    }
-    if let Some(u) = &engines.url {
-        let db = u.db();
-        let (errors, n) = db.errors();
-        notes.push(format!(
-            "urlfilter: {} categories and lists, {} domains, {} URLs, {} IPs, {} expressions, {} malformed lines skipped, loaded in {} ms; policies {:?}",
-            db.names().len(),
-            db.domain_count(),
-            db.url_count(),
-            db.ip_count(),
-            db.expression_count(),
-            n,
-            u.load_time.as_millis(),
-            u.policies().iter().map(|p| p.name.as_str()).collect::<Vec<_>>()
-        ));
-        for e in errors.iter().take(20) {
-            notes.push(format!("  skipped: {e}"));
-        }
-    }
     if let Some(m) = &cfg.mss {
-        notes.push(format!(
-            "mss: spool {} (at most {} bytes per sink and class), masking {}",
-            m.spool_dir.display(),
-            m.spool_max_bytes,
-            if m.mask.enabled() { "on" } else { "off" }
-        ));
-        for (i, s) in m.sinks.iter().enumerate() {
-            sekisho_mss::deliver::check_sink(m, i).map_err(|e| ProxyError::Config {
-                file: cfg.path.clone(),
-                message: e.to_string(),
-            })?;
-            notes.push(format!(
-                "  sink {}: {:?} {} format {} transport {:?} logs {:?}",
-                m.sink_name(i),
-                s.kind,
-                s.target(),
-                s.format().name(),
-                s.transport,
-                s.logs
-            ));
-        }
-    }
-    let members = reverse::Members::default();
-    for (i, l) in cfg.listeners.iter().enumerate() {
-        let p = build_pipeline(cfg, l.stages.as_deref(), &engines, &[])?;
-        let deadlines: Vec<String> = p
-            .deadlines()
-            .iter()
-            .map(|(s, d)| format!("{s} ({}s)", d.as_secs()))
-            .collect();
-        notes.push(format!(
-            "listener {} ({:?}): stages {:?}; decision deadlines for held bodies: {}",
-            cfg.listener_name(i),
-            l.kind,
-            p.stage_names(),
-            deadlines.join(", ")
-        ));
-        if l.kind == config::ListenerKind::Reverse {
-            let st = reverse::ReverseState::build(cfg, i, &members)?;
-            notes.push(format!("  {}", st.describe()));
-        }
+        notes.extend(check_mss(cfg, m)?);
     }
     Ok(notes)
 }
 
-impl Gateway {
-    /// Loads certificates and roots, opens the event files and binds every socket.
-    pub async fn build(cfg: Config) -> Result<Gateway> {
-        Gateway::build_with_stages(cfg, Vec::new()).await
+fn check_mss(cfg: &Config, m: &sekisho_mss::MssConfig) -> Result<Vec<String>> {
+    let mut notes = vec![format!(
+        "mss: spool {} (at most {} bytes per sink and class), masking {}",
+        m.spool_dir.display(),
+        m.spool_max_bytes,
+        if m.mask.enabled() { "on" } else { "off" }
+    )];
+    for (i, s) in m.sinks.iter().enumerate() {
+        sekisho_mss::deliver::check_sink(m, i).map_err(|e| ProxyError::Config {
+            file: cfg.path.clone(),
+            message: e.to_string(),
+        })?;
+        notes.push(format!(
+            "  sink {}: {:?} {} format {} transport {:?} logs {:?}",
+            m.sink_name(i),
+            s.kind,
+            s.target(),
+            s.format().name(),
+            s.transport,
+            s.logs
+        ));
     }
+    Ok(notes)
+}
 
-    /// Like [`Gateway::build`], with `extra` stages appended to every pipeline (and kept across
-    /// reloads).
-    pub async fn build_with_stages(cfg: Config, extra: Vec<ExtraStage>) -> Result<Gateway> {
+/// What `check-config` says of listener `index` beyond its stages: a reverse listener's
+/// certificates, client CAs, CRLs and routes (read from disk), `None` for a forward listener.
+pub fn describe_listener(cfg: &Config, index: usize) -> Result<Option<String>> {
+    match cfg.listeners.get(index) {
+        Some(l) if l.kind == config::ListenerKind::Reverse => {
+            let st = reverse::ReverseState::build(cfg, index, &reverse::Members::default())?;
+            Ok(Some(st.describe()))
+        }
+        _ => Ok(None),
+    }
+}
+
+impl Gateway {
+    /// Loads certificates and roots, opens the event files and binds every socket. `wiring`
+    /// brings one pipeline per listener (the binary assembles them from the engines) and the
+    /// engines' metrics.
+    pub async fn build(cfg: Config, wiring: Wiring) -> Result<Gateway> {
         cfg.require_listeners()?;
         let metrics = Arc::new(Metrics::new()?);
+        for c in wiring.collectors {
+            metrics.registry.register(c)?;
+        }
+        let pipelines = wiring.pipelines;
+        if pipelines.len() != cfg.listeners.len() {
+            return Err(ProxyError::Config {
+                file: cfg.path.clone(),
+                message: format!(
+                    "{} pipelines for {} listeners",
+                    pipelines.len(),
+                    cfg.listeners.len()
+                ),
+            });
+        }
         let tls = &cfg.tls;
         let ca = CertAuthority::load(&tls.ca_cert, &tls.ca_key)?;
         let minter = LeafMinter::new(
@@ -572,11 +317,6 @@ impl Gateway {
             message: format!("tls.splice: {e}"),
         })?;
 
-        let engines = Engines::load_with(&cfg, false, Some(Arc::clone(&metrics.ips_stats)))?;
-        metrics
-            .ips_rules
-            .set(engines.ips.as_ref().map_or(0, |s| s.len() as i64));
-        let pipelines = build_pipelines(&cfg, &engines, &extra)?;
         let members = reverse::Members::default();
         let reverse = reverse::build_all(&cfg, &members)?;
         let mut listeners = Vec::new();
@@ -616,10 +356,9 @@ impl Gateway {
             events,
             metrics,
             splice,
-            url: arc_swap::ArcSwapOption::new(engines.url.clone()),
-            warn: Arc::clone(&engines.warn),
             hold: Arc::new(Semaphore::new(l.hold_bytes_total)),
             flow_ids: AtomicU64::new(1),
+            conn_ids: AtomicU64::new(1),
             observer: Observer {
                 name: "sekisho".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -627,7 +366,6 @@ impl Gateway {
             },
             server_tls: Arc::new(base_server_tls()?),
             limits,
-            extra_stages: extra,
             reverse,
             members,
         });
@@ -710,8 +448,8 @@ impl Gateway {
     }
 }
 
-/// Swaps the running pipeline (SIGHUP, admin API). It does not keep a stopped gateway alive: the
-/// shutdown does not wait for reload handles to go.
+/// Swaps the running pipelines and reverse-proxy state (SIGHUP, admin API). It does not keep a
+/// stopped gateway alive: the shutdown does not wait for reload handles to go.
 #[derive(Clone)]
 pub struct Reloader(std::sync::Weak<Shared>);
 
@@ -723,34 +461,26 @@ impl Reloader {
         })
     }
 
-    /// Builds every listener's pipeline from `cfg` and swaps them in; on error (or a changed
-    /// listener count, which needs a restart) the running ones stay.
-    pub fn reload(&self, cfg: &Config) -> Result<()> {
+    /// Puts `pipelines` (one per listener) and the reverse listeners' certificates and routes
+    /// of `cfg` into service; on error (or a changed listener count or kind, which needs a
+    /// restart) the running ones stay. Counts the reload in `sekisho_reloads_total`.
+    pub fn apply(&self, cfg: &Config, pipelines: Vec<Pipeline>) -> Result<()> {
         let shared = self.shared(&cfg.path)?;
-        let r = Self::swap(&shared, cfg);
+        let r = Self::swap(&shared, cfg, pipelines);
         let label = if r.is_ok() { "ok" } else { "error" };
         shared.metrics.reloads.with_label_values(&[label]).inc();
         r
     }
 
-    /// Reads `path` and reloads from it; a config that does not parse counts as a failed reload.
-    pub fn reload_file(&self, path: &std::path::Path) -> Result<()> {
-        match Config::load(path) {
-            Ok(cfg) => self.reload(&cfg),
-            Err(e) => {
-                if let Ok(shared) = self.shared(path) {
-                    shared.metrics.reloads.with_label_values(&["error"]).inc();
-                }
-                Err(e)
-            }
+    /// Counts a reload that failed before [`Reloader::apply`] (a config that does not parse, an
+    /// engine that does not build).
+    pub fn failed(&self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.metrics.reloads.with_label_values(&["error"]).inc();
         }
     }
 
-    fn swap(shared: &Shared, cfg: &Config) -> Result<()> {
-        let mut engines =
-            Engines::load_with(cfg, true, Some(Arc::clone(&shared.metrics.ips_stats)))?;
-        engines.warn = Arc::clone(&shared.warn);
-        let new = build_pipelines(cfg, &engines, &shared.extra_stages)?;
+    fn swap(shared: &Shared, cfg: &Config, new: Vec<Pipeline>) -> Result<()> {
         let kinds_same = cfg.listeners.len() == shared.reverse.len()
             && cfg
                 .listeners
@@ -774,21 +504,8 @@ impl Reloader {
                 slot.store(r.load_full());
             }
         }
-        shared.url.store(engines.url.clone());
-        shared
-            .metrics
-            .ips_rules
-            .set(engines.ips.as_ref().map_or(0, |s| s.len() as i64));
         Ok(())
     }
-}
-
-/// Every listener's pipeline, by listener index.
-fn build_pipelines(cfg: &Config, engines: &Engines, extra: &[ExtraStage]) -> Result<Vec<Pipeline>> {
-    cfg.listeners
-        .iter()
-        .map(|l| build_pipeline(cfg, l.stages.as_deref(), engines, extra))
-        .collect()
 }
 
 async fn accept_loop(
@@ -841,14 +558,19 @@ async fn accept_loop(
         shared.metrics.connections_active.inc();
         // The connection slot lives as long as anything serving this client does, including a
         // CONNECT tunnel that outlives the HTTP/1.1 connection it was upgraded from.
-        let conn = Arc::new(forward::ConnInfo {
+        let id = shared.next_conn_id();
+        let conn = Arc::new(conn::ConnInfo {
+            id,
             index,
             listener: Arc::clone(&name),
             client: peer,
             local,
-            _slot: forward::Slot {
+            _slot: conn::Slot {
                 _permit: permit,
                 metrics: Arc::clone(&shared.metrics),
+                shared: Arc::downgrade(&shared),
+                index,
+                id,
             },
         });
         let shared = Arc::clone(&shared);

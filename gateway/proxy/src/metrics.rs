@@ -6,7 +6,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Every metric the proxy exports.
+/// Every metric the proxy exports (engines register their own collectors in [`Metrics::registry`]).
 #[allow(missing_docs)]
 pub struct Metrics {
     pub registry: Registry,
@@ -36,15 +36,6 @@ pub struct Metrics {
     pub upstream_up: IntGaugeVec,
     pub upstream_retries: IntCounterVec,
     pub reloads: IntCounterVec,
-    pub ips_rules: IntGauge,
-    pub ips_candidates: IntCounter,
-    pub ips_matches: IntCounter,
-    pub ips_pcre_limit_hits: IntCounter,
-    pub ips_pcre_budget_exhausted: IntCounter,
-    pub ips_step_limit_hits: IntCounter,
-    pub ips_thresholded: IntCounter,
-    /// The IPS counters (shared by every rule set loaded), copied in at each scrape.
-    pub ips_stats: std::sync::Arc<sekisho_ips::ruleset::Stats>,
 }
 
 impl Metrics {
@@ -223,60 +214,12 @@ impl Metrics {
                 ),
                 &["result"]
             )?),
-            ips_rules: reg!(IntGauge::new(
-                "sekisho_ips_rules_loaded",
-                "IPS rules in the running set"
-            )?),
-            ips_candidates: reg!(IntCounter::new(
-                "sekisho_ips_candidates_total",
-                "IPS rules verified after the prefilter"
-            )?),
-            ips_matches: reg!(IntCounter::new(
-                "sekisho_ips_matches_total",
-                "IPS rules that matched (before thresholds and noalert)"
-            )?),
-            ips_pcre_limit_hits: reg!(IntCounter::new(
-                "sekisho_ips_pcre_limit_hits_total",
-                "pcre evaluations stopped by the PCRE2 match limit"
-            )?),
-            ips_pcre_budget_exhausted: reg!(IntCounter::new(
-                "sekisho_ips_pcre_budget_exhausted_total",
-                "Flows whose pcre time budget ran out"
-            )?),
-            ips_step_limit_hits: reg!(IntCounter::new(
-                "sekisho_ips_step_limit_hits_total",
-                "Content inspections cut by the recursion limit"
-            )?),
-            ips_thresholded: reg!(IntCounter::new(
-                "sekisho_ips_thresholded_total",
-                "IPS alerts suppressed by threshold, detection_filter or suppress"
-            )?),
-            ips_stats: std::sync::Arc::default(),
             registry,
         })
     }
 
-    fn sync_ips(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let s = &self.ips_stats;
-        for (c, v) in [
-            (&self.ips_candidates, s.candidates.load(Relaxed)),
-            (&self.ips_matches, s.matches.load(Relaxed)),
-            (&self.ips_pcre_limit_hits, s.pcre_limit_hits.load(Relaxed)),
-            (
-                &self.ips_pcre_budget_exhausted,
-                s.pcre_budget_exhausted.load(Relaxed),
-            ),
-            (&self.ips_step_limit_hits, s.step_limit_hits.load(Relaxed)),
-            (&self.ips_thresholded, s.thresholded.load(Relaxed)),
-        ] {
-            c.inc_by(v.saturating_sub(c.get()));
-        }
-    }
-
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        self.sync_ips();
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

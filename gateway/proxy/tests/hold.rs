@@ -1,6 +1,7 @@
 //! The body-holding machinery of the pipeline driver, exercised through a real proxy on loopback
 //! with a test stage: hold and release, hold and block (block page), block mid-stream (reset),
-//! per-flow overflow (block, or pass-and-alert), held request bodies.
+//! per-flow overflow (block, or pass-and-alert), held request bodies; and what a stage can say
+//! besides a verdict (its own block response, an answer, the end of a connection).
 
 #![allow(clippy::unwrap_used)]
 
@@ -202,7 +203,10 @@ async fn gateway(tag: &str, policy: StagePolicy, limits: &str) -> Running {
     gateway_with(tag, vec![(Arc::new(MarkerStage), policy)], limits).await
 }
 
-async fn gateway_with(tag: &str, stages: Vec<sekisho_proxy::ExtraStage>, limits: &str) -> Running {
+/// A stage and its policy in a test pipeline.
+type TestStage = (Arc<dyn sekisho_core::Stage>, StagePolicy);
+
+async fn gateway_with(tag: &str, stages: Vec<TestStage>, limits: &str) -> Running {
     let dir = std::env::temp_dir().join(format!("sekisho-hold-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     sekisho_proxy::ca::init_ca(&dir, "Hold Test CA").unwrap();
@@ -214,7 +218,18 @@ async fn gateway_with(tag: &str, stages: Vec<sekisho_proxy::ExtraStage>, limits:
          [limits]\n{limits}\n"
     );
     let cfg = Config::parse(&text, std::path::Path::new("hold.toml")).unwrap();
-    let gw = Gateway::build_with_stages(cfg, stages).await.unwrap();
+    let mut pipeline = sekisho_core::Pipeline::new();
+    pipeline.set_resolve_timeout(std::time::Duration::from_secs(
+        cfg.limits.resolve_timeout_secs,
+    ));
+    for (stage, policy) in stages {
+        pipeline.push(stage, policy);
+    }
+    let wiring = sekisho_proxy::Wiring {
+        pipelines: vec![pipeline],
+        collectors: Vec::new(),
+    };
+    let gw = Gateway::build(cfg, wiring).await.unwrap();
     let (addrs, _) = gw.local_addrs();
     let metrics = gw.metrics();
     tokio::spawn(gw.run(std::future::pending()));
@@ -437,7 +452,7 @@ impl Inspector for StuckInspector {
     }
 }
 
-fn stuck(on_error: OnError, secs: u64) -> sekisho_proxy::ExtraStage {
+fn stuck(on_error: OnError, secs: u64) -> TestStage {
     (
         Arc::new(Stuck),
         StagePolicy {
@@ -724,4 +739,103 @@ async fn an_upstream_that_answers_early_never_gets_held_bytes() {
         String::from_utf8_lossy(&r.body)
     );
     assert_eq!(g.metrics.hold_bytes.get(), 0);
+}
+
+/// What a stage can say besides a verdict, through the proxy: paths `/status-406` and
+/// `/redirect` block with the stage's own response, `/answer` is answered by the stage without a
+/// block (nothing goes upstream); every flow's connection id is recorded, and so is every
+/// connection the proxy reports closed.
+#[derive(Default)]
+struct Says {
+    flows: std::sync::Mutex<Vec<u64>>,
+    closed: std::sync::Mutex<Vec<u64>>,
+}
+struct SaysStage(Arc<Says>);
+struct SaysInspector;
+
+impl Stage for SaysStage {
+    fn name(&self) -> &'static str {
+        "says"
+    }
+    fn new_flow(&self, meta: &FlowMeta) -> Box<dyn Inspector> {
+        self.0.flows.lock().unwrap().push(meta.conn_id);
+        Box::new(SaysInspector)
+    }
+    fn connection_closed(&self, conn_id: u64) {
+        self.0.closed.lock().unwrap().push(conn_id);
+    }
+}
+
+impl Inspector for SaysInspector {
+    fn on_request_head(&mut self, cx: &mut Cx<'_>, head: &RequestHead) -> Verdict {
+        match head.uri.path() {
+            "/status-406" => {
+                cx.respond(sekisho_core::Respond::Status(406));
+                Verdict::Block
+            }
+            "/redirect" => {
+                cx.respond(sekisho_core::Respond::Redirect {
+                    status: 302,
+                    location: "http://login.test/".into(),
+                });
+                Verdict::Block
+            }
+            "/answer" => {
+                cx.respond(sekisho_core::Respond::Redirect {
+                    status: 303,
+                    location: "http://elsewhere.test/".into(),
+                });
+                Verdict::Allow
+            }
+            _ => Verdict::Allow,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_chooses_the_response_and_hears_connections_close() {
+    let (o, seen) = origin_seen().await;
+    let says = Arc::new(Says::default());
+    let stage: Arc<dyn Stage> = Arc::new(SaysStage(Arc::clone(&says)));
+    let g = gateway_with("says", vec![(stage, StagePolicy::default())], "").await;
+    let base = format!("http://127.0.0.1:{o}");
+
+    let r = curl(&g.proxy, &[&format!("{base}/status-406")]).await;
+    assert_eq!(r.status, "406", "the stage's status replaces 403");
+    let page = String::from_utf8_lossy(&r.body);
+    let ev = wait_event(&g.dir, |e| e["stage"] == "says").await;
+    assert!(page.contains(ev["event"]["id"].as_str().unwrap()), "{page}");
+    assert_eq!(ev["event"]["action"], "blocked");
+
+    let r = curl(&g.proxy, &["-i", &format!("{base}/redirect")]).await;
+    assert_eq!(r.status, "302");
+    let head = String::from_utf8_lossy(&r.body).to_ascii_lowercase();
+    assert!(head.contains("location: http://login.test/"), "{head}");
+
+    let r = curl(&g.proxy, &["-i", &format!("{base}/answer")]).await;
+    assert_eq!(r.status, "303", "an answer without a block");
+    let head = String::from_utf8_lossy(&r.body).to_ascii_lowercase();
+    assert!(head.contains("location: http://elsewhere.test/"), "{head}");
+    assert_eq!(seen.requests.load(SeqCst), 0, "nothing went upstream");
+
+    let ok = curl(&g.proxy, &[&format!("{base}/clean/10")]).await;
+    assert_eq!((ok.status.as_str(), seen.requests.load(SeqCst)), ("200", 1));
+
+    // Four curl runs, four connections, each with its own id, each reported closed.
+    let flows: Vec<u64> = says.flows.lock().unwrap().clone();
+    let mut ids = flows.clone();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "{flows:?}");
+    assert!(ids.iter().all(|id| *id > 0), "{ids:?}");
+    for _ in 0..200 {
+        let closed = says.closed.lock().unwrap().clone();
+        if ids.iter().all(|id| closed.contains(id)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "connections {ids:?} not all reported closed: {:?}",
+        says.closed.lock().unwrap()
+    );
 }

@@ -11,7 +11,7 @@
 //!
 //! Inputs and hosts are bounded: anything past [`MAX_URL`] bytes is cut before work starts.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 use percent_encoding::{percent_decode, percent_encode, AsciiSet, CONTROLS};
 
@@ -216,56 +216,7 @@ fn lower_keep_escapes(h: &str) -> String {
     out
 }
 
-/// inet_aton forms: `a.b.c.d`, `a.b.c` (c: 16 bits), `a.b` (b: 24 bits), `a` (32 bits); each
-/// part decimal, octal (`0…`) or hex (`0x…`). A resolver reads a host in any of these forms as
-/// this address, so policy decisions on hosts must too.
-pub fn parse_ipv4(h: &str) -> Option<Ipv4Addr> {
-    if h.is_empty()
-        || !h
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x' || b == b'X')
-    {
-        return None;
-    }
-    let parts: Vec<&str> = h.split('.').collect();
-    if parts.is_empty() || parts.len() > 4 {
-        return None;
-    }
-    let mut nums = Vec::with_capacity(parts.len());
-    for p in &parts {
-        let (digits, radix) = if let Some(x) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X"))
-        {
-            (x, 16)
-        } else if p.len() > 1 && p.starts_with('0') {
-            (&p[1..], 8)
-        } else {
-            (*p, 10)
-        };
-        if digits.is_empty() && radix != 16 {
-            return None;
-        }
-        let v = if digits.is_empty() {
-            0
-        } else {
-            u64::from_str_radix(digits, radix).ok()?
-        };
-        nums.push(v);
-    }
-    let (last, init) = nums.split_last()?;
-    if init.iter().any(|v| *v > 255) {
-        return None;
-    }
-    let bits = 8 * (4 - init.len() as u32);
-    if *last >= 1u64 << bits {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for (i, n) in init.iter().enumerate() {
-        v |= n << (24 - 8 * i as u32);
-    }
-    v |= last;
-    Some(Ipv4Addr::from(u32::try_from(v).ok()?))
-}
+pub use sekisho_core::host::parse_ipv4;
 
 fn canonical_path(path: &str) -> String {
     if path.starts_with('/')

@@ -11,11 +11,13 @@
 pub mod canonical;
 pub mod db;
 pub mod filter;
+mod plug;
 pub mod stage;
 pub mod warn;
 
 pub use canonical::{canonicalize, Canonical};
 pub use db::{Db, DbError, LineError, Match, MatchKind};
 pub use filter::{Action, Decision, MatchInfo, UrlFilter, UrlFilterConfig, UrlFilterError};
+pub use plug::UrlEngine;
 pub use stage::UrlStage;
 pub use warn::{Accepted, WarnStore, CONTINUE_PATH};

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use sekisho_core::{
-    Cx, Evidence, Finding, FlowMeta, Inspector, RequestHead, Severity, Stage, TlsHello, TlsMode,
-    UrlCategoryInfo, Verdict,
+    Action as EventAction, Cx, Evidence, Finding, FlowMeta, Inspector, RequestHead, Respond,
+    Severity, Stage, TlsHello, TlsMode, UrlCategoryInfo, Verdict,
 };
 
 use crate::canonical::canonicalize;
@@ -87,7 +87,6 @@ impl UrlInspector {
             .map(|p| p.name.clone())
             .unwrap_or_default();
         let client = cx.meta().client.ip();
-        let mut continue_url = None;
         let verdict = match d.action {
             Action::Allow => return Verdict::Allow,
             Action::Alert => Verdict::Alert,
@@ -115,9 +114,9 @@ impl UrlInspector {
                     ("https", 443) | ("http", 80) | (_, 0) => host_authority(host),
                     _ => format!("{}:{port}", host_authority(host)),
                 };
-                continue_url = Some(format!(
-                    "{scheme}://{authority}{CONTINUE_PATH}?token={token}"
-                ));
+                cx.respond(Respond::Warn {
+                    continue_url: format!("{scheme}://{authority}{CONTINUE_PATH}?token={token}"),
+                });
                 Verdict::Block
             }
         };
@@ -133,7 +132,6 @@ impl UrlInspector {
                     policy,
                     policy_action: d.action.as_str().to_string(),
                     canonical: judged.to_string(),
-                    continue_url,
                 }
             }
             None => UrlCategoryInfo {
@@ -145,7 +143,6 @@ impl UrlInspector {
                 policy,
                 policy_action: d.action.as_str().to_string(),
                 canonical: judged.to_string(),
-                continue_url,
             },
         };
         let message = if info.match_type == "none" {
@@ -244,8 +241,65 @@ fn host_authority(host: &str) -> String {
     }
 }
 
+impl UrlInspector {
+    /// A click on a warning page's continue link: remembers the acknowledgement for this client
+    /// and host, reports it, and answers with a redirect to the URL first asked for; a link that
+    /// is unknown, expired or another client's gets a 403 answer.
+    fn continue_link(&self, cx: &mut Cx<'_>, head: &RequestHead) -> Verdict {
+        let token = head
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .unwrap_or("");
+        let host = crate::filter::canonical_host(&head.host).host;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match self.warn.accept(token, cx.meta().client.ip(), host) {
+            Ok(a) => {
+                let mut f = Finding::new(
+                    "urlfilter",
+                    format!("{}:continue", a.category),
+                    format!(
+                        "URL filter: the user continued past the {} warning for {}",
+                        a.category, a.host
+                    ),
+                    Severity::Low,
+                    a.category.clone(),
+                    Evidence::new("request.url", &a.url),
+                );
+                f.action = EventAction::Allowed;
+                cx.report(f);
+                cx.respond(Respond::Redirect {
+                    status: 303,
+                    location: a.url,
+                });
+            }
+            Err(why) => {
+                tracing::debug!(host, reason = why, "warning-page continue link refused");
+                cx.respond(Respond::Status(403));
+            }
+        }
+        Verdict::Allow
+    }
+
+    /// At the ClientHello: the tunnel is spliced when its CONNECT host or SNI is in a category
+    /// or list marked `splice`.
+    fn splice(&self, cx: &mut Cx<'_>, sni: Option<&str>) {
+        let matched = self
+            .connect_host
+            .as_deref()
+            .and_then(|h| self.filter.splice_match(h))
+            .or_else(|| sni.and_then(|s| self.filter.splice_match(s)));
+        if let Some(category) = matched {
+            cx.splice(format!("category {category} is spliced"));
+        }
+    }
+}
+
 impl Inspector for UrlInspector {
     fn on_tls_hello(&mut self, cx: &mut Cx<'_>, hello: &TlsHello) -> Verdict {
+        self.splice(cx, hello.sni.as_deref());
         let Some(sni) = &hello.sni else {
             return Verdict::Allow;
         };
@@ -266,6 +320,9 @@ impl Inspector for UrlInspector {
             }
             self.connect_host = Some(head.host.clone());
             return self.check_host(cx, &head.host, "connect.host");
+        }
+        if head.uri.path() == CONTINUE_PATH {
+            return self.continue_link(cx, head);
         }
         let scheme = if cx.meta().tls == TlsMode::Decrypted {
             "https"

@@ -1,0 +1,219 @@
+//! Building the engines and each listener's pipeline; starting and reloading the gateway.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sekisho_core::{Built, ConfigError, Pipeline};
+use sekisho_proxy::{Gateway, ProxyError, Wiring};
+
+use crate::config::GatewayConfig;
+use crate::plug::Plug;
+
+/// Why the engines are built: entries with errors are skipped at start, refuse a reload (the
+/// running pipelines stay) and fail `check-config` with the whole list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Start,
+    Reload,
+    Check,
+}
+
+/// The engines of this process and the way they become pipelines.
+pub struct Assembly {
+    plugs: Vec<Box<dyn Plug>>,
+}
+
+/// Every configured engine built, and the pipelines made of them.
+struct Assembled {
+    built: Vec<Built>,
+    pipelines: Vec<Pipeline>,
+}
+
+impl Assembly {
+    /// Every engine the gateway has ([`crate::engines`]).
+    pub fn new() -> Result<Self, ProxyError> {
+        Ok(Assembly::with(crate::engines()?))
+    }
+
+    /// An assembly of the given engines (tests add their own).
+    pub fn with(plugs: Vec<Box<dyn Plug>>) -> Self {
+        Assembly { plugs }
+    }
+
+    /// Reads and checks a config file.
+    pub fn load(&self, path: &Path) -> Result<GatewayConfig, ProxyError> {
+        GatewayConfig::load(path, &self.plugs)
+    }
+
+    /// Parses and checks config text (`path` names it in errors).
+    pub fn parse(&self, text: &str, path: &Path) -> Result<GatewayConfig, ProxyError> {
+        GatewayConfig::parse(text, path, &self.plugs)
+    }
+
+    /// Builds every configured engine and each listener's pipeline, as `sekisho run` does.
+    pub fn pipelines(&self, cfg: &GatewayConfig) -> Result<Vec<Pipeline>, ProxyError> {
+        Ok(self.assemble(cfg, Purpose::Start)?.pipelines)
+    }
+
+    fn assemble(&self, cfg: &GatewayConfig, purpose: Purpose) -> Result<Assembled, ProxyError> {
+        let cx = cfg.build_cx();
+        let mut built = Vec::with_capacity(cfg.engines.len());
+        for e in &cfg.engines {
+            let b = e.build(&cx).map_err(|err| cfg.error(err))?;
+            refuse_errors(cfg, e.table(), &b, purpose)?;
+            if purpose != Purpose::Check {
+                log_report(e.table(), &b);
+            }
+            built.push(b);
+        }
+        let mut pipelines = Vec::with_capacity(cfg.proxy.listeners.len());
+        for i in 0..cfg.proxy.listeners.len() {
+            let mut p = Pipeline::new();
+            p.set_resolve_timeout(Duration::from_secs(cx.default_resolve_timeout_secs));
+            let all: Vec<String> = cfg.engines.iter().map(|e| e.stage().to_string()).collect();
+            for name in cfg.proxy.stages_of(i).unwrap_or(&all) {
+                let k = cfg
+                    .engines
+                    .iter()
+                    .position(|e| e.stage() == name)
+                    .ok_or_else(|| {
+                        cfg.error(ConfigError::new(
+                            format!("listener[{i}].stages"),
+                            format!("unknown stage {name:?}"),
+                        ))
+                    })?;
+                p.push(Arc::clone(&built[k].stage), cfg.engines[k].policy(&cx));
+            }
+            pipelines.push(p);
+        }
+        Ok(Assembled { built, pipelines })
+    }
+
+    /// The built engines are in service.
+    fn activate(cfg: &GatewayConfig, a: &Assembled) {
+        for (e, b) in cfg.engines.iter().zip(&a.built) {
+            e.activated(&b.report);
+        }
+    }
+
+    /// What `check-config` prints: the proxy's checks, each engine's load report, each
+    /// listener's stages with their decision deadlines. Any entry with errors fails the check.
+    pub fn check(&self, cfg: &GatewayConfig) -> Result<Vec<String>, ProxyError> {
+        let mut notes = sekisho_proxy::check(&cfg.proxy)?;
+        let a = self.assemble(cfg, Purpose::Check)?;
+        for b in &a.built {
+            notes.push(b.report.summary.clone());
+            notes.extend(b.report.details.iter().map(|d| format!("  {d}")));
+        }
+        for (i, p) in a.pipelines.iter().enumerate() {
+            let deadlines: Vec<String> = p
+                .deadlines()
+                .iter()
+                .map(|(s, d)| format!("{s} ({}s)", d.as_secs()))
+                .collect();
+            notes.push(format!(
+                "listener {} ({:?}): stages {:?}; decision deadlines for held bodies: {}",
+                cfg.proxy.listener_name(i),
+                cfg.proxy.listeners[i].kind,
+                p.stage_names(),
+                deadlines.join(", ")
+            ));
+            if let Some(d) = sekisho_proxy::describe_listener(&cfg.proxy, i)? {
+                notes.push(format!("  {d}"));
+            }
+        }
+        Ok(notes)
+    }
+
+    /// Builds the engines and the gateway (binding every listener), and a reload handle.
+    pub async fn gateway(
+        self: Arc<Self>,
+        cfg: GatewayConfig,
+    ) -> Result<(Gateway, Reloader), ProxyError> {
+        let a = self.assemble(&cfg, Purpose::Start)?;
+        let collectors = self.plugs.iter().flat_map(|p| p.collectors()).collect();
+        let gw = Gateway::build(
+            cfg.proxy.clone(),
+            Wiring {
+                pipelines: a.pipelines.clone(),
+                collectors,
+            },
+        )
+        .await?;
+        Assembly::activate(&cfg, &a);
+        let reloader = Reloader {
+            assembly: self,
+            proxy: gw.reloader(),
+        };
+        Ok((gw, reloader))
+    }
+}
+
+/// Entries with errors: logged and skipped at start, refused on reload and by `check-config`.
+fn refuse_errors(
+    cfg: &GatewayConfig,
+    table: &str,
+    b: &Built,
+    purpose: Purpose,
+) -> Result<(), ProxyError> {
+    let errors = &b.report.errors;
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let message = match purpose {
+        Purpose::Start => return Ok(()),
+        Purpose::Reload => format!("{} rule(s) with errors, first: {}", errors.len(), errors[0]),
+        Purpose::Check => format!(
+            "{} rule(s) with errors (`sekisho run` skips them):\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        ),
+    };
+    Err(cfg.error(ConfigError::new(table, message)))
+}
+
+fn log_report(table: &str, b: &Built) {
+    for e in &b.report.errors {
+        tracing::error!("{table}: {e} (skipped)");
+    }
+    for d in &b.report.details {
+        tracing::warn!("{table}: {d}");
+    }
+    tracing::info!(
+        engine = table,
+        loaded = b.report.loaded,
+        "{}",
+        b.report.summary
+    );
+}
+
+/// Rebuilds every engine from a config file and swaps the pipelines in (SIGHUP).
+#[derive(Clone)]
+pub struct Reloader {
+    assembly: Arc<Assembly>,
+    proxy: sekisho_proxy::Reloader,
+}
+
+impl Reloader {
+    /// Reads `path`, builds every engine anew and puts the new pipelines into service; on any
+    /// error the running ones stay (and `sekisho_reloads_total{result="error"}` counts it).
+    /// Compiles rules: call it off the async workers.
+    pub fn reload_file(&self, path: &Path) -> Result<(), ProxyError> {
+        let staged = self
+            .assembly
+            .load(path)
+            .and_then(|cfg| Ok((self.assembly.assemble(&cfg, Purpose::Reload)?, cfg)));
+        match staged {
+            Ok((a, cfg)) => {
+                self.proxy.apply(&cfg.proxy, a.pipelines.clone())?;
+                Assembly::activate(&cfg, &a);
+                Ok(())
+            }
+            Err(e) => {
+                self.proxy.failed();
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The AV engine's place in the gateway ([`sekisho_core::Engine`]): `[av]` → the `av` stage.
+
+use std::sync::Arc;
+
+use sekisho_core::{BuildCx, Built, ConfigError, LoadReport, StagePolicy};
+
+use crate::{AvConfig, AvStage, Engine};
+
+/// The antivirus engine: YARA rules and ClamAV signatures over every body and archive member.
+#[derive(Debug, Default)]
+pub struct AvEngine;
+
+impl sekisho_core::Engine for AvEngine {
+    type Config = AvConfig;
+
+    fn table(&self) -> &'static str {
+        "av"
+    }
+
+    fn stage(&self) -> &'static str {
+        "av"
+    }
+
+    fn prepare(&self, cfg: &mut AvConfig, cx: &BuildCx<'_>) -> Result<(), ConfigError> {
+        // Rule paths are relative to the current directory; one that does not exist there is
+        // looked up beside the config file (so `--config /etc/sekisho/sekisho.toml` finds them).
+        if let Some(dir) = cx.config_dir {
+            for p in cfg.yara.iter_mut().chain(cfg.clamav.iter_mut()) {
+                if p.is_relative() && !p.exists() && dir.join(&*p).exists() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
+        cfg.validate().map_err(ConfigError::named)
+    }
+
+    fn policy(&self, cfg: &AvConfig, cx: &BuildCx<'_>) -> StagePolicy {
+        cfg.policy(cx.default_resolve_timeout_secs)
+    }
+
+    fn build(&self, cfg: &AvConfig, _cx: &BuildCx<'_>) -> Result<Built, ConfigError> {
+        let engine = Engine::load(&cfg.yara, &cfg.clamav, cfg.cache())
+            .map_err(|e| ConfigError::new("av", e))?;
+        let r = engine.report();
+        let report = LoadReport {
+            summary: format!(
+                "av: {} YARA rules (ClamAV body signatures included), {} ClamAV hash signatures, {} rejected{}",
+                r.yara_rules,
+                r.hash_signatures,
+                r.rejected.len(),
+                if r.from_cache { " (compiled rules from the cache)" } else { "" }
+            ),
+            details: r
+                .rejected
+                .iter()
+                .map(|rej| {
+                    format!(
+                        "not loaded: {}:{} {}: {}",
+                        rej.file, rej.line, rej.name, rej.reason
+                    )
+                })
+                .collect(),
+            errors: Vec::new(),
+            loaded: r.yara_rules + r.hash_signatures,
+        };
+        Ok(Built {
+            stage: Arc::new(AvStage::new(Arc::new(engine), cfg)),
+            report,
+        })
+    }
+}

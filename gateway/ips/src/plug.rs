@@ -1,0 +1,180 @@
+//! The IPS engine's place in the gateway ([`sekisho_core::Engine`]): `[ips]` → the `ips` stage,
+//! and the `sekisho_ips_*` metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounter, IntGauge};
+use sekisho_core::{BuildCx, Built, ConfigError, LoadReport, StagePolicy};
+
+use crate::ruleset::Stats;
+use crate::{IpsConfig, IpsStage, RuleSet};
+
+/// The IPS engine: Suricata rules over every phase of a flow. Its counters live across reloads
+/// (every rule set it builds counts into them).
+pub struct IpsEngine {
+    stats: Arc<Stats>,
+    metrics: IpsMetrics,
+}
+
+impl IpsEngine {
+    /// The engine with fresh counters.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let stats = Arc::new(Stats::default());
+        Ok(IpsEngine {
+            metrics: IpsMetrics::new(Arc::clone(&stats))?,
+            stats,
+        })
+    }
+}
+
+impl sekisho_core::Engine for IpsEngine {
+    type Config = IpsConfig;
+
+    fn table(&self) -> &'static str {
+        "ips"
+    }
+
+    fn stage(&self) -> &'static str {
+        "ips"
+    }
+
+    fn prepare(&self, cfg: &mut IpsConfig, cx: &BuildCx<'_>) -> Result<(), ConfigError> {
+        if cfg.rules.is_empty() {
+            return Err(ConfigError::new("ips.rules", "no rule files"));
+        }
+        cfg.load_options(cx.config_dir)
+            .map(drop)
+            .map_err(|e| ConfigError::new("ips.rules", e))
+    }
+
+    fn policy(&self, cfg: &IpsConfig, _cx: &BuildCx<'_>) -> StagePolicy {
+        cfg.policy()
+    }
+
+    fn build(&self, cfg: &IpsConfig, cx: &BuildCx<'_>) -> Result<Built, ConfigError> {
+        let mut opts = cfg
+            .load_options(cx.config_dir)
+            .map_err(|e| ConfigError::new("ips", e))?;
+        opts.stats = Some(Arc::clone(&self.stats));
+        let set = RuleSet::load(&opts).map_err(|e| ConfigError::new("ips", e))?;
+        let r = set.report();
+        let report = LoadReport {
+            summary: format!(
+                "ips: {} rules loaded, {} skipped (unsupported), {} with errors, compiled in {} ms",
+                r.loaded,
+                r.skipped.len(),
+                r.errors.len(),
+                r.compile_ms
+            ),
+            details: r
+                .config_errors
+                .iter()
+                .map(|e| format!("warning: {e}"))
+                .collect(),
+            errors: r.errors.iter().map(|e| e.to_string()).collect(),
+            loaded: r.loaded,
+        };
+        Ok(Built {
+            stage: Arc::new(IpsStage::new(Arc::new(set), cfg)),
+            report,
+        })
+    }
+
+    fn activated(&self, report: &LoadReport) {
+        self.metrics.rules.set(report.loaded as i64);
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![Box::new(self.metrics.clone())]
+    }
+}
+
+/// Which counter of [`Stats`] a metric reads.
+type StatField = fn(&Stats) -> &AtomicU64;
+
+/// `sekisho_ips_*`: the rules in force and the engine's counters, read at each scrape. Clones
+/// share the same metrics.
+#[derive(Clone)]
+struct IpsMetrics {
+    stats: Arc<Stats>,
+    rules: IntGauge,
+    counters: Vec<(IntCounter, StatField)>,
+}
+
+impl IpsMetrics {
+    fn new(stats: Arc<Stats>) -> Result<Self, prometheus::Error> {
+        let counter = IntCounter::new;
+        let counters: Vec<(IntCounter, StatField)> = vec![
+            (
+                counter(
+                    "sekisho_ips_candidates_total",
+                    "IPS rules verified after the prefilter",
+                )?,
+                |s| &s.candidates,
+            ),
+            (
+                counter(
+                    "sekisho_ips_matches_total",
+                    "IPS rules that matched (before thresholds and noalert)",
+                )?,
+                |s| &s.matches,
+            ),
+            (
+                counter(
+                    "sekisho_ips_pcre_limit_hits_total",
+                    "pcre evaluations stopped by the PCRE2 match limit",
+                )?,
+                |s| &s.pcre_limit_hits,
+            ),
+            (
+                counter(
+                    "sekisho_ips_pcre_budget_exhausted_total",
+                    "Flows whose pcre time budget ran out",
+                )?,
+                |s| &s.pcre_budget_exhausted,
+            ),
+            (
+                counter(
+                    "sekisho_ips_step_limit_hits_total",
+                    "Content inspections cut by the recursion limit",
+                )?,
+                |s| &s.step_limit_hits,
+            ),
+            (
+                counter(
+                    "sekisho_ips_thresholded_total",
+                    "IPS alerts suppressed by threshold, detection_filter or suppress",
+                )?,
+                |s| &s.thresholded,
+            ),
+        ];
+        Ok(IpsMetrics {
+            stats,
+            rules: IntGauge::new("sekisho_ips_rules_loaded", "IPS rules in the running set")?,
+            counters,
+        })
+    }
+}
+
+impl Collector for IpsMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.rules.desc();
+        for (c, _) in &self.counters {
+            d.extend(c.desc());
+        }
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut out = self.rules.collect();
+        for (c, field) in &self.counters {
+            let v = field(&self.stats).load(Relaxed);
+            c.inc_by(v.saturating_sub(c.get()));
+            out.extend(c.collect());
+        }
+        out
+    }
+}
