@@ -128,7 +128,7 @@ pub(crate) fn target(
     } else {
         path.clone()
     };
-    let bracketed = crate::forward::bracket(&host);
+    let bracketed = crate::wire::bracket(&host);
     let host_header = if port == 443 {
         bracketed
     } else {

@@ -13,8 +13,20 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use sekisho_core::ClientCert;
 use x509_parser::prelude::*;
 
-use crate::config::ClientAuth;
 use crate::error::{ProxyError, Result};
+
+/// `client_auth`: whether a reverse listener asks for client certificates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Every client must present a certificate that verifies.
+    Required,
+    /// A certificate is asked for; one that is presented must verify; none is allowed.
+    Optional,
+    /// No certificate is asked for (the default).
+    #[default]
+    None,
+}
 
 /// Where a certificate attribute is read from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -77,18 +77,8 @@ pub enum ListenerKind {
     Reverse,
 }
 
-/// `client_auth`: whether a reverse listener asks for client certificates.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientAuth {
-    /// Every client must present a certificate that verifies.
-    Required,
-    /// A certificate is asked for; one that is presented must verify; none is allowed.
-    Optional,
-    /// No certificate is asked for (the default).
-    #[default]
-    None,
-}
+/// `client_auth` (defined beside the verifier that enforces it).
+pub use crate::clientauth::ClientAuth;
 
 /// `missing_cert`: how `client_auth = "required"` refuses a client without a certificate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -719,8 +709,7 @@ impl Config {
                 return Err(self.err(format!("{key}.upstreams"), "at least one upstream URL"));
             }
             for u in &r.upstreams {
-                crate::reverse::upstream_base(u)
-                    .map_err(|e| self.err(format!("{key}.upstreams"), e))?;
+                upstream_base(u).map_err(|e| self.err(format!("{key}.upstreams"), e))?;
             }
             if let Some(f) = &r.facilities {
                 if f.iter().any(|p| p.is_empty()) {
@@ -813,6 +802,31 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("route-{i}"))
     }
+}
+
+/// Checks an upstream URL and returns its `scheme://authority` (default ports made explicit).
+pub(crate) fn upstream_base(u: &str) -> std::result::Result<String, String> {
+    let uri: http::Uri = u.parse().map_err(|e| format!("{u:?}: {e}"))?;
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s,
+        _ => return Err(format!("{u:?}: the scheme must be http or https")),
+    };
+    let Some(auth) = uri.authority() else {
+        return Err(format!("{u:?}: no host"));
+    };
+    if auth.as_str().contains('@') {
+        return Err(format!("{u:?}: user information is not allowed"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        return Err(format!(
+            "{u:?}: give scheme://host:port only (requests keep their path)"
+        ));
+    }
+    let port = auth
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let host = auth.host();
+    Ok(format!("{scheme}://{host}:{port}"))
 }
 
 /// The line on which top-level `key` is written (`key =`, `[key]` or `[[key]]`).

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
-use crate::Shared;
+use crate::shared::Shared;
 
 /// The client connection a request came on. Shared by every request and tunnel it carries; the
 /// connection is over when the last holder drops it.
@@ -37,5 +37,13 @@ impl Drop for Slot {
         if let Some(shared) = self.shared.upgrade() {
             shared.pipeline(self.index).connection_closed(self.id);
         }
+    }
+}
+
+/// The client's address as policy sees it: an IPv4-mapped IPv6 address as IPv4.
+pub(crate) fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }

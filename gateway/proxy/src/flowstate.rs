@@ -10,7 +10,7 @@ use sekisho_core::{
     ThreatEvent, Verdict,
 };
 
-use crate::Shared;
+use crate::shared::Shared;
 
 /// What the comm log and events say about the HTTP side of a flow.
 #[derive(Clone, Debug, Default)]

@@ -1,7 +1,18 @@
-//! `sekisho-proxy`: listeners, TLS interception, the pipeline driver, events, metrics.
+//! `sekisho-proxy`: listeners, TLS interception, the pipeline driver, events, metrics. It names
+//! no engine: the binary assembles each listener's pipeline and hands it over in [`Wiring`].
 //!
-//! [`Gateway::build`] turns a [`Config`] into bound listeners; [`Gateway::run`] serves until the
-//! shutdown future resolves.
+//! [`Gateway::build`] turns a [`Config`] and a [`Wiring`] into bound listeners; [`Gateway::run`]
+//! serves until the shutdown future resolves; [`Reloader::apply`] swaps pipelines.
+//!
+//! Modules in the order a request meets them:
+//! `listen` (accept, allow_clients, max_connections) → `conn` (one client connection) →
+//! TLS: `tlspeek` (ClientHello), `ca` (CA, leaf minting), `clientauth` (client certificates) →
+//! `forward` (absolute-form HTTP, CONNECT, interception or splice) | `reverse` (routes, facility
+//! policy, pools) → `serve` (HTTP/1.1 and h2 on a client connection) → `driver` (the pipeline
+//! around one exchange; `body`: body inspection and holds; `flowstate`: the flow's log line) →
+//! `upstream` (the client toward origins). Beside them: `wire` (shared HTTP pieces), `canon`
+//! (the canonical reverse target), `blockpage`, `events`, `metrics`, `config`, `shared` (state of
+//! every connection).
 
 mod blockpage;
 mod body;
@@ -10,6 +21,7 @@ mod canon;
 pub mod clientauth;
 pub mod config;
 mod conn;
+mod driver;
 mod error;
 pub mod events;
 mod flowstate;
@@ -17,18 +29,21 @@ mod forward;
 pub mod headtap;
 pub mod hostmatch;
 mod io;
+mod listen;
 pub mod metrics;
 mod reverse;
+mod serve;
+mod shared;
 pub mod tlspeek;
 pub mod upstream;
+mod wire;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -40,99 +55,13 @@ pub use blockpage::{render as render_block_page, BlockInfo};
 pub use body::Blocked;
 pub use config::Config;
 pub use error::{ProxyError, Result};
-pub use forward::strip_hop_by_hop;
+pub use wire::strip_hop_by_hop;
 
 use crate::ca::{CertAuthority, LeafMinter};
 use crate::events::{EventSink, EventWriters};
 use crate::hostmatch::HostMatcher;
 use crate::metrics::Metrics;
-use crate::upstream::UpstreamClient;
-
-/// Limits as durations and sizes, from `[limits]`.
-#[derive(Clone, Debug)]
-pub(crate) struct Limits {
-    pub max_header_bytes: usize,
-    pub handshake_timeout: Duration,
-    pub read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub response_timeout: Duration,
-    pub hold_per_flow: usize,
-}
-
-/// State shared by every connection.
-pub(crate) struct Shared {
-    /// One pipeline per listener, by listener index.
-    pub pipelines: Vec<ArcSwap<Pipeline>>,
-    pub minter: LeafMinter,
-    pub client: UpstreamClient,
-    /// Verified upstream certificate chains by server name (for IPS certificate rules).
-    pub upstream_certs: Arc<upstream::CertStore>,
-    pub events: EventSink,
-    pub metrics: Arc<Metrics>,
-    pub splice: HostMatcher,
-    pub hold: Arc<Semaphore>,
-    pub flow_ids: AtomicU64,
-    pub conn_ids: AtomicU64,
-    pub observer: Observer,
-    pub server_tls: Arc<rustls::ServerConfig>,
-    pub limits: Limits,
-    /// Reverse listeners' TLS, routes and pools, by listener index (None for forward ones).
-    pub reverse: Vec<Option<ArcSwap<reverse::ReverseState>>>,
-    /// Pool members by URL (health and in-flight counts survive reloads).
-    pub members: reverse::Members,
-}
-
-#[derive(Debug)]
-struct OneCert(Arc<CertifiedKey>);
-
-impl ResolvesServerCert for OneCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.0))
-    }
-}
-
-impl Shared {
-    /// The current pipeline of listener `index` (a snapshot: a reload does not change it).
-    pub fn pipeline(&self, index: usize) -> Arc<Pipeline> {
-        self.pipelines
-            .get(index)
-            .map(|p| p.load_full())
-            .unwrap_or_default()
-    }
-
-    /// The current state of reverse listener `index`.
-    pub fn reverse_state(&self, index: usize) -> Option<Arc<reverse::ReverseState>> {
-        self.reverse
-            .get(index)
-            .and_then(|s| s.as_ref())
-            .map(|s| s.load_full())
-    }
-
-    /// Every reverse listener's current state.
-    pub fn reverse_states(&self) -> Vec<Arc<reverse::ReverseState>> {
-        self.reverse
-            .iter()
-            .flatten()
-            .map(|s| s.load_full())
-            .collect()
-    }
-
-    pub fn next_flow_id(&self) -> u64 {
-        self.flow_ids.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn next_conn_id(&self) -> u64 {
-        self.conn_ids.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// A TLS acceptor presenting `cert`, sharing the base config's session cache and tickets.
-    pub fn tls_acceptor(&self, cert: Arc<CertifiedKey>) -> tokio_rustls::TlsAcceptor {
-        let mut cfg = (*self.server_tls).clone();
-        cfg.cert_resolver = Arc::new(OneCert(cert));
-        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
-    }
-}
+use crate::shared::{Limits, Shared};
 
 /// What the binary hands the gateway besides its config: one ready pipeline per listener (by
 /// listener index) and the engines' Prometheus collectors.
@@ -420,7 +349,7 @@ impl Gateway {
             let limit = Arc::new(Semaphore::new(l.max_connections));
             let allow = Arc::new(l.allow);
             for sock in l.sockets {
-                tasks.spawn(accept_loop(
+                tasks.spawn(listen::accept_loop(
                     Arc::clone(&shared),
                     l.index,
                     l.kind,
@@ -435,7 +364,7 @@ impl Gateway {
             tasks.spawn(reverse::health_loop(Arc::clone(&shared)));
         }
         if let Some(ml) = metrics_listener {
-            tasks.spawn(metrics_loop(Arc::clone(&shared.metrics), ml));
+            tasks.spawn(listen::metrics_loop(Arc::clone(&shared.metrics), ml));
         }
         shutdown.await;
         tasks.abort_all();
@@ -505,127 +434,5 @@ impl Reloader {
             }
         }
         Ok(())
-    }
-}
-
-async fn accept_loop(
-    shared: Arc<Shared>,
-    index: usize,
-    kind: config::ListenerKind,
-    name: Arc<str>,
-    sock: TcpListener,
-    allow: Arc<Vec<IpNet>>,
-    limit: Arc<Semaphore>,
-) {
-    let local = sock
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let what = match kind {
-        config::ListenerKind::Forward => "forward proxy listening",
-        config::ListenerKind::Reverse => "reverse proxy listening",
-    };
-    tracing::info!(listener = %name, addr = %local, "{what}");
-    loop {
-        let (tcp, peer) = match sock.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(listener = %name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let ip = canonical_ip(peer.ip());
-        if !allow.iter().any(|n| n.contains(&ip)) {
-            shared
-                .metrics
-                .connections_refused
-                .with_label_values(&[&name, "not_allowed"])
-                .inc();
-            tracing::info!(listener = %name, client = %peer, "client not in allow_clients: refused");
-            continue;
-        }
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            shared
-                .metrics
-                .connections_refused
-                .with_label_values(&[&name, "limit"])
-                .inc();
-            tracing::warn!(listener = %name, client = %peer, "max_connections reached: refused");
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        shared.metrics.connections.with_label_values(&[&name]).inc();
-        shared.metrics.connections_active.inc();
-        // The connection slot lives as long as anything serving this client does, including a
-        // CONNECT tunnel that outlives the HTTP/1.1 connection it was upgraded from.
-        let id = shared.next_conn_id();
-        let conn = Arc::new(conn::ConnInfo {
-            id,
-            index,
-            listener: Arc::clone(&name),
-            client: peer,
-            local,
-            _slot: conn::Slot {
-                _permit: permit,
-                metrics: Arc::clone(&shared.metrics),
-                shared: Arc::downgrade(&shared),
-                index,
-                id,
-            },
-        });
-        let shared = Arc::clone(&shared);
-        match kind {
-            config::ListenerKind::Forward => {
-                tokio::spawn(forward::serve_client(shared, tcp, conn));
-            }
-            config::ListenerKind::Reverse => {
-                tokio::spawn(reverse::serve_client(shared, tcp, conn));
-            }
-        }
-    }
-}
-
-pub(crate) fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
-
-async fn metrics_loop(metrics: Arc<Metrics>, sock: TcpListener) {
-    use http_body_util::Full;
-    use hyper::service::service_fn;
-    tracing::info!(addr = ?sock.local_addr().ok(), "metrics endpoint listening");
-    loop {
-        let Ok((tcp, _)) = sock.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let metrics = Arc::clone(&metrics);
-                async move {
-                    let (status, ctype, body) = match req.uri().path() {
-                        "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
-                        "/healthz" => (200, "text/plain", "ok\n".to_string()),
-                        _ => (404, "text/plain", "not found\n".to_string()),
-                    };
-                    let mut r = http::Response::new(Full::new(bytes::Bytes::from(body)));
-                    *r.status_mut() =
-                        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
-                    r.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static(ctype),
-                    );
-                    Ok::<_, std::convert::Infallible>(r)
-                }
-            });
-            let _ = tokio::time::timeout(
-                Duration::from_secs(30),
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
-            )
-            .await;
-        });
     }
 }

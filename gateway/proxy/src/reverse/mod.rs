@@ -1,0 +1,684 @@
+//! The reverse proxy: TLS termination with per-SNI certificates and client certificates, facility
+//! authorization by route, upstream pools (round-robin / least-connections, health checks,
+//! retries for idempotent requests), then the same pipeline as the forward proxy.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use sekisho_core::{
+    split_host_port, DestinationInfo, Evidence, Finding, RequestHead, Severity, TlsMode,
+};
+use tokio::net::TcpStream;
+
+use crate::canon;
+use crate::clientauth::{self, wildcard, PeerCert};
+use crate::config::ClientAuth;
+use crate::conn::ConnInfo;
+use crate::driver::{inspect_and_send, Dest};
+use crate::flowstate::{FinishGuard, FlowState, HttpFacts};
+use crate::serve::{serve_decrypted, RawHead};
+use crate::shared::Shared;
+use crate::upstream::ProxyBody;
+use crate::wire::{self as h, bad_target, block_response, text_response};
+
+mod pool;
+pub(crate) mod state;
+
+pub(crate) use pool::health_loop;
+use pool::Dispatch;
+use state::Route;
+pub(crate) use state::{build_all, Members, ReverseState};
+
+/// A terminated client connection's facts, shared by its requests.
+struct ReverseConn {
+    state: Arc<ReverseState>,
+    peer: Option<Arc<PeerCert>>,
+    sni: Option<String>,
+    tls_version: Option<u16>,
+}
+
+/// The metric reason for a refused client certificate.
+fn refusal_reason(reason: &str) -> &'static str {
+    let r = reason.to_ascii_lowercase();
+    if r.contains("unknownissuer") || r.contains("unknown issuer") || r.contains("badsignature") {
+        "unknown_ca"
+    } else if r.contains("revoked") {
+        "revoked"
+    } else if r.contains("notvalidyet") || r.contains("not valid yet") {
+        "not_yet_valid"
+    } else if r.contains("expired") {
+        "expired"
+    } else if r.contains("no certificate")
+        || r.contains("nocertificates")
+        || r.contains("certificate required")
+    {
+        "missing"
+    } else {
+        "other"
+    }
+}
+
+/// Serves one client connection of a reverse listener.
+pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<ConnInfo>) {
+    let Some(state) = shared.reverse_state(conn.index) else {
+        return;
+    };
+    let m = &shared.metrics;
+    let (tls_cfg, recording) = match state.connection_tls() {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(listener = %conn.listener, error = %e, "cannot build the TLS configuration");
+            return;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_cfg);
+    let started = Instant::now();
+    let tls = match tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp))
+        .await
+    {
+        Err(_) => {
+            m.tls_handshakes.with_label_values(&["timeout"]).inc();
+            tracing::info!(listener = %conn.listener, client = %conn.client, "client TLS handshake timed out: closed");
+            return;
+        }
+        Ok(Err(e)) => {
+            m.tls_handshakes.with_label_values(&["error"]).inc();
+            let refusal = recording.as_ref().and_then(|r| r.take());
+            let reason = e.to_string();
+            let missing = refusal.is_none()
+                && matches!(
+                    e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+                    Some(rustls::Error::NoCertificatesPresented)
+                );
+            if let Some(r) = refusal {
+                m.client_cert_refused
+                    .with_label_values(&[&conn.listener, refusal_reason(&r.reason)])
+                    .inc();
+                tracing::warn!(listener = %conn.listener, client = %conn.client, reason = %r.reason,
+                    subject = r.cert.as_ref().map(|c| c.subject.as_str()).unwrap_or("?"),
+                    serial = r.cert.as_ref().map(|c| c.serial.as_str()).unwrap_or("?"),
+                    issuer = r.cert.as_ref().map(|c| c.issuer.as_str()).unwrap_or("?"),
+                    "client certificate refused");
+                refused_event(&shared, &conn, &r).await;
+            } else if missing {
+                m.client_cert_refused
+                    .with_label_values(&[&conn.listener, "missing"])
+                    .inc();
+                tracing::info!(listener = %conn.listener, client = %conn.client, "no client certificate: refused in the handshake");
+            } else {
+                tracing::info!(listener = %conn.listener, client = %conn.client, error = %reason, "client TLS handshake failed");
+            }
+            return;
+        }
+        Ok(Ok(t)) => t,
+    };
+    m.tls_handshakes.with_label_values(&["ok"]).inc();
+    m.tls_handshake_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let (_, session) = tls.get_ref();
+    let sni = session.server_name().map(str::to_string);
+    let tls_version = session.protocol_version().map(u16::from);
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let peer = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| {
+            PeerCert::from_der(leaf.clone().into_owned(), state.facility_rule.as_ref())
+        })
+        .map(Arc::new);
+    let rc = Arc::new(ReverseConn {
+        state,
+        peer,
+        sni,
+        tls_version,
+    });
+    let listener = Arc::clone(&conn.listener);
+    let svc_shared = Arc::clone(&shared);
+    let handler = move |req| {
+        reverse_flow(
+            Arc::clone(&svc_shared),
+            Arc::clone(&conn),
+            Arc::clone(&rc),
+            req,
+        )
+    };
+    serve_decrypted(&shared, &listener, tls, h2, handler).await;
+}
+
+/// A threat event (and a communication-log line) for a client certificate refused in the
+/// handshake: who presented what, and why it was refused.
+async fn refused_event(shared: &Arc<Shared>, conn: &ConnInfo, r: &clientauth::Refusal) {
+    let mut meta = h::new_meta(shared, conn, "", conn.local.port());
+    meta.target_host = None;
+    meta.tls = TlsMode::Decrypted;
+    meta.client_cert = r.cert.clone();
+    let flow = shared.pipeline(conn.index).start(Arc::new(meta));
+    let state = FlowState::new(
+        Arc::clone(shared),
+        flow,
+        HttpFacts::default(),
+        DestinationInfo::default(),
+    );
+    let _guard = FinishGuard(Arc::clone(&state));
+    let mut f = Finding::new(
+        "tls",
+        format!(
+            "client-certificate-{}",
+            refusal_reason(&r.reason).replace('_', "-")
+        ),
+        format!(
+            "client certificate refused: {} (subject {})",
+            r.reason,
+            r.cert
+                .as_ref()
+                .map(|c| c.subject.as_str())
+                .unwrap_or("unreadable")
+        ),
+        Severity::Medium,
+        "tls-client-certificate",
+        Evidence::new("tls.client.certificate", &r.reason),
+    );
+    f.stage = "tls";
+    f.action = sekisho_core::Action::Blocked;
+    state.set_error(format!("client certificate refused: {}", r.reason));
+    state.emit_own(f).await;
+}
+
+/// The request's host (Host, or h2 :authority) without port, lower case.
+fn request_host(parts: &http::request::Parts) -> String {
+    let raw = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
+        .unwrap_or_default();
+    split_host_port(&raw, 443).0.to_ascii_lowercase()
+}
+
+/// One reverse-proxy request: authorization by route, then the pipeline and the upstream pool.
+async fn reverse_flow(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    rc: Arc<ReverseConn>,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let client_upgrade = (req.version() == Version::HTTP_11 && h::wants_upgrade(req.headers()))
+        .then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let st = &rc.state;
+    // A client never chooses its own facility.
+    let spoofed = parts.headers.contains_key(&st.facility_header);
+    parts.headers.remove(&st.facility_header);
+    // One canonical host and path decide the route, the facility policy, the stages and the
+    // logs, and the same form goes upstream; a target with a second reading is refused below.
+    let target = canon::target(&parts, st.forward_raw_path);
+    let (host, path) = match &target {
+        Ok(t) => (t.host.clone(), t.path.clone()),
+        Err(_) => (
+            request_host(&parts),
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+        ),
+    };
+    h::host_from_authority(&mut parts);
+    let port = conn.local.port();
+    let authority = if port == 443 {
+        h::bracket(&host)
+    } else {
+        format!("{}:{port}", h::bracket(&host))
+    };
+    let url: Uri = match format!("https://{authority}{path}").parse() {
+        Ok(u) => u,
+        Err(e) => return bad_target(&shared, &conn, e),
+    };
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let facility = rc.peer.as_ref().and_then(|p| p.facility.clone());
+    let mut head = RequestHead::new(
+        parts.method.clone(),
+        url.clone(),
+        parts.version,
+        parts.headers.clone(),
+        443,
+    );
+    head.raw = parts.extensions.get::<RawHead>().map(|r| r.0.clone());
+    let mut meta = h::new_meta(&shared, &conn, &head.host, port);
+    meta.sni = rc.sni.clone();
+    meta.tls = TlsMode::Decrypted;
+    meta.tls_version = rc.tls_version;
+    meta.facility_id = facility.clone();
+    meta.client_cert = rc.peer.as_ref().map(|p| p.facts.clone());
+    meta.request_id = Some(request_id.clone());
+    let http = HttpFacts::of_request(&parts, &url, &head.host, &path, Some(request_id.clone()));
+    let flow = shared.pipeline(conn.index).start(Arc::new(meta));
+    let state = FlowState::new(Arc::clone(&shared), flow, http, DestinationInfo::default());
+    let guard = FinishGuard(Arc::clone(&state));
+    if spoofed {
+        tracing::info!(listener = %conn.listener, client = %conn.client, header = %st.facility_header, "client sent the facility header: removed");
+    }
+
+    let target = match target {
+        Ok(t) => t,
+        Err(a) => {
+            shared
+                .metrics
+                .ambiguous
+                .with_label_values(&[&conn.listener, a.rule])
+                .inc();
+            let d = Denial {
+                status: StatusCode::BAD_REQUEST,
+                rule: a.rule,
+                message: format!("request refused: {}", a.message),
+                category: "ambiguous-request",
+                location: "http.request.target",
+                evidence: &a.evidence,
+                title: "Bad request",
+                text: "The request's address has more than one reading, so the gateway refuses it."
+                    .into(),
+            };
+            return deny(&state, d, &host, &request_id).await;
+        }
+    };
+
+    // No certificate where one is required (missing_cert = "403").
+    if st.client_auth == ClientAuth::Required && rc.peer.is_none() {
+        shared
+            .metrics
+            .client_cert_refused
+            .with_label_values(&[&conn.listener, "missing"])
+            .inc();
+        let d = Denial::access(
+            "client-certificate-missing",
+            "no client certificate: this service requires one".to_string(),
+            "tls.client.certificate",
+            "none",
+            &host,
+        );
+        return deny(&state, d, &host, &request_id).await;
+    }
+    let Some(route) = st.route(&host, &path).cloned() else {
+        state.set_status(404);
+        state.set_error("no route for this host and path");
+        return text_response(StatusCode::NOT_FOUND, "no service at this address");
+    };
+    if let Some(why) = authorize(&route, rc.peer.as_deref(), facility.as_deref()) {
+        shared
+            .metrics
+            .access_denied
+            .with_label_values(&[&conn.listener, &route.name])
+            .inc();
+        let who = facility.clone().unwrap_or_else(|| "none".into());
+        let d = Denial::access(
+            "facility-denied",
+            format!(
+                "facility {who} may not reach route {} ({host}{}): {why}",
+                route.name, route.prefix
+            ),
+            "tls.client.facility",
+            &who,
+            &host,
+        );
+        return deny(&state, d, &host, &request_id).await;
+    }
+    let dispatch = Dispatch {
+        route,
+        request_id,
+        client_ip: crate::conn::canonical_ip(conn.client.ip()),
+        host: host.clone(),
+        host_header: target.host_header,
+        upstream_path: target.upstream,
+        facility_header: st.facility_header.clone(),
+        facility,
+    };
+    inspect_and_send(
+        shared,
+        conn,
+        state,
+        guard,
+        head,
+        parts,
+        body,
+        client_upgrade,
+        started,
+        Dest::Pool(Box::new(dispatch)),
+    )
+    .await
+}
+
+/// Why `route` refuses this client, or None when it may pass.
+fn authorize(route: &Route, peer: Option<&PeerCert>, facility: Option<&str>) -> Option<String> {
+    if let Some(allowed) = &route.facilities {
+        match facility {
+            None => return Some("no facility ID in the client certificate".into()),
+            Some(f) if !allowed.iter().any(|p| wildcard(p, f)) => {
+                return Some("not in the route's facilities".into())
+            }
+            Some(_) => {}
+        }
+    }
+    for (rule, key, pattern) in &route.require {
+        match peer.and_then(|p| p.attribute(rule)) {
+            Some(v) if wildcard(pattern, &v) => {}
+            Some(v) => return Some(format!("{key} is {v:?}, not {pattern:?}")),
+            None => return Some(format!("the certificate has no {key}")),
+        }
+    }
+    None
+}
+
+/// A refused request: its page and its event.
+struct Denial<'a> {
+    status: StatusCode,
+    rule: &'a str,
+    message: String,
+    category: &'a str,
+    location: &'a str,
+    evidence: &'a str,
+    title: &'a str,
+    text: String,
+}
+
+impl<'a> Denial<'a> {
+    /// A 403 for a facility or certificate the route does not admit.
+    fn access(
+        rule: &'a str,
+        message: String,
+        location: &'a str,
+        evidence: &'a str,
+        host: &str,
+    ) -> Self {
+        Denial {
+            status: StatusCode::FORBIDDEN,
+            rule,
+            message,
+            category: "access-denied",
+            location,
+            evidence,
+            title: "Access denied",
+            text: format!(
+                "Your facility's certificate does not allow access to this service on {host}."
+            ),
+        }
+    }
+}
+
+/// The page and its event for a refused request.
+async fn deny(
+    state: &Arc<FlowState>,
+    d: Denial<'_>,
+    host: &str,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let message = d.message;
+    let mut f = Finding::new(
+        "access",
+        d.rule,
+        message.clone(),
+        Severity::Medium,
+        d.category,
+        Evidence::new(d.location, d.evidence),
+    );
+    f.stage = "access";
+    f.action = sekisho_core::Action::Blocked;
+    let id = f.event_id;
+    state.set_status(d.status.as_u16());
+    state.set_error(message.clone());
+    state.emit_own(f).await;
+    tracing::info!(event_id = %id, "{message}");
+    let mut r = block_response(d.status, d.title, &d.text, host, d.category, Some(id));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert("x-request-id", v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::state::{now_ms, prefix_matches, Member, Pool};
+    use super::*;
+    use crate::config::Balance;
+
+    #[test]
+    fn prefixes() {
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/claims", "/claims"));
+        assert!(prefix_matches("/claims", "/claims/1"));
+        assert!(prefix_matches("/claims", "/claims?x=1"));
+        assert!(!prefix_matches("/claims", "/claimsx"));
+        assert!(prefix_matches("/claims/", "/claims/x"));
+        assert!(!prefix_matches("/claims/", "/claims"));
+    }
+
+    #[test]
+    fn upstream_urls() {
+        assert_eq!(
+            crate::config::upstream_base("http://a.test").unwrap(),
+            "http://a.test:80"
+        );
+        assert_eq!(
+            crate::config::upstream_base("https://a.test/").unwrap(),
+            "https://a.test:443"
+        );
+        assert_eq!(
+            crate::config::upstream_base("http://[::1]:8080").unwrap(),
+            "http://[::1]:8080"
+        );
+        for bad in [
+            "ftp://a",
+            "a.test:80",
+            "http://a/x",
+            "http://u@a",
+            "http://a/?q",
+        ] {
+            assert!(crate::config::upstream_base(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refusal_reasons() {
+        assert_eq!(
+            refusal_reason("invalid peer certificate: UnknownIssuer"),
+            "unknown_ca"
+        );
+        assert_eq!(
+            refusal_reason("invalid peer certificate: Revoked"),
+            "revoked"
+        );
+        assert_eq!(
+            refusal_reason("invalid peer certificate: Expired"),
+            "expired"
+        );
+        assert_eq!(
+            refusal_reason("invalid peer certificate: certificate expired: verification time 1 (UNIX), but certificate is not valid after 0"),
+            "expired"
+        );
+        assert_eq!(
+            refusal_reason("invalid peer certificate: NotValidYet"),
+            "not_yet_valid"
+        );
+    }
+
+    fn member(base: &str) -> Arc<Member> {
+        Arc::new(Member {
+            base: base.into(),
+            healthy: AtomicBool::new(true),
+            down_until: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            next_probe: AtomicU64::new(0),
+        })
+    }
+
+    fn route(balance: Balance, n: usize) -> Route {
+        Route {
+            name: Arc::from("r"),
+            host: None,
+            host_text: None,
+            prefix: "/".into(),
+            pool: Pool {
+                members: (0..n).map(|i| member(&format!("http://m{i}:80"))).collect(),
+                balance,
+                next: AtomicUsize::new(0),
+            },
+            facilities: None,
+            require: Vec::new(),
+            retries: 1,
+            fail_timeout: Duration::from_secs(10),
+            timeout: None,
+            preserve_host: false,
+            health: None,
+        }
+    }
+
+    #[test]
+    fn round_robin_skips_down_members_and_least_connections_prefers_idle() {
+        let r = route(Balance::RoundRobin, 3);
+        let picks: Vec<usize> = (0..6).map(|_| r.pick(&[]).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        r.pool.members[1].healthy.store(false, Ordering::Relaxed);
+        r.pool.members[2]
+            .down_until
+            .store(now_ms() + 60_000, Ordering::Relaxed);
+        assert!((0..5).all(|_| r.pick(&[]) == Some(0)));
+        // Nothing usable left after 0 was tried: the unusable ones are tried rather than none.
+        assert!(matches!(r.pick(&[0]), Some(1) | Some(2)));
+        assert_eq!(r.pick(&[0, 1, 2]), None);
+
+        let lc = route(Balance::LeastConnections, 3);
+        lc.pool.members[0].active.store(5, Ordering::Relaxed);
+        lc.pool.members[1].active.store(1, Ordering::Relaxed);
+        lc.pool.members[2].active.store(3, Ordering::Relaxed);
+        assert!((0..4).all(|_| lc.pick(&[]) == Some(1)));
+        assert_eq!(lc.pick(&[1]), Some(2));
+    }
+
+    #[test]
+    fn authorization_by_facility_and_attributes() {
+        let mut r = route(Balance::RoundRobin, 1);
+        assert!(authorize(&r, None, None).is_none(), "no facilities = open");
+        r.facilities = Some(vec!["H-00*".into(), "P-1".into()]);
+        assert!(authorize(&r, None, Some("H-0042")).is_none());
+        assert!(authorize(&r, None, Some("P-1")).is_none());
+        assert!(authorize(&r, None, Some("P-2")).is_some());
+        assert!(authorize(&r, None, None).is_some());
+        r.facilities = Some(Vec::new());
+        assert!(
+            authorize(&r, None, Some("H-0042")).is_some(),
+            "empty list = nobody"
+        );
+    }
+}
+
+#[cfg(test)]
+mod path_props {
+    use super::state::prefix_matches;
+    use proptest::prelude::*;
+
+    /// Nested routes with different facility policies.
+    const PREFIXES: &[&str] = &["/", "/api", "/api/admin", "/api/admin/keys", "/static/"];
+
+    /// The route (longest matching prefix) for a path, as `ReverseState::route` picks it.
+    fn route(path: &str) -> &'static str {
+        PREFIXES
+            .iter()
+            .filter(|p| prefix_matches(p, path))
+            .max_by_key(|p| p.len())
+            .copied()
+            .unwrap_or("")
+    }
+
+    /// What an upstream that normalises (Python's http.server: unquote every escape, then
+    /// posixpath.normpath) makes of a path.
+    fn upstream_view(path: &str) -> String {
+        let bytes = path.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            let esc = (bytes[i] == b'%')
+                .then(|| std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok())
+                .flatten()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match esc {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                }
+                None => {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let mut segs: Vec<&str> = Vec::new();
+        for s in text.split('/') {
+            match s {
+                "" | "." => {}
+                ".." => {
+                    segs.pop();
+                }
+                s => segs.push(s),
+            }
+        }
+        let mut p = format!("/{}", segs.join("/"));
+        if text.ends_with('/') && p != "/" {
+            p.push('/');
+        }
+        p
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("api".to_string()),
+            Just("admin".to_string()),
+            Just("keys".to_string()),
+            Just("static".to_string()),
+            Just("x".to_string()),
+            Just(".".to_string()),
+            Just("..".to_string()),
+            Just("".to_string()),
+            Just("%2e%2e".to_string()),
+            Just(".%2e".to_string()),
+            Just("%2e".to_string()),
+            Just("%61dmin".to_string()),
+            Just("adm%69n".to_string()),
+            Just("a%2fb".to_string()),
+            Just("a%5cb".to_string()),
+            Just("a\\b".to_string()),
+            Just("..;".to_string()),
+            Just("%00".to_string()),
+            Just("%c0%af".to_string()),
+            Just("%20".to_string()),
+            Just("caf%C3%A9".to_string()),
+            "[a-z%.;]{0,4}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        /// For any path: the route chosen on the canonical form is the route of the path the
+        /// upstream receives (the canonical form, read by a normalising upstream); canonical
+        /// forms are fixed points. (With `forward_raw_path` the client's bytes go upstream and
+        /// this holds only for upstreams that normalise as RFC 3986 does: `/a/.` is `/a/` there,
+        /// `/a` for Python's http.server.)
+        #[test]
+        fn the_route_decided_is_the_route_served(segs in proptest::collection::vec(segment(), 0..8)) {
+            let raw = format!("/{}", segs.join("/"));
+            if let Ok(c) = sekisho_core::canonical_path(&raw) {
+                let again = sekisho_core::canonical_path(&c);
+                prop_assert_eq!(again.as_deref(), Ok(c.as_str()));
+                let chosen = route(&c);
+                prop_assert_eq!(chosen, route(&upstream_view(&c)), "canonical {} served as {}", c, upstream_view(&c));
+            }
+        }
+    }
+}

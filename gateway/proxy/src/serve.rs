@@ -1,0 +1,105 @@
+//! Serving HTTP on a client connection (HTTP/1.1, or h2 by ALPN after TLS) with the read, idle
+//! and header limits, and each HTTP/1 request's raw head as the client sent it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::headtap;
+use crate::io::{Activity, Tracked};
+use crate::shared::Shared;
+use crate::upstream::{error_chain, ProxyBody};
+
+/// The raw bytes of a request head, as the client sent them (HTTP/1 only).
+#[derive(Clone)]
+pub(crate) struct RawHead(pub Bytes);
+
+/// Takes the request's raw head from the connection's tap into its extensions.
+pub(crate) fn attach_raw_head(tap: &headtap::Tap, req: &mut Request<Incoming>) {
+    let target = match req.uri().path_and_query() {
+        Some(pq) if req.uri().scheme().is_none() => pq.as_str().to_string(),
+        _ => req.uri().to_string(),
+    };
+    let raw = tap
+        .lock()
+        .ok()
+        .and_then(|mut t| t.next_head(req.method().as_str(), &target));
+    if let Some(raw) = raw {
+        req.extensions_mut().insert(RawHead(raw));
+    }
+}
+
+/// Serves HTTP on a decrypted client connection (h2 or HTTP/1.1 by ALPN) with the read, idle
+/// and header limits: each request gets its raw head (HTTP/1.1), is counted, and goes to
+/// `handler`. Returns the bytes read from and written to the client.
+pub(crate) async fn serve_decrypted<IO, H, Fut>(
+    shared: &Shared,
+    listener: &Arc<str>,
+    tls: IO,
+    h2: bool,
+    handler: H,
+) -> (u64, u64)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let activity = Activity::new();
+    let tap = (!h2).then(|| headtap::tap(shared.limits.max_header_bytes));
+    let io = TokioIo::new(Tracked::new(tls, Arc::clone(&activity)).with_tap(tap.clone()));
+    let metrics = Arc::clone(&shared.metrics);
+    let listener = Arc::clone(listener);
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        if let Some(tap) = &tap {
+            attach_raw_head(tap, &mut req);
+        }
+        let proto = if req.version() == Version::HTTP_2 {
+            "h2"
+        } else {
+            "http1"
+        };
+        metrics
+            .requests
+            .with_label_values(&[&listener, proto])
+            .inc();
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let limits = &shared.limits;
+    let result = if h2 {
+        let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .max_concurrent_streams(256)
+            .initial_stream_window_size(crate::upstream::H2_STREAM_WINDOW)
+            .initial_connection_window_size(crate::upstream::H2_CONN_WINDOW)
+            .max_frame_size(crate::upstream::H2_MAX_FRAME)
+            .keep_alive_interval(Some(limits.idle_timeout))
+            .serve_connection(io, svc);
+        tokio::select! {
+            r = served => r.map_err(|e| error_chain(&e)),
+            _ = activity.idle(limits.idle_timeout) => Ok(()),
+        }
+    } else {
+        let served = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.read_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .serve_connection(io, svc)
+            .with_upgrades();
+        tokio::select! {
+            r = served => r.map_err(|e| error_chain(&e)),
+            _ = activity.idle(limits.idle_timeout) => Ok(()),
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "decrypted connection ended");
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    (activity.read.load(Relaxed), activity.written.load(Relaxed))
+}

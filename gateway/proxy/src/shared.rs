@@ -1,0 +1,105 @@
+//! State shared by every connection: pipelines, the leaf minter, the upstream client, event
+//! sinks, metrics, limits, reverse-proxy state.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use sekisho_core::{Observer, Pipeline};
+use tokio::sync::Semaphore;
+
+use crate::ca::LeafMinter;
+use crate::events::EventSink;
+use crate::hostmatch::HostMatcher;
+use crate::metrics::Metrics;
+use crate::reverse::state::{Members, ReverseState};
+use crate::upstream::{self, UpstreamClient};
+
+/// Limits as durations and sizes, from `[limits]`.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    pub max_header_bytes: usize,
+    pub handshake_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub hold_per_flow: usize,
+}
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    /// One pipeline per listener, by listener index.
+    pub pipelines: Vec<ArcSwap<Pipeline>>,
+    pub minter: LeafMinter,
+    pub client: UpstreamClient,
+    /// Verified upstream certificate chains by server name (for IPS certificate rules).
+    pub upstream_certs: Arc<upstream::CertStore>,
+    pub events: EventSink,
+    pub metrics: Arc<Metrics>,
+    pub splice: HostMatcher,
+    pub hold: Arc<Semaphore>,
+    pub flow_ids: AtomicU64,
+    pub conn_ids: AtomicU64,
+    pub observer: Observer,
+    pub server_tls: Arc<rustls::ServerConfig>,
+    pub limits: Limits,
+    /// Reverse listeners' TLS, routes and pools, by listener index (None for forward ones).
+    pub reverse: Vec<Option<ArcSwap<ReverseState>>>,
+    /// Pool members by URL (health and in-flight counts survive reloads).
+    pub members: Members,
+}
+
+#[derive(Debug)]
+struct OneCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OneCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+}
+
+impl Shared {
+    /// The current pipeline of listener `index` (a snapshot: a reload does not change it).
+    pub fn pipeline(&self, index: usize) -> Arc<Pipeline> {
+        self.pipelines
+            .get(index)
+            .map(|p| p.load_full())
+            .unwrap_or_default()
+    }
+
+    /// The current state of reverse listener `index`.
+    pub fn reverse_state(&self, index: usize) -> Option<Arc<ReverseState>> {
+        self.reverse
+            .get(index)
+            .and_then(|s| s.as_ref())
+            .map(|s| s.load_full())
+    }
+
+    /// Every reverse listener's current state.
+    pub fn reverse_states(&self) -> Vec<Arc<ReverseState>> {
+        self.reverse
+            .iter()
+            .flatten()
+            .map(|s| s.load_full())
+            .collect()
+    }
+
+    pub fn next_flow_id(&self) -> u64 {
+        self.flow_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A TLS acceptor presenting `cert`, sharing the base config's session cache and tickets.
+    pub fn tls_acceptor(&self, cert: Arc<CertifiedKey>) -> tokio_rustls::TlsAcceptor {
+        let mut cfg = (*self.server_tls).clone();
+        cfg.cert_resolver = Arc::new(OneCert(cert));
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    }
+}

@@ -1,0 +1,210 @@
+//! HTTP pieces the forward and reverse proxies share: bodies, plain and block-page responses,
+//! hop-by-hop headers and `Via`, host spellings, a flow's `FlowMeta`.
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use sekisho_core::FlowMeta;
+
+use crate::blockpage::{self, BlockInfo};
+use crate::conn::ConnInfo;
+use crate::shared::Shared;
+use crate::upstream::ProxyBody;
+
+pub(crate) fn full(b: impl Into<Bytes>) -> ProxyBody {
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub(crate) fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pub(crate) fn text_response(status: StatusCode, text: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(full(format!("{text}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+pub(crate) fn block_response(
+    status: StatusCode,
+    title: &str,
+    reason: &str,
+    host: &str,
+    category: &str,
+    event_id: Option<uuid::Uuid>,
+) -> Response<ProxyBody> {
+    blockpage::response(
+        status,
+        &BlockInfo {
+            title,
+            reason,
+            host,
+            category,
+            event_id,
+        },
+    )
+    .map(full)
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the proxy-specific ones.
+pub(crate) const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers and those named in `Connection`. Keeps `Upgrade` (and a
+/// `Connection: upgrade`) when `keep_upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    let upgrade = headers.get(header::UPGRADE).cloned();
+    for n in named
+        .iter()
+        .map(String::as_str)
+        .chain(HOP_BY_HOP.iter().copied())
+    {
+        headers.remove(n);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        if let Some(u) = upgrade {
+            headers.insert(header::UPGRADE, u);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+}
+
+pub(crate) fn add_via(headers: &mut HeaderMap, version: Version) {
+    let v = match version {
+        Version::HTTP_10 => "1.0 sekisho",
+        Version::HTTP_2 => "2 sekisho",
+        _ => "1.1 sekisho",
+    };
+    headers.append(header::VIA, HeaderValue::from_static(v));
+}
+
+pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+pub(crate) fn authority(host: &str, port: u16) -> String {
+    format!("{}:{port}", bracket(host))
+}
+
+/// An IPv6 literal in brackets; other hosts as they are.
+pub(crate) fn bracket(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// h2 clients name the virtual host in `:authority`, not Host: stages and HTTP/1.1 upstreams
+/// see it as Host either way.
+pub(crate) fn host_from_authority(parts: &mut http::request::Parts) {
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+}
+
+pub(crate) fn new_meta(shared: &Shared, conn: &ConnInfo, host: &str, port: u16) -> FlowMeta {
+    let mut meta = FlowMeta::new(
+        shared.next_flow_id(),
+        conn.listener.to_string(),
+        conn.client,
+        conn.local,
+    );
+    meta.conn_id = conn.id;
+    meta.target_host = Some(host.to_string());
+    meta.target_port = Some(port);
+    meta
+}
+
+/// The counted 400 for a request whose upstream URI does not parse.
+pub(crate) fn bad_target(
+    shared: &Shared,
+    conn: &ConnInfo,
+    e: impl std::fmt::Display,
+) -> Response<ProxyBody> {
+    shared
+        .metrics
+        .bad_requests
+        .with_label_values(&[&conn.listener])
+        .inc();
+    text_response(StatusCode::BAD_REQUEST, &format!("bad request target: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        let mut a = h.clone();
+        strip_hop_by_hop(&mut a, false);
+        assert!(a.get("x-secret").is_none());
+        assert!(a.get("keep-alive").is_none());
+        assert!(a.get("proxy-authorization").is_none());
+        assert!(a.get(header::UPGRADE).is_none());
+        assert_eq!(a.get(header::TE).unwrap(), "trailers");
+        assert_eq!(a.get("x-keep").unwrap(), "1");
+        let mut b = h;
+        strip_hop_by_hop(&mut b, true);
+        assert_eq!(b.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(b.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+}
