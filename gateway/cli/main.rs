@@ -272,25 +272,59 @@ fn main() -> ExitCode {
 
 fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Ca {
-            command: CaCommand::Init { out, name },
-        } => {
+        Command::Run { config } => run_command(config),
+        Command::CheckConfig { config } => check_config(config),
+        Command::Scan {
+            config,
+            json,
+            paths,
+        } => scan_command(config, json, &paths),
+        Command::Rules { command } => rules_command(command),
+        Command::Ca { command } => ca_command(command),
+        Command::Logs {
+            command: LogsCommand::Verify { key, files },
+        } => verify_logs(key, &files),
+        Command::Collector {
+            out,
+            syslog_tcp,
+            syslog_tls,
+            http,
+            https,
+            cert,
+            key,
+            client_ca,
+            token,
+        } => collector(sekisho_mss::collector::CollectorConfig {
+            out,
+            syslog_tcp,
+            syslog_tls,
+            http,
+            https,
+            cert,
+            key,
+            client_ca,
+            token,
+        }),
+    }
+}
+
+/// `ca init`, `ca issue-client`, `ca crl`.
+fn ca_command(command: CaCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CaCommand::Init { out, name } => {
             let (c, k) = ca::init_ca(&out, &name)?;
             println!("created {} and {} (mode 0600)", c.display(), k.display());
             println!("install {} in your clients' trust stores", c.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ca {
-            command:
-                CaCommand::IssueClient {
-                    ca: ca_dir,
-                    facility,
-                    out,
-                    name,
-                    days,
-                    not_before,
-                    not_after,
-                },
+        CaCommand::IssueClient {
+            ca: ca_dir,
+            facility,
+            out,
+            name,
+            days,
+            not_before,
+            not_after,
         } => {
             let spec = ca::ClientCertSpec {
                 facility,
@@ -308,14 +342,11 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ca {
-            command:
-                CaCommand::Crl {
-                    ca: ca_dir,
-                    revoke,
-                    days,
-                    out,
-                },
+        CaCommand::Crl {
+            ca: ca_dir,
+            revoke,
+            days,
+            out,
         } => {
             let serials = ca::write_crl(&ca_dir, &revoke, days, &out)?;
             println!(
@@ -326,24 +357,30 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Scan {
-            config,
-            json,
-            paths,
-        } => {
-            let path = config_path(config);
-            let (_, cfg) = load(&path)?;
-            let Some(av) = cfg.typed(&sekisho_av::AvEngine)? else {
-                bail!(
-                    "{}: no [av] table: name the rules to scan with (yara = [...], clamav = [...])",
-                    path.display()
-                );
-            };
-            scan::run(&av, json, &paths)
-        }
-        Command::Rules {
-            command: RulesCommand::Check { config },
-        } => {
+    }
+}
+
+/// `scan`: the AV engine of the config's `[av]` table over files and folders.
+fn scan_command(
+    config: Option<PathBuf>,
+    json: bool,
+    paths: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    let path = config_path(config);
+    let (_, cfg) = load(&path)?;
+    let Some(av) = cfg.typed(&sekisho_av::AvEngine)? else {
+        bail!(
+            "{}: no [av] table: name the rules to scan with (yara = [...], clamav = [...])",
+            path.display()
+        );
+    };
+    scan::run(&av, json, paths)
+}
+
+/// `rules check`, `rules test-url`.
+fn rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        RulesCommand::Check { config } => {
             let path = config_path(config);
             let (_, cfg) = load(&path)?;
             let Some(ips) = cfg.typed(&sekisho_ips::IpsEngine::new()?)? else {
@@ -354,15 +391,12 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
             };
             rules::check(&ips, &path)
         }
-        Command::Rules {
-            command:
-                RulesCommand::TestUrl {
-                    config,
-                    client,
-                    listener,
-                    policy,
-                    urls,
-                },
+        RulesCommand::TestUrl {
+            config,
+            client,
+            listener,
+            policy,
+            urls,
         } => {
             let path = config_path(config);
             let (_, cfg) = load(&path)?;
@@ -381,108 +415,95 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
             });
             rules::test_url(&uc, &path, client, &listener, policy.as_deref(), &urls)
         }
-        Command::Logs {
-            command: LogsCommand::Verify { key, files },
-        } => {
-            let key = match key {
-                Some(k) => Some(std::fs::read(&k).with_context(|| format!("{}", k.display()))?),
-                None => None,
-            };
-            let mut prev: Option<String> = None;
-            let mut bad = false;
-            for f in &files {
-                match sekisho_mss::chain::verify_file(f, key.as_deref(), prev.as_deref()) {
-                    Ok(v) => {
-                        println!("{}: ok ({} lines, last {})", f.display(), v.lines, v.last);
-                        prev = Some(v.last);
-                    }
-                    Err(e) => {
-                        println!("{}:{}: chain broken: {}", f.display(), e.line, e.reason);
-                        bad = true;
-                        prev = None;
-                    }
-                }
+    }
+}
+
+/// `logs verify`: hash chains of rotated log files, in order.
+fn verify_logs(key: Option<PathBuf>, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let key = match key {
+        Some(k) => Some(std::fs::read(&k).with_context(|| format!("{}", k.display()))?),
+        None => None,
+    };
+    let mut prev: Option<String> = None;
+    let mut bad = false;
+    for f in files {
+        match sekisho_mss::chain::verify_file(f, key.as_deref(), prev.as_deref()) {
+            Ok(v) => {
+                println!("{}: ok ({} lines, last {})", f.display(), v.lines, v.last);
+                prev = Some(v.last);
             }
-            Ok(if bad {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
-        Command::Collector {
-            out,
-            syslog_tcp,
-            syslog_tls,
-            http,
-            https,
-            cert,
-            key,
-            client_ca,
-            token,
-        } => {
-            if syslog_tcp.is_empty() && syslog_tls.is_empty() && http.is_empty() && https.is_empty()
-            {
-                bail!("nothing to listen on: give --syslog-tcp, --syslog-tls, --http or --https");
+            Err(e) => {
+                println!("{}:{}: chain broken: {}", f.display(), e.line, e.reason);
+                bad = true;
+                prev = None;
             }
-            let cfg = sekisho_mss::collector::CollectorConfig {
-                out,
-                syslog_tcp,
-                syslog_tls,
-                http,
-                https,
-                cert,
-                key,
-                client_ca,
-                token,
-            };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("collector")
-                .build()
-                .context("starting the runtime")?;
-            rt.block_on(async move {
-                let (bound, serve) = sekisho_mss::collector::bind(cfg)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
-                for (kind, a) in &bound {
-                    println!("listening {kind} {a}");
-                }
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .context("signals")?;
-                tokio::select! {
-                    _ = serve => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                anyhow::Ok(())
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::CheckConfig { config } => {
-            let path = config_path(config);
-            let (assembly, cfg) = load(&path)?;
-            for note in assembly.check(&cfg)? {
-                println!("{note}");
-            }
-            println!("{}: OK", path.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Run { config } => {
-            let path = config_path(config);
-            let (assembly, cfg) = load(&path)?;
-            ensure_ca(&cfg.proxy)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("sekisho")
-                .build()
-                .context("starting the runtime")?;
-            rt.block_on(run(assembly, cfg, path))?;
-            Ok(ExitCode::SUCCESS)
         }
     }
+    Ok(if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `collector`: the MSS collector (syslog TCP/TLS, HTTP batches → files) until a signal.
+fn collector(cfg: sekisho_mss::collector::CollectorConfig) -> anyhow::Result<ExitCode> {
+    if cfg.syslog_tcp.is_empty()
+        && cfg.syslog_tls.is_empty()
+        && cfg.http.is_empty()
+        && cfg.https.is_empty()
+    {
+        bail!("nothing to listen on: give --syslog-tcp, --syslog-tls, --http or --https");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("collector")
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let (bound, serve) = sekisho_mss::collector::bind(cfg)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        for (kind, a) in &bound {
+            println!("listening {kind} {a}");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("signals")?;
+        tokio::select! {
+            _ = serve => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `check-config`: everything the config names, without starting.
+fn check_config(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let path = config_path(config);
+    let (assembly, cfg) = load(&path)?;
+    for note in assembly.check(&cfg)? {
+        println!("{note}");
+    }
+    println!("{}: OK", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `run`: the gateway until SIGINT/SIGTERM; SIGHUP reloads.
+fn run_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let path = config_path(config);
+    let (assembly, cfg) = load(&path)?;
+    ensure_ca(&cfg.proxy)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sekisho")
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(run(assembly, cfg, path))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ensure_ca(cfg: &Config) -> anyhow::Result<()> {

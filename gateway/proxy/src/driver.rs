@@ -58,249 +58,342 @@ pub(crate) enum SendError {
     NoUpstream,
 }
 
-/// Runs the pipeline on a request, sends it to `dest`, and runs the pipeline on the response:
-/// the part the forward and reverse proxies share.
-#[allow(clippy::too_many_arguments)]
+/// One HTTP exchange through the pipeline: what every step of the driver reads.
+pub(crate) struct Exchange {
+    pub shared: Arc<Shared>,
+    pub conn: Arc<ConnInfo>,
+    pub state: Arc<FlowState>,
+    /// The request head the stages judge (the forward proxy's absolute URL, the reverse proxy's
+    /// canonical target).
+    pub head: RequestHead,
+    pub dest: Dest,
+    pub started: Instant,
+}
+
+/// The response a step gives the client instead of going on (a block page, an answer, a 5xx).
+type Early = Response<ProxyBody>;
+
+/// What the upstream said, after the response-head phase.
+struct Answered {
+    parts: http::response::Parts,
+    body: Incoming,
+    verdict: Verdict,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// Runs the pipeline on a request, sends it to its destination, and runs the pipeline on the
+/// response: the part the forward and reverse proxies share. Each step may end the exchange
+/// with its own response.
 pub(crate) async fn inspect_and_send(
-    shared: Arc<Shared>,
-    conn: Arc<ConnInfo>,
-    state: Arc<FlowState>,
+    x: Exchange,
     guard: FinishGuard,
-    head: RequestHead,
     mut parts: http::request::Parts,
     body: Incoming,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    started: Instant,
-    dest: Dest,
 ) -> Response<ProxyBody> {
-    let v = {
-        let mut flow = state.flow.lock().await;
-        let v = flow.request_head(&head);
-        state.emit(&mut flow).await;
+    let done: Result<Response<ProxyBody>, Early> = async {
+        // The stages see the head before anything is sent (a block or an answer ends it here).
+        let v = x.request_head_phase().await?;
+        // Hop-by-hop headers, Via and the destination's rewrite, on what goes upstream only.
+        x.prepare_upstream(&mut parts, client_upgrade.is_some());
+        // A bodyless request runs its body phase now; a held body is read and judged whole.
+        let body = x.request_body_phase(body, v).await?;
+        // The response-head deadline starts once the request body is sent.
+        let resp = x
+            .send_with_deadline(Request::from_parts(parts, body))
+            .await?;
+        let answered = x
+            .response_head_phase(resp, client_upgrade.is_some())
+            .await?;
+        match (client_upgrade, answered.upgrade) {
+            (Some(c), Some(s)) => Ok(x.finish_upgrade(answered.parts, c, s, guard)),
+            (_, _) => {
+                x.response_body_phase(answered.parts, answered.body, answered.verdict, guard)
+                    .await
+            }
+        }
+    }
+    .await;
+    done.unwrap_or_else(|early| early)
+}
+
+impl Exchange {
+    async fn request_head_phase(&self) -> Result<Verdict, Early> {
+        let mut flow = self.state.flow.lock().await;
+        let v = flow.request_head(&self.head);
+        self.state.emit(&mut flow).await;
         if v == Verdict::Block {
-            return request_blocked(&state, &flow, &head.host);
+            return Err(request_blocked(&self.state, &flow, &self.head.host));
         }
         if let Some(answer) = flow.answer() {
-            return stage_response(&state, &flow, &head.host, answer);
+            return Err(stage_response(&self.state, &flow, &self.head.host, answer));
         }
-        v
-    };
-
-    strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
-    add_via(&mut parts.headers, parts.version);
-    match &dest {
-        Dest::Direct { uri, drop_host } => {
-            if *drop_host {
-                parts.headers.remove(header::HOST);
-            }
-            parts.uri = uri.clone();
-            parts.version = Version::HTTP_11;
-        }
-        Dest::Pool(d) => d.prepare(&mut parts),
+        Ok(v)
     }
-    // A bodyless request ends here: the body phase (IPS stream rules) runs before it is sent.
-    let v = if body.is_end_stream() && v != Verdict::Hold {
-        let mut flow = state.flow.lock().await;
-        let bv = flow.body(Direction::Request, &Bytes::new(), true);
-        state.emit(&mut flow).await;
-        if bv == Verdict::Block {
-            return request_blocked(&state, &flow, &head.host);
+
+    fn prepare_upstream(&self, parts: &mut http::request::Parts, upgrade: bool) {
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        add_via(&mut parts.headers, parts.version);
+        match &self.dest {
+            Dest::Direct { uri, drop_host } => {
+                if *drop_host {
+                    parts.headers.remove(header::HOST);
+                }
+                parts.uri = uri.clone();
+                parts.version = Version::HTTP_11;
+            }
+            Dest::Pool(d) => d.prepare(parts),
         }
-        v.max(bv)
-    } else {
-        v
-    };
-    let body = if body.is_end_stream() && v != Verdict::Hold {
-        state.mark_request_sent();
-        empty()
-    } else {
+    }
+
+    /// The request body as it goes upstream: empty (its body phase already run), inspected as
+    /// it streams, or (held) read whole, judged, then replayed.
+    async fn request_body_phase(&self, body: Incoming, v: Verdict) -> Result<ProxyBody, Early> {
+        let state = &self.state;
+        let mut v = v;
+        if body.is_end_stream() && v != Verdict::Hold {
+            let mut flow = state.flow.lock().await;
+            let bv = flow.body(Direction::Request, &Bytes::new(), true);
+            state.emit(&mut flow).await;
+            if bv == Verdict::Block {
+                return Err(request_blocked(state, &flow, &self.head.host));
+            }
+            v = v.max(bv);
+            if v != Verdict::Hold {
+                drop(flow);
+                state.mark_request_sent();
+                return Ok(empty());
+            }
+        }
         let stream = inspect(
-            DrainOnDrop::new(body, shared.limits.read_timeout),
+            DrainOnDrop::new(body, self.shared.limits.read_timeout),
             Direction::Request,
-            Arc::clone(&state),
+            Arc::clone(state),
             None,
         );
-        if v == Verdict::Hold {
-            // Request buffering: a held body is read and judged completely (bounded by the hold
-            // limits) before anything goes upstream, so an upstream that answers early cannot cut
-            // the inspection short and a block is a page.
-            match buffer_request(stream).await {
-                Ok(b) => b,
-                Err(e) if is_blocked(e.as_ref()) => {
-                    let flow = state.flow.lock().await;
-                    return request_blocked(&state, &flow, &head.host);
-                }
-                Err(e) => {
-                    state.set_error(format!("request body: {e}"));
-                    state.set_status(400);
-                    return text_response(
-                        StatusCode::BAD_REQUEST,
-                        "the request body could not be read",
-                    );
-                }
+        if v != Verdict::Hold {
+            return Ok(stream);
+        }
+        // Request buffering: a held body is read and judged completely (bounded by the hold
+        // limits) before anything goes upstream, so an upstream that answers early cannot cut
+        // the inspection short and a block is a page.
+        match buffer_request(stream).await {
+            Ok(b) => Ok(b),
+            Err(e) if is_blocked(e.as_ref()) => {
+                let flow = state.flow.lock().await;
+                Err(request_blocked(state, &flow, &self.head.host))
             }
-        } else {
-            stream
+            Err(e) => {
+                state.set_error(format!("request body: {e}"));
+                state.set_status(400);
+                Err(text_response(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                ))
+            }
         }
-    };
-    let up_req = Request::from_parts(parts, body);
-
-    // The response timeout starts once the request body is sent: a long upload is bounded by the
-    // per-chunk read timeout instead.
-    let response_timeout = match &dest {
-        Dest::Pool(d) => d.response_timeout(shared.limits.response_timeout),
-        Dest::Direct { .. } => shared.limits.response_timeout,
-    };
-    let deadline = async {
-        state.request_sent().await;
-        tokio::time::sleep(response_timeout).await;
-    };
-    let send = async {
-        match &dest {
-            Dest::Direct { .. } => shared
-                .client
-                .request(up_req)
-                .await
-                .map_err(SendError::Upstream),
-            Dest::Pool(d) => d.send(&shared, &state, up_req).await,
-        }
-    };
-    let resp = match tokio::select! {
-        r = send => Ok(r),
-        () = deadline => Err(()),
-    } {
-        Err(()) => {
-            shared
-                .metrics
-                .upstream_errors
-                .with_label_values(&["timeout"])
-                .inc();
-            state.set_error(format!("no response head within {response_timeout:?}"));
-            state.set_status(504);
-            return text_response(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the upstream server did not answer in time",
-            );
-        }
-        Ok(Err(SendError::Upstream(e))) => {
-            return upstream_failed(&shared, &state, &head.host, e).await
-        }
-        Ok(Err(SendError::NoUpstream)) => {
-            state.set_error("no upstream in the pool");
-            state.set_status(502);
-            return text_response(StatusCode::BAD_GATEWAY, "no upstream server is available");
-        }
-        Ok(Ok(r)) => r,
-    };
-    let mut resp = resp;
-    if let Some(info) = resp
-        .extensions()
-        .get::<hyper_util::client::legacy::connect::HttpInfo>()
-    {
-        state.set_dest_ip(Some(info.remote_addr().ip().to_string()));
-        let remote = info.remote_addr();
-        let certs = shared.upstream_certs.get(&head.host);
-        state
-            .update_meta(|meta| {
-                meta.upstream = Some(remote);
-                if let Some(c) = certs {
-                    meta.upstream_certs = c;
-                }
-            })
-            .await;
     }
-    let server_upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS
-        && client_upgrade.is_some())
-    .then(|| hyper::upgrade::on(&mut resp));
-    let (mut rparts, rbody) = resp.into_parts();
-    let rhead = ResponseHead {
-        status: rparts.status,
-        version: rparts.version,
-        headers: rparts.headers.clone(),
-    };
-    let v = {
+
+    /// Sends the request; the upstream must send its response head within the response
+    /// timeout counted from the end of the request body (a long upload is bounded by the
+    /// per-chunk read timeout instead).
+    async fn send_with_deadline(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, Early> {
+        let (shared, state) = (&self.shared, &self.state);
+        let response_timeout = match &self.dest {
+            Dest::Pool(d) => d.response_timeout(shared.limits.response_timeout),
+            Dest::Direct { .. } => shared.limits.response_timeout,
+        };
+        let deadline = async {
+            state.request_sent().await;
+            tokio::time::sleep(response_timeout).await;
+        };
+        let send = async {
+            match &self.dest {
+                Dest::Direct { .. } => shared
+                    .client
+                    .request(req)
+                    .await
+                    .map_err(SendError::Upstream),
+                Dest::Pool(d) => d.send(shared, state, req).await,
+            }
+        };
+        let sent = tokio::select! {
+            r = send => r,
+            () = deadline => {
+                shared.metrics.upstream_errors.with_label_values(&["timeout"]).inc();
+                state.set_error(format!("no response head within {response_timeout:?}"));
+                state.set_status(504);
+                return Err(text_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the upstream server did not answer in time",
+                ));
+            }
+        };
+        match sent {
+            Ok(r) => Ok(r),
+            Err(SendError::Upstream(e)) => {
+                Err(upstream_failed(shared, state, &self.head.host, e).await)
+            }
+            Err(SendError::NoUpstream) => {
+                state.set_error("no upstream in the pool");
+                state.set_status(502);
+                Err(text_response(
+                    StatusCode::BAD_GATEWAY,
+                    "no upstream server is available",
+                ))
+            }
+        }
+    }
+
+    /// Records where the response came from (address, verified chain) and runs the
+    /// response-head phase.
+    async fn response_head_phase(
+        &self,
+        mut resp: Response<Incoming>,
+        client_upgrade: bool,
+    ) -> Result<Answered, Early> {
+        let state = &self.state;
+        if let Some(info) = resp
+            .extensions()
+            .get::<hyper_util::client::legacy::connect::HttpInfo>()
+        {
+            state.set_dest_ip(Some(info.remote_addr().ip().to_string()));
+            let remote = info.remote_addr();
+            let certs = self.shared.upstream_certs.get(&self.head.host);
+            state
+                .update_meta(|meta| {
+                    meta.upstream = Some(remote);
+                    if let Some(c) = certs {
+                        meta.upstream_certs = c;
+                    }
+                })
+                .await;
+        }
+        let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade)
+            .then(|| hyper::upgrade::on(&mut resp));
+        let (parts, body) = resp.into_parts();
+        let rhead = ResponseHead {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers.clone(),
+        };
         let mut flow = state.flow.lock().await;
-        let v = flow.response_head(&rhead);
+        let verdict = flow.response_head(&rhead);
         state.emit(&mut flow).await;
-        if v == Verdict::Block {
+        if verdict == Verdict::Block {
             state.set_status(403);
-            let event = flow.blocking_event();
-            let category = flow_category(&state, &flow);
-            return block_response(
+            let host = &self.head.host;
+            return Err(block_response(
                 StatusCode::FORBIDDEN,
                 "Response blocked",
-                &format!(
-                    "The response from {} was blocked by the gateway policy.",
-                    head.host
-                ),
-                &head.host,
-                &category,
-                event,
-            );
+                &format!("The response from {host} was blocked by the gateway policy."),
+                host,
+                &flow_category(state, &flow),
+                flow.blocking_event(),
+            ));
         }
-        v
-    };
-    state.set_status(rparts.status.as_u16());
+        state.set_status(parts.status.as_u16());
+        Ok(Answered {
+            parts,
+            body,
+            verdict,
+            upgrade,
+        })
+    }
 
-    if let (Some(client_up), Some(server_up)) = (client_upgrade, server_upgrade) {
-        {
-            drop(rbody);
-            strip_hop_by_hop(&mut rparts.headers, true);
-            add_via(&mut rparts.headers, Version::HTTP_11);
-            let st = Arc::clone(&state);
-            tokio::spawn(async move {
-                let _guard = guard;
-                match tokio::try_join!(client_up, server_up) {
-                    Ok((c, s)) => {
-                        let mut c = TokioIo::new(c);
-                        let mut s = TokioIo::new(s);
-                        match tokio::io::copy_bidirectional(&mut c, &mut s).await {
-                            Ok((to_s, to_c)) => {
-                                st.to_server
-                                    .fetch_add(to_s, std::sync::atomic::Ordering::Relaxed);
-                                st.to_client
-                                    .fetch_add(to_c, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            Err(e) => st.set_error(format!("upgraded stream: {e}")),
+    /// A 101 both sides agreed to: the two upgraded streams are joined (uninspected bytes,
+    /// counted) until either side ends.
+    fn finish_upgrade(
+        &self,
+        mut rparts: http::response::Parts,
+        client_up: hyper::upgrade::OnUpgrade,
+        server_up: hyper::upgrade::OnUpgrade,
+        guard: FinishGuard,
+    ) -> Response<ProxyBody> {
+        strip_hop_by_hop(&mut rparts.headers, true);
+        add_via(&mut rparts.headers, Version::HTTP_11);
+        let st = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            let _guard = guard;
+            match tokio::try_join!(client_up, server_up) {
+                Ok((c, s)) => {
+                    let mut c = TokioIo::new(c);
+                    let mut s = TokioIo::new(s);
+                    match tokio::io::copy_bidirectional(&mut c, &mut s).await {
+                        Ok((to_s, to_c)) => {
+                            st.to_server
+                                .fetch_add(to_s, std::sync::atomic::Ordering::Relaxed);
+                            st.to_client
+                                .fetch_add(to_c, std::sync::atomic::Ordering::Relaxed);
                         }
+                        Err(e) => st.set_error(format!("upgraded stream: {e}")),
                     }
-                    Err(e) => st.set_error(format!("upgrade failed: {e}")),
                 }
-            });
-            return Response::from_parts(rparts, empty());
-        }
+                Err(e) => st.set_error(format!("upgrade failed: {e}")),
+            }
+        });
+        Response::from_parts(rparts, empty())
     }
 
-    strip_hop_by_hop(&mut rparts.headers, false);
-    add_via(&mut rparts.headers, rparts.version);
-    if let Dest::Pool(d) = &dest {
-        if let Ok(v) = HeaderValue::from_str(d.request_id()) {
-            rparts.headers.insert("x-request-id", v);
+    /// The response body, inspected as it streams; a held one is judged whole before the head
+    /// goes out, so a block is a page.
+    async fn response_body_phase(
+        &self,
+        mut rparts: http::response::Parts,
+        rbody: Incoming,
+        v: Verdict,
+        guard: FinishGuard,
+    ) -> Result<Response<ProxyBody>, Early> {
+        strip_hop_by_hop(&mut rparts.headers, false);
+        add_via(&mut rparts.headers, rparts.version);
+        if let Dest::Pool(d) = &self.dest {
+            if let Ok(v) = HeaderValue::from_str(d.request_id()) {
+                rparts.headers.insert("x-request-id", v);
+            }
         }
+        let mut body = inspect(
+            rbody,
+            Direction::Response,
+            Arc::clone(&self.state),
+            Some(guard),
+        );
+        if v == Verdict::Hold {
+            body = self.held_response(body).await?;
+        }
+        self.shared
+            .metrics
+            .request_seconds
+            .with_label_values(&[&self.conn.listener])
+            .observe(self.started.elapsed().as_secs_f64());
+        Ok(Response::from_parts(rparts, body))
     }
-    let mut body = inspect(rbody, Direction::Response, Arc::clone(&state), Some(guard));
-    if v == Verdict::Hold {
-        // The whole body is held and judged before the head goes out, so a block is a page.
+
+    /// Waits for a held response body's verdict (its first frame comes only once it is decided).
+    async fn held_response(&self, mut body: ProxyBody) -> Result<ProxyBody, Early> {
+        let state = &self.state;
         match body.frame().await {
             Some(Err(e)) if is_blocked(e.as_ref()) => {
                 state.set_status(403);
                 let flow = state.flow.lock().await;
-                let category = flow_category(&state, &flow);
-                return block_response(
+                let host = &self.head.host;
+                Err(block_response(
                     StatusCode::FORBIDDEN,
                     "Download blocked",
-                    &format!("The content from {} was blocked by the gateway.", head.host),
-                    &head.host,
-                    &category,
+                    &format!("The content from {host} was blocked by the gateway."),
+                    host,
+                    &flow_category(state, &flow),
                     flow.blocking_event(),
-                );
+                ))
             }
             Some(Err(e)) => {
                 state.set_status(502);
-                return text_response(
+                Err(text_response(
                     StatusCode::BAD_GATEWAY,
                     &format!("upstream body failed: {e}"),
-                );
+                ))
             }
             Some(Ok(first)) => {
                 let first =
@@ -309,17 +402,11 @@ pub(crate) async fn inspect_and_send(
                     );
                 let rest = http_body_util::BodyStream::new(body);
                 use futures_util::StreamExt;
-                body = http_body_util::StreamBody::new(first.chain(rest)).boxed_unsync();
+                Ok(http_body_util::StreamBody::new(first.chain(rest)).boxed_unsync())
             }
-            None => body = empty(),
+            None => Ok(empty()),
         }
     }
-    shared
-        .metrics
-        .request_seconds
-        .with_label_values(&[&conn.listener])
-        .observe(started.elapsed().as_secs_f64());
-    Response::from_parts(rparts, body)
 }
 
 /// Reads an inspected request body to its end and returns it as a body of those frames.

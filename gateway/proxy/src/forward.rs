@@ -14,7 +14,7 @@ use sekisho_core::{split_host_port, DestinationInfo, RequestHead, TlsMode, Verdi
 use tokio::net::TcpStream;
 
 use crate::conn::ConnInfo;
-use crate::driver::{flow_category, inspect_and_send, Dest};
+use crate::driver::{flow_category, inspect_and_send, Dest, Exchange};
 use crate::flowstate::{FinishGuard, FlowState, HttpFacts};
 use crate::headtap;
 use crate::io::{Activity, Tracked};
@@ -200,22 +200,18 @@ pub(crate) async fn http_flow(
         );
     }
 
-    inspect_and_send(
+    let x = Exchange {
         shared,
         conn,
         state,
-        guard,
         head,
-        parts,
-        body,
-        client_upgrade,
-        started,
-        Dest::Direct {
+        dest: Dest::Direct {
             uri: up_uri,
             drop_host,
         },
-    )
-    .await
+        started,
+    };
+    inspect_and_send(x, guard, parts, body, client_upgrade).await
 }
 
 /// CONNECT: policy on the CONNECT host, then a tunnel classified by its ClientHello.

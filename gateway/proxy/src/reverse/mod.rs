@@ -16,7 +16,7 @@ use crate::canon;
 use crate::clientauth::{self, wildcard, PeerCert};
 use crate::config::ClientAuth;
 use crate::conn::ConnInfo;
-use crate::driver::{inspect_and_send, Dest};
+use crate::driver::{inspect_and_send, Dest, Exchange};
 use crate::flowstate::{FinishGuard, FlowState, HttpFacts};
 use crate::serve::{serve_decrypted, RawHead};
 use crate::shared::Shared;
@@ -336,19 +336,15 @@ async fn reverse_flow(
         facility_header: st.facility_header.clone(),
         facility,
     };
-    inspect_and_send(
+    let x = Exchange {
         shared,
         conn,
         state,
-        guard,
         head,
-        parts,
-        body,
-        client_upgrade,
+        dest: Dest::Pool(Box::new(dispatch)),
         started,
-        Dest::Pool(Box::new(dispatch)),
-    )
-    .await
+    };
+    inspect_and_send(x, guard, parts, body, client_upgrade).await
 }
 
 /// Why `route` refuses this client, or None when it may pass.

@@ -13,6 +13,10 @@ use serde::Deserialize;
 use crate::error::{ProxyError, Result};
 use crate::hostmatch::HostMatcher;
 
+mod reverse;
+
+pub(crate) use reverse::upstream_base;
+
 /// The proxy's configuration. Unknown top-level keys are refused by [`Config::parse_with`] (which
 /// knows the engines' tables); unknown keys inside a table by serde.
 #[derive(Clone, Debug, Deserialize)]
@@ -530,7 +534,11 @@ impl Config {
         self.listeners.get(i).and_then(|l| l.stages.as_deref())
     }
 
-    fn err(&self, key: impl std::fmt::Display, msg: impl std::fmt::Display) -> ProxyError {
+    pub(crate) fn err(
+        &self,
+        key: impl std::fmt::Display,
+        msg: impl std::fmt::Display,
+    ) -> ProxyError {
         ProxyError::Config {
             file: self.path.clone(),
             message: format!("{key}: {msg}"),
@@ -598,185 +606,6 @@ impl Config {
         Ok(())
     }
 
-    /// Reverse-listener keys and `[[route]]` tables (files are read when the gateway starts).
-    fn validate_reverse(&self) -> Result<()> {
-        for (i, l) in self.listeners.iter().enumerate() {
-            let key = format!("listener[{i}]");
-            if l.kind == ListenerKind::Forward {
-                let set: Vec<&str> = [
-                    ("cert", l.cert.is_some()),
-                    ("key", l.key.is_some()),
-                    ("certificates", !l.certificates.is_empty()),
-                    ("client_auth", l.client_auth != ClientAuth::None),
-                    ("client_ca", !l.client_ca.is_empty()),
-                    ("crl", !l.crl.is_empty()),
-                    ("facility_id", l.facility_id.is_some()),
-                    ("facility_header", l.facility_header.is_some()),
-                    ("missing_cert", l.missing_cert != MissingCert::Tls),
-                    ("forward_raw_path", l.forward_raw_path),
-                ]
-                .into_iter()
-                .filter(|(_, on)| *on)
-                .map(|(k, _)| k)
-                .collect();
-                if !set.is_empty() {
-                    return Err(self.err(
-                        &key,
-                        format!("{} only apply to kind = \"reverse\"", set.join(", ")),
-                    ));
-                }
-                continue;
-            }
-            if l.cert.is_some() != l.key.is_some() {
-                return Err(self.err(&key, "cert and key go together"));
-            }
-            if l.cert.is_none() && l.certificates.is_empty() {
-                return Err(self.err(
-                    &key,
-                    "a reverse listener needs cert and key (and optionally certificates = [{ cert, key }, …])",
-                ));
-            }
-            if l.client_auth != ClientAuth::None && l.client_ca.is_empty() {
-                return Err(self.err(
-                    format!("{key}.client_ca"),
-                    "client_auth needs at least one CA bundle to verify client certificates",
-                ));
-            }
-            if l.client_auth == ClientAuth::None {
-                for (k, on) in [
-                    ("client_ca", !l.client_ca.is_empty()),
-                    ("crl", !l.crl.is_empty()),
-                    ("facility_id", l.facility_id.is_some()),
-                ] {
-                    if on {
-                        return Err(self.err(
-                            format!("{key}.{k}"),
-                            "needs client_auth = \"required\" or \"optional\"",
-                        ));
-                    }
-                }
-            }
-            if l.missing_cert == MissingCert::Forbidden && l.client_auth != ClientAuth::Required {
-                return Err(self.err(
-                    format!("{key}.missing_cert"),
-                    "only applies with client_auth = \"required\"",
-                ));
-            }
-            if let Some(rule) = &l.facility_id {
-                crate::clientauth::AttrRule::parse(rule)
-                    .map_err(|e| self.err(format!("{key}.facility_id"), e))?;
-            }
-            if http::HeaderName::from_bytes(l.facility_header_name().as_bytes()).is_err() {
-                return Err(self.err(format!("{key}.facility_header"), "not a valid header name"));
-            }
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            let key = format!("route[{i}]");
-            let target = (0..self.listeners.len()).find(|&j| self.listener_name(j) == r.listener);
-            match target {
-                None => {
-                    return Err(self.err(
-                        format!("{key}.listener"),
-                        format!("no listener is named {:?}", r.listener),
-                    ))
-                }
-                Some(j) if self.listeners[j].kind != ListenerKind::Reverse => {
-                    return Err(self.err(
-                        format!("{key}.listener"),
-                        format!("{:?} is not a reverse listener", r.listener),
-                    ))
-                }
-                Some(_) => {}
-            }
-            if !r.path_prefix.starts_with('/') {
-                return Err(self.err(format!("{key}.path_prefix"), "must start with /"));
-            }
-            match sekisho_core::canonical_path(&r.path_prefix) {
-                Ok(c) if c == r.path_prefix || c.trim_end_matches('/') == r.path_prefix => {}
-                Ok(c) => {
-                    return Err(self.err(
-                        format!("{key}.path_prefix"),
-                        format!("not in canonical form: write {c:?} (requests are routed on canonical paths)"),
-                    ))
-                }
-                Err(e) => return Err(self.err(format!("{key}.path_prefix"), e.to_string())),
-            }
-            if let Some(h) = &r.host {
-                HostMatcher::new(std::slice::from_ref(h))
-                    .map_err(|e| self.err(format!("{key}.host"), e))?;
-            }
-            if r.upstreams.is_empty() {
-                return Err(self.err(format!("{key}.upstreams"), "at least one upstream URL"));
-            }
-            for u in &r.upstreams {
-                upstream_base(u).map_err(|e| self.err(format!("{key}.upstreams"), e))?;
-            }
-            if let Some(f) = &r.facilities {
-                if f.iter().any(|p| p.is_empty()) {
-                    return Err(self.err(format!("{key}.facilities"), "empty pattern"));
-                }
-                let l = target.map(|j| &self.listeners[j]);
-                if l.is_some_and(|l| l.facility_id.is_none()) {
-                    return Err(self.err(
-                        format!("{key}.facilities"),
-                        format!(
-                            "listener {:?} has no facility_id rule to read facility IDs with",
-                            r.listener
-                        ),
-                    ));
-                }
-            }
-            if !r.require.is_empty()
-                && target.is_some_and(|j| self.listeners[j].client_auth == ClientAuth::None)
-            {
-                return Err(self.err(
-                    format!("{key}.require"),
-                    format!(
-                        "listener {:?} does not ask for client certificates (client_auth)",
-                        r.listener
-                    ),
-                ));
-            }
-            for k in r.require.keys() {
-                crate::clientauth::AttrRule::parse(k)
-                    .map_err(|e| self.err(format!("{key}.require"), e))?;
-            }
-            if let Some(p) = &r.health_check {
-                if !p.starts_with('/') {
-                    return Err(self.err(format!("{key}.health_check"), "a path starting with /"));
-                }
-            }
-            if r.health_interval_secs == 0 || r.fail_timeout_secs == 0 {
-                return Err(self.err(
-                    &key,
-                    "health_interval_secs and fail_timeout_secs must be at least 1",
-                ));
-            }
-            if r.timeout_secs == Some(0) {
-                return Err(self.err(format!("{key}.timeout_secs"), "at least 1"));
-            }
-            if r.retries > 10 {
-                return Err(self.err(format!("{key}.retries"), "at most 10"));
-            }
-        }
-        for (i, l) in self.listeners.iter().enumerate() {
-            let name = self.listener_name(i);
-            if l.kind == ListenerKind::Reverse && !self.routes.iter().any(|r| r.listener == name) {
-                return Err(self.err(
-                    format!("listener[{i}]"),
-                    format!("no [[route]] has listener = {name:?}: the listener would answer 404 to everything"),
-                ));
-            }
-        }
-        let mut names = std::collections::HashSet::new();
-        for i in 0..self.routes.len() {
-            if !names.insert(self.route_name(i)) {
-                return Err(self.err(format!("route[{i}].name"), "duplicate route name"));
-            }
-        }
-        Ok(())
-    }
-
     /// Errors unless there is a `[[listener]]` (needed by `run` and `check-config`, not by `scan`).
     pub fn require_listeners(&self) -> Result<()> {
         if self.listeners.is_empty() {
@@ -802,31 +631,6 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("route-{i}"))
     }
-}
-
-/// Checks an upstream URL and returns its `scheme://authority` (default ports made explicit).
-pub(crate) fn upstream_base(u: &str) -> std::result::Result<String, String> {
-    let uri: http::Uri = u.parse().map_err(|e| format!("{u:?}: {e}"))?;
-    let scheme = match uri.scheme_str() {
-        Some(s @ ("http" | "https")) => s,
-        _ => return Err(format!("{u:?}: the scheme must be http or https")),
-    };
-    let Some(auth) = uri.authority() else {
-        return Err(format!("{u:?}: no host"));
-    };
-    if auth.as_str().contains('@') {
-        return Err(format!("{u:?}: user information is not allowed"));
-    }
-    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
-        return Err(format!(
-            "{u:?}: give scheme://host:port only (requests keep their path)"
-        ));
-    }
-    let port = auth
-        .port_u16()
-        .unwrap_or(if scheme == "https" { 443 } else { 80 });
-    let host = auth.host();
-    Ok(format!("{scheme}://{host}:{port}"))
 }
 
 /// The line on which top-level `key` is written (`key =`, `[key]` or `[[key]]`).
