@@ -103,6 +103,47 @@ struct BoundListener {
     max_connections: usize,
 }
 
+/// `observer.*` of every event: this gateway's name and version, and its node name (`node_name`,
+/// else the host name).
+fn observer(cfg: &Config) -> Observer {
+    let node = cfg.node_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "sekisho".into())
+    });
+    Observer {
+        name: "sekisho".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        node,
+    }
+}
+
+/// Binds every address of every listener.
+async fn bind_listeners(cfg: &Config) -> Result<Vec<BoundListener>> {
+    let mut listeners = Vec::new();
+    for (i, lc) in cfg.listeners.iter().enumerate() {
+        let mut sockets = Vec::new();
+        for addr in lc.addr.to_vec() {
+            let s = TcpListener::bind(addr).await.map_err(|e| {
+                ProxyError::io(
+                    format!("binding listener {} on {addr}", cfg.listener_name(i)),
+                    e,
+                )
+            })?;
+            sockets.push(s);
+        }
+        listeners.push(BoundListener {
+            index: i,
+            kind: lc.kind,
+            name: Arc::from(cfg.listener_name(i)),
+            sockets,
+            allow: lc.allowed_clients(),
+            max_connections: cfg.limits.max_connections,
+        });
+    }
+    Ok(listeners)
+}
+
 /// A configured, bound gateway, ready to [`Gateway::run`].
 pub struct Gateway {
     shared: Arc<Shared>,
@@ -180,17 +221,17 @@ impl Gateway {
     /// engines' metrics.
     pub async fn build(cfg: Config, wiring: Wiring) -> Result<Gateway> {
         cfg.require_listeners()?;
+        // The engines' collectors sit beside the proxy's metrics on one endpoint.
         let metrics = Arc::new(Metrics::new()?);
         for c in wiring.collectors {
             metrics.registry.register(c)?;
         }
-        let pipelines = wiring.pipelines;
-        if pipelines.len() != cfg.listeners.len() {
+        if wiring.pipelines.len() != cfg.listeners.len() {
             return Err(ProxyError::Config {
                 file: cfg.path.clone(),
                 message: format!(
                     "{} pipelines for {} listeners",
-                    pipelines.len(),
+                    wiring.pipelines.len(),
                     cfg.listeners.len()
                 ),
             });
@@ -204,17 +245,8 @@ impl Gateway {
             tls.leaf_key_rotation_hours,
             Arc::clone(&metrics),
         )?;
+        let limits = Limits::from(&cfg.limits);
         let roots = upstream::root_store(tls.system_roots, tls.webpki_roots, &tls.upstream_roots)?;
-        let l = &cfg.limits;
-        let limits = Limits {
-            max_header_bytes: l.max_header_bytes,
-            handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
-            read_timeout: Duration::from_secs(l.read_timeout_secs),
-            idle_timeout: Duration::from_secs(l.idle_timeout_secs),
-            connect_timeout: Duration::from_secs(l.connect_timeout_secs),
-            response_timeout: Duration::from_secs(l.response_timeout_secs),
-            hold_per_flow: l.hold_bytes_per_flow,
-        };
         let upstream_certs = upstream::cert_store(4096);
         let client = upstream::client(
             roots,
@@ -223,52 +255,22 @@ impl Gateway {
             Arc::clone(&upstream_certs),
             cfg.tls.upstream_http2,
         )?;
-        let node = cfg.node_name.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "sekisho".into())
-        });
-        let observer = Observer {
-            name: "sekisho".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            node: node.clone(),
-        };
+        let observer = observer(&cfg);
         let (events, writers) = EventSink::open(
             &cfg.events.file,
             &cfg.events.comm_log,
             cfg.events.queue,
             Arc::clone(&metrics),
-            cfg.mss.as_ref().map(|m| (m, observer)),
+            cfg.mss.as_ref().map(|m| (m, observer.clone())),
         )
         .await?;
         let splice = HostMatcher::new(&tls.splice).map_err(|e| ProxyError::Config {
             file: cfg.path.clone(),
             message: format!("tls.splice: {e}"),
         })?;
-
         let members = reverse::Members::default();
         let reverse = reverse::build_all(&cfg, &members)?;
-        let mut listeners = Vec::new();
-        for (i, lc) in cfg.listeners.iter().enumerate() {
-            let mut sockets = Vec::new();
-            for addr in lc.addr.to_vec() {
-                let s = TcpListener::bind(addr).await.map_err(|e| {
-                    ProxyError::io(
-                        format!("binding listener {} on {addr}", cfg.listener_name(i)),
-                        e,
-                    )
-                })?;
-                sockets.push(s);
-            }
-            listeners.push(BoundListener {
-                index: i,
-                kind: lc.kind,
-                name: Arc::from(cfg.listener_name(i)),
-                sockets,
-                allow: lc.allowed_clients(),
-                max_connections: l.max_connections,
-            });
-        }
+        let listeners = bind_listeners(&cfg).await?;
         let metrics_listener = match cfg.metrics.addr {
             Some(a) => Some(
                 TcpListener::bind(a)
@@ -278,21 +280,21 @@ impl Gateway {
             None => None,
         };
         let shared = Arc::new(Shared {
-            pipelines: pipelines.into_iter().map(ArcSwap::from_pointee).collect(),
+            pipelines: wiring
+                .pipelines
+                .into_iter()
+                .map(ArcSwap::from_pointee)
+                .collect(),
             minter,
             client,
             upstream_certs,
             events,
             metrics,
             splice,
-            hold: Arc::new(Semaphore::new(l.hold_bytes_total)),
+            hold: Arc::new(Semaphore::new(cfg.limits.hold_bytes_total)),
             flow_ids: AtomicU64::new(1),
             conn_ids: AtomicU64::new(1),
-            observer: Observer {
-                name: "sekisho".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                node,
-            },
+            observer,
             server_tls: Arc::new(base_server_tls()?),
             limits,
             reverse,

@@ -103,3 +103,17 @@ impl Shared {
         tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
     }
 }
+
+impl From<&crate::config::LimitsConfig> for Limits {
+    fn from(l: &crate::config::LimitsConfig) -> Self {
+        Limits {
+            max_header_bytes: l.max_header_bytes,
+            handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
+            read_timeout: Duration::from_secs(l.read_timeout_secs),
+            idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+            connect_timeout: Duration::from_secs(l.connect_timeout_secs),
+            response_timeout: Duration::from_secs(l.response_timeout_secs),
+            hold_per_flow: l.hold_bytes_per_flow,
+        }
+    }
+}

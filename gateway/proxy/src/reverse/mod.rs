@@ -228,16 +228,74 @@ async fn reverse_flow(
         ),
     };
     h::host_from_authority(&mut parts);
+    let opened = match open_flow(&shared, &conn, &rc, &parts, &host, &path) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    if spoofed {
+        tracing::info!(listener = %conn.listener, client = %conn.client, header = %st.facility_header, "client sent the facility header: removed");
+    }
+    let (target, route) = match admit(&shared, &conn, &rc, &opened, target, &host, &path).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Opened {
+        head,
+        state,
+        guard,
+        request_id,
+        facility,
+    } = opened;
+    let dispatch = Dispatch {
+        route,
+        request_id,
+        client_ip: crate::conn::canonical_ip(conn.client.ip()),
+        host,
+        host_header: target.host_header,
+        upstream_path: target.upstream,
+        facility_header: st.facility_header.clone(),
+        facility,
+    };
+    let x = Exchange {
+        shared,
+        conn,
+        state,
+        head,
+        dest: Dest::Pool(Box::new(dispatch)),
+        started,
+    };
+    inspect_and_send(x, guard, parts, body, client_upgrade).await
+}
+
+/// A reverse request's flow, opened before it is admitted (so a refusal has its events and
+/// log line).
+struct Opened {
+    head: RequestHead,
+    state: Arc<FlowState>,
+    guard: FinishGuard,
+    request_id: String,
+    facility: Option<String>,
+}
+
+/// Starts the pipeline flow of a request on the canonical `host` and `path`, with the
+/// connection's TLS and client-certificate facts.
+fn open_flow(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnInfo>,
+    rc: &ReverseConn,
+    parts: &http::request::Parts,
+    host: &str,
+    path: &str,
+) -> std::result::Result<Opened, Box<Response<ProxyBody>>> {
     let port = conn.local.port();
     let authority = if port == 443 {
-        h::bracket(&host)
+        h::bracket(host)
     } else {
-        format!("{}:{port}", h::bracket(&host))
+        format!("{}:{port}", h::bracket(host))
     };
-    let url: Uri = match format!("https://{authority}{path}").parse() {
-        Ok(u) => u,
-        Err(e) => return bad_target(&shared, &conn, e),
-    };
+    let url: Uri = format!("https://{authority}{path}")
+        .parse()
+        .map_err(|e| Box::new(bad_target(shared, conn, e)))?;
     let request_id = uuid::Uuid::now_v7().to_string();
     let facility = rc.peer.as_ref().and_then(|p| p.facility.clone());
     let mut head = RequestHead::new(
@@ -248,21 +306,39 @@ async fn reverse_flow(
         443,
     );
     head.raw = parts.extensions.get::<RawHead>().map(|r| r.0.clone());
-    let mut meta = h::new_meta(&shared, &conn, &head.host, port);
+    let mut meta = h::new_meta(shared, conn, &head.host, port);
     meta.sni = rc.sni.clone();
     meta.tls = TlsMode::Decrypted;
     meta.tls_version = rc.tls_version;
     meta.facility_id = facility.clone();
     meta.client_cert = rc.peer.as_ref().map(|p| p.facts.clone());
     meta.request_id = Some(request_id.clone());
-    let http = HttpFacts::of_request(&parts, &url, &head.host, &path, Some(request_id.clone()));
+    let http = HttpFacts::of_request(parts, &url, &head.host, path, Some(request_id.clone()));
     let flow = shared.pipeline(conn.index).start(Arc::new(meta));
-    let state = FlowState::new(Arc::clone(&shared), flow, http, DestinationInfo::default());
+    let state = FlowState::new(Arc::clone(shared), flow, http, DestinationInfo::default());
     let guard = FinishGuard(Arc::clone(&state));
-    if spoofed {
-        tracing::info!(listener = %conn.listener, client = %conn.client, header = %st.facility_header, "client sent the facility header: removed");
-    }
+    Ok(Opened {
+        head,
+        state,
+        guard,
+        request_id,
+        facility,
+    })
+}
 
+/// Admits a request, in order: a target with one reading (else 400), a client certificate
+/// where one is required (`missing_cert = "403"`), a route for the canonical host and path
+/// (else 404), and the route's facility policy (else 403).
+async fn admit(
+    shared: &Shared,
+    conn: &ConnInfo,
+    rc: &ReverseConn,
+    o: &Opened,
+    target: std::result::Result<canon::Target, canon::Ambiguity>,
+    host: &str,
+    path: &str,
+) -> std::result::Result<(canon::Target, Arc<Route>), Response<ProxyBody>> {
+    let (state, request_id, st) = (&o.state, &o.request_id, &rc.state);
     let target = match target {
         Ok(t) => t,
         Err(a) => {
@@ -282,11 +358,9 @@ async fn reverse_flow(
                 text: "The request's address has more than one reading, so the gateway refuses it."
                     .into(),
             };
-            return deny(&state, d, &host, &request_id).await;
+            return Err(deny(state, d, host, request_id).await);
         }
     };
-
-    // No certificate where one is required (missing_cert = "403").
     if st.client_auth == ClientAuth::Required && rc.peer.is_none() {
         shared
             .metrics
@@ -298,22 +372,25 @@ async fn reverse_flow(
             "no client certificate: this service requires one".to_string(),
             "tls.client.certificate",
             "none",
-            &host,
+            host,
         );
-        return deny(&state, d, &host, &request_id).await;
+        return Err(deny(state, d, host, request_id).await);
     }
-    let Some(route) = st.route(&host, &path).cloned() else {
+    let Some(route) = st.route(host, path).cloned() else {
         state.set_status(404);
         state.set_error("no route for this host and path");
-        return text_response(StatusCode::NOT_FOUND, "no service at this address");
+        return Err(text_response(
+            StatusCode::NOT_FOUND,
+            "no service at this address",
+        ));
     };
-    if let Some(why) = authorize(&route, rc.peer.as_deref(), facility.as_deref()) {
+    if let Some(why) = authorize(&route, rc.peer.as_deref(), o.facility.as_deref()) {
         shared
             .metrics
             .access_denied
             .with_label_values(&[&conn.listener, &route.name])
             .inc();
-        let who = facility.clone().unwrap_or_else(|| "none".into());
+        let who = o.facility.clone().unwrap_or_else(|| "none".into());
         let d = Denial::access(
             "facility-denied",
             format!(
@@ -322,29 +399,11 @@ async fn reverse_flow(
             ),
             "tls.client.facility",
             &who,
-            &host,
+            host,
         );
-        return deny(&state, d, &host, &request_id).await;
+        return Err(deny(state, d, host, request_id).await);
     }
-    let dispatch = Dispatch {
-        route,
-        request_id,
-        client_ip: crate::conn::canonical_ip(conn.client.ip()),
-        host: host.clone(),
-        host_header: target.host_header,
-        upstream_path: target.upstream,
-        facility_header: st.facility_header.clone(),
-        facility,
-    };
-    let x = Exchange {
-        shared,
-        conn,
-        state,
-        head,
-        dest: Dest::Pool(Box::new(dispatch)),
-        started,
-    };
-    inspect_and_send(x, guard, parts, body, client_upgrade).await
+    Ok((target, route))
 }
 
 /// Why `route` refuses this client, or None when it may pass.
