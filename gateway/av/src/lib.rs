@@ -1,7 +1,8 @@
 //! `sekisho-av`: YARA-X rules and ClamAV signatures over every piece `sekisho-content` extracts,
 //! the offline scanner behind `sekisho scan`, and the AV stage.
 
-pub mod clamav;
+/// ClamAV signature databases (the `sekisho-clamav` crate).
+pub use sekisho_clamav as clamav;
 mod config;
 mod engine;
 mod plug;

@@ -109,6 +109,20 @@ fn seg_name(seq: u64) -> String {
 }
 
 /// Reads one record at `off`; `None` at a clean end or a torn/corrupt record.
+/// The acknowledged position saved in `path` (the start when missing or unreadable).
+fn read_cursor(path: &Path) -> Pos {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            let (a, b) = t.trim().split_once(' ')?;
+            Some(Pos {
+                seq: a.parse().ok()?,
+                off: b.parse().ok()?,
+            })
+        })
+        .unwrap_or_default()
+}
+
 fn read_record(f: &mut File, off: u64, limit: u64) -> Option<Vec<u8>> {
     if off + HEADER > limit {
         return None;
@@ -144,6 +158,8 @@ impl Spool {
             })
             .collect();
         seqs.sort_unstable();
+        let cursor = read_cursor(&dir.join("cursor"));
+        let mut acked = cursor;
         let mut segments = VecDeque::new();
         for seq in seqs {
             let path = dir.join(seg_name(seq));
@@ -156,6 +172,13 @@ impl Spool {
             // Walk the records; cut a torn tail.
             let mut off = 0;
             while let Some(r) = read_record(&mut f, off, size) {
+                // A cursor inside a record (a damaged cursor file) moves to the record's end.
+                if seq == cursor.seq
+                    && off < cursor.off
+                    && cursor.off < off + HEADER + r.len() as u64
+                {
+                    acked.off = off + HEADER + r.len() as u64;
+                }
                 off += HEADER + r.len() as u64;
             }
             if off < size {
@@ -164,17 +187,6 @@ impl Spool {
             }
             segments.push_back(Segment { seq, len: off });
         }
-        let cursor = dir.join("cursor");
-        let acked = std::fs::read_to_string(&cursor)
-            .ok()
-            .and_then(|t| {
-                let (a, b) = t.trim().split_once(' ')?;
-                Some(Pos {
-                    seq: a.parse().ok()?,
-                    off: b.parse().ok()?,
-                })
-            })
-            .unwrap_or_default();
         let mut s = Spool {
             dir: dir.to_path_buf(),
             limits,
@@ -186,19 +198,22 @@ impl Spool {
             dropped_records: 0,
         };
         s.clamp_positions();
+        s.read = s.acked;
         Ok(s)
     }
 
-    /// Keeps positions inside the segments that exist.
+    /// Keeps positions inside the segments that exist: a cursor past the last record (a damaged
+    /// or foreign cursor file) would otherwise count every new record as acknowledged.
     fn clamp_positions(&mut self) {
         let first = self.segments.front().map(|s| Pos { seq: s.seq, off: 0 });
-        match first {
-            Some(f) if self.acked < f => {
-                self.acked = f;
-            }
-            None => {
-                self.acked = Pos::default();
-            }
+        let end = self.segments.back().map(|s| Pos {
+            seq: s.seq,
+            off: s.len,
+        });
+        match (first, end) {
+            (Some(f), _) if self.acked < f => self.acked = f,
+            (_, Some(e)) if self.acked > e => self.acked = e,
+            (None, _) => self.acked = Pos::default(),
             _ => {}
         }
         if self.read < self.acked {
@@ -428,6 +443,49 @@ mod tests {
         let d = std::env::temp_dir().join(format!("sekisho-spool-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn cursor_past_the_last_record_does_not_swallow_new_records() {
+        // Found by the spool fuzz target: a damaged cursor ("5555 55") ahead of every segment
+        // made each new record count as acknowledged, so it was never delivered.
+        let d = dir("cursor-ahead");
+        let mut s = Spool::open(&d, small()).unwrap();
+        s.append(b"old").unwrap();
+        s.sync().unwrap();
+        drop(s);
+        std::fs::write(d.join("cursor"), "5555 55").unwrap();
+        let mut s = Spool::open(&d, small()).unwrap();
+        s.append(b"new").unwrap();
+        s.sync().unwrap();
+        let got: Vec<Vec<u8>> = s.read_batch(10).unwrap().into_iter().map(|r| r.1).collect();
+        assert_eq!(got, vec![b"new".to_vec()]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn cursor_inside_a_record_moves_to_the_end_of_that_record() {
+        let d = dir("cursor-inside");
+        let mut s = Spool::open(&d, small()).unwrap();
+        for r in [&b"first"[..], b"second"] {
+            s.append(r).unwrap();
+        }
+        s.sync().unwrap();
+        drop(s);
+        std::fs::write(d.join("cursor"), format!("{} 3", s_seq(&d))).unwrap();
+        let mut s = Spool::open(&d, small()).unwrap();
+        let got: Vec<Vec<u8>> = s.read_batch(10).unwrap().into_iter().map(|r| r.1).collect();
+        assert_eq!(got, vec![b"second".to_vec()]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The sequence number of the only segment in `d`.
+    fn s_seq(d: &Path) -> u64 {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .find_map(|n| n.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok())
+            .unwrap()
     }
 
     fn small() -> SpoolLimits {

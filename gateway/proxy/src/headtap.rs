@@ -194,6 +194,11 @@ impl TapState {
         }
     }
 
+    /// The heads waiting for their request, oldest first.
+    pub fn queued(&self) -> impl Iterator<Item = &Bytes> {
+        self.heads.iter()
+    }
+
     /// The raw head of the next request, if it is the one with this method and request target.
     pub fn next_head(&mut self, method: &str, target: &str) -> Option<Bytes> {
         let head = self.heads.pop_front()?;

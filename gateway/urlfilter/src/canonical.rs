@@ -143,28 +143,10 @@ fn canonical_host(authority: &str) -> (String, Option<IpAddr>) {
             return (format!("[{a}]"), Some(IpAddr::V6(a)));
         }
     }
-    // Port, then dots; again while either changes something (`%3A.` unescapes to `:.`, whose
-    // trailing dot hides an empty port), so the result is canonical on a second pass too.
-    let mut out = lower_keep_escapes(hostport);
-    for _ in 0..4 {
-        let before = out.len();
-        if let Some((h, p)) = out.rsplit_once(':') {
-            if p.bytes().all(|b| b.is_ascii_digit()) {
-                out.truncate(h.len());
-            }
-        }
-        // Strip leading/trailing dots, collapse runs.
-        if out.starts_with('.') || out.ends_with('.') || out.contains("..") {
-            out = out
-                .split('.')
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(".");
-        }
-        if out.len() == before {
-            break;
-        }
-    }
+    // The host ends at the first `:` outside brackets (WHATWG URL's host state; what follows is
+    // the port, valid or not), then dots are normalised. Both steps are idempotent, so the
+    // result is canonical on a second pass too (`%3A.` unescapes to `:.`).
+    let out = tidy_dots(lower_keep_escapes(hostport.split(':').next().unwrap_or("")));
     if out.len() > MAX_HOST {
         return (out, None);
     }
@@ -184,6 +166,12 @@ fn canonical_host(authority: &str) -> (String, Option<IpAddr>) {
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
                     {
+                        // IDNA drops ignorable characters (a label can end up empty) and
+                        // maps full-width digits: the result may be an address.
+                        let ascii = tidy_dots(ascii);
+                        if let Some(v4) = parse_ipv4(&ascii) {
+                            return (v4.to_string(), Some(IpAddr::V4(v4)));
+                        }
                         return (ascii, None);
                     }
                 }
@@ -191,6 +179,18 @@ fn canonical_host(authority: &str) -> (String, Option<IpAddr>) {
         }
     }
     (out, None)
+}
+
+/// Without leading, trailing or repeated dots (idempotent).
+fn tidy_dots(h: String) -> String {
+    if h.starts_with('.') || h.ends_with('.') || h.contains("..") {
+        h.split('.')
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(".")
+    } else {
+        h
+    }
 }
 
 /// Lower-cases letters but keeps `%XX` escapes upper-case.
@@ -334,6 +334,18 @@ mod tests {
         );
         assert_eq!(c("http://[::FFFF:7f00:1]/"), "http://127.0.0.1/");
         assert_eq!(c("http://[2001:DB8::1]:443/p"), "http://[2001:db8::1]/p");
+        // Found by the url_canon fuzz target: colons and dots, each pass cutting one more `:`.
+        assert_eq!(c("::::.:."), "http:///");
+        assert_eq!(c(&c("::::.:.")), "http:///");
+        assert_eq!(c("http://a.com:80:81/"), "http://a.com/");
+        assert_eq!(c("http://a.com:x/"), "http://a.com/");
+        // IDNA ignores U+034F: its label vanishes and leaves a leading dot.
+        assert_eq!(c("http://\u{34f}.\u{466}/"), "http://xn--t2a/");
+        let wide = canonicalize("http://\u{ff11}\u{ff12}\u{ff17}.0.0.1/");
+        assert_eq!(
+            (wide.host.as_str(), wide.ip),
+            ("127.0.0.1", Some([127, 0, 0, 1].into()))
+        );
         assert_eq!(
             canonicalize("http://3279880203/").ip,
             Some("195.127.0.11".parse().unwrap())

@@ -164,6 +164,9 @@ pub struct Translated {
 
 /// Translates a ClamAV hex signature to a YARA hex string body.
 pub fn hex_to_yara(sig: &str) -> Result<String, String> {
+    if let Some(c) = sig.chars().find(|c| !c.is_ascii()) {
+        return Err(format!("{c:?} is not a hex signature character"));
+    }
     let b = sig.as_bytes();
     let mut out = String::new();
     let mut i = 0;
@@ -539,6 +542,16 @@ fn translate_expression(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_in_a_hex_signature_is_an_error_not_a_panic() {
+        // Found by the clamav_sig fuzz target: a byte pair cut inside a UTF-8 character.
+        assert!(hex_to_yara("\u{fffd}").is_err());
+        assert!(hex_to_yara("41\u{e9}42").is_err());
+        let mut rejected = Vec::new();
+        let t = translate_ndb("x.ndb", "Sig:0:*:4142\u{fffd}\n", 0, &mut rejected);
+        assert_eq!((t.count, rejected.len()), (0, 1));
+    }
 
     #[test]
     fn hex_translation() {
