@@ -110,7 +110,11 @@ async fn decrypted_https_http1_and_h2_through_curl() {
         ])
         .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("via: 1.1 sekisho"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("via: 1.1 ") && r.stdout.contains(" (sekisho)"),
+        "{}",
+        r.stdout
+    );
     assert!(!r.stdout.contains("x-drop-me"), "{}", r.stdout);
     assert!(!r.stdout.contains("keep-alive"), "{}", r.stdout);
 

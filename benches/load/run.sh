@@ -149,6 +149,8 @@ file = "$W/sekisho-events.jsonl"
 comm_log = "$W/sekisho-flows.jsonl"
 [limits]
 max_connections = 20000
+[policy]
+allow_networks = ["127.0.0.0/8", "::1/128"]   # the origins are on loopback
 TOML
   if [ "$1" = full ]; then
     cat >> "$W/sekisho.toml" <<TOML

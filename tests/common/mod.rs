@@ -121,6 +121,9 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
+/// Every request an origin answered: `METHOD /path`, in order (bounded).
+pub type Seen = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// Static files an origin serves: path → (headers, body).
 pub type Files = std::collections::HashMap<String, (Vec<(String, String)>, Vec<u8>)>;
 
@@ -134,9 +137,15 @@ pub type Files = std::collections::HashMap<String, (Vec<(String, String)>, Vec<u
 /// - `/sleep/S` → answers after S seconds
 async fn route(
     files: Arc<Files>,
+    seen: Seen,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
+    if let Ok(mut s) = seen.lock() {
+        if s.len() < 100_000 {
+            s.push(format!("{} {}", req.method(), path));
+        }
+    }
     if let Some((headers, body)) = files.get(&path) {
         let mut r = Response::builder();
         for (k, v) in headers {
@@ -208,6 +217,8 @@ async fn route(
 /// A local origin on 127.0.0.1 (and [::1] on the same port when free), HTTPS when `tls` is given.
 pub struct Origin {
     pub port: u16,
+    /// The requests it answered.
+    pub seen: Seen,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -227,6 +238,7 @@ impl Origin {
     /// An origin that also serves `files`.
     pub async fn start_with_files(tls: Option<rustls::ServerConfig>, files: Files) -> Origin {
         let files = Arc::new(files);
+        let seen = Seen::default();
         let v4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = v4.local_addr().unwrap().port();
         let mut socks = vec![v4];
@@ -239,6 +251,7 @@ impl Origin {
             .map(|sock| {
                 let acceptor = acceptor.clone();
                 let files = Arc::clone(&files);
+                let seen = Arc::clone(&seen);
                 tokio::spawn(async move {
                     loop {
                         let Ok((tcp, _)) = sock.accept().await else {
@@ -246,9 +259,10 @@ impl Origin {
                         };
                         let acceptor = acceptor.clone();
                         let files = Arc::clone(&files);
+                        let seen = Arc::clone(&seen);
                         tokio::spawn(async move {
                             let svc = hyper::service::service_fn(move |req| {
-                                route(Arc::clone(&files), req)
+                                route(Arc::clone(&files), Arc::clone(&seen), req)
                             });
                             let builder =
                                 hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -271,7 +285,7 @@ impl Origin {
                 })
             })
             .collect();
-        Origin { port, tasks }
+        Origin { port, seen, tasks }
     }
 }
 
@@ -367,6 +381,29 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sekisho")
 }
 
+/// The `[policy]` lines that let a test gateway reach its origins on loopback at any port (the
+/// default refuses loopback destinations and CONNECT beyond 443).
+pub const LOOPBACK_ORIGINS: &str =
+    "allow_networks = [\"127.0.0.0/8\", \"::1/128\"]\nconnect_ports = [\"1-65535\"]\n";
+
+/// `extra` with [`LOOPBACK_ORIGINS`] in its `[policy]` table, unless it sets destination policy
+/// itself.
+pub fn with_loopback_origins(extra: &str) -> String {
+    if extra.contains("allow_networks")
+        || extra.contains("deny_networks")
+        || extra.contains("connect_ports")
+    {
+        return extra.to_string();
+    }
+    match extra.find("[policy]\n") {
+        Some(i) => {
+            let at = i + "[policy]\n".len();
+            format!("{}{LOOPBACK_ORIGINS}{}", &extra[..at], &extra[at..])
+        }
+        None => format!("{extra}\n[policy]\n{LOOPBACK_ORIGINS}"),
+    }
+}
+
 impl Gateway {
     /// Starts the gateway with `extra` appended to a base config (listener on loopback v4+v6,
     /// metrics, events in the temp dir, CA created by `sekisho ca init`).
@@ -395,6 +432,7 @@ impl Gateway {
             "ca init: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let extra = with_loopback_origins(extra);
         let cfg = format!(
             "{listeners}\n\
              [tls]\nca_cert = \"{d}/ca/ca.crt\"\nca_key = \"{d}/ca/ca.key\"\nsystem_roots = false\nwebpki_roots = false\n{tls_extra}\n\n\

@@ -19,6 +19,10 @@ pub struct PolicyConfig {
     /// CONNECT host and the TLS SNI (before decryption).
     #[serde(default)]
     pub deny_hosts: Vec<String>,
+    /// `deny_networks`, `allow_networks`, `connect_ports`: enforced by the proxy on the
+    /// addresses it connects to (read here only so the table is checked as one).
+    #[serde(flatten)]
+    pub network: sekisho_proxy::config::NetPolicy,
     /// `mode`, `on_error`, `on_overflow`.
     #[serde(flatten)]
     pub stage: StagePolicy,

@@ -20,9 +20,13 @@ use crate::blockpage::{self, BlockInfo};
 use crate::body::{inspect, is_blocked, DrainOnDrop};
 use crate::conn::ConnInfo;
 use crate::flowstate::{FinishGuard, FlowState};
+use crate::guard::Refused;
 use crate::shared::Shared;
+use crate::shed;
 use crate::upstream::{classify, ProxyBody, UpstreamFailure};
-use crate::wire::{add_via, block_response, empty, full, strip_hop_by_hop, text_response};
+use crate::wire::{
+    add_via, block_response, cl_and_te, empty, full, strip_hop_by_hop, text_response,
+};
 
 /// A pool of upstreams (a reverse-proxy route): what the driver needs to send a request there.
 pub(crate) trait Pool: Send + Sync {
@@ -92,6 +96,21 @@ pub(crate) async fn inspect_and_send(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
     let done: Result<Response<ProxyBody>, Early> = async {
+        // Both Content-Length and Transfer-Encoding: the classic smuggling candidate. RFC 9112
+        // §6.3 lets a server refuse it; we do, so no two readers can disagree on its length.
+        // hyper drops Content-Length when chunked wins: the raw head tells.
+        if parts.version < Version::HTTP_2 && x.head.raw.as_deref().is_some_and(cl_and_te) {
+            let what = "both Content-Length and Transfer-Encoding";
+            shed::report(&x.shared, &x.conn, shed::Attack::Malformed, what).await;
+            x.state.set_status(400);
+            x.state.set_error(what);
+            let mut r = text_response(StatusCode::BAD_REQUEST, &format!("request has {what}"));
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return Err(r);
+        }
         // The stages see the head before anything is sent (a block or an answer ends it here).
         let v = x.request_head_phase().await?;
         // Hop-by-hop headers, Via and the destination's rewrite, on what goes upstream only.
@@ -133,7 +152,7 @@ impl Exchange {
 
     fn prepare_upstream(&self, parts: &mut http::request::Parts, upgrade: bool) {
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        add_via(&mut parts.headers, parts.version);
+        add_via(&mut parts.headers, parts.version, &self.shared.via_node);
         match &self.dest {
             Dest::Direct { uri, drop_host } => {
                 if *drop_host {
@@ -314,7 +333,7 @@ impl Exchange {
         guard: FinishGuard,
     ) -> Response<ProxyBody> {
         strip_hop_by_hop(&mut rparts.headers, true);
-        add_via(&mut rparts.headers, Version::HTTP_11);
+        add_via(&mut rparts.headers, Version::HTTP_11, &self.shared.via_node);
         let st = Arc::clone(&self.state);
         tokio::spawn(async move {
             let _guard = guard;
@@ -348,7 +367,7 @@ impl Exchange {
         guard: FinishGuard,
     ) -> Result<Response<ProxyBody>, Early> {
         strip_hop_by_hop(&mut rparts.headers, false);
-        add_via(&mut rparts.headers, rparts.version);
+        add_via(&mut rparts.headers, rparts.version, &self.shared.via_node);
         if let Dest::Pool(d) = &self.dest {
             if let Ok(v) = HeaderValue::from_str(d.request_id()) {
                 rparts.headers.insert("x-request-id", v);
@@ -547,6 +566,7 @@ async fn upstream_failed(
                 Some(id),
             )
         }
+        UpstreamFailure::Denied(why) => refuse_destination(state, host, &why).await,
         UpstreamFailure::Tls(reason)
         | UpstreamFailure::Connect(reason)
         | UpstreamFailure::Other(reason) => {
@@ -559,4 +579,58 @@ async fn upstream_failed(
             )
         }
     }
+}
+
+/// The destination policy refused where a forward request would go: a threat event naming the
+/// client and the destination, and a 403 page carrying its id.
+pub(crate) async fn refuse_destination(
+    state: &FlowState,
+    host: &str,
+    why: &Refused,
+) -> Response<ProxyBody> {
+    let (rule, location, data) = match why {
+        Refused::Network { ip, net } => (
+            format!("deny_networks:{net}"),
+            "destination.ip",
+            ip.to_string(),
+        ),
+        Refused::Own(a) => (
+            "own-listener".to_string(),
+            "destination.address",
+            a.to_string(),
+        ),
+        Refused::Port(p) => (
+            "connect_ports".to_string(),
+            "destination.port",
+            p.to_string(),
+        ),
+        Refused::Loop => (
+            "forwarding-loop".to_string(),
+            "request.header.via",
+            host.to_string(),
+        ),
+    };
+    let mut f = Finding::new(
+        "policy",
+        rule,
+        format!("request to {host} refused: {why}"),
+        Severity::High,
+        "policy-violation",
+        Evidence::new(location, &data),
+    );
+    f.stage = "policy";
+    f.action = sekisho_core::Action::Blocked;
+    let id = f.event_id;
+    state.set_error(why.to_string());
+    state.set_status(403);
+    state.emit_own(f).await;
+    tracing::info!(host, reason = %why, event_id = %id, "destination refused");
+    block_response(
+        StatusCode::FORBIDDEN,
+        "Destination not allowed",
+        &format!("The gateway does not connect to {host}: {why}."),
+        host,
+        "policy-violation",
+        Some(id),
+    )
 }

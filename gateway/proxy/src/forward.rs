@@ -2,6 +2,7 @@
 //! splicing decided from the peeked ClientHello.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,17 +15,20 @@ use sekisho_core::{split_host_port, DestinationInfo, RequestHead, TlsMode, Verdi
 use tokio::net::TcpStream;
 
 use crate::conn::ConnInfo;
-use crate::driver::{flow_category, inspect_and_send, Dest, Exchange};
+use crate::dial::{connect_checked, take_refused};
+use crate::driver::{flow_category, inspect_and_send, refuse_destination, Dest, Exchange};
 use crate::flowstate::{FinishGuard, FlowState, HttpFacts};
+use crate::guard::Refused;
 use crate::headtap;
 use crate::io::{Activity, Tracked};
 use crate::serve::{attach_raw_head, serve_decrypted, RawHead};
 use crate::shared::Shared;
+use crate::shed;
 use crate::tlspeek::{peek_client_hello, Peeked, Rewind};
 use crate::upstream::{error_chain, ProxyBody};
 use crate::wire::{
-    authority, bad_target, block_response, empty, host_from_authority, new_meta, text_response,
-    wants_upgrade,
+    authority, bad_target, block_response, empty, host_from_authority, is_loop, new_meta,
+    text_response, wants_upgrade,
 };
 
 /// A decrypted CONNECT tunnel's facts.
@@ -62,6 +66,9 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
         r = served => {
             if let Err(e) = r {
                 tracing::debug!(client = %conn.client, error = %error_chain(&e), "client connection ended");
+                if let Some(attack) = shed::classify(&e) {
+                    shed::report(&shared, &conn, attack, &error_chain(&e)).await;
+                }
             }
         }
         _ = activity.idle(shared.limits.idle_timeout) => {
@@ -185,6 +192,9 @@ pub(crate) async fn http_flow(
     let state = FlowState::new(Arc::clone(&shared), flow, http, dest);
     let guard = FinishGuard(Arc::clone(&state));
 
+    if is_loop(&parts.headers, &shared.via_node) {
+        return refuse_destination(&state, &head.host, &Refused::Loop).await;
+    }
     if let Some((event_id, pattern)) = tunnel.as_ref().and_then(|t| t.blocked.clone()) {
         state.set_status(403);
         return block_response(
@@ -267,6 +277,10 @@ async fn connect(
     let flow = shared.pipeline(conn.index).start(Arc::new(meta));
     let state = FlowState::new(Arc::clone(&shared), flow, http, dest);
     let guard = FinishGuard(Arc::clone(&state));
+    if let Err(why) = connect_allowed(&shared, &host, port) {
+        shared.metrics.tunnels.with_label_values(&["blocked"]).inc();
+        return refuse_destination(&state, &host, &why).await;
+    }
     {
         let mut flow = state.flow.lock().await;
         let v = flow.request_head(&head);
@@ -295,6 +309,20 @@ async fn connect(
         }
     });
     Response::new(empty())
+}
+
+/// CONNECT's port, and its host when it is an address: refused before anything is dialled.
+fn connect_allowed(shared: &Shared, host: &str, port: u16) -> Result<(), Refused> {
+    let g = shared.dest.load();
+    g.check_connect_port(port)?;
+    match host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        Ok(ip) => g.check(SocketAddr::new(ip, port)),
+        Err(_) => Ok(()),
+    }
 }
 
 async fn tunnel<S>(
@@ -411,16 +439,16 @@ async fn tunnel<S>(
         blocked,
         tls_version,
     });
-    let listener = Arc::clone(&conn.listener);
+    let handler_conn = Arc::clone(&conn);
     let handler = move |req| {
         http_flow(
             Arc::clone(&shared),
-            Arc::clone(&conn),
+            Arc::clone(&handler_conn),
             Some(Arc::clone(&ctx)),
             req,
         )
     };
-    let (read, written) = serve_decrypted(&state.shared, &listener, tls, h2, handler).await;
+    let (read, written) = serve_decrypted(&state.shared, &conn, tls, h2, handler).await;
     state
         .to_server
         .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
@@ -441,23 +469,20 @@ async fn splice_tunnel<S>(
 {
     use tokio::io::AsyncWriteExt;
     let limits = &shared.limits;
-    let upstream = match tokio::time::timeout(
-        limits.connect_timeout,
-        TcpStream::connect((host, port)),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            shared
-                .metrics
-                .upstream_errors
-                .with_label_values(&["connect"])
-                .inc();
-            state.set_error(format!("connecting to {}: {e}", authority(host, port)));
+    let dialled = {
+        let g = shared.dest.load_full();
+        connect_checked(&g, host, port, limits.connect_timeout).await
+    };
+    let upstream = match dialled {
+        Ok(s) => s,
+        Err(e) if take_refused(&e).is_some() => {
+            if let Some(why) = take_refused(&e) {
+                // The client already has its 200: the event and the closed tunnel say why.
+                drop(refuse_destination(state, host, &why).await);
+            }
             return;
         }
-        Err(_) => {
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
             shared
                 .metrics
                 .upstream_errors
@@ -467,6 +492,15 @@ async fn splice_tunnel<S>(
                 "connecting to {}: timed out",
                 authority(host, port)
             ));
+            return;
+        }
+        Err(e) => {
+            shared
+                .metrics
+                .upstream_errors
+                .with_label_values(&["connect"])
+                .inc();
+            state.set_error(format!("connecting to {}: {e}", authority(host, port)));
             return;
         }
     };

@@ -21,11 +21,13 @@ mod canon;
 pub mod clientauth;
 pub mod config;
 mod conn;
+mod dial;
 mod driver;
 mod error;
 pub mod events;
 mod flowstate;
 mod forward;
+pub mod guard;
 pub mod headtap;
 pub mod hostmatch;
 mod io;
@@ -34,6 +36,7 @@ pub mod metrics;
 mod reverse;
 mod serve;
 mod shared;
+mod shed;
 pub mod tlspeek;
 pub mod upstream;
 mod wire;
@@ -116,6 +119,16 @@ fn observer(cfg: &Config) -> Observer {
         version: env!("CARGO_PKG_VERSION").into(),
         node,
     }
+}
+
+/// Every socket the gateway listens on (the destination guard refuses them).
+fn own_addrs(listeners: &[BoundListener], metrics: Option<&TcpListener>) -> Vec<SocketAddr> {
+    listeners
+        .iter()
+        .flat_map(|l| l.sockets.iter())
+        .chain(metrics)
+        .filter_map(|s| s.local_addr().ok())
+        .collect()
 }
 
 /// Binds every address of every listener.
@@ -248,13 +261,20 @@ impl Gateway {
         let limits = Limits::from(&cfg.limits);
         let roots = upstream::root_store(tls.system_roots, tls.webpki_roots, &tls.upstream_roots)?;
         let upstream_certs = upstream::cert_store(4096);
-        let client = upstream::client(
-            roots,
-            limits.connect_timeout,
-            limits.idle_timeout,
-            Arc::clone(&upstream_certs),
-            cfg.tls.upstream_http2,
-        )?;
+        // The forward proxy dials under the destination guard (filled in once the listeners are
+        // bound); reverse routes go to the upstreams the operator configured.
+        let dest = Arc::new(ArcSwap::from_pointee(guard::DestGuard::default()));
+        let client = |guard: dial::Guard| {
+            upstream::client(
+                roots.clone(),
+                limits.connect_timeout,
+                limits.idle_timeout,
+                Arc::clone(&upstream_certs),
+                cfg.tls.upstream_http2,
+                guard,
+            )
+        };
+        let (forward_client, reverse_client) = (client(Some(Arc::clone(&dest)))?, client(None)?);
         let observer = observer(&cfg);
         let (events, writers) = EventSink::open(
             &cfg.events.file,
@@ -279,6 +299,8 @@ impl Gateway {
             ),
             None => None,
         };
+        let own = own_addrs(&listeners, metrics_listener.as_ref());
+        dest.store(Arc::new(guard::DestGuard::new(&cfg, own.clone())));
         let shared = Arc::new(Shared {
             pipelines: wiring
                 .pipelines
@@ -286,7 +308,12 @@ impl Gateway {
                 .map(ArcSwap::from_pointee)
                 .collect(),
             minter,
-            client,
+            client: forward_client,
+            reverse_client,
+            dest,
+            own,
+            via_node: wire::via_node(&observer.node),
+            shedder: shed::Shedder::default(),
             upstream_certs,
             events,
             metrics,
@@ -430,6 +457,9 @@ impl Reloader {
         for (slot, p) in shared.pipelines.iter().zip(new) {
             slot.store(Arc::new(p));
         }
+        shared
+            .dest
+            .store(Arc::new(guard::DestGuard::new(cfg, shared.own.clone())));
         for (slot, r) in shared.reverse.iter().zip(reverse) {
             if let (Some(slot), Some(r)) = (slot, r) {
                 slot.store(r.load_full());

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub hold_bytes: IntGauge,
     pub hold_overflows: IntCounter,
     pub bad_requests: IntCounterVec,
+    /// Connections shed as attacks, by listener and attack (`crate::shed`).
+    pub shed: IntCounterVec,
     pub client_cert_refused: IntCounterVec,
     pub access_denied: IntCounterVec,
     /// Requests refused because their path or host has no single meaning, by listener and rule.
@@ -206,6 +208,13 @@ impl Metrics {
                     "Malformed or refused requests"
                 ),
                 &["listener"]
+            )?),
+            shed: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_shed_total",
+                    "Client connections shed as attacks (slow or oversized heads, malformed requests, h2 floods)"
+                ),
+                &["listener", "attack"]
             )?),
             reloads: reg!(IntCounterVec::new(
                 Opts::new(

@@ -10,9 +10,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::conn::ConnInfo;
 use crate::headtap;
 use crate::io::{Activity, Tracked};
 use crate::shared::Shared;
+use crate::shed;
 use crate::upstream::{error_chain, ProxyBody};
 
 /// The raw bytes of a request head, as the client sent them (HTTP/1 only).
@@ -39,7 +41,7 @@ pub(crate) fn attach_raw_head(tap: &headtap::Tap, req: &mut Request<Incoming>) {
 /// `handler`. Returns the bytes read from and written to the client.
 pub(crate) async fn serve_decrypted<IO, H, Fut>(
     shared: &Shared,
-    listener: &Arc<str>,
+    conn: &ConnInfo,
     tls: IO,
     h2: bool,
     handler: H,
@@ -53,7 +55,7 @@ where
     let tap = (!h2).then(|| headtap::tap(shared.limits.max_header_bytes));
     let io = TokioIo::new(Tracked::new(tls, Arc::clone(&activity)).with_tap(tap.clone()));
     let metrics = Arc::clone(&shared.metrics);
-    let listener = Arc::clone(listener);
+    let listener = Arc::clone(&conn.listener);
     let svc = service_fn(move |mut req: Request<Incoming>| {
         if let Some(tap) = &tap {
             attach_raw_head(tap, &mut req);
@@ -82,7 +84,7 @@ where
             .keep_alive_interval(Some(limits.idle_timeout))
             .serve_connection(io, svc);
         tokio::select! {
-            r = served => r.map_err(|e| error_chain(&e)),
+            r = served => r,
             _ = activity.idle(limits.idle_timeout) => Ok(()),
         }
     } else {
@@ -93,12 +95,15 @@ where
             .serve_connection(io, svc)
             .with_upgrades();
         tokio::select! {
-            r = served => r.map_err(|e| error_chain(&e)),
+            r = served => r,
             _ = activity.idle(limits.idle_timeout) => Ok(()),
         }
     };
     if let Err(e) = result {
-        tracing::debug!(error = %e, "decrypted connection ended");
+        tracing::debug!(error = %error_chain(&e), "decrypted connection ended");
+        if let Some(attack) = shed::classify(&e) {
+            shed::report(shared, conn, attack, &error_chain(&e)).await;
+        }
     }
     use std::sync::atomic::Ordering::Relaxed;
     (activity.read.load(Relaxed), activity.written.load(Relaxed))

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::ca::LeafMinter;
 use crate::events::EventSink;
+use crate::guard::DestGuard;
 use crate::hostmatch::HostMatcher;
 use crate::metrics::Metrics;
 use crate::reverse::state::{Members, ReverseState};
@@ -35,7 +36,18 @@ pub(crate) struct Shared {
     /// One pipeline per listener, by listener index.
     pub pipelines: Vec<ArcSwap<Pipeline>>,
     pub minter: LeafMinter,
+    /// The forward proxy's upstream client (dials under `dest`).
     pub client: UpstreamClient,
+    /// Reverse routes' upstream client (operator-configured destinations).
+    pub reverse_client: UpstreamClient,
+    /// Where the forward proxy may connect (swapped on reload).
+    pub dest: Arc<ArcSwap<DestGuard>>,
+    /// Connection-level attacks: one event per client, attack and window.
+    pub shedder: crate::shed::Shedder,
+    /// This node in `Via` headers (loop detection).
+    pub via_node: String,
+    /// The gateway's own listening sockets.
+    pub own: Vec<std::net::SocketAddr>,
     /// Verified upstream certificate chains by server name (for IPS certificate rules).
     pub upstream_certs: Arc<upstream::CertStore>,
     pub events: EventSink,

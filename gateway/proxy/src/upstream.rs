@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 
+use crate::dial::{take_refused, Guard, GuardedConnector};
 use crate::error::{ProxyError, Result};
+use crate::guard::Refused;
 
 /// h2 stream flow-control window offered to peers (upstreams and clients).
 pub const H2_STREAM_WINDOW: u32 = 1 << 20;
@@ -27,7 +28,7 @@ pub type ProxyBody = UnsyncBoxBody<bytes::Bytes, BoxError>;
 /// Boxed error of bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// One pooled hyper client.
-type Pool = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+type Pool = Client<HttpsConnector<GuardedConnector>, ProxyBody>;
 
 /// When requests go upstream over h2 (`[tls] upstream_http2`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -183,13 +184,15 @@ impl rustls::client::danger::ServerCertVerifier for Recording {
     }
 }
 
-/// Builds the pooled upstream client; verified chains are recorded in `certs`.
-pub fn client(
+/// Builds the pooled upstream client; verified chains are recorded in `certs`. With a `guard`,
+/// only destinations it allows are dialled (the forward proxy's client).
+pub(crate) fn client(
     roots: RootCertStore,
     connect_timeout: Duration,
     idle: Duration,
     certs: Arc<CertStore>,
     mode: UpstreamH2,
+    guard: Guard,
 ) -> Result<UpstreamClient> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let algs = provider.signature_verification_algorithms;
@@ -219,11 +222,7 @@ pub fn client(
             store: certs,
         }))
         .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
+    let http = GuardedConnector::new(guard, connect_timeout);
     let pool = |h2: bool| {
         let b = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
@@ -261,6 +260,8 @@ pub enum UpstreamFailure {
     Tls(String),
     /// Could not connect.
     Connect(String),
+    /// The destination policy refused the address (nothing was sent to it).
+    Denied(Refused),
     /// Anything else (protocol error, reset).
     Other(String),
 }
@@ -272,6 +273,7 @@ impl UpstreamFailure {
             UpstreamFailure::Certificate(_) => "tls_cert",
             UpstreamFailure::Tls(_) => "tls",
             UpstreamFailure::Connect(_) => "connect",
+            UpstreamFailure::Denied(_) => "denied",
             UpstreamFailure::Other(_) => "protocol",
         }
     }
@@ -279,6 +281,9 @@ impl UpstreamFailure {
 
 /// Classifies an upstream client error by walking its causes.
 pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
+    if let Some(r) = take_refused(err) {
+        return UpstreamFailure::Denied(r);
+    }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut connect = false;
     while let Some(e) = cur {

@@ -102,13 +102,65 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-pub(crate) fn add_via(headers: &mut HeaderMap, version: Version) {
-    let v = match version {
-        Version::HTTP_10 => "1.0 sekisho",
-        Version::HTTP_2 => "2 sekisho",
-        _ => "1.1 sekisho",
+/// `Via: <protocol> <node> (sekisho)`: the node name makes each gateway recognisable, so a
+/// request that comes back to the gateway that forwarded it is seen as a loop.
+pub(crate) fn add_via(headers: &mut HeaderMap, version: Version, node: &str) {
+    let proto = match version {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        _ => "1.1",
     };
-    headers.append(header::VIA, HeaderValue::from_static(v));
+    if let Ok(v) = HeaderValue::from_str(&format!("{proto} {node} (sekisho)")) {
+        headers.append(header::VIA, v);
+    }
+}
+
+/// Whether a raw HTTP/1 head carries both Content-Length and Transfer-Encoding.
+pub(crate) fn cl_and_te(raw: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut headers);
+    if req.parse(raw).is_err() {
+        return false;
+    }
+    let has = |name: &str| {
+        req.headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name))
+    };
+    has("content-length") && has("transfer-encoding")
+}
+
+/// The node name as a Via `received-by` token.
+pub(crate) fn via_node(node: &str) -> String {
+    let t: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if t.is_empty() {
+        "sekisho".into()
+    } else {
+        t
+    }
+}
+
+/// Whether a request already passed through this gateway (`node` in its Via).
+pub(crate) fn is_loop(headers: &HeaderMap, node: &str) -> bool {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|hop| {
+            let mut f = hop.split_whitespace();
+            f.next().is_some() && f.next() == Some(node) && f.next() == Some("(sekisho)")
+        })
 }
 
 pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {

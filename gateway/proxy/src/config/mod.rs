@@ -13,8 +13,10 @@ use serde::Deserialize;
 use crate::error::{ProxyError, Result};
 use crate::hostmatch::HostMatcher;
 
+mod policy;
 mod reverse;
 
+pub use policy::{NetPolicy, PortSpec, DEFAULT_DENY_NETWORKS};
 pub(crate) use reverse::upstream_base;
 
 /// The proxy's configuration. Unknown top-level keys are refused by [`Config::parse_with`] (which
@@ -45,6 +47,10 @@ pub struct Config {
     /// Reverse-proxy routes (`[[route]]`).
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// `[policy]`'s destination networks and CONNECT ports (the rest of the table is the host
+    /// policy engine's).
+    #[serde(default)]
+    pub policy: NetPolicy,
     /// Where this config was read from (not a key).
     #[serde(skip)]
     pub path: PathBuf,
@@ -574,6 +580,9 @@ impl Config {
         if self.tls.leaf_cache_size == 0 {
             return Err(self.err("tls.leaf_cache_size", "must be at least 1"));
         }
+        self.policy
+            .connect_ranges()
+            .map_err(|e| self.err("policy.connect_ports", e))?;
         if self.events.queue == 0 {
             return Err(self.err("events.queue", "must be at least 1"));
         }

@@ -134,17 +134,17 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
         sni,
         tls_version,
     });
-    let listener = Arc::clone(&conn.listener);
     let svc_shared = Arc::clone(&shared);
+    let handler_conn = Arc::clone(&conn);
     let handler = move |req| {
         reverse_flow(
             Arc::clone(&svc_shared),
-            Arc::clone(&conn),
+            Arc::clone(&handler_conn),
             Arc::clone(&rc),
             req,
         )
     };
-    serve_decrypted(&shared, &listener, tls, h2, handler).await;
+    serve_decrypted(&shared, &conn, tls, h2, handler).await;
 }
 
 /// A threat event (and a communication-log line) for a client certificate refused in the

@@ -188,7 +188,11 @@ impl Dispatch {
             };
             member.active.fetch_add(1, Ordering::Relaxed);
             let guard = InFlight(Arc::clone(&member));
-            match shared.client.request(Request::from_parts(p, b)).await {
+            match shared
+                .reverse_client
+                .request(Request::from_parts(p, b))
+                .await
+            {
                 Ok(r) => {
                     if let Some((host, port)) = member
                         .base
@@ -287,7 +291,7 @@ pub(crate) async fn probe(
         .map_err(|e| e.to_string())?;
     let limit =
         shared.limits.connect_timeout + shared.limits.response_timeout.min(Duration::from_secs(10));
-    match tokio::time::timeout(limit, shared.client.request(req)).await {
+    match tokio::time::timeout(limit, shared.reverse_client.request(req)).await {
         Err(_) => Err(format!("no answer within {limit:?}")),
         Ok(Err(e)) => Err(crate::upstream::error_chain(&e)),
         Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection() => Ok(()),
