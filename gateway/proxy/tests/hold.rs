@@ -215,9 +215,11 @@ async fn gateway_with(tag: &str, stages: Vec<TestStage>, limits: &str) -> Runnin
         "[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:0\"\n\
          [tls]\nca_cert = \"{d}/ca.crt\"\nca_key = \"{d}/ca.key\"\nsystem_roots = false\nwebpki_roots = false\n\
          [events]\nfile = \"{d}/events.jsonl\"\ncomm_log = \"{d}/flows.jsonl\"\n\
-         [limits]\n{limits}\n"
+         [limits]\n{limits}\n\
+         [policy]\nallow_networks = [\"127.0.0.0/8\"]\nconnect_ports = [\"1-65535\"]\n"
     );
-    let cfg = Config::parse(&text, std::path::Path::new("hold.toml")).unwrap();
+    // `[policy]` is the host policy engine's table; its destination keys are the proxy's.
+    let cfg = Config::parse_with(&text, std::path::Path::new("hold.toml"), &["policy"]).unwrap();
     let mut pipeline = sekisho_core::Pipeline::new();
     pipeline.set_resolve_timeout(std::time::Duration::from_secs(
         cfg.limits.resolve_timeout_secs,
