@@ -165,3 +165,176 @@ async fn slow_and_oversized_heads_are_shed_while_clean_traffic_flows() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Raises this test process's open-file limit to its hard maximum.
+fn raise_nofile() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        },
+    );
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_slow_connections_and_slow_readers_leave_room_for_clean_clients() {
+    const ATTACK: usize = 10_000;
+    const SLOW_READERS: usize = 200;
+    if raise_nofile() < (ATTACK + SLOW_READERS + 512) as u64 {
+        panic!("this test needs {} open files", ATTACK + SLOW_READERS + 512);
+    }
+    let origin = Origin::start(None).await;
+    let gw = Gateway::start(
+        "flood",
+        "",
+        "[limits]\nread_timeout_secs = 5\nidle_timeout_secs = 5\n",
+    );
+    let url = format!("http://127.0.0.1:{}/hello", origin.port);
+    let rss_before = gw.rss_kib();
+    // 10,000 slowloris connections from 127.0.0.1: a head that never completes.
+    let t0 = Instant::now();
+    let mut slow = Vec::with_capacity(ATTACK);
+    for _ in 0..ATTACK {
+        let Ok(mut s) = tokio::net::TcpStream::connect(gw.proxy).await else {
+            continue;
+        };
+        let _ = s.write_all(b"GET http://x/ HTTP/1.1\r\nHost: x\r\nX-a: ").await;
+        slow.push(s);
+    }
+    // Slow readers: a 16 MiB response each, never read.
+    let big = format!("http://127.0.0.1:{}/bytes/16777216", origin.port);
+    for _ in 0..SLOW_READERS {
+        let mut s = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+        s.write_all(format!("GET {big} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    println!("{} attack connections opened in {:?}", slow.len(), t0.elapsed());
+    // Clean clients from another address keep being served during the attack.
+    let (mut ok, mut total, mut worst) = (0, 0, Duration::ZERO);
+    let during = Instant::now();
+    while during.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        let r = curl(&["--interface", "127.0.0.2", "-x", &gw.proxy_url(), &url]).await;
+        worst = worst.max(t.elapsed());
+        total += 1;
+        ok += usize::from(r.stdout == "hello");
+    }
+    let rss_during = gw.rss_kib();
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", gw.child.id())).unwrap().count();
+    let m = gw.metrics_text().await;
+    let refused = metric(&m, "sekisho_connections_refused_total{listener=\"forward\",reason=\"per_client_limit\"}");
+    println!(
+        "clean: {ok}/{total} ok, worst {worst:?}; gateway fds {fds}, RSS {rss_before} -> {rss_during} KiB; refused per client {refused}"
+    );
+    assert_eq!(ok, total, "clean requests failed during the attack");
+    assert!(fds < 2 * 1000 + 200, "fds {fds}: the per-client cap did not hold");
+    assert!(rss_during < rss_before + 256 * 1024, "RSS grew to {rss_during} KiB");
+    assert!(refused >= (ATTACK - 1000) as f64 * 0.9, "refused {refused}");
+    gw.wait_line("events.jsonl", |e| e["rule"]["id"] == "connection-flood");
+    assert_eq!(events_with(&gw, "connection-flood").len(), 1);
+    // The gateway cuts every slow connection (read and idle timeouts), bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut open = slow.len();
+    while open > 0 && Instant::now() < deadline {
+        open = 0;
+        let mut b = vec![0u8; 1 << 20];
+        for s in &mut slow {
+            // Drain what was sent (slow readers got part of their response), then look for EOF.
+            let closed = loop {
+                match s.try_read(&mut b) {
+                    Ok(0) => break true,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                    Err(_) => break true,
+                }
+            };
+            open += usize::from(!closed);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(open, 0, "{open} attack connections still open");
+    gw.wait_line("events.jsonl", |e| e["rule"]["id"] == "slow-request-head");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rapid_reset_is_cut_off_with_one_event() {
+    use std::sync::Arc;
+    let pki = TestPki::new("Origin Test CA", &["localhost"]);
+    let origin = Origin::start(Some(pki.server_config())).await;
+    let roots_dir = TempDir::new("rr-roots");
+    let ca = roots_dir.path().join("origin-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let gw = Gateway::start(
+        "rapid-reset",
+        &format!("upstream_roots = [\"{}\"]", ca.display()),
+        "",
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(gw.ca_path()).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let attack = async {
+        let tcp = connect_tunnel(gw.proxy, &format!("localhost:{}", origin.port)).await;
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let io = tls.connect(name, tcp).await.unwrap();
+        let (mut send, conn) = h2::client::handshake(io).await.unwrap();
+        let driver = tokio::spawn(conn);
+        // HEADERS then RST_STREAM, again and again, without waiting for anything.
+        let mut sent = 0;
+        for _ in 0..5000 {
+            let req = http::Request::get(format!("https://localhost:{}/hello", origin.port))
+                .body(())
+                .unwrap();
+            let Ok(ready) = send.clone().ready().await else { break };
+            send = ready;
+            let Ok((resp, mut stream)) = send.send_request(req, false) else { break };
+            stream.send_reset(h2::Reason::CANCEL);
+            drop(resp);
+            sent += 1;
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
+        (sent, ended)
+    };
+    let (sent, ended) = attack.await;
+    println!("rapid reset: {sent} streams opened and reset before the gateway cut the connection");
+    let ended = ended.expect("the gateway never closed the connection");
+    let err = ended.unwrap().expect_err("the connection must end in an error");
+    assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err}");
+    let e = gw.wait_line("events.jsonl", |e| e["rule"]["id"] == "h2-flood");
+    assert_eq!(e["source"]["ip"], "127.0.0.1");
+    gw.assert_metrics(&["sekisho_shed_total{attack=\"h2-flood\",listener=\"forward\"} 1"])
+        .await;
+    // Clean h2 through the same gateway still works.
+    let r = curl(&[
+        "-x",
+        &gw.proxy_url(),
+        "--cacert",
+        gw.ca_path().to_str().unwrap(),
+        "--http2",
+        &format!("https://localhost:{}/hello", origin.port),
+    ])
+    .await;
+    assert_eq!(r.stdout, "hello", "{}", r.stderr);
+}

@@ -534,7 +534,36 @@ fn ensure_ca(cfg: &Config) -> anyhow::Result<()> {
     }
 }
 
+/// Raises the open-file limit to its hard maximum (each client connection takes a descriptor, an
+/// intercepted one two) and warns when it still cannot hold every listener's `max_connections`.
+fn raise_nofile(cfg: &GatewayConfig) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        let raised = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let l = &cfg.proxy.limits;
+    let need = (cfg.proxy.listeners.len() * l.max_connections * 2 + 256) as u64;
+    if now < need {
+        tracing::warn!(
+            open_files = now,
+            needed = need,
+            "the open-file limit is below 2 x max_connections per listener: raise LimitNOFILE (systemd) or ulimit -n, or lower [limits] max_connections"
+        );
+    } else {
+        tracing::info!(open_files = now, "open-file limit");
+    }
+}
+
 async fn run(assembly: Assembly, cfg: GatewayConfig, path: PathBuf) -> anyhow::Result<()> {
+    raise_nofile(&cfg);
     let (gw, reloader) = std::sync::Arc::new(assembly).gateway(cfg).await?;
     let (addrs, metrics) = gw.local_addrs();
     for (name, a) in &addrs {

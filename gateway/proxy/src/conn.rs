@@ -1,8 +1,9 @@
 //! One accepted client connection: its listener, addresses, its slot under `max_connections`,
 //! and the end-of-connection notice stages get ([`sekisho_core::Stage::connection_closed`]).
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::shared::Shared;
 
@@ -24,6 +25,8 @@ pub(crate) struct ConnInfo {
 /// closed.
 pub(crate) struct Slot {
     pub _permit: tokio::sync::OwnedSemaphorePermit,
+    /// The client address's share under `max_connections_per_client`.
+    pub _client: ClientSlot,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The gateway (weak: a connection does not keep a stopped gateway alive).
     pub shared: Weak<Shared>,
@@ -45,5 +48,73 @@ pub(crate) fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
         v4 => v4,
+    }
+}
+
+/// Active connections per client address, bounded by `max_connections_per_client` each (the map
+/// holds only addresses with a live connection, so it is bounded by the listeners' slots).
+pub(crate) struct ClientSlots {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+    limit: usize,
+}
+
+impl ClientSlots {
+    /// At most `limit` connections per address.
+    pub(crate) fn new(limit: usize) -> Arc<ClientSlots> {
+        Arc::new(ClientSlots {
+            counts: Mutex::new(HashMap::new()),
+            limit,
+        })
+    }
+
+    /// A slot for `ip`, unless it holds `limit` already.
+    pub(crate) fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = c.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            slots: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in [`ClientSlots`]; given back on drop.
+pub(crate) struct ClientSlot {
+    slots: Arc<ClientSlots>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut c = self.slots.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_client_slots_are_bounded_and_given_back() {
+        let s = ClientSlots::new(2);
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let (x, y) = (s.take(a), s.take(a));
+        assert!(x.is_some() && y.is_some());
+        assert!(s.take(a).is_none());
+        assert!(s.take(b).is_some());
+        drop(x);
+        assert!(s.take(a).is_some());
+        drop(y);
+        assert!(s.counts.lock().map(|c| c.len()).unwrap_or(9) <= 1);
     }
 }

@@ -314,6 +314,8 @@ impl Gateway {
             own,
             via_node: wire::via_node(&observer.node),
             shedder: shed::Shedder::default(),
+            clients: conn::ClientSlots::new(cfg.limits.max_connections_per_client),
+            clients_limit: cfg.limits.max_connections_per_client,
             upstream_certs,
             events,
             metrics,

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::shared::Shared;
-use crate::{config, conn, forward, reverse};
+use crate::{config, conn, forward, reverse, shed};
 
 pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
@@ -50,6 +50,24 @@ pub(crate) async fn accept_loop(
             tracing::info!(listener = %name, client = %peer, "client not in allow_clients: refused");
             continue;
         }
+        let Some(client_slot) = shared.clients.take(ip) else {
+            shared
+                .metrics
+                .connections_refused
+                .with_label_values(&[&name, "per_client_limit"])
+                .inc();
+            let detail = format!(
+                "{ip} holds max_connections_per_client = {} connections",
+                shared.clients_limit
+            );
+            tokio::spawn(shed::report_at(
+                Arc::clone(&shared),
+                shed::Peer::new(&name, peer, local),
+                shed::Attack::ConnectionFlood,
+                detail,
+            ));
+            continue;
+        };
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
             shared
                 .metrics
@@ -73,6 +91,7 @@ pub(crate) async fn accept_loop(
             local,
             _slot: conn::Slot {
                 _permit: permit,
+                _client: client_slot,
                 metrics: Arc::clone(&shared.metrics),
                 shared: Arc::downgrade(&shared),
                 index,

@@ -42,6 +42,10 @@ pub(crate) struct Shared {
     pub reverse_client: UpstreamClient,
     /// Where the forward proxy may connect (swapped on reload).
     pub dest: Arc<ArcSwap<DestGuard>>,
+    /// Live connections per client address (`max_connections_per_client`).
+    pub clients: Arc<crate::conn::ClientSlots>,
+    /// That limit, for messages.
+    pub clients_limit: usize,
     /// Connection-level attacks: one event per client, attack and window.
     pub shedder: crate::shed::Shedder,
     /// This node in `Via` headers (loop detection).

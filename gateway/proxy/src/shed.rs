@@ -6,15 +6,14 @@
 //! connections the attack uses.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sekisho_core::{DestinationInfo, Evidence, Finding, Severity, ThreatEvent};
+use sekisho_core::{DestinationInfo, Evidence, Finding, FlowMeta, Severity, ThreatEvent};
 
 use crate::conn::{canonical_ip, ConnInfo};
 use crate::shared::Shared;
-use crate::wire::new_meta;
 
 /// How long one event stands for an attack by one client.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -35,6 +34,8 @@ pub(crate) enum Attack {
     H2Flood,
     /// h2: a protocol, compression (HPACK bomb) or frame-size error.
     H2Protocol,
+    /// More connections from one address than `max_connections_per_client`.
+    ConnectionFlood,
 }
 
 impl Attack {
@@ -46,6 +47,7 @@ impl Attack {
             Attack::Malformed => "malformed-request",
             Attack::H2Flood => "h2-flood",
             Attack::H2Protocol => "h2-protocol-error",
+            Attack::ConnectionFlood => "connection-flood",
         }
     }
 
@@ -56,6 +58,7 @@ impl Attack {
             Attack::Malformed => "request refused as malformed (invalid framing or headers; request smuggling candidate)",
             Attack::H2Flood => "HTTP/2 flood cut off (rapid reset, CONTINUATION, SETTINGS or PING flood)",
             Attack::H2Protocol => "HTTP/2 protocol violation (framing or header compression)",
+            Attack::ConnectionFlood => "connections over the per-client limit refused at accept",
         }
     }
 }
@@ -128,14 +131,47 @@ impl Shedder {
     }
 }
 
+/// Where a shed connection came from and arrived.
+pub(crate) struct Peer {
+    listener: Arc<str>,
+    client: SocketAddr,
+    local: SocketAddr,
+    conn_id: u64,
+}
+
+impl Peer {
+    /// A connection refused before it had an id.
+    pub(crate) fn new(listener: &Arc<str>, client: SocketAddr, local: SocketAddr) -> Peer {
+        Peer {
+            listener: Arc::clone(listener),
+            client,
+            local,
+            conn_id: 0,
+        }
+    }
+}
+
 /// Records a shed connection: the counter always, the event once per client, attack and window.
 pub(crate) async fn report(shared: &Shared, conn: &ConnInfo, attack: Attack, detail: &str) {
+    let peer = Peer {
+        conn_id: conn.id,
+        ..Peer::new(&conn.listener, conn.client, conn.local)
+    };
+    record(shared, &peer, attack, detail).await;
+}
+
+/// [`report`] for a connection refused at accept (spawned: the accept loop does not wait).
+pub(crate) async fn report_at(shared: Arc<Shared>, peer: Peer, attack: Attack, detail: String) {
+    record(&shared, &peer, attack, &detail).await;
+}
+
+async fn record(shared: &Shared, peer: &Peer, attack: Attack, detail: &str) {
     shared
         .metrics
         .shed
-        .with_label_values(&[&conn.listener, attack.id()])
+        .with_label_values(&[&peer.listener, attack.id()])
         .inc();
-    let ip = canonical_ip(conn.client.ip());
+    let ip = canonical_ip(peer.client.ip());
     let Some(suppressed) = shared.shedder.open_window(ip, attack, Instant::now()) else {
         return;
     };
@@ -156,14 +192,20 @@ pub(crate) async fn report(shared: &Shared, conn: &ConnInfo, attack: Attack, det
     );
     f.stage = "http";
     f.action = sekisho_core::Action::Blocked;
-    let meta = new_meta(shared, conn, "", conn.local.port());
+    let mut meta = FlowMeta::new(
+        shared.next_flow_id(),
+        peer.listener.to_string(),
+        peer.client,
+        peer.local,
+    );
+    meta.conn_id = peer.conn_id;
     let dest = DestinationInfo {
-        ip: Some(conn.local.ip().to_string()),
-        port: Some(conn.local.port()),
+        ip: Some(peer.local.ip().to_string()),
+        port: Some(peer.local.port()),
         domain: None,
     };
     let event = ThreatEvent::from_finding(&f, &meta, &shared.observer, dest, None);
-    tracing::info!(client = %conn.client, attack = attack.id(), event_id = %f.event_id, "attack shed");
+    tracing::info!(client = %peer.client, attack = attack.id(), event_id = %f.event_id, "attack shed");
     shared.events.threat(&event).await;
 }
 

@@ -397,6 +397,11 @@ pub struct LimitsConfig {
     /// Concurrent client connections per listener (default 10,000).
     #[serde(default = "d_max_conn")]
     pub max_connections: usize,
+    /// Concurrent connections from one client address, all listeners together (default 1,000):
+    /// one host cannot take every slot (slowloris from one address). A NAT in front of a whole
+    /// hospital may need more.
+    #[serde(default = "d_per_client")]
+    pub max_connections_per_client: usize,
     /// Request head size (default 64 KiB).
     #[serde(default = "d_header_bytes")]
     pub max_header_bytes: usize,
@@ -430,6 +435,9 @@ pub struct LimitsConfig {
 fn d_max_conn() -> usize {
     10_000
 }
+fn d_per_client() -> usize {
+    1_000
+}
 fn d_header_bytes() -> usize {
     64 * 1024
 }
@@ -462,6 +470,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_connections: d_max_conn(),
+            max_connections_per_client: d_per_client(),
             max_header_bytes: d_header_bytes(),
             handshake_timeout_secs: d_handshake(),
             read_timeout_secs: d_read(),
@@ -589,6 +598,7 @@ impl Config {
         let l = &self.limits;
         for (k, v) in [
             ("max_connections", l.max_connections as u64),
+            ("max_connections_per_client", l.max_connections_per_client as u64),
             ("handshake_timeout_secs", l.handshake_timeout_secs),
             ("read_timeout_secs", l.read_timeout_secs),
             ("idle_timeout_secs", l.idle_timeout_secs),
