@@ -598,7 +598,10 @@ impl Config {
         let l = &self.limits;
         for (k, v) in [
             ("max_connections", l.max_connections as u64),
-            ("max_connections_per_client", l.max_connections_per_client as u64),
+            (
+                "max_connections_per_client",
+                l.max_connections_per_client as u64,
+            ),
             ("handshake_timeout_secs", l.handshake_timeout_secs),
             ("read_timeout_secs", l.read_timeout_secs),
             ("idle_timeout_secs", l.idle_timeout_secs),
