@@ -289,8 +289,6 @@ async fn ten_thousand_slow_connections_and_slow_readers_leave_room_for_clean_cli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_rapid_reset_is_cut_off_with_one_event() {
-    use rustls_pki_types::pem::PemObject;
-    use std::sync::Arc;
     let pki = TestPki::new("Origin Test CA", &["localhost"]);
     let origin = Origin::start(Some(pki.server_config())).await;
     let roots_dir = TempDir::new("rr-roots");
@@ -301,18 +299,7 @@ async fn h2_rapid_reset_is_cut_off_with_one_event() {
         &format!("upstream_roots = [\"{}\"]", ca.display()),
         "",
     );
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(gw.ca_path()).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tls = tls_client(&std::fs::read_to_string(gw.ca_path()).unwrap(), &[b"h2"]);
     let attack = async {
         let tcp = connect_tunnel(gw.proxy, &format!("localhost:{}", origin.port)).await;
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();

@@ -625,6 +625,20 @@ pub async fn tls_peer_chain(
     ),
     std::io::Error,
 > {
+    let connector = tls_client(ca_pem, &[b"http/1.1"]);
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let tls = connector.connect(server_name, stream).await?;
+    let chain = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_default()
+        .to_vec();
+    Ok((tls, chain))
+}
+
+/// A TLS client trusting only `ca_pem`, offering `alpn`.
+pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -636,15 +650,6 @@ pub async fn tls_peer_chain(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let server_name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
-    let tls = connector.connect(server_name, stream).await?;
-    let chain = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .unwrap_or_default()
-        .to_vec();
-    Ok((tls, chain))
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
