@@ -144,19 +144,22 @@ impl Service<Uri> for GuardedConnector {
     }
 }
 
-/// The refusal inside a connector error, if that is why it failed.
-pub(crate) fn take_refused(err: &(dyn std::error::Error + 'static)) -> Option<Refused> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(r) = e.downcast_ref::<Refused>() {
-            return Some(r.clone());
-        }
-        cur = match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+/// An error and its causes, looking inside `io::Error`s (connectors nest them, and `io::Error`
+/// hides its payload from `source()`).
+pub(crate) fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| {
+        match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
-        };
-    }
-    None
+        }
+    })
+}
+
+/// The refusal inside a connector error, if that is why it failed.
+pub(crate) fn take_refused(err: &(dyn std::error::Error + 'static)) -> Option<Refused> {
+    causes(err).find_map(|e| e.downcast_ref::<Refused>().cloned())
 }
 
 /// Connects to `host:port` for a spliced tunnel: every resolved address checked before it is

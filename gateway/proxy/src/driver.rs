@@ -98,8 +98,12 @@ pub(crate) async fn inspect_and_send(
     let done: Result<Response<ProxyBody>, Early> = async {
         // Both Content-Length and Transfer-Encoding: the classic smuggling candidate. RFC 9112
         // §6.3 lets a server refuse it; we do, so no two readers can disagree on its length.
-        // hyper drops Content-Length when chunked wins: the raw head tells.
-        if parts.version < Version::HTTP_2 && x.head.raw.as_deref().is_some_and(cl_and_te) {
+        // hyper drops Content-Length when chunked wins: the raw head tells (read only when a
+        // Transfer-Encoding is there, so ordinary requests pay one header lookup).
+        if parts.version < Version::HTTP_2
+            && parts.headers.contains_key(header::TRANSFER_ENCODING)
+            && x.head.raw.as_deref().is_some_and(cl_and_te)
+        {
             let what = "both Content-Length and Transfer-Encoding";
             shed::report(&x.shared, &x.conn, shed::Attack::Malformed, what).await;
             x.state.set_status(400);

@@ -473,15 +473,14 @@ async fn splice_tunnel<S>(
         let g = shared.dest.load_full();
         connect_checked(&g, host, port, limits.connect_timeout).await
     };
+    let refusal = dialled.as_ref().err().and_then(|e| take_refused(e));
+    if let Some(why) = refusal {
+        // The client already has its 200: the event and the closed tunnel say why.
+        drop(refuse_destination(state, host, &why).await);
+        return;
+    }
     let upstream = match dialled {
         Ok(s) => s,
-        Err(e) if take_refused(&e).is_some() => {
-            if let Some(why) = take_refused(&e) {
-                // The client already has its 200: the event and the closed tunnel say why.
-                drop(refuse_destination(state, host, &why).await);
-            }
-            return;
-        }
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
             shared
                 .metrics

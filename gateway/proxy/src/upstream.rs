@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 
-use crate::dial::{take_refused, Guard, GuardedConnector};
+use crate::dial::{causes, Guard, GuardedConnector};
 use crate::error::{ProxyError, Result};
 use crate::guard::Refused;
 
@@ -281,12 +281,11 @@ impl UpstreamFailure {
 
 /// Classifies an upstream client error by walking its causes.
 pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
-    if let Some(r) = take_refused(err) {
-        return UpstreamFailure::Denied(r);
-    }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut connect = false;
-    while let Some(e) = cur {
+    for e in causes(err) {
+        if let Some(r) = e.downcast_ref::<Refused>() {
+            return UpstreamFailure::Denied(r.clone());
+        }
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
             return match t {
                 rustls::Error::InvalidCertificate(c) => {
@@ -298,14 +297,6 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
             connect |= h.is_connect();
         }
-        // io::Error hides its payload from source(): look inside (connectors nest them).
-        cur = match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        };
     }
     let text = error_chain(err);
     if connect {
