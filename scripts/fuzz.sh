@@ -31,7 +31,7 @@ build() { cargo build --release --locked --bins --target "$host"; }
 
 run_one() {
   local t=$1 secs=$2; shift 2
-  mkdir -p "corpus/$t" "artifacts/$t"
+  mkdir -p "corpus/$t" "artifacts/$t" "seeds/$t"
   local dict=()
   [ -f "dict/$t.dict" ] && dict=(-dict="dict/$t.dict")
   local time=()
