@@ -589,8 +589,24 @@ pub async fn curl(args: &[&str]) -> Curl {
 
 /// Opens a CONNECT tunnel through the proxy and returns the raw stream after the 200.
 pub async fn connect_tunnel(proxy: SocketAddr, target: &str) -> tokio::net::TcpStream {
+    connect_tunnel_from(proxy, target, None).await
+}
+
+/// [`connect_tunnel`] from the local address `from` (another loopback address: another client).
+pub async fn connect_tunnel_from(
+    proxy: SocketAddr,
+    target: &str,
+    from: Option<std::net::IpAddr>,
+) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let mut s = match from {
+        None => tokio::net::TcpStream::connect(proxy).await.unwrap(),
+        Some(ip) => {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(SocketAddr::new(ip, 0)).unwrap();
+            sock.connect(proxy).await.unwrap()
+        }
+    };
     s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
         .await
         .unwrap();

@@ -23,7 +23,7 @@ use crate::headtap;
 use crate::io::{Activity, Tracked};
 use crate::serve::{attach_raw_head, serve_decrypted, RawHead};
 use crate::shared::Shared;
-use crate::shed;
+use crate::shed::{self, Attack};
 use crate::tlspeek::{peek_client_hello, Peeked, Rewind};
 use crate::upstream::{error_chain, ProxyBody};
 use crate::wire::{
@@ -342,10 +342,12 @@ async fn tunnel<S>(
         {
             Err(_) => {
                 m.tunnels.with_label_values(&["failed"]).inc();
-                state.set_error(format!(
+                let detail = format!(
                     "no TLS ClientHello within {:?}",
                     shared.limits.handshake_timeout
-                ));
+                );
+                shed::report(&shared, &conn, Attack::SlowTls, &detail).await;
+                state.set_error(detail);
                 return;
             }
             Ok(Err(e)) => {
@@ -410,7 +412,12 @@ async fn tunnel<S>(
     {
         Err(_) => {
             m.tls_handshakes.with_label_values(&["timeout"]).inc();
-            state.set_error("client TLS handshake timed out");
+            let detail = format!(
+                "client TLS handshake not done within {:?}",
+                shared.limits.handshake_timeout
+            );
+            shed::report(&shared, &conn, Attack::SlowTls, &detail).await;
+            state.set_error(detail);
             return;
         }
         Ok(Err(e)) => {

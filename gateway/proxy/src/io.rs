@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::h2meter::{Alarm, H2Meter};
+use crate::shed::Attack;
+
 /// Shared activity clock of one connection.
 #[derive(Debug)]
 pub struct Activity {
@@ -60,6 +63,14 @@ pub struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
     tap: Option<crate::headtap::Tap>,
+    meter: Option<Metered>,
+}
+
+/// An h2 frame meter and where its alarms go, a flood's included (dropped when the receiver
+/// lags: one event per window is all the shedder reports anyway).
+struct Metered {
+    meter: H2Meter,
+    alarms: tokio::sync::mpsc::Sender<Alarm>,
 }
 
 impl<S> Tracked<S> {
@@ -69,7 +80,17 @@ impl<S> Tracked<S> {
             inner,
             activity,
             tap: None,
+            meter: None,
         }
+    }
+
+    /// Also meters the h2 frames read (see [`crate::h2meter`]); a flood fails the read.
+    pub(crate) fn with_meter(
+        mut self,
+        meter: Option<(H2Meter, tokio::sync::mpsc::Sender<Alarm>)>,
+    ) -> Self {
+        self.meter = meter.map(|(meter, alarms)| Metered { meter, alarms });
+        self
     }
 
     /// Also feeds every byte read to `tap`, which keeps HTTP/1 request heads as sent.
@@ -94,6 +115,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
             if let Some(tap) = &self.tap {
                 if let Ok(mut t) = tap.lock() {
                     t.feed(&buf.filled()[before..]);
+                }
+            }
+            let written = self.activity.written.load(Ordering::Relaxed);
+            if let Some(m) = &mut self.meter {
+                let alarms = &m.alarms;
+                let fed =
+                    m.meter
+                        .feed(&buf.filled()[before..], written, Instant::now(), &mut |a| {
+                            let _ = alarms.try_send(a);
+                        });
+                if let Err(flood) = fed {
+                    // h2 keeps only the message of an io error: the alarm says what it was.
+                    let detail = flood.to_string();
+                    let _ = m.alarms.try_send(Alarm {
+                        attack: Attack::H2Flood,
+                        detail: detail.clone(),
+                    });
+                    return Poll::Ready(Err(io::Error::other(detail)));
                 }
             }
         }

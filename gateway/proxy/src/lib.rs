@@ -28,6 +28,7 @@ pub mod events;
 mod flowstate;
 mod forward;
 pub mod guard;
+pub mod h2meter;
 pub mod headtap;
 pub mod hostmatch;
 mod io;

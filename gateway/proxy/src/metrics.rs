@@ -38,6 +38,8 @@ pub struct Metrics {
     pub upstream_up: IntGaugeVec,
     pub upstream_retries: IntCounterVec,
     pub reloads: IntCounterVec,
+    /// Tokio tasks alive when scraped (connections, flows, background work).
+    pub tasks: IntGauge,
 }
 
 impl Metrics {
@@ -223,12 +225,23 @@ impl Metrics {
                 ),
                 &["result"]
             )?),
-            registry,
+            tasks: reg!(IntGauge::new(
+                "sekisho_runtime_tasks",
+                "Tokio tasks alive (connections, flows, background work), read at each scrape"
+            )?),
+            registry: {
+                // process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total...
+                registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+                registry
+            },
         })
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.tasks.set(rt.metrics().num_alive_tasks() as i64);
+        }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
@@ -11,6 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::conn::ConnInfo;
+use crate::h2meter::{Alarm, H2Meter};
 use crate::headtap;
 use crate::io::{Activity, Tracked};
 use crate::shared::Shared;
@@ -53,7 +55,16 @@ where
 {
     let activity = Activity::new();
     let tap = (!h2).then(|| headtap::tap(shared.limits.max_header_bytes));
-    let io = TokioIo::new(Tracked::new(tls, Arc::clone(&activity)).with_tap(tap.clone()));
+    let (alarm_tx, mut alarms) = tokio::sync::mpsc::channel(8);
+    let meter = h2.then(|| {
+        let m = H2Meter::new(shared.limits.max_header_bytes, Instant::now());
+        (m, alarm_tx)
+    });
+    let io = TokioIo::new(
+        Tracked::new(tls, Arc::clone(&activity))
+            .with_tap(tap.clone())
+            .with_meter(meter),
+    );
     let metrics = Arc::clone(&shared.metrics);
     let listener = Arc::clone(&conn.listener);
     let svc = service_fn(move |mut req: Request<Incoming>| {
@@ -73,6 +84,7 @@ where
         async move { Ok::<_, Infallible>(fut.await) }
     });
     let limits = &shared.limits;
+    let mut alarmed = false;
     let result = if h2 {
         let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -83,10 +95,17 @@ where
             .max_frame_size(crate::upstream::H2_MAX_FRAME)
             .keep_alive_interval(Some(limits.idle_timeout))
             .serve_connection(io, svc);
-        tokio::select! {
+        let r = tokio::select! {
             r = served => r,
             _ = activity.idle(limits.idle_timeout) => Ok(()),
+            _ = report_alarms(shared, conn, &mut alarms, &mut alarmed) => Ok(()),
+        };
+        // A flood cut ends `served` with its alarm still queued.
+        while let Ok(a) = alarms.try_recv() {
+            alarmed = true;
+            shed::report(shared, conn, a.attack, &a.detail).await;
         }
+        r
     } else {
         let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -101,10 +120,26 @@ where
     };
     if let Err(e) = result {
         tracing::debug!(error = %error_chain(&e), "decrypted connection ended");
-        if let Some(attack) = shed::classify(&e) {
+        // An alarm already stood for this connection's attack (an HPACK bomb that the h2
+        // library then also cut as excessive): one attack, one event.
+        if let Some(attack) = shed::classify(&e).filter(|_| !alarmed) {
             shed::report(shared, conn, attack, &error_chain(&e)).await;
         }
     }
     use std::sync::atomic::Ordering::Relaxed;
     (activity.read.load(Relaxed), activity.written.load(Relaxed))
+}
+
+/// Reports the frame meter's alarms as they come (never returns while the connection lives).
+async fn report_alarms(
+    shared: &Shared,
+    conn: &ConnInfo,
+    alarms: &mut tokio::sync::mpsc::Receiver<Alarm>,
+    alarmed: &mut bool,
+) {
+    while let Some(a) = alarms.recv().await {
+        *alarmed = true;
+        shed::report(shared, conn, a.attack, &a.detail).await;
+    }
+    std::future::pending::<()>().await;
 }

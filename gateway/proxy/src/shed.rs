@@ -1,7 +1,8 @@
 //! Attacks the gateway sheds at the connection level (a head that never completes, an oversized
 //! head, a request hyper refuses to parse, such as the request-smuggling candidates CL+TE,
-//! duplicate or invalid Content-Length and obfuscated Transfer-Encoding, and h2 floods the h2
-//! library cuts off with GOAWAY): each is counted in `sekisho_shed_total{listener,attack}` and
+//! duplicate or invalid Content-Length and obfuscated Transfer-Encoding, h2 floods the h2
+//! library cuts off with GOAWAY or the frame meter cuts, HPACK bombs, stalled TLS handshakes,
+//! connections over the per-client limit): each is counted in `sekisho_shed_total{listener,attack}` and
 //! raises one threat event per client and attack per window, naming both, however many
 //! connections the attack uses.
 
@@ -30,12 +31,17 @@ pub(crate) enum Attack {
     /// A request hyper would not parse (invalid or conflicting framing, bad header syntax), or
     /// one carrying both Content-Length and Transfer-Encoding: smuggling candidates.
     Malformed,
-    /// h2: the peer was told to calm down (rapid reset, CONTINUATION, SETTINGS or PING floods).
+    /// h2: the peer was told to calm down (rapid reset, CONTINUATION floods) by the h2 library,
+    /// or cut off by the frame meter (PING, SETTINGS, PRIORITY, WINDOW_UPDATE, empty frames).
     H2Flood,
     /// h2: a protocol, compression (HPACK bomb) or frame-size error.
     H2Protocol,
     /// More connections from one address than `max_connections_per_client`.
     ConnectionFlood,
+    /// h2: a header block that decodes to far more than it weighs, past `max_header_bytes`.
+    HpackBomb,
+    /// A client TLS handshake not completed within `handshake_timeout_secs`.
+    SlowTls,
 }
 
 impl Attack {
@@ -48,6 +54,8 @@ impl Attack {
             Attack::H2Flood => "h2-flood",
             Attack::H2Protocol => "h2-protocol-error",
             Attack::ConnectionFlood => "connection-flood",
+            Attack::HpackBomb => "hpack-bomb",
+            Attack::SlowTls => "slow-tls-handshake",
         }
     }
 
@@ -59,6 +67,8 @@ impl Attack {
             Attack::H2Flood => "HTTP/2 flood cut off (rapid reset, CONTINUATION, SETTINGS or PING flood)",
             Attack::H2Protocol => "HTTP/2 protocol violation (framing or header compression)",
             Attack::ConnectionFlood => "connections over the per-client limit refused at accept",
+            Attack::HpackBomb => "HTTP/2 header block expanding past the size limit (HPACK bomb) refused",
+            Attack::SlowTls => "TLS handshake not completed in time (stalled handshake)",
         }
     }
 }

@@ -81,6 +81,11 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
         Err(_) => {
             m.tls_handshakes.with_label_values(&["timeout"]).inc();
             tracing::info!(listener = %conn.listener, client = %conn.client, "client TLS handshake timed out: closed");
+            let detail = format!(
+                "TLS handshake not done within {:?}",
+                shared.limits.handshake_timeout
+            );
+            crate::shed::report(&shared, &conn, crate::shed::Attack::SlowTls, &detail).await;
             return;
         }
         Ok(Err(e)) => {
