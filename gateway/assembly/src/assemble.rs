@@ -211,7 +211,7 @@ impl Reloader {
                 Ok(())
             }
             Err(e) => {
-                self.proxy.failed();
+                self.proxy.failed(path, &e);
                 Err(e)
             }
         }

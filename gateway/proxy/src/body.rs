@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, StreamBody};
 use sekisho_core::{BoxFuture, Direction, HeldBody, Timer, Verdict};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::fault::{self, Fault};
 use crate::flowstate::{FinishGuard, FlowState};
 use crate::upstream::{BoxError, ProxyBody};
 
@@ -98,6 +99,8 @@ impl<B> Drop for St<B> {
 enum Step {
     Continue,
     Fail(BoxError),
+    /// The upstream's response body failed (reset, truncated): the same, and a fault event.
+    UpstreamFailed(BoxError),
 }
 
 /// Wraps `body` so that every chunk passes the flow's pipeline in direction `dir`. `guard` (for
@@ -131,16 +134,21 @@ where
             if st.done {
                 return st.trailers.take().map(|t| (Ok(Frame::trailers(t)), st));
             }
-            match next_step(&mut st).await {
+            let e = match next_step(&mut st).await {
                 Step::Continue => continue,
-                Step::Fail(e) => {
-                    st.done = true;
-                    st.queue.clear();
-                    st.held = None;
-                    st.trailers = None;
-                    return Some((Err(e), st));
+                Step::Fail(e) => e,
+                Step::UpstreamFailed(e) => {
+                    let upstream = st.state.upstream_name();
+                    let detail = format!("response body: {e}");
+                    fault::on_flow(&st.state, Fault::UpstreamReset, &upstream, &detail).await;
+                    e
                 }
-            }
+            };
+            st.done = true;
+            st.queue.clear();
+            st.held = None;
+            st.trailers = None;
+            return Some((Err(e), st));
         }
     });
     BodyExt::boxed_unsync(StreamBody::new(stream))
@@ -166,6 +174,9 @@ where
             Ok(Some(Err(e))) => {
                 let e: BoxError = e.into();
                 st.state.set_error(format!("{} body: {e}", st.dir.as_str()));
+                if st.dir == Direction::Response {
+                    return Step::UpstreamFailed(e);
+                }
                 return Step::Fail(e);
             }
             Ok(Some(Ok(frame))) => match frame.into_data() {

@@ -320,7 +320,7 @@ struct Minted {
 
 /// Mints and caches leaf certificates for intercepted hosts.
 pub struct LeafMinter {
-    ca: CertAuthority,
+    ca: arc_swap::ArcSwap<CertAuthority>,
     leaf_key: Mutex<Arc<LeafKey>>,
     rotation: Duration,
     validity_days: u32,
@@ -338,7 +338,7 @@ impl LeafMinter {
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
         Ok(LeafMinter {
-            ca,
+            ca: arc_swap::ArcSwap::from_pointee(ca),
             leaf_key: Mutex::new(Arc::new(LeafKey::generate()?)),
             rotation: Duration::from_secs(u64::from(rotation_hours) * 3600),
             validity_days,
@@ -347,9 +347,20 @@ impl LeafMinter {
         })
     }
 
-    /// The CA certificate.
-    pub fn ca(&self) -> &CertAuthority {
-        &self.ca
+    /// The CA in service.
+    pub fn ca(&self) -> Arc<CertAuthority> {
+        self.ca.load_full()
+    }
+
+    /// Puts `ca` into service (a reload): when it is another CA, the cached leaves (signed by
+    /// the old one) are dropped. Whether it changed.
+    pub fn replace_ca(&self, ca: CertAuthority) -> bool {
+        if self.ca.load().der == ca.der {
+            return false;
+        }
+        self.ca.store(Arc::new(ca));
+        self.cache.clear();
+        true
     }
 
     /// The leaf certificate for `host` (a DNS name or an IP literal): from the cache, or minted
@@ -414,10 +425,11 @@ impl LeafMinter {
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(i64::from(self.validity_days));
         params.serial_number = Some(random_serial());
+        let ca = self.ca.load();
         let cert = params
-            .signed_by(key.key.as_ref(), &self.ca.issuer)
+            .signed_by(key.key.as_ref(), &ca.issuer)
             .map_err(mint_err)?;
-        let chain = vec![cert.der().clone(), self.ca.der.clone()];
+        let chain = vec![cert.der().clone(), ca.der.clone()];
         self.metrics
             .cert_mint_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -28,6 +28,14 @@ fn refused(r: Refused) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, r)
 }
 
+/// An upstream name that did not resolve.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} did not resolve: {source}")]
+pub(crate) struct Unresolved {
+    host: String,
+    source: io::Error,
+}
+
 /// DNS through `getaddrinfo`, keeping only addresses the guard allows.
 #[derive(Clone)]
 pub(crate) struct GuardedResolver {
@@ -45,10 +53,16 @@ impl Service<Name> for GuardedResolver {
     }
 
     fn call(&mut self, name: Name) -> Self::Future {
+        let host = name.as_str().to_string();
         let fut = self.inner.call(name);
         let guard = self.guard.clone();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = fut.await?.collect();
+            let addrs: Vec<SocketAddr> = fut
+                .await
+                .map_err(|source| {
+                    io::Error::new(io::ErrorKind::NotFound, Unresolved { host, source })
+                })?
+                .collect();
             match &guard {
                 Some(g) => allowed(&g.load(), addrs, |g, a| g.check_ip(a.ip())),
                 None => Ok(addrs.into_iter()),

@@ -19,6 +19,7 @@ use sekisho_core::{
 use crate::blockpage::{self, BlockInfo};
 use crate::body::{inspect, is_blocked, DrainOnDrop};
 use crate::conn::ConnInfo;
+use crate::fault::{self, Fault};
 use crate::flowstate::{FinishGuard, FlowState};
 use crate::guard::Refused;
 use crate::shared::Shared;
@@ -571,6 +572,15 @@ async fn upstream_failed(
             )
         }
         UpstreamFailure::Denied(why) => refuse_destination(state, host, &why).await,
+        UpstreamFailure::Unresolved(reason) => {
+            state.set_error(reason.clone());
+            state.set_status(502);
+            fault::on_flow(state, Fault::UpstreamUnresolvable, host, &reason).await;
+            text_response(
+                StatusCode::BAD_GATEWAY,
+                &format!("upstream {host} failed: {reason}"),
+            )
+        }
         UpstreamFailure::Tls(reason)
         | UpstreamFailure::Connect(reason)
         | UpstreamFailure::Other(reason) => {

@@ -107,6 +107,18 @@ impl FlowState {
         self.record.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The upstream's name as the flow knows it: the destination domain, else its address.
+    pub(crate) fn upstream_name(&self) -> String {
+        let r = self.record();
+        let d = &r.dest;
+        let host = d.domain.clone().or_else(|| d.ip.clone());
+        match (host, d.port) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h,
+            (None, _) => r.http.host.clone().unwrap_or_else(|| "?".into()),
+        }
+    }
+
     /// The whole request body has been passed upstream (or there was none).
     pub fn mark_request_sent(&self) {
         self.request_sent.store(true, Ordering::Release);
@@ -197,6 +209,11 @@ impl FlowState {
 
     /// Writes a finding the proxy itself made (upstream certificate errors) as a threat event.
     pub async fn emit_own(&self, finding: Finding) {
+        self.emit_own_as(finding, "alert").await;
+    }
+
+    /// [`FlowState::emit_own`] with its ECS `event.kind` (`event` for a fault, not a threat).
+    pub async fn emit_own_as(&self, finding: Finding, kind: &str) {
         let event = {
             let mut r = self.record();
             r.event_ids.push(finding.event_id);
@@ -205,13 +222,15 @@ impl FlowState {
             }
             let meta = r.meta.clone();
             let Some(meta) = meta else { return };
-            ThreatEvent::from_finding(
+            let mut e = ThreatEvent::from_finding(
                 &finding,
                 &meta,
                 &self.shared.observer,
                 r.dest.clone(),
                 Self::http_info(&r.http),
-            )
+            );
+            e.event.kind = kind.to_string();
+            e
         };
         self.shared.events.threat(&event).await;
     }

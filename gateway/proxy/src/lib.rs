@@ -25,6 +25,7 @@ mod dial;
 mod driver;
 mod error;
 pub mod events;
+mod fault;
 mod flowstate;
 mod forward;
 pub mod guard;
@@ -315,6 +316,7 @@ impl Gateway {
             own,
             via_node: wire::via_node(&observer.node),
             shedder: shed::Shedder::default(),
+            faults: shed::Windows::default(),
             clients: conn::ClientSlots::new(cfg.limits.max_connections_per_client),
             clients_limit: cfg.limits.max_connections_per_client,
             upstream_certs,
@@ -428,16 +430,31 @@ impl Reloader {
     pub fn apply(&self, cfg: &Config, pipelines: Vec<Pipeline>) -> Result<()> {
         let shared = self.shared(&cfg.path)?;
         let r = Self::swap(&shared, cfg, pipelines);
-        let label = if r.is_ok() { "ok" } else { "error" };
-        shared.metrics.reloads.with_label_values(&[label]).inc();
+        match &r {
+            Ok(()) => shared.metrics.reloads.with_label_values(&["ok"]).inc(),
+            Err(e) => Self::report_failure(shared, &cfg.path, e),
+        }
         r
     }
 
-    /// Counts a reload that failed before [`Reloader::apply`] (a config that does not parse, an
-    /// engine that does not build).
-    pub fn failed(&self) {
+    /// Reports a reload that failed before [`Reloader::apply`] (a config that does not parse, an
+    /// engine that does not build, a CA that cannot be read): counted, and a `reload-failed`
+    /// event naming the file and line the error names.
+    pub fn failed(&self, cfg: &std::path::Path, error: &dyn std::fmt::Display) {
         if let Some(shared) = self.0.upgrade() {
-            shared.metrics.reloads.with_label_values(&["error"]).inc();
+            Self::report_failure(shared, cfg, error);
+        }
+    }
+
+    fn report_failure(shared: Arc<Shared>, cfg: &std::path::Path, error: &dyn std::fmt::Display) {
+        shared.metrics.reloads.with_label_values(&["error"]).inc();
+        let detail = format!("{}: {error}", cfg.display());
+        // Called off the async workers (reloads compile rules on the blocking pool).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let subject = detail.clone();
+                fault::on_gateway(&shared, fault::Fault::ReloadFailed, &subject, &detail).await;
+            });
         }
     }
 
@@ -455,7 +472,9 @@ impl Reloader {
                     .into(),
             });
         }
-        // Certificates, client CAs, CRLs and routes are read before anything is swapped.
+        // The CA, certificates, client CAs, CRLs and routes are read before anything is
+        // swapped: a CA key that cannot be read fails the reload and the running CA stays.
+        let ca = CertAuthority::load(&cfg.tls.ca_cert, &cfg.tls.ca_key)?;
         let reverse = reverse::build_all(cfg, &shared.members)?;
         for (slot, p) in shared.pipelines.iter().zip(new) {
             slot.store(Arc::new(p));
@@ -463,6 +482,9 @@ impl Reloader {
         shared
             .dest
             .store(Arc::new(guard::DestGuard::new(cfg, shared.own.clone())));
+        if shared.minter.replace_ca(ca) {
+            tracing::info!(ca = %cfg.tls.ca_cert.display(), "gateway CA replaced; cached leaves dropped");
+        }
         for (slot, r) in shared.reverse.iter().zip(reverse) {
             if let (Some(slot), Some(r)) = (slot, r) {
                 slot.store(r.load_full());

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub upstream_up: IntGaugeVec,
     pub upstream_retries: IntCounterVec,
     pub reloads: IntCounterVec,
+    /// Faults met while serving, by fault (`crate::fault`).
+    pub faults: IntCounterVec,
     /// Tokio tasks alive when scraped (connections, flows, background work).
     pub tasks: IntGauge,
 }
@@ -224,6 +226,13 @@ impl Metrics {
                     "Policy reloads (result: ok, error)"
                 ),
                 &["result"]
+            )?),
+            faults: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_faults_total",
+                    "Faults met while serving (upstream reset mid-response, unresolvable upstream, failed reload)"
+                ),
+                &["fault"]
             )?),
             tasks: reg!(IntGauge::new(
                 "sekisho_runtime_tasks",

@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub clients_limit: usize,
     /// Connection-level attacks: one event per client, attack and window.
     pub shedder: crate::shed::Shedder,
+    /// Fault event windows, per fault and subject (`crate::fault`).
+    pub faults: crate::shed::Windows<(crate::fault::Fault, String)>,
     /// This node in `Via` headers (loop detection).
     pub via_node: String,
     /// The gateway's own listening sockets.

@@ -17,7 +17,7 @@ use crate::conn::{canonical_ip, ConnInfo};
 use crate::shared::Shared;
 
 /// How long one event stands for an attack by one client.
-const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 /// Clients remembered (oldest windows forgotten first beyond this).
 const MAX_TRACKED: usize = 65_536;
 
@@ -106,16 +106,25 @@ pub(crate) fn classify(err: &hyper::Error) -> Option<Attack> {
     None
 }
 
-/// Per client and attack: when the current window started and what it suppressed.
-#[derive(Default)]
-pub(crate) struct Shedder {
-    seen: Mutex<HashMap<(IpAddr, Attack), (Instant, u64)>>,
+/// Per key (a client and an attack, a fault and its subject): when the current window started
+/// and how many occurrences it suppressed. Bounded: past [`MAX_TRACKED`] keys, expired windows
+/// go first, then all.
+pub(crate) struct Windows<K> {
+    seen: Mutex<HashMap<K, (Instant, u64)>>,
 }
 
-impl Shedder {
+impl<K> Default for Windows<K> {
+    fn default() -> Self {
+        Windows {
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Windows<K> {
     /// Whether this occurrence opens a new window (and so gets an event); the count of those
     /// suppressed in the window before it.
-    fn open_window(&self, ip: IpAddr, attack: Attack, now: Instant) -> Option<u64> {
+    pub(crate) fn open_window(&self, key: K, now: Instant) -> Option<u64> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() >= MAX_TRACKED {
             seen.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
@@ -123,7 +132,7 @@ impl Shedder {
                 seen.clear();
             }
         }
-        match seen.get_mut(&(ip, attack)) {
+        match seen.get_mut(&key) {
             Some((start, n)) if now.duration_since(*start) < WINDOW => {
                 *n += 1;
                 None
@@ -134,12 +143,15 @@ impl Shedder {
                 Some(before)
             }
             None => {
-                seen.insert((ip, attack), (now, 0));
+                seen.insert(key, (now, 0));
                 Some(0)
             }
         }
     }
 }
+
+/// The shed attacks' windows, per client address and attack.
+pub(crate) type Shedder = Windows<(IpAddr, Attack)>;
 
 /// Where a shed connection came from and arrived.
 pub(crate) struct Peer {
@@ -182,7 +194,7 @@ async fn record(shared: &Shared, peer: &Peer, attack: Attack, detail: &str) {
         .with_label_values(&[&peer.listener, attack.id()])
         .inc();
     let ip = canonical_ip(peer.client.ip());
-    let Some(suppressed) = shared.shedder.open_window(ip, attack, Instant::now()) else {
+    let Some(suppressed) = shared.shedder.open_window((ip, attack), Instant::now()) else {
         return;
     };
     let mut message = format!("{} from {ip}", attack.what());
@@ -228,12 +240,12 @@ mod tests {
         let s = Shedder::default();
         let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
         let t0 = Instant::now();
-        assert_eq!(s.open_window(a, Attack::SlowHead, t0), Some(0));
+        assert_eq!(s.open_window((a, Attack::SlowHead), t0), Some(0));
         for _ in 0..5 {
-            assert_eq!(s.open_window(a, Attack::SlowHead, t0), None);
+            assert_eq!(s.open_window((a, Attack::SlowHead), t0), None);
         }
-        assert_eq!(s.open_window(a, Attack::Malformed, t0), Some(0));
-        assert_eq!(s.open_window(b, Attack::SlowHead, t0), Some(0));
-        assert_eq!(s.open_window(a, Attack::SlowHead, t0 + WINDOW), Some(5));
+        assert_eq!(s.open_window((a, Attack::Malformed), t0), Some(0));
+        assert_eq!(s.open_window((b, Attack::SlowHead), t0), Some(0));
+        assert_eq!(s.open_window((a, Attack::SlowHead), t0 + WINDOW), Some(5));
     }
 }

@@ -260,6 +260,8 @@ pub enum UpstreamFailure {
     Tls(String),
     /// Could not connect.
     Connect(String),
+    /// The upstream name did not resolve.
+    Unresolved(String),
     /// The destination policy refused the address (nothing was sent to it).
     Denied(Refused),
     /// Anything else (protocol error, reset).
@@ -274,6 +276,7 @@ impl UpstreamFailure {
             UpstreamFailure::Tls(_) => "tls",
             UpstreamFailure::Connect(_) => "connect",
             UpstreamFailure::Denied(_) => "denied",
+            UpstreamFailure::Unresolved(_) => "dns",
             UpstreamFailure::Other(_) => "protocol",
         }
     }
@@ -285,6 +288,9 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
     for e in causes(err) {
         if let Some(r) = e.downcast_ref::<Refused>() {
             return UpstreamFailure::Denied(r.clone());
+        }
+        if let Some(u) = e.downcast_ref::<crate::dial::Unresolved>() {
+            return UpstreamFailure::Unresolved(u.to_string());
         }
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
             return match t {

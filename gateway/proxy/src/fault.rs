@@ -1,0 +1,113 @@
+//! Faults the gateway meets while serving, which are not attacks: an upstream that resets in the
+//! middle of a response or whose name does not resolve, a reload that fails (a rule file that
+//! does not compile, a CA key that cannot be read). Each has its defined behaviour where it
+//! happens (the client's response cut, a 502, the running policy kept); here it is counted in
+//! `sekisho_faults_total{fault}` and raises one event (`event.kind = event`, `rule.id` the fault)
+//! per fault and subject (an upstream host, a config file) per minute.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use sekisho_core::{Action, DestinationInfo, Evidence, Finding, FlowMeta, Severity, ThreatEvent};
+
+use crate::flowstate::FlowState;
+use crate::shared::Shared;
+
+/// A fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Fault {
+    /// The upstream connection failed while the response body was being relayed.
+    UpstreamReset,
+    /// The upstream host name did not resolve.
+    UpstreamUnresolvable,
+    /// A reload (SIGHUP) failed; the running policy stays.
+    ReloadFailed,
+}
+
+impl Fault {
+    /// `rule.id` of the event and the metric label.
+    pub(crate) fn id(self) -> &'static str {
+        match self {
+            Fault::UpstreamReset => "upstream-reset",
+            Fault::UpstreamUnresolvable => "upstream-unresolvable",
+            Fault::ReloadFailed => "reload-failed",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Fault::UpstreamReset => "upstream connection failed mid-response; the client's response was cut, never completed",
+            Fault::UpstreamUnresolvable => "upstream host name did not resolve; the client got 502",
+            Fault::ReloadFailed => "reload failed; the running policy stays in service",
+        }
+    }
+
+    fn category(self) -> &'static str {
+        match self {
+            Fault::UpstreamReset | Fault::UpstreamUnresolvable => "network",
+            Fault::ReloadFailed => "configuration",
+        }
+    }
+}
+
+/// Counts `fault`; whether it opens a window for `subject` (so deserves an event), with the
+/// event's message.
+fn count(shared: &Shared, fault: Fault, subject: &str) -> Option<String> {
+    shared.metrics.faults.with_label_values(&[fault.id()]).inc();
+    let suppressed = shared
+        .faults
+        .open_window((fault, subject.to_string()), Instant::now())?;
+    let mut message = format!("{}: {subject}", fault.what());
+    if suppressed > 0 {
+        message.push_str(&format!(
+            " ({suppressed} more in the previous {}s window)",
+            crate::shed::WINDOW.as_secs()
+        ));
+    }
+    Some(message)
+}
+
+fn finding(fault: Fault, message: String, detail: &str) -> Finding {
+    let mut f = Finding::new(
+        "gateway",
+        fault.id(),
+        message,
+        Severity::Low,
+        fault.category(),
+        Evidence::new("gateway", detail),
+    );
+    f.stage = "gateway";
+    f.action = Action::Allowed;
+    f
+}
+
+/// Reports a fault met by a flow (its event carries the flow's client and destination).
+pub(crate) async fn on_flow(state: &FlowState, fault: Fault, subject: &str, detail: &str) {
+    let Some(message) = count(&state.shared, fault, subject) else {
+        return;
+    };
+    tracing::warn!(fault = fault.id(), subject, detail, "gateway fault");
+    state
+        .emit_own_as(finding(fault, message, detail), "event")
+        .await;
+}
+
+/// Reports a fault of the gateway itself (no client: `source.ip` is 0.0.0.0).
+pub(crate) async fn on_gateway(shared: &Shared, fault: Fault, subject: &str, detail: &str) {
+    let Some(message) = count(shared, fault, subject) else {
+        return;
+    };
+    tracing::warn!(fault = fault.id(), subject, detail, "gateway fault");
+    let f = finding(fault, message, detail);
+    let none = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    let meta = FlowMeta::new(shared.next_flow_id(), "gateway", none, none);
+    let mut event = ThreatEvent::from_finding(
+        &f,
+        &meta,
+        &shared.observer,
+        DestinationInfo::default(),
+        None,
+    );
+    event.event.kind = "event".into();
+    shared.events.threat(&event).await;
+}
