@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 use crate::config::{LogClass, MssConfig, SinkConfig, SinkKind, Transport};
 use crate::encode::{self, Format, Record};
 use crate::filesink::{FileSink, Rotation};
+use crate::handoff::Handoff;
 use crate::mask::{load_or_create_key, KeyError, Masker};
 use crate::metrics::MssMetrics;
 use crate::net::{split_addr, Connector, Stream, TlsSettings};
@@ -59,7 +60,13 @@ pub enum MssError {
     Io(String),
 }
 
-type Item = (LogClass, Arc<Record>);
+/// A record on its way to a sink; threat records carry their [`Handoff`].
+type Item = (LogClass, Arc<Record>, Option<Arc<Handoff>>);
+
+/// How long a producer waits for the sinks to spool a threat event before going on (a disk
+/// that stalls must not stall traffic for longer; counted in
+/// `sekisho_mss_handoff_timeouts_total`).
+const HANDOFF_LIMIT: Duration = Duration::from_secs(2);
 
 struct SinkIn {
     tx: mpsc::Sender<Item>,
@@ -71,6 +78,7 @@ struct SinkIn {
 
 struct Inner {
     sinks: Vec<SinkIn>,
+    handoff_timeouts: IntCounter,
     masker: Option<Masker>,
     node: String,
 }
@@ -206,6 +214,7 @@ impl Mss {
             Mss {
                 inner: Arc::new(Inner {
                     sinks,
+                    handoff_timeouts: metrics.handoff_timeouts.clone(),
                     masker,
                     node: observer.node.clone(),
                 }),
@@ -259,9 +268,26 @@ impl Mss {
         self.send_threat(rec).await;
     }
 
+    /// Hands `rec` to every threat sink, then waits until each has it in its spool (see
+    /// [`Handoff`]), at most [`HANDOFF_LIMIT`].
     async fn send_threat(&self, rec: Arc<Record>) {
+        let sinks = self.inner.sinks.iter().filter(|s| s.threats).count();
+        let handoff = Handoff::new(sinks);
         for s in self.inner.sinks.iter().filter(|s| s.threats) {
-            let _ = s.tx.send((LogClass::Threat, Arc::clone(&rec))).await;
+            let item = (
+                LogClass::Threat,
+                Arc::clone(&rec),
+                Some(Arc::clone(&handoff)),
+            );
+            if s.tx.send(item).await.is_err() {
+                handoff.taken(); // the sink is gone: nothing to wait for
+            }
+        }
+        if !handoff.wait(HANDOFF_LIMIT).await {
+            self.inner.handoff_timeouts.inc();
+            tracing::warn!(
+                "mss: a threat event was not spooled within {HANDOFF_LIMIT:?}; going on"
+            );
         }
     }
 
@@ -292,7 +318,10 @@ impl Mss {
             }
         };
         for s in self.inner.sinks.iter().filter(|s| s.flows) {
-            if s.tx.try_send((LogClass::Flow, Arc::clone(&v))).is_err() {
+            if s.tx
+                .try_send((LogClass::Flow, Arc::clone(&v), None))
+                .is_err()
+            {
                 s.dropped_queue.inc();
                 s.queue_drops.fetch_add(1, Ordering::Relaxed);
             }
@@ -399,7 +428,7 @@ fn run_file(ctx: Ctx, mut file: FileSink, mut rx: mpsc::Receiver<Item>) {
                 let ev = ctx.loss_event(0, lost, loss_total);
                 lines.push(encode::record_text(&ev, ctx.format, ctx.timing.facility));
             }
-            for (_, r) in &batch {
+            for (_, r, _) in &batch {
                 lines.push(encode::record_text(r, ctx.format, ctx.timing.facility));
             }
             let res = lines
@@ -414,7 +443,11 @@ fn run_file(ctx: Ctx, mut file: FileSink, mut rx: mpsc::Receiver<Item>) {
                     ctx.m.acked.inc_by(n);
                     ctx.m.up.set(1);
                     backoff = ctx.timing.backoff_min;
-                    batch.clear();
+                    for (_, _, h) in batch.drain(..) {
+                        if let Some(h) = h {
+                            h.taken();
+                        }
+                    }
                 }
                 Err(e) => {
                     // Keep the batch and retry (threats push back meanwhile).
@@ -476,6 +509,8 @@ struct NetSink {
     loss_queue: u64,
     loss_total: u64,
     max_window: u64,
+    /// Hand-offs of threat events appended since the last write to the OS.
+    spooled: Vec<Arc<Handoff>>,
 }
 
 /// Host, port, whether the connection is TLS, and the HTTP target, of a network sink.
@@ -596,6 +631,7 @@ impl NetSink {
             loss_queue: 0,
             loss_total: 0,
             max_window,
+            spooled: Vec::new(),
             ctx,
         })
     }
@@ -611,7 +647,7 @@ impl NetSink {
 
     /// Spools queued items in order; stops at a threat event that does not fit (push back).
     fn take_in(&mut self, items: &mut VecDeque<Item>) {
-        while let Some((class, v)) = items.front() {
+        while let Some((class, v, _)) = items.front() {
             let rec = self.encode(v);
             let class = *class;
             // Disjoint field borrows: the lane mutably, the name for logs (no per-event copy).
@@ -620,7 +656,9 @@ impl NetSink {
             match lane.spool.append(&rec) {
                 Ok(()) => {
                     self.ctx.m.queued.inc();
-                    items.pop_front();
+                    if let Some((_, _, Some(h))) = items.pop_front() {
+                        self.spooled.push(h);
+                    }
                 }
                 Err(SpoolError::Full(_)) if class == LogClass::Threat => return,
                 Err(SpoolError::Full(_)) => {
@@ -639,7 +677,9 @@ impl NetSink {
                 Err(SpoolError::TooLarge(n)) => {
                     self.ctx.m.dropped_large.inc();
                     tracing::error!(sink = %name, bytes = n, "mss: event larger than a spool segment; dropped");
-                    items.pop_front();
+                    if let Some((_, _, Some(h))) = items.pop_front() {
+                        h.taken(); // never spooled: nothing to wait for
+                    }
                 }
                 Err(e) => {
                     // Disk trouble: keep the item and retry (push back).
@@ -666,20 +706,43 @@ impl NetSink {
         }
     }
 
+    /// Every record taken in reaches the OS at once (a SIGKILL loses none); fsync waits for
+    /// `fsync_interval` (or `force`).
     fn sync(&mut self, force: bool) {
         if !force && self.last_sync.elapsed() < self.ctx.timing.fsync_interval {
+            let mut ok = true;
+            for l in &mut self.lanes {
+                if let Err(e) = l.spool.flush() {
+                    ok = false;
+                    tracing::error!(sink = %self.ctx.name, error = %e, "mss: cannot write the spool");
+                }
+            }
+            self.release_handoffs(ok);
             return;
         }
+        let mut ok = true;
         for l in &mut self.lanes {
             if let Err(e) = l.spool.sync() {
+                ok = false;
                 tracing::error!(sink = %self.ctx.name, error = %e, "mss: cannot sync the spool");
             }
         }
+        self.release_handoffs(ok);
         self.last_sync = Instant::now();
         self.ctx
             .m
             .spool_bytes
             .set((self.lanes[0].spool.bytes() + self.lanes[1].spool.bytes()) as i64);
+    }
+
+    /// Tells the producers waiting on spooled threat events that they are with the OS (only
+    /// when every lane was written: otherwise they wait, bounded, and the next write retries).
+    fn release_handoffs(&mut self, written: bool) {
+        if written {
+            for h in self.spooled.drain(..) {
+                h.taken();
+            }
+        }
     }
 
     fn has_unread(&self) -> bool {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod deliver;
 pub mod encode;
 pub mod filesink;
+mod handoff;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod mask;

@@ -19,6 +19,8 @@ pub struct MssMetrics {
     pub spool_bytes: IntGaugeVec,
     /// 1 while a sink is connected (file sinks: writable).
     pub up: IntGaugeVec,
+    /// Threat events a producer stopped waiting for before every sink had spooled them.
+    pub handoff_timeouts: prometheus::IntCounter,
 }
 
 impl MssMetrics {
@@ -32,6 +34,7 @@ impl MssMetrics {
         registry.register(Box::new(m.dropped.clone()))?;
         registry.register(Box::new(m.spool_bytes.clone()))?;
         registry.register(Box::new(m.up.clone()))?;
+        registry.register(Box::new(m.handoff_timeouts.clone()))?;
         Ok(m)
     }
 
@@ -72,6 +75,10 @@ impl MssMetrics {
                     "1 while a sink is connected (file sinks: writable)",
                 ),
                 &["sink"],
+            )?,
+            handoff_timeouts: prometheus::IntCounter::new(
+                "sekisho_mss_handoff_timeouts_total",
+                "Threat events not in every sink's spool within 2 s (the producer went on; the event stays queued)",
             )?,
         })
     }

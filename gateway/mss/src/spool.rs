@@ -309,6 +309,16 @@ impl Spool {
         Ok(())
     }
 
+    /// Hands buffered records to the operating system (no fsync): a process killed after this
+    /// (SIGKILL, a panic) loses none of them; power loss may, until [`Spool::sync`].
+    pub fn flush(&mut self) -> Result<()> {
+        let Spool { dir, writer, .. } = self;
+        if let Some(w) = writer.as_mut() {
+            w.flush().map_err(io(dir))?;
+        }
+        Ok(())
+    }
+
     /// Writes buffered records and fsyncs them; they become readable.
     pub fn sync(&mut self) -> Result<()> {
         if self.unsynced == 0 {

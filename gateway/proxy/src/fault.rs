@@ -22,6 +22,8 @@ pub(crate) enum Fault {
     UpstreamUnresolvable,
     /// A reload (SIGHUP) failed; the running policy stays.
     ReloadFailed,
+    /// The last run ended without a clean stop (SIGKILL, a crash, power loss).
+    UncleanStop,
 }
 
 impl Fault {
@@ -31,6 +33,7 @@ impl Fault {
             Fault::UpstreamReset => "upstream-reset",
             Fault::UpstreamUnresolvable => "upstream-unresolvable",
             Fault::ReloadFailed => "reload-failed",
+            Fault::UncleanStop => "unclean-stop",
         }
     }
 
@@ -39,6 +42,7 @@ impl Fault {
             Fault::UpstreamReset => "upstream connection failed mid-response; the client's response was cut, never completed",
             Fault::UpstreamUnresolvable => "upstream host name did not resolve; the client got 502",
             Fault::ReloadFailed => "reload failed; the running policy stays in service",
+            Fault::UncleanStop => "the last run did not stop cleanly (killed or crashed); spooled events are resent, at least once",
         }
     }
 
@@ -46,6 +50,7 @@ impl Fault {
         match self {
             Fault::UpstreamReset | Fault::UpstreamUnresolvable => "network",
             Fault::ReloadFailed => "configuration",
+            Fault::UncleanStop => "host",
         }
     }
 }
@@ -110,4 +115,20 @@ pub(crate) async fn on_gateway(shared: &Shared, fault: Fault, subject: &str, det
     );
     event.event.kind = "event".into();
     shared.events.threat(&event).await;
+}
+
+/// At start: reports an unclean stop when `marker` survived the last run, then (re)writes it
+/// with this process's id; a clean stop removes it.
+pub(crate) async fn check_unclean_stop(shared: &Shared, marker: &std::path::Path) {
+    if let Ok(last) = std::fs::read_to_string(marker) {
+        let detail = format!(
+            "{} was left by process {} (never stopped cleanly)",
+            marker.display(),
+            last.trim()
+        );
+        on_gateway(shared, Fault::UncleanStop, "gateway", &detail).await;
+    }
+    if let Err(e) = std::fs::write(marker, std::process::id().to_string()) {
+        tracing::warn!(path = %marker.display(), error = %e, "cannot write the running marker");
+    }
 }

@@ -165,6 +165,9 @@ pub struct Gateway {
     listeners: Vec<BoundListener>,
     metrics_listener: Option<TcpListener>,
     writers: EventWriters,
+    /// Present while the gateway runs (`<events file>.running`): found at start, the last run
+    /// did not stop cleanly.
+    running: std::path::PathBuf,
 }
 
 /// What `check-config` validates of the proxy without binding: the CA, the upstream trust
@@ -332,11 +335,14 @@ impl Gateway {
             reverse,
             members,
         });
+        let mut running = cfg.events.file.clone().into_os_string();
+        running.push(".running");
         Ok(Gateway {
             shared,
             listeners,
             metrics_listener,
             writers,
+            running: running.into(),
         })
     }
 
@@ -377,7 +383,9 @@ impl Gateway {
             listeners,
             metrics_listener,
             writers,
+            running,
         } = self;
+        fault::check_unclean_stop(&shared, &running).await;
         let mut tasks = tokio::task::JoinSet::new();
         for l in listeners {
             let limit = Arc::new(Semaphore::new(l.max_connections));
@@ -407,6 +415,7 @@ impl Gateway {
         // Flows still in flight hold event senders: give the writers a bounded time to drain.
         // MSS sinks take up to 5 s to deliver what they still hold (the spool keeps the rest).
         let _ = tokio::time::timeout(Duration::from_secs(7), writers.finish()).await;
+        let _ = std::fs::remove_file(&running);
         Ok(())
     }
 }
