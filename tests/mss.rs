@@ -712,3 +712,96 @@ fn kill_9_mid_traffic_with_the_collector_down_loses_no_event() {
         "{duplicates} duplicates: more than the unacknowledged window"
     );
 }
+
+/// A small tmpfs mounted for one test (the spool's disk), unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs as the spool's disk (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(path.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {}", self.0.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_spool_disk_keeps_traffic_flowing_and_loses_no_event() {
+    let tmp = TempDir::new("mss-diskfull");
+    let port = free_port();
+    let mut rs = Rsyslog::new(tmp.path(), port, None);
+    let disk = SmallDisk::mount(&tmp.path().join("spool"), "96k");
+    let extra = format!(
+        "{DENY}\n{}segment_bytes = 16384\nspool_max_bytes = 100000000\n\n[[mss.sink]]\nname = \"soc\"\nkind = \"syslog\"\naddr = \"127.0.0.1:{port}\"\nformat = \"rfc5424-json\"\n",
+        mss_common(&disk.0)
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let origin = rt.block_on(common::Origin::start(None));
+    let gw = Gateway::start("mss-diskfull", "", &extra);
+    // Blocked requests (one threat event each, about 1 KB) until the disk is long full.
+    let proxy = gw.proxy_url();
+    let attack = std::thread::spawn(move || drive_through_faults(&proxy, "d", 400));
+    // Clean requests meanwhile: no event, never held up by the full disk.
+    let hello = format!("http://127.0.0.1:{}/hello", origin.port);
+    let (mut ok, mut total) = (0, 0);
+    while !attack.is_finished() && total < 2000 {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5", "-x", &gw.proxy_url(), &hello])
+            .output()
+            .unwrap();
+        total += 1;
+        ok += usize::from(out.stdout == b"hello");
+    }
+    let blocked = attack.join().unwrap();
+    let m = metrics(&gw);
+    println!(
+        "spool disk full: {blocked}/400 blocked requests answered 403, clean {ok}/{total}; handoff timeouts {}",
+        metric(&m, "sekisho_mss_handoff_timeouts_total")
+    );
+    assert_eq!(ok, total, "clean traffic held up by the full disk");
+    assert_eq!(blocked, 400, "blocked requests must still be refused");
+    assert!(
+        metric(&m, "sekisho_mss_write_errors_total{sink=\"soc\"}") > 0.0,
+        "{m}"
+    );
+    let stderr = std::fs::read_to_string(&gw.stderr).unwrap();
+    assert_eq!(
+        stderr.matches("cannot write the spool").count(),
+        1,
+        "logged once per outage: {stderr}"
+    );
+    // Room again and the collector back: every event the gateway logged arrives.
+    disk.resize("64m");
+    rs.start();
+    let local = local_ids(&gw);
+    wait_until("every logged event at the collector", 60, || {
+        let got = ids(&json_lines(&rs.lines()), "alert");
+        local.iter().all(|id| got.contains_key(id))
+    });
+    let stderr = std::fs::read_to_string(&gw.stderr).unwrap();
+    assert!(stderr.contains("the spool is writable again"), "{stderr}");
+}

@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,7 @@ struct SinkIn {
     flows: bool,
     queue_drops: Arc<AtomicU64>,
     dropped_queue: IntCounter,
+    failing: Arc<AtomicBool>,
 }
 
 struct Inner {
@@ -168,6 +169,7 @@ impl Mss {
             let name = cfg.sink_name(i);
             let (tx, rx) = mpsc::channel(cfg.queue);
             let queue_drops = Arc::new(AtomicU64::new(0));
+            let failing = Arc::new(AtomicBool::new(false));
             let m = SinkMetrics::new(&metrics, &name);
             let ctx = Ctx {
                 name: name.clone(),
@@ -176,6 +178,7 @@ impl Mss {
                 observer: observer.clone(),
                 queue_drops: Arc::clone(&queue_drops),
                 m,
+                failing: Arc::clone(&failing),
             };
             let runner: Box<dyn FnOnce() + Send> = match sc.kind {
                 SinkKind::File => {
@@ -205,6 +208,7 @@ impl Mss {
                 threats: sc.logs.contains(&LogClass::Threat),
                 flows: sc.logs.contains(&LogClass::Flow),
                 queue_drops,
+                failing,
                 dropped_queue: metrics
                     .dropped
                     .with_label_values(&[name.as_str(), "queue_full"]),
@@ -283,11 +287,15 @@ impl Mss {
                 handoff.taken(); // the sink is gone: nothing to wait for
             }
         }
-        if !handoff.wait(HANDOFF_LIMIT).await {
+        // A sink whose disk is failing will not confirm soon: the event waits in its queue
+        // (push back when that fills) and the flow goes on.
+        let failing = self
+            .inner
+            .sinks
+            .iter()
+            .any(|s| s.threats && s.failing.load(Ordering::Relaxed));
+        if failing || !handoff.wait(HANDOFF_LIMIT).await {
             self.inner.handoff_timeouts.inc();
-            tracing::warn!(
-                "mss: a threat event was not spooled within {HANDOFF_LIMIT:?}; going on"
-            );
         }
     }
 
@@ -339,6 +347,7 @@ struct SinkMetrics {
     dropped_large: IntCounter,
     spool_bytes: IntGauge,
     up: IntGauge,
+    write_errors: IntCounter,
 }
 
 impl SinkMetrics {
@@ -352,6 +361,7 @@ impl SinkMetrics {
             dropped_large: m.dropped.with_label_values(&[name, "too_large"]),
             spool_bytes: m.spool_bytes.with_label_values(&[name]),
             up: m.up.with_label_values(&[name]),
+            write_errors: m.write_errors.with_label_values(&[name]),
         }
     }
 }
@@ -363,9 +373,26 @@ struct Ctx {
     observer: Observer,
     queue_drops: Arc<AtomicU64>,
     m: SinkMetrics,
+    /// Set while the sink cannot write its spool or file (a full or failing disk).
+    failing: Arc<AtomicBool>,
 }
 
 impl Ctx {
+    /// The spool (or file) could not be written: logged once per outage, counted each time.
+    fn write_failed(&self, e: &dyn std::fmt::Display) {
+        self.m.write_errors.inc();
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            tracing::error!(sink = %self.name, error = %e, "mss: cannot write the spool; events wait in memory (push back) until it can");
+        }
+    }
+
+    /// The spool (or file) was written.
+    fn write_ok(&self) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(sink = %self.name, "mss: the spool is writable again");
+        }
+    }
+
     fn loss_event(&self, spool_full: u64, queue_full: u64, total: u64) -> Record {
         let v = serde_json::json!({
             "@timestamp": sekisho_core::event::now_rfc3339(),
@@ -442,6 +469,7 @@ fn run_file(ctx: Ctx, mut file: FileSink, mut rx: mpsc::Receiver<Item>) {
                     ctx.m.sent.inc_by(n);
                     ctx.m.acked.inc_by(n);
                     ctx.m.up.set(1);
+                    ctx.write_ok();
                     backoff = ctx.timing.backoff_min;
                     for (_, _, h) in batch.drain(..) {
                         if let Some(h) = h {
@@ -453,7 +481,7 @@ fn run_file(ctx: Ctx, mut file: FileSink, mut rx: mpsc::Receiver<Item>) {
                     // Keep the batch and retry (threats push back meanwhile).
                     ctx.m.up.set(0);
                     ctx.m.retried.inc_by(batch.len() as u64);
-                    tracing::error!(sink = %ctx.name, error = %e, "mss: cannot write the file sink; retrying");
+                    ctx.write_failed(&e);
                     tokio::time::sleep(jitter(backoff)).await;
                     backoff = (backoff * 2).min(ctx.timing.backoff_max);
                 }
@@ -683,7 +711,7 @@ impl NetSink {
                 }
                 Err(e) => {
                     // Disk trouble: keep the item and retry (push back).
-                    tracing::error!(sink = %name, error = %e, "mss: cannot write the spool");
+                    self.ctx.write_failed(&e);
                     return;
                 }
             }
@@ -714,7 +742,7 @@ impl NetSink {
             for l in &mut self.lanes {
                 if let Err(e) = l.spool.flush() {
                     ok = false;
-                    tracing::error!(sink = %self.ctx.name, error = %e, "mss: cannot write the spool");
+                    self.ctx.write_failed(&e);
                 }
             }
             self.release_handoffs(ok);
@@ -724,7 +752,7 @@ impl NetSink {
         for l in &mut self.lanes {
             if let Err(e) = l.spool.sync() {
                 ok = false;
-                tracing::error!(sink = %self.ctx.name, error = %e, "mss: cannot sync the spool");
+                self.ctx.write_failed(&e);
             }
         }
         self.release_handoffs(ok);
@@ -739,6 +767,7 @@ impl NetSink {
     /// when every lane was written: otherwise they wait, bounded, and the next write retries).
     fn release_handoffs(&mut self, written: bool) {
         if written {
+            self.ctx.write_ok();
             for h in self.spooled.drain(..) {
                 h.taken();
             }

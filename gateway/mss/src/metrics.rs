@@ -19,8 +19,10 @@ pub struct MssMetrics {
     pub spool_bytes: IntGaugeVec,
     /// 1 while a sink is connected (file sinks: writable).
     pub up: IntGaugeVec,
-    /// Threat events a producer stopped waiting for before every sink had spooled them.
+    /// Threat events reported before every sink confirmed them spooled.
     pub handoff_timeouts: prometheus::IntCounter,
+    /// Failed writes of a sink's spool or file (a full or failing disk).
+    pub write_errors: IntCounterVec,
 }
 
 impl MssMetrics {
@@ -35,6 +37,7 @@ impl MssMetrics {
         registry.register(Box::new(m.spool_bytes.clone()))?;
         registry.register(Box::new(m.up.clone()))?;
         registry.register(Box::new(m.handoff_timeouts.clone()))?;
+        registry.register(Box::new(m.write_errors.clone()))?;
         Ok(m)
     }
 
@@ -78,7 +81,11 @@ impl MssMetrics {
             )?,
             handoff_timeouts: prometheus::IntCounter::new(
                 "sekisho_mss_handoff_timeouts_total",
-                "Threat events not in every sink's spool within 2 s (the producer went on; the event stays queued)",
+                "Threat events reported before every sink confirmed them spooled (a spool failing, or slower than 2 s); they stay queued",
+            )?,
+            write_errors: c(
+                "sekisho_mss_write_errors_total",
+                "Failed writes of a sink's spool or file (a full or failing disk); events wait in memory meanwhile",
             )?,
         })
     }
