@@ -58,14 +58,6 @@ fn faults(gw: &Gateway, id: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_reset_mid_body_cuts_the_client_and_raises_one_event() {
     let gw = Gateway::start("reset", "", "");

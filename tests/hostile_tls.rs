@@ -158,14 +158,6 @@ async fn flood(io: TlsStream<tokio::net::TcpStream>, unit: &[u8], count: usize) 
     closed.is_ok().then_some(sent)
 }
 
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_ping_and_settings_floods_are_cut_with_an_event_each() {
     let s = setup("ping-flood", "").await;

@@ -8,14 +8,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{bin, Gateway, TempDir, TestPki};
+use common::{bin, metric, Collector, Gateway, TempDir, TestPki};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -145,53 +144,6 @@ impl Drop for Rsyslog {
     }
 }
 
-/// `sekisho collector` on HTTP, killed on drop.
-struct Collector {
-    child: Child,
-    http: SocketAddr,
-    out: PathBuf,
-}
-
-impl Collector {
-    fn start(out: &Path) -> Collector {
-        let mut child = Command::new(bin())
-            .args(["collector", "--http", "127.0.0.1:0", "--out"])
-            .arg(out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().unwrap().unwrap();
-        let http = line
-            .strip_prefix("listening http ")
-            .unwrap_or_else(|| panic!("{line}"))
-            .parse()
-            .unwrap();
-        std::thread::spawn(move || for _ in lines {});
-        Collector {
-            child,
-            http,
-            out: out.to_path_buf(),
-        }
-    }
-
-    fn events(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.out.join("http.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// JSON objects among rsyslog's lines.
 fn json_lines(lines: &[String]) -> Vec<serde_json::Value> {
     lines
@@ -225,14 +177,6 @@ fn local_ids(gw: &Gateway) -> Vec<String> {
         .iter()
         .map(|e| e["event"]["id"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 const DENY: &str = "[policy]\ndeny_hosts = [\"blocked.test\"]\n";

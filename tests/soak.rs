@@ -11,8 +11,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -29,50 +27,6 @@ fn eicar() -> Vec<u8> {
     .into_bytes()
 }
 
-/// `sekisho collector` over HTTP, writing what it receives to `out/http.log`.
-struct Collector {
-    child: std::process::Child,
-    addr: String,
-    out: std::path::PathBuf,
-}
-
-impl Collector {
-    fn start(out: &std::path::Path) -> Collector {
-        let mut child = Command::new(bin())
-            .args(["collector", "--http", "127.0.0.1:0", "--out"])
-            .arg(out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().unwrap().unwrap();
-        let addr = line.strip_prefix("listening http ").unwrap().to_string();
-        std::thread::spawn(move || for _ in lines {});
-        Collector {
-            child,
-            addr,
-            out: out.to_path_buf(),
-        }
-    }
-
-    fn ids(&self) -> HashSet<String> {
-        std::fs::read_to_string(self.out.join("http.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["event"]["id"].as_str().map(str::to_string))
-            .collect()
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One sample of the gateway's resources.
 struct Sample {
     at: Duration,
@@ -82,12 +36,7 @@ struct Sample {
 }
 
 fn tasks(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("sekisho_runtime_tasks "))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    metric(metrics, "sekisho_runtime_tasks ")
 }
 
 /// Clean requests: plain HTTP (20 on one connection), intercepted h2 download, upload.
@@ -196,7 +145,7 @@ async fn mixed_traffic_with_every_stage_on_stays_bounded_and_loses_nothing() {
         repo.join("rules/clamav").display().to_string(),
         repo.join("rules/url/categories").display().to_string(),
         dir.path().join("spool").display().to_string(),
-        collector.addr,
+        collector.http,
     );
     let gw = Gateway::start(
         "soak",
@@ -294,7 +243,11 @@ async fn mixed_traffic_with_every_stage_on_stays_bounded_and_loses_nothing() {
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let got = collector.ids();
+        let got: HashSet<String> = collector
+            .events()
+            .iter()
+            .filter_map(|v| v["event"]["id"].as_str().map(str::to_string))
+            .collect();
         let missing = local.iter().filter(|id| !got.contains(*id)).count();
         if missing == 0 {
             break;

@@ -43,7 +43,8 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway. Creates the CA files named in [tls] if neither exists, and says so.
-    /// SIGHUP reloads the policy; SIGINT/SIGTERM stop.
+    /// SIGHUP reloads the policy and the CA (a failing reload keeps the running ones and
+    /// raises a reload-failed event); SIGINT/SIGTERM stop.
     Run {
         /// Config file (default: ./sekisho.toml).
         #[arg(long, short)]

@@ -669,3 +669,60 @@ pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
+
+/// `sekisho collector` on HTTP, killed on drop.
+pub struct Collector {
+    child: Child,
+    /// Where it listens.
+    pub http: SocketAddr,
+    out: PathBuf,
+}
+
+impl Collector {
+    pub fn start(out: &Path) -> Collector {
+        let mut child = Command::new(bin())
+            .args(["collector", "--http", "127.0.0.1:0", "--out"])
+            .arg(out)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().unwrap().unwrap();
+        let http = line
+            .strip_prefix("listening http ")
+            .unwrap_or_else(|| panic!("{line}"))
+            .parse()
+            .unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        Collector {
+            child,
+            http,
+            out: out.to_path_buf(),
+        }
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.out.join("http.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the first metric line starting with `prefix` (name and labels), or 0.
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
