@@ -279,3 +279,82 @@ async fn ten_thousand_slow_connections_and_slow_readers_leave_room_for_clean_cli
     assert_eq!(open, 0, "{open} attack connections still open");
     gw.wait_line("events.jsonl", |e| e["rule"]["id"] == "slow-request-head");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_refused_within_the_hold_budget() {
+    const BIG: usize = 40;
+    let origin = Origin::start(None).await;
+    let gw = Gateway::start(
+        "big-bodies",
+        "",
+        &format!(
+            "[limits]\nhold_bytes_per_flow = 1048576\nhold_bytes_total = 8388608\n\n\
+             [av]\nclamav = [{:?}]\ncache_dir = \"\"\n",
+            repo().join("rules/clamav").display().to_string()
+        ),
+    );
+    let files = TempDir::new("big-bodies");
+    let (big, small) = (files.path().join("big"), files.path().join("small"));
+    std::fs::write(&big, vec![b'b'; 16 << 20]).unwrap();
+    std::fs::write(&small, vec![b's'; 64 << 10]).unwrap();
+    let rss_before = gw.rss_kib();
+    let post = |file: &std::path::Path, from: &'static str, tag: &str| {
+        let proxy = gw.proxy_url();
+        let data = format!("@{}", file.display());
+        let url = format!("http://127.0.0.1:{}/count?{tag}", origin.port);
+        async move {
+            let r = curl(&[
+                "--interface",
+                from,
+                "-x",
+                &proxy,
+                "--max-time",
+                "60",
+                "--data-binary",
+                &data,
+                "-w",
+                "\n%{http_code}",
+                &url,
+            ])
+            .await;
+            r.stdout.rsplit('\n').next().unwrap_or("").to_string()
+        }
+    };
+    // 40 uploads of 16 MiB at once, each over the 1 MiB a flow may hold (8 MiB for all).
+    let attack = futures_util::future::join_all(
+        (0..BIG).map(|i| post(&big, "127.0.0.1", &format!("big{i}"))),
+    );
+    let clean = async {
+        let (mut ok, mut total) = (0, 0);
+        for i in 0..20 {
+            total += 1;
+            ok += usize::from(post(&small, "127.0.0.2", &format!("small{i}")).await == "200");
+        }
+        (ok, total)
+    };
+    let (codes, (ok, total)) = tokio::join!(attack, clean);
+    let rss = gw.peak_rss_kib();
+    println!(
+        "{BIG} oversized uploads: {:?}; clean {ok}/{total}; RSS {rss_before} -> peak {rss} KiB",
+        {
+            let mut c = codes.clone();
+            c.dedup();
+            c
+        }
+    );
+    assert!(codes.iter().all(|c| c == "403"), "{codes:?}");
+    assert_eq!(ok, total, "clean uploads failed during the attack");
+    assert!(rss < rss_before + 96 * 1024, "peak RSS {rss} KiB");
+    let m = gw.metrics_text().await;
+    assert!(
+        metric(&m, "sekisho_hold_overflows_total") >= BIG as f64,
+        "{m}"
+    );
+    // Only the clean uploads reached the origin (it records method and path).
+    let seen = origin.seen.lock().unwrap().clone();
+    let posts = seen.iter().filter(|r| *r == "POST /count").count();
+    assert_eq!(
+        posts, total,
+        "an oversized upload reached the origin: {seen:?}"
+    );
+}
