@@ -760,3 +760,47 @@ async fn denied_routes_stay_denied_however_the_path_is_spelled() {
     ])
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_on_a_reverse_listener_are_shed_with_one_event() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const STALLED: usize = 200;
+    let (pki, listeners) = pki();
+    let routes = "[limits]\nhandshake_timeout_secs = 2\n\n\
+        [[route]]\nname = \"api\"\nlistener = \"services\"\nupstreams = [\"http://127.0.0.1:9\"]\nfacilities = [\"*\"]\n\n\
+        [[route]]\nname = \"portal\"\nlistener = \"portal\"\nupstreams = [\"http://127.0.0.1:9\"]\nfacilities = []\n";
+    let gw = Gateway::start_with_listeners("reverse-stall", &listeners, "", routes);
+    let addr = gw.all[0];
+    let mut conns = Vec::with_capacity(STALLED);
+    for i in 0..STALLED {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 1 {
+            // Half a TLS record header and no more.
+            c.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+        }
+        conns.push(c);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    for c in &mut conns {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut b = [0u8; 256];
+        let closed = tokio::time::timeout(left, async {
+            while c.read(&mut b).await.is_ok_and(|n| n > 0) {}
+        })
+        .await;
+        assert!(closed.is_ok(), "a stalled handshake stayed open");
+    }
+    let e = gw.wait_line("events.jsonl", |e| e["rule"]["id"] == "slow-tls-handshake");
+    assert_eq!(e["source"]["ip"], "127.0.0.1");
+    let n = gw
+        .events()
+        .iter()
+        .filter(|e| e["rule"]["id"] == "slow-tls-handshake")
+        .count();
+    assert_eq!(n, 1, "one event for the whole attack");
+    gw.assert_metrics(&[&format!(
+        "sekisho_shed_total{{attack=\"slow-tls-handshake\",listener=\"services\"}} {STALLED}"
+    )])
+    .await;
+    drop(pki);
+}
