@@ -105,11 +105,10 @@ fn run(c: &mut Criterion, name: &str, mask: &str) {
             let start = Instant::now();
             for _ in 0..iters {
                 let target = sent.get() + PER_ITER;
-                rt.block_on(async {
-                    for _ in 0..PER_ITER {
-                        mss.threat(&ev).await;
-                    }
-                });
+                // Concurrent producers, as flows are: each waits for its event's hand-off.
+                rt.block_on(futures_util::future::join_all(
+                    (0..PER_ITER).map(|_| mss.threat(&ev)),
+                ));
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while sent.get() < target && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_micros(200));

@@ -242,13 +242,38 @@ impl Mss {
         v
     }
 
-    /// Hands a threat event to every sink taking threats; waits while a sink's queue is full
-    /// (push back: threat events are never dropped).
+    /// Hands a threat event to every sink taking threats and waits until each has spooled it
+    /// (see [`Handoff`]); waits while a sink's queue is full (push back: threat events are
+    /// never dropped).
     pub async fn threat(&self, ev: &ThreatEvent) {
+        self.threats(std::slice::from_ref(ev)).await;
+    }
+
+    /// [`Mss::threat`] for several events (one flow's findings): all handed over first, then
+    /// one wait for the lot, so a flow raising many events waits for one spool write.
+    pub async fn threats(&self, evs: &[ThreatEvent]) {
         if !self.inner.sinks.iter().any(|s| s.threats) {
             return;
         }
-        let rec = match &self.inner.masker {
+        let mut handoffs = Vec::with_capacity(evs.len());
+        for ev in evs {
+            if let Some(rec) = self.record(ev) {
+                handoffs.push(self.dispatch_threat(rec).await);
+            }
+        }
+        self.await_handoffs(&handoffs).await;
+    }
+
+    /// Like [`Mss::threat`] for an event already in JSON form.
+    pub async fn threat_value(&self, v: Value) {
+        let rec = self.prepare(v);
+        let h = self.dispatch_threat(rec).await;
+        self.await_handoffs(&[h]).await;
+    }
+
+    /// The event as sinks take it, masked once.
+    fn record(&self, ev: &ThreatEvent) -> Option<Arc<Record>> {
+        Some(match &self.inner.masker {
             // Serialize the struct once, no intermediate JSON value.
             None => Arc::new(Record::from_event(ev)),
             Some(m) if m.typed() => {
@@ -256,25 +281,12 @@ impl Mss {
                 m.apply_event(&mut ev);
                 Arc::new(Record::from_event(&ev))
             }
-            Some(_) => {
-                let Ok(v) = serde_json::to_value(ev) else {
-                    return;
-                };
-                self.prepare(v)
-            }
-        };
-        self.send_threat(rec).await;
+            Some(_) => self.prepare(serde_json::to_value(ev).ok()?),
+        })
     }
 
-    /// Like [`Mss::threat`] for an event already in JSON form.
-    pub async fn threat_value(&self, v: Value) {
-        let rec = self.prepare(v);
-        self.send_threat(rec).await;
-    }
-
-    /// Hands `rec` to every threat sink, then waits until each has it in its spool (see
-    /// [`Handoff`]), at most [`HANDOFF_LIMIT`].
-    async fn send_threat(&self, rec: Arc<Record>) {
+    /// Hands `rec` to every threat sink (waiting while a queue is full); its [`Handoff`].
+    async fn dispatch_threat(&self, rec: Arc<Record>) -> Arc<Handoff> {
         let sinks = self.inner.sinks.iter().filter(|s| s.threats).count();
         let handoff = Handoff::new(sinks);
         for s in self.inner.sinks.iter().filter(|s| s.threats) {
@@ -287,15 +299,24 @@ impl Mss {
                 handoff.taken(); // the sink is gone: nothing to wait for
             }
         }
-        // A sink whose disk is failing will not confirm soon: the event waits in its queue
-        // (push back when that fills) and the flow goes on.
+        handoff
+    }
+
+    /// Waits until every sink has spooled every one of `handoffs`, at most [`HANDOFF_LIMIT`]
+    /// in all. A sink whose disk is failing will not confirm soon: its events wait in its queue
+    /// (push back when that fills) and the flow goes on.
+    async fn await_handoffs(&self, handoffs: &[Arc<Handoff>]) {
         let failing = self
             .inner
             .sinks
             .iter()
             .any(|s| s.threats && s.failing.load(Ordering::Relaxed));
-        if failing || !handoff.wait(HANDOFF_LIMIT).await {
-            self.inner.handoff_timeouts.inc();
+        let deadline = tokio::time::Instant::now() + HANDOFF_LIMIT;
+        for h in handoffs {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if failing || !h.wait(left).await {
+                self.inner.handoff_timeouts.inc();
+            }
         }
     }
 

@@ -161,15 +161,23 @@ impl EventSink {
 
     /// Queues a threat event; waits while the queue is full.
     pub async fn threat(&self, event: &ThreatEvent) {
+        self.threats(std::slice::from_ref(event)).await;
+    }
+
+    /// Queues threat events: the MSS sinks spool them first (one wait for all), then they go to
+    /// the local file, so every event logged locally survives a SIGKILL in the spools.
+    pub async fn threats(&self, events: &[ThreatEvent]) {
         if let Some(m) = &self.mss {
-            m.threat(event).await;
+            m.threats(events).await;
         }
-        let line = serde_json::to_string(event).unwrap_or_default();
-        if self.threats.send(line).await.is_err() {
-            self.metrics
-                .events_dropped
-                .with_label_values(&["threat"])
-                .inc();
+        for event in events {
+            let line = serde_json::to_string(event).unwrap_or_default();
+            if self.threats.send(line).await.is_err() {
+                self.metrics
+                    .events_dropped
+                    .with_label_values(&["threat"])
+                    .inc();
+            }
         }
     }
 

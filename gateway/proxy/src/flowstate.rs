@@ -202,9 +202,7 @@ impl FlowState {
             r.event_ids.extend(findings.iter().map(|f| f.event_id));
             events
         };
-        for e in &events {
-            self.shared.events.threat(e).await;
-        }
+        self.shared.events.threats(&events).await;
     }
 
     /// Writes a finding the proxy itself made (upstream certificate errors) as a threat event.
