@@ -1,6 +1,6 @@
 //! Soak (issue 19): mixed traffic through the real binary with every stage on (URL filter and
 //! destination policy, IPS with ET Open, AV holding bodies, TLS interception over HTTP/1.1 and
-//! h2, MSS delivery to `sekisho collector`) for `SEKISHO_SOAK_SECS` seconds (60 in CI;
+//! h2, MSS delivery to `sekisho collector`) for `SEKISHO_SOAK_SECS` seconds (40 in CI;
 //! `scripts/soak.sh` runs the 30-minute version). RSS, descriptors and tasks are sampled every
 //! 10 s; after the warm-up third they stay within a bound of the warm-up's peak, every clean
 //! request is answered, every threat is blocked, and every threat event the gateway logged
@@ -118,7 +118,7 @@ async fn mixed_traffic_with_every_stage_on_stays_bounded_and_loses_nothing() {
     let secs: u64 = std::env::var("SEKISHO_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(40);
     let dir = TempDir::new("soak");
     let pki = TestPki::new("Origin Test CA", &["localhost"]);
     let mut files = Files::new();
