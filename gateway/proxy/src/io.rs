@@ -71,6 +71,8 @@ pub struct Tracked<S> {
 struct Metered {
     meter: H2Meter,
     alarms: tokio::sync::mpsc::Sender<Alarm>,
+    /// Cut for a flood: every later read fails at once (one alarm, one count).
+    cut: bool,
 }
 
 impl<S> Tracked<S> {
@@ -89,7 +91,11 @@ impl<S> Tracked<S> {
         mut self,
         meter: Option<(H2Meter, tokio::sync::mpsc::Sender<Alarm>)>,
     ) -> Self {
-        self.meter = meter.map(|(meter, alarms)| Metered { meter, alarms });
+        self.meter = meter.map(|(meter, alarms)| Metered {
+            meter,
+            alarms,
+            cut: false,
+        });
         self
     }
 
@@ -106,6 +112,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.meter.as_ref().is_some_and(|m| m.cut) {
+            return Poll::Ready(Err(io::Error::other("h2 connection cut for a flood")));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
@@ -127,6 +136,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
                         });
                 if let Err(flood) = fed {
                     // h2 keeps only the message of an io error: the alarm says what it was.
+                    m.cut = true;
                     let detail = flood.to_string();
                     let _ = m.alarms.try_send(Alarm {
                         attack: Attack::H2Flood,
