@@ -14,6 +14,9 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # rsyslog is the real collector of the MSS end-to-end tests (TLS through its ossl driver).
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 dpkg -s rsyslog-openssl >/dev/null 2>&1 || need+=(rsyslog-openssl)
+# Headless Chromium and certutil: the browser end-to-end test (tests/chromium.rs).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

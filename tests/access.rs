@@ -48,6 +48,25 @@ async fn connect_status(gw: &Gateway, target: &str) -> String {
         .to_string()
 }
 
+/// GET an HTTPS `url` through the gateway, trusting its CA: (status, body). A refused
+/// destination is refused at CONNECT, before anything is dialled, and its page shown inside
+/// the TLS session.
+async fn get_tls(gw: &Gateway, url: &str) -> (String, String) {
+    let ca = gw.ca_path();
+    let r = curl(&[
+        "-x",
+        &gw.proxy_url(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-w",
+        "\n%{http_code}",
+        url,
+    ])
+    .await;
+    let (body, code) = r.stdout.rsplit_once('\n').unwrap_or(("", &r.stdout));
+    (code.to_string(), body.to_string())
+}
+
 /// The event refusing with `rule`, waited for.
 fn refusal(gw: &Gateway, rule: &str) -> serde_json::Value {
     gw.wait_line("events.jsonl", |e| e["rule"]["id"] == rule)
@@ -79,14 +98,17 @@ async fn default_policy_refuses_loopback_metadata_and_other_connect_ports() {
     refusal(&gw, "deny_networks:127.0.0.0/8");
     refusal(&gw, "deny_networks:::1/128");
     refusal(&gw, "deny_networks:fd00:ec2::254/128");
-    // CONNECT: port 22 is not in connect_ports; 443 on loopback is a denied network; both are
-    // refused before anything is dialled.
+    // CONNECT: port 22 is not in connect_ports: a 403 to the CONNECT. 443 on loopback is a
+    // denied network: refused before anything is dialled, the page shown inside TLS.
     assert!(connect_status(&gw, "example.test:22")
         .await
         .contains(" 403"));
     refusal(&gw, "connect_ports");
-    assert!(connect_status(&gw, "127.0.0.1:443").await.contains(" 403"));
-    assert!(connect_status(&gw, "[::1]:443").await.contains(" 403"));
+    for url in ["https://127.0.0.1:443/", "https://[::1]:443/"] {
+        let (code, body) = get_tls(&gw, url).await;
+        assert_eq!(code, "403", "{url}: {body}");
+        assert!(body.contains("Destination not allowed"), "{url}: {body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,9 +134,9 @@ async fn own_listeners_metrics_and_loops_are_refused_where_loopback_is_allowed()
     }
     let e = refusal(&gw, "own-listener");
     assert_eq!(e["source"]["ip"], "127.0.0.1");
-    assert!(connect_status(&gw, &format!("127.0.0.1:{metrics}"))
-        .await
-        .contains(" 403"));
+    let (code, body) = get_tls(&gw, &format!("https://127.0.0.1:{metrics}/metrics")).await;
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("is the gateway itself"), "{body}");
     // A request that already passed through this node is a loop.
     let node = e["observer"]["node"].as_str().unwrap().to_string();
     let via = format!("Via: 1.1 other-proxy, 1.1 {node} (sekisho)");

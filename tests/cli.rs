@@ -125,7 +125,12 @@ fn check_config_errors_name_file_and_key() {
     let d = TempDir::new("cli-bad");
     let cases: &[(&str, &[&str])] = &[
         ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[tls]\nsplice_hosts = []\n", &["bad.toml", "splice_hosts"]),
-        ("[[listener]]\nkind = \"forward\"\naddr = \"not-an-address\"\n", &["bad.toml", "addr"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"not-an-address\"\n", &["bad.toml", "addr", "not an address with a port"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:99999\"\n", &["bad.toml", "\"127.0.0.1:99999\" is not an address with a port (1-65535)"]),
+        // A mistyped key in a table with flattened parts: its own line, and the valid keys.
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n\n[policy]\ndeny_hosts = []\ndeny_hots = [\"x\"]\n", &["bad.toml", "line 7: unknown key `deny_hots` in [policy]", "valid keys:", "deny_hosts", "tls_block_page", "on_overflow"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[av]\nyara = \"y\"\nscan_timeout = 3\n", &["bad.toml", "line 6: unknown key `scan_timeout` in [av]", "scan_timeout_secs"]),
+        ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[tls]\nca_crt = \"x\"\n", &["bad.toml", "line 5: unknown key `ca_crt` in [tls]", "valid keys: ca_cert"]),
         ("[[listener]]\nkind = \"reverse-ish\"\naddr = \"127.0.0.1:1\"\n", &["bad.toml", "kind"]),
         ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[policy]\ndeny_hosts = [\"bad host\"]\n", &["bad.toml", "policy.deny_hosts"]),
         ("[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:1\"\n[limits]\nhold_bytes_per_flow = 10\nhold_bytes_total = 5\n", &["bad.toml", "limits.hold_bytes_per_flow"]),

@@ -321,14 +321,18 @@ async fn deny_hosts_blocks_http_connect_and_sni() {
     assert_eq!(flow["status"], 403);
     assert_eq!(flow["event_ids"][0], id.as_str());
 
-    // CONNECT to a denied suffix: refused before any TLS.
-    let r = curl(&["-x", &s.gw.proxy_url(), "https://www.evil.test/"]).await;
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("403"), "{}", r.stderr);
+    // CONNECT to a denied suffix: judged before anything is dialled, its page shown inside the
+    // TLS session (`tls_block_page = "bump"`, the default).
+    let r = s
+        .curl(&["-w", "\n%{http_code}", "https://www.evil.test/"])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.ends_with("\n403"), "{}", r.stdout);
     let ev = s.gw.wait_line("events.jsonl", |v| {
         v["evidence"]["location"] == "connect.host"
     });
     assert_eq!(ev["rule"]["id"], "deny_hosts:*.evil.test");
+    assert!(r.stdout.contains(ev["event"]["id"].as_str().unwrap()));
 
     // An allowed CONNECT host but a denied SNI: the ClientHello is judged before decryption.
     let gw_ca = std::fs::read_to_string(s.gw.ca_path()).unwrap();

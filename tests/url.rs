@@ -148,18 +148,22 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
     );
     assert_eq!(ev["rule"]["engine"], "urlfilter");
 
-    // 2. CONNECT to a UT1 gambling domain: refused at CONNECT, before any TLS.
+    // 2. CONNECT to a UT1 gambling domain: judged at CONNECT before anything is dialled; the
+    // block page is shown inside the TLS session, naming the category.
     let gamble = first_domain("gambling");
     let r = curl(&[
         "-x",
         &office,
         "--cacert",
         &gwca,
+        "-w",
+        "\n%{http_code}",
         &format!("https://www.{gamble}/"),
     ])
     .await;
-    assert_ne!(r.code, 0, "tunnel to a blocked host must fail");
-    assert!(r.stderr.contains("403"), "{}", r.stderr);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.ends_with("\n403"), "{}", r.stdout);
+    assert!(r.stdout.contains("category “gambling”"), "{}", r.stdout);
     let ev = gw.wait_line("events.jsonl", |e| {
         e["stage"] == "url" && e["evidence"]["location"] == "connect.host"
     });
@@ -170,9 +174,10 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
         f["method"] == "CONNECT" && f["host"] == format!("www.{gamble}").as_str()
     });
     assert_eq!(
-        flow["tls"], "none",
-        "refused without interception: {flow:#}"
+        flow["tls"], "decrypted",
+        "decrypted only to show the page: {flow:#}"
     );
+    assert_eq!(flow["bytes_to_server"], 0, "{flow:#}");
     assert_eq!(flow["status"], 403);
 
     // 3. Canonicalization: case, trailing dots, escapes and a userinfo trick all land on the entry.
@@ -329,12 +334,15 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
         &hospital,
         "--cacert",
         &gwca,
+        "-w",
+        "\n%{http_code}",
         "https://unlisted.example.invalid/",
     ])
     .await;
     assert!(
-        r.stderr.contains("403"),
-        "unlisted host refused at CONNECT: {}",
+        r.stdout.ends_with("\n403"),
+        "unlisted host refused at CONNECT, its page shown in the session: {} {}",
+        r.stdout,
         r.stderr
     );
     let r = status(&["-x", &hospital, &format!("http://{mal}")]).await;

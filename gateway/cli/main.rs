@@ -11,6 +11,9 @@ use sekisho_proxy::{ca, Config};
 mod rules;
 mod scan;
 
+/// What Sekisho is, in one sentence (`sekisho`, `sekisho --help` and the README say the same).
+const ABOUT: &str = "Sekisho security gateway: TLS-inspecting forward proxy and client-certificate reverse proxy with a pluggable inspection pipeline";
+
 /// The bundled default config, used when `--config` is not given.
 const DEFAULT_CONFIG: &str = "sekisho.toml";
 
@@ -18,10 +21,12 @@ const DEFAULT_CONFIG: &str = "sekisho.toml";
 #[command(
     name = "sekisho",
     version,
-    about = "Sekisho security gateway: TLS-inspecting forward proxy and client-certificate reverse proxy with a pluggable inspection pipeline",
-    long_about = "Sekisho security gateway: TLS-inspecting forward proxy with a pluggable inspection \
-pipeline.\n\nRelative paths in the config are resolved from the current directory. Without \
---config, ./sekisho.toml (the bundled default) is used."
+    about = ABOUT,
+    long_about = concat!(
+        "Sekisho security gateway: TLS-inspecting forward proxy and client-certificate reverse proxy with a pluggable inspection pipeline.",
+        "\n\nRelative paths in the config are resolved from the config file's folder, whatever the \
+current directory. Without --config, ./sekisho.toml (the bundled default) is used."
+    )
 )]
 struct Cli {
     /// Log format on stderr.
@@ -208,6 +213,23 @@ enum CaCommand {
         #[arg(long)]
         not_after: Option<String>,
     },
+    /// Issue a server certificate for a reverse listener (`cert`/`key` or `certificates`):
+    /// DIR/server.crt (leaf + CA) and DIR/server.key (mode 0600), signed by the CA in --ca,
+    /// for the DNS names and addresses given with --name (the first is the common name).
+    IssueServer {
+        /// The CA folder (ca.crt, ca.key), e.g. from `sekisho ca init`.
+        #[arg(long)]
+        ca: PathBuf,
+        /// A DNS name or IP address the certificate is for (repeatable).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days (at most 397).
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
     /// Write a CRL (PEM) signed by the CA in --ca that revokes the given certificates.
     Crl {
         /// The CA folder (ca.crt, ca.key).
@@ -239,8 +261,11 @@ fn init_tracing(format: LogFormat, level: Option<&str>) {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // Colour only on a terminal: files and pipes get plain text.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -315,7 +340,29 @@ fn ca_command(command: CaCommand) -> anyhow::Result<ExitCode> {
         CaCommand::Init { out, name } => {
             let (c, k) = ca::init_ca(&out, &name)?;
             println!("created {} and {} (mode 0600)", c.display(), k.display());
-            println!("install {} in your clients' trust stores", c.display());
+            println!(
+                "as the gateway CA ([tls] ca_cert/ca_key): install {} in the clients' trust stores",
+                c.display()
+            );
+            println!(
+                "as a facility CA (a reverse listener's client_ca): keep the key offline; issue with `sekisho ca issue-client --ca {}`",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        CaCommand::IssueServer {
+            ca: ca_dir,
+            names,
+            out,
+            days,
+        } => {
+            let (c, k) = ca::issue_server(&ca_dir, &names, days, &out)?;
+            println!(
+                "issued {} and {} (mode 0600) for {}",
+                c.display(),
+                k.display(),
+                names.join(", ")
+            );
             Ok(ExitCode::SUCCESS)
         }
         CaCommand::IssueClient {
@@ -497,6 +544,9 @@ fn check_config(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 fn run_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let path = config_path(config);
     let (assembly, cfg) = load(&path)?;
+    // What the proxy reads (certificates, trust anchors, sinks) is checked before anything is
+    // created: a new CA, logs, caches.
+    sekisho_proxy::check(&cfg.proxy)?;
     ensure_ca(&cfg.proxy)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

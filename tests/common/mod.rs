@@ -121,6 +121,9 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
+/// The marker `/drip-marked/S` ends with (a YARA rule in a test can look for it).
+pub const TAIL_MARKER: &str = "SEKISHO-TAIL-MARKER-7f3a";
+
 /// Every request an origin answered: `METHOD /path`, in order (bounded).
 pub type Seen = Arc<std::sync::Mutex<Vec<String>>>;
 
@@ -135,6 +138,11 @@ pub type Files = std::collections::HashMap<String, (Vec<(String, String)>, Vec<u
 /// - `/upgrade` → 101 to protocol `echo`, then echoes bytes
 /// - `/proto` → the HTTP version the origin saw
 /// - `/sleep/S` → answers after S seconds
+/// - `/pause/S` → `a`, then after S seconds `b` (a body that pauses)
+/// - `/sse/N` → N server-sent events (`text/event-stream`), one a second, the first at once
+/// - `/reject` → 413 at once, without reading the request body
+/// - `/drip/S` → ten 64 KiB chunks of `x` over S seconds (a slow download, with Content-Length)
+/// - `/drip-marked/S` → the same with [`TAIL_MARKER`] at the end of the last chunk
 async fn route(
     files: Arc<Files>,
     seen: Seen,
@@ -180,6 +188,73 @@ async fn route(
         return Ok(Response::builder()
             .header("content-length", n.to_string())
             .body(body)
+            .unwrap());
+    }
+    if let Some(secs) = path.strip_prefix("/pause/") {
+        let secs: u64 = secs.parse().unwrap_or(1);
+        let parts = futures_util::stream::unfold(0u8, move |i| async move {
+            match i {
+                0 => Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"a"))),
+                    1,
+                )),
+                1 => {
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                    Some((Ok(Frame::data(Bytes::from_static(b"b"))), 2))
+                }
+                _ => None,
+            }
+        });
+        return Ok(Response::new(BodyExt::boxed(StreamBody::new(parts))));
+    }
+    if let Some(n) = path.strip_prefix("/sse/") {
+        let n: u32 = n.parse().unwrap_or(1);
+        let events = futures_util::stream::unfold(0u32, move |i| async move {
+            if i >= n {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let ev = Bytes::from(format!("data: event {i}\n\n"));
+            Some((Ok::<_, Infallible>(Frame::data(ev)), i + 1))
+        });
+        return Ok(Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(BodyExt::boxed(StreamBody::new(events)))
+            .unwrap());
+    }
+    if let Some((marked, secs)) = path
+        .strip_prefix("/drip/")
+        .map(|s| (false, s))
+        .or_else(|| path.strip_prefix("/drip-marked/").map(|s| (true, s)))
+    {
+        let gap = Duration::from_millis(secs.parse::<u64>().unwrap_or(1) * 100);
+        let chunks = futures_util::stream::unfold(0u32, move |i| async move {
+            if i >= 10 {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            let mut c = vec![b'x'; 64 * 1024];
+            if marked && i == 9 {
+                let at = c.len() - TAIL_MARKER.len();
+                c[at..].copy_from_slice(TAIL_MARKER.as_bytes());
+            }
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(c))), i + 1))
+        });
+        return Ok(Response::builder()
+            .header("content-length", (10 * 64 * 1024).to_string())
+            .body(BodyExt::boxed(StreamBody::new(chunks)))
+            .unwrap());
+    }
+    if path == "/reject" {
+        return Ok(Response::builder()
+            .status(413)
+            .header("connection", "close")
+            .body(full("too large for this origin"))
             .unwrap());
     }
     if let Some(secs) = path.strip_prefix("/sleep/") {

@@ -57,7 +57,8 @@ impl Assembly {
     }
 
     fn assemble(&self, cfg: &GatewayConfig, purpose: Purpose) -> Result<Assembled, ProxyError> {
-        let cx = cfg.build_cx();
+        let mut cx = cfg.build_cx();
+        cx.check_only = purpose == Purpose::Check;
         let mut built = Vec::with_capacity(cfg.engines.len());
         for e in &cfg.engines {
             let b = e.build(&cx).map_err(|err| cfg.error(err))?;

@@ -122,6 +122,7 @@ fn build_cx(proxy: &Config) -> BuildCx<'_> {
     BuildCx {
         config_dir: proxy.path.parent(),
         default_resolve_timeout_secs: proxy.limits.resolve_timeout_secs,
+        check_only: false,
     }
 }
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 pub struct PolicyConfig {
     /// Hosts refused: exact names and `*.suffix` patterns, checked against the HTTP host, the
     /// CONNECT host and the TLS SNI (before decryption).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub deny_hosts: Vec<String>,
     /// `deny_networks`, `allow_networks`, `connect_ports`: enforced by the proxy on the
     /// addresses it connects to (read here only so the table is checked as one).
@@ -34,6 +34,14 @@ pub struct HostPolicyEngine;
 
 impl sekisho_core::Engine for HostPolicyEngine {
     type Config = PolicyConfig;
+
+    fn keys(&self) -> Vec<&'static str> {
+        let own = ["deny_hosts"];
+        own.into_iter()
+            .chain(sekisho_proxy::config::NetPolicy::KEYS.iter().copied())
+            .chain(sekisho_core::StagePolicy::KEYS.iter().copied())
+            .collect()
+    }
 
     fn table(&self) -> &'static str {
         "policy"

@@ -53,7 +53,12 @@ impl<E: Engine> Plug for Arc<E> {
         text: &str,
         cx: &BuildCx<'_>,
     ) -> Result<Option<Box<dyn Configured>>, ConfigError> {
-        let picked = pick::<E::Config>(text, E::table(self))?;
+        let picked = pick::<E::Config>(text, E::table(self)).map_err(|e| {
+            match sekisho_core::de::explain_unknown_key(text, &e.to_string(), &self.keys()) {
+                Some(better) => ConfigError::named(better),
+                None => e,
+            }
+        })?;
         let Some(mut cfg) = picked.or_else(|| self.implicit()) else {
             return Ok(None);
         };

@@ -22,10 +22,10 @@ pub enum LimitAction {
 #[serde(deny_unknown_fields)]
 pub struct AvConfig {
     /// YARA rule files or folders (`.yar`, `.yara`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub yara: Vec<PathBuf>,
     /// ClamAV databases or folders (`.hdb`, `.hsb`, `.ndb`, `.ldb`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub clamav: Vec<PathBuf>,
     /// Where compiled rules are cached (default `cache/av`); `""` disables the cache.
     #[serde(default = "default_cache")]

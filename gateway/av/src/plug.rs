@@ -13,6 +13,24 @@ pub struct AvEngine;
 impl sekisho_core::Engine for AvEngine {
     type Config = AvConfig;
 
+    fn keys(&self) -> Vec<&'static str> {
+        let own = [
+            "yara",
+            "clamav",
+            "cache_dir",
+            "max_depth",
+            "max_files",
+            "max_member_bytes",
+            "max_total_bytes",
+            "max_soap_document_bytes",
+            "scan_timeout_secs",
+            "on_limit",
+        ];
+        own.into_iter()
+            .chain(sekisho_core::StagePolicy::KEYS.iter().copied())
+            .collect()
+    }
+
     fn table(&self) -> &'static str {
         "av"
     }
@@ -22,11 +40,17 @@ impl sekisho_core::Engine for AvEngine {
     }
 
     fn prepare(&self, cfg: &mut AvConfig, cx: &BuildCx<'_>) -> Result<(), ConfigError> {
-        // Rule paths are relative to the current directory; one that does not exist there is
-        // looked up beside the config file (so `--config /etc/sekisho/sekisho.toml` finds them).
+        // Relative paths are relative to the config file's folder (so `--config
+        // /etc/sekisho/sekisho.toml` finds its rules wherever it is started from).
         if let Some(dir) = cx.config_dir {
-            for p in cfg.yara.iter_mut().chain(cfg.clamav.iter_mut()) {
-                if p.is_relative() && !p.exists() && dir.join(&*p).exists() {
+            let cache = (!cfg.cache_dir.as_os_str().is_empty()).then_some(&mut cfg.cache_dir);
+            for p in cfg
+                .yara
+                .iter_mut()
+                .chain(cfg.clamav.iter_mut())
+                .chain(cache)
+            {
+                if p.is_relative() {
                     *p = dir.join(&*p);
                 }
             }
@@ -38,9 +62,11 @@ impl sekisho_core::Engine for AvEngine {
         cfg.policy(cx.default_resolve_timeout_secs)
     }
 
-    fn build(&self, cfg: &AvConfig, _cx: &BuildCx<'_>) -> Result<Built, ConfigError> {
-        let engine = Engine::load(&cfg.yara, &cfg.clamav, cfg.cache())
-            .map_err(|e| ConfigError::new("av", e))?;
+    fn build(&self, cfg: &AvConfig, cx: &BuildCx<'_>) -> Result<Built, ConfigError> {
+        // check-config compiles the rules themselves and writes no cache.
+        let cache = cfg.cache().filter(|_| !cx.check_only);
+        let engine =
+            Engine::load(&cfg.yara, &cfg.clamav, cache).map_err(|e| ConfigError::new("av", e))?;
         let r = engine.report();
         let report = LoadReport {
             summary: format!(

@@ -57,6 +57,9 @@ impl Stage for AvStage {
     fn name(&self) -> &'static str {
         "av"
     }
+    fn scans_whole_bodies(&self) -> bool {
+        true
+    }
     fn new_flow(&self, _meta: &FlowMeta) -> Box<dyn Inspector> {
         Box::new(AvInspector {
             engine: Arc::clone(&self.engine),

@@ -52,9 +52,10 @@ impl ConfigError {
 /// What [`Engine::prepare`] and [`Engine::build`] are told about the gateway around them.
 #[derive(Clone, Copy, Debug)]
 pub struct BuildCx<'a> {
-    /// The folder of the config file: relative paths that do not exist from the current directory
-    /// are looked up here.
+    /// The folder of the config file: relative paths are relative to it.
     pub config_dir: Option<&'a Path>,
+    /// Only checking (`check-config`): read everything, create nothing (no caches).
+    pub check_only: bool,
     /// `[limits] resolve_timeout_secs`: the decision deadline of a stage that names none.
     pub default_resolve_timeout_secs: u64,
 }
@@ -108,6 +109,11 @@ pub trait Engine: Send + Sync + 'static {
     fn activated(&self, _report: &LoadReport) {}
     /// Prometheus collectors, registered once when the gateway starts.
     fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        Vec::new()
+    }
+    /// The keys its table takes, listed when a mistyped key is refused (serde lists none for
+    /// tables with a flattened part, such as [`crate::StagePolicy`]'s keys).
+    fn keys(&self) -> Vec<&'static str> {
         Vec::new()
     }
 }

@@ -367,10 +367,18 @@ pub struct CommLog {
     /// Response status sent to the client.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    /// Bytes from client to server (body bytes for HTTP, all bytes for spliced tunnels).
+    /// Bytes delivered to the server (body bytes for HTTP, all bytes for spliced tunnels): a
+    /// blocked upload delivers nothing.
     pub bytes_to_server: u64,
-    /// Bytes from server to client.
+    /// Bytes delivered to the client (a block page's body included).
     pub bytes_to_client: u64,
+    /// Bytes received from the client (body bytes for HTTP, decrypted bytes for a decrypted
+    /// tunnel, all bytes for spliced tunnels), delivered or not.
+    #[serde(default)]
+    pub bytes_from_client: u64,
+    /// Bytes received from the server, delivered or not.
+    #[serde(default)]
+    pub bytes_from_server: u64,
     /// Duration in milliseconds.
     pub duration_ms: u64,
     /// The flow's final verdict.

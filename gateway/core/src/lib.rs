@@ -13,6 +13,7 @@
 //! [`Inspector::resolve`], returns a boxed future that [`Flow::resolve`] races against the
 //! stage's deadline on the driver's [`Timer`].
 
+pub mod de;
 mod engine;
 pub mod event;
 mod finding;
@@ -36,7 +37,7 @@ pub use flow::{
 };
 pub use path::{canonical_path, PathRefusal};
 pub use pipeline::{
-    Flow, Mode, OnError, OnOverflow, Pipeline, StagePolicy, DEFAULT_RESOLVE_TIMEOUT,
+    Flow, Mode, OnError, OnOverflow, Pipeline, StagePolicy, Streams, DEFAULT_RESOLVE_TIMEOUT,
 };
 pub use resolve::Timer;
 pub use respond::{Respond, StageError};

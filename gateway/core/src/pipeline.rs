@@ -44,6 +44,19 @@ pub enum OnOverflow {
     PassAndAlert,
 }
 
+/// Whether a stage holds bodies whose content type is a stream (`[policy] stream_types`:
+/// server-sent events, gRPC, long polls). A held stream is never delivered, so by default they
+/// pass unheld and the stage sees them chunk by chunk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Streams {
+    /// Streams pass unheld (the default).
+    #[default]
+    Pass,
+    /// Streams are held like any body (an endless one is never delivered).
+    Hold,
+}
+
 /// A stage's policy within a listener's pipeline.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +74,27 @@ pub struct StagePolicy {
     /// stage's `on_error` applies. `None`: the pipeline's default ([`Pipeline::set_resolve_timeout`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolve_timeout_secs: Option<u64>,
+    /// `pass` (default) or `hold`: bodies of `[policy] stream_types`.
+    #[serde(default)]
+    pub streams: Streams,
+    /// Percent (0-90) of a held response body released to the client before the verdict, as
+    /// it arrives (client comforting: the first bytes within a second, then a trickle), the
+    /// tail held until the stage decides; a blocked tail resets the transfer. Default 0: nothing
+    /// before the verdict (a block is a page).
+    #[serde(default)]
+    pub release_percent: u8,
+}
+
+impl StagePolicy {
+    /// The keys of a stage policy, in every engine's table.
+    pub const KEYS: &'static [&'static str] = &[
+        "mode",
+        "on_error",
+        "on_overflow",
+        "resolve_timeout_secs",
+        "streams",
+        "release_percent",
+    ];
 }
 
 /// The decision deadline a pipeline gives a stage that names none (`[limits] resolve_timeout_secs`).
@@ -91,6 +125,18 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
+    /// Whether any stage judges whole bodies ([`Stage::scans_whole_bodies`]).
+    pub fn scans_whole_bodies(&self) -> bool {
+        self.slots.iter().any(|(s, _)| s.scans_whole_bodies())
+    }
+
+    /// The first stage's reason why `host` must never be decrypted ([`Stage::never_decrypt`]).
+    pub fn never_decrypt(&self, host: &str) -> Option<String> {
+        self.slots
+            .iter()
+            .find_map(|(s, _)| s.never_decrypt(host).map(|r| format!("{}: {r}", s.name())))
+    }
+
     /// An empty pipeline (every flow is allowed).
     pub fn new() -> Self {
         Pipeline::default()
@@ -557,19 +603,54 @@ impl Flow {
         }
     }
 
-    /// The held body of `dir` could not be decided (timeout): each holding stage's `on_error`.
-    pub fn resolve_failed(&mut self, dir: Direction, reason: &str) -> Verdict {
-        self.fail_holding(dir, reason, |p| p.on_error == OnError::FailClosed)
+    /// The share (percent) of the held body of `dir` that may reach the client before the
+    /// verdict: the smallest `release_percent` of the stages holding it (0 when none holds, and
+    /// always 0 for request bodies: nothing unjudged reaches an origin).
+    pub fn release_share(&self, dir: Direction) -> u8 {
+        if dir == Direction::Request {
+            return 0;
+        }
+        self.actives
+            .iter()
+            .filter(|a| a.holding[dir.index()])
+            .map(|a| a.policy.release_percent.min(90))
+            .min()
+            .unwrap_or(0)
     }
 
-    /// The held body of `dir` exceeded the hold limits: each holding stage's `on_overflow`.
+    /// The body of `dir` is a stream (its content type is one of `[policy] stream_types`): the
+    /// stages holding it whose policy lets streams pass stop holding and see it chunk by chunk.
+    /// Returns the stages released; [`Flow::holding`] tells whether any still holds.
+    pub fn stream(&mut self, dir: Direction) -> Vec<&'static str> {
+        let mut released = Vec::new();
+        for a in &mut self.actives {
+            if a.holding[dir.index()] && a.policy.streams == Streams::Pass {
+                a.holding[dir.index()] = false;
+                released.push(a.name);
+            }
+        }
+        released
+    }
+
+    /// The held body of `dir` could not be decided (timeout): each holding stage's `on_error`.
+    pub fn resolve_failed(&mut self, dir: Direction, reason: &str) -> Verdict {
+        self.fail_holding(dir, "hold-failed", reason, |p| {
+            p.on_error == OnError::FailClosed
+        })
+    }
+
+    /// The held body of `dir` exceeded the hold limits: each holding stage's `on_overflow`
+    /// (rule `hold-limit`).
     pub fn overflow(&mut self, dir: Direction, reason: &str) -> Verdict {
-        self.fail_holding(dir, reason, |p| p.on_overflow == OnOverflow::Block)
+        self.fail_holding(dir, "hold-limit", reason, |p| {
+            p.on_overflow == OnOverflow::Block
+        })
     }
 
     fn fail_holding(
         &mut self,
         dir: Direction,
+        rule: &str,
         reason: &str,
         closed: impl Fn(&StagePolicy) -> bool,
     ) -> Verdict {
@@ -585,7 +666,7 @@ impl Flow {
                 let mut cx = cx;
                 cx.report(stage_finding(
                     name,
-                    "hold-failed",
+                    rule,
                     format!(
                         "stage {name} could not inspect the {} body: {reason}",
                         dir.as_str()
@@ -599,7 +680,7 @@ impl Flow {
                 self.uninspected += 1;
                 cx.report(stage_finding(
                     name,
-                    "hold-failed",
+                    rule,
                     format!(
                         "stage {name} passed the {} body uninspected: {reason}",
                         dir.as_str()

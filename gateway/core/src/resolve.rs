@@ -403,9 +403,13 @@ mod tests {
                 f.resolve_failed(Direction::Request, "driver gave up")
             };
             assert_eq!(v, Verdict::Block);
-            assert!(rules(&mut f)
-                .iter()
-                .any(|(rule, stage, _)| rule == "hold-failed" && *stage == "av"));
+            assert!(rules(&mut f).iter().any(|(rule, stage, _)| *stage == "av"
+                && rule
+                    == if overflow {
+                        "hold-limit"
+                    } else {
+                        "hold-failed"
+                    }));
         }
     }
 }

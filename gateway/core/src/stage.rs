@@ -22,6 +22,16 @@ pub trait Stage: Send + Sync + 'static {
     /// The client connection `conn_id` ([`FlowMeta::conn_id`]) has closed: drop what the stage
     /// keeps for it. Called once per connection on the pipeline in force when it closed.
     fn connection_closed(&self, _conn_id: u64) {}
+    /// Why traffic to `host` must never be decrypted (a URL category marked splice), if it must
+    /// not: asked before the gateway decrypts a blocked tunnel only to show its block page.
+    fn never_decrypt(&self, _host: &str) -> Option<String> {
+        None
+    }
+    /// Whether the stage judges whole bodies (a scanner that must see a file from its first
+    /// byte): the proxy then applies `[policy] range_requests` to `Range` requests.
+    fn scans_whole_bodies(&self) -> bool {
+        false
+    }
 }
 
 /// Per-flow inspection state. Every phase has a no-op default (pingora-style), so a stage

@@ -33,6 +33,22 @@ impl IpsEngine {
 impl sekisho_core::Engine for IpsEngine {
     type Config = IpsConfig;
 
+    fn keys(&self) -> Vec<&'static str> {
+        let own = [
+            "rules",
+            "classification",
+            "threshold",
+            "vars",
+            "body_limit",
+            "pcre_match_limit",
+            "pcre_depth_limit",
+            "flow_pcre_budget_ms",
+        ];
+        own.into_iter()
+            .chain(sekisho_core::StagePolicy::KEYS.iter().copied())
+            .collect()
+    }
+
     fn table(&self) -> &'static str {
         "ips"
     }

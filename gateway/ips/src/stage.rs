@@ -25,7 +25,8 @@ use crate::IpsError;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IpsConfig {
-    /// Rule files: paths or globs (`rules/ips/*.rules`).
+    /// Rule files: paths or globs (`rules/ips/*.rules`), one or a list.
+    #[serde(deserialize_with = "sekisho_core::de::one_or_many")]
     pub rules: Vec<String>,
     /// `classification.config` (classtype → description and priority).
     #[serde(default)]
@@ -77,29 +78,19 @@ impl IpsConfig {
     /// config file's folder) and merges the variables.
     pub fn load_options(&self, base: Option<&Path>) -> Result<LoadOptions, IpsError> {
         let mut rules = Vec::new();
+        // Relative paths are relative to the config file's folder.
+        let at_base = |p: &Path| match base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p.to_path_buf(),
+        };
         for pat in &self.rules {
-            let mut found = expand(pat)?;
-            if found.is_empty() && Path::new(pat).is_relative() {
-                if let Some(b) = base {
-                    found = expand(&b.join(pat).to_string_lossy())?;
-                }
-            }
+            let found = expand(&at_base(Path::new(pat)).to_string_lossy())?;
             if found.is_empty() {
                 return Err(IpsError::Glob(format!("{pat:?} matches no file")));
             }
             rules.extend(found);
         }
-        let resolve = |p: &Option<PathBuf>| -> Option<PathBuf> {
-            let p = p.as_ref()?;
-            if p.exists() || p.is_absolute() {
-                return Some(p.clone());
-            }
-            Some(
-                base.map(|b| b.join(p))
-                    .filter(|q| q.exists())
-                    .unwrap_or_else(|| p.clone()),
-            )
-        };
+        let resolve = |p: &Option<PathBuf>| p.as_deref().map(at_base);
         let mut vars = default_vars();
         for (k, v) in &self.vars {
             vars.insert(k.trim_start_matches('$').to_string(), v.clone());

@@ -77,6 +77,8 @@ struct St<B> {
     state: Arc<FlowState>,
     queue: VecDeque<Frame<Bytes>>,
     held: Option<Held>,
+    /// Bytes of the held body already released before the verdict (`release_percent`).
+    released: usize,
     trailers: Option<http::HeaderMap>,
     ended: bool,
     done: bool,
@@ -121,6 +123,7 @@ where
         state,
         queue: VecDeque::new(),
         held: None,
+        released: 0,
         trailers: None,
         ended: false,
         done: false,
@@ -129,6 +132,7 @@ where
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         loop {
             if let Some(f) = st.queue.pop_front() {
+                delivered(&st.state, st.dir, &f);
                 return Some((Ok(f), st));
             }
             if st.done {
@@ -160,13 +164,21 @@ where
     B::Error: Into<BoxError>,
 {
     let shared = Arc::clone(&st.state.shared);
-    let read_timeout = shared.limits.read_timeout;
+    let body_timeout = shared.limits.body_timeout;
     let (chunk, mut end) = if st.ended {
         (Bytes::new(), true)
     } else {
-        match tokio::time::timeout(read_timeout, st.body.frame()).await {
+        // Waiting on the upstream's next chunk keeps the client connection from counting idle.
+        let _busy = (st.dir == Direction::Response)
+            .then(|| st.state.client_busy())
+            .flatten();
+        match tokio::time::timeout(body_timeout, st.body.frame()).await {
             Err(_) => {
-                let msg = format!("{} body: no data for {:?}", st.dir.as_str(), read_timeout);
+                let msg = format!(
+                    "{} body: no data for {}",
+                    st.dir.as_str(),
+                    crate::wire::secs(body_timeout)
+                );
                 st.state.set_error(msg.clone());
                 return Step::Fail(msg.into());
             }
@@ -194,27 +206,18 @@ where
         end = true;
     }
     st.ended = end;
-    let counter = match st.dir {
-        Direction::Request => &st.state.to_server,
-        Direction::Response => &st.state.to_client,
+    let received = match st.dir {
+        Direction::Request => &st.state.from_client,
+        Direction::Response => &st.state.from_server,
     };
-    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-    let dir_label = match st.dir {
-        Direction::Request => "to_server",
-        Direction::Response => "to_client",
-    };
-    shared
-        .metrics
-        .bytes
-        .with_label_values(&[dir_label])
-        .inc_by(chunk.len() as u64);
+    received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
 
     let state = Arc::clone(&st.state);
     let mut flow = state.flow.lock().await;
     let v = flow.body(st.dir, &chunk, end);
     st.state.emit(&mut flow).await;
     if v == Verdict::Block {
-        return Step::Fail(Box::new(Blocked(flow.blocking_event())));
+        return blocked_after_release(st, flow.blocking_event());
     }
     if flow.holding(st.dir) {
         let mut overflow = None;
@@ -226,7 +229,7 @@ where
         if !chunk.is_empty() {
             if held.body.len() + chunk.len() > shared.limits.hold_per_flow {
                 overflow = Some(format!(
-                    "held body over the per-flow limit of {} bytes",
+                    "too large to scan (over the per-flow hold limit of {} bytes)",
                     shared.limits.hold_per_flow
                 ));
             } else {
@@ -263,9 +266,11 @@ where
             let v = flow.resolve(st.dir, held_body, &TokioTimer).await;
             st.state.emit(&mut flow).await;
             if v == Verdict::Block {
-                return Step::Fail(Box::new(Blocked(flow.blocking_event())));
+                return blocked_after_release(st, flow.blocking_event());
             }
             release(st);
+        } else {
+            release_share(st, flow.release_share(st.dir));
         }
     } else {
         release(st);
@@ -280,21 +285,86 @@ where
     Step::Continue
 }
 
+/// Counts a frame passed on (to the upstream for requests, to the client for responses): the
+/// communication log's `bytes_to_*` and `sekisho_bytes_total`.
+fn delivered(state: &FlowState, dir: Direction, f: &Frame<Bytes>) {
+    let n = f.data_ref().map_or(0, |d| d.len() as u64);
+    let (counter, label) = match dir {
+        Direction::Request => (&state.to_server, "to_server"),
+        Direction::Response => (&state.to_client, "to_client"),
+    };
+    counter.fetch_add(n, Ordering::Relaxed);
+    state
+        .shared
+        .metrics
+        .bytes
+        .with_label_values(&[label])
+        .inc_by(n);
+}
+
 fn push_data(queue: &mut VecDeque<Frame<Bytes>>, chunk: Bytes) {
     if !chunk.is_empty() {
         queue.push_back(Frame::data(chunk));
     }
 }
 
-/// Moves every held chunk to the output queue.
+/// Moves every held chunk not yet released to the output queue.
 fn release<B>(st: &mut St<B>) {
     if let Some(mut held) = st.held.take() {
         let len = held.body.len();
-        for c in held.body.take_chunks() {
+        let from = std::mem::take(&mut st.released);
+        let chunks = held.body.take_chunks();
+        for c in slice_range(&chunks, from, len) {
             st.queue.push_back(Frame::data(c));
         }
         st.state.shared.metrics.hold_bytes.sub(len as i64);
     }
+}
+
+/// Client comforting: releases up to `share` percent of what is held so far (still held whole
+/// for the verdict).
+fn release_share<B>(st: &mut St<B>, share: u8) {
+    let Some(held) = st.held.as_ref() else { return };
+    let allowed = held.body.len() * usize::from(share) / 100;
+    if allowed <= st.released {
+        return;
+    }
+    for c in slice_range(held.body.chunks(), st.released, allowed) {
+        st.queue.push_back(Frame::data(c));
+    }
+    st.released = allowed;
+}
+
+/// A block after part of the body went out early: the transfer is cut (the client sees a reset,
+/// not a clean end) and the flow line says how much had been released.
+fn blocked_after_release<B>(st: &mut St<B>, event: Option<uuid::Uuid>) -> Step {
+    if st.released > 0 {
+        st.state.set_error(format!(
+            "{} body blocked after {} bytes were released before the verdict: transfer reset",
+            st.dir.as_str(),
+            st.released
+        ));
+    }
+    Step::Fail(Box::new(Blocked(event)))
+}
+
+/// The bytes `[from, to)` of `chunks`, as slices of them.
+fn slice_range(chunks: &[Bytes], from: usize, to: usize) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for c in chunks {
+        let (start, end) = (at, at + c.len());
+        at = end;
+        if end <= from || start >= to {
+            continue;
+        }
+        let lo = from.saturating_sub(start);
+        let hi = (to - start).min(c.len());
+        if lo < hi {
+            out.push(c.slice(lo..hi));
+        }
+    }
+    out
 }
 
 /// How much of an abandoned request body is read and discarded.
@@ -306,6 +376,9 @@ const DRAIN_BYTES: u64 = 8 << 20;
 pub(crate) struct DrainOnDrop<B: Body<Data = Bytes> + Send + Unpin + 'static> {
     inner: Option<B>,
     frame_timeout: std::time::Duration,
+    /// Drain only once this is set (an `Expect: 100-continue` body the origin never asked for
+    /// is not read: reading it would make hyper send the client `100 Continue`).
+    armed: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl<B: Body<Data = Bytes> + Send + Unpin + 'static> DrainOnDrop<B> {
@@ -313,7 +386,14 @@ impl<B: Body<Data = Bytes> + Send + Unpin + 'static> DrainOnDrop<B> {
         DrainOnDrop {
             inner: Some(inner),
             frame_timeout,
+            armed: None,
         }
+    }
+
+    /// Drains on drop only once `armed` is set.
+    pub(crate) fn armed(mut self, armed: Option<Arc<std::sync::atomic::AtomicBool>>) -> Self {
+        self.armed = armed;
+        self
     }
 }
 
@@ -348,7 +428,11 @@ impl<B: Body<Data = Bytes> + Send + Unpin + 'static> Drop for DrainOnDrop<B> {
         let Some(mut body) = self.inner.take() else {
             return;
         };
-        if body.is_end_stream() {
+        let unarmed = self
+            .armed
+            .as_ref()
+            .is_some_and(|a| !a.load(Ordering::Acquire));
+        if body.is_end_stream() || unarmed {
             return;
         }
         let timeout = self.frame_timeout;
@@ -364,6 +448,31 @@ impl<B: Body<Data = Bytes> + Send + Unpin + 'static> Drop for DrainOnDrop<B> {
                     }
                 }
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_cover_exactly_the_range_across_chunks() {
+        let chunks: Vec<Bytes> = ["abc", "defg", "h", "ijkl"]
+            .iter()
+            .map(|s| Bytes::from_static(s.as_bytes()))
+            .collect();
+        let cat = |v: Vec<Bytes>| v.iter().flat_map(|b| b.to_vec()).collect::<Vec<u8>>();
+        assert_eq!(cat(slice_range(&chunks, 0, 12)), b"abcdefghijkl");
+        assert_eq!(cat(slice_range(&chunks, 2, 9)), b"cdefghi");
+        assert_eq!(cat(slice_range(&chunks, 3, 7)), b"defg");
+        assert_eq!(cat(slice_range(&chunks, 7, 8)), b"h");
+        assert!(slice_range(&chunks, 5, 5).is_empty());
+        assert!(slice_range(&chunks, 12, 20).is_empty());
+        for cut in 0..=12 {
+            let mut both = cat(slice_range(&chunks, 0, cut));
+            both.extend(cat(slice_range(&chunks, cut, 12)));
+            assert_eq!(both, b"abcdefghijkl", "cut at {cut}");
         }
     }
 }

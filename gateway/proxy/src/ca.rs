@@ -180,6 +180,58 @@ pub fn issue_client(
     Ok((crt, key_path, serial_hex))
 }
 
+/// Issues a server certificate for a reverse listener, signed by the CA in `ca_dir`:
+/// `out/server.crt` (leaf + CA) and `out/server.key` (mode 0600), for the DNS names and IP
+/// addresses in `names` (the first is the common name), valid for `days`. Refuses to overwrite.
+pub fn issue_server(
+    ca_dir: &Path,
+    names: &[String],
+    days: u32,
+    out: &Path,
+) -> Result<(PathBuf, PathBuf)> {
+    let Some(first) = names.first() else {
+        return Err(ProxyError::Cert {
+            path: out.to_path_buf(),
+            message: "name at least one host (--name)".into(),
+        });
+    };
+    let ca_cert = ca_dir.join("ca.crt");
+    let ca = CertAuthority::load(&ca_cert, &ca_dir.join("ca.key"))?;
+    let (crt, key_path) = (out.join("server.crt"), out.join("server.key"));
+    for p in [&crt, &key_path] {
+        if p.exists() {
+            return Err(ProxyError::Cert {
+                path: p.clone(),
+                message: "already exists; refusing to overwrite".into(),
+            });
+        }
+    }
+    let mut params = CertificateParams::new(names.to_vec()).map_err(|e| ProxyError::Cert {
+        path: out.to_path_buf(),
+        message: format!("not a host name or address: {e}"),
+    })?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, first.as_str());
+    dn.push(DnType::OrganizationName, "Sekisho");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let start = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    params.not_before = start;
+    params.not_after = start + time::Duration::days(i64::from(days.clamp(1, 397)));
+    params.serial_number = Some(random_serial());
+    std::fs::create_dir_all(out)
+        .map_err(|e| ProxyError::io(format!("creating {}", out.display()), e))?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(mint_err)?;
+    let cert = params.signed_by(&key, &ca.issuer).map_err(mint_err)?;
+    let ca_pem = std::fs::read_to_string(&ca_cert)
+        .map_err(|e| ProxyError::io(format!("reading {}", ca_cert.display()), e))?;
+    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&crt, format!("{}{}", cert.pem(), ca_pem).as_bytes(), 0o644)?;
+    Ok((crt, key_path))
+}
+
 fn hex_serial(s: &SerialNumber) -> String {
     s.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -16,18 +16,19 @@ use sekisho_core::{
     BoxFuture, Direction, Evidence, Finding, RequestHead, Respond, ResponseHead, Severity, Verdict,
 };
 
-use crate::blockpage::{self, BlockInfo};
 use crate::body::{inspect, is_blocked, DrainOnDrop};
+use crate::config::RangeRequests;
 use crate::conn::ConnInfo;
+use crate::expect::{wants_continue, Gate};
 use crate::fault::{self, Fault};
 use crate::flowstate::{FinishGuard, FlowState};
 use crate::guard::Refused;
+use crate::pages::{Page, Reason};
+use crate::range::Wanted;
 use crate::shared::Shared;
 use crate::shed;
 use crate::upstream::{classify, ProxyBody, UpstreamFailure};
-use crate::wire::{
-    add_via, block_response, cl_and_te, empty, full, strip_hop_by_hop, text_response,
-};
+use crate::wire::{add_via, cl_and_te, empty, strip_hop_by_hop};
 
 /// A pool of upstreams (a reverse-proxy route): what the driver needs to send a request there.
 pub(crate) trait Pool: Send + Sync {
@@ -96,6 +97,9 @@ pub(crate) async fn inspect_and_send(
     body: Incoming,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
+    if let Some(a) = parts.extensions.get::<crate::serve::ClientActivity>() {
+        x.state.set_client_activity(Arc::clone(&a.0));
+    }
     let done: Result<Response<ProxyBody>, Early> = async {
         // Both Content-Length and Transfer-Encoding: the classic smuggling candidate. RFC 9112
         // §6.3 lets a server refuse it; we do, so no two readers can disagree on its length.
@@ -107,9 +111,13 @@ pub(crate) async fn inspect_and_send(
         {
             let what = "both Content-Length and Transfer-Encoding";
             shed::report(&x.shared, &x.conn, shed::Attack::Malformed, what).await;
-            x.state.set_status(400);
             x.state.set_error(what);
-            let mut r = text_response(StatusCode::BAD_REQUEST, &format!("request has {what}"));
+            let page = Page::new(
+                Reason::BadRequest(format!("the request has {what}")),
+                &x.head.host,
+                None,
+            );
+            let mut r = x.state.page(StatusCode::BAD_REQUEST, page);
             r.headers_mut().insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
@@ -118,23 +126,27 @@ pub(crate) async fn inspect_and_send(
         }
         // The stages see the head before anything is sent (a block or an answer ends it here).
         let v = x.request_head_phase().await?;
+        let range = x.range_policy(&mut parts.headers).await?;
+        let expect = wants_continue(parts.version, &parts.headers).then(Gate::default);
+        let length = content_length(&parts.headers);
         // Hop-by-hop headers, Via and the destination's rewrite, on what goes upstream only.
         x.prepare_upstream(&mut parts, client_upgrade.is_some());
         // A bodyless request runs its body phase now; a held body is read and judged whole.
-        let body = x.request_body_phase(body, v).await?;
-        // The response-head deadline starts once the request body is sent.
-        let resp = x
-            .send_with_deadline(Request::from_parts(parts, body))
+        let body = x
+            .request_body_phase(body, v, length, expect.as_ref())
             .await?;
-        let answered = x
+        let mut req = Request::from_parts(parts, body);
+        if let Some(g) = &expect {
+            g.watch(&mut req);
+        }
+        // The response-head deadline starts once the request body is sent.
+        let resp = x.send_with_deadline(req).await?;
+        let mut answered = x
             .response_head_phase(resp, client_upgrade.is_some())
             .await?;
-        match (client_upgrade, answered.upgrade) {
+        match (client_upgrade, answered.upgrade.take()) {
             (Some(c), Some(s)) => Ok(x.finish_upgrade(answered.parts, c, s, guard)),
-            (_, _) => {
-                x.response_body_phase(answered.parts, answered.body, answered.verdict, guard)
-                    .await
-            }
+            (_, _) => x.response_body_phase(answered, guard, range).await,
         }
     }
     .await;
@@ -155,9 +167,67 @@ impl Exchange {
         Ok(v)
     }
 
+    /// `[policy] range_requests` for a `Range` request on a listener with a stage that scans
+    /// whole files: the range taken off the request ("whole"), a 403 ("refuse"), or forwarded
+    /// with an event ("pass").
+    async fn range_policy(&self, headers: &mut http::HeaderMap) -> Result<Option<Wanted>, Early> {
+        if !headers.contains_key(header::RANGE)
+            || !self.shared.pipeline(self.conn.index).scans_whole_bodies()
+        {
+            return Ok(None);
+        }
+        let range = headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        match self.shared.dest.load().range_requests {
+            RangeRequests::Whole => Ok(Wanted::take(headers)),
+            RangeRequests::Refuse => {
+                let why = format!(
+                    "range requests ({range}) are refused here: the gateway scans whole files"
+                );
+                self.state.set_error(why.clone());
+                let page = Page::new(Reason::BadRequest(why), &self.head.host, None);
+                Err(self.state.page(StatusCode::FORBIDDEN, page))
+            }
+            RangeRequests::Pass => {
+                let mut f = Finding::new(
+                    "policy",
+                    "range-passed",
+                    format!("range request ({range}) passed: the file is inspected in pieces"),
+                    Severity::Info,
+                    "uninspected",
+                    Evidence::new("request.header.range", &range),
+                );
+                f.stage = "policy";
+                f.action = sekisho_core::Action::Allowed;
+                self.state.emit_own(f).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether a response's content type is one of `[policy] stream_types`.
+    fn is_stream(&self, headers: &http::HeaderMap) -> bool {
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                crate::config::is_stream_type(&self.shared.dest.load().stream_types, ct)
+            })
+    }
+
+    /// Adds this gateway's `Via` entry unless `[policy] via = false`.
+    fn via(&self, headers: &mut http::HeaderMap, version: Version) {
+        if self.shared.dest.load().via {
+            add_via(headers, version, &self.shared.via_node);
+        }
+    }
+
     fn prepare_upstream(&self, parts: &mut http::request::Parts, upgrade: bool) {
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        add_via(&mut parts.headers, parts.version, &self.shared.via_node);
+        self.via(&mut parts.headers, parts.version);
         match &self.dest {
             Dest::Direct { uri, drop_host } => {
                 if *drop_host {
@@ -171,8 +241,17 @@ impl Exchange {
     }
 
     /// The request body as it goes upstream: empty (its body phase already run), inspected as
-    /// it streams, or (held) read whole, judged, then replayed.
-    async fn request_body_phase(&self, body: Incoming, v: Verdict) -> Result<ProxyBody, Early> {
+    /// it streams, or (held) read whole, judged, then replayed. A body announced larger than
+    /// can be held is refused (or passed, by `on_overflow`) before a byte of it is read; with
+    /// `Expect: 100-continue` the body waits for the origin's 100 (a held one is then judged
+    /// whole before any of it is released).
+    async fn request_body_phase(
+        &self,
+        body: Incoming,
+        v: Verdict,
+        length: Option<u64>,
+        expect: Option<&Gate>,
+    ) -> Result<ProxyBody, Early> {
         let state = &self.state;
         let mut v = v;
         if body.is_end_stream() && v != Verdict::Hold {
@@ -189,12 +268,19 @@ impl Exchange {
                 return Ok(empty());
             }
         }
+        if v == Verdict::Hold {
+            v = self.refuse_unholdable(Direction::Request, length).await?;
+        }
         let stream = inspect(
-            DrainOnDrop::new(body, self.shared.limits.read_timeout),
+            DrainOnDrop::new(body, self.shared.limits.body_timeout)
+                .armed(expect.map(|g| Arc::clone(&g.opened))),
             Direction::Request,
             Arc::clone(state),
             None,
         );
+        if let Some(g) = expect {
+            return Ok(g.hold(stream));
+        }
         if v != Verdict::Hold {
             return Ok(stream);
         }
@@ -209,13 +295,48 @@ impl Exchange {
             }
             Err(e) => {
                 state.set_error(format!("request body: {e}"));
-                state.set_status(400);
-                Err(text_response(
+                let why = Reason::BadRequest("the request body could not be read".into());
+                Err(state.page(
                     StatusCode::BAD_REQUEST,
-                    "the request body could not be read",
+                    Page::new(why, &self.head.host, None),
                 ))
             }
         }
+    }
+
+    /// A body of `length` bytes that holding stages of `dir` could never hold: each holding
+    /// stage's `on_overflow` now, before any of it is read (a 413 page saying "too large to
+    /// scan", or the body passes uninspected by those stages). Returns the verdict that goes on.
+    async fn refuse_unholdable(
+        &self,
+        dir: Direction,
+        length: Option<u64>,
+    ) -> Result<Verdict, Early> {
+        let limit = self.shared.limits.hold_per_flow as u64;
+        let Some(len) = length.filter(|n| *n > limit) else {
+            return Ok(Verdict::Hold);
+        };
+        let state = &self.state;
+        let mut flow = state.flow.lock().await;
+        if !flow.holding(dir) {
+            return Ok(Verdict::Allow);
+        }
+        self.shared.metrics.hold_overflows.inc();
+        let reason = format!(
+            "too large to scan (Content-Length {len} is over the per-flow hold limit of {limit} bytes)"
+        );
+        let v = flow.overflow(dir, &reason);
+        state.emit(&mut flow).await;
+        if v == Verdict::Block {
+            state.set_error(reason);
+            let status = match dir {
+                Direction::Request => StatusCode::PAYLOAD_TOO_LARGE,
+                Direction::Response => StatusCode::FORBIDDEN,
+            };
+            return Err(state.page(status, blocked_page(&flow, &self.head.host)));
+        }
+        // Passed uninspected by the stages that held (an alert each): nothing is held now.
+        Ok(Verdict::Alert)
     }
 
     /// Sends the request; the upstream must send its response head within the response
@@ -244,16 +365,15 @@ impl Exchange {
                 Dest::Pool(d) => d.send(shared, state, req).await,
             }
         };
+        let _busy = state.client_busy();
         let sent = tokio::select! {
             r = send => r,
             () = deadline => {
                 shared.metrics.upstream_errors.with_label_values(&["timeout"]).inc();
-                state.set_error(format!("no response head within {response_timeout:?}"));
-                state.set_status(504);
-                return Err(text_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the upstream server did not answer in time",
-                ));
+                let waited = crate::wire::secs(response_timeout);
+                state.set_error(format!("no response head within {waited}"));
+                let page = Page::new(Reason::Timeout(waited), &self.head.host, None);
+                return Err(state.page(StatusCode::GATEWAY_TIMEOUT, page));
             }
         };
         match sent {
@@ -263,10 +383,10 @@ impl Exchange {
             }
             Err(SendError::NoUpstream) => {
                 state.set_error("no upstream in the pool");
-                state.set_status(502);
-                Err(text_response(
+                let why = Reason::Unreachable("no upstream server is available".into());
+                Err(state.page(
                     StatusCode::BAD_GATEWAY,
-                    "no upstream server is available",
+                    Page::new(why, &self.head.host, None),
                 ))
             }
         }
@@ -305,19 +425,23 @@ impl Exchange {
             headers: parts.headers.clone(),
         };
         let mut flow = state.flow.lock().await;
-        let verdict = flow.response_head(&rhead);
+        let mut verdict = flow.response_head(&rhead);
         state.emit(&mut flow).await;
+        if verdict == Verdict::Hold && self.is_stream(&parts.headers) {
+            let released = flow.stream(Direction::Response);
+            for stage in &released {
+                self.shared
+                    .metrics
+                    .streamed
+                    .with_label_values(&[self.conn.listener.as_ref(), stage])
+                    .inc();
+            }
+            if !flow.holding(Direction::Response) {
+                verdict = flow.verdict();
+            }
+        }
         if verdict == Verdict::Block {
-            state.set_status(403);
-            let host = &self.head.host;
-            return Err(block_response(
-                StatusCode::FORBIDDEN,
-                "Response blocked",
-                &format!("The response from {host} was blocked by the gateway policy."),
-                host,
-                &flow_category(state, &flow),
-                flow.blocking_event(),
-            ));
+            return Err(state.page(StatusCode::FORBIDDEN, blocked_page(&flow, &self.head.host)));
         }
         state.set_status(parts.status.as_u16());
         Ok(Answered {
@@ -338,7 +462,7 @@ impl Exchange {
         guard: FinishGuard,
     ) -> Response<ProxyBody> {
         strip_hop_by_hop(&mut rparts.headers, true);
-        add_via(&mut rparts.headers, Version::HTTP_11, &self.shared.via_node);
+        self.via(&mut rparts.headers, Version::HTTP_11);
         let st = Arc::clone(&self.state);
         tokio::spawn(async move {
             let _guard = guard;
@@ -347,12 +471,7 @@ impl Exchange {
                     let mut c = TokioIo::new(c);
                     let mut s = TokioIo::new(s);
                     match tokio::io::copy_bidirectional(&mut c, &mut s).await {
-                        Ok((to_s, to_c)) => {
-                            st.to_server
-                                .fetch_add(to_s, std::sync::atomic::Ordering::Relaxed);
-                            st.to_client
-                                .fetch_add(to_c, std::sync::atomic::Ordering::Relaxed);
-                        }
+                        Ok((to_s, to_c)) => st.count_relayed(to_s, to_c),
                         Err(e) => st.set_error(format!("upgraded stream: {e}")),
                     }
                 }
@@ -366,13 +485,26 @@ impl Exchange {
     /// goes out, so a block is a page.
     async fn response_body_phase(
         &self,
-        mut rparts: http::response::Parts,
-        rbody: Incoming,
-        v: Verdict,
+        answered: Answered,
         guard: FinishGuard,
+        range: Option<Wanted>,
     ) -> Result<Response<ProxyBody>, Early> {
+        let Answered {
+            parts: mut rparts,
+            body: rbody,
+            verdict: v,
+            ..
+        } = answered;
         strip_hop_by_hop(&mut rparts.headers, false);
-        add_via(&mut rparts.headers, rparts.version, &self.shared.via_node);
+        // A range taken off the request: the whole file is judged, the range is answered.
+        let partial = range.and_then(|w| {
+            let total = content_length(&rparts.headers)?;
+            let (a, b) =
+                (rparts.status == StatusCode::OK).then(|| w.answer(&rparts.headers, total))??;
+            crate::range::partial_head(&mut rparts, a, b, total);
+            Some((a, b))
+        });
+        self.via(&mut rparts.headers, rparts.version);
         if let Dest::Pool(d) = &self.dest {
             if let Ok(v) = HeaderValue::from_str(d.request_id()) {
                 rparts.headers.insert("x-request-id", v);
@@ -384,8 +516,18 @@ impl Exchange {
             Arc::clone(&self.state),
             Some(guard),
         );
+        let v = match v {
+            Verdict::Hold => {
+                let length = content_length(&rparts.headers);
+                self.refuse_unholdable(Direction::Response, length).await?
+            }
+            v => v,
+        };
         if v == Verdict::Hold {
             body = self.held_response(body).await?;
+        }
+        if let Some((a, b)) = partial {
+            body = crate::range::slice(body, a, b);
         }
         self.shared
             .metrics
@@ -400,23 +542,14 @@ impl Exchange {
         let state = &self.state;
         match body.frame().await {
             Some(Err(e)) if is_blocked(e.as_ref()) => {
-                state.set_status(403);
                 let flow = state.flow.lock().await;
-                let host = &self.head.host;
-                Err(block_response(
-                    StatusCode::FORBIDDEN,
-                    "Download blocked",
-                    &format!("The content from {host} was blocked by the gateway."),
-                    host,
-                    &flow_category(state, &flow),
-                    flow.blocking_event(),
-                ))
+                Err(state.page(StatusCode::FORBIDDEN, blocked_page(&flow, &self.head.host)))
             }
             Some(Err(e)) => {
-                state.set_status(502);
-                Err(text_response(
+                let why = Reason::Unreachable(format!("its response failed: {e}"));
+                Err(state.page(
                     StatusCode::BAD_GATEWAY,
-                    &format!("upstream body failed: {e}"),
+                    Page::new(why, &self.head.host, None),
                 ))
             }
             Some(Ok(first)) => {
@@ -431,6 +564,14 @@ impl Exchange {
             None => Ok(empty()),
         }
     }
+}
+
+/// A message's announced `Content-Length`.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Reads an inspected request body to its end and returns it as a body of those frames.
@@ -454,15 +595,16 @@ fn request_blocked(
     if let Some(r) = flow.block_response() {
         return stage_response(state, flow, host, r);
     }
-    state.set_status(403);
-    block_response(
-        StatusCode::FORBIDDEN,
-        "Access blocked",
-        &format!("The request to {host} was blocked by the gateway policy."),
-        host,
-        &flow_category(state, flow),
-        flow.blocking_event(),
-    )
+    state.page(StatusCode::FORBIDDEN, blocked_page(flow, host))
+}
+
+/// The page for what the flow's blocking finding says (its category, signature, hold limit).
+pub(crate) fn blocked_page(flow: &sekisho_core::Flow, host: &str) -> Page {
+    let reason = flow
+        .blocking_finding()
+        .map(Reason::of_finding)
+        .unwrap_or(Reason::Policy);
+    Page::new(reason, host, flow.blocking_event())
 }
 
 /// A response a stage chose ([`Respond`]), for a block or as its own answer to the request.
@@ -476,20 +618,15 @@ pub(crate) fn stage_response(
     state.set_status(status.as_u16());
     match r {
         Respond::Warn { continue_url } => {
-            let category = flow_category(state, flow);
-            blockpage::warn_response(
-                &BlockInfo {
-                    title: "Warning",
-                    reason: &format!(
-                        "{host} is in the category {category} that your organisation's policy asks you to confirm."
-                    ),
-                    host,
-                    category: &category,
-                    event_id: flow.blocking_event(),
-                },
-                continue_url,
-            )
-            .map(full)
+            let category = flow
+                .blocking_finding()
+                .map(|f| f.category.clone())
+                .unwrap_or_else(|| "policy".to_string());
+            let why = Reason::Warn {
+                category,
+                continue_url: continue_url.clone(),
+            };
+            state.page(status, Page::new(why, host, flow.blocking_event()))
         }
         Respond::Redirect { location, .. } => {
             let mut resp = Response::new(empty());
@@ -501,21 +638,8 @@ pub(crate) fn stage_response(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }
-        Respond::Status(_) => block_response(
-            status,
-            "Access blocked",
-            &format!("The request to {host} was blocked by the gateway policy."),
-            host,
-            &flow_category(state, flow),
-            flow.blocking_event(),
-        ),
+        Respond::Status(_) => state.page(status, blocked_page(flow, host)),
     }
-}
-
-pub(crate) fn flow_category(_state: &FlowState, flow: &sekisho_core::Flow) -> String {
-    flow.blocking_finding()
-        .map(|f| f.category.clone())
-        .unwrap_or_else(|| "policy".to_string())
 }
 
 async fn upstream_failed(
@@ -527,16 +651,7 @@ async fn upstream_failed(
     {
         let flow = state.flow.lock().await;
         if flow.verdict() == Verdict::Block || is_blocked(&err) {
-            state.set_status(403);
-            let category = flow_category(state, &flow);
-            return block_response(
-                StatusCode::FORBIDDEN,
-                "Upload blocked",
-                &format!("The request to {host} was blocked by the gateway."),
-                host,
-                &category,
-                flow.blocking_event(),
-            );
+            return state.page(StatusCode::FORBIDDEN, blocked_page(&flow, host));
         }
     }
     let failure = classify(&err);
@@ -547,6 +662,7 @@ async fn upstream_failed(
         .inc();
     match failure {
         UpstreamFailure::Certificate(reason) => {
+            let words = reason.clone();
             let mut f = Finding::new(
                 "tls",
                 "upstream-certificate",
@@ -555,30 +671,23 @@ async fn upstream_failed(
                 "tls-upstream-certificate",
                 Evidence::new("upstream.certificate", &reason),
             );
+            let reason = format!("upstream certificate rejected: {reason}");
             f.stage = "tls";
             f.action = sekisho_core::Action::Blocked;
             let id = f.event_id;
             state.set_error(reason.clone());
-            state.set_status(502);
             state.emit_own(f).await;
             tracing::warn!(host, reason, event_id = %id, "upstream certificate rejected");
-            block_response(
-                StatusCode::BAD_GATEWAY,
-                "Untrusted server certificate",
-                &format!("The certificate of {host} could not be verified, so the connection was refused: {reason}"),
-                host,
-                "tls-upstream-certificate",
-                Some(id),
-            )
+            let page = Page::new(Reason::Certificate(words), host, Some(id));
+            state.page(StatusCode::BAD_GATEWAY, page)
         }
         UpstreamFailure::Denied(why) => refuse_destination(state, host, &why).await,
         UpstreamFailure::Unresolved(reason) => {
             state.set_error(reason.clone());
-            state.set_status(502);
             fault::on_flow(state, Fault::UpstreamUnresolvable, host, &reason).await;
-            text_response(
+            state.page(
                 StatusCode::BAD_GATEWAY,
-                &format!("upstream {host} failed: {reason}"),
+                Page::new(Reason::NotFound, host, None),
             )
         }
         UpstreamFailure::Tls(reason)
@@ -586,11 +695,8 @@ async fn upstream_failed(
         | UpstreamFailure::Other(reason) => {
             tracing::info!(host, reason, "upstream failed");
             state.set_error(reason.clone());
-            state.set_status(502);
-            text_response(
-                StatusCode::BAD_GATEWAY,
-                &format!("upstream {host} failed: {reason}"),
-            )
+            let page = Page::new(Reason::Unreachable(reason), host, None);
+            state.page(StatusCode::BAD_GATEWAY, page)
         }
     }
 }
@@ -602,6 +708,12 @@ pub(crate) async fn refuse_destination(
     host: &str,
     why: &Refused,
 ) -> Response<ProxyBody> {
+    let page = refusal(state, host, why).await;
+    state.page(StatusCode::FORBIDDEN, page)
+}
+
+/// The threat event of a refused destination, and the page that names it.
+pub(crate) async fn refusal(state: &FlowState, host: &str, why: &Refused) -> Page {
     let (rule, location, data) = match why {
         Refused::Network { ip, net } => (
             format!("deny_networks:{net}"),
@@ -636,15 +748,7 @@ pub(crate) async fn refuse_destination(
     f.action = sekisho_core::Action::Blocked;
     let id = f.event_id;
     state.set_error(why.to_string());
-    state.set_status(403);
     state.emit_own(f).await;
     tracing::info!(host, reason = %why, event_id = %id, "destination refused");
-    block_response(
-        StatusCode::FORBIDDEN,
-        "Destination not allowed",
-        &format!("The gateway does not connect to {host}: {why}."),
-        host,
-        "policy-violation",
-        Some(id),
-    )
+    Page::new(Reason::Destination(why.to_string()), host, Some(id))
 }

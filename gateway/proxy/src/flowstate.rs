@@ -70,10 +70,18 @@ pub(crate) struct FlowState {
     finished: AtomicBool,
     request_sent: AtomicBool,
     request_sent_notify: tokio::sync::Notify,
+    /// Bytes delivered to the server and to the client.
     pub to_server: AtomicU64,
     pub to_client: AtomicU64,
+    /// Bytes received from the client and from the server.
+    pub from_client: AtomicU64,
+    pub from_server: AtomicU64,
     /// Things released when the flow ends (a pool member's in-flight count).
     held: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+    /// The client connection's activity clock (marked busy while the upstream is awaited).
+    client: std::sync::OnceLock<Arc<crate::io::Activity>>,
+    /// The client's `Accept-Language`: the language of the pages it is shown.
+    accept_language: std::sync::OnceLock<String>,
 }
 
 impl FlowState {
@@ -99,8 +107,48 @@ impl FlowState {
             request_sent_notify: tokio::sync::Notify::new(),
             to_server: AtomicU64::new(0),
             to_client: AtomicU64::new(0),
+            from_client: AtomicU64::new(0),
+            from_server: AtomicU64::new(0),
             held: Mutex::new(Vec::new()),
+            client: std::sync::OnceLock::new(),
+            accept_language: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keeps the request's `Accept-Language` for the pages this flow may show.
+    pub(crate) fn set_accept_language(&self, headers: &http::HeaderMap) {
+        if let Some(v) = headers
+            .get(http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+        {
+            let _ = self.accept_language.set(v.chars().take(256).collect());
+        }
+    }
+
+    /// A page the gateway shows instead of the site, in the client's language; the flow's
+    /// status becomes `status` and its body counts as delivered to the client.
+    pub(crate) fn page(
+        &self,
+        status: http::StatusCode,
+        page: crate::pages::Page,
+    ) -> http::Response<crate::upstream::ProxyBody> {
+        self.set_status(status.as_u16());
+        let pages = self.shared.pages.load();
+        let lang = pages.pick(self.accept_language.get().map(String::as_str));
+        let r = page.response(status, &pages, lang);
+        self.to_client
+            .fetch_add(r.body().len() as u64, Ordering::Relaxed);
+        r.map(crate::wire::full)
+    }
+
+    /// Names the client connection's activity clock (once).
+    pub(crate) fn set_client_activity(&self, a: Arc<crate::io::Activity>) {
+        let _ = self.client.set(a);
+    }
+
+    /// Marks the client connection busy until the guard drops (see [`crate::io::Activity::busy`]).
+    pub(crate) fn client_busy(&self) -> Option<crate::io::Busy> {
+        self.client.get().map(|a| a.busy())
     }
 
     fn record(&self) -> std::sync::MutexGuard<'_, Record> {
@@ -273,6 +321,8 @@ impl FlowState {
             status: r.http.status,
             bytes_to_server: self.to_server.load(Ordering::Relaxed),
             bytes_to_client: self.to_client.load(Ordering::Relaxed),
+            bytes_from_client: self.from_client.load(Ordering::Relaxed),
+            bytes_from_server: self.from_server.load(Ordering::Relaxed),
             duration_ms: self.started.elapsed().as_millis() as u64,
             verdict: r.verdict,
             event_ids: r.event_ids.clone(),
@@ -282,6 +332,15 @@ impl FlowState {
         };
         drop(r);
         self.shared.events.flow(&line);
+    }
+
+    /// Counts bytes that passed both ways uninspected (a spliced or upgraded stream): received
+    /// and delivered alike.
+    pub(crate) fn count_relayed(&self, to_server: u64, to_client: u64) {
+        self.from_client.fetch_add(to_server, Ordering::Relaxed);
+        self.to_server.fetch_add(to_server, Ordering::Relaxed);
+        self.from_server.fetch_add(to_client, Ordering::Relaxed);
+        self.to_client.fetch_add(to_client, Ordering::Relaxed);
     }
 
     /// Updates the flow's meta (SNI, TLS mode) as a tunnel is classified.

@@ -14,21 +14,23 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use sekisho_core::{split_host_port, DestinationInfo, RequestHead, TlsMode, Verdict};
 use tokio::net::TcpStream;
 
+use crate::config::TlsBlockPage;
 use crate::conn::ConnInfo;
 use crate::dial::{connect_checked, take_refused};
-use crate::driver::{flow_category, inspect_and_send, refuse_destination, Dest, Exchange};
+use crate::driver::{blocked_page, inspect_and_send, refusal, refuse_destination, Dest, Exchange};
 use crate::flowstate::{FinishGuard, FlowState, HttpFacts};
 use crate::guard::Refused;
 use crate::headtap;
 use crate::io::{Activity, Tracked};
-use crate::serve::{attach_raw_head, serve_decrypted, RawHead};
+use crate::pages::Page;
+use crate::serve::{attach_raw_head, serve_decrypted, ClientActivity, RawHead};
 use crate::shared::Shared;
 use crate::shed::{self, Attack};
 use crate::tlspeek::{peek_client_hello, Peeked, Rewind};
 use crate::upstream::{error_chain, ProxyBody};
 use crate::wire::{
-    authority, bad_target, block_response, empty, host_from_authority, is_loop, new_meta,
-    text_response, wants_upgrade,
+    authority, bad_target, empty, host_from_authority, is_loop, new_meta, text_response,
+    wants_upgrade,
 };
 
 /// A decrypted CONNECT tunnel's facts.
@@ -36,8 +38,9 @@ pub(crate) struct TunnelCtx {
     host: String,
     port: u16,
     sni: Option<String>,
-    /// The tunnel's ClientHello was refused by policy: every request gets the block page.
-    blocked: Option<(Option<uuid::Uuid>, String)>,
+    /// The tunnel was refused by policy (at CONNECT or at its ClientHello): every request gets
+    /// this page.
+    blocked: Option<Page>,
     /// The TLS version negotiated with the client.
     tls_version: Option<u16>,
 }
@@ -50,10 +53,13 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
         TokioIo::new(Tracked::new(tcp, Arc::clone(&activity)).with_tap(Some(Arc::clone(&tap))));
     let svc_shared = Arc::clone(&shared);
     let svc_conn = Arc::clone(&conn);
-    let svc = service_fn(move |mut req| {
+    let svc_activity = Arc::clone(&activity);
+    let svc = service_fn(move |mut req: Request<Incoming>| {
         let shared = Arc::clone(&svc_shared);
         let conn = Arc::clone(&svc_conn);
         attach_raw_head(&tap, &mut req);
+        req.extensions_mut()
+            .insert(ClientActivity(Arc::clone(&svc_activity)));
         async move { Ok::<_, Infallible>(proxy_request(shared, conn, req).await) }
     });
     let served = hyper::server::conn::http1::Builder::new()
@@ -190,24 +196,14 @@ pub(crate) async fn http_flow(
     };
     let flow = shared.pipeline(conn.index).start(Arc::new(meta));
     let state = FlowState::new(Arc::clone(&shared), flow, http, dest);
+    state.set_accept_language(&parts.headers);
     let guard = FinishGuard(Arc::clone(&state));
 
     if is_loop(&parts.headers, &shared.via_node) {
         return refuse_destination(&state, &head.host, &Refused::Loop).await;
     }
-    if let Some((event_id, pattern)) = tunnel.as_ref().and_then(|t| t.blocked.clone()) {
-        state.set_status(403);
-        return block_response(
-            StatusCode::FORBIDDEN,
-            "Access blocked",
-            &format!(
-                "The site {} is not allowed by the gateway policy.",
-                head.host
-            ),
-            &head.host,
-            &pattern,
-            event_id,
-        );
+    if let Some(page) = tunnel.as_ref().and_then(|t| t.blocked.clone()) {
+        return state.page(StatusCode::FORBIDDEN, page);
     }
 
     let x = Exchange {
@@ -228,7 +224,7 @@ pub(crate) async fn http_flow(
 async fn connect(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let Some(auth) = req.uri().authority().map(|a| a.as_str().to_string()) else {
         shared
@@ -276,39 +272,102 @@ async fn connect(
     };
     let flow = shared.pipeline(conn.index).start(Arc::new(meta));
     let state = FlowState::new(Arc::clone(&shared), flow, http, dest);
+    state.set_accept_language(req.headers());
     let guard = FinishGuard(Arc::clone(&state));
-    if let Err(why) = connect_allowed(&shared, &host, port) {
-        shared.metrics.tunnels.with_label_values(&["blocked"]).inc();
-        return refuse_destination(&state, &host, &why).await;
-    }
-    {
-        let mut flow = state.flow.lock().await;
-        let v = flow.request_head(&head);
-        state.emit(&mut flow).await;
-        if v == Verdict::Block {
+    let blocked = match connect_allowed(&shared, &host, port) {
+        // A port outside connect_ports is refused at CONNECT: the client may not speak TLS.
+        Err(why @ Refused::Port(_)) => {
             shared.metrics.tunnels.with_label_values(&["blocked"]).inc();
-            state.set_status(403);
-            let category = flow_category(&state, &flow);
-            return block_response(
-                StatusCode::FORBIDDEN,
-                "Access blocked",
-                &format!("The site {host} is not allowed by the gateway policy."),
-                &host,
-                &category,
-                flow.blocking_event(),
-            );
+            return refuse_destination(&state, &host, &why).await;
         }
+        Err(why) => Some(refusal(&state, &host, &why).await),
+        Ok(()) => {
+            let mut flow = state.flow.lock().await;
+            let v = flow.request_head(&head);
+            state.emit(&mut flow).await;
+            (v == Verdict::Block).then(|| blocked_page(&flow, &host))
+        }
+    };
+    if let Some(page) = blocked {
+        shared.metrics.tunnels.with_label_values(&["blocked"]).inc();
+        if let Some(r) = refuse_connect(&shared, &conn, &state, &host, page.clone()).await {
+            return r;
+        }
+        state.set_status(403);
+        return open_tunnel(shared, conn, state, guard, req, host, port, Some(page));
     }
     state.set_status(200);
+    open_tunnel(shared, conn, state, guard, req, host, port, None)
+}
+
+/// Answers the CONNECT with 200 and serves the tunnel once hyper hands the connection over.
+#[allow(clippy::too_many_arguments)]
+fn open_tunnel(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    state: Arc<FlowState>,
+    guard: FinishGuard,
+    mut req: Request<Incoming>,
+    host: String,
+    port: u16,
+    blocked: Option<Page>,
+) -> Response<ProxyBody> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let _guard = guard;
         match on_upgrade.await {
-            Ok(up) => tunnel(shared, conn, state, host, port, TokioIo::new(up)).await,
+            Ok(up) => tunnel(shared, conn, state, host, port, blocked, TokioIo::new(up)).await,
             Err(e) => state.set_error(format!("CONNECT upgrade failed: {e}")),
         }
     });
     Response::new(empty())
+}
+
+/// A blocked CONNECT: refused with a 403 (that browsers do not show) when `tls_block_page =
+/// "refuse"` or the host is never decrypted, with an event saying the page could not be shown;
+/// None when the page is to be shown inside the TLS session.
+async fn refuse_connect(
+    shared: &Shared,
+    conn: &ConnInfo,
+    state: &FlowState,
+    host: &str,
+    page: Page,
+) -> Option<Response<ProxyBody>> {
+    let never = never_decrypt(shared, conn, host);
+    if shared.dest.load().tls_block_page == TlsBlockPage::Bump && never.is_none() {
+        return None;
+    }
+    if let Some(why) = never {
+        page_not_shown(state, host, &why, page.event_id).await;
+    }
+    Some(state.page(StatusCode::FORBIDDEN, page))
+}
+
+/// Why `host` must never be decrypted: `[tls] splice`, or a stage's splice category.
+fn never_decrypt(shared: &Shared, conn: &ConnInfo, host: &str) -> Option<String> {
+    if shared.splice.matches(host) {
+        return Some("[tls] splice lists it".into());
+    }
+    shared.pipeline(conn.index).never_decrypt(host)
+}
+
+/// The event for a block whose page could not be shown (the host is never decrypted).
+async fn page_not_shown(state: &FlowState, host: &str, why: &str, blocking: Option<uuid::Uuid>) {
+    let detail = format!(
+        "the block page for {host} could not be shown: it is never decrypted ({why}); the tunnel was refused{}",
+        blocking.map(|id| format!(" (block event {id})")).unwrap_or_default()
+    );
+    let mut f = sekisho_core::Finding::new(
+        "tls",
+        "block-page-not-shown",
+        detail,
+        sekisho_core::Severity::Info,
+        "policy",
+        sekisho_core::Evidence::new("tls.block_page", why),
+    );
+    f.stage = "tls";
+    f.action = sekisho_core::Action::Blocked;
+    state.emit_own(f).await;
 }
 
 /// CONNECT's port, and its host when it is an address: refused before anything is dialled.
@@ -331,6 +390,7 @@ async fn tunnel<S>(
     state: Arc<FlowState>,
     host: String,
     port: u16,
+    refused: Option<Page>,
     mut io: S,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -369,13 +429,40 @@ async fn tunnel<S>(
     let sni = hello.sni.clone();
     state.update_meta(|meta| meta.sni = sni.clone()).await;
     let stage_splice;
-    let blocked = {
-        let mut flow = state.flow.lock().await;
-        let v = flow.tls_hello(&hello);
-        state.emit(&mut flow).await;
-        stage_splice = flow.splice_requested().map(str::to_string);
-        (v == Verdict::Block).then(|| (flow.blocking_event(), flow_category(&state, &flow)))
+    let refused_at_connect = refused.is_some();
+    let blocked = match refused {
+        Some(page) => {
+            stage_splice = None;
+            Some(page)
+        }
+        None => {
+            let mut flow = state.flow.lock().await;
+            let v = flow.tls_hello(&hello);
+            state.emit(&mut flow).await;
+            stage_splice = flow.splice_requested().map(str::to_string);
+            (v == Verdict::Block).then(|| blocked_page(&flow, &host))
+        }
     };
+    // A blocked tunnel is decrypted only to show its page, and only where decryption is
+    // allowed for both the CONNECT host and the SNI.
+    if let Some(page) = &blocked {
+        let never = never_decrypt(&shared, &conn, &host).or_else(|| {
+            sni.as_deref()
+                .and_then(|s| never_decrypt(&shared, &conn, s))
+        });
+        let refuse = shared.dest.load().tls_block_page == TlsBlockPage::Refuse;
+        if never.is_some() || refuse {
+            if !refused_at_connect {
+                m.tunnels.with_label_values(&["blocked"]).inc();
+            }
+            if let Some(why) = never {
+                page_not_shown(&state, &host, &why, page.event_id).await;
+            }
+            state.set_status(403);
+            state.set_error("tunnel refused by policy: closed without a page");
+            return;
+        }
+    }
     let splice = blocked.is_none()
         && (shared.splice.matches(&host)
             || sni.as_deref().is_some_and(|s| shared.splice.matches(s))
@@ -389,7 +476,7 @@ async fn tunnel<S>(
         splice_tunnel(&shared, &state, &host, port, io, bytes).await;
         return;
     }
-    if blocked.is_some() {
+    if blocked.is_some() && !refused_at_connect {
         m.tunnels.with_label_values(&["blocked"]).inc();
     }
     let cert_host = sni.clone().unwrap_or_else(|| host.clone());
@@ -455,13 +542,12 @@ async fn tunnel<S>(
             req,
         )
     };
+    // The tunnel's own line counts the decrypted bytes received from and delivered to the
+    // client; its requests' lines count what reached the servers.
     let (read, written) = serve_decrypted(&state.shared, &conn, tls, h2, handler).await;
-    state
-        .to_server
-        .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
-    state
-        .to_client
-        .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
+    use std::sync::atomic::Ordering::Relaxed;
+    state.from_client.fetch_add(read, Relaxed);
+    state.to_client.fetch_add(written, Relaxed);
 }
 
 async fn splice_tunnel<S>(
@@ -529,8 +615,7 @@ async fn splice_tunnel<S>(
     use std::sync::atomic::Ordering::Relaxed;
     let to_server = activity.written.load(Relaxed);
     let to_client = activity.read.load(Relaxed);
-    state.to_server.fetch_add(to_server, Relaxed);
-    state.to_client.fetch_add(to_client, Relaxed);
+    state.count_relayed(to_server, to_client);
     shared
         .metrics
         .bytes

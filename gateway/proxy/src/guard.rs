@@ -66,14 +66,38 @@ pub enum Refused {
     Port(u16),
 }
 
-/// The destination policy of the forward listeners.
-#[derive(Debug, Default)]
+/// The destination policy of the forward listeners, with the other `[policy]` keys the proxy
+/// applies itself (swapped as one on reload).
+#[derive(Debug)]
 pub struct DestGuard {
     deny: NetSet,
     allow: NetSet,
     ports: Vec<(u16, u16)>,
     /// Listener and metrics sockets.
     own: Vec<SocketAddr>,
+    /// `[policy] via`.
+    pub via: bool,
+    /// `[policy] tls_block_page`.
+    pub tls_block_page: crate::config::TlsBlockPage,
+    /// `[policy] stream_types`.
+    pub stream_types: Vec<String>,
+    /// `[policy] range_requests`.
+    pub range_requests: crate::config::RangeRequests,
+}
+
+impl Default for DestGuard {
+    fn default() -> Self {
+        DestGuard {
+            deny: NetSet::default(),
+            allow: NetSet::default(),
+            ports: Vec::new(),
+            own: Vec::new(),
+            via: true,
+            tls_block_page: Default::default(),
+            stream_types: crate::config::NetPolicy::default().streams(),
+            range_requests: Default::default(),
+        }
+    }
 }
 
 /// IPv4-mapped IPv6 addresses are their IPv4 address.
@@ -93,6 +117,10 @@ impl DestGuard {
             // Checked by Config::validate.
             ports: cfg.policy.connect_ranges().unwrap_or_default(),
             own,
+            via: cfg.policy.via(),
+            tls_block_page: cfg.policy.tls_block_page,
+            stream_types: cfg.policy.streams(),
+            range_requests: cfg.policy.range_requests,
         }
     }
 

@@ -22,6 +22,20 @@ pub struct Activity {
     pub read: AtomicU64,
     /// Bytes written to this stream.
     pub written: AtomicU64,
+    /// Exchanges waiting on their upstream ([`Activity::busy`]): the stream is not idle then.
+    busy: AtomicU64,
+}
+
+/// Marks a connection busy while an exchange waits on its upstream; dropping it counts as
+/// activity.
+#[derive(Debug)]
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Activity {
@@ -32,7 +46,17 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             read: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
         })
+    }
+
+    /// The connection is busy (a request waits for its response head, a response body waits
+    /// for its next chunk from the upstream) until the guard drops: the upstream's own timeouts
+    /// bound that wait, not the client connection's idle timeout. A client that does not read
+    /// what it is sent is not busy and stays bounded by the idle timeout.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(Arc::clone(self))
     }
 
     fn touch(&self) {
@@ -46,9 +70,13 @@ impl Activity {
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
 
-    /// Resolves once the stream has seen no activity for `limit`.
+    /// Resolves once the stream has seen no activity for `limit` and is not [`Activity::busy`].
     pub async fn idle(self: &Arc<Self>, limit: Duration) {
         loop {
+            if self.busy.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(limit).await;
+                continue;
+            }
             let idle = self.idle_for();
             if idle >= limit {
                 return;

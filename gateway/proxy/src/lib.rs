@@ -14,7 +14,6 @@
 //! (the canonical reverse target), `blockpage`, `events`, `metrics`, `config`, `shared` (state of
 //! every connection).
 
-mod blockpage;
 mod body;
 pub mod ca;
 mod canon;
@@ -25,6 +24,7 @@ mod dial;
 mod driver;
 mod error;
 pub mod events;
+mod expect;
 mod fault;
 mod flowstate;
 mod forward;
@@ -35,6 +35,8 @@ pub mod hostmatch;
 mod io;
 mod listen;
 pub mod metrics;
+pub mod pages;
+mod range;
 mod reverse;
 mod serve;
 mod shared;
@@ -56,10 +58,10 @@ use sekisho_core::{Observer, Pipeline};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use blockpage::{render as render_block_page, BlockInfo};
 pub use body::Blocked;
 pub use config::Config;
 pub use error::{ProxyError, Result};
+pub use pages::{Page, Pages, Reason};
 pub use wire::strip_hop_by_hop;
 
 use crate::ca::{CertAuthority, LeafMinter};
@@ -177,7 +179,23 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
     cfg.require_listeners()?;
     let mut notes = Vec::new();
     let tls = &cfg.tls;
-    if tls.ca_cert.exists() || tls.ca_key.exists() {
+    let missing = |gone: &std::path::Path, what: &str, other: &std::path::Path| {
+        ProxyError::Cert {
+        path: gone.to_path_buf(),
+        message: format!(
+            "CA {what} missing ({} exists); restore it, or remove both and run `sekisho ca init --out DIR`",
+            other.display()
+        ),
+    }
+    };
+    let (c, k) = (&tls.ca_cert, &tls.ca_key);
+    if c.exists() && !k.exists() {
+        return Err(missing(k, "key", c));
+    }
+    if k.exists() && !c.exists() {
+        return Err(missing(c, "certificate", k));
+    }
+    if c.exists() {
         CertAuthority::load(&tls.ca_cert, &tls.ca_key)?;
         notes.push(format!("CA {} loads", tls.ca_cert.display()));
     } else {
@@ -306,7 +324,12 @@ impl Gateway {
         };
         let own = own_addrs(&listeners, metrics_listener.as_ref());
         dest.store(Arc::new(guard::DestGuard::new(&cfg, own.clone())));
+        let pages = cfg
+            .policy
+            .pages()
+            .map_err(|e| cfg.err("policy.page_dir", e))?;
         let shared = Arc::new(Shared {
+            pages: ArcSwap::from_pointee(pages),
             pipelines: wiring
                 .pipelines
                 .into_iter()
@@ -485,12 +508,17 @@ impl Reloader {
         // swapped: a CA key that cannot be read fails the reload and the running CA stays.
         let ca = CertAuthority::load(&cfg.tls.ca_cert, &cfg.tls.ca_key)?;
         let reverse = reverse::build_all(cfg, &shared.members)?;
+        let pages = cfg
+            .policy
+            .pages()
+            .map_err(|e| cfg.err("policy.page_dir", e))?;
         for (slot, p) in shared.pipelines.iter().zip(new) {
             slot.store(Arc::new(p));
         }
         shared
             .dest
             .store(Arc::new(guard::DestGuard::new(cfg, shared.own.clone())));
+        shared.pages.store(Arc::new(pages));
         if shared.minter.replace_ca(ca) {
             tracing::info!(ca = %cfg.tls.ca_cert.display(), "gateway CA replaced; cached leaves dropped");
         }

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub uninspected: IntCounterVec,
     pub hold_bytes: IntGauge,
     pub hold_overflows: IntCounter,
+    /// Response bodies streamed unheld by a stage (`[policy] stream_types`), by listener and stage.
+    pub streamed: IntCounterVec,
     pub bad_requests: IntCounterVec,
     /// Connections shed as attacks, by listener and attack (`crate::shed`).
     pub shed: IntCounterVec,
@@ -205,6 +207,13 @@ impl Metrics {
             hold_overflows: reg!(IntCounter::new(
                 "sekisho_hold_overflows_total",
                 "Held bodies that exceeded a hold limit"
+            )?),
+            streamed: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_streamed_total",
+                    "Response bodies of a stream content type passed unheld by a holding stage"
+                ),
+                &["listener", "stage"]
             )?),
             bad_requests: reg!(IntCounterVec::new(
                 Opts::new(

@@ -23,6 +23,10 @@ use crate::upstream::{error_chain, ProxyBody};
 #[derive(Clone)]
 pub(crate) struct RawHead(pub Bytes);
 
+/// The client connection's activity clock, in each request's extensions.
+#[derive(Clone)]
+pub(crate) struct ClientActivity(pub Arc<Activity>);
+
 /// Takes the request's raw head from the connection's tap into its extensions.
 pub(crate) fn attach_raw_head(tap: &headtap::Tap, req: &mut Request<Incoming>) {
     let target = match req.uri().path_and_query() {
@@ -67,10 +71,13 @@ where
     );
     let metrics = Arc::clone(&shared.metrics);
     let listener = Arc::clone(&conn.listener);
+    let svc_activity = Arc::clone(&activity);
     let svc = service_fn(move |mut req: Request<Incoming>| {
         if let Some(tap) = &tap {
             attach_raw_head(tap, &mut req);
         }
+        req.extensions_mut()
+            .insert(ClientActivity(Arc::clone(&svc_activity)));
         let proto = if req.version() == Version::HTTP_2 {
             "h2"
         } else {

@@ -57,7 +57,9 @@ impl UpstreamClient {
         &self,
         req: hyper::Request<ProxyBody>,
     ) -> hyper_util::client::legacy::ResponseFuture {
+        // An Upgrade (WebSocket) exists only in HTTP/1.1: it never goes over h2.
         let h2 = match self.mode {
+            _ if crate::wire::wants_upgrade(req.headers()) => false,
             UpstreamH2::Always => true,
             UpstreamH2::Never => false,
             UpstreamH2::Auto => needs_h2(req.headers()),
@@ -295,7 +297,7 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
             return match t {
                 rustls::Error::InvalidCertificate(c) => {
-                    UpstreamFailure::Certificate(format!("upstream certificate rejected: {c:?}"))
+                    UpstreamFailure::Certificate(certificate_in_words(c))
                 }
                 other => UpstreamFailure::Tls(format!("upstream TLS failed: {other}")),
             };
@@ -309,6 +311,63 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
         UpstreamFailure::Connect(text)
     } else {
         UpstreamFailure::Other(text)
+    }
+}
+
+/// Why a certificate was refused, in words (rustls' own text is its Debug form).
+pub fn certificate_in_words(c: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    let when = |t: &rustls_pki_types::UnixTime| {
+        time::OffsetDateTime::from_unix_timestamp(t.as_secs() as i64)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    match c {
+        E::NotValidForName => "certificate not valid for this name".into(),
+        E::NotValidForNameContext {
+            expected,
+            presented,
+        } => {
+            let expected = match expected {
+                rustls_pki_types::ServerName::DnsName(d) => d.as_ref().to_string(),
+                rustls_pki_types::ServerName::IpAddress(a) => {
+                    std::net::IpAddr::from(*a).to_string()
+                }
+                _ => "this name".into(),
+            };
+            format!(
+                "certificate not valid for {expected} (it names {})",
+                if presented.is_empty() {
+                    "no host".to_string()
+                } else {
+                    presented.join(", ")
+                }
+            )
+        }
+        E::Expired => "certificate expired".into(),
+        E::ExpiredContext { not_after, .. } => {
+            format!("certificate expired on {}", when(not_after))
+        }
+        E::NotValidYet => "certificate not yet valid".into(),
+        E::NotValidYetContext { not_before, .. } => {
+            format!("certificate not valid before {}", when(not_before))
+        }
+        E::UnknownIssuer => "certificate issued by an authority the gateway does not trust".into(),
+        E::Revoked => "certificate revoked by its issuer".into(),
+        E::BadSignature => "certificate signature does not verify".into(),
+        E::InvalidPurpose | E::InvalidPurposeContext { .. } => {
+            "certificate not issued for server authentication".into()
+        }
+        E::BadEncoding => "certificate is malformed".into(),
+        E::UnknownRevocationStatus => "certificate revocation status unknown".into(),
+        E::ExpiredRevocationList | E::ExpiredRevocationListContext { .. } => {
+            "the issuer's revocation list has expired".into()
+        }
+        other => format!("certificate refused: {other}"),
     }
 }
 

@@ -1,4 +1,4 @@
-//! HTTP pieces the forward and reverse proxies share: bodies, plain and block-page responses,
+//! HTTP pieces the forward and reverse proxies share: bodies, plain responses,
 //! hop-by-hop headers and `Via`, host spellings, a flow's `FlowMeta`.
 
 use bytes::Bytes;
@@ -6,7 +6,6 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use sekisho_core::FlowMeta;
 
-use crate::blockpage::{self, BlockInfo};
 use crate::conn::ConnInfo;
 use crate::shared::Shared;
 use crate::upstream::ProxyBody;
@@ -29,27 +28,6 @@ pub(crate) fn text_response(status: StatusCode, text: &str) -> Response<ProxyBod
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
-}
-
-pub(crate) fn block_response(
-    status: StatusCode,
-    title: &str,
-    reason: &str,
-    host: &str,
-    category: &str,
-    event_id: Option<uuid::Uuid>,
-) -> Response<ProxyBody> {
-    blockpage::response(
-        status,
-        &BlockInfo {
-            title,
-            reason,
-            host,
-            category,
-            event_id,
-        },
-    )
-    .map(full)
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the proxy-specific ones.
@@ -227,6 +205,28 @@ pub(crate) fn bad_target(
         .with_label_values(&[&conn.listener])
         .inc();
     text_response(StatusCode::BAD_REQUEST, &format!("bad request target: {e}"))
+}
+
+/// A duration in words for pages, logs and errors (`30 s`, `1.5 s`, `250 ms`), not Debug's
+/// `30s` / `1.5s` / `250ms`.
+pub(crate) fn secs(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// An I/O error in words, without the `(os error N)` tail (the words already say it).
+pub(crate) fn os(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
 }
 
 #[cfg(test)]

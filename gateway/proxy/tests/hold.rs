@@ -356,7 +356,7 @@ async fn overflow_blocks_by_default_and_passes_with_alert_when_configured() {
     )
     .await;
     assert_eq!(r.status, "403", "fail closed over the per-flow hold limit");
-    let ev = wait_event(&g.dir, |e| e["rule"]["id"] == "hold-failed").await;
+    let ev = wait_event(&g.dir, |e| e["rule"]["id"] == "hold-limit").await;
     assert_eq!(ev["event"]["action"], "blocked");
     assert_eq!(g.metrics.hold_overflows.get(), 1);
     assert_eq!(g.metrics.hold_bytes.get(), 0);
@@ -375,7 +375,7 @@ async fn overflow_blocks_by_default_and_passes_with_alert_when_configured() {
         (r.code, r.status.as_str(), r.body.len()),
         (0, "200", 1 << 20)
     );
-    let ev = wait_event(&g.dir, |e| e["rule"]["id"] == "hold-failed").await;
+    let ev = wait_event(&g.dir, |e| e["rule"]["id"] == "hold-limit").await;
     assert_eq!(ev["event"]["action"], "allowed");
     assert_eq!(ev["event"]["category"], "uninspected");
     assert_eq!(g.metrics.hold_bytes.get(), 0);

@@ -83,10 +83,10 @@ pub struct PolicyConfig {
 pub struct UrlFilterConfig {
     /// Folders in the UT1 / squidGuard layout: each sub-folder is a category with `domains`,
     /// `urls` and `expressions` files.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub category_dirs: Vec<PathBuf>,
     /// Load only these categories (default: all).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sekisho_core::de::opt_one_or_many")]
     pub categories: Option<Vec<String>>,
     /// Our own lists.
     #[serde(default, rename = "list")]
@@ -97,7 +97,10 @@ pub struct UrlFilterConfig {
     pub policies: Vec<PolicyConfig>,
     /// Categories and lists tunnelled without decryption (unless blocked). Default: `bank` and
     /// `health` (names that are not loaded are ignored).
-    #[serde(default = "d_splice")]
+    #[serde(
+        default = "d_splice",
+        deserialize_with = "sekisho_core::de::one_or_many"
+    )]
     pub splice: Vec<String>,
     /// How long a client's "continue" past a warning page lasts for that host (default 3600 s).
     #[serde(default = "d_warn_ttl")]
@@ -146,7 +149,7 @@ impl UrlFilterConfig {
     pub fn resolve_paths(&mut self, base: Option<&Path>) {
         let Some(base) = base else { return };
         let fix = |p: &mut PathBuf| {
-            if p.is_relative() && !p.exists() && base.join(&*p).exists() {
+            if p.is_relative() {
                 *p = base.join(&*p);
             }
         };

@@ -20,6 +20,21 @@ pub struct UrlEngine {
 impl sekisho_core::Engine for UrlEngine {
     type Config = UrlFilterConfig;
 
+    fn keys(&self) -> Vec<&'static str> {
+        let own = [
+            "category_dirs",
+            "categories",
+            "list",
+            "policy",
+            "splice",
+            "warn_ttl_secs",
+            "max_expressions",
+        ];
+        own.into_iter()
+            .chain(sekisho_core::StagePolicy::KEYS.iter().copied())
+            .collect()
+    }
+
     fn table(&self) -> &'static str {
         "urlfilter"
     }

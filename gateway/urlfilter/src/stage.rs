@@ -37,6 +37,11 @@ impl Stage for UrlStage {
             connect_host: None,
         })
     }
+    fn never_decrypt(&self, host: &str) -> Option<String> {
+        self.filter
+            .splice_match(host)
+            .map(|category| format!("category {category} is spliced"))
+    }
 }
 
 struct UrlInspector {

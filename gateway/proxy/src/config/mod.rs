@@ -16,7 +16,10 @@ use crate::hostmatch::HostMatcher;
 mod policy;
 mod reverse;
 
-pub use policy::{NetPolicy, PortSpec, DEFAULT_DENY_NETWORKS};
+pub use policy::{
+    is_stream_type, NetPolicy, PortSpec, RangeRequests, TlsBlockPage, DEFAULT_DENY_NETWORKS,
+    DEFAULT_STREAM_TYPES,
+};
 pub(crate) use reverse::upstream_base;
 
 /// The proxy's configuration. Unknown top-level keys are refused by [`Config::parse_with`] (which
@@ -58,12 +61,37 @@ pub struct Config {
 
 /// One address or a list of addresses.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(try_from = "AddrTexts")]
 pub enum Addrs {
     /// `addr = "127.0.0.1:3128"`
     One(SocketAddr),
     /// `addr = ["127.0.0.1:3128", "[::1]:3128"]`
     Many(Vec<SocketAddr>),
+}
+
+/// `addr` as written: one string or a list.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct AddrTexts(#[serde(deserialize_with = "sekisho_core::de::one_or_many")] Vec<String>);
+
+impl TryFrom<AddrTexts> for Addrs {
+    type Error = String;
+
+    fn try_from(t: AddrTexts) -> std::result::Result<Addrs, String> {
+        let mut v = Vec::with_capacity(t.0.len());
+        for s in &t.0 {
+            v.push(s.trim().parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "{s:?} is not an address with a port (1-65535): write \"127.0.0.1:3128\" or \"[::1]:3128\""
+                )
+            })?);
+        }
+        Ok(if v.len() == 1 {
+            Addrs::One(v[0])
+        } else {
+            Addrs::Many(v)
+        })
+    }
 }
 
 impl Addrs {
@@ -220,10 +248,10 @@ pub struct ListenerConfig {
     #[serde(default)]
     pub client_auth: ClientAuth,
     /// Reverse: CA bundles (PEM) client certificates must chain to.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub client_ca: Vec<PathBuf>,
     /// Reverse: certificate revocation lists (PEM or DER) checked for client certificates.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub crl: Vec<PathBuf>,
     /// Reverse: where the facility ID is read from: `subject:OU`, `subject:serialNumber`,
     /// `subject:<dotted OID>`, `san:uri[:<prefix>]`, `san:dns`, `san:email`, `oid:<dotted OID>`.
@@ -284,7 +312,7 @@ pub struct TlsConfig {
     #[serde(default = "default_ca_key")]
     pub ca_key: PathBuf,
     /// Extra PEM bundles trusted for upstream certificates.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub upstream_roots: Vec<PathBuf>,
     /// Trust the operating system's roots for upstreams (default true).
     #[serde(default = "yes")]
@@ -293,7 +321,7 @@ pub struct TlsConfig {
     #[serde(default = "yes")]
     pub webpki_roots: bool,
     /// Hosts tunnelled without decryption: exact names and `*.suffix` patterns.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub splice: Vec<String>,
     /// Validity of minted leaf certificates, in days (default 7).
     #[serde(default = "default_leaf_days")]
@@ -408,16 +436,22 @@ pub struct LimitsConfig {
     /// TLS handshake and ClientHello peek (default 10 s).
     #[serde(default = "d_handshake")]
     pub handshake_timeout_secs: u64,
-    /// Reading a request head, and the gap between two body chunks (default 30 s).
+    /// Reading a request head (default 30 s; slowloris clients are cut by it).
     #[serde(default = "d_read")]
     pub read_timeout_secs: u64,
+    /// The gap between two chunks of a request or response body (default 300 s): an event
+    /// stream with minute-long heartbeats or a response that pauses keeps flowing. While the
+    /// gateway waits on the upstream the client connection does not count as idle.
+    #[serde(default = "d_body")]
+    pub body_timeout_secs: u64,
     /// Idle keep-alive connections and tunnels; writes a client does not take (default 120 s).
     #[serde(default = "d_idle")]
     pub idle_timeout_secs: u64,
     /// Connecting to an upstream (default 10 s).
     #[serde(default = "d_connect")]
     pub connect_timeout_secs: u64,
-    /// Waiting for an upstream's response head (default 60 s).
+    /// Waiting for an upstream's response head once the request is sent (default 900 s, Squid's
+    /// `read_timeout`; a reverse route may set its own).
     #[serde(default = "d_response")]
     pub response_timeout_secs: u64,
     /// A held body's decision (`resolve`) by a stage whose table names no `resolve_timeout_secs`
@@ -447,6 +481,9 @@ fn d_handshake() -> u64 {
 fn d_read() -> u64 {
     30
 }
+fn d_body() -> u64 {
+    300
+}
 fn d_idle() -> u64 {
     120
 }
@@ -454,7 +491,7 @@ fn d_connect() -> u64 {
     10
 }
 fn d_response() -> u64 {
-    60
+    900
 }
 fn d_resolve() -> u64 {
     120
@@ -474,6 +511,7 @@ impl Default for LimitsConfig {
             max_header_bytes: d_header_bytes(),
             handshake_timeout_secs: d_handshake(),
             read_timeout_secs: d_read(),
+            body_timeout_secs: d_body(),
             idle_timeout_secs: d_idle(),
             connect_timeout_secs: d_connect(),
             response_timeout_secs: d_response(),
@@ -519,8 +557,11 @@ impl Config {
             file: path.to_path_buf(),
             message,
         };
-        let mut cfg: Config =
-            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        let explain = |e: toml::de::Error| {
+            let msg = e.to_string().trim_end().to_string();
+            err(sekisho_core::de::explain_unknown_key(text, &msg, &[]).unwrap_or(msg))
+        };
+        let mut cfg: Config = toml::from_str(text).map_err(explain)?;
         let top: toml::Table =
             toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
         for key in top.keys() {
@@ -537,11 +578,41 @@ impl Config {
             }
         }
         cfg.path = path.to_path_buf();
-        if let (Some(m), Some(dir)) = (cfg.mss.as_mut(), path.parent()) {
-            m.resolve_paths(dir);
+        if let Some(dir) = path.parent() {
+            cfg.resolve_paths(dir);
         }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Makes every relative path the proxy reads or writes relative to `base` (the config
+    /// file's folder), whatever the current directory is.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        let tls = &mut self.tls;
+        fix(&mut tls.ca_cert);
+        fix(&mut tls.ca_key);
+        tls.upstream_roots.iter_mut().for_each(fix);
+        fix(&mut self.events.file);
+        fix(&mut self.events.comm_log);
+        for l in &mut self.listeners {
+            l.cert.iter_mut().chain(l.key.iter_mut()).for_each(fix);
+            for c in &mut l.certificates {
+                fix(&mut c.cert);
+                fix(&mut c.key);
+            }
+            l.client_ca.iter_mut().chain(l.crl.iter_mut()).for_each(fix);
+        }
+        if let Some(d) = self.policy.page_dir.as_mut() {
+            fix(d);
+        }
+        if let Some(m) = self.mss.as_mut() {
+            m.resolve_paths(base);
+        }
     }
 
     /// Stage names of listener `i` as written (`None`: every configured engine).
@@ -580,6 +651,9 @@ impl Config {
             })?;
         }
         HostMatcher::new(&self.tls.splice).map_err(|e| self.err("tls.splice", e))?;
+        self.policy
+            .pages()
+            .map_err(|e| self.err("policy.page_dir", e))?;
         if self.tls.leaf_validity_days == 0 || self.tls.leaf_validity_days > 397 {
             return Err(self.err("tls.leaf_validity_days", "must be 1..=397"));
         }
@@ -604,6 +678,7 @@ impl Config {
             ),
             ("handshake_timeout_secs", l.handshake_timeout_secs),
             ("read_timeout_secs", l.read_timeout_secs),
+            ("body_timeout_secs", l.body_timeout_secs),
             ("idle_timeout_secs", l.idle_timeout_secs),
             ("connect_timeout_secs", l.connect_timeout_secs),
             ("response_timeout_secs", l.response_timeout_secs),

@@ -1,11 +1,12 @@
-//! `[policy]` keys the proxy enforces itself, on the address it actually connects to: which
-//! destination networks the forward proxy may reach and which ports CONNECT may open. (The
-//! table's other keys belong to the host policy engine.)
+//! `[policy]` keys the proxy enforces itself: which destination networks the forward proxy may
+//! reach (on the address it actually connects to), which ports CONNECT may open, whether it adds
+//! `Via`, and how a blocked HTTPS site is refused. (The table's other keys belong to the host
+//! policy engine.)
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
-/// Destination networks and CONNECT ports (`[policy]`).
+/// Destination networks, CONNECT ports, `via` and `tls_block_page` (`[policy]`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct NetPolicy {
     /// Networks the forward proxy never connects to, checked on every address a name resolves
@@ -22,6 +23,92 @@ pub struct NetPolicy {
     /// `SSL_ports`).
     #[serde(default)]
     pub connect_ports: Option<Vec<PortSpec>>,
+    /// Whether the proxy adds a `Via` header to requests and responses (default `true`, RFC 9110
+    /// §7.6.3). nginx origins do not compress responses to requests carrying `Via` unless
+    /// `gzip_proxied` says so; `false` drops it (forwarding loops are still refused by address:
+    /// the gateway never connects to its own listeners).
+    #[serde(default)]
+    pub via: Option<bool>,
+    /// How a blocked HTTPS site is refused (default `"bump"`): `"bump"` accepts the CONNECT,
+    /// completes the TLS handshake with a minted certificate and shows the block page inside the
+    /// session (nothing is sent upstream), as Squid's ssl_bump with deny_info does; `"refuse"`
+    /// answers the CONNECT with a 403 that browsers do not render. Hosts that are never
+    /// decrypted (`[tls] splice`, URL categories marked splice) are refused either way, with an
+    /// event saying the page could not be shown.
+    #[serde(default)]
+    pub tls_block_page: TlsBlockPage,
+    /// A folder of page templates and texts: `<lang>/page.html` and `<lang>/messages.toml`,
+    /// replacing the bundled English (`en`) and Japanese (`ja`) files or adding a language
+    /// (relative to the config file's folder).
+    #[serde(default)]
+    pub page_dir: Option<std::path::PathBuf>,
+    /// The pages' language when the client's `Accept-Language` names none we have (default
+    /// `"en"`).
+    #[serde(default)]
+    pub page_language: Option<String>,
+    /// Content types that are streams (default [`DEFAULT_STREAM_TYPES`]): their bodies pass
+    /// the holding stages unheld (each stage's `streams = "hold"` keeps holding them). A type
+    /// matches its parameters and `+suffix` forms (`application/grpc` matches
+    /// `application/grpc+proto; charset=…`). Long-poll JSON endpoints can be added here.
+    #[serde(default)]
+    pub stream_types: Option<Vec<String>>,
+    /// `Range` requests on a listener with a stage that scans whole files (the AV stage), which
+    /// would otherwise see a file in pieces, each passing alone: `"whole"` (default) fetches the
+    /// whole file, scans it and answers the range asked for (206; several ranges get the whole
+    /// file, 200); `"refuse"` answers 403; `"pass"` forwards the range and raises an event
+    /// (`range-passed`) saying the file was inspected in pieces.
+    #[serde(default)]
+    pub range_requests: RangeRequests,
+}
+
+/// `range_requests`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RangeRequests {
+    /// Fetch the whole file, scan it, answer the range (the default).
+    #[default]
+    Whole,
+    /// Refuse range requests (403).
+    Refuse,
+    /// Forward them, with an event.
+    Pass,
+}
+
+/// Content types streamed unheld when `stream_types` is not written.
+pub const DEFAULT_STREAM_TYPES: &[&str] = &[
+    "text/event-stream",
+    "application/grpc",
+    "application/grpc-web",
+    "application/x-ndjson",
+    "multipart/x-mixed-replace",
+];
+
+/// Whether `content_type` is one of `types` (case-insensitive; parameters and `+suffix` ignored).
+pub fn is_stream_type(types: &[String], content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    types.iter().any(|t| {
+        let t = t.trim().to_ascii_lowercase();
+        media == t
+            || media
+                .strip_prefix(t.as_str())
+                .is_some_and(|rest| rest.starts_with('+'))
+    })
+}
+
+/// `tls_block_page`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsBlockPage {
+    /// Show the page inside the TLS session (the default).
+    #[default]
+    Bump,
+    /// Refuse the CONNECT (or close the tunnel) with no page.
+    Refuse,
 }
 
 /// A port or an inclusive range, as written: `443` or `"8443-8445"`.
@@ -78,6 +165,19 @@ impl PortSpec {
 }
 
 impl NetPolicy {
+    /// Its keys (listed when `[policy]` has a mistyped one).
+    pub const KEYS: &'static [&'static str] = &[
+        "deny_networks",
+        "allow_networks",
+        "connect_ports",
+        "via",
+        "tls_block_page",
+        "page_dir",
+        "page_language",
+        "stream_types",
+        "range_requests",
+    ];
+
     /// The denied networks in force (the defaults when not written).
     pub fn denied(&self) -> Vec<IpNet> {
         match &self.deny_networks {
@@ -87,6 +187,27 @@ impl NetPolicy {
                 .map(|n| n.parse().expect("literal network"))
                 .collect(),
         }
+    }
+
+    /// The pages in force: the bundled ones with `page_dir` over them.
+    pub fn pages(&self) -> Result<crate::pages::Pages, String> {
+        crate::pages::Pages::load(
+            self.page_dir.as_deref(),
+            self.page_language.as_deref().unwrap_or("en"),
+        )
+    }
+
+    /// The stream content types in force.
+    pub fn streams(&self) -> Vec<String> {
+        match &self.stream_types {
+            Some(v) => v.clone(),
+            None => DEFAULT_STREAM_TYPES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Whether `Via` is added (default yes).
+    pub fn via(&self) -> bool {
+        self.via.unwrap_or(true)
     }
 
     /// The CONNECT port ranges in force, or the first entry that is not a port or a range.
@@ -118,6 +239,20 @@ mod tests {
             NetPolicy::default().connect_ranges().unwrap(),
             vec![(443, 443)]
         );
+    }
+
+    #[test]
+    fn stream_types_match_parameters_and_suffixes_only() {
+        let t = NetPolicy::default().streams();
+        assert!(is_stream_type(&t, "text/event-stream"));
+        assert!(is_stream_type(&t, "Text/Event-Stream; charset=utf-8"));
+        assert!(is_stream_type(&t, "application/grpc+proto"));
+        assert!(!is_stream_type(&t, "application/grpcx"));
+        assert!(!is_stream_type(&t, "text/html"));
+        assert!(!is_stream_type(&t, ""));
+        let p: NetPolicy = toml::from_str("stream_types = [\"application/json\"]").unwrap();
+        assert!(is_stream_type(&p.streams(), "application/json"));
+        assert!(!is_stream_type(&p.streams(), "text/event-stream"));
     }
 
     #[test]

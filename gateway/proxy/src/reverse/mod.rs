@@ -18,10 +18,11 @@ use crate::config::ClientAuth;
 use crate::conn::ConnInfo;
 use crate::driver::{inspect_and_send, Dest, Exchange};
 use crate::flowstate::{FinishGuard, FlowState, HttpFacts};
+use crate::pages::{Page, Reason};
 use crate::serve::{serve_decrypted, RawHead};
 use crate::shared::Shared;
 use crate::upstream::ProxyBody;
-use crate::wire::{self as h, bad_target, block_response, text_response};
+use crate::wire::{self as h, bad_target, text_response};
 
 mod pool;
 pub(crate) mod state;
@@ -321,6 +322,7 @@ fn open_flow(
     let http = HttpFacts::of_request(parts, &url, &head.host, path, Some(request_id.clone()));
     let flow = shared.pipeline(conn.index).start(Arc::new(meta));
     let state = FlowState::new(Arc::clone(shared), flow, http, DestinationInfo::default());
+    state.set_accept_language(&parts.headers);
     let guard = FinishGuard(Arc::clone(&state));
     Ok(Opened {
         head,
@@ -359,9 +361,9 @@ async fn admit(
                 category: "ambiguous-request",
                 location: "http.request.target",
                 evidence: &a.evidence,
-                title: "Bad request",
-                text: "The request's address has more than one reading, so the gateway refuses it."
-                    .into(),
+                reason: Reason::BadRequest(
+                    "the request's address has more than one reading".into(),
+                ),
             };
             return Err(deny(state, d, host, request_id).await);
         }
@@ -372,13 +374,13 @@ async fn admit(
             .client_cert_refused
             .with_label_values(&[&conn.listener, "missing"])
             .inc();
-        let d = Denial::access(
+        let mut d = Denial::access(
             "client-certificate-missing",
             "no client certificate: this service requires one".to_string(),
             "tls.client.certificate",
             "none",
-            host,
         );
+        d.reason = Reason::NoCertificate;
         return Err(deny(state, d, host, request_id).await);
     }
     let Some(route) = st.route(host, path).cloned() else {
@@ -396,7 +398,7 @@ async fn admit(
             .with_label_values(&[&conn.listener, &route.name])
             .inc();
         let who = o.facility.clone().unwrap_or_else(|| "none".into());
-        let d = Denial::access(
+        let mut d = Denial::access(
             "facility-denied",
             format!(
                 "facility {who} may not reach route {} ({host}{}): {why}",
@@ -404,8 +406,11 @@ async fn admit(
             ),
             "tls.client.facility",
             &who,
-            host,
         );
+        d.reason = Reason::Facility {
+            facility: who.clone(),
+            path: path.to_string(),
+        };
         return Err(deny(state, d, host, request_id).await);
     }
     Ok((target, route))
@@ -440,19 +445,13 @@ struct Denial<'a> {
     category: &'a str,
     location: &'a str,
     evidence: &'a str,
-    title: &'a str,
-    text: String,
+    /// What the page says.
+    reason: Reason,
 }
 
 impl<'a> Denial<'a> {
     /// A 403 for a facility or certificate the route does not admit.
-    fn access(
-        rule: &'a str,
-        message: String,
-        location: &'a str,
-        evidence: &'a str,
-        host: &str,
-    ) -> Self {
+    fn access(rule: &'a str, message: String, location: &'a str, evidence: &'a str) -> Self {
         Denial {
             status: StatusCode::FORBIDDEN,
             rule,
@@ -460,10 +459,7 @@ impl<'a> Denial<'a> {
             category: "access-denied",
             location,
             evidence,
-            title: "Access denied",
-            text: format!(
-                "Your facility's certificate does not allow access to this service on {host}."
-            ),
+            reason: Reason::Policy,
         }
     }
 }
@@ -487,11 +483,10 @@ async fn deny(
     f.stage = "access";
     f.action = sekisho_core::Action::Blocked;
     let id = f.event_id;
-    state.set_status(d.status.as_u16());
     state.set_error(message.clone());
     state.emit_own(f).await;
     tracing::info!(event_id = %id, "{message}");
-    let mut r = block_response(d.status, d.title, &d.text, host, d.category, Some(id));
+    let mut r = state.page(d.status, Page::new(d.reason, host, Some(id)));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         r.headers_mut().insert("x-request-id", v);
     }
