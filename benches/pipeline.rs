@@ -150,5 +150,30 @@ fn bench_canonical_path(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_pipeline, bench_minting, bench_canonical_path);
+/// A block page rendered for a request (language picked from Accept-Language, every reason
+/// filled in and escaped): the cost a blocked request pays on top of its pipeline.
+fn bench_pages(c: &mut Criterion) {
+    use sekisho_proxy::{Page, Pages, Reason};
+    let pages = Pages::default();
+    let page = Page::new(
+        Reason::Category("gambling".into()),
+        "www.casino.example",
+        Some(uuid::Uuid::now_v7()),
+    );
+    let mut g = c.benchmark_group("pages");
+    for (name, accept) in [("en", "en-US,en;q=0.9"), ("ja", "ja-JP,ja;q=0.9,en;q=0.8")] {
+        g.bench_function(name, |b| {
+            b.iter(|| page.render(&pages, pages.pick(Some(accept))).len())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_pipeline,
+    bench_minting,
+    bench_canonical_path,
+    bench_pages
+);
 criterion_main!(benches);

@@ -193,6 +193,7 @@ async fn chromium_renders_pages_blocks_warnings_and_event_streams() {
         .and_then(|s| s.split('<').next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no event arrived before the page loaded: {dom}"));
+    println!("chromium: SSE through the AV stage, first event after {first} ms");
     assert!(first < 2000, "first event after {first} ms");
     assert!(dom.contains("event 0;event 1;"), "{dom}");
 }

@@ -79,7 +79,7 @@ fn check_config_accepts_the_bundled_default() {
         "{out}"
     );
     assert!(
-        out.contains("stages [\"host_policy\", \"url\", \"ips\", \"av\"]"),
+        out.contains("(forward): stages host_policy, url, ips, av;"),
         "{out}"
     );
     assert!(

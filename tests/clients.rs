@@ -266,6 +266,24 @@ async fn body_pauses_and_slow_answers_are_waited_for_not_cut() {
             .as_str()
             .is_some_and(|e| e.contains("response body: no data for 1 s"))
     });
+    // A listener's own timeouts override [limits] for that listener only.
+    let origin = Origin::start(None).await;
+    let gw = Gateway::start_with_listeners(
+        "listener-timeouts",
+        "[[listener]]\nname = \"patient\"\nkind = \"forward\"\naddr = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"strict\"\nkind = \"forward\"\naddr = \"127.0.0.1:0\"\nbody_timeout_secs = 1\n",
+        "",
+        "[limits]\nbody_timeout_secs = 10\n",
+    );
+    let url = format!("http://127.0.0.1:{}/pause/3", origin.port);
+    let r = curl(&["-x", &format!("http://{}", gw.all[0]), &url]).await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, "ab"), "{}", r.stderr);
+    let r = curl(&["-x", &format!("http://{}", gw.all[1]), &url]).await;
+    assert_ne!(
+        r.code, 0,
+        "the strict listener cuts a 3 s gap: {}",
+        r.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,6 +305,7 @@ async fn server_sent_events_flow_through_the_av_stage_as_they_come() {
         .expect("the first event comes before the stream ends")
         .unwrap();
     let first_at = t0.elapsed();
+    println!("SSE through the AV stage: first event after {first_at:?}");
     assert!(String::from_utf8_lossy(&first[..n]).starts_with("data: event 0"));
     assert!(
         first_at < Duration::from_secs(2),
@@ -330,6 +349,7 @@ async fn client_comforting_releases_a_share_early_and_resets_a_blocked_tail() {
     let r = first(&held, "/drip/2").await;
     let f: Vec<&str> = r.stdout.split(' ').collect();
     assert_eq!((f[1], f[2]), ("655360", "200"), "{}", r.stderr);
+    println!("held whole: first byte after {} s", f[0]);
     assert!(
         f[0].parse::<f64>().unwrap() >= 1.5,
         "held: first byte at {}",
@@ -340,6 +360,7 @@ async fn client_comforting_releases_a_share_early_and_resets_a_blocked_tail() {
     let r = first(&comfort, "/drip/2").await;
     let f: Vec<&str> = r.stdout.split(' ').collect();
     assert_eq!((f[1], f[2]), ("655360", "200"), "{}", r.stderr);
+    println!("release_percent = 50: first byte after {} s", f[0]);
     assert!(
         f[0].parse::<f64>().unwrap() < 1.0,
         "comforted: first byte at {}",

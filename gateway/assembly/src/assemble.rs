@@ -114,10 +114,13 @@ impl Assembly {
                 .map(|(s, d)| format!("{s} ({}s)", d.as_secs()))
                 .collect();
             notes.push(format!(
-                "listener {} ({:?}): stages {:?}; decision deadlines for held bodies: {}",
+                "listener {} ({}): stages {}; decision deadlines for held bodies: {}",
                 cfg.proxy.listener_name(i),
-                cfg.proxy.listeners[i].kind,
-                p.stage_names(),
+                match cfg.proxy.listeners[i].kind {
+                    sekisho_proxy::config::ListenerKind::Forward => "forward",
+                    sekisho_proxy::config::ListenerKind::Reverse => "reverse",
+                },
+                p.stage_names().join(", "),
                 deadlines.join(", ")
             ));
             if let Some(d) = sekisho_proxy::describe_listener(&cfg.proxy, i)? {

@@ -133,7 +133,7 @@ fn a_new_engine_plugs_in_with_one_line() {
     assert!(
         notes
             .iter()
-            .any(|n| n.contains("stages [\"host_policy\", \"echo\"]")),
+            .any(|n| n.contains("stages host_policy, echo;")),
         "{notes:?}"
     );
     // Without the engine in the list its table is an unknown key, with its line.

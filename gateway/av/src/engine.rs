@@ -88,14 +88,14 @@ fn collect(paths: &[PathBuf], exts: &[&str]) -> Result<Vec<PathBuf>, AvError> {
     for p in paths {
         let meta = std::fs::metadata(p).map_err(|e| AvError::Io {
             path: p.clone(),
-            source: e,
+            cause: e,
         })?;
         if meta.is_dir() {
             let mut stack = vec![p.clone()];
             while let Some(dir) = stack.pop() {
                 let rd = std::fs::read_dir(&dir).map_err(|e| AvError::Io {
                     path: dir.clone(),
-                    source: e,
+                    cause: e,
                 })?;
                 for entry in rd.flatten() {
                     let path = entry.path();
@@ -121,7 +121,7 @@ fn collect(paths: &[PathBuf], exts: &[&str]) -> Result<Vec<PathBuf>, AvError> {
 fn read(path: &Path) -> Result<String, AvError> {
     let bytes = std::fs::read(path).map_err(|e| AvError::Io {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -22,12 +22,12 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum AvError {
     /// A rule or signature file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// YARA-X refused something.
     #[error("yara-x: {0}")]

@@ -34,12 +34,12 @@ pub const MAX_EXCERPT: usize = 256;
 #[non_exhaustive]
 pub enum IpsError {
     /// A file could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A glob in `rules` is malformed or matches nothing.
     #[error("rules: {0}")]

@@ -289,7 +289,7 @@ fn parse_classification(
 ) -> Result<HashMap<String, (String, u8)>, IpsError> {
     let text = std::fs::read_to_string(path).map_err(|e| IpsError::Io {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     let mut out = HashMap::new();
     for (n, line) in text.lines().enumerate() {
@@ -323,7 +323,7 @@ fn parse_threshold_config(
 ) -> Result<ThresholdConfig, IpsError> {
     let text = std::fs::read_to_string(path).map_err(|e| IpsError::Io {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     let (mut sup, mut thr) = (Vec::new(), HashMap::new());
     for (n, line) in text.lines().enumerate() {
@@ -523,7 +523,7 @@ impl RuleSet {
         for path in &opts.rules {
             let text = std::fs::read(path).map_err(|e| IpsError::Io {
                 path: path.clone(),
-                source: e,
+                cause: e,
             })?;
             let text = String::from_utf8_lossy(&text);
             let fname = path.display().to_string();

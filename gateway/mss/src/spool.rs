@@ -26,21 +26,21 @@ pub enum SpoolError {
     #[error("record of {0} bytes is larger than the segment size")]
     TooLarge(usize),
     /// File system.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// Path.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 type Result<T> = std::result::Result<T, SpoolError>;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
+    move |cause| SpoolError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -298,7 +298,7 @@ impl Spool {
         let Spool { dir, writer, .. } = self;
         let w = writer.as_mut().ok_or_else(|| SpoolError::Io {
             path: dir.clone(),
-            source: std::io::Error::other("no writer"),
+            cause: std::io::Error::other("no writer"),
         })?;
         let mut h = [0u8; 8];
         h[..4].copy_from_slice(&(rec.len() as u32).to_le_bytes());

@@ -164,7 +164,7 @@ where
     B::Error: Into<BoxError>,
 {
     let shared = Arc::clone(&st.state.shared);
-    let body_timeout = shared.limits.body_timeout;
+    let body_timeout = st.state.body_timeout();
     let (chunk, mut end) = if st.ended {
         (Bytes::new(), true)
     } else {

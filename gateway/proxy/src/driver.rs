@@ -100,6 +100,8 @@ pub(crate) async fn inspect_and_send(
     if let Some(a) = parts.extensions.get::<crate::serve::ClientActivity>() {
         x.state.set_client_activity(Arc::clone(&a.0));
     }
+    x.state
+        .set_body_timeout(x.shared.limits_of(x.conn.index).body_timeout);
     let done: Result<Response<ProxyBody>, Early> = async {
         // Both Content-Length and Transfer-Encoding: the classic smuggling candidate. RFC 9112
         // §6.3 lets a server refuse it; we do, so no two readers can disagree on its length.
@@ -272,7 +274,7 @@ impl Exchange {
             v = self.refuse_unholdable(Direction::Request, length).await?;
         }
         let stream = inspect(
-            DrainOnDrop::new(body, self.shared.limits.body_timeout)
+            DrainOnDrop::new(body, self.shared.limits_of(self.conn.index).body_timeout)
                 .armed(expect.map(|g| Arc::clone(&g.opened))),
             Direction::Request,
             Arc::clone(state),
@@ -348,8 +350,8 @@ impl Exchange {
     ) -> Result<Response<Incoming>, Early> {
         let (shared, state) = (&self.shared, &self.state);
         let response_timeout = match &self.dest {
-            Dest::Pool(d) => d.response_timeout(shared.limits.response_timeout),
-            Dest::Direct { .. } => shared.limits.response_timeout,
+            Dest::Pool(d) => d.response_timeout(shared.limits_of(self.conn.index).response_timeout),
+            Dest::Direct { .. } => shared.limits_of(self.conn.index).response_timeout,
         };
         let deadline = async {
             state.request_sent().await;

@@ -26,13 +26,14 @@ pub enum ProxyError {
     /// TLS configuration failed.
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
-    /// An I/O error with context.
-    #[error("{context}: {source}")]
+    /// An I/O error with context. Its text says the cause once: the cause is not also chained
+    /// as a source (`{:#}` would print it twice).
+    #[error("{context}: {}", crate::wire::os(cause))]
     Io {
         /// What was being done.
         context: String,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Metrics registration failed.
     #[error("metrics: {0}")]
@@ -44,7 +45,7 @@ impl ProxyError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         ProxyError::Io {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -82,6 +82,8 @@ pub(crate) struct FlowState {
     client: std::sync::OnceLock<Arc<crate::io::Activity>>,
     /// The client's `Accept-Language`: the language of the pages it is shown.
     accept_language: std::sync::OnceLock<String>,
+    /// The listener's body gap timeout (else `[limits]`'s).
+    body_timeout: std::sync::OnceLock<std::time::Duration>,
 }
 
 impl FlowState {
@@ -112,7 +114,21 @@ impl FlowState {
             held: Mutex::new(Vec::new()),
             client: std::sync::OnceLock::new(),
             accept_language: std::sync::OnceLock::new(),
+            body_timeout: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the listener's body gap timeout (once).
+    pub(crate) fn set_body_timeout(&self, t: std::time::Duration) {
+        let _ = self.body_timeout.set(t);
+    }
+
+    /// The gap allowed between two body chunks on this flow.
+    pub(crate) fn body_timeout(&self) -> std::time::Duration {
+        self.body_timeout
+            .get()
+            .copied()
+            .unwrap_or(self.shared.limits.body_timeout)
     }
 
     /// Keeps the request's `Accept-Language` for the pages this flow may show.

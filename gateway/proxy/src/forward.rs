@@ -64,7 +64,7 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
     });
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.limits.read_timeout)
+        .header_read_timeout(shared.limits_of(conn.index).read_timeout)
         .max_buf_size(shared.limits.max_header_bytes)
         .serve_connection(io, svc)
         .with_upgrades();
@@ -77,7 +77,7 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
                 }
             }
         }
-        _ = activity.idle(shared.limits.idle_timeout) => {
+        _ = activity.idle(shared.limits_of(conn.index).idle_timeout) => {
             tracing::debug!(client = %conn.client, "client connection idle: closed");
         }
     }

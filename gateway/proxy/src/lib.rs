@@ -226,14 +226,23 @@ fn check_mss(cfg: &Config, m: &sekisho_mss::MssConfig) -> Result<Vec<String>> {
             file: cfg.path.clone(),
             message: e.to_string(),
         })?;
+        let kind = match s.kind {
+            sekisho_mss::SinkKind::File => "file",
+            sekisho_mss::SinkKind::Syslog => "syslog",
+            sekisho_mss::SinkKind::Http => "http",
+            sekisho_mss::SinkKind::Kafka => "kafka",
+        };
+        let transport = match s.transport {
+            sekisho_mss::Transport::Tcp => "tcp",
+            sekisho_mss::Transport::Tls => "tls",
+        };
+        let logs: Vec<&str> = s.logs.iter().map(|l| l.name()).collect();
         notes.push(format!(
-            "  sink {}: {:?} {} format {} transport {:?} logs {:?}",
+            "  sink {}: {kind} {} format {} transport {transport} logs {}",
             m.sink_name(i),
-            s.kind,
             s.target(),
             s.format().name(),
-            s.transport,
-            s.logs
+            logs.join(", ")
         ));
     }
     Ok(notes)
@@ -354,6 +363,11 @@ impl Gateway {
             conn_ids: AtomicU64::new(1),
             observer,
             server_tls: Arc::new(base_server_tls()?),
+            listener_limits: cfg
+                .listeners
+                .iter()
+                .map(|l| Limits::from(&l.limits(&cfg.limits)))
+                .collect(),
             limits,
             reverse,
             members,

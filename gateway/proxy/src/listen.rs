@@ -113,7 +113,9 @@ pub(crate) async fn accept_loop(
 pub(crate) async fn metrics_loop(metrics: Arc<Metrics>, sock: TcpListener) {
     use http_body_util::Full;
     use hyper::service::service_fn;
-    tracing::info!(addr = ?sock.local_addr().ok(), "metrics endpoint listening");
+    if let Ok(addr) = sock.local_addr() {
+        tracing::info!(addr = %addr, "metrics endpoint listening");
+    }
     loop {
         let Ok((tcp, _)) = sock.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;

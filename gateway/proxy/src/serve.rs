@@ -90,7 +90,7 @@ where
         let fut = handler(req);
         async move { Ok::<_, Infallible>(fut.await) }
     });
-    let limits = &shared.limits;
+    let limits = shared.limits_of(conn.index);
     let mut alarmed = false;
     let result = if h2 {
         let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())

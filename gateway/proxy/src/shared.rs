@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub observer: Observer,
     pub server_tls: Arc<rustls::ServerConfig>,
     pub limits: Limits,
+    /// Per listener, by index: `limits` with the listener's own timeouts.
+    pub listener_limits: Vec<Limits>,
     /// Reverse listeners' TLS, routes and pools, by listener index (None for forward ones).
     pub reverse: Vec<Option<ArcSwap<ReverseState>>>,
     /// Pool members by URL (health and in-flight counts survive reloads).
@@ -84,6 +86,11 @@ impl ResolvesServerCert for OneCert {
 }
 
 impl Shared {
+    /// The limits of listener `index` (`[limits]` with the listener's own timeouts).
+    pub fn limits_of(&self, index: usize) -> &Limits {
+        self.listener_limits.get(index).unwrap_or(&self.limits)
+    }
+
     /// The current pipeline of listener `index` (a snapshot: a reload does not change it).
     pub fn pipeline(&self, index: usize) -> Arc<Pipeline> {
         self.pipelines

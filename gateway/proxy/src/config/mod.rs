@@ -270,9 +270,33 @@ pub struct ListenerConfig {
     /// the canonical form, and ambiguous paths are still refused. Default `false`.
     #[serde(default)]
     pub forward_raw_path: bool,
+    /// This listener's own timeouts, over `[limits]`: `read_timeout_secs` (request head),
+    /// `body_timeout_secs`, `idle_timeout_secs`, `response_timeout_secs`.
+    #[serde(default)]
+    pub read_timeout_secs: Option<u64>,
+    /// See `read_timeout_secs`.
+    #[serde(default)]
+    pub body_timeout_secs: Option<u64>,
+    /// See `read_timeout_secs`.
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u64>,
+    /// See `read_timeout_secs`.
+    #[serde(default)]
+    pub response_timeout_secs: Option<u64>,
 }
 
 impl ListenerConfig {
+    /// The listener's timeouts: `[limits]` with this listener's own keys over them.
+    pub fn limits(&self, global: &LimitsConfig) -> LimitsConfig {
+        let mut l = global.clone();
+        let pick = |own: Option<u64>, dflt: u64| own.unwrap_or(dflt);
+        l.read_timeout_secs = pick(self.read_timeout_secs, l.read_timeout_secs);
+        l.body_timeout_secs = pick(self.body_timeout_secs, l.body_timeout_secs);
+        l.idle_timeout_secs = pick(self.idle_timeout_secs, l.idle_timeout_secs);
+        l.response_timeout_secs = pick(self.response_timeout_secs, l.response_timeout_secs);
+        l
+    }
+
     /// The client networks allowed to connect.
     pub fn allowed_clients(&self) -> Vec<IpNet> {
         match (&self.allow_clients, self.kind) {
@@ -641,6 +665,16 @@ impl Config {
             }
             if !names.insert(self.listener_name(i)) {
                 return Err(self.err(format!("{key}.name"), "duplicate listener name"));
+            }
+            for (k, v) in [
+                ("read_timeout_secs", l.read_timeout_secs),
+                ("body_timeout_secs", l.body_timeout_secs),
+                ("idle_timeout_secs", l.idle_timeout_secs),
+                ("response_timeout_secs", l.response_timeout_secs),
+            ] {
+                if v == Some(0) {
+                    return Err(self.err(format!("{key}.{k}"), "must be at least 1"));
+                }
             }
         }
         self.validate_reverse()?;
