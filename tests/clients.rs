@@ -54,6 +54,33 @@ async fn first(s: &Setup, path: &str) -> Curl {
     s.curl(&["-o", "/dev/null", "-w", w, &url]).await
 }
 
+/// POSTs `size` bytes to `path` over HTTP/1.1 with `Expect: 100-continue` (curl waits up to
+/// 10 s for a 100): the status and how many bytes the client sent.
+async fn upload(s: &Setup, size: usize, path: &str) -> (String, u64) {
+    let dir = TempDir::new("upload");
+    let file = dir.path().join("body.bin");
+    std::fs::write(&file, vec![b'u'; size]).unwrap();
+    let data = format!("@{}", file.display());
+    let url = s.url(path);
+    let r = s
+        .curl(&[
+            "-H",
+            "Expect: 100-continue",
+            "--http1.1",
+            "--expect100-timeout",
+            "10",
+            "-w",
+            "\n%{http_code} %{size_upload}",
+            "--data-binary",
+            &data,
+            &url,
+        ])
+        .await;
+    let tail = r.stdout.lines().last().unwrap_or("").to_string();
+    let (code, sent) = tail.split_once(' ').unwrap();
+    (code.to_string(), sent.parse().unwrap())
+}
+
 /// The AV stage on the bundled rules, holding whole bodies up to `hold` bytes.
 fn av(hold: usize) -> String {
     format!(
@@ -408,29 +435,9 @@ async fn bodies_too_large_to_hold_are_refused_from_their_content_length() {
     assert_eq!(ev["stage"], "av");
     // An upload announced at 8 MiB: a 413 before the client sends it (curl asks
     // `Expect: 100-continue` for large bodies and waits for our answer).
-    let dir = TempDir::new("upload");
-    let file = dir.path().join("big.bin");
-    std::fs::write(&file, vec![b'u'; 8 << 20]).unwrap();
-    let data = format!("@{}", file.display());
-    let r = s
-        .curl(&[
-            "--http1.1",
-            "--expect100-timeout",
-            "10",
-            "-w",
-            "\n%{http_code} %{size_upload}",
-            "--data-binary",
-            &data,
-            &s.url("/count"),
-        ])
-        .await;
-    let tail = r.stdout.lines().last().unwrap_or("").to_string();
-    let (code, sent) = tail.split_once(' ').unwrap();
-    assert_eq!(code, "413", "{}", r.stdout);
-    assert!(
-        sent.parse::<u64>().unwrap() < 1 << 20,
-        "client sent {sent} bytes"
-    );
+    let (code, sent) = upload(&s, 8 << 20, "/count").await;
+    assert_eq!(code, "413");
+    assert!(sent < 1 << 20, "client sent {sent} bytes");
     let flow = s.gw.wait_line("flows.jsonl", |v| {
         v["path"] == "/count" && v["status"] == 413
     });
@@ -447,32 +454,17 @@ async fn bodies_too_large_to_hold_are_refused_from_their_content_length() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_reaches_the_origin_which_may_refuse_the_upload() {
     let s = setup("expect", "", "").await;
+    // The origin answers 413 from the head: the client never uploads its 20 MB.
+    let (code, sent) = upload(&s, 20 << 20, "/reject").await;
+    assert_eq!(code, "413", "the origin's answer");
+    assert!(
+        sent < 1 << 20,
+        "client sent {sent} bytes: the gateway must not answer 100 itself"
+    );
     let dir = TempDir::new("expect-upload");
     let file = dir.path().join("big.bin");
     std::fs::write(&file, vec![b'e'; 20 << 20]).unwrap();
     let data = format!("@{}", file.display());
-    // The origin answers 413 from the head: the client never uploads its 20 MB.
-    let r = s
-        .curl(&[
-            "-H",
-            "Expect: 100-continue",
-            "--http1.1",
-            "--expect100-timeout",
-            "10",
-            "-w",
-            "\n%{http_code} %{size_upload}",
-            "--data-binary",
-            &data,
-            &s.url("/reject"),
-        ])
-        .await;
-    let tail = r.stdout.lines().last().unwrap_or("").to_string();
-    let (code, sent) = tail.split_once(' ').unwrap();
-    assert_eq!(code, "413", "the origin's answer: {}", r.stderr);
-    assert!(
-        sent.parse::<u64>().unwrap() < 1 << 20,
-        "client sent {sent} bytes: the gateway must not answer 100 itself"
-    );
     // An origin that takes it: its 100 reaches the client, which uploads.
     let r = s
         .curl(&[
@@ -649,6 +641,9 @@ async fn range_requests_are_answered_from_the_whole_scanned_file() {
     assert!(lower.contains("content-length: 100"), "{}", r.stdout);
     let body = r.stdout.split("\r\n\r\n").nth(1).unwrap();
     assert_eq!(body, format!("{}\n206", "x".repeat(100)));
+    gw.wait_line("flows.jsonl", |v| {
+        v["path"] == "/bytes/1000" && v["status"] == 206
+    });
     // A resume from the middle (`curl -C`) gets the tail.
     let r = get("-10", "/bytes/1000").await;
     assert!(r

@@ -504,6 +504,7 @@ impl Exchange {
             let (a, b) =
                 (rparts.status == StatusCode::OK).then(|| w.answer(&rparts.headers, total))??;
             crate::range::partial_head(&mut rparts, a, b, total);
+            self.state.set_status(206);
             Some((a, b))
         });
         self.via(&mut rparts.headers, rparts.version);

@@ -5,18 +5,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The bundled languages: (tag, template, messages).
-const BUNDLED: &[(&str, &str, &str)] = &[
-    (
-        "en",
-        include_str!("../../pages/en/page.html"),
-        include_str!("../../pages/en/messages.toml"),
-    ),
-    (
-        "ja",
-        include_str!("../../pages/ja/page.html"),
-        include_str!("../../pages/ja/messages.toml"),
-    ),
+/// The bundled page template (every bundled language uses it; `{{lang}}` sets the page's).
+const TEMPLATE: &str = include_str!("../../pages/page.html");
+
+/// The bundled languages: (tag, messages).
+const BUNDLED: &[(&str, &str)] = &[
+    ("en", include_str!("../../pages/en/messages.toml")),
+    ("ja", include_str!("../../pages/ja/messages.toml")),
 ];
 
 /// Placeholders every template must hold: a page that hides the event id or the reason is no
@@ -110,10 +105,10 @@ impl Pages {
     pub fn load(dir: Option<&Path>, default_lang: &str) -> Result<Pages, String> {
         let mut files: Vec<(String, String, String, String)> = BUNDLED
             .iter()
-            .map(|(l, t, m)| {
+            .map(|(l, m)| {
                 (
                     l.to_string(),
-                    t.to_string(),
+                    TEMPLATE.to_string(),
                     m.to_string(),
                     format!("bundled {l} pages"),
                 )
