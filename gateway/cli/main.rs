@@ -545,9 +545,8 @@ fn run_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let path = config_path(config);
     let (assembly, cfg) = load(&path)?;
     // What the proxy reads (certificates, trust anchors, sinks) is checked before anything is
-    // created: a new CA, logs, caches.
+    // created, and the engines compile their rules before a missing CA is made (in `run`).
     sekisho_proxy::check(&cfg.proxy)?;
-    ensure_ca(&cfg.proxy)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sekisho")
@@ -557,32 +556,22 @@ fn run_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn ensure_ca(cfg: &Config) -> anyhow::Result<()> {
+/// Creates the CA named in `[tls]` when neither file exists (`sekisho_proxy::check` has already
+/// refused a half-present pair).
+fn ensure_ca(cfg: &Config) -> sekisho_proxy::Result<()> {
     let (c, k) = (&cfg.tls.ca_cert, &cfg.tls.ca_key);
-    match (c.exists(), k.exists()) {
-        (true, true) => Ok(()),
-        (false, false) => {
-            ca::create_ca(c, k, "Sekisho Gateway CA")?;
-            tracing::warn!(
-                cert = %c.display(),
-                key = %k.display(),
-                "no gateway CA found: created a new one; install {} in clients' trust stores \
-                 (`sekisho ca init --out DIR` makes one explicitly)",
-                c.display()
-            );
-            Ok(())
-        }
-        (true, false) => bail!(
-            "{}: CA key missing (the certificate {} exists); restore it, or remove both and run `sekisho ca init --out DIR`",
-            k.display(),
-            c.display()
-        ),
-        (false, true) => bail!(
-            "{}: CA certificate missing (the key {} exists); restore it, or remove both and run `sekisho ca init --out DIR`",
-            c.display(),
-            k.display()
-        ),
+    if c.exists() || k.exists() {
+        return Ok(());
     }
+    ca::create_ca(c, k, "Sekisho Gateway CA")?;
+    tracing::warn!(
+        cert = %c.display(),
+        key = %k.display(),
+        "no gateway CA found: created a new one; install {} in clients' trust stores \
+         (`sekisho ca init --out DIR` makes one explicitly)",
+        c.display()
+    );
+    Ok(())
 }
 
 /// Raises the open-file limit to its hard maximum (each client connection takes a descriptor, an
@@ -615,7 +604,10 @@ fn raise_nofile(cfg: &GatewayConfig) {
 
 async fn run(assembly: Assembly, cfg: GatewayConfig, path: PathBuf) -> anyhow::Result<()> {
     raise_nofile(&cfg);
-    let (gw, reloader) = std::sync::Arc::new(assembly).gateway(cfg).await?;
+    let proxy_cfg = cfg.proxy.clone();
+    let (gw, reloader) = std::sync::Arc::new(assembly)
+        .gateway_after(cfg, move || ensure_ca(&proxy_cfg))
+        .await?;
     let (addrs, metrics) = gw.local_addrs();
     for (name, a) in &addrs {
         println!("listening {name} {a}");

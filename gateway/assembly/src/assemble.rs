@@ -135,7 +135,19 @@ impl Assembly {
         self: Arc<Self>,
         cfg: GatewayConfig,
     ) -> Result<(Gateway, Reloader), ProxyError> {
+        self.gateway_after(cfg, || Ok(())).await
+    }
+
+    /// [`Assembly::gateway`], running `prepare` once every engine has built (their rules
+    /// compiled) and before the gateway opens anything: what `prepare` creates (a new CA) is
+    /// created only for a config that otherwise starts.
+    pub async fn gateway_after(
+        self: Arc<Self>,
+        cfg: GatewayConfig,
+        prepare: impl FnOnce() -> Result<(), ProxyError>,
+    ) -> Result<(Gateway, Reloader), ProxyError> {
         let a = self.assemble(&cfg, Purpose::Start)?;
+        prepare()?;
         let collectors = self.plugs.iter().flat_map(|p| p.collectors()).collect();
         let gw = Gateway::build(
             cfg.proxy.clone(),
