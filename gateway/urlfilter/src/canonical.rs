@@ -19,8 +19,6 @@ use percent_encoding::{percent_decode, percent_encode, AsciiSet, CONTROLS};
 pub const MAX_URL: usize = 16 * 1024;
 /// Host names longer than this are not names (RFC 1035): they are kept escaped, never parsed.
 pub const MAX_HOST: usize = 255;
-/// Unescape rounds (the spec's "repeatedly"; `%25` nests a level per round).
-const MAX_ROUNDS: usize = 16;
 
 /// Bytes re-escaped after unescaping: controls, space, `#`, `%` (non-ASCII is always escaped).
 const ESCAPE: &AsciiSet = &CONTROLS.add(b' ').add(b'#').add(b'%');
@@ -50,15 +48,28 @@ impl Canonical {
     }
 }
 
-fn unescape_fully(mut s: Vec<u8>) -> Vec<u8> {
-    for _ in 0..MAX_ROUNDS {
-        let next: Vec<u8> = percent_decode(&s).collect();
-        if next == s {
-            break;
+/// Percent-unescapes until no `%XX` is left (the spec's "repeatedly"), in one pass: a decoded
+/// byte can only complete an escape that ends where it lands, so the end of the output is
+/// checked again after every decode. Escapes never overlap (`%` is not a hex digit), so this is
+/// the same fixed point as decoding whole rounds until nothing changes, however deep `%25`
+/// nests, in linear time.
+fn unescape_fully(s: Vec<u8>) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(s.len());
+    for b in s {
+        out.push(b);
+        while let [.., b'%', h, l] = out[..] {
+            let (Some(h), Some(l)) = (hex(h), hex(l)) else {
+                break;
+            };
+            out.truncate(out.len() - 3);
+            out.push(h << 4 | l);
         }
-        s = next;
     }
-    s
+    out
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 fn escape(b: &[u8]) -> String {
@@ -301,6 +312,21 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(canonicalize(input).url(), want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn deeply_nested_escapes_reach_the_fixed_point() {
+        // Found by the url_canon fuzz target: escapes nested deeper than the old 16 rounds of
+        // decoding left a host that a second canonicalization decoded further.
+        let input = "%%3%%%%%%%3%3%%%%%%%3%%%%33333333333%%%333333333331%%\0/";
+        let once = canonicalize(input);
+        assert_eq!(canonicalize(&once.url()), once, "{}", once.url());
+        // Twenty levels of %25 decode all the way down (the old 16 rounds stopped short).
+        let deep = format!("%{}41", "25".repeat(20));
+        assert_eq!(unescape_fully(deep.into_bytes()), b"A");
+        assert_eq!(unescape_fully(b"%%33".to_vec()), b"%3");
+        assert_eq!(unescape_fully(b"%4%41".to_vec()), b"J");
+        assert_eq!(unescape_fully(b"%zz%2".to_vec()), b"%zz%2");
     }
 
     #[test]
