@@ -4,6 +4,7 @@
 
 pub mod operators;
 pub mod seclang;
+pub mod transform;
 
 pub use seclang::{
     parse_file, parse_str, Action, Directive, DirectiveKind, Operator, ParseError, Rule, Variable,

@@ -3,7 +3,7 @@
 //! the including file, bounded depth), and rule chains. Every problem is a [`ParseError`]
 //! naming the file and the line the directive starts on.
 
-mod names;
+pub(crate) mod names;
 mod rule;
 
 use std::path::{Path, PathBuf};
