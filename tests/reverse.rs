@@ -541,8 +541,8 @@ fn reverse_config_errors_name_the_key() {
     let dir = TempDir::new("reverse-cfg");
     for (cfg, needle) in [
         (
-            "[[listener]]\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\n",
-            "needs cert and key",
+            "[[listener]]\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\nclient_auth = \"required\"\nclient_ca = [\"ca\"]\n",
+            "client_auth needs TLS",
         ),
         (
             "[[listener]]\nkind = \"forward\"\naddr = \"127.0.0.1:0\"\nclient_auth = \"required\"\n",

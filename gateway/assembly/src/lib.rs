@@ -22,13 +22,14 @@ pub use plug::{Configured, Plug};
 use std::sync::Arc;
 
 /// Every engine the gateway has, in the default stage order: cheap decisions on hosts and URLs
-/// first, then the IPS over every phase, then the AV on bodies. Made once per process: an engine
+/// first, then the IPS over every phase, the WAF on HTTP transactions, then the AV on bodies. Made once per process: an engine
 /// keeps its counters and cross-reload state for the gateway's life.
 pub fn engines() -> Result<Vec<Box<dyn Plug>>, prometheus::Error> {
     Ok(vec![
         Box::new(Arc::new(host_policy::HostPolicyEngine)),
         Box::new(Arc::new(sekisho_urlfilter::UrlEngine::default())),
         Box::new(Arc::new(sekisho_ips::IpsEngine::new()?)),
+        Box::new(Arc::new(sekisho_waf::WafEngine)),
         Box::new(Arc::new(sekisho_av::AvEngine)),
     ])
 }

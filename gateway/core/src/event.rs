@@ -240,6 +240,23 @@ pub struct ThreatEvent {
     /// URL filter facts (category, list, entry, policy).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub url_filter: Option<crate::UrlCategoryInfo>,
+    /// Every WAF rule that matched in the transaction (`rule` is the one that decided).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub matched_rules: Option<Vec<crate::WafRuleMatch>>,
+    /// WAF anomaly scores.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub waf: Option<WafScores>,
+}
+
+/// The anomaly scores of a WAF event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WafScores {
+    /// Inbound anomaly score.
+    pub inbound_score: i64,
+    /// Outbound anomaly score.
+    pub outbound_score: i64,
+    /// Whether the decision was enforced (false in DetectionOnly).
+    pub enforced: bool,
 }
 
 /// RFC 3339 UTC timestamp with milliseconds.
@@ -330,6 +347,12 @@ impl ThreatEvent {
                 transforms: finding.matched.transforms.clone(),
             },
             url_filter: finding.url.clone(),
+            matched_rules: finding.waf.as_ref().map(|w| w.matched_rules.clone()),
+            waf: finding.waf.as_ref().map(|w| WafScores {
+                inbound_score: w.inbound_score,
+                outbound_score: w.outbound_score,
+                enforced: w.enforced,
+            }),
         }
     }
 }

@@ -114,6 +114,42 @@ pub struct Finding {
     pub signature: Option<SignatureInfo>,
     /// URL filter facts: category, list, entry, policy.
     pub url: Option<UrlCategoryInfo>,
+    /// WAF facts: every matched rule and the anomaly scores.
+    pub waf: Option<Box<WafInfo>>,
+}
+
+/// What the WAF adds to a finding (event keys `matched_rules` and `waf`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WafInfo {
+    /// Every rule that matched and logs, in the order they ran.
+    pub matched_rules: Vec<WafRuleMatch>,
+    /// The inbound anomaly score.
+    pub inbound_score: i64,
+    /// The outbound anomaly score.
+    pub outbound_score: i64,
+    /// Whether the deciding rule's action was enforced (false in DetectionOnly).
+    pub enforced: bool,
+}
+
+/// One matched WAF rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WafRuleMatch {
+    /// Rule id.
+    pub id: u64,
+    /// `msg`, expanded.
+    pub msg: String,
+    /// `logdata`, expanded.
+    pub data: String,
+    /// Severity name (`CRITICAL`), empty when the rule sets none.
+    pub severity: String,
+    /// Phase 1 to 5.
+    pub phase: u8,
+    /// The variable that matched (`ARGS:id`).
+    pub variable: String,
+    /// The transformations applied.
+    pub transforms: Vec<String>,
+    /// What the rule added to the anomaly score.
+    pub score: i64,
 }
 
 /// What the URL filter adds to a finding (event key `url_filter`).
@@ -175,6 +211,7 @@ impl Finding {
             file: None,
             signature: None,
             url: None,
+            waf: None,
         }
     }
 }

@@ -31,7 +31,9 @@ pub use event::{
     AlertInfo, CommLog, DestinationInfo, EventEvidence, EventInfo, FacilityInfo, FileInfo,
     HttpInfo, Observer, RuleInfo, SourceInfo, ThreatEvent, TlsClientInfo, TlsClientX509, TlsInfo,
 };
-pub use finding::{Action, Evidence, Finding, Severity, SignatureInfo, UrlCategoryInfo};
+pub use finding::{
+    Action, Evidence, Finding, Severity, SignatureInfo, UrlCategoryInfo, WafInfo, WafRuleMatch,
+};
 pub use flow::{
     split_host_port, ClientCert, Direction, FlowMeta, RequestHead, ResponseHead, TlsHello, TlsMode,
 };

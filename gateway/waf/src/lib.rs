@@ -2,10 +2,19 @@
 //! them, read unmodified. This first part is the reader: directives, rules with their
 //! variables, operator and actions, `Include` with globs, every problem named by file and line.
 
+pub mod engine;
+#[path = "libinjection_tmp.rs"]
+pub mod libinjection;
 pub mod operators;
+pub mod plug;
+pub mod rx;
 pub mod seclang;
+pub mod stage;
 pub mod transform;
 
 pub use seclang::{
     parse_file, parse_str, Action, Directive, DirectiveKind, Operator, ParseError, Rule, Variable,
 };
+
+pub use plug::{WafConfig, WafEngine};
+pub use stage::WafStage;

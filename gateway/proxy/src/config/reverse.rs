@@ -68,10 +68,10 @@ impl Config {
         if l.cert.is_some() != l.key.is_some() {
             return Err(self.err(&key, "cert and key go together"));
         }
-        if l.cert.is_none() && l.certificates.is_empty() {
+        if l.cert.is_none() && l.certificates.is_empty() && l.client_auth != ClientAuth::None {
             return Err(self.err(
                 &key,
-                "a reverse listener needs cert and key (and optionally certificates = [{ cert, key }, …])",
+                "client_auth needs TLS: give cert and key (a reverse listener without them serves plain HTTP)",
             ));
         }
         if l.client_auth != ClientAuth::None && l.client_ca.is_empty() {

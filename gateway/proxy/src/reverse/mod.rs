@@ -68,7 +68,8 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
     };
     let m = &shared.metrics;
     let (tls_cfg, recording) = match state.connection_tls() {
-        Ok(x) => x,
+        Ok(Some(x)) => x,
+        Ok(None) => return serve_plain(shared, tcp, conn, state).await,
         Err(e) => {
             tracing::error!(listener = %conn.listener, error = %e, "cannot build the TLS configuration");
             return;
@@ -151,6 +152,33 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
         )
     };
     serve_decrypted(&shared, &conn, tls, h2, handler).await;
+}
+
+/// Serves one client connection of a plain-HTTP reverse listener (no `cert`: LAN services,
+/// tests): no TLS, no client certificate.
+async fn serve_plain(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    conn: Arc<ConnInfo>,
+    state: Arc<ReverseState>,
+) {
+    let rc = Arc::new(ReverseConn {
+        state,
+        peer: None,
+        sni: None,
+        tls_version: None,
+    });
+    let svc_shared = Arc::clone(&shared);
+    let handler_conn = Arc::clone(&conn);
+    let handler = move |req| {
+        reverse_flow(
+            Arc::clone(&svc_shared),
+            Arc::clone(&handler_conn),
+            Arc::clone(&rc),
+            req,
+        )
+    };
+    serve_decrypted(&shared, &conn, tcp, false, handler).await;
 }
 
 /// A threat event (and a communication-log line) for a client certificate refused in the
@@ -314,7 +342,11 @@ fn open_flow(
     head.raw = parts.extensions.get::<RawHead>().map(|r| r.0.clone());
     let mut meta = h::new_meta(shared, conn, &head.host, port);
     meta.sni = rc.sni.clone();
-    meta.tls = TlsMode::Decrypted;
+    meta.tls = if rc.state.tls.is_some() {
+        TlsMode::Decrypted
+    } else {
+        TlsMode::None
+    };
     meta.tls_version = rc.tls_version;
     meta.facility_id = facility.clone();
     meta.client_cert = rc.peer.as_ref().map(|p| p.facts.clone());

@@ -142,9 +142,9 @@ pub(crate) struct Route {
 
 /// What a reverse listener runs with; swapped whole on reload.
 pub(crate) struct ReverseState {
-    pub(crate) tls: Arc<rustls::ServerConfig>,
-    pub(crate) resolver: Arc<SniCerts>,
-    pub(crate) verifier: Arc<dyn ClientCertVerifier>,
+    /// Server certificates and client authentication; `None` for a plain-HTTP listener (no
+    /// `cert`).
+    pub(crate) tls: Option<TlsSide>,
     pub(crate) client_auth: ClientAuth,
     pub(crate) facility_rule: Option<AttrRule>,
     pub(crate) facility_rule_text: Option<String>,
@@ -152,9 +152,62 @@ pub(crate) struct ReverseState {
     /// `forward_raw_path`: the client's path goes upstream instead of the canonical one.
     pub(crate) forward_raw_path: bool,
     pub(crate) routes: Vec<Arc<Route>>,
+}
+
+/// A TLS listener's server side: certificates by SNI, the client-certificate verifier, session
+/// resumption state.
+pub(crate) struct TlsSide {
+    pub(crate) tls: Arc<rustls::ServerConfig>,
+    pub(crate) resolver: Arc<SniCerts>,
+    pub(crate) verifier: Arc<dyn ClientCertVerifier>,
     pub(crate) session_storage: Arc<dyn rustls::server::StoresServerSessions>,
     pub(crate) ticketer: Arc<dyn rustls::server::ProducesTickets>,
     pub(crate) provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl TlsSide {
+    /// Certificates (the first is the default) and the client-certificate rules.
+    fn build(
+        pairs: &[(Arc<CertifiedKey>, Vec<String>)],
+        default: Arc<CertifiedKey>,
+        verifier: Arc<dyn ClientCertVerifier>,
+    ) -> Result<TlsSide> {
+        let (mut exact, mut wild) = (HashMap::new(), HashMap::new());
+        // Later certificates do not take a name an earlier one serves.
+        for (ck, names) in pairs {
+            for n in names {
+                match n.strip_prefix("*.") {
+                    Some(suffix) => wild.entry(suffix.to_string()),
+                    None => exact.entry(n.clone()),
+                }
+                .or_insert_with(|| Arc::clone(ck));
+            }
+        }
+        let resolver = Arc::new(SniCerts {
+            default,
+            exact,
+            wildcard: wild,
+        });
+        let session_storage: Arc<dyn rustls::server::StoresServerSessions> =
+            rustls::server::ServerSessionMemoryCache::new(20_000);
+        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = Arc::new(server_config(
+            &provider,
+            Arc::clone(&verifier),
+            Arc::clone(&resolver),
+            Arc::clone(&session_storage),
+            Arc::clone(&ticketer),
+        )?);
+        Ok(TlsSide {
+            tls,
+            resolver,
+            verifier,
+            session_storage,
+            ticketer,
+            provider,
+        })
+    }
 }
 
 /// Milliseconds since the first call (a monotonic clock for member state).
@@ -175,41 +228,15 @@ impl ReverseState {
         for p in &l.certificates {
             pairs.push(load_pair(&p.cert, &p.key)?);
         }
-        let Some(default) = pairs.first().map(|(c, _)| Arc::clone(c)) else {
-            return Err(ProxyError::Config {
-                file: cfg.path.clone(),
-                message: format!("listener {name}: a reverse listener needs cert and key"),
-            });
-        };
-        let (mut exact, mut wild) = (HashMap::new(), HashMap::new());
-        // Later certificates do not take a name an earlier one serves.
-        for (ck, names) in &pairs {
-            for n in names {
-                match n.strip_prefix("*.") {
-                    Some(suffix) => wild.entry(suffix.to_string()),
-                    None => exact.entry(n.clone()),
-                }
-                .or_insert_with(|| Arc::clone(ck));
-            }
-        }
-        let resolver = Arc::new(SniCerts {
-            default,
-            exact,
-            wildcard: wild,
-        });
         let mandatory = l.client_auth == ClientAuth::Required && l.missing_cert == MissingCert::Tls;
-        let verifier = clientauth::verifier(l.client_auth, mandatory, &l.client_ca, &l.crl)?;
-        let session_storage: Arc<dyn rustls::server::StoresServerSessions> =
-            rustls::server::ServerSessionMemoryCache::new(20_000);
-        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = Arc::new(server_config(
-            &provider,
-            Arc::clone(&verifier),
-            Arc::clone(&resolver),
-            Arc::clone(&session_storage),
-            Arc::clone(&ticketer),
-        )?);
+        let tls = match pairs.first().map(|(c, _)| Arc::clone(c)) {
+            Some(default) => {
+                let verifier =
+                    clientauth::verifier(l.client_auth, mandatory, &l.client_ca, &l.crl)?;
+                Some(TlsSide::build(&pairs, default, verifier)?)
+            }
+            None => None,
+        };
         let facility_rule = l
             .facility_id
             .as_deref()
@@ -294,31 +321,31 @@ impl ReverseState {
         }
         Ok(ReverseState {
             tls,
-            resolver,
-            verifier,
             client_auth: l.client_auth,
             facility_rule,
             facility_rule_text: l.facility_id.clone(),
             facility_header,
             forward_raw_path: l.forward_raw_path,
             routes,
-            session_storage,
-            ticketer,
-            provider,
         })
     }
 
     /// One line for `check-config`: certificates, client authentication, routes.
     pub(crate) fn describe(&self) -> String {
-        let mut names = self
-            .resolver
-            .exact
-            .keys()
-            .map(String::as_str)
-            .map(str::to_string)
-            .chain(self.resolver.wildcard.keys().map(|w| format!("*.{w}")))
-            .collect::<Vec<String>>();
-        names.sort_unstable();
+        let names = match &self.tls {
+            Some(t) => {
+                let mut names = t
+                    .resolver
+                    .exact
+                    .keys()
+                    .cloned()
+                    .chain(t.resolver.wildcard.keys().map(|w| format!("*.{w}")))
+                    .collect::<Vec<String>>();
+                names.sort_unstable();
+                format!("certificates for {names:?}")
+            }
+            None => "plain HTTP (no certificate)".to_string(),
+        };
         let routes: Vec<String> = self
             .routes
             .iter()
@@ -341,7 +368,7 @@ impl ReverseState {
             })
             .collect();
         format!(
-            "certificates for {:?}; client_auth {:?}; facility_id {}; routes: {}",
+            "{}; client_auth {:?}; facility_id {}; routes: {}",
             names,
             self.client_auth,
             self.facility_rule_text.as_deref().unwrap_or("none"),
@@ -358,22 +385,27 @@ impl ReverseState {
             .max_by_key(|r| r.prefix.len())
     }
 
-    /// A TLS config for one connection whose verifier records a refused certificate.
+    /// A TLS config for one connection whose verifier records a refused certificate; `None`
+    /// for a plain-HTTP listener.
+    #[allow(clippy::type_complexity)]
     pub(crate) fn connection_tls(
         &self,
-    ) -> Result<(Arc<rustls::ServerConfig>, Option<Arc<Recording>>)> {
+    ) -> Result<Option<(Arc<rustls::ServerConfig>, Option<Arc<Recording>>)>> {
+        let Some(t) = &self.tls else {
+            return Ok(None);
+        };
         if self.client_auth == ClientAuth::None {
-            return Ok((Arc::clone(&self.tls), None));
+            return Ok(Some((Arc::clone(&t.tls), None)));
         }
-        let rec = Recording::new(Arc::clone(&self.verifier));
+        let rec = Recording::new(Arc::clone(&t.verifier));
         let cfg = server_config(
-            &self.provider,
+            &t.provider,
             rec.clone(),
-            Arc::clone(&self.resolver),
-            Arc::clone(&self.session_storage),
-            Arc::clone(&self.ticketer),
+            Arc::clone(&t.resolver),
+            Arc::clone(&t.session_storage),
+            Arc::clone(&t.ticketer),
         )?;
-        Ok((Arc::new(cfg), Some(rec)))
+        Ok(Some((Arc::new(cfg), Some(rec))))
     }
 }
 

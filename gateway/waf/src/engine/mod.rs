@@ -1,0 +1,53 @@
+//! The SecLang engine: rule files compiled into a [`Waf`] (rules per phase, settings), and
+//! [`Transaction`]s that run a request and its response through phases 1 to 5 as ModSecurity
+//! 2 does, recording every matched rule and the decision.
+
+mod actions;
+mod build;
+mod exec;
+mod macros;
+mod ops;
+mod reqbody;
+mod rule;
+mod settings;
+mod target;
+mod tx;
+mod vars;
+
+#[cfg(test)]
+mod tests;
+
+pub use build::{LoadError, LoadSummary};
+pub use rule::{severity_name, AllowScope, Disruptive};
+pub use settings::{BodyProcessor, LimitAction, Mode, Settings};
+pub use tx::{Intervention, MatchedRule, RequestHead, Transaction};
+
+use rule::CRule;
+
+/// A compiled rule set: settings and the rules of each phase in file order.
+#[derive(Debug)]
+pub struct Waf {
+    settings: Settings,
+    /// Rules per phase (index 0 = phase 1); markers appear in every phase.
+    phases: [Vec<CRule>; 5],
+    summary: LoadSummary,
+}
+
+impl Waf {
+    /// The engine settings the rule files chose.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// What was loaded.
+    pub fn summary(&self) -> &LoadSummary {
+        &self.summary
+    }
+
+    /// The rules of phase `p` (1 to 5).
+    fn phase(&self, p: u8) -> &[CRule] {
+        self.phases
+            .get(usize::from(p.saturating_sub(1)))
+            .map_or(&[], |v| v.as_slice())
+    }
+}

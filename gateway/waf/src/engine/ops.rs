@@ -1,0 +1,154 @@
+//! Compiled operators: the simple ones (`operators.rs`), `@rx` (fixed or with macros),
+//! `@pm` / `@pmFromFile` on Aho-Corasick, `@ipMatchFromFile`, and libinjection's
+//! `@detectSQLi` / `@detectXSS`.
+
+use std::path::Path;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+use super::macros::Macro;
+use crate::operators::Simple;
+use crate::rx::Rx;
+use crate::seclang::Operator;
+
+/// A compiled operator.
+#[derive(Debug)]
+pub enum Op {
+    /// A simple operator with its (maybe macro) parameter.
+    Simple(Simple, Macro),
+    /// `@rx` with a fixed pattern.
+    Rx(Rx),
+    /// `@rx` whose pattern has macros: compiled per use.
+    RxMacro(Macro),
+    /// `@pm` and `@pmFromFile`: ASCII case-insensitive phrases.
+    Pm(AhoCorasick),
+    /// `@detectSQLi`.
+    Sqli,
+    /// `@detectXSS`.
+    Xss,
+}
+
+/// What an operator found: whether it matched, and the captures (`TX.0`… for `capture`).
+pub struct Found {
+    /// Whether the operator matched (before negation).
+    pub matched: bool,
+    /// Groups 0..9 for `capture` (empty when the operator gives none).
+    pub captures: Vec<Option<Vec<u8>>>,
+}
+
+impl Found {
+    fn plain(matched: bool) -> Found {
+        Found {
+            matched,
+            captures: Vec::new(),
+        }
+    }
+}
+
+impl Op {
+    /// Compiles `op`; files (`@pmFromFile`, `@ipMatchFromFile`) are read relative to `dir`.
+    pub fn compile(op: &Operator, dir: &Path) -> Result<Op, String> {
+        match op.name {
+            "rx" => {
+                let m = Macro::parse(&op.param);
+                if m.is_literal() {
+                    Ok(Op::Rx(Rx::compile(&op.param).map_err(|e| e.to_string())?))
+                } else {
+                    Ok(Op::RxMacro(m))
+                }
+            }
+            "pm" => pm(op.param.split_ascii_whitespace().map(str::to_string)),
+            "pmFromFile" | "pmf" => pm(phrases_from_files(&op.param, dir)?.into_iter()),
+            "ipMatchFromFile" | "ipMatchF" => {
+                let list = phrases_from_files(&op.param, dir)?.join(",");
+                let nets = Operator {
+                    name: "ipMatch",
+                    negated: false,
+                    param: list,
+                };
+                match Simple::compile(&nets)? {
+                    Some(s) => Ok(Op::Simple(s, Macro::default())),
+                    None => Err("ipMatch is not compiled".into()),
+                }
+            }
+            "detectSQLi" => Ok(Op::Sqli),
+            "detectXSS" => Ok(Op::Xss),
+            _ => match Simple::compile(op)? {
+                Some(s) => Ok(Op::Simple(s, Macro::parse(&op.param))),
+                None => Err(format!("operator @{} is not supported", op.name)),
+            },
+        }
+    }
+
+    /// Runs the operator on `input`; `expand` expands macro parameters.
+    pub fn run(&self, input: &[u8], expand: &mut dyn FnMut(&Macro) -> Vec<u8>) -> Found {
+        match self {
+            Op::Simple(s, param) => Found::plain(s.matches(&expand(param), input)),
+            Op::Rx(rx) => rx_found(rx, input),
+            Op::RxMacro(m) => match Rx::compile(&String::from_utf8_lossy(&expand(m))) {
+                Ok(rx) => rx_found(&rx, input),
+                Err(_) => Found::plain(false),
+            },
+            Op::Pm(ac) => match ac.find(input) {
+                Some(m) => Found {
+                    matched: true,
+                    captures: vec![Some(input[m.range()].to_vec())],
+                },
+                None => Found::plain(false),
+            },
+            Op::Sqli => match crate::libinjection::sqli(input) {
+                Some(fp) => Found {
+                    matched: true,
+                    captures: vec![Some(fp.as_str().as_bytes().to_vec())],
+                },
+                None => Found::plain(false),
+            },
+            Op::Xss => Found::plain(crate::libinjection::xss(input)),
+        }
+    }
+}
+
+fn rx_found(rx: &Rx, input: &[u8]) -> Found {
+    match rx.captures(input) {
+        Ok(Some(groups)) => Found {
+            matched: true,
+            captures: groups,
+        },
+        _ => Found::plain(false),
+    }
+}
+
+fn pm(phrases: impl Iterator<Item = String>) -> Result<Op, String> {
+    let list: Vec<String> = phrases.filter(|p| !p.is_empty()).collect();
+    if list.is_empty() {
+        return Err("@pm needs at least one phrase".into());
+    }
+    AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::Standard)
+        .build(&list)
+        .map(Op::Pm)
+        .map_err(|e| format!("@pm: {e}"))
+}
+
+/// The phrases of `@pmFromFile` files (several, space-separated): one per line, trimmed,
+/// `#` comments and blank lines skipped.
+fn phrases_from_files(param: &str, dir: &Path) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for name in param.split_ascii_whitespace() {
+        if name.starts_with("http://") || name.starts_with("https://") {
+            return Err(format!(
+                "{name}: rule files are never fetched from the network"
+            ));
+        }
+        let path = dir.join(name);
+        let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for line in String::from_utf8_lossy(&text).lines() {
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                out.push(line.to_string());
+            }
+        }
+    }
+    Ok(out)
+}

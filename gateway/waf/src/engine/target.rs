@@ -1,0 +1,69 @@
+//! A rule's compiled targets: which variable, which members (a name, a regex, an XPath, or
+//! all), counted or not; and exclusions (`!ARGS:foo`, `ctl:ruleRemoveTargetById`).
+
+use crate::rx::Rx;
+use crate::seclang::{Key, Variable};
+
+/// How a target selects members of a collection.
+#[derive(Debug)]
+pub enum Select {
+    /// Every member (or the scalar's value).
+    All,
+    /// Members whose name equals this one (case-insensitively; stored lower case).
+    Name(String),
+    /// Members whose name matches the regex (case-insensitively).
+    Regex(Rx),
+}
+
+/// One compiled target.
+#[derive(Debug)]
+pub struct Target {
+    /// The variable, upper case as in [`crate::seclang::Variable`].
+    pub var: String,
+    /// Which members.
+    pub select: Select,
+    /// `&`: the count instead of the values.
+    pub count: bool,
+}
+
+impl Target {
+    /// Compiles a parsed variable (its `exclude` flag is the caller's).
+    pub fn compile(v: &Variable) -> Result<Target, String> {
+        let select = match &v.key {
+            None => Select::All,
+            Some(Key::Name(n)) if v.name == "XML" => Select::Name(n.clone()),
+            Some(Key::Name(n)) => Select::Name(n.to_ascii_lowercase()),
+            Some(Key::Regex(r)) => Select::Regex(
+                Rx::compile(&format!("(?i){r}")).map_err(|e| format!("{}:/{r}/: {e}", v.name))?,
+            ),
+        };
+        Ok(Target {
+            var: v.name.clone(),
+            select,
+            count: v.count,
+        })
+    }
+
+    /// Whether a member named `name` (of this target's variable) is selected.
+    pub fn selects(&self, name: &[u8]) -> bool {
+        match &self.select {
+            Select::All => true,
+            Select::Name(n) => name.eq_ignore_ascii_case(n.as_bytes()),
+            Select::Regex(r) => r.is_match(name).unwrap_or(false),
+        }
+    }
+
+    /// Whether this (as an exclusion) removes the member `name` of variable `var`.
+    pub fn excludes(&self, var: &str, name: &[u8]) -> bool {
+        self.var == var && self.selects(name)
+    }
+}
+
+/// Parses `ARGS:foo|!REQUEST_COOKIES:/^x/` (the target list of `ctl:ruleRemoveTargetById`
+/// and `SecRuleUpdateTargetById`) into targets.
+pub fn parse_list(text: &str) -> Result<Vec<(Target, bool)>, String> {
+    crate::seclang::parse_variables(text)?
+        .iter()
+        .map(|v| Ok((Target::compile(v)?, v.exclude)))
+        .collect()
+}

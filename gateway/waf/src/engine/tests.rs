@@ -1,0 +1,211 @@
+//! Engine behaviour on small rule sets written for each feature.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{Mode, RequestHead, Transaction, Waf};
+
+fn waf(rules: &str) -> Arc<Waf> {
+    let dirs = crate::seclang::parse_str(rules, Path::new("test.conf")).expect("parses");
+    Arc::new(Waf::from_directives(&dirs).unwrap_or_else(|e| panic!("{e:?}")))
+}
+
+fn get(uri: &str, headers: &[(&str, &str)]) -> RequestHead {
+    RequestHead {
+        method: "GET".into(),
+        uri: uri.as_bytes().to_vec(),
+        protocol: "HTTP/1.1".into(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
+        remote_addr: "192.0.2.1".into(),
+        ..Default::default()
+    }
+}
+
+fn run(w: &Arc<Waf>, head: &RequestHead, body: &[u8]) -> Transaction {
+    let mut tx = Transaction::new(Arc::clone(w), head);
+    tx.request_headers();
+    tx.request_body(body, body.len());
+    tx.logging();
+    tx
+}
+
+fn ids(tx: &Transaction) -> Vec<u64> {
+    tx.matched_rules().iter().map(|m| m.id).collect()
+}
+
+const SETUP: &str = r#"
+SecDefaultAction "phase:1,log,auditlog,pass"
+SecDefaultAction "phase:2,log,auditlog,pass"
+"#;
+
+#[test]
+fn anomaly_scoring_blocks_at_threshold() {
+    let w = waf(&(SETUP.to_string()
+        + r#"
+SecAction "id:1,phase:1,nolog,pass,setvar:tx.threshold=5,setvar:tx.inbound_anomaly_score_pl1=0"
+SecRule ARGS "@rx (?i)union\s+select" "id:10,phase:2,block,t:none,t:urlDecodeUni,msg:'SQLi',logdata:'Matched %{MATCHED_VAR} in %{MATCHED_VAR_NAME}',severity:'CRITICAL',setvar:'tx.inbound_anomaly_score_pl1=+5'"
+SecRule TX:INBOUND_ANOMALY_SCORE_PL1 "@ge %{tx.threshold}" "id:949,phase:2,deny,status:403,msg:'Score %{tx.inbound_anomaly_score_pl1}'"
+"#));
+    let tx = run(&w, &get("/?q=1%20UNION%20select%201", &[]), b"");
+    assert_eq!(ids(&tx), vec![10, 949]);
+    let m = &tx.matched_rules()[0];
+    assert_eq!(m.data, "Matched 1 UNION select 1 in ARGS:q");
+    assert_eq!(
+        (m.score, m.severity, m.variable.as_str()),
+        (5, Some(2), "ARGS:q")
+    );
+    let i = tx.intervention().expect("blocked");
+    assert_eq!((i.status, i.rule_id, i.msg.as_str()), (403, 949, "Score 5"));
+    let clean = run(&w, &get("/?q=hello", &[]), b"");
+    assert!(clean.matched_rules().is_empty() && clean.intervention().is_none());
+}
+
+#[test]
+fn detection_only_records_without_blocking() {
+    let w = waf(r#"SecRuleEngine DetectionOnly
+SecRule REQUEST_URI "@contains /admin" "id:5,phase:1,deny,msg:'admin'"
+SecRule REQUEST_URI "@contains /admin" "id:6,phase:1,pass,msg:'still runs'""#);
+    let tx = run(&w, &get("/admin", &[]), b"");
+    assert!(tx.intervention().is_none());
+    assert_eq!(tx.decision().map(|d| d.rule_id), Some(5));
+    assert_eq!(ids(&tx), vec![5, 6]);
+}
+
+#[test]
+fn chains_need_every_link_and_matched_vars_flow() {
+    let w = waf(
+        r#"SecRule ARGS_NAMES "@streq a" "id:1,phase:1,pass,chain,msg:'chain'"
+SecRule MATCHED_VARS "@streq a" "setvar:tx.hit=1"
+SecRule ARGS:b "@streq x" "id:2,phase:1,pass,chain"
+SecRule ARGS:c "@streq y" "t:none""#,
+    );
+    let tx = run(&w, &get("/?a=1&b=x", &[]), b"");
+    assert_eq!(ids(&tx), vec![1]);
+    assert_eq!(tx.tx_var("hit"), Some(&b"1"[..]));
+}
+
+#[test]
+fn skip_after_and_skip_count() {
+    let w = waf(
+        r#"SecRule REQUEST_METHOD "@streq GET" "id:1,phase:1,pass,nolog,skipAfter:END"
+SecRule REQUEST_METHOD "@streq GET" "id:2,phase:1,pass"
+SecMarker END
+SecRule REQUEST_METHOD "@streq GET" "id:3,phase:1,pass,skip:1"
+SecRule REQUEST_METHOD "@streq GET" "id:4,phase:1,pass"
+SecRule REQUEST_METHOD "@streq GET" "id:5,phase:1,pass""#,
+    );
+    assert_eq!(ids(&run(&w, &get("/", &[]), b"")), vec![3, 5]);
+}
+
+#[test]
+fn exclusions_static_and_runtime() {
+    let w = waf(
+        r#"SecRule REQUEST_URI "@beginsWith /login" "id:1,phase:1,pass,nolog,ctl:ruleRemoveTargetById=20;ARGS:password"
+SecRule ARGS|!ARGS:safe "@contains '" "id:20,phase:2,pass"
+SecRule REQUEST_HEADERS:/^x-/ "@streq bad" "id:21,phase:1,pass""#,
+    );
+    let tx = run(&w, &get("/login?password=a'b&safe=x'y", &[]), b"");
+    assert!(ids(&tx).is_empty());
+    let tx = run(&w, &get("/other?password=a'b", &[("X-Foo", "bad")]), b"");
+    assert_eq!(ids(&tx), vec![21, 20]);
+    assert_eq!(tx.matched_rules()[1].variable, "ARGS:password");
+}
+
+#[test]
+fn ctl_rule_removal_and_engine_off() {
+    let w = waf(
+        r#"SecRule REQUEST_URI "@streq /health" "id:1,phase:1,pass,nolog,ctl:ruleRemoveById=10-19"
+SecRule REQUEST_URI "@streq /quiet" "id:2,phase:1,pass,nolog,ctl:ruleEngine=Off"
+SecRule REQUEST_URI "@rx ." "id:15,phase:2,deny""#,
+    );
+    assert!(run(&w, &get("/health", &[]), b"").intervention().is_none());
+    assert!(run(&w, &get("/quiet", &[]), b"").intervention().is_none());
+    assert_eq!(
+        run(&w, &get("/x", &[]), b"")
+            .intervention()
+            .map(|i| i.rule_id),
+        Some(15)
+    );
+}
+
+#[test]
+fn counts_captures_and_macros() {
+    let w = waf(r#"SecRule &ARGS "@eq 2" "id:1,phase:1,pass,msg:'two args'"
+SecRule ARGS:v "@rx ^(\d+)-(\d+)$" "id:2,phase:1,pass,capture,setvar:'tx.sum=%{tx.1}',setvar:'tx.sum=+%{tx.2}'"
+SecRule &TX:missing "@eq 0" "id:3,phase:1,pass""#);
+    let tx = run(&w, &get("/?v=3-4&w=1", &[]), b"");
+    assert_eq!(ids(&tx), vec![1, 2, 3]);
+    assert_eq!(tx.tx_var("sum"), Some(&b"7"[..]));
+}
+
+#[test]
+fn multi_match_tests_every_changed_value() {
+    let w = waf(
+        r#"SecRule ARGS "@streq %41" "id:1,phase:1,pass,t:none,t:urlDecode,multiMatch"
+SecRule ARGS "@streq %41" "id:2,phase:1,pass,t:none,t:urlDecode""#,
+    );
+    assert_eq!(ids(&run(&w, &get("/?a=%2541", &[]), b"")), vec![1]);
+}
+
+#[test]
+fn allow_stops_the_request_phases() {
+    let w = waf(
+        r#"SecRule REMOTE_ADDR "@ipMatch 192.0.2.0/24" "id:1,phase:1,allow,nolog"
+SecRule REQUEST_URI "@rx ." "id:2,phase:2,deny""#,
+    );
+    assert!(run(&w, &get("/", &[]), b"").intervention().is_none());
+}
+
+#[test]
+fn urlencoded_body_and_request_body() {
+    let w = waf(r#"SecRule ARGS_POST:x "@streq a b" "id:1,phase:2,pass"
+SecRule REQUEST_BODY "@contains x=a+b" "id:2,phase:2,pass""#);
+    let mut head = get(
+        "/",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+    );
+    head.method = "POST".into();
+    assert_eq!(ids(&run(&w, &head, b"x=a+b")), vec![1, 2]);
+}
+
+#[test]
+fn settings_and_load_errors() {
+    let w = waf("SecRuleEngine DetectionOnly\nSecRequestBodyLimit 100\nSecAuditLog /x\n");
+    assert_eq!(w.settings().mode, Mode::DetectionOnly);
+    assert_eq!(w.settings().request_body_limit, 100);
+    assert_eq!(w.summary().ignored.len(), 1);
+    let dirs = crate::seclang::parse_str(
+        "SecRule ARGS \"@rx a\" \"phase:1,pass\"\nSecRule ARGS \"@rx (\" \"id:2\"",
+        Path::new("bad.conf"),
+    )
+    .expect("parses");
+    let errs = Waf::from_directives(&dirs).expect_err("refused");
+    assert_eq!(errs.len(), 2);
+    assert!(
+        errs[0].to_string().starts_with("bad.conf:1: "),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].to_string().starts_with("bad.conf:2: "),
+        "{}",
+        errs[1]
+    );
+}
+
+#[test]
+fn body_over_limit_is_rejected_or_partial() {
+    let w = waf("SecRequestBodyLimit 4\nSecRule ARGS \"@rx .\" \"id:1,phase:2,pass\"");
+    let mut head = get(
+        "/",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+    );
+    head.method = "POST".into();
+    let tx = run(&w, &head, b"a=123456");
+    assert_eq!(tx.intervention().map(|i| i.status), Some(413));
+    let w = waf("SecRequestBodyLimit 4\nSecRequestBodyLimitAction ProcessPartial\nSecRule ARGS_POST:a \"@streq 12\" \"id:1,phase:2,pass\"");
+    assert_eq!(ids(&run(&w, &head, b"a=123456")), vec![1]);
+}

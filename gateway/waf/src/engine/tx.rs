@@ -1,0 +1,271 @@
+//! A transaction: one request and its response through phases 1 to 5, with the variables
+//! the rules read, the collections they write, and what they decided.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::actions::RuleSel;
+use super::settings::{BodyProcessor, LimitAction, Mode};
+use super::target::Target;
+use super::Waf;
+
+/// What the gateway knows of a request before its body.
+#[derive(Debug, Clone, Default)]
+pub struct RequestHead {
+    /// The method.
+    pub method: String,
+    /// The request target as sent (`/path?query`, or absolute for a proxy request).
+    pub uri: Vec<u8>,
+    /// `HTTP/1.1`, `HTTP/2.0`.
+    pub protocol: String,
+    /// Header fields in order, as sent.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The client address.
+    pub remote_addr: String,
+    /// The client port.
+    pub remote_port: u16,
+    /// The listener's address.
+    pub server_addr: String,
+    /// The listener's port.
+    pub server_port: u16,
+    /// The transaction id (`UNIQUE_ID`).
+    pub unique_id: String,
+}
+
+/// A rule that matched (its whole chain), for the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchedRule {
+    /// The rule id.
+    pub id: u64,
+    /// Phase 1 to 5.
+    pub phase: u8,
+    /// `msg`, expanded.
+    pub msg: String,
+    /// `logdata`, expanded.
+    pub data: String,
+    /// Severity 0 to 7, if set.
+    pub severity: Option<u8>,
+    /// The variable that matched (`ARGS:id`).
+    pub variable: String,
+    /// The transformations applied.
+    pub transforms: Vec<&'static str>,
+    /// What the rule added to the anomaly scores.
+    pub score: i64,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Where the rule is written (`file:line`).
+    pub origin: String,
+}
+
+/// How a transaction is stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intervention {
+    /// The HTTP status to answer with (403 unless the rule said otherwise).
+    pub status: u16,
+    /// The rule that decided.
+    pub rule_id: u64,
+    /// The phase it ran in.
+    pub phase: u8,
+    /// Close the connection instead of answering.
+    pub drop: bool,
+    /// Where to redirect to.
+    pub redirect: Option<String>,
+    /// `msg` of the deciding rule.
+    pub msg: String,
+    /// Whether it is enforced (`SecRuleEngine On`); in DetectionOnly it is only recorded.
+    pub enforced: bool,
+}
+
+/// A value with its name (`ARGS:id`).
+pub(crate) type Named = (Vec<u8>, Vec<u8>);
+
+/// The request's and response's variables.
+#[derive(Debug, Default)]
+pub(crate) struct Data {
+    pub args_get: Vec<Named>,
+    pub args_post: Vec<Named>,
+    pub headers: Vec<Named>,
+    pub cookies: Vec<Named>,
+    pub files: Vec<Named>,
+    pub files_sizes: Vec<Named>,
+    pub files_content: Vec<Named>,
+    pub part_headers: Vec<Named>,
+    pub response_headers: Vec<Named>,
+    pub xml_text: Vec<Vec<u8>>,
+    pub xml_attrs: Vec<Vec<u8>>,
+    /// Scalar variables by name (`REQUEST_METHOD`, `REQBODY_ERROR`, …).
+    pub scalars: BTreeMap<&'static str, Vec<u8>>,
+}
+
+/// One request and response through the rules.
+#[derive(Debug)]
+pub struct Transaction {
+    pub(crate) waf: Arc<Waf>,
+    pub(crate) data: Data,
+    /// Collections rules write: `TX`, and those `initcol` opens (`IP`, `GLOBAL`).
+    pub(crate) cols: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    pub(crate) matched_var: Named,
+    pub(crate) matched_vars: Vec<Named>,
+    pub(crate) mode: Mode,
+    pub(crate) removed: Vec<Arc<RuleSel>>,
+    pub(crate) removed_targets: Vec<(Arc<RuleSel>, Arc<Target>)>,
+    pub(crate) processor: Option<BodyProcessor>,
+    pub(crate) body_access: bool,
+    pub(crate) force_body_variable: bool,
+    pub(crate) intervention: Option<Intervention>,
+    pub(crate) would_block: Option<Intervention>,
+    pub(crate) allow_request: bool,
+    pub(crate) allow_all: bool,
+    pub(crate) matched: Vec<MatchedRule>,
+    pub(crate) phase: u8,
+}
+
+impl Transaction {
+    /// Starts a transaction for a request head.
+    pub fn new(waf: Arc<Waf>, head: &RequestHead) -> Transaction {
+        let mut tx = Transaction {
+            mode: waf.settings.mode,
+            body_access: waf.settings.request_body_access,
+            waf,
+            data: Data::default(),
+            cols: BTreeMap::new(),
+            matched_var: Default::default(),
+            matched_vars: Vec::new(),
+            removed: Vec::new(),
+            removed_targets: Vec::new(),
+            processor: None,
+            force_body_variable: false,
+            intervention: None,
+            would_block: None,
+            allow_request: false,
+            allow_all: false,
+            matched: Vec::new(),
+            phase: 0,
+        };
+        tx.cols.insert("TX".into(), BTreeMap::new());
+        tx.data.set_request(head, &tx.waf.settings);
+        tx
+    }
+
+    /// Phase 1: the request head.
+    pub fn request_headers(&mut self) {
+        self.run_phase(1);
+    }
+
+    /// Whether the rules want the request body (body access on, nothing decided yet).
+    pub fn wants_request_body(&self) -> bool {
+        self.body_access && self.mode != Mode::Off && self.intervention.is_none()
+    }
+
+    /// Parses the request body (the first bytes up to the limit when `complete` is false or
+    /// the body is longer; `total` is its whole length) and runs phase 2.
+    pub fn request_body(&mut self, body: &[u8], total: usize) {
+        let s = &self.waf.settings;
+        let over = total > s.request_body_limit;
+        if over && s.request_body_limit_action == LimitAction::Reject {
+            self.limit_exceeded(413);
+        } else if self.body_access && self.intervention.is_none() {
+            let n = body.len().min(s.request_body_limit);
+            self.parse_body(&body[..n], total);
+        }
+        self.run_phase(2);
+    }
+
+    /// Phase 3 with the response status and headers, phase 4 with the body (when the rules
+    /// want it: [`Transaction::wants_response_body`]).
+    pub fn response_headers(
+        &mut self,
+        status: u16,
+        protocol: &str,
+        headers: &[(Vec<u8>, Vec<u8>)],
+    ) {
+        self.data.set_response(status, protocol, headers);
+        self.run_phase(3);
+    }
+
+    /// Whether the response body should be given (access on, an inspected MIME type).
+    pub fn wants_response_body(&self) -> bool {
+        let s = &self.waf.settings;
+        if !s.response_body_access || self.mode == Mode::Off || self.intervention.is_some() {
+            return false;
+        }
+        let ct = self
+            .data
+            .scalars
+            .get("RESPONSE_CONTENT_TYPE")
+            .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
+            .unwrap_or_default();
+        let mime = ct.split(';').next().unwrap_or("").trim().to_string();
+        s.response_mime_types.iter().any(|m| *m == mime)
+    }
+
+    /// Phase 4 with the response body (its first bytes up to the limit).
+    pub fn response_body(&mut self, body: &[u8]) {
+        let n = body.len().min(self.waf.settings.response_body_limit);
+        self.data
+            .scalars
+            .insert("RESPONSE_BODY", body[..n].to_vec());
+        self.run_phase(4);
+    }
+
+    /// Phase 5.
+    pub fn logging(&mut self) {
+        self.run_phase(5);
+    }
+
+    /// The decision that stops the transaction (only when enforced).
+    pub fn intervention(&self) -> Option<&Intervention> {
+        self.intervention.as_ref()
+    }
+
+    /// The first decision to block, enforced or not (DetectionOnly records it here).
+    pub fn decision(&self) -> Option<&Intervention> {
+        self.intervention.as_ref().or(self.would_block.as_ref())
+    }
+
+    /// Every rule whose chain matched and that logs, in order.
+    pub fn matched_rules(&self) -> &[MatchedRule] {
+        &self.matched
+    }
+
+    /// A `TX` variable (lower-case name), for scores and tests.
+    pub fn tx_var(&self, name: &str) -> Option<&[u8]> {
+        self.cols
+            .get("TX")
+            .and_then(|c| c.get(&name.to_ascii_lowercase()))
+            .map(Vec::as_slice)
+    }
+
+    /// The inbound and outbound anomaly scores CRS computed.
+    pub fn anomaly_scores(&self) -> (i64, i64) {
+        let n = |k: &str| {
+            self.tx_var(k)
+                .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (
+            n("blocking_inbound_anomaly_score").max(n("inbound_anomaly_score")),
+            n("blocking_outbound_anomaly_score").max(n("outbound_anomaly_score")),
+        )
+    }
+
+    fn limit_exceeded(&mut self, status: u16) {
+        let i = Intervention {
+            status,
+            rule_id: 0,
+            phase: 2,
+            drop: false,
+            redirect: None,
+            msg: "request body over SecRequestBodyLimit".into(),
+            enforced: self.mode == Mode::On,
+        };
+        self.data
+            .scalars
+            .insert("INBOUND_DATA_ERROR", b"1".to_vec());
+        if i.enforced {
+            self.intervention = Some(i);
+        } else if self.would_block.is_none() {
+            self.would_block = Some(i);
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The WAF's place in the gateway ([`sekisho_core::Engine`]): `[waf]` → the `waf` stage.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sekisho_core::{BuildCx, Built, ConfigError, LoadReport, StagePolicy};
+use serde::Deserialize;
+
+use crate::engine::Waf;
+use crate::stage::WafStage;
+
+/// `[waf]` in `sekisho.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WafConfig {
+    /// SecLang files and globs, loaded in the order given (`crs-setup.conf`,
+    /// `rules/*.conf`); relative paths are beside the config file.
+    #[serde(deserialize_with = "sekisho_core::de::one_or_many")]
+    pub rules: Vec<String>,
+    /// `mode`, `on_error`, `on_overflow`, ….
+    #[serde(flatten)]
+    pub stage: StagePolicy,
+}
+
+impl WafConfig {
+    /// The rule files in load order: each pattern's matches sorted by name.
+    pub fn files(&self, base: Option<&Path>) -> Result<Vec<PathBuf>, String> {
+        let mut out = Vec::new();
+        for pat in &self.rules {
+            let p = Path::new(pat);
+            let p = match base {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p.to_path_buf(),
+            };
+            let text = p.to_string_lossy();
+            let mut found: Vec<PathBuf> = glob::glob(&text)
+                .map_err(|e| format!("{pat:?}: {e}"))?
+                .filter_map(Result::ok)
+                .filter(|f| f.is_file())
+                .collect();
+            if found.is_empty() {
+                return Err(format!("{pat:?} matches no file"));
+            }
+            found.sort();
+            out.extend(found);
+        }
+        Ok(out)
+    }
+}
+
+/// The WAF engine.
+#[derive(Default)]
+pub struct WafEngine;
+
+impl sekisho_core::Engine for WafEngine {
+    type Config = WafConfig;
+
+    fn keys(&self) -> Vec<&'static str> {
+        std::iter::once("rules")
+            .chain(StagePolicy::KEYS.iter().copied())
+            .collect()
+    }
+
+    fn table(&self) -> &'static str {
+        "waf"
+    }
+
+    fn stage(&self) -> &'static str {
+        "waf"
+    }
+
+    fn prepare(&self, cfg: &mut WafConfig, cx: &BuildCx<'_>) -> Result<(), ConfigError> {
+        if cfg.rules.is_empty() {
+            return Err(ConfigError::new("waf.rules", "no rule files"));
+        }
+        cfg.files(cx.config_dir)
+            .map(drop)
+            .map_err(|e| ConfigError::new("waf.rules", e))
+    }
+
+    fn policy(&self, cfg: &WafConfig, _cx: &BuildCx<'_>) -> StagePolicy {
+        cfg.stage
+    }
+
+    fn build(&self, cfg: &WafConfig, cx: &BuildCx<'_>) -> Result<Built, ConfigError> {
+        let files = cfg
+            .files(cx.config_dir)
+            .map_err(|e| ConfigError::new("waf.rules", e))?;
+        let t = Instant::now();
+        let (waf, errors) = Waf::load_lenient(&files);
+        let s = waf.summary();
+        let report = LoadReport {
+            summary: format!(
+                "waf: {} rules (+{} chained) and {} markers from {} files, {} with errors, engine {:?}, compiled in {} ms",
+                s.rules,
+                s.chained,
+                s.markers,
+                files.len(),
+                errors.len(),
+                waf.settings().mode,
+                t.elapsed().as_millis()
+            ),
+            details: s
+                .ignored
+                .iter()
+                .map(|d| format!("ignored (no effect in this engine): {d}"))
+                .collect(),
+            errors: errors.iter().map(|e| e.to_string()).collect(),
+            loaded: s.rules,
+        };
+        Ok(Built {
+            stage: Arc::new(WafStage::new(Arc::new(waf))),
+            report,
+        })
+    }
+}

@@ -1,0 +1,271 @@
+//! The `waf` stage: each HTTP transaction of a flow runs through the engine's phases (1 at
+//! the request head, 2 on the held request body, 3 at the response head, 4 and 5 on the held
+//! response body), and what matched becomes one finding carrying every matched rule.
+
+use std::sync::Arc;
+
+use sekisho_core::{
+    BoxFuture, Cx, Direction, Evidence, Finding, FlowMeta, HeldBody, Inspector, Respond,
+    ResponseHead, Severity, Stage, Verdict, WafInfo, WafRuleMatch,
+};
+
+use crate::engine::{self, Intervention, MatchedRule, Transaction, Waf};
+
+/// The stage over a compiled rule set.
+pub struct WafStage {
+    waf: Arc<Waf>,
+}
+
+impl WafStage {
+    /// A stage running `waf`.
+    pub fn new(waf: Arc<Waf>) -> Self {
+        WafStage { waf }
+    }
+}
+
+impl Stage for WafStage {
+    fn name(&self) -> &'static str {
+        "waf"
+    }
+
+    fn new_flow(&self, _meta: &FlowMeta) -> Box<dyn Inspector> {
+        Box::new(WafInspector {
+            waf: Arc::clone(&self.waf),
+            tx: None,
+            reported: 0,
+        })
+    }
+}
+
+/// One flow's inspector: the current transaction and how many of its matches were reported.
+struct WafInspector {
+    waf: Arc<Waf>,
+    tx: Option<Transaction>,
+    reported: usize,
+}
+
+impl Inspector for WafInspector {
+    fn on_request_head(&mut self, cx: &mut Cx<'_>, head: &sekisho_core::RequestHead) -> Verdict {
+        if head.method == http::Method::CONNECT {
+            return Verdict::Allow;
+        }
+        let mut tx = Transaction::new(Arc::clone(&self.waf), &request_head(cx.meta(), head));
+        self.reported = 0;
+        tx.request_headers();
+        let blocked = tx.intervention().is_some();
+        self.tx = Some(tx);
+        if blocked {
+            return self.conclude(cx);
+        }
+        // Phase 2 runs in `resolve`, with or without a body.
+        Verdict::Hold
+    }
+
+    fn on_response_head(&mut self, cx: &mut Cx<'_>, head: &ResponseHead) -> Verdict {
+        let Some(tx) = self.tx.as_mut() else {
+            return Verdict::Allow;
+        };
+        let headers: Vec<(Vec<u8>, Vec<u8>)> = head
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        tx.response_headers(head.status.as_u16(), version(head.version), &headers);
+        if tx.intervention().is_some() {
+            return self.conclude(cx);
+        }
+        if tx.wants_response_body() {
+            return Verdict::Hold;
+        }
+        tx.logging();
+        self.conclude(cx)
+    }
+
+    fn resolve<'a>(&'a mut self, cx: &'a mut Cx<'_>, held: &'a HeldBody) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            let Some(tx) = self.tx.as_mut() else {
+                return Verdict::Allow;
+            };
+            let body = held.contiguous();
+            match held.direction() {
+                Some(Direction::Request) => tx.request_body(&body, body.len()),
+                _ => {
+                    tx.response_body(&body);
+                    tx.logging();
+                }
+            }
+            self.conclude(cx)
+        })
+    }
+}
+
+impl WafInspector {
+    /// Reports the matches not reported yet as one finding, and the verdict.
+    fn conclude(&mut self, cx: &mut Cx<'_>) -> Verdict {
+        let Some(tx) = self.tx.as_ref() else {
+            return Verdict::Allow;
+        };
+        let new = &tx.matched_rules()[self.reported.min(tx.matched_rules().len())..];
+        let decision = tx.decision().cloned();
+        if new.is_empty() && decision.is_none() {
+            return Verdict::Allow;
+        }
+        self.reported = tx.matched_rules().len();
+        if !new.is_empty() || decision.is_some() {
+            cx.report(finding(tx, new, decision.as_ref()));
+        }
+        match tx.intervention() {
+            Some(i) => {
+                if let Some(r) = respond(i) {
+                    cx.respond(r);
+                }
+                Verdict::Block
+            }
+            None => Verdict::Alert,
+        }
+    }
+}
+
+fn respond(i: &Intervention) -> Option<Respond> {
+    match &i.redirect {
+        Some(location) => Some(Respond::Redirect {
+            status: if matches!(i.status, 301 | 302 | 303 | 307 | 308) {
+                i.status
+            } else {
+                302
+            },
+            location: location.clone(),
+        }),
+        None if i.status != 403 => Some(Respond::Status(i.status)),
+        None => None,
+    }
+}
+
+/// The finding: the deciding rule (or the most severe match) as its rule, every match in
+/// `waf.matched_rules`.
+fn finding(tx: &Transaction, new: &[MatchedRule], decision: Option<&Intervention>) -> Finding {
+    let top = new
+        .iter()
+        .min_by_key(|m| m.severity.unwrap_or(8))
+        .or_else(|| tx.matched_rules().last());
+    let (rule_id, message) = match (decision, top) {
+        (Some(d), _) => (d.rule_id.to_string(), d.msg.clone()),
+        (None, Some(m)) => (m.id.to_string(), m.msg.clone()),
+        (None, None) => ("0".into(), String::new()),
+    };
+    let sev = top.and_then(|m| m.severity).unwrap_or(5);
+    let (location, data) = top.map_or((String::new(), String::new()), |m| {
+        (m.variable.clone(), m.data.clone())
+    });
+    let mut f = Finding::new(
+        "waf",
+        rule_id,
+        message,
+        severity(sev),
+        "web-attack",
+        Evidence::new(location, &data),
+    );
+    if let Some(m) = top {
+        f.matched.transforms = m.transforms.iter().map(|t| t.to_string()).collect();
+        if let Some((file, line)) = m.origin.rsplit_once(':') {
+            f.source = Some((file.to_string(), line.parse().unwrap_or(0)));
+        }
+    }
+    let (inbound, outbound) = tx.anomaly_scores();
+    f.waf = Some(Box::new(WafInfo {
+        matched_rules: new.iter().map(rule_match).collect(),
+        inbound_score: inbound,
+        outbound_score: outbound,
+        enforced: decision.is_some_and(|d| d.enforced),
+    }));
+    f
+}
+
+fn rule_match(m: &MatchedRule) -> WafRuleMatch {
+    WafRuleMatch {
+        id: m.id,
+        msg: m.msg.clone(),
+        data: m.data.clone(),
+        severity: m
+            .severity
+            .map(engine::severity_name)
+            .unwrap_or("")
+            .to_string(),
+        phase: m.phase,
+        variable: m.variable.clone(),
+        transforms: m.transforms.iter().map(|t| t.to_string()).collect(),
+        score: m.score,
+    }
+}
+
+/// ModSecurity's severities (0 emergency … 7 debug) as the gateway's.
+fn severity(s: u8) -> Severity {
+    match s {
+        0..=2 => Severity::Critical,
+        3 => Severity::High,
+        4 => Severity::Medium,
+        _ => Severity::Low,
+    }
+}
+
+fn version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The engine's view of a request: the request line and headers exactly as the client sent
+/// them when the listener kept the raw head (HTTP/1), else rebuilt from the parsed head.
+fn request_head(meta: &FlowMeta, head: &sekisho_core::RequestHead) -> engine::RequestHead {
+    let mut out = engine::RequestHead {
+        method: head.method.as_str().to_string(),
+        uri: head.path_and_query().as_bytes().to_vec(),
+        protocol: version(head.version).to_string(),
+        headers: head
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
+        remote_addr: meta.client.ip().to_string(),
+        remote_port: meta.client.port(),
+        server_addr: meta.local.ip().to_string(),
+        server_port: meta.local.port(),
+        unique_id: meta
+            .request_id
+            .clone()
+            .unwrap_or_else(|| meta.flow_id.to_string()),
+    };
+    if let Some(raw) = head.raw.as_deref() {
+        raw_head(raw, &mut out);
+    }
+    out
+}
+
+/// Replaces the target, protocol and headers with those of the raw HTTP/1 head.
+fn raw_head(raw: &[u8], out: &mut engine::RequestHead) {
+    let mut lines = raw
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let Some(first) = lines.next() else { return };
+    let parts: Vec<&[u8]> = first
+        .split(|&b| b == b' ')
+        .filter(|p| !p.is_empty())
+        .collect();
+    if let [_, target, proto] = parts.as_slice() {
+        out.uri = target.to_vec();
+        out.protocol = String::from_utf8_lossy(proto).into_owned();
+    }
+    let mut headers = Vec::new();
+    for line in lines.take_while(|l| !l.is_empty()) {
+        if let Some(c) = line.iter().position(|&b| b == b':') {
+            headers.push((line[..c].to_vec(), line[c + 1..].trim_ascii().to_vec()));
+        }
+    }
+    if !headers.is_empty() {
+        out.headers = headers;
+    }
+}
