@@ -145,11 +145,12 @@ enum LogsCommand {
 
 #[derive(Subcommand)]
 enum RulesCommand {
-    /// Compile every rule file of [ips] and report per file: rules loaded, skipped (each skipped
-    /// SID with the unsupported keyword) and broken (file:line, SID, reason). Exit status 1 when
-    /// a rule has a syntax error, 0 otherwise.
+    /// Compile every rule file of [ips] and [waf] and report per file: rules loaded, skipped
+    /// (each skipped SID with the unsupported keyword) and broken (file:line, SID or rule,
+    /// reason); for [waf] also the directives that have no effect in this engine. Exit status 1
+    /// when a rule has an error, 0 otherwise.
     Check {
-        /// Config file (default: ./sekisho.toml); only its [ips] table is used.
+        /// Config file (default: ./sekisho.toml); only its [ips] and [waf] tables are used.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -431,13 +432,25 @@ fn rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {
         RulesCommand::Check { config } => {
             let path = config_path(config);
             let (_, cfg) = load(&path)?;
-            let Some(ips) = cfg.typed(&sekisho_ips::IpsEngine::new()?)? else {
+            let ips = cfg.typed(&sekisho_ips::IpsEngine::new()?)?;
+            let waf = cfg.typed(&sekisho_waf::WafEngine)?;
+            if ips.is_none() && waf.is_none() {
                 bail!(
-                    "{}: no [ips] table: name the rule files (rules = [\"rules/ips/*.rules\"])",
+                    "{}: no [ips] or [waf] table: name the rule files (rules = [\"rules/ips/*.rules\"])",
                     path.display()
                 );
-            };
-            rules::check(&ips, &path)
+            }
+            let mut status = ExitCode::SUCCESS;
+            if let Some(ips) = ips {
+                status = rules::check(&ips, &path)?;
+            }
+            if let Some(waf) = waf {
+                let w = rules::check_waf(&waf, &path)?;
+                if w != ExitCode::SUCCESS {
+                    status = w;
+                }
+            }
+            Ok(status)
         }
         RulesCommand::TestUrl {
             config,

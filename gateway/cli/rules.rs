@@ -1,4 +1,4 @@
-//! `sekisho rules check`: compile the `[ips]` rule files and report what loads.
+//! `sekisho rules check`: compile the `[ips]` and `[waf]` rule files and report what loads.
 //! `sekisho rules test-url`: judge URLs with the `[urlfilter]` lists and policies.
 
 use std::path::Path;
@@ -133,4 +133,46 @@ pub fn test_url(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `rules check` for `[waf]`: rules per file, every error (`file:line: message`), directives
+/// with no effect here, and a total. Exit status 1 when any rule has an error.
+pub fn check_waf(waf: &sekisho_waf::WafConfig, config_path: &Path) -> anyhow::Result<ExitCode> {
+    let files = waf
+        .files(config_path.parent())
+        .map_err(|e| anyhow::anyhow!("{}: waf.rules: {e}", config_path.display()))?;
+    let t = std::time::Instant::now();
+    let (set, errors) = sekisho_waf::engine::Waf::load_lenient(&files);
+    let per_file = set.rules_per_file();
+    for f in &files {
+        let name = f.display().to_string();
+        let n = per_file.get(&name).copied().unwrap_or(0);
+        let broken = errors
+            .iter()
+            .filter(|e| e.origin.starts_with(&format!("{name}:")))
+            .count();
+        println!("{name}: {n} rules loaded, {broken} broken");
+    }
+    for e in &errors {
+        println!("{e}");
+    }
+    let s = set.summary();
+    for d in &s.ignored {
+        println!("{d}: accepted, no effect in this engine");
+    }
+    println!(
+        "waf total: {} rules loaded (+{} chained), {} markers, {} removed by exclusions, {} broken; engine {:?}; compiled in {} ms",
+        s.rules,
+        s.chained,
+        s.markers,
+        s.removed,
+        errors.len(),
+        set.settings().mode,
+        t.elapsed().as_millis()
+    );
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

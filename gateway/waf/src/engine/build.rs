@@ -46,6 +46,8 @@ struct Kept {
 #[derive(Default)]
 struct Builder {
     settings: Settings,
+    /// Transformation chains by id.
+    chains: std::collections::HashMap<Vec<crate::transform::Transform>, u32>,
     defaults: [Vec<Action>; 5],
     phases: [Vec<CRule>; 5],
     kept: Vec<(u64, Kept)>,
@@ -214,8 +216,18 @@ impl Builder {
         Ok(head)
     }
 
+    /// Gives every link of a chain the id of its transformation chain.
+    fn intern(&mut self, r: &mut CRule) {
+        let next = self.chains.len() as u32 + 1;
+        r.chain_id = *self.chains.entry(r.transforms.clone()).or_insert(next);
+        if let Some(c) = r.chained.as_mut() {
+            self.intern(c);
+        }
+    }
+
     fn rule(&mut self, r: &Rule, dir: &Path, origin: String) -> Result<(), String> {
-        let c = self.compile_chain(r, dir, &origin)?;
+        let mut c = self.compile_chain(r, dir, &origin)?;
+        self.intern(&mut c);
         if c.id == 0 {
             return Err("rule has no id".into());
         }
@@ -350,7 +362,9 @@ impl Builder {
             rule.actions.push(a.clone());
         }
         let (dir, origin) = (kept.dir.clone(), kept.origin.clone());
-        let mut compiled = Some(self.compile_chain(&rule, &dir, &origin)?);
+        let mut c = self.compile_chain(&rule, &dir, &origin)?;
+        self.intern(&mut c);
+        let mut compiled = Some(c);
         for p in &mut self.phases {
             if let Some(i) = p.iter().position(|r| r.marker.is_none() && r.id == id) {
                 match compiled.take() {

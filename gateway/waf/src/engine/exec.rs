@@ -1,20 +1,59 @@
 //! Running a phase: rules in order with `skip`/`skipAfter`, chains, transformations
 //! (`multiMatch` included), operators, the actions of each match, and the decision.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::actions::{Ctl, SetOp, SetVar};
 use super::macros::Macro;
 use super::rule::{AllowScope, CRule, Disruptive, Effect};
 use super::settings::Mode;
-use super::tx::{Intervention, MatchedRule, Named, Transaction};
+use super::target::{Select, Target};
+use super::tx::{Intervention, MatchedRule, Transaction, Val};
+use super::vars::{val, Item};
 use crate::transform::Transform;
 
 /// Where to stop skipping.
 enum Skipping {
     None,
     Count(u32),
-    After(String),
+    /// A marker name, and the rule id it may also name.
+    After(String, Option<u64>),
+}
+
+/// Most transformed values a transaction caches.
+const TCACHE_MAX: usize = 4096;
+
+/// Transformed values by (the original value's buffer, the transformation chain's id). The
+/// entry holds the original, so its buffer cannot be freed and reused while cached.
+#[derive(Debug, Default)]
+pub(crate) struct TransformCache {
+    map: HashMap<(usize, u32), (Val, Val), std::hash::BuildHasherDefault<KeyHasher>>,
+}
+
+/// A multiply-rotate hasher for the cache's integer keys (SipHash's DoS resistance is not
+/// needed: keys are addresses and chain ids, not client data).
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
 }
 
 impl Transaction {
@@ -31,8 +70,10 @@ impl Transaction {
         let mut skipping = Skipping::None;
         for rule in waf.phase(p) {
             match &mut skipping {
-                Skipping::After(m) => {
-                    if rule.marker.as_deref() == Some(m.as_str()) || rule.id.to_string() == *m {
+                Skipping::After(m, id) => {
+                    if rule.marker.as_deref() == Some(m.as_str())
+                        || (rule.marker.is_none() && Some(rule.id) == *id)
+                    {
                         skipping = Skipping::None;
                     }
                     continue;
@@ -50,7 +91,7 @@ impl Transaction {
                 continue;
             }
             if let Some(m) = &rule.skip_after {
-                skipping = Skipping::After(m.clone());
+                skipping = Skipping::After(m.clone(), m.parse().ok());
             } else if rule.skip > 0 {
                 skipping = Skipping::Count(rule.skip);
             }
@@ -71,13 +112,13 @@ impl Transaction {
     }
 
     fn is_removed(&self, rule: &CRule) -> bool {
-        self.removed.iter().any(|s| s.selects(rule.id, &rule.tags))
+        !self.removed.is_empty() && self.removed.iter().any(|s| s.selects(rule.id, &rule.tags))
     }
 
     /// Runs a rule and its chain; true when every link matched.
     fn run_rule(&mut self, head: &CRule) -> bool {
         self.matched_vars.clear();
-        let before = self.score_total();
+        self.score_delta = 0;
         let mut first_var = None;
         let mut link = Some(head);
         while let Some(r) = link {
@@ -89,8 +130,8 @@ impl Transaction {
             }
             link = r.chained.as_deref();
         }
-        let score = self.score_total() - before;
         if head.log {
+            let score = self.score_delta;
             self.record(head, first_var.unwrap_or_default(), score);
         }
         self.decide(head);
@@ -104,54 +145,87 @@ impl Transaction {
             self.effects(r);
             return true;
         };
-        let values = self.targets_of(r, head);
+        let mut items = Vec::new();
+        self.targets_of(r, head, &mut items);
         let mut matched = false;
-        let mut scratch = Vec::new();
-        for (name, value) in values {
-            for candidate in candidates(&r.transforms, r.multi_match, value, &mut scratch) {
-                let found = {
-                    let mut expand = |m: &Macro| self.expand(m);
-                    op.run(&candidate, &mut expand)
-                };
-                if found.matched == r.negated {
-                    continue;
+        for item in &items {
+            if r.multi_match {
+                for candidate in multi_candidates(&r.transforms, &item.value) {
+                    matched |= self.test(r, op, item, candidate);
                 }
-                matched = true;
-                if r.capture && found.matched {
-                    self.capture(&found.captures);
-                }
-                self.matched_var = (name.clone(), candidate.clone());
-                self.matched_vars.push((name.clone(), candidate));
-                self.effects(r);
+            } else {
+                let candidate = self.transformed(&item.value, r);
+                matched |= self.test(r, op, item, candidate);
             }
         }
         matched
     }
 
+    /// Runs the operator on one (transformed) value; on a match, records it and runs the
+    /// link's actions.
+    fn test(&mut self, r: &CRule, op: &super::ops::Op, item: &Item<'_>, candidate: Val) -> bool {
+        self.evaluations += 1;
+        let found = {
+            let mut expand = |m: &Macro| self.expand(m);
+            op.run(&candidate, r.capture, &mut expand)
+        };
+        if found.matched == r.negated {
+            return false;
+        }
+        if r.capture && found.matched {
+            self.capture(&found.captures);
+        }
+        let label = item.label();
+        self.matched_vars.push((val(&label), candidate.clone()));
+        self.matched_var = (label, candidate);
+        self.effects(r);
+        true
+    }
+
+    /// The value after the rule's transformations, from the cache when another rule with the
+    /// same chain already transformed it.
+    fn transformed(&mut self, value: &Val, r: &CRule) -> Val {
+        if r.transforms.is_empty() {
+            return value.clone();
+        }
+        let key = (Arc::as_ptr(value) as *const u8 as usize, r.chain_id);
+        if let Some((_, out)) = self.tcache.map.get(&key) {
+            return out.clone();
+        }
+        let (mut cur, mut scratch) = (value.to_vec(), Vec::new());
+        for t in &r.transforms {
+            t.apply(&cur, &mut scratch);
+            std::mem::swap(&mut cur, &mut scratch);
+        }
+        let out: Val = Arc::from(cur);
+        if self.tcache.map.len() < TCACHE_MAX {
+            self.tcache.map.insert(key, (value.clone(), out.clone()));
+        }
+        out
+    }
+
     /// A link's target values, exclusions (the rule's, and runtime `ctl` ones for its chain
     /// starter) removed.
-    fn targets_of(&self, r: &CRule, head: &CRule) -> Vec<Named> {
-        let mut values = Vec::new();
+    fn targets_of<'r>(&self, r: &'r CRule, head: &CRule, out: &mut Vec<Item<'r>>) {
         for t in &r.targets {
-            self.values(t, &mut values);
+            self.values(t, out);
         }
-        let runtime: Vec<_> = self
+        let runtime: Vec<&Target> = self
             .removed_targets
             .iter()
             .filter(|(sel, _)| sel.selects(head.id, &head.tags))
             .map(|(_, t)| t.as_ref())
             .collect();
         if r.exclusions.is_empty() && runtime.is_empty() {
-            return values;
+            return;
         }
-        values.retain(|(label, _)| {
-            let (var, name) = split_label(label);
+        out.retain(|item| {
+            let name = item.key.as_deref().unwrap_or(b"");
             !r.exclusions
                 .iter()
                 .chain(runtime.iter().copied())
-                .any(|x| x.excludes(var, name))
+                .any(|x| x.excludes(item.var, name))
         });
-        values
     }
 
     fn capture(&mut self, groups: &[Option<Vec<u8>>]) {
@@ -159,7 +233,7 @@ impl Transaction {
         for i in 0..10 {
             match groups.get(i) {
                 Some(Some(g)) => {
-                    tx.insert(i.to_string(), g.clone());
+                    tx.insert(i.to_string(), val(g));
                 }
                 _ => {
                     tx.remove(&i.to_string());
@@ -183,23 +257,29 @@ impl Transaction {
     fn setvar(&mut self, s: &SetVar) {
         let key = String::from_utf8_lossy(&self.expand(&s.key)).to_ascii_lowercase();
         let value = self.expand(&s.value);
+        let scored = s.collection == "TX"
+            && (key.starts_with("inbound_anomaly_score_pl")
+                || key.starts_with("outbound_anomaly_score_pl"));
         let col = self.cols.entry(s.collection.clone()).or_default();
         match s.op {
             SetOp::Delete => {
                 col.remove(&key);
             }
             SetOp::Set => {
-                col.insert(key, value);
+                col.insert(key, val(&value));
             }
             SetOp::Add | SetOp::Sub => {
-                let cur = number(col.get(&key).map(Vec::as_slice).unwrap_or(b"0"));
+                let cur = col.get(&key).map_or(0, |v| number(v));
                 let n = number(&value);
                 let v = if s.op == SetOp::Add {
                     cur.saturating_add(n)
                 } else {
                     cur.saturating_sub(n)
                 };
-                col.insert(key, v.to_string().into_bytes());
+                col.insert(key, val(v.to_string().as_bytes()));
+                if scored {
+                    self.score_delta = self.score_delta.saturating_add(v - cur);
+                }
             }
         }
     }
@@ -227,36 +307,26 @@ impl Transaction {
 
     fn macro_value(&self, name: &str, key: Option<&str>) -> Option<Vec<u8>> {
         match (name, key) {
-            ("MATCHED_VAR", None) => Some(self.matched_var.1.clone()),
+            ("MATCHED_VAR", None) => Some(self.matched_var.1.to_vec()),
             ("MATCHED_VAR_NAME", None) => Some(self.matched_var.0.clone()),
-            (col, Some(k)) if self.cols.contains_key(col) => self.cols[col].get(k).cloned(),
+            (col, Some(k)) if self.cols.contains_key(col) => {
+                self.cols[col].get(k).map(|v| v.to_vec())
+            }
             _ => {
-                let t = super::target::Target {
+                let t = Target {
                     var: name.to_string(),
+                    kind: super::target::Kind::of(name),
                     select: match key {
-                        Some(k) => super::target::Select::Name(k.to_string()),
-                        None => super::target::Select::All,
+                        Some(k) => Select::Name(k.to_string()),
+                        None => Select::All,
                     },
                     count: false,
                 };
                 let mut out = Vec::new();
                 self.values(&t, &mut out);
-                out.into_iter().next().map(|(_, v)| v)
+                out.into_iter().next().map(|i| i.value.to_vec())
             }
         }
-    }
-
-    /// The sum of CRS's per-level anomaly scores (what a rule's `setvar`s added).
-    fn score_total(&self) -> i64 {
-        self.cols.get("TX").map_or(0, |tx| {
-            tx.iter()
-                .filter(|(k, _)| {
-                    k.starts_with("inbound_anomaly_score_pl")
-                        || k.starts_with("outbound_anomaly_score_pl")
-                })
-                .map(|(_, v)| number(v))
-                .sum()
-        })
     }
 
     fn record(&mut self, head: &CRule, variable: Vec<u8>, score: i64) {
@@ -315,31 +385,18 @@ impl Transaction {
     }
 }
 
-/// `VAR:name` split at the first `:`.
-fn split_label(label: &[u8]) -> (&str, &[u8]) {
-    match label.iter().position(|&b| b == b':') {
-        Some(i) => (
-            std::str::from_utf8(&label[..i]).unwrap_or(""),
-            &label[i + 1..],
-        ),
-        None => (std::str::from_utf8(label).unwrap_or(""), &[]),
-    }
-}
-
 /// A number as ModSecurity reads one (`atoi`: leading digits, 0 otherwise).
 fn number(v: &[u8]) -> i64 {
-    let s = String::from_utf8_lossy(v);
-    let s = s.trim();
-    let (neg, digits) = match s.strip_prefix('-') {
-        Some(d) => (true, d),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    let s = v.trim_ascii();
+    let (neg, digits) = match s.split_first() {
+        Some((b'-', d)) => (true, d),
+        Some((b'+', d)) => (false, d),
+        _ => (false, s),
     };
     let n = digits
-        .bytes()
-        .take_while(u8::is_ascii_digit)
-        .fold(0i64, |n, d| {
-            n.saturating_mul(10).saturating_add(i64::from(d - b'0'))
-        });
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0i64, |n, d| n.saturating_mul(10).saturating_add(i64::from(d - b'0')));
     if neg {
         -n
     } else {
@@ -347,28 +404,17 @@ fn number(v: &[u8]) -> i64 {
     }
 }
 
-/// The values an operator sees: the final transformed value, or with `multiMatch` the
-/// original and each value a transformation changed.
-fn candidates(
-    transforms: &[Transform],
-    multi: bool,
-    value: Vec<u8>,
-    scratch: &mut Vec<u8>,
-) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut cur = value;
-    if multi {
-        out.push(cur.clone());
-    }
+/// The values an operator sees with `multiMatch`: the original and each value a
+/// transformation changed.
+fn multi_candidates(transforms: &[Transform], value: &Val) -> Vec<Val> {
+    let mut out = vec![value.clone()];
+    let (mut cur, mut scratch) = (value.to_vec(), Vec::new());
     for t in transforms {
-        let changed = t.apply(&cur, scratch);
-        std::mem::swap(&mut cur, scratch);
-        if multi && changed {
-            out.push(cur.clone());
+        let changed = t.apply(&cur, &mut scratch);
+        std::mem::swap(&mut cur, &mut scratch);
+        if changed {
+            out.push(val(&cur));
         }
-    }
-    if !multi {
-        out.push(cur);
     }
     out
 }

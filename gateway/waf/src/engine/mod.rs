@@ -44,6 +44,16 @@ impl Waf {
         &self.summary
     }
 
+    /// Rules (chain starters and `SecAction`s) per file, in file name order.
+    pub fn rules_per_file(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for r in self.phases.iter().flatten().filter(|r| r.marker.is_none()) {
+            let file = r.origin.rsplit_once(':').map_or(r.origin.as_str(), |o| o.0);
+            *out.entry(file.to_string()).or_insert(0) += 1;
+        }
+        out
+    }
+
     /// The rules of phase `p` (1 to 5).
     fn phase(&self, p: u8) -> &[CRule] {
         self.phases

@@ -14,8 +14,10 @@ use crate::seclang::Operator;
 /// A compiled operator.
 #[derive(Debug)]
 pub enum Op {
-    /// A simple operator with its (maybe macro) parameter.
-    Simple(Simple, Macro),
+    /// A simple operator with its fixed parameter.
+    Simple(Simple, Vec<u8>),
+    /// A simple operator whose parameter has macros.
+    SimpleMacro(Simple, Macro),
     /// `@rx` with a fixed pattern.
     Rx(Rx),
     /// `@rx` whose pattern has macros: compiled per use.
@@ -67,26 +69,40 @@ impl Op {
                     param: list,
                 };
                 match Simple::compile(&nets)? {
-                    Some(s) => Ok(Op::Simple(s, Macro::default())),
+                    Some(s) => Ok(Op::Simple(s, Vec::new())),
                     None => Err("ipMatch is not compiled".into()),
                 }
             }
             "detectSQLi" => Ok(Op::Sqli),
             "detectXSS" => Ok(Op::Xss),
             _ => match Simple::compile(op)? {
-                Some(s) => Ok(Op::Simple(s, Macro::parse(&op.param))),
+                Some(s) => {
+                    let m = Macro::parse(&op.param);
+                    Ok(if m.is_literal() {
+                        Op::Simple(s, m.literal())
+                    } else {
+                        Op::SimpleMacro(s, m)
+                    })
+                }
                 None => Err(format!("operator @{} is not supported", op.name)),
             },
         }
     }
 
-    /// Runs the operator on `input`; `expand` expands macro parameters.
-    pub fn run(&self, input: &[u8], expand: &mut dyn FnMut(&Macro) -> Vec<u8>) -> Found {
+    /// Runs the operator on `input`; `expand` expands macro parameters; captures are
+    /// collected only when `capture` asks for them.
+    pub fn run(
+        &self,
+        input: &[u8],
+        capture: bool,
+        expand: &mut dyn FnMut(&Macro) -> Vec<u8>,
+    ) -> Found {
         match self {
-            Op::Simple(s, param) => Found::plain(s.matches(&expand(param), input)),
-            Op::Rx(rx) => rx_found(rx, input),
+            Op::Simple(s, param) => Found::plain(s.matches(param, input)),
+            Op::SimpleMacro(s, param) => Found::plain(s.matches(&expand(param), input)),
+            Op::Rx(rx) => rx_found(rx, input, capture),
             Op::RxMacro(m) => match Rx::compile(&String::from_utf8_lossy(&expand(m))) {
-                Ok(rx) => rx_found(&rx, input),
+                Ok(rx) => rx_found(&rx, input, capture),
                 Err(_) => Found::plain(false),
             },
             Op::Pm(ac) => match ac.find(input) {
@@ -108,7 +124,12 @@ impl Op {
     }
 }
 
-fn rx_found(rx: &Rx, input: &[u8]) -> Found {
+fn rx_found(rx: &Rx, input: &[u8], capture: bool) -> Found {
+    // The fast yes/no first: most values do not match, and captures cost more.
+    let hit = rx.is_match(input).unwrap_or(false);
+    if !hit || !capture {
+        return Found::plain(hit);
+    }
     match rx.captures(input) {
         Ok(Some(groups)) => Found {
             matched: true,

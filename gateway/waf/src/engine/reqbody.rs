@@ -1,5 +1,6 @@
 //! PROVISIONAL glue until the body processors land.
 use super::tx::{Named, Transaction};
+use super::vars::val;
 use crate::transform::Transform;
 
 pub(crate) fn query_args(q: &[u8], sep: u8, limit: usize) -> (Vec<Named>, bool) {
@@ -14,9 +15,9 @@ pub(crate) fn query_args(q: &[u8], sep: u8, limit: usize) -> (Vec<Named>, bool) 
             None => (part, &b""[..]),
         };
         Transform::UrlDecode.apply(n, &mut d);
-        let n = d.clone();
+        let n = val(&d);
         Transform::UrlDecode.apply(v, &mut d);
-        out.push((n, d.clone()));
+        out.push((n, val(&d)));
     }
     (out, false)
 }
@@ -28,20 +29,20 @@ impl Transaction {
             .headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.to_vec())
             .unwrap_or_default();
         let p = self
             .processor
             .or_else(|| super::BodyProcessor::for_content_type(&ct));
         self.data
             .scalars
-            .insert("REQUEST_BODY_LENGTH", total.to_string().into_bytes());
+            .insert("REQUEST_BODY_LENGTH", val(total.to_string().as_bytes()));
         if p == Some(super::BodyProcessor::UrlEncoded) {
             let (a, _) = query_args(body, b'&', 1000);
             self.data.args_post = a;
         }
         if p == Some(super::BodyProcessor::UrlEncoded) || self.force_body_variable {
-            self.data.scalars.insert("REQUEST_BODY", body.to_vec());
+            self.data.scalars.insert("REQUEST_BODY", val(body));
         }
     }
 }

@@ -70,6 +70,9 @@ pub struct CRule {
     pub negated: bool,
     /// Transformations after `t:none` handling (defaults included).
     pub transforms: Vec<Transform>,
+    /// The id of this transformation chain in the rule set (rules with equal chains share
+    /// it, and so share cached results).
+    pub chain_id: u32,
     /// `multiMatch`.
     pub multi_match: bool,
     /// `capture`.
@@ -180,6 +183,7 @@ impl CRule {
             op: None,
             negated: false,
             transforms: Vec::new(),
+            chain_id: 0,
             multi_match: false,
             capture: false,
             effects: Vec::new(),

@@ -1,6 +1,8 @@
 //! A rule's compiled targets: which variable, which members (a name, a regex, an XPath, or
 //! all), counted or not; and exclusions (`!ARGS:foo`, `ctl:ruleRemoveTargetById`).
 
+#![allow(missing_docs)]
+
 use crate::rx::Rx;
 use crate::seclang::{Key, Variable};
 
@@ -15,11 +17,80 @@ pub enum Select {
     Regex(Rx),
 }
 
+/// Which variable a target reads, decided once when rules load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Args,
+    ArgsGet,
+    ArgsPost,
+    ArgsNames,
+    ArgsGetNames,
+    ArgsPostNames,
+    Headers,
+    HeaderNames,
+    Cookies,
+    CookieNames,
+    ResponseHeaders,
+    ResponseHeaderNames,
+    Files,
+    FileNames,
+    FilesSizes,
+    FilesContent,
+    PartHeaders,
+    MatchedVars,
+    MatchedVarsNames,
+    MatchedVar,
+    MatchedVarName,
+    Xml,
+    ArgsCombinedSize,
+    FilesCombinedSize,
+    HighestSeverity,
+    /// A collection rules write (`TX`, `IP`) or a scalar (`REQUEST_URI`).
+    Other,
+}
+
+impl Kind {
+    /// The kind of variable `name` (upper case).
+    pub fn of(name: &str) -> Kind {
+        use Kind::*;
+        match name {
+            "ARGS" => Args,
+            "ARGS_GET" => ArgsGet,
+            "ARGS_POST" => ArgsPost,
+            "ARGS_NAMES" => ArgsNames,
+            "ARGS_GET_NAMES" => ArgsGetNames,
+            "ARGS_POST_NAMES" => ArgsPostNames,
+            "REQUEST_HEADERS" => Headers,
+            "REQUEST_HEADERS_NAMES" => HeaderNames,
+            "REQUEST_COOKIES" => Cookies,
+            "REQUEST_COOKIES_NAMES" => CookieNames,
+            "RESPONSE_HEADERS" => ResponseHeaders,
+            "RESPONSE_HEADERS_NAMES" => ResponseHeaderNames,
+            "FILES" | "MULTIPART_FILENAME" => Files,
+            "FILES_NAMES" | "MULTIPART_NAME" => FileNames,
+            "FILES_SIZES" => FilesSizes,
+            "FILES_TMP_CONTENT" => FilesContent,
+            "MULTIPART_PART_HEADERS" => PartHeaders,
+            "MATCHED_VARS" => MatchedVars,
+            "MATCHED_VARS_NAMES" => MatchedVarsNames,
+            "MATCHED_VAR" => MatchedVar,
+            "MATCHED_VAR_NAME" => MatchedVarName,
+            "XML" => Xml,
+            "ARGS_COMBINED_SIZE" => ArgsCombinedSize,
+            "FILES_COMBINED_SIZE" => FilesCombinedSize,
+            "HIGHEST_SEVERITY" => HighestSeverity,
+            _ => Other,
+        }
+    }
+}
+
 /// One compiled target.
 #[derive(Debug)]
 pub struct Target {
     /// The variable, upper case as in [`crate::seclang::Variable`].
     pub var: String,
+    /// Which variable, as a kind.
+    pub kind: Kind,
     /// Which members.
     pub select: Select,
     /// `&`: the count instead of the values.
@@ -39,6 +110,7 @@ impl Target {
         };
         Ok(Target {
             var: v.name.clone(),
+            kind: Kind::of(&v.name),
             select,
             count: v.count,
         })

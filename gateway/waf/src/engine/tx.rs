@@ -76,8 +76,11 @@ pub struct Intervention {
     pub enforced: bool,
 }
 
-/// A value with its name (`ARGS:id`).
-pub(crate) type Named = (Vec<u8>, Vec<u8>);
+/// A value shared between the collections, the transformation cache and matches.
+pub(crate) type Val = Arc<[u8]>;
+
+/// A member of a collection: its name and value.
+pub(crate) type Named = (Val, Val);
 
 /// The request's and response's variables.
 #[derive(Debug, Default)]
@@ -91,10 +94,10 @@ pub(crate) struct Data {
     pub files_content: Vec<Named>,
     pub part_headers: Vec<Named>,
     pub response_headers: Vec<Named>,
-    pub xml_text: Vec<Vec<u8>>,
-    pub xml_attrs: Vec<Vec<u8>>,
+    pub xml_text: Vec<Val>,
+    pub xml_attrs: Vec<Val>,
     /// Scalar variables by name (`REQUEST_METHOD`, `REQBODY_ERROR`, …).
-    pub scalars: BTreeMap<&'static str, Vec<u8>>,
+    pub scalars: BTreeMap<&'static str, Val>,
 }
 
 /// One request and response through the rules.
@@ -103,8 +106,13 @@ pub struct Transaction {
     pub(crate) waf: Arc<Waf>,
     pub(crate) data: Data,
     /// Collections rules write: `TX`, and those `initcol` opens (`IP`, `GLOBAL`).
-    pub(crate) cols: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-    pub(crate) matched_var: Named,
+    pub(crate) cols: BTreeMap<String, BTreeMap<String, Val>>,
+    /// `MATCHED_VAR_NAME` and `MATCHED_VAR`.
+    pub(crate) matched_var: (Vec<u8>, Val),
+    /// What `setvar`s added to the anomaly scores since the current rule began.
+    pub(crate) score_delta: i64,
+    /// Transformed values by (original value, transformation chain).
+    pub(crate) tcache: super::exec::TransformCache,
     pub(crate) matched_vars: Vec<Named>,
     pub(crate) mode: Mode,
     pub(crate) removed: Vec<Arc<RuleSel>>,
@@ -118,6 +126,8 @@ pub struct Transaction {
     pub(crate) allow_all: bool,
     pub(crate) matched: Vec<MatchedRule>,
     pub(crate) phase: u8,
+    /// Operator runs so far (for cost accounting).
+    pub(crate) evaluations: u64,
 }
 
 impl Transaction {
@@ -129,7 +139,9 @@ impl Transaction {
             waf,
             data: Data::default(),
             cols: BTreeMap::new(),
-            matched_var: Default::default(),
+            matched_var: (Vec::new(), Arc::from(&b""[..])),
+            score_delta: 0,
+            tcache: Default::default(),
             matched_vars: Vec::new(),
             removed: Vec::new(),
             removed_targets: Vec::new(),
@@ -141,6 +153,7 @@ impl Transaction {
             allow_all: false,
             matched: Vec::new(),
             phase: 0,
+            evaluations: 0,
         };
         tx.cols.insert("TX".into(), BTreeMap::new());
         tx.data.set_request(head, &tx.waf.settings);
@@ -202,9 +215,7 @@ impl Transaction {
     /// Phase 4 with the response body (its first bytes up to the limit).
     pub fn response_body(&mut self, body: &[u8]) {
         let n = body.len().min(self.waf.settings.response_body_limit);
-        self.data
-            .scalars
-            .insert("RESPONSE_BODY", body[..n].to_vec());
+        self.data.scalars.insert("RESPONSE_BODY", Arc::from(&body[..n]));
         self.run_phase(4);
     }
 
@@ -223,6 +234,11 @@ impl Transaction {
         self.intervention.as_ref().or(self.would_block.as_ref())
     }
 
+    /// How many times an operator ran on a value in this transaction.
+    pub fn evaluations(&self) -> u64 {
+        self.evaluations
+    }
+
     /// Every rule whose chain matched and that logs, in order.
     pub fn matched_rules(&self) -> &[MatchedRule] {
         &self.matched
@@ -233,7 +249,7 @@ impl Transaction {
         self.cols
             .get("TX")
             .and_then(|c| c.get(&name.to_ascii_lowercase()))
-            .map(Vec::as_slice)
+            .map(|v| &v[..])
     }
 
     /// The inbound and outbound anomaly scores CRS computed.
@@ -259,9 +275,7 @@ impl Transaction {
             msg: "request body over SecRequestBodyLimit".into(),
             enforced: self.mode == Mode::On,
         };
-        self.data
-            .scalars
-            .insert("INBOUND_DATA_ERROR", b"1".to_vec());
+        self.data.scalars.insert("INBOUND_DATA_ERROR", Arc::from(&b"1"[..]));
         if i.enforced {
             self.intervention = Some(i);
         } else if self.would_block.is_none() {

@@ -1,9 +1,11 @@
 //! Variables: filling them from the request and response, and reading a rule target's
-//! values (`ARGS:id` → `[("ARGS:id", "5")]`, `&ARGS` → the count).
+//! values (`ARGS:id` → the member `id` of `ARGS`, `&ARGS` → the count).
+
+use std::sync::Arc;
 
 use super::settings::Settings;
 use super::target::{Select, Target};
-use super::tx::{Data, Named, Transaction};
+use super::tx::{Data, Named, Transaction, Val};
 
 /// Variables that are always present as "0" until something sets them.
 const ZERO_FLAGS: &[&str] = &[
@@ -28,76 +30,103 @@ const ZERO_FLAGS: &[&str] = &[
     "MULTIPART_UNMATCHED_BOUNDARY",
 ];
 
+/// A value a target yields: the variable, the member's name (none for a scalar) and the value.
+#[derive(Debug, Clone)]
+pub(crate) struct Item<'r> {
+    /// The variable as the rule names it.
+    pub var: &'r str,
+    /// The member's name.
+    pub key: Option<Val>,
+    /// The value.
+    pub value: Val,
+}
+
+impl Item<'_> {
+    /// `VAR:name` (or `VAR`), as `MATCHED_VAR_NAME` gives it.
+    pub fn label(&self) -> Vec<u8> {
+        let mut l = self.var.as_bytes().to_vec();
+        if let Some(k) = &self.key {
+            l.push(b':');
+            l.extend_from_slice(k);
+        }
+        l
+    }
+}
+
+/// Bytes as a shared value.
+pub(crate) fn val(b: &[u8]) -> Val {
+    Arc::from(b)
+}
+
 impl Data {
     /// Fills the request head's variables.
     pub fn set_request(&mut self, head: &super::RequestHead, s: &Settings) {
-        let sc = &mut self.scalars;
         for f in ZERO_FLAGS {
-            sc.insert(f, b"0".to_vec());
+            self.scalars.insert(f, val(b"0"));
         }
         let uri = head.uri.as_slice();
         let local = strip_authority(uri);
         let (path, query) = match local.iter().position(|&b| b == b'?') {
-            Some(q) => (&local[..q], Some(&local[q + 1..])),
-            None => (local, None),
+            Some(q) => (&local[..q], &local[q + 1..]),
+            None => (local, &b""[..]),
         };
         let mut line = format!("{} ", head.method).into_bytes();
         line.extend_from_slice(uri);
         line.extend_from_slice(format!(" {}", head.protocol).as_bytes());
-        sc.insert("REQUEST_LINE", line);
-        sc.insert("REQUEST_METHOD", head.method.as_bytes().to_vec());
-        sc.insert("REQUEST_PROTOCOL", head.protocol.as_bytes().to_vec());
-        sc.insert("REQUEST_URI_RAW", uri.to_vec());
-        sc.insert("REQUEST_URI", local.to_vec());
-        sc.insert("REQUEST_FILENAME", path.to_vec());
         let base = path
             .iter()
             .rposition(|&b| b == b'/' || b == b'\\')
             .map_or(path, |i| &path[i + 1..]);
-        sc.insert("REQUEST_BASENAME", base.to_vec());
-        sc.insert("QUERY_STRING", query.unwrap_or_default().to_vec());
-        sc.insert("REMOTE_ADDR", head.remote_addr.as_bytes().to_vec());
-        sc.insert("REMOTE_PORT", head.remote_port.to_string().into_bytes());
-        sc.insert("SERVER_ADDR", head.server_addr.as_bytes().to_vec());
-        sc.insert("SERVER_PORT", head.server_port.to_string().into_bytes());
-        sc.insert("UNIQUE_ID", head.unique_id.as_bytes().to_vec());
-        sc.insert("REQUEST_BODY_LENGTH", b"0".to_vec());
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        sc.insert("TIME_EPOCH", epoch.to_string().into_bytes());
-        self.headers = head.headers.clone();
+        for (k, v) in [
+            ("REQUEST_LINE", &line[..]),
+            ("REQUEST_METHOD", head.method.as_bytes()),
+            ("REQUEST_PROTOCOL", head.protocol.as_bytes()),
+            ("REQUEST_URI_RAW", uri),
+            ("REQUEST_URI", local),
+            ("REQUEST_FILENAME", path),
+            ("REQUEST_BASENAME", base),
+            ("QUERY_STRING", query),
+            ("REMOTE_ADDR", head.remote_addr.as_bytes()),
+            ("REMOTE_PORT", head.remote_port.to_string().as_bytes()),
+            ("SERVER_ADDR", head.server_addr.as_bytes()),
+            ("SERVER_PORT", head.server_port.to_string().as_bytes()),
+            ("UNIQUE_ID", head.unique_id.as_bytes()),
+            ("REQUEST_BODY_LENGTH", b"0"),
+            ("TIME_EPOCH", epoch.to_string().as_bytes()),
+        ] {
+            self.scalars.insert(k, val(v));
+        }
         for (n, v) in &head.headers {
+            self.headers.push((val(n), val(v)));
             if n.eq_ignore_ascii_case(b"cookie") {
                 self.cookies.extend(cookies(v));
             }
             if n.eq_ignore_ascii_case(b"host") {
                 let host = v.split(|&b| b == b':').next().unwrap_or_default();
-                self.scalars.insert("SERVER_NAME", host.to_vec());
+                self.scalars.insert("SERVER_NAME", val(host));
             }
         }
-        let (args, _) = super::reqbody::query_args(
-            query.unwrap_or_default(),
-            s.argument_separator,
-            s.arguments_limit,
-        );
+        let (args, _) = super::reqbody::query_args(query, s.argument_separator, s.arguments_limit);
         self.args_get = args;
     }
 
     /// Fills the response head's variables.
-    pub fn set_response(&mut self, status: u16, protocol: &str, headers: &[Named]) {
+    pub fn set_response(&mut self, status: u16, protocol: &str, headers: &[(Vec<u8>, Vec<u8>)]) {
         let sc = &mut self.scalars;
-        sc.insert("RESPONSE_STATUS", status.to_string().into_bytes());
-        sc.insert("RESPONSE_PROTOCOL", protocol.as_bytes().to_vec());
+        sc.insert("RESPONSE_STATUS", val(status.to_string().as_bytes()));
+        sc.insert("RESPONSE_PROTOCOL", val(protocol.as_bytes()));
         for (n, v) in headers {
             if n.eq_ignore_ascii_case(b"content-type") {
-                sc.insert("RESPONSE_CONTENT_TYPE", v.clone());
+                sc.insert("RESPONSE_CONTENT_TYPE", val(v));
             }
             if n.eq_ignore_ascii_case(b"content-length") {
-                sc.insert("RESPONSE_CONTENT_LENGTH", v.clone());
+                sc.insert("RESPONSE_CONTENT_LENGTH", val(v));
             }
         }
-        self.response_headers = headers.to_vec();
+        self.response_headers = headers.iter().map(|(n, v)| (val(n), val(v))).collect();
     }
 }
 
@@ -123,8 +152,8 @@ fn cookies(v: &[u8]) -> Vec<Named> {
         .map(|p| {
             let p = p.trim_ascii_start();
             match p.iter().position(|&b| b == b'=') {
-                Some(e) => (p[..e].to_vec(), p[e + 1..].to_vec()),
-                None => (p.to_vec(), Vec::new()),
+                Some(e) => (val(&p[..e]), val(&p[e + 1..])),
+                None => (val(p), val(b"")),
             }
         })
         .filter(|(n, v)| !n.is_empty() || !v.is_empty())
@@ -132,113 +161,132 @@ fn cookies(v: &[u8]) -> Vec<Named> {
 }
 
 impl Transaction {
-    /// The values a target yields (before exclusions), as `(name, value)`.
-    pub(crate) fn values(&self, t: &Target, out: &mut Vec<Named>) {
+    /// The values a target yields (before exclusions).
+    pub(crate) fn values<'r>(&self, t: &'r Target, out: &mut Vec<Item<'r>>) {
         let start = out.len();
         self.members(t, out);
         if t.count {
             let n = out.len() - start;
             out.truncate(start);
-            out.push((
-                format!("&{}", t.var).into_bytes(),
-                n.to_string().into_bytes(),
-            ));
+            out.push(Item {
+                var: &t.var,
+                key: None,
+                value: val(n.to_string().as_bytes()),
+            });
         }
     }
 
-    fn members(&self, t: &Target, out: &mut Vec<Named>) {
+    fn members<'r>(&self, t: &'r Target, out: &mut Vec<Item<'r>>) {
         let d = &self.data;
         let var = t.var.as_str();
-        let list = |items: &[&[Named]], names: bool, out: &mut Vec<Named>| {
+        let list = |items: &[&[Named]], names: bool, out: &mut Vec<Item<'r>>| {
             for (n, v) in items.iter().flat_map(|l| l.iter()) {
                 if t.selects(n) {
                     let value = if names { n.clone() } else { v.clone() };
-                    out.push((label(var, n), value));
+                    out.push(Item {
+                        var,
+                        key: Some(n.clone()),
+                        value,
+                    });
                 }
             }
         };
-        match var {
-            "ARGS" => list(&[&d.args_get, &d.args_post], false, out),
-            "ARGS_GET" => list(&[&d.args_get], false, out),
-            "ARGS_POST" => list(&[&d.args_post], false, out),
-            "ARGS_NAMES" => list(&[&d.args_get, &d.args_post], true, out),
-            "ARGS_GET_NAMES" => list(&[&d.args_get], true, out),
-            "ARGS_POST_NAMES" => list(&[&d.args_post], true, out),
-            "REQUEST_HEADERS" => list(&[&d.headers], false, out),
-            "REQUEST_HEADERS_NAMES" => list(&[&d.headers], true, out),
-            "REQUEST_COOKIES" => list(&[&d.cookies], false, out),
-            "REQUEST_COOKIES_NAMES" => list(&[&d.cookies], true, out),
-            "RESPONSE_HEADERS" => list(&[&d.response_headers], false, out),
-            "RESPONSE_HEADERS_NAMES" => list(&[&d.response_headers], true, out),
-            "FILES" | "MULTIPART_FILENAME" => list(&[&d.files], false, out),
-            "FILES_NAMES" | "MULTIPART_NAME" => list(&[&d.files], true, out),
-            "FILES_SIZES" => list(&[&d.files_sizes], false, out),
-            "FILES_TMP_CONTENT" => list(&[&d.files_content], false, out),
-            "MULTIPART_PART_HEADERS" => list(&[&d.part_headers], false, out),
-            "MATCHED_VARS" => list(&[&self.matched_vars], false, out),
-            "MATCHED_VARS_NAMES" => list(&[&self.matched_vars], true, out),
-            "MATCHED_VAR" => out.push((b"MATCHED_VAR".to_vec(), self.matched_var.1.clone())),
-            "MATCHED_VAR_NAME" => {
-                out.push((b"MATCHED_VAR_NAME".to_vec(), self.matched_var.0.clone()))
-            }
-            "XML" => self.xml(t, out),
-            "ARGS_COMBINED_SIZE" => {
+        use super::target::Kind as K;
+        match t.kind {
+            K::Args => list(&[&d.args_get, &d.args_post], false, out),
+            K::ArgsGet => list(&[&d.args_get], false, out),
+            K::ArgsPost => list(&[&d.args_post], false, out),
+            K::ArgsNames => list(&[&d.args_get, &d.args_post], true, out),
+            K::ArgsGetNames => list(&[&d.args_get], true, out),
+            K::ArgsPostNames => list(&[&d.args_post], true, out),
+            K::Headers => list(&[&d.headers], false, out),
+            K::HeaderNames => list(&[&d.headers], true, out),
+            K::Cookies => list(&[&d.cookies], false, out),
+            K::CookieNames => list(&[&d.cookies], true, out),
+            K::ResponseHeaders => list(&[&d.response_headers], false, out),
+            K::ResponseHeaderNames => list(&[&d.response_headers], true, out),
+            K::Files => list(&[&d.files], false, out),
+            K::FileNames => list(&[&d.files], true, out),
+            K::FilesSizes => list(&[&d.files_sizes], false, out),
+            K::FilesContent => list(&[&d.files_content], false, out),
+            K::PartHeaders => list(&[&d.part_headers], false, out),
+            K::MatchedVars => list(&[&self.matched_vars], false, out),
+            K::MatchedVarsNames => list(&[&self.matched_vars], true, out),
+            K::MatchedVar => out.push(Item {
+                var,
+                key: None,
+                value: self.matched_var.1.clone(),
+            }),
+            K::MatchedVarName => out.push(Item {
+                var,
+                key: None,
+                value: val(&self.matched_var.0),
+            }),
+            K::Xml => self.xml(t, out),
+            K::ArgsCombinedSize => {
                 let n: usize = [&d.args_get, &d.args_post]
                     .iter()
                     .flat_map(|l| l.iter())
                     .map(|(n, v)| n.len() + v.len())
                     .sum();
-                out.push((var.as_bytes().to_vec(), n.to_string().into_bytes()));
+                out.push(scalar(var, n));
             }
-            "FILES_COMBINED_SIZE" => {
+            K::FilesCombinedSize => {
                 let n: usize = d
                     .files_sizes
                     .iter()
                     .filter_map(|(_, v)| std::str::from_utf8(v).ok()?.parse::<usize>().ok())
                     .sum();
-                out.push((var.as_bytes().to_vec(), n.to_string().into_bytes()));
+                out.push(scalar(var, n));
             }
-            "HIGHEST_SEVERITY" => {
+            K::HighestSeverity => {
                 let h = self.matched.iter().filter_map(|m| m.severity).min();
-                let v = h.map_or(255, u16::from).to_string();
-                out.push((var.as_bytes().to_vec(), v.into_bytes()));
+                out.push(scalar(var, h.map_or(255, usize::from)));
             }
-            _ => self.collection_or_scalar(t, out),
+            K::Other => self.collection_or_scalar(t, out),
         }
     }
 
-    fn xml(&self, t: &Target, out: &mut Vec<Named>) {
-        let items = match &t.select {
-            Select::Name(x) if x.trim() == "/*" => &self.data.xml_text,
-            Select::Name(x) if x.trim() == "//@*" => &self.data.xml_attrs,
+    fn xml<'r>(&self, t: &'r Target, out: &mut Vec<Item<'r>>) {
+        let (items, key) = match &t.select {
+            Select::Name(x) if x.trim() == "/*" => (&self.data.xml_text, x),
+            Select::Name(x) if x.trim() == "//@*" => (&self.data.xml_attrs, x),
             _ => return,
         };
-        let name = match &t.select {
-            Select::Name(x) => format!("XML:{x}").into_bytes(),
-            _ => b"XML".to_vec(),
-        };
-        out.extend(items.iter().map(|v| (name.clone(), v.clone())));
+        let key = val(key.as_bytes());
+        out.extend(items.iter().map(|v| Item {
+            var: &t.var,
+            key: Some(key.clone()),
+            value: v.clone(),
+        }));
     }
 
-    fn collection_or_scalar(&self, t: &Target, out: &mut Vec<Named>) {
+    fn collection_or_scalar<'r>(&self, t: &'r Target, out: &mut Vec<Item<'r>>) {
         let var = t.var.as_str();
         if let Some(col) = self.cols.get(var) {
             for (k, v) in col {
                 if t.selects(k.as_bytes()) {
-                    out.push((label(var, k.as_bytes()), v.clone()));
+                    out.push(Item {
+                        var,
+                        key: Some(val(k.as_bytes())),
+                        value: v.clone(),
+                    });
                 }
             }
         } else if let Some(v) = self.data.scalars.get(var) {
-            out.push((var.as_bytes().to_vec(), v.clone()));
+            out.push(Item {
+                var,
+                key: None,
+                value: v.clone(),
+            });
         }
     }
 }
 
-/// `VAR:name`.
-fn label(var: &str, name: &[u8]) -> Vec<u8> {
-    let mut l = Vec::with_capacity(var.len() + 1 + name.len());
-    l.extend_from_slice(var.as_bytes());
-    l.push(b':');
-    l.extend_from_slice(name);
-    l
+fn scalar(var: &str, n: usize) -> Item<'_> {
+    Item {
+        var,
+        key: None,
+        value: val(n.to_string().as_bytes()),
+    }
 }
