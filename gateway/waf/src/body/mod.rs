@@ -15,8 +15,8 @@ pub mod xml;
 pub use args::{Arg, ArgList, ArgOrigin, ARGUMENTS_LIMIT_MSG};
 pub use json::json;
 pub use multipart::{multipart, FilePart, Multipart, MultipartFlags, Part};
-pub use urlencoded::{urldecode_nonstrict, urlencoded};
-pub use xml::{xml, Xml, XmlOutcome};
+pub use urlencoded::{urldecode_nonstrict, urlencoded, Urlencoded};
+pub use xml::{xml, Xml, XmlOutcome, XML_ERROR_MSG};
 
 /// The limits the body processors obey; the defaults are ModSecurity v2's.
 #[derive(Debug, Clone, PartialEq, Eq)]
