@@ -30,8 +30,14 @@ fn crs_files() -> Vec<PathBuf> {
 fn head(method: &str, uri: &str, extra: &[(&str, &str)]) -> RequestHead {
     let mut headers: Vec<(Vec<u8>, Vec<u8>)> = [
         ("Host", "portal.example.jp"),
-        ("User-Agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0 Safari/537.36"),
-        ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        (
+            "User-Agent",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0 Safari/537.36",
+        ),
+        (
+            "Accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
         ("Accept-Language", "ja,en-US;q=0.7,en;q=0.3"),
         ("Accept-Encoding", "gzip, deflate, br"),
         ("Cookie", "session=8f2a9c1d4b7e; lang=ja"),
@@ -112,7 +118,9 @@ fn bench(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("waf_crs_pl1");
     g.bench_function("benign_get", |b| b.iter(|| run(&waf, &get, b"")));
-    g.bench_function("form_post_4k_72_fields", |b| b.iter(|| run(&waf, &post, &body)));
+    g.bench_function("form_post_4k_72_fields", |b| {
+        b.iter(|| run(&waf, &post, &body))
+    });
     g.finish();
 }
 

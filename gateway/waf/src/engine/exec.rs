@@ -396,7 +396,9 @@ fn number(v: &[u8]) -> i64 {
     let n = digits
         .iter()
         .take_while(|b| b.is_ascii_digit())
-        .fold(0i64, |n, d| n.saturating_mul(10).saturating_add(i64::from(d - b'0')));
+        .fold(0i64, |n, d| {
+            n.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+        });
     if neg {
         -n
     } else {

@@ -209,3 +209,61 @@ fn body_over_limit_is_rejected_or_partial() {
     let w = waf("SecRequestBodyLimit 4\nSecRequestBodyLimitAction ProcessPartial\nSecRule ARGS_POST:a \"@streq 12\" \"id:1,phase:2,pass\"");
     assert_eq!(ids(&run(&w, &head, b"a=123456")), vec![1]);
 }
+
+fn post(ct: &str) -> RequestHead {
+    let mut h = get("/submit", &[("Content-Type", ct)]);
+    h.method = "POST".into();
+    h
+}
+
+#[test]
+fn json_arguments_are_in_args_not_args_post() {
+    let w = waf(r#"SecRule ARGS:user.name "@streq bob" "id:1,phase:2,pass"
+SecRule ARGS_POST "@rx ." "id:2,phase:2,pass"
+SecRule ARGS:json.tags "@rx ." "id:3,phase:2,pass"
+SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass,msg:'%{REQBODY_ERROR_MSG}'"
+SecRule REQBODY_PROCESSOR "@streq JSON" "id:5,phase:2,pass""#);
+    let tx = run(&w, &post("application/json"), br#"{"user":{"name":"bob"}}"#);
+    assert_eq!(ids(&tx), vec![1, 5]);
+    let tx = run(&w, &post("application/json"), br#"{"user":"#);
+    assert_eq!(ids(&tx), vec![4, 5]);
+    assert!(!tx.matched_rules()[0].msg.is_empty());
+}
+
+#[test]
+fn multipart_files_flags_and_fields() {
+    let w = waf(r#"SecRule FILES "@endsWith .php" "id:1,phase:2,pass"
+SecRule FILES_NAMES "@streq upload" "id:2,phase:2,pass"
+SecRule ARGS_POST:note "@streq hi" "id:3,phase:2,pass"
+SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:4,phase:2,pass"
+SecRule &FILES_SIZES "@eq 1" "id:5,phase:2,pass""#);
+    let body = b"--xyz\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--xyz\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"shell.php\"\r\nContent-Type: text/plain\r\n\r\n<?php system($_GET[1]); ?>\r\n--xyz--\r\n";
+    let tx = run(&w, &post("multipart/form-data; boundary=xyz"), body);
+    assert_eq!(ids(&tx), vec![1, 2, 3, 5]);
+    let broken = b"--xyz\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--xyzz--\r\n";
+    let tx = run(&w, &post("multipart/form-data; boundary=xyz"), broken);
+    assert!(ids(&tx).contains(&4), "{:?}", ids(&tx));
+}
+
+#[test]
+fn xml_text_and_attributes() {
+    let w = waf(r#"SecRule XML:/* "@contains secret" "id:1,phase:2,pass"
+SecRule XML://@* "@streq evil" "id:2,phase:2,pass""#);
+    let tx = run(
+        &w,
+        &post("text/xml"),
+        b"<a x=\"evil\"><b>top secret</b></a>",
+    );
+    assert_eq!(ids(&tx), vec![1, 2]);
+}
+
+#[test]
+fn arguments_limit_sets_reqbody_error() {
+    let w = waf("SecArgumentsLimit 3\nSecRule REQBODY_ERROR \"@eq 1\" \"id:1,phase:2,pass\"\nSecRule &ARGS \"@eq 3\" \"id:2,phase:2,pass\"");
+    let tx = run(
+        &w,
+        &post("application/x-www-form-urlencoded"),
+        b"a=1&b=2&c=3&d=4",
+    );
+    assert_eq!(ids(&tx), vec![1, 2]);
+}

@@ -83,10 +83,14 @@ pub(crate) type Val = Arc<[u8]>;
 pub(crate) type Named = (Val, Val);
 
 /// The request's and response's variables.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Data {
+    /// Every argument with its origin, counted against `SecArgumentsLimit`.
+    pub args: crate::body::ArgList,
     pub args_get: Vec<Named>,
     pub args_post: Vec<Named>,
+    /// JSON body arguments: in `ARGS`, not in `ARGS_POST` (as ModSecurity 2 keeps them).
+    pub args_json: Vec<Named>,
     pub headers: Vec<Named>,
     pub cookies: Vec<Named>,
     pub files: Vec<Named>,
@@ -98,6 +102,27 @@ pub(crate) struct Data {
     pub xml_attrs: Vec<Val>,
     /// Scalar variables by name (`REQUEST_METHOD`, `REQBODY_ERROR`, …).
     pub scalars: BTreeMap<&'static str, Val>,
+}
+
+impl Data {
+    fn new(arguments_limit: usize) -> Data {
+        Data {
+            args: crate::body::ArgList::new(arguments_limit),
+            args_get: Vec::new(),
+            args_post: Vec::new(),
+            args_json: Vec::new(),
+            headers: Vec::new(),
+            cookies: Vec::new(),
+            files: Vec::new(),
+            files_sizes: Vec::new(),
+            files_content: Vec::new(),
+            part_headers: Vec::new(),
+            response_headers: Vec::new(),
+            xml_text: Vec::new(),
+            xml_attrs: Vec::new(),
+            scalars: BTreeMap::new(),
+        }
+    }
 }
 
 /// One request and response through the rules.
@@ -134,10 +159,10 @@ impl Transaction {
     /// Starts a transaction for a request head.
     pub fn new(waf: Arc<Waf>, head: &RequestHead) -> Transaction {
         let mut tx = Transaction {
+            data: Data::new(waf.settings.arguments_limit),
             mode: waf.settings.mode,
             body_access: waf.settings.request_body_access,
             waf,
-            data: Data::default(),
             cols: BTreeMap::new(),
             matched_var: (Vec::new(), Arc::from(&b""[..])),
             score_delta: 0,
@@ -215,7 +240,9 @@ impl Transaction {
     /// Phase 4 with the response body (its first bytes up to the limit).
     pub fn response_body(&mut self, body: &[u8]) {
         let n = body.len().min(self.waf.settings.response_body_limit);
-        self.data.scalars.insert("RESPONSE_BODY", Arc::from(&body[..n]));
+        self.data
+            .scalars
+            .insert("RESPONSE_BODY", Arc::from(&body[..n]));
         self.run_phase(4);
     }
 
@@ -275,7 +302,9 @@ impl Transaction {
             msg: "request body over SecRequestBodyLimit".into(),
             enforced: self.mode == Mode::On,
         };
-        self.data.scalars.insert("INBOUND_DATA_ERROR", Arc::from(&b"1"[..]));
+        self.data
+            .scalars
+            .insert("INBOUND_DATA_ERROR", Arc::from(&b"1"[..]));
         if i.enforced {
             self.intervention = Some(i);
         } else if self.would_block.is_none() {

@@ -109,8 +109,7 @@ impl Data {
                 self.scalars.insert("SERVER_NAME", val(host));
             }
         }
-        let (args, _) = super::reqbody::query_args(query, s.argument_separator, s.arguments_limit);
-        self.args_get = args;
+        self.args_get = super::reqbody::query_args(query, s.argument_separator, &mut self.args);
     }
 
     /// Fills the response head's variables.
@@ -193,10 +192,10 @@ impl Transaction {
         };
         use super::target::Kind as K;
         match t.kind {
-            K::Args => list(&[&d.args_get, &d.args_post], false, out),
+            K::Args => list(&[&d.args_get, &d.args_post, &d.args_json], false, out),
             K::ArgsGet => list(&[&d.args_get], false, out),
             K::ArgsPost => list(&[&d.args_post], false, out),
-            K::ArgsNames => list(&[&d.args_get, &d.args_post], true, out),
+            K::ArgsNames => list(&[&d.args_get, &d.args_post, &d.args_json], true, out),
             K::ArgsGetNames => list(&[&d.args_get], true, out),
             K::ArgsPostNames => list(&[&d.args_post], true, out),
             K::Headers => list(&[&d.headers], false, out),
@@ -224,7 +223,7 @@ impl Transaction {
             }),
             K::Xml => self.xml(t, out),
             K::ArgsCombinedSize => {
-                let n: usize = [&d.args_get, &d.args_post]
+                let n: usize = [&d.args_get, &d.args_post, &d.args_json]
                     .iter()
                     .flat_map(|l| l.iter())
                     .map(|(n, v)| n.len() + v.len())
