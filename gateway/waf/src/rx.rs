@@ -23,6 +23,12 @@ impl Rx {
             .map(Rx)
             .map_err(|e| RxError(e.to_string()))
     }
+    pub fn engine(&self) -> &'static str {
+        "regex"
+    }
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
     pub fn is_match(&self, h: &[u8]) -> Result<bool, RxError> {
         Ok(self.0.is_match(h))
     }

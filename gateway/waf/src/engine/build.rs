@@ -102,10 +102,12 @@ impl Waf {
         for d in dirs {
             b.directive(d);
         }
+        let prefilters = assign_prefilters(&mut b.phases);
         let waf = Waf {
             settings: b.settings,
             phases: b.phases,
             summary: b.summary,
+            prefilters,
         };
         (waf, b.errors)
     }
@@ -396,4 +398,32 @@ fn default_disruptive(defaults: &[Action]) -> Disruptive {
             _ => None,
         })
         .unwrap_or(Disruptive::Pass)
+}
+
+/// Gives each link whose operator has required literals a slot in its transformation
+/// chain's prefilter, and builds the prefilters. `multiMatch` and negated links are left out
+/// (they test values the chain's final value does not stand for, or match on absence).
+fn assign_prefilters(
+    phases: &mut [Vec<CRule>; 5],
+) -> std::collections::HashMap<u32, super::prefilter::Prefilter> {
+    let mut groups: std::collections::HashMap<u32, Vec<Vec<Vec<u8>>>> = Default::default();
+    for p in phases.iter_mut() {
+        for r in p.iter_mut() {
+            let mut link = Some(r);
+            while let Some(l) = link {
+                if !l.multi_match && !l.negated {
+                    if let Some(lits) = l.op.as_ref().and_then(|o| o.literals()) {
+                        let g = groups.entry(l.chain_id).or_default();
+                        l.pf_slot = Some(g.len() as u32);
+                        g.push(lits);
+                    }
+                }
+                link = l.chained.as_deref_mut();
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|(chain, rules)| Some((chain, super::prefilter::Prefilter::build(&rules)?)))
+        .collect()
 }

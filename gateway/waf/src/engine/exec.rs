@@ -24,11 +24,28 @@ enum Skipping {
 /// Most transformed values a transaction caches.
 const TCACHE_MAX: usize = 4096;
 
-/// Transformed values by (the original value's buffer, the transformation chain's id). The
-/// entry holds the original, so its buffer cannot be freed and reused while cached.
+/// Transformed values by (the original value's buffer, the transformation chain's id), with
+/// the chain's prefilter hits on them. The entry holds the original, so its buffer cannot be
+/// freed and reused while cached.
 #[derive(Debug, Default)]
 pub(crate) struct TransformCache {
-    map: HashMap<(usize, u32), (Val, Val), std::hash::BuildHasherDefault<KeyHasher>>,
+    map: HashMap<(usize, u32), Entry, std::hash::BuildHasherDefault<KeyHasher>>,
+}
+
+impl TransformCache {
+    /// An empty cache with room for `n` values.
+    pub(crate) fn with_capacity(n: usize) -> TransformCache {
+        TransformCache {
+            map: HashMap::with_capacity_and_hasher(n, Default::default()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    _orig: Val,
+    out: Val,
+    bits: Option<Vec<u64>>,
 }
 
 /// A multiply-rotate hasher for the cache's integer keys (SipHash's DoS resistance is not
@@ -145,7 +162,8 @@ impl Transaction {
             self.effects(r);
             return true;
         };
-        let mut items = Vec::new();
+        let mut items = std::mem::take(&mut self.item_buf);
+        items.clear();
         self.targets_of(r, head, &mut items);
         let mut matched = false;
         for item in &items {
@@ -154,16 +172,20 @@ impl Transaction {
                     matched |= self.test(r, op, item, candidate);
                 }
             } else {
-                let candidate = self.transformed(&item.value, r);
-                matched |= self.test(r, op, item, candidate);
+                let (candidate, may) = self.prepared(&item.value, r);
+                if may {
+                    matched |= self.test(r, op, item, candidate);
+                }
             }
         }
+        items.clear();
+        self.item_buf = items;
         matched
     }
 
     /// Runs the operator on one (transformed) value; on a match, records it and runs the
     /// link's actions.
-    fn test(&mut self, r: &CRule, op: &super::ops::Op, item: &Item<'_>, candidate: Val) -> bool {
+    fn test(&mut self, r: &CRule, op: &super::ops::Op, item: &Item, candidate: Val) -> bool {
         self.evaluations += 1;
         let found = {
             let mut expand = |m: &Macro| self.expand(m);
@@ -182,31 +204,46 @@ impl Transaction {
         true
     }
 
-    /// The value after the rule's transformations, from the cache when another rule with the
-    /// same chain already transformed it.
-    fn transformed(&mut self, value: &Val, r: &CRule) -> Val {
-        if r.transforms.is_empty() {
-            return value.clone();
+    /// The value after the rule's transformations (from the cache when another rule with the
+    /// same chain already transformed it), and whether the operator can match it (false when
+    /// the prefilter found none of the rule's required literals).
+    fn prepared(&mut self, value: &Val, r: &CRule) -> (Val, bool) {
+        let pf = r
+            .pf_slot
+            .and_then(|slot| Some((slot, self.waf.prefilters.get(&r.chain_id)?)));
+        if r.transforms.is_empty() && pf.is_none() {
+            return (value.clone(), true);
         }
         let key = (Arc::as_ptr(value) as *const u8 as usize, r.chain_id);
-        if let Some((_, out)) = self.tcache.map.get(&key) {
-            return out.clone();
+        if !self.tcache.map.contains_key(&key) {
+            let out = transform(&r.transforms, value);
+            if self.tcache.map.len() >= TCACHE_MAX {
+                let may = pf.is_none_or(|(slot, p)| super::prefilter::has(&p.hits(&out), slot));
+                return (out, may);
+            }
+            let entry = Entry {
+                _orig: value.clone(),
+                out,
+                bits: None,
+            };
+            self.tcache.map.insert(key, entry);
         }
-        let (mut cur, mut scratch) = (value.to_vec(), Vec::new());
-        for t in &r.transforms {
-            t.apply(&cur, &mut scratch);
-            std::mem::swap(&mut cur, &mut scratch);
-        }
-        let out: Val = Arc::from(cur);
-        if self.tcache.map.len() < TCACHE_MAX {
-            self.tcache.map.insert(key, (value.clone(), out.clone()));
-        }
-        out
+        let Some(entry) = self.tcache.map.get_mut(&key) else {
+            return (value.clone(), true);
+        };
+        let may = match pf {
+            None => true,
+            Some((slot, p)) => {
+                let bits = entry.bits.get_or_insert_with(|| p.hits(&entry.out));
+                super::prefilter::has(bits, slot)
+            }
+        };
+        (entry.out.clone(), may)
     }
 
     /// A link's target values, exclusions (the rule's, and runtime `ctl` ones for its chain
     /// starter) removed.
-    fn targets_of<'r>(&self, r: &'r CRule, head: &CRule, out: &mut Vec<Item<'r>>) {
+    fn targets_of(&self, r: &CRule, head: &CRule, out: &mut Vec<Item>) {
         for t in &r.targets {
             self.values(t, out);
         }
@@ -313,9 +350,10 @@ impl Transaction {
                 self.cols[col].get(k).map(|v| v.to_vec())
             }
             _ => {
+                let var = super::target::static_name(name)?;
                 let t = Target {
-                    var: name.to_string(),
-                    kind: super::target::Kind::of(name),
+                    var,
+                    kind: super::target::Kind::of(var),
                     select: match key {
                         Some(k) => Select::Name(k.to_string()),
                         None => Select::All,
@@ -404,6 +442,19 @@ fn number(v: &[u8]) -> i64 {
     } else {
         n
     }
+}
+
+/// A value through a transformation chain.
+fn transform(transforms: &[Transform], value: &Val) -> Val {
+    if transforms.is_empty() {
+        return value.clone();
+    }
+    let (mut cur, mut scratch) = (value.to_vec(), Vec::new());
+    for t in transforms {
+        t.apply(&cur, &mut scratch);
+        std::mem::swap(&mut cur, &mut scratch);
+    }
+    Arc::from(cur)
 }
 
 /// The values an operator sees with `multiMatch`: the original and each value a

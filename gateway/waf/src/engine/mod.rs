@@ -7,6 +7,7 @@ mod build;
 mod exec;
 mod macros;
 mod ops;
+mod prefilter;
 mod reqbody;
 mod rule;
 mod settings;
@@ -31,6 +32,8 @@ pub struct Waf {
     /// Rules per phase (index 0 = phase 1); markers appear in every phase.
     phases: [Vec<CRule>; 5],
     summary: LoadSummary,
+    /// Literal prefilters by transformation chain id.
+    prefilters: std::collections::HashMap<u32, prefilter::Prefilter>,
 }
 
 impl Waf {

@@ -22,8 +22,8 @@ pub enum Op {
     Rx(Rx),
     /// `@rx` whose pattern has macros: compiled per use.
     RxMacro(Macro),
-    /// `@pm` and `@pmFromFile`: ASCII case-insensitive phrases.
-    Pm(AhoCorasick),
+    /// `@pm` and `@pmFromFile`: ASCII case-insensitive phrases (kept for the prefilter).
+    Pm(AhoCorasick, Vec<Vec<u8>>),
     /// `@detectSQLi`.
     Sqli,
     /// `@detectXSS`.
@@ -89,6 +89,18 @@ impl Op {
         }
     }
 
+    /// Literals one of which every value this operator matches contains (lower-cased), for
+    /// the prefilter; `None` when there is no such set.
+    pub fn literals(&self) -> Option<Vec<Vec<u8>>> {
+        match self {
+            Op::Rx(rx) if rx.engine() == "regex" => {
+                super::prefilter::required_literals(rx.as_str())
+            }
+            Op::Pm(_, phrases) if phrases.iter().all(|p| !p.is_empty()) => Some(phrases.clone()),
+            _ => None,
+        }
+    }
+
     /// Runs the operator on `input`; `expand` expands macro parameters; captures are
     /// collected only when `capture` asks for them.
     pub fn run(
@@ -105,7 +117,7 @@ impl Op {
                 Ok(rx) => rx_found(&rx, input, capture),
                 Err(_) => Found::plain(false),
             },
-            Op::Pm(ac) => match ac.find(input) {
+            Op::Pm(ac, _) => match ac.find(input) {
                 Some(m) => Found {
                     matched: true,
                     captures: vec![Some(input[m.range()].to_vec())],
@@ -144,12 +156,16 @@ fn pm(phrases: impl Iterator<Item = String>) -> Result<Op, String> {
     if list.is_empty() {
         return Err("@pm needs at least one phrase".into());
     }
-    AhoCorasickBuilder::new()
+    let ac = AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::Standard)
         .build(&list)
-        .map(Op::Pm)
-        .map_err(|e| format!("@pm: {e}"))
+        .map_err(|e| format!("@pm: {e}"))?;
+    let phrases = list
+        .iter()
+        .map(|p| p.as_bytes().to_ascii_lowercase())
+        .collect();
+    Ok(Op::Pm(ac, phrases))
 }
 
 /// The phrases of `@pmFromFile` files (several, space-separated): one per line, trimmed,

@@ -73,6 +73,8 @@ pub struct CRule {
     /// The id of this transformation chain in the rule set (rules with equal chains share
     /// it, and so share cached results).
     pub chain_id: u32,
+    /// The rule's slot in its chain's prefilter, when its operator has required literals.
+    pub pf_slot: Option<u32>,
     /// `multiMatch`.
     pub multi_match: bool,
     /// `capture`.
@@ -184,6 +186,7 @@ impl CRule {
             negated: false,
             transforms: Vec::new(),
             chain_id: 0,
+            pf_slot: None,
             multi_match: false,
             capture: false,
             effects: Vec::new(),

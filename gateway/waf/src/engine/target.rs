@@ -87,8 +87,8 @@ impl Kind {
 /// One compiled target.
 #[derive(Debug)]
 pub struct Target {
-    /// The variable, upper case as in [`crate::seclang::Variable`].
-    pub var: String,
+    /// The variable, upper case, as ModSecurity names it.
+    pub var: &'static str,
     /// Which variable, as a kind.
     pub kind: Kind,
     /// Which members.
@@ -108,9 +108,10 @@ impl Target {
                 Rx::compile(&format!("(?i){r}")).map_err(|e| format!("{}:/{r}/: {e}", v.name))?,
             ),
         };
+        let var = static_name(&v.name).ok_or_else(|| format!("unknown variable {}", v.name))?;
         Ok(Target {
-            var: v.name.clone(),
-            kind: Kind::of(&v.name),
+            var,
+            kind: Kind::of(var),
             select,
             count: v.count,
         })
@@ -129,6 +130,14 @@ impl Target {
     pub fn excludes(&self, var: &str, name: &[u8]) -> bool {
         self.var == var && self.selects(name)
     }
+}
+
+/// The static spelling of a variable name (upper case).
+pub fn static_name(name: &str) -> Option<&'static str> {
+    crate::seclang::names::VARIABLES
+        .iter()
+        .find(|n| **n == name)
+        .copied()
 }
 
 /// Parses `ARGS:foo|!REQUEST_COOKIES:/^x/` (the target list of `ctl:ruleRemoveTargetById`

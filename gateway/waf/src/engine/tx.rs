@@ -153,6 +153,8 @@ pub struct Transaction {
     pub(crate) phase: u8,
     /// Operator runs so far (for cost accounting).
     pub(crate) evaluations: u64,
+    /// A reused buffer for a rule's target values.
+    pub(crate) item_buf: Vec<super::vars::Item>,
 }
 
 impl Transaction {
@@ -166,7 +168,7 @@ impl Transaction {
             cols: BTreeMap::new(),
             matched_var: (Vec::new(), Arc::from(&b""[..])),
             score_delta: 0,
-            tcache: Default::default(),
+            tcache: super::exec::TransformCache::with_capacity(256),
             matched_vars: Vec::new(),
             removed: Vec::new(),
             removed_targets: Vec::new(),
@@ -179,6 +181,7 @@ impl Transaction {
             matched: Vec::new(),
             phase: 0,
             evaluations: 0,
+            item_buf: Vec::with_capacity(64),
         };
         tx.cols.insert("TX".into(), BTreeMap::new());
         tx.data.set_request(head, &tx.waf.settings);

@@ -32,16 +32,16 @@ const ZERO_FLAGS: &[&str] = &[
 
 /// A value a target yields: the variable, the member's name (none for a scalar) and the value.
 #[derive(Debug, Clone)]
-pub(crate) struct Item<'r> {
+pub(crate) struct Item {
     /// The variable as the rule names it.
-    pub var: &'r str,
+    pub var: &'static str,
     /// The member's name.
     pub key: Option<Val>,
     /// The value.
     pub value: Val,
 }
 
-impl Item<'_> {
+impl Item {
     /// `VAR:name` (or `VAR`), as `MATCHED_VAR_NAME` gives it.
     pub fn label(&self) -> Vec<u8> {
         let mut l = self.var.as_bytes().to_vec();
@@ -161,24 +161,24 @@ fn cookies(v: &[u8]) -> Vec<Named> {
 
 impl Transaction {
     /// The values a target yields (before exclusions).
-    pub(crate) fn values<'r>(&self, t: &'r Target, out: &mut Vec<Item<'r>>) {
+    pub(crate) fn values(&self, t: &Target, out: &mut Vec<Item>) {
         let start = out.len();
         self.members(t, out);
         if t.count {
             let n = out.len() - start;
             out.truncate(start);
             out.push(Item {
-                var: &t.var,
+                var: t.var,
                 key: None,
                 value: val(n.to_string().as_bytes()),
             });
         }
     }
 
-    fn members<'r>(&self, t: &'r Target, out: &mut Vec<Item<'r>>) {
+    fn members(&self, t: &Target, out: &mut Vec<Item>) {
         let d = &self.data;
-        let var = t.var.as_str();
-        let list = |items: &[&[Named]], names: bool, out: &mut Vec<Item<'r>>| {
+        let var = t.var;
+        let list = |items: &[&[Named]], names: bool, out: &mut Vec<Item>| {
             for (n, v) in items.iter().flat_map(|l| l.iter()) {
                 if t.selects(n) {
                     let value = if names { n.clone() } else { v.clone() };
@@ -246,7 +246,7 @@ impl Transaction {
         }
     }
 
-    fn xml<'r>(&self, t: &'r Target, out: &mut Vec<Item<'r>>) {
+    fn xml(&self, t: &Target, out: &mut Vec<Item>) {
         let (items, key) = match &t.select {
             Select::Name(x) if x.trim() == "/*" => (&self.data.xml_text, x),
             Select::Name(x) if x.trim() == "//@*" => (&self.data.xml_attrs, x),
@@ -254,14 +254,14 @@ impl Transaction {
         };
         let key = val(key.as_bytes());
         out.extend(items.iter().map(|v| Item {
-            var: &t.var,
+            var: t.var,
             key: Some(key.clone()),
             value: v.clone(),
         }));
     }
 
-    fn collection_or_scalar<'r>(&self, t: &'r Target, out: &mut Vec<Item<'r>>) {
-        let var = t.var.as_str();
+    fn collection_or_scalar(&self, t: &Target, out: &mut Vec<Item>) {
+        let var = t.var;
         if let Some(col) = self.cols.get(var) {
             for (k, v) in col {
                 if t.selects(k.as_bytes()) {
@@ -282,7 +282,7 @@ impl Transaction {
     }
 }
 
-fn scalar(var: &str, n: usize) -> Item<'_> {
+fn scalar(var: &'static str, n: usize) -> Item {
     Item {
         var,
         key: None,
