@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sekisho_core::{BuildCx, ConfigError, Engine};
+use sekisho_core::{BuildCx, ConfigError, Engine, RouteOptions};
 use sekisho_proxy::{Config, ProxyError};
 
 use crate::plug::{Configured, Plug};
@@ -11,6 +11,8 @@ use crate::plug::{Configured, Plug};
 pub struct GatewayConfig {
     /// Listeners, TLS, events, MSS, metrics, limits, routes.
     pub proxy: Config,
+    /// Each route's options for the engines.
+    routes: Vec<RouteOptions>,
     /// The engines whose table is present (or that run without one), in stage order.
     pub engines: Vec<Box<dyn Configured>>,
     /// The text it was parsed from.
@@ -32,7 +34,8 @@ impl GatewayConfig {
         let tables: Vec<&str> = plugs.iter().map(|p| p.table()).collect();
         let proxy = Config::parse_with(text, path, &tables)?;
         let err = |e: ConfigError| config_error(path, e);
-        let cx = build_cx(&proxy);
+        let routes = route_options(&proxy);
+        let cx = build_cx(&proxy, &routes);
         let mut engines = Vec::new();
         for p in plugs {
             if let Some(c) = p.configure(text, &cx).map_err(err)? {
@@ -48,6 +51,7 @@ impl GatewayConfig {
         }
         let cfg = GatewayConfig {
             proxy,
+            routes,
             engines,
             text: text.to_string(),
         };
@@ -114,16 +118,29 @@ impl GatewayConfig {
 
     /// What the engines are told when they are prepared and built.
     pub fn build_cx(&self) -> BuildCx<'_> {
-        build_cx(&self.proxy)
+        build_cx(&self.proxy, &self.routes)
     }
 }
 
-fn build_cx(proxy: &Config) -> BuildCx<'_> {
+fn build_cx<'a>(proxy: &'a Config, routes: &'a [RouteOptions]) -> BuildCx<'a> {
     BuildCx {
         config_dir: proxy.path.parent(),
         default_resolve_timeout_secs: proxy.limits.resolve_timeout_secs,
         check_only: false,
+        routes,
     }
+}
+
+fn route_options(proxy: &Config) -> Vec<RouteOptions> {
+    proxy
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RouteOptions {
+            name: proxy.route_name(i),
+            waf: r.waf.clone(),
+        })
+        .collect()
 }
 
 fn config_error(path: &Path, e: ConfigError) -> ProxyError {

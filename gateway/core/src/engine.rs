@@ -58,6 +58,28 @@ pub struct BuildCx<'a> {
     pub check_only: bool,
     /// `[limits] resolve_timeout_secs`: the decision deadline of a stage that names none.
     pub default_resolve_timeout_secs: u64,
+    /// Reverse-proxy routes and what each asks of the WAF (`[[route]] waf`).
+    pub routes: &'a [RouteOptions],
+}
+
+/// A reverse-proxy route's options for the engines, by route name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteOptions {
+    /// The route's name (as in events and `RequestHead::route`).
+    pub name: String,
+    /// `waf = false` (no WAF for this route) or `waf = ["exclusions.conf"]` (rule files loaded
+    /// after `[waf] rules` for this route only); `None` when the route does not say.
+    pub waf: Option<RouteWaf>,
+}
+
+/// What a route asks of the WAF.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum RouteWaf {
+    /// `true` (the default rules) or `false` (no WAF on this route).
+    Enabled(bool),
+    /// Extra rule files (paths or globs, relative to the config file) after `[waf] rules`.
+    Rules(Vec<String>),
 }
 
 /// What loading an engine's files found: printed by `check-config`, logged by `run`.

@@ -144,6 +144,8 @@ pub struct RequestHead {
     /// The head exactly as the client sent it (request line, headers in their order and case,
     /// blank line), when the listener could keep it (HTTP/1).
     pub raw: Option<bytes::Bytes>,
+    /// The reverse-proxy route that serves the request (its name), once chosen.
+    pub route: Option<std::sync::Arc<str>>,
 }
 
 impl RequestHead {
@@ -173,6 +175,7 @@ impl RequestHead {
             host,
             port,
             raw: None,
+            route: None,
         }
     }
 

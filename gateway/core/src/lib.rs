@@ -26,7 +26,7 @@ mod respond;
 mod stage;
 mod verdict;
 
-pub use engine::{BuildCx, Built, ConfigError, Engine, LoadReport};
+pub use engine::{BuildCx, Built, ConfigError, Engine, LoadReport, RouteOptions, RouteWaf};
 pub use event::{
     AlertInfo, CommLog, DestinationInfo, EventEvidence, EventInfo, FacilityInfo, FileInfo,
     HttpInfo, Observer, RuleInfo, SourceInfo, ThreatEvent, TlsClientInfo, TlsClientX509, TlsInfo,

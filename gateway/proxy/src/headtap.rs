@@ -206,7 +206,7 @@ impl TapState {
         let line = &head[..line_end];
         let mut parts = line.split(|b| *b == b' ');
         let (m, t) = (parts.next()?, parts.next()?);
-        if m == method.as_bytes() && t == target.as_bytes() {
+        if m == method.as_bytes() && same_target(t, target.as_bytes()) {
             Some(head)
         } else {
             // Out of step: stop rather than attribute a head to the wrong request.
@@ -217,6 +217,21 @@ impl TapState {
     }
 }
 
+/// Whether the raw request target `raw` is the one hyper parsed as `parsed`: the same bytes,
+/// or an absolute form hyper rewrote (scheme and host case, the `/` an authority-only target
+/// gets).
+fn same_target(raw: &[u8], parsed: &[u8]) -> bool {
+    if raw == parsed {
+        return true;
+    }
+    let absolute = raw.windows(3).take(16).any(|w| w == b"://");
+    absolute
+        && (raw.eq_ignore_ascii_case(parsed)
+            || (parsed.len() == raw.len() + 1
+                && parsed.ends_with(b"/")
+                && raw.eq_ignore_ascii_case(&parsed[..raw.len()])))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +240,14 @@ mod tests {
         for c in data.chunks(piece) {
             t.lock().unwrap().feed(c);
         }
+    }
+
+    #[test]
+    fn absolute_targets_hyper_rewrites_still_match() {
+        assert!(same_target(b"http://localhost", b"http://localhost/"));
+        assert!(same_target(b"HTTP://LocalHost/a", b"http://localhost/a"));
+        assert!(!same_target(b"/a", b"/A"));
+        assert!(!same_target(b"http://a", b"http://b/"));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The WAF's place in the gateway ([`sekisho_core::Engine`]): `[waf]` → the `waf` stage.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sekisho_core::{BuildCx, Built, ConfigError, LoadReport, StagePolicy};
+use sekisho_core::{BuildCx, Built, ConfigError, LoadReport, RouteWaf, StagePolicy};
 use serde::Deserialize;
 
 use crate::engine::Waf;
@@ -88,8 +89,46 @@ impl sekisho_core::Engine for WafEngine {
             .files(cx.config_dir)
             .map_err(|e| ConfigError::new("waf.rules", e))?;
         let t = Instant::now();
-        let (waf, errors) = Waf::load_lenient(&files);
+        let (waf, mut errors) = Waf::load_lenient(&files);
+        let mut routes = HashMap::new();
+        let mut details = Vec::new();
+        for r in cx.routes {
+            match &r.waf {
+                None | Some(RouteWaf::Enabled(true)) => {}
+                Some(RouteWaf::Enabled(false)) => {
+                    routes.insert(r.name.clone(), None);
+                    details.push(format!("route {}: no WAF (waf = false)", r.name));
+                }
+                Some(RouteWaf::Rules(extra)) => {
+                    let more = WafConfig {
+                        rules: extra.clone(),
+                        stage: cfg.stage,
+                    }
+                    .files(cx.config_dir)
+                    .map_err(|e| ConfigError::new(format!("route {}: waf", r.name), e))?;
+                    let mut all = files.clone();
+                    all.extend(more);
+                    let (w, errs) = Waf::load_lenient(&all);
+                    let new: Vec<_> = errs
+                        .into_iter()
+                        .filter(|e| !errors.iter().any(|x| x.origin == e.origin))
+                        .collect();
+                    errors.extend(new);
+                    details.push(format!(
+                        "route {}: {} rules with its exclusions",
+                        r.name,
+                        w.summary().rules
+                    ));
+                    routes.insert(r.name.clone(), Some(Arc::new(w)));
+                }
+            }
+        }
         let s = waf.summary();
+        details.extend(
+            s.ignored
+                .iter()
+                .map(|d| format!("ignored (no effect in this engine): {d}")),
+        );
         let report = LoadReport {
             summary: format!(
                 "waf: {} rules (+{} chained) and {} markers from {} files, {} with errors, engine {:?}, compiled in {} ms",
@@ -101,16 +140,12 @@ impl sekisho_core::Engine for WafEngine {
                 waf.settings().mode,
                 t.elapsed().as_millis()
             ),
-            details: s
-                .ignored
-                .iter()
-                .map(|d| format!("ignored (no effect in this engine): {d}"))
-                .collect(),
+            details,
             errors: errors.iter().map(|e| e.to_string()).collect(),
             loaded: s.rules,
         };
         Ok(Built {
-            stage: Arc::new(WafStage::new(Arc::new(waf))),
+            stage: Arc::new(WafStage::new(Arc::new(waf), routes)),
             report,
         })
     }

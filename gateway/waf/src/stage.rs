@@ -2,6 +2,7 @@
 //! the request head, 2 on the held request body, 3 at the response head, 4 and 5 on the held
 //! response body), and what matched becomes one finding carrying every matched rule.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sekisho_core::{
@@ -11,15 +12,20 @@ use sekisho_core::{
 
 use crate::engine::{self, Intervention, MatchedRule, Transaction, Waf};
 
-/// The stage over a compiled rule set.
+/// The stage over a compiled rule set, and the rule sets of routes that ask for their own
+/// (`None`: the route has no WAF).
 pub struct WafStage {
     waf: Arc<Waf>,
+    routes: Arc<HashMap<String, Option<Arc<Waf>>>>,
 }
 
 impl WafStage {
-    /// A stage running `waf`.
-    pub fn new(waf: Arc<Waf>) -> Self {
-        WafStage { waf }
+    /// A stage running `waf`, and for the routes named in `routes` their own set (or none).
+    pub fn new(waf: Arc<Waf>, routes: HashMap<String, Option<Arc<Waf>>>) -> Self {
+        WafStage {
+            waf,
+            routes: Arc::new(routes),
+        }
     }
 }
 
@@ -31,6 +37,7 @@ impl Stage for WafStage {
     fn new_flow(&self, _meta: &FlowMeta) -> Box<dyn Inspector> {
         Box::new(WafInspector {
             waf: Arc::clone(&self.waf),
+            routes: Arc::clone(&self.routes),
             tx: None,
             reported: 0,
         })
@@ -40,6 +47,7 @@ impl Stage for WafStage {
 /// One flow's inspector: the current transaction and how many of its matches were reported.
 struct WafInspector {
     waf: Arc<Waf>,
+    routes: Arc<HashMap<String, Option<Arc<Waf>>>>,
     tx: Option<Transaction>,
     reported: usize,
 }
@@ -49,7 +57,15 @@ impl Inspector for WafInspector {
         if head.method == http::Method::CONNECT {
             return Verdict::Allow;
         }
-        let mut tx = Transaction::new(Arc::clone(&self.waf), &request_head(cx.meta(), head));
+        let waf = match head.route.as_deref().and_then(|r| self.routes.get(r)) {
+            Some(None) => {
+                self.tx = None;
+                return Verdict::Allow;
+            }
+            Some(Some(w)) => Arc::clone(w),
+            None => Arc::clone(&self.waf),
+        };
+        let mut tx = Transaction::new(waf, &request_head(cx.meta(), head));
         self.reported = 0;
         tx.request_headers();
         let blocked = tx.intervention().is_some();

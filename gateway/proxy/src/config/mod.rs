@@ -198,6 +198,10 @@ pub struct RouteConfig {
     /// (default `[limits] response_timeout_secs`).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// `false`: no WAF for this route; a list of rule files: exclusions loaded after
+    /// `[waf] rules` for this route only.
+    #[serde(default)]
+    pub waf: Option<sekisho_core::RouteWaf>,
     /// Pass the client's Host header upstream (default false: the upstream URL's host).
     #[serde(default)]
     pub preserve_host: bool,

@@ -274,12 +274,13 @@ async fn reverse_flow(
         Err(r) => return r,
     };
     let Opened {
-        head,
+        mut head,
         state,
         guard,
         request_id,
         facility,
     } = opened;
+    head.route = Some(Arc::clone(&route.name));
     let dispatch = Dispatch {
         route,
         request_id,

@@ -330,7 +330,12 @@ impl Transaction {
                     self.removed_targets.push((Arc::clone(sel), Arc::clone(t)));
                 }
             }
-            Ctl::BodyProcessor(p) => self.processor = Some(*p),
+            Ctl::BodyProcessor(p) => {
+                self.processor = Some(*p);
+                self.data
+                    .scalars
+                    .insert("REQBODY_PROCESSOR", val(p.name().as_bytes()));
+            }
             Ctl::RequestBodyAccess(on) => self.body_access = *on,
             Ctl::ForceRequestBodyVariable(on) => self.force_body_variable = *on,
             Ctl::Ignored => {}

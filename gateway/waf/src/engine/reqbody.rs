@@ -79,6 +79,17 @@ impl Data {
 }
 
 impl Transaction {
+    /// Sets `REQBODY_PROCESSOR` from the `Content-Type` before phase 1 (as ModSecurity 2 does
+    /// when the transaction starts; JSON and XML as its recommended configuration's rules
+    /// 200000 and 200001 would in phase 1).
+    pub(crate) fn initial_processor(&mut self) {
+        if let Some(p) = self.processor_for() {
+            self.data
+                .scalars
+                .insert("REQBODY_PROCESSOR", val(p.name().as_bytes()));
+        }
+    }
+
     /// The processor for this request: a `ctl:requestBodyProcessor`, else by `Content-Type`.
     fn processor_for(&self) -> Option<BodyProcessor> {
         self.processor.or_else(|| {
@@ -104,6 +115,10 @@ impl Transaction {
         let s = self.waf.settings.clone();
         let proc = self.processor_for();
         let d = &mut self.data;
+        d.scalars.insert(
+            "REQBODY_PROCESSOR",
+            val(proc.map_or(&b""[..], |p| p.name().as_bytes())),
+        );
         d.scalars
             .insert("REQUEST_BODY_LENGTH", val(total.to_string().as_bytes()));
         if let Some(p) = proc {

@@ -184,7 +184,9 @@ impl Transaction {
             item_buf: Vec::with_capacity(64),
         };
         tx.cols.insert("TX".into(), BTreeMap::new());
-        tx.data.set_request(head, &tx.waf.settings);
+        let settings = Arc::clone(&tx.waf);
+        tx.data.set_request(head, &settings.settings);
+        tx.initial_processor();
         tx
     }
 

@@ -86,8 +86,9 @@ impl Data {
             ("REQUEST_PROTOCOL", head.protocol.as_bytes()),
             ("REQUEST_URI_RAW", uri),
             ("REQUEST_URI", local),
-            ("REQUEST_FILENAME", path),
-            ("REQUEST_BASENAME", base),
+            ("REQUEST_FILENAME", &percent_decoded(path)),
+            ("REQUEST_BASENAME", &percent_decoded(base)),
+            ("REQBODY_PROCESSOR", b""),
             ("QUERY_STRING", query),
             ("REMOTE_ADDR", head.remote_addr.as_bytes()),
             ("REMOTE_PORT", head.remote_port.to_string().as_bytes()),
@@ -99,10 +100,10 @@ impl Data {
         ] {
             self.scalars.insert(k, val(v));
         }
-        for (n, v) in &head.headers {
-            self.headers.push((val(n), val(v)));
+        for (n, v) in merged_headers(&head.headers) {
+            self.headers.push((val(&n), val(&v)));
             if n.eq_ignore_ascii_case(b"cookie") {
-                self.cookies.extend(cookies(v));
+                self.cookies.extend(cookies(&v));
             }
             if n.eq_ignore_ascii_case(b"host") {
                 let host = v.split(|&b| b == b':').next().unwrap_or_default();
@@ -127,6 +128,43 @@ impl Data {
         }
         self.response_headers = headers.iter().map(|(n, v)| (val(n), val(v))).collect();
     }
+}
+
+/// Header fields as Apache hands them to ModSecurity 2: repeated fields merged into one,
+/// their values joined with `, ` (Cookie with `; `), in the order of first appearance.
+fn merged_headers(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(headers.len());
+    for (n, v) in headers {
+        match out.iter_mut().find(|(m, _)| m.eq_ignore_ascii_case(n)) {
+            Some((_, acc)) => {
+                let sep: &[u8] = if n.eq_ignore_ascii_case(b"cookie") { b"; " } else { b", " };
+                acc.extend_from_slice(sep);
+                acc.extend_from_slice(v);
+            }
+            None => out.push((n.clone(), v.clone())),
+        }
+    }
+    out
+}
+
+/// `%HH` decoded (not `+`), as Apache decodes the path before ModSecurity sees
+/// `REQUEST_FILENAME`; invalid escapes stay as written.
+fn percent_decoded(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if path[i] == b'%' && i + 2 < path.len() {
+            if let (Some(h), Some(l)) = (hex(path[i + 1]), hex(path[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(path[i]);
+        i += 1;
+    }
+    out
 }
 
 /// `/path?q` of a request target (an absolute URI loses its scheme and authority).
