@@ -2,6 +2,7 @@
 //! them, read unmodified. This first part is the reader: directives, rules with their
 //! variables, operator and actions, `Include` with globs, every problem named by file and line.
 
+pub mod libinjection;
 pub mod operators;
 pub mod seclang;
 
