@@ -4,7 +4,6 @@
 
 pub mod body;
 pub mod engine;
-#[path = "libinjection_tmp.rs"]
 pub mod libinjection;
 pub mod operators;
 pub mod plug;
