@@ -323,12 +323,17 @@ fn open_flow(
     path: &str,
 ) -> std::result::Result<Opened, Box<Response<ProxyBody>>> {
     let port = conn.local.port();
-    let authority = if port == 443 {
+    let (scheme, default_port) = if rc.state.tls.is_some() {
+        ("https", 443)
+    } else {
+        ("http", 80)
+    };
+    let authority = if port == default_port {
         h::bracket(host)
     } else {
         format!("{}:{port}", h::bracket(host))
     };
-    let url: Uri = format!("https://{authority}{path}")
+    let url: Uri = format!("{scheme}://{authority}{path}")
         .parse()
         .map_err(|e| Box::new(bad_target(shared, conn, e)))?;
     let request_id = uuid::Uuid::now_v7().to_string();

@@ -137,7 +137,11 @@ fn merged_headers(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     for (n, v) in headers {
         match out.iter_mut().find(|(m, _)| m.eq_ignore_ascii_case(n)) {
             Some((_, acc)) => {
-                let sep: &[u8] = if n.eq_ignore_ascii_case(b"cookie") { b"; " } else { b", " };
+                let sep: &[u8] = if n.eq_ignore_ascii_case(b"cookie") {
+                    b"; "
+                } else {
+                    b", "
+                };
                 acc.extend_from_slice(sep);
                 acc.extend_from_slice(v);
             }
