@@ -3,7 +3,10 @@
 //! variables, operator and actions, `Include` with globs, every problem named by file and line.
 
 pub mod operators;
+pub mod rx;
 pub mod seclang;
+
+pub use rx::{Rx, RxError, RxOptions};
 
 pub use seclang::{
     parse_file, parse_str, Action, Directive, DirectiveKind, Operator, ParseError, Rule, Variable,
