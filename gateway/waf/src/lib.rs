@@ -1,6 +1,8 @@
-//! The WAF engine: SecLang rule files (ModSecurity's rule language), as OWASP CRS v4 writes
-//! them, read unmodified. This first part is the reader: directives, rules with their
-//! variables, operator and actions, `Include` with globs, every problem named by file and line.
+//! The WAF: SecLang rule files (ModSecurity's rule language), as OWASP CRS v4 writes them,
+//! read unmodified and run as ModSecurity 2.9 runs them: the reader (`seclang`), operators
+//! (`operators`, `rx`, `libinjection`), transformations (`transform`), request body processors
+//! (`body`), the engine with its phases and transactions (`engine`), and the `waf` stage
+//! (`stage`, `plug`).
 
 pub mod body;
 pub mod engine;
@@ -11,6 +13,8 @@ pub mod rx;
 pub mod seclang;
 pub mod stage;
 pub mod transform;
+
+pub use rx::{Rx, RxError, RxOptions};
 
 pub use seclang::{
     parse_file, parse_str, Action, Directive, DirectiveKind, Operator, ParseError, Rule, Variable,

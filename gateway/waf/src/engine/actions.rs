@@ -88,7 +88,7 @@ impl RuleSel {
 
     /// A tag selector.
     pub fn tag(v: &str) -> Result<RuleSel, String> {
-        crate::rx::Rx::compile(v.trim())
+        crate::rx::Rx::compile_with(v.trim(), crate::rx::RxOptions::PLAIN)
             .map(RuleSel::Tag)
             .map_err(|e| format!("tag {v:?}: {e}"))
     }

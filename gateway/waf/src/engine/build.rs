@@ -308,7 +308,8 @@ impl Builder {
     }
 
     fn remove_by_msg(&mut self, pattern: &str) -> Result<(), String> {
-        let rx = crate::rx::Rx::compile(pattern).map_err(|e| format!("{pattern:?}: {e}"))?;
+        let rx = crate::rx::Rx::compile_with(pattern, crate::rx::RxOptions::PLAIN)
+            .map_err(|e| format!("{pattern:?}: {e}"))?;
         for p in &mut self.phases {
             let before = p.len();
             p.retain(|r| {

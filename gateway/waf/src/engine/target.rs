@@ -105,7 +105,8 @@ impl Target {
             Some(Key::Name(n)) if v.name == "XML" => Select::Name(n.clone()),
             Some(Key::Name(n)) => Select::Name(n.to_ascii_lowercase()),
             Some(Key::Regex(r)) => Select::Regex(
-                Rx::compile(&format!("(?i){r}")).map_err(|e| format!("{}:/{r}/: {e}", v.name))?,
+                Rx::compile_with(r, crate::rx::RxOptions::VARIABLE_KEY)
+                    .map_err(|e| format!("{}:/{r}/: {e}", v.name))?,
             ),
         };
         let var = static_name(&v.name).ok_or_else(|| format!("unknown variable {}", v.name))?;
