@@ -378,7 +378,7 @@ mod crs_soundness {
                     continue;
                 };
                 with_literals += 1;
-                let pf = Prefilter::build(&[lits.clone()]).expect("builds");
+                let pf = Prefilter::build(std::slice::from_ref(&lits)).expect("builds");
                 for x in &inputs {
                     if rx.is_match(x).unwrap_or(false) {
                         assert!(

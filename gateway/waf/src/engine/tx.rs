@@ -239,7 +239,7 @@ impl Transaction {
             .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
             .unwrap_or_default();
         let mime = ct.split(';').next().unwrap_or("").trim().to_string();
-        s.response_mime_types.iter().any(|m| *m == mime)
+        s.response_mime_types.contains(&mime)
     }
 
     /// Phase 4 with the response body (its first bytes up to the limit).
