@@ -141,17 +141,7 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
         sni,
         tls_version,
     });
-    let svc_shared = Arc::clone(&shared);
-    let handler_conn = Arc::clone(&conn);
-    let handler = move |req| {
-        reverse_flow(
-            Arc::clone(&svc_shared),
-            Arc::clone(&handler_conn),
-            Arc::clone(&rc),
-            req,
-        )
-    };
-    serve_decrypted(&shared, &conn, tls, h2, handler).await;
+    serve_requests(shared, conn, rc, tls, h2).await;
 }
 
 /// Serves one client connection of a plain-HTTP reverse listener (no `cert`: LAN services,
@@ -168,6 +158,19 @@ async fn serve_plain(
         sni: None,
         tls_version: None,
     });
+    serve_requests(shared, conn, rc, tcp, false).await;
+}
+
+/// Serves the requests of one client connection (TLS or plain) through [`reverse_flow`].
+async fn serve_requests<IO>(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    rc: Arc<ReverseConn>,
+    io: IO,
+    h2: bool,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc_shared = Arc::clone(&shared);
     let handler_conn = Arc::clone(&conn);
     let handler = move |req| {
@@ -178,7 +181,7 @@ async fn serve_plain(
             req,
         )
     };
-    serve_decrypted(&shared, &conn, tcp, false, handler).await;
+    serve_decrypted(&shared, &conn, io, h2, handler).await;
 }
 
 /// A threat event (and a communication-log line) for a client certificate refused in the
