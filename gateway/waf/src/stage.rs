@@ -40,6 +40,7 @@ impl Stage for WafStage {
             routes: Arc::clone(&self.routes),
             tx: None,
             reported: 0,
+            decision_reported: false,
         })
     }
 }
@@ -50,6 +51,8 @@ struct WafInspector {
     routes: Arc<HashMap<String, Option<Arc<Waf>>>>,
     tx: Option<Transaction>,
     reported: usize,
+    /// Whether the transaction's decision went out in a finding already.
+    decision_reported: bool,
 }
 
 impl Inspector for WafInspector {
@@ -67,6 +70,7 @@ impl Inspector for WafInspector {
         };
         let mut tx = Transaction::new(waf, &request_head(cx.meta(), head));
         self.reported = 0;
+        self.decision_reported = false;
         tx.request_headers();
         let blocked = tx.intervention().is_some();
         self.tx = Some(tx);
@@ -123,13 +127,17 @@ impl WafInspector {
         };
         let new = &tx.matched_rules()[self.reported.min(tx.matched_rules().len())..];
         let decision = tx.decision().cloned();
-        if new.is_empty() && decision.is_none() {
-            return Verdict::Allow;
+        let new_decision = decision.is_some() && !self.decision_reported;
+        if new.is_empty() && !new_decision {
+            // Nothing to report; a block decided earlier still stands.
+            return match tx.intervention() {
+                Some(_) => Verdict::Block,
+                None => Verdict::Allow,
+            };
         }
         self.reported = tx.matched_rules().len();
-        if !new.is_empty() || decision.is_some() {
-            cx.report(finding(tx, new, decision.as_ref()));
-        }
+        self.decision_reported |= decision.is_some();
+        cx.report(finding(tx, new, decision.as_ref()));
         match tx.intervention() {
             Some(i) => {
                 if let Some(r) = respond(i) {
