@@ -138,3 +138,62 @@ fn crs_compiles_into_an_engine_and_scores_an_attack() {
     );
     assert_eq!(attack.intervention().map(|i| i.rule_id), Some(949110));
 }
+
+#[test]
+fn hostile_bodies_get_bounded_work_and_a_verdict() {
+    use sekisho_waf::engine::{RequestHead, Transaction, Waf};
+    let waf = std::sync::Arc::new(Waf::load(&crs_load_order()).unwrap());
+    let post = |ct: &str| RequestHead {
+        method: "POST".into(),
+        uri: b"/submit".to_vec(),
+        protocol: "HTTP/1.1".into(),
+        headers: vec![
+            (b"Host".to_vec(), b"portal.example.jp".to_vec()),
+            (b"User-Agent".to_vec(), b"Mozilla/5.0".to_vec()),
+            (b"Accept".to_vec(), b"*/*".to_vec()),
+            (b"Content-Type".to_vec(), ct.as_bytes().to_vec()),
+        ],
+        remote_addr: "10.0.0.1".into(),
+        ..Default::default()
+    };
+    let run = |ct: &str, body: &[u8]| {
+        let mut tx = Transaction::new(std::sync::Arc::clone(&waf), &post(ct));
+        tx.request_headers();
+        tx.request_body(body, body.len());
+        tx
+    };
+    // 10,000 arguments: SecArgumentsLimit (1000) keeps the work bounded; CRS's argument count
+    // rule (920380, max_num_args) is not enabled by default, the body error flag is set.
+    let many: Vec<String> = (0..10_000).map(|i| format!("a{i}=x")).collect();
+    let tx = run(
+        "application/x-www-form-urlencoded",
+        many.join("&").as_bytes(),
+    );
+    assert!(tx.evaluations() < 200_000, "{}", tx.evaluations());
+    // A 1 MiB value and JSON nested 10,000 deep: a verdict, work linear in the input.
+    let big = format!("q={}", "A".repeat(1 << 20));
+    let tx = run("application/x-www-form-urlencoded", big.as_bytes());
+    assert!(tx.evaluations() < 10_000, "{}", tx.evaluations());
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let tx = run("application/json", deep.as_bytes());
+    let d = tx
+        .decision()
+        .expect("a body the processor cannot read is refused");
+    assert_eq!((d.rule_id, d.status), (200002, 400), "{}", d.msg);
+    // An XML entity bomb: refused by the parser with bounded expansion.
+    let bomb = "<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\"><!ENTITY c \"&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;\"><!ENTITY d \"&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;\"><!ENTITY e \"&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;\"><!ENTITY f \"&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;\"><!ENTITY g \"&f;&f;&f;&f;&f;&f;&f;&f;&f;&f;\">]><l>&g;</l>";
+    let tx = run("text/xml", bomb.as_bytes());
+    assert_eq!(
+        tx.decision().map(|d| d.rule_id),
+        Some(200002),
+        "entity expansion over budget"
+    );
+    // Broken multipart boundaries: the strict error CRS blocks on (920120/922 family).
+    let tx = run(
+        "multipart/form-data; boundary=xyz",
+        b"--xyz\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--xyzzy\r\n",
+    );
+    let fired: Vec<u64> = tx.matched_rules().iter().map(|m| m.id).collect();
+    let d = tx.decision().expect("broken multipart is refused");
+    assert!(matches!(d.rule_id, 200002 | 200003), "{fired:?}");
+}

@@ -218,7 +218,8 @@ fn post(ct: &str) -> RequestHead {
 
 #[test]
 fn json_arguments_are_in_args_not_args_post() {
-    let w = waf(r#"SecRule ARGS:user.name "@streq bob" "id:1,phase:2,pass"
+    let w = waf(r#"SecRuleEngine DetectionOnly
+SecRule ARGS:user.name "@streq bob" "id:1,phase:2,pass"
 SecRule ARGS_POST "@rx ." "id:2,phase:2,pass"
 SecRule ARGS:json.tags "@rx ." "id:3,phase:2,pass"
 SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass,msg:'%{REQBODY_ERROR_MSG}'"
@@ -226,13 +227,22 @@ SecRule REQBODY_PROCESSOR "@streq JSON" "id:5,phase:2,pass""#);
     let tx = run(&w, &post("application/json"), br#"{"user":{"name":"bob"}}"#);
     assert_eq!(ids(&tx), vec![1, 5]);
     let tx = run(&w, &post("application/json"), br#"{"user":"#);
-    assert_eq!(ids(&tx), vec![4, 5]);
-    assert!(!tx.matched_rules()[0].msg.is_empty());
+    assert_eq!(
+        ids(&tx),
+        vec![200002, 4, 5],
+        "the body error first, as rule 200002"
+    );
+    assert_eq!(
+        tx.decision().map(|d| (d.rule_id, d.status)),
+        Some((200002, 400))
+    );
+    assert!(!tx.matched_rules()[1].msg.is_empty());
 }
 
 #[test]
 fn multipart_files_flags_and_fields() {
-    let w = waf(r#"SecRule FILES "@endsWith .php" "id:1,phase:2,pass"
+    let w = waf(r#"SecRuleEngine DetectionOnly
+SecRule FILES "@endsWith .php" "id:1,phase:2,pass"
 SecRule FILES_NAMES "@streq upload" "id:2,phase:2,pass"
 SecRule ARGS_POST:note "@streq hi" "id:3,phase:2,pass"
 SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:4,phase:2,pass"
@@ -259,11 +269,24 @@ SecRule XML://@* "@streq evil" "id:2,phase:2,pass""#);
 
 #[test]
 fn arguments_limit_sets_reqbody_error() {
-    let w = waf("SecArgumentsLimit 3\nSecRule REQBODY_ERROR \"@eq 1\" \"id:1,phase:2,pass\"\nSecRule &ARGS \"@eq 3\" \"id:2,phase:2,pass\"");
+    let rules = "SecArgumentsLimit 3\nSecRule REQBODY_ERROR \"@eq 1\" \"id:1,phase:2,pass\"\nSecRule &ARGS \"@eq 3\" \"id:2,phase:2,pass\"";
+    let body = b"a=1&b=2&c=3&d=4";
     let tx = run(
-        &w,
+        &waf(rules),
         &post("application/x-www-form-urlencoded"),
-        b"a=1&b=2&c=3&d=4",
+        body,
     );
-    assert_eq!(ids(&tx), vec![1, 2]);
+    assert_eq!(
+        ids(&tx),
+        vec![200002],
+        "refused before phase 2 (SecRuleEngine On)"
+    );
+    assert_eq!(tx.intervention().map(|i| i.status), Some(400));
+    let detect = format!("SecRuleEngine DetectionOnly\n{rules}");
+    let tx = run(
+        &waf(&detect),
+        &post("application/x-www-form-urlencoded"),
+        body,
+    );
+    assert_eq!(ids(&tx), vec![200002, 1, 2]);
 }

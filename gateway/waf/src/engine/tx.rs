@@ -207,9 +207,10 @@ impl Transaction {
         let over = total > s.request_body_limit;
         if over && s.request_body_limit_action == LimitAction::Reject {
             self.limit_exceeded(413);
-        } else if self.body_access && self.intervention.is_none() {
+        } else if self.body_access && self.intervention.is_none() && self.mode != Mode::Off {
             let n = body.len().min(s.request_body_limit);
             self.parse_body(&body[..n], total);
+            self.body_errors();
         }
         self.run_phase(2);
     }
@@ -295,6 +296,60 @@ impl Transaction {
             n("blocking_inbound_anomaly_score").max(n("inbound_anomaly_score")),
             n("blocking_outbound_anomaly_score").max(n("outbound_anomaly_score")),
         )
+    }
+
+    /// A body the processors could not parse is refused (400) before the phase-2 rules, as
+    /// modsecurity.conf-recommended's rules 200002 (`REQBODY_ERROR`) and 200003
+    /// (`MULTIPART_STRICT_ERROR`) do, built in: rules never judge what they could not read.
+    fn body_errors(&mut self) {
+        let on = |t: &Transaction, v: &str| t.data.scalars.get(v).is_some_and(|x| &x[..] != b"0");
+        let (id, variable, msg) = if on(self, "REQBODY_ERROR") {
+            let why = self
+                .data
+                .scalars
+                .get("REQBODY_ERROR_MSG")
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .unwrap_or_default();
+            (
+                200002,
+                "REQBODY_ERROR",
+                format!("Failed to parse request body: {why}"),
+            )
+        } else if on(self, "MULTIPART_STRICT_ERROR") {
+            (
+                200003,
+                "MULTIPART_STRICT_ERROR",
+                "Multipart request body failed strict validation".to_string(),
+            )
+        } else {
+            return;
+        };
+        self.matched.push(MatchedRule {
+            id,
+            phase: 2,
+            msg: msg.clone(),
+            data: String::new(),
+            severity: Some(2),
+            variable: variable.into(),
+            transforms: Vec::new(),
+            score: 0,
+            tags: vec!["sekisho/body-error".into()],
+            origin: "built-in (modsecurity.conf-recommended)".into(),
+        });
+        let i = Intervention {
+            status: 400,
+            rule_id: id,
+            phase: 2,
+            drop: false,
+            redirect: None,
+            msg,
+            enforced: self.mode == Mode::On,
+        };
+        if i.enforced {
+            self.intervention = Some(i);
+        } else if self.would_block.is_none() {
+            self.would_block = Some(i);
+        }
     }
 
     fn limit_exceeded(&mut self, status: u16) {
