@@ -215,22 +215,17 @@ impl Transaction {
             return (value.clone(), true);
         }
         let key = (Arc::as_ptr(value) as *const u8 as usize, r.chain_id);
-        if !self.tcache.map.contains_key(&key) {
+        let map = &mut self.tcache.map;
+        if map.len() >= TCACHE_MAX && !map.contains_key(&key) {
             let out = transform(&r.transforms, value);
-            if self.tcache.map.len() >= TCACHE_MAX {
-                let may = pf.is_none_or(|(slot, p)| super::prefilter::has(&p.hits(&out), slot));
-                return (out, may);
-            }
-            let entry = Entry {
-                _orig: value.clone(),
-                out,
-                bits: None,
-            };
-            self.tcache.map.insert(key, entry);
+            let may = pf.is_none_or(|(slot, p)| super::prefilter::has(&p.hits(&out), slot));
+            return (out, may);
         }
-        let Some(entry) = self.tcache.map.get_mut(&key) else {
-            return (value.clone(), true);
-        };
+        let entry = map.entry(key).or_insert_with(|| Entry {
+            _orig: value.clone(),
+            out: transform(&r.transforms, value),
+            bits: None,
+        });
         let may = match pf {
             None => true,
             Some((slot, p)) => {
