@@ -112,7 +112,8 @@ impl Transaction {
 
     /// Parses `body` (the bytes within the limit) into the variables.
     pub(crate) fn parse_body(&mut self, body: &[u8], total: usize) {
-        let s = self.waf.settings.clone();
+        let waf = std::sync::Arc::clone(&self.waf);
+        let s = &waf.settings;
         let proc = self.processor_for();
         let d = &mut self.data;
         d.scalars.insert(

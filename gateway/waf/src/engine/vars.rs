@@ -134,18 +134,23 @@ impl Data {
 /// their values joined with `, ` (Cookie with `; `), in the order of first appearance.
 fn merged_headers(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(headers.len());
+    // Index by lower-cased name: linear in the header count, however many a client sends.
+    let mut seen: std::collections::HashMap<Vec<u8>, usize> = Default::default();
     for (n, v) in headers {
-        match out.iter_mut().find(|(m, _)| m.eq_ignore_ascii_case(n)) {
-            Some((_, acc)) => {
+        match seen.get(&n.to_ascii_lowercase()) {
+            Some(&i) => {
                 let sep: &[u8] = if n.eq_ignore_ascii_case(b"cookie") {
                     b"; "
                 } else {
                     b", "
                 };
-                acc.extend_from_slice(sep);
-                acc.extend_from_slice(v);
+                out[i].1.extend_from_slice(sep);
+                out[i].1.extend_from_slice(v);
             }
-            None => out.push((n.clone(), v.clone())),
+            None => {
+                seen.insert(n.to_ascii_lowercase(), out.len());
+                out.push((n.clone(), v.clone()));
+            }
         }
     }
     out

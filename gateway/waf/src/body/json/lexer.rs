@@ -226,7 +226,7 @@ fn decode(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `\uXXXX` whose hex digits start at `i`; the position after what it consumed. A high
+/// `\uHHHH` whose hex digits start at `i`; the position after what it consumed. A high
 /// surrogate followed by `\u` combines with it (whatever it is); one that is not becomes `?` and
 /// swallows the next byte, as yajl does.
 fn unicode_escape(raw: &[u8], i: usize, out: &mut Vec<u8>) -> usize {
