@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::actions::RuleSel;
+use super::prefilter::Prefilter;
 use super::rule::{CRule, Disruptive, Source};
 use super::settings::Settings;
 use super::target::Target;
@@ -46,8 +47,8 @@ struct Kept {
 #[derive(Default)]
 struct Builder {
     settings: Settings,
-    /// Transformation chains by id.
-    chains: std::collections::HashMap<Vec<crate::transform::Transform>, u32>,
+    /// Transformation chains.
+    chains: super::chains::Chains,
     defaults: [Vec<Action>; 5],
     phases: [Vec<CRule>; 5],
     kept: Vec<(u64, Kept)>,
@@ -102,12 +103,14 @@ impl Waf {
         for d in dirs {
             b.directive(d);
         }
-        let prefilters = assign_prefilters(&mut b.phases);
+        let (prefilters, literals) = assign_prefilters(&mut b.phases);
         let waf = Waf {
             settings: b.settings,
             phases: b.phases,
             summary: b.summary,
             prefilters,
+            literals,
+            chains: b.chains,
         };
         (waf, b.errors)
     }
@@ -220,8 +223,7 @@ impl Builder {
 
     /// Gives every link of a chain the id of its transformation chain.
     fn intern(&mut self, r: &mut CRule) {
-        let next = self.chains.len() as u32 + 1;
-        r.chain_id = *self.chains.entry(r.transforms.clone()).or_insert(next);
+        r.chain_id = self.chains.intern(&r.transforms);
         if let Some(c) = r.chained.as_mut() {
             self.intern(c);
         }
@@ -401,30 +403,54 @@ fn default_disruptive(defaults: &[Action]) -> Disruptive {
         .unwrap_or(Disruptive::Pass)
 }
 
+/// Literals per transformation chain, and of every link.
+#[derive(Default)]
+struct Groups {
+    by_chain: std::collections::HashMap<u32, Vec<Vec<Vec<u8>>>>,
+    all: Vec<Vec<Vec<u8>>>,
+}
+
+/// Literal prefilters by transformation chain id.
+type Prefilters = std::collections::HashMap<u32, Prefilter>;
+
 /// Gives each link whose operator has required literals a slot in its transformation
-/// chain's prefilter, and builds the prefilters. `multiMatch` and negated links are left out
-/// (they test values the chain's final value does not stand for, or match on absence).
-fn assign_prefilters(
-    phases: &mut [Vec<CRule>; 5],
-) -> std::collections::HashMap<u32, super::prefilter::Prefilter> {
-    let mut groups: std::collections::HashMap<u32, Vec<Vec<Vec<u8>>>> = Default::default();
+/// chain's prefilter and in the automaton of every link's literals, and its byte needs; builds
+/// the automata. Negated links are left out (they match on absence); a `multiMatch` link gets
+/// a prefilter of its own (it tests values the chain's final value does not stand for).
+fn assign_prefilters(phases: &mut [Vec<CRule>; 5]) -> (Prefilters, Option<Prefilter>) {
+    let mut groups = Groups::default();
     for p in phases.iter_mut() {
         for r in p.iter_mut() {
             let mut link = Some(r);
             while let Some(l) = link {
-                if !l.multi_match && !l.negated {
-                    if let Some(lits) = l.op.as_ref().and_then(|o| o.literals()) {
-                        let g = groups.entry(l.chain_id).or_default();
-                        l.pf_slot = Some(g.len() as u32);
-                        g.push(lits);
-                    }
+                if !l.negated {
+                    filter_link(l, &mut groups);
                 }
                 link = l.chained.as_deref_mut();
             }
         }
     }
-    groups
+    let by_chain = groups
+        .by_chain
         .into_iter()
-        .filter_map(|(chain, rules)| Some((chain, super::prefilter::Prefilter::build(&rules)?)))
-        .collect()
+        .filter_map(|(chain, rules)| Some((chain, Prefilter::build(&rules)?)))
+        .collect();
+    (by_chain, Prefilter::build(&groups.all))
+}
+
+/// A link's byte needs, and its literals: in the automaton of all, and in its chain's group
+/// or, for `multiMatch`, in an automaton of its own.
+fn filter_link(l: &mut CRule, groups: &mut Groups) {
+    let Some(op) = &l.op else { return };
+    l.needs = op.needs();
+    let Some(lits) = op.literals() else { return };
+    l.lit_slot = Some(groups.all.len() as u32);
+    groups.all.push(lits.clone());
+    if l.multi_match {
+        l.own_pf = Prefilter::build(&[lits]);
+    } else {
+        let g = groups.by_chain.entry(l.chain_id).or_default();
+        l.pf_slot = Some(g.len() as u32);
+        g.push(lits);
+    }
 }

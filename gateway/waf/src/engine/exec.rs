@@ -1,11 +1,12 @@
 //! Running a phase: rules in order with `skip`/`skipAfter`, chains, transformations
 //! (`multiMatch` included), operators, the actions of each match, and the decision.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::actions::{Ctl, SetOp, SetVar};
+use super::chains::ROOT;
 use super::macros::Macro;
+use super::needs::ByteSet;
 use super::rule::{AllowScope, CRule, Disruptive, Effect};
 use super::settings::Mode;
 use super::target::{Select, Target};
@@ -21,58 +22,6 @@ enum Skipping {
     After(String, Option<u64>),
 }
 
-/// Most transformed values a transaction caches.
-const TCACHE_MAX: usize = 4096;
-
-/// Transformed values by (the original value's buffer, the transformation chain's id), with
-/// the chain's prefilter hits on them. The entry holds the original, so its buffer cannot be
-/// freed and reused while cached.
-#[derive(Debug, Default)]
-pub(crate) struct TransformCache {
-    map: HashMap<(usize, u32), Entry, std::hash::BuildHasherDefault<KeyHasher>>,
-}
-
-impl TransformCache {
-    /// An empty cache with room for `n` values.
-    pub(crate) fn with_capacity(n: usize) -> TransformCache {
-        TransformCache {
-            map: HashMap::with_capacity_and_hasher(n, Default::default()),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Entry {
-    _orig: Val,
-    out: Val,
-    bits: Option<Vec<u64>>,
-}
-
-/// A multiply-rotate hasher for the cache's integer keys (SipHash's DoS resistance is not
-/// needed: keys are addresses and chain ids, not client data).
-#[derive(Default)]
-pub(crate) struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-}
-
 impl Transaction {
     /// Runs the rules of phase `p` (phase 5 runs even after an intervention).
     pub(crate) fn run_phase(&mut self, p: u8) {
@@ -83,6 +32,7 @@ impl Transaction {
         if self.allow_all && p < 5 || self.allow_request && p <= 2 {
             return;
         }
+        self.summaries.clear();
         let waf = Arc::clone(&self.waf);
         let mut skipping = Skipping::None;
         for rule in waf.phase(p) {
@@ -162,6 +112,9 @@ impl Transaction {
             self.effects(r);
             return true;
         };
+        if !self.may_match_any(r) {
+            return false;
+        }
         let mut items = std::mem::take(&mut self.item_buf);
         items.clear();
         self.targets_of(r, head, &mut items);
@@ -169,7 +122,9 @@ impl Transaction {
         for item in &items {
             if r.multi_match {
                 for candidate in multi_candidates(&r.transforms, &item.value) {
-                    matched |= self.test(r, op, item, candidate);
+                    if may_match(r, &candidate) {
+                        matched |= self.test(r, op, item, candidate);
+                    }
                 }
             } else {
                 let (candidate, may) = self.prepared(&item.value, r);
@@ -205,34 +160,35 @@ impl Transaction {
     }
 
     /// The value after the rule's transformations (from the cache when another rule with the
-    /// same chain already transformed it), and whether the operator can match it (false when
-    /// the prefilter found none of the rule's required literals).
+    /// same chain, or a chain it begins, already transformed it), and whether the operator can
+    /// match it (false when the value lacks the bytes the operator needs, or the prefilter
+    /// found none of the rule's required literals).
     fn prepared(&mut self, value: &Val, r: &CRule) -> (Val, bool) {
         let pf = r
             .pf_slot
             .and_then(|slot| Some((slot, self.waf.prefilters.get(&r.chain_id)?)));
-        if r.transforms.is_empty() && pf.is_none() {
+        if r.chain_id == ROOT && pf.is_none() && r.needs.is_none() {
             return (value.clone(), true);
         }
-        let key = (Arc::as_ptr(value) as *const u8 as usize, r.chain_id);
-        let map = &mut self.tcache.map;
-        if map.len() >= TCACHE_MAX && !map.contains_key(&key) {
-            let out = transform(&r.transforms, value);
-            let may = pf.is_none_or(|(slot, p)| super::prefilter::has(&p.hits(&out), slot));
-            return (out, may);
-        }
-        let entry = map.entry(key).or_insert_with(|| Entry {
-            _orig: value.clone(),
-            out: transform(&r.transforms, value),
-            bits: None,
-        });
-        let may = match pf {
-            None => true,
-            Some((slot, p)) => {
-                let bits = entry.bits.get_or_insert_with(|| p.hits(&entry.out));
-                super::prefilter::has(bits, slot)
+        if self.tcache.get_mut(value, r.chain_id).is_none() {
+            let (out, present) = self.tcache.fill(&self.waf.chains, value, r.chain_id);
+            if self.tcache.get_mut(value, r.chain_id).is_none() {
+                let may = r.needs.as_ref().is_none_or(|n| n.met(&present))
+                    && pf.is_none_or(|(slot, p)| super::prefilter::has(&p.hits(&out), slot));
+                return (out, may);
             }
+        }
+        let Some(entry) = self.tcache.get_mut(value, r.chain_id) else {
+            return (value.clone(), true);
         };
+        let may = r.needs.as_ref().is_none_or(|n| n.met(&entry.present))
+            && match pf {
+                None => true,
+                Some((slot, p)) => {
+                    let bits = entry.bits.get_or_insert_with(|| p.hits(&entry.out));
+                    super::prefilter::has(bits, slot)
+                }
+            };
         (entry.out.clone(), may)
     }
 
@@ -444,17 +400,14 @@ fn number(v: &[u8]) -> i64 {
     }
 }
 
-/// A value through a transformation chain.
-fn transform(transforms: &[Transform], value: &Val) -> Val {
-    if transforms.is_empty() {
-        return value.clone();
-    }
-    let (mut cur, mut scratch) = (value.to_vec(), Vec::new());
-    for t in transforms {
-        t.apply(&cur, &mut scratch);
-        std::mem::swap(&mut cur, &mut scratch);
-    }
-    Arc::from(cur)
+/// Whether a `multiMatch` candidate holds what the link's operator needs.
+fn may_match(r: &CRule, candidate: &[u8]) -> bool {
+    r.needs
+        .as_ref()
+        .is_none_or(|n| n.met(&ByteSet::of(candidate)))
+        && r.own_pf
+            .as_ref()
+            .is_none_or(|p| super::prefilter::has(&p.hits(candidate), 0))
 }
 
 /// The values an operator sees with `multiMatch`: the original and each value a

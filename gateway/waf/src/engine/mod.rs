@@ -3,9 +3,12 @@
 //! 2 does, recording every matched rule and the decision.
 
 mod actions;
+mod bound;
 mod build;
+mod chains;
 mod exec;
 mod macros;
+mod needs;
 mod ops;
 mod prefilter;
 mod reqbody;
@@ -34,6 +37,10 @@ pub struct Waf {
     summary: LoadSummary,
     /// Literal prefilters by transformation chain id.
     prefilters: std::collections::HashMap<u32, prefilter::Prefilter>,
+    /// Every link's literals, for the rule-level check.
+    literals: Option<prefilter::Prefilter>,
+    /// Transformation chains.
+    chains: chains::Chains,
 }
 
 impl Waf {

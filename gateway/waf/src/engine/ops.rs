@@ -101,6 +101,17 @@ impl Op {
         }
     }
 
+    /// Byte sets every value this operator matches draws from, for the byte prefilter.
+    pub fn needs(&self) -> Option<super::needs::Needs> {
+        match self {
+            Op::Rx(rx) if rx.engine() == "regex" => super::needs::regex_needs(rx.as_str()),
+            Op::Pm(_, phrases) if phrases.iter().all(|p| !p.is_empty()) => {
+                super::needs::phrase_needs(phrases)
+            }
+            _ => None,
+        }
+    }
+
     /// Runs the operator on `input`; `expand` expands macro parameters; captures are
     /// collected only when `capture` asks for them.
     pub fn run(

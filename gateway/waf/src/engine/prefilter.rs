@@ -236,12 +236,24 @@ impl Prefilter {
 
     /// The slots whose literals occur in `hay`, as a bit set.
     pub fn hits(&self, hay: &[u8]) -> Vec<u64> {
-        let mut bits = vec![0u64; self.slots.div_ceil(64)];
+        let mut bits = vec![0u64; self.words()];
+        self.add_hits(hay, &mut bits);
+        bits
+    }
+
+    /// Words in a bit set of this automaton's slots.
+    pub fn words(&self) -> usize {
+        self.slots.div_ceil(64)
+    }
+
+    /// Sets in `bits` (of [`Self::words`] words) the slots whose literals occur in `hay`.
+    pub fn add_hits(&self, hay: &[u8], bits: &mut [u64]) {
         for m in self.ac.find_overlapping_iter(hay) {
             let slot = self.owners[m.pattern().as_usize()] as usize;
-            bits[slot / 64] |= 1 << (slot % 64);
+            if let Some(w) = bits.get_mut(slot / 64) {
+                *w |= 1 << (slot % 64);
+            }
         }
-        bits
     }
 }
 
@@ -291,7 +303,8 @@ mod tests {
 }
 
 /// Every CRS regex against every payload of CRS's regression tests (raw, URL-decoded and
-/// lower-cased): where the regex matches, one of its required literals must be present.
+/// lower-cased): where the regex matches, one of its required literals must be present, and
+/// a byte of each of its byte needs.
 #[cfg(test)]
 mod crs_soundness {
     use super::*;
@@ -353,7 +366,7 @@ mod crs_soundness {
             return;
         }
         let inputs = payloads();
-        let (mut checked, mut with_literals) = (0, 0);
+        let (mut checked, mut with_literals, mut with_needs) = (0, 0, 0);
         for f in confs {
             let dirs = crate::seclang::parse_file(&f).expect("parses");
             let mut ops = Vec::new();
@@ -371,32 +384,45 @@ mod crs_soundness {
             for p in ops {
                 let Ok(rx) = Rx::compile(&p) else { continue };
                 checked += 1;
-                let Some(lits) = (rx.engine() == "regex")
-                    .then(|| required_literals(rx.as_str()))
-                    .flatten()
-                else {
+                if rx.engine() != "regex" {
                     continue;
-                };
-                with_literals += 1;
-                let pf = Prefilter::build(std::slice::from_ref(&lits)).expect("builds");
+                }
+                let needs = super::super::needs::regex_needs(rx.as_str());
+                with_needs += usize::from(needs.is_some());
+                let lits = required_literals(rx.as_str());
+                with_literals += usize::from(lits.is_some());
+                let pf = lits
+                    .as_ref()
+                    .map(|l| Prefilter::build(std::slice::from_ref(l)).expect("builds"));
                 for x in &inputs {
-                    if rx.is_match(x).unwrap_or(false) {
+                    if !rx.is_match(x).unwrap_or(false) {
+                        continue;
+                    }
+                    if let (Some(pf), Some(lits)) = (&pf, &lits) {
                         assert!(
                             has(&pf.hits(x), 0),
-                            "{p}\\nmatches {:?} without any of {:?}",
+                            "{p}\nmatches {:?} without any of {:?}",
                             String::from_utf8_lossy(x),
                             lits.iter()
                                 .map(|l| String::from_utf8_lossy(l))
                                 .collect::<Vec<_>>()
                         );
                     }
+                    if let Some(n) = &needs {
+                        assert!(
+                            n.met(&super::super::needs::ByteSet::of(x)),
+                            "{p}\nmatches {:?} without the bytes of {n:?}",
+                            String::from_utf8_lossy(x)
+                        );
+                    }
                 }
             }
         }
         println!(
-            "{with_literals} of {checked} CRS regexes have required literals; {} inputs",
+            "{with_literals} of {checked} CRS regexes have required literals, {with_needs} byte \
+             needs; {} inputs",
             inputs.len()
         );
-        assert!(with_literals > 100);
+        assert!(with_literals > 100 && with_needs > 50);
     }
 }

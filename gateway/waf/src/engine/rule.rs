@@ -75,6 +75,14 @@ pub struct CRule {
     pub chain_id: u32,
     /// The rule's slot in its chain's prefilter, when its operator has required literals.
     pub pf_slot: Option<u32>,
+    /// The link's slot in the rule set's automaton of every link's literals (for the
+    /// rule-level check on untransformed values).
+    pub lit_slot: Option<u32>,
+    /// A `multiMatch` link's own literal prefilter (its candidates are not the chain's final
+    /// value, so they cannot share the chain's).
+    pub own_pf: Option<super::prefilter::Prefilter>,
+    /// Byte sets a value must draw from for the operator to match (see `needs`).
+    pub needs: Option<super::needs::Needs>,
     /// `multiMatch`.
     pub multi_match: bool,
     /// `capture`.
@@ -187,6 +195,9 @@ impl CRule {
             transforms: Vec::new(),
             chain_id: 0,
             pf_slot: None,
+            needs: None,
+            own_pf: None,
+            lit_slot: None,
             multi_match: false,
             capture: false,
             effects: Vec::new(),

@@ -290,3 +290,34 @@ fn arguments_limit_sets_reqbody_error() {
     );
     assert_eq!(ids(&tx), vec![200002, 1, 2]);
 }
+
+/// Rules whose needs (a byte, a literal) no value can meet are not run value by value, and
+/// the same rules still match what they should through every encoding their chain decodes.
+#[test]
+fn rule_level_checks_skip_only_what_cannot_match() {
+    let w = waf(
+        r#"SecRule ARGS "@rx <[^a-z]*script" "id:1,phase:1,pass,t:none,t:urlDecodeUni,t:htmlEntityDecode,msg:'tag'"
+SecRule ARGS "@rx (?i)union\s+select" "id:2,phase:1,pass,t:none,t:urlDecodeUni,msg:'sqli'"
+SecRule ARGS "@rx (?i)unionselect" "id:3,phase:1,pass,t:none,t:removeWhitespace,msg:'joined'"
+SecRule ARGS "@rx (?i)union\s+select" "id:4,phase:1,pass,t:none,t:cmdLine,multiMatch,msg:'cmd'""#,
+    );
+    let benign = run(&w, &get("/?a=patient&b=record+12&c=claim", &[]), b"");
+    assert!(benign.matched_rules().is_empty());
+    assert_eq!(
+        benign.evaluations(),
+        0,
+        "every rule was ruled out as a whole"
+    );
+    let cases: [(&str, &[u64]); 6] = [
+        ("/?q=%253Cscript%253E", &[1]),
+        ("/?q=%26lt;script", &[1]),
+        ("/?q=x%3C%20script", &[1]),
+        ("/?q=1%2520UNION%2520SELECT", &[2]),
+        ("/?q=1+union+select+2", &[2, 3, 4]),
+        ("/?q=un%27ion+select", &[4]),
+    ];
+    for (uri, want) in cases {
+        let tx = run(&w, &get(uri, &[]), b"");
+        assert_eq!(ids(&tx), want.to_vec(), "{uri}");
+    }
+}

@@ -137,7 +137,7 @@ pub struct Transaction {
     /// What `setvar`s added to the anomaly scores since the current rule began.
     pub(crate) score_delta: i64,
     /// Transformed values by (original value, transformation chain).
-    pub(crate) tcache: super::exec::TransformCache,
+    pub(crate) tcache: super::chains::TransformCache,
     pub(crate) matched_vars: Vec<Named>,
     pub(crate) mode: Mode,
     pub(crate) removed: Vec<Arc<RuleSel>>,
@@ -153,6 +153,9 @@ pub struct Transaction {
     pub(crate) phase: u8,
     /// Operator runs so far (for cost accounting).
     pub(crate) evaluations: u64,
+    /// What each collection and scalar holds, for rule-level checks (cleared as each phase
+    /// begins: collections change only between phases).
+    pub(crate) summaries: Vec<super::bound::Summary>,
     /// A reused buffer for a rule's target values.
     pub(crate) item_buf: Vec<super::vars::Item>,
 }
@@ -168,7 +171,7 @@ impl Transaction {
             cols: BTreeMap::new(),
             matched_var: (Vec::new(), Arc::from(&b""[..])),
             score_delta: 0,
-            tcache: super::exec::TransformCache::with_capacity(256),
+            tcache: super::chains::TransformCache::with_capacity(256),
             matched_vars: Vec::new(),
             removed: Vec::new(),
             removed_targets: Vec::new(),
@@ -181,6 +184,7 @@ impl Transaction {
             matched: Vec::new(),
             phase: 0,
             evaluations: 0,
+            summaries: Vec::new(),
             item_buf: Vec::with_capacity(64),
         };
         tx.cols.insert("TX".into(), BTreeMap::new());

@@ -222,11 +222,38 @@ impl Transaction {
         }
     }
 
-    fn members(&self, t: &Target, out: &mut Vec<Item>) {
+    /// The lists behind a collection kind, and whether it yields member names.
+    pub(crate) fn lists(&self, kind: super::target::Kind) -> Option<([&[Named]; 3], bool)> {
+        use super::target::Kind as K;
         let d = &self.data;
+        match kind {
+            K::Args => Some(([&d.args_get, &d.args_post, &d.args_json], false)),
+            K::ArgsNames => Some(([&d.args_get, &d.args_post, &d.args_json], true)),
+            K::ArgsGet => one(&d.args_get, false),
+            K::ArgsPost => one(&d.args_post, false),
+            K::ArgsGetNames => one(&d.args_get, true),
+            K::ArgsPostNames => one(&d.args_post, true),
+            K::Headers => one(&d.headers, false),
+            K::HeaderNames => one(&d.headers, true),
+            K::Cookies => one(&d.cookies, false),
+            K::CookieNames => one(&d.cookies, true),
+            K::ResponseHeaders => one(&d.response_headers, false),
+            K::ResponseHeaderNames => one(&d.response_headers, true),
+            K::Files => one(&d.files, false),
+            K::FileNames => one(&d.files, true),
+            K::FilesSizes => one(&d.files_sizes, false),
+            K::FilesContent => one(&d.files_content, false),
+            K::PartHeaders => one(&d.part_headers, false),
+            K::MatchedVars => one(&self.matched_vars, false),
+            K::MatchedVarsNames => one(&self.matched_vars, true),
+            _ => None,
+        }
+    }
+
+    fn members(&self, t: &Target, out: &mut Vec<Item>) {
         let var = t.var;
-        let list = |items: &[&[Named]], names: bool, out: &mut Vec<Item>| {
-            for (n, v) in items.iter().flat_map(|l| l.iter()) {
+        if let Some((lists, names)) = self.lists(t.kind) {
+            for (n, v) in lists.iter().flat_map(|l| l.iter()) {
                 if t.selects(n) {
                     let value = if names { n.clone() } else { v.clone() };
                     out.push(Item {
@@ -236,28 +263,11 @@ impl Transaction {
                     });
                 }
             }
-        };
+            return;
+        }
+        let d = &self.data;
         use super::target::Kind as K;
         match t.kind {
-            K::Args => list(&[&d.args_get, &d.args_post, &d.args_json], false, out),
-            K::ArgsGet => list(&[&d.args_get], false, out),
-            K::ArgsPost => list(&[&d.args_post], false, out),
-            K::ArgsNames => list(&[&d.args_get, &d.args_post, &d.args_json], true, out),
-            K::ArgsGetNames => list(&[&d.args_get], true, out),
-            K::ArgsPostNames => list(&[&d.args_post], true, out),
-            K::Headers => list(&[&d.headers], false, out),
-            K::HeaderNames => list(&[&d.headers], true, out),
-            K::Cookies => list(&[&d.cookies], false, out),
-            K::CookieNames => list(&[&d.cookies], true, out),
-            K::ResponseHeaders => list(&[&d.response_headers], false, out),
-            K::ResponseHeaderNames => list(&[&d.response_headers], true, out),
-            K::Files => list(&[&d.files], false, out),
-            K::FileNames => list(&[&d.files], true, out),
-            K::FilesSizes => list(&[&d.files_sizes], false, out),
-            K::FilesContent => list(&[&d.files_content], false, out),
-            K::PartHeaders => list(&[&d.part_headers], false, out),
-            K::MatchedVars => list(&[&self.matched_vars], false, out),
-            K::MatchedVarsNames => list(&[&self.matched_vars], true, out),
             K::MatchedVar => out.push(Item {
                 var,
                 key: None,
@@ -290,6 +300,8 @@ impl Transaction {
                 out.push(scalar(var, h.map_or(255, usize::from)));
             }
             K::Other => self.collection_or_scalar(t, out),
+            // The collections `lists` knows were read above.
+            _ => {}
         }
     }
 
@@ -310,6 +322,17 @@ impl Transaction {
     fn collection_or_scalar(&self, t: &Target, out: &mut Vec<Item>) {
         let var = t.var;
         if let Some(col) = self.cols.get(var) {
+            if let Select::Name(n) = &t.select {
+                // Keys are stored lower case, as names in targets are.
+                if let Some(v) = col.get(n.as_str()) {
+                    out.push(Item {
+                        var,
+                        key: Some(val(n.as_bytes())),
+                        value: v.clone(),
+                    });
+                }
+                return;
+            }
             for (k, v) in col {
                 if t.selects(k.as_bytes()) {
                     out.push(Item {
@@ -327,6 +350,11 @@ impl Transaction {
             });
         }
     }
+}
+
+/// A collection of one list.
+fn one(l: &[Named], names: bool) -> Option<([&[Named]; 3], bool)> {
+    Some(([l, &[], &[]], names))
 }
 
 fn scalar(var: &'static str, n: usize) -> Item {

@@ -1,0 +1,151 @@
+//! Rule-level checks: before reading a link's values one by one, what its targets hold as a
+//! whole. Each collection (and scalar) is summarised once per phase: the union of its
+//! values' bytes, and which links' literals occur in its untransformed values.
+//!
+//! - Bytes: the union, carried through the link's transformation chain with
+//!   [`needs::bound`], must meet the link's byte needs.
+//! - Literals: when every transformation of the chain [`needs::keeps`] values made of those
+//!   bytes, the transformed values are the untransformed ones (up to case), so one of the
+//!   link's literals must occur in some untransformed value.
+//!
+//! When either fails, no value can match and the link is not evaluated value by value. A
+//! benign form of 72 fields meets few of CRS's byte needs (`<`, `;`, a quote) and holds few of
+//! its keywords, so most rules end here.
+
+use super::needs::{self, ByteSet};
+use super::rule::CRule;
+use super::target::{Kind, Target};
+use super::tx::Transaction;
+
+/// What one source of values holds.
+#[derive(Debug)]
+pub(crate) struct Summary {
+    source: Source,
+    /// A scalar's value, held so that its buffer's address is not reused while summarised.
+    _pin: Option<super::tx::Val>,
+    bytes: ByteSet,
+    /// Links whose literals occur in some value (computed when first asked).
+    literals: Option<Vec<u64>>,
+}
+
+/// A collection, or a scalar by its value's buffer (a scalar a rule replaces is another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Kind(Kind),
+    Scalar(&'static str, usize),
+}
+
+impl Transaction {
+    /// Whether some value of the link's targets may match: false only when the summaries of
+    /// its targets rule every value out (see the module's documentation).
+    pub(crate) fn may_match_any(&mut self, r: &CRule) -> bool {
+        if r.needs.is_none() && r.lit_slot.is_none() {
+            return true;
+        }
+        let mut union = ByteSet::default();
+        for t in &r.targets {
+            match self.summary(t) {
+                Some(i) => union = union.union(self.summaries[i].bytes),
+                None => return true,
+            }
+        }
+        if let Some(n) = &r.needs {
+            let bound = r.transforms.iter().fold(union, |s, &t| needs::bound(t, s));
+            if !n.met(&bound) {
+                return false;
+            }
+        }
+        match r.lit_slot {
+            Some(slot) if r.transforms.iter().all(|&t| needs::keeps(t, union)) => r
+                .targets
+                .iter()
+                .any(|t| self.summary(t).is_none_or(|i| self.has_literal(i, slot))),
+            _ => true,
+        }
+    }
+
+    /// The index of the summary of a target's source (made when first asked); `None` for
+    /// counts and for what rules write (`TX`, `MATCHED_VAR`), which change within a phase.
+    fn summary(&mut self, t: &Target) -> Option<usize> {
+        let source = self.source(t)?;
+        if let Some(i) = self.summaries.iter().position(|s| s.source == source) {
+            return Some(i);
+        }
+        let bytes = self
+            .values_of(source)
+            .fold(ByteSet::default(), |s, v| s.union(ByteSet::of(v)));
+        let _pin = match source {
+            Source::Scalar(var, _) => self.data.scalars.get(var).cloned(),
+            Source::Kind(_) => None,
+        };
+        self.summaries.push(Summary {
+            source,
+            _pin,
+            bytes,
+            literals: None,
+        });
+        Some(self.summaries.len() - 1)
+    }
+
+    fn source(&self, t: &Target) -> Option<Source> {
+        if t.count {
+            return None;
+        }
+        match t.kind {
+            Kind::Other if self.cols.contains_key(t.var) => None,
+            Kind::Other => Some(Source::Scalar(
+                t.var,
+                self.data
+                    .scalars
+                    .get(t.var)
+                    .map_or(0, |v| v.as_ptr() as usize),
+            )),
+            Kind::Xml => Some(Source::Kind(Kind::Xml)),
+            k if self.lists(k).is_some()
+                && !matches!(k, Kind::MatchedVars | Kind::MatchedVarsNames) =>
+            {
+                Some(Source::Kind(k))
+            }
+            _ => None,
+        }
+    }
+
+    /// Every value of a source (whatever member a target selects).
+    fn values_of(&self, source: Source) -> Box<dyn Iterator<Item = &[u8]> + '_> {
+        let d = &self.data;
+        match source {
+            Source::Scalar(var, _) => Box::new(d.scalars.get(var).map(|v| &v[..]).into_iter()),
+            Source::Kind(Kind::Xml) => {
+                Box::new(d.xml_text.iter().chain(&d.xml_attrs).map(|v| &v[..]))
+            }
+            Source::Kind(k) => match self.lists(k) {
+                Some((lists, names)) => {
+                    Box::new(
+                        lists
+                            .into_iter()
+                            .flatten()
+                            .map(move |(n, v)| if names { &n[..] } else { &v[..] }),
+                    )
+                }
+                None => Box::new(std::iter::empty()),
+            },
+        }
+    }
+
+    fn has_literal(&mut self, i: usize, slot: u32) -> bool {
+        let Some(ac) = self.waf.literals.as_ref() else {
+            return true;
+        };
+        if self.summaries[i].literals.is_none() {
+            let mut bits = vec![0u64; ac.words()];
+            for v in self.values_of(self.summaries[i].source) {
+                ac.add_hits(v, &mut bits);
+            }
+            self.summaries[i].literals = Some(bits);
+        }
+        self.summaries[i]
+            .literals
+            .as_ref()
+            .is_none_or(|bits| super::prefilter::has(bits, slot))
+    }
+}

@@ -1,0 +1,173 @@
+//! Transformation chains as a trie, and the transaction's cache of transformed values.
+//!
+//! CRS chains share prefixes (`urlDecodeUni`, then `urlDecodeUni,htmlEntityDecode`, then
+//! `…,lowercase`), so each chain is a node whose value is its parent's value through one
+//! more transformation. A value is transformed at most once per node per transaction, and a
+//! transformation that leaves a value as it was shares its parent's buffer and byte set (most
+//! transformations of benign values change nothing).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::needs::ByteSet;
+use super::tx::Val;
+use crate::transform::Transform;
+
+/// The root: the value untransformed.
+pub(crate) const ROOT: u32 = 0;
+
+/// Most transformed values a transaction caches (about 90 bytes each).
+const CACHE_MAX: usize = 8192;
+
+/// Every transformation chain of a rule set, as a trie.
+#[derive(Debug, Default)]
+pub(crate) struct Chains {
+    /// Nodes after the root: (parent, the transformation it adds).
+    nodes: Vec<(u32, Transform)>,
+    children: HashMap<(u32, Transform), u32>,
+}
+
+impl Chains {
+    /// The node of `transforms`, created with its prefixes when new.
+    pub(crate) fn intern(&mut self, transforms: &[Transform]) -> u32 {
+        let mut node = ROOT;
+        for &t in transforms {
+            let next = self.nodes.len() as u32 + 1;
+            node = *self.children.entry((node, t)).or_insert_with(|| {
+                self.nodes.push((node, t));
+                next
+            });
+        }
+        node
+    }
+
+    fn step(&self, node: u32) -> Option<(u32, Transform)> {
+        self.nodes.get((node as usize).checked_sub(1)?).copied()
+    }
+}
+
+/// A value at a node: the bytes, the bytes it holds (for byte needs), and the chain's
+/// literal-prefilter hits once computed.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) out: Val,
+    pub(crate) present: ByteSet,
+    pub(crate) bits: Option<Vec<u64>>,
+}
+
+/// Transformed values by (the original value's buffer, node). The root entry of each value
+/// holds the original, so its buffer cannot be freed and its address reused while cached.
+#[derive(Debug, Default)]
+pub(crate) struct TransformCache {
+    map: HashMap<(usize, u32), Entry, std::hash::BuildHasherDefault<KeyHasher>>,
+}
+
+impl TransformCache {
+    /// An empty cache with room for `n` values.
+    pub(crate) fn with_capacity(n: usize) -> TransformCache {
+        TransformCache {
+            map: HashMap::with_capacity_and_hasher(n, Default::default()),
+        }
+    }
+
+    /// The cached entry of `value` at `node`, if any.
+    pub(crate) fn get_mut(&mut self, value: &Val, node: u32) -> Option<&mut Entry> {
+        self.map.get_mut(&(addr(value), node))
+    }
+
+    /// The value at `node` and its bytes, computed from the nearest cached ancestor and
+    /// cached on the way (while there is room).
+    pub(crate) fn fill(&mut self, chains: &Chains, value: &Val, node: u32) -> (Val, ByteSet) {
+        let key = (addr(value), node);
+        if let Some(e) = self.map.get(&key) {
+            return (e.out.clone(), e.present);
+        }
+        let (out, present) = match chains.step(node) {
+            None => (value.clone(), ByteSet::of(value)),
+            Some((parent, t)) => {
+                let (from, from_present) = self.fill(chains, value, parent);
+                let mut next = Vec::new();
+                t.apply(&from, &mut next);
+                if next[..] == from[..] {
+                    (from, from_present)
+                } else {
+                    let present = ByteSet::of(&next);
+                    (Arc::from(next), present)
+                }
+            }
+        };
+        if self.map.len() < CACHE_MAX {
+            let e = Entry {
+                out: out.clone(),
+                present,
+                bits: None,
+            };
+            self.map.insert(key, e);
+        }
+        (out, present)
+    }
+}
+
+fn addr(value: &Val) -> usize {
+    Arc::as_ptr(value) as *const u8 as usize
+}
+
+/// A multiply-rotate hasher for the cache's integer keys (SipHash's DoS resistance is not
+/// needed: keys are addresses and node ids, not client data).
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chains_share_prefixes() {
+        let mut c = Chains::default();
+        let a = c.intern(&[Transform::UrlDecodeUni]);
+        let b = c.intern(&[Transform::UrlDecodeUni, Transform::Lowercase]);
+        assert_eq!(c.intern(&[]), ROOT);
+        assert_eq!(c.step(b), Some((a, Transform::Lowercase)));
+        assert_eq!(c.intern(&[Transform::UrlDecodeUni]), a);
+        assert_eq!(c.nodes.len(), 2);
+    }
+
+    #[test]
+    fn values_go_through_each_step_and_unchanged_ones_share_the_buffer() {
+        let mut c = Chains::default();
+        let low = c.intern(&[Transform::UrlDecodeUni, Transform::Lowercase]);
+        let trim = c.intern(&[Transform::UrlDecodeUni, Transform::Trim]);
+        let mut cache = TransformCache::default();
+        let v: Val = Arc::from(&b"A%3Cb"[..]);
+        let (out, present) = cache.fill(&c, &v, low);
+        assert_eq!(&out[..], b"a<b");
+        assert_eq!(present, ByteSet::of(b"a<b"));
+        let (t, _) = cache.fill(&c, &v, trim);
+        assert_eq!(&t[..], b"A<b");
+        let decoded = cache.get_mut(&v, c.intern(&[Transform::UrlDecodeUni]));
+        assert!(Arc::ptr_eq(&decoded.expect("cached").out, &t));
+        let plain: Val = Arc::from(&b"abc"[..]);
+        let (same, _) = cache.fill(&c, &plain, low);
+        assert!(Arc::ptr_eq(&same, &plain));
+    }
+}
