@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::needs::ByteSet;
+use super::needs::{self, ByteSet};
 use super::tx::Val;
 use crate::transform::Transform;
 
@@ -86,6 +86,9 @@ impl TransformCache {
             None => (value.clone(), ByteSet::of(value)),
             Some((parent, t)) => {
                 let (from, from_present) = self.fill(chains, value, parent);
+                if needs::keeps_exactly(t, from_present) {
+                    return self.keep(key, from, from_present);
+                }
                 let mut next = Vec::new();
                 t.apply(&from, &mut next);
                 if next[..] == from[..] {
@@ -96,6 +99,11 @@ impl TransformCache {
                 }
             }
         };
+        self.keep(key, out, present)
+    }
+
+    /// Caches a value at a node, while there is room.
+    fn keep(&mut self, key: (usize, u32), out: Val, present: ByteSet) -> (Val, ByteSet) {
         if self.map.len() < CACHE_MAX {
             let e = Entry {
                 out: out.clone(),

@@ -411,15 +411,23 @@ fn may_match(r: &CRule, candidate: &[u8]) -> bool {
 }
 
 /// The values an operator sees with `multiMatch`: the original and each value a
-/// transformation changed.
+/// transformation changed (one that cannot change the value's bytes is not run).
 fn multi_candidates(transforms: &[Transform], value: &Val) -> Vec<Val> {
     let mut out = vec![value.clone()];
-    let (mut cur, mut scratch) = (value.to_vec(), Vec::new());
-    for t in transforms {
-        let changed = t.apply(&cur, &mut scratch);
-        std::mem::swap(&mut cur, &mut scratch);
+    let mut present = ByteSet::of(value);
+    let (mut cur, mut scratch) = (None::<Vec<u8>>, Vec::new());
+    for &t in transforms {
+        if super::needs::keeps_exactly(t, present) {
+            continue;
+        }
+        let changed = t.apply(cur.as_deref().unwrap_or(value), &mut scratch);
+        let next = std::mem::take(&mut scratch);
+        scratch = cur.replace(next).unwrap_or_default();
+        // Some report only a change of length: the bytes are read again whatever they say.
+        let v = cur.as_deref().unwrap_or_default();
+        present = ByteSet::of(v);
         if changed {
-            out.push(val(&cur));
+            out.push(val(v));
         }
     }
     out

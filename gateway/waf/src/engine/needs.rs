@@ -153,6 +153,13 @@ pub fn keeps(t: Transform, s: ByteSet) -> bool {
     }
 }
 
+/// Whether `t` leaves every value whose bytes lie in `s` exactly as it was, and reports no
+/// change (so applying it can be skipped).
+pub fn keeps_exactly(t: Transform, s: ByteSet) -> bool {
+    use Transform as T;
+    !matches!(t, T::Lowercase | T::Uppercase | T::CmdLine) && keeps(t, s)
+}
+
 /// The needs of `pattern` (in `regex` syntax, as `Rx` runs it); `None` when no set is rare
 /// enough to be worth checking.
 pub fn regex_needs(pattern: &str) -> Option<Needs> {
@@ -329,7 +336,8 @@ mod tests {
         }
     }
 
-    /// For random values, a transformation that `keeps` a value's bytes leaves it as it was.
+    /// For random values, a transformation that `keeps` a value's bytes leaves it as it was
+    /// (up to case), and one that `keeps_exactly` leaves it byte for byte and reports no change.
     #[test]
     fn kept_values_are_unchanged() {
         const ALPHABET: &[u8] = b"aZ09 %+&#;\\/.*-'\"<>uUxX\t\0\xa0\xc3=,^(";
@@ -350,11 +358,14 @@ mod tests {
                 let t = Transform::from_name(name).expect("known");
                 if keeps(t, ByteSet::of(&x)) {
                     kept += 1;
-                    t.apply(&x, &mut out);
+                    let changed = t.apply(&x, &mut out);
                     assert!(
                         out.eq_ignore_ascii_case(&x),
                         "{name} changed {x:?} to {out:?}"
                     );
+                    if keeps_exactly(t, ByteSet::of(&x)) {
+                        assert!(out == x && !changed, "{name} changed {x:?} to {out:?}");
+                    }
                 }
             }
         }
