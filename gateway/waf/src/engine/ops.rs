@@ -20,8 +20,8 @@ pub enum Op {
     SimpleMacro(Simple, Macro),
     /// `@rx` with a fixed pattern.
     Rx(Rx),
-    /// `@rx` whose pattern has macros: compiled per use.
-    RxMacro(Macro),
+    /// `@rx` whose pattern has macros: compiled when an expansion is first seen.
+    RxMacro(Macro, RxCache),
     /// `@pm` and `@pmFromFile`: ASCII case-insensitive phrases (kept for the prefilter).
     Pm(AhoCorasick, Vec<Vec<u8>>),
     /// `@detectSQLi`.
@@ -56,7 +56,7 @@ impl Op {
                 if m.is_literal() {
                     Ok(Op::Rx(Rx::compile(&op.param).map_err(|e| e.to_string())?))
                 } else {
-                    Ok(Op::RxMacro(m))
+                    Ok(Op::RxMacro(m, RxCache::default()))
                 }
             }
             "pm" => pm(op.param.split_ascii_whitespace().map(str::to_string)),
@@ -124,9 +124,9 @@ impl Op {
             Op::Simple(s, param) => Found::plain(s.matches(param, input)),
             Op::SimpleMacro(s, param) => Found::plain(s.matches(&expand(param), input)),
             Op::Rx(rx) => rx_found(rx, input, capture),
-            Op::RxMacro(m) => match Rx::compile(&String::from_utf8_lossy(&expand(m))) {
-                Ok(rx) => rx_found(&rx, input, capture),
-                Err(_) => Found::plain(false),
+            Op::RxMacro(m, cache) => match cache.get(&expand(m)) {
+                Some(rx) => rx_found(&rx, input, capture),
+                None => Found::plain(false),
             },
             Op::Pm(ac, _) => match ac.find(input) {
                 Some(m) => Found {
@@ -144,6 +144,37 @@ impl Op {
             },
             Op::Xss => Found::plain(crate::libinjection::xss(input)),
         }
+    }
+}
+
+/// Most expansions an `@rx` with macros keeps compiled (they come from settings such as
+/// `tx.allowed_request_content_type`, which rarely vary).
+const RX_CACHE_MAX: usize = 16;
+
+/// Patterns of an `@rx` with macros, compiled (`None`: the expansion does not compile).
+#[derive(Debug, Default)]
+pub struct RxCache(std::sync::RwLock<Vec<Compiled>>);
+
+/// An expansion and its regex (`None`: it does not compile).
+type Compiled = (Vec<u8>, Option<std::sync::Arc<Rx>>);
+
+impl RxCache {
+    /// The compiled regex of an expansion, compiled now when not cached.
+    fn get(&self, pattern: &[u8]) -> Option<std::sync::Arc<Rx>> {
+        if let Ok(cached) = self.0.read() {
+            if let Some((_, rx)) = cached.iter().find(|(p, _)| p == pattern) {
+                return rx.clone();
+            }
+        }
+        let rx = Rx::compile(&String::from_utf8_lossy(pattern))
+            .ok()
+            .map(std::sync::Arc::new);
+        if let Ok(mut cached) = self.0.write() {
+            if cached.len() < RX_CACHE_MAX {
+                cached.push((pattern.to_vec(), rx.clone()));
+            }
+        }
+        rx
     }
 }
 

@@ -7,7 +7,7 @@ use crate::rx::Rx;
 use crate::seclang::{Key, Variable};
 
 /// How a target selects members of a collection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Select {
     /// Every member (or the scalar's value).
     All,
@@ -15,6 +15,9 @@ pub enum Select {
     Name(String),
     /// Members whose name matches the regex (case-insensitively).
     Regex(Rx),
+    /// Members whose name begins with this (case-insensitively): a regex key that is `^` and
+    /// a plain word (`TX:/^header_name_920450_/`), compared without the regex engine.
+    Prefix(Vec<u8>),
 }
 
 /// Which variable a target reads, decided once when rules load.
@@ -104,6 +107,9 @@ impl Target {
             None => Select::All,
             Some(Key::Name(n)) if v.name == "XML" => Select::Name(n.clone()),
             Some(Key::Name(n)) => Select::Name(n.to_ascii_lowercase()),
+            Some(Key::Regex(r)) if plain_prefix(r).is_some() => {
+                Select::Prefix(plain_prefix(r).unwrap_or_default())
+            }
             Some(Key::Regex(r)) => Select::Regex(
                 Rx::compile_with(r, crate::rx::RxOptions::VARIABLE_KEY)
                     .map_err(|e| format!("{}:/{r}/: {e}", v.name))?,
@@ -124,6 +130,9 @@ impl Target {
             Select::All => true,
             Select::Name(n) => name.eq_ignore_ascii_case(n.as_bytes()),
             Select::Regex(r) => r.is_match(name).unwrap_or(false),
+            Select::Prefix(p) => name
+                .get(..p.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(p)),
         }
     }
 
@@ -148,4 +157,50 @@ pub fn parse_list(text: &str) -> Result<Vec<(Target, bool)>, String> {
         .iter()
         .map(|v| Ok((Target::compile(v)?, v.exclude)))
         .collect()
+}
+
+/// The word of a regex key that is `^` and letters, digits, `_` or `-` only.
+fn plain_prefix(r: &str) -> Option<Vec<u8>> {
+    let word = r.strip_prefix('^')?;
+    let plain = word
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    (plain && !word.is_empty()).then(|| word.as_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_prefixes_select_like_their_regex() {
+        assert_eq!(
+            plain_prefix("^header_name_920450_"),
+            Some(b"header_name_920450_".to_vec())
+        );
+        assert_eq!(plain_prefix("^a.b"), None);
+        assert_eq!(plain_prefix("header"), None);
+        let rx = Rx::compile_with("^Header_Name_", crate::rx::RxOptions::VARIABLE_KEY)
+            .expect("compiles");
+        let pre = Select::Prefix(b"Header_Name_".to_vec());
+        for name in [
+            "header_name_x",
+            "HEADER_NAME_",
+            "xheader_name_",
+            "header_nam",
+            "",
+        ] {
+            let t = |select| Target {
+                var: "TX",
+                kind: Kind::Other,
+                select,
+                count: false,
+            };
+            assert_eq!(
+                t(Select::Regex(rx.clone())).selects(name.as_bytes()),
+                t(pre.clone()).selects(name.as_bytes()),
+                "{name}"
+            );
+        }
+    }
 }
