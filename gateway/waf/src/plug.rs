@@ -8,7 +8,7 @@ use std::time::Instant;
 use sekisho_core::{BuildCx, Built, ConfigError, LoadReport, RouteWaf, StagePolicy};
 use serde::Deserialize;
 
-use crate::engine::Waf;
+use crate::engine::{Decoding, Waf};
 use crate::stage::WafStage;
 
 /// `[waf]` in `sekisho.toml`.
@@ -19,12 +19,28 @@ pub struct WafConfig {
     /// `rules/*.conf`); relative paths are beside the config file.
     #[serde(deserialize_with = "sekisho_core::de::one_or_many")]
     pub rules: Vec<String>,
+    /// Decoders run before the rules (detection beyond CRS): `["base64"]` adds the decoded
+    /// text of base64 argument, cookie, header and JSON values to `ARGS`. None by default.
+    #[serde(default)]
+    pub decode: Vec<String>,
     /// `mode`, `on_error`, `on_overflow`, ….
     #[serde(flatten)]
     pub stage: StagePolicy,
 }
 
 impl WafConfig {
+    /// The decoders `decode` names.
+    pub fn decoding(&self) -> Result<Decoding, String> {
+        let mut d = Decoding::default();
+        for name in &self.decode {
+            match name.as_str() {
+                "base64" => d.base64 = true,
+                other => return Err(format!("unknown decoder {other:?} (known: base64)")),
+            }
+        }
+        Ok(d)
+    }
+
     /// The rule files in load order: each pattern's matches sorted by name.
     pub fn files(&self, base: Option<&Path>) -> Result<Vec<PathBuf>, String> {
         let mut out = Vec::new();
@@ -58,7 +74,8 @@ impl sekisho_core::Engine for WafEngine {
     type Config = WafConfig;
 
     fn keys(&self) -> Vec<&'static str> {
-        std::iter::once("rules")
+        ["rules", "decode"]
+            .into_iter()
             .chain(StagePolicy::KEYS.iter().copied())
             .collect()
     }
@@ -75,6 +92,8 @@ impl sekisho_core::Engine for WafEngine {
         if cfg.rules.is_empty() {
             return Err(ConfigError::new("waf.rules", "no rule files"));
         }
+        cfg.decoding()
+            .map_err(|e| ConfigError::new("waf.decode", e))?;
         cfg.files(cx.config_dir)
             .map(drop)
             .map_err(|e| ConfigError::new("waf.rules", e))
@@ -89,7 +108,11 @@ impl sekisho_core::Engine for WafEngine {
             .files(cx.config_dir)
             .map_err(|e| ConfigError::new("waf.rules", e))?;
         let t = Instant::now();
-        let (waf, mut errors) = Waf::load_lenient(&files);
+        let decoding = cfg
+            .decoding()
+            .map_err(|e| ConfigError::new("waf.decode", e))?;
+        let (mut waf, mut errors) = Waf::load_lenient(&files);
+        waf.set_decoding(decoding);
         let mut routes = HashMap::new();
         let mut details = Vec::new();
         for r in cx.routes {
@@ -102,13 +125,15 @@ impl sekisho_core::Engine for WafEngine {
                 Some(RouteWaf::Rules(extra)) => {
                     let more = WafConfig {
                         rules: extra.clone(),
+                        decode: Vec::new(),
                         stage: cfg.stage,
                     }
                     .files(cx.config_dir)
                     .map_err(|e| ConfigError::new(format!("route {}: waf", r.name), e))?;
                     let mut all = files.clone();
                     all.extend(more);
-                    let (w, errs) = Waf::load_lenient(&all);
+                    let (mut w, errs) = Waf::load_lenient(&all);
+                    w.set_decoding(decoding);
                     let new: Vec<_> = errs
                         .into_iter()
                         .filter(|e| !errors.iter().any(|x| x.origin == e.origin))
@@ -131,13 +156,14 @@ impl sekisho_core::Engine for WafEngine {
         );
         let report = LoadReport {
             summary: format!(
-                "waf: {} rules (+{} chained) and {} markers from {} files, {} with errors, engine {:?}, compiled in {} ms",
+                "waf: {} rules (+{} chained) and {} markers from {} files, {} with errors, engine {:?}, decoding {:?}, compiled in {} ms",
                 s.rules,
                 s.chained,
                 s.markers,
                 files.len(),
                 errors.len(),
                 waf.settings().mode,
+                cfg.decode,
                 t.elapsed().as_millis()
             ),
             details,

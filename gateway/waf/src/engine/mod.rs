@@ -6,6 +6,7 @@ mod actions;
 mod bound;
 mod build;
 mod chains;
+mod decode;
 mod exec;
 mod macros;
 mod needs;
@@ -22,6 +23,7 @@ mod vars;
 mod tests;
 
 pub use build::{LoadError, LoadSummary};
+pub use decode::Decoding;
 pub use rule::{severity_name, AllowScope, Disruptive};
 pub use settings::{BodyProcessor, LimitAction, Mode, Settings};
 pub use tx::{Intervention, MatchedRule, RequestHead, Transaction};
@@ -44,6 +46,11 @@ pub struct Waf {
 }
 
 impl Waf {
+    /// Turns on the decoders that run before the rules (detection beyond CRS).
+    pub fn set_decoding(&mut self, d: Decoding) {
+        self.settings.decoding = d;
+    }
+
     /// The engine settings the rule files chose.
     pub fn settings(&self) -> &Settings {
         &self.settings

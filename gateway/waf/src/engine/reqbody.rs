@@ -177,5 +177,9 @@ impl Transaction {
         }
         d.args_post = of_origin(&d.args, ArgOrigin::Body);
         d.args_json = of_origin(&d.args, ArgOrigin::Json);
+        if s.decoding.base64 {
+            let from = d.args_post.iter().chain(&d.args_json);
+            super::decode::decode_into(from, &mut d.decoded);
+        }
     }
 }

@@ -120,6 +120,8 @@ pub struct Settings {
     pub argument_separator: u8,
     /// `SecComponentSignature` values.
     pub component_signatures: Vec<String>,
+    /// Decoders run before the rules (`[waf] decode`; none by default).
+    pub decoding: super::Decoding,
     /// `SecCollectionTimeout` in seconds (3600).
     pub collection_timeout: u64,
 }
@@ -142,6 +144,7 @@ impl Default for Settings {
             argument_separator: b'&',
             component_signatures: Vec::new(),
             collection_timeout: 3600,
+            decoding: super::Decoding::default(),
         }
     }
 }

@@ -100,6 +100,8 @@ pub(crate) struct Data {
     pub response_headers: Vec<Named>,
     pub xml_text: Vec<Val>,
     pub xml_attrs: Vec<Val>,
+    /// Decoded text of values that were base64 (`[waf] decode`), read as `ARGS`.
+    pub decoded: Vec<Named>,
     /// Scalar variables by name (`REQUEST_METHOD`, `REQBODY_ERROR`, …).
     pub scalars: BTreeMap<&'static str, Val>,
 }
@@ -120,6 +122,7 @@ impl Data {
             response_headers: Vec::new(),
             xml_text: Vec::new(),
             xml_attrs: Vec::new(),
+            decoded: Vec::new(),
             scalars: BTreeMap::new(),
         }
     }

@@ -111,6 +111,14 @@ impl Data {
             }
         }
         self.args_get = super::reqbody::query_args(query, s.argument_separator, &mut self.args);
+        if s.decoding.base64 {
+            let from = self
+                .args_get
+                .iter()
+                .chain(&self.cookies)
+                .chain(&self.headers);
+            super::decode::decode_into(from, &mut self.decoded);
+        }
     }
 
     /// Fills the response head's variables.
@@ -223,12 +231,12 @@ impl Transaction {
     }
 
     /// The lists behind a collection kind, and whether it yields member names.
-    pub(crate) fn lists(&self, kind: super::target::Kind) -> Option<([&[Named]; 3], bool)> {
+    pub(crate) fn lists(&self, kind: super::target::Kind) -> Option<([&[Named]; 4], bool)> {
         use super::target::Kind as K;
         let d = &self.data;
         match kind {
-            K::Args => Some(([&d.args_get, &d.args_post, &d.args_json], false)),
-            K::ArgsNames => Some(([&d.args_get, &d.args_post, &d.args_json], true)),
+            K::Args => Some(([&d.args_get, &d.args_post, &d.args_json, &d.decoded], false)),
+            K::ArgsNames => Some(([&d.args_get, &d.args_post, &d.args_json, &[]], true)),
             K::ArgsGet => one(&d.args_get, false),
             K::ArgsPost => one(&d.args_post, false),
             K::ArgsGetNames => one(&d.args_get, true),
@@ -353,8 +361,8 @@ impl Transaction {
 }
 
 /// A collection of one list.
-fn one(l: &[Named], names: bool) -> Option<([&[Named]; 3], bool)> {
-    Some(([l, &[], &[]], names))
+fn one(l: &[Named], names: bool) -> Option<([&[Named]; 4], bool)> {
+    Some(([l, &[], &[], &[]], names))
 }
 
 fn scalar(var: &'static str, n: usize) -> Item {
