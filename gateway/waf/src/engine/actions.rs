@@ -25,6 +25,8 @@ pub struct SetVar {
     pub collection: String,
     /// The key (may hold macros), expanded and lower-cased at run time.
     pub key: Macro,
+    /// The key lower-cased, when it has no macros.
+    pub key_lower: Option<String>,
     /// The operation.
     pub op: SetOp,
     /// The value (may hold macros).
@@ -55,9 +57,14 @@ impl SetVar {
                 _ => (SetOp::Set, val),
             },
         };
+        let key = Macro::parse(key.trim());
+        let key_lower = key
+            .is_literal()
+            .then(|| String::from_utf8_lossy(&key.literal()).to_ascii_lowercase());
         Ok(SetVar {
             collection: collection.trim().to_ascii_uppercase(),
-            key: Macro::parse(key.trim()),
+            key,
+            key_lower,
             op,
             value: Macro::parse(value),
         })

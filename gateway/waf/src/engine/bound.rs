@@ -15,24 +15,25 @@
 use super::needs::{self, ByteSet};
 use super::rule::CRule;
 use super::target::{Kind, Target};
-use super::tx::Transaction;
+use super::tx::{Transaction, Val};
 
 /// What one source of values holds.
 #[derive(Debug)]
 pub(crate) struct Summary {
     source: Source,
     /// A scalar's value, held so that its buffer's address is not reused while summarised.
-    _pin: Option<super::tx::Val>,
+    pin: Option<Val>,
     bytes: ByteSet,
     /// Links whose literals occur in some value (computed when first asked).
     literals: Option<Vec<u64>>,
 }
 
-/// A collection, or a scalar by its value's buffer (a scalar a rule replaces is another).
+/// A collection, or a scalar by its value's buffer (a scalar a rule replaces is another;
+/// absent scalars share 0, the empty summary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     Kind(Kind),
-    Scalar(&'static str, usize),
+    Scalar(usize),
 }
 
 impl Transaction {
@@ -67,54 +68,49 @@ impl Transaction {
     /// The index of the summary of a target's source (made when first asked); `None` for
     /// counts and for what rules write (`TX`, `MATCHED_VAR`), which change within a phase.
     fn summary(&mut self, t: &Target) -> Option<usize> {
-        let source = self.source(t)?;
+        let (source, pin) = self.source(t)?;
         if let Some(i) = self.summaries.iter().position(|s| s.source == source) {
             return Some(i);
         }
         let bytes = self
-            .values_of(source)
+            .values_of(source, pin.as_ref())
             .fold(ByteSet::default(), |s, v| s.union(ByteSet::of(v)));
-        let _pin = match source {
-            Source::Scalar(var, _) => self.data.scalars.get(var).cloned(),
-            Source::Kind(_) => None,
-        };
         self.summaries.push(Summary {
             source,
-            _pin,
+            pin,
             bytes,
             literals: None,
         });
         Some(self.summaries.len() - 1)
     }
 
-    fn source(&self, t: &Target) -> Option<Source> {
+    /// A target's source, and a scalar's value.
+    fn source(&self, t: &Target) -> Option<(Source, Option<Val>)> {
         if t.count {
             return None;
         }
         match t.kind {
             Kind::Other if self.cols.contains_key(t.var) => None,
-            Kind::Other => Some(Source::Scalar(
-                t.var,
-                self.data
-                    .scalars
-                    .get(t.var)
-                    .map_or(0, |v| v.as_ptr() as usize),
-            )),
-            Kind::Xml => Some(Source::Kind(Kind::Xml)),
-            k if self.lists(k).is_some()
-                && !matches!(k, Kind::MatchedVars | Kind::MatchedVarsNames) =>
-            {
-                Some(Source::Kind(k))
+            Kind::Other => {
+                let v = self.data.scalars.get(t.var);
+                let addr = v.map_or(0, |v| v.as_ptr() as usize);
+                Some((Source::Scalar(addr), v.cloned()))
             }
-            _ => None,
+            Kind::Xml => Some((Source::Kind(Kind::Xml), None)),
+            Kind::MatchedVars | Kind::MatchedVarsNames => None,
+            k => self.lists(k).map(|_| (Source::Kind(k), None)),
         }
     }
 
     /// Every value of a source (whatever member a target selects).
-    fn values_of(&self, source: Source) -> Box<dyn Iterator<Item = &[u8]> + '_> {
+    fn values_of<'a>(
+        &'a self,
+        source: Source,
+        pin: Option<&'a Val>,
+    ) -> Box<dyn Iterator<Item = &'a [u8]> + 'a> {
         let d = &self.data;
         match source {
-            Source::Scalar(var, _) => Box::new(d.scalars.get(var).map(|v| &v[..]).into_iter()),
+            Source::Scalar(_) => Box::new(pin.map(|v| &v[..]).into_iter()),
             Source::Kind(Kind::Xml) => {
                 Box::new(d.xml_text.iter().chain(&d.xml_attrs).map(|v| &v[..]))
             }
@@ -138,7 +134,8 @@ impl Transaction {
         };
         if self.summaries[i].literals.is_none() {
             let mut bits = vec![0u64; ac.words()];
-            for v in self.values_of(self.summaries[i].source) {
+            let s = &self.summaries[i];
+            for v in self.values_of(s.source, s.pin.as_ref()) {
                 ac.add_hits(v, &mut bits);
             }
             self.summaries[i].literals = Some(bits);

@@ -243,31 +243,46 @@ impl Transaction {
     }
 
     fn setvar(&mut self, s: &SetVar) {
-        let key = String::from_utf8_lossy(&self.expand(&s.key)).to_ascii_lowercase();
+        let key = match &s.key_lower {
+            Some(k) => std::borrow::Cow::Borrowed(k.as_str()),
+            None => String::from_utf8_lossy(&self.expand(&s.key))
+                .to_ascii_lowercase()
+                .into(),
+        };
         let value = self.expand(&s.value);
         let scored = s.collection == "TX"
             && (key.starts_with("inbound_anomaly_score_pl")
                 || key.starts_with("outbound_anomaly_score_pl"));
-        let col = self.cols.entry(s.collection.clone()).or_default();
-        match s.op {
+        if !self.cols.contains_key(&s.collection) {
+            self.cols.insert(s.collection.clone(), Default::default());
+        }
+        let Some(col) = self.cols.get_mut(&s.collection) else {
+            return;
+        };
+        let new = match s.op {
             SetOp::Delete => {
-                col.remove(&key);
+                col.remove(key.as_ref());
+                return;
             }
-            SetOp::Set => {
-                col.insert(key, val(&value));
-            }
+            SetOp::Set => val(&value),
             SetOp::Add | SetOp::Sub => {
-                let cur = col.get(&key).map_or(0, |v| number(v));
+                let cur = col.get(key.as_ref()).map_or(0, |v| number(v));
                 let n = number(&value);
                 let v = if s.op == SetOp::Add {
                     cur.saturating_add(n)
                 } else {
                     cur.saturating_sub(n)
                 };
-                col.insert(key, val(v.to_string().as_bytes()));
                 if scored {
                     self.score_delta = self.score_delta.saturating_add(v - cur);
                 }
+                val(v.to_string().as_bytes())
+            }
+        };
+        match col.get_mut(key.as_ref()) {
+            Some(slot) => *slot = new,
+            None => {
+                col.insert(key.into_owned(), new);
             }
         }
     }
