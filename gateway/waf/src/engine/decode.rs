@@ -38,8 +38,16 @@ const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
 const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
 const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
 
-/// The text a base64 value stands for; `None` when the value is not base64 text.
+/// The text a base64 value stands for; `None` when the value is not base64 text. Spaces
+/// count as `+`: base64 sent unescaped in a query or form has had its `+` decoded to spaces.
 pub fn base64_text(value: &[u8]) -> Option<String> {
+    if value.contains(&b' ') {
+        let plus: Vec<u8> = value
+            .iter()
+            .map(|&b| if b == b' ' { b'+' } else { b })
+            .collect();
+        return base64_text(&plus);
+    }
     let v = value.trim_ascii();
     let body = v
         .strip_suffix(b"==")
@@ -111,6 +119,11 @@ mod tests {
             Some(attack)
         );
         assert_eq!(b64("JyBvciAxPTEtLQ==").as_deref(), Some("' or 1=1--"));
+        // "+" decoded to a space by the form or query parser.
+        assert_eq!(
+            b64("PHNjcmlwdD5hbGVydChkb2N1bWVudC5jb29raWUpPC9zY3JpcHQ ").as_deref(),
+            Some("<script>alert(document.cookie)</script>")
+        );
         // URL-safe alphabet: "??>>" encodes to "Pz8-Pg" there.
         assert_eq!(b64("Pz8-Pj4_Pz8-Pj4_").as_deref(), Some("??>>>???>>>?"));
     }
