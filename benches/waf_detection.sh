@@ -144,15 +144,16 @@ def rate(rs, s):
     hit = sum(1 for r in rs if (r["status"] == 403) == (s == "attack"))
     return hit / len(rs), len(rs)
 out = {}
-print("| target | true-positive (attacks blocked) | true-negative (benign passed) | errors (status 0 or 5xx) |")
-print("|---|---:|---:|---:|")
+print("| target | true-positive (attacks blocked) | true-negative (benign passed) | refused 400 (attack / benign) | errors (status 0 or 5xx) |")
+print("|---|---:|---:|---:|---:|")
 for t in targets:
     rs = [r for r in rows if r["target"] == t]
     tp, tn = rate(rs, "attack"), rate(rs, "benign")
     err = sum(1 for r in rs if r["status"] == 0 or r["status"] >= 500)
+    r400 = [sum(1 for r in rs if r["set"] == s and r["status"] == 400) for s in ("attack", "benign")]
     out[t] = {"true_positive": tp and tp[0], "attacks": tp and tp[1], "true_negative": tn and tn[0],
-              "benign": tn and tn[1], "errors": err, "by": {}}
-    print(f"| {t} | {tp[0]:.3f} of {tp[1]} | {tn[0]:.3f} of {tn[1]} | {err} |" if tp and tn else f"| {t} | {tp} | {tn} | {err} |")
+              "benign": tn and tn[1], "refused_400": r400, "errors": err, "by": {}}
+    print(f"| {t} | {tp[0]:.3f} of {tp[1]} | {tn[0]:.3f} of {tn[1]} | {r400[0]} / {r400[1]} | {err} |" if tp and tn else f"| {t} | {tp} | {tn} | {r400} | {err} |")
     groups = collections.defaultdict(list)
     for r in rs:
         groups[(r["set"], r["encoder"], r["placeholder"])].append(r)

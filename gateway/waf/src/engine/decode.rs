@@ -145,6 +145,23 @@ mod tests {
     }
 
     #[test]
+    fn any_bytes_give_an_answer() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        for _ in 0..50_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            let x: Vec<u8> = (0..len)
+                .map(|i| b"AZaz09+/=-_ \xff\x00"[((seed >> (i % 60)) % 15) as usize])
+                .collect();
+            if let Some(t) = base64_text(&x) {
+                assert!(!t.is_empty());
+            }
+        }
+    }
+
+    #[test]
     fn decoding_is_bounded() {
         let one = (val(b"q"), val(b"PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg=="));
         let many = vec![one; MAX_DECODED * 2];
