@@ -45,3 +45,23 @@ hey_stats() {
   [ "${errs:-0}" = 0 ] || grep -A4 -E "^(Status code|Error) distribution" <<<"$out" >&2 || true
   echo "$rps ${p50:-0} ${p99:-0} ${errs:-0} $ok"
 }
+
+# apache_proxy_conf WORKDIR PORT: the head of an Apache 2.4 reverse-proxy config (event MPM,
+# mod_proxy_http) listening on 127.0.0.1:PORT, logs and pid under WORKDIR/apache.
+apache_proxy_conf() {
+  local W=$1 PORT=$2
+  cat <<APACHE
+ServerRoot /etc/apache2
+ServerName localhost
+PidFile $W/apache/httpd.pid
+ErrorLog $W/apache/logs/error.log
+LogLevel error
+Listen 127.0.0.1:$PORT
+LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule proxy_module /usr/lib/apache2/modules/mod_proxy.so
+LoadModule proxy_http_module /usr/lib/apache2/modules/mod_proxy_http.so
+User www-data
+Group www-data
+APACHE
+}

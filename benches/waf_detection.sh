@@ -64,21 +64,9 @@ TOML
 
 start_modsec() {
   mkdir -p "$W/apache/logs"; chown -R www-data "$W/apache" 2>/dev/null || true
-  cat > "$W/apache.conf" <<APACHE
-ServerRoot /etc/apache2
-ServerName localhost
-PidFile $W/apache/httpd.pid
-ErrorLog $W/apache/logs/error.log
-LogLevel error
-Listen 127.0.0.1:$PORT
-LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
-LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
-LoadModule proxy_module /usr/lib/apache2/modules/mod_proxy.so
-LoadModule proxy_http_module /usr/lib/apache2/modules/mod_proxy_http.so
+  { apache_proxy_conf "$W" "$PORT"; cat <<APACHE; } > "$W/apache.conf"
 LoadModule unique_id_module /usr/lib/apache2/modules/mod_unique_id.so
 LoadModule security2_module /usr/lib/apache2/modules/mod_security2.so
-User www-data
-Group www-data
 ProxyPass / http://127.0.0.1:$ORIGIN/
 SecRuleEngine On
 SecRequestBodyAccess On

@@ -99,19 +99,7 @@ Include $CRS/crs-setup.conf.example
 Include $W/pl1.conf
 Include $CRS/rules/*.conf"
   fi
-  cat > "$W/apache.conf" <<APACHE
-ServerRoot /etc/apache2
-ServerName localhost
-PidFile $W/apache/httpd.pid
-ErrorLog $W/apache/logs/error.log
-LogLevel error
-Listen 127.0.0.1:$PORT
-LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
-LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
-LoadModule proxy_module /usr/lib/apache2/modules/mod_proxy.so
-LoadModule proxy_http_module /usr/lib/apache2/modules/mod_proxy_http.so
-User www-data
-Group www-data
+  { apache_proxy_conf "$W" "$PORT"; cat <<APACHE; } > "$W/apache.conf"
 StartServers 1
 ServerLimit 1
 ThreadsPerChild 64

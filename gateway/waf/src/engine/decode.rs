@@ -152,8 +152,9 @@ mod tests {
             seed ^= seed >> 7;
             seed ^= seed << 17;
             let len = (seed % 40) as usize;
+            let alphabet = b"AZaz09+/=-_ \xff\x00";
             let x: Vec<u8> = (0..len)
-                .map(|i| b"AZaz09+/=-_ \xff\x00"[((seed >> (i % 60)) % 15) as usize])
+                .map(|i| alphabet[((seed >> (i % 60)) % alphabet.len() as u64) as usize])
                 .collect();
             if let Some(t) = base64_text(&x) {
                 assert!(!t.is_empty());

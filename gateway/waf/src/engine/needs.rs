@@ -163,13 +163,7 @@ pub fn keeps_exactly(t: Transform, s: ByteSet) -> bool {
 /// The needs of `pattern` (in `regex` syntax, as `Rx` runs it); `None` when no set is rare
 /// enough to be worth checking.
 pub fn regex_needs(pattern: &str) -> Option<Needs> {
-    let hir = regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(pattern)
-        .ok()?;
-    Needs::from(needs(&hir))
+    Needs::from(needs(&super::prefilter::syntax(pattern)?))
 }
 
 /// The needs of `@pm` phrases: each phrase's rarest byte, together.
@@ -242,35 +236,27 @@ fn class(c: &Class) -> Option<ByteSet> {
 mod tests {
     use super::*;
 
-    const NAMES: [&str; 27] = [
-        "none",
-        "base64Decode",
-        "cmdLine",
-        "compressWhitespace",
-        "cssDecode",
-        "escapeSeqDecode",
-        "hexEncode",
-        "htmlEntityDecode",
-        "jsDecode",
-        "length",
-        "lowercase",
-        "normalizePath",
-        "normalizePathWin",
-        "removeComments",
-        "removeCommentsChar",
-        "removeNulls",
-        "removeWhitespace",
-        "replaceComments",
-        "replaceNulls",
-        "trim",
-        "trimLeft",
-        "trimRight",
-        "uppercase",
-        "urlDecode",
-        "urlDecodeUni",
-        "urlEncode",
-        "utf8toUnicode",
-    ];
+    /// Every transformation the reader knows, as named in rules.
+    const NAMES: &[&str] = crate::seclang::names::TRANSFORMATIONS;
+
+    /// `n` values of up to `max_len` bytes drawn from `alphabet` (xorshift, fixed seed).
+    fn random_values(seed: u64, n: usize, max_len: u64, alphabet: &[u8]) -> Vec<Vec<u8>> {
+        let mut s = seed;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        (0..n)
+            .map(|_| {
+                let len = next() % max_len;
+                (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect()
+            })
+            .collect()
+    }
 
     fn bytes(p: &str) -> Vec<String> {
         regex_needs(p)
@@ -308,19 +294,8 @@ mod tests {
     #[test]
     fn bounds_hold_for_every_transformation() {
         const ALPHABET: &[u8] = b"aZ09 %+&#;\\/.*-'\"<>uUxX\t\n\0\xa0\xc3\xa9=,^(";
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
         let mut out = Vec::new();
-        for _ in 0..20_000 {
-            let len = (next() % 24) as usize;
-            let x: Vec<u8> = (0..len)
-                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
-                .collect();
+        for x in random_values(0x9e37_79b9_7f4a_7c15, 20_000, 24, ALPHABET) {
             for n in NAMES {
                 let t = Transform::from_name(n).expect("known");
                 t.apply(&x, &mut out);
@@ -341,19 +316,9 @@ mod tests {
     #[test]
     fn kept_values_are_unchanged() {
         const ALPHABET: &[u8] = b"aZ09 %+&#;\\/.*-'\"<>uUxX\t\0\xa0\xc3=,^(";
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let (mut out, mut kept) = (Vec::new(), 0);
-        for _ in 0..20_000 {
-            let len = (next() % 12) as usize;
-            let x: Vec<u8> = (0..len)
-                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
-                .collect();
+        let mut out = Vec::new();
+        let mut kept = 0;
+        for x in random_values(0x2545_f491_4f6c_dd1d, 20_000, 12, ALPHABET) {
             for name in NAMES {
                 let t = Transform::from_name(name).expect("known");
                 if keeps(t, ByteSet::of(&x)) {

@@ -26,14 +26,18 @@ struct Info {
 /// The literals one of which every match of `pattern` (in `regex` syntax, as `Rx` runs it)
 /// contains, lower-cased; `None` when there is no useful set.
 pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
-    let hir = regex_syntax::ParserBuilder::new()
+    let set = info(&syntax(pattern)?).req?;
+    useful(&set).then_some(set)
+}
+
+/// The syntax tree of a pattern in `regex` syntax, bytes-oriented as `Rx` compiles it.
+pub(crate) fn syntax(pattern: &str) -> Option<Hir> {
+    regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .build()
         .parse(pattern)
-        .ok()?;
-    let set = info(&hir).req?;
-    useful(&set).then_some(set)
+        .ok()
 }
 
 fn useful(set: &[Vec<u8>]) -> bool {
