@@ -378,14 +378,6 @@ async fn detect_mode_and_live_reload_keep_a_working_set() {
     );
     assert_eq!(wait_sid(&gw, 9100001)["alert"]["action"], "detected");
 
-    let pid = gw.child.id().to_string();
-    let hup = || {
-        assert!(Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success())
-    };
     // A broken file: the running set stays, the log names file, line and SID.
     std::fs::write(
         &rules,
@@ -394,23 +386,12 @@ async fn detect_mode_and_live_reload_keep_a_working_set() {
         ),
     )
     .unwrap();
-    hup();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let log = std::fs::read_to_string(&gw.stderr).unwrap_or_default();
-        if log.contains("reload failed") {
-            assert!(
-                log.contains("local.rules:") && log.contains("9200002"),
-                "{log}"
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no reload failure logged: {log}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    gw.reload();
+    let log = gw.wait_reload_failure();
+    assert!(
+        log.contains("local.rules:") && log.contains("9200002"),
+        "{log}"
+    );
     let r = get("/sekisho-ips-test-block?again").await;
     assert!(r.stdout.ends_with("\n404"));
     gw.wait_line("events.jsonl", |v| {
@@ -423,7 +404,7 @@ async fn detect_mode_and_live_reload_keep_a_working_set() {
         format!("{base}\nalert http any any -> any any (msg:\"SEKISHO TEST new rule\"; flow:to_server; http.uri; content:\"/new-rule\"; sid:9200001; rev:1;)\n"),
     )
     .unwrap();
-    hup();
+    gw.reload();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let _ = get("/new-rule").await;

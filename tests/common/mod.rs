@@ -577,6 +577,29 @@ impl Gateway {
             .collect()
     }
 
+    /// Sends SIGHUP: the gateway reloads its config, rules and lists.
+    pub fn reload(&self) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -HUP {pid}");
+    }
+
+    /// Waits (bounded, 20 s) until the log reports a failed reload; returns the log.
+    pub fn wait_reload_failure(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+            if log.contains("reload failed") {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no reload failure logged: {log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits (bounded) until a JSON line of `file` satisfies `pred`.
     pub fn wait_line(
         &self,

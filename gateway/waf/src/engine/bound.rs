@@ -98,7 +98,7 @@ impl Transaction {
             }
             Kind::Xml => Some((Source::Kind(Kind::Xml), None)),
             Kind::MatchedVars | Kind::MatchedVarsNames => None,
-            k => self.lists(k).map(|_| (Source::Kind(k), None)),
+            k => self.lists(k, false).map(|_| (Source::Kind(k), None)),
         }
     }
 
@@ -114,7 +114,7 @@ impl Transaction {
             Source::Kind(Kind::Xml) => {
                 Box::new(d.xml_text.iter().chain(&d.xml_attrs).map(|v| &v[..]))
             }
-            Source::Kind(k) => match self.lists(k) {
+            Source::Kind(k) => match self.lists(k, false) {
                 Some((lists, names)) => {
                     Box::new(
                         lists

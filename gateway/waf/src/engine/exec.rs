@@ -170,26 +170,19 @@ impl Transaction {
         if r.chain_id == ROOT && pf.is_none() && r.needs.is_none() {
             return (value.clone(), true);
         }
-        if self.tcache.get_mut(value, r.chain_id).is_none() {
-            let (out, present) = self.tcache.fill(&self.waf.chains, value, r.chain_id);
-            if self.tcache.get_mut(value, r.chain_id).is_none() {
-                let may = r.needs.as_ref().is_none_or(|n| n.met(&present))
-                    && pf.is_none_or(|(slot, p)| super::prefilter::has(&p.hits(&out), slot));
-                return (out, may);
-            }
+        let (out, present) = self.tcache.fill(&self.waf.chains, value, r.chain_id);
+        if !r.needs.as_ref().is_none_or(|n| n.met(&present)) {
+            return (out, false);
         }
-        let Some(entry) = self.tcache.get_mut(value, r.chain_id) else {
-            return (value.clone(), true);
+        let Some((slot, p)) = pf else {
+            return (out, true);
         };
-        let may = r.needs.as_ref().is_none_or(|n| n.met(&entry.present))
-            && match pf {
-                None => true,
-                Some((slot, p)) => {
-                    let bits = entry.bits.get_or_insert_with(|| p.hits(&entry.out));
-                    super::prefilter::has(bits, slot)
-                }
-            };
-        (entry.out.clone(), may)
+        // The chain's hits are kept with the cached value, for the other rules of the chain.
+        let may = match self.tcache.get_mut(value, r.chain_id) {
+            Some(e) => super::prefilter::has(e.bits.get_or_insert_with(|| p.hits(&e.out)), slot),
+            None => super::prefilter::has(&p.hits(&out), slot),
+        };
+        (out, may)
     }
 
     /// A link's target values, exclusions (the rule's, and runtime `ctl` ones for its chain
@@ -430,20 +423,20 @@ fn may_match(r: &CRule, candidate: &[u8]) -> bool {
 fn multi_candidates(transforms: &[Transform], value: &Val) -> Vec<Val> {
     let mut out = vec![value.clone()];
     let mut present = ByteSet::of(value);
-    let (mut cur, mut scratch) = (None::<Vec<u8>>, Vec::new());
+    // The current value, once a transformation has run (before that, `value`).
+    let mut cur: Option<Vec<u8>> = None;
     for &t in transforms {
         if super::needs::keeps_exactly(t, present) {
             continue;
         }
-        let changed = t.apply(cur.as_deref().unwrap_or(value), &mut scratch);
-        let next = std::mem::take(&mut scratch);
-        scratch = cur.replace(next).unwrap_or_default();
+        let mut next = Vec::new();
+        let changed = t.apply(cur.as_deref().unwrap_or(value), &mut next);
         // Some report only a change of length: the bytes are read again whatever they say.
-        let v = cur.as_deref().unwrap_or_default();
-        present = ByteSet::of(v);
+        present = ByteSet::of(&next);
         if changed {
-            out.push(val(v));
+            out.push(val(&next));
         }
+        cur = Some(next);
     }
     out
 }

@@ -90,7 +90,7 @@ impl Needs {
         self.0.iter().all(|s| s.intersects(present))
     }
 
-    fn from(sets: Vec<ByteSet>) -> Option<Needs> {
+    fn new(sets: Vec<ByteSet>) -> Option<Needs> {
         (!sets.is_empty()).then(|| Needs(sets.into_boxed_slice()))
     }
 }
@@ -163,7 +163,7 @@ pub fn keeps_exactly(t: Transform, s: ByteSet) -> bool {
 /// The needs of `pattern` (in `regex` syntax, as `Rx` runs it); `None` when no set is rare
 /// enough to be worth checking.
 pub fn regex_needs(pattern: &str) -> Option<Needs> {
-    Needs::from(needs(&super::prefilter::syntax(pattern)?))
+    Needs::new(needs(&super::prefilter::syntax(pattern)?))
 }
 
 /// The needs of `@pm` phrases: each phrase's rarest byte, together.
@@ -176,7 +176,7 @@ pub fn phrase_needs(phrases: &[Vec<u8>]) -> Option<Needs> {
             .min_by_key(ByteSet::cost)?;
         union = union.union(rarest);
     }
-    Needs::from(best(vec![union]))
+    Needs::new(best(vec![union]))
 }
 
 /// The rarest sets, within the cost bound, duplicates removed.

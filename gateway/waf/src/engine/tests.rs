@@ -321,3 +321,29 @@ SecRule ARGS "@rx (?i)union\s+select" "id:4,phase:1,pass,t:none,t:cmdLine,multiM
         assert_eq!(ids(&tx), want.to_vec(), "{uri}");
     }
 }
+
+/// With `[waf] decode = ["base64"]`, a base64 argument's text is read as `ARGS` under its name
+/// (an exclusion of that name covers it), and `&ARGS` still counts what the client sent.
+#[test]
+fn decoded_base64_joins_args_but_not_their_count() {
+    let rules = r#"SecRule ARGS "@contains <script>" "id:1,phase:2,pass,msg:'xss'"
+SecRule &ARGS "@eq 2" "id:2,phase:2,pass,msg:'two args'""#;
+    let mut w = Arc::try_unwrap(waf(rules)).expect("one owner");
+    let plain = Arc::new(
+        Waf::from_directives(
+            &crate::seclang::parse_str(rules, Path::new("t.conf")).expect("parses"),
+        )
+        .expect("compiles"),
+    );
+    w.set_decoding(super::Decoding { base64: true });
+    let w = Arc::new(w);
+    let uri = "/?q=PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg%3D%3D&page=2";
+    let tx = run(&w, &get(uri, &[]), b"");
+    assert_eq!(ids(&tx), vec![1, 2]);
+    assert_eq!(tx.matched_rules()[0].variable, "ARGS:q");
+    assert_eq!(ids(&run(&plain, &get(uri, &[]), b"")), vec![2]);
+    let excluded = rules.replace("SecRule ARGS ", "SecRule ARGS|!ARGS:q ");
+    let mut x = Arc::try_unwrap(waf(&excluded)).expect("one owner");
+    x.set_decoding(super::Decoding { base64: true });
+    assert_eq!(ids(&run(&Arc::new(x), &get(uri, &[]), b"")), vec![2]);
+}

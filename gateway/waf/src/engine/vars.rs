@@ -230,12 +230,19 @@ impl Transaction {
         }
     }
 
-    /// The lists behind a collection kind, and whether it yields member names.
-    pub(crate) fn lists(&self, kind: super::target::Kind) -> Option<([&[Named]; 4], bool)> {
+    /// The lists behind a collection kind, and whether it yields member names. `ARGS` holds
+    /// the decoded values (`[waf] decode`) too, except for a count (`&ARGS`: what the client
+    /// sent, as `tx.max_num_args` limits it).
+    pub(crate) fn lists(
+        &self,
+        kind: super::target::Kind,
+        count: bool,
+    ) -> Option<([&[Named]; 4], bool)> {
         use super::target::Kind as K;
         let d = &self.data;
+        let decoded: &[Named] = if count { &[] } else { &d.decoded };
         match kind {
-            K::Args => Some(([&d.args_get, &d.args_post, &d.args_json, &d.decoded], false)),
+            K::Args => Some(([&d.args_get, &d.args_post, &d.args_json, decoded], false)),
             K::ArgsNames => Some(([&d.args_get, &d.args_post, &d.args_json, &[]], true)),
             K::ArgsGet => one(&d.args_get, false),
             K::ArgsPost => one(&d.args_post, false),
@@ -260,7 +267,7 @@ impl Transaction {
 
     fn members(&self, t: &Target, out: &mut Vec<Item>) {
         let var = t.var;
-        if let Some((lists, names)) = self.lists(t.kind) {
+        if let Some((lists, names)) = self.lists(t.kind, t.count) {
             for (n, v) in lists.iter().flat_map(|l| l.iter()) {
                 if t.selects(n) {
                     let value = if names { n.clone() } else { v.clone() };
