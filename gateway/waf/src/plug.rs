@@ -156,7 +156,7 @@ impl sekisho_core::Engine for WafEngine {
         );
         let report = LoadReport {
             summary: format!(
-                "waf: {} rules (+{} chained) and {} markers from {} files, {} with errors, engine {:?}, decoding {:?}, compiled in {} ms",
+                "waf: {} rules (+{} chained) and {} markers from {} files, {} with errors, engine {:?}, decoding {:?}, {} rules run at load and {} decided there, compiled in {} ms",
                 s.rules,
                 s.chained,
                 s.markers,
@@ -164,6 +164,8 @@ impl sekisho_core::Engine for WafEngine {
                 errors.len(),
                 waf.settings().mode,
                 cfg.decode,
+                s.prelude,
+                s.folded,
                 t.elapsed().as_millis()
             ),
             details,

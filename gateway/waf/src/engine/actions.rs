@@ -111,15 +111,62 @@ impl RuleSel {
     }
 }
 
+/// A runtime selector and the rules it selects in the loaded set, worked out once when the
+/// set is complete (a tag pattern is not matched against every rule's tags per request).
+#[derive(Debug)]
+pub struct Selection {
+    sel: RuleSel,
+    /// A bit per rule index.
+    rules: std::sync::OnceLock<Vec<u64>>,
+}
+
+impl Selection {
+    fn new(sel: RuleSel) -> Arc<Selection> {
+        Arc::new(Selection {
+            sel,
+            rules: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Whether the rule with `id` and `tags` is selected.
+    #[cfg(test)]
+    pub fn selects(&self, id: u64, tags: &[String]) -> bool {
+        self.sel.selects(id, tags)
+    }
+
+    /// Whether the rule `r` is selected.
+    pub(crate) fn selects_rule(&self, r: &super::rule::CRule) -> bool {
+        let i = r.index as usize;
+        match self.rules.get().and_then(|bits| bits.get(i / 64)) {
+            Some(w) => w >> (i % 64) & 1 == 1,
+            None => self.sel.selects(r.id, &r.tags),
+        }
+    }
+
+    /// Works out which of `rules` (each at its index) are selected.
+    pub(crate) fn resolve(&self, rules: &[&super::rule::CRule]) {
+        self.rules.get_or_init(|| {
+            let mut bits = vec![0u64; rules.len().div_ceil(64)];
+            for r in rules {
+                let i = r.index as usize;
+                if i < rules.len() && self.sel.selects(r.id, &r.tags) {
+                    bits[i / 64] |= 1 << (i % 64);
+                }
+            }
+            bits
+        });
+    }
+}
+
 /// A parsed `ctl`.
 #[derive(Debug)]
 pub enum Ctl {
     /// `ruleEngine=On|Off|DetectionOnly`.
     RuleEngine(super::Mode),
     /// `ruleRemoveById` / `ruleRemoveByTag`.
-    RemoveRules(Arc<RuleSel>),
+    RemoveRules(Arc<Selection>),
     /// `ruleRemoveTargetById=ID;TARGETS` / `ruleRemoveTargetByTag=TAG;TARGETS`.
-    RemoveTargets(Arc<RuleSel>, Vec<Arc<Target>>),
+    RemoveTargets(Arc<Selection>, Vec<Arc<Target>>),
     /// `requestBodyProcessor=URLENCODED|MULTIPART|JSON|XML`.
     BodyProcessor(super::BodyProcessor),
     /// `requestBodyAccess=On|Off`.
@@ -140,8 +187,8 @@ impl Ctl {
         let on = || value.eq_ignore_ascii_case("on");
         Ok(match name.trim().to_ascii_lowercase().as_str() {
             "ruleengine" => Ctl::RuleEngine(super::Mode::parse(value)?),
-            "ruleremovebyid" => Ctl::RemoveRules(Arc::new(RuleSel::ids(value)?)),
-            "ruleremovebytag" => Ctl::RemoveRules(Arc::new(RuleSel::tag(value)?)),
+            "ruleremovebyid" => Ctl::RemoveRules(Selection::new(RuleSel::ids(value)?)),
+            "ruleremovebytag" => Ctl::RemoveRules(Selection::new(RuleSel::tag(value)?)),
             "ruleremovetargetbyid" | "ruleremovetargetbytag" => {
                 let (sel, targets) = value
                     .split_once(';')
@@ -155,7 +202,7 @@ impl Ctl {
                     .into_iter()
                     .map(|(t, _)| Arc::new(t))
                     .collect();
-                Ctl::RemoveTargets(Arc::new(sel), targets)
+                Ctl::RemoveTargets(Selection::new(sel), targets)
             }
             "requestbodyprocessor" => Ctl::BodyProcessor(super::BodyProcessor::parse(value)?),
             "requestbodyaccess" => Ctl::RequestBodyAccess(on()),

@@ -17,6 +17,9 @@ use super::rule::CRule;
 use super::target::{Kind, Target};
 use super::tx::{Transaction, Val};
 
+/// How many kinds of variable there are (slots of summaries by kind come first).
+const KINDS: usize = Kind::Other as usize + 1;
+
 /// What one source of values holds.
 #[derive(Debug)]
 pub(crate) struct Summary {
@@ -69,8 +72,17 @@ impl Transaction {
     /// counts and for what rules write (`TX`, `MATCHED_VAR`), which change within a phase.
     fn summary(&mut self, t: &Target) -> Option<usize> {
         let (source, pin) = self.source(t)?;
-        if let Some(i) = self.summaries.iter().position(|s| s.source == source) {
-            return Some(i);
+        let slot = match source {
+            Source::Kind(k) => k as usize,
+            Source::Scalar(_) => KINDS + t.index,
+        };
+        if self.summary_at.is_empty() {
+            self.summary_at = vec![u32::MAX; KINDS + crate::seclang::names::VARIABLES.len()];
+        }
+        let at = self.summary_at.get(slot).copied().unwrap_or(u32::MAX) as usize;
+        // A scalar a rule replaced since is another source.
+        if self.summaries.get(at).is_some_and(|s| s.source == source) {
+            return Some(at);
         }
         let bytes = self
             .values_of(source, pin.as_ref())
@@ -81,7 +93,17 @@ impl Transaction {
             bytes,
             literals: None,
         });
-        Some(self.summaries.len() - 1)
+        let i = self.summaries.len() - 1;
+        if let Some(s) = self.summary_at.get_mut(slot) {
+            *s = i as u32;
+        }
+        Some(i)
+    }
+
+    /// Forgets every summary (the request body or the response added values).
+    pub(crate) fn clear_summaries(&mut self) {
+        self.summaries.clear();
+        self.summary_at.fill(u32::MAX);
     }
 
     /// A target's source, and a scalar's value.
@@ -90,9 +112,9 @@ impl Transaction {
             return None;
         }
         match t.kind {
-            Kind::Other if self.cols.contains_key(t.var) => None,
+            Kind::Other if self.cols.contains(t.var) => None,
             Kind::Other => {
-                let v = self.data.scalars.get(t.var);
+                let v = self.data.scalars.at(t.index);
                 let addr = v.map_or(0, |v| v.as_ptr() as usize);
                 Some((Source::Scalar(addr), v.cloned()))
             }

@@ -3,10 +3,11 @@
 //! `SecRuleUpdate…`) applied to the rules written before them, as ModSecurity does.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::actions::RuleSel;
+use super::actions::{Ctl, RuleSel};
 use super::prefilter::Prefilter;
-use super::rule::{CRule, Disruptive, Source};
+use super::rule::{CRule, Disruptive, Effect, Source};
 use super::settings::Settings;
 use super::target::Target;
 use super::Waf;
@@ -35,6 +36,10 @@ pub struct LoadSummary {
     pub removed: usize,
     /// Directives accepted with no effect here (`file:line name`).
     pub ignored: Vec<String>,
+    /// Phase-1 rules run once at load, whose `TX` every transaction starts with.
+    pub prelude: usize,
+    /// Later rules whose outcome is the same in every transaction, decided at load.
+    pub folded: usize,
 }
 
 /// A rule's source, kept so `SecRuleUpdateActionById` can recompile it.
@@ -97,13 +102,41 @@ impl Waf {
         }
     }
 
-    /// Compiles what compiles; the directives with errors are skipped and returned.
+    /// Compiles what compiles; the directives with errors are skipped and returned. What
+    /// every transaction would decide alike is worked out here (`fold`).
     pub fn compile(dirs: &[Directive]) -> (Waf, Vec<LoadError>) {
+        let (waf, errors) = Waf::compile_unfolded(dirs);
+        let waf = Arc::new(waf);
+        let prelude = super::fold::prelude(&waf);
+        let folded = super::fold::fold(&waf, &prelude);
+        // The transactions that ran the rules are gone: the set has one owner again.
+        let Some(mut waf) = Arc::into_inner(waf) else {
+            return Waf::compile_unfolded(dirs);
+        };
+        for ((p, i), f) in folded {
+            waf.phases[p][i].folded = Some(f);
+        }
+        resolve_selections(&waf.phases);
+        waf.summary.prelude = prelude.rules;
+        waf.summary.folded = waf
+            .phases
+            .iter()
+            .flatten()
+            .filter(|r| r.folded.is_some())
+            .count();
+        waf.prelude = prelude;
+        (waf, errors)
+    }
+
+    fn compile_unfolded(dirs: &[Directive]) -> (Waf, Vec<LoadError>) {
         let mut b = Builder::default();
         for d in dirs {
             b.directive(d);
         }
         let (prefilters, literals) = assign_prefilters(&mut b.phases);
+        for (i, r) in b.phases.iter_mut().flatten().enumerate() {
+            r.index = i as u32;
+        }
         let waf = Waf {
             settings: b.settings,
             phases: b.phases,
@@ -111,6 +144,8 @@ impl Waf {
             prefilters,
             literals,
             chains: b.chains,
+            prelude: Default::default(),
+            caches: Default::default(),
         };
         (waf, b.errors)
     }
@@ -401,6 +436,21 @@ fn default_disruptive(defaults: &[Action]) -> Disruptive {
             _ => None,
         })
         .unwrap_or(Disruptive::Pass)
+}
+
+/// Works out which rules each runtime selection (`ctl:ruleRemove…`) selects.
+fn resolve_selections(phases: &[Vec<CRule>; 5]) {
+    let rules: Vec<&CRule> = phases.iter().flatten().collect();
+    let links = rules
+        .iter()
+        .flat_map(|r| std::iter::successors(Some(*r), |l| l.chained.as_deref()));
+    for l in links {
+        for e in &l.effects {
+            if let Effect::Ctl(Ctl::RemoveRules(s) | Ctl::RemoveTargets(s, _)) = e {
+                s.resolve(&rules);
+            }
+        }
+    }
 }
 
 /// Literals per transformation chain, and of every link.

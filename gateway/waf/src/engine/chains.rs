@@ -19,6 +19,36 @@ pub(crate) const ROOT: u32 = 0;
 /// Most transformed values a transaction caches (about 90 bytes each).
 const CACHE_MAX: usize = 8192;
 
+/// Most emptied caches a rule set keeps for later transactions (each at most `CACHE_MAX`
+/// entries: under 6 MiB together).
+const POOL_MAX: usize = 8;
+
+/// Caches kept between transactions: a cache grown for one form is reused by the next
+/// transaction instead of growing (and being freed) again.
+#[derive(Debug, Default)]
+pub(crate) struct Pool(std::sync::Mutex<Vec<TransformCache>>);
+
+impl Pool {
+    /// A cache: a kept one, or a new one.
+    pub(crate) fn take(&self) -> TransformCache {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_else(|| TransformCache::with_capacity(128))
+    }
+
+    /// Keeps a cache, emptied, while there is room.
+    pub(crate) fn give(&self, mut c: TransformCache) {
+        c.clear();
+        if let Ok(mut v) = self.0.lock() {
+            if v.len() < POOL_MAX {
+                v.push(c);
+            }
+        }
+    }
+}
+
 /// Every transformation chain of a rule set, as a trie.
 #[derive(Debug, Default)]
 pub(crate) struct Chains {
@@ -52,6 +82,8 @@ impl Chains {
 pub(crate) struct Entry {
     pub(crate) out: Val,
     pub(crate) present: ByteSet,
+    /// Whether the node's transformation reported a change.
+    pub(crate) changed: bool,
     pub(crate) bits: Option<Vec<u64>>,
 }
 
@@ -70,6 +102,11 @@ impl TransformCache {
         }
     }
 
+    /// Empties the cache, keeping its room (for the next transaction).
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+    }
+
     /// The cached entry of `value` at `node`, if any.
     pub(crate) fn get_mut(&mut self, value: &Val, node: u32) -> Option<&mut Entry> {
         self.map.get_mut(&(addr(value), node))
@@ -78,42 +115,74 @@ impl TransformCache {
     /// The value at `node` and its bytes, computed from the nearest cached ancestor and
     /// cached on the way (while there is room).
     pub(crate) fn fill(&mut self, chains: &Chains, value: &Val, node: u32) -> (Val, ByteSet) {
+        let (out, present, _) = self.fill_step(chains, value, node);
+        (out, present)
+    }
+
+    /// [`Self::fill`], and whether the node's transformation reported a change (what
+    /// `multiMatch` tests a value again for).
+    pub(crate) fn fill_step(
+        &mut self,
+        chains: &Chains,
+        value: &Val,
+        node: u32,
+    ) -> (Val, ByteSet, bool) {
         let key = (addr(value), node);
         if let Some(e) = self.map.get(&key) {
-            return (e.out.clone(), e.present);
+            return (e.out.clone(), e.present, e.changed);
         }
-        let (out, present) = match chains.step(node) {
-            None => (value.clone(), ByteSet::of(value)),
+        let (out, present, changed) = match chains.step(node) {
+            None => (value.clone(), ByteSet::of(value), false),
             Some((parent, t)) => {
                 let (from, from_present) = self.fill(chains, value, parent);
                 if needs::keeps_exactly(t, from_present) {
-                    return self.keep(key, from, from_present);
+                    return self.keep(key, from, from_present, false);
                 }
                 let mut next = Vec::new();
-                t.apply(&from, &mut next);
+                let changed = t.apply(&from, &mut next);
                 if next[..] == from[..] {
-                    (from, from_present)
+                    (from, from_present, changed)
                 } else {
+                    // Some report only a change of length: the bytes are read again.
                     let present = ByteSet::of(&next);
-                    (Arc::from(next), present)
+                    (Arc::from(next), present, changed)
                 }
             }
         };
-        self.keep(key, out, present)
+        self.keep(key, out, present, changed)
     }
 
     /// Caches a value at a node, while there is room.
-    fn keep(&mut self, key: (usize, u32), out: Val, present: ByteSet) -> (Val, ByteSet) {
+    fn keep(
+        &mut self,
+        key: (usize, u32),
+        out: Val,
+        present: ByteSet,
+        changed: bool,
+    ) -> (Val, ByteSet, bool) {
         if self.map.len() < CACHE_MAX {
             let e = Entry {
                 out: out.clone(),
                 present,
+                changed,
                 bits: None,
             };
             self.map.insert(key, e);
         }
-        (out, present)
+        (out, present, changed)
     }
+}
+
+/// The nodes from the root's child to `node`, in order (the chain's transformations).
+pub(crate) fn path(chains: &Chains, node: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut n = node;
+    while let Some((parent, _)) = chains.step(n) {
+        out.push(n);
+        n = parent;
+    }
+    out.reverse();
+    out
 }
 
 fn addr(value: &Val) -> usize {

@@ -12,7 +12,6 @@ use super::settings::Mode;
 use super::target::{Select, Target};
 use super::tx::{Intervention, MatchedRule, Transaction, Val};
 use super::vars::{val, Item};
-use crate::transform::Transform;
 
 /// Where to stop skipping.
 enum Skipping {
@@ -32,10 +31,10 @@ impl Transaction {
         if self.allow_all && p < 5 || self.allow_request && p <= 2 {
             return;
         }
-        self.summaries.clear();
         let waf = Arc::clone(&self.waf);
         let mut skipping = Skipping::None;
-        for rule in waf.phase(p) {
+        let start = if p == 1 { waf.prelude.rules } else { 0 };
+        for rule in waf.phase(p).iter().skip(start) {
             match &mut skipping {
                 Skipping::After(m, id) => {
                     if rule.marker.as_deref() == Some(m.as_str())
@@ -54,7 +53,7 @@ impl Transaction {
             if rule.marker.is_some() || self.is_removed(rule) {
                 continue;
             }
-            if !self.run_rule(rule) {
+            if !self.run_or_fold(rule) {
                 continue;
             }
             if let Some(m) = &rule.skip_after {
@@ -79,11 +78,28 @@ impl Transaction {
     }
 
     fn is_removed(&self, rule: &CRule) -> bool {
-        !self.removed.is_empty() && self.removed.iter().any(|s| s.selects(rule.id, &rule.tags))
+        !self.removed.is_empty() && self.removed.iter().any(|s| s.selects_rule(rule))
+    }
+
+    /// A folded rule's outcome (unless a runtime exclusion changes its targets), or the
+    /// rule run.
+    fn run_or_fold(&mut self, rule: &CRule) -> bool {
+        let Some(f) = &rule.folded else {
+            return self.run_rule(rule);
+        };
+        if self.excluded_at_runtime(rule) {
+            return self.run_rule(rule);
+        }
+        if f.matched {
+            self.matched_vars.clear();
+            self.matched_vars.push(f.var.clone());
+            self.matched_var = f.var.clone();
+        }
+        f.matched
     }
 
     /// Runs a rule and its chain; true when every link matched.
-    fn run_rule(&mut self, head: &CRule) -> bool {
+    pub(super) fn run_rule(&mut self, head: &CRule) -> bool {
         self.matched_vars.clear();
         self.score_delta = 0;
         let mut first_var = None;
@@ -99,7 +115,7 @@ impl Transaction {
         }
         if head.log {
             let score = self.score_delta;
-            self.record(head, first_var.unwrap_or_default(), score);
+            self.record(head, first_var.unwrap_or_else(|| val(b"")), score);
         }
         self.decide(head);
         true
@@ -107,7 +123,7 @@ impl Transaction {
 
     /// One link: every target value, transformed, through the operator; the link's actions
     /// run for each match.
-    fn run_link(&mut self, r: &CRule, head: &CRule) -> bool {
+    pub(super) fn run_link(&mut self, r: &CRule, head: &CRule) -> bool {
         let Some(op) = &r.op else {
             self.effects(r);
             return true;
@@ -121,8 +137,8 @@ impl Transaction {
         let mut matched = false;
         for item in &items {
             if r.multi_match {
-                for candidate in multi_candidates(&r.transforms, &item.value) {
-                    if may_match(r, &candidate) {
+                for (candidate, present) in self.multi_candidates(&item.value, r) {
+                    if may_match(r, &candidate, &present) {
                         matched |= self.test(r, op, item, candidate);
                     }
                 }
@@ -153,7 +169,7 @@ impl Transaction {
             self.capture(&found.captures);
         }
         let label = item.label();
-        self.matched_vars.push((val(&label), candidate.clone()));
+        self.matched_vars.push((label.clone(), candidate.clone()));
         self.matched_var = (label, candidate);
         self.effects(r);
         true
@@ -185,39 +201,66 @@ impl Transaction {
         (out, may)
     }
 
+    /// The values an operator sees with `multiMatch`: the original, and the value after each
+    /// transformation that reported a change (one that cannot change the value's bytes is
+    /// not run). They come from the transformation cache: the chain's nodes are the
+    /// candidates' transformations.
+    fn multi_candidates(&mut self, value: &Val, r: &CRule) -> Vec<(Val, ByteSet)> {
+        let waf = Arc::clone(&self.waf);
+        let (root, present) = self.tcache.fill(&waf.chains, value, ROOT);
+        let mut out = vec![(root, present)];
+        for node in super::chains::path(&waf.chains, r.chain_id) {
+            let (v, present, changed) = self.tcache.fill_step(&waf.chains, value, node);
+            if changed {
+                out.push((v, present));
+            }
+        }
+        out
+    }
+
     /// A link's target values, exclusions (the rule's, and runtime `ctl` ones for its chain
     /// starter) removed.
     fn targets_of(&self, r: &CRule, head: &CRule, out: &mut Vec<Item>) {
         for t in &r.targets {
             self.values(t, out);
         }
-        let runtime: Vec<&Target> = self
-            .removed_targets
-            .iter()
-            .filter(|(sel, _)| sel.selects(head.id, &head.tags))
-            .map(|(_, t)| t.as_ref())
-            .collect();
-        if r.exclusions.is_empty() && runtime.is_empty() {
+        if r.exclusions.is_empty() && !self.excluded_at_runtime(head) {
             return;
         }
+        let runtime = self
+            .removed_targets
+            .iter()
+            .filter(|(sel, _)| sel.selects_rule(head))
+            .map(|(_, t)| t.as_ref());
         out.retain(|item| {
             let name = item.key.as_deref().unwrap_or(b"");
             !r.exclusions
                 .iter()
-                .chain(runtime.iter().copied())
+                .chain(runtime.clone())
                 .any(|x| x.excludes(item.var, name))
         });
     }
 
+    /// Whether a runtime target exclusion (`ctl:ruleRemoveTargetBy…`) selects the rule.
+    fn excluded_at_runtime(&self, head: &CRule) -> bool {
+        self.removed_targets
+            .iter()
+            .any(|(sel, _)| sel.selects_rule(head))
+    }
+
     fn capture(&mut self, groups: &[Option<Vec<u8>>]) {
-        let tx = self.cols.entry("TX".into()).or_default();
-        for i in 0..10 {
+        const NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+        let tx = self.cols.tx_mut();
+        for (i, name) in NAMES.into_iter().enumerate() {
             match groups.get(i) {
-                Some(Some(g)) => {
-                    tx.insert(i.to_string(), val(g));
-                }
+                Some(Some(g)) => match tx.get_mut(name) {
+                    Some(v) => *v = val(g),
+                    None => {
+                        tx.insert(name.into(), val(g));
+                    }
+                },
                 _ => {
-                    tx.remove(&i.to_string());
+                    tx.remove(name);
                 }
             }
         }
@@ -229,7 +272,7 @@ impl Transaction {
                 Effect::SetVar(s) => self.setvar(s),
                 Effect::Ctl(c) => self.ctl(c),
                 Effect::InitCol(c) => {
-                    self.cols.entry(c.clone()).or_default();
+                    self.cols.open(c);
                 }
             }
         }
@@ -246,12 +289,7 @@ impl Transaction {
         let scored = s.collection == "TX"
             && (key.starts_with("inbound_anomaly_score_pl")
                 || key.starts_with("outbound_anomaly_score_pl"));
-        if !self.cols.contains_key(&s.collection) {
-            self.cols.insert(s.collection.clone(), Default::default());
-        }
-        let Some(col) = self.cols.get_mut(&s.collection) else {
-            return;
-        };
+        let col = self.cols.open(&s.collection);
         let new = match s.op {
             SetOp::Delete => {
                 col.remove(key.as_ref());
@@ -275,7 +313,7 @@ impl Transaction {
         match col.get_mut(key.as_ref()) {
             Some(slot) => *slot = new,
             None => {
-                col.insert(key.into_owned(), new);
+                col.insert(key.into(), new);
             }
         }
     }
@@ -309,21 +347,17 @@ impl Transaction {
     fn macro_value(&self, name: &str, key: Option<&str>) -> Option<Vec<u8>> {
         match (name, key) {
             ("MATCHED_VAR", None) => Some(self.matched_var.1.to_vec()),
-            ("MATCHED_VAR_NAME", None) => Some(self.matched_var.0.clone()),
-            (col, Some(k)) if self.cols.contains_key(col) => {
-                self.cols[col].get(k).map(|v| v.to_vec())
+            ("MATCHED_VAR_NAME", None) => Some(self.matched_var.0.to_vec()),
+            (col, Some(k)) if self.cols.contains(col) => {
+                self.cols.get(col)?.get(k).map(|v| v.to_vec())
             }
             _ => {
                 let var = super::target::static_name(name)?;
-                let t = Target {
-                    var,
-                    kind: super::target::Kind::of(var),
-                    select: match key {
-                        Some(k) => Select::Name(k.to_string()),
-                        None => Select::All,
-                    },
-                    count: false,
+                let select = match key {
+                    Some(k) => Select::Name(k.to_string()),
+                    None => Select::All,
                 };
+                let t = Target::new(var, select, false);
                 let mut out = Vec::new();
                 self.values(&t, &mut out);
                 out.into_iter().next().map(|i| i.value.to_vec())
@@ -331,7 +365,7 @@ impl Transaction {
         }
     }
 
-    fn record(&mut self, head: &CRule, variable: Vec<u8>, score: i64) {
+    fn record(&mut self, head: &CRule, variable: Val, score: i64) {
         let text = |m: &Option<Macro>| {
             m.as_ref()
                 .map(|m| String::from_utf8_lossy(&self.expand(m)).into_owned())
@@ -408,35 +442,10 @@ fn number(v: &[u8]) -> i64 {
     }
 }
 
-/// Whether a `multiMatch` candidate holds what the link's operator needs.
-fn may_match(r: &CRule, candidate: &[u8]) -> bool {
-    r.needs
-        .as_ref()
-        .is_none_or(|n| n.met(&ByteSet::of(candidate)))
+/// Whether a `multiMatch` candidate (with its bytes) holds what the link's operator needs.
+fn may_match(r: &CRule, candidate: &[u8], present: &ByteSet) -> bool {
+    r.needs.as_ref().is_none_or(|n| n.met(present))
         && r.own_pf
             .as_ref()
             .is_none_or(|p| super::prefilter::has(&p.hits(candidate), 0))
-}
-
-/// The values an operator sees with `multiMatch`: the original and each value a
-/// transformation changed (one that cannot change the value's bytes is not run).
-fn multi_candidates(transforms: &[Transform], value: &Val) -> Vec<Val> {
-    let mut out = vec![value.clone()];
-    let mut present = ByteSet::of(value);
-    // The current value, once a transformation has run (before that, `value`).
-    let mut cur: Option<Vec<u8>> = None;
-    for &t in transforms {
-        if super::needs::keeps_exactly(t, present) {
-            continue;
-        }
-        let mut next = Vec::new();
-        let changed = t.apply(cur.as_deref().unwrap_or(value), &mut next);
-        // Some report only a change of length: the bytes are read again whatever they say.
-        present = ByteSet::of(&next);
-        if changed {
-            out.push(val(&next));
-        }
-        cur = Some(next);
-    }
-    out
 }

@@ -58,6 +58,22 @@ impl Macro {
         self.pieces.iter().all(|p| matches!(p, Piece::Text(_)))
     }
 
+    /// The variables the string reads, as `(NAME, key)`.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Var { name, key } => Some((name.as_str(), key.as_deref())),
+            Piece::Text(_) => None,
+        })
+    }
+
+    /// The text before the first variable.
+    pub fn literal_prefix(&self) -> &[u8] {
+        match self.pieces.first() {
+            Some(Piece::Text(t)) => t,
+            _ => b"",
+        }
+    }
+
     /// The literal text (for a string without macros).
     pub fn literal(&self) -> Vec<u8> {
         self.expand(|_, _| None)

@@ -8,6 +8,7 @@ mod build;
 mod chains;
 mod decode;
 mod exec;
+mod fold;
 mod macros;
 mod needs;
 mod ops;
@@ -15,6 +16,7 @@ mod prefilter;
 mod reqbody;
 mod rule;
 mod settings;
+mod store;
 mod target;
 mod tx;
 mod vars;
@@ -43,6 +45,10 @@ pub struct Waf {
     literals: Option<prefilter::Prefilter>,
     /// Transformation chains.
     chains: chains::Chains,
+    /// What every transaction starts with (see `fold`).
+    prelude: fold::Prelude,
+    /// Transformation caches between transactions.
+    caches: chains::Pool,
 }
 
 impl Waf {

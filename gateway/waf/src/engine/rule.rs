@@ -113,6 +113,10 @@ pub struct CRule {
     pub ver: Option<String>,
     /// The next link of the chain.
     pub chained: Option<Box<CRule>>,
+    /// The rule's place in the rule set (chain starters, all phases), for selections.
+    pub(crate) index: u32,
+    /// The outcome every transaction shares, when the rule set decides it (see `fold`).
+    pub(crate) folded: Option<super::fold::Folded>,
 }
 
 /// Severity names ModSecurity accepts, by number.
@@ -213,6 +217,8 @@ impl CRule {
             tags: Vec::new(),
             ver: None,
             chained: None,
+            folded: None,
+            index: u32::MAX,
         }
     }
 

@@ -48,7 +48,8 @@ pub enum Kind {
     ArgsCombinedSize,
     FilesCombinedSize,
     HighestSeverity,
-    /// A collection rules write (`TX`, `IP`) or a scalar (`REQUEST_URI`).
+    /// A collection rules write (`TX`, `IP`) or a scalar (`REQUEST_URI`). The last kind:
+    /// tables by kind are sized by it.
     Other,
 }
 
@@ -98,6 +99,10 @@ pub struct Target {
     pub select: Select,
     /// `&`: the count instead of the values.
     pub count: bool,
+    /// The variable's index in the name table (where a scalar's value is kept).
+    pub index: usize,
+    /// A selected name as a value (the member's key, shared by every read).
+    pub key: Option<crate::engine::tx::Val>,
 }
 
 impl Target {
@@ -116,12 +121,23 @@ impl Target {
             ),
         };
         let var = static_name(&v.name).ok_or_else(|| format!("unknown variable {}", v.name))?;
-        Ok(Target {
+        Ok(Target::new(var, select, v.count))
+    }
+
+    /// A target of variable `var` (a name from the table).
+    pub fn new(var: &'static str, select: Select, count: bool) -> Target {
+        let key = match &select {
+            Select::Name(n) => Some(std::sync::Arc::from(n.as_bytes())),
+            _ => None,
+        };
+        Target {
             var,
             kind: Kind::of(var),
+            index: super::store::index_of(var).unwrap_or(usize::MAX),
+            key,
             select,
-            count: v.count,
-        })
+            count,
+        }
     }
 
     /// Whether a member named `name` (of this target's variable) is selected.
@@ -190,12 +206,7 @@ mod tests {
             "header_nam",
             "",
         ] {
-            let t = |select| Target {
-                var: "TX",
-                kind: Kind::Other,
-                select,
-                count: false,
-            };
+            let t = |select| Target::new("TX", select, false);
             assert_eq!(
                 t(Select::Regex(rx.clone())).selects(name.as_bytes()),
                 t(pre.clone()).selects(name.as_bytes()),

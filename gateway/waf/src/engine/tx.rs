@@ -1,10 +1,9 @@
 //! A transaction: one request and its response through phases 1 to 5, with the variables
 //! the rules read, the collections they write, and what they decided.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::actions::RuleSel;
+use super::actions::Selection;
 use super::settings::{BodyProcessor, LimitAction, Mode};
 use super::target::Target;
 use super::Waf;
@@ -102,11 +101,33 @@ pub(crate) struct Data {
     pub xml_attrs: Vec<Val>,
     /// Decoded text of values that were base64 (`[waf] decode`), read as `ARGS`.
     pub decoded: Vec<Named>,
-    /// Scalar variables by name (`REQUEST_METHOD`, `REQBODY_ERROR`, …).
-    pub scalars: BTreeMap<&'static str, Val>,
+    /// Scalar variables (`REQUEST_METHOD`, `REQBODY_ERROR`, …).
+    pub scalars: super::store::Scalars,
 }
 
 impl Data {
+    /// How many values the collections hold (a change means a summary is stale).
+    fn len(&self) -> usize {
+        [
+            &self.args_get,
+            &self.args_post,
+            &self.args_json,
+            &self.headers,
+            &self.cookies,
+            &self.files,
+            &self.files_sizes,
+            &self.files_content,
+            &self.part_headers,
+            &self.response_headers,
+            &self.decoded,
+        ]
+        .iter()
+        .map(|l| l.len())
+        .sum::<usize>()
+            + self.xml_text.len()
+            + self.xml_attrs.len()
+    }
+
     fn new(arguments_limit: usize) -> Data {
         Data {
             args: crate::body::ArgList::new(arguments_limit),
@@ -123,7 +144,7 @@ impl Data {
             xml_text: Vec::new(),
             xml_attrs: Vec::new(),
             decoded: Vec::new(),
-            scalars: BTreeMap::new(),
+            scalars: super::store::Scalars::new(),
         }
     }
 }
@@ -134,17 +155,17 @@ pub struct Transaction {
     pub(crate) waf: Arc<Waf>,
     pub(crate) data: Data,
     /// Collections rules write: `TX`, and those `initcol` opens (`IP`, `GLOBAL`).
-    pub(crate) cols: BTreeMap<String, BTreeMap<String, Val>>,
+    pub(crate) cols: super::store::Cols,
     /// `MATCHED_VAR_NAME` and `MATCHED_VAR`.
-    pub(crate) matched_var: (Vec<u8>, Val),
+    pub(crate) matched_var: (Val, Val),
     /// What `setvar`s added to the anomaly scores since the current rule began.
     pub(crate) score_delta: i64,
     /// Transformed values by (original value, transformation chain).
     pub(crate) tcache: super::chains::TransformCache,
     pub(crate) matched_vars: Vec<Named>,
     pub(crate) mode: Mode,
-    pub(crate) removed: Vec<Arc<RuleSel>>,
-    pub(crate) removed_targets: Vec<(Arc<RuleSel>, Arc<Target>)>,
+    pub(crate) removed: Vec<Arc<Selection>>,
+    pub(crate) removed_targets: Vec<(Arc<Selection>, Arc<Target>)>,
     pub(crate) processor: Option<BodyProcessor>,
     pub(crate) body_access: bool,
     pub(crate) force_body_variable: bool,
@@ -156,25 +177,35 @@ pub struct Transaction {
     pub(crate) phase: u8,
     /// Operator runs so far (for cost accounting).
     pub(crate) evaluations: u64,
-    /// What each collection and scalar holds, for rule-level checks (cleared as each phase
-    /// begins: collections change only between phases).
+    /// What each collection and scalar holds, for rule-level checks (cleared when the body
+    /// or the response adds values: collections change only between phases).
     pub(crate) summaries: Vec<super::bound::Summary>,
+    /// Where each source's summary is in `summaries`, by kind, then by scalar variable
+    /// (`u32::MAX`: none yet).
+    pub(crate) summary_at: Vec<u32>,
     /// A reused buffer for a rule's target values.
     pub(crate) item_buf: Vec<super::vars::Item>,
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        self.waf.caches.give(std::mem::take(&mut self.tcache));
+    }
 }
 
 impl Transaction {
     /// Starts a transaction for a request head.
     pub fn new(waf: Arc<Waf>, head: &RequestHead) -> Transaction {
+        let tcache = waf.caches.take();
         let mut tx = Transaction {
             data: Data::new(waf.settings.arguments_limit),
             mode: waf.settings.mode,
             body_access: waf.settings.request_body_access,
             waf,
-            cols: BTreeMap::new(),
-            matched_var: (Vec::new(), Arc::from(&b""[..])),
+            cols: Default::default(),
+            matched_var: (Arc::from(&b""[..]), Arc::from(&b""[..])),
             score_delta: 0,
-            tcache: super::chains::TransformCache::with_capacity(256),
+            tcache,
             matched_vars: Vec::new(),
             removed: Vec::new(),
             removed_targets: Vec::new(),
@@ -188,10 +219,12 @@ impl Transaction {
             phase: 0,
             evaluations: 0,
             summaries: Vec::new(),
+            summary_at: Vec::new(),
             item_buf: Vec::with_capacity(64),
         };
-        tx.cols.insert("TX".into(), BTreeMap::new());
         let settings = Arc::clone(&tx.waf);
+        tx.cols.tx_mut().clone_from(&settings.prelude.tx);
+        tx.matched_var = settings.prelude.matched_var.clone();
         tx.data.set_request(head, &settings.settings);
         tx.initial_processor();
         tx
@@ -216,7 +249,11 @@ impl Transaction {
             self.limit_exceeded(413);
         } else if self.body_access && self.intervention.is_none() && self.mode != Mode::Off {
             let n = body.len().min(s.request_body_limit);
+            let before = self.data.len();
             self.parse_body(&body[..n], total);
+            if self.data.len() != before {
+                self.clear_summaries();
+            }
             self.body_errors();
         }
         self.run_phase(2);
@@ -231,6 +268,7 @@ impl Transaction {
         headers: &[(Vec<u8>, Vec<u8>)],
     ) {
         self.data.set_response(status, protocol, headers);
+        self.clear_summaries();
         self.run_phase(3);
     }
 
@@ -287,8 +325,8 @@ impl Transaction {
     /// A `TX` variable (lower-case name), for scores and tests.
     pub fn tx_var(&self, name: &str) -> Option<&[u8]> {
         self.cols
-            .get("TX")
-            .and_then(|c| c.get(&name.to_ascii_lowercase()))
+            .tx()
+            .get(name.to_ascii_lowercase().as_str())
             .map(|v| &v[..])
     }
 

@@ -43,13 +43,15 @@ pub(crate) struct Item {
 
 impl Item {
     /// `VAR:name` (or `VAR`), as `MATCHED_VAR_NAME` gives it.
-    pub fn label(&self) -> Vec<u8> {
-        let mut l = self.var.as_bytes().to_vec();
-        if let Some(k) = &self.key {
-            l.push(b':');
-            l.extend_from_slice(k);
-        }
-        l
+    pub fn label(&self) -> Val {
+        let Some(k) = &self.key else {
+            return val(self.var.as_bytes());
+        };
+        let mut l = Vec::with_capacity(self.var.len() + 1 + k.len());
+        l.extend_from_slice(self.var.as_bytes());
+        l.push(b':');
+        l.extend_from_slice(k);
+        Val::from(l)
     }
 }
 
@@ -61,8 +63,9 @@ pub(crate) fn val(b: &[u8]) -> Val {
 impl Data {
     /// Fills the request head's variables.
     pub fn set_request(&mut self, head: &super::RequestHead, s: &Settings) {
+        let zero = val(b"0");
         for f in ZERO_FLAGS {
-            self.scalars.insert(f, val(b"0"));
+            self.scalars.insert(f, zero.clone());
         }
         let uri = head.uri.as_slice();
         let local = strip_authority(uri);
@@ -291,7 +294,7 @@ impl Transaction {
             K::MatchedVarName => out.push(Item {
                 var,
                 key: None,
-                value: val(&self.matched_var.0),
+                value: self.matched_var.0.clone(),
             }),
             K::Xml => self.xml(t, out),
             K::ArgsCombinedSize => {
@@ -336,34 +339,39 @@ impl Transaction {
 
     fn collection_or_scalar(&self, t: &Target, out: &mut Vec<Item>) {
         let var = t.var;
-        if let Some(col) = self.cols.get(var) {
-            if let Select::Name(n) = &t.select {
-                // Keys are stored lower case, as names in targets are.
-                if let Some(v) = col.get(n.as_str()) {
-                    out.push(Item {
-                        var,
-                        key: Some(val(n.as_bytes())),
-                        value: v.clone(),
-                    });
-                }
-                return;
+        let Some(col) = self.cols.get(var) else {
+            if let Some(v) = self.data.scalars.at(t.index) {
+                out.push(Item {
+                    var,
+                    key: None,
+                    value: v.clone(),
+                });
             }
-            for (k, v) in col {
-                if t.selects(k.as_bytes()) {
-                    out.push(Item {
-                        var,
-                        key: Some(val(k.as_bytes())),
-                        value: v.clone(),
-                    });
-                }
+            return;
+        };
+        if let (Select::Name(n), Some(key)) = (&t.select, &t.key) {
+            // Keys are stored lower case, as names in targets are.
+            if let Some(v) = col.get(n.as_str()) {
+                out.push(Item {
+                    var,
+                    key: Some(key.clone()),
+                    value: v.clone(),
+                });
             }
-        } else if let Some(v) = self.data.scalars.get(var) {
-            out.push(Item {
-                var,
-                key: None,
-                value: v.clone(),
-            });
+            return;
         }
+        let mut found: Vec<(&str, &Val)> = col
+            .iter()
+            .filter(|(k, _)| t.selects(k.as_bytes()))
+            .map(|(k, v)| (&**k, v))
+            .collect();
+        // In name order, as reads of several members give them.
+        found.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out.extend(found.into_iter().map(|(k, v)| Item {
+            var,
+            key: Some(val(k.as_bytes())),
+            value: v.clone(),
+        }));
     }
 }
 

@@ -1,0 +1,378 @@
+//! Constant folding: what a rule set decides the same way in every transaction, worked out
+//! once when the rules load.
+//!
+//! - **The prelude.** The phase-1 rules at the start of the set that read nothing but `TX`
+//!   and write nothing but `TX` (crs-setup's `SecAction`s, CRS's `&TX:x "@eq 0"` defaults)
+//!   are run once on an empty transaction. Every transaction starts with the `TX` they leave
+//!   and with phase 1 after them. The prelude ends before the first rule that reads anything
+//!   else, or that matches and logs, blocks or skips.
+//! - **Folded rules.** A later rule without a chain whose targets and operator read only
+//!   `TX` variables that no live rule writes after the prelude (the paranoia-level gates
+//!   `TX:DETECTION_PARANOIA_LEVEL "@lt 2"`, sampling) has one outcome in every transaction,
+//!   so it is evaluated once. One that cannot match is a no-op; one that always matches
+//!   and only skips is a jump. A rule proven never to match writes nothing, so its
+//!   variables may become constant in turn: folding repeats until nothing changes.
+//!
+//! Writers are found statically: `setvar` keys (a key with macros writes every key that
+//! begins with its literal text) and `capture` (`TX:0`–`TX:9`). A runtime
+//! `ctl:ruleRemoveTargetBy…` that selects a folded rule makes it run normally.
+
+use std::sync::Arc;
+
+use super::macros::Macro;
+use super::ops::Op;
+use super::rule::{CRule, Disruptive, Effect};
+use super::store::Col;
+use super::target::Select;
+use super::tx::{RequestHead, Transaction, Val};
+use super::Waf;
+
+/// What every transaction starts with.
+#[derive(Debug)]
+pub(crate) struct Prelude {
+    /// How many phase-1 rules (markers included) the prelude ran.
+    pub rules: usize,
+    /// `TX` after them.
+    pub tx: Col,
+    /// `MATCHED_VAR_NAME` and `MATCHED_VAR` after them.
+    pub matched_var: (Val, Val),
+}
+
+impl Default for Prelude {
+    fn default() -> Prelude {
+        Prelude {
+            rules: 0,
+            tx: Col::default(),
+            matched_var: (Arc::from(&b""[..]), Arc::from(&b""[..])),
+        }
+    }
+}
+
+/// A rule's outcome in every transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct Folded {
+    /// Whether it matches.
+    pub matched: bool,
+    /// `MATCHED_VAR_NAME` and `MATCHED_VAR` after a match.
+    pub var: (Val, Val),
+}
+
+/// What a rule may write to `TX`.
+enum Write {
+    Key(String),
+    Prefix(String),
+}
+
+impl Write {
+    fn covers(&self, key: &str) -> bool {
+        match self {
+            Write::Key(k) => k == key,
+            Write::Prefix(p) => key.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// The `TX` keys a macro string reads; `None` when it reads anything else (`MATCHED_VAR`
+/// too, unless `matched` allows it: within the prelude it is itself constant).
+fn macro_reads(m: &Macro, matched: bool, out: &mut Vec<String>) -> Option<()> {
+    for (name, key) in m.vars() {
+        match (name, key) {
+            ("TX", Some(k)) => out.push(k.to_string()),
+            ("MATCHED_VAR" | "MATCHED_VAR_NAME", None) if matched => {}
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
+/// The `TX` keys a link's targets and operator read; `None` when they read anything else.
+fn link_reads(l: &CRule, matched: bool) -> Option<Vec<String>> {
+    let mut keys = Vec::new();
+    for t in &l.targets {
+        match &t.select {
+            Select::Name(n) if t.var == "TX" => keys.push(n.clone()),
+            _ => return None,
+        }
+    }
+    if let Some(Op::SimpleMacro(_, m) | Op::RxMacro(m, _)) = &l.op {
+        macro_reads(m, matched, &mut keys)?;
+    }
+    Some(keys)
+}
+
+/// Whether a link's actions touch nothing but `TX`, reading only `TX` and the match.
+fn effects_pure(l: &CRule) -> bool {
+    l.effects.iter().all(|e| match e {
+        Effect::SetVar(s) => {
+            let mut keys = Vec::new();
+            s.collection == "TX"
+                && macro_reads(&s.key, true, &mut keys).is_some()
+                && macro_reads(&s.value, true, &mut keys).is_some()
+        }
+        Effect::Ctl(_) | Effect::InitCol(_) => false,
+    })
+}
+
+/// Every link of a rule.
+fn links(r: &CRule) -> impl Iterator<Item = &CRule> {
+    std::iter::successors(Some(r), |l| l.chained.as_deref())
+}
+
+/// What a rule may write to `TX`.
+fn writes(r: &CRule, out: &mut Vec<Write>) {
+    for l in links(r) {
+        if l.capture {
+            out.extend((0..10).map(|i| Write::Key(i.to_string())));
+        }
+        for e in &l.effects {
+            let Effect::SetVar(s) = e else { continue };
+            if s.collection != "TX" {
+                continue;
+            }
+            out.push(match &s.key_lower {
+                Some(k) => Write::Key(k.clone()),
+                None => Write::Prefix(
+                    String::from_utf8_lossy(s.key.literal_prefix()).to_ascii_lowercase(),
+                ),
+            });
+        }
+    }
+}
+
+/// Whether a rule that matched changed nothing but `TX` and the matched variable (it does
+/// not log, decide or skip).
+fn silent(r: &CRule) -> bool {
+    !r.log && r.disruptive == Disruptive::Pass && r.skip == 0 && r.skip_after.is_none()
+}
+
+/// A transaction on an empty request, starting from `prelude`.
+fn blank(waf: &Arc<Waf>, prelude: &Prelude) -> Transaction {
+    let mut tx = Transaction::new(Arc::clone(waf), &RequestHead::default());
+    tx.cols.tx_mut().clone_from(&prelude.tx);
+    tx.matched_var = prelude.matched_var.clone();
+    tx
+}
+
+/// Runs the prelude of a rule set (whose own prelude is empty).
+pub(crate) fn prelude(waf: &Arc<Waf>) -> Prelude {
+    let mut tx = blank(waf, &Prelude::default());
+    let mut rules = 0;
+    for r in waf.phase(1) {
+        if r.marker.is_none() {
+            let pure = links(r).all(|l| link_reads(l, true).is_some() && effects_pure(l));
+            if !pure {
+                break;
+            }
+            let before = (tx.cols.tx().clone(), tx.matched_var.clone());
+            if tx.run_rule(r) && !silent(r) {
+                tx.cols.tx_mut().clone_from(&before.0);
+                tx.matched_var = before.1;
+                break;
+            }
+        }
+        rules += 1;
+    }
+    Prelude {
+        rules,
+        tx: tx.cols.tx().clone(),
+        matched_var: tx.matched_var.clone(),
+    }
+}
+
+/// A rule after the prelude, as folding sees it.
+struct Later {
+    /// (phase index, rule index).
+    at: (usize, usize),
+    /// The `TX` keys it reads, when it is a candidate (no chain, reads only `TX`).
+    reads: Option<Vec<String>>,
+    writes: Vec<Write>,
+    /// Whether it was evaluated already.
+    tried: bool,
+    folded: Option<Folded>,
+}
+
+impl Later {
+    /// Whether it may write (it is not proven never to match).
+    fn live(&self) -> bool {
+        self.folded.as_ref().is_none_or(|f| f.matched)
+    }
+}
+
+/// The outcomes of the rules after the prelude that every transaction shares, by (phase
+/// index, rule index).
+pub(crate) fn fold(waf: &Arc<Waf>, prelude: &Prelude) -> Vec<((usize, usize), Folded)> {
+    let mut later = Vec::new();
+    for (p, list) in waf.phases.iter().enumerate() {
+        let skip = if p == 0 { prelude.rules } else { 0 };
+        for (i, r) in list.iter().enumerate().skip(skip) {
+            let candidate = r.chained.is_none() && r.marker.is_none() && r.op.is_some();
+            let mut w = Vec::new();
+            writes(r, &mut w);
+            later.push(Later {
+                at: (p, i),
+                reads: candidate.then(|| link_reads(r, false)).flatten(),
+                writes: w,
+                tried: false,
+                folded: None,
+            });
+        }
+    }
+    // Each round evaluates the candidates whose reads no live rule writes; a rule proven
+    // never to match stops being a writer, which may make more candidates ready.
+    loop {
+        let live: Vec<&Write> = later
+            .iter()
+            .filter(|l| l.live())
+            .flat_map(|l| &l.writes)
+            .collect();
+        let constant = |k: &String| !live.iter().any(|w| w.covers(k));
+        let ready: Vec<usize> = (0..later.len())
+            .filter(|&n| {
+                let l = &later[n];
+                !l.tried && l.reads.as_ref().is_some_and(|r| r.iter().all(constant))
+            })
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for n in ready {
+            let (p, i) = later[n].at;
+            later[n].folded = evaluate(waf, prelude, &waf.phases[p][i]);
+            later[n].tried = true;
+        }
+    }
+    later
+        .into_iter()
+        .filter_map(|l| Some((l.at, l.folded?)))
+        .collect()
+}
+
+/// A candidate's outcome: `None` when it matches and does more than skip.
+fn evaluate(waf: &Arc<Waf>, prelude: &Prelude, r: &CRule) -> Option<Folded> {
+    let mut tx = blank(waf, prelude);
+    let matched = tx.run_link(r, r);
+    if matched && !(silent_but_skips(r) && r.effects.is_empty() && !r.capture) {
+        return None;
+    }
+    Some(Folded {
+        matched,
+        var: tx.matched_var.clone(),
+    })
+}
+
+/// Whether a rule that matched does nothing but skip (or nothing at all).
+fn silent_but_skips(r: &CRule) -> bool {
+    !r.log && r.disruptive == Disruptive::Pass
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::super::{RequestHead, Transaction, Waf};
+
+    fn waf(rules: &str) -> Arc<Waf> {
+        let dirs = crate::seclang::parse_str(rules, Path::new("t.conf")).expect("parses");
+        Arc::new(Waf::from_directives(&dirs).unwrap_or_else(|e| panic!("{e:?}")))
+    }
+
+    fn ids(w: &Arc<Waf>, uri: &str) -> Vec<u64> {
+        let head = RequestHead {
+            method: "GET".into(),
+            uri: uri.as_bytes().to_vec(),
+            protocol: "HTTP/1.1".into(),
+            ..Default::default()
+        };
+        let mut tx = Transaction::new(Arc::clone(w), &head);
+        tx.request_headers();
+        tx.request_body(b"", 0);
+        tx.matched_rules().iter().map(|m| m.id).collect()
+    }
+
+    fn folded(w: &Waf) -> Vec<(u64, bool)> {
+        w.phases
+            .iter()
+            .flatten()
+            .filter_map(|r| Some((r.id, r.folded.as_ref()?.matched)))
+            .collect()
+    }
+
+    /// crs-setup and CRS 901 in small: settings, defaults, then a paranoia gate.
+    const SETUP: &str = r#"
+SecAction "id:900000,phase:1,pass,nolog,setvar:tx.pl=1"
+SecRule &TX:pl "@eq 0" "id:901001,phase:1,pass,nolog,setvar:tx.pl=4"
+SecRule &TX:threshold "@eq 0" "id:901002,phase:1,pass,nolog,setvar:tx.threshold=5"
+SecRule ARGS:probe "@streq yes" "id:901003,phase:1,pass,log,msg:'probe'"
+"#;
+
+    const GATED: &str = r#"
+SecRule TX:PL "@lt 2" "id:100,phase:2,pass,nolog,skipAfter:END-PL2"
+SecRule ARGS "@contains evil" "id:101,phase:2,pass,log,msg:'pl2 rule'"
+SecMarker "END-PL2"
+SecRule ARGS "@contains evil" "id:102,phase:2,pass,log,msg:'pl1 rule'"
+"#;
+
+    #[test]
+    fn the_prelude_runs_once_and_every_transaction_starts_after_it() {
+        let w = waf(SETUP);
+        assert_eq!(
+            w.prelude.rules, 3,
+            "settings and defaults, not the ARGS rule"
+        );
+        let head = RequestHead::default();
+        let tx = Transaction::new(Arc::clone(&w), &head);
+        assert_eq!(tx.tx_var("pl"), Some(&b"1"[..]));
+        assert_eq!(tx.tx_var("threshold"), Some(&b"5"[..]));
+        assert_eq!(ids(&w, "/?probe=yes"), vec![901003]);
+    }
+
+    #[test]
+    fn a_rule_that_logs_or_reads_the_request_ends_the_prelude() {
+        let w = waf(r#"SecAction "id:1,phase:1,pass,log,setvar:tx.a=1"
+SecAction "id:2,phase:1,pass,nolog,setvar:tx.b=1""#);
+        assert_eq!(w.prelude.rules, 0);
+        assert_eq!(ids(&w, "/"), vec![1]);
+    }
+
+    #[test]
+    fn a_gate_on_a_constant_is_folded_into_a_jump() {
+        let w = waf(&(SETUP.to_string() + GATED));
+        assert_eq!(folded(&w), vec![(100, true)]);
+        assert_eq!(ids(&w, "/?q=evil"), vec![102]);
+    }
+
+    #[test]
+    fn a_variable_a_request_can_change_is_not_folded() {
+        let writer = r#"SecRule ARGS:level "@streq 2" "id:50,phase:1,pass,nolog,setvar:tx.pl=2""#;
+        let w = waf(&format!("{SETUP}{writer}\n{GATED}"));
+        assert!(folded(&w).is_empty());
+        assert_eq!(ids(&w, "/?q=evil"), vec![102]);
+        assert_eq!(ids(&w, "/?q=evil&level=2"), vec![101, 102]);
+        // A key written with a macro covers every key it can spell.
+        let dynamic = r#"SecRule ARGS:k "@unconditionalMatch" "id:51,phase:1,pass,nolog,setvar:'tx.p%{MATCHED_VAR}=2'""#;
+        let w = waf(&format!("{SETUP}{dynamic}\n{GATED}"));
+        assert!(folded(&w).is_empty());
+        assert_eq!(ids(&w, "/?q=evil&k=l"), vec![101, 102]);
+    }
+
+    #[test]
+    fn writers_that_never_match_do_not_count() {
+        // 60 can never match (its variable is constant and below 5), so `tx.pl` stays
+        // constant and the gate is folded too.
+        let never = r#"SecRule TX:threshold "@gt 9" "id:60,phase:1,pass,nolog,setvar:tx.pl=3""#;
+        let w = waf(&format!("{SETUP}{never}\n{GATED}"));
+        assert_eq!(folded(&w), vec![(60, false), (100, true)]);
+        assert_eq!(ids(&w, "/?q=evil"), vec![102]);
+    }
+
+    #[test]
+    fn a_runtime_target_exclusion_makes_a_folded_rule_run() {
+        let excl = r#"SecRule ARGS:off "@streq 1" "id:70,phase:1,pass,nolog,ctl:ruleRemoveTargetById=100;TX:pl""#;
+        let w = waf(&format!("{SETUP}{excl}\n{GATED}"));
+        assert_eq!(folded(&w), vec![(100, true)]);
+        assert_eq!(ids(&w, "/?q=evil"), vec![102]);
+        // Without its target the gate has nothing to match: the PL2 rule runs.
+        assert_eq!(ids(&w, "/?q=evil&off=1"), vec![101, 102]);
+    }
+}
