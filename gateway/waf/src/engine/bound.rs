@@ -2,13 +2,16 @@
 //! whole. Each collection (and scalar) is summarised once per phase: the union of its
 //! values' bytes, and which links' literals occur in its untransformed values.
 //!
+//! For each target of a link:
 //! - Bytes: the union, carried through the link's transformation chain with
 //!   [`needs::bound`], must meet the link's byte needs.
 //! - Literals: when every transformation of the chain [`needs::keeps`] values made of those
 //!   bytes, the transformed values are the untransformed ones (up to case), so one of the
 //!   link's literals must occur in some untransformed value.
 //!
-//! When either fails, no value can match and the link is not evaluated value by value. A
+//! When either fails, none of the target's values can match, and they are not read (a
+//! form's 72 fields are not transformed because the `User-Agent`, another target of the
+//! same rule, holds a `/`). When no target is left, the link does not match. A
 //! benign form of 72 fields meets few of CRS's byte needs (`<`, `;`, a quote) and holds few of
 //! its keywords, so most rules end here.
 
@@ -40,30 +43,38 @@ enum Source {
 }
 
 impl Transaction {
-    /// Whether some value of the link's targets may match: false only when the summaries of
-    /// its targets rule every value out (see the module's documentation).
-    pub(crate) fn may_match_any(&mut self, r: &CRule) -> bool {
-        if r.needs.is_none() && r.lit_slot.is_none() {
-            return true;
+    /// Which of the link's targets may yield a matching value, as a bit per target (all of
+    /// them for a link of more than 64 targets): a target is ruled out when its summary rules every one
+    /// of its values out (see the module's documentation). No bit set: the link cannot
+    /// match.
+    pub(crate) fn may_match_targets(&mut self, r: &CRule) -> u64 {
+        if r.needs.is_none() && r.lit_slot.is_none() || r.targets.len() > 64 {
+            return u64::MAX;
         }
-        let mut union = ByteSet::default();
-        for t in &r.targets {
-            match self.summary(t) {
-                Some(i) => union = union.union(self.summaries[i].bytes),
-                None => return true,
+        let mut mask = 0u64;
+        for (i, t) in r.targets.iter().enumerate() {
+            if self.target_may_match(r, t) {
+                mask |= 1 << i;
             }
         }
+        mask
+    }
+
+    fn target_may_match(&mut self, r: &CRule, t: &Target) -> bool {
+        let Some(i) = self.summary(t) else {
+            return true;
+        };
+        let bytes = self.summaries[i].bytes;
         if let Some(n) = &r.needs {
-            let bound = r.transforms.iter().fold(union, |s, &t| needs::bound(t, s));
+            let bound = r.transforms.iter().fold(bytes, |s, &t| needs::bound(t, s));
             if !n.met(&bound) {
                 return false;
             }
         }
         match r.lit_slot {
-            Some(slot) if r.transforms.iter().all(|&t| needs::keeps(t, union)) => r
-                .targets
-                .iter()
-                .any(|t| self.summary(t).is_none_or(|i| self.has_literal(i, slot))),
+            Some(slot) if r.transforms.iter().all(|&t| needs::keeps(t, bytes)) => {
+                self.has_literal(i, slot)
+            }
             _ => true,
         }
     }

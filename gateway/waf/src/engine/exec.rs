@@ -128,12 +128,13 @@ impl Transaction {
             self.effects(r);
             return true;
         };
-        if !self.may_match_any(r) {
+        let mask = self.may_match_targets(r);
+        if mask == 0 {
             return false;
         }
         let mut items = std::mem::take(&mut self.item_buf);
         items.clear();
-        self.targets_of(r, head, &mut items);
+        self.targets_of(r, head, mask, &mut items);
         let mut matched = false;
         for item in &items {
             if r.multi_match {
@@ -218,11 +219,13 @@ impl Transaction {
         out
     }
 
-    /// A link's target values, exclusions (the rule's, and runtime `ctl` ones for its chain
-    /// starter) removed.
-    fn targets_of(&self, r: &CRule, head: &CRule, out: &mut Vec<Item>) {
-        for t in &r.targets {
-            self.values(t, out);
+    /// A link's target values (of the targets in `mask` that may match), exclusions (the
+    /// rule's, and runtime `ctl` ones for its chain starter) removed.
+    fn targets_of(&self, r: &CRule, head: &CRule, mask: u64, out: &mut Vec<Item>) {
+        for (i, t) in r.targets.iter().enumerate() {
+            if mask & 1u64.checked_shl(i as u32).unwrap_or(u64::MAX) != 0 {
+                self.values(t, out);
+            }
         }
         if r.exclusions.is_empty() && !self.excluded_at_runtime(head) {
             return;

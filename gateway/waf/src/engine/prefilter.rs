@@ -208,8 +208,9 @@ fn alternation(children: &[Hir]) -> Info {
 #[derive(Debug)]
 pub struct Prefilter {
     ac: AhoCorasick,
-    /// The slot of each pattern.
-    owners: Vec<u32>,
+    /// The slots of each pattern (a literal several rules need is one pattern: the
+    /// automaton reports it once per occurrence, not once per rule).
+    owners: Vec<Box<[u32]>>,
     /// Slots in this chain.
     slots: usize,
 }
@@ -217,12 +218,20 @@ pub struct Prefilter {
 impl Prefilter {
     /// Builds the automaton for `rules[slot] = literals`.
     pub fn build(rules: &[Vec<Vec<u8>>]) -> Option<Prefilter> {
-        let mut pats = Vec::new();
-        let mut owners = Vec::new();
+        let mut index: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+        let mut pats: Vec<Vec<u8>> = Vec::new();
+        let mut owners: Vec<Vec<u32>> = Vec::new();
         for (slot, lits) in rules.iter().enumerate() {
             for l in lits {
-                pats.push(l.clone());
-                owners.push(slot as u32);
+                // The automaton ignores ASCII case: so does the grouping.
+                let i = *index.entry(l.to_ascii_lowercase()).or_insert_with(|| {
+                    pats.push(l.clone());
+                    owners.push(Vec::new());
+                    pats.len() - 1
+                });
+                if owners[i].last() != Some(&(slot as u32)) {
+                    owners[i].push(slot as u32);
+                }
             }
         }
         let ac = AhoCorasickBuilder::new()
@@ -233,7 +242,7 @@ impl Prefilter {
             .ok()?;
         Some(Prefilter {
             ac,
-            owners,
+            owners: owners.into_iter().map(Vec::into_boxed_slice).collect(),
             slots: rules.len(),
         })
     }
@@ -253,9 +262,11 @@ impl Prefilter {
     /// Sets in `bits` (of [`Self::words`] words) the slots whose literals occur in `hay`.
     pub fn add_hits(&self, hay: &[u8], bits: &mut [u64]) {
         for m in self.ac.find_overlapping_iter(hay) {
-            let slot = self.owners[m.pattern().as_usize()] as usize;
-            if let Some(w) = bits.get_mut(slot / 64) {
-                *w |= 1 << (slot % 64);
+            for &slot in self.owners[m.pattern().as_usize()].iter() {
+                let slot = slot as usize;
+                if let Some(w) = bits.get_mut(slot / 64) {
+                    *w |= 1 << (slot % 64);
+                }
             }
         }
     }
