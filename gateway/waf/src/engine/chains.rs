@@ -92,6 +92,8 @@ pub(crate) struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct TransformCache {
     map: HashMap<(usize, u32), Entry, std::hash::BuildHasherDefault<KeyHasher>>,
+    /// Where transformations write (a value is copied out only when it changed).
+    scratch: Vec<u8>,
 }
 
 impl TransformCache {
@@ -99,12 +101,16 @@ impl TransformCache {
     pub(crate) fn with_capacity(n: usize) -> TransformCache {
         TransformCache {
             map: HashMap::with_capacity_and_hasher(n, Default::default()),
+            scratch: Vec::new(),
         }
     }
 
     /// Empties the cache, keeping its room (for the next transaction).
     pub(crate) fn clear(&mut self) {
         self.map.clear();
+        if self.scratch.capacity() > 64 * 1024 {
+            self.scratch = Vec::new();
+        }
     }
 
     /// The cached entry of `value` at `node`, if any.
@@ -138,15 +144,17 @@ impl TransformCache {
                 if needs::keeps_exactly(t, from_present) {
                     return self.keep(key, from, from_present, false);
                 }
-                let mut next = Vec::new();
+                let mut next = std::mem::take(&mut self.scratch);
                 let changed = t.apply(&from, &mut next);
-                if next[..] == from[..] {
+                let out = if next[..] == from[..] {
                     (from, from_present, changed)
                 } else {
                     // Some report only a change of length: the bytes are read again.
                     let present = ByteSet::of(&next);
-                    (Arc::from(next), present, changed)
-                }
+                    (Arc::from(&next[..]), present, changed)
+                };
+                self.scratch = next;
+                out
             }
         };
         self.keep(key, out, present, changed)
