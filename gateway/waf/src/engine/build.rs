@@ -259,6 +259,9 @@ impl Builder {
     /// Gives every link of a chain the id of its transformation chain.
     fn intern(&mut self, r: &mut CRule) {
         r.chain_id = self.chains.intern(&r.transforms);
+        if r.multi_match {
+            r.chain_path = super::chains::path(&self.chains, r.chain_id).into();
+        }
         if let Some(c) = r.chained.as_mut() {
             self.intern(c);
         }

@@ -138,11 +138,14 @@ impl Transaction {
         let mut matched = false;
         for item in &items {
             if r.multi_match {
-                for (candidate, present) in self.multi_candidates(&item.value, r) {
+                let mut candidates = std::mem::take(&mut self.candidate_buf);
+                self.multi_candidates(&item.value, r, &mut candidates);
+                for (candidate, present) in candidates.drain(..) {
                     if may_match(r, &candidate, &present) {
                         matched |= self.test(r, op, item, candidate);
                     }
                 }
+                self.candidate_buf = candidates;
             } else {
                 let (candidate, may) = self.prepared(&item.value, r);
                 if may {
@@ -206,17 +209,16 @@ impl Transaction {
     /// transformation that reported a change (one that cannot change the value's bytes is
     /// not run). They come from the transformation cache: the chain's nodes are the
     /// candidates' transformations.
-    fn multi_candidates(&mut self, value: &Val, r: &CRule) -> Vec<(Val, ByteSet)> {
+    fn multi_candidates(&mut self, value: &Val, r: &CRule, out: &mut Vec<(Val, ByteSet)>) {
         let waf = Arc::clone(&self.waf);
-        let (root, present) = self.tcache.fill(&waf.chains, value, ROOT);
-        let mut out = vec![(root, present)];
-        for node in super::chains::path(&waf.chains, r.chain_id) {
+        out.clear();
+        out.push(self.tcache.fill(&waf.chains, value, ROOT));
+        for &node in r.chain_path.iter() {
             let (v, present, changed) = self.tcache.fill_step(&waf.chains, value, node);
             if changed {
                 out.push((v, present));
             }
         }
-        out
     }
 
     /// A link's target values (of the targets in `mask` that may match), exclusions (the
@@ -448,7 +450,5 @@ fn number(v: &[u8]) -> i64 {
 /// Whether a `multiMatch` candidate (with its bytes) holds what the link's operator needs.
 fn may_match(r: &CRule, candidate: &[u8], present: &ByteSet) -> bool {
     r.needs.as_ref().is_none_or(|n| n.met(present))
-        && r.own_pf
-            .as_ref()
-            .is_none_or(|p| super::prefilter::has(&p.hits(candidate), 0))
+        && r.own_pf.as_ref().is_none_or(|p| p.any(candidate))
 }

@@ -254,6 +254,12 @@ impl Prefilter {
         bits
     }
 
+    /// Whether any literal occurs in `hay` (for an automaton of one slot: whether the slot
+    /// is hit), stopping at the first.
+    pub fn any(&self, hay: &[u8]) -> bool {
+        self.ac.is_match(hay)
+    }
+
     /// Words in a bit set of this automaton's slots.
     pub fn words(&self) -> usize {
         self.slots.div_ceil(64)

@@ -85,6 +85,9 @@ pub struct CRule {
     pub needs: Option<super::needs::Needs>,
     /// `multiMatch`.
     pub multi_match: bool,
+    /// For `multiMatch`: the chain's nodes from the first transformation to the last (the
+    /// candidates' places in the transformation cache).
+    pub(crate) chain_path: Box<[u32]>,
     /// `capture`.
     pub capture: bool,
     /// Non-disruptive actions, in order.
@@ -203,6 +206,7 @@ impl CRule {
             own_pf: None,
             lit_slot: None,
             multi_match: false,
+            chain_path: Box::new([]),
             capture: false,
             effects: Vec::new(),
             disruptive: Disruptive::Pass,

@@ -185,6 +185,8 @@ pub struct Transaction {
     pub(crate) summary_at: Vec<u32>,
     /// A reused buffer for a rule's target values.
     pub(crate) item_buf: Vec<super::vars::Item>,
+    /// A reused buffer for `multiMatch` candidates.
+    pub(crate) candidate_buf: Vec<(Val, super::needs::ByteSet)>,
 }
 
 impl Drop for Transaction {
@@ -221,6 +223,7 @@ impl Transaction {
             summaries: Vec::new(),
             summary_at: Vec::new(),
             item_buf: Vec::with_capacity(64),
+            candidate_buf: Vec::new(),
         };
         let settings = Arc::clone(&tx.waf);
         tx.cols.tx_mut().clone_from(&settings.prelude.tx);
