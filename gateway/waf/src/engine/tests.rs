@@ -347,3 +347,37 @@ SecRule &ARGS "@eq 2" "id:2,phase:2,pass,msg:'two args'""#;
     x.set_decoding(super::Decoding { base64: true });
     assert_eq!(ids(&run(&Arc::new(x), &get(uri, &[]), b"")), vec![2]);
 }
+
+/// The rule-level checks rule out targets one by one: a target whose values lack the bytes
+/// the operator needs is not read, and the others still match, whichever target holds the
+/// attack.
+#[test]
+fn targets_ruled_out_alone_leave_the_others_matching() {
+    let w = waf(
+        r#"SecRule REQUEST_HEADERS:User-Agent|ARGS|REQUEST_COOKIES "@rx <script" "id:7,phase:1,pass,t:none,t:lowercase,msg:'xss'"
+SecRule ARGS_NAMES|ARGS "@rx (?i)union\s+select" "id:8,phase:1,pass,t:none,t:urlDecodeUni,msg:'sqli'""#,
+    );
+    let variables = |tx: &Transaction| -> Vec<(u64, String)> {
+        tx.matched_rules()
+            .iter()
+            .map(|m| (m.id, m.variable.clone()))
+            .collect()
+    };
+    let ua = ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64)");
+    let tx = run(&w, &get("/?a=1&q=%3Cscript%3E", &[ua]), b"");
+    assert_eq!(variables(&tx), [(7, "ARGS:q".to_string())]);
+    let tx = run(&w, &get("/?q=1", &[("User-Agent", "<SCRIPT>x")]), b"");
+    assert_eq!(
+        variables(&tx),
+        [(7, "REQUEST_HEADERS:User-Agent".to_string())]
+    );
+    let tx = run(&w, &get("/?q=1", &[ua, ("Cookie", "c=<script")]), b"");
+    assert_eq!(variables(&tx), [(7, "REQUEST_COOKIES:c".to_string())]);
+    // A literal in one target's name, none in the values (and the reverse).
+    let tx = run(&w, &get("/?union%20select=1", &[ua]), b"");
+    assert_eq!(variables(&tx), [(8, "ARGS_NAMES:union select".to_string())]);
+    let tx = run(&w, &get("/?x=union%2Bselect", &[ua]), b"");
+    assert_eq!(variables(&tx), [(8, "ARGS:x".to_string())]);
+    let tx = run(&w, &get("/?q=hello", &[ua, ("Cookie", "c=1")]), b"");
+    assert!(tx.matched_rules().is_empty());
+}
