@@ -1,6 +1,7 @@
 //! Rule-level checks: before reading a link's values one by one, what its targets hold as a
-//! whole. Each collection (and scalar) is summarised once per phase: the union of its
-//! values' bytes, and which links' literals occur in its untransformed values.
+//! whole. Each collection (and scalar) is summarised when first asked, and again only after
+//! the request body or the response added values: the union of its values' bytes, and which
+//! links' literals occur in its untransformed values.
 //!
 //! For each target of a link:
 //! - Bytes: the union, carried through the link's transformation chain with
@@ -85,7 +86,7 @@ impl Transaction {
         let (source, pin) = self.source(t)?;
         let slot = match source {
             Source::Kind(k) => k as usize,
-            Source::Scalar(_) => KINDS + t.index,
+            Source::Scalar(_) => KINDS.saturating_add(t.index),
         };
         if self.summary_at.is_empty() {
             self.summary_at = vec![u32::MAX; KINDS + crate::seclang::names::VARIABLES.len()];

@@ -113,17 +113,12 @@ impl Waf {
         let Some(mut waf) = Arc::into_inner(waf) else {
             return Waf::compile_unfolded(dirs);
         };
+        waf.summary.folded = folded.len();
         for ((p, i), f) in folded {
             waf.phases[p][i].folded = Some(f);
         }
         resolve_selections(&waf.phases);
         waf.summary.prelude = prelude.rules;
-        waf.summary.folded = waf
-            .phases
-            .iter()
-            .flatten()
-            .filter(|r| r.folded.is_some())
-            .count();
         waf.prelude = prelude;
         (waf, errors)
     }

@@ -90,12 +90,13 @@ impl Transaction {
         if self.excluded_at_runtime(rule) {
             return self.run_rule(rule);
         }
-        if f.matched {
-            self.matched_vars.clear();
-            self.matched_vars.push(f.var.clone());
-            self.matched_var = f.var.clone();
-        }
-        f.matched
+        let super::fold::Folded::Always(name, value) = f else {
+            return false;
+        };
+        self.matched_vars.clear();
+        self.matched_vars.push((name.clone(), value.clone()));
+        self.matched_var = (name.clone(), value.clone());
+        true
     }
 
     /// Runs a rule and its chain; true when every link matched.
@@ -225,7 +226,8 @@ impl Transaction {
     /// rule's, and runtime `ctl` ones for its chain starter) removed.
     fn targets_of(&self, r: &CRule, head: &CRule, mask: u64, out: &mut Vec<Item>) {
         for (i, t) in r.targets.iter().enumerate() {
-            if mask & 1u64.checked_shl(i as u32).unwrap_or(u64::MAX) != 0 {
+            // A link of more than 64 targets has every bit set (see `may_match_targets`).
+            if i >= 64 || mask & (1 << i) != 0 {
                 self.values(t, out);
             }
         }
@@ -350,12 +352,12 @@ impl Transaction {
     }
 
     fn macro_value(&self, name: &str, key: Option<&str>) -> Option<Vec<u8>> {
+        if let (Some(k), Some(col)) = (key, self.cols.get(name)) {
+            return col.get(k).map(|v| v.to_vec());
+        }
         match (name, key) {
             ("MATCHED_VAR", None) => Some(self.matched_var.1.to_vec()),
             ("MATCHED_VAR_NAME", None) => Some(self.matched_var.0.to_vec()),
-            (col, Some(k)) if self.cols.contains(col) => {
-                self.cols.get(col)?.get(k).map(|v| v.to_vec())
-            }
             _ => {
                 let var = super::target::static_name(name)?;
                 let select = match key {

@@ -50,11 +50,11 @@ impl Default for Prelude {
 
 /// A rule's outcome in every transaction.
 #[derive(Debug, Clone)]
-pub(crate) struct Folded {
-    /// Whether it matches.
-    pub matched: bool,
-    /// `MATCHED_VAR_NAME` and `MATCHED_VAR` after a match.
-    pub var: (Val, Val),
+pub(crate) enum Folded {
+    /// It never matches.
+    Never,
+    /// It always matches, leaving these `MATCHED_VAR_NAME` and `MATCHED_VAR`.
+    Always(Val, Val),
 }
 
 /// What a rule may write to `TX`.
@@ -139,10 +139,9 @@ fn writes(r: &CRule, out: &mut Vec<Write>) {
     }
 }
 
-/// Whether a rule that matched changed nothing but `TX` and the matched variable (it does
-/// not log, decide or skip).
-fn silent(r: &CRule) -> bool {
-    !r.log && r.disruptive == Disruptive::Pass && r.skip == 0 && r.skip_after.is_none()
+/// Whether a rule that matched neither logs nor decides.
+fn quiet(r: &CRule) -> bool {
+    !r.log && r.disruptive == Disruptive::Pass
 }
 
 /// A transaction on an empty request, starting from `prelude`.
@@ -164,7 +163,8 @@ pub(crate) fn prelude(waf: &Arc<Waf>) -> Prelude {
                 break;
             }
             let before = (tx.cols.tx().clone(), tx.matched_var.clone());
-            if tx.run_rule(r) && !silent(r) {
+            // A match that logs, decides or skips ends the prelude before the rule.
+            if tx.run_rule(r) && !(quiet(r) && r.skip == 0 && r.skip_after.is_none()) {
                 tx.cols.tx_mut().clone_from(&before.0);
                 tx.matched_var = before.1;
                 break;
@@ -194,7 +194,7 @@ struct Later {
 impl Later {
     /// Whether it may write (it is not proven never to match).
     fn live(&self) -> bool {
-        self.folded.as_ref().is_none_or(|f| f.matched)
+        !matches!(self.folded, Some(Folded::Never))
     }
 }
 
@@ -250,19 +250,12 @@ pub(crate) fn fold(waf: &Arc<Waf>, prelude: &Prelude) -> Vec<((usize, usize), Fo
 /// A candidate's outcome: `None` when it matches and does more than skip.
 fn evaluate(waf: &Arc<Waf>, prelude: &Prelude, r: &CRule) -> Option<Folded> {
     let mut tx = blank(waf, prelude);
-    let matched = tx.run_link(r, r);
-    if matched && !(silent_but_skips(r) && r.effects.is_empty() && !r.capture) {
-        return None;
+    if !tx.run_link(r, r) {
+        return Some(Folded::Never);
     }
-    Some(Folded {
-        matched,
-        var: tx.matched_var.clone(),
-    })
-}
-
-/// Whether a rule that matched does nothing but skip (or nothing at all).
-fn silent_but_skips(r: &CRule) -> bool {
-    !r.log && r.disruptive == Disruptive::Pass
+    // Only a match that does nothing but skip is the same in every transaction.
+    (quiet(r) && r.effects.is_empty() && !r.capture)
+        .then(|| Folded::Always(tx.matched_var.0.clone(), tx.matched_var.1.clone()))
 }
 
 #[cfg(test)]
@@ -271,6 +264,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::{RequestHead, Transaction, Waf};
+    use super::Folded;
 
     fn waf(rules: &str) -> Arc<Waf> {
         let dirs = crate::seclang::parse_str(rules, Path::new("t.conf")).expect("parses");
@@ -294,7 +288,7 @@ mod tests {
         w.phases
             .iter()
             .flatten()
-            .filter_map(|r| Some((r.id, r.folded.as_ref()?.matched)))
+            .filter_map(|r| Some((r.id, matches!(r.folded.as_ref()?, Folded::Always(..)))))
             .collect()
     }
 

@@ -160,10 +160,7 @@ impl Target {
 
 /// The static spelling of a variable name (upper case).
 pub fn static_name(name: &str) -> Option<&'static str> {
-    crate::seclang::names::VARIABLES
-        .iter()
-        .find(|n| **n == name)
-        .copied()
+    super::store::index_of(name).and_then(|i| crate::seclang::names::VARIABLES.get(i).copied())
 }
 
 /// Parses `ARGS:foo|!REQUEST_COOKIES:/^x/` (the target list of `ctl:ruleRemoveTargetById`

@@ -360,16 +360,15 @@ impl Transaction {
             }
             return;
         }
-        let mut found: Vec<(&str, &Val)> = col
+        let mut found: Vec<(&std::sync::Arc<str>, &Val)> = col
             .iter()
             .filter(|(k, _)| t.selects(k.as_bytes()))
-            .map(|(k, v)| (&**k, v))
             .collect();
         // In name order, as reads of several members give them.
         found.sort_unstable_by(|a, b| a.0.cmp(b.0));
         out.extend(found.into_iter().map(|(k, v)| Item {
             var,
-            key: Some(val(k.as_bytes())),
+            key: Some(Val::from(std::sync::Arc::clone(k))),
             value: v.clone(),
         }));
     }
