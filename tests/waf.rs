@@ -291,6 +291,13 @@ fn rules_check_reports_waf_files_and_broken_rules() {
         text.contains("waf total: ") && text.contains(" 0 broken"),
         "{text}"
     );
+    // CRS's setup and defaults run at load, and its paranoia gates are decided there.
+    let decided: usize = text
+        .split(" rules run at load and ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no folding counts in {text}"));
+    assert!(decided >= 40, "{text}");
     std::fs::write(
         &cfg,
         format!("[waf]\nrules = [{:?}]\n", bad.display().to_string()),

@@ -161,13 +161,15 @@ pub fn check_waf(waf: &sekisho_waf::WafConfig, config_path: &Path) -> anyhow::Re
         println!("{d}: accepted, no effect in this engine");
     }
     println!(
-        "waf total: {} rules loaded (+{} chained), {} markers, {} removed by exclusions, {} broken; engine {:?}; compiled in {} ms",
+        "waf total: {} rules loaded (+{} chained), {} markers, {} removed by exclusions, {} broken; engine {:?}; {} rules run at load and {} decided there; compiled in {} ms",
         s.rules,
         s.chained,
         s.markers,
         s.removed,
         errors.len(),
         set.settings().mode,
+        s.prelude,
+        s.folded,
         t.elapsed().as_millis()
     );
     Ok(if errors.is_empty() {
