@@ -134,6 +134,11 @@ async fn crs_blocks_attacks_and_passes_benign_requests() {
     );
     assert!(sqli["waf"]["inbound_score"].as_i64().unwrap() >= 5);
     assert!(
+        fired(sqli).contains(&980170),
+        "phase 5 ran at the block (CRS's correlation rule): {:?}",
+        fired(sqli)
+    );
+    assert!(
         fired(&events[1]).contains(&930120),
         "{:?}",
         fired(&events[1])
@@ -249,9 +254,12 @@ async fn detection_only_alerts_without_blocking() {
     );
     assert_eq!(status(&gw, "/hello?id=1%27%20or%201=1--", &[]).await, "200");
     gw.stop();
-    // The request side's event (the response side adds one for CRS's correlation rule 980170).
+    // One event for the transaction: the request's matches and, from phase 5, CRS's
+    // correlation rule 980170.
     let events = waf_events(&gw);
+    assert_eq!(events.len(), 1, "{events:#?}");
     let request = events.first().unwrap();
+    assert!(fired(request).contains(&980170), "{:?}", fired(request));
     assert_eq!(
         request["rule"]["id"], "949110",
         "the rule that would have denied"
@@ -362,4 +370,195 @@ async fn sighup_reloads_the_rules_and_a_broken_file_keeps_the_running_set() {
         "the running set stays"
     );
     gw.stop();
+}
+
+/// A gateway whose WAF runs only `rules` (no CRS), holding at most 256 KiB per flow.
+fn start_small(tag: &str, dir: &TempDir, origin: u16, rules: &str) -> Gateway {
+    let conf = dir.path().join("limits.conf");
+    std::fs::write(&conf, rules).unwrap();
+    let listener =
+        "[[listener]]\nname = \"web\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\nstages = [\"waf\"]\n";
+    let extra = format!(
+        "[[route]]\nlistener = \"web\"\nupstreams = [\"http://127.0.0.1:{origin}\"]\n\n\
+         [waf]\nrules = [{:?}]\n\n[limits]\nhold_bytes_per_flow = 262144\n",
+        conf.display().to_string()
+    );
+    Gateway::start_with_listeners(tag, listener, "", &extra)
+}
+
+/// `curl` posting `body` (a file) to `path`; returns "status size_of_response_body" and the body.
+async fn post_file(gw: &Gateway, path: &str, body: &std::path::Path, extra: &[&str]) -> String {
+    let url = format!("http://{}{path}", gw.proxy);
+    let data = format!("@{}", body.display());
+    let mut args = vec![
+        "-s",
+        "-w",
+        " %{http_code}",
+        "-H",
+        "Content-Type: application/x-www-form-urlencoded",
+        "--data-binary",
+        &data,
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl(&args).await.stdout
+}
+
+const LIMIT_RULES: &str = "SecRuleEngine On\nSecRequestBodyAccess On\nSecResponseBodyAccess On\n\
+SecResponseBodyMimeType text/html\nSecRequestBodyLimit 65536\nSecResponseBodyLimit 65536\n\
+SecRule REQUEST_BODY \"@contains EVIL\" \"id:1,phase:2,deny,status:403,log,msg:'evil body'\"\n\
+SecRule RESPONSE_BODY \"@contains LEAK\" \"id:2,phase:4,deny,status:403,log,msg:'leak'\"\n\
+SecRule INBOUND_DATA_ERROR \"@eq 1\" \"id:3,phase:2,pass,log,msg:'request body over the limit'\"\n\
+SecRule OUTBOUND_DATA_ERROR \"@eq 1\" \"id:4,phase:4,pass,log,msg:'response body over the limit'\"\n";
+
+/// `ProcessPartial` (ModSecurity's SecRequestBodyLimitAction / SecResponseBodyLimitAction):
+/// the first 64 KiB are inspected and the rest streams through, so 4 MiB bodies pass a gateway
+/// that may hold only 256 KiB per flow; an attack inside the limit is still blocked, one past
+/// it is not (as in ModSecurity), and INBOUND/OUTBOUND_DATA_ERROR are set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_past_the_limit_stream_after_the_inspected_prefix() {
+    let dir = TempDir::new("waf-partial");
+    let big = 4 << 20;
+    let mut late = vec![b'a'; big];
+    late[big - 4..].copy_from_slice(b"EVIL");
+    let mut early = vec![b'a'; big];
+    early[100..104].copy_from_slice(b"EVIL");
+    let (late_f, early_f) = (dir.path().join("late"), dir.path().join("early"));
+    std::fs::write(&late_f, &late).unwrap();
+    std::fs::write(&early_f, &early).unwrap();
+    let mut page = vec![b'p'; big];
+    page[big - 4..].copy_from_slice(b"LEAK");
+    let mut leak = vec![b'p'; big];
+    leak[10..14].copy_from_slice(b"LEAK");
+    let html = vec![("content-type".to_string(), "text/html".to_string())];
+    let files = common::Files::from([
+        ("/page.html".to_string(), (html.clone(), page)),
+        ("/leak.html".to_string(), (html, leak)),
+    ]);
+    let origin = Origin::start_with_files(None, files).await;
+    let rules = format!(
+        "{LIMIT_RULES}SecRequestBodyLimitAction ProcessPartial\nSecResponseBodyLimitAction ProcessPartial\n"
+    );
+    let mut gw = start_small("waf-partial", &dir, origin.port, &rules);
+    // The origin's /count answers how many body bytes reached it.
+    assert_eq!(
+        post_file(&gw, "/count", &late_f, &[]).await,
+        format!("{big} 200"),
+        "past the limit, streamed whole"
+    );
+    let chunked = ["-H", "Transfer-Encoding: chunked"];
+    assert_eq!(
+        post_file(&gw, "/count", &late_f, &chunked).await,
+        format!("{big} 200"),
+        "chunked too"
+    );
+    let early_answer = post_file(&gw, "/count", &early_f, &[]).await;
+    assert!(early_answer.ends_with(" 403"), "{early_answer}");
+    let url = format!("http://{}/page.html", gw.proxy);
+    let got = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download}",
+        &url,
+    ])
+    .await;
+    assert_eq!(got.stdout, format!("200 {big}"), "response past the limit");
+    let url = format!("http://{}/leak.html", gw.proxy);
+    let got = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]).await;
+    assert_eq!(got.stdout, "403", "a leak inside the inspected prefix");
+    // 100 MiB without `Expect: 100-continue` (the gateway reads a held body before the request
+    // goes upstream): its memory does not grow with the body.
+    let huge = 100usize << 20;
+    let huge_f = dir.path().join("huge");
+    std::fs::File::create(&huge_f)
+        .unwrap()
+        .set_len(huge as u64)
+        .unwrap();
+    let before = gw.rss_kib();
+    assert_eq!(
+        post_file(&gw, "/count", &huge_f, &["-H", "Expect:"]).await,
+        format!("{huge} 200")
+    );
+    let peak = gw.peak_rss_kib();
+    assert!(
+        peak < before + 48 * 1024,
+        "gateway memory grew from {before} KiB to a peak of {peak} KiB on a 100 MiB upload"
+    );
+    gw.stop();
+    let ids: Vec<Vec<u64>> = waf_events(&gw).iter().map(fired).collect();
+    assert!(ids.iter().any(|f| f.contains(&1)), "{ids:?}");
+    assert!(ids.iter().any(|f| f.contains(&2)), "{ids:?}");
+    assert!(
+        ids.iter().filter(|f| f.contains(&3)).count() >= 2,
+        "{ids:?}"
+    );
+    assert!(ids.iter().any(|f| f.contains(&4)), "{ids:?}");
+    assert_eq!(
+        gw.events()
+            .iter()
+            .filter(|e| e["rule"]["id"] == "hold-limit")
+            .count(),
+        0,
+        "nothing overflowed the 256 KiB hold"
+    );
+}
+
+/// `Reject`: a Content-Length over the limit gets 413 before any byte is read, a chunked body
+/// gets 413 once it passes the limit; neither reaches the origin. Responses get 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_past_the_limit_are_refused_with_reject() {
+    let dir = TempDir::new("waf-reject");
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![b'a'; 200_000]).unwrap();
+    let small = dir.path().join("small");
+    std::fs::write(&small, vec![b'a'; 60_000]).unwrap();
+    let html = vec![("content-type".to_string(), "text/html".to_string())];
+    let files = common::Files::from([("/page.html".to_string(), (html, vec![b'p'; 1 << 20]))]);
+    let origin = Origin::start_with_files(None, files).await;
+    let rules = format!(
+        "{LIMIT_RULES}SecRequestBodyLimitAction Reject\nSecResponseBodyLimitAction Reject\n"
+    );
+    let mut gw = start_small("waf-reject", &dir, origin.port, &rules);
+    let answer = post_file(&gw, "/count", &body, &[]).await;
+    assert!(answer.ends_with(" 413"), "{answer}");
+    let answer = post_file(&gw, "/count", &body, &["-H", "Transfer-Encoding: chunked"]).await;
+    assert!(answer.ends_with(" 413"), "{answer}");
+    assert_eq!(
+        post_file(&gw, "/count", &small, &[]).await,
+        "60000 200",
+        "within the limit"
+    );
+    let url = format!("http://{}/page.html", gw.proxy);
+    let got = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]).await;
+    assert_eq!(got.stdout, "500", "a response over the limit");
+    gw.stop();
+    let seen = origin.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|s| s.as_str() == "POST /count").count(),
+        1,
+        "only the body within the limit reached the origin: {seen:?}"
+    );
+}
+
+/// A transaction whose response never comes (the upstream is down) still gets its one event,
+/// at the end of the flow, with what phase 5 adds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matches_are_reported_when_the_upstream_never_answers() {
+    let dir = TempDir::new("waf-noupstream");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let rules = "SecRuleEngine On\n\
+SecRule ARGS \"@contains probe\" \"id:7,phase:1,pass,log,msg:'probe seen'\"\n\
+SecAction \"id:8,phase:5,pass,log,msg:'logging phase'\"\n";
+    let mut gw = start_small("waf-noupstream", &dir, port, rules);
+    let url = format!("http://{}/x?q=probe", gw.proxy);
+    let got = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]).await;
+    assert_eq!(got.stdout, "502");
+    gw.stop();
+    let events = waf_events(&gw);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(fired(&events[0]), vec![7, 8]);
 }

@@ -214,6 +214,7 @@ impl Pipeline {
             blocking: None,
             uninspected: 0,
             said: Said::default(),
+            ended: false,
         }
     }
 }
@@ -275,6 +276,8 @@ pub struct Flow {
     blocking: Option<Box<Finding>>,
     uninspected: u32,
     said: Said,
+    /// Whether [`Flow::end`] ran.
+    ended: bool,
 }
 
 /// What stages said besides verdicts ([`Cx::respond`], [`Cx::splice`]).
@@ -373,7 +376,7 @@ impl Flow {
         self.actives.iter().map(|a| (a.name, a.worst))
     }
 
-    fn current(&self, dir: Option<Direction>) -> Verdict {
+    pub(crate) fn current(&self, dir: Option<Direction>) -> Verdict {
         match dir {
             Some(d) if self.verdict < Verdict::Hold && self.holding(d) => Verdict::Hold,
             _ => self.verdict,
@@ -572,6 +575,44 @@ impl Flow {
         }
     }
 
+    /// The flow is over ([`Inspector::on_flow_end`] on every stage, once): what they report
+    /// now is an alert whatever it says (nothing is left to block); a stage that panics here
+    /// is reported.
+    pub fn end(&mut self) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let meta = Arc::clone(&self.meta);
+        for i in 0..self.actives.len() {
+            if self.actives[i].failed != Failed::No {
+                continue;
+            }
+            let mut cx = Cx::new(&meta);
+            let inspector = self.actives[i].inspector.as_mut();
+            let called =
+                std::panic::catch_unwind(AssertUnwindSafe(|| inspector.on_flow_end(&mut cx)));
+            let name = self.actives[i].name;
+            let mut findings = std::mem::take(&mut cx.findings);
+            if let Err(p) = called {
+                findings.push(stage_finding(
+                    name,
+                    "stage-panic",
+                    format!(
+                        "stage {name} failed at the end of the flow: {}",
+                        panic_reason(p)
+                    ),
+                    Severity::High,
+                    "stage-error",
+                ));
+            }
+            for mut f in findings {
+                f.stage = name;
+                f.action = Action::Allowed;
+                self.findings.push(f);
+            }
+        }
+    }
+
     /// The TLS ClientHello of a CONNECT tunnel (before decrypt/splice is decided).
     pub fn tls_hello(&mut self, hello: &TlsHello) -> Verdict {
         self.run(Phase::Hello, |i, cx| i.on_tls_hello(cx, hello))
@@ -634,17 +675,38 @@ impl Flow {
 
     /// The held body of `dir` could not be decided (timeout): each holding stage's `on_error`.
     pub fn resolve_failed(&mut self, dir: Direction, reason: &str) -> Verdict {
-        self.fail_holding(dir, "hold-failed", reason, |p| {
-            p.on_error == OnError::FailClosed
-        })
+        self.fail_holding(
+            dir,
+            "hold-failed",
+            reason,
+            |p| p.on_error == OnError::FailClosed,
+            |_| true,
+        )
     }
 
     /// The held body of `dir` exceeded the hold limits: each holding stage's `on_overflow`
     /// (rule `hold-limit`).
     pub fn overflow(&mut self, dir: Direction, reason: &str) -> Verdict {
-        self.fail_holding(dir, "hold-limit", reason, |p| {
-            p.on_overflow == OnOverflow::Block
-        })
+        self.fail_holding(
+            dir,
+            "hold-limit",
+            reason,
+            |p| p.on_overflow == OnOverflow::Block,
+            |_| true,
+        )
+    }
+
+    /// Like [`Flow::overflow`] for a body announced larger than `available` bytes can hold:
+    /// only the holding stages that need more than that (no [`Inspector::hold_limit`], or one
+    /// past it) get their `on_overflow`; the others go on holding for their prefix.
+    pub fn overflow_beyond(&mut self, dir: Direction, reason: &str, available: usize) -> Verdict {
+        self.fail_holding(
+            dir,
+            "hold-limit",
+            reason,
+            |p| p.on_overflow == OnOverflow::Block,
+            |a| crate::resolve::limit_of(a, dir).is_none_or(|l| l > available),
+        )
     }
 
     fn fail_holding(
@@ -653,10 +715,11 @@ impl Flow {
         rule: &str,
         reason: &str,
         closed: impl Fn(&StagePolicy) -> bool,
+        which: impl Fn(&Active) -> bool,
     ) -> Verdict {
         let meta = Arc::clone(&self.meta);
         for i in 0..self.actives.len() {
-            if !self.actives[i].holding[dir.index()] {
+            if !self.actives[i].holding[dir.index()] || !which(&self.actives[i]) {
                 continue;
             }
             self.actives[i].holding[dir.index()] = false;

@@ -13,7 +13,7 @@ use futures_util::future::{select, Either};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 
-use crate::pipeline::{panic_reason, Active, Failure, Phase};
+use crate::pipeline::{panic_reason, Active, Failed, Failure, Phase};
 use crate::{BoxFuture, Cx, Direction, Flow, FlowMeta, HeldBody, Mode, OnError, Verdict};
 
 /// The driver's clock. Core waits on it for stage deadlines without depending on a runtime: the
@@ -57,6 +57,14 @@ impl Answer<'_> {
     }
 }
 
+/// A stage's [`Inspector::hold_limit`] for `dir` (none if it panics: the whole body is held).
+pub(crate) fn limit_of(a: &Active, dir: Direction) -> Option<usize> {
+    if a.failed != Failed::No {
+        return None;
+    }
+    std::panic::catch_unwind(AssertUnwindSafe(|| a.inspector.hold_limit(dir))).unwrap_or(None)
+}
+
 /// Runs one stage's `resolve` against its deadline, catching a panic.
 async fn decide<'m>(
     index: usize,
@@ -87,6 +95,50 @@ impl Flow {
     /// blocks ends the wait. Returns the flow's verdict once every holding stage answered or
     /// failed (never `Hold`).
     pub async fn resolve(&mut self, dir: Direction, held: &HeldBody, timer: &dyn Timer) -> Verdict {
+        self.decide_holders(dir, held, timer, |_| true).await;
+        if self.verdict != Verdict::Block && self.holding(dir) {
+            // Only a block ends the wait early, so this cannot happen; if it ever did, the stages
+            // still holding get their on_error rather than a silent release.
+            self.resolve_failed(dir, "the decision ended without this stage's answer");
+        }
+        self.release(dir);
+        self.verdict
+    }
+
+    /// Whether a stage holding `dir` has its [`Inspector::hold_limit`] within `held` bytes, so
+    /// [`Flow::resolve_due`] should run before the body goes on.
+    pub fn hold_due(&self, dir: Direction, held: usize) -> bool {
+        self.actives
+            .iter()
+            .any(|a| a.holding[dir.index()] && limit_of(a, dir).is_some_and(|l| held >= l))
+    }
+
+    /// Asks the stages holding `dir` whose hold limit `held` reached to decide on it (a prefix
+    /// of the body, [`HeldBody::is_prefix`]); they stop holding, the others go on holding.
+    /// Returns the flow's verdict: `Hold` while any stage still holds `dir`.
+    pub async fn resolve_due(
+        &mut self,
+        dir: Direction,
+        held: &HeldBody,
+        timer: &dyn Timer,
+    ) -> Verdict {
+        let len = held.len();
+        self.decide_holders(dir, held, timer, |a| {
+            limit_of(a, dir).is_some_and(|l| len >= l)
+        })
+        .await;
+        self.current(Some(dir))
+    }
+
+    /// Runs `resolve` on the stages holding `dir` that `which` selects, concurrently, and
+    /// settles their answers in stage order.
+    async fn decide_holders(
+        &mut self,
+        dir: Direction,
+        held: &HeldBody,
+        timer: &dyn Timer,
+        which: impl Fn(&Active) -> bool,
+    ) {
         let d = dir.index();
         let meta = Arc::clone(self.meta());
         let mut answers = Vec::new();
@@ -100,7 +152,7 @@ impl Flow {
                 .actives
                 .iter_mut()
                 .enumerate()
-                .filter(|(_, a)| a.holding[d])
+                .filter(|(_, a)| a.holding[d] && which(a))
                 .map(|(i, a)| decide(i, a, &meta, held, timer))
                 .collect();
             while let Some(answer) = pending.next().await {
@@ -116,13 +168,6 @@ impl Flow {
         for answer in answers {
             self.settle_answer(answer, dir);
         }
-        if self.verdict != Verdict::Block && self.holding(dir) {
-            // Only a block ends the wait early, so this cannot happen; if it ever did, the stages
-            // still holding get their on_error rather than a silent release.
-            self.resolve_failed(dir, "the decision ended without this stage's answer");
-        }
-        self.release(dir);
-        self.verdict
     }
 
     fn settle_answer(&mut self, answer: Answer<'_>, dir: Direction) {
@@ -411,5 +456,111 @@ mod tests {
                         "hold-failed"
                     }));
         }
+    }
+
+    /// Holds the request and needs only its first `.0` bytes; blocks if asked on anything but
+    /// such a prefix.
+    struct Prefix(usize);
+    impl Stage for Prefix {
+        fn name(&self) -> &'static str {
+            "waf"
+        }
+        fn new_flow(&self, _m: &FlowMeta) -> Box<dyn Inspector> {
+            Box::new(Prefix(self.0))
+        }
+    }
+    impl Inspector for Prefix {
+        fn on_request_head(&mut self, _cx: &mut Cx<'_>, _h: &RequestHead) -> Verdict {
+            Verdict::Hold
+        }
+        fn hold_limit(&self, _dir: Direction) -> Option<usize> {
+            Some(self.0)
+        }
+        fn resolve<'a>(
+            &'a mut self,
+            _cx: &'a mut Cx<'_>,
+            held: &'a HeldBody,
+        ) -> BoxFuture<'a, Verdict> {
+            let ok = held.is_prefix() && held.len() >= self.0;
+            Box::pin(async move {
+                if ok {
+                    Verdict::Allow
+                } else {
+                    Verdict::Block
+                }
+            })
+        }
+    }
+
+    fn with_prefix_stage(limit: usize, others: &[(&'static str, Decides)]) -> Flow {
+        let mut p = Pipeline::new();
+        p.push(Arc::new(Prefix(limit)), policy(OnError::FailClosed));
+        for (name, how) in others {
+            p.push(Arc::new(Holder(name, *how)), policy(OnError::FailClosed));
+        }
+        let a = "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!());
+        let mut f = p.start(Arc::new(FlowMeta::new(1, "t", a, a)));
+        let head = RequestHead::new(
+            http::Method::POST,
+            "http://a.test/up"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+            http::Version::HTTP_11,
+            http::HeaderMap::new(),
+            80,
+        );
+        assert_eq!(f.request_head(&head), Verdict::Hold);
+        f
+    }
+
+    #[test]
+    fn a_stage_with_a_hold_limit_decides_on_its_prefix_while_others_hold_on() {
+        let mut f = with_prefix_stage(4, &[("av", Decides::After(0, Verdict::Allow))]);
+        assert!(!f.hold_due(Direction::Request, 3));
+        assert!(f.hold_due(Direction::Request, 4));
+        let mut h = held();
+        h.set_prefix(true);
+        let v = futures_executor::block_on(f.resolve_due(Direction::Request, &h, &PollClock(5)));
+        assert_eq!(v, Verdict::Hold, "av still holds for the whole body");
+        assert!(f.findings().is_empty(), "{:?}", f.findings());
+        assert!(!f.hold_due(Direction::Request, 1 << 20), "the waf decided");
+        // The whole body: only av is asked (the prefix stage would block if asked again).
+        assert_eq!(run(&mut f, 5), Verdict::Allow);
+        assert!(!f.holding(Direction::Request));
+
+        // Alone, the prefix stage releases the body once it decided.
+        let mut f = with_prefix_stage(4, &[]);
+        let v = futures_executor::block_on(f.resolve_due(Direction::Request, &h, &PollClock(5)));
+        assert_eq!(v, Verdict::Allow);
+        assert!(!f.holding(Direction::Request));
+    }
+
+    #[test]
+    fn a_body_too_large_to_hold_spares_stages_whose_prefix_fits() {
+        // 10 bytes can be held: the 4-byte prefix stage holds on, av (whole body) overflows.
+        let mut f = with_prefix_stage(4, &[("av", Decides::After(0, Verdict::Allow))]);
+        assert_eq!(
+            f.overflow_beyond(Direction::Request, "too big", 10),
+            Verdict::Block
+        );
+        assert_eq!(
+            rules(&mut f),
+            vec![("hold-limit".into(), "av", crate::Action::Blocked)]
+        );
+        // A prefix longer than what can be held overflows too.
+        let mut f = with_prefix_stage(100, &[]);
+        assert_eq!(
+            f.overflow_beyond(Direction::Request, "too big", 10),
+            Verdict::Block
+        );
+        let mut f = with_prefix_stage(4, &[]);
+        assert_ne!(
+            f.overflow_beyond(Direction::Request, "too big", 10),
+            Verdict::Block
+        );
+        assert!(
+            f.holding(Direction::Request),
+            "still holding for its prefix"
+        );
     }
 }

@@ -57,6 +57,17 @@ pub trait Inspector: Send {
     fn on_response_body(&mut self, _cx: &mut Cx<'_>, _chunk: &Bytes, _end: bool) -> Verdict {
         Verdict::Allow
     }
+    /// The flow is over: its response delivered, or the flow abandoned (upstream failure,
+    /// client gone, a timeout). A last chance to report findings kept back (a WAF reports one
+    /// event per transaction); the verdict no longer matters here.
+    fn on_flow_end(&mut self, _cx: &mut Cx<'_>) {}
+    /// While this inspector holds `dir`: how many bytes it needs to decide. Once the held body
+    /// reaches them and goes on, the pipeline asks it to [`Inspector::resolve`] on what is held
+    /// ([`HeldBody::is_prefix`]) and stops holding for it, so the rest streams past it (a WAF
+    /// past its body limit). `None` (the default): the whole body.
+    fn hold_limit(&self, _dir: Direction) -> Option<usize> {
+        None
+    }
     /// Only after this inspector returned [`Verdict::Hold`]: decide on the held body. The pipeline
     /// waits until [`Cx::deadline`] and then applies the stage's `on_error` (a panic does the
     /// same); heavy work belongs on a blocking pool and should stop by the deadline.
@@ -166,6 +177,7 @@ pub struct HeldBody {
     direction: Option<Direction>,
     chunks: Vec<Bytes>,
     len: usize,
+    prefix: bool,
 }
 
 impl HeldBody {
@@ -175,7 +187,19 @@ impl HeldBody {
             direction: Some(direction),
             chunks: Vec::new(),
             len: 0,
+            prefix: false,
         }
+    }
+
+    /// Whether the body goes on past these bytes (a stage deciding at its
+    /// [`Inspector::hold_limit`]), rather than having ended.
+    pub fn is_prefix(&self) -> bool {
+        self.prefix
+    }
+
+    /// Marks the body as going on past what is held, or as complete.
+    pub fn set_prefix(&mut self, prefix: bool) {
+        self.prefix = prefix;
     }
 
     /// Appends a chunk (the caller enforces the hold limits).

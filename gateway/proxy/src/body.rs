@@ -213,64 +213,59 @@ where
     received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
 
     let state = Arc::clone(&st.state);
+    let dir = st.dir;
     let mut flow = state.flow.lock().await;
-    let v = flow.body(st.dir, &chunk, end);
+    let v = flow.body(dir, &chunk, end);
     st.state.emit(&mut flow).await;
     if v == Verdict::Block {
         return blocked_after_release(st, flow.blocking_event());
     }
-    if flow.holding(st.dir) {
-        let mut overflow = None;
-        let held = st.held.get_or_insert_with(|| Held {
-            body: HeldBody::new(st.dir),
-            permit: None,
-            state: Arc::clone(&st.state),
-        });
-        if !chunk.is_empty() {
-            if held.body.len() + chunk.len() > shared.limits.hold_per_flow {
-                overflow = Some(format!(
-                    "too large to scan (over the per-flow hold limit of {} bytes)",
-                    shared.limits.hold_per_flow
-                ));
-            } else {
-                match Arc::clone(&shared.hold).try_acquire_many_owned(chunk.len() as u32) {
-                    Ok(p) => {
-                        match held.permit.as_mut() {
-                            Some(all) => all.merge(p),
-                            None => held.permit = Some(p),
-                        }
-                        shared.metrics.hold_bytes.add(chunk.len() as i64);
-                        held.body.push(chunk.clone());
-                    }
-                    Err(_) => {
-                        overflow = Some("the gateway's total hold limit is reached".to_string())
-                    }
-                }
-            }
-        }
-        if let Some(reason) = overflow {
-            shared.metrics.hold_overflows.inc();
-            let v = flow.overflow(st.dir, &reason);
-            st.state.emit(&mut flow).await;
-            if v == Verdict::Block {
-                return Step::Fail(Box::new(Blocked(flow.blocking_event())));
-            }
-            release(st);
-            push_data(&mut st.queue, chunk);
-        } else if end {
+    if flow.holding(dir) {
+        let overflow = hold(st, chunk);
+        if overflow.is_none() && end {
             let held_body = st.held.as_ref().map(|h| &h.body);
-            let empty = HeldBody::new(st.dir);
+            let empty = HeldBody::new(dir);
             let held_body = held_body.unwrap_or(&empty);
             // Each holding stage decides within its own deadline; one that does not answer in
             // time gets its on_error inside `resolve`, so nothing is released on a timeout.
-            let v = flow.resolve(st.dir, held_body, &TokioTimer).await;
+            let v = flow.resolve(dir, held_body, &TokioTimer).await;
             st.state.emit(&mut flow).await;
             if v == Verdict::Block {
                 return blocked_after_release(st, flow.blocking_event());
             }
             release(st);
         } else {
-            release_share(st, flow.release_share(st.dir));
+            if let Some(h) = st
+                .held
+                .as_mut()
+                .filter(|h| flow.hold_due(dir, h.body.len()))
+            {
+                // A stage has what it needs (a WAF at its body limit): it decides on this
+                // prefix and the rest streams past it; other stages may still hold.
+                h.body.set_prefix(true);
+                let v = flow.resolve_due(dir, &h.body, &TokioTimer).await;
+                h.body.set_prefix(false);
+                st.state.emit(&mut flow).await;
+                if v == Verdict::Block {
+                    return blocked_after_release(st, flow.blocking_event());
+                }
+            }
+            match overflow {
+                Some((rest, reason)) => {
+                    if flow.holding(dir) {
+                        shared.metrics.hold_overflows.inc();
+                        let v = flow.overflow(dir, &reason);
+                        st.state.emit(&mut flow).await;
+                        if v == Verdict::Block {
+                            return Step::Fail(Box::new(Blocked(flow.blocking_event())));
+                        }
+                    }
+                    release(st);
+                    push_data(&mut st.queue, rest);
+                }
+                None if flow.holding(dir) => release_share(st, flow.release_share(dir)),
+                None => release(st),
+            }
         }
     } else {
         release(st);
@@ -283,6 +278,43 @@ where
         }
     }
     Step::Continue
+}
+
+/// Holds `chunk` for the stages holding its direction, within the per-flow and the gateway's
+/// hold limits. Returns what did not fit (a tail, or the whole chunk) and why.
+fn hold<B>(st: &mut St<B>, chunk: Bytes) -> Option<(Bytes, String)> {
+    let shared = Arc::clone(&st.state.shared);
+    let held = st.held.get_or_insert_with(|| Held {
+        body: HeldBody::new(st.dir),
+        permit: None,
+        state: Arc::clone(&st.state),
+    });
+    let room = shared.limits.hold_per_flow.saturating_sub(held.body.len());
+    let (fits, rest) = if chunk.len() > room {
+        (chunk.slice(..room), chunk.slice(room..))
+    } else {
+        (chunk.clone(), Bytes::new())
+    };
+    if !fits.is_empty() {
+        match Arc::clone(&shared.hold).try_acquire_many_owned(fits.len() as u32) {
+            Ok(p) => {
+                match held.permit.as_mut() {
+                    Some(all) => all.merge(p),
+                    None => held.permit = Some(p),
+                }
+                shared.metrics.hold_bytes.add(fits.len() as i64);
+                held.body.push(fits);
+            }
+            Err(_) => return Some((chunk, "the gateway's total hold limit is reached".into())),
+        }
+    }
+    (!rest.is_empty()).then(|| {
+        let why = format!(
+            "too large to scan (over the per-flow hold limit of {} bytes)",
+            shared.limits.hold_per_flow
+        );
+        (rest, why)
+    })
 }
 
 /// Counts a frame passed on (to the upstream for requests, to the client for responses): the

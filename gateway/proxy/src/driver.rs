@@ -289,7 +289,7 @@ impl Exchange {
         // Request buffering: a held body is read and judged completely (bounded by the hold
         // limits) before anything goes upstream, so an upstream that answers early cannot cut
         // the inspection short and a block is a page.
-        match buffer_request(stream).await {
+        match buffer_request(stream, state).await {
             Ok(b) => Ok(b),
             Err(e) if is_blocked(e.as_ref()) => {
                 let flow = state.flow.lock().await;
@@ -327,7 +327,7 @@ impl Exchange {
         let reason = format!(
             "too large to scan (Content-Length {len} is over the per-flow hold limit of {limit} bytes)"
         );
-        let v = flow.overflow(dir, &reason);
+        let v = flow.overflow_beyond(dir, &reason, limit as usize);
         state.emit(&mut flow).await;
         if v == Verdict::Block {
             state.set_error(reason);
@@ -337,8 +337,13 @@ impl Exchange {
             };
             return Err(state.page(status, blocked_page(&flow, &self.head.host)));
         }
-        // Passed uninspected by the stages that held (an alert each): nothing is held now.
-        Ok(Verdict::Alert)
+        // Passed uninspected by the stages that held the whole body (an alert each); those
+        // that decide on a prefix within the limit go on holding.
+        Ok(if flow.holding(dir) {
+            Verdict::Hold
+        } else {
+            Verdict::Alert
+        })
     }
 
     /// Sends the request; the upstream must send its response head within the response
@@ -546,7 +551,11 @@ impl Exchange {
         match body.frame().await {
             Some(Err(e)) if is_blocked(e.as_ref()) => {
                 let flow = state.flow.lock().await;
-                Err(state.page(StatusCode::FORBIDDEN, blocked_page(&flow, &self.head.host)))
+                Err(match flow.block_response() {
+                    // The blocking stage's own answer (a WAF's status, a redirect).
+                    Some(r) => stage_response(state, &flow, &self.head.host, r),
+                    None => state.page(StatusCode::FORBIDDEN, blocked_page(&flow, &self.head.host)),
+                })
             }
             Some(Err(e)) => {
                 let why = Reason::Unreachable(format!("its response failed: {e}"));
@@ -577,11 +586,24 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Reads an inspected request body to its end and returns it as a body of those frames.
-async fn buffer_request(mut stream: ProxyBody) -> Result<ProxyBody, crate::upstream::BoxError> {
+/// Reads an inspected request body while a stage holds it, and returns a body of the frames
+/// read followed by the rest: to its end, or until every holding stage has decided (a stage
+/// that needs only a prefix, such as a WAF at its body limit); the rest then streams upstream.
+async fn buffer_request(
+    mut stream: ProxyBody,
+    state: &FlowState,
+) -> Result<ProxyBody, crate::upstream::BoxError> {
     let mut frames = Vec::new();
     while let Some(f) = stream.frame().await {
         frames.push(f?);
+        if !state.flow.lock().await.holding(Direction::Request) {
+            let read = futures_util::stream::iter(
+                frames.into_iter().map(Ok::<_, crate::upstream::BoxError>),
+            );
+            let rest = http_body_util::BodyStream::new(stream);
+            use futures_util::StreamExt;
+            return Ok(http_body_util::StreamBody::new(read.chain(rest)).boxed_unsync());
+        }
     }
     let it = futures_util::stream::iter(frames.into_iter().map(Ok::<_, crate::upstream::BoxError>));
     Ok(http_body_util::StreamBody::new(it).boxed_unsync())

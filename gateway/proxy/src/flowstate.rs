@@ -239,34 +239,57 @@ impl FlowState {
 
     /// Writes the flow's new findings as threat events and snapshots its verdicts.
     pub async fn emit(&self, flow: &mut Flow) {
+        let events = self.take_events(flow);
+        if !events.is_empty() {
+            self.shared.events.threats(&events).await;
+        }
+    }
+
+    /// The flow's new findings as threat events (their ids recorded for the communication
+    /// log), and a snapshot of its verdicts.
+    fn take_events(&self, flow: &mut Flow) -> Vec<ThreatEvent> {
         if flow.findings().is_empty() {
             self.record().verdict = flow.verdict();
-            return;
+            return Vec::new();
         }
         let findings = flow.take_findings();
-        let events: Vec<ThreatEvent> = {
-            let mut r = self.record();
-            r.verdict = flow.verdict();
-            r.stage_verdicts = flow.stage_verdicts().collect();
-            r.uninspected = flow.uninspected();
-            r.meta = Some(Arc::clone(flow.meta()));
-            let http = Self::http_info(&r.http);
-            let events = findings
-                .iter()
-                .map(|f| {
-                    ThreatEvent::from_finding(
-                        f,
-                        flow.meta(),
-                        &self.shared.observer,
-                        r.dest.clone(),
-                        http.clone(),
-                    )
-                })
-                .collect();
-            r.event_ids.extend(findings.iter().map(|f| f.event_id));
-            events
-        };
-        self.shared.events.threats(&events).await;
+        let mut r = self.record();
+        r.verdict = flow.verdict();
+        r.stage_verdicts = flow.stage_verdicts().collect();
+        r.uninspected = flow.uninspected();
+        r.meta = Some(Arc::clone(flow.meta()));
+        let http = Self::http_info(&r.http);
+        let events = findings
+            .iter()
+            .map(|f| {
+                ThreatEvent::from_finding(
+                    f,
+                    flow.meta(),
+                    &self.shared.observer,
+                    r.dest.clone(),
+                    http.clone(),
+                )
+            })
+            .collect();
+        r.event_ids.extend(findings.iter().map(|f| f.event_id));
+        events
+    }
+
+    /// The stages' last word at the end of the flow ([`Flow::end`]): events they kept back are
+    /// queued from a task of their own (this runs where nothing can wait).
+    fn end_stages(&self, flow: &mut Flow) {
+        flow.end();
+        let events = self.take_events(flow);
+        if events.is_empty() {
+            return;
+        }
+        let sink = self.shared.events.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { sink.threats(&events).await });
+            }
+            Err(_) => sink.threats_now(&events),
+        }
     }
 
     /// Writes a finding the proxy itself made (upstream certificate errors) as a threat event.
@@ -298,15 +321,29 @@ impl FlowState {
     }
 
     /// Writes the communication-log line (once) and the per-stage verdict counters.
-    pub fn finish(&self) {
+    pub fn finish(self: &Arc<Self>) {
         if self.finished.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Ok(flow) = self.flow.try_lock() {
-            let mut r = self.record();
-            r.stage_verdicts = flow.stage_verdicts().collect();
-            r.uninspected = flow.uninspected();
-            r.verdict = r.verdict.max(flow.verdict());
+        match self.flow.try_lock() {
+            Ok(mut flow) => {
+                self.end_stages(&mut flow);
+                let mut r = self.record();
+                r.stage_verdicts = flow.stage_verdicts().collect();
+                r.uninspected = flow.uninspected();
+                r.verdict = r.verdict.max(flow.verdict());
+            }
+            Err(_) => {
+                // The flow is being driven still (a body step abandoned half-way): the stages
+                // get their last word once it is free, after this line is written.
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let me = Arc::clone(self);
+                    rt.spawn(async move {
+                        let mut flow = me.flow.lock().await;
+                        me.end_stages(&mut flow);
+                    });
+                }
+            }
         }
         let r = self.record();
         let Some(meta) = r.meta.clone() else { return };

@@ -1,6 +1,8 @@
 //! The `waf` stage: each HTTP transaction of a flow runs through the engine's phases (1 at
 //! the request head, 2 on the held request body, 3 at the response head, 4 and 5 on the held
-//! response body), and what matched becomes one finding carrying every matched rule.
+//! response body), and what matched becomes one finding carrying every matched rule: reported
+//! when the transaction ends (a block, the response judged, or the flow's end when the
+//! response never came), so a transaction makes one event, as ModSecurity logs one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +43,7 @@ impl Stage for WafStage {
             tx: None,
             reported: 0,
             decision_reported: false,
+            logged: false,
         })
     }
 }
@@ -53,6 +56,8 @@ struct WafInspector {
     reported: usize,
     /// Whether the transaction's decision went out in a finding already.
     decision_reported: bool,
+    /// Whether phase 5 ran.
+    logged: bool,
 }
 
 impl Inspector for WafInspector {
@@ -71,11 +76,18 @@ impl Inspector for WafInspector {
         let mut tx = Transaction::new(waf, &request_head(cx.meta(), head));
         self.reported = 0;
         self.decision_reported = false;
+        self.logged = false;
         tx.request_headers();
+        if tx.intervention().is_none()
+            && content_length(head).is_some_and(|n| tx.refuses_request_length(n))
+        {
+            // ModSecurity refuses a Content-Length over the limit before reading the body.
+            tx.request_body(&[], usize::MAX);
+        }
         let blocked = tx.intervention().is_some();
         self.tx = Some(tx);
         if blocked {
-            return self.conclude(cx);
+            return self.conclude(cx, false);
         }
         // Phase 2 runs in `resolve`, with or without a body.
         Verdict::Hold
@@ -92,13 +104,12 @@ impl Inspector for WafInspector {
             .collect();
         tx.response_headers(head.status.as_u16(), version(head.version), &headers);
         if tx.intervention().is_some() {
-            return self.conclude(cx);
+            return self.conclude(cx, false);
         }
         if tx.wants_response_body() {
             return Verdict::Hold;
         }
-        tx.logging();
-        self.conclude(cx)
+        self.conclude(cx, true)
     }
 
     fn resolve<'a>(&'a mut self, cx: &'a mut Cx<'_>, held: &'a HeldBody) -> BoxFuture<'a, Verdict> {
@@ -107,46 +118,85 @@ impl Inspector for WafInspector {
                 return Verdict::Allow;
             };
             let body = held.contiguous();
-            match held.direction() {
-                Some(Direction::Request) => tx.request_body(&body, body.len()),
-                _ => {
-                    tx.response_body(&body);
-                    tx.logging();
+            let last = match (held.direction(), held.is_prefix()) {
+                (Some(Direction::Request), false) => {
+                    tx.request_body(&body, body.len());
+                    false
                 }
-            }
-            self.conclude(cx)
+                (Some(Direction::Request), true) => {
+                    tx.request_body_prefix(&body);
+                    false
+                }
+                (_, true) => {
+                    tx.response_body_prefix(&body);
+                    true
+                }
+                (_, false) => {
+                    tx.response_body(&body);
+                    true
+                }
+            };
+            self.conclude(cx, last)
+        })
+    }
+
+    fn on_flow_end(&mut self, cx: &mut Cx<'_>) {
+        // The response never came (upstream failure, client gone): phase 5 runs anyway, as
+        // ModSecurity's logging phase does, and what matched is reported.
+        self.conclude(cx, true);
+    }
+
+    fn hold_limit(&self, dir: Direction) -> Option<usize> {
+        let tx = self.tx.as_ref()?;
+        Some(match dir {
+            Direction::Request => tx.request_hold_limit(),
+            Direction::Response => tx.response_hold_limit(),
         })
     }
 }
 
+/// The request's Content-Length, when it has one valid value.
+fn content_length(head: &sekisho_core::RequestHead) -> Option<u64> {
+    let mut values = head.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let one = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    one.to_str().ok()?.trim().parse().ok()
+}
+
 impl WafInspector {
-    /// Reports the matches not reported yet as one finding, and the verdict.
-    fn conclude(&mut self, cx: &mut Cx<'_>) -> Verdict {
-        let Some(tx) = self.tx.as_ref() else {
+    /// The verdict so far. What matched is reported, as one finding, when the transaction
+    /// ends: at a block or when `last` (the response judged, or the flow over); phase 5 runs
+    /// first. Before that a match only makes the verdict an alert.
+    fn conclude(&mut self, cx: &mut Cx<'_>, last: bool) -> Verdict {
+        let Some(tx) = self.tx.as_mut() else {
             return Verdict::Allow;
         };
+        let blocked = tx.intervention().is_some();
+        if (blocked || last) && !self.logged {
+            self.logged = true;
+            tx.logging();
+        }
         let new = &tx.matched_rules()[self.reported.min(tx.matched_rules().len())..];
         let decision = tx.decision().cloned();
         let new_decision = decision.is_some() && !self.decision_reported;
-        if new.is_empty() && !new_decision {
-            // Nothing to report; a block decided earlier still stands.
-            return match tx.intervention() {
-                Some(_) => Verdict::Block,
-                None => Verdict::Allow,
-            };
+        let verdict = match tx.intervention() {
+            Some(_) => Verdict::Block,
+            None if tx.matched_rules().is_empty() && decision.is_none() => Verdict::Allow,
+            None => Verdict::Alert,
+        };
+        if (new.is_empty() && !new_decision) || !(blocked || last) {
+            // Nothing new, or kept for the transaction's one finding.
+            return verdict;
         }
         self.reported = tx.matched_rules().len();
         self.decision_reported |= decision.is_some();
         cx.report(finding(tx, new, decision.as_ref()));
-        match tx.intervention() {
-            Some(i) => {
-                if let Some(r) = respond(i) {
-                    cx.respond(r);
-                }
-                Verdict::Block
-            }
-            None => Verdict::Alert,
+        if let Some(r) = tx.intervention().and_then(respond) {
+            cx.respond(r);
         }
+        verdict
     }
 }
 

@@ -243,14 +243,59 @@ impl Transaction {
         self.body_access && self.mode != Mode::Off && self.intervention.is_none()
     }
 
-    /// Parses the request body (the first bytes up to the limit when `complete` is false or
-    /// the body is longer; `total` is its whole length) and runs phase 2.
+    /// Parses the request body (its first bytes up to `SecRequestBodyLimit`; `total` is its
+    /// whole length) and runs phase 2. Over the limit, `Reject` decides 413.
     pub fn request_body(&mut self, body: &[u8], total: usize) {
+        let over = total > self.waf.settings.request_body_limit;
+        self.body_phase(body, total, over);
+    }
+
+    /// Phase 2 on the first bytes of a request body that goes on past them: the proxy held
+    /// [`Transaction::request_hold_limit`] bytes and streams the rest uninspected, as
+    /// ModSecurity does past the limit (`ProcessPartial`), or `Reject` decides 413.
+    pub fn request_body_prefix(&mut self, body: &[u8]) {
+        let over = self.body_access && body.len() >= self.waf.settings.request_body_limit;
+        self.body_phase(body, body.len(), over);
+    }
+
+    /// How many request body bytes to hold before phase 2 can run: the limit (`ProcessPartial`
+    /// inspects that much), one more byte (`Reject` refuses a body past it), or none when the
+    /// rules do not read the body.
+    pub fn request_hold_limit(&self) -> usize {
         let s = &self.waf.settings;
-        let over = total > s.request_body_limit;
+        if !self.wants_request_body() {
+            0
+        } else if s.request_body_limit_action == LimitAction::Reject {
+            s.request_body_limit.saturating_add(1)
+        } else {
+            s.request_body_limit
+        }
+    }
+
+    /// Whether a request announcing `length` bytes is refused before any is read (`Reject`,
+    /// as ModSecurity refuses a Content-Length over the limit).
+    pub fn refuses_request_length(&self, length: u64) -> bool {
+        let s = &self.waf.settings;
+        self.body_access
+            && self.mode != Mode::Off
+            && s.request_body_limit_action == LimitAction::Reject
+            && length > s.request_body_limit as u64
+    }
+
+    fn body_phase(&mut self, body: &[u8], total: usize, over: bool) {
+        let s = &self.waf.settings;
         if over && s.request_body_limit_action == LimitAction::Reject {
-            self.limit_exceeded(413);
+            self.limit_exceeded(
+                413,
+                "INBOUND_DATA_ERROR",
+                "request body over SecRequestBodyLimit",
+            );
         } else if self.body_access && self.intervention.is_none() && self.mode != Mode::Off {
+            if over {
+                self.data
+                    .scalars
+                    .insert("INBOUND_DATA_ERROR", Arc::from(&b"1"[..]));
+            }
             let n = body.len().min(s.request_body_limit);
             let before = self.data.len();
             self.parse_body(&body[..n], total);
@@ -291,9 +336,46 @@ impl Transaction {
         s.response_mime_types.contains(&mime)
     }
 
-    /// Phase 4 with the response body (its first bytes up to the limit).
+    /// Phase 4 with the whole response body (its first bytes up to `SecResponseBodyLimit`;
+    /// over it, `Reject` decides 500 as ModSecurity does).
     pub fn response_body(&mut self, body: &[u8]) {
-        let n = body.len().min(self.waf.settings.response_body_limit);
+        let over = body.len() > self.waf.settings.response_body_limit;
+        self.response_phase(body, over);
+    }
+
+    /// Phase 4 on the first bytes of a response body that goes on past them (the proxy held
+    /// [`Transaction::response_hold_limit`] bytes and streams the rest).
+    pub fn response_body_prefix(&mut self, body: &[u8]) {
+        let over = body.len() >= self.waf.settings.response_body_limit;
+        self.response_phase(body, over);
+    }
+
+    /// How many response body bytes to hold before phase 4 can run (see
+    /// [`Transaction::request_hold_limit`]).
+    pub fn response_hold_limit(&self) -> usize {
+        let s = &self.waf.settings;
+        if s.response_body_limit_action == LimitAction::Reject {
+            s.response_body_limit.saturating_add(1)
+        } else {
+            s.response_body_limit
+        }
+    }
+
+    fn response_phase(&mut self, body: &[u8], over: bool) {
+        let s = &self.waf.settings;
+        let (limit, action) = (s.response_body_limit, s.response_body_limit_action);
+        if over && action == LimitAction::Reject {
+            self.limit_exceeded(
+                500,
+                "OUTBOUND_DATA_ERROR",
+                "response body over SecResponseBodyLimit",
+            );
+        } else if over {
+            self.data
+                .scalars
+                .insert("OUTBOUND_DATA_ERROR", Arc::from(&b"1"[..]));
+        }
+        let n = body.len().min(limit);
         self.data
             .scalars
             .insert("RESPONSE_BODY", Arc::from(&body[..n]));
@@ -400,19 +482,17 @@ impl Transaction {
         }
     }
 
-    fn limit_exceeded(&mut self, status: u16) {
+    fn limit_exceeded(&mut self, status: u16, flag: &'static str, msg: &str) {
         let i = Intervention {
             status,
             rule_id: 0,
-            phase: 2,
+            phase: if status == 413 { 2 } else { 4 },
             drop: false,
             redirect: None,
-            msg: "request body over SecRequestBodyLimit".into(),
+            msg: msg.into(),
             enforced: self.mode == Mode::On,
         };
-        self.data
-            .scalars
-            .insert("INBOUND_DATA_ERROR", Arc::from(&b"1"[..]));
+        self.data.scalars.insert(flag, Arc::from(&b"1"[..]));
         if i.enforced {
             self.intervention = Some(i);
         } else if self.would_block.is_none() {
