@@ -562,3 +562,40 @@ SecAction \"id:8,phase:5,pass,log,msg:'logging phase'\"\n";
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(fired(&events[0]), vec![7, 8]);
 }
+
+/// Raw `<`, `>`, `"` and `` ` `` in a request target (curl sends them as typed; Apache and
+/// nginx take them) reach the WAF, which judges the target as sent: an XSS is blocked with
+/// CRS's own rules rather than refused by the HTTP parser, and benign quotes pass (upstream
+/// gets them percent-encoded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_characters_in_the_target_reach_the_waf() {
+    let origin = Origin::start(None).await;
+    let mut gw = start("waf-raw", origin.port, "", "");
+    assert_eq!(
+        status(&gw, "/?q=<script>alert(1)</script>", &["-g"]).await,
+        "403"
+    );
+    assert_eq!(
+        status(&gw, "/hello?name=\"Sato\"&tag=`a`", &["-g"]).await,
+        "200"
+    );
+    gw.stop();
+    let events = waf_events(&gw);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(
+        fired(&events[0]).contains(&941100),
+        "{:?}",
+        fired(&events[0])
+    );
+    let m = events[0]["matched_rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 941100)
+        .unwrap();
+    assert_eq!(m["variable"], "ARGS:q", "{m}");
+    assert!(
+        m["data"].as_str().unwrap().contains("<script>"),
+        "judged as sent: {m}"
+    );
+}

@@ -1,11 +1,12 @@
 //! The raw HTTP/1 head tap: follows request framing over bytes cut anywhere. Never panics, keeps
 //! no head longer than its limit plus the read that finished it, and yields the same heads
-//! whatever the read boundaries (for heads and chunk lines clear of the limits).
+//! whatever the read boundaries (for heads and chunk lines clear of the limits). The bytes it
+//! marks for percent-encoding are within the read, in order, and only bytes hyper refuses.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sekisho_proxy::headtap::tap;
+use sekisho_proxy::headtap::{needs_encoding, tap};
 
 const MAX_HEAD: usize = 512;
 
@@ -18,7 +19,12 @@ fn heads(data: &[u8], piece: usize) -> (Vec<Bytes>, bool) {
     let mut out = Vec::new();
     let mut refused = false;
     for c in data.chunks(piece) {
-        s.feed(c);
+        let marks = s.feed_marking(c);
+        assert!(marks.windows(2).all(|w| w[0] < w[1]), "marks out of order");
+        for &m in &marks {
+            assert!(m < c.len(), "mark {m} past a read of {}", c.len());
+            assert!(needs_encoding(c[m]) || c[m] >= 0x80, "marked {:#x}", c[m]);
+        }
         let queued: Vec<Bytes> = s.queued().cloned().collect();
         for h in queued {
             let line = h.split(|b| *b == b'\r').next().unwrap_or(&[]);

@@ -7,6 +7,12 @@
 //! that the request line matches before using one. Anything it cannot follow (an oversized head, a
 //! framing it does not understand, an upgrade or CONNECT) turns the tap off for the connection:
 //! the IPS then rebuilds the header block from the parsed headers.
+//!
+//! The tap also names the bytes of a request target that hyper's URI grammar refuses but web
+//! servers take as sent (`"`, `<`, `>`, `` ` ``, DEL, bytes of an invalid UTF-8 sequence): the
+//! stream wrapper percent-encodes them, so such a request reaches the stages (and a WAF judges
+//! the raw target kept here) instead of getting hyper's bare 400. The encoded form is the one
+//! routed and sent upstream.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -34,6 +40,8 @@ pub struct TapState {
     buf: Vec<u8>,
     heads: VecDeque<Bytes>,
     max_head: usize,
+    /// Whether the request line of the head being read was checked for bytes to encode.
+    line_checked: bool,
 }
 
 /// Shared handle between the stream wrapper and the service.
@@ -46,6 +54,7 @@ pub fn tap(max_head: usize) -> Tap {
         buf: Vec::new(),
         heads: VecDeque::new(),
         max_head,
+        line_checked: false,
     }))
 }
 
@@ -56,7 +65,23 @@ impl TapState {
     }
 
     /// Follows `data`, the next bytes read from the client.
-    pub fn feed(&mut self, mut data: &[u8]) {
+    pub fn feed(&mut self, data: &[u8]) {
+        self.feed_at(data, 0, &mut Vec::new());
+    }
+
+    /// Follows `data` like [`TapState::feed`] and returns the offsets in it of request-target
+    /// bytes hyper would refuse ([`needs_encoding`]), to be percent-encoded before hyper reads
+    /// them. Only a request line that arrives whole within one read is fixed; one that does
+    /// not keeps its bytes (and gets hyper's 400).
+    pub fn feed_marking(&mut self, data: &[u8]) -> Vec<usize> {
+        let mut marks = Vec::new();
+        self.feed_at(data, 0, &mut marks);
+        marks
+    }
+
+    fn feed_at(&mut self, data: &[u8], base: usize, marks: &mut Vec<usize>) {
+        let total = data.len();
+        let mut data = data;
         while !data.is_empty() {
             match &mut self.mode {
                 Mode::Off => return,
@@ -71,9 +96,15 @@ impl TapState {
                         if data.is_empty() {
                             return;
                         }
+                        self.line_checked = false;
                     }
                     let start = self.buf.len().saturating_sub(3);
+                    let appended_at = self.buf.len();
                     self.buf.extend_from_slice(data);
+                    if !self.line_checked {
+                        let here = base + (total - data.len());
+                        self.mark_target(appended_at, here, marks);
+                    }
                     let Some(end) = memchr::memmem::find(&self.buf[start..], b"\r\n\r\n")
                         .map(|p| start + p + 4)
                     else {
@@ -88,8 +119,10 @@ impl TapState {
                     if matches!(self.mode, Mode::Off) {
                         return;
                     }
-                    // Re-feed what followed the head (body or the next request).
-                    self.feed(&rest);
+                    // Re-feed what followed the head (body or the next request): the tail of
+                    // `data`.
+                    let rest_at = base + (total - rest.len());
+                    self.feed_at(&rest, rest_at, marks);
                     return;
                 }
                 Mode::Body(n) => {
@@ -142,6 +175,32 @@ impl TapState {
                         self.mode = Mode::ChunkSize;
                     }
                 }
+            }
+        }
+    }
+
+    /// Once the head's request line is whole in `buf`: the offsets (in the data read, whose
+    /// first byte is `buf[appended_at]`, at `data_at`) of its target bytes to encode. Bytes
+    /// that came in an earlier read have gone to hyper already and are left alone.
+    fn mark_target(&mut self, appended_at: usize, data_at: usize, marks: &mut Vec<usize>) {
+        let Some(eol) = memchr::memchr(b'\n', &self.buf) else {
+            return;
+        };
+        self.line_checked = true;
+        let line = self.buf[..eol]
+            .strip_suffix(b"\r")
+            .unwrap_or(&self.buf[..eol]);
+        let Some((from, to)) = target_span(line) else {
+            return;
+        };
+        if from < appended_at {
+            return;
+        }
+        let target = &line[from..to];
+        let utf8 = std::str::from_utf8(target).is_ok();
+        for (i, &b) in target.iter().enumerate() {
+            if needs_encoding(b) || (!utf8 && b >= 0x80) {
+                marks.push(data_at + (from + i - appended_at));
             }
         }
     }
@@ -217,12 +276,54 @@ impl TapState {
     }
 }
 
-/// Whether the raw request target `raw` is the one hyper parsed as `parsed`: the same bytes,
-/// or an absolute form hyper rewrote (scheme and host case, the `/` an authority-only target
-/// gets).
+/// The request target's span in a request line `METHOD SP target SP HTTP/x.y`, when the line
+/// has that shape (a token method, one target, an HTTP version).
+fn target_span(line: &[u8]) -> Option<(usize, usize)> {
+    let sp1 = memchr::memchr(b' ', line)?;
+    let method = &line[..sp1];
+    if method.is_empty()
+        || !method
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+    {
+        return None;
+    }
+    let sp2 = sp1 + 1 + memchr::memchr(b' ', &line[sp1 + 1..])?;
+    let version = &line[sp2 + 1..];
+    (sp2 > sp1 + 1 && version.starts_with(b"HTTP/") && !version.contains(&b' '))
+        .then_some((sp1 + 1, sp2))
+}
+
+/// Bytes of a request target that hyper's URI grammar refuses (the http crate's, anywhere in
+/// the target) though web servers take them as sent.
+pub fn needs_encoding(b: u8) -> bool {
+    matches!(b, b'"' | b'<' | b'>' | b'`' | 0x7f)
+}
+
+/// `target` with the bytes [`TapState::feed_marking`] marks percent-encoded, as hyper gets it.
+fn encoded_target(target: &[u8]) -> Vec<u8> {
+    let utf8 = std::str::from_utf8(target).is_ok();
+    let mut out = Vec::with_capacity(target.len() + 8);
+    for &b in target {
+        if needs_encoding(b) || (!utf8 && b >= 0x80) {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Whether the raw request target `raw` is the one hyper parsed as `parsed`: the same bytes
+/// (after the encoding the stream wrapper applied), or an absolute form hyper rewrote (scheme
+/// and host case, the `/` an authority-only target gets).
 fn same_target(raw: &[u8], parsed: &[u8]) -> bool {
     if raw == parsed {
         return true;
+    }
+    let encoded = encoded_target(raw);
+    if encoded.as_slice() != raw {
+        return same_target(&encoded, parsed);
     }
     let absolute = raw.windows(3).take(16).any(|w| w == b"://");
     absolute
@@ -248,6 +349,54 @@ mod tests {
         assert!(same_target(b"HTTP://LocalHost/a", b"http://localhost/a"));
         assert!(!same_target(b"/a", b"/A"));
         assert!(!same_target(b"http://a", b"http://b/"));
+    }
+
+    #[test]
+    fn target_bytes_hyper_refuses_are_marked_and_nothing_else() {
+        let wire: &[u8] =
+            b"GET /a?q=<b>\"x\"`y` HTTP/1.1\r\nHost: x\r\nX: <v>\r\nContent-Length: 3\r\n\r\n<b>\
+GET /p<q HTTP/1.1\r\nHost: x\r\n\r\n";
+        let t = tap(65536);
+        let marks = t.lock().unwrap().feed_marking(wire);
+        let marked: Vec<u8> = marks.iter().map(|&i| wire[i]).collect();
+        assert_eq!(marked, b"<>\"\"``<");
+        // Only request targets: not the header value, not the body, not the method.
+        let second = wire.len() - b"<q HTTP/1.1\r\nHost: x\r\n\r\n".len();
+        assert_eq!(*marks.last().unwrap(), second);
+        assert!(marks.iter().all(|&i| i < 18 || i == second), "{marks:?}");
+        let mut t = t.lock().unwrap();
+        assert!(t.next_head("GET", "/a?q=%3Cb%3E%22x%22%60y%60").is_some());
+        assert!(t.next_head("GET", "/p%3Cq").is_some());
+    }
+
+    #[test]
+    fn a_request_line_split_across_reads_or_not_http_is_left_alone() {
+        let t = tap(65536);
+        assert!(t.lock().unwrap().feed_marking(b"GET /?q=<b").is_empty());
+        assert!(t
+            .lock()
+            .unwrap()
+            .feed_marking(b"> HTTP/1.1\r\nHost: x\r\n\r\n")
+            .is_empty());
+        for line in [
+            &b"GET /<a> HTTP/1.1 extra\r\n\r\n"[..],
+            b"G<T /a HTTP/1.1\r\n\r\n",
+            b"GET /<a>\r\n\r\n",
+        ] {
+            assert!(
+                tap(65536).lock().unwrap().feed_marking(line).is_empty(),
+                "{line:?}"
+            );
+        }
+        // An invalid UTF-8 sequence in the target is encoded byte by byte; valid UTF-8 is not.
+        let wire = b"GET /\xe9t\xc3\xa9 HTTP/1.1\r\n\r\n";
+        let marks = tap(65536).lock().unwrap().feed_marking(wire);
+        assert_eq!(marks, vec![5, 7, 8]);
+        assert!(tap(65536)
+            .lock()
+            .unwrap()
+            .feed_marking("GET /\u{e9}t\u{e9} HTTP/1.1\r\n\r\n".as_bytes())
+            .is_empty());
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct Tracked<S> {
     activity: Arc<Activity>,
     tap: Option<crate::headtap::Tap>,
     meter: Option<Metered>,
+    /// Bytes read and rewritten (a request target percent-encoded) that did not fit the
+    /// caller's buffer: given before anything else is read. At most twice a request line.
+    pending: Vec<u8>,
 }
 
 /// An h2 frame meter and where its alarms go, a flood's included (dropped when the receiver
@@ -111,6 +114,7 @@ impl<S> Tracked<S> {
             activity,
             tap: None,
             meter: None,
+            pending: Vec::new(),
         }
     }
 
@@ -134,6 +138,27 @@ impl<S> Tracked<S> {
     }
 }
 
+impl<S> Tracked<S> {
+    /// Percent-encodes the bytes at `marks` (offsets from `before`) of what was just read into
+    /// `buf`; what no longer fits waits in `pending`.
+    fn encode_marked(&mut self, buf: &mut ReadBuf<'_>, before: usize, marks: &[usize]) {
+        let read = buf.filled()[before..].to_vec();
+        let mut out = Vec::with_capacity(read.len() + 2 * marks.len());
+        let mut next = marks.iter().peekable();
+        for (i, &b) in read.iter().enumerate() {
+            if next.next_if(|&&m| m == i).is_some() {
+                out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            } else {
+                out.push(b);
+            }
+        }
+        buf.set_filled(before);
+        let k = out.len().min(buf.remaining());
+        buf.put_slice(&out[..k]);
+        self.pending.extend_from_slice(&out[k..]);
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -143,16 +168,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         if self.meter.as_ref().is_some_and(|m| m.cut) {
             return Poll::Ready(Err(io::Error::other("h2 connection cut for a flood")));
         }
+        if !self.pending.is_empty() {
+            let k = self.pending.len().min(buf.remaining());
+            buf.put_slice(&self.pending[..k]);
+            self.pending.drain(..k);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
             self.activity.touch();
             self.activity.read.fetch_add(n as u64, Ordering::Relaxed);
-            if let Some(tap) = &self.tap {
-                if let Ok(mut t) = tap.lock() {
-                    t.feed(&buf.filled()[before..]);
-                }
+            let marks = match self.tap.as_ref().map(|t| t.lock()) {
+                Some(Ok(mut t)) => t.feed_marking(&buf.filled()[before..]),
+                _ => Vec::new(),
+            };
+            if !marks.is_empty() {
+                self.encode_marked(buf, before, &marks);
             }
             let written = self.activity.written.load(Ordering::Relaxed);
             if let Some(m) = &mut self.meter {
