@@ -33,6 +33,9 @@ pub(crate) struct Summary {
     bytes: ByteSet,
     /// Links whose literals occur in some value (computed when first asked).
     literals: Option<Vec<u64>>,
+    /// By transformation chain (its interned id): the bytes carried through it, and whether
+    /// every step keeps the values as they are. Rules share chains, so each is worked out once.
+    carried: Vec<(u32, ByteSet, bool)>,
 }
 
 /// A collection, or a scalar by its value's buffer (a scalar a rule replaces is another;
@@ -65,25 +68,34 @@ impl Transaction {
         let Some(i) = self.summary(t) else {
             return true;
         };
-        let bytes = self.summaries[i].bytes;
-        if let Some(n) = &r.needs {
-            let bound = r.transforms.iter().fold(bytes, |s, &t| needs::bound(t, s));
-            if !n.met(&bound) {
-                return false;
-            }
+        let (bound, keeps) = self.carried(i, r);
+        if r.needs.as_ref().is_some_and(|n| !n.met(&bound)) {
+            return false;
         }
         match r.lit_slot {
-            Some(slot) if r.transforms.iter().all(|&t| needs::keeps(t, bytes)) => {
-                self.has_literal(i, slot)
-            }
+            Some(slot) if keeps => self.has_literal(i, slot),
             _ => true,
         }
+    }
+
+    /// The bytes summary `i` carries through the link's chain, and whether the chain keeps
+    /// its values as they are.
+    fn carried(&mut self, i: usize, r: &CRule) -> (ByteSet, bool) {
+        let s = &mut self.summaries[i];
+        if let Some(&(_, b, k)) = s.carried.iter().find(|c| c.0 == r.chain_id) {
+            return (b, k);
+        }
+        let bytes = s.bytes;
+        let bound = r.transforms.iter().fold(bytes, |s, &t| needs::bound(t, s));
+        let keeps = r.transforms.iter().all(|&t| needs::keeps(t, bytes));
+        s.carried.push((r.chain_id, bound, keeps));
+        (bound, keeps)
     }
 
     /// The index of the summary of a target's source (made when first asked); `None` for
     /// counts and for what rules write (`TX`, `MATCHED_VAR`), which change within a phase.
     fn summary(&mut self, t: &Target) -> Option<usize> {
-        let (source, pin) = self.source(t)?;
+        let source = self.source(t)?;
         let slot = match source {
             Source::Kind(k) => k as usize,
             Source::Scalar(_) => KINDS.saturating_add(t.index),
@@ -96,6 +108,10 @@ impl Transaction {
         if self.summaries.get(at).is_some_and(|s| s.source == source) {
             return Some(at);
         }
+        let pin = match source {
+            Source::Scalar(_) => self.data.scalars.at(t.index).cloned(),
+            Source::Kind(_) => None,
+        };
         let bytes = self
             .values_of(source, pin.as_ref())
             .fold(ByteSet::default(), |s, v| s.union(ByteSet::of(v)));
@@ -104,6 +120,7 @@ impl Transaction {
             pin,
             bytes,
             literals: None,
+            carried: Vec::new(),
         });
         let i = self.summaries.len() - 1;
         if let Some(s) = self.summary_at.get_mut(slot) {
@@ -118,8 +135,8 @@ impl Transaction {
         self.summary_at.fill(u32::MAX);
     }
 
-    /// A target's source, and a scalar's value.
-    fn source(&self, t: &Target) -> Option<(Source, Option<Val>)> {
+    /// A target's source (a scalar by its value's buffer).
+    fn source(&self, t: &Target) -> Option<Source> {
         if t.count {
             return None;
         }
@@ -127,12 +144,11 @@ impl Transaction {
             Kind::Other if self.cols.contains(t.var) => None,
             Kind::Other => {
                 let v = self.data.scalars.at(t.index);
-                let addr = v.map_or(0, |v| v.as_ptr() as usize);
-                Some((Source::Scalar(addr), v.cloned()))
+                Some(Source::Scalar(v.map_or(0, |v| v.as_ptr() as usize)))
             }
-            Kind::Xml => Some((Source::Kind(Kind::Xml), None)),
+            Kind::Xml => Some(Source::Kind(Kind::Xml)),
             Kind::MatchedVars | Kind::MatchedVarsNames => None,
-            k => self.lists(k, false).map(|_| (Source::Kind(k), None)),
+            k => self.lists(k, false).map(|_| Source::Kind(k)),
         }
     }
 
