@@ -495,3 +495,106 @@ fn rules_check_reports_loaded_skipped_and_broken_rules() {
     );
     assert!(text.contains("2 loaded, 1 not run, 2 broken"), "{text}");
 }
+
+/// Transformations (Suricata 8's "Transformations" page) through the real proxy: each rule
+/// fires on the request built for it and stays silent on its near miss; the event names the
+/// chain that ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transforms_fire_through_the_proxy() {
+    let origin = Origin::start(None).await;
+    let dir = TempDir::new("ips-xform");
+    let rules = dir.path().join("xform.rules");
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(b"/hash-me"))
+    };
+    std::fs::write(
+        &rules,
+        format!(
+            "alert http any any -> any any (msg:\"xform lower\"; http.uri; to_lowercase; content:\"/admin/login\"; sid:9400001; rev:1;)\n\
+             alert http any any -> any any (msg:\"xform b64 arg\"; http.uri.raw; pcrexform:\"d=([^&]+)\"; from_base64; content:\"cmd.exe\"; sid:9400002; rev:1;)\n\
+             alert http any any -> any any (msg:\"xform sha256\"; http.uri.raw; to_sha256; content:\"|{digest}|\"; sid:9400003; rev:1;)\n\
+             alert http any any -> any any (msg:\"xform xor body\"; http.request_body; xor:\"0d0ac8ff\"; content:\"password=\"; sid:9400004; rev:1;)\n\
+             alert http any any -> any any (msg:\"xform gunzip body\"; http.request_body; gunzip; content:\"secret-plan\"; sid:9400005; rev:1;)\n\
+             alert http any any -> any any (msg:\"xform ua\"; http.user_agent; compress_whitespace; content:\"Foo Bar\"; sid:9400006; rev:1;)\n"
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start(
+        "ips-xform",
+        "",
+        &format!(
+            "[ips]\nrules = [{:?}]\nmode = \"detect\"\n",
+            rules.display().to_string()
+        ),
+    );
+    let base = format!("http://127.0.0.1:{}", origin.port);
+    let proxy = gw.proxy_url();
+    let key = [0x0du8, 0x0a, 0xc8, 0xff];
+    let xored: Vec<u8> = b"password=hunter2"
+        .iter()
+        .zip(key.iter().cycle())
+        .map(|(b, k)| b ^ k)
+        .collect();
+    let gz = {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b"the secret-plan is here").unwrap();
+        e.finish().unwrap()
+    };
+    let (xor_f, plain_f, gz_f) = (
+        dir.path().join("xor"),
+        dir.path().join("plain"),
+        dir.path().join("gz"),
+    );
+    std::fs::write(&xor_f, &xored).unwrap();
+    std::fs::write(&plain_f, b"password=hunter2").unwrap();
+    std::fs::write(&gz_f, &gz).unwrap();
+    let post = |f: &std::path::Path| {
+        vec![
+            "-H".to_string(),
+            "Content-Type: application/octet-stream".to_string(),
+            "--data-binary".to_string(),
+            format!("@{}", f.display()),
+        ]
+    };
+    // (path, extra curl args, the sid it must raise, or 0 for none of this test's sids)
+    let cases: Vec<(&str, Vec<String>, u32)> = vec![
+        ("/ADMIN/Login", vec![], 9400001),
+        ("/admin/logout", vec![], 0),
+        ("/run?d=Y21kLmV4ZQ==&z=1", vec![], 9400002),
+        ("/run?d=bm90ZXBhZA==&z=1", vec![], 0),
+        ("/hash-me", vec![], 9400003),
+        ("/hash-me-not", vec![], 0),
+        ("/xor", post(&xor_f), 9400004),
+        ("/plain", post(&plain_f), 0),
+        ("/gz", post(&gz_f), 9400005),
+        ("/ua", vec!["-A".into(), "Foo \t  Bar/1.0".into()], 9400006),
+        ("/ua-plain", vec!["-A".into(), "FooBar/1.0".into()], 0),
+    ];
+    for (path, extra, _) in &cases {
+        let url = format!("{base}{path}");
+        let mut args: Vec<&str> = vec!["-x", &proxy, "-o", "/dev/null"];
+        args.extend(extra.iter().map(String::as_str));
+        args.push(&url);
+        let r = curl(&args).await;
+        assert_eq!(r.code, 0, "{path}: {}", r.stderr);
+    }
+    // The last case's event or flow line is written: every earlier one is too.
+    wait_sid(&gw, 9400006);
+    for (path, _, sid) in &cases {
+        let url = format!("{base}{path}");
+        let got: BTreeSet<u32> = sids_for(&gw, &url)
+            .into_keys()
+            .filter(|s| (9400001..=9400006).contains(s))
+            .collect();
+        let want: BTreeSet<u32> = (*sid != 0).then_some(*sid).into_iter().collect();
+        assert_eq!(got, want, "{path}");
+    }
+    let e = &sids_for(&gw, &format!("{base}/run?d=Y21kLmV4ZQ==&z=1"))[&9400002];
+    assert_eq!(
+        e["evidence"]["transforms"],
+        serde_json::json!(["pcrexform", "from_base64"]),
+        "{e}"
+    );
+}

@@ -17,6 +17,7 @@ mod plug;
 pub mod rule;
 pub mod ruleset;
 pub mod stage;
+pub mod transform;
 pub mod tx;
 pub mod vars;
 

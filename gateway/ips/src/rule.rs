@@ -8,6 +8,7 @@ use sekisho_core::Direction;
 
 use crate::content::{parse_content, Content};
 use crate::matchers::{ByteJump, ByteTest, NumCmp, Pcre, PcreLimits};
+use crate::transform::{Transform, MAX_CHAIN};
 use crate::vars::{parse_addr, parse_port, AddrExpr, PortExpr, Vars};
 
 /// What a matching rule does.
@@ -319,10 +320,19 @@ impl Item {
 pub struct Group {
     /// The buffer.
     pub buf: Buf,
-    /// `dotprefix` transform.
-    pub dotprefix: bool,
+    /// The transformations applied to it, in order (`dotprefix`, `to_lowercase` …).
+    pub transforms: Vec<Transform>,
+    /// The chain's id in the rule set (0: none), set when the rule set is built.
+    pub xform: u32,
     /// Items in rule order.
     pub items: Vec<Item>,
+}
+
+impl Group {
+    /// Whether the chain is `dotprefix` alone (domain-suffix indicators).
+    pub fn dotprefix_only(&self) -> bool {
+        matches!(self.transforms.as_slice(), [Transform::DotPrefix])
+    }
 }
 
 /// `threshold` / `detection_filter` tracking.
@@ -564,32 +574,89 @@ pub fn sniff_sid(line: &str) -> Option<u32> {
     rest[..end].trim().parse().ok()
 }
 
-/// Parser state: where the last content lives, the current sticky buffer.
+/// Parser state: where the last content lives, the current sticky buffer and its
+/// transformations.
 struct Builder<'v> {
     groups: Vec<Group>,
     sticky: Buf,
+    /// The transformations written after the current sticky buffer.
+    sticky_xf: Vec<Transform>,
+    /// Whether a transformation may still follow: until a match takes the transformations
+    /// written so far (Suricata lets `dns.query; content:…; dotprefix; content:…` start a
+    /// transformed instance of the buffer after untransformed matches).
+    xf_open: bool,
+    /// Transformations written that no match has taken yet.
+    xf_pending: bool,
     last_content: Option<(usize, usize)>,
-    pending_dotprefix: bool,
     limits: &'v PcreLimits,
 }
 
 impl Builder<'_> {
-    fn group_index(&mut self, buf: Buf) -> usize {
-        if let Some(i) = self.groups.iter().position(|g| g.buf == buf) {
+    fn group_index(&mut self, buf: Buf, chain: &[Transform]) -> usize {
+        if let Some(i) = self
+            .groups
+            .iter()
+            .position(|g| g.buf == buf && g.transforms == chain)
+        {
             return i;
         }
         self.groups.push(Group {
             buf,
-            dotprefix: false,
+            transforms: chain.to_vec(),
+            xform: 0,
             items: Vec::new(),
         });
         self.groups.len() - 1
     }
 
+    /// Adds `item` to `buf` untransformed (a legacy modifier, a pcre flag buffer).
     fn push(&mut self, buf: Buf, item: Item) -> (usize, usize) {
-        let g = self.group_index(buf);
+        let g = self.group_index(buf, &[]);
         self.groups[g].items.push(item);
         (g, self.groups[g].items.len() - 1)
+    }
+
+    /// Adds `item` to the sticky buffer as its transformations leave it.
+    fn push_sticky(&mut self, item: Item) -> (usize, usize) {
+        let chain = std::mem::take(&mut self.sticky_xf);
+        let g = self.group_index(self.sticky, &chain);
+        self.sticky_xf = chain;
+        if self.xf_pending {
+            self.xf_pending = false;
+            self.xf_open = false;
+        }
+        self.groups[g].items.push(item);
+        (g, self.groups[g].items.len() - 1)
+    }
+
+    /// A sticky buffer is named: transformations may follow; ones left without a match on the
+    /// previous buffer are an error, as in Suricata.
+    fn start_sticky(&mut self, buf: Buf) -> Result<(), RuleError> {
+        if self.xf_pending {
+            return Err(syntax(format!(
+                "no match follows the transformations of {}",
+                self.sticky.name()
+            )));
+        }
+        self.sticky = buf;
+        self.sticky_xf.clear();
+        self.xf_open = true;
+        Ok(())
+    }
+
+    fn add_transform(&mut self, t: Transform) -> Result<(), RuleError> {
+        if !self.xf_open {
+            return Err(syntax(format!(
+                "{}: transformations must directly follow a sticky buffer",
+                t.name()
+            )));
+        }
+        if self.sticky_xf.len() >= MAX_CHAIN {
+            return Err(syntax(format!("more than {MAX_CHAIN} transformations")));
+        }
+        self.sticky_xf.push(t);
+        self.xf_pending = true;
+        Ok(())
     }
 
     fn last_content(&mut self, kw: &str) -> Result<&mut Content, RuleError> {
@@ -687,8 +754,10 @@ pub fn parse_rule(
     let mut b = Builder {
         groups: Vec::new(),
         sticky: Buf::Stream,
+        sticky_xf: Vec::new(),
+        xf_open: false,
+        xf_pending: false,
         last_content: None,
-        pending_dotprefix: false,
         limits,
     };
     // Unsupported keywords are remembered and reported after a full syntax pass, so a broken
@@ -709,10 +778,6 @@ pub fn parse_rule(
     }
     if let Some(u) = first_unsupported {
         return Err(u);
-    }
-    if b.pending_dotprefix {
-        // A transform on the last buffer with no items still applies to it.
-        b.pending_dotprefix = false;
     }
     for g in &b.groups {
         if g.items.is_empty() {
@@ -784,9 +849,11 @@ fn option(
     val: Option<&str>,
 ) -> Result<(), RuleError> {
     if let Some(buf) = Buf::sticky(kw) {
-        b.sticky = buf;
-        b.pending_dotprefix = false;
-        return Ok(());
+        return b.start_sticky(buf);
+    }
+    if let Some(t) = Transform::parse(kw, val) {
+        let t = t.map_err(syntax)?;
+        return b.add_transform(t);
     }
     if let Some(buf) = Buf::legacy_modifier(kw) {
         let (g, i) = b
@@ -837,27 +904,25 @@ fn option(
                 }
             }
         }
-        "dotprefix" => {
-            if !matches!(
-                b.sticky,
-                Buf::DnsQuery | Buf::TlsSni | Buf::Host | Buf::HostRaw
-            ) {
-                // Suricata allows it on any buffer; it is only meaningful on names.
-            }
-            let buf = b.sticky;
-            let g = b.group_index(buf);
-            b.groups[g].dotprefix = true;
-            b.pending_dotprefix = true;
-        }
         "content" | "uricontent" => {
             let v = val.ok_or_else(|| syntax("content needs a value"))?;
             let c = parse_content(v).map_err(|e| syntax(format!("content: {e}")))?;
-            let buf = if kw == "uricontent" {
-                Buf::Uri
+            if kw == "uricontent" {
+                b.last_content = Some(b.push(Buf::Uri, Item::Content(c)));
             } else {
-                b.sticky
-            };
-            b.last_content = Some(b.push(buf, Item::Content(c)));
+                if let Some(name) = b
+                    .sticky_xf
+                    .iter()
+                    .filter(|_| !c.negated)
+                    .find_map(|t| t.refuses_content(&c.pattern))
+                {
+                    return Err(syntax(format!(
+                        "content {:?} is incompatible with the {name} transform",
+                        String::from_utf8_lossy(&c.pattern)
+                    )));
+                }
+                b.last_content = Some(b.push_sticky(Item::Content(c)));
+            }
         }
         "nocase" => b.last_content(kw)?.set_nocase(),
         "rawbytes" => {
@@ -915,21 +980,16 @@ fn option(
                     o => return Err(syntax(format!("isdataat: unknown option {o:?}"))),
                 }
             }
-            let buf = b.sticky;
-            b.push(
-                buf,
-                Item::IsDataAt {
-                    n,
-                    relative,
-                    negated,
-                },
-            );
+            b.push_sticky(Item::IsDataAt {
+                n,
+                relative,
+                negated,
+            });
         }
         "bsize" => {
             let c = NumCmp::parse(val.unwrap_or_default())
                 .map_err(|e| syntax(format!("bsize: {e}")))?;
-            let buf = b.sticky;
-            b.push(buf, Item::Bsize(c));
+            b.push_sticky(Item::Bsize(c));
         }
         "urilen" => {
             let v = val.unwrap_or_default();
@@ -948,20 +1008,20 @@ fn option(
                 crate::matchers::PcreError::Syntax(s) => syntax(format!("pcre: {s}")),
                 crate::matchers::PcreError::Unsupported(s) => unsupported("pcre", s),
             })?;
-            let buf = flag_buf.unwrap_or(b.sticky);
-            b.push(buf, Item::Pcre(Box::new(pcre)));
+            match flag_buf {
+                Some(buf) => b.push(buf, Item::Pcre(Box::new(pcre))),
+                None => b.push_sticky(Item::Pcre(Box::new(pcre))),
+            };
         }
         "byte_test" => {
             let t =
                 ByteTest::parse(val.unwrap_or_default()).map_err(|e| byte_err("byte_test", e))?;
-            let buf = b.sticky;
-            b.push(buf, Item::ByteTest(t));
+            b.push_sticky(Item::ByteTest(t));
         }
         "byte_jump" => {
             let j =
                 ByteJump::parse(val.unwrap_or_default()).map_err(|e| byte_err("byte_jump", e))?;
-            let buf = b.sticky;
-            b.push(buf, Item::ByteJump(j));
+            b.push_sticky(Item::ByteJump(j));
         }
         "flowbits" => {
             let v = val.ok_or_else(|| syntax("flowbits needs a value"))?;
@@ -1029,20 +1089,13 @@ fn option(
         | "filename" | "fileext" | "filemd5" | "filesha256" | "filesize" | "http.uri.len" => {
             return Err(unsupported(kw, "keyword not implemented"))
         }
-        other
-            if other.starts_with("to_")
-                || other.starts_with("strip_")
-                || other.starts_with("compress_")
-                || other == "url_decode"
-                || other == "xor"
-                || other == "pcrexform"
-                || other == "header_lowercase" =>
-        {
+        "domain" | "tld" => {
             return Err(unsupported(
-                other,
-                "transform not implemented (only dotprefix)",
+                kw,
+                "transform not implemented (needs the Public Suffix List)",
             ))
         }
+        "luaxform" => return Err(unsupported(kw, "Lua is not embedded")),
         other => {
             return Err(unsupported(other, "unknown keyword"));
         }

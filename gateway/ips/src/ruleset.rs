@@ -18,6 +18,7 @@ use crate::rule::{
     parse_rule, parse_track, sniff_sid, Buf, Flowbit, Item, Proto, Rule, RuleAction, RuleError,
     Threshold, ThresholdKind, Track,
 };
+use crate::transform::Transform;
 use crate::vars::{parse_addr, AddrExpr, Vars};
 use crate::IpsError;
 
@@ -50,8 +51,8 @@ pub struct BufKey {
     pub buf: Buf,
     /// Side.
     pub side: Direction,
-    /// `dotprefix`.
-    pub dotprefix: bool,
+    /// The transformation chain (its id in the rule set; 0: none).
+    pub xform: u32,
 }
 
 /// The buffers a phase evaluates against.
@@ -271,6 +272,8 @@ pub struct RuleSet {
     /// content in a body buffer of that side); other phases are empty here.
     empty_body: Vec<PhaseIndex>,
     suppress: Vec<Suppress>,
+    /// Transformation chains by id (0: none), as rules' groups and buffer keys name them.
+    chains: Vec<Vec<Transform>>,
     thresholds: Mutex<HashMap<ThresholdKey, (Instant, u32)>>,
     /// Counters (shared across reloads when the embedder passes them in).
     pub stats: Arc<Stats>,
@@ -465,7 +468,7 @@ fn key_of(r: &Rule, dir: Direction, g: &crate::rule::Group) -> BufKey {
     BufKey {
         buf: g.buf,
         side: g.buf.fixed_side().unwrap_or(dir),
-        dotprefix: g.dotprefix,
+        xform: g.xform,
     }
 }
 
@@ -499,7 +502,7 @@ fn indicator(g: &crate::rule::Group) -> Option<(bool, Vec<u8>)> {
     {
         return Some((true, pat));
     }
-    if g.dotprefix && c.endswith && pat.first() == Some(&b'.') {
+    if g.dotprefix_only() && c.endswith && pat.first() == Some(&b'.') {
         return Some((false, pat));
     }
     None
@@ -664,6 +667,7 @@ impl RuleSet {
             (fb, act, c.priority)
         };
         compiled.sort_by_key(order);
+        let chains = intern_chains(&mut compiled);
         for c in &compiled {
             for g in &c.rule.groups {
                 for it in &g.items {
@@ -693,6 +697,7 @@ impl RuleSet {
             phases,
             empty_body,
             suppress,
+            chains,
             thresholds: Mutex::new(HashMap::new()),
             stats: opts.stats.clone().unwrap_or_default(),
             report,
@@ -777,13 +782,13 @@ impl RuleSet {
         }
         for (key, ac, pats) in &idx.ac {
             if merged_sides[key.side.index()]
-                && !key.dotprefix
+                && key.xform == 0
                 && matches!(key.buf, Buf::Stream | Buf::FileData)
             {
                 continue;
             }
             let mut scan = |data: &[u8]| {
-                let data = with_transform(key, data, &mut tmp);
+                let data = with_transform(&self.chains, key, data, &mut tmp);
                 for m in ac.find_overlapping_iter(data) {
                     for r in &pats[m.pattern().as_usize()] {
                         mark(*r, &mut cands);
@@ -801,7 +806,7 @@ impl RuleSet {
                 let Some(data) = bufs.get(key.buf, key.side) else {
                     continue;
                 };
-                let data = with_transform(key, data, &mut tmp).to_ascii_lowercase();
+                let data = with_transform(&self.chains, key, data, &mut tmp).to_ascii_lowercase();
                 if exact {
                     if let Some(rs) = names.get(&data) {
                         rs.iter().for_each(|r| mark(*r, &mut cands));
@@ -957,7 +962,7 @@ impl RuleSet {
             let key = key_of(r, c.dir, g);
             let mut found = None;
             for data in bufs.all(key.buf, key.side) {
-                let data = with_transform(&key, data, &mut tmp);
+                let data = with_transform(&self.chains, &key, data, &mut tmp);
                 let d = Data::new(data);
                 if let Some(at) = inspect(&g.items, &d, scratch) {
                     found = Some(excerpt(data, at));
@@ -969,11 +974,7 @@ impl RuleSet {
                 evidence = Some((
                     g.buf.name().to_string(),
                     ex,
-                    if g.dotprefix {
-                        vec!["dotprefix".to_string()]
-                    } else {
-                        Vec::new()
-                    },
+                    g.transforms.iter().map(|t| t.name().to_string()).collect(),
                 ));
             }
         }
@@ -1054,14 +1055,39 @@ impl RuleSet {
     }
 }
 
-fn with_transform<'a>(key: &BufKey, data: &'a [u8], tmp: &'a mut Vec<u8>) -> &'a [u8] {
-    if key.dotprefix {
-        tmp.clear();
-        tmp.push(b'.');
-        tmp.extend_from_slice(data);
-        tmp
-    } else {
-        data
+/// Gives each distinct transformation chain of the rules' groups an id (0: none), so buffer
+/// keys can name it; returns the chains by id.
+fn intern_chains(compiled: &mut [Compiled]) -> Vec<Vec<Transform>> {
+    let mut chains: Vec<Vec<Transform>> = vec![Vec::new()];
+    let mut ids: HashMap<Vec<(&'static str, String)>, u32> = HashMap::new();
+    ids.insert(Vec::new(), 0);
+    for c in compiled.iter_mut() {
+        for g in &mut c.rule.groups {
+            let next = chains.len() as u32;
+            let key = g.transforms.iter().map(Transform::key).collect();
+            let id = *ids.entry(key).or_insert_with(|| {
+                chains.push(g.transforms.clone());
+                next
+            });
+            g.xform = id;
+        }
+    }
+    chains
+}
+
+/// `data` as the key's transformation chain leaves it (in `tmp` when there is one).
+fn with_transform<'a>(
+    chains: &[Vec<Transform>],
+    key: &BufKey,
+    data: &'a [u8],
+    tmp: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    match chains.get(key.xform as usize).filter(|c| !c.is_empty()) {
+        Some(chain) => {
+            crate::transform::run_chain(chain, data, tmp);
+            tmp
+        }
+        None => data,
     }
 }
 
@@ -1203,13 +1229,13 @@ fn build_index(
     }
     for (p, per_buf) in pats.into_iter().enumerate() {
         let mut keys: Vec<_> = per_buf.into_iter().collect();
-        keys.sort_by_key(|(k, _)| (k.buf, k.side.index(), k.dotprefix));
+        keys.sort_by_key(|(k, _)| (k.buf, k.side.index(), k.xform));
         let mut union: [Patterns; 2] = Default::default();
         for (key, (_, list, owners)) in keys {
             // Raw bodies (the common case) are scanned once by the merged DFA below; the
             // per-buffer automata (decoded bodies, head buffers) are the smaller NFAs.
             let body = matches!(key.buf, Buf::Stream | Buf::FileData);
-            if body && !key.dotprefix {
+            if body && key.xform == 0 {
                 let u = &mut union[key.side.index()];
                 u.0.extend(list.iter().cloned());
                 u.1.extend(owners.iter().cloned());
@@ -1227,7 +1253,7 @@ fn build_index(
             let key = BufKey {
                 buf: Buf::Stream,
                 side,
-                dotprefix: false,
+                xform: 0,
             };
             let ac = automaton(&list, true, key)?;
             phases[p].merged.push((key, ac, owners));

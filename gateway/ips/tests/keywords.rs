@@ -408,3 +408,151 @@ fn empty_bodies_run_only_rules_that_can_match_them() {
     got.sort_unstable();
     assert_eq!(got, vec![1, 3], "with a body");
 }
+
+/// Suricata's transformations, on examples modelled on its "Transformations" documentation:
+/// the chain runs in order on the sticky buffer and the prefilter scans what it leaves.
+#[test]
+fn transforms_change_the_buffer_content_sees() {
+    // to_lowercase: the documentation's case-insensitive URI check without nocase.
+    assert!(uri_fires(
+        "http.uri; to_lowercase; content:\"/admin/login\";",
+        "/ADMIN/Login"
+    ));
+    assert!(!uri_fires(
+        "http.uri; to_lowercase; content:\"/admin/login\";",
+        "/admin/logout"
+    ));
+    // url_decode on the raw target, then a content in the decoded text.
+    assert!(uri_fires(
+        "http.uri.raw; url_decode; content:\"x=<b>\";",
+        "/q?x=%3Cb%3E"
+    ));
+    assert!(!uri_fires(
+        "http.uri.raw; content:\"x=<b>\";",
+        "/q?x=%3Cb%3E"
+    ));
+    // pcrexform picks the argument, from_base64 decodes it ("cmd.exe").
+    let b64 = "http.uri.raw; pcrexform:\"d=([^&]+)\"; from_base64; content:\"cmd.exe\";";
+    assert!(uri_fires(b64, "/run?d=Y21kLmV4ZQ==&z=1"));
+    assert!(!uri_fires(b64, "/run?d=bm90ZXBhZA==&z=1"));
+    // Untransformed matches, then a transformed instance of the same buffer (as in ET's
+    // `dns.query; content; pcre; dotprefix; content` rules).
+    assert!(uri_fires(
+        "http.uri.raw; content:\"/run\"; startswith; pcrexform:\"d=([^&]+)\"; from_base64; content:\"cmd\";",
+        "/run?d=Y21kLmV4ZQ=="
+    ));
+    // to_sha256: the raw digest of "/hash-me", as a hex content.
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(b"/hash-me"))
+    };
+    let sha = format!("http.uri.raw; to_sha256; content:\"|{digest}|\";");
+    assert!(uri_fires(&sha, "/hash-me"));
+    assert!(!uri_fires(&sha, "/hash-me-not"));
+}
+
+#[test]
+fn transforms_on_bodies_and_headers() {
+    let fires = |opts: &str, headers: &[(&str, &str)], body: &[u8]| {
+        let set = load(&rule(opts));
+        let r = Req {
+            method: "POST",
+            uri: "/up",
+            headers,
+            body,
+        };
+        !sids(&set, &r, &mut FlowVars::default()).is_empty()
+    };
+    let h = [
+        ("host", "h.test"),
+        ("content-type", "application/octet-stream"),
+    ];
+    // xor with the documentation's key.
+    let key = [0x0d, 0x0a, 0xc8, 0xff];
+    let hidden: Vec<u8> = b"password=hunter2"
+        .iter()
+        .zip(key.iter().cycle())
+        .map(|(b, k)| b ^ k)
+        .collect();
+    let xor = "http.request_body; xor:\"0d0ac8ff\"; content:\"password=\";";
+    assert!(fires(xor, &h, &hidden));
+    assert!(!fires(xor, &h, b"password=hunter2"));
+    // strip_whitespace: the documentation's obfuscated JavaScript call.
+    let strip = "http.request_body; strip_whitespace; content:\"window.navigate(\";";
+    assert!(fires(strip, &h, b"window . navigate ( 'x' )"));
+    assert!(!fires(strip, &h, b"window.open('x')"));
+    // gunzip: a body sent gzip-compressed without Content-Encoding.
+    let gz = {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b"the secret-plan is here").unwrap();
+        e.finish().unwrap()
+    };
+    let gunzip = "http.request_body; gunzip; content:\"secret-plan\";";
+    assert!(fires(gunzip, &h, &gz));
+    assert!(
+        !fires(gunzip, &h, b"the secret-plan is here"),
+        "not gzip: empty"
+    );
+    // compress_whitespace and header_lowercase on header buffers.
+    let ua = [("host", "h.test"), ("user-agent", "Foo \t  Bar/1.0")];
+    assert!(fires(
+        "http.user_agent; compress_whitespace; content:\"Foo Bar\";",
+        &ua,
+        b""
+    ));
+    assert!(!fires("http.user_agent; content:\"Foo Bar\";", &ua, b""));
+    let custom = [("host", "h.test"), ("X-Custom-Thing", "Yes")];
+    assert!(fires(
+        "http.header.raw; header_lowercase; content:\"x-custom-thing: Yes\";",
+        &custom,
+        b""
+    ));
+}
+
+#[test]
+fn malformed_transforms_are_errors_that_name_the_keyword() {
+    for (opts, needle) in [
+        (
+            "http.uri; to_lowercase; content:\"/Admin\";",
+            "incompatible with the to_lowercase transform",
+        ),
+        (
+            "to_lowercase; http.uri; content:\"/a\";",
+            "must directly follow a sticky buffer",
+        ),
+        (
+            "http.uri; to_lowercase; content:\"/a\"; to_uppercase; content:\"/A\";",
+            "must directly follow",
+        ),
+        ("http.uri; xor:\"0d0\"; content:\"a\";", "even number"),
+        (
+            "http.uri; pcrexform:\"(a)(b)\"; content:\"a\";",
+            "exactly one substring capture",
+        ),
+        (
+            "http.uri; from_base64:mode: strict; content:\"a\";",
+            "unknown base64 keyword",
+        ),
+        ("http.uri; gunzip:max-size 0; content:\"a\";", "max-size 0"),
+        (
+            "http.uri; to_md5; http.host; content:\"a\";",
+            "no match follows",
+        ),
+        (
+            "http.uri; to_lowercase:x; content:\"a\";",
+            "takes no option",
+        ),
+    ] {
+        let line = rule(opts);
+        let err = sekisho_ips::rule::parse_rule(
+            &line,
+            &sekisho_ips::vars::default_vars(),
+            &sekisho_ips::matchers::PcreLimits::default(),
+            "t.rules",
+            1,
+        )
+        .expect_err(opts);
+        assert!(err.to_string().contains(needle), "{opts}: {err}");
+    }
+}
