@@ -516,7 +516,10 @@ async fn transforms_fire_through_the_proxy() {
              alert http any any -> any any (msg:\"xform sha256\"; http.uri.raw; to_sha256; content:\"|{digest}|\"; sid:9400003; rev:1;)\n\
              alert http any any -> any any (msg:\"xform xor body\"; http.request_body; xor:\"0d0ac8ff\"; content:\"password=\"; sid:9400004; rev:1;)\n\
              alert http any any -> any any (msg:\"xform gunzip body\"; http.request_body; gunzip; content:\"secret-plan\"; sid:9400005; rev:1;)\n\
-             alert http any any -> any any (msg:\"xform ua\"; http.user_agent; compress_whitespace; content:\"Foo Bar\"; sid:9400006; rev:1;)\n"
+             alert http any any -> any any (msg:\"xform ua\"; http.user_agent; compress_whitespace; content:\"Foo Bar\"; sid:9400006; rev:1;)\n\
+             alert http any any -> any any (msg:\"raw target\"; http.uri.raw; content:\"q=<script>\"; sid:9400007; rev:1;)\n\
+             alert http any any -> any any (msg:\"one header\"; http.request_header; content:\"X-Probe: yes\"; bsize:12; sid:9400008; rev:1;)\n\
+             alert http any any -> any any (msg:\"no user agent\"; http.uri; content:\"/noua\"; http.user_agent; absent; sid:9400009; rev:1;)\n"
         ),
     )
     .unwrap();
@@ -571,6 +574,11 @@ async fn transforms_fire_through_the_proxy() {
         ("/gz", post(&gz_f), 9400005),
         ("/ua", vec!["-A".into(), "Foo \t  Bar/1.0".into()], 9400006),
         ("/ua-plain", vec!["-A".into(), "FooBar/1.0".into()], 0),
+        ("/raw?q=<script>", vec!["-g".into()], 9400007),
+        ("/probe", vec!["-H".into(), "X-Probe: yes".into()], 9400008),
+        ("/probe2", vec!["-H".into(), "X-Probe: yes!".into()], 0),
+        ("/noua", vec!["-H".into(), "User-Agent:".into()], 9400009),
+        ("/noua?with", vec![], 0),
     ];
     for (path, extra, _) in &cases {
         let url = format!("{base}{path}");
@@ -580,13 +588,14 @@ async fn transforms_fire_through_the_proxy() {
         let r = curl(&args).await;
         assert_eq!(r.code, 0, "{path}: {}", r.stderr);
     }
-    // The last case's event or flow line is written: every earlier one is too.
-    wait_sid(&gw, 9400006);
+    // The last matching case's event is written: every earlier one is too.
+    wait_sid(&gw, 9400009);
     for (path, _, sid) in &cases {
-        let url = format!("{base}{path}");
+        // Events carry the URL as routed (raw `<` `>` percent-encoded by the listener).
+        let url = format!("{base}{}", path.replace('<', "%3C").replace('>', "%3E"));
         let got: BTreeSet<u32> = sids_for(&gw, &url)
             .into_keys()
-            .filter(|s| (9400001..=9400006).contains(s))
+            .filter(|s| (9400001..=9400009).contains(s))
             .collect();
         let want: BTreeSet<u32> = (*sid != 0).then_some(*sid).into_iter().collect();
         assert_eq!(got, want, "{path}");

@@ -198,6 +198,9 @@ fn run(
             Some(p) => run(items, i + 1, data, p, s, at),
             None => fail(item),
         },
+        // The buffer is there: plain `absent` fails, `or_else` goes on to what follows.
+        Item::Absent { or_else: true } => run(items, i + 1, data, prev, s, at),
+        Item::Absent { or_else: false } => Outcome::Discontinue,
     }
 }
 

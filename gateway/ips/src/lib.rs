@@ -14,6 +14,7 @@ pub mod detect;
 pub mod ja3;
 pub mod matchers;
 mod plug;
+pub mod requires;
 pub mod rule;
 pub mod ruleset;
 pub mod stage;

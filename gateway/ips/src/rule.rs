@@ -100,6 +100,10 @@ pub enum Buf {
     TlsCerts,
     Ja3Hash,
     Ja3String,
+    /// `http.request_header`: one instance per header, `Name: value`.
+    RequestHeader,
+    /// `http.response_header`: one instance per header, `Name: value`.
+    ResponseHeader,
     DnsQuery,
 }
 
@@ -144,6 +148,8 @@ impl Buf {
             TlsCerts => "tls.certs",
             Ja3Hash => "ja3.hash",
             Ja3String => "ja3.string",
+            RequestHeader => "http.request_header",
+            ResponseHeader => "http.response_header",
             DnsQuery => "dns.query",
         }
     }
@@ -188,6 +194,8 @@ impl Buf {
             "tls.certs" => TlsCerts,
             "ja3.hash" | "ja3_hash" => Ja3Hash,
             "ja3.string" | "ja3_string" => Ja3String,
+            "http.request_header" => RequestHeader,
+            "http.response_header" => ResponseHeader,
             "dns.query" | "dns_query" => DnsQuery,
             _ => return None,
         })
@@ -242,12 +250,19 @@ impl Buf {
         use Buf::*;
         match self {
             Uri | UriRaw | Method | Host | HostRaw | UserAgent | RequestBody | RequestLine
-            | Accept | AcceptEnc | AcceptLang | Referer => Some(Direction::Request),
-            StatCode | StatMsg | ResponseLine | Server | Location | ResponseBody => {
-                Some(Direction::Response)
-            }
+            | Accept | AcceptEnc | AcceptLang | Referer | RequestHeader => Some(Direction::Request),
+            StatCode | StatMsg | ResponseLine | Server | Location | ResponseBody
+            | ResponseHeader => Some(Direction::Response),
             _ => None,
         }
+    }
+
+    /// True for buffers with one instance per item (each inspected on its own).
+    pub fn is_multi(self) -> bool {
+        matches!(
+            self,
+            Buf::TlsCerts | Buf::RequestHeader | Buf::ResponseHeader
+        )
     }
 
     /// True for buffers that need the message body.
@@ -299,6 +314,12 @@ pub enum Item {
     ByteTest(ByteTest),
     /// `byte_jump`.
     ByteJump(ByteJump),
+    /// `absent` (the buffer must not exist) or `absent: or_else` (it must not exist, or the
+    /// items after it must match); always the group's first item.
+    Absent {
+        /// `or_else`.
+        or_else: bool,
+    },
 }
 
 impl Item {
@@ -311,7 +332,13 @@ impl Item {
             Item::Bsize(_) => false,
             Item::ByteTest(b) => b.relative,
             Item::ByteJump(b) => b.relative,
+            Item::Absent { .. } => false,
         }
+    }
+
+    /// True for `absent`.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Item::Absent { .. })
     }
 }
 
@@ -689,6 +716,20 @@ pub fn parse_rule(
     if !line[close + 1..].trim().is_empty() {
         return Err(syntax("text after the closing ')'"));
     }
+    let options = split_options(&line[open + 1..close])?;
+    // `requires` first, as Suricata reads it: a rule for a newer engine is skipped for what it
+    // requires, whatever else in it this engine cannot read.
+    for (kw, val) in &options {
+        if *kw == "requires" {
+            match crate::requires::check(val.unwrap_or_default(), keyword_known) {
+                Ok(()) => {}
+                Err(crate::requires::Unmet::Skip(why)) => return Err(unsupported("requires", why)),
+                Err(crate::requires::Unmet::Error(e)) => {
+                    return Err(syntax(format!("requires: {e}")))
+                }
+            }
+        }
+    }
     let header: Vec<&str> = line[..open].split_whitespace().collect();
     if header.len() != 7 {
         return Err(syntax(format!(
@@ -763,7 +804,7 @@ pub fn parse_rule(
     // Unsupported keywords are remembered and reported after a full syntax pass, so a broken
     // rule is always reported as broken.
     let mut first_unsupported: Option<RuleError> = None;
-    for (kw, val) in split_options(&line[open + 1..close])? {
+    for (kw, val) in options {
         if let Err(e) = option(&mut rule, &mut b, kw, val) {
             match e {
                 RuleError::Syntax(_) => return Err(e),
@@ -787,9 +828,88 @@ pub fn parse_rule(
             )));
         }
     }
+    for g in &b.groups {
+        check_absent(g)?;
+    }
     rule.groups = b.groups;
     validate(&rule)?;
     Ok(rule)
+}
+
+/// Suricata's checks of `absent`: plain `absent` tests nothing else on the buffer, `or_else`
+/// needs something after it, and neither takes a fast pattern there.
+fn check_absent(g: &Group) -> Result<(), RuleError> {
+    let Some(Item::Absent { or_else }) = g.items.first() else {
+        return Ok(());
+    };
+    if g.items
+        .iter()
+        .any(|it| matches!(it, Item::Content(c) if c.fast_pattern))
+    {
+        return Err(syntax(format!(
+            "{}: absent and fast_pattern on the same buffer",
+            g.buf.name()
+        )));
+    }
+    match (or_else, g.items.len()) {
+        (false, n) if n > 1 => Err(syntax(format!(
+            "{}: a buffer tested absent cannot be tested with other keywords such as content",
+            g.buf.name()
+        ))),
+        (true, 1) => Err(syntax(format!(
+            "{}: absent: or_else expects other keywords to test, such as content",
+            g.buf.name()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Option keywords this parser runs (besides sticky buffers, legacy modifiers and
+/// transformations), for `requires: keyword`.
+const OPTION_KEYWORDS: &[&str] = &[
+    "msg",
+    "sid",
+    "gid",
+    "rev",
+    "classtype",
+    "priority",
+    "reference",
+    "metadata",
+    "target",
+    "flow",
+    "content",
+    "uricontent",
+    "nocase",
+    "rawbytes",
+    "depth",
+    "offset",
+    "distance",
+    "within",
+    "startswith",
+    "endswith",
+    "fast_pattern",
+    "isdataat",
+    "bsize",
+    "urilen",
+    "pcre",
+    "byte_test",
+    "byte_jump",
+    "flowbits",
+    "noalert",
+    "threshold",
+    "detection_filter",
+    "tls.version",
+    "tls_version",
+    "requires",
+    "absent",
+];
+
+/// Whether `kw` is a rule keyword the gateway runs.
+fn keyword_known(kw: &str) -> bool {
+    Buf::sticky(kw).is_some()
+        || Buf::legacy_modifier(kw).is_some()
+        || Transform::parse(kw, None).is_some()
+        || OPTION_KEYWORDS.contains(&kw)
 }
 
 /// Checks that the rule is something the gateway can run.
@@ -870,6 +990,7 @@ fn option(
         return Ok(());
     }
     match kw {
+        "requires" => {}
         "msg" => rule.msg = unquote(val.unwrap_or_default()),
         "sid" => rule.sid = num(kw, val)?,
         "gid" => rule.gid = num(kw, val)?,
@@ -985,6 +1106,26 @@ fn option(
                 relative,
                 negated,
             });
+        }
+        "absent" => {
+            let or_else = match val.map(str::trim) {
+                None | Some("") => false,
+                Some("or_else") => true,
+                Some(o) => return Err(syntax(format!("unhandled value for absent keyword: {o}"))),
+            };
+            if b.sticky == Buf::Stream {
+                return Err(syntax(
+                    "absent needs a sticky buffer (the payload is never absent)",
+                ));
+            }
+            let chain = b.sticky_xf.clone();
+            if b.groups
+                .iter()
+                .any(|g| g.buf == b.sticky && g.transforms == chain && !g.items.is_empty())
+            {
+                return Err(syntax("absent must come first right after the buffer"));
+            }
+            b.push_sticky(Item::Absent { or_else });
         }
         "bsize" => {
             let c = NumCmp::parse(val.unwrap_or_default())

@@ -795,7 +795,7 @@ impl RuleSet {
                     }
                 }
             };
-            if key.buf == Buf::TlsCerts {
+            if key.buf.is_multi() {
                 bufs.all(key.buf, key.side).into_iter().for_each(scan);
             } else if let Some(data) = bufs.get(key.buf, key.side) {
                 scan(data);
@@ -960,8 +960,14 @@ impl RuleSet {
         let mut tmp = Vec::new();
         for g in &r.groups {
             let key = key_of(r, c.dir, g);
+            let instances = bufs.all(key.buf, key.side);
+            if g.items.first().is_some_and(Item::is_absent) && is_absent(key.buf, &instances) {
+                evidence
+                    .get_or_insert_with(|| (g.buf.name().to_string(), "absent".into(), Vec::new()));
+                continue;
+            }
             let mut found = None;
-            for data in bufs.all(key.buf, key.side) {
+            for data in instances {
                 let data = with_transform(&self.chains, &key, data, &mut tmp);
                 let d = Data::new(data);
                 if let Some(at) = inspect(&g.items, &d, scratch) {
@@ -1126,10 +1132,16 @@ fn may_match_empty_body(c: &Compiled, side: Direction) -> bool {
             _ => return false,
         };
         body_side == side
+            && !g.items.first().is_some_and(Item::is_absent)
             && g.items
                 .iter()
                 .any(|it| matches!(it, Item::Content(ct) if !ct.negated))
     })
+}
+
+/// Whether a buffer counts as absent for `absent`: no instance, or (a body) no bytes.
+fn is_absent(buf: Buf, instances: &[&[u8]]) -> bool {
+    instances.is_empty() || (buf.needs_body() && instances.iter().all(|d| d.is_empty()))
 }
 
 /// The prefilter index of the rules `keep(rule, phase)` selects.
@@ -1181,9 +1193,15 @@ fn build_index(
                 continue;
             }
         }
-        // The fast pattern: the one marked, else the longest positive content.
+        // The fast pattern: the one marked, else the longest positive content (never in a
+        // buffer tested `absent`: the rule may match without it).
         let mut best: Option<(BufKey, &[u8], bool)> = None;
-        for g in &c.rule.groups {
+        for g in c
+            .rule
+            .groups
+            .iter()
+            .filter(|g| !g.items.first().is_some_and(Item::is_absent))
+        {
             let key = key_of(&c.rule, c.dir, g);
             for it in &g.items {
                 if let Item::Content(ct) = it {

@@ -20,6 +20,8 @@ const NBUF: usize = Buf::DnsQuery as usize + 1;
 pub struct Tx {
     bufs: [[Option<Bytes>; 2]; NBUF],
     certs: Vec<Vec<u8>>,
+    /// `http.request_header` / `http.response_header`: `Name: value` per header.
+    header_lines: [Vec<Vec<u8>>; 2],
     start: [Bytes; 2],
     body: [Vec<u8>; 2],
     truncated: [bool; 2],
@@ -31,6 +33,7 @@ impl Default for Tx {
         Tx {
             bufs: std::array::from_fn(|_| [None, None]),
             certs: Vec::new(),
+            header_lines: Default::default(),
             start: Default::default(),
             body: Default::default(),
             truncated: [false; 2],
@@ -41,16 +44,23 @@ impl Default for Tx {
 
 impl Buffers for Tx {
     fn get(&self, buf: Buf, side: Direction) -> Option<&[u8]> {
-        if buf == Buf::TlsCerts {
-            return self.certs.first().map(Vec::as_slice);
+        match buf {
+            Buf::TlsCerts => self.certs.first().map(Vec::as_slice),
+            Buf::RequestHeader | Buf::ResponseHeader => {
+                self.header_lines[side.index()].first().map(Vec::as_slice)
+            }
+            _ => self.bufs[buf as usize][side.index()].as_deref(),
         }
-        self.bufs[buf as usize][side.index()].as_deref()
     }
     fn all(&self, buf: Buf, side: Direction) -> Vec<&[u8]> {
-        if buf == Buf::TlsCerts {
-            return self.certs.iter().map(Vec::as_slice).collect();
+        match buf {
+            Buf::TlsCerts => self.certs.iter().map(Vec::as_slice).collect(),
+            Buf::RequestHeader | Buf::ResponseHeader => self.header_lines[side.index()]
+                .iter()
+                .map(Vec::as_slice)
+                .collect(),
+            _ => self.get(buf, side).into_iter().collect(),
         }
-        self.get(buf, side).into_iter().collect()
     }
     fn body_is_raw(&self, side: Direction) -> bool {
         match side {
@@ -104,6 +114,58 @@ fn title_case_in_place(name: &mut [u8]) {
     }
 }
 
+/// The request line of the raw head and its target, when the raw head is this request's
+/// (same method).
+fn sent_request_line(head: &RequestHead) -> Option<(&[u8], &[u8])> {
+    let raw = head.raw.as_deref()?;
+    let end = memchr::memchr(b'\n', raw)?;
+    let line = raw[..end].strip_suffix(b"\r").unwrap_or(&raw[..end]);
+    let sp = memchr::memchr(b' ', line)?;
+    if &line[..sp] != head.method.as_str().as_bytes() {
+        return None;
+    }
+    let rest = &line[sp + 1..];
+    let last = memchr::memrchr(b' ', rest)?;
+    let target = rest[..last].trim_ascii();
+    (!target.is_empty()).then_some((line, target))
+}
+
+/// The path and query of a request target as sent: the target itself in origin form, the
+/// part from the first `/` after the authority in absolute form (a proxy request).
+fn origin_form(target: &[u8]) -> Option<&[u8]> {
+    if target.starts_with(b"/") {
+        return Some(target);
+    }
+    let after = memchr::memmem::find(target, b"://")? + 3;
+    let path = memchr::memchr(b'/', &target[after..]).map(|p| &target[after + p..]);
+    path.filter(|p| !p.is_empty())
+}
+
+/// Most instances of `http.request_header` / `http.response_header` (libhtp keeps 64
+/// repeats of one name; this bounds the whole list).
+const MAX_HEADER_LINES: usize = 256;
+
+/// Adds `name: value` to the per-header instances as libhtp keeps them: name and value
+/// trimmed, a repeated name (any case) appended to the first one's value after `, `.
+fn header_line(lines: &mut Vec<Vec<u8>>, name: &[u8], value: &[u8]) {
+    let (name, value) = (name.trim_ascii(), value.trim_ascii());
+    let same = |l: &Vec<u8>| {
+        l.len() > name.len() && l[..name.len()].eq_ignore_ascii_case(name) && l[name.len()] == b':'
+    };
+    if let Some(l) = lines.iter_mut().find(|l| same(l)) {
+        l.extend_from_slice(b", ");
+        l.extend_from_slice(value);
+        return;
+    }
+    if lines.len() < MAX_HEADER_LINES {
+        let mut l = Vec::with_capacity(name.len() + value.len() + 2);
+        l.extend_from_slice(name);
+        l.extend_from_slice(b": ");
+        l.extend_from_slice(value);
+        lines.push(l);
+    }
+}
+
 fn version_str(v: http::Version) -> &'static str {
     match v {
         http::Version::HTTP_09 => "HTTP/0.9",
@@ -131,12 +193,14 @@ impl Tx {
         let mut names = Vec::with_capacity(128);
         names.extend_from_slice(b"\r\n");
         let mut per: [Option<Vec<u8>>; NAMED.len()] = Default::default();
+        let mut lines: Vec<Vec<u8>> = Vec::new();
         let mut add = |name: &[u8], value: &[u8], titled: bool| {
             let at = block.len();
             block.extend_from_slice(name);
             if titled {
                 title_case_in_place(&mut block[at..]);
             }
+            header_line(&mut lines, &block[at..], value);
             names.extend_from_slice(&block[at..]);
             names.extend_from_slice(b"\r\n");
             block.extend_from_slice(b": ");
@@ -196,6 +260,7 @@ impl Tx {
         );
         self.set(Buf::Header, side, header);
         self.set(Buf::HeaderNames, side, names);
+        self.header_lines[i] = lines;
         for (k, v) in per.into_iter().enumerate() {
             if let Some(v) = v {
                 self.set(NAMED[k].0, side, v);
@@ -210,8 +275,13 @@ impl Tx {
     /// Request line and headers.
     pub fn request_head(&mut self, head: &RequestHead) {
         let side = Direction::Request;
+        let sent = sent_request_line(head);
         let raw_uri = if head.method == http::Method::CONNECT {
             head.uri.to_string()
+        } else if let Some(target) = sent.and_then(|(_, t)| origin_form(t)) {
+            // The target as the client sent it (the listener may have percent-encoded bytes
+            // hyper refuses): Suricata's `http.uri.raw`.
+            String::from_utf8_lossy(target).into_owned()
         } else {
             head.path_and_query().to_string()
         };
@@ -238,7 +308,11 @@ impl Tx {
         let proto = version_str(head.version);
         self.set(Buf::Protocol, side, proto);
         let line = format!("{} {} {}", head.method, raw_uri, proto);
-        self.set(Buf::RequestLine, side, line.clone());
+        match sent {
+            // libhtp's request line: as received, without its line ending.
+            Some((l, _)) => self.set(Buf::RequestLine, side, Bytes::copy_from_slice(l)),
+            None => self.set(Buf::RequestLine, side, line.clone()),
+        }
         self.start[0] = Bytes::from(format!("{line}\r\n"));
         self.headers(side, &head.headers, head.raw.as_deref(), "cookie");
     }

@@ -556,3 +556,95 @@ fn malformed_transforms_are_errors_that_name_the_keyword() {
         assert!(err.to_string().contains(needle), "{opts}: {err}");
     }
 }
+
+/// `absent` and `absent: or_else` (Suricata 8): a missing buffer matches; a present one fails
+/// plain `absent` and goes on to the next keywords with `or_else`.
+#[test]
+fn absent_buffers() {
+    let fires = |opts: &str, headers: &[(&str, &str)]| {
+        let set = load(&rule(opts));
+        let r = Req {
+            method: "GET",
+            uri: "/a",
+            headers,
+            body: b"",
+        };
+        !sids(&set, &r, &mut FlowVars::default()).is_empty()
+    };
+    let no_ua = [("host", "h.test")];
+    let curl_ua = [("host", "h.test"), ("user-agent", "curl/8")];
+    let browser = [("host", "h.test"), ("user-agent", "Mozilla/5.0")];
+    let absent = "http.uri; content:\"/a\"; http.user_agent; absent;";
+    assert!(fires(absent, &no_ua));
+    assert!(!fires(absent, &curl_ua));
+    let or_else =
+        "http.uri; content:\"/a\"; http.user_agent; absent: or_else; content:!\"Mozilla\";";
+    assert!(fires(or_else, &no_ua), "missing");
+    assert!(fires(or_else, &curl_ua), "present without Mozilla");
+    assert!(!fires(or_else, &browser));
+    // A rule whose only content follows `or_else` still runs (no fast pattern there).
+    let alone = "http.user_agent; absent: or_else; content:\"curl\";";
+    assert!(fires(alone, &no_ua));
+    assert!(fires(alone, &curl_ua));
+    assert!(!fires(alone, &browser));
+}
+
+/// `http.request_header`: one `Name: value` instance per header, each matched on its own.
+#[test]
+fn request_header_instances() {
+    let fires = |opts: &str, headers: &[(&str, &str)]| {
+        let set = load(&rule(opts));
+        let r = Req {
+            method: "GET",
+            uri: "/a",
+            headers,
+            body: b"",
+        };
+        !sids(&set, &r, &mut FlowVars::default()).is_empty()
+    };
+    let h = [("host", "h.test"), ("x-token", "abc"), ("accept", "*/*")];
+    assert!(fires(
+        "http.request_header; content:\"X-Token: abc\"; bsize:12;",
+        &h
+    ));
+    // Within one instance only: the name of one header and the value of the next never pair.
+    assert!(!fires(
+        "http.request_header; content:\"X-Token:\"; content:\"*/*\"; distance:0;",
+        &h
+    ));
+    assert!(fires(
+        "http.request_header; content:\"Accept:\"; startswith; content:\"*/*\"; endswith;",
+        &h
+    ));
+}
+
+/// `requires`: read before the rest of the rule; an unmet requirement skips the rule (with
+/// the reason), a malformed one is an error.
+#[test]
+fn requires_skips_rules_for_other_engines() {
+    use sekisho_ips::rule::{parse_rule, RuleError};
+    let parse = |opts: &str| {
+        parse_rule(
+            &rule(opts),
+            &sekisho_ips::vars::default_vars(),
+            &sekisho_ips::matchers::PcreLimits::default(),
+            "t.rules",
+            1,
+        )
+    };
+    assert!(
+        parse("requires: version >= 7.0.3, keyword http.uri; http.uri; content:\"/a\";").is_ok()
+    );
+    let skipped = |r: Result<_, RuleError>| matches!(r, Err(RuleError::Unsupported { .. }));
+    assert!(skipped(parse(
+        "requires: version >= 9; http.uri; content:\"/a\";"
+    )));
+    assert!(skipped(parse(
+        "requires: feature geoip; http.uri; content:\"/a\";"
+    )));
+    // A rule for a newer engine: skipped for its requirement, not broken by its keywords.
+    let newer = parse("requires: keyword http.future_buffer; http.future_buffer; content:\"x\";");
+    assert!(skipped(newer), "skipped");
+    let e = parse("requires: version 9; http.uri; content:\"/a\";").unwrap_err();
+    assert!(matches!(e, RuleError::Syntax(_)), "{e}");
+}
