@@ -519,7 +519,8 @@ async fn transforms_fire_through_the_proxy() {
              alert http any any -> any any (msg:\"xform ua\"; http.user_agent; compress_whitespace; content:\"Foo Bar\"; sid:9400006; rev:1;)\n\
              alert http any any -> any any (msg:\"raw target\"; http.uri.raw; content:\"q=<script>\"; sid:9400007; rev:1;)\n\
              alert http any any -> any any (msg:\"one header\"; http.request_header; content:\"X-Probe: yes\"; bsize:12; sid:9400008; rev:1;)\n\
-             alert http any any -> any any (msg:\"no user agent\"; http.uri; content:\"/noua\"; http.user_agent; absent; sid:9400009; rev:1;)\n"
+             alert http any any -> any any (msg:\"no user agent\"; http.uri; content:\"/noua\"; http.user_agent; absent; sid:9400009; rev:1;)\n\
+             alert http any any -> any any (msg:\"basic auth admin\"; http.header; content:\"Authorization|3a 20|Basic \"; base64_decode:relative; base64_data; content:\"admin:\"; startswith; sid:9400010; rev:1;)\n"
         ),
     )
     .unwrap();
@@ -579,6 +580,8 @@ async fn transforms_fire_through_the_proxy() {
         ("/probe2", vec!["-H".into(), "X-Probe: yes!".into()], 0),
         ("/noua", vec!["-H".into(), "User-Agent:".into()], 9400009),
         ("/noua?with", vec![], 0),
+        ("/auth-bob", vec!["-u".into(), "bob:x".into()], 0),
+        ("/auth", vec!["-u".into(), "admin:secret".into()], 9400010),
     ];
     for (path, extra, _) in &cases {
         let url = format!("{base}{path}");
@@ -589,13 +592,13 @@ async fn transforms_fire_through_the_proxy() {
         assert_eq!(r.code, 0, "{path}: {}", r.stderr);
     }
     // The last matching case's event is written: every earlier one is too.
-    wait_sid(&gw, 9400009);
+    wait_sid(&gw, 9400010);
     for (path, _, sid) in &cases {
         // Events carry the URL as routed (raw `<` `>` percent-encoded by the listener).
         let url = format!("{base}{}", path.replace('<', "%3C").replace('>', "%3E"));
         let got: BTreeSet<u32> = sids_for(&gw, &url)
             .into_keys()
-            .filter(|s| (9400001..=9400009).contains(s))
+            .filter(|s| (9400001..=9400010).contains(s))
             .collect();
         let want: BTreeSet<u32> = (*sid != 0).then_some(*sid).into_iter().collect();
         assert_eq!(got, want, "{path}");

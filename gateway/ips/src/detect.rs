@@ -28,6 +28,8 @@ pub struct Scratch {
     /// Rules that already matched in this transaction (a rule indexed in two phases alerts
     /// once).
     pub fired: std::collections::HashSet<u32>,
+    /// What the current rule's `base64_decode` decoded (its `base64_data`).
+    pub base64: Option<Vec<u8>>,
 }
 
 impl Scratch {
@@ -198,6 +200,25 @@ fn run(
             Some(p) => run(items, i + 1, data, p, s, at),
             None => fail(item),
         },
+        Item::Base64Decode {
+            bytes,
+            offset,
+            relative,
+        } => {
+            let base = if *relative { prev } else { 0 };
+            let start = base.saturating_add(*offset as usize);
+            if start >= buf.len() {
+                return fail(item);
+            }
+            let end = start.saturating_add(*bytes as usize).min(buf.len());
+            let decoded = crate::transform::decode_rfc4648(&buf[start..end]);
+            if decoded.is_empty() {
+                return fail(item);
+            }
+            s.base64 = Some(decoded);
+            // The end of its list: what follows never runs (Suricata's final match).
+            Outcome::Match
+        }
         // The buffer is there: plain `absent` fails, `or_else` goes on to what follows.
         Item::Absent { or_else: true } => run(items, i + 1, data, prev, s, at),
         Item::Absent { or_else: false } => Outcome::Discontinue,

@@ -104,6 +104,8 @@ pub enum Buf {
     RequestHeader,
     /// `http.response_header`: one instance per header, `Name: value`.
     ResponseHeader,
+    /// `base64_data`: what the rule's `base64_decode` decoded.
+    Base64Data,
     DnsQuery,
 }
 
@@ -150,6 +152,7 @@ impl Buf {
             Ja3String => "ja3.string",
             RequestHeader => "http.request_header",
             ResponseHeader => "http.response_header",
+            Base64Data => "base64_data",
             DnsQuery => "dns.query",
         }
     }
@@ -320,6 +323,16 @@ pub enum Item {
         /// `or_else`.
         or_else: bool,
     },
+    /// `base64_decode`: decodes (RFC 4648, as Suricata) the buffer from the start or the
+    /// previous match, for the rule's `base64_data`; ends its list (what follows never runs).
+    Base64Decode {
+        /// Encoded bytes read at most.
+        bytes: u32,
+        /// Skipped first.
+        offset: u32,
+        /// From the end of the previous match.
+        relative: bool,
+    },
 }
 
 impl Item {
@@ -333,6 +346,7 @@ impl Item {
             Item::ByteTest(b) => b.relative,
             Item::ByteJump(b) => b.relative,
             Item::Absent { .. } => false,
+            Item::Base64Decode { relative, .. } => *relative,
         }
     }
 
@@ -614,6 +628,8 @@ struct Builder<'v> {
     xf_open: bool,
     /// Transformations written that no match has taken yet.
     xf_pending: bool,
+    /// Whether a `base64_decode` came (for `base64_data`).
+    base64_decode: bool,
     last_content: Option<(usize, usize)>,
     limits: &'v PcreLimits,
 }
@@ -798,6 +814,7 @@ pub fn parse_rule(
         sticky_xf: Vec::new(),
         xf_open: false,
         xf_pending: false,
+        base64_decode: false,
         last_content: None,
         limits,
     };
@@ -831,9 +848,61 @@ pub fn parse_rule(
     for g in &b.groups {
         check_absent(g)?;
     }
+    if b.base64_decode && !b.groups.iter().any(|g| g.buf == Buf::Base64Data) {
+        return Err(unsupported(
+            "base64_decode",
+            "no base64_data follows: the rule can never match (Suricata loads it and never alerts)",
+        ));
+    }
     rule.groups = b.groups;
     validate(&rule)?;
     Ok(rule)
+}
+
+/// `base64_decode[:bytes N[,] offset N[,] relative]`, in that order (Suricata's pattern);
+/// `bytes` 0 or absent reads up to 65,535 encoded bytes.
+fn parse_base64_decode(v: &str) -> Result<Item, RuleError> {
+    let words: Vec<&str> = v
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let (mut bytes, mut offset, mut relative) = (0u32, 0u32, false);
+    let mut i = 0;
+    let number = |i: usize, what: &str, max: u64| -> Result<u32, RuleError> {
+        words
+            .get(i + 1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| *n <= max)
+            .map(|n| n as u32)
+            .ok_or_else(|| syntax(format!("base64_decode: bad value for {what}")))
+    };
+    if words.first() == Some(&"bytes") {
+        bytes = number(0, "bytes", u64::from(u16::MAX))?;
+        i = 2;
+    }
+    if words.get(i) == Some(&"offset") {
+        offset = number(i, "offset", u64::from(u32::MAX))?;
+        i += 2;
+    }
+    match words.get(i..) {
+        Some(["relative"]) => relative = true,
+        Some([]) | None => {}
+        Some(rest) => {
+            return Err(syntax(format!(
+                "base64_decode: invalid argument {:?}",
+                rest.join(" ")
+            )))
+        }
+    }
+    Ok(Item::Base64Decode {
+        bytes: if bytes == 0 {
+            u32::from(u16::MAX)
+        } else {
+            bytes
+        },
+        offset,
+        relative,
+    })
 }
 
 /// Suricata's checks of `absent`: plain `absent` tests nothing else on the buffer, `or_else`
@@ -1056,6 +1125,9 @@ fn option(
         "startswith" => b.last_content(kw)?.startswith = true,
         "endswith" => b.last_content(kw)?.endswith = true,
         "fast_pattern" => {
+            if b.sticky == Buf::Base64Data {
+                return Err(syntax("fast_pattern cannot be used with base64_data"));
+            }
             let c = b.last_content(kw)?;
             c.fast_pattern = true;
             if let Some(v) = val.map(str::trim) {
@@ -1106,6 +1178,27 @@ fn option(
                 relative,
                 negated,
             });
+        }
+        "base64_decode" => {
+            let item = parse_base64_decode(val.unwrap_or_default())?;
+            b.base64_decode = true;
+            // Into the sticky buffer, else the buffer of the last content (`http_uri`-style
+            // modifiers), else the payload.
+            match b.last_content.filter(|&(g, _)| b.groups[g].buf != b.sticky) {
+                Some((g, _)) if b.sticky == Buf::Stream => b.groups[g].items.push(item),
+                _ => {
+                    b.push_sticky(item);
+                }
+            }
+        }
+        "base64_data" => {
+            if !b.base64_decode {
+                return Err(syntax("base64_data without a preceding base64_decode"));
+            }
+            if val.is_some_and(|v| !v.trim().is_empty()) {
+                return Err(syntax("base64_data takes no option"));
+            }
+            b.start_sticky(Buf::Base64Data)?;
         }
         "absent" => {
             let or_else = match val.map(str::trim) {
@@ -1224,10 +1317,10 @@ fn option(
             ))
         }
         "xbits" | "flowint" | "tag" | "app-layer-event" | "dsize" | "stream_size" | "flags"
-        | "base64_decode" | "base64_data" | "byte_extract" | "byte_math" | "asn1" | "ftpbounce"
-        | "ip_proto" | "ttl" | "itype" | "icode" | "fragbits" | "window" | "ack" | "seq"
-        | "dataset" | "datarep" | "lua" | "luajit" | "replace" | "filestore" | "filemagic"
-        | "filename" | "fileext" | "filemd5" | "filesha256" | "filesize" | "http.uri.len" => {
+        | "byte_extract" | "byte_math" | "asn1" | "ftpbounce" | "ip_proto" | "ttl" | "itype"
+        | "icode" | "fragbits" | "window" | "ack" | "seq" | "dataset" | "datarep" | "lua"
+        | "luajit" | "replace" | "filestore" | "filemagic" | "filename" | "fileext" | "filemd5"
+        | "filesha256" | "filesize" | "http.uri.len" => {
             return Err(unsupported(kw, "keyword not implemented"))
         }
         "domain" | "tld" => {

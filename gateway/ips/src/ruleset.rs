@@ -958,8 +958,18 @@ impl RuleSet {
         }
         let mut evidence = None;
         let mut tmp = Vec::new();
+        scratch.base64 = None;
         for g in &r.groups {
             let key = key_of(r, c.dir, g);
+            if g.buf == Buf::Base64Data {
+                // What this rule's base64_decode produced (it ran in an earlier group).
+                let decoded = scratch.base64.clone()?;
+                let at = inspect(&g.items, &Data::new(&decoded), scratch)?;
+                evidence.get_or_insert_with(|| {
+                    (g.buf.name().to_string(), excerpt(&decoded, at), Vec::new())
+                });
+                continue;
+            }
             let instances = bufs.all(key.buf, key.side);
             if g.items.first().is_some_and(Item::is_absent) && is_absent(key.buf, &instances) {
                 evidence
@@ -1196,11 +1206,10 @@ fn build_index(
         // The fast pattern: the one marked, else the longest positive content (never in a
         // buffer tested `absent`: the rule may match without it).
         let mut best: Option<(BufKey, &[u8], bool)> = None;
-        for g in c
-            .rule
-            .groups
-            .iter()
-            .filter(|g| !g.items.first().is_some_and(Item::is_absent))
+        for g in
+            c.rule.groups.iter().filter(|g| {
+                g.buf != Buf::Base64Data && !g.items.first().is_some_and(Item::is_absent)
+            })
         {
             let key = key_of(&c.rule, c.dir, g);
             for it in &g.items {

@@ -518,7 +518,7 @@ fn decode_group(g: [u8; 4], out: &mut Vec<u8>) -> Option<()> {
 
 /// RFC 4648 as Suricata runs it: up to the first byte outside the alphabet (`=` is in it),
 /// a short last group padded with `=`; any malformed group decodes nothing at all.
-fn decode_rfc4648(input: &[u8]) -> Vec<u8> {
+pub(crate) fn decode_rfc4648(input: &[u8]) -> Vec<u8> {
     let n = input
         .iter()
         .take_while(|&&b| sextet(b).is_some() || b == b'=')

@@ -648,3 +648,53 @@ fn requires_skips_rules_for_other_engines() {
     let e = parse("requires: version 9; http.uri; content:\"/a\";").unwrap_err();
     assert!(matches!(e, RuleError::Syntax(_)), "{e}");
 }
+
+/// `base64_decode` / `base64_data`, on the documentation's example: decode 8 bytes one byte
+/// after the URI's "somestring", then match in the decoded text.
+#[test]
+fn base64_decode_and_base64_data() {
+    let doc = "http.uri; content:\"somestring\"; base64_decode:bytes 8,offset 1,relative; base64_data; content:\"test\";";
+    assert!(uri_fires(doc, "/somestringXdGVzdGluZw=="));
+    assert!(!uri_fires(doc, "/somestringXbm9wZXRoZXJl"));
+    assert!(!uri_fires(doc, "/somestringX"), "nothing to decode");
+    // Not relative: from the buffer's start.
+    assert!(uri_fires(
+        "http.uri; content:\"/\"; base64_decode:offset 1; base64_data; content:\"cmd\"; startswith;",
+        "/Y21kLmV4ZQ=="
+    ));
+    use sekisho_ips::rule::{parse_rule, RuleError};
+    let parse = |opts: &str| {
+        parse_rule(
+            &rule(opts),
+            &sekisho_ips::vars::default_vars(),
+            &sekisho_ips::matchers::PcreLimits::default(),
+            "t.rules",
+            1,
+        )
+    };
+    for (opts, needle) in [
+        (
+            "http.uri; base64_data; content:\"a\";",
+            "without a preceding base64_decode",
+        ),
+        (
+            "http.uri; content:\"a\"; base64_decode; base64_data; content:\"b\"; fast_pattern;",
+            "fast_pattern cannot be used",
+        ),
+        (
+            "http.uri; content:\"a\"; base64_decode:bytes 70000; base64_data; content:\"b\";",
+            "bad value for bytes",
+        ),
+        (
+            "http.uri; content:\"a\"; base64_decode:offset 1, bytes 2; base64_data; content:\"b\";",
+            "invalid argument",
+        ),
+    ] {
+        let e = parse(opts).expect_err(opts);
+        assert!(e.to_string().contains(needle), "{opts}: {e}");
+    }
+    assert!(matches!(
+        parse("http.uri; content:\"a\"; base64_decode;"),
+        Err(RuleError::Unsupported { .. })
+    ));
+}
