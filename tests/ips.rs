@@ -520,7 +520,9 @@ async fn transforms_fire_through_the_proxy() {
              alert http any any -> any any (msg:\"raw target\"; http.uri.raw; content:\"q=<script>\"; sid:9400007; rev:1;)\n\
              alert http any any -> any any (msg:\"one header\"; http.request_header; content:\"X-Probe: yes\"; bsize:12; sid:9400008; rev:1;)\n\
              alert http any any -> any any (msg:\"no user agent\"; http.uri; content:\"/noua\"; http.user_agent; absent; sid:9400009; rev:1;)\n\
-             alert http any any -> any any (msg:\"basic auth admin\"; http.header; content:\"Authorization|3a 20|Basic \"; base64_decode:relative; base64_data; content:\"admin:\"; startswith; sid:9400010; rev:1;)\n"
+             alert http any any -> any any (msg:\"basic auth admin\"; http.header; content:\"Authorization|3a 20|Basic \"; base64_decode:relative; base64_data; content:\"admin:\"; startswith; sid:9400010; rev:1;)\n\
+             alert http any any -> any any (msg:\"xbits mark\"; http.uri; content:\"/xb-mark\"; xbits:set,xbm,track ip_src,expire 60; noalert; sid:9400011; rev:1;)\n\
+             alert http any any -> any any (msg:\"xbits marked host\"; http.uri; content:\"/xb-check\"; xbits:isset,xbm,track ip_src; sid:9400012; rev:1;)\n"
         ),
     )
     .unwrap();
@@ -582,6 +584,10 @@ async fn transforms_fire_through_the_proxy() {
         ("/noua?with", vec![], 0),
         ("/auth-bob", vec!["-u".into(), "bob:x".into()], 0),
         ("/auth", vec!["-u".into(), "admin:secret".into()], 9400010),
+        // xbits across connections of one client host: unmarked, marked (noalert), seen.
+        ("/xb-check-early", vec![], 0),
+        ("/xb-mark", vec![], 0),
+        ("/xb-check", vec![], 9400012),
     ];
     for (path, extra, _) in &cases {
         let url = format!("{base}{path}");
@@ -592,13 +598,13 @@ async fn transforms_fire_through_the_proxy() {
         assert_eq!(r.code, 0, "{path}: {}", r.stderr);
     }
     // The last matching case's event is written: every earlier one is too.
-    wait_sid(&gw, 9400010);
+    wait_sid(&gw, 9400012);
     for (path, _, sid) in &cases {
         // Events carry the URL as routed (raw `<` `>` percent-encoded by the listener).
         let url = format!("{base}{}", path.replace('<', "%3C").replace('>', "%3E"));
         let got: BTreeSet<u32> = sids_for(&gw, &url)
             .into_keys()
-            .filter(|s| (9400001..=9400010).contains(s))
+            .filter(|s| (9400001..=9400012).contains(s))
             .collect();
         let want: BTreeSet<u32> = (*sid != 0).then_some(*sid).into_iter().collect();
         assert_eq!(got, want, "{path}");

@@ -18,6 +18,7 @@ pub mod requires;
 pub mod rule;
 pub mod ruleset;
 pub mod stage;
+pub mod state;
 pub mod transform;
 pub mod tx;
 pub mod vars;

@@ -166,6 +166,13 @@ impl IpsMetrics {
                 )?,
                 |s| &s.thresholded,
             ),
+            (
+                counter(
+                    "sekisho_ips_xbits_full_total",
+                    "xbits sets refused because the gateway holds its maximum of bits",
+                )?,
+                |s| &s.xbits_full,
+            ),
         ];
         Ok(IpsMetrics {
             stats,

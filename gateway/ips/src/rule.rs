@@ -475,6 +475,10 @@ pub struct Rule {
     pub urilen: Option<(NumCmp, bool)>,
     /// `flowbits`.
     pub flowbits: Vec<Flowbit>,
+    /// `flowint`, in rule order.
+    pub flowints: Vec<crate::state::Flowint>,
+    /// `xbits`, in rule order.
+    pub xbits: Vec<crate::state::Xbit>,
     /// `noalert` (or `flowbits:noalert`).
     pub noalert: bool,
     /// `threshold`.
@@ -801,6 +805,8 @@ pub fn parse_rule(
         groups: Vec::new(),
         urilen: None,
         flowbits: Vec::new(),
+        flowints: Vec::new(),
+        xbits: Vec::new(),
         noalert: false,
         threshold: None,
         detection_filter: None,
@@ -1290,6 +1296,15 @@ fn option(
                 o => return Err(syntax(format!("flowbits: unknown command {o:?}"))),
             }
         }
+        "flowint" => rule
+            .flowints
+            .push(crate::state::Flowint::parse(val.unwrap_or_default()).map_err(syntax)?),
+        "xbits" => match crate::state::Xbit::parse(val.unwrap_or_default()) {
+            Ok(crate::state::XbitsOption::Bit(x)) => rule.xbits.push(x),
+            Ok(crate::state::XbitsOption::NoAlert) => rule.noalert = true,
+            Err((true, why)) => return Err(unsupported("xbits", why)),
+            Err((false, why)) => return Err(syntax(why)),
+        },
         "noalert" => rule.noalert = true,
         "threshold" => rule.threshold = Some(parse_threshold(val.unwrap_or_default(), false)?),
         "detection_filter" => {
@@ -1316,10 +1331,10 @@ fn option(
                 "the upstream ServerHello is not exposed by the TLS library",
             ))
         }
-        "xbits" | "flowint" | "tag" | "app-layer-event" | "dsize" | "stream_size" | "flags"
-        | "byte_extract" | "byte_math" | "asn1" | "ftpbounce" | "ip_proto" | "ttl" | "itype"
-        | "icode" | "fragbits" | "window" | "ack" | "seq" | "dataset" | "datarep" | "lua"
-        | "luajit" | "replace" | "filestore" | "filemagic" | "filename" | "fileext" | "filemd5"
+        "tag" | "app-layer-event" | "dsize" | "stream_size" | "flags" | "byte_extract"
+        | "byte_math" | "asn1" | "ftpbounce" | "ip_proto" | "ttl" | "itype" | "icode"
+        | "fragbits" | "window" | "ack" | "seq" | "dataset" | "datarep" | "lua" | "luajit"
+        | "replace" | "filestore" | "filemagic" | "filename" | "fileext" | "filemd5"
         | "filesha256" | "filesize" | "http.uri.len" => {
             return Err(unsupported(kw, "keyword not implemented"))
         }

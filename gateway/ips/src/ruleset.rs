@@ -18,6 +18,7 @@ use crate::rule::{
     parse_rule, parse_track, sniff_sid, Buf, Flowbit, Item, Proto, Rule, RuleAction, RuleError,
     Threshold, ThresholdKind, Track,
 };
+use crate::state::XbitStore;
 use crate::transform::Transform;
 use crate::vars::{parse_addr, AddrExpr, Vars};
 use crate::IpsError;
@@ -93,6 +94,8 @@ pub struct Endpoints {
 pub struct FlowVars {
     /// Set flowbits.
     pub bits: HashSet<String>,
+    /// `flowint` variables.
+    pub ints: HashMap<String, u32>,
     /// A pass rule matched: no more alerts on this flow.
     pub passed: bool,
 }
@@ -213,6 +216,8 @@ pub struct Stats {
     pub step_limit_hits: AtomicU64,
     /// Alerts suppressed by threshold/suppress.
     pub thresholded: AtomicU64,
+    /// `xbits` sets refused because the store was full.
+    pub xbits_full: AtomicU64,
 }
 
 struct Suppress {
@@ -274,6 +279,8 @@ pub struct RuleSet {
     suppress: Vec<Suppress>,
     /// Transformation chains by id (0: none), as rules' groups and buffer keys name them.
     chains: Vec<Vec<Transform>>,
+    /// `xbits` by host and host pair (lives as long as this rule set).
+    xbits: Mutex<XbitStore>,
     thresholds: Mutex<HashMap<ThresholdKey, (Instant, u32)>>,
     /// Counters (shared across reloads when the embedder passes them in).
     pub stats: Arc<Stats>,
@@ -644,16 +651,19 @@ impl RuleSet {
             })
             .collect();
         let order = |c: &Compiled| {
-            let sets = c
-                .rule
+            let r = &c.rule;
+            let sets = r
                 .flowbits
                 .iter()
-                .any(|f| matches!(f, Flowbit::Set(_) | Flowbit::Unset(_) | Flowbit::Toggle(_)));
-            let tests = c
-                .rule
+                .any(|f| matches!(f, Flowbit::Set(_) | Flowbit::Unset(_) | Flowbit::Toggle(_)))
+                || r.flowints.iter().any(|f| f.is_change())
+                || r.xbits.iter().any(|x| x.is_change());
+            let tests = r
                 .flowbits
                 .iter()
-                .any(|f| matches!(f, Flowbit::IsSet(_) | Flowbit::IsNotSet(_)));
+                .any(|f| matches!(f, Flowbit::IsSet(_) | Flowbit::IsNotSet(_)))
+                || r.flowints.iter().any(|f| !f.is_change())
+                || r.xbits.iter().any(|x| !x.is_change());
             let fb = match (sets, tests) {
                 (true, false) => 0,
                 (true, true) => 1,
@@ -698,6 +708,7 @@ impl RuleSet {
             empty_body,
             suppress,
             chains,
+            xbits: Mutex::new(XbitStore::default()),
             thresholds: Mutex::new(HashMap::new()),
             stats: opts.stats.clone().unwrap_or_default(),
             report,
@@ -867,6 +878,7 @@ impl RuleSet {
                     _ => {}
                 }
             }
+            self.state_changes(c, ep, vars);
             if c.rule.action == RuleAction::Pass {
                 passed = true;
                 continue;
@@ -949,6 +961,17 @@ impl RuleSet {
                 _ => {}
             }
         }
+        if !r.flowints.iter().all(|f| f.holds(&vars.ints)) {
+            return None;
+        }
+        if r.xbits.iter().any(|x| !x.is_change()) {
+            let src = src?;
+            let mut store = self.xbits.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if !r.xbits.iter().all(|x| store.holds(x, src, dst, now)) {
+                return None;
+            }
+        }
         if let Some((cmp, raw)) = r.urilen {
             let b = if raw { Buf::UriRaw } else { Buf::Uri };
             let len = bufs.get(b, Direction::Request)?.len();
@@ -995,6 +1018,30 @@ impl RuleSet {
             }
         }
         Some(evidence.unwrap_or_else(|| ("flow".into(), String::new(), Vec::new())))
+    }
+
+    /// A matched rule's `flowint` and `xbits` changes, in rule order (alerting or not).
+    fn state_changes(&self, c: &Compiled, ep: &Endpoints, vars: &mut FlowVars) {
+        for f in c.rule.flowints.iter().filter(|f| f.is_change()) {
+            f.apply(&mut vars.ints);
+        }
+        let changes: Vec<_> = c.rule.xbits.iter().filter(|x| x.is_change()).collect();
+        if changes.is_empty() {
+            return;
+        }
+        let (src, dst) = match c.dir {
+            Direction::Request => (Some(ep.client), ep.server),
+            Direction::Response => (ep.server, Some(ep.client)),
+        };
+        let Some(src) = src else { return };
+        let mut store = self.xbits.lock().unwrap_or_else(|e| e.into_inner());
+        let (now, full) = (Instant::now(), store.full);
+        for x in changes {
+            store.apply(x, src, dst, now);
+        }
+        self.stats
+            .xbits_full
+            .fetch_add(store.full - full, Ordering::Relaxed);
     }
 
     fn alert_allowed(&self, c: &Compiled, ep: &Endpoints) -> bool {

@@ -698,3 +698,65 @@ fn base64_decode_and_base64_data() {
         Err(RuleError::Unsupported { .. })
     ));
 }
+
+/// `flowint`: a counter kept per flow, changed only when its rule matched; a later rule on the
+/// same flow compares it.
+#[test]
+fn flowint_counts_per_flow() {
+    let set = load(
+        "alert http any any -> any any (msg:\"count\"; http.uri; content:\"/login\"; flowint:logins,+,1; noalert; sid:1; rev:1;)\n\
+         alert http any any -> any any (msg:\"too many\"; http.uri; content:\"/login\"; flowint:logins,isset; flowint:logins,>,2; sid:2; rev:1;)\n",
+    );
+    let login = Req {
+        method: "POST",
+        uri: "/login",
+        headers: &[("host", "h.test")],
+        body: b"",
+    };
+    let mut vars = FlowVars::default();
+    assert!(sids(&set, &login, &mut vars).is_empty());
+    assert!(sids(&set, &login, &mut vars).is_empty());
+    assert_eq!(sids(&set, &login, &mut vars), vec![2], "third login");
+    assert_eq!(vars.ints["logins"], 3);
+    assert!(
+        sids(&set, &login, &mut FlowVars::default()).is_empty(),
+        "another flow"
+    );
+}
+
+/// `xbits`: a bit set for the client host on one flow is seen on another flow of that host,
+/// not of another host.
+#[test]
+fn xbits_cross_flows_by_host() {
+    let set = load(
+        "alert http any any -> any any (msg:\"mark\"; http.uri; content:\"/mark\"; xbits:set,marked,track ip_src,expire 60; noalert; sid:1; rev:1;)\n\
+         alert http any any -> any any (msg:\"marked host\"; http.uri; content:\"/check\"; xbits:isset,marked,track ip_src; sid:2; rev:1;)\n",
+    );
+    let req = |uri: &'static str| Req {
+        method: "GET",
+        uri,
+        headers: &[("host", "h.test")],
+        body: b"",
+    };
+    let run = |r: &Req<'_>, client: &str| {
+        let t = tx(r);
+        let mut s = Scratch::default();
+        let ep = Endpoints {
+            client: client.parse().unwrap(),
+            ..ep()
+        };
+        let mut out = Vec::new();
+        for p in [Phase::ReqHead, Phase::ReqBody] {
+            out.extend(
+                set.eval(p, &t, &ep, None, &mut FlowVars::default(), &mut s)
+                    .into_iter()
+                    .map(|h| set.rule(h.rule).rule.sid),
+            );
+        }
+        out
+    };
+    assert!(run(&req("/check"), "10.0.0.1").is_empty(), "not marked yet");
+    assert!(run(&req("/mark"), "10.0.0.1").is_empty(), "noalert");
+    assert_eq!(run(&req("/check"), "10.0.0.1"), vec![2]);
+    assert!(run(&req("/check"), "10.0.0.2").is_empty(), "another host");
+}
