@@ -522,7 +522,8 @@ async fn transforms_fire_through_the_proxy() {
              alert http any any -> any any (msg:\"no user agent\"; http.uri; content:\"/noua\"; http.user_agent; absent; sid:9400009; rev:1;)\n\
              alert http any any -> any any (msg:\"basic auth admin\"; http.header; content:\"Authorization|3a 20|Basic \"; base64_decode:relative; base64_data; content:\"admin:\"; startswith; sid:9400010; rev:1;)\n\
              alert http any any -> any any (msg:\"xbits mark\"; http.uri; content:\"/xb-mark\"; xbits:set,xbm,track ip_src,expire 60; noalert; sid:9400011; rev:1;)\n\
-             alert http any any -> any any (msg:\"xbits marked host\"; http.uri; content:\"/xb-check\"; xbits:isset,xbm,track ip_src; sid:9400012; rev:1;)\n"
+             alert http any any -> any any (msg:\"xbits marked host\"; http.uri; content:\"/xb-check\"; xbits:isset,xbm,track ip_src; sid:9400012; rev:1;)\n\
+             alert http any any => any any (msg:\"request and its 404\"; http.uri; content:\"/both-\"; http.stat_code; content:\"404\"; sid:9400013; rev:1;)\n"
         ),
     )
     .unwrap();
@@ -588,6 +589,10 @@ async fn transforms_fire_through_the_proxy() {
         ("/xb-check-early", vec![], 0),
         ("/xb-mark", vec![], 0),
         ("/xb-check", vec![], 9400012),
+        // `=>`: the request's URI and the response's status together (the origin answers 404
+        // for unknown paths, 200 for /hello).
+        ("/hello?x=/both-", vec![], 0),
+        ("/both-x", vec![], 9400013),
     ];
     for (path, extra, _) in &cases {
         let url = format!("{base}{path}");
@@ -598,13 +603,13 @@ async fn transforms_fire_through_the_proxy() {
         assert_eq!(r.code, 0, "{path}: {}", r.stderr);
     }
     // The last matching case's event is written: every earlier one is too.
-    wait_sid(&gw, 9400012);
+    wait_sid(&gw, 9400013);
     for (path, _, sid) in &cases {
         // Events carry the URL as routed (raw `<` `>` percent-encoded by the listener).
         let url = format!("{base}{}", path.replace('<', "%3C").replace('>', "%3E"));
         let got: BTreeSet<u32> = sids_for(&gw, &url)
             .into_keys()
-            .filter(|s| (9400001..=9400012).contains(s))
+            .filter(|s| (9400001..=9400013).contains(s))
             .collect();
         let want: BTreeSet<u32> = (*sid != 0).then_some(*sid).into_iter().collect();
         assert_eq!(got, want, "{path}");

@@ -445,6 +445,9 @@ pub struct Rule {
     pub sport: PortExpr,
     /// `<>`.
     pub bidirectional: bool,
+    /// `=>` (Suricata 8): one transaction's request and response buffers together; the header
+    /// reads client → server.
+    pub txboth: bool,
     /// Destination addresses.
     pub dst: AddrExpr,
     /// Destination ports.
@@ -774,10 +777,11 @@ pub fn parse_rule(
     };
     let src = parse_addr(header[2], vars).map_err(|e| syntax(format!("source: {e}")))?;
     let sport = parse_port(header[3], vars).map_err(|e| syntax(format!("source port: {e}")))?;
-    let bidirectional = match header[4] {
-        "->" => false,
-        "<>" => true,
-        d => return Err(syntax(format!("bad direction {d:?}"))),
+    let (bidirectional, txboth) = match header[4] {
+        "->" => (false, false),
+        "<>" => (true, false),
+        "=>" => (false, true),
+        d => return Err(syntax(format!("bad direction {d:?} (->, <> or =>)"))),
     };
     let dst = parse_addr(header[5], vars).map_err(|e| syntax(format!("destination: {e}")))?;
     let dport =
@@ -790,6 +794,7 @@ pub fn parse_rule(
         src,
         sport,
         bidirectional,
+        txboth,
         dst,
         dport,
         msg: String::new(),
@@ -939,6 +944,30 @@ fn check_absent(g: &Group) -> Result<(), RuleError> {
     }
 }
 
+/// Suricata's checks of a `=>` rule: no `flow` direction, every buffer tied to one side
+/// (`http.uri`, `http.stat_code` …, not `http.header`), and both sides used.
+fn validate_txboth(rule: &Rule, bufs: &[Buf]) -> Result<(), RuleError> {
+    if rule.flow_dir.is_some() {
+        return Err(syntax(
+            "a => rule uses both directions: it cannot specify a flow direction",
+        ));
+    }
+    if let Some(b) = bufs
+        .iter()
+        .find(|b| b.fixed_side().is_none() && **b != Buf::Base64Data)
+    {
+        return Err(syntax(format!(
+            "a => rule uses both directions: {} is ambiguous about its direction",
+            b.name()
+        )));
+    }
+    let has = |d: Direction| bufs.iter().any(|b| b.fixed_side() == Some(d));
+    if !(has(Direction::Request) && has(Direction::Response)) {
+        return Err(syntax("a => rule should use both directions, but does not"));
+    }
+    Ok(())
+}
+
 /// Option keywords this parser runs (besides sticky buffers, legacy modifiers and
 /// transformations), for `requires: keyword`.
 const OPTION_KEYWORDS: &[&str] = &[
@@ -990,6 +1019,9 @@ fn keyword_known(kw: &str) -> bool {
 /// Checks that the rule is something the gateway can run.
 fn validate(rule: &Rule) -> Result<(), RuleError> {
     let bufs: Vec<Buf> = rule.groups.iter().map(|g| g.buf).collect();
+    if rule.txboth {
+        validate_txboth(rule, &bufs)?;
+    }
     match rule.proto {
         Proto::Tcp | Proto::Ip => {
             if bufs.is_empty() || bufs.contains(&Buf::Stream) {

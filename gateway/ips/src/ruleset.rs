@@ -449,6 +449,15 @@ fn rule_dir_phase(r: &Rule) -> Phase {
     }
 }
 
+/// The direction a rule's header reads in: its side, or client → server for a `=>` rule.
+fn header_dir(c: &Compiled) -> Direction {
+    if c.rule.txboth {
+        Direction::Request
+    } else {
+        c.dir
+    }
+}
+
 fn rule_dir(r: &Rule) -> Direction {
     if let Some(d) = r.flow_dir {
         if d == Direction::Response
@@ -921,8 +930,9 @@ impl RuleSet {
         scratch: &mut Scratch,
     ) -> Option<(String, String, Vec<String>)> {
         let r = &c.rule;
-        // Header: the packet's source is the client for requests, the server for responses.
-        let (src, sport, dst, dport) = match c.dir {
+        // Header: the packet's source is the client for requests, the server for responses
+        // (a `=>` rule reads its header client → server).
+        let (src, sport, dst, dport) = match header_dir(c) {
             Direction::Request => (
                 Some(ep.client),
                 Some(ep.client_port),
@@ -1029,7 +1039,7 @@ impl RuleSet {
         if changes.is_empty() {
             return;
         }
-        let (src, dst) = match c.dir {
+        let (src, dst) = match header_dir(c) {
             Direction::Request => (Some(ep.client), ep.server),
             Direction::Response => (ep.server, Some(ep.client)),
         };

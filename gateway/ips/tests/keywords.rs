@@ -760,3 +760,29 @@ fn xbits_cross_flows_by_host() {
     assert_eq!(run(&req("/check"), "10.0.0.1"), vec![2]);
     assert!(run(&req("/check"), "10.0.0.2").is_empty(), "another host");
 }
+
+/// `=>` rules (Suricata 8 transactional bidirectional rules): refused as Suricata refuses
+/// them when they are not about both directions.
+#[test]
+fn transactional_rules_need_both_directions() {
+    use sekisho_ips::rule::parse_rule;
+    let parse = |opts: &str| {
+        parse_rule(
+            &format!("alert http any any => any any ({opts} sid:1; rev:1;)"),
+            &sekisho_ips::vars::default_vars(),
+            &sekisho_ips::matchers::PcreLimits::default(),
+            "t.rules",
+            1,
+        )
+    };
+    let ok = parse("http.uri; content:\"/a\"; http.stat_code; content:\"404\";").unwrap();
+    assert!(ok.txboth);
+    for (opts, needle) in [
+        ("http.uri; content:\"/a\"; http.method; content:\"GET\";", "should use both directions"),
+        ("flow:to_server; http.uri; content:\"/a\"; http.stat_code; content:\"404\";", "cannot specify a flow direction"),
+        ("http.uri; content:\"/a\"; http.header; content:\"x\"; http.stat_code; content:\"404\";", "http.header is ambiguous"),
+    ] {
+        let e = parse(opts).expect_err(opts);
+        assert!(e.to_string().contains(needle), "{opts}: {e}");
+    }
+}
