@@ -451,7 +451,7 @@ fn rules_check_reports_loaded_skipped_and_broken_rules() {
         skipped.iter().all(|l| l.contains(": sid ")),
         "every skipped line names its SID"
     );
-    assert!(text.contains("unsupported keyword xbits"));
+    assert!(text.contains("unsupported keyword tag"));
     let total = text.lines().find(|l| l.starts_with("total: ")).unwrap();
     let loaded: usize = total.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(loaded > 20_000, "{total}");
@@ -464,7 +464,7 @@ fn rules_check_reports_loaded_skipped_and_broken_rules() {
         "alert http any any -> any any (msg:\"a\"; http.uri; content:\"/a\"; sid:1; rev:1;)\n\
          alert http any any -> any any (msg:\"b\"; http.uri; content:\"|zz|\"; sid:2; rev:1;)\n\
          alert http any any -> any any (msg:\"c\"; pcre:\"/(unclosed/U\"; sid:3; rev:1;)\n\
-         alert http any any -> any any (msg:\"d\"; xbits:set,x,track ip_src; sid:4; rev:1;)\n\
+         alert http any any -> any any (msg:\"d\"; tag:session,10,packets; sid:4; rev:1;)\n\
          alert http any any -> any any (msg:\"e\"; http.host; content:\"e.test\"; bsize:6; sid:5; rev:1;)\n",
     )
     .unwrap();
@@ -490,7 +490,7 @@ fn rules_check_reports_loaded_skipped_and_broken_rules() {
         "{text}"
     );
     assert!(
-        text.contains("mixed.rules:4: sid 4 skipped: unsupported keyword xbits"),
+        text.contains("mixed.rules:4: sid 4 skipped: unsupported keyword tag"),
         "{text}"
     );
     assert!(text.contains("2 loaded, 1 not run, 2 broken"), "{text}");

@@ -1,6 +1,7 @@
 //! IPS transformations over hostile buffers: a chain picked by the first bytes (every step,
 //! the decompressors and base64 modes included) run on the rest. Never panics; a
-//! decompressor's output stays within its `max-size`; steps that cannot grow a buffer do not.
+//! decompressor's output stays within its `max-size`. The same bytes as a request target go
+//! through `http.uri`'s normalisation, which never grows a path.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -54,6 +55,9 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .map(|&p| all[usize::from(p) % all.len()].0.clone())
         .collect();
+    if let Some(n) = sekisho_ips::uri::normalized(input) {
+        assert!(n.len() <= input.len() + 2, "normalised URI grew");
+    }
     let mut out = Vec::new();
     run_chain(&chain, input, &mut out);
     // Each step alone: the decompressors stay within max-size.

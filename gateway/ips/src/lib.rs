@@ -21,6 +21,7 @@ pub mod stage;
 pub mod state;
 pub mod transform;
 pub mod tx;
+pub mod uri;
 pub mod vars;
 
 use std::path::PathBuf;

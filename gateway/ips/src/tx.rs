@@ -285,14 +285,23 @@ impl Tx {
         } else {
             head.path_and_query().to_string()
         };
-        let decoded: Vec<u8> = percent_encoding::percent_decode(raw_uri.as_bytes()).collect();
+        // libhtp's normalised URI (absent when nothing is left of it), from the target as
+        // sent when the raw head has it (an absolute form included).
+        let normalized = match sent {
+            Some((_, target)) if head.method != http::Method::CONNECT => {
+                crate::uri::normalized(target)
+            }
+            _ => crate::uri::normalized(raw_uri.as_bytes()),
+        };
         self.set(
             Buf::Method,
             side,
             Bytes::copy_from_slice(head.method.as_str().as_bytes()),
         );
         self.set(Buf::UriRaw, side, raw_uri.clone());
-        self.set(Buf::Uri, side, decoded);
+        if let Some(n) = normalized {
+            self.set(Buf::Uri, side, n);
+        }
         self.set(Buf::Host, side, head.host.clone());
         let host_raw = head
             .headers

@@ -786,3 +786,23 @@ fn transactional_rules_need_both_directions() {
         assert!(e.to_string().contains(needle), "{opts}: {e}");
     }
 }
+
+/// `http.uri` is the target as libhtp normalises it (dot segments, `\`, `//`, `%2f`, `%u`);
+/// `http.uri.raw` keeps it as sent.
+#[test]
+fn uri_normalisation_follows_libhtp() {
+    let norm = "http.uri; content:\"/etc/passwd\"; startswith;";
+    assert!(uri_fires(norm, "/a/..%2f..%2fetc%2fpasswd"));
+    assert!(uri_fires(norm, "/static//..//..//etc/passwd"));
+    assert!(uri_fires(norm, "/%u002e%u002e/etc/passwd"));
+    assert!(
+        uri_fires(norm, "/x/%uff0e%uff0e/etc/passwd"),
+        "full-width dots"
+    );
+    assert!(!uri_fires(
+        "http.uri.raw; content:\"/etc/passwd\"; startswith;",
+        "/a/..%2f..%2fetc%2fpasswd"
+    ));
+    // The query is decoded once and not normalised.
+    assert!(uri_fires("http.uri; content:\"?f=../x\";", "/p?f=..%2fx"));
+}
