@@ -304,6 +304,11 @@ mod tests {
         for (name, how, on_error) in stages {
             p.push(Arc::new(Holder(name, *how)), policy(*on_error));
         }
+        holding_request(&p)
+    }
+
+    /// A flow of `p` whose stages all hold the request body.
+    fn holding_request(p: &Pipeline) -> Flow {
         let a = "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!());
         let mut f = p.start(Arc::new(FlowMeta::new(1, "t", a, a)));
         let head = RequestHead::new(
@@ -498,19 +503,7 @@ mod tests {
         for (name, how) in others {
             p.push(Arc::new(Holder(name, *how)), policy(OnError::FailClosed));
         }
-        let a = "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!());
-        let mut f = p.start(Arc::new(FlowMeta::new(1, "t", a, a)));
-        let head = RequestHead::new(
-            http::Method::POST,
-            "http://a.test/up"
-                .parse()
-                .unwrap_or_else(|_| unreachable!()),
-            http::Version::HTTP_11,
-            http::HeaderMap::new(),
-            80,
-        );
-        assert_eq!(f.request_head(&head), Verdict::Hold);
-        f
+        holding_request(&p)
     }
 
     #[test]

@@ -83,6 +83,18 @@ fn uri_fires(opts: &str, uri: &str) -> bool {
     !sids(&set, &r, &mut FlowVars::default()).is_empty()
 }
 
+/// Whether one rule (`opts`) fires on a `method` request for `/a` with `headers` and `body`.
+fn fires_on(opts: &str, method: &str, headers: &[(&str, &str)], body: &[u8]) -> bool {
+    let set = load(&rule(opts));
+    let r = Req {
+        method,
+        uri: "/a",
+        headers,
+        body,
+    };
+    !sids(&set, &r, &mut FlowVars::default()).is_empty()
+}
+
 #[test]
 fn content_modifiers() {
     // depth/offset: `content:"abc"; offset:1; depth:4;` looks in bytes 1..5.
@@ -453,16 +465,8 @@ fn transforms_change_the_buffer_content_sees() {
 
 #[test]
 fn transforms_on_bodies_and_headers() {
-    let fires = |opts: &str, headers: &[(&str, &str)], body: &[u8]| {
-        let set = load(&rule(opts));
-        let r = Req {
-            method: "POST",
-            uri: "/up",
-            headers,
-            body,
-        };
-        !sids(&set, &r, &mut FlowVars::default()).is_empty()
-    };
+    let fires =
+        |opts: &str, headers: &[(&str, &str)], body: &[u8]| fires_on(opts, "POST", headers, body);
     let h = [
         ("host", "h.test"),
         ("content-type", "application/octet-stream"),
@@ -561,16 +565,7 @@ fn malformed_transforms_are_errors_that_name_the_keyword() {
 /// plain `absent` and goes on to the next keywords with `or_else`.
 #[test]
 fn absent_buffers() {
-    let fires = |opts: &str, headers: &[(&str, &str)]| {
-        let set = load(&rule(opts));
-        let r = Req {
-            method: "GET",
-            uri: "/a",
-            headers,
-            body: b"",
-        };
-        !sids(&set, &r, &mut FlowVars::default()).is_empty()
-    };
+    let fires = |opts: &str, headers: &[(&str, &str)]| fires_on(opts, "GET", headers, b"");
     let no_ua = [("host", "h.test")];
     let curl_ua = [("host", "h.test"), ("user-agent", "curl/8")];
     let browser = [("host", "h.test"), ("user-agent", "Mozilla/5.0")];
@@ -592,16 +587,7 @@ fn absent_buffers() {
 /// `http.request_header`: one `Name: value` instance per header, each matched on its own.
 #[test]
 fn request_header_instances() {
-    let fires = |opts: &str, headers: &[(&str, &str)]| {
-        let set = load(&rule(opts));
-        let r = Req {
-            method: "GET",
-            uri: "/a",
-            headers,
-            body: b"",
-        };
-        !sids(&set, &r, &mut FlowVars::default()).is_empty()
-    };
+    let fires = |opts: &str, headers: &[(&str, &str)]| fires_on(opts, "GET", headers, b"");
     let h = [("host", "h.test"), ("x-token", "abc"), ("accept", "*/*")];
     assert!(fires(
         "http.request_header; content:\"X-Token: abc\"; bsize:12;",
