@@ -501,8 +501,32 @@ fn rules_check_reports_loaded_skipped_and_broken_rules() {
 /// chain that ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transforms_fire_through_the_proxy() {
-    let origin = Origin::start(None).await;
+    let mut files = Files::new();
+    let mut exe = b"MZ".to_vec();
+    exe.extend(std::iter::repeat_n(b'x', 100));
+    files.insert("/dl/tool.exe".into(), (vec![], exe));
+    files.insert(
+        "/report".into(),
+        (
+            vec![(
+                "content-disposition".into(),
+                "attachment; filename=\"report.pdf\"".into(),
+            )],
+            b"MZabc".to_vec(),
+        ),
+    );
+    let origin = Origin::start_with_files(None, files).await;
     let dir = TempDir::new("ips-xform");
+    // md5("MZabc"), as `md5sum` prints it.
+    let md5 = {
+        use md5::Digest as _;
+        hex::encode(md5::Md5::digest(b"MZabc"))
+    };
+    std::fs::write(
+        dir.path().join("bad.md5"),
+        format!("# known bad\n{md5}  report.pdf\n"),
+    )
+    .unwrap();
     let rules = dir.path().join("xform.rules");
     let digest = {
         use sha2::Digest as _;
@@ -523,7 +547,9 @@ async fn transforms_fire_through_the_proxy() {
              alert http any any -> any any (msg:\"basic auth admin\"; http.header; content:\"Authorization|3a 20|Basic \"; base64_decode:relative; base64_data; content:\"admin:\"; startswith; sid:9400010; rev:1;)\n\
              alert http any any -> any any (msg:\"xbits mark\"; http.uri; content:\"/xb-mark\"; xbits:set,xbm,track ip_src,expire 60; noalert; sid:9400011; rev:1;)\n\
              alert http any any -> any any (msg:\"xbits marked host\"; http.uri; content:\"/xb-check\"; xbits:isset,xbm,track ip_src; sid:9400012; rev:1;)\n\
-             alert http any any => any any (msg:\"request and its 404\"; http.uri; content:\"/both-\"; http.stat_code; content:\"404\"; sid:9400013; rev:1;)\n"
+             alert http any any => any any (msg:\"request and its 404\"; http.uri; content:\"/both-\"; http.stat_code; content:\"404\"; sid:9400013; rev:1;)\n\
+             alert http any any -> any any (msg:\"exe download\"; flow:to_client; fileext:\"exe\"; filesize:>10; sid:9400014; rev:1;)\n\
+             alert http any any -> any any (msg:\"known bad file\"; flow:to_client; filemd5:bad.md5; sid:9400015; rev:1;)\n"
         ),
     )
     .unwrap();
@@ -593,6 +619,10 @@ async fn transforms_fire_through_the_proxy() {
         // for unknown paths, 200 for /hello).
         ("/hello?x=/both-", vec![], 0),
         ("/both-x", vec![], 9400013),
+        // Files: the name from the URI path (an .exe over 10 bytes), a Content-Disposition
+        // name (report.pdf: not .exe) whose MD5 is in the list.
+        ("/dl/tool.exe", vec![], 9400014),
+        ("/report", vec![], 9400015),
     ];
     for (path, extra, _) in &cases {
         let url = format!("{base}{path}");
@@ -603,13 +633,13 @@ async fn transforms_fire_through_the_proxy() {
         assert_eq!(r.code, 0, "{path}: {}", r.stderr);
     }
     // The last matching case's event is written: every earlier one is too.
-    wait_sid(&gw, 9400013);
+    wait_sid(&gw, 9400015);
     for (path, _, sid) in &cases {
         // Events carry the URL as routed (raw `<` `>` percent-encoded by the listener).
         let url = format!("{base}{}", path.replace('<', "%3C").replace('>', "%3E"));
         let got: BTreeSet<u32> = sids_for(&gw, &url)
             .into_keys()
-            .filter(|s| (9400001..=9400013).contains(s))
+            .filter(|s| (9400001..=9400015).contains(s))
             .collect();
         let want: BTreeSet<u32> = (*sid != 0).then_some(*sid).into_iter().collect();
         assert_eq!(got, want, "{path}");

@@ -11,6 +11,7 @@
 
 pub mod content;
 pub mod detect;
+pub mod files;
 pub mod ja3;
 pub mod matchers;
 mod plug;

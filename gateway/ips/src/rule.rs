@@ -106,6 +106,8 @@ pub enum Buf {
     ResponseHeader,
     /// `base64_data`: what the rule's `base64_decode` decoded.
     Base64Data,
+    /// `file.name`: a download's or upload's name.
+    FileName,
     DnsQuery,
 }
 
@@ -153,6 +155,7 @@ impl Buf {
             RequestHeader => "http.request_header",
             ResponseHeader => "http.response_header",
             Base64Data => "base64_data",
+            FileName => "file.name",
             DnsQuery => "dns.query",
         }
     }
@@ -199,6 +202,7 @@ impl Buf {
             "ja3.string" | "ja3_string" => Ja3String,
             "http.request_header" => RequestHeader,
             "http.response_header" => ResponseHeader,
+            "file.name" | "file_name" => FileName,
             "dns.query" | "dns_query" => DnsQuery,
             _ => return None,
         })
@@ -482,6 +486,10 @@ pub struct Rule {
     pub flowints: Vec<crate::state::Flowint>,
     /// `xbits`, in rule order.
     pub xbits: Vec<crate::state::Xbit>,
+    /// `filesize`.
+    pub filesize: Option<NumCmp>,
+    /// `filemd5` / `filesha1` / `filesha256`.
+    pub file_hashes: Vec<crate::files::FileHash>,
     /// `noalert` (or `flowbits:noalert`).
     pub noalert: bool,
     /// `threshold`.
@@ -812,6 +820,8 @@ pub fn parse_rule(
         flowbits: Vec::new(),
         flowints: Vec::new(),
         xbits: Vec::new(),
+        filesize: None,
+        file_hashes: Vec::new(),
         noalert: false,
         threshold: None,
         detection_filter: None,
@@ -1328,6 +1338,30 @@ fn option(
                 o => return Err(syntax(format!("flowbits: unknown command {o:?}"))),
             }
         }
+        "filename" | "fileext" => {
+            let v = val.ok_or_else(|| syntax(format!("{kw} needs a value")))?;
+            let mut c = parse_content(v).map_err(|e| syntax(format!("{kw}: {e}")))?;
+            if kw == "fileext" {
+                c.pattern.insert(0, b'.');
+                c.endswith = true;
+            }
+            c.set_nocase();
+            b.last_content = Some(b.push(Buf::FileName, Item::Content(c)));
+        }
+        "filesize" => {
+            rule.filesize =
+                Some(crate::files::parse_filesize(val.unwrap_or_default()).map_err(syntax)?)
+        }
+        "filemd5" | "filesha1" | "filesha256" => {
+            use crate::files::{FileHash, HashKind};
+            let kind = match kw {
+                "filemd5" => HashKind::Md5,
+                "filesha1" => HashKind::Sha1,
+                _ => HashKind::Sha256,
+            };
+            let h = FileHash::load(kind, val.unwrap_or_default(), &rule.file).map_err(syntax)?;
+            rule.file_hashes.push(h);
+        }
         "flowint" => rule
             .flowints
             .push(crate::state::Flowint::parse(val.unwrap_or_default()).map_err(syntax)?),
@@ -1366,8 +1400,7 @@ fn option(
         "tag" | "app-layer-event" | "dsize" | "stream_size" | "flags" | "byte_extract"
         | "byte_math" | "asn1" | "ftpbounce" | "ip_proto" | "ttl" | "itype" | "icode"
         | "fragbits" | "window" | "ack" | "seq" | "dataset" | "datarep" | "lua" | "luajit"
-        | "replace" | "filestore" | "filemagic" | "filename" | "fileext" | "filemd5"
-        | "filesha256" | "filesize" | "http.uri.len" => {
+        | "replace" | "filestore" | "filemagic" | "file.magic" | "http.uri.len" => {
             return Err(unsupported(kw, "keyword not implemented"))
         }
         "domain" | "tld" => {

@@ -74,6 +74,10 @@ pub trait Buffers {
     fn body_is_empty(&self, _side: Direction) -> bool {
         false
     }
+    /// True when the body of `side` was cut at the inspection limit (its file is incomplete).
+    fn body_truncated(&self, _side: Direction) -> bool {
+        false
+    }
 }
 
 /// The addresses of a flow, for rule headers and thresholds.
@@ -440,13 +444,32 @@ fn rule_dir_phase(r: &Rule) -> Phase {
         };
     }
     let dir = rule_dir(r);
-    let body = bufs.iter().any(|b| b.needs_body());
+    let body = bufs.iter().any(|b| b.needs_body() || *b == Buf::FileName)
+        || r.filesize.is_some()
+        || !r.file_hashes.is_empty();
     match (dir, body) {
         (Direction::Request, false) => Phase::ReqHead,
         (Direction::Request, true) => Phase::ReqBody,
         (Direction::Response, false) => Phase::RespHead,
         (Direction::Response, true) => Phase::RespBody,
     }
+}
+
+/// `filesize` and the hash keywords on the file of the rule's side (a body that is a file:
+/// it has a `file.name`); a cut body answers only `filesize:>`/`>=` and no hash.
+fn file_conditions(c: &Compiled, bufs: &dyn Buffers) -> bool {
+    let side = c.dir;
+    if bufs.get(Buf::FileName, side).is_none() {
+        return false;
+    }
+    let data = bufs.get(Buf::FileData, side).unwrap_or_default();
+    let cut = bufs.body_truncated(side);
+    if let Some(cmp) = c.rule.filesize {
+        if !crate::files::filesize_holds(cmp, data.len() as u64, cut) {
+            return false;
+        }
+    }
+    c.rule.file_hashes.iter().all(|h| !cut && h.holds(data))
 }
 
 /// The direction a rule's header reads in: its side, or client → server for a `=>` rule.
@@ -988,6 +1011,9 @@ impl RuleSet {
             if !cmp.test(len as u64) {
                 return None;
             }
+        }
+        if (r.filesize.is_some() || !r.file_hashes.is_empty()) && !file_conditions(c, bufs) {
+            return None;
         }
         let mut evidence = None;
         let mut tmp = Vec::new();

@@ -22,6 +22,8 @@ pub struct Tx {
     certs: Vec<Vec<u8>>,
     /// `http.request_header` / `http.response_header`: `Name: value` per header.
     header_lines: [Vec<Vec<u8>>; 2],
+    /// The name a body of each side would have as a file (`None`: that body is no file).
+    file_name: [Option<Vec<u8>>; 2],
     start: [Bytes; 2],
     body: [Vec<u8>; 2],
     truncated: [bool; 2],
@@ -34,6 +36,7 @@ impl Default for Tx {
             bufs: std::array::from_fn(|_| [None, None]),
             certs: Vec::new(),
             header_lines: Default::default(),
+            file_name: Default::default(),
             start: Default::default(),
             body: Default::default(),
             truncated: [false; 2],
@@ -72,6 +75,9 @@ impl Buffers for Tx {
     }
     fn body_is_empty(&self, side: Direction) -> bool {
         self.body[side.index()].is_empty()
+    }
+    fn body_truncated(&self, side: Direction) -> bool {
+        self.truncated[side.index()]
     }
 }
 
@@ -324,6 +330,22 @@ impl Tx {
         }
         self.start[0] = Bytes::from(format!("{line}\r\n"));
         self.headers(side, &head.headers, head.raw.as_deref(), "cookie");
+        // A POST or PUT body is an upload named by the URI path (multipart parts' own names
+        // are not read).
+        let multipart = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().to_ascii_lowercase().starts_with(b"multipart/"));
+        if matches!(head.method, http::Method::POST | http::Method::PUT) && !multipart {
+            self.file_name[0] = self.uri_path();
+        }
+    }
+
+    /// The normalised URI path (no query): a file's name when nothing else names it.
+    fn uri_path(&self) -> Option<Vec<u8>> {
+        let uri = self.bufs[Buf::Uri as usize][0].as_deref()?;
+        let path = &uri[..memchr::memchr2(b'?', b'#', uri).unwrap_or(uri.len())];
+        (!path.is_empty()).then(|| path.to_vec())
     }
 
     /// Status line and headers.
@@ -344,6 +366,12 @@ impl Tx {
             .and_then(|v| v.to_str().ok())
             .map(|s| s.trim().to_ascii_lowercase());
         self.headers(side, &head.headers, None, "set-cookie");
+        // A download is named by Content-Disposition's filename, else the URI path.
+        self.file_name[1] = head
+            .headers
+            .get(http::header::CONTENT_DISPOSITION)
+            .and_then(|v| crate::files::disposition_name(v.as_bytes()))
+            .or_else(|| self.uri_path());
     }
 
     /// Appends body bytes up to `limit`; returns true once the limit is reached.
@@ -393,6 +421,12 @@ impl Tx {
                 };
                 self.set(Buf::ResponseBody, side, decoded.clone());
                 self.set(Buf::FileData, side, decoded);
+            }
+        }
+        // An empty body is no file.
+        if !self.body[i].is_empty() {
+            if let Some(name) = self.file_name[i].clone() {
+                self.set(Buf::FileName, side, name);
             }
         }
     }
