@@ -95,6 +95,17 @@ fn fires_on(opts: &str, method: &str, headers: &[(&str, &str)], body: &[u8]) -> 
     !sids(&set, &r, &mut FlowVars::default()).is_empty()
 }
 
+/// Parses one rule line as if from `t.rules`, with the default variables and limits.
+fn parse_line(line: &str) -> Result<sekisho_ips::rule::Rule, sekisho_ips::rule::RuleError> {
+    sekisho_ips::rule::parse_rule(
+        line,
+        &sekisho_ips::vars::default_vars(),
+        &sekisho_ips::matchers::PcreLimits::default(),
+        "t.rules",
+        1,
+    )
+}
+
 #[test]
 fn content_modifiers() {
     // depth/offset: `content:"abc"; offset:1; depth:4;` looks in bytes 1..5.
@@ -549,14 +560,7 @@ fn malformed_transforms_are_errors_that_name_the_keyword() {
         ),
     ] {
         let line = rule(opts);
-        let err = sekisho_ips::rule::parse_rule(
-            &line,
-            &sekisho_ips::vars::default_vars(),
-            &sekisho_ips::matchers::PcreLimits::default(),
-            "t.rules",
-            1,
-        )
-        .expect_err(opts);
+        let err = parse_line(&line).expect_err(opts);
         assert!(err.to_string().contains(needle), "{opts}: {err}");
     }
 }
@@ -608,16 +612,8 @@ fn request_header_instances() {
 /// the reason), a malformed one is an error.
 #[test]
 fn requires_skips_rules_for_other_engines() {
-    use sekisho_ips::rule::{parse_rule, RuleError};
-    let parse = |opts: &str| {
-        parse_rule(
-            &rule(opts),
-            &sekisho_ips::vars::default_vars(),
-            &sekisho_ips::matchers::PcreLimits::default(),
-            "t.rules",
-            1,
-        )
-    };
+    use sekisho_ips::rule::RuleError;
+    let parse = |opts: &str| parse_line(&rule(opts));
     assert!(
         parse("requires: version >= 7.0.3, keyword http.uri; http.uri; content:\"/a\";").is_ok()
     );
@@ -648,16 +644,8 @@ fn base64_decode_and_base64_data() {
         "http.uri; content:\"/\"; base64_decode:offset 1; base64_data; content:\"cmd\"; startswith;",
         "/Y21kLmV4ZQ=="
     ));
-    use sekisho_ips::rule::{parse_rule, RuleError};
-    let parse = |opts: &str| {
-        parse_rule(
-            &rule(opts),
-            &sekisho_ips::vars::default_vars(),
-            &sekisho_ips::matchers::PcreLimits::default(),
-            "t.rules",
-            1,
-        )
-    };
+    use sekisho_ips::rule::RuleError;
+    let parse = |opts: &str| parse_line(&rule(opts));
     for (opts, needle) in [
         (
             "http.uri; base64_data; content:\"a\";",
@@ -751,15 +739,10 @@ fn xbits_cross_flows_by_host() {
 /// them when they are not about both directions.
 #[test]
 fn transactional_rules_need_both_directions() {
-    use sekisho_ips::rule::parse_rule;
     let parse = |opts: &str| {
-        parse_rule(
-            &format!("alert http any any => any any ({opts} sid:1; rev:1;)"),
-            &sekisho_ips::vars::default_vars(),
-            &sekisho_ips::matchers::PcreLimits::default(),
-            "t.rules",
-            1,
-        )
+        parse_line(&format!(
+            "alert http any any => any any ({opts} sid:1; rev:1;)"
+        ))
     };
     let ok = parse("http.uri; content:\"/a\"; http.stat_code; content:\"404\";").unwrap();
     assert!(ok.txboth);
