@@ -20,10 +20,13 @@ const NBUF: usize = Buf::DnsQuery as usize + 1;
 pub struct Tx {
     bufs: [[Option<Bytes>; 2]; NBUF],
     certs: Vec<Vec<u8>>,
-    /// `http.request_header` / `http.response_header`: `Name: value` per header.
-    header_lines: [Vec<Vec<u8>>; 2],
-    /// The name a body of each side would have as a file (`None`: that body is no file).
-    file_name: [Option<Vec<u8>>; 2],
+    /// `http.request_header` / `http.response_header`: `Name: value` per header, split from
+    /// `http.header` when a rule first asks.
+    header_lines: [std::cell::OnceCell<Vec<Vec<u8>>>; 2],
+    /// Whether the request body is an upload (a non-multipart POST or PUT).
+    upload: bool,
+    /// The response's `Content-Disposition` filename, when it has one.
+    disposition: Option<Vec<u8>>,
     start: [Bytes; 2],
     body: [Vec<u8>; 2],
     truncated: [bool; 2],
@@ -36,7 +39,8 @@ impl Default for Tx {
             bufs: std::array::from_fn(|_| [None, None]),
             certs: Vec::new(),
             header_lines: Default::default(),
-            file_name: Default::default(),
+            upload: false,
+            disposition: None,
             start: Default::default(),
             body: Default::default(),
             truncated: [false; 2],
@@ -50,7 +54,7 @@ impl Buffers for Tx {
         match buf {
             Buf::TlsCerts => self.certs.first().map(Vec::as_slice),
             Buf::RequestHeader | Buf::ResponseHeader => {
-                self.header_lines[side.index()].first().map(Vec::as_slice)
+                self.header_lines(side).first().map(Vec::as_slice)
             }
             _ => self.bufs[buf as usize][side.index()].as_deref(),
         }
@@ -58,10 +62,9 @@ impl Buffers for Tx {
     fn all(&self, buf: Buf, side: Direction) -> Vec<&[u8]> {
         match buf {
             Buf::TlsCerts => self.certs.iter().map(Vec::as_slice).collect(),
-            Buf::RequestHeader | Buf::ResponseHeader => self.header_lines[side.index()]
-                .iter()
-                .map(Vec::as_slice)
-                .collect(),
+            Buf::RequestHeader | Buf::ResponseHeader => {
+                self.header_lines(side).iter().map(Vec::as_slice).collect()
+            }
             _ => self.get(buf, side).into_iter().collect(),
         }
     }
@@ -147,6 +150,23 @@ fn origin_form(target: &[u8]) -> Option<&[u8]> {
     path.filter(|p| !p.is_empty())
 }
 
+impl Tx {
+    /// The `Name: value` instances of `side`'s headers, split from `http.header` on first use.
+    fn header_lines(&self, side: Direction) -> &[Vec<u8>] {
+        self.header_lines[side.index()].get_or_init(|| {
+            let mut lines = Vec::new();
+            let block = self.bufs[Buf::Header as usize][side.index()].as_deref();
+            for line in block.unwrap_or_default().split(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if let Some(c) = memchr::memchr(b':', line) {
+                    header_line(&mut lines, &line[..c], &line[c + 1..]);
+                }
+            }
+            lines
+        })
+    }
+}
+
 /// Most instances of `http.request_header` / `http.response_header` (libhtp keeps 64
 /// repeats of one name; this bounds the whole list).
 const MAX_HEADER_LINES: usize = 256;
@@ -199,14 +219,12 @@ impl Tx {
         let mut names = Vec::with_capacity(128);
         names.extend_from_slice(b"\r\n");
         let mut per: [Option<Vec<u8>>; NAMED.len()] = Default::default();
-        let mut lines: Vec<Vec<u8>> = Vec::new();
         let mut add = |name: &[u8], value: &[u8], titled: bool| {
             let at = block.len();
             block.extend_from_slice(name);
             if titled {
                 title_case_in_place(&mut block[at..]);
             }
-            header_line(&mut lines, &block[at..], value);
             names.extend_from_slice(&block[at..]);
             names.extend_from_slice(b"\r\n");
             block.extend_from_slice(b": ");
@@ -266,7 +284,6 @@ impl Tx {
         );
         self.set(Buf::Header, side, header);
         self.set(Buf::HeaderNames, side, names);
-        self.header_lines[i] = lines;
         for (k, v) in per.into_iter().enumerate() {
             if let Some(v) = v {
                 self.set(NAMED[k].0, side, v);
@@ -337,7 +354,7 @@ impl Tx {
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().to_ascii_lowercase().starts_with(b"multipart/"));
         if matches!(head.method, http::Method::POST | http::Method::PUT) && !multipart {
-            self.file_name[0] = self.uri_path();
+            self.upload = true;
         }
     }
 
@@ -367,11 +384,10 @@ impl Tx {
             .map(|s| s.trim().to_ascii_lowercase());
         self.headers(side, &head.headers, None, "set-cookie");
         // A download is named by Content-Disposition's filename, else the URI path.
-        self.file_name[1] = head
+        self.disposition = head
             .headers
             .get(http::header::CONTENT_DISPOSITION)
-            .and_then(|v| crate::files::disposition_name(v.as_bytes()))
-            .or_else(|| self.uri_path());
+            .and_then(|v| crate::files::disposition_name(v.as_bytes()));
     }
 
     /// Appends body bytes up to `limit`; returns true once the limit is reached.
@@ -425,7 +441,12 @@ impl Tx {
         }
         // An empty body is no file.
         if !self.body[i].is_empty() {
-            if let Some(name) = self.file_name[i].clone() {
+            let name = match side {
+                Direction::Request if self.upload => self.uri_path(),
+                Direction::Request => None,
+                Direction::Response => self.disposition.clone().or_else(|| self.uri_path()),
+            };
+            if let Some(name) = name {
                 self.set(Buf::FileName, side, name);
             }
         }

@@ -1,6 +1,6 @@
 //! Suricata's `http.uri`: the request target normalised as libhtp does it with Suricata's
 //! defaults (server personality IDS, `uri-include-all: no`, no double decoding). The path is
-//! decoded once (`%XX`, IIS `%uXXXX`, invalid escapes kept), `\` becomes `/`, runs of `/`
+//! decoded once (`%` and two hex digits, IIS `%u` and four, invalid escapes kept), `\` becomes `/`, runs of `/`
 //! collapse, UTF-8 becomes single bytes (best fit, `?` when none), and dot segments go
 //! (RFC 3986, with libhtp's quirks: a trailing `/` left by a removed `.` or `..` goes too, and
 //! a path that reduces to nothing stays empty). The query and fragment are decoded once and
@@ -57,7 +57,7 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
-/// An escape at the start of `s`: its byte and length (`%XX`, `%uXXXX`).
+/// An escape at the start of `s`: its byte and length (`%41` is 3 bytes, IIS `%u0041` 6).
 fn escape(s: &[u8]) -> Option<(u8, usize)> {
     if s.first() != Some(&b'%') {
         return None;
