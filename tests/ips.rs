@@ -651,3 +651,98 @@ async fn transforms_fire_through_the_proxy() {
         "{e}"
     );
 }
+
+/// Datasets through the gateway: `set` learns each User-Agent once, `isset` reads it, a
+/// `load` list is read again on SIGHUP while the learned set survives the reload, and the
+/// learned set is written to its `state` file under `[ips] data_dir` when the gateway stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_learn_survive_reloads_and_are_saved() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let origin = Origin::start(None).await;
+    let dir = TempDir::new("ips-datasets");
+    let (rules, list) = (
+        dir.path().join("ds.rules"),
+        dir.path().join("bad-paths.lst"),
+    );
+    std::fs::write(&list, format!("{}\n", b64("/blocked-1"))).unwrap();
+    std::fs::write(
+        &rules,
+        "alert http any any -> any any (msg:\"new UA\"; http.user_agent; dataset:set,ua-seen,type string,state ua-seen.csv; sid:9400101; rev:1;)\n\
+         alert http any any -> any any (msg:\"known UA\"; http.uri; content:\"/known\"; http.user_agent; dataset:isset,ua-seen; sid:9400102; rev:1;)\n\
+         alert http any any -> any any (msg:\"listed path\"; http.uri; dataset:isset,bad-paths,type string,load bad-paths.lst; sid:9400103; rev:1;)\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut gw = Gateway::start(
+        "ips-datasets",
+        "",
+        &format!(
+            "[ips]\nrules = [{:?}]\nmode = \"detect\"\ndata_dir = {:?}\n",
+            rules.display().to_string(),
+            data.display().to_string()
+        ),
+    );
+    let base = format!("http://127.0.0.1:{}", origin.port);
+    let get = |path: &str, ua: &str| {
+        let (url, proxy, ua) = (format!("{base}{path}"), gw.proxy_url(), ua.to_string());
+        async move {
+            let r = curl(&["-x", &proxy, "-o", "/dev/null", "-A", &ua, &url]).await;
+            assert_eq!(r.code, 0, "{url}: {}", r.stderr);
+        }
+    };
+    let sids = |gw: &Gateway, path: &str| -> BTreeSet<u32> {
+        sids_for(gw, &format!("{base}{path}")).into_keys().collect()
+    };
+    get("/first", "UA-1").await;
+    get("/known", "UA-1").await;
+    get("/blocked-1", "UA-1").await;
+    get("/blocked-2", "UA-1").await;
+    wait_sid(&gw, 9400103);
+    assert_eq!(sids(&gw, "/first"), BTreeSet::from([9400101]));
+    assert_eq!(sids(&gw, "/known"), BTreeSet::from([9400102]));
+    assert_eq!(sids(&gw, "/blocked-1"), BTreeSet::from([9400103]));
+    assert!(sids(&gw, "/blocked-2").is_empty());
+
+    // The list grows; SIGHUP reads it again. The learned UA is still known afterwards.
+    std::fs::write(
+        &list,
+        format!("{}\n{}\n", b64("/blocked-1"), b64("/blocked-2")),
+    )
+    .unwrap();
+    gw.reload();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sids(&gw, "/blocked-2").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reloaded list never matched: {}",
+            std::fs::read_to_string(&gw.stderr).unwrap_or_default()
+        );
+        get("/blocked-2", "UA-1").await;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    get("/known-after", "UA-1").await;
+    get("/first-2", "UA-2").await;
+    gw.wait_line("events.jsonl", |v| {
+        v["alert"]["signature_id"] == "9400101"
+            && v["http"]["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/first-2"))
+    });
+    gw.wait_line("events.jsonl", |v| {
+        v["alert"]["signature_id"] == "9400102"
+            && v["http"]["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/known-after"))
+    });
+    assert!(!data.join("ua-seen.csv").exists(), "saved only at the end");
+    gw.stop();
+    let events = gw.events();
+    let new_ua_total = events
+        .iter()
+        .filter(|v| v["alert"]["signature_id"] == "9400101")
+        .count();
+    assert_eq!(new_ua_total, 2, "UA-1 once, UA-2 once");
+    let saved = std::fs::read_to_string(data.join("ua-seen.csv")).unwrap();
+    assert_eq!(saved, format!("{}\n{}\n", b64("UA-1"), b64("UA-2")));
+}

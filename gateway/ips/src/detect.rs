@@ -219,6 +219,14 @@ fn run(
             // The end of its list: what follows never runs (Suricata's final match).
             Outcome::Match
         }
+        // The whole buffer, whatever matched before (Suricata's DETECT_DATASET).
+        Item::Dataset(d) => {
+            if d.matches(buf) {
+                run(items, i + 1, data, prev, s, at)
+            } else {
+                Outcome::Discontinue
+            }
+        }
         // The buffer is there: plain `absent` fails, `or_else` goes on to what follows.
         Item::Absent { or_else: true } => run(items, i + 1, data, prev, s, at),
         Item::Absent { or_else: false } => Outcome::Discontinue,

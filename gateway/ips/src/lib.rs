@@ -10,6 +10,7 @@
 //! * [`stage`]: the `ips` pipeline stage.
 
 pub mod content;
+pub mod datasets;
 pub mod detect;
 pub mod files;
 pub mod ja3;

@@ -16,6 +16,8 @@ use crate::{IpsConfig, IpsStage, RuleSet};
 /// (every rule set it builds counts into them).
 pub struct IpsEngine {
     stats: Arc<Stats>,
+    /// Datasets kept across reloads (dynamic sets keep what traffic taught them).
+    datasets: Arc<crate::datasets::Datasets>,
     metrics: IpsMetrics,
 }
 
@@ -26,6 +28,7 @@ impl IpsEngine {
         Ok(IpsEngine {
             metrics: IpsMetrics::new(Arc::clone(&stats))?,
             stats,
+            datasets: Arc::default(),
         })
     }
 }
@@ -43,6 +46,7 @@ impl sekisho_core::Engine for IpsEngine {
             "pcre_match_limit",
             "pcre_depth_limit",
             "flow_pcre_budget_ms",
+            "data_dir",
         ];
         own.into_iter()
             .chain(sekisho_core::StagePolicy::KEYS.iter().copied())
@@ -75,6 +79,7 @@ impl sekisho_core::Engine for IpsEngine {
             .load_options(cx.config_dir)
             .map_err(|e| ConfigError::new("ips", e))?;
         opts.stats = Some(Arc::clone(&self.stats));
+        opts.datasets = Some(Arc::clone(&self.datasets));
         let set = RuleSet::load(&opts).map_err(|e| ConfigError::new("ips", e))?;
         let r = set.report();
         let report = LoadReport {
@@ -172,6 +177,13 @@ impl IpsMetrics {
                     "xbits sets refused because the gateway holds its maximum of bits",
                 )?,
                 |s| &s.xbits_full,
+            ),
+            (
+                counter(
+                    "sekisho_ips_dataset_full_total",
+                    "dataset adds refused because the set was at its memcap",
+                )?,
+                |s| s.dataset_full.as_ref(),
             ),
         ];
         Ok(IpsMetrics {

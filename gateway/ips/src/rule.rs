@@ -337,6 +337,8 @@ pub enum Item {
         /// From the end of the previous match.
         relative: bool,
     },
+    /// `dataset` / `datarep`: the whole buffer looked up in (or added to) a named set.
+    Dataset(Box<crate::datasets::DatasetUse>),
 }
 
 impl Item {
@@ -351,6 +353,7 @@ impl Item {
             Item::ByteJump(b) => b.relative,
             Item::Absent { .. } => false,
             Item::Base64Decode { relative, .. } => *relative,
+            Item::Dataset(_) => false,
         }
     }
 
@@ -1004,6 +1007,8 @@ const OPTION_KEYWORDS: &[&str] = &[
     "fast_pattern",
     "isdataat",
     "bsize",
+    "dataset",
+    "datarep",
     "urilen",
     "pcre",
     "byte_test",
@@ -1268,6 +1273,20 @@ fn option(
             }
             b.push_sticky(Item::Absent { or_else });
         }
+        "dataset" | "datarep" => {
+            if b.sticky == Buf::Stream {
+                return Err(syntax(format!(
+                    "{kw}: datasets are only supported for sticky buffers"
+                )));
+            }
+            let v = val.unwrap_or_default();
+            let u = if kw == "dataset" {
+                crate::datasets::parse_dataset(v)
+            } else {
+                crate::datasets::parse_datarep(v)
+            };
+            b.push_sticky(Item::Dataset(Box::new(u.map_err(syntax)?)));
+        }
         "bsize" => {
             let c = NumCmp::parse(val.unwrap_or_default())
                 .map_err(|e| syntax(format!("bsize: {e}")))?;
@@ -1399,8 +1418,8 @@ fn option(
         }
         "tag" | "app-layer-event" | "dsize" | "stream_size" | "flags" | "byte_extract"
         | "byte_math" | "asn1" | "ftpbounce" | "ip_proto" | "ttl" | "itype" | "icode"
-        | "fragbits" | "window" | "ack" | "seq" | "dataset" | "datarep" | "lua" | "luajit"
-        | "replace" | "filestore" | "filemagic" | "file.magic" | "http.uri.len" => {
+        | "fragbits" | "window" | "ack" | "seq" | "lua" | "luajit" | "replace" | "filestore"
+        | "filemagic" | "file.magic" | "http.uri.len" => {
             return Err(unsupported(kw, "keyword not implemented"))
         }
         "domain" | "tld" => {

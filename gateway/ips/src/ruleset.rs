@@ -203,6 +203,10 @@ pub struct LoadOptions {
     pub pcre: PcreLimits,
     /// Counters to update (a fresh set when `None`).
     pub stats: Option<Arc<Stats>>,
+    /// Where `dataset` `save` / `state` files go (the current directory when `None`).
+    pub data_dir: Option<PathBuf>,
+    /// The datasets of the previous load, kept across reloads (fresh when `None`).
+    pub datasets: Option<Arc<crate::datasets::Datasets>>,
 }
 
 /// Counters exported as metrics.
@@ -222,6 +226,8 @@ pub struct Stats {
     pub thresholded: AtomicU64,
     /// `xbits` sets refused because the store was full.
     pub xbits_full: AtomicU64,
+    /// `dataset` adds refused because the set was at its memcap (shared with the sets).
+    pub dataset_full: Arc<AtomicU64>,
 }
 
 struct Suppress {
@@ -547,6 +553,22 @@ fn indicator(g: &crate::rule::Group) -> Option<(bool, Vec<u8>)> {
     None
 }
 
+/// Binds the rule's `dataset` / `datarep` keywords to their sets.
+fn bind_datasets(
+    rule: &Rule,
+    sets: &mut crate::datasets::Resolver<'_>,
+    file: &Path,
+) -> Result<(), RuleError> {
+    for g in &rule.groups {
+        for it in &g.items {
+            if let Item::Dataset(u) = it {
+                sets.bind(u, file).map_err(RuleError::Syntax)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl RuleSet {
     /// Loads and compiles the rule files.
     pub fn load(opts: &LoadOptions) -> Result<RuleSet, IpsError> {
@@ -562,6 +584,10 @@ impl RuleSet {
         };
         let mut rules = Vec::new();
         let mut seen: HashMap<(u32, u32), (String, u32)> = HashMap::new();
+        let datasets = opts.datasets.clone().unwrap_or_default();
+        let data_dir = opts.data_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        let stats: Arc<Stats> = opts.stats.clone().unwrap_or_default();
+        let mut sets = datasets.resolver(&data_dir, Arc::clone(&stats.dataset_full));
         for path in &opts.rules {
             let text = std::fs::read(path).map_err(|e| IpsError::Io {
                 path: path.clone(),
@@ -609,7 +635,9 @@ impl RuleSet {
                 }
                 pending.push_str(l);
                 let line = std::mem::take(&mut pending);
-                match parse_rule(&line, &opts.vars, &opts.pcre, &fname, start_line) {
+                let parsed = parse_rule(&line, &opts.vars, &opts.pcre, &fname, start_line)
+                    .and_then(|rule| bind_datasets(&rule, &mut sets, path).map(|()| rule));
+                match parsed {
                     Ok(rule) => {
                         if let Some((f, ln)) = seen.get(&(rule.gid, rule.sid)) {
                             fr.errors += 1;
@@ -732,6 +760,8 @@ impl RuleSet {
             };
             may_match_empty_body(c, side)
         })?;
+        report.config_errors.append(&mut sets.warnings);
+        sets.commit();
         report.loaded = compiled.len();
         report.compile_ms = t0.elapsed().as_millis();
         Ok(RuleSet {
@@ -742,7 +772,7 @@ impl RuleSet {
             chains,
             xbits: Mutex::new(XbitStore::default()),
             thresholds: Mutex::new(HashMap::new()),
-            stats: opts.stats.clone().unwrap_or_default(),
+            stats,
             report,
         })
     }

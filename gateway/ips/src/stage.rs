@@ -50,6 +50,10 @@ pub struct IpsConfig {
     /// and counted.
     #[serde(default = "d_budget")]
     pub flow_pcre_budget_ms: u64,
+    /// Where `dataset` rules' `save` and `state` files go (relative paths from the config
+    /// file's folder; default: that folder).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
     /// `mode`, `on_error`, `on_overflow`.
     #[serde(flatten)]
     pub stage: StagePolicy,
@@ -105,6 +109,11 @@ impl IpsConfig {
                 depth_limit: self.pcre_depth_limit,
             },
             stats: None,
+            data_dir: Some(match &self.data_dir {
+                Some(d) => at_base(d),
+                None => base.map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            }),
+            datasets: None,
         })
     }
 }
