@@ -746,3 +746,72 @@ async fn datasets_learn_survive_reloads_and_are_saved() {
     let saved = std::fs::read_to_string(data.join("ua-seen.csv")).unwrap();
     assert_eq!(saved, format!("{}\n{}\n", b64("UA-1"), b64("UA-2")));
 }
+
+/// HTTP anomaly events through the proxy, for anomalies the gateway lets pass: an
+/// Authorization scheme libhtp does not know, a repeated request header, a response with more
+/// content-encoding layers than libhtp decodes; the event names the anomaly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_layer_events_fire_through_the_proxy() {
+    let mut files = Files::new();
+    files.insert(
+        "/layers".into(),
+        (
+            vec![(
+                "content-encoding".into(),
+                "identity, identity, identity".into(),
+            )],
+            b"plain".to_vec(),
+        ),
+    );
+    let origin = Origin::start_with_files(None, files).await;
+    let dir = TempDir::new("ips-events");
+    let rules = dir.path().join("events.rules");
+    std::fs::write(
+        &rules,
+        "alert http any any -> any any (msg:\"auth unknown\"; flow:to_server; app-layer-event:http.request_auth_unrecognized; sid:9400201; rev:1;)\n\
+         alert http any any -> any any (msg:\"header twice\"; app-layer-event:http.request_header_repetition; sid:9400202; rev:1;)\n\
+         alert http any any -> any any (msg:\"layers\"; flow:to_server; app-layer-event:http.too_many_encoding_layers; sid:9400203; rev:1;)\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(
+        "ips-events",
+        "",
+        &format!(
+            "[ips]\nrules = [{:?}]\nmode = \"detect\"\n",
+            rules.display().to_string()
+        ),
+    );
+    let base = format!("http://127.0.0.1:{}", origin.port);
+    let proxy = gw.proxy_url();
+    let cases: [(&str, &[&str], u32); 5] = [
+        ("/clean", &[], 0),
+        ("/auth", &["-H", "Authorization: Turbo abc"], 9400201),
+        ("/auth-basic", &["-u", "a:b"], 0),
+        ("/twice", &["-H", "X-A: 1", "-H", "X-A: 2"], 9400202),
+        ("/layers", &[], 9400203),
+    ];
+    for (path, extra, _) in &cases {
+        let url = format!("{base}{path}");
+        let mut args: Vec<&str> = vec!["-x", &proxy, "-o", "/dev/null"];
+        args.extend(extra.iter());
+        args.push(&url);
+        assert_eq!(curl(&args).await.code, 0, "{path}");
+    }
+    let last = wait_sid(&gw, 9400203);
+    assert_eq!(last["evidence"]["location"], "app-layer-event", "{last}");
+    assert!(
+        last["evidence"]["excerpt"]
+            .as_str()
+            .unwrap()
+            .contains("too_many_encoding_layers"),
+        "{last}"
+    );
+    for (path, _, sid) in &cases {
+        let got: BTreeSet<u32> = sids_for(&gw, &format!("{base}{path}"))
+            .into_keys()
+            .filter(|s| (9400201..=9400203).contains(s))
+            .collect();
+        let want: BTreeSet<u32> = (*sid != 0).then_some(*sid).into_iter().collect();
+        assert_eq!(got, want, "{path}");
+    }
+}

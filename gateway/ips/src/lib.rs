@@ -12,6 +12,7 @@
 pub mod content;
 pub mod datasets;
 pub mod detect;
+pub mod events;
 pub mod files;
 pub mod ja3;
 pub mod matchers;

@@ -489,6 +489,8 @@ pub struct Rule {
     pub flowints: Vec<crate::state::Flowint>,
     /// `xbits`, in rule order.
     pub xbits: Vec<crate::state::Xbit>,
+    /// `app-layer-event` ids (every one must have been raised on the transaction).
+    pub app_events: Vec<u8>,
     /// `filesize`.
     pub filesize: Option<NumCmp>,
     /// `filemd5` / `filesha1` / `filesha256`.
@@ -823,6 +825,7 @@ pub fn parse_rule(
         flowbits: Vec::new(),
         flowints: Vec::new(),
         xbits: Vec::new(),
+        app_events: Vec::new(),
         filesize: None,
         file_hashes: Vec::new(),
         noalert: false,
@@ -1009,6 +1012,7 @@ const OPTION_KEYWORDS: &[&str] = &[
     "bsize",
     "dataset",
     "datarep",
+    "app-layer-event",
     "urilen",
     "pcre",
     "byte_test",
@@ -1416,12 +1420,21 @@ fn option(
                 "the upstream ServerHello is not exposed by the TLS library",
             ))
         }
-        "tag" | "app-layer-event" | "dsize" | "stream_size" | "flags" | "byte_extract"
-        | "byte_math" | "asn1" | "ftpbounce" | "ip_proto" | "ttl" | "itype" | "icode"
-        | "fragbits" | "window" | "ack" | "seq" | "lua" | "luajit" | "replace" | "filestore"
-        | "filemagic" | "file.magic" | "http.uri.len" => {
-            return Err(unsupported(kw, "keyword not implemented"))
+        "app-layer-event" => {
+            let id = crate::events::parse_keyword(val.unwrap_or_default()).map_err(|e| {
+                // Suricata warns and skips a rule naming an event it does not know.
+                if e.contains("unknown") || e.contains("not carried") {
+                    unsupported(kw, e)
+                } else {
+                    syntax(e)
+                }
+            })?;
+            rule.app_events.push(id);
         }
+        "tag" | "dsize" | "stream_size" | "flags" | "byte_extract" | "byte_math" | "asn1"
+        | "ftpbounce" | "ip_proto" | "ttl" | "itype" | "icode" | "fragbits" | "window" | "ack"
+        | "seq" | "lua" | "luajit" | "replace" | "filestore" | "filemagic" | "file.magic"
+        | "http.uri.len" => return Err(unsupported(kw, "keyword not implemented")),
         "domain" | "tld" => {
             return Err(unsupported(
                 kw,

@@ -78,6 +78,10 @@ pub trait Buffers {
     fn body_truncated(&self, _side: Direction) -> bool {
         false
     }
+    /// The HTTP anomaly events raised on the transaction so far.
+    fn events(&self) -> crate::events::Events {
+        crate::events::Events::default()
+    }
 }
 
 /// The addresses of a flow, for rule headers and thresholds.
@@ -453,7 +457,15 @@ fn rule_dir_phase(r: &Rule) -> Phase {
     let body = bufs.iter().any(|b| b.needs_body() || *b == Buf::FileName)
         || r.filesize.is_some()
         || !r.file_hashes.is_empty();
+    // An anomaly the parser raises on the response is known once the response head is in
+    // (the rule still reads its buffers on its own side).
+    let late = r
+        .app_events
+        .iter()
+        .any(|&id| crate::events::on_response(id));
     match (dir, body) {
+        (Direction::Request, false) if late => Phase::RespHead,
+        (Direction::Request, true) if late => Phase::RespBody,
         (Direction::Request, false) => Phase::ReqHead,
         (Direction::Request, true) => Phase::ReqBody,
         (Direction::Response, false) => Phase::RespHead,
@@ -1045,6 +1057,12 @@ impl RuleSet {
         if (r.filesize.is_some() || !r.file_hashes.is_empty()) && !file_conditions(c, bufs) {
             return None;
         }
+        if !r.app_events.is_empty() {
+            let raised = bufs.events();
+            if !r.app_events.iter().all(|&id| raised.has(id)) {
+                return None;
+            }
+        }
         let mut evidence = None;
         let mut tmp = Vec::new();
         scratch.base64 = None;
@@ -1083,7 +1101,14 @@ impl RuleSet {
                 ));
             }
         }
-        Some(evidence.unwrap_or_else(|| ("flow".into(), String::new(), Vec::new())))
+        Some(evidence.unwrap_or_else(|| match r.app_events.is_empty() {
+            true => ("flow".into(), String::new(), Vec::new()),
+            false => (
+                "app-layer-event".into(),
+                bufs.events().names().join(" "),
+                Vec::new(),
+            ),
+        }))
     }
 
     /// A matched rule's `flowint` and `xbits` changes, in rule order (alerting or not).

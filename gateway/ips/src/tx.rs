@@ -31,6 +31,8 @@ pub struct Tx {
     body: [Vec<u8>; 2],
     truncated: [bool; 2],
     encoding: Option<String>,
+    /// HTTP anomaly events raised on the transaction.
+    events: crate::events::Events,
 }
 
 impl Default for Tx {
@@ -45,11 +47,15 @@ impl Default for Tx {
             body: Default::default(),
             truncated: [false; 2],
             encoding: None,
+            events: crate::events::Events::default(),
         }
     }
 }
 
 impl Buffers for Tx {
+    fn events(&self) -> crate::events::Events {
+        self.events
+    }
     fn get(&self, buf: Buf, side: Direction) -> Option<&[u8]> {
         match buf {
             Buf::TlsCerts => self.certs.first().map(Vec::as_slice),
@@ -347,6 +353,7 @@ impl Tx {
         }
         self.start[0] = Bytes::from(format!("{line}\r\n"));
         self.headers(side, &head.headers, head.raw.as_deref(), "cookie");
+        self.events.merge(crate::events::request(head));
         // A POST or PUT body is an upload named by the URI path (multipart parts' own names
         // are not read).
         let multipart = head
@@ -383,6 +390,7 @@ impl Tx {
             .and_then(|v| v.to_str().ok())
             .map(|s| s.trim().to_ascii_lowercase());
         self.headers(side, &head.headers, None, "set-cookie");
+        self.events.merge(crate::events::response(head));
         // A download is named by Content-Disposition's filename, else the URI path.
         self.disposition = head
             .headers

@@ -775,3 +775,118 @@ fn uri_normalisation_follows_libhtp() {
     // The query is decoded once and not normalised.
     assert!(uri_fires("http.uri; content:\"?f=../x\";", "/p?f=..%2fx"));
 }
+
+/// `app-layer-event`: HTTP anomaly events as Suricata names them, from the head as sent;
+/// response-side events are judged once the response head is in (a `to_server` rule too, as
+/// Suricata's own test of `too_many_encoding_layers` expects); an unknown event name skips
+/// the rule, as Suricata does.
+#[test]
+fn app_layer_events() {
+    let set = load(
+        "alert http any any -> any any (msg:\"auth\"; flow:to_server; app-layer-event:http.request_auth_unrecognized; sid:1; rev:1;)\n\
+         alert http any any -> any any (msg:\"rep\"; app-layer-event:http1.request_header_repetition; sid:2; rev:1;)\n\
+         alert http any any -> any any (msg:\"host\"; app-layer-event:http.missing_host_header; sid:3; rev:1;)\n\
+         alert http any any -> any any (msg:\"layers\"; flow:to_server; app-layer-event:http.too_many_encoding_layers; sid:4; rev:1;)\n\
+         alert http any any -> any any (msg:\"lws\"; app-layer-event:http.request_invalid_lws_after_name; http.uri; content:\"/x\"; sid:5; rev:1;)\n",
+    );
+    let run = |raw: &str, resp: Option<(&str, &str)>| {
+        let req = httparse_head(raw);
+        let mut t = Tx::new();
+        t.request_head(&req);
+        t.finish_body(Direction::Request, 1 << 20);
+        let mut s = Scratch::default();
+        let mut vars = FlowVars::default();
+        let mut out = Vec::new();
+        let mut phases = vec![Phase::ReqHead, Phase::ReqBody];
+        if let Some((name, value)) = resp {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+            t.response_head(&ResponseHead {
+                status: http::StatusCode::OK,
+                version: http::Version::HTTP_11,
+                headers: h,
+            });
+            phases.push(Phase::RespHead);
+        }
+        for p in phases {
+            out.extend(
+                set.eval(p, &t, &ep(), None, &mut vars, &mut s)
+                    .into_iter()
+                    .map(|h| set.rule(h.rule).rule.sid),
+            );
+        }
+        out.sort_unstable();
+        out
+    };
+    let ok = "GET /a HTTP/1.1\r\nHost: h.test\r\n";
+    assert!(run(&format!("{ok}\r\n"), None).is_empty());
+    assert_eq!(
+        run(&format!("{ok}Authorization: Turbo x\r\n\r\n"), None),
+        vec![1]
+    );
+    assert!(run(&format!("{ok}Authorization: Bearer x\r\n\r\n"), None).is_empty());
+    assert_eq!(run(&format!("{ok}X-A: 1\r\nx-a: 2\r\n\r\n"), None), vec![2]);
+    assert_eq!(run("GET /a HTTP/1.1\r\n\r\n", None), vec![3]);
+    assert!(
+        run("GET /a HTTP/1.0\r\n\r\n", None).is_empty(),
+        "1.0 needs no Host"
+    );
+    assert_eq!(
+        run(
+            &format!("{ok}\r\n"),
+            Some((
+                "content-encoding",
+                "identity, identity, gzip, identity, gzip, gzip"
+            ))
+        ),
+        vec![4]
+    );
+    assert!(run(&format!("{ok}\r\n"), Some(("content-encoding", "gzip"))).is_empty());
+    assert_eq!(
+        run("GET /x HTTP/1.1\r\nHost: h.test\r\nName : v\r\n\r\n", None),
+        vec![5]
+    );
+    assert!(run("GET /y HTTP/1.1\r\nHost: h.test\r\nName : v\r\n\r\n", None).is_empty());
+    // An unknown event: the rule is skipped, the file loads.
+    let r =
+        parse_line("alert http any any -> any any (app-layer-event:http.no_such_thing; sid:9;)");
+    assert!(
+        matches!(r, Err(sekisho_ips::rule::RuleError::Unsupported { .. })),
+        "{r:?}"
+    );
+    assert!(matches!(
+        parse_line("alert http any any -> any any (app-layer-event:nohttp; sid:9;)"),
+        Err(sekisho_ips::rule::RuleError::Syntax(_))
+    ));
+}
+
+/// A request head as the listener keeps it: parsed fields plus the raw bytes (headers the
+/// parser refuses, such as `Name :`, are left out of the parsed map).
+fn httparse_head(raw: &str) -> RequestHead {
+    let mut lines = raw.split("\r\n");
+    let mut first = lines.next().unwrap().split(' ');
+    let (method, target, version) = (
+        first.next().unwrap(),
+        first.next().unwrap(),
+        first.next().unwrap(),
+    );
+    let mut h = http::HeaderMap::new();
+    for l in lines.take_while(|l| !l.is_empty()) {
+        if let Some((n, v)) = l.split_once(':') {
+            if let Ok(n) = http::header::HeaderName::from_bytes(n.as_bytes()) {
+                h.append(n, v.trim().parse().unwrap());
+            }
+        }
+    }
+    let v = if version == "HTTP/1.0" {
+        http::Version::HTTP_10
+    } else {
+        http::Version::HTTP_11
+    };
+    let mut head = RequestHead::new(method.parse().unwrap(), target.parse().unwrap(), v, h, 80);
+    head.raw = Some(bytes::Bytes::copy_from_slice(raw.as_bytes()));
+    head
+}
