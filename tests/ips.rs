@@ -815,3 +815,76 @@ async fn app_layer_events_fire_through_the_proxy() {
         assert_eq!(got, want, "{path}");
     }
 }
+
+/// Requests the gateway refuses as malformed (hyper's 400) still go through the stages: the
+/// IPS raises the anomaly events that explain the refusal, and rules testing them fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_raise_their_anomaly_events() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start(None).await;
+    let dir = TempDir::new("ips-refused");
+    let rules = dir.path().join("refused.rules");
+    std::fs::write(
+        &rules,
+        "alert http any any -> any any (msg:\"two lengths\"; app-layer-event:http.duplicate_content_length_field_in_request; sid:9400211; rev:1;)\n\
+         alert http any any -> any any (msg:\"no protocol\"; app-layer-event:http.request_line_missing_protocol; sid:9400212; rev:1;)\n\
+         alert http any any -> any any (msg:\"bad name\"; app-layer-event:http.request_header_invalid; http.uri; content:\"/bad-name\"; sid:9400213; rev:1;)\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(
+        "ips-refused",
+        "",
+        &format!(
+            "[ips]\nrules = [{:?}]\nmode = \"detect\"\n",
+            rules.display().to_string()
+        ),
+    );
+    let o = format!("127.0.0.1:{}", origin.port);
+    let send = |raw: String| {
+        let proxy = gw.proxy;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+            s.write_all(raw.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+                    .await;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    let cases = [
+        (
+            format!("POST http://{o}/two-cl HTTP/1.1\r\nHost: {o}\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+            format!("http://{o}/two-cl"),
+            9400211,
+        ),
+        (
+            format!("GET http://{o}/not09\nFakeHeader\nHost: {o}\n\n"),
+            format!("http://{o}/not09"),
+            9400212,
+        ),
+        (
+            format!("GET http://{o}/bad-name HTTP/1.1\r\nHost: {o}\r\nX Foo: 1\r\n\r\n"),
+            format!("http://{o}/bad-name"),
+            9400213,
+        ),
+    ];
+    for (raw, _, _) in &cases {
+        let answer = send(raw.clone()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{raw:?}: {answer:?}");
+    }
+    for (raw, url, sid) in &cases {
+        let e = wait_sid(&gw, *sid);
+        assert_eq!(e["http"]["url"], url.as_str(), "{raw:?}: {e}");
+        assert_eq!(e["http"]["status"], 400, "{e}");
+        // The rule with a content names its match; the others the anomalies.
+        let want = if *sid == 9400213 {
+            "http.uri"
+        } else {
+            "app-layer-event"
+        };
+        assert_eq!(e["evidence"]["location"], want, "{e}");
+    }
+    // The connection-level event stands as before.
+    gw.wait_line("events.jsonl", |v| v["rule"]["id"] == "malformed-request");
+}

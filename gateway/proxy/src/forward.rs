@@ -49,6 +49,7 @@ pub(crate) struct TunnelCtx {
 pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<ConnInfo>) {
     let activity = Activity::new();
     let tap = headtap::tap(shared.limits.max_header_bytes);
+    let refused_tap = Arc::clone(&tap);
     let io =
         TokioIo::new(Tracked::new(tcp, Arc::clone(&activity)).with_tap(Some(Arc::clone(&tap))));
     let svc_shared = Arc::clone(&shared);
@@ -72,8 +73,14 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
         r = served => {
             if let Err(e) = r {
                 tracing::debug!(client = %conn.client, error = %error_chain(&e), "client connection ended");
-                if let Some(attack) = shed::classify(&e) {
+                let attack = shed::classify(&e);
+                if let Some(attack) = attack {
                     shed::report(&shared, &conn, attack, &error_chain(&e)).await;
+                }
+                // The stages judge the refused head too (the IPS names its anomalies).
+                let raw = refused_tap.lock().ok().and_then(|mut t| t.refused_head());
+                if let (Some(shed::Attack::Malformed), Some(raw)) = (attack, raw) {
+                    crate::refused::judge(&shared, &conn, raw, "http").await;
                 }
             }
         }
@@ -544,7 +551,7 @@ async fn tunnel<S>(
     };
     // The tunnel's own line counts the decrypted bytes received from and delivered to the
     // client; its requests' lines count what reached the servers.
-    let (read, written) = serve_decrypted(&state.shared, &conn, tls, h2, handler).await;
+    let (read, written) = serve_decrypted(&state.shared, &conn, tls, (h2, "https"), handler).await;
     use std::sync::atomic::Ordering::Relaxed;
     state.from_client.fetch_add(read, Relaxed);
     state.to_client.fetch_add(written, Relaxed);

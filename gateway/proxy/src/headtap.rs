@@ -42,6 +42,8 @@ pub struct TapState {
     max_head: usize,
     /// Whether the request line of the head being read was checked for bytes to encode.
     line_checked: bool,
+    /// A complete head the tap could not parse (hyper refuses it too), kept for the stages.
+    refused: Option<Bytes>,
 }
 
 /// Shared handle between the stream wrapper and the service.
@@ -55,6 +57,7 @@ pub fn tap(max_head: usize) -> Tap {
         heads: VecDeque::new(),
         max_head,
         line_checked: false,
+        refused: None,
     }))
 }
 
@@ -210,7 +213,10 @@ impl TapState {
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&head) {
             Ok(httparse::Status::Complete(_)) => {}
-            _ => return self.off(),
+            _ => {
+                self.refused = Some(Bytes::from(head));
+                return self.off();
+            }
         }
         let connect = req.method == Some("CONNECT");
         let mut chunked = false;
@@ -250,6 +256,22 @@ impl TapState {
         };
         if matches!(self.mode, Mode::Off) {
             self.buf = Vec::new();
+        }
+    }
+
+    /// The head of a request hyper refused, when the tap has it: one it could not parse
+    /// either, else the oldest head no request took, else a head still incomplete (bare-LF
+    /// line endings, which the tap does not follow). Taken once.
+    pub fn refused_head(&mut self) -> Option<Bytes> {
+        if let Some(h) = self.refused.take() {
+            return Some(h);
+        }
+        if let Some(h) = self.heads.pop_front() {
+            return Some(h);
+        }
+        match self.mode {
+            Mode::Head if !self.buf.is_empty() => Some(Bytes::from(std::mem::take(&mut self.buf))),
+            _ => None,
         }
     }
 

@@ -37,6 +37,7 @@ mod listen;
 pub mod metrics;
 pub mod pages;
 mod range;
+mod refused;
 mod reverse;
 mod serve;
 mod shared;

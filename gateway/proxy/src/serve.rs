@@ -44,12 +44,13 @@ pub(crate) fn attach_raw_head(tap: &headtap::Tap, req: &mut Request<Incoming>) {
 
 /// Serves HTTP on a decrypted client connection (h2 or HTTP/1.1 by ALPN) with the read, idle
 /// and header limits: each request gets its raw head (HTTP/1.1), is counted, and goes to
-/// `handler`. Returns the bytes read from and written to the client.
+/// `handler`. A head hyper refuses goes to the stages all the same ([`crate::refused`]),
+/// as a request of `scheme`. Returns the bytes read from and written to the client.
 pub(crate) async fn serve_decrypted<IO, H, Fut>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &ConnInfo,
     tls: IO,
-    h2: bool,
+    (h2, scheme): (bool, &'static str),
     handler: H,
 ) -> (u64, u64)
 where
@@ -64,6 +65,7 @@ where
         let m = H2Meter::new(shared.limits.max_header_bytes, Instant::now());
         (m, alarm_tx)
     });
+    let refused_tap = tap.clone();
     let io = TokioIo::new(
         Tracked::new(tls, Arc::clone(&activity))
             .with_tap(tap.clone())
@@ -129,8 +131,15 @@ where
         tracing::debug!(error = %error_chain(&e), "decrypted connection ended");
         // An alarm already stood for this connection's attack (an HPACK bomb that the h2
         // library then also cut as excessive): one attack, one event.
-        if let Some(attack) = shed::classify(&e).filter(|_| !alarmed) {
+        let attack = shed::classify(&e).filter(|_| !alarmed);
+        if let Some(attack) = attack {
             shed::report(shared, conn, attack, &error_chain(&e)).await;
+        }
+        if attack == Some(shed::Attack::Malformed) {
+            let raw = refused_tap.and_then(|t| t.lock().ok().and_then(|mut t| t.refused_head()));
+            if let Some(raw) = raw {
+                crate::refused::judge(shared, conn, raw, scheme).await;
+            }
         }
     }
     use std::sync::atomic::Ordering::Relaxed;

@@ -171,6 +171,11 @@ async fn serve_requests<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let scheme = if rc.tls_version.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let svc_shared = Arc::clone(&shared);
     let handler_conn = Arc::clone(&conn);
     let handler = move |req| {
@@ -181,7 +186,7 @@ async fn serve_requests<IO>(
             req,
         )
     };
-    serve_decrypted(&shared, &conn, io, h2, handler).await;
+    serve_decrypted(&shared, &conn, io, (h2, scheme), handler).await;
 }
 
 /// A threat event (and a communication-log line) for a client certificate refused in the
