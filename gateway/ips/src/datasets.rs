@@ -135,7 +135,13 @@ impl DataType {
                 Ok(o) if o[4..].iter().all(|&b| b == 0) => {
                     Ipv4Addr::new(o[0], o[1], o[2], o[3]).to_string()
                 }
-                Ok(o) => Ipv6Addr::from(o).to_string(),
+                // Suricata writes every group in full (`0004:0005:0000:…`).
+                Ok(o) => Ipv6Addr::from(o)
+                    .segments()
+                    .iter()
+                    .map(|g| format!("{g:04x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
                 Err(_) => String::new(),
             },
         }
@@ -521,14 +527,14 @@ impl Dataset {
     }
 
     /// Reads the `load` file: one value per line (`value,reputation` for reputation sets;
-    /// the two kinds may not mix). Lines that do not decode are skipped and reported.
-    fn read(&self, path: &Path, create: bool) -> Result<Vec<String>, String> {
+    /// the two kinds may not mix). A value that does not decode fails the load (file:line),
+    /// except digests, which Suricata skips.
+    fn read(&self, path: &Path, create: bool) -> Result<(), String> {
         let text = match std::fs::read(path) {
             Ok(t) => t,
             Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(format!("dataset {}: {}: {e}", self.name, path.display())),
         };
-        let mut warnings = Vec::new();
         let mut with_rep = None;
         for (n, line) in text.split(|&b| b == b'\n').enumerate() {
             let line = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
@@ -557,6 +563,16 @@ impl Dataset {
                     None => Ok((k, 0)),
                 });
             match parsed {
+                // Suricata skips digests that do not decode; other bad values stop the load.
+                Err(_) if matches!(self.kind, DataType::Md5 | DataType::Sha256) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "dataset {}: {}:{}: {e}",
+                        self.name,
+                        path.display(),
+                        n + 1
+                    ))
+                }
                 Ok((k, rep)) => {
                     if self.insert(k, rep).is_none() {
                         return Err(format!(
@@ -567,10 +583,9 @@ impl Dataset {
                         ));
                     }
                 }
-                Err(e) => warnings.push(format!("{}:{}: {e}", path.display(), n + 1)),
             }
         }
-        Ok(warnings)
+        Ok(())
     }
 
     /// Writes the set to its `save` file (one value per line, sorted), replacing it whole,
@@ -630,7 +645,6 @@ impl Datasets {
             data_dir: data_dir.to_path_buf(),
             prev: self.live.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             now: HashMap::new(),
-            warnings: Vec::new(),
         }
     }
 
@@ -648,8 +662,6 @@ pub struct Resolver<'a> {
     data_dir: PathBuf,
     prev: HashMap<String, Arc<Dataset>>,
     now: HashMap<String, Arc<Dataset>>,
-    /// Lines of set files that did not decode (the set loads without them).
-    pub warnings: Vec<String>,
 }
 
 impl Resolver<'_> {
@@ -700,7 +712,7 @@ impl Resolver<'_> {
                 );
                 if let Some(l) = &load {
                     let create = save.as_ref() == Some(l);
-                    self.warnings.extend(set.read(l, create)?);
+                    set.read(l, create)?;
                     set.lock().dirty = false;
                 }
                 Arc::new(set)
@@ -753,5 +765,79 @@ impl Resolver<'_> {
     pub fn commit(self) {
         let mut live = self.registry.live.lock().unwrap_or_else(|e| e.into_inner());
         *live = self.now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_round_trip_as_suricata_writes_them() {
+        let ip = DataType::Ip;
+        let v6 = ip.decode("2001:db8::1").unwrap();
+        assert_eq!(ip.encode(&v6), "2001:0db8:0000:0000:0000:0000:0000:0001");
+        assert_eq!(ip.decode(&ip.encode(&v6)).unwrap(), v6);
+        let mapped = ip.decode("::ffff:10.0.0.1").unwrap();
+        assert_eq!(ip.encode(&mapped), "10.0.0.1");
+        assert_eq!(ip.key(&[10, 0, 0, 1]).unwrap(), mapped);
+        assert_eq!(
+            DataType::Ipv4.encode(&DataType::Ipv4.decode("1.2.3.4").unwrap()),
+            "1.2.3.4"
+        );
+        let md5 = DataType::Md5
+            .decode("0123456789ABCDEF0123456789abcdef")
+            .unwrap();
+        assert_eq!(
+            DataType::Md5.encode(&md5),
+            "0123456789abcdef0123456789abcdef"
+        );
+        assert!(DataType::Md5.decode("0123").is_err(), "a digest's length");
+        assert_eq!(
+            DataType::String.encode(b"Mozilla/4.0 (compatible; )"),
+            "TW96aWxsYS80LjAgKGNvbXBhdGlibGU7ICk="
+        );
+        assert!(
+            DataType::String.decode("bm90 IGJhc2U2NA==").is_err(),
+            "no blanks inside"
+        );
+    }
+
+    #[test]
+    fn options_parse_as_suricata_splits_them() {
+        let u = parse_dataset("set  ,ua-seen, type string, state ua.lst").unwrap();
+        assert_eq!(u.op, Op::Cmd(Cmd::Set));
+        assert_eq!(u.decl.kind, Some(DataType::String));
+        assert_eq!(u.decl.load.as_deref(), Some("ua.lst"));
+        assert_eq!(u.decl.save.as_deref(), Some("ua.lst"));
+        assert!(parse_dataset("isset,x,type String")
+            .unwrap_err()
+            .contains("bad type"));
+        assert!(parse_dataset("isset,x,state a,state b")
+            .unwrap_err()
+            .contains("once"));
+        assert_eq!(
+            parse_dataset("isset,x,type md5,memcap 1mb")
+                .unwrap()
+                .decl
+                .memcap,
+            1 << 20
+        );
+        assert_eq!(
+            parse_dataset("isset,x,type md5,memcap lots")
+                .unwrap()
+                .decl
+                .memcap,
+            0
+        );
+        assert!(
+            parse_dataset("isset,x,type md5,unknown_opt y").is_ok(),
+            "ignored"
+        );
+        let r = parse_datarep(
+            "dns_md5, >, 200, load dns_md5.rep, type md5, memcap 100mb, hashsize 2048",
+        )
+        .unwrap();
+        assert_eq!(r.op, Op::Rep(RepOp::Gt, 200));
     }
 }

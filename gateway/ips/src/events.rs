@@ -458,12 +458,16 @@ fn request_fields(head: &RequestHead, ev: &mut Events) {
 /// Host checks: a Host header is needed from HTTP/1.1 on, must be a valid host name (one
 /// header only), and must agree with an absolute URI's authority.
 fn hosts(head: &RequestHead, ev: &mut Events) {
-    let hosts: Vec<&[u8]> = head
-        .headers
-        .get_all(http::header::HOST)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
+    // The Host lines as sent (a proxy adds Host from an absolute URI to its parsed headers).
+    let hosts: Vec<&[u8]> = match head.raw.as_deref() {
+        Some(raw) => raw_header_values(raw, b"host"),
+        None => head
+            .headers
+            .get_all(http::header::HOST)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect(),
+    };
     if hosts.is_empty()
         && head.version >= http::Version::HTTP_11
         && head.version < http::Version::HTTP_2
@@ -480,7 +484,9 @@ fn hosts(head: &RequestHead, ev: &mut Events) {
     if head.method == http::Method::CONNECT && hosts.is_empty() {
         return;
     }
-    let uri = split_host(auth.as_str().as_bytes());
+    // User info (`user:pass@`) is not part of the host libhtp validates.
+    let auth = auth.as_str();
+    let uri = split_host(auth.rsplit_once('@').map_or(auth, |(_, h)| h).as_bytes());
     if uri.is_none() {
         ev.raise("request_uri_host_invalid");
     }
@@ -494,6 +500,24 @@ fn hosts(head: &RequestHead, ev: &mut Events) {
         (_, Some(None)) => ev.raise("host_header_ambiguous"),
         _ => {}
     }
+}
+
+/// The values of the header lines named `name` in a raw head (trimmed; continuation lines
+/// not joined).
+fn raw_header_values<'a>(raw: &'a [u8], name: &[u8]) -> Vec<&'a [u8]> {
+    raw.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .skip_while(|l| l.is_empty())
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            let c = memchr::memchr(b':', l)?;
+            l[..c]
+                .trim_ascii()
+                .eq_ignore_ascii_case(name)
+                .then(|| l[c + 1..].trim_ascii())
+        })
+        .collect()
 }
 
 /// `host[:port]` or `[v6][:port]` when valid as libhtp validates host names; `None` when not.
@@ -713,6 +737,45 @@ mod tests {
         assert_eq!(
             split_host(b"A.Example"),
             Some((b"A.Example".to_vec(), None))
+        );
+    }
+
+    fn head(raw: &str) -> Vec<&'static str> {
+        let mut lines = raw.split("\r\n");
+        let mut first = lines.next().unwrap().split(' ');
+        let (m, t) = (first.next().unwrap(), first.next().unwrap());
+        let mut h = http::HeaderMap::new();
+        // What a forward proxy's parsed head holds: Host from the absolute URI.
+        h.insert("host", "proxied.test".parse().unwrap());
+        let mut head = RequestHead::new(
+            m.parse().unwrap(),
+            t.parse().unwrap(),
+            http::Version::HTTP_11,
+            h,
+            80,
+        );
+        head.raw = Some(bytes::Bytes::copy_from_slice(raw.as_bytes()));
+        request(&head).names()
+    }
+
+    #[test]
+    fn host_events_read_the_raw_head() {
+        assert_eq!(
+            head("GET http://a.test/ HTTP/1.1\r\n\r\n"),
+            ["missing_host_header"]
+        );
+        assert!(head("GET http://a.test/ HTTP/1.1\r\nHost: A.test\r\n\r\n").is_empty());
+        assert_eq!(
+            head("GET http://a.test/ HTTP/1.1\r\nHost: b.test\r\n\r\n"),
+            ["host_header_ambiguous"]
+        );
+        assert!(
+            head("GET http://u:p@a.test:8080/ HTTP/1.1\r\nHost: a.test:8080\r\n\r\n").is_empty(),
+            "user info raises nothing"
+        );
+        assert_eq!(
+            head("GET / HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\n\r\n"),
+            ["request_header_host_invalid", "request_header_repetition"]
         );
     }
 

@@ -772,7 +772,6 @@ impl RuleSet {
             };
             may_match_empty_body(c, side)
         })?;
-        report.config_errors.append(&mut sets.warnings);
         sets.commit();
         report.loaded = compiled.len();
         report.compile_ms = t0.elapsed().as_millis();

@@ -145,21 +145,26 @@ fn unset_removes() {
 }
 
 /// `load` reads beside the rule file: strings in base64, digests in hex (matched after
-/// `to_md5` / `to_sha256`, which leave raw digests); a line that does not decode is reported
-/// and skipped, the rest of the set loads.
+/// `to_md5` / `to_sha256`, which leave raw digests; a digest line that does not decode is
+/// skipped, as Suricata does); a string that is not base64 fails its rule with file:line.
 #[test]
 fn load_files_by_type() {
     use md5::Digest as _;
     let d = dir("load");
     std::fs::write(
         d.join("rules/ua.lst"),
-        format!("{}\nnot base64!\n\n{}\n", b64("EvilBot/1.0"), b64("x")),
+        format!("{}\n\n{}\n", b64("EvilBot/1.0"), b64("x")),
     )
     .unwrap();
     let md5 = hex::encode(md5::Md5::digest(b"/malware.exe"));
     std::fs::write(
         d.join("rules/uri-md5.lst"),
-        format!("{}\n", md5.to_uppercase()),
+        format!("zz-not-hex\n{}\n", md5.to_uppercase()),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("rules/bad.lst"),
+        format!("{}\nnot base64!\n", b64("a")),
     )
     .unwrap();
     let sha = hex::encode(sha2::Sha256::digest(b"h.test"));
@@ -175,13 +180,16 @@ fn load_files_by_type() {
          alert http any any -> any any (http.uri; to_md5; dataset:isset,bad-uri,type md5,load uri-md5.lst; sid:2;)\n\
          alert http any any -> any any (http.host; to_sha256; dataset:isset,bad-host,type sha256,load hosts.lst; sid:3;)\n\
          alert http any any -> any any (http.uri; dataset:isset,bad-uri-md5-raw,type md5,load uri-md5.lst; sid:4;)\n\
-         alert http any any -> any any (http.uri; dataset:isset,addrs,type ip,load v4.lst; sid:5;)\n",
+         alert http any any -> any any (http.uri; dataset:isset,addrs,type ip,load v4.lst; sid:5;)\n\
+         alert http any any -> any any (http.uri; dataset:isset,broken,type string,load bad.lst; sid:6;)\n",
         &Arc::new(Datasets::default()),
     );
-    assert!(errors(&set).is_empty(), "{:?}", errors(&set));
-    let warnings = &set.report().config_errors;
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("ua.lst:2"), "{warnings:?}");
+    let errs = errors(&set);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("t.rules:6:") && errs[0].contains("bad.lst:2"),
+        "{errs:?}"
+    );
     assert_eq!(fire(&set, "/", "EvilBot/1.0"), vec![1, 3]);
     assert_eq!(fire(&set, "/malware.exe", "curl"), vec![2, 3]);
     assert_eq!(

@@ -233,7 +233,10 @@ impl TapState {
                     .and_then(|v| v.trim().parse().ok())
                 {
                     Some(n) => length = Some(n),
-                    None => return self.off(),
+                    None => {
+                        self.refused = Some(Bytes::from(head));
+                        return self.off();
+                    }
                 }
             } else if h.name.eq_ignore_ascii_case("upgrade") {
                 upgrade = true;

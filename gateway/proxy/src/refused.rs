@@ -65,7 +65,7 @@ pub(crate) fn lenient_head(raw: Bytes, scheme: &str) -> Option<RequestHead> {
         .filter(|p| !p.is_empty());
     let method = http::Method::from_bytes(parts.next()?).ok()?;
     let target = parts.next().unwrap_or(b"/");
-    let version = match parts.last() {
+    let version = match parts.next_back() {
         Some(b"HTTP/1.1") => http::Version::HTTP_11,
         Some(p) if p.starts_with(b"HTTP/1") => http::Version::HTTP_10,
         Some(p) if p.starts_with(b"HTTP/2") => http::Version::HTTP_2,
