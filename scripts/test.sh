@@ -11,6 +11,9 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 # python3: the path-normalising upstream of the reverse-proxy path tests (http.server).
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# libmagic (file.magic, as Suricata asks it) with its compiled database; pkg-config finds it.
+dpkg -s libmagic-dev >/dev/null 2>&1 || need+=(libmagic-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # rsyslog is the real collector of the MSS end-to-end tests (TLS through its ossl driver).
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 dpkg -s rsyslog-openssl >/dev/null 2>&1 || need+=(rsyslog-openssl)

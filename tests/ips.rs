@@ -515,6 +515,13 @@ async fn transforms_fire_through_the_proxy() {
             b"MZabc".to_vec(),
         ),
     );
+    files.insert(
+        "/papers/a.bin".into(),
+        (
+            vec![],
+            b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n".to_vec(),
+        ),
+    );
     let origin = Origin::start_with_files(None, files).await;
     let dir = TempDir::new("ips-xform");
     // md5("MZabc"), as `md5sum` prints it.
@@ -549,7 +556,8 @@ async fn transforms_fire_through_the_proxy() {
              alert http any any -> any any (msg:\"xbits marked host\"; http.uri; content:\"/xb-check\"; xbits:isset,xbm,track ip_src; sid:9400012; rev:1;)\n\
              alert http any any => any any (msg:\"request and its 404\"; http.uri; content:\"/both-\"; http.stat_code; content:\"404\"; sid:9400013; rev:1;)\n\
              alert http any any -> any any (msg:\"exe download\"; flow:to_client; fileext:\"exe\"; filesize:>10; sid:9400014; rev:1;)\n\
-             alert http any any -> any any (msg:\"known bad file\"; flow:to_client; filemd5:bad.md5; sid:9400015; rev:1;)\n"
+             alert http any any -> any any (msg:\"known bad file\"; flow:to_client; filemd5:bad.md5; sid:9400015; rev:1;)\n\
+             alert http any any -> any any (msg:\"pdf by content\"; flow:to_client; file.magic; content:\"PDF document\"; sid:9400016; rev:1;)\n"
         ),
     )
     .unwrap();
@@ -623,6 +631,8 @@ async fn transforms_fire_through_the_proxy() {
         // name (report.pdf: not .exe) whose MD5 is in the list.
         ("/dl/tool.exe", vec![], 9400014),
         ("/report", vec![], 9400015),
+        // libmagic names a PDF whatever its name.
+        ("/papers/a.bin", vec![], 9400016),
     ];
     for (path, extra, _) in &cases {
         let url = format!("{base}{path}");
@@ -633,13 +643,13 @@ async fn transforms_fire_through_the_proxy() {
         assert_eq!(r.code, 0, "{path}: {}", r.stderr);
     }
     // The last matching case's event is written: every earlier one is too.
-    wait_sid(&gw, 9400015);
+    wait_sid(&gw, 9400016);
     for (path, _, sid) in &cases {
         // Events carry the URL as routed (raw `<` `>` percent-encoded by the listener).
         let url = format!("{base}{}", path.replace('<', "%3C").replace('>', "%3E"));
         let got: BTreeSet<u32> = sids_for(&gw, &url)
             .into_keys()
-            .filter(|s| (9400001..=9400015).contains(s))
+            .filter(|s| (9400001..=9400016).contains(s))
             .collect();
         let want: BTreeSet<u32> = (*sid != 0).then_some(*sid).into_iter().collect();
         assert_eq!(got, want, "{path}");

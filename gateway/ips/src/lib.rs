@@ -15,6 +15,7 @@ pub mod detect;
 pub mod events;
 pub mod files;
 pub mod ja3;
+pub mod magic;
 pub mod matchers;
 mod plug;
 pub mod requires;

@@ -108,6 +108,8 @@ pub enum Buf {
     Base64Data,
     /// `file.name`: a download's or upload's name.
     FileName,
+    /// `file.magic`: libmagic's description of the file.
+    FileMagic,
     DnsQuery,
 }
 
@@ -156,6 +158,7 @@ impl Buf {
             ResponseHeader => "http.response_header",
             Base64Data => "base64_data",
             FileName => "file.name",
+            FileMagic => "file.magic",
             DnsQuery => "dns.query",
         }
     }
@@ -203,6 +206,7 @@ impl Buf {
             "http.request_header" => RequestHeader,
             "http.response_header" => ResponseHeader,
             "file.name" | "file_name" => FileName,
+            "file.magic" => FileMagic,
             "dns.query" | "dns_query" => DnsQuery,
             _ => return None,
         })
@@ -1025,6 +1029,17 @@ const OPTION_KEYWORDS: &[&str] = &[
     "tls_version",
     "requires",
     "absent",
+    "filename",
+    "fileext",
+    "filemagic",
+    "filesize",
+    "filemd5",
+    "filesha1",
+    "filesha256",
+    "flowint",
+    "xbits",
+    "base64_decode",
+    "base64_data",
 ];
 
 /// Whether `kw` is a rule keyword the gateway runs.
@@ -1361,6 +1376,13 @@ fn option(
                 o => return Err(syntax(format!("flowbits: unknown command {o:?}"))),
             }
         }
+        "filemagic" => {
+            // Suricata's legacy form: `file.magic; content:…; nocase;`.
+            let v = val.ok_or_else(|| syntax("filemagic needs a value"))?;
+            let mut c = parse_content(v).map_err(|e| syntax(format!("{kw}: {e}")))?;
+            c.set_nocase();
+            b.last_content = Some(b.push(Buf::FileMagic, Item::Content(c)));
+        }
         "filename" | "fileext" => {
             let v = val.ok_or_else(|| syntax(format!("{kw} needs a value")))?;
             let mut c = parse_content(v).map_err(|e| syntax(format!("{kw}: {e}")))?;
@@ -1433,8 +1455,9 @@ fn option(
         }
         "tag" | "dsize" | "stream_size" | "flags" | "byte_extract" | "byte_math" | "asn1"
         | "ftpbounce" | "ip_proto" | "ttl" | "itype" | "icode" | "fragbits" | "window" | "ack"
-        | "seq" | "lua" | "luajit" | "replace" | "filestore" | "filemagic" | "file.magic"
-        | "http.uri.len" => return Err(unsupported(kw, "keyword not implemented")),
+        | "seq" | "lua" | "luajit" | "replace" | "filestore" | "http.uri.len" => {
+            return Err(unsupported(kw, "keyword not implemented"))
+        }
         "domain" | "tld" => {
             return Err(unsupported(
                 kw,

@@ -454,7 +454,9 @@ fn rule_dir_phase(r: &Rule) -> Phase {
         };
     }
     let dir = rule_dir(r);
-    let body = bufs.iter().any(|b| b.needs_body() || *b == Buf::FileName)
+    let body = bufs
+        .iter()
+        .any(|b| b.needs_body() || matches!(b, Buf::FileName | Buf::FileMagic))
         || r.filesize.is_some()
         || !r.file_hashes.is_empty();
     // An anomaly the parser raises on the response is known once the response head is in

@@ -23,6 +23,8 @@ pub struct Tx {
     /// `http.request_header` / `http.response_header`: `Name: value` per header, split from
     /// `http.header` when a rule first asks.
     header_lines: [std::cell::OnceCell<Vec<Vec<u8>>>; 2],
+    /// `file.magic` by side, worked out (by libmagic) when a rule first asks.
+    magic: [std::cell::OnceCell<Option<Vec<u8>>>; 2],
     /// Whether the request body is an upload (a non-multipart POST or PUT).
     upload: bool,
     /// The response's `Content-Disposition` filename, when it has one.
@@ -41,6 +43,7 @@ impl Default for Tx {
             bufs: std::array::from_fn(|_| [None, None]),
             certs: Vec::new(),
             header_lines: Default::default(),
+            magic: Default::default(),
             upload: false,
             disposition: None,
             start: Default::default(),
@@ -62,6 +65,7 @@ impl Buffers for Tx {
             Buf::RequestHeader | Buf::ResponseHeader => {
                 self.header_lines(side).first().map(Vec::as_slice)
             }
+            Buf::FileMagic => self.file_magic(side),
             _ => self.bufs[buf as usize][side.index()].as_deref(),
         }
     }
@@ -158,6 +162,17 @@ fn origin_form(target: &[u8]) -> Option<&[u8]> {
 
 impl Tx {
     /// The `Name: value` instances of `side`'s headers, split from `http.header` on first use.
+    /// The file's libmagic description, when the side's body is a file (it has a name).
+    fn file_magic(&self, side: Direction) -> Option<&[u8]> {
+        self.magic[side.index()]
+            .get_or_init(|| {
+                self.bufs[Buf::FileName as usize][side.index()].as_ref()?;
+                let data = self.bufs[Buf::FileData as usize][side.index()].as_deref()?;
+                crate::magic::describe(data).map(String::into_bytes)
+            })
+            .as_deref()
+    }
+
     fn header_lines(&self, side: Direction) -> &[Vec<u8>] {
         self.header_lines[side.index()].get_or_init(|| {
             let mut lines = Vec::new();

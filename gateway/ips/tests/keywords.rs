@@ -890,3 +890,34 @@ fn httparse_head(raw: &str) -> RequestHead {
     head.raw = Some(bytes::Bytes::copy_from_slice(raw.as_bytes()));
     head
 }
+
+/// `file.magic` / `filemagic` (the documentation's forms): libmagic's description of an
+/// uploaded file; `filemagic` matches without case.
+#[test]
+fn file_magic_describes_files() {
+    let pdf: &[u8] = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n";
+    let post = |opts: &str, body: &[u8]| {
+        fires_on(
+            &format!("flow:to_server; {opts}"),
+            "POST",
+            &[("content-type", "application/octet-stream")],
+            body,
+        )
+    };
+    assert!(post("file.magic; content:\"PDF document\";", pdf));
+    assert!(!post(
+        "file.magic; content:\"PDF document\";",
+        b"just some text\n"
+    ));
+    assert!(post(
+        "file.magic; content:\"ASCII text\"; startswith;",
+        b"just some text\n"
+    ));
+    assert!(post("filemagic:\"pdf DOCUMENT\";", pdf));
+    assert!(
+        !post("file.magic; content:\"pdf document\";", pdf),
+        "case matters"
+    );
+    // A GET has no upload: no file, no magic.
+    assert!(!fires_on("file.magic; content:\"text\";", "GET", &[], b""));
+}
