@@ -898,3 +898,110 @@ async fn refused_requests_raise_their_anomaly_events() {
     // The connection-level event stands as before.
     gw.wait_line("events.jsonl", |v| v["rule"]["id"] == "malformed-request");
 }
+
+/// `filestore` (Suricata's file-store layout, `<dir>/<aa>/<sha256>`): a matching rule keeps the
+/// file of its direction, names it in the event (`file.stored`, `file.sha256`), keeps one copy
+/// per content, works for `noalert` rules, and stops at the configured budget (counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filestore_keeps_files_within_its_budget() {
+    use sha2::Digest as _;
+    let mut files = Files::new();
+    let mut exe = b"MZ".to_vec();
+    exe.extend(std::iter::repeat_n(b'x', 100));
+    files.insert("/dl/tool.exe".into(), (vec![], exe.clone()));
+    let origin = Origin::start_with_files(None, files).await;
+    let dir = TempDir::new("ips-filestore");
+    let rules = dir.path().join("store.rules");
+    std::fs::write(
+        &rules,
+        "alert http any any -> any any (msg:\"keep exe\"; flow:to_client; fileext:\"exe\"; filestore; sid:9400301; rev:1;)\n\
+         alert http any any -> any any (msg:\"keep upload\"; http.uri; content:\"/up\"; filestore:request,file; noalert; sid:9400302; rev:1;)\n",
+    )
+    .unwrap();
+    let store = dir.path().join("kept");
+    let gw = Gateway::start(
+        "ips-filestore",
+        "",
+        &format!(
+            "[ips]\nrules = [{:?}]\nmode = \"detect\"\nfilestore_dir = {:?}\nfilestore_max_bytes = 150\n",
+            rules.display().to_string(),
+            store.display().to_string()
+        ),
+    );
+    let base = format!("http://127.0.0.1:{}", origin.port);
+    let proxy = gw.proxy_url();
+    for _ in 0..2 {
+        let url = format!("{base}/dl/tool.exe");
+        assert_eq!(curl(&["-x", &proxy, "-o", "/dev/null", &url]).await.code, 0);
+    }
+    let e = wait_sid(&gw, 9400301);
+    let sha = hex::encode(sha2::Sha256::digest(&exe));
+    let path = store.join(&sha[..2]).join(&sha);
+    assert_eq!(e["file"]["sha256"], sha.as_str(), "{e}");
+    assert_eq!(
+        e["file"]["stored"],
+        path.display().to_string().as_str(),
+        "{e}"
+    );
+    assert_eq!(e["file"]["name"], "/dl/tool.exe", "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), exe);
+    // An upload kept by a noalert rule would pass the budget (102 + 100 > 150): refused.
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![b'u'; 100]).unwrap();
+    let url = format!("{base}/up");
+    let data = format!("@{}", body.display());
+    let r = curl(&[
+        "-x",
+        &proxy,
+        "-o",
+        "/dev/null",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &data,
+        &url,
+    ])
+    .await;
+    assert_eq!(r.code, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let m = gw.metrics_text().await;
+        let (stored, refused) = (
+            metric(&m, "sekisho_ips_filestore_stored_total"),
+            metric(&m, "sekisho_ips_filestore_refused_total"),
+        );
+        if refused >= 1.0 {
+            assert_eq!(stored, 2.0, "the exe twice, one copy on disk");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal counted: {m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let kept: Vec<_> = walk(&store);
+    assert_eq!(kept, vec![path], "one file kept");
+    assert!(
+        !gw.events()
+            .iter()
+            .any(|v| v["alert"]["signature_id"] == "9400302"),
+        "noalert"
+    );
+}
+
+/// The regular files under `dir`, two levels deep, sorted.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .flat_map(|d| {
+            std::fs::read_dir(d.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+        })
+        .collect();
+    out.sort();
+    out
+}

@@ -198,6 +198,7 @@ impl Inspector for AvInspector {
                     size: hit.size,
                     sha256: hit.sha256.clone(),
                     mime: hit.mime.clone(),
+                    stored: None,
                 });
                 cx.report(f);
                 verdict = Verdict::Block;

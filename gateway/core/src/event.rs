@@ -171,6 +171,9 @@ pub struct FileInfo {
     pub sha256: String,
     /// MIME type.
     pub mime: String,
+    /// Where the gateway kept a copy (IPS `filestore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
 }
 
 /// `evidence`.

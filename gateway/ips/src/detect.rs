@@ -30,6 +30,8 @@ pub struct Scratch {
     pub fired: std::collections::HashSet<u32>,
     /// What the current rule's `base64_decode` decoded (its `base64_data`).
     pub base64: Option<Vec<u8>>,
+    /// `filestore` requests of the rules that matched (alerting or not), for the stage.
+    pub store: Vec<(crate::filestore::StoreDir, crate::filestore::Scope)>,
 }
 
 impl Scratch {

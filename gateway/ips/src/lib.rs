@@ -14,6 +14,7 @@ pub mod datasets;
 pub mod detect;
 pub mod events;
 pub mod files;
+pub mod filestore;
 pub mod ja3;
 pub mod magic;
 pub mod matchers;

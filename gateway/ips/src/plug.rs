@@ -18,6 +18,8 @@ pub struct IpsEngine {
     stats: Arc<Stats>,
     /// Datasets kept across reloads (dynamic sets keep what traffic taught them).
     datasets: Arc<crate::datasets::Datasets>,
+    /// The file store, kept across reloads while its folder and budget stay the same.
+    store: std::sync::Mutex<Option<(std::path::PathBuf, u64, Arc<crate::filestore::FileStore>)>>,
     metrics: IpsMetrics,
 }
 
@@ -29,7 +31,23 @@ impl IpsEngine {
             metrics: IpsMetrics::new(Arc::clone(&stats))?,
             stats,
             datasets: Arc::default(),
+            store: std::sync::Mutex::default(),
         })
+    }
+}
+
+impl IpsEngine {
+    /// The store for `dir` and `max` (the running one when they did not change).
+    fn file_store(&self, dir: &std::path::Path, max: u64) -> Arc<crate::filestore::FileStore> {
+        let mut slot = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((d, m, s)) = slot.as_ref() {
+            if d == dir && *m == max {
+                return Arc::clone(s);
+            }
+        }
+        let s = Arc::new(crate::filestore::FileStore::new(dir, max));
+        *slot = Some((dir.to_path_buf(), max, Arc::clone(&s)));
+        s
     }
 }
 
@@ -47,6 +65,8 @@ impl sekisho_core::Engine for IpsEngine {
             "pcre_depth_limit",
             "flow_pcre_budget_ms",
             "data_dir",
+            "filestore_dir",
+            "filestore_max_bytes",
         ];
         own.into_iter()
             .chain(sekisho_core::StagePolicy::KEYS.iter().copied())
@@ -80,6 +100,11 @@ impl sekisho_core::Engine for IpsEngine {
             .map_err(|e| ConfigError::new("ips", e))?;
         opts.stats = Some(Arc::clone(&self.stats));
         opts.datasets = Some(Arc::clone(&self.datasets));
+        let data_dir = opts.data_dir.clone().unwrap_or_else(|| ".".into());
+        let store = self.file_store(
+            &cfg.filestore_dir(cx.config_dir, &data_dir),
+            cfg.filestore_max_bytes,
+        );
         let set = RuleSet::load(&opts).map_err(|e| ConfigError::new("ips", e))?;
         let r = set.report();
         let report = LoadReport {
@@ -99,7 +124,7 @@ impl sekisho_core::Engine for IpsEngine {
             loaded: r.loaded,
         };
         Ok(Built {
-            stage: Arc::new(IpsStage::new(Arc::new(set), cfg)),
+            stage: Arc::new(IpsStage::new(Arc::new(set), cfg).with_store(store)),
             report,
         })
     }
@@ -184,6 +209,20 @@ impl IpsMetrics {
                     "dataset adds refused because the set was at its memcap",
                 )?,
                 |s| s.dataset_full.as_ref(),
+            ),
+            (
+                counter(
+                    "sekisho_ips_filestore_stored_total",
+                    "files kept by filestore rules",
+                )?,
+                |s| &s.filestore_stored,
+            ),
+            (
+                counter(
+                    "sekisho_ips_filestore_refused_total",
+                    "files filestore rules asked for that were not kept (budget spent or disk error)",
+                )?,
+                |s| &s.filestore_refused,
             ),
         ];
         Ok(IpsMetrics {

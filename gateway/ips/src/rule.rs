@@ -493,6 +493,8 @@ pub struct Rule {
     pub flowints: Vec<crate::state::Flowint>,
     /// `xbits`, in rule order.
     pub xbits: Vec<crate::state::Xbit>,
+    /// `filestore`.
+    pub filestore: Option<crate::filestore::StoreSpec>,
     /// `app-layer-event` ids (every one must have been raised on the transaction).
     pub app_events: Vec<u8>,
     /// `filesize`.
@@ -830,6 +832,7 @@ pub fn parse_rule(
         flowints: Vec::new(),
         xbits: Vec::new(),
         app_events: Vec::new(),
+        filestore: None,
         filesize: None,
         file_hashes: Vec::new(),
         noalert: false,
@@ -1032,6 +1035,7 @@ const OPTION_KEYWORDS: &[&str] = &[
     "filename",
     "fileext",
     "filemagic",
+    "filestore",
     "filesize",
     "filemd5",
     "filesha1",
@@ -1376,6 +1380,12 @@ fn option(
                 o => return Err(syntax(format!("flowbits: unknown command {o:?}"))),
             }
         }
+        "filestore" => {
+            if rule.filestore.is_some() {
+                return Err(syntax("filestore: only one per rule"));
+            }
+            rule.filestore = Some(crate::filestore::parse(val).map_err(syntax)?);
+        }
         "filemagic" => {
             // Suricata's legacy form: `file.magic; content:…; nocase;`.
             let v = val.ok_or_else(|| syntax("filemagic needs a value"))?;
@@ -1455,7 +1465,7 @@ fn option(
         }
         "tag" | "dsize" | "stream_size" | "flags" | "byte_extract" | "byte_math" | "asn1"
         | "ftpbounce" | "ip_proto" | "ttl" | "itype" | "icode" | "fragbits" | "window" | "ack"
-        | "seq" | "lua" | "luajit" | "replace" | "filestore" | "http.uri.len" => {
+        | "seq" | "lua" | "luajit" | "replace" | "http.uri.len" => {
             return Err(unsupported(kw, "keyword not implemented"))
         }
         "domain" | "tld" => {

@@ -106,6 +106,9 @@ pub struct FlowVars {
     pub ints: HashMap<String, u32>,
     /// A pass rule matched: no more alerts on this flow.
     pub passed: bool,
+    /// `filestore` with the flow scope: every later file of these sides (request, response)
+    /// is kept.
+    pub store_files: [bool; 2],
 }
 
 /// The most flowbits one flow keeps.
@@ -230,6 +233,10 @@ pub struct Stats {
     pub thresholded: AtomicU64,
     /// `xbits` sets refused because the store was full.
     pub xbits_full: AtomicU64,
+    /// Files `filestore` could not keep (budget spent or disk error).
+    pub filestore_refused: AtomicU64,
+    /// Files `filestore` kept.
+    pub filestore_stored: AtomicU64,
     /// `dataset` adds refused because the set was at its memcap (shared with the sets).
     pub dataset_full: Arc<AtomicU64>,
 }
@@ -954,6 +961,14 @@ impl RuleSet {
                 }
             }
             self.state_changes(c, ep, vars);
+            if let Some(spec) = c.rule.filestore {
+                use crate::filestore::StoreDir;
+                let dir = spec.dir.unwrap_or(match c.dir {
+                    Direction::Request => StoreDir::Request,
+                    Direction::Response => StoreDir::Response,
+                });
+                scratch.store.push((dir, spec.scope));
+            }
             if c.rule.action == RuleAction::Pass {
                 passed = true;
                 continue;

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::detect::Scratch;
 use crate::matchers::PcreLimits;
+use crate::rule::Buf;
 use crate::ruleset::{Endpoints, FlowVars, Hit, LoadOptions, Phase, RuleSet, PHASES};
 use crate::tx::Tx;
 use crate::vars::default_vars;
@@ -54,11 +55,20 @@ pub struct IpsConfig {
     /// file's folder; default: that folder).
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// Where `filestore` keeps files (default: `filestore` under `data_dir`).
+    #[serde(default)]
+    pub filestore_dir: Option<PathBuf>,
+    /// Bytes the file store may hold (default 1 GiB); files past it are not kept (counted).
+    #[serde(default = "d_filestore_max")]
+    pub filestore_max_bytes: u64,
     /// `mode`, `on_error`, `on_overflow`.
     #[serde(flatten)]
     pub stage: StagePolicy,
 }
 
+fn d_filestore_max() -> u64 {
+    1 << 30
+}
 fn d_body() -> usize {
     1 << 20
 }
@@ -73,6 +83,16 @@ fn d_budget() -> u64 {
 }
 
 impl IpsConfig {
+    /// The file store's folder: `filestore_dir` (relative to `base`, the config file's
+    /// folder), else `filestore` in the data folder.
+    pub fn filestore_dir(&self, base: Option<&Path>, data_dir: &Path) -> PathBuf {
+        match &self.filestore_dir {
+            Some(d) if d.is_relative() => base.map_or_else(|| d.clone(), |b| b.join(d)),
+            Some(d) => d.clone(),
+            None => data_dir.join("filestore"),
+        }
+    }
+
     /// The stage policy.
     pub fn policy(&self) -> StagePolicy {
         self.stage
@@ -168,6 +188,7 @@ impl Conns {
 /// The `ips` stage.
 pub struct IpsStage {
     set: Arc<RuleSet>,
+    store: Option<Arc<crate::filestore::FileStore>>,
     body_limit: usize,
     budget: Duration,
     conns: Arc<Conns>,
@@ -178,15 +199,27 @@ impl IpsStage {
     pub fn new(set: Arc<RuleSet>, cfg: &IpsConfig) -> Self {
         IpsStage {
             set,
+            store: None,
             body_limit: cfg.body_limit.max(1),
             budget: Duration::from_millis(cfg.flow_pcre_budget_ms),
             conns: Arc::new(Conns::default()),
         }
     }
+
+    /// Where `filestore` keeps files (without one, `filestore` rules still match and alert,
+    /// and keep nothing).
+    pub fn with_store(mut self, store: Arc<crate::filestore::FileStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
 }
 
 struct IpsInspector {
     set: Arc<RuleSet>,
+    store: Option<Arc<crate::filestore::FileStore>>,
+    /// Sides whose file a matched `filestore` asked for, and what was kept of each.
+    want_store: [bool; 2],
+    stored: [Option<sekisho_core::FileInfo>; 2],
     conns: Arc<Conns>,
     key: (String, SocketAddr),
     vars: FlowVars,
@@ -207,6 +240,9 @@ impl Stage for IpsStage {
         let (vars, certs_done) = self.conns.load(&key);
         Box::new(IpsInspector {
             set: Arc::clone(&self.set),
+            store: self.store.clone(),
+            want_store: [false; 2],
+            stored: [None, None],
             conns: Arc::clone(&self.conns),
             key,
             vars,
@@ -264,7 +300,66 @@ impl IpsInspector {
         if self.vars.bits.len() != before || self.vars.passed {
             self.dirty = true;
         }
+        self.keep_files();
         self.report(cx, &hits)
+    }
+
+    /// Takes the `filestore` requests of the rules that just matched and keeps every file
+    /// asked for that is complete (a side's file is complete once its body was inspected).
+    fn keep_files(&mut self) {
+        use crate::filestore::{Scope, StoreDir};
+        for (dir, scope) in std::mem::take(&mut self.scratch.store) {
+            let sides: &[usize] = match dir {
+                StoreDir::Request => &[0],
+                StoreDir::Response => &[1],
+                StoreDir::Both => &[0, 1],
+            };
+            for &i in sides {
+                self.want_store[i] = true;
+                if scope == Scope::Flow && !self.vars.store_files[i] {
+                    self.vars.store_files[i] = true;
+                    self.dirty = true;
+                }
+            }
+        }
+        for (i, side) in [Direction::Request, Direction::Response]
+            .into_iter()
+            .enumerate()
+        {
+            if (self.want_store[i] || self.vars.store_files[i]) && self.stored[i].is_none() {
+                self.keep_file(i, side);
+            }
+        }
+    }
+
+    fn keep_file(&mut self, i: usize, side: Direction) {
+        use crate::ruleset::Buffers as _;
+        use std::sync::atomic::Ordering;
+        let Some(store) = &self.store else { return };
+        let Some(name) = self.tx.get(Buf::FileName, side) else {
+            return;
+        };
+        let name = String::from_utf8_lossy(name).into_owned();
+        let data = self.tx.get(Buf::FileData, side).unwrap_or_default();
+        let stats = &self.set.stats;
+        match store.store(data) {
+            Some(s) => {
+                stats.filestore_stored.fetch_add(1, Ordering::Relaxed);
+                self.stored[i] = Some(sekisho_core::FileInfo {
+                    name,
+                    size: s.size,
+                    sha256: s.sha256,
+                    stored: Some(s.path.display().to_string()),
+                    ..Default::default()
+                });
+            }
+            None => {
+                stats.filestore_refused.fetch_add(1, Ordering::Relaxed);
+                // Asked once per transaction side: a refusal is not retried.
+                self.want_store[i] = false;
+                self.vars.store_files[i] = false;
+            }
+        }
     }
 
     fn report(&self, cx: &mut Cx<'_>, hits: &[Hit]) -> Verdict {
@@ -290,6 +385,11 @@ impl IpsInspector {
             );
             f.rev = r.rev;
             f.source = Some((r.file.clone(), r.line));
+            if r.filestore.is_some() {
+                f.file = self.stored[c.dir.index()]
+                    .clone()
+                    .or_else(|| self.stored.iter().flatten().next().cloned());
+            }
             f.signature = Some(SignatureInfo {
                 gid: r.gid,
                 rule_action: r.action_name.to_string(),
