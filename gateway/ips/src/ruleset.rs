@@ -249,8 +249,8 @@ struct Suppress {
 
 /// A loaded rule with what evaluation needs.
 pub struct Compiled {
-    /// The rule.
-    pub rule: Rule,
+    /// The rule (shared by its two sides when it runs on both).
+    pub rule: Arc<Rule>,
     /// When it runs.
     pub phase: Phase,
     /// The direction of the data it inspects.
@@ -727,7 +727,7 @@ impl RuleSet {
                     priority,
                     category,
                     threshold,
-                    rule,
+                    rule: Arc::new(rule),
                 }
             })
             .collect();
@@ -759,6 +759,8 @@ impl RuleSet {
         };
         compiled.sort_by_key(order);
         let chains = intern_chains(&mut compiled);
+        let unique = compiled.len();
+        let compiled = on_both_sides(compiled);
         for c in &compiled {
             for g in &c.rule.groups {
                 for it in &g.items {
@@ -782,7 +784,7 @@ impl RuleSet {
             may_match_empty_body(c, side)
         })?;
         sets.commit();
-        report.loaded = compiled.len();
+        report.loaded = unique;
         report.compile_ms = t0.elapsed().as_millis();
         Ok(RuleSet {
             rules: compiled,
@@ -1227,12 +1229,56 @@ impl RuleSet {
 
 /// Gives each distinct transformation chain of the rules' groups an id (0: none), so buffer
 /// keys can name it; returns the chains by id.
+/// Suricata inspects a rule without a `flow` direction in every direction its buffers exist
+/// in: an HTTP rule whose buffers all exist on both sides (`file.data`, `http.header`,
+/// `http.content_type` …) runs on the request and again on the response (and may alert once
+/// for each, as Suricata's does).
+fn on_both_sides(compiled: Vec<Compiled>) -> Vec<Compiled> {
+    let mut out = Vec::with_capacity(compiled.len());
+    for c in compiled {
+        let phase = match c.phase {
+            Phase::ReqHead => Some(Phase::RespHead),
+            Phase::ReqBody => Some(Phase::RespBody),
+            _ => None,
+        };
+        let twin = phase
+            .filter(|_| c.dir == Direction::Request && either_side(&c.rule))
+            .map(|phase| Compiled {
+                rule: Arc::clone(&c.rule),
+                phase,
+                dir: Direction::Response,
+                priority: c.priority,
+                category: c.category.clone(),
+                threshold: c.threshold,
+            });
+        out.push(c);
+        out.extend(twin);
+    }
+    out
+}
+
+/// A directionless HTTP rule whose every buffer exists on both sides.
+fn either_side(r: &Rule) -> bool {
+    r.flow_dir.is_none()
+        && !r.txboth
+        && r.proto == Proto::Http
+        && r.app_events.is_empty()
+        && !r.groups.is_empty()
+        && r.groups.iter().all(|g| {
+            g.buf.is_http() && g.buf.fixed_side().is_none() && !matches!(g.buf, Buf::Stream)
+        })
+}
+
 fn intern_chains(compiled: &mut [Compiled]) -> Vec<Vec<Transform>> {
     let mut chains: Vec<Vec<Transform>> = vec![Vec::new()];
     let mut ids: HashMap<Vec<(&'static str, String)>, u32> = HashMap::new();
     ids.insert(Vec::new(), 0);
     for c in compiled.iter_mut() {
-        for g in &mut c.rule.groups {
+        // Not shared yet: each rule is its own until `on_both_sides`.
+        let Some(rule) = Arc::get_mut(&mut c.rule) else {
+            continue;
+        };
+        for g in &mut rule.groups {
             let next = chains.len() as u32;
             let key = g.transforms.iter().map(Transform::key).collect();
             let id = *ids.entry(key).or_insert_with(|| {

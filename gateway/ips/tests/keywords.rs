@@ -921,3 +921,67 @@ fn file_magic_describes_files() {
     // A GET has no upload: no file, no magic.
     assert!(!fires_on("file.magic; content:\"text\";", "GET", &[], b""));
 }
+
+/// A rule without a `flow` direction inspects every direction its buffers exist in, as
+/// Suricata does: `file.data` and `http.header` of requests and of responses (and alerts once
+/// per side); a rule with a direction, or with a buffer of one side, keeps to that side.
+#[test]
+fn directionless_rules_inspect_both_sides() {
+    let set = load(
+        "alert http any any -> any any (msg:\"body\"; file.data; content:\"secret\"; sid:1; rev:1;)\n\
+         alert http any any -> any any (msg:\"hdr\"; http.header; content:\"X-Mark|3a| 1\"; sid:2; rev:1;)\n\
+         alert http any any -> any any (msg:\"req only\"; flow:to_server; file.data; content:\"secret\"; sid:3; rev:1;)\n\
+         alert http any any -> any any (msg:\"uri\"; http.uri; content:\"/a\"; http.header; content:\"X-Mark|3a| 1\"; sid:4; rev:1;)\n",
+    );
+    let run = |req_body: &[u8], req_hdr: bool, resp_body: &[u8], resp_hdr: bool| {
+        let headers: &[(&str, &str)] = if req_hdr { &[("x-mark", "1")] } else { &[] };
+        let mut t = tx(&Req {
+            method: "POST",
+            uri: "/a",
+            headers,
+            body: req_body,
+        });
+        let mut h = http::HeaderMap::new();
+        if resp_hdr {
+            h.insert("x-mark", "1".parse().unwrap());
+        }
+        t.response_head(&ResponseHead {
+            status: http::StatusCode::OK,
+            version: http::Version::HTTP_11,
+            headers: h,
+        });
+        t.body_chunk(Direction::Response, resp_body, 1 << 20);
+        t.finish_body(Direction::Response, 1 << 20);
+        let mut s = Scratch::default();
+        let mut vars = FlowVars::default();
+        let mut out = Vec::new();
+        for p in [
+            Phase::ReqHead,
+            Phase::ReqBody,
+            Phase::RespHead,
+            Phase::RespBody,
+        ] {
+            out.extend(
+                set.eval(p, &t, &ep(), None, &mut vars, &mut s)
+                    .into_iter()
+                    .map(|h| set.rule(h.rule).rule.sid),
+            );
+        }
+        out.sort_unstable();
+        out
+    };
+    assert_eq!(run(b"a secret", false, b"", false), vec![1, 3]);
+    assert_eq!(
+        run(b"", false, b"the secret", false),
+        vec![1],
+        "the response side too"
+    );
+    assert_eq!(
+        run(b"secret", false, b"secret", false),
+        vec![1, 1, 3],
+        "once per side"
+    );
+    assert_eq!(run(b"", false, b"", true), vec![2], "response header");
+    assert_eq!(run(b"", true, b"", false), vec![2, 4]);
+    assert_eq!(set.report().loaded, 4, "a rule on both sides counts once");
+}
