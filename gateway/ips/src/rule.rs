@@ -110,6 +110,10 @@ pub enum Buf {
     FileName,
     /// `file.magic`: libmagic's description of the file.
     FileMagic,
+    /// `ip.src`: the source address of the inspected direction (4 or 16 bytes).
+    IpSrc,
+    /// `ip.dst`: its destination address.
+    IpDst,
     DnsQuery,
 }
 
@@ -159,6 +163,8 @@ impl Buf {
             Base64Data => "base64_data",
             FileName => "file.name",
             FileMagic => "file.magic",
+            IpSrc => "ip.src",
+            IpDst => "ip.dst",
             DnsQuery => "dns.query",
         }
     }
@@ -207,6 +213,8 @@ impl Buf {
             "http.response_header" => ResponseHeader,
             "file.name" | "file_name" => FileName,
             "file.magic" => FileMagic,
+            "ip.src" => IpSrc,
+            "ip.dst" => IpDst,
             "dns.query" | "dns_query" => DnsQuery,
             _ => return None,
         })

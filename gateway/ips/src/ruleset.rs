@@ -1095,7 +1095,14 @@ impl RuleSet {
                 });
                 continue;
             }
-            let instances = bufs.all(key.buf, key.side);
+            let addr;
+            let instances = match key.buf {
+                Buf::IpSrc | Buf::IpDst => {
+                    addr = address(key.buf, key.side, ep);
+                    addr.as_deref().into_iter().collect()
+                }
+                _ => bufs.all(key.buf, key.side),
+            };
             if g.items.first().is_some_and(Item::is_absent) && is_absent(key.buf, &instances) {
                 evidence
                     .get_or_insert_with(|| (g.buf.name().to_string(), "absent".into(), Vec::new()));
@@ -1229,6 +1236,20 @@ impl RuleSet {
 
 /// Gives each distinct transformation chain of the rules' groups an id (0: none), so buffer
 /// keys can name it; returns the chains by id.
+/// `ip.src` / `ip.dst` of the inspected direction as raw bytes (4 for IPv4, 16 for IPv6):
+/// the client is the source of requests, the server of responses.
+fn address(buf: Buf, side: Direction, ep: &Endpoints) -> Option<Vec<u8>> {
+    let (src, dst) = match side {
+        Direction::Request => (Some(ep.client), ep.server),
+        Direction::Response => (ep.server, Some(ep.client)),
+    };
+    let ip = if buf == Buf::IpSrc { src } else { dst }?;
+    Some(match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    })
+}
+
 /// Suricata inspects a rule without a `flow` direction in every direction its buffers exist
 /// in: an HTTP rule whose buffers all exist on both sides (`file.data`, `http.header`,
 /// `http.content_type` …) runs on the request and again on the response (and may alert once
@@ -1406,11 +1427,10 @@ fn build_index(
         // The fast pattern: the one marked, else the longest positive content (never in a
         // buffer tested `absent`: the rule may match without it).
         let mut best: Option<(BufKey, &[u8], bool)> = None;
-        for g in
-            c.rule.groups.iter().filter(|g| {
-                g.buf != Buf::Base64Data && !g.items.first().is_some_and(Item::is_absent)
-            })
-        {
+        for g in c.rule.groups.iter().filter(|g| {
+            !matches!(g.buf, Buf::Base64Data | Buf::IpSrc | Buf::IpDst)
+                && !g.items.first().is_some_and(Item::is_absent)
+        }) {
             let key = key_of(&c.rule, c.dir, g);
             for it in &g.items {
                 if let Item::Content(ct) = it {

@@ -318,3 +318,26 @@ fn static_sets_are_read_again_on_reload() {
     let set = load_in(&d, rules, &sets);
     assert_eq!(fire(&set, "/b", "x"), vec![1]);
 }
+
+/// `ip.src` / `ip.dst` (raw addresses of the inspected direction) looked up in address sets,
+/// as Suricata's datasets-09 test does: an `ip` set holds IPv4 addresses too.
+#[test]
+fn address_sets_on_ip_buffers() {
+    let d = dir("addr");
+    std::fs::write(d.join("rules/clients.lst"), "10.0.0.1\n").unwrap();
+    std::fs::write(
+        d.join("rules/servers.lst"),
+        "::ffff:192.0.2.1\n2001:db8::1\n",
+    )
+    .unwrap();
+    let set = load_in(
+        &d,
+        "alert http any any -> any any (flow:to_server; ip.src; dataset:isset,clients,type ipv4,load clients.lst; sid:1;)\n\
+         alert http any any -> any any (flow:to_server; ip.dst; dataset:isset,servers,type ip,load servers.lst; sid:2;)\n\
+         alert http any any -> any any (flow:to_server; ip.dst; dataset:isset,clients; sid:3;)\n\
+         alert http any any -> any any (flow:to_server; ip.src; content:\"|0a 00 00 01|\"; bsize:4; sid:4;)\n",
+        &Arc::new(Datasets::default()),
+    );
+    assert!(errors(&set).is_empty(), "{:?}", errors(&set));
+    assert_eq!(fire(&set, "/", "x"), vec![1, 2, 4]);
+}
