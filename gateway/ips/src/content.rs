@@ -25,9 +25,39 @@ pub struct Content {
     pub fast_pattern: bool,
     /// `fast_pattern:offset,length`.
     pub fp_chop: Option<(usize, usize)>,
+    /// `offset`, `depth`, `distance`, `within` from `byte_extract` / `byte_math` variables.
+    pub vars: Option<Box<ContentVars>>,
+}
+
+/// The variables a content's modifiers take their values from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContentVars {
+    /// `offset`.
+    pub offset: Option<u8>,
+    /// `depth`.
+    pub depth: Option<u8>,
+    /// `distance`.
+    pub distance: Option<u8>,
+    /// `within`.
+    pub within: Option<u8>,
 }
 
 impl Content {
+    /// The content with its variable modifiers given the rule's current values.
+    pub fn resolved(&self, vars: &crate::bytevars::Vars) -> Content {
+        let get = |i: Option<u8>| i.map(|i| vars[usize::from(i) % vars.len()]);
+        let mut c = self.clone();
+        if let Some(v) = &self.vars {
+            let clamp = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
+            let sclamp = |x: u64| i32::try_from(x).unwrap_or(i32::MAX);
+            c.offset = get(v.offset).map(clamp).or(c.offset);
+            c.depth = get(v.depth).map(clamp).or(c.depth);
+            c.distance = get(v.distance).map(sclamp).or(c.distance);
+            c.within = get(v.within).map(sclamp).or(c.within);
+        }
+        c
+    }
+
     /// Applies `nocase`.
     pub fn set_nocase(&mut self) {
         self.nocase = true;

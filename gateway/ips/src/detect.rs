@@ -30,6 +30,8 @@ pub struct Scratch {
     pub fired: std::collections::HashSet<u32>,
     /// What the current rule's `base64_decode` decoded (its `base64_data`).
     pub base64: Option<Vec<u8>>,
+    /// `byte_extract` / `byte_math` variables of the rule being inspected.
+    pub vars: crate::bytevars::Vars,
     /// `filestore` requests of the rules that matched (alerting or not), for the stage.
     pub store: Vec<(crate::filestore::StoreDir, crate::filestore::Scope)>,
 }
@@ -117,7 +119,25 @@ fn run(
     }
     let buf = data.raw;
     match item {
+        Item::Content(c) if c.vars.is_some() => {
+            let c = c.resolved(&s.vars);
+            content(items, i, &c, data, prev, s, at)
+        }
         Item::Content(c) => content(items, i, c, data, prev, s, at),
+        Item::ByteExtract(e) => match e.run(buf, prev) {
+            Some((v, cursor)) => {
+                s.vars[usize::from(e.var) % s.vars.len()] = v;
+                run(items, i + 1, data, cursor, s, at)
+            }
+            None => fail(item),
+        },
+        Item::ByteMath(m) => match m.run(buf, prev, &s.vars) {
+            Some((v, cursor)) => {
+                s.vars[usize::from(m.var) % s.vars.len()] = v;
+                run(items, i + 1, data, cursor, s, at)
+            }
+            None => fail(item),
+        },
         Item::Pcre(p) => {
             let base = if p.relative { prev.min(buf.len()) } else { 0 };
             let mut from = 0usize;
@@ -171,8 +191,14 @@ fn run(
             n,
             relative,
             negated,
+            var,
         } => {
-            let n = *n as usize;
+            let n = match var {
+                Some(v) => {
+                    usize::try_from(s.vars[usize::from(*v) % s.vars.len()]).unwrap_or(usize::MAX)
+                }
+                None => *n as usize,
+            };
             let has = if *relative {
                 prev.saturating_add(n) <= buf.len()
             } else {
@@ -192,13 +218,13 @@ fn run(
             }
         }
         Item::ByteTest(t) => {
-            if t.test(buf, prev) {
+            if t.test_vars(buf, prev, &s.vars) {
                 run(items, i + 1, data, prev, s, at)
             } else {
                 fail(item)
             }
         }
-        Item::ByteJump(j) => match j.jump(buf, prev) {
+        Item::ByteJump(j) => match j.jump_vars(buf, prev, &s.vars) {
             Some(p) => run(items, i + 1, data, p, s, at),
             None => fail(item),
         },

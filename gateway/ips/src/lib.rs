@@ -9,6 +9,7 @@
 //! * [`ruleset`]: loading, the per-phase/per-buffer prefilter and evaluation.
 //! * [`stage`]: the `ips` pipeline stage.
 
+pub mod bytevars;
 pub mod content;
 pub mod datasets;
 pub mod detect;

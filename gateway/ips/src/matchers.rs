@@ -433,7 +433,8 @@ pub enum Encoding {
     String(u32),
 }
 
-fn read_number(buf: &[u8], at: i64, n: usize, enc: Encoding) -> Option<u64> {
+/// Reads `n` bytes at `at` as a number (`n` 0 with a string: the digits there, up to 20).
+pub(crate) fn read_number(buf: &[u8], at: i64, n: usize, enc: Encoding) -> Option<u64> {
     if at < 0 {
         return None;
     }
@@ -533,6 +534,10 @@ pub struct ByteTest {
     pub enc: Encoding,
     /// `bitmask`.
     pub bitmask: Option<u64>,
+    /// The value from a `byte_extract` / `byte_math` variable.
+    pub value_var: Option<u8>,
+    /// The offset from a variable.
+    pub offset_var: Option<u8>,
 }
 
 fn split_args(v: &str) -> Vec<&str> {
@@ -594,7 +599,24 @@ impl ByteTest {
             relative,
             enc,
             bitmask,
+            value_var: None,
+            offset_var: None,
         })
+    }
+
+    /// Runs the test with the cursor at `prev` and the rule's variables.
+    pub fn test_vars(&self, buf: &[u8], prev: usize, vars: &crate::bytevars::Vars) -> bool {
+        if self.value_var.is_none() && self.offset_var.is_none() {
+            return self.test(buf, prev);
+        }
+        let mut t = self.clone();
+        if let Some(i) = self.value_var {
+            t.value = vars[usize::from(i) % vars.len()];
+        }
+        if let Some(i) = self.offset_var {
+            t.offset = vars[usize::from(i) % vars.len()] as i64;
+        }
+        t.test(buf, prev)
     }
 
     /// Runs the test with the cursor at `prev`.
@@ -656,6 +678,8 @@ pub struct ByteJump {
     pub post_offset: i64,
     /// `bitmask`.
     pub bitmask: Option<u64>,
+    /// The offset from a `byte_extract` / `byte_math` variable.
+    pub offset_var: Option<u8>,
 }
 
 impl ByteJump {
@@ -686,6 +710,7 @@ impl ByteJump {
             from_end: false,
             post_offset: 0,
             bitmask: None,
+            offset_var: None,
         };
         let mut it = a[2..].iter().peekable();
         while let Some(o) = it.next() {
@@ -714,6 +739,24 @@ impl ByteJump {
     }
 
     /// Returns the new cursor, or `None` when the jump fails.
+    /// Jumps with the rule's variables.
+    pub fn jump_vars(
+        &self,
+        buf: &[u8],
+        prev: usize,
+        vars: &crate::bytevars::Vars,
+    ) -> Option<usize> {
+        match self.offset_var {
+            None => self.jump(buf, prev),
+            Some(i) => ByteJump {
+                offset: vars[usize::from(i) % vars.len()] as i64,
+                ..self.clone()
+            }
+            .jump(buf, prev),
+        }
+    }
+
+    /// Jumps from the cursor `prev`: the new cursor.
     pub fn jump(&self, buf: &[u8], prev: usize) -> Option<usize> {
         let start = (if self.relative { prev as i64 } else { 0 }).checked_add(self.offset)?;
         let v = read_number(buf, start, self.nbytes, self.enc)?;

@@ -326,6 +326,8 @@ pub enum Item {
         relative: bool,
         /// `!`.
         negated: bool,
+        /// The offset from a `byte_extract` / `byte_math` variable.
+        var: Option<u8>,
     },
     /// `bsize`.
     Bsize(NumCmp),
@@ -351,6 +353,10 @@ pub enum Item {
     },
     /// `dataset` / `datarep`: the whole buffer looked up in (or added to) a named set.
     Dataset(Box<crate::datasets::DatasetUse>),
+    /// `byte_extract`.
+    ByteExtract(crate::bytevars::ByteExtract),
+    /// `byte_math`.
+    ByteMath(crate::bytevars::ByteMath),
 }
 
 impl Item {
@@ -366,6 +372,8 @@ impl Item {
             Item::Absent { .. } => false,
             Item::Base64Decode { relative, .. } => *relative,
             Item::Dataset(_) => false,
+            Item::ByteExtract(e) => e.relative,
+            Item::ByteMath(m) => m.relative,
         }
     }
 
@@ -666,6 +674,8 @@ struct Builder<'v> {
     base64_decode: bool,
     last_content: Option<(usize, usize)>,
     limits: &'v PcreLimits,
+    /// `byte_extract` / `byte_math` variables defined so far.
+    names: crate::bytevars::Names,
 }
 
 impl Builder<'_> {
@@ -859,6 +869,7 @@ pub fn parse_rule(
         base64_decode: false,
         last_content: None,
         limits,
+        names: crate::bytevars::Names::default(),
     };
     // Unsupported keywords are remembered and reported after a full syntax pass, so a broken
     // rule is always reported as broken.
@@ -1032,6 +1043,8 @@ const OPTION_KEYWORDS: &[&str] = &[
     "pcre",
     "byte_test",
     "byte_jump",
+    "byte_extract",
+    "byte_math",
     "flowbits",
     "noalert",
     "threshold",
@@ -1202,10 +1215,17 @@ fn option(
         "rawbytes" => {
             b.last_content(kw)?;
         }
-        "depth" => b.last_content(kw)?.depth = Some(num(kw, val)?),
-        "offset" => b.last_content(kw)?.offset = Some(num(kw, val)?),
-        "distance" => b.last_content(kw)?.distance = Some(num_or_var(kw, val)?),
-        "within" => b.last_content(kw)?.within = Some(num_or_var(kw, val)?),
+        "depth" | "offset" | "distance" | "within" => content_modifier(b, kw, val)?,
+        "byte_extract" => {
+            let e = crate::bytevars::parse_extract(val.unwrap_or_default(), &mut b.names)
+                .map_err(|e| syntax(format!("byte_extract: {e}")))?;
+            b.push_sticky(Item::ByteExtract(e));
+        }
+        "byte_math" => {
+            let m = crate::bytevars::parse_math(val.unwrap_or_default(), &mut b.names)
+                .map_err(|e| syntax(format!("byte_math: {e}")))?;
+            b.push_sticky(Item::ByteMath(m));
+        }
         "startswith" => b.last_content(kw)?.startswith = true,
         "endswith" => b.last_content(kw)?.endswith = true,
         "fast_pattern" => {
@@ -1242,13 +1262,11 @@ fn option(
                 Some(r) => (true, r.trim()),
                 None => (false, first),
             };
-            let n: u32 = n.parse().map_err(|_| {
-                if n.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
-                    unsupported("byte_extract", "isdataat from an extracted variable")
-                } else {
-                    syntax(format!("isdataat: bad value {n:?}"))
-                }
-            })?;
+            let (n, var) = match (n.parse::<u32>(), b.names.get(n)) {
+                (Ok(n), _) => (n, None),
+                (Err(_), Some(i)) => (0, Some(i)),
+                (Err(_), None) => return Err(syntax(format!("isdataat: bad value {n:?}"))),
+            };
             let mut relative = false;
             for p in parts {
                 match p {
@@ -1261,6 +1279,7 @@ fn option(
                 n,
                 relative,
                 negated,
+                var,
             });
         }
         "base64_decode" => {
@@ -1346,13 +1365,17 @@ fn option(
             };
         }
         "byte_test" => {
-            let t =
-                ByteTest::parse(val.unwrap_or_default()).map_err(|e| byte_err("byte_test", e))?;
+            // A value or offset named by a variable reads as 0 here and from the variable when
+            // the rule runs.
+            let (v, vars) = with_vars(val.unwrap_or_default(), &[2, 3], &b.names);
+            let mut t = ByteTest::parse(&v).map_err(|e| byte_err("byte_test", e))?;
+            (t.value_var, t.offset_var) = (vars[0], vars[1]);
             b.push_sticky(Item::ByteTest(t));
         }
         "byte_jump" => {
-            let j =
-                ByteJump::parse(val.unwrap_or_default()).map_err(|e| byte_err("byte_jump", e))?;
+            let (v, vars) = with_vars(val.unwrap_or_default(), &[1], &b.names);
+            let mut j = ByteJump::parse(&v).map_err(|e| byte_err("byte_jump", e))?;
+            j.offset_var = vars[0];
             b.push_sticky(Item::ByteJump(j));
         }
         "flowbits" => {
@@ -1471,11 +1494,9 @@ fn option(
             })?;
             rule.app_events.push(id);
         }
-        "tag" | "dsize" | "stream_size" | "flags" | "byte_extract" | "byte_math" | "asn1"
-        | "ftpbounce" | "ip_proto" | "ttl" | "itype" | "icode" | "fragbits" | "window" | "ack"
-        | "seq" | "lua" | "luajit" | "replace" | "http.uri.len" => {
-            return Err(unsupported(kw, "keyword not implemented"))
-        }
+        "tag" | "dsize" | "stream_size" | "flags" | "asn1" | "ftpbounce" | "ip_proto" | "ttl"
+        | "itype" | "icode" | "fragbits" | "window" | "ack" | "seq" | "lua" | "luajit"
+        | "replace" | "http.uri.len" => return Err(unsupported(kw, "keyword not implemented")),
         "domain" | "tld" => {
             return Err(unsupported(
                 kw,
@@ -1495,6 +1516,50 @@ fn byte_err(kw: &str, e: crate::matchers::ByteError) -> RuleError {
         crate::matchers::ByteError::Syntax(s) => syntax(format!("{kw}: {s}")),
         crate::matchers::ByteError::Unsupported(s) => unsupported(kw, s),
     }
+}
+
+/// `byte_test` / `byte_jump` arguments with the variables at `positions` replaced by `0`, and
+/// which variable each of those positions named.
+fn with_vars(
+    v: &str,
+    positions: &[usize],
+    names: &crate::bytevars::Names,
+) -> (String, Vec<Option<u8>>) {
+    let mut args: Vec<String> = v.split(',').map(|a| a.trim().to_string()).collect();
+    let vars = positions
+        .iter()
+        .map(|&p| {
+            let i = args.get(p).and_then(|a| names.get(a))?;
+            args[p] = "0".into();
+            Some(i)
+        })
+        .collect();
+    (args.join(","), vars)
+}
+
+/// `depth`, `offset`, `distance`, `within`: a number, or a `byte_extract` / `byte_math`
+/// variable (the modifier then holds 0 until the rule runs).
+fn content_modifier(b: &mut Builder<'_>, kw: &str, val: Option<&str>) -> Result<(), RuleError> {
+    let s = val.unwrap_or_default().trim();
+    let var = b.names.get(s);
+    let c = b.last_content(kw)?;
+    if let Some(i) = var {
+        let v = c.vars.get_or_insert_with(Default::default);
+        match kw {
+            "depth" => (v.depth, c.depth) = (Some(i), Some(0)),
+            "offset" => (v.offset, c.offset) = (Some(i), Some(0)),
+            "distance" => (v.distance, c.distance) = (Some(i), Some(0)),
+            _ => (v.within, c.within) = (Some(i), Some(0)),
+        }
+        return Ok(());
+    }
+    match kw {
+        "depth" => c.depth = Some(num(kw, val)?),
+        "offset" => c.offset = Some(num(kw, val)?),
+        "distance" => c.distance = Some(num_or_var(kw, val)?),
+        _ => c.within = Some(num_or_var(kw, val)?),
+    }
+    Ok(())
 }
 
 fn num_or_var(kw: &str, v: Option<&str>) -> Result<i32, RuleError> {

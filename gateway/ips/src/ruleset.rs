@@ -1084,6 +1084,7 @@ impl RuleSet {
         let mut evidence = None;
         let mut tmp = Vec::new();
         scratch.base64 = None;
+        scratch.vars = [0; crate::bytevars::MAX_VARS];
         for g in &r.groups {
             let key = key_of(r, c.dir, g);
             if g.buf == Buf::Base64Data {

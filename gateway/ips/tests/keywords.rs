@@ -985,3 +985,45 @@ fn directionless_rules_inspect_both_sides() {
     assert_eq!(run(b"", true, b"", false), vec![2, 4]);
     assert_eq!(set.report().loaded, 4, "a rule on both sides counts once");
 }
+
+/// `byte_extract` and `byte_math` (the documentation's forms) and the keywords that take their
+/// variables: `content` `distance` / `within`, `byte_test` value, `isdataat`, `byte_jump`.
+#[test]
+fn byte_extract_and_byte_math_variables() {
+    let body = |opts: &str, b: &[u8]| {
+        fires_on(
+            &format!("http.request_body; {opts}"),
+            "POST",
+            &[("content-type", "application/octet-stream")],
+            b,
+        )
+    };
+    let len = "content:\"LEN\"; byte_extract:2,0,len,relative,string,dec; content:\"END\"; distance:len; within:3;";
+    assert!(body(len, b"LEN05abcdeEND"));
+    assert!(!body(len, b"LEN04abcdeEND"), "the length says where END is");
+    let same = "byte_extract:1,0,v; byte_test:1,=,v,1;";
+    assert!(body(same, b"\x07\x07"));
+    assert!(!body(same, b"\x07\x08"));
+    let plus = "byte_math:bytes 1, offset 0, oper +, rvalue 1, result r; byte_test:1,=,r,1;";
+    assert!(body(plus, b"\x04\x05"));
+    assert!(!body(plus, b"\x04\x04"));
+    let shifted = "byte_extract:1,0,n; byte_math:bytes 1, offset 1, oper <<, rvalue n, result big; byte_test:2,=,big,2;";
+    assert!(body(shifted, b"\x02\x03\x00\x0c"));
+    let room = "content:\"A\"; byte_extract:1,0,n,relative; isdataat:n,relative;";
+    assert!(body(room, b"A\x03xyz"));
+    assert!(!body(room, b"A\x05xyz"));
+    let jump = "byte_extract:1,0,skip; byte_jump:1,skip; content:\"Z\"; within:1;";
+    assert!(body(jump, b"\x02a\x01.Z"));
+    assert!(!body(jump, b"\x01\x01Z.Z."));
+    // Malformed: errors that name the keyword; an unknown variable is not a number.
+    for bad in [
+        "byte_extract:2,0;",
+        "byte_extract:9,0,x;",
+        "byte_math:bytes 1, offset 0, oper %, rvalue 1, result x;",
+        "byte_math:bytes 1, offset 0, oper +, rvalue nosuch, result x;",
+        "content:\"a\"; distance:nosuch;",
+    ] {
+        let line = format!("alert http any any -> any any (http.request_body; {bad} sid:5;)");
+        assert!(parse_line(&line).is_err(), "{bad}");
+    }
+}
