@@ -1005,3 +1005,50 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A response body cut short by the origin's EOF is still inspected up to where it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_short_bodies_are_still_inspected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n";
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s
+                    .write_all(b"first part: cut-marker and then nothing")
+                    .await;
+                let _ = s.flush().await;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                // Dropped: EOF after 39 of the 1000 bytes announced.
+            });
+        }
+    });
+    let dir = TempDir::new("ips-cut");
+    let rules = dir.path().join("cut.rules");
+    std::fs::write(
+        &rules,
+        "alert http any any -> any any (msg:\"cut body\"; flow:to_client; file.data; content:\"cut-marker\"; sid:9400401; rev:1;)\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(
+        "ips-cut",
+        "",
+        &format!(
+            "[ips]\nrules = [{:?}]\nmode = \"detect\"\n",
+            rules.display().to_string()
+        ),
+    );
+    let url = format!("http://127.0.0.1:{port}/partial");
+    let r = curl(&["-x", &gw.proxy_url(), "-o", "/dev/null", &url]).await;
+    assert_ne!(r.code, 0, "the client sees the cut too");
+    let e = wait_sid(&gw, 9400401);
+    assert_eq!(e["http"]["url"], url.as_str(), "{e}");
+}

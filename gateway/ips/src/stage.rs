@@ -473,6 +473,23 @@ impl Inspector for IpsInspector {
         self.body(cx, Direction::Request, chunk, end)
     }
 
+    fn on_flow_end(&mut self, cx: &mut Cx<'_>) {
+        // A body cut short (the peer's EOF or reset before its end) is inspected up to where
+        // it stopped, as Suricata inspects what it has.
+        use crate::ruleset::Buffers as _;
+        for (side, head, body) in [
+            (Direction::Request, Phase::ReqHead, Phase::ReqBody),
+            (Direction::Response, Phase::RespHead, Phase::RespBody),
+        ] {
+            if self.done[head as usize] && !self.done[body as usize] && !self.tx.body_is_empty(side)
+            {
+                self.tx.finish_body(side, self.body_limit);
+                self.run(cx, body);
+            }
+        }
+        self.flush();
+    }
+
     fn on_response_head(&mut self, cx: &mut Cx<'_>, head: &ResponseHead) -> Verdict {
         let mut v = Verdict::Allow;
         if !self.done[Phase::ReqBody as usize] {

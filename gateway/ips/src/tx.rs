@@ -32,7 +32,8 @@ pub struct Tx {
     start: [Bytes; 2],
     body: [Vec<u8>; 2],
     truncated: [bool; 2],
-    encoding: Option<String>,
+    /// Content-Encoding of the request and of the response (lower-cased), for decoding bodies.
+    encoding: [Option<String>; 2],
     /// HTTP anomaly events raised on the transaction.
     events: crate::events::Events,
 }
@@ -49,7 +50,7 @@ impl Default for Tx {
             start: Default::default(),
             body: Default::default(),
             truncated: [false; 2],
-            encoding: None,
+            encoding: [None, None],
             events: crate::events::Events::default(),
         }
     }
@@ -79,12 +80,10 @@ impl Buffers for Tx {
         }
     }
     fn body_is_raw(&self, side: Direction) -> bool {
-        match side {
-            Direction::Request => true,
-            Direction::Response => {
-                matches!(self.encoding.as_deref(), None | Some("identity") | Some(""))
-            }
-        }
+        matches!(
+            self.encoding[side.index()].as_deref(),
+            None | Some("identity") | Some("")
+        )
     }
     fn body_is_empty(&self, side: Direction) -> bool {
         self.body[side.index()].is_empty()
@@ -369,6 +368,11 @@ impl Tx {
         self.start[0] = Bytes::from(format!("{line}\r\n"));
         self.headers(side, &head.headers, head.raw.as_deref(), "cookie");
         self.events.merge(crate::events::request(head));
+        self.encoding[0] = head
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.trim().to_ascii_lowercase());
         // A POST or PUT body is an upload named by the URI path (multipart parts' own names
         // are not read).
         let multipart = head
@@ -399,7 +403,7 @@ impl Tx {
         let line = format!("{proto} {code} {msg}");
         self.set(Buf::ResponseLine, side, line.clone());
         self.start[1] = Bytes::from(format!("{line}\r\n"));
-        self.encoding = head
+        self.encoding[1] = head
             .headers
             .get(http::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
@@ -437,31 +441,29 @@ impl Tx {
         stream.extend_from_slice(&self.start[i]);
         stream.extend_from_slice(&raw);
         self.set(Buf::Stream, side, stream);
-        match side {
-            Direction::Request => {
-                self.set(Buf::RequestBody, side, raw.clone());
-                self.set(Buf::FileData, side, raw);
+        // Bodies are decoded as libhtp decodes them (requests too: Suricata turns request
+        // decompression on).
+        let decoded = match self.encoding[i].as_deref() {
+            Some("gzip" | "x-gzip") => {
+                Bytes::from(inflate(flate2::read::MultiGzDecoder::new(&raw[..]), limit))
             }
-            Direction::Response => {
-                let decoded = match self.encoding.as_deref() {
-                    Some("gzip" | "x-gzip") => {
-                        Bytes::from(inflate(flate2::read::MultiGzDecoder::new(&raw[..]), limit))
-                    }
-                    Some("deflate") => {
-                        // Servers send zlib-wrapped or raw deflate; try both.
-                        let z = inflate(flate2::read::ZlibDecoder::new(&raw[..]), limit);
-                        Bytes::from(if z.is_empty() && !raw.is_empty() {
-                            inflate(flate2::read::DeflateDecoder::new(&raw[..]), limit)
-                        } else {
-                            z
-                        })
-                    }
-                    _ => raw,
-                };
-                self.set(Buf::ResponseBody, side, decoded.clone());
-                self.set(Buf::FileData, side, decoded);
+            Some("deflate" | "x-deflate") => {
+                // Peers send zlib-wrapped or raw deflate; try both.
+                let z = inflate(flate2::read::ZlibDecoder::new(&raw[..]), limit);
+                Bytes::from(if z.is_empty() && !raw.is_empty() {
+                    inflate(flate2::read::DeflateDecoder::new(&raw[..]), limit)
+                } else {
+                    z
+                })
             }
-        }
+            _ => raw,
+        };
+        let body = match side {
+            Direction::Request => Buf::RequestBody,
+            Direction::Response => Buf::ResponseBody,
+        };
+        self.set(body, side, decoded.clone());
+        self.set(Buf::FileData, side, decoded);
         // An empty body is no file.
         if !self.body[i].is_empty() {
             let name = match side {

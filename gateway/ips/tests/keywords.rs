@@ -1027,3 +1027,37 @@ fn byte_extract_and_byte_math_variables() {
         assert!(parse_line(&line).is_err(), "{bad}");
     }
 }
+
+/// Request bodies sent with `Content-Encoding: gzip` or `deflate` are inspected decoded, as
+/// Suricata (request decompression on) inspects them.
+#[test]
+fn encoded_request_bodies_are_decoded() {
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"the secret plan").unwrap();
+    let gz = gz.finish().unwrap();
+    let mut zl = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zl.write_all(b"the secret plan").unwrap();
+    let zl = zl.finish().unwrap();
+    let rule = "http.request_body; content:\"secret plan\";";
+    let post = |ce: &str, body: &[u8]| {
+        fires_on(
+            rule,
+            "POST",
+            &[
+                ("content-type", "application/octet-stream"),
+                ("content-encoding", ce),
+            ],
+            body,
+        )
+    };
+    assert!(post("gzip", &gz));
+    assert!(post("deflate", &zl));
+    assert!(!post("identity", &gz), "not decoded without a coding");
+    assert!(fires_on(
+        "file.data; content:\"secret plan\";",
+        "POST",
+        &[("content-encoding", "gzip")],
+        &gz
+    ));
+}
