@@ -15,6 +15,69 @@ use crate::matchers::NumCmp;
 /// The most hashes one list file may hold.
 pub const MAX_HASHES: usize = 1_000_000;
 
+/// The most parts of a multipart body read for files.
+pub const MAX_PARTS: usize = 64;
+
+/// The `boundary` parameter of a `multipart/…` Content-Type (quotes removed).
+pub fn boundary(content_type: &[u8]) -> Option<Vec<u8>> {
+    let ct = String::from_utf8_lossy(content_type);
+    if !ct
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/")
+    {
+        return None;
+    }
+    ct.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("boundary") {
+            return None;
+        }
+        let v = v.trim().trim_matches('"');
+        (!v.is_empty() && v.len() <= 200).then(|| v.as_bytes().to_vec())
+    })
+}
+
+/// The files of a multipart body, as Suricata's multipart parser finds them: each part whose
+/// `Content-Disposition` names a `filename`, with its content (up to the line ending before
+/// the next delimiter, or to the end of a body that stops inside it). At most [`MAX_PARTS`]
+/// parts are read.
+pub fn multipart_files<'a>(body: &'a [u8], boundary: &[u8]) -> Vec<(Vec<u8>, &'a [u8])> {
+    let mut delim = b"--".to_vec();
+    delim.extend_from_slice(boundary);
+    let finder = memchr::memmem::Finder::new(&delim);
+    let starts: Vec<usize> = finder.find_iter(body).take(MAX_PARTS + 1).collect();
+    let mut files = Vec::new();
+    for (n, &s) in starts.iter().enumerate() {
+        let after = s + delim.len();
+        if body[after..].starts_with(b"--") {
+            break;
+        }
+        let end = starts.get(n + 1).copied().unwrap_or(body.len());
+        let part = &body[after..end];
+        let Some(hdr_end) = memchr::memmem::find(part, b"\r\n\r\n") else {
+            continue;
+        };
+        let headers = &part[..hdr_end];
+        let mut content = &part[hdr_end + 4..];
+        if starts.get(n + 1).is_some() {
+            content = content.strip_suffix(b"\r\n").unwrap_or(content);
+        }
+        let name = headers.split(|&b| b == b'\n').find_map(|l| {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            let (k, v) = l.split_at(memchr::memchr(b':', l)?);
+            k.trim_ascii()
+                .eq_ignore_ascii_case(b"content-disposition")
+                .then(|| disposition_name(&v[1..]))
+                .flatten()
+        });
+        if let Some(name) = name {
+            files.push((name, content));
+        }
+    }
+    files
+}
+
 /// The file's name from a `Content-Disposition` value: the `filename=` parameter (name in any
 /// case, one pair of quotes removed, nothing unescaped); `filename*=` is not read.
 pub fn disposition_name(value: &[u8]) -> Option<Vec<u8>> {
@@ -278,5 +341,37 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod multipart_tests {
+    use super::*;
+
+    #[test]
+    fn files_of_a_multipart_body() {
+        let b = boundary(b"multipart/form-data; boundary=\"XyZ\"").unwrap();
+        assert_eq!(b, b"XyZ");
+        assert!(boundary(b"text/plain; boundary=x").is_none());
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nfield\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"one.txt\"\r\nContent-Type: text/plain\r\n\r\nfirst file\r\n\
+--XyZ\r\ncontent-disposition: form-data; name=\"g\"; filename=two.exe\r\n\r\nMZsecond\r\n--XyZ--\r\n";
+        let files = multipart_files(body, &b);
+        assert_eq!(
+            files,
+            vec![
+                (b"one.txt".to_vec(), &b"first file"[..]),
+                (b"two.exe".to_vec(), &b"MZsecond"[..])
+            ]
+        );
+        // A body cut inside a file keeps what came.
+        let cut = &body[..body.len() - 15];
+        assert_eq!(
+            multipart_files(cut, &b)[1],
+            (b"two.exe".to_vec(), &b"MZse"[..])
+        );
+        // Cut inside the part's headers: no file yet.
+        assert_eq!(multipart_files(&body[..body.len() - 20], &b).len(), 1);
+        assert!(multipart_files(b"no delimiters", &b).is_empty());
     }
 }

@@ -890,7 +890,21 @@ impl RuleSet {
                     }
                 }
             };
-            if key.buf.is_multi() {
+            if key.buf == Buf::FileData {
+                // This key also holds the body buffers' patterns (see `build_index`): when the
+                // files are not the body itself (multipart parts), the body is scanned too.
+                let body = match key.side {
+                    Direction::Request => Buf::RequestBody,
+                    Direction::Response => Buf::ResponseBody,
+                };
+                let files = bufs.all(Buf::FileData, key.side);
+                if let Some(b) = bufs.get(body, key.side) {
+                    if !files.iter().any(|f| std::ptr::eq(*f, b)) {
+                        scan(b);
+                    }
+                }
+                files.into_iter().for_each(scan);
+            } else if key.buf.is_multi() || key.buf == Buf::FileName {
                 bufs.all(key.buf, key.side).into_iter().for_each(scan);
             } else if let Some(data) = bufs.get(key.buf, key.side) {
                 scan(data);

@@ -34,6 +34,10 @@ pub struct Tx {
     truncated: [bool; 2],
     /// Content-Encoding of the request and of the response (lower-cased), for decoding bodies.
     encoding: [Option<String>; 2],
+    /// A multipart request's boundary, and the files its parts carry (name, content): one
+    /// `file.data` / `file.name` instance each.
+    boundary: Option<Vec<u8>>,
+    parts: Vec<(Bytes, Bytes)>,
     /// HTTP anomaly events raised on the transaction.
     events: crate::events::Events,
 }
@@ -51,6 +55,8 @@ impl Default for Tx {
             body: Default::default(),
             truncated: [false; 2],
             encoding: [None, None],
+            boundary: None,
+            parts: Vec::new(),
             events: crate::events::Events::default(),
         }
     }
@@ -72,6 +78,12 @@ impl Buffers for Tx {
     }
     fn all(&self, buf: Buf, side: Direction) -> Vec<&[u8]> {
         match buf {
+            Buf::FileData if side == Direction::Request && !self.parts.is_empty() => {
+                self.parts.iter().map(|(_, d)| &d[..]).collect()
+            }
+            Buf::FileName if side == Direction::Request && !self.parts.is_empty() => {
+                self.parts.iter().map(|(n, _)| &n[..]).collect()
+            }
             Buf::TlsCerts => self.certs.iter().map(Vec::as_slice).collect(),
             Buf::RequestHeader | Buf::ResponseHeader => {
                 self.header_lines(side).iter().map(Vec::as_slice).collect()
@@ -80,6 +92,9 @@ impl Buffers for Tx {
         }
     }
     fn body_is_raw(&self, side: Direction) -> bool {
+        if side == Direction::Request && !self.parts.is_empty() {
+            return false;
+        }
         matches!(
             self.encoding[side.index()].as_deref(),
             None | Some("identity") | Some("")
@@ -382,6 +397,10 @@ impl Tx {
         if matches!(head.method, http::Method::POST | http::Method::PUT) && !multipart {
             self.upload = true;
         }
+        self.boundary = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| crate::files::boundary(v.as_bytes()));
     }
 
     /// The normalised URI path (no query): a file's name when nothing else names it.
@@ -463,7 +482,22 @@ impl Tx {
             Direction::Response => Buf::ResponseBody,
         };
         self.set(body, side, decoded.clone());
-        self.set(Buf::FileData, side, decoded);
+        let files = match (&self.boundary, side) {
+            (Some(b), Direction::Request) => crate::files::multipart_files(&decoded, b)
+                .into_iter()
+                .map(|(n, d)| (Bytes::from(n), decoded.slice_ref(d)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        match files.first() {
+            // A multipart upload: each part with a filename is a file.
+            Some((name, data)) => {
+                self.set(Buf::FileData, side, data.clone());
+                self.set(Buf::FileName, side, name.clone());
+                self.parts = files;
+            }
+            None => self.set(Buf::FileData, side, decoded),
+        }
         // An empty body is no file.
         if !self.body[i].is_empty() {
             let name = match side {

@@ -1061,3 +1061,37 @@ fn encoded_request_bodies_are_decoded() {
         &gz
     ));
 }
+
+/// A multipart upload: each part with a filename is a file, one `file.data` / `file.name`
+/// instance each (the part's content, not the raw body, which `http.request_body` keeps).
+#[test]
+fn multipart_parts_are_files() {
+    let body: &[u8] = b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nfield\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"one.txt\"\r\n\r\nfirst file\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"g\"; filename=\"two.exe\"\r\n\r\nMZsecond\r\n--XyZ--\r\n";
+    let post = |opts: &str| {
+        fires_on(
+            &format!("flow:to_server; {opts}"),
+            "POST",
+            &[("content-type", "multipart/form-data; boundary=XyZ")],
+            body,
+        )
+    };
+    assert!(post(
+        "file.data; content:\"MZsecond\"; startswith; endswith;"
+    ));
+    assert!(post("file.data; content:\"first file\"; bsize:10;"));
+    assert!(
+        !post("file.data; content:\"name=\";"),
+        "part headers are not file data"
+    );
+    assert!(
+        !post("file.data; content:\"field\";"),
+        "a part without filename is no file"
+    );
+    assert!(post("http.request_body; content:\"field\";"));
+    assert!(post("http.request_body; content:\"name=|22|a|22|\";"));
+    assert!(post("filename:\"two.exe\";"));
+    assert!(post("fileext:\"txt\";"));
+    assert!(!post("fileext:\"pdf\";"));
+}
