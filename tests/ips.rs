@@ -90,6 +90,23 @@ fn sids_for(gw: &Gateway, url: &str) -> BTreeMap<u32, serde_json::Value> {
         .collect()
 }
 
+/// A gateway in detect mode with `rules` (one file in a fresh folder, which the caller keeps
+/// alive) and `extra` lines in its `[ips]` table.
+fn detect_gateway(tag: &str, rules: &str, extra: &str) -> (TempDir, Gateway) {
+    let dir = TempDir::new(tag);
+    let file = dir.path().join("test.rules");
+    std::fs::write(&file, rules).unwrap();
+    let gw = Gateway::start(
+        tag,
+        "",
+        &format!(
+            "[ips]\nrules = [{:?}]\nmode = \"detect\"\n{extra}",
+            file.display().to_string()
+        ),
+    );
+    (dir, gw)
+}
+
 fn wait_sid(gw: &Gateway, sid: u32) -> serde_json::Value {
     gw.wait_line("events.jsonl", |v| {
         v["rule"]["engine"] == "suricata" && v["alert"]["signature_id"] == sid.to_string().as_str()
@@ -774,22 +791,12 @@ async fn app_layer_events_fire_through_the_proxy() {
         ),
     );
     let origin = Origin::start_with_files(None, files).await;
-    let dir = TempDir::new("ips-events");
-    let rules = dir.path().join("events.rules");
-    std::fs::write(
-        &rules,
+    let (_dir, gw) = detect_gateway(
+        "ips-events",
         "alert http any any -> any any (msg:\"auth unknown\"; flow:to_server; app-layer-event:http.request_auth_unrecognized; sid:9400201; rev:1;)\n\
          alert http any any -> any any (msg:\"header twice\"; app-layer-event:http.request_header_repetition; sid:9400202; rev:1;)\n\
          alert http any any -> any any (msg:\"layers\"; flow:to_server; app-layer-event:http.too_many_encoding_layers; sid:9400203; rev:1;)\n",
-    )
-    .unwrap();
-    let gw = Gateway::start(
-        "ips-events",
         "",
-        &format!(
-            "[ips]\nrules = [{:?}]\nmode = \"detect\"\n",
-            rules.display().to_string()
-        ),
     );
     let base = format!("http://127.0.0.1:{}", origin.port);
     let proxy = gw.proxy_url();
@@ -832,22 +839,12 @@ async fn app_layer_events_fire_through_the_proxy() {
 async fn refused_requests_raise_their_anomaly_events() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = Origin::start(None).await;
-    let dir = TempDir::new("ips-refused");
-    let rules = dir.path().join("refused.rules");
-    std::fs::write(
-        &rules,
+    let (_dir, gw) = detect_gateway(
+        "ips-refused",
         "alert http any any -> any any (msg:\"two lengths\"; app-layer-event:http.duplicate_content_length_field_in_request; sid:9400211; rev:1;)\n\
          alert http any any -> any any (msg:\"no protocol\"; app-layer-event:http.request_line_missing_protocol; sid:9400212; rev:1;)\n\
          alert http any any -> any any (msg:\"bad name\"; app-layer-event:http.request_header_invalid; http.uri; content:\"/bad-name\"; sid:9400213; rev:1;)\n",
-    )
-    .unwrap();
-    let gw = Gateway::start(
-        "ips-refused",
         "",
-        &format!(
-            "[ips]\nrules = [{:?}]\nmode = \"detect\"\n",
-            rules.display().to_string()
-        ),
     );
     let o = format!("127.0.0.1:{}", origin.port);
     let send = |raw: String| {
@@ -1031,20 +1028,10 @@ async fn cut_short_bodies_are_still_inspected() {
             });
         }
     });
-    let dir = TempDir::new("ips-cut");
-    let rules = dir.path().join("cut.rules");
-    std::fs::write(
-        &rules,
-        "alert http any any -> any any (msg:\"cut body\"; flow:to_client; file.data; content:\"cut-marker\"; sid:9400401; rev:1;)\n",
-    )
-    .unwrap();
-    let gw = Gateway::start(
+    let (_dir, gw) = detect_gateway(
         "ips-cut",
+        "alert http any any -> any any (msg:\"cut body\"; flow:to_client; file.data; content:\"cut-marker\"; sid:9400401; rev:1;)\n",
         "",
-        &format!(
-            "[ips]\nrules = [{:?}]\nmode = \"detect\"\n",
-            rules.display().to_string()
-        ),
     );
     let url = format!("http://127.0.0.1:{port}/partial");
     let r = curl(&["-x", &gw.proxy_url(), "-o", "/dev/null", &url]).await;

@@ -59,12 +59,16 @@ fn tx(r: &Req<'_>) -> Tx {
 
 /// SIDs raised by the request phases.
 fn sids(set: &RuleSet, r: &Req<'_>, vars: &mut FlowVars) -> Vec<u32> {
-    let t = tx(r);
+    eval_phases(set, &tx(r), &[Phase::ReqHead, Phase::ReqBody], vars)
+}
+
+/// SIDs raised over `phases` of a transaction, in order of evaluation.
+fn eval_phases(set: &RuleSet, t: &Tx, phases: &[Phase], vars: &mut FlowVars) -> Vec<u32> {
     let mut s = Scratch::default();
     let mut out = Vec::new();
-    for p in [Phase::ReqHead, Phase::ReqBody] {
+    for &p in phases {
         out.extend(
-            set.eval(p, &t, &ep(), None, vars, &mut s)
+            set.eval(p, t, &ep(), None, vars, &mut s)
                 .into_iter()
                 .map(|h| set.rule(h.rule).rule.sid),
         );
@@ -794,9 +798,6 @@ fn app_layer_events() {
         let mut t = Tx::new();
         t.request_head(&req);
         t.finish_body(Direction::Request, 1 << 20);
-        let mut s = Scratch::default();
-        let mut vars = FlowVars::default();
-        let mut out = Vec::new();
         let mut phases = vec![Phase::ReqHead, Phase::ReqBody];
         if let Some((name, value)) = resp {
             let mut h = http::HeaderMap::new();
@@ -811,13 +812,7 @@ fn app_layer_events() {
             });
             phases.push(Phase::RespHead);
         }
-        for p in phases {
-            out.extend(
-                set.eval(p, &t, &ep(), None, &mut vars, &mut s)
-                    .into_iter()
-                    .map(|h| set.rule(h.rule).rule.sid),
-            );
-        }
+        let mut out = eval_phases(&set, &t, &phases, &mut FlowVars::default());
         out.sort_unstable();
         out
     };
