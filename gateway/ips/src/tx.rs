@@ -460,6 +460,11 @@ impl Tx {
         stream.extend_from_slice(&self.start[i]);
         stream.extend_from_slice(&raw);
         self.set(Buf::Stream, side, stream);
+        if raw.is_empty() {
+            // No body, no body buffers: a negated content on them does not match (Suricata's
+            // `absent` documentation), and `absent` does.
+            return;
+        }
         // Bodies are decoded as libhtp decodes them (requests too: Suricata turns request
         // decompression on).
         let decoded = match self.encoding[i].as_deref() {
