@@ -1039,3 +1039,60 @@ async fn cut_short_bodies_are_still_inspected() {
     let e = wait_sid(&gw, 9400401);
     assert_eq!(e["http"]["url"], url.as_str(), "{e}");
 }
+
+/// Cleartext inside a CONNECT tunnel (`[policy] connect_non_tls`): HTTP/1 is served and
+/// inspected like plain proxied traffic to the CONNECT target; bytes that are neither TLS nor
+/// HTTP, and everything with `refuse`, close the tunnel with an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleartext_in_connect_tunnels_is_inspected_or_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start(None).await;
+    let rule = "alert http any any -> any any (msg:\"plain in tunnel\"; http.uri; content:\"tunnel-plain\"; sid:9400501; rev:1;)\n";
+    let (_dir, gw) = detect_gateway("ips-tunnel-plain", rule, "");
+    let url = format!("http://127.0.0.1:{}/hello?tunnel-plain", origin.port);
+    let r = curl(&["-p", "-x", &gw.proxy_url(), "-w", "\n%{http_code}", &url]).await;
+    assert!(r.stdout.ends_with("\n200"), "{} {}", r.stdout, r.stderr);
+    let e = wait_sid(&gw, 9400501);
+    assert_eq!(e["http"]["url"], url.as_str(), "{e}");
+    // Neither TLS nor HTTP: refused with an event.
+    let mut s = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    let target = format!("127.0.0.1:{}", origin.port);
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    s.write_all(b"\x00\x01\x02 not a protocol").await.unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "closed: {closed:?}"
+    );
+    let e = gw.wait_line("events.jsonl", |v| v["rule"]["id"] == "connect-non-tls");
+    assert!(
+        e["rule"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("neither TLS nor HTTP"),
+        "{e}"
+    );
+
+    // `refuse`: even HTTP is closed.
+    let (_dir2, strict) = detect_gateway(
+        "ips-tunnel-refuse",
+        rule,
+        "\n[policy]\nconnect_non_tls = \"refuse\"\n",
+    );
+    let r = curl(&["-p", "-x", &strict.proxy_url(), "-o", "/dev/null", &url]).await;
+    assert_ne!(r.code, 0, "refused");
+    strict.wait_line("events.jsonl", |v| v["rule"]["id"] == "connect-non-tls");
+    assert!(!strict
+        .events()
+        .iter()
+        .any(|v| v["alert"]["signature_id"] == "9400501"));
+}

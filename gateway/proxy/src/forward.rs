@@ -43,6 +43,8 @@ pub(crate) struct TunnelCtx {
     blocked: Option<Page>,
     /// The TLS version negotiated with the client.
     tls_version: Option<u16>,
+    /// Cleartext HTTP inside the tunnel (no TLS): requests go upstream as `http`.
+    plain: bool,
 }
 
 /// Serves one client connection of a forward listener.
@@ -156,13 +158,17 @@ pub(crate) async fn http_flow(
                 .map(str::to_string)
                 .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()));
             let auth = match client_auth {
-                Some(a) if split_host_port(&a, 443) == (t.host.clone(), t.port) => {
+                Some(a)
+                    if split_host_port(&a, if t.plain { 80 } else { 443 })
+                        == (t.host.clone(), t.port) =>
+                {
                     drop_host = true;
                     a
                 }
                 _ => authority(&t.host, t.port),
             };
-            ("https".to_string(), auth)
+            let scheme = if t.plain { "http" } else { "https" };
+            (scheme.to_string(), auth)
         }
         None => (
             parts.uri.scheme_str().unwrap_or("http").to_string(),
@@ -190,7 +196,7 @@ pub(crate) async fn http_flow(
     );
     head.raw = parts.extensions.get::<RawHead>().map(|r| r.0.clone());
     let mut meta = new_meta(&shared, &conn, &head.host, head.port);
-    if let Some(t) = &tunnel {
+    if let Some(t) = tunnel.as_ref().filter(|t| !t.plain) {
         meta.sni = t.sni.clone();
         meta.tls = TlsMode::Decrypted;
         meta.tls_version = t.tls_version;
@@ -425,6 +431,17 @@ async fn tunnel<S>(
             Ok(Ok(p)) => p,
         };
     let (hello, bytes) = match peeked {
+        Peeked::Plain { why, bytes } => {
+            let tunnel = Tunnel {
+                shared,
+                conn,
+                state,
+                host,
+                port,
+            };
+            plain_tunnel(tunnel, refused, &why, bytes, io).await;
+            return;
+        }
         Peeked::NotTls(why) => {
             m.tunnels.with_label_values(&["not_tls"]).inc();
             tracing::info!(client = %conn.client, target = %authority(&host, port), reason = %why, "non-TLS bytes after CONNECT: closing");
@@ -539,6 +556,7 @@ async fn tunnel<S>(
         sni,
         blocked,
         tls_version,
+        plain: false,
     });
     let handler_conn = Arc::clone(&conn);
     let handler = move |req| {
@@ -552,6 +570,109 @@ async fn tunnel<S>(
     // The tunnel's own line counts the decrypted bytes received from and delivered to the
     // client; its requests' lines count what reached the servers.
     let (read, written) = serve_decrypted(&state.shared, &conn, tls, (h2, "https"), handler).await;
+    use std::sync::atomic::Ordering::Relaxed;
+    state.from_client.fetch_add(read, Relaxed);
+    state.to_client.fetch_add(written, Relaxed);
+}
+
+/// A CONNECT tunnel and who asked for it.
+struct Tunnel {
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    state: Arc<FlowState>,
+    host: String,
+    port: u16,
+}
+
+/// Whether the first bytes of a tunnel are an HTTP/1 request line's start (a method token
+/// and a space) or the HTTP/2 preface.
+fn cleartext_http(bytes: &[u8]) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let n = bytes.len().min(PREFACE.len());
+    if bytes[..n] == PREFACE[..n] && n >= 4 {
+        return Some(true);
+    }
+    let token = bytes
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+        .count();
+    (token > 0 && token <= 32 && bytes.get(token) == Some(&b' ')).then_some(false)
+}
+
+/// A tunnel that does not start with TLS (`[policy] connect_non_tls`): cleartext HTTP/1, or
+/// HTTP/2 with prior knowledge, is served and inspected like plain proxied requests to the
+/// CONNECT target; anything else, or everything when the policy says `refuse`, is closed with
+/// an event.
+async fn plain_tunnel<S>(t: Tunnel, refused: Option<Page>, why: &str, bytes: Bytes, io: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Tunnel {
+        shared,
+        conn,
+        state,
+        host,
+        port,
+    } = t;
+    let m = &shared.metrics;
+    let inspect = shared.dest.load().connect_non_tls == crate::config::ConnectNonTls::Inspect;
+    let Some(h2) = cleartext_http(&bytes).filter(|_| inspect) else {
+        m.tunnels.with_label_values(&["not_tls"]).inc();
+        let shown: String = bytes
+            .iter()
+            .take(32)
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        let what = if inspect {
+            "neither TLS nor HTTP"
+        } else {
+            "not TLS"
+        };
+        tracing::info!(client = %conn.client, target = %authority(&host, port), reason = %why, "non-TLS bytes after CONNECT: closing ({what})");
+        let mut f = sekisho_core::Finding::new(
+            "proxy",
+            "connect-non-tls",
+            format!(
+                "CONNECT tunnel to {} refused: {what} ({why})",
+                authority(&host, port)
+            ),
+            sekisho_core::Severity::Medium,
+            "protocol-anomaly",
+            sekisho_core::Evidence::new("tunnel", &shown),
+        );
+        f.stage = "http";
+        f.action = sekisho_core::Action::Blocked;
+        state.emit_own(f).await;
+        state.set_error(format!("not TLS: {why}"));
+        return;
+    };
+    m.tunnels.with_label_values(&["cleartext"]).inc();
+    let ctx = Arc::new(TunnelCtx {
+        host,
+        port,
+        sni: None,
+        blocked: refused,
+        tls_version: None,
+        plain: true,
+    });
+    let handler_conn = Arc::clone(&conn);
+    let handler_shared = Arc::clone(&shared);
+    let handler = move |req| {
+        http_flow(
+            Arc::clone(&handler_shared),
+            Arc::clone(&handler_conn),
+            Some(Arc::clone(&ctx)),
+            req,
+        )
+    };
+    let io = Rewind::new(bytes, io);
+    let (read, written) = serve_decrypted(&shared, &conn, io, (h2, "http"), handler).await;
     use std::sync::atomic::Ordering::Relaxed;
     state.from_client.fetch_add(read, Relaxed);
     state.to_client.fetch_add(written, Relaxed);

@@ -79,6 +79,8 @@ pub struct DestGuard {
     pub via: bool,
     /// `[policy] tls_block_page`.
     pub tls_block_page: crate::config::TlsBlockPage,
+    /// `[policy] connect_non_tls`.
+    pub connect_non_tls: crate::config::ConnectNonTls,
     /// `[policy] stream_types`.
     pub stream_types: Vec<String>,
     /// `[policy] range_requests`.
@@ -94,6 +96,7 @@ impl Default for DestGuard {
             own: Vec::new(),
             via: true,
             tls_block_page: Default::default(),
+            connect_non_tls: Default::default(),
             stream_types: crate::config::NetPolicy::default().streams(),
             range_requests: Default::default(),
         }
@@ -119,6 +122,7 @@ impl DestGuard {
             own,
             via: cfg.policy.via(),
             tls_block_page: cfg.policy.tls_block_page,
+            connect_non_tls: cfg.policy.connect_non_tls,
             stream_types: cfg.policy.streams(),
             range_requests: cfg.policy.range_requests,
         }

@@ -24,6 +24,13 @@ pub enum Peeked {
     },
     /// Not TLS (or a broken hello): why.
     NotTls(String),
+    /// Not TLS from the first byte: what the client sent so far (cleartext to sniff).
+    Plain {
+        /// Why it is not TLS.
+        why: String,
+        /// The bytes read (to replay).
+        bytes: Bytes,
+    },
 }
 
 /// Reads from `io` until a complete ClientHello is parsed, at most [`MAX_HELLO`] bytes.
@@ -44,10 +51,13 @@ pub async fn peek_client_hello<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<P
             }));
         }
         if buf.is_empty() && chunk[0] != 0x16 {
-            return Ok(Peeked::NotTls(format!(
-                "first byte 0x{:02x} is not a TLS handshake record",
-                chunk[0]
-            )));
+            return Ok(Peeked::Plain {
+                why: format!(
+                    "first byte 0x{:02x} is not a TLS handshake record",
+                    chunk[0]
+                ),
+                bytes: Bytes::copy_from_slice(&chunk[..n]),
+            });
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut fresh: &[u8] = &chunk[..n];
@@ -153,7 +163,10 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(1024);
         a.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         match peek_client_hello(&mut b).await.unwrap() {
-            Peeked::NotTls(why) => assert!(why.contains("0x47"), "{why}"),
+            Peeked::Plain { why, bytes } => {
+                assert!(why.contains("0x47"), "{why}");
+                assert_eq!(&bytes[..], b"GET / HTTP/1.1\r\n\r\n");
+            }
             p => panic!("{p:?}"),
         }
     }

@@ -17,8 +17,8 @@ mod policy;
 mod reverse;
 
 pub use policy::{
-    is_stream_type, NetPolicy, PortSpec, RangeRequests, TlsBlockPage, DEFAULT_DENY_NETWORKS,
-    DEFAULT_STREAM_TYPES,
+    is_stream_type, ConnectNonTls, NetPolicy, PortSpec, RangeRequests, TlsBlockPage,
+    DEFAULT_DENY_NETWORKS, DEFAULT_STREAM_TYPES,
 };
 pub(crate) use reverse::upstream_base;
 

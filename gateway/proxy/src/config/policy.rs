@@ -37,6 +37,12 @@ pub struct NetPolicy {
     /// event saying the page could not be shown.
     #[serde(default)]
     pub tls_block_page: TlsBlockPage,
+    /// What a CONNECT tunnel that does not start with TLS gets (default `"inspect"`):
+    /// cleartext HTTP/1 and HTTP/2 with prior knowledge are served and inspected like plain
+    /// proxied requests (to the CONNECT target); anything else, and everything with
+    /// `"refuse"`, is closed with an event.
+    #[serde(default)]
+    pub connect_non_tls: ConnectNonTls,
     /// A folder of page templates and texts: `<lang>/page.html` and `<lang>/messages.toml`,
     /// replacing the bundled English (`en`) and Japanese (`ja`) files or adding a language
     /// (relative to the config file's folder).
@@ -111,6 +117,17 @@ pub enum TlsBlockPage {
     Refuse,
 }
 
+/// `connect_non_tls`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectNonTls {
+    /// Serve and inspect cleartext HTTP; refuse the rest.
+    #[default]
+    Inspect,
+    /// Refuse whatever is not TLS.
+    Refuse,
+}
+
 /// A port or an inclusive range, as written: `443` or `"8443-8445"`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
@@ -172,6 +189,7 @@ impl NetPolicy {
         "connect_ports",
         "via",
         "tls_block_page",
+        "connect_non_tls",
         "page_dir",
         "page_language",
         "stream_types",
