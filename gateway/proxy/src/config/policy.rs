@@ -19,8 +19,8 @@ pub struct NetPolicy {
     /// use). The gateway's own listeners stay refused.
     #[serde(default)]
     pub allow_networks: Vec<IpNet>,
-    /// Ports CONNECT may open: numbers or `"low-high"` ranges. Default `[443]` (Squid's
-    /// `SSL_ports`).
+    /// Ports CONNECT may open: numbers or `"low-high"` ranges. Default `[443, 80]` (Squid's
+    /// `SSL_ports`, and HTTP, whose cleartext tunnels are inspected).
     #[serde(default)]
     pub connect_ports: Option<Vec<PortSpec>>,
     /// Whether the proxy adds a `Via` header to requests and responses (default `true`, RFC 9110
@@ -231,7 +231,8 @@ impl NetPolicy {
     /// The CONNECT port ranges in force, or the first entry that is not a port or a range.
     pub fn connect_ranges(&self) -> Result<Vec<(u16, u16)>, String> {
         match &self.connect_ports {
-            None => Ok(vec![(443, 443)]),
+            // HTTPS, and cleartext HTTP tunnels (inspected: `connect_non_tls`).
+            None => Ok(vec![(443, 443), (80, 80)]),
             Some(v) => v.iter().map(PortSpec::range).collect(),
         }
     }
@@ -255,7 +256,7 @@ mod tests {
         }
         assert_eq!(
             NetPolicy::default().connect_ranges().unwrap(),
-            vec![(443, 443)]
+            vec![(443, 443), (80, 80)]
         );
     }
 
