@@ -6,6 +6,10 @@
 
 #![allow(missing_docs)]
 
+/// The allocator the `sekisho` binary runs with (gateway/cli/main.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

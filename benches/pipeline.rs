@@ -3,6 +3,10 @@
 //! cache hit.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+/// The allocator the `sekisho` binary runs with (gateway/cli/main.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -20,3 +20,8 @@ pub fn rss_kib() -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// The allocator the `sekisho` binary runs with (gateway/cli/main.rs), so that the benches
+/// measure the engines as deployed.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -11,6 +11,12 @@ use sekisho_proxy::{ca, Config};
 mod rules;
 mod scan;
 
+/// mimalloc instead of the system allocator: the engines allocate many small, short-lived
+/// buffers per request, and glibc's malloc (with its consolidation passes) cost the WAF a fifth
+/// of its time under load (`benches/results/README.md`, session 18).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// What Sekisho is, in one sentence (`sekisho`, `sekisho --help` and the README say the same).
 const ABOUT: &str = "Sekisho security gateway: TLS-inspecting forward proxy and client-certificate reverse proxy with a pluggable inspection pipeline";
 

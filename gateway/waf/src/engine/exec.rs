@@ -191,19 +191,21 @@ impl Transaction {
         if r.chain_id == ROOT && pf.is_none() && r.needs.is_none() {
             return (value.clone(), true);
         }
-        let (out, present) = self.tcache.fill(&self.waf.chains, value, r.chain_id);
-        if !r.needs.as_ref().is_none_or(|n| n.met(&present)) {
-            return (out, false);
+        // A value already at the rule's chain (the common case: rules share chains) is
+        // judged on its cache entry, looked up once.
+        if let Some(e) = self.tcache.get_mut(value, r.chain_id) {
+            return judged(e, r, pf);
         }
-        let Some((slot, p)) = pf else {
-            return (out, true);
-        };
-        // The chain's hits are kept with the cached value, for the other rules of the chain.
-        let may = match self.tcache.get_mut(value, r.chain_id) {
-            Some(e) => super::prefilter::has(e.bits.get_or_insert_with(|| p.hits(&e.out)), slot),
-            None => super::prefilter::has(&p.hits(&out), slot),
-        };
-        (out, may)
+        let (out, present) = self.tcache.fill(&self.waf.chains, value, r.chain_id);
+        match self.tcache.get_mut(value, r.chain_id) {
+            Some(e) => judged(e, r, pf),
+            // The cache is full: the value was transformed for this rule alone.
+            None => {
+                let may = r.needs.as_ref().is_none_or(|n| n.met(&present))
+                    && pf.is_none_or(|(slot, p)| super::prefilter::has(&p.hits(&out), slot));
+                (out, may)
+            }
+        }
     }
 
     /// The values an operator sees with `multiMatch`: the original, and the value after each
@@ -447,6 +449,23 @@ fn number(v: &[u8]) -> i64 {
     } else {
         n
     }
+}
+
+/// A cached transformed value and whether the rule's operator can match it (its byte needs
+/// met, one of its literals found by the chain's prefilter, whose hits the entry keeps for the
+/// other rules of the chain).
+fn judged(
+    e: &mut super::chains::Entry,
+    r: &CRule,
+    pf: Option<(u32, &super::prefilter::Prefilter)>,
+) -> (Val, bool) {
+    if !r.needs.as_ref().is_none_or(|n| n.met(&e.present)) {
+        return (e.out.clone(), false);
+    }
+    let may = pf.is_none_or(|(slot, p)| {
+        super::prefilter::has(e.bits.get_or_insert_with(|| p.hits(&e.out)), slot)
+    });
+    (e.out.clone(), may)
 }
 
 /// Whether a `multiMatch` candidate (with its bytes) holds what the link's operator needs.
