@@ -227,6 +227,54 @@ fn header_line(lines: &mut Vec<Vec<u8>>, name: &[u8], value: &[u8]) {
     }
 }
 
+/// `http.host` as libhtp fills it from what the client sent (`target`, the request target as
+/// sent, when the raw head is kept): the hostname of an absolute target, else of the `Host`
+/// header (`host_raw`), without userinfo or port, lowercased, trailing dots dropped. Inside a
+/// CONNECT tunnel the header is the client's word, not the tunnel's target the proxy routes on
+/// (that target is the CONNECT's own transaction); the proxy's host stands in when the request
+/// names none.
+fn hostname(head: &RequestHead, target: Option<&[u8]>, host_raw: &[u8]) -> Bytes {
+    fn absolute(t: &[u8]) -> Option<&[u8]> {
+        let at = memchr::memmem::find(t, b"://")? + 3;
+        let rest = &t[at..];
+        let end = rest
+            .iter()
+            .position(|b| matches!(b, b'/' | b'?' | b'#'))
+            .unwrap_or(rest.len());
+        Some(host_of(&rest[..end]))
+    }
+    let name: &[u8] = match target {
+        _ if head.method == http::Method::CONNECT => head.host.as_bytes(),
+        Some(t) => absolute(t).unwrap_or_else(|| host_of(host_raw.trim_ascii())),
+        None => match head.uri.host() {
+            Some(h) => h.as_bytes(),
+            None => host_of(host_raw.trim_ascii()),
+        },
+    };
+    let mut name = name.to_ascii_lowercase();
+    while name.last() == Some(&b'.') {
+        name.pop();
+    }
+    if name.is_empty() {
+        return Bytes::from(head.host.clone());
+    }
+    Bytes::from(name)
+}
+
+/// The host part of an authority: no userinfo, no port (an IPv6 literal keeps its brackets).
+fn host_of(v: &[u8]) -> &[u8] {
+    let v = match memchr::memrchr(b'@', v) {
+        Some(at) => &v[at + 1..],
+        None => v,
+    };
+    let end = if v.first() == Some(&b'[') {
+        memchr::memchr(b']', v).map_or(v.len(), |i| i + 1)
+    } else {
+        memchr::memchr(b':', v).unwrap_or(v.len())
+    };
+    &v[..end]
+}
+
 fn version_str(v: http::Version) -> &'static str {
     match v {
         http::Version::HTTP_09 => "HTTP/0.9",
@@ -360,7 +408,6 @@ impl Tx {
         if let Some(n) = normalized {
             self.set(Buf::Uri, side, n);
         }
-        self.set(Buf::Host, side, head.host.clone());
         let host_raw = head
             .headers
             .get(http::header::HOST)
@@ -371,6 +418,11 @@ impl Tx {
                     .map(|a| Bytes::copy_from_slice(a.as_str().as_bytes()))
             })
             .unwrap_or_default();
+        self.set(
+            Buf::Host,
+            side,
+            hostname(head, sent.map(|(_, t)| t), &host_raw),
+        );
         self.set(Buf::HostRaw, side, host_raw);
         let proto = version_str(head.version);
         self.set(Buf::Protocol, side, proto);
@@ -591,6 +643,41 @@ mod tests {
         assert_eq!(g(&tx, Buf::Host), b"example.com");
         assert_eq!(g(&tx, Buf::HostRaw), b"Example.COM:8080");
         assert_eq!(g(&tx, Buf::Cookie), b"a=1, b=2");
+        // Inside a tunnel the proxy routes on the CONNECT target; http.host is still the
+        // client's Host header, as Suricata reads it.
+        let mut h = http::HeaderMap::new();
+        h.insert("host", "User@WWW.Google.com.:80".parse().unwrap());
+        let mut head = RequestHead::new(
+            http::Method::GET,
+            "http://127.0.0.1:80/".parse().unwrap(),
+            http::Version::HTTP_11,
+            h,
+            80,
+        );
+        head.raw = Some(Bytes::from_static(
+            b"GET / HTTP/1.1\r\nHost: User@WWW.Google.com.:80\r\n\r\n",
+        ));
+        let mut t2 = Tx::new();
+        t2.request_head(&head);
+        assert_eq!(g(&t2, Buf::Host), b"www.google.com");
+        // An absolute target names the host, whatever Host says (libhtp's order).
+        head.raw = Some(Bytes::from_static(
+            b"GET http://Evil.Example:81/x HTTP/1.1\r\nHost: www.google.com\r\n\r\n",
+        ));
+        head.uri = "http://127.0.0.1:80/x".parse().unwrap();
+        let mut t2 = Tx::new();
+        t2.request_head(&head);
+        assert_eq!(g(&t2, Buf::Host), b"evil.example");
+        let head = RequestHead::new(
+            http::Method::GET,
+            "http://[::1]:8080/x".parse().unwrap(),
+            http::Version::HTTP_11,
+            http::HeaderMap::new(),
+            8080,
+        );
+        let mut t2 = Tx::new();
+        t2.request_head(&head);
+        assert_eq!(g(&t2, Buf::Host), b"[::1]");
         assert_eq!(
             g(&tx, Buf::HeaderNames),
             b"\r\nHost\r\nUser-Agent\r\nCookie\r\nCookie\r\n\r\n"

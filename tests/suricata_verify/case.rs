@@ -1,0 +1,212 @@
+//! One suricata-verify case (`tests/<name>/test.yaml`, `test.rules`, the capture): which
+//! Suricata versions it is for, and its alert-count checks.
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::Value;
+
+/// The Suricata version this gateway's IPS follows.
+const ENGINE: (u64, u64) = (8, 0);
+
+/// A check this runner can compare: how many alerts (of one SID, or of any) the case expects.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// `None`: every alert counts.
+    pub sid: Option<u64>,
+    pub count: u64,
+}
+
+/// A case ready to replay.
+#[derive(Debug)]
+pub struct Case {
+    pub name: String,
+    pub rules: PathBuf,
+    pub pcap: PathBuf,
+    pub checks: Vec<Check>,
+    /// Checks of other kinds (other event types, other fields), not compared.
+    pub other_checks: usize,
+    /// Suricata settings the case changes (`--set`, its own suricata.yaml): results may differ.
+    pub custom_config: bool,
+}
+
+/// Why a case is not replayed.
+#[derive(Debug)]
+pub enum Skip {
+    /// Written for a Suricata version other than 8.0.
+    Version(String),
+    /// No rules, no capture, or no alert-count check.
+    NotComparable(&'static str),
+    /// test.yaml cannot be read.
+    Unreadable(String),
+}
+
+/// Reads the case in `dir`.
+pub fn load(root: &Path, dir: &Path) -> Result<Case, Skip> {
+    let name = dir.strip_prefix(root).unwrap_or(dir).display().to_string();
+    let text = std::fs::read_to_string(dir.join("test.yaml"))
+        .map_err(|e| Skip::Unreadable(e.to_string()))?;
+    let y: Value = serde_yaml_ng::from_str(&text).map_err(|e| Skip::Unreadable(e.to_string()))?;
+    if let Some(why) = version_mismatch(&y["requires"]) {
+        return Err(Skip::Version(why));
+    }
+    if let Some(why) = unmet(&y["requires"]) {
+        return Err(Skip::NotComparable(why));
+    }
+    let rules = dir.join("test.rules");
+    if !rules.is_file() {
+        return Err(Skip::NotComparable("no test.rules"));
+    }
+    let pcap = match y["pcap"].as_str() {
+        Some(p) => dir.join(p),
+        None if y["pcap"].as_bool() == Some(false) => {
+            return Err(Skip::NotComparable("no capture"))
+        }
+        None => find_capture(dir).ok_or(Skip::NotComparable("no capture"))?,
+    };
+    if !pcap.is_file() {
+        return Err(Skip::NotComparable("no capture"));
+    }
+    let (checks, other_checks) = checks(&y["checks"]);
+    if checks.is_empty() {
+        return Err(Skip::NotComparable("no alert-count check"));
+    }
+    let args = y["args"]
+        .as_sequence()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let custom_config = args.contains("--set") || dir.join("suricata.yaml").is_file();
+    Ok(Case {
+        name,
+        rules,
+        pcap,
+        checks,
+        other_checks,
+        custom_config,
+    })
+}
+
+/// The capture in `dir` when test.yaml names none (suricata-verify's run.py takes the
+/// directory's one `.pcap` / `.pcapng` file).
+fn find_capture(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+/// Build features the gateway's IPS has, as suricata-verify names them (`requires: features`):
+/// JA3 and libmagic. Lua, JA4, GeoIP, sanitizer and simulation builds it does not have.
+const FEATURES: [&str; 2] = ["HAVE_JA3", "MAGIC"];
+
+/// A `requires` entry other than versions this runner cannot meet.
+fn unmet(req: &Value) -> Option<&'static str> {
+    let missing = req["features"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|f| !FEATURES.contains(&f));
+    if missing {
+        return Some("a build feature the gateway does not have");
+    }
+    if ["script", "lambda", "os", "arch"]
+        .iter()
+        .any(|k| !req[*k].is_null())
+    {
+        return Some("a requirement checked by a script or on the host");
+    }
+    if req["gt-version"]
+        .as_str()
+        .map(String::from)
+        .or_else(|| num(&req["gt-version"]))
+        .is_some_and(|v| version(&v) >= ENGINE)
+    {
+        return Some("gt-version");
+    }
+    None
+}
+
+/// Why `requires` rules out Suricata 8.0, if it does.
+fn version_mismatch(req: &Value) -> Option<String> {
+    if let Some(min) = req["min-version"]
+        .as_str()
+        .map(String::from)
+        .or_else(|| num(&req["min-version"]))
+    {
+        if version(&min) > ENGINE {
+            return Some(format!("min-version {min}"));
+        }
+    }
+    if let Some(lt) = req["lt-version"]
+        .as_str()
+        .map(String::from)
+        .or_else(|| num(&req["lt-version"]))
+    {
+        if version(&lt) <= ENGINE {
+            return Some(format!("lt-version {lt}"));
+        }
+    }
+    if let Some(v) = req["version"]
+        .as_str()
+        .map(String::from)
+        .or_else(|| num(&req["version"]))
+    {
+        if version(&v).0 != ENGINE.0 {
+            return Some(format!("version {v}"));
+        }
+    }
+    None
+}
+
+fn num(v: &Value) -> Option<String> {
+    v.as_u64()
+        .map(|n| n.to_string())
+        .or_else(|| v.as_f64().map(|f| f.to_string()))
+}
+
+/// `major.minor` of a version string (`"7"`, `"7.0.3"`, `"8.0"`).
+fn version(v: &str) -> (u64, u64) {
+    let mut parts = v.trim().split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The alert-count checks, and how many checks of other kinds there are.
+fn checks(v: &Value) -> (Vec<Check>, usize) {
+    let mut out = Vec::new();
+    let mut other = 0;
+    for c in v.as_sequence().into_iter().flatten() {
+        match alert_count(c) {
+            Some(check) => out.push(check),
+            None => other += 1,
+        }
+    }
+    (out, other)
+}
+
+/// `filter: {count: N, match: {event_type: alert[, alert.signature_id: SID]}}`.
+fn alert_count(c: &Value) -> Option<Check> {
+    let f = &c["filter"];
+    let count = f["count"].as_u64()?;
+    let m = f["match"].as_mapping()?;
+    if m.get("event_type")?.as_str()? != "alert" {
+        return None;
+    }
+    let mut sid = None;
+    for (k, v) in m {
+        match k.as_str()? {
+            "event_type" => {}
+            "alert.signature_id" => sid = Some(v.as_u64()?),
+            _ => return None,
+        }
+    }
+    Some(Check { sid, count })
+}
