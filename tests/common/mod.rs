@@ -564,7 +564,8 @@ impl Gateway {
         format!("http://{}", self.proxy)
     }
 
-    fn read_lines(&self, file: &str) -> Vec<serde_json::Value> {
+    /// The JSON lines of one of the gateway's log files (`events.jsonl`, `flows.jsonl`).
+    pub fn read_lines(&self, file: &str) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default();
         // A line still being written (no newline yet) is left for the next read.
         let complete = match text.rfind('\n') {

@@ -11,7 +11,8 @@
 //! - `SV_ONLY`: a regex on case names;
 //! - `SV_TIMEOUT_SECS`: the whole run's bound (default 3600);
 //! - `SV_REPORT`: a file for the JSON report;
-//! - `SV_DUMP`: a folder for each case's events (`<case>.events.jsonl`);
+//! - `SV_DUMP`: a folder for each case's events and flows (`<case>.events.jsonl`,
+//!   `<case>.flows.jsonl`);
 //! - `SV_WRITE_PASSING=1`: rewrite `tests/suricata-verify-passing.txt` from this run.
 //!
 //! Cases listed in `tests/suricata-verify-passing.txt` must pass: a case that passed and now
@@ -199,6 +200,13 @@ fn run_case(c: &case::Case) -> Result<Outcome, String> {
         let text: String = events.iter().map(|e| format!("{e}\n")).collect();
         let _ = std::fs::create_dir_all(&dir);
         let _ = std::fs::write(path, text);
+        let flows: String = gw
+            .read_lines("flows.jsonl")
+            .iter()
+            .map(|e| format!("{e}\n"))
+            .collect();
+        let path = Path::new(&dir).join(format!("{}.flows.jsonl", c.name.replace('/', "__")));
+        let _ = std::fs::write(path, flows);
     }
     // The runner's own CONNECT is an HTTP transaction too (the IPS inspects it as Suricata
     // inspects a CONNECT): it is not the case's traffic, so its alerts do not count.
