@@ -122,6 +122,7 @@ fn response(len: usize) -> ResponseHead {
         status: http::StatusCode::OK,
         version: http::Version::HTTP_11,
         headers: h,
+        reason: None,
     }
 }
 

@@ -73,6 +73,7 @@ fn bench_pipeline(c: &mut Criterion) {
         status: http::StatusCode::OK,
         version: http::Version::HTTP_11,
         headers: http::HeaderMap::new(),
+        reason: None,
     };
     let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
     let hello = TlsHello {

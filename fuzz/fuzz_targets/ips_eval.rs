@@ -85,6 +85,7 @@ fuzz_target!(|data: &[u8]| {
         status: http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK),
         version: http::Version::HTTP_11,
         headers: headers(p[3]),
+        reason: None,
     });
     run(&tx, Phase::RespHead, &mut vars, &mut scratch);
     for chunk in p[4].chunks(251) {

@@ -214,6 +214,9 @@ pub struct ResponseHead {
     pub version: http::Version,
     /// Response headers.
     pub headers: http::HeaderMap,
+    /// The reason phrase as the upstream sent it, when it is not the status's canonical one
+    /// (an empty phrase included); `None`: the canonical phrase, or none (HTTP/2).
+    pub reason: Option<bytes::Bytes>,
 }
 
 /// What the gateway learnt from a TLS ClientHello before deciding to decrypt or splice.

@@ -467,11 +467,15 @@ impl Tx {
         let side = Direction::Response;
         let proto = version_str(head.version);
         let code = head.status.as_str().to_string();
-        let msg = head.status.canonical_reason().unwrap_or("");
+        // The phrase as sent (libhtp's `response_message`), else the canonical one hyper
+        // matched it to.
+        let msg = head.reason.clone().unwrap_or_else(|| {
+            Bytes::from_static(head.status.canonical_reason().unwrap_or("").as_bytes())
+        });
         self.set(Buf::StatCode, side, code.clone());
-        self.set(Buf::StatMsg, side, Bytes::from_static(msg.as_bytes()));
+        self.set(Buf::StatMsg, side, msg.clone());
         self.set(Buf::Protocol, side, proto);
-        let line = format!("{proto} {code} {msg}");
+        let line = format!("{proto} {code} {}", String::from_utf8_lossy(&msg));
         self.set(Buf::ResponseLine, side, line.clone());
         self.start[1] = Bytes::from(format!("{line}\r\n"));
         self.encoding[1] = head
@@ -735,6 +739,7 @@ mod tests {
             status: http::StatusCode::OK,
             version: http::Version::HTTP_11,
             headers: h,
+            reason: None,
         };
         let mut tx = Tx::new();
         tx.response_head(&head);
@@ -748,6 +753,18 @@ mod tests {
         assert_eq!(
             tx.get(Buf::ResponseLine, Direction::Response).unwrap(),
             b"HTTP/1.1 200 OK"
+        );
+        // A phrase other than the canonical one is the server's, as sent (HTTP Evader's "ok").
+        let head = ResponseHead {
+            reason: Some(Bytes::from_static(b"ok")),
+            ..head
+        };
+        let mut tx = Tx::new();
+        tx.response_head(&head);
+        assert_eq!(tx.get(Buf::StatMsg, Direction::Response).unwrap(), b"ok");
+        assert_eq!(
+            tx.get(Buf::ResponseLine, Direction::Response).unwrap(),
+            b"HTTP/1.1 200 ok"
         );
     }
 }

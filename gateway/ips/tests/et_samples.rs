@@ -92,6 +92,7 @@ fn fire(s: &Sample) -> BTreeMap<u32, String> {
         status: http::StatusCode::from_u16(s.status).unwrap(),
         version: http::Version::HTTP_11,
         headers: rh,
+        reason: None,
     });
     run(&tx, Phase::RespHead, &mut vars, &mut scratch);
     tx.body_chunk(Direction::Response, s.resp_body, 1 << 20);

@@ -296,6 +296,7 @@ fn flowbits_across_phases_and_noalert() {
             status: http::StatusCode::INTERNAL_SERVER_ERROR,
             version: http::Version::HTTP_11,
             headers: http::HeaderMap::new(),
+            reason: None,
         });
         out.extend(
             set.eval(Phase::RespHead, &t, &ep(), None, &mut vars, &mut s)
@@ -810,6 +811,7 @@ fn app_layer_events() {
                 status: http::StatusCode::OK,
                 version: http::Version::HTTP_11,
                 headers: h,
+                reason: None,
             });
             phases.push(Phase::RespHead);
         }
@@ -945,6 +947,7 @@ fn directionless_rules_inspect_both_sides() {
             status: http::StatusCode::OK,
             version: http::Version::HTTP_11,
             headers: h,
+            reason: None,
         });
         t.body_chunk(Direction::Response, resp_body, 1 << 20);
         t.finish_body(Direction::Response, 1 << 20);

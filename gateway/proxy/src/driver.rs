@@ -430,6 +430,10 @@ impl Exchange {
             status: parts.status,
             version: parts.version,
             headers: parts.headers.clone(),
+            reason: parts
+                .extensions
+                .get::<hyper::ext::ReasonPhrase>()
+                .map(|r| Bytes::copy_from_slice(r.as_bytes())),
         };
         let mut flow = state.flow.lock().await;
         let mut verdict = flow.response_head(&rhead);
