@@ -123,6 +123,7 @@ fn response(len: usize) -> ResponseHead {
         version: http::Version::HTTP_11,
         headers: h,
         reason: None,
+        raw: None,
     }
 }
 

@@ -74,6 +74,7 @@ fn bench_pipeline(c: &mut Criterion) {
         version: http::Version::HTTP_11,
         headers: http::HeaderMap::new(),
         reason: None,
+        raw: None,
     };
     let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
     let hello = TlsHello {

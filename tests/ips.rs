@@ -1040,6 +1040,80 @@ async fn cut_short_bodies_are_still_inspected() {
     assert_eq!(e["http"]["url"], url.as_str(), "{e}");
 }
 
+/// Responses hyper refuses (junk after chunk sizes, bare-CR line ends) are read from the
+/// recorded bytes as Suricata's libhtp reads them: the client gets no body, the IPS alerts on
+/// what a lenient browser would have taken. A well-formed response's `.raw` header buffer
+/// keeps the upstream's spacing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_responses_are_read_leniently_and_inspected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        for _ in 0..8 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let answer: &[u8] = if req.contains("/junk-chunks") {
+                    b"HTTP/1.1 200 ok\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+                      8,\r\nevasive-\r\n6;x=\"y\r\nmarker\r\n0\r\n\r\n"
+                } else if req.contains("/bare-cr") {
+                    b"HTTP/1.1 200 ok\rContent-Type: text/plain\rContent-Length: 13\r\n\r\nbarecr-marker"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nX-Spaced:   wide\r\nContent-Length: 2\r\n\r\nok"
+                };
+                let _ = s.write_all(answer).await;
+                let _ = s.flush().await;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            });
+        }
+    });
+    let (_dir, gw) = detect_gateway(
+        "ips-lenient",
+        "alert http any any -> any any (msg:\"chunks\"; flow:to_client; file.data; content:\"evasive-marker\"; sid:9400601; rev:1;)\n\
+         alert http any any -> any any (msg:\"bare cr\"; file.data; content:\"barecr-marker\"; sid:9400602; rev:1;)\n\
+         alert http any any -> any any (msg:\"raw spacing\"; flow:to_client; http.header.raw; content:\"X-Spaced:   wide\"; sid:9400603; rev:1;)\n\
+         alert http any any -> any any (msg:\"never\"; flow:to_client; file.data; content:\"8,\"; sid:9400604; rev:1;)\n",
+        "",
+    );
+    for (path, sid) in [("junk-chunks", 9400601), ("bare-cr", 9400602)] {
+        let url = format!("http://127.0.0.1:{port}/{path}");
+        let r = curl(&[
+            "-x",
+            &gw.proxy_url(),
+            "-s",
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+            &url,
+        ])
+        .await;
+        assert!(
+            r.code != 0 || r.stdout.trim() == "502",
+            "{path}: the client gets no body: {} {}",
+            r.stdout,
+            r.stderr
+        );
+        let e = wait_sid(&gw, sid);
+        assert_eq!(e["http"]["url"], url.as_str(), "{e}");
+    }
+    let url = format!("http://127.0.0.1:{port}/fine");
+    let r = curl(&["-x", &gw.proxy_url(), "-s", &url]).await;
+    assert_eq!(r.stdout, "ok", "{}", r.stderr);
+    let e = wait_sid(&gw, 9400603);
+    assert_eq!(e["http"]["url"], url.as_str(), "{e}");
+    let junk = format!("http://127.0.0.1:{port}/junk-chunks");
+    assert!(
+        !sids_for(&gw, &junk).contains_key(&9400604),
+        "chunk sizes are framing, not body"
+    );
+}
+
 /// Cleartext inside a CONNECT tunnel (`[policy] connect_non_tls`): HTTP/1 is served and
 /// inspected like plain proxied traffic to the CONNECT target; bytes that are neither TLS nor
 /// HTTP, and everything with `refuse`, close the tunnel with an event.

@@ -86,6 +86,7 @@ fuzz_target!(|data: &[u8]| {
         version: http::Version::HTTP_11,
         headers: headers(p[3]),
         reason: None,
+        raw: None,
     });
     run(&tx, Phase::RespHead, &mut vars, &mut scratch);
     for chunk in p[4].chunks(251) {

@@ -217,6 +217,9 @@ pub struct ResponseHead {
     /// The reason phrase as the upstream sent it, when it is not the status's canonical one
     /// (an empty phrase included); `None`: the canonical phrase, or none (HTTP/2).
     pub reason: Option<bytes::Bytes>,
+    /// The head exactly as the upstream sent it (status line, header lines in their order,
+    /// case and spacing, blank line), when the proxy recorded it (HTTP/1).
+    pub raw: Option<bytes::Bytes>,
 }
 
 /// What the gateway learnt from a TLS ClientHello before deciding to decrypt or splice.

@@ -271,7 +271,97 @@ pub fn response(head: &ResponseHead) -> Events {
     if let Some(ce) = h.get(http::header::CONTENT_ENCODING) {
         content_encoding(ce.as_bytes(), false, &mut ev);
     }
+    if let Some(raw) = head.raw.as_deref() {
+        raw_response(raw, &mut ev);
+    }
     ev
+}
+
+/// Response lines as libhtp splits them: CRLF, LF or a lone CR ends a line.
+fn response_lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = raw;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, used) = match memchr::memchr2(b'\r', b'\n', rest) {
+            Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => (&rest[..i], i + 2),
+            Some(i) => (&rest[..i], i + 1),
+            None => (rest, rest.len()),
+        };
+        rest = &rest[used..];
+        Some(line)
+    })
+}
+
+/// Events of the status line and header lines as the upstream sent them.
+fn raw_response(raw: &[u8], ev: &mut Events) {
+    let mut lines = response_lines(raw);
+    let Some(line) = lines.by_ref().find(|l| !l.is_empty()) else {
+        return;
+    };
+    let mut words = line
+        .split(|&b| b.is_ascii_whitespace() || b == 0)
+        .filter(|w| !w.is_empty());
+    if !words.next().is_some_and(valid_protocol) {
+        ev.raise("response_line_invalid_protocol");
+    }
+    let status_ok = words.next().is_some_and(|s| {
+        s.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(s)
+                .ok()
+                .and_then(|s| s.parse::<u16>().ok())
+                .is_some_and(|n| (100..=999).contains(&n))
+    });
+    if !status_ok {
+        ev.raise("response_line_invalid_response_status");
+    }
+    for l in lines.take_while(|l| !l.is_empty()) {
+        if l.len() + 2 > FIELD_LIMIT {
+            ev.raise("response_field_too_long");
+        }
+        let indented = l.first().is_some_and(|&b| b == b' ' || b == b'\t');
+        let Some(colon) = memchr::memchr(b':', l) else {
+            if !indented {
+                ev.raise("response_field_missing_colon");
+            }
+            continue;
+        };
+        let name = &l[..colon];
+        let trimmed = name.trim_ascii();
+        if indented {
+            // A continuation line, unless it reads `token:` (a new field, badly folded).
+            if !trimmed.is_empty() && trimmed.iter().all(|&b| is_token(b)) {
+                ev.raise("invalid_response_field_folding");
+            }
+            continue;
+        }
+        if trimmed.is_empty() {
+            ev.raise("response_invalid_empty_name");
+        } else if trimmed.len() != name.len() {
+            ev.raise("response_invalid_lws_after_name");
+        } else if !trimmed.iter().all(|&b| is_token(b)) {
+            ev.raise("response_header_name_not_token");
+        }
+    }
+}
+
+/// libhtp's `protocol_version`: `HTTP` (any case), optional whitespace, `/`, optional zeros,
+/// then `.9`, `1.0` or `1.1`, nothing after.
+fn valid_protocol(p: &[u8]) -> bool {
+    let Some(rest) = p
+        .get(..4)
+        .filter(|h| h.eq_ignore_ascii_case(b"http"))
+        .map(|_| &p[4..])
+    else {
+        return false;
+    };
+    let Some(rest) = rest.strip_prefix(b"/") else {
+        return false;
+    };
+    let zeros = rest.iter().take_while(|&&b| b == b'0').count();
+    let v = &rest[zeros..];
+    matches!(v, b".9" | b"1.0" | b"1.1")
 }
 
 fn contains_nocase(hay: &[u8], needle: &[u8]) -> bool {
@@ -614,6 +704,41 @@ mod tests {
         let mut ev = Events::default();
         raw_request(text.as_bytes(), &mut ev);
         ev.names()
+    }
+
+    fn raw_resp(text: &str) -> Vec<&'static str> {
+        let mut ev = Events::default();
+        raw_response(text.as_bytes(), &mut ev);
+        ev.names()
+    }
+
+    #[test]
+    fn raw_response_events() {
+        assert!(raw_resp("HTTP/1.1 200 OK\r\nA: b\r\n  folded\r\n\r\n").is_empty());
+        assert!(raw_resp("http/01.1 200 OK\rA: b\r\r").is_empty());
+        assert_eq!(
+            raw_resp("HTTP/2.0 20x OK\r\n\r\n"),
+            [
+                "response_line_invalid_protocol",
+                "response_line_invalid_response_status"
+            ]
+        );
+        assert_eq!(
+            raw_resp("HTTP/1.1 200 OK\r\nNoColon\r\n\r\n"),
+            ["response_field_missing_colon"]
+        );
+        assert_eq!(
+            raw_resp("HTTP/1.1 200 OK\r\n  X-New: 1\r\n\r\n"),
+            ["invalid_response_field_folding"]
+        );
+        assert_eq!(
+            raw_resp("HTTP/1.1 200 OK\r\nX-A : 1\r\n: 2\r\nX(B): 3\r\n\r\n"),
+            [
+                "response_invalid_empty_name",
+                "response_invalid_lws_after_name",
+                "response_header_name_not_token"
+            ]
+        );
     }
 
     #[test]

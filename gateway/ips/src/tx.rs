@@ -328,9 +328,11 @@ impl Tx {
         let mut from_raw = false;
         if let Some(raw) = raw {
             let mut hs = [httparse::EMPTY_HEADER; 128];
-            let mut req = httparse::Request::new(&mut hs);
-            if let Ok(httparse::Status::Complete(_)) = req.parse(raw) {
-                for x in req.headers.iter() {
+            let fields = memchr::memchr(b'\n', raw).map_or(&raw[..0], |i| &raw[i + 1..]);
+            if let Ok(httparse::Status::Complete((_, hs))) =
+                httparse::parse_headers(fields, &mut hs)
+            {
+                for x in hs.iter() {
                     add(x.name.as_bytes(), x.value, false);
                 }
                 from_raw = true;
@@ -355,11 +357,9 @@ impl Tx {
         block.extend_from_slice(b"\r\n");
         let header = Bytes::from(block);
         // `.raw`: the header lines exactly as received (folding, spacing), when kept.
-        let raw_block = raw.filter(|_| from_raw).and_then(|r| {
-            Some(Bytes::copy_from_slice(
-                &r[memchr::memmem::find(r, b"\r\n")? + 2..],
-            ))
-        });
+        let raw_block = raw
+            .filter(|_| from_raw)
+            .and_then(|r| Some(Bytes::copy_from_slice(&r[memchr::memchr(b'\n', r)? + 1..])));
         self.set(
             Buf::HeaderRaw,
             side,
@@ -483,7 +483,7 @@ impl Tx {
             .get(http::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.trim().to_ascii_lowercase());
-        self.headers(side, &head.headers, None, "set-cookie");
+        self.headers(side, &head.headers, head.raw.as_deref(), "set-cookie");
         self.events.merge(crate::events::response(head));
         // A download is named by Content-Disposition's filename, else the URI path.
         self.disposition = head
@@ -740,6 +740,7 @@ mod tests {
             version: http::Version::HTTP_11,
             headers: h,
             reason: None,
+            raw: None,
         };
         let mut tx = Tx::new();
         tx.response_head(&head);
@@ -757,6 +758,7 @@ mod tests {
         // A phrase other than the canonical one is the server's, as sent (HTTP Evader's "ok").
         let head = ResponseHead {
             reason: Some(Bytes::from_static(b"ok")),
+            raw: None,
             ..head
         };
         let mut tx = Tx::new();

@@ -93,6 +93,7 @@ fn fire(s: &Sample) -> BTreeMap<u32, String> {
         version: http::Version::HTTP_11,
         headers: rh,
         reason: None,
+        raw: None,
     });
     run(&tx, Phase::RespHead, &mut vars, &mut scratch);
     tx.body_chunk(Direction::Response, s.resp_body, 1 << 20);

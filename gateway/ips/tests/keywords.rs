@@ -297,6 +297,7 @@ fn flowbits_across_phases_and_noalert() {
             version: http::Version::HTTP_11,
             headers: http::HeaderMap::new(),
             reason: None,
+            raw: None,
         });
         out.extend(
             set.eval(Phase::RespHead, &t, &ep(), None, &mut vars, &mut s)
@@ -812,6 +813,7 @@ fn app_layer_events() {
                 version: http::Version::HTTP_11,
                 headers: h,
                 reason: None,
+                raw: None,
             });
             phases.push(Phase::RespHead);
         }
@@ -948,6 +950,7 @@ fn directionless_rules_inspect_both_sides() {
             version: http::Version::HTTP_11,
             headers: h,
             reason: None,
+            raw: None,
         });
         t.body_chunk(Direction::Response, resp_body, 1 << 20);
         t.finish_body(Direction::Response, 1 << 20);

@@ -172,7 +172,10 @@ where
         let _busy = (st.dir == Direction::Response)
             .then(|| st.state.client_busy())
             .flatten();
-        match tokio::time::timeout(body_timeout, st.body.frame()).await {
+        let polled = tokio::time::timeout(body_timeout, st.body.frame())
+            .await
+            .map(|f| f.map(|r| r.map_err(Into::<BoxError>::into)));
+        match polled {
             Err(_) => {
                 let msg = format!(
                     "{} body: no data for {}",
@@ -184,9 +187,9 @@ where
             }
             Ok(None) => (Bytes::new(), true),
             Ok(Some(Err(e))) => {
-                let e: BoxError = e.into();
                 st.state.set_error(format!("{} body: {e}", st.dir.as_str()));
                 if st.dir == Direction::Response {
+                    judge_undelivered(st).await;
                     return Step::UpstreamFailed(e);
                 }
                 return Step::Fail(e);
@@ -278,6 +281,29 @@ where
         }
     }
     Step::Continue
+}
+
+/// A response body hyper gave up on (malformed framing, cut short): the stages get the rest
+/// as libhtp reads it from the recorded bytes, and the end of the body, so the IPS judges
+/// what a lenient client would have taken. Nothing more reaches the client.
+async fn judge_undelivered<B>(st: &mut St<B>) {
+    let seen = st.state.from_server.load(Ordering::Relaxed);
+    let Some(rest) = crate::respread::undelivered(&st.state, seen) else {
+        return;
+    };
+    let state = Arc::clone(&st.state);
+    let mut flow = state.flow.lock().await;
+    flow.body(st.dir, &rest, true);
+    state.emit(&mut flow).await;
+    if flow.holding(st.dir) {
+        let mut held = st
+            .held
+            .take()
+            .map_or_else(|| HeldBody::new(st.dir), |h| h.body.clone());
+        held.push(rest);
+        flow.resolve(st.dir, &held, &TokioTimer).await;
+        state.emit(&mut flow).await;
+    }
 }
 
 /// Holds `chunk` for the stages holding its direction, within the per-flow and the gateway's

@@ -386,6 +386,10 @@ impl Exchange {
         match sent {
             Ok(r) => Ok(r),
             Err(SendError::Upstream(e)) => {
+                if crate::respread::refused_as_malformed(&e) {
+                    let head = self.head.method == http::Method::HEAD;
+                    crate::respread::judge_refused(state, &e, head).await;
+                }
                 Err(upstream_failed(shared, state, &self.head.host, e).await)
             }
             Err(SendError::NoUpstream) => {
@@ -423,6 +427,11 @@ impl Exchange {
                 })
                 .await;
         }
+        let raw = crate::rawtap::of_response(resp.extensions()).and_then(|tap| {
+            let head = tap.head(resp.status().as_u16());
+            state.set_raw_tap(tap);
+            head
+        });
         let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade)
             .then(|| hyper::upgrade::on(&mut resp));
         let (parts, body) = resp.into_parts();
@@ -434,6 +443,7 @@ impl Exchange {
                 .extensions
                 .get::<hyper::ext::ReasonPhrase>()
                 .map(|r| Bytes::copy_from_slice(r.as_bytes())),
+            raw,
         };
         let mut flow = state.flow.lock().await;
         let mut verdict = flow.response_head(&rhead);

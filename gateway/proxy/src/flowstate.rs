@@ -84,6 +84,9 @@ pub(crate) struct FlowState {
     accept_language: std::sync::OnceLock<String>,
     /// The listener's body gap timeout (else `[limits]`'s).
     body_timeout: std::sync::OnceLock<std::time::Duration>,
+    /// The upstream connection's raw recording of this flow's response, and which response
+    /// on that connection it is.
+    raw_tap: std::sync::OnceLock<(Arc<crate::rawtap::RawTap>, u64)>,
 }
 
 impl FlowState {
@@ -115,7 +118,20 @@ impl FlowState {
             client: std::sync::OnceLock::new(),
             accept_language: std::sync::OnceLock::new(),
             body_timeout: std::sync::OnceLock::new(),
+            raw_tap: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keeps the recording of this flow's raw response (once).
+    pub(crate) fn set_raw_tap(&self, tap: Arc<crate::rawtap::RawTap>) {
+        let g = tap.generation();
+        let _ = self.raw_tap.set((tap, g));
+    }
+
+    /// The response as the upstream sent it, as far as it was recorded (see `rawtap`).
+    pub(crate) fn raw_response(&self) -> Option<bytes::Bytes> {
+        let (tap, g) = self.raw_tap.get()?;
+        (tap.generation() == *g).then(|| tap.bytes())
     }
 
     /// Sets the listener's body gap timeout (once).
@@ -344,6 +360,9 @@ impl FlowState {
                     });
                 }
             }
+        }
+        if let Some((tap, g)) = self.raw_tap.get() {
+            tap.release(*g);
         }
         let r = self.record();
         let Some(meta) = r.meta.clone() else { return };

@@ -15,6 +15,7 @@ use rustls_pki_types::CertificateDer;
 use crate::dial::{causes, Guard, GuardedConnector};
 use crate::error::{ProxyError, Result};
 use crate::guard::Refused;
+use crate::rawtap::TapConnector;
 
 /// h2 stream flow-control window offered to peers (upstreams and clients).
 pub const H2_STREAM_WINDOW: u32 = 1 << 20;
@@ -28,7 +29,7 @@ pub type ProxyBody = UnsyncBoxBody<bytes::Bytes, BoxError>;
 /// Boxed error of bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// One pooled hyper client.
-type Pool = Client<HttpsConnector<GuardedConnector>, ProxyBody>;
+type Pool = Client<TapConnector<HttpsConnector<GuardedConnector>>, ProxyBody>;
 
 /// When requests go upstream over h2 (`[tls] upstream_http2`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -244,7 +245,7 @@ pub(crate) fn client(
             .http2_initial_stream_window_size(H2_STREAM_WINDOW)
             .http2_initial_connection_window_size(H2_CONN_WINDOW)
             .http2_max_frame_size(H2_MAX_FRAME)
-            .build(https)
+            .build(TapConnector::new(https))
     };
     Ok(UpstreamClient {
         h1: pool(false),

@@ -1,0 +1,280 @@
+//! Keeps the first bytes of each upstream HTTP/1 response as the upstream sent them (above
+//! TLS), so that a response hyper refuses can still be judged ([`crate::respread`]) and a
+//! response head's raw form is known.
+//!
+//! [`TapConnector`] wraps the upstream connector; every connection it makes carries a
+//! [`RawTap`], handed to the request through hyper-util's connection extras (in the
+//! response's extensions, or in the error's connection info when hyper refused the
+//! response). A connection's tap starts over at the first read after a write (the next
+//! request on a pooled connection), keeps at most [`RAW_CAP`] bytes per response, and is off
+//! for h2 connections. Bytes past the cap, or read while the tap is off, are not copied.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
+use hyper::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use tower_service::Service;
+
+/// Bytes kept per response: the head and the start of the body.
+pub const RAW_CAP: usize = 64 << 10;
+/// Largest read copied through the tap at once.
+const STEP: usize = 8 << 10;
+
+/// One upstream connection's recording (see the module documentation).
+#[derive(Debug, Default)]
+pub struct RawTap {
+    buf: Mutex<Vec<u8>>,
+    /// Responses recorded so far on the connection (the one being recorded is this number).
+    generation: AtomicU64,
+    wrote: AtomicBool,
+    off: AtomicBool,
+}
+
+impl RawTap {
+    /// The bytes read since the request went out (at most [`RAW_CAP`]).
+    pub fn bytes(&self) -> Bytes {
+        self.buf
+            .lock()
+            .map(|b| Bytes::copy_from_slice(&b))
+            .unwrap_or_default()
+    }
+
+    /// The recorded head of the response with this `status` (interim 1xx heads before it
+    /// skipped), as sent: status line to the blank line.
+    pub fn head(&self, status: u16) -> Option<Bytes> {
+        let b = self.buf.lock().ok()?;
+        let code = status.to_string();
+        let mut at = 0;
+        for _ in 0..8 {
+            let rest = &b[at..];
+            let end = head_end(rest)?;
+            let line = &rest[..memchr::memchr(b'\n', rest)?];
+            let mut words = line
+                .split(u8::is_ascii_whitespace)
+                .filter(|w| !w.is_empty());
+            let proto = words.next()?;
+            if !proto.starts_with(b"HTTP/") {
+                return None;
+            }
+            if words.next() == Some(code.as_bytes()) {
+                return Some(Bytes::copy_from_slice(&rest[..end]));
+            }
+            at += end;
+        }
+        None
+    }
+
+    /// Which response the recording is of (changes when the next request goes out).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Frees the recording of response `generation` (its exchange is over), unless the
+    /// connection has moved on to another response.
+    pub fn release(&self, generation: u64) {
+        if let Ok(mut b) = self.buf.lock() {
+            if self.generation() == generation {
+                *b = Vec::new();
+            }
+        }
+    }
+
+    /// Room left for this response, starting over after a write.
+    fn room(&self) -> usize {
+        if self.off.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let Ok(mut b) = self.buf.lock() else {
+            return 0;
+        };
+        if self.wrote.swap(false, Ordering::Relaxed) {
+            b.clear();
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+        RAW_CAP.saturating_sub(b.len())
+    }
+
+    fn record(&self, data: &[u8]) {
+        if let Ok(mut b) = self.buf.lock() {
+            let n = data.len().min(RAW_CAP.saturating_sub(b.len()));
+            b.extend_from_slice(&data[..n]);
+        }
+    }
+}
+
+/// The length of the head at the start of `b`, blank line included.
+fn head_end(b: &[u8]) -> Option<usize> {
+    let crlf = memchr::memmem::find(b, b"\n\r\n").map(|i| i + 3);
+    let lf = memchr::memmem::find(b, b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A connection whose reads are recorded by its [`RawTap`].
+pub struct Tapped<T> {
+    inner: T,
+    tap: Arc<RawTap>,
+}
+
+impl<T: Read + Unpin> Read for Tapped<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let want = this.tap.room().min(buf.remaining()).min(STEP);
+        if want == 0 {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let mut scratch = [0u8; STEP];
+        let mut rb = ReadBuf::new(&mut scratch[..want]);
+        match Pin::new(&mut this.inner).poll_read(cx, rb.unfilled()) {
+            Poll::Ready(Ok(())) => {
+                let got = rb.filled();
+                this.tap.record(got);
+                buf.put_slice(got);
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: Write + Unpin> Write for Tapped<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.tap.wrote.store(true, Ordering::Relaxed);
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.tap.wrote.store(true, Ordering::Relaxed);
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl<T: Connection> Connection for Tapped<T> {
+    fn connected(&self) -> Connected {
+        let c = self.inner.connected();
+        if c.is_negotiated_h2() {
+            self.tap.off.store(true, Ordering::Relaxed);
+        }
+        c.extra(Arc::clone(&self.tap))
+    }
+}
+
+/// Wraps a connector so that its connections are [`Tapped`].
+#[derive(Clone)]
+pub struct TapConnector<C> {
+    inner: C,
+}
+
+impl<C> TapConnector<C> {
+    /// Taps the connections `inner` makes.
+    pub fn new(inner: C) -> Self {
+        TapConnector { inner }
+    }
+}
+
+impl<C> Service<Uri> for TapConnector<C>
+where
+    C: Service<Uri>,
+    C::Future: Send + 'static,
+    C::Response: Send + 'static,
+{
+    type Response = Tapped<C::Response>;
+    type Error = C::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, C::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), C::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let fut = self.inner.call(uri);
+        Box::pin(async move {
+            let inner = fut.await?;
+            Ok(Tapped {
+                inner,
+                tap: Arc::default(),
+            })
+        })
+    }
+}
+
+/// The tap of the connection a response came on (from its extensions).
+pub(crate) fn of_response(ext: &http::Extensions) -> Option<Arc<RawTap>> {
+    ext.get::<Arc<RawTap>>().cloned()
+}
+
+/// The tap of the connection a client error happened on.
+pub(crate) fn of_error(err: &hyper_util::client::legacy::Error) -> Option<Arc<RawTap>> {
+    let mut ext = http::Extensions::new();
+    err.connect_info()?.get_extras(&mut ext);
+    of_response(&ext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_over_after_a_write_and_is_capped() {
+        let t = RawTap::default();
+        assert_eq!(t.room(), RAW_CAP);
+        t.record(b"HTTP/1.1 200 OK\r\n");
+        t.record(&vec![b'x'; RAW_CAP]);
+        assert_eq!(t.bytes().len(), RAW_CAP);
+        assert_eq!(t.room(), 0);
+        t.wrote.store(true, Ordering::Relaxed);
+        assert_eq!(t.room(), RAW_CAP);
+        assert!(t.bytes().is_empty());
+        t.record(b"abc");
+        assert_eq!(&t.bytes()[..], b"abc");
+        t.release(t.generation() - 1);
+        assert_eq!(&t.bytes()[..], b"abc");
+        t.release(t.generation());
+        assert!(t.bytes().is_empty());
+        t.wrote.store(true, Ordering::Relaxed);
+        t.room();
+        t.record(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 fine\r\nA:  b\r\n\r\nbody");
+        assert_eq!(
+            &t.head(200).unwrap()[..],
+            b"HTTP/1.1 200 fine\r\nA:  b\r\n\r\n"
+        );
+        assert_eq!(&t.head(100).unwrap()[..], b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert!(t.head(404).is_none());
+        t.off.store(true, Ordering::Relaxed);
+        assert_eq!(t.room(), 0);
+    }
+}
