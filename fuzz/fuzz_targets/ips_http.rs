@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             80,
         )
     };
-    let _ = sekisho_ips::events::request(&head);
+    let _ = sekisho_ips::events::request(&head, sekisho_ips::events::LAYER_LIMIT);
     let (boundary, body) = data.split_at(data.len().min(usize::from(data.first().copied().unwrap_or(0) % 16)));
     for (_, file) in sekisho_ips::files::multipart_files(body, boundary) {
         let start = file.as_ptr() as usize - body.as_ptr() as usize;

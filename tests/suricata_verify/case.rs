@@ -27,6 +27,25 @@ pub struct Case {
     pub other_checks: usize,
     /// Suricata settings the case changes (`--set`, its own suricata.yaml): results may differ.
     pub custom_config: bool,
+    /// `[ips]` settings the case's `--set` options map to (Suricata setting → ours).
+    pub ips_settings: Vec<String>,
+}
+
+/// Suricata `--set` options with an `[ips]` equivalent.
+const SETTINGS: &[(&str, &str)] = &[(
+    "app-layer.protocols.http.libhtp.default-config.response-body-decompress-layer-limit",
+    "decompress_layer_limit",
+)];
+
+/// The `[ips]` lines for the `--set name=value` options in `args` that map to ours.
+fn ips_settings(args: &str) -> Vec<String> {
+    args.split_whitespace()
+        .filter_map(|a| a.split_once('='))
+        .filter_map(|(k, v)| {
+            let (_, ours) = SETTINGS.iter().find(|(theirs, _)| *theirs == k)?;
+            v.parse::<u64>().ok().map(|n| format!("{ours} = {n}"))
+        })
+        .collect()
 }
 
 /// Why a case is not replayed.
@@ -87,6 +106,7 @@ pub fn load(root: &Path, dir: &Path) -> Result<Case, Skip> {
         checks,
         other_checks,
         custom_config,
+        ips_settings: ips_settings(&args),
     })
 }
 

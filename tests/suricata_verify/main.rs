@@ -167,7 +167,8 @@ fn run_case(c: &case::Case) -> Result<Outcome, String> {
         return Err("skipped: no HTTP/1 flow in the capture".into());
     }
     let rules = toml::Value::String(c.rules.display().to_string());
-    let extra = format!("[ips]\nrules = [{rules}]\n\n[policy]\nmode = \"detect\"\n");
+    let settings: String = c.ips_settings.iter().map(|l| format!("{l}\n")).collect();
+    let extra = format!("[ips]\nrules = [{rules}]\n{settings}\n[policy]\nmode = \"detect\"\n");
     let gw = std::panic::catch_unwind(|| Gateway::start("sv", "", &extra))
         .map_err(|_| "not run: the gateway did not start".to_string())?;
     let mut notes = Vec::new();

@@ -120,7 +120,12 @@ fn request_len(b: &[u8]) -> Option<usize> {
         text.lines()
             .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
     };
-    if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
+    // Every Transfer-Encoding line counts (libhtp joins repeated headers).
+    let chunked = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("transfer-encoding:"))
+        .any(|v| v.contains("chunked"));
+    if chunked {
         return chunked_len(&b[head..]).map(|n| head + n);
     }
     let cl: usize = header("content-length:")
@@ -178,8 +183,10 @@ pub fn split_responses(b: &[u8]) -> Vec<Resp> {
         if interim {
             continue;
         }
+        // A response that ends the connection takes whatever the server sent after it too.
+        let upto = if close { b.len() } else { at };
         out.push(Resp {
-            bytes: b[start..at].to_vec(),
+            bytes: b[start..upto].to_vec(),
             close,
         });
         start = at;
@@ -213,10 +220,17 @@ fn response_end(b: &[u8]) -> Option<(usize, bool, bool)> {
             .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
     };
     let close_hdr = header("connection:").is_some_and(|v| v.contains("close"));
-    if code == 204 || code == 304 {
+    // libhtp reads a body on a 204 or 304 that announces one.
+    let announced = header("transfer-encoding:").is_some() || header("content-length:").is_some();
+    if (code == 204 || code == 304) && !announced {
         return Some((body_at, close_hdr, false));
     }
-    if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
+    // Every Transfer-Encoding line counts (libhtp joins repeated headers).
+    let chunked = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("transfer-encoding:"))
+        .any(|v| v.contains("chunked"));
+    if chunked {
         return Some(match chunked_len(&b[body_at..]) {
             Some(n) => (body_at + n, close_hdr, false),
             None => (b.len(), true, false),

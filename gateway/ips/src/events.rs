@@ -105,8 +105,8 @@ pub const NAMES: &[&str] = &[
 pub const FIELD_LIMIT: usize = 18_000;
 /// libhtp's header limit (`headers-limit`).
 pub const HEADERS_LIMIT: usize = 1024;
-/// libhtp's content-encoding layer limit.
-const LAYER_LIMIT: usize = 2;
+/// libhtp's default content-encoding layer limit (`response-body-decompress-layer-limit`).
+pub const LAYER_LIMIT: usize = 2;
 /// Methods libhtp knows (a request line of one unknown token is an event).
 const METHODS: &[&[u8]] = &[
     b"GET",
@@ -223,7 +223,7 @@ pub fn parse_keyword(v: &str) -> Result<u8, String> {
 }
 
 /// The events of a request head.
-pub fn request(head: &RequestHead) -> Events {
+pub fn request(head: &RequestHead, layers: usize) -> Events {
     let mut ev = Events::default();
     match head.raw.as_deref() {
         Some(raw) => raw_request(raw, &mut ev),
@@ -232,12 +232,12 @@ pub fn request(head: &RequestHead) -> Events {
             repetitions(names, "request_header_repetition", &mut ev);
         }
     }
-    request_fields(head, &mut ev);
+    request_fields(head, layers, &mut ev);
     ev
 }
 
 /// The events of a response head (`request_version`: the request's, for chunked on HTTP/1.0).
-pub fn response(head: &ResponseHead) -> Events {
+pub fn response(head: &ResponseHead, layers: usize) -> Events {
     let mut ev = Events::default();
     let h = &head.headers;
     repetitions(
@@ -268,8 +268,8 @@ pub fn response(head: &ResponseHead) -> Events {
             ev.raise("response_body_unexpected");
         }
     }
-    if let Some(ce) = h.get(http::header::CONTENT_ENCODING) {
-        content_encoding(ce.as_bytes(), false, &mut ev);
+    if let Some(ce) = crate::codings::joined(h) {
+        content_encoding(&ce, false, layers, &mut ev);
     }
     if let Some(raw) = head.raw.as_deref() {
         raw_response(raw, &mut ev);
@@ -505,7 +505,7 @@ fn content_lengths(h: &http::HeaderMap, name: &str, ev: &mut Events) {
 
 /// Events of the request's header values: Host, Authorization, Content-Length,
 /// Transfer-Encoding, Content-Encoding.
-fn request_fields(head: &RequestHead, ev: &mut Events) {
+fn request_fields(head: &RequestHead, layers: usize, ev: &mut Events) {
     let h = &head.headers;
     content_lengths(h, "duplicate_content_length_field_in_request", ev);
     for v in h.get_all(http::header::CONTENT_LENGTH) {
@@ -539,8 +539,8 @@ fn request_fields(head: &RequestHead, ev: &mut Events) {
             ev.raise("request_auth_unrecognized");
         }
     }
-    if let Some(ce) = h.get(http::header::CONTENT_ENCODING) {
-        content_encoding(ce.as_bytes(), true, ev);
+    if let Some(ce) = crate::codings::joined(h) {
+        content_encoding(&ce, true, layers, ev);
     }
     hosts(head, ev);
 }
@@ -661,7 +661,7 @@ fn valid_hostname(h: &[u8]) -> bool {
 /// Content-Encoding as libhtp reads it: one known value is fine; otherwise each of up to two
 /// layers (split at `,` and spaces) must be a known coding spelled exactly (`identity` is
 /// known on responses only).
-fn content_encoding(ce: &[u8], request: bool, ev: &mut Events) {
+fn content_encoding(ce: &[u8], request: bool, limit: usize, ev: &mut Events) {
     let fast: &[&[u8]] = &[
         b"gzip",
         b"x-gzip",
@@ -679,7 +679,7 @@ fn content_encoding(ce: &[u8], request: bool, ev: &mut Events) {
         .split(|&b| b == b',' || b == b' ')
         .filter(|t| !t.is_empty());
     for (n, t) in layers.enumerate() {
-        if n + 1 > LAYER_LIMIT {
+        if n + 1 > limit {
             ev.raise("too_many_encoding_layers");
             return;
         }
@@ -837,7 +837,7 @@ mod tests {
     fn encodings_and_hosts() {
         let ce = |v: &str, req: bool| {
             let mut ev = Events::default();
-            content_encoding(v.as_bytes(), req, &mut ev);
+            content_encoding(v.as_bytes(), req, LAYER_LIMIT, &mut ev);
             ev.names()
         };
         assert!(ce("gzip", true).is_empty());
@@ -880,7 +880,7 @@ mod tests {
             80,
         );
         head.raw = Some(bytes::Bytes::copy_from_slice(raw.as_bytes()));
-        request(&head).names()
+        request(&head, LAYER_LIMIT).names()
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! * [`stage`]: the `ips` pipeline stage.
 
 pub mod bytevars;
+pub mod codings;
 pub mod content;
 pub mod datasets;
 pub mod detect;

@@ -51,6 +51,10 @@ pub struct IpsConfig {
     /// and counted.
     #[serde(default = "d_budget")]
     pub flow_pcre_budget_ms: u64,
+    /// Content-Encoding layers decoded per body at most (default 2, Suricata's
+    /// `response-body-decompress-layer-limit`); more raise `too_many_encoding_layers`.
+    #[serde(default = "d_layers")]
+    pub decompress_layer_limit: usize,
     /// Where `dataset` rules' `save` and `state` files go (relative paths from the config
     /// file's folder; default: that folder).
     #[serde(default)]
@@ -66,6 +70,9 @@ pub struct IpsConfig {
     pub stage: StagePolicy,
 }
 
+fn d_layers() -> usize {
+    crate::events::LAYER_LIMIT
+}
 fn d_filestore_max() -> u64 {
     1 << 30
 }
@@ -190,6 +197,7 @@ pub struct IpsStage {
     set: Arc<RuleSet>,
     store: Option<Arc<crate::filestore::FileStore>>,
     body_limit: usize,
+    layer_limit: usize,
     budget: Duration,
     conns: Arc<Conns>,
 }
@@ -201,6 +209,7 @@ impl IpsStage {
             set,
             store: None,
             body_limit: cfg.body_limit.max(1),
+            layer_limit: cfg.decompress_layer_limit,
             budget: Duration::from_millis(cfg.flow_pcre_budget_ms),
             conns: Arc::new(Conns::default()),
         }
@@ -247,7 +256,11 @@ impl Stage for IpsStage {
             key,
             vars,
             certs_done,
-            tx: Tx::new(),
+            tx: {
+                let mut tx = Tx::new();
+                tx.set_layer_limit(self.layer_limit);
+                tx
+            },
             done: [false; PHASES],
             scratch: Scratch::with_budget(self.budget),
             body_limit: self.body_limit,

@@ -1,8 +1,6 @@
 //! The buffers of one transaction (and of the TLS session it runs in), built from what the proxy
 //! hands to the stage.
 
-use std::io::Read;
-
 use bytes::Bytes;
 
 use sekisho_core::{Direction, RequestHead, ResponseHead};
@@ -33,7 +31,9 @@ pub struct Tx {
     body: [Vec<u8>; 2],
     truncated: [bool; 2],
     /// Content-Encoding of the request and of the response (lower-cased), for decoding bodies.
-    encoding: [Option<String>; 2],
+    encoding: [Vec<crate::codings::Coding>; 2],
+    /// Content-Encoding layers decoded at most (`[ips] decompress_layer_limit`).
+    layer_limit: usize,
     /// A multipart request's boundary, and the files its parts carry (name, content): one
     /// `file.data` / `file.name` instance each.
     boundary: Option<Vec<u8>>,
@@ -54,7 +54,8 @@ impl Default for Tx {
             start: Default::default(),
             body: Default::default(),
             truncated: [false; 2],
-            encoding: [None, None],
+            encoding: [Vec::new(), Vec::new()],
+            layer_limit: crate::events::LAYER_LIMIT,
             boundary: None,
             parts: Vec::new(),
             events: crate::events::Events::default(),
@@ -95,10 +96,7 @@ impl Buffers for Tx {
         if side == Direction::Request && !self.parts.is_empty() {
             return false;
         }
-        matches!(
-            self.encoding[side.index()].as_deref(),
-            None | Some("identity") | Some("")
-        )
+        self.encoding[side.index()].is_empty()
     }
     fn body_is_empty(&self, side: Direction) -> bool {
         self.body[side.index()].is_empty()
@@ -291,6 +289,13 @@ impl Tx {
         Tx::default()
     }
 
+    /// Decodes at most `n` Content-Encoding layers (libhtp's
+    /// `response-body-decompress-layer-limit`, 2 by default); more raise
+    /// `too_many_encoding_layers`.
+    pub fn set_layer_limit(&mut self, n: usize) {
+        self.layer_limit = n;
+    }
+
     fn set(&mut self, buf: Buf, side: Direction, v: impl Into<Bytes>) {
         self.bufs[buf as usize][side.index()] = Some(v.into());
     }
@@ -434,12 +439,11 @@ impl Tx {
         }
         self.start[0] = Bytes::from(format!("{line}\r\n"));
         self.headers(side, &head.headers, head.raw.as_deref(), "cookie");
-        self.events.merge(crate::events::request(head));
-        self.encoding[0] = head
-            .headers
-            .get(http::header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.trim().to_ascii_lowercase());
+        self.events
+            .merge(crate::events::request(head, self.layer_limit));
+        self.encoding[0] = crate::codings::joined(&head.headers)
+            .map(|ce| crate::codings::layers(&ce, self.layer_limit))
+            .unwrap_or_default();
         // A POST or PUT body is an upload named by the URI path (multipart parts' own names
         // are not read).
         let multipart = head
@@ -478,13 +482,12 @@ impl Tx {
         let line = format!("{proto} {code} {}", String::from_utf8_lossy(&msg));
         self.set(Buf::ResponseLine, side, line.clone());
         self.start[1] = Bytes::from(format!("{line}\r\n"));
-        self.encoding[1] = head
-            .headers
-            .get(http::header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.trim().to_ascii_lowercase());
+        self.encoding[1] = crate::codings::joined(&head.headers)
+            .map(|ce| crate::codings::layers(&ce, self.layer_limit))
+            .unwrap_or_default();
         self.headers(side, &head.headers, head.raw.as_deref(), "set-cookie");
-        self.events.merge(crate::events::response(head));
+        self.events
+            .merge(crate::events::response(head, self.layer_limit));
         // A download is named by Content-Disposition's filename, else the URI path.
         self.disposition = head
             .headers
@@ -523,20 +526,10 @@ impl Tx {
         }
         // Bodies are decoded as libhtp decodes them (requests too: Suricata turns request
         // decompression on).
-        let decoded = match self.encoding[i].as_deref() {
-            Some("gzip" | "x-gzip") => {
-                Bytes::from(inflate(flate2::read::MultiGzDecoder::new(&raw[..]), limit))
-            }
-            Some("deflate" | "x-deflate") => {
-                // Peers send zlib-wrapped or raw deflate; try both.
-                let z = inflate(flate2::read::ZlibDecoder::new(&raw[..]), limit);
-                Bytes::from(if z.is_empty() && !raw.is_empty() {
-                    inflate(flate2::read::DeflateDecoder::new(&raw[..]), limit)
-                } else {
-                    z
-                })
-            }
-            _ => raw,
+        let decoded = if self.encoding[i].is_empty() {
+            raw
+        } else {
+            Bytes::from(crate::codings::decode(&raw, &self.encoding[i], limit))
         };
         let body = match side {
             Direction::Request => Buf::RequestBody,
@@ -612,13 +605,6 @@ impl Tx {
             Bytes::copy_from_slice(name.as_bytes()),
         );
     }
-}
-
-fn inflate(r: impl Read, limit: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    // A truncated or corrupt stream keeps what decoded.
-    let _ = r.take(limit as u64).read_to_end(&mut out);
-    out
 }
 
 #[cfg(test)]

@@ -288,7 +288,7 @@ where
 /// what a lenient client would have taken. Nothing more reaches the client.
 async fn judge_undelivered<B>(st: &mut St<B>) {
     let seen = st.state.from_server.load(Ordering::Relaxed);
-    let Some(rest) = crate::respread::undelivered(&st.state, seen) else {
+    let Some(rest) = crate::respjudge::undelivered(&st.state, seen).await else {
         return;
     };
     let state = Arc::clone(&st.state);

@@ -386,9 +386,9 @@ impl Exchange {
         match sent {
             Ok(r) => Ok(r),
             Err(SendError::Upstream(e)) => {
-                if crate::respread::refused_as_malformed(&e) {
+                if crate::respjudge::refused_as_malformed(&e) {
                     let head = self.head.method == http::Method::HEAD;
-                    crate::respread::judge_refused(state, &e, head).await;
+                    crate::respjudge::judge_refused(state, &e, head).await;
                 }
                 Err(upstream_failed(shared, state, &self.head.host, e).await)
             }
@@ -445,6 +445,11 @@ impl Exchange {
                 .map(|r| Bytes::copy_from_slice(r.as_bytes())),
             raw,
         };
+        if self.head.method != http::Method::HEAD {
+            if let Some(why) = crate::respjudge::ambiguous(&rhead) {
+                return Err(self.refuse_ambiguous(body, why).await);
+            }
+        }
         let mut flow = state.flow.lock().await;
         let mut verdict = flow.response_head(&rhead);
         state.emit(&mut flow).await;
@@ -471,6 +476,27 @@ impl Exchange {
             verdict,
             upgrade,
         })
+    }
+
+    /// A response hyper accepted but libhtp would frame differently (smuggling, evasion): the
+    /// stages judge it as libhtp reads it, the client gets a 502 (or the block page).
+    async fn refuse_ambiguous(&self, body: Incoming, why: &str) -> Response<ProxyBody> {
+        let state = &self.state;
+        self.shared
+            .metrics
+            .upstream_errors
+            .with_label_values(&["protocol"])
+            .inc();
+        let verdict = crate::respjudge::judge_ambiguous(state, body, false).await;
+        let reason = format!("its response framing is ambiguous: {why}");
+        tracing::info!(host = %self.head.host, reason, "upstream response refused");
+        state.set_error(format!("upstream response refused: {why}"));
+        if verdict == Some(Verdict::Block) {
+            let flow = state.flow.lock().await;
+            return state.page(StatusCode::FORBIDDEN, blocked_page(&flow, &self.head.host));
+        }
+        let page = Page::new(Reason::Unreachable(reason), &self.head.host, None);
+        state.page(StatusCode::BAD_GATEWAY, page)
     }
 
     /// A 101 both sides agreed to: the two upgraded streams are joined (uninspected bytes,

@@ -134,6 +134,16 @@ impl FlowState {
         (tap.generation() == *g).then(|| tap.bytes())
     }
 
+    /// Reads the rest of this flow's response from the upstream connection hyper let go of
+    /// (see `rawtap`), within the body timeout.
+    pub(crate) async fn read_rest(&self) {
+        if let Some((tap, g)) = self.raw_tap.get() {
+            if tap.generation() == *g {
+                tap.read_rest(self.body_timeout()).await;
+            }
+        }
+    }
+
     /// Sets the listener's body gap timeout (once).
     pub(crate) fn set_body_timeout(&self, t: std::time::Duration) {
         let _ = self.body_timeout.set(t);

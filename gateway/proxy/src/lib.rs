@@ -39,6 +39,8 @@ pub mod pages;
 mod range;
 pub mod rawtap;
 mod refused;
+mod respheaders;
+mod respjudge;
 mod respread;
 mod reverse;
 mod serve;

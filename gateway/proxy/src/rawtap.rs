@@ -23,13 +23,23 @@ use tower_service::Service;
 
 /// Bytes kept per response: the head and the start of the body.
 pub const RAW_CAP: usize = 64 << 10;
+/// How long a judge waits for hyper to let go of a connection it refused a response on.
+const ORPHAN_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 /// Largest read copied through the tap at once.
 const STEP: usize = 8 << 10;
 
+/// A connection hyper let go of, kept so the rest of a refused response can be read.
+type Orphan = Pin<Box<dyn Read + Send>>;
+
 /// One upstream connection's recording (see the module documentation).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RawTap {
     buf: Mutex<Vec<u8>>,
+    /// The connection, once hyper dropped it (it refused the response, or closed it); dropped
+    /// with the tap, at the end of the flow that holds it, or once read.
+    orphan: Mutex<Option<Orphan>>,
+    /// Signalled when the connection is kept as an orphan.
+    orphaned: tokio::sync::Notify,
     /// Responses recorded so far on the connection (the one being recorded is this number).
     generation: AtomicU64,
     wrote: AtomicBool,
@@ -81,8 +91,55 @@ impl RawTap {
         if let Ok(mut b) = self.buf.lock() {
             if self.generation() == generation {
                 *b = Vec::new();
+                drop(self.orphan.lock().map(|mut o| o.take()));
             }
         }
+    }
+
+    /// Reads what the upstream still sends on a connection hyper dropped (the rest of a
+    /// response it refused), up to [`RAW_CAP`] recorded, the end of the stream, or `wait`.
+    pub async fn read_rest(&self, wait: std::time::Duration) {
+        let full = self
+            .buf
+            .lock()
+            .map_or(true, |b| b.is_empty() || b.len() >= RAW_CAP);
+        if full || self.off.load(Ordering::Relaxed) {
+            return;
+        }
+        let _ = tokio::time::timeout(wait, async {
+            // hyper drops the connection soon after it reports the error.
+            let mut io = loop {
+                let notified = self.orphaned.notified();
+                if let Some(io) = self.orphan.lock().ok().and_then(|mut o| o.take()) {
+                    break io;
+                }
+                if tokio::time::timeout(ORPHAN_WAIT, notified).await.is_err() {
+                    return;
+                }
+            };
+            let mut scratch = vec![0u8; STEP];
+            loop {
+                let room = RAW_CAP.saturating_sub(self.buf.lock().map_or(RAW_CAP, |b| b.len()));
+                if room == 0 {
+                    return;
+                }
+                let want = room.min(STEP);
+                let got = std::future::poll_fn(|cx| {
+                    let mut rb = ReadBuf::new(&mut scratch[..want]);
+                    match io.as_mut().poll_read(cx, rb.unfilled()) {
+                        Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+                .await;
+                match got {
+                    Ok(n) if n > 0 => self.record(&scratch[..n]),
+                    _ => return,
+                }
+            }
+        })
+        .await;
     }
 
     /// Room left for this response, starting over after a write.
@@ -118,26 +175,61 @@ fn head_end(b: &[u8]) -> Option<usize> {
     }
 }
 
+impl std::fmt::Debug for RawTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawTap")
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A connection whose reads are recorded by its [`RawTap`].
-pub struct Tapped<T> {
-    inner: T,
+pub struct Tapped<T: Read + Send + 'static> {
+    /// Always `Some` until dropped.
+    inner: Option<T>,
     tap: Arc<RawTap>,
 }
 
-impl<T: Read + Unpin> Read for Tapped<T> {
+impl<T: Read + Send + 'static> Drop for Tapped<T> {
+    /// An HTTP/1 connection hyper lets go of while a response was being recorded is kept in
+    /// the tap (see [`RawTap::read_rest`]).
+    fn drop(&mut self) {
+        let recording = !self.tap.off.load(Ordering::Relaxed)
+            && self
+                .tap
+                .buf
+                .lock()
+                .is_ok_and(|b| !b.is_empty() && b.len() < RAW_CAP);
+        if let (true, Some(inner)) = (recording, self.inner.take()) {
+            if let Ok(mut o) = self.tap.orphan.lock() {
+                *o = Some(Box::pin(inner));
+            }
+            self.tap.orphaned.notify_one();
+        }
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "connection dropped")
+}
+
+impl<T: Read + Send + Unpin + 'static> Read for Tapped<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
         let want = this.tap.room().min(buf.remaining()).min(STEP);
         if want == 0 {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            return Pin::new(inner).poll_read(cx, buf);
         }
         let mut scratch = [0u8; STEP];
         let mut rb = ReadBuf::new(&mut scratch[..want]);
-        match Pin::new(&mut this.inner).poll_read(cx, rb.unfilled()) {
+        match Pin::new(inner).poll_read(cx, rb.unfilled()) {
             Poll::Ready(Ok(())) => {
                 let got = rb.filled();
                 this.tap.record(got);
@@ -149,7 +241,7 @@ impl<T: Read + Unpin> Read for Tapped<T> {
     }
 }
 
-impl<T: Write + Unpin> Write for Tapped<T> {
+impl<T: Read + Write + Send + Unpin + 'static> Write for Tapped<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -157,7 +249,10 @@ impl<T: Write + Unpin> Write for Tapped<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         this.tap.wrote.store(true, Ordering::Relaxed);
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        match this.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_write(cx, buf),
+            None => Poll::Ready(Err(gone())),
+        }
     }
 
     fn poll_write_vectored(
@@ -167,25 +262,37 @@ impl<T: Write + Unpin> Write for Tapped<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         this.tap.wrote.store(true, Ordering::Relaxed);
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        match this.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
+            None => Poll::Ready(Err(gone())),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(Write::is_write_vectored)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
-impl<T: Connection> Connection for Tapped<T> {
+impl<T: Connection + Read + Send + 'static> Connection for Tapped<T> {
     fn connected(&self) -> Connected {
-        let c = self.inner.connected();
+        let Some(inner) = self.inner.as_ref() else {
+            return Connected::new();
+        };
+        let c = inner.connected();
         if c.is_negotiated_h2() {
             self.tap.off.store(true, Ordering::Relaxed);
         }
@@ -210,7 +317,7 @@ impl<C> Service<Uri> for TapConnector<C>
 where
     C: Service<Uri>,
     C::Future: Send + 'static,
-    C::Response: Send + 'static,
+    C::Response: Read + Send + 'static,
 {
     type Response = Tapped<C::Response>;
     type Error = C::Error;
@@ -225,7 +332,7 @@ where
         Box::pin(async move {
             let inner = fut.await?;
             Ok(Tapped {
-                inner,
+                inner: Some(inner),
                 tap: Arc::default(),
             })
         })

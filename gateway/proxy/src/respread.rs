@@ -6,65 +6,17 @@
 //! The client never gets these bytes (hyper's refusal stands: a 502 or a cut body); reading
 //! them is for the IPS, which must alert where Suricata alerts. The rules followed are
 //! libhtp-rs's: the status line is any line that starts with `http` (case aside), else the
-//! whole response is a body; line ends are CRLF, LF or a lone CR; a header without a colon is
-//! ignored, a header line starting with whitespace continues the previous one; a
+//! whole response is a body; header fields follow libhtp's grammar ([`crate::respheaders`]); a
 //! `Transfer-Encoding` that names `chunked` wins over `Content-Length`; a chunk-size line is
 //! control characters, hex digits and anything after them (an extension, junk), a line of
 //! only control characters is skipped, and a size line that starts with anything else turns
 //! the rest into a body read to the end of the stream.
 
 use bytes::Bytes;
-use sekisho_core::{Direction, HeldBody, ResponseHead, Verdict};
-
-use crate::flowstate::FlowState;
+use sekisho_core::ResponseHead;
 
 /// Header fields read at most (libhtp's `headers-limit`).
 const MAX_FIELDS: usize = 1024;
-
-/// True when hyper refused the upstream's response as malformed (or cut short in its head).
-pub(crate) fn refused_as_malformed(err: &(dyn std::error::Error + 'static)) -> bool {
-    crate::dial::causes(err).any(|e| {
-        e.downcast_ref::<hyper::Error>()
-            .is_some_and(|h| h.is_parse() || h.is_parse_status() || h.is_incomplete_message())
-    })
-}
-
-/// Judges a response hyper refused before its head was accepted: the head and body read
-/// leniently from the connection's recording go through the flow's response phases. The
-/// verdict, `None` when nothing was recorded.
-pub(crate) async fn judge_refused(
-    state: &FlowState,
-    err: &hyper_util::client::legacy::Error,
-    head_request: bool,
-) -> Option<Verdict> {
-    state.set_raw_tap(crate::rawtap::of_error(err)?);
-    let raw = state.raw_response()?;
-    let r = read(&raw, head_request, crate::rawtap::RAW_CAP)?;
-    let mut flow = state.flow.lock().await;
-    flow.response_head(&r.head);
-    state.emit(&mut flow).await;
-    let body = Bytes::from(r.body);
-    flow.body(Direction::Response, &body, true);
-    state.emit(&mut flow).await;
-    if flow.holding(Direction::Response) {
-        let mut held = HeldBody::new(Direction::Response);
-        held.push(body);
-        flow.resolve(Direction::Response, &held, &crate::body::TokioTimer)
-            .await;
-        state.emit(&mut flow).await;
-    }
-    Some(flow.verdict())
-}
-
-/// The part of a response body that hyper did not deliver (it refused the framing or the
-/// upstream cut it short) as libhtp would read it from the recording: the lenient body past
-/// the `delivered` bytes the stages have seen. `None` when nothing was recorded.
-pub(crate) fn undelivered(state: &FlowState, delivered: u64) -> Option<Bytes> {
-    let raw = state.raw_response()?;
-    let r = read(&raw, false, crate::rawtap::RAW_CAP)?;
-    let from = usize::try_from(delivered).ok()?.min(r.body.len());
-    Some(Bytes::from(r.body).slice(from..))
-}
 
 /// A response read leniently: its head and its body with the transfer coding undone (the
 /// content coding, if any, is left to the stages, as for any response).
@@ -74,6 +26,9 @@ pub(crate) struct Lenient {
     pub head: ResponseHead,
     /// The body, at most the `max_body` bytes asked for.
     pub body: Vec<u8>,
+    /// Whether the message's end was seen (its length read, its last chunk, or no body); a
+    /// body that runs to the end of the stream is never complete.
+    pub complete: bool,
 }
 
 /// Reads `raw`, the bytes the upstream sent in answer to one request (`head_request`: it was
@@ -98,26 +53,51 @@ pub(crate) fn read(raw: &[u8], head_request: bool, max_body: usize) -> Option<Le
             return Some(Lenient {
                 head: bare_head(),
                 body,
+                complete: false,
             });
         }
         break (line, at, at + next);
     };
     let mut head = status_line(line);
-    let (fields, body_at) = header_block(&raw[rest..]);
+    let (fields, body_at) = crate::respheaders::fields(&raw[rest..], MAX_FIELDS);
     for (name, value) in fields {
+        if name.is_empty() {
+            continue;
+        }
         if let (Ok(n), Ok(v)) = (
-            http::header::HeaderName::from_bytes(&name),
-            http::HeaderValue::from_bytes(&value),
+            http::header::HeaderName::from_bytes(&without_nul(&name)),
+            http::HeaderValue::from_bytes(&value_bytes(&value)),
         ) {
-            if head.headers.len() < MAX_FIELDS {
-                head.headers.append(n, v);
-            }
+            head.headers.append(n, v);
         }
     }
     let body_raw = &raw[rest + body_at..];
-    let body = body_of(&head, body_raw, head_request, max_body);
+    let (body, complete) = body_of(&head, body_raw, head_request, max_body);
     head.raw = Some(Bytes::copy_from_slice(&raw[start..rest + body_at]));
-    Some(Lenient { head, body })
+    Some(Lenient {
+        head,
+        body,
+        complete,
+    })
+}
+
+/// libhtp matches header names and the values it reads (`chunked`, codings) ignoring NULs.
+fn without_nul(b: &[u8]) -> Vec<u8> {
+    b.iter().copied().filter(|&c| c != 0).collect()
+}
+
+/// A value a header map can hold: NULs dropped, other control bytes made spaces.
+fn value_bytes(b: &[u8]) -> Vec<u8> {
+    b.iter()
+        .filter(|&&c| c != 0)
+        .map(|&c| {
+            if c < 0x20 && c != b'\t' || c == 0x7f {
+                b' '
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn bare_head() -> ResponseHead {
@@ -162,36 +142,32 @@ fn trim_start(b: &[u8], f: impl Fn(u8) -> bool) -> &[u8] {
     &b[n..]
 }
 
-fn trim(b: &[u8]) -> &[u8] {
-    let b = trim_start(b, is_space);
-    let n = b.iter().rev().take_while(|&&c| is_space(c)).count();
-    &b[..b.len() - n]
-}
-
 /// Protocol, status and message, split on whitespace as libhtp does; an invalid status is
 /// read as 200 (the stages still see the body), an unknown protocol as HTTP/1.1.
 fn status_line(line: &[u8]) -> ResponseHead {
-    let mut words = line
-        .split(|&c| is_space(c) || c == 0)
-        .filter(|w| !w.is_empty());
-    let proto = words.next().unwrap_or_default();
-    let version = match proto.get(5..).filter(|_| proto.len() > 5) {
+    // libhtp: spaces or NULs, protocol, spaces, status, whitespace, message.
+    let run = |from: usize, f: &dyn Fn(u8) -> bool| {
+        from + line[from..].iter().take_while(|&&c| f(c)).count()
+    };
+    let p0 = run(0, &|c| is_space(c) || c == 0);
+    let p1 = run(p0, &|c| !is_space(c));
+    let s0 = run(p1, &is_space);
+    let s1 = run(s0, &|c| !is_space(c));
+    let m0 = run(s1, &is_space);
+    let proto = &line[p0..p1];
+    let code = &line[s0..s1];
+    let version = match proto.get(5..) {
         Some(b"1.0") => http::Version::HTTP_10,
         Some(b"0.9") => http::Version::HTTP_09,
         _ => http::Version::HTTP_11,
     };
-    let code = words.next().unwrap_or_default();
     let status = std::str::from_utf8(code)
         .ok()
         .and_then(|c| c.parse::<u16>().ok())
         .filter(|c| (100..=999).contains(c))
         .and_then(|c| http::StatusCode::from_u16(c).ok())
         .unwrap_or(http::StatusCode::OK);
-    let message = line
-        .windows(code.len().max(1))
-        .position(|w| !code.is_empty() && w == code)
-        .map(|p| trim(&line[p + code.len()..]))
-        .unwrap_or_default();
+    let message = &line[m0..];
     ResponseHead {
         status,
         version,
@@ -201,107 +177,49 @@ fn status_line(line: &[u8]) -> ResponseHead {
     }
 }
 
-/// A header field: name and value.
-type Field = (Vec<u8>, Vec<u8>);
-
-/// The header fields (name, value) up to the blank line, and the offset of the body. A name
-/// may run over line ends followed by a space (libhtp reads `Name\r\n :value` as one field);
-/// a line that starts with whitespace and is not itself `name:` continues the previous value.
-fn header_block(b: &[u8]) -> (Vec<Field>, usize) {
-    let mut fields: Vec<Field> = Vec::new();
-    let mut at = 0;
-    while at < b.len() && fields.len() < MAX_FIELDS {
-        let Some((line, next)) = take_line(&b[at..]) else {
-            break;
-        };
-        if line.is_empty() {
-            return (fields, at + next);
-        }
-        if matches!(line[0], b' ' | b'\t') && !starts_field(line) {
-            if let Some((_, v)) = fields.last_mut() {
-                let piece = trim(line);
-                if !piece.is_empty() {
-                    if !v.is_empty() {
-                        v.push(b' ');
-                    }
-                    v.extend_from_slice(piece);
-                }
-            }
-            at += next;
-            continue;
-        }
-        let (name, value, used) = field(&b[at..]);
-        if let Some(name) = name {
-            fields.push((name, value));
-        }
-        at += used;
-    }
-    (fields, b.len())
-}
-
-/// A line `  token:` (libhtp's response rule: a new field even when indented).
-fn starts_field(line: &[u8]) -> bool {
-    let t = trim_start(line, |c| c == b' ' || c == b'\t');
-    let n = t.iter().take_while(|&&c| is_token(c)).count();
-    n > 0 && trim_start(&t[n..], |c| c == b' ' || c == b'\t').first() == Some(&b':')
-}
-
-fn is_token(c: u8) -> bool {
-    (33..=126).contains(&c) && !b"()<>@,;:\\\"/[]?={}".contains(&c)
-}
-
-/// One field from `b`: the name (scanned over line ends followed by a space), the value to
-/// the end of its line, and the bytes used. No colon: no name, the line is skipped.
-fn field(b: &[u8]) -> (Option<Vec<u8>>, Vec<u8>, usize) {
-    let mut eol = 0u8;
-    let mut colon = None;
-    for (i, &c) in b.iter().enumerate() {
-        if eol == 0 {
-            if c == b':' {
-                colon = Some(i);
-                break;
-            }
-            if c == b'\n' || c == b'\r' {
-                eol = c;
-            }
-        } else if c == b' ' || c == b'\t' {
-            eol = 0;
-        } else if c == b'\n' && eol == b'\r' {
-            eol = c;
-        } else {
-            break;
-        }
-    }
-    let Some(colon) = colon else {
-        let used = take_line(b).map_or(b.len(), |(_, n)| n);
-        return (None, Vec::new(), used);
-    };
-    let name = trim(&b[..colon]).to_vec();
-    let rest = &b[colon + 1..];
-    let (value, used) = take_line(rest).unwrap_or((rest, rest.len()));
-    (Some(name), trim(value).to_vec(), colon + 1 + used)
-}
-
 /// How the body is framed, as libhtp decides it.
-fn body_of(head: &ResponseHead, b: &[u8], head_request: bool, max: usize) -> Vec<u8> {
+fn body_of(head: &ResponseHead, b: &[u8], head_request: bool, max: usize) -> (Vec<u8>, bool) {
     let status = head.status.as_u16();
     let te = joined(&head.headers, "transfer-encoding");
     let cl = head.headers.get(http::header::CONTENT_LENGTH);
     if head_request {
-        return Vec::new();
+        return (Vec::new(), true);
     }
     if (status < 200 || status == 204 || status == 304) && te.is_none() && cl.is_none() {
-        return Vec::new();
+        return (Vec::new(), true);
     }
-    if te.is_some_and(|t| contains_nocase(&t, b"chunked")) {
-        return dechunk(b, max);
+    let (mut body, end) = if te.is_some_and(|t| contains_nocase(&t, b"chunked")) {
+        let (body, end) = dechunk(b, max);
+        // Trailer fields after the last chunk.
+        let end = end.map(|e| e + crate::respheaders::fields(&b[e..], MAX_FIELDS).1);
+        (body, end)
+    } else {
+        match cl.map(|v| content_length(v.as_bytes())) {
+            Some(Some(n)) => match usize::try_from(n) {
+                Ok(n) if n <= b.len() => (cap(&b[..n], max), Some(n)),
+                _ => (cap(b, max), None),
+            },
+            Some(None) => return (Vec::new(), true),
+            None => (cap(b, max), None),
+        }
+    };
+    if let Some(end) = end {
+        trailing_body(&b[end..], &mut body);
     }
-    match cl {
-        Some(v) => match content_length(v.as_bytes()) {
-            Some(n) => cap(&b[..b.len().min(n.min(usize::MAX as u64) as usize)], max),
-            None => Vec::new(),
-        },
-        None => cap(b, max),
+    body.truncate(max);
+    (body, end.is_some())
+}
+
+/// libhtp's finalize step: lines after the message that do not start a response (`http`)
+/// are more body.
+fn trailing_body(mut b: &[u8], body: &mut Vec<u8>) {
+    while !b.is_empty() {
+        let n = memchr::memchr(b'\n', b).map_or(b.len(), |i| i + 1);
+        if looks_like_status(&b[..n]) {
+            return;
+        }
+        body.extend_from_slice(&b[..n]);
+        b = &b[n..];
     }
 }
 
@@ -368,8 +286,9 @@ fn chunk_size(line: &[u8]) -> Size {
     }
 }
 
-/// The chunked body undone leniently (see the module documentation).
-fn dechunk(b: &[u8], max: usize) -> Vec<u8> {
+/// The chunked body undone leniently (see the module documentation), and where the last
+/// chunk's size line ended (`None`: the stream ended first, or the rest became body).
+fn dechunk(b: &[u8], max: usize) -> (Vec<u8>, Option<usize>) {
     let mut out = Vec::new();
     let mut at = 0;
     while at < b.len() && out.len() < max {
@@ -392,7 +311,10 @@ fn dechunk(b: &[u8], max: usize) -> Vec<u8> {
                 out.extend_from_slice(rest);
                 break;
             }
-            Size::Chunk(0) => break,
+            Size::Chunk(0) => {
+                out.truncate(max);
+                return (out, Some(at + lf + 1));
+            }
             Size::Chunk(len) => len,
         };
         at += lf + 1;
@@ -406,7 +328,7 @@ fn dechunk(b: &[u8], max: usize) -> Vec<u8> {
         }
     }
     out.truncate(max);
-    out
+    (out, None)
 }
 
 #[cfg(test)]
@@ -437,7 +359,7 @@ mod tests {
 
     #[test]
     fn bare_cr_lines_and_folded_names() {
-        let raw = b"HTTP/1.1 200 ok\rContent-type: a/b\rContent-length: 3\r\n\r\nabcdef";
+        let raw = b"HTTP/1.1 200 ok\rContent-type: a/b\rContent-length: 3\r\n\r\nabcHTTP/1.1";
         let r = read(raw, false, 100).unwrap();
         assert_eq!(r.body, b"abc");
         assert_eq!(r.head.headers["content-type"], "a/b");
@@ -470,8 +392,41 @@ mod tests {
         assert!(read(raw, true, 4).unwrap().body.is_empty());
         let raw = b"HTTP/1.1 204 No\r\n\r\nxyz";
         assert!(body(raw).is_empty());
-        let raw = b"HTTP/1.1 200 x\r\nContent-Length: junk12\r\n\r\n0123456789abcdef";
+        let raw = b"HTTP/1.1 200 x\r\nContent-Length: junk12\r\n\r\n0123456789abHTTP/1.1 200";
         assert_eq!(body(raw), b"0123456789ab");
+    }
+
+    #[test]
+    fn nul_bytes_in_names_and_values_are_ignored() {
+        let raw = b"HTTP/1.1 200 ok\r\nTransfer\0-Encoding: chu\0nked\r\nContent-Encoding: \x7fgzip\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let r = read(raw, false, 100).unwrap();
+        assert_eq!(r.body, b"abc");
+        assert_eq!(r.head.headers["content-encoding"], " gzip");
+    }
+
+    #[test]
+    fn lines_after_the_message_that_start_no_response_are_body() {
+        let raw = b"HTTP/1.1 200 ok\r\nContent-length: 3\r\n 6\r\n\r\nabcdef\r\nghi";
+        assert_eq!(body(raw), b"abcdef\r\nghi");
+        let raw = b"HTTP/1.1 200 ok\r\nContent-length: 3\r\n\r\nabcHTTP/1.1 200 ok\r\n\r\n";
+        assert_eq!(body(raw), b"abc");
+        let raw = b"HTTP/1.1 200 ok\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nT: 1\r\n\r\nxyz";
+        assert_eq!(body(raw), b"abcxyz");
+    }
+
+    #[test]
+    fn completeness_follows_the_framing() {
+        let done = |raw: &[u8]| read(raw, false, 100).unwrap().complete;
+        assert!(done(b"HTTP/1.1 200 ok\r\nContent-Length: 2\r\n\r\nab"));
+        assert!(!done(b"HTTP/1.1 200 ok\r\nContent-Length: 3\r\n\r\nab"));
+        assert!(done(
+            b"HTTP/1.1 200 ok\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n"
+        ));
+        assert!(!done(
+            b"HTTP/1.1 200 ok\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n"
+        ));
+        assert!(!done(b"HTTP/1.1 200 ok\r\n\r\nto the end"));
+        assert!(done(b"HTTP/1.1 204 ok\r\n\r\n"));
     }
 
     #[test]
