@@ -84,22 +84,25 @@ pub fn decode(raw: &[u8], layers: &[Coding], max: usize) -> Vec<u8> {
     data
 }
 
-/// One layer: `first`, then the codings libhtp restarts with, else the input as it is.
+/// One layer: `first`, then the codings libhtp restarts with, else the input as it is. The
+/// coding named keeps what it decoded before an error (libhtp stops there); a restart must
+/// decode without error (what it made before one is discarded).
 fn layer(data: &[u8], first: Coding, max: usize) -> Vec<u8> {
     let order = match first {
         Coding::Gzip => [Coding::Gzip, Coding::Deflate, Coding::Zlib],
         Coding::Deflate => [Coding::Deflate, Coding::Zlib, Coding::Gzip],
         Coding::Zlib => [Coding::Zlib, Coding::Gzip, Coding::Deflate],
     };
-    for c in order {
-        let out = match c {
-            Coding::Gzip => gzip_body(data)
-                .map(|b| inflate(flate2::read::DeflateDecoder::new(b), max))
-                .unwrap_or_default(),
+    for (i, c) in order.into_iter().enumerate() {
+        let (out, ok) = match c {
+            Coding::Gzip => match gzip_body(data) {
+                Some(b) => inflate(flate2::read::DeflateDecoder::new(b), max),
+                None => (Vec::new(), false),
+            },
             Coding::Deflate => inflate(flate2::read::DeflateDecoder::new(data), max),
             Coding::Zlib => inflate(flate2::read::ZlibDecoder::new(data), max),
         };
-        if !out.is_empty() {
+        if ok || (i == 0 && !out.is_empty()) {
             return out;
         }
     }
@@ -134,11 +137,15 @@ fn gzip_body(d: &[u8]) -> Option<&[u8]> {
     Some(rest)
 }
 
-/// Up to `max` bytes of a decoded stream; what decoded before an error or a truncation.
-fn inflate(r: impl Read, max: usize) -> Vec<u8> {
+/// Up to `max` bytes of a decoded stream (what decoded before an error or a truncation),
+/// and whether it decoded without error (a stream cut short is not an error).
+fn inflate(r: impl Read, max: usize) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
-    let _ = r.take(max as u64).read_to_end(&mut out);
-    out
+    let ok = match r.take(max as u64).read_to_end(&mut out) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::UnexpectedEof,
+    };
+    (out, ok)
 }
 
 #[cfg(test)]
@@ -185,6 +192,8 @@ mod tests {
         assert_eq!(decode(&deflate(body), &[Coding::Gzip], 1 << 20), body);
         // Not compressed at all: passed through.
         assert_eq!(decode(body, &[Coding::Gzip], 1 << 20), body);
+        let json = br#"{"sdk_version":11026,"app_package":"com.x","app_version":"1.7.4"}"#;
+        assert_eq!(decode(json, &[Coding::Gzip], 1 << 20), json);
         assert_eq!(decode(&gz(body), &[Coding::Gzip], 5), &body[..5]);
     }
 }

@@ -41,7 +41,7 @@ pub mod rawtap;
 mod refused;
 mod respheaders;
 mod respjudge;
-mod respread;
+pub mod respread;
 mod reverse;
 mod serve;
 mod shared;

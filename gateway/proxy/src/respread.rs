@@ -21,7 +21,7 @@ const MAX_FIELDS: usize = 1024;
 /// A response read leniently: its head and its body with the transfer coding undone (the
 /// content coding, if any, is left to the stages, as for any response).
 #[derive(Debug)]
-pub(crate) struct Lenient {
+pub struct Lenient {
     /// The head (status 200 and HTTP/0.9 when there was no status line).
     pub head: ResponseHead,
     /// The body, at most the `max_body` bytes asked for.
@@ -33,7 +33,7 @@ pub(crate) struct Lenient {
 
 /// Reads `raw`, the bytes the upstream sent in answer to one request (`head_request`: it was
 /// a HEAD, so no body). `None` when there is nothing to read.
-pub(crate) fn read(raw: &[u8], head_request: bool, max_body: usize) -> Option<Lenient> {
+pub fn read(raw: &[u8], head_request: bool, max_body: usize) -> Option<Lenient> {
     let mut at = 0;
     // Blank lines before the status line are ignored; a line that does not look like one
     // starts a body (what browsers do), unless a status line follows it.
