@@ -42,11 +42,6 @@ fn eq_nozero(value: &[u8], want: &[u8]) -> bool {
     }
 }
 
-fn contains_nocase(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
-}
-
 /// The layers to undo, in decoding order (the last coding named is undone first), at most
 /// `limit` of them; unknown codings and `identity` add none.
 pub fn layers(ce: &[u8], limit: usize) -> Vec<Coding> {
@@ -64,9 +59,9 @@ pub fn layers(ce: &[u8], limit: usize) -> Vec<Coding> {
         if n >= limit {
             break;
         }
-        if contains_nocase(t, b"gzip") {
+        if crate::events::contains_nocase(t, b"gzip") {
             out.push(Coding::Gzip);
-        } else if contains_nocase(t, b"deflate") {
+        } else if crate::events::contains_nocase(t, b"deflate") {
             out.push(Coding::Deflate);
         }
     }

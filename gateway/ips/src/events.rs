@@ -364,7 +364,8 @@ fn valid_protocol(p: &[u8]) -> bool {
     matches!(v, b".9" | b"1.0" | b"1.1")
 }
 
-fn contains_nocase(hay: &[u8], needle: &[u8]) -> bool {
+/// Whether `needle` occurs in `hay`, ASCII case aside.
+pub(crate) fn contains_nocase(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
 }

@@ -8,7 +8,7 @@ use sekisho_core::{Direction, HeldBody, ResponseHead, Verdict};
 
 use crate::flowstate::FlowState;
 use crate::rawtap::RAW_CAP;
-use crate::respread::read;
+use crate::respread::{contains_nocase, read};
 
 /// True when hyper refused the upstream's response as malformed (or cut short in its head).
 pub(crate) fn refused_as_malformed(err: &(dyn std::error::Error + 'static)) -> bool {
@@ -100,11 +100,6 @@ pub(crate) fn ambiguous(head: &ResponseHead) -> Option<&'static str> {
     let bodyless = (100..200).contains(&status) || status == 204;
     let announced = !te.is_empty() || cl.first().is_some_and(|v| v.iter().any(|&b| b != b'0'));
     (bodyless && announced).then_some("a body announced on a response that has none")
-}
-
-fn contains_nocase(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Judges a response whose framing is [`ambiguous`]: what hyper reads of its body (bounded)

@@ -235,7 +235,8 @@ fn joined(h: &http::HeaderMap, name: &str) -> Option<Vec<u8>> {
     out
 }
 
-fn contains_nocase(hay: &[u8], needle: &[u8]) -> bool {
+/// Whether `needle` occurs in `hay`, ASCII case aside.
+pub(crate) fn contains_nocase(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
