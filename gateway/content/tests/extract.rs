@@ -335,7 +335,7 @@ fn bombs_and_limits() {
     assert!(
         s.issues
             .iter()
-            .any(|i| i.reason.contains("over the limit of 3")),
+            .any(|i| i.reason.contains("more than 3 members")),
         "{:?}",
         s.issues
     );

@@ -1,0 +1,225 @@
+//! Archives with named members: zip, tar, cpio, 7z and cabinet files.
+
+use std::io::Read;
+
+use bytes::Bytes;
+
+use sevenz_rust2::{EntryDecision, Password};
+
+use super::{safe_name, Hints, IssueKind, Walker};
+use crate::formats::cpio;
+
+impl Walker<'_> {
+    /// Reads one member within the member and total limits and visits it; true when the member
+    /// was cut at a limit or an error.
+    pub(super) fn member(
+        &mut self,
+        prov: &str,
+        kind: &str,
+        name: &str,
+        r: impl Read,
+        depth: u32,
+    ) -> bool {
+        let p = format!("{prov} > {kind}:{}", safe_name(name));
+        let cap = self.limits.max_member_bytes;
+        let d = self.read_limited(r, cap);
+        let cut = self.note(&d, &p, cap, &format!("{kind} member"));
+        let next = Hints {
+            name: Some(name),
+            ..Hints::default()
+        };
+        self.visit(&Bytes::from(d.data), &p, Some(name), depth + 1, cut, &next);
+        cut
+    }
+
+    /// False (and an issue) once an archive has given `max_files` members.
+    pub(super) fn one_more(&mut self, prov: &str, kind: &str, seen: &mut u32) -> bool {
+        *seen += 1;
+        if *seen > self.limits.max_files {
+            self.issue(
+                IssueKind::Limit,
+                prov,
+                format!("{kind} has more than {} members", self.limits.max_files),
+            );
+            return false;
+        }
+        !self.out_of_time(prov)
+    }
+
+    pub(super) fn zip(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let mut archive = match zip::ZipArchive::new(std::io::Cursor::new(&data[..])) {
+            Ok(a) => a,
+            Err(e) => {
+                self.issue(IssueKind::Corrupt, prov, format!("zip: {e}"));
+                return;
+            }
+        };
+        let mut seen = 0;
+        for i in 0..archive.len() {
+            let (name, encrypted, is_dir) = match archive.by_index_raw(i) {
+                Ok(f) => (f.name().to_string(), f.encrypted(), f.is_dir()),
+                Err(e) => {
+                    self.issue(IssueKind::Corrupt, prov, format!("zip member {i}: {e}"));
+                    continue;
+                }
+            };
+            if is_dir {
+                continue;
+            }
+            if !self.one_more(prov, "zip", &mut seen) {
+                return;
+            }
+            let p = format!("{prov} > zip:{}", safe_name(&name));
+            if encrypted {
+                self.issue(IssueKind::Encrypted, &p, "encrypted zip member");
+                continue;
+            }
+            match archive.by_index(i) {
+                Ok(f) => {
+                    self.member(prov, "zip", &name, f, depth);
+                }
+                Err(e) => self.issue(IssueKind::Corrupt, &p, format!("zip member: {e}")),
+            }
+        }
+    }
+
+    pub(super) fn tar(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let mut archive = tar::Archive::new(&data[..]);
+        let entries = match archive.entries() {
+            Ok(e) => e,
+            Err(e) => {
+                self.issue(IssueKind::Corrupt, prov, format!("tar: {e}"));
+                return;
+            }
+        };
+        let mut seen = 0;
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    self.issue(IssueKind::Corrupt, prov, format!("tar: {e}"));
+                    return;
+                }
+            };
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            if !self.one_more(prov, "tar", &mut seen) {
+                return;
+            }
+            let name = entry
+                .path()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| format!("member{seen}"));
+            self.member(prov, "tar", &name, entry, depth);
+        }
+    }
+
+    pub(super) fn cpio(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let mut seen = 0;
+        for entry in cpio::Reader::new(data) {
+            let e = match entry {
+                Ok(e) => e,
+                Err(b) => {
+                    let reason = format!("cpio header at byte {}: {}", b.offset, b.reason);
+                    self.issue(IssueKind::Corrupt, prov, reason);
+                    return;
+                }
+            };
+            if !e.regular {
+                continue;
+            }
+            if !self.one_more(prov, "cpio", &mut seen) {
+                return;
+            }
+            if e.short {
+                let p = format!("{prov} > cpio:{}", safe_name(&e.name));
+                self.issue(IssueKind::Corrupt, &p, "cpio member cut short");
+            }
+            self.member(prov, "cpio", &e.name, e.data, depth);
+        }
+    }
+
+    pub(super) fn sevenz(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let mem_kb = usize::try_from(self.limits.max_member_bytes / 1024)
+            .unwrap_or(usize::MAX)
+            .max(1024);
+        let cursor = std::io::Cursor::new(&data[..]);
+        let opened =
+            sevenz_rust2::ArchiveReader::new_with_memory_limit(cursor, Password::empty(), mem_kb);
+        let mut reader = match opened {
+            Ok(r) => r,
+            Err(e) => return self.sevenz_error(prov, &e),
+        };
+        reader.set_thread_count(1);
+        let mut seen = 0;
+        let result = reader.for_each_entries_with_decision(|entry, r| {
+            if entry.is_directory() || !entry.has_stream {
+                return Ok(EntryDecision::Continue);
+            }
+            if !self.one_more(prov, "7z", &mut seen) {
+                return Ok(EntryDecision::Stop);
+            }
+            let cut = self.member(prov, "7z", entry.name(), r, depth);
+            Ok(if self.stopped {
+                EntryDecision::Stop
+            } else if cut {
+                // Draining the rest of a member past a limit is the bomb's work: skip the block.
+                EntryDecision::SkipBlock
+            } else {
+                EntryDecision::Continue
+            })
+        });
+        if let Err(e) = result {
+            self.sevenz_error(prov, &e);
+        }
+    }
+
+    fn sevenz_error(&mut self, prov: &str, e: &sevenz_rust2::Error) {
+        use sevenz_rust2::Error as E;
+        match e {
+            E::PasswordRequired | E::MaybeBadPassword(_) => {
+                self.issue(IssueKind::Encrypted, prov, "encrypted 7z archive")
+            }
+            other => self.issue(IssueKind::Corrupt, prov, format!("7z: {other}")),
+        }
+    }
+
+    pub(super) fn cab(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let mut cabinet = match cab::Cabinet::new(std::io::Cursor::new(&data[..])) {
+            Ok(c) => c,
+            Err(e) => {
+                self.issue(IssueKind::Corrupt, prov, format!("cab: {e}"));
+                return;
+            }
+        };
+        let mut names = Vec::new();
+        for folder in cabinet.folder_entries() {
+            let ctype = folder.compression_type();
+            for file in folder.file_entries() {
+                names.push((file.name().to_string(), ctype));
+            }
+        }
+        let mut seen = 0;
+        for (name, ctype) in names {
+            if !self.one_more(prov, "cab", &mut seen) {
+                return;
+            }
+            let p = format!("{prov} > cab:{}", safe_name(&name));
+            if matches!(ctype, cab::CompressionType::Quantum(..)) {
+                self.issue(
+                    IssueKind::Corrupt,
+                    &p,
+                    "cab: Quantum compression is not decoded",
+                );
+                continue;
+            }
+            match cabinet.read_file(&name) {
+                Ok(r) => {
+                    self.member(prov, "cab", &name, r, depth);
+                }
+                Err(e) => self.issue(IssueKind::Corrupt, &p, format!("cab member: {e}")),
+            }
+        }
+    }
+}

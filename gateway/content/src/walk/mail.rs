@@ -1,0 +1,126 @@
+//! Mail: RFC 5322 messages and Unix mboxes, opened with `mail-parser` (MIME multipart, base64,
+//! quoted-printable, RFC 2231 parameters, nested messages), uuencoded files in text parts, and
+//! MTOM packages saved as a message file (headers, then a multipart/related body), which go to
+//! the multipart opener so `xop:Include` references resolve.
+
+use bytes::Bytes;
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+use super::{safe_name, Hints, IssueKind, Walker};
+use crate::formats::uuencode;
+
+impl Walker<'_> {
+    pub(super) fn mail(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        if data.starts_with(b"From ") {
+            self.mbox(data, prov, depth);
+        } else {
+            self.message(data, prov, depth);
+        }
+    }
+
+    /// Each message of an mbox: a `From ` line at the start or after a line end begins one.
+    fn mbox(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let mut starts = vec![0];
+        starts.extend(memchr::memmem::find_iter(data, b"\nFrom ").map(|i| i + 1));
+        let mut seen = 0;
+        for (n, &s) in starts.iter().enumerate() {
+            let end = starts.get(n + 1).copied().unwrap_or(data.len());
+            let msg = &data[s..end];
+            let body = msg
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(&msg[msg.len()..], |i| &msg[i + 1..]);
+            if !self.one_more(prov, "mbox", &mut seen) {
+                return;
+            }
+            let p = format!("{prov} > mbox:msg{}", n + 1);
+            self.total += body.len() as u64;
+            let piece = Bytes::copy_from_slice(body);
+            self.visit(&piece, &p, None, depth + 1, false, &Hints::default());
+        }
+    }
+
+    /// One message: every leaf part decoded, nested messages opened in turn.
+    fn message(&mut self, raw: &Bytes, prov: &str, depth: u32) {
+        let Some(msg) = MessageParser::default().parse(&raw[..]) else {
+            self.issue(IssueKind::Corrupt, prov, "mail: no message header");
+            return;
+        };
+        if let Some(ctype) = msg
+            .header_raw("Content-Type")
+            .map(|v| v.replace(['\r', '\n'], " "))
+            .filter(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/related")
+            })
+        {
+            // An MTOM package saved as a file: the body is the multipart/related body.
+            let body = msg.root_part().offset_body as usize;
+            let body = raw.slice(body.min(raw.len())..);
+            self.multipart(&body, prov, ctype.trim(), true, depth);
+            return;
+        }
+        let mut seen = 0;
+        for (i, part) in msg.parts.iter().enumerate() {
+            let (bytes, text): (&[u8], bool) = match &part.body {
+                PartType::Multipart(_) => continue,
+                PartType::Text(t) | PartType::Html(t) => (t.as_bytes(), true),
+                PartType::Binary(b) | PartType::InlineBinary(b) => (b.as_ref(), false),
+                PartType::Message(m) => (m.raw_message(), false),
+            };
+            if !self.one_more(prov, "mail", &mut seen) {
+                return;
+            }
+            let name = part.attachment_name().map(str::to_string);
+            let label = match &name {
+                Some(n) => format!("part{i}:{}", safe_name(n)),
+                None => format!("part{i}"),
+            };
+            let p = format!("{prov} > mail:{label}");
+            if part.is_encoding_problem {
+                self.issue(
+                    IssueKind::Corrupt,
+                    &p,
+                    "mail part: undecodable transfer encoding",
+                );
+            }
+            self.total += bytes.len() as u64;
+            let piece = Bytes::copy_from_slice(bytes);
+            let hints = Hints {
+                name: name.as_deref(),
+                ..Hints::default()
+            };
+            self.visit(&piece, &p, name.as_deref(), depth + 1, false, &hints);
+            if text {
+                self.uuencoded(bytes, &p, depth + 1);
+            }
+        }
+    }
+
+    /// uuencoded files inside a text part.
+    fn uuencoded(&mut self, text: &[u8], prov: &str, depth: u32) {
+        if memchr::memmem::find(text, b"begin ").is_none() {
+            return;
+        }
+        let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+        let files = uuencode::find(text, self.limits.max_files as usize, cap);
+        for f in files {
+            let p = format!("{prov} > uuencode:{}", safe_name(&f.name));
+            if f.cut {
+                self.issue(
+                    IssueKind::Corrupt,
+                    &p,
+                    "uuencoded file cut short or over the limit",
+                );
+            }
+            self.total += f.data.len() as u64;
+            let hints = Hints {
+                name: Some(&f.name),
+                ..Hints::default()
+            };
+            let data = Bytes::from(f.data);
+            self.visit(&data, &p, Some(&f.name), depth + 1, f.cut, &hints);
+        }
+    }
+}
