@@ -188,6 +188,8 @@ pub struct Tapped<T: Read + Send + 'static> {
     /// Always `Some` until dropped.
     inner: Option<T>,
     tap: Arc<RawTap>,
+    /// Where reads land while a response is recorded (freed once it is not).
+    scratch: Vec<u8>,
 }
 
 impl<T: Read + Send + 'static> Drop for Tapped<T> {
@@ -223,16 +225,23 @@ impl<T: Read + Send + Unpin + 'static> Read for Tapped<T> {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Err(gone()));
         };
-        let want = this.tap.room().min(buf.remaining()).min(STEP);
-        if want == 0 {
+        let room = this.tap.room();
+        if room == 0 {
+            // Not recording: hyper's buffer directly, and no scratch kept on an idle connection.
+            this.scratch = Vec::new();
             return Pin::new(inner).poll_read(cx, buf);
         }
-        let mut scratch = [0u8; STEP];
-        let mut rb = ReadBuf::new(&mut scratch[..want]);
+        // Reads as large as hyper asks (its adaptive buffer sizing and the chunk sizes it hands
+        // on depend on it); only the recorded part is limited.
+        let want = buf.remaining().min(RAW_CAP);
+        if this.scratch.len() < want {
+            this.scratch.resize(want, 0);
+        }
+        let mut rb = ReadBuf::new(&mut this.scratch[..want]);
         match Pin::new(inner).poll_read(cx, rb.unfilled()) {
             Poll::Ready(Ok(())) => {
                 let got = rb.filled();
-                this.tap.record(got);
+                this.tap.record(&got[..got.len().min(room)]);
                 buf.put_slice(got);
                 Poll::Ready(Ok(()))
             }
@@ -334,6 +343,7 @@ where
             Ok(Tapped {
                 inner: Some(inner),
                 tap: Arc::default(),
+                scratch: Vec::new(),
             })
         })
     }
