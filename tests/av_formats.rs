@@ -1,6 +1,7 @@
 //! `sekisho scan` with a ClamAV `.hdb` (the hash of one test file) through every wrapper the
 //! content walker opens: samples built here by the tools users have (bzip2, xz, 7z, gcab, cpio,
-//! uuencode, python's email package), detection asserted with its provenance; clean samples of
+//! genisoimage, mscompress, uuencode, python's email package; PDF, HTML and RTF by short
+//! python writers), detection asserted with its provenance; clean samples of
 //! each format pass; encrypted archives are reported, never passed as clean.
 
 #![allow(clippy::unwrap_used)]
@@ -51,6 +52,47 @@ m.add_attachment(data, maintype="application", subtype="octet-stream", filename=
 sys.stdout.buffer.write(bytes(m))
 "#;
 
+/// PDF (an embedded file, FlateDecode), HTML (a base64 `data:` download) and RTF (an OLE1
+/// Package in `\objdata`) around a file, written the way those producers lay them out.
+const PY_DOCS: &str = r#"
+import sys, zlib, base64, struct
+kind, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
+data = open(src, "rb").read()
+if kind == "pdf":
+    z = zlib.compress(data)
+    objs = [b"<< /Type /Catalog /Names << /EmbeddedFiles << /Names [(a.com) 2 0 R] >> >> >>",
+            b"<< /Type /Filespec /F (a.com) /EF << /F 3 0 R >> >>",
+            b"<< /Type /EmbeddedFile /Filter /FlateDecode /Length %d >>\nstream\n" % len(z)
+            + z + b"\nendstream"]
+    body = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n"
+    offs = []
+    for i, o in enumerate(objs):
+        offs.append(len(body))
+        body += b"%d 0 obj\n" % (i + 1) + o + b"\nendobj\n"
+    xref = len(body)
+    body += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    body += b"".join(b"%010d 00000 n \n" % o for o in offs)
+    body += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+elif kind == "html":
+    b64 = base64.b64encode(data).decode()
+    body = ('<!DOCTYPE html><html><body><a id="d" download="invoice.com" '
+            'href="data:application/octet-stream;base64,%s">open</a>'
+            '<script>document.getElementById("d").click()</script></body></html>' % b64).encode()
+elif kind == "rtf":
+    temp = b"C:\\tmp\\invoice.com\x00"
+    pkg = b"\x02\x00" + b"invoice.com\x00" + b"C:\\src\\invoice.com\x00"
+    pkg += struct.pack("<II", 0x30000, len(temp)) + temp + struct.pack("<I", len(data)) + data
+    obj = struct.pack("<II", 0x0501, 2)
+    for s in (b"Package", b"", b""):
+        obj += struct.pack("<I", len(s) + 1) + s + b"\x00"
+    obj += struct.pack("<I", len(pkg)) + pkg
+    hexd = obj.hex()
+    lines = "\r\n".join(hexd[i:i + 128] for i in range(0, len(hexd), 128))
+    body = ("{\\rtf1\\ansi{\\object\\objemb{\\*\\objclass Package}\\objw100\\objh100"
+            "{\\*\\objdata\r\n%s\r\n}}}" % lines).encode()
+open(out, "wb").write(body)
+"#;
+
 /// Writes the payload as `eicar.com` (or a clean file) into `dir/src` and builds every sample.
 /// Returns (sample, provenance the detection must carry).
 fn build(dir: &Path, payload: &[u8]) -> Vec<(PathBuf, &'static str)> {
@@ -60,6 +102,7 @@ fn build(dir: &Path, payload: &[u8]) -> Vec<(PathBuf, &'static str)> {
     std::fs::write(src.join("readme.txt"), b"nothing to see here\n".repeat(50)).unwrap();
     std::fs::write(src.join("sub/eicar.com"), payload).unwrap();
     std::fs::write(dir.join("mail.py"), PY_MAIL).unwrap();
+    std::fs::write(dir.join("docs.py"), PY_DOCS).unwrap();
     let script = r#"
 set -e
 cd src
@@ -78,6 +121,12 @@ python3 ../mail.py eicar.com > ../e.eml
 ( printf 'From: lab@clinic.example\nTo: ward@hospital.example\nSubject: uu\n\nold mailer\n\n'; uuencode eicar.com < eicar.com ) > ../uu.eml
 ( printf 'From lab@clinic.example Mon Jan  1 00:00:00 2024\n'; printf 'From: a@b\nTo: c@d\nSubject: first\n\nhello\n\n'; printf 'From lab@clinic.example Mon Jan  1 00:01:00 2024\n'; cat ../e.eml; echo ) > ../box.mbox
 cp ../e.7z ../renamed.zip
+genisoimage -quiet -J -o ../joliet.iso readme.txt sub
+genisoimage -quiet -o ../plain.iso eicar.com
+cp eicar.com ../setup.com && mscompress ../setup.com
+python3 ../docs.py pdf eicar.com ../e.pdf
+python3 ../docs.py html eicar.com ../smuggle.html
+python3 ../docs.py rtf eicar.com ../e.rtf
 "#;
     sh(dir, script);
     [
@@ -95,6 +144,12 @@ cp ../e.7z ../renamed.zip
         ("uu.eml", "file > mail:part0 > uuencode:eicar.com"),
         ("box.mbox", "file > mbox:msg2 > mail:part2:eicar.com"),
         ("renamed.zip", "file > 7z:eicar.com"),
+        ("joliet.iso", "file > iso:eicar.com"),
+        ("plain.iso", "file > iso:EICAR.COM"),
+        ("setup.com_", "file > szdd"),
+        ("e.pdf", "file > pdf:obj3:embedded"),
+        ("smuggle.html", "file > html:data1"),
+        ("e.rtf", "file > rtf:object1 > package:invoice.com"),
     ]
     .into_iter()
     .map(|(f, p)| (dir.join(f), p))

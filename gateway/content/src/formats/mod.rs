@@ -1,6 +1,16 @@
 //! Container and encoding formats, recognised by content (magic bytes, never the name).
 
+pub mod binhex;
 pub mod cpio;
+pub mod html;
+pub mod iso9660;
+pub mod ole1;
+pub mod onenote;
+pub mod ovba;
+pub mod pdf;
+pub mod rtf;
+pub mod szdd;
+pub mod tnef;
 pub mod uuencode;
 
 /// A format the walker opens.
@@ -26,6 +36,24 @@ pub enum Format {
     Cpio,
     /// An RFC 5322 message or a Unix mbox.
     Mail,
+    /// An OLE2 compound file (doc, xls, ppt, msi, msg).
+    Ole2,
+    /// An RTF document.
+    Rtf,
+    /// An ISO 9660 image.
+    Iso,
+    /// BinHex 4.0 text.
+    BinHex,
+    /// TNEF (`winmail.dat`).
+    Tnef,
+    /// SZDD (`COMPRESS.EXE`).
+    Szdd,
+    /// A OneNote section.
+    OneNote,
+    /// An HTML document.
+    Html,
+    /// A PDF document.
+    Pdf,
 }
 
 impl Format {
@@ -42,6 +70,15 @@ impl Format {
             Format::Cab => "cab",
             Format::Cpio => "cpio",
             Format::Mail => "mail",
+            Format::Ole2 => "ole",
+            Format::Rtf => "rtf",
+            Format::Iso => "iso",
+            Format::BinHex => "binhex",
+            Format::Tnef => "tnef",
+            Format::Szdd => "szdd",
+            Format::OneNote => "onenote",
+            Format::Html => "html",
+            Format::Pdf => "pdf",
         }
     }
 }
@@ -62,16 +99,34 @@ pub fn detect(data: &[u8]) -> Option<Format> {
         || data.starts_with(b"PK00PK\x03\x04")
     {
         Format::Zip
+    } else if data.starts_with(&[0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1]) {
+        Format::Ole2
+    } else if onenote::is_onenote(data) {
+        Format::OneNote
+    } else if tnef::is_tnef(data) {
+        Format::Tnef
+    } else if szdd::is_szdd(data) {
+        Format::Szdd
+    } else if rtf::is_rtf(data) {
+        Format::Rtf
     } else if data.starts_with(b"MSCF\0\0\0\0") {
         Format::Cab
     } else if is_tar(data) {
         Format::Tar
     } else if cpio::layout(data).is_some() {
         Format::Cpio
+    } else if iso9660::is_iso(data) {
+        Format::Iso
     } else if is_lzma_alone(data) {
         Format::Lzma
+    } else if pdf::is_pdf(data) {
+        Format::Pdf
+    } else if binhex::is_binhex(data) {
+        Format::BinHex
     } else if is_mail(data) {
         Format::Mail
+    } else if html::is_html(data) {
+        Format::Html
     } else {
         return None;
     };

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use sevenz_rust2::{EntryDecision, Password};
 
 use super::{safe_name, Hints, IssueKind, Walker};
-use crate::formats::cpio;
+use crate::formats::{cpio, iso9660};
 
 impl Walker<'_> {
     /// Reads one member within the member and total limits and visits it; true when the member
@@ -220,6 +220,28 @@ impl Walker<'_> {
                 }
                 Err(e) => self.issue(IssueKind::Corrupt, &p, format!("cab member: {e}")),
             }
+        }
+    }
+
+    pub(super) fn iso(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let listing = iso9660::files(data, self.limits.max_files as usize);
+        if let Some(problem) = &listing.problem {
+            let kind = if problem.starts_with("more than") {
+                IssueKind::Limit
+            } else {
+                IssueKind::Corrupt
+            };
+            self.issue(kind, prov, format!("iso: {problem}"));
+        }
+        for f in listing.files {
+            if self.stopped || self.out_of_time(prov) {
+                return;
+            }
+            if f.short {
+                let p = format!("{prov} > iso:{}", safe_name(&f.path));
+                self.issue(IssueKind::Corrupt, &p, "iso file past the end of the image");
+            }
+            self.member(prov, "iso", &f.path, f.data, depth);
         }
     }
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
 use super::{safe_name, Hints, IssueKind, Walker};
-use crate::formats::uuencode;
+use crate::formats::{binhex, tnef, uuencode};
 
 impl Walker<'_> {
     pub(super) fn mail(&mut self, data: &Bytes, prov: &str, depth: u32) {
@@ -121,6 +121,38 @@ impl Walker<'_> {
             };
             let data = Bytes::from(f.data);
             self.visit(&data, &p, Some(&f.name), depth + 1, f.cut, &hints);
+        }
+    }
+
+    pub(super) fn binhex(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+        let Some(f) = binhex::decode(data, cap) else {
+            self.issue(IssueKind::Corrupt, prov, "binhex: no readable header");
+            return;
+        };
+        let p = format!("{prov} > binhex:{}", safe_name(&f.name));
+        if f.cut {
+            self.issue(IssueKind::Corrupt, &p, "binhex: forks cut short or over the limit");
+        }
+        if !f.resource.is_empty() {
+            let rp = format!("{p}:rsrc");
+            self.extracted(f.resource, &rp, Some(&f.name), depth + 1, f.cut);
+        }
+        self.extracted(f.data, &p, Some(&f.name), depth + 1, f.cut);
+    }
+
+    pub(super) fn tnef(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let (atts, cut) = tnef::attachments(data, self.limits.max_files as usize);
+        if cut {
+            self.issue(IssueKind::Corrupt, prov, "tnef: stream ends inside an attribute");
+        }
+        for (i, a) in atts.into_iter().enumerate() {
+            if self.stopped || self.out_of_time(prov) {
+                return;
+            }
+            let label = a.name.clone().unwrap_or_else(|| format!("attachment{}", i + 1));
+            let p = format!("{prov} > tnef:{}", safe_name(&label));
+            self.extracted(a.data.to_vec(), &p, a.name.as_deref(), depth + 1, false);
         }
     }
 }

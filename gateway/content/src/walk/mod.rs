@@ -3,8 +3,11 @@
 //! own submodule.
 
 mod archive;
+mod html;
 mod mail;
 mod mime;
+mod office;
+mod pdf;
 mod soap;
 mod stream;
 
@@ -305,6 +308,23 @@ impl Walker<'_> {
         }
     }
 
+    /// Visits bytes a container held (counted in the total), named or not.
+    fn extracted(
+        &mut self,
+        data: Vec<u8>,
+        prov: &str,
+        name: Option<&str>,
+        depth: u32,
+        cut: bool,
+    ) {
+        self.total += data.len() as u64;
+        let hints = Hints {
+            name,
+            ..Hints::default()
+        };
+        self.visit(&Bytes::from(data), prov, name, depth, cut, &hints);
+    }
+
     /// Opens a container recognised by its magic.
     fn open(&mut self, f: Format, data: &Bytes, prov: &str, depth: u32) {
         match f {
@@ -316,6 +336,15 @@ impl Walker<'_> {
             Format::SevenZ => self.sevenz(data, prov, depth),
             Format::Cab => self.cab(data, prov, depth),
             Format::Mail => self.mail(data, prov, depth),
+            Format::Ole2 => self.ole2(data, prov, depth),
+            Format::Rtf => self.rtf(data, prov, depth),
+            Format::Iso => self.iso(data, prov, depth),
+            Format::BinHex => self.binhex(data, prov, depth),
+            Format::Tnef => self.tnef(data, prov, depth),
+            Format::Szdd => self.szdd(data, prov, depth),
+            Format::OneNote => self.onenote(data, prov, depth),
+            Format::Html => self.html(data, prov, depth),
+            Format::Pdf => self.pdf(data, prov, depth),
         }
     }
 }

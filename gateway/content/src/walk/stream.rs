@@ -98,3 +98,20 @@ impl Walker<'_> {
         );
     }
 }
+
+impl Walker<'_> {
+    /// SZDD: one member, expanded up to the member limit.
+    pub(super) fn szdd(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+        let p = format!("{prov} > szdd");
+        match crate::formats::szdd::expand(data, cap) {
+            Some((out, short)) => {
+                if short {
+                    self.issue(IssueKind::Corrupt, &p, "szdd: stream ends before its size");
+                }
+                self.extracted(out, &p, None, depth + 1, short);
+            }
+            None => self.issue(IssueKind::Corrupt, prov, "szdd: unknown compression mode"),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! HTML: the parts a browser would turn into files or run, handed on as pieces of their own —
+//! base64 `data:` URIs (HTML smuggling puts whole executables there) and the text of
+//! `<script>` blocks.
+
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+
+/// True when the start of `data` (after whitespace and a UTF-8 BOM) opens an HTML document.
+pub fn is_html(data: &[u8]) -> bool {
+    let head = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
+    let start = head
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(head.len());
+    let head = &head[start..head.len().min(start + 64)];
+    let lower: Vec<u8> = head.iter().map(u8::to_ascii_lowercase).collect();
+    [
+        &b"<!doctype html"[..],
+        b"<html",
+        b"<head",
+        b"<body",
+        b"<script",
+        b"<!--",
+        b"<meta",
+        b"<iframe",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p))
+}
+
+/// What HTML carries: decoded `data:` URIs and script texts.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Parts {
+    /// (media type, decoded bytes) of each base64 `data:` URI.
+    pub data_uris: Vec<(String, Vec<u8>)>,
+    /// The text of each `<script>` element.
+    pub scripts: Vec<Vec<u8>>,
+}
+
+/// Finds up to `max` of each, each at most `cap` bytes.
+pub fn parts(html: &[u8], max: usize, cap: usize) -> Parts {
+    let mut out = Parts::default();
+    let lower: Vec<u8> = html.iter().map(u8::to_ascii_lowercase).collect();
+    for at in memchr::memmem::find_iter(&lower, b"data:") {
+        if out.data_uris.len() >= max {
+            break;
+        }
+        if let Some(uri) = data_uri(&html[at + 5..], cap) {
+            out.data_uris.push(uri);
+        }
+    }
+    let mut from = 0;
+    while out.scripts.len() < max {
+        let Some(open) = memchr::memmem::find(&lower[from..], b"<script") else {
+            break;
+        };
+        let open = from + open;
+        let Some(gt) = memchr::memchr(b'>', &lower[open..]) else {
+            break;
+        };
+        let body = open + gt + 1;
+        let end = memchr::memmem::find(&lower[body..], b"</script")
+            .map_or(html.len(), |e| body + e);
+        let text = &html[body..end];
+        if !text.iter().all(u8::is_ascii_whitespace) {
+            out.scripts.push(text[..text.len().min(cap)].to_vec());
+        }
+        from = end;
+    }
+    out
+}
+
+/// `[<media type>][;params];base64,<data>` up to the first character base64 cannot hold.
+fn data_uri(rest: &[u8], cap: usize) -> Option<(String, Vec<u8>)> {
+    let comma = rest.iter().take(256).position(|b| *b == b',')?;
+    let meta = String::from_utf8_lossy(&rest[..comma]).to_ascii_lowercase();
+    if !meta.ends_with(";base64") {
+        return None;
+    }
+    let media = meta.split(';').next().unwrap_or_default().trim().to_string();
+    let max_chars = cap.saturating_mul(4) / 3 + 4;
+    let text: Vec<u8> = rest[comma + 1..]
+        .iter()
+        .copied()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'%'))
+        .filter(|b| *b != b'%')
+        .take(max_chars)
+        .collect();
+    let mut text: Vec<u8> = text.into_iter().filter(|b| *b != b'=').collect();
+    if text.len() % 4 == 1 {
+        text.pop();
+    }
+    let lenient = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let decoded = lenient.decode(&text).ok()?;
+    (!decoded.is_empty()).then(|| (media, decoded[..decoded.len().min(cap)].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smuggled_files_and_scripts() {
+        let page = b"\xef\xbb\xbf  <!DOCTYPE html><html><body>\
+            <a href=\"data:application/octet-stream;base64,TVqQAAMAAAAEAAAA\" download=\"a.exe\">x</a>\
+            <img src='data:image/png;base64,iVBORw0KGgo='>\
+            <a href=\"data:text/plain,not base64\">y</a>\
+            <SCRIPT type=\"text/javascript\">var b = atob('TVqQ');</SCRIPT><script src=x.js></script>\
+            </body></html>";
+        assert!(is_html(page));
+        let p = parts(page, 10, 1 << 20);
+        assert_eq!(p.data_uris.len(), 2);
+        assert_eq!(p.data_uris[0].0, "application/octet-stream");
+        assert!(p.data_uris[0].1.starts_with(b"MZ"));
+        assert_eq!(p.data_uris[1].1, b"\x89PNG\r\n\x1a\n");
+        assert_eq!(p.scripts, vec![b"var b = atob('TVqQ');".to_vec()]);
+        assert!(!is_html(b"plain text <html>"));
+        assert_eq!(parts(page, 1, 4).data_uris[0].1, b"MZ\x90\x00");
+    }
+}

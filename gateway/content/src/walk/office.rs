@@ -1,0 +1,188 @@
+//! Office containers: OLE2 compound files (doc, xls, ppt, msi, msg: every stream a piece, VBA
+//! module source decompressed, `Ole10Native` packages unwrapped) and RTF embedded objects
+//! (`\objdata` → OLE1 object → package or OLE2 file).
+
+use std::io::{Cursor, Read};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::{safe_name, Hints, IssueKind, Walker};
+use crate::formats::{ole1, onenote, ovba, rtf};
+
+impl Walker<'_> {
+    pub(super) fn ole2(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let mut cf = match cfb::CompoundFile::open(Cursor::new(&data[..])) {
+            Ok(cf) => cf,
+            Err(e) => {
+                self.issue(IssueKind::Corrupt, prov, format!("ole2: {e}"));
+                return;
+            }
+        };
+        let streams: Vec<PathBuf> = cf
+            .walk()
+            .filter(|e| e.is_stream())
+            .map(|e| e.path().to_path_buf())
+            .collect();
+        let mut seen = 0;
+        let mut vba_dirs = Vec::new();
+        for path in &streams {
+            if !self.one_more(prov, "ole2", &mut seen) {
+                return;
+            }
+            let name = path.to_string_lossy().trim_start_matches('/').to_string();
+            let Some((bytes, p)) = self.ole_stream(&mut cf, path, &name, prov, depth) else {
+                continue;
+            };
+            let leaf = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            match leaf.as_deref() {
+                Some("\u{1}Ole10Native") => match ole1::package(&bytes, true) {
+                    Some(pkg) => self.package(&pkg, &p, depth + 1),
+                    None => self.issue(IssueKind::Corrupt, &p, "Ole10Native: unreadable package"),
+                },
+                Some("dir") if parent_is(path, "VBA") => vba_dirs.push((path.clone(), bytes)),
+                _ => {}
+            }
+        }
+        for (dir, bytes) in vba_dirs {
+            self.vba(&mut cf, &dir, &bytes, prov, depth);
+        }
+    }
+
+    /// Reads one stream (bounded) and visits it; returns its bytes and provenance.
+    fn ole_stream(
+        &mut self,
+        cf: &mut cfb::CompoundFile<Cursor<&[u8]>>,
+        path: &Path,
+        name: &str,
+        prov: &str,
+        depth: u32,
+    ) -> Option<(Bytes, String)> {
+        let p = format!("{prov} > ole:{}", safe_name(name));
+        let stream = match cf.open_stream(path) {
+            Ok(s) => s,
+            Err(e) => {
+                self.issue(IssueKind::Corrupt, &p, format!("ole2 stream: {e}"));
+                return None;
+            }
+        };
+        let cap = self.limits.max_member_bytes;
+        let d = self.read_limited(stream, cap);
+        let cut = self.note(&d, &p, cap, "ole2 stream");
+        let bytes = Bytes::from(d.data);
+        let hints = Hints {
+            name: Some(name),
+            ..Hints::default()
+        };
+        self.visit(&bytes, &p, Some(name), depth + 1, cut, &hints);
+        (!self.stopped).then_some((bytes, p))
+    }
+
+    /// The source of every module the VBA project's `dir` stream lists.
+    fn vba(
+        &mut self,
+        cf: &mut cfb::CompoundFile<Cursor<&[u8]>>,
+        dir: &Path,
+        compressed: &[u8],
+        prov: &str,
+        depth: u32,
+    ) {
+        let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+        let p = format!("{prov} > ole:{}", safe_name(&dir.to_string_lossy()));
+        let Some(listing) = ovba::decompress(compressed, cap) else {
+            self.issue(IssueKind::Corrupt, &p, "VBA dir stream: not a compressed container");
+            return;
+        };
+        let storage = dir.parent().unwrap_or(Path::new("/"));
+        for m in ovba::modules(&listing) {
+            if self.out_of_time(prov) {
+                return;
+            }
+            let path = storage.join(&m.stream);
+            let mp = format!("{prov} > vba:{}", safe_name(&m.name));
+            let mut raw = Vec::new();
+            let read = cf
+                .open_stream(&path)
+                .and_then(|s| s.take(cap as u64).read_to_end(&mut raw));
+            let source = read
+                .ok()
+                .and_then(|_| raw.get(m.offset..))
+                .and_then(|c| ovba::decompress(c, cap));
+            let Some(source) = source else {
+                self.issue(IssueKind::Corrupt, &mp, "VBA module source unreadable");
+                continue;
+            };
+            self.total += source.len() as u64;
+            let hints = Hints {
+                name: Some(&m.name),
+                ..Hints::default()
+            };
+            let bytes = Bytes::from(source);
+            self.visit(&bytes, &mp, Some(&m.name), depth + 1, false, &hints);
+        }
+    }
+
+    /// The file inside an OLE1 Package.
+    fn package(&mut self, pkg: &ole1::Package<'_>, prov: &str, depth: u32) {
+        let p = format!("{prov} > package:{}", safe_name(&pkg.name));
+        self.total += pkg.data.len() as u64;
+        let hints = Hints {
+            name: Some(&pkg.name),
+            ..Hints::default()
+        };
+        let bytes = Bytes::copy_from_slice(pkg.data);
+        self.visit(&bytes, &p, Some(&pkg.name), depth + 1, false, &hints);
+    }
+
+    /// Each `\objdata` of an RTF document: the object, then its package or native data.
+    pub(super) fn rtf(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+        let objects = rtf::objdata(data, self.limits.max_files as usize, cap);
+        for (i, obj) in objects.into_iter().enumerate() {
+            if self.stopped || self.out_of_time(prov) {
+                return;
+            }
+            let p = format!("{prov} > rtf:object{}", i + 1);
+            self.total += obj.len() as u64;
+            let bytes = Bytes::from(obj);
+            self.visit(&bytes, &p, None, depth + 1, false, &Hints::default());
+            let Some(o) = ole1::object(&bytes) else {
+                continue;
+            };
+            if o.class.eq_ignore_ascii_case("Package") {
+                if let Some(pkg) = ole1::package(o.native, false) {
+                    self.package(&pkg, &p, depth + 1);
+                }
+            } else {
+                let np = format!("{p} > ole1:{}", safe_name(&o.class));
+                let native = bytes.slice_ref(o.native);
+                self.visit(&native, &np, None, depth + 2, false, &Hints::default());
+            }
+        }
+    }
+
+    /// Files embedded in a OneNote section.
+    pub(super) fn onenote(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        for (i, file) in onenote::embedded(data, self.limits.max_files as usize)
+            .into_iter()
+            .enumerate()
+        {
+            if self.stopped || self.out_of_time(prov) {
+                return;
+            }
+            let p = format!("{prov} > onenote:file{}", i + 1);
+            let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+            let cut = file.len() > cap;
+            if cut {
+                self.issue(IssueKind::Limit, &p, "embedded file over the member limit");
+            }
+            self.extracted(file[..file.len().min(cap)].to_vec(), &p, None, depth + 1, cut);
+        }
+    }
+}
+
+fn parent_is(path: &Path, name: &str) -> bool {
+    path.parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+}
