@@ -215,3 +215,81 @@ fn clean_samples_pass_and_encrypted_archives_are_reported() {
     assert_eq!(v["verdict"], "unscannable", "{v}");
     assert_eq!(v["issues"][0]["kind"], "encrypted", "{v}");
 }
+
+/// Limits small enough that the bombs below reach them.
+fn tight_config(dir: &Path) -> PathBuf {
+    let cfg = dir.join("tight.toml");
+    let hdb = repo().join("rules/clamav/eicar.hdb");
+    let text = format!(
+        "[av]\nclamav = [\"{}\"]\ncache_dir = \"\"\nmax_member_bytes = 10485760\nmax_files = 1000\n",
+        hdb.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+#[test]
+fn bombs_floods_and_cut_archives_get_a_verdict() {
+    let dir = TempDir::new("formats-hostile");
+    let samples = build(dir.path(), &eicar());
+    let cfg = tight_config(dir.path());
+    let script = r#"
+set -e
+head -c 200000000 /dev/zero > zeros
+7z a -bd -y -mx=1 bomb.7z zeros >/dev/null
+xz -1 -c zeros > bomb.xz
+bzip2 -1 -c zeros > bomb.bz2
+rm zeros
+mkdir flood && cd flood && seq 1 3000 | xargs touch && ls | cpio -o -H newc --quiet > ../flood.cpio && cd ..
+mkdir -p t && cp src/eicar.com t/x && cd t && echo x | cpio -o -H odc --quiet > ../plain.cpio && cd ..
+"#;
+    sh(dir.path(), script);
+    for (name, kind) in [
+        ("bomb.7z", "limit"),
+        ("bomb.xz", "limit"),
+        ("bomb.bz2", "limit"),
+        ("flood.cpio", "limit"),
+    ] {
+        let v = scan(&cfg, &dir.path().join(name));
+        assert_eq!(v["verdict"], "unscannable", "{name}: {v}");
+        assert_eq!(v["issues"][0]["kind"], kind, "{name}: {v}");
+    }
+    // A member name that climbs out of the archive is only a name: nothing is written.
+    let mut cpio = std::fs::read(dir.path().join("plain.cpio")).unwrap();
+    let at = cpio.windows(2).position(|w| w == b"x\0").unwrap();
+    cpio.splice(at..at + 1, b"../../etc/x".iter().copied());
+    // odc: the name size field (6 octal digits at 59) grows by 10.
+    let size = format!("{:06o}", 2 + 10);
+    cpio[59..65].copy_from_slice(size.as_bytes());
+    std::fs::write(dir.path().join("climb.cpio"), &cpio).unwrap();
+    let v = scan(&cfg, &dir.path().join("climb.cpio"));
+    assert_eq!(
+        v["detections"][0]["provenance"], "file > cpio:../../etc/x",
+        "{v}"
+    );
+    // Every sample cut in half gets a verdict; where the cut falls inside compressed data the
+    // decoder's output is incomplete, and that is never clean. (A cut that leaves whole members
+    // and drops others is scanned for what it holds: the rest is not in the file either.)
+    for (file, _) in samples {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let data = std::fs::read(&file).unwrap();
+        let cut = dir.path().join(format!("cut-{name}"));
+        std::fs::write(&cut, &data[..data.len() / 2]).unwrap();
+        let v = scan(&cfg, &cut);
+        let compressed = [
+            ".bz2",
+            ".xz",
+            ".lzma",
+            ".7z",
+            ".cab",
+            ".gz",
+            ".com_",
+            "renamed.zip",
+        ];
+        if compressed.iter().any(|s| name.ends_with(s)) {
+            assert_eq!(v["verdict"], "unscannable", "{name} cut in half: {v}");
+        } else {
+            assert!(v["verdict"].is_string(), "{name}: {v}");
+        }
+    }
+}

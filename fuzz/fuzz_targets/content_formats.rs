@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         }
         4 => {
             for o in rtf::objdata(rest, 16, CAP) {
-                assert!(o.len() <= CAP);
+                assert!(o.data.len() <= CAP);
             }
         }
         _ => {

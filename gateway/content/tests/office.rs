@@ -126,7 +126,10 @@ fn rtf_object(class: &str, native: &[u8]) -> Vec<u8> {
 fn every_ole2_stream_is_a_piece_and_packages_are_unwrapped() {
     let doc = ole2(&[
         ("WordDocument", &eicar()),
-        ("ObjectPool/_1/\u{1}Ole10Native", &package("run.com", &eicar(), true)),
+        (
+            "ObjectPool/_1/\u{1}Ole10Native",
+            &package("run.com", &eicar(), true),
+        ),
         ("1Table", b"nothing"),
     ]);
     let (pieces, issues) = run(doc);

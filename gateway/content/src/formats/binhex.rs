@@ -46,7 +46,10 @@ pub fn decode(text: &[u8], cap: usize) -> Option<HqxFile> {
     let fork = |from: usize, len: usize| {
         let from = from.min(bytes.len());
         let to = from.saturating_add(len).min(bytes.len());
-        (bytes[from..to.min(from + cap)].to_vec(), to - from < len || len > cap)
+        (
+            bytes[from..to.min(from + cap)].to_vec(),
+            to - from < len || len > cap,
+        )
     };
     let (data, cut_data) = fork(c, data_len);
     let (resource, cut_res) = fork(c.saturating_add(data_len).saturating_add(2), res_len);

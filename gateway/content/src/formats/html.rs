@@ -60,8 +60,8 @@ pub fn parts(html: &[u8], max: usize, cap: usize) -> Parts {
             break;
         };
         let body = open + gt + 1;
-        let end = memchr::memmem::find(&lower[body..], b"</script")
-            .map_or(html.len(), |e| body + e);
+        let end =
+            memchr::memmem::find(&lower[body..], b"</script").map_or(html.len(), |e| body + e);
         let text = &html[body..end];
         if !text.iter().all(u8::is_ascii_whitespace) {
             out.scripts.push(text[..text.len().min(cap)].to_vec());
@@ -78,7 +78,12 @@ fn data_uri(rest: &[u8], cap: usize) -> Option<(String, Vec<u8>)> {
     if !meta.ends_with(";base64") {
         return None;
     }
-    let media = meta.split(';').next().unwrap_or_default().trim().to_string();
+    let media = meta
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let max_chars = cap.saturating_mul(4) / 3 + 4;
     let text: Vec<u8> = rest[comma + 1..]
         .iter()

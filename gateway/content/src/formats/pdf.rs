@@ -58,7 +58,8 @@ pub fn read(pdf: &[u8], max: usize, cap: usize) -> Document {
         let head_from = memchr::memmem::rfind(&pdf[kw.saturating_sub(4096)..kw], b"obj")
             .map_or(kw.saturating_sub(4096), |i| kw.saturating_sub(4096) + i);
         let dict = unescape_names(&pdf[head_from..kw]);
-        let end = memchr::memmem::find(&pdf[start..], b"endstream").map_or(pdf.len(), |e| start + e);
+        let end =
+            memchr::memmem::find(&pdf[start..], b"endstream").map_or(pdf.len(), |e| start + e);
         let raw = trim_eol(&pdf[start..end]);
         let (data, problem) = decode(raw, &filters(&dict), cap);
         if contains(&dict, b"/ObjStm") {
@@ -143,7 +144,10 @@ fn filters(dict: &[u8]) -> Vec<String> {
             .unwrap_or_default(),
     };
     body.split('/')
-        .map(|n| n.trim().trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+        .map(|n| {
+            n.trim()
+                .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        })
         .filter(|n| !n.is_empty())
         .map(|n| n.split_ascii_whitespace().next().unwrap_or(n).to_string())
         .take(8)
@@ -390,7 +394,9 @@ mod tests {
         pdf.extend_from_slice(b"\r\nendstream\nendobj\n");
         pdf.extend_from_slice(b"8 0 obj << /Filter [/AHx /A85] >> stream\n");
         pdf.extend_from_slice(b"3c7e357364707e3e>\nendstream endobj\n");
-        pdf.extend_from_slice(b"9 0 obj << /Filter /RunLengthDecode >>\nstream\n\x02abc\xfdz\x80\nendstream\n");
+        pdf.extend_from_slice(
+            b"9 0 obj << /Filter /RunLengthDecode >>\nstream\n\x02abc\xfdz\x80\nendstream\n",
+        );
         let doc = read(&pdf, 10, 1 << 20);
         assert!(is_pdf(&pdf));
         assert!(!doc.encrypted);

@@ -7,8 +7,17 @@ pub fn is_rtf(data: &[u8]) -> bool {
     data.starts_with(b"{\\rt")
 }
 
+/// An `\objdata` group's bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ObjData {
+    /// The decoded hex.
+    pub data: Vec<u8>,
+    /// The document ended before the group closed.
+    pub unclosed: bool,
+}
+
 /// The decoded bytes of every `\objdata` group, at most `max` groups of `cap` bytes each.
-pub fn objdata(rtf: &[u8], max: usize, cap: usize) -> Vec<Vec<u8>> {
+pub fn objdata(rtf: &[u8], max: usize, cap: usize) -> Vec<ObjData> {
     let mut out = Vec::new();
     let mut from = 0;
     while out.len() < max {
@@ -21,16 +30,19 @@ pub fn objdata(rtf: &[u8], max: usize, cap: usize) -> Vec<Vec<u8>> {
             from = start;
             continue;
         }
-        let (data, end) = group_hex(&rtf[start..], cap);
-        out.push(data);
+        let (data, end, closed) = group_hex(&rtf[start..], cap);
+        out.push(ObjData {
+            data,
+            unclosed: !closed,
+        });
         from = start + end;
     }
     out
 }
 
-/// Hex pairs from `s` up to the brace that closes the current group; returns them and where
-/// the scan stopped.
-fn group_hex(s: &[u8], cap: usize) -> (Vec<u8>, usize) {
+/// Hex pairs from `s` up to the brace that closes the current group; returns them, where the
+/// scan stopped and whether the group closed.
+fn group_hex(s: &[u8], cap: usize) -> (Vec<u8>, usize, bool) {
     let mut out = Vec::new();
     let mut depth = 0usize;
     let mut high: Option<u8> = None;
@@ -41,7 +53,7 @@ fn group_hex(s: &[u8], cap: usize) -> (Vec<u8>, usize) {
             b'{' => depth += 1,
             b'}' => {
                 if depth == 0 {
-                    return (out, i + 1);
+                    return (out, i + 1, true);
                 }
                 depth -= 1;
             }
@@ -70,7 +82,7 @@ fn group_hex(s: &[u8], cap: usize) -> (Vec<u8>, usize) {
         }
         i += 1;
     }
-    (out, s.len())
+    (out, s.len(), false)
 }
 
 #[cfg(test)]
@@ -80,10 +92,18 @@ mod tests {
     #[test]
     fn hex_of_each_objdata_group() {
         let rtf = b"{\\rtf1{\\object\\objemb{\\*\\objclass Package}\\objw10{\\*\\objdata 0105\r\n00\n0\n2{\\*\\junk ff}4142 }}{\\objdata4344}}";
-        let got = objdata(rtf, 10, 100);
-        assert_eq!(got, vec![vec![1, 5, 0, 2, 0x41, 0x42], vec![0x43, 0x44]]);
-        assert_eq!(objdata(rtf, 1, 2), vec![vec![1, 5]]);
+        let data = |r: &[u8], max, cap| -> Vec<Vec<u8>> {
+            objdata(r, max, cap).into_iter().map(|o| o.data).collect()
+        };
+        assert_eq!(
+            data(rtf, 10, 100),
+            vec![vec![1, 5, 0, 2, 0x41, 0x42], vec![0x43, 0x44]]
+        );
+        assert_eq!(data(rtf, 1, 2), vec![vec![1, 5]]);
         assert!(objdata(b"{\\rtf1 \\objdatax 4142}", 10, 10).is_empty());
-        assert_eq!(objdata(b"{\\rtf1{\\objdata 41", 10, 10), vec![vec![0x41]]);
+        let cut = objdata(b"{\\rtf1{\\objdata 41", 10, 10);
+        assert_eq!(cut[0].data, vec![0x41]);
+        assert!(cut[0].unclosed);
+        assert!(!objdata(rtf, 10, 10)[0].unclosed);
     }
 }

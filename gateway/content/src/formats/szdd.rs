@@ -11,7 +11,9 @@ pub fn is_szdd(data: &[u8]) -> bool {
 /// Expands an SZDD file, at most `cap` bytes (and at most the size its header declares).
 /// Returns the bytes and whether they stop short of the declared size.
 pub fn expand(data: &[u8], cap: usize) -> Option<(Vec<u8>, bool)> {
-    let h = data.get(..14).filter(|h| h.starts_with(MAGIC) && h[8] == b'A')?;
+    let h = data
+        .get(..14)
+        .filter(|h| h.starts_with(MAGIC) && h[8] == b'A')?;
     let declared = u32::from_le_bytes([h[10], h[11], h[12], h[13]]) as usize;
     let want = declared.min(cap);
     let mut window = [b' '; 4096];

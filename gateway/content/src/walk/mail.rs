@@ -132,7 +132,11 @@ impl Walker<'_> {
         };
         let p = format!("{prov} > binhex:{}", safe_name(&f.name));
         if f.cut {
-            self.issue(IssueKind::Corrupt, &p, "binhex: forks cut short or over the limit");
+            self.issue(
+                IssueKind::Corrupt,
+                &p,
+                "binhex: forks cut short or over the limit",
+            );
         }
         if !f.resource.is_empty() {
             let rp = format!("{p}:rsrc");
@@ -144,13 +148,20 @@ impl Walker<'_> {
     pub(super) fn tnef(&mut self, data: &Bytes, prov: &str, depth: u32) {
         let (atts, cut) = tnef::attachments(data, self.limits.max_files as usize);
         if cut {
-            self.issue(IssueKind::Corrupt, prov, "tnef: stream ends inside an attribute");
+            self.issue(
+                IssueKind::Corrupt,
+                prov,
+                "tnef: stream ends inside an attribute",
+            );
         }
         for (i, a) in atts.into_iter().enumerate() {
             if self.stopped || self.out_of_time(prov) {
                 return;
             }
-            let label = a.name.clone().unwrap_or_else(|| format!("attachment{}", i + 1));
+            let label = a
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("attachment{}", i + 1));
             let p = format!("{prov} > tnef:{}", safe_name(&label));
             self.extracted(a.data.to_vec(), &p, a.name.as_deref(), depth + 1, false);
         }

@@ -309,14 +309,7 @@ impl Walker<'_> {
     }
 
     /// Visits bytes a container held (counted in the total), named or not.
-    fn extracted(
-        &mut self,
-        data: Vec<u8>,
-        prov: &str,
-        name: Option<&str>,
-        depth: u32,
-        cut: bool,
-    ) {
+    fn extracted(&mut self, data: Vec<u8>, prov: &str, name: Option<&str>, depth: u32, cut: bool) {
         self.total += data.len() as u64;
         let hints = Hints {
             name,

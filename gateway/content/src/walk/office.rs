@@ -90,7 +90,11 @@ impl Walker<'_> {
         let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
         let p = format!("{prov} > ole:{}", safe_name(&dir.to_string_lossy()));
         let Some(listing) = ovba::decompress(compressed, cap) else {
-            self.issue(IssueKind::Corrupt, &p, "VBA dir stream: not a compressed container");
+            self.issue(
+                IssueKind::Corrupt,
+                &p,
+                "VBA dir stream: not a compressed container",
+            );
             return;
         };
         let storage = dir.parent().unwrap_or(Path::new("/"));
@@ -143,8 +147,15 @@ impl Walker<'_> {
                 return;
             }
             let p = format!("{prov} > rtf:object{}", i + 1);
-            self.total += obj.len() as u64;
-            let bytes = Bytes::from(obj);
+            if obj.unclosed {
+                self.issue(
+                    IssueKind::Corrupt,
+                    &p,
+                    "rtf: document ends inside \\objdata",
+                );
+            }
+            self.total += obj.data.len() as u64;
+            let bytes = Bytes::from(obj.data);
             self.visit(&bytes, &p, None, depth + 1, false, &Hints::default());
             let Some(o) = ole1::object(&bytes) else {
                 continue;
@@ -176,7 +187,13 @@ impl Walker<'_> {
             if cut {
                 self.issue(IssueKind::Limit, &p, "embedded file over the member limit");
             }
-            self.extracted(file[..file.len().min(cap)].to_vec(), &p, None, depth + 1, cut);
+            self.extracted(
+                file[..file.len().min(cap)].to_vec(),
+                &p,
+                None,
+                depth + 1,
+                cut,
+            );
         }
     }
 }

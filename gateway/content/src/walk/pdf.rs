@@ -17,7 +17,9 @@ impl Walker<'_> {
             if self.stopped || self.out_of_time(prov) {
                 return;
             }
-            let id = s.object.map_or_else(|| format!("stream{}", i + 1), |n| format!("obj{n}"));
+            let id = s
+                .object
+                .map_or_else(|| format!("stream{}", i + 1), |n| format!("obj{n}"));
             let kind = if s.embedded_file { ":embedded" } else { "" };
             let p = format!("{prov} > pdf:{id}{kind}");
             let cut = s.problem.is_some();
