@@ -121,6 +121,7 @@ python3 ../mail.py eicar.com > ../e.eml
 ( printf 'From: lab@clinic.example\nTo: ward@hospital.example\nSubject: uu\n\nold mailer\n\n'; uuencode eicar.com < eicar.com ) > ../uu.eml
 ( printf 'From lab@clinic.example Mon Jan  1 00:00:00 2024\n'; printf 'From: a@b\nTo: c@d\nSubject: first\n\nhello\n\n'; printf 'From lab@clinic.example Mon Jan  1 00:01:00 2024\n'; cat ../e.eml; echo ) > ../box.mbox
 cp ../e.7z ../renamed.zip
+zip -q ../plain.zip eicar.com && printf 'PK\007\010' > ../split.zip && cat ../plain.zip >> ../split.zip
 genisoimage -quiet -J -o ../joliet.iso readme.txt sub
 genisoimage -quiet -o ../plain.iso eicar.com
 cp eicar.com ../setup.com && mscompress ../setup.com
@@ -144,6 +145,7 @@ python3 ../docs.py rtf eicar.com ../e.rtf
         ("uu.eml", "file > mail:part0 > uuencode:eicar.com"),
         ("box.mbox", "file > mbox:msg2 > mail:part2:eicar.com"),
         ("renamed.zip", "file > 7z:eicar.com"),
+        ("split.zip", "file > zip:eicar.com"),
         ("joliet.iso", "file > iso:eicar.com"),
         ("plain.iso", "file > iso:EICAR.COM"),
         ("setup.com_", "file > szdd"),
@@ -292,4 +294,44 @@ mkdir -p t && cp src/eicar.com t/x && cd t && echo x | cpio -o -H odc --quiet > 
             assert!(v["verdict"].is_string(), "{name}: {v}");
         }
     }
+}
+
+#[test]
+fn executables_are_described_and_yara_sees_their_filetype() {
+    let dir = TempDir::new("formats-exe");
+    let script = r#"
+set -e
+mkdir src && cp /usr/bin/true src/tool && echo 'just notes' > src/notes.txt
+cd src && zip -q ../tools.zip tool notes.txt
+"#;
+    sh(dir.path(), script);
+    let rules = dir.path().join("rules.yar");
+    std::fs::write(
+        &rules,
+        "rule Sekisho_Test_ELF { condition: filetype == \"ELF\" and filename == \"tool\" }\n\
+         rule Sekisho_Test_Text { condition: filetype == \"ELF\" and filename == \"notes.txt\" }\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("yara.toml");
+    let text = format!("[av]\nyara = [\"{}\"]\ncache_dir = \"\"\n", rules.display());
+    std::fs::write(&cfg, text).unwrap();
+    let v = scan(&cfg, &dir.path().join("tools.zip"));
+    let hits: Vec<(&str, &str)> = v["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["rule"].as_str().unwrap(),
+                h["provenance"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(hits, vec![("Sekisho_Test_ELF", "file > zip:tool")], "{v}");
+    let exes = v["executables"].as_array().unwrap();
+    assert_eq!(exes.len(), 1, "{v}");
+    assert_eq!(exes[0]["format"], "ELF");
+    assert_eq!(exes[0]["provenance"], "file > zip:tool");
+    assert_eq!(exes[0]["library"], false);
+    assert!(exes[0]["packer"].is_null());
 }

@@ -1,11 +1,12 @@
 //! The hand-written format readers of `sekisho-content` (cpio, uuencode, MS-OVBA
-//! decompression and `dir` records, OLE1 objects and packages, RTF `\objdata`, ISO 9660), each
-//! fed directly: the first byte picks the reader. Never panics, and nothing yields more than
-//! the cap it was given or bytes outside its input.
+//! decompression and `dir` records, OLE1 objects and packages, RTF `\objdata`, ISO 9660, file
+//! type labels and executable descriptions), each fed directly: the first byte picks the
+//! reader. Never panics, and nothing yields more than the cap it was given or bytes outside
+//! its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sekisho_content::formats::{cpio, iso9660, ole1, ovba, rtf, uuencode};
+use sekisho_content::formats::{cpio, exe, filetype, iso9660, ole1, ovba, rtf, uuencode};
 
 const CAP: usize = 1 << 16;
 
@@ -13,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    match first % 7 {
+    match first % 8 {
         0 => {
             for e in cpio::Reader::new(rest).take(10_000) {
                 if let Ok(e) = e {
@@ -42,6 +43,12 @@ fuzz_target!(|data: &[u8]| {
         4 => {
             for o in rtf::objdata(rest, 16, CAP) {
                 assert!(o.data.len() <= CAP);
+            }
+        }
+        5 => {
+            let _ = filetype::label(rest, Some("a.vbs"));
+            if let Some(e) = exe::inspect(rest) {
+                assert!(matches!(e.format, "PE" | "ELF" | "MACH-O"));
             }
         }
         _ => {

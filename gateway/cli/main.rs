@@ -69,9 +69,12 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Scan files and folders offline with the AV engine and limits of the config's [av] table.
+    /// Containers are recognised by content, not name (zip, tar, gzip, bzip2, xz, lzma, 7z,
+    /// cab, cpio, ISO 9660, mail/mbox, MIME, uuencode, BinHex, TNEF, OLE2 with VBA, RTF
+    /// objects, PDF, HTML, OneNote, SZDD) and opened; `where` names the path inside them.
     /// Prints `PATH: OK` or `PATH: NAME FOUND (where)` per file; exit status 1 when anything is
     /// found (limits, encrypted and corrupt containers count when [av] on_limit = "block"),
-    /// 2 on errors, 0 when clean.
+    /// 2 on errors, 0 when clean. --json adds the executables met (PE/ELF/Mach-O, packer).
     Scan {
         /// Config file (default: ./sekisho.toml); only its [av] table is used.
         #[arg(long, short)]

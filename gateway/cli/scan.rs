@@ -101,6 +101,7 @@ pub fn run(av: &AvConfig, json: bool, paths: &[PathBuf]) -> anyhow::Result<ExitC
                 "path": path.display().to_string(),
                 "verdict": match verdict { FileVerdict::Clean => "clean", FileVerdict::Infected => "infected", FileVerdict::Unscannable => "unscannable" },
                 "detections": report.hits,
+                "executables": report.executables,
                 "issues": report.issues.iter().map(|i| serde_json::json!({
                     "kind": i.kind.as_str(), "name": sekisho_av::issue_name(i.kind), "provenance": i.provenance, "reason": i.reason,
                 })).collect::<Vec<_>>(),

@@ -12,7 +12,7 @@ mod stage;
 pub use config::{AvConfig, LimitAction};
 pub use engine::{Detection, Engine, LoadReport, EXTERNALS};
 pub use plug::AvEngine;
-pub use scan::{issue_name, scan_bytes, FileVerdict, ScanHit, ScanReport};
+pub use scan::{issue_name, scan_bytes, ExecutableSeen, FileVerdict, ScanHit, ScanReport};
 pub use stage::AvStage;
 
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use sekisho_content::formats::{exe, filetype};
 use sekisho_content::{walk, Control, Hints, Issue, IssueKind, Limits};
 use serde::Serialize;
 
@@ -26,11 +27,31 @@ pub struct ScanHit {
     pub mime: String,
 }
 
+/// An executable met in the walk (reported whether or not a signature matched).
+#[derive(Clone, Debug, Serialize)]
+pub struct ExecutableSeen {
+    /// Where: `file > 7z:setup.exe`.
+    pub provenance: String,
+    /// `PE`, `ELF` or `MACH-O`.
+    pub format: &'static str,
+    /// The machine (`x86_64`, `i386`, `aarch64`, …).
+    pub arch: String,
+    /// A DLL, shared object or dylib.
+    pub library: bool,
+    /// The packer whose marks it carries (`UPX`, `ASPack`, …).
+    pub packer: Option<&'static str>,
+}
+
+/// Executables reported per scan at most (the rest are still scanned).
+const MAX_EXECUTABLES: usize = 1000;
+
 /// A whole scan's outcome.
 #[derive(Clone, Debug, Default)]
 pub struct ScanReport {
     /// Detections.
     pub hits: Vec<ScanHit>,
+    /// Executables found (at most 1,000).
+    pub executables: Vec<ExecutableSeen>,
     /// Limits, encrypted members, corrupt containers, timeouts.
     pub issues: Vec<Issue>,
     /// Pieces scanned.
@@ -90,12 +111,24 @@ pub fn scan_bytes(
         let issues = walk(data, root, hints, limits, Some(deadline), &mut |piece| {
             report.pieces += 1;
             let mime = sekisho_content::sniff_mime(piece.data);
+            let filetype = filetype::label(piece.data, piece.name);
+            if report.executables.len() < MAX_EXECUTABLES {
+                if let Some(e) = exe::inspect(piece.data) {
+                    report.executables.push(ExecutableSeen {
+                        provenance: piece.provenance.to_string(),
+                        format: e.format,
+                        arch: e.arch,
+                        library: e.library,
+                        packer: e.packer,
+                    });
+                }
+            }
             match engine.scan(
                 scanner,
                 piece.data,
                 piece.name,
                 piece.provenance,
-                mime,
+                filetype,
                 deadline,
             ) {
                 Ok((found, sha)) => {

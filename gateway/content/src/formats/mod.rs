@@ -2,6 +2,8 @@
 
 pub mod binhex;
 pub mod cpio;
+pub mod exe;
+pub mod filetype;
 pub mod html;
 pub mod iso9660;
 pub mod ole1;
