@@ -12,14 +12,14 @@ cd "$(dirname "$0")/.."
 MIB=${1:-16}
 CORPORA=${SEKISHO_CORPORA:-$PWD/../shared/corpora}
 . benches/lib.sh
-need clamscan:clamav yara:yara
+need clamscan:clamav yara:yara 7z:p7zip-full gcab:gcab cpio:cpio genisoimage:genisoimage
 build_release
 W=$(mktemp -d /tmp/sekisho-avbench.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 mkdir -p "$W/corpus" "$W/empty"
 
 python3 - "$W/corpus" "$MIB" <<'PY'
-import os, sys, zipfile, random
+import os, sys, zipfile, random, zlib
 out, mib = sys.argv[1], int(sys.argv[2]); n = mib << 20
 rnd = random.Random(7)
 words = b"patient record claim prescription hospital clinic dose lab result the and of".split()
@@ -30,7 +30,8 @@ with open(f"{out}/text.txt", "wb") as f:
 with open(f"{out}/doc.pdf", "wb") as f:
     f.write(b"%PDF-1.7\n"); size = 9
     while size < n:
-        chunk = b"3 0 obj << /Length 4096 /Filter /FlateDecode >> stream\n" + rnd.randbytes(4096) + b"\nendstream endobj\n"
+        z = zlib.compress(rnd.randbytes(4096), 1)
+        chunk = b"3 0 obj << /Length %d /Filter /FlateDecode >> stream\n" % len(z) + z + b"\nendstream endobj\n"
         f.write(chunk); size += len(chunk)
 elf = bytearray()
 for d in ("/usr/bin", "/usr/sbin", "/usr/lib/x86_64-linux-gnu"):
@@ -47,7 +48,23 @@ open(f"{out}/tools.elf", "wb").write(elf[:n])
 with zipfile.ZipFile(f"{out}/bundle.zip", "w", zipfile.ZIP_DEFLATED) as z:
     z.writestr("notes.txt", open(f"{out}/text.txt", "rb").read()[: n // 2])
     z.writestr("tool", bytes(elf[: n // 2]))
+os.makedirs(f"{out}/../members", exist_ok=True)
+open(f"{out}/../members/notes.txt", "wb").write(open(f"{out}/text.txt", "rb").read()[: n // 2])
+open(f"{out}/../members/tool", "wb").write(bytes(elf[: n // 2]))
+from email.message import EmailMessage
+m = EmailMessage(); m["From"] = "lab@clinic.example"; m["To"] = "ward@hospital.example"; m["Subject"] = "results"
+m.set_content(open(f"{out}/../members/notes.txt").read())
+m.add_attachment(bytes(elf[: n // 2]), maintype="application", subtype="octet-stream", filename="tool")
+open(f"{out}/mail.eml", "wb").write(bytes(m))
 PY
+# The same two members in the other container families both scanners open.
+( cd "$W/members"
+  7z a -bd -y -mx=5 "$W/corpus/bundle.7z" notes.txt tool >/dev/null
+  cat notes.txt tool | xz -6 -c > "$W/corpus/bundle.xz"
+  cat notes.txt tool | bzip2 -c > "$W/corpus/bundle.bz2"
+  gcab -c -z "$W/corpus/bundle.cab" notes.txt tool
+  printf 'notes.txt\ntool\n' | cpio -o -H newc --quiet > "$W/corpus/bundle.cpio"
+  genisoimage -quiet -J -o "$W/corpus/bundle.iso" notes.txt tool )
 BYTES=$(du -sb "$W/corpus" | cut -f1)
 
 # YARA files that YARA 4.2 compiles on its own (the fair common set).
@@ -93,7 +110,7 @@ echo "|---|---|---|---|---|"
 echo "| ClamAV DBs (rules/clamav) | $SM1 | clamscan $(clamscan --version | cut -d/ -f1) | $CM | $(r "$SM1" "$CM") |"
 echo "| $NYARA YARA files (signature-base + ReversingLabs + ours) | $SM2 | yara $(yara --version) -p 1 | $YM | $(r "$SM2" "$YM") |"
 echo
-echo "corpus: $((BYTES / 1048576)) MiB (text, PDF-like, ELF, zip), one core each (taskset -c 1), best of 3, load time subtracted"
+echo "corpus: $((BYTES / 1048576)) MiB (text, PDF, ELF, zip, 7z, xz, bzip2, cab, cpio, ISO, mail), one core each (taskset -c 1), best of 3, load time subtracted"
 mkdir -p benches/results
 cat > benches/results/av_vs_clamav.json <<JSON
 {"date": "$(date -u +%FT%TZ)", "corpus_bytes": $BYTES, "yara_files": $NYARA,
