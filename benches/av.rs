@@ -59,8 +59,11 @@ pub fn corpus(each: usize) -> Vec<(&'static str, Vec<u8>)> {
         z.write_all(&noise(4096, pdf.len() as u64)).unwrap();
         let stream = z.finish().unwrap();
         pdf.extend_from_slice(
-            format!("3 0 obj << /Length {} /Filter /FlateDecode >> stream\n", stream.len())
-                .as_bytes(),
+            format!(
+                "3 0 obj << /Length {} /Filter /FlateDecode >> stream\n",
+                stream.len()
+            )
+            .as_bytes(),
         );
         pdf.extend_from_slice(&stream);
         pdf.extend_from_slice(b"\nendstream endobj\n");
@@ -97,11 +100,7 @@ pub fn corpus(each: usize) -> Vec<(&'static str, Vec<u8>)> {
     let half_elf = &elf[..each.min(elf.len()) / 2];
     let mut out = vec![("zip", zip)];
     out.extend(containers(half_text, half_elf));
-    let mut all = vec![
-        ("text", text.into_bytes()),
-        ("pdf", pdf),
-        ("elf", elf),
-    ];
+    let mut all = vec![("text", text.into_bytes()), ("pdf", pdf), ("elf", elf)];
     all.extend(out);
     all
 }
@@ -119,7 +118,10 @@ fn containers(text: &[u8], elf: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     }
     let b64 = |d: &[u8]| {
         let s = base64::engine::general_purpose::STANDARD.encode(d);
-        s.as_bytes().chunks(76).map(|l| String::from_utf8_lossy(l) + "\r\n").collect::<String>()
+        s.as_bytes()
+            .chunks(76)
+            .map(|l| String::from_utf8_lossy(l) + "\r\n")
+            .collect::<String>()
     };
     let mail = format!(
         "From: lab@clinic.example\r\nTo: ward@hospital.example\r\nSubject: results\r\n\
@@ -131,8 +133,14 @@ fn containers(text: &[u8], elf: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         b64(elf)
     );
     let mut ole = cfb::CompoundFile::create(std::io::Cursor::new(Vec::new())).unwrap();
-    ole.create_stream("WordDocument").unwrap().write_all(text).unwrap();
-    ole.create_stream("ObjectPool").unwrap().write_all(elf).unwrap();
+    ole.create_stream("WordDocument")
+        .unwrap()
+        .write_all(text)
+        .unwrap();
+    ole.create_stream("ObjectPool")
+        .unwrap()
+        .write_all(elf)
+        .unwrap();
     ole.flush().unwrap();
     let html = format!(
         "<!DOCTYPE html><html><body><p>{}</p><a href=\"data:application/octet-stream;base64,{}\">x</a></body></html>",
@@ -152,7 +160,21 @@ fn containers(text: &[u8], elf: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
 
 /// A newc cpio entry.
 fn cpio_newc(name: &str, data: &[u8]) -> Vec<u8> {
-    let fields = [1, 0o100644, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, name.len() + 1, 0];
+    let fields = [
+        1,
+        0o100644,
+        0,
+        0,
+        1,
+        0,
+        data.len(),
+        0,
+        0,
+        0,
+        0,
+        name.len() + 1,
+        0,
+    ];
     let mut h = b"070701".to_vec();
     for f in fields {
         h.extend_from_slice(format!("{f:08x}").as_bytes());

@@ -10,14 +10,6 @@ use std::io::Write;
 use base64::Engine as _;
 use common::*;
 
-fn eicar() -> Vec<u8> {
-    [
-        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
-        "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
-    ]
-    .concat()
-    .into_bytes()
-}
 const EICAR_SHA256: &str = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f";
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -13,15 +13,6 @@ use std::process::Command;
 
 use common::*;
 
-fn eicar() -> Vec<u8> {
-    [
-        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
-        "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
-    ]
-    .concat()
-    .into_bytes()
-}
-
 /// Runs `sh -c script` in `dir`; panics with its output when it fails.
 fn sh(dir: &Path, script: &str) {
     let out = Command::new("sh")

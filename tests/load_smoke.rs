@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{connect_tunnel, corpora, repo, Files, Gateway, Origin, TestPki};
+use common::{connect_tunnel, corpora, eicar, repo, Files, Gateway, Origin, TestPki};
 use http_body_util::{BodyExt, Empty};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -82,14 +82,6 @@ async fn tunnel_attacks(
         statuses.push((format!("https://{host}{u}"), s));
     }
     statuses
-}
-
-fn eicar() -> Vec<u8> {
-    format!(
-        "X5O!P%@AP[4\\PZX54(P^)7CC)7}}${}*",
-        "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H"
-    )
-    .into_bytes()
 }
 
 fn files() -> Files {

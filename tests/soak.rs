@@ -18,15 +18,6 @@ use common::*;
 
 const SAMPLE: Duration = Duration::from_secs(10);
 
-fn eicar() -> Vec<u8> {
-    [
-        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
-        "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
-    ]
-    .concat()
-    .into_bytes()
-}
-
 /// One sample of the gateway's resources.
 struct Sample {
     at: Duration,

@@ -452,6 +452,16 @@ fn launch(cfg_path: &Path, stderr: &Path) -> Launched {
     }
 }
 
+/// The EICAR test file, assembled so the repository holds no complete copy.
+pub fn eicar() -> Vec<u8> {
+    [
+        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
+        "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
+    ]
+    .concat()
+    .into_bytes()
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sekisho")
 }

@@ -15,6 +15,26 @@ pub mod szdd;
 pub mod tnef;
 pub mod uuencode;
 
+/// Decodes `<marker>xx` hex escapes (`%41` in URLs and cid references, `#41` in PDF names);
+/// anything else is kept as it is.
+pub fn unescape_hex(b: &[u8], marker: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == marker && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
 /// A format the walker opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

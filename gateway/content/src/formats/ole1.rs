@@ -104,57 +104,20 @@ pub fn package(data: &[u8], with_size: bool) -> Option<Package<'_>> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// A Package payload for `name` holding `data`.
-    pub(crate) fn make_package(name: &str, data: &[u8], with_size: bool) -> Vec<u8> {
-        let mut p = vec![2, 0];
-        for s in [name, &format!("C:\\src\\{name}")] {
-            p.extend_from_slice(s.as_bytes());
-            p.push(0);
-        }
-        let temp = format!("C:\\tmp\\{name}\0");
-        p.extend_from_slice(&0x0003_0000u32.to_le_bytes());
-        p.extend_from_slice(&(temp.len() as u32).to_le_bytes());
-        p.extend_from_slice(temp.as_bytes());
-        p.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        p.extend_from_slice(data);
-        if with_size {
-            let mut s = (p.len() as u32).to_le_bytes().to_vec();
-            s.extend(p);
-            return s;
-        }
-        p
-    }
-
-    /// An OLE1 embedded object of `class` around `native`.
-    pub(crate) fn make_object(class: &str, native: &[u8]) -> Vec<u8> {
-        let mut o = Vec::new();
-        o.extend_from_slice(&0x0501u32.to_le_bytes());
-        o.extend_from_slice(&2u32.to_le_bytes());
-        for s in [class, "", ""] {
-            o.extend_from_slice(&(s.len() as u32 + 1).to_le_bytes());
-            o.extend_from_slice(s.as_bytes());
-            o.push(0);
-        }
-        o.extend_from_slice(&(native.len() as u32).to_le_bytes());
-        o.extend_from_slice(native);
-        o
-    }
-
+    /// Objects and packages built whole are read in `tests/office.rs`; here, cuts.
     #[test]
-    fn package_in_an_object() {
-        let pkg = make_package("run.exe", b"MZ payload", false);
-        let obj = make_object("Package", &pkg);
-        let o = object(&obj).unwrap();
-        assert_eq!(o.class, "Package");
-        let p = package(o.native, false).unwrap();
-        assert_eq!(p.name, "run.exe");
-        assert_eq!(p.data, b"MZ payload");
-        let stream = make_package("a.js", b"x", true);
-        assert_eq!(package(&stream, true).unwrap().data, b"x");
-        assert!(object(&obj[..10]).is_none());
-        assert!(package(&stream[..8], true).is_none());
+    fn short_input_is_not_an_object() {
+        assert!(object(&[1, 5, 0, 0, 2, 0, 0, 0, 8, 0]).is_none());
+        assert!(
+            object(&[1, 5, 0, 0, 3, 0, 0, 0]).is_none(),
+            "format 3 is not embedded"
+        );
+        assert!(package(&[0, 0, 0, 0, 2, 0, b'a'], true).is_none());
+        let mut huge_name = vec![1, 5, 0, 0, 2, 0, 0, 0];
+        huge_name.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(object(&huge_name).is_none());
     }
 }

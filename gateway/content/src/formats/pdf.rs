@@ -58,9 +58,7 @@ pub fn read(pdf: &[u8], max: usize, cap: usize) -> Document {
         let head_from = memchr::memmem::rfind(&pdf[kw.saturating_sub(4096)..kw], b"obj")
             .map_or(kw.saturating_sub(4096), |i| kw.saturating_sub(4096) + i);
         let dict = unescape_names(&pdf[head_from..kw]);
-        let end =
-            memchr::memmem::find(&pdf[start..], b"endstream").map_or(pdf.len(), |e| start + e);
-        let raw = trim_eol(&pdf[start..end]);
+        let (raw, end) = stream_bytes(pdf, start, &dict);
         let (data, problem) = decode(raw, &filters(&dict), cap);
         if contains(&dict, b"/ObjStm") {
             objstm.push(data.clone());
@@ -88,11 +86,49 @@ fn data_start(pdf: &[u8], after: usize) -> Option<usize> {
     }
 }
 
-fn trim_eol(mut b: &[u8]) -> &[u8] {
-    while let [rest @ .., b'\r' | b'\n'] = b {
-        b = rest;
+/// The stream's bytes and where its `endstream` is: `/Length` when it is a direct number that
+/// lands on `endstream` (compressed data may end in bytes that look like line ends), else up to
+/// `endstream` less the one end of line before it.
+fn stream_bytes<'a>(pdf: &'a [u8], start: usize, dict: &[u8]) -> (&'a [u8], usize) {
+    if let Some(n) = direct_length(dict) {
+        let end = start.saturating_add(n);
+        if let Some(after) = pdf.get(end..) {
+            let eol = after.len() - strip_eol_start(after).len();
+            if after[eol..].starts_with(b"endstream") {
+                return (&pdf[start..end], end + eol);
+            }
+        }
     }
-    b
+    let end = memchr::memmem::find(&pdf[start..], b"endstream").map_or(pdf.len(), |e| start + e);
+    let data = &pdf[start..end];
+    let data = data
+        .strip_suffix(b"\r\n")
+        .or_else(|| data.strip_suffix(b"\n"))
+        .or_else(|| data.strip_suffix(b"\r"))
+        .unwrap_or(data);
+    (data, end)
+}
+
+fn strip_eol_start(b: &[u8]) -> &[u8] {
+    b.strip_prefix(b"\r\n")
+        .or_else(|| b.strip_prefix(b"\n"))
+        .or_else(|| b.strip_prefix(b"\r"))
+        .unwrap_or(b)
+}
+
+/// `/Length 123`, not an indirect `/Length 12 0 R`.
+fn direct_length(dict: &[u8]) -> Option<usize> {
+    let at = memchr::memmem::find(dict, b"/Length")?;
+    let text = String::from_utf8_lossy(&dict[at + 7..dict.len().min(at + 40)]).into_owned();
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_ascii_whitespace() || c == '/' || c == '>')
+        .filter(|w| !w.is_empty())
+        .take(3)
+        .collect();
+    let n = words.first()?.parse().ok()?;
+    let indirect =
+        words.get(2) == Some(&"R") && words.get(1).is_some_and(|w| w.parse::<u32>().is_ok());
+    (!indirect).then_some(n)
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -110,21 +146,7 @@ fn object_number(pdf: &[u8], obj_at: usize) -> Option<u32> {
 
 /// Decodes `#xx` escapes in names (`/J#61vaScript` is `/JavaScript`).
 fn unescape_names(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'#' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
+    super::unescape_hex(b, b'#')
 }
 
 /// The filter names of a dictionary, in order (`/Filter /X` or `/Filter [/X /Y]`).
@@ -408,6 +430,20 @@ mod tests {
         assert_eq!(doc.streams[1].data, b"ABC");
         assert_eq!(doc.streams[2].data, b"abczzzz");
         assert_eq!(doc.streams[2].problem, None);
+    }
+
+    #[test]
+    fn stream_data_may_end_in_line_end_bytes() {
+        let data = b"abc\r\n\n";
+        let pdf = [
+            &b"%PDF-1.4\n1 0 obj << /Length 6 >> stream\n"[..],
+            data,
+            b"\nendstream\n2 0 obj << /Length 9 0 R >> stream\r\nxyz\r\nendstream",
+        ]
+        .concat();
+        let doc = read(&pdf, 10, 100);
+        assert_eq!(doc.streams[0].data, data);
+        assert_eq!(doc.streams[1].data, b"xyz");
     }
 
     #[test]
