@@ -272,6 +272,22 @@ async fn eicar_in_every_shape_is_blocked_and_clean_files_pass() {
     ])
     .await;
     assert_eq!(r.stdout, "14", "{}", r.stderr);
+    // The stage counted what it scanned and found.
+    let m = gw.metrics_text().await;
+    assert!(metric(&m, "sekisho_av_scans_total") >= 10.0, "{m}");
+    assert!(
+        metric(&m, "sekisho_av_pieces_total") > metric(&m, "sekisho_av_scans_total"),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "sekisho_av_findings_total{engine=\"yara\"}") >= 7.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "sekisho_av_issues_total{kind=\"corrupt\"}") >= 1.0,
+        "{m}"
+    );
+    assert!(metric(&m, "sekisho_av_scan_seconds_count") >= 10.0, "{m}");
 }
 
 #[test]

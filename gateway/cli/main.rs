@@ -426,7 +426,7 @@ fn scan_command(
 ) -> anyhow::Result<ExitCode> {
     let path = config_path(config);
     let (_, cfg) = load(&path)?;
-    let Some(av) = cfg.typed(&sekisho_av::AvEngine)? else {
+    let Some(av) = cfg.typed(&sekisho_av::AvEngine::new()?)? else {
         bail!(
             "{}: no [av] table: name the rules to scan with (yara = [...], clamav = [...])",
             path.display()

@@ -30,6 +30,6 @@ pub fn engines() -> Result<Vec<Box<dyn Plug>>, prometheus::Error> {
         Box::new(Arc::new(sekisho_urlfilter::UrlEngine::default())),
         Box::new(Arc::new(sekisho_ips::IpsEngine::new()?)),
         Box::new(Arc::new(sekisho_waf::WafEngine)),
-        Box::new(Arc::new(sekisho_av::AvEngine)),
+        Box::new(Arc::new(sekisho_av::AvEngine::new()?)),
     ])
 }

@@ -5,12 +5,14 @@
 pub use sekisho_clamav as clamav;
 mod config;
 mod engine;
+mod metrics;
 mod plug;
 mod scan;
 mod stage;
 
 pub use config::{AvConfig, LimitAction};
 pub use engine::{Detection, Engine, LoadReport, EXTERNALS};
+pub use metrics::AvMetrics;
 pub use plug::AvEngine;
 pub use scan::{issue_name, scan_bytes, ExecutableSeen, FileVerdict, ScanHit, ScanReport};
 pub use stage::AvStage;

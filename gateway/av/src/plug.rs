@@ -4,11 +4,24 @@ use std::sync::Arc;
 
 use sekisho_core::{BuildCx, Built, ConfigError, LoadReport, StagePolicy};
 
+use crate::metrics::AvMetrics;
 use crate::{AvConfig, AvStage, Engine};
 
 /// The antivirus engine: YARA rules and ClamAV signatures over every body and archive member.
-#[derive(Debug, Default)]
-pub struct AvEngine;
+/// Its `sekisho_av_*` counters live across reloads.
+#[derive(Clone)]
+pub struct AvEngine {
+    metrics: AvMetrics,
+}
+
+impl AvEngine {
+    /// The engine with fresh counters.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        Ok(AvEngine {
+            metrics: AvMetrics::new()?,
+        })
+    }
+}
 
 impl sekisho_core::Engine for AvEngine {
     type Config = AvConfig;
@@ -90,8 +103,12 @@ impl sekisho_core::Engine for AvEngine {
             loaded: r.yara_rules + r.hash_signatures,
         };
         Ok(Built {
-            stage: Arc::new(AvStage::new(Arc::new(engine), cfg)),
+            stage: Arc::new(AvStage::new(Arc::new(engine), cfg).with_metrics(self.metrics.clone())),
             report,
         })
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![Box::new(self.metrics.clone())]
     }
 }

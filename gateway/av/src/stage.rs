@@ -11,6 +11,7 @@ use sekisho_core::{
     RequestHead, ResponseHead, Severity, Stage, Verdict,
 };
 
+use crate::metrics::AvMetrics;
 use crate::scan::issue_name;
 use crate::{scan_bytes, AvConfig, Engine, LimitAction};
 
@@ -23,6 +24,7 @@ pub struct AvStage {
     limits: Limits,
     timeout: Duration,
     on_limit: LimitAction,
+    metrics: Option<Arc<AvMetrics>>,
 }
 
 impl AvStage {
@@ -33,7 +35,14 @@ impl AvStage {
             limits: cfg.limits(),
             timeout: Duration::from_secs(cfg.scan_timeout_secs),
             on_limit: cfg.on_limit,
+            metrics: None,
         }
+    }
+
+    /// The stage counting into `metrics` (`sekisho_av_*`).
+    pub fn with_metrics(mut self, metrics: AvMetrics) -> Self {
+        self.metrics = Some(Arc::new(metrics));
+        self
     }
 }
 
@@ -51,6 +60,7 @@ struct AvInspector {
     on_limit: LimitAction,
     request: BodyHints,
     response: BodyHints,
+    metrics: Option<Arc<AvMetrics>>,
 }
 
 impl Stage for AvStage {
@@ -68,6 +78,7 @@ impl Stage for AvStage {
             on_limit: self.on_limit,
             request: BodyHints::default(),
             response: BodyHints::default(),
+            metrics: self.metrics.clone(),
         })
     }
 }
@@ -144,6 +155,7 @@ impl Inspector for AvInspector {
             };
             let root = format!("{}.body", dir.as_str());
             let inline = data.len() <= INLINE_SCAN_BYTES;
+            let data_len = data.len();
             let scan = move || {
                 let h = sekisho_content::Hints {
                     content_type: hints.content_type.as_deref(),
@@ -155,6 +167,8 @@ impl Inspector for AvInspector {
             // A small body scans in place (microseconds with the thread's cached scanner); handing
             // it to the blocking pool would cost more than the scan. Larger ones (archives to
             // unpack, long scans) go to the blocking pool.
+            let started = Instant::now();
+            let size = data_len;
             let report = if inline {
                 scan()
             } else {
@@ -166,6 +180,9 @@ impl Inspector for AvInspector {
                     }
                 }
             };
+            if let Some(m) = &self.metrics {
+                m.record(&report, size, started.elapsed());
+            }
             if stage_bound && due.is_some_and(|d| Instant::now() >= d) && report.hits.is_empty() {
                 cx.fail(format!(
                     "AV scan stopped at the stage's decision deadline ({timeout:?} left when it began)"
