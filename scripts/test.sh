@@ -14,6 +14,16 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # libmagic (file.magic, as Suricata asks it) with its compiled database; pkg-config finds it.
 dpkg -s libmagic-dev >/dev/null 2>&1 || need+=(libmagic-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# The archive and document tools tests/av_formats.rs builds its samples with.
+command -v 7z >/dev/null 2>&1 || need+=(p7zip-full)
+command -v gcab >/dev/null 2>&1 || need+=(gcab)
+command -v cpio >/dev/null 2>&1 || need+=(cpio)
+command -v genisoimage >/dev/null 2>&1 || need+=(genisoimage)
+command -v uuencode >/dev/null 2>&1 || need+=(sharutils)
+command -v mscompress >/dev/null 2>&1 || need+=(mscompress)
+command -v bzip2 >/dev/null 2>&1 || need+=(bzip2)
+command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+command -v zip >/dev/null 2>&1 || need+=(zip)
 # rsyslog is the real collector of the MSS end-to-end tests (TLS through its ossl driver).
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 dpkg -s rsyslog-openssl >/dev/null 2>&1 || need+=(rsyslog-openssl)
