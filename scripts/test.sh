@@ -24,6 +24,9 @@ command -v mscompress >/dev/null 2>&1 || need+=(mscompress)
 command -v bzip2 >/dev/null 2>&1 || need+=(bzip2)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 command -v zip >/dev/null 2>&1 || need+=(zip)
+# clamscan: the reference engine tests/av_formats.rs compares verdicts with (its own signature
+# database is never fetched: the test passes ours with -d).
+command -v clamscan >/dev/null 2>&1 || need+=(clamav)
 # rsyslog is the real collector of the MSS end-to-end tests (TLS through its ossl driver).
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 dpkg -s rsyslog-openssl >/dev/null 2>&1 || need+=(rsyslog-openssl)

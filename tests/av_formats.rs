@@ -326,3 +326,38 @@ cd src && zip -q ../tools.zip tool notes.txt
     assert_eq!(exes[0]["library"], false);
     assert!(exes[0]["packer"].is_null());
 }
+
+/// ClamAV's own `clamscan`, with the same `.hdb`, over the same samples: every file it finds the
+/// test file in, `sekisho scan` finds it in too (and names where).
+#[test]
+fn sekisho_finds_everything_clamscan_finds() {
+    let dir = TempDir::new("formats-clamscan");
+    let cfg = hdb_config(dir.path());
+    let samples = build(dir.path(), &eicar());
+    let hdb = repo().join("rules/clamav/eicar.hdb");
+    let out = Command::new("clamscan")
+        .arg("--no-summary")
+        .arg("-d")
+        .arg(&hdb)
+        .args(samples.iter().map(|(f, _)| f))
+        .output()
+        .expect("clamscan (Debian package clamav) is installed by scripts/test.sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found = 0;
+    for (file, _) in &samples {
+        let line = format!("{}: Eicar-Test-Signature", file.display());
+        if !text.lines().any(|l| l.starts_with(&line)) {
+            continue;
+        }
+        found += 1;
+        let v = scan(&cfg, file);
+        assert_eq!(
+            v["verdict"],
+            "infected",
+            "clamscan finds it in {}: {v}",
+            file.display()
+        );
+    }
+    // ClamAV opens all but LZMA-alone and this RTF package among our samples.
+    assert!(found >= samples.len() - 2, "clamscan found {found}: {text}");
+}
