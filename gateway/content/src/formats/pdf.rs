@@ -37,10 +37,8 @@ pub struct Document {
 
 /// Reads up to `max` streams and scripts, each decoded to at most `cap` bytes.
 pub fn read(pdf: &[u8], max: usize, cap: usize) -> Document {
-    let mut doc = Document {
-        encrypted: memchr::memmem::find(pdf, b"/Encrypt").is_some(),
-        ..Document::default()
-    };
+    let mut doc = Document::default();
+    let mut data_ranges = Vec::new();
     let mut from = 0;
     let mut objstm = Vec::new();
     while doc.streams.len() < max {
@@ -59,6 +57,7 @@ pub fn read(pdf: &[u8], max: usize, cap: usize) -> Document {
             .map_or(kw.saturating_sub(4096), |i| kw.saturating_sub(4096) + i);
         let dict = unescape_names(&pdf[head_from..kw]);
         let (raw, end) = stream_bytes(pdf, start, &dict);
+        data_ranges.push(start..end);
         let (data, problem) = decode(raw, &filters(&dict), cap);
         if contains(&dict, b"/ObjStm") {
             objstm.push(data.clone());
@@ -71,6 +70,10 @@ pub fn read(pdf: &[u8], max: usize, cap: usize) -> Document {
         });
         from = end;
     }
+    // The trailer (or an XRef stream's dictionary) names the encryption dictionary: an
+    // `/Encrypt` inside stream data (a page's text, an image's bytes) is not one.
+    doc.encrypted = memchr::memmem::find_iter(pdf, b"/Encrypt")
+        .any(|at| !data_ranges.iter().any(|r| r.contains(&at)));
     for text in std::iter::once(pdf).chain(objstm.iter().map(Vec::as_slice)) {
         scripts(text, max, cap, &mut doc.scripts);
     }
@@ -444,6 +447,15 @@ mod tests {
         let doc = read(&pdf, 10, 100);
         assert_eq!(doc.streams[0].data, data);
         assert_eq!(doc.streams[1].data, b"xyz");
+    }
+
+    #[test]
+    fn encrypt_in_page_text_is_not_encryption() {
+        let pdf = b"%PDF-1.4\n1 0 obj << /Length 30 >> stream\nBT (see /Encrypt in the spec) ET\nendstream endobj\ntrailer << /Root 1 0 R >>\n%%EOF";
+        assert!(!read(pdf, 10, 100).encrypted);
+        let xref =
+            b"%PDF-1.5\n9 0 obj << /Type /XRef /Encrypt 8 0 R /Length 3 >> stream\nabc\nendstream";
+        assert!(read(xref, 10, 100).encrypted);
     }
 
     #[test]
