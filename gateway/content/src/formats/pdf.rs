@@ -206,23 +206,20 @@ fn decode(raw: &[u8], chain: &[String], cap: usize) -> (Vec<u8>, Option<String>)
 
 type Decoded = Result<Vec<u8>, (Vec<u8>, String)>;
 
+/// zlib-wrapped as the specification says, else raw deflate as some producers write it.
+/// Streams cut or damaged near the end are common: what inflated before the error is kept.
 fn flate(data: &[u8], cap: usize) -> Decoded {
+    match inflate(flate2::read::ZlibDecoder::new(data), cap) {
+        Err((out, _)) if out.is_empty() => inflate(flate2::read::DeflateDecoder::new(data), cap),
+        other => other,
+    }
+}
+
+fn inflate(r: impl Read, cap: usize) -> Decoded {
     let mut out = Vec::new();
-    let mut z = flate2::read::ZlibDecoder::new(data).take(cap as u64);
-    match z.read_to_end(&mut out) {
+    match r.take(cap as u64).read_to_end(&mut out) {
         Ok(_) => Ok(out),
-        // Streams cut or damaged near the end are common: keep what inflated.
-        Err(e) if !out.is_empty() => Err((out, e.to_string())),
-        Err(_) => {
-            let mut raw = Vec::new();
-            let r = flate2::read::DeflateDecoder::new(data)
-                .take(cap as u64)
-                .read_to_end(&mut raw);
-            match r {
-                Ok(_) => Ok(raw),
-                Err(e) => Err((raw, e.to_string())),
-            }
-        }
+        Err(e) => Err((out, e.to_string())),
     }
 }
 

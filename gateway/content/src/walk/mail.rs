@@ -19,23 +19,25 @@ impl Walker<'_> {
     }
 
     /// Each message of an mbox: a `From ` line at the start or after a line end begins one.
+    /// Messages are slices of the mbox (nothing is copied or decoded at this level).
     fn mbox(&mut self, data: &Bytes, prov: &str, depth: u32) {
-        let mut starts = vec![0];
-        starts.extend(memchr::memmem::find_iter(data, b"\nFrom ").map(|i| i + 1));
+        let ends = memchr::memmem::find_iter(data, b"\nFrom ")
+            .map(|i| i + 1)
+            .chain([data.len()]);
+        let mut start = 0;
         let mut seen = 0;
-        for (n, &s) in starts.iter().enumerate() {
-            let end = starts.get(n + 1).copied().unwrap_or(data.len());
-            let msg = &data[s..end];
+        for (n, end) in ends.enumerate() {
+            let msg = &data[start..end];
             let body = msg
                 .iter()
                 .position(|b| *b == b'\n')
-                .map_or(&msg[msg.len()..], |i| &msg[i + 1..]);
+                .map_or(end, |i| start + i + 1);
+            start = end;
             if !self.one_more(prov, "mbox", &mut seen) {
                 return;
             }
             let p = format!("{prov} > mbox:msg{}", n + 1);
-            self.total += body.len() as u64;
-            let piece = Bytes::copy_from_slice(body);
+            let piece = data.slice(body..end);
             self.visit(&piece, &p, None, depth + 1, false, &Hints::default());
         }
     }

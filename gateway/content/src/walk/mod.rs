@@ -260,12 +260,13 @@ impl Walker<'_> {
             ..*hints
         };
         let ctype = hints.content_type.map(|c| c.to_ascii_lowercase());
+        let format = formats::detect(data);
         let container = !encodings.is_empty()
             || ctype
                 .as_deref()
                 .is_some_and(|c| c.starts_with("multipart/"))
-            || formats::detect(data).is_some();
-        let soapish = looks_like_soap(data, ctype.as_deref());
+            || format.is_some();
+        let soapish = !container && looks_like_soap(data, ctype.as_deref());
         if !container && !soapish {
             return;
         }
@@ -299,7 +300,7 @@ impl Walker<'_> {
             }
             return;
         }
-        match formats::detect(data) {
+        match format {
             Some(f) => self.open(f, data, prov, depth),
             None if soapish => {
                 self.soap(data, prov, depth, &HashMap::new(), false);
