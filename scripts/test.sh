@@ -27,6 +27,10 @@ command -v zip >/dev/null 2>&1 || need+=(zip)
 # clamscan: the reference engine tests/av_formats.rs compares verdicts with (its own signature
 # database is never fetched: the test passes ours with -d).
 command -v clamscan >/dev/null 2>&1 || need+=(clamav)
+# The ICAP servers tests/av_icap.rs starts: c-icap with its virus_scan module over clamd.
+command -v c-icap >/dev/null 2>&1 || need+=(c-icap)
+dpkg -s libc-icap-mod-virus-scan >/dev/null 2>&1 || need+=(libc-icap-mod-virus-scan)
+[ -x /usr/sbin/clamd ] || need+=(clamav-daemon)
 # rsyslog is the real collector of the MSS end-to-end tests (TLS through its ossl driver).
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 dpkg -s rsyslog-openssl >/dev/null 2>&1 || need+=(rsyslog-openssl)

@@ -75,6 +75,8 @@ enum Command {
     /// Prints `PATH: OK` or `PATH: NAME FOUND (where)` per file; exit status 1 when anything is
     /// found (limits, encrypted and corrupt containers count when [av] on_limit = "block"),
     /// 2 on errors, 0 when clean. --json adds the executables met (PE/ELF/Mach-O, packer).
+    /// Files the signatures pass are also shown to the [[av.icap]] servers (ICAP RESPMOD or
+    /// REQMOD); their threats print like ours, a server that fails closed makes an ERROR.
     Scan {
         /// Config file (default: ./sekisho.toml); only its [av] table is used.
         #[arg(long, short)]
@@ -428,7 +430,7 @@ fn scan_command(
     let (_, cfg) = load(&path)?;
     let Some(av) = cfg.typed(&sekisho_av::AvEngine::new()?)? else {
         bail!(
-            "{}: no [av] table: name the rules to scan with (yara = [...], clamav = [...])",
+            "{}: no [av] table: name the rules to scan with (yara = [...], clamav = [...]) or [[av.icap]] servers",
             path.display()
         );
     };

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sekisho_av::{scan_bytes, AvConfig, Engine, FileVerdict, LimitAction};
+use sekisho_av::icap::{Asked, Icap, IcapMethod, Message};
+use sekisho_av::{scan_bytes, AvConfig, Engine, FileVerdict, LimitAction, ScanReport};
 use sekisho_content::{Hints, Issue, IssueKind};
 
 fn files(paths: &[PathBuf], out: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>) {
@@ -36,8 +37,57 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<(Vec<u8>, bool)> {
     Ok((data, cut))
 }
 
+/// Shows a file to every `[[av.icap]]` server: as a download to `respmod` servers, as an upload
+/// to `reqmod` ones. Their detections join the report; a server that could not answer is an
+/// error (it fails closed) or a warning (it fails open).
+fn ask_icap(
+    icap: &(Icap, tokio::runtime::Runtime),
+    path: &Path,
+    data: &[u8],
+    report: &mut ScanReport,
+) {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let target = format!("/{}", name.as_deref().unwrap_or("file"));
+    let mut answers: Vec<Asked> = Vec::new();
+    for (method, verb) in [(IcapMethod::Respmod, "GET"), (IcapMethod::Reqmod, "PUT")] {
+        if icap.0.none_for(method) {
+            continue;
+        }
+        let m = Message {
+            method: verb,
+            host: "sekisho-scan",
+            target: &target,
+            content_type: Some("application/octet-stream"),
+            file_name: name.as_deref(),
+            ..Message::default()
+        };
+        answers.extend(icap.1.block_on(icap.0.ask(method, &m, data, Duration::MAX)));
+    }
+    for a in answers {
+        if let Some(hit) = a.hit("file", name.as_deref(), data) {
+            report.hits.push(hit);
+        } else if let Err(e) = &a.result {
+            let why = format!("ICAP server {}: {e}", a.server);
+            if a.on_error == sekisho_core::OnError::FailClosed {
+                report.error.get_or_insert(why);
+            } else {
+                eprintln!("sekisho: warning: {}: {why} (fails open)", path.display());
+            }
+        }
+    }
+}
+
 pub fn run(av: &AvConfig, json: bool, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let engine = Engine::load(&av.yara, &av.clamav, av.cache())?;
+    let icap = if av.icap.is_empty() {
+        None
+    } else {
+        let servers = Icap::new(&av.icap).map_err(anyhow::Error::msg)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Some((servers, rt))
+    };
     for rej in &engine.report().rejected {
         eprintln!(
             "sekisho: warning: {}:{}: {} not loaded: {}",
@@ -68,15 +118,16 @@ pub fn run(av: &AvConfig, json: bool, paths: &[PathBuf]) -> anyhow::Result<ExitC
             name: name.as_deref(),
             ..Hints::default()
         };
-        let mut report = scan_bytes(
-            &engine,
-            &Bytes::from(data),
-            "file",
-            &hints,
-            &limits,
-            timeout,
-            false,
-        );
+        let data = Bytes::from(data);
+        let mut report = scan_bytes(&engine, &data, "file", &hints, &limits, timeout, false);
+        if report.hits.is_empty() {
+            if let Some(icap) = &icap {
+                ask_icap(icap, path, &data, &mut report);
+            }
+        }
+        if let Some(e) = &report.error {
+            errors.push((path.clone(), e.clone()));
+        }
         if cut {
             report.issues.push(Issue {
                 kind: IssueKind::Limit,
@@ -90,7 +141,11 @@ pub fn run(av: &AvConfig, json: bool, paths: &[PathBuf]) -> anyhow::Result<ExitC
         let verdict = report.verdict();
         let counts = match verdict {
             FileVerdict::Infected => true,
-            FileVerdict::Unscannable => av.on_limit == LimitAction::Block,
+            // Limits, encryption and corruption count as found by `on_limit`; an engine or ICAP
+            // error is an error (exit status 2), not a detection.
+            FileVerdict::Unscannable => {
+                av.on_limit == LimitAction::Block && !report.issues.is_empty()
+            }
             FileVerdict::Clean => false,
         };
         if counts {
@@ -109,7 +164,10 @@ pub fn run(av: &AvConfig, json: bool, paths: &[PathBuf]) -> anyhow::Result<ExitC
             });
             println!("{v}");
         } else if report.hits.is_empty() && report.issues.is_empty() {
-            println!("{}: OK", path.display());
+            match &report.error {
+                Some(e) => println!("{}: ERROR {e}", path.display()),
+                None => println!("{}: OK", path.display()),
+            }
         } else {
             let mut seen = std::collections::BTreeSet::new();
             for h in &report.hits {

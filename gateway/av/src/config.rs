@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use sekisho_content::Limits;
+
+use crate::icap::IcapConfig;
 use sekisho_core::StagePolicy;
 use serde::Deserialize;
 
@@ -51,6 +53,9 @@ pub struct AvConfig {
     /// Verdict for limits, encrypted and corrupt containers: `block` (default) or `alert`.
     #[serde(default)]
     pub on_limit: LimitAction,
+    /// ICAP servers (`[[av.icap]]`) asked about bodies the engine's own signatures pass.
+    #[serde(default)]
+    pub icap: Vec<IcapConfig>,
     /// `mode` (`prevent` | `detect`), `on_error` (`fail-closed` | `fail-open`), `on_overflow`
     /// (`block` | `pass-and-alert`, for bodies over the hold limits), `resolve_timeout_secs`
     /// (the decision deadline for a held body; at least `scan_timeout_secs`).
@@ -93,6 +98,7 @@ impl Default for AvConfig {
             max_soap_document_bytes: d_soap(),
             scan_timeout_secs: d_timeout(),
             on_limit: LimitAction::Block,
+            icap: Vec::new(),
             stage: StagePolicy::default(),
         }
     }
@@ -154,8 +160,14 @@ impl AvConfig {
                 ));
             }
         }
-        if self.yara.is_empty() && self.clamav.is_empty() {
-            return Err("av: name at least one `yara` or `clamav` rule path".into());
+        for i in &self.icap {
+            i.validate()?;
+        }
+        if self.yara.is_empty() && self.clamav.is_empty() && self.icap.is_empty() {
+            return Err(
+                "av: name at least one `yara` or `clamav` rule path or an [[av.icap]] server"
+                    .into(),
+            );
         }
         Ok(())
     }

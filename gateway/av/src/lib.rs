@@ -5,6 +5,7 @@
 pub use sekisho_clamav as clamav;
 mod config;
 mod engine;
+pub mod icap;
 mod metrics;
 mod plug;
 mod scan;

@@ -3,8 +3,9 @@
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
+use crate::icap::Asked;
 use crate::scan::ScanReport;
 
 /// The AV metrics; clones share the same series.
@@ -16,6 +17,8 @@ pub struct AvMetrics {
     seconds: Histogram,
     findings: IntCounterVec,
     issues: IntCounterVec,
+    icap: IntCounterVec,
+    icap_seconds: HistogramVec,
 }
 
 impl AvMetrics {
@@ -48,6 +51,21 @@ impl AvMetrics {
                 ),
                 &["kind"],
             )?,
+            icap: IntCounterVec::new(
+                Opts::new(
+                    "sekisho_av_icap_requests_total",
+                    "bodies sent to ICAP servers, by server and outcome (clean, threat, blocked, error)",
+                ),
+                &["server", "outcome"],
+            )?,
+            icap_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "sekisho_av_icap_seconds",
+                    "time for one ICAP exchange, by server",
+                )
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+                &["server"],
+            )?,
         })
     }
 
@@ -66,6 +84,21 @@ impl AvMetrics {
     }
 }
 
+impl AvMetrics {
+    /// Counts one ICAP exchange (and its detection under `sekisho_av_findings_total`).
+    pub fn record_icap(&self, asked: &Asked) {
+        self.icap
+            .with_label_values(&[asked.server.as_str(), asked.outcome()])
+            .inc();
+        self.icap_seconds
+            .with_label_values(&[asked.server.as_str()])
+            .observe(asked.elapsed.as_secs_f64());
+        if matches!(asked.outcome(), "threat" | "blocked") {
+            self.findings.with_label_values(&["icap"]).inc();
+        }
+    }
+}
+
 impl Collector for AvMetrics {
     fn desc(&self) -> Vec<&Desc> {
         let mut d = self.scans.desc();
@@ -74,6 +107,8 @@ impl Collector for AvMetrics {
         d.extend(self.seconds.desc());
         d.extend(self.findings.desc());
         d.extend(self.issues.desc());
+        d.extend(self.icap.desc());
+        d.extend(self.icap_seconds.desc());
         d
     }
 
@@ -84,6 +119,8 @@ impl Collector for AvMetrics {
         m.extend(self.seconds.collect());
         m.extend(self.findings.collect());
         m.extend(self.issues.collect());
+        m.extend(self.icap.collect());
+        m.extend(self.icap_seconds.collect());
         m
     }
 }

@@ -38,6 +38,7 @@ impl sekisho_core::Engine for AvEngine {
             "max_soap_document_bytes",
             "scan_timeout_secs",
             "on_limit",
+            "icap",
         ];
         own.into_iter()
             .chain(sekisho_core::StagePolicy::KEYS.iter().copied())

@@ -11,8 +11,9 @@ use sekisho_core::{
     RequestHead, ResponseHead, Severity, Stage, Verdict,
 };
 
+use crate::icap::{Asked, Icap, IcapMethod, Message};
 use crate::metrics::AvMetrics;
-use crate::scan::issue_name;
+use crate::scan::{issue_name, ScanReport};
 use crate::{scan_bytes, AvConfig, Engine, LimitAction};
 
 /// Bodies up to this size are scanned on the calling thread.
@@ -24,17 +25,20 @@ pub struct AvStage {
     limits: Limits,
     timeout: Duration,
     on_limit: LimitAction,
+    icap: Icap,
     metrics: Option<Arc<AvMetrics>>,
 }
 
 impl AvStage {
-    /// A stage over a loaded engine.
+    /// A stage over a loaded engine (and the `[[av.icap]]` servers of `cfg`, which must have
+    /// passed [`AvConfig::validate`]).
     pub fn new(engine: Arc<Engine>, cfg: &AvConfig) -> Self {
         AvStage {
             engine,
             limits: cfg.limits(),
             timeout: Duration::from_secs(cfg.scan_timeout_secs),
             on_limit: cfg.on_limit,
+            icap: Icap::new(&cfg.icap).unwrap_or_default(),
             metrics: None,
         }
     }
@@ -53,11 +57,21 @@ struct BodyHints {
     name: Option<String>,
 }
 
+/// The request line an ICAP server is shown.
+#[derive(Default, Clone)]
+struct RequestLine {
+    method: String,
+    host: String,
+    target: String,
+}
+
 struct AvInspector {
     engine: Arc<Engine>,
     limits: Limits,
     timeout: Duration,
     on_limit: LimitAction,
+    icap: Icap,
+    line: RequestLine,
     request: BodyHints,
     response: BodyHints,
     metrics: Option<Arc<AvMetrics>>,
@@ -76,6 +90,8 @@ impl Stage for AvStage {
             limits: self.limits.clone(),
             timeout: self.timeout,
             on_limit: self.on_limit,
+            icap: self.icap.clone(),
+            line: RequestLine::default(),
             request: BodyHints::default(),
             response: BodyHints::default(),
             metrics: self.metrics.clone(),
@@ -113,6 +129,11 @@ impl Inspector for AvInspector {
         if head.method == http::Method::CONNECT {
             return Verdict::Allow;
         }
+        self.line = RequestLine {
+            method: head.method.to_string(),
+            host: head.host.clone(),
+            target: head.path_and_query().to_string(),
+        };
         self.request = BodyHints {
             content_type: header(&head.headers, http::header::CONTENT_TYPE),
             content_encoding: header(&head.headers, http::header::CONTENT_ENCODING),
@@ -142,103 +163,197 @@ impl Inspector for AvInspector {
                 Direction::Response => self.response.clone(),
             };
             let data = held.contiguous();
-            let engine = Arc::clone(&self.engine);
-            let limits = self.limits.clone();
-            // The scan stops by the stage's decision deadline when that comes before the scan's
-            // own time limit, so no blocking thread keeps scanning for a flow already decided.
-            let own = self.timeout;
-            let due = cx.deadline();
-            let left = due.map(|d| d.saturating_duration_since(Instant::now()));
-            let (timeout, stage_bound) = match left {
-                Some(l) if l < own => (l, true),
-                _ => (own, false),
-            };
             let root = format!("{}.body", dir.as_str());
-            let inline = data.len() <= INLINE_SCAN_BYTES;
-            let data_len = data.len();
-            let scan = move || {
-                let h = sekisho_content::Hints {
-                    content_type: hints.content_type.as_deref(),
-                    content_encoding: hints.content_encoding.as_deref(),
-                    name: hints.name.as_deref(),
-                };
-                scan_bytes(&engine, &data, &root, &h, &limits, timeout, true)
-            };
-            // A small body scans in place (microseconds with the thread's cached scanner); handing
-            // it to the blocking pool would cost more than the scan. Larger ones (archives to
-            // unpack, long scans) go to the blocking pool.
-            let started = Instant::now();
-            let size = data_len;
-            let report = if inline {
-                scan()
-            } else {
-                match tokio::task::spawn_blocking(scan).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        cx.fail(format!("AV scan task failed: {e}"));
-                        return Verdict::Allow;
-                    }
-                }
-            };
-            if let Some(m) = &self.metrics {
-                m.record(&report, size, started.elapsed());
-            }
-            if stage_bound && due.is_some_and(|d| Instant::now() >= d) && report.hits.is_empty() {
-                cx.fail(format!(
-                    "AV scan stopped at the stage's decision deadline ({timeout:?} left when it began)"
-                ));
+            let Some(mut report) = self.scan(cx, &data, &root, &hints).await else {
                 return Verdict::Allow;
-            }
-            if let Some(e) = &report.error {
-                cx.fail(format!("AV engine: {e}"));
-                return Verdict::Allow;
-            }
+            };
             let mut verdict = Verdict::Allow;
-            for hit in &report.hits {
-                let d = &hit.detection;
-                let what = hit.name.as_deref().unwrap_or(&hit.provenance);
-                let message = match &d.description {
-                    Some(desc) => format!("{} found in {what}: {desc}", d.rule),
-                    None => format!("{} found in {what}", d.rule),
-                };
-                let mut f = Finding::new(
-                    d.engine,
-                    d.rule.clone(),
-                    message,
-                    Severity::High,
-                    "malware",
-                    Evidence::new(hit.provenance.clone(), what),
-                );
-                f.source = d.source_file.clone().map(|s| (s, d.line.unwrap_or(0)));
-                f.file = Some(FileInfo {
-                    name: hit.name.clone().unwrap_or_default(),
-                    size: hit.size,
-                    sha256: hit.sha256.clone(),
-                    mime: hit.mime.clone(),
-                    stored: None,
-                });
-                cx.report(f);
-                verdict = Verdict::Block;
+            if report.hits.is_empty() {
+                verdict = self
+                    .ask_icap(cx, dir, &data, &root, &hints, &mut report)
+                    .await;
             }
-            for issue in &report.issues {
-                let f = Finding::new(
-                    "content",
-                    issue_name(issue.kind),
-                    format!(
-                        "{} could not be fully inspected: {}",
-                        issue.provenance, issue.reason
-                    ),
-                    Severity::Medium,
-                    "uninspected",
-                    Evidence::new(issue.provenance.clone(), &issue.reason),
-                );
-                cx.report(f);
-                verdict = verdict.max(match self.on_limit {
-                    LimitAction::Block => Verdict::Block,
-                    LimitAction::Alert => Verdict::Alert,
-                });
-            }
-            verdict
+            verdict.max(self.report(cx, &report))
         })
+    }
+}
+
+impl AvInspector {
+    /// The engine's scan of one body; `None` when the stage failed (reported on `cx`).
+    async fn scan(
+        &self,
+        cx: &mut Cx<'_>,
+        data: &bytes::Bytes,
+        root: &str,
+        hints: &BodyHints,
+    ) -> Option<ScanReport> {
+        let engine = Arc::clone(&self.engine);
+        let limits = self.limits.clone();
+        // The scan stops by the stage's decision deadline when that comes before the scan's
+        // own time limit, so no blocking thread keeps scanning for a flow already decided.
+        let own = self.timeout;
+        let due = cx.deadline();
+        let left = due.map(|d| d.saturating_duration_since(Instant::now()));
+        let (timeout, stage_bound) = match left {
+            Some(l) if l < own => (l, true),
+            _ => (own, false),
+        };
+        let inline = data.len() <= INLINE_SCAN_BYTES;
+        let size = data.len();
+        let (data, root, hints) = (data.clone(), root.to_string(), hints.clone());
+        let scan = move || {
+            let h = sekisho_content::Hints {
+                content_type: hints.content_type.as_deref(),
+                content_encoding: hints.content_encoding.as_deref(),
+                name: hints.name.as_deref(),
+            };
+            scan_bytes(&engine, &data, &root, &h, &limits, timeout, true)
+        };
+        // A small body scans in place (microseconds with the thread's cached scanner); handing
+        // it to the blocking pool would cost more than the scan. Larger ones (archives to
+        // unpack, long scans) go to the blocking pool.
+        let started = Instant::now();
+        let report = if inline {
+            scan()
+        } else {
+            match tokio::task::spawn_blocking(scan).await {
+                Ok(r) => r,
+                Err(e) => {
+                    cx.fail(format!("AV scan task failed: {e}"));
+                    return None;
+                }
+            }
+        };
+        if let Some(m) = &self.metrics {
+            m.record(&report, size, started.elapsed());
+        }
+        if stage_bound && due.is_some_and(|d| Instant::now() >= d) && report.hits.is_empty() {
+            cx.fail(format!(
+                "AV scan stopped at the stage's decision deadline ({timeout:?} left when it began)"
+            ));
+            return None;
+        }
+        if let Some(e) = &report.error {
+            cx.fail(format!("AV engine: {e}"));
+            return None;
+        }
+        Some(report)
+    }
+
+    /// Asks the `[[av.icap]]` servers for this direction; their detections join `report`'s
+    /// hits; a server that could not answer is an event, and a block unless it fails open.
+    async fn ask_icap(
+        &self,
+        cx: &mut Cx<'_>,
+        dir: Direction,
+        data: &[u8],
+        root: &str,
+        hints: &BodyHints,
+        report: &mut ScanReport,
+    ) -> Verdict {
+        let method = match dir {
+            Direction::Request => IcapMethod::Reqmod,
+            Direction::Response => IcapMethod::Respmod,
+        };
+        if self.icap.none_for(method) {
+            return Verdict::Allow;
+        }
+        let m = Message {
+            method: &self.line.method,
+            host: &self.line.host,
+            target: &self.line.target,
+            content_type: hints.content_type.as_deref(),
+            content_encoding: hints.content_encoding.as_deref(),
+            file_name: hints.name.as_deref(),
+        };
+        let left = cx.deadline().map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let answers = self.icap.ask(method, &m, data, left).await;
+        let mut verdict = Verdict::Allow;
+        for a in &answers {
+            if let Some(m) = &self.metrics {
+                m.record_icap(a);
+            }
+            if let Some(hit) = a.hit(root, hints.name.as_deref(), data) {
+                report.hits.push(hit);
+            } else if a.result.is_err() {
+                verdict = verdict.max(icap_failed(cx, a, root));
+            }
+        }
+        verdict
+    }
+
+    /// Findings for the report's hits and issues, and the verdict they call for.
+    fn report(&self, cx: &mut Cx<'_>, report: &ScanReport) -> Verdict {
+        let mut verdict = Verdict::Allow;
+        for hit in &report.hits {
+            let d = &hit.detection;
+            let what = hit.name.as_deref().unwrap_or(&hit.provenance);
+            let message = match &d.description {
+                Some(desc) => format!("{} found in {what}: {desc}", d.rule),
+                None => format!("{} found in {what}", d.rule),
+            };
+            let mut f = Finding::new(
+                d.engine,
+                d.rule.clone(),
+                message,
+                Severity::High,
+                "malware",
+                Evidence::new(hit.provenance.clone(), what),
+            );
+            f.source = d.source_file.clone().map(|s| (s, d.line.unwrap_or(0)));
+            f.file = Some(FileInfo {
+                name: hit.name.clone().unwrap_or_default(),
+                size: hit.size,
+                sha256: hit.sha256.clone(),
+                mime: hit.mime.clone(),
+                stored: None,
+            });
+            cx.report(f);
+            verdict = Verdict::Block;
+        }
+        for issue in &report.issues {
+            let f = Finding::new(
+                "content",
+                issue_name(issue.kind),
+                format!(
+                    "{} could not be fully inspected: {}",
+                    issue.provenance, issue.reason
+                ),
+                Severity::Medium,
+                "uninspected",
+                Evidence::new(issue.provenance.clone(), &issue.reason),
+            );
+            cx.report(f);
+            verdict = verdict.max(match self.on_limit {
+                LimitAction::Block => Verdict::Block,
+                LimitAction::Alert => Verdict::Alert,
+            });
+        }
+        verdict
+    }
+}
+
+/// The event for a server that could not answer: a block when it fails closed (the default),
+/// an alert when it fails open.
+fn icap_failed(cx: &mut Cx<'_>, a: &Asked, root: &str) -> Verdict {
+    let Err(e) = &a.result else {
+        return Verdict::Allow;
+    };
+    let why = e.to_string();
+    let mut f = Finding::new(
+        "icap",
+        "Sekisho.ICAP.Error",
+        format!("ICAP server {} could not judge {root}: {why}", a.server),
+        Severity::Medium,
+        "uninspected",
+        Evidence::new(root, &why),
+    );
+    f.source = Some((a.url.clone(), 0));
+    cx.report(f);
+    match a.on_error {
+        sekisho_core::OnError::FailClosed => Verdict::Block,
+        sekisho_core::OnError::FailOpen => Verdict::Alert,
     }
 }
