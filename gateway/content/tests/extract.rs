@@ -481,3 +481,59 @@ fn sink_can_stop_and_deadline_applies() {
         "{issues:?}"
     );
 }
+
+/// Mail that bends MIME, as the evasion samples of ClamAV's test suite do: whatever the
+/// structure says, every base64 body and every uuencoded file is reached.
+#[test]
+fn mail_that_bends_mime_still_gives_up_its_files() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(eicar());
+    let limits = Limits::default();
+    let attachment = format!(
+        "--Y\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\
+         Content-Disposition: attachment; filename=\"e.com\"\r\n\r\n{b64}\r\n--Y--\r\n"
+    );
+    let shapes = [
+        // A comment in the header name: the parser sees no multipart at all.
+        format!("From: a@b\r\nMIME-Version: 1.0\r\nContent-Type(meow): multipart/mixed; boundary=\"Y\"\r\n\r\n--X\r\nContent-Type: text/plain\r\n\r\nhi\r\n--X--\r\n{attachment}"),
+        // Two boundary parameters; the attachment uses the second.
+        format!("From: a@b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=X; boundary=Y\r\n\r\n--X\r\nContent-Type: text/plain\r\n\r\nhi\r\n--X--\r\n{attachment}"),
+        // The same, one level down.
+        format!("From: a@b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"OUT\"\r\n\r\n--OUT\r\nContent-Type(x): multipart/mixed; boundary=\"Y\"\r\n\r\n{attachment}--OUT--\r\n"),
+    ];
+    for mail in shapes {
+        let seen = run(mail.clone().into_bytes(), Hints::default(), &limits);
+        assert!(
+            !seen.with_eicar().is_empty(),
+            "{mail}\n{:?}",
+            seen.pieces.iter().map(|p| &p.0).collect::<Vec<_>>()
+        );
+    }
+    // A well-formed message: the attachment is scanned once, not again by the sweep.
+    let plain = format!("From: a@b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"Y\"\r\n\r\n{attachment}");
+    let seen = run(plain.into_bytes(), Hints::default(), &limits);
+    assert_eq!(seen.with_eicar(), vec!["response.body > mail:part1:e.com"]);
+    // Content-Transfer-Encoding: x-uuencode, which the MIME parser leaves encoded.
+    let mut uu = b"From: a@b\nMIME-Version: 1.0\nContent-Type: application/octet-stream; name=\"e.com\"\nContent-Transfer-Encoding: x-uuencode\n\nbegin 644 e.com\n".to_vec();
+    for chunk in eicar().chunks(45) {
+        uu.push(32 + chunk.len() as u8);
+        for tri in chunk.chunks(3) {
+            let t = [tri[0], *tri.get(1).unwrap_or(&0), *tri.get(2).unwrap_or(&0)];
+            for c in [
+                t[0] >> 2,
+                (t[0] & 3) << 4 | t[1] >> 4,
+                (t[1] & 15) << 2 | t[2] >> 6,
+                t[2] & 63,
+            ] {
+                uu.push(if c == 0 { b'`' } else { 32 + c });
+            }
+        }
+        uu.push(b'\n');
+    }
+    uu.extend_from_slice(b"`\nend\n");
+    let seen = run(uu, Hints::default(), &limits);
+    assert_eq!(
+        seen.with_eicar(),
+        vec!["response.body > mail:part0:e.com > uuencode:e.com"]
+    );
+}

@@ -6,8 +6,15 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 
-/// True when the start of `data` (after whitespace and a UTF-8 BOM) opens an HTML document.
+/// True when `data` is HTML: it opens like a document (after whitespace and a UTF-8 BOM), or,
+/// as ClamAV types HTML, carries a tag a browser acts on anywhere in it (`<html>`, `<head>`,
+/// `<script`, `<iframe`, `<img`, `<object`, `<table`, `<a … href`), so a fragment that starts
+/// with a link (`<a href="data:…">`) is opened too.
 pub fn is_html(data: &[u8]) -> bool {
+    opens_like_html(data) || has_html_tag(data)
+}
+
+fn opens_like_html(data: &[u8]) -> bool {
     let head = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
     let start = head
         .iter()
@@ -27,6 +34,37 @@ pub fn is_html(data: &[u8]) -> bool {
     ]
     .iter()
     .any(|p| lower.starts_with(p))
+}
+
+/// ClamAV's HTML markers (`filetypes_int.h`): tags followed by `>`, whitespace or `/`, and an
+/// anchor with an `href` within its first 256 bytes.
+fn has_html_tag(data: &[u8]) -> bool {
+    memchr::memchr_iter(b'<', data).any(|at| tag_at(&data[at + 1..]))
+}
+
+fn tag_at(rest: &[u8]) -> bool {
+    let starts = |t: &[u8]| rest.len() >= t.len() && rest[..t.len()].eq_ignore_ascii_case(t);
+    if starts(b"html>") || starts(b"head>") {
+        return true;
+    }
+    for t in [&b"script"[..], b"iframe", b"img", b"object", b"table"] {
+        if starts(t)
+            && matches!(
+                rest.get(t.len()),
+                Some(b'>' | b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b'/')
+            )
+        {
+            return true;
+        }
+    }
+    if starts(b"a") && rest.get(1).is_some_and(u8::is_ascii_whitespace) {
+        let window = &rest[2..rest.len().min(258)];
+        let tag_end = memchr::memchr(b'>', window).unwrap_or(window.len());
+        return window[..tag_end]
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"href"));
+    }
+    false
 }
 
 /// What HTML carries: decoded `data:` URIs and script texts.
@@ -125,7 +163,24 @@ mod tests {
         assert!(p.data_uris[0].1.starts_with(b"MZ"));
         assert_eq!(p.data_uris[1].1, b"\x89PNG\r\n\x1a\n");
         assert_eq!(p.scripts, vec![b"var b = atob('TVqQ');".to_vec()]);
-        assert!(!is_html(b"plain text <html>"));
+        // Tags a browser acts on, anywhere (as ClamAV types HTML); not lookalikes.
+        for yes in [
+            &b"plain text <html>"[..],
+            b"<a href=\"data:x\">",
+            b"x <A\n class=1 HREF=y>",
+            b"1 <IMG/src=x>",
+            b"<script>",
+        ] {
+            assert!(is_html(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &b"a < b and c > d"[..],
+            b"see <imgur> or <tablet>",
+            b"<a name=x>href later",
+            b"x <html",
+        ] {
+            assert!(!is_html(no), "{}", String::from_utf8_lossy(no));
+        }
         assert_eq!(parts(page, 1, 4).data_uris[0].1, b"MZ\x90\x00");
     }
 }

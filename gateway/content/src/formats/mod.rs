@@ -1,5 +1,6 @@
 //! Container and encoding formats, recognised by content (magic bytes, never the name).
 
+pub mod b64parts;
 pub mod binhex;
 pub mod cpio;
 pub mod exe;

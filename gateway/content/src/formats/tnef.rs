@@ -29,7 +29,9 @@ pub fn attachments(d: &[u8], max: usize) -> (Vec<Attachment<'_>>, bool) {
     let mut i = 6;
     while i < d.len() {
         let Some(h) = d.get(i..i + 9) else {
-            return (out, true);
+            // Fewer bytes than an attribute header after the last attribute (a trailing
+            // newline or padding, as writers leave): nothing can hide there.
+            return (out, false);
         };
         let level = h[0];
         let id = u32::from_le_bytes([h[1], h[2], h[3], h[4]]);
@@ -102,5 +104,11 @@ mod tests {
         assert!(cut);
         assert_eq!(a.len(), 2);
         assert_eq!(attachments(&t, 1).0.len(), 1);
+        // A trailing newline after the last attribute (as in ClamAV's clam.tnef) is no cut.
+        t.push(b'\n');
+        assert_eq!(attachments(&t, 10), (attachments(&t[..t.len() - 1], 10).0, false));
+        // Eight bytes of a header are still too short to hide anything.
+        t.extend_from_slice(&[2; 7]);
+        assert!(!attachments(&t, 10).1);
     }
 }

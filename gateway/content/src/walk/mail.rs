@@ -3,11 +3,14 @@
 //! MTOM packages saved as a message file (headers, then a multipart/related body), which go to
 //! the multipart opener so `xop:Include` references resolve.
 
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+
 use bytes::Bytes;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
 use super::{safe_name, Hints, IssueKind, Walker};
-use crate::formats::{binhex, tnef, uuencode};
+use crate::formats::{b64parts, binhex, tnef, uuencode};
 
 impl Walker<'_> {
     pub(super) fn mail(&mut self, data: &Bytes, prov: &str, depth: u32) {
@@ -64,11 +67,14 @@ impl Walker<'_> {
             return;
         }
         let mut seen = 0;
+        let mut decoded = std::collections::HashSet::new();
         for (i, part) in msg.parts.iter().enumerate() {
-            let (bytes, text): (&[u8], bool) = match &part.body {
+            // uuencoded files may sit in any leaf part: text, or a body left as it is (the mail
+            // parser does not decode `Content-Transfer-Encoding: x-uuencode`).
+            let (bytes, leaf): (&[u8], bool) = match &part.body {
                 PartType::Multipart(_) => continue,
                 PartType::Text(t) | PartType::Html(t) => (t.as_bytes(), true),
-                PartType::Binary(b) | PartType::InlineBinary(b) => (b.as_ref(), false),
+                PartType::Binary(b) | PartType::InlineBinary(b) => (b.as_ref(), true),
                 PartType::Message(m) => (m.raw_message(), false),
             };
             if !self.one_more(prov, "mail", &mut seen) {
@@ -88,15 +94,47 @@ impl Walker<'_> {
                 );
             }
             self.total += bytes.len() as u64;
+            decoded.insert(fingerprint(bytes));
             let piece = Bytes::copy_from_slice(bytes);
             let hints = Hints {
                 name: name.as_deref(),
                 ..Hints::default()
             };
             self.visit(&piece, &p, name.as_deref(), depth + 1, false, &hints);
-            if text {
+            if leaf {
                 self.uuencoded(bytes, &p, depth + 1);
             }
+        }
+        if !self.stopped {
+            self.swept(raw, prov, depth, &decoded, &mut seen);
+        }
+    }
+
+    /// Base64 bodies the MIME tree did not reach (see [`b64parts`]): each one not already
+    /// decoded as a part is visited.
+    fn swept(
+        &mut self,
+        raw: &[u8],
+        prov: &str,
+        depth: u32,
+        decoded: &HashSet<u64>,
+        seen: &mut u32,
+    ) {
+        let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+        let max = self.limits.max_files as usize;
+        for (n, s) in b64parts::sections(raw, max, cap).into_iter().enumerate() {
+            if decoded.contains(&fingerprint(&s.data)) {
+                continue;
+            }
+            if !self.one_more(prov, "mail", seen) {
+                return;
+            }
+            let label = match &s.name {
+                Some(name) => format!("base64-{}:{}", n + 1, safe_name(name)),
+                None => format!("base64-{}", n + 1),
+            };
+            let p = format!("{prov} > mail:{label}");
+            self.extracted(s.data, &p, s.name.as_deref(), depth + 1, false);
         }
     }
 
@@ -168,4 +206,11 @@ impl Walker<'_> {
             self.extracted(a.data.to_vec(), &p, a.name.as_deref(), depth + 1, false);
         }
     }
+}
+
+/// A 64-bit fingerprint of decoded bytes, to tell the sweep's bodies from parts already seen.
+fn fingerprint(data: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    h.finish()
 }
