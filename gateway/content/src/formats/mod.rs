@@ -3,6 +3,7 @@
 pub mod b64parts;
 pub mod binhex;
 pub mod cpio;
+pub mod embedded;
 pub mod exe;
 pub mod filetype;
 pub mod html;
@@ -11,6 +12,7 @@ pub mod ole1;
 pub mod onenote;
 pub mod ovba;
 pub mod pdf;
+pub mod ppt;
 pub mod rtf;
 pub mod szdd;
 pub mod tnef;

@@ -106,7 +106,10 @@ mod tests {
         assert_eq!(attachments(&t, 1).0.len(), 1);
         // A trailing newline after the last attribute (as in ClamAV's clam.tnef) is no cut.
         t.push(b'\n');
-        assert_eq!(attachments(&t, 10), (attachments(&t[..t.len() - 1], 10).0, false));
+        assert_eq!(
+            attachments(&t, 10),
+            (attachments(&t[..t.len() - 1], 10).0, false)
+        );
         // Eight bytes of a header are still too short to hide anything.
         t.extend_from_slice(&[2; 7]);
         assert!(!attachments(&t, 10).1);

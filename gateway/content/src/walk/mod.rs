@@ -21,6 +21,9 @@ use crate::formats::{self, Format};
 use mime::sniff_multipart;
 use soap::looks_like_soap;
 
+/// Containers opened inside one file no format claims.
+const MAX_EMBEDDED: usize = 16;
+
 /// Extraction limits. Defaults follow ClamAV's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -268,6 +271,7 @@ impl Walker<'_> {
             || format.is_some();
         let soapish = !container && looks_like_soap(data, ctype.as_deref());
         if !container && !soapish {
+            self.embedded(data, prov, depth);
             return;
         }
         if depth >= self.limits.max_depth {
@@ -317,6 +321,31 @@ impl Walker<'_> {
             ..Hints::default()
         };
         self.visit(&Bytes::from(data), prov, name, depth, cut, &hints);
+    }
+
+    /// Containers inside a file no format claims (self-extracting archives, installers,
+    /// polyglots): each opened where it starts, `> embedded:cab@OFFSET`. A start that turns out
+    /// corrupt is taken for a lookalike, not reported; what it held is still scanned.
+    fn embedded(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        if data.len() < 64 || depth >= self.limits.max_depth {
+            return;
+        }
+        for f in formats::embedded::find(data, MAX_EMBEDDED) {
+            if self.stopped || self.out_of_time(prov) {
+                return;
+            }
+            let p = format!("{prov} > embedded:{}@{}", f.format.label(), f.offset);
+            let before = self.issues.len();
+            self.open(f.format, &data.slice(f.offset..), &p, depth + 1);
+            let mut i = before;
+            while i < self.issues.len() {
+                if self.issues[i].kind == IssueKind::Corrupt {
+                    self.issues.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
     }
 
     /// Opens a container recognised by its magic.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::{safe_name, Hints, IssueKind, Walker};
-use crate::formats::{ole1, onenote, ovba, rtf};
+use crate::formats::{ole1, onenote, ovba, ppt, rtf};
 
 impl Walker<'_> {
     pub(super) fn ole2(&mut self, data: &Bytes, prov: &str, depth: u32) {
@@ -41,11 +41,32 @@ impl Walker<'_> {
                     None => self.issue(IssueKind::Corrupt, &p, "Ole10Native: unreadable package"),
                 },
                 Some("dir") if parent_is(path, "VBA") => vba_dirs.push((path.clone(), bytes)),
+                Some("PowerPoint Document") => self.ppt_objects(&bytes, &p, depth),
                 _ => {}
             }
         }
         for (dir, bytes) in vba_dirs {
             self.vba(&mut cf, &dir, &bytes, prov, depth);
+        }
+    }
+
+    /// The OLE objects a presentation embeds (`ExOleObjStg`, zlib-compressed or not).
+    fn ppt_objects(&mut self, stream: &[u8], prov: &str, depth: u32) {
+        let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+        let max = self.limits.max_files as usize;
+        for (n, o) in ppt::objects(stream, max, cap).into_iter().enumerate() {
+            if self.stopped {
+                return;
+            }
+            let p = format!("{prov} > ppt:object{}", n + 1);
+            if o.cut {
+                self.issue(
+                    IssueKind::Corrupt,
+                    &p,
+                    "ppt object cut short or over the limit",
+                );
+            }
+            self.extracted(o.data, &p, None, depth + 2, o.cut);
         }
     }
 

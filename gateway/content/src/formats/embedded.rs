@@ -1,0 +1,122 @@
+//! Containers inside other files: self-extracting archives and installers carry a cabinet, a
+//! zip, a 7z or an MSI after their program, and polyglots append an archive to an image. ClamAV
+//! types these (`ZIPSFX`, `CABSFX`, `7ZSFX`, …) anywhere in a file and opens them where they
+//! start; so does this search. Only starts with a strong magic and a plausible header count.
+
+use super::Format;
+
+/// A container found inside a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Where it starts.
+    pub offset: usize,
+    /// What it is.
+    pub format: Format,
+}
+
+const OLE2: [u8; 8] = [0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1];
+const SEVENZ: [u8; 6] = [b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c];
+
+fn plausible(d: &[u8], at: usize, f: Format) -> bool {
+    let h = &d[at..];
+    match f {
+        // CFHEADER: reserved 0, cbCabinet > header, versionMinor 3, versionMajor 1.
+        Format::Cab => {
+            h.len() >= 36
+                && u32::from_le_bytes([h[8], h[9], h[10], h[11]]) > 36
+                && h[24] == 3
+                && h[25] == 1
+        }
+        // Local file header: version needed below 10.0, a known compression method.
+        Format::Zip => {
+            h.len() >= 30
+                && h[4] < 100
+                && h[5] == 0
+                && matches!(h[8], 0 | 8 | 9 | 12 | 14 | 93 | 95 | 98)
+        }
+        // Major version 0.
+        Format::SevenZ => h.len() >= 32 && h[6] == 0,
+        // Compound file header: minor/major version 3 or 4, byte order FFFE.
+        Format::Ole2 => h.len() >= 512 && matches!(h[26], 3 | 4) && h[28] == 0xfe && h[29] == 0xff,
+        _ => false,
+    }
+}
+
+/// Containers starting after offset 0 in `d` (at most `max`). A zip is taken once, at its
+/// first local header: its central directory lists the rest.
+pub fn find(d: &[u8], max: usize) -> Vec<Found> {
+    static PATTERNS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::OnceLock::new();
+    let Some(ac) = PATTERNS
+        .get_or_init(|| {
+            aho_corasick::AhoCorasick::new([&b"MSCF\0\0\0\0"[..], b"PK\x03\x04", &SEVENZ, &OLE2])
+                .ok()
+        })
+        .as_ref()
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut zip_seen = false;
+    for m in ac.find_iter(d.get(1..).unwrap_or_default()) {
+        if out.len() >= max {
+            break;
+        }
+        let at = m.start() + 1;
+        let format = match m.pattern().as_usize() {
+            0 => Format::Cab,
+            1 => Format::Zip,
+            2 => Format::SevenZ,
+            _ => Format::Ole2,
+        };
+        if format == Format::Zip && zip_seen {
+            continue;
+        }
+        if plausible(d, at, format) {
+            zip_seen |= format == Format::Zip;
+            out.push(Found { offset: at, format });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_plausible_starts_only() {
+        let mut d = b"MZ\x90\0 a program".to_vec();
+        d.resize(200, 0);
+        let cab_at = d.len();
+        d.extend_from_slice(b"MSCF\0\0\0\0");
+        d.extend_from_slice(&1000u32.to_le_bytes());
+        d.extend_from_slice(&[0; 12]);
+        d.extend_from_slice(&[3, 1]);
+        d.resize(cab_at + 40, 0);
+        let zip_at = d.len();
+        d.extend_from_slice(b"PK\x03\x04\x14\0\0\0\x08\0");
+        d.resize(zip_at + 40, 0);
+        // A second local header of the same zip, and a lookalike cab without a version.
+        d.extend_from_slice(b"PK\x03\x04\x14\0\0\0\x08\0");
+        d.resize(d.len() + 30, 0);
+        d.extend_from_slice(b"MSCF\0\0\0\0 not a cabinet header at all......");
+        let found = find(&d, 10);
+        assert_eq!(
+            found,
+            vec![
+                Found {
+                    offset: cab_at,
+                    format: Format::Cab
+                },
+                Found {
+                    offset: zip_at,
+                    format: Format::Zip
+                },
+            ]
+        );
+        assert_eq!(find(&d, 1).len(), 1);
+        // At offset 0 it is the file's own format, not an embedded one.
+        assert!(find(&d[cab_at..], 10).iter().all(|f| f.offset > 0));
+    }
+}
