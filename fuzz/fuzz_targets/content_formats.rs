@@ -1,12 +1,15 @@
 //! The hand-written format readers of `sekisho-content` (cpio, uuencode, MS-OVBA
 //! decompression and `dir` records, OLE1 objects and packages, RTF `\objdata`, ISO 9660, file
-//! type labels and executable descriptions), each fed directly: the first byte picks the
+//! type labels and executable descriptions, PowerPoint objects, SIS files, the mail base64
+//! sweep, embedded container starts), each fed directly: the first byte picks the
 //! reader. Never panics, and nothing yields more than the cap it was given or bytes outside
 //! its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sekisho_content::formats::{cpio, exe, filetype, iso9660, ole1, ovba, rtf, uuencode};
+use sekisho_content::formats::{
+    b64parts, cpio, embedded, exe, filetype, iso9660, ole1, ovba, ppt, rtf, sis, uuencode,
+};
 
 const CAP: usize = 1 << 16;
 
@@ -14,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    match first % 8 {
+    match first % 12 {
         0 => {
             for e in cpio::Reader::new(rest).take(10_000) {
                 if let Ok(e) = e {
@@ -49,6 +52,25 @@ fuzz_target!(|data: &[u8]| {
             let _ = filetype::label(rest, Some("a.vbs"));
             if let Some(e) = exe::inspect(rest) {
                 assert!(matches!(e.format, "PE" | "ELF" | "MACH-O"));
+            }
+        }
+        6 => {
+            for o in ppt::objects(rest, 16, CAP) {
+                assert!(o.data.len() <= CAP);
+            }
+        }
+        7 => {
+            let (files, _) = sis::files(rest, 16, CAP);
+            assert!(files.len() <= 16 && files.iter().all(|f| f.data.len() <= CAP));
+        }
+        8 => {
+            for s in b64parts::sections(rest, 16, CAP) {
+                assert!(s.data.len() <= CAP);
+            }
+        }
+        9 => {
+            for f in embedded::find(rest, 16) {
+                assert!(f.offset > 0 && f.offset < rest.len());
             }
         }
         _ => {

@@ -14,6 +14,7 @@ pub mod ovba;
 pub mod pdf;
 pub mod ppt;
 pub mod rtf;
+pub mod sis;
 pub mod szdd;
 pub mod tnef;
 pub mod uuencode;
@@ -79,6 +80,8 @@ pub enum Format {
     Html,
     /// A PDF document.
     Pdf,
+    /// A Symbian installation file.
+    Sis,
 }
 
 impl Format {
@@ -104,6 +107,7 @@ impl Format {
             Format::OneNote => "onenote",
             Format::Html => "html",
             Format::Pdf => "pdf",
+            Format::Sis => "sis",
         }
     }
 }
@@ -134,6 +138,8 @@ pub fn detect(data: &[u8]) -> Option<Format> {
         Format::Szdd
     } else if rtf::is_rtf(data) {
         Format::Rtf
+    } else if sis::is_sis(data) {
+        Format::Sis
     } else if data.starts_with(b"MSCF\0\0\0\0") {
         Format::Cab
     } else if is_tar(data) {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use sevenz_rust2::{EntryDecision, Password};
 
 use super::{safe_name, Hints, IssueKind, Walker};
-use crate::formats::{cpio, iso9660};
+use crate::formats::{cpio, iso9660, sis};
 
 impl Walker<'_> {
     /// Reads one member within the member and total limits and visits it; true when the member
@@ -242,6 +242,29 @@ impl Walker<'_> {
                 self.issue(IssueKind::Corrupt, &p, "iso file past the end of the image");
             }
             self.member(prov, "iso", &f.path, f.data, depth);
+        }
+    }
+
+    pub(super) fn sis(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+        let (files, problem) = sis::files(data, self.limits.max_files as usize, cap);
+        if let Some(problem) = problem {
+            self.issue(IssueKind::Corrupt, prov, format!("sis: {problem}"));
+        }
+        for f in files {
+            if self.stopped || self.out_of_time(prov) {
+                return;
+            }
+            let p = format!("{prov} > sis:{}", safe_name(&f.name));
+            if f.cut {
+                self.issue(
+                    IssueKind::Corrupt,
+                    &p,
+                    "sis file cut short or over the limit",
+                );
+            }
+            let name = (!f.name.is_empty()).then_some(f.name.as_str());
+            self.extracted(f.data, &p, name, depth + 1, f.cut);
         }
     }
 }

@@ -368,6 +368,7 @@ impl Walker<'_> {
             Format::OneNote => self.onenote(data, prov, depth),
             Format::Html => self.html(data, prov, depth),
             Format::Pdf => self.pdf(data, prov, depth),
+            Format::Sis => self.sis(data, prov, depth),
         }
     }
 }
