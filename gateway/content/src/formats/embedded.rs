@@ -1,6 +1,6 @@
 //! Containers inside other files: self-extracting archives and installers carry a cabinet, a
-//! zip, a 7z or an MSI after their program, and polyglots append an archive to an image. ClamAV
-//! types these (`ZIPSFX`, `CABSFX`, `7ZSFX`, …) anywhere in a file and opens them where they
+//! zip, a RAR, a 7z or an MSI after their program, and polyglots append an archive to an image. ClamAV
+//! types these (`ZIPSFX`, `CABSFX`, `RARSFX`, `7ZSFX`, …) anywhere in a file and opens them where they
 //! start; so does this search. Only starts with a strong magic and a plausible header count.
 
 use super::Format;
@@ -36,6 +36,7 @@ fn plausible(d: &[u8], at: usize, f: Format) -> bool {
         }
         // Major version 0.
         Format::SevenZ => h.len() >= 32 && h[6] == 0,
+        Format::Rar => super::is_rar(h) && h.len() >= 20,
         // Compound file header: minor/major version 3 or 4, byte order FFFE.
         Format::Ole2 => h.len() >= 512 && matches!(h[26], 3 | 4) && h[28] == 0xfe && h[29] == 0xff,
         _ => false,
@@ -49,8 +50,14 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
         std::sync::OnceLock::new();
     let Some(ac) = PATTERNS
         .get_or_init(|| {
-            aho_corasick::AhoCorasick::new([&b"MSCF\0\0\0\0"[..], b"PK\x03\x04", &SEVENZ, &OLE2])
-                .ok()
+            aho_corasick::AhoCorasick::new([
+                &b"MSCF\0\0\0\0"[..],
+                b"PK\x03\x04",
+                &SEVENZ,
+                &OLE2,
+                b"Rar!\x1a\x07",
+            ])
+            .ok()
         })
         .as_ref()
     else {
@@ -67,7 +74,8 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
             0 => Format::Cab,
             1 => Format::Zip,
             2 => Format::SevenZ,
-            _ => Format::Ole2,
+            3 => Format::Ole2,
+            _ => Format::Rar,
         };
         if format == Format::Zip && zip_seen {
             continue;

@@ -82,6 +82,8 @@ pub enum Format {
     Pdf,
     /// A Symbian installation file.
     Sis,
+    /// A RAR archive (1.3 to 7).
+    Rar,
 }
 
 impl Format {
@@ -108,6 +110,7 @@ impl Format {
             Format::Html => "html",
             Format::Pdf => "pdf",
             Format::Sis => "sis",
+            Format::Rar => "rar",
         }
     }
 }
@@ -122,6 +125,8 @@ pub fn detect(data: &[u8]) -> Option<Format> {
         Format::Xz
     } else if data.starts_with(&[b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c]) {
         Format::SevenZ
+    } else if is_rar(data) {
+        Format::Rar
     } else if data.starts_with(b"PK\x03\x04")
         || data.starts_with(b"PK\x05\x06")
         || data.starts_with(b"PK\x07\x08")
@@ -162,6 +167,13 @@ pub fn detect(data: &[u8]) -> Option<Format> {
         return None;
     };
     Some(f)
+}
+
+/// RAR 1.5-4 (`Rar!\x1a\x07\x00`), RAR 5-7 (`Rar!\x1a\x07\x01\x00`), RAR 1.3 (`RE~^`).
+pub fn is_rar(d: &[u8]) -> bool {
+    d.starts_with(b"Rar!\x1a\x07\x00")
+        || d.starts_with(b"Rar!\x1a\x07\x01\x00")
+        || d.starts_with(b"RE~^")
 }
 
 fn is_bzip2(d: &[u8]) -> bool {

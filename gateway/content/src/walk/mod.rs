@@ -8,6 +8,7 @@ mod mail;
 mod mime;
 mod office;
 mod pdf;
+mod rar;
 mod soap;
 mod stream;
 
@@ -369,6 +370,7 @@ impl Walker<'_> {
             Format::Html => self.html(data, prov, depth),
             Format::Pdf => self.pdf(data, prov, depth),
             Format::Sis => self.sis(data, prov, depth),
+            Format::Rar => self.rar(data, prov, depth),
         }
     }
 }
