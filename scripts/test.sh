@@ -26,6 +26,8 @@ command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 command -v zip >/dev/null 2>&1 || need+=(zip)
 # bsdtar (libarchive): an independent reader of the RAR samples tests/av_formats.rs writes.
 command -v bsdtar >/dev/null 2>&1 || need+=(libarchive-tools)
+# makensis: the Nullsoft installers tests/av_formats.rs unpacks.
+command -v makensis >/dev/null 2>&1 || need+=(nsis)
 # clamscan: the reference engine tests/av_formats.rs compares verdicts with (its own signature
 # database is never fetched: the test passes ours with -d).
 command -v clamscan >/dev/null 2>&1 || need+=(clamav)

@@ -385,6 +385,41 @@ fn rar_archives_of_every_generation_are_opened() {
     assert_eq!(v["issues"][0]["provenance"], "file > rar:zeros", "{v}");
 }
 
+/// Nullsoft installers built by Debian's makensis with each compressor, solid and not.
+#[test]
+fn nsis_installers_give_up_their_files() {
+    let dir = TempDir::new("formats-nsis");
+    let cfg = hdb_config(dir.path());
+    std::fs::write(dir.path().join("eicar.com"), eicar()).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"harmless notes\n").unwrap();
+    let build = |compressor: &str, file: &str, out: &str| {
+        let script = format!(
+            "SetCompressor {compressor}\nOutFile \"{out}\"\nInstallDir \"$TEMP\\x\"\n\
+             RequestExecutionLevel user\nSection\nSetOutPath \"$INSTDIR\"\nFile \"{file}\"\nSectionEnd\n"
+        );
+        std::fs::write(dir.path().join("t.nsi"), script).unwrap();
+        sh(dir.path(), "makensis -V1 t.nsi >/dev/null");
+        dir.path().join(out)
+    };
+    for compressor in ["zlib", "lzma", "/SOLID lzma", "/SOLID zlib"] {
+        let setup = build(compressor, "eicar.com", "setup.exe");
+        let v = scan(&cfg, &setup);
+        assert_eq!(v["verdict"], "infected", "{compressor}: {v}");
+        let p = v["detections"][0]["provenance"].as_str().unwrap();
+        assert!(
+            p.starts_with("file > embedded:nsis@") && p.ends_with(" > nsis:file1"),
+            "{compressor}: {p}"
+        );
+        let clean = build(compressor, "notes.txt", "clean.exe");
+        assert_eq!(scan(&cfg, &clean)["verdict"], "clean", "{compressor}");
+    }
+    // NSIS's own bzip2 is not decoded: reported, never passed.
+    let setup = build("bzip2", "eicar.com", "bz.exe");
+    let v = scan(&cfg, &setup);
+    assert_eq!(v["verdict"], "unscannable", "{v}");
+    assert_eq!(v["issues"][0]["kind"], "corrupt", "{v}");
+}
+
 #[test]
 fn executables_are_described_and_yara_sees_their_filetype() {
     let dir = TempDir::new("formats-exe");

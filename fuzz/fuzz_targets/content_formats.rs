@@ -1,14 +1,14 @@
 //! The hand-written format readers of `sekisho-content` (cpio, uuencode, MS-OVBA
 //! decompression and `dir` records, OLE1 objects and packages, RTF `\objdata`, ISO 9660, file
-//! type labels and executable descriptions, PowerPoint objects, SIS files, the mail base64
-//! sweep, embedded container starts), each fed directly: the first byte picks the
+//! type labels and executable descriptions, PowerPoint objects, SIS files, NSIS blocks, the mail
+//! base64 sweep, embedded container starts), each fed directly: the first byte picks the
 //! reader. Never panics, and nothing yields more than the cap it was given or bytes outside
 //! its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
-    b64parts, cpio, embedded, exe, filetype, iso9660, ole1, ovba, ppt, rtf, sis, uuencode,
+    b64parts, cpio, embedded, exe, filetype, iso9660, nsis, ole1, ovba, ppt, rtf, sis, uuencode,
 };
 
 const CAP: usize = 1 << 16;
@@ -70,7 +70,17 @@ fuzz_target!(|data: &[u8]| {
         }
         9 => {
             for f in embedded::find(rest, 16) {
-                assert!(f.offset > 0 && f.offset < rest.len());
+                assert!(f.offset < rest.len());
+            }
+            if nsis::is_nsis(rest) {
+                let b = nsis::Bounds {
+                    max_blocks: 16,
+                    cap: CAP,
+                    total: 4 * CAP,
+                    dictionary: 1 << 20,
+                };
+                let (blocks, _) = nsis::blocks(rest, b);
+                assert!(blocks.iter().all(|b| b.data.len() <= CAP));
             }
         }
         _ => {

@@ -18,7 +18,13 @@ const TYPES: &[Option<&str>] = &[
     Some("application/octet-stream"),
     Some("multipart/mixed; boundary=\"b\""),
 ];
-const ENCODINGS: &[Option<&str>] = &[None, Some("gzip"), Some("deflate"), Some("br"), Some("gzip, br")];
+const ENCODINGS: &[Option<&str>] = &[
+    None,
+    Some("gzip"),
+    Some("deflate"),
+    Some("br"),
+    Some("gzip, br"),
+];
 const NAMES: &[Option<&str>] = &[None, Some("a.zip"), Some("a.tar.gz"), Some("a.exe")];
 
 fuzz_target!(|data: &[u8]| {
@@ -42,10 +48,20 @@ fuzz_target!(|data: &[u8]| {
     let mut pieces = 0usize;
     let mut sink = |p: &sekisho_content::Piece<'_>| {
         pieces += 1;
-        assert!(p.depth <= limits.max_depth + 1, "{} at depth {}", p.provenance, p.depth);
+        assert!(
+            p.depth <= limits.max_depth + 1,
+            "{} at depth {}",
+            p.provenance,
+            p.depth
+        );
         if p.depth > 0 {
             let cap = limits.max_member_bytes.max(rest.len() as u64) as usize;
-            assert!(p.data.len() <= cap, "{}: {} bytes", p.provenance, p.data.len());
+            assert!(
+                p.data.len() <= cap,
+                "{}: {} bytes",
+                p.provenance,
+                p.data.len()
+            );
         }
         assert!(p.provenance.starts_with("fuzz"));
         Control::Continue

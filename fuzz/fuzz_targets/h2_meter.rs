@@ -35,7 +35,12 @@ fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
     let one = run(rest, 1, now);
     let cut = run(rest, usize::from(first) + 1, now);
-    assert_eq!(one, cut, "verdicts differ between reads of 1 and {} bytes", first as usize + 1);
+    assert_eq!(
+        one,
+        cut,
+        "verdicts differ between reads of 1 and {} bytes",
+        first as usize + 1
+    );
     // The sizer alone, over a raw header block.
     let _ = Sizer::new(4096).block_size(rest);
 });

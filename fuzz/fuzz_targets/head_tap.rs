@@ -54,6 +54,9 @@ fuzz_target!(|data: &[u8]| {
         || one.iter().chain(&cut).any(|h| h.len() + 64 > MAX_HEAD)
         || rest.split(|b| *b == b'\n').any(|l| l.len() + 64 > 4096);
     if !skip {
-        assert_eq!(one, cut, "heads differ between reads of 1 and {piece} bytes");
+        assert_eq!(
+            one, cut,
+            "heads differ between reads of 1 and {piece} bytes"
+        );
     }
 });

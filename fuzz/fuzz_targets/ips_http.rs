@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
         )
     };
     let _ = sekisho_ips::events::request(&head, sekisho_ips::events::LAYER_LIMIT);
-    let (boundary, body) = data.split_at(data.len().min(usize::from(data.first().copied().unwrap_or(0) % 16)));
+    let (boundary, body) = data.split_at(
+        data.len()
+            .min(usize::from(data.first().copied().unwrap_or(0) % 16)),
+    );
     for (_, file) in sekisho_ips::files::multipart_files(body, boundary) {
         let start = file.as_ptr() as usize - body.as_ptr() as usize;
         assert!(start + file.len() <= body.len());

@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
     let head_request = first & 1 == 1;
     for cut in [raw.len(), raw.len() / 2] {
         if let Some(r) = read(&raw[..cut], head_request, max) {
-            assert!(r.body.len() <= max, "{} body bytes over {max}", r.body.len());
+            assert!(
+                r.body.len() <= max,
+                "{} body bytes over {max}",
+                r.body.len()
+            );
             if head_request && r.head.version != http::Version::HTTP_09 {
                 assert!(r.body.is_empty(), "a HEAD response has no body");
             }

@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
     match once {
         Err(e) => {
             let lines = text.lines().count().max(1) as u32;
-            assert!(e.line >= 1 && e.line <= lines, "line {} of {lines}: {e}", e.line);
+            assert!(
+                e.line >= 1 && e.line <= lines,
+                "line {} of {lines}: {e}",
+                e.line
+            );
         }
         Ok(d) => {
             for x in d {

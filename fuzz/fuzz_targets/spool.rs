@@ -33,5 +33,8 @@ fuzz_target!(|data: &[u8]| {
     spool.append(b"fresh record").expect("append");
     spool.sync().expect("sync");
     let batch = spool.read_batch(64).expect("read");
-    assert_eq!(batch.last().map(|(_, r)| r.as_slice()), Some(&b"fresh record"[..]));
+    assert_eq!(
+        batch.last().map(|(_, r)| r.as_slice()),
+        Some(&b"fresh record"[..])
+    );
 });

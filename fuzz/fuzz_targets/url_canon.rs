@@ -19,8 +19,18 @@ fuzz_target!(|data: &[u8]| {
     let twice = canonicalize(&url);
     assert_eq!(
         (&once.scheme, &once.host, &once.ip, &once.path, &once.query),
-        (&twice.scheme, &twice.host, &twice.ip, &twice.path, &twice.query),
+        (
+            &twice.scheme,
+            &twice.host,
+            &twice.ip,
+            &twice.path,
+            &twice.query
+        ),
         "not a fixed point: {input:?} -> {url:?}"
     );
-    assert!(once.path.starts_with('/'), "{input:?} -> path {:?}", once.path);
+    assert!(
+        once.path.starts_with('/'),
+        "{input:?} -> path {:?}",
+        once.path
+    );
 });

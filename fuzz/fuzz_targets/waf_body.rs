@@ -8,10 +8,24 @@ use sekisho_waf::body::{self, ArgList, ArgOrigin, Limits};
 use sekisho_waf::transform::Transform;
 
 const TRANSFORMS: &[&str] = &[
-    "urlDecodeUni", "jsDecode", "htmlEntityDecode", "utf8toUnicode", "cssDecode", "cmdLine",
-    "normalizePath", "normalizePathWin", "escapeSeqDecode", "base64Decode", "base64DecodeExt",
-    "hexDecode", "removeComments", "replaceComments", "removeCommentsChar", "compressWhitespace",
-    "removeWhitespace", "sqlHexDecode",
+    "urlDecodeUni",
+    "jsDecode",
+    "htmlEntityDecode",
+    "utf8toUnicode",
+    "cssDecode",
+    "cmdLine",
+    "normalizePath",
+    "normalizePathWin",
+    "escapeSeqDecode",
+    "base64Decode",
+    "base64DecodeExt",
+    "hexDecode",
+    "removeComments",
+    "replaceComments",
+    "removeCommentsChar",
+    "compressWhitespace",
+    "removeWhitespace",
+    "sqlHexDecode",
 ];
 
 fn parse(kind: u8, data: &[u8]) -> (usize, Option<String>) {
@@ -45,6 +59,11 @@ fuzz_target!(|data: &[u8]| {
         t.apply(rest, &mut out);
         // Decoders never grow a value by more than the %u expansion of utf8toUnicode (7 bytes
         // out for each 2-byte sequence) and the one byte removeComments may add.
-        assert!(out.len() <= rest.len() * 4 + 1, "{name} grew {} to {}", rest.len(), out.len());
+        assert!(
+            out.len() <= rest.len() * 4 + 1,
+            "{name} grew {} to {}",
+            rest.len(),
+            out.len()
+        );
     }
 });

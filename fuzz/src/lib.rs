@@ -39,7 +39,9 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 pub fn corpora() -> PathBuf {
     std::env::var_os("SEKISHO_CORPORA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpora")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpora"))
+        })
 }
 
 /// The repository root.

@@ -21,9 +21,15 @@ fn seeds() -> Vec<(Vec<u8>, Option<&'static str>)> {
     let mtom = b"--B\r\nContent-ID: <r>\r\nContent-Type: application/xop+xml\r\n\r\n<e xmlns:x=\"urn:ihe:iti:xds-b:2007\"><x:Document><i:Include xmlns:i=\"http://www.w3.org/2004/08/xop/include\" href=\"cid:p\"/></x:Document></e>\r\n--B\r\nContent-ID: <p>\r\n\r\nPAYLOAD\r\n--B--\r\n".to_vec();
     let rar = |format| {
         let mut b = rars::Builder::new(format);
-        b.add_bytes(b"a/b.txt".to_vec(), b"hello hello hello hello".to_vec(), None, None)
+        b.add_bytes(
+            b"a/b.txt".to_vec(),
+            b"hello hello hello hello".to_vec(),
+            None,
+            None,
+        )
+        .unwrap();
+        b.add_bytes(b"c.zip".to_vec(), zip.clone(), None, None)
             .unwrap();
-        b.add_bytes(b"c.zip".to_vec(), zip.clone(), None, None).unwrap();
         b.to_bytes().unwrap()
     };
     vec![

@@ -1,5 +1,5 @@
 //! Containers inside other files: self-extracting archives and installers carry a cabinet, a
-//! zip, a RAR, a 7z or an MSI after their program, and polyglots append an archive to an image. ClamAV
+//! zip, a RAR, a 7z, an MSI or NSIS data after their program, and polyglots append an archive to an image. ClamAV
 //! types these (`ZIPSFX`, `CABSFX`, `RARSFX`, `7ZSFX`, …) anywhere in a file and opens them where they
 //! start; so does this search. Only starts with a strong magic and a plausible header count.
 
@@ -56,6 +56,7 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
                 &SEVENZ,
                 &OLE2,
                 b"Rar!\x1a\x07",
+                &super::nsis::SIGNATURE[..],
             ])
             .ok()
         })
@@ -75,7 +76,19 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
             1 => Format::Zip,
             2 => Format::SevenZ,
             3 => Format::Ole2,
-            _ => Format::Rar,
+            4 => Format::Rar,
+            // The signature sits 4 bytes into an NSIS first header.
+            _ if at < 4 => continue,
+            _ => {
+                let start = at - 4;
+                if super::nsis::is_nsis(&d[start..]) && out.len() < max {
+                    out.push(Found {
+                        offset: start,
+                        format: Format::Nsis,
+                    });
+                }
+                continue;
+            }
         };
         if format == Format::Zip && zip_seen {
             continue;

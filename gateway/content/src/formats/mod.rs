@@ -8,6 +8,7 @@ pub mod exe;
 pub mod filetype;
 pub mod html;
 pub mod iso9660;
+pub mod nsis;
 pub mod ole1;
 pub mod onenote;
 pub mod ovba;
@@ -84,6 +85,8 @@ pub enum Format {
     Sis,
     /// A RAR archive (1.3 to 7).
     Rar,
+    /// A Nullsoft installer's data (from its first header).
+    Nsis,
 }
 
 impl Format {
@@ -111,6 +114,7 @@ impl Format {
             Format::Pdf => "pdf",
             Format::Sis => "sis",
             Format::Rar => "rar",
+            Format::Nsis => "nsis",
         }
     }
 }
@@ -143,6 +147,8 @@ pub fn detect(data: &[u8]) -> Option<Format> {
         Format::Szdd
     } else if rtf::is_rtf(data) {
         Format::Rtf
+    } else if nsis::is_nsis(data) {
+        Format::Nsis
     } else if sis::is_sis(data) {
         Format::Sis
     } else if data.starts_with(b"MSCF\0\0\0\0") {

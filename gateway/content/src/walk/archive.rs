@@ -7,7 +7,7 @@ use bytes::Bytes;
 use sevenz_rust2::{EntryDecision, Password};
 
 use super::{safe_name, Hints, IssueKind, Walker};
-use crate::formats::{cpio, iso9660, sis};
+use crate::formats::{cpio, iso9660, nsis, sis};
 
 impl Walker<'_> {
     /// Reads one member within the member and total limits and visits it; true when the member
@@ -265,6 +265,38 @@ impl Walker<'_> {
             }
             let name = (!f.name.is_empty()).then_some(f.name.as_str());
             self.extracted(f.data, &p, name, depth + 1, f.cut);
+        }
+    }
+
+    /// A Nullsoft installer: the install script (`nsis:header`), then each file's block.
+    pub(super) fn nsis(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+        let room = self.limits.max_total_bytes.saturating_sub(self.total);
+        let bounds = nsis::Bounds {
+            max_blocks: self.limits.max_files as usize,
+            cap,
+            total: usize::try_from(room).unwrap_or(usize::MAX),
+            dictionary: u32::try_from(self.limits.max_member_bytes.max(64 << 20))
+                .unwrap_or(u32::MAX),
+        };
+        let (blocks, problem) = nsis::blocks(data, bounds);
+        if let Some((limit, why)) = problem {
+            let kind = if limit {
+                IssueKind::Limit
+            } else {
+                IssueKind::Corrupt
+            };
+            self.issue(kind, prov, format!("nsis: {why}"));
+        }
+        for (i, b) in blocks.into_iter().enumerate() {
+            if self.stopped || self.out_of_time(prov) {
+                return;
+            }
+            let p = match i {
+                0 => format!("{prov} > nsis:header"),
+                n => format!("{prov} > nsis:file{n}"),
+            };
+            self.extracted(b.data, &p, None, depth + 1, b.cut);
         }
     }
 }

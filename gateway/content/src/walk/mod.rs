@@ -326,7 +326,8 @@ impl Walker<'_> {
 
     /// Containers inside a file no format claims (self-extracting archives, installers,
     /// polyglots): each opened where it starts, `> embedded:cab@OFFSET`. A start that turns out
-    /// corrupt is taken for a lookalike, not reported; what it held is still scanned.
+    /// corrupt is taken for a lookalike, not reported (NSIS data excepted); what it held is still
+    /// scanned.
     fn embedded(&mut self, data: &Bytes, prov: &str, depth: u32) {
         if data.len() < 64 || depth >= self.limits.max_depth {
             return;
@@ -338,6 +339,10 @@ impl Walker<'_> {
             let p = format!("{prov} > embedded:{}@{}", f.format.label(), f.offset);
             let before = self.issues.len();
             self.open(f.format, &data.slice(f.offset..), &p, depth + 1);
+            // NSIS's 16-byte signature and checked first header are no lookalike.
+            if f.format == Format::Nsis {
+                continue;
+            }
             let mut i = before;
             while i < self.issues.len() {
                 if self.issues[i].kind == IssueKind::Corrupt {
@@ -371,6 +376,7 @@ impl Walker<'_> {
             Format::Pdf => self.pdf(data, prov, depth),
             Format::Sis => self.sis(data, prov, depth),
             Format::Rar => self.rar(data, prov, depth),
+            Format::Nsis => self.nsis(data, prov, depth),
         }
     }
 }
