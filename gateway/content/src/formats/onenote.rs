@@ -1,6 +1,13 @@
-//! OneNote sections (`.one`): files embedded in a page are stored as FileDataStoreObject
-//! structures ([MS-ONESTORE] 2.6.13), a GUID header, a 64-bit length, 12 reserved bytes and
-//! the file's bytes. Like ClamAV, the section is searched for that header rather than parsed.
+//! OneNote sections (`.one`). As ClamAV does, the section is first parsed (`onenote_parser`:
+//! the desktop format and web exports packaged as FSSHTTPB) and the files its pages embed are
+//! taken with their names; when that fails, the section is searched for FileDataStoreObject
+//! structures ([MS-ONESTORE] 2.6.13: a GUID header, a 64-bit length, 12 reserved bytes and the
+//! file's bytes), which is how Office 2010 sections keep them.
+
+use std::io::Read;
+
+use onenote_parser::contents::{Content, EmbeddedFile, OutlineElement, OutlineItem};
+use onenote_parser::page::PageContent;
 
 /// `{7B5C52E4-D88C-4DA7-AEB1-5378D02996D3}`: the first bytes of a OneNote section file.
 const SECTION: [u8; 16] = [
@@ -10,6 +17,110 @@ const SECTION: [u8; 16] = [
 const FILE_DATA: [u8; 16] = [
     0xe7, 0x16, 0xe3, 0xbd, 0x65, 0x26, 0x11, 0x45, 0xa4, 0xc4, 0x8d, 0x4d, 0x0b, 0x7a, 0x9e, 0xac,
 ];
+
+/// A file a section embeds.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Attached {
+    /// Its name, when the page gave one.
+    pub name: Option<String>,
+    /// Its bytes, at most the cap.
+    pub data: Vec<u8>,
+    /// Cut at the cap.
+    pub cut: bool,
+}
+
+/// The files the section's pages embed (at most `max`, each at most `cap` bytes), or `None`
+/// when the parser cannot read the section (or fails inside: a panic in it is caught, as
+/// ClamAV catches it, and counts as a failure).
+pub fn parsed(data: &[u8], max: usize, cap: usize) -> Option<Vec<Attached>> {
+    let run = || {
+        let parser = onenote_parser::Parser::new();
+        let section = parser
+            .parse_section_buffer(data, typed_path::TypedPath::derive("section.one"))
+            .ok()?;
+        let mut out = Vec::new();
+        for series in section.page_series() {
+            for page in series.pages() {
+                for pc in page.contents() {
+                    collect_page(pc, max, cap, &mut out);
+                }
+            }
+        }
+        Some(out)
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .ok()
+        .flatten()
+}
+
+fn collect_page(pc: &PageContent, max: usize, cap: usize, out: &mut Vec<Attached>) {
+    if let Some(f) = pc.embedded_file() {
+        take(f, max, cap, out);
+    }
+    if let Some(outline) = pc.outline() {
+        for item in outline.items() {
+            collect_item(item, max, cap, out, 0);
+        }
+    }
+}
+
+fn collect_item(item: &OutlineItem, max: usize, cap: usize, out: &mut Vec<Attached>, depth: u32) {
+    match item {
+        OutlineItem::Element(e) => collect_element(e, max, cap, out, depth),
+        OutlineItem::Group(g) => {
+            for child in g.outlines() {
+                collect_item(child, max, cap, out, depth + 1);
+            }
+        }
+    }
+}
+
+/// An outline element's files: its own, those in its tables' cells, those of its children.
+fn collect_element(
+    e: &OutlineElement,
+    max: usize,
+    cap: usize,
+    out: &mut Vec<Attached>,
+    depth: u32,
+) {
+    if depth > 64 || out.len() >= max {
+        return;
+    }
+    for c in e.contents() {
+        match c {
+            Content::EmbeddedFile(f) => take(f, max, cap, out),
+            Content::Table(t) => {
+                for row in t.contents() {
+                    for cell in row.contents() {
+                        for el in cell.contents() {
+                            collect_element(el, max, cap, out, depth + 1);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for child in e.children() {
+        collect_item(child, max, cap, out, depth + 1);
+    }
+}
+
+fn take(f: &EmbeddedFile, max: usize, cap: usize, out: &mut Vec<Attached>) {
+    if out.len() >= max {
+        return;
+    }
+    let mut data = Vec::new();
+    let _ = f.read().take(cap as u64 + 1).read_to_end(&mut data);
+    let cut = data.len() > cap;
+    data.truncate(cap);
+    let name = f.filename();
+    out.push(Attached {
+        name: (!name.is_empty()).then(|| name.to_string()),
+        data,
+        cut,
+    });
+}
 
 /// True when `data` starts with the OneNote section GUID.
 pub fn is_onenote(data: &[u8]) -> bool {
@@ -56,6 +167,8 @@ mod tests {
             one.extend_from_slice(&[0u8; 7]);
         }
         assert!(is_onenote(&one));
+        // Not a section the parser reads (and no panic out of it): the search still finds them.
+        assert_eq!(parsed(&one, 10, 1 << 20), None);
         assert_eq!(embedded(&one, 10), vec![&b"first file"[..], b"MZ second"]);
         assert_eq!(embedded(&one, 1).len(), 1);
         let cut = &one[..one.len() - 10];

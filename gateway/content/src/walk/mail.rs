@@ -4,12 +4,11 @@
 //! the multipart opener so `xop:Include` references resolve.
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
-use super::{safe_name, Hints, IssueKind, Walker};
+use super::{fingerprint, safe_name, Hints, IssueKind, Walker};
 use crate::formats::{b64parts, binhex, tnef, uuencode};
 
 impl Walker<'_> {
@@ -206,11 +205,4 @@ impl Walker<'_> {
             self.extracted(a.data.to_vec(), &p, a.name.as_deref(), depth + 1, false);
         }
     }
-}
-
-/// A 64-bit fingerprint of decoded bytes, to tell the sweep's bodies from parts already seen.
-fn fingerprint(data: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    data.hash(&mut h);
-    h.finish()
 }

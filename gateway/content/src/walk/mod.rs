@@ -381,6 +381,15 @@ impl Walker<'_> {
     }
 }
 
+/// A 64-bit fingerprint of decoded bytes, to tell a second way to the same bytes (a mail's
+/// base64 sweep, a OneNote section's raw search) from a new file.
+fn fingerprint(data: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    h.finish()
+}
+
 /// A member name fit for a provenance string: no control characters, bounded length.
 fn safe_name(name: &str) -> String {
     let cleaned: String = name

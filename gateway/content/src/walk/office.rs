@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::{safe_name, Hints, IssueKind, Walker};
+use super::{fingerprint, safe_name, Hints, IssueKind, Walker};
 use crate::formats::{ole1, onenote, ovba, ppt, rtf};
 
 impl Walker<'_> {
@@ -193,14 +193,37 @@ impl Walker<'_> {
         }
     }
 
-    /// Files embedded in a OneNote section.
+    /// Files embedded in a OneNote section: those its pages name (the parsed section), then
+    /// any FileDataStoreObject the search finds that the pages did not give.
     pub(super) fn onenote(&mut self, data: &Bytes, prov: &str, depth: u32) {
-        for (i, file) in onenote::embedded(data, self.limits.max_files as usize)
+        let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+        let max = self.limits.max_files as usize;
+        let mut given = std::collections::HashSet::new();
+        for (i, f) in onenote::parsed(data, max, cap)
+            .unwrap_or_default()
             .into_iter()
             .enumerate()
         {
             if self.stopped || self.out_of_time(prov) {
                 return;
+            }
+            let label = f
+                .name
+                .as_deref()
+                .map_or_else(|| format!("attachment{}", i + 1), safe_name);
+            let p = format!("{prov} > onenote:{label}");
+            if f.cut {
+                self.issue(IssueKind::Limit, &p, "embedded file over the member limit");
+            }
+            given.insert(fingerprint(&f.data));
+            self.extracted(f.data, &p, f.name.as_deref(), depth + 1, f.cut);
+        }
+        for (i, file) in onenote::embedded(data, max).into_iter().enumerate() {
+            if self.stopped || self.out_of_time(prov) {
+                return;
+            }
+            if given.contains(&fingerprint(&file[..file.len().min(cap)])) {
+                continue;
             }
             let p = format!("{prov} > onenote:file{}", i + 1);
             let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
