@@ -1,7 +1,7 @@
 //! The hand-written format readers of `sekisho-content` (cpio, uuencode, MS-OVBA
 //! decompression and `dir` records, OLE1 objects and packages, RTF `\objdata`, ISO 9660, file
 //! type labels and executable descriptions, PowerPoint objects, SIS files, NSIS blocks, the mail
-//! base64 sweep, embedded container starts), each fed directly: the first byte picks the
+//! base64 sweep, embedded container starts, zip implode and shrink), each fed directly: the first byte picks the
 //! reader. Never panics, and nothing yields more than the cap it was given or bytes outside
 //! its input.
 #![no_main]
@@ -9,6 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
     b64parts, cpio, embedded, exe, filetype, iso9660, nsis, ole1, ovba, ppt, rtf, sis, uuencode,
+    zipold,
 };
 
 const CAP: usize = 1 << 16;
@@ -17,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    match first % 12 {
+    match first % 13 {
         0 => {
             for e in cpio::Reader::new(rest).take(10_000) {
                 if let Ok(e) = e {
@@ -81,6 +82,15 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let (blocks, _) = nsis::blocks(rest, b);
                 assert!(blocks.iter().all(|b| b.data.len() <= CAP));
+            }
+        }
+        10 => {
+            let flags = u16::from(rest.first().copied().unwrap_or(0));
+            if let Ok(out) = zipold::explode(rest, 1 << 20, flags, CAP) {
+                assert!(out.len() <= CAP);
+            }
+            if let Ok(out) = zipold::unshrink(rest, 1 << 20, CAP) {
+                assert!(out.len() <= CAP);
             }
         }
         _ => {

@@ -19,6 +19,7 @@ pub mod sis;
 pub mod szdd;
 pub mod tnef;
 pub mod uuencode;
+pub mod zipold;
 
 /// Decodes `<marker>xx` hex escapes (`%41` in URLs and cid references, `#41` in PDF names);
 /// anything else is kept as it is.

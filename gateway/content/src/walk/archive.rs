@@ -7,7 +7,33 @@ use bytes::Bytes;
 use sevenz_rust2::{EntryDecision, Password};
 
 use super::{safe_name, Hints, IssueKind, Walker};
-use crate::formats::{cpio, iso9660, nsis, sis};
+use crate::formats::{cpio, iso9660, nsis, sis, zipold};
+
+/// Where a shrunk or imploded zip member lies.
+struct OldMember {
+    method: u16,
+    header: usize,
+    start: usize,
+    packed: usize,
+    size: u64,
+}
+
+impl OldMember {
+    fn of<R: std::io::Read>(f: &zip::read::ZipFile<'_, R>) -> Option<OldMember> {
+        let method = match f.compression() {
+            m if m == zip::CompressionMethod::SHRINK => 1,
+            m if m == zip::CompressionMethod::IMPLODE => 6,
+            _ => return None,
+        };
+        Some(OldMember {
+            method,
+            header: usize::try_from(f.header_start()).ok()?,
+            start: usize::try_from(f.data_start()).ok()?,
+            packed: usize::try_from(f.compressed_size()).ok()?,
+            size: f.size(),
+        })
+    }
+}
 
 impl Walker<'_> {
     /// Reads one member within the member and total limits and visits it; true when the member
@@ -46,6 +72,34 @@ impl Walker<'_> {
         !self.out_of_time(prov)
     }
 
+    /// A member in one of PKZIP 1.x's methods (implode, shrink), decoded by [`zipold`].
+    fn zip_old(&mut self, data: &Bytes, m: &OldMember, p: &str, name: &str, depth: u32) {
+        let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+        let flags = data
+            .get(m.header..m.header + 8)
+            .map_or(0, |h| u16::from_le_bytes([h[6], h[7]]));
+        let raw = data.get(m.start..m.start.saturating_add(m.packed).min(data.len()));
+        let decoded = match (raw, m.method) {
+            (None, _) => Err("member data outside the archive".to_string()),
+            (Some(raw), 1) => zipold::unshrink(raw, m.size, cap),
+            (Some(raw), _) => zipold::explode(raw, m.size, flags, cap),
+        };
+        match decoded {
+            Ok(out) => {
+                let cut = (out.len() as u64) < m.size;
+                if cut {
+                    self.issue(
+                        IssueKind::Limit,
+                        p,
+                        format!("zip member over the limit of {cap} bytes"),
+                    );
+                }
+                self.extracted(out, p, Some(name), depth + 1, cut);
+            }
+            Err(e) => self.issue(IssueKind::Corrupt, p, format!("zip member: {e}")),
+        }
+    }
+
     pub(super) fn zip(&mut self, data: &Bytes, prov: &str, depth: u32) {
         let mut archive = match zip::ZipArchive::new(std::io::Cursor::new(&data[..])) {
             Ok(a) => a,
@@ -56,8 +110,13 @@ impl Walker<'_> {
         };
         let mut seen = 0;
         for i in 0..archive.len() {
-            let (name, encrypted, is_dir) = match archive.by_index_raw(i) {
-                Ok(f) => (f.name().to_string(), f.encrypted(), f.is_dir()),
+            let (name, encrypted, is_dir, old) = match archive.by_index_raw(i) {
+                Ok(f) => (
+                    f.name().to_string(),
+                    f.encrypted(),
+                    f.is_dir(),
+                    OldMember::of(&f),
+                ),
                 Err(e) => {
                     self.issue(IssueKind::Corrupt, prov, format!("zip member {i}: {e}"));
                     continue;
@@ -72,6 +131,10 @@ impl Walker<'_> {
             let p = format!("{prov} > zip:{}", safe_name(&name));
             if encrypted {
                 self.issue(IssueKind::Encrypted, &p, "encrypted zip member");
+                continue;
+            }
+            if let Some(old) = old {
+                self.zip_old(data, &old, &p, &name, depth);
                 continue;
             }
             match archive.by_index(i) {
