@@ -147,7 +147,13 @@ fn containers(text: &[u8], elf: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         String::from_utf8_lossy(text),
         base64::engine::general_purpose::STANDARD.encode(elf)
     );
+    let mut rar = rars::Builder::new(rars::ArchiveVersion::Rar50);
+    rar.add_bytes(b"notes.txt".to_vec(), text.to_vec(), None, None)
+        .unwrap();
+    rar.add_bytes(b"tool".to_vec(), elf.to_vec(), None, None)
+        .unwrap();
     let mut out = vec![
+        ("rar", rar.to_bytes().unwrap()),
         ("bzip2", bz.finish().unwrap()),
         ("cpio", cpio),
         ("mail", mail.into_bytes()),

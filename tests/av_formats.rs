@@ -413,10 +413,15 @@ fn nsis_installers_give_up_their_files() {
         let clean = build(compressor, "notes.txt", "clean.exe");
         assert_eq!(scan(&cfg, &clean)["verdict"], "clean", "{compressor}");
     }
-    // NSIS's own bzip2 is not decoded: reported, never passed.
-    let setup = build("bzip2", "eicar.com", "bz.exe");
+    // NSIS's own bzip2 is not decoded: reported, never passed; blocks NSIS stored as they are
+    // (a file too small to compress) are still scanned.
+    let setup = build("bzip2", "notes.txt", "bz.exe");
     let v = scan(&cfg, &setup);
     assert_eq!(v["verdict"], "unscannable", "{v}");
+    assert_eq!(v["issues"][0]["kind"], "corrupt", "{v}");
+    let setup = build("bzip2", "eicar.com", "bz.exe");
+    let v = scan(&cfg, &setup);
+    assert_eq!(v["verdict"], "infected", "{v}");
     assert_eq!(v["issues"][0]["kind"], "corrupt", "{v}");
 }
 

@@ -56,12 +56,14 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         6 => {
-            for o in ppt::objects(rest, 16, CAP) {
+            let (objects, _) = ppt::objects(rest, 16, CAP, 4 * CAP);
+            assert!(objects.len() <= 16);
+            for o in objects {
                 assert!(o.data.len() <= CAP);
             }
         }
         7 => {
-            let (files, _) = sis::files(rest, 16, CAP);
+            let (files, _) = sis::files(rest, 16, CAP, 4 * CAP);
             assert!(files.len() <= 16 && files.iter().all(|f| f.data.len() <= CAP));
         }
         8 => {

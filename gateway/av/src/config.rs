@@ -117,15 +117,21 @@ impl AvConfig {
     }
 
     /// The stage policy. Its decision deadline is `resolve_timeout_secs` when set, else the
-    /// larger of the gateway's default (`default_resolve_secs`) and `scan_timeout_secs`, so the
-    /// scan's own time limit comes first.
+    /// larger of the gateway's default (`default_resolve_secs`) and `scan_timeout_secs` plus the
+    /// longest ICAP `timeout_secs`, so the scan's and the servers' own time limits come first.
     pub fn policy(&self, default_resolve_secs: u64) -> StagePolicy {
         let mut p = self.stage;
         p.resolve_timeout_secs = Some(
             p.resolve_timeout_secs
-                .unwrap_or(default_resolve_secs.max(self.scan_timeout_secs)),
+                .unwrap_or(default_resolve_secs.max(self.own_time_secs())),
         );
         p
+    }
+
+    /// The longest a body can take here: the scan, then the slowest ICAP server.
+    fn own_time_secs(&self) -> u64 {
+        let icap = self.icap.iter().map(|i| i.timeout_secs).max().unwrap_or(0);
+        self.scan_timeout_secs.saturating_add(icap)
     }
 
     /// The cache folder, or none when disabled.
@@ -151,12 +157,13 @@ impl AvConfig {
             return Err("av.scan_timeout_secs: must be at least 1".into());
         }
         if let Some(deadline) = self.stage.resolve_timeout_secs {
-            if deadline < self.scan_timeout_secs {
+            if deadline < self.own_time_secs() {
                 return Err(format!(
-                    "av.resolve_timeout_secs ({deadline}) is shorter than av.scan_timeout_secs ({}): \
-                     the stage would stop waiting before the scan's own time limit; raise \
-                     av.resolve_timeout_secs or lower av.scan_timeout_secs",
-                    self.scan_timeout_secs
+                    "av.resolve_timeout_secs ({deadline}) is shorter than av.scan_timeout_secs \
+                     plus the longest av.icap timeout_secs ({}): the stage would stop waiting \
+                     before the scan's own time limit; raise av.resolve_timeout_secs or lower \
+                     the others",
+                    self.own_time_secs()
                 ));
             }
         }

@@ -103,8 +103,13 @@ impl sekisho_core::Engine for AvEngine {
             errors: Vec::new(),
             loaded: r.yara_rules + r.hash_signatures,
         };
+        let icap = crate::icap::Icap::new(&cfg.icap).map_err(ConfigError::named)?;
         Ok(Built {
-            stage: Arc::new(AvStage::new(Arc::new(engine), cfg).with_metrics(self.metrics.clone())),
+            stage: Arc::new(
+                AvStage::new(Arc::new(engine), cfg)
+                    .with_icap(icap)
+                    .with_metrics(self.metrics.clone()),
+            ),
             report,
         })
     }

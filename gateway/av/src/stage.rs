@@ -30,17 +30,22 @@ pub struct AvStage {
 }
 
 impl AvStage {
-    /// A stage over a loaded engine (and the `[[av.icap]]` servers of `cfg`, which must have
-    /// passed [`AvConfig::validate`]).
+    /// A stage over a loaded engine (ICAP servers come with [`AvStage::with_icap`]).
     pub fn new(engine: Arc<Engine>, cfg: &AvConfig) -> Self {
         AvStage {
             engine,
             limits: cfg.limits(),
             timeout: Duration::from_secs(cfg.scan_timeout_secs),
             on_limit: cfg.on_limit,
-            icap: Icap::new(&cfg.icap).unwrap_or_default(),
+            icap: Icap::default(),
             metrics: None,
         }
+    }
+
+    /// The stage asking `icap`'s servers too.
+    pub fn with_icap(mut self, icap: Icap) -> Self {
+        self.icap = icap;
+        self
     }
 
     /// The stage counting into `metrics` (`sekisho_av_*`).

@@ -25,6 +25,10 @@ async fn read_request(
     if line.starts_with("OPTIONS") {
         return Some(("OPTIONS".into(), Vec::new()));
     }
+    if service == "early" {
+        // Answers before reading the body.
+        return Some((service, Vec::new()));
+    }
     let enc = text
         .lines()
         .find_map(|l| l.strip_prefix("Encapsulated: "))
@@ -84,6 +88,15 @@ fn answer(service: &str, body: &[u8]) -> (Vec<u8>, bool) {
         "page" => (ok("", page, b"blocked"), true),
         "named" => (ok("X-Virus-ID: Test.Named\r\n", page, b"blocked"), true),
         "error" => (b"ICAP/1.0 500 Server Error\r\n\r\n".to_vec(), true),
+        "forbidden" => (b"ICAP/1.0 403 Forbidden\r\n\r\n".to_vec(), true),
+        "early" | "forbidden-named" => (
+            b"ICAP/1.0 403 Forbidden\r\nX-Virus-ID: Test.Early\r\nConnection: close\r\n\r\n".to_vec(),
+            false,
+        ),
+        "named204" => (
+            b"ICAP/1.0 204 No Content\r\nX-Infection-Found: Type=0; Resolution=2; Threat=Test.204;\r\n\r\n".to_vec(),
+            true,
+        ),
         "bighead" => {
             let mut v = b"ICAP/1.0 200 OK\r\n".to_vec();
             for i in 0..5000 {
@@ -219,4 +232,58 @@ async fn a_connection_the_server_closed_is_replaced() {
     }
     // OPTIONS' connection carried the first exchange; each close forced a new one.
     assert_eq!(conns.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn threats_are_heard_whatever_the_status() {
+    let (port, _) = server().await;
+    let named = client(port, "forbidden-named", "");
+    assert_eq!(
+        named.ask(&msg(), b"abc", T).await.unwrap(),
+        Answer::Threat("Test.Early".into())
+    );
+    let bare = client(port, "forbidden", "");
+    assert!(matches!(
+        bare.ask(&msg(), b"abc", T).await.unwrap(),
+        Answer::Blocked(_)
+    ));
+    let n204 = client(port, "named204", "");
+    assert_eq!(
+        n204.ask(&msg(), b"abc", T).await.unwrap(),
+        Answer::Threat("Test.204".into())
+    );
+}
+
+#[tokio::test]
+async fn an_answer_before_the_body_is_read_is_heard_not_waited_on() {
+    let (port, _) = server().await;
+    // 8 MiB with no preview: far more than the socket buffers hold, and the server reads none.
+    let early = client(port, "early", "preview = 0");
+    let big = vec![b'x'; 8 << 20];
+    let started = std::time::Instant::now();
+    assert_eq!(
+        early.ask(&msg(), &big, T).await.unwrap(),
+        Answer::Threat("Test.Early".into())
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn every_idle_connection_gone_stale_costs_one_retry() {
+    let (port, conns) = server().await;
+    let c = Arc::new(client(port, "closing", ""));
+    // Three exchanges at once leave three idle connections the server has closed.
+    let asks: Vec<_> = (0..3)
+        .map(|_| {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move { c.ask(&msg(), b"abc", T).await.unwrap() })
+        })
+        .collect();
+    for a in asks {
+        assert_eq!(a.await.unwrap(), Answer::Clean);
+    }
+    let before = conns.load(Ordering::SeqCst);
+    assert_eq!(c.ask(&msg(), b"abc", T).await.unwrap(), Answer::Clean);
+    // One stale attempt, then a new connection: never a second stale one.
+    assert_eq!(conns.load(Ordering::SeqCst), before + 1);
 }

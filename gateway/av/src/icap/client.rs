@@ -1,17 +1,23 @@
 //! One ICAP server: OPTIONS learned and refreshed by their TTL, a bounded pool of kept-alive
 //! connections, and the preview exchange of RFC 3507 §4.5.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use super::wire::{self, Head, Message, Offer};
 use super::{Answer, IcapConfig, IcapError, IcapMethod, IcapTarget};
 
-type Conn = BufReader<TcpStream>;
+/// A connection in halves, so an answer can be read while the body is still being sent.
+struct Conn {
+    rd: BufReader<OwnedReadHalf>,
+    wr: OwnedWriteHalf,
+}
 
 /// Idle connections older than this are closed rather than reused.
 const IDLE_FOR: Duration = Duration::from_secs(30);
@@ -28,6 +34,7 @@ struct ServerOptions {
     methods: Vec<String>,
     preview: Option<usize>,
     allow_204: bool,
+    max_connections: Option<usize>,
     fetched: Instant,
     ttl: Duration,
 }
@@ -43,18 +50,18 @@ impl ServerOptions {
                     .collect()
             })
             .unwrap_or_default();
-        let preview = h.get("preview").and_then(|p| p.trim().parse().ok());
+        let number = |name: &str| h.get(name).and_then(|p| p.trim().parse::<usize>().ok());
         let allow_204 = h
             .get("allow")
             .is_some_and(|a| a.split(',').any(|t| t.trim() == "204"));
-        let ttl = h
-            .get("options-ttl")
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .map_or(DEFAULT_TTL, |s| Duration::from_secs(s.clamp(10, 86_400)));
+        let ttl = number("options-ttl").map_or(DEFAULT_TTL, |s| {
+            Duration::from_secs(s.clamp(10, 86_400) as u64)
+        });
         ServerOptions {
             methods,
-            preview,
+            preview: number("preview"),
             allow_204,
+            max_connections: number("max-connections"),
             fetched: Instant::now(),
             ttl,
         }
@@ -67,6 +74,8 @@ pub struct IcapClient {
     target: IcapTarget,
     label: String,
     permits: Semaphore,
+    /// Set once the server's `Max-Connections` has lowered the permits.
+    lowered: AtomicBool,
     idle: Mutex<Vec<(Conn, Instant)>>,
     options: tokio::sync::Mutex<Option<ServerOptions>>,
 }
@@ -79,6 +88,7 @@ impl IcapClient {
         Ok(IcapClient {
             label: cfg.label(),
             permits: Semaphore::new(cfg.max_connections as usize),
+            lowered: AtomicBool::new(false),
             idle: Mutex::new(Vec::new()),
             options: tokio::sync::Mutex::new(None),
             target,
@@ -130,21 +140,21 @@ impl IcapClient {
                 .map(|p| p.min(body.len())),
         };
         // A kept-alive connection the server has closed meanwhile fails before any answer:
-        // the exchange is tried once more on a new connection.
-        for _ in 0..2 {
-            let (conn, reused) = self.connection().await?;
-            match self.exchange(conn, m, body, offer).await {
-                Err(e) if reused && e.is_stale() => continue,
-                Err(e) => return Err(e),
-                Ok((answer, conn)) => {
-                    if let Some(c) = conn {
-                        self.keep(c);
-                    }
-                    return Ok(answer);
-                }
+        // then every idle one is suspect, and the exchange runs again on a new connection.
+        let (conn, reused) = self.connection(false).await?;
+        let result = match self.exchange(conn, m, body, offer).await {
+            Err(e) if reused && e.is_stale() => {
+                self.drop_idle();
+                let (conn, _) = self.connection(true).await?;
+                self.exchange(conn, m, body, offer).await
             }
+            other => other,
+        };
+        let (answer, conn) = result?;
+        if let Some(c) = conn {
+            self.keep(c);
         }
-        Err(IcapError::Closed)
+        Ok(answer)
     }
 
     /// The server's OPTIONS, asked when missing or past their TTL.
@@ -153,64 +163,87 @@ impl IcapClient {
         if let Some(o) = cached.as_ref().filter(|o| o.fetched.elapsed() < o.ttl) {
             return Ok(o.clone());
         }
-        let mut result = Err(IcapError::Closed);
-        for _ in 0..2 {
-            let (mut conn, reused) = self.connection().await?;
-            result = self.ask_options(&mut conn).await.map(|(o, keep)| {
-                if keep {
-                    self.keep(conn);
-                }
-                o
-            });
-            match &result {
-                Err(e) if reused && e.is_stale() => continue,
-                _ => break,
+        let (mut conn, reused) = self.connection(false).await?;
+        let result = match self.ask_options(&mut conn).await {
+            Err(e) if reused && e.is_stale() => {
+                self.drop_idle();
+                let (fresh, _) = self.connection(true).await?;
+                conn = fresh;
+                self.ask_options(&mut conn).await
             }
+            other => other,
+        };
+        let (o, keep) = result?;
+        if keep {
+            self.keep(conn);
         }
-        let o = result?;
+        self.lower_permits(o.max_connections);
         *cached = Some(o.clone());
         Ok(o)
     }
 
+    /// The server's `Max-Connections`, when lower than ours, lowers ours (once).
+    fn lower_permits(&self, server: Option<usize>) {
+        let ours = self.cfg.max_connections as usize;
+        if let Some(max) = server.filter(|m| (1..ours).contains(m)) {
+            if !self.lowered.swap(true, Ordering::Relaxed) {
+                self.permits.forget_permits(ours - max);
+            }
+        }
+    }
+
     async fn ask_options(&self, conn: &mut Conn) -> Result<(ServerOptions, bool), IcapError> {
         let req = wire::options_head(&self.target.uri, &self.target.authority);
-        conn.get_mut().write_all(&req).await?;
-        let head = wire::parse_head(&wire::read_head(conn, wire::MAX_HEAD).await?)?;
+        conn.wr.write_all(&req).await?;
+        let head = wire::parse_head(&wire::read_head(&mut conn.rd, wire::MAX_HEAD).await?)?;
         if head.status != 200 {
             return Err(IcapError::Status(head.status, head.reason));
         }
-        let enc = match head.get("encapsulated") {
-            Some(v) => wire::parse_encapsulated(v)?,
-            None => wire::Encapsulated::default(),
-        };
+        let enc = encapsulated(&head)?;
+        skip_http_headers(conn, &enc).await?;
         let mut keep = !head.closes();
         if enc.has_body() {
-            keep &= wire::read_chunked(conn, 0, wire::MAX_HEAD).await?.is_some();
+            keep &= wire::read_chunked(&mut conn.rd, 0, wire::MAX_HEAD)
+                .await?
+                .is_some();
         }
         Ok((ServerOptions::from_head(&head), keep))
     }
 
-    /// A pooled connection (`true`) or a new one.
-    async fn connection(&self) -> Result<(Conn, bool), IcapError> {
-        let reused = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            idle.retain(|(_, at)| at.elapsed() < IDLE_FOR);
-            idle.pop()
-        };
-        if let Some((c, _)) = reused {
-            return Ok((c, true));
+    /// A pooled connection (`true`) unless `fresh`, or a new one.
+    async fn connection(&self, fresh: bool) -> Result<(Conn, bool), IcapError> {
+        if !fresh {
+            let reused = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.retain(|(_, at)| at.elapsed() < IDLE_FOR);
+                idle.pop()
+            };
+            if let Some((c, _)) = reused {
+                return Ok((c, true));
+            }
         }
         let addr = (self.target.host.as_str(), self.target.port);
         let s = TcpStream::connect(addr)
             .await
             .map_err(|e| IcapError::Connect(self.target.authority.clone(), e))?;
         s.set_nodelay(true)?;
-        Ok((BufReader::new(s), false))
+        let (rd, wr) = s.into_split();
+        Ok((
+            Conn {
+                rd: BufReader::new(rd),
+                wr,
+            },
+            false,
+        ))
+    }
+
+    fn drop_idle(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn keep(&self, conn: Conn) {
         // Bytes the server sent beyond its answer make the connection unusable.
-        if !conn.buffer().is_empty() {
+        if !conn.rd.buffer().is_empty() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -219,8 +252,10 @@ impl IcapClient {
         }
     }
 
-    /// One REQMOD/RESPMOD: head, preview, the rest on `100 Continue`, the answer. Gives the
-    /// connection back when it can carry another exchange.
+    /// One REQMOD/RESPMOD: head, preview, the rest on `100 Continue`, the answer. The answer
+    /// is read while the body is sent, so a server that answers early (an error, a verdict on
+    /// part of the body) is heard rather than waited on. Gives the connection back when it can
+    /// carry another exchange.
     async fn exchange(
         &self,
         mut conn: Conn,
@@ -237,37 +272,33 @@ impl IcapClient {
             body.len(),
             offer,
         );
-        let w = conn.get_mut();
-        w.write_all(&head).await?;
-        let sent = match offer.preview {
+        let (raw, whole) = match offer.preview {
             Some(p) => {
+                let mut start = head;
                 if p > 0 {
-                    w.write_all(&wire::chunk(&body[..p])).await?;
+                    start.extend(wire::chunk(&body[..p]));
                 }
-                w.write_all(wire::last_chunk(p == body.len())).await?;
-                w.flush().await?;
-                p
+                start.extend_from_slice(wire::last_chunk(p == body.len()));
+                conn.wr.write_all(&start).await?;
+                let first = wire::read_head(&mut conn.rd, wire::MAX_HEAD).await?;
+                if p < body.len() && wire::parse_head(&first)?.status == 100 {
+                    send_and_read(&mut conn, &body[p..]).await?
+                } else {
+                    // Decided on the preview: the request ended with its zero chunk.
+                    (first, true)
+                }
             }
-            None => 0,
-        };
-        let mut answer = None;
-        if offer.preview.is_some() && sent < body.len() {
-            let h = wire::parse_head(&wire::read_head(&mut conn, wire::MAX_HEAD).await?)?;
-            if h.status != 100 {
-                // Decided on the preview; the rest is not sent.
-                answer = Some(h);
-            }
-        }
-        let head = match answer {
-            Some(h) => h,
             None => {
-                if offer.preview.is_none() || sent < body.len() {
-                    send_rest(conn.get_mut(), &body[sent..]).await?;
-                }
-                wire::parse_head(&wire::read_head(&mut conn, wire::MAX_HEAD).await?)?
+                conn.wr.write_all(&head).await?;
+                send_and_read(&mut conn, body).await?
             }
         };
-        self.judge(conn, head, method, body).await
+        let mut head = wire::parse_head(&raw)?;
+        if whole && head.status == 100 {
+            // A stray 100 after the whole body: the answer follows it.
+            head = wire::parse_head(&wire::read_head(&mut conn.rd, wire::MAX_HEAD).await?)?;
+        }
+        self.judge(conn, head, method, body, whole).await
     }
 
     async fn judge(
@@ -276,41 +307,91 @@ impl IcapClient {
         head: Head,
         method: IcapMethod,
         body: &[u8],
+        whole: bool,
     ) -> Result<(Answer, Option<Conn>), IcapError> {
+        let enc = encapsulated(&head)?;
+        let threat = wire::threat(&head);
+        // A connection whose request was not sent whole, or whose answer is not read whole,
+        // carries nothing more.
+        let reusable = whole && !head.closes();
         match head.status {
             204 => {
-                let keep = !head.closes();
-                Ok((Answer::Clean, keep.then_some(conn)))
+                let bare = enc.headers.is_empty() && !enc.has_body();
+                let answer = threat.map_or(Answer::Clean, Answer::Threat);
+                Ok((answer, (reusable && bare).then_some(conn)))
             }
             200 => {
-                let enc = match head.get("encapsulated") {
-                    Some(v) => wire::parse_encapsulated(v)?,
-                    None => wire::Encapsulated::default(),
-                };
-                let hb = enc.header_bytes();
-                if hb > wire::MAX_HTTP_HEAD {
-                    return Err(IcapError::Protocol(format!(
-                        "encapsulated headers of {hb} bytes"
-                    )));
-                }
-                let mut http = vec![0u8; hb];
-                conn.read_exact(&mut http).await?;
+                let http = skip_http_headers(&mut conn, &enc).await?;
                 let adapted = if enc.has_body() {
-                    wire::read_chunked(&mut conn, body.len() + 1, body.len() + ADAPTED_SLACK)
+                    wire::read_chunked(&mut conn.rd, body.len() + 1, body.len() + ADAPTED_SLACK)
                         .await?
                 } else {
                     Some((Vec::new(), 0))
                 };
-                let keep = adapted.is_some() && !head.closes();
+                let keep = reusable && adapted.is_some();
                 let answer = decide(&head, &enc, &http, method, body, adapted.as_ref());
                 Ok((answer, keep.then_some(conn)))
             }
+            // Any other status naming a threat is that threat (some servers answer a detection
+            // with 403); a bare 403 is a refusal; the rest are errors.
+            _ if threat.is_some() => Ok((Answer::Threat(threat.unwrap_or_default()), None)),
+            403 => Ok((
+                Answer::Blocked(format!("ICAP status 403 {}", head.reason)),
+                None,
+            )),
             s => Err(IcapError::Status(s, head.reason)),
         }
     }
 }
 
-async fn send_rest(w: &mut TcpStream, rest: &[u8]) -> Result<(), IcapError> {
+fn encapsulated(head: &Head) -> Result<wire::Encapsulated, IcapError> {
+    match head.get("encapsulated") {
+        Some(v) => wire::parse_encapsulated(v),
+        None => Ok(wire::Encapsulated::default()),
+    }
+}
+
+/// Reads the encapsulated HTTP headers (bounded) and returns them.
+async fn skip_http_headers(
+    conn: &mut Conn,
+    enc: &wire::Encapsulated,
+) -> Result<Vec<u8>, IcapError> {
+    let hb = enc.header_bytes();
+    if hb > wire::MAX_HTTP_HEAD {
+        return Err(IcapError::Protocol(format!(
+            "encapsulated headers of {hb} bytes"
+        )));
+    }
+    let mut http = vec![0u8; hb];
+    conn.rd.read_exact(&mut http).await?;
+    Ok(http)
+}
+
+/// Sends `rest` as chunks while reading the answer's head; returns the head and whether the
+/// body went out whole (a server may answer before reading it all).
+async fn send_and_read(conn: &mut Conn, rest: &[u8]) -> Result<(Vec<u8>, bool), IcapError> {
+    let Conn { rd, wr } = conn;
+    let read = wire::read_head(rd, wire::MAX_HEAD);
+    tokio::pin!(read);
+    let write = send_rest(wr, rest);
+    tokio::pin!(write);
+    let mut sent = false;
+    loop {
+        tokio::select! {
+            w = &mut write, if !sent => match w {
+                Ok(()) => sent = true,
+                // The server may have answered and closed: what it said counts.
+                Err(e) => return match (&mut read).await {
+                    Ok(raw) => Ok((raw, false)),
+                    Err(_) => Err(e),
+                },
+            },
+            h = &mut read => return Ok((h?, sent)),
+        }
+    }
+}
+
+async fn send_rest(w: &mut OwnedWriteHalf, rest: &[u8]) -> Result<(), IcapError> {
     for piece in rest.chunks(CHUNK) {
         w.write_all(&wire::chunk(piece)).await?;
     }

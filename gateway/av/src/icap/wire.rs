@@ -404,9 +404,15 @@ async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<String, IcapErr
 /// the file name, threat name, id and disposition on folded lines), `X-Virus-ID`,
 /// `X-Virus-Name`.
 pub fn threat(head: &Head) -> Option<String> {
+    // A name fit for an event: no control characters, at most 200 characters.
     let named = |v: &str| {
         let v = v.trim();
-        (!v.is_empty() && v != "-" && !v.eq_ignore_ascii_case("no threats")).then(|| v.to_string())
+        (!v.is_empty() && v != "-" && !v.eq_ignore_ascii_case("no threats")).then(|| {
+            v.chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect::<String>()
+        })
     };
     if let Some(v) = head.get("x-infection-found") {
         let t = v.split(';').find_map(|p| {
@@ -516,6 +522,8 @@ mod tests {
                 .unwrap();
         assert_eq!(threat(&id).as_deref(), Some("Troj/Foo-A"));
         assert!(id.closes());
+        let odd = parse_head(b"ICAP/1.0 200 OK\r\nX-Virus-ID: Bad\x1b[31mName\r\n\r\n").unwrap();
+        assert_eq!(threat(&odd).as_deref(), Some("Bad[31mName"));
         let none = parse_head(b"ICAP/1.0 204 No Content\r\nX-Virus-ID: -\r\n\r\n").unwrap();
         assert_eq!(threat(&none), None);
         for bad in [

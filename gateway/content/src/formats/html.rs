@@ -113,24 +113,33 @@ pub fn parts(html: &[u8], max: usize, cap: usize) -> Parts {
 fn data_uri(rest: &[u8], cap: usize) -> Option<(String, Vec<u8>)> {
     let comma = rest.iter().take(256).position(|b| *b == b',')?;
     let meta = String::from_utf8_lossy(&rest[..comma]).to_ascii_lowercase();
-    if !meta.ends_with(";base64") {
+    // As browsers read it (WHATWG "data: URL processor"): `;` then optional spaces then
+    // `base64` ends the metadata.
+    let (media, flag) = meta.rsplit_once(';')?;
+    if flag.trim_start() != "base64" {
         return None;
     }
-    let media = meta
+    let media = media
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
         .to_string();
+    // The body runs to the attribute's end; browsers percent-decode it, then drop ASCII
+    // whitespace before decoding base64, so `TVq%51` and `TVqQ AAMA` are whole files.
     let max_chars = cap.saturating_mul(4) / 3 + 4;
-    let text: Vec<u8> = rest[comma + 1..]
+    let raw: Vec<u8> = rest[comma + 1..]
         .iter()
         .copied()
-        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'%'))
-        .filter(|b| *b != b'%')
+        .take_while(|b| !matches!(b, b'"' | b'\'' | b'>' | b'<' | b')' | b'`'))
+        .take(max_chars.saturating_mul(3))
+        .collect();
+    let mut text: Vec<u8> = super::unescape_hex(&raw, b'%')
+        .into_iter()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b'=')
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
         .take(max_chars)
         .collect();
-    let mut text: Vec<u8> = text.into_iter().filter(|b| *b != b'=').collect();
     if text.len() % 4 == 1 {
         text.pop();
     }
@@ -182,5 +191,18 @@ mod tests {
             assert!(!is_html(no), "{}", String::from_utf8_lossy(no));
         }
         assert_eq!(parts(page, 1, 4).data_uris[0].1, b"MZ\x90\x00");
+        // Spelled as browsers still read it: spaces, line breaks and %-escapes inside the
+        // base64, `; base64` with a space.
+        for spelled in [
+            &b"<a href='data:application/x-msdownload;base64,TVqQ AAMA\nAAAE AAAA'>"[..],
+            b"<a href='data:application/x-msdownload; base64,TVq%51AAMAAAAEAAAA'>",
+        ] {
+            let p = parts(spelled, 10, 1 << 20);
+            assert_eq!(p.data_uris.len(), 1, "{}", String::from_utf8_lossy(spelled));
+            assert_eq!(
+                p.data_uris[0].1,
+                b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00"
+            );
+        }
     }
 }

@@ -37,6 +37,8 @@ fn comp_of(b: &[u8]) -> Comp {
 /// A block of the installer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Block {
+    /// Its place among the blocks (0: the install script).
+    pub index: usize,
     /// Its bytes, at most the cap.
     pub data: Vec<u8>,
     /// Cut at the cap, or its stream ended early.
@@ -156,20 +158,30 @@ fn chained_blocks(body: &[u8], comp: Comp, b: Bounds) -> (Vec<Block>, Option<Pro
     let mut out = Vec::new();
     let mut pos = 0usize;
     let mut total = 0usize;
-    while pos + 4 < body.len() && out.len() < b.max_blocks {
+    let mut problem = None;
+    let mut index = 0usize;
+    while pos + 4 < body.len() {
+        if out.len() >= b.max_blocks {
+            return (
+                out,
+                Some((true, format!("more than {} blocks", b.max_blocks))),
+            );
+        }
         let word = u32::from_le_bytes([body[pos], body[pos + 1], body[pos + 2], body[pos + 3]]);
         pos += 4;
         let len = (word & 0x7fff_ffff) as usize;
         if len == 0 {
             continue;
         }
-        let Some(raw) = body.get(pos..pos + len) else {
+        let Some(raw) = body.get(pos..pos.saturating_add(len)) else {
             return (out, Some((false, "a block runs past the installer".into())));
         };
         pos += len;
+        index += 1;
         let room = b.cap.min(b.total.saturating_sub(total));
         let block = if word & 0x8000_0000 == 0 {
             Block {
+                index: index - 1,
                 data: raw[..raw.len().min(room)].to_vec(),
                 cut: raw.len() > room,
             }
@@ -178,17 +190,23 @@ fn chained_blocks(body: &[u8], comp: Comp, b: Bounds) -> (Vec<Block>, Option<Pro
                 Ok(mut r) => {
                     // A stream that breaks after giving something is taken as ended (NSIS
                     // streams carry no end mark); one that gives nothing is damage.
-                    let (data, _, _) = read_block(&mut r, room + 1, room);
+                    let (data, _, _) = read_block(&mut r, room, room);
                     let over = data.len() >= room && r.read(&mut [0u8; 1]).is_ok_and(|n| n > 0);
                     if data.is_empty() {
-                        return (
-                            out,
-                            Some((false, "a compressed block does not decode".into())),
-                        );
+                        // As ClamAV does, the chain goes on: later blocks stand alone.
+                        problem.get_or_insert((false, "a compressed block does not decode".into()));
+                        continue;
                     }
-                    Block { data, cut: over }
+                    Block {
+                        index: index - 1,
+                        data,
+                        cut: over,
+                    }
                 }
-                Err(p) => return (out, Some(p)),
+                Err(p) => {
+                    problem.get_or_insert(p);
+                    continue;
+                }
             }
         };
         total += block.data.len();
@@ -198,7 +216,7 @@ fn chained_blocks(body: &[u8], comp: Comp, b: Bounds) -> (Vec<Block>, Option<Pro
             return (out, Some((true, "a block over the limits".into())));
         }
     }
-    (out, None)
+    (out, problem)
 }
 
 fn solid_blocks(body: &[u8], comp: Comp, b: Bounds) -> (Vec<Block>, Option<Problem>) {
@@ -208,10 +226,11 @@ fn solid_blocks(body: &[u8], comp: Comp, b: Bounds) -> (Vec<Block>, Option<Probl
     };
     let mut out = Vec::new();
     let mut total = 0usize;
-    while out.len() < b.max_blocks {
+    // Every record counts, empty ones too: a stream of empty records ends at the same bound.
+    for index in 0..b.max_blocks {
         let mut size = [0u8; 4];
         if r.read_exact(&mut size).is_err() {
-            break;
+            return (out, None);
         }
         let size = u32::from_le_bytes(size) as usize;
         if size == 0 {
@@ -223,6 +242,7 @@ fn solid_blocks(body: &[u8], comp: Comp, b: Bounds) -> (Vec<Block>, Option<Probl
         let short = data.len() < size.min(room);
         let empty = data.is_empty();
         out.push(Block {
+            index,
             data,
             cut: over || short,
         });
@@ -237,10 +257,13 @@ fn solid_blocks(body: &[u8], comp: Comp, b: Bounds) -> (Vec<Block>, Option<Probl
                     Some((false, "the solid stream does not decode".into())),
                 );
             }
-            break;
+            return (out, None);
         }
     }
-    (out, None)
+    (
+        out,
+        Some((true, format!("more than {} records", b.max_blocks))),
+    )
 }
 
 #[cfg(test)]

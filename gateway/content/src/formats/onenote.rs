@@ -29,97 +29,124 @@ pub struct Attached {
     pub cut: bool,
 }
 
-/// The files the section's pages embed (at most `max`, each at most `cap` bytes), or `None`
-/// when the parser cannot read the section (or fails inside: a panic in it is caught, as
-/// ClamAV catches it, and counts as a failure).
-pub fn parsed(data: &[u8], max: usize, cap: usize) -> Option<Vec<Attached>> {
+/// What the parsed section gave, within the limits.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    /// The files, in page order.
+    pub files: Vec<Attached>,
+    /// True when a limit (count or total bytes) left some out.
+    pub more: bool,
+}
+
+/// Bounds while collecting.
+struct Collect {
+    out: Parsed,
+    max: usize,
+    cap: usize,
+    left: usize,
+}
+
+/// The files the section's pages embed (at most `max`, each at most `cap` bytes, `total` in
+/// all), or `None` when the parser cannot read the section (or fails inside: a panic in it is
+/// caught, as ClamAV catches it, and counts as a failure).
+pub fn parsed(data: &[u8], max: usize, cap: usize, total: usize) -> Option<Parsed> {
     let run = || {
         let parser = onenote_parser::Parser::new();
         let section = parser
             .parse_section_buffer(data, typed_path::TypedPath::derive("section.one"))
             .ok()?;
-        let mut out = Vec::new();
+        let mut c = Collect {
+            out: Parsed::default(),
+            max,
+            cap,
+            left: total,
+        };
         for series in section.page_series() {
             for page in series.pages() {
                 for pc in page.contents() {
-                    collect_page(pc, max, cap, &mut out);
+                    c.page(pc);
                 }
             }
         }
-        Some(out)
+        Some(c.out)
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
         .ok()
         .flatten()
 }
 
-fn collect_page(pc: &PageContent, max: usize, cap: usize, out: &mut Vec<Attached>) {
-    if let Some(f) = pc.embedded_file() {
-        take(f, max, cap, out);
-    }
-    if let Some(outline) = pc.outline() {
-        for item in outline.items() {
-            collect_item(item, max, cap, out, 0);
+impl Collect {
+    fn page(&mut self, pc: &PageContent) {
+        if let Some(f) = pc.embedded_file() {
+            self.take(f);
         }
-    }
-}
-
-fn collect_item(item: &OutlineItem, max: usize, cap: usize, out: &mut Vec<Attached>, depth: u32) {
-    match item {
-        OutlineItem::Element(e) => collect_element(e, max, cap, out, depth),
-        OutlineItem::Group(g) => {
-            for child in g.outlines() {
-                collect_item(child, max, cap, out, depth + 1);
+        if let Some(outline) = pc.outline() {
+            for item in outline.items() {
+                self.item(item, 0);
             }
         }
     }
-}
 
-/// An outline element's files: its own, those in its tables' cells, those of its children.
-fn collect_element(
-    e: &OutlineElement,
-    max: usize,
-    cap: usize,
-    out: &mut Vec<Attached>,
-    depth: u32,
-) {
-    if depth > 64 || out.len() >= max {
-        return;
+    fn item(&mut self, item: &OutlineItem, depth: u32) {
+        if depth > 64 {
+            return;
+        }
+        match item {
+            OutlineItem::Element(e) => self.element(e, depth),
+            OutlineItem::Group(g) => {
+                for child in g.outlines() {
+                    self.item(child, depth + 1);
+                }
+            }
+        }
     }
-    for c in e.contents() {
-        match c {
-            Content::EmbeddedFile(f) => take(f, max, cap, out),
-            Content::Table(t) => {
-                for row in t.contents() {
-                    for cell in row.contents() {
-                        for el in cell.contents() {
-                            collect_element(el, max, cap, out, depth + 1);
+
+    /// An outline element's files: its own, those in its tables' cells, those of its children.
+    fn element(&mut self, e: &OutlineElement, depth: u32) {
+        if depth > 64 {
+            return;
+        }
+        for c in e.contents() {
+            match c {
+                Content::EmbeddedFile(f) => self.take(f),
+                Content::Table(t) => {
+                    for row in t.contents() {
+                        for cell in row.contents() {
+                            for el in cell.contents() {
+                                self.element(el, depth + 1);
+                            }
                         }
                     }
                 }
+                _ => {}
             }
-            _ => {}
+        }
+        for child in e.children() {
+            self.item(child, depth + 1);
         }
     }
-    for child in e.children() {
-        collect_item(child, max, cap, out, depth + 1);
-    }
-}
 
-fn take(f: &EmbeddedFile, max: usize, cap: usize, out: &mut Vec<Attached>) {
-    if out.len() >= max {
-        return;
+    fn take(&mut self, f: &EmbeddedFile) {
+        if self.out.files.len() >= self.max || self.left == 0 {
+            self.out.more = true;
+            return;
+        }
+        let cap = self.cap.min(self.left);
+        let mut data = Vec::new();
+        let _ = f
+            .read()
+            .take((cap as u64).saturating_add(1))
+            .read_to_end(&mut data);
+        let cut = data.len() > cap;
+        data.truncate(cap);
+        self.left -= data.len();
+        let name = f.filename();
+        self.out.files.push(Attached {
+            name: (!name.is_empty()).then(|| name.to_string()),
+            data,
+            cut,
+        });
     }
-    let mut data = Vec::new();
-    let _ = f.read().take(cap as u64 + 1).read_to_end(&mut data);
-    let cut = data.len() > cap;
-    data.truncate(cap);
-    let name = f.filename();
-    out.push(Attached {
-        name: (!name.is_empty()).then(|| name.to_string()),
-        data,
-        cut,
-    });
 }
 
 /// True when `data` starts with the OneNote section GUID.
@@ -168,7 +195,7 @@ mod tests {
         }
         assert!(is_onenote(&one));
         // Not a section the parser reads (and no panic out of it): the search still finds them.
-        assert_eq!(parsed(&one, 10, 1 << 20), None);
+        assert_eq!(parsed(&one, 10, 1 << 20, 1 << 20), None);
         assert_eq!(embedded(&one, 10), vec![&b"first file"[..], b"MZ second"]);
         assert_eq!(embedded(&one, 1).len(), 1);
         let cut = &one[..one.len() - 10];

@@ -8,7 +8,7 @@ use std::io::Read;
 const EX_OLE_OBJ_STG: u16 = 0x1011;
 
 /// An embedded object.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Object {
     /// Its bytes (an OLE2 compound file, usually), at most the cap.
     pub data: Vec<u8>,
@@ -17,13 +17,14 @@ pub struct Object {
 }
 
 /// The embedded objects of a `PowerPoint Document` stream (at most `max`, each at most `cap`
-/// bytes).
-pub fn objects(stream: &[u8], max: usize, cap: usize) -> Vec<Object> {
+/// bytes, `total` bytes in all), and whether a limit left some out.
+pub fn objects(stream: &[u8], max: usize, cap: usize, total: usize) -> (Vec<Object>, bool) {
     let mut out = Vec::new();
+    let mut used = 0usize;
     let mut at = 0usize;
-    while out.len() < max {
+    loop {
         let Some(h) = stream.get(at..at + 8) else {
-            break;
+            return (out, false);
         };
         let ver_inst = u16::from_le_bytes([h[0], h[1]]);
         let kind = u16::from_le_bytes([h[2], h[3]]);
@@ -36,11 +37,15 @@ pub fn objects(stream: &[u8], max: usize, cap: usize) -> Vec<Object> {
         let body = &stream[at + 8..end.min(stream.len())];
         let short = end > stream.len();
         if kind == EX_OLE_OBJ_STG {
-            out.push(object(body, ver_inst >> 4 == 1, cap, short));
+            if out.len() >= max || used >= total {
+                return (out, true);
+            }
+            let o = object(body, ver_inst >> 4 == 1, cap.min(total - used), short);
+            used += o.data.len();
+            out.push(o);
         }
         at = end;
     }
-    out
 }
 
 fn object(body: &[u8], compressed: bool, cap: usize, short: bool) -> Object {
@@ -53,7 +58,7 @@ fn object(body: &[u8], compressed: bool, cap: usize, short: bool) -> Object {
     }
     let mut data = Vec::new();
     let z = body.get(4..).unwrap_or_default();
-    let mut r = flate2::read::ZlibDecoder::new(z).take(cap as u64 + 1);
+    let mut r = flate2::read::ZlibDecoder::new(z).take((cap as u64).saturating_add(1));
     let failed = r.read_to_end(&mut data).is_err();
     let over = data.len() > cap;
     data.truncate(cap);
@@ -88,7 +93,8 @@ mod tests {
         let mut stream = record(0x0f, 0x03e8, &inner);
         stream.truncate(8);
         stream.extend(inner);
-        let found = objects(&stream, 10, 1 << 20);
+        let (found, more) = objects(&stream, 10, 1 << 20, 1 << 20);
+        assert!(!more);
         assert_eq!(found.len(), 2);
         assert_eq!(
             found[0],
@@ -98,12 +104,17 @@ mod tests {
             }
         );
         assert_eq!(found[1].data, b"plain object");
-        assert!(objects(&stream, 10, 5)
-            .iter()
-            .all(|o| o.cut && o.data.len() == 5));
-        assert_eq!(objects(&stream, 1, 100).len(), 1);
+        let (small, _) = objects(&stream, 10, 5, 100);
+        assert!(small.iter().all(|o| o.cut && o.data.len() == 5));
+        assert_eq!(
+            objects(&stream, 1, 100, 100),
+            (vec![found[0].clone()], true)
+        );
+        // The total budget ends the reading too, and says so.
+        let (few, more) = objects(&stream, 10, 100, 17);
+        assert!(few.len() == 1 && more);
         let cut = &stream[..stream.len() - 3];
-        assert!(objects(cut, 10, 100)[1].cut);
-        assert!(objects(b"\xff\xff", 10, 100).is_empty());
+        assert!(objects(cut, 10, 100, 1000).0[1].cut);
+        assert!(objects(b"\xff\xff", 10, 100, 100).0.is_empty());
     }
 }

@@ -33,51 +33,78 @@ pub struct File {
     pub cut: bool,
 }
 
-/// The files (at most `max`, each at most `cap` bytes), and a problem that stopped the reading.
-pub fn files(d: &[u8], max: usize, cap: usize) -> (Vec<File>, Option<String>) {
+/// The files (at most `max`, each at most `cap` bytes, `total` bytes in all), and a problem
+/// that stopped the reading: `(true, why)` for a limit, `(false, why)` for damage.
+pub fn files(
+    d: &[u8],
+    max: usize,
+    cap: usize,
+    total: usize,
+) -> (Vec<File>, Option<(bool, String)>) {
     let r6 = u32_at(d, 4) == Some(UID2_R6);
-    let (Some(langs), Some(count), Some(options), Some(mut at)) = (
+    let (Some(langs), Some(count), Some(options), Some(at)) = (
         u16_at(d, 0x12),
         u16_at(d, 0x14),
         u16_at(d, 0x24),
         u32_at(d, 0x34),
     ) else {
-        return (Vec::new(), Some("header cut short".into()));
+        return (Vec::new(), Some((false, "header cut short".into())));
     };
     let compressed = options & OPT_NO_COMPRESS == 0;
+    let mut at = at as usize;
     let mut out = Vec::new();
+    let mut used = 0usize;
     for _ in 0..count {
-        if out.len() >= max {
-            break;
-        }
-        let base = at as usize;
+        let base = at;
         let Some(kind) = u32_at(d, base) else {
-            return (out, Some("file record past the end".into()));
+            return (out, Some((false, "file record past the end".into())));
         };
         let copies = match kind {
             0 => 1,
             1 => usize::from(langs.max(1)),
-            other => return (out, Some(format!("file record of type {other} not read"))),
+            // Option, #if and #elsif records carry a length; #else and #endif none (as ClamAV
+            // reads them).
+            2 => {
+                let n = u32_at(d, base + 4).unwrap_or(0) as usize;
+                at = (base + 8)
+                    .saturating_add(n.saturating_mul(usize::from(langs)).saturating_mul(8));
+                continue;
+            }
+            3 | 4 => {
+                let n = u32_at(d, base + 4).unwrap_or(0) as usize;
+                at = (base + 8).saturating_add(n);
+                continue;
+            }
+            _ => {
+                at = base + 4;
+                continue;
+            }
         };
         let name = name(d, base, options & OPT_UNICODE != 0);
         let lengths = base + 28;
         let ptrs = lengths + 4 * copies;
-        for i in 0..copies.min(max - out.len()) {
+        for i in 0..copies {
+            if out.len() >= max || used >= total {
+                return (out, Some((true, "more files than the limits allow".into())));
+            }
             let (Some(len), Some(ptr)) = (u32_at(d, lengths + 4 * i), u32_at(d, ptrs + 4 * i))
             else {
-                return (out, Some("file record cut short".into()));
+                return (out, Some((false, "file record cut short".into())));
             };
-            out.push(payload(
+            let room = cap.min(total - used);
+            let f = payload(
                 d,
                 ptr as usize,
                 len as usize,
                 compressed,
-                cap,
+                room,
                 name.clone(),
-            ));
+            );
+            used += f.data.len();
+            out.push(f);
         }
         let extra = if r6 { 4 * copies + 8 } else { 0 };
-        at = (ptrs + 4 * copies + extra) as u32;
+        at = ptrs + 4 * copies + extra;
     }
     (out, None)
 }
@@ -117,7 +144,7 @@ fn payload(d: &[u8], ptr: usize, len: usize, compressed: bool, cap: usize, name:
     }
     let mut data = Vec::new();
     let failed = flate2::read::ZlibDecoder::new(raw)
-        .take(cap as u64 + 1)
+        .take((cap as u64).saturating_add(1))
         .read_to_end(&mut data)
         .is_err();
     let over = data.len() > cap;
@@ -178,7 +205,7 @@ mod tests {
     fn reads_compressed_files() {
         let d = sample(b"MZ the program", 0);
         assert!(is_sis(&d));
-        let (files, problem) = files(&d, 10, 1 << 20);
+        let (files, problem) = files(&d, 10, 1 << 20, 1 << 20);
         assert_eq!(problem, None);
         assert_eq!(
             files,
@@ -189,12 +216,17 @@ mod tests {
             }]
         );
         assert!(files_cut(&d[..d.len() - 4]));
-        let (_, problem) = super::files(&sample(b"x", 7), 10, 100);
-        assert!(problem.is_some());
+        // A record type past #endif is stepped over (as ClamAV does), not a reason to stop.
+        let (got, problem) = super::files(&sample(b"x", 7), 10, 100, 100);
+        assert!(got.is_empty() && problem.is_none());
+        let (got, problem) = super::files(&d, 10, 4, 6);
+        assert_eq!(got.len(), 1);
+        assert!(problem.is_none());
+        assert!(matches!(super::files(&d, 0, 4, 6).1, Some((true, _))));
         assert!(!is_sis(&d[..0x40]));
     }
 
     fn files_cut(d: &[u8]) -> bool {
-        files(d, 10, 100).0.iter().all(|f| f.cut)
+        files(d, 10, 100, 100).0.iter().all(|f| f.cut)
     }
 }

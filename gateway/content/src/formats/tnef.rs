@@ -23,21 +23,22 @@ pub struct Attachment<'a> {
     pub data: &'a [u8],
 }
 
-/// The attachments (at most `max`), and whether the stream ended inside an attribute.
-pub fn attachments(d: &[u8], max: usize) -> (Vec<Attachment<'_>>, bool) {
+/// The attachments (at most `max`), whether the stream ended inside an attribute, and whether
+/// more attachments than `max` were there.
+pub fn attachments(d: &[u8], max: usize) -> (Vec<Attachment<'_>>, bool, bool) {
     let mut out: Vec<Attachment<'_>> = Vec::new();
     let mut i = 6;
     while i < d.len() {
         let Some(h) = d.get(i..i + 9) else {
             // Fewer bytes than an attribute header after the last attribute (a trailing
             // newline or padding, as writers leave): nothing can hide there.
-            return (out, false);
+            return (out, false, false);
         };
         let level = h[0];
         let id = u32::from_le_bytes([h[1], h[2], h[3], h[4]]);
         let len = u32::from_le_bytes([h[5], h[6], h[7], h[8]]) as usize;
         let Some(value) = d.get(i + 9..(i + 9).saturating_add(len)) else {
-            return (out, true);
+            return (out, true, false);
         };
         i += 9 + len + 2;
         if level != LVL_ATTACHMENT {
@@ -46,7 +47,7 @@ pub fn attachments(d: &[u8], max: usize) -> (Vec<Attachment<'_>>, bool) {
         match id {
             ATT_ATTACH_REND_DATA => {
                 if out.len() >= max {
-                    break;
+                    return (out, false, true);
                 }
                 out.push(Attachment::default());
             }
@@ -57,7 +58,12 @@ pub fn attachments(d: &[u8], max: usize) -> (Vec<Attachment<'_>>, bool) {
                 }
             }
             ATT_ATTACH_DATA => {
-                if out.is_empty() {
+                // A second data attribute for the same attachment is a file of its own (ClamAV
+                // keeps both); so is data before any attachment began.
+                if out.last().is_none_or(|a| !a.data.is_empty()) {
+                    if out.len() >= max {
+                        return (out, false, true);
+                    }
                     out.push(Attachment::default());
                 }
                 if let Some(a) = out.last_mut() {
@@ -67,7 +73,7 @@ pub fn attachments(d: &[u8], max: usize) -> (Vec<Attachment<'_>>, bool) {
             _ => {}
         }
     }
-    (out, false)
+    (out, false, false)
 }
 
 #[cfg(test)]
@@ -94,21 +100,33 @@ mod tests {
         attr(&mut t, 2, ATT_ATTACH_REND_DATA, &[0; 14]);
         attr(&mut t, 2, ATT_ATTACH_DATA, b"second");
         assert!(is_tnef(&t));
-        let (a, cut) = attachments(&t, 10);
-        assert!(!cut);
+        let (a, cut, more) = attachments(&t, 10);
+        assert!(!cut && !more);
         assert_eq!(a.len(), 2);
         assert_eq!(a[0].name.as_deref(), Some("invoice.exe"));
         assert_eq!(a[0].data, b"MZ...");
         assert_eq!(a[1].data, b"second");
-        let (a, cut) = attachments(&t[..t.len() - 5], 10);
+        let (a, cut, _) = attachments(&t[..t.len() - 5], 10);
         assert!(cut);
         assert_eq!(a.len(), 2);
         assert_eq!(attachments(&t, 1).0.len(), 1);
+        assert!(attachments(&t, 1).2);
+        // Two data attributes in one attachment: both kept.
+        let mut two = t.clone();
+        attr(&mut two, 2, ATT_ATTACH_DATA, b"third");
+        assert_eq!(
+            attachments(&two, 10)
+                .0
+                .iter()
+                .map(|a| a.data)
+                .collect::<Vec<_>>(),
+            vec![&b"MZ..."[..], b"second", b"third"]
+        );
         // A trailing newline after the last attribute (as in ClamAV's clam.tnef) is no cut.
         t.push(b'\n');
         assert_eq!(
             attachments(&t, 10),
-            (attachments(&t[..t.len() - 1], 10).0, false)
+            (attachments(&t[..t.len() - 1], 10).0, false, false)
         );
         // Eight bytes of a header are still too short to hide anything.
         t.extend_from_slice(&[2; 7]);

@@ -173,6 +173,7 @@ pub fn unshrink(data: &[u8], size: u64, cap: usize) -> Result<Vec<u8>, String> {
     let mut width = 9u32;
     let mut next_free = 257usize;
     let mut prev: Option<usize> = None;
+    let mut added = false;
     let mut stack = Vec::new();
     while out.len() < want {
         if bits.overrun() {
@@ -182,10 +183,16 @@ pub fn unshrink(data: &[u8], size: u64, cap: usize) -> Result<Vec<u8>, String> {
         if code == 256 {
             match bits.take(width) {
                 1 if width < MAX_BITS => width += 1,
-                2 => partial_clear(&mut prefix),
+                // A clear with nothing added since the last one frees nothing: skipping it
+                // keeps a stream of clears from costing a table sweep each.
+                2 if added => {
+                    partial_clear(&mut prefix);
+                    next_free = free_slot(&prefix, 257);
+                    added = false;
+                }
+                2 => {}
                 other => return Err(format!("control code {other} after 256")),
             }
-            next_free = free_slot(&prefix, 257);
             continue;
         }
         let Some(p) = prev else {
@@ -223,6 +230,7 @@ pub fn unshrink(data: &[u8], size: u64, cap: usize) -> Result<Vec<u8>, String> {
             prefix[next_free] = p as u16;
             suffix[next_free] = first;
             next_free = free_slot(&prefix, next_free + 1);
+            added = true;
         }
         prev = Some(code);
     }

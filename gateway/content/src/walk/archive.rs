@@ -74,7 +74,8 @@ impl Walker<'_> {
 
     /// A member in one of PKZIP 1.x's methods (implode, shrink), decoded by [`zipold`].
     fn zip_old(&mut self, data: &Bytes, m: &OldMember, p: &str, name: &str, depth: u32) {
-        let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+        let room = self.limits.max_total_bytes.saturating_sub(self.total);
+        let cap = usize::try_from(self.limits.max_member_bytes.min(room)).unwrap_or(usize::MAX);
         let flags = data
             .get(m.header..m.header + 8)
             .map_or(0, |h| u16::from_le_bytes([h[6], h[7]]));
@@ -310,9 +311,16 @@ impl Walker<'_> {
 
     pub(super) fn sis(&mut self, data: &Bytes, prov: &str, depth: u32) {
         let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
-        let (files, problem) = sis::files(data, self.limits.max_files as usize, cap);
-        if let Some(problem) = problem {
-            self.issue(IssueKind::Corrupt, prov, format!("sis: {problem}"));
+        let room = usize::try_from(self.limits.max_total_bytes.saturating_sub(self.total))
+            .unwrap_or(usize::MAX);
+        let (files, problem) = sis::files(data, self.limits.max_files as usize, cap, room);
+        if let Some((limit, why)) = problem {
+            let kind = if limit {
+                IssueKind::Limit
+            } else {
+                IssueKind::Corrupt
+            };
+            self.issue(kind, prov, format!("sis: {why}"));
         }
         for f in files {
             if self.stopped || self.out_of_time(prov) {
@@ -351,11 +359,11 @@ impl Walker<'_> {
             };
             self.issue(kind, prov, format!("nsis: {why}"));
         }
-        for (i, b) in blocks.into_iter().enumerate() {
+        for b in blocks {
             if self.stopped || self.out_of_time(prov) {
                 return;
             }
-            let p = match i {
+            let p = match b.index {
                 0 => format!("{prov} > nsis:header"),
                 n => format!("{prov} > nsis:file{n}"),
             };

@@ -185,7 +185,14 @@ impl Walker<'_> {
     }
 
     pub(super) fn tnef(&mut self, data: &Bytes, prov: &str, depth: u32) {
-        let (atts, cut) = tnef::attachments(data, self.limits.max_files as usize);
+        let (atts, cut, more) = tnef::attachments(data, self.limits.max_files as usize);
+        if more {
+            self.issue(
+                IssueKind::Limit,
+                prov,
+                "tnef: more attachments than the limits allow",
+            );
+        }
         if cut {
             self.issue(
                 IssueKind::Corrupt,

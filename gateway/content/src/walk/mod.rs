@@ -22,8 +22,8 @@ use crate::formats::{self, Format};
 use mime::sniff_multipart;
 use soap::looks_like_soap;
 
-/// Containers opened inside one file no format claims.
-const MAX_EMBEDDED: usize = 16;
+/// Containers opened inside one file no format claims (more is a limit issue).
+const MAX_EMBEDDED: usize = 64;
 
 /// Extraction limits. Defaults follow ClamAV's.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -329,26 +329,43 @@ impl Walker<'_> {
     /// corrupt is taken for a lookalike, not reported (NSIS data excepted); what it held is still
     /// scanned.
     fn embedded(&mut self, data: &Bytes, prov: &str, depth: u32) {
-        if data.len() < 64 || depth >= self.limits.max_depth {
+        // Programs, images and other binaries carry NUL bytes early; text does not, and a raw
+        // archive inside text would be no archive a program could open.
+        if data.len() < 64 || memchr::memchr(0, &data[..data.len().min(4096)]).is_none() {
             return;
         }
-        for f in formats::embedded::find(data, MAX_EMBEDDED) {
+        let found = formats::embedded::find(data, MAX_EMBEDDED + 1);
+        if found.is_empty() {
+            return;
+        }
+        if depth >= self.limits.max_depth {
+            let why = format!("nesting deeper than {} levels", self.limits.max_depth);
+            self.issue(IssueKind::Limit, prov, why);
+            return;
+        }
+        if found.len() > MAX_EMBEDDED {
+            let why = format!("more than {MAX_EMBEDDED} embedded containers");
+            self.issue(IssueKind::Limit, prov, why);
+        }
+        for f in found.into_iter().take(MAX_EMBEDDED) {
             if self.stopped || self.out_of_time(prov) {
                 return;
             }
             let p = format!("{prov} > embedded:{}@{}", f.format.label(), f.offset);
             let before = self.issues.len();
             self.open(f.format, &data.slice(f.offset..), &p, depth + 1);
-            // NSIS's 16-byte signature and checked first header are no lookalike.
-            if f.format == Format::Nsis {
-                continue;
-            }
-            let mut i = before;
-            while i < self.issues.len() {
-                if self.issues[i].kind == IssueKind::Corrupt {
-                    self.issues.remove(i);
-                } else {
-                    i += 1;
+            // A start that does not open is a lookalike: its own failure is not reported
+            // (NSIS's 16-byte signature and checked first header are no lookalike). What a
+            // real embedded container holds keeps its issues.
+            if f.format != Format::Nsis {
+                let mut i = before;
+                while i < self.issues.len() {
+                    let own = self.issues[i].provenance == p;
+                    if own && self.issues[i].kind == IssueKind::Corrupt {
+                        self.issues.remove(i);
+                    } else {
+                        i += 1;
+                    }
                 }
             }
         }
@@ -384,10 +401,12 @@ impl Walker<'_> {
 /// A 64-bit fingerprint of decoded bytes, to tell a second way to the same bytes (a mail's
 /// base64 sweep, a OneNote section's raw search) from a new file.
 fn fingerprint(data: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    data.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    // Keys drawn at random once per process: no one can build a collision offline.
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one(data)
 }
 
 /// A member name fit for a provenance string: no control characters, bounded length.

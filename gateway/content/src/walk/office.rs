@@ -54,7 +54,17 @@ impl Walker<'_> {
     fn ppt_objects(&mut self, stream: &[u8], prov: &str, depth: u32) {
         let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
         let max = self.limits.max_files as usize;
-        for (n, o) in ppt::objects(stream, max, cap).into_iter().enumerate() {
+        let room = usize::try_from(self.limits.max_total_bytes.saturating_sub(self.total))
+            .unwrap_or(usize::MAX);
+        let (objects, more) = ppt::objects(stream, max, cap, room);
+        if more {
+            self.issue(
+                IssueKind::Limit,
+                prov,
+                "ppt: more objects than the limits allow",
+            );
+        }
+        for (n, o) in objects.into_iter().enumerate() {
             if self.stopped {
                 return;
             }
@@ -199,11 +209,17 @@ impl Walker<'_> {
         let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
         let max = self.limits.max_files as usize;
         let mut given = std::collections::HashSet::new();
-        for (i, f) in onenote::parsed(data, max, cap)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
+        let room = usize::try_from(self.limits.max_total_bytes.saturating_sub(self.total))
+            .unwrap_or(usize::MAX);
+        let parsed = onenote::parsed(data, max, cap, room).unwrap_or_default();
+        if parsed.more {
+            self.issue(
+                IssueKind::Limit,
+                prov,
+                "onenote: more files than the limits allow",
+            );
+        }
+        for (i, f) in parsed.files.into_iter().enumerate() {
             if self.stopped || self.out_of_time(prov) {
                 return;
             }
