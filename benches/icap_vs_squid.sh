@@ -6,7 +6,9 @@
 #   benches/icap_vs_squid.sh [SECONDS] [CONCURRENCY] [SIZE_KIB]      (defaults 10, 8, 64)
 #
 # Prints req/s, p50, p99 and CPU seconds per 10,000 requests of each proxy (c-icap and clamd
-# not counted) and Sekisho's ratio to Squid. SEKISHO_BIN=PATH measures that binary.
+# not counted). SEKISHO_BIN=PATH measures that binary. SQUID_TOO=1 adds Squid 5.7's ICAP client
+# and Sekisho's ratio to it: in this setup Squid's requests to c-icap 0.5.10 hang (its answers
+# never come; not diagnosed yet), so it is off by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -17,7 +19,7 @@ dpkg -s libc-icap-mod-virus-scan >/dev/null 2>&1 ||
 build_release
 W=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; rm -rf "$W"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
@@ -41,7 +43,6 @@ MaxServers 4
 MinSpareThreads 16
 MaxSpareThreads 64
 ThreadsPerChild 32
-MaxKeepAliveRequests 0
 TmpDir $W
 ModulesDir $lib
 ServicesDir $lib
@@ -62,6 +63,7 @@ wait_port "$ICAP"
 # Origin: nginx serving a SIZE_KIB file.
 ORIGIN=$(port)
 head -c $((KIB * 1024)) /dev/urandom > "$W/www/body"
+chmod 1777 "$W"  # nginx's workers read the files, Squid writes its logs, as their own users
 cat > "$W/nginx.conf" <<EOF
 daemon off; worker_processes 1; pid $W/nginx.pid; error_log $W/nginx.err;
 events { worker_connections 1024; }
@@ -85,7 +87,7 @@ icap_enable on
 icap_preview_enable on
 icap_preview_size 4096
 icap_persistent_connections on
-icap_service av respmod_precache bypass=0 icap://127.0.0.1:$ICAP/avscan
+icap_service av respmod_precache icap://127.0.0.1:$ICAP/avscan bypass=0
 adaptation_access av allow all
 EOF
 taskset -c 1 squid -N -f "$W/squid.conf" >/dev/null 2>&1 & pids+=($!)
@@ -127,15 +129,22 @@ measure() { # NAME PROXY_PORT PID
   cpu10k=$(awk -v t=$((after - before)) -v n="$ok" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", n ? t / hz / n * 10000 : 0 }')
   echo "$1 $rps $p50 $p99 $cpu10k $errs"
 }
-# Both must block EICAR through the same ICAP server before they are measured.
+# Both must pass the clean body and block EICAR through the same ICAP server before they are
+# measured.
 cp "$W/eicar" "$W/www/eicar"
-for p in "$SQUID" "$SEK"; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$p" "http://127.0.0.1:$ORIGIN/eicar")
+chmod -R a+rX "$W/www"
+proxies=$SEK
+[ -n "${SQUID_TOO:-}" ] && proxies="$SQUID $SEK"
+for p in $proxies; do
+  code=$(curl -s --max-time 20 -o "$W/clean.out" -w '%{http_code}' -x "http://127.0.0.1:$p" "http://127.0.0.1:$ORIGIN/body" || true)
+  [ "$code" = 200 ] || { echo "proxy on $p refused the clean body ($code):" >&2; head -c 600 "$W/clean.out" >&2; exit 1; }
+  code=$(curl -s --max-time 20 -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$p" "http://127.0.0.1:$ORIGIN/eicar" || true)
   [ "$code" = 403 ] || { echo "proxy on $p let EICAR through ($code)" >&2; exit 1; }
 done
 echo "ICAP RESPMOD through c-icap + clamd, ${KIB} KiB responses, ${CONC} connections, ${SECS}s each"
 printf '%-8s %8s %8s %8s %14s %6s\n' proxy req/s p50 p99 cpu-s/10k errors
-s=$(measure squid "$SQUID" "$SQUID_PID"); printf '%-8s %8s %8s %8s %14s %6s\n' $s
+s="squid 0 0 0 0 0"
+[ -z "${SQUID_TOO:-}" ] || { s=$(measure squid "$SQUID" "$SQUID_PID"); printf '%-8s %8s %8s %8s %14s %6s\n' $s; }
 k=$(measure sekisho "$SEK" "$SEK_PID"); printf '%-8s %8s %8s %8s %14s %6s\n' $k
-awk -v a="$(cut -d' ' -f2 <<<"$k")" -v b="$(cut -d' ' -f2 <<<"$s")" -v ca="$(cut -d' ' -f5 <<<"$k")" -v cb="$(cut -d' ' -f5 <<<"$s")" \
+[ -z "${SQUID_TOO:-}" ] || awk -v a="$(cut -d' ' -f2 <<<"$k")" -v b="$(cut -d' ' -f2 <<<"$s")" -v ca="$(cut -d' ' -f5 <<<"$k")" -v cb="$(cut -d' ' -f5 <<<"$s")" \
   'BEGIN { printf "sekisho/squid: req/s %.2f, CPU per request %.2f\n", b ? a / b : 0, cb ? ca / cb : 0 }'

@@ -63,11 +63,23 @@ fn file_name(value: &[u8]) -> Option<String> {
     (!v.is_empty()).then(|| v.to_string())
 }
 
-/// The base64 bodies of `mail` (at most `max`, each at most `cap` bytes decoded).
-pub fn sections(mail: &[u8], max: usize, cap: usize) -> Vec<Section> {
+/// The base64 bodies of `mail` (at most `max`, each at most `cap` bytes decoded), except those
+/// `known` says were decoded already (it is given the offset of a body's first line).
+pub fn sections(
+    mail: &[u8],
+    max: usize,
+    cap: usize,
+    known: &dyn Fn(usize) -> bool,
+) -> Vec<Section> {
+    let mut offsets = Vec::new();
+    let mut at = 0usize;
     let lines: Vec<&[u8]> = mail
         .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .map(|l| {
+            offsets.push(at);
+            at += l.len() + 1;
+            l.strip_suffix(b"\r").unwrap_or(l)
+        })
         .collect();
     let mut out = Vec::new();
     let (mut base64, mut name, mut in_headers) = (false, None, false);
@@ -80,6 +92,10 @@ pub fn sections(mail: &[u8], max: usize, cap: usize) -> Vec<Section> {
                 let start = i;
                 while i < lines.len() && is_base64_line(lines[i]) {
                     i += 1;
+                }
+                if offsets.get(start).is_some_and(|o| known(*o)) {
+                    (base64, name, in_headers) = (false, None, false);
+                    continue;
                 }
                 let data = decode(&lines[start..i], cap);
                 if !data.is_empty() {
@@ -158,13 +174,19 @@ mod tests {
              Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\
              Content-Disposition: attachment;\r\n filename=\"clam.exe\"\r\n\r\n{EXE_B64}\r\n{EXE_B64}\r\n--Y--\r\n"
         );
-        let s = sections(mail.as_bytes(), 10, 1 << 20);
+        let s = sections(mail.as_bytes(), 10, 1 << 20, &|_| false);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].name.as_deref(), Some("clam.exe"));
         assert!(s[0].data.starts_with(b"MZP\0"));
         assert_eq!(s[0].data.len(), 60);
-        assert_eq!(sections(mail.as_bytes(), 10, 7)[0].data.len(), 7);
-        assert!(sections(mail.as_bytes(), 0, 100).is_empty());
+        assert_eq!(
+            sections(mail.as_bytes(), 10, 7, &|_| false)[0].data.len(),
+            7
+        );
+        assert!(sections(mail.as_bytes(), 0, 100, &|_| false).is_empty());
+        // A body the MIME parser decoded already is left alone.
+        let at = mail.find("TVpQ").unwrap();
+        assert!(sections(mail.as_bytes(), 10, 100, &|o| o == at).is_empty());
     }
 
     #[test]
@@ -178,11 +200,11 @@ mod tests {
         // A base64 declaration in a body text, not in a header block, is not followed.
         let text = b"Dear all,\n\nContent-Transfer-Encoding: base64 is used below\n\nTVpQ\n";
         assert_eq!(
-            sections(text, 10, 100).len(),
+            sections(text, 10, 100, &|_| false).len(),
             1,
             "a header-like first line counts"
         );
         let prose = b"Hello\nThe header Content-Transfer-Encoding: base64\n\nTVpQ\n";
-        assert!(sections(prose, 10, 100).is_empty());
+        assert!(sections(prose, 10, 100, &|_| false).is_empty());
     }
 }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
-use super::{fingerprint, safe_name, Hints, IssueKind, Walker};
+use super::{safe_name, Hints, IssueKind, Walker};
 use crate::formats::{b64parts, binhex, tnef, uuencode};
 
 impl Walker<'_> {
@@ -66,7 +66,8 @@ impl Walker<'_> {
             return;
         }
         let mut seen = 0;
-        let mut decoded = std::collections::HashSet::new();
+        // Where the parser decoded base64 bodies: the sweep leaves those alone.
+        let mut decoded: Vec<(usize, usize)> = Vec::new();
         for (i, part) in msg.parts.iter().enumerate() {
             // uuencoded files may sit in any leaf part: text, or a body left as it is (the mail
             // parser does not decode `Content-Transfer-Encoding: x-uuencode`).
@@ -93,7 +94,9 @@ impl Walker<'_> {
                 );
             }
             self.total += bytes.len() as u64;
-            decoded.insert(fingerprint(bytes));
+            if part.encoding == mail_parser::Encoding::Base64 && !part.is_encoding_problem {
+                decoded.push((part.offset_body as usize, part.offset_end as usize));
+            }
             let piece = Bytes::copy_from_slice(bytes);
             let hints = Hints {
                 name: name.as_deref(),
@@ -109,22 +112,22 @@ impl Walker<'_> {
         }
     }
 
-    /// Base64 bodies the MIME tree did not reach (see [`b64parts`]): each one not already
-    /// decoded as a part is visited.
+    /// Base64 bodies the MIME tree did not reach (see [`b64parts`]).
     fn swept(
         &mut self,
         raw: &[u8],
         prov: &str,
         depth: u32,
-        decoded: &HashSet<u64>,
+        decoded: &[(usize, usize)],
         seen: &mut u32,
     ) {
         let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
         let max = self.limits.max_files as usize;
-        for (n, s) in b64parts::sections(raw, max, cap).into_iter().enumerate() {
-            if decoded.contains(&fingerprint(&s.data)) {
-                continue;
-            }
+        let known = |at: usize| decoded.iter().any(|(a, b)| (*a..*b).contains(&at));
+        for (n, s) in b64parts::sections(raw, max, cap, &known)
+            .into_iter()
+            .enumerate()
+        {
             if !self.one_more(prov, "mail", seen) {
                 return;
             }

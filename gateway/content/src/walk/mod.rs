@@ -398,8 +398,8 @@ impl Walker<'_> {
     }
 }
 
-/// A 64-bit fingerprint of decoded bytes, to tell a second way to the same bytes (a mail's
-/// base64 sweep, a OneNote section's raw search) from a new file.
+/// A 64-bit fingerprint of decoded bytes, to tell a second way to the same bytes (a OneNote
+/// section's raw search after its parsed pages) from a new file.
 fn fingerprint(data: &[u8]) -> u64 {
     use std::hash::BuildHasher;
     // Keys drawn at random once per process: no one can build a collision offline.
