@@ -3,8 +3,6 @@
 //! MTOM packages saved as a message file (headers, then a multipart/related body), which go to
 //! the multipart opener so `xop:Include` references resolve.
 
-use std::collections::HashSet;
-
 use bytes::Bytes;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
