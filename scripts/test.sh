@@ -28,6 +28,9 @@ command -v zip >/dev/null 2>&1 || need+=(zip)
 command -v bsdtar >/dev/null 2>&1 || need+=(libarchive-tools)
 # makensis: the Nullsoft installers tests/av_formats.rs unpacks.
 command -v makensis >/dev/null 2>&1 || need+=(nsis)
+# arj and Free Pascal's chmcmd: the ARJ archives and compiled help files tests/av_formats.rs opens.
+command -v arj >/dev/null 2>&1 || need+=(arj)
+command -v chmcmd >/dev/null 2>&1 || need+=(fp-utils)
 # clamscan: the reference engine tests/av_formats.rs compares verdicts with (its own signature
 # database is never fetched: the test passes ours with -d).
 command -v clamscan >/dev/null 2>&1 || need+=(clamav)

@@ -1,15 +1,16 @@
 //! The hand-written format readers of `sekisho-content` (cpio, uuencode, MS-OVBA
 //! decompression and `dir` records, OLE1 objects and packages, RTF `\objdata`, ISO 9660, file
 //! type labels and executable descriptions, PowerPoint objects, SIS files, NSIS blocks, the mail
-//! base64 sweep, embedded container starts, zip implode and shrink), each fed directly: the first byte picks the
-//! reader. Never panics, and nothing yields more than the cap it was given or bytes outside
-//! its input.
+//! base64 sweep, embedded container starts, zip implode and shrink, ARJ members and methods, CHM
+//! directories and LZX sections, InstallShield MSI setup blocks), each fed directly: the first
+//! byte picks the reader. Never panics, and nothing yields more than the cap it was given or
+//! bytes outside its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
-    b64parts, cpio, embedded, exe, filetype, iso9660, nsis, ole1, ovba, ppt, rtf, sis, uuencode,
-    zipold,
+    arj, b64parts, chm, cpio, embedded, exe, filetype, ishield, iso9660, nsis, ole1, ovba, ppt,
+    rtf, sis, uuencode, zipold,
 };
 
 const CAP: usize = 1 << 16;
@@ -18,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    match first % 13 {
+    match first % 16 {
         0 => {
             for e in cpio::Reader::new(rest).take(10_000) {
                 if let Ok(e) = e {
@@ -92,6 +93,36 @@ fuzz_target!(|data: &[u8]| {
                 assert!(out.len() <= CAP);
             }
             if let Ok(out) = zipold::unshrink(rest, 1 << 20, CAP) {
+                assert!(out.len() <= CAP);
+            }
+        }
+        11 => {
+            for m in arj::members(rest).take(1_000).flatten() {
+                assert!(m.packed.len() <= rest.len());
+                assert!(arj::unpack(&m, CAP).data.len() <= CAP);
+            }
+        }
+        12 => {
+            let b = chm::Bounds {
+                max_files: 64,
+                cap: CAP,
+                total: 4 * CAP,
+            };
+            let (files, _) = chm::files(rest, b);
+            assert!(files.len() <= 64);
+            assert!(files.iter().all(|f| f.data.len() <= CAP));
+            assert!(files.iter().map(|f| f.data.len()).sum::<usize>() <= 4 * CAP);
+        }
+        13 => {
+            let mut block = ishield::MAGIC.to_vec();
+            block.extend_from_slice(rest);
+            let (files, _) = ishield::files(&block, 64);
+            assert!(files.len() <= 64);
+            for f in files {
+                let mut out = Vec::new();
+                let z = flate2::read::ZlibDecoder::new(f.reader());
+                let _ =
+                    std::io::Read::read_to_end(&mut std::io::Read::take(z, CAP as u64), &mut out);
                 assert!(out.len() <= CAP);
             }
         }

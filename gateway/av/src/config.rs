@@ -158,12 +158,18 @@ impl AvConfig {
         }
         if let Some(deadline) = self.stage.resolve_timeout_secs {
             if deadline < self.own_time_secs() {
+                let icap = self.icap.iter().map(|i| i.timeout_secs).max();
+                let needed = match icap {
+                    Some(t) => format!(
+                        "av.scan_timeout_secs ({}) plus the longest av.icap timeout_secs ({t})",
+                        self.scan_timeout_secs
+                    ),
+                    None => format!("av.scan_timeout_secs ({})", self.scan_timeout_secs),
+                };
                 return Err(format!(
-                    "av.resolve_timeout_secs ({deadline}) is shorter than av.scan_timeout_secs \
-                     plus the longest av.icap timeout_secs ({}): the stage would stop waiting \
-                     before the scan's own time limit; raise av.resolve_timeout_secs or lower \
-                     the others",
-                    self.own_time_secs()
+                    "av.resolve_timeout_secs ({deadline}) is shorter than {needed}: the stage \
+                     would stop waiting before the scan's own time limit; raise \
+                     av.resolve_timeout_secs or lower the others"
                 ));
             }
         }

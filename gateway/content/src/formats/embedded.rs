@@ -1,5 +1,5 @@
 //! Containers inside other files: self-extracting archives and installers carry a cabinet, a
-//! zip, a RAR, a 7z, an MSI or NSIS data after their program, and polyglots append an archive to an image. ClamAV
+//! zip, a RAR, a 7z, an ARJ, an MSI, InstallShield's or NSIS data after their program, and polyglots append an archive to an image. ClamAV
 //! types these (`ZIPSFX`, `CABSFX`, `RARSFX`, `7ZSFX`, …) anywhere in a file and opens them where they
 //! start; so does this search. Only starts with a strong magic and a plausible header count.
 
@@ -39,6 +39,10 @@ fn plausible(d: &[u8], at: usize, f: Format) -> bool {
         Format::Rar => super::is_rar(h) && h.len() >= 20,
         // Compound file header: minor/major version 3 or 4, byte order FFFE.
         Format::Ole2 => h.len() >= 512 && matches!(h[26], 3 | 4) && h[28] == 0xfe && h[29] == 0xff,
+        // A main header whose CRC-32 holds (ARJ's self-extractors, `ARJSFX` in ClamAV).
+        Format::Arj => super::arj::is_arj(h),
+        // The fixed fields of the first file block (ClamAV's `ISHIELD-MSI`).
+        Format::IsMsi => super::ishield::is_msi(h),
         _ => false,
     }
 }
@@ -57,6 +61,8 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
                 &OLE2,
                 b"Rar!\x1a\x07",
                 &super::nsis::SIGNATURE[..],
+                &[0x60, 0xea],
+                super::ishield::MAGIC,
             ])
             .ok()
         })
@@ -77,6 +83,8 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
             2 => Format::SevenZ,
             3 => Format::Ole2,
             4 => Format::Rar,
+            6 => Format::Arj,
+            7 => Format::IsMsi,
             // The signature sits 4 bytes into an NSIS first header.
             _ if at < 4 => continue,
             _ => {

@@ -1,12 +1,15 @@
 //! Container and encoding formats, recognised by content (magic bytes, never the name).
 
+pub mod arj;
 pub mod b64parts;
 pub mod binhex;
+pub mod chm;
 pub mod cpio;
 pub mod embedded;
 pub mod exe;
 pub mod filetype;
 pub mod html;
+pub mod ishield;
 pub mod iso9660;
 pub mod nsis;
 pub mod ole1;
@@ -88,6 +91,12 @@ pub enum Format {
     Rar,
     /// A Nullsoft installer's data (from its first header).
     Nsis,
+    /// An ARJ archive.
+    Arj,
+    /// Compiled HTML help (ITSF).
+    Chm,
+    /// An InstallShield MSI-based setup's file blocks (from `InstallShield\0`).
+    IsMsi,
 }
 
 impl Format {
@@ -116,6 +125,9 @@ impl Format {
             Format::Sis => "sis",
             Format::Rar => "rar",
             Format::Nsis => "nsis",
+            Format::Arj => "arj",
+            Format::Chm => "chm",
+            Format::IsMsi => "ishield",
         }
     }
 }
@@ -152,6 +164,12 @@ pub fn detect(data: &[u8]) -> Option<Format> {
         Format::Nsis
     } else if sis::is_sis(data) {
         Format::Sis
+    } else if arj::is_arj(data) {
+        Format::Arj
+    } else if chm::is_chm(data) {
+        Format::Chm
+    } else if ishield::is_msi(data) {
+        Format::IsMsi
     } else if data.starts_with(b"MSCF\0\0\0\0") {
         Format::Cab
     } else if is_tar(data) {

@@ -11,6 +11,7 @@ mod pdf;
 mod rar;
 mod soap;
 mod stream;
+mod whole;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -355,9 +356,10 @@ impl Walker<'_> {
             let before = self.issues.len();
             self.open(f.format, &data.slice(f.offset..), &p, depth + 1);
             // A start that does not open is a lookalike: its own failure is not reported
-            // (NSIS's 16-byte signature and checked first header are no lookalike). What a
+            // (NSIS's 16-byte signature and checked first header, InstallShield's marker and
+            // fixed block fields, are no lookalike). What a
             // real embedded container holds keeps its issues.
-            if f.format != Format::Nsis {
+            if !matches!(f.format, Format::Nsis | Format::IsMsi) {
                 let mut i = before;
                 while i < self.issues.len() {
                     let own = self.issues[i].provenance == p;
@@ -394,6 +396,9 @@ impl Walker<'_> {
             Format::Sis => self.sis(data, prov, depth),
             Format::Rar => self.rar(data, prov, depth),
             Format::Nsis => self.nsis(data, prov, depth),
+            Format::Arj => self.arj(data, prov, depth),
+            Format::Chm => self.chm(data, prov, depth),
+            Format::IsMsi => self.ishield(data, prov, depth),
         }
     }
 }

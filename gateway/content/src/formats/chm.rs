@@ -1,0 +1,452 @@
+//! Compiled HTML Help (`.chm`, ITSF), read as libmspack's `chmd` and ClamAV's `chmunpack.c`
+//! read it: the ITSF header locates the ITSP directory, whose PMGL chunks list every file as
+//! (name, section, offset, length). Section 0 is stored; section 1 (`MSCompressed`) is one LZX
+//! stream cut into 32 KiB frames, with a reset table giving each frame's packed offset and a
+//! control block giving the window and how many frames lie between resets. LZX itself is
+//! decoded by the maintained `lzxd` crate (the one `cab` uses).
+
+use lzxd::{Lzxd, WindowSize};
+
+const FRAME: usize = 0x8000;
+const ITSP_LEN: usize = 0x54;
+const CONTENT: &str = "::DataSpace/Storage/MSCompressed/Content";
+const CONTROL: &str = "::DataSpace/Storage/MSCompressed/ControlData";
+const RESET_TABLE: &str = "::DataSpace/Storage/MSCompressed/Transform/\
+{7FC28940-9D31-11D0-9B27-00A0C91E9C7C}/InstanceData/ResetTable";
+
+fn u32_at(d: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        d.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+fn u64_at(d: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        d.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+/// True when `d` starts with an ITSF header (versions 2 and 3).
+pub fn is_chm(d: &[u8]) -> bool {
+    d.len() >= 0x58 && d.starts_with(b"ITSF") && matches!(u32_at(d, 4), Some(2 | 3))
+}
+
+/// A file listed in the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its path (`/index.html`).
+    pub name: String,
+    /// 0 stored, 1 LZX-compressed.
+    pub section: u64,
+    /// Offset within its section.
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+}
+
+/// A file's bytes.
+#[derive(Debug)]
+pub struct File {
+    /// Its path.
+    pub name: String,
+    /// Its bytes (at most the cap).
+    pub data: Vec<u8>,
+    /// Cut at a limit, or its bytes lie outside what the archive holds or decodes.
+    pub cut: bool,
+}
+
+/// The limits a read keeps to.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Files returned.
+    pub max_files: usize,
+    /// Bytes of one file.
+    pub cap: usize,
+    /// Bytes decoded in all (the compressed section and every file).
+    pub total: usize,
+}
+
+/// Reads the directory: (entries, where the content starts). Errors name what is damaged. The
+/// listing is bounded by the file itself (every entry takes at least four bytes of a chunk).
+pub fn directory(d: &[u8]) -> Result<(Vec<Entry>, usize), String> {
+    if !is_chm(d) {
+        return Err("no ITSF header".into());
+    }
+    let dir = u64_at(d, 0x48).ok_or("header cut short")?;
+    let dir_len = u64_at(d, 0x50).ok_or("header cut short")?;
+    let content = if u32_at(d, 4) == Some(3) && u32_at(d, 8).is_some_and(|l| l >= 0x60) {
+        u64_at(d, 0x58).ok_or("header cut short")?
+    } else {
+        dir.saturating_add(dir_len)
+    };
+    let dir = usize::try_from(dir).map_err(|_| "directory offset out of range")?;
+    let itsp = d
+        .get(dir..dir.saturating_add(ITSP_LEN))
+        .ok_or("directory past the end")?;
+    if !itsp.starts_with(b"ITSP") {
+        return Err("no ITSP directory header".into());
+    }
+    let header_len = u32_at(itsp, 8).unwrap_or(0) as usize;
+    let chunk = u32_at(itsp, 0x10).unwrap_or(0) as usize;
+    let chunks = u32_at(itsp, 0x2c).unwrap_or(0) as usize;
+    if !(0x14..=1 << 20).contains(&chunk) || header_len < ITSP_LEN {
+        return Err(format!("directory chunk size {chunk}"));
+    }
+    let mut entries = Vec::new();
+    for i in 0..chunks {
+        let start = (dir + header_len).saturating_add(i.saturating_mul(chunk));
+        let Some(c) = d.get(start..start.saturating_add(chunk)) else {
+            return Err("directory chunk past the end".into());
+        };
+        if c.starts_with(b"PMGL") {
+            pmgl(c, &mut entries)?;
+        }
+    }
+    let content = usize::try_from(content).map_err(|_| "content offset out of range")?;
+    Ok((entries, content))
+}
+
+/// The entries of one listing chunk (its free space at the end holds no entries).
+fn pmgl(c: &[u8], out: &mut Vec<Entry>) -> Result<(), String> {
+    let free = u32_at(c, 4).unwrap_or(0) as usize;
+    let end = c
+        .len()
+        .checked_sub(free)
+        .filter(|e| *e >= 0x14)
+        .ok_or("PMGL free space")?;
+    let mut at = 0x14;
+    while at < end {
+        let len = encint(c, &mut at)? as usize;
+        let name = c
+            .get(at..at.saturating_add(len))
+            .ok_or("PMGL name past its chunk")?;
+        at += len;
+        let section = encint(c, &mut at)?;
+        let offset = encint(c, &mut at)?;
+        let length = encint(c, &mut at)?;
+        if at > end {
+            return Err("PMGL entry past its chunk".into());
+        }
+        out.push(Entry {
+            name: String::from_utf8_lossy(name).into_owned(),
+            section,
+            offset,
+            length,
+        });
+    }
+    Ok(())
+}
+
+/// A big-endian base-128 integer, high bit set on every byte but the last.
+fn encint(c: &[u8], at: &mut usize) -> Result<u64, String> {
+    let mut v = 0u64;
+    for _ in 0..9 {
+        let b = *c.get(*at).ok_or("number past its chunk")?;
+        *at += 1;
+        v = (v << 7) | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("number too long".into())
+}
+
+/// Bytes of section 0 (stored) at `offset`, clamped to what the file holds.
+fn stored(d: &[u8], content: usize, offset: u64, length: u64) -> Option<&[u8]> {
+    let start = content.checked_add(usize::try_from(offset).ok()?)?;
+    let end = start.saturating_add(usize::try_from(length).unwrap_or(usize::MAX));
+    d.get(start..end.min(d.len()))
+}
+
+/// The files (not the `::` storage internals, not directories), each at most `cap` bytes;
+/// and a problem that stopped the reading: `(true, why)` for a limit, `(false, why)` for damage.
+pub fn files(d: &[u8], b: Bounds) -> (Vec<File>, Option<(bool, String)>) {
+    let (entries, content) = match directory(d) {
+        Ok(v) => v,
+        Err(e) => return (Vec::new(), Some((false, e))),
+    };
+    let mut problem = None;
+    let wanted: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.length > 0 && !e.name.starts_with("::") && !e.name.ends_with('/'))
+        .collect();
+    if wanted.len() > b.max_files {
+        problem = Some((true, format!("more than {} files", b.max_files)));
+    }
+    let need = wanted
+        .iter()
+        .take(b.max_files)
+        .filter(|e| e.section == 1)
+        .map(|e| e.offset.saturating_add(e.length.min(b.cap as u64)))
+        .max();
+    let section1 = match need {
+        Some(need) => {
+            let (s, p) = lzx_section(d, &entries, content, need, b.total);
+            problem = p.or(problem);
+            s
+        }
+        None => Vec::new(),
+    };
+    let mut out = Vec::new();
+    let mut used = section1.len();
+    for e in wanted.into_iter().take(b.max_files) {
+        let src: &[u8] = match e.section {
+            0 => stored(d, content, e.offset, e.length).unwrap_or_default(),
+            1 => usize::try_from(e.offset)
+                .ok()
+                .and_then(|o| section1.get(o..))
+                .unwrap_or_default(),
+            _ => continue,
+        };
+        let room = b.total.saturating_sub(used);
+        let take = src.len().min(b.cap).min(room).min(e.length as usize);
+        if take == 0 && room == 0 {
+            problem = Some((
+                true,
+                format!("decoded bytes over the total limit of {}", b.total),
+            ));
+            break;
+        }
+        used += take;
+        out.push(File {
+            name: e.name.clone(),
+            data: src[..take].to_vec(),
+            cut: (take as u64) < e.length,
+        });
+    }
+    (out, problem)
+}
+
+fn find<'e>(entries: &'e [Entry], name: &str) -> Result<&'e Entry, (bool, String)> {
+    entries
+        .iter()
+        .find(|e| e.name.eq_ignore_ascii_case(name) && e.section == 0)
+        .ok_or((false, format!("no {name}")))
+}
+
+/// Decodes section 1 from its start up to `need` bytes (at most `total`): what decoded, and
+/// the limit or damage that stopped it early.
+fn lzx_section(
+    d: &[u8],
+    entries: &[Entry],
+    content: usize,
+    need: u64,
+    total: usize,
+) -> (Vec<u8>, Option<(bool, String)>) {
+    let mut out = Vec::new();
+    let problem = decode_section(d, entries, content, need, total, &mut out).err();
+    (out, problem)
+}
+
+fn decode_section(
+    d: &[u8],
+    entries: &[Entry],
+    content: usize,
+    need: u64,
+    total: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), (bool, String)> {
+    let damaged = |why: &str| (false, why.to_string());
+    let part = |name: &str| -> Result<&[u8], (bool, String)> {
+        let e = find(entries, name)?;
+        stored(d, content, e.offset, e.length).ok_or_else(|| damaged("storage past the end"))
+    };
+    let (control, table, packed) = (part(CONTROL)?, part(RESET_TABLE)?, part(CONTENT)?);
+    if control.get(4..8) != Some(b"LZXC") {
+        return Err(damaged("no LZXC control data"));
+    }
+    let unit = if u32_at(control, 8) == Some(2) {
+        FRAME
+    } else {
+        1
+    };
+    let reset = (u32_at(control, 12).unwrap_or(0) as usize).saturating_mul(unit);
+    let window = (u32_at(control, 16).unwrap_or(0) as usize).saturating_mul(unit);
+    let window = window_size(window).ok_or_else(|| damaged("LZX window size"))?;
+    if reset < FRAME || reset % FRAME != 0 {
+        return Err(damaged("LZX reset interval"));
+    }
+    let frames_per_reset = reset / FRAME;
+    let (offsets, length) = reset_table(table, packed.len())?;
+    let length = usize::try_from(length).unwrap_or(usize::MAX);
+    let want = usize::try_from(need).unwrap_or(usize::MAX).min(length);
+    let mut lzx = Lzxd::new(window);
+    out.reserve(want.min(total).min(d.len().saturating_mul(16)));
+    for (i, pair) in offsets.windows(2).enumerate() {
+        let frame = length.saturating_sub(i * FRAME).min(FRAME);
+        if out.len() >= want || frame == 0 {
+            break;
+        }
+        if out.len() >= total {
+            return Err((
+                true,
+                format!("decoded bytes over the total limit of {total}"),
+            ));
+        }
+        if i > 0 && i % frames_per_reset == 0 {
+            lzx.reset();
+        }
+        let chunk = packed
+            .get(pair[0]..pair[1])
+            .ok_or_else(|| damaged("LZX frame past the content"))?;
+        let got = lzx
+            .decompress_next(chunk, frame)
+            .map_err(|e| damaged(&format!("LZX frame {i}: {e}")))?;
+        out.extend_from_slice(&got[..got.len().min(want.min(total) - out.len())]);
+    }
+    if out.len() < want && want <= total {
+        return Err(damaged("LZX content ends early"));
+    }
+    Ok(())
+}
+
+/// Frame offsets into the content, with the content's end appended, and the uncompressed
+/// length. Offsets must rise and stay inside the content.
+fn reset_table(t: &[u8], packed: usize) -> Result<(Vec<usize>, u64), (bool, String)> {
+    let damaged = |why: &str| (false, why.to_string());
+    let count = u32_at(t, 4).ok_or_else(|| damaged("reset table cut short"))? as usize;
+    let entry = u32_at(t, 8).unwrap_or(0) as usize;
+    let at = u32_at(t, 12).unwrap_or(0) as usize;
+    let length = u64_at(t, 0x10).ok_or_else(|| damaged("reset table cut short"))?;
+    let frame_len = u64_at(t, 0x20).unwrap_or(0);
+    if entry != 8 || frame_len != FRAME as u64 {
+        return Err(damaged("reset table layout"));
+    }
+    if count.saturating_mul(8) > t.len().saturating_sub(at) {
+        return Err(damaged("reset table past its entry"));
+    }
+    let mut offsets = Vec::with_capacity(count + 1);
+    for i in 0..count {
+        let o = u64_at(t, at + i * 8).unwrap_or(u64::MAX);
+        let o = usize::try_from(o).unwrap_or(usize::MAX);
+        if o > packed || offsets.last().is_some_and(|l| *l > o) {
+            return Err(damaged("reset table offsets"));
+        }
+        offsets.push(o);
+    }
+    offsets.push(packed);
+    Ok((offsets, length))
+}
+
+fn window_size(bytes: usize) -> Option<WindowSize> {
+    Some(match bytes {
+        0x8000 => WindowSize::KB32,
+        0x1_0000 => WindowSize::KB64,
+        0x2_0000 => WindowSize::KB128,
+        0x4_0000 => WindowSize::KB256,
+        0x8_0000 => WindowSize::KB512,
+        0x10_0000 => WindowSize::MB1,
+        0x20_0000 => WindowSize::MB2,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(mut v: u64) -> Vec<u8> {
+        let mut out = vec![(v & 0x7f) as u8];
+        v >>= 7;
+        while v > 0 {
+            out.insert(0, (v & 0x7f) as u8 | 0x80);
+            v >>= 7;
+        }
+        out
+    }
+
+    /// An ITSF v3 file with one PMGL chunk and section 0 entries only.
+    fn chm(files: &[(&str, &[u8])]) -> Vec<u8> {
+        const CHUNK: usize = 0x200;
+        let mut listing = Vec::new();
+        let mut content = Vec::new();
+        for (name, data) in files {
+            listing.extend(enc(name.len() as u64));
+            listing.extend_from_slice(name.as_bytes());
+            listing.extend(enc(0));
+            listing.extend(enc(content.len() as u64));
+            listing.extend(enc(data.len() as u64));
+            content.extend_from_slice(data);
+        }
+        let mut c = b"PMGL".to_vec();
+        c.extend_from_slice(&((CHUNK - 0x14 - listing.len()) as u32).to_le_bytes());
+        c.extend_from_slice(&[0; 4]);
+        c.extend_from_slice(&(-1i32).to_le_bytes());
+        c.extend_from_slice(&(-1i32).to_le_bytes());
+        c.extend(listing);
+        c.resize(CHUNK, 0);
+        let dir = 0x60usize;
+        let dir_len = ITSP_LEN + CHUNK;
+        let mut f = b"ITSF".to_vec();
+        f.extend_from_slice(&3u32.to_le_bytes());
+        f.extend_from_slice(&0x60u32.to_le_bytes());
+        f.resize(0x48, 0);
+        f.extend_from_slice(&(dir as u64).to_le_bytes());
+        f.extend_from_slice(&(dir_len as u64).to_le_bytes());
+        f.extend_from_slice(&((dir + dir_len) as u64).to_le_bytes());
+        let mut itsp = b"ITSP".to_vec();
+        itsp.extend_from_slice(&1u32.to_le_bytes());
+        itsp.extend_from_slice(&(ITSP_LEN as u32).to_le_bytes());
+        itsp.extend_from_slice(&10u32.to_le_bytes());
+        itsp.extend_from_slice(&(CHUNK as u32).to_le_bytes());
+        itsp.resize(0x2c, 0);
+        itsp.extend_from_slice(&1u32.to_le_bytes());
+        itsp.resize(ITSP_LEN, 0);
+        f.extend(itsp);
+        f.extend(c);
+        f.extend(content);
+        f
+    }
+
+    #[test]
+    fn stored_files_are_listed_and_read() {
+        let f = chm(&[
+            ("/a.html", b"<p>hi</p>"),
+            ("/dir/", b""),
+            ("/b.exe", b"MZ..."),
+        ]);
+        assert!(is_chm(&f));
+        let b = Bounds {
+            max_files: 10,
+            cap: 100,
+            total: 1000,
+        };
+        let (files, problem) = files(&f, b);
+        assert!(problem.is_none(), "{problem:?}");
+        let names: Vec<_> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["/a.html", "/b.exe"]);
+        assert_eq!(files[1].data, b"MZ...");
+        let (files, _) = super::files(&f, Bounds { cap: 2, ..b });
+        assert_eq!(files[0].data, b"<p");
+        assert!(files[0].cut);
+        let (files, problem) = super::files(&f, Bounds { max_files: 1, ..b });
+        assert_eq!(files.len(), 1);
+        assert!(problem.unwrap().0);
+    }
+
+    #[test]
+    fn damage_is_reported_not_panicked() {
+        let f = chm(&[("/a.html", b"<p>hi</p>")]);
+        let b = Bounds {
+            max_files: 10,
+            cap: 100,
+            total: 1000,
+        };
+        for len in 0..f.len() {
+            let _ = files(&f[..len], b);
+        }
+        for i in 0..f.len() {
+            let mut g = f.clone();
+            g[i] ^= 0xa5;
+            let _ = files(&g, b);
+        }
+        assert!(files(b"ITSF\x03\0\0\0", b).1.is_some());
+    }
+
+    #[test]
+    fn encint_reads_base_128() {
+        let mut at = 0;
+        assert_eq!(encint(&[0x81, 0x00], &mut at), Ok(128));
+        assert_eq!(at, 2);
+        assert!(encint(&[0xff; 12], &mut 0).is_err());
+    }
+}

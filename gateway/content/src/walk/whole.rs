@@ -1,0 +1,100 @@
+//! Containers whose readers hand back whole members: ARJ archives, compiled HTML help and
+//! InstallShield's MSI-based setups.
+
+use bytes::Bytes;
+
+use super::{safe_name, IssueKind, Walker};
+use crate::formats::{arj, chm, ishield};
+
+impl Walker<'_> {
+    /// Bytes one more member may take: the member limit, within what is left of the total.
+    fn member_room(&self) -> usize {
+        let room = self.limits.max_total_bytes.saturating_sub(self.total);
+        usize::try_from(self.limits.max_member_bytes.min(room)).unwrap_or(usize::MAX)
+    }
+
+    /// An ARJ archive: each member unpacked (methods 0 to 4); garbled members are reported.
+    pub(super) fn arj(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let mut seen = 0;
+        for m in arj::members(data) {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => return self.issue(IssueKind::Corrupt, prov, format!("arj: {e}")),
+            };
+            if !self.one_more(prov, "arj", &mut seen) {
+                return;
+            }
+            let p = format!("{prov} > arj:{}", safe_name(&m.name));
+            if m.encrypted {
+                self.issue(IssueKind::Encrypted, &p, "garbled (encrypted) ARJ member");
+                continue;
+            }
+            let cap = self.member_room();
+            let u = arj::unpack(&m, cap);
+            if u.over_cap {
+                let why = format!("arj member over the limit of {cap} bytes");
+                self.issue(IssueKind::Limit, &p, why);
+            }
+            if m.short {
+                self.issue(IssueKind::Corrupt, &p, "arj member cut short");
+            } else if let Some(e) = &u.error {
+                self.issue(IssueKind::Corrupt, &p, format!("arj member: {e}"));
+            }
+            let cut = u.over_cap || m.short || u.error.is_some();
+            self.extracted(u.data, &p, Some(&m.name), depth + 1, cut);
+        }
+    }
+
+    /// A compiled HTML help file: every page and file it lists, stored or LZX-compressed.
+    pub(super) fn chm(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let bounds = chm::Bounds {
+            max_files: self.limits.max_files as usize,
+            cap: usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX),
+            total: usize::try_from(self.limits.max_total_bytes.saturating_sub(self.total))
+                .unwrap_or(usize::MAX),
+        };
+        let (files, problem) = chm::files(data, bounds);
+        if let Some((limit, why)) = problem {
+            let kind = if limit {
+                IssueKind::Limit
+            } else {
+                IssueKind::Corrupt
+            };
+            self.issue(kind, prov, format!("chm: {why}"));
+        }
+        for f in files {
+            if self.stopped || self.out_of_time(prov) {
+                return;
+            }
+            let p = format!("{prov} > chm:{}", safe_name(&f.name));
+            if f.cut {
+                self.issue(
+                    IssueKind::Corrupt,
+                    &p,
+                    "chm file cut short or over the limit",
+                );
+            }
+            self.extracted(f.data, &p, Some(&f.name), depth + 1, f.cut);
+        }
+    }
+
+    /// An InstallShield MSI-based setup's files, each deobfuscated and inflated.
+    pub(super) fn ishield(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let (files, problem) = ishield::files(data, self.limits.max_files as usize);
+        if let Some(why) = problem {
+            let kind = if why.starts_with("more than") {
+                IssueKind::Limit
+            } else {
+                IssueKind::Corrupt
+            };
+            self.issue(kind, prov, format!("ishield: {why}"));
+        }
+        for f in files {
+            if self.stopped || self.out_of_time(prov) {
+                return;
+            }
+            let z = flate2::read::ZlibDecoder::new(f.reader());
+            self.member(prov, "ishield", &f.name, z, depth);
+        }
+    }
+}
