@@ -316,7 +316,10 @@ mod tests {
         b
     }
 
-    fn archive(members: &[(&str, u8, u8, &[u8], &[u8])]) -> Vec<u8> {
+    /// (name, method, flags, packed bytes, plain bytes).
+    type Spec<'a> = (&'a str, u8, u8, &'a [u8], &'a [u8]);
+
+    fn archive(members: &[Spec<'_>]) -> Vec<u8> {
         let mut main = fixed(TYPE_MAIN, 0, 0, 0, 0, 0);
         main.extend_from_slice(b"t.arj\0\0");
         let mut a = block(&main);

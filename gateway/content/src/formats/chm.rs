@@ -172,20 +172,21 @@ pub fn files(d: &[u8], b: Bounds) -> (Vec<File>, Option<(bool, String)>) {
     if wanted.len() > b.max_files {
         problem = Some((true, format!("more than {} files", b.max_files)));
     }
-    let need = wanted
+    let mut ends: Vec<usize> = wanted
         .iter()
         .take(b.max_files)
         .filter(|e| e.section == 1)
         .map(|e| e.offset.saturating_add(e.length.min(b.cap as u64)))
-        .max();
-    let section1 = match need {
-        Some(need) => {
-            let (s, p) = lzx_section(d, &entries, content, need, b.total);
-            problem = p.or(problem);
-            s
-        }
-        None => Vec::new(),
-    };
+        .map(|e| usize::try_from(e).unwrap_or(usize::MAX))
+        .collect();
+    ends.sort_unstable();
+    ends.dedup();
+    let mut section1 = Vec::new();
+    if !ends.is_empty() {
+        let (s, p) = lzx_section(d, &entries, content, &ends, b.total);
+        problem = p.or(problem);
+        section1 = s;
+    }
     let mut out = Vec::new();
     let mut used = section1.len();
     for e in wanted.into_iter().take(b.max_files) {
@@ -220,89 +221,189 @@ fn find<'e>(entries: &'e [Entry], name: &str) -> Result<&'e Entry, (bool, String
     entries
         .iter()
         .find(|e| e.name.eq_ignore_ascii_case(name) && e.section == 0)
-        .ok_or((false, format!("no {name}")))
+        .ok_or_else(|| damaged(&format!("no {name}")))
 }
 
-/// Decodes section 1 from its start up to `need` bytes (at most `total`): what decoded, and
-/// the limit or damage that stopped it early.
+/// Decodes section 1 from its start up to the last of `ends` (the files' ends, ascending; at
+/// most `total` bytes): what decoded, and the limit or damage that stopped it early.
 fn lzx_section(
     d: &[u8],
     entries: &[Entry],
     content: usize,
-    need: u64,
+    ends: &[usize],
     total: usize,
 ) -> (Vec<u8>, Option<(bool, String)>) {
     let mut out = Vec::new();
-    let problem = decode_section(d, entries, content, need, total, &mut out).err();
+    let problem = Lzx::open(d, entries, content)
+        .and_then(|lzx| lzx.decode(ends, total, &mut out))
+        .err();
     (out, problem)
 }
 
-fn decode_section(
-    d: &[u8],
-    entries: &[Entry],
-    content: usize,
-    need: u64,
-    total: usize,
-    out: &mut Vec<u8>,
-) -> Result<(), (bool, String)> {
-    let damaged = |why: &str| (false, why.to_string());
-    let part = |name: &str| -> Result<&[u8], (bool, String)> {
-        let e = find(entries, name)?;
-        stored(d, content, e.offset, e.length).ok_or_else(|| damaged("storage past the end"))
-    };
-    let (control, table, packed) = (part(CONTROL)?, part(RESET_TABLE)?, part(CONTENT)?);
-    if control.get(4..8) != Some(b"LZXC") {
-        return Err(damaged("no LZXC control data"));
-    }
-    let unit = if u32_at(control, 8) == Some(2) {
-        FRAME
-    } else {
-        1
-    };
-    let reset = (u32_at(control, 12).unwrap_or(0) as usize).saturating_mul(unit);
-    let window = (u32_at(control, 16).unwrap_or(0) as usize).saturating_mul(unit);
-    let window = window_size(window).ok_or_else(|| damaged("LZX window size"))?;
-    if reset < FRAME || reset % FRAME != 0 {
-        return Err(damaged("LZX reset interval"));
-    }
-    let frames_per_reset = reset / FRAME;
-    let (offsets, length) = reset_table(table, packed.len())?;
-    let length = usize::try_from(length).unwrap_or(usize::MAX);
-    let want = usize::try_from(need).unwrap_or(usize::MAX).min(length);
-    let mut lzx = Lzxd::new(window);
-    out.reserve(want.min(total).min(d.len().saturating_mul(16)));
-    for (i, pair) in offsets.windows(2).enumerate() {
-        let frame = length.saturating_sub(i * FRAME).min(FRAME);
-        if out.len() >= want || frame == 0 {
-            break;
+/// The compressed section: its packed frames, where each starts, and how to decode them.
+struct Lzx<'a> {
+    packed: &'a [u8],
+    offsets: Vec<usize>,
+    length: usize,
+    window: WindowSize,
+    frames_per_reset: usize,
+}
+
+fn damaged(why: &str) -> (bool, String) {
+    (false, why.to_string())
+}
+
+impl<'a> Lzx<'a> {
+    /// Reads the control data and the reset table.
+    fn open(d: &'a [u8], entries: &[Entry], content: usize) -> Result<Self, (bool, String)> {
+        let part = |name: &str| -> Result<&'a [u8], (bool, String)> {
+            let e = find(entries, name)?;
+            stored(d, content, e.offset, e.length).ok_or_else(|| damaged("storage past the end"))
+        };
+        let (control, table, packed) = (part(CONTROL)?, part(RESET_TABLE)?, part(CONTENT)?);
+        if control.get(4..8) != Some(b"LZXC") {
+            return Err(damaged("no LZXC control data"));
         }
-        if out.len() >= total {
-            return Err((
-                true,
-                format!("decoded bytes over the total limit of {total}"),
-            ));
+        let unit = if u32_at(control, 8) == Some(2) {
+            FRAME
+        } else {
+            1
+        };
+        let reset = (u32_at(control, 12).unwrap_or(0) as usize).saturating_mul(unit);
+        let window = (u32_at(control, 16).unwrap_or(0) as usize).saturating_mul(unit);
+        let window = window_size(window).ok_or_else(|| damaged("LZX window size"))?;
+        if reset < FRAME || reset % FRAME != 0 {
+            return Err(damaged("LZX reset interval"));
         }
-        if i > 0 && i % frames_per_reset == 0 {
-            lzx.reset();
+        let (offsets, length) = reset_table(table, packed.len())?;
+        Ok(Lzx {
+            packed,
+            offsets,
+            length: usize::try_from(length).unwrap_or(usize::MAX),
+            window,
+            frames_per_reset: reset / FRAME,
+        })
+    }
+
+    /// Decodes frame `i`, `len` bytes of it, with `dec` (in order since its last reset).
+    fn frame<'d>(
+        &self,
+        dec: &'d mut Lzxd,
+        i: usize,
+        len: usize,
+        chunk: &mut Vec<u8>,
+    ) -> Result<&'d [u8], String> {
+        let (Some(&from), Some(&to)) = (self.offsets.get(i), self.offsets.get(i + 1)) else {
+            return Err("LZX frame past the reset table".into());
+        };
+        let bytes = self
+            .packed
+            .get(from..to)
+            .ok_or("LZX frame past the content")?;
+        // A frame may end in the middle of the bits the decoder reads ahead; libmspack feeds
+        // zeros past the end of its input, and so does this.
+        chunk.clear();
+        chunk.extend_from_slice(bytes);
+        chunk.extend_from_slice(&[0; 8]);
+        dec.decompress_next(chunk, len)
+            .map_err(|e| format!("LZX frame {i}: {e}"))
+    }
+
+    /// Frames in order up to the last end (at most `total` bytes) into `out`. A frame that does
+    /// not decode stops the section; what of it lies before a file's end is salvaged first.
+    fn decode(
+        &self,
+        ends: &[usize],
+        total: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), (bool, String)> {
+        let want = ends.last().copied().unwrap_or(0).min(self.length);
+        let mut dec = Lzxd::new(self.window);
+        let mut chunk = Vec::new();
+        out.reserve(want.min(total).min(self.packed.len().saturating_mul(16)));
+        for i in 0..self.offsets.len().saturating_sub(1) {
+            // The last frame decoded is cut where the files asked for end.
+            let len = want.saturating_sub(i * FRAME).min(FRAME);
+            if len == 0 {
+                break;
+            }
+            if out.len() >= total {
+                let why = format!("decoded bytes over the total limit of {total}");
+                return Err((true, why));
+            }
+            if i > 0 && i % self.frames_per_reset == 0 {
+                dec.reset();
+            }
+            let got = match self.frame(&mut dec, i, len, &mut chunk) {
+                Ok(got) => Ok(got.to_vec()),
+                Err(e) => self.overshoot(i, len).ok_or(e),
+            };
+            match got {
+                Ok(got) => out.extend_from_slice(&got[..got.len().min(total - out.len())]),
+                Err(e) => {
+                    let salvaged = self.salvage(i, ends);
+                    out.extend_from_slice(&salvaged[..salvaged.len().min(total - out.len())]);
+                    return Err(damaged(&e));
+                }
+            }
         }
-        let chunk = packed
-            .get(pair[0]..pair[1])
-            .ok_or_else(|| damaged("LZX frame past the content"))?;
-        let got = lzx
-            .decompress_next(chunk, frame)
-            .map_err(|e| damaged(&format!("LZX frame {i}: {e}")))?;
-        out.extend_from_slice(&got[..got.len().min(want.min(total) - out.len())]);
+        if out.len() < want.min(total) {
+            return Err(damaged("LZX content ends early"));
+        }
+        Ok(())
     }
-    if out.len() < want && want <= total {
-        return Err(damaged("LZX content ends early"));
+
+    /// Frame `i` decoded a little further than `len` and cut back: a last match may run past
+    /// where the frame's bytes end (Free Pascal's chmcmd ends its stream so; 7-Zip takes it,
+    /// libmspack does not). Tries each overrun up to the longest match (257 bytes), replaying
+    /// the frames since the last reset, within a budget of frame decodes.
+    fn overshoot(&self, i: usize, len: usize) -> Option<Vec<u8>> {
+        const LONGEST_MATCH: usize = 257;
+        const BUDGET: usize = 2048;
+        let reset_at = i - i % self.frames_per_reset;
+        if (i - reset_at + 1) * LONGEST_MATCH > BUDGET {
+            return None;
+        }
+        let mut chunk = Vec::new();
+        for more in (len + 1..=len + LONGEST_MATCH).take_while(|l| *l <= FRAME) {
+            let mut dec = Lzxd::new(self.window);
+            if (reset_at..i).any(|j| self.frame(&mut dec, j, FRAME, &mut chunk).is_err()) {
+                return None;
+            }
+            if let Ok(got) = self.frame(&mut dec, i, more, &mut chunk) {
+                return Some(got[..len].to_vec());
+            }
+        }
+        None
     }
-    Ok(())
+
+    /// Frame `i` decoded only up to the latest file end inside it that decodes (a producer
+    /// that lists files its stream does not hold, as Free Pascal's chmcmd does with its index
+    /// files, still gives up the ones before). At most 8 tries, each from the last reset.
+    fn salvage(&self, i: usize, ends: &[usize]) -> Vec<u8> {
+        let start = i * FRAME;
+        let reset_at = i - i % self.frames_per_reset;
+        let inside = ends
+            .iter()
+            .rev()
+            .filter(|e| **e > start && **e < start + FRAME);
+        let mut chunk = Vec::new();
+        for &end in inside.take(8) {
+            let mut dec = Lzxd::new(self.window);
+            if (reset_at..i).any(|j| self.frame(&mut dec, j, FRAME, &mut chunk).is_err()) {
+                return Vec::new();
+            }
+            if let Ok(got) = self.frame(&mut dec, i, end - start, &mut chunk) {
+                return got.to_vec();
+            }
+        }
+        Vec::new()
+    }
 }
 
 /// Frame offsets into the content, with the content's end appended, and the uncompressed
 /// length. Offsets must rise and stay inside the content.
 fn reset_table(t: &[u8], packed: usize) -> Result<(Vec<usize>, u64), (bool, String)> {
-    let damaged = |why: &str| (false, why.to_string());
     let count = u32_at(t, 4).ok_or_else(|| damaged("reset table cut short"))? as usize;
     let entry = u32_at(t, 8).unwrap_or(0) as usize;
     let at = u32_at(t, 12).unwrap_or(0) as usize;
