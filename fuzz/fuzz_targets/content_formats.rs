@@ -2,15 +2,15 @@
 //! decompression and `dir` records, OLE1 objects and packages, RTF `\objdata`, ISO 9660, file
 //! type labels and executable descriptions, PowerPoint objects, SIS files, NSIS blocks, the mail
 //! base64 sweep, embedded container starts, zip implode and shrink, ARJ members and methods, CHM
-//! directories and LZX sections, InstallShield MSI setup blocks), each fed directly: the first
+//! directories and LZX sections, InstallShield MSI setup blocks, AutoIt entries), each fed directly: the first
 //! byte picks the reader. Never panics, and nothing yields more than the cap it was given or
 //! bytes outside its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
-    arj, b64parts, chm, cpio, embedded, exe, filetype, ishield, iso9660, nsis, ole1, ovba, ppt,
-    rtf, sis, uuencode, zipold,
+    arj, autoit, b64parts, chm, cpio, embedded, exe, filetype, ishield, iso9660, nsis, ole1, ovba,
+    ppt, rtf, sis, uuencode, zipold,
 };
 
 const CAP: usize = 1 << 16;
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    match first % 16 {
+    match first % 17 {
         0 => {
             for e in cpio::Reader::new(rest).take(10_000) {
                 if let Ok(e) = e {
@@ -125,6 +125,23 @@ fuzz_target!(|data: &[u8]| {
                     std::io::Read::read_to_end(&mut std::io::Read::take(z, CAP as u64), &mut out);
                 assert!(out.len() <= CAP);
             }
+        }
+        14 => {
+            let mut script = autoit::MARKER.to_vec();
+            script.extend_from_slice(if first & 0x80 == 0 {
+                b"AU3!EA05"
+            } else {
+                b"AU3!EA06"
+            });
+            script.extend_from_slice(rest);
+            let b = autoit::Bounds {
+                max_files: 64,
+                cap: CAP,
+                total: 4 * CAP,
+            };
+            let (entries, _) = autoit::entries(&script, b);
+            assert!(entries.len() <= 64);
+            assert!(entries.iter().all(|e| e.data.len() <= CAP));
         }
         _ => {
             // The fuzzer writes from the first volume descriptor on.

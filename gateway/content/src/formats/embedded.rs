@@ -1,5 +1,5 @@
 //! Containers inside other files: self-extracting archives and installers carry a cabinet, a
-//! zip, a RAR, a 7z, an ARJ, an MSI, InstallShield's or NSIS data after their program, and polyglots append an archive to an image. ClamAV
+//! zip, a RAR, a 7z, an ARJ, an MSI, InstallShield's or NSIS data, a compiled AutoIt script after their program, and polyglots append an archive to an image. ClamAV
 //! types these (`ZIPSFX`, `CABSFX`, `RARSFX`, `7ZSFX`, …) anywhere in a file and opens them where they
 //! start; so does this search. Only starts with a strong magic and a plausible header count.
 
@@ -43,6 +43,8 @@ fn plausible(d: &[u8], at: usize, f: Format) -> bool {
         Format::Arj => super::arj::is_arj(h),
         // The fixed fields of the first file block (ClamAV's `ISHIELD-MSI`).
         Format::IsMsi => super::ishield::is_msi(h),
+        // The marker's version (ClamAV's `AUTOIT`).
+        Format::AutoIt => super::autoit::is_autoit(h),
         _ => false,
     }
 }
@@ -63,6 +65,7 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
                 &super::nsis::SIGNATURE[..],
                 &[0x60, 0xea],
                 super::ishield::MAGIC,
+                &super::autoit::MARKER[..],
             ])
             .ok()
         })
@@ -85,6 +88,7 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
             4 => Format::Rar,
             6 => Format::Arj,
             7 => Format::IsMsi,
+            8 => Format::AutoIt,
             // The signature sits 4 bytes into an NSIS first header.
             _ if at < 4 => continue,
             _ => {

@@ -1,6 +1,7 @@
 //! Container and encoding formats, recognised by content (magic bytes, never the name).
 
 pub mod arj;
+pub mod autoit;
 pub mod b64parts;
 pub mod binhex;
 pub mod chm;
@@ -97,6 +98,8 @@ pub enum Format {
     Chm,
     /// An InstallShield MSI-based setup's file blocks (from `InstallShield\0`).
     IsMsi,
+    /// A compiled AutoIt v3 script's entries (`AU3!EA05`, `AU3!EA06`).
+    AutoIt,
 }
 
 impl Format {
@@ -128,6 +131,7 @@ impl Format {
             Format::Arj => "arj",
             Format::Chm => "chm",
             Format::IsMsi => "ishield",
+            Format::AutoIt => "autoit",
         }
     }
 }
@@ -170,6 +174,8 @@ pub fn detect(data: &[u8]) -> Option<Format> {
         Format::Chm
     } else if ishield::is_msi(data) {
         Format::IsMsi
+    } else if autoit::is_autoit(data) {
+        Format::AutoIt
     } else if data.starts_with(b"MSCF\0\0\0\0") {
         Format::Cab
     } else if is_tar(data) {

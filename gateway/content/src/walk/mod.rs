@@ -357,9 +357,9 @@ impl Walker<'_> {
             self.open(f.format, &data.slice(f.offset..), &p, depth + 1);
             // A start that does not open is a lookalike: its own failure is not reported
             // (NSIS's 16-byte signature and checked first header, InstallShield's marker and
-            // fixed block fields, are no lookalike). What a
+            // fixed block fields, AutoIt's 24-byte marker, are no lookalike). What a
             // real embedded container holds keeps its issues.
-            if !matches!(f.format, Format::Nsis | Format::IsMsi) {
+            if !matches!(f.format, Format::Nsis | Format::IsMsi | Format::AutoIt) {
                 let mut i = before;
                 while i < self.issues.len() {
                     let own = self.issues[i].provenance == p;
@@ -399,6 +399,7 @@ impl Walker<'_> {
             Format::Arj => self.arj(data, prov, depth),
             Format::Chm => self.chm(data, prov, depth),
             Format::IsMsi => self.ishield(data, prov, depth),
+            Format::AutoIt => self.autoit(data, prov, depth),
         }
     }
 }

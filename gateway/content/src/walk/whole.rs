@@ -1,10 +1,10 @@
-//! Containers whose readers hand back whole members: ARJ archives, compiled HTML help and
-//! InstallShield's MSI-based setups.
+//! Containers whose readers hand back whole members: ARJ archives, compiled HTML help,
+//! InstallShield's MSI-based setups and compiled AutoIt scripts.
 
 use bytes::Bytes;
 
 use super::{safe_name, IssueKind, Walker};
-use crate::formats::{arj, chm, ishield};
+use crate::formats::{arj, autoit, chm, ishield};
 
 impl Walker<'_> {
     /// Bytes one more member may take: the member limit, within what is left of the total.
@@ -95,6 +95,39 @@ impl Walker<'_> {
             }
             let z = flate2::read::ZlibDecoder::new(f.reader());
             self.member(prov, "ishield", &f.name, z, depth);
+        }
+    }
+
+    /// A compiled AutoIt script's entries: the script and every file it installs.
+    pub(super) fn autoit(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let bounds = autoit::Bounds {
+            max_files: self.limits.max_files as usize,
+            cap: usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX),
+            total: usize::try_from(self.limits.max_total_bytes.saturating_sub(self.total))
+                .unwrap_or(usize::MAX),
+        };
+        let (entries, problem) = autoit::entries(data, bounds);
+        if let Some((limit, why)) = problem {
+            let kind = if limit {
+                IssueKind::Limit
+            } else {
+                IssueKind::Corrupt
+            };
+            self.issue(kind, prov, format!("autoit: {why}"));
+        }
+        for e in entries {
+            if self.stopped || self.out_of_time(prov) {
+                return;
+            }
+            let p = format!("{prov} > autoit:{}", safe_name(&e.name));
+            if e.cut {
+                self.issue(
+                    IssueKind::Corrupt,
+                    &p,
+                    "autoit entry cut short or over the limit",
+                );
+            }
+            self.extracted(e.data, &p, Some(&e.name), depth + 1, e.cut);
         }
     }
 }
