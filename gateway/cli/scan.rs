@@ -77,6 +77,17 @@ fn ask_icap(
     }
 }
 
+/// A line on stdout. A reader that went away (`sekisho scan … | head`) ends the scan quietly
+/// with exit status 2 (its report could not be delivered), never a panic.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(2);
+        }
+    }};
+}
+
 pub fn run(av: &AvConfig, json: bool, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let engine = Engine::load(&av.yara, &av.clamav, av.cache())?;
     let icap = if av.icap.is_empty() {
@@ -162,17 +173,17 @@ pub fn run(av: &AvConfig, json: bool, paths: &[PathBuf]) -> anyhow::Result<ExitC
                 })).collect::<Vec<_>>(),
                 "error": report.error,
             });
-            println!("{v}");
+            out!("{v}");
         } else if report.hits.is_empty() && report.issues.is_empty() {
             match &report.error {
-                Some(e) => println!("{}: ERROR {e}", path.display()),
-                None => println!("{}: OK", path.display()),
+                Some(e) => out!("{}: ERROR {e}", path.display()),
+                None => out!("{}: OK", path.display()),
             }
         } else {
             let mut seen = std::collections::BTreeSet::new();
             for h in &report.hits {
                 if seen.insert((h.detection.rule.clone(), h.provenance.clone())) {
-                    println!(
+                    out!(
                         "{}: {} FOUND ({})",
                         path.display(),
                         h.detection.rule,
@@ -188,7 +199,7 @@ pub fn run(av: &AvConfig, json: bool, paths: &[PathBuf]) -> anyhow::Result<ExitC
                 "UNSCANNED"
             };
             for i in &report.issues {
-                println!(
+                out!(
                     "{}: {} {word} ({}: {})",
                     path.display(),
                     sekisho_av::issue_name(i.kind),
@@ -199,15 +210,15 @@ pub fn run(av: &AvConfig, json: bool, paths: &[PathBuf]) -> anyhow::Result<ExitC
         }
     }
     if !json {
-        println!("\n----------- SCAN SUMMARY -----------");
-        println!(
+        out!("\n----------- SCAN SUMMARY -----------");
+        out!(
             "Signatures: {} YARA rules, {} hash signatures",
             engine.report().yara_rules,
             engine.report().hash_signatures
         );
-        println!("Scanned files: {scanned}");
-        println!("Infected files: {infected}");
-        println!("Errors: {}", errors.len());
+        out!("Scanned files: {scanned}");
+        out!("Infected files: {infected}");
+        out!("Errors: {}", errors.len());
     }
     Ok(if infected > 0 {
         ExitCode::from(1)
