@@ -2,15 +2,16 @@
 //! decompression and `dir` records, OLE1 objects and packages, RTF `\objdata`, ISO 9660, file
 //! type labels and executable descriptions, PowerPoint objects, SIS files, NSIS blocks, the mail
 //! base64 sweep, embedded container starts, zip implode and shrink, ARJ members and methods, CHM
-//! directories and LZX sections, InstallShield MSI setup blocks, AutoIt entries), each fed directly: the first
+//! directories and LZX sections, InstallShield MSI setup blocks and
+//! overlay cabinets, AutoIt entries), each fed directly: the first
 //! byte picks the reader. Never panics, and nothing yields more than the cap it was given or
 //! bytes outside its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
-    arj, autoit, b64parts, chm, cpio, embedded, exe, filetype, ishield, iso9660, nsis, ole1, ovba,
-    ppt, rtf, sis, uuencode, zipold,
+    arj, autoit, b64parts, chm, cpio, embedded, exe, filetype, iscab, ishield, iso9660, nsis, ole1,
+    ovba, ppt, rtf, sis, uuencode, zipold,
 };
 
 const CAP: usize = 1 << 16;
@@ -19,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    match first % 17 {
+    match first % 18 {
         0 => {
             for e in cpio::Reader::new(rest).take(10_000) {
                 if let Ok(e) = e {
@@ -142,6 +143,15 @@ fuzz_target!(|data: &[u8]| {
             let (entries, _) = autoit::entries(&script, b);
             assert!(entries.len() <= 64);
             assert!(entries.iter().all(|e| e.data.len() <= CAP));
+        }
+        15 => {
+            let records = iscab::records(rest, 64);
+            assert!(records.iter().all(|r| r.data.len() <= rest.len()));
+            // The input split in two: a header, then one cabinet.
+            let cut = usize::from(rest.first().copied().unwrap_or(0)) * 8;
+            let (hdr, cab) = rest.split_at(cut.min(rest.len()));
+            let (files, _) = iscab::cab_files(hdr, &[(1, cab)], 64, CAP, 4 * CAP);
+            assert!(files.len() <= 64 && files.iter().all(|f| f.data.len() <= CAP));
         }
         _ => {
             // The fuzzer writes from the first volume descriptor on.

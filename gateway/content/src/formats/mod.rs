@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod exe;
 pub mod filetype;
 pub mod html;
+pub mod iscab;
 pub mod ishield;
 pub mod iso9660;
 pub mod nsis;

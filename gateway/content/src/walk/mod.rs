@@ -335,7 +335,13 @@ impl Walker<'_> {
         if data.len() < 64 || memchr::memchr(0, &data[..data.len().min(4096)]).is_none() {
             return;
         }
-        let found = formats::embedded::find(data, MAX_EMBEDDED + 1);
+        // An InstallShield setup's disk in the overlay is read as such; the search for other
+        // containers stops where it starts.
+        let searched = match self.setup_overlay(data, prov, depth) {
+            Some(start) => data.slice(..start),
+            None => data.clone(),
+        };
+        let found = formats::embedded::find(&searched, MAX_EMBEDDED + 1);
         if found.is_empty() {
             return;
         }

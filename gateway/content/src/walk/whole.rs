@@ -1,10 +1,11 @@
 //! Containers whose readers hand back whole members: ARJ archives, compiled HTML help,
-//! InstallShield's MSI-based setups and compiled AutoIt scripts.
+//! InstallShield's setups (MSI-based, and cabinets in a program's overlay) and compiled AutoIt
+//! scripts.
 
 use bytes::Bytes;
 
 use super::{safe_name, IssueKind, Walker};
-use crate::formats::{arj, autoit, chm, ishield};
+use crate::formats::{arj, autoit, chm, iscab, ishield};
 
 impl Walker<'_> {
     /// Bytes one more member may take: the member limit, within what is left of the total.
@@ -129,5 +130,65 @@ impl Walker<'_> {
             }
             self.extracted(e.data, &p, Some(&e.name), depth + 1, e.cut);
         }
+    }
+
+    /// A program whose overlay holds an InstallShield disk: each file (`> setup:NAME`), then
+    /// the files of its cabinets (`> iscab:DIR\NAME`). Returns where the overlay starts.
+    pub(super) fn setup_overlay(&mut self, data: &Bytes, prov: &str, depth: u32) -> Option<usize> {
+        let start = iscab::pe_overlay(data)?;
+        let records = iscab::records(&data[start..], self.limits.max_files as usize);
+        if records.is_empty() {
+            return None;
+        }
+        if depth >= self.limits.max_depth {
+            let why = format!("nesting deeper than {} levels", self.limits.max_depth);
+            self.issue(IssueKind::Limit, prov, why);
+            return Some(start);
+        }
+        let mut hdr = None;
+        let mut cabs = Vec::new();
+        for r in &records {
+            if r.name.eq_ignore_ascii_case("data1.hdr") {
+                hdr.get_or_insert(r.data);
+            } else if let Some(n) = iscab::cabinet_number(&r.name) {
+                cabs.push((n, r.data));
+            }
+        }
+        for r in &records {
+            if self.stopped || self.out_of_time(prov) {
+                return Some(start);
+            }
+            self.member(prov, "setup", &r.name, r.data, depth);
+        }
+        if let Some(hdr) = hdr.filter(|_| !cabs.is_empty()) {
+            let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
+            let total = usize::try_from(self.limits.max_total_bytes.saturating_sub(self.total))
+                .unwrap_or(usize::MAX);
+            let max = self.limits.max_files as usize;
+            let (files, problem) = iscab::cab_files(hdr, &cabs, max, cap, total);
+            if let Some((limit, why)) = problem {
+                let kind = if limit {
+                    IssueKind::Limit
+                } else {
+                    IssueKind::Corrupt
+                };
+                self.issue(kind, prov, format!("iscab: {why}"));
+            }
+            for f in files {
+                if self.stopped || self.out_of_time(prov) {
+                    break;
+                }
+                let p = format!("{prov} > iscab:{}", safe_name(&f.name));
+                if f.cut {
+                    self.issue(
+                        IssueKind::Corrupt,
+                        &p,
+                        "iscab file cut short or over the limit",
+                    );
+                }
+                self.extracted(f.data, &p, Some(&f.name), depth + 1, f.cut);
+            }
+        }
+        Some(start)
     }
 }
