@@ -150,7 +150,12 @@ fuzz_target!(|data: &[u8]| {
             // The input split in two: a header, then one cabinet.
             let cut = usize::from(rest.first().copied().unwrap_or(0)) * 8;
             let (hdr, cab) = rest.split_at(cut.min(rest.len()));
-            let (files, _) = iscab::cab_files(hdr, &[(1, cab)], 64, CAP, 4 * CAP);
+            let b = iscab::Bounds {
+                max_files: 64,
+                cap: CAP,
+                total: 4 * CAP,
+            };
+            let (files, _) = iscab::cab_files(hdr, &[(1, cab)], b);
             assert!(files.len() <= 64 && files.iter().all(|f| f.data.len() <= CAP));
         }
         _ => {

@@ -7,6 +7,7 @@
 //! LZSS with unary-prefixed lengths and pointers, decoded here. Garbled (password) members are
 //! reported, never guessed.
 
+use super::u32_le;
 use delharc::decode::{Decoder, Lh7Decoder};
 
 const MAGIC: [u8; 2] = [0x60, 0xea];
@@ -20,10 +21,6 @@ const TYPE_DIRECTORY: u8 = 3;
 const TYPE_VOLUME_LABEL: u8 = 4;
 /// Extended headers read after one basic header before the member counts as corrupt.
 const MAX_EXTENDED: usize = 64;
-
-fn u32_at(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(at..at + 4)?.try_into().ok()?))
-}
 
 /// A basic header at `at`: its bytes and where what follows it starts. `Ok(None)` is the
 /// end-of-archive marker (a header of size 0).
@@ -42,7 +39,7 @@ fn header(d: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, String> {
     let basic = d
         .get(at + 4..at + 4 + size)
         .ok_or("header cut short".to_string())?;
-    let crc = u32_at(d, at + 4 + size).ok_or("header CRC cut short")?;
+    let crc = u32_le(d, at + 4 + size).ok_or("header CRC cut short")?;
     if crc32fast::hash(basic) != crc {
         return Err(format!("header CRC mismatch at byte {at}"));
     }
@@ -150,7 +147,7 @@ fn local<'a>(
     if basic.len() < LOCAL_FIXED || first < LOCAL_FIXED || first > basic.len() {
         return Err("local header too short".into());
     }
-    let packed_len = u32_at(basic, 12).unwrap_or(0) as usize;
+    let packed_len = u32_le(basic, 12).unwrap_or(0) as usize;
     let end = data.saturating_add(packed_len);
     let packed = &d[data.min(d.len())..end.min(d.len())];
     if matches!(basic[6], TYPE_DIRECTORY | TYPE_VOLUME_LABEL) {
@@ -166,8 +163,8 @@ fn local<'a>(
         method: basic[5],
         encrypted: basic[4] & FLAG_GARBLED != 0,
         packed,
-        size: u32_at(basic, 16).unwrap_or(0),
-        crc: u32_at(basic, 20).unwrap_or(0),
+        size: u32_le(basic, 16).unwrap_or(0),
+        crc: u32_le(basic, 20).unwrap_or(0),
         short: end > d.len(),
     };
     Ok((Some(member), end))

@@ -5,6 +5,8 @@
 //! EA06) and payloads compressed by AutoIt's LZSS. EA06 scripts are kept as their token stream
 //! (not turned back into text as ClamAV does).
 
+use super::u32_le;
+pub use super::Bounds;
 /// The marker ClamAV types `AUTOIT` by, anywhere in a program.
 pub const MARKER: [u8; 16] = [
     0xa3, 0x48, 0x4b, 0xbe, 0x98, 0x6c, 0x4a, 0xa9, 0x99, 0x4c, 0x53, 0x0a, 0x86, 0xd6, 0x48, 0x7d,
@@ -69,23 +71,6 @@ pub struct Entry {
     pub cut: bool,
 }
 
-/// The limits a read keeps to.
-#[derive(Clone, Copy, Debug)]
-pub struct Bounds {
-    /// Entries returned.
-    pub max_files: usize,
-    /// Bytes of one entry.
-    pub cap: usize,
-    /// Bytes of all entries.
-    pub total: usize,
-}
-
-fn u32_at(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        d.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-
 /// The entries (and a problem that stopped the reading: `(true, why)` for a limit,
 /// `(false, why)` for damage). Reading ends quietly where the entry tags stop.
 pub fn entries(d: &[u8], b: Bounds) -> (Vec<Entry>, Option<(bool, String)>) {
@@ -101,7 +86,7 @@ pub fn entries(d: &[u8], b: Bounds) -> (Vec<Entry>, Option<(bool, String)>) {
     };
     let mut at = HEADER_END;
     let mut used = 0usize;
-    while u32_at(d, at) == Some(k.file_tag) {
+    while u32_le(d, at) == Some(k.file_tag) {
         if out.len() >= b.max_files {
             return (
                 out,
@@ -114,11 +99,11 @@ pub fn entries(d: &[u8], b: Bounds) -> (Vec<Entry>, Option<(bool, String)>) {
         let Some((name, after)) = text(d, after, k.name_len, k.name_seed, k) else {
             return (out, Some((false, "entry name cut short".into())));
         };
-        let (Some(&comp), Some(csize)) = (d.get(after), u32_at(d, after + 1)) else {
+        let (Some(&comp), Some(csize)) = (d.get(after), u32_le(d, after + 1)) else {
             return (out, Some((false, "entry sizes cut short".into())));
         };
         let csize = csize ^ k.sizes;
-        let _crc = u32_at(d, after + 9).map(|c| c ^ k.crc);
+        let _crc = u32_le(d, after + 9).map(|c| c ^ k.crc);
         at = after + 13 + 16;
         if (csize as i32) < 0 {
             return (out, Some((false, "entry size out of range".into())));
@@ -177,7 +162,7 @@ fn text(
     seed_key: u32,
     k: &Keys,
 ) -> Option<(Option<String>, usize)> {
-    let s = u32_at(d, at)? ^ len_key;
+    let s = u32_le(d, at)? ^ len_key;
     let bytes = if k.ea06 { s.checked_mul(2)? } else { s };
     if (bytes as i32) < 0 {
         return None;

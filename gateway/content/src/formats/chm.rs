@@ -5,6 +5,8 @@
 //! control block giving the window and how many frames lie between resets. LZX itself is
 //! decoded by the maintained `lzxd` crate (the one `cab` uses).
 
+pub use super::Bounds;
+use super::{u32_le, u64_le};
 use lzxd::{Lzxd, WindowSize};
 
 const FRAME: usize = 0x8000;
@@ -14,20 +16,9 @@ const CONTROL: &str = "::DataSpace/Storage/MSCompressed/ControlData";
 const RESET_TABLE: &str = "::DataSpace/Storage/MSCompressed/Transform/\
 {7FC28940-9D31-11D0-9B27-00A0C91E9C7C}/InstanceData/ResetTable";
 
-fn u32_at(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        d.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-fn u64_at(d: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        d.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
-}
-
 /// True when `d` starts with an ITSF header (versions 2 and 3).
 pub fn is_chm(d: &[u8]) -> bool {
-    d.len() >= 0x58 && d.starts_with(b"ITSF") && matches!(u32_at(d, 4), Some(2 | 3))
+    d.len() >= 0x58 && d.starts_with(b"ITSF") && matches!(u32_le(d, 4), Some(2 | 3))
 }
 
 /// A file listed in the directory.
@@ -54,27 +45,16 @@ pub struct File {
     pub cut: bool,
 }
 
-/// The limits a read keeps to.
-#[derive(Clone, Copy, Debug)]
-pub struct Bounds {
-    /// Files returned.
-    pub max_files: usize,
-    /// Bytes of one file.
-    pub cap: usize,
-    /// Bytes decoded in all (the compressed section and every file).
-    pub total: usize,
-}
-
 /// Reads the directory: (entries, where the content starts). Errors name what is damaged. The
 /// listing is bounded by the file itself (every entry takes at least four bytes of a chunk).
 pub fn directory(d: &[u8]) -> Result<(Vec<Entry>, usize), String> {
     if !is_chm(d) {
         return Err("no ITSF header".into());
     }
-    let dir = u64_at(d, 0x48).ok_or("header cut short")?;
-    let dir_len = u64_at(d, 0x50).ok_or("header cut short")?;
-    let content = if u32_at(d, 4) == Some(3) && u32_at(d, 8).is_some_and(|l| l >= 0x60) {
-        u64_at(d, 0x58).ok_or("header cut short")?
+    let dir = u64_le(d, 0x48).ok_or("header cut short")?;
+    let dir_len = u64_le(d, 0x50).ok_or("header cut short")?;
+    let content = if u32_le(d, 4) == Some(3) && u32_le(d, 8).is_some_and(|l| l >= 0x60) {
+        u64_le(d, 0x58).ok_or("header cut short")?
     } else {
         dir.saturating_add(dir_len)
     };
@@ -85,9 +65,9 @@ pub fn directory(d: &[u8]) -> Result<(Vec<Entry>, usize), String> {
     if !itsp.starts_with(b"ITSP") {
         return Err("no ITSP directory header".into());
     }
-    let header_len = u32_at(itsp, 8).unwrap_or(0) as usize;
-    let chunk = u32_at(itsp, 0x10).unwrap_or(0) as usize;
-    let chunks = u32_at(itsp, 0x2c).unwrap_or(0) as usize;
+    let header_len = u32_le(itsp, 8).unwrap_or(0) as usize;
+    let chunk = u32_le(itsp, 0x10).unwrap_or(0) as usize;
+    let chunks = u32_le(itsp, 0x2c).unwrap_or(0) as usize;
     if !(0x14..=1 << 20).contains(&chunk) || header_len < ITSP_LEN {
         return Err(format!("directory chunk size {chunk}"));
     }
@@ -107,7 +87,7 @@ pub fn directory(d: &[u8]) -> Result<(Vec<Entry>, usize), String> {
 
 /// The entries of one listing chunk (its free space at the end holds no entries).
 fn pmgl(c: &[u8], out: &mut Vec<Entry>) -> Result<(), String> {
-    let free = u32_at(c, 4).unwrap_or(0) as usize;
+    let free = u32_le(c, 4).unwrap_or(0) as usize;
     let end = c
         .len()
         .checked_sub(free)
@@ -264,13 +244,13 @@ impl<'a> Lzx<'a> {
         if control.get(4..8) != Some(b"LZXC") {
             return Err(damaged("no LZXC control data"));
         }
-        let unit = if u32_at(control, 8) == Some(2) {
+        let unit = if u32_le(control, 8) == Some(2) {
             FRAME
         } else {
             1
         };
-        let reset = (u32_at(control, 12).unwrap_or(0) as usize).saturating_mul(unit);
-        let window = (u32_at(control, 16).unwrap_or(0) as usize).saturating_mul(unit);
+        let reset = (u32_le(control, 12).unwrap_or(0) as usize).saturating_mul(unit);
+        let window = (u32_le(control, 16).unwrap_or(0) as usize).saturating_mul(unit);
         let window = window_size(window).ok_or_else(|| damaged("LZX window size"))?;
         if reset < FRAME || reset % FRAME != 0 {
             return Err(damaged("LZX reset interval"));
@@ -404,11 +384,11 @@ impl<'a> Lzx<'a> {
 /// Frame offsets into the content, with the content's end appended, and the uncompressed
 /// length. Offsets must rise and stay inside the content.
 fn reset_table(t: &[u8], packed: usize) -> Result<(Vec<usize>, u64), (bool, String)> {
-    let count = u32_at(t, 4).ok_or_else(|| damaged("reset table cut short"))? as usize;
-    let entry = u32_at(t, 8).unwrap_or(0) as usize;
-    let at = u32_at(t, 12).unwrap_or(0) as usize;
-    let length = u64_at(t, 0x10).ok_or_else(|| damaged("reset table cut short"))?;
-    let frame_len = u64_at(t, 0x20).unwrap_or(0);
+    let count = u32_le(t, 4).ok_or_else(|| damaged("reset table cut short"))? as usize;
+    let entry = u32_le(t, 8).unwrap_or(0) as usize;
+    let at = u32_le(t, 12).unwrap_or(0) as usize;
+    let length = u64_le(t, 0x10).ok_or_else(|| damaged("reset table cut short"))?;
+    let frame_len = u64_le(t, 0x20).unwrap_or(0);
     if entry != 8 || frame_len != FRAME as u64 {
         return Err(damaged("reset table layout"));
     }
@@ -417,7 +397,7 @@ fn reset_table(t: &[u8], packed: usize) -> Result<(Vec<usize>, u64), (bool, Stri
     }
     let mut offsets = Vec::with_capacity(count + 1);
     for i in 0..count {
-        let o = u64_at(t, at + i * 8).unwrap_or(u64::MAX);
+        let o = u64_le(t, at + i * 8).unwrap_or(u64::MAX);
         let o = usize::try_from(o).unwrap_or(usize::MAX);
         if o > packed || offsets.last().is_some_and(|l| *l > o) {
             return Err(damaged("reset table offsets"));

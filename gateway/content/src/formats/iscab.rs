@@ -5,44 +5,30 @@
 //! cabinet, which cabinet), and a file's bytes are raw-deflate chunks, each behind a 16-bit
 //! length.
 
+pub use super::Bounds;
+use super::{u16_le, u32_le, u64_le};
 /// Where the overlay of a PE file starts (after its last section's raw data), if it has one.
 pub fn pe_overlay(d: &[u8]) -> Option<usize> {
     if !d.starts_with(b"MZ") {
         return None;
     }
-    let pe = u32_at(d, 0x3c)? as usize;
+    let pe = u32_le(d, 0x3c)? as usize;
     if d.get(pe..pe + 4)? != b"PE\0\0" {
         return None;
     }
-    let sections = usize::from(u16_at(d, pe + 6)?);
-    let optional = usize::from(u16_at(d, pe + 20)?);
+    let sections = usize::from(u16_le(d, pe + 6)?);
+    let optional = usize::from(u16_le(d, pe + 20)?);
     let table = pe + 24 + optional;
     let mut end = 0usize;
     for i in 0..sections {
         let s = table + i * 40;
-        let size = u32_at(d, s + 16)? as usize;
-        let ptr = u32_at(d, s + 20)? as usize;
+        let size = u32_le(d, s + 16)? as usize;
+        let ptr = u32_le(d, s + 20)? as usize;
         if size > 0 {
             end = end.max(ptr.saturating_add(size));
         }
     }
     (end > 0 && end < d.len()).then_some(end)
-}
-
-fn u16_at(d: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        d.get(at..at.checked_add(2)?)?.try_into().ok()?,
-    ))
-}
-fn u32_at(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        d.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-fn u64_at(d: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        d.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
 }
 
 /// A file in the overlay.
@@ -119,26 +105,29 @@ pub struct CabFile {
 const FILE_ITEM: usize = 87;
 const HDR_MAGIC: u32 = 0x2863_5349;
 
-/// The files `hdr` (`data1.hdr`) lists in the cabinets `cabs` (number, bytes), at most `max`
-/// of at most `cap` bytes each and `total` in all; and a problem that stopped the reading.
+/// The files `hdr` (`data1.hdr`) lists in the cabinets `cabs` (number, bytes), within `b`;
+/// and a problem that stopped the reading.
 pub fn cab_files(
     hdr: &[u8],
     cabs: &[(u16, &[u8])],
-    max: usize,
-    cap: usize,
-    total: usize,
+    b: Bounds,
 ) -> (Vec<CabFile>, Option<(bool, String)>) {
+    let Bounds {
+        max_files: max,
+        cap,
+        total,
+    } = b;
     let mut out = Vec::new();
-    if u32_at(hdr, 0) != Some(HDR_MAGIC) {
+    if u32_le(hdr, 0) != Some(HDR_MAGIC) {
         return (out, Some((false, "no ISc( header".into())));
     }
-    let Some(base) = u32_at(hdr, 12).map(|v| v as usize) else {
+    let Some(base) = u32_le(hdr, 12).map(|v| v as usize) else {
         return (out, Some((false, "header cut short".into())));
     };
     let (Some(dirs), Some(count), Some(dir_sz2)) = (
-        u32_at(hdr, base + 0xc).map(|v| v as usize),
-        u32_at(hdr, base + 0x28).map(|v| v as usize),
-        u32_at(hdr, base + 0x2c).map(|v| v as usize),
+        u32_le(hdr, base + 0xc).map(|v| v as usize),
+        u32_le(hdr, base + 0x28).map(|v| v as usize),
+        u32_le(hdr, base + 0x2c).map(|v| v as usize),
     ) else {
         return (out, Some((false, "objects table cut short".into())));
     };
@@ -151,19 +140,19 @@ pub fn cab_files(
         };
         at += FILE_ITEM;
         // flags 4: the file is in a cabinet; bit 0 of the dup flag: a copy of an earlier one.
-        if u16_at(item, 0) != Some(4) || item[84] & 1 != 0 {
+        if u16_le(item, 0) != Some(4) || item[84] & 1 != 0 {
             continue;
         }
         if out.len() >= max {
             return (out, Some((true, format!("more than {max} files"))));
         }
-        let size = u64_at(item, 2).unwrap_or(0);
-        let csize = u64_at(item, 10).unwrap_or(0) as usize;
-        let offset = u64_at(item, 18).unwrap_or(0) as usize;
-        let cabno = u16_at(item, 85).unwrap_or(0);
-        let name_at = u32_at(item, 58).map(|o| strings.saturating_add(o as usize));
-        let dir_at = u16_at(item, 62)
-            .and_then(|id| u32_at(hdr, strings + 4 * usize::from(id)))
+        let size = u64_le(item, 2).unwrap_or(0);
+        let csize = u64_le(item, 10).unwrap_or(0) as usize;
+        let offset = u64_le(item, 18).unwrap_or(0) as usize;
+        let cabno = u16_le(item, 85).unwrap_or(0);
+        let name_at = u32_le(item, 58).map(|o| strings.saturating_add(o as usize));
+        let dir_at = u16_le(item, 62)
+            .and_then(|id| u32_le(hdr, strings + 4 * usize::from(id)))
             .map(|o| strings.saturating_add(o as usize));
         let text = |at: Option<usize>| {
             at.and_then(|a| cstr(hdr, a))
@@ -224,6 +213,14 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    fn bounds(max_files: usize, cap: usize, total: usize) -> Bounds {
+        Bounds {
+            max_files,
+            cap,
+            total,
+        }
+    }
+
     fn deflate(d: &[u8]) -> Vec<u8> {
         let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
         z.write_all(d).unwrap();
@@ -278,19 +275,19 @@ mod tests {
         let big = b"install data ".repeat(300);
         let (hdr, cabs) = cabinet(&[("readme.txt", 1, &big), ("clam.exe", 2, b"MZ payload")]);
         let cabs: Vec<(u16, &[u8])> = cabs.iter().map(|(n, c)| (*n, c.as_slice())).collect();
-        let (files, problem) = cab_files(&hdr, &cabs, 10, 1 << 20, 1 << 20);
+        let (files, problem) = cab_files(&hdr, &cabs, bounds(10, 1 << 20, 1 << 20));
         assert!(problem.is_none(), "{problem:?}");
         assert_eq!(files[0].name, "DIR\\readme.txt");
         assert_eq!(files[0].data, big);
         assert_eq!(files[1].data, b"MZ payload");
         assert!(!files[1].cut);
-        let (files, _) = cab_files(&hdr, &cabs, 10, 5, 1 << 20);
+        let (files, _) = cab_files(&hdr, &cabs, bounds(10, 5, 1 << 20));
         assert_eq!(files[0].data, b"insta");
         assert!(files[0].cut);
         for len in 0..hdr.len() {
-            let _ = cab_files(&hdr[..len], &cabs, 10, 100, 1000);
+            let _ = cab_files(&hdr[..len], &cabs, bounds(10, 100, 1000));
         }
-        let (_, problem) = cab_files(&hdr, &cabs[..1], 10, 100, 1000);
+        let (_, problem) = cab_files(&hdr, &cabs[..1], bounds(10, 100, 1000));
         assert!(problem.is_some());
     }
 

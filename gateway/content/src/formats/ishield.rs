@@ -3,6 +3,7 @@
 //! 312-byte block (its name in a 260-byte field, its packed size) and its bytes: zlib data
 //! with each byte's nibbles swapped and XORed with a key made from the file's name.
 
+use super::u32_le;
 use std::io::Read;
 
 /// Where a block starts: the marker ClamAV types `ISHIELD-MSI` by.
@@ -12,10 +13,6 @@ const NAME: usize = 0x104;
 const BLOCK: usize = NAME + 4 + 4 + 8 + 9 * 4;
 /// XORed into the name to make the key (`~0x13, ~0x35, ~0x86, ~0x07`).
 const SKEY: [u8; 4] = [0xec, 0xca, 0x79, 0xf8];
-
-fn u32_at(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(at..at + 4)?.try_into().ok()?))
-}
 
 /// True when `d` starts with the marker and the first file block's fixed fields (ClamAV's
 /// `ISHIELD-MSI` signature: `6`, `0`, a size, `0`, `1`).
@@ -70,10 +67,10 @@ impl Read for Deobfuscated<'_> {
 pub fn files(d: &[u8], max: usize) -> (Vec<Packed<'_>>, Option<String>) {
     let mut out = Vec::new();
     let h = MAGIC.len();
-    let Some(count) = u32_at(d, h) else {
+    let Some(count) = u32_le(d, h) else {
         return (out, Some("header cut short".into()));
     };
-    if (8..HEADER).step_by(4).any(|o| u32_at(d, h + o) != Some(0)) {
+    if (8..HEADER).step_by(4).any(|o| u32_le(d, h + o) != Some(0)) {
         return (out, Some("not an InstallShield MSI header".into()));
     }
     let mut at = h + HEADER;

@@ -26,6 +26,38 @@ pub mod tnef;
 pub mod uuencode;
 pub mod zipold;
 
+/// A little-endian u16 at `at`, if the bytes are there.
+pub(crate) fn u16_le(d: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(
+        d.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
+}
+
+/// A little-endian u32 at `at`, if the bytes are there.
+pub(crate) fn u32_le(d: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        d.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+/// A little-endian u64 at `at`, if the bytes are there.
+pub(crate) fn u64_le(d: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        d.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+/// The limits a reader that hands back whole files keeps to.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Files returned.
+    pub max_files: usize,
+    /// Bytes of one file.
+    pub cap: usize,
+    /// Bytes decoded in all.
+    pub total: usize,
+}
+
 /// Decodes `<marker>xx` hex escapes (`%41` in URLs and cid references, `#41` in PDF names);
 /// anything else is kept as it is.
 pub fn unescape_hex(b: &[u8], marker: u8) -> Vec<u8> {

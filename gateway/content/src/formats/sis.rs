@@ -2,6 +2,7 @@
 //! four UIDs and counts, then file records (simple or one file per language) naming where each
 //! file's bytes lie, zlib-compressed unless the header says `NoCompress`.
 
+use super::{u16_le, u32_le};
 use std::io::Read;
 
 const UID3: u32 = 0x1000_0419;
@@ -10,16 +11,9 @@ const UID2_R6: u32 = 0x1000_3a12;
 const OPT_UNICODE: u16 = 0x1;
 const OPT_NO_COMPRESS: u16 = 0x8;
 
-fn u16_at(d: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(d.get(at..at + 2)?.try_into().ok()?))
-}
-fn u32_at(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// True when `d` starts with a SIS header.
 pub fn is_sis(d: &[u8]) -> bool {
-    d.len() >= 0x44 && u32_at(d, 8) == Some(UID3) && matches!(u32_at(d, 4), Some(UID2_R3 | UID2_R6))
+    d.len() >= 0x44 && u32_le(d, 8) == Some(UID3) && matches!(u32_le(d, 4), Some(UID2_R3 | UID2_R6))
 }
 
 /// A file an installation carries.
@@ -41,12 +35,12 @@ pub fn files(
     cap: usize,
     total: usize,
 ) -> (Vec<File>, Option<(bool, String)>) {
-    let r6 = u32_at(d, 4) == Some(UID2_R6);
+    let r6 = u32_le(d, 4) == Some(UID2_R6);
     let (Some(langs), Some(count), Some(options), Some(at)) = (
-        u16_at(d, 0x12),
-        u16_at(d, 0x14),
-        u16_at(d, 0x24),
-        u32_at(d, 0x34),
+        u16_le(d, 0x12),
+        u16_le(d, 0x14),
+        u16_le(d, 0x24),
+        u32_le(d, 0x34),
     ) else {
         return (Vec::new(), Some((false, "header cut short".into())));
     };
@@ -56,7 +50,7 @@ pub fn files(
     let mut used = 0usize;
     for _ in 0..count {
         let base = at;
-        let Some(kind) = u32_at(d, base) else {
+        let Some(kind) = u32_le(d, base) else {
             return (out, Some((false, "file record past the end".into())));
         };
         let copies = match kind {
@@ -65,13 +59,13 @@ pub fn files(
             // Option, #if and #elsif records carry a length; #else and #endif none (as ClamAV
             // reads them).
             2 => {
-                let n = u32_at(d, base + 4).unwrap_or(0) as usize;
+                let n = u32_le(d, base + 4).unwrap_or(0) as usize;
                 at = (base + 8)
                     .saturating_add(n.saturating_mul(usize::from(langs)).saturating_mul(8));
                 continue;
             }
             3 | 4 => {
-                let n = u32_at(d, base + 4).unwrap_or(0) as usize;
+                let n = u32_le(d, base + 4).unwrap_or(0) as usize;
                 at = (base + 8).saturating_add(n);
                 continue;
             }
@@ -87,7 +81,7 @@ pub fn files(
             if out.len() >= max || used >= total {
                 return (out, Some((true, "more files than the limits allow".into())));
             }
-            let (Some(len), Some(ptr)) = (u32_at(d, lengths + 4 * i), u32_at(d, ptrs + 4 * i))
+            let (Some(len), Some(ptr)) = (u32_le(d, lengths + 4 * i), u32_le(d, ptrs + 4 * i))
             else {
                 return (out, Some((false, "file record cut short".into())));
             };
@@ -110,7 +104,7 @@ pub fn files(
 }
 
 fn name(d: &[u8], record: usize, unicode: bool) -> String {
-    let (Some(len), Some(ptr)) = (u32_at(d, record + 20), u32_at(d, record + 24)) else {
+    let (Some(len), Some(ptr)) = (u32_le(d, record + 20), u32_le(d, record + 24)) else {
         return String::new();
     };
     let raw = d

@@ -314,14 +314,7 @@ impl Walker<'_> {
         let room = usize::try_from(self.limits.max_total_bytes.saturating_sub(self.total))
             .unwrap_or(usize::MAX);
         let (files, problem) = sis::files(data, self.limits.max_files as usize, cap, room);
-        if let Some((limit, why)) = problem {
-            let kind = if limit {
-                IssueKind::Limit
-            } else {
-                IssueKind::Corrupt
-            };
-            self.issue(kind, prov, format!("sis: {why}"));
-        }
+        self.problem(prov, "sis", problem);
         for f in files {
             if self.stopped || self.out_of_time(prov) {
                 return;
@@ -351,14 +344,7 @@ impl Walker<'_> {
                 .unwrap_or(u32::MAX),
         };
         let (blocks, problem) = nsis::blocks(data, bounds);
-        if let Some((limit, why)) = problem {
-            let kind = if limit {
-                IssueKind::Limit
-            } else {
-                IssueKind::Corrupt
-            };
-            self.issue(kind, prov, format!("nsis: {why}"));
-        }
+        self.problem(prov, "nsis", problem);
         for b in blocks {
             if self.stopped || self.out_of_time(prov) {
                 return;

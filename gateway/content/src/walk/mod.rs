@@ -168,6 +168,19 @@ impl Walker<'_> {
         });
     }
 
+    /// What stopped a format reader early, `(true, why)` a limit, `(false, why)` damage, as
+    /// an issue named by the format.
+    fn problem(&mut self, prov: &str, format: &str, problem: Option<(bool, String)>) {
+        if let Some((limit, why)) = problem {
+            let kind = if limit {
+                IssueKind::Limit
+            } else {
+                IssueKind::Corrupt
+            };
+            self.issue(kind, prov, format!("{format}: {why}"));
+        }
+    }
+
     fn out_of_time(&mut self, provenance: &str) -> bool {
         if self.stopped {
             return true;

@@ -5,13 +5,23 @@
 use bytes::Bytes;
 
 use super::{safe_name, IssueKind, Walker};
-use crate::formats::{arj, autoit, chm, iscab, ishield};
+use crate::formats::{arj, autoit, chm, iscab, ishield, Bounds};
 
 impl Walker<'_> {
     /// Bytes one more member may take: the member limit, within what is left of the total.
     fn member_room(&self) -> usize {
         let room = self.limits.max_total_bytes.saturating_sub(self.total);
         usize::try_from(self.limits.max_member_bytes.min(room)).unwrap_or(usize::MAX)
+    }
+
+    /// Files, bytes per file and bytes in all a whole-file reader may hand back now.
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            max_files: self.limits.max_files as usize,
+            cap: usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX),
+            total: usize::try_from(self.limits.max_total_bytes.saturating_sub(self.total))
+                .unwrap_or(usize::MAX),
+        }
     }
 
     /// An ARJ archive: each member unpacked (methods 0 to 4); garbled members are reported.
@@ -48,21 +58,9 @@ impl Walker<'_> {
 
     /// A compiled HTML help file: every page and file it lists, stored or LZX-compressed.
     pub(super) fn chm(&mut self, data: &Bytes, prov: &str, depth: u32) {
-        let bounds = chm::Bounds {
-            max_files: self.limits.max_files as usize,
-            cap: usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX),
-            total: usize::try_from(self.limits.max_total_bytes.saturating_sub(self.total))
-                .unwrap_or(usize::MAX),
-        };
+        let bounds = self.bounds();
         let (files, problem) = chm::files(data, bounds);
-        if let Some((limit, why)) = problem {
-            let kind = if limit {
-                IssueKind::Limit
-            } else {
-                IssueKind::Corrupt
-            };
-            self.issue(kind, prov, format!("chm: {why}"));
-        }
+        self.problem(prov, "chm", problem);
         for f in files {
             if self.stopped || self.out_of_time(prov) {
                 return;
@@ -101,21 +99,9 @@ impl Walker<'_> {
 
     /// A compiled AutoIt script's entries: the script and every file it installs.
     pub(super) fn autoit(&mut self, data: &Bytes, prov: &str, depth: u32) {
-        let bounds = autoit::Bounds {
-            max_files: self.limits.max_files as usize,
-            cap: usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX),
-            total: usize::try_from(self.limits.max_total_bytes.saturating_sub(self.total))
-                .unwrap_or(usize::MAX),
-        };
+        let bounds = self.bounds();
         let (entries, problem) = autoit::entries(data, bounds);
-        if let Some((limit, why)) = problem {
-            let kind = if limit {
-                IssueKind::Limit
-            } else {
-                IssueKind::Corrupt
-            };
-            self.issue(kind, prov, format!("autoit: {why}"));
-        }
+        self.problem(prov, "autoit", problem);
         for e in entries {
             if self.stopped || self.out_of_time(prov) {
                 return;
@@ -161,19 +147,8 @@ impl Walker<'_> {
             self.member(prov, "setup", &r.name, r.data, depth);
         }
         if let Some(hdr) = hdr.filter(|_| !cabs.is_empty()) {
-            let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
-            let total = usize::try_from(self.limits.max_total_bytes.saturating_sub(self.total))
-                .unwrap_or(usize::MAX);
-            let max = self.limits.max_files as usize;
-            let (files, problem) = iscab::cab_files(hdr, &cabs, max, cap, total);
-            if let Some((limit, why)) = problem {
-                let kind = if limit {
-                    IssueKind::Limit
-                } else {
-                    IssueKind::Corrupt
-                };
-                self.issue(kind, prov, format!("iscab: {why}"));
-            }
+            let (files, problem) = iscab::cab_files(hdr, &cabs, self.bounds());
+            self.problem(prov, "iscab", problem);
             for f in files {
                 if self.stopped || self.out_of_time(prov) {
                     break;
