@@ -121,7 +121,7 @@ python3 ../docs.py pdf eicar.com ../e.pdf
 python3 ../docs.py html eicar.com ../smuggle.html
 python3 ../docs.py rtf eicar.com ../e.rtf
 arj a -y ../e.arj eicar.com readme.txt >/dev/null
-( head -c 300 /dev/zero; cat ../e.arj ) > ../sfx.bin
+( printf 'MZ'; head -c 298 /dev/zero; cat ../e.arj ) > ../sfx.exe
 mkdir ../chm && cp eicar.com ../chm/ && cd ../chm && printf '<p>help</p>' > index.html
 seq 1 40000 > big.txt
 printf '[OPTIONS]\nCompiled file=../e.chm\nDefault topic=index.html\n\n[FILES]\nindex.html\nbig.txt\neicar.com\n' > p.hhp
@@ -151,7 +151,7 @@ chmcmd p.hhp >/dev/null
         ("smuggle.html", "file > html:data1"),
         ("e.rtf", "file > rtf:object1 > package:invoice.com"),
         ("e.arj", "file > arj:eicar.com"),
-        ("sfx.bin", "file > embedded:arj@300 > arj:eicar.com"),
+        ("sfx.exe", "file > embedded:arj@300 > arj:eicar.com"),
         ("e.chm", "file > chm:/eicar.com"),
     ]
     .into_iter()

@@ -56,10 +56,10 @@ fn header(d: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, String> {
     Err(format!("more than {MAX_EXTENDED} extended headers"))
 }
 
-/// True when `d` starts with an ARJ main header whose CRC holds.
+/// True when `d` starts with an ARJ main header (file type 2, ClamAV's `60ea{7}02`) whose CRC
+/// holds. The type is looked at before the CRC is taken.
 pub fn is_arj(d: &[u8]) -> bool {
-    d.starts_with(&MAGIC)
-        && matches!(header(d, 0), Ok(Some((basic, _))) if basic.len() > 6 && basic[6] == TYPE_MAIN)
+    d.starts_with(&MAGIC) && d.get(10) == Some(&TYPE_MAIN) && matches!(header(d, 0), Ok(Some(_)))
 }
 
 /// A file an archive holds.

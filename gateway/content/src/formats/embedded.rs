@@ -63,9 +63,6 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
                 &OLE2,
                 b"Rar!\x1a\x07",
                 &super::nsis::SIGNATURE[..],
-                &[0x60, 0xea],
-                super::ishield::MAGIC,
-                &super::autoit::MARKER[..],
             ])
             .ok()
         })
@@ -86,9 +83,6 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
             2 => Format::SevenZ,
             3 => Format::Ole2,
             4 => Format::Rar,
-            6 => Format::Arj,
-            7 => Format::IsMsi,
-            8 => Format::AutoIt,
             // The signature sits 4 bytes into an NSIS first header.
             _ if at < 4 => continue,
             _ => {
@@ -110,8 +104,65 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
             out.push(Found { offset: at, format });
         }
     }
+    if d.starts_with(b"MZ") {
+        in_programs(d, max, &mut out);
+        arj_sfx(d, max, &mut out);
+        out.sort_by_key(|f| f.offset);
+    }
     out
 }
+
+/// What only Windows programs carry: InstallShield's setup blocks and compiled AutoIt scripts
+/// (ClamAV looks for AutoIt in programs only). A search of its own, so other binaries do not
+/// pay for it.
+fn in_programs(d: &[u8], max: usize, out: &mut Vec<Found>) {
+    static PATTERNS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::OnceLock::new();
+    let Some(ac) = PATTERNS
+        .get_or_init(|| {
+            aho_corasick::AhoCorasick::new([super::ishield::MAGIC, &super::autoit::MARKER[..]]).ok()
+        })
+        .as_ref()
+    else {
+        return;
+    };
+    for m in ac.find_iter(d.get(1..).unwrap_or_default()) {
+        if out.len() >= max {
+            break;
+        }
+        let at = m.start() + 1;
+        let format = match m.pattern().as_usize() {
+            0 => Format::IsMsi,
+            _ => Format::AutoIt,
+        };
+        if plausible(d, at, format) {
+            out.push(Found { offset: at, format });
+        }
+    }
+}
+
+/// ARJ self-extractors: an ARJ main header after a DOS or Windows program. Its magic is two
+/// bytes, too short for the shared search (it would slow it for every binary), so programs
+/// alone are searched, and at most [`MAX_ARJ_CHECKS`] candidates have their header CRC taken.
+fn arj_sfx(d: &[u8], max: usize, out: &mut Vec<Found>) {
+    let mut checked = 0;
+    for at in memchr::memmem::find_iter(d, &[0x60, 0xea]).filter(|at| *at > 0) {
+        if out.len() >= max || checked >= MAX_ARJ_CHECKS {
+            break;
+        }
+        checked += 1;
+        if super::arj::is_arj(&d[at..]) {
+            out.push(Found {
+                offset: at,
+                format: Format::Arj,
+            });
+            break;
+        }
+    }
+}
+
+/// ARJ header candidates checked in one program.
+const MAX_ARJ_CHECKS: usize = 4096;
 
 #[cfg(test)]
 mod tests {
