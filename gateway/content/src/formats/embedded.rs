@@ -145,12 +145,13 @@ fn in_programs(d: &[u8], max: usize, out: &mut Vec<Found>) {
 /// bytes, too short for the shared search (it would slow it for every binary), so programs
 /// alone are searched, and at most [`MAX_ARJ_CHECKS`] candidates have their header CRC taken.
 fn arj_sfx(d: &[u8], max: usize, out: &mut Vec<Found>) {
-    let mut checked = 0;
-    for at in memchr::memmem::find_iter(d, &[0x60, 0xea]).filter(|at| *at > 0) {
-        if out.len() >= max || checked >= MAX_ARJ_CHECKS {
+    let candidates = memchr::memmem::find_iter(d, &[0x60, 0xea])
+        .filter(|at| *at > 0)
+        .take(MAX_ARJ_CHECKS);
+    for at in candidates {
+        if out.len() >= max {
             break;
         }
-        checked += 1;
         if super::arj::is_arj(&d[at..]) {
             out.push(Found {
                 offset: at,
