@@ -86,8 +86,11 @@ pub fn entries(d: &[u8], b: Bounds) -> (Vec<Entry>, Option<(bool, String)>) {
     };
     let mut at = HEADER_END;
     let mut used = 0usize;
+    let mut seen = 0usize;
     while u32_le(d, at) == Some(k.file_tag) {
-        if out.len() >= b.max_files {
+        // Every entry counts, empty ones too: each costs its names' keystreams.
+        seen += 1;
+        if seen > b.max_files {
             return (
                 out,
                 Some((true, format!("more than {} entries", b.max_files))),

@@ -339,9 +339,8 @@ impl<'a> Lzx<'a> {
     /// the frames since the last reset, within a budget of frame decodes.
     fn overshoot(&self, i: usize, len: usize) -> Option<Vec<u8>> {
         const LONGEST_MATCH: usize = 257;
-        const BUDGET: usize = 2048;
         let reset_at = i - i % self.frames_per_reset;
-        if (i - reset_at + 1) * LONGEST_MATCH > BUDGET {
+        if (i - reset_at + 1) * LONGEST_MATCH > RETRY_BUDGET {
             return None;
         }
         let mut chunk = Vec::new();
@@ -359,16 +358,18 @@ impl<'a> Lzx<'a> {
 
     /// Frame `i` decoded only up to the latest file end inside it that decodes (a producer
     /// that lists files its stream does not hold, as Free Pascal's chmcmd does with its index
-    /// files, still gives up the ones before). At most 8 tries, each from the last reset.
+    /// files, still gives up the ones before). At most 8 tries, each from the last reset, and
+    /// no more frame decodes than the retry budget.
     fn salvage(&self, i: usize, ends: &[usize]) -> Vec<u8> {
         let start = i * FRAME;
         let reset_at = i - i % self.frames_per_reset;
+        let tries = (RETRY_BUDGET / (i - reset_at + 1)).min(8);
         let inside = ends
             .iter()
             .rev()
             .filter(|e| **e > start && **e < start + FRAME);
         let mut chunk = Vec::new();
-        for &end in inside.take(8) {
+        for &end in inside.take(tries) {
             let mut dec = Lzxd::new(self.window);
             if (reset_at..i).any(|j| self.frame(&mut dec, j, FRAME, &mut chunk).is_err()) {
                 return Vec::new();
@@ -380,6 +381,10 @@ impl<'a> Lzx<'a> {
         Vec::new()
     }
 }
+
+/// Frame decodes a failed frame may cost in retries (overrun tries, salvage tries), each
+/// replaying the frames since the last reset: at most 64 MiB of LZX output.
+const RETRY_BUDGET: usize = 2048;
 
 /// Frame offsets into the content, with the content's end appended, and the uncompressed
 /// length. Offsets must rise and stay inside the content.
