@@ -3,15 +3,15 @@
 //! type labels and executable descriptions, PowerPoint objects, SIS files, NSIS blocks, the mail
 //! base64 sweep, embedded container starts, zip implode and shrink, ARJ members and methods, CHM
 //! directories and LZX sections, InstallShield MSI setup blocks and
-//! overlay cabinets, AutoIt entries), each fed directly: the first
+//! overlay cabinets, AutoIt entries, PE headers, NRV2B/D/E streams and UPX images), each fed directly: the first
 //! byte picks the reader. Never panics, and nothing yields more than the cap it was given or
 //! bytes outside its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
-    arj, autoit, b64parts, chm, cpio, embedded, exe, filetype, iscab, ishield, iso9660, nsis, ole1,
-    ovba, ppt, rtf, sis, uuencode, zipold,
+    arj, autoit, b64parts, chm, cpio, embedded, exe, filetype, iscab, ishield, iso9660, nrv, nsis,
+    ole1, ovba, pe, ppt, rtf, sis, upx, uuencode, zipold,
 };
 
 const CAP: usize = 1 << 16;
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    match first % 18 {
+    match first % 20 {
         0 => {
             for e in cpio::Reader::new(rest).take(10_000) {
                 if let Ok(e) = e {
@@ -157,6 +157,23 @@ fuzz_target!(|data: &[u8]| {
             };
             let (files, _) = iscab::cab_files(hdr, &[(1, cab)], b);
             assert!(files.len() <= 64 && files.iter().all(|f| f.data.len() <= CAP));
+        }
+        16 => {
+            for m in [nrv::Method::B, nrv::Method::D, nrv::Method::E] {
+                if let Some(out) = nrv::decompress(m, rest, CAP) {
+                    assert!(out.len() <= CAP);
+                }
+            }
+        }
+        17 => {
+            if let Some(h) = pe::parse(rest) {
+                assert!(h.sections.iter().all(|s| s.rsz as usize <= rest.len()));
+            }
+            match upx::unpack(rest, CAP) {
+                upx::Unpacked::Image(img, _) => assert!(img.len() <= CAP + 8192 + 0x1200),
+                upx::Unpacked::OverLimit(n) => assert!(n > CAP as u64),
+                _ => {}
+            }
         }
         _ => {
             // The fuzzer writes from the first volume descriptor on.

@@ -1,7 +1,9 @@
 //! Containers inside other files: self-extracting archives and installers carry a cabinet, a
-//! zip, a RAR, a 7z, an ARJ, an MSI, InstallShield's or NSIS data, a compiled AutoIt script after their program, and polyglots append an archive to an image. ClamAV
-//! types these (`ZIPSFX`, `CABSFX`, `RARSFX`, `7ZSFX`, …) anywhere in a file and opens them where they
-//! start; so does this search. Only starts with a strong magic and a plausible header count.
+//! zip, a RAR, a 7z, an ARJ, an MSI, InstallShield's or NSIS data or a compiled AutoIt script
+//! after their program, programs carry other programs, and polyglots append an archive to an
+//! image. ClamAV types these (`ZIPSFX`, `CABSFX`, `RARSFX`, `7ZSFX`, `PE`, …) anywhere in a file
+//! and opens them where they start; so does this search. Only starts with a strong magic and a
+//! plausible header count.
 
 use super::Format;
 
@@ -107,6 +109,7 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
     if d.starts_with(b"MZ") {
         in_programs(d, max, &mut out);
         arj_sfx(d, max, &mut out);
+        programs(d, max, &mut out);
         out.sort_by_key(|f| f.offset);
     }
     out
@@ -164,6 +167,36 @@ fn arj_sfx(d: &[u8], max: usize, out: &mut Vec<Found>) {
 
 /// ARJ header candidates checked in one program.
 const MAX_ARJ_CHECKS: usize = 4096;
+
+/// Programs inside a program (ClamAV's embedded `PE` type, `MZ`, 60 to 300 bytes, `PE\0\0`,
+/// kept when its header parses): droppers, resources, an unpacked image's payload. Each
+/// `PE\0\0` has its `MZ` looked for where an `e_lfanew` in that range would put it.
+fn programs(d: &[u8], max: usize, out: &mut Vec<Found>) {
+    let mut taken = 0;
+    for sig in memchr::memmem::find_iter(d, b"PE\0\0") {
+        if out.len() >= max || taken >= MAX_PROGRAMS {
+            break;
+        }
+        let start = (62..=302usize)
+            .filter_map(|back| sig.checked_sub(back))
+            .find(|&s| {
+                s > 0
+                    && d[s..].starts_with(b"MZ")
+                    && super::u32_le(d, s + 0x3c) == Some((sig - s) as u32)
+                    && super::pe::parse(&d[s..]).is_some()
+            });
+        if let Some(offset) = start {
+            taken += 1;
+            out.push(Found {
+                offset,
+                format: Format::Pe,
+            });
+        }
+    }
+}
+
+/// Embedded programs taken from one file.
+const MAX_PROGRAMS: usize = 16;
 
 #[cfg(test)]
 mod tests {

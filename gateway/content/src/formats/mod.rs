@@ -13,16 +13,19 @@ pub mod html;
 pub mod iscab;
 pub mod ishield;
 pub mod iso9660;
+pub mod nrv;
 pub mod nsis;
 pub mod ole1;
 pub mod onenote;
 pub mod ovba;
 pub mod pdf;
+pub mod pe;
 pub mod ppt;
 pub mod rtf;
 pub mod sis;
 pub mod szdd;
 pub mod tnef;
+pub mod upx;
 pub mod uuencode;
 pub mod zipold;
 
@@ -133,6 +136,10 @@ pub enum Format {
     IsMsi,
     /// A compiled AutoIt v3 script's entries (`AU3!EA05`, `AU3!EA06`).
     AutoIt,
+    /// A Windows program (PE) inside another file, from its `MZ` to the end of that file (as
+    /// ClamAV takes it: a PE header does not give the file's length). Never a whole file's
+    /// format: only the embedded search names it.
+    Pe,
 }
 
 impl Format {
@@ -165,6 +172,7 @@ impl Format {
             Format::Chm => "chm",
             Format::IsMsi => "ishield",
             Format::AutoIt => "autoit",
+            Format::Pe => "pe",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! own submodule.
 
 mod archive;
+mod exe;
 mod html;
 mod mail;
 mod mime;
@@ -127,6 +128,8 @@ struct Walker<'s> {
     stopped: bool,
     deadline: Option<Instant>,
     issues: Vec<Issue>,
+    /// Set while an embedded program is visited: its own embedded search is skipped.
+    skip_search: bool,
     sink: &'s mut dyn FnMut(&Piece<'_>) -> Control,
 }
 
@@ -146,6 +149,7 @@ pub fn walk(
         stopped: false,
         deadline,
         issues: Vec::new(),
+        skip_search: false,
         sink,
     };
     w.visit(data, root, hints.name, 0, false, hints);
@@ -345,7 +349,14 @@ impl Walker<'_> {
     fn embedded(&mut self, data: &Bytes, prov: &str, depth: u32) {
         // Programs, images and other binaries carry NUL bytes early; text does not, and a raw
         // archive inside text would be no archive a program could open.
+        let search = !std::mem::take(&mut self.skip_search);
         if data.len() < 64 || memchr::memchr(0, &data[..data.len().min(4096)]).is_none() {
+            return;
+        }
+        if data.starts_with(b"MZ") {
+            self.upx(data, prov, depth);
+        }
+        if !search {
             return;
         }
         // An InstallShield setup's disk in the overlay is read as such; the search for other
@@ -372,6 +383,10 @@ impl Walker<'_> {
                 return;
             }
             let p = format!("{prov} > embedded:{}@{}", f.format.label(), f.offset);
+            if f.format == Format::Pe {
+                self.embedded_program(data.slice(f.offset..), &p, depth + 1);
+                continue;
+            }
             let before = self.issues.len();
             self.open(f.format, &data.slice(f.offset..), &p, depth + 1);
             // A start that does not open is a lookalike: its own failure is not reported
@@ -419,6 +434,7 @@ impl Walker<'_> {
             Format::Chm => self.chm(data, prov, depth),
             Format::IsMsi => self.ishield(data, prov, depth),
             Format::AutoIt => self.autoit(data, prov, depth),
+            Format::Pe => self.embedded_program(data.clone(), prov, depth),
         }
     }
 }

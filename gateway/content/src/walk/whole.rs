@@ -9,7 +9,7 @@ use crate::formats::{arj, autoit, chm, iscab, ishield, Bounds};
 
 impl Walker<'_> {
     /// Bytes one more member may take: the member limit, within what is left of the total.
-    fn member_room(&self) -> usize {
+    pub(super) fn member_room(&self) -> usize {
         let room = self.limits.max_total_bytes.saturating_sub(self.total);
         usize::try_from(self.limits.max_member_bytes.min(room)).unwrap_or(usize::MAX)
     }

@@ -1,0 +1,136 @@
+//! Windows programs: a UPX-packed program's unpacked image (`> upx`), and programs found inside
+//! other programs (`> embedded:pe@OFFSET`), each scanned from its `MZ` to the end of the file
+//! that holds it, as ClamAV scans them.
+
+use bytes::Bytes;
+
+use super::{Hints, IssueKind, Walker};
+use crate::formats::upx::{self, Unpacked};
+
+impl Walker<'_> {
+    /// Unpacks a UPX-packed program and walks the image (a program that only looks packed, or
+    /// does not unpack, is left to the scan of its own bytes).
+    pub(super) fn upx(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let room = self.member_room();
+        match upx::unpack(data, room) {
+            Unpacked::NotPacked | Unpacked::Failed => {}
+            Unpacked::OverLimit(size) => {
+                let why = if self.total + size > self.limits.max_total_bytes {
+                    format!(
+                        "UPX image of {size} bytes over the total limit of {}",
+                        self.limits.max_total_bytes
+                    )
+                } else {
+                    format!("UPX image of {size} bytes over the limit of {room} bytes")
+                };
+                self.issue(IssueKind::Limit, prov, why);
+            }
+            Unpacked::Image(image, _) if depth >= self.limits.max_depth => {
+                drop(image);
+                let why = format!("nesting deeper than {} levels", self.limits.max_depth);
+                self.issue(IssueKind::Limit, prov, why);
+            }
+            Unpacked::Image(image, _) => {
+                self.extracted(image, &format!("{prov} > upx"), None, depth + 1, false);
+            }
+        }
+    }
+
+    /// A program inside another, from its start to the end of the outer file. Its own search
+    /// for embedded containers is skipped: it covers the end of the outer file, which the
+    /// outer search has covered already (the programs and archives it holds are found there
+    /// once, not again at every level).
+    pub(super) fn embedded_program(&mut self, data: Bytes, prov: &str, depth: u32) {
+        let room = self.member_room();
+        if data.len() > room {
+            let why = format!(
+                "embedded program of {} bytes over the limit of {room} bytes",
+                data.len()
+            );
+            return self.issue(IssueKind::Limit, prov, why);
+        }
+        self.total += data.len() as u64;
+        self.skip_search = true;
+        self.visit(&data, prov, None, depth, false, &Hints::default());
+        self.skip_search = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use crate::formats::upx::tests::{packed, payload, unpacked};
+    use crate::{walk, Control, Hints, Issue, Limits};
+
+    /// Every piece's provenance and bytes, and the issues.
+    fn pieces(data: Vec<u8>, limits: &Limits) -> (Vec<(String, Vec<u8>)>, Vec<Issue>) {
+        let mut seen = Vec::new();
+        let issues = walk(
+            &Bytes::from(data),
+            "f",
+            &Hints::default(),
+            limits,
+            None,
+            &mut |p| {
+                seen.push((p.provenance.to_string(), p.data.to_vec()));
+                Control::Continue
+            },
+        );
+        (seen, issues)
+    }
+
+    #[test]
+    fn the_program_inside_an_unpacked_image_is_scanned_whole() {
+        let e = payload();
+        let (seen, issues) = pieces(packed(&unpacked(&e), true, true), &Limits::default());
+        assert!(issues.is_empty(), "{issues:?}");
+        let names: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+        let inner = format!("f > upx > embedded:pe@{}", 0x2000 - e.len());
+        assert_eq!(names, ["f", "f > upx", inner.as_str()]);
+        assert_eq!(seen[2].1, e);
+    }
+
+    #[test]
+    fn programs_inside_programs_are_found_once_each() {
+        // A program holding E, which holds F at its end: the outer search finds both; E's
+        // visit does not find F a second time.
+        let f = payload();
+        let mut e = payload();
+        e.extend_from_slice(&f);
+        let mut outer =
+            crate::formats::pe::sample::pe32(&[(0x1000, 0x1000, 0x200, 0x400)], 0x1000, 0x600);
+        let e_at = outer.len();
+        outer.extend_from_slice(&e);
+        let (seen, _) = pieces(outer, &Limits::default());
+        let names: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+        let (pe_e, pe_f) = (
+            format!("f > embedded:pe@{e_at}"),
+            format!("f > embedded:pe@{}", e_at + e.len() - f.len()),
+        );
+        assert_eq!(names, ["f", pe_e.as_str(), pe_f.as_str()]);
+        assert_eq!(seen[2].1, f);
+    }
+
+    #[test]
+    fn an_image_over_the_limits_is_an_issue() {
+        let limits = Limits {
+            max_member_bytes: 0x1000,
+            ..Limits::default()
+        };
+        let (seen, issues) = pieces(packed(&unpacked(&payload()), true, true), &limits);
+        assert_eq!(seen.len(), 1);
+        assert!(
+            issues[0]
+                .reason
+                .contains("UPX image of 16384 bytes over the limit"),
+            "{issues:?}"
+        );
+        let limits = Limits {
+            max_depth: 0,
+            ..Limits::default()
+        };
+        let (_, issues) = pieces(packed(&unpacked(&payload()), true, true), &limits);
+        assert!(issues[0].reason.contains("nesting deeper"), "{issues:?}");
+    }
+}
