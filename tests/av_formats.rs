@@ -573,3 +573,71 @@ chmcmd p.hhp >/dev/null
     let v = scan(&cfg, &cut);
     assert_ne!(v["verdict"], "clean", "{v}");
 }
+
+/// A 0x400-byte PE32 program (one `.text` section) carrying `text`.
+fn pe32(text: &[u8]) -> Vec<u8> {
+    let mut d = vec![0u8; 0x400];
+    let mut put = |at: usize, v: &[u8]| d[at..at + v.len()].copy_from_slice(v);
+    put(0, b"MZ");
+    put(0x3c, &0x80u32.to_le_bytes());
+    put(0x80, b"PE\0\0");
+    put(0x84, &0x14cu16.to_le_bytes()); // i386
+    put(0x86, &1u16.to_le_bytes()); // one section
+    put(0x94, &0xe0u16.to_le_bytes()); // optional header size
+    put(0x96, &0x0102u16.to_le_bytes()); // executable, 32-bit
+    let opt = 0x98;
+    put(opt, &0x10bu16.to_le_bytes());
+    put(opt + 16, &0x1000u32.to_le_bytes()); // entry point
+    put(opt + 28, &0x40_0000u32.to_le_bytes()); // image base
+    put(opt + 32, &0x1000u32.to_le_bytes()); // section alignment
+    put(opt + 36, &0x200u32.to_le_bytes()); // file alignment
+    put(opt + 48, &4u16.to_le_bytes()); // subsystem version
+    put(opt + 56, &0x2000u32.to_le_bytes()); // size of image
+    put(opt + 60, &0x200u32.to_le_bytes()); // size of headers
+    put(opt + 68, &2u16.to_le_bytes()); // GUI
+    put(opt + 92, &16u32.to_le_bytes()); // data directories
+    let sec = opt + 0xe0;
+    put(sec, b".text\0\0\0");
+    for (k, v) in [0x200u32, 0x1000, 0x200, 0x200].iter().enumerate() {
+        put(sec + 8 + k * 4, &v.to_le_bytes());
+    }
+    put(sec + 36, &0x6000_0020u32.to_le_bytes());
+    put(0x200, text);
+    d
+}
+
+/// A program carried inside another (a dropper's payload) is scanned from its `MZ` to the end
+/// of the file, as ClamAV scans its embedded `PE` type: an `.hdb` naming the inner program
+/// finds it in both engines; the outer program alone is clean.
+#[test]
+fn programs_inside_programs_are_found_as_clamscan_finds_them() {
+    use sha2::Digest;
+    let dir = TempDir::new("formats-pe");
+    let inner = pe32(b"the inner program the signature names");
+    let outer = pe32(b"a dropper");
+    let file = dir.path().join("dropper.exe");
+    std::fs::write(&file, [outer.as_slice(), &inner].concat()).unwrap();
+    let alone = dir.path().join("alone.exe");
+    std::fs::write(&alone, &outer).unwrap();
+    let hdb = dir.path().join("inner.hdb");
+    let sum = hex::encode(sha2::Sha256::digest(&inner));
+    std::fs::write(&hdb, format!("{sum}:{}:Sekisho.Test.Inner\n", inner.len())).unwrap();
+    let cfg = dir.path().join("pe.toml");
+    let text = format!("[av]\nclamav = [\"{}\"]\ncache_dir = \"\"\n", hdb.display());
+    std::fs::write(&cfg, text).unwrap();
+    let v = scan(&cfg, &file);
+    assert_eq!(v["verdict"], "infected", "{v}");
+    assert_eq!(
+        v["detections"][0]["provenance"], "file > embedded:pe@1024",
+        "{v}"
+    );
+    assert_eq!(scan(&cfg, &alone)["verdict"], "clean");
+    let out = Command::new("clamscan")
+        .args(["--no-summary", "-d"])
+        .arg(&hdb)
+        .arg(&file)
+        .output()
+        .expect("clamscan (Debian package clamav) is installed by scripts/test.sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Sekisho.Test.Inner"), "clamscan: {text}");
+}
