@@ -174,7 +174,8 @@ const MAX_ARJ_CHECKS: usize = 4096;
 fn programs(d: &[u8], max: usize, out: &mut Vec<Found>) {
     let mut taken = 0;
     for sig in memchr::memmem::find_iter(d, b"PE\0\0") {
-        if out.len() >= max || taken >= MAX_PROGRAMS {
+        // One more than the walker takes, so it can tell there were more.
+        if out.len() >= max || taken > MAX_PROGRAMS {
             break;
         }
         let start = (62..=302usize)
@@ -195,8 +196,8 @@ fn programs(d: &[u8], max: usize, out: &mut Vec<Found>) {
     }
 }
 
-/// Embedded programs taken from one file.
-const MAX_PROGRAMS: usize = 16;
+/// Embedded programs scanned in one file (each to the file's end); more is a limit issue.
+pub const MAX_PROGRAMS: usize = 16;
 
 #[cfg(test)]
 mod tests {

@@ -39,17 +39,18 @@ impl Walker<'_> {
     /// A program inside another, from its start to the end of the outer file. Its own search
     /// for embedded containers is skipped: it covers the end of the outer file, which the
     /// outer search has covered already (the programs and archives it holds are found there
-    /// once, not again at every level).
+    /// once, not again at every level). A view of bytes already held, so it does not count
+    /// toward the total (a large installer with many programs inside is no bomb); one longer
+    /// than the member limit is not scanned as a file of its own (a limit issue).
     pub(super) fn embedded_program(&mut self, data: Bytes, prov: &str, depth: u32) {
-        let room = self.member_room();
-        if data.len() > room {
+        if data.len() as u64 > self.limits.max_member_bytes {
             let why = format!(
-                "embedded program of {} bytes over the limit of {room} bytes",
-                data.len()
+                "embedded program of {} bytes over the limit of {} bytes",
+                data.len(),
+                self.limits.max_member_bytes
             );
             return self.issue(IssueKind::Limit, prov, why);
         }
-        self.total += data.len() as u64;
         self.skip_search = true;
         self.visit(&data, prov, None, depth, false, &Hints::default());
         self.skip_search = false;
@@ -132,5 +133,51 @@ mod tests {
         };
         let (_, issues) = pieces(packed(&unpacked(&payload()), true, true), &limits);
         assert!(issues[0].reason.contains("nesting deeper"), "{issues:?}");
+    }
+
+    #[test]
+    fn embedded_programs_are_views_not_new_bytes() {
+        // Sixteen programs of 0x400 bytes behind a 0x400-byte one: the views to the end sum to
+        // far more than a total limit of 0x8000; nothing is over a limit.
+        let mut file =
+            crate::formats::pe::sample::pe32(&[(0x200, 0x1000, 0x200, 0x200)], 0x1000, 0x400);
+        for _ in 0..16 {
+            file.extend_from_slice(&payload());
+        }
+        let limits = Limits {
+            max_total_bytes: 0x8000,
+            ..Limits::default()
+        };
+        let (seen, issues) = pieces(file.clone(), &limits);
+        assert!(issues.is_empty(), "{issues:?}");
+        assert_eq!(seen.len(), 17);
+        // A view over the member limit is a limit issue.
+        let limits = Limits {
+            max_member_bytes: 0x1000,
+            ..Limits::default()
+        };
+        let (seen, issues) = pieces(file, &limits);
+        assert!(issues
+            .iter()
+            .any(|i| i.reason.starts_with("embedded program of 16384 bytes")));
+        assert_eq!(
+            seen.len(),
+            1 + 4,
+            "the last four (0x1000 bytes and less) are scanned"
+        );
+        // A seventeenth is not scanned on its own: a limit issue.
+        let mut more =
+            crate::formats::pe::sample::pe32(&[(0x200, 0x1000, 0x200, 0x200)], 0x1000, 0x400);
+        for _ in 0..17 {
+            more.extend_from_slice(&payload());
+        }
+        let (seen, issues) = pieces(more, &Limits::default());
+        assert_eq!(seen.len(), 17);
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.reason == "more than 16 embedded programs"),
+            "{issues:?}"
+        );
     }
 }

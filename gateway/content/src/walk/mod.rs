@@ -347,9 +347,9 @@ impl Walker<'_> {
     /// corrupt is taken for a lookalike, not reported (NSIS data excepted); what it held is still
     /// scanned.
     fn embedded(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let search = !std::mem::take(&mut self.skip_search);
         // Programs, images and other binaries carry NUL bytes early; text does not, and a raw
         // archive inside text would be no archive a program could open.
-        let search = !std::mem::take(&mut self.skip_search);
         if data.len() < 64 || memchr::memchr(0, &data[..data.len().min(4096)]).is_none() {
             return;
         }
@@ -378,13 +378,23 @@ impl Walker<'_> {
             let why = format!("more than {MAX_EMBEDDED} embedded containers");
             self.issue(IssueKind::Limit, prov, why);
         }
+        let mut programs = 0;
         for f in found.into_iter().take(MAX_EMBEDDED) {
             if self.stopped || self.out_of_time(prov) {
                 return;
             }
             let p = format!("{prov} > embedded:{}@{}", f.format.label(), f.offset);
             if f.format == Format::Pe {
-                self.embedded_program(data.slice(f.offset..), &p, depth + 1);
+                programs += 1;
+                if programs > formats::embedded::MAX_PROGRAMS {
+                    let why = format!(
+                        "more than {} embedded programs",
+                        formats::embedded::MAX_PROGRAMS
+                    );
+                    self.issue(IssueKind::Limit, prov, why);
+                } else {
+                    self.embedded_program(data.slice(f.offset..), &p, depth + 1);
+                }
                 continue;
             }
             let before = self.issues.len();
