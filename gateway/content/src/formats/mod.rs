@@ -27,6 +27,7 @@ pub mod szdd;
 pub mod tnef;
 pub mod upx;
 pub mod uuencode;
+pub mod wwpack;
 pub mod zipold;
 
 /// A little-endian u16 at `at`, if the bytes are there.

@@ -31,6 +31,19 @@ pub struct Headers {
     pub sections: Vec<Section>,
 }
 
+/// What an unpacker ([`super::upx`], [`super::wwpack`]) made of a program.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unpacked {
+    /// Not that packer's layout (or not a PE).
+    NotPacked,
+    /// The layout is there but no method decoded it.
+    Failed,
+    /// The unpacked image would be larger than the cap (its size).
+    OverLimit(u64),
+    /// The unpacked image, and the method that gave it.
+    Image(Vec<u8>, &'static str),
+}
+
 /// Sections beyond this are refused (the format's own limit).
 const MAX_SECTIONS: usize = 96;
 

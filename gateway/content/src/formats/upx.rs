@@ -17,21 +17,8 @@
 //! offsets, and what an embedded program search finds, are the same.
 
 use super::nrv::{self, Method};
-use super::pe::{self, align_down, align_up};
+use super::pe::{self, align_down, align_up, Unpacked};
 use super::{u16_le, u32_le};
-
-/// What [`unpack`] made of a file.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Unpacked {
-    /// Not a UPX layout (or not a PE).
-    NotPacked,
-    /// The layout is there but no method decoded it.
-    Failed,
-    /// The unpacked image would be larger than the cap (its size).
-    OverLimit(u64),
-    /// The unpacked image, and the method that gave it.
-    Image(Vec<u8>, &'static str),
-}
 
 // Loader code bytes (x86) by which ClamAV recognises each method.
 const NRV2B_LOADER: &[u8; 24] = b"\x11\xdb\x11\xc9\x01\xdb\x75\x07\x8b\x1e\x83\xee\xfc\x11\xdb\x11\xc9\x11\xc9\x75\x20\x41\x01\xdb";

@@ -1,27 +1,32 @@
-//! Windows programs: a UPX-packed program's unpacked image (`> upx`), and programs found inside
-//! other programs (`> embedded:pe@OFFSET`), each scanned from its `MZ` to the end of the file
-//! that holds it, as ClamAV scans them.
+//! Windows programs: a packed program's unpacked image (`> upx`, `> wwpack`), and programs
+//! found inside other programs (`> embedded:pe@OFFSET`), each scanned from its `MZ` to the end
+//! of the file that holds it, as ClamAV scans them.
 
 use bytes::Bytes;
 
 use super::{Hints, IssueKind, Walker};
-use crate::formats::upx::{self, Unpacked};
+use crate::formats::pe::Unpacked;
+use crate::formats::{upx, wwpack};
 
 impl Walker<'_> {
-    /// Unpacks a UPX-packed program and walks the image (a program that only looks packed, or
-    /// does not unpack, is left to the scan of its own bytes).
-    pub(super) fn upx(&mut self, data: &Bytes, prov: &str, depth: u32) {
+    /// Unpacks a program packed by UPX or WWPack32 and walks the image (a program that only
+    /// looks packed, or does not unpack, is left to the scan of its own bytes).
+    pub(super) fn unpack(&mut self, data: &Bytes, prov: &str, depth: u32) {
         let room = self.member_room();
-        match upx::unpack(data, room) {
+        let (unpacked, packer, label) = match upx::unpack(data, room) {
+            Unpacked::NotPacked => (wwpack::unpack(data, room), "WWPack32", "wwpack"),
+            other => (other, "UPX", "upx"),
+        };
+        match unpacked {
             Unpacked::NotPacked | Unpacked::Failed => {}
             Unpacked::OverLimit(size) => {
                 let why = if self.total + size > self.limits.max_total_bytes {
                     format!(
-                        "UPX image of {size} bytes over the total limit of {}",
+                        "{packer} image of {size} bytes over the total limit of {}",
                         self.limits.max_total_bytes
                     )
                 } else {
-                    format!("UPX image of {size} bytes over the limit of {room} bytes")
+                    format!("{packer} image of {size} bytes over the limit of {room} bytes")
                 };
                 self.issue(IssueKind::Limit, prov, why);
             }
@@ -31,7 +36,7 @@ impl Walker<'_> {
                 self.issue(IssueKind::Limit, prov, why);
             }
             Unpacked::Image(image, _) => {
-                self.extracted(image, &format!("{prov} > upx"), None, depth + 1, false);
+                self.extracted(image, &format!("{prov} > {label}"), None, depth + 1, false);
             }
         }
     }
@@ -111,6 +116,23 @@ mod tests {
         );
         assert_eq!(names, ["f", pe_e.as_str(), pe_f.as_str()]);
         assert_eq!(seen[2].1, f);
+    }
+
+    #[test]
+    fn a_wwpack_image_is_walked_like_upx_s() {
+        let e = payload();
+        let mut data = vec![0x90u8; 0x40];
+        data.extend_from_slice(&e);
+        let (seen, issues) = pieces(
+            crate::formats::wwpack::sample::packed(&data),
+            &Limits::default(),
+        );
+        assert!(issues.is_empty(), "{issues:?}");
+        let names: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+        let inner = format!("f > wwpack > embedded:pe@{}", 0x1040);
+        assert_eq!(names, ["f", "f > wwpack", inner.as_str()]);
+        // The image runs to 0x2000: the program is followed by what was left of the block.
+        assert!(seen[2].1.starts_with(&e));
     }
 
     #[test]

@@ -354,7 +354,7 @@ impl Walker<'_> {
             return;
         }
         if data.starts_with(b"MZ") {
-            self.upx(data, prov, depth);
+            self.unpack(data, prov, depth);
         }
         if !search {
             return;
