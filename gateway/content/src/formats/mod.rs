@@ -28,6 +28,7 @@ pub mod tnef;
 pub mod upx;
 pub mod uuencode;
 pub mod wwpack;
+pub mod yc;
 pub mod zipold;
 
 /// A little-endian u16 at `at`, if the bytes are there.

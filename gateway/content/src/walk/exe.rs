@@ -1,4 +1,4 @@
-//! Windows programs: a packed program's unpacked image (`> upx`, `> wwpack`), and programs
+//! Windows programs: a packed program's unpacked image (`> upx`, `> yc`, `> wwpack`), and programs
 //! found inside other programs (`> embedded:pe@OFFSET`), each scanned from its `MZ` to the end
 //! of the file that holds it, as ClamAV scans them.
 
@@ -6,16 +6,33 @@ use bytes::Bytes;
 
 use super::{Hints, IssueKind, Walker};
 use crate::formats::pe::Unpacked;
-use crate::formats::{upx, wwpack};
+use crate::formats::{upx, wwpack, yc};
+
+/// An unpacker: a program and the room for its image, to what it made of it.
+type Unpacker = fn(&[u8], usize) -> Unpacked;
 
 impl Walker<'_> {
-    /// Unpacks a program packed by UPX or WWPack32 and walks the image (a program that only
-    /// looks packed, or does not unpack, is left to the scan of its own bytes).
+    /// Unpacks a program packed by UPX, yC or WWPack32 (tried in ClamAV's order, the first that
+    /// gives an image wins: yC often wraps a UPX-packed program, which then unpacks in turn)
+    /// and walks the image. A program that only looks packed, or does not unpack, is left to
+    /// the scan of its own bytes.
     pub(super) fn unpack(&mut self, data: &Bytes, prov: &str, depth: u32) {
         let room = self.member_room();
-        let (unpacked, packer, label) = match upx::unpack(data, room) {
-            Unpacked::NotPacked => (wwpack::unpack(data, room), "WWPack32", "wwpack"),
-            other => (other, "UPX", "upx"),
+        let unpackers: [(Unpacker, &str, &str); 3] = [
+            (upx::unpack, "UPX", "upx"),
+            (yc::unpack, "yC", "yc"),
+            (wwpack::unpack, "WWPack32", "wwpack"),
+        ];
+        let mut found = None;
+        for (unpack, packer, label) in unpackers {
+            let u = unpack(data, room);
+            if matches!(u, Unpacked::Image(..) | Unpacked::OverLimit(_)) {
+                found = Some((u, packer, label));
+                break;
+            }
+        }
+        let Some((unpacked, packer, label)) = found else {
+            return;
         };
         match unpacked {
             Unpacked::NotPacked | Unpacked::Failed => {}
