@@ -16,6 +16,8 @@ pub struct Section {
     pub raw: u32,
     /// Bytes of data in the file (aligned up, clipped to the file; 0 when outside it).
     pub rsz: u32,
+    /// `SizeOfRawData` as written, clipped to the file from `PointerToRawData`.
+    pub ursz: u32,
 }
 
 /// A PE's headers.
@@ -135,6 +137,7 @@ fn section(
         vsz: align_up(vsize, salign),
         raw: align_down(ptr, falign),
         rsz: align_up(rsize, falign),
+        ursz: rsize.min(fsize.saturating_sub(ptr)),
     };
     if s.rsz != 0 {
         if s.raw >= fsize || ptr >= fsize {
@@ -144,7 +147,7 @@ fn section(
         }
     }
     if s.vsz == 0 && s.rsz != 0 {
-        s.vsz = align_up(rsize.min(fsize.saturating_sub(ptr)), salign);
+        s.vsz = align_up(s.ursz, salign);
     }
     s
 }
@@ -211,14 +214,16 @@ mod tests {
                     rva: 0x1000,
                     vsz: 0x3000,
                     raw: 0,
-                    rsz: 0
+                    rsz: 0,
+                    ursz: 0
                 },
                 // 0x300 rounds up to 0x400 and is clipped to the file's 0x600 bytes.
                 Section {
                     rva: 0x4000,
                     vsz: 0x1000,
                     raw: 0x400,
-                    rsz: 0x200
+                    rsz: 0x200,
+                    ursz: 0x200
                 },
             ]
         );
