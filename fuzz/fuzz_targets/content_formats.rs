@@ -3,15 +3,15 @@
 //! type labels and executable descriptions, PowerPoint objects, SIS files, NSIS blocks, the mail
 //! base64 sweep, embedded container starts, zip implode and shrink, ARJ members and methods, CHM
 //! directories and LZX sections, InstallShield MSI setup blocks and overlay cabinets, AutoIt
-//! entries, PE headers, NRV2B/D/E streams, UPX, Petite, WWPack32 and yC images), each fed
-//! directly: the first byte picks the reader. Never panics, and nothing yields more than the cap
-//! it was given or bytes outside its input.
+//! entries, PE headers, NRV2B/D/E streams, UPX, Petite, WWPack32, yC and ASPack images), each
+//! fed directly: the first byte picks the reader. Never panics, and nothing yields more than the
+//! cap it was given or bytes outside its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
-    arj, autoit, b64parts, chm, cpio, embedded, exe, filetype, iscab, ishield, iso9660, nrv, nsis,
-    ole1, ovba, pe, petite, ppt, rtf, sis, upx, uuencode, wwpack, yc, zipold,
+    arj, aspack, autoit, b64parts, chm, cpio, embedded, exe, filetype, iscab, ishield, iso9660,
+    nrv, nsis, ole1, ovba, pe, petite, ppt, rtf, sis, upx, uuencode, wwpack, yc, zipold,
 };
 
 const CAP: usize = 1 << 16;
@@ -174,7 +174,7 @@ fuzz_target!(|data: &[u8]| {
                 pe::Unpacked::OverLimit(n) => assert!(n > CAP as u64),
                 _ => {}
             }
-            for unpack in [wwpack::unpack, yc::unpack, petite::unpack] {
+            for unpack in [wwpack::unpack, yc::unpack, petite::unpack, aspack::unpack] {
                 match unpack(rest, CAP) {
                     pe::Unpacked::Image(img, _) => assert!(img.len() <= CAP),
                     pe::Unpacked::OverLimit(n) => assert!(n > CAP as u64),

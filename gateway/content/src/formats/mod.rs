@@ -1,6 +1,7 @@
 //! Container and encoding formats, recognised by content (magic bytes, never the name).
 
 pub mod arj;
+pub mod aspack;
 pub mod autoit;
 pub mod b64parts;
 pub mod binhex;

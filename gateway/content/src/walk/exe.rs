@@ -1,28 +1,29 @@
 //! Windows programs: a packed program's unpacked image (`> upx`, `> petite`, `> yc`,
-//! `> wwpack`), and programs found inside other programs (`> embedded:pe@OFFSET`), each scanned
+//! `> wwpack`, `> aspack`), and programs found inside other programs (`> embedded:pe@OFFSET`), each scanned
 //! from its `MZ` to the end of the file that holds it, as ClamAV scans them.
 
 use bytes::Bytes;
 
 use super::{Hints, IssueKind, Walker};
 use crate::formats::pe::Unpacked;
-use crate::formats::{petite, upx, wwpack, yc};
+use crate::formats::{aspack, petite, upx, wwpack, yc};
 
 /// An unpacker: a program and the room for its image, to what it made of it.
 type Unpacker = fn(&[u8], usize) -> Unpacked;
 
 impl Walker<'_> {
-    /// Unpacks a program packed by UPX, Petite, yC or WWPack32 (tried in ClamAV's order, the first that
+    /// Unpacks a program packed by UPX, Petite, yC, WWPack32 or ASPack (tried in ClamAV's order, the first that
     /// gives an image wins: yC often wraps a UPX-packed program, which then unpacks in turn)
     /// and walks the image. A program that only looks packed, or does not unpack, is left to
     /// the scan of its own bytes.
     pub(super) fn unpack(&mut self, data: &Bytes, prov: &str, depth: u32) {
         let room = self.member_room();
-        let unpackers: [(Unpacker, &str, &str); 4] = [
+        let unpackers: [(Unpacker, &str, &str); 5] = [
             (upx::unpack, "UPX", "upx"),
             (petite::unpack, "Petite", "petite"),
             (yc::unpack, "yC", "yc"),
             (wwpack::unpack, "WWPack32", "wwpack"),
+            (aspack::unpack, "ASPack", "aspack"),
         ];
         let mut found = None;
         for (unpack, packer, label) in unpackers {
