@@ -3,15 +3,16 @@
 //! type labels and executable descriptions, PowerPoint objects, SIS files, NSIS blocks, the mail
 //! base64 sweep, embedded container starts, zip implode and shrink, ARJ members and methods, CHM
 //! directories and LZX sections, InstallShield MSI setup blocks and overlay cabinets, AutoIt
-//! entries, PE headers, NRV2B/D/E streams, UPX, Petite, WWPack32, yC and ASPack images), each
-//! fed directly: the first byte picks the reader. Never panics, and nothing yields more than the
-//! cap it was given or bytes outside its input.
+//! entries, PE headers, NRV2B/D/E and FSG streams, UPX, Petite, PESpin, WWPack32, yC and ASPack
+//! images), each fed directly: the first byte picks the reader. Never panics, and nothing yields
+//! more than the cap it was given or bytes outside its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
     arj, aspack, autoit, b64parts, chm, cpio, embedded, exe, filetype, iscab, ishield, iso9660,
-    nrv, nsis, ole1, ovba, pe, petite, ppt, rtf, sis, upx, uuencode, wwpack, yc, zipold,
+    nrv, nsis, ole1, ovba, pe, pespin, petite, ppt, rtf, sis, unfsg, upx, uuencode, wwpack, yc,
+    zipold,
 };
 
 const CAP: usize = 1 << 16;
@@ -164,6 +165,9 @@ fuzz_target!(|data: &[u8]| {
                     assert!(out.len() <= CAP);
                 }
             }
+            if let Some(out) = unfsg::unfsg(rest, CAP) {
+                assert_eq!(out.len(), CAP);
+            }
         }
         17 => {
             if let Some(h) = pe::parse(rest) {
@@ -174,7 +178,13 @@ fuzz_target!(|data: &[u8]| {
                 pe::Unpacked::OverLimit(n) => assert!(n > CAP as u64),
                 _ => {}
             }
-            for unpack in [wwpack::unpack, yc::unpack, petite::unpack, aspack::unpack] {
+            for unpack in [
+                wwpack::unpack,
+                yc::unpack,
+                petite::unpack,
+                aspack::unpack,
+                pespin::unpack,
+            ] {
                 match unpack(rest, CAP) {
                     pe::Unpacked::Image(img, _) => assert!(img.len() <= CAP),
                     pe::Unpacked::OverLimit(n) => assert!(n > CAP as u64),

@@ -11,6 +11,7 @@
 use super::pe::{self, Unpacked};
 use super::rebuild;
 use super::u32_le;
+use super::unfsg::Dl;
 
 /// Original sections one program may list (ClamAV's bound).
 const MAX_SECTIONS: usize = 96;
@@ -222,7 +223,7 @@ impl Petite<'_> {
         };
         let mut s = self.at(src, 1)?;
         let mut o = self.at(dst, 1)?;
-        let mut dl = Dl { byte: 0 };
+        let mut dl = Dl::new(0);
         size -= 1;
         self.buf[o] = self.buf[s];
         (s, o) = (s + 1, o + 1);
@@ -357,29 +358,6 @@ fn contained(outer: u32, osize: u32, inner: u32, isize: u32) -> bool {
         u64::from(isize),
     );
     os > 0 && is > 0 && is <= os && i >= o && i + is <= o + os
-}
-
-/// Petite's bit reader: one byte at a time, most significant bit first, a sentinel bit below.
-struct Dl {
-    byte: u8,
-}
-
-impl Dl {
-    fn bit(&mut self, buf: &[u8], s: &mut usize) -> Option<u32> {
-        let old = self.byte;
-        self.byte = old.wrapping_mul(2);
-        if old & 0x7f != 0 {
-            return Some(u32::from(old >> 7));
-        }
-        // ClamAV never reads the buffer's last byte here.
-        if *s + 1 >= buf.len() {
-            return None;
-        }
-        let b = buf[*s];
-        *s += 1;
-        self.byte = b.wrapping_mul(2) | 1;
-        Some(u32::from(b >> 7))
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,152 @@
+//! The byte-wise bit reader of the NRV-like coders in Petite, FSG, PESpin and MEW, and FSG's
+//! decompressor (ClamAV's `cli_unfsg`, an aPLib relative), which PESpin uses for its sections.
+
+/// Bits read one byte at a time, most significant first, a sentinel bit below them.
+pub struct Dl {
+    byte: u8,
+}
+
+impl Dl {
+    /// A reader whose first bit loads a byte (`0x80`: FSG's start) or that holds `byte`.
+    pub fn new(byte: u8) -> Self {
+        Dl { byte }
+    }
+
+    /// The next bit; a new byte is read from `buf` at `s` when the sentinel alone is left
+    /// (never the buffer's last byte, as in ClamAV).
+    pub fn bit(&mut self, buf: &[u8], s: &mut usize) -> Option<u32> {
+        let old = self.byte;
+        self.byte = old.wrapping_mul(2);
+        if old & 0x7f != 0 {
+            return Some(u32::from(old >> 7));
+        }
+        if *s + 1 >= buf.len() {
+            return None;
+        }
+        let b = buf[*s];
+        *s += 1;
+        self.byte = b.wrapping_mul(2) | 1;
+        Some(u32::from(b >> 7))
+    }
+
+    /// A gamma-coded number after a start of `v`: a value bit, then a bit saying more follow.
+    fn gamma(&mut self, buf: &[u8], s: &mut usize, mut v: u32) -> Option<u32> {
+        loop {
+            v = v.wrapping_mul(2).wrapping_add(self.bit(buf, s)?);
+            if self.bit(buf, s)? == 0 {
+                return Some(v);
+            }
+        }
+    }
+}
+
+/// Decompresses `src` into `size` bytes (zeros where the stream stopped short of it); `None`
+/// on damage or when the end mark is not reached.
+pub fn unfsg(src: &[u8], size: usize) -> Option<Vec<u8>> {
+    if src.is_empty() || size == 0 {
+        return None;
+    }
+    let mut out = vec![0u8; size];
+    let (mut s, mut o) = (1usize, 1usize);
+    out[0] = src[0];
+    let mut dl = Dl::new(0x80);
+    let (mut oldback, mut lostbit) = (0u32, 1u32);
+    loop {
+        if dl.bit(src, &mut s)? == 0 {
+            *out.get_mut(o)? = *src.get(s)?;
+            (o, s, lostbit) = (o + 1, s + 1, 1);
+            continue;
+        }
+        let (back, len);
+        if dl.bit(src, &mut s)? == 1 {
+            if dl.bit(src, &mut s)? == 1 {
+                // A byte from up to 15 back (0: a zero byte).
+                let mut b = 0x10u32;
+                while b < 0x100 {
+                    b = b * 2 + dl.bit(src, &mut s)?;
+                }
+                lostbit = 1;
+                if b & 0xff == 0 {
+                    *out.get_mut(o)? = 0;
+                    o += 1;
+                    continue;
+                }
+                (back, len) = (b & 0xff, 1);
+            } else {
+                // A short match: 7 bits of distance, 1 of length; distance 0 ends the stream.
+                let b = u32::from(*src.get(s)?);
+                s += 1;
+                if b >> 1 == 0 {
+                    return Some(out);
+                }
+                (back, len) = (b >> 1, (b & 1) + 2);
+                oldback = back;
+                lostbit = 0;
+            }
+        } else {
+            let high = dl.gamma(src, &mut s, 1)?.wrapping_sub(1 + lostbit);
+            if high == 0 {
+                (back, len) = (oldback, dl.gamma(src, &mut s, 1)?);
+            } else {
+                let b = u32::from(*src.get(s)?) + (high.wrapping_sub(1) << 8);
+                s += 1;
+                let mut n = dl.gamma(src, &mut s, 1)?;
+                n += u32::from(b >= 0x7d00) + u32::from(b >= 0x500) + 2 * u32::from(b <= 0x7f);
+                (back, len) = (b, n);
+                oldback = b;
+            }
+            lostbit = 0;
+        }
+        let (back, len) = (back as usize, len as usize);
+        let from = o.checked_sub(back)?;
+        if len == 0 || o.checked_add(len)? > size {
+            return None;
+        }
+        for i in 0..len {
+            out[o + i] = out[from + i];
+        }
+        o += len;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// FSG's coding of `data` as literals (0 bits, bits read lazily) and the end mark (1, 1,
+    /// 0, then a byte whose upper seven bits are 0).
+    pub fn literals(data: &[u8]) -> Vec<u8> {
+        let mut out = vec![data[0]];
+        let mut bits: Vec<u32> = vec![0; data.len() - 1];
+        bits.extend([1, 1, 0]);
+        let mut lits = data[1..].iter();
+        let mut slot = 0;
+        for (k, &b) in bits.iter().enumerate() {
+            if k % 8 == 0 {
+                slot = out.len();
+                out.push(0);
+            }
+            out[slot] |= (b as u8) << (7 - k % 8);
+            if k < data.len() - 1 {
+                out.push(*lits.next().unwrap());
+            }
+        }
+        out.push(0);
+        // One more byte: the reader never takes a buffer's last byte.
+        out.push(0);
+        out
+    }
+
+    #[test]
+    fn literals_and_the_end_mark() {
+        let data: Vec<u8> = (0..100u8).collect();
+        assert_eq!(unfsg(&literals(&data), 100).unwrap(), data);
+        // Room for more: the rest stays zero.
+        let out = unfsg(&literals(&data), 120).unwrap();
+        assert_eq!((&out[..100], &out[100..]), (&data[..], &[0u8; 20][..]));
+        // Too little room, no end mark, nothing at all.
+        assert!(unfsg(&literals(&data), 50).is_none());
+        assert!(unfsg(&literals(&data)[..60], 100).is_none());
+        assert!(unfsg(&[], 10).is_none());
+    }
+}
