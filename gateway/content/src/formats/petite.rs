@@ -275,7 +275,7 @@ impl Petite<'_> {
                         break;
                     }
                 }
-                len += 2;
+                len = len.checked_add(2)?;
             }
             len = len.checked_add(add)?;
             size = size.wrapping_sub(len);

@@ -88,10 +88,12 @@ pub fn unfsg(src: &[u8], size: usize) -> Option<Vec<u8>> {
             if high == 0 {
                 (back, len) = (oldback, dl.gamma(src, &mut s, 1)?);
             } else {
-                let b = u32::from(*src.get(s)?) + (high.wrapping_sub(1) << 8);
+                let b = u32::from(*src.get(s)?).wrapping_add(high.wrapping_sub(1) << 8);
                 s += 1;
                 let mut n = dl.gamma(src, &mut s, 1)?;
-                n += u32::from(b >= 0x7d00) + u32::from(b >= 0x500) + 2 * u32::from(b <= 0x7f);
+                let extra =
+                    u32::from(b >= 0x7d00) + u32::from(b >= 0x500) + 2 * u32::from(b <= 0x7f);
+                n = n.wrapping_add(extra);
                 (back, len) = (b, n);
                 oldback = b;
             }
@@ -135,6 +137,21 @@ pub(crate) mod tests {
         // One more byte: the reader never takes a buffer's last byte.
         out.push(0);
         out
+    }
+
+    /// A fuzzer find: a length whose extra counts overflowed a u32 (a panic before the fix).
+    #[test]
+    fn huge_lengths_wrap_and_fail_instead_of_panicking() {
+        let input = [
+            0x0a, 0x23, 0x26, 0xff, 0xff, 0x0f, 0xff, 0xf1, 0xfb, 0xff, 0xff, 0xff, 0xff, 0x3d,
+            0x64, 0x64, 0x64, 0x64, 0x01, 0x06, 0xff, 0x26, 0x20, 0x20, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0x5d, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x13, 0xff,
+            0xff,
+        ];
+        assert!(unfsg(&input, 1 << 16).is_none_or(|o| o.len() == 1 << 16));
     }
 
     #[test]
