@@ -62,7 +62,7 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
     let Some(ep_raw) = h.raw_offset(h.entry) else {
         return Unpacked::NotPacked;
     };
-    let ep = &d[ep_raw..(ep_raw + 4096).min(d.len())];
+    let ep = h.entry_code(d);
     let push_ret = |at: usize| ep.get(at..at + 6) == Some(b"\x68\x00\x00\x00\x00\xc3");
     let in_file = [58 + 0x70e, 58 + 0x76a, 58 + 0x776]
         .iter()

@@ -153,6 +153,14 @@ fn section(
 }
 
 impl Headers {
+    /// The bytes at the entry point, at most 4 KiB as ClamAV reads them; empty when the entry
+    /// point is in no section's data.
+    pub fn entry_code<'a>(&self, d: &'a [u8]) -> &'a [u8] {
+        self.raw_offset(self.entry)
+            .and_then(|at| d.get(at..(at + 4096).min(d.len())))
+            .unwrap_or_default()
+    }
+
     /// The file offset of `rva` in a section's raw data (the last section that holds it).
     pub fn raw_offset(&self, rva: u32) -> Option<usize> {
         self.sections.iter().rev().find_map(|s| {

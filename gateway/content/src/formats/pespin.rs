@@ -23,10 +23,7 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
     };
     let n = h.sections.len();
     let last = h.sections[n - 1];
-    let ep = h
-        .raw_offset(h.entry)
-        .and_then(|at| d.get(at..))
-        .unwrap_or_default();
+    let ep = h.entry_code(d);
     let end = u64::from(last.rva) + u64::from(last.rsz);
     let recognised = n > 1
         && h.entry >= last.rva

@@ -37,10 +37,7 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
     let Some(h) = pe::parse(d) else {
         return Unpacked::NotPacked;
     };
-    let ep = h
-        .raw_offset(h.entry)
-        .and_then(|at| d.get(at..(at + 4096).min(d.len())))
-        .unwrap_or_default();
+    let ep = h.entry_code(d);
     if ep.len() < 200 || ep[0] != 0xb8 {
         return Unpacked::NotPacked;
     }

@@ -73,10 +73,7 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
         return Unpacked::OverLimit(dsize);
     }
     let raw = s1.raw as usize;
-    let ep = h
-        .raw_offset(h.entry)
-        .and_then(|at| d.get(at..(at + 4096).min(d.len())))
-        .unwrap_or_default();
+    let ep = h.entry_code(d);
     let l = Layout {
         src: &d[raw..raw + ssize],
         ep,

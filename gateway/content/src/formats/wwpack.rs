@@ -22,10 +22,7 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
         return Unpacked::NotPacked;
     };
     let n = h.sections.len();
-    let ep = h
-        .raw_offset(h.entry)
-        .and_then(|at| d.get(at..))
-        .unwrap_or_default();
+    let ep = h.entry_code(d);
     let last = h.sections[n - 1];
     let recognised = n > 1
         && h.entry == last.rva

@@ -39,10 +39,7 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
     if n < 2 || h.entry != last.rva.wrapping_add(0x60) {
         return Unpacked::NotPacked;
     }
-    let ep = h
-        .raw_offset(h.entry)
-        .and_then(|at| d.get(at..))
-        .unwrap_or_default();
+    let ep = h.entry_code(d);
     let Some((ecx, offset)) = loader(ep) else {
         return Unpacked::NotPacked;
     };
