@@ -3,9 +3,9 @@
 //! type labels and executable descriptions, PowerPoint objects, SIS files, NSIS blocks, the mail
 //! base64 sweep, embedded container starts, zip implode and shrink, ARJ members and methods, CHM
 //! directories and LZX sections, InstallShield MSI setup blocks and overlay cabinets, AutoIt
-//! entries, PE headers, NRV2B/D/E and FSG streams, UPX, Petite, PESpin, WWPack32, yC and ASPack
-//! images), each fed directly: the first byte picks the reader. Never panics, and nothing yields
-//! more than the cap it was given or bytes outside its input.
+//! entries, PE headers, NRV2B/D/E and FSG streams, UPX, MEW, Petite, PESpin, WWPack32, yC and
+//! ASPack images), each fed directly: the first byte picks the reader. Never panics, and nothing
+//! yields more than the cap it was given or bytes outside its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

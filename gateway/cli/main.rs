@@ -72,7 +72,7 @@ enum Command {
     /// Containers are recognised by content, not name (zip, tar, gzip, bzip2, xz, lzma, 7z,
     /// RAR, cab, cpio, ISO 9660, mail/mbox, MIME, uuencode, BinHex, TNEF, OLE2 with VBA,
     /// PowerPoint objects, RTF objects, PDF, HTML, OneNote, SZDD, SIS, ARJ, CHM, NSIS and
-    /// InstallShield installers, compiled AutoIt scripts, programs packed by UPX, Petite,
+    /// InstallShield installers, compiled AutoIt scripts, programs packed by UPX, MEW, Petite,
     /// PESpin, yC, WWPack32 or ASPack, archives and programs embedded in executables) and
     /// opened; `where` names the path inside them.
     /// Prints `PATH: OK` or `PATH: NAME FOUND (where)` per file; exit status 1 when anything is

@@ -14,6 +14,7 @@ pub mod html;
 pub mod iscab;
 pub mod ishield;
 pub mod iso9660;
+pub mod mew;
 pub mod nrv;
 pub mod nsis;
 pub mod ole1;

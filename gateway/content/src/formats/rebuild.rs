@@ -29,6 +29,18 @@ pub fn rebuild(
     entry: u32,
     resources: (u32, u32),
 ) -> Option<Vec<u8>> {
+    rebuild_aligned(sections, base, entry, resources, 0)
+}
+
+/// [`rebuild`] with each section's sizes and address rounded up to `align` in the table (and
+/// its slot in the file), its data copied as it is (ClamAV's `cli_rebuildpe_align`).
+pub fn rebuild_aligned(
+    sections: &[Unpacked<'_>],
+    base: u32,
+    entry: u32,
+    resources: (u32, u32),
+    align_to: u32,
+) -> Option<Vec<u8>> {
     let first = sections.first()?;
     let mut count = sections.len();
     let headers = |n: usize| align((0x148 + 0x80 + 0x28 * n) as u32, 0x200);
@@ -40,9 +52,10 @@ pub fn rebuild(
         return None;
     }
     let mut raw = headers(count);
+    let slot = |len: u32| align(align(len, align_to), 0x200);
     let data: usize = sections
         .iter()
-        .map(|s| align(s.data.len() as u32, 0x200) as usize)
+        .map(|s| slot(s.data.len() as u32) as usize)
         .sum();
     let mut out = vec![0u8; raw as usize + data];
     header(&mut out, count as u16, base, entry, raw, resources);
@@ -60,14 +73,20 @@ pub fn rebuild(
         let name = format!(".clam{:02}", (i + 1) % 100);
         out[table..table + name.len()].copy_from_slice(name.as_bytes());
         let len = s.data.len() as u32;
-        for (k, v) in [s.vsz, s.rva, len, raw].into_iter().enumerate() {
+        let fields = [
+            align(s.vsz, align_to),
+            align(s.rva, align_to),
+            align(len, align_to),
+            raw,
+        ];
+        for (k, v) in fields.into_iter().enumerate() {
             put(&mut out, table + 8 + k * 4, v);
         }
         put(&mut out, table + 0x24, 0xffff_ffff);
         out[raw as usize..raw as usize + s.data.len()].copy_from_slice(s.data);
         table += 40;
-        raw += align(len, 0x200);
-        image = image.wrapping_add(align(s.vsz, 0x1000));
+        raw += slot(len);
+        image = image.wrapping_add(align(align(s.vsz, align_to), 0x1000));
     }
     put(&mut out, 0xd0 + 0x50, image);
     out.truncate(raw as usize);

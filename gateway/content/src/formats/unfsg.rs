@@ -1,5 +1,6 @@
 //! The byte-wise bit reader of the NRV-like coders in Petite, FSG, PESpin and MEW, and FSG's
-//! decompressor (ClamAV's `cli_unfsg`, an aPLib relative), which PESpin uses for its sections.
+//! decompressor (ClamAV's `cli_unfsg`, an aPLib relative), which PESpin uses for its sections
+//! and MEW (as `unmew`) inside one buffer.
 
 /// Bits read one byte at a time, most significant first, a sentinel bit below them.
 pub struct Dl {
@@ -15,25 +16,30 @@ impl Dl {
     /// The next bit; a new byte is read from `buf` at `s` when the sentinel alone is left
     /// (never the buffer's last byte, as in ClamAV).
     pub fn bit(&mut self, buf: &[u8], s: &mut usize) -> Option<u32> {
+        self.bit_in(buf, s, (0, buf.len()))
+    }
+
+    /// [`Dl::bit`] reading inside `buf[lo..hi]` only (never its last byte).
+    fn bit_in(&mut self, buf: &[u8], s: &mut usize, (lo, hi): (usize, usize)) -> Option<u32> {
         let old = self.byte;
         self.byte = old.wrapping_mul(2);
         if old & 0x7f != 0 {
             return Some(u32::from(old >> 7));
         }
-        if *s + 1 >= buf.len() {
+        if *s < lo || *s + 1 >= hi {
             return None;
         }
-        let b = buf[*s];
+        let b = *buf.get(*s)?;
         *s += 1;
         self.byte = b.wrapping_mul(2) | 1;
         Some(u32::from(b >> 7))
     }
 
     /// A gamma-coded number after a start of `v`: a value bit, then a bit saying more follow.
-    fn gamma(&mut self, buf: &[u8], s: &mut usize, mut v: u32) -> Option<u32> {
+    fn gamma(&mut self, buf: &[u8], s: &mut usize, r: (usize, usize), mut v: u32) -> Option<u32> {
         loop {
-            v = v.wrapping_mul(2).wrapping_add(self.bit(buf, s)?);
-            if self.bit(buf, s)? == 0 {
+            v = v.wrapping_mul(2).wrapping_add(self.bit_in(buf, s, r)?);
+            if self.bit_in(buf, s, r)? == 0 {
                 return Some(v);
             }
         }
@@ -46,51 +52,72 @@ pub fn unfsg(src: &[u8], size: usize) -> Option<Vec<u8>> {
     if src.is_empty() || size == 0 {
         return None;
     }
-    let mut out = vec![0u8; size];
-    let (mut s, mut o) = (1usize, 1usize);
-    out[0] = src[0];
+    let mut buf = src.to_vec();
+    buf.resize(src.len() + size, 0);
+    within(&mut buf, (0, src.len()), (src.len(), size))?;
+    Some(buf.split_off(src.len()))
+}
+
+/// FSG's decoder inside one buffer, as MEW runs it: reads `src` (start, length), writes from
+/// `dst` (start, room); where each ended (the source just past the end mark).
+pub fn within(buf: &mut [u8], src: (usize, usize), dst: (usize, usize)) -> Option<(usize, usize)> {
+    let r = (src.0, src.0.checked_add(src.1)?);
+    let w = (dst.0, dst.0.checked_add(dst.1)?.min(buf.len()));
+    let byte = |buf: &[u8], s: usize| (s >= r.0 && s < r.1).then(|| buf.get(s).copied()).flatten();
+    let (mut s, mut o) = (r.0, w.0);
+    if o >= w.1 {
+        return None;
+    }
+    buf[o] = byte(buf, s)?;
+    (s, o) = (s + 1, o + 1);
     let mut dl = Dl::new(0x80);
     let (mut oldback, mut lostbit) = (0u32, 1u32);
     loop {
-        if dl.bit(src, &mut s)? == 0 {
-            *out.get_mut(o)? = *src.get(s)?;
+        if dl.bit_in(buf, &mut s, r)? == 0 {
+            if o >= w.1 {
+                return None;
+            }
+            buf[o] = byte(buf, s)?;
             (o, s, lostbit) = (o + 1, s + 1, 1);
             continue;
         }
         let (back, len);
-        if dl.bit(src, &mut s)? == 1 {
-            if dl.bit(src, &mut s)? == 1 {
+        if dl.bit_in(buf, &mut s, r)? == 1 {
+            if dl.bit_in(buf, &mut s, r)? == 1 {
                 // A byte from up to 15 back (0: a zero byte).
                 let mut b = 0x10u32;
                 while b < 0x100 {
-                    b = b * 2 + dl.bit(src, &mut s)?;
+                    b = b * 2 + dl.bit_in(buf, &mut s, r)?;
                 }
                 lostbit = 1;
                 if b & 0xff == 0 {
-                    *out.get_mut(o)? = 0;
+                    if o >= w.1 {
+                        return None;
+                    }
+                    buf[o] = 0;
                     o += 1;
                     continue;
                 }
                 (back, len) = (b & 0xff, 1);
             } else {
                 // A short match: 7 bits of distance, 1 of length; distance 0 ends the stream.
-                let b = u32::from(*src.get(s)?);
+                let b = u32::from(byte(buf, s)?);
                 s += 1;
                 if b >> 1 == 0 {
-                    return Some(out);
+                    return Some((s, o));
                 }
                 (back, len) = (b >> 1, (b & 1) + 2);
                 oldback = back;
                 lostbit = 0;
             }
         } else {
-            let high = dl.gamma(src, &mut s, 1)?.wrapping_sub(1 + lostbit);
+            let high = dl.gamma(buf, &mut s, r, 1)?.wrapping_sub(1 + lostbit);
             if high == 0 {
-                (back, len) = (oldback, dl.gamma(src, &mut s, 1)?);
+                (back, len) = (oldback, dl.gamma(buf, &mut s, r, 1)?);
             } else {
-                let b = u32::from(*src.get(s)?).wrapping_add(high.wrapping_sub(1) << 8);
+                let b = u32::from(byte(buf, s)?).wrapping_add(high.wrapping_sub(1) << 8);
                 s += 1;
-                let mut n = dl.gamma(src, &mut s, 1)?;
+                let mut n = dl.gamma(buf, &mut s, r, 1)?;
                 let extra =
                     u32::from(b >= 0x7d00) + u32::from(b >= 0x500) + 2 * u32::from(b <= 0x7f);
                 n = n.wrapping_add(extra);
@@ -100,12 +127,12 @@ pub fn unfsg(src: &[u8], size: usize) -> Option<Vec<u8>> {
             lostbit = 0;
         }
         let (back, len) = (back as usize, len as usize);
-        let from = o.checked_sub(back)?;
-        if len == 0 || o.checked_add(len)? > size {
+        let from = o.checked_sub(back).filter(|f| *f >= w.0)?;
+        if len == 0 || o.checked_add(len)? > w.1 {
             return None;
         }
         for i in 0..len {
-            out[o + i] = out[from + i];
+            buf[o + i] = buf[from + i];
         }
         o += len;
     }

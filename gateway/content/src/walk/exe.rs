@@ -1,24 +1,26 @@
-//! Windows programs: a packed program's unpacked image (`> upx`, `> petite`, `> pespin`, `> yc`,
-//! `> wwpack`, `> aspack`), and programs found inside other programs (`> embedded:pe@OFFSET`), each scanned
-//! from its `MZ` to the end of the file that holds it, as ClamAV scans them.
+//! Windows programs: a packed program's unpacked image (`> mew`, `> upx`, `> petite`,
+//! `> pespin`, `> yc`, `> wwpack`, `> aspack`), and programs found inside other programs
+//! (`> embedded:pe@OFFSET`), each scanned from its `MZ` to the end of the file that holds it, as
+//! ClamAV scans them.
 
 use bytes::Bytes;
 
 use super::{Hints, IssueKind, Walker};
 use crate::formats::pe::Unpacked;
-use crate::formats::{aspack, pespin, petite, upx, wwpack, yc};
+use crate::formats::{aspack, mew, pespin, petite, upx, wwpack, yc};
 
 /// An unpacker: a program and the room for its image, to what it made of it.
 type Unpacker = fn(&[u8], usize) -> Unpacked;
 
 impl Walker<'_> {
-    /// Unpacks a program packed by UPX, Petite, PESpin, yC, WWPack32 or ASPack (tried in ClamAV's order, the first that
-    /// gives an image wins: yC often wraps a UPX-packed program, which then unpacks in turn)
-    /// and walks the image. A program that only looks packed, or does not unpack, is left to
+    /// Unpacks a program packed by MEW, UPX, Petite, PESpin, yC, WWPack32 or ASPack (tried in
+    /// ClamAV's order, the first that gives an image wins: yC often wraps a UPX-packed program,
+    /// which then unpacks in turn) and walks the image. A program that only looks packed, or does not unpack, is left to
     /// the scan of its own bytes.
     pub(super) fn unpack(&mut self, data: &Bytes, prov: &str, depth: u32) {
         let room = self.member_room();
-        let unpackers: [(Unpacker, &str, &str); 6] = [
+        let unpackers: [(Unpacker, &str, &str); 7] = [
+            (mew::unpack, "MEW", "mew"),
             (upx::unpack, "UPX", "upx"),
             (petite::unpack, "Petite", "petite"),
             (pespin::unpack, "PESpin", "pespin"),
