@@ -576,34 +576,180 @@ chmcmd p.hhp >/dev/null
 
 /// A 0x400-byte PE32 program (one `.text` section) carrying `text`.
 fn pe32(text: &[u8]) -> Vec<u8> {
-    let mut d = vec![0u8; 0x400];
+    let mut d = pe32_with(
+        &[(*b".text\0\0\0", 0x200, 0x1000, 0x200, 0x200)],
+        0x1000,
+        0x400,
+    );
+    d[0x200..0x200 + text.len()].copy_from_slice(text);
+    d
+}
+
+/// A PE32 program of `len` bytes with `sections` as (name, virtual size, address, raw size,
+/// file offset), its entry point at `entry`.
+fn pe32_with(sections: &[([u8; 8], u32, u32, u32, u32)], entry: u32, len: usize) -> Vec<u8> {
+    let mut d = vec![0u8; len];
     let mut put = |at: usize, v: &[u8]| d[at..at + v.len()].copy_from_slice(v);
     put(0, b"MZ");
     put(0x3c, &0x80u32.to_le_bytes());
     put(0x80, b"PE\0\0");
     put(0x84, &0x14cu16.to_le_bytes()); // i386
-    put(0x86, &1u16.to_le_bytes()); // one section
+    put(0x86, &(sections.len() as u16).to_le_bytes());
     put(0x94, &0xe0u16.to_le_bytes()); // optional header size
     put(0x96, &0x0102u16.to_le_bytes()); // executable, 32-bit
     let opt = 0x98;
     put(opt, &0x10bu16.to_le_bytes());
-    put(opt + 16, &0x1000u32.to_le_bytes()); // entry point
+    put(opt + 16, &entry.to_le_bytes());
     put(opt + 28, &0x40_0000u32.to_le_bytes()); // image base
     put(opt + 32, &0x1000u32.to_le_bytes()); // section alignment
     put(opt + 36, &0x200u32.to_le_bytes()); // file alignment
     put(opt + 48, &4u16.to_le_bytes()); // subsystem version
-    put(opt + 56, &0x2000u32.to_le_bytes()); // size of image
+    let end = sections.iter().map(|s| s.2 + s.1).max().unwrap_or(0x1000);
+    put(
+        opt + 56,
+        &end.div_ceil(0x1000).wrapping_mul(0x1000).to_le_bytes(),
+    ); // size of image
     put(opt + 60, &0x200u32.to_le_bytes()); // size of headers
     put(opt + 68, &2u16.to_le_bytes()); // GUI
     put(opt + 92, &16u32.to_le_bytes()); // data directories
-    let sec = opt + 0xe0;
-    put(sec, b".text\0\0\0");
-    for (k, v) in [0x200u32, 0x1000, 0x200, 0x200].iter().enumerate() {
-        put(sec + 8 + k * 4, &v.to_le_bytes());
+    for (i, (name, vsize, va, rsize, ptr)) in sections.iter().enumerate() {
+        let sec = opt + 0xe0 + i * 40;
+        put(sec, name);
+        for (k, v) in [vsize, va, rsize, ptr].iter().enumerate() {
+            put(sec + 8 + k * 4, &v.to_le_bytes());
+        }
+        put(sec + 36, &0xe000_0060u32.to_le_bytes());
     }
-    put(sec + 36, &0x6000_0020u32.to_le_bytes());
-    put(0x200, text);
     d
+}
+
+/// `data` as UPX's NRV2B codes it, literals only: 32-bit little-endian bit words read most
+/// significant bit first, a 1 before each literal byte, then the end mark (a 0, an offset of
+/// all ones).
+fn nrv2b_literals(data: &[u8]) -> Vec<u8> {
+    struct W {
+        out: Vec<u8>,
+        at: usize,
+        word: u32,
+        used: u32,
+    }
+    impl W {
+        fn bit(&mut self, b: u32) {
+            if self.used == 32 {
+                self.flush();
+                self.at = self.out.len();
+                self.out.extend_from_slice(&[0; 4]);
+                (self.word, self.used) = (0, 0);
+            }
+            self.word |= b << (31 - self.used);
+            self.used += 1;
+        }
+        fn flush(&mut self) {
+            if self.out.len() >= self.at + 4 {
+                let at = self.at;
+                self.out[at..at + 4].copy_from_slice(&self.word.to_le_bytes());
+            }
+        }
+    }
+    let mut w = W {
+        out: Vec::new(),
+        at: 0,
+        word: 0,
+        used: 32,
+    };
+    for &b in data {
+        w.bit(1);
+        w.out.push(b);
+    }
+    w.bit(0);
+    // Gamma code of 0xffffff + 3: each bit after the leading 1, each followed by "more".
+    let v = 0x00ff_ffffu32 + 3;
+    for i in (0..31 - v.leading_zeros()).rev() {
+        w.bit((v >> i) & 1);
+        w.bit(u32::from(i == 0));
+    }
+    w.out.push(0xff);
+    w.flush();
+    w.out
+}
+
+/// A UPX-packed program as UPX lays it out: `UPX0` (no data) at 0x1000, `UPX1` at 0x3000 with
+/// the NRV2B stream of the original image (a data section ending with `inner`, no imports, the
+/// original PE header UPX keeps) and UPX's loader at the entry point.
+fn upx_packed(inner: &[u8]) -> Vec<u8> {
+    let mut image = vec![0x90u8; 0x1000];
+    image[0x1000 - inner.len()..].copy_from_slice(inner);
+    image.extend_from_slice(&[0; 4]);
+    let original = pe32_with(
+        &[(*b".data\0\0\0", 0x1000, 0x1000, 0x1000, 0x400)],
+        0x1000,
+        0x400,
+    );
+    image.extend_from_slice(&original[0x80..0x80 + 0xf8 + 0x28]);
+    let mut upx1 = nrv2b_literals(&image);
+    let loader_at = upx1.len().div_ceil(16) * 16;
+    upx1.resize(loader_at, 0);
+    let mut loader = vec![0xccu8; 0x200];
+    // pusha; mov esi, UPX1 (no skew) ... the NRV2B loop where UPX 3 puts it ... lea edi, [esi+0x1000]
+    loader[..2].copy_from_slice(&[0x60, 0xbe]);
+    loader[2..6].copy_from_slice(&0x40_3000u32.to_le_bytes());
+    loader[0x69..0x76].copy_from_slice(b"\x11\xdb\x11\xc9\x01\xdb\x75\x07\x8b\x1e\x83\xee\xfc");
+    loader[0x106..0x108].copy_from_slice(&[0x8d, 0xbe]);
+    loader[0x108..0x10c].copy_from_slice(&0x1000u32.to_le_bytes());
+    upx1.extend_from_slice(&loader);
+    let rsz = upx1.len().div_ceil(0x200) * 0x200;
+    let sections = [
+        (*b"UPX0\0\0\0\0", 0x2000, 0x1000, 0, 0),
+        (
+            *b"UPX1\0\0\0\0",
+            rsz.div_ceil(0x1000) as u32 * 0x1000,
+            0x3000,
+            rsz as u32,
+            0x400,
+        ),
+    ];
+    let mut d = pe32_with(&sections, 0x3000 + loader_at as u32, 0x400 + rsz);
+    d[0x400..0x400 + upx1.len()].copy_from_slice(&upx1);
+    d
+}
+
+/// A program packed by UPX around the program a signature names: `sekisho scan` unpacks it,
+/// rebuilds the image as ClamAV does and finds the program at the end of it, where clamscan
+/// (same `.hdb`) finds it too; the same program packed but damaged is scanned as it is.
+#[test]
+fn upx_packed_programs_are_unpacked_as_clamscan_unpacks_them() {
+    use sha2::Digest;
+    let dir = TempDir::new("formats-upx");
+    let inner = pe32(b"the program UPX packed inside another");
+    let file = dir.path().join("packed.exe");
+    let packed = upx_packed(&inner);
+    std::fs::write(&file, &packed).unwrap();
+    let mut broken = packed.clone();
+    broken[0x400..0x800].fill(0);
+    let damaged = dir.path().join("damaged.exe");
+    std::fs::write(&damaged, &broken).unwrap();
+    let hdb = dir.path().join("inner.hdb");
+    let sum = hex::encode(sha2::Sha256::digest(&inner));
+    std::fs::write(&hdb, format!("{sum}:{}:Sekisho.Test.Upx\n", inner.len())).unwrap();
+    let cfg = dir.path().join("upx.toml");
+    let text = format!("[av]\nclamav = [\"{}\"]\ncache_dir = \"\"\n", hdb.display());
+    std::fs::write(&cfg, text).unwrap();
+    let v = scan(&cfg, &file);
+    assert_eq!(v["verdict"], "infected", "{v}");
+    assert_eq!(
+        v["detections"][0]["provenance"], "file > upx > embedded:pe@7168",
+        "{v}"
+    );
+    assert_eq!(v["executables"][0]["packer"], "UPX", "{v}");
+    assert_eq!(scan(&cfg, &damaged)["verdict"], "clean");
+    let out = Command::new("clamscan")
+        .args(["--no-summary", "-d"])
+        .arg(&hdb)
+        .arg(&file)
+        .output()
+        .expect("clamscan (Debian package clamav) is installed by scripts/test.sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Sekisho.Test.Upx"), "clamscan: {text}");
 }
 
 /// A program carried inside another (a dropper's payload) is scanned from its `MZ` to the end
