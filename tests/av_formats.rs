@@ -713,12 +713,34 @@ fn upx_packed(inner: &[u8]) -> Vec<u8> {
     d
 }
 
+/// An `.hdb` naming `program` as `name`, and a config using it alone.
+fn hash_signature(dir: &Path, program: &[u8], name: &str) -> (PathBuf, PathBuf) {
+    use sha2::Digest;
+    let hdb = dir.join("inner.hdb");
+    let sum = hex::encode(sha2::Sha256::digest(program));
+    std::fs::write(&hdb, format!("{sum}:{}:{name}\n", program.len())).unwrap();
+    let cfg = dir.join("inner.toml");
+    let text = format!("[av]\nclamav = [\"{}\"]\ncache_dir = \"\"\n", hdb.display());
+    std::fs::write(&cfg, text).unwrap();
+    (hdb, cfg)
+}
+
+/// What `clamscan` prints for `file` with the `.hdb` alone.
+fn clamscan(hdb: &Path, file: &Path) -> String {
+    let out = Command::new("clamscan")
+        .args(["--no-summary", "-d"])
+        .arg(hdb)
+        .arg(file)
+        .output()
+        .expect("clamscan (Debian package clamav) is installed by scripts/test.sh");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A program packed by UPX around the program a signature names: `sekisho scan` unpacks it,
 /// rebuilds the image as ClamAV does and finds the program at the end of it, where clamscan
 /// (same `.hdb`) finds it too; the same program packed but damaged is scanned as it is.
 #[test]
 fn upx_packed_programs_are_unpacked_as_clamscan_unpacks_them() {
-    use sha2::Digest;
     let dir = TempDir::new("formats-upx");
     let inner = pe32(b"the program UPX packed inside another");
     let file = dir.path().join("packed.exe");
@@ -728,12 +750,7 @@ fn upx_packed_programs_are_unpacked_as_clamscan_unpacks_them() {
     broken[0x400..0x800].fill(0);
     let damaged = dir.path().join("damaged.exe");
     std::fs::write(&damaged, &broken).unwrap();
-    let hdb = dir.path().join("inner.hdb");
-    let sum = hex::encode(sha2::Sha256::digest(&inner));
-    std::fs::write(&hdb, format!("{sum}:{}:Sekisho.Test.Upx\n", inner.len())).unwrap();
-    let cfg = dir.path().join("upx.toml");
-    let text = format!("[av]\nclamav = [\"{}\"]\ncache_dir = \"\"\n", hdb.display());
-    std::fs::write(&cfg, text).unwrap();
+    let (hdb, cfg) = hash_signature(dir.path(), &inner, "Sekisho.Test.Upx");
     let v = scan(&cfg, &file);
     assert_eq!(v["verdict"], "infected", "{v}");
     assert_eq!(
@@ -742,13 +759,7 @@ fn upx_packed_programs_are_unpacked_as_clamscan_unpacks_them() {
     );
     assert_eq!(v["executables"][0]["packer"], "UPX", "{v}");
     assert_eq!(scan(&cfg, &damaged)["verdict"], "clean");
-    let out = Command::new("clamscan")
-        .args(["--no-summary", "-d"])
-        .arg(&hdb)
-        .arg(&file)
-        .output()
-        .expect("clamscan (Debian package clamav) is installed by scripts/test.sh");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = clamscan(&hdb, &file);
     assert!(text.contains("Sekisho.Test.Upx"), "clamscan: {text}");
 }
 
@@ -757,7 +768,6 @@ fn upx_packed_programs_are_unpacked_as_clamscan_unpacks_them() {
 /// finds it in both engines; the outer program alone is clean.
 #[test]
 fn programs_inside_programs_are_found_as_clamscan_finds_them() {
-    use sha2::Digest;
     let dir = TempDir::new("formats-pe");
     let inner = pe32(b"the inner program the signature names");
     let outer = pe32(b"a dropper");
@@ -765,12 +775,7 @@ fn programs_inside_programs_are_found_as_clamscan_finds_them() {
     std::fs::write(&file, [outer.as_slice(), &inner].concat()).unwrap();
     let alone = dir.path().join("alone.exe");
     std::fs::write(&alone, &outer).unwrap();
-    let hdb = dir.path().join("inner.hdb");
-    let sum = hex::encode(sha2::Sha256::digest(&inner));
-    std::fs::write(&hdb, format!("{sum}:{}:Sekisho.Test.Inner\n", inner.len())).unwrap();
-    let cfg = dir.path().join("pe.toml");
-    let text = format!("[av]\nclamav = [\"{}\"]\ncache_dir = \"\"\n", hdb.display());
-    std::fs::write(&cfg, text).unwrap();
+    let (hdb, cfg) = hash_signature(dir.path(), &inner, "Sekisho.Test.Inner");
     let v = scan(&cfg, &file);
     assert_eq!(v["verdict"], "infected", "{v}");
     assert_eq!(
@@ -778,12 +783,6 @@ fn programs_inside_programs_are_found_as_clamscan_finds_them() {
         "{v}"
     );
     assert_eq!(scan(&cfg, &alone)["verdict"], "clean");
-    let out = Command::new("clamscan")
-        .args(["--no-summary", "-d"])
-        .arg(&hdb)
-        .arg(&file)
-        .output()
-        .expect("clamscan (Debian package clamav) is installed by scripts/test.sh");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = clamscan(&hdb, &file);
     assert!(text.contains("Sekisho.Test.Inner"), "clamscan: {text}");
 }

@@ -91,7 +91,7 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
     if size > cap as u64 {
         return Unpacked::OverLimit(size);
     }
-    let Some(mut image) = mapped(d, &h.sections, size as usize) else {
+    let Some(mut image) = pe::map(d, &h.sections, 0, size as usize) else {
         return Unpacked::NotPacked;
     };
     let at = h.entry.wrapping_sub(1) as usize;
@@ -119,18 +119,6 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
         Some(img) => Unpacked::Image(img, "ASPack"),
         None => Unpacked::Image(image, "ASPack"),
     }
-}
-
-/// Every section's data (its aligned extent) at its address.
-fn mapped(d: &[u8], sections: &[pe::Section], size: usize) -> Option<Vec<u8>> {
-    let mut image = vec![0u8; size];
-    for s in sections.iter().filter(|s| s.rsz != 0) {
-        let (at, len, raw) = (s.rva as usize, s.rsz as usize, s.raw as usize);
-        image
-            .get_mut(at..at.checked_add(len)?)?
-            .copy_from_slice(d.get(raw..raw + len)?);
-    }
-    Some(image)
 }
 
 /// Decodes every block the loader's table lists; false when one fails or the table does not

@@ -19,14 +19,9 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
     let Some(h) = pe::parse(d) else {
         return Unpacked::NotPacked;
     };
-    let Some(i) = h
-        .sections
-        .windows(2)
-        .position(|w| w[0].rsz == 0 && w[0].vsz != 0 && w[1].rsz != 0 && w[1].vsz != 0)
-    else {
+    let Some((s0, s1)) = h.packed_pair() else {
         return Unpacked::NotPacked;
     };
-    let (s0, s1) = (h.sections[i], h.sections[i + 1]);
     let ep = h.entry_code(d);
     if ep.len() < 16 || ep[0] != 0xe9 {
         return Unpacked::NotPacked;

@@ -46,6 +46,20 @@ pub enum Unpacked {
     Image(Vec<u8>, &'static str),
 }
 
+/// The program as loaded, `size` bytes: its first `head` bytes (the headers), then each
+/// section's data (its aligned extent) at its address; `None` when one does not fit.
+pub fn map(d: &[u8], sections: &[Section], head: usize, size: usize) -> Option<Vec<u8>> {
+    let mut image = vec![0u8; size];
+    image.get_mut(..head)?.copy_from_slice(d.get(..head)?);
+    for s in sections.iter().filter(|s| s.rsz != 0) {
+        let (at, len, raw) = (s.rva as usize, s.rsz as usize, s.raw as usize);
+        image
+            .get_mut(at..at.checked_add(len)?)?
+            .copy_from_slice(d.get(raw..raw + len)?);
+    }
+    Some(image)
+}
+
 /// Sections beyond this are refused (the format's own limit).
 const MAX_SECTIONS: usize = 96;
 
@@ -159,6 +173,15 @@ impl Headers {
         self.raw_offset(self.entry)
             .and_then(|at| d.get(at..(at + 4096).min(d.len())))
             .unwrap_or_default()
+    }
+
+    /// The first section with no data in the file but a virtual size and the filled one after
+    /// it: the layout UPX, FSG and MEW leave (the unpacked image goes to the first).
+    pub fn packed_pair(&self) -> Option<(Section, Section)> {
+        self.sections
+            .windows(2)
+            .find(|w| w[0].rsz == 0 && w[0].vsz != 0 && w[1].rsz != 0 && w[1].vsz != 0)
+            .map(|w| (w[0], w[1]))
     }
 
     /// The file offset of `rva` in a section's raw data (the last section that holds it).

@@ -56,14 +56,9 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
     let Some(h) = pe::parse(d) else {
         return Unpacked::NotPacked;
     };
-    let Some(i) = h
-        .sections
-        .windows(2)
-        .position(|w| w[0].rsz == 0 && w[0].vsz != 0 && w[1].rsz != 0 && w[1].vsz != 0)
-    else {
+    let Some((s0, s1)) = h.packed_pair() else {
         return Unpacked::NotPacked;
     };
-    let (s0, s1) = (h.sections[i], h.sections[i + 1]);
     let ssize = s1.rsz as usize;
     let dsize = u64::from(s0.vsz) + u64::from(s1.vsz);
     if ssize <= 0x19 || dsize <= ssize as u64 {

@@ -43,7 +43,7 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
     if size > cap as u64 {
         return Unpacked::OverLimit(size);
     }
-    let Some(mut exe) = mapped(d, &h.sections[..n - 1], head, size as usize) else {
+    let Some(mut exe) = pe::map(d, &h.sections[..n - 1], head, size as usize) else {
         return Unpacked::Failed;
     };
     let loader = &d[last.raw as usize..(last.raw + last.rsz) as usize];
@@ -54,18 +54,6 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
         Some(()) => Unpacked::Image(exe, "WWPack32"),
         None => Unpacked::Failed,
     }
-}
-
-/// The headers and each section's data at its address in a zeroed image of `size` bytes.
-fn mapped(d: &[u8], sections: &[pe::Section], head: usize, size: usize) -> Option<Vec<u8>> {
-    let mut exe = vec![0u8; size];
-    exe[..head].copy_from_slice(d.get(..head)?);
-    for s in sections.iter().filter(|s| s.rsz != 0) {
-        let (at, len, raw) = (s.rva as usize, s.rsz as usize, s.raw as usize);
-        exe.get_mut(at..at.checked_add(len)?)?
-            .copy_from_slice(d.get(raw..raw + len)?);
-    }
-    Some(exe)
 }
 
 /// Decodes every block the loader's table lists, in place; false on damage.
