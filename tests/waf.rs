@@ -599,3 +599,75 @@ async fn raw_characters_in_the_target_reach_the_waf() {
         "judged as sent: {m}"
     );
 }
+
+/// Writes `raw` on one connection and reads what comes back until the gateway closes it or
+/// `want` status lines arrived (bounded by a 10 s read timeout).
+fn exchange(addr: &str, raw: &[u8], want: usize) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(raw).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(&got).matches("HTTP/1.1 ").count() < want {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Phase 2 of a request that announces no body runs at its head, without holding anything;
+/// any announced length (`0`, chunked) is held and read; a body sent after a bodyless request
+/// on the same connection is the next request, and is judged as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodyless_requests_are_judged_at_the_head_and_bodies_never_skip_phase_2() {
+    let dir = TempDir::new("waf-bodyless");
+    let origin = Origin::start(None).await;
+    let rules = format!(
+        "{LIMIT_RULES}SecRule ARGS \"@contains EVIL\" \"id:5,phase:2,deny,status:403,log,msg:'evil arg'\"\n"
+    );
+    let mut gw = start_small("waf-bodyless", &dir, origin.port, &rules);
+    let addr = gw.proxy.to_string();
+    let get = |q: &str| format!("GET /count?{q} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    let status = |raw: &str| {
+        exchange(&addr, raw.as_bytes(), 1)
+            .lines()
+            .next()
+            .map(str::to_string)
+    };
+    assert_eq!(
+        status(&get("a=EVIL")).as_deref(),
+        Some("HTTP/1.1 403 Forbidden")
+    );
+    assert_eq!(status(&get("a=good")).as_deref(), Some("HTTP/1.1 200 OK"));
+    let chunked = "POST /count HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\
+                   Content-Type: application/x-www-form-urlencoded\r\n\
+                   Connection: close\r\n\r\n4\r\nEVIL\r\n0\r\n\r\n";
+    assert_eq!(status(chunked).as_deref(), Some("HTTP/1.1 403 Forbidden"));
+    let pipelined = "GET /count HTTP/1.1\r\nHost: h\r\n\r\n\
+                     POST /count HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\
+                     Content-Type: application/x-www-form-urlencoded\r\n\r\nEVIL";
+    let answers = exchange(&addr, pipelined.as_bytes(), 2);
+    // The origin's bodies end without a line break: status lines are found anywhere.
+    let statuses: Vec<&str> = answers
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| answers[i..].lines().next())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["HTTP/1.1 200 OK", "HTTP/1.1 403 Forbidden"],
+        "{answers}"
+    );
+    gw.stop();
+    let seen = origin.seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|s| s == "GET /count"), "{seen:?}");
+    assert!(
+        !seen.iter().any(|s| s.starts_with("POST")),
+        "no body with EVIL reached the origin: {seen:?}"
+    );
+    let ids: Vec<u64> = waf_events(&gw).iter().flat_map(fired).collect();
+    assert_eq!(ids, [5, 1, 1], "one event per blocked request");
+}

@@ -85,11 +85,16 @@ impl Inspector for WafInspector {
             tx.request_body(&[], usize::MAX);
         }
         let blocked = tx.intervention().is_some();
+        let bodyless = !blocked && has_no_body(head);
+        if bodyless {
+            // Nothing to wait for: phase 2 runs now, as it would on the empty held body.
+            tx.request_body(&[], 0);
+        }
         self.tx = Some(tx);
-        if blocked {
+        if blocked || bodyless {
             return self.conclude(cx, false);
         }
-        // Phase 2 runs in `resolve`, with or without a body.
+        // Phase 2 runs in `resolve`, once the body is held.
         Verdict::Hold
     }
 
@@ -153,6 +158,17 @@ impl Inspector for WafInspector {
             Direction::Response => tx.response_hold_limit(),
         })
     }
+}
+
+/// Whether an HTTP/1 request carries no body: it announces none, neither Transfer-Encoding
+/// nor Content-Length (RFC 9112 §6.3: its body length is zero, and the server reads the next
+/// bytes as the next request). Any announced length, `0` included, is held and read, so no
+/// spelling of a length the server honours can skip phase 2. An h2 request may send DATA
+/// without announcing a length, so it is always held.
+fn has_no_body(head: &sekisho_core::RequestHead) -> bool {
+    head.version < http::Version::HTTP_2
+        && !head.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && !head.headers.contains_key(http::header::CONTENT_LENGTH)
 }
 
 /// The request's Content-Length, when it has one valid value.

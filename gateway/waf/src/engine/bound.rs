@@ -35,7 +35,10 @@ pub(crate) struct Summary {
     literals: Option<Vec<u64>>,
     /// By transformation chain (its interned id): the bytes carried through it, and whether
     /// every step keeps the values as they are. Rules share chains, so each is worked out once.
-    carried: Vec<(u32, ByteSet, bool)>,
+    carried: Vec<(ByteSet, bool)>,
+    /// Where each chain's entry is in `carried`, by chain id (`u16::MAX`: not worked out yet;
+    /// sized when first asked).
+    carried_at: Vec<u16>,
 }
 
 /// A collection, or a scalar by its value's buffer (a scalar a rule replaces is another;
@@ -81,14 +84,25 @@ impl Transaction {
     /// The bytes summary `i` carries through the link's chain, and whether the chain keeps
     /// its values as they are.
     fn carried(&mut self, i: usize, r: &CRule) -> (ByteSet, bool) {
+        let chains = self.waf.chains.len();
         let s = &mut self.summaries[i];
-        if let Some(&(_, b, k)) = s.carried.iter().find(|c| c.0 == r.chain_id) {
-            return (b, k);
+        if s.carried_at.is_empty() {
+            s.carried_at = vec![u16::MAX; chains];
+        }
+        let at = s.carried_at.get(r.chain_id as usize).copied();
+        if let Some(&c) = at.and_then(|a| s.carried.get(usize::from(a))) {
+            return c;
         }
         let bytes = s.bytes;
         let bound = r.transforms.iter().fold(bytes, |s, &t| needs::bound(t, s));
         let keeps = r.transforms.iter().all(|&t| needs::keeps(t, bytes));
-        s.carried.push((r.chain_id, bound, keeps));
+        if let (Some(slot), Ok(n)) = (
+            s.carried_at.get_mut(r.chain_id as usize),
+            u16::try_from(s.carried.len()),
+        ) {
+            *slot = n;
+            s.carried.push((bound, keeps));
+        }
         (bound, keeps)
     }
 
@@ -121,6 +135,7 @@ impl Transaction {
             bytes,
             literals: None,
             carried: Vec::new(),
+            carried_at: Vec::new(),
         });
         let i = self.summaries.len() - 1;
         if let Some(s) = self.summary_at.get_mut(slot) {
@@ -130,6 +145,16 @@ impl Transaction {
     }
 
     /// Forgets every summary (the request body or the response added values).
+    /// Forgets the summaries of the response's headers (the request's stay as they were:
+    /// the response adds nothing to them; scalars are checked by their buffer).
+    pub(crate) fn clear_response_summaries(&mut self) {
+        for k in [Kind::ResponseHeaders, Kind::ResponseHeaderNames] {
+            if let Some(s) = self.summary_at.get_mut(k as usize) {
+                *s = u32::MAX;
+            }
+        }
+    }
+
     pub(crate) fn clear_summaries(&mut self) {
         self.summaries.clear();
         self.summary_at.fill(u32::MAX);

@@ -72,6 +72,11 @@ impl Chains {
         node
     }
 
+    /// How many nodes there are, the root included (chain ids are below it).
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len() + 1
+    }
+
     fn step(&self, node: u32) -> Option<(u32, Transform)> {
         self.nodes.get((node as usize).checked_sub(1)?).copied()
     }

@@ -316,7 +316,7 @@ impl Transaction {
         headers: &[(Vec<u8>, Vec<u8>)],
     ) {
         self.data.set_response(status, protocol, headers);
-        self.clear_summaries();
+        self.clear_response_summaries();
         self.run_phase(3);
     }
 
