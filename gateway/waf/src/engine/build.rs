@@ -132,6 +132,7 @@ impl Waf {
         for (i, r) in b.phases.iter_mut().flatten().enumerate() {
             r.index = i as u32;
         }
+        b.phases.iter_mut().for_each(|p| resolve_skips(p));
         let waf = Waf {
             settings: b.settings,
             phases: b.phases,
@@ -143,6 +144,23 @@ impl Waf {
             caches: Default::default(),
         };
         (waf, b.errors)
+    }
+}
+
+/// Each `skipAfter`'s landing place: the first marker of that name after the rule in its
+/// phase, or the first rule whose id the name is (ModSecurity accepts either).
+fn resolve_skips(rules: &mut [CRule]) {
+    for i in 0..rules.len() {
+        let Some(m) = rules[i].skip_after.as_deref() else {
+            continue;
+        };
+        let id: Option<u64> = m.parse().ok();
+        let lands = |r: &CRule| match &r.marker {
+            Some(name) => name == m,
+            None => Some(r.id) == id,
+        };
+        let to = rules[i + 1..].iter().position(lands);
+        rules[i].skip_to = to.map_or(u32::MAX, |j| (i + 1 + j) as u32);
     }
 }
 

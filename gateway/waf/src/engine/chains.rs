@@ -90,7 +90,24 @@ pub(crate) struct Entry {
     pub(crate) present: ByteSet,
     /// Whether the node's transformation reported a change.
     pub(crate) changed: bool,
+    /// Whether every transformation up to the node kept the original value as it was, up to
+    /// ASCII case (see [`needs::keeps`]): the literals found in the original (the automata
+    /// ignore case) are then the literals of this value.
+    pub(crate) same: bool,
     pub(crate) bits: Option<Vec<u64>>,
+    /// At the root: which links' literals occur in the original value (the rule set's
+    /// automaton of every link's literals), once computed.
+    pub(crate) lits: Option<Vec<u64>>,
+}
+
+/// A value at a node as [`TransformCache::fill_step`] gives it.
+pub(crate) struct Step {
+    pub(crate) out: Val,
+    pub(crate) present: ByteSet,
+    /// Whether the node's transformation reported a change.
+    pub(crate) changed: bool,
+    /// Whether the value is the original up to ASCII case (see [`Entry::same`]).
+    pub(crate) same: bool,
 }
 
 /// Transformed values by (the original value's buffer, node). The root entry of each value
@@ -127,63 +144,93 @@ impl TransformCache {
     /// The value at `node` and its bytes, computed from the nearest cached ancestor and
     /// cached on the way (while there is room).
     pub(crate) fn fill(&mut self, chains: &Chains, value: &Val, node: u32) -> (Val, ByteSet) {
-        let (out, present, _) = self.fill_step(chains, value, node);
-        (out, present)
+        let s = self.fill_step(chains, value, node);
+        (s.out, s.present)
     }
 
-    /// [`Self::fill`], and whether the node's transformation reported a change (what
-    /// `multiMatch` tests a value again for).
-    pub(crate) fn fill_step(
-        &mut self,
-        chains: &Chains,
-        value: &Val,
-        node: u32,
-    ) -> (Val, ByteSet, bool) {
+    /// [`Self::fill`], whether the node's transformation reported a change (what
+    /// `multiMatch` tests a value again for), and whether the value is still the original
+    /// up to case.
+    pub(crate) fn fill_step(&mut self, chains: &Chains, value: &Val, node: u32) -> Step {
         let key = (addr(value), node);
         if let Some(e) = self.map.get(&key) {
-            return (e.out.clone(), e.present, e.changed);
+            return Step {
+                out: e.out.clone(),
+                present: e.present,
+                changed: e.changed,
+                same: e.same,
+            };
         }
-        let (out, present, changed) = match chains.step(node) {
-            None => (value.clone(), ByteSet::of(value), false),
+        let step = match chains.step(node) {
+            None => Step {
+                out: value.clone(),
+                present: ByteSet::of(value),
+                changed: false,
+                same: true,
+            },
             Some((parent, t)) => {
-                let (from, from_present) = self.fill(chains, value, parent);
-                if needs::keeps_exactly(t, from_present) {
-                    return self.keep(key, from, from_present, false);
+                let from = self.fill_step(chains, value, parent);
+                let same = from.same && needs::keeps(t, from.present);
+                if needs::keeps_exactly(t, from.present) {
+                    let kept = Step {
+                        changed: false,
+                        same,
+                        ..from
+                    };
+                    return self.keep(key, kept);
                 }
                 let mut next = std::mem::take(&mut self.scratch);
-                let changed = t.apply(&from, &mut next);
-                let out = if next[..] == from[..] {
-                    (from, from_present, changed)
+                let changed = t.apply(&from.out, &mut next);
+                let step = if next[..] == from.out[..] {
+                    Step {
+                        changed,
+                        same,
+                        ..from
+                    }
                 } else {
                     // Some report only a change of length: the bytes are read again.
-                    let present = ByteSet::of(&next);
-                    (Arc::from(&next[..]), present, changed)
+                    Step {
+                        present: ByteSet::of(&next),
+                        out: Arc::from(&next[..]),
+                        changed,
+                        same,
+                    }
                 };
                 self.scratch = next;
-                out
+                step
             }
         };
-        self.keep(key, out, present, changed)
+        self.keep(key, step)
     }
 
     /// Caches a value at a node, while there is room.
-    fn keep(
-        &mut self,
-        key: (usize, u32),
-        out: Val,
-        present: ByteSet,
-        changed: bool,
-    ) -> (Val, ByteSet, bool) {
+    fn keep(&mut self, key: (usize, u32), s: Step) -> Step {
         if self.map.len() < CACHE_MAX {
             let e = Entry {
-                out: out.clone(),
-                present,
-                changed,
+                out: s.out.clone(),
+                present: s.present,
+                changed: s.changed,
+                same: s.same,
                 bits: None,
+                lits: None,
             };
             self.map.insert(key, e);
         }
-        (out, present, changed)
+        s
+    }
+
+    /// Whether the literals of the rule set's `slot` occur in the original `value` (searched
+    /// once per value with `all`, the automaton of every link's literals); `None` when the
+    /// value is not cached.
+    pub(crate) fn original_has(
+        &mut self,
+        value: &Val,
+        all: &super::prefilter::Prefilter,
+        slot: u32,
+    ) -> Option<bool> {
+        let root = self.map.get_mut(&(addr(value), ROOT))?;
+        let bits = root.lits.get_or_insert_with(|| all.hits(&root.out));
+        Some(super::prefilter::has(bits, slot))
     }
 }
 

@@ -13,14 +13,6 @@ use super::target::{Select, Target};
 use super::tx::{Intervention, MatchedRule, Transaction, Val};
 use super::vars::{val, Item};
 
-/// Where to stop skipping.
-enum Skipping {
-    None,
-    Count(u32),
-    /// A marker name, and the rule id it may also name.
-    After(String, Option<u64>),
-}
-
 impl Transaction {
     /// Runs the rules of phase `p` (phase 5 runs even after an intervention).
     pub(crate) fn run_phase(&mut self, p: u8) {
@@ -32,23 +24,15 @@ impl Transaction {
             return;
         }
         let waf = Arc::clone(&self.waf);
-        let mut skipping = Skipping::None;
-        let start = if p == 1 { waf.prelude.rules } else { 0 };
-        for rule in waf.phase(p).iter().skip(start) {
-            match &mut skipping {
-                Skipping::After(m, id) => {
-                    if rule.marker.as_deref() == Some(m.as_str())
-                        || (rule.marker.is_none() && Some(rule.id) == *id)
-                    {
-                        skipping = Skipping::None;
-                    }
-                    continue;
-                }
-                Skipping::Count(n) if *n > 0 && rule.marker.is_none() => {
-                    *n -= 1;
-                    continue;
-                }
-                _ => {}
+        let rules = waf.phase(p);
+        // `skip:N`: how many rules (markers not counted) are still to be passed over.
+        let mut count = 0u32;
+        let mut next = if p == 1 { waf.prelude.rules } else { 0 };
+        while let Some(rule) = rules.get(next) {
+            next += 1;
+            if count > 0 && rule.marker.is_none() {
+                count -= 1;
+                continue;
             }
             if rule.marker.is_some() || self.is_removed(rule) {
                 continue;
@@ -56,10 +40,11 @@ impl Transaction {
             if !self.run_or_fold(rule) {
                 continue;
             }
-            if let Some(m) = &rule.skip_after {
-                skipping = Skipping::After(m.clone(), m.parse().ok());
+            if rule.skip_after.is_some() {
+                // The rules skipped are not read at all: evaluation goes on past the landing.
+                next = (rule.skip_to as usize).saturating_add(1);
             } else if rule.skip > 0 {
-                skipping = Skipping::Count(rule.skip);
+                count = rule.skip;
             }
             if self.intervention.is_some() && p < 5 {
                 return;
@@ -192,13 +177,14 @@ impl Transaction {
             return (value.clone(), true);
         }
         // A value already at the rule's chain (the common case: rules share chains) is
-        // judged on its cache entry, looked up once.
-        if let Some(e) = self.tcache.get_mut(value, r.chain_id) {
-            return judged(e, r, pf);
+        // judged on its cache entry.
+        let all = self.waf.literals.as_ref();
+        if let Some(j) = judged(&mut self.tcache, value, r, pf, all) {
+            return j;
         }
         let (out, present) = self.tcache.fill(&self.waf.chains, value, r.chain_id);
-        match self.tcache.get_mut(value, r.chain_id) {
-            Some(e) => judged(e, r, pf),
+        match judged(&mut self.tcache, value, r, pf, all) {
+            Some(j) => j,
             // The cache is full: the value was transformed for this rule alone.
             None => {
                 let may = r.needs.as_ref().is_none_or(|n| n.met(&present))
@@ -217,9 +203,9 @@ impl Transaction {
         out.clear();
         out.push(self.tcache.fill(&waf.chains, value, ROOT));
         for &node in r.chain_path.iter() {
-            let (v, present, changed) = self.tcache.fill_step(&waf.chains, value, node);
-            if changed {
-                out.push((v, present));
+            let s = self.tcache.fill_step(&waf.chains, value, node);
+            if s.changed {
+                out.push((s.out, s.present));
             }
         }
     }
@@ -453,19 +439,34 @@ fn number(v: &[u8]) -> i64 {
 
 /// A cached transformed value and whether the rule's operator can match it (its byte needs
 /// met, one of its literals found by the chain's prefilter, whose hits the entry keeps for the
-/// other rules of the chain).
+/// other rules of the chain); `None` when the value is not cached at the rule's chain. A
+/// value the chain kept as it was (up to case) is judged on the literals found in the
+/// original, searched once per value for every chain, instead of by each chain's automaton.
 fn judged(
-    e: &mut super::chains::Entry,
+    cache: &mut super::chains::TransformCache,
+    value: &Val,
     r: &CRule,
     pf: Option<(u32, &super::prefilter::Prefilter)>,
-) -> (Val, bool) {
+    all: Option<&super::prefilter::Prefilter>,
+) -> Option<(Val, bool)> {
+    let e = cache.get_mut(value, r.chain_id)?;
     if !r.needs.as_ref().is_none_or(|n| n.met(&e.present)) {
-        return (e.out.clone(), false);
+        return Some((e.out.clone(), false));
     }
-    let may = pf.is_none_or(|(slot, p)| {
-        super::prefilter::has(e.bits.get_or_insert_with(|| p.hits(&e.out)), slot)
-    });
-    (e.out.clone(), may)
+    let Some((slot, p)) = pf else {
+        return Some((e.out.clone(), true));
+    };
+    if e.bits.is_none() && e.same {
+        if let (Some(lit), Some(all)) = (r.lit_slot, all) {
+            let out = e.out.clone();
+            if let Some(found) = cache.original_has(value, all, lit) {
+                return Some((out, found));
+            }
+        }
+    }
+    let e = cache.get_mut(value, r.chain_id)?;
+    let bits = e.bits.get_or_insert_with(|| p.hits(&e.out));
+    Some((e.out.clone(), super::prefilter::has(bits, slot)))
 }
 
 /// Whether a `multiMatch` candidate (with its bytes) holds what the link's operator needs.

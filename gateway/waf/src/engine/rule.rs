@@ -102,6 +102,10 @@ pub struct CRule {
     pub skip: u32,
     /// `skipAfter:MARKER`.
     pub skip_after: Option<String>,
+    /// Where `skipAfter` lands in the rule's phase: the index of the marker (or the rule
+    /// whose id it names) after which evaluation goes on; `u32::MAX` when none follows (the
+    /// rest of the phase is skipped).
+    pub(crate) skip_to: u32,
     /// `log` (default) or `nolog`.
     pub log: bool,
     /// `msg:`.
@@ -214,6 +218,7 @@ impl CRule {
             redirect: None,
             skip: 0,
             skip_after: None,
+            skip_to: u32::MAX,
             log: true,
             msg: None,
             logdata: None,

@@ -322,6 +322,28 @@ SecRule ARGS "@rx (?i)union\s+select" "id:4,phase:1,pass,t:none,t:cmdLine,multiM
     }
 }
 
+/// A value its chain keeps as it was (up to case) is judged on the literals found in the
+/// original; one the chain changes (decoded, joined) is searched again after the change, so a
+/// literal that only the transformation makes still reaches the operator.
+#[test]
+fn literals_are_judged_on_the_value_the_operator_sees() {
+    let w = waf(
+        r#"SecRule ARGS "@rx (?i)union\s+select" "id:10,phase:1,pass,t:none,t:lowercase"
+SecRule ARGS "@rx select" "id:11,phase:1,pass,t:none,t:urlDecodeUni"
+SecRule ARGS "@rx union" "id:12,phase:1,pass,t:none,t:removeWhitespace"
+SecRule ARGS "@rx select" "id:13,phase:1,pass,t:none,t:lowercase""#,
+    );
+    let tx = run(&w, &get("/?a=UNION+SELECT&b=%2573elect&c=un+ion", &[]), b"");
+    assert_eq!(ids(&tx), vec![10, 11, 12, 13]);
+    let vars: Vec<&str> = tx
+        .matched_rules()
+        .iter()
+        .map(|m| m.variable.as_str())
+        .collect();
+    assert_eq!(vars, ["ARGS:a", "ARGS:b", "ARGS:c", "ARGS:a"]);
+    assert!(ids(&run(&w, &get("/?d=sel+ect&e=%2575nion", &[]), b"")).is_empty());
+}
+
 /// With `[waf] decode = ["base64"]`, a base64 argument's text is read as `ARGS` under its name
 /// (an exclusion of that name covers it), and `&ARGS` still counts what the client sent.
 #[test]
