@@ -41,6 +41,11 @@ dpkg -s libc-icap-mod-virus-scan >/dev/null 2>&1 || need+=(libc-icap-mod-virus-s
 # rsyslog is the real collector of the MSS end-to-end tests (TLS through its ossl driver).
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 dpkg -s rsyslog-openssl >/dev/null 2>&1 || need+=(rsyslog-openssl)
+# The sandbox's isolation and tracer (tests/sandbox.rs): bubblewrap, strace; setpriv and prlimit
+# come with util-linux.
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 # Headless Chromium and certutil: the browser end-to-end test (tests/chromium.rs).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)

@@ -9,6 +9,7 @@ use sekisho_assembly::{Assembly, GatewayConfig};
 use sekisho_proxy::{ca, Config};
 
 mod rules;
+mod sandbox;
 mod scan;
 
 /// mimalloc instead of the system allocator: the engines allocate many small, short-lived
@@ -134,10 +135,46 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// The sandbox: run a file on this host, isolated and traced, and score what it does.
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
     /// Log file tools.
     Logs {
         #[command(subcommand)]
         command: LogsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Detonate FILE once and print its report (JSON): verdict (malicious from score 7,
+    /// suspicious from 4, clean, or not_detonated for types the sandbox does not run), score
+    /// 0-10, the behaviour signatures hit with evidence, the process tree, files dropped
+    /// (SHA-256, entropy), network and DNS attempts, and syscall counts. ELF programs and sh,
+    /// bash, python and perl scripts (by content) run under bubblewrap (pid, mount, ipc, uts
+    /// and network namespaces: loopback only; read-only root; a writable scratch folder),
+    /// as nobody without capabilities, under rlimits and a deadline, traced by strace.
+    /// Needs bwrap, strace, setpriv and prlimit (Debian: bubblewrap, strace, util-linux).
+    /// Exit status 1 when suspicious or malicious, 2 on errors, 0 otherwise.
+    Run {
+        /// Behaviour rule files or folders of *.toml (default: rules/sandbox).
+        #[arg(long, value_name = "PATH")]
+        rules: Vec<PathBuf>,
+        /// Wall-clock deadline in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Where task folders are made (default: the system's temporary folder); each is
+        /// removed after its run unless --keep.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Keep the task folder (scratch files and the raw strace output) and print its path
+        /// on stderr.
+        #[arg(long)]
+        keep: bool,
+        /// The file.
+        file: PathBuf,
     },
 }
 
@@ -161,8 +198,9 @@ enum LogsCommand {
 enum RulesCommand {
     /// Compile every rule file of [ips] and [waf] and report per file: rules loaded, skipped
     /// (each skipped SID with the unsupported keyword) and broken (file:line, SID or rule,
-    /// reason); for [waf] also the directives that have no effect in this engine. Exit status 1
-    /// when a rule has an error, 0 otherwise.
+    /// reason); for [waf] also the directives that have no effect in this engine; and the
+    /// sandbox's behaviour signatures in rules/sandbox beside the config (signatures per file,
+    /// or each error with file and line). Exit status 1 when a rule has an error, 0 otherwise.
     Check {
         /// Config file (default: ./sekisho.toml); only its [ips] and [waf] tables are used.
         #[arg(long, short)]
@@ -322,6 +360,16 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
         } => scan_command(config, json, &paths),
         Command::Rules { command } => rules_command(command),
         Command::Ca { command } => ca_command(command),
+        Command::Sandbox {
+            command:
+                SandboxCommand::Run {
+                    rules,
+                    timeout,
+                    work_dir,
+                    keep,
+                    file,
+                },
+        } => sandbox::run(&rules, timeout, work_dir, keep, &file),
         Command::Logs {
             command: LogsCommand::Verify { key, files },
         } => verify_logs(key, &files),
@@ -448,15 +496,19 @@ fn rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {
             let (_, cfg) = load(&path)?;
             let ips = cfg.typed(&sekisho_ips::IpsEngine::new()?)?;
             let waf = cfg.typed(&sekisho_waf::WafEngine)?;
-            if ips.is_none() && waf.is_none() {
+            let behaviour = sandbox::check(&path);
+            if ips.is_none() && waf.is_none() && behaviour.is_none() {
                 bail!(
                     "{}: no [ips] or [waf] table: name the rule files (rules = [\"rules/ips/*.rules\"])",
                     path.display()
                 );
             }
-            let mut status = ExitCode::SUCCESS;
+            let mut status = behaviour.unwrap_or(ExitCode::SUCCESS);
             if let Some(ips) = ips {
-                status = rules::check(&ips, &path)?;
+                let i = rules::check(&ips, &path)?;
+                if i != ExitCode::SUCCESS {
+                    status = i;
+                }
             }
             if let Some(waf) = waf {
                 let w = rules::check_waf(&waf, &path)?;

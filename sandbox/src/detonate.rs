@@ -1,0 +1,510 @@
+//! One detonation: the sample in a task folder's scratch directory, run under bubblewrap
+//! (its own pid, mount, ipc, uts, cgroup and network namespaces: loopback only; the host's
+//! root read-only, a private `/tmp`, the scratch folder the only writable place, a resolver
+//! file naming 127.0.0.1 so lookups are sent where the trace sees them), dropped to an
+//! unprivileged uid with no capabilities and `no_new_privs` (`setpriv`), under rlimits
+//! (`prlimit`: CPU, address space, processes, file size, open files), traced from outside the
+//! sandbox by `strace -f` (the sample cannot reach its tracer's output), and killed with its
+//! whole process group at the wall-clock deadline or when its trace outgrows its bound.
+//! Killing bubblewrap ends the pid namespace, so no process outlives the task.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::sniff::Runner;
+use crate::trace::Trace;
+
+/// The calls traced (strace's names).
+const TRACED: &str = "execve,execveat,open,openat,creat,connect,bind,sendto,sendmsg,sendmmsg,\
+unlink,unlinkat,rmdir,rename,renameat,renameat2,chmod,fchmodat,ptrace,mount,umount2,pivot_root,\
+fork,vfork,clone,clone3,kill,tkill,tgkill,setuid,setgid,setreuid,setregid,setresuid,setresgid,\
+memfd_create,nanosleep,clock_nanosleep,chdir";
+
+/// Where the scratch folder is inside the sandbox.
+pub const SCRATCH: &str = "/tmp/scratch";
+
+/// The uid and gid the sample runs as (`nobody`).
+const NOBODY: u32 = 65534;
+
+/// Bounds on one detonation.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock deadline.
+    pub timeout: Duration,
+    /// CPU seconds (RLIMIT_CPU).
+    pub cpu_secs: u64,
+    /// Address space per process (RLIMIT_AS).
+    pub memory_bytes: u64,
+    /// Processes of the sandbox user (RLIMIT_NPROC).
+    pub processes: u64,
+    /// Largest file a process may write (RLIMIT_FSIZE).
+    pub file_bytes: u64,
+    /// Open files per process (RLIMIT_NOFILE).
+    pub open_files: u64,
+    /// Largest trace read; a run whose trace grows past it is stopped.
+    pub trace_bytes: u64,
+    /// Most events kept from the trace.
+    pub max_events: usize,
+    /// Most files left in scratch that are hashed and reported.
+    pub max_dropped: usize,
+    /// Bytes of the sample's output kept for the report.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(30),
+            cpu_secs: 20,
+            memory_bytes: 1 << 30,
+            processes: 64,
+            file_bytes: 64 << 20,
+            open_files: 256,
+            trace_bytes: 64 << 20,
+            max_events: 200_000,
+            max_dropped: 1000,
+            output_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// The host tools a detonation runs.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// bubblewrap.
+    pub bwrap: PathBuf,
+    /// strace.
+    pub strace: PathBuf,
+    /// util-linux `setpriv`.
+    pub setpriv: PathBuf,
+    /// util-linux `prlimit`.
+    pub prlimit: PathBuf,
+}
+
+impl Default for Tools {
+    fn default() -> Self {
+        Tools {
+            bwrap: "/usr/bin/bwrap".into(),
+            strace: "/usr/bin/strace".into(),
+            setpriv: "/usr/bin/setpriv".into(),
+            prlimit: "/usr/bin/prlimit".into(),
+        }
+    }
+}
+
+impl Tools {
+    /// The first tool that is missing, if any.
+    pub fn missing(&self) -> Option<&Path> {
+        [&self.bwrap, &self.strace, &self.setpriv, &self.prlimit]
+            .into_iter()
+            .find(|p| !p.is_file())
+            .map(PathBuf::as_path)
+    }
+}
+
+/// Why a detonation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A host tool is not installed.
+    #[error("{0} is not installed (Debian: bubblewrap, strace, util-linux)")]
+    Missing(PathBuf),
+    /// The task folder could not be prepared or read.
+    #[error("task folder {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    /// The tracer could not be started.
+    #[error("cannot start {0}: {1}")]
+    Spawn(PathBuf, std::io::Error),
+}
+
+/// A file the sample left in scratch.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dropped {
+    /// Its path inside the sandbox.
+    pub path: String,
+    /// Its size.
+    pub size: u64,
+    /// SHA-256 of its content.
+    pub sha256: String,
+    /// Shannon entropy of its first MiB, bits per byte.
+    pub entropy: f64,
+}
+
+/// What a detonation left to analyse.
+#[derive(Debug)]
+pub struct Run {
+    /// The trace, from the sample's start.
+    pub trace: Trace,
+    /// The sample's process (the root of the process tree).
+    pub root: Option<u32>,
+    /// Where the sample's own start is in `trace.events` (events up to it are the wrappers').
+    pub started_at: usize,
+    /// Whether the deadline ended the run.
+    pub timed_out: bool,
+    /// Whether the trace outgrew its bound (the run was stopped then).
+    pub trace_truncated: bool,
+    /// Wall-clock time.
+    pub duration: Duration,
+    /// Files left in scratch (the sample itself excluded unless it changed).
+    pub dropped: Vec<Dropped>,
+    /// Files left in scratch past `max_dropped` (not hashed).
+    pub dropped_uncounted: usize,
+    /// The first bytes of what the sample wrote to stdout and stderr.
+    pub output: String,
+}
+
+/// A sandbox: tools, limits and where task folders go.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// Host tools.
+    pub tools: Tools,
+    /// Bounds per detonation.
+    pub limits: Limits,
+    /// Where task folders are made (each removed after its run unless `keep`).
+    pub work_dir: PathBuf,
+    /// Keep each task folder (scratch, trace) for an analyst.
+    pub keep: bool,
+}
+
+static TASKS: AtomicU64 = AtomicU64::new(0);
+
+impl Sandbox {
+    /// Runs `sample` with `runner` and collects what it did.
+    pub fn detonate(&self, sample: &[u8], runner: Runner) -> Result<Run, SandboxError> {
+        if let Some(m) = self.tools.missing() {
+            return Err(SandboxError::Missing(m.to_path_buf()));
+        }
+        let n = TASKS.fetch_add(1, Ordering::Relaxed);
+        let task = self
+            .work_dir
+            .join(format!("task-{}-{n}", std::process::id()));
+        let io = |e| SandboxError::Io(task.clone(), e);
+        let _ = std::fs::remove_dir_all(&task);
+        std::fs::create_dir_all(task.join("scratch")).map_err(io)?;
+        let result = self.run_in(&task, sample, runner);
+        if self.keep {
+            eprintln!("task folder kept: {}", task.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&task);
+        }
+        result
+    }
+
+    fn run_in(&self, task: &Path, sample: &[u8], runner: Runner) -> Result<Run, SandboxError> {
+        let io = |e| SandboxError::Io(task.to_path_buf(), e);
+        let scratch = task.join("scratch");
+        let root = rustix::process::geteuid().is_root();
+        std::fs::write(scratch.join("sample"), sample).map_err(io)?;
+        std::fs::set_permissions(scratch.join("sample"), PermissionsExt::from_mode(0o755))
+            .map_err(io)?;
+        std::fs::set_permissions(&scratch, PermissionsExt::from_mode(0o700)).map_err(io)?;
+        if root {
+            for p in [&scratch, &scratch.join("sample")] {
+                std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).map_err(io)?;
+            }
+        }
+        std::fs::write(task.join("resolv.conf"), "nameserver 127.0.0.1\n").map_err(io)?;
+        let trace_path = task.join("trace");
+        let mut cmd = self.command(task, &trace_path, runner, root);
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| SandboxError::Spawn(self.tools.strace.clone(), e))?;
+        let out = drain(child.stdout.take(), self.limits.output_bytes);
+        let err = drain(child.stderr.take(), self.limits.output_bytes);
+        let (timed_out, trace_truncated) = self.wait(&mut child, &trace_path);
+        let duration = started.elapsed();
+        let output = [out.join(), err.join()]
+            .into_iter()
+            .map(|h| h.unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("");
+        let (trace, root_pid, started_at) = self.read_trace(&trace_path)?;
+        let (dropped, dropped_uncounted) = dropped_files(&scratch, sample, self.limits.max_dropped);
+        Ok(Run {
+            trace,
+            root: root_pid,
+            started_at,
+            timed_out,
+            trace_truncated,
+            duration,
+            dropped,
+            dropped_uncounted,
+            output,
+        })
+    }
+
+    /// `strace … -- bwrap … -- setpriv … -- prlimit … -- [interpreter] sample`.
+    fn command(&self, task: &Path, trace: &Path, runner: Runner, root: bool) -> Command {
+        let l = &self.limits;
+        let t = &self.tools;
+        let mut c = Command::new(&t.strace);
+        c.args([
+            "-f",
+            "-qq",
+            "-xx",
+            "-s",
+            "256",
+            "--seccomp-bpf",
+            "--pidns-translation",
+        ])
+        .args(["-e", "signal=none"])
+        .args(["-e", &format!("trace={TRACED}")])
+        .arg("-o")
+        .arg(trace)
+        .arg("--")
+        .arg(&t.bwrap)
+        .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+        .args(["--tmpfs", "/tmp", "--bind"])
+        .arg(task.join("scratch"))
+        .arg(SCRATCH)
+        .arg("--ro-bind")
+        .arg(task.join("resolv.conf"))
+        .arg("/etc/resolv.conf")
+        .args([
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+        ])
+        .args(["--unshare-cgroup-try", "--die-with-parent", "--new-session"])
+        .args(["--hostname", "sandbox", "--chdir", SCRATCH, "--clearenv"])
+        .args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"])
+        .args(["--setenv", "HOME", SCRATCH]);
+        if root {
+            // bubblewrap keeps root inside; setpriv drops to nobody with no capabilities.
+            c.arg("--").arg(&t.setpriv).args([
+                &format!("--reuid={NOBODY}"),
+                &format!("--regid={NOBODY}"),
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--no-new-privs",
+            ]);
+        } else {
+            // Unprivileged: a user namespace maps the caller to nobody.
+            c.args([
+                "--unshare-user",
+                "--uid",
+                "65534",
+                "--gid",
+                "65534",
+                "--cap-drop",
+                "ALL",
+            ])
+            .arg("--")
+            .arg(&t.setpriv)
+            .arg("--no-new-privs");
+        }
+        c.arg("--")
+            .arg(&t.prlimit)
+            .arg(format!("--cpu={}", l.cpu_secs))
+            .arg(format!("--as={}", l.memory_bytes))
+            .arg(format!("--nproc={}", l.processes))
+            .arg(format!("--fsize={}", l.file_bytes))
+            .arg(format!("--nofile={}", l.open_files))
+            .arg("--");
+        if let Some(i) = runner.interpreter() {
+            c.arg(i);
+        }
+        c.arg(format!("{SCRATCH}/sample"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        c
+    }
+
+    /// Waits for the run to end, the deadline, or the trace bound; kills the process group
+    /// when either bound is reached. Returns (timed out, trace truncated).
+    fn wait(&self, child: &mut std::process::Child, trace: &Path) -> (bool, bool) {
+        let deadline = Instant::now() + self.limits.timeout;
+        let mut outcome = (false, false);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return outcome;
+            }
+            let big = std::fs::metadata(trace).is_ok_and(|m| m.len() > self.limits.trace_bytes);
+            if Instant::now() >= deadline || big {
+                outcome = (!big, big);
+                if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                return outcome;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The trace (bounded), the sample's process, and where its start is.
+    fn read_trace(&self, path: &Path) -> Result<(Trace, Option<u32>, usize), SandboxError> {
+        let f = std::fs::File::open(path).map_err(|e| SandboxError::Io(path.to_path_buf(), e))?;
+        let mut text = Vec::new();
+        f.take(self.limits.trace_bytes)
+            .read_to_end(&mut text)
+            .map_err(|e| SandboxError::Io(path.to_path_buf(), e))?;
+        let mut trace = Trace::new(SCRATCH, self.limits.max_events);
+        for line in String::from_utf8_lossy(&text).lines() {
+            trace.line(line);
+        }
+        let (root, started_at) = sample_start(&trace, &self.tools);
+        Ok((trace, root, started_at))
+    }
+}
+
+/// The process that ran the sample and the index of its start: the first program run after
+/// `setpriv` and `prlimit` by the process that ran them.
+fn sample_start(trace: &Trace, tools: &Tools) -> (Option<u32>, usize) {
+    let wrappers = [
+        tools.setpriv.to_string_lossy().into_owned(),
+        tools.prlimit.to_string_lossy().into_owned(),
+    ];
+    let mut root = None;
+    for (i, e) in trace.events.iter().enumerate() {
+        let crate::trace::Call::Exec { path, .. } = &e.call else {
+            continue;
+        };
+        if e.error.is_some() {
+            continue;
+        }
+        match root {
+            None if path == &wrappers[0] => root = Some(e.pid),
+            Some(r) if e.pid == r && !wrappers.contains(path) => return (Some(r), i),
+            _ => {}
+        }
+    }
+    (root, trace.events.len())
+}
+
+/// Reads a pipe to its end on a thread, keeping the first `keep` bytes.
+fn drain<R: Read + Send + 'static>(r: Option<R>, keep: usize) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let Some(mut r) = r else {
+            return String::new();
+        };
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let room = keep.saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..n.min(room)]);
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    })
+}
+
+/// Regular files in scratch (symbolic links are not followed; depth 8), hashed, at most
+/// `max`; the sample itself is left out unless it changed.
+fn dropped_files(scratch: &Path, sample: &[u8], max: usize) -> (Vec<Dropped>, usize) {
+    let mut out = Vec::new();
+    let mut extra = 0;
+    let mut stack = vec![(scratch.to_path_buf(), 0)];
+    let original = hex(&Sha256::digest(sample));
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let p = e.path();
+            if ft.is_dir() && depth < 8 {
+                stack.push((p, depth + 1));
+                continue;
+            }
+            if !ft.is_file() {
+                continue;
+            }
+            if out.len() >= max {
+                extra += 1;
+                continue;
+            }
+            let Some(d) = describe(&p) else { continue };
+            let inside = format!(
+                "{SCRATCH}/{}",
+                p.strip_prefix(scratch).unwrap_or(&p).display()
+            );
+            if inside == format!("{SCRATCH}/sample") && d.0 == original {
+                continue;
+            }
+            out.push(Dropped {
+                path: inside,
+                size: d.2,
+                sha256: d.0,
+                entropy: d.1,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    (out, extra)
+}
+
+/// SHA-256, entropy of the first MiB, and size of a file.
+fn describe(p: &Path) -> Option<(String, f64, u64)> {
+    let mut f = std::fs::File::open(p).ok()?;
+    let mut h = Sha256::new();
+    let mut counts = [0u64; 256];
+    let mut seen = 0u64;
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+        for &b in buf[..n]
+            .iter()
+            .take((1usize << 20).saturating_sub(seen as usize))
+        {
+            counts[usize::from(b)] += 1;
+            seen += 1;
+        }
+    }
+    Some((hex(&h.finalize()), entropy(&counts, seen), size))
+}
+
+/// Shannon entropy in bits per byte.
+pub fn entropy(counts: &[u64; 256], total: u64) -> f64 {
+    if total == 0 {
+        return 0.0;
+    }
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / total as f64;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_of_uniform_and_constant_bytes() {
+        let mut c = [0u64; 256];
+        c[0] = 100;
+        assert_eq!(entropy(&c, 100), 0.0);
+        let all = [4u64; 256];
+        assert!((entropy(&all, 1024) - 8.0).abs() < 1e-9);
+    }
+}

