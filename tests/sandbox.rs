@@ -265,3 +265,117 @@ fn broken_behaviour_rules_name_file_and_line() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("bad.toml:8: signature bad: path"), "{text}");
 }
+
+/// `curl` against the worker: (status, body).
+fn call(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The worker end to end: a submitted file is queued and detonated once; the same file again
+/// is answered from the verdict cache without a detonation; a full queue refuses with 503;
+/// health and metrics answer.
+#[test]
+fn the_worker_queues_detonates_and_answers_again_from_its_cache() {
+    use std::io::BufRead;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("sandbox-serve");
+    let config = write(
+        &dir,
+        "worker.toml",
+        &format!(
+            "[sandbox]\nlisten = \"127.0.0.1:0\"\nrules = [{:?}]\nslots = 1\nqueue = 1\n\
+             timeout_secs = 5\nwork_dir = {:?}\n",
+            rules().display().to_string(),
+            dir.path().join("work").display().to_string()
+        ),
+    );
+    let mut worker = Command::new(bin())
+        .args(["sandbox", "serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(worker.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    let url = |p: &str| format!("http://{addr}{p}");
+    assert_eq!(call(&[&url("/healthz")]).0, 200);
+
+    let sample = write(
+        &dir,
+        "steal.sh",
+        "#!/bin/sh\ncat /etc/shadow\necho '* * * * * x' > /etc/cron.d/y\n",
+    );
+    let data = format!("@{}", sample.display());
+    let (code, body) = call(&["--data-binary", &data, &url("/tasks")]);
+    assert_eq!(code, 202, "{body}");
+    let task: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = task["task"].as_str().unwrap().to_string();
+    let mut done = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (_, body) = call(&[&url(&format!("/tasks/{id}"))]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["status"] == "done" {
+            done = v;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(done["report"]["verdict"], "malicious", "{done:#}");
+    assert_eq!(done["cached"], false);
+
+    let (code, body) = call(&["--data-binary", &data, &url("/tasks")]);
+    assert_eq!(code, 200, "{body}");
+    let again: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(again["cached"], true);
+    assert_eq!(again["report"]["sha256"], done["report"]["sha256"]);
+
+    // One slot, one place in the queue: of four slow files submitted at once, one runs, one
+    // waits, and the rest are refused.
+    let codes: Vec<u16> = (0..4)
+        .map(|i| {
+            let slow = write(
+                &dir,
+                &format!("slow{i}.sh"),
+                &format!("#!/bin/sh\nsleep 2\necho {i}\n"),
+            );
+            call(&[
+                "--data-binary",
+                &format!("@{}", slow.display()),
+                &url("/tasks"),
+            ])
+            .0
+        })
+        .collect();
+    assert_eq!(codes[0], 202, "{codes:?}");
+    assert!(codes.contains(&503), "{codes:?}");
+
+    let (_, metrics) = call(&[&url("/metrics")]);
+    assert!(
+        metrics.contains("sekisho_sandbox_tasks_total{outcome=\"cached\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sekisho_sandbox_verdicts_total{verdict=\"malicious\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sekisho_sandbox_tasks_total{outcome=\"rejected\"}"),
+        "{metrics}"
+    );
+    assert_eq!(call(&[&url("/tasks/nope")]).0, 404);
+    Command::new("kill")
+        .arg(worker.id().to_string())
+        .status()
+        .unwrap();
+    let _ = worker.wait();
+}

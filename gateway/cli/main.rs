@@ -176,6 +176,18 @@ enum SandboxCommand {
         /// The file.
         file: PathBuf,
     },
+    /// The sandbox worker: an HTTP API (POST /tasks with a file as the body → task id, or the
+    /// cached report; GET /tasks/ID → status and report; GET /healthz; GET /metrics), a
+    /// bounded queue feeding `slots` detonations at a time, and a verdict cache by SHA-256 and
+    /// rule version (malicious 30 days, other verdicts 24 hours). Reads the [sandbox] table of
+    /// FILE (listen, rules, slots, queue, timeout_secs, max_file_bytes, work_dir,
+    /// cache_entries, malicious_ttl_hours, clean_ttl_hours, tasks_kept); prints
+    /// `listening ADDR`; SIGINT/SIGTERM stop.
+    Serve {
+        /// Config file holding a [sandbox] table.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -370,6 +382,9 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
                     file,
                 },
         } => sandbox::run(&rules, timeout, work_dir, keep, &file),
+        Command::Sandbox {
+            command: SandboxCommand::Serve { config },
+        } => sandbox::serve(&config),
         Command::Logs {
             command: LogsCommand::Verify { key, files },
         } => verify_logs(key, &files),

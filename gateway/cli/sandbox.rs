@@ -86,3 +86,32 @@ pub fn check(config_path: &Path) -> Option<ExitCode> {
         }
     })
 }
+
+/// `sandbox serve`: the worker's API until SIGINT or SIGTERM; prints `listening ADDR`.
+pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
+    let c = sekisho_sandbox::serve::WorkerConfig::load(config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sandbox")
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("signals")?;
+        let stop = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        let ready = |addr| {
+            use std::io::Write;
+            println!("listening {addr}");
+            let _ = std::io::stdout().flush();
+        };
+        sekisho_sandbox::serve::serve(c, ready, stop)
+            .await
+            .with_context(|| config.display().to_string())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -5,9 +5,11 @@
 //! host. ELF programs and shell, Python and Perl scripts are run (`sniff`); other types are
 //! reported as not detonated.
 
+pub mod cache;
 pub mod detonate;
 pub mod report;
 pub mod rules;
+pub mod serve;
 pub mod sniff;
 pub mod trace;
 

@@ -1,0 +1,493 @@
+//! `sekisho sandbox serve`: the worker. An HTTP API on its own listener (the boundary between
+//! the gateway and the worker, which may run on another host):
+//!
+//! - `POST /tasks` with the file as the body: `202 {"task", "sha256", "status": "queued"}`, or
+//!   `200` with `"status": "done", "cached": true` and the report when the verdict cache holds
+//!   one for the sample and the current rules; `413` past `max_file_bytes`; `503` with
+//!   `Retry-After` when the queue is full.
+//! - `GET /tasks/ID`: `{"task", "status": queued | running | done | failed, "report"?,
+//!   "error"?}`; `404` for an unknown or forgotten task.
+//! - `GET /healthz`: `200 ok` when the host tools are installed, else `503` naming the missing one.
+//! - `GET /metrics`: Prometheus text.
+//!
+//! A bounded queue feeds `slots` detonations at a time; reports are kept for the last
+//! `tasks_kept` tasks and in the verdict cache.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::cache::{Ttl, VerdictCache};
+use crate::detonate::{hex, Limits, Sandbox, Tools};
+use crate::report::Report;
+use crate::rules::Rules;
+
+/// The worker's `[sandbox]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Behaviour rule files or folders (relative to the config file).
+    #[serde(default = "default_rules")]
+    pub rules: Vec<PathBuf>,
+    /// Detonations at a time.
+    #[serde(default = "default_slots")]
+    pub slots: usize,
+    /// Files waiting at most.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Each detonation's deadline.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Largest file accepted.
+    #[serde(default = "default_max_file")]
+    pub max_file_bytes: usize,
+    /// Where task folders are made (default: the system's temporary folder).
+    pub work_dir: Option<PathBuf>,
+    /// Reports the verdict cache holds at most.
+    #[serde(default = "default_cache")]
+    pub cache_entries: usize,
+    /// Hours a malicious verdict is reused.
+    #[serde(default = "default_malicious_hours")]
+    pub malicious_ttl_hours: u64,
+    /// Hours any other verdict is reused.
+    #[serde(default = "default_clean_hours")]
+    pub clean_ttl_hours: u64,
+    /// Finished tasks whose reports `GET /tasks/ID` still answers.
+    #[serde(default = "default_kept")]
+    pub tasks_kept: usize,
+}
+
+fn default_rules() -> Vec<PathBuf> {
+    vec![PathBuf::from("rules/sandbox")]
+}
+fn default_slots() -> usize {
+    2
+}
+fn default_queue() -> usize {
+    64
+}
+fn default_timeout() -> u64 {
+    30
+}
+fn default_max_file() -> usize {
+    32 << 20
+}
+fn default_cache() -> usize {
+    100_000
+}
+fn default_malicious_hours() -> u64 {
+    30 * 24
+}
+fn default_clean_hours() -> u64 {
+    24
+}
+fn default_kept() -> usize {
+    10_000
+}
+
+#[derive(Deserialize)]
+struct File {
+    sandbox: WorkerConfig,
+}
+
+/// A config error naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl WorkerConfig {
+    /// Reads the `[sandbox]` table of `path` (other tables are ignored); relative paths are
+    /// resolved beside the file.
+    pub fn load(path: &Path) -> Result<WorkerConfig, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let value: toml::Table = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let mut only = toml::Table::new();
+        let table = value
+            .get("sandbox")
+            .ok_or_else(|| err("no [sandbox] table (listen = \"127.0.0.1:8470\")".into()))?;
+        only.insert("sandbox".into(), table.clone());
+        let file: File = only
+            .try_into()
+            .map_err(|e: toml::de::Error| err(format!("[sandbox]: {}", e.message())))?;
+        let mut c = file.sandbox;
+        if c.slots == 0 || c.queue == 0 || c.timeout_secs == 0 || c.tasks_kept == 0 {
+            return Err(err(
+                "[sandbox]: slots, queue, timeout_secs and tasks_kept must be at least 1".into(),
+            ));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for r in &mut c.rules {
+            if r.is_relative() {
+                *r = base.join(&*r);
+            }
+        }
+        if let Some(w) = &mut c.work_dir {
+            if w.is_relative() {
+                *w = base.join(&*w);
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// A task's state.
+#[derive(Clone)]
+enum Task {
+    Queued,
+    Running,
+    Done(Arc<Report>, bool),
+    Failed(String),
+}
+
+/// Tasks by id, the finished ones forgotten oldest first past the bound.
+struct Tasks {
+    map: HashMap<String, Task>,
+    done: VecDeque<String>,
+    kept: usize,
+}
+
+impl Tasks {
+    fn set(&mut self, id: &str, t: Task) {
+        let finished = matches!(t, Task::Done(..) | Task::Failed(_));
+        self.map.insert(id.to_string(), t);
+        if finished {
+            self.done.push_back(id.to_string());
+            while self.done.len() > self.kept {
+                if let Some(old) = self.done.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+struct Metrics {
+    registry: Registry,
+    tasks: IntCounterVec,
+    verdicts: IntCounterVec,
+    queue: IntGauge,
+    seconds: Histogram,
+}
+
+impl Metrics {
+    fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let tasks = IntCounterVec::new(
+            Opts::new(
+                "sekisho_sandbox_tasks_total",
+                "Files submitted, by outcome (queued, cached, rejected, too_large, done, failed)",
+            ),
+            &["outcome"],
+        )?;
+        let verdicts = IntCounterVec::new(
+            Opts::new("sekisho_sandbox_verdicts_total", "Reports made, by verdict"),
+            &["verdict"],
+        )?;
+        let queue = IntGauge::new("sekisho_sandbox_queue_depth", "Files waiting or running")?;
+        let seconds = Histogram::with_opts(
+            HistogramOpts::new("sekisho_sandbox_detonation_seconds", "Time per detonation")
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+        )?;
+        registry.register(Box::new(tasks.clone()))?;
+        registry.register(Box::new(verdicts.clone()))?;
+        registry.register(Box::new(queue.clone()))?;
+        registry.register(Box::new(seconds.clone()))?;
+        Ok(Metrics {
+            registry,
+            tasks,
+            verdicts,
+            queue,
+            seconds,
+        })
+    }
+
+    fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// The worker's shared state.
+struct Worker {
+    sandbox: Sandbox,
+    rules: Rules,
+    cache: VerdictCache,
+    tasks: Mutex<Tasks>,
+    queue: tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
+    metrics: Metrics,
+    max_file: usize,
+}
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The behaviour rules do not load.
+    #[error("behaviour rules:\n{0}")]
+    Rules(String),
+    /// The listener could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    /// The metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Binds the API and serves until `stop` resolves; calls `ready` with the bound address.
+pub async fn serve(
+    c: WorkerConfig,
+    ready: impl FnOnce(SocketAddr),
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let rules = Rules::load(&c.rules).map_err(|errors| {
+        ServeError::Rules(
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(c.listen)
+        .await
+        .map_err(|e| ServeError::Listen(c.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Listen(c.listen, e))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(c.queue);
+    let worker = Arc::new(Worker {
+        sandbox: Sandbox {
+            tools: Tools::default(),
+            limits: Limits {
+                timeout: Duration::from_secs(c.timeout_secs),
+                cpu_secs: c.timeout_secs,
+                ..Limits::default()
+            },
+            work_dir: c
+                .work_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("sekisho-sandbox")),
+            keep: false,
+        },
+        rules,
+        cache: VerdictCache::new(
+            c.cache_entries,
+            Ttl {
+                malicious: Duration::from_secs(c.malicious_ttl_hours * 3600),
+                other: Duration::from_secs(c.clean_ttl_hours * 3600),
+            },
+        ),
+        tasks: Mutex::new(Tasks {
+            map: HashMap::new(),
+            done: VecDeque::new(),
+            kept: c.tasks_kept,
+        }),
+        queue: tx,
+        metrics: Metrics::new()?,
+        max_file: c.max_file_bytes,
+    });
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..c.slots {
+        tokio::spawn(slot(Arc::clone(&worker), Arc::clone(&rx)));
+    }
+    ready(addr);
+    tokio::pin!(stop);
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = &mut stop => return Ok(()),
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let w = Arc::clone(&worker);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let w = Arc::clone(&w);
+                async move { Ok::<_, std::convert::Infallible>(handle(&w, req).await) }
+            });
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
+            let _ = tokio::time::timeout(Duration::from_secs(120), conn).await;
+        });
+    }
+}
+
+/// The queue's receiving end, shared by the slots.
+type Queue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<(String, Vec<u8>)>>>;
+
+/// One detonation slot: takes queued files one at a time.
+async fn slot(w: Arc<Worker>, rx: Queue) {
+    loop {
+        let Some((id, sample)) = rx.lock().await.recv().await else {
+            return;
+        };
+        w.set(&id, Task::Running);
+        let started = Instant::now();
+        let w2 = Arc::clone(&w);
+        let result =
+            tokio::task::spawn_blocking(move || w2.sandbox.analyze(&sample, &w2.rules)).await;
+        w.metrics.seconds.observe(started.elapsed().as_secs_f64());
+        w.metrics.queue.dec();
+        match result {
+            Ok(Ok(report)) => {
+                w.cache.put(&report);
+                w.metrics.tasks.with_label_values(&["done"]).inc();
+                w.metrics
+                    .verdicts
+                    .with_label_values(&[verdict_name(&report)])
+                    .inc();
+                w.set(&id, Task::Done(Arc::new(report), false));
+            }
+            Ok(Err(e)) => w.fail(&id, e.to_string()),
+            Err(e) => w.fail(&id, format!("the detonation stopped: {e}")),
+        }
+    }
+}
+
+fn verdict_name(r: &Report) -> &'static str {
+    match r.verdict {
+        crate::Verdict::Malicious => "malicious",
+        crate::Verdict::Suspicious => "suspicious",
+        crate::Verdict::Clean => "clean",
+        crate::Verdict::NotDetonated => "not_detonated",
+    }
+}
+
+impl Worker {
+    fn set(&self, id: &str, t: Task) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.set(id, t);
+        }
+    }
+
+    fn fail(&self, id: &str, why: String) {
+        self.metrics.tasks.with_label_values(&["failed"]).inc();
+        self.set(id, Task::Failed(why));
+    }
+
+    fn get(&self, id: &str) -> Option<Task> {
+        self.tasks.lock().ok()?.map.get(id).cloned()
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Answer {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn text(status: StatusCode, body: String) -> Answer {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}
+
+async fn handle(w: &Worker, req: Request<Incoming>) -> Answer {
+    let path = req.uri().path().to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::POST, "/tasks") => submit(w, req).await,
+        (Method::GET, "/healthz") => match w.sandbox.tools.missing() {
+            None => text(StatusCode::OK, "ok\n".into()),
+            Some(m) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{} is not installed\n", m.display()),
+            ),
+        },
+        (Method::GET, "/metrics") => text(StatusCode::OK, w.metrics.render()),
+        (Method::GET, p) if p.starts_with("/tasks/") => status(w, &p["/tasks/".len()..]),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+async fn submit(w: &Worker, req: Request<Incoming>) -> Answer {
+    let body = match Limited::new(req.into_body(), w.max_file).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            w.metrics.tasks.with_label_values(&["too_large"]).inc();
+            let msg = format!("the file is over {} bytes or was cut: {e}", w.max_file);
+            return json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &serde_json::json!({ "error": msg }),
+            );
+        }
+    };
+    let sha = hex(&Sha256::digest(&body));
+    let id = uuid::Uuid::new_v4().to_string();
+    if let Some(report) = w.cache.get(&sha, &w.rules.version) {
+        w.metrics.tasks.with_label_values(&["cached"]).inc();
+        let answer = serde_json::json!({
+            "task": id, "sha256": sha, "status": "done", "cached": true, "report": report,
+        });
+        w.set(&id, Task::Done(Arc::new(report), true));
+        return json(StatusCode::OK, &answer);
+    }
+    w.set(&id, Task::Queued);
+    w.metrics.queue.inc();
+    if w.queue.try_send((id.clone(), body.to_vec())).is_err() {
+        w.metrics.queue.dec();
+        w.metrics.tasks.with_label_values(&["rejected"]).inc();
+        if let Ok(mut t) = w.tasks.lock() {
+            t.map.remove(&id);
+        }
+        let mut r = json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "error": "the queue is full" }),
+        );
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("5"),
+        );
+        return r;
+    }
+    w.metrics.tasks.with_label_values(&["queued"]).inc();
+    json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({ "task": id, "sha256": sha, "status": "queued" }),
+    )
+}
+
+fn status(w: &Worker, id: &str) -> Answer {
+    let Some(t) = w.get(id) else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({ "error": "no such task" }),
+        );
+    };
+    let v = match t {
+        Task::Queued => serde_json::json!({ "task": id, "status": "queued" }),
+        Task::Running => serde_json::json!({ "task": id, "status": "running" }),
+        Task::Done(report, cached) => serde_json::json!({
+            "task": id, "status": "done", "cached": cached, "report": &*report,
+        }),
+        Task::Failed(e) => serde_json::json!({ "task": id, "status": "failed", "error": e }),
+    };
+    json(StatusCode::OK, &v)
+}
