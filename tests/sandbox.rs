@@ -379,3 +379,118 @@ fn the_worker_queues_detonates_and_answers_again_from_its_cache() {
         .unwrap();
     let _ = worker.wait();
 }
+
+/// Starts `sekisho sandbox serve` on a config of `[sandbox]` lines; returns it and its address.
+fn start_worker(dir: &TempDir, extra: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let config = write(
+        dir,
+        "worker.toml",
+        &format!(
+            "[sandbox]\nlisten = \"127.0.0.1:0\"\nrules = [{:?}]\nwork_dir = {:?}\n{extra}",
+            rules().display().to_string(),
+            dir.path().join("work").display().to_string()
+        ),
+    );
+    let mut worker = Command::new(bin())
+        .args(["sandbox", "serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(worker.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    (worker, addr)
+}
+
+/// Uploads `file` through the gateway to the origin's byte counter: "COUNT\nSTATUS".
+async fn upload(gw: &common::Gateway, origin: u16, file: &Path) -> String {
+    let data = format!("@{}", file.display());
+    let url = format!("http://127.0.0.1:{origin}/count");
+    common::curl(&[
+        "-x",
+        &gw.proxy_url(),
+        "--data-binary",
+        &data,
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ])
+    .await
+    .stdout
+}
+
+/// The AV stage's hand-off: an uploaded script the signatures pass is held for the worker's
+/// verdict and blocked when malicious (it never reaches the origin), delivered when clean;
+/// the same file again is judged from the worker's cache; no verdict in time delivers with
+/// an `uninspected` event (`on_timeout = "alert"`).
+// The lock only orders this file's tests (each on its own runtime); no task of this runtime
+// takes it, so holding it across the awaits cannot deadlock.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_held_for_the_sandbox_verdict() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("sandbox-handoff");
+    let (mut worker, addr) = start_worker(&dir, "slots = 2\ntimeout_secs = 6\n");
+    let origin = common::Origin::start(None).await;
+    let av = format!(
+        "[av]\nyara = []\nclamav = []\ncache_dir = \"\"\n\
+         [av.sandbox]\nurl = \"http://{addr}\"\nhold_timeout_secs = 3\n"
+    );
+    let mut gw = common::Gateway::start("sandbox-handoff", "", &av);
+    let bad = write(
+        &dir,
+        "bad.sh",
+        "#!/bin/sh\ncat /etc/shadow\necho '* * * * * x' > /etc/cron.d/z\n",
+    );
+    let good = write(&dir, "good.sh", "#!/bin/sh\necho hello > out.txt\n");
+    let slow = write(&dir, "slow.sh", "#!/bin/sh\nsleep 8\n");
+    let r = upload(&gw, origin.port, &bad).await;
+    assert!(r.ends_with("\n403"), "malicious upload: {r}");
+    let ev = gw.wait_line("events.jsonl", |v| v["rule"]["id"] == "Sandbox.Malicious");
+    assert_eq!(ev["rule"]["engine"], "sandbox", "{ev}");
+    assert_eq!(ev["evidence"]["location"], "request.body");
+    assert!(
+        ev["evidence"]["excerpt"]
+            .as_str()
+            .unwrap_or("")
+            .contains("persistence.cron"),
+        "{ev}"
+    );
+    let size = std::fs::metadata(&good).unwrap().len();
+    assert_eq!(
+        upload(&gw, origin.port, &good).await,
+        format!("{size}\n200")
+    );
+    let started = std::time::Instant::now();
+    let r = upload(&gw, origin.port, &bad).await;
+    assert!(r.ends_with("\n403"), "again: {r}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let size = std::fs::metadata(&slow).unwrap().len();
+    assert_eq!(
+        upload(&gw, origin.port, &slow).await,
+        format!("{size}\n200")
+    );
+    let ev = gw.wait_line("events.jsonl", |v| v["rule"]["id"] == "Sandbox.NoVerdict");
+    assert_eq!(ev["event"]["category"], "uninspected", "{ev}");
+    gw.stop();
+    let seen = origin.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|s| s.as_str() == "POST /count").count(),
+        2,
+        "only the clean and the unjudged uploads reached the origin: {seen:?}"
+    );
+    let (_, metrics) = call(&[&format!("http://{addr}/metrics")]);
+    assert!(
+        metrics.contains("sekisho_sandbox_tasks_total{outcome=\"cached\"} 1"),
+        "{metrics}"
+    );
+    Command::new("kill")
+        .arg(worker.id().to_string())
+        .status()
+        .unwrap();
+    let _ = worker.wait();
+}

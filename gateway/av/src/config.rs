@@ -56,6 +56,10 @@ pub struct AvConfig {
     /// ICAP servers (`[[av.icap]]`) asked about bodies the engine's own signatures pass.
     #[serde(default)]
     pub icap: Vec<IcapConfig>,
+    /// The sandbox worker (`[av.sandbox]`) that programs and scripts the signatures pass are
+    /// submitted to, the flow held for its verdict.
+    #[serde(default)]
+    pub sandbox: Option<crate::sandbox::SandboxConfig>,
     /// `mode` (`prevent` | `detect`), `on_error` (`fail-closed` | `fail-open`), `on_overflow`
     /// (`block` | `pass-and-alert`, for bodies over the hold limits), `resolve_timeout_secs`
     /// (the decision deadline for a held body; at least `scan_timeout_secs`).
@@ -99,6 +103,7 @@ impl Default for AvConfig {
             scan_timeout_secs: d_timeout(),
             on_limit: LimitAction::Block,
             icap: Vec::new(),
+            sandbox: None,
             stage: StagePolicy::default(),
         }
     }
@@ -128,10 +133,14 @@ impl AvConfig {
         p
     }
 
-    /// The longest a body can take here: the scan, then the slowest ICAP server.
+    /// The longest a body can take here: the scan, the slowest ICAP server, then the
+    /// sandbox's hold.
     fn own_time_secs(&self) -> u64 {
         let icap = self.icap.iter().map(|i| i.timeout_secs).max().unwrap_or(0);
-        self.scan_timeout_secs.saturating_add(icap)
+        let hold = self.sandbox.as_ref().map_or(0, |s| s.hold_timeout_secs);
+        self.scan_timeout_secs
+            .saturating_add(icap)
+            .saturating_add(hold)
     }
 
     /// The cache folder, or none when disabled.
@@ -159,13 +168,19 @@ impl AvConfig {
         if let Some(deadline) = self.stage.resolve_timeout_secs {
             if deadline < self.own_time_secs() {
                 let icap = self.icap.iter().map(|i| i.timeout_secs).max();
-                let needed = match icap {
+                let mut needed = match icap {
                     Some(t) => format!(
                         "av.scan_timeout_secs ({}) plus the longest av.icap timeout_secs ({t})",
                         self.scan_timeout_secs
                     ),
                     None => format!("av.scan_timeout_secs ({})", self.scan_timeout_secs),
                 };
+                if let Some(s) = &self.sandbox {
+                    needed += &format!(
+                        " plus av.sandbox.hold_timeout_secs ({})",
+                        s.hold_timeout_secs
+                    );
+                }
                 return Err(format!(
                     "av.resolve_timeout_secs ({deadline}) is shorter than {needed}: the stage \
                      would stop waiting before the scan's own time limit; raise \
@@ -176,9 +191,16 @@ impl AvConfig {
         for i in &self.icap {
             i.validate()?;
         }
-        if self.yara.is_empty() && self.clamav.is_empty() && self.icap.is_empty() {
+        if let Some(s) = &self.sandbox {
+            s.validate()?;
+        }
+        if self.yara.is_empty()
+            && self.clamav.is_empty()
+            && self.icap.is_empty()
+            && self.sandbox.is_none()
+        {
             return Err(
-                "av: name at least one `yara` or `clamav` rule path or an [[av.icap]] server"
+                "av: name at least one `yara` or `clamav` rule path, an [[av.icap]] server or an [av.sandbox] worker"
                     .into(),
             );
         }

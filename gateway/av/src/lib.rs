@@ -8,6 +8,7 @@ mod engine;
 pub mod icap;
 mod metrics;
 mod plug;
+pub mod sandbox;
 mod scan;
 mod stage;
 

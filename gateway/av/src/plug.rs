@@ -39,6 +39,7 @@ impl sekisho_core::Engine for AvEngine {
             "scan_timeout_secs",
             "on_limit",
             "icap",
+            "sandbox",
         ];
         own.into_iter()
             .chain(sekisho_core::StagePolicy::KEYS.iter().copied())
@@ -104,10 +105,17 @@ impl sekisho_core::Engine for AvEngine {
             loaded: r.yara_rules + r.hash_signatures,
         };
         let icap = crate::icap::Icap::new(&cfg.icap).map_err(ConfigError::named)?;
+        let sandbox = cfg
+            .sandbox
+            .clone()
+            .map(crate::sandbox::SandboxClient::new)
+            .transpose()
+            .map_err(ConfigError::named)?;
         Ok(Built {
             stage: Arc::new(
                 AvStage::new(Arc::new(engine), cfg)
                     .with_icap(icap)
+                    .with_sandbox(sandbox)
                     .with_metrics(self.metrics.clone()),
             ),
             report,

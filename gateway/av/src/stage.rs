@@ -13,6 +13,7 @@ use sekisho_core::{
 
 use crate::icap::{Asked, Icap, IcapMethod, Message};
 use crate::metrics::AvMetrics;
+use crate::sandbox::{Judged, OnTimeout, SandboxClient};
 use crate::scan::{issue_name, ScanReport};
 use crate::{scan_bytes, AvConfig, Engine, LimitAction};
 
@@ -26,6 +27,7 @@ pub struct AvStage {
     timeout: Duration,
     on_limit: LimitAction,
     icap: Icap,
+    sandbox: Option<Arc<SandboxClient>>,
     metrics: Option<Arc<AvMetrics>>,
 }
 
@@ -38,8 +40,15 @@ impl AvStage {
             timeout: Duration::from_secs(cfg.scan_timeout_secs),
             on_limit: cfg.on_limit,
             icap: Icap::default(),
+            sandbox: None,
             metrics: None,
         }
+    }
+
+    /// The stage submitting programs and scripts its signatures pass to a sandbox worker.
+    pub fn with_sandbox(mut self, sandbox: Option<SandboxClient>) -> Self {
+        self.sandbox = sandbox.map(Arc::new);
+        self
     }
 
     /// The stage asking `icap`'s servers too.
@@ -76,6 +85,7 @@ struct AvInspector {
     timeout: Duration,
     on_limit: LimitAction,
     icap: Icap,
+    sandbox: Option<Arc<SandboxClient>>,
     line: RequestLine,
     request: BodyHints,
     response: BodyHints,
@@ -96,6 +106,7 @@ impl Stage for AvStage {
             timeout: self.timeout,
             on_limit: self.on_limit,
             icap: self.icap.clone(),
+            sandbox: self.sandbox.clone(),
             line: RequestLine::default(),
             request: BodyHints::default(),
             response: BodyHints::default(),
@@ -177,6 +188,9 @@ impl Inspector for AvInspector {
                 verdict = self
                     .ask_icap(cx, dir, &data, &root, &hints, &mut report)
                     .await;
+            }
+            if report.hits.is_empty() {
+                verdict = verdict.max(self.ask_sandbox(cx, &data, &root, &hints).await);
             }
             verdict.max(self.report(cx, &report))
         })
@@ -287,6 +301,81 @@ impl AvInspector {
             }
         }
         verdict
+    }
+
+    /// Holds a program or script the signatures passed for the sandbox's verdict: malicious
+    /// blocks, suspicious alerts, clean passes; no verdict in time (or a worker that fails) is
+    /// an `uninspected` event that blocks or delivers by `on_timeout`.
+    async fn ask_sandbox(
+        &self,
+        cx: &mut Cx<'_>,
+        data: &[u8],
+        root: &str,
+        hints: &BodyHints,
+    ) -> Verdict {
+        let Some(sb) = &self.sandbox else {
+            return Verdict::Allow;
+        };
+        let Some(file_type) = sb.eligible(data) else {
+            return Verdict::Allow;
+        };
+        let left = cx.deadline().map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let name = hints.name.clone().unwrap_or_default();
+        let file = |sha256: String| FileInfo {
+            name: name.clone(),
+            size: data.len() as u64,
+            sha256,
+            mime: String::new(),
+            stored: None,
+        };
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
+        let report = match sb.judge(data, left).await {
+            Judged::Report(r) => r,
+            Judged::Timeout(why) | Judged::Failed(why) => {
+                let mut f = Finding::new(
+                    "sandbox",
+                    "Sandbox.NoVerdict",
+                    format!("{root} ({file_type}) was not judged by the sandbox: {why}"),
+                    Severity::Medium,
+                    "uninspected",
+                    Evidence::new(root.to_string(), &why),
+                );
+                f.file = Some(file(sha));
+                cx.report(f);
+                return match sb.config.on_timeout_for(file_type) {
+                    OnTimeout::Block => Verdict::Block,
+                    OnTimeout::Alert => Verdict::Alert,
+                };
+            }
+        };
+        let verdict = report["verdict"].as_str().unwrap_or("");
+        let (rule, severity, outcome) = match verdict {
+            "malicious" => ("Sandbox.Malicious", Severity::High, Verdict::Block),
+            "suspicious" => ("Sandbox.Suspicious", Severity::Medium, Verdict::Alert),
+            _ => return Verdict::Allow,
+        };
+        let signatures: Vec<&str> = report["signatures"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["id"].as_str()).collect())
+            .unwrap_or_default();
+        let score = report["score"].as_u64().unwrap_or(0);
+        let message = format!(
+            "sandbox verdict {verdict} (score {score}) for {root} ({file_type}): {}",
+            signatures.join(", ")
+        );
+        let mut f = Finding::new(
+            "sandbox",
+            rule,
+            message,
+            severity,
+            "malware",
+            Evidence::new(root.to_string(), &signatures.join(", ")),
+        );
+        f.file = Some(file(sha));
+        cx.report(f);
+        outcome
     }
 
     /// Findings for the report's hits and issues, and the verdict they call for.

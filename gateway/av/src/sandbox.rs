@@ -1,0 +1,270 @@
+//! The hand-off to the sandbox worker (`sekisho sandbox serve`): a body the signatures pass
+//! that is a program or script the sandbox runs (by content) is submitted to the worker's API
+//! and the flow is held until its verdict or `hold_timeout_secs`. Malicious blocks,
+//! suspicious alerts; a verdict that does not come in time, or a worker that cannot answer,
+//! is an `uninspected` event that blocks or delivers by `on_timeout`.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Largest answer read from the worker (a report with its evidence).
+const MAX_ANSWER: u64 = 8 << 20;
+/// How often a held task is asked about.
+const POLL: Duration = Duration::from_millis(200);
+
+/// What a verdict that does not come in time (or a worker that fails) does to the flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// Deliver the file, with an event.
+    #[default]
+    Alert,
+    /// Refuse it.
+    Block,
+}
+
+/// `[av.sandbox]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// The worker's API, `http://host:port`.
+    pub url: String,
+    /// How long a flow is held for a verdict (default 30 s).
+    #[serde(default = "d_hold")]
+    pub hold_timeout_secs: u64,
+    /// `alert` (deliver and alert; default) or `block`, when no verdict came in time.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+    /// Per file type (`elf`, `sh`, `bash`, `python`, `perl`), overriding `on_timeout`.
+    #[serde(default)]
+    pub on_timeout_by_type: std::collections::BTreeMap<String, OnTimeout>,
+    /// The file types submitted (default: all five).
+    #[serde(default = "d_types")]
+    pub types: Vec<String>,
+    /// Larger bodies are not submitted (default 32 MiB, the worker's own default).
+    #[serde(default = "d_max")]
+    pub max_file_bytes: u64,
+}
+
+fn d_hold() -> u64 {
+    30
+}
+fn d_types() -> Vec<String> {
+    ["elf", "sh", "bash", "python", "perl"]
+        .map(String::from)
+        .to_vec()
+}
+fn d_max() -> u64 {
+    32 << 20
+}
+
+impl SandboxConfig {
+    /// Checks values; returns `key: problem`.
+    pub fn validate(&self) -> Result<(), String> {
+        endpoint(&self.url).map(|_| ())?;
+        if self.hold_timeout_secs == 0 {
+            return Err("av.sandbox.hold_timeout_secs: must be at least 1".into());
+        }
+        let known = d_types();
+        for t in self.types.iter().chain(self.on_timeout_by_type.keys()) {
+            if !known.contains(t) {
+                return Err(format!(
+                    "av.sandbox: unknown file type {t:?}; known: {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What a missing verdict does to a file of `file_type`.
+    pub fn on_timeout_for(&self, file_type: &str) -> OnTimeout {
+        self.on_timeout_by_type
+            .get(file_type)
+            .copied()
+            .unwrap_or(self.on_timeout)
+    }
+}
+
+/// `http://host:port` → (`host:port`, the path prefix).
+fn endpoint(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("av.sandbox.url: {url:?}: http://host:port expected"))?;
+    let (auth, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if auth.is_empty() || !auth.contains(':') {
+        return Err(format!("av.sandbox.url: {url:?}: give host:port"));
+    }
+    Ok((auth.to_string(), path.to_string()))
+}
+
+/// What the worker said about a file.
+#[derive(Debug)]
+pub enum Judged {
+    /// Its report (the worker's JSON).
+    Report(serde_json::Value),
+    /// No verdict by the hold deadline (the task may still finish).
+    Timeout(String),
+    /// The worker could not be asked or answered with an error.
+    Failed(String),
+}
+
+/// The worker's client.
+#[derive(Debug, Clone)]
+pub struct SandboxClient {
+    /// The settings.
+    pub config: SandboxConfig,
+    addr: String,
+    prefix: String,
+}
+
+impl SandboxClient {
+    /// A client for `config` (validated).
+    pub fn new(config: SandboxConfig) -> Result<SandboxClient, String> {
+        config.validate()?;
+        let (addr, prefix) = endpoint(&config.url)?;
+        Ok(SandboxClient {
+            config,
+            addr,
+            prefix,
+        })
+    }
+
+    /// The file type the sandbox would run `data` as, when it is one submitted.
+    pub fn eligible(&self, data: &[u8]) -> Option<&'static str> {
+        if data.len() as u64 > self.config.max_file_bytes {
+            return None;
+        }
+        let t = sekisho_sandbox::sniff::runner(data)?.name();
+        self.config.types.iter().any(|x| x == t).then_some(t)
+    }
+
+    /// Submits `data` and waits for its report, at most `budget` (and the hold timeout).
+    pub async fn judge(&self, data: &[u8], budget: Duration) -> Judged {
+        let budget = budget.min(Duration::from_secs(self.config.hold_timeout_secs));
+        let deadline = Instant::now() + budget;
+        let path = format!("{}/tasks", self.prefix);
+        let answer = match self.call("POST", &path, data, deadline).await {
+            Ok(a) => a,
+            Err(e) => return e,
+        };
+        let id = match answer {
+            (200, v) if v["status"] == "done" => return Judged::Report(v["report"].clone()),
+            (202, v) => match v["task"].as_str() {
+                Some(id) => id.to_string(),
+                None => return Judged::Failed("the worker gave no task id".into()),
+            },
+            (status, v) => return Judged::Failed(format!("the worker answered {status}: {v}")),
+        };
+        loop {
+            if Instant::now() + POLL >= deadline {
+                return Judged::Timeout(format!("no verdict within {budget:?} (task {id})"));
+            }
+            tokio::time::sleep(POLL).await;
+            let path = format!("{}/tasks/{id}", self.prefix);
+            match self.call("GET", &path, &[], deadline).await {
+                Ok((200, v)) if v["status"] == "done" => {
+                    return Judged::Report(v["report"].clone())
+                }
+                Ok((200, v)) if v["status"] == "failed" => {
+                    return Judged::Failed(format!("the detonation failed: {}", v["error"]))
+                }
+                Ok((200, _)) => {}
+                Ok((status, v)) => {
+                    return Judged::Failed(format!("the worker answered {status}: {v}"))
+                }
+                Err(e) => return e,
+            }
+        }
+    }
+
+    /// One request (`Connection: close`), its status and JSON body, by `deadline`.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<(u16, serde_json::Value), Judged> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.exchange(method, path, body)).await {
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(e)) => Err(Judged::Failed(format!("{}: {e}", self.config.url))),
+            Err(_) => Err(Judged::Timeout(format!(
+                "{} did not answer in time",
+                self.config.url
+            ))),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, serde_json::Value)> {
+        let mut s = tokio::net::TcpStream::connect(&self.addr).await?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\
+             Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body).await?;
+        let mut answer = Vec::new();
+        (&mut s).take(MAX_ANSWER).read_to_end(&mut answer).await?;
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let end = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| bad("no end of the answer's head"))?;
+        let head = String::from_utf8_lossy(&answer[..end]);
+        let status: u16 = head
+            .split_ascii_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("no status"))?;
+        let json = serde_json::from_slice(&answer[end + 4..]).unwrap_or(serde_json::Value::Null);
+        Ok((status, json))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Result<SandboxClient, String> {
+        let c: SandboxConfig = toml::from_str(&format!("url = \"http://127.0.0.1:8470\"\n{extra}"))
+            .map_err(|e| e.to_string())?;
+        SandboxClient::new(c)
+    }
+
+    #[test]
+    fn settings_and_eligible_files() {
+        let c =
+            config("types = [\"elf\", \"sh\"]\non_timeout_by_type = { elf = \"block\" }").unwrap();
+        assert_eq!(c.eligible(b"#!/bin/sh\nid\n"), Some("sh"));
+        assert_eq!(
+            c.eligible(b"#!/usr/bin/perl\n"),
+            None,
+            "not a type submitted"
+        );
+        assert_eq!(c.eligible(b"%PDF-1.7"), None);
+        assert_eq!(c.config.on_timeout_for("elf"), OnTimeout::Block);
+        assert_eq!(c.config.on_timeout_for("sh"), OnTimeout::Alert);
+        assert!(config("types = [\"exe\"]").is_err());
+        assert!(config("hold_timeout_secs = 0").is_err());
+        assert!(SandboxClient::new(SandboxConfig {
+            url: "https://x:1".into(),
+            ..config("").unwrap().config
+        })
+        .is_err());
+    }
+}
