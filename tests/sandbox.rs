@@ -90,7 +90,9 @@ fn a_script_that_persists_steals_and_downloads_is_malicious() {
          chmod +x payload\n\
          ./payload\n\
          ln -s /etc escape && echo x > escape/sekisho-test\n\
-         echo x > {marker}\n"
+         echo x > {marker}\n\
+         cat {manifest} > leaked.txt\n",
+        manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml").display()
     );
     let file = write(&dir, "dropper.sh", &script);
     let (code, r) = detonate(&dir, &file, 20);
@@ -144,6 +146,16 @@ fn a_script_that_persists_steals_and_downloads_is_malicious() {
     assert!(
         !Path::new(&marker).exists(),
         "the sandbox's /tmp is its own"
+    );
+    let leaked = r["files_dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/tmp/scratch/leaked.txt")
+        .unwrap_or_else(|| panic!("{r:#}"));
+    assert_eq!(
+        leaked["size"], 0,
+        "the host's other files are not in the sandbox"
     );
     assert!(
         std::fs::read_dir(dir.path().join("work"))
@@ -283,30 +295,9 @@ fn call(args: &[&str]) -> (u16, String) {
 /// health and metrics answer.
 #[test]
 fn the_worker_queues_detonates_and_answers_again_from_its_cache() {
-    use std::io::BufRead;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("sandbox-serve");
-    let config = write(
-        &dir,
-        "worker.toml",
-        &format!(
-            "[sandbox]\nlisten = \"127.0.0.1:0\"\nrules = [{:?}]\nslots = 1\nqueue = 1\n\
-             timeout_secs = 5\nwork_dir = {:?}\n",
-            rules().display().to_string(),
-            dir.path().join("work").display().to_string()
-        ),
-    );
-    let mut worker = Command::new(bin())
-        .args(["sandbox", "serve", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(worker.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    let (mut worker, addr) = start_worker(&dir, "slots = 1\nqueue = 1\ntimeout_secs = 5\n");
     let url = |p: &str| format!("http://{addr}{p}");
     assert_eq!(call(&[&url("/healthz")]).0, 200);
 

@@ -1,7 +1,8 @@
 //! One detonation: the sample in a task folder's scratch directory, run under bubblewrap
 //! (its own pid, mount, ipc, uts, cgroup and network namespaces: loopback only; the host's
-//! root read-only, a private `/tmp`, the scratch folder the only writable place, a resolver
-//! file naming 127.0.0.1 so lookups are sent where the trace sees them), dropped to an
+//! `/usr` and `/etc` read-only and nothing else of it, a private `/tmp`, the scratch folder the
+//! only writable place, a resolver file naming 127.0.0.1 so lookups are sent where the trace
+//! sees them), dropped to an
 //! unprivileged uid with no capabilities and `no_new_privs` (`setpriv`), under rlimits
 //! (`prlimit`: CPU, address space, processes, file size, open files), traced from outside the
 //! sandbox by `strace -f` (the sample cannot reach its tracer's output), and killed with its
@@ -261,7 +262,8 @@ impl Sandbox {
         .arg(trace)
         .arg("--")
         .arg(&t.bwrap)
-        .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+        .args(system_binds())
+        .args(["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/var/tmp"])
         .args(["--tmpfs", "/tmp", "--bind"])
         .arg(task.join("scratch"))
         .arg(SCRATCH)
@@ -359,6 +361,31 @@ impl Sandbox {
         let (root, started_at) = sample_start(&trace, &self.tools);
         Ok((trace, root, started_at))
     }
+}
+
+/// What of the host the sandbox sees, read-only: `/usr` and `/etc` (programs, libraries,
+/// interpreters and their settings; files only root may read stay unreadable to `nobody`),
+/// and `/bin`, `/sbin`, `/lib*` as the host has them (links into `/usr` on a merged-`/usr`
+/// system). Homes, `/var`, `/srv`, `/opt`, `/run`, `/sys`, `/mnt` and the gateway's own files
+/// are not there.
+fn system_binds() -> Vec<String> {
+    let mut out: Vec<String> = ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+        .map(String::from)
+        .to_vec();
+    for d in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        match std::fs::read_link(d) {
+            Ok(target) => out.extend([
+                "--symlink".to_string(),
+                target.to_string_lossy().into_owned(),
+                d.to_string(),
+            ]),
+            Err(_) if Path::new(d).is_dir() => {
+                out.extend(["--ro-bind".to_string(), d.to_string(), d.to_string()])
+            }
+            Err(_) => {}
+        }
+    }
+    out
 }
 
 /// The process that ran the sample and the index of its start: the first program run after
