@@ -297,7 +297,7 @@ fn call(args: &[&str]) -> (u16, String) {
 fn the_worker_queues_detonates_and_answers_again_from_its_cache() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("sandbox-serve");
-    let (mut worker, addr) = start_worker(&dir, "slots = 1\nqueue = 1\ntimeout_secs = 5\n");
+    let (worker, addr) = start_worker(&dir, "slots = 1\nqueue = 1\ntimeout_secs = 5\n");
     let url = |p: &str| format!("http://{addr}{p}");
     assert_eq!(call(&[&url("/healthz")]).0, 200);
 
@@ -364,15 +364,29 @@ fn the_worker_queues_detonates_and_answers_again_from_its_cache() {
         "{metrics}"
     );
     assert_eq!(call(&[&url("/tasks/nope")]).0, 404);
-    Command::new("kill")
-        .arg(worker.id().to_string())
-        .status()
-        .unwrap();
-    let _ = worker.wait();
+    drop(worker);
+}
+
+/// A running worker, stopped when dropped (a failing test leaves no process behind).
+struct Worker(std::process::Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Starts `sekisho sandbox serve` on a config of `[sandbox]` lines; returns it and its address.
-fn start_worker(dir: &TempDir, extra: &str) -> (std::process::Child, String) {
+fn start_worker(dir: &TempDir, extra: &str) -> (Worker, String) {
     use std::io::BufRead;
     let config = write(
         dir,
@@ -394,7 +408,7 @@ fn start_worker(dir: &TempDir, extra: &str) -> (std::process::Child, String) {
         .read_line(&mut line)
         .unwrap();
     let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
-    (worker, addr)
+    (Worker(worker), addr)
 }
 
 /// Uploads `file` through the gateway to the origin's byte counter: "COUNT\nSTATUS".
@@ -425,7 +439,7 @@ async fn upload(gw: &common::Gateway, origin: u16, file: &Path) -> String {
 async fn uploads_are_held_for_the_sandbox_verdict() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("sandbox-handoff");
-    let (mut worker, addr) = start_worker(&dir, "slots = 2\ntimeout_secs = 6\n");
+    let (worker, addr) = start_worker(&dir, "slots = 2\ntimeout_secs = 6\n");
     let origin = common::Origin::start(None).await;
     let av = format!(
         "[av]\nyara = []\nclamav = []\ncache_dir = \"\"\n\
@@ -479,9 +493,5 @@ async fn uploads_are_held_for_the_sandbox_verdict() {
         metrics.contains("sekisho_sandbox_tasks_total{outcome=\"cached\"} 1"),
         "{metrics}"
     );
-    Command::new("kill")
-        .arg(worker.id().to_string())
-        .status()
-        .unwrap();
-    let _ = worker.wait();
+    drop(worker);
 }

@@ -10,11 +10,10 @@
 //! Killing bubblewrap ends the pid namespace, so no process outlives the task.
 
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -23,11 +22,15 @@ use sha2::{Digest, Sha256};
 use crate::sniff::Runner;
 use crate::trace::Trace;
 
-/// The calls traced (strace's names).
-const TRACED: &str = "execve,execveat,open,openat,creat,connect,bind,sendto,sendmsg,sendmmsg,\
-unlink,unlinkat,rmdir,rename,renameat,renameat2,chmod,fchmodat,ptrace,mount,umount2,pivot_root,\
-fork,vfork,clone,clone3,kill,tkill,tgkill,setuid,setgid,setreuid,setregid,setresuid,setresgid,\
-memfd_create,nanosleep,clock_nanosleep,chdir";
+/// The calls traced (strace's names; every one must be known to the strace installed, 6.1 on
+/// Debian 12, or strace refuses to start: `fchmodat2` is not).
+const TRACED: &str = "execve,execveat,open,openat,openat2,creat,connect,bind,sendto,sendmsg,\
+sendmmsg,unlink,unlinkat,rmdir,rename,renameat,renameat2,chmod,fchmod,fchmodat,ptrace,\
+mount,umount2,pivot_root,fork,vfork,clone,clone3,kill,tkill,tgkill,setuid,setgid,setreuid,\
+setregid,setresuid,setresgid,memfd_create,nanosleep,clock_nanosleep,chdir,fchdir,io_uring_setup";
+
+/// Folders of `/etc` the sample never sees (the gateway's own config, keys and logs).
+const HIDDEN: &[&str] = &["/etc/sekisho"];
 
 /// Where the scratch folder is inside the sandbox.
 pub const SCRATCH: &str = "/tmp/scratch";
@@ -58,6 +61,12 @@ pub struct Limits {
     pub max_dropped: usize,
     /// Bytes of the sample's output kept for the report.
     pub output_bytes: usize,
+    /// Size of the private `/tmp` and `/var/tmp` (each a tmpfs in memory).
+    pub tmp_bytes: u64,
+    /// Bytes the scratch folder may hold; a run that writes more is stopped.
+    pub scratch_bytes: u64,
+    /// Bytes of dropped files hashed at most (each file once, links included).
+    pub hash_bytes: u64,
 }
 
 impl Default for Limits {
@@ -73,6 +82,9 @@ impl Default for Limits {
             max_events: 200_000,
             max_dropped: 1000,
             output_bytes: 16 * 1024,
+            tmp_bytes: 64 << 20,
+            scratch_bytes: 256 << 20,
+            hash_bytes: 512 << 20,
         }
     }
 }
@@ -123,6 +135,9 @@ pub enum SandboxError {
     /// The tracer could not be started.
     #[error("cannot start {0}: {1}")]
     Spawn(PathBuf, std::io::Error),
+    /// The tracer or the sandbox refused to run (what they printed).
+    #[error("the tracer wrote no trace; it said: {0}")]
+    Tracer(String),
 }
 
 /// A file the sample left in scratch.
@@ -174,21 +189,18 @@ pub struct Sandbox {
     pub keep: bool,
 }
 
-static TASKS: AtomicU64 = AtomicU64::new(0);
-
 impl Sandbox {
     /// Runs `sample` with `runner` and collects what it did.
     pub fn detonate(&self, sample: &[u8], runner: Runner) -> Result<Run, SandboxError> {
         if let Some(m) = self.tools.missing() {
             return Err(SandboxError::Missing(m.to_path_buf()));
         }
-        let n = TASKS.fetch_add(1, Ordering::Relaxed);
-        let task = self
-            .work_dir
-            .join(format!("task-{}-{n}", std::process::id()));
+        let task = self.task_folder()?;
         let io = |e| SandboxError::Io(task.clone(), e);
-        let _ = std::fs::remove_dir_all(&task);
-        std::fs::create_dir_all(task.join("scratch")).map_err(io)?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(task.join("scratch"))
+            .map_err(io)?;
         let result = self.run_in(&task, sample, runner);
         if self.keep {
             eprintln!("task folder kept: {}", task.display());
@@ -196,6 +208,33 @@ impl Sandbox {
             let _ = std::fs::remove_dir_all(&task);
         }
         result
+    }
+
+    /// A new task folder under `work_dir` (made 0700 when missing; refused when another user
+    /// owns it or others may write to it, so nobody can swap a path the worker then changes),
+    /// with a name nobody can guess.
+    fn task_folder(&self) -> Result<PathBuf, SandboxError> {
+        use std::os::unix::fs::MetadataExt;
+        let w = &self.work_dir;
+        let io = |e| SandboxError::Io(w.clone(), e);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(w)
+            .map_err(io)?;
+        let m = std::fs::symlink_metadata(w).map_err(io)?;
+        let me = rustix::process::geteuid().as_raw();
+        if !m.is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+            return Err(io(std::io::Error::other(
+                "not a folder of this user that only it may write to",
+            )));
+        }
+        let task = w.join(format!("task-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&task)
+            .map_err(|e| SandboxError::Io(task.clone(), e))?;
+        Ok(task)
     }
 
     fn run_in(&self, task: &Path, sample: &[u8], runner: Runner) -> Result<Run, SandboxError> {
@@ -220,15 +259,23 @@ impl Sandbox {
             .map_err(|e| SandboxError::Spawn(self.tools.strace.clone(), e))?;
         let out = drain(child.stdout.take(), self.limits.output_bytes);
         let err = drain(child.stderr.take(), self.limits.output_bytes);
-        let (timed_out, trace_truncated) = self.wait(&mut child, &trace_path);
+        let (timed_out, trace_truncated) = self.wait(&mut child, &trace_path, &scratch);
         let duration = started.elapsed();
         let output = [out.join(), err.join()]
             .into_iter()
             .map(|h| h.unwrap_or_default())
             .collect::<Vec<_>>()
             .join("");
+        if !trace_path.exists() {
+            return Err(SandboxError::Tracer(output.trim().to_string()));
+        }
         let (trace, root_pid, started_at) = self.read_trace(&trace_path)?;
-        let (dropped, dropped_uncounted) = dropped_files(&scratch, sample, self.limits.max_dropped);
+        let (dropped, dropped_uncounted) = dropped_files(
+            &scratch,
+            sample,
+            self.limits.max_dropped,
+            self.limits.hash_bytes,
+        );
         Ok(Run {
             trace,
             root: root_pid,
@@ -249,7 +296,8 @@ impl Sandbox {
         let mut c = Command::new(&t.strace);
         c.args([
             "-f",
-            "-qq",
+            "-q",
+            "-y",
             "-xx",
             "-s",
             "256",
@@ -263,8 +311,15 @@ impl Sandbox {
         .arg("--")
         .arg(&t.bwrap)
         .args(system_binds())
-        .args(["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/var/tmp"])
-        .args(["--tmpfs", "/tmp", "--bind"])
+        .args(["--dev", "/dev", "--proc", "/proc"])
+        .args(["--size", &l.tmp_bytes.to_string(), "--tmpfs", "/var/tmp"])
+        .args([
+            "--size",
+            &l.tmp_bytes.to_string(),
+            "--tmpfs",
+            "/tmp",
+            "--bind",
+        ])
         .arg(task.join("scratch"))
         .arg(SCRATCH)
         .arg("--ro-bind")
@@ -326,14 +381,20 @@ impl Sandbox {
 
     /// Waits for the run to end, the deadline, or the trace bound; kills the process group
     /// when either bound is reached. Returns (timed out, trace truncated).
-    fn wait(&self, child: &mut std::process::Child, trace: &Path) -> (bool, bool) {
+    fn wait(&self, child: &mut std::process::Child, trace: &Path, scratch: &Path) -> (bool, bool) {
         let deadline = Instant::now() + self.limits.timeout;
         let mut outcome = (false, false);
-        loop {
+        for round in 0u64.. {
             if let Ok(Some(_)) = child.try_wait() {
                 return outcome;
             }
-            let big = std::fs::metadata(trace).is_ok_and(|m| m.len() > self.limits.trace_bytes);
+            // The scratch folder is on the host's disk: every 250 ms its size is read (a
+            // bounded walk), and a run that writes past its bound is stopped like one whose
+            // trace outgrows its own.
+            let full =
+                round % 25 == 24 && folder_bytes(scratch, 100_000) > self.limits.scratch_bytes;
+            let big =
+                full || std::fs::metadata(trace).is_ok_and(|m| m.len() > self.limits.trace_bytes);
             if Instant::now() >= deadline || big {
                 outcome = (!big, big);
                 if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
@@ -345,6 +406,7 @@ impl Sandbox {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        outcome
     }
 
     /// The trace (bounded), the sample's process, and where its start is.
@@ -372,6 +434,9 @@ fn system_binds() -> Vec<String> {
     let mut out: Vec<String> = ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
         .map(String::from)
         .to_vec();
+    for h in HIDDEN.iter().filter(|h| Path::new(h).is_dir()) {
+        out.extend(["--tmpfs".to_string(), h.to_string()]);
+    }
     for d in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
         match std::fs::read_link(d) {
             Ok(target) => out.extend([
@@ -431,9 +496,42 @@ fn drain<R: Read + Send + 'static>(r: Option<R>, keep: usize) -> std::thread::Jo
     })
 }
 
+/// Bytes of the regular files under `dir` (links not followed), reading at most `entries`.
+fn folder_bytes(dir: &Path, entries: usize) -> u64 {
+    let mut total = 0u64;
+    let mut seen = 0usize;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            seen += 1;
+            if seen > entries {
+                return total;
+            }
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) if m.is_file() => total = total.saturating_add(m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
 /// Regular files in scratch (symbolic links are not followed; depth 8), hashed, at most
-/// `max`; the sample itself is left out unless it changed.
-fn dropped_files(scratch: &Path, sample: &[u8], max: usize) -> (Vec<Dropped>, usize) {
+/// `max` and `hash_bytes` in all (each file once: links to one are one); the sample itself is
+/// left out unless it changed.
+fn dropped_files(
+    scratch: &Path,
+    sample: &[u8],
+    max: usize,
+    hash_bytes: u64,
+) -> (Vec<Dropped>, usize) {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = std::collections::HashSet::new();
+    let mut budget = hash_bytes;
     let mut out = Vec::new();
     let mut extra = 0;
     let mut stack = vec![(scratch.to_path_buf(), 0)];
@@ -452,10 +550,12 @@ fn dropped_files(scratch: &Path, sample: &[u8], max: usize) -> (Vec<Dropped>, us
             if !ft.is_file() {
                 continue;
             }
-            if out.len() >= max {
+            let Ok(meta) = e.metadata() else { continue };
+            if out.len() >= max || meta.len() > budget || !files.insert((meta.dev(), meta.ino())) {
                 extra += 1;
                 continue;
             }
+            budget -= meta.len();
             let Some(d) = describe(&p) else { continue };
             let inside = format!(
                 "{SCRATCH}/{}",

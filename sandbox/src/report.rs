@@ -19,6 +19,27 @@ pub const MALICIOUS: u8 = 7;
 pub const SUSPICIOUS: u8 = 4;
 /// Evidence lines kept per signature.
 const EVIDENCE: usize = 5;
+/// Longest text kept per evidence line, program run or name (the report stays small whatever
+/// arguments a sample passes).
+const MAX_TEXT: usize = 512;
+/// Most network attempts and names listed.
+const MAX_LIST: usize = 1000;
+/// Most paths remembered for `after`.
+const MAX_EARLIER: usize = 100_000;
+
+/// `s` cut to at most `max` bytes (at a character boundary), marked when cut.
+fn clip(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+    s
+}
 
 /// The verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -170,6 +191,7 @@ impl Report {
         r.processes = processes(run, &events);
         r.files_dropped = run.dropped.clone();
         r.files_uncounted = run.dropped_uncounted;
+        let mut names = HashSet::new();
         for (_, e) in &events {
             *r.syscalls.entry(e.syscall.clone()).or_insert(0) += 1;
             match &e.call {
@@ -183,12 +205,13 @@ impl Report {
                     addr: addr.to_string(),
                     error: e.error.clone(),
                 }),
-                Call::Dns { name } if !r.dns.contains(name) => r.dns.push(name.clone()),
+                Call::Dns { name } if r.dns.len() < MAX_LIST && names.insert(name.as_str()) => {
+                    r.dns.push(clip(name.clone(), MAX_TEXT))
+                }
                 _ => {}
             }
         }
-        r.network.truncate(1000);
-        r.dns.truncate(1000);
+        r.network.truncate(MAX_LIST);
         r.timed_out = run.timed_out;
         r.trace_truncated = run.trace_truncated;
         r.events_dropped = run.trace.dropped;
@@ -259,6 +282,7 @@ fn subject(e: &Event) -> Option<(On, String)> {
         Call::Setuid { name } => (On::Setuid, name.clone()),
         Call::Memfd { name } => (On::Memfd, name.clone()),
         Call::Sleep => (On::Sleep, String::new()),
+        Call::IoUring => (On::IoUring, String::new()),
         Call::Send { .. } | Call::Chdir { .. } => return None,
     })
 }
@@ -307,16 +331,22 @@ fn hit(s: &Signature, events: &[(usize, &Event)], run: &Run) -> Option<Hit> {
             }
         }
         _ => {
-            for (n, &(i, e)) in events.iter().enumerate() {
-                if i <= run.started_at && matches!(e.call, Call::Exec { .. }) {
-                    continue;
+            // Paths an event of the `after` kind named so far (one pass: a set, not a rescan).
+            let mut earlier: HashSet<String> = HashSet::new();
+            for &(i, e) in events {
+                let matched = !(i <= run.started_at && matches!(e.call, Call::Exec { .. }))
+                    && event_matches(s, e, &earlier);
+                if let (Some(after), Some((k, p))) = (s.after, subject(e)) {
+                    if k == after && earlier.len() < MAX_EARLIER {
+                        earlier.insert(p);
+                    }
                 }
-                if !event_matches(s, e, &events[..n]) {
+                if !matched {
                     continue;
                 }
                 count += 1;
                 if evidence.len() < EVIDENCE {
-                    evidence.push(describe(e));
+                    evidence.push(clip(describe(e), MAX_TEXT));
                 }
             }
         }
@@ -336,7 +366,7 @@ fn matches_path(s: &Signature, p: &str) -> bool {
         && !s.not_path.as_ref().is_some_and(|r| r.is_match(p))
 }
 
-fn event_matches(s: &Signature, e: &Event, before: &[(usize, &Event)]) -> bool {
+fn event_matches(s: &Signature, e: &Event, earlier: &HashSet<String>) -> bool {
     let Some((on, p)) = subject(e) else {
         return false;
     };
@@ -373,13 +403,8 @@ fn event_matches(s: &Signature, e: &Event, before: &[(usize, &Event)]) -> bool {
         Some(err) if err != "none" && e.error.as_deref() != Some(err) => return false,
         _ => {}
     }
-    if let Some(after) = s.after {
-        let earlier = before
-            .iter()
-            .any(|(_, b)| subject(b).is_some_and(|(k, bp)| k == after && bp == p));
-        if !earlier {
-            return false;
-        }
+    if s.after.is_some() && !earlier.contains(&p) {
+        return false;
     }
     true
 }
@@ -403,9 +428,10 @@ fn processes(run: &Run, events: &[(usize, &Event)]) -> Vec<Process> {
         if let Call::Exec { path, argv } = &e.call {
             if e.error.is_none() && out[i].exec.len() < 16 {
                 let args = argv.get(1..).unwrap_or(&[]).join(" ");
-                out[i]
-                    .exec
-                    .push(format!("{path} {args}").trim_end().to_string());
+                out[i].exec.push(clip(
+                    format!("{path} {args}").trim_end().to_string(),
+                    MAX_TEXT,
+                ));
             }
         }
         if out.len() >= 1000 {

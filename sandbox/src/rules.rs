@@ -46,6 +46,8 @@ pub enum On {
     Memfd,
     /// A sleep.
     Sleep,
+    /// An io_uring set up (its operations are not traced one by one).
+    IoUring,
     /// A file left in the scratch folder.
     Dropped,
     /// The run reached its deadline.

@@ -238,6 +238,9 @@ struct Worker {
     queue: tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
     metrics: Metrics,
     max_file: usize,
+    /// Uploads being read at once (a permit is taken before the body is read: the worker's
+    /// memory for bodies is bounded by this times `max_file_bytes`).
+    uploads: tokio::sync::Semaphore,
 }
 
 /// Why the worker could not start.
@@ -306,6 +309,7 @@ pub async fn serve(
         queue: tx,
         metrics: Metrics::new()?,
         max_file: c.max_file_bytes,
+        uploads: tokio::sync::Semaphore::new(c.slots + c.queue),
     });
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     for _ in 0..c.slots {
@@ -428,6 +432,9 @@ async fn handle(w: &Worker, req: Request<Incoming>) -> Answer {
 }
 
 async fn submit(w: &Worker, req: Request<Incoming>) -> Answer {
+    let Ok(_reading) = w.uploads.try_acquire() else {
+        return busy(w);
+    };
     let body = match Limited::new(req.into_body(), w.max_file).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -442,36 +449,42 @@ async fn submit(w: &Worker, req: Request<Incoming>) -> Answer {
     let sha = hex(&Sha256::digest(&body));
     let id = uuid::Uuid::new_v4().to_string();
     if let Some(report) = w.cache.get(&sha, &w.rules.version) {
+        // Answered at once; not kept as a task (cheap cached answers must not push out
+        // finished tasks whose submitters are still asking).
         w.metrics.tasks.with_label_values(&["cached"]).inc();
         let answer = serde_json::json!({
             "task": id, "sha256": sha, "status": "done", "cached": true, "report": report,
         });
-        w.set(&id, Task::Done(Arc::new(report), true));
         return json(StatusCode::OK, &answer);
     }
     w.set(&id, Task::Queued);
     w.metrics.queue.inc();
     if w.queue.try_send((id.clone(), body.to_vec())).is_err() {
         w.metrics.queue.dec();
-        w.metrics.tasks.with_label_values(&["rejected"]).inc();
         if let Ok(mut t) = w.tasks.lock() {
             t.map.remove(&id);
         }
-        let mut r = json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "error": "the queue is full" }),
-        );
-        r.headers_mut().insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("5"),
-        );
-        return r;
+        return busy(w);
     }
     w.metrics.tasks.with_label_values(&["queued"]).inc();
     json(
         StatusCode::ACCEPTED,
         &serde_json::json!({ "task": id, "sha256": sha, "status": "queued" }),
     )
+}
+
+/// `503` with `Retry-After`: the queue (or the uploads being read) is full.
+fn busy(w: &Worker) -> Answer {
+    w.metrics.tasks.with_label_values(&["rejected"]).inc();
+    let mut r = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({ "error": "the queue is full" }),
+    );
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("5"),
+    );
+    r
 }
 
 fn status(w: &Worker, id: &str) -> Answer {

@@ -10,6 +10,8 @@ use serde::Serialize;
 
 /// Longest line kept from a pending `<unfinished ...>` call.
 const MAX_PENDING: usize = 64 * 1024;
+/// Most processes whose parent and directory are remembered.
+const MAX_PROCESSES: usize = 100_000;
 
 /// A socket address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -131,7 +133,9 @@ pub enum Call {
     },
     /// `nanosleep`/`clock_nanosleep`.
     Sleep,
-    /// `chdir`.
+    /// `io_uring_setup`: a ring whose operations (open, connect, send) no traced call shows.
+    IoUring,
+    /// `chdir`/`fchdir`.
     Chdir {
         /// The directory.
         path: String,
@@ -246,7 +250,13 @@ impl Trace {
             // the sandbox's namespace gives.
             let child = translated(tail).or(ret.filter(|&r| r > 0).map(|r| r as u32));
             if let Some(child) = child {
-                self.parents.insert(child, pid);
+                if self.parents.len() < MAX_PROCESSES {
+                    self.parents.insert(child, pid);
+                    // A child starts in its parent's directory.
+                    if let Some(dir) = self.cwd.get(&pid).cloned() {
+                        self.cwd.insert(child, dir);
+                    }
+                }
             }
         }
         let Some(call) = self.decode(pid, name, &args, ret) else {
@@ -287,7 +297,7 @@ impl Trace {
                 write: writes(a.get(1).copied().unwrap_or("")),
             },
             "openat" | "openat2" => Call::Open {
-                path: path(self, 1),
+                path: self.at(pid, a.first().copied().unwrap_or(""), &s(1)),
                 write: writes(a.get(2).copied().unwrap_or("")),
             },
             "creat" => Call::Open {
@@ -341,9 +351,17 @@ impl Trace {
                 mode: mode(a.get(1).copied().unwrap_or("")),
             },
             "fchmodat" | "fchmodat2" => Call::Chmod {
-                path: path(self, 1),
+                path: self.at(pid, a.first().copied().unwrap_or(""), &s(1)),
                 mode: mode(a.get(2).copied().unwrap_or("")),
             },
+            "fchmod" => Call::Chmod {
+                path: fd_path(a.first()?)?,
+                mode: mode(a.get(1).copied().unwrap_or("")),
+            },
+            "fchdir" => Call::Chdir {
+                path: fd_path(a.first()?)?,
+            },
+            "io_uring_setup" => Call::IoUring,
             "ptrace" => Call::Ptrace {
                 request: a.first().map(|r| r.trim().to_string()).unwrap_or_default(),
             },
@@ -351,11 +369,11 @@ impl Trace {
             "umount2" | "pivot_root" => Call::Mount { target: s(0) },
             "fork" | "vfork" | "clone" | "clone3" => Call::Fork,
             "kill" | "tkill" => Call::Kill {
-                target: a.first()?.trim().parse().ok()?,
+                target: number(a.first()?)?,
                 signal: a.get(1).map(|x| x.trim().to_string()).unwrap_or_default(),
             },
             "tgkill" => Call::Kill {
-                target: a.get(1)?.trim().parse().ok()?,
+                target: number(a.get(1)?)?,
                 signal: a.get(2).map(|x| x.trim().to_string()).unwrap_or_default(),
             },
             "setuid" | "setgid" | "setreuid" | "setregid" | "setresuid" | "setresgid" => {
@@ -373,6 +391,16 @@ impl Trace {
                 return None;
             }
         })
+    }
+
+    /// A path relative to a directory descriptor (`AT_FDCWD`, or `3</dir>` with `strace -y`).
+    fn at(&self, pid: u32, dirfd: &str, p: &str) -> String {
+        match fd_path(dirfd) {
+            Some(dir) if !p.starts_with('/') && dir.starts_with('/') => {
+                normalize(&format!("{}/{p}", dir.trim_end_matches('/')))
+            }
+            _ => self.resolve(pid, p),
+        }
     }
 
     /// A path as the process meant it: relative ones joined to its directory.
@@ -460,6 +488,11 @@ fn result(s: &str) -> (Option<i64>, Option<String>) {
         .next()
         .filter(|w| w.starts_with('E') && w.bytes().all(|b| b.is_ascii_uppercase()));
     (ret, error.map(str::to_string))
+}
+
+/// A number argument, without the comment `--pidns-translation` may add (`2 /* 9884 … */`).
+fn number(arg: &str) -> Option<i64> {
+    arg.split("/*").next()?.trim().parse().ok()
 }
 
 /// `= 3 /* 9884 in strace's PID NS */` → 9884.
@@ -571,8 +604,21 @@ fn mode(m: &str) -> u32 {
     u32::from_str_radix(m.trim_start_matches("0o").trim_start_matches('0'), 8).unwrap_or(0)
 }
 
+/// A descriptor argument's number (`3`, or `3</path>` as `strace -y` writes it).
 fn fd(a: &[&str]) -> Option<i64> {
-    a.first()?.trim().parse().ok()
+    let t = a.first()?.trim();
+    let digits = t.bytes().take_while(|b| b.is_ascii_digit()).count();
+    t[..digits].parse().ok()
+}
+
+/// The path `strace -y` gives a descriptor argument (`3</etc>` → `/etc`).
+fn fd_path(arg: &str) -> Option<String> {
+    let (_, rest) = arg.trim().split_once('<')?;
+    let inner = rest.strip_suffix('>')?;
+    let mut b = inner.as_bytes().to_vec();
+    b.push(b'"');
+    let (bytes, _) = unquote(&b);
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// `{sa_family=AF_INET, sin_port=htons(80), sin_addr=inet_addr("1.2.3.4")}` and the IPv6
@@ -667,6 +713,10 @@ mod tests {
             "5 memfd_create(\"x\", MFD_CLOEXEC) = 3\n",
             "garbage line\n",
             "7 ptrace(PTRACE_TRACEME) = -1 EPERM (Operation not permitted)\n",
+            "8 openat(3</etc>, \"shadow\", O_RDONLY) = -1 EACCES (Permission denied)\n",
+            "8 fchmod(4</tmp/scratch/p>, 0755) = 0\n",
+            "8 kill(2 /* 9884 in strace's PID NS */, SIGKILL) = 0\n",
+            "8 connect(5<socket:[77]>, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr(\"127.0.0.1\")}, 16) = 0\n",
         ));
         let calls: Vec<&Call> = t.events.iter().map(|e| &e.call).collect();
         assert_eq!(
@@ -719,7 +769,20 @@ mod tests {
         assert!(calls.contains(&&Call::Memfd { name: "x".into() }));
         assert_eq!(t.parents.get(&6), Some(&5));
         assert_eq!(t.exits[0].how, "exited with 0");
-        assert_eq!(t.events.iter().filter(|e| e.syscall == "openat").count(), 3);
+        assert!(calls.contains(&&Call::Open {
+            path: "/etc/shadow".into(),
+            write: false
+        }));
+        assert!(calls.contains(&&Call::Chmod {
+            path: "/tmp/scratch/p".into(),
+            mode: 0o755
+        }));
+        assert!(calls.contains(&&Call::Kill {
+            target: 2,
+            signal: "SIGKILL".into()
+        }));
+        assert!(t.dns_fds.contains_key(&(8, 5)));
+        assert_eq!(t.events.iter().filter(|e| e.syscall == "openat").count(), 4);
     }
 
     #[test]

@@ -31,7 +31,9 @@ pub enum OnTimeout {
 pub struct SandboxConfig {
     /// The worker's API, `http://host:port`.
     pub url: String,
-    /// How long a flow is held for a verdict (default 30 s).
+    /// How long a flow is held for a verdict (default 60 s: longer than the worker's own
+    /// deadline per detonation, 30 s by default, so a sample that runs until it is stopped
+    /// still gets its verdict in time).
     #[serde(default = "d_hold")]
     pub hold_timeout_secs: u64,
     /// `alert` (deliver and alert; default) or `block`, when no verdict came in time.
@@ -49,7 +51,7 @@ pub struct SandboxConfig {
 }
 
 fn d_hold() -> u64 {
-    30
+    60
 }
 fn d_types() -> Vec<String> {
     ["elf", "sh", "bash", "python", "perl"]
@@ -135,13 +137,16 @@ impl SandboxClient {
         })
     }
 
-    /// The file type the sandbox would run `data` as, when it is one submitted.
+    /// The file type the sandbox would run `data` as, when it is one submitted (whatever
+    /// its size: see [`Self::too_large`]).
     pub fn eligible(&self, data: &[u8]) -> Option<&'static str> {
-        if data.len() as u64 > self.config.max_file_bytes {
-            return None;
-        }
         let t = sekisho_sandbox::sniff::runner(data)?.name();
         self.config.types.iter().any(|x| x == t).then_some(t)
+    }
+
+    /// Whether `data` is over `max_file_bytes` (not submitted: an `uninspected` event).
+    pub fn too_large(&self, data: &[u8]) -> bool {
+        data.len() as u64 > self.config.max_file_bytes
     }
 
     /// Submits `data` and waits for its report, at most `budget` (and the hold timeout).
@@ -174,7 +179,10 @@ impl SandboxClient {
                 Ok((200, v)) if v["status"] == "failed" => {
                     return Judged::Failed(format!("the detonation failed: {}", v["error"]))
                 }
-                Ok((200, _)) => {}
+                Ok((200, v)) if v["status"] == "queued" || v["status"] == "running" => {}
+                Ok((200, v)) => {
+                    return Judged::Failed(format!("the worker answered an unknown state: {v}"))
+                }
                 Ok((status, v)) => {
                     return Judged::Failed(format!("the worker answered {status}: {v}"))
                 }
@@ -218,7 +226,10 @@ impl SandboxClient {
         s.write_all(head.as_bytes()).await?;
         s.write_all(body).await?;
         let mut answer = Vec::new();
-        (&mut s).take(MAX_ANSWER).read_to_end(&mut answer).await?;
+        (&mut s)
+            .take(MAX_ANSWER + 1)
+            .read_to_end(&mut answer)
+            .await?;
         let bad =
             |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
         let end = answer
@@ -231,7 +242,11 @@ impl SandboxClient {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| bad("no status"))?;
-        let json = serde_json::from_slice(&answer[end + 4..]).unwrap_or(serde_json::Value::Null);
+        if answer.len() as u64 > MAX_ANSWER {
+            return Err(bad("the answer is over 8 MiB"));
+        }
+        let json = serde_json::from_slice(&answer[end + 4..])
+            .map_err(|e| bad(&format!("the answer is not JSON: {e}")))?;
         Ok((status, json))
     }
 }

@@ -319,6 +319,13 @@ impl AvInspector {
         let Some(file_type) = sb.eligible(data) else {
             return Verdict::Allow;
         };
+        let too_large = sb.too_large(data).then(|| {
+            format!(
+                "{} bytes, over av.sandbox.max_file_bytes ({})",
+                data.len(),
+                sb.config.max_file_bytes
+            )
+        });
         let left = cx.deadline().map_or(Duration::MAX, |d| {
             d.saturating_duration_since(Instant::now())
         });
@@ -331,23 +338,25 @@ impl AvInspector {
             stored: None,
         };
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
-        let report = match sb.judge(data, left).await {
-            Judged::Report(r) => r,
+        let judged = match too_large {
+            Some(why) => Judged::Failed(why),
+            None => sb.judge(data, left).await,
+        };
+        let report = match judged {
+            Judged::Report(r)
+                if matches!(
+                    r["verdict"].as_str(),
+                    Some("malicious" | "suspicious" | "clean" | "not_detonated")
+                ) =>
+            {
+                r
+            }
+            Judged::Report(r) => {
+                let why = format!("no verdict in the report: {}", r["verdict"]);
+                return no_verdict(cx, sb, file_type, root, &why, file(sha));
+            }
             Judged::Timeout(why) | Judged::Failed(why) => {
-                let mut f = Finding::new(
-                    "sandbox",
-                    "Sandbox.NoVerdict",
-                    format!("{root} ({file_type}) was not judged by the sandbox: {why}"),
-                    Severity::Medium,
-                    "uninspected",
-                    Evidence::new(root.to_string(), &why),
-                );
-                f.file = Some(file(sha));
-                cx.report(f);
-                return match sb.config.on_timeout_for(file_type) {
-                    OnTimeout::Block => Verdict::Block,
-                    OnTimeout::Alert => Verdict::Alert,
-                };
+                return no_verdict(cx, sb, file_type, root, &why, file(sha));
             }
         };
         let verdict = report["verdict"].as_str().unwrap_or("");
@@ -426,6 +435,33 @@ impl AvInspector {
             });
         }
         verdict
+    }
+}
+
+/// The event for a file the sandbox did not judge (no verdict in time, a worker that failed
+/// or answered nonsense, a file over the size submitted), and the verdict `on_timeout` asks
+/// for: never a silent pass.
+fn no_verdict(
+    cx: &mut Cx<'_>,
+    sb: &SandboxClient,
+    file_type: &str,
+    root: &str,
+    why: &str,
+    file: FileInfo,
+) -> Verdict {
+    let mut f = Finding::new(
+        "sandbox",
+        "Sandbox.NoVerdict",
+        format!("{root} ({file_type}) was not judged by the sandbox: {why}"),
+        Severity::Medium,
+        "uninspected",
+        Evidence::new(root.to_string(), why),
+    );
+    f.file = Some(file);
+    cx.report(f);
+    match sb.config.on_timeout_for(file_type) {
+        OnTimeout::Block => Verdict::Block,
+        OnTimeout::Alert => Verdict::Alert,
     }
 }
 
