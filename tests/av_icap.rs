@@ -190,20 +190,6 @@ async fn get(gw: &Gateway, url: &str) -> Curl {
     curl(&["-x", &gw.proxy_url(), "-w", "\n%{http_code}", url]).await
 }
 
-async fn upload(gw: &Gateway, url: &str, file: &Path) -> Curl {
-    let data = format!("@{}", file.display());
-    curl(&[
-        "-x",
-        &gw.proxy_url(),
-        "--data-binary",
-        &data,
-        "-w",
-        "\n%{http_code}",
-        url,
-    ])
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_icap_with_clamd_judges_downloads_and_uploads() {
     let icap = IcapStack::start();

@@ -413,19 +413,8 @@ fn start_worker(dir: &TempDir, extra: &str) -> (Worker, String) {
 
 /// Uploads `file` through the gateway to the origin's byte counter: "COUNT\nSTATUS".
 async fn upload(gw: &common::Gateway, origin: u16, file: &Path) -> String {
-    let data = format!("@{}", file.display());
     let url = format!("http://127.0.0.1:{origin}/count");
-    common::curl(&[
-        "-x",
-        &gw.proxy_url(),
-        "--data-binary",
-        &data,
-        "-w",
-        "\n%{http_code}",
-        &url,
-    ])
-    .await
-    .stdout
+    common::upload(gw, &url, file).await.stdout
 }
 
 /// The AV stage's hand-off: an uploaded script the signatures pass is held for the worker's

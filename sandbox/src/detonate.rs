@@ -140,6 +140,19 @@ pub enum SandboxError {
     Tracer(String),
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The sample's processes ended.
+    Exited,
+    /// Its deadline came.
+    Deadline,
+    /// Its trace outgrew `trace_bytes`.
+    TraceFull,
+    /// Its scratch folder outgrew `scratch_bytes`.
+    ScratchFull,
+}
+
 /// A file the sample left in scratch.
 #[derive(Debug, Clone, Serialize)]
 pub struct Dropped {
@@ -166,6 +179,8 @@ pub struct Run {
     pub timed_out: bool,
     /// Whether the trace outgrew its bound (the run was stopped then).
     pub trace_truncated: bool,
+    /// Whether the scratch folder outgrew its bound (the run was stopped then).
+    pub scratch_full: bool,
     /// Wall-clock time.
     pub duration: Duration,
     /// Files left in scratch (the sample itself excluded unless it changed).
@@ -259,7 +274,7 @@ impl Sandbox {
             .map_err(|e| SandboxError::Spawn(self.tools.strace.clone(), e))?;
         let out = drain(child.stdout.take(), self.limits.output_bytes);
         let err = drain(child.stderr.take(), self.limits.output_bytes);
-        let (timed_out, trace_truncated) = self.wait(&mut child, &trace_path, &scratch);
+        let ended = self.wait(&mut child, &trace_path, &scratch);
         let duration = started.elapsed();
         let output = [out.join(), err.join()]
             .into_iter()
@@ -280,8 +295,9 @@ impl Sandbox {
             trace,
             root: root_pid,
             started_at,
-            timed_out,
-            trace_truncated,
+            timed_out: ended == Ended::Deadline,
+            trace_truncated: ended == Ended::TraceFull,
+            scratch_full: ended == Ended::ScratchFull,
             duration,
             dropped,
             dropped_uncounted,
@@ -379,34 +395,38 @@ impl Sandbox {
         c
     }
 
-    /// Waits for the run to end, the deadline, or the trace bound; kills the process group
-    /// when either bound is reached. Returns (timed out, trace truncated).
-    fn wait(&self, child: &mut std::process::Child, trace: &Path, scratch: &Path) -> (bool, bool) {
+    /// Waits for the run to end, its deadline, or a bound (trace or scratch size); kills the
+    /// process group when it stops the run.
+    fn wait(&self, child: &mut std::process::Child, trace: &Path, scratch: &Path) -> Ended {
         let deadline = Instant::now() + self.limits.timeout;
-        let mut outcome = (false, false);
-        for round in 0u64.. {
+        let mut round = 0u64;
+        loop {
             if let Ok(Some(_)) = child.try_wait() {
-                return outcome;
+                return Ended::Exited;
             }
+            round += 1;
             // The scratch folder is on the host's disk: every 250 ms its size is read (a
-            // bounded walk), and a run that writes past its bound is stopped like one whose
-            // trace outgrows its own.
-            let full =
-                round % 25 == 24 && folder_bytes(scratch, 100_000) > self.limits.scratch_bytes;
-            let big =
-                full || std::fs::metadata(trace).is_ok_and(|m| m.len() > self.limits.trace_bytes);
-            if Instant::now() >= deadline || big {
-                outcome = (!big, big);
+            // bounded walk), and a run that writes past its bound is stopped.
+            let stop = if Instant::now() >= deadline {
+                Some(Ended::Deadline)
+            } else if std::fs::metadata(trace).is_ok_and(|m| m.len() > self.limits.trace_bytes) {
+                Some(Ended::TraceFull)
+            } else if round % 25 == 0 && folder_bytes(scratch, 100_000) > self.limits.scratch_bytes
+            {
+                Some(Ended::ScratchFull)
+            } else {
+                None
+            };
+            if let Some(why) = stop {
                 if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
                     let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
                 }
                 let _ = child.kill();
                 let _ = child.wait();
-                return outcome;
+                return why;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        outcome
     }
 
     /// The trace (bounded), the sample's process, and where its start is.

@@ -134,12 +134,26 @@ pub struct Report {
     pub timed_out: bool,
     /// Whether the trace outgrew its bound.
     pub trace_truncated: bool,
+    /// Whether the scratch folder outgrew its bound.
+    pub scratch_full: bool,
     /// Events past the kept count.
     pub events_dropped: u64,
     /// Wall-clock time of the run.
     pub duration_ms: u64,
     /// The first bytes of the sample's output.
     pub output: String,
+}
+
+impl Verdict {
+    /// Its name in reports and metrics (`malicious`, …, `not_detonated`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Malicious => "malicious",
+            Verdict::Suspicious => "suspicious",
+            Verdict::Clean => "clean",
+            Verdict::NotDetonated => "not_detonated",
+        }
+    }
 }
 
 impl Report {
@@ -162,6 +176,7 @@ impl Report {
             syscalls: BTreeMap::new(),
             timed_out: false,
             trace_truncated: false,
+            scratch_full: false,
             events_dropped: 0,
             duration_ms: 0,
             output: String::new(),
@@ -214,6 +229,7 @@ impl Report {
         r.network.truncate(MAX_LIST);
         r.timed_out = run.timed_out;
         r.trace_truncated = run.trace_truncated;
+        r.scratch_full = run.scratch_full;
         r.events_dropped = run.trace.dropped;
         r.duration_ms = run.duration.as_millis() as u64;
         r.output = run.output.clone();

@@ -360,22 +360,13 @@ async fn slot(w: Arc<Worker>, rx: Queue) {
                 w.metrics.tasks.with_label_values(&["done"]).inc();
                 w.metrics
                     .verdicts
-                    .with_label_values(&[verdict_name(&report)])
+                    .with_label_values(&[report.verdict.name()])
                     .inc();
                 w.set(&id, Task::Done(Arc::new(report), false));
             }
             Ok(Err(e)) => w.fail(&id, e.to_string()),
             Err(e) => w.fail(&id, format!("the detonation stopped: {e}")),
         }
-    }
-}
-
-fn verdict_name(r: &Report) -> &'static str {
-    match r.verdict {
-        crate::Verdict::Malicious => "malicious",
-        crate::Verdict::Suspicious => "suspicious",
-        crate::Verdict::Clean => "clean",
-        crate::Verdict::NotDetonated => "not_detonated",
     }
 }
 

@@ -699,6 +699,22 @@ pub struct Curl {
     pub stderr: String,
 }
 
+/// Uploads `file` (its bytes as the body, `curl --data-binary`) through the gateway's forward
+/// proxy to `url`; stdout ends with a line holding the status.
+pub async fn upload(gw: &Gateway, url: &str, file: &Path) -> Curl {
+    let data = format!("@{}", file.display());
+    curl(&[
+        "-x",
+        &gw.proxy_url(),
+        "--data-binary",
+        &data,
+        "-w",
+        "\n%{http_code}",
+        url,
+    ])
+    .await
+}
+
 /// Runs curl with `args` (bounded by --max-time).
 pub async fn curl(args: &[&str]) -> Curl {
     let out = tokio::process::Command::new("curl")
