@@ -46,6 +46,8 @@ dpkg -s rsyslog-openssl >/dev/null 2>&1 || need+=(rsyslog-openssl)
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+# ip (iproute2): the sandbox's first process routes every address to its sinkhole.
+[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
 # Headless Chromium and certutil: the browser end-to-end test (tests/chromium.rs).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)

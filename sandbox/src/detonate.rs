@@ -1,13 +1,16 @@
 //! One detonation: the sample in a task folder's scratch directory, run under bubblewrap
-//! (its own pid, mount, ipc, uts, cgroup and network namespaces: loopback only; the host's
-//! `/usr` and `/etc` read-only and nothing else of it, a private `/tmp`, the scratch folder the
-//! only writable place, a resolver file naming 127.0.0.1 so lookups are sent where the trace
-//! sees them), dropped to an
-//! unprivileged uid with no capabilities and `no_new_privs` (`setpriv`), under rlimits
-//! (`prlimit`: CPU, address space, processes, file size, open files), traced from outside the
-//! sandbox by `strace -f` (the sample cannot reach its tracer's output), and killed with its
-//! whole process group at the wall-clock deadline or when its trace outgrows its bound.
-//! Killing bubblewrap ends the pid namespace, so no process outlives the task.
+//! (its own pid, mount, ipc, uts, cgroup and network namespaces; the host's `/usr` and `/etc`
+//! read-only and nothing else of it, a private `/tmp`, the scratch folder the only writable
+//! place, a resolver file naming 127.0.0.1). The sandbox's first process is the gateway's own
+//! binary (`sekisho sandbox init`, [`crate::inside`]): it serves a make-believe network
+//! inside the namespace (every address routed to loopback, a resolver answering every name,
+//! a sinkhole recording what clients send: [`crate::netsim`]), then the sample's process
+//! confines itself (Landlock, seccomp: [`crate::confine`]), drops to an unprivileged uid with
+//! no capabilities and `no_new_privs` (`setpriv`), takes its rlimits (`prlimit`: CPU, address
+//! space, processes, file size, open files) and runs the sample. Everything is traced from
+//! outside the sandbox by `strace -f` (the sample cannot reach its tracer's output) and
+//! killed with its whole process group at the wall-clock deadline or when its trace outgrows
+//! its bound. Killing bubblewrap ends the pid namespace, so no process outlives the task.
 
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -19,6 +22,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::inside::HELPER;
+use crate::netsim::NetRecord;
 use crate::sniff::Runner;
 use crate::trace::Trace;
 
@@ -29,14 +34,20 @@ sendmmsg,unlink,unlinkat,rmdir,rename,renameat,renameat2,chmod,fchmod,fchmodat,p
 mount,umount2,pivot_root,fork,vfork,clone,clone3,kill,tkill,tgkill,setuid,setgid,setreuid,\
 setregid,setresuid,setresgid,memfd_create,nanosleep,clock_nanosleep,chdir,fchdir,io_uring_setup";
 
+/// Bytes of the sandbox's own messages (records, tool errors) read at most.
+const MESSAGE_BYTES: usize = 1 << 20;
+
 /// Folders of `/etc` the sample never sees (the gateway's own config, keys and logs).
 const HIDDEN: &[&str] = &["/etc/sekisho"];
 
 /// Where the scratch folder is inside the sandbox.
 pub const SCRATCH: &str = "/tmp/scratch";
 
-/// The uid and gid the sample runs as (`nobody`).
+/// The uid and gid the sample runs as when the worker is root (`nobody`).
 const NOBODY: u32 = 65534;
+/// Capabilities the sandbox's first process keeps in a user namespace: routes, the
+/// resolver's port, and dropping the rest for the sample.
+const INIT_CAPS: &[&str] = &["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_SETPCAP"];
 
 /// Bounds on one detonation.
 #[derive(Debug, Clone)]
@@ -100,6 +111,9 @@ pub struct Tools {
     pub setpriv: PathBuf,
     /// util-linux `prlimit`.
     pub prlimit: PathBuf,
+    /// The gateway's own binary, run inside the sandbox as its first process
+    /// (`sekisho sandbox init`): the make-believe network and the sample's confinement.
+    pub helper: PathBuf,
 }
 
 impl Default for Tools {
@@ -109,6 +123,7 @@ impl Default for Tools {
             strace: "/usr/bin/strace".into(),
             setpriv: "/usr/bin/setpriv".into(),
             prlimit: "/usr/bin/prlimit".into(),
+            helper: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/sekisho".into()),
         }
     }
 }
@@ -116,10 +131,16 @@ impl Default for Tools {
 impl Tools {
     /// The first tool that is missing, if any.
     pub fn missing(&self) -> Option<&Path> {
-        [&self.bwrap, &self.strace, &self.setpriv, &self.prlimit]
-            .into_iter()
-            .find(|p| !p.is_file())
-            .map(PathBuf::as_path)
+        [
+            &self.bwrap,
+            &self.strace,
+            &self.setpriv,
+            &self.prlimit,
+            &self.helper,
+        ]
+        .into_iter()
+        .find(|p| !p.is_file())
+        .map(PathBuf::as_path)
     }
 }
 
@@ -138,6 +159,9 @@ pub enum SandboxError {
     /// The tracer or the sandbox refused to run (what they printed).
     #[error("the tracer wrote no trace; it said: {0}")]
     Tracer(String),
+    /// The sandbox could not be set up (network, confinement): the sample was not run.
+    #[error("the sandbox could not be set up, the sample was not run: {0}")]
+    Setup(String),
 }
 
 /// How a run ended.
@@ -189,6 +213,9 @@ pub struct Run {
     pub dropped_uncounted: usize,
     /// The first bytes of what the sample wrote to stdout and stderr.
     pub output: String,
+    /// What the sandbox's first process recorded: confinement, resolver queries, the
+    /// sinkhole's connections.
+    pub network: Vec<NetRecord>,
 }
 
 /// A sandbox: tools, limits and where task folders go.
@@ -273,18 +300,32 @@ impl Sandbox {
             .spawn()
             .map_err(|e| SandboxError::Spawn(self.tools.strace.clone(), e))?;
         let out = drain(child.stdout.take(), self.limits.output_bytes);
-        let err = drain(child.stderr.take(), self.limits.output_bytes);
+        let err = drain(child.stderr.take(), MESSAGE_BYTES);
         let ended = self.wait(&mut child, &trace_path, &scratch);
         let duration = started.elapsed();
-        let output = [out.join(), err.join()]
-            .into_iter()
-            .map(|h| h.unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("");
+        let output = out.join().unwrap_or_default();
+        let (network, messages) = records(&err.join().unwrap_or_default());
         if !trace_path.exists() {
-            return Err(SandboxError::Tracer(output.trim().to_string()));
+            return Err(SandboxError::Tracer(messages.trim().to_string()));
+        }
+        if let Some(reason) = network.iter().find_map(|n| match n {
+            NetRecord::Failed { reason } => Some(reason.clone()),
+            _ => None,
+        }) {
+            return Err(SandboxError::Setup(reason));
         }
         let (trace, root_pid, started_at) = self.read_trace(&trace_path)?;
+        let confined = network
+            .iter()
+            .any(|n| matches!(n, NetRecord::Confined { .. }));
+        if root_pid.is_none() || !confined {
+            // Nothing of the sample ran confined: never a clean verdict.
+            let said = format!("{} {}", messages.trim(), output.trim());
+            return Err(SandboxError::Setup(format!(
+                "the sample never started confined; the sandbox said: {}",
+                said.trim()
+            )));
+        }
         let (dropped, dropped_uncounted) = dropped_files(
             &scratch,
             sample,
@@ -302,10 +343,12 @@ impl Sandbox {
             dropped,
             dropped_uncounted,
             output,
+            network,
         })
     }
 
-    /// `strace … -- bwrap … -- setpriv … -- prlimit … -- [interpreter] sample`.
+    /// `strace … -- bwrap … -- sekisho sandbox init -- setpriv … -- prlimit … --
+    /// [interpreter] sample` (`init` runs the rest through `sekisho sandbox confine`).
     fn command(&self, task: &Path, trace: &Path, runner: Runner, root: bool) -> Command {
         let l = &self.limits;
         let t = &self.tools;
@@ -320,7 +363,7 @@ impl Sandbox {
             "--seccomp-bpf",
             "--pidns-translation",
         ])
-        .args(["-e", "signal=none"])
+        .args(["-e", "signal=SIGSYS"])
         .args(["-e", &format!("trace={TRACED}")])
         .arg("-o")
         .arg(trace)
@@ -341,6 +384,9 @@ impl Sandbox {
         .arg("--ro-bind")
         .arg(task.join("resolv.conf"))
         .arg("/etc/resolv.conf")
+        .arg("--ro-bind")
+        .arg(&t.helper)
+        .arg(HELPER)
         .args([
             "--unshare-ipc",
             "--unshare-pid",
@@ -352,29 +398,35 @@ impl Sandbox {
         .args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"])
         .args(["--setenv", "HOME", SCRATCH]);
         if root {
-            // bubblewrap keeps root inside; setpriv drops to nobody with no capabilities.
-            c.arg("--").arg(&t.setpriv).args([
-                &format!("--reuid={NOBODY}"),
-                &format!("--regid={NOBODY}"),
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-                "--no-new-privs",
-            ]);
+            // bubblewrap keeps root inside: the first process sets up the network, then
+            // setpriv drops the sample to nobody with no capabilities.
+            c.args(["--", HELPER, "sandbox", "init", "--"])
+                .arg(&t.setpriv)
+                .args([
+                    &format!("--reuid={NOBODY}"),
+                    &format!("--regid={NOBODY}"),
+                    "--clear-groups",
+                    "--inh-caps=-all",
+                    "--bounding-set=-all",
+                    "--no-new-privs",
+                ]);
         } else {
-            // Unprivileged: a user namespace maps the caller to nobody.
-            c.args([
-                "--unshare-user",
-                "--uid",
-                "65534",
-                "--gid",
-                "65534",
-                "--cap-drop",
-                "ALL",
-            ])
-            .arg("--")
-            .arg(&t.setpriv)
-            .arg("--no-new-privs");
+            // Unprivileged: a user namespace whose root (the caller, outside) keeps only the
+            // network capabilities the first process needs; the sample keeps none, and
+            // secure bits stop it regaining them by running a program.
+            c.args(["--unshare-user", "--uid", "0", "--gid", "0"]);
+            for cap in INIT_CAPS {
+                c.args(["--cap-add", cap]);
+            }
+            c.args(["--", HELPER, "sandbox", "init", "--"])
+                .arg(&t.setpriv)
+                .args([
+                    "--no-new-privs",
+                    "--inh-caps=-all",
+                    "--ambient-caps=-all",
+                    "--bounding-set=-all",
+                    "--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked,+keep_caps_locked",
+                ]);
         }
         c.arg("--")
             .arg(&t.prlimit)
@@ -495,6 +547,23 @@ fn sample_start(trace: &Trace, tools: &Tools) -> (Option<u32>, usize) {
         }
     }
     (root, trace.events.len())
+}
+
+/// The sandbox's records, and its other messages (tools' errors), from its standard error.
+fn records(text: &str) -> (Vec<NetRecord>, String) {
+    let mut out = Vec::new();
+    let mut other = String::new();
+    for line in text.lines() {
+        match NetRecord::parse(line) {
+            Some(r) if out.len() < crate::netsim::MAX_RECORDS + 64 => out.push(r),
+            Some(_) => {}
+            None => {
+                other.push_str(line);
+                other.push('\n');
+            }
+        }
+    }
+    (out, other)
 }
 
 /// Reads a pipe to its end on a thread, keeping the first `keep` bytes.

@@ -1,12 +1,17 @@
 //! Sekisho's sandbox: files exchanged between medical applications and clients are run on the
 //! gateway's own host, isolated (namespaces, an unprivileged uid without capabilities,
-//! rlimits, a deadline; `detonate`), their syscalls traced (`trace`), and what they did
-//! scored against behaviour signatures the SOC edits (`rules`, `report`). Nothing leaves the
-//! host. ELF programs and shell, Python and Perl scripts are run (`sniff`); other types are
+//! rlimits, a deadline; `detonate`; Landlock and seccomp, `confine`), their syscalls traced
+//! (`trace`), their network answered by a make-believe one that records what they try
+//! (`netsim`, served by the sandbox's first process, `inside`), and what they did scored
+//! against behaviour signatures the SOC edits (`rules`, `report`). Nothing leaves the host.
+//! ELF programs and shell, Python and Perl scripts are run (`sniff`); other types are
 //! reported as not detonated.
 
 pub mod cache;
+pub mod confine;
 pub mod detonate;
+pub mod inside;
+pub mod netsim;
 pub mod report;
 pub mod rules;
 pub mod serve;

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::confine::LandlockLevel;
 use crate::detonate::{Dropped, Run};
+use crate::netsim::NetRecord;
 use crate::rules::{On, Rules, Signature};
 use crate::trace::{Call, Event};
 
@@ -93,9 +95,21 @@ pub struct Attempt {
     pub syscall: String,
     /// The address.
     pub addr: String,
-    /// The error, when it failed (in the sandbox every remote attempt fails).
+    /// The error, when it failed (a connection reaches the sandbox's sinkhole only on the
+    /// ports it serves).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// How the sample was confined, as its sandbox reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct Confinement {
+    /// How far Landlock went on this kernel.
+    pub landlock: LandlockLevel,
+    /// The seccomp filters were installed (a run without them never starts the sample).
+    pub seccomp: bool,
+    /// Every address led to the sinkhole (else only names the resolver answered).
+    pub any_address: bool,
 }
 
 /// The report of one sample.
@@ -128,6 +142,12 @@ pub struct Report {
     pub network: Vec<Attempt>,
     /// Names asked of the resolver.
     pub dns: Vec<String>,
+    /// Connections the sandbox's sinkhole accepted: address, the name it was resolved for,
+    /// protocol, the HTTP request, the first bytes sent.
+    pub connections: Vec<NetRecord>,
+    /// How the sample was confined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<Confinement>,
     /// Traced calls by name.
     pub syscalls: BTreeMap<String, u64>,
     /// Whether the deadline ended the run.
@@ -173,6 +193,8 @@ impl Report {
             files_uncounted: 0,
             network: Vec::new(),
             dns: Vec::new(),
+            connections: Vec::new(),
+            confinement: None,
             syscalls: BTreeMap::new(),
             timed_out: false,
             trace_truncated: false,
@@ -227,6 +249,14 @@ impl Report {
             }
         }
         r.network.truncate(MAX_LIST);
+        r.connections = run
+            .network
+            .iter()
+            .filter(|n| matches!(n, NetRecord::Connection { .. }))
+            .take(MAX_LIST)
+            .cloned()
+            .collect();
+        r.confinement = confinement(&run.network);
         r.timed_out = run.timed_out;
         r.trace_truncated = run.trace_truncated;
         r.scratch_full = run.scratch_full;
@@ -235,6 +265,22 @@ impl Report {
         r.output = run.output.clone();
         r
     }
+}
+
+/// The confinement the sandbox's records tell of.
+fn confinement(records: &[NetRecord]) -> Option<Confinement> {
+    let landlock = records.iter().find_map(|n| match n {
+        NetRecord::Confined { landlock } => Some(*landlock),
+        _ => None,
+    })?;
+    let any_address = records
+        .iter()
+        .any(|n| matches!(n, NetRecord::Network { any_address: true }));
+    Some(Confinement {
+        landlock,
+        seccomp: true,
+        any_address,
+    })
 }
 
 /// What a file the sandbox does not run is, by its first bytes.
@@ -299,6 +345,7 @@ fn subject(e: &Event) -> Option<(On, String)> {
         Call::Memfd { name } => (On::Memfd, name.clone()),
         Call::Sleep => (On::Sleep, String::new()),
         Call::IoUring => (On::IoUring, String::new()),
+        Call::Refused { name } => (On::Refused, name.clone()),
         Call::Send { .. } | Call::Chdir { .. } => return None,
     })
 }
@@ -331,6 +378,24 @@ fn hit(s: &Signature, events: &[(usize, &Event)], run: &Run) -> Option<Hit> {
                     "the run reached its deadline ({} ms)",
                     run.duration.as_millis()
                 ));
+            }
+        }
+        On::Http => {
+            for n in &run.network {
+                let NetRecord::Connection {
+                    request: Some(req),
+                    dst,
+                    ..
+                } = n
+                else {
+                    continue;
+                };
+                if matches_path(s, req) && (s.port.is_empty() || s.port.contains(&dst.port())) {
+                    count += 1;
+                    if evidence.len() < EVIDENCE {
+                        evidence.push(clip(format!("{req} (to {dst})"), MAX_TEXT));
+                    }
+                }
             }
         }
         On::Dropped => {
@@ -428,10 +493,12 @@ fn event_matches(s: &Signature, e: &Event, earlier: &HashSet<String>) -> bool {
 /// The sample's processes: what each ran, its parent, how it ended.
 fn processes(run: &Run, events: &[(usize, &Event)]) -> Vec<Process> {
     let mut out: Vec<Process> = Vec::new();
+    let mut at: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
     for (_, e) in events {
-        let i = match out.iter().position(|p| p.pid == e.pid) {
-            Some(i) => i,
+        let i = match at.get(&e.pid) {
+            Some(&i) => i,
             None => {
+                at.insert(e.pid, out.len());
                 out.push(Process {
                     pid: e.pid,
                     parent: run.trace.parents.get(&e.pid).copied(),
@@ -454,13 +521,10 @@ fn processes(run: &Run, events: &[(usize, &Event)]) -> Vec<Process> {
             break;
         }
     }
-    for p in &mut out {
-        p.exit = run
-            .trace
-            .exits
-            .iter()
-            .find(|x| x.pid == p.pid)
-            .map(|x| x.how.clone());
+    for x in &run.trace.exits {
+        if let Some(&i) = at.get(&x.pid) {
+            out[i].exit.get_or_insert_with(|| x.how.clone());
+        }
     }
     out
 }

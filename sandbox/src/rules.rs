@@ -48,6 +48,12 @@ pub enum On {
     Sleep,
     /// An io_uring set up (its operations are not traced one by one).
     IoUring,
+    /// A call the sandbox's seccomp filter refused (the path is the call's name: `unshare`,
+    /// `setns`, `clone` with a namespace flag, `init_module`, `bpf`, `keyctl`, …; refused
+    /// mounts are `mount` events and refused io_uring calls `io_uring` events).
+    Refused,
+    /// An HTTP request the sinkhole answered (the path is `METHOD http://host/target`).
+    Http,
     /// A file left in the scratch folder.
     Dropped,
     /// The run reached its deadline.

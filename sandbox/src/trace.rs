@@ -135,6 +135,11 @@ pub enum Call {
     Sleep,
     /// `io_uring_setup`: a ring whose operations (open, connect, send) no traced call shows.
     IoUring,
+    /// A call the sandbox's seccomp filter refused with SIGSYS (it did not run).
+    Refused {
+        /// The call's name.
+        name: String,
+    },
     /// `chdir`/`fchdir`.
     Chdir {
         /// The directory.
@@ -211,7 +216,8 @@ impl Trace {
             self.exits.push(Exit { pid, how });
             return;
         }
-        if rest.starts_with("---") {
+        if let Some(signal) = rest.strip_prefix("--- ") {
+            self.signal(pid, signal);
             return;
         }
         if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
@@ -232,6 +238,50 @@ impl Trace {
             return;
         }
         self.call(pid, rest);
+    }
+
+    /// A signal line: `SIGSYS {si_signo=SIGSYS, si_code=SYS_SECCOMP, …, si_syscall=__NR_mount,
+    /// …} ---` is a call the sandbox's seccomp filter refused (refused mounts are `Mount`
+    /// events, refused io_uring calls `IoUring` events, the rest `Refused`).
+    fn signal(&mut self, pid: u32, text: &str) {
+        if !text.starts_with("SIGSYS ") || !text.contains("si_code=SYS_SECCOMP") {
+            return;
+        }
+        let Some(at) = text.find("si_syscall=") else {
+            return;
+        };
+        let nr = &text[at + "si_syscall=".len()..];
+        let nr = &nr[..nr.find([',', '}']).unwrap_or(nr.len())];
+        let name = nr.strip_prefix("__NR_").unwrap_or(nr);
+        if name.is_empty() || name.len() > 64 {
+            return;
+        }
+        let call = match name {
+            "mount" | "umount2" | "pivot_root" | "fsopen" | "fsconfig" | "fsmount" | "fspick"
+            | "move_mount" | "open_tree" | "mount_setattr" => Call::Mount {
+                target: format!("(refused: {name})"),
+            },
+            n if n.starts_with("io_uring_") => Call::IoUring,
+            n => Call::Refused {
+                name: n.to_string(),
+            },
+        };
+        self.push(Event {
+            pid,
+            syscall: name.to_string(),
+            call,
+            ret: None,
+            error: Some("SIGSYS".into()),
+        });
+    }
+
+    /// Keeps an event, or counts it past the bound.
+    fn push(&mut self, e: Event) {
+        if self.events.len() >= self.max_events {
+            self.dropped += 1;
+            return;
+        }
+        self.events.push(e);
     }
 
     fn call(&mut self, pid: u32, text: &str) {
@@ -267,11 +317,7 @@ impl Trace {
                 self.cwd.insert(pid, path.clone());
             }
         }
-        if self.events.len() >= self.max_events {
-            self.dropped += 1;
-            return;
-        }
-        self.events.push(Event {
+        self.push(Event {
             pid,
             syscall: name.to_string(),
             call,
@@ -809,5 +855,30 @@ mod tests {
             t.line("3 fork() = 4");
         }
         assert_eq!((t.events.len(), t.dropped), (2, 3));
+    }
+
+    #[test]
+    fn calls_refused_by_seccomp_are_read_from_their_sigsys() {
+        let mut t = Trace::new("/", 100);
+        t.line("7 --- SIGSYS {si_signo=SIGSYS, si_code=SYS_SECCOMP, si_call_addr=0x7f3b, si_syscall=__NR_unshare, si_arch=AUDIT_ARCH_X86_64} ---");
+        t.line("7 --- SIGSYS {si_signo=SIGSYS, si_code=SYS_SECCOMP, si_call_addr=0x7f3b, si_syscall=__NR_mount, si_arch=AUDIT_ARCH_X86_64} ---");
+        t.line("7 --- SIGSYS {si_signo=SIGSYS, si_code=SYS_SECCOMP, si_call_addr=0x7f3b, si_syscall=__NR_io_uring_setup, si_arch=AUDIT_ARCH_X86_64} ---");
+        t.line("7 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED, si_pid=8} ---");
+        t.line("7 --- SIGSYS {si_signo=SIGSYS, si_code=SI_USER, si_pid=9} ---");
+        let calls: Vec<_> = t.events.iter().map(|e| e.call.clone()).collect();
+        assert_eq!(
+            calls,
+            vec![
+                Call::Refused {
+                    name: "unshare".into()
+                },
+                Call::Mount {
+                    target: "(refused: mount)".into()
+                },
+                Call::IoUring,
+            ]
+        );
+        assert_eq!(t.events[0].error.as_deref(), Some("SIGSYS"));
+        assert_eq!(t.events[0].syscall, "unshare");
     }
 }
