@@ -169,7 +169,7 @@ fn a_script_that_persists_steals_and_downloads_is_malicious() {
 /// The sandbox's make-believe network: a name resolves to an address of its own, any address
 /// reaches the sinkhole, which records what the sample sends and answers HTTP; a namespace
 /// call is refused with SIGSYS and named; the sample cannot signal the sandbox's first process
-/// (Landlock's scope), so the network still answers after `kill -9 -1`.
+/// (another uid), so the network still answers after `kill -9 -1`.
 #[test]
 fn the_network_is_make_believe_and_escapes_are_refused() {
     let dir = TempDir::new("sandbox-net");
@@ -212,11 +212,9 @@ fn the_network_is_make_believe_and_escapes_are_refused() {
     assert_eq!(r["confinement"]["seccomp"], true, "{r:#}");
     assert_eq!(r["confinement"]["any_address"], true, "{r:#}");
     assert_ne!(r["confinement"]["landlock"], "none", "{r:#}");
-    if r["confinement"]["landlock"] == "full" {
-        // Scoped: `kill -9 -1` could not reach the sandbox's first process.
-        let after = find("198.18.0.2:8080");
-        assert_eq!(after["request"], "GET http://after.example.test/after");
-    }
+    // `kill -9 -1` could not reach the sandbox's first process.
+    let after = find("198.18.0.2:8080");
+    assert_eq!(after["request"], "GET http://after.example.test/after");
     assert!(r["dns"]
         .as_array()
         .unwrap()
@@ -229,6 +227,34 @@ fn the_network_is_make_believe_and_escapes_are_refused() {
         .find(|f| f["path"] == "/tmp/scratch/stage2.sh")
         .unwrap_or_else(|| panic!("{r:#}"));
     assert!(stage2["size"].as_u64().unwrap() > 40, "{r:#}");
+}
+
+/// The sandbox's first process refuses to run outside a network namespace of its own (its
+/// routes would take over the host's network): checked in a namespace of the test's own that
+/// holds a veth pair, so the host is never at stake.
+#[test]
+fn the_first_process_refuses_a_network_namespace_that_is_not_its_own() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root for a network namespace with a veth pair");
+        return;
+    }
+    let script = format!(
+        "ip link add sekisho0 type veth peer name sekisho1 && {} sandbox init -- /bin/true; echo \"rc=$?\"; \
+         ip route show table local | grep -c '^local default' || true",
+        bin()
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("rc=125"), "{text} {err}");
+    assert!(text.trim_end().ends_with('0'), "a route was added: {text}");
+    assert!(
+        err.contains("not in a sandbox's own network namespace"),
+        "{err}"
+    );
 }
 
 /// Fail closed: a sandbox whose first process never runs the sample confined gives an error,
@@ -507,8 +533,9 @@ async fn upload(gw: &common::Gateway, origin: u16, file: &Path) -> String {
 
 /// The AV stage's hand-off: an uploaded script the signatures pass is held for the worker's
 /// verdict and blocked when malicious (it never reaches the origin), delivered when clean;
-/// the same file again is judged from the worker's cache; no verdict in time delivers with
-/// an `uninspected` event (`on_timeout = "alert"`).
+/// the same file again is judged from the worker's cache; a malicious script inside a zip is
+/// submitted on its own and blocks the upload; no verdict in time delivers with an
+/// `uninspected` event (`on_timeout = "alert"`).
 // The lock only orders this file's tests (each on its own runtime); no task of this runtime
 // takes it, so holding it across the awaits cannot deadlock.
 #[allow(clippy::await_holding_lock)]
@@ -551,6 +578,34 @@ async fn uploads_are_held_for_the_sandbox_verdict() {
     let r = upload(&gw, origin.port, &bad).await;
     assert!(r.ends_with("\n403"), "again: {r}");
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // A program inside an archive is submitted on its own, named by where it was found.
+    let tools = dir.path().join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::write(
+        tools.join("install.sh"),
+        "#!/bin/sh\n# installer\ncat /etc/shadow\necho '* * * * * x' > /etc/cron.d/z\n",
+    )
+    .unwrap();
+    std::fs::write(tools.join("README.txt"), "read me\n").unwrap();
+    let zipped = Command::new("zip")
+        .current_dir(dir.path())
+        .args(["-q", "-r", "tools.zip", "tools"])
+        .status()
+        .unwrap();
+    assert!(zipped.success());
+    let r = upload(&gw, origin.port, &dir.path().join("tools.zip")).await;
+    assert!(
+        r.ends_with("\n403"),
+        "an archive holding a malicious script: {r}"
+    );
+    let ev = gw.wait_line("events.jsonl", |v| {
+        v["rule"]["id"] == "Sandbox.Malicious"
+            && v["evidence"]["location"]
+                .as_str()
+                .is_some_and(|l| l.contains("install.sh"))
+    });
+    let location = ev["evidence"]["location"].as_str().unwrap();
+    assert!(location.starts_with("request.body > "), "{ev}");
     let size = std::fs::metadata(&slow).unwrap().len();
     assert_eq!(
         upload(&gw, origin.port, &slow).await,

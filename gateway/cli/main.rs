@@ -191,18 +191,11 @@ enum SandboxCommand {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Internal: the sandbox's first process (the make-believe network), run inside the
-    /// sandbox by `run` and `serve`.
+    /// Internal: the sandbox's first process (the make-believe network, the sample's
+    /// confinement), run inside the sandbox by `run` and `serve`.
     #[command(hide = true)]
     Init {
         /// The confined command.
-        #[arg(last = true, required = true)]
-        command: Vec<std::ffi::OsString>,
-    },
-    /// Internal: confines itself (Landlock, seccomp) and runs the command, inside the sandbox.
-    #[command(hide = true)]
-    Confine {
-        /// The command.
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
     },
@@ -411,9 +404,6 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Sandbox {
             command: SandboxCommand::Init { command },
         } => Ok(status(sekisho_sandbox::inside::init(&command))),
-        Command::Sandbox {
-            command: SandboxCommand::Confine { command },
-        } => Ok(status(sekisho_sandbox::inside::confine(&command))),
         Command::Logs {
             command: LogsCommand::Verify { key, files },
         } => verify_logs(key, &files),

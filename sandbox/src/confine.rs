@@ -1,10 +1,10 @@
-//! What the sample's first process puts on itself before it runs the sample (inherited by
+//! What the sandbox's first process puts on itself before it starts the sample (inherited by
 //! every process the sample starts): a Landlock domain and two seccomp filters.
 //!
 //! - Landlock (where the kernel has it): read and run anything the sandbox shows, write only
-//!   under `/tmp` (scratch included), `/var/tmp`, `/dev` and `/proc`; scoped so the sample can
-//!   neither signal nor trace a process outside its domain (the sandbox's resolver and
-//!   sinkhole) nor reach an abstract socket made outside it.
+//!   under `/tmp` (scratch included), `/var/tmp`, `/dev` and `/proc`; scoped so no process of
+//!   the domain can signal a process outside it (bubblewrap's own) nor reach an abstract
+//!   socket made outside it.
 //! - seccomp: the calls a program needs to leave or weaken a sandbox (mount and the new mount
 //!   API, namespaces, kernel modules and kexec, BPF, perf, keyrings, opening by handle,
 //!   userfaultfd, io_uring, the kernel log, raw port I/O) send SIGSYS instead of running

@@ -4,9 +4,9 @@
 //! place, a resolver file naming 127.0.0.1). The sandbox's first process is the gateway's own
 //! binary (`sekisho sandbox init`, [`crate::inside`]): it serves a make-believe network
 //! inside the namespace (every address routed to loopback, a resolver answering every name,
-//! a sinkhole recording what clients send: [`crate::netsim`]), then the sample's process
-//! confines itself (Landlock, seccomp: [`crate::confine`]), drops to an unprivileged uid with
-//! no capabilities and `no_new_privs` (`setpriv`), takes its rlimits (`prlimit`: CPU, address
+//! a sinkhole recording what clients send: [`crate::netsim`]) and confines itself (Landlock,
+//! seccomp: [`crate::confine`]) before it starts the sample's process, which drops to an
+//! unprivileged uid with no capabilities and `no_new_privs` (`setpriv`), takes its rlimits (`prlimit`: CPU, address
 //! space, processes, file size, open files) and runs the sample. Everything is traced from
 //! outside the sandbox by `strace -f` (the sample cannot reach its tracer's output) and
 //! killed with its whole process group at the wall-clock deadline or when its trace outgrows
@@ -348,7 +348,7 @@ impl Sandbox {
     }
 
     /// `strace … -- bwrap … -- sekisho sandbox init -- setpriv … -- prlimit … --
-    /// [interpreter] sample` (`init` runs the rest through `sekisho sandbox confine`).
+    /// [interpreter] sample`.
     fn command(&self, task: &Path, trace: &Path, runner: Runner, root: bool) -> Command {
         let l = &self.limits;
         let t = &self.tools;

@@ -44,7 +44,7 @@ const HTTP_BODY: &[u8] = b"#!/bin/sh\n# sekisho sandbox sinkhole\nexit 0\n";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NetRecord {
-    /// The sample's process confined itself.
+    /// The sandbox's first process confined itself and the sample it runs.
     Confined {
         /// How far Landlock went.
         landlock: LandlockLevel,

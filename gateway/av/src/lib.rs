@@ -16,7 +16,10 @@ pub use config::{AvConfig, LimitAction};
 pub use engine::{Detection, Engine, LoadReport, EXTERNALS};
 pub use metrics::AvMetrics;
 pub use plug::AvEngine;
-pub use scan::{issue_name, scan_bytes, ExecutableSeen, FileVerdict, ScanHit, ScanReport};
+pub use scan::{
+    issue_name, scan_bytes, scan_bytes_keeping, ExecutableSeen, FileVerdict, Program, ScanHit,
+    ScanReport,
+};
 pub use stage::AvStage;
 
 use std::path::PathBuf;

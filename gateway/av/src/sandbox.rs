@@ -144,6 +144,11 @@ impl SandboxClient {
         self.config.types.iter().any(|x| x == t).then_some(t)
     }
 
+    /// Whether files the sandbox runs as `kind` (`elf`, `sh`, …) are submitted (`types`).
+    pub fn wants(&self, kind: &str) -> bool {
+        self.config.types.iter().any(|x| x == kind)
+    }
+
     /// Whether `data` is over `max_file_bytes` (not submitted: an `uninspected` event).
     pub fn too_large(&self, data: &[u8]) -> bool {
         data.len() as u64 > self.config.max_file_bytes

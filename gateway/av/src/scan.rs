@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sekisho_content::formats::{exe, filetype};
-use sekisho_content::{walk, Control, Hints, Issue, IssueKind, Limits};
+use sekisho_content::{walk, Control, Hints, Issue, IssueKind, Limits, Piece};
 use serde::Serialize;
 
 use crate::{AvError, Detection, Engine};
@@ -44,6 +44,25 @@ pub struct ExecutableSeen {
 
 /// Executables reported per scan at most (the rest are still scanned).
 const MAX_EXECUTABLES: usize = 1000;
+/// Bytes of programs kept for the sandbox per scan, all together.
+const PROGRAM_BYTES: usize = 64 << 20;
+
+/// A program or script met inside a container (an archive member, a decoded body, a mail
+/// attachment), kept for the sandbox.
+#[derive(Clone, Debug)]
+pub struct Program {
+    /// Where: `response.body > zip:tools/setup.sh`.
+    pub provenance: String,
+    /// Its name, when the container gave one.
+    pub name: Option<String>,
+    /// How the sandbox runs it (`elf`, `sh`, `bash`, `python`, `perl`).
+    pub kind: &'static str,
+    /// Its size.
+    pub size: u64,
+    /// Its bytes; `None` when keeping them would pass the scan's bound (64 MiB in all), or
+    /// the piece was cut short at a limit: it cannot be judged.
+    pub data: Option<Bytes>,
+}
 
 /// A whole scan's outcome.
 #[derive(Clone, Debug, Default)]
@@ -56,6 +75,9 @@ pub struct ScanReport {
     pub issues: Vec<Issue>,
     /// Pieces scanned.
     pub pieces: u32,
+    /// Programs and scripts met inside containers (when asked for: see
+    /// [`scan_bytes_keeping`]), in walk order.
+    pub programs: Vec<Program>,
     /// An engine failure (not a timeout), if any.
     pub error: Option<String>,
 }
@@ -84,6 +106,29 @@ impl ScanReport {
     }
 }
 
+/// Keeps `piece` when the sandbox runs its kind: its bytes while `kept` stays under
+/// [`PROGRAM_BYTES`] and fewer than `max` are kept, else only its place (at most `max` more).
+fn keep_program(out: &mut Vec<Program>, kept: &mut usize, max: usize, piece: &Piece<'_>) {
+    if out.len() >= max * 2 {
+        return;
+    }
+    let Some(runner) = sekisho_sandbox::sniff::runner(piece.data) else {
+        return;
+    };
+    let fits = out.len() < max && *kept + piece.data.len() <= PROGRAM_BYTES;
+    let data = (fits && !piece.truncated).then(|| {
+        *kept += piece.data.len();
+        Bytes::copy_from_slice(piece.data)
+    });
+    out.push(Program {
+        provenance: piece.provenance.to_string(),
+        name: piece.name.map(str::to_string),
+        kind: runner.name(),
+        size: piece.data.len() as u64,
+        data,
+    });
+}
+
 /// The ClamAV-style name of an issue kind (`Heuristics.Limits.Exceeded` in ClamAV's terms).
 pub fn issue_name(kind: IssueKind) -> &'static str {
     match kind {
@@ -103,13 +148,34 @@ pub fn scan_bytes(
     timeout: Duration,
     stop_on_first: bool,
 ) -> ScanReport {
+    scan_bytes_keeping(engine, data, root, hints, limits, timeout, stop_on_first, 0)
+}
+
+/// [`scan_bytes`], also keeping up to `programs` of the programs and scripts found inside
+/// containers (ELF, sh, bash, python, perl by content: what the sandbox runs) in
+/// [`ScanReport::programs`]; past that count they are listed without their bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn scan_bytes_keeping(
+    engine: &Engine,
+    data: &Bytes,
+    root: &str,
+    hints: &Hints<'_>,
+    limits: &Limits,
+    timeout: Duration,
+    stop_on_first: bool,
+    programs: usize,
+) -> ScanReport {
     // The thread's cached scanner for this rule set (see `Engine::with_scanner`).
     engine.with_scanner(|scanner| {
         let deadline = Instant::now() + timeout;
         let mut report = ScanReport::default();
         let mut timed_out = None;
+        let mut kept = 0usize;
         let issues = walk(data, root, hints, limits, Some(deadline), &mut |piece| {
             report.pieces += 1;
+            if programs > 0 && piece.depth > 0 {
+                keep_program(&mut report.programs, &mut kept, programs, piece);
+            }
             let mime = sekisho_content::sniff_mime(piece.data);
             let filetype = filetype::label(piece.data, piece.name);
             if report.executables.len() < MAX_EXECUTABLES {

@@ -14,8 +14,12 @@ use sekisho_core::{
 use crate::icap::{Asked, Icap, IcapMethod, Message};
 use crate::metrics::AvMetrics;
 use crate::sandbox::{Judged, OnTimeout, SandboxClient};
-use crate::scan::{issue_name, ScanReport};
-use crate::{scan_bytes, AvConfig, Engine, LimitAction};
+use crate::scan::{issue_name, Program, ScanReport};
+use crate::{scan_bytes_keeping, AvConfig, Engine, LimitAction};
+
+/// Programs found inside one body submitted to the sandbox at most (more are listed, not
+/// submitted: each is an `uninspected` event).
+const SANDBOX_MEMBERS: usize = 8;
 
 /// Bodies up to this size are scanned on the calling thread.
 const INLINE_SCAN_BYTES: usize = 64 * 1024;
@@ -190,7 +194,9 @@ impl Inspector for AvInspector {
                     .await;
             }
             if report.hits.is_empty() {
-                verdict = verdict.max(self.ask_sandbox(cx, &data, &root, &hints).await);
+                let programs = std::mem::take(&mut report.programs);
+                let asked = self.ask_sandbox(cx, &data, &root, &hints, &programs);
+                verdict = verdict.max(asked.await);
             }
             verdict.max(self.report(cx, &report))
         })
@@ -220,13 +226,18 @@ impl AvInspector {
         let inline = data.len() <= INLINE_SCAN_BYTES;
         let size = data.len();
         let (data, root, hints) = (data.clone(), root.to_string(), hints.clone());
+        let keep = if self.sandbox.is_some() {
+            SANDBOX_MEMBERS
+        } else {
+            0
+        };
         let scan = move || {
             let h = sekisho_content::Hints {
                 content_type: hints.content_type.as_deref(),
                 content_encoding: hints.content_encoding.as_deref(),
                 name: hints.name.as_deref(),
             };
-            scan_bytes(&engine, &data, &root, &h, &limits, timeout, true)
+            scan_bytes_keeping(&engine, &data, &root, &h, &limits, timeout, true, keep)
         };
         // A small body scans in place (microseconds with the thread's cached scanner); handing
         // it to the blocking pool would cost more than the scan. Larger ones (archives to
@@ -303,88 +314,47 @@ impl AvInspector {
         verdict
     }
 
-    /// Holds a program or script the signatures passed for the sandbox's verdict: malicious
-    /// blocks, suspicious alerts, clean passes; no verdict in time (or a worker that fails) is
-    /// an `uninspected` event that blocks or delivers by `on_timeout`.
+    /// Holds the programs and scripts the signatures passed for the sandbox's verdict: the
+    /// body itself, and those found inside it (archive members, a decoded body, attachments),
+    /// all submitted at once. Malicious blocks, suspicious alerts, clean passes; no verdict in
+    /// time (or a worker that fails, or a member too large to submit) is an `uninspected`
+    /// event that blocks or delivers by `on_timeout`.
     async fn ask_sandbox(
         &self,
         cx: &mut Cx<'_>,
-        data: &[u8],
+        data: &bytes::Bytes,
         root: &str,
         hints: &BodyHints,
+        programs: &[Program],
     ) -> Verdict {
         let Some(sb) = &self.sandbox else {
             return Verdict::Allow;
         };
-        let Some(file_type) = sb.eligible(data) else {
-            return Verdict::Allow;
-        };
-        let too_large = sb.too_large(data).then(|| {
-            format!(
-                "{} bytes, over av.sandbox.max_file_bytes ({})",
-                data.len(),
-                sb.config.max_file_bytes
-            )
+        let whole = sekisho_sandbox::sniff::runner(data).map(|r| Program {
+            provenance: root.to_string(),
+            name: hints.name.clone(),
+            kind: r.name(),
+            size: data.len() as u64,
+            data: Some(data.clone()),
         });
+        let asked: Vec<&Program> = whole
+            .iter()
+            .chain(programs)
+            .filter(|p| sb.wants(p.kind))
+            .collect();
+        if asked.is_empty() {
+            return Verdict::Allow;
+        }
         let left = cx.deadline().map_or(Duration::MAX, |d| {
             d.saturating_duration_since(Instant::now())
         });
-        let name = hints.name.clone().unwrap_or_default();
-        let file = |sha256: String| FileInfo {
-            name: name.clone(),
-            size: data.len() as u64,
-            sha256,
-            mime: String::new(),
-            stored: None,
-        };
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
-        let judged = match too_large {
-            Some(why) => Judged::Failed(why),
-            None => sb.judge(data, left).await,
-        };
-        let report = match judged {
-            Judged::Report(r)
-                if matches!(
-                    r["verdict"].as_str(),
-                    Some("malicious" | "suspicious" | "clean" | "not_detonated")
-                ) =>
-            {
-                r
-            }
-            Judged::Report(r) => {
-                let why = format!("no verdict in the report: {}", r["verdict"]);
-                return no_verdict(cx, sb, file_type, root, &why, file(sha));
-            }
-            Judged::Timeout(why) | Judged::Failed(why) => {
-                return no_verdict(cx, sb, file_type, root, &why, file(sha));
-            }
-        };
-        let verdict = report["verdict"].as_str().unwrap_or("");
-        let (rule, severity, outcome) = match verdict {
-            "malicious" => ("Sandbox.Malicious", Severity::High, Verdict::Block),
-            "suspicious" => ("Sandbox.Suspicious", Severity::Medium, Verdict::Alert),
-            _ => return Verdict::Allow,
-        };
-        let signatures: Vec<&str> = report["signatures"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|s| s["id"].as_str()).collect())
-            .unwrap_or_default();
-        let score = report["score"].as_u64().unwrap_or(0);
-        let message = format!(
-            "sandbox verdict {verdict} (score {score}) for {root} ({file_type}): {}",
-            signatures.join(", ")
-        );
-        let mut f = Finding::new(
-            "sandbox",
-            rule,
-            message,
-            severity,
-            "malware",
-            Evidence::new(root.to_string(), &signatures.join(", ")),
-        );
-        f.file = Some(file(sha));
-        cx.report(f);
-        outcome
+        let judged =
+            futures_util::future::join_all(asked.iter().map(|p| judge_one(sb, p, left))).await;
+        let mut verdict = Verdict::Allow;
+        for (p, j) in asked.iter().zip(judged) {
+            verdict = verdict.max(sandbox_verdict(cx, sb, p, j));
+        }
+        verdict
     }
 
     /// Findings for the report's hits and issues, and the verdict they call for.
@@ -436,6 +406,83 @@ impl AvInspector {
         }
         verdict
     }
+}
+
+/// The sandbox's answer for one program: its report, or why there is none (too large to
+/// submit, cut short at a limit, no verdict in time, a worker that failed).
+async fn judge_one(sb: &SandboxClient, p: &Program, left: Duration) -> Judged {
+    match &p.data {
+        Some(d) if sb.too_large(d) => Judged::Failed(format!(
+            "{} bytes, over av.sandbox.max_file_bytes ({})",
+            d.len(),
+            sb.config.max_file_bytes
+        )),
+        Some(d) => sb.judge(d, left).await,
+        None => Judged::Failed(format!(
+            "{} bytes not kept for the sandbox (cut at a limit, or past the programs kept per body)",
+            p.size
+        )),
+    }
+}
+
+/// The finding and verdict for one program's answer.
+fn sandbox_verdict(cx: &mut Cx<'_>, sb: &SandboxClient, p: &Program, judged: Judged) -> Verdict {
+    let (root, file_type) = (p.provenance.as_str(), p.kind);
+    let sha = p
+        .data
+        .as_deref()
+        .map(|d| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(d)))
+        .unwrap_or_default();
+    let file = FileInfo {
+        name: p.name.clone().unwrap_or_default(),
+        size: p.size,
+        sha256: sha,
+        mime: String::new(),
+        stored: None,
+    };
+    let report = match judged {
+        Judged::Report(r)
+            if matches!(
+                r["verdict"].as_str(),
+                Some("malicious" | "suspicious" | "clean" | "not_detonated")
+            ) =>
+        {
+            r
+        }
+        Judged::Report(r) => {
+            let why = format!("no verdict in the report: {}", r["verdict"]);
+            return no_verdict(cx, sb, file_type, root, &why, file);
+        }
+        Judged::Timeout(why) | Judged::Failed(why) => {
+            return no_verdict(cx, sb, file_type, root, &why, file);
+        }
+    };
+    let verdict = report["verdict"].as_str().unwrap_or("");
+    let (rule, severity, outcome) = match verdict {
+        "malicious" => ("Sandbox.Malicious", Severity::High, Verdict::Block),
+        "suspicious" => ("Sandbox.Suspicious", Severity::Medium, Verdict::Alert),
+        _ => return Verdict::Allow,
+    };
+    let signatures: Vec<&str> = report["signatures"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["id"].as_str()).collect())
+        .unwrap_or_default();
+    let score = report["score"].as_u64().unwrap_or(0);
+    let message = format!(
+        "sandbox verdict {verdict} (score {score}) for {root} ({file_type}): {}",
+        signatures.join(", ")
+    );
+    let mut f = Finding::new(
+        "sandbox",
+        rule,
+        message,
+        severity,
+        "malware",
+        Evidence::new(root.to_string(), &signatures.join(", ")),
+    );
+    f.file = Some(file);
+    cx.report(f);
+    outcome
 }
 
 /// The event for a file the sandbox did not judge (no verdict in time, a worker that failed
