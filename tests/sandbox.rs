@@ -535,7 +535,8 @@ async fn upload(gw: &common::Gateway, origin: u16, file: &Path) -> String {
 /// verdict and blocked when malicious (it never reaches the origin), delivered when clean;
 /// the same file again is judged from the worker's cache; a malicious script inside a zip is
 /// submitted on its own and blocks the upload; no verdict in time delivers with an
-/// `uninspected` event (`on_timeout = "alert"`).
+/// `uninspected` event (`on_timeout = "alert"`), and the verdict that comes later is a
+/// `Sandbox.LateMalicious` event of the same flow.
 // The lock only orders this file's tests (each on its own runtime); no task of this runtime
 // takes it, so holding it across the awaits cannot deadlock.
 #[allow(clippy::await_holding_lock)]
@@ -556,7 +557,11 @@ async fn uploads_are_held_for_the_sandbox_verdict() {
         "#!/bin/sh\ncat /etc/shadow\necho '* * * * * x' > /etc/cron.d/z\n",
     );
     let good = write(&dir, "good.sh", "#!/bin/sh\necho hello > out.txt\n");
-    let slow = write(&dir, "slow.sh", "#!/bin/sh\nsleep 8\n");
+    let slow = write(
+        &dir,
+        "slow.sh",
+        "#!/bin/sh\nsleep 4\ncat /etc/shadow\necho '* * * * * x' > /etc/cron.d/late\n",
+    );
     let r = upload(&gw, origin.port, &bad).await;
     assert!(r.ends_with("\n403"), "malicious upload: {r}");
     let ev = gw.wait_line("events.jsonl", |v| v["rule"]["id"] == "Sandbox.Malicious");
@@ -613,6 +618,20 @@ async fn uploads_are_held_for_the_sandbox_verdict() {
     );
     let ev = gw.wait_line("events.jsonl", |v| v["rule"]["id"] == "Sandbox.NoVerdict");
     assert_eq!(ev["event"]["category"], "uninspected", "{ev}");
+    // Its verdict comes after the flow was delivered: a late event of the same flow, naming
+    // the client and the file.
+    let late = gw.wait_line("events.jsonl", |v| {
+        v["rule"]["id"] == "Sandbox.LateMalicious"
+    });
+    assert_eq!(late["flow_id"], ev["flow_id"], "{late}");
+    assert_eq!(late["source"]["ip"], "127.0.0.1", "{late}");
+    assert_eq!(late["event"]["action"], "allowed", "{late}");
+    assert_eq!(late["stage"], "av", "{late}");
+    assert_eq!(late["file"]["sha256"], ev["file"]["sha256"], "{late}");
+    assert!(
+        late["file"]["sha256"].as_str().unwrap_or("").len() == 64,
+        "{late}"
+    );
     gw.stop();
     let seen = origin.seen.lock().unwrap().clone();
     assert_eq!(

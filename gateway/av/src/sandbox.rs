@@ -112,9 +112,23 @@ pub enum Judged {
     Report(serde_json::Value),
     /// No verdict by the hold deadline (the task may still finish).
     Timeout(String),
+    /// No verdict by the hold deadline for a task the worker has: it can be followed.
+    Pending {
+        /// Why there is no verdict.
+        why: String,
+        /// The worker's task id.
+        task: String,
+    },
     /// The worker could not be asked or answered with an error.
     Failed(String),
 }
+
+/// Most tasks followed for a late verdict at once (past it a task is not followed).
+const FOLLOWED: usize = 256;
+/// How long a task is followed after its flow stopped waiting.
+const FOLLOW_FOR: Duration = Duration::from_secs(600);
+/// How often a followed task is asked about.
+const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
 /// The worker's client.
 #[derive(Debug, Clone)]
@@ -123,6 +137,7 @@ pub struct SandboxClient {
     pub config: SandboxConfig,
     addr: String,
     prefix: String,
+    following: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl SandboxClient {
@@ -134,6 +149,7 @@ impl SandboxClient {
             config,
             addr,
             prefix,
+            following: std::sync::Arc::new(tokio::sync::Semaphore::new(FOLLOWED)),
         })
     }
 
@@ -173,7 +189,10 @@ impl SandboxClient {
         };
         loop {
             if Instant::now() + POLL >= deadline {
-                return Judged::Timeout(format!("no verdict within {budget:?} (task {id})"));
+                return Judged::Pending {
+                    why: format!("no verdict within {budget:?} (task {id})"),
+                    task: id,
+                };
             }
             tokio::time::sleep(POLL).await;
             let path = format!("{}/tasks/{id}", self.prefix);
@@ -194,6 +213,34 @@ impl SandboxClient {
                 Err(e) => return e,
             }
         }
+    }
+
+    /// Follows `task` after its flow stopped waiting (every second, up to ten minutes) and hands
+    /// its report to `then` once it is done. `false` when 256 tasks are followed already.
+    pub fn follow(
+        &self,
+        task: String,
+        then: impl FnOnce(serde_json::Value) + Send + 'static,
+    ) -> bool {
+        let Ok(permit) = self.following.clone().try_acquire_owned() else {
+            return false;
+        };
+        let client = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let end = Instant::now() + FOLLOW_FOR;
+            let path = format!("{}/tasks/{task}", client.prefix);
+            while Instant::now() < end {
+                tokio::time::sleep(FOLLOW_POLL).await;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                match client.call("GET", &path, &[], deadline).await {
+                    Ok((200, v)) if v["status"] == "done" => return then(v["report"].clone()),
+                    Ok((200, v)) if v["status"] == "queued" || v["status"] == "running" => {}
+                    _ => return,
+                }
+            }
+        });
+        true
     }
 
     /// One request (`Connection: close`), its status and JSON body, by `deadline`.

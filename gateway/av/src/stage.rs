@@ -453,6 +453,10 @@ fn sandbox_verdict(cx: &mut Cx<'_>, sb: &SandboxClient, p: &Program, judged: Jud
             let why = format!("no verdict in the report: {}", r["verdict"]);
             return no_verdict(cx, sb, file_type, root, &why, file);
         }
+        Judged::Pending { why, task } => {
+            follow_late(cx, sb, p, task, &file);
+            return no_verdict(cx, sb, file_type, root, &why, file);
+        }
         Judged::Timeout(why) | Judged::Failed(why) => {
             return no_verdict(cx, sb, file_type, root, &why, file);
         }
@@ -483,6 +487,48 @@ fn sandbox_verdict(cx: &mut Cx<'_>, sb: &SandboxClient, p: &Program, judged: Jud
     f.file = Some(file);
     cx.report(f);
     outcome
+}
+
+/// Follows a task whose verdict did not come in time: a malicious or suspicious verdict that
+/// comes later is an event of the flow (`Sandbox.LateMalicious`, `Sandbox.LateSuspicious`)
+/// naming the file, so the SOC can act on a file already delivered.
+fn follow_late(cx: &Cx<'_>, sb: &SandboxClient, p: &Program, task: String, file: &FileInfo) {
+    let Some(late) = cx.late() else {
+        return;
+    };
+    let (root, kind, file) = (p.provenance.clone(), p.kind, file.clone());
+    let followed = sb.follow(task, move |report| {
+        let verdict = report["verdict"].as_str().unwrap_or("");
+        let (rule, severity) = match verdict {
+            "malicious" => ("Sandbox.LateMalicious", Severity::High),
+            "suspicious" => ("Sandbox.LateSuspicious", Severity::Medium),
+            _ => return,
+        };
+        let signatures: Vec<&str> = report["signatures"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["id"].as_str()).collect())
+            .unwrap_or_default();
+        let score = report["score"].as_u64().unwrap_or(0);
+        let mut f = Finding::new(
+            "sandbox",
+            rule,
+            format!(
+                "late sandbox verdict {verdict} (score {score}) for {root} ({kind}), delivered before the verdict came: {}",
+                signatures.join(", ")
+            ),
+            severity,
+            "malware",
+            Evidence::new(root.clone(), &signatures.join(", ")),
+        );
+        f.file = Some(file);
+        late.report(f);
+    });
+    if !followed {
+        tracing::warn!(
+            "sandbox: too many tasks followed for a late verdict; {} is not",
+            p.provenance
+        );
+    }
 }
 
 /// The event for a file the sandbox did not judge (no verdict in time, a worker that failed

@@ -43,5 +43,5 @@ pub use pipeline::{
 };
 pub use resolve::Timer;
 pub use respond::{Respond, StageError};
-pub use stage::{BoxFuture, Cx, HeldBody, Inspector, Stage};
+pub use stage::{BoxFuture, Cx, HeldBody, Inspector, LateReporter, Stage};
 pub use verdict::Verdict;

@@ -215,6 +215,7 @@ impl Pipeline {
             uninspected: 0,
             said: Said::default(),
             ended: false,
+            late: None,
         }
     }
 }
@@ -278,6 +279,8 @@ pub struct Flow {
     said: Said,
     /// Whether [`Flow::end`] ran.
     ended: bool,
+    /// Where findings reported after the decision go.
+    pub(crate) late: Option<crate::stage::LateReporter>,
 }
 
 /// What stages said besides verdicts ([`Cx::respond`], [`Cx::splice`]).
@@ -312,6 +315,12 @@ impl Flow {
     /// The flow's connection facts.
     pub fn meta(&self) -> &Arc<FlowMeta> {
         &self.meta
+    }
+
+    /// Gives the stages a way to report findings after the flow was decided
+    /// ([`crate::Cx::late`]): the proxy turns them into the flow's threat events.
+    pub fn set_late(&mut self, late: crate::stage::LateReporter) {
+        self.late = Some(late);
     }
 
     /// Updates the flow's connection facts (SNI, TLS mode) as the proxy learns them.

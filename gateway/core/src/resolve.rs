@@ -70,11 +70,13 @@ async fn decide<'m>(
     index: usize,
     active: &mut Active,
     meta: &'m FlowMeta,
+    late: Option<&crate::stage::LateReporter>,
     held: &HeldBody,
     timer: &dyn Timer,
 ) -> Answer<'m> {
     let limit = active.deadline;
     let mut cx = Cx::with_deadline(meta, Instant::now() + limit);
+    cx.late = late.map(|l| l.for_stage(active.name));
     let outcome = {
         let inspector = &mut active.inspector;
         let cx = &mut cx;
@@ -141,6 +143,7 @@ impl Flow {
     ) {
         let d = dir.index();
         let meta = Arc::clone(self.meta());
+        let late = self.late.clone();
         let mut answers = Vec::new();
         if self.verdict != Verdict::Block {
             let policies: Vec<_> = self
@@ -153,7 +156,7 @@ impl Flow {
                 .iter_mut()
                 .enumerate()
                 .filter(|(_, a)| a.holding[d] && which(a))
-                .map(|(i, a)| decide(i, a, &meta, held, timer))
+                .map(|(i, a)| decide(i, a, &meta, late.as_ref(), held, timer))
                 .collect();
             while let Some(answer) = pending.next().await {
                 let (mode, on_error) = policies[answer.index];

@@ -80,6 +80,41 @@ pub trait Inspector: Send {
     }
 }
 
+/// Reports findings after a flow was decided (a verdict that came after the stage stopped
+/// waiting for it): each becomes a threat event of the flow, with the flow's facts as they were
+/// when it started. The flow's outcome does not change.
+#[derive(Clone)]
+pub struct LateReporter(std::sync::Arc<dyn Fn(Finding) + Send + Sync>);
+
+impl LateReporter {
+    /// A reporter that hands each finding to `f`.
+    pub fn new(f: impl Fn(Finding) + Send + Sync + 'static) -> Self {
+        LateReporter(std::sync::Arc::new(f))
+    }
+
+    /// Reports one finding.
+    pub fn report(&self, finding: Finding) {
+        (self.0)(finding)
+    }
+
+    /// The same reporter, naming `stage` and the flow's action (allowed: it was not stopped)
+    /// in each finding.
+    pub(crate) fn for_stage(&self, stage: &'static str) -> LateReporter {
+        let inner = self.clone();
+        LateReporter::new(move |mut f| {
+            f.stage = stage;
+            f.action = crate::Action::Allowed;
+            inner.report(f)
+        })
+    }
+}
+
+impl std::fmt::Debug for LateReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LateReporter")
+    }
+}
+
 /// What an inspector may do besides returning a verdict: report findings, choose the client's
 /// response, ask for a tunnel to be spliced, or fail.
 pub struct Cx<'a> {
@@ -89,6 +124,7 @@ pub struct Cx<'a> {
     pub(crate) deadline: Option<std::time::Instant>,
     pub(crate) respond: Option<Respond>,
     pub(crate) splice: Option<String>,
+    pub(crate) late: Option<LateReporter>,
 }
 
 impl<'a> Cx<'a> {
@@ -101,6 +137,7 @@ impl<'a> Cx<'a> {
             deadline: None,
             respond: None,
             splice: None,
+            late: None,
         }
     }
 
@@ -122,6 +159,12 @@ impl<'a> Cx<'a> {
     /// The flow's connection facts.
     pub fn meta(&self) -> &FlowMeta {
         self.meta
+    }
+
+    /// In [`Inspector::resolve`], when the proxy carries the flow's events: a reporter for
+    /// findings that come after the decision (a verdict that arrived too late to act on).
+    pub fn late(&self) -> Option<LateReporter> {
+        self.late.clone()
     }
 
     /// Reports a finding; it becomes a threat event.

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use sekisho_core::{
-    event::now_rfc3339, CommLog, DestinationInfo, Finding, Flow, FlowMeta, HttpInfo, SourceInfo,
-    ThreatEvent, Verdict,
+    event::now_rfc3339, CommLog, DestinationInfo, Finding, Flow, FlowMeta, HttpInfo, LateReporter,
+    SourceInfo, ThreatEvent, Verdict,
 };
 
 use crate::shared::Shared;
@@ -61,6 +61,28 @@ struct Record {
     meta: Option<Arc<FlowMeta>>,
 }
 
+/// Threat events for findings a stage reports after the flow was decided, with the flow's
+/// facts as they were when it started.
+fn late_reporter(
+    shared: &Arc<Shared>,
+    meta: &Arc<FlowMeta>,
+    http: &HttpFacts,
+    dest: &DestinationInfo,
+) -> LateReporter {
+    let (shared, meta) = (Arc::clone(shared), Arc::clone(meta));
+    let (http, dest) = (FlowState::http_info(http), dest.clone());
+    LateReporter::new(move |f| {
+        let ev = ThreatEvent::from_finding(&f, &meta, &shared.observer, dest.clone(), http.clone());
+        let sink = shared.events.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { sink.threats(&[ev]).await });
+            }
+            Err(_) => sink.threats_now(&[ev]),
+        }
+    })
+}
+
 /// One flow's shared state.
 pub(crate) struct FlowState {
     pub shared: Arc<Shared>,
@@ -92,10 +114,11 @@ pub(crate) struct FlowState {
 impl FlowState {
     pub fn new(
         shared: Arc<Shared>,
-        flow: Flow,
+        mut flow: Flow,
         http: HttpFacts,
         dest: DestinationInfo,
     ) -> Arc<Self> {
+        flow.set_late(late_reporter(&shared, flow.meta(), &http, &dest));
         let meta = Some(Arc::clone(flow.meta()));
         Arc::new(FlowState {
             shared,
