@@ -566,6 +566,11 @@ async fn uploads_are_held_for_the_sandbox_verdict() {
     assert!(r.ends_with("\n403"), "malicious upload: {r}");
     let ev = gw.wait_line("events.jsonl", |v| v["rule"]["id"] == "Sandbox.Malicious");
     assert_eq!(ev["rule"]["engine"], "sandbox", "{ev}");
+    assert_eq!(ev["sandbox"]["verdict"], "malicious", "{ev}");
+    assert_eq!(ev["sandbox"]["score"], 10, "{ev}");
+    assert_eq!(ev["sandbox"]["late"], false, "{ev}");
+    let sigs = ev["sandbox"]["signatures"].as_array().unwrap();
+    assert!(sigs.iter().any(|s| s == "persistence.cron"), "{ev}");
     assert_eq!(ev["evidence"]["location"], "request.body");
     assert!(
         ev["evidence"]["excerpt"]
@@ -626,6 +631,9 @@ async fn uploads_are_held_for_the_sandbox_verdict() {
     assert_eq!(late["flow_id"], ev["flow_id"], "{late}");
     assert_eq!(late["source"]["ip"], "127.0.0.1", "{late}");
     assert_eq!(late["event"]["action"], "allowed", "{late}");
+    assert_eq!(late["sandbox"]["verdict"], "malicious", "{late}");
+    assert_eq!(late["sandbox"]["late"], true, "{late}");
+    assert_eq!(ev["sandbox"]["verdict"], "none", "{ev}");
     assert_eq!(late["stage"], "av", "{late}");
     assert_eq!(late["file"]["sha256"], ev["file"]["sha256"], "{late}");
     assert!(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sekisho_content::Limits;
 use sekisho_core::{
     BoxFuture, Cx, Direction, Evidence, FileInfo, Finding, FlowMeta, HeldBody, Inspector,
-    RequestHead, ResponseHead, Severity, Stage, Verdict,
+    RequestHead, ResponseHead, SandboxInfo, Severity, Stage, Verdict,
 };
 
 use crate::icap::{Asked, Icap, IcapMethod, Message};
@@ -485,8 +485,26 @@ fn sandbox_verdict(cx: &mut Cx<'_>, sb: &SandboxClient, p: &Program, judged: Jud
         Evidence::new(root.to_string(), &signatures.join(", ")),
     );
     f.file = Some(file);
+    f.sandbox = Some(Box::new(sandbox_info(&report, false)));
     cx.report(f);
     outcome
+}
+
+/// The event's `sandbox` facts from a worker's report.
+fn sandbox_info(report: &serde_json::Value, late: bool) -> SandboxInfo {
+    SandboxInfo {
+        verdict: report["verdict"].as_str().unwrap_or("none").to_string(),
+        score: report["score"].as_u64().map_or(0, |s| s.min(10) as u8),
+        signatures: report["signatures"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        late,
+    }
 }
 
 /// Follows a task whose verdict did not come in time: a malicious or suspicious verdict that
@@ -521,6 +539,7 @@ fn follow_late(cx: &Cx<'_>, sb: &SandboxClient, p: &Program, task: String, file:
             Evidence::new(root.clone(), &signatures.join(", ")),
         );
         f.file = Some(file);
+        f.sandbox = Some(Box::new(sandbox_info(&report, true)));
         late.report(f);
     });
     if !followed {
@@ -551,6 +570,10 @@ fn no_verdict(
         Evidence::new(root.to_string(), why),
     );
     f.file = Some(file);
+    f.sandbox = Some(Box::new(SandboxInfo {
+        verdict: "none".into(),
+        ..SandboxInfo::default()
+    }));
     cx.report(f);
     match sb.config.on_timeout_for(file_type) {
         OnTimeout::Block => Verdict::Block,

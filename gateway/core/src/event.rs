@@ -249,6 +249,9 @@ pub struct ThreatEvent {
     /// WAF anomaly scores.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub waf: Option<WafScores>,
+    /// The sandbox's verdict, score and behaviour signatures.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sandbox: Option<crate::SandboxInfo>,
 }
 
 /// The anomaly scores of a WAF event.
@@ -356,6 +359,7 @@ impl ThreatEvent {
                 outbound_score: w.outbound_score,
                 enforced: w.enforced,
             }),
+            sandbox: finding.sandbox.as_deref().cloned(),
         }
     }
 }

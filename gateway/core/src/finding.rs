@@ -116,6 +116,21 @@ pub struct Finding {
     pub url: Option<UrlCategoryInfo>,
     /// WAF facts: every matched rule and the anomaly scores.
     pub waf: Option<Box<WafInfo>>,
+    /// Sandbox facts: verdict, score, behaviour signatures hit.
+    pub sandbox: Option<Box<SandboxInfo>>,
+}
+
+/// What the sandbox adds to a finding (event key `sandbox`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    /// `malicious`, `suspicious`, or `none` (no verdict in time, or none to be had).
+    pub verdict: String,
+    /// 0 to 10 (0 without a verdict).
+    pub score: u8,
+    /// The behaviour signatures hit, heaviest first.
+    pub signatures: Vec<String>,
+    /// The verdict came after the flow was decided.
+    pub late: bool,
 }
 
 /// What the WAF adds to a finding (event keys `matched_rules` and `waf`).
@@ -212,6 +227,7 @@ impl Finding {
             signature: None,
             url: None,
             waf: None,
+            sandbox: None,
         }
     }
 }

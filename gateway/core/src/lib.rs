@@ -32,7 +32,8 @@ pub use event::{
     HttpInfo, Observer, RuleInfo, SourceInfo, ThreatEvent, TlsClientInfo, TlsClientX509, TlsInfo,
 };
 pub use finding::{
-    Action, Evidence, Finding, Severity, SignatureInfo, UrlCategoryInfo, WafInfo, WafRuleMatch,
+    Action, Evidence, Finding, SandboxInfo, Severity, SignatureInfo, UrlCategoryInfo, WafInfo,
+    WafRuleMatch,
 };
 pub use flow::{
     split_host_port, ClientCert, Direction, FlowMeta, RequestHead, ResponseHead, TlsHello, TlsMode,
