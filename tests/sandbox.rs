@@ -501,13 +501,18 @@ impl Drop for Worker {
 
 /// Starts `sekisho sandbox serve` on a config of `[sandbox]` lines; returns it and its address.
 fn start_worker(dir: &TempDir, extra: &str) -> (Worker, String) {
+    start_worker_with(dir, &rules(), extra)
+}
+
+/// [`start_worker`] with the behaviour rules at `rules`.
+fn start_worker_with(dir: &TempDir, rules: &Path, extra: &str) -> (Worker, String) {
     use std::io::BufRead;
     let config = write(
         dir,
         "worker.toml",
         &format!(
             "[sandbox]\nlisten = \"127.0.0.1:0\"\nrules = [{:?}]\nwork_dir = {:?}\n{extra}",
-            rules().display().to_string(),
+            rules.display().to_string(),
             dir.path().join("work").display().to_string()
         ),
     );
@@ -523,6 +528,84 @@ fn start_worker(dir: &TempDir, extra: &str) -> (Worker, String) {
         .unwrap();
     let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
     (Worker(worker), addr)
+}
+
+/// Submits `file` to the worker at `addr` and waits for its report (or the cached one).
+fn report_of(addr: &str, file: &Path) -> serde_json::Value {
+    let data = format!("@{}", file.display());
+    let (code, body) = call(&["--data-binary", &data, &format!("http://{addr}/tasks")]);
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    if code == 200 {
+        return answer["report"].clone();
+    }
+    assert_eq!(code, 202, "{body}");
+    let id = answer["task"].as_str().unwrap();
+    for _ in 0..300 {
+        let (_, body) = call(&[&format!("http://{addr}/tasks/{id}")]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["status"] == "done" {
+            return v["report"].clone();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no report for {}", file.display());
+}
+
+/// Waits until the worker's metrics hold `line`.
+fn wait_metric(addr: &str, line: &str) {
+    for _ in 0..200 {
+        if call(&[&format!("http://{addr}/metrics")]).1.contains(line) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("metrics never held {line}");
+}
+
+/// SIGHUP reads the worker's behaviour rules again: a signature added applies to the next
+/// submission of a file already judged (the cache is keyed by the rules' version); a broken
+/// set is refused and the rules in use stay.
+#[test]
+fn the_worker_reloads_its_rules_on_sighup() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("sandbox-reload");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    let signature = |id: &str, weight: u8, path: &str| {
+        format!(
+            "[[signature]]\nid = \"{id}\"\ndescription = \"d\"\nweight = {weight}\n\
+             event = \"open\"\nwrite = true\npath = '{path}'\n\n"
+        )
+    };
+    std::fs::write(rules.join("a.toml"), signature("t.never", 1, "^/nowhere$")).unwrap();
+    let (worker, addr) = start_worker_with(&dir, &rules, "slots = 1\ntimeout_secs = 5\n");
+    let sample = write(&dir, "mark.sh", "#!/bin/sh\necho hi > marked.txt\n");
+    assert_eq!(report_of(&addr, &sample)["verdict"], "clean");
+    let more = signature("t.marker", 8, "marked\\.txt$");
+    std::fs::write(rules.join("b.toml"), &more).unwrap();
+    let hup = |w: &Worker| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &w.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    hup(&worker);
+    wait_metric(
+        &addr,
+        "sekisho_sandbox_rule_reloads_total{outcome=\"ok\"} 1",
+    );
+    let r = report_of(&addr, &sample);
+    assert_eq!(r["verdict"], "malicious", "{r:#}");
+    assert!(hits(&r).contains(&"t.marker".to_string()));
+    std::fs::write(rules.join("c.toml"), "[[signature]]\nid = \"t.bad\"\n").unwrap();
+    hup(&worker);
+    wait_metric(
+        &addr,
+        "sekisho_sandbox_rule_reloads_total{outcome=\"refused\"} 1",
+    );
+    assert_eq!(report_of(&addr, &sample)["verdict"], "malicious");
+    drop(worker);
 }
 
 /// Uploads `file` through the gateway to the origin's byte counter: "COUNT\nSTATUS".

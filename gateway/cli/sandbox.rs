@@ -104,12 +104,21 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
                 _ = term.recv() => {}
             }
         };
+        // SIGHUP reads the behaviour rules again.
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("signals")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = reload.try_send(());
+            }
+        });
         let ready = |addr| {
             use std::io::Write;
             println!("listening {addr}");
             let _ = std::io::stdout().flush();
         };
-        sekisho_sandbox::serve::serve(c, ready, stop)
+        sekisho_sandbox::serve::serve(c, ready, stop, reloads)
             .await
             .with_context(|| config.display().to_string())
     })?;

@@ -11,7 +11,10 @@
 //! - `GET /metrics`: Prometheus text.
 //!
 //! A bounded queue feeds `slots` detonations at a time; reports are kept for the last
-//! `tasks_kept` tasks and in the verdict cache.
+//! `tasks_kept` tasks and in the verdict cache. A reload (SIGHUP in `sekisho sandbox serve`)
+//! reads the behaviour rules again: a set with an error is refused, each error named with
+//! file and line, and the rules in use stay; detonations already running finish under the
+//! rules they started with.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -184,6 +187,7 @@ impl Tasks {
 
 struct Metrics {
     registry: Registry,
+    reloads: IntCounterVec,
     tasks: IntCounterVec,
     verdicts: IntCounterVec,
     queue: IntGauge,
@@ -209,12 +213,21 @@ impl Metrics {
             HistogramOpts::new("sekisho_sandbox_detonation_seconds", "Time per detonation")
                 .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
         )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "sekisho_sandbox_rule_reloads_total",
+                "Behaviour rule reloads, by outcome (ok, refused)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(tasks.clone()))?;
         registry.register(Box::new(verdicts.clone()))?;
         registry.register(Box::new(queue.clone()))?;
         registry.register(Box::new(seconds.clone()))?;
         Ok(Metrics {
             registry,
+            reloads,
             tasks,
             verdicts,
             queue,
@@ -232,7 +245,7 @@ impl Metrics {
 /// The worker's shared state.
 struct Worker {
     sandbox: Sandbox,
-    rules: Rules,
+    rules: arc_swap::ArcSwap<Rules>,
     cache: VerdictCache,
     tasks: Mutex<Tasks>,
     queue: tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
@@ -257,21 +270,45 @@ pub enum ServeError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// Binds the API and serves until `stop` resolves; calls `ready` with the bound address.
+/// The behaviour rules, or every error with file and line.
+fn load_rules(paths: &[PathBuf]) -> Result<Rules, String> {
+    Rules::load(paths).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// Reads the behaviour rules again; keeps those in use when the new set has an error.
+fn reload(w: &Worker, paths: &[PathBuf]) {
+    match load_rules(paths) {
+        Ok(rules) => {
+            eprintln!(
+                "behaviour rules reloaded: {} signatures, version {}",
+                rules.signatures.len(),
+                rules.version
+            );
+            w.rules.store(Arc::new(rules));
+            w.metrics.reloads.with_label_values(&["ok"]).inc();
+        }
+        Err(errors) => {
+            eprintln!("behaviour rules not reloaded (the rules in use stay):\n{errors}");
+            w.metrics.reloads.with_label_values(&["refused"]).inc();
+        }
+    }
+}
+
+/// Binds the API and serves until `stop` resolves; calls `ready` with the bound address; each
+/// message on `reloads` reads the behaviour rules again.
 pub async fn serve(
     c: WorkerConfig,
     ready: impl FnOnce(SocketAddr),
     stop: impl std::future::Future<Output = ()>,
+    mut reloads: tokio::sync::mpsc::Receiver<()>,
 ) -> Result<(), ServeError> {
-    let rules = Rules::load(&c.rules).map_err(|errors| {
-        ServeError::Rules(
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })?;
+    let rules = load_rules(&c.rules).map_err(ServeError::Rules)?;
     let listener = tokio::net::TcpListener::bind(c.listen)
         .await
         .map_err(|e| ServeError::Listen(c.listen, e))?;
@@ -293,7 +330,7 @@ pub async fn serve(
                 .unwrap_or_else(|| std::env::temp_dir().join("sekisho-sandbox")),
             keep: false,
         },
-        rules,
+        rules: arc_swap::ArcSwap::from_pointee(rules),
         cache: VerdictCache::new(
             c.cache_entries,
             Ttl {
@@ -320,6 +357,10 @@ pub async fn serve(
     loop {
         let (tcp, _) = tokio::select! {
             _ = &mut stop => return Ok(()),
+            Some(()) = reloads.recv() => {
+                reload(&worker, &c.rules);
+                continue;
+            }
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(_) => continue,
@@ -351,7 +392,8 @@ async fn slot(w: Arc<Worker>, rx: Queue) {
         let started = Instant::now();
         let w2 = Arc::clone(&w);
         let result =
-            tokio::task::spawn_blocking(move || w2.sandbox.analyze(&sample, &w2.rules)).await;
+            tokio::task::spawn_blocking(move || w2.sandbox.analyze(&sample, &w2.rules.load()))
+                .await;
         w.metrics.seconds.observe(started.elapsed().as_secs_f64());
         w.metrics.queue.dec();
         match result {
@@ -439,7 +481,7 @@ async fn submit(w: &Worker, req: Request<Incoming>) -> Answer {
     };
     let sha = hex(&Sha256::digest(&body));
     let id = uuid::Uuid::new_v4().to_string();
-    if let Some(report) = w.cache.get(&sha, &w.rules.version) {
+    if let Some(report) = w.cache.get(&sha, &w.rules.load().version) {
         // Answered at once; not kept as a task (cheap cached answers must not push out
         // finished tasks whose submitters are still asking).
         w.metrics.tasks.with_label_values(&["cached"]).inc();
