@@ -345,6 +345,34 @@ fn runaway_samples_end_at_the_deadline_with_bounded_output() {
     assert!(none_left, "a process of the sample outlived its task");
 }
 
+/// A sample that fills its scratch folder (on the host's disk) is stopped at the folder's bound
+/// (256 MiB), the report says so, and the task folder is removed.
+#[test]
+fn a_sample_that_fills_scratch_is_stopped_at_its_bound() {
+    let dir = TempDir::new("sandbox-fill");
+    let file = write(
+        &dir,
+        "fill.sh",
+        "#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8; do head -c 62914560 /dev/zero > fill$i; done\nsleep 20\n",
+    );
+    let started = std::time::Instant::now();
+    let (_, r, none_left) = detonate_checked(&dir, &file, 25);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{r:#}"
+    );
+    assert_eq!(r["scratch_full"], true, "{r:#}");
+    assert_eq!(r["timed_out"], false, "{r:#}");
+    assert!(none_left, "a process of the sample outlived its task");
+    assert!(
+        std::fs::read_dir(dir.path().join("work"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the task folder is removed"
+    );
+}
+
 #[test]
 fn other_types_are_reported_not_detonated() {
     let dir = TempDir::new("sandbox-static");

@@ -184,7 +184,7 @@ enum SandboxCommand {
     /// bounded queue feeding `slots` detonations at a time, and a verdict cache by SHA-256 and
     /// rule version (malicious 30 days, other verdicts 24 hours). Reads the [sandbox] table of
     /// FILE (listen, rules, slots, queue, timeout_secs, max_file_bytes, work_dir,
-    /// cache_entries, malicious_ttl_hours, clean_ttl_hours, tasks_kept); prints
+    /// cache_entries, cache_bytes, malicious_ttl_hours, clean_ttl_hours, tasks_kept); prints
     /// `listening ADDR`; SIGHUP reads the behaviour rules again (a set with an error is
     /// refused and the rules in use stay); SIGINT/SIGTERM stop.
     Serve {

@@ -61,6 +61,9 @@ pub struct WorkerConfig {
     /// Reports the verdict cache holds at most.
     #[serde(default = "default_cache")]
     pub cache_entries: usize,
+    /// Bytes of reports (their JSON size) the verdict cache holds at most.
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: u64,
     /// Hours a malicious verdict is reused.
     #[serde(default = "default_malicious_hours")]
     pub malicious_ttl_hours: u64,
@@ -89,6 +92,9 @@ fn default_max_file() -> usize {
 }
 fn default_cache() -> usize {
     100_000
+}
+fn default_cache_bytes() -> u64 {
+    256 << 20
 }
 fn default_malicious_hours() -> u64 {
     30 * 24
@@ -134,10 +140,14 @@ impl WorkerConfig {
             .try_into()
             .map_err(|e: toml::de::Error| err(format!("[sandbox]: {}", e.message())))?;
         let mut c = file.sandbox;
-        if c.slots == 0 || c.queue == 0 || c.timeout_secs == 0 || c.tasks_kept == 0 {
-            return Err(err(
-                "[sandbox]: slots, queue, timeout_secs and tasks_kept must be at least 1".into(),
-            ));
+        if c.slots == 0
+            || c.queue == 0
+            || c.timeout_secs == 0
+            || c.tasks_kept == 0
+            || c.cache_entries == 0
+            || c.cache_bytes == 0
+        {
+            return Err(err("[sandbox]: slots, queue, timeout_secs, tasks_kept, cache_entries and cache_bytes must be at least 1".into()));
         }
         let base = path.parent().unwrap_or(Path::new("."));
         for r in &mut c.rules {
@@ -333,6 +343,7 @@ pub async fn serve(
         rules: arc_swap::ArcSwap::from_pointee(rules),
         cache: VerdictCache::new(
             c.cache_entries,
+            c.cache_bytes,
             Ttl {
                 malicious: Duration::from_secs(c.malicious_ttl_hours * 3600),
                 other: Duration::from_secs(c.clean_ttl_hours * 3600),
