@@ -765,3 +765,59 @@ async fn uploads_are_held_for_the_sandbox_verdict() {
     );
     drop(worker);
 }
+
+/// The worker on its own host: its API over TLS with a bearer token. Health answers without
+/// the token, tasks do not; the gateway's AV stage reaches it by `https://` with the CA and
+/// token files and gets its verdict.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_api_takes_tls_and_a_token() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("sandbox-tls");
+    let pki = common::TestPki::new("Sandbox test CA", &["127.0.0.1"]);
+    let ca = write(&dir, "ca.pem", &pki.ca_pem);
+    write(&dir, "worker.pem", &pki.cert_pem);
+    write(&dir, "worker.key", &pki.key_pem);
+    let token = write(&dir, "token", "s3cret-token-for-the-sandbox\n");
+    let (worker, addr) = start_worker_with(
+        &dir,
+        &rules(),
+        "tls_cert = \"worker.pem\"\ntls_key = \"worker.key\"\ntoken_file = \"token\"\n\
+         slots = 1\ntimeout_secs = 5\n",
+    );
+    let cacert = ca.display().to_string();
+    let url = |p: &str| format!("https://{addr}{p}");
+    assert_eq!(call(&["--cacert", &cacert, &url("/healthz")]).0, 200);
+    let sample = write(
+        &dir,
+        "steal.sh",
+        "#!/bin/sh\ncat /etc/shadow\necho '* * * * * x' > /etc/cron.d/t\n",
+    );
+    let data = format!("@{}", sample.display());
+    let (code, _) = call(&["--cacert", &cacert, "--data-binary", &data, &url("/tasks")]);
+    assert_eq!(code, 401, "no token");
+    let wrong = "Authorization: Bearer not-the-token-at-all";
+    let (code, _) = call(&["--cacert", &cacert, "-H", wrong, &url("/metrics")]);
+    assert_eq!(code, 401, "a wrong token");
+    let (code, _) = call(&[&format!("http://{addr}/healthz")]);
+    assert_ne!(code, 200, "plain HTTP on the TLS port");
+
+    let origin = common::Origin::start(None).await;
+    let av = format!(
+        "[av]\nyara = []\nclamav = []\ncache_dir = \"\"\n\
+         [av.sandbox]\nurl = \"https://{addr}\"\nca_file = {:?}\ntoken_file = {:?}\n\
+         hold_timeout_secs = 10\n",
+        cacert,
+        token.display().to_string()
+    );
+    let mut gw = common::Gateway::start("sandbox-tls", "", &av);
+    let r = upload(&gw, origin.port, &sample).await;
+    assert!(
+        r.ends_with("\n403"),
+        "malicious upload over the TLS API: {r}"
+    );
+    let ev = gw.wait_line("events.jsonl", |v| v["rule"]["id"] == "Sandbox.Malicious");
+    assert_eq!(ev["sandbox"]["verdict"], "malicious", "{ev}");
+    gw.stop();
+    drop(worker);
+}

@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod confine;
 pub mod detonate;
+pub mod guard;
 pub mod inside;
 pub mod netsim;
 pub mod report;

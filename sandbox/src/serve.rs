@@ -10,6 +10,9 @@
 //! - `GET /healthz`: `200 ok` when the host tools are installed, else `503` naming the missing one.
 //! - `GET /metrics`: Prometheus text.
 //!
+//! With `tls_cert` and `tls_key` the API is served over TLS; with `token_file` every request
+//! but `GET /healthz` needs `Authorization: Bearer TOKEN` (else `401`).
+//!
 //! A bounded queue feeds `slots` detonations at a time; reports are kept for the last
 //! `tasks_kept` tasks and in the verdict cache. A reload (SIGHUP in `sekisho sandbox serve`)
 //! reads the behaviour rules again: a set with an error is refused, each error named with
@@ -73,6 +76,13 @@ pub struct WorkerConfig {
     /// Finished tasks whose reports `GET /tasks/ID` still answers.
     #[serde(default = "default_kept")]
     pub tasks_kept: usize,
+    /// The API's certificate chain (PEM): with `tls_key`, the API is served over TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// A file holding the token every request but `GET /healthz` must carry
+    /// (`Authorization: Bearer TOKEN`).
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_rules() -> Vec<PathBuf> {
@@ -155,10 +165,21 @@ impl WorkerConfig {
                 *r = base.join(&*r);
             }
         }
-        if let Some(w) = &mut c.work_dir {
-            if w.is_relative() {
-                *w = base.join(&*w);
+        for p in [
+            &mut c.work_dir,
+            &mut c.tls_cert,
+            &mut c.tls_key,
+            &mut c.token_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
             }
+        }
+        if c.tls_cert.is_some() != c.tls_key.is_some() {
+            return Err(err("[sandbox]: tls_cert and tls_key go together".into()));
         }
         Ok(c)
     }
@@ -278,6 +299,9 @@ pub enum ServeError {
     /// The metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The TLS certificate, key or token file could not be used.
+    #[error("{0}")]
+    Guard(String),
 }
 
 /// The behaviour rules, or every error with file and line.
@@ -319,6 +343,16 @@ pub async fn serve(
     mut reloads: tokio::sync::mpsc::Receiver<()>,
 ) -> Result<(), ServeError> {
     let rules = load_rules(&c.rules).map_err(ServeError::Rules)?;
+    let tls = match (&c.tls_cert, &c.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(crate::guard::acceptor(cert, key).map_err(ServeError::Guard)?)
+        }
+        _ => None,
+    };
+    let token: Option<Arc<str>> = match &c.token_file {
+        Some(p) => Some(crate::guard::token(p).map_err(ServeError::Guard)?.into()),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(c.listen)
         .await
         .map_err(|e| ServeError::Listen(c.listen, e))?;
@@ -377,17 +411,59 @@ pub async fn serve(
                 Err(_) => continue,
             },
         };
-        let w = Arc::clone(&worker);
+        let (w, tls, token) = (Arc::clone(&worker), tls.clone(), token.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let w = Arc::clone(&w);
-                async move { Ok::<_, std::convert::Infallible>(handle(&w, req).await) }
-            });
-            let conn =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
-            let _ = tokio::time::timeout(Duration::from_secs(120), conn).await;
+            match tls {
+                None => connection(tcp, w, token).await,
+                Some(acceptor) => {
+                    let shake = tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await;
+                    if let Ok(Ok(s)) = shake {
+                        connection(s, w, token).await;
+                    }
+                }
+            }
         });
     }
+}
+
+/// How long a client has for its TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Serves one connection's requests (120 s at most).
+async fn connection<S>(io: S, w: Arc<Worker>, token: Option<Arc<str>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (w, token) = (Arc::clone(&w), token.clone());
+        async move {
+            let open = req.method() == Method::GET && req.uri().path() == "/healthz";
+            let given = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            let answer = match &token {
+                Some(t) if !open && !crate::guard::authorized(given, t) => unauthorized(),
+                _ => handle(&w, req).await,
+            };
+            Ok::<_, std::convert::Infallible>(answer)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+    let _ = tokio::time::timeout(Duration::from_secs(120), conn).await;
+}
+
+/// `401` asking for the bearer token.
+fn unauthorized() -> Answer {
+    let mut a = json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({ "error": "a bearer token is required" }),
+    );
+    a.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Bearer"),
+    );
+    a
 }
 
 /// The queue's receiving end, shared by the slots.

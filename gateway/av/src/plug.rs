@@ -59,11 +59,17 @@ impl sekisho_core::Engine for AvEngine {
         // /etc/sekisho/sekisho.toml` finds its rules wherever it is started from).
         if let Some(dir) = cx.config_dir {
             let cache = (!cfg.cache_dir.as_os_str().is_empty()).then_some(&mut cfg.cache_dir);
+            let sandbox = cfg
+                .sandbox
+                .iter_mut()
+                .flat_map(|s| [&mut s.ca_file, &mut s.token_file])
+                .flatten();
             for p in cfg
                 .yara
                 .iter_mut()
                 .chain(cfg.clamav.iter_mut())
                 .chain(cache)
+                .chain(sandbox)
             {
                 if p.is_relative() {
                     *p = dir.join(&*p);

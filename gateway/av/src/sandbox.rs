@@ -29,8 +29,13 @@ pub enum OnTimeout {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
-    /// The worker's API, `http://host:port`.
+    /// The worker's API, `http://host:port` or `https://host:port`.
     pub url: String,
+    /// For `https://`: the CA certificate(s) (PEM) the worker's certificate must chain to
+    /// (default: the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A file holding the worker's token, sent as `Authorization: Bearer TOKEN`.
+    pub token_file: Option<std::path::PathBuf>,
     /// How long a flow is held for a verdict (default 60 s: longer than the worker's own
     /// deadline per detonation, 30 s by default, so a sample that runs until it is stopped
     /// still gets its verdict in time).
@@ -90,11 +95,17 @@ impl SandboxConfig {
     }
 }
 
-/// `http://host:port` → (`host:port`, the path prefix).
-fn endpoint(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("av.sandbox.url: {url:?}: http://host:port expected"))?;
+/// `http(s)://host:port` → (whether TLS, `host:port`, the path prefix).
+fn endpoint(url: &str) -> Result<(bool, String, String), String> {
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (false, r),
+        (_, Some(r)) => (true, r),
+        _ => {
+            return Err(format!(
+                "av.sandbox.url: {url:?}: http://host:port or https://host:port expected"
+            ))
+        }
+    };
     let (auth, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
@@ -102,7 +113,56 @@ fn endpoint(url: &str) -> Result<(String, String), String> {
     if auth.is_empty() || !auth.contains(':') {
         return Err(format!("av.sandbox.url: {url:?}: give host:port"));
     }
-    Ok((auth.to_string(), path.to_string()))
+    Ok((tls, auth.to_string(), path.to_string()))
+}
+
+/// The TLS client for an `https://` worker at `authority`: its name, and the roots it trusts.
+fn tls_client(
+    authority: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<
+    (
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    ),
+    String,
+> {
+    use rustls_pki_types::pem::PemObject;
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls_pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("av.sandbox.url: {host:?}: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(p) => {
+            for c in rustls_pki_types::CertificateDer::pem_file_iter(p)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("av.sandbox.ca_file: {}: {e}", p.display()))?
+            {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("av.sandbox.ca_file: {}: {e}", p.display()))?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        name,
+    ))
 }
 
 /// What the worker said about a file.
@@ -131,24 +191,53 @@ const FOLLOW_FOR: Duration = Duration::from_secs(600);
 const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
 /// The worker's client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SandboxClient {
     /// The settings.
     pub config: SandboxConfig,
     addr: String,
     prefix: String,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+    token: Option<String>,
     following: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for SandboxClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never printed.
+        f.debug_struct("SandboxClient")
+            .field("url", &self.config.url)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl SandboxClient {
     /// A client for `config` (validated).
     pub fn new(config: SandboxConfig) -> Result<SandboxClient, String> {
         config.validate()?;
-        let (addr, prefix) = endpoint(&config.url)?;
+        let (tls, addr, prefix) = endpoint(&config.url)?;
+        let tls = match tls {
+            true => Some(tls_client(&addr, config.ca_file.as_deref())?),
+            false => None,
+        };
+        let token = match &config.token_file {
+            Some(p) => {
+                let t = std::fs::read_to_string(p)
+                    .map_err(|e| format!("av.sandbox.token_file: {}: {e}", p.display()))?;
+                Some(t.trim().to_string())
+            }
+            None => None,
+        };
         Ok(SandboxClient {
             config,
             addr,
             prefix,
+            tls,
+            token,
             following: std::sync::Arc::new(tokio::sync::Semaphore::new(FOLLOWED)),
         })
     }
@@ -268,20 +357,24 @@ impl SandboxClient {
         path: &str,
         body: &[u8],
     ) -> std::io::Result<(u16, serde_json::Value)> {
-        let mut s = tokio::net::TcpStream::connect(&self.addr).await?;
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await?;
+        let auth = match &self.token {
+            Some(t) => format!("Authorization: Bearer {t}\r\n"),
+            None => String::new(),
+        };
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n{auth}\
              Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
             self.addr,
             body.len()
         );
-        s.write_all(head.as_bytes()).await?;
-        s.write_all(body).await?;
-        let mut answer = Vec::new();
-        (&mut s)
-            .take(MAX_ANSWER + 1)
-            .read_to_end(&mut answer)
-            .await?;
+        let answer = match &self.tls {
+            None => ask(tcp, head.as_bytes(), body).await?,
+            Some((connector, name)) => {
+                let s = connector.connect(name.clone(), tcp).await?;
+                ask(s, head.as_bytes(), body).await?
+            }
+        };
         let bad =
             |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
         let end = answer
@@ -300,6 +393,24 @@ impl SandboxClient {
         let json = serde_json::from_slice(&answer[end + 4..])
             .map_err(|e| bad(&format!("the answer is not JSON: {e}")))?;
         Ok((status, json))
+    }
+}
+
+/// Writes a request and reads the whole answer (at most [`MAX_ANSWER`] and one byte): the
+/// worker closes the connection after it (a TLS peer that ends without close_notify after a
+/// whole answer is read as ended).
+async fn ask<S>(mut s: S, head: &[u8], body: &[u8]) -> std::io::Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    s.write_all(head).await?;
+    s.write_all(body).await?;
+    s.flush().await?;
+    let mut answer = Vec::new();
+    match (&mut s).take(MAX_ANSWER + 1).read_to_end(&mut answer).await {
+        Ok(_) => Ok(answer),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => Ok(answer),
+        Err(e) => Err(e),
     }
 }
 
