@@ -331,10 +331,12 @@ async fn h2_rapid_reset_is_cut_off_with_one_event() {
         })
         .await;
     println!("rapid reset: {sent} streams opened and reset before the gateway cut the connection");
-    // The gateway ends the connection (GOAWAY ENHANCE_YOUR_CALM, then close: the client may see
-    // either, or a broken pipe) long before the 5,000 streams are through.
+    // The gateway ends the connection (its meter cuts the RST_STREAM flood after about 1,000
+    // resets, or the library's GOAWAY ENHANCE_YOUR_CALM: the client may see either, or a broken
+    // pipe). How many streams the client queued first depends on scheduling (its sends do not
+    // wait for the network), so the proof is the connection ending in an error, the event and
+    // the metric: a gateway that took every stream leaves the connection open past the loop.
     let ended = ended.expect("the gateway never closed the connection");
-    assert!(sent < 5000, "{sent} reset streams were accepted");
     assert!(
         ended.unwrap().is_err(),
         "the connection must end in an error"

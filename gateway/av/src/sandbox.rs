@@ -440,7 +440,7 @@ mod tests {
         assert!(config("types = [\"exe\"]").is_err());
         assert!(config("hold_timeout_secs = 0").is_err());
         assert!(SandboxClient::new(SandboxConfig {
-            url: "https://x:1".into(),
+            url: "ftp://x:1".into(),
             ..config("").unwrap().config
         })
         .is_err());

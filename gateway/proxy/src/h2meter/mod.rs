@@ -2,7 +2,9 @@
 //! reads them: the floods that library answers without complaint (it acknowledges every PING
 //! and SETTINGS, takes any number of PRIORITY, WINDOW_UPDATE and empty frames) and header blocks
 //! that decode past `max_header_bytes` (HPACK bombs, which it refuses stream by stream without a
-//! word to us). Rapid reset and CONTINUATION floods the library cuts off itself.
+//! word to us). CONTINUATION floods the library cuts off itself; rapid reset it catches only
+//! while the reset streams wait to be accepted, so a gateway quick to accept them never hears of
+//! it: RST_STREAM frames draw on the control-frame budget too.
 //!
 //! Control frames draw on a budget per connection, as Envoy and Tomcat meter them: a burst of
 //! [`BURST`], refilled over time and by the bytes the gateway writes (a client acknowledges data
@@ -49,7 +51,7 @@ const PRIORITY_FLAG: u8 = 0x20;
 
 /// A connection cut for a flood: the error its read fails with.
 #[derive(Debug, thiserror::Error)]
-#[error("HTTP/2 {what} flood: {frames} control frames ({ping} PING, {settings} SETTINGS, {priority} PRIORITY, {window} WINDOW_UPDATE, {empty} empty) in {secs:.1}s")]
+#[error("HTTP/2 {what} flood: {frames} control frames ({ping} PING, {settings} SETTINGS, {priority} PRIORITY, {window} WINDOW_UPDATE, {reset} RST_STREAM, {empty} empty) in {secs:.1}s")]
 pub struct Flood {
     what: &'static str,
     frames: u64,
@@ -57,6 +59,7 @@ pub struct Flood {
     settings: u64,
     priority: u64,
     window: u64,
+    reset: u64,
     empty: u64,
     secs: f64,
 }
@@ -99,6 +102,7 @@ struct Counts {
     settings: u64,
     priority: u64,
     window: u64,
+    reset: u64,
     empty: u64,
 }
 
@@ -265,8 +269,12 @@ impl H2Meter {
                 self.counts.window += 1;
                 1.0
             }
+            RST_STREAM => {
+                self.counts.reset += 1;
+                1.0
+            }
             DATA | HEADERS | CONTINUATION if empty => 1.0,
-            DATA | HEADERS | CONTINUATION | RST_STREAM | GOAWAY => 0.0,
+            DATA | HEADERS | CONTINUATION | GOAWAY => 0.0,
             _ => 1.0,
         };
         self.tokens -= cost;
@@ -286,6 +294,7 @@ impl H2Meter {
                 (c.settings, "SETTINGS"),
                 (c.priority, "PRIORITY"),
                 (c.window, "WINDOW_UPDATE"),
+                (c.reset, "RST_STREAM (rapid reset)"),
                 (c.empty, "empty frame"),
             ]
             .into_iter()
@@ -294,11 +303,12 @@ impl H2Meter {
         };
         Flood {
             what,
-            frames: c.ping + c.settings + c.priority + c.window + c.empty,
+            frames: c.ping + c.settings + c.priority + c.window + c.reset + c.empty,
             ping: c.ping,
             settings: c.settings,
             priority: c.priority,
             window: c.window,
+            reset: c.reset,
             empty: c.empty,
             secs: now.saturating_duration_since(self.started).as_secs_f64(),
         }

@@ -93,10 +93,38 @@ fn requests_and_their_bodies_cost_nothing() {
         b.extend(frame(HEADERS, END_HEADERS, sid, &[0x82, 0x87, 0x84]));
         b.extend(frame(DATA, 0, sid, &[1; 100]));
         b.extend(frame(DATA, END_STREAM, sid, &[]));
-        b.extend(frame(RST_STREAM, 0, sid, &[0, 0, 0, 8]));
     }
     let (flood, alarms) = run(&b, 1000, 0, now);
     assert!(flood.is_none() && alarms.is_empty());
+}
+
+#[test]
+fn resets_draw_on_the_budget_unless_answered() {
+    let now = Instant::now();
+    let request_and_reset = |sid: u32| {
+        let mut f = frame(HEADERS, END_HEADERS | END_STREAM, sid, &[0x82, 0x87, 0x84]);
+        f.extend(frame(RST_STREAM, 0, sid, &[0, 0, 0, 8]));
+        f
+    };
+    // Rapid reset: a request and its reset, again and again, nothing answered.
+    let mut b = preface();
+    for i in 0..5000u32 {
+        b.extend(request_and_reset(2 * i + 1));
+    }
+    let (flood, _) = run(&b, 1000, 0, now);
+    assert_eq!(
+        flood.expect("a rapid reset flood").what,
+        "RST_STREAM (rapid reset)"
+    );
+    // A client cancelling streams the gateway answered earns its resets back.
+    let mut m = H2Meter::new(16 << 10, now);
+    let mut none = |_: Alarm| {};
+    m.feed(&preface(), 0, now, &mut none).unwrap();
+    for i in 0..5000u32 {
+        let written = u64::from(i + 1) * 4096;
+        m.feed(&request_and_reset(2 * i + 1), written, now, &mut none)
+            .unwrap();
+    }
 }
 
 #[test]
