@@ -373,6 +373,31 @@ fn a_sample_that_fills_scratch_is_stopped_at_its_bound() {
     );
 }
 
+/// An ELF program for another machine never runs: no verdict (an error), never a clean report
+/// of nothing observed.
+#[test]
+fn a_program_that_never_runs_gets_no_verdict() {
+    let dir = TempDir::new("sandbox-arm");
+    let mut elf = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
+    elf.extend([0u8; 8]);
+    elf.extend([2, 0, 0xb7, 0, 1, 0, 0, 0]); // executable, aarch64, version 1
+    elf.resize(128, 0);
+    let file = dir.path().join("arm.elf");
+    std::fs::write(&file, &elf).unwrap();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(bin())
+        .args(["sandbox", "run", "--rules"])
+        .arg(rules())
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("never started"), "{err}");
+}
+
 #[test]
 fn other_types_are_reported_not_detonated() {
     let dir = TempDir::new("sandbox-static");

@@ -164,6 +164,11 @@ pub fn filters() -> Result<Vec<BpfProgram>, ConfineError> {
     refused.insert(libc::SYS_clone, clone_rules.clone());
     #[cfg(target_arch = "x86_64")]
     refused.insert(libc::SYS_clone | X32, clone_rules);
+    // x32's own numbers (512 to 547: the calls whose x32 form differs, kexec_load among them).
+    #[cfg(target_arch = "x86_64")]
+    for nr in 512..=547 {
+        refused.insert(nr | X32, Vec::new());
+    }
     let mut clone3 = BTreeMap::new();
     clone3.insert(libc::SYS_clone3, Vec::new());
     #[cfg(target_arch = "x86_64")]

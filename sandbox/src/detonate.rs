@@ -308,13 +308,18 @@ impl Sandbox {
         if !trace_path.exists() {
             return Err(SandboxError::Tracer(messages.trim().to_string()));
         }
-        if let Some(reason) = network.iter().find_map(|n| match n {
-            NetRecord::Failed { reason } => Some(reason.clone()),
-            _ => None,
-        }) {
+        // Only a failure before confinement counts: the first process writes none after it.
+        let failed = network
+            .iter()
+            .take_while(|n| !matches!(n, NetRecord::Confined { .. }))
+            .find_map(|n| match n {
+                NetRecord::Failed { reason } => Some(reason.clone()),
+                _ => None,
+            });
+        if let Some(reason) = failed {
             return Err(SandboxError::Setup(reason));
         }
-        let (trace, root_pid, started_at) = self.read_trace(&trace_path)?;
+        let (trace, root_pid, started_at) = self.read_trace(&trace_path, runner)?;
         let confined = network
             .iter()
             .any(|n| matches!(n, NetRecord::Confined { .. }));
@@ -482,7 +487,11 @@ impl Sandbox {
     }
 
     /// The trace (bounded), the sample's process, and where its start is.
-    fn read_trace(&self, path: &Path) -> Result<(Trace, Option<u32>, usize), SandboxError> {
+    fn read_trace(
+        &self,
+        path: &Path,
+        runner: Runner,
+    ) -> Result<(Trace, Option<u32>, usize), SandboxError> {
         let f = std::fs::File::open(path).map_err(|e| SandboxError::Io(path.to_path_buf(), e))?;
         let mut text = Vec::new();
         f.take(self.limits.trace_bytes)
@@ -492,7 +501,7 @@ impl Sandbox {
         for line in String::from_utf8_lossy(&text).lines() {
             trace.line(line);
         }
-        let (root, started_at) = sample_start(&trace, &self.tools);
+        let (root, started_at) = sample_start(&trace, &self.tools, runner);
         Ok((trace, root, started_at))
     }
 }
@@ -526,8 +535,13 @@ fn system_binds() -> Vec<String> {
 }
 
 /// The process that ran the sample and the index of its start: the first program run after
-/// `setpriv` and `prlimit` by the process that ran them.
-fn sample_start(trace: &Trace, tools: &Tools) -> (Option<u32>, usize) {
+/// `setpriv` and `prlimit` by the process that ran them, which must be the sample itself (or
+/// its interpreter): a program for another machine makes `prlimit` fall back to running it
+/// with `/bin/sh`, and that is not the sample running.
+fn sample_start(trace: &Trace, tools: &Tools, runner: Runner) -> (Option<u32>, usize) {
+    let expected = runner
+        .interpreter()
+        .map_or_else(|| format!("{SCRATCH}/sample"), str::to_string);
     let wrappers = [
         tools.setpriv.to_string_lossy().into_owned(),
         tools.prlimit.to_string_lossy().into_owned(),
@@ -542,11 +556,18 @@ fn sample_start(trace: &Trace, tools: &Tools) -> (Option<u32>, usize) {
         }
         match root {
             None if path == &wrappers[0] => root = Some(e.pid),
-            Some(r) if e.pid == r && !wrappers.contains(path) => return (Some(r), i),
+            Some(r) if e.pid == r && !wrappers.contains(path) => {
+                return match path == &expected {
+                    true => (Some(r), i),
+                    false => (None, trace.events.len()),
+                };
+            }
             _ => {}
         }
     }
-    (root, trace.events.len())
+    // The wrappers ran but the sample never did (a program for another machine, a wrapper
+    // that failed): nothing was observed, which is no verdict.
+    (None, trace.events.len())
 }
 
 /// The sandbox's records, and its other messages (tools' errors), from its standard error.

@@ -53,6 +53,12 @@ pub fn init(command: &[OsString]) -> i32 {
         Ok(l) => l,
         Err(e) => return failed(&rec, e.to_string()),
     };
+    // Not dumpable: its /proc files (descriptors, memory) are root's, not the sample's, even
+    // where both run as the same user (a user namespace), from before the sample starts.
+    let quiet = rustix::process::DumpableBehavior::NotDumpable;
+    if let Err(e) = rustix::process::set_dumpable_behavior(quiet) {
+        return failed(&rec, format!("cannot hide its own /proc files: {e}"));
+    }
     let output = match std::io::stdout().as_fd().try_clone_to_owned() {
         Ok(fd) => fd,
         Err(e) => return failed(&rec, format!("cannot share the output: {e}")),

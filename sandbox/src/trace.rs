@@ -213,7 +213,28 @@ impl Trace {
         };
         if let Some(how) = rest.strip_prefix("+++ ") {
             let how = how.trim_end_matches(" +++").trim().to_string();
-            self.exits.push(Exit { pid, how });
+            let trapped = self
+                .events
+                .iter()
+                .rev()
+                .take(64)
+                .any(|e| e.pid == pid && e.error.as_deref() == Some("SIGSYS"));
+            if how.starts_with("killed by SIGSYS") && !trapped {
+                // Ended by the filter's architecture check (a call through the i386 or another
+                // entry), not by a refused call's trap.
+                self.push(Event {
+                    pid,
+                    syscall: "foreign_abi".into(),
+                    call: Call::Refused {
+                        name: "foreign_abi".into(),
+                    },
+                    ret: None,
+                    error: Some("SIGSYS".into()),
+                });
+            }
+            if self.exits.len() < MAX_PROCESSES {
+                self.exits.push(Exit { pid, how });
+            }
             return;
         }
         if let Some(signal) = rest.strip_prefix("--- ") {
@@ -880,5 +901,17 @@ mod tests {
         );
         assert_eq!(t.events[0].error.as_deref(), Some("SIGSYS"));
         assert_eq!(t.events[0].syscall, "unshare");
+        // Killed by the filter's architecture check: no trap line before the end.
+        t.line("9 +++ killed by SIGSYS (core dumped) +++");
+        assert_eq!(
+            t.events.last().map(|e| e.call.clone()),
+            Some(Call::Refused {
+                name: "foreign_abi".into()
+            })
+        );
+        // A trapped call's process ending the same way adds nothing.
+        let n = t.events.len();
+        t.line("7 +++ killed by SIGSYS (core dumped) +++");
+        assert_eq!(t.events.len(), n);
     }
 }

@@ -116,6 +116,28 @@ fn endpoint(url: &str) -> Result<(bool, String, String), String> {
     Ok((tls, auth.to_string(), path.to_string()))
 }
 
+/// The worker's token from `p`: at least 16 printable characters, and never sent in the
+/// clear except to this host.
+fn read_token(p: &std::path::Path, tls: bool, authority: &str) -> Result<String, String> {
+    let err = |why: String| format!("av.sandbox.token_file: {}: {why}", p.display());
+    let t = std::fs::read_to_string(p).map_err(|e| err(e.to_string()))?;
+    let t = t.trim().to_string();
+    if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(err(
+            "the token must be at least 16 printable characters".into()
+        ));
+    }
+    let local = authority.starts_with("127.")
+        || authority.starts_with("[::1]")
+        || authority.starts_with("localhost:");
+    if !tls && !local {
+        return Err(err(format!(
+            "the token would cross the network in the clear to {authority}: use https://"
+        )));
+    }
+    Ok(t)
+}
+
 /// The TLS client for an `https://` worker at `authority`: its name, and the roots it trusts.
 fn tls_client(
     authority: &str,
@@ -225,11 +247,7 @@ impl SandboxClient {
             false => None,
         };
         let token = match &config.token_file {
-            Some(p) => {
-                let t = std::fs::read_to_string(p)
-                    .map_err(|e| format!("av.sandbox.token_file: {}: {e}", p.display()))?;
-                Some(t.trim().to_string())
-            }
+            Some(p) => Some(read_token(p, tls.is_some(), &addr)?),
             None => None,
         };
         Ok(SandboxClient {
@@ -439,6 +457,26 @@ mod tests {
         assert_eq!(c.config.on_timeout_for("sh"), OnTimeout::Alert);
         assert!(config("types = [\"exe\"]").is_err());
         assert!(config("hold_timeout_secs = 0").is_err());
+        let dir = std::env::temp_dir().join(format!("sekisho-av-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+        let with = |url: &str| {
+            SandboxClient::new(SandboxConfig {
+                url: url.into(),
+                token_file: Some(token.clone()),
+                ..config("").unwrap().config
+            })
+        };
+        assert!(
+            with("http://127.0.0.1:8470").is_ok(),
+            "loopback in the clear"
+        );
+        let clear = with("http://10.0.0.5:8470").unwrap_err();
+        assert!(clear.contains("in the clear"), "{clear}");
+        std::fs::write(&token, "short\n").unwrap();
+        assert!(with("http://127.0.0.1:8470").is_err(), "too short");
+        let _ = std::fs::remove_dir_all(&dir);
         assert!(SandboxClient::new(SandboxConfig {
             url: "ftp://x:1".into(),
             ..config("").unwrap().config

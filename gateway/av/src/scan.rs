@@ -76,8 +76,10 @@ pub struct ScanReport {
     /// Pieces scanned.
     pub pieces: u32,
     /// Programs and scripts met inside containers (when asked for: see
-    /// [`scan_bytes_keeping`]), in walk order.
+    /// [`scan_bytes_keeping`]), in walk order, each content once.
     pub programs: Vec<Program>,
+    /// Programs met past twice the number kept, not even listed.
+    pub programs_unlisted: u32,
     /// An engine failure (not a timeout), if any.
     pub error: Option<String>,
 }
@@ -106,18 +108,32 @@ impl ScanReport {
     }
 }
 
-/// Keeps `piece` when the sandbox runs its kind: its bytes while `kept` stays under
-/// [`PROGRAM_BYTES`] and fewer than `max` are kept, else only its place (at most `max` more).
-fn keep_program(out: &mut Vec<Program>, kept: &mut usize, max: usize, piece: &Piece<'_>) {
-    if out.len() >= max * 2 {
-        return;
-    }
+/// What [`keep_program`] kept so far.
+#[derive(Default)]
+struct Kept {
+    bytes: usize,
+    seen: std::collections::HashSet<[u8; 32]>,
+}
+
+/// Keeps `piece` when the sandbox runs its kind and its content is new: its bytes while
+/// [`PROGRAM_BYTES`] allow and fewer than `max` are kept, else only its place (at most `max`
+/// more), else a count.
+fn keep_program(report: &mut ScanReport, kept: &mut Kept, max: usize, piece: &Piece<'_>) {
     let Some(runner) = sekisho_sandbox::sniff::runner(piece.data) else {
         return;
     };
-    let fits = out.len() < max && *kept + piece.data.len() <= PROGRAM_BYTES;
+    let sha: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(piece.data).into();
+    if kept.seen.len() < max * 4 && !kept.seen.insert(sha) {
+        return;
+    }
+    let out = &mut report.programs;
+    if out.len() >= max * 2 {
+        report.programs_unlisted = report.programs_unlisted.saturating_add(1);
+        return;
+    }
+    let fits = out.len() < max && kept.bytes + piece.data.len() <= PROGRAM_BYTES;
     let data = (fits && !piece.truncated).then(|| {
-        *kept += piece.data.len();
+        kept.bytes += piece.data.len();
         Bytes::copy_from_slice(piece.data)
     });
     out.push(Program {
@@ -170,11 +186,11 @@ pub fn scan_bytes_keeping(
         let deadline = Instant::now() + timeout;
         let mut report = ScanReport::default();
         let mut timed_out = None;
-        let mut kept = 0usize;
+        let mut kept = Kept::default();
         let issues = walk(data, root, hints, limits, Some(deadline), &mut |piece| {
             report.pieces += 1;
             if programs > 0 && piece.depth > 0 {
-                keep_program(&mut report.programs, &mut kept, programs, piece);
+                keep_program(&mut report, &mut kept, programs, piece);
             }
             let mime = sekisho_content::sniff_mime(piece.data);
             let filetype = filetype::label(piece.data, piece.name);

@@ -197,6 +197,7 @@ impl Inspector for AvInspector {
                 let programs = std::mem::take(&mut report.programs);
                 let asked = self.ask_sandbox(cx, &data, &root, &hints, &programs);
                 verdict = verdict.max(asked.await);
+                verdict = verdict.max(self.unlisted(cx, &root, report.programs_unlisted));
             }
             verdict.max(self.report(cx, &report))
         })
@@ -355,6 +356,29 @@ impl AvInspector {
             verdict = verdict.max(sandbox_verdict(cx, sb, p, j));
         }
         verdict
+    }
+
+    /// Programs found in a body past those listed for the sandbox: one `uninspected` event,
+    /// delivered or blocked by `on_timeout` (never a silent pass).
+    fn unlisted(&self, cx: &mut Cx<'_>, root: &str, count: u32) -> Verdict {
+        let Some(sb) = &self.sandbox else {
+            return Verdict::Allow;
+        };
+        if count == 0 {
+            return Verdict::Allow;
+        }
+        let why = format!(
+            "{count} more programs or scripts in it were not submitted (past {} listed)",
+            SANDBOX_MEMBERS * 2
+        );
+        let file = FileInfo {
+            name: String::new(),
+            size: 0,
+            sha256: String::new(),
+            mime: String::new(),
+            stored: None,
+        };
+        no_verdict(cx, sb, "program", root, &why, file)
     }
 
     /// Findings for the report's hits and issues, and the verdict they call for.

@@ -4,7 +4,9 @@
 //! that decode past `max_header_bytes` (HPACK bombs, which it refuses stream by stream without a
 //! word to us). CONTINUATION floods the library cuts off itself; rapid reset it catches only
 //! while the reset streams wait to be accepted, so a gateway quick to accept them never hears of
-//! it: RST_STREAM frames draw on the control-frame budget too.
+//! it: here a connection whose client reset at least [`RESET_FLOOR`] streams, more than half of
+//! those it opened, is cut (Envoy's premature-reset rule; a client or load balancer that
+//! cancels some of its requests is never).
 //!
 //! Control frames draw on a budget per connection, as Envoy and Tomcat meter them: a burst of
 //! [`BURST`], refilled over time and by the bytes the gateway writes (a client acknowledges data
@@ -25,6 +27,8 @@ const BURST: f64 = 1000.0;
 const REFILL_PER_SEC: f64 = 20.0;
 /// Bytes the gateway writes per control frame earned.
 const CREDIT_BYTES: f64 = 4096.0;
+/// Client resets from which a connection that reset more than half its streams is a flood.
+const RESET_FLOOR: u64 = 1000;
 /// Frames in a row without payload that neither end a stream nor a header block.
 const MAX_EMPTY_RUN: u32 = 100;
 /// Header block octets kept to measure (larger blocks the library refuses itself).
@@ -104,6 +108,9 @@ struct Counts {
     window: u64,
     reset: u64,
     empty: u64,
+    /// Streams the client opened (HEADERS on a new stream id).
+    streams: u64,
+    last_stream: u32,
 }
 
 /// The meter of one client connection.
@@ -219,6 +226,11 @@ impl H2Meter {
         let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
         let (kind, flags) = (h[3], h[4]);
         self.frame = (kind, flags);
+        let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+        if kind == HEADERS && stream > self.counts.last_stream {
+            self.counts.streams += 1;
+            self.counts.last_stream = stream;
+        }
         self.account(kind, flags, len, now)?;
         if kind == HEADERS {
             self.block = Some(Vec::new());
@@ -271,14 +283,16 @@ impl H2Meter {
             }
             RST_STREAM => {
                 self.counts.reset += 1;
-                1.0
+                0.0
             }
             DATA | HEADERS | CONTINUATION if empty => 1.0,
             DATA | HEADERS | CONTINUATION | GOAWAY => 0.0,
             _ => 1.0,
         };
         self.tokens -= cost;
-        if self.tokens < 0.0 || self.empty_run > MAX_EMPTY_RUN {
+        let c = &self.counts;
+        let rapid_reset = c.reset >= RESET_FLOOR && c.reset * 2 > c.streams;
+        if self.tokens < 0.0 || self.empty_run > MAX_EMPTY_RUN || rapid_reset {
             return Err(self.flood(now));
         }
         Ok(())
@@ -288,13 +302,14 @@ impl H2Meter {
         let c = &self.counts;
         let what = if self.empty_run > MAX_EMPTY_RUN {
             "empty frame"
+        } else if c.reset >= RESET_FLOOR && c.reset * 2 > c.streams {
+            "RST_STREAM (rapid reset)"
         } else {
             [
                 (c.ping, "PING"),
                 (c.settings, "SETTINGS"),
                 (c.priority, "PRIORITY"),
                 (c.window, "WINDOW_UPDATE"),
-                (c.reset, "RST_STREAM (rapid reset)"),
                 (c.empty, "empty frame"),
             ]
             .into_iter()
