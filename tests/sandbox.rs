@@ -271,6 +271,7 @@ fn a_sandbox_that_cannot_confine_the_sample_gives_no_verdict() {
         limits: Limits::default(),
         work_dir: dir.path().join("work"),
         keep: false,
+        hidden: Vec::new(),
     };
     let rules = Rules::load(&[rules()]).unwrap();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -45,6 +45,7 @@ pub fn run(
         },
         work_dir: work_dir.unwrap_or_else(|| std::env::temp_dir().join("sekisho-sandbox")),
         keep,
+        hidden: Vec::new(),
     };
     let report: Report = sandbox
         .analyze(&sample, &rules)

@@ -229,6 +229,9 @@ pub struct Sandbox {
     pub work_dir: PathBuf,
     /// Keep each task folder (scratch, trace) for an analyst.
     pub keep: bool,
+    /// Files the sample must not read even where the sandbox shows their folder (the worker's
+    /// TLS key and token under `/etc`): each is replaced by an empty file.
+    pub hidden: Vec<PathBuf>,
 }
 
 impl Sandbox {
@@ -374,7 +377,7 @@ impl Sandbox {
         .arg(trace)
         .arg("--")
         .arg(&t.bwrap)
-        .args(system_binds())
+        .args(system_binds(&self.hidden))
         .args(["--dev", "/dev", "--proc", "/proc"])
         .args(["--size", &l.tmp_bytes.to_string(), "--tmpfs", "/var/tmp"])
         .args([
@@ -511,12 +514,17 @@ impl Sandbox {
 /// and `/bin`, `/sbin`, `/lib*` as the host has them (links into `/usr` on a merged-`/usr`
 /// system). Homes, `/var`, `/srv`, `/opt`, `/run`, `/sys`, `/mnt` and the gateway's own files
 /// are not there.
-fn system_binds() -> Vec<String> {
+fn system_binds(hidden: &[PathBuf]) -> Vec<String> {
     let mut out: Vec<String> = ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
         .map(String::from)
         .to_vec();
     for h in HIDDEN.iter().filter(|h| Path::new(h).is_dir()) {
         out.extend(["--tmpfs".to_string(), h.to_string()]);
+    }
+    let shown = |p: &&PathBuf| p.starts_with("/etc") || p.starts_with("/usr");
+    for f in hidden.iter().filter(shown).filter(|p| p.is_file()) {
+        let f = f.to_string_lossy().into_owned();
+        out.extend(["--ro-bind".to_string(), "/dev/null".to_string(), f]);
     }
     for d in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
         match std::fs::read_link(d) {
@@ -735,6 +743,20 @@ pub fn hex(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_files_the_sandbox_would_show_are_replaced_by_an_empty_one() {
+        let binds = system_binds(&[PathBuf::from("/etc/passwd"), PathBuf::from("/tmp/x")]);
+        let joined = binds.join(" ");
+        assert!(
+            joined.contains("--ro-bind /dev/null /etc/passwd"),
+            "{joined}"
+        );
+        assert!(
+            !joined.contains("/tmp/x"),
+            "outside what the sandbox shows: {joined}"
+        );
+    }
 
     #[test]
     fn entropy_of_uniform_and_constant_bytes() {

@@ -373,6 +373,11 @@ pub async fn serve(
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("sekisho-sandbox")),
             keep: false,
+            hidden: [&c.tls_key, &c.token_file]
+                .into_iter()
+                .flatten()
+                .filter_map(|p| std::fs::canonicalize(p).ok())
+                .collect(),
         },
         rules: arc_swap::ArcSwap::from_pointee(rules),
         cache: VerdictCache::new(
