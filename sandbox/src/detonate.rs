@@ -35,7 +35,7 @@ mount,umount2,pivot_root,fork,vfork,clone,clone3,kill,tkill,tgkill,setuid,setgid
 setregid,setresuid,setresgid,memfd_create,nanosleep,clock_nanosleep,chdir,fchdir,io_uring_setup";
 
 /// Bytes of the sandbox's own messages (records, tool errors) read at most.
-const MESSAGE_BYTES: usize = 1 << 20;
+const MESSAGE_BYTES: usize = 4 << 20;
 
 /// Folders of `/etc` the sample never sees (the gateway's own config, keys and logs).
 const HIDDEN: &[&str] = &["/etc/sekisho"];

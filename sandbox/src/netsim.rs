@@ -30,8 +30,14 @@ pub const PORTS: &[u16] = &[
 ];
 /// Most names given their own address (later ones share the last address).
 const MAX_NAMES: u32 = 16_384;
-/// Most records written (later ones are counted in the last).
+/// Most records written (later ones are counted in the last): of resolver queries (each name
+/// and type once), of connections, of anything else; one kind cannot crowd out another.
 pub const MAX_RECORDS: usize = 2_000;
+/// Of [`MAX_RECORDS`], the most resolver queries and the most connections.
+const MAX_DNS: usize = 800;
+const MAX_CONNECTION_RECORDS: usize = 1_000;
+/// Longest request line kept from an HTTP client.
+const MAX_REQUEST: usize = 512;
 /// Most connections served at once (others are closed on accept).
 pub const MAX_CONNECTIONS: usize = 64;
 /// Bytes read from a client at most, and how long the sinkhole waits for them.
@@ -89,6 +95,11 @@ pub enum NetRecord {
         /// How many so far.
         dropped: u64,
     },
+    /// Connections the sinkhole closed unserved (more than it serves at once).
+    Busy {
+        /// How many so far.
+        refused: u64,
+    },
 }
 
 impl NetRecord {
@@ -106,17 +117,41 @@ impl NetRecord {
     }
 }
 
-/// Writes records (bounded) on standard error.
+/// Writes records (bounded per kind) on standard error.
 #[derive(Debug, Default)]
 pub struct Recorder {
     written: usize,
+    dns: usize,
+    connections: usize,
+    asked: std::collections::HashSet<(String, String)>,
     dropped: u64,
+    busy: u64,
 }
 
 impl Recorder {
-    /// Writes one record, or counts it past the bound.
+    /// Writes one record, or counts it past its kind's bound; a resolver query for a name and
+    /// type already written is not written again.
     pub fn write(&mut self, r: &NetRecord) {
-        if self.written < MAX_RECORDS {
+        let room = match r {
+            NetRecord::Dns { name, qtype, .. } => {
+                if self.asked.contains(&(name.clone(), qtype.clone())) {
+                    return;
+                }
+                let room = self.dns < MAX_DNS;
+                if room {
+                    self.dns += 1;
+                    self.asked.insert((name.clone(), qtype.clone()));
+                }
+                room
+            }
+            NetRecord::Connection { .. } => {
+                let room = self.connections < MAX_CONNECTION_RECORDS;
+                self.connections += usize::from(room);
+                room
+            }
+            _ => true,
+        };
+        if room && self.written < MAX_RECORDS {
             self.written += 1;
             eprintln!("{}", r.line());
         } else {
@@ -130,6 +165,14 @@ impl Recorder {
                     .line()
                 );
             }
+        }
+    }
+
+    /// Counts a connection closed unserved (written at powers of two).
+    pub fn busy(&mut self) {
+        self.busy += 1;
+        if self.busy.is_power_of_two() {
+            eprintln!("{}", NetRecord::Busy { refused: self.busy }.line());
         }
     }
 }
@@ -235,8 +278,12 @@ fn http_request(b: &[u8]) -> Option<String> {
     if !method.bytes().all(|c| c.is_ascii_uppercase()) {
         return None;
     }
+    let clipped = |s: String| match s.char_indices().nth(MAX_REQUEST) {
+        Some((i, _)) => s[..i].to_string(),
+        None => s,
+    };
     if target.starts_with("http://") || target.starts_with("https://") {
-        return Some(format!("{method} {target}"));
+        return Some(clipped(format!("{method} {target}")));
     }
     let host = lines
         .take_while(|l| !l.is_empty())
@@ -245,7 +292,7 @@ fn http_request(b: &[u8]) -> Option<String> {
             k.trim().eq_ignore_ascii_case("host").then(|| v.trim())
         })
         .unwrap_or("");
-    Some(format!("{method} http://{host}{target}"))
+    Some(clipped(format!("{method} http://{host}{target}")))
 }
 
 /// Printable ASCII kept, other bytes `\xNN`.
@@ -344,6 +391,7 @@ async fn sinkhole(
             continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
+            rec.lock().unwrap_or_else(|p| p.into_inner()).busy();
             continue;
         };
         let (names, rec) = (names.clone(), rec.clone());
@@ -419,6 +467,37 @@ mod tests {
         let dst: SocketAddr = "198.18.0.1:80".parse().unwrap();
         assert_eq!(names.name(&dst).as_deref(), Some("c2.example.test"));
         assert!(answer(b"\x00\x01garbage", &mut names).is_none());
+    }
+
+    #[test]
+    fn one_kind_of_record_cannot_crowd_out_another() {
+        let mut r = Recorder::default();
+        let dns = |name: String| NetRecord::Dns {
+            name,
+            qtype: "A".into(),
+            answer: None,
+        };
+        for _ in 0..1000 {
+            r.write(&dns("same.test".into()));
+        }
+        assert_eq!(r.dns, 1, "each name and type once");
+        for i in 0..3000 {
+            r.write(&dns(format!("n{i}.test")));
+        }
+        assert_eq!(r.dns, MAX_DNS);
+        let dst: SocketAddr = "198.18.0.1:80".parse().unwrap();
+        r.write(&describe(
+            dst,
+            None,
+            b"GET /c2 HTTP/1.1\r\nHost: c2\r\n\r\n",
+        ));
+        assert_eq!(r.connections, 1, "connections still recorded");
+        assert_eq!(r.written, MAX_DNS + 1);
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(3000));
+        let NetRecord::Connection { request, .. } = describe(dst, None, long.as_bytes()) else {
+            panic!()
+        };
+        assert_eq!(request.unwrap().chars().count(), MAX_REQUEST);
     }
 
     #[test]
