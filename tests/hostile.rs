@@ -236,11 +236,21 @@ async fn ten_thousand_slow_connections_and_slow_readers_leave_room_for_clean_cli
     let fds = std::fs::read_dir(format!("/proc/{}/fd", gw.child.id()))
         .unwrap()
         .count();
-    let m = gw.metrics_text().await;
-    let refused = metric(
-        &m,
-        "sekisho_connections_refused_total{listener=\"forward\",reason=\"per_client_limit\"}",
-    );
+    // The gateway refuses the connections past the cap as it accepts them from the kernel's
+    // queue: on a loaded machine it may still be draining the queue here, so the count is read
+    // until it is reached (bounded).
+    let wanted = (ATTACK - 1000) as f64 * 0.9;
+    let series =
+        "sekisho_connections_refused_total{listener=\"forward\",reason=\"per_client_limit\"}";
+    let mut refused = 0.0;
+    let counted = Instant::now();
+    while counted.elapsed() < Duration::from_secs(20) {
+        refused = metric(&gw.metrics_text().await, series);
+        if refused >= wanted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     println!(
         "clean: {ok}/{total} ok, worst {worst:?}; gateway fds {fds}, RSS {rss_before} -> {rss_during} KiB; refused per client {refused}"
     );
@@ -253,7 +263,7 @@ async fn ten_thousand_slow_connections_and_slow_readers_leave_room_for_clean_cli
         rss_during < rss_before + 256 * 1024,
         "RSS grew to {rss_during} KiB"
     );
-    assert!(refused >= (ATTACK - 1000) as f64 * 0.9, "refused {refused}");
+    assert!(refused >= wanted, "refused {refused}");
     gw.wait_line("events.jsonl", |e| e["rule"]["id"] == "connection-flood");
     assert_eq!(events_with(&gw, "connection-flood").len(), 1);
     // The gateway cuts every slow connection (read and idle timeouts), bounded wait.
