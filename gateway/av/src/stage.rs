@@ -103,6 +103,9 @@ impl Stage for AvStage {
     fn scans_whole_bodies(&self) -> bool {
         true
     }
+    fn reports_late(&self) -> bool {
+        self.sandbox.is_some()
+    }
     fn new_flow(&self, _meta: &FlowMeta) -> Box<dyn Inspector> {
         Box::new(AvInspector {
             engine: Arc::clone(&self.engine),
@@ -485,33 +488,57 @@ fn sandbox_verdict(cx: &mut Cx<'_>, sb: &SandboxClient, p: &Program, judged: Jud
             return no_verdict(cx, sb, file_type, root, &why, file);
         }
     };
-    let verdict = report["verdict"].as_str().unwrap_or("");
-    let (rule, severity, outcome) = match verdict {
-        "malicious" => ("Sandbox.Malicious", Severity::High, Verdict::Block),
-        "suspicious" => ("Sandbox.Suspicious", Severity::Medium, Verdict::Alert),
-        _ => return Verdict::Allow,
+    match verdict_finding(&report, root, file_type, file, false) {
+        Some((f, outcome)) => {
+            cx.report(f);
+            outcome
+        }
+        None => Verdict::Allow,
+    }
+}
+
+/// The finding for a malicious or suspicious report (late: after the flow was decided), and
+/// the verdict it calls for; `None` for any other verdict.
+fn verdict_finding(
+    report: &serde_json::Value,
+    root: &str,
+    kind: &str,
+    file: FileInfo,
+    late: bool,
+) -> Option<(Finding, Verdict)> {
+    let info = sandbox_info(report, late);
+    let (rule, severity, outcome) = match (info.verdict.as_str(), late) {
+        ("malicious", false) => ("Sandbox.Malicious", Severity::High, Verdict::Block),
+        ("suspicious", false) => ("Sandbox.Suspicious", Severity::Medium, Verdict::Alert),
+        ("malicious", true) => ("Sandbox.LateMalicious", Severity::High, Verdict::Allow),
+        ("suspicious", true) => ("Sandbox.LateSuspicious", Severity::Medium, Verdict::Allow),
+        _ => return None,
     };
-    let signatures: Vec<&str> = report["signatures"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|s| s["id"].as_str()).collect())
-        .unwrap_or_default();
-    let score = report["score"].as_u64().unwrap_or(0);
-    let message = format!(
-        "sandbox verdict {verdict} (score {score}) for {root} ({file_type}): {}",
-        signatures.join(", ")
-    );
+    let signatures = info.signatures.join(", ");
+    let when = if late {
+        "late sandbox verdict"
+    } else {
+        "sandbox verdict"
+    };
+    let after = if late {
+        ", delivered before the verdict came"
+    } else {
+        ""
+    };
     let mut f = Finding::new(
         "sandbox",
         rule,
-        message,
+        format!(
+            "{when} {} (score {}) for {root} ({kind}){after}: {signatures}",
+            info.verdict, info.score
+        ),
         severity,
         "malware",
-        Evidence::new(root.to_string(), &signatures.join(", ")),
+        Evidence::new(root.to_string(), &signatures),
     );
     f.file = Some(file);
-    f.sandbox = Some(Box::new(sandbox_info(&report, false)));
-    cx.report(f);
-    outcome
+    f.sandbox = Some(Box::new(info));
+    Some((f, outcome))
 }
 
 /// The event's `sandbox` facts from a worker's report.
@@ -540,31 +567,9 @@ fn follow_late(cx: &Cx<'_>, sb: &SandboxClient, p: &Program, task: String, file:
     };
     let (root, kind, file) = (p.provenance.clone(), p.kind, file.clone());
     let followed = sb.follow(task, move |report| {
-        let verdict = report["verdict"].as_str().unwrap_or("");
-        let (rule, severity) = match verdict {
-            "malicious" => ("Sandbox.LateMalicious", Severity::High),
-            "suspicious" => ("Sandbox.LateSuspicious", Severity::Medium),
-            _ => return,
-        };
-        let signatures: Vec<&str> = report["signatures"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|s| s["id"].as_str()).collect())
-            .unwrap_or_default();
-        let score = report["score"].as_u64().unwrap_or(0);
-        let mut f = Finding::new(
-            "sandbox",
-            rule,
-            format!(
-                "late sandbox verdict {verdict} (score {score}) for {root} ({kind}), delivered before the verdict came: {}",
-                signatures.join(", ")
-            ),
-            severity,
-            "malware",
-            Evidence::new(root.clone(), &signatures.join(", ")),
-        );
-        f.file = Some(file);
-        f.sandbox = Some(Box::new(sandbox_info(&report, true)));
-        late.report(f);
+        if let Some((f, _)) = verdict_finding(&report, &root, kind, file, true) {
+            late.report(f);
+        }
     });
     if !followed {
         tracing::warn!(

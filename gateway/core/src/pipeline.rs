@@ -216,6 +216,7 @@ impl Pipeline {
             said: Said::default(),
             ended: false,
             late: None,
+            reports_late: self.slots.iter().any(|(s, _)| s.reports_late()),
         }
     }
 }
@@ -279,6 +280,8 @@ pub struct Flow {
     said: Said,
     /// Whether [`Flow::end`] ran.
     ended: bool,
+    /// Whether a stage may report after the decision ([`crate::Stage::reports_late`]).
+    reports_late: bool,
     /// Where findings reported after the decision go.
     pub(crate) late: Option<crate::stage::LateReporter>,
 }
@@ -315,6 +318,12 @@ impl Flow {
     /// The flow's connection facts.
     pub fn meta(&self) -> &Arc<FlowMeta> {
         &self.meta
+    }
+
+    /// Whether a stage of this flow may report findings after the decision (only then is
+    /// [`Flow::set_late`] worth its allocation).
+    pub fn reports_late(&self) -> bool {
+        self.reports_late
     }
 
     /// Gives the stages a way to report findings after the flow was decided

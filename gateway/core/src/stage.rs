@@ -32,6 +32,11 @@ pub trait Stage: Send + Sync + 'static {
     fn scans_whole_bodies(&self) -> bool {
         false
     }
+    /// Whether the stage may report findings after a flow was decided ([`Cx::late`]): only
+    /// then does the proxy prepare a [`LateReporter`] for each flow.
+    fn reports_late(&self) -> bool {
+        false
+    }
 }
 
 /// Per-flow inspection state. Every phase has a no-op default (pingora-style), so a stage

@@ -118,7 +118,9 @@ impl FlowState {
         http: HttpFacts,
         dest: DestinationInfo,
     ) -> Arc<Self> {
-        flow.set_late(late_reporter(&shared, flow.meta(), &http, &dest));
+        if flow.reports_late() {
+            flow.set_late(late_reporter(&shared, flow.meta(), &http, &dest));
+        }
         let meta = Some(Arc::clone(flow.meta()));
         Arc::new(FlowState {
             shared,
