@@ -8,9 +8,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sekisho_assembly::{Assembly, GatewayConfig};
 use sekisho_proxy::{ca, Config};
 
+mod notify;
+mod probe;
 mod rules;
 mod sandbox;
 mod scan;
+mod service;
 
 /// mimalloc instead of the system allocator: the engines allocate many small, short-lived
 /// buffers per request, and glibc's malloc (with its consolidation passes) cost the WAF a fifth
@@ -37,10 +40,10 @@ current directory. Without --config, ./sekisho.toml (the bundled default) is use
 )]
 struct Cli {
     /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "SEKISHO_LOG_FORMAT")]
     log_format: LogFormat,
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `sekisho_proxy=debug`; RUST_LOG also works.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "SEKISHO_LOG")]
     log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -57,17 +60,34 @@ enum Command {
     /// Run the gateway. Creates the CA files named in [tls] if neither exists, and says so.
     /// SIGHUP reloads the policy and the CA (a failing reload keeps the running ones and
     /// raises a reload-failed event); SIGINT/SIGTERM stop.
+    ///
+    /// SIGTERM drains: the listeners close, /readyz answers 503, connections in flight get
+    /// [limits] drain_timeout_secs to finish, then the events and spools are flushed. Under a
+    /// systemd Type=notify unit it reports readiness, reloads and stopping (sd_notify) and
+    /// pings the watchdog. The environment may name the config (SEKISHO_CONFIG) and set any
+    /// key: SEKISHO__<TABLE>__<KEY>=value (e.g. SEKISHO__AV__CACHE_DIR=/var/cache/sekisho/av),
+    /// or by short names SEKISHO_NODE_NAME, SEKISHO_METRICS_ADDR, SEKISHO_CA_CERT,
+    /// SEKISHO_CA_KEY, SEKISHO_EVENTS_FILE, SEKISHO_COMM_LOG, SEKISHO_SPOOL_DIR.
     Run {
         /// Config file (default: ./sekisho.toml).
-        #[arg(long, short)]
+        #[arg(long, short, env = "SEKISHO_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Validate a config file and everything it names, without starting. Prints each listener's
     /// stages with their decision deadlines for held bodies (resolve_timeout_secs).
     CheckConfig {
         /// Config file (default: ./sekisho.toml).
-        #[arg(long, short)]
+        #[arg(long, short, env = "SEKISHO_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Ask a health endpoint (`/healthz`, `/readyz` of [metrics] addr) and exit 0 on a 200
+    /// answer, 1 otherwise, printing its body: a container HEALTHCHECK without curl.
+    Probe {
+        /// The URL (http only), e.g. http://127.0.0.1:9090/readyz.
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
     },
     /// Scan files and folders offline with the AV engine and limits of the config's [av] table.
     /// Containers are recognised by content, not name (zip, tar, gzip, bzip2, xz, lzma, 7z,
@@ -356,6 +376,9 @@ fn config_path(p: Option<PathBuf>) -> PathBuf {
 
 /// Reads and checks the whole config file with every engine's table.
 fn load(path: &Path) -> anyhow::Result<(Assembly, GatewayConfig)> {
+    for var in sekisho_assembly::env::unknown(std::env::vars().map(|(k, _)| k)) {
+        tracing::warn!(variable = %var, "not a setting sekisho reads from the environment: ignored");
+    }
     let assembly = Assembly::new()?;
     let cfg = assembly.load(path)?;
     Ok((assembly, cfg))
@@ -382,6 +405,7 @@ fn real_main(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Run { config } => run_command(config),
         Command::CheckConfig { config } => check_config(config),
+        Command::Probe { url, timeout } => probe::probe(&url, timeout),
         Command::Scan {
             config,
             json,
@@ -666,13 +690,13 @@ fn run_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .thread_name("sekisho")
         .build()
         .context("starting the runtime")?;
-    rt.block_on(run(assembly, cfg, path))?;
+    rt.block_on(service::run(assembly, cfg, path))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Creates the CA named in `[tls]` when neither file exists (`sekisho_proxy::check` has already
 /// refused a half-present pair).
-fn ensure_ca(cfg: &Config) -> sekisho_proxy::Result<()> {
+pub(crate) fn ensure_ca(cfg: &Config) -> sekisho_proxy::Result<()> {
     let (c, k) = (&cfg.tls.ca_cert, &cfg.tls.ca_key);
     if c.exists() || k.exists() {
         return Ok(());
@@ -690,7 +714,7 @@ fn ensure_ca(cfg: &Config) -> sekisho_proxy::Result<()> {
 
 /// Raises the open-file limit to its hard maximum (each client connection takes a descriptor, an
 /// intercepted one two) and warns when it still cannot hold every listener's `max_connections`.
-fn raise_nofile(cfg: &GatewayConfig) {
+pub(crate) fn raise_nofile(cfg: &GatewayConfig) {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
     if lim.current < lim.maximum {
@@ -714,58 +738,4 @@ fn raise_nofile(cfg: &GatewayConfig) {
     } else {
         tracing::info!(open_files = now, "open-file limit");
     }
-}
-
-async fn run(assembly: Assembly, cfg: GatewayConfig, path: PathBuf) -> anyhow::Result<()> {
-    raise_nofile(&cfg);
-    let proxy_cfg = cfg.proxy.clone();
-    let (gw, reloader) = std::sync::Arc::new(assembly)
-        .gateway_after(cfg, move || ensure_ca(&proxy_cfg))
-        .await?;
-    let (addrs, metrics) = gw.local_addrs();
-    for (name, a) in &addrs {
-        println!("listening {name} {a}");
-    }
-    if let Some(m) = metrics {
-        println!("metrics http://{m}/metrics");
-    }
-    let reload_path = path.clone();
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            let (r, p) = (reloader.clone(), reload_path.clone());
-            let result = tokio::task::spawn_blocking(move || r.reload_file(&p))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(sekisho_proxy::ProxyError::io(
-                        "reload task",
-                        std::io::Error::other(e),
-                    ))
-                });
-            match result {
-                Ok(()) => tracing::info!(config = %reload_path.display(), "policy reloaded"),
-                Err(e) => tracing::error!(error = %e, "reload failed; the running policy stays"),
-            }
-        }
-    });
-    let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-    };
-    gw.run(shutdown).await?;
-    Ok(())
 }

@@ -393,6 +393,11 @@ struct Launched {
 
 /// Runs `sekisho run --config cfg_path`, stderr appended to `stderr`, and reads its addresses.
 fn launch(cfg_path: &Path, stderr: &Path) -> Launched {
+    launch_env(cfg_path, stderr, &[])
+}
+
+/// [`launch`] with extra environment variables.
+fn launch_env(cfg_path: &Path, stderr: &Path, env: &[(&str, &str)]) -> Launched {
     let err = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -401,6 +406,7 @@ fn launch(cfg_path: &Path, stderr: &Path) -> Launched {
     let mut child = Command::new(bin())
         .args(["run", "--config"])
         .arg(cfg_path)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(err)
         .spawn()
@@ -523,6 +529,17 @@ impl Gateway {
         tls_extra: &str,
         extra: &str,
     ) -> Gateway {
+        Gateway::start_env(tag, listeners, tls_extra, extra, &[])
+    }
+
+    /// Like [`Gateway::start_with_listeners`], with extra environment variables.
+    pub fn start_env(
+        tag: &str,
+        listeners: &str,
+        tls_extra: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = TempDir::new(tag);
         let d = dir.path().display().to_string();
         let out = Command::new(bin())
@@ -539,13 +556,13 @@ impl Gateway {
         let cfg = format!(
             "{listeners}\n\
              [tls]\nca_cert = \"{d}/ca/ca.crt\"\nca_key = \"{d}/ca/ca.key\"\nsystem_roots = false\nwebpki_roots = false\n{tls_extra}\n\n\
-             [metrics]\naddr = \"127.0.0.1:0\"\n\n\
+             [metrics]\naddr = \"127.0.0.1:0\"\nreadyz_resolve = \"localhost\"\n\n\
              [events]\nfile = \"{d}/events.jsonl\"\ncomm_log = \"{d}/flows.jsonl\"\n\n{extra}\n"
         );
         let cfg_path = dir.path().join("sekisho.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
         let stderr = dir.path().join("stderr.log");
-        let l = launch(&cfg_path, &stderr);
+        let l = launch_env(&cfg_path, &stderr, env);
         Gateway {
             child: l.child,
             dir,

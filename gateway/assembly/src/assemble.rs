@@ -41,9 +41,28 @@ impl Assembly {
         Assembly { plugs }
     }
 
-    /// Reads and checks a config file.
+    /// Reads a config file, applies the environment's overrides ([`crate::env`]:
+    /// `SEKISHO__<TABLE>__<KEY>` and the [`crate::env::ALIASES`]) and checks it.
     pub fn load(&self, path: &Path) -> Result<GatewayConfig, ProxyError> {
-        GatewayConfig::load(path, &self.plugs)
+        let text = std::fs::read_to_string(path).map_err(|e| ProxyError::Config {
+            file: path.to_path_buf(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let (text, notes) =
+            crate::env::apply(&text, std::env::vars()).map_err(|message| ProxyError::Config {
+                file: path.to_path_buf(),
+                message: format!("from the environment: {message}"),
+            })?;
+        for note in &notes {
+            tracing::info!(config = %path.display(), "from the environment: {note}");
+        }
+        GatewayConfig::parse(&text, path, &self.plugs).map_err(|e| match e {
+            ProxyError::Config { file, message } if !notes.is_empty() => ProxyError::Config {
+                file,
+                message: format!("{message} (set from the environment: {})", notes.join("; ")),
+            },
+            e => e,
+        })
     }
 
     /// Parses and checks config text (`path` names it in errors).

@@ -10,6 +10,7 @@
 
 mod assemble;
 mod config;
+pub mod env;
 pub mod host_policy;
 mod plug;
 #[cfg(test)]

@@ -71,6 +71,7 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
         .max_buf_size(shared.limits.max_header_bytes)
         .serve_connection(io, svc)
         .with_upgrades();
+    let served = crate::health::until_drained!(shared, served);
     tokio::select! {
         r = served => {
             if let Err(e) = r {

@@ -31,6 +31,7 @@ mod forward;
 pub mod guard;
 pub mod h2meter;
 pub mod headtap;
+mod health;
 pub mod hostmatch;
 mod io;
 mod listen;
@@ -367,6 +368,7 @@ impl Gateway {
             flow_ids: AtomicU64::new(1),
             conn_ids: AtomicU64::new(1),
             observer,
+            health: health::Health::new(&cfg),
             server_tls: Arc::new(base_server_tls()?),
             listener_limits: cfg
                 .listeners
@@ -428,12 +430,12 @@ impl Gateway {
             running,
         } = self;
         fault::check_unclean_stop(&shared, &running).await;
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut accepting = tokio::task::JoinSet::new();
         for l in listeners {
             let limit = Arc::new(Semaphore::new(l.max_connections));
             let allow = Arc::new(l.allow);
             for sock in l.sockets {
-                tasks.spawn(listen::accept_loop(
+                accepting.spawn(listen::accept_loop(
                     Arc::clone(&shared),
                     l.index,
                     l.kind,
@@ -444,21 +446,44 @@ impl Gateway {
                 ));
             }
         }
+        let mut serving = tokio::task::JoinSet::new();
         if shared.reverse.iter().any(Option::is_some) {
-            tasks.spawn(reverse::health_loop(Arc::clone(&shared)));
+            serving.spawn(reverse::health_loop(Arc::clone(&shared)));
         }
         if let Some(ml) = metrics_listener {
-            tasks.spawn(listen::metrics_loop(Arc::clone(&shared.metrics), ml));
+            serving.spawn(listen::metrics_loop(Arc::clone(&shared), ml));
         }
         shutdown.await;
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
+        // Listeners close first (new connections are refused by the kernel, so a balancer
+        // moves on), then connections in flight get until the drain deadline.
+        accepting.abort_all();
+        while accepting.join_next().await.is_some() {}
+        drain(&shared).await;
+        serving.abort_all();
+        while serving.join_next().await.is_some() {}
         drop(shared);
         // Flows still in flight hold event senders: give the writers a bounded time to drain.
         // MSS sinks take up to 5 s to deliver what they still hold (the spool keeps the rest).
         let _ = tokio::time::timeout(Duration::from_secs(7), writers.finish()).await;
         let _ = std::fs::remove_file(&running);
         Ok(())
+    }
+}
+
+/// Asks every client connection to finish and waits until none is left or `[limits]
+/// drain_timeout_secs` has passed (connections still open then are cut when the runtime stops).
+async fn drain(shared: &Shared) {
+    shared.health.start_drain();
+    let deadline = tokio::time::Instant::now() + shared.limits.drain_timeout;
+    let active = || shared.metrics.connections_active.get();
+    let start = active();
+    tracing::info!(connections = start, deadline = ?shared.limits.drain_timeout, "draining");
+    while active() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match active() {
+        0 => tracing::info!(connections = start, "drained: every connection finished"),
+        left => tracing::warn!(left, "drain deadline passed: cutting the connections left"),
     }
 }
 

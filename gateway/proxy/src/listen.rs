@@ -10,7 +10,6 @@ use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::metrics::Metrics;
 use crate::shared::Shared;
 use crate::{config, conn, forward, reverse, shed};
 
@@ -110,8 +109,10 @@ pub(crate) async fn accept_loop(
     }
 }
 
-pub(crate) async fn metrics_loop(metrics: Arc<Metrics>, sock: TcpListener) {
-    use http_body_util::Full;
+/// The metrics listener: `/metrics` (Prometheus text), `/healthz` (200 while the process
+/// serves) and `/readyz` (200 when the node should get traffic, 503 while draining or when a
+/// check fails; the body lists each check).
+pub(crate) async fn metrics_loop(shared: Arc<Shared>, sock: TcpListener) {
     use hyper::service::service_fn;
     if let Ok(addr) = sock.local_addr() {
         tracing::info!(addr = %addr, "metrics endpoint listening");
@@ -121,25 +122,11 @@ pub(crate) async fn metrics_loop(metrics: Arc<Metrics>, sock: TcpListener) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let metrics = Arc::clone(&metrics);
+        let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let metrics = Arc::clone(&metrics);
-                async move {
-                    let (status, ctype, body) = match req.uri().path() {
-                        "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
-                        "/healthz" => (200, "text/plain", "ok\n".to_string()),
-                        _ => (404, "text/plain", "not found\n".to_string()),
-                    };
-                    let mut r = http::Response::new(Full::new(bytes::Bytes::from(body)));
-                    *r.status_mut() =
-                        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
-                    r.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static(ctype),
-                    );
-                    Ok::<_, std::convert::Infallible>(r)
-                }
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, std::convert::Infallible>(answer(&shared, req.uri().path()).await) }
             });
             let _ = tokio::time::timeout(
                 Duration::from_secs(30),
@@ -148,4 +135,24 @@ pub(crate) async fn metrics_loop(metrics: Arc<Metrics>, sock: TcpListener) {
             .await;
         });
     }
+}
+
+/// One answer of the metrics listener.
+async fn answer(shared: &Shared, path: &str) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let (status, ctype, body) = match path {
+        "/metrics" => (200, "text/plain; version=0.0.4", shared.metrics.render()),
+        "/healthz" => (200, "text/plain", "ok\n".to_string()),
+        "/readyz" => {
+            let (ready, body) = shared.health.readiness(shared).await;
+            (if ready { 200 } else { 503 }, "text/plain", body)
+        }
+        _ => (404, "text/plain", "not found\n".to_string()),
+    };
+    let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ctype),
+    );
+    r
 }

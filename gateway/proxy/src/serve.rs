@@ -104,6 +104,7 @@ where
             .max_frame_size(crate::upstream::H2_MAX_FRAME)
             .keep_alive_interval(Some(limits.idle_timeout))
             .serve_connection(io, svc);
+        let served = crate::health::until_drained!(shared, served);
         let r = tokio::select! {
             r = served => r,
             _ = activity.idle(limits.idle_timeout) => Ok(()),
@@ -122,6 +123,7 @@ where
             .max_buf_size(limits.max_header_bytes)
             .serve_connection(io, svc)
             .with_upgrades();
+        let served = crate::health::until_drained!(shared, served);
         tokio::select! {
             r = served => r,
             _ = activity.idle(limits.idle_timeout) => Ok(()),

@@ -30,6 +30,7 @@ pub(crate) struct Limits {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub hold_per_flow: usize,
+    pub drain_timeout: Duration,
 }
 
 /// State shared by every connection.
@@ -66,6 +67,8 @@ pub(crate) struct Shared {
     pub flow_ids: AtomicU64,
     pub conn_ids: AtomicU64,
     pub observer: Observer,
+    /// Readiness checks and the drain signal.
+    pub health: crate::health::Health,
     pub server_tls: Arc<rustls::ServerConfig>,
     pub limits: Limits,
     /// Per listener, by index: `limits` with the listener's own timeouts.
@@ -143,6 +146,7 @@ impl From<&crate::config::LimitsConfig> for Limits {
             connect_timeout: Duration::from_secs(l.connect_timeout_secs),
             response_timeout: Duration::from_secs(l.response_timeout_secs),
             hold_per_flow: l.hold_bytes_per_flow,
+            drain_timeout: Duration::from_secs(l.drain_timeout_secs),
         }
     }
 }

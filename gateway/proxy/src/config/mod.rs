@@ -441,9 +441,14 @@ impl Default for EventsConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Address of the Prometheus text endpoint (`/metrics`); none disables it.
+    /// Address of the Prometheus text endpoint (`/metrics`), which also answers `/healthz`
+    /// (the process serves) and `/readyz` (it should get traffic); none disables it.
     #[serde(default)]
     pub addr: Option<SocketAddr>,
+    /// A host name `/readyz` resolves (2 s at most) to show the resolver the gateway dials
+    /// upstreams with works; none skips that check.
+    #[serde(default)]
+    pub readyz_resolve: Option<String>,
 }
 
 /// `[limits]`: every buffer, queue and timeout has a bound here.
@@ -492,6 +497,10 @@ pub struct LimitsConfig {
     /// Bytes all flows together may hold (default 512 MiB).
     #[serde(default = "d_hold_total")]
     pub hold_bytes_total: usize,
+    /// On SIGTERM: how long connections in flight may take to finish after the listeners
+    /// close (default 30 s); idle keep-alive connections close at once, h2 ones get GOAWAY.
+    #[serde(default = "d_drain")]
+    pub drain_timeout_secs: u64,
 }
 
 fn d_max_conn() -> usize {
@@ -530,6 +539,9 @@ fn d_hold_flow() -> usize {
 fn d_hold_total() -> usize {
     512 << 20
 }
+fn d_drain() -> u64 {
+    30
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -546,6 +558,7 @@ impl Default for LimitsConfig {
             resolve_timeout_secs: d_resolve(),
             hold_bytes_per_flow: d_hold_flow(),
             hold_bytes_total: d_hold_total(),
+            drain_timeout_secs: d_drain(),
         }
     }
 }
