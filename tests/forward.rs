@@ -150,7 +150,7 @@ async fn decrypted_https_http1_and_h2_through_curl() {
     let line = s.gw.wait_line("flows.jsonl", |v| {
         v["path"] == "/hello" && v["status"] == 200
     });
-    assert_eq!(line["tls"], "decrypted");
+    assert_eq!(line["tls"]["mode"], "decrypted");
     assert_eq!(line["sni"], "localhost");
     assert_eq!(line["verdict"], "allow");
     assert_eq!(line["source"]["ip"], "127.0.0.1");
@@ -243,7 +243,7 @@ async fn spliced_host_shows_origin_certificate() {
     .await;
     assert_eq!((r.code, r.stdout.as_str()), (0, "hello"), "{}", r.stderr);
     let line = s.gw.wait_line("flows.jsonl", |v| {
-        v["tls"] == "spliced" && v["bytes_to_client"].as_u64() > Some(0)
+        v["tls"]["mode"] == "spliced" && v["bytes_to_client"].as_u64() > Some(0)
     });
     assert_eq!(line["method"], "CONNECT");
 }

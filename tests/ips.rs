@@ -79,11 +79,7 @@ fn sids_for(gw: &Gateway, url: &str) -> BTreeMap<u32, serde_json::Value> {
         .filter(|v| v["rule"]["engine"] == "suricata" && v["http"]["url"] == url)
         .map(|v| {
             (
-                v["alert"]["signature_id"]
-                    .as_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap(),
+                u32::try_from(v["alert"]["signature_id"].as_u64().unwrap()).unwrap(),
                 v,
             )
         })
@@ -109,7 +105,7 @@ fn detect_gateway(tag: &str, rules: &str, extra: &str) -> (TempDir, Gateway) {
 
 fn wait_sid(gw: &Gateway, sid: u32) -> serde_json::Value {
     gw.wait_line("events.jsonl", |v| {
-        v["rule"]["engine"] == "suricata" && v["alert"]["signature_id"] == sid.to_string().as_str()
+        v["rule"]["engine"] == "suricata" && v["alert"]["signature_id"] == sid
     })
 }
 
@@ -345,10 +341,7 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
         // The certificate test rule matches every connection to this origin by design.
         .filter(|v| {
             v["rule"]["engine"] == "suricata"
-                && !matches!(
-                    v["alert"]["signature_id"].as_str(),
-                    Some("9300001" | "9300003")
-                )
+                && !matches!(v["alert"]["signature_id"].as_u64(), Some(9300001 | 9300003))
         })
         .map(|v| {
             (
@@ -412,7 +405,7 @@ async fn detect_mode_and_live_reload_keep_a_working_set() {
     let r = get("/sekisho-ips-test-block?again").await;
     assert!(r.stdout.ends_with("\n404"));
     gw.wait_line("events.jsonl", |v| {
-        v["alert"]["signature_id"] == "9100001"
+        v["alert"]["signature_id"] == 9100001
             && v["http"]["url"].as_str().unwrap().ends_with("?again")
     });
     // A good file with a new rule: swapped in.
@@ -428,7 +421,7 @@ async fn detect_mode_and_live_reload_keep_a_working_set() {
         if gw
             .events()
             .iter()
-            .any(|v| v["alert"]["signature_id"] == "9200001")
+            .any(|v| v["alert"]["signature_id"] == 9200001)
         {
             break;
         }
@@ -751,13 +744,13 @@ async fn datasets_learn_survive_reloads_and_are_saved() {
     get("/known-after", "UA-1").await;
     get("/first-2", "UA-2").await;
     gw.wait_line("events.jsonl", |v| {
-        v["alert"]["signature_id"] == "9400101"
+        v["alert"]["signature_id"] == 9400101
             && v["http"]["url"]
                 .as_str()
                 .is_some_and(|u| u.ends_with("/first-2"))
     });
     gw.wait_line("events.jsonl", |v| {
-        v["alert"]["signature_id"] == "9400102"
+        v["alert"]["signature_id"] == 9400102
             && v["http"]["url"]
                 .as_str()
                 .is_some_and(|u| u.ends_with("/known-after"))
@@ -767,7 +760,7 @@ async fn datasets_learn_survive_reloads_and_are_saved() {
     let events = gw.events();
     let new_ua_total = events
         .iter()
-        .filter(|v| v["alert"]["signature_id"] == "9400101")
+        .filter(|v| v["alert"]["signature_id"] == 9400101)
         .count();
     assert_eq!(new_ua_total, 2, "UA-1 once, UA-2 once");
     let saved = std::fs::read_to_string(data.join("ua-seen.csv")).unwrap();
@@ -982,7 +975,7 @@ async fn filestore_keeps_files_within_its_budget() {
     assert!(
         !gw.events()
             .iter()
-            .any(|v| v["alert"]["signature_id"] == "9400302"),
+            .any(|v| v["alert"]["signature_id"] == 9400302),
         "noalert"
     );
 }
@@ -1168,5 +1161,5 @@ async fn cleartext_in_connect_tunnels_is_inspected_or_refused() {
     assert!(!strict
         .events()
         .iter()
-        .any(|v| v["alert"]["signature_id"] == "9400501"));
+        .any(|v| v["alert"]["signature_id"] == 9400501));
 }

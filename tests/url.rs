@@ -174,7 +174,7 @@ async fn block_warn_allow_list_and_splice_through_the_proxy() {
         f["method"] == "CONNECT" && f["host"] == format!("www.{gamble}").as_str()
     });
     assert_eq!(
-        flow["tls"], "decrypted",
+        flow["tls"]["mode"], "decrypted",
         "decrypted only to show the page: {flow:#}"
     );
     assert_eq!(flow["bytes_to_server"], 0, "{flow:#}");

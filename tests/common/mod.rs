@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod schema;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -380,6 +382,11 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Every event and flow line the test made must fit the index mapping.
+        if !std::thread::panicking() {
+            schema::check_file(&self.dir.path().join("events.jsonl"));
+            schema::check_file(&self.dir.path().join("flows.jsonl"));
+        }
     }
 }
 
@@ -875,6 +882,9 @@ impl Drop for Collector {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            schema::check_file(&self.out.join("http.log"));
+        }
     }
 }
 

@@ -220,7 +220,7 @@ fn run_case(c: &case::Case) -> Result<Outcome, String> {
     let alerts: Vec<u64> = events
         .iter()
         .filter(|e| !own_connect(e))
-        .filter_map(|v| v["alert"]["signature_id"].as_str()?.parse().ok())
+        .filter_map(|v| v["alert"]["signature_id"].as_u64())
         .collect();
     let checks = c
         .checks

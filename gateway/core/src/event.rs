@@ -136,8 +136,11 @@ pub struct RuleInfo {
 /// EVE `alert`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertInfo {
-    /// Signature id (numeric SIDs stay strings for non-IPS engines).
-    pub signature_id: String,
+    /// Signature id, a number for every engine (EVE's type, so one index takes every event):
+    /// a numeric rule id (Suricata SID, WAF rule id) as it is, any other id (a ClamAV or YARA
+    /// name, a URL list entry, a fault) as [`signature_number`] of engine and id, from 2^32 up,
+    /// outside Suricata's SID space. `rule.id` keeps the id as written.
+    pub signature_id: u64,
     /// Signature text.
     pub signature: String,
     /// 1 (high) … 4 (info).
@@ -265,6 +268,29 @@ pub struct WafScores {
     pub enforced: bool,
 }
 
+/// First number of the range [`AlertInfo::signature_id`] gives ids that are not numbers.
+pub const DERIVED_SIGNATURE_BASE: u64 = 1 << 32;
+
+/// `alert.signature_id` for `engine`'s rule `id`: the id itself when it is a number Suricata
+/// could use as a SID (0 to 2^32 - 1), else 2^32 plus the FNV-1a (32 bit) hash of
+/// `engine:id` — the same on every node and version, so a dashboard can count by it.
+pub fn signature_number(engine: &str, id: &str) -> u64 {
+    let numeric = !id.is_empty() && id.len() <= 10 && id.bytes().all(|b| b.is_ascii_digit());
+    if let Some(n) = numeric.then(|| id.parse::<u32>().ok()).flatten() {
+        return u64::from(n);
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for b in engine
+        .bytes()
+        .chain(std::iter::once(b':'))
+        .chain(id.bytes())
+    {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    DERIVED_SIGNATURE_BASE + u64::from(h)
+}
+
 /// RFC 3339 UTC timestamp with milliseconds.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
@@ -333,7 +359,7 @@ impl ThreatEvent {
                 line: finding.source.as_ref().map(|s| s.1).filter(|l| *l > 0),
             },
             alert: AlertInfo {
-                signature_id: finding.rule_id.clone(),
+                signature_id: signature_number(&finding.engine, &finding.rule_id),
                 signature: finding.message.clone(),
                 severity,
                 action,
@@ -364,6 +390,25 @@ impl ThreatEvent {
     }
 }
 
+/// A flow line's `tls`: the threat events' `tls` fields that apply, so both kinds of line
+/// share one index mapping.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowTls {
+    /// `none`, `decrypted` or `spliced`.
+    pub mode: TlsMode,
+    /// Decrypted and inspected.
+    pub decrypted: bool,
+}
+
+impl From<TlsMode> for FlowTls {
+    fn from(mode: TlsMode) -> Self {
+        FlowTls {
+            mode,
+            decrypted: mode == TlsMode::Decrypted,
+        }
+    }
+}
+
 /// One line per flow of the communication log, for incident tracing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommLog {
@@ -383,8 +428,8 @@ pub struct CommLog {
     /// SNI.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
-    /// `none`, `decrypted` or `spliced`.
-    pub tls: TlsMode,
+    /// How TLS was handled (an object, like the threat events' `tls`).
+    pub tls: FlowTls,
     /// HTTP method (`CONNECT` for tunnels).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
@@ -430,6 +475,39 @@ pub struct CommLog {
 mod tests {
     use super::*;
     use crate::{Action, Evidence, Severity};
+
+    #[test]
+    fn signature_ids_are_numbers_for_every_engine() {
+        assert_eq!(signature_number("suricata", "2049400"), 2_049_400);
+        assert_eq!(signature_number("waf", "942100"), 942_100);
+        assert_eq!(
+            signature_number("suricata", "4294967295"),
+            u64::from(u32::MAX)
+        );
+        // Not a SID: a name, too large, signs, empty: derived, from 2^32 up.
+        for (engine, id) in [
+            ("clamav", "Eicar-Test-Signature"),
+            ("suricata", "4294967296"),
+            ("waf", "+12"),
+            ("gateway", ""),
+        ] {
+            let n = signature_number(engine, id);
+            assert!(
+                (DERIVED_SIGNATURE_BASE..DERIVED_SIGNATURE_BASE << 1).contains(&n),
+                "{id}"
+            );
+        }
+        // Stable, and the engine is part of it.
+        let a = signature_number("yara", "Sample");
+        assert_eq!(a, signature_number("yara", "Sample"));
+        assert_ne!(a, signature_number("clamav", "Sample"));
+        // FNV-1a of "yara:Sample", checked independently.
+        let mut h: u64 = 0x811c_9dc5;
+        for b in b"yara:Sample" {
+            h = ((h ^ u64::from(*b)) * 0x0100_0193) % (1 << 32);
+        }
+        assert_eq!(a, (1 << 32) + h);
+    }
 
     #[test]
     fn event_has_schema_fields() {

@@ -28,8 +28,9 @@ mod verdict;
 
 pub use engine::{BuildCx, Built, ConfigError, Engine, LoadReport, RouteOptions, RouteWaf};
 pub use event::{
-    AlertInfo, CommLog, DestinationInfo, EventEvidence, EventInfo, FacilityInfo, FileInfo,
-    HttpInfo, Observer, RuleInfo, SourceInfo, ThreatEvent, TlsClientInfo, TlsClientX509, TlsInfo,
+    signature_number, AlertInfo, CommLog, DestinationInfo, EventEvidence, EventInfo, FacilityInfo,
+    FileInfo, FlowTls, HttpInfo, Observer, RuleInfo, SourceInfo, ThreatEvent, TlsClientInfo,
+    TlsClientX509, TlsInfo, DERIVED_SIGNATURE_BASE,
 };
 pub use finding::{
     Action, Evidence, Finding, SandboxInfo, Severity, SignatureInfo, UrlCategoryInfo, WafInfo,

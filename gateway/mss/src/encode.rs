@@ -87,7 +87,8 @@ pub fn cef(ev: &Value) -> String {
     let etype = s(ev, &["event_type"]).unwrap_or("alert");
     let (sig_id, sig) = match etype {
         "alert" => (
-            s(ev, &["alert", "signature_id"]).unwrap_or("-").to_string(),
+            // CEF's Signature ID is a string: the rule id as written (a SID, a ClamAV name).
+            s(ev, &["rule", "id"]).unwrap_or("-").to_string(),
             s(ev, &["alert", "signature"]).unwrap_or("-").to_string(),
         ),
         "flow" => ("flow".into(), "communication log".into()),
@@ -410,7 +411,7 @@ mod tests {
     fn formats_of_one_event() {
         let ev = event();
         let j: Value = serde_json::from_str(&text(&ev, Format::Json, 13)).unwrap();
-        assert_eq!(j["alert"]["signature_id"], "2049400");
+        assert_eq!(j["alert"]["signature_id"], 2049400);
         let c = text(&ev, Format::Cef, 13);
         assert!(
             c.starts_with("CEF:0|Sekisho|Sekisho|0.1.0|2049400|ET EXPLOIT a\\|b=c|10|"),

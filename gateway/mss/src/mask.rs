@@ -1,7 +1,9 @@
 //! Masking of personal data before events leave: query values, body excerpts, named headers and
 //! any field named by a JSON pointer become `masked:<16 hex>` — the first 64 bits of
 //! HMAC-SHA-256 under the gateway's key, so equal values still correlate across events while
-//! the value itself cannot be read back (nor guessed without the key).
+//! the value itself cannot be read back (nor guessed without the key). A field named by pointer
+//! keeps its JSON type (a number stays a number, an IP address becomes one in 2001:db8::/32),
+//! so the index mapping takes masked events too.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -280,15 +282,31 @@ impl Masker {
         }
         for p in &self.fields {
             if let Some(v) = ev.pointer_mut(p) {
-                let text = match v {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                };
-                if let Some(t) = text {
-                    *v = Value::String(self.token(&t));
-                }
+                self.mask_keeping_type(v);
             }
+        }
+    }
+
+    /// Masks a field named by pointer and keeps its JSON type, so an index mapping still takes
+    /// the event: a number becomes a number (53 bits of the HMAC), an IP address an address in
+    /// 2001:db8::/32 (the documentation prefix: never a real host), other text a token.
+    fn mask_keeping_type(&self, v: &mut Value) {
+        match v {
+            Value::Number(n) => {
+                let h = hmac256(&self.key, &[b"number:", n.to_string().as_bytes()]);
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&h[..8]);
+                *v = Value::from(u64::from_be_bytes(b) >> 11);
+            }
+            Value::String(s) if s.parse::<std::net::IpAddr>().is_ok() => {
+                let h = hmac256(&self.key, &[b"ip:", s.as_bytes()]);
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+                b[4..].copy_from_slice(&h[..12]);
+                *v = Value::String(std::net::Ipv6Addr::from(b).to_string());
+            }
+            Value::String(s) => *v = Value::String(self.token(s)),
+            _ => {}
         }
     }
 }
@@ -342,6 +360,15 @@ mod tests {
         for secret in ["Taro", "curl/8", "sid=secret", "10.1.2.3", "4000"] {
             assert!(!t.contains(secret), "{secret} in {t}");
         }
+        // Fields named by pointer keep their JSON type (the index mapping takes them).
+        let ip = ev["source"]["ip"].as_str().unwrap();
+        assert!(ip.starts_with("2001:db8:"), "{ip}");
+        assert!(ip.parse::<std::net::Ipv6Addr>().is_ok(), "{ip}");
+        let port = ev["source"]["port"].as_u64().unwrap();
+        assert!(port < 1 << 53, "{port}");
+        let mut again = serde_json::json!({"source": {"ip": "10.1.2.3", "port": 4000}});
+        m.apply(&mut again);
+        assert_eq!(again["source"], ev["source"], "equal values correlate");
         assert!(t.contains("Host: h\\r\\nCookie: masked:"), "{t}");
         let mut body = serde_json::json!({"evidence": {"location": "http.request_body", "excerpt": "<PatientName>Yamada</PatientName>"}});
         m.apply(&mut body);

@@ -36,7 +36,7 @@ fn event(i: usize) -> Value {
         "event_type": "alert",
         "event": {"id": format!("ev-{i}"), "kind": "alert", "category": "test", "action": "blocked", "severity": 1},
         "observer": observer(),
-        "alert": {"signature_id": "1", "signature": "test", "severity": 1, "action": "blocked", "category": "test"},
+        "alert": {"signature_id": 1, "signature": "test", "severity": 1, "action": "blocked", "category": "test"},
         "pad": "x".repeat(300),
     })
 }

@@ -421,7 +421,7 @@ impl FlowState {
             },
             destination: r.dest.clone(),
             sni: meta.sni.clone(),
-            tls: meta.tls,
+            tls: meta.tls.into(),
             method: r.http.method.clone(),
             host: r.http.host.clone(),
             path: r.http.path.clone(),
