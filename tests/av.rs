@@ -20,8 +20,12 @@ fn tar_gz(name: &str, data: &[u8]) -> Vec<u8> {
     gzip(&b.into_inner().unwrap())
 }
 
+/// The IHE sample every XCA shape is built on, under the public corpora.
+const ITI43: &str = "ihe/ITI-43_response_raw.xml";
+
+/// The IHE ITI-43 sample response: only called by tests that checked `corpus(ITI43)` first.
 fn iti43() -> String {
-    std::fs::read_to_string(corpora().join("ihe/ITI-43_response_raw.xml")).unwrap()
+    std::fs::read_to_string(corpora().join(ITI43)).unwrap()
 }
 
 const CID: &str = "72f7c587daaacb8b81212de4e80e442e5f43394482e12edd@apache.org";
@@ -107,6 +111,9 @@ fn av_table(cache: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eicar_in_every_shape_is_blocked_and_clean_files_pass() {
+    if corpus(ITI43).is_none() {
+        return;
+    }
     let pki = TestPki::new("Origin Test CA", &["localhost"]);
     let mut files: Files = shapes()
         .into_iter()
@@ -276,6 +283,9 @@ async fn eicar_in_every_shape_is_blocked_and_clean_files_pass() {
 
 #[test]
 fn sekisho_scan_reports_every_shape() {
+    if corpus(ITI43).is_none() {
+        return;
+    }
     let dir = TempDir::new("scan");
     for (path, _, body, _) in shapes() {
         std::fs::write(dir.path().join(path.trim_start_matches('/')), body).unwrap();

@@ -11,8 +11,12 @@ use std::process::Command;
 
 use common::*;
 
+/// The UT1 blacklists, under the public corpora.
+const UT1: &str = "ut1/blacklists";
+
+/// The UT1 folder: only called by tests that checked `corpus(UT1)` first.
 fn ut1() -> std::path::PathBuf {
-    corpora().join("ut1/blacklists")
+    corpora().join(UT1)
 }
 
 /// The first domain of a UT1 category.
@@ -101,6 +105,9 @@ fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_warn_allow_list_and_splice_through_the_proxy() {
+    if corpus(UT1).is_none() {
+        return;
+    }
     let pki = TestPki::new("Origin Test CA", &["localhost", "127.0.0.1", "::1"]);
     let tls_origin = Origin::start_with_files(Some(pki.server_config()), pages()).await;
     let origin = Origin::start_with_files(None, pages()).await;
@@ -417,6 +424,9 @@ async fn reload_swaps_lists_and_bad_lines_are_reported() {
 
 #[test]
 fn rules_test_url_prints_canonical_matches_and_action() {
+    if corpus(UT1).is_none() {
+        return;
+    }
     let lists = TempDir::new("url-cli");
     let cfg = lists.path().join("sekisho.toml");
     std::fs::write(&cfg, url_table(lists.path(), "")).unwrap();

@@ -66,11 +66,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
 fn crs_regression() {
-    let crs = common::corpora().join("crs");
-    if !crs.join("tests").is_dir() || !crs.join("rules").is_dir() {
-        eprintln!("skipped: no CRS at {} (SEKISHO_CORPORA)", crs.display());
+    if common::corpus("crs/tests").is_none() || common::corpus("crs/rules").is_none() {
         return;
     }
+    let crs = common::corpora().join("crs");
     let (cases, unreadable) = load_cases(&crs.join("tests"));
     let overrides_path = common::repo().join("tests/crs-overrides.yaml");
     let overrides = overrides::load(&overrides_path).unwrap();

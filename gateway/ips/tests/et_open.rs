@@ -8,12 +8,12 @@ use sekisho_ips::rule::RuleError;
 use sekisho_ips::RuleSet;
 
 mod common;
-use common::{corpora, et_config};
+use common::{corpus, et_config};
 
 /// SIDs of enabled rules that are HTTP, TLS or file rules, read straight from the text.
-fn enabled_http_tls_file() -> HashSet<u32> {
+fn enabled_http_tls_file(et: &std::path::Path) -> HashSet<u32> {
     let mut out = HashSet::new();
-    for e in std::fs::read_dir(corpora().join("et-open")).unwrap() {
+    for e in std::fs::read_dir(et).unwrap() {
         let p = e.unwrap().path();
         if p.extension().and_then(|x| x.to_str()) != Some("rules") {
             continue;
@@ -37,10 +37,13 @@ fn enabled_http_tls_file() -> HashSet<u32> {
 
 #[test]
 fn et_open_loads_at_least_99_percent_of_http_tls_file_rules() {
+    let Some(et) = corpus("et-open") else {
+        return;
+    };
     let opts = et_config().load_options(None).unwrap();
     let set = RuleSet::load(&opts).unwrap();
     let r = set.report();
-    let wanted = enabled_http_tls_file();
+    let wanted = enabled_http_tls_file(&et);
     let loaded: HashSet<u32> = (0..set.len()).map(|i| set.rule(i).rule.sid).collect();
     let got = wanted.iter().filter(|s| loaded.contains(s)).count();
     let share = got as f64 / wanted.len() as f64;

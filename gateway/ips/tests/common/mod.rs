@@ -8,7 +8,8 @@ use sekisho_ips::ruleset::LoadOptions;
 use sekisho_ips::vars::default_vars;
 use sekisho_ips::{IpsConfig, RuleSet};
 
-/// `../shared/corpora`, or `SEKISHO_CORPORA`.
+/// The public corpora: `SEKISHO_CORPORA`, else `../shared/corpora` beside the repository.
+/// Tests reach them through [`corpus`].
 pub fn corpora() -> PathBuf {
     std::env::var_os("SEKISHO_CORPORA")
         .map(PathBuf::from)
@@ -17,7 +18,36 @@ pub fn corpora() -> PathBuf {
         })
 }
 
-/// An `[ips]` table over every ET Open rule file and its classification.
+/// `rel` under the public corpora ([`corpora`]) when it exists. When it does not: `None`, after
+/// a `SKIPPED <test>: …` line on stderr naming the missing path, so that the test returns early
+/// (`let Some(et) = corpus("et-open") else { return };`); but a panic when
+/// `SEKISHO_REQUIRE_CORPORA` is set (`scripts/test.sh` sets it whenever the corpora folder is
+/// there, as in CI, so that a missing file fails instead of skipping).
+pub fn corpus(rel: &str) -> Option<PathBuf> {
+    use std::io::Write as _;
+    let path = corpora().join(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("SEKISHO_REQUIRE_CORPORA").is_none(),
+        "needs the public corpora: {} not found, and SEKISHO_REQUIRE_CORPORA is set",
+        path.display()
+    );
+    // Straight to stderr: the test harness captures `eprintln!`, and this line is meant to be
+    // seen.
+    let thread = std::thread::current();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {}: needs the public corpora: {} not found (put them at ../shared/corpora or set SEKISHO_CORPORA)",
+        thread.name().unwrap_or("test"),
+        path.display()
+    );
+    None
+}
+
+/// An `[ips]` table over every ET Open rule file and its classification: only called by tests
+/// that checked `corpus("et-open")` first.
 pub fn et_config() -> IpsConfig {
     let et = corpora().join("et-open");
     assert!(et.is_dir(), "ET Open corpus missing at {}", et.display());
