@@ -1,6 +1,8 @@
 //! Threat events and the communication log, written as JSON lines by one writer thread per file.
 //!
-//! Threat events push back when the queue is full (never dropped); communication-log lines are
+//! Threat events push back when the queue is full (never dropped), and the flow that raised them
+//! waits until they are written before it answers the client (bounded): a response is never
+//! ahead of its event, even when the process is killed right after. Communication-log lines are
 //! dropped when their queue is full, counted in `sekisho_events_dropped_total{kind="flow"}`.
 //! With `[mss]`, every event and line also goes to the MSS sinks (`sekisho_mss::Mss`: masking,
 //! disk spool, syslog/HTTP/file delivery).
@@ -11,16 +13,36 @@ use std::sync::Arc;
 use sekisho_core::{CommLog, Observer, ThreatEvent};
 use sekisho_mss::{Mss, MssConfig, MssMetrics, MssTasks};
 use std::io::Write as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ProxyError, Result};
 use crate::metrics::Metrics;
 
+/// One line for a writer; `written` hears when it is in the file (threat events: the flow waits
+/// for it, so a response never gets ahead of its event, even when the process is killed).
+struct Line {
+    text: String,
+    written: Option<oneshot::Sender<()>>,
+}
+
+impl Line {
+    fn plain(text: String) -> Line {
+        Line {
+            text,
+            written: None,
+        }
+    }
+}
+
+/// How long a flow waits for its events to be written before it goes on (a writer stuck on a
+/// full or hung disk must not hold every blocked request forever; the MSS spool has them).
+const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where events go.
 #[derive(Clone)]
 pub struct EventSink {
-    threats: mpsc::Sender<String>,
-    flows: mpsc::Sender<String>,
+    threats: mpsc::Sender<Line>,
+    flows: mpsc::Sender<Line>,
     metrics: Arc<Metrics>,
     mss: Option<Mss>,
 }
@@ -60,27 +82,36 @@ fn open_append(path: &Path) -> Result<std::fs::File> {
 fn spawn_writer(
     path: PathBuf,
     mut file: std::fs::File,
-    mut rx: mpsc::Receiver<String>,
+    mut rx: mpsc::Receiver<Line>,
     metrics: Arc<Metrics>,
     kind: &'static str,
 ) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
         let mut buf = Vec::with_capacity(64 * 1024);
+        let mut waiting = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             buf.clear();
             let mut n = 0u64;
             let mut next = Some(first);
             while let Some(line) = next.take() {
-                buf.extend_from_slice(line.as_bytes());
+                buf.extend_from_slice(line.text.as_bytes());
                 buf.push(b'\n');
+                waiting.extend(line.written);
                 n += 1;
                 if n < WRITE_BATCH {
                     next = rx.try_recv().ok();
                 }
             }
             match file.write_all(&buf) {
-                Ok(()) => metrics.events.with_label_values(&[kind]).inc_by(n),
+                Ok(()) => {
+                    metrics.events.with_label_values(&[kind]).inc_by(n);
+                    waiting.drain(..).for_each(|w| {
+                        let _ = w.send(());
+                    });
+                }
                 Err(e) => {
+                    // The waiting flows hear nothing (their senders dropped) and go on.
+                    waiting.clear();
                     metrics.events_dropped.with_label_values(&[kind]).inc_by(n);
                     tracing::error!(file = %path.display(), error = %e, "cannot write {kind} log");
                 }
@@ -164,20 +195,34 @@ impl EventSink {
         self.threats(std::slice::from_ref(event)).await;
     }
 
-    /// Queues threat events: the MSS sinks spool them first (one wait for all), then they go to
-    /// the local file, so every event logged locally survives a SIGKILL in the spools.
+    /// Writes threat events: the MSS sinks spool them first (one wait for all), then they go to
+    /// the local file, so every event logged locally survives a SIGKILL in the spools; returns
+    /// once the file has them (at most [`WRITE_WAIT`]).
     pub async fn threats(&self, events: &[ThreatEvent]) {
         if let Some(m) = &self.mss {
             m.threats(events).await;
         }
+        let mut written = Vec::with_capacity(events.len());
         for event in events {
-            let line = serde_json::to_string(event).unwrap_or_default();
+            let (tx, rx) = oneshot::channel();
+            let line = Line {
+                text: serde_json::to_string(event).unwrap_or_default(),
+                written: Some(tx),
+            };
             if self.threats.send(line).await.is_err() {
                 self.metrics
                     .events_dropped
                     .with_label_values(&["threat"])
                     .inc();
+                continue;
             }
+            written.push(rx);
+        }
+        // In the file (the page cache) before the flow goes on: a block page or a response
+        // never reaches the client ahead of its event, even if the process is killed next.
+        let all = futures_util::future::join_all(written);
+        if tokio::time::timeout(WRITE_WAIT, all).await.is_err() {
+            tracing::warn!("threat events not written within {WRITE_WAIT:?}: the flow goes on");
         }
     }
 
@@ -185,7 +230,7 @@ impl EventSink {
     /// there is room, else counted as dropped.
     pub fn threats_now(&self, events: &[ThreatEvent]) {
         for event in events {
-            let line = serde_json::to_string(event).unwrap_or_default();
+            let line = Line::plain(serde_json::to_string(event).unwrap_or_default());
             if self.threats.try_send(line).is_err() {
                 self.metrics
                     .events_dropped
@@ -200,7 +245,7 @@ impl EventSink {
         if let Some(m) = &self.mss {
             m.flow(line);
         }
-        let line = serde_json::to_string(line).unwrap_or_default();
+        let line = Line::plain(serde_json::to_string(line).unwrap_or_default());
         if self.flows.try_send(line).is_err() {
             self.metrics
                 .events_dropped
