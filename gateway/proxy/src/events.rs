@@ -42,6 +42,7 @@ const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Clone)]
 pub struct EventSink {
     threats: mpsc::Sender<Line>,
+    threat_writer: WriterThread,
     flows: mpsc::Sender<Line>,
     metrics: Arc<Metrics>,
     mss: Option<Mss>,
@@ -82,11 +83,12 @@ fn open_append(path: &Path) -> Result<std::fs::File> {
 fn spawn_writer(
     path: PathBuf,
     mut file: std::fs::File,
-    mut rx: mpsc::Receiver<Line>,
+    (mut rx, thread): (mpsc::Receiver<Line>, WriterThread),
     metrics: Arc<Metrics>,
     kind: &'static str,
 ) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
+        let _ = thread.set(std::thread::current());
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut waiting = Vec::new();
         while let Some(first) = rx.blocking_recv() {
@@ -119,11 +121,15 @@ fn spawn_writer(
             // Let the next lines gather while this thread sleeps rather than parks on the
             // queue: a sender then only pushes, where waking a parked writer costs a futex call
             // and a context switch per request. Bounds wake-ups to ~500/s; a line waits at
-            // most this long.
-            std::thread::sleep(WRITE_LINGER);
+            // most this long. A flow waiting for its threat events wakes the writer at once
+            // (`unpark`): only flows with findings pay that wake-up.
+            std::thread::park_timeout(WRITE_LINGER);
         }
     })
 }
+
+/// The writer's thread, once it runs (a flow waiting for its events unparks it).
+type WriterThread = Arc<std::sync::OnceLock<std::thread::Thread>>;
 
 /// Lines written per `write` at most.
 const WRITE_BATCH: u64 = 4096;
@@ -160,18 +166,19 @@ impl EventSink {
         let cf = open_append(comm_log)?;
         let (ttx, trx) = mpsc::channel(queue);
         let (ftx, frx) = mpsc::channel(queue);
+        let threat_writer = WriterThread::default();
         let tasks = vec![
             spawn_writer(
                 events.to_path_buf(),
                 ef,
-                trx,
+                (trx, Arc::clone(&threat_writer)),
                 Arc::clone(&metrics),
                 "threat",
             ),
             spawn_writer(
                 comm_log.to_path_buf(),
                 cf,
-                frx,
+                (frx, WriterThread::default()),
                 Arc::clone(&metrics),
                 "flow",
             ),
@@ -179,6 +186,7 @@ impl EventSink {
         Ok((
             EventSink {
                 threats: ttx,
+                threat_writer,
                 flows: ftx,
                 metrics,
                 mss,
@@ -220,6 +228,12 @@ impl EventSink {
         }
         // In the file (the page cache) before the flow goes on: a block page or a response
         // never reaches the client ahead of its event, even if the process is killed next.
+        if written.is_empty() {
+            return;
+        }
+        if let Some(t) = self.threat_writer.get() {
+            t.unpark();
+        }
         let all = futures_util::future::join_all(written);
         if tokio::time::timeout(WRITE_WAIT, all).await.is_err() {
             tracing::warn!("threat events not written within {WRITE_WAIT:?}: the flow goes on");
