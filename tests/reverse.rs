@@ -573,6 +573,16 @@ fn reverse_config_errors_name_the_key() {
              [[route]]\nlistener = \"r\"\nupstreams = [\"http://127.0.0.1:1\"]\n",
             "missing.crt",
         ),
+        (
+            "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n\
+             client_auth = \"required\"\nclient_ca = [\"ca\"]\nfacility_id = \"subject:OU\"\n\
+             [[route]]\nlistener = \"r\"\nupstreams = [\"http://x\"]\nfacilities = [\"@tokyo\"]\n",
+            "no [[facility_group]] named \"tokyo\"",
+        ),
+        (
+            "[[facility_group]]\nname = \"tokyo\"\n",
+            "facility_group[0]: give members",
+        ),
     ] {
         let p = dir.path().join("s.toml");
         std::fs::write(
@@ -590,6 +600,68 @@ fn reverse_config_errors_name_the_key() {
         assert!(err.contains(needle), "{cfg}\n→ {err}");
         assert!(err.contains("s.toml") || err.contains("missing.crt"), "{err}");
     }
+}
+
+/// A route allowing 237,000 facilities from a `[[facility_group]]` file: the listed facility
+/// passes, an unlisted one is refused, and a reload reads the file again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_of_237000_facilities_from_a_group_file() {
+    let (pki, listeners) = pki();
+    let a = Origin::start_with_files(None, files(&[("/whoami", "a")])).await;
+    let list = pki.dir.path().join("network.txt");
+    let write_list = |with: &str| {
+        let mut text = String::from("# the network's facilities\n");
+        for i in 0..236_999 {
+            text.push_str(&format!("{:02}{:08}\n", 13 + i % 34, i));
+        }
+        text.push_str(with);
+        text.push('\n');
+        std::fs::write(&list, text).unwrap();
+    };
+    write_list("H-0001");
+    let routes = format!(
+        "[[facility_group]]\nname = \"network\"\nfile = \"{}\"\n\n\
+         [[route]]\nname = \"service-a\"\nlistener = \"services\"\nhost = \"a.svc.test\"\n\
+         upstreams = [\"http://127.0.0.1:{a}\"]\nfacilities = [\"@network\"]\n\n\
+         [[route]]\nname = \"portal\"\nlistener = \"portal\"\nupstreams = [\"http://127.0.0.1:{a}\"]\n",
+        list.display(),
+        a = a.port,
+    );
+    let gw = Gateway::start_with_listeners("reverse-groups", &listeners, "", &routes);
+    let port = gw.all[0].port();
+    let ca = pki.server_ca.clone();
+    let who = |client: PathBuf| {
+        let ca = ca.clone();
+        async move {
+            let c = get(
+                port,
+                "127.0.0.1",
+                "a.svc.test",
+                "/whoami",
+                &ca,
+                Some(&client),
+                &[],
+            )
+            .await;
+            status(&c)
+        }
+    };
+    assert_eq!(who(pki.h1.clone()).await, "200 1.1");
+    assert_eq!(who(pki.p2.clone()).await, "403 1.1");
+    let denied = gw.wait_line("events.jsonl", |e| e["rule"]["id"] == "facility-denied");
+    assert_eq!(denied["facility"]["id"], "P-0002", "{denied}");
+    // The list changes; SIGHUP reads it again.
+    write_list("P-0002");
+    gw.reload();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while who(pki.p2.clone()).await != "200 1.1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reload did not read the list"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(who(pki.h1.clone()).await, "403 1.1");
 }
 
 /// A Python http.server (which unquotes and normalises paths as most servers do) serving `dir`

@@ -25,6 +25,7 @@ mod driver;
 mod error;
 pub mod events;
 mod expect;
+pub mod facilities;
 mod fault;
 mod flowstate;
 mod forward;

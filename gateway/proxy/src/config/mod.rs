@@ -50,6 +50,9 @@ pub struct Config {
     /// Reverse-proxy routes (`[[route]]`).
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// Named facility lists routes reference as `"@name"` (`[[facility_group]]`).
+    #[serde(default, rename = "facility_group")]
+    pub facility_groups: Vec<FacilityGroupConfig>,
     /// `[policy]`'s destination networks and CONNECT ports (the rest of the table is the host
     /// policy engine's).
     #[serde(default)]
@@ -437,6 +440,21 @@ impl Default for EventsConfig {
     }
 }
 
+/// `[[facility_group]]`: a named list of facility IDs and patterns, from `members` and/or a
+/// `file` (one per line, `#` comments), read again on reload.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FacilityGroupConfig {
+    /// The name routes use (`facilities = ["@name"]`).
+    pub name: String,
+    /// IDs and patterns written here.
+    #[serde(default)]
+    pub members: Option<Vec<String>>,
+    /// A file of IDs and patterns.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
 /// `[metrics]`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -573,6 +591,7 @@ pub const KEYS: &[&str] = &[
     "metrics",
     "limits",
     "route",
+    "facility_group",
 ];
 
 impl Config {
@@ -650,6 +669,9 @@ impl Config {
         }
         if let Some(d) = self.policy.page_dir.as_mut() {
             fix(d);
+        }
+        for g in &mut self.facility_groups {
+            g.file.iter_mut().for_each(fix);
         }
         if let Some(m) = self.mss.as_mut() {
             m.resolve_paths(base);

@@ -14,6 +14,7 @@ impl Config {
                 ListenerKind::Reverse => self.check_reverse_listener(i, l)?,
             }
         }
+        self.check_facility_groups()?;
         for (i, r) in self.routes.iter().enumerate() {
             self.check_route(i, r)?;
         }
@@ -179,11 +180,40 @@ impl Config {
         }
     }
 
+    /// Group names are unique and non-empty; each group has members or a file.
+    fn check_facility_groups(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, g) in self.facility_groups.iter().enumerate() {
+            let key = format!("facility_group[{i}]");
+            if g.name.is_empty() || g.name.contains(char::is_whitespace) {
+                return Err(self.err(format!("{key}.name"), "a name without spaces is required"));
+            }
+            if !seen.insert(g.name.as_str()) {
+                return Err(self.err(
+                    format!("{key}.name"),
+                    format!("duplicate group {:?}", g.name),
+                ));
+            }
+            if g.members.is_none() && g.file.is_none() {
+                return Err(self.err(&key, "give members = [...] or file = \"PATH\""));
+            }
+        }
+        Ok(())
+    }
+
     /// `facilities` needs the listener's facility rule, `require` its client certificates.
     fn check_route_access(&self, key: &str, r: &RouteConfig, l: &ListenerConfig) -> Result<()> {
         if let Some(f) = &r.facilities {
             if f.iter().any(|p| p.is_empty()) {
                 return Err(self.err(format!("{key}.facilities"), "empty pattern"));
+            }
+            for name in f.iter().filter_map(|p| p.strip_prefix('@')) {
+                if !self.facility_groups.iter().any(|g| g.name == name) {
+                    return Err(self.err(
+                        format!("{key}.facilities"),
+                        format!("\"@{name}\": no [[facility_group]] named {name:?}"),
+                    ));
+                }
             }
             if l.facility_id.is_none() {
                 return Err(self.err(

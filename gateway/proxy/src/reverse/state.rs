@@ -130,7 +130,8 @@ pub(crate) struct Route {
     pub(crate) host_text: Option<String>,
     pub(crate) prefix: String,
     pub(crate) pool: Pool,
-    pub(crate) facilities: Option<Vec<String>>,
+    /// Allowed facilities (groups expanded); None: any.
+    pub(crate) facilities: Option<crate::facilities::FacilitySet>,
     pub(crate) require: Vec<(AttrRule, String, String)>,
     pub(crate) retries: u32,
     pub(crate) fail_timeout: Duration,
@@ -253,6 +254,17 @@ impl ReverseState {
                     message: format!("listener {name}: facility_header: {e}"),
                 }
             })?;
+        let uses_groups = cfg
+            .routes
+            .iter()
+            .filter(|r| r.listener == name)
+            .flat_map(|r| r.facilities.iter().flatten())
+            .any(|f| f.starts_with('@'));
+        let groups = if uses_groups {
+            crate::facilities::load_groups(cfg)?
+        } else {
+            Default::default()
+        };
         let mut routes = Vec::new();
         for (i, r) in cfg.routes.iter().enumerate() {
             if r.listener != name {
@@ -307,7 +319,12 @@ impl ReverseState {
                     balance: r.balance,
                     next: AtomicUsize::new(0),
                 },
-                facilities: r.facilities.clone(),
+                facilities: r
+                    .facilities
+                    .as_ref()
+                    .map(|f| crate::facilities::route_set(f, &groups))
+                    .transpose()
+                    .map_err(|e| err(format!("facilities: {e}")))?,
                 require,
                 retries: r.retries,
                 fail_timeout: Duration::from_secs(r.fail_timeout_secs),
@@ -357,7 +374,7 @@ impl ReverseState {
                     r.prefix,
                     r.pool.members.len(),
                     match &r.facilities {
-                        Some(f) => format!(", facilities {f:?}"),
+                        Some(f) => format!(", {} facility entries", f.len()),
                         None => String::new(),
                     },
                     match r.timeout {
