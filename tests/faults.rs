@@ -202,13 +202,24 @@ async fn failed_reloads_keep_the_running_rules_and_ca_and_a_new_ca_is_taken() {
     );
     // Clean traffic all along, through every reload below.
     let done = AtomicBool::new(false);
+    let served = std::sync::atomic::AtomicUsize::new(0);
     let clean = async {
         let (mut ok, mut total) = (0, 0);
         while !done.load(Ordering::Relaxed) {
             total += 1;
             ok += usize::from(get("/hello".into(), ca.clone()).await == "200");
+            served.fetch_add(1, Ordering::Relaxed);
         }
         (ok, total)
+    };
+    // After each reload, clean requests are answered before the next fault (bounded wait): the
+    // reloads are fast, and traffic must be seen between them, not only before the first.
+    let traffic_after = || async {
+        let start = served.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while served.load(Ordering::Relaxed) < start + 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     };
     let faults_run = async {
         // 1. A rule file that does not compile.
@@ -228,6 +239,7 @@ async fn failed_reloads_keep_the_running_rules_and_ca_and_a_new_ca_is_taken() {
             get("/sekisho-ips-test-block?again".into(), ca.clone()).await,
             "403"
         );
+        traffic_after().await;
         // 2. Rules fixed, but the CA key unreadable (garbage; root reads any mode bits).
         std::fs::write(&rules, &base).unwrap();
         let key = gw.dir.path().join("ca/ca.key");
@@ -240,6 +252,7 @@ async fn failed_reloads_keep_the_running_rules_and_ca_and_a_new_ca_is_taken() {
         println!("CA key unreadable: {}", e["rule"]["name"]);
         // Interception goes on with the CA in service.
         assert_eq!(get("/hello?old-ca".into(), old_ca.clone()).await, "200");
+        traffic_after().await;
         // 3. A new CA put in place: taken at reload, new leaves chain to it.
         for f in ["ca.crt", "ca.key"] {
             std::fs::copy(fresh.join(f), gw.dir.path().join("ca").join(f)).unwrap();
@@ -255,11 +268,12 @@ async fn failed_reloads_keep_the_running_rules_and_ca_and_a_new_ca_is_taken() {
             get("/sekisho-ips-test-block?new".into(), new_ca).await,
             "403"
         );
+        traffic_after().await;
         done.store(true, Ordering::Relaxed);
     };
     let ((ok, total), ()) = tokio::join!(clean, faults_run);
     println!("clean traffic through three reloads: {ok}/{total}");
-    assert!(ok == total && total > 3, "{ok}/{total}");
+    assert!(ok == total && total >= 6, "{ok}/{total}");
     gw.assert_metrics(&["sekisho_faults_total{fault=\"reload-failed\"} 2"])
         .await;
 }

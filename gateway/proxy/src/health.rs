@@ -68,7 +68,6 @@ impl Health {
                 "serving: listeners open".into()
             },
         }];
-        checks.push(rules_check(shared));
         checks.extend(self.writable.iter().map(|d| write_check(d)));
         if let Some(host) = &self.resolve {
             checks.push(resolve_check(host).await);
@@ -80,22 +79,24 @@ impl Health {
             body.push_str(&c.line);
             body.push('\n');
         }
+        // What runs, for the operator (not a check: a gateway without its pipelines does not
+        // answer at all).
+        body.push_str("info ");
+        body.push_str(&pipelines(shared));
+        body.push('\n');
         (ready, body)
     }
 }
 
-/// Every listener has its pipeline in service (what it runs is listed).
-fn rules_check(shared: &Shared) -> Check {
+/// Each listener's stages in service.
+fn pipelines(shared: &Shared) -> String {
     let lines: Vec<String> = (0..shared.pipelines.len())
         .map(|i| {
             let p = shared.pipeline(i);
             format!("#{i}: {}", p.stage_names().join(" "))
         })
         .collect();
-    Check {
-        ok: !lines.is_empty(),
-        line: format!("pipelines: {}", lines.join("; ")),
-    }
+    format!("pipelines: {}", lines.join("; "))
 }
 
 /// A folder takes a new file (a full or read-only disk fails here).
