@@ -10,7 +10,9 @@ use super::super::{end_only_text, Rx, RxOptions};
 use super::payloads::inputs;
 use crate::seclang::{Action, DirectiveKind, Key, Rule};
 
-/// The CRS directory, or `None` (the test is skipped) when it is not there.
+/// The CRS directory, or `None` (the test is skipped, saying so) when it is not there; a panic
+/// then instead when `SEKISHO_REQUIRE_CORPORA` is set (`scripts/test.sh` sets it whenever the
+/// corpora are present, as in CI).
 fn crs() -> Option<PathBuf> {
     let dir = std::env::var_os("SEKISHO_CORPORA")
         .map(PathBuf::from)
@@ -19,11 +21,22 @@ fn crs() -> Option<PathBuf> {
         })
         .join("crs");
     if dir.join("rules").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: no CRS at {} (set SEKISHO_CORPORA)", dir.display());
-        None
+        return Some(dir);
     }
+    assert!(
+        std::env::var_os("SEKISHO_REQUIRE_CORPORA").is_none(),
+        "needs the public corpora: {} not found, and SEKISHO_REQUIRE_CORPORA is set",
+        dir.display()
+    );
+    // Straight to stderr: the test harness captures `eprintln!`.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {}: needs the public corpora: {} not found (put them at ../shared/corpora or set SEKISHO_CORPORA)",
+        std::thread::current().name().unwrap_or("test"),
+        dir.display()
+    );
+    None
 }
 
 /// A pattern and where it comes from.
