@@ -69,6 +69,23 @@ async fn idle_connection(gw: &Gateway, origin_port: u16) -> tokio::net::TcpStrea
     s
 }
 
+/// Starts `path` through the proxy (curl, the status on the last line) and waits (bounded) until
+/// the origin has it.
+async fn slow_request(gw: &Gateway, origin: &Origin, path: &str) -> tokio::task::JoinHandle<Curl> {
+    let url = format!("http://127.0.0.1:{}{path}", origin.port);
+    let proxy = gw.proxy_url();
+    let slow =
+        tokio::spawn(
+            async move { curl(&["-s", "-x", &proxy, "-w", "\n%{http_code}", &url]).await },
+        );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !origin.seen.lock().unwrap().iter().any(|p| p.contains(path)) {
+        assert!(Instant::now() < deadline, "{path} never reached the origin");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    slow
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_flows_in_flight_then_stops() {
     let origin = Origin::start(None).await;
@@ -79,26 +96,8 @@ async fn sigterm_drains_flows_in_flight_then_stops() {
     assert!(body.contains("ok   resolver: localhost has"), "{body}");
     assert!(body.contains("writable"), "{body}");
     let mut idle = idle_connection(&gw, origin.port).await;
-    let slow_url = format!("http://127.0.0.1:{}/sleep/2", origin.port);
-    let proxy = gw.proxy_url();
-    let slow = tokio::spawn(async move {
-        curl(&["-s", "-x", &proxy, "-w", "\n%{http_code}", &slow_url]).await
-    });
-    // The slow request is in flight (the origin saw it) before the signal.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !origin
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|p| p.contains("/sleep/2"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "slow request never reached the origin"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // A slow request, in flight (the origin saw it) before the signal.
+    let slow = slow_request(&gw, &origin, "/sleep/2").await;
     let term_at = Instant::now();
     signal(&gw, "-TERM");
     // Draining: not ready, the listener closed, the idle connection closed by the gateway.
@@ -144,25 +143,8 @@ async fn sigterm_drains_flows_in_flight_then_stops() {
 async fn the_drain_deadline_cuts_what_is_left() {
     let origin = Origin::start(None).await;
     let mut gw = Gateway::start("drain-deadline", "", "[limits]\ndrain_timeout_secs = 1\n");
-    let slow_url = format!("http://127.0.0.1:{}/sleep/30", origin.port);
-    let proxy = gw.proxy_url();
-    let slow = tokio::spawn(async move {
-        curl(&["-s", "-x", &proxy, "-w", "\n%{http_code}", &slow_url]).await
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !origin
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|p| p.contains("/sleep/30"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "slow request never reached the origin"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // A slow request, in flight (the origin saw it) before the signal.
+    let slow = slow_request(&gw, &origin, "/sleep/30").await;
     signal(&gw, "-TERM");
     // One second of drain, up to seven of event flushing: far before the origin's 30 s.
     let status = wait_exit(&mut gw, Duration::from_secs(12));
@@ -417,10 +399,10 @@ async fn the_bundled_config_runs_with_only_the_units_state_folders_writable() {
     cmd.arg(etc.join("sekisho.toml"));
     cmd.envs(unit_env(root))
         .env("SEKISHO_METRICS_ADDR", "127.0.0.1:0")
-        .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(root.join("stderr.log")).unwrap());
-    let mut child = ChildGuard(cmd.spawn().expect("bwrap (Debian: bubblewrap)"));
-    let (proxy, metrics) = read_addrs(&mut child.0, &root.join("stderr.log"));
+    let launched = launch_command(cmd, &root.join("stderr.log"));
+    let (proxy, metrics) = (launched.proxy, launched.metrics);
+    let _child = ChildGuard(launched.child);
     let origin = Origin::start(None).await;
     // The bundled policy refuses loopback destinations: the block page proves the pipeline
     // judged the request, and the event lands in the unit's log folder.
@@ -474,35 +456,4 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The first listener's and the metrics address a `sekisho run` prints.
-fn read_addrs(
-    child: &mut std::process::Child,
-    stderr: &std::path::Path,
-) -> (std::net::SocketAddr, std::net::SocketAddr) {
-    use std::io::BufRead;
-    let out = child.stdout.take().unwrap();
-    let mut lines = std::io::BufReader::new(out).lines();
-    let mut proxy = None;
-    while let Some(Ok(line)) = lines.next() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["listening", _, a] => proxy = proxy.or(a.parse().ok()),
-            ["metrics", url] => {
-                let m = url
-                    .trim_start_matches("http://")
-                    .trim_end_matches("/metrics")
-                    .parse()
-                    .unwrap();
-                std::thread::spawn(move || for _ in lines {});
-                return (proxy.expect("a listener"), m);
-            }
-            _ => {}
-        }
-    }
-    panic!(
-        "gateway did not start: {}",
-        std::fs::read_to_string(stderr).unwrap_or_default()
-    );
 }

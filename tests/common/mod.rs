@@ -22,47 +22,15 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 
+mod public_corpora;
+#[allow(unused_imports)] // not every test binary that shares this module reads the corpora
+pub use public_corpora::{corpora, corpus};
+
 pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The public corpora (CRS, ET Open, UT1, IHE samples, YARA): `SEKISHO_CORPORA`, else
-/// `../shared/corpora` beside the repository. Tests reach them through [`corpus`].
-pub fn corpora() -> PathBuf {
-    std::env::var_os("SEKISHO_CORPORA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/corpora"))
-}
-
-/// `rel` under the public corpora ([`corpora`]) when it exists. When it does not: `None`, after
-/// a `SKIPPED <test>: …` line on stderr naming the missing path, so that the test returns early
-/// (`let Some(crs) = corpus("crs") else { return };`); but a panic when `SEKISHO_REQUIRE_CORPORA`
-/// is set (`scripts/test.sh` sets it whenever the corpora folder is there, as in CI, so that a
-/// missing file fails instead of skipping).
-pub fn corpus(rel: &str) -> Option<PathBuf> {
-    use std::io::Write as _;
-    let path = corpora().join(rel);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("SEKISHO_REQUIRE_CORPORA").is_none(),
-        "needs the public corpora: {} not found, and SEKISHO_REQUIRE_CORPORA is set",
-        path.display()
-    );
-    // Straight to stderr: the test harness captures `eprintln!`, and this line is meant to be
-    // seen.
-    let thread = std::thread::current();
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {}: needs the public corpora: {} not found (put them at ../shared/corpora or set SEKISHO_CORPORA)",
-        thread.name().unwrap_or("test"),
-        path.display()
-    );
-    None
 }
 
 /// A fresh temporary folder, removed on drop.
@@ -419,12 +387,14 @@ impl Drop for Gateway {
     }
 }
 
-struct Launched {
-    child: Child,
-    proxy: SocketAddr,
-    proxy6: Option<SocketAddr>,
-    all: Vec<SocketAddr>,
-    metrics: SocketAddr,
+/// A started `sekisho run` and the addresses it printed.
+pub struct Launched {
+    pub child: Child,
+    /// The first IPv4 listening address.
+    pub proxy: SocketAddr,
+    pub proxy6: Option<SocketAddr>,
+    pub all: Vec<SocketAddr>,
+    pub metrics: SocketAddr,
 }
 
 /// Runs `sekisho run --config cfg_path`, stderr appended to `stderr`, and reads its addresses.
@@ -439,14 +409,18 @@ fn launch_env(cfg_path: &Path, stderr: &Path, env: &[(&str, &str)]) -> Launched 
         .append(true)
         .open(stderr)
         .unwrap();
-    let mut child = Command::new(bin())
-        .args(["run", "--config"])
+    let mut cmd = Command::new(bin());
+    cmd.args(["run", "--config"])
         .arg(cfg_path)
         .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(err)
-        .spawn()
-        .unwrap();
+        .stderr(err);
+    launch_command(cmd, stderr)
+}
+
+/// Spawns `cmd` (a `sekisho run`, perhaps under a wrapper such as bwrap; its stderr set by the
+/// caller to `stderr`) and reads the addresses it prints.
+pub fn launch_command(mut cmd: Command, stderr: &Path) -> Launched {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let (mut proxy, mut proxy6, mut metrics) = (None, None, None);

@@ -20,15 +20,6 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// Reads `path` and parses it with `plugs`.
-    pub fn load(path: &Path, plugs: &[Box<dyn Plug>]) -> Result<Self, ProxyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ProxyError::Config {
-            file: path.to_path_buf(),
-            message: format!("cannot read: {e}"),
-        })?;
-        GatewayConfig::parse(&text, path, plugs)
-    }
-
     /// Parses config text; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path, plugs: &[Box<dyn Plug>]) -> Result<Self, ProxyError> {
         let tables: Vec<&str> = plugs.iter().map(|p| p.table()).collect();

@@ -8,43 +8,12 @@ use bytes::Bytes;
 use sekisho_av::{scan_bytes, Engine, FileVerdict};
 use sekisho_content::{Hints, Limits};
 
+#[path = "../../../tests/common/public_corpora.rs"]
+mod public_corpora;
+use public_corpora::corpus;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The public corpora: `SEKISHO_CORPORA`, else `../shared/corpora` beside the repository.
-/// Tests reach them through [`corpus`].
-fn corpora() -> PathBuf {
-    std::env::var_os("SEKISHO_CORPORA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/corpora"))
-}
-
-/// `rel` under the public corpora ([`corpora`]) when it exists. When it does not: `None`, after
-/// a `SKIPPED <test>: …` line on stderr naming the missing path, so that the test returns early;
-/// but a panic when `SEKISHO_REQUIRE_CORPORA` is set (`scripts/test.sh` sets it whenever the
-/// corpora folder is there, as in CI, so that a missing file fails instead of skipping).
-fn corpus(rel: &str) -> Option<PathBuf> {
-    use std::io::Write as _;
-    let path = corpora().join(rel);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("SEKISHO_REQUIRE_CORPORA").is_none(),
-        "needs the public corpora: {} not found, and SEKISHO_REQUIRE_CORPORA is set",
-        path.display()
-    );
-    // Straight to stderr: the test harness captures `eprintln!`, and this line is meant to be
-    // seen.
-    let thread = std::thread::current();
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {}: needs the public corpora: {} not found (put them at ../shared/corpora or set SEKISHO_CORPORA)",
-        thread.name().unwrap_or("test"),
-        path.display()
-    );
-    None
 }
 
 fn eicar() -> Vec<u8> {

@@ -53,6 +53,11 @@ impl Health {
         self.drain.send_replace(true);
     }
 
+    /// The drain signal, for [`until_drained!`].
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
+        self.drain.subscribe()
+    }
+
     /// Whether the gateway is draining.
     pub(crate) fn draining(&self) -> bool {
         *self.drain.borrow()
@@ -132,13 +137,6 @@ async fn resolve_check(host: &str) -> Check {
             ok: false,
             line: format!("resolver: no answer for {host} in {RESOLVE_WAIT:?}"),
         },
-    }
-}
-
-impl Health {
-    /// The drain signal, for [`until_drained!`].
-    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
-        self.drain.subscribe()
     }
 }
 

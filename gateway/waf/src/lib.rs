@@ -14,6 +14,11 @@ pub mod seclang;
 pub mod stage;
 pub mod transform;
 
+/// Where the public corpora are, for the tests over CRS (one file shared by every crate's tests).
+#[cfg(test)]
+#[path = "../../../tests/common/public_corpora.rs"]
+mod public_corpora;
+
 pub use rx::{Rx, RxError, RxOptions};
 
 pub use seclang::{

@@ -2,49 +2,14 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::path::PathBuf;
-
 use sekisho_ips::ruleset::LoadOptions;
 use sekisho_ips::vars::default_vars;
 use sekisho_ips::{IpsConfig, RuleSet};
 
-/// The public corpora: `SEKISHO_CORPORA`, else `../shared/corpora` beside the repository.
-/// Tests reach them through [`corpus`].
-pub fn corpora() -> PathBuf {
-    std::env::var_os("SEKISHO_CORPORA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora")
-        })
-}
-
-/// `rel` under the public corpora ([`corpora`]) when it exists. When it does not: `None`, after
-/// a `SKIPPED <test>: …` line on stderr naming the missing path, so that the test returns early
-/// (`let Some(et) = corpus("et-open") else { return };`); but a panic when
-/// `SEKISHO_REQUIRE_CORPORA` is set (`scripts/test.sh` sets it whenever the corpora folder is
-/// there, as in CI, so that a missing file fails instead of skipping).
-pub fn corpus(rel: &str) -> Option<PathBuf> {
-    use std::io::Write as _;
-    let path = corpora().join(rel);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("SEKISHO_REQUIRE_CORPORA").is_none(),
-        "needs the public corpora: {} not found, and SEKISHO_REQUIRE_CORPORA is set",
-        path.display()
-    );
-    // Straight to stderr: the test harness captures `eprintln!`, and this line is meant to be
-    // seen.
-    let thread = std::thread::current();
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {}: needs the public corpora: {} not found (put them at ../shared/corpora or set SEKISHO_CORPORA)",
-        thread.name().unwrap_or("test"),
-        path.display()
-    );
-    None
-}
+#[path = "../../../../tests/common/public_corpora.rs"]
+mod public_corpora;
+#[allow(unused_imports)] // not every test binary that shares this module reads the corpora
+pub use public_corpora::{corpora, corpus};
 
 /// An `[ips]` table over every ET Open rule file and its classification: only called by tests
 /// that checked `corpus("et-open")` first.

@@ -329,47 +329,10 @@ mod tests {
 #[cfg(test)]
 mod crs_soundness {
     use super::*;
+    use crate::public_corpora::{corpora, corpus};
     use crate::rx::Rx;
     use crate::transform::Transform;
     use std::path::PathBuf;
-
-    /// The public corpora: `SEKISHO_CORPORA`, else `../shared/corpora` beside the repository.
-    /// The test reaches them through [`corpus`].
-    fn corpora() -> PathBuf {
-        std::env::var_os("SEKISHO_CORPORA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora")
-            })
-    }
-
-    /// `rel` under the public corpora ([`corpora`]) when it exists. When it does not: `None`,
-    /// after a `SKIPPED <test>: …` line on stderr naming the missing path, so that the test
-    /// returns early; but a panic when `SEKISHO_REQUIRE_CORPORA` is set (`scripts/test.sh` sets
-    /// it whenever the corpora folder is there, as in CI, so that a missing file fails instead
-    /// of skipping).
-    fn corpus(rel: &str) -> Option<PathBuf> {
-        use std::io::Write as _;
-        let path = corpora().join(rel);
-        if path.exists() {
-            return Some(path);
-        }
-        assert!(
-            std::env::var_os("SEKISHO_REQUIRE_CORPORA").is_none(),
-            "needs the public corpora: {} not found, and SEKISHO_REQUIRE_CORPORA is set",
-            path.display()
-        );
-        // Straight to stderr: the test harness captures `eprintln!`, and this line is meant to be
-        // seen.
-        let thread = std::thread::current();
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {}: needs the public corpora: {} not found (put them at ../shared/corpora or set SEKISHO_CORPORA)",
-            thread.name().unwrap_or("test"),
-            path.display()
-        );
-        None
-    }
 
     fn files(dir: &std::path::Path, ext: &str, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -10,33 +10,10 @@ use super::super::{end_only_text, Rx, RxOptions};
 use super::payloads::inputs;
 use crate::seclang::{Action, DirectiveKind, Key, Rule};
 
-/// The CRS directory, or `None` (the test is skipped, saying so) when it is not there; a panic
-/// then instead when `SEKISHO_REQUIRE_CORPORA` is set (`scripts/test.sh` sets it whenever the
-/// corpora are present, as in CI).
+/// The CRS directory, or `None` (the test is skipped, saying so; or fails when
+/// `SEKISHO_REQUIRE_CORPORA` is set) when its rules are not there.
 fn crs() -> Option<PathBuf> {
-    let dir = std::env::var_os("SEKISHO_CORPORA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora")
-        })
-        .join("crs");
-    if dir.join("rules").is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("SEKISHO_REQUIRE_CORPORA").is_none(),
-        "needs the public corpora: {} not found, and SEKISHO_REQUIRE_CORPORA is set",
-        dir.display()
-    );
-    // Straight to stderr: the test harness captures `eprintln!`.
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {}: needs the public corpora: {} not found (put them at ../shared/corpora or set SEKISHO_CORPORA)",
-        std::thread::current().name().unwrap_or("test"),
-        dir.display()
-    );
-    None
+    crate::public_corpora::corpus("crs/rules").and_then(|r| r.parent().map(Path::to_path_buf))
 }
 
 /// A pattern and where it comes from.
