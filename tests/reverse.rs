@@ -9,38 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::reverse::*;
 use common::*;
-
-fn sekisho(args: &[&str]) {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "sekisho {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Issues a facility's client certificate with the CLI; returns its folder.
-fn issue(ca: &Path, facility: &str, out: &Path) -> PathBuf {
-    sekisho(&[
-        "ca",
-        "issue-client",
-        "--ca",
-        ca.to_str().unwrap(),
-        "--facility",
-        facility,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    out.to_path_buf()
-}
-
-fn files(pairs: &[(&str, &str)]) -> Files {
-    pairs
-        .iter()
-        .map(|(p, b)| (p.to_string(), (Vec::new(), b.as_bytes().to_vec())))
-        .collect()
-}
 
 struct Pki {
     dir: TempDir,
@@ -52,18 +22,6 @@ struct Pki {
     p2: PathBuf,
     revoked: PathBuf,
     wrong_ca: PathBuf,
-}
-
-fn write_pair(dir: &Path, name: &str, pki: &TestPki) -> (PathBuf, PathBuf, PathBuf) {
-    let (c, k, ca) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}-ca.pem")),
-    );
-    std::fs::write(&c, &pki.cert_pem).unwrap();
-    std::fs::write(&k, &pki.key_pem).unwrap();
-    std::fs::write(&ca, &pki.ca_pem).unwrap();
-    (c, k, ca)
 }
 
 fn pki() -> (Pki, String) {
@@ -118,53 +76,6 @@ fn pki() -> (Pki, String) {
         },
         listener,
     )
-}
-
-/// curl to `https://host<path>` at `port` (resolved to `ip`) with a client certificate; the
-/// last output line is `<status> <http version>`.
-async fn get(
-    port: u16,
-    ip: &str,
-    host: &str,
-    path: &str,
-    ca: &Path,
-    client: Option<&Path>,
-    extra: &[&str],
-) -> Curl {
-    let resolve = format!("{host}:{port}:{ip}");
-    let url = format!("https://{host}:{port}{path}");
-    let (crt, key) = client
-        .map(|c| {
-            (
-                c.join("client.crt").display().to_string(),
-                c.join("client.key").display().to_string(),
-            )
-        })
-        .unwrap_or_default();
-    let proto = if extra.contains(&"--http2") {
-        "--http2"
-    } else {
-        "--http1.1"
-    };
-    let mut args: Vec<&str> = vec![
-        proto,
-        "--resolve",
-        &resolve,
-        "--cacert",
-        ca.to_str().unwrap(),
-        "-w",
-        "\n%{http_code} %{http_version}",
-    ];
-    if client.is_some() {
-        args.extend(["--cert", &crt, "--key", &key]);
-    }
-    args.extend(extra);
-    args.push(&url);
-    curl(&args).await
-}
-
-fn status(c: &Curl) -> String {
-    c.stdout.lines().last().unwrap_or("").to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,6 +493,32 @@ fn reverse_config_errors_name_the_key() {
         (
             "[[facility_group]]\nname = \"tokyo\"\n",
             "facility_group[0]: give members",
+        ),
+        (
+            "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n\
+             client_auth = \"required\"\nclient_ca = [\"ca\"]\nfacility_id = \"subject:OU\"\n\
+             [[route]]\nlistener = \"r\"\nupstreams = [\"http://x\"]\nroles = [\"Medical Doctor\"]\n",
+            "route[0].roles: listener \"r\" has no role_id rule",
+        ),
+        (
+            "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n\
+             client_auth = \"required\"\nclient_ca = [\"ca\"]\nrole_id = \"oid:1.2.392.100495.1.6.1.1\"\n",
+            "use hpki:role",
+        ),
+        (
+            "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n\
+             client_auth = \"required\"\nclient_ca = [\"ca\"]\nclient_policies = [\"HPKI auth\"]\n",
+            "listener[0].client_policies",
+        ),
+        (
+            "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n\
+             client_auth = \"required\"\nclient_ca = [\"ca\"]\nrole_header = \"X-Sekisho-Facility\"\n",
+            "listener[0].role_header: must differ from facility_header",
+        ),
+        (
+            "[[listener]]\nname = \"r\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n\
+             role_id = \"hpki:role\"\n",
+            "listener[0].role_id: needs client_auth",
         ),
     ] {
         let p = dir.path().join("s.toml");

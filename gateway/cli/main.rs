@@ -309,6 +309,20 @@ enum CaCommand {
         /// End of validity, RFC 3339 (for testing refusals of expired certificates).
         #[arg(long)]
         not_after: Option<String>,
+        /// An hcRole (ISO 17090) to carry, as HPKI certificates do, e.g. "Medical Doctor"
+        /// (repeatable; read by role_id = "hpki:role").
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// The coding scheme OID of --role (default HPKI's 1.2.392.100495.1.6.1.1).
+        #[arg(long)]
+        role_scheme: Option<String>,
+        /// A certificate policy OID to assert (repeatable; checked by client_policies).
+        #[arg(long = "policy")]
+        policies: Vec<String>,
+        /// Issue a signature certificate (key usage nonRepudiation only, as HPKI's signing
+        /// certificates): TLS client authentication refuses it.
+        #[arg(long)]
+        signature_only: bool,
     },
     /// Issue a server certificate for a reverse listener (`cert`/`key` or `certificates`):
     /// DIR/server.crt (leaf + CA) and DIR/server.key (mode 0600), signed by the CA in --ca,
@@ -335,6 +349,13 @@ enum CaCommand {
         /// Certificates (PEM) to revoke; none makes an empty CRL.
         #[arg(long)]
         revoke: Vec<PathBuf>,
+        /// A serial number (hex) to revoke, for certificates whose file you do not have
+        /// (repeatable).
+        #[arg(long = "revoke-serial")]
+        revoke_serials: Vec<String>,
+        /// A file of serial numbers (hex) to revoke, one per line (`#` comments).
+        #[arg(long)]
+        serials_file: Option<PathBuf>,
         /// Days until the CRL's next update.
         #[arg(long, default_value_t = 7)]
         days: u32,
@@ -495,6 +516,10 @@ fn ca_command(command: CaCommand) -> anyhow::Result<ExitCode> {
             days,
             not_before,
             not_after,
+            roles,
+            role_scheme,
+            policies,
+            signature_only,
         } => {
             let spec = ca::ClientCertSpec {
                 facility,
@@ -502,6 +527,10 @@ fn ca_command(command: CaCommand) -> anyhow::Result<ExitCode> {
                 not_before: rfc3339("--not-before", not_before.as_deref())?,
                 not_after: rfc3339("--not-after", not_after.as_deref())?,
                 days,
+                roles,
+                role_scheme,
+                policies,
+                signature_only,
             };
             let (c, k, serial) = ca::issue_client(&ca_dir, &spec, &out)?;
             println!(
@@ -515,15 +544,32 @@ fn ca_command(command: CaCommand) -> anyhow::Result<ExitCode> {
         CaCommand::Crl {
             ca: ca_dir,
             revoke,
+            revoke_serials,
+            serials_file,
             days,
             out,
         } => {
-            let serials = ca::write_crl(&ca_dir, &revoke, days, &out)?;
+            let mut hex = revoke_serials;
+            if let Some(f) = serials_file {
+                let text = std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?;
+                hex.extend(
+                    text.lines()
+                        .map(|l| l.split('#').next().unwrap_or("").trim())
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string),
+                );
+            }
+            let serials = ca::write_crl(&ca_dir, &revoke, &hex, days, &out)?;
+            let shown = if serials.len() > 20 {
+                format!("{} … (first 20)", serials[..20].join(" "))
+            } else {
+                serials.join(" ")
+            };
             println!(
-                "wrote {} revoking {} certificate(s): {}",
+                "wrote {} revoking {} certificate(s): {shown}",
                 out.display(),
                 serials.len(),
-                serials.join(" ")
             );
             Ok(ExitCode::SUCCESS)
         }

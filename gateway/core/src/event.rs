@@ -105,11 +105,25 @@ pub struct HttpInfo {
     pub request_id: Option<String>,
 }
 
-/// `facility`: the healthcare facility identified by its client certificate.
+/// `facility`: the healthcare facility and the roles identified by its client certificate.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FacilityInfo {
     /// Facility ID.
-    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<String>,
+    /// The roles the certificate carries (`role_id`), e.g. HPKI's "Medical Doctor".
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub roles: Vec<String>,
+}
+
+impl FacilityInfo {
+    /// The facility facts of a flow, if it has any.
+    pub fn of(meta: &FlowMeta) -> Option<FacilityInfo> {
+        (meta.facility_id.is_some() || !meta.facility_roles.is_empty()).then(|| FacilityInfo {
+            id: meta.facility_id.clone(),
+            roles: meta.facility_roles.clone(),
+        })
+    }
 }
 
 /// `rule`.
@@ -348,7 +362,7 @@ impl ThreatEvent {
             proto: "TCP".into(),
             tls,
             http,
-            facility: meta.facility_id.clone().map(|id| FacilityInfo { id }),
+            facility: FacilityInfo::of(meta),
             rule: RuleInfo {
                 id: finding.rule_id.clone(),
                 rev: finding.rev,
@@ -463,6 +477,9 @@ pub struct CommLog {
     /// Facility identity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub facility_id: Option<String>,
+    /// The roles of the client certificate.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub facility_roles: Vec<String>,
     /// Request id sent upstream (reverse proxy).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub request_id: Option<String>,
@@ -515,6 +532,7 @@ mod tests {
             sni: Some("a.test".into()),
             tls: TlsMode::Decrypted,
             facility_id: Some("F-1".into()),
+            facility_roles: vec!["Medical Doctor".into()],
             ..FlowMeta::new(
                 7,
                 "fwd",
@@ -558,6 +576,10 @@ mod tests {
         assert_eq!(v["tls"]["sni"], "a.test");
         assert_eq!(v["tls"]["decrypted"], true);
         assert_eq!(v["facility"]["id"], "F-1");
+        assert_eq!(
+            v["facility"]["roles"],
+            serde_json::json!(["Medical Doctor"])
+        );
         assert_eq!(v["rule"]["id"], "deny_hosts:*.bad.test");
         assert_eq!(v["alert"]["severity"], 1);
         assert_eq!(v["flow_id"], 7);

@@ -80,6 +80,9 @@ pub struct FlowMeta {
     pub tls: TlsMode,
     /// The facility identity from a client certificate (reverse proxy), when known.
     pub facility_id: Option<String>,
+    /// The client certificate's roles (reverse proxy, `role_id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub facility_roles: Vec<String>,
     /// The verified client certificate (reverse proxy), when one was presented.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub client_cert: Option<ClientCert>,
@@ -116,6 +119,7 @@ impl FlowMeta {
             sni: None,
             tls: TlsMode::None,
             facility_id: None,
+            facility_roles: Vec::new(),
             client_cert: None,
             request_id: None,
             upstream: None,

@@ -107,6 +107,70 @@ pub struct ClientCertSpec {
     pub not_after: Option<time::OffsetDateTime>,
     /// Validity in days when `not_after` is not given.
     pub days: u32,
+    /// hcRole values (ISO 17090, HPKI layout), e.g. "Medical Doctor"; none: no hcRole.
+    pub roles: Vec<String>,
+    /// The coding scheme of `roles` (default HPKI's, 1.2.392.100495.1.6.1.1).
+    pub role_scheme: Option<String>,
+    /// Certificate policy OIDs to assert.
+    pub policies: Vec<String>,
+    /// A signature certificate: key usage nonRepudiation only, no extended key usage (as HPKI
+    /// issues them; TLS client authentication refuses it).
+    pub signature_only: bool,
+}
+
+impl ClientCertSpec {
+    /// A facility's certificate with the defaults: 30 days, no roles or policies.
+    pub fn facility(id: &str) -> ClientCertSpec {
+        ClientCertSpec {
+            facility: id.to_string(),
+            common_name: None,
+            not_before: None,
+            not_after: None,
+            days: 30,
+            roles: Vec::new(),
+            role_scheme: None,
+            policies: Vec::new(),
+            signature_only: false,
+        }
+    }
+
+    /// The key usages, extended key usages and extensions the spec asks for.
+    fn apply(&self, params: &mut CertificateParams) -> Result<()> {
+        if self.signature_only {
+            params.key_usages = vec![KeyUsagePurpose::ContentCommitment];
+            params.extended_key_usages = Vec::new();
+        } else {
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        let bad = |e: String| ProxyError::Mint(e);
+        if !self.roles.is_empty() {
+            if let Some(r) = self.roles.iter().find(|r| r.is_empty() || r.len() > 256) {
+                return Err(bad(format!("role {r:?}: use 1 to 256 bytes")));
+            }
+            let scheme = self
+                .role_scheme
+                .as_deref()
+                .unwrap_or(crate::hpki::HPKI_SCHEMES[0]);
+            let der = crate::hpki::encode_hc_roles(scheme, &self.roles).map_err(bad)?;
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &[2, 5, 29, 9],
+                    der,
+                ));
+        }
+        if !self.policies.is_empty() {
+            let der = crate::hpki::encode_policies(&self.policies).map_err(bad)?;
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &[2, 5, 29, 32],
+                    der,
+                ));
+        }
+        Ok(())
+    }
 }
 
 /// A facility ID as certificates carry it: 1 to 64 printable ASCII characters.
@@ -154,8 +218,7 @@ pub fn issue_client(
     dn.push(DnType::OrganizationName, "Sekisho pilot");
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    spec.apply(&mut params)?;
     let uri = format!("urn:sekisho:facility:{}", spec.facility);
     params.subject_alt_names = vec![SanType::URI(
         uri.as_str()
@@ -232,14 +295,45 @@ pub fn issue_server(
     Ok((crt, key_path))
 }
 
+/// A serial number written in hex (`:` separators and a `0x` prefix allowed), 1 to 20 bytes.
+pub fn parse_hex_serial(h: &str) -> Result<Vec<u8>> {
+    let digits: String = h
+        .trim()
+        .trim_start_matches("0x")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    let padded = if digits.len() % 2 == 1 {
+        format!("0{digits}")
+    } else {
+        digits
+    };
+    let bytes: Option<Vec<u8>> = (0..padded.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(padded.get(i..i + 2)?, 16).ok())
+        .collect();
+    match bytes {
+        Some(b) if !b.is_empty() && b.len() <= 20 => Ok(b),
+        _ => Err(ProxyError::Mint(format!(
+            "serial {h:?}: expected 1 to 20 bytes in hex"
+        ))),
+    }
+}
+
 fn hex_serial(s: &SerialNumber) -> String {
     s.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes a CRL signed by the CA in `ca_dir` that revokes the certificates in `revoke` (PEM
-/// files; their first certificate), valid for `days`, to `out` (PEM). Returns the revoked
-/// serial numbers (hex).
-pub fn write_crl(ca_dir: &Path, revoke: &[PathBuf], days: u32, out: &Path) -> Result<Vec<String>> {
+/// files; their first certificate) and the serial numbers in `serials` (hex), valid for `days`,
+/// to `out` (PEM). Returns the revoked serial numbers (hex).
+pub fn write_crl(
+    ca_dir: &Path,
+    revoke: &[PathBuf],
+    serials_hex: &[String],
+    days: u32,
+    out: &Path,
+) -> Result<Vec<String>> {
     let ca = CertAuthority::load(&ca_dir.join("ca.crt"), &ca_dir.join("ca.key"))?;
     let now = time::OffsetDateTime::now_utc();
     let mut revoked = Vec::new();
@@ -259,6 +353,17 @@ pub fn write_crl(ca_dir: &Path, revoke: &[PathBuf], days: u32, out: &Path) -> Re
                 message: format!("cannot parse certificate: {e}"),
             })?;
         let serial = SerialNumber::from_slice(cert.raw_serial());
+        serials.push(hex_serial(&serial));
+        revoked.push(rcgen::RevokedCertParams {
+            serial_number: serial,
+            revocation_time: now,
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        });
+    }
+    for h in serials_hex {
+        let bytes = parse_hex_serial(h)?;
+        let serial = SerialNumber::from_slice(&bytes);
         serials.push(hex_serial(&serial));
         revoked.push(rcgen::RevokedCertParams {
             serial_number: serial,

@@ -1,6 +1,6 @@
-//! Client certificates at reverse listeners: the verifier (CA bundles, CRLs), the facility ID and
-//! attribute rules (`subject:OU`, `san:uri:<prefix>`, `oid:<dotted>` …), and the facts events
-//! report (subject, issuer, serial).
+//! Client certificates at reverse listeners: the verifier (CA bundles, CRLs), the facility ID,
+//! role and attribute rules (`subject:OU`, `san:uri:<prefix>`, `oid:<dotted>`, `hpki:role`,
+//! `sda:<dotted>` …), and the facts events report (subject, issuer, serial).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -9,8 +9,9 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use sekisho_core::ClientCert;
+use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::*;
 
 use crate::error::{ProxyError, Result};
@@ -41,8 +42,15 @@ pub enum AttrRule {
     SanDns,
     /// The first email (rfc822Name) subjectAltName.
     SanEmail,
-    /// An extension's value, by dotted OID: a DER string as text, anything else as hex.
+    /// A string-valued extension's text, by dotted OID; a structured extension is an error
+    /// naming the rule that reads it.
     Extension(String),
+    /// Every hcRole (ISO 17090) value under HPKI's role coding schemes.
+    HpkiRole,
+    /// Every hcRole value under one coding scheme (dotted OID).
+    HcRole(String),
+    /// The string values of a subjectDirectoryAttributes attribute, by dotted OID.
+    Sda(String),
 }
 
 /// DN attribute short names and their OIDs.
@@ -68,6 +76,17 @@ fn dotted(s: &str) -> bool {
         && parts
             .iter()
             .all(|p| !p.is_empty() && p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A certificate policy OID as `client_policies` lists it (dotted).
+pub fn policy_oid(s: &str) -> std::result::Result<String, String> {
+    if dotted(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?}: expected a dotted certificate policy OID, e.g. 1.2.392.100495.1.5.1.1.1"
+        ))
+    }
 }
 
 fn dn_oid(name: &str) -> Option<String> {
@@ -117,48 +136,137 @@ impl AttrRule {
                     )),
                 }
             }
-            "oid" if dotted(rest) => Ok(AttrRule::Extension(rest.to_string())),
-            "oid" => Err(format!("{s:?}: expected oid:<dotted OID>, e.g. oid:1.2.392.100495.1.6.1.1")),
+            "oid" if dotted(rest) => match rest {
+                crate::hpki::HC_ACTOR_OID => Err(format!(
+                    "{s:?}: {rest} is the hcRole attribute inside subjectDirectoryAttributes, not an extension: use hpki:role or hcrole:<scheme OID>"
+                )),
+                r if crate::hpki::HPKI_SCHEMES.contains(&r) => Err(format!(
+                    "{s:?}: {rest} is HPKI's coding scheme for roles inside the hcRole attribute, not an extension: use hpki:role (or hcrole:{rest})"
+                )),
+                _ => Ok(AttrRule::Extension(rest.to_string())),
+            },
+            "oid" => Err(format!(
+                "{s:?}: expected oid:<dotted OID> of a string-valued extension, e.g. oid:1.3.6.1.4.1.99999.1"
+            )),
+            "hpki" if rest.eq_ignore_ascii_case("role") => Ok(AttrRule::HpkiRole),
+            "hpki" => Err(format!("{s:?}: expected hpki:role")),
+            "hcrole" if dotted(rest) => Ok(AttrRule::HcRole(rest.to_string())),
+            "hcrole" => Err(format!(
+                "{s:?}: expected hcrole:<dotted coding scheme OID>, e.g. hcrole:1.2.392.100495.1.6.1.1"
+            )),
+            "sda" if dotted(rest) => Ok(AttrRule::Sda(rest.to_string())),
+            "sda" => Err(format!(
+                "{s:?}: expected sda:<dotted attribute OID>, e.g. sda:1.3.6.1.5.5.7.9.4"
+            )),
             _ => Err(format!(
-                "{s:?}: expected subject:<attribute>, issuer:<attribute>, san:uri[:<prefix>], san:dns, san:email or oid:<dotted OID>"
+                "{s:?}: expected subject:<attribute>, issuer:<attribute>, san:uri[:<prefix>], san:dns, san:email, oid:<dotted OID>, hpki:role, hcrole:<dotted OID> or sda:<dotted OID>"
             )),
         }
     }
 
-    /// The attribute's value in `cert`, if it has one.
-    pub fn value(&self, cert: &X509Certificate<'_>) -> Option<String> {
-        match self {
-            AttrRule::Subject(oid) => dn_value(cert.subject(), oid),
-            AttrRule::Issuer(oid) => dn_value(cert.issuer(), oid),
-            AttrRule::SanUri(prefix) => san(cert).into_iter().find_map(|g| match g {
-                GeneralName::URI(u) => u.strip_prefix(prefix.as_str()).map(str::to_string),
+    /// The attribute's first value in `cert`, if it has one; an error when the certificate
+    /// carries it in a form the rule cannot read.
+    pub fn value(&self, cert: &X509Certificate<'_>) -> std::result::Result<Option<String>, String> {
+        Ok(self.values(cert)?.into_iter().next())
+    }
+
+    /// Every value of the attribute in `cert` (DN attributes may repeat, a certificate may
+    /// carry several roles), empty ones left out.
+    pub fn values(&self, cert: &X509Certificate<'_>) -> std::result::Result<Vec<String>, String> {
+        let mut v = match self {
+            AttrRule::Subject(oid) => dn_values(cert.subject(), oid),
+            AttrRule::Issuer(oid) => dn_values(cert.issuer(), oid),
+            AttrRule::SanUri(prefix) => san(cert)
+                .into_iter()
+                .filter_map(|g| match g {
+                    GeneralName::URI(u) => u.strip_prefix(prefix.as_str()).map(str::to_string),
+                    _ => None,
+                })
+                .collect(),
+            AttrRule::SanDns => san_strings(cert, |g| match g {
+                GeneralName::DNSName(d) => Some(d),
                 _ => None,
             }),
-            AttrRule::SanDns => san(cert).into_iter().find_map(|g| match g {
-                GeneralName::DNSName(d) => Some(d.to_string()),
+            AttrRule::SanEmail => san_strings(cert, |g| match g {
+                GeneralName::RFC822Name(e) => Some(e),
                 _ => None,
             }),
-            AttrRule::SanEmail => san(cert).into_iter().find_map(|g| match g {
-                GeneralName::RFC822Name(e) => Some(e.to_string()),
-                _ => None,
-            }),
-            AttrRule::Extension(oid) => cert
-                .extensions()
-                .iter()
-                .find(|e| e.oid.to_id_string() == *oid)
-                .map(|e| der_text(e.value)),
-        }
-        .filter(|v| !v.is_empty())
+            AttrRule::Extension(oid) => extension_text(cert, oid)?.into_iter().collect(),
+            AttrRule::HpkiRole => roles(cert, |s| crate::hpki::HPKI_SCHEMES.contains(&s))?,
+            AttrRule::HcRole(scheme) => roles(cert, |s| s == scheme)?,
+            AttrRule::Sda(oid) => match extension(cert, crate::hpki::SDA_OID) {
+                Some(ext) => crate::hpki::string_attribute(ext, oid)
+                    .map_err(|e| format!("subjectDirectoryAttributes: {e}"))?,
+                None => Vec::new(),
+            },
+        };
+        v.retain(|s| !s.is_empty());
+        Ok(v)
     }
 }
 
-fn dn_value(name: &X509Name<'_>, oid: &str) -> Option<String> {
+fn extension<'a>(cert: &'a X509Certificate<'a>, oid: &str) -> Option<&'a [u8]> {
+    cert.extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == oid)
+        .map(|e| e.value)
+}
+
+/// The hcRole values whose coding scheme `scheme_ok` accepts.
+fn roles(
+    cert: &X509Certificate<'_>,
+    scheme_ok: impl Fn(&str) -> bool,
+) -> std::result::Result<Vec<String>, String> {
+    let Some(ext) = extension(cert, crate::hpki::SDA_OID) else {
+        return Ok(Vec::new());
+    };
+    Ok(crate::hpki::hc_roles(ext)
+        .map_err(|e| format!("subjectDirectoryAttributes: {e}"))?
+        .into_iter()
+        .filter(|r| r.scheme.as_deref().is_some_and(&scheme_ok))
+        .filter_map(|r| r.value)
+        .collect())
+}
+
+/// A string-valued extension's text; a structured one is an error naming the rule to use.
+fn extension_text(
+    cert: &X509Certificate<'_>,
+    oid: &str,
+) -> std::result::Result<Option<String>, String> {
+    let Some(v) = extension(cert, oid) else {
+        return Ok(None);
+    };
+    match der_text(v) {
+        Some(s) => Ok(Some(s)),
+        None if oid == crate::hpki::SDA_OID => Err(format!(
+            "extension {oid} (subjectDirectoryAttributes) is structured: read its roles with hpki:role or hcrole:<scheme OID>, other attributes with sda:<attribute OID>"
+        )),
+        None => Err(format!(
+            "extension {oid} is structured, not a string: oid: reads string-valued extensions only"
+        )),
+    }
+}
+
+fn san_strings<'a>(
+    cert: &'a X509Certificate<'a>,
+    pick: impl Fn(&'a GeneralName<'a>) -> Option<&'a str>,
+) -> Vec<String> {
+    san(cert)
+        .into_iter()
+        .filter_map(pick)
+        .map(str::to_string)
+        .collect()
+}
+
+fn dn_values(name: &X509Name<'_>, oid: &str) -> Vec<String> {
     name.iter_attributes()
-        .find(|a| a.attr_type().to_id_string() == oid)
+        .filter(|a| a.attr_type().to_id_string() == oid)
         .map(|a| match a.as_str() {
             Ok(s) => s.to_string(),
-            Err(_) => hex(a.attr_value().data),
+            Err(_) => crate::hpki::string_value(a.attr_value())
+                .unwrap_or_else(|_| hex(a.attr_value().data)),
         })
+        .collect()
 }
 
 fn san<'a>(cert: &'a X509Certificate<'a>) -> Vec<&'a GeneralName<'a>> {
@@ -172,21 +280,14 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// An extension value: the text of a DER string (UTF8String, PrintableString, IA5String …),
-/// else the bytes in hex.
-fn der_text(v: &[u8]) -> String {
-    use x509_parser::der_parser::ber::BerObjectContent;
-    if let Ok((_, obj)) = x509_parser::der_parser::parse_der(v) {
-        match obj.content {
-            BerObjectContent::UTF8String(s)
-            | BerObjectContent::PrintableString(s)
-            | BerObjectContent::IA5String(s)
-            | BerObjectContent::VisibleString(s)
-            | BerObjectContent::NumericString(s) => return s.to_string(),
-            _ => {}
-        }
+/// An extension value's text when it is a DER character string (UTF8String, PrintableString,
+/// IA5String, BMPString …).
+fn der_text(v: &[u8]) -> Option<String> {
+    use x509_parser::der_parser::asn1_rs::{Any, FromDer};
+    match Any::from_der(v) {
+        Ok(([], a)) => crate::hpki::string_value(&a).ok(),
+        _ => None,
     }
-    hex(v)
 }
 
 /// Matches `*` (any run) and `?` (one character) wildcards, case-sensitively.
@@ -221,32 +322,55 @@ pub struct PeerCert {
     pub facts: ClientCert,
     /// The facility ID by the listener's rule, if the certificate carries one.
     pub facility: Option<String>,
+    /// Why the facility rule could not read the certificate, if it could not.
+    pub facility_error: Option<String>,
+    /// The roles by the listener's `role_id` rule (several or none).
+    pub roles: Vec<String>,
+    /// Why the role rule could not read the certificate (a malformed hcRole …), if it could not.
+    pub role_error: Option<String>,
     /// The leaf (DER), for route attribute conditions.
     pub der: CertificateDer<'static>,
 }
 
 impl PeerCert {
-    /// Reads the facts from a verified leaf.
-    pub fn from_der(der: CertificateDer<'static>, rule: Option<&AttrRule>) -> Option<PeerCert> {
+    /// Reads the facts, the facility ID (`facility`) and the roles (`role`) from a verified leaf.
+    pub fn from_der(
+        der: CertificateDer<'static>,
+        facility: Option<&AttrRule>,
+        role: Option<&AttrRule>,
+    ) -> Option<PeerCert> {
         let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
         let facts = ClientCert {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
             serial: hex(cert.raw_serial()).trim_start_matches("00").to_string(),
         };
-        let facility = rule.and_then(|r| r.value(&cert));
+        let (facility, facility_error) = match facility.map(|r| r.value(&cert)) {
+            None | Some(Ok(None)) => (None, None),
+            Some(Ok(Some(f))) => (Some(f), None),
+            Some(Err(e)) => (None, Some(e)),
+        };
+        let (roles, role_error) = match role.map(|r| r.values(&cert)) {
+            None => (Vec::new(), None),
+            Some(Ok(v)) => (v, None),
+            Some(Err(e)) => (Vec::new(), Some(e)),
+        };
         drop(cert);
         Some(PeerCert {
             facts,
             facility,
+            facility_error,
+            roles,
+            role_error,
             der,
         })
     }
 
-    /// The value of `rule` in this certificate.
-    pub fn attribute(&self, rule: &AttrRule) -> Option<String> {
-        let (_, cert) = X509Certificate::from_der(self.der.as_ref()).ok()?;
-        rule.value(&cert)
+    /// The values of `rule` in this certificate.
+    pub fn attribute(&self, rule: &AttrRule) -> std::result::Result<Vec<String>, String> {
+        let (_, cert) = X509Certificate::from_der(self.der.as_ref())
+            .map_err(|e| format!("unreadable certificate: {e}"))?;
+        rule.values(&cert)
     }
 }
 
@@ -271,76 +395,165 @@ pub(crate) fn read_pem_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-fn read_crl(p: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
-    let bytes = std::fs::read(p).map_err(|e| ProxyError::Cert {
-        path: p.to_path_buf(),
-        message: format!("cannot read: {e}"),
-    })?;
-    let pem: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&bytes)
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| ProxyError::Cert {
-            path: p.to_path_buf(),
-            message: format!("bad PEM: {e}"),
-        })?;
-    let crls = if pem.is_empty() {
-        vec![CertificateRevocationListDer::from(bytes)]
-    } else {
-        pem
-    };
-    for c in &crls {
-        if let Err(e) =
-            x509_parser::revocation_list::CertificateRevocationList::from_der(c.as_ref())
-        {
-            return Err(ProxyError::Cert {
-                path: p.to_path_buf(),
-                message: format!("not a certificate revocation list: {e}"),
-            });
-        }
-    }
-    Ok(crls)
-}
-
-/// Builds the client-certificate verifier of a listener: CA bundles, CRLs (end-entity
-/// revocation, expired CRLs refused), mandatory unless `optional` or `missing_cert = "403"`.
+/// Builds the client-certificate verifier of a listener: CA bundles, CRLs (verified once here;
+/// end-entity revocation, expired CRLs refused), key usage, required certificate policies;
+/// mandatory unless `optional` or `missing_cert = "403"`.
 pub fn verifier(
     mode: ClientAuth,
     mandatory: bool,
     cas: &[PathBuf],
     crls: &[PathBuf],
+    policies: &[String],
 ) -> Result<Arc<dyn ClientCertVerifier>> {
     if mode == ClientAuth::None {
         return Ok(rustls::server::WebPkiClientVerifier::no_client_auth());
     }
     let mut roots = RootCertStore::empty();
+    let mut anchors = Vec::new();
     for p in cas {
         for c in read_pem_certs(p)? {
-            roots.add(c).map_err(|e| ProxyError::Cert {
+            roots.add(c.clone()).map_err(|e| ProxyError::Cert {
                 path: p.clone(),
                 message: format!("unusable CA certificate: {e}"),
             })?;
+            anchors.push(c);
         }
     }
-    let mut list = Vec::new();
-    for p in crls {
-        list.extend(read_crl(p)?);
-    }
+    let revocation = crate::revocation::Revocation::load(crls, &anchors)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut b =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-    if !list.is_empty() {
-        b = b
-            .with_crls(list)
-            .only_check_end_entity_revocation()
-            .allow_unknown_revocation_status()
-            .enforce_revocation_expiration();
-    }
     if !mandatory {
         b = b.allow_unauthenticated();
     }
-    b.build().map_err(|e| ProxyError::Cert {
+    let inner = b.build().map_err(|e| ProxyError::Cert {
         path: cas.first().cloned().unwrap_or_default(),
         message: format!("client CA verifier: {e}"),
-    })
+    })?;
+    Ok(Arc::new(Checked {
+        inner,
+        revocation,
+        policies: policies.to_vec(),
+    }))
+}
+
+/// A refusal that rustls reports as a bad certificate, with our sentence.
+#[derive(Debug)]
+struct Unfit(String);
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unfit {}
+
+fn unfit(message: String) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+        Arc::new(Unfit(message)),
+    )))
+}
+
+/// The chain verified by webpki, then what webpki leaves to us: revocation from CRLs loaded
+/// once, key usage fit for TLS client authentication, and the listener's certificate policies.
+#[derive(Debug)]
+struct Checked {
+    inner: Arc<dyn ClientCertVerifier>,
+    revocation: crate::revocation::Revocation,
+    policies: Vec<String>,
+}
+
+impl Checked {
+    /// The checks on a leaf whose chain verified.
+    fn leaf(&self, der: &[u8], now: UnixTime) -> std::result::Result<(), rustls::Error> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        self.revocation
+            .check(&cert, now)
+            .map_err(|r| rustls::Error::InvalidCertificate(r.into()))?;
+        if let Ok(Some(ku)) = cert.key_usage() {
+            if !ku.value.digital_signature() {
+                return Err(unfit(format!(
+                    "key usage {} does not allow TLS client authentication (digitalSignature){}",
+                    ku.value,
+                    if ku.value.non_repudiation() {
+                        ": a signature certificate, not an authentication certificate"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+        if !self.policies.is_empty() {
+            let held: Vec<String> = cert
+                .extensions()
+                .iter()
+                .find_map(|e| match e.parsed_extension() {
+                    ParsedExtension::CertificatePolicies(p) => {
+                        Some(p.iter().map(|i| i.policy_id.to_id_string()).collect())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default();
+            if !held.iter().any(|h| self.policies.contains(h)) {
+                return Err(unfit(format!(
+                    "certificate policy {} is not one this service accepts ({})",
+                    if held.is_empty() {
+                        "none".to_string()
+                    } else {
+                        held.join(", ")
+                    },
+                    self.policies.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ClientCertVerifier for Checked {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.leaf(end_entity.as_ref(), now)?;
+        Ok(ok)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Why a client certificate was refused in a handshake, with the certificate's facts.
@@ -350,6 +563,16 @@ pub struct Refusal {
     pub reason: String,
     /// The refused certificate, if it parsed.
     pub cert: Option<ClientCert>,
+}
+
+/// A refusal in words: our own checks' sentence as written, rustls' reasons as rustls says them.
+fn reason_text(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
+            format!("invalid peer certificate: {o}")
+        }
+        e => e.to_string(),
+    }
 }
 
 /// Wraps a verifier for one connection and keeps the refused certificate's facts, so the
@@ -396,10 +619,11 @@ impl ClientCertVerifier for Recording {
             .inner
             .verify_client_cert(end_entity, intermediates, now);
         if let Err(e) = &r {
-            let cert = PeerCert::from_der(end_entity.clone().into_owned(), None).map(|p| p.facts);
+            let cert =
+                PeerCert::from_der(end_entity.clone().into_owned(), None, None).map(|p| p.facts);
             if let Ok(mut slot) = self.refusal.lock() {
                 *slot = Some(Refusal {
-                    reason: e.to_string(),
+                    reason: reason_text(e),
                     cert,
                 });
             }
@@ -448,10 +672,30 @@ mod tests {
         );
         assert_eq!(AttrRule::parse("san:dns").unwrap(), AttrRule::SanDns);
         assert_eq!(
-            AttrRule::parse("oid:1.2.392.100495.1.6.1.1").unwrap(),
-            AttrRule::Extension("1.2.392.100495.1.6.1.1".into())
+            AttrRule::parse("oid:1.3.6.1.4.1.99999.1").unwrap(),
+            AttrRule::Extension("1.3.6.1.4.1.99999.1".into())
         );
-        for bad in ["subject:XX", "san:ip", "oid:abc", "cn", "", "san:dns:x"] {
+        assert_eq!(AttrRule::parse("hpki:role").unwrap(), AttrRule::HpkiRole);
+        assert_eq!(
+            AttrRule::parse("sda:1.3.6.1.5.5.7.9.4").unwrap(),
+            AttrRule::Sda("1.3.6.1.5.5.7.9.4".into())
+        );
+        // The OIDs inside hcRole are not extensions: the error names the rule to use.
+        for inside in ["oid:1.2.392.100495.1.6.1.1", "oid:1.0.17090.0.1"] {
+            let e = AttrRule::parse(inside).unwrap_err();
+            assert!(e.contains("hpki:role"), "{e}");
+        }
+        for bad in [
+            "subject:XX",
+            "san:ip",
+            "oid:abc",
+            "cn",
+            "",
+            "san:dns:x",
+            "hpki:roles",
+            "sda:x",
+            "hcrole:",
+        ] {
             assert!(AttrRule::parse(bad).is_err(), "{bad}");
         }
     }
@@ -475,16 +719,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         crate::ca::init_ca(&dir.join("ca"), "Sekisho test CA").unwrap();
         let spec = crate::ca::ClientCertSpec {
-            facility: "H-0042".into(),
             common_name: Some("Clinic A".into()),
-            days: 30,
-            not_before: None,
-            not_after: None,
+            ..crate::ca::ClientCertSpec::facility("H-0042")
         };
         crate::ca::issue_client(&dir.join("ca"), &spec, &dir.join("c")).unwrap();
         let der = read_pem_certs(&dir.join("c/client.crt")).unwrap().remove(0);
         let ou = AttrRule::parse("subject:OU").unwrap();
-        let p = PeerCert::from_der(der, Some(&ou)).unwrap();
+        let p = PeerCert::from_der(der, Some(&ou), None).unwrap();
         assert_eq!(p.facility.as_deref(), Some("H-0042"));
         assert!(p.facts.subject.contains("CN=Clinic A"), "{:?}", p.facts);
         assert!(p.facts.issuer.contains("Sekisho"), "{:?}", p.facts);
@@ -492,10 +733,10 @@ mod tests {
             !p.facts.serial.is_empty() && p.facts.serial.bytes().all(|b| b.is_ascii_hexdigit())
         );
         let uri = AttrRule::parse("san:uri:urn:sekisho:facility:").unwrap();
-        assert_eq!(p.attribute(&uri).as_deref(), Some("H-0042"));
+        assert_eq!(p.attribute(&uri).unwrap(), ["H-0042"]);
         let o = AttrRule::parse("subject:O").unwrap();
-        assert_eq!(p.attribute(&o).as_deref(), Some("Sekisho pilot"));
-        assert_eq!(p.attribute(&AttrRule::SanDns), None);
+        assert_eq!(p.attribute(&o).unwrap(), ["Sekisho pilot"]);
+        assert!(p.attribute(&AttrRule::SanDns).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

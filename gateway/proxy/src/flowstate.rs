@@ -434,6 +434,7 @@ impl FlowState {
             verdict: r.verdict,
             event_ids: r.event_ids.clone(),
             facility_id: meta.facility_id.clone(),
+            facility_roles: meta.facility_roles.clone(),
             request_id: r.http.request_id.clone(),
             error: r.error.clone(),
         };

@@ -177,6 +177,11 @@ pub struct RouteConfig {
     /// lets in, an empty list none.
     #[serde(default)]
     pub facilities: Option<Vec<String>>,
+    /// Roles allowed (`*` and `?` wildcards), read by the listener's `role_id`: a request
+    /// passes when its facility is allowed and one of its roles is; absent allows any role, an
+    /// empty list none.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
     /// Certificate attribute conditions, all of which must hold: `{ "subject:O" = "Clinic*" }`
     /// (keys are facility-ID rules, values wildcard patterns).
     #[serde(default)]
@@ -261,9 +266,23 @@ pub struct ListenerConfig {
     #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub crl: Vec<PathBuf>,
     /// Reverse: where the facility ID is read from: `subject:OU`, `subject:serialNumber`,
-    /// `subject:<dotted OID>`, `san:uri[:<prefix>]`, `san:dns`, `san:email`, `oid:<dotted OID>`.
+    /// `subject:<dotted OID>`, `san:uri[:<prefix>]`, `san:dns`, `san:email`, `oid:<dotted OID>`
+    /// (string-valued extensions), `sda:<dotted OID>`.
     #[serde(default)]
     pub facility_id: Option<String>,
+    /// Reverse: where the client's roles are read from: `hpki:role` (every hcRole under HPKI's
+    /// coding schemes), `hcrole:<scheme OID>`, `sda:<attribute OID>`, or any `facility_id`
+    /// rule (every value it finds).
+    #[serde(default)]
+    pub role_id: Option<String>,
+    /// Reverse: the request header carrying the roles upstream, comma-separated (default
+    /// `X-Sekisho-Roles`); a client's own copy is always removed.
+    #[serde(default)]
+    pub role_header: Option<String>,
+    /// Reverse: certificate policy OIDs of which a client certificate must carry at least one
+    /// (e.g. an authentication-certificate policy); empty: any.
+    #[serde(default)]
+    pub client_policies: Vec<String>,
     /// Reverse: the request header carrying the facility ID upstream (default
     /// `X-Sekisho-Facility`); a client's own copy is always removed.
     #[serde(default)]
@@ -321,6 +340,14 @@ impl ListenerConfig {
         self.facility_header
             .as_deref()
             .unwrap_or("x-sekisho-facility")
+            .to_ascii_lowercase()
+    }
+
+    /// The role header's name (lower case).
+    pub fn role_header_name(&self) -> String {
+        self.role_header
+            .as_deref()
+            .unwrap_or("x-sekisho-roles")
             .to_ascii_lowercase()
     }
 }

@@ -47,6 +47,9 @@ impl Config {
             ("crl", !l.crl.is_empty()),
             ("facility_id", l.facility_id.is_some()),
             ("facility_header", l.facility_header.is_some()),
+            ("role_id", l.role_id.is_some()),
+            ("role_header", l.role_header.is_some()),
+            ("client_policies", !l.client_policies.is_empty()),
             ("missing_cert", l.missing_cert != MissingCert::Tls),
             ("forward_raw_path", l.forward_raw_path),
         ]
@@ -86,6 +89,8 @@ impl Config {
                 ("client_ca", !l.client_ca.is_empty()),
                 ("crl", !l.crl.is_empty()),
                 ("facility_id", l.facility_id.is_some()),
+                ("role_id", l.role_id.is_some()),
+                ("client_policies", !l.client_policies.is_empty()),
             ] {
                 if on {
                     return Err(self.err(
@@ -105,8 +110,27 @@ impl Config {
             crate::clientauth::AttrRule::parse(rule)
                 .map_err(|e| self.err(format!("{key}.facility_id"), e))?;
         }
-        if http::HeaderName::from_bytes(l.facility_header_name().as_bytes()).is_err() {
-            return Err(self.err(format!("{key}.facility_header"), "not a valid header name"));
+        if let Some(rule) = &l.role_id {
+            crate::clientauth::AttrRule::parse(rule)
+                .map_err(|e| self.err(format!("{key}.role_id"), e))?;
+        }
+        for (k, name) in [
+            ("facility_header", l.facility_header_name()),
+            ("role_header", l.role_header_name()),
+        ] {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(self.err(format!("{key}.{k}"), "not a valid header name"));
+            }
+        }
+        if l.facility_header_name() == l.role_header_name() {
+            return Err(self.err(
+                format!("{key}.role_header"),
+                "must differ from facility_header",
+            ));
+        }
+        for p in &l.client_policies {
+            crate::clientauth::policy_oid(p)
+                .map_err(|e| self.err(format!("{key}.client_policies"), e))?;
         }
         Ok(())
     }
@@ -220,6 +244,20 @@ impl Config {
                     format!("{key}.facilities"),
                     format!(
                         "listener {:?} has no facility_id rule to read facility IDs with",
+                        r.listener
+                    ),
+                ));
+            }
+        }
+        if let Some(roles) = &r.roles {
+            if roles.iter().any(|p| p.is_empty()) {
+                return Err(self.err(format!("{key}.roles"), "empty pattern"));
+            }
+            if l.role_id.is_none() {
+                return Err(self.err(
+                    format!("{key}.roles"),
+                    format!(
+                        "listener {:?} has no role_id rule to read roles with (e.g. role_id = \"hpki:role\")",
                         r.listener
                     ),
                 ));

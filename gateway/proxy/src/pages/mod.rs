@@ -56,6 +56,10 @@ pub enum Reason {
     Facility {
         /// The facility ID from the client certificate.
         facility: String,
+        /// The certificate's roles, comma-separated (`none` when it has none).
+        roles: String,
+        /// The route that refused.
+        route: String,
         /// The canonical path asked for.
         path: String,
     },
@@ -147,8 +151,18 @@ impl Reason {
             | Reason::Unreachable(d)
             | Reason::Timeout(d)
             | Reason::BadRequest(d) => one("detail", d),
-            Reason::Facility { facility, path } => {
-                let v = vec![("facility", facility.clone()), ("path", path.clone())];
+            Reason::Facility {
+                facility,
+                roles,
+                route,
+                path,
+            } => {
+                let v = vec![
+                    ("facility", facility.clone()),
+                    ("roles", roles.clone()),
+                    ("route", route.clone()),
+                    ("path", path.clone()),
+                ];
                 (v.clone(), v)
             }
             Reason::Policy | Reason::NotFound | Reason::NoCertificate => (vec![], vec![]),

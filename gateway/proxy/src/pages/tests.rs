@@ -37,9 +37,11 @@ fn every_reason_names_itself_escapes_and_carries_the_event_id() {
         (
             Reason::Facility {
                 facility: "H-0001".into(),
+                roles: "Pharmacist".into(),
+                route: "claims".into(),
                 path: "/admin".into(),
             },
-            "Facility H-0001 is not allowed to access /admin on a&amp;b.test",
+            "Facility H-0001 (roles: Pharmacist) is not allowed to access /admin on a&amp;b.test",
         ),
         (Reason::NoCertificate, "presented none"),
         (

@@ -51,6 +51,10 @@ fn refusal_reason(reason: &str) -> &'static str {
         "not_yet_valid"
     } else if r.contains("expired") {
         "expired"
+    } else if r.contains("key usage") {
+        "key_usage"
+    } else if r.contains("certificate policy") {
+        "policy"
     } else if r.contains("no certificate")
         || r.contains("nocertificates")
         || r.contains("certificate required")
@@ -132,7 +136,11 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(|leaf| {
-            PeerCert::from_der(leaf.clone().into_owned(), state.facility_rule.as_ref())
+            PeerCert::from_der(
+                leaf.clone().into_owned(),
+                state.facility_rule.as_ref(),
+                state.role_rule.as_ref(),
+            )
         })
         .map(Arc::new);
     let rc = Arc::new(ReverseConn {
@@ -252,9 +260,13 @@ async fn reverse_flow(
         .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let st = &rc.state;
-    // A client never chooses its own facility.
-    let spoofed = parts.headers.contains_key(&st.facility_header);
-    parts.headers.remove(&st.facility_header);
+    // A client never chooses its own facility or roles.
+    let mut spoofed = Vec::new();
+    for name in [&st.facility_header, &st.role_header] {
+        if parts.headers.remove(name).is_some() {
+            spoofed.push(name.as_str());
+        }
+    }
     // One canonical host and path decide the route, the facility policy, the stages and the
     // logs, and the same form goes upstream; a target with a second reading is refused below.
     let target = canon::target(&parts, st.forward_raw_path);
@@ -274,8 +286,8 @@ async fn reverse_flow(
         Ok(o) => o,
         Err(r) => return *r,
     };
-    if spoofed {
-        tracing::info!(listener = %conn.listener, client = %conn.client, header = %st.facility_header, "client sent the facility header: removed");
+    if !spoofed.is_empty() {
+        tracing::info!(listener = %conn.listener, client = %conn.client, headers = %spoofed.join(", "), "client sent identity headers: removed");
     }
     let (target, route) = match admit(&shared, &conn, &rc, &opened, target, &host, &path).await {
         Ok(x) => x,
@@ -298,6 +310,12 @@ async fn reverse_flow(
         upstream_path: target.upstream,
         facility_header: st.facility_header.clone(),
         facility,
+        role_header: st.role_header.clone(),
+        roles: rc
+            .peer
+            .as_ref()
+            .map(|p| p.roles.clone())
+            .unwrap_or_default(),
     };
     let x = Exchange {
         shared,
@@ -363,6 +381,11 @@ fn open_flow(
     };
     meta.tls_version = rc.tls_version;
     meta.facility_id = facility.clone();
+    meta.facility_roles = rc
+        .peer
+        .as_ref()
+        .map(|p| p.roles.clone())
+        .unwrap_or_default();
     meta.client_cert = rc.peer.as_ref().map(|p| p.facts.clone());
     meta.request_id = Some(request_id.clone());
     let http = HttpFacts::of_request(parts, &url, &head.host, path, Some(request_id.clone()));
@@ -437,45 +460,148 @@ async fn admit(
             "no service at this address",
         ));
     };
-    if let Some(why) = authorize(&route, rc.peer.as_deref(), o.facility.as_deref()) {
+    if let Some(refusal) = authorize(&route, rc.peer.as_deref()) {
         shared
             .metrics
             .access_denied
             .with_label_values(&[&conn.listener, &route.name])
             .inc();
-        let who = o.facility.clone().unwrap_or_else(|| "none".into());
-        let mut d = Denial::access(
-            "facility-denied",
-            format!(
-                "facility {who} may not reach route {} ({host}{}): {why}",
-                route.name, route.prefix
-            ),
-            "tls.client.facility",
-            &who,
-        );
-        d.reason = Reason::Facility {
-            facility: who.clone(),
-            path: path.to_string(),
-        };
+        let d = access_denial(&refusal, &route, rc.peer.as_deref(), host, path);
         return Err(deny(state, d, host, request_id).await);
     }
     Ok((target, route))
 }
 
-/// Why `route` refuses this client, or None when it may pass.
-fn authorize(route: &Route, peer: Option<&PeerCert>, facility: Option<&str>) -> Option<String> {
+/// The page and event of a request `route` refuses: the facility, its roles, the route and why.
+fn access_denial<'a>(
+    r: &'a Refusal,
+    route: &Route,
+    peer: Option<&PeerCert>,
+    host: &str,
+    path: &str,
+) -> Denial<'a> {
+    let who = peer
+        .and_then(|p| p.facility.clone())
+        .unwrap_or_else(|| "none".into());
+    let roles = peer.map(|p| p.roles.join(", ")).unwrap_or_default();
+    let roles = if roles.is_empty() {
+        "none".into()
+    } else {
+        roles
+    };
+    let mut d = Denial::access(
+        r.rule,
+        format!(
+            "facility {who} (roles: {roles}) may not reach route {} ({host}{}): {}",
+            route.name, route.prefix, r.why
+        ),
+        r.location,
+        &r.evidence,
+    );
+    d.reason = Reason::Facility {
+        facility: who,
+        roles,
+        route: route.name.to_string(),
+        path: path.to_string(),
+    };
+    d
+}
+
+/// Why a route refuses a client: the rule, the certificate field it concerns, what was found.
+struct Refusal {
+    rule: &'static str,
+    location: &'static str,
+    evidence: String,
+    why: String,
+}
+
+impl Refusal {
+    fn facility(evidence: &str, why: String) -> Refusal {
+        Refusal {
+            rule: "facility-denied",
+            location: "tls.client.facility",
+            evidence: evidence.to_string(),
+            why,
+        }
+    }
+
+    fn role(evidence: &str, why: String) -> Refusal {
+        Refusal {
+            rule: "role-denied",
+            location: "tls.client.roles",
+            evidence: evidence.to_string(),
+            why,
+        }
+    }
+}
+
+/// Why `route` refuses this client, or None when it may pass: its facility AND one of its roles
+/// must be allowed (an absent list allows any), then every `require` condition must hold.
+fn authorize(route: &Route, peer: Option<&PeerCert>) -> Option<Refusal> {
     if let Some(allowed) = &route.facilities {
-        match facility {
-            None => return Some("no facility ID in the client certificate".into()),
-            Some(f) if !allowed.contains(f) => return Some("not in the route's facilities".into()),
-            Some(_) => {}
+        let facility = peer.and_then(|p| p.facility.as_deref());
+        match (facility, peer.and_then(|p| p.facility_error.as_deref())) {
+            (_, Some(e)) => {
+                return Some(Refusal::facility(
+                    "unreadable",
+                    format!("the facility ID cannot be read: {e}"),
+                ))
+            }
+            (None, None) => {
+                return Some(Refusal::facility(
+                    "none",
+                    "no facility ID in the client certificate".into(),
+                ))
+            }
+            (Some(f), None) if !allowed.contains(f) => {
+                return Some(Refusal::facility(f, "not in the route's facilities".into()))
+            }
+            (Some(_), None) => {}
+        }
+    }
+    if let Some(allowed) = &route.roles {
+        let roles = peer.map(|p| p.roles.as_slice()).unwrap_or_default();
+        if let Some(e) = peer.and_then(|p| p.role_error.as_deref()) {
+            return Some(Refusal::role(
+                "unreadable",
+                format!("the certificate's roles cannot be read: {e}"),
+            ));
+        }
+        if roles.is_empty() {
+            return Some(Refusal::role(
+                "none",
+                "no role in the client certificate".into(),
+            ));
+        }
+        if !roles.iter().any(|r| allowed.iter().any(|p| wildcard(p, r))) {
+            return Some(Refusal::role(
+                &roles.join(", "),
+                format!("none of its roles is allowed (the route allows {allowed:?})"),
+            ));
         }
     }
     for (rule, key, pattern) in &route.require {
-        match peer.and_then(|p| p.attribute(rule)) {
-            Some(v) if wildcard(pattern, &v) => {}
-            Some(v) => return Some(format!("{key} is {v:?}, not {pattern:?}")),
-            None => return Some(format!("the certificate has no {key}")),
+        let values = match peer.map(|p| p.attribute(rule)) {
+            None => Vec::new(),
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                return Some(Refusal::facility(
+                    "unreadable",
+                    format!("{key} cannot be read: {e}"),
+                ))
+            }
+        };
+        if values.is_empty() {
+            return Some(Refusal::facility(
+                "none",
+                format!("the certificate has no {key}"),
+            ));
+        }
+        if !values.iter().any(|v| wildcard(pattern, v)) {
+            return Some(Refusal::facility(
+                &values.join(", "),
+                format!("{key} is {values:?}, not {pattern:?}"),
+            ));
         }
     }
     None
@@ -628,6 +754,7 @@ mod tests {
                 next: AtomicUsize::new(0),
             },
             facilities: None,
+            roles: None,
             require: Vec::new(),
             retries: 1,
             fail_timeout: Duration::from_secs(10),
@@ -659,20 +786,61 @@ mod tests {
         assert_eq!(lc.pick(&[1]), Some(2));
     }
 
+    fn peer(facility: Option<&str>, roles: &[&str], role_error: Option<&str>) -> PeerCert {
+        PeerCert {
+            facts: sekisho_core::ClientCert {
+                subject: "CN=x".into(),
+                issuer: "CN=ca".into(),
+                serial: "01".into(),
+            },
+            facility: facility.map(str::to_string),
+            facility_error: None,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            role_error: role_error.map(str::to_string),
+            der: rustls_pki_types::CertificateDer::from(Vec::new()),
+        }
+    }
+
     #[test]
     fn authorization_by_facility_and_attributes() {
         let mut r = route(Balance::RoundRobin, 1);
-        assert!(authorize(&r, None, None).is_none(), "no facilities = open");
+        let f = |id: &str| peer(Some(id), &[], None);
+        assert!(authorize(&r, None).is_none(), "no facilities = open");
         r.facilities = Some(crate::facilities::FacilitySet::new(["H-00*", "P-1"]));
-        assert!(authorize(&r, None, Some("H-0042")).is_none());
-        assert!(authorize(&r, None, Some("P-1")).is_none());
-        assert!(authorize(&r, None, Some("P-2")).is_some());
-        assert!(authorize(&r, None, None).is_some());
+        assert!(authorize(&r, Some(&f("H-0042"))).is_none());
+        assert!(authorize(&r, Some(&f("P-1"))).is_none());
+        assert!(authorize(&r, Some(&f("P-2"))).is_some());
+        assert!(authorize(&r, None).is_some());
         r.facilities = Some(crate::facilities::FacilitySet::new(std::iter::empty()));
         assert!(
-            authorize(&r, None, Some("H-0042")).is_some(),
+            authorize(&r, Some(&f("H-0042"))).is_some(),
             "empty list = nobody"
         );
+    }
+
+    #[test]
+    fn authorization_needs_the_facility_and_one_role() {
+        let mut r = route(Balance::RoundRobin, 1);
+        r.facilities = Some(crate::facilities::FacilitySet::new(["H-*"]));
+        r.roles = Some(vec!["Medical Doctor".into(), "Director of *".into()]);
+        let ok = |p: PeerCert| authorize(&r, Some(&p)).map(|x| (x.rule, x.why));
+        assert_eq!(
+            ok(peer(Some("H-1"), &["Nurse", "Medical Doctor"], None)),
+            None
+        );
+        assert_eq!(ok(peer(Some("H-1"), &["Director of Clinic"], None)), None);
+        let (rule, why) = ok(peer(Some("H-1"), &["Pharmacist"], None)).unwrap();
+        assert_eq!(rule, "role-denied");
+        assert!(why.contains("none of its roles"), "{why}");
+        let (rule, _) = ok(peer(Some("P-1"), &["Medical Doctor"], None)).unwrap();
+        assert_eq!(rule, "facility-denied", "the facility is checked too");
+        let (_, why) = ok(peer(Some("H-1"), &[], None)).unwrap();
+        assert!(why.contains("no role"), "{why}");
+        let (_, why) = ok(peer(Some("H-1"), &["Medical Doctor"], Some("bad hcRole"))).unwrap();
+        assert!(why.contains("cannot be read: bad hcRole"), "{why}");
+        r.roles = Some(Vec::new());
+        let p = peer(Some("H-1"), &["Medical Doctor"], None);
+        assert!(authorize(&r, Some(&p)).is_some(), "empty = nobody");
     }
 }
 

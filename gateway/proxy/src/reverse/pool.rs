@@ -45,6 +45,9 @@ pub(crate) struct Dispatch {
     pub(crate) upstream_path: String,
     pub(crate) facility_header: HeaderName,
     pub(crate) facility: Option<String>,
+    pub(crate) role_header: HeaderName,
+    /// The verified roles (sent comma-separated).
+    pub(crate) roles: Vec<String>,
 }
 
 impl crate::driver::Pool for Dispatch {
@@ -111,12 +114,17 @@ impl Dispatch {
             h.insert("x-request-id", v);
         }
         h.remove(&self.facility_header);
-        if let Some(v) = self
-            .facility
-            .as_deref()
-            .and_then(|f| HeaderValue::from_str(f).ok())
-        {
-            h.insert(self.facility_header.clone(), v);
+        h.remove(&self.role_header);
+        if let Some(f) = &self.facility {
+            if let Ok(v) = HeaderValue::from_str(&identity_text(f)) {
+                h.insert(self.facility_header.clone(), v);
+            }
+        }
+        let roles: Vec<String> = self.roles.iter().map(|r| identity_text(r)).collect();
+        if let Ok(v) = HeaderValue::from_str(&roles.join(", ")) {
+            if !roles.is_empty() {
+                h.insert(self.role_header.clone(), v);
+            }
         }
         if self.route.preserve_host {
             if let Ok(v) = HeaderValue::from_str(&self.host_header) {
@@ -297,4 +305,18 @@ pub(crate) async fn probe(
         Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection() => Ok(()),
         Ok(Ok(r)) => Err(format!("status {}", r.status())),
     }
+}
+
+/// An identity value as header text: printable ASCII as is; every other byte (the UTF-8 of a
+/// Japanese name, controls), `%` and `,` (the role list's separator) percent-encoded.
+pub(crate) fn identity_text(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' && b != b',' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -132,6 +132,8 @@ pub(crate) struct Route {
     pub(crate) pool: Pool,
     /// Allowed facilities (groups expanded); None: any.
     pub(crate) facilities: Option<crate::facilities::FacilitySet>,
+    /// Allowed role patterns; None: any.
+    pub(crate) roles: Option<Vec<String>>,
     pub(crate) require: Vec<(AttrRule, String, String)>,
     pub(crate) retries: u32,
     pub(crate) fail_timeout: Duration,
@@ -150,6 +152,9 @@ pub(crate) struct ReverseState {
     pub(crate) facility_rule: Option<AttrRule>,
     pub(crate) facility_rule_text: Option<String>,
     pub(crate) facility_header: HeaderName,
+    /// `role_id`: where roles are read from.
+    pub(crate) role_rule: Option<AttrRule>,
+    pub(crate) role_header: HeaderName,
     /// `forward_raw_path`: the client's path goes upstream instead of the canonical one.
     pub(crate) forward_raw_path: bool,
     pub(crate) routes: Vec<Arc<Route>>,
@@ -232,8 +237,13 @@ impl ReverseState {
         let mandatory = l.client_auth == ClientAuth::Required && l.missing_cert == MissingCert::Tls;
         let tls = match pairs.first().map(|(c, _)| Arc::clone(c)) {
             Some(default) => {
-                let verifier =
-                    clientauth::verifier(l.client_auth, mandatory, &l.client_ca, &l.crl)?;
+                let verifier = clientauth::verifier(
+                    l.client_auth,
+                    mandatory,
+                    &l.client_ca,
+                    &l.crl,
+                    &l.client_policies,
+                )?;
                 Some(TlsSide::build(&pairs, default, verifier)?)
             }
             None => None,
@@ -247,13 +257,20 @@ impl ReverseState {
                 file: cfg.path.clone(),
                 message: format!("listener {name}: facility_id: {e}"),
             })?;
-        let facility_header =
-            HeaderName::from_bytes(l.facility_header_name().as_bytes()).map_err(|e| {
-                ProxyError::Config {
-                    file: cfg.path.clone(),
-                    message: format!("listener {name}: facility_header: {e}"),
-                }
-            })?;
+        let config_err = |key: &str, e: String| ProxyError::Config {
+            file: cfg.path.clone(),
+            message: format!("listener {name}: {key}: {e}"),
+        };
+        let role_rule = l
+            .role_id
+            .as_deref()
+            .map(AttrRule::parse)
+            .transpose()
+            .map_err(|e| config_err("role_id", e))?;
+        let facility_header = HeaderName::from_bytes(l.facility_header_name().as_bytes())
+            .map_err(|e| config_err("facility_header", e.to_string()))?;
+        let role_header = HeaderName::from_bytes(l.role_header_name().as_bytes())
+            .map_err(|e| config_err("role_header", e.to_string()))?;
         let uses_groups = cfg
             .routes
             .iter()
@@ -325,6 +342,7 @@ impl ReverseState {
                     .map(|f| crate::facilities::route_set(f, &groups))
                     .transpose()
                     .map_err(|e| err(format!("facilities: {e}")))?,
+                roles: r.roles.clone(),
                 require,
                 retries: r.retries,
                 fail_timeout: Duration::from_secs(r.fail_timeout_secs),
@@ -342,6 +360,8 @@ impl ReverseState {
             facility_rule,
             facility_rule_text: l.facility_id.clone(),
             facility_header,
+            role_rule,
+            role_header,
             forward_raw_path: l.forward_raw_path,
             routes,
         })
@@ -368,13 +388,17 @@ impl ReverseState {
             .iter()
             .map(|r| {
                 format!(
-                    "{} {}{} -> {} upstream(s){}{}",
+                    "{} {}{} -> {} upstream(s){}{}{}",
                     r.name,
                     r.host_text.as_deref().unwrap_or("*"),
                     r.prefix,
                     r.pool.members.len(),
                     match &r.facilities {
                         Some(f) => format!(", {} facility entries", f.len()),
+                        None => String::new(),
+                    },
+                    match &r.roles {
+                        Some(roles) => format!(", roles {roles:?}"),
                         None => String::new(),
                     },
                     match r.timeout {
@@ -385,10 +409,13 @@ impl ReverseState {
             })
             .collect();
         format!(
-            "{}; client_auth {:?}; facility_id {}; routes: {}",
+            "{}; client_auth {:?}; facility_id {}; role_id {}; routes: {}",
             names,
             self.client_auth,
             self.facility_rule_text.as_deref().unwrap_or("none"),
+            self.role_rule
+                .as_ref()
+                .map_or("none".to_string(), |r| format!("{r:?}")),
             routes.join("; ")
         )
     }
