@@ -445,3 +445,125 @@ async fn signature_certificates_foreign_policies_and_revoked_ones_are_refused() 
     let r = portal(c.pharmacist.clone()).await;
     assert_eq!(r.stdout, "portal\n200 1.1", "{}", r.stderr);
 }
+
+/// `crl_refresh`: the CRL comes from the distribution point the certificates name, a revocation
+/// published there takes effect without a reload, the cache carries it over a restart with the
+/// distribution point down, and a certificate whose distribution point never answered is
+/// refused (fail closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crls_come_from_the_distribution_point_and_are_refreshed() {
+    let dir = TempDir::new("hpki-cdp");
+    let d = dir.path();
+    let public = d.join("pub");
+    std::fs::create_dir_all(&public).unwrap();
+    let server = python_upstream(&public);
+    let ca = d.join("ca");
+    sekisho(&["ca", "init", "--out", ca.to_str().unwrap()]);
+    let publish = |revoke: &[&Path]| {
+        let out = d.join("next.crl");
+        let mut args = vec![
+            "ca",
+            "crl",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        for r in revoke {
+            args.extend(["--revoke", r.to_str().unwrap()]);
+        }
+        sekisho(&args);
+        std::fs::rename(&out, public.join("ca.crl")).unwrap();
+    };
+    publish(&[]);
+    let cdp = format!("http://127.0.0.1:{}/ca.crl", server.1);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let nowhere = format!("http://{dead}/never.crl");
+    let doctor = issue_with(&ca, "H-0001", &d.join("doctor"), &["--crl-url", &cdp]);
+    let nurse = issue_with(&ca, "H-0002", &d.join("nurse"), &["--crl-url", &cdp]);
+    let lost = issue_with(&ca, "H-0003", &d.join("lost"), &["--crl-url", &nowhere]);
+    let server_pki = TestPki::new("Services CA", &["portal.svc.test"]);
+    let (_, _, server_ca) = write_pair(d, "server", &server_pki);
+    let origin = Origin::start_with_files(None, files(&[("/p", "portal")])).await;
+    let listeners = format!(
+        "[[listener]]\nname = \"cdp\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\n\
+         cert = \"{d}/server.crt\"\nkey = \"{d}/server.key\"\nclient_auth = \"required\"\n\
+         client_ca = [\"{d}/ca/ca.crt\"]\nfacility_id = \"subject:OU\"\n\
+         crl_refresh = {{ interval_secs = 1, cache_dir = \"{d}/cache\", timeout_secs = 2 }}\n",
+        d = d.display()
+    );
+    let routes = format!(
+        "[[route]]\nlistener = \"cdp\"\nupstreams = [\"http://127.0.0.1:{}\"]\n",
+        origin.port
+    );
+    let mut gw = Gateway::start_with_listeners("hpki-cdp", &listeners, "", &routes);
+    let ask = |who: &PathBuf, port: u16| {
+        let (who, ca) = (who.clone(), server_ca.clone());
+        async move {
+            get(
+                port,
+                "127.0.0.1",
+                "portal.svc.test",
+                "/p",
+                &ca,
+                Some(&who),
+                &[],
+            )
+            .await
+        }
+    };
+    let until = |want_ok: bool, who: PathBuf, port: u16| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let r = ask(&who, port).await;
+            if (r.code == 0 && r.stdout.starts_with("portal")) == want_ok {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{who:?}: still {} {}",
+                r.stdout,
+                r.stderr
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    let port = gw.all[0].port();
+    // The first handshake names the distribution point; once fetched, the doctor passes.
+    until(true, doctor.clone(), port).await;
+    // Published revocation, no reload: refused within a refresh or two.
+    publish(&[&doctor.join("client.crt")]);
+    until(false, doctor.clone(), port).await;
+    gw.wait_line("events.jsonl", |e| {
+        e["rule"]["id"] == "client-certificate-revoked"
+    });
+    until(true, nurse.clone(), port).await;
+    // A distribution point that never answers: fail closed, with the reason.
+    let r = ask(&lost, port).await;
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    gw.wait_line("events.jsonl", |e| {
+        e["rule"]["id"] == "client-certificate-crl-unavailable"
+            && e["rule"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .contains("never.crl")
+    });
+    // The cache carries the CRL over a restart while the distribution point is down.
+    assert!(std::fs::read_dir(d.join("cache"))
+        .unwrap()
+        .flatten()
+        .any(|f| f.path().extension().is_some_and(|x| x == "crl")));
+    drop(server);
+    gw.restart();
+    let port = gw.all[0].port();
+    until(true, nurse.clone(), port).await;
+    let r = ask(&doctor, port).await;
+    assert_ne!(
+        r.code, 0,
+        "revoked stays revoked after a restart: {}",
+        r.stdout
+    );
+}

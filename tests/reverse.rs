@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -599,48 +599,6 @@ async fn a_route_of_237000_facilities_from_a_group_file() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(who(pki.h1.clone()).await, "403 1.1");
-}
-
-/// A Python http.server (which unquotes and normalises paths as most servers do) serving `dir`
-/// on a free loopback port; killed on drop.
-struct PyServer(std::process::Child, u16);
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn python_upstream(dir: &Path) -> PyServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-            "--directory",
-        ])
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 is installed (scripts/test.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "python http.server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    PyServer(child, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,8 @@
 #                     1 KiB, keep-alive, client certificate from `sekisho ca issue-client`
 #                     (issue 8; the load generator is `ab -E`: hey has no client certificates)
 #   reverse-new-tls   the same with a new TLS handshake (and client certificate) per request
+#                     (CRL_SERIALS=N: both targets also check a CRL of N revoked serials that
+#                     are not the client's, Sekisho's `crl`, nginx's `ssl_crl`)
 # Each (scenario, target) runs RUNS times, interleaved, after a warm-up; tables show medians:
 # requests/s (expected statuses only), p50 and p99 latency, CPU seconds of the target per 10,000
 # requests, peak RSS of the target, errors (transport errors and unexpected statuses), and
@@ -113,6 +115,13 @@ fi
 "$BIN" ca init --out "$W/clients" >/dev/null
 "$BIN" ca issue-client --ca "$W/clients" --facility H-0001 --out "$W/client" >/dev/null
 cat "$W/client/client.crt" "$W/client/client.key" > "$W/client.pem"
+SEK_CRL="" NGX_CRL=""
+if [ -n "${CRL_SERIALS:-}" ]; then
+  seq 1 "$CRL_SERIALS" | awk '{printf "7e%08x%08x\n", $1, $1}' > "$W/serials.txt"
+  "$BIN" ca crl --ca "$W/clients" --serials-file "$W/serials.txt" --out "$W/clients/crl.pem" >/dev/null
+  SEK_CRL="crl = [\"$W/clients/crl.pem\"]" NGX_CRL="ssl_crl $W/clients/crl.pem;"
+  echo "CRL of $CRL_SERIALS serials: $(stat -c %s "$W/clients/crl.pem") bytes" >&2
+fi
 
 # --- Targets. Each start_* takes the config variant and leaves its main PID in TPID.
 start_sekisho() {
@@ -126,6 +135,7 @@ cert = "$W/srv.crt"
 key = "$W/srv.key"
 client_auth = "required"
 client_ca = ["$W/clients/ca.crt"]
+$SEK_CRL
 facility_id = "subject:OU"
 [[route]]
 listener = "services"
@@ -193,7 +203,7 @@ http { access_log $W/nginx-access.log; keepalive_requests 1000000; client_max_bo
       proxy_ssl_server_name on; proxy_ssl_session_reuse on; } }
   server { listen 127.0.0.1:$NGX_MTLS ssl; ssl_certificate $W/srv.crt; ssl_certificate_key $W/srv.key;
     ssl_session_cache off; ssl_session_tickets off;
-    ssl_verify_client on; ssl_client_certificate $W/clients/ca.crt;
+    ssl_verify_client on; ssl_client_certificate $W/clients/ca.crt; $NGX_CRL
     location / { proxy_pass https://origin_tls; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header X-Client-DN \$ssl_client_s_dn;
       proxy_ssl_verify on; proxy_ssl_trusted_certificate $W/ca.crt; proxy_ssl_name localhost;

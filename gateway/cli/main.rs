@@ -323,6 +323,9 @@ enum CaCommand {
         /// certificates): TLS client authentication refuses it.
         #[arg(long)]
         signature_only: bool,
+        /// A CRL distribution point URL to name (repeatable; fetched by crl_refresh).
+        #[arg(long = "crl-url")]
+        crl_urls: Vec<String>,
     },
     /// Issue a server certificate for a reverse listener (`cert`/`key` or `certificates`):
     /// DIR/server.crt (leaf + CA) and DIR/server.key (mode 0600), signed by the CA in --ca,
@@ -520,6 +523,7 @@ fn ca_command(command: CaCommand) -> anyhow::Result<ExitCode> {
             role_scheme,
             policies,
             signature_only,
+            crl_urls,
         } => {
             let spec = ca::ClientCertSpec {
                 facility,
@@ -531,6 +535,7 @@ fn ca_command(command: CaCommand) -> anyhow::Result<ExitCode> {
                 role_scheme,
                 policies,
                 signature_only,
+                crl_urls,
             };
             let (c, k, serial) = ca::issue_client(&ca_dir, &spec, &out)?;
             println!(

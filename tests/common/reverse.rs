@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use super::{bin, curl, Curl, Files, TestPki};
 
@@ -106,4 +107,46 @@ pub async fn get(
 /// The `<status> <http version>` line of a [`get`].
 pub fn status(c: &Curl) -> String {
     c.stdout.lines().last().unwrap_or("").to_string()
+}
+
+/// A Python http.server (which unquotes and normalises paths as most servers do) serving `dir`
+/// on a free loopback port; killed on drop.
+pub struct PyServer(pub std::process::Child, pub u16);
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn python_upstream(dir: &Path) -> PyServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 is installed (scripts/test.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "python http.server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    PyServer(child, port)
 }

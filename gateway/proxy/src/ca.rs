@@ -116,6 +116,8 @@ pub struct ClientCertSpec {
     /// A signature certificate: key usage nonRepudiation only, no extended key usage (as HPKI
     /// issues them; TLS client authentication refuses it).
     pub signature_only: bool,
+    /// CRL distribution point URLs to name.
+    pub crl_urls: Vec<String>,
 }
 
 impl ClientCertSpec {
@@ -131,6 +133,7 @@ impl ClientCertSpec {
             role_scheme: None,
             policies: Vec::new(),
             signature_only: false,
+            crl_urls: Vec::new(),
         }
     }
 
@@ -159,6 +162,11 @@ impl ClientCertSpec {
                     &[2, 5, 29, 9],
                     der,
                 ));
+        }
+        if !self.crl_urls.is_empty() {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: self.crl_urls.clone(),
+            }];
         }
         if !self.policies.is_empty() {
             let der = crate::hpki::encode_policies(&self.policies).map_err(bad)?;

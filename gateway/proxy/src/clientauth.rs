@@ -405,6 +405,19 @@ pub fn verifier(
     crls: &[PathBuf],
     policies: &[String],
 ) -> Result<Arc<dyn ClientCertVerifier>> {
+    verifier_with(mode, mandatory, cas, crls, policies, None)
+}
+
+/// [`verifier`] with CRLs fetched from the certificates' distribution points
+/// (`crl_refresh`), for the listener named.
+pub fn verifier_with(
+    mode: ClientAuth,
+    mandatory: bool,
+    cas: &[PathBuf],
+    crls: &[PathBuf],
+    policies: &[String],
+    refresh: Option<(&str, &crate::crlfetch::CrlRefresh)>,
+) -> Result<Arc<dyn ClientCertVerifier>> {
     if mode == ClientAuth::None {
         return Ok(rustls::server::WebPkiClientVerifier::no_client_auth());
     }
@@ -430,9 +443,13 @@ pub fn verifier(
         path: cas.first().cloned().unwrap_or_default(),
         message: format!("client CA verifier: {e}"),
     })?;
+    let fetch = refresh.map(|(listener, cfg)| {
+        crate::crlfetch::Fetcher::new(listener, cfg.clone(), anchors.clone())
+    });
     Ok(Arc::new(Checked {
         inner,
         revocation,
+        fetch,
         policies: policies.to_vec(),
     }))
 }
@@ -449,7 +466,8 @@ impl std::fmt::Display for Unfit {
 
 impl std::error::Error for Unfit {}
 
-fn unfit(message: String) -> rustls::Error {
+/// A refusal with our sentence, reported by rustls as a bad certificate.
+pub(crate) fn unfit(message: String) -> rustls::Error {
     rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
         Arc::new(Unfit(message)),
     )))
@@ -461,6 +479,8 @@ fn unfit(message: String) -> rustls::Error {
 struct Checked {
     inner: Arc<dyn ClientCertVerifier>,
     revocation: crate::revocation::Revocation,
+    /// CRLs from the distribution points (`crl_refresh`).
+    fetch: Option<Arc<crate::crlfetch::Fetcher>>,
     policies: Vec<String>,
 }
 
@@ -473,6 +493,9 @@ impl Checked {
         self.revocation
             .check(&cert, now)
             .map_err(|r| rustls::Error::InvalidCertificate(r.into()))?;
+        if let Some(f) = &self.fetch {
+            f.check(&cert, now)?;
+        }
         if let Ok(Some(ku)) = cert.key_usage() {
             if !ku.value.digital_signature() {
                 return Err(unfit(format!(

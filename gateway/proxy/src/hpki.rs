@@ -235,9 +235,11 @@ fn hc_actor(a: &Any<'_>) -> Result<HcRole, String> {
                     role.regional.push(string_value(&s)?);
                 }
             }
-            (c, t) => return Err(format!(
+            (c, t) => {
+                return Err(format!(
                 "HCActor: unexpected {c:?} tag {t} (expected [0] codedData or [1] regionalHCActor)"
-            )),
+            ))
+            }
         }
     }
     Ok(role)

@@ -20,6 +20,7 @@ mod canon;
 pub mod clientauth;
 pub mod config;
 mod conn;
+pub mod crlfetch;
 mod dial;
 mod driver;
 mod error;

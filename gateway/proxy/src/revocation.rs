@@ -68,14 +68,13 @@ fn cert_err(p: &Path, message: String) -> ProxyError {
 }
 
 /// The CRLs of a file, PEM (one or more) or DER.
-fn read_file(p: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
+fn split(p: &Path, bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>> {
     use rustls_pki_types::pem::PemObject;
-    let bytes = std::fs::read(p).map_err(|e| cert_err(p, format!("cannot read: {e}")))?;
-    let pem: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&bytes)
+    let pem: Vec<_> = CertificateRevocationListDer::pem_slice_iter(bytes)
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| cert_err(p, format!("bad PEM: {e}")))?;
     Ok(if pem.is_empty() {
-        vec![CertificateRevocationListDer::from(bytes)]
+        vec![CertificateRevocationListDer::from(bytes.to_vec())]
     } else {
         pem
     })
@@ -85,18 +84,31 @@ impl Revocation {
     /// Loads the CRL files, verifying each against the CA certificates `cas` (DER) that name its
     /// issuer. Errors name the file and say what is wrong.
     pub fn load(files: &[PathBuf], cas: &[CertificateDer<'static>]) -> Result<Revocation> {
+        let mut r = Revocation::default();
+        for p in files {
+            let bytes = std::fs::read(p).map_err(|e| cert_err(p, format!("cannot read: {e}")))?;
+            r.add(p, &bytes, cas)?;
+        }
+        Ok(r)
+    }
+
+    /// Adds the CRLs of `bytes` (PEM or DER; `source` names them in errors), each verified
+    /// against `cas`.
+    pub fn add(
+        &mut self,
+        source: &Path,
+        bytes: &[u8],
+        cas: &[CertificateDer<'static>],
+    ) -> Result<()> {
         let cas: Vec<X509Certificate<'_>> = cas
             .iter()
             .filter_map(|c| X509Certificate::from_der(c.as_ref()).ok().map(|(_, x)| x))
             .collect();
-        let mut r = Revocation::default();
-        for p in files {
-            for der in read_file(p)? {
-                let crl = load_one(p, der.as_ref(), &cas)?;
-                r.insert(crl.0, crl.1);
-            }
+        for der in split(source, bytes)? {
+            let (issuer, crl) = load_one(source, der.as_ref(), &cas)?;
+            self.insert(issuer, crl);
         }
-        Ok(r)
+        Ok(())
     }
 
     /// Keeps the newest CRL of each issuer (and key).

@@ -265,6 +265,10 @@ pub struct ListenerConfig {
     /// Reverse: certificate revocation lists (PEM or DER) checked for client certificates.
     #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub crl: Vec<PathBuf>,
+    /// Reverse: fetch CRLs from the client certificates' distribution points (and `urls`),
+    /// verify them once, refresh them every `interval_secs`, keep them in `cache_dir`.
+    #[serde(default)]
+    pub crl_refresh: Option<crate::crlfetch::CrlRefresh>,
     /// Reverse: where the facility ID is read from: `subject:OU`, `subject:serialNumber`,
     /// `subject:<dotted OID>`, `san:uri[:<prefix>]`, `san:dns`, `san:email`, `oid:<dotted OID>`
     /// (string-valued extensions), `sda:<dotted OID>`.

@@ -45,6 +45,7 @@ impl Config {
             ("client_auth", l.client_auth != ClientAuth::None),
             ("client_ca", !l.client_ca.is_empty()),
             ("crl", !l.crl.is_empty()),
+            ("crl_refresh", l.crl_refresh.is_some()),
             ("facility_id", l.facility_id.is_some()),
             ("facility_header", l.facility_header.is_some()),
             ("role_id", l.role_id.is_some()),
@@ -88,6 +89,7 @@ impl Config {
             for (k, on) in [
                 ("client_ca", !l.client_ca.is_empty()),
                 ("crl", !l.crl.is_empty()),
+                ("crl_refresh", l.crl_refresh.is_some()),
                 ("facility_id", l.facility_id.is_some()),
                 ("role_id", l.role_id.is_some()),
                 ("client_policies", !l.client_policies.is_empty()),
@@ -127,6 +129,10 @@ impl Config {
                 format!("{key}.role_header"),
                 "must differ from facility_header",
             ));
+        }
+        if let Some(r) = &l.crl_refresh {
+            r.validate()
+                .map_err(|e| self.err(format!("{key}.crl_refresh"), e))?;
         }
         for p in &l.client_policies {
             crate::clientauth::policy_oid(p)

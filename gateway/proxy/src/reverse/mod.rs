@@ -51,6 +51,8 @@ fn refusal_reason(reason: &str) -> &'static str {
         "not_yet_valid"
     } else if r.contains("expired") {
         "expired"
+    } else if r.contains("revocation status unknown") {
+        "crl_unavailable"
     } else if r.contains("key usage") {
         "key_usage"
     } else if r.contains("certificate policy") {

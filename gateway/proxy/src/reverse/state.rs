@@ -237,12 +237,13 @@ impl ReverseState {
         let mandatory = l.client_auth == ClientAuth::Required && l.missing_cert == MissingCert::Tls;
         let tls = match pairs.first().map(|(c, _)| Arc::clone(c)) {
             Some(default) => {
-                let verifier = clientauth::verifier(
+                let verifier = clientauth::verifier_with(
                     l.client_auth,
                     mandatory,
                     &l.client_ca,
                     &l.crl,
                     &l.client_policies,
+                    l.crl_refresh.as_ref().map(|r| (name.as_str(), r)),
                 )?;
                 Some(TlsSide::build(&pairs, default, verifier)?)
             }
