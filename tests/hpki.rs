@@ -534,9 +534,32 @@ async fn crls_come_from_the_distribution_point_and_are_refreshed() {
     let port = gw.all[0].port();
     // The first handshake names the distribution point; once fetched, the doctor passes.
     until(true, doctor.clone(), port).await;
-    // Published revocation, no reload: refused within a refresh or two.
+    // A TLS session of the doctor's, to resume after the revocation.
+    let session = d.join("doctor.session");
+    let first = s_client(
+        port,
+        &doctor,
+        &server_ca,
+        &["-sess_out", session.to_str().unwrap()],
+    );
+    assert!(first.contains("HTTP/1.1 200"), "{first}");
+    // Published revocation, no reload: refused within a refresh or two, resumed sessions too.
     publish(&[&doctor.join("client.crt")]);
     until(false, doctor.clone(), port).await;
+    let resumed = s_client(
+        port,
+        &doctor,
+        &server_ca,
+        &["-sess_in", session.to_str().unwrap()],
+    );
+    assert!(
+        resumed.contains("Reused"),
+        "the session must resume: {resumed}"
+    );
+    assert!(
+        !resumed.contains("HTTP/1.1 200"),
+        "a resumed session of a revoked certificate: {resumed}"
+    );
     gw.wait_line("events.jsonl", |e| {
         e["rule"]["id"] == "client-certificate-revoked"
     });
@@ -566,4 +589,46 @@ async fn crls_come_from_the_distribution_point_and_are_refreshed() {
         "revoked stays revoked after a restart: {}",
         r.stdout
     );
+}
+
+/// `openssl s_client` with the client certificate in `who`: one GET of /p; its output.
+fn s_client(port: u16, who: &Path, ca: &Path, extra: &[&str]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args([
+            "-servername",
+            "portal.svc.test",
+            "-CAfile",
+            ca.to_str().unwrap(),
+        ])
+        .args(["-cert", who.join("client.crt").to_str().unwrap()])
+        .args(["-key", who.join("client.key").to_str().unwrap()])
+        .args(["-ign_eof", "-tls1_3"])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /p HTTP/1.1\r\nHost: portal.svc.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

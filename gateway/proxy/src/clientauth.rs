@@ -395,6 +395,12 @@ pub(crate) fn read_pem_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
+/// A listener's client-certificate verifier and its distribution-point fetcher, if any.
+pub type Verifier = (
+    Arc<dyn ClientCertVerifier>,
+    Option<Arc<crate::crlfetch::Fetcher>>,
+);
+
 /// Builds the client-certificate verifier of a listener: CA bundles, CRLs (verified once here;
 /// end-entity revocation, expired CRLs refused), key usage, required certificate policies;
 /// mandatory unless `optional` or `missing_cert = "403"`.
@@ -405,11 +411,12 @@ pub fn verifier(
     crls: &[PathBuf],
     policies: &[String],
 ) -> Result<Arc<dyn ClientCertVerifier>> {
-    verifier_with(mode, mandatory, cas, crls, policies, None)
+    verifier_with(mode, mandatory, cas, crls, policies, None).map(|(v, _)| v)
 }
 
 /// [`verifier`] with CRLs fetched from the certificates' distribution points
-/// (`crl_refresh`), for the listener named.
+/// (`crl_refresh`), for the listener named; the fetcher is returned too, for the resumed
+/// sessions that no verifier sees.
 pub fn verifier_with(
     mode: ClientAuth,
     mandatory: bool,
@@ -417,9 +424,9 @@ pub fn verifier_with(
     crls: &[PathBuf],
     policies: &[String],
     refresh: Option<(&str, &crate::crlfetch::CrlRefresh)>,
-) -> Result<Arc<dyn ClientCertVerifier>> {
+) -> Result<Verifier> {
     if mode == ClientAuth::None {
-        return Ok(rustls::server::WebPkiClientVerifier::no_client_auth());
+        return Ok((rustls::server::WebPkiClientVerifier::no_client_auth(), None));
     }
     let mut roots = RootCertStore::empty();
     let mut anchors = Vec::new();
@@ -446,12 +453,13 @@ pub fn verifier_with(
     let fetch = refresh.map(|(listener, cfg)| {
         crate::crlfetch::Fetcher::new(listener, cfg.clone(), anchors.clone())
     });
-    Ok(Arc::new(Checked {
+    let checked = Arc::new(Checked {
         inner,
         revocation,
-        fetch,
+        fetch: fetch.clone(),
         policies: policies.to_vec(),
-    }))
+    });
+    Ok((checked, fetch))
 }
 
 /// A refusal that rustls reports as a bad certificate, with our sentence.
@@ -589,7 +597,7 @@ pub struct Refusal {
 }
 
 /// A refusal in words: our own checks' sentence as written, rustls' reasons as rustls says them.
-fn reason_text(e: &rustls::Error) -> String {
+pub(crate) fn reason_text(e: &rustls::Error) -> String {
     match e {
         rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
             format!("invalid peer certificate: {o}")

@@ -298,6 +298,16 @@ impl Fetcher {
         }
     }
 
+    /// [`Fetcher::check`] on a certificate in DER, now: for sessions resumed without a
+    /// verification (a revocation fetched since must still apply).
+    pub fn check_der(&self, der: &[u8]) -> Result<(), rustls::Error> {
+        use x509_parser::prelude::FromDer;
+        let (_, cert) = X509Certificate::from_der(der).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        self.check(&cert, UnixTime::now())
+    }
+
     /// URLs due for a fetch.
     fn due(&self) -> Vec<String> {
         let now = Instant::now();

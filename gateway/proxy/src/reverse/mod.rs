@@ -134,6 +134,15 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
     let sni = session.server_name().map(str::to_string);
     let tls_version = session.protocol_version().map(u16::from);
     let h2 = session.alpn_protocol() == Some(b"h2");
+    if let Some(r) = resumed_revocation(&state, session) {
+        m.client_cert_refused
+            .with_label_values(&[&conn.listener, refusal_reason(&r.reason)])
+            .inc();
+        tracing::warn!(listener = %conn.listener, client = %conn.client, reason = %r.reason,
+            "resumed session refused: the client certificate's revocation status changed");
+        refused_event(&shared, &conn, &r).await;
+        return;
+    }
     let peer = session
         .peer_certificates()
         .and_then(|c| c.first())
@@ -152,6 +161,24 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
         tls_version,
     });
     serve_requests(shared, conn, rc, tls, h2).await;
+}
+
+/// A resumed session skips certificate verification: the CRLs fetched since it began
+/// (`crl_refresh`) are checked here; CRL files change only on reload, which drops every session.
+fn resumed_revocation(
+    state: &ReverseState,
+    session: &rustls::ServerConnection,
+) -> Option<clientauth::Refusal> {
+    let fetch = state.crl_fetch.as_ref()?;
+    if session.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
+        return None;
+    }
+    let leaf = session.peer_certificates()?.first()?;
+    let e = fetch.check_der(leaf.as_ref()).err()?;
+    Some(clientauth::Refusal {
+        reason: clientauth::reason_text(&e),
+        cert: PeerCert::from_der(leaf.clone().into_owned(), None, None).map(|p| p.facts),
+    })
 }
 
 /// Serves one client connection of a plain-HTTP reverse listener (no `cert`: LAN services,

@@ -155,6 +155,8 @@ pub(crate) struct ReverseState {
     /// `role_id`: where roles are read from.
     pub(crate) role_rule: Option<AttrRule>,
     pub(crate) role_header: HeaderName,
+    /// CRLs from the distribution points, checked again on resumed sessions.
+    pub(crate) crl_fetch: Option<Arc<crate::crlfetch::Fetcher>>,
     /// `forward_raw_path`: the client's path goes upstream instead of the canonical one.
     pub(crate) forward_raw_path: bool,
     pub(crate) routes: Vec<Arc<Route>>,
@@ -235,9 +237,10 @@ impl ReverseState {
             pairs.push(load_pair(&p.cert, &p.key)?);
         }
         let mandatory = l.client_auth == ClientAuth::Required && l.missing_cert == MissingCert::Tls;
+        let mut crl_fetch = None;
         let tls = match pairs.first().map(|(c, _)| Arc::clone(c)) {
             Some(default) => {
-                let verifier = clientauth::verifier_with(
+                let (verifier, fetch) = clientauth::verifier_with(
                     l.client_auth,
                     mandatory,
                     &l.client_ca,
@@ -245,6 +248,7 @@ impl ReverseState {
                     &l.client_policies,
                     l.crl_refresh.as_ref().map(|r| (name.as_str(), r)),
                 )?;
+                crl_fetch = fetch;
                 Some(TlsSide::build(&pairs, default, verifier)?)
             }
             None => None,
@@ -363,6 +367,7 @@ impl ReverseState {
             facility_header,
             role_rule,
             role_header,
+            crl_fetch,
             forward_raw_path: l.forward_raw_path,
             routes,
         })
