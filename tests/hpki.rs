@@ -632,3 +632,162 @@ fn s_client(port: u16, who: &Path, ca: &Path, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// An RSA hierarchy built here, as HPKI's is: a root, an issuing intermediate that signs the
+/// leaves and the CRL, leaves sent with their chain. `client_ca` holds the root only.
+struct Hierarchy {
+    root: PathBuf,
+    crl: PathBuf,
+    doctor: PathBuf,
+    revoked: PathBuf,
+}
+
+fn rsa_hierarchy(d: &Path) -> Hierarchy {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
+        DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+        RevokedCertParams, SerialNumber, PKCS_RSA_SHA256,
+    };
+    let now = ::time::OffsetDateTime::now_utc();
+    let ca_params = |cn: &str, depth: Option<u8>| {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CountryName, "JP");
+        p.distinguished_name
+            .push(DnType::OrganizationName, "Test Healthcare PKI");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(depth.map_or(
+            BasicConstraints::Unconstrained,
+            BasicConstraints::Constrained,
+        ));
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.not_before = now - ::time::Duration::days(1);
+        p.not_after = now + ::time::Duration::days(365);
+        p
+    };
+    let root_key = KeyPair::generate_for(&PKCS_RSA_SHA256).unwrap();
+    let root_params = ca_params("Test HPKI Root CA", None);
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let int_key = KeyPair::generate_for(&PKCS_RSA_SHA256).unwrap();
+    let int_params = ca_params("Test HPKI Auth CA 01", Some(0));
+    let int = int_params.signed_by(&int_key, &root_issuer).unwrap();
+    let int_issuer = Issuer::new(int_params, int_key);
+    let leaf = |dir: &str, cn: &str, serial: u8| {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CountryName, "JP");
+        p.distinguished_name
+            .push(DnType::OrganizationName, "Hospital H-0100");
+        p.distinguished_name
+            .push(DnType::CustomDnType(vec![2, 5, 4, 5]), "H-0100");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.serial_number = Some(SerialNumber::from_slice(&[0x10, serial]));
+        p.not_before = now - ::time::Duration::days(1);
+        p.not_after = now + ::time::Duration::days(30);
+        let roles =
+            sekisho_proxy::hpki::encode_hc_roles("1.2.392.100495.1.6.1.1", &[DOCTOR.to_string()])
+                .unwrap();
+        p.custom_extensions = vec![CustomExtension::from_oid_content(&[2, 5, 29, 9], roles)];
+        let key = KeyPair::generate_for(&PKCS_RSA_SHA256).unwrap();
+        let cert = p.signed_by(&key, &int_issuer).unwrap();
+        let out = d.join(dir);
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(
+            out.join("client.crt"),
+            format!("{}{}", cert.pem(), int.pem()),
+        )
+        .unwrap();
+        std::fs::write(out.join("client.key"), key.serialize_pem()).unwrap();
+        out
+    };
+    let doctor = leaf("rsa-doctor", "医師 一郎", 1);
+    let revoked = leaf("rsa-revoked", "医師 二郎", 2);
+    let crl = CertificateRevocationListParams {
+        this_update: now - ::time::Duration::minutes(5),
+        next_update: now + ::time::Duration::days(1),
+        crl_number: SerialNumber::from_slice(&[1]),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from_slice(&[0x10, 2]),
+            revocation_time: now - ::time::Duration::minutes(1),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&int_issuer)
+    .unwrap();
+    std::fs::write(d.join("root.pem"), root.pem()).unwrap();
+    std::fs::write(d.join("int.crl"), crl.pem().unwrap()).unwrap();
+    Hierarchy {
+        root: d.join("root.pem"),
+        crl: d.join("int.crl"),
+        doctor,
+        revoked,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rsa_hierarchy_with_an_issuing_intermediate_and_its_crl() {
+    let dir = TempDir::new("hpki-rsa");
+    let d = dir.path();
+    let h = rsa_hierarchy(d);
+    let server_pki = TestPki::new("Services CA", &["portal.svc.test"]);
+    let (_, _, server_ca) = write_pair(d, "server", &server_pki);
+    let origin = Origin::start_with_files(None, files(&[("/p", "portal")])).await;
+    let listeners = format!(
+        "[[listener]]\nname = \"rsa\"\nkind = \"reverse\"\naddr = \"127.0.0.1:0\"\n\
+         cert = \"{d}/server.crt\"\nkey = \"{d}/server.key\"\nclient_auth = \"required\"\n\
+         client_ca = [\"{root}\"]\ncrl = [\"{crl}\"]\nfacility_id = \"subject:serialNumber\"\n\
+         role_id = \"hpki:role\"\n",
+        d = d.display(),
+        root = h.root.display(),
+        crl = h.crl.display()
+    );
+    let routes = format!(
+        "[[route]]\nlistener = \"rsa\"\nupstreams = [\"http://127.0.0.1:{}\"]\n\
+         facilities = [\"H-0100\"]\nroles = [\"{DOCTOR}\"]\n",
+        origin.port
+    );
+    let gw = Gateway::start_with_listeners("hpki-rsa", &listeners, "", &routes);
+    let port = gw.all[0].port();
+    let r = get(
+        port,
+        "127.0.0.1",
+        "portal.svc.test",
+        "/p",
+        &server_ca,
+        Some(&h.doctor),
+        &[],
+    )
+    .await;
+    assert_eq!(r.stdout, "portal\n200 1.1", "{}", r.stderr);
+    let r = get(
+        port,
+        "127.0.0.1",
+        "portal.svc.test",
+        "/p",
+        &server_ca,
+        Some(&h.revoked),
+        &[],
+    )
+    .await;
+    assert_ne!(r.code, 0, "revoked by the intermediate's CRL: {}", r.stdout);
+    let e = gw.wait_line("events.jsonl", |e| {
+        e["rule"]["id"] == "client-certificate-revoked"
+    });
+    assert!(
+        e["tls"]["client"]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("医師 二郎"),
+        "{e}"
+    );
+    let flow = gw.wait_line("flows.jsonl", |f| f["facility_id"] == "H-0100");
+    assert_eq!(
+        flow["facility_roles"],
+        serde_json::json!([DOCTOR]),
+        "{flow}"
+    );
+}

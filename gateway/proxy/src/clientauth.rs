@@ -15,6 +15,7 @@ use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::*;
 
 use crate::error::{ProxyError, Result};
+use crate::revocation::Revoked;
 
 /// `client_auth`: whether a reverse listener asks for client certificates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -494,15 +495,20 @@ struct Checked {
 
 impl Checked {
     /// The checks on a leaf whose chain verified.
-    fn leaf(&self, der: &[u8], now: UnixTime) -> std::result::Result<(), rustls::Error> {
+    fn leaf(
+        &self,
+        der: &[u8],
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<(), rustls::Error> {
         let (_, cert) = X509Certificate::from_der(der).map_err(|_| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
         })?;
         self.revocation
-            .check(&cert, now)
-            .map_err(|r| rustls::Error::InvalidCertificate(r.into()))?;
+            .check(&cert, chain, now)
+            .map_err(Revoked::error)?;
         if let Some(f) = &self.fetch {
-            f.check(&cert, now)?;
+            f.check(&cert, chain, now)?;
         }
         if let Ok(Some(ku)) = cert.key_usage() {
             if !ku.value.digital_signature() {
@@ -563,7 +569,7 @@ impl ClientCertVerifier for Checked {
         let ok = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        self.leaf(end_entity.as_ref(), now)?;
+        self.leaf(end_entity.as_ref(), intermediates, now)?;
         Ok(ok)
     }
     fn verify_tls12_signature(

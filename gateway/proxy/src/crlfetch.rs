@@ -237,7 +237,12 @@ impl Fetcher {
 
     /// Checks a verified leaf against the CRLs of its distribution points: the sentence of a
     /// refusal, or Ok.
-    pub fn check(&self, cert: &X509Certificate<'_>, now: UnixTime) -> Result<(), rustls::Error> {
+    pub fn check(
+        &self,
+        cert: &X509Certificate<'_>,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
         let urls = distribution_points(cert);
         if urls.is_empty() {
             return Ok(());
@@ -250,13 +255,9 @@ impl Fetcher {
                         crl: Some(crl),
                         error,
                         ..
-                    }) => match crl.check(cert, now) {
-                        Err(Revoked::Revoked) => {
-                            return Err(rustls::Error::InvalidCertificate(
-                                rustls::CertificateError::Revoked,
-                            ))
-                        }
+                    }) => match crl.check(cert, chain, now) {
                         Err(Revoked::Stale) => stale = Some((u.clone(), error.clone())),
+                        Err(r) => return Err(r.error()),
                         Ok(()) => fresh = true,
                     },
                     Some(e) => missing.push((u.clone(), e.error.clone(), false)),
@@ -298,14 +299,14 @@ impl Fetcher {
         }
     }
 
-    /// [`Fetcher::check`] on a certificate in DER, now: for sessions resumed without a
-    /// verification (a revocation fetched since must still apply).
-    pub fn check_der(&self, der: &[u8]) -> Result<(), rustls::Error> {
+    /// [`Fetcher::check`] on a chain as the client sent it (leaf first), now: for sessions
+    /// resumed without a verification (a revocation fetched since must still apply).
+    pub fn check_chain(&self, chain: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
         use x509_parser::prelude::FromDer;
-        let (_, cert) = X509Certificate::from_der(der).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
-        self.check(&cert, UnixTime::now())
+        let bad = || rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding);
+        let (leaf, rest) = chain.split_first().ok_or_else(bad)?;
+        let (_, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(|_| bad())?;
+        self.check(&cert, rest, UnixTime::now())
     }
 
     /// URLs due for a fetch.

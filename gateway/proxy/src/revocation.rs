@@ -1,6 +1,8 @@
 //! Client-certificate revocation from CRL files: each CRL's signature is verified once, when it
-//! is loaded, against the listener's `client_ca` certificates; its serials go into a hash set
-//! per issuer, so a handshake costs one lookup whatever the CRL's size.
+//! is loaded, against the listener's `client_ca` certificates (a CRL of an intermediate CA that
+//! clients send in their chain is verified once, against that intermediate, in the first
+//! handshake that presents it); its serials go into a hash set per issuer, so a handshake costs
+//! one lookup whatever the CRL's size.
 //!
 //! As before, only end-entity certificates are checked, a certificate whose issuer has no CRL
 //! passes (unknown status), and a CRL past its nextUpdate refuses every certificate of its
@@ -9,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use rustls::CertificateError;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
@@ -29,6 +32,10 @@ struct IssuerCrl {
     /// Revoked serial numbers, leading zero bytes removed.
     serials: HashSet<Box<[u8]>>,
     source: PathBuf,
+    /// Set once the CRL's signature verified (at load, or against a presented intermediate).
+    verified: OnceLock<()>,
+    /// The CRL (DER) until it is verified against an intermediate.
+    pending: Mutex<Option<Vec<u8>>>,
 }
 
 /// Revoked client certificates by issuer.
@@ -44,13 +51,19 @@ pub enum Revoked {
     Revoked,
     /// Its issuer's CRL is past its nextUpdate.
     Stale,
+    /// Its issuer's CRL could not be verified (the sentence says why).
+    Unverified(String),
 }
 
-impl From<Revoked> for CertificateError {
-    fn from(r: Revoked) -> CertificateError {
-        match r {
-            Revoked::Revoked => CertificateError::Revoked,
-            Revoked::Stale => CertificateError::ExpiredRevocationList,
+impl Revoked {
+    /// The handshake error.
+    pub fn error(self) -> rustls::Error {
+        match self {
+            Revoked::Revoked => rustls::Error::InvalidCertificate(CertificateError::Revoked),
+            Revoked::Stale => {
+                rustls::Error::InvalidCertificate(CertificateError::ExpiredRevocationList)
+            }
+            Revoked::Unverified(why) => crate::clientauth::unfit(why),
         }
     }
 }
@@ -137,10 +150,12 @@ impl Revocation {
         self.by_issuer.is_empty()
     }
 
-    /// Checks a verified end-entity certificate at `now`.
+    /// Checks a verified end-entity certificate at `now`; `chain` is what the client sent
+    /// after it (for the CRLs of intermediates).
     pub fn check(
         &self,
         cert: &X509Certificate<'_>,
+        chain: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> std::result::Result<(), Revoked> {
         let Some(list) = self.by_issuer.get(cert.issuer().as_raw()) else {
@@ -155,6 +170,7 @@ impl Revocation {
                     continue;
                 }
             }
+            crl.prove(cert, chain)?;
             if crl.next_update.is_some_and(|n| now > n) {
                 return Err(Revoked::Stale);
             }
@@ -162,6 +178,52 @@ impl Revocation {
                 return Err(Revoked::Revoked);
             }
         }
+        Ok(())
+    }
+}
+
+impl IssuerCrl {
+    /// Verifies a CRL kept pending against the presented certificate named as its issuer, once.
+    fn prove(
+        &self,
+        leaf: &X509Certificate<'_>,
+        chain: &[CertificateDer<'_>],
+    ) -> std::result::Result<(), Revoked> {
+        if self.verified.get().is_some() {
+            return Ok(());
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if self.verified.get().is_some() {
+            return Ok(());
+        }
+        let issuer = leaf.issuer().to_string();
+        let unverified = |why: &str| {
+            Revoked::Unverified(format!(
+                "revocation status unknown: the CRL of {issuer} ({}) {why}",
+                self.source.display()
+            ))
+        };
+        let Some(der) = pending.as_deref() else {
+            return Err(unverified("was never verified"));
+        };
+        let Ok((_, crl)) = CertificateRevocationList::from_der(der) else {
+            return Err(unverified("no longer parses"));
+        };
+        let signed = chain.iter().any(|c| {
+            X509Certificate::from_der(c.as_ref()).is_ok_and(|(_, ca)| {
+                ca.subject().as_raw() == crl.issuer().as_raw()
+                    && ca.is_ca()
+                    && crl.verify_signature(ca.public_key()).is_ok()
+            })
+        });
+        if !signed {
+            return Err(unverified(
+                "is signed by no CA certificate of the chain the client sent",
+            ));
+        }
+        tracing::info!(file = %self.source.display(), %issuer, "CRL verified against the intermediate CA the client sent");
+        let _ = self.verified.set(());
+        *pending = None;
         Ok(())
     }
 }
@@ -190,12 +252,6 @@ fn load_one(p: &Path, der: &[u8], cas: &[X509Certificate<'_>]) -> Result<(Vec<u8
         .iter()
         .filter(|c| c.subject().as_raw() == crl.issuer().as_raw())
         .collect();
-    if signers.is_empty() {
-        return Err(cert_err(
-            p,
-            format!("issued by {issuer}, which is none of the listener's client_ca certificates: add that CA (an intermediate included) to client_ca"),
-        ));
-    }
     let signed = signers.iter().any(|ca| {
         crl.verify_signature(ca.public_key()).is_ok()
             && ca
@@ -204,7 +260,9 @@ fn load_one(p: &Path, der: &[u8], cas: &[X509Certificate<'_>]) -> Result<(Vec<u8
                 .flatten()
                 .is_none_or(|ku| ku.value.crl_sign())
     });
-    if !signed {
+    if signers.is_empty() {
+        tracing::warn!(file = %p.display(), %issuer, "CRL of a CA that is not in client_ca (an intermediate?): verified against it in the first handshake whose chain presents it; until then that CA's certificates are refused");
+    } else if !signed {
         return Err(cert_err(
             p,
             format!("its signature does not verify with the key of {issuer} in client_ca (or that CA may not sign CRLs)"),
@@ -245,6 +303,12 @@ fn load_one(p: &Path, der: &[u8], cas: &[X509Certificate<'_>]) -> Result<(Vec<u8
             next_update,
             serials,
             source: p.to_path_buf(),
+            verified: if signed {
+                OnceLock::from(())
+            } else {
+                OnceLock::new()
+            },
+            pending: Mutex::new((!signed).then(|| der.to_vec())),
         },
     ))
 }
@@ -330,30 +394,29 @@ mod tests {
         assert_eq!(r.len(), 1001);
         let now = UnixTime::now();
         let (a, b) = (leaf(&d.join("a")), leaf(&d.join("b")));
-        assert_eq!(
-            r.check(&X509Certificate::from_der(&a).unwrap().1, now),
-            Err(Revoked::Revoked)
+        let (leaf_a, leaf_b) = (
+            X509Certificate::from_der(&a).unwrap().1,
+            X509Certificate::from_der(&b).unwrap().1,
         );
-        assert_eq!(
-            r.check(&X509Certificate::from_der(&b).unwrap().1, now),
-            Ok(())
-        );
+        assert_eq!(r.check(&leaf_a, &[], now), Err(Revoked::Revoked));
+        assert_eq!(r.check(&leaf_b, &[], now), Ok(()));
         // Past nextUpdate (7 days): every certificate of that issuer is refused.
         let later =
             UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.as_secs() + 8 * 86_400));
-        assert_eq!(
-            r.check(&X509Certificate::from_der(&b).unwrap().1, later),
-            Err(Revoked::Stale)
-        );
-        // The CRL verified against another CA of the same file set: refused, naming the file.
+        assert_eq!(r.check(&leaf_b, &[], later), Err(Revoked::Stale));
+        // A CRL whose issuer is not in client_ca waits for the chain a client sends: without
+        // its issuer there, that issuer's certificates are refused …
         let other = crate::clientauth::read_pem_certs(&d.join("other/ca.crt")).unwrap();
-        let e = Revocation::load(&[d.join("crl.pem")], &other)
-            .unwrap_err()
-            .to_string();
+        let pending = Revocation::load(&[d.join("crl.pem")], &other).unwrap();
+        let e = pending.check(&leaf_b, &other, now).unwrap_err();
         assert!(
-            e.contains("crl.pem") && e.contains("none of the listener's client_ca"),
-            "{e}"
+            matches!(&e, Revoked::Unverified(w) if w.contains("crl.pem")),
+            "{e:?}"
         );
+        // … and with it, the CRL is verified once, then looked up.
+        assert_eq!(pending.check(&leaf_b, &ca, now), Ok(()));
+        assert_eq!(pending.check(&leaf_b, &[], now), Ok(()));
+        assert_eq!(pending.check(&leaf_a, &[], now), Err(Revoked::Revoked));
         // A CA of the same name but another key: the signature does not verify.
         crate::ca::init_ca(&d.join("twin"), "CRL test CA").unwrap();
         let twin = crate::clientauth::read_pem_certs(&d.join("twin/ca.crt")).unwrap();

@@ -173,8 +173,9 @@ fn resumed_revocation(
     if session.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
         return None;
     }
-    let leaf = session.peer_certificates()?.first()?;
-    let e = fetch.check_der(leaf.as_ref()).err()?;
+    let chain = session.peer_certificates()?;
+    let leaf = chain.first()?;
+    let e = fetch.check_chain(chain).err()?;
     Some(clientauth::Refusal {
         reason: clientauth::reason_text(&e),
         cert: PeerCert::from_der(leaf.clone().into_owned(), None, None).map(|p| p.facts),
