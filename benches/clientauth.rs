@@ -39,8 +39,8 @@ fn fixtures() -> (PathBuf, PathBuf, [PathBuf; 2]) {
         .map(|i| format!("7e{i:08x}{i:08x}"))
         .collect();
     let crls = [d.join("empty.pem"), d.join("100k.pem")];
-    ca::write_crl(&d.join("ca"), &[], &[], 7, &crls[0]).unwrap();
-    ca::write_crl(&d.join("ca"), &[], &many, 7, &crls[1]).unwrap();
+    ca::write_crl(&d.join("ca"), &[], &[], 7, None, &crls[0]).unwrap();
+    ca::write_crl(&d.join("ca"), &[], &many, 7, None, &crls[1]).unwrap();
     (d.join("ca/ca.crt"), d.join("c/client.crt"), crls)
 }
 

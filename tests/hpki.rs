@@ -133,6 +133,11 @@ fn certs() -> Certs {
 
 /// Writes a CRL revoking 20,000 serials that belong to nobody, and `also`.
 fn crl(c: &Certs, also: &[&Path]) {
+    crl_until(c, also, None)
+}
+
+/// [`crl`] with its nextUpdate at `next_update` (RFC 3339).
+fn crl_until(c: &Certs, also: &[&Path], next_update: Option<&str>) {
     let d = c.dir.path();
     let serials: String = (0..20_000u32).map(|i| format!("7e{i:08x}\n")).collect();
     std::fs::write(d.join("serials.txt"), format!("# unrelated\n{serials}")).unwrap();
@@ -151,6 +156,9 @@ fn crl(c: &Certs, also: &[&Path]) {
             "--revoke".into(),
             p.join("client.crt").display().to_string(),
         ]);
+    }
+    if let Some(t) = next_update {
+        args.extend(["--next-update".into(), t.to_string()]);
     }
     sekisho(&args.iter().map(String::as_str).collect::<Vec<_>>());
 }
@@ -444,6 +452,21 @@ async fn signature_certificates_foreign_policies_and_revoked_ones_are_refused() 
     });
     let r = portal(c.pharmacist.clone()).await;
     assert_eq!(r.stdout, "portal\n200 1.1", "{}", r.stderr);
+
+    // A CRL past its nextUpdate, loaded on reload: everyone it covers is refused.
+    crl_until(&c, &[], Some("2026-01-01T00:00:00Z"));
+    gw.reload();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while portal(c.pharmacist.clone()).await.code == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an expired CRL must refuse the pharmacist"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    gw.wait_line("events.jsonl", |e| {
+        e["rule"]["id"] == "client-certificate-crl-expired"
+    });
 }
 
 /// `crl_refresh`: the CRL comes from the distribution point the certificates name, a revocation

@@ -34,7 +34,9 @@
 #                     (issue 8; the load generator is `ab -E`: hey has no client certificates)
 #   reverse-new-tls   the same with a new TLS handshake (and client certificate) per request
 #                     (CRL_SERIALS=N: both targets also check a CRL of N revoked serials that
-#                     are not the client's, Sekisho's `crl`, nginx's `ssl_crl`)
+#                     are not the client's, Sekisho's `crl`, nginx's `ssl_crl`; FACILITIES=N:
+#                     Sekisho's route allows N facility IDs from a `[[facility_group]]` file,
+#                     the client's the last, instead of the pattern H-*)
 # Each (scenario, target) runs RUNS times, interleaved, after a warm-up; tables show medians:
 # requests/s (expected statuses only), p50 and p99 latency, CPU seconds of the target per 10,000
 # requests, peak RSS of the target, errors (transport errors and unexpected statuses), and
@@ -115,7 +117,16 @@ fi
 "$BIN" ca init --out "$W/clients" >/dev/null
 "$BIN" ca issue-client --ca "$W/clients" --facility H-0001 --out "$W/client" >/dev/null
 cat "$W/client/client.crt" "$W/client/client.key" > "$W/client.pem"
-SEK_CRL="" NGX_CRL=""
+SEK_CRL="" NGX_CRL="" SEK_FACILITIES='facilities = ["H-*"]' SEK_GROUP=""
+if [ -n "${FACILITIES:-}" ]; then
+  seq 1 "$((FACILITIES - 1))" | awk '{printf "%02d%08d\n", 13 + $1 % 34, $1}' > "$W/facilities.txt"
+  echo H-0001 >> "$W/facilities.txt"
+  SEK_FACILITIES='facilities = ["@network"]'
+  SEK_GROUP="[[facility_group]]
+name = \"network\"
+file = \"$W/facilities.txt\""
+  echo "route of $FACILITIES facility IDs" >&2
+fi
 if [ -n "${CRL_SERIALS:-}" ]; then
   seq 1 "$CRL_SERIALS" | awk '{printf "7e%08x%08x\n", $1, $1}' > "$W/serials.txt"
   "$BIN" ca crl --ca "$W/clients" --serials-file "$W/serials.txt" --out "$W/clients/crl.pem" >/dev/null
@@ -140,7 +151,8 @@ facility_id = "subject:OU"
 [[route]]
 listener = "services"
 upstreams = ["https://localhost:443"]
-facilities = ["H-*"]
+$SEK_FACILITIES
+$SEK_GROUP
 TOML
   else
     printf '[[listener]]\nkind = "forward"\naddr = "127.0.0.1:%s"\n' "$SEKP" > "$W/sekisho.toml"

@@ -359,6 +359,10 @@ enum CaCommand {
         /// A file of serial numbers (hex) to revoke, one per line (`#` comments).
         #[arg(long)]
         serials_file: Option<PathBuf>,
+        /// The CRL's nextUpdate, RFC 3339, over --days (a past time makes an expired CRL, for
+        /// testing refusals).
+        #[arg(long)]
+        next_update: Option<String>,
         /// Days until the CRL's next update.
         #[arg(long, default_value_t = 7)]
         days: u32,
@@ -551,6 +555,7 @@ fn ca_command(command: CaCommand) -> anyhow::Result<ExitCode> {
             revoke,
             revoke_serials,
             serials_file,
+            next_update,
             days,
             out,
         } => {
@@ -565,7 +570,8 @@ fn ca_command(command: CaCommand) -> anyhow::Result<ExitCode> {
                         .map(str::to_string),
                 );
             }
-            let serials = ca::write_crl(&ca_dir, &revoke, &hex, days, &out)?;
+            let next = rfc3339("--next-update", next_update.as_deref())?;
+            let serials = ca::write_crl(&ca_dir, &revoke, &hex, days, next, &out)?;
             let shown = if serials.len() > 20 {
                 format!("{} … (first 20)", serials[..20].join(" "))
             } else {

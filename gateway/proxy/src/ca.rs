@@ -334,12 +334,14 @@ fn hex_serial(s: &SerialNumber) -> String {
 
 /// Writes a CRL signed by the CA in `ca_dir` that revokes the certificates in `revoke` (PEM
 /// files; their first certificate) and the serial numbers in `serials` (hex), valid for `days`,
-/// to `out` (PEM). Returns the revoked serial numbers (hex).
+/// to `out` (PEM); `next_update` (for refusal tests: a past time makes an expired CRL)
+/// overrides `days`. Returns the revoked serial numbers (hex).
 pub fn write_crl(
     ca_dir: &Path,
     revoke: &[PathBuf],
     serials_hex: &[String],
     days: u32,
+    next_update: Option<time::OffsetDateTime>,
     out: &Path,
 ) -> Result<Vec<String>> {
     let ca = CertAuthority::load(&ca_dir.join("ca.crt"), &ca_dir.join("ca.key"))?;
@@ -380,9 +382,10 @@ pub fn write_crl(
             invalidity_date: None,
         });
     }
+    let next = next_update.unwrap_or(now + time::Duration::days(i64::from(days.max(1))));
     let params = rcgen::CertificateRevocationListParams {
-        this_update: now - time::Duration::minutes(5),
-        next_update: now + time::Duration::days(i64::from(days.max(1))),
+        this_update: (next - time::Duration::days(1)).min(now - time::Duration::minutes(5)),
+        next_update: next,
         crl_number: SerialNumber::from_slice(&now.unix_timestamp().to_be_bytes()),
         issuing_distribution_point: None,
         revoked_certs: revoked,

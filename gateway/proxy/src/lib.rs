@@ -20,6 +20,7 @@ mod canon;
 pub mod clientauth;
 pub mod config;
 mod conn;
+mod crlder;
 pub mod crlfetch;
 mod dial;
 mod driver;

@@ -16,8 +16,10 @@ use std::sync::{Mutex, OnceLock};
 use rustls::CertificateError;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use x509_parser::extensions::ParsedExtension;
+use x509_parser::extensions::X509Extension;
 use x509_parser::prelude::*;
-use x509_parser::revocation_list::CertificateRevocationList;
+
+use crate::crlder::Crl;
 
 use crate::error::{ProxyError, Result};
 
@@ -30,7 +32,7 @@ struct IssuerCrl {
     /// nextUpdate (Unix seconds); absent: never stale.
     next_update: Option<i64>,
     /// Revoked serial numbers, leading zero bytes removed.
-    serials: HashSet<Box<[u8]>>,
+    serials: HashSet<SerialKey>,
     source: PathBuf,
     /// Set once the CRL's signature verified (at load, or against a presented intermediate).
     verified: OnceLock<()>,
@@ -68,9 +70,19 @@ impl Revoked {
     }
 }
 
-fn serial_key(raw: &[u8]) -> Box<[u8]> {
+/// A serial number as a set key, inline (no allocation per entry: a CRL of 100,000 serials is
+/// one table): its length and up to 20 bytes, leading zeros removed (RFC 5280 allows 20
+/// octets; a longer one keeps its first 20 bytes and its length, which a conforming CA never
+/// needs).
+type SerialKey = (u8, [u8; 20]);
+
+fn serial_key(raw: &[u8]) -> SerialKey {
     let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
-    raw[start..].into()
+    let digits = &raw[start..];
+    let mut key = [0u8; 20];
+    let n = digits.len().min(20);
+    key[..n].copy_from_slice(&digits[..n]);
+    (u8::try_from(digits.len()).unwrap_or(u8::MAX), key)
 }
 
 fn cert_err(p: &Path, message: String) -> ProxyError {
@@ -206,14 +218,14 @@ impl IssuerCrl {
         let Some(der) = pending.as_deref() else {
             return Err(unverified("was never verified"));
         };
-        let Ok((_, crl)) = CertificateRevocationList::from_der(der) else {
+        let Ok(crl) = Crl::parse(der) else {
             return Err(unverified("no longer parses"));
         };
         let signed = chain.iter().any(|c| {
             X509Certificate::from_der(c.as_ref()).is_ok_and(|(_, ca)| {
-                ca.subject().as_raw() == crl.issuer().as_raw()
+                ca.subject().as_raw() == crl.issuer.as_raw()
                     && ca.is_ca()
-                    && crl.verify_signature(ca.public_key()).is_ok()
+                    && crl.verify(ca.public_key())
             })
         });
         if !signed {
@@ -241,19 +253,16 @@ fn authority_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
 
 /// One CRL: parsed, its extensions understood, its signature verified by one of `cas`.
 fn load_one(p: &Path, der: &[u8], cas: &[X509Certificate<'_>]) -> Result<(Vec<u8>, IssuerCrl)> {
-    let (rest, crl) = CertificateRevocationList::from_der(der)
+    let crl = Crl::parse(der)
         .map_err(|e| cert_err(p, format!("not a certificate revocation list: {e}")))?;
-    if !rest.is_empty() {
-        return Err(cert_err(p, format!("{} bytes after the CRL", rest.len())));
-    }
-    let issuer = crl.issuer().to_string();
-    check_extensions(p, &crl)?;
+    let issuer = crl.issuer.to_string();
+    check_extensions(p, &crl.extensions)?;
     let signers: Vec<&X509Certificate<'_>> = cas
         .iter()
-        .filter(|c| c.subject().as_raw() == crl.issuer().as_raw())
+        .filter(|c| c.subject().as_raw() == crl.issuer.as_raw())
         .collect();
     let signed = signers.iter().any(|ca| {
-        crl.verify_signature(ca.public_key()).is_ok()
+        crl.verify(ca.public_key())
             && ca
                 .key_usage()
                 .ok()
@@ -268,26 +277,24 @@ fn load_one(p: &Path, der: &[u8], cas: &[X509Certificate<'_>]) -> Result<(Vec<u8
             format!("its signature does not verify with the key of {issuer} in client_ca (or that CA may not sign CRLs)"),
         ));
     }
-    let mut serials = HashSet::with_capacity(crl.tbs_cert_list.revoked_certificates.len());
-    for entry in crl.iter_revoked_certificates() {
-        if let Some(e) = entry
-            .extensions()
-            .iter()
-            .find(|e| e.critical && e.oid.to_id_string() == "2.5.29.29")
-        {
-            return Err(cert_err(
-                p,
-                format!("entry {} names another certificate issuer ({}): indirect CRLs are not supported", entry.raw_serial_as_string(), e.oid),
-            ));
+    let mut serials = HashSet::with_capacity(crl.entries_hint());
+    crl.for_each_entry(|e| {
+        if e.other_issuer {
+            return Err(
+                "an entry names another certificate issuer: indirect CRLs are not supported".into(),
+            );
         }
-        serials.insert(serial_key(entry.raw_serial()));
-    }
-    let next_update = crl.next_update().map(|t| t.timestamp());
+        serials.insert(serial_key(e.serial));
+        Ok(())
+    })
+    .map_err(|e| cert_err(p, e))?;
+    serials.shrink_to_fit();
+    let next_update = crl.next_update.map(|t| t.timestamp());
     if next_update.is_some_and(|n| n < ::time::OffsetDateTime::now_utc().unix_timestamp()) {
         tracing::warn!(file = %p.display(), %issuer, "the CRL is past its nextUpdate: certificates of this issuer are refused until a newer CRL is loaded");
     }
     let aki = crl
-        .extensions()
+        .extensions
         .iter()
         .find_map(|e| match e.parsed_extension() {
             ParsedExtension::AuthorityKeyIdentifier(a) => {
@@ -296,10 +303,10 @@ fn load_one(p: &Path, der: &[u8], cas: &[X509Certificate<'_>]) -> Result<(Vec<u8
             _ => None,
         });
     Ok((
-        crl.issuer().as_raw().to_vec(),
+        crl.issuer.as_raw().to_vec(),
         IssuerCrl {
             aki,
-            this_update: crl.last_update().timestamp(),
+            this_update: crl.this_update.timestamp(),
             next_update,
             serials,
             source: p.to_path_buf(),
@@ -315,8 +322,8 @@ fn load_one(p: &Path, der: &[u8], cas: &[X509Certificate<'_>]) -> Result<(Vec<u8
 
 /// Refuses what would make the CRL incomplete for this use: delta CRLs, indirect CRLs, CRLs
 /// of some reasons only or of CA certificates only, and unknown critical extensions.
-fn check_extensions(p: &Path, crl: &CertificateRevocationList<'_>) -> Result<()> {
-    for e in crl.extensions() {
+fn check_extensions(p: &Path, extensions: &[X509Extension<'_>]) -> Result<()> {
+    for e in extensions {
         match e.parsed_extension() {
             ParsedExtension::IssuingDistributionPoint(idp) => {
                 let why = if idp.indirect_crl {
@@ -386,6 +393,7 @@ mod tests {
             &[d.join("a/client.crt")],
             &many,
             7,
+            None,
             &d.join("crl.pem"),
         )
         .unwrap();

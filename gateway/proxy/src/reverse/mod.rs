@@ -47,6 +47,8 @@ fn refusal_reason(reason: &str) -> &'static str {
         "unknown_ca"
     } else if r.contains("revoked") {
         "revoked"
+    } else if r.contains("expiredrevocationlist") || r.contains("expired revocation list") {
+        "crl_expired"
     } else if r.contains("notvalidyet") || r.contains("not valid yet") {
         "not_yet_valid"
     } else if r.contains("expired") {
