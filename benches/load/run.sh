@@ -37,6 +37,9 @@
 #                     are not the client's, Sekisho's `crl`, nginx's `ssl_crl`; FACILITIES=N:
 #                     Sekisho's route allows N facility IDs from a `[[facility_group]]` file,
 #                     the client's the last, instead of the pattern H-*)
+#   reverse-237k      reverse-keepalive on a route listing 237,000 facility IDs (a group file,
+#                     the client's the last), beside the same with one: the ratio to
+#                     reverse-keepalive in the same run is what the list costs (issue 27)
 # Each (scenario, target) runs RUNS times, interleaved, after a warm-up; tables show medians:
 # requests/s (expected statuses only), p50 and p99 latency, CPU seconds of the target per 10,000
 # requests, peak RSS of the target, errors (transport errors and unexpected statuses), and
@@ -52,7 +55,7 @@ SECS=${1:-10}
 CONC=${2:-32}
 RUNS=${3:-3}
 TARGETS=${TARGETS:-sekisho nginx squid mitmproxy}
-SCENARIOS=(${SCENARIOS:-https-keepalive https-new-tls http-forward https-64k https-1m https-upload full-clean full-mix download-1g reverse-keepalive reverse-new-tls})
+SCENARIOS=(${SCENARIOS:-https-keepalive https-new-tls http-forward https-64k https-1m https-upload full-clean full-mix download-1g reverse-keepalive reverse-new-tls reverse-237k})
 . benches/lib.sh
 need nginx:nginx-light hey:hey openssl:openssl curl:curl ab:apache2-utils
 case " $TARGETS " in *" squid "*) need squid:squid-openssl ;; esac
@@ -64,7 +67,7 @@ pids=()
 cleanup() { for p in "${pids[@]}" ${TPID:-}; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
 trap cleanup EXIT
 
-# scenario NAME -> "KIND CONFIG PATH": KIND hey|mix|download|ab, CONFIG base|full|reverse
+# scenario NAME -> "KIND CONFIG PATH": KIND hey|mix|download|ab, CONFIG base|full|reverse|reverse237k
 # (Sekisho's config; `full` and `reverse` scenarios run against nginx only, the goal's peer), PATH
 # on the origin.
 scenario() {
@@ -77,6 +80,7 @@ scenario() {
     full-mix) echo "mix full /1k" ;;
     download-1g) echo "download base /1g" ;;
     reverse-keepalive|reverse-new-tls) echo "ab reverse /1k" ;;
+    reverse-237k) echo "ab reverse237k /1k" ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
 }
@@ -118,13 +122,13 @@ fi
 "$BIN" ca issue-client --ca "$W/clients" --facility H-0001 --out "$W/client" >/dev/null
 cat "$W/client/client.crt" "$W/client/client.key" > "$W/client.pem"
 SEK_CRL="" NGX_CRL="" SEK_FACILITIES='facilities = ["H-*"]' SEK_GROUP=""
+# facility_list N FILE: N facility IDs, the client's (H-0001) the last.
+facility_list() { seq 1 "$(($1 - 1))" | awk '{printf "%02d%08d\n", 13 + $1 % 34, $1}' > "$2"; echo H-0001 >> "$2"; }
+group_of() { printf '[[facility_group]]\nname = "network"\nfile = "%s"\n' "$1"; }
 if [ -n "${FACILITIES:-}" ]; then
-  seq 1 "$((FACILITIES - 1))" | awk '{printf "%02d%08d\n", 13 + $1 % 34, $1}' > "$W/facilities.txt"
-  echo H-0001 >> "$W/facilities.txt"
+  facility_list "$FACILITIES" "$W/facilities.txt"
   SEK_FACILITIES='facilities = ["@network"]'
-  SEK_GROUP="[[facility_group]]
-name = \"network\"
-file = \"$W/facilities.txt\""
+  SEK_GROUP=$(group_of "$W/facilities.txt")
   echo "route of $FACILITIES facility IDs" >&2
 fi
 if [ -n "${CRL_SERIALS:-}" ]; then
@@ -136,7 +140,12 @@ fi
 
 # --- Targets. Each start_* takes the config variant and leaves its main PID in TPID.
 start_sekisho() {
-  if [ "$1" = reverse ]; then
+  local facilities=$SEK_FACILITIES group=$SEK_GROUP
+  if [ "$1" = reverse237k ]; then
+    [ -f "$W/facilities-237k.txt" ] || facility_list 237000 "$W/facilities-237k.txt"
+    facilities='facilities = ["@network"]' group=$(group_of "$W/facilities-237k.txt")
+  fi
+  if [ "$1" = reverse ] || [ "$1" = reverse237k ]; then
     cat > "$W/sekisho.toml" <<TOML
 [[listener]]
 name = "services"
@@ -151,8 +160,8 @@ facility_id = "subject:OU"
 [[route]]
 listener = "services"
 upstreams = ["https://localhost:443"]
-$SEK_FACILITIES
-$SEK_GROUP
+$facilities
+$group
 TOML
   else
     printf '[[listener]]\nkind = "forward"\naddr = "127.0.0.1:%s"\n' "$SEKP" > "$W/sekisho.toml"
@@ -196,7 +205,7 @@ TOML
   fi
   [ -f "$W/gw/ca.crt" ] || "$BIN" ca init --out "$W/gw" >/dev/null
   taskset -c 1 "$BIN" --log-level warn run --config "$W/sekisho.toml" > "$W/sekisho.out" 2>&1 & TPID=$!
-  if [ "$1" = reverse ]; then wait_port $SEKR; else wait_port $SEKP 600; fi   # full compiles ET Open first
+  case $1 in reverse*) wait_port $SEKR ;; *) wait_port $SEKP 600 ;; esac   # full compiles ET Open first
 }
 start_nginx() {
   # proxy_max_temp_file_size 0: a large response streams through nginx's buffers instead of
@@ -341,7 +350,7 @@ one_run() { # target scenario
     ab)
       local port=$SEKR stats extra=""
       [ "$t" = nginx ] && port=$NGX_MTLS
-      [ "$s" = reverse-keepalive ] && extra="-k"
+      case $s in reverse-keepalive|reverse-237k) extra="-k" ;; esac
       # -n after -t lifts ab's 50,000-request cap; ab does not verify the server (both alike).
       # shellcheck disable=SC2086
       stats=$(taskset -c 0 ab -q -t "$SECS" -n 100000000 -c "$CONC" $extra -E "$W/client.pem" \
@@ -379,7 +388,7 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) pri
 
 declare -A RES RSS
 for t in $TARGETS; do
-  for cfg in base full reverse; do
+  for cfg in base full reverse reverse237k; do
     todo=()
     for s in "${SCENARIOS[@]}"; do
       runs_on "$t" "$s" || continue
