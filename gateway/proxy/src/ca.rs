@@ -348,6 +348,7 @@ pub fn write_crl(
     let now = time::OffsetDateTime::now_utc();
     let mut revoked = Vec::new();
     let mut serials = Vec::new();
+    let mut raw: Vec<Vec<u8>> = Vec::new();
     for p in revoke {
         let pem = std::fs::read_to_string(p).map_err(|e| ProxyError::Cert {
             path: p.clone(),
@@ -362,17 +363,12 @@ pub fn write_crl(
                 path: p.clone(),
                 message: format!("cannot parse certificate: {e}"),
             })?;
-        let serial = SerialNumber::from_slice(cert.raw_serial());
-        serials.push(hex_serial(&serial));
-        revoked.push(rcgen::RevokedCertParams {
-            serial_number: serial,
-            revocation_time: now,
-            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-            invalidity_date: None,
-        });
+        raw.push(cert.raw_serial().to_vec());
     }
     for h in serials_hex {
-        let bytes = parse_hex_serial(h)?;
+        raw.push(parse_hex_serial(h)?);
+    }
+    for bytes in raw {
         let serial = SerialNumber::from_slice(&bytes);
         serials.push(hex_serial(&serial));
         revoked.push(rcgen::RevokedCertParams {

@@ -18,6 +18,7 @@ mod body;
 pub mod ca;
 mod canon;
 pub mod clientauth;
+mod clientverify;
 pub mod config;
 mod conn;
 mod crlder;
