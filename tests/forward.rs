@@ -284,6 +284,54 @@ async fn untrusted_upstream_gets_block_page_and_event() {
         .await;
 }
 
+/// `[tls] allow_invalid_upstream`: a listed host whose certificate does not verify is served,
+/// with the reason logged as an event; an unlisted one still gets the 502 page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_invalid_upstream_passes_listed_hosts_and_logs_why() {
+    let rogue = TestPki::new("Rogue CA", &["localhost", "::1"]);
+    let bad = Origin::start(Some(rogue.server_config())).await;
+    let gw = Gateway::start(
+        "allow-invalid",
+        "allow_invalid_upstream = [\"localhost\"]",
+        POLICY,
+    );
+    let ca = gw.ca_path();
+    let get = |url: String| {
+        let (proxy, ca) = (gw.proxy_url(), ca.clone());
+        async move {
+            curl(&[
+                "-x",
+                &proxy,
+                "--cacert",
+                ca.to_str().unwrap(),
+                "-w",
+                "\n%{http_code}",
+                &url,
+            ])
+            .await
+        }
+    };
+    let r = get(format!("https://localhost:{}/hello", bad.port)).await;
+    assert_eq!(r.stdout, "hello\n200", "{}", r.stderr);
+    let ev = gw.wait_line("events.jsonl", |v| {
+        v["rule"]["id"] == "upstream-certificate-allowed-invalid"
+    });
+    assert_eq!(ev["event"]["action"], "allowed", "{ev}");
+    assert!(
+        ev["evidence"]["excerpt"]
+            .as_str()
+            .unwrap_or("")
+            .contains("authority the gateway does not trust"),
+        "the reason in words: {ev}"
+    );
+    // [::1] is not listed: the same certificate is refused there.
+    let r = get(format!("https://[::1]:{}/hello", bad.port)).await;
+    assert!(r.stdout.ends_with("\n502"), "{}", r.stdout);
+    gw.wait_line("events.jsonl", |v| {
+        v["rule"]["id"] == "upstream-certificate"
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_hosts_blocks_http_connect_and_sni() {
     let s = setup("deny", POLICY).await;

@@ -418,6 +418,15 @@ impl Exchange {
             state.set_dest_ip(Some(info.remote_addr().ip().to_string()));
             let remote = info.remote_addr();
             let certs = self.shared.upstream_certs.get(&self.head.host);
+            if let Some(why) = self.shared.upstream_invalid.get(&self.head.host) {
+                crate::fault::on_flow(
+                    state,
+                    crate::fault::Fault::UpstreamCertificateAllowed,
+                    &self.head.host,
+                    &why,
+                )
+                .await;
+            }
             state
                 .update_meta(|meta| {
                     meta.upstream = Some(remote);

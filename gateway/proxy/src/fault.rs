@@ -24,6 +24,8 @@ pub(crate) enum Fault {
     ReloadFailed,
     /// The last run ended without a clean stop (SIGKILL, a crash, power loss).
     UncleanStop,
+    /// An upstream certificate did not verify and `[tls] allow_invalid_upstream` let it pass.
+    UpstreamCertificateAllowed,
 }
 
 impl Fault {
@@ -34,6 +36,7 @@ impl Fault {
             Fault::UpstreamUnresolvable => "upstream-unresolvable",
             Fault::ReloadFailed => "reload-failed",
             Fault::UncleanStop => "unclean-stop",
+            Fault::UpstreamCertificateAllowed => "upstream-certificate-allowed-invalid",
         }
     }
 
@@ -43,6 +46,7 @@ impl Fault {
             Fault::UpstreamUnresolvable => "upstream host name did not resolve; the client got 502",
             Fault::ReloadFailed => "reload failed; the running policy stays in service",
             Fault::UncleanStop => "the last run did not stop cleanly (killed or crashed); spooled events are resent, at least once",
+            Fault::UpstreamCertificateAllowed => "upstream certificate does not verify; passed because [tls] allow_invalid_upstream lists the host",
         }
     }
 
@@ -51,6 +55,7 @@ impl Fault {
             Fault::UpstreamReset | Fault::UpstreamUnresolvable => "network",
             Fault::ReloadFailed => "configuration",
             Fault::UncleanStop => "host",
+            Fault::UpstreamCertificateAllowed => "tls-upstream-certificate",
         }
     }
 }

@@ -305,6 +305,13 @@ impl Gateway {
         let limits = Limits::from(&cfg.limits);
         let roots = upstream::root_store(tls.system_roots, tls.webpki_roots, &tls.upstream_roots)?;
         let upstream_certs = upstream::cert_store(4096);
+        let upstream_invalid = Arc::new(upstream::InvalidStore::new(4096));
+        let verification = upstream::Verification {
+            certs: Arc::clone(&upstream_certs),
+            invalid: Arc::clone(&upstream_invalid),
+            allow_invalid: HostMatcher::new(&cfg.tls.allow_invalid_upstream)
+                .map_err(|e| cfg.err("tls.allow_invalid_upstream", e))?,
+        };
         // The forward proxy dials under the destination guard (filled in once the listeners are
         // bound); reverse routes go to the upstreams the operator configured.
         let dest = Arc::new(ArcSwap::from_pointee(guard::DestGuard::default()));
@@ -313,7 +320,7 @@ impl Gateway {
                 roots.clone(),
                 limits.connect_timeout,
                 limits.idle_timeout,
-                Arc::clone(&upstream_certs),
+                verification.clone(),
                 cfg.tls.upstream_http2,
                 guard,
             )
@@ -367,6 +374,7 @@ impl Gateway {
             clients: conn::ClientSlots::new(cfg.limits.max_connections_per_client),
             clients_limit: cfg.limits.max_connections_per_client,
             upstream_certs,
+            upstream_invalid,
             events,
             metrics,
             splice,

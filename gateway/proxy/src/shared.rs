@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub own: Vec<std::net::SocketAddr>,
     /// Verified upstream certificate chains by server name (for IPS certificate rules).
     pub upstream_certs: Arc<upstream::CertStore>,
+    /// Upstream hosts passed with a certificate that does not verify (`allow_invalid_upstream`).
+    pub upstream_invalid: Arc<upstream::InvalidStore>,
     pub events: EventSink,
     pub metrics: Arc<Metrics>,
     pub splice: HostMatcher,

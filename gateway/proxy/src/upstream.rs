@@ -126,13 +126,45 @@ pub fn cert_store(n: usize) -> Arc<CertStore> {
     Arc::new(CertStore::new(n))
 }
 
+/// Upstream hosts whose certificate did not verify but passed (`[tls]
+/// allow_invalid_upstream`), with the reason in words; bounded.
+pub type InvalidStore = quick_cache::sync::Cache<String, Arc<str>>;
+
+/// What upstream certificate verification records and allows.
+#[derive(Clone, Debug)]
+pub struct Verification {
+    /// Verified chains, by server name.
+    pub certs: Arc<CertStore>,
+    /// Hosts passed with a certificate that does not verify, and why.
+    pub invalid: Arc<InvalidStore>,
+    /// `[tls] allow_invalid_upstream`.
+    pub allow_invalid: crate::hostmatch::HostMatcher,
+}
+
 /// WebPKI verification that also records each verified chain.
 #[derive(Debug)]
 struct Recording {
     /// `None` when no trust anchor is configured: every upstream certificate is refused.
     inner: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     algs: rustls::crypto::WebPkiSupportedAlgorithms,
-    store: Arc<CertStore>,
+    v: Verification,
+}
+
+impl Recording {
+    /// A certificate error the operator allows for this host: recorded, and the chain passes
+    /// (the handshake signature is still checked against the presented key).
+    fn allowed(&self, name: &str, e: &rustls::Error) -> bool {
+        let rustls::Error::InvalidCertificate(c) = e else {
+            return false;
+        };
+        if !self.v.allow_invalid.matches(name) {
+            return false;
+        }
+        self.v
+            .invalid
+            .insert(name.to_string(), Arc::from(certificate_in_words(c)));
+        true
+    }
 }
 
 impl rustls::client::danger::ServerCertVerifier for Recording {
@@ -144,23 +176,37 @@ impl rustls::client::danger::ServerCertVerifier for Recording {
         ocsp_response: &[u8],
         now: rustls_pki_types::UnixTime,
     ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let Some(inner) = &self.inner else {
-            return Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            ));
-        };
-        let ok =
-            inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
         let name = match server_name {
             rustls_pki_types::ServerName::DnsName(d) => d.as_ref().to_ascii_lowercase(),
             rustls_pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
-            _ => return Ok(ok),
+            _ => String::new(),
         };
+        let verdict = match &self.inner {
+            Some(inner) => {
+                inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        };
+        let ok = match verdict {
+            Ok(ok) => {
+                self.v.invalid.remove(&name);
+                ok
+            }
+            Err(e) if !name.is_empty() && self.allowed(&name, &e) => {
+                rustls::client::danger::ServerCertVerified::assertion()
+            }
+            Err(e) => return Err(e),
+        };
+        if name.is_empty() {
+            return Ok(ok);
+        }
         let chain: Vec<bytes::Bytes> = std::iter::once(end_entity)
             .chain(intermediates)
             .map(|c| bytes::Bytes::copy_from_slice(c.as_ref()))
             .collect();
-        self.store.insert(name, Arc::from(chain));
+        self.v.certs.insert(name, Arc::from(chain));
         Ok(ok)
     }
 
@@ -187,13 +233,14 @@ impl rustls::client::danger::ServerCertVerifier for Recording {
     }
 }
 
-/// Builds the pooled upstream client; verified chains are recorded in `certs`. With a `guard`,
-/// only destinations it allows are dialled (the forward proxy's client).
+/// Builds the pooled upstream client; verified chains are recorded in `v.certs`, allowed
+/// invalid ones in `v.invalid`. With a `guard`, only destinations it allows are dialled (the
+/// forward proxy's client).
 pub(crate) fn client(
     roots: RootCertStore,
     connect_timeout: Duration,
     idle: Duration,
-    certs: Arc<CertStore>,
+    v: Verification,
     mode: UpstreamH2,
     guard: Guard,
 ) -> Result<UpstreamClient> {
@@ -219,11 +266,7 @@ pub(crate) fn client(
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports the default protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Recording {
-            inner,
-            algs,
-            store: certs,
-        }))
+        .with_custom_certificate_verifier(Arc::new(Recording { inner, algs, v }))
         .with_no_client_auth();
     let http = GuardedConnector::new(guard, connect_timeout);
     let pool = |h2: bool| {

@@ -385,6 +385,11 @@ pub struct TlsConfig {
     /// Hosts tunnelled without decryption: exact names and `*.suffix` patterns.
     #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub splice: Vec<String>,
+    /// Upstream hosts (exact names and `*.suffix` patterns) whose certificate may fail to verify
+    /// (expired, another name, unknown CA, self-signed): internal systems that need it; each
+    /// pass is logged with the reason.
+    #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
+    pub allow_invalid_upstream: Vec<String>,
     /// Validity of minted leaf certificates, in days (default 7).
     #[serde(default = "default_leaf_days")]
     pub leaf_validity_days: u32,
@@ -428,6 +433,7 @@ impl Default for TlsConfig {
             system_roots: true,
             webpki_roots: true,
             splice: Vec::new(),
+            allow_invalid_upstream: Vec::new(),
             leaf_validity_days: default_leaf_days(),
             leaf_key_rotation_hours: default_leaf_key_hours(),
             leaf_cache_size: default_leaf_cache(),
@@ -755,6 +761,8 @@ impl Config {
             })?;
         }
         HostMatcher::new(&self.tls.splice).map_err(|e| self.err("tls.splice", e))?;
+        HostMatcher::new(&self.tls.allow_invalid_upstream)
+            .map_err(|e| self.err("tls.allow_invalid_upstream", e))?;
         self.policy
             .pages()
             .map_err(|e| self.err("policy.page_dir", e))?;
