@@ -284,6 +284,60 @@ async fn untrusted_upstream_gets_block_page_and_event() {
         .await;
 }
 
+/// A client that refuses the minted certificate (pinning, or no gateway CA): reported once an
+/// hour per host; a host in `[tls] pinning_splice` is spliced afterwards, others never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_refusing_the_minted_certificate_are_reported_and_listed_hosts_spliced() {
+    let pki = TestPki::new("Origin Test CA", &["localhost", "::1"]);
+    let origin = Origin::start(Some(pki.server_config())).await;
+    let roots = TempDir::new("pin-roots");
+    let origin_ca = roots.path().join("origin-ca.pem");
+    std::fs::write(&origin_ca, &pki.ca_pem).unwrap();
+    let gw = Gateway::start(
+        "pinning",
+        &format!(
+            "upstream_roots = [\"{}\"]\npinning_splice = [\"localhost\"]",
+            origin_ca.display()
+        ),
+        POLICY,
+    );
+    // A client trusting only the origin's CA: it refuses the gateway's minted certificate.
+    let pinned = |url: String| {
+        let (proxy, ca) = (gw.proxy_url(), origin_ca.clone());
+        async move { curl(&["-x", &proxy, "--cacert", ca.to_str().unwrap(), &url]).await }
+    };
+    let url = format!("https://localhost:{}/hello", origin.port);
+    let r = pinned(url.clone()).await;
+    assert_ne!(r.code, 0, "the minted certificate is refused: {}", r.stdout);
+    let ev = gw.wait_line("events.jsonl", |v| {
+        v["rule"]["id"] == "client-refused-certificate"
+    });
+    let name = ev["rule"]["name"].as_str().unwrap();
+    assert!(
+        name.contains("localhost") && name.contains("spliced"),
+        "{ev}"
+    );
+    // Listed: the next tunnel is spliced, and the pinned client reaches its origin.
+    let r = pinned(url).await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, "hello"), "{}", r.stderr);
+    gw.wait_line("flows.jsonl", |v| v["tls"]["mode"] == "spliced");
+    // Not listed ([::1]): reported, never spliced.
+    let v6 = format!("https://[::1]:{}/hello", origin.port);
+    for _ in 0..2 {
+        let r = pinned(v6.clone()).await;
+        assert_ne!(r.code, 0, "[::1] stays inspected: {}", r.stdout);
+    }
+    gw.wait_line("events.jsonl", |v| {
+        v["rule"]["id"] == "client-refused-certificate"
+            && v["rule"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .contains("pinning_splice to splice")
+    });
+    gw.assert_metrics(&["sekisho_tls_handshakes_total{result=\"refused_certificate\"} 3"])
+        .await;
+}
+
 /// `[tls] allow_invalid_upstream`: a listed host whose certificate does not verify is served,
 /// with the reason logged as an event; an unlisted one still gets the 502 page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -384,6 +384,48 @@ async fn page_not_shown(state: &FlowState, host: &str, why: &str, blocking: Opti
     state.emit_own(f).await;
 }
 
+/// A client refused the certificate minted for `host` (`alert`): the flow's error, and one
+/// event per host an hour saying what it means and whether the host is spliced from now on.
+async fn minted_refused(
+    shared: &Shared,
+    state: &FlowState,
+    host: &str,
+    alert: rustls::AlertDescription,
+) {
+    let r = shared.pinning.refused(host, Instant::now());
+    let next = if r.splice_next {
+        "its tunnels are spliced for a day ([tls] pinning_splice)"
+    } else {
+        "list it in [tls] pinning_splice to splice it, or install the gateway CA on the client"
+    };
+    tracing::info!(host, alert = ?alert, spliced = r.splice_next, "the client refused the gateway's certificate");
+    state.set_error(format!(
+        "the client refused the gateway's certificate ({alert:?})"
+    ));
+    let Some(suppressed) = r.event_due else {
+        return;
+    };
+    let more = if suppressed > 0 {
+        format!(" ({suppressed} more in the previous hour)")
+    } else {
+        String::new()
+    };
+    let mut f = sekisho_core::Finding::new(
+        "tls",
+        "client-refused-certificate",
+        format!(
+            "a client refused the gateway's certificate for {host} ({alert:?}): certificate pinning, or a client without the gateway CA; {next}{more}"
+        ),
+        sekisho_core::Severity::Low,
+        "tls-interception",
+        sekisho_core::Evidence::new("tls.client.alert", &format!("{alert:?}")),
+    );
+    f.stage = "tls";
+    // The gateway refused nothing: the client ended the handshake.
+    f.action = sekisho_core::Action::Allowed;
+    state.emit_own(f).await;
+}
+
 /// CONNECT's port, and its host when it is an address: refused before anything is dialled.
 fn connect_allowed(shared: &Shared, host: &str, port: u16) -> Result<(), Refused> {
     let g = shared.dest.load();
@@ -488,10 +530,16 @@ async fn tunnel<S>(
             return;
         }
     }
+    let cert_host = sni.clone().unwrap_or_else(|| host.clone());
+    let pinned = shared.pinning.splice(&cert_host, Instant::now());
     let splice = blocked.is_none()
         && (shared.splice.matches(&host)
             || sni.as_deref().is_some_and(|s| shared.splice.matches(s))
-            || stage_splice.is_some());
+            || stage_splice.is_some()
+            || pinned);
+    if pinned && splice {
+        tracing::debug!(host = %cert_host, "spliced: its clients refuse the minted certificate (pinning_splice)");
+    }
     if let (true, Some(why)) = (splice, &stage_splice) {
         tracing::debug!(host = %host, reason = %why, "spliced at a stage's request");
     }
@@ -504,7 +552,6 @@ async fn tunnel<S>(
     if blocked.is_some() && !refused_at_connect {
         m.tunnels.with_label_values(&["blocked"]).inc();
     }
-    let cert_host = sni.clone().unwrap_or_else(|| host.clone());
     let cert = match shared.minter.get(&cert_host).await {
         Ok(c) => c,
         Err(e) => {
@@ -533,6 +580,13 @@ async fn tunnel<S>(
             return;
         }
         Ok(Err(e)) => {
+            if let Some(alert) = crate::pinning::refused_certificate(&e) {
+                m.tls_handshakes
+                    .with_label_values(&["refused_certificate"])
+                    .inc();
+                minted_refused(&shared, &state, &cert_host, alert).await;
+                return;
+            }
             m.tls_handshakes.with_label_values(&["error"]).inc();
             tracing::info!(client = %conn.client, host = %cert_host, error = %e, "client TLS handshake failed");
             state.set_error(format!("client TLS handshake: {e}"));

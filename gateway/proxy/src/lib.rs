@@ -42,6 +42,7 @@ mod io;
 mod listen;
 pub mod metrics;
 pub mod pages;
+mod pinning;
 mod range;
 pub mod rawtap;
 mod refused;
@@ -378,6 +379,10 @@ impl Gateway {
             events,
             metrics,
             splice,
+            pinning: pinning::Pinning::new(
+                HostMatcher::new(&cfg.tls.pinning_splice)
+                    .map_err(|e| cfg.err("tls.pinning_splice", e))?,
+            ),
             hold: Arc::new(Semaphore::new(cfg.limits.hold_bytes_total)),
             flow_ids: AtomicU64::new(1),
             conn_ids: AtomicU64::new(1),

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub events: EventSink,
     pub metrics: Arc<Metrics>,
     pub splice: HostMatcher,
+    /// Clients refusing minted certificates, and `[tls] pinning_splice`.
+    pub(crate) pinning: crate::pinning::Pinning,
     /// Page templates and texts (`[policy] page_dir`; swapped on reload).
     pub pages: ArcSwap<crate::pages::Pages>,
     pub hold: Arc<Semaphore>,

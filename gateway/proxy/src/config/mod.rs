@@ -390,6 +390,10 @@ pub struct TlsConfig {
     /// pass is logged with the reason.
     #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub allow_invalid_upstream: Vec<String>,
+    /// Hosts whose tunnels are spliced for a day after a client refused the gateway's minted
+    /// certificate (certificate pinning); refusals for other hosts are only reported.
+    #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
+    pub pinning_splice: Vec<String>,
     /// Validity of minted leaf certificates, in days (default 7).
     #[serde(default = "default_leaf_days")]
     pub leaf_validity_days: u32,
@@ -434,6 +438,7 @@ impl Default for TlsConfig {
             webpki_roots: true,
             splice: Vec::new(),
             allow_invalid_upstream: Vec::new(),
+            pinning_splice: Vec::new(),
             leaf_validity_days: default_leaf_days(),
             leaf_key_rotation_hours: default_leaf_key_hours(),
             leaf_cache_size: default_leaf_cache(),
@@ -763,6 +768,8 @@ impl Config {
         HostMatcher::new(&self.tls.splice).map_err(|e| self.err("tls.splice", e))?;
         HostMatcher::new(&self.tls.allow_invalid_upstream)
             .map_err(|e| self.err("tls.allow_invalid_upstream", e))?;
+        HostMatcher::new(&self.tls.pinning_splice)
+            .map_err(|e| self.err("tls.pinning_splice", e))?;
         self.policy
             .pages()
             .map_err(|e| self.err("policy.page_dir", e))?;
