@@ -279,7 +279,16 @@ async fn untrusted_upstream_gets_block_page_and_event() {
     assert!(r.stdout.contains(id), "block page names the event id {id}");
     assert_eq!(ev["event"]["action"], "blocked");
     assert_eq!(ev["tls"]["decrypted"], true);
+    assert_eq!(
+        ev["tls"]["error"]["code"], "upstream-certificate-unknown-issuer",
+        "{ev}"
+    );
     assert_eq!(ev["destination"]["domain"], "localhost");
+    let flow = s.gw.wait_line("flows.jsonl", |v| v["status"] == 502);
+    assert_eq!(
+        flow["tls"]["error"]["code"], "upstream-certificate-unknown-issuer",
+        "{flow}"
+    );
     s.gw.assert_metrics(&["sekisho_upstream_errors_total{kind=\"tls_cert\"} 1"])
         .await;
 }
@@ -315,6 +324,10 @@ async fn clients_refusing_the_minted_certificate_are_reported_and_listed_hosts_s
     let name = ev["rule"]["name"].as_str().unwrap();
     assert!(
         name.contains("localhost") && name.contains("spliced"),
+        "{ev}"
+    );
+    assert_eq!(
+        ev["tls"]["error"]["code"], "client-refused-certificate",
         "{ev}"
     );
     // Listed: the next tunnel is spliced, and the pinned client reaches its origin.
@@ -371,6 +384,10 @@ async fn allow_invalid_upstream_passes_listed_hosts_and_logs_why() {
         v["rule"]["id"] == "upstream-certificate-allowed-invalid"
     });
     assert_eq!(ev["event"]["action"], "allowed", "{ev}");
+    assert_eq!(
+        ev["tls"]["error"]["code"], "upstream-certificate-allowed-invalid",
+        "{ev}"
+    );
     assert!(
         ev["evidence"]["excerpt"]
             .as_str()
@@ -900,4 +917,105 @@ async fn max_connections_is_enforced() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ok, "the slot was released");
+}
+
+/// `openssl s_server` with `args`, serving `pki`'s certificate for localhost on a free port;
+/// killed on drop.
+struct SServer(std::process::Child, u16);
+
+impl Drop for SServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn s_server(dir: &std::path::Path, pki: &TestPki, args: &[&str]) -> SServer {
+    let (crt, key) = (dir.join("srv.crt"), dir.join("srv.key"));
+    std::fs::write(&crt, &pki.cert_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+    std::fs::write(dir.join("ca.pem"), &pki.ca_pem).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-www",
+            "-quiet",
+        ])
+        .arg("-cert")
+        .arg(&crt)
+        .arg("-key")
+        .arg(&key)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s_server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    SServer(child, port)
+}
+
+/// Origins that ask for a client certificate or speak only TLS 1.0: a 502 page saying what the
+/// server wants and how to let it through, and an event with `tls.error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_and_legacy_origins_are_explained() {
+    let pki = TestPki::new("Origin Test CA", &["localhost"]);
+    let dir = TempDir::new("s-server");
+    let gw = Gateway::start(
+        "tls-origins",
+        &format!("upstream_roots = [\"{}\"]", {
+            std::fs::write(dir.path().join("roots.pem"), &pki.ca_pem).unwrap();
+            dir.path().join("roots.pem").display().to_string()
+        }),
+        POLICY,
+    );
+    let cases = [
+        (
+            vec!["-Verify", "1", "-CAfile", "ca.pem"],
+            "upstream-client-certificate-required",
+            "requires a client certificate",
+        ),
+        (
+            vec!["-tls1", "-cipher", "AES128-SHA:@SECLEVEL=0"],
+            "upstream-legacy-version",
+            "TLS version",
+        ),
+    ];
+    for (args, code, words) in cases {
+        let server = s_server(dir.path(), &pki, &args);
+        let r = curl(&[
+            "-x",
+            &gw.proxy_url(),
+            "--cacert",
+            gw.ca_path().to_str().unwrap(),
+            "-w",
+            "\n%{http_code}",
+            &format!("https://localhost:{}/", server.1),
+        ])
+        .await;
+        assert!(r.stdout.ends_with("\n502"), "{code}: {}", r.stdout);
+        assert!(r.stdout.contains(words), "{code}: {}", r.stdout);
+        assert!(r.stdout.contains("[tls] splice"), "{code}: {}", r.stdout);
+        let ev = gw.wait_line("events.jsonl", |v| v["rule"]["id"] == code);
+        assert_eq!(ev["tls"]["error"]["code"], code, "{ev}");
+        assert!(
+            r.stdout.contains(ev["event"]["id"].as_str().unwrap()),
+            "the page names the event"
+        );
+    }
 }

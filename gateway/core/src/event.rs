@@ -64,6 +64,9 @@ pub struct TlsInfo {
     /// The client certificate (reverse proxy with client authentication).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub client: Option<TlsClientInfo>,
+    /// What went wrong with TLS on this flow, if anything.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<crate::TlsError>,
 }
 
 /// `tls.client`: the client certificate's subject, issuer and serial (ECS names).
@@ -337,6 +340,7 @@ impl ThreatEvent {
                         serial_number: c.serial.clone(),
                     },
                 }),
+                error: meta.tls_error.clone(),
             }),
         };
         ThreatEvent {
@@ -412,6 +416,9 @@ pub struct FlowTls {
     pub mode: TlsMode,
     /// Decrypted and inspected.
     pub decrypted: bool,
+    /// What went wrong with TLS on this flow, if anything.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<crate::TlsError>,
 }
 
 impl From<TlsMode> for FlowTls {
@@ -419,6 +426,7 @@ impl From<TlsMode> for FlowTls {
         FlowTls {
             mode,
             decrypted: mode == TlsMode::Decrypted,
+            error: None,
         }
     }
 }

@@ -54,6 +54,16 @@ pub struct ClientCert {
     pub serial: String,
 }
 
+/// `tls.error`: a TLS failure or exception on a flow, as a stable code (for queries and
+/// alerting) and a sentence (for people).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsError {
+    /// A stable code, e.g. `upstream-certificate-expired`, `upstream-client-certificate-required`.
+    pub code: String,
+    /// What happened, in words.
+    pub message: String,
+}
+
 /// The connection facts a flow came with. Built by the listener, read by every stage.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FlowMeta {
@@ -80,6 +90,9 @@ pub struct FlowMeta {
     pub tls: TlsMode,
     /// The facility identity from a client certificate (reverse proxy), when known.
     pub facility_id: Option<String>,
+    /// What went wrong with TLS on this flow (`tls.error` of its events and log line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_error: Option<TlsError>,
     /// The client certificate's roles (reverse proxy, `role_id`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub facility_roles: Vec<String>,
@@ -120,6 +133,7 @@ impl FlowMeta {
             tls: TlsMode::None,
             facility_id: None,
             facility_roles: Vec::new(),
+            tls_error: None,
             client_cert: None,
             request_id: None,
             upstream: None,

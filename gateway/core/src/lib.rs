@@ -37,7 +37,8 @@ pub use finding::{
     WafRuleMatch,
 };
 pub use flow::{
-    split_host_port, ClientCert, Direction, FlowMeta, RequestHead, ResponseHead, TlsHello, TlsMode,
+    split_host_port, ClientCert, Direction, FlowMeta, RequestHead, ResponseHead, TlsError,
+    TlsHello, TlsMode,
 };
 pub use path::{canonical_path, PathRefusal};
 pub use pipeline::{

@@ -419,6 +419,11 @@ impl Exchange {
             let remote = info.remote_addr();
             let certs = self.shared.upstream_certs.get(&self.head.host);
             if let Some(why) = self.shared.upstream_invalid.get(&self.head.host) {
+                let err = crate::tlserror::tls_error(
+                    "upstream-certificate-allowed-invalid",
+                    format!("{why}; passed by [tls] allow_invalid_upstream"),
+                );
+                state.update_meta(|m| m.tls_error = Some(err)).await;
                 crate::fault::on_flow(
                     state,
                     crate::fault::Fault::UpstreamCertificateAllowed,
@@ -735,8 +740,10 @@ async fn upstream_failed(
         .with_label_values(&[failure.kind()])
         .inc();
     match failure {
-        UpstreamFailure::Certificate(reason) => {
+        UpstreamFailure::Certificate(code, reason) => {
             let words = reason.clone();
+            let err = crate::tlserror::tls_error(code, reason.clone());
+            state.update_meta(|m| m.tls_error = Some(err)).await;
             let mut f = Finding::new(
                 "tls",
                 "upstream-certificate",
@@ -764,15 +771,43 @@ async fn upstream_failed(
                 Page::new(Reason::NotFound, host, None),
             )
         }
-        UpstreamFailure::Tls(reason)
-        | UpstreamFailure::Connect(reason)
-        | UpstreamFailure::Other(reason) => {
+        UpstreamFailure::Tls(code, words) => upstream_tls_failed(state, host, code, words).await,
+        UpstreamFailure::Connect(reason) | UpstreamFailure::Other(reason) => {
             tracing::info!(host, reason, "upstream failed");
             state.set_error(reason.clone());
             let page = Page::new(Reason::Unreachable(reason), host, None);
             state.page(StatusCode::BAD_GATEWAY, page)
         }
     }
+}
+
+/// An upstream TLS handshake that failed for another reason than the certificate (a client
+/// certificate required, a legacy version or cipher): a 502 page saying what and how to allow
+/// it, and an event with `tls.error`.
+async fn upstream_tls_failed(
+    state: &FlowState,
+    host: &str,
+    code: &'static str,
+    words: String,
+) -> Response<ProxyBody> {
+    let err = crate::tlserror::tls_error(code, words.clone());
+    state.update_meta(|m| m.tls_error = Some(err)).await;
+    let mut f = Finding::new(
+        "tls",
+        code,
+        format!("upstream {host}: {words}"),
+        Severity::Medium,
+        "tls-upstream",
+        Evidence::new("upstream.tls", code),
+    );
+    f.stage = "tls";
+    f.action = sekisho_core::Action::Blocked;
+    let id = f.event_id;
+    state.set_error(words.clone());
+    state.emit_own(f).await;
+    tracing::info!(host, code, event_id = %id, "upstream TLS failed");
+    let page = Page::new(Reason::Unreachable(words), host, Some(id));
+    state.page(StatusCode::BAD_GATEWAY, page)
 }
 
 /// The destination policy refused where a forward request would go: a threat event naming the

@@ -421,7 +421,10 @@ impl FlowState {
             },
             destination: r.dest.clone(),
             sni: meta.sni.clone(),
-            tls: meta.tls.into(),
+            tls: sekisho_core::FlowTls {
+                error: meta.tls_error.clone(),
+                ..meta.tls.into()
+            },
             method: r.http.method.clone(),
             host: r.http.host.clone(),
             path: r.http.path.clone(),

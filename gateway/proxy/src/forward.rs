@@ -399,9 +399,10 @@ async fn minted_refused(
         "list it in [tls] pinning_splice to splice it, or install the gateway CA on the client"
     };
     tracing::info!(host, alert = ?alert, spliced = r.splice_next, "the client refused the gateway's certificate");
-    state.set_error(format!(
-        "the client refused the gateway's certificate ({alert:?})"
-    ));
+    let words = format!("the client refused the gateway's certificate ({alert:?})");
+    let err = crate::tlserror::tls_error("client-refused-certificate", words.clone());
+    state.update_meta(|m| m.tls_error = Some(err)).await;
+    state.set_error(words);
     let Some(suppressed) = r.event_due else {
         return;
     };

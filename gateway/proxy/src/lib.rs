@@ -54,6 +54,7 @@ pub mod revocation;
 mod serve;
 mod shared;
 mod shed;
+mod tlserror;
 pub mod tlspeek;
 pub mod upstream;
 mod wire;

@@ -300,10 +300,10 @@ pub(crate) fn client(
 /// Why an upstream request failed, for metrics, events and the page the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamFailure {
-    /// The upstream's certificate did not verify.
-    Certificate(String),
-    /// Another TLS failure.
-    Tls(String),
+    /// The upstream's certificate did not verify: its `tls.error` code and the reason in words.
+    Certificate(&'static str, String),
+    /// Another TLS failure: its `tls.error` code and sentence.
+    Tls(&'static str, String),
     /// Could not connect.
     Connect(String),
     /// The upstream name did not resolve.
@@ -318,8 +318,8 @@ impl UpstreamFailure {
     /// The metrics label.
     pub fn kind(&self) -> &'static str {
         match self {
-            UpstreamFailure::Certificate(_) => "tls_cert",
-            UpstreamFailure::Tls(_) => "tls",
+            UpstreamFailure::Certificate(..) => "tls_cert",
+            UpstreamFailure::Tls(..) => "tls",
             UpstreamFailure::Connect(_) => "connect",
             UpstreamFailure::Denied(_) => "denied",
             UpstreamFailure::Unresolved(_) => "dns",
@@ -340,10 +340,14 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
         }
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
             return match t {
-                rustls::Error::InvalidCertificate(c) => {
-                    UpstreamFailure::Certificate(certificate_in_words(c))
+                rustls::Error::InvalidCertificate(c) => UpstreamFailure::Certificate(
+                    crate::tlserror::certificate_code(c),
+                    certificate_in_words(c),
+                ),
+                other => {
+                    let (code, words) = crate::tlserror::upstream_handshake(other);
+                    UpstreamFailure::Tls(code, words)
                 }
-                other => UpstreamFailure::Tls(format!("upstream TLS failed: {other}")),
             };
         }
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
