@@ -984,9 +984,32 @@ async fn client_certificate_and_legacy_origins_are_explained() {
         }),
         POLICY,
     );
+    // The facility's own client certificate, which only the client holds.
+    let clients = dir.path().join("clients");
+    let client = dir.path().join("client");
+    for args in [
+        vec!["ca", "init", "--out", clients.to_str().unwrap()],
+        vec![
+            "ca",
+            "issue-client",
+            "--ca",
+            clients.to_str().unwrap(),
+            "--facility",
+            "H-0001",
+            "--out",
+            client.to_str().unwrap(),
+        ],
+    ] {
+        let out = std::process::Command::new(bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+    }
+    let client_ca = clients.join("ca.crt").display().to_string();
     let cases = [
         (
-            vec!["-Verify", "1", "-CAfile", "ca.pem"],
+            vec!["-Verify", "1", "-CAfile", client_ca.as_str()],
             "upstream-client-certificate-required",
             "requires a client certificate",
         ),
@@ -1017,5 +1040,42 @@ async fn client_certificate_and_legacy_origins_are_explained() {
             r.stdout.contains(ev["event"]["id"].as_str().unwrap()),
             "the page names the event"
         );
+        if code != "upstream-client-certificate-required" {
+            continue;
+        }
+        // on_client_certificate_request = "splice" (the default): the next tunnel is spliced and
+        // the client presents its own certificate to the origin.
+        let origin_ca = dir.path().join("roots.pem");
+        let r = curl(&[
+            "-x",
+            &gw.proxy_url(),
+            "--cacert",
+            origin_ca.to_str().unwrap(),
+            "--cert",
+            client.join("client.crt").to_str().unwrap(),
+            "--key",
+            client.join("client.key").to_str().unwrap(),
+            "-w",
+            "\n%{http_code}",
+            &format!("https://localhost:{}/", server.1),
+        ])
+        .await;
+        assert!(
+            r.stdout.ends_with("\n200"),
+            "spliced with the client's certificate: {} {}",
+            r.stdout,
+            r.stderr
+        );
+        let ev = gw.wait_line("events.jsonl", |v| {
+            v["rule"]["id"] == "uninspected-client-certificate"
+        });
+        assert_eq!(
+            ev["tls"]["error"]["code"], "uninspected-client-certificate",
+            "{ev}"
+        );
+        gw.wait_line("flows.jsonl", |v| {
+            v["tls"]["mode"] == "spliced"
+                && v["tls"]["error"]["code"] == "uninspected-client-certificate"
+        });
     }
 }

@@ -790,6 +790,15 @@ async fn upstream_tls_failed(
     code: &'static str,
     words: String,
 ) -> Response<ProxyBody> {
+    let mut words = words;
+    if code == "upstream-client-certificate-required" {
+        let port = state.flow.lock().await.meta().target_port.unwrap_or(443);
+        words = if state.shared.cert_requests.asked(host, port) {
+            format!("{words}. The gateway passes this site through uninspected from the next connection ([tls] on_client_certificate_request = \"splice\"): open the page again")
+        } else {
+            format!("{words}. [tls] on_client_certificate_request = \"block\" keeps it refused")
+        };
+    }
     let err = crate::tlserror::tls_error(code, words.clone());
     state.update_meta(|m| m.tls_error = Some(err)).await;
     let mut f = Finding::new(

@@ -26,6 +26,8 @@ pub(crate) enum Fault {
     UncleanStop,
     /// An upstream certificate did not verify and `[tls] allow_invalid_upstream` let it pass.
     UpstreamCertificateAllowed,
+    /// A tunnel spliced because its server asks for a client certificate.
+    UninspectedClientCertificate,
 }
 
 impl Fault {
@@ -37,6 +39,7 @@ impl Fault {
             Fault::ReloadFailed => "reload-failed",
             Fault::UncleanStop => "unclean-stop",
             Fault::UpstreamCertificateAllowed => "upstream-certificate-allowed-invalid",
+            Fault::UninspectedClientCertificate => "uninspected-client-certificate",
         }
     }
 
@@ -47,6 +50,7 @@ impl Fault {
             Fault::ReloadFailed => "reload failed; the running policy stays in service",
             Fault::UncleanStop => "the last run did not stop cleanly (killed or crashed); spooled events are resent, at least once",
             Fault::UpstreamCertificateAllowed => "upstream certificate does not verify; passed because [tls] allow_invalid_upstream lists the host",
+            Fault::UninspectedClientCertificate => "uninspected: the server requires a client certificate, so its tunnels are spliced ([tls] on_client_certificate_request)",
         }
     }
 
@@ -56,6 +60,7 @@ impl Fault {
             Fault::ReloadFailed => "configuration",
             Fault::UncleanStop => "host",
             Fault::UpstreamCertificateAllowed => "tls-upstream-certificate",
+            Fault::UninspectedClientCertificate => "uninspected",
         }
     }
 }

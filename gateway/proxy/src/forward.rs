@@ -533,11 +533,28 @@ async fn tunnel<S>(
     }
     let cert_host = sni.clone().unwrap_or_else(|| host.clone());
     let pinned = shared.pinning.splice(&cert_host, Instant::now());
+    let wants_cert =
+        shared.cert_requests.splice(&cert_host, port) || shared.cert_requests.splice(&host, port);
     let splice = blocked.is_none()
         && (shared.splice.matches(&host)
             || sni.as_deref().is_some_and(|s| shared.splice.matches(s))
             || stage_splice.is_some()
-            || pinned);
+            || pinned
+            || wants_cert);
+    if wants_cert && splice {
+        let err = crate::tlserror::tls_error(
+            "uninspected-client-certificate",
+            "the server requires a client certificate: spliced, not inspected",
+        );
+        state.update_meta(|m| m.tls_error = Some(err)).await;
+        crate::fault::on_flow(
+            &state,
+            crate::fault::Fault::UninspectedClientCertificate,
+            &cert_host,
+            "the server asked for a client certificate earlier",
+        )
+        .await;
+    }
     if pinned && splice {
         tracing::debug!(host = %cert_host, "spliced: its clients refuse the minted certificate (pinning_splice)");
     }

@@ -17,6 +17,7 @@
 mod body;
 pub mod ca;
 mod canon;
+pub mod certrequest;
 pub mod clientauth;
 mod clientverify;
 pub mod config;
@@ -380,6 +381,7 @@ impl Gateway {
             events,
             metrics,
             splice,
+            cert_requests: certrequest::CertRequests::new(cfg.tls.on_client_certificate_request),
             pinning: pinning::Pinning::new(
                 HostMatcher::new(&cfg.tls.pinning_splice)
                     .map_err(|e| cfg.err("tls.pinning_splice", e))?,

@@ -394,6 +394,10 @@ pub struct TlsConfig {
     /// certificate (certificate pinning); refusals for other hosts are only reported.
     #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub pinning_splice: Vec<String>,
+    /// An upstream that asks for a client certificate: `splice` its next tunnels (the client
+    /// presents its own certificate; the flow is not inspected) or `block` (a page says so).
+    #[serde(default)]
+    pub on_client_certificate_request: crate::certrequest::OnCertRequest,
     /// Validity of minted leaf certificates, in days (default 7).
     #[serde(default = "default_leaf_days")]
     pub leaf_validity_days: u32,
@@ -439,6 +443,7 @@ impl Default for TlsConfig {
             splice: Vec::new(),
             allow_invalid_upstream: Vec::new(),
             pinning_splice: Vec::new(),
+            on_client_certificate_request: Default::default(),
             leaf_validity_days: default_leaf_days(),
             leaf_key_rotation_hours: default_leaf_key_hours(),
             leaf_cache_size: default_leaf_cache(),
