@@ -978,10 +978,13 @@ async fn client_certificate_and_legacy_origins_are_explained() {
     let dir = TempDir::new("s-server");
     let gw = Gateway::start(
         "tls-origins",
-        &format!("upstream_roots = [\"{}\"]", {
-            std::fs::write(dir.path().join("roots.pem"), &pki.ca_pem).unwrap();
-            dir.path().join("roots.pem").display().to_string()
-        }),
+        &format!(
+            "upstream_roots = [\"{}\"]\nlegacy_splice = [\"localhost\"]",
+            {
+                std::fs::write(dir.path().join("roots.pem"), &pki.ca_pem).unwrap();
+                dir.path().join("roots.pem").display().to_string()
+            }
+        ),
         POLICY,
     );
     // The facility's own client certificate, which only the client holds.
@@ -1041,6 +1044,27 @@ async fn client_certificate_and_legacy_origins_are_explained() {
             "the page names the event"
         );
         if code != "upstream-client-certificate-required" {
+            // localhost is in legacy_splice: the next tunnel is spliced, with an event.
+            assert!(
+                r.stdout.contains("uninspected from the next connection"),
+                "{}",
+                r.stdout
+            );
+            let _ = curl(&[
+                "-x",
+                &gw.proxy_url(),
+                "-k",
+                &format!("https://localhost:{}/", server.1),
+            ])
+            .await;
+            let ev = gw.wait_line("events.jsonl", |v| {
+                v["rule"]["id"] == "uninspected-legacy-tls"
+            });
+            assert_eq!(ev["tls"]["error"]["code"], "uninspected-legacy-tls", "{ev}");
+            gw.wait_line("flows.jsonl", |v| {
+                v["tls"]["mode"] == "spliced"
+                    && v["tls"]["error"]["code"] == "uninspected-legacy-tls"
+            });
             continue;
         }
         // on_client_certificate_request = "splice" (the default): the next tunnel is spliced and

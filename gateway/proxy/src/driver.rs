@@ -791,13 +791,21 @@ async fn upstream_tls_failed(
     words: String,
 ) -> Response<ProxyBody> {
     let mut words = words;
-    if code == "upstream-client-certificate-required" {
-        let port = state.flow.lock().await.meta().target_port.unwrap_or(443);
-        words = if state.shared.cert_requests.asked(host, port) {
-            format!("{words}. The gateway passes this site through uninspected from the next connection ([tls] on_client_certificate_request = \"splice\"): open the page again")
+    let port = state.flow.lock().await.meta().target_port.unwrap_or(443);
+    let auto = &state.shared.autosplice;
+    let next = match code {
+        "upstream-client-certificate-required" => Some(if auto.asked_for_certificate(host, port) {
+            "The gateway passes this site through uninspected from the next connection ([tls] on_client_certificate_request = \"splice\"): open the page again"
         } else {
-            format!("{words}. [tls] on_client_certificate_request = \"block\" keeps it refused")
-        };
+            "[tls] on_client_certificate_request = \"block\" keeps it refused"
+        }),
+        "upstream-legacy-version" | "upstream-legacy-cipher" => auto.legacy(host, port).then_some(
+            "The gateway passes this site through uninspected from the next connection ([tls] on_legacy_upstream or legacy_splice): open the page again",
+        ),
+        _ => None,
+    };
+    if let Some(next) = next {
+        words = format!("{words}. {next}");
     }
     let err = crate::tlserror::tls_error(code, words.clone());
     state.update_meta(|m| m.tls_error = Some(err)).await;

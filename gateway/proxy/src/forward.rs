@@ -384,6 +384,46 @@ async fn page_not_shown(state: &FlowState, host: &str, why: &str, blocking: Opti
     state.emit_own(f).await;
 }
 
+/// A tunnel spliced because its server cannot be inspected: `tls.error` and an event (one a
+/// minute per host for client certificates; every time for legacy TLS).
+async fn uninspected(state: &FlowState, host: &str, why: crate::autosplice::Why) {
+    use crate::autosplice::Why;
+    let words = match why {
+        Why::ClientCertificate => {
+            "the server requires a client certificate: spliced, not inspected"
+        }
+        Why::Legacy => {
+            "the server speaks only a legacy TLS version or cipher: spliced, not inspected"
+        }
+    };
+    let err = crate::tlserror::tls_error(why.code(), words);
+    state.update_meta(|m| m.tls_error = Some(err)).await;
+    match why {
+        Why::ClientCertificate => {
+            crate::fault::on_flow(
+                state,
+                crate::fault::Fault::UninspectedClientCertificate,
+                host,
+                "the server asked for a client certificate earlier",
+            )
+            .await
+        }
+        Why::Legacy => {
+            let mut f = sekisho_core::Finding::new(
+                "tls",
+                why.code(),
+                format!("uninspected: {host}: {words}"),
+                sekisho_core::Severity::Low,
+                "uninspected",
+                sekisho_core::Evidence::new("upstream.tls", why.code()),
+            );
+            f.stage = "tls";
+            f.action = sekisho_core::Action::Allowed;
+            state.emit_own(f).await;
+        }
+    }
+}
+
 /// A client refused the certificate minted for `host` (`alert`): the flow's error, and one
 /// event per host an hour saying what it means and whether the host is spliced from now on.
 async fn minted_refused(
@@ -533,27 +573,18 @@ async fn tunnel<S>(
     }
     let cert_host = sni.clone().unwrap_or_else(|| host.clone());
     let pinned = shared.pinning.splice(&cert_host, Instant::now());
-    let wants_cert =
-        shared.cert_requests.splice(&cert_host, port) || shared.cert_requests.splice(&host, port);
+    let auto = shared
+        .autosplice
+        .splice(&cert_host, port)
+        .or_else(|| shared.autosplice.splice(&host, port));
     let splice = blocked.is_none()
         && (shared.splice.matches(&host)
             || sni.as_deref().is_some_and(|s| shared.splice.matches(s))
             || stage_splice.is_some()
             || pinned
-            || wants_cert);
-    if wants_cert && splice {
-        let err = crate::tlserror::tls_error(
-            "uninspected-client-certificate",
-            "the server requires a client certificate: spliced, not inspected",
-        );
-        state.update_meta(|m| m.tls_error = Some(err)).await;
-        crate::fault::on_flow(
-            &state,
-            crate::fault::Fault::UninspectedClientCertificate,
-            &cert_host,
-            "the server asked for a client certificate earlier",
-        )
-        .await;
+            || auto.is_some());
+    if let (Some(why), true) = (auto, splice) {
+        uninspected(&state, &cert_host, why).await;
     }
     if pinned && splice {
         tracing::debug!(host = %cert_host, "spliced: its clients refuse the minted certificate (pinning_splice)");

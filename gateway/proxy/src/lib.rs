@@ -14,10 +14,10 @@
 //! (the canonical reverse target), `blockpage`, `events`, `metrics`, `config`, `shared` (state of
 //! every connection).
 
+pub mod autosplice;
 mod body;
 pub mod ca;
 mod canon;
-pub mod certrequest;
 pub mod clientauth;
 mod clientverify;
 pub mod config;
@@ -381,7 +381,12 @@ impl Gateway {
             events,
             metrics,
             splice,
-            cert_requests: certrequest::CertRequests::new(cfg.tls.on_client_certificate_request),
+            autosplice: autosplice::AutoSplice::new(
+                cfg.tls.on_client_certificate_request,
+                cfg.tls.on_legacy_upstream,
+                HostMatcher::new(&cfg.tls.legacy_splice)
+                    .map_err(|e| cfg.err("tls.legacy_splice", e))?,
+            ),
             pinning: pinning::Pinning::new(
                 HostMatcher::new(&cfg.tls.pinning_splice)
                     .map_err(|e| cfg.err("tls.pinning_splice", e))?,

@@ -65,8 +65,8 @@ pub(crate) struct Shared {
     pub splice: HostMatcher,
     /// Clients refusing minted certificates, and `[tls] pinning_splice`.
     pub(crate) pinning: crate::pinning::Pinning,
-    /// Upstreams that asked for a client certificate (`on_client_certificate_request`).
-    pub(crate) cert_requests: crate::certrequest::CertRequests,
+    /// Upstreams that cannot be inspected (client certificate, legacy TLS), remembered.
+    pub(crate) autosplice: crate::autosplice::AutoSplice,
     /// Page templates and texts (`[policy] page_dir`; swapped on reload).
     pub pages: ArcSwap<crate::pages::Pages>,
     pub hold: Arc<Semaphore>,

@@ -30,13 +30,13 @@ pub(crate) fn upstream_handshake(e: &rustls::Error) -> (&'static str, String) {
         ),
         rustls::Error::AlertReceived(AlertDescription::ProtocolVersion) => (
             "upstream-legacy-version",
-            "the server speaks only a TLS version the gateway refuses (TLS 1.0/1.1 or older): list the host in [tls] splice to pass it uninspected".into(),
+            "the server speaks only a TLS version the gateway refuses (TLS 1.0/1.1 or older): list the host in [tls] legacy_splice (or [tls] splice) to pass it uninspected".into(),
         ),
         rustls::Error::AlertReceived(
             AlertDescription::HandshakeFailure | AlertDescription::InsufficientSecurity,
         ) => (
             "upstream-legacy-cipher",
-            "the server offers no cipher suite the gateway accepts (legacy ciphers without forward secrecy, e.g. AES128-SHA): list the host in [tls] splice to pass it uninspected".into(),
+            "the server offers no cipher suite the gateway accepts (legacy ciphers without forward secrecy, e.g. AES128-SHA): list the host in [tls] legacy_splice (or [tls] splice) to pass it uninspected".into(),
         ),
         rustls::Error::PeerIncompatible(i) => (
             "upstream-incompatible",

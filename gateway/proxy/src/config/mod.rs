@@ -397,7 +397,14 @@ pub struct TlsConfig {
     /// An upstream that asks for a client certificate: `splice` its next tunnels (the client
     /// presents its own certificate; the flow is not inspected) or `block` (a page says so).
     #[serde(default)]
-    pub on_client_certificate_request: crate::certrequest::OnCertRequest,
+    pub on_client_certificate_request: crate::autosplice::OnCertRequest,
+    /// An upstream that speaks only a TLS version or cipher the gateway refuses: `block` (the
+    /// default: a page naming it and the way to allow it) or `splice` its next tunnels.
+    #[serde(default)]
+    pub on_legacy_upstream: crate::autosplice::OnLegacy,
+    /// Hosts whose legacy-TLS servers are spliced even with `on_legacy_upstream = "block"`.
+    #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
+    pub legacy_splice: Vec<String>,
     /// Validity of minted leaf certificates, in days (default 7).
     #[serde(default = "default_leaf_days")]
     pub leaf_validity_days: u32,
@@ -444,6 +451,8 @@ impl Default for TlsConfig {
             allow_invalid_upstream: Vec::new(),
             pinning_splice: Vec::new(),
             on_client_certificate_request: Default::default(),
+            on_legacy_upstream: Default::default(),
+            legacy_splice: Vec::new(),
             leaf_validity_days: default_leaf_days(),
             leaf_key_rotation_hours: default_leaf_key_hours(),
             leaf_cache_size: default_leaf_cache(),
@@ -775,6 +784,7 @@ impl Config {
             .map_err(|e| self.err("tls.allow_invalid_upstream", e))?;
         HostMatcher::new(&self.tls.pinning_splice)
             .map_err(|e| self.err("tls.pinning_splice", e))?;
+        HostMatcher::new(&self.tls.legacy_splice).map_err(|e| self.err("tls.legacy_splice", e))?;
         self.policy
             .pages()
             .map_err(|e| self.err("policy.page_dir", e))?;

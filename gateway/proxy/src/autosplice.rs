@@ -1,0 +1,171 @@
+//! Upstreams the gateway cannot inspect, and what the operator chose for them.
+//!
+//! - A server that asks for a client certificate (`[tls] on_client_certificate_request`): the
+//!   gateway cannot present the client's certificate. With `splice` (the default) the server's
+//!   `host:port` is remembered and its next tunnels are spliced, the client presenting its own
+//!   certificate; with `block` the client keeps getting the page that says so.
+//! - A server that speaks only a TLS version or cipher the gateway refuses (TLS 1.0/1.1, ciphers
+//!   without forward secrecy): blocked with a page naming the way to allow it (the default,
+//!   `[tls] on_legacy_upstream = "block"`), or spliced from the next tunnel on for every such
+//!   server (`"splice"`) or for the hosts in `[tls] legacy_splice`.
+//!
+//! The request that met the server's demand gets the page in every case: its ClientHello is not
+//! replayed. Hosts are remembered for a day, 10,000 of each kind at most.
+
+use std::time::{Duration, Instant};
+
+use crate::hostmatch::HostMatcher;
+
+/// How long a host is remembered.
+const REMEMBER: Duration = Duration::from_secs(24 * 3600);
+
+/// `on_client_certificate_request`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnCertRequest {
+    /// Splice the host's next tunnels (the default).
+    #[default]
+    Splice,
+    /// Keep refusing with a page.
+    Block,
+}
+
+/// `on_legacy_upstream`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLegacy {
+    /// Refuse with a page naming the version or cipher and `legacy_splice` (the default).
+    #[default]
+    Block,
+    /// Splice every legacy server's next tunnels.
+    Splice,
+}
+
+/// `host:port`s remembered with the time they were seen.
+struct Remembered(quick_cache::sync::Cache<String, Instant>);
+
+impl Remembered {
+    fn new() -> Remembered {
+        Remembered(quick_cache::sync::Cache::new(10_000))
+    }
+
+    fn key(host: &str, port: u16) -> String {
+        format!("{}:{port}", host.to_ascii_lowercase())
+    }
+
+    fn remember(&self, host: &str, port: u16) {
+        self.0.insert(Self::key(host, port), Instant::now());
+    }
+
+    fn recent(&self, host: &str, port: u16) -> bool {
+        self.0
+            .get(&Self::key(host, port))
+            .is_some_and(|t| t.elapsed() < REMEMBER)
+    }
+}
+
+/// Servers that asked for a client certificate, or speak only legacy TLS, by `host:port`.
+pub(crate) struct AutoSplice {
+    on_cert: OnCertRequest,
+    on_legacy: OnLegacy,
+    legacy_list: HostMatcher,
+    cert: Remembered,
+    legacy: Remembered,
+}
+
+/// Why a tunnel is spliced without inspection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// The server asks for a client certificate.
+    ClientCertificate,
+    /// The server speaks only a legacy TLS version or cipher.
+    Legacy,
+}
+
+impl Why {
+    /// `tls.error.code` and the event's `rule.id` of such a splice.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Why::ClientCertificate => "uninspected-client-certificate",
+            Why::Legacy => "uninspected-legacy-tls",
+        }
+    }
+}
+
+impl AutoSplice {
+    /// The operator's choices.
+    pub(crate) fn new(
+        on_cert: OnCertRequest,
+        on_legacy: OnLegacy,
+        legacy_list: HostMatcher,
+    ) -> AutoSplice {
+        AutoSplice {
+            on_cert,
+            on_legacy,
+            legacy_list,
+            cert: Remembered::new(),
+            legacy: Remembered::new(),
+        }
+    }
+
+    /// `host:port` asked for a client certificate; whether its next tunnels are spliced.
+    pub(crate) fn asked_for_certificate(&self, host: &str, port: u16) -> bool {
+        if self.on_cert == OnCertRequest::Block {
+            return false;
+        }
+        self.cert.remember(host, port);
+        true
+    }
+
+    /// `host:port` speaks only legacy TLS; whether its next tunnels are spliced.
+    pub(crate) fn legacy(&self, host: &str, port: u16) -> bool {
+        if self.on_legacy == OnLegacy::Block && !self.legacy_list.matches(host) {
+            return false;
+        }
+        self.legacy.remember(host, port);
+        true
+    }
+
+    /// Whether a tunnel to `host:port` is spliced, and why.
+    pub(crate) fn splice(&self, host: &str, port: u16) -> Option<Why> {
+        if self.on_cert == OnCertRequest::Splice && self.cert.recent(host, port) {
+            return Some(Why::ClientCertificate);
+        }
+        self.legacy.recent(host, port).then_some(Why::Legacy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operators_choices() {
+        let list = HostMatcher::new(&["old.test".to_string()]).unwrap_or_else(|e| panic!("{e}"));
+        let s = AutoSplice::new(OnCertRequest::Splice, OnLegacy::Block, list);
+        assert_eq!(s.splice("claims.test", 443), None);
+        assert!(s.asked_for_certificate("Claims.test", 443));
+        assert_eq!(s.splice("claims.test", 443), Some(Why::ClientCertificate));
+        assert_eq!(
+            s.splice("claims.test", 8443),
+            None,
+            "another port, another service"
+        );
+        assert!(
+            !s.legacy("device.test", 443),
+            "legacy: blocked unless listed"
+        );
+        assert_eq!(s.splice("device.test", 443), None);
+        assert!(s.legacy("old.test", 443));
+        assert_eq!(s.splice("old.test", 443), Some(Why::Legacy));
+        let b = AutoSplice::new(
+            OnCertRequest::Block,
+            OnLegacy::Splice,
+            HostMatcher::new(&[]).unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert!(!b.asked_for_certificate("claims.test", 443));
+        assert_eq!(b.splice("claims.test", 443), None);
+        assert!(b.legacy("device.test", 443));
+        assert_eq!(b.splice("device.test", 443), Some(Why::Legacy));
+    }
+}
