@@ -161,7 +161,7 @@ mod tests {
         let b = AutoSplice::new(
             OnCertRequest::Block,
             OnLegacy::Splice,
-            HostMatcher::new(&[]).unwrap_or_else(|e| panic!("{e}")),
+            HostMatcher::new(&[] as &[String]).unwrap_or_else(|e| panic!("{e}")),
         );
         assert!(!b.asked_for_certificate("claims.test", 443));
         assert_eq!(b.splice("claims.test", 443), None);
