@@ -395,6 +395,16 @@ async fn allow_invalid_upstream_passes_listed_hosts_and_logs_why() {
             .contains("authority the gateway does not trust"),
         "the reason in words: {ev}"
     );
+    // The flow line names the TLS session the gateway made with the upstream.
+    let flow = gw.wait_line("flows.jsonl", |v| v["status"] == 200);
+    assert_eq!(flow["tls"]["upstream"]["version"], "1.3", "{flow}");
+    assert!(
+        flow["tls"]["upstream"]["cipher"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("TLS13_"),
+        "{flow}"
+    );
     // [::1] is not listed: the same certificate is refused there.
     let r = get(format!("https://[::1]:{}/hello", bad.port)).await;
     assert!(r.stdout.ends_with("\n502"), "{}", r.stdout);

@@ -67,6 +67,9 @@ pub struct TlsInfo {
     /// What went wrong with TLS on this flow, if anything.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<crate::TlsError>,
+    /// The gateway's TLS session with the upstream.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upstream: Option<crate::UpstreamTls>,
 }
 
 /// `tls.client`: the client certificate's subject, issuer and serial (ECS names).
@@ -341,6 +344,7 @@ impl ThreatEvent {
                     },
                 }),
                 error: meta.tls_error.clone(),
+                upstream: meta.upstream_tls.clone(),
             }),
         };
         ThreatEvent {
@@ -419,6 +423,9 @@ pub struct FlowTls {
     /// What went wrong with TLS on this flow, if anything.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<crate::TlsError>,
+    /// The gateway's TLS session with the upstream.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upstream: Option<crate::UpstreamTls>,
 }
 
 impl From<TlsMode> for FlowTls {
@@ -427,6 +434,7 @@ impl From<TlsMode> for FlowTls {
             mode,
             decrypted: mode == TlsMode::Decrypted,
             error: None,
+            upstream: None,
         }
     }
 }

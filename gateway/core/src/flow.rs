@@ -54,6 +54,17 @@ pub struct ClientCert {
     pub serial: String,
 }
 
+/// `tls.upstream`: the TLS session the gateway made with the upstream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamTls {
+    /// `1.2`, `1.3`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub version: Option<String>,
+    /// The cipher suite's IANA name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cipher: Option<String>,
+}
+
 /// `tls.error`: a TLS failure or exception on a flow, as a stable code (for queries and
 /// alerting) and a sentence (for people).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +101,9 @@ pub struct FlowMeta {
     pub tls: TlsMode,
     /// The facility identity from a client certificate (reverse proxy), when known.
     pub facility_id: Option<String>,
+    /// The TLS session with the upstream, when one was used (`tls.upstream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls: Option<UpstreamTls>,
     /// What went wrong with TLS on this flow (`tls.error` of its events and log line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_error: Option<TlsError>,
@@ -134,6 +148,7 @@ impl FlowMeta {
             facility_id: None,
             facility_roles: Vec::new(),
             tls_error: None,
+            upstream_tls: None,
             client_cert: None,
             request_id: None,
             upstream: None,

@@ -38,7 +38,7 @@ pub use finding::{
 };
 pub use flow::{
     split_host_port, ClientCert, Direction, FlowMeta, RequestHead, ResponseHead, TlsError,
-    TlsHello, TlsMode,
+    TlsHello, TlsMode, UpstreamTls,
 };
 pub use path::{canonical_path, PathRefusal};
 pub use pipeline::{

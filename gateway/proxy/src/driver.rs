@@ -418,6 +418,13 @@ impl Exchange {
             state.set_dest_ip(Some(info.remote_addr().ip().to_string()));
             let remote = info.remote_addr();
             let certs = self.shared.upstream_certs.get(&self.head.host);
+            let tls = resp
+                .extensions()
+                .get::<crate::rawtap::UpstreamTls>()
+                .map(|t| sekisho_core::UpstreamTls {
+                    version: t.version.map(version_name),
+                    cipher: t.cipher.clone(),
+                });
             if let Some(why) = self.shared.upstream_invalid.get(&self.head.host) {
                 let err = crate::tlserror::tls_error(
                     "upstream-certificate-allowed-invalid",
@@ -435,6 +442,9 @@ impl Exchange {
             state
                 .update_meta(|meta| {
                     meta.upstream = Some(remote);
+                    if tls.is_some() {
+                        meta.upstream_tls = tls;
+                    }
                     if let Some(c) = certs {
                         meta.upstream_certs = c;
                     }
@@ -877,4 +887,15 @@ pub(crate) async fn refusal(state: &FlowState, host: &str, why: &Refused) -> Pag
     state.emit_own(f).await;
     tracing::info!(host, reason = %why, event_id = %id, "destination refused");
     Page::new(Reason::Destination(why.to_string()), host, Some(id))
+}
+
+/// `0x0304` → `1.3`.
+fn version_name(v: u16) -> String {
+    match v {
+        0x0304 => "1.3".into(),
+        0x0303 => "1.2".into(),
+        0x0302 => "1.1".into(),
+        0x0301 => "1.0".into(),
+        other => format!("0x{other:04x}"),
+    }
 }

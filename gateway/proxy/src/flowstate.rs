@@ -423,6 +423,7 @@ impl FlowState {
             sni: meta.sni.clone(),
             tls: sekisho_core::FlowTls {
                 error: meta.tls_error.clone(),
+                upstream: meta.upstream_tls.clone(),
                 ..meta.tls.into()
             },
             method: r.http.method.clone(),

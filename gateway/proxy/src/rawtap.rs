@@ -296,7 +296,39 @@ impl<T: Read + Write + Send + Unpin + 'static> Write for Tapped<T> {
     }
 }
 
-impl<T: Connection + Read + Send + 'static> Connection for Tapped<T> {
+/// The TLS version and cipher suite negotiated with an upstream (a response extension).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct UpstreamTls {
+    /// `0x0303` = TLS 1.2, `0x0304` = TLS 1.3.
+    pub(crate) version: Option<u16>,
+    /// The cipher suite's IANA name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub(crate) cipher: Option<String>,
+}
+
+/// What a connection knows of its TLS session, if it is TLS.
+pub(crate) trait TlsFacts {
+    /// The negotiated version and cipher suite.
+    fn tls_facts(&self) -> Option<UpstreamTls>;
+}
+
+impl<T> TlsFacts for hyper_rustls::MaybeHttpsStream<T> {
+    fn tls_facts(&self) -> Option<UpstreamTls> {
+        match self {
+            hyper_rustls::MaybeHttpsStream::Http(_) => None,
+            hyper_rustls::MaybeHttpsStream::Https(s) => {
+                let (_, c) = s.inner().get_ref();
+                Some(UpstreamTls {
+                    version: c.protocol_version().map(u16::from),
+                    cipher: c
+                        .negotiated_cipher_suite()
+                        .map(|cs| format!("{:?}", cs.suite())),
+                })
+            }
+        }
+    }
+}
+
+impl<T: Connection + Read + Send + TlsFacts + 'static> Connection for Tapped<T> {
     fn connected(&self) -> Connected {
         let Some(inner) = self.inner.as_ref() else {
             return Connected::new();
@@ -305,7 +337,11 @@ impl<T: Connection + Read + Send + 'static> Connection for Tapped<T> {
         if c.is_negotiated_h2() {
             self.tap.off.store(true, Ordering::Relaxed);
         }
-        c.extra(Arc::clone(&self.tap))
+        let c = c.extra(Arc::clone(&self.tap));
+        match inner.tls_facts() {
+            Some(facts) => c.extra(facts),
+            None => c,
+        }
     }
 }
 
