@@ -360,16 +360,7 @@ async fn facility_and_role_decide_every_route() {
     assert!(!r.stdout.contains("Medical Doctor"), "{}", r.stdout);
 
     // A structured extension as a facility rule: refused, naming the rule to use.
-    let r = get(
-        gw.all[1].port(),
-        "127.0.0.1",
-        "portal.svc.test",
-        "/p",
-        &ca,
-        Some(&c.doctor),
-        &[],
-    )
-    .await;
+    let r = get_portal(gw.all[1].port(), &ca, &c.doctor).await;
     assert!(status(&r).starts_with("403"), "{}", r.stdout);
     let e = gw.wait_line("events.jsonl", |e| {
         e["rule"]["id"] == "facility-denied"
@@ -395,18 +386,7 @@ async fn signature_certificates_foreign_policies_and_revoked_ones_are_refused() 
     let ca = c.server_ca.clone();
     let portal = |who: PathBuf| {
         let ca = ca.clone();
-        async move {
-            get(
-                port,
-                "127.0.0.1",
-                "portal.svc.test",
-                "/p",
-                &ca,
-                Some(&who),
-                &[],
-            )
-            .await
-        }
+        async move { get_portal(port, &ca, &who).await }
     };
     // A CRL of 20,000 other serials: the doctor passes.
     let r = portal(c.doctor.clone()).await;
@@ -525,18 +505,7 @@ async fn crls_come_from_the_distribution_point_and_are_refreshed() {
     let mut gw = Gateway::start_with_listeners("hpki-cdp", &listeners, "", &routes);
     let ask = |who: &PathBuf, port: u16| {
         let (who, ca) = (who.clone(), server_ca.clone());
-        async move {
-            get(
-                port,
-                "127.0.0.1",
-                "portal.svc.test",
-                "/p",
-                &ca,
-                Some(&who),
-                &[],
-            )
-            .await
-        }
+        async move { get_portal(port, &ca, &who).await }
     };
     let until = |want_ok: bool, who: PathBuf, port: u16| async move {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -612,6 +581,20 @@ async fn crls_come_from_the_distribution_point_and_are_refreshed() {
         "revoked stays revoked after a restart: {}",
         r.stdout
     );
+}
+
+/// curl GET of portal.svc.test/p at `port` with the client certificate in `who`.
+async fn get_portal(port: u16, ca: &Path, who: &Path) -> Curl {
+    get(
+        port,
+        "127.0.0.1",
+        "portal.svc.test",
+        "/p",
+        ca,
+        Some(who),
+        &[],
+    )
+    .await
 }
 
 /// `openssl s_client` with the client certificate in `who`: one GET of /p; its output.
@@ -775,27 +758,9 @@ async fn an_rsa_hierarchy_with_an_issuing_intermediate_and_its_crl() {
     );
     let gw = Gateway::start_with_listeners("hpki-rsa", &listeners, "", &routes);
     let port = gw.all[0].port();
-    let r = get(
-        port,
-        "127.0.0.1",
-        "portal.svc.test",
-        "/p",
-        &server_ca,
-        Some(&h.doctor),
-        &[],
-    )
-    .await;
+    let r = get_portal(port, &server_ca, &h.doctor).await;
     assert_eq!(r.stdout, "portal\n200 1.1", "{}", r.stderr);
-    let r = get(
-        port,
-        "127.0.0.1",
-        "portal.svc.test",
-        "/p",
-        &server_ca,
-        Some(&h.revoked),
-        &[],
-    )
-    .await;
+    let r = get_portal(port, &server_ca, &h.revoked).await;
     assert_ne!(r.code, 0, "revoked by the intermediate's CRL: {}", r.stdout);
     let e = gw.wait_line("events.jsonl", |e| {
         e["rule"]["id"] == "client-certificate-revoked"
