@@ -59,10 +59,23 @@ pub struct ClientCert {
 pub struct UpstreamTls {
     /// `1.2`, `1.3`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub version: Option<String>,
+    pub version: Option<std::borrow::Cow<'static, str>>,
     /// The cipher suite's IANA name, e.g. `TLS13_AES_256_GCM_SHA384`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub cipher: Option<String>,
+    pub cipher: Option<std::borrow::Cow<'static, str>>,
+}
+
+impl UpstreamTls {
+    /// `0x0304` → `1.3`, and the other versions TLS has had.
+    pub fn version_name(v: u16) -> std::borrow::Cow<'static, str> {
+        match v {
+            0x0304 => "1.3".into(),
+            0x0303 => "1.2".into(),
+            0x0302 => "1.1".into(),
+            0x0301 => "1.0".into(),
+            other => format!("0x{other:04x}").into(),
+        }
+    }
 }
 
 /// `tls.error`: a TLS failure or exception on a flow, as a stable code (for queries and

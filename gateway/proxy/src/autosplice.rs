@@ -41,27 +41,30 @@ pub enum OnLegacy {
     Splice,
 }
 
-/// `host:port`s remembered with the time they were seen.
-struct Remembered(quick_cache::sync::Cache<String, Instant>);
+/// Hosts (or `host:port`s) remembered for a day with the time they were last seen; 10,000 at
+/// most (the least used go first).
+pub(crate) struct Remembered(quick_cache::sync::Cache<String, Instant>);
 
 impl Remembered {
-    fn new() -> Remembered {
+    pub(crate) fn new() -> Remembered {
         Remembered(quick_cache::sync::Cache::new(10_000))
     }
 
-    fn key(host: &str, port: u16) -> String {
-        format!("{}:{port}", host.to_ascii_lowercase())
+    /// Remembers `key` (case-insensitive) as seen now.
+    pub(crate) fn remember(&self, key: &str) {
+        self.0.insert(key.to_ascii_lowercase(), Instant::now());
     }
 
-    fn remember(&self, host: &str, port: u16) {
-        self.0.insert(Self::key(host, port), Instant::now());
-    }
-
-    fn recent(&self, host: &str, port: u16) -> bool {
+    /// Whether `key` was seen within the last day.
+    pub(crate) fn recent(&self, key: &str) -> bool {
         self.0
-            .get(&Self::key(host, port))
+            .get(&key.to_ascii_lowercase())
             .is_some_and(|t| t.elapsed() < REMEMBER)
     }
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    format!("{host}:{port}")
 }
 
 /// Servers that asked for a client certificate, or speak only legacy TLS, by `host:port`.
@@ -113,7 +116,7 @@ impl AutoSplice {
         if self.on_cert == OnCertRequest::Block {
             return false;
         }
-        self.cert.remember(host, port);
+        self.cert.remember(&host_port(host, port));
         true
     }
 
@@ -122,16 +125,17 @@ impl AutoSplice {
         if self.on_legacy == OnLegacy::Block && !self.legacy_list.matches(host) {
             return false;
         }
-        self.legacy.remember(host, port);
+        self.legacy.remember(&host_port(host, port));
         true
     }
 
     /// Whether a tunnel to `host:port` is spliced, and why.
     pub(crate) fn splice(&self, host: &str, port: u16) -> Option<Why> {
-        if self.on_cert == OnCertRequest::Splice && self.cert.recent(host, port) {
+        let key = host_port(host, port);
+        if self.on_cert == OnCertRequest::Splice && self.cert.recent(&key) {
             return Some(Why::ClientCertificate);
         }
-        self.legacy.recent(host, port).then_some(Why::Legacy)
+        self.legacy.recent(&key).then_some(Why::Legacy)
     }
 }
 

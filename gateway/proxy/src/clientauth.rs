@@ -9,7 +9,7 @@ use rustls_pki_types::CertificateDer;
 use sekisho_core::ClientCert;
 use x509_parser::prelude::*;
 
-pub(crate) use crate::clientverify::{reason_text, unfit};
+pub(crate) use crate::clientverify::{reason_text, refusal_code, unfit};
 pub use crate::clientverify::{verifier, verifier_with, Recording, Refusal, Verifier};
 use crate::error::{ProxyError, Result};
 

@@ -119,23 +119,49 @@ pub fn verifier_with(
     Ok((checked, fetch))
 }
 
-/// A refusal that rustls reports as a bad certificate, with our sentence.
+/// A refusal of our own checks that rustls reports as a bad certificate: its metric reason
+/// and its sentence.
 #[derive(Debug)]
-struct Unfit(String);
+struct Unfit {
+    code: &'static str,
+    message: String,
+}
 
 impl std::fmt::Display for Unfit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for Unfit {}
 
-/// A refusal with our sentence, reported by rustls as a bad certificate.
-pub(crate) fn unfit(message: String) -> rustls::Error {
+/// A refusal with our metric reason (`key_usage`, `policy`, `crl_unavailable` …) and sentence,
+/// reported by rustls as a bad certificate.
+pub(crate) fn unfit(code: &'static str, message: String) -> rustls::Error {
     rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-        Arc::new(Unfit(message)),
+        Arc::new(Unfit { code, message }),
     )))
+}
+
+/// The metric reason (and, dashed, the event's rule id suffix) of a refused client
+/// certificate, from the error's kind, never its wording.
+pub(crate) fn refusal_code(e: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer | C::BadSignature | C::UnsupportedSignatureAlgorithmContext { .. } => {
+                "unknown_ca"
+            }
+            C::Revoked => "revoked",
+            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => "crl_expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
+            C::Expired | C::ExpiredContext { .. } => "expired",
+            C::Other(o) => o.0.downcast_ref::<Unfit>().map_or("other", |u| u.code),
+            _ => "other",
+        },
+        rustls::Error::NoCertificatesPresented => "missing",
+        _ => "other",
+    }
 }
 
 /// The chain verified by webpki, then what webpki leaves to us: revocation from CRLs loaded
@@ -168,7 +194,9 @@ impl Checked {
         }
         if let Ok(Some(ku)) = cert.key_usage() {
             if !ku.value.digital_signature() {
-                return Err(unfit(format!(
+                return Err(unfit(
+                    "key_usage",
+                    format!(
                     "key usage {} does not allow TLS client authentication (digitalSignature){}",
                     ku.value,
                     if ku.value.non_repudiation() {
@@ -176,7 +204,8 @@ impl Checked {
                     } else {
                         ""
                     }
-                )));
+                ),
+                ));
             }
         }
         if !self.policies.is_empty() {
@@ -191,15 +220,18 @@ impl Checked {
                 })
                 .unwrap_or_default();
             if !held.iter().any(|h| self.policies.contains(h)) {
-                return Err(unfit(format!(
-                    "certificate policy {} is not one this service accepts ({})",
-                    if held.is_empty() {
-                        "none".to_string()
-                    } else {
-                        held.join(", ")
-                    },
-                    self.policies.join(", ")
-                )));
+                return Err(unfit(
+                    "policy",
+                    format!(
+                        "certificate policy {} is not one this service accepts ({})",
+                        if held.is_empty() {
+                            "none".to_string()
+                        } else {
+                            held.join(", ")
+                        },
+                        self.policies.join(", ")
+                    ),
+                ));
             }
         }
         Ok(())
@@ -225,7 +257,9 @@ impl ClientCertVerifier for Checked {
 /// Why a client certificate was refused in a handshake, with the certificate's facts.
 #[derive(Clone, Debug)]
 pub struct Refusal {
-    /// rustls' reason (`UnknownIssuer`, `Revoked`, `Expired` …).
+    /// The metric reason (`unknown_ca`, `revoked`, `key_usage` …): [`refusal_code`].
+    pub code: &'static str,
+    /// The reason in words (rustls' for its checks, ours for ours).
     pub reason: String,
     /// The refused certificate, if it parsed.
     pub cert: Option<ClientCert>,
@@ -281,11 +315,40 @@ impl ClientCertVerifier for Recording {
                 PeerCert::from_der(end_entity.clone().into_owned(), None, None).map(|p| p.facts);
             if let Ok(mut slot) = self.refusal.lock() {
                 *slot = Some(Refusal {
+                    code: refusal_code(e),
                     reason: reason_text(e),
                     cert,
                 });
             }
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::CertificateError as C;
+
+    #[test]
+    fn refusal_codes_come_from_the_error_kind_not_its_words() {
+        let cert = |c| rustls::Error::InvalidCertificate(c);
+        assert_eq!(refusal_code(&cert(C::UnknownIssuer)), "unknown_ca");
+        assert_eq!(refusal_code(&cert(C::Revoked)), "revoked");
+        assert_eq!(refusal_code(&cert(C::Expired)), "expired");
+        assert_eq!(refusal_code(&cert(C::NotValidYet)), "not_yet_valid");
+        assert_eq!(refusal_code(&cert(C::ExpiredRevocationList)), "crl_expired");
+        assert_eq!(
+            refusal_code(&rustls::Error::NoCertificatesPresented),
+            "missing"
+        );
+        // A URL that happens to read "revoked" or "expired" does not change the reason.
+        let e = unfit(
+            "crl_unavailable",
+            "no CRL fetched yet from http://ca.test/revoked-expired.crl".into(),
+        );
+        assert_eq!(refusal_code(&e), "crl_unavailable");
+        assert!(reason_text(&e).contains("revoked-expired.crl"));
+        assert_eq!(refusal_code(&unfit("key_usage", "x".into())), "key_usage");
     }
 }

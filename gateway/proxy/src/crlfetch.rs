@@ -137,9 +137,10 @@ impl std::fmt::Debug for Fetcher {
     }
 }
 
-/// Live fetchers by listener name, so a reload keeps what was fetched.
-fn registry() -> &'static Mutex<HashMap<String, Weak<Fetcher>>> {
-    static R: OnceLock<Mutex<HashMap<String, Weak<Fetcher>>>> = OnceLock::new();
+/// Fetchers by listener name, newest last, so a reload keeps what was fetched (from the newest
+/// one still alive: a reload that failed after building its fetcher leaves the running one).
+fn registry() -> &'static Mutex<HashMap<String, Vec<Weak<Fetcher>>>> {
+    static R: OnceLock<Mutex<HashMap<String, Vec<Weak<Fetcher>>>>> = OnceLock::new();
     R.get_or_init(Default::default)
 }
 
@@ -158,10 +159,10 @@ impl Fetcher {
             entries: RwLock::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
         });
-        let previous = registry()
-            .lock()
-            .ok()
-            .and_then(|r| r.get(listener).and_then(Weak::upgrade));
+        let previous = registry().lock().ok().and_then(|r| {
+            r.get(listener)
+                .and_then(|all| all.iter().rev().find_map(Weak::upgrade))
+        });
         let mut inherited: HashMap<String, Entry> = match previous {
             Some(p) => p.entries.read().map(|e| e.clone()).unwrap_or_default(),
             None => f.read_cache(),
@@ -173,26 +174,21 @@ impl Fetcher {
             e.crl = e
                 .raw
                 .as_ref()
-                .and_then(|raw| f.verify(url, raw).ok())
+                .and_then(|raw| verify(&f.anchors, url, raw).ok())
                 .map(Arc::new);
         }
         if let Ok(mut m) = f.entries.write() {
             *m = inherited.into_iter().take(MAX_URLS).collect();
         }
         if let Ok(mut r) = registry().lock() {
-            r.retain(|_, w| w.strong_count() > 0);
-            r.insert(listener.to_string(), Arc::downgrade(&f));
+            let all = r.entry(listener.to_string()).or_default();
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(&f));
         }
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(run(Arc::downgrade(&f)));
         }
         f
-    }
-
-    fn verify(&self, url: &str, raw: &[u8]) -> crate::error::Result<Revocation> {
-        let mut r = Revocation::default();
-        r.add(Path::new(url), raw, &self.anchors)?;
-        Ok(r)
     }
 
     /// The cached CRLs (`<key>.url` holds the URL, `<key>.crl` the CRL), due by file age.
@@ -291,7 +287,7 @@ impl Fetcher {
             (None, None) => return Ok(()),
         };
         match self.cfg.stale {
-            Stale::Refuse => Err(crate::clientauth::unfit(why)),
+            Stale::Refuse => Err(crate::clientauth::unfit("crl_unavailable", why)),
             Stale::Accept => {
                 tracing::warn!(reason = %why, "client certificate let through (crl_refresh stale = \"accept\")");
                 Ok(())
@@ -323,19 +319,28 @@ impl Fetcher {
             .unwrap_or_default()
     }
 
-    /// Fetches one URL, verifies it, keeps it (and caches it), or records the failure.
+    /// Fetches one URL, verifies it (on the blocking pool: a large CRL takes a while), caches
+    /// it, and keeps it; or records the failure. No lock is held while fetching, verifying or
+    /// writing.
     async fn refresh(&self, url: &str) {
         let interval = Duration::from_secs(self.cfg.interval_secs);
-        let got = fetch(
-            url,
-            Duration::from_secs(self.cfg.timeout_secs),
-            self.cfg.max_bytes,
-        )
-        .await
-        .and_then(|raw| {
-            let crl = self.verify(url, &raw).map_err(|e| e.to_string())?;
-            Ok((raw, crl))
-        });
+        let timeout = Duration::from_secs(self.cfg.timeout_secs);
+        let got = match fetch(url, timeout, self.cfg.max_bytes).await {
+            Ok(raw) => {
+                let (anchors, name) = (self.anchors.clone(), url.to_string());
+                let dir = self.cfg.cache_dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    let r = verify(&anchors, &name, &raw).map_err(|e| e.to_string())?;
+                    if let Some(dir) = dir {
+                        write_cache(&dir, &name, &raw);
+                    }
+                    Ok((raw, r))
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("verifying: {e}")))
+            }
+            Err(why) => Err(why),
+        };
         let Ok(mut map) = self.entries.write() else {
             return;
         };
@@ -345,7 +350,6 @@ impl Fetcher {
         match got {
             Ok((raw, crl)) => {
                 tracing::info!(%url, revoked = crl.len(), "CRL fetched from the distribution point");
-                self.write_cache(url, &raw);
                 e.raw = Some(raw.into());
                 e.crl = Some(Arc::new(crl));
                 e.error = None;
@@ -358,22 +362,31 @@ impl Fetcher {
             }
         }
     }
+}
 
-    fn write_cache(&self, url: &str, raw: &[u8]) {
-        let Some(dir) = &self.cfg.cache_dir else {
-            return;
-        };
-        let key = format!("{:016x}", fnv64(url.as_bytes()));
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(dir)?;
-            let tmp = dir.join(format!("{key}.tmp"));
-            std::fs::write(&tmp, raw)?;
-            std::fs::rename(&tmp, dir.join(format!("{key}.crl")))?;
-            std::fs::write(dir.join(format!("{key}.url")), url)
-        };
-        if let Err(e) = write() {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the CRL cache");
-        }
+/// A CRL from `url`, verified against `anchors`, as a serial set.
+fn verify(
+    anchors: &[CertificateDer<'static>],
+    url: &str,
+    raw: &[u8],
+) -> crate::error::Result<Revocation> {
+    let mut r = Revocation::default();
+    r.add(Path::new(url), raw, anchors)?;
+    Ok(r)
+}
+
+/// Keeps a verified CRL in the cache folder (`<key>.crl`, and its URL in `<key>.url`).
+fn write_cache(dir: &Path, url: &str, raw: &[u8]) {
+    let key = format!("{:016x}", fnv64(url.as_bytes()));
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!("{key}.tmp"));
+        std::fs::write(&tmp, raw)?;
+        std::fs::rename(&tmp, dir.join(format!("{key}.crl")))?;
+        std::fs::write(dir.join(format!("{key}.url")), url)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the CRL cache");
     }
 }
 

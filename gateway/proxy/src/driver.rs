@@ -27,6 +27,7 @@ use crate::pages::{Page, Reason};
 use crate::range::Wanted;
 use crate::shared::Shared;
 use crate::shed;
+use crate::tlserror::Handshake;
 use crate::upstream::{classify, ProxyBody, UpstreamFailure};
 use crate::wire::{add_via, cl_and_te, empty, strip_hop_by_hop};
 
@@ -420,17 +421,15 @@ impl Exchange {
             let certs = self.shared.upstream_certs.get(&self.head.host);
             let tls = resp
                 .extensions()
-                .get::<crate::rawtap::UpstreamTls>()
-                .map(|t| sekisho_core::UpstreamTls {
-                    version: t.version.map(version_name),
-                    cipher: t.cipher.clone(),
-                });
+                .get::<sekisho_core::UpstreamTls>()
+                .cloned();
             if let Some(why) = self.shared.upstream_invalid.get(&self.head.host) {
-                let err = crate::tlserror::tls_error(
-                    "upstream-certificate-allowed-invalid",
-                    format!("{why}; passed by [tls] allow_invalid_upstream"),
-                );
-                state.update_meta(|m| m.tls_error = Some(err)).await;
+                state
+                    .set_tls_error(
+                        "upstream-certificate-allowed-invalid",
+                        format!("{why}; passed by [tls] allow_invalid_upstream"),
+                    )
+                    .await;
                 crate::fault::on_flow(
                     state,
                     crate::fault::Fault::UpstreamCertificateAllowed,
@@ -751,10 +750,8 @@ async fn upstream_failed(
         .inc();
     match failure {
         UpstreamFailure::Certificate(code, reason) => {
-            let words = reason.clone();
-            let err = crate::tlserror::tls_error(code, reason.clone());
-            state.update_meta(|m| m.tls_error = Some(err)).await;
-            let mut f = Finding::new(
+            state.set_tls_error(code, reason.clone()).await;
+            let f = Finding::new(
                 "tls",
                 "upstream-certificate",
                 format!("upstream {host} presented a certificate that does not verify: {reason}"),
@@ -762,14 +759,9 @@ async fn upstream_failed(
                 "tls-upstream-certificate",
                 Evidence::new("upstream.certificate", &reason),
             );
-            let reason = format!("upstream certificate rejected: {reason}");
-            f.stage = "tls";
-            f.action = sekisho_core::Action::Blocked;
-            let id = f.event_id;
-            state.set_error(reason.clone());
-            state.emit_own(f).await;
-            tracing::warn!(host, reason, event_id = %id, "upstream certificate rejected");
-            let page = Page::new(Reason::Certificate(words), host, Some(id));
+            let error = format!("upstream certificate rejected: {reason}");
+            let id = tls_block_event(state, f, error).await;
+            let page = Page::new(Reason::Certificate(reason), host, Some(id));
             state.page(StatusCode::BAD_GATEWAY, page)
         }
         UpstreamFailure::Denied(why) => refuse_destination(state, host, &why).await,
@@ -781,7 +773,7 @@ async fn upstream_failed(
                 Page::new(Reason::NotFound, host, None),
             )
         }
-        UpstreamFailure::Tls(code, words) => upstream_tls_failed(state, host, code, words).await,
+        UpstreamFailure::Tls(kind, words) => upstream_tls_failed(state, host, kind, words).await,
         UpstreamFailure::Connect(reason) | UpstreamFailure::Other(reason) => {
             tracing::info!(host, reason, "upstream failed");
             state.set_error(reason.clone());
@@ -797,29 +789,29 @@ async fn upstream_failed(
 async fn upstream_tls_failed(
     state: &FlowState,
     host: &str,
-    code: &'static str,
+    kind: Handshake,
     words: String,
 ) -> Response<ProxyBody> {
-    let mut words = words;
     let port = state.flow.lock().await.meta().target_port.unwrap_or(443);
     let auto = &state.shared.autosplice;
-    let next = match code {
-        "upstream-client-certificate-required" => Some(if auto.asked_for_certificate(host, port) {
+    let next = match kind {
+        Handshake::ClientCertificateRequired => Some(if auto.asked_for_certificate(host, port) {
             "The gateway passes this site through uninspected from the next connection ([tls] on_client_certificate_request = \"splice\"): open the page again"
         } else {
             "[tls] on_client_certificate_request = \"block\" keeps it refused"
         }),
-        "upstream-legacy-version" | "upstream-legacy-cipher" => auto.legacy(host, port).then_some(
+        Handshake::LegacyVersion | Handshake::LegacyCipher => auto.legacy(host, port).then_some(
             "The gateway passes this site through uninspected from the next connection ([tls] on_legacy_upstream or legacy_splice): open the page again",
         ),
-        _ => None,
+        Handshake::Incompatible | Handshake::Failed => None,
     };
-    if let Some(next) = next {
-        words = format!("{words}. {next}");
-    }
-    let err = crate::tlserror::tls_error(code, words.clone());
-    state.update_meta(|m| m.tls_error = Some(err)).await;
-    let mut f = Finding::new(
+    let words = match next {
+        Some(next) => format!("{words}. {next}"),
+        None => words,
+    };
+    let code = kind.code();
+    state.set_tls_error(code, words.clone()).await;
+    let f = Finding::new(
         "tls",
         code,
         format!("upstream {host}: {words}"),
@@ -827,14 +819,20 @@ async fn upstream_tls_failed(
         "tls-upstream",
         Evidence::new("upstream.tls", code),
     );
+    let id = tls_block_event(state, f, words.clone()).await;
+    let page = Page::new(Reason::Unreachable(words), host, Some(id));
+    state.page(StatusCode::BAD_GATEWAY, page)
+}
+
+/// Emits `f` as the `tls` stage's block of this flow, with `error` on its log line; its event id.
+async fn tls_block_event(state: &FlowState, mut f: Finding, error: String) -> uuid::Uuid {
     f.stage = "tls";
     f.action = sekisho_core::Action::Blocked;
     let id = f.event_id;
-    state.set_error(words.clone());
+    tracing::warn!(rule = %f.rule_id, event_id = %id, reason = %error, "upstream TLS refused");
+    state.set_error(error);
     state.emit_own(f).await;
-    tracing::info!(host, code, event_id = %id, "upstream TLS failed");
-    let page = Page::new(Reason::Unreachable(words), host, Some(id));
-    state.page(StatusCode::BAD_GATEWAY, page)
+    id
 }
 
 /// The destination policy refused where a forward request would go: a threat event naming the
@@ -887,15 +885,4 @@ pub(crate) async fn refusal(state: &FlowState, host: &str, why: &Refused) -> Pag
     state.emit_own(f).await;
     tracing::info!(host, reason = %why, event_id = %id, "destination refused");
     Page::new(Reason::Destination(why.to_string()), host, Some(id))
-}
-
-/// `0x0304` → `1.3`.
-fn version_name(v: u16) -> String {
-    match v {
-        0x0304 => "1.3".into(),
-        0x0303 => "1.2".into(),
-        0x0302 => "1.1".into(),
-        0x0301 => "1.0".into(),
-        other => format!("0x{other:04x}"),
-    }
 }

@@ -255,6 +255,15 @@ impl FlowState {
         self.record().http.status = Some(status);
     }
 
+    /// Sets `tls.error` (a stable code and a sentence) on the flow's events and log line.
+    pub(crate) async fn set_tls_error(&self, code: &str, message: impl Into<String>) {
+        let err = sekisho_core::TlsError {
+            code: code.to_string(),
+            message: message.into(),
+        };
+        self.update_meta(|m| m.tls_error = Some(err)).await;
+    }
+
     pub fn set_error(&self, error: impl Into<String>) {
         self.record().error.get_or_insert(error.into());
     }

@@ -396,8 +396,7 @@ async fn uninspected(state: &FlowState, host: &str, why: crate::autosplice::Why)
             "the server speaks only a legacy TLS version or cipher: spliced, not inspected"
         }
     };
-    let err = crate::tlserror::tls_error(why.code(), words);
-    state.update_meta(|m| m.tls_error = Some(err)).await;
+    state.set_tls_error(why.code(), words).await;
     match why {
         Why::ClientCertificate => {
             crate::fault::on_flow(
@@ -440,8 +439,9 @@ async fn minted_refused(
     };
     tracing::info!(host, alert = ?alert, spliced = r.splice_next, "the client refused the gateway's certificate");
     let words = format!("the client refused the gateway's certificate ({alert:?})");
-    let err = crate::tlserror::tls_error("client-refused-certificate", words.clone());
-    state.update_meta(|m| m.tls_error = Some(err)).await;
+    state
+        .set_tls_error("client-refused-certificate", words.clone())
+        .await;
     state.set_error(words);
     let Some(suppressed) = r.event_due else {
         return;
@@ -572,7 +572,7 @@ async fn tunnel<S>(
         }
     }
     let cert_host = sni.clone().unwrap_or_else(|| host.clone());
-    let pinned = shared.pinning.splice(&cert_host, Instant::now());
+    let pinned = shared.pinning.splice(&cert_host);
     let auto = shared
         .autosplice
         .splice(&cert_host, port)

@@ -175,16 +175,17 @@ fn utf32(b: &[u8]) -> Result<String, String> {
 /// A context-tagged field's value: the inner element of an explicit tag, or the tag's own
 /// content read as `implicit` (a universal tag) when the tag is implicit.
 fn tagged<'a>(a: &Any<'a>, implicit: Tag) -> Result<Any<'a>, String> {
-    if a.header.is_constructed() && implicit != Tag::Set && implicit != Tag::Sequence {
-        return single(a.data);
-    }
-    if implicit == Tag::Set || implicit == Tag::Sequence {
-        // Explicit: [n] { SET/SEQUENCE { … } }; implicit: [n] { … } directly.
-        if let Ok(inner) = single(a.data) {
-            if inner.class() == Class::Universal && inner.tag() == implicit {
-                return Ok(inner);
+    if matches!(implicit, Tag::Set | Tag::Sequence) {
+        // Explicit: [n] { SET { … } }; implicit: [n] { … } directly.
+        match single(a.data) {
+            Ok(inner) if inner.class() == Class::Universal && inner.tag() == implicit => {
+                return Ok(inner)
             }
+            _ => {}
         }
+    } else if a.header.is_constructed() {
+        // An explicit tag around a primitive value.
+        return single(a.data);
     }
     Ok(Any::from_tag_and_data(implicit, a.data))
 }

@@ -7,32 +7,22 @@
 //! A client that just closes the connection without an alert is not told apart from other
 //! failed handshakes.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustls::AlertDescription;
 
+use crate::autosplice::Remembered;
 use crate::hostmatch::HostMatcher;
+use crate::shed::Windows;
 
 /// One event per host per this long.
 const EVENT_WINDOW: Duration = Duration::from_secs(3600);
-/// A listed host is spliced for this long after its last refusal.
-const SPLICE_FOR: Duration = Duration::from_secs(24 * 3600);
-/// Hosts remembered at most.
-const MAX_HOSTS: usize = 65_536;
-
-#[derive(Clone, Copy)]
-struct Seen {
-    window_start: Instant,
-    in_window: u64,
-    last: Instant,
-}
 
 /// Refusals of minted certificates by host.
 pub(crate) struct Pinning {
     splice_list: HostMatcher,
-    seen: Mutex<HashMap<String, Seen>>,
+    events: Windows<String>,
+    refused: Remembered,
 }
 
 /// What a refusal calls for.
@@ -62,51 +52,26 @@ impl Pinning {
     pub(crate) fn new(splice_list: HostMatcher) -> Pinning {
         Pinning {
             splice_list,
-            seen: Mutex::new(HashMap::new()),
+            events: Windows::spanning(EVENT_WINDOW),
+            refused: Remembered::new(),
         }
     }
 
     /// Records a refusal by a client of `host`.
     pub(crate) fn refused(&self, host: &str, now: Instant) -> Refused {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_HOSTS && !seen.contains_key(host) {
-            seen.retain(|_, s| now.duration_since(s.last) < EVENT_WINDOW);
-            if seen.len() >= MAX_HOSTS {
-                seen.clear();
-            }
+        let splice_next = self.splice_list.matches(host);
+        if splice_next {
+            self.refused.remember(host);
         }
-        let s = seen.entry(host.to_string()).or_insert(Seen {
-            window_start: now,
-            in_window: 0,
-            last: now,
-        });
-        s.last = now;
-        let event_due = if s.in_window == 0 {
-            s.in_window = 1;
-            Some(0)
-        } else if now.duration_since(s.window_start) >= EVENT_WINDOW {
-            let suppressed = s.in_window - 1;
-            s.window_start = now;
-            s.in_window = 1;
-            Some(suppressed)
-        } else {
-            s.in_window += 1;
-            None
-        };
         Refused {
-            event_due,
-            splice_next: self.splice_list.matches(host),
+            event_due: self.events.open_window(host.to_ascii_lowercase(), now),
+            splice_next,
         }
     }
 
     /// Whether tunnels to `host` are spliced now: listed, and refused within the last day.
-    pub(crate) fn splice(&self, host: &str, now: Instant) -> bool {
-        if !self.splice_list.matches(host) {
-            return false;
-        }
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(host)
-            .is_some_and(|s| now.duration_since(s.last) < SPLICE_FOR)
+    pub(crate) fn splice(&self, host: &str) -> bool {
+        self.splice_list.matches(host) && self.refused.recent(host)
     }
 }
 
@@ -119,22 +84,18 @@ mod tests {
     fn one_event_an_hour_and_splices_only_listed_hosts() {
         let p = Pinning::new(HostMatcher::new(&["*.bank.test".to_string()]).unwrap());
         let t0 = Instant::now();
-        assert!(!p.splice("app.bank.test", t0), "nothing refused yet");
+        assert!(!p.splice("app.bank.test"), "nothing refused yet");
         let r = p.refused("app.bank.test", t0);
         assert_eq!(r.event_due, Some(0));
         assert!(r.splice_next);
-        assert!(p.splice("app.bank.test", t0));
+        assert!(p.splice("app.bank.test"));
         assert!(p.refused("app.bank.test", t0).event_due.is_none());
         assert!(p.refused("app.bank.test", t0).event_due.is_none());
         let later = t0 + EVENT_WINDOW;
         assert_eq!(p.refused("app.bank.test", later).event_due, Some(2));
-        assert!(
-            !p.splice("app.bank.test", later + SPLICE_FOR),
-            "a day later: inspected again"
-        );
         // Unlisted: an event, never a splice.
         let r = p.refused("news.test", t0);
         assert_eq!(r.event_due, Some(0));
-        assert!(!r.splice_next && !p.splice("news.test", t0));
+        assert!(!r.splice_next && !p.splice("news.test"));
     }
 }

@@ -296,32 +296,28 @@ impl<T: Read + Write + Send + Unpin + 'static> Write for Tapped<T> {
     }
 }
 
-/// The TLS version and cipher suite negotiated with an upstream (a response extension).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct UpstreamTls {
-    /// `0x0303` = TLS 1.2, `0x0304` = TLS 1.3.
-    pub(crate) version: Option<u16>,
-    /// The cipher suite's IANA name, e.g. `TLS13_AES_256_GCM_SHA384`.
-    pub(crate) cipher: Option<String>,
-}
-
-/// What a connection knows of its TLS session, if it is TLS.
+/// What a connection knows of its TLS session, if it is TLS: the version and cipher suite
+/// negotiated with the upstream, set on every response of the connection (static names: no
+/// allocation per response).
 pub(crate) trait TlsFacts {
     /// The negotiated version and cipher suite.
-    fn tls_facts(&self) -> Option<UpstreamTls>;
+    fn tls_facts(&self) -> Option<sekisho_core::UpstreamTls>;
 }
 
 impl<T> TlsFacts for hyper_rustls::MaybeHttpsStream<T> {
-    fn tls_facts(&self) -> Option<UpstreamTls> {
+    fn tls_facts(&self) -> Option<sekisho_core::UpstreamTls> {
         match self {
             hyper_rustls::MaybeHttpsStream::Http(_) => None,
             hyper_rustls::MaybeHttpsStream::Https(s) => {
                 let (_, c) = s.inner().get_ref();
-                Some(UpstreamTls {
-                    version: c.protocol_version().map(u16::from),
+                Some(sekisho_core::UpstreamTls {
+                    version: c
+                        .protocol_version()
+                        .map(|v| sekisho_core::UpstreamTls::version_name(u16::from(v))),
                     cipher: c
                         .negotiated_cipher_suite()
-                        .map(|cs| format!("{:?}", cs.suite())),
+                        .and_then(|cs| cs.suite().as_str())
+                        .map(Into::into),
                 })
             }
         }

@@ -65,7 +65,7 @@ impl Revoked {
             Revoked::Stale => {
                 rustls::Error::InvalidCertificate(CertificateError::ExpiredRevocationList)
             }
-            Revoked::Unverified(why) => crate::clientauth::unfit(why),
+            Revoked::Unverified(why) => crate::clientauth::unfit("crl_unavailable", why),
         }
     }
 }
@@ -173,11 +173,11 @@ impl Revocation {
         let Some(list) = self.by_issuer.get(cert.issuer().as_raw()) else {
             return Ok(());
         };
-        let aki = authority_key_id(cert);
+        let aki = authority_key_id(cert.extensions());
         let serial = serial_key(cert.raw_serial());
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         for crl in list {
-            if let (Some(a), Some(b)) = (&aki, &crl.aki) {
+            if let (Some(a), Some(b)) = (aki, crl.aki.as_deref()) {
                 if a != b {
                     continue;
                 }
@@ -240,15 +240,12 @@ impl IssuerCrl {
     }
 }
 
-fn authority_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
-    cert.extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(a) => {
-                a.key_identifier.as_ref().map(|k| k.0.to_vec())
-            }
-            _ => None,
-        })
+/// The authorityKeyIdentifier's key identifier among `extensions` (a certificate's or a CRL's).
+fn authority_key_id<'a>(extensions: &'a [X509Extension<'a>]) -> Option<&'a [u8]> {
+    extensions.iter().find_map(|e| match e.parsed_extension() {
+        ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0),
+        _ => None,
+    })
 }
 
 /// One CRL: parsed, its extensions understood, its signature verified by one of `cas`.
@@ -293,15 +290,7 @@ fn load_one(p: &Path, der: &[u8], cas: &[X509Certificate<'_>]) -> Result<(Vec<u8
     if next_update.is_some_and(|n| n < ::time::OffsetDateTime::now_utc().unix_timestamp()) {
         tracing::warn!(file = %p.display(), %issuer, "the CRL is past its nextUpdate: certificates of this issuer are refused until a newer CRL is loaded");
     }
-    let aki = crl
-        .extensions
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(a) => {
-                a.key_identifier.as_ref().map(|k| k.0.to_vec())
-            }
-            _ => None,
-        });
+    let aki = authority_key_id(&crl.extensions).map(<[u8]>::to_vec);
     Ok((
         crl.issuer.as_raw().to_vec(),
         IssuerCrl {

@@ -106,17 +106,26 @@ pub(crate) fn classify(err: &hyper::Error) -> Option<Attack> {
     None
 }
 
-/// Per key (a client and an attack, a fault and its subject): when the current window started
-/// and how many occurrences it suppressed. Bounded: past [`MAX_TRACKED`] keys, expired windows
-/// go first, then all.
+/// Per key (a client and an attack, a fault and its subject, a host): when the current window
+/// started and how many occurrences it suppressed. Bounded: past [`MAX_TRACKED`] keys, expired
+/// windows go first, then all.
 pub(crate) struct Windows<K> {
     seen: Mutex<HashMap<K, (Instant, u64)>>,
+    span: Duration,
 }
 
 impl<K> Default for Windows<K> {
     fn default() -> Self {
+        Windows::spanning(WINDOW)
+    }
+}
+
+impl<K> Windows<K> {
+    /// Windows `span` long (the default is [`WINDOW`]).
+    pub(crate) fn spanning(span: Duration) -> Self {
         Windows {
             seen: Mutex::new(HashMap::new()),
+            span,
         }
     }
 }
@@ -127,13 +136,13 @@ impl<K: std::hash::Hash + Eq> Windows<K> {
     pub(crate) fn open_window(&self, key: K, now: Instant) -> Option<u64> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() >= MAX_TRACKED {
-            seen.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+            seen.retain(|_, (start, _)| now.duration_since(*start) < self.span);
             if seen.len() >= MAX_TRACKED {
                 seen.clear();
             }
         }
         match seen.get_mut(&key) {
-            Some((start, n)) if now.duration_since(*start) < WINDOW => {
+            Some((start, n)) if now.duration_since(*start) < self.span => {
                 *n += 1;
                 None
             }

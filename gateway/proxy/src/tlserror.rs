@@ -2,7 +2,6 @@
 //! query and alert on them and an operator reads what to do.
 
 use rustls::{AlertDescription, CertificateError};
-use sekisho_core::TlsError;
 
 /// The code of an upstream certificate that did not verify.
 pub(crate) fn certificate_code(c: &CertificateError) -> &'static str {
@@ -20,37 +19,57 @@ pub(crate) fn certificate_code(c: &CertificateError) -> &'static str {
     }
 }
 
-/// The code and sentence of an upstream handshake that failed for another reason than its
-/// certificate, with what the operator can do.
-pub(crate) fn upstream_handshake(e: &rustls::Error) -> (&'static str, String) {
+/// Why an upstream handshake failed, other than its certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// The server requires a client certificate.
+    ClientCertificateRequired,
+    /// The server speaks only TLS 1.0/1.1 or older.
+    LegacyVersion,
+    /// The server offers only ciphers the gateway refuses.
+    LegacyCipher,
+    /// Another incompatibility.
+    Incompatible,
+    /// Anything else.
+    Failed,
+}
+
+impl Handshake {
+    /// `tls.error.code` and the event's `rule.id`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Handshake::ClientCertificateRequired => "upstream-client-certificate-required",
+            Handshake::LegacyVersion => "upstream-legacy-version",
+            Handshake::LegacyCipher => "upstream-legacy-cipher",
+            Handshake::Incompatible => "upstream-incompatible",
+            Handshake::Failed => "upstream-tls-failed",
+        }
+    }
+}
+
+/// What went wrong in an upstream handshake that failed for another reason than its
+/// certificate, and a sentence with what the operator can do.
+pub(crate) fn upstream_handshake(e: &rustls::Error) -> (Handshake, String) {
     match e {
         rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => (
-            "upstream-client-certificate-required",
+            Handshake::ClientCertificateRequired,
             "the server requires a client certificate, which only the client holds: list the host in [tls] splice so the client presents its own (the flow is then not inspected)".into(),
         ),
         rustls::Error::AlertReceived(AlertDescription::ProtocolVersion) => (
-            "upstream-legacy-version",
+            Handshake::LegacyVersion,
             "the server speaks only a TLS version the gateway refuses (TLS 1.0/1.1 or older): list the host in [tls] legacy_splice (or [tls] splice) to pass it uninspected".into(),
         ),
         rustls::Error::AlertReceived(
             AlertDescription::HandshakeFailure | AlertDescription::InsufficientSecurity,
         ) => (
-            "upstream-legacy-cipher",
+            Handshake::LegacyCipher,
             "the server offers no cipher suite the gateway accepts (legacy ciphers without forward secrecy, e.g. AES128-SHA): list the host in [tls] legacy_splice (or [tls] splice) to pass it uninspected".into(),
         ),
         rustls::Error::PeerIncompatible(i) => (
-            "upstream-incompatible",
+            Handshake::Incompatible,
             format!("the server's TLS is incompatible with the gateway's ({i:?}): list the host in [tls] splice to pass it uninspected"),
         ),
-        other => ("upstream-tls-failed", format!("upstream TLS failed: {other}")),
-    }
-}
-
-/// A [`TlsError`] of a code and a sentence.
-pub(crate) fn tls_error(code: &str, message: impl Into<String>) -> TlsError {
-    TlsError {
-        code: code.to_string(),
-        message: message.into(),
+        other => (Handshake::Failed, format!("upstream TLS failed: {other}")),
     }
 }
 
@@ -68,14 +87,14 @@ mod tests {
             certificate_code(&CertificateError::UnknownIssuer),
             "upstream-certificate-unknown-issuer"
         );
-        let (code, words) = upstream_handshake(&rustls::Error::AlertReceived(
+        let (kind, words) = upstream_handshake(&rustls::Error::AlertReceived(
             AlertDescription::CertificateRequired,
         ));
-        assert_eq!(code, "upstream-client-certificate-required");
+        assert_eq!(kind.code(), "upstream-client-certificate-required");
         assert!(words.contains("[tls] splice"));
-        let (code, _) = upstream_handshake(&rustls::Error::AlertReceived(
+        let (kind, _) = upstream_handshake(&rustls::Error::AlertReceived(
             AlertDescription::ProtocolVersion,
         ));
-        assert_eq!(code, "upstream-legacy-version");
+        assert_eq!(kind, Handshake::LegacyVersion);
     }
 }

@@ -302,8 +302,8 @@ pub(crate) fn client(
 pub enum UpstreamFailure {
     /// The upstream's certificate did not verify: its `tls.error` code and the reason in words.
     Certificate(&'static str, String),
-    /// Another TLS failure: its `tls.error` code and sentence.
-    Tls(&'static str, String),
+    /// Another TLS failure: what kind, and a sentence.
+    Tls(crate::tlserror::Handshake, String),
     /// Could not connect.
     Connect(String),
     /// The upstream name did not resolve.
@@ -345,8 +345,8 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
                     certificate_in_words(c),
                 ),
                 other => {
-                    let (code, words) = crate::tlserror::upstream_handshake(other);
-                    UpstreamFailure::Tls(code, words)
+                    let (kind, words) = crate::tlserror::upstream_handshake(other);
+                    UpstreamFailure::Tls(kind, words)
                 }
             };
         }

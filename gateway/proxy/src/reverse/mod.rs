@@ -40,35 +40,6 @@ struct ReverseConn {
     tls_version: Option<u16>,
 }
 
-/// The metric reason for a refused client certificate.
-fn refusal_reason(reason: &str) -> &'static str {
-    let r = reason.to_ascii_lowercase();
-    if r.contains("unknownissuer") || r.contains("unknown issuer") || r.contains("badsignature") {
-        "unknown_ca"
-    } else if r.contains("revoked") {
-        "revoked"
-    } else if r.contains("expiredrevocationlist") || r.contains("expired revocation list") {
-        "crl_expired"
-    } else if r.contains("notvalidyet") || r.contains("not valid yet") {
-        "not_yet_valid"
-    } else if r.contains("expired") {
-        "expired"
-    } else if r.contains("revocation status unknown") {
-        "crl_unavailable"
-    } else if r.contains("key usage") {
-        "key_usage"
-    } else if r.contains("certificate policy") {
-        "policy"
-    } else if r.contains("no certificate")
-        || r.contains("nocertificates")
-        || r.contains("certificate required")
-    {
-        "missing"
-    } else {
-        "other"
-    }
-}
-
 /// Serves one client connection of a reverse listener.
 pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<ConnInfo>) {
     let Some(state) = shared.reverse_state(conn.index) else {
@@ -109,7 +80,7 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
                 );
             if let Some(r) = refusal {
                 m.client_cert_refused
-                    .with_label_values(&[&conn.listener, refusal_reason(&r.reason)])
+                    .with_label_values(&[&conn.listener, r.code])
                     .inc();
                 tracing::warn!(listener = %conn.listener, client = %conn.client, reason = %r.reason,
                     subject = r.cert.as_ref().map(|c| c.subject.as_str()).unwrap_or("?"),
@@ -138,7 +109,7 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
     let h2 = session.alpn_protocol() == Some(b"h2");
     if let Some(r) = resumed_revocation(&state, session) {
         m.client_cert_refused
-            .with_label_values(&[&conn.listener, refusal_reason(&r.reason)])
+            .with_label_values(&[&conn.listener, r.code])
             .inc();
         tracing::warn!(listener = %conn.listener, client = %conn.client, reason = %r.reason,
             "resumed session refused: the client certificate's revocation status changed");
@@ -179,6 +150,7 @@ fn resumed_revocation(
     let leaf = chain.first()?;
     let e = fetch.check_chain(chain).err()?;
     Some(clientauth::Refusal {
+        code: clientauth::refusal_code(&e),
         reason: clientauth::reason_text(&e),
         cert: PeerCert::from_der(leaf.clone().into_owned(), None, None).map(|p| p.facts),
     })
@@ -246,10 +218,7 @@ async fn refused_event(shared: &Arc<Shared>, conn: &ConnInfo, r: &clientauth::Re
     let _guard = FinishGuard(Arc::clone(&state));
     let mut f = Finding::new(
         "tls",
-        format!(
-            "client-certificate-{}",
-            refusal_reason(&r.reason).replace('_', "-")
-        ),
+        format!("client-certificate-{}", r.code.replace('_', "-")),
         format!(
             "client certificate refused: {} (subject {})",
             r.reason,
@@ -330,7 +299,6 @@ async fn reverse_flow(
         state,
         guard,
         request_id,
-        facility,
     } = opened;
     head.route = Some(Arc::clone(&route.name));
     let dispatch = Dispatch {
@@ -341,13 +309,8 @@ async fn reverse_flow(
         host_header: target.host_header,
         upstream_path: target.upstream,
         facility_header: st.facility_header.clone(),
-        facility,
         role_header: st.role_header.clone(),
-        roles: rc
-            .peer
-            .as_ref()
-            .map(|p| p.roles.clone())
-            .unwrap_or_default(),
+        peer: rc.peer.clone(),
     };
     let x = Exchange {
         shared,
@@ -367,7 +330,6 @@ struct Opened {
     state: Arc<FlowState>,
     guard: FinishGuard,
     request_id: String,
-    facility: Option<String>,
 }
 
 /// Starts the pipeline flow of a request on the canonical `host` and `path`, with the
@@ -395,7 +357,6 @@ fn open_flow(
         .parse()
         .map_err(|e| Box::new(bad_target(shared, conn, e)))?;
     let request_id = uuid::Uuid::now_v7().to_string();
-    let facility = rc.peer.as_ref().and_then(|p| p.facility.clone());
     let mut head = RequestHead::new(
         parts.method.clone(),
         url.clone(),
@@ -412,7 +373,7 @@ fn open_flow(
         TlsMode::None
     };
     meta.tls_version = rc.tls_version;
-    meta.facility_id = facility.clone();
+    meta.facility_id = rc.peer.as_ref().and_then(|p| p.facility.clone());
     meta.facility_roles = rc
         .peer
         .as_ref()
@@ -430,7 +391,6 @@ fn open_flow(
         state,
         guard,
         request_id,
-        facility,
     })
 }
 
@@ -738,30 +698,6 @@ mod tests {
         ] {
             assert!(crate::config::upstream_base(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn refusal_reasons() {
-        assert_eq!(
-            refusal_reason("invalid peer certificate: UnknownIssuer"),
-            "unknown_ca"
-        );
-        assert_eq!(
-            refusal_reason("invalid peer certificate: Revoked"),
-            "revoked"
-        );
-        assert_eq!(
-            refusal_reason("invalid peer certificate: Expired"),
-            "expired"
-        );
-        assert_eq!(
-            refusal_reason("invalid peer certificate: certificate expired: verification time 1 (UNIX), but certificate is not valid after 0"),
-            "expired"
-        );
-        assert_eq!(
-            refusal_reason("invalid peer certificate: NotValidYet"),
-            "not_yet_valid"
-        );
     }
 
     fn member(base: &str) -> Arc<Member> {

@@ -44,10 +44,9 @@ pub(crate) struct Dispatch {
     /// The canonical path and query (or the client's, with `forward_raw_path`).
     pub(crate) upstream_path: String,
     pub(crate) facility_header: HeaderName,
-    pub(crate) facility: Option<String>,
     pub(crate) role_header: HeaderName,
-    /// The verified roles (sent comma-separated).
-    pub(crate) roles: Vec<String>,
+    /// The verified client certificate: its facility and roles go upstream.
+    pub(crate) peer: Option<Arc<crate::clientauth::PeerCert>>,
 }
 
 impl crate::driver::Pool for Dispatch {
@@ -78,6 +77,28 @@ impl Dispatch {
     /// else `default` (`[limits] response_timeout_secs`).
     pub(crate) fn response_timeout(&self, default: Duration) -> Duration {
         self.route.timeout.unwrap_or(default)
+    }
+
+    /// The verified facility and roles in their headers; a client's own copies removed.
+    fn identity_headers(&self, h: &mut http::HeaderMap) {
+        h.remove(&self.facility_header);
+        h.remove(&self.role_header);
+        let Some(peer) = &self.peer else {
+            return;
+        };
+        if let Some(v) = peer
+            .facility
+            .as_deref()
+            .and_then(|f| HeaderValue::from_str(&identity_text(f)).ok())
+        {
+            h.insert(self.facility_header.clone(), v);
+        }
+        if !peer.roles.is_empty() {
+            let roles: Vec<String> = peer.roles.iter().map(|r| identity_text(r)).collect();
+            if let Ok(v) = HeaderValue::from_str(&roles.join(", ")) {
+                h.insert(self.role_header.clone(), v);
+            }
+        }
     }
 
     /// Sets the forwarding headers on a request about to go upstream.
@@ -113,19 +134,7 @@ impl Dispatch {
         if let Ok(v) = HeaderValue::from_str(&self.request_id) {
             h.insert("x-request-id", v);
         }
-        h.remove(&self.facility_header);
-        h.remove(&self.role_header);
-        if let Some(f) = &self.facility {
-            if let Ok(v) = HeaderValue::from_str(&identity_text(f)) {
-                h.insert(self.facility_header.clone(), v);
-            }
-        }
-        let roles: Vec<String> = self.roles.iter().map(|r| identity_text(r)).collect();
-        if let Ok(v) = HeaderValue::from_str(&roles.join(", ")) {
-            if !roles.is_empty() {
-                h.insert(self.role_header.clone(), v);
-            }
-        }
+        self.identity_headers(h);
         if self.route.preserve_host {
             if let Ok(v) = HeaderValue::from_str(&self.host_header) {
                 h.insert(header::HOST, v);
