@@ -945,6 +945,16 @@ fn s_server(dir: &std::path::Path, pki: &TestPki, args: &[&str]) -> SServer {
     std::fs::write(&crt, &pki.cert_pem).unwrap();
     std::fs::write(&key, &pki.key_pem).unwrap();
     std::fs::write(dir.join("ca.pem"), &pki.ca_pem).unwrap();
+    s_server_with(dir, &crt, &key, args)
+}
+
+/// `openssl s_server` with `args` serving the certificate `crt` (key `key`).
+fn s_server_with(
+    dir: &std::path::Path,
+    crt: &std::path::Path,
+    key: &std::path::Path,
+    args: &[&str],
+) -> SServer {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -959,9 +969,9 @@ fn s_server(dir: &std::path::Path, pki: &TestPki, args: &[&str]) -> SServer {
             "-quiet",
         ])
         .arg("-cert")
-        .arg(&crt)
+        .arg(crt)
         .arg("-key")
-        .arg(&key)
+        .arg(key)
         .args(args)
         .current_dir(dir)
         .stdin(std::process::Stdio::piped())
@@ -980,26 +990,92 @@ fn s_server(dir: &std::path::Path, pki: &TestPki, args: &[&str]) -> SServer {
     SServer(child, port)
 }
 
-/// Origins that ask for a client certificate or speak only TLS 1.0: a 502 page saying what the
-/// server wants and how to let it through, and an event with `tls.error`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_certificate_and_legacy_origins_are_explained() {
-    let pki = TestPki::new("Origin Test CA", &["localhost"]);
-    let dir = TempDir::new("s-server");
-    let gw = Gateway::start(
-        "tls-origins",
-        &format!(
-            "upstream_roots = [\"{}\"]\nlegacy_splice = [\"localhost\"]",
-            {
-                std::fs::write(dir.path().join("roots.pem"), &pki.ca_pem).unwrap();
-                dir.path().join("roots.pem").display().to_string()
-            }
-        ),
-        POLICY,
+/// Runs `openssl` with `args` in `dir`, asserting success.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    // The facility's own client certificate, which only the client holds.
-    let clients = dir.path().join("clients");
-    let client = dir.path().join("client");
+}
+
+/// A CA made with OpenSSL in `dir` (`legacy-ca.crt`), two localhost certificates modern clients
+/// refuse, `sha1.crt` (signed with SHA-1) and `rsa1024.crt` (a 1024-bit key), and a modern RSA
+/// one, `rsa2048.crt`, for servers whose ciphers need an RSA key.
+fn legacy_pki(dir: &std::path::Path) {
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "legacy-ca.key",
+            "-out",
+            "legacy-ca.crt",
+            "-subj",
+            "/CN=Legacy Test CA",
+            "-days",
+            "2",
+        ],
+    );
+    for (name, bits, digest) in [
+        ("sha1", "rsa:2048", "-sha1"),
+        ("rsa1024", "rsa:1024", "-sha256"),
+        ("rsa2048", "rsa:2048", "-sha256"),
+    ] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                bits,
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                "/CN=localhost",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "legacy-ca.crt",
+                "-CAkey",
+                "legacy-ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.crt"),
+                "-days",
+                "2",
+                digest,
+                "-extfile",
+                "san.ext",
+            ],
+        );
+    }
+}
+
+/// A facility client certificate from `sekisho ca issue-client` in `dir`: (its CA's
+/// certificate, the folder holding `client.crt` and `client.key`).
+fn facility_client(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let clients = dir.join("clients");
+    let client = dir.join("client");
     for args in [
         vec!["ca", "init", "--out", clients.to_str().unwrap()],
         vec![
@@ -1019,7 +1095,29 @@ async fn client_certificate_and_legacy_origins_are_explained() {
             .unwrap();
         assert!(out.status.success(), "{args:?}");
     }
-    let client_ca = clients.join("ca.crt").display().to_string();
+    (clients.join("ca.crt").display().to_string(), client)
+}
+
+/// With `preflight = false`, origins that ask for a client certificate or speak only TLS 1.0 are
+/// found by the first request: a 502 page saying what the server wants and how to let it
+/// through, an event with `tls.error`, and the next tunnel spliced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_and_legacy_origins_are_explained() {
+    let pki = TestPki::new("Origin Test CA", &["localhost"]);
+    let dir = TempDir::new("s-server");
+    let gw = Gateway::start(
+        "tls-origins",
+        &format!(
+            "upstream_roots = [\"{}\"]\nlegacy_splice = [\"localhost\"]\npreflight = false",
+            {
+                std::fs::write(dir.path().join("roots.pem"), &pki.ca_pem).unwrap();
+                dir.path().join("roots.pem").display().to_string()
+            }
+        ),
+        POLICY,
+    );
+    // The facility's own client certificate, which only the client holds.
+    let (client_ca, client) = facility_client(dir.path());
     let cases = [
         (
             vec!["-Verify", "1", "-CAfile", client_ca.as_str()],
@@ -1112,4 +1210,217 @@ async fn client_certificate_and_legacy_origins_are_explained() {
                 && v["tls"]["error"]["code"] == "uninspected-client-certificate"
         });
     }
+}
+
+/// Pre-flight (the default): the gateway reads the origin's first flight before it answers the
+/// client. An origin that asks for a client certificate is spliced on the very first
+/// connection, over TLS 1.3 and 1.2, the client presenting its own certificate; legacy origins
+/// (TLS 1.0, a cipher without forward secrecy, a SHA-1 or RSA-1024 certificate) get a page that
+/// names what they speak, and an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_are_known_before_the_client_is_answered() {
+    let pki = TestPki::new("Origin Test CA", &["localhost"]);
+    let dir = TempDir::new("preflight");
+    let d = dir.path();
+    legacy_pki(d);
+    std::fs::write(d.join("roots.pem"), &pki.ca_pem).unwrap();
+    let gw = Gateway::start(
+        "preflight",
+        &format!(
+            "upstream_roots = [\"{}\", \"{}\"]",
+            d.join("roots.pem").display(),
+            d.join("legacy-ca.crt").display()
+        ),
+        POLICY,
+    );
+    let (client_ca, client) = facility_client(d);
+    for version in ["-tls1_3", "-tls1_2"] {
+        let server = s_server(d, &pki, &[version, "-Verify", "1", "-CAfile", &client_ca]);
+        let r = curl(&[
+            "-x",
+            &gw.proxy_url(),
+            "--cacert",
+            d.join("roots.pem").to_str().unwrap(),
+            "--cert",
+            client.join("client.crt").to_str().unwrap(),
+            "--key",
+            client.join("client.key").to_str().unwrap(),
+            "-w",
+            "\n%{http_code}",
+            &format!("https://localhost:{}/", server.1),
+        ])
+        .await;
+        assert!(
+            r.stdout.ends_with("\n200"),
+            "{version}: the first connection is spliced: {} {}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(
+            r.stdout.contains("Subject: CN=H-0001"),
+            "{version}: the origin saw the client's own certificate: {}",
+            r.stdout
+        );
+    }
+    let ev = gw.wait_line("events.jsonl", |v| {
+        v["rule"]["id"] == "uninspected-client-certificate"
+    });
+    assert_eq!(ev["tls"]["sni"], "localhost", "{ev}");
+    assert_eq!(
+        ev["tls"]["error"]["code"], "uninspected-client-certificate",
+        "{ev}"
+    );
+    gw.wait_line("flows.jsonl", |v| {
+        v["tls"]["mode"] == "spliced"
+            && v["tls"]["error"]["code"] == "uninspected-client-certificate"
+    });
+    let legacy = [
+        (
+            "sha1",
+            vec!["-cipher", "DEFAULT:@SECLEVEL=0"],
+            "upstream-legacy-certificate",
+            "signed with SHA-1 (sha1WithRSAEncryption)",
+        ),
+        (
+            "rsa1024",
+            vec!["-cipher", "DEFAULT:@SECLEVEL=0"],
+            "upstream-legacy-certificate",
+            "a 1024-bit RSA key",
+        ),
+        (
+            "rsa2048",
+            vec!["-tls1", "-cipher", "AES128-SHA:@SECLEVEL=0"],
+            "upstream-legacy-version",
+            "It speaks TLS 1.0 with TLS_RSA_WITH_AES_128_CBC_SHA (AES128-SHA)",
+        ),
+        (
+            "rsa2048",
+            vec!["-tls1_2", "-cipher", "AES128-SHA:@SECLEVEL=0"],
+            "upstream-legacy-cipher",
+            "It speaks TLS 1.2 with TLS_RSA_WITH_AES_128_CBC_SHA (AES128-SHA)",
+        ),
+    ];
+    for (cert, args, code, words) in legacy {
+        let (crt, key) = (d.join(format!("{cert}.crt")), d.join(format!("{cert}.key")));
+        let server = s_server_with(d, &crt, &key, &args);
+        let r = curl(&[
+            "-x",
+            &gw.proxy_url(),
+            "--cacert",
+            gw.ca_path().to_str().unwrap(),
+            "-w",
+            "\n%{http_code}",
+            &format!("https://localhost:{}/", server.1),
+        ])
+        .await;
+        let page = r.stdout.replace("&#39;", "'");
+        assert!(page.ends_with("\n502"), "{words}: {}", r.stdout);
+        assert!(page.contains(words), "{words}: {}", r.stdout);
+        assert!(
+            page.contains("[tls] legacy_splice"),
+            "{words}: {}",
+            r.stdout
+        );
+        let ev = gw.wait_line("events.jsonl", |v| {
+            v["rule"]["id"] == code
+                && v["tls"]["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(words))
+        });
+        assert!(
+            page.contains(ev["event"]["id"].as_str().unwrap()),
+            "the page names the event"
+        );
+    }
+    let m = gw.metrics_text().await;
+    for label in ["client_certificate", "legacy"] {
+        assert!(
+            m.contains(&format!(
+                "sekisho_upstream_preflights_total{{result=\"{label}\"}}"
+            )),
+            "{label}: {m}"
+        );
+    }
+}
+
+/// `on_client_certificate_request = "block"` refuses with a page that says so, every time;
+/// legacy servers listed by host or by URL-filter category are spliced on the first connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_blocks_or_splices_as_the_operator_chose() {
+    let pki = TestPki::new("Origin Test CA", &["localhost"]);
+    let dir = TempDir::new("preflight-choices");
+    let d = dir.path();
+    legacy_pki(d);
+    std::fs::write(d.join("roots.pem"), &pki.ca_pem).unwrap();
+    std::fs::write(d.join("devices.txt"), "localhost\n").unwrap();
+    let gw = Gateway::start(
+        "preflight-choices",
+        &format!(
+            "upstream_roots = [\"{}\"]\non_client_certificate_request = \"block\"\nlegacy_splice_categories = [\"devices\"]",
+            d.join("roots.pem").display()
+        ),
+        &format!(
+            "{POLICY}\n[urlfilter]\ncategory_dirs = []\n[[urlfilter.list]]\nname = \"devices\"\npath = {:?}\n",
+            d.join("devices.txt")
+        ),
+    );
+    let (client_ca, client) = facility_client(d);
+    let server = s_server(d, &pki, &["-Verify", "1", "-CAfile", &client_ca]);
+    for _ in 0..2 {
+        let r = curl(&[
+            "-x",
+            &gw.proxy_url(),
+            "--cacert",
+            gw.ca_path().to_str().unwrap(),
+            "--cert",
+            client.join("client.crt").to_str().unwrap(),
+            "--key",
+            client.join("client.key").to_str().unwrap(),
+            "-w",
+            "\n%{http_code}",
+            &format!("https://localhost:{}/", server.1),
+        ])
+        .await;
+        let page = r.stdout.replace("&quot;", "\"");
+        assert!(page.ends_with("\n502"), "{}", r.stdout);
+        assert!(page.contains("requires a client certificate"), "{page}");
+        assert!(
+            page.contains("on_client_certificate_request = \"block\" keeps it refused"),
+            "{page}"
+        );
+    }
+    gw.wait_line("events.jsonl", |v| {
+        v["rule"]["id"] == "upstream-client-certificate-required"
+    });
+    drop(server);
+    let server = s_server_with(
+        d,
+        &d.join("rsa2048.crt"),
+        &d.join("rsa2048.key"),
+        &["-tls1", "-cipher", "AES128-SHA:@SECLEVEL=0"],
+    );
+    let r = curl(&[
+        "-x",
+        &gw.proxy_url(),
+        "-k",
+        "--tls-max",
+        "1.2",
+        "--ciphers",
+        "AES128-SHA:@SECLEVEL=0",
+        "--tlsv1",
+        "-w",
+        "\n%{http_code}",
+        &format!("https://localhost:{}/", server.1),
+    ])
+    .await;
+    assert!(
+        r.stdout.ends_with("\n200"),
+        "a legacy server in a listed category is spliced at once: {} {}",
+        r.stdout,
+        r.stderr
+    );
+    let ev = gw.wait_line("events.jsonl", |v| {
+        v["rule"]["id"] == "uninspected-legacy-tls"
+    });
+    assert_eq!(ev["tls"]["error"]["code"], "uninspected-legacy-tls", "{ev}");
 }

@@ -130,6 +130,19 @@ impl Pipeline {
         self.slots.iter().any(|(s, _)| s.scans_whole_bodies())
     }
 
+    /// The first of the `wanted` categories that a stage places `host` in
+    /// ([`Stage::host_categories`]).
+    pub fn in_category(&self, host: &str, wanted: &[String]) -> Option<String> {
+        if wanted.is_empty() {
+            return None;
+        }
+        self.slots.iter().find_map(|(s, _)| {
+            s.host_categories(host)
+                .into_iter()
+                .find(|c| wanted.iter().any(|w| w.eq_ignore_ascii_case(c)))
+        })
+    }
+
     /// The first stage's reason why `host` must never be decrypted ([`Stage::never_decrypt`]).
     pub fn never_decrypt(&self, host: &str) -> Option<String> {
         self.slots

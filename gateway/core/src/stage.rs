@@ -27,6 +27,11 @@ pub trait Stage: Send + Sync + 'static {
     fn never_decrypt(&self, _host: &str) -> Option<String> {
         None
     }
+    /// The URL categories (or lists) `host` belongs to, for choices an operator makes by
+    /// category (`[tls] legacy_splice_categories`). Asked rarely: never per request.
+    fn host_categories(&self, _host: &str) -> Vec<String> {
+        Vec::new()
+    }
     /// Whether the stage judges whole bodies (a scanner that must see a file from its first
     /// byte): the proxy then applies `[policy] range_requests` to `Range` requests.
     fn scans_whole_bodies(&self) -> bool {

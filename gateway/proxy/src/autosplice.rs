@@ -41,13 +41,19 @@ pub enum OnLegacy {
     Splice,
 }
 
-/// Hosts (or `host:port`s) remembered for a day with the time they were last seen; 10,000 at
-/// most (the least used go first).
-pub(crate) struct Remembered(quick_cache::sync::Cache<String, Instant>);
+/// Hosts (or `host:port`s) remembered for a while (a day unless told) with the time they were
+/// last seen; 10,000 at most (the least used go first).
+pub(crate) struct Remembered(quick_cache::sync::Cache<String, Instant>, Duration);
 
 impl Remembered {
+    /// Remembers for a day.
     pub(crate) fn new() -> Remembered {
-        Remembered(quick_cache::sync::Cache::new(10_000))
+        Remembered::for_(REMEMBER)
+    }
+
+    /// Remembers for `ttl`.
+    pub(crate) fn for_(ttl: Duration) -> Remembered {
+        Remembered(quick_cache::sync::Cache::new(10_000), ttl)
     }
 
     /// Remembers `key` (case-insensitive) as seen now.
@@ -55,11 +61,11 @@ impl Remembered {
         self.0.insert(key.to_ascii_lowercase(), Instant::now());
     }
 
-    /// Whether `key` was seen within the last day.
+    /// Whether `key` was seen within the time remembered.
     pub(crate) fn recent(&self, key: &str) -> bool {
         self.0
             .get(&key.to_ascii_lowercase())
-            .is_some_and(|t| t.elapsed() < REMEMBER)
+            .is_some_and(|t| t.elapsed() < self.1)
     }
 }
 
@@ -67,11 +73,17 @@ fn host_port(host: &str, port: u16) -> String {
     format!("{host}:{port}")
 }
 
-/// Servers that asked for a client certificate, or speak only legacy TLS, by `host:port`.
+/// Servers that asked for a client certificate, or speak only legacy TLS, by `host:port`; and
+/// those whose first flight was unremarkable (`crate::preflight`).
 pub(crate) struct AutoSplice {
     on_cert: OnCertRequest,
     on_legacy: OnLegacy,
     legacy_list: HostMatcher,
+    legacy_categories: Vec<String>,
+    /// Servers that need no pre-flight dial; `None`: pre-flight is off.
+    unremarkable: Option<Remembered>,
+    /// What legacy servers speak, probed once a day each.
+    pub(crate) named: crate::legacyprobe::Named,
     cert: Remembered,
     legacy: Remembered,
 }
@@ -106,6 +118,9 @@ impl AutoSplice {
             on_cert,
             on_legacy,
             legacy_list,
+            legacy_categories: Vec::new(),
+            unremarkable: None,
+            named: crate::legacyprobe::Named::new(),
             cert: Remembered::new(),
             legacy: Remembered::new(),
         }
@@ -120,9 +135,42 @@ impl AutoSplice {
         true
     }
 
+    /// Legacy servers in these URL categories are spliced too (`legacy_splice_categories`).
+    pub(crate) fn with_legacy_categories(mut self, categories: Vec<String>) -> AutoSplice {
+        self.legacy_categories = categories;
+        self
+    }
+
+    /// Servers are dialled before the client is answered, those found unremarkable remembered
+    /// for `remember` (`[tls] preflight`).
+    pub(crate) fn with_preflight(mut self, remember: Duration) -> AutoSplice {
+        self.unremarkable = Some(Remembered::for_(remember));
+        self
+    }
+
+    /// `legacy_splice_categories`.
+    pub(crate) fn legacy_categories(&self) -> &[String] {
+        &self.legacy_categories
+    }
+
+    /// Whether a tunnel to `host:port` is dialled before the client is answered.
+    pub(crate) fn preflight_due(&self, host: &str, port: u16) -> bool {
+        self.unremarkable
+            .as_ref()
+            .is_some_and(|u| !u.recent(&host_port(host, port)))
+    }
+
+    /// `host:port`'s first flight was unremarkable.
+    pub(crate) fn unremarkable(&self, host: &str, port: u16) {
+        if let Some(u) = &self.unremarkable {
+            u.remember(&host_port(host, port));
+        }
+    }
+
     /// `host:port` speaks only legacy TLS; whether its next tunnels are spliced.
-    pub(crate) fn legacy(&self, host: &str, port: u16) -> bool {
-        if self.on_legacy == OnLegacy::Block && !self.legacy_list.matches(host) {
+    /// `in_category`: the host is in one of `legacy_splice_categories`.
+    pub(crate) fn legacy(&self, host: &str, port: u16, in_category: bool) -> bool {
+        if self.on_legacy == OnLegacy::Block && !self.legacy_list.matches(host) && !in_category {
             return false;
         }
         self.legacy.remember(&host_port(host, port));
@@ -156,11 +204,13 @@ mod tests {
             "another port, another service"
         );
         assert!(
-            !s.legacy("device.test", 443),
+            !s.legacy("device.test", 443, false),
             "legacy: blocked unless listed"
         );
         assert_eq!(s.splice("device.test", 443), None);
-        assert!(s.legacy("old.test", 443));
+        assert!(s.legacy("old.test", 443, false));
+        assert!(s.legacy("modality.test", 443, true), "by category");
+        assert_eq!(s.splice("modality.test", 443), Some(Why::Legacy));
         assert_eq!(s.splice("old.test", 443), Some(Why::Legacy));
         let b = AutoSplice::new(
             OnCertRequest::Block,
@@ -169,7 +219,21 @@ mod tests {
         );
         assert!(!b.asked_for_certificate("claims.test", 443));
         assert_eq!(b.splice("claims.test", 443), None);
-        assert!(b.legacy("device.test", 443));
+        assert!(b.legacy("device.test", 443, false));
         assert_eq!(b.splice("device.test", 443), Some(Why::Legacy));
+        assert!(!b.preflight_due("claims.test", 443), "pre-flight off");
+        let p = b.with_preflight(Duration::from_secs(60));
+        assert!(p.preflight_due("claims.test", 443));
+        p.unremarkable("Claims.test", 443);
+        assert!(!p.preflight_due("claims.test", 443));
+        assert!(p.preflight_due("claims.test", 8443));
+        let every = AutoSplice::new(
+            OnCertRequest::Splice,
+            OnLegacy::Block,
+            HostMatcher::new(&[] as &[String]).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .with_preflight(Duration::ZERO);
+        every.unremarkable("claims.test", 443);
+        assert!(every.preflight_due("claims.test", 443), "0: every tunnel");
     }
 }

@@ -391,7 +391,7 @@ impl Exchange {
                     let head = self.head.method == http::Method::HEAD;
                     crate::respjudge::judge_refused(state, &e, head).await;
                 }
-                Err(upstream_failed(shared, state, &self.head.host, e).await)
+                Err(upstream_failed(shared, state, self.conn.index, &self.head.host, e).await)
             }
             Err(SendError::NoUpstream) => {
                 state.set_error("no upstream in the pool");
@@ -733,6 +733,7 @@ pub(crate) fn stage_response(
 async fn upstream_failed(
     shared: &Shared,
     state: &Arc<FlowState>,
+    listener: usize,
     host: &str,
     err: hyper_util::client::legacy::Error,
 ) -> Response<ProxyBody> {
@@ -773,7 +774,9 @@ async fn upstream_failed(
                 Page::new(Reason::NotFound, host, None),
             )
         }
-        UpstreamFailure::Tls(kind, words) => upstream_tls_failed(state, host, kind, words).await,
+        UpstreamFailure::Tls(kind, words) => {
+            upstream_tls_failed(state, listener, host, kind, words).await
+        }
         UpstreamFailure::Connect(reason) | UpstreamFailure::Other(reason) => {
             tracing::info!(host, reason, "upstream failed");
             state.set_error(reason.clone());
@@ -788,6 +791,7 @@ async fn upstream_failed(
 /// it, and an event with `tls.error`.
 async fn upstream_tls_failed(
     state: &FlowState,
+    listener: usize,
     host: &str,
     kind: Handshake,
     words: String,
@@ -800,10 +804,14 @@ async fn upstream_tls_failed(
         } else {
             "[tls] on_client_certificate_request = \"block\" keeps it refused"
         }),
-        Handshake::LegacyVersion | Handshake::LegacyCipher => auto.legacy(host, port).then_some(
+        Handshake::LegacyVersion | Handshake::LegacyCipher | Handshake::LegacyCertificate => state.shared.legacy_spliced(listener, host, port).then_some(
             "The gateway passes this site through uninspected from the next connection ([tls] on_legacy_upstream or legacy_splice): open the page again",
         ),
         Handshake::Incompatible | Handshake::Failed => None,
+    };
+    let words = match named_legacy(state, host, port, kind).await {
+        Some(named) => format!("{words}. It speaks {named}"),
+        None => words,
     };
     let words = match next {
         Some(next) => format!("{words}. {next}"),
@@ -822,6 +830,18 @@ async fn upstream_tls_failed(
     let id = tls_block_event(state, f, words.clone()).await;
     let page = Page::new(Reason::Unreachable(words), host, Some(id));
     state.page(StatusCode::BAD_GATEWAY, page)
+}
+
+/// What a server refusing the gateway's TLS version or ciphers speaks (`crate::legacyprobe`).
+async fn named_legacy(state: &FlowState, host: &str, port: u16, kind: Handshake) -> Option<String> {
+    if !matches!(kind, Handshake::LegacyVersion | Handshake::LegacyCipher) {
+        return None;
+    }
+    let shared = &state.shared;
+    let dest = shared.dest.load_full();
+    let timeout = shared.limits.connect_timeout;
+    let dial = || async move { crate::dial::connect_checked(&dest, host, port, timeout).await };
+    shared.autosplice.named.name(host, port, dial).await
 }
 
 /// Emits `f` as the `tls` stage's block of this flow, with `error` on its log line; its event id.

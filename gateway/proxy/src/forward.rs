@@ -384,18 +384,64 @@ async fn page_not_shown(state: &FlowState, host: &str, why: &str, blocking: Opti
     state.emit_own(f).await;
 }
 
-/// A tunnel spliced because its server cannot be inspected: `tls.error` and an event (one a
-/// minute per host for client certificates; every time for legacy TLS).
-async fn uninspected(state: &FlowState, host: &str, why: crate::autosplice::Why) {
+/// Dials the CONNECT target before the client is answered (`crate::preflight`): the splice its
+/// first flight calls for, or `None` with the connection (or the error its dial met) held for
+/// the tunnel's first request.
+async fn preflight(
+    shared: &Shared,
+    conn: &ConnInfo,
+    host: &str,
+    port: u16,
+) -> Option<crate::autosplice::Why> {
+    use crate::autosplice::Why;
+    use crate::upstream::{Outcome, UpstreamFailure};
+    let limit = shared.limits.connect_timeout + shared.limits.handshake_timeout;
+    let p = shared.client.preflight(host, port, limit).await?;
+    let auto = &shared.autosplice;
+    let (label, splice) = match p.outcome() {
+        Outcome::Ready => {
+            auto.unremarkable(host, port);
+            ("ready", None)
+        }
+        Outcome::AskedForCertificate => (
+            "client_certificate",
+            auto.asked_for_certificate(host, port)
+                .then_some(Why::ClientCertificate),
+        ),
+        Outcome::Failed(UpstreamFailure::Tls(kind, _)) if kind.is_legacy() => (
+            "legacy",
+            shared
+                .legacy_spliced(conn.index, host, port)
+                .then_some(Why::Legacy),
+        ),
+        Outcome::Failed(_) => ("failed", None),
+    };
+    shared.metrics.preflights.with_label_values(&[label]).inc();
+    if splice.is_none() {
+        shared.client.hold(p);
+    }
+    splice
+}
+
+/// A tunnel spliced because its server cannot be inspected: `tls.error`, the listener's
+/// uninspected counter and an event (one a minute per host for client certificates; every time
+/// for legacy TLS).
+async fn uninspected(state: &FlowState, conn: &ConnInfo, host: &str, why: crate::autosplice::Why) {
     use crate::autosplice::Why;
     let words = match why {
         Why::ClientCertificate => {
-            "the server requires a client certificate: spliced, not inspected"
+            "the server asks for a client certificate: spliced, not inspected"
         }
         Why::Legacy => {
-            "the server speaks only a legacy TLS version or cipher: spliced, not inspected"
+            "the server speaks only a legacy TLS version or cipher, or presents a legacy certificate: spliced, not inspected"
         }
     };
+    state
+        .shared
+        .metrics
+        .uninspected
+        .with_label_values(&[&conn.listener])
+        .inc();
     state.set_tls_error(why.code(), words).await;
     match why {
         Why::ClientCertificate => {
@@ -403,7 +449,7 @@ async fn uninspected(state: &FlowState, host: &str, why: crate::autosplice::Why)
                 state,
                 crate::fault::Fault::UninspectedClientCertificate,
                 host,
-                "the server asked for a client certificate earlier",
+                "the server asks for a client certificate",
             )
             .await
         }
@@ -584,7 +630,7 @@ async fn tunnel<S>(
             || pinned
             || auto.is_some());
     if let (Some(why), true) = (auto, splice) {
-        uninspected(&state, &cert_host, why).await;
+        uninspected(&state, &conn, &cert_host, why).await;
     }
     if pinned && splice {
         tracing::debug!(host = %cert_host, "spliced: its clients refuse the minted certificate (pinning_splice)");
@@ -597,6 +643,15 @@ async fn tunnel<S>(
         m.tunnels.with_label_values(&["spliced"]).inc();
         splice_tunnel(&shared, &state, &host, port, io, bytes).await;
         return;
+    }
+    if blocked.is_none() && shared.autosplice.preflight_due(&host, port) {
+        if let Some(why) = preflight(&shared, &conn, &host, port).await {
+            uninspected(&state, &conn, &cert_host, why).await;
+            state.update_meta(|meta| meta.tls = TlsMode::Spliced).await;
+            m.tunnels.with_label_values(&["spliced"]).inc();
+            splice_tunnel(&shared, &state, &host, port, io, bytes).await;
+            return;
+        }
     }
     if blocked.is_some() && !refused_at_connect {
         m.tunnels.with_label_values(&["blocked"]).inc();

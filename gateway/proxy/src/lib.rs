@@ -40,10 +40,13 @@ mod health;
 pub mod hostmatch;
 pub mod hpki;
 mod io;
+mod legacycert;
+mod legacyprobe;
 mod listen;
 pub mod metrics;
 pub mod pages;
 mod pinning;
+mod preflight;
 mod range;
 pub mod rawtap;
 mod refused;
@@ -381,12 +384,7 @@ impl Gateway {
             events,
             metrics,
             splice,
-            autosplice: autosplice::AutoSplice::new(
-                cfg.tls.on_client_certificate_request,
-                cfg.tls.on_legacy_upstream,
-                HostMatcher::new(&cfg.tls.legacy_splice)
-                    .map_err(|e| cfg.err("tls.legacy_splice", e))?,
-            ),
+            autosplice: autosplice_of(&cfg)?,
             pinning: pinning::Pinning::new(
                 HostMatcher::new(&cfg.tls.pinning_splice)
                     .map_err(|e| cfg.err("tls.pinning_splice", e))?,
@@ -600,4 +598,19 @@ impl Reloader {
         }
         Ok(())
     }
+}
+
+/// `[tls]`'s choices for servers the gateway cannot inspect, and its pre-flight dial.
+fn autosplice_of(cfg: &Config) -> Result<autosplice::AutoSplice> {
+    let a = autosplice::AutoSplice::new(
+        cfg.tls.on_client_certificate_request,
+        cfg.tls.on_legacy_upstream,
+        HostMatcher::new(&cfg.tls.legacy_splice).map_err(|e| cfg.err("tls.legacy_splice", e))?,
+    )
+    .with_legacy_categories(cfg.tls.legacy_splice_categories.clone());
+    Ok(if cfg.tls.preflight {
+        a.with_preflight(Duration::from_secs(cfg.tls.preflight_remember_secs))
+    } else {
+        a
+    })
 }

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub verdicts: IntCounterVec,
     pub request_seconds: HistogramVec,
     pub tunnels: IntCounterVec,
+    /// Pre-flight dials of tunnels' servers, by what they found (`crate::preflight`).
+    pub preflights: IntCounterVec,
     pub events: IntCounterVec,
     pub events_dropped: IntCounterVec,
     pub uninspected: IntCounterVec,
@@ -181,6 +183,13 @@ impl Metrics {
                     "CONNECT tunnels (mode: decrypted, spliced, blocked, not_tls, failed)"
                 ),
                 &["mode"]
+            )?),
+            preflights: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_upstream_preflights_total",
+                    "Servers dialled before a tunnel's client is answered (result: ready, client_certificate, legacy, failed)"
+                ),
+                &["result"]
             )?),
             events: reg!(IntCounterVec::new(
                 Opts::new(

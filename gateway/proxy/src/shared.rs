@@ -108,6 +108,15 @@ impl Shared {
             .unwrap_or_default()
     }
 
+    /// `host:port` speaks only legacy TLS: whether its tunnels are spliced from now on (listed in
+    /// `[tls] legacy_splice`, in one of `legacy_splice_categories` by listener `index`'s URL
+    /// filter, or `on_legacy_upstream = "splice"`).
+    pub(crate) fn legacy_spliced(&self, index: usize, host: &str, port: u16) -> bool {
+        let wanted = self.autosplice.legacy_categories();
+        let in_category = self.pipeline(index).in_category(host, wanted).is_some();
+        self.autosplice.legacy(host, port, in_category)
+    }
+
     /// The current state of reverse listener `index`.
     pub fn reverse_state(&self, index: usize) -> Option<Arc<ReverseState>> {
         self.reverse

@@ -28,6 +28,8 @@ pub enum Handshake {
     LegacyVersion,
     /// The server offers only ciphers the gateway refuses.
     LegacyCipher,
+    /// The server's certificate is signed with SHA-1 or MD5, or holds a short RSA key.
+    LegacyCertificate,
     /// Another incompatibility.
     Incompatible,
     /// Anything else.
@@ -41,11 +43,27 @@ impl Handshake {
             Handshake::ClientCertificateRequired => "upstream-client-certificate-required",
             Handshake::LegacyVersion => "upstream-legacy-version",
             Handshake::LegacyCipher => "upstream-legacy-cipher",
+            Handshake::LegacyCertificate => "upstream-legacy-certificate",
             Handshake::Incompatible => "upstream-incompatible",
             Handshake::Failed => "upstream-tls-failed",
         }
     }
+
+    /// A version, cipher or certificate the gateway no longer accepts.
+    pub fn is_legacy(self) -> bool {
+        matches!(
+            self,
+            Handshake::LegacyVersion | Handshake::LegacyCipher | Handshake::LegacyCertificate
+        )
+    }
 }
+
+/// A server that asks for a client certificate, in words.
+pub(crate) const CLIENT_CERTIFICATE: &str = "the server requires a client certificate, which only the client holds: list the host in [tls] splice so the client presents its own (the flow is then not inspected)";
+
+/// How an operator lets a legacy server through.
+pub(crate) const LEGACY_WAY: &str =
+    "list the host in [tls] legacy_splice (or [tls] splice) to pass it uninspected";
 
 /// What went wrong in an upstream handshake that failed for another reason than its
 /// certificate, and a sentence with what the operator can do.
@@ -53,17 +71,17 @@ pub(crate) fn upstream_handshake(e: &rustls::Error) -> (Handshake, String) {
     match e {
         rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => (
             Handshake::ClientCertificateRequired,
-            "the server requires a client certificate, which only the client holds: list the host in [tls] splice so the client presents its own (the flow is then not inspected)".into(),
+            CLIENT_CERTIFICATE.into(),
         ),
         rustls::Error::AlertReceived(AlertDescription::ProtocolVersion) => (
             Handshake::LegacyVersion,
-            "the server speaks only a TLS version the gateway refuses (TLS 1.0/1.1 or older): list the host in [tls] legacy_splice (or [tls] splice) to pass it uninspected".into(),
+            format!("the server speaks only a TLS version the gateway refuses (TLS 1.0/1.1 or older): {LEGACY_WAY}"),
         ),
         rustls::Error::AlertReceived(
             AlertDescription::HandshakeFailure | AlertDescription::InsufficientSecurity,
         ) => (
             Handshake::LegacyCipher,
-            "the server offers no cipher suite the gateway accepts (legacy ciphers without forward secrecy, e.g. AES128-SHA): list the host in [tls] legacy_splice (or [tls] splice) to pass it uninspected".into(),
+            format!("the server offers no cipher suite the gateway accepts (legacy ciphers without forward secrecy, e.g. AES128-SHA): {LEGACY_WAY}"),
         ),
         rustls::Error::PeerIncompatible(i) => (
             Handshake::Incompatible,

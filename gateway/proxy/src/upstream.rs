@@ -6,15 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::combinators::UnsyncBoxBody;
+use hyper::Uri;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
+use tower_service::Service;
 
 use crate::dial::{causes, Guard, GuardedConnector};
 use crate::error::{ProxyError, Result};
 use crate::guard::Refused;
+use crate::preflight::{
+    noting_certificate_request, CertificateRequested, NoteCertificateRequest, StashConnector,
+};
 use crate::rawtap::TapConnector;
 
 /// h2 stream flow-control window offered to peers (upstreams and clients).
@@ -28,8 +33,14 @@ pub const H2_MAX_FRAME: u32 = 64 << 10;
 pub type ProxyBody = UnsyncBoxBody<bytes::Bytes, BoxError>;
 /// Boxed error of bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// What dials a new upstream connection.
+type Dialler = TapConnector<HttpsConnector<GuardedConnector>>;
+/// A pool's connector: its stash of pre-flight connections first, then a new dial.
+type Connector = StashConnector<Dialler>;
+/// An upstream connection.
+type Conn = <Dialler as Service<Uri>>::Response;
 /// One pooled hyper client.
-type Pool = Client<TapConnector<HttpsConnector<GuardedConnector>>, ProxyBody>;
+type Pool = Client<Connector, ProxyBody>;
 
 /// When requests go upstream over h2 (`[tls] upstream_http2`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -49,6 +60,9 @@ pub enum UpstreamH2 {
 pub struct UpstreamClient {
     h1: Pool,
     h2: Pool,
+    /// The pools' connectors (sharing their stashes), for pre-flight dials.
+    dial_h1: Connector,
+    dial_h2: Connector,
     mode: UpstreamH2,
 }
 
@@ -69,6 +83,83 @@ impl UpstreamClient {
             self.h2.request(req)
         } else {
             self.h1.request(req)
+        }
+    }
+
+    /// Dials `host:port` over TLS before the client's handshake is answered, noting whether the
+    /// server asks for a client certificate, within `limit` (`crate::preflight`). The dial goes
+    /// through the pool's own connector (destination guard, trust, ALPN) that a first request
+    /// would use: [`UpstreamClient::hold`] hands it to that request.
+    pub(crate) async fn preflight(
+        &self,
+        host: &str,
+        port: u16,
+        limit: Duration,
+    ) -> Option<Preflight> {
+        let h2 = self.mode == UpstreamH2::Always;
+        let connector = if h2 { &self.dial_h2 } else { &self.dial_h1 };
+        let uri: Uri = format!("https://{}", crate::wire::authority(host, port))
+            .parse()
+            .ok()?;
+        let key = crate::preflight::key(&uri)?;
+        let dial = tokio::time::timeout(limit, connector.dial(uri));
+        let (dialled, asked) = noting_certificate_request(dial).await;
+        let result = dialled.unwrap_or_else(|_| {
+            Err(Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no TLS session with the server within {limit:?}"),
+            )) as BoxError)
+        });
+        Some(Preflight {
+            key,
+            h2,
+            result,
+            asked,
+        })
+    }
+
+    /// Keeps a pre-flight connection (or the error its dial met; a server that asked for a
+    /// client certificate is that error) for the first request to its server.
+    pub(crate) fn hold(&self, p: Preflight) {
+        let connector = if p.h2 { &self.dial_h2 } else { &self.dial_h1 };
+        let held = if p.asked {
+            Err(Box::new(CertificateRequested) as BoxError)
+        } else {
+            p.result
+        };
+        if !connector.stash().put(p.key, held) {
+            tracing::debug!("pre-flight stash full: the connection is dropped");
+        }
+    }
+}
+
+/// A pre-flight dial: the connection or the error it met, and whether the server asked for a
+/// client certificate.
+pub(crate) struct Preflight {
+    key: String,
+    h2: bool,
+    result: std::result::Result<Conn, BoxError>,
+    asked: bool,
+}
+
+/// What a pre-flight dial learnt.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// A TLS session the gateway can inspect.
+    Ready,
+    /// The server asked for a client certificate.
+    AskedForCertificate,
+    /// The dial failed.
+    Failed(UpstreamFailure),
+}
+
+impl Preflight {
+    /// What the dial learnt.
+    pub(crate) fn outcome(&self) -> Outcome {
+        match &self.result {
+            _ if self.asked => Outcome::AskedForCertificate,
+            Ok(_) => Outcome::Ready,
+            Err(e) => Outcome::Failed(classify(e.as_ref())),
         }
     }
 }
@@ -197,7 +288,7 @@ impl rustls::client::danger::ServerCertVerifier for Recording {
             Err(e) if !name.is_empty() && self.allowed(&name, &e) => {
                 rustls::client::danger::ServerCertVerified::assertion()
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(crate::legacycert::chain_error(e, intermediates)),
         };
         if name.is_empty() {
             return Ok(ok);
@@ -217,6 +308,7 @@ impl rustls::client::danger::ServerCertVerifier for Recording {
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+            .map_err(|e| crate::legacycert::handshake_error(e, cert))
     }
 
     fn verify_tls13_signature(
@@ -226,6 +318,7 @@ impl rustls::client::danger::ServerCertVerifier for Recording {
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+            .map_err(|e| crate::legacycert::handshake_error(e, cert))
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -267,9 +360,9 @@ pub(crate) fn client(
         .expect("aws-lc-rs supports the default protocol versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Recording { inner, algs, v }))
-        .with_no_client_auth();
+        .with_client_cert_resolver(Arc::new(NoteCertificateRequest));
     let http = GuardedConnector::new(guard, connect_timeout);
-    let pool = |h2: bool| {
+    let connector = |h2: bool| {
         let b = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
             .https_or_http();
@@ -278,6 +371,9 @@ pub(crate) fn client(
         } else {
             b.enable_http1().wrap_connector(http.clone())
         };
+        StashConnector::new(TapConnector::new(https))
+    };
+    let pool = |connector: Connector| {
         Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -288,11 +384,14 @@ pub(crate) fn client(
             .http2_initial_stream_window_size(H2_STREAM_WINDOW)
             .http2_initial_connection_window_size(H2_CONN_WINDOW)
             .http2_max_frame_size(H2_MAX_FRAME)
-            .build(TapConnector::new(https))
+            .build(connector)
     };
+    let (dial_h1, dial_h2) = (connector(false), connector(true));
     Ok(UpstreamClient {
-        h1: pool(false),
-        h2: pool(true),
+        h1: pool(dial_h1.clone()),
+        h2: pool(dial_h2.clone()),
+        dial_h1,
+        dial_h2,
         mode,
     })
 }
@@ -332,6 +431,12 @@ impl UpstreamFailure {
 pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
     let mut connect = false;
     for e in causes(err) {
+        if e.downcast_ref::<CertificateRequested>().is_some() {
+            return UpstreamFailure::Tls(
+                crate::tlserror::Handshake::ClientCertificateRequired,
+                crate::tlserror::CLIENT_CERTIFICATE.into(),
+            );
+        }
         if let Some(r) = e.downcast_ref::<Refused>() {
             return UpstreamFailure::Denied(r.clone());
         }
@@ -340,6 +445,13 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
         }
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
             return match t {
+                rustls::Error::InvalidCertificate(c) if crate::legacycert::words(c).is_some() => {
+                    let words = crate::legacycert::words(c).unwrap_or_default();
+                    UpstreamFailure::Tls(
+                        crate::tlserror::Handshake::LegacyCertificate,
+                        format!("{words}: {}", crate::tlserror::LEGACY_WAY),
+                    )
+                }
                 rustls::Error::InvalidCertificate(c) => UpstreamFailure::Certificate(
                     crate::tlserror::certificate_code(c),
                     certificate_in_words(c),

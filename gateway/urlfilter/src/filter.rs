@@ -447,6 +447,16 @@ impl UrlFilter {
             .map(|m| self.name(m.name).to_string())
     }
 
+    /// The categories and lists `host` is in.
+    pub fn host_categories(&self, host: &str) -> Vec<String> {
+        let c = canonical_host(host);
+        let mut m = Vec::new();
+        self.db.match_host(&c.host, c.ip, &mut m);
+        let mut names: Vec<String> = m.iter().map(|m| self.name(m.name).to_string()).collect();
+        names.dedup();
+        names
+    }
+
     /// A category or list name.
     pub fn name(&self, id: u16) -> &str {
         self.db

@@ -42,6 +42,9 @@ impl Stage for UrlStage {
             .splice_match(host)
             .map(|category| format!("category {category} is spliced"))
     }
+    fn host_categories(&self, host: &str) -> Vec<String> {
+        self.filter.host_categories(host)
+    }
 }
 
 struct UrlInspector {

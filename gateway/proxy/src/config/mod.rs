@@ -405,6 +405,20 @@ pub struct TlsConfig {
     /// Hosts whose legacy-TLS servers are spliced even with `on_legacy_upstream = "block"`.
     #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
     pub legacy_splice: Vec<String>,
+    /// URL categories (or lists) of the URL filter whose legacy-TLS servers are spliced even
+    /// with `on_legacy_upstream = "block"`.
+    #[serde(default, deserialize_with = "sekisho_core::de::one_or_many")]
+    pub legacy_splice_categories: Vec<String>,
+    /// Dial the server and read its first flight (a client certificate request, the version,
+    /// cipher and certificate) before answering the client, so such servers are spliced or
+    /// blocked on the first connection; the connection then carries the first request
+    /// (default true). `false`: the first request finds out and gets a page.
+    #[serde(default = "yes")]
+    pub preflight: bool,
+    /// Seconds a server whose first flight was unremarkable is remembered, its tunnels going
+    /// straight to the connection pool (default 3600; 0: a pre-flight dial for every tunnel).
+    #[serde(default = "default_preflight_remember")]
+    pub preflight_remember_secs: u64,
     /// Validity of minted leaf certificates, in days (default 7).
     #[serde(default = "default_leaf_days")]
     pub leaf_validity_days: u32,
@@ -428,6 +442,9 @@ fn default_ca_cert() -> PathBuf {
 }
 fn default_ca_key() -> PathBuf {
     PathBuf::from("certs/ca.key")
+}
+fn default_preflight_remember() -> u64 {
+    3600
 }
 fn default_leaf_days() -> u32 {
     7
@@ -453,6 +470,9 @@ impl Default for TlsConfig {
             on_client_certificate_request: Default::default(),
             on_legacy_upstream: Default::default(),
             legacy_splice: Vec::new(),
+            legacy_splice_categories: Vec::new(),
+            preflight: true,
+            preflight_remember_secs: default_preflight_remember(),
             leaf_validity_days: default_leaf_days(),
             leaf_key_rotation_hours: default_leaf_key_hours(),
             leaf_cache_size: default_leaf_cache(),
