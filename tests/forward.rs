@@ -1424,3 +1424,30 @@ async fn preflight_blocks_or_splices_as_the_operator_chose() {
     });
     assert_eq!(ev["tls"]["error"]["code"], "uninspected-legacy-tls", "{ev}");
 }
+
+/// The pre-flight connection carries the tunnel's first request: three tunnels, one after the
+/// other, make one connection to the origin (the first tunnel's pre-flight dial, then pooled;
+/// the later tunnels find the server remembered and dial nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preflight_connection_carries_the_first_request() {
+    let s = setup("preflight-reuse", POLICY).await;
+    let url = format!("https://localhost:{}/hello", s.origin.port);
+    for _ in 0..3 {
+        let r = s.curl(&["--http1.1", "-w", "\n%{http_code}", &url]).await;
+        assert!(r.stdout.ends_with("\n200"), "{} {}", r.stdout, r.stderr);
+    }
+    assert_eq!(
+        s.origin.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one upstream connection for three tunnels"
+    );
+    let m = s.gw.metrics_text().await;
+    assert!(
+        m.contains("sekisho_upstream_preflights_total{result=\"ready\"} 1"),
+        "{m}"
+    );
+    // The first request's line has the upstream session's facts, read from that connection.
+    s.gw.wait_line("flows.jsonl", |v| {
+        v["method"] == "GET" && v["tls"]["upstream"]["version"] == "1.3"
+    });
+}

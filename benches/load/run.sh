@@ -45,7 +45,8 @@
 # requests, peak RSS of the target, errors (transport errors and unexpected statuses), and
 # Sekisho's ratio to each peer. Writes the markdown tables to stdout and
 # benches/results/load.md, JSON to benches/results/load.json.
-# TARGETS="sekisho nginx" limits the targets. MSS=1 also ships every communication-log line of
+# TARGETS="sekisho nginx" limits the targets. SEKISHO_TLS='key = value' adds lines to Sekisho's [tls]
+# table (for example SEKISHO_TLS='preflight = false' to measure what the pre-flight dial costs). MSS=1 also ships every communication-log line of
 # Sekisho through the MSS spool (fsync per batch) to `sekisho collector` over syslog TCP on CPU 0
 # and reports the counts. Needs (installed as root when missing): nginx-light, hey, openssl, curl,
 # squid-openssl, mitmproxy; the corpora (../shared/corpora or SEKISHO_CORPORA) for `full-*`.
@@ -173,6 +174,7 @@ ca_key = "$W/gw/ca.key"
 upstream_roots = ["$W/ca.crt"]
 system_roots = false
 webpki_roots = false
+${SEKISHO_TLS:-}
 [metrics]
 addr = "127.0.0.1:$SEKMET"
 [events]

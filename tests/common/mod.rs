@@ -294,6 +294,8 @@ pub struct Origin {
     pub port: u16,
     /// The requests it answered.
     pub seen: Seen,
+    /// The TCP connections it accepted.
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -314,6 +316,7 @@ impl Origin {
     pub async fn start_with_files(tls: Option<rustls::ServerConfig>, files: Files) -> Origin {
         let files = Arc::new(files);
         let seen = Seen::default();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let v4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = v4.local_addr().unwrap().port();
         let mut socks = vec![v4];
@@ -327,11 +330,13 @@ impl Origin {
                 let acceptor = acceptor.clone();
                 let files = Arc::clone(&files);
                 let seen = Arc::clone(&seen);
+                let accepted = Arc::clone(&accepted);
                 tokio::spawn(async move {
                     loop {
                         let Ok((tcp, _)) = sock.accept().await else {
                             continue;
                         };
+                        accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let acceptor = acceptor.clone();
                         let files = Arc::clone(&files);
                         let seen = Arc::clone(&seen);
@@ -360,7 +365,12 @@ impl Origin {
                 })
             })
             .collect();
-        Origin { port, seen, tasks }
+        Origin {
+            port,
+            seen,
+            accepted,
+            tasks,
+        }
     }
 }
 
