@@ -169,7 +169,7 @@ where
 }
 
 /// "TLS 1.0 with TLS_RSA_WITH_AES_128_CBC_SHA (AES128-SHA)".
-pub(crate) fn describe(version: u16, suite: u16) -> String {
+pub fn describe(version: u16, suite: u16) -> String {
     let v = match version {
         0x0300 => "SSL 3.0".to_string(),
         0x0301 => "TLS 1.0".to_string(),
@@ -184,7 +184,7 @@ pub(crate) fn describe(version: u16, suite: u16) -> String {
 }
 
 /// A ClientHello offering TLS 1.0–1.2 and [`SUITES`], naming `host` when it is a DNS name.
-pub(crate) fn client_hello(host: &str) -> Vec<u8> {
+pub fn client_hello(host: &str) -> Vec<u8> {
     let mut body = vec![0x03, 0x03];
     let seed = uuid::Uuid::now_v7();
     body.extend_from_slice(seed.as_bytes());
@@ -241,7 +241,7 @@ fn extension(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
 
 /// What the server's first records say.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Hello {
+pub enum Hello {
     /// More bytes are needed.
     Incomplete,
     /// An alert, or something other than a ServerHello.
@@ -250,44 +250,48 @@ pub(crate) enum Hello {
     Found(u16, u16),
 }
 
-/// Reads the ServerHello at the start of `bytes` (handshake records, possibly fragmented).
-pub(crate) fn server_hello(bytes: &[u8]) -> Hello {
-    // The handshake bytes of the leading handshake records.
+/// Reads the ServerHello at the start of `bytes` (handshake records, possibly fragmented): the
+/// answer is settled by the first records that hold it, whatever follows.
+pub fn server_hello(bytes: &[u8]) -> Hello {
     let mut hs = Vec::new();
     let mut rest = bytes;
-    while rest.len() >= 5 {
-        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
-        if rest[0] != 0x16 {
-            return Hello::Refused;
+    loop {
+        if let Some(settled) = hello_in(&hs) {
+            return settled;
         }
+        match rest.first() {
+            None => return Hello::Incomplete,
+            Some(&t) if t != 0x16 => return Hello::Refused,
+            Some(_) => {}
+        }
+        let Some(len) = rest
+            .get(3..5)
+            .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+        else {
+            return Hello::Incomplete;
+        };
         let Some(fragment) = rest.get(5..5 + len) else {
-            break;
+            return Hello::Incomplete;
         };
         hs.extend_from_slice(fragment);
         rest = &rest[5 + len..];
     }
-    if hs.is_empty() {
-        return if !rest.is_empty() && rest[0] != 0x16 {
-            Hello::Refused
-        } else {
-            Hello::Incomplete
-        };
-    }
-    if hs[0] != 2 {
-        return Hello::Refused;
+}
+
+/// The ServerHello's version and suite in handshake bytes `hs`, a refusal when they start with
+/// another message, `None` while too short.
+fn hello_in(hs: &[u8]) -> Option<Hello> {
+    if *hs.first()? != 2 {
+        return Some(Hello::Refused);
     }
     // type(1) length(3) version(2) random(32) session id length(1)
-    let Some(&sid) = hs.get(38) else {
-        return Hello::Incomplete;
-    };
+    let sid = *hs.get(38)?;
     let at = 39 + usize::from(sid);
-    match (hs.get(4..6), hs.get(at..at + 2)) {
-        (Some(v), Some(c)) => Hello::Found(
-            u16::from_be_bytes([v[0], v[1]]),
-            u16::from_be_bytes([c[0], c[1]]),
-        ),
-        _ => Hello::Incomplete,
-    }
+    let (v, c) = (hs.get(4..6)?, hs.get(at..at + 2)?);
+    Some(Hello::Found(
+        u16::from_be_bytes([v[0], v[1]]),
+        u16::from_be_bytes([c[0], c[1]]),
+    ))
 }
 
 #[cfg(test)]
@@ -331,6 +335,10 @@ mod tests {
             server_hello(&[0x16, 3, 1, 0, 4, 11, 0, 0, 0]),
             Hello::Refused
         );
+        // Whatever follows a complete hello changes nothing, an alert included.
+        let mut then = b.clone();
+        then.push(0x15);
+        assert_eq!(server_hello(&then), Hello::Found(0x0301, 0x002f));
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub mod hostmatch;
 pub mod hpki;
 mod io;
 mod legacycert;
-mod legacyprobe;
+pub mod legacyprobe;
 mod listen;
 pub mod metrics;
 pub mod pages;
