@@ -126,13 +126,10 @@ impl AutoSplice {
         }
     }
 
-    /// `host:port` asked for a client certificate; whether its next tunnels are spliced.
+    /// `host:port` asked for a client certificate: remembered; whether its tunnels are spliced.
     pub(crate) fn asked_for_certificate(&self, host: &str, port: u16) -> bool {
-        if self.on_cert == OnCertRequest::Block {
-            return false;
-        }
         self.cert.remember(&host_port(host, port));
-        true
+        self.on_cert == OnCertRequest::Splice
     }
 
     /// Legacy servers in these URL categories are spliced too (`legacy_splice_categories`).
@@ -167,23 +164,32 @@ impl AutoSplice {
         }
     }
 
-    /// `host:port` speaks only legacy TLS; whether its next tunnels are spliced.
-    /// `in_category`: the host is in one of `legacy_splice_categories`.
+    /// `host:port` speaks only legacy TLS: remembered; whether its tunnels are spliced.
+    /// `in_category`: the host is in one of `legacy_splice_categories` for the listener asking.
     pub(crate) fn legacy(&self, host: &str, port: u16, in_category: bool) -> bool {
-        if self.on_legacy == OnLegacy::Block && !self.legacy_list.matches(host) && !in_category {
-            return false;
-        }
         self.legacy.remember(&host_port(host, port));
-        true
+        self.legacy_allowed(host, in_category)
     }
 
-    /// Whether a tunnel to `host:port` is spliced, and why.
-    pub(crate) fn splice(&self, host: &str, port: u16) -> Option<Why> {
+    fn legacy_allowed(&self, host: &str, in_category: bool) -> bool {
+        self.on_legacy == OnLegacy::Splice || self.legacy_list.matches(host) || in_category
+    }
+
+    /// Whether a tunnel to `host:port` is spliced, and why. What servers did is remembered for
+    /// every listener; what it means is decided per tunnel (`in_category` is asked only of a
+    /// legacy server).
+    pub(crate) fn splice(
+        &self,
+        host: &str,
+        port: u16,
+        in_category: impl FnOnce() -> bool,
+    ) -> Option<Why> {
         let key = host_port(host, port);
         if self.on_cert == OnCertRequest::Splice && self.cert.recent(&key) {
             return Some(Why::ClientCertificate);
         }
-        self.legacy.recent(&key).then_some(Why::Legacy)
+        (self.legacy.recent(&key) && self.legacy_allowed(host, in_category()))
+            .then_some(Why::Legacy)
     }
 }
 
@@ -195,11 +201,14 @@ mod tests {
     fn the_operators_choices() {
         let list = HostMatcher::new(&["old.test".to_string()]).unwrap_or_else(|e| panic!("{e}"));
         let s = AutoSplice::new(OnCertRequest::Splice, OnLegacy::Block, list);
-        assert_eq!(s.splice("claims.test", 443), None);
+        assert_eq!(s.splice("claims.test", 443, || false), None);
         assert!(s.asked_for_certificate("Claims.test", 443));
-        assert_eq!(s.splice("claims.test", 443), Some(Why::ClientCertificate));
         assert_eq!(
-            s.splice("claims.test", 8443),
+            s.splice("claims.test", 443, || false),
+            Some(Why::ClientCertificate)
+        );
+        assert_eq!(
+            s.splice("claims.test", 8443, || false),
             None,
             "another port, another service"
         );
@@ -207,20 +216,25 @@ mod tests {
             !s.legacy("device.test", 443, false),
             "legacy: blocked unless listed"
         );
-        assert_eq!(s.splice("device.test", 443), None);
+        assert_eq!(s.splice("device.test", 443, || false), None);
         assert!(s.legacy("old.test", 443, false));
         assert!(s.legacy("modality.test", 443, true), "by category");
-        assert_eq!(s.splice("modality.test", 443), Some(Why::Legacy));
-        assert_eq!(s.splice("old.test", 443), Some(Why::Legacy));
+        assert_eq!(s.splice("modality.test", 443, || true), Some(Why::Legacy));
+        assert_eq!(
+            s.splice("modality.test", 443, || false),
+            None,
+            "another listener's categories do not splice it"
+        );
+        assert_eq!(s.splice("old.test", 443, || false), Some(Why::Legacy));
         let b = AutoSplice::new(
             OnCertRequest::Block,
             OnLegacy::Splice,
             HostMatcher::new(&[] as &[String]).unwrap_or_else(|e| panic!("{e}")),
         );
         assert!(!b.asked_for_certificate("claims.test", 443));
-        assert_eq!(b.splice("claims.test", 443), None);
+        assert_eq!(b.splice("claims.test", 443, || false), None);
         assert!(b.legacy("device.test", 443, false));
-        assert_eq!(b.splice("device.test", 443), Some(Why::Legacy));
+        assert_eq!(b.splice("device.test", 443, || false), Some(Why::Legacy));
         assert!(!b.preflight_due("claims.test", 443), "pre-flight off");
         let p = b.with_preflight(Duration::from_secs(60));
         assert!(p.preflight_due("claims.test", 443));

@@ -620,9 +620,8 @@ async fn tunnel<S>(
     let cert_host = sni.clone().unwrap_or_else(|| host.clone());
     let pinned = shared.pinning.splice(&cert_host);
     let auto = shared
-        .autosplice
-        .splice(&cert_host, port)
-        .or_else(|| shared.autosplice.splice(&host, port));
+        .auto_splice(conn.index, &cert_host, port)
+        .or_else(|| shared.auto_splice(conn.index, &host, port));
     let splice = blocked.is_none()
         && (shared.splice.matches(&host)
             || sni.as_deref().is_some_and(|s| shared.splice.matches(s))

@@ -71,9 +71,14 @@ fn legacy(words: String) -> Error {
     ))))
 }
 
-/// `e`, refused while verifying a chain whose `intermediates` are given, named as legacy when a
-/// weak signature or a short RSA key of an issuing certificate is why.
-pub(crate) fn chain_error(e: Error, intermediates: &[CertificateDer<'_>]) -> Error {
+/// `e`, refused while verifying the chain of `end_entity` with `intermediates`, named as legacy
+/// when a weak signature, or a short RSA key of a certificate that issued another one in the
+/// chain, is why.
+pub(crate) fn chain_error(
+    e: Error,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Error {
     use CertificateError as C;
     match &e {
         Error::InvalidCertificate(C::UnsupportedSignatureAlgorithmContext {
@@ -86,10 +91,7 @@ pub(crate) fn chain_error(e: Error, intermediates: &[CertificateDer<'_>]) -> Err
             None => e,
         },
         Error::InvalidCertificate(C::BadSignature | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }) => {
-            let short = intermediates
-                .iter()
-                .filter_map(|c| rsa_bits(c))
-                .find(|&b| b < MIN_RSA_BITS);
+            let short = short_issuer(end_entity, intermediates);
             match short {
                 Some(bits) => legacy(format!(
                     "the server's certificate chain holds a {bits}-bit RSA key (the gateway needs {MIN_RSA_BITS} bits or more)"
@@ -99,6 +101,32 @@ pub(crate) fn chain_error(e: Error, intermediates: &[CertificateDer<'_>]) -> Err
         }
         _ => e,
     }
+}
+
+/// The key length of an intermediate with a short RSA key that issued the end entity or
+/// another intermediate (an unrelated short certificate in the chain is not why).
+fn short_issuer(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Option<usize> {
+    // The issuer names, by position: 0 the end entity, i + 1 intermediate i.
+    let issuers: Vec<Option<Vec<u8>>> = std::iter::once(end_entity)
+        .chain(intermediates)
+        .map(|c| {
+            let (_, c) = X509Certificate::from_der(c).ok()?;
+            Some(c.issuer().as_raw().to_vec())
+        })
+        .collect();
+    intermediates.iter().enumerate().find_map(|(i, c)| {
+        let bits = rsa_bits(c).filter(|&b| b < MIN_RSA_BITS)?;
+        let (_, parsed) = X509Certificate::from_der(c).ok()?;
+        let subject = parsed.subject().as_raw();
+        let issued_another = issuers
+            .iter()
+            .enumerate()
+            .any(|(at, issuer)| at != i + 1 && issuer.as_deref() == Some(subject));
+        issued_another.then_some(bits)
+    })
 }
 
 /// `e`, refused while checking the server's handshake signature made with `cert`'s key, named as
@@ -147,6 +175,77 @@ mod tests {
         out.stdout
     }
 
+    /// A leaf (2048-bit key) issued by a CA with a 1024-bit key: (leaf, CA), DER.
+    fn issued_by_short_ca() -> (CertificateDer<'static>, CertificateDer<'static>) {
+        let dir = std::env::temp_dir().join(format!(
+            "sekisho-legacycert-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success(), "{args:?}");
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:1024",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.der",
+            "-outform",
+            "DER",
+            "-subj",
+            "/CN=Short CA",
+            "-days",
+            "1",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=device.test",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.der",
+            "-CAform",
+            "DER",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "7",
+            "-days",
+            "1",
+            "-outform",
+            "DER",
+            "-out",
+            "leaf.der",
+        ]);
+        let read = |n: &str| CertificateDer::from(std::fs::read(dir.join(n)).unwrap());
+        let pair = (read("leaf.der"), read("ca.der"));
+        let _ = std::fs::remove_dir_all(&dir);
+        pair
+    }
+
     #[test]
     fn rsa_key_lengths_are_read() {
         assert_eq!(rsa_bits(&rsa_cert(1024)), Some(1024));
@@ -163,7 +262,7 @@ mod tests {
                 supported_algorithms: Vec::new(),
             });
         let leaf = CertificateDer::from(rsa_cert(2048));
-        let Error::InvalidCertificate(c) = chain_error(sha1, &[]) else {
+        let Error::InvalidCertificate(c) = chain_error(sha1, &leaf, &[]) else {
             panic!()
         };
         assert!(words(&c).unwrap().contains("SHA-1 (sha1WithRSAEncryption)"));
@@ -173,19 +272,27 @@ mod tests {
                 supported_algorithms: Vec::new(),
             });
         assert!(matches!(
-            chain_error(other, &[]),
+            chain_error(other, &leaf, &[]),
             Error::InvalidCertificate(
                 CertificateError::UnsupportedSignatureAlgorithmContext { .. }
             )
         ));
         let short = CertificateDer::from(rsa_cert(1024));
         let bad = || Error::InvalidCertificate(CertificateError::BadSignature);
-        let Error::InvalidCertificate(c) = chain_error(bad(), std::slice::from_ref(&short)) else {
+        let (issued, short_ca) = issued_by_short_ca();
+        let Error::InvalidCertificate(c) =
+            chain_error(bad(), &issued, std::slice::from_ref(&short_ca))
+        else {
             panic!()
         };
         assert!(words(&c).unwrap().contains("1024-bit RSA key"));
         assert_eq!(
-            chain_error(bad(), std::slice::from_ref(&leaf)),
+            chain_error(bad(), &leaf, std::slice::from_ref(&short_ca)),
+            bad(),
+            "a short certificate that issued nothing in the chain is not why"
+        );
+        assert_eq!(
+            chain_error(bad(), &leaf, std::slice::from_ref(&leaf)),
             bad(),
             "a forged signature stays one"
         );

@@ -102,6 +102,9 @@ const SUITES: &[(u16, &str, &str)] = &[
     (0x0004, "TLS_RSA_WITH_RC4_128_MD5", "RC4-MD5"),
 ];
 
+/// The longest a probe takes, dial included.
+const PROBE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// The largest answer read while looking for the ServerHello.
 const MAX_ANSWER: usize = 16 * 1024;
 
@@ -133,7 +136,10 @@ impl Named {
             return self.names.get(&key);
         }
         self.seen.remember(&key);
-        let named = probe(host, dial).await;
+        let named = tokio::time::timeout(PROBE_DEADLINE, probe(host, dial))
+            .await
+            .ok()
+            .flatten();
         if let Some(n) = &named {
             self.names.insert(key, n.clone());
         }

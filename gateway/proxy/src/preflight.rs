@@ -6,9 +6,13 @@
 //! client's own ClientHello replayed on a fresh connection, or blocked, on the same client
 //! connection.
 //!
-//! The connection is not wasted: it waits in a [`Stash`] under `https://host:port`, and the
-//! pool's connector ([`StashConnector`]) hands it, or the error the dial met, to the first request
-//! that needs a new connection to that server; from then on it is an ordinary pooled connection.
+//! The connection is not wasted: it waits in a [`Stash`] under `https://host:port` (five seconds
+//! at most: a server may close a connection that carries no request), and the pool's connector
+//! ([`StashConnector`]) hands it, or the error the dial met, to the next request that needs a new
+//! connection to that server (normally the tunnel's first); from then on it is an ordinary
+//! pooled connection. Every dial the pools make notes certificate requests too, so a TLS 1.2
+//! server that ends the handshake after the gateway's empty certificate is named for what it
+//! asked, not taken for a legacy cipher.
 //! Servers whose first flight was unremarkable are remembered (`preflight_remember_secs`) and
 //! their tunnels go straight to the pool: clients that open a new tunnel per request keep the
 //! pool's reuse.
@@ -16,16 +20,18 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::Uri;
 use tower_service::Service;
 
+use crate::upstream::BoxError;
+
 /// How long a dialled connection (or the error its dial met) waits for its first request.
-const HOLD: Duration = Duration::from_secs(30);
+const HOLD: Duration = Duration::from_secs(5);
 /// Connections (and errors) waiting at once, over every server.
 const STASH_MAX: usize = 1024;
 
@@ -82,16 +88,30 @@ pub(crate) fn key(uri: &Uri) -> Option<String> {
 /// count and time.
 pub(crate) struct Stash<T, E> {
     held: Mutex<Held<T, E>>,
-    next: AtomicU64,
     hold: Duration,
+    /// Whether the sweeper runs (started by the first put).
+    sweeping: AtomicBool,
 }
 
-/// One held entry: its id (for expiry) and what the dial gave.
-type Entry<T, E> = (u64, Result<T, E>);
+/// One held entry: when it was put, and what the dial gave.
+type Entry<T, E> = (Instant, Result<T, E>);
 
 struct Held<T, E> {
     by_key: HashMap<String, Vec<Entry<T, E>>>,
     count: usize,
+}
+
+/// Drops expired entries every tenth of the hold time while the stash lives.
+async fn sweep<T: Send + 'static, E: Send + 'static>(stash: std::sync::Weak<Stash<T, E>>) {
+    loop {
+        let Some(s) = stash.upgrade() else {
+            return;
+        };
+        let every = (s.hold / 10).max(Duration::from_millis(10));
+        s.expire();
+        drop(s);
+        tokio::time::sleep(every).await;
+    }
 }
 
 impl<T: Send + 'static, E: Send + 'static> Stash<T, E> {
@@ -102,15 +122,14 @@ impl<T: Send + 'static, E: Send + 'static> Stash<T, E> {
                 by_key: HashMap::new(),
                 count: 0,
             }),
-            next: AtomicU64::new(0),
             hold,
+            sweeping: AtomicBool::new(false),
         })
     }
 
-    /// Holds `r` for the first request to `key`, for the stash's hold time at most; false (and `r` dropped)
-    /// when the stash is full.
+    /// Holds `r` for the next request to `key`, for the stash's hold time at most; false (and
+    /// `r` dropped) when the stash is full.
     pub(crate) fn put(self: &Arc<Self>, key: String, r: Result<T, E>) -> bool {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
         {
             let Ok(mut h) = self.held.lock() else {
                 return false;
@@ -119,34 +138,40 @@ impl<T: Send + 'static, E: Send + 'static> Stash<T, E> {
                 return false;
             }
             h.count += 1;
-            h.by_key.entry(key.clone()).or_default().push((id, r));
+            h.by_key.entry(key).or_default().push((Instant::now(), r));
         }
-        let stash = Arc::downgrade(self);
-        let hold = self.hold;
-        tokio::spawn(async move {
-            tokio::time::sleep(hold).await;
-            if let Some(s) = stash.upgrade() {
-                drop(s.remove(&key, |i| i == id));
-            }
-        });
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(self)));
+        }
         true
     }
 
-    /// The oldest entry held for `key`.
+    /// The oldest entry held for `key` that is still fresh.
     pub(crate) fn take(&self, key: &str) -> Option<Result<T, E>> {
-        self.remove(key, |_| true)
-    }
-
-    fn remove(&self, key: &str, which: impl Fn(u64) -> bool) -> Option<Result<T, E>> {
         let mut h = self.held.lock().ok()?;
         let list = h.by_key.get_mut(key)?;
-        let at = list.iter().position(|(id, _)| which(*id))?;
-        let (_, r) = list.remove(at);
+        let (at, r) = list.remove(0);
         if list.is_empty() {
             h.by_key.remove(key);
         }
         h.count -= 1;
-        Some(r)
+        (at.elapsed() < self.hold).then_some(r)
+    }
+
+    /// Drops the entries held longer than the hold time.
+    fn expire(&self) {
+        let Ok(mut h) = self.held.lock() else {
+            return;
+        };
+        let hold = self.hold;
+        let mut dropped = 0;
+        h.by_key.retain(|_, list| {
+            let before = list.len();
+            list.retain(|(at, _)| at.elapsed() < hold);
+            dropped += before - list.len();
+            !list.is_empty()
+        });
+        h.count -= dropped;
     }
 
     /// Entries held now.
@@ -198,24 +223,33 @@ where
 
 impl<C> Service<Uri> for StashConnector<C>
 where
-    C: Service<Uri>,
+    C: Service<Uri, Error = BoxError>,
     C::Future: Send + 'static,
     C::Response: Send + 'static,
-    C::Error: Send + 'static,
 {
     type Response = C::Response;
-    type Error = C::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<C::Response, C::Error>> + Send>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), C::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
+    /// What the stash holds for the server, or a new dial that names a server ending the
+    /// handshake after it asked for a client certificate.
     fn call(&mut self, uri: Uri) -> Self::Future {
         if let Some(held) = key(&uri).and_then(|k| self.stash.take(&k)) {
             return Box::pin(std::future::ready(held));
         }
-        Box::pin(self.inner.call(uri))
+        let dial = self.inner.call(uri);
+        Box::pin(async move {
+            match noting_certificate_request(dial).await {
+                (Err(e), true) if crate::upstream::refused_after_request(e.as_ref()) => {
+                    Err(Box::new(CertificateRequested) as BoxError)
+                }
+                (r, _) => r,
+            }
+        })
     }
 }
 

@@ -112,9 +112,25 @@ impl Shared {
     /// `[tls] legacy_splice`, in one of `legacy_splice_categories` by listener `index`'s URL
     /// filter, or `on_legacy_upstream = "splice"`).
     pub(crate) fn legacy_spliced(&self, index: usize, host: &str, port: u16) -> bool {
-        let wanted = self.autosplice.legacy_categories();
-        let in_category = self.pipeline(index).in_category(host, wanted).is_some();
+        let in_category = self.in_legacy_category(index, host);
         self.autosplice.legacy(host, port, in_category)
+    }
+
+    /// Whether a tunnel of listener `index` to `host:port` is spliced because of what the server
+    /// did before (asked for a client certificate, spoke only legacy TLS), and why.
+    pub(crate) fn auto_splice(
+        &self,
+        index: usize,
+        host: &str,
+        port: u16,
+    ) -> Option<crate::autosplice::Why> {
+        self.autosplice
+            .splice(host, port, || self.in_legacy_category(index, host))
+    }
+
+    fn in_legacy_category(&self, index: usize, host: &str) -> bool {
+        let wanted = self.autosplice.legacy_categories();
+        !wanted.is_empty() && self.pipeline(index).in_category(host, wanted).is_some()
     }
 
     /// The current state of reverse listener `index`.

@@ -122,10 +122,9 @@ impl UpstreamClient {
     /// client certificate is that error) for the first request to its server.
     pub(crate) fn hold(&self, p: Preflight) {
         let connector = if p.h2 { &self.dial_h2 } else { &self.dial_h1 };
-        let held = if p.asked {
-            Err(Box::new(CertificateRequested) as BoxError)
-        } else {
-            p.result
+        let held = match p.outcome() {
+            Outcome::AskedForCertificate => Err(Box::new(CertificateRequested) as BoxError),
+            _ => p.result,
         };
         if !connector.stash().put(p.key, held) {
             tracing::debug!("pre-flight stash full: the connection is dropped");
@@ -155,13 +154,31 @@ pub(crate) enum Outcome {
 
 impl Preflight {
     /// What the dial learnt.
+    ///
+    /// A certificate request counts only on a session whose certificate checked out: rustls
+    /// asks for a client certificate before it verifies the server's, so a server with a bad or
+    /// legacy certificate that also asks for one is judged on its certificate (never spliced for
+    /// the request).
     pub(crate) fn outcome(&self) -> Outcome {
         match &self.result {
-            _ if self.asked => Outcome::AskedForCertificate,
+            Ok(_) if self.asked => Outcome::AskedForCertificate,
             Ok(_) => Outcome::Ready,
+            Err(e) if self.asked && refused_after_request(e.as_ref()) => {
+                Outcome::AskedForCertificate
+            }
             Err(e) => Outcome::Failed(classify(e.as_ref())),
         }
     }
+}
+
+/// Whether a dial on which the server asked for a client certificate failed for that: the
+/// server ended the handshake after the gateway's empty certificate (TLS 1.2 servers answer
+/// `handshake_failure`), not over its own certificate or the connection.
+pub(crate) fn refused_after_request(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        classify(e),
+        UpstreamFailure::Tls(kind, _) if kind != crate::tlserror::Handshake::LegacyCertificate
+    )
 }
 
 /// gRPC and requests announcing trailers need h2 end to end (HTTP/1.1 has no request trailers in
@@ -288,7 +305,7 @@ impl rustls::client::danger::ServerCertVerifier for Recording {
             Err(e) if !name.is_empty() && self.allowed(&name, &e) => {
                 rustls::client::danger::ServerCertVerified::assertion()
             }
-            Err(e) => return Err(crate::legacycert::chain_error(e, intermediates)),
+            Err(e) => return Err(crate::legacycert::chain_error(e, end_entity, intermediates)),
         };
         if name.is_empty() {
             return Ok(ok);

@@ -411,8 +411,8 @@ pub struct TlsConfig {
     pub legacy_splice_categories: Vec<String>,
     /// Dial the server and read its first flight (a client certificate request, the version,
     /// cipher and certificate) before answering the client, so such servers are spliced or
-    /// blocked on the first connection; the connection then carries the first request
-    /// (default true). `false`: the first request finds out and gets a page.
+    /// blocked on the first connection; the connection then carries the next request to that
+    /// server, normally the tunnel's first (default true). `false`: the first request finds out and gets a page.
     #[serde(default = "yes")]
     pub preflight: bool,
     /// Seconds a server whose first flight was unremarkable is remembered, its tunnels going
