@@ -897,6 +897,51 @@ async fn refused_requests_raise_their_anomaly_events() {
     gw.wait_line("events.jsonl", |v| v["rule"]["id"] == "malformed-request");
 }
 
+/// A request head the client never finishes (it closes, or goes quiet) is inspected on its
+/// complete lines once the request line is in, as Suricata inspects `http.uri` as soon as
+/// libhtp has the request line; a `tcp` rule with `uricontent` and relative keywords included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_request_heads_are_inspected() {
+    use tokio::io::AsyncWriteExt;
+    let (_dir, gw) = detect_gateway(
+        "ips-unfinished",
+        "alert tcp any any -> any any (msg:\"relative\"; uricontent:\"fix_this\"; isdataat:!10,relative; sid:9400221; rev:1;)\n\
+         alert http any any -> any any (msg:\"agent\"; http.user_agent; content:\"Mozilla/1.0\"; sid:9400222; rev:1;)\n\
+         alert http any any -> any any (msg:\"cut line\"; http.header; content:\"X-Cut\"; sid:9400223; rev:1;)\n",
+        "",
+    );
+    let mut s = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    s.write_all(
+        b"POST /we_need_to_fix_this_and_yes_fix_this_now HTTP/1.0\r\nUser-Agent: Mozilla/1.0\r\nX-Cut: no",
+    )
+    .await
+    .unwrap();
+    s.shutdown().await.unwrap();
+    let e = wait_sid(&gw, 9400221);
+    assert_eq!(e["evidence"]["location"], "http.uri", "{e}");
+    wait_sid(&gw, 9400222);
+    let flow = gw.wait_line("flows.jsonl", |v| {
+        v["path"] == "/we_need_to_fix_this_and_yes_fix_this_now"
+    });
+    assert!(
+        flow["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("stopped before its request head was complete")),
+        "{flow}"
+    );
+    assert!(flow.get("status").is_none(), "no answer was sent: {flow}");
+    // The unfinished last line is not a header: its rule stays silent.
+    let events = std::fs::read_to_string(gw.dir.path().join("events.jsonl")).unwrap();
+    assert!(!events.contains("9400223"), "{events}");
+    // A head without a complete request line is not judged.
+    let mut s = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    s.write_all(b"POST /fix_this_x HTT").await.unwrap();
+    s.shutdown().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let flows = std::fs::read_to_string(gw.dir.path().join("flows.jsonl")).unwrap();
+    assert!(!flows.contains("/fix_this_x"), "{flows}");
+}
+
 /// `filestore` (Suricata's file-store layout, `<dir>/<aa>/<sha256>`): a matching rule keeps the
 /// file of its direction, names it in the event (`file.stored`, `file.sha256`), keeps one copy
 /// per content, works for `noalert` rules, and stops at the configured budget (counted).

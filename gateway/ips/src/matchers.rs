@@ -131,7 +131,22 @@ pub struct Pcre {
 impl Pcre {
     /// Parses `"/pattern/flags"`; returns the buffer named by a buffer flag (`U`, `H`, …).
     pub fn parse(v: &str, limits: &PcreLimits) -> Result<(Pcre, Option<Buf>), PcreError> {
-        let (negated, inner) = crate::content::negated_quoted(v).map_err(PcreError::Syntax)?;
+        // Quoted as the documentation asks, or bare (`pcre:/x/U;`), which Suricata's parser
+        // also reads: its pattern regex finds the `/…/flags` either way.
+        let (negated, inner) = match crate::content::negated_quoted(v) {
+            Ok(q) => q,
+            Err(e) => {
+                let t = v.trim();
+                let (negated, rest) = match t.strip_prefix('!') {
+                    Some(r) => (true, r.trim_start()),
+                    None => (false, t),
+                };
+                if !rest.starts_with('/') {
+                    return Err(PcreError::Syntax(e));
+                }
+                (negated, rest)
+            }
+        };
         let body = inner
             .strip_prefix('/')
             .ok_or_else(|| PcreError::Syntax("pattern must start with '/'".into()))?;

@@ -673,6 +673,9 @@ struct Builder<'v> {
     /// Whether a `base64_decode` came (for `base64_data`).
     base64_decode: bool,
     last_content: Option<(usize, usize)>,
+    /// The group of the last content or pcre: where a `relative` keyword goes when no sticky
+    /// buffer is named (Suricata places it in the list of the previous match).
+    last_match: Option<usize>,
     limits: &'v PcreLimits,
     /// `byte_extract` / `byte_math` variables defined so far.
     names: crate::bytevars::Names,
@@ -701,6 +704,24 @@ impl Builder<'_> {
         let g = self.group_index(buf, &[]);
         self.groups[g].items.push(item);
         (g, self.groups[g].items.len() - 1)
+    }
+
+    /// `item`, relative to the previous match when `relative`: into that match's buffer when it
+    /// is not the sticky one and no sticky buffer is named (`uricontent`, `http_uri`-style
+    /// modifiers, a pcre's `U` flag), else into the sticky buffer.
+    fn push_relative(&mut self, item: Item, relative: bool) -> (usize, usize) {
+        let previous = self.last_match.filter(|&g| {
+            relative
+                && self.sticky == Buf::Stream
+                && self.groups.get(g).is_some_and(|x| x.buf != Buf::Stream)
+        });
+        match previous {
+            Some(g) => {
+                self.groups[g].items.push(item);
+                (g, self.groups[g].items.len() - 1)
+            }
+            None => self.push_sticky(item),
+        }
     }
 
     /// Adds `item` to the sticky buffer as its transformations leave it.
@@ -868,6 +889,7 @@ pub fn parse_rule(
         xf_pending: false,
         base64_decode: false,
         last_content: None,
+        last_match: None,
         limits,
         names: crate::bytevars::Names::default(),
     };
@@ -908,6 +930,11 @@ pub fn parse_rule(
         ));
     }
     rule.groups = b.groups;
+    // `urilen` alone makes a TCP rule an HTTP one, as Suricata sets the app-layer protocol of a
+    // rule from its HTTP keywords.
+    if rule.proto == Proto::Tcp && rule.urilen.is_some() && rule.groups.is_empty() {
+        rule.proto = Proto::Http;
+    }
     validate(&rule)?;
     Ok(rule)
 }
@@ -1152,7 +1179,9 @@ fn option(
         if b.groups[g].items.is_empty() {
             b.groups.remove(g);
         }
-        b.last_content = Some(b.push(buf, item));
+        let at = b.push(buf, item);
+        b.last_content = Some(at);
+        b.last_match = Some(at.0);
         return Ok(());
     }
     match kw {
@@ -1195,7 +1224,9 @@ fn option(
             let v = val.ok_or_else(|| syntax("content needs a value"))?;
             let c = parse_content(v).map_err(|e| syntax(format!("content: {e}")))?;
             if kw == "uricontent" {
-                b.last_content = Some(b.push(Buf::Uri, Item::Content(c)));
+                let at = b.push(Buf::Uri, Item::Content(c));
+                b.last_content = Some(at);
+                b.last_match = Some(at.0);
             } else {
                 if let Some(name) = b
                     .sticky_xf
@@ -1208,7 +1239,9 @@ fn option(
                         String::from_utf8_lossy(&c.pattern)
                     )));
                 }
-                b.last_content = Some(b.push_sticky(Item::Content(c)));
+                let at = b.push_sticky(Item::Content(c));
+                b.last_content = Some(at);
+                b.last_match = Some(at.0);
             }
         }
         "nocase" => b.last_content(kw)?.set_nocase(),
@@ -1219,12 +1252,14 @@ fn option(
         "byte_extract" => {
             let e = crate::bytevars::parse_extract(val.unwrap_or_default(), &mut b.names)
                 .map_err(|e| syntax(format!("byte_extract: {e}")))?;
-            b.push_sticky(Item::ByteExtract(e));
+            let relative = e.relative;
+            b.push_relative(Item::ByteExtract(e), relative);
         }
         "byte_math" => {
             let m = crate::bytevars::parse_math(val.unwrap_or_default(), &mut b.names)
                 .map_err(|e| syntax(format!("byte_math: {e}")))?;
-            b.push_sticky(Item::ByteMath(m));
+            let relative = m.relative;
+            b.push_relative(Item::ByteMath(m), relative);
         }
         "startswith" => b.last_content(kw)?.startswith = true,
         "endswith" => b.last_content(kw)?.endswith = true,
@@ -1275,12 +1310,15 @@ fn option(
                     o => return Err(syntax(format!("isdataat: unknown option {o:?}"))),
                 }
             }
-            b.push_sticky(Item::IsDataAt {
-                n,
+            b.push_relative(
+                Item::IsDataAt {
+                    n,
+                    relative,
+                    negated,
+                    var,
+                },
                 relative,
-                negated,
-                var,
-            });
+            );
         }
         "base64_decode" => {
             let item = parse_base64_decode(val.unwrap_or_default())?;
@@ -1344,7 +1382,7 @@ fn option(
         }
         "urilen" => {
             let v = val.unwrap_or_default();
-            let (cmp, raw) = match v.split_once(',') {
+            let (cmp, raw) = match v.split_once(',').map(|(c, o)| (c, o.trim())) {
                 Some((c, "raw")) => (c, true),
                 Some((c, "norm")) => (c, false),
                 Some((_, o)) => return Err(syntax(format!("urilen: unknown option {o:?}"))),
@@ -1359,10 +1397,12 @@ fn option(
                 crate::matchers::PcreError::Syntax(s) => syntax(format!("pcre: {s}")),
                 crate::matchers::PcreError::Unsupported(s) => unsupported("pcre", s),
             })?;
-            match flag_buf {
+            let relative = pcre.relative;
+            let at = match flag_buf {
                 Some(buf) => b.push(buf, Item::Pcre(Box::new(pcre))),
-                None => b.push_sticky(Item::Pcre(Box::new(pcre))),
+                None => b.push_relative(Item::Pcre(Box::new(pcre)), relative),
             };
+            b.last_match = Some(at.0);
         }
         "byte_test" => {
             // A value or offset named by a variable reads as 0 here and from the variable when
@@ -1370,13 +1410,15 @@ fn option(
             let (v, vars) = with_vars(val.unwrap_or_default(), &[2, 3], &b.names);
             let mut t = ByteTest::parse(&v).map_err(|e| byte_err("byte_test", e))?;
             (t.value_var, t.offset_var) = (vars[0], vars[1]);
-            b.push_sticky(Item::ByteTest(t));
+            let relative = t.relative;
+            b.push_relative(Item::ByteTest(t), relative);
         }
         "byte_jump" => {
             let (v, vars) = with_vars(val.unwrap_or_default(), &[1], &b.names);
             let mut j = ByteJump::parse(&v).map_err(|e| byte_err("byte_jump", e))?;
             j.offset_var = vars[0];
-            b.push_sticky(Item::ByteJump(j));
+            let relative = j.relative;
+            b.push_relative(Item::ByteJump(j), relative);
         }
         "flowbits" => {
             let v = val.ok_or_else(|| syntax("flowbits needs a value"))?;

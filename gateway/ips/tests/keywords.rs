@@ -1108,3 +1108,48 @@ fn negated_content_needs_the_buffer() {
     assert!(!fires_on(rule, "POST", &[], b"a secret"));
     assert!(!fires_on("file.data; content:!\"x\";", "GET", &[], b""));
 }
+
+/// Keywords relative to a `uricontent` (or an `http_uri`-style modifier) go to the URI, as
+/// Suricata places them in the list of the previous match; a bare `pcre:/…/U` value is read;
+/// `urilen` alone makes a `tcp` rule an HTTP one (suricata-verify's detect-http-uri cases).
+#[test]
+fn relative_keywords_follow_the_previous_matchs_buffer() {
+    let fires = |opts: &str, uri: &str| {
+        let set = load(&format!("alert tcp any any -> any any ({opts} sid:1;)\n"));
+        assert_eq!(set.len(), 1, "{opts}: loaded");
+        let mut vars = FlowVars::default();
+        let r = Req {
+            method: "POST",
+            uri,
+            headers: &[("Host", "a.test")],
+            body: b"",
+        };
+        sids(&set, &r, &mut vars) == [1]
+    };
+    let u = "/we_need_to_fix_this_and_yes_fix_this_now";
+    assert!(fires(r#"uricontent:"fix_this"; isdataat:4,relative;"#, u));
+    // The first "fix_this" leaves 21 bytes; the second, 4: the retry finds it.
+    assert!(fires(r#"uricontent:"fix_this"; isdataat:!10,relative;"#, u));
+    assert!(!fires(r#"uricontent:"fix_this"; isdataat:!3,relative;"#, u));
+    let b = "/this_b5ig_string_now_in_http";
+    // "this" then one digit read after it ("_b" → the '5' two bytes on): distance 5.
+    assert!(fires(
+        r#"uricontent:"this"; byte_extract:1,2,one,string,dec,relative; uricontent:"ring"; distance:one;"#,
+        b
+    ));
+    assert!(!fires(
+        r#"uricontent:"this"; byte_extract:1,2,one,string,dec,relative; uricontent:"his"; depth:one;"#,
+        "/xthis_b1ig"
+    ));
+    assert!(fires(
+        r#"pcre:/normalized/U; uricontent:"normalized uri";"#,
+        "/normalized%20uri"
+    ));
+    assert!(fires("urilen:15;", "/normalized%20uri"));
+    assert!(fires("urilen:17, raw;", "/normalized%20uri"));
+    assert!(!fires("urilen:16;", "/normalized%20uri"));
+    assert!(fires(
+        r#"content:"/c/"; http_raw_uri; isdataat:4,relative;"#,
+        "/../a/b/../c/./d.html"
+    ));
+}

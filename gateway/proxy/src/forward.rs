@@ -82,8 +82,8 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, tcp: TcpStream, conn: Arc<
                 }
                 // The stages judge the refused head too (the IPS names its anomalies).
                 let raw = refused_tap.lock().ok().and_then(|mut t| t.refused_head());
-                if let (Some(shed::Attack::Malformed), Some(raw)) = (attack, raw) {
-                    crate::refused::judge(&shared, &conn, raw, "http").await;
+                if let (Some(why), Some(raw)) = (crate::refused::Unserved::of(&e), raw) {
+                    crate::refused::judge(&shared, &conn, raw, "http", why).await;
                 }
             }
         }

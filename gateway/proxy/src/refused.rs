@@ -3,6 +3,11 @@
 //! through the listener's pipeline as a request head, so the IPS raises the HTTP anomaly
 //! events that explain the refusal (`app-layer-event` rules) and any other rule that matches
 //! it. The client has already had hyper's 400; the flow is logged with that status.
+//!
+//! A head the client never finished (it closed the connection, or stopped sending until the
+//! read timeout) is judged the same way on its complete lines, once its request line is
+//! complete: an IDS inspects the request line as soon as it has it (Suricata's `http.uri`
+//! alerts on a request whose headers never end).
 
 use std::sync::Arc;
 
@@ -14,9 +19,51 @@ use crate::flowstate::{FlowState, HttpFacts};
 use crate::shared::Shared;
 use crate::wire::new_meta;
 
-/// Judges a refused head (see the module documentation). `scheme` is the listener's: a
-/// forward proxy's targets are absolute, an origin-form target gets the Host header.
-pub(crate) async fn judge(shared: &Arc<Shared>, conn: &ConnInfo, raw: Bytes, scheme: &str) {
+/// Why a head reached no request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unserved {
+    /// hyper refused it as malformed and answered 400.
+    Malformed,
+    /// The client closed, or went quiet past the read timeout, before the head was complete.
+    Unfinished,
+}
+
+impl Unserved {
+    /// Why the connection `err` ended leaves a head to judge, if it does.
+    pub(crate) fn of(err: &hyper::Error) -> Option<Unserved> {
+        match crate::shed::classify(err) {
+            Some(crate::shed::Attack::Malformed) => Some(Unserved::Malformed),
+            Some(crate::shed::Attack::SlowHead) => Some(Unserved::Unfinished),
+            None if err.is_incomplete_message() => Some(Unserved::Unfinished),
+            _ => None,
+        }
+    }
+}
+
+/// An unfinished head up to its last complete line, when that includes the request line.
+fn complete_lines(raw: Bytes) -> Option<Bytes> {
+    let start = raw.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let end = raw.iter().rposition(|&b| b == b'\n')?;
+    (end > start).then(|| raw.slice(..=end))
+}
+
+/// Judges a head that reached no request (see the module documentation). `scheme` is the
+/// listener's: a forward proxy's targets are absolute, an origin-form target gets the Host
+/// header.
+pub(crate) async fn judge(
+    shared: &Arc<Shared>,
+    conn: &ConnInfo,
+    raw: Bytes,
+    scheme: &str,
+    why: Unserved,
+) {
+    let raw = match why {
+        Unserved::Malformed => raw,
+        Unserved::Unfinished => match complete_lines(raw) {
+            Some(r) => r,
+            None => return,
+        },
+    };
     let Some(head) = lenient_head(raw, scheme) else {
         return;
     };
@@ -32,7 +79,7 @@ pub(crate) async fn judge(shared: &Arc<Shared>, conn: &ConnInfo, raw: Bytes, sch
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
-        status: Some(400),
+        status: (why == Unserved::Malformed).then_some(400),
         request_id: None,
     };
     let dest = DestinationInfo {
@@ -47,7 +94,10 @@ pub(crate) async fn judge(shared: &Arc<Shared>, conn: &ConnInfo, raw: Bytes, sch
         flow.request_head(&head);
         state.emit(&mut flow).await;
     }
-    state.set_error("request refused as malformed (400)");
+    state.set_error(match why {
+        Unserved::Malformed => "request refused as malformed (400)",
+        Unserved::Unfinished => "the client stopped before its request head was complete",
+    });
     state.finish();
 }
 
@@ -123,6 +173,22 @@ fn target_uri(target: &[u8], scheme: &str, headers: &http::HeaderMap) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unfinished_heads_are_judged_on_their_complete_lines() {
+        let c = |b: &'static [u8]| complete_lines(Bytes::from_static(b));
+        assert_eq!(
+            c(b"POST /x HTTP/1.0\r\nUser-Agent: Moz").as_deref(),
+            Some(&b"POST /x HTTP/1.0\r\n"[..])
+        );
+        assert_eq!(
+            c(b"\r\nGET /a HTTP/1.1\r\nHost: a\r\n").as_deref(),
+            Some(&b"\r\nGET /a HTTP/1.1\r\nHost: a\r\n"[..])
+        );
+        assert_eq!(c(b"POST /x HT"), None, "no complete request line");
+        assert_eq!(c(b"\r\n\r\n"), None);
+        assert_eq!(c(b""), None);
+    }
 
     #[test]
     fn lenient_heads() {

@@ -137,10 +137,10 @@ where
         if let Some(attack) = attack {
             shed::report(shared, conn, attack, &error_chain(&e)).await;
         }
-        if attack == Some(shed::Attack::Malformed) {
+        if let Some(why) = crate::refused::Unserved::of(&e) {
             let raw = refused_tap.and_then(|t| t.lock().ok().and_then(|mut t| t.refused_head()));
             if let Some(raw) = raw {
-                crate::refused::judge(shared, conn, raw, scheme).await;
+                crate::refused::judge(shared, conn, raw, scheme, why).await;
             }
         }
     }
