@@ -1071,6 +1071,31 @@ fn legacy_pki(dir: &std::path::Path) {
     }
 }
 
+/// curl through `gw` to `https://localhost:{port}/` trusting `ca`, presenting the facility
+/// certificate in the `client` folder when given; stdout ends with the status code.
+async fn curl_origin(
+    gw: &Gateway,
+    ca: &std::path::Path,
+    client: Option<&std::path::Path>,
+    port: u16,
+) -> Curl {
+    let (proxy, url) = (gw.proxy_url(), format!("https://localhost:{port}/"));
+    let (crt, key) = client
+        .map(|c| (c.join("client.crt"), c.join("client.key")))
+        .unzip();
+    let mut args = vec!["-x", proxy.as_str(), "--cacert", ca.to_str().unwrap()];
+    if let (Some(crt), Some(key)) = (&crt, &key) {
+        args.extend([
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ]);
+    }
+    args.extend(["-w", "\n%{http_code}", url.as_str()]);
+    curl(&args).await
+}
+
 /// A facility client certificate from `sekisho ca issue-client` in `dir`: (its CA's
 /// certificate, the folder holding `client.crt` and `client.key`).
 fn facility_client(dir: &std::path::Path) -> (String, std::path::PathBuf) {
@@ -1139,16 +1164,7 @@ async fn client_certificate_and_legacy_origins_are_explained() {
     ];
     for (args, code, words) in cases {
         let server = s_server(dir.path(), &pki, &args);
-        let r = curl(&[
-            "-x",
-            &gw.proxy_url(),
-            "--cacert",
-            gw.ca_path().to_str().unwrap(),
-            "-w",
-            "\n%{http_code}",
-            &format!("https://localhost:{}/", server.1),
-        ])
-        .await;
+        let r = curl_origin(&gw, &gw.ca_path(), None, server.1).await;
         assert!(r.stdout.ends_with("\n502"), "{code}: {}", r.stdout);
         assert!(r.stdout.contains(words), "{code}: {}", r.stdout);
         assert!(r.stdout.contains("[tls] splice"), "{code}: {}", r.stdout);
@@ -1187,20 +1203,7 @@ async fn client_certificate_and_legacy_origins_are_explained() {
         // on_client_certificate_request = "splice" (the default): the next tunnel is spliced and
         // the client presents its own certificate to the origin.
         let origin_ca = dir.path().join("roots.pem");
-        let r = curl(&[
-            "-x",
-            &gw.proxy_url(),
-            "--cacert",
-            origin_ca.to_str().unwrap(),
-            "--cert",
-            client.join("client.crt").to_str().unwrap(),
-            "--key",
-            client.join("client.key").to_str().unwrap(),
-            "-w",
-            "\n%{http_code}",
-            &format!("https://localhost:{}/", server.1),
-        ])
-        .await;
+        let r = curl_origin(&gw, &origin_ca, Some(&client), server.1).await;
         assert!(
             r.stdout.ends_with("\n200"),
             "spliced with the client's certificate: {} {}",
@@ -1245,20 +1248,7 @@ async fn origins_are_known_before_the_client_is_answered() {
     let (client_ca, client) = facility_client(d);
     for version in ["-tls1_3", "-tls1_2"] {
         let server = s_server(d, &pki, &[version, "-Verify", "1", "-CAfile", &client_ca]);
-        let r = curl(&[
-            "-x",
-            &gw.proxy_url(),
-            "--cacert",
-            d.join("roots.pem").to_str().unwrap(),
-            "--cert",
-            client.join("client.crt").to_str().unwrap(),
-            "--key",
-            client.join("client.key").to_str().unwrap(),
-            "-w",
-            "\n%{http_code}",
-            &format!("https://localhost:{}/", server.1),
-        ])
-        .await;
+        let r = curl_origin(&gw, &d.join("roots.pem"), Some(&client), server.1).await;
         assert!(
             r.stdout.ends_with("\n200"),
             "{version}: the first connection is spliced: {} {}",
@@ -1277,16 +1267,7 @@ async fn origins_are_known_before_the_client_is_answered() {
     let other = d.join("untrusted");
     std::fs::create_dir_all(&other).unwrap();
     let server = s_server(&other, &untrusted, &["-verify", "1"]);
-    let r = curl(&[
-        "-x",
-        &gw.proxy_url(),
-        "--cacert",
-        gw.ca_path().to_str().unwrap(),
-        "-w",
-        "\n%{http_code}",
-        &format!("https://localhost:{}/", server.1),
-    ])
-    .await;
+    let r = curl_origin(&gw, &gw.ca_path(), None, server.1).await;
     assert!(r.stdout.ends_with("\n502"), "{} {}", r.stdout, r.stderr);
     gw.wait_line("events.jsonl", |v| {
         v["rule"]["id"] == "upstream-certificate"
@@ -1334,16 +1315,7 @@ async fn origins_are_known_before_the_client_is_answered() {
     for (cert, args, code, words) in legacy {
         let (crt, key) = (d.join(format!("{cert}.crt")), d.join(format!("{cert}.key")));
         let server = s_server_with(d, &crt, &key, &args);
-        let r = curl(&[
-            "-x",
-            &gw.proxy_url(),
-            "--cacert",
-            gw.ca_path().to_str().unwrap(),
-            "-w",
-            "\n%{http_code}",
-            &format!("https://localhost:{}/", server.1),
-        ])
-        .await;
+        let r = curl_origin(&gw, &gw.ca_path(), None, server.1).await;
         let page = r.stdout.replace("&#39;", "'");
         assert!(page.ends_with("\n502"), "{words}: {}", r.stdout);
         assert!(page.contains(words), "{words}: {}", r.stdout);
@@ -1398,20 +1370,7 @@ async fn preflight_blocks_or_splices_as_the_operator_chose() {
     let (client_ca, client) = facility_client(d);
     let server = s_server(d, &pki, &["-Verify", "1", "-CAfile", &client_ca]);
     for _ in 0..2 {
-        let r = curl(&[
-            "-x",
-            &gw.proxy_url(),
-            "--cacert",
-            gw.ca_path().to_str().unwrap(),
-            "--cert",
-            client.join("client.crt").to_str().unwrap(),
-            "--key",
-            client.join("client.key").to_str().unwrap(),
-            "-w",
-            "\n%{http_code}",
-            &format!("https://localhost:{}/", server.1),
-        ])
-        .await;
+        let r = curl_origin(&gw, &gw.ca_path(), Some(&client), server.1).await;
         let page = r.stdout.replace("&quot;", "\"");
         assert!(page.ends_with("\n502"), "{}", r.stdout);
         assert!(page.contains("requires a client certificate"), "{page}");
