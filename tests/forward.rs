@@ -1096,6 +1096,17 @@ async fn curl_origin(
     curl(&args).await
 }
 
+/// A tunnel spliced because its server cannot be inspected: the event with `code` as its rule and
+/// `tls.error`, and a spliced flow line with the same `tls.error`; the event.
+fn spliced_uninspected(gw: &Gateway, code: &str) -> serde_json::Value {
+    let ev = gw.wait_line("events.jsonl", |v| v["rule"]["id"] == code);
+    assert_eq!(ev["tls"]["error"]["code"], code, "{ev}");
+    gw.wait_line("flows.jsonl", |v| {
+        v["tls"]["mode"] == "spliced" && v["tls"]["error"]["code"] == code
+    });
+    ev
+}
+
 /// A facility client certificate from `sekisho ca issue-client` in `dir`: (its CA's
 /// certificate, the folder holding `client.crt` and `client.key`).
 fn facility_client(dir: &std::path::Path) -> (String, std::path::PathBuf) {
@@ -1190,14 +1201,7 @@ async fn client_certificate_and_legacy_origins_are_explained() {
                 &format!("https://localhost:{}/", server.1),
             ])
             .await;
-            let ev = gw.wait_line("events.jsonl", |v| {
-                v["rule"]["id"] == "uninspected-legacy-tls"
-            });
-            assert_eq!(ev["tls"]["error"]["code"], "uninspected-legacy-tls", "{ev}");
-            gw.wait_line("flows.jsonl", |v| {
-                v["tls"]["mode"] == "spliced"
-                    && v["tls"]["error"]["code"] == "uninspected-legacy-tls"
-            });
+            spliced_uninspected(&gw, "uninspected-legacy-tls");
             continue;
         }
         // on_client_certificate_request = "splice" (the default): the next tunnel is spliced and
@@ -1210,17 +1214,7 @@ async fn client_certificate_and_legacy_origins_are_explained() {
             r.stdout,
             r.stderr
         );
-        let ev = gw.wait_line("events.jsonl", |v| {
-            v["rule"]["id"] == "uninspected-client-certificate"
-        });
-        assert_eq!(
-            ev["tls"]["error"]["code"], "uninspected-client-certificate",
-            "{ev}"
-        );
-        gw.wait_line("flows.jsonl", |v| {
-            v["tls"]["mode"] == "spliced"
-                && v["tls"]["error"]["code"] == "uninspected-client-certificate"
-        });
+        spliced_uninspected(&gw, "uninspected-client-certificate");
     }
 }
 
@@ -1274,18 +1268,8 @@ async fn origins_are_known_before_the_client_is_answered() {
             && v["tls"]["error"]["code"] == "upstream-certificate-unknown-issuer"
     });
     drop(server);
-    let ev = gw.wait_line("events.jsonl", |v| {
-        v["rule"]["id"] == "uninspected-client-certificate"
-    });
+    let ev = spliced_uninspected(&gw, "uninspected-client-certificate");
     assert_eq!(ev["tls"]["sni"], "localhost", "{ev}");
-    assert_eq!(
-        ev["tls"]["error"]["code"], "uninspected-client-certificate",
-        "{ev}"
-    );
-    gw.wait_line("flows.jsonl", |v| {
-        v["tls"]["mode"] == "spliced"
-            && v["tls"]["error"]["code"] == "uninspected-client-certificate"
-    });
     let legacy = [
         (
             "sha1",
@@ -1409,10 +1393,7 @@ async fn preflight_blocks_or_splices_as_the_operator_chose() {
         r.stdout,
         r.stderr
     );
-    let ev = gw.wait_line("events.jsonl", |v| {
-        v["rule"]["id"] == "uninspected-legacy-tls"
-    });
-    assert_eq!(ev["tls"]["error"]["code"], "uninspected-legacy-tls", "{ev}");
+    spliced_uninspected(&gw, "uninspected-legacy-tls");
 }
 
 /// The pre-flight connection carries the tunnel's first request: three tunnels, one after the

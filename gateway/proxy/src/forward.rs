@@ -398,7 +398,8 @@ async fn preflight(
     let limit = shared.limits.connect_timeout + shared.limits.handshake_timeout;
     let p = shared.client.preflight(host, port, limit).await?;
     let auto = &shared.autosplice;
-    let (label, splice) = match p.outcome() {
+    let outcome = p.outcome();
+    let (label, splice) = match &outcome {
         Outcome::Ready => {
             auto.unremarkable(host, port);
             ("ready", None)
@@ -418,7 +419,7 @@ async fn preflight(
     };
     shared.metrics.preflights.with_label_values(&[label]).inc();
     if splice.is_none() {
-        shared.client.hold(p);
+        shared.client.hold(p, &outcome);
     }
     splice
 }

@@ -120,9 +120,10 @@ impl UpstreamClient {
 
     /// Keeps a pre-flight connection (or the error its dial met; a server that asked for a
     /// client certificate is that error) for the first request to its server.
-    pub(crate) fn hold(&self, p: Preflight) {
+    /// `outcome` is `p.outcome()`, already read by the caller.
+    pub(crate) fn hold(&self, p: Preflight, outcome: &Outcome) {
         let connector = if p.h2 { &self.dial_h2 } else { &self.dial_h1 };
-        let held = match p.outcome() {
+        let held = match outcome {
             Outcome::AskedForCertificate => Err(Box::new(CertificateRequested) as BoxError),
             _ => p.result,
         };
