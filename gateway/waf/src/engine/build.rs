@@ -501,7 +501,7 @@ fn assign_prefilters(phases: &mut [Vec<CRule>; 5]) -> (Prefilters, Option<Prefil
         .into_iter()
         .filter_map(|(chain, rules)| Some((chain, Prefilter::build(&rules)?)))
         .collect();
-    (by_chain, Prefilter::build(&groups.all))
+    (by_chain, Prefilter::build_compact(&groups.all))
 }
 
 /// A link's byte needs, and its literals: in the automaton of all, and in its chain's group

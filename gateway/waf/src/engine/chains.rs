@@ -110,11 +110,22 @@ pub(crate) struct Step {
     pub(crate) same: bool,
 }
 
-/// Transformed values by (the original value's buffer, node). The root entry of each value
-/// holds the original, so its buffer cannot be freed and its address reused while cached.
+/// Most distinct values a transaction caches transformations of (rows of the node table).
+const ROWS_MAX: usize = 2048;
+
+/// Transformed values by (the original value's buffer, node): each value met gets a row of
+/// the node table (one slot per chain node, the entry's index + 1, or 0), so a lookup is one
+/// hash of the buffer's address per value and an index per node. The root entry of each
+/// value holds the original, so its buffer cannot be freed and its address reused while
+/// cached: a row is made only with its root entry.
 #[derive(Debug, Default)]
 pub(crate) struct TransformCache {
-    map: HashMap<(usize, u32), Entry, foldhash::fast::FixedState>,
+    rows: HashMap<usize, u32, foldhash::fast::FixedState>,
+    /// Row-major: `row * width + node`.
+    table: Vec<u32>,
+    /// Slots per row: the rule set's chain nodes (set when the first row is made).
+    width: usize,
+    entries: Vec<Entry>,
     /// Where transformations write (a value is copied out only when it changed).
     scratch: Vec<u8>,
 }
@@ -123,22 +134,36 @@ impl TransformCache {
     /// An empty cache with room for `n` values.
     pub(crate) fn with_capacity(n: usize) -> TransformCache {
         TransformCache {
-            map: HashMap::with_capacity_and_hasher(n, Default::default()),
-            scratch: Vec::new(),
+            rows: HashMap::with_capacity_and_hasher(n / 8, Default::default()),
+            entries: Vec::with_capacity(n),
+            ..Default::default()
         }
     }
 
-    /// Empties the cache, keeping its room (for the next transaction).
+    /// Empties the cache, keeping its room (for the next transaction) unless a large
+    /// request grew it far.
     pub(crate) fn clear(&mut self) {
-        self.map.clear();
+        self.rows.clear();
+        self.table.clear();
+        self.entries.clear();
+        if self.table.capacity() > 256 * 1024 {
+            self.table = Vec::new();
+        }
         if self.scratch.capacity() > 64 * 1024 {
             self.scratch = Vec::new();
         }
     }
 
+    fn index(&self, value: &Val, node: u32) -> Option<usize> {
+        let row = *self.rows.get(&addr(value))? as usize;
+        let slot = *self.table.get(row * self.width + node as usize)?;
+        (slot as usize).checked_sub(1)
+    }
+
     /// The cached entry of `value` at `node`, if any.
     pub(crate) fn get_mut(&mut self, value: &Val, node: u32) -> Option<&mut Entry> {
-        self.map.get_mut(&(addr(value), node))
+        let i = self.index(value, node)?;
+        self.entries.get_mut(i)
     }
 
     /// The value at `node` and its bytes, computed from the nearest cached ancestor and
@@ -152,8 +177,7 @@ impl TransformCache {
     /// `multiMatch` tests a value again for), and whether the value is still the original
     /// up to case.
     pub(crate) fn fill_step(&mut self, chains: &Chains, value: &Val, node: u32) -> Step {
-        let key = (addr(value), node);
-        if let Some(e) = self.map.get(&key) {
+        if let Some(e) = self.index(value, node).and_then(|i| self.entries.get(i)) {
             return Step {
                 out: e.out.clone(),
                 present: e.present,
@@ -177,7 +201,7 @@ impl TransformCache {
                         same,
                         ..from
                     };
-                    return self.keep(key, kept);
+                    return self.keep(chains, value, node, kept);
                 }
                 let mut next = std::mem::take(&mut self.scratch);
                 let changed = t.apply(&from.out, &mut next);
@@ -200,22 +224,38 @@ impl TransformCache {
                 step
             }
         };
-        self.keep(key, step)
+        self.keep(chains, value, node, step)
     }
 
-    /// Caches a value at a node, while there is room.
-    fn keep(&mut self, key: (usize, u32), s: Step) -> Step {
-        if self.map.len() < CACHE_MAX {
-            let e = Entry {
-                out: s.out.clone(),
-                present: s.present,
-                changed: s.changed,
-                same: s.same,
-                bits: None,
-                lits: None,
-            };
-            self.map.insert(key, e);
+    /// Caches a value at a node, while there is room (a value's first entry, its root,
+    /// makes its row).
+    fn keep(&mut self, chains: &Chains, value: &Val, node: u32, s: Step) -> Step {
+        if self.entries.len() >= CACHE_MAX {
+            return s;
         }
+        let row = match self.rows.get(&addr(value)) {
+            Some(&r) => r as usize,
+            None if node == ROOT && self.rows.len() < ROWS_MAX => {
+                self.width = chains.len();
+                let r = self.rows.len();
+                self.rows.insert(addr(value), r as u32);
+                self.table.resize(self.table.len() + self.width, 0);
+                r
+            }
+            None => return s,
+        };
+        let Some(slot) = self.table.get_mut(row * self.width + node as usize) else {
+            return s;
+        };
+        self.entries.push(Entry {
+            out: s.out.clone(),
+            present: s.present,
+            changed: s.changed,
+            same: s.same,
+            bits: None,
+            lits: None,
+        });
+        *slot = self.entries.len() as u32;
         s
     }
 
@@ -228,7 +268,7 @@ impl TransformCache {
         all: &super::prefilter::Prefilter,
         slot: u32,
     ) -> Option<bool> {
-        let root = self.map.get_mut(&(addr(value), ROOT))?;
+        let root = self.get_mut(value, ROOT)?;
         let bits = root.lits.get_or_insert_with(|| all.hits(&root.out));
         Some(super::prefilter::has(bits, slot))
     }
