@@ -311,13 +311,51 @@ fn a_program_that_forks_in_a_loop_is_stopped_and_malicious() {
     assert!(none_left, "a process of the sample outlived its task");
 }
 
+/// Links are traced: one to the password hashes (read under another name, so no open of
+/// /etc/shadow is seen), one out of scratch by a relative target, one made outside scratch.
+#[test]
+fn links_to_secrets_and_out_of_scratch_are_signatures() {
+    let dir = TempDir::new("sandbox-links");
+    let script = "#!/bin/sh\nln -s /etc/shadow s\ncat s\nmkdir -p a/b\n\
+                  ln -s ../../../../root/.ssh a/b/k\nln -s /etc/hosts /etc/cron.d/x\n\
+                  ln -s /etc/hosts /run/h\ntrue\n";
+    let file = write(&dir, "links.sh", script);
+    let (_, r, none_left) = detonate_checked(&dir, &file, 20);
+    assert!(none_left, "a process of the sample outlived its task");
+    let ids = hits(&r);
+    for want in [
+        "credentials.link_to_secret",
+        "evasion.link_out_of_scratch",
+        "filesystem.link_outside_scratch",
+    ] {
+        assert!(ids.iter().any(|i| i == want), "{want} missing: {r:#}");
+    }
+    let secret = r["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "credentials.link_to_secret")
+        .unwrap();
+    let evidence = secret["evidence"].to_string();
+    assert!(
+        evidence.contains("/tmp/scratch/s -> /etc/shadow"),
+        "{secret}"
+    );
+    assert!(
+        evidence.contains("/tmp/scratch/a/b/k -> /root/.ssh"),
+        "{secret}"
+    );
+    assert_ne!(r["verdict"], "clean", "{r:#}");
+}
+
 #[test]
 fn a_build_like_tool_writing_in_scratch_is_clean() {
     let dir = TempDir::new("sandbox-benign");
     let script = "#!/bin/bash\nset -e\nmkdir -p build/obj\n\
                   for i in $(seq 1 40); do printf 'int f%d(void){return %d;}\\n' $i $i > build/obj/f$i.c; done\n\
                   cat build/obj/*.c > build/all.c\nsed -i 's/return/  return/' build/all.c\n\
-                  wc -l build/all.c\nls build/obj | sort > build/manifest.txt\n";
+                  wc -l build/all.c\nls build/obj | sort > build/manifest.txt\n\
+                  ln -s build/all.c latest.c\nln build/manifest.txt manifest.txt\n";
     let file = write(&dir, "build.sh", script);
     let (code, r) = detonate(&dir, &file, 20);
     assert_eq!(code, 0, "{r:#}");
@@ -560,12 +598,21 @@ fn start_worker(dir: &TempDir, extra: &str) -> (Worker, String) {
 
 /// [`start_worker`] with the behaviour rules at `rules`.
 fn start_worker_with(dir: &TempDir, rules: &Path, extra: &str) -> (Worker, String) {
+    start_worker_on(dir, rules, "127.0.0.1:0", extra)
+}
+
+/// [`start_worker`] on a given address (a worker restarted where the gateway knows it).
+fn start_worker_listening(dir: &TempDir, listen: &str, extra: &str) -> (Worker, String) {
+    start_worker_on(dir, &rules(), listen, extra)
+}
+
+fn start_worker_on(dir: &TempDir, rules: &Path, listen: &str, extra: &str) -> (Worker, String) {
     use std::io::BufRead;
     let config = write(
         dir,
         "worker.toml",
         &format!(
-            "[sandbox]\nlisten = \"127.0.0.1:0\"\nrules = [{:?}]\nwork_dir = {:?}\n{extra}",
+            "[sandbox]\nlisten = {listen:?}\nrules = [{:?}]\nwork_dir = {:?}\n{extra}",
             rules.display().to_string(),
             dir.path().join("work").display().to_string()
         ),
@@ -777,17 +824,47 @@ async fn uploads_are_held_for_the_sandbox_verdict() {
         late["file"]["sha256"].as_str().unwrap_or("").len() == 64,
         "{late}"
     );
-    gw.stop();
-    let seen = origin.seen.lock().unwrap().clone();
-    assert_eq!(
-        seen.iter().filter(|s| s.as_str() == "POST /count").count(),
-        2,
-        "only the clean and the unjudged uploads reached the origin: {seen:?}"
-    );
     let (_, metrics) = call(&[&format!("http://{addr}/metrics")]);
     assert!(
         metrics.contains("sekisho_sandbox_tasks_total{outcome=\"cached\"} 1"),
         "{metrics}"
+    );
+    // A follow the worker can no longer answer (it restarted, on the same address, and
+    // forgot the task) ends in an event instead of silence.
+    let slower = write(
+        &dir,
+        "slower.sh",
+        "#!/bin/sh\nsleep 5\necho done > out.txt\n",
+    );
+    let size = std::fs::metadata(&slower).unwrap().len();
+    assert_eq!(
+        upload(&gw, origin.port, &slower).await,
+        format!("{size}\n200")
+    );
+    let unjudged = gw.wait_line("events.jsonl", |v| {
+        v["rule"]["id"] == "Sandbox.NoVerdict" && v["file"]["sha256"] != ev["file"]["sha256"]
+    });
+    drop(worker);
+    let (worker, again) = start_worker_listening(&dir, &addr, "slots = 2\ntimeout_secs = 6\n");
+    assert_eq!(again, addr);
+    let lost = gw.wait_line("events.jsonl", |v| v["rule"]["id"] == "Sandbox.LateLost");
+    assert_eq!(lost["flow_id"], unjudged["flow_id"], "{lost}");
+    assert_eq!(lost["event"]["category"], "uninspected", "{lost}");
+    assert_eq!(lost["sandbox"]["late"], true, "{lost}");
+    assert_eq!(lost["file"]["sha256"], unjudged["file"]["sha256"], "{lost}");
+    assert!(
+        lost["rule"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no longer knows"),
+        "{lost}"
+    );
+    gw.stop();
+    let seen = origin.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|s| s.as_str() == "POST /count").count(),
+        3,
+        "only the clean and the two unjudged uploads reached the origin: {seen:?}"
     );
     drop(worker);
 }

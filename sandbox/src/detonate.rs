@@ -30,7 +30,7 @@ use crate::trace::Trace;
 /// The calls traced (strace's names; every one must be known to the strace installed, 6.1 on
 /// Debian 12, or strace refuses to start: `fchmodat2` is not).
 const TRACED: &str = "execve,execveat,open,openat,openat2,creat,connect,bind,sendto,sendmsg,\
-sendmmsg,unlink,unlinkat,rmdir,rename,renameat,renameat2,chmod,fchmod,fchmodat,ptrace,\
+sendmmsg,unlink,unlinkat,rmdir,rename,renameat,renameat2,symlink,symlinkat,link,linkat,chmod,fchmod,fchmodat,ptrace,\
 mount,umount2,pivot_root,fork,vfork,clone,clone3,kill,tkill,tgkill,setuid,setgid,setreuid,\
 setregid,setresuid,setresgid,memfd_create,nanosleep,clock_nanosleep,chdir,fchdir,io_uring_setup";
 

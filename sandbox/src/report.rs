@@ -336,6 +336,7 @@ fn subject(e: &Event) -> Option<(On, String)> {
         Call::Dns { name } => (On::Dns, name.clone()),
         Call::Unlink { path } => (On::Unlink, path.clone()),
         Call::Rename { to, .. } => (On::Rename, to.clone()),
+        Call::Link { path, .. } => (On::Link, path.clone()),
         Call::Chmod { path, .. } => (On::Chmod, path.clone()),
         Call::Ptrace { request } => (On::Ptrace, request.clone()),
         Call::Mount { target } => (On::Mount, target.clone()),
@@ -355,6 +356,14 @@ fn describe(e: &Event) -> String {
         Call::Exec { path, argv } => format!("{path} {}", argv.get(1..).unwrap_or(&[]).join(" ")),
         Call::Open { path, write } => format!("{path}{}", if *write { " (write)" } else { "" }),
         Call::Rename { from, to } => format!("{from} -> {to}"),
+        Call::Link {
+            path,
+            target,
+            symbolic,
+        } => format!(
+            "{path} -> {target}{}",
+            if *symbolic { "" } else { " (hard)" }
+        ),
         Call::Chmod { path, mode } => format!("{path} {mode:o}"),
         Call::Kill { target, signal } => format!("{target} {signal}"),
         _ => subject(e).map(|s| s.1).unwrap_or_default(),
@@ -459,6 +468,14 @@ fn event_matches(s: &Signature, e: &Event, earlier: &HashSet<String>) -> bool {
             return false;
         };
         if !rx.is_match(&argv.join(" ")) {
+            return false;
+        }
+    }
+    if let Some(rx) = &s.target {
+        let Call::Link { target, .. } = &e.call else {
+            return false;
+        };
+        if !rx.is_match(target) {
             return false;
         }
     }

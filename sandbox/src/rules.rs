@@ -30,6 +30,8 @@ pub enum On {
     Unlink,
     /// A file renamed (the new name is the path).
     Rename,
+    /// A link made, symbolic or hard (the path is the link; `target` reads what it leads to).
+    Link,
     /// A mode change.
     Chmod,
     /// A `ptrace` call.
@@ -73,6 +75,7 @@ struct Written {
     path: Option<String>,
     not_path: Option<String>,
     argv: Option<String>,
+    target: Option<String>,
     write: Option<bool>,
     remote: Option<bool>,
     #[serde(default)]
@@ -109,6 +112,8 @@ pub struct Signature {
     pub not_path: Option<Regex>,
     /// The program's arguments, joined by spaces, must match.
     pub argv: Option<Regex>,
+    /// A link's target must match (link events only).
+    pub target: Option<Regex>,
     /// The file was (or was not) opened to write.
     pub write: Option<bool>,
     /// The address leaves (or does not leave) the machine.
@@ -283,6 +288,11 @@ fn compile(w: Written, origin: &str) -> Result<Signature, String> {
             "signature {id}: min_entropy is bits per byte, 0 to 8"
         ));
     }
+    if w.target.is_some() && w.event != On::Link {
+        return Err(format!(
+            "signature {id}: target applies to link events only"
+        ));
+    }
     if w.min_count == Some(0) {
         return Err(format!("signature {id}: min_count must be at least 1"));
     }
@@ -290,6 +300,7 @@ fn compile(w: Written, origin: &str) -> Result<Signature, String> {
         path: rx("path", w.path)?,
         not_path: rx("not_path", w.not_path)?,
         argv: rx("argv", w.argv)?,
+        target: rx("target", w.target)?,
         id,
         description: w.description,
         category: w.category,
@@ -330,5 +341,16 @@ mod tests {
         assert!(parse(Path::new("c.toml"), &heavy).is_err());
         let unknown_event = ok.replace("\"connect\"", "\"teleport\"");
         assert!(parse(Path::new("d.toml"), &unknown_event).is_err());
+        let link = ok
+            .replace("\"connect\"", "\"link\"")
+            .replace("remote = true", "target = '^/etc/'");
+        let s = parse(Path::new("e.toml"), &link).expect("a link signature compiles");
+        assert!(s[0]
+            .target
+            .as_ref()
+            .is_some_and(|t| t.is_match("/etc/shadow")));
+        let misplaced = ok.replace("remote = true", "target = '^/etc/'");
+        let e = parse(Path::new("f.toml"), &misplaced).expect_err("target on a connect");
+        assert!(e[0].message.contains("link events only"), "{}", e[0]);
     }
 }

@@ -95,6 +95,15 @@ pub enum Call {
         /// The new name.
         to: String,
     },
+    /// `symlink`/`symlinkat`/`link`/`linkat`.
+    Link {
+        /// The link made.
+        path: String,
+        /// What it leads to (a symbolic link's relative target read from the link's folder).
+        target: String,
+        /// A symbolic link (not a hard one).
+        symbolic: bool,
+    },
     /// `chmod`/`fchmodat`.
     Chmod {
         /// The file.
@@ -413,6 +422,18 @@ impl Trace {
                 from: path(self, 1),
                 to: path(self, 3),
             },
+            "symlink" => symlink(&s(0), path(self, 1)),
+            "symlinkat" => symlink(&s(0), self.at(pid, a.get(1).copied().unwrap_or(""), &s(2))),
+            "link" => Call::Link {
+                path: path(self, 1),
+                target: path(self, 0),
+                symbolic: false,
+            },
+            "linkat" => Call::Link {
+                path: self.at(pid, a.get(2).copied().unwrap_or(""), &s(3)),
+                target: self.at(pid, a.first().copied().unwrap_or(""), &s(1)),
+                symbolic: false,
+            },
             "chmod" => Call::Chmod {
                 path: path(self, 0),
                 mode: mode(a.get(1).copied().unwrap_or("")),
@@ -481,6 +502,22 @@ impl Trace {
 }
 
 /// `a/./b/../c` → `a/c` (the path as written; symbolic links are not followed).
+/// A symbolic link at `path` to `target` (a relative target is read from the link's folder,
+/// as the kernel follows it).
+fn symlink(target: &str, path: String) -> Call {
+    let target = if target.starts_with('/') {
+        normalize(target)
+    } else {
+        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+        normalize(&format!("{dir}/{target}"))
+    };
+    Call::Link {
+        path,
+        target,
+        symbolic: true,
+    }
+}
+
 fn normalize(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {
@@ -784,6 +821,10 @@ mod tests {
             "8 fchmod(4</tmp/scratch/p>, 0755) = 0\n",
             "8 kill(2 /* 9884 in strace's PID NS */, SIGKILL) = 0\n",
             "8 connect(5<socket:[77]>, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr(\"127.0.0.1\")}, 16) = 0\n",
+            "8 symlink(\"/etc/shadow\", \"s\") = 0\n",
+            "8 symlinkat(\"../../root/.ssh\", 3</tmp/scratch>, \"k\") = 0\n",
+            "8 link(\"/etc/passwd\", \"/tmp/scratch/p\") = -1 EXDEV (Invalid cross-device link)\n",
+            "8 linkat(AT_FDCWD, \"a\", 4</tmp/scratch/d>, \"b\", 0) = 0\n",
         ));
         let calls: Vec<&Call> = t.events.iter().map(|e| &e.call).collect();
         assert_eq!(
@@ -850,6 +891,26 @@ mod tests {
         }));
         assert!(t.dns_fds.contains_key(&(8, 5)));
         assert_eq!(t.events.iter().filter(|e| e.syscall == "openat").count(), 4);
+        let links: Vec<(&str, &str, bool)> = calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Link {
+                    path,
+                    target,
+                    symbolic,
+                } => Some((path.as_str(), target.as_str(), *symbolic)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            links,
+            [
+                ("/tmp/scratch/s", "/etc/shadow", true),
+                ("/tmp/scratch/k", "/root/.ssh", true),
+                ("/tmp/scratch/p", "/etc/passwd", false),
+                ("/tmp/scratch/d/b", "/tmp/scratch/a", false),
+            ]
+        );
     }
 
     #[test]
