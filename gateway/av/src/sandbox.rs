@@ -211,6 +211,9 @@ const FOLLOWED: usize = 256;
 const FOLLOW_FOR: Duration = Duration::from_secs(600);
 /// How often a followed task is asked about.
 const FOLLOW_POLL: Duration = Duration::from_secs(1);
+/// How long a followed task's worker may stay out of reach (refused connections, no answer)
+/// before the follow is given up as lost (a restarting worker is waited for).
+const FOLLOW_UNREACHABLE: Duration = Duration::from_secs(60);
 
 /// The worker's client.
 #[derive(Clone)]
@@ -323,11 +326,14 @@ impl SandboxClient {
     }
 
     /// Follows `task` after its flow stopped waiting (every second, up to ten minutes) and hands
-    /// its report to `then` once it is done. `false` when 256 tasks are followed already.
+    /// `then` its report once it is done, or why none will come: the detonation failed, the
+    /// worker no longer knows the task (it restarted), it stayed out of reach for a minute,
+    /// or ten minutes passed. A worker out of reach for less is asked again. `false` when 256
+    /// tasks are followed already.
     pub fn follow(
         &self,
         task: String,
-        then: impl FnOnce(serde_json::Value) + Send + 'static,
+        then: impl FnOnce(Result<serde_json::Value, String>) + Send + 'static,
     ) -> bool {
         let Ok(permit) = self.following.clone().try_acquire_owned() else {
             return false;
@@ -335,19 +341,52 @@ impl SandboxClient {
         let client = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let end = Instant::now() + FOLLOW_FOR;
-            let path = format!("{}/tasks/{task}", client.prefix);
-            while Instant::now() < end {
-                tokio::time::sleep(FOLLOW_POLL).await;
-                let deadline = Instant::now() + Duration::from_secs(10);
-                match client.call("GET", &path, &[], deadline).await {
-                    Ok((200, v)) if v["status"] == "done" => return then(v["report"].clone()),
-                    Ok((200, v)) if v["status"] == "queued" || v["status"] == "running" => {}
-                    _ => return,
-                }
-            }
+            then(client.follow_until_done(&task).await);
         });
         true
+    }
+
+    async fn follow_until_done(&self, task: &str) -> Result<serde_json::Value, String> {
+        let end = Instant::now() + FOLLOW_FOR;
+        let path = format!("{}/tasks/{task}", self.prefix);
+        let mut unreachable_since: Option<Instant> = None;
+        loop {
+            if Instant::now() >= end {
+                return Err(format!("no verdict for task {task} within {FOLLOW_FOR:?}"));
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let (status, v) = match self.call("GET", &path, &[], deadline).await {
+                Ok(answer) => answer,
+                Err(Judged::Failed(why) | Judged::Timeout(why)) => {
+                    let since = *unreachable_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= FOLLOW_UNREACHABLE {
+                        return Err(format!(
+                            "the worker was out of reach for {FOLLOW_UNREACHABLE:?} (task {task}): {why}"
+                        ));
+                    }
+                    continue;
+                }
+                Err(other) => return Err(format!("{other:?}")),
+            };
+            unreachable_since = None;
+            match (status, v["status"].as_str()) {
+                (200, Some("done")) => return Ok(v["report"].clone()),
+                (200, Some("queued" | "running")) => {}
+                (200, Some("failed")) => {
+                    return Err(format!(
+                        "the detonation of task {task} failed: {}",
+                        v["error"]
+                    ))
+                }
+                (404, _) => {
+                    return Err(format!(
+                        "the worker no longer knows task {task} (restarted?)"
+                    ))
+                }
+                _ => return Err(format!("the worker answered {status} for task {task}: {v}")),
+            }
+        }
     }
 
     /// One request (`Connection: close`), its status and JSON body, by `deadline`.

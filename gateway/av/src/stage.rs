@@ -566,10 +566,13 @@ fn follow_late(cx: &Cx<'_>, sb: &SandboxClient, p: &Program, task: String, file:
         return;
     };
     let (root, kind, file) = (p.provenance.clone(), p.kind, file.clone());
-    let followed = sb.follow(task, move |report| {
-        if let Some((f, _)) = verdict_finding(&report, &root, kind, file, true) {
-            late.report(f);
+    let followed = sb.follow(task, move |outcome| match outcome {
+        Ok(report) => {
+            if let Some((f, _)) = verdict_finding(&report, &root, kind, file, true) {
+                late.report(f);
+            }
         }
+        Err(why) => late.report(lost_follow(&root, kind, file, &why)),
     });
     if !followed {
         tracing::warn!(
@@ -577,6 +580,27 @@ fn follow_late(cx: &Cx<'_>, sb: &SandboxClient, p: &Program, task: String, file:
             p.provenance
         );
     }
+}
+
+/// The event for a late verdict that will never come (the worker forgot the task, its
+/// detonation failed, or the worker stayed out of reach): the file stays unjudged, and the
+/// SOC is told so rather than left waiting for a `Sandbox.Late…` event.
+fn lost_follow(root: &str, kind: &str, file: FileInfo, why: &str) -> Finding {
+    let mut f = Finding::new(
+        "sandbox",
+        "Sandbox.LateLost",
+        format!("the late sandbox verdict for {root} ({kind}) will not come: {why}"),
+        Severity::Medium,
+        "uninspected",
+        Evidence::new(root.to_string(), why),
+    );
+    f.file = Some(file);
+    f.sandbox = Some(Box::new(SandboxInfo {
+        verdict: "none".into(),
+        late: true,
+        ..SandboxInfo::default()
+    }));
+    f
 }
 
 /// The event for a file the sandbox did not judge (no verdict in time, a worker that failed
