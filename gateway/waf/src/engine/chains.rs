@@ -154,7 +154,13 @@ impl TransformCache {
         }
     }
 
-    fn index(&self, value: &Val, node: u32) -> Option<usize> {
+    /// The entry at `i` (from [`Self::index`]).
+    pub(crate) fn entry(&self, i: usize) -> Option<&Entry> {
+        self.entries.get(i)
+    }
+
+    /// The place of `value`'s entry at `node`, if cached.
+    pub(crate) fn index(&self, value: &Val, node: u32) -> Option<usize> {
         let row = *self.rows.get(&addr(value))? as usize;
         let slot = *self.table.get(row * self.width + node as usize)?;
         (slot as usize).checked_sub(1)

@@ -13,6 +13,15 @@ use super::target::{Select, Target};
 use super::tx::{Intervention, MatchedRule, Transaction, Val};
 use super::vars::{val, Item};
 
+/// Where an operator's input is: the target's value as it is, a transformation cache entry,
+/// or a value transformed for this rule alone (the cache was full). Only a match takes a
+/// reference to it.
+enum Cand {
+    Item,
+    Cached(usize),
+    Owned(Val),
+}
+
 impl Transaction {
     /// Runs the rules of phase `p` (phase 5 runs even after an intervention).
     pub(crate) fn run_phase(&mut self, p: u8) {
@@ -135,13 +144,42 @@ impl Transaction {
             } else {
                 let (candidate, may) = self.prepared(&item.value, r);
                 if may {
-                    matched |= self.test(r, op, item, candidate);
+                    matched |= self.test_at(r, op, item, candidate);
                 }
             }
         }
         items.clear();
         self.item_buf = items;
         matched
+    }
+
+    /// [`Self::test`] on a value where [`Self::prepared`] found it.
+    fn test_at(&mut self, r: &CRule, op: &super::ops::Op, item: &Item, at: Cand) -> bool {
+        self.evaluations += 1;
+        let found = {
+            let input: &[u8] = match &at {
+                Cand::Item => &item.value,
+                Cand::Owned(v) => v,
+                Cand::Cached(i) => match self.tcache.entry(*i) {
+                    Some(e) => &e.out,
+                    None => &item.value,
+                },
+            };
+            let mut expand = |m: &Macro| self.expand(m);
+            op.run(input, r.capture, &mut expand)
+        };
+        if found.matched == r.negated {
+            return false;
+        }
+        let candidate = match at {
+            Cand::Item => item.value.clone(),
+            Cand::Owned(v) => v,
+            Cand::Cached(i) => self
+                .tcache
+                .entry(i)
+                .map_or_else(|| item.value.clone(), |e| e.out.clone()),
+        };
+        self.matched(r, item, found, candidate)
     }
 
     /// Runs the operator on one (transformed) value; on a match, records it and runs the
@@ -155,10 +193,22 @@ impl Transaction {
         if found.matched == r.negated {
             return false;
         }
+        self.matched(r, item, found, candidate)
+    }
+
+    /// A link's operator matched `candidate` (or, negated, did not): captures, the matched
+    /// variables and the link's actions.
+    fn matched(
+        &mut self,
+        r: &CRule,
+        item: &Item,
+        found: super::ops::Found,
+        candidate: Val,
+    ) -> bool {
         if r.capture && found.matched {
             self.capture(&found.captures);
         }
-        let label = item.label();
+        let label = self.label(item);
         self.matched_vars.push((label.clone(), candidate.clone()));
         self.matched_var = (label, candidate);
         self.effects(r);
@@ -169,12 +219,12 @@ impl Transaction {
     /// same chain, or a chain it begins, already transformed it), and whether the operator can
     /// match it (false when the value lacks the bytes the operator needs, or the prefilter
     /// found none of the rule's required literals).
-    fn prepared(&mut self, value: &Val, r: &CRule) -> (Val, bool) {
+    fn prepared(&mut self, value: &Val, r: &CRule) -> (Cand, bool) {
         let pf = r
             .pf_slot
             .and_then(|slot| Some((slot, self.waf.prefilters.get(&r.chain_id)?)));
         if r.chain_id == ROOT && pf.is_none() && r.needs.is_none() {
-            return (value.clone(), true);
+            return (Cand::Item, true);
         }
         // A value already at the rule's chain (the common case: rules share chains) is
         // judged on its cache entry.
@@ -189,7 +239,7 @@ impl Transaction {
             None => {
                 let may = r.needs.as_ref().is_none_or(|n| n.met(&present))
                     && pf.is_none_or(|(slot, p)| super::prefilter::has(&p.hits(&out), slot));
-                (out, may)
+                (Cand::Owned(out), may)
             }
         }
     }
@@ -228,7 +278,7 @@ impl Transaction {
             .filter(|(sel, _)| sel.selects_rule(head))
             .map(|(_, t)| t.as_ref());
         out.retain(|item| {
-            let name = item.key.as_deref().unwrap_or(b"");
+            let name = self.key_of(item).unwrap_or(b"");
             !r.exclusions
                 .iter()
                 .chain(runtime.clone())
@@ -448,25 +498,25 @@ fn judged(
     r: &CRule,
     pf: Option<(u32, &super::prefilter::Prefilter)>,
     all: Option<&super::prefilter::Prefilter>,
-) -> Option<(Val, bool)> {
+) -> Option<(Cand, bool)> {
+    let at = cache.index(value, r.chain_id)?;
     let e = cache.get_mut(value, r.chain_id)?;
     if !r.needs.as_ref().is_none_or(|n| n.met(&e.present)) {
-        return Some((e.out.clone(), false));
+        return Some((Cand::Cached(at), false));
     }
     let Some((slot, p)) = pf else {
-        return Some((e.out.clone(), true));
+        return Some((Cand::Cached(at), true));
     };
     if e.bits.is_none() && e.same {
         if let (Some(lit), Some(all)) = (r.lit_slot, all) {
-            let out = e.out.clone();
             if let Some(found) = cache.original_has(value, all, lit) {
-                return Some((out, found));
+                return Some((Cand::Cached(at), found));
             }
         }
     }
     let e = cache.get_mut(value, r.chain_id)?;
     let bits = e.bits.get_or_insert_with(|| p.hits(&e.out));
-    Some((e.out.clone(), super::prefilter::has(bits, slot)))
+    Some((Cand::Cached(at), super::prefilter::has(bits, slot)))
 }
 
 /// Whether a `multiMatch` candidate (with its bytes) holds what the link's operator needs.

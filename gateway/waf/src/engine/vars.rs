@@ -36,19 +36,48 @@ pub(crate) struct Item {
     /// The variable as the rule names it.
     pub var: &'static str,
     /// The member's name.
-    pub key: Option<Val>,
+    pub key: Key,
     /// The value.
     pub value: Val,
 }
 
-impl Item {
+/// Where an item's member name is. A rule reads a collection's values hundreds of times per
+/// transaction and wants a name only to exclude a member or to name a match, so a member of
+/// the request's lists points at its name instead of holding a second reference to it.
+#[derive(Debug, Clone)]
+pub(crate) enum Key {
+    /// A scalar: no name.
+    None,
+    /// The name is the value (a `…_NAMES` collection).
+    Value,
+    /// The name of the member at this place in the collection's lists.
+    Member(super::target::Kind, u32),
+    /// A name of its own.
+    Own(Val),
+}
+
+impl Transaction {
+    /// An item's member name (`None` for a scalar).
+    pub(crate) fn key_of<'a>(&'a self, item: &'a Item) -> Option<&'a [u8]> {
+        match &item.key {
+            Key::None => None,
+            Key::Value => Some(&item.value),
+            Key::Own(k) => Some(k),
+            Key::Member(kind, i) => {
+                let (lists, _) = self.lists(*kind, false)?;
+                let n = lists.iter().flat_map(|l| l.iter()).nth(*i as usize)?;
+                Some(&n.0)
+            }
+        }
+    }
+
     /// `VAR:name` (or `VAR`), as `MATCHED_VAR_NAME` gives it.
-    pub fn label(&self) -> Val {
-        let Some(k) = &self.key else {
-            return val(self.var.as_bytes());
+    pub(crate) fn label(&self, item: &Item) -> Val {
+        let Some(k) = self.key_of(item) else {
+            return val(item.var.as_bytes());
         };
-        let mut l = Vec::with_capacity(self.var.len() + 1 + k.len());
-        l.extend_from_slice(self.var.as_bytes());
+        let mut l = Vec::with_capacity(item.var.len() + 1 + k.len());
+        l.extend_from_slice(item.var.as_bytes());
         l.push(b':');
         l.extend_from_slice(k);
         Val::from(l)
@@ -227,7 +256,7 @@ impl Transaction {
             out.truncate(start);
             out.push(Item {
                 var: t.var,
-                key: None,
+                key: Key::None,
                 value: val(n.to_string().as_bytes()),
             });
         }
@@ -271,13 +300,25 @@ impl Transaction {
     fn members(&self, t: &Target, out: &mut Vec<Item>) {
         let var = t.var;
         if let Some((lists, names)) = self.lists(t.kind, t.count) {
-            for (n, v) in lists.iter().flat_map(|l| l.iter()) {
+            for (i, (n, v)) in lists.iter().flat_map(|l| l.iter()).enumerate() {
                 if t.selects(n) {
-                    let value = if names { n.clone() } else { v.clone() };
-                    out.push(Item {
-                        var,
-                        key: Some(n.clone()),
-                        value,
+                    out.push(match names {
+                        true => Item {
+                            var,
+                            key: Key::Value,
+                            value: n.clone(),
+                        },
+                        // Rules add to MATCHED_VARS as they match: its names are held.
+                        false if t.kind == super::target::Kind::MatchedVars => Item {
+                            var,
+                            key: Key::Own(n.clone()),
+                            value: v.clone(),
+                        },
+                        false => Item {
+                            var,
+                            key: Key::Member(t.kind, i as u32),
+                            value: v.clone(),
+                        },
                     });
                 }
             }
@@ -288,12 +329,12 @@ impl Transaction {
         match t.kind {
             K::MatchedVar => out.push(Item {
                 var,
-                key: None,
+                key: Key::None,
                 value: self.matched_var.1.clone(),
             }),
             K::MatchedVarName => out.push(Item {
                 var,
-                key: None,
+                key: Key::None,
                 value: self.matched_var.0.clone(),
             }),
             K::Xml => self.xml(t, out),
@@ -332,7 +373,7 @@ impl Transaction {
         let key = val(key.as_bytes());
         out.extend(items.iter().map(|v| Item {
             var: t.var,
-            key: Some(key.clone()),
+            key: Key::Own(key.clone()),
             value: v.clone(),
         }));
     }
@@ -343,7 +384,7 @@ impl Transaction {
             if let Some(v) = self.data.scalars.at(t.index) {
                 out.push(Item {
                     var,
-                    key: None,
+                    key: Key::None,
                     value: v.clone(),
                 });
             }
@@ -354,7 +395,7 @@ impl Transaction {
             if let Some(v) = col.get(n.as_str()) {
                 out.push(Item {
                     var,
-                    key: Some(key.clone()),
+                    key: Key::Own(key.clone()),
                     value: v.clone(),
                 });
             }
@@ -368,7 +409,7 @@ impl Transaction {
         found.sort_unstable_by(|a, b| a.0.cmp(b.0));
         out.extend(found.into_iter().map(|(k, v)| Item {
             var,
-            key: Some(Val::from(std::sync::Arc::clone(k))),
+            key: Key::Own(Val::from(std::sync::Arc::clone(k))),
             value: v.clone(),
         }));
     }
@@ -382,7 +423,7 @@ fn one(l: &[Named], names: bool) -> Option<([&[Named]; 4], bool)> {
 fn scalar(var: &'static str, n: usize) -> Item {
     Item {
         var,
-        key: None,
+        key: Key::None,
         value: val(n.to_string().as_bytes()),
     }
 }
