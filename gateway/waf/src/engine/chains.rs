@@ -82,25 +82,28 @@ impl Chains {
     }
 }
 
-/// A value at a node: the bytes, the bytes it holds (for byte needs), and the chain's
-/// literal-prefilter hits once computed.
+/// A value at a node: where its bytes are, and the chain's literal-prefilter hits once
+/// computed.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    pub(crate) out: Val,
-    pub(crate) present: ByteSet,
+    /// The value's buffer and byte set in [`TransformCache::bufs`]: the parent's when the
+    /// node's transformation left the value as it was (most transformations of benign values
+    /// change nothing), so such a step costs no reference count and no copy.
+    buf: u32,
     /// Whether the node's transformation reported a change.
-    pub(crate) changed: bool,
+    changed: bool,
     /// Whether every transformation up to the node kept the original value as it was, up to
     /// ASCII case (see [`needs::keeps`]): the literals found in the original (the automata
     /// ignore case) are then the literals of this value.
-    pub(crate) same: bool,
-    pub(crate) bits: Option<Vec<u64>>,
+    same: bool,
+    /// Which links of the node's chain have a literal in the value (its chain's automaton).
+    bits: Option<Vec<u64>>,
     /// At the root: which links' literals occur in the original value (the rule set's
     /// automaton of every link's literals), once computed.
-    pub(crate) lits: Option<Vec<u64>>,
+    lits: Option<Vec<u64>>,
 }
 
-/// A value at a node as [`TransformCache::fill_step`] gives it.
+/// A value at a node, outside the cache (there was no room for it).
 pub(crate) struct Step {
     pub(crate) out: Val,
     pub(crate) present: ByteSet,
@@ -108,6 +111,25 @@ pub(crate) struct Step {
     pub(crate) changed: bool,
     /// Whether the value is the original up to ASCII case (see [`Entry::same`]).
     pub(crate) same: bool,
+}
+
+/// Where an operator's input is: the target's value as it is, a transformation cache entry,
+/// or a value transformed for one rule alone (the cache was full). Only a match takes a
+/// reference to it.
+#[derive(Debug)]
+pub(crate) enum Cand {
+    /// The target's own value.
+    Item,
+    /// The cache entry at this place.
+    Cached(usize),
+    /// A value of its own.
+    Owned(Val),
+}
+
+/// What [`TransformCache::keep`] caches: a new buffer, or the parent's.
+enum Kept {
+    New(Step),
+    Shared { buf: u32, changed: bool, same: bool },
 }
 
 /// Most distinct values a transaction caches transformations of (rows of the node table).
@@ -126,6 +148,8 @@ pub(crate) struct TransformCache {
     /// Slots per row: the rule set's chain nodes (set when the first row is made).
     width: usize,
     entries: Vec<Entry>,
+    /// The distinct buffers the entries share, with their byte sets.
+    bufs: Vec<(Val, ByteSet)>,
     /// Where transformations write (a value is copied out only when it changed).
     scratch: Vec<u8>,
 }
@@ -136,6 +160,7 @@ impl TransformCache {
         TransformCache {
             rows: HashMap::with_capacity_and_hasher(n / 8, Default::default()),
             entries: Vec::with_capacity(n),
+            bufs: Vec::with_capacity(n / 4),
             ..Default::default()
         }
     }
@@ -146,17 +171,13 @@ impl TransformCache {
         self.rows.clear();
         self.table.clear();
         self.entries.clear();
+        self.bufs.clear();
         if self.table.capacity() > 256 * 1024 {
             self.table = Vec::new();
         }
         if self.scratch.capacity() > 64 * 1024 {
             self.scratch = Vec::new();
         }
-    }
-
-    /// The entry at `i` (from [`Self::index`]).
-    pub(crate) fn entry(&self, i: usize) -> Option<&Entry> {
-        self.entries.get(i)
     }
 
     /// The place of `value`'s entry at `node`, if cached.
@@ -166,78 +187,155 @@ impl TransformCache {
         (slot as usize).checked_sub(1)
     }
 
-    /// The cached entry of `value` at `node`, if any.
-    pub(crate) fn get_mut(&mut self, value: &Val, node: u32) -> Option<&mut Entry> {
-        let i = self.index(value, node)?;
-        self.entries.get_mut(i)
+    fn buf(&self, i: usize) -> Option<&(Val, ByteSet)> {
+        self.bufs.get(self.entries.get(i)?.buf as usize)
+    }
+
+    /// The value of the entry at `i`.
+    pub(crate) fn out(&self, i: usize) -> Option<&Val> {
+        self.buf(i).map(|b| &b.0)
+    }
+
+    /// The bytes the entry at `i` holds.
+    pub(crate) fn present(&self, i: usize) -> ByteSet {
+        self.buf(i).map_or(ByteSet::ALL, |b| b.1)
+    }
+
+    /// Whether the entry at `i` is the original value up to case (see [`Entry::same`]).
+    pub(crate) fn same(&self, i: usize) -> bool {
+        self.entries.get(i).is_some_and(|e| e.same)
+    }
+
+    /// Whether the entry at `i` has its chain's prefilter hits already.
+    pub(crate) fn has_bits(&self, i: usize) -> bool {
+        self.entries.get(i).is_some_and(|e| e.bits.is_some())
+    }
+
+    /// Whether the literals of `slot` in the chain's prefilter `p` occur in the entry at `i`
+    /// (searched once per entry for every link of the chain).
+    pub(crate) fn chain_has(
+        &mut self,
+        i: usize,
+        p: &super::prefilter::Prefilter,
+        slot: u32,
+    ) -> bool {
+        let Some(e) = self.entries.get_mut(i) else {
+            return true;
+        };
+        let Some((out, _)) = self.bufs.get(e.buf as usize) else {
+            return true;
+        };
+        let bits = e.bits.get_or_insert_with(|| p.hits(out));
+        super::prefilter::has(bits, slot)
     }
 
     /// The value at `node` and its bytes, computed from the nearest cached ancestor and
     /// cached on the way (while there is room).
     pub(crate) fn fill(&mut self, chains: &Chains, value: &Val, node: u32) -> (Val, ByteSet) {
-        let s = self.fill_step(chains, value, node);
-        (s.out, s.present)
+        match self.fill_at(chains, value, node) {
+            Ok(i) => self
+                .buf(i)
+                .cloned()
+                .unwrap_or_else(|| (value.clone(), ByteSet::of(value))),
+            Err(s) => (s.out, s.present),
+        }
     }
 
-    /// [`Self::fill`], whether the node's transformation reported a change (what
-    /// `multiMatch` tests a value again for), and whether the value is still the original
-    /// up to case.
-    pub(crate) fn fill_step(&mut self, chains: &Chains, value: &Val, node: u32) -> Step {
-        if let Some(e) = self.index(value, node).and_then(|i| self.entries.get(i)) {
-            return Step {
-                out: e.out.clone(),
-                present: e.present,
-                changed: e.changed,
-                same: e.same,
-            };
+    /// The place of the value at `node` in the cache, computed from the nearest cached
+    /// ancestor and cached on the way; the value itself when there is no room for it.
+    pub(crate) fn fill_at(
+        &mut self,
+        chains: &Chains,
+        value: &Val,
+        node: u32,
+    ) -> Result<usize, Step> {
+        if let Some(i) = self.index(value, node) {
+            return Ok(i);
         }
-        let step = match chains.step(node) {
-            None => Step {
+        let Some((parent, t)) = chains.step(node) else {
+            let root = Step {
                 out: value.clone(),
                 present: ByteSet::of(value),
                 changed: false,
                 same: true,
-            },
-            Some((parent, t)) => {
-                let from = self.fill_step(chains, value, parent);
-                let same = from.same && needs::keeps(t, from.present);
-                if needs::keeps_exactly(t, from.present) {
-                    let kept = Step {
-                        changed: false,
-                        same,
-                        ..from
-                    };
-                    return self.keep(chains, value, node, kept);
-                }
-                let mut next = std::mem::take(&mut self.scratch);
-                let changed = t.apply(&from.out, &mut next);
-                let step = if next[..] == from.out[..] {
-                    Step {
-                        changed,
-                        same,
-                        ..from
-                    }
-                } else {
-                    // Some report only a change of length: the bytes are read again.
-                    Step {
-                        present: ByteSet::of(&next),
-                        out: Arc::from(&next[..]),
-                        changed,
-                        same,
-                    }
-                };
-                self.scratch = next;
-                step
-            }
+            };
+            return self.keep(chains, value, node, Kept::New(root));
         };
-        self.keep(chains, value, node, step)
+        let from = self.fill_at(chains, value, parent);
+        let (present, same_before) = match &from {
+            Ok(i) => (self.present(*i), self.same(*i)),
+            Err(s) => (s.present, s.same),
+        };
+        let same = same_before && needs::keeps(t, present);
+        let mut next = std::mem::take(&mut self.scratch);
+        let (changed, equal) = if needs::keeps_exactly(t, present) {
+            (false, true)
+        } else {
+            let input: &[u8] = match &from {
+                Ok(i) => self.out(*i).map_or(&value[..], |v| &v[..]),
+                Err(s) => &s.out,
+            };
+            let changed = t.apply(input, &mut next);
+            (changed, next[..] == input[..])
+        };
+        let kept = match (equal, from) {
+            (true, Ok(i)) => Kept::Shared {
+                buf: self.entries[i].buf,
+                changed,
+                same,
+            },
+            (true, Err(s)) => Kept::New(Step { changed, same, ..s }),
+            // Some report only a change of length: the bytes are read again.
+            (false, _) => Kept::New(Step {
+                present: ByteSet::of(&next),
+                out: Arc::from(&next[..]),
+                changed,
+                same,
+            }),
+        };
+        self.scratch = next;
+        self.keep(chains, value, node, kept)
     }
 
     /// Caches a value at a node, while there is room (a value's first entry, its root,
-    /// makes its row).
-    fn keep(&mut self, chains: &Chains, value: &Val, node: u32, s: Step) -> Step {
+    /// makes its row); the value itself when there is none.
+    fn keep(&mut self, chains: &Chains, value: &Val, node: u32, k: Kept) -> Result<usize, Step> {
+        let Some(at) = self.slot(chains, value, node) else {
+            return Err(match k {
+                Kept::New(s) => s,
+                Kept::Shared { buf, changed, same } => {
+                    let (out, present) = self.bufs[buf as usize].clone();
+                    Step {
+                        out,
+                        present,
+                        changed,
+                        same,
+                    }
+                }
+            });
+        };
+        let (buf, changed, same) = match k {
+            Kept::New(s) => {
+                self.bufs.push((s.out, s.present));
+                ((self.bufs.len() - 1) as u32, s.changed, s.same)
+            }
+            Kept::Shared { buf, changed, same } => (buf, changed, same),
+        };
+        self.entries.push(Entry {
+            buf,
+            changed,
+            same,
+            bits: None,
+            lits: None,
+        });
+        self.table[at] = self.entries.len() as u32;
+        Ok(self.entries.len() - 1)
+    }
+
+    /// The table slot of (value, node) when there is room for an entry there.
+    fn slot(&mut self, chains: &Chains, value: &Val, node: u32) -> Option<usize> {
         if self.entries.len() >= CACHE_MAX {
-            return s;
+            return None;
         }
         let row = match self.rows.get(&addr(value)) {
             Some(&r) => r as usize,
@@ -248,21 +346,15 @@ impl TransformCache {
                 self.table.resize(self.table.len() + self.width, 0);
                 r
             }
-            None => return s,
+            None => return None,
         };
-        let Some(slot) = self.table.get_mut(row * self.width + node as usize) else {
-            return s;
-        };
-        self.entries.push(Entry {
-            out: s.out.clone(),
-            present: s.present,
-            changed: s.changed,
-            same: s.same,
-            bits: None,
-            lits: None,
-        });
-        *slot = self.entries.len() as u32;
-        s
+        let at = row * self.width + node as usize;
+        (at < self.table.len()).then_some(at)
+    }
+
+    /// Whether the entry at `i`'s transformation reported a change.
+    pub(crate) fn changed(&self, i: usize) -> bool {
+        self.entries.get(i).is_some_and(|e| e.changed)
     }
 
     /// Whether the literals of the rule set's `slot` occur in the original `value` (searched
@@ -274,8 +366,10 @@ impl TransformCache {
         all: &super::prefilter::Prefilter,
         slot: u32,
     ) -> Option<bool> {
-        let root = self.get_mut(value, ROOT)?;
-        let bits = root.lits.get_or_insert_with(|| all.hits(&root.out));
+        let root = self.index(value, ROOT)?;
+        let e = self.entries.get_mut(root)?;
+        let (out, _) = self.bufs.get(e.buf as usize)?;
+        let bits = e.lits.get_or_insert_with(|| all.hits(out));
         Some(super::prefilter::has(bits, slot))
     }
 }
@@ -323,8 +417,11 @@ mod tests {
         assert_eq!(present, ByteSet::of(b"a<b"));
         let (t, _) = cache.fill(&c, &v, trim);
         assert_eq!(&t[..], b"A<b");
-        let decoded = cache.get_mut(&v, c.intern(&[Transform::UrlDecodeUni]));
-        assert!(Arc::ptr_eq(&decoded.expect("cached").out, &t));
+        let decoded = cache.index(&v, c.intern(&[Transform::UrlDecodeUni]));
+        assert!(Arc::ptr_eq(
+            cache.out(decoded.expect("cached")).expect("kept"),
+            &t
+        ));
         let plain: Val = Arc::from(&b"abc"[..]);
         let (same, _) = cache.fill(&c, &plain, low);
         assert!(Arc::ptr_eq(&same, &plain));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::actions::{Ctl, SetOp, SetVar};
-use super::chains::ROOT;
+use super::chains::{Cand, ROOT};
 use super::macros::Macro;
 use super::needs::ByteSet;
 use super::rule::{AllowScope, CRule, Disruptive, Effect};
@@ -12,15 +12,6 @@ use super::settings::Mode;
 use super::target::{Select, Target};
 use super::tx::{Intervention, MatchedRule, Transaction, Val};
 use super::vars::{val, Item};
-
-/// Where an operator's input is: the target's value as it is, a transformation cache entry,
-/// or a value transformed for this rule alone (the cache was full). Only a match takes a
-/// reference to it.
-enum Cand {
-    Item,
-    Cached(usize),
-    Owned(Val),
-}
 
 impl Transaction {
     /// Runs the rules of phase `p` (phase 5 runs even after an intervention).
@@ -136,8 +127,16 @@ impl Transaction {
                 let mut candidates = std::mem::take(&mut self.candidate_buf);
                 self.multi_candidates(&item.value, r, &mut candidates);
                 for (candidate, present) in candidates.drain(..) {
-                    if may_match(r, &candidate, &present) {
-                        matched |= self.test(r, op, item, candidate);
+                    let may = {
+                        let bytes: &[u8] = match &candidate {
+                            Cand::Item => &item.value,
+                            Cand::Owned(v) => v,
+                            Cand::Cached(i) => self.tcache.out(*i).unwrap_or(&item.value),
+                        };
+                        may_match(r, bytes, &present)
+                    };
+                    if may {
+                        matched |= self.test_at(r, op, item, candidate);
                     }
                 }
                 self.candidate_buf = candidates;
@@ -153,17 +152,15 @@ impl Transaction {
         matched
     }
 
-    /// [`Self::test`] on a value where [`Self::prepared`] found it.
+    /// Runs the operator on one (transformed) value, where [`Self::prepared`] or
+    /// [`Self::multi_candidates`] found it; on a match, records it and runs the link's actions.
     fn test_at(&mut self, r: &CRule, op: &super::ops::Op, item: &Item, at: Cand) -> bool {
         self.evaluations += 1;
         let found = {
             let input: &[u8] = match &at {
                 Cand::Item => &item.value,
                 Cand::Owned(v) => v,
-                Cand::Cached(i) => match self.tcache.entry(*i) {
-                    Some(e) => &e.out,
-                    None => &item.value,
-                },
+                Cand::Cached(i) => self.tcache.out(*i).unwrap_or(&item.value),
             };
             let mut expand = |m: &Macro| self.expand(m);
             op.run(input, r.capture, &mut expand)
@@ -174,25 +171,8 @@ impl Transaction {
         let candidate = match at {
             Cand::Item => item.value.clone(),
             Cand::Owned(v) => v,
-            Cand::Cached(i) => self
-                .tcache
-                .entry(i)
-                .map_or_else(|| item.value.clone(), |e| e.out.clone()),
+            Cand::Cached(i) => self.tcache.out(i).unwrap_or(&item.value).clone(),
         };
-        self.matched(r, item, found, candidate)
-    }
-
-    /// Runs the operator on one (transformed) value; on a match, records it and runs the
-    /// link's actions.
-    fn test(&mut self, r: &CRule, op: &super::ops::Op, item: &Item, candidate: Val) -> bool {
-        self.evaluations += 1;
-        let found = {
-            let mut expand = |m: &Macro| self.expand(m);
-            op.run(&candidate, r.capture, &mut expand)
-        };
-        if found.matched == r.negated {
-            return false;
-        }
         self.matched(r, item, found, candidate)
     }
 
@@ -248,14 +228,21 @@ impl Transaction {
     /// transformation that reported a change (one that cannot change the value's bytes is
     /// not run). They come from the transformation cache: the chain's nodes are the
     /// candidates' transformations.
-    fn multi_candidates(&mut self, value: &Val, r: &CRule, out: &mut Vec<(Val, ByteSet)>) {
+    fn multi_candidates(&mut self, value: &Val, r: &CRule, out: &mut Vec<(Cand, ByteSet)>) {
         let waf = Arc::clone(&self.waf);
         out.clear();
-        out.push(self.tcache.fill(&waf.chains, value, ROOT));
+        let present = match self.tcache.fill_at(&waf.chains, value, ROOT) {
+            Ok(root) => self.tcache.present(root),
+            Err(s) => s.present,
+        };
+        out.push((Cand::Item, present));
         for &node in r.chain_path.iter() {
-            let s = self.tcache.fill_step(&waf.chains, value, node);
-            if s.changed {
-                out.push((s.out, s.present));
+            match self.tcache.fill_at(&waf.chains, value, node) {
+                Ok(i) if self.tcache.changed(i) => {
+                    out.push((Cand::Cached(i), self.tcache.present(i)));
+                }
+                Err(s) if s.changed => out.push((Cand::Owned(s.out), s.present)),
+                _ => {}
             }
         }
     }
@@ -500,23 +487,20 @@ fn judged(
     all: Option<&super::prefilter::Prefilter>,
 ) -> Option<(Cand, bool)> {
     let at = cache.index(value, r.chain_id)?;
-    let e = cache.get_mut(value, r.chain_id)?;
-    if !r.needs.as_ref().is_none_or(|n| n.met(&e.present)) {
+    if !r.needs.as_ref().is_none_or(|n| n.met(&cache.present(at))) {
         return Some((Cand::Cached(at), false));
     }
     let Some((slot, p)) = pf else {
         return Some((Cand::Cached(at), true));
     };
-    if e.bits.is_none() && e.same {
+    if !cache.has_bits(at) && cache.same(at) {
         if let (Some(lit), Some(all)) = (r.lit_slot, all) {
             if let Some(found) = cache.original_has(value, all, lit) {
                 return Some((Cand::Cached(at), found));
             }
         }
     }
-    let e = cache.get_mut(value, r.chain_id)?;
-    let bits = e.bits.get_or_insert_with(|| p.hits(&e.out));
-    Some((Cand::Cached(at), super::prefilter::has(bits, slot)))
+    Some((Cand::Cached(at), cache.chain_has(at, p, slot)))
 }
 
 /// Whether a `multiMatch` candidate (with its bytes) holds what the link's operator needs.

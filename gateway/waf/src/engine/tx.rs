@@ -186,7 +186,7 @@ pub struct Transaction {
     /// A reused buffer for a rule's target values.
     pub(crate) item_buf: Vec<super::vars::Item>,
     /// A reused buffer for `multiMatch` candidates.
-    pub(crate) candidate_buf: Vec<(Val, super::needs::ByteSet)>,
+    pub(crate) candidate_buf: Vec<(super::chains::Cand, super::needs::ByteSet)>,
 }
 
 impl Drop for Transaction {
