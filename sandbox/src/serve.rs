@@ -95,7 +95,7 @@ fn default_queue() -> usize {
     64
 }
 fn default_timeout() -> u64 {
-    30
+    20
 }
 fn default_max_file() -> usize {
     32 << 20

@@ -36,8 +36,8 @@ pub struct SandboxConfig {
     pub ca_file: Option<std::path::PathBuf>,
     /// A file holding the worker's token, sent as `Authorization: Bearer TOKEN`.
     pub token_file: Option<std::path::PathBuf>,
-    /// How long a flow is held for a verdict (default 60 s: longer than the worker's own
-    /// deadline per detonation, 30 s by default, so a sample that runs until it is stopped
+    /// How long a flow is held for a verdict (default 30 s: longer than the worker's own
+    /// deadline per detonation, 20 s by default, so a sample that runs until it is stopped
     /// still gets its verdict in time).
     #[serde(default = "d_hold")]
     pub hold_timeout_secs: u64,
@@ -56,7 +56,7 @@ pub struct SandboxConfig {
 }
 
 fn d_hold() -> u64 {
-    60
+    30
 }
 fn d_types() -> Vec<String> {
     ["elf", "sh", "bash", "python", "perl"]
@@ -447,10 +447,30 @@ impl SandboxClient {
         if answer.len() as u64 > MAX_ANSWER {
             return Err(bad("the answer is over 8 MiB"));
         }
+        let got = answer.len() - (end + 4);
+        if let Some(want) = content_length(&head) {
+            // A connection cut before the end (TLS without close_notify included) is not
+            // read as a whole answer.
+            if want != got as u64 {
+                return Err(bad(&format!(
+                    "the answer was cut short: {got} of {want} bytes"
+                )));
+            }
+        }
         let json = serde_json::from_slice(&answer[end + 4..])
             .map_err(|e| bad(&format!("the answer is not JSON: {e}")))?;
         Ok((status, json))
     }
+}
+
+/// The `Content-Length` of an answer's head, when it has one.
+fn content_length(head: &str) -> Option<u64> {
+    head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })
 }
 
 /// Writes a request and reads the whole answer (at most [`MAX_ANSWER`] and one byte): the
@@ -496,6 +516,12 @@ mod tests {
         assert_eq!(c.config.on_timeout_for("sh"), OnTimeout::Alert);
         assert!(config("types = [\"exe\"]").is_err());
         assert!(config("hold_timeout_secs = 0").is_err());
+        assert_eq!(config("").unwrap().config.hold_timeout_secs, 30);
+        assert_eq!(
+            content_length("HTTP/1.1 200 OK\r\ncontent-length: 12"),
+            Some(12)
+        );
+        assert_eq!(content_length("HTTP/1.1 200 OK\r\nX: y"), None);
         let dir = std::env::temp_dir().join(format!("sekisho-av-token-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let token = dir.join("token");
