@@ -403,3 +403,34 @@ SecRule ARGS_NAMES|ARGS "@rx (?i)union\s+select" "id:8,phase:1,pass,t:none,t:url
     let tx = run(&w, &get("/?q=hello", &[ua, ("Cookie", "c=1")]), b"");
     assert!(tx.matched_rules().is_empty());
 }
+
+/// A member's name is found where it is (which list of the collection, which place in it), for
+/// exclusions and for naming a match, in a collection drawn from the query and the body.
+#[test]
+fn member_names_name_matches_and_exclusions_across_lists() {
+    let w = waf(r#"SecRequestBodyAccess On
+SecRule ARGS|!ARGS:skip "@contains '" "id:30,phase:2,pass,log"
+SecRule ARGS_NAMES "@streq odd'name" "id:31,phase:2,pass,log"
+SecRule REQUEST_HEADERS|!REQUEST_HEADERS:X-Skip "@contains '" "id:32,phase:1,pass,log""#);
+    let mut body: Vec<String> = (0..900).map(|i| format!("f{i}=v{i}")).collect();
+    body.extend(["skip=a'b".into(), "late=x'y".into(), "odd'name=1".into()]);
+    let mut head = post("application/x-www-form-urlencoded");
+    head.uri = b"/submit?q=1&skip=c'd".to_vec();
+    head.headers.push((b"X-Skip".to_vec(), b"it's".to_vec()));
+    head.headers.push((b"X-Other".to_vec(), b"o'k".to_vec()));
+    let tx = run(&w, &head, body.join("&").as_bytes());
+    assert_eq!(ids(&tx), vec![32, 30, 31]);
+    let vars: Vec<&str> = tx
+        .matched_rules()
+        .iter()
+        .map(|m| m.variable.as_str())
+        .collect();
+    assert_eq!(
+        vars,
+        [
+            "REQUEST_HEADERS:X-Other",
+            "ARGS:late",
+            "ARGS_NAMES:odd'name"
+        ]
+    );
+}

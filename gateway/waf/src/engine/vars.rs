@@ -50,8 +50,9 @@ pub(crate) enum Key {
     None,
     /// The name is the value (a `…_NAMES` collection).
     Value,
-    /// The name of the member at this place in the collection's lists.
-    Member(super::target::Kind, u32),
+    /// The name of the member at this place (list, index in it) of the collection's lists:
+    /// found in constant time, however many members there are.
+    Member(super::target::Kind, u8, u32),
     /// A name of its own.
     Own(Val),
 }
@@ -63,10 +64,9 @@ impl Transaction {
             Key::None => None,
             Key::Value => Some(&item.value),
             Key::Own(k) => Some(k),
-            Key::Member(kind, i) => {
+            Key::Member(kind, l, i) => {
                 let (lists, _) = self.lists(*kind, false)?;
-                let n = lists.iter().flat_map(|l| l.iter()).nth(*i as usize)?;
-                Some(&n.0)
+                Some(&lists.get(usize::from(*l))?.get(*i as usize)?.0)
             }
         }
     }
@@ -300,7 +300,11 @@ impl Transaction {
     fn members(&self, t: &Target, out: &mut Vec<Item>) {
         let var = t.var;
         if let Some((lists, names)) = self.lists(t.kind, t.count) {
-            for (i, (n, v)) in lists.iter().flat_map(|l| l.iter()).enumerate() {
+            let members = lists
+                .iter()
+                .enumerate()
+                .flat_map(|(l, list)| list.iter().enumerate().map(move |(i, m)| (l, i, m)));
+            for (l, i, (n, v)) in members {
                 if t.selects(n) {
                     out.push(match names {
                         true => Item {
@@ -316,7 +320,7 @@ impl Transaction {
                         },
                         false => Item {
                             var,
-                            key: Key::Member(t.kind, i as u32),
+                            key: Key::Member(t.kind, l as u8, i as u32),
                             value: v.clone(),
                         },
                     });
