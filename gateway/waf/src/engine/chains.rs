@@ -229,18 +229,6 @@ impl TransformCache {
         super::prefilter::has(bits, slot)
     }
 
-    /// The value at `node` and its bytes, computed from the nearest cached ancestor and
-    /// cached on the way (while there is room).
-    pub(crate) fn fill(&mut self, chains: &Chains, value: &Val, node: u32) -> (Val, ByteSet) {
-        match self.fill_at(chains, value, node) {
-            Ok(i) => self
-                .buf(i)
-                .cloned()
-                .unwrap_or_else(|| (value.clone(), ByteSet::of(value))),
-            Err(s) => (s.out, s.present),
-        }
-    }
-
     /// The place of the value at `node` in the cache, computed from the nearest cached
     /// ancestor and cached on the way; the value itself when there is no room for it.
     pub(crate) fn fill_at(
@@ -405,6 +393,14 @@ mod tests {
         assert_eq!(c.nodes.len(), 2);
     }
 
+    /// The value at `node` and its bytes, through the cache.
+    fn fill(cache: &mut TransformCache, c: &Chains, v: &Val, node: u32) -> (Val, ByteSet) {
+        match cache.fill_at(c, v, node) {
+            Ok(i) => (cache.out(i).expect("kept").clone(), cache.present(i)),
+            Err(s) => (s.out, s.present),
+        }
+    }
+
     #[test]
     fn values_go_through_each_step_and_unchanged_ones_share_the_buffer() {
         let mut c = Chains::default();
@@ -412,10 +408,10 @@ mod tests {
         let trim = c.intern(&[Transform::UrlDecodeUni, Transform::Trim]);
         let mut cache = TransformCache::default();
         let v: Val = Arc::from(&b"A%3Cb"[..]);
-        let (out, present) = cache.fill(&c, &v, low);
+        let (out, present) = fill(&mut cache, &c, &v, low);
         assert_eq!(&out[..], b"a<b");
         assert_eq!(present, ByteSet::of(b"a<b"));
-        let (t, _) = cache.fill(&c, &v, trim);
+        let (t, _) = fill(&mut cache, &c, &v, trim);
         assert_eq!(&t[..], b"A<b");
         let decoded = cache.index(&v, c.intern(&[Transform::UrlDecodeUni]));
         assert!(Arc::ptr_eq(
@@ -423,7 +419,7 @@ mod tests {
             &t
         ));
         let plain: Val = Arc::from(&b"abc"[..]);
-        let (same, _) = cache.fill(&c, &plain, low);
+        let (same, _) = fill(&mut cache, &c, &plain, low);
         assert!(Arc::ptr_eq(&same, &plain));
     }
 }

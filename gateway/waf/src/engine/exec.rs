@@ -212,15 +212,16 @@ impl Transaction {
         if let Some(j) = judged(&mut self.tcache, value, r, pf, all) {
             return j;
         }
-        let (out, present) = self.tcache.fill(&self.waf.chains, value, r.chain_id);
-        match judged(&mut self.tcache, value, r, pf, all) {
-            Some(j) => j,
+        let at = self.tcache.fill_at(&self.waf.chains, value, r.chain_id);
+        match (at, judged(&mut self.tcache, value, r, pf, all)) {
+            (Ok(_), Some(j)) => j,
             // The cache is full: the value was transformed for this rule alone.
-            None => {
-                let may = r.needs.as_ref().is_none_or(|n| n.met(&present))
-                    && pf.is_none_or(|(slot, p)| super::prefilter::has(&p.hits(&out), slot));
-                (Cand::Owned(out), may)
+            (Err(s), _) => {
+                let may = r.needs.as_ref().is_none_or(|n| n.met(&s.present))
+                    && pf.is_none_or(|(slot, p)| super::prefilter::has(&p.hits(&s.out), slot));
+                (Cand::Owned(s.out), may)
             }
+            (Ok(i), None) => (Cand::Cached(i), true),
         }
     }
 
