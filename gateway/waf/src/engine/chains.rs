@@ -16,12 +16,13 @@ use crate::transform::Transform;
 /// The root: the value untransformed.
 pub(crate) const ROOT: u32 = 0;
 
-/// Most transformed values a transaction caches (about 90 bytes each).
+/// Most transformed values a transaction caches (an entry is about 60 bytes; a value that
+/// changed also keeps its buffer).
 const CACHE_MAX: usize = 8192;
 
-/// Most emptied caches a rule set keeps for later transactions. A cache holds at most
-/// `CACHE_MAX` entries, a table of 16,384 buckets of about 100 bytes (1.6 MiB) when full:
-/// at most 13 MiB kept together.
+/// Most emptied caches a rule set keeps for later transactions. A kept cache holds room for
+/// at most `CACHE_MAX` entries and a node table of at most 256 K slots (1 MiB; a larger one
+/// is freed): a few MiB kept together.
 const POOL_MAX: usize = 8;
 
 /// Caches kept between transactions: a cache grown for one form is reused by the next

@@ -226,7 +226,7 @@ impl Prefilter {
     /// (6,619 in CRS v4, most from `@pmFromFile` lists), whose DFA takes 87 MB against the
     /// NFA's 2 MB and runs no faster on short values.
     pub fn build_compact(rules: &[Vec<Vec<u8>>]) -> Option<Prefilter> {
-        Prefilter::build_as(rules, aho_corasick::AhoCorasickKind::DFA)
+        Prefilter::build_as(rules, aho_corasick::AhoCorasickKind::ContiguousNFA)
     }
 
     fn build_as(rules: &[Vec<Vec<u8>>], kind: aho_corasick::AhoCorasickKind) -> Option<Prefilter> {
