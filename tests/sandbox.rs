@@ -355,7 +355,9 @@ fn a_build_like_tool_writing_in_scratch_is_clean() {
                   for i in $(seq 1 40); do printf 'int f%d(void){return %d;}\\n' $i $i > build/obj/f$i.c; done\n\
                   cat build/obj/*.c > build/all.c\nsed -i 's/return/  return/' build/all.c\n\
                   wc -l build/all.c\nls build/obj | sort > build/manifest.txt\n\
-                  ln -s build/all.c latest.c\nln build/manifest.txt manifest.txt\n";
+                  ln -s build/all.c latest.c\nln build/manifest.txt manifest.txt\n\
+                  mkdir -p \"$HOME/.ssh\"\nln -s \"$HOME/.ssh\" keys\n\
+                  ln -s /etc/ssl/certs/ca-certificates.crt ca.crt\n";
     let file = write(&dir, "build.sh", script);
     let (code, r) = detonate(&dir, &file, 20);
     assert_eq!(code, 0, "{r:#}");

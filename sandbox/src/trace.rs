@@ -501,7 +501,6 @@ impl Trace {
     }
 }
 
-/// `a/./b/../c` → `a/c` (the path as written; symbolic links are not followed).
 /// A symbolic link at `path` to `target` (a relative target is read from the link's folder,
 /// as the kernel follows it).
 fn symlink(target: &str, path: String) -> Call {
@@ -518,6 +517,7 @@ fn symlink(target: &str, path: String) -> Call {
     }
 }
 
+/// `a/./b/../c` → `a/c` (the path as written; symbolic links are not followed).
 fn normalize(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {

@@ -327,23 +327,25 @@ impl SandboxClient {
 
     /// Follows `task` after its flow stopped waiting (every second, up to ten minutes) and hands
     /// `then` its report once it is done, or why none will come: the detonation failed, the
-    /// worker no longer knows the task (it restarted), it stayed out of reach for a minute,
-    /// or ten minutes passed. A worker out of reach for less is asked again. `false` when 256
-    /// tasks are followed already.
+    /// worker no longer knows the task (it restarted), it stayed out of reach (or answered
+    /// 5xx) for a minute, ten minutes passed, or 256 tasks are followed already (then at
+    /// once). A worker out of reach for less is asked again. `then` is called exactly once.
     pub fn follow(
         &self,
         task: String,
         then: impl FnOnce(Result<serde_json::Value, String>) + Send + 'static,
-    ) -> bool {
+    ) {
         let Ok(permit) = self.following.clone().try_acquire_owned() else {
-            return false;
+            then(Err(format!(
+                "{FOLLOWED} tasks are followed already; task {task} is not"
+            )));
+            return;
         };
         let client = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
             then(client.follow_until_done(&task).await);
         });
-        true
     }
 
     async fn follow_until_done(&self, task: &str) -> Result<serde_json::Value, String> {
@@ -356,9 +358,17 @@ impl SandboxClient {
             }
             tokio::time::sleep(FOLLOW_POLL).await;
             let deadline = Instant::now() + Duration::from_secs(10);
-            let (status, v) = match self.call("GET", &path, &[], deadline).await {
+            let answer = match self.call("GET", &path, &[], deadline).await {
+                // A worker (or a proxy before it) that is restarting or overloaded answers
+                // 5xx: asked again, as one out of reach.
+                Ok((status, v)) if status >= 500 => Err(format!("it answered {status}: {v}")),
+                Ok(answer) => Ok(answer),
+                Err(Judged::Failed(why) | Judged::Timeout(why)) => Err(why),
+                Err(other) => return Err(format!("{other:?}")),
+            };
+            let (status, v) = match answer {
                 Ok(answer) => answer,
-                Err(Judged::Failed(why) | Judged::Timeout(why)) => {
+                Err(why) => {
                     let since = *unreachable_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= FOLLOW_UNREACHABLE {
                         return Err(format!(
@@ -367,7 +377,6 @@ impl SandboxClient {
                     }
                     continue;
                 }
-                Err(other) => return Err(format!("{other:?}")),
             };
             unreachable_since = None;
             match (status, v["status"].as_str()) {

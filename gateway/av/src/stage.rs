@@ -566,7 +566,7 @@ fn follow_late(cx: &Cx<'_>, sb: &SandboxClient, p: &Program, task: String, file:
         return;
     };
     let (root, kind, file) = (p.provenance.clone(), p.kind, file.clone());
-    let followed = sb.follow(task, move |outcome| match outcome {
+    sb.follow(task, move |outcome| match outcome {
         Ok(report) => {
             if let Some((f, _)) = verdict_finding(&report, &root, kind, file, true) {
                 late.report(f);
@@ -574,12 +574,6 @@ fn follow_late(cx: &Cx<'_>, sb: &SandboxClient, p: &Program, task: String, file:
         }
         Err(why) => late.report(lost_follow(&root, kind, file, &why)),
     });
-    if !followed {
-        tracing::warn!(
-            "sandbox: too many tasks followed for a late verdict; {} is not",
-            p.provenance
-        );
-    }
 }
 
 /// The event for a late verdict that will never come (the worker forgot the task, its
