@@ -580,10 +580,23 @@ fn follow_late(cx: &Cx<'_>, sb: &SandboxClient, p: &Program, task: String, file:
 /// detonation failed, or the worker stayed out of reach): the file stays unjudged, and the
 /// SOC is told so rather than left waiting for a `Sandbox.Late…` event.
 fn lost_follow(root: &str, kind: &str, file: FileInfo, why: &str) -> Finding {
+    let message = format!("the late sandbox verdict for {root} ({kind}) will not come: {why}");
+    unjudged("Sandbox.LateLost", message, root, why, file, true)
+}
+
+/// An `uninspected` sandbox finding without a verdict (`sandbox.verdict = "none"`).
+fn unjudged(
+    rule: &'static str,
+    message: String,
+    root: &str,
+    why: &str,
+    file: FileInfo,
+    late: bool,
+) -> Finding {
     let mut f = Finding::new(
         "sandbox",
-        "Sandbox.LateLost",
-        format!("the late sandbox verdict for {root} ({kind}) will not come: {why}"),
+        rule,
+        message,
         Severity::Medium,
         "uninspected",
         Evidence::new(root.to_string(), why),
@@ -591,7 +604,7 @@ fn lost_follow(root: &str, kind: &str, file: FileInfo, why: &str) -> Finding {
     f.file = Some(file);
     f.sandbox = Some(Box::new(SandboxInfo {
         verdict: "none".into(),
-        late: true,
+        late,
         ..SandboxInfo::default()
     }));
     f
@@ -608,20 +621,15 @@ fn no_verdict(
     why: &str,
     file: FileInfo,
 ) -> Verdict {
-    let mut f = Finding::new(
-        "sandbox",
+    let message = format!("{root} ({file_type}) was not judged by the sandbox: {why}");
+    cx.report(unjudged(
         "Sandbox.NoVerdict",
-        format!("{root} ({file_type}) was not judged by the sandbox: {why}"),
-        Severity::Medium,
-        "uninspected",
-        Evidence::new(root.to_string(), why),
-    );
-    f.file = Some(file);
-    f.sandbox = Some(Box::new(SandboxInfo {
-        verdict: "none".into(),
-        ..SandboxInfo::default()
-    }));
-    cx.report(f);
+        message,
+        root,
+        why,
+        file,
+        false,
+    ));
     match sb.config.on_timeout_for(file_type) {
         OnTimeout::Block => Verdict::Block,
         OnTimeout::Alert => Verdict::Alert,

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sekisho_waf::operators::Simple;
 use sekisho_waf::{parse_file, DirectiveKind};
@@ -11,6 +11,9 @@ use sekisho_waf::{parse_file, DirectiveKind};
 #[path = "../../../tests/common/public_corpora.rs"]
 mod public_corpora;
 use public_corpora::corpus;
+
+#[path = "../../../benches/common/waf_crs.rs"]
+mod waf_crs;
 
 #[test]
 fn every_crs_file_parses_unmodified() {
@@ -69,19 +72,6 @@ fn every_crs_file_parses_unmodified() {
     assert!(markers >= 30, "{markers}");
 }
 
-/// The CRS rule files in `dir` in load order: the setup first, then `rules/*.conf` by name.
-fn crs_load_order(dir: &Path) -> Vec<PathBuf> {
-    let mut rules: Vec<PathBuf> = std::fs::read_dir(dir.join("rules"))
-        .unwrap_or_else(|e| panic!("{}: {e} (set SEKISHO_CORPORA)", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-        .collect();
-    rules.sort();
-    let mut files = vec![dir.join("crs-setup.conf.example")];
-    files.extend(rules);
-    files
-}
-
 #[test]
 fn crs_compiles_into_an_engine_and_scores_an_attack() {
     use sekisho_waf::engine::{RequestHead, Transaction, Waf};
@@ -89,7 +79,7 @@ fn crs_compiles_into_an_engine_and_scores_an_attack() {
         return;
     };
     let t = std::time::Instant::now();
-    let waf = Waf::load(&crs_load_order(&crs)).unwrap_or_else(|errs| {
+    let waf = Waf::load(&waf_crs::crs_files(&crs)).unwrap_or_else(|errs| {
         let list: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         panic!("{} errors:\n{}", list.len(), list.join("\n"))
     });
@@ -149,7 +139,7 @@ fn hostile_bodies_get_bounded_work_and_a_verdict() {
     let Some(crs) = corpus("crs") else {
         return;
     };
-    let waf = std::sync::Arc::new(Waf::load(&crs_load_order(&crs)).unwrap());
+    let waf = std::sync::Arc::new(Waf::load(&waf_crs::crs_files(&crs)).unwrap());
     let post = |ct: &str| RequestHead {
         method: "POST".into(),
         uri: b"/submit".to_vec(),
