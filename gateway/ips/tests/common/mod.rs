@@ -27,10 +27,13 @@ pub fn et_config() -> IpsConfig {
 /// Loads `rules` (and an optional threshold.config) from a temporary folder, with a
 /// classification for `web-application-attack`; asserts nothing was broken or skipped.
 pub fn load_with(rules: &str, threshold: Option<&str>) -> RuleSet {
+    // A folder of its own per call: tests run in parallel, and two rule texts of the same
+    // length (the earlier name) raced for one folder, each loading the other's rules.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "sekisho-ips-kw-{}-{}",
         std::process::id(),
-        rules.len() + threshold.map_or(0, str::len)
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("t.rules");
@@ -60,5 +63,6 @@ pub fn load_with(rules: &str, threshold: Option<&str>) -> RuleSet {
         "{:?}",
         set.report().skipped
     );
+    let _ = std::fs::remove_dir_all(&dir);
     set
 }
