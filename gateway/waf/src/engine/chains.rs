@@ -220,14 +220,18 @@ impl TransformCache {
         p: &super::prefilter::Prefilter,
         slot: u32,
     ) -> bool {
-        let Some(e) = self.entries.get_mut(i) else {
-            return true;
-        };
-        let Some((out, _)) = self.bufs.get(e.buf as usize) else {
-            return true;
-        };
-        let bits = e.bits.get_or_insert_with(|| p.hits(out));
-        super::prefilter::has(bits, slot)
+        self.hits(i, p, false)
+            .is_none_or(|bits| super::prefilter::has(bits, slot))
+    }
+
+    /// The hits of automaton `p` in the entry at `i`, searched once and kept in the entry:
+    /// its chain's (`bits`), or at a root the rule set's automaton of every link's literals
+    /// (`lits`).
+    fn hits(&mut self, i: usize, p: &super::prefilter::Prefilter, root: bool) -> Option<&[u64]> {
+        let e = self.entries.get_mut(i)?;
+        let (out, _) = self.bufs.get(e.buf as usize)?;
+        let kept = if root { &mut e.lits } else { &mut e.bits };
+        Some(kept.get_or_insert_with(|| p.hits(out)))
     }
 
     /// The place of the value at `node` in the cache, computed from the nearest cached
@@ -356,9 +360,7 @@ impl TransformCache {
         slot: u32,
     ) -> Option<bool> {
         let root = self.index(value, ROOT)?;
-        let e = self.entries.get_mut(root)?;
-        let (out, _) = self.bufs.get(e.buf as usize)?;
-        let bits = e.lits.get_or_insert_with(|| all.hits(out));
+        let bits = self.hits(root, all, true)?;
         Some(super::prefilter::has(bits, slot))
     }
 }

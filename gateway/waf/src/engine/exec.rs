@@ -127,15 +127,7 @@ impl Transaction {
                 let mut candidates = std::mem::take(&mut self.candidate_buf);
                 self.multi_candidates(&item.value, r, &mut candidates);
                 for (candidate, present) in candidates.drain(..) {
-                    let may = {
-                        let bytes: &[u8] = match &candidate {
-                            Cand::Item => &item.value,
-                            Cand::Owned(v) => v,
-                            Cand::Cached(i) => self.tcache.out(*i).unwrap_or(&item.value),
-                        };
-                        may_match(r, bytes, &present)
-                    };
-                    if may {
+                    if may_match(r, self.input_val(&candidate, item), &present) {
                         matched |= self.test_at(r, op, item, candidate);
                     }
                 }
@@ -157,23 +149,26 @@ impl Transaction {
     fn test_at(&mut self, r: &CRule, op: &super::ops::Op, item: &Item, at: Cand) -> bool {
         self.evaluations += 1;
         let found = {
-            let input: &[u8] = match &at {
-                Cand::Item => &item.value,
-                Cand::Owned(v) => v,
-                Cand::Cached(i) => self.tcache.out(*i).unwrap_or(&item.value),
-            };
             let mut expand = |m: &Macro| self.expand(m);
-            op.run(input, r.capture, &mut expand)
+            op.run(self.input_val(&at, item), r.capture, &mut expand)
         };
         if found.matched == r.negated {
             return false;
         }
         let candidate = match at {
-            Cand::Item => item.value.clone(),
             Cand::Owned(v) => v,
-            Cand::Cached(i) => self.tcache.out(i).unwrap_or(&item.value).clone(),
+            at => Val::clone(self.input_val(&at, item)),
         };
         self.matched(r, item, found, candidate)
+    }
+
+    /// The value an operator reads for `item`, where `at` says it is.
+    fn input_val<'a>(&'a self, at: &'a Cand, item: &'a Item) -> &'a Val {
+        match at {
+            Cand::Item => &item.value,
+            Cand::Owned(v) => v,
+            Cand::Cached(i) => self.tcache.out(*i).unwrap_or(&item.value),
+        }
     }
 
     /// A link's operator matched `candidate` (or, negated, did not): captures, the matched
@@ -206,22 +201,22 @@ impl Transaction {
         if r.chain_id == ROOT && pf.is_none() && r.needs.is_none() {
             return (Cand::Item, true);
         }
-        // A value already at the rule's chain (the common case: rules share chains) is
-        // judged on its cache entry.
-        let all = self.waf.literals.as_ref();
-        if let Some(j) = judged(&mut self.tcache, value, r, pf, all) {
-            return j;
-        }
-        let at = self.tcache.fill_at(&self.waf.chains, value, r.chain_id);
-        match (at, judged(&mut self.tcache, value, r, pf, all)) {
-            (Ok(_), Some(j)) => j,
+        // A value already at the rule's chain (the common case: rules share chains) is found
+        // there; otherwise transformed from its nearest cached ancestor and kept.
+        match self.tcache.fill_at(&self.waf.chains, value, r.chain_id) {
+            Ok(at) => {
+                let all = self.waf.literals.as_ref();
+                (
+                    Cand::Cached(at),
+                    judged(&mut self.tcache, at, value, r, pf, all),
+                )
+            }
             // The cache is full: the value was transformed for this rule alone.
-            (Err(s), _) => {
+            Err(s) => {
                 let may = r.needs.as_ref().is_none_or(|n| n.met(&s.present))
                     && pf.is_none_or(|(slot, p)| super::prefilter::has(&p.hits(&s.out), slot));
                 (Cand::Owned(s.out), may)
             }
-            (Ok(i), None) => (Cand::Cached(i), true),
         }
     }
 
@@ -482,26 +477,26 @@ fn number(v: &[u8]) -> i64 {
 /// original, searched once per value for every chain, instead of by each chain's automaton.
 fn judged(
     cache: &mut super::chains::TransformCache,
+    at: usize,
     value: &Val,
     r: &CRule,
     pf: Option<(u32, &super::prefilter::Prefilter)>,
     all: Option<&super::prefilter::Prefilter>,
-) -> Option<(Cand, bool)> {
-    let at = cache.index(value, r.chain_id)?;
+) -> bool {
     if !r.needs.as_ref().is_none_or(|n| n.met(&cache.present(at))) {
-        return Some((Cand::Cached(at), false));
+        return false;
     }
     let Some((slot, p)) = pf else {
-        return Some((Cand::Cached(at), true));
+        return true;
     };
     if !cache.has_bits(at) && cache.same(at) {
         if let (Some(lit), Some(all)) = (r.lit_slot, all) {
             if let Some(found) = cache.original_has(value, all, lit) {
-                return Some((Cand::Cached(at), found));
+                return found;
             }
         }
     }
-    Some((Cand::Cached(at), cache.chain_has(at, p, slot)))
+    cache.chain_has(at, p, slot)
 }
 
 /// Whether a `multiMatch` candidate (with its bytes) holds what the link's operator needs.

@@ -312,12 +312,6 @@ impl Transaction {
                             key: Key::Value,
                             value: n.clone(),
                         },
-                        // Rules add to MATCHED_VARS as they match: its names are held.
-                        false if t.kind == super::target::Kind::MatchedVars => Item {
-                            var,
-                            key: Key::Own(n.clone()),
-                            value: v.clone(),
-                        },
                         false => Item {
                             var,
                             key: Key::Member(t.kind, l as u8, i as u32),
