@@ -350,3 +350,214 @@ async fn a_node_killed_under_load_loses_no_answer_and_no_event() {
         retries.load(Ordering::Relaxed)
     );
 }
+
+/// `redis-server` on a free loopback port for the shared-state test; killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    /// The server, or `None` with a SKIPPED line when redis-server is not installed (and
+    /// SEKISHO_REQUIRE_REDIS is not set).
+    fn start() -> Option<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = match Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("SEKISHO_REQUIRE_REDIS").is_some() => {
+                panic!("redis-server is required (SEKISHO_REQUIRE_REDIS): {e}")
+            }
+            Err(_) => {
+                eprintln!(
+                    "SKIPPED shared_state: redis-server not installed (Debian: redis-server)"
+                );
+                return None;
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Redis { child, port })
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The continue link of a warning page.
+fn continue_link(page: &str) -> String {
+    page.split("href=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .replace("&amp;", "&")
+}
+
+/// The status curl saw through `gw`.
+async fn status_via(gw: &Gateway, url: &str) -> String {
+    curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-x",
+        &gw.proxy_url(),
+        url,
+    ])
+    .await
+    .stdout
+}
+
+/// Three nodes sharing one Redis (`[store]`): a warning page shown by one node is continued on
+/// another and the grant holds on the third; the token is spent once across the cluster; an IPS
+/// bit set by a request on one node makes a rule match on another; a threshold counts the hits
+/// of every node. Then Redis dies: each node goes on with its own table (the warning flow
+/// still works on one node) and counts the fallbacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_state_is_seen_by_every_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let origin = Origin::start(None).await;
+    let rules_dir = TempDir::new("cluster-rules");
+    let rules = rules_dir.path().join("cluster.rules");
+    std::fs::write(
+        &rules,
+        "alert http any any -> any any (msg:\"mark\"; http.uri; content:\"mark\"; xbits:set,marked,track ip_dst,expire 60; xbits:noalert; sid:9900201;)\n\
+         drop http any any -> any any (msg:\"marked destination\"; http.uri; content:\"after\"; xbits:isset,marked,track ip_dst; sid:9900202;)\n\
+         alert http any any -> any any (msg:\"limited\"; http.uri; content:\"limited\"; threshold:type limit, track by_dst, count 1, seconds 60; sid:9900203;)\n",
+    )
+    .unwrap();
+    let list = rules_dir.path().join("warn.list");
+    std::fs::write(&list, "127.0.0.1\nlocalhost\n").unwrap();
+    let extra = format!(
+        "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:{port}/\"\nprefix = \"cluster{pid}:\"\ntimeout_ms = 200\n\
+         [ips]\nrules = [{rules:?}]\n\
+         [urlfilter]\ncategory_dirs = []\nwarn_ttl_secs = 600\n\
+         [[urlfilter.list]]\nname = \"warned\"\npath = {list:?}\n\
+         [[urlfilter.policy]]\nname = \"office\"\ndefault = \"allow\"\nwarn = [\"warned\"]\n",
+        port = redis.port,
+        pid = std::process::id(),
+        rules = rules.display().to_string(),
+        list = list.display().to_string(),
+    );
+    let nodes: Vec<Gateway> = (1..=3)
+        .map(|k| Gateway::start(&format!("cluster-{k}"), "", &extra))
+        .collect();
+    // Each node connects to Redis in the background: wait until every one answers from it.
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while metric(&n.metrics_text().await, "sekisho_store_up") < 1.0 {
+            assert!(Instant::now() < deadline, "a node never reached Redis");
+            // Any request that consults the store makes the first connection.
+            let _ = status_via(n, &format!("http://127.0.0.1:{}/probe", origin.port)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // 1. Warned on node 1, continued on node 2, acknowledged on node 3.
+    let target = format!("http://127.0.0.1:{}/hello?page", origin.port);
+    let r = curl(&["-i", "-x", &nodes[0].proxy_url(), &target]).await;
+    assert!(r.stdout.starts_with("HTTP/1.1 403"), "{}", r.stdout);
+    let link = continue_link(&r.stdout);
+    let r = curl(&["-i", "-x", &nodes[1].proxy_url(), &link]).await;
+    assert!(
+        r.stdout.starts_with("HTTP/1.1 303"),
+        "continued on another node: {}",
+        r.stdout
+    );
+    assert_eq!(
+        status_via(&nodes[2], &target).await,
+        "200",
+        "the grant holds on node 3"
+    );
+    // The token was spent on node 2: node 1, which issued it, refuses it too.
+    let r = curl(&["-i", "-x", &nodes[0].proxy_url(), &link]).await;
+    assert!(
+        r.stdout.starts_with("HTTP/1.1 403"),
+        "a spent token: {}",
+        r.stdout
+    );
+
+    // 2. An xbit set on node 1 is seen by a rule on node 2 (within the bus's round trip).
+    let after = format!("http://127.0.0.1:{}/hello?after", origin.port);
+    assert_eq!(status_via(&nodes[1], &after).await, "200", "not marked yet");
+    let mark = format!("http://127.0.0.1:{}/hello?mark", origin.port);
+    assert_eq!(status_via(&nodes[0], &mark).await, "200");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = status_via(&nodes[1], &after).await;
+        if s == "403" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never saw node 1's bit: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status_via(&nodes[2], &after).await,
+        "403",
+        "node 3 sees it too"
+    );
+
+    // 3. `threshold: type limit, count 1` alerts once for the whole cluster.
+    let limited = format!("http://127.0.0.1:{}/hello?limited", origin.port);
+    for n in &nodes {
+        assert_eq!(status_via(n, &limited).await, "200");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    nodes[0].wait_line("events.jsonl", |e| e["alert"]["signature_id"] == 9900203);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alerts: usize = nodes
+        .iter()
+        .map(|n| {
+            n.events()
+                .iter()
+                .filter(|e| e["alert"]["signature_id"] == 9900203)
+                .count()
+        })
+        .sum();
+    assert_eq!(alerts, 1, "one alert across three nodes");
+
+    // 4. Redis gone: a node's own table answers, and says so in its metrics.
+    drop(redis);
+    // (Another host: node 3 remembers the grant for 127.0.0.1 a few seconds.)
+    let target2 = format!("http://localhost:{}/hello?second", origin.port);
+    let r = curl(&["-i", "-x", &nodes[2].proxy_url(), &target2]).await;
+    assert!(r.stdout.starts_with("HTTP/1.1 403"), "{}", r.stdout);
+    let link = continue_link(&r.stdout);
+    let r = curl(&["-i", "-x", &nodes[2].proxy_url(), &link]).await;
+    assert!(
+        r.stdout.starts_with("HTTP/1.1 303"),
+        "fallback continue: {}",
+        r.stdout
+    );
+    assert_eq!(status_via(&nodes[2], &target2).await, "200");
+    let m = nodes[2].metrics_text().await;
+    assert!(
+        metric(&m, "sekisho_store_fallback_total{kind=\"warn\"") >= 1.0,
+        "fallbacks counted:\n{}",
+        m.lines()
+            .filter(|l| l.contains("store"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(metric(&m, "sekisho_store_up"), 0.0);
+}

@@ -926,3 +926,85 @@ async fn the_worker_api_takes_tls_and_a_token() {
     gw.stop();
     drop(worker);
 }
+
+/// Two workers sharing one Redis (`[store]` in their files): a sample judged by the first is
+/// answered by the second as cached, with no detonation of its own.
+#[test]
+fn workers_of_a_cluster_share_their_verdicts() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = match Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(c) => KillOnDrop(c),
+        Err(e) if std::env::var_os("SEKISHO_REQUIRE_REDIS").is_some() => {
+            panic!("redis-server is required (SEKISHO_REQUIRE_REDIS): {e}")
+        }
+        Err(_) => {
+            eprintln!("SKIPPED workers_of_a_cluster_share_their_verdicts: no redis-server");
+            return;
+        }
+    };
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let store = format!(
+        "timeout_secs = 10\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:{port}/\"\ntimeout_ms = 500\n"
+    );
+    let (da, db) = (
+        TempDir::new("sandbox-share-a"),
+        TempDir::new("sandbox-share-b"),
+    );
+    let (_a, addr_a) = start_worker(&da, &store);
+    let (_b, addr_b) = start_worker(&db, &store);
+    let sample = write(
+        &da,
+        "steal.sh",
+        "#!/bin/sh\ncat /etc/shadow\necho '* * * * * x' > /etc/cron.d/y\n",
+    );
+    let first = report_of(&addr_a, &sample);
+    assert_eq!(first["verdict"], "malicious", "{first:#}");
+    let data = format!("@{}", sample.display());
+    let (code, body) = call(&["--data-binary", &data, &format!("http://{addr_b}/tasks")]);
+    assert_eq!(
+        code, 200,
+        "the second worker answers from the shared store: {body}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["cached"], true);
+    assert_eq!(v["report"]["sha256"], first["sha256"]);
+    let (_, metrics) = call(&[&format!("http://{addr_b}/metrics")]);
+    assert!(
+        metrics.contains("sekisho_sandbox_tasks_total{outcome=\"cached\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("outcome=\"done\""),
+        "worker b detonated nothing: {metrics}"
+    );
+    drop(redis);
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

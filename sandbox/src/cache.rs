@@ -74,12 +74,17 @@ impl VerdictCache {
         Some(c.report)
     }
 
-    /// Keeps a report (one larger than the whole cache is not kept).
-    pub fn put(&self, report: &Report) {
-        let ttl = match report.verdict {
+    /// How long `report` is reused.
+    pub fn ttl_of(&self, report: &Report) -> Duration {
+        match report.verdict {
             Verdict::Malicious => self.ttl.malicious,
             _ => self.ttl.other,
-        };
+        }
+    }
+
+    /// Keeps a report (one larger than the whole cache is not kept).
+    pub fn put(&self, report: &Report) {
+        let ttl = self.ttl_of(report);
         let size = serde_json::to_vec(report).map_or(u64::MAX, |v| v.len() as u64);
         let key = (report.sha256.clone(), report.rules_version.clone());
         let weight = size.saturating_add((key.0.len() + key.1.len()) as u64);

@@ -83,6 +83,9 @@ pub struct WorkerConfig {
     /// A file holding the token every request but `GET /healthz` must carry
     /// (`Authorization: Bearer TOKEN`).
     pub token_file: Option<PathBuf>,
+    /// The file's `[store]` table: with Redis, verdicts are shared by every worker using it.
+    #[serde(skip)]
+    pub store: Option<sekisho_core::StoreConfig>,
 }
 
 fn default_rules() -> Vec<PathBuf> {
@@ -150,6 +153,14 @@ impl WorkerConfig {
             .try_into()
             .map_err(|e: toml::de::Error| err(format!("[sandbox]: {}", e.message())))?;
         let mut c = file.sandbox;
+        if let Some(t) = value.get("store") {
+            let st: sekisho_core::StoreConfig = t
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| err(format!("[store]: {}", e.message())))?;
+            st.validate().map_err(err)?;
+            c.store = Some(st);
+        }
         if c.slots == 0
             || c.queue == 0
             || c.timeout_secs == 0
@@ -278,6 +289,8 @@ struct Worker {
     sandbox: Sandbox,
     rules: arc_swap::ArcSwap<Rules>,
     cache: VerdictCache,
+    /// The cluster's store (`[store]` with Redis): verdicts other workers found.
+    shared: Option<Arc<sekisho_store::Store>>,
     tasks: Mutex<Tasks>,
     queue: tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
     metrics: Metrics,
@@ -296,6 +309,9 @@ pub enum ServeError {
     /// The listener could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// The `[store]` could not be opened.
+    #[error("{0}")]
+    Store(sekisho_store::StoreError),
     /// The metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -360,6 +376,21 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| ServeError::Listen(c.listen, e))?;
     let (tx, rx) = tokio::sync::mpsc::channel(c.queue);
+    let metrics = Metrics::new()?;
+    let shared = match c
+        .store
+        .as_ref()
+        .filter(|s| s.backend == sekisho_core::StoreBackend::Redis)
+    {
+        Some(sc) => {
+            let store = sekisho_store::Store::open(sc).map_err(ServeError::Store)?;
+            for col in store.collectors() {
+                metrics.registry.register(col)?;
+            }
+            Some(store)
+        }
+        None => None,
+    };
     let worker = Arc::new(Worker {
         sandbox: Sandbox {
             tools: Tools::default(),
@@ -394,7 +425,8 @@ pub async fn serve(
             kept: c.tasks_kept,
         }),
         queue: tx,
-        metrics: Metrics::new()?,
+        metrics,
+        shared,
         max_file: c.max_file_bytes,
         uploads: tokio::sync::Semaphore::new(c.slots + c.queue),
     });
@@ -491,6 +523,7 @@ async fn slot(w: Arc<Worker>, rx: Queue) {
         match result {
             Ok(Ok(report)) => {
                 w.cache.put(&report);
+                share(&w, &report).await;
                 w.metrics.tasks.with_label_values(&["done"]).inc();
                 w.metrics
                     .verdicts
@@ -582,6 +615,13 @@ async fn submit(w: &Worker, req: Request<Incoming>) -> Answer {
         });
         return json(StatusCode::OK, &answer);
     }
+    if let Some(report) = shared_verdict(w, &sha).await {
+        w.metrics.tasks.with_label_values(&["cached"]).inc();
+        let answer = serde_json::json!({
+            "task": id, "sha256": sha, "status": "done", "cached": true, "report": report,
+        });
+        return json(StatusCode::OK, &answer);
+    }
     w.set(&id, Task::Queued);
     w.metrics.queue.inc();
     if w.queue.try_send((id.clone(), body.to_vec())).is_err() {
@@ -628,4 +668,34 @@ fn status(w: &Worker, id: &str) -> Answer {
         Task::Failed(e) => serde_json::json!({ "task": id, "status": "failed", "error": e }),
     };
     json(StatusCode::OK, &v)
+}
+
+/// The key of a verdict in the cluster's store.
+fn shared_key(sha256: &str, version: &str) -> String {
+    format!("sandbox:{version}:{sha256}")
+}
+
+/// A verdict another worker of the cluster found for this sample under these rules.
+async fn shared_verdict(w: &Worker, sha256: &str) -> Option<serde_json::Value> {
+    let store = w.shared.as_ref()?;
+    let key = shared_key(sha256, &w.rules.load().version);
+    let bytes = store.get_async("sandbox", &key).await?;
+    let report: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    // Only a report of this very sample under these rules answers for it.
+    let same = report["sha256"] == sha256 && report["rules_version"] == w.rules.load().version;
+    same.then_some(report)
+}
+
+/// Hands a new verdict to the other workers of the cluster, for as long as this one keeps it.
+async fn share(w: &Worker, report: &crate::report::Report) {
+    let Some(store) = &w.shared else {
+        return;
+    };
+    let Ok(bytes) = serde_json::to_vec(report) else {
+        return;
+    };
+    let key = shared_key(&report.sha256, &report.rules_version);
+    store
+        .share_async("sandbox", &key, &bytes, w.cache.ttl_of(report))
+        .await;
 }

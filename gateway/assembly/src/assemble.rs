@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sekisho_core::{Built, ConfigError, Pipeline};
+use sekisho_core::{Built, ConfigError, Pipeline, SharedState, StoreBackend, StoreConfig};
 use sekisho_proxy::{Gateway, ProxyError, Wiring};
 
 use crate::config::GatewayConfig;
@@ -22,6 +22,16 @@ enum Purpose {
 /// The engines of this process and the way they become pipelines.
 pub struct Assembly {
     plugs: Vec<Box<dyn Plug>>,
+    /// The cluster's store (`[store] backend = "redis"`), opened at the first start and kept
+    /// for the life of the process (engines keep the first they are given).
+    shared: std::sync::OnceLock<Shared>,
+}
+
+/// The store, as engines see it and with its metrics.
+struct Shared {
+    store: Arc<sekisho_store::Store>,
+    state: Arc<dyn SharedState>,
+    config: StoreConfig,
 }
 
 /// Every configured engine built, and the pipelines made of them.
@@ -38,7 +48,10 @@ impl Assembly {
 
     /// An assembly of the given engines (tests add their own).
     pub fn with(plugs: Vec<Box<dyn Plug>>) -> Self {
-        Assembly { plugs }
+        Assembly {
+            plugs,
+            shared: std::sync::OnceLock::new(),
+        }
     }
 
     /// Reads a config file, applies the environment's overrides ([`crate::env`]:
@@ -78,6 +91,10 @@ impl Assembly {
     fn assemble(&self, cfg: &GatewayConfig, purpose: Purpose) -> Result<Assembled, ProxyError> {
         let mut cx = cfg.build_cx();
         cx.check_only = purpose == Purpose::Check;
+        if purpose != Purpose::Check {
+            self.open_store(cfg)?;
+            cx.shared = self.shared.get().map(|s| &s.state);
+        }
         let mut built = Vec::with_capacity(cfg.engines.len());
         for e in &cfg.engines {
             let b = e.build(&cx).map_err(|err| cfg.error(err))?;
@@ -108,6 +125,34 @@ impl Assembly {
             pipelines.push(p);
         }
         Ok(Assembled { built, pipelines })
+    }
+
+    /// Opens `[store]` (Redis) the first time a config with one starts; later configs keep
+    /// the store in use (a changed `[store]` takes effect at the next start, and says so).
+    fn open_store(&self, cfg: &GatewayConfig) -> Result<(), ProxyError> {
+        let Some(sc) = cfg
+            .proxy
+            .store
+            .as_ref()
+            .filter(|s| s.backend == StoreBackend::Redis)
+        else {
+            return Ok(());
+        };
+        if let Some(s) = self.shared.get() {
+            if &s.config != sc {
+                tracing::warn!("store: [store] changed; the store in use stays until a restart");
+            }
+            return Ok(());
+        }
+        let store = sekisho_store::Store::open(sc)
+            .map_err(|e| cfg.error(ConfigError::new("store", e.to_string())))?;
+        let state: Arc<dyn SharedState> = store.clone();
+        let _ = self.shared.set(Shared {
+            store,
+            state,
+            config: sc.clone(),
+        });
+        Ok(())
     }
 
     /// The built engines are in service.
@@ -167,7 +212,10 @@ impl Assembly {
     ) -> Result<(Gateway, Reloader), ProxyError> {
         let a = self.assemble(&cfg, Purpose::Start)?;
         prepare()?;
-        let collectors = self.plugs.iter().flat_map(|p| p.collectors()).collect();
+        let mut collectors: Vec<_> = self.plugs.iter().flat_map(|p| p.collectors()).collect();
+        if let Some(s) = self.shared.get() {
+            collectors.extend(s.store.collectors());
+        }
         let gw = Gateway::build(
             cfg.proxy.clone(),
             Wiring {

@@ -119,6 +119,7 @@ fn build_cx<'a>(proxy: &'a Config, routes: &'a [RouteOptions]) -> BuildCx<'a> {
         default_resolve_timeout_secs: proxy.limits.resolve_timeout_secs,
         check_only: false,
         routes,
+        shared: None,
     }
 }
 

@@ -60,6 +60,9 @@ pub struct BuildCx<'a> {
     pub default_resolve_timeout_secs: u64,
     /// Reverse-proxy routes and what each asks of the WAF (`[[route]] waf`).
     pub routes: &'a [RouteOptions],
+    /// The cluster's shared store (`[store]`), built once at start; `None`: state stays in
+    /// process. Engines keep the first one they are given (it outlives reloads).
+    pub shared: Option<&'a Arc<dyn crate::SharedState>>,
 }
 
 /// A reverse-proxy route's options for the engines, by route name.

@@ -23,6 +23,7 @@ mod path;
 mod pipeline;
 mod resolve;
 mod respond;
+mod shared;
 mod stage;
 mod verdict;
 
@@ -46,5 +47,6 @@ pub use pipeline::{
 };
 pub use resolve::Timer;
 pub use respond::{Respond, StageError};
+pub use shared::{BusHandler, SharedState, StoreBackend, StoreConfig};
 pub use stage::{BoxFuture, Cx, HeldBody, Inspector, LateReporter, Stage};
 pub use verdict::Verdict;

@@ -17,6 +17,7 @@ pub mod detect;
 pub mod events;
 pub mod files;
 pub mod filestore;
+pub mod hosts;
 pub mod ja3;
 pub mod magic;
 pub mod matchers;

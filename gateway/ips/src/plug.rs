@@ -18,6 +18,8 @@ pub struct IpsEngine {
     stats: Arc<Stats>,
     /// Datasets kept across reloads (dynamic sets keep what traffic taught them).
     datasets: Arc<crate::datasets::Datasets>,
+    /// xbits and threshold counters kept across reloads (and shared by a cluster's nodes).
+    hosts: Arc<crate::hosts::HostState>,
     /// The file store, kept across reloads while its folder and budget stay the same.
     store: std::sync::Mutex<Option<(std::path::PathBuf, u64, Arc<crate::filestore::FileStore>)>>,
     metrics: IpsMetrics,
@@ -31,6 +33,7 @@ impl IpsEngine {
             metrics: IpsMetrics::new(Arc::clone(&stats))?,
             stats,
             datasets: Arc::default(),
+            hosts: Arc::default(),
             store: std::sync::Mutex::default(),
         })
     }
@@ -100,6 +103,10 @@ impl sekisho_core::Engine for IpsEngine {
             .map_err(|e| ConfigError::new("ips", e))?;
         opts.stats = Some(Arc::clone(&self.stats));
         opts.datasets = Some(Arc::clone(&self.datasets));
+        if let (Some(shared), false) = (cx.shared, cx.check_only) {
+            self.hosts.share(shared);
+        }
+        opts.hosts = Some(Arc::clone(&self.hosts));
         let data_dir = opts.data_dir.clone().unwrap_or_else(|| ".".into());
         let store = self.file_store(
             &cfg.filestore_dir(cx.config_dir, &data_dir),

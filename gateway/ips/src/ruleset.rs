@@ -6,19 +6,19 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use sekisho_core::Direction;
 
 use crate::detect::{inspect, Data, Scratch};
+use crate::hosts::HostState;
 use crate::matchers::PcreLimits;
 use crate::rule::{
     parse_rule, parse_track, sniff_sid, Buf, Flowbit, Item, Proto, Rule, RuleAction, RuleError,
     Threshold, ThresholdKind, Track,
 };
-use crate::state::XbitStore;
 use crate::transform::Transform;
 use crate::vars::{parse_addr, AddrExpr, Vars};
 use crate::IpsError;
@@ -214,6 +214,8 @@ pub struct LoadOptions {
     pub data_dir: Option<PathBuf>,
     /// The datasets of the previous load, kept across reloads (fresh when `None`).
     pub datasets: Option<Arc<crate::datasets::Datasets>>,
+    /// The engine's xbits and threshold counters, kept across reloads (fresh when `None`).
+    pub hosts: Option<Arc<HostState>>,
 }
 
 /// Counters exported as metrics.
@@ -279,10 +281,6 @@ struct PhaseIndex {
     always: Vec<u32>,
 }
 
-const THRESHOLD_ENTRIES: usize = 65_536;
-
-/// (gid, sid, tracked source, tracked destination).
-type ThresholdKey = (u32, u32, Option<IpAddr>, Option<IpAddr>);
 /// What threshold.config yields: suppressions and per-(gid, sid) threshold overrides.
 type ThresholdConfig = (Vec<Suppress>, HashMap<(u32, u32), Threshold>);
 /// Patterns and, per pattern, the rules they nominate.
@@ -300,9 +298,9 @@ pub struct RuleSet {
     suppress: Vec<Suppress>,
     /// Transformation chains by id (0: none), as rules' groups and buffer keys name them.
     chains: Vec<Vec<Transform>>,
-    /// `xbits` by host and host pair (lives as long as this rule set).
-    xbits: Mutex<XbitStore>,
-    thresholds: Mutex<HashMap<ThresholdKey, (Instant, u32)>>,
+    /// `xbits` and threshold counters by host and host pair (the engine's, kept across
+    /// reloads and shared by the cluster's nodes).
+    hosts: Arc<HostState>,
     /// Counters (shared across reloads when the embedder passes them in).
     pub stats: Arc<Stats>,
     report: LoadReport,
@@ -792,8 +790,7 @@ impl RuleSet {
             empty_body,
             suppress,
             chains,
-            xbits: Mutex::new(XbitStore::default()),
-            thresholds: Mutex::new(HashMap::new()),
+            hosts: opts.hosts.clone().unwrap_or_default(),
             stats,
             report,
         })
@@ -1071,13 +1068,8 @@ impl RuleSet {
         if !r.flowints.iter().all(|f| f.holds(&vars.ints)) {
             return None;
         }
-        if r.xbits.iter().any(|x| !x.is_change()) {
-            let src = src?;
-            let mut store = self.xbits.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            if !r.xbits.iter().all(|x| store.holds(x, src, dst, now)) {
-                return None;
-            }
+        if r.xbits.iter().any(|x| !x.is_change()) && !self.hosts.xbits_hold(&r.xbits, src?, dst) {
+            return None;
         }
         if let Some((cmp, raw)) = r.urilen {
             let b = if raw { Buf::UriRaw } else { Buf::Uri };
@@ -1165,14 +1157,8 @@ impl RuleSet {
             Direction::Response => (ep.server, Some(ep.client)),
         };
         let Some(src) = src else { return };
-        let mut store = self.xbits.lock().unwrap_or_else(|e| e.into_inner());
-        let (now, full) = (Instant::now(), store.full);
-        for x in changes {
-            store.apply(x, src, dst, now);
-        }
-        self.stats
-            .xbits_full
-            .fetch_add(store.full - full, Ordering::Relaxed);
+        let refused = self.hosts.xbits_apply(changes.into_iter(), src, dst);
+        self.stats.xbits_full.fetch_add(refused, Ordering::Relaxed);
     }
 
     fn alert_allowed(&self, c: &Compiled, ep: &Endpoints) -> bool {
@@ -1210,33 +1196,12 @@ impl RuleSet {
             } else {
                 key
             };
-            let now = Instant::now();
             let window = std::time::Duration::from_secs(u64::from(t.seconds));
-            let Ok(mut map) = self.thresholds.lock() else {
-                return true;
-            };
-            if map.len() >= THRESHOLD_ENTRIES && !map.contains_key(&key) {
-                map.retain(|_, (start, _)| now.duration_since(*start) <= window);
-                if map.len() >= THRESHOLD_ENTRIES {
-                    map.clear();
-                }
-            }
-            let e = map.entry(key).or_insert((now, 0));
-            if now.duration_since(e.0) > window {
-                *e = (now, 0);
-            }
-            e.1 = e.1.saturating_add(1);
-            let n = e.1;
+            let every = t.kind == ThresholdKind::Threshold;
+            let n = self.hosts.hit(key, window, t.count, every);
             let allow = match t.kind {
                 ThresholdKind::Limit => n <= t.count,
-                ThresholdKind::Threshold => {
-                    if n >= t.count {
-                        e.1 = 0;
-                        true
-                    } else {
-                        false
-                    }
-                }
+                ThresholdKind::Threshold => n >= t.count,
                 ThresholdKind::Both => n == t.count,
                 ThresholdKind::DetectionFilter => n > t.count,
             };

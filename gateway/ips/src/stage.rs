@@ -141,6 +141,7 @@ impl IpsConfig {
                 None => base.map_or_else(|| PathBuf::from("."), Path::to_path_buf),
             }),
             datasets: None,
+            hosts: None,
         })
     }
 }

@@ -280,9 +280,64 @@ impl Xbit {
 
 /// Where a bit lives: one host, or an unordered pair of hosts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Owner {
+pub enum Owner {
+    /// One host.
     Host(IpAddr),
+    /// Two hosts, the lower address first.
     Pair(IpAddr, IpAddr),
+}
+
+/// The longest bit name a bus message may carry.
+const MAX_NAME: usize = 256;
+
+/// A change made to the xbits, as the cluster's bus carries it: `set` with the bit's
+/// lifetime in seconds, or `unset` (a toggle is sent as what it did).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XbitChange {
+    owner: Owner,
+    name: String,
+    set: Option<u32>,
+}
+
+impl XbitChange {
+    /// `s SECS h IP NAME`, `u h IP NAME`, `s SECS p IP IP NAME` … (names hold no spaces).
+    pub fn encode(&self) -> Vec<u8> {
+        let owner = crate::hosts::owner_text(&self.owner);
+        match self.set {
+            Some(secs) => format!("s {secs} {owner} {}", self.name),
+            None => format!("u {owner} {}", self.name),
+        }
+        .into_bytes()
+    }
+
+    /// The change `encode` wrote; `None` for anything else.
+    pub fn decode(p: &[u8]) -> Option<XbitChange> {
+        let text = std::str::from_utf8(p).ok()?;
+        let mut it = text.split(' ');
+        let set = match it.next()? {
+            "s" => Some(
+                it.next()?
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|s| u64::from(*s) <= crate::hosts::MAX_SECS)?,
+            ),
+            "u" => None,
+            _ => return None,
+        };
+        let owner = match it.next()? {
+            "h" => Owner::Host(it.next()?.parse().ok()?),
+            "p" => Owner::Pair(it.next()?.parse().ok()?, it.next()?.parse().ok()?),
+            _ => return None,
+        };
+        let name = it
+            .next()
+            .filter(|n| !n.is_empty() && n.len() <= MAX_NAME)?
+            .to_string();
+        if it.next().is_some() {
+            return None;
+        }
+        Some(XbitChange { owner, name, set })
+    }
 }
 
 /// The gateway's xbits, bounded ([`MAX_XBITS`]).
@@ -328,20 +383,56 @@ impl XbitStore {
     }
 
     /// Makes a `set` / `unset` / `toggle` change. `set` leaves a bit already there as it is
-    /// (its expiry is not renewed, as in Suricata).
-    pub fn apply(&mut self, x: &Xbit, src: IpAddr, dst: Option<IpAddr>, now: Instant) {
-        let Some(owner) = Self::owner(x, src, dst) else {
-            return;
-        };
+    /// (its expiry is not renewed, as in Suricata). Returns what changed, for the other nodes.
+    pub fn apply(
+        &mut self,
+        x: &Xbit,
+        src: IpAddr,
+        dst: Option<IpAddr>,
+        now: Instant,
+    ) -> Option<XbitChange> {
+        let owner = Self::owner(x, src, dst)?;
         let key = (owner, x.name.clone());
         let until = now + Duration::from_secs(u64::from(x.expire));
-        match x.cmd {
-            XbitCmd::Set if !self.bits.contains_key(&key) => self.insert(key, until, now),
-            XbitCmd::Unset => {
+        let live = matches!(self.bits.get(&key), Some(exp) if *exp >= now);
+        let set = match x.cmd {
+            XbitCmd::Set if !live => Some(x.expire),
+            XbitCmd::Unset => None,
+            XbitCmd::Toggle if !live => Some(x.expire),
+            XbitCmd::Toggle => None,
+            _ => return None,
+        };
+        match set {
+            Some(_) => {
+                self.bits.remove(&key);
+                self.insert(key.clone(), until, now);
+            }
+            None => {
+                // Sent even when this node holds no such bit: another may (its set may have
+                // reached it and not this node), and an unset is harmless where there is none.
                 self.bits.remove(&key);
             }
-            XbitCmd::Toggle if self.bits.remove(&key).is_none() => self.insert(key, until, now),
-            _ => {}
+        }
+        Some(XbitChange {
+            owner: key.0,
+            name: key.1,
+            set,
+        })
+    }
+
+    /// Applies a change another node made.
+    pub fn receive(&mut self, c: XbitChange, now: Instant) {
+        let key = (c.owner, c.name);
+        match c.set {
+            Some(secs) => {
+                if !matches!(self.bits.get(&key), Some(exp) if *exp >= now) {
+                    self.bits.remove(&key);
+                    self.insert(key, now + Duration::from_secs(u64::from(secs)), now);
+                }
+            }
+            None => {
+                self.bits.remove(&key);
+            }
         }
     }
 

@@ -52,7 +52,7 @@ impl sekisho_core::Engine for UrlEngine {
         cfg.policy()
     }
 
-    fn build(&self, cfg: &UrlFilterConfig, _cx: &BuildCx<'_>) -> Result<Built, ConfigError> {
+    fn build(&self, cfg: &UrlFilterConfig, cx: &BuildCx<'_>) -> Result<Built, ConfigError> {
         let f = UrlFilter::load(cfg).map_err(|e| ConfigError::new("urlfilter", e))?;
         let db = f.db();
         let (errors, n) = db.errors();
@@ -83,6 +83,9 @@ impl sekisho_core::Engine for UrlEngine {
             errors: Vec::new(),
             loaded: db.domain_count() + db.url_count() + db.ip_count() + db.expression_count(),
         };
+        if let (Some(shared), false) = (cx.shared, cx.check_only) {
+            self.warn.share(shared);
+        }
         Ok(Built {
             stage: Arc::new(UrlStage::new(Arc::new(f), Arc::clone(&self.warn))),
             report,

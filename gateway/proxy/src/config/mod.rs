@@ -41,6 +41,9 @@ pub struct Config {
     /// Delivery to the MSS collector (`[mss]`, `[[mss.sink]]`): present means enabled.
     #[serde(default)]
     pub mss: Option<sekisho_mss::MssConfig>,
+    /// State shared by the nodes of a cluster (`[store]`: Redis); absent: in process.
+    #[serde(default)]
+    pub store: Option<sekisho_core::StoreConfig>,
     /// Prometheus endpoint (`[metrics]`).
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -664,6 +667,7 @@ pub const KEYS: &[&str] = &[
     "tls",
     "events",
     "mss",
+    "store",
     "metrics",
     "limits",
     "route",
@@ -795,6 +799,12 @@ impl Config {
         self.validate_reverse()?;
         if let Some(m) = &self.mss {
             m.validate().map_err(|e| ProxyError::Config {
+                file: self.path.clone(),
+                message: e,
+            })?;
+        }
+        if let Some(st) = &self.store {
+            st.validate().map_err(|e| ProxyError::Config {
                 file: self.path.clone(),
                 message: e,
             })?;
