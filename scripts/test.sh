@@ -51,6 +51,13 @@ command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 # Headless Chromium and certutil: the browser end-to-end test (tests/chromium.rs).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)
+# Issue 25's deployment tests: the Docker engine and docker-compose (tests/docker.rs, with a
+# base image made by mmdebstrap: no registry image can be pulled here), redis-server (the
+# shared store: gateway/store/tests/redis.rs, tests/multinode.rs).
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
@@ -61,6 +68,26 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+# The Docker engine: started here when no init system runs it (CI machines and sessions have
+# none), its log in target/dockerd.log. With it running, tests/docker.rs must not skip.
+if ! docker info >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null 2>&1; then
+  mkdir -p target
+  (setsid dockerd >target/dockerd.log 2>&1 &)
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+if docker info >/dev/null 2>&1; then export SEKISHO_REQUIRE_DOCKER=1; fi
+command -v redis-server >/dev/null 2>&1 && export SEKISHO_REQUIRE_REDIS=1
+
+# tansu, a Kafka-compatible broker (crates.io only): the Kafka sink's success path and broker
+# restart (gateway/mss/tests/delivery.rs), with its in-memory storage (feature dynostore).
+# Built without optimisation or debug info, the cheapest build (about 5 minutes on 2 cores): it
+# only carries a few hundred test records.
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v tansu >/dev/null 2>&1; then
+  CARGO_PROFILE_DEV_DEBUG=false cargo install --debug --locked tansu@0.6.0 --features dynostore
+fi
+export SEKISHO_REQUIRE_TANSU=1
 
 # The public corpora (CRS, ET Open, UT1, IHE samples, YARA; ../shared/corpora or SEKISHO_CORPORA).
 # Without them the tests and benches that need them print "SKIPPED <name>: needs the public
