@@ -256,45 +256,30 @@ async fn images_and_compose_stack_serve_and_log_end_to_end() {
     ])
     .await;
     assert_eq!(r.stdout, "403");
-    let sample = dir.path().join("eicar.com");
-    std::fs::write(&sample, eicar()).unwrap();
-    let data = format!("@{}", sample.display());
-    let r = curl(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-x",
-        &proxy,
-        "--data-binary",
-        &data,
-        "http://origin:8080/upload",
-    ])
-    .await;
-    assert_eq!(r.stdout, "403", "EICAR upload blocked");
+    let upload = |name: &str, body: &[u8]| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, body).unwrap();
+        let data = format!("@{}", file.display());
+        let proxy = proxy.clone();
+        async move {
+            let args = ["-o", "/dev/null", "-w", "%{http_code}", "-x", &proxy];
+            let url = "http://origin:8080/upload";
+            curl(&[&args[..], &["--data-binary", &data, url]].concat())
+                .await
+                .stdout
+        }
+    };
+    assert_eq!(
+        upload("eicar.com", &eicar()).await,
+        "403",
+        "EICAR upload blocked"
+    );
     // A script the signatures pass is held for the sandbox container's verdict: it reads the
     // password hashes and plants a cron job, so the upload is refused.
-    let script = dir.path().join("steal.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\ncat /etc/shadow\necho '* * * * * x' > /etc/cron.d/y\n",
-    )
-    .unwrap();
-    let data = format!("@{}", script.display());
-    let r = curl(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-x",
-        &proxy,
-        "--data-binary",
-        &data,
-        "http://origin:8080/upload",
-    ])
-    .await;
+    let script = b"#!/bin/sh\ncat /etc/shadow\necho '* * * * * x' > /etc/cron.d/y\n";
     assert_eq!(
-        r.stdout, "403",
+        upload("steal.sh", script).await,
+        "403",
         "the sandbox worker's verdict blocks the script"
     );
     let r = curl(&[&format!("http://127.0.0.1:{metrics_port}/readyz")]).await;

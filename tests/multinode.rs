@@ -351,54 +351,6 @@ async fn a_node_killed_under_load_loses_no_answer_and_no_event() {
     );
 }
 
-/// `redis-server` on a free loopback port for the shared-state test; killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    /// The server, or `None` with a SKIPPED line when redis-server is not installed (and
-    /// SEKISHO_REQUIRE_REDIS is not set).
-    fn start() -> Option<Redis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = match Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) if std::env::var_os("SEKISHO_REQUIRE_REDIS").is_some() => {
-                panic!("redis-server is required (SEKISHO_REQUIRE_REDIS): {e}")
-            }
-            Err(_) => {
-                eprintln!(
-                    "SKIPPED shared_state: redis-server not installed (Debian: redis-server)"
-                );
-                return None;
-            }
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Redis { child, port })
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The continue link of a warning page.
 fn continue_link(page: &str) -> String {
     page.split("href=\"")
@@ -430,7 +382,7 @@ async fn status_via(gw: &Gateway, url: &str) -> String {
 /// still works on one node) and counts the fallbacks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_state_is_seen_by_every_node() {
-    let Some(redis) = Redis::start() else {
+    let Some(redis) = common::redis::Redis::start("shared_state_is_seen_by_every_node") else {
         return;
     };
     let origin = Origin::start(None).await;

@@ -932,37 +932,11 @@ async fn the_worker_api_takes_tls_and_a_token() {
 #[test]
 fn workers_of_a_cluster_share_their_verdicts() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let redis = match Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-    {
-        Ok(c) => KillOnDrop(c),
-        Err(e) if std::env::var_os("SEKISHO_REQUIRE_REDIS").is_some() => {
-            panic!("redis-server is required (SEKISHO_REQUIRE_REDIS): {e}")
-        }
-        Err(_) => {
-            eprintln!("SKIPPED workers_of_a_cluster_share_their_verdicts: no redis-server");
-            return;
-        }
+    let Some(redis) = common::redis::Redis::start("workers_of_a_cluster_share_their_verdicts")
+    else {
+        return;
     };
-    let t0 = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let port = redis.port;
     let store = format!(
         "timeout_secs = 10\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:{port}/\"\ntimeout_ms = 500\n"
     );
@@ -998,13 +972,4 @@ fn workers_of_a_cluster_share_their_verdicts() {
         "worker b detonated nothing: {metrics}"
     );
     drop(redis);
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

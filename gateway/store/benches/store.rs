@@ -5,21 +5,15 @@
 //! fallback when Redis is down (what every call costs then).
 #![allow(missing_docs)]
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use sekisho_core::{SharedState, StoreBackend, StoreConfig};
 use sekisho_store::Store;
 
-struct Redis(Child);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[path = "../../../tests/common/redis.rs"]
+mod redis_server;
+use redis_server::Redis;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -38,31 +32,11 @@ fn config(port: u16) -> StoreConfig {
 }
 
 fn bench(c: &mut Criterion) {
-    let port = free_port();
-    let Ok(child) = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-    else {
-        eprintln!("SKIPPED store bench: redis-server not installed (Debian: redis-server)");
+    let Some(redis) = Redis::start("store bench") else {
         return;
     };
-    let _redis = Redis(child);
+    let port = redis.port;
     let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if t0.elapsed() > Duration::from_secs(10) {
-            eprintln!("SKIPPED store bench: redis-server did not start");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let Ok(store) = Store::open(&config(port)) else {
         return;
     };

@@ -4,8 +4,6 @@
 //! back.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,60 +11,9 @@ use std::time::{Duration, Instant};
 use sekisho_core::{SharedState, StoreBackend, StoreConfig};
 use sekisho_store::Store;
 
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Option<Redis> {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let r = Redis { child, port };
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(r)
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args([sig, &pid]).status().unwrap();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../../../tests/common/redis.rs"]
+mod redis_server;
+use redis_server::Redis;
 
 fn store(port: u16, prefix: &str) -> Arc<Store> {
     Store::open(&StoreConfig {
@@ -101,17 +48,7 @@ fn counter(s: &Store, name: &str, label: (&str, &str)) -> u64 {
 }
 
 fn redis_or_skip() -> Option<Redis> {
-    let port = free_port();
-    match Redis::start(port) {
-        Some(r) => Some(r),
-        None if std::env::var_os("SEKISHO_REQUIRE_REDIS").is_some() => {
-            panic!("redis-server is needed (Debian: redis-server)")
-        }
-        None => {
-            eprintln!("SKIPPED: redis-server not installed (Debian: redis-server)");
-            None
-        }
-    }
+    Redis::start("store redis tests")
 }
 
 fn eventually(what: &str, f: impl Fn() -> bool) {
@@ -233,7 +170,7 @@ fn a_stalled_or_dead_redis_falls_back_within_the_timeout_and_recovers() {
     assert!(counter(&a, "sekisho_store_fallback_total", ("kind", "warn")) >= 400);
 
     // Back: Redis answers again after retry_secs.
-    let _redis = Redis::start(port).unwrap();
+    let _redis = Redis::on(port, "store redis tests").unwrap();
     let b = store(port, "t2:");
     eventually("a uses Redis again", || {
         a.set("warn", "after", b"remote", Duration::from_secs(60));
