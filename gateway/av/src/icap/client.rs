@@ -37,6 +37,82 @@ struct ServerOptions {
     max_connections: Option<usize>,
     fetched: Instant,
     ttl: Duration,
+    transfer: Transfer,
+}
+
+/// How a file is sent (RFC 3507 §4.10.2 `Transfer-Preview`, `Transfer-Ignore`,
+/// `Transfer-Complete`, by file extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sending {
+    /// With a preview (when one is offered): the default.
+    Preview,
+    /// Not at all: the server does not want this kind of file.
+    Ignore,
+    /// Whole, without a preview.
+    Complete,
+}
+
+/// The three `Transfer-*` lists: extensions (lower case, without the dot), `*` meaning every
+/// extension no list names.
+#[derive(Clone, Debug, Default)]
+struct Transfer {
+    lists: Vec<(Sending, Vec<String>)>,
+}
+
+impl Transfer {
+    fn from_head(h: &Head) -> Self {
+        let list = |name: &str| -> Vec<String> {
+            h.get(name)
+                .map(|v| {
+                    v.split(',')
+                        .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+                        .filter(|e| !e.is_empty())
+                        .take(256)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Transfer {
+            lists: vec![
+                (Sending::Ignore, list("transfer-ignore")),
+                (Sending::Complete, list("transfer-complete")),
+                (Sending::Preview, list("transfer-preview")),
+            ],
+        }
+    }
+
+    /// How a file with extension `ext` is sent: the list naming it, else the list holding `*`,
+    /// else with a preview.
+    fn sending(&self, ext: Option<&str>) -> Sending {
+        let named = ext.and_then(|e| {
+            self.lists
+                .iter()
+                .find(|(_, l)| l.iter().any(|x| x == e))
+                .map(|(k, _)| *k)
+        });
+        named
+            .or_else(|| {
+                self.lists
+                    .iter()
+                    .find(|(_, l)| l.iter().any(|x| x == "*"))
+                    .map(|(k, _)| *k)
+            })
+            .unwrap_or(Sending::Preview)
+    }
+}
+
+/// The file extension of the message's body: of its file name, else of the last segment of the
+/// request path (lower case, without the dot).
+fn extension(m: &Message<'_>) -> Option<String> {
+    let name = match m.file_name {
+        Some(n) => n,
+        None => {
+            let path = m.target.split(['?', '#']).next().unwrap_or("");
+            path.rsplit('/').next().unwrap_or("")
+        }
+    };
+    let (_, ext) = name.rsplit_once('.')?;
+    (!ext.is_empty() && ext.len() <= 16).then(|| ext.to_ascii_lowercase())
 }
 
 impl ServerOptions {
@@ -64,6 +140,7 @@ impl ServerOptions {
             max_connections: number("max-connections"),
             fetched: Instant::now(),
             ttl,
+            transfer: Transfer::from_head(h),
         }
     }
 }
@@ -131,9 +208,14 @@ impl IcapClient {
         if !opts.methods.is_empty() && !opts.methods.iter().any(|x| x == method) {
             return Err(IcapError::Method(method, opts.methods.join(", ")));
         }
+        let sending = opts.transfer.sending(extension(m).as_deref());
+        if sending == Sending::Ignore {
+            // The server said it does not want this kind of file (counted as `ignored`).
+            return Ok(Answer::Ignored);
+        }
         let offer = Offer {
             allow_204: self.cfg.allow_204 && opts.allow_204,
-            preview: (self.cfg.preview > 0)
+            preview: (self.cfg.preview > 0 && sending == Sending::Preview)
                 .then_some(self.cfg.preview as usize)
                 // A preview only to a server whose OPTIONS offer one, at most its size.
                 .and_then(|p| opts.preview.map(|server| p.min(server)))
@@ -516,5 +598,87 @@ mod tests {
         let bare = ServerOptions::from_head(&head("ICAP/1.0 200 OK\r\n\r\n"));
         assert!(bare.methods.is_empty() && bare.preview.is_none() && !bare.allow_204);
         assert_eq!(bare.ttl, DEFAULT_TTL);
+        assert_eq!(bare.transfer.sending(Some("exe")), Sending::Preview);
+    }
+
+    /// RFC 3507 §4.10.2's example: preview by default, some extensions never sent, HTML whole.
+    #[test]
+    fn transfer_lists_pick_how_a_file_is_sent() {
+        let o = ServerOptions::from_head(&head(
+            "ICAP/1.0 200 OK\r\nTransfer-Preview: *\r\nTransfer-Ignore: asp, bat, .EXE, com, ole\r\nTransfer-Complete: html\r\n\r\n",
+        ));
+        let t = &o.transfer;
+        assert_eq!(t.sending(Some("exe")), Sending::Ignore);
+        assert_eq!(t.sending(Some("html")), Sending::Complete);
+        assert_eq!(t.sending(Some("pdf")), Sending::Preview);
+        assert_eq!(t.sending(None), Sending::Preview);
+        let all_whole = Transfer::from_head(&head(
+            "ICAP/1.0 200 OK\r\nTransfer-Complete: *\r\nTransfer-Preview: zip\r\n\r\n",
+        ));
+        assert_eq!(all_whole.sending(Some("doc")), Sending::Complete);
+        assert_eq!(all_whole.sending(Some("zip")), Sending::Preview);
+        let m = |target, file_name| Message {
+            target,
+            file_name,
+            ..Message::default()
+        };
+        assert_eq!(
+            extension(&m("/dl/Setup.EXE?x=1.2", None)).as_deref(),
+            Some("exe")
+        );
+        assert_eq!(extension(&m("/dl/", None)), None);
+        assert_eq!(extension(&m("/a.b/file", None)), None);
+        assert_eq!(
+            extension(&m("/x", Some("report.PDF"))).as_deref(),
+            Some("pdf")
+        );
+    }
+
+    /// A server whose OPTIONS ignore `.exe` is never sent one: only OPTIONS reach it.
+    #[tokio::test]
+    async fn ignored_extensions_are_not_sent() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        let first = text.lines().next().unwrap_or("").to_string();
+                        log.lock().unwrap().push(first.clone());
+                        let answer: &[u8] = if first.starts_with("OPTIONS") {
+                            b"ICAP/1.0 200 OK\r\nMethods: RESPMOD\r\nTransfer-Ignore: exe\r\nEncapsulated: null-body=0\r\n\r\n"
+                        } else {
+                            b"ICAP/1.0 500 Server Error\r\nEncapsulated: null-body=0\r\n\r\n"
+                        };
+                        let _ = s.write_all(answer).await;
+                    }
+                });
+            }
+        });
+        let cfg: IcapConfig = toml::from_str(&format!(
+            "url = \"icap://{addr}/avscan\"\nmethod = \"respmod\"\npreview = 0\n"
+        ))
+        .unwrap();
+        let c = IcapClient::new(cfg).unwrap();
+        let m = Message {
+            method: "GET",
+            host: "files.test",
+            target: "/setup.exe",
+            ..Message::default()
+        };
+        let a = c.ask(&m, b"MZ...", Duration::from_secs(5)).await.unwrap();
+        assert_eq!(a, Answer::Ignored);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].starts_with("OPTIONS"), "{seen:?}");
     }
 }

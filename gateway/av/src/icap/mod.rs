@@ -27,6 +27,8 @@ pub enum Answer {
     Threat(String),
     /// The server replaced the message or changed the body without naming a threat.
     Blocked(String),
+    /// Not sent: the server's OPTIONS list this file's extension in `Transfer-Ignore`.
+    Ignored,
 }
 
 /// Why a server could not answer.
@@ -89,10 +91,11 @@ pub struct Asked {
 }
 
 impl Asked {
-    /// The outcome's name for metrics: `clean`, `threat`, `blocked`, `error`.
+    /// The outcome's name for metrics: `clean`, `threat`, `blocked`, `ignored`, `error`.
     pub fn outcome(&self) -> &'static str {
         match &self.result {
             Ok(Answer::Clean) => "clean",
+            Ok(Answer::Ignored) => "ignored",
             Ok(Answer::Threat(_)) => "threat",
             Ok(Answer::Blocked(_)) => "blocked",
             Err(_) => "error",
