@@ -29,14 +29,6 @@ impl Drop for IcapStack {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn wait_for(what: &str, log: &Path, ready: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(90);
     while !ready() {

@@ -173,14 +173,6 @@ impl Drop for Stack {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn eventually(what: &str, secs: u64, f: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {

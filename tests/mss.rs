@@ -8,21 +8,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{bin, metric, Collector, Gateway, TempDir, TestPki};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{bin, free_port, metric, Collector, Gateway, TempDir, TestPki};
 
 fn rsyslogd() -> &'static str {
     for p in ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"] {

@@ -508,6 +508,15 @@ pub fn eicar() -> Vec<u8> {
     .into_bytes()
 }
 
+/// A TCP port free on 127.0.0.1 now (for servers a test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sekisho")
 }

@@ -4,13 +4,15 @@
 //! is none and each engine keeps its state in process, as a single node does.
 //!
 //! Two kinds of sharing:
-//! - keys with a lifetime ([`SharedState::get`], [`SharedState::set`], [`SharedState::take`]):
-//!   warning-page grants and continue tokens, sandbox verdicts. The remote store answers when it
-//!   can within `timeout_ms`; when it cannot (down, slow, queue full), the call falls back to a
-//!   bounded in-process table, and the fallback is counted (`sekisho_store_fallback_total`).
 //! - a bus ([`SharedState::publish`], [`SharedState::subscribe`]): changes each node applies
-//!   to its own copy (IPS xbits and threshold counts), so the hot path never waits on the
-//!   network; a message that cannot be sent is counted and the node goes on with its own state.
+//!   to its own copy (warning-page tokens and grants, IPS xbits and threshold counts), so
+//!   inspection never waits on the network (inspectors do no I/O); a message that cannot be
+//!   sent is counted and the node goes on with its own state.
+//! - keys with a lifetime ([`SharedState::get`], [`SharedState::set`], [`SharedState::take`]):
+//!   they wait for Redis up to `timeout_ms` on the calling thread, so they are for callers
+//!   that may wait (never an inspector). When Redis cannot answer (down, slow, queue full) the
+//!   call falls back to a bounded in-process table, counted (`sekisho_store_fallback_total`).
+//!   The sandbox worker shares its verdicts through the store's async form of these.
 
 use std::sync::Arc;
 use std::time::Duration;

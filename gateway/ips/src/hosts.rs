@@ -83,13 +83,17 @@ impl HostState {
     ) -> u64 {
         let mut store = self.lock_xbits();
         let (now, full) = (Instant::now(), store.full);
+        let bus = self.bus.get();
         let mut made = Vec::new();
         for x in changes {
-            made.extend(store.apply(x, src, dst, now));
+            let change = store.apply(x, src, dst, now);
+            if bus.is_some() {
+                made.extend(change);
+            }
         }
         let refused = store.full - full;
         drop(store);
-        if let Some(bus) = self.bus.get() {
+        if let Some(bus) = bus {
             for c in made {
                 bus.publish(XBITS, c.encode());
             }

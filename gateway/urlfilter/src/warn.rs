@@ -2,13 +2,16 @@
 //! client and host for `warn_ttl_secs`. Both tables are bounded caches; entries carry their
 //! expiry. The store outlives reloads (the proxy keeps one for its whole life).
 //!
-//! In a cluster (`[store]` with Redis) tokens and acknowledgements live in the shared store
-//! instead, so a warning shown by one node can be continued on another (a balancer hashing
-//! connections sends the click anywhere) and the grant holds on every node; a token is taken
-//! atomically, so it is spent once across the cluster.
+//! In a cluster (`[store]` with Redis) every token issued, spent or turned into a grant is
+//! published on the store's bus and copied by the other nodes, so a warning shown by one node
+//! can be continued on another (a balancer hashing connections sends the click anywhere) and
+//! the grant holds on every node. Every check stays local: the inspector never waits on the
+//! network (DESIGN: inspectors do no I/O). A token reaching another node just after it was
+//! spent could be spent once more there, by the same client for the same host only (tokens are
+//! bound to both): the grant it makes is the one already made.
 
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use sekisho_core::SharedState;
@@ -78,27 +81,61 @@ impl WarnStore {
         }
     }
 
-    /// Keeps tokens and acknowledgements in the cluster's store from now on (the first store
-    /// given stays).
-    pub fn share(&self, shared: &Arc<dyn SharedState>) {
-        let _ = self.shared.set(Arc::clone(shared));
+    /// Publishes this node's tokens and grants on the cluster's bus and copies the other
+    /// nodes' (the first store given stays).
+    pub fn share(self: &Arc<Self>, shared: &Arc<dyn SharedState>) {
+        if self.shared.set(Arc::clone(shared)).is_err() {
+            return;
+        }
+        let weak: Weak<WarnStore> = Arc::downgrade(self);
+        shared.subscribe(
+            TOPIC,
+            Arc::new(move |p: &[u8]| {
+                if let Some(w) = weak.upgrade() {
+                    w.receive(p);
+                }
+            }),
+        );
+    }
+
+    fn publish(&self, message: String) {
+        if let Some(sh) = self.shared.get() {
+            sh.publish(TOPIC, message.into_bytes());
+        }
+    }
+
+    /// Applies another node's message: `t TOKEN` + a pending token, `s TOKEN` (spent),
+    /// `g CLIENT HOST SECS` (a grant). Anything else is ignored.
+    fn receive(&self, p: &[u8]) {
+        let Ok(text) = std::str::from_utf8(p) else {
+            return;
+        };
+        let (head, rest) = text.split_once('\n').unwrap_or((text, ""));
+        let mut f = head.split(' ');
+        match (f.next(), f.next(), f.next(), f.next()) {
+            (Some("t"), Some(token), None, None) if token.len() <= 64 => {
+                if let Some(pending) = Pending::decode(rest.as_bytes()) {
+                    self.pending.insert(token.to_string(), pending);
+                }
+            }
+            (Some("s"), Some(token), None, None) => {
+                self.pending.remove(token);
+            }
+            (Some("g"), Some(client), Some(host), Some(secs)) => {
+                let (Ok(client), Ok(secs)) = (client.parse::<IpAddr>(), secs.parse::<u64>()) else {
+                    return;
+                };
+                let ttl = Duration::from_secs(secs.min(MAX_GRANT_SECS));
+                self.acks
+                    .insert((norm(client), host.to_string()), Instant::now() + ttl);
+            }
+            _ => {}
+        }
     }
 
     /// True while `client` has acknowledged the warning for `host`.
     pub fn acknowledged(&self, client: IpAddr, host: &str) -> bool {
         let key = (norm(client), host.to_string());
-        if let Some(sh) = self.shared.get() {
-            // A grant seen in the store is remembered here a few seconds, so the requests
-            // of one page do not each ask Redis.
-            if matches!(self.acks.get(&key), Some(until) if until > Instant::now()) {
-                return true;
-            }
-            let granted = sh.get(KIND, &ack_key(key.0, host)).is_some();
-            if granted {
-                self.acks.insert(key, Instant::now() + GRANT_MEMO);
-            }
-            return granted;
-        }
         match self.acks.get(&key) {
             Some(until) if until > Instant::now() => true,
             Some(_) => {
@@ -128,12 +165,11 @@ impl WarnStore {
             ttl,
             expires: Instant::now() + TOKEN_TTL,
         };
-        match self.shared.get() {
-            Some(sh) => sh.set(KIND, &token_key(&token), &p.encode(), TOKEN_TTL),
-            None => {
-                self.pending.insert(token.clone(), p);
-            }
+        if self.shared.get().is_some() {
+            let encoded = String::from_utf8_lossy(&p.encode()).into_owned();
+            self.publish(format!("t {token}\n{encoded}"));
         }
+        self.pending.insert(token.clone(), p);
         token
     }
 
@@ -145,27 +181,22 @@ impl WarnStore {
         client: IpAddr,
         host: &str,
     ) -> Result<Accepted, &'static str> {
-        let found = match self.shared.get() {
-            Some(sh) if !token.is_empty() && token.len() <= 64 => sh
-                .take(KIND, &token_key(token))
-                .and_then(|b| Pending::decode(&b)),
-            Some(_) => None,
-            None => self.pending.remove(token).map(|(_, p)| p),
-        };
-        let Some(p) = found else {
+        let Some((_, p)) = self.pending.remove(token) else {
             return Err("unknown or already used continue link");
         };
+        if token.len() <= 64 {
+            self.publish(format!("s {token}"));
+        }
         if p.expires <= Instant::now() {
             return Err("the continue link has expired");
         }
         if p.client != norm(client) || p.host != host {
             return Err("the continue link belongs to another client or host");
         }
-        match self.shared.get() {
-            Some(sh) => sh.set(KIND, &ack_key(p.client, &p.host), b"1", p.ttl),
-            None => self
-                .acks
-                .insert((p.client, p.host.clone()), Instant::now() + p.ttl),
+        self.acks
+            .insert((p.client, p.host.clone()), Instant::now() + p.ttl);
+        if !p.host.contains([' ', '\n']) {
+            self.publish(format!("g {} {} {}", p.client, p.host, p.ttl.as_secs()));
         }
         Ok(Accepted {
             url: p.url,
@@ -175,18 +206,10 @@ impl WarnStore {
     }
 }
 
-/// The state kind in the store's metrics.
-const KIND: &str = "warn";
-/// How long a node trusts a grant it read from the cluster's store before asking again.
-const GRANT_MEMO: Duration = Duration::from_secs(5);
-
-fn token_key(token: &str) -> String {
-    format!("warn:token:{token}")
-}
-
-fn ack_key(client: IpAddr, host: &str) -> String {
-    format!("warn:ack:{client}|{host}")
-}
+/// The bus topic of warning-page tokens and grants.
+const TOPIC: &str = "url.warn";
+/// The longest grant a bus message may carry.
+const MAX_GRANT_SECS: u64 = 86_400 * 30;
 
 impl Pending {
     /// Lines: client, host, url, category, ttl seconds, the token's seconds left (URLs and hosts
@@ -219,7 +242,7 @@ impl Pending {
             host,
             url,
             category,
-            ttl: ttl.min(Duration::from_secs(86_400 * 30)),
+            ttl: ttl.min(Duration::from_secs(MAX_GRANT_SECS)),
             expires: Instant::now() + left,
         })
     }
@@ -271,36 +294,51 @@ mod tests {
         assert!(!s.acknowledged(c, "b.test"), "expired at once");
     }
 
-    /// One store standing for Redis: keys with expiry, atomic take.
-    #[derive(Debug, Default)]
-    struct Fake(std::sync::Mutex<std::collections::HashMap<String, (Vec<u8>, Instant)>>);
+    /// A bus delivering at once to every other node.
+    #[derive(Default)]
+    struct Bus(std::sync::Mutex<Vec<(usize, sekisho_core::BusHandler)>>);
 
-    impl SharedState for Fake {
-        fn get(&self, _: &'static str, key: &str) -> Option<Vec<u8>> {
-            let m = self.0.lock().unwrap();
-            m.get(key)
-                .filter(|(_, t)| *t > Instant::now())
-                .map(|(v, _)| v.clone())
+    #[derive(Clone)]
+    struct Node(Arc<Bus>, usize);
+
+    impl std::fmt::Debug for Node {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Node({})", self.1)
         }
-        fn set(&self, _: &'static str, key: &str, val: &[u8], ttl: Duration) {
-            self.0
-                .lock()
-                .unwrap()
-                .insert(key.into(), (val.to_vec(), Instant::now() + ttl));
+    }
+
+    impl SharedState for Node {
+        fn get(&self, _: &'static str, _: &str) -> Option<Vec<u8>> {
+            None
         }
-        fn take(&self, _: &'static str, key: &str) -> Option<Vec<u8>> {
-            self.0.lock().unwrap().remove(key).map(|(v, _)| v)
+        fn set(&self, _: &'static str, _: &str, _: &[u8], _: Duration) {}
+        fn take(&self, _: &'static str, _: &str) -> Option<Vec<u8>> {
+            None
         }
-        fn publish(&self, _: &'static str, _: Vec<u8>) {}
-        fn subscribe(&self, _: &'static str, _: sekisho_core::BusHandler) {}
+        fn publish(&self, _: &'static str, payload: Vec<u8>) {
+            let hs: Vec<_> = self.0 .0.lock().unwrap().clone();
+            for (id, h) in hs {
+                if id != self.1 {
+                    h(&payload);
+                }
+            }
+        }
+        fn subscribe(&self, _: &'static str, h: sekisho_core::BusHandler) {
+            self.0 .0.lock().unwrap().push((self.1, h));
+        }
     }
 
     #[test]
     fn a_cluster_continues_on_any_node_once() {
-        let shared: Arc<dyn SharedState> = Arc::new(Fake::default());
-        let (a, b, c) = (WarnStore::new(16), WarnStore::new(16), WarnStore::new(16));
-        for s in [&a, &b, &c] {
-            s.share(&shared);
+        let bus = Arc::new(Bus::default());
+        let (a, b, c) = (
+            Arc::new(WarnStore::new(16)),
+            Arc::new(WarnStore::new(16)),
+            Arc::new(WarnStore::new(16)),
+        );
+        for (i, s) in [&a, &b, &c].into_iter().enumerate() {
+            let node: Arc<dyn SharedState> = Arc::new(Node(bus.clone(), i));
+            s.share(&node);
         }
         let client: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         let t = a.issue(
