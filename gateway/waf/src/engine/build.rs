@@ -129,6 +129,7 @@ impl Waf {
             b.directive(d);
         }
         let (prefilters, literals) = assign_prefilters(&mut b.phases);
+        let slots = assign_memo_slots(&mut b.phases);
         for (i, r) in b.phases.iter_mut().flatten().enumerate() {
             r.index = i as u32;
         }
@@ -138,10 +139,15 @@ impl Waf {
             phases: b.phases,
             summary: b.summary,
             prefilters,
-            literals,
             chains: b.chains,
             prelude: Default::default(),
             caches: Default::default(),
+            memo: super::memo::ValueMemo::new(
+                slots,
+                literals.as_ref().map_or(0, Prefilter::words),
+                super::memo::DEFAULT_BYTES,
+            ),
+            literals,
         };
         (waf, b.errors)
     }
@@ -502,6 +508,23 @@ fn assign_prefilters(phases: &mut [Vec<CRule>; 5]) -> (Prefilters, Option<Prefil
         .filter_map(|(chain, rules)| Some((chain, Prefilter::build(&rules)?)))
         .collect();
     (by_chain, Prefilter::build_compact(&groups.all))
+}
+
+/// Gives each link whose operator reads nothing but its input a slot in the value memo;
+/// how many there are.
+fn assign_memo_slots(phases: &mut [Vec<CRule>; 5]) -> usize {
+    let mut n = 0u32;
+    for r in phases.iter_mut().flatten() {
+        let mut link = Some(r);
+        while let Some(l) = link {
+            if l.op.as_ref().is_some_and(super::ops::Op::is_pure) {
+                l.memo = Some(n);
+                n += 1;
+            }
+            link = l.chained.as_deref_mut();
+        }
+    }
+    n as usize
 }
 
 /// A link's byte needs, and its literals: in the automaton of all, and in its chain's group

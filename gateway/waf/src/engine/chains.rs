@@ -25,24 +25,29 @@ const CACHE_MAX: usize = 8192;
 /// is freed): a few MiB kept together.
 const POOL_MAX: usize = 8;
 
+/// A transaction's caches of work per value: transformed values, and its rows of the value
+/// memo.
+pub(crate) type PerValue = (TransformCache, super::memo::TxMemo);
+
 /// Caches kept between transactions: a cache grown for one form is reused by the next
 /// transaction instead of growing (and being freed) again.
 #[derive(Debug, Default)]
-pub(crate) struct Pool(std::sync::Mutex<Vec<TransformCache>>);
+pub(crate) struct Pool(std::sync::Mutex<Vec<PerValue>>);
 
 impl Pool {
-    /// A cache: a kept one, or a new one.
-    pub(crate) fn take(&self) -> TransformCache {
+    /// Caches: kept ones, or new ones.
+    pub(crate) fn take(&self) -> PerValue {
         self.0
             .lock()
             .ok()
             .and_then(|mut v| v.pop())
-            .unwrap_or_else(|| TransformCache::with_capacity(128))
+            .unwrap_or_else(|| (TransformCache::with_capacity(128), Default::default()))
     }
 
-    /// Keeps a cache, emptied, while there is room.
-    pub(crate) fn give(&self, mut c: TransformCache) {
-        c.clear();
+    /// Keeps caches, emptied, while there is room.
+    pub(crate) fn give(&self, mut c: PerValue) {
+        c.0.clear();
+        c.1.clear();
         if let Ok(mut v) = self.0.lock() {
             if v.len() < POOL_MAX {
                 v.push(c);

@@ -123,24 +123,47 @@ impl Transaction {
         self.targets_of(r, head, mask, &mut items);
         let mut matched = false;
         for item in &items {
-            if r.multi_match {
-                let mut candidates = std::mem::take(&mut self.candidate_buf);
-                self.multi_candidates(&item.value, r, &mut candidates);
-                for (candidate, present) in candidates.drain(..) {
-                    if may_match(r, self.input_val(&candidate, item), &present) {
-                        matched |= self.test_at(r, op, item, candidate);
-                    }
-                }
-                self.candidate_buf = candidates;
-            } else {
-                let (candidate, may) = self.prepared(&item.value, r);
-                if may {
-                    matched |= self.test_at(r, op, item, candidate);
-                }
+            // A pure link known not to match these bytes is not run again (see `memo`; most
+            // such values were left out when collected).
+            let place = r.memo.and_then(|slot| {
+                let p = item
+                    .place
+                    .or_else(|| self.memo.get_mut().place(&self.waf.memo, &item.value))?;
+                Some((p, slot))
+            });
+            if place.is_some_and(|(p, slot)| self.memo.get_mut().known(p, slot)) {
+                continue;
             }
+            let hit = self.test_item(r, op, item);
+            if let (false, Some((p, slot))) = (hit, place) {
+                self.memo.get_mut().note(p, slot);
+            }
+            matched |= hit;
         }
         items.clear();
         self.item_buf = items;
+        matched
+    }
+
+    /// One target value through the link: transformed, prefiltered, the operator run (on
+    /// each candidate for `multiMatch`); true when it matched.
+    fn test_item(&mut self, r: &CRule, op: &super::ops::Op, item: &Item) -> bool {
+        let mut matched = false;
+        if r.multi_match {
+            let mut candidates = std::mem::take(&mut self.candidate_buf);
+            self.multi_candidates(&item.value, r, &mut candidates);
+            for (candidate, present) in candidates.drain(..) {
+                if may_match(r, self.input_val(&candidate, item), &present) {
+                    matched |= self.test_at(r, op, item, candidate);
+                }
+            }
+            self.candidate_buf = candidates;
+        } else {
+            let (candidate, may) = self.prepared(&item.value, r);
+            if may {
+                matched = self.test_at(r, op, item, candidate);
+            }
+        }
         matched
     }
 
@@ -206,9 +229,10 @@ impl Transaction {
         match self.tcache.fill_at(&self.waf.chains, value, r.chain_id) {
             Ok(at) => {
                 let all = self.waf.literals.as_ref();
+                let memo = (self.memo.get_mut(), &self.waf.memo);
                 (
                     Cand::Cached(at),
-                    judged(&mut self.tcache, at, value, r, pf, all),
+                    judged(&mut self.tcache, memo, at, value, r, pf, all),
                 )
             }
             // The cache is full: the value was transformed for this rule alone.
@@ -225,15 +249,15 @@ impl Transaction {
     /// not run). They come from the transformation cache: the chain's nodes are the
     /// candidates' transformations.
     fn multi_candidates(&mut self, value: &Val, r: &CRule, out: &mut Vec<(Cand, ByteSet)>) {
-        let waf = Arc::clone(&self.waf);
         out.clear();
-        let present = match self.tcache.fill_at(&waf.chains, value, ROOT) {
+        let chains = &self.waf.chains;
+        let present = match self.tcache.fill_at(chains, value, ROOT) {
             Ok(root) => self.tcache.present(root),
             Err(s) => s.present,
         };
         out.push((Cand::Item, present));
         for &node in r.chain_path.iter() {
-            match self.tcache.fill_at(&waf.chains, value, node) {
+            match self.tcache.fill_at(chains, value, node) {
                 Ok(i) if self.tcache.changed(i) => {
                     out.push((Cand::Cached(i), self.tcache.present(i)));
                 }
@@ -244,12 +268,15 @@ impl Transaction {
     }
 
     /// A link's target values (of the targets in `mask` that may match), exclusions (the
-    /// rule's, and runtime `ctl` ones for its chain starter) removed.
+    /// rule's, and runtime `ctl` ones for its chain starter) removed; values the link is known
+    /// not to match (the value memo) are left out.
     fn targets_of(&self, r: &CRule, head: &CRule, mask: u64, out: &mut Vec<Item>) {
         for (i, t) in r.targets.iter().enumerate() {
             // A link of more than 64 targets has every bit set (see `may_match_targets`).
             if i >= 64 || mask & (1 << i) != 0 {
-                self.values(t, out);
+                // A count is of every value: none is left out of it.
+                let skip = if t.count { None } else { r.memo };
+                self.values_skipping(t, out, skip);
             }
         }
         if r.exclusions.is_empty() && !self.excluded_at_runtime(head) {
@@ -474,9 +501,11 @@ fn number(v: &[u8]) -> i64 {
 /// met, one of its literals found by the chain's prefilter, whose hits the entry keeps for the
 /// other rules of the chain); `None` when the value is not cached at the rule's chain. A
 /// value the chain kept as it was (up to case) is judged on the literals found in the
-/// original, searched once per value for every chain, instead of by each chain's automaton.
+/// original, searched once per value for every chain (once per distinct value across
+/// transactions when the value memo holds it), instead of by each chain's automaton.
 fn judged(
     cache: &mut super::chains::TransformCache,
+    memo: (&mut super::memo::TxMemo, &super::memo::ValueMemo),
     at: usize,
     value: &Val,
     r: &CRule,
@@ -491,7 +520,13 @@ fn judged(
     };
     if !cache.has_bits(at) && cache.same(at) {
         if let (Some(lit), Some(all)) = (r.lit_slot, all) {
-            if let Some(found) = cache.original_has(value, all, lit) {
+            // The original's hits: in the value memo when the value has a row there.
+            let (tx_memo, set_memo) = memo;
+            let remembered = tx_memo
+                .place(set_memo, value)
+                .and_then(|p| tx_memo.lits(p, all))
+                .map(|bits| super::prefilter::has(bits, lit));
+            if let Some(found) = remembered.or_else(|| cache.original_has(value, all, lit)) {
                 return found;
             }
         }

@@ -10,6 +10,7 @@ mod decode;
 mod exec;
 mod fold;
 mod macros;
+mod memo;
 mod needs;
 mod ops;
 mod prefilter;
@@ -49,12 +50,25 @@ pub struct Waf {
     prelude: fold::Prelude,
     /// Transformation caches between transactions.
     caches: chains::Pool,
+    /// What pure links are known not to match, by value, across transactions.
+    memo: memo::ValueMemo,
 }
 
 impl Waf {
     /// Turns on the decoders that run before the rules (detection beyond CRS).
     pub fn set_decoding(&mut self, d: Decoding) {
         self.settings.decoding = d;
+    }
+
+    /// Sets the value memo's budget in bytes (0 turns it off; see `memo`): what links are
+    /// known not to match a value, kept across transactions. Emptied by the change.
+    pub fn set_value_memo(&mut self, bytes: u64) {
+        self.memo = self.memo.resized(bytes);
+    }
+
+    /// How many values the value memo holds.
+    pub fn value_memo_len(&self) -> usize {
+        self.memo.len()
     }
 
     /// The engine settings the rule files chose.

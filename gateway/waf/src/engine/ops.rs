@@ -101,6 +101,12 @@ impl Op {
         }
     }
 
+    /// Whether the outcome depends on the input alone (no macro in the parameter): the same
+    /// bytes give the same answer in every transaction.
+    pub fn is_pure(&self) -> bool {
+        !matches!(self, Op::SimpleMacro(..) | Op::RxMacro(..))
+    }
+
     /// Byte sets every value this operator matches draws from, for the byte prefilter.
     pub fn needs(&self) -> Option<super::needs::Needs> {
         match self {

@@ -124,6 +124,9 @@ pub struct CRule {
     pub(crate) index: u32,
     /// The outcome every transaction shares, when the rule set decides it (see `fold`).
     pub(crate) folded: Option<super::fold::Folded>,
+    /// The link's slot in the rule set's value memo, when its operator reads nothing but its
+    /// input (see `memo`).
+    pub(crate) memo: Option<u32>,
 }
 
 /// Severity names ModSecurity accepts, by number.
@@ -228,6 +231,7 @@ impl CRule {
             chained: None,
             folded: None,
             index: u32::MAX,
+            memo: None,
         }
     }
 

@@ -187,18 +187,23 @@ pub struct Transaction {
     pub(crate) item_buf: Vec<super::vars::Item>,
     /// A reused buffer for `multiMatch` candidates.
     pub(crate) candidate_buf: Vec<(super::chains::Cand, super::needs::ByteSet)>,
+    /// The value memo's rows of this transaction's values (looked up while a rule's values
+    /// are collected, through a shared borrow).
+    pub(crate) memo: std::cell::RefCell<super::memo::TxMemo>,
 }
 
 impl Drop for Transaction {
     fn drop(&mut self) {
-        self.waf.caches.give(std::mem::take(&mut self.tcache));
+        let memo = std::mem::take(&mut self.memo).into_inner();
+        let caches = (std::mem::take(&mut self.tcache), memo);
+        self.waf.caches.give(caches);
     }
 }
 
 impl Transaction {
     /// Starts a transaction for a request head.
     pub fn new(waf: Arc<Waf>, head: &RequestHead) -> Transaction {
-        let tcache = waf.caches.take();
+        let (tcache, memo) = waf.caches.take();
         let mut tx = Transaction {
             data: Data::new(waf.settings.arguments_limit),
             mode: waf.settings.mode,
@@ -224,6 +229,7 @@ impl Transaction {
             summary_at: Vec::new(),
             item_buf: Vec::with_capacity(64),
             candidate_buf: Vec::new(),
+            memo: memo.into(),
         };
         let settings = Arc::clone(&tx.waf);
         tx.cols.tx_mut().clone_from(&settings.prelude.tx);

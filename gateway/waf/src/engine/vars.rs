@@ -39,6 +39,8 @@ pub(crate) struct Item {
     pub key: Key,
     /// The value.
     pub value: Val,
+    /// The value's place in the transaction's value memo, when looked up already.
+    pub place: Option<u32>,
 }
 
 /// Where an item's member name is. A rule reads a collection's values hundreds of times per
@@ -249,8 +251,14 @@ fn cookies(v: &[u8]) -> Vec<Named> {
 impl Transaction {
     /// The values a target yields (before exclusions).
     pub(crate) fn values(&self, t: &Target, out: &mut Vec<Item>) {
+        self.values_skipping(t, out, None);
+    }
+
+    /// The values a target yields (before exclusions), without the members of the request's
+    /// and response's lists the link of memo slot `skip` is known not to match.
+    pub(crate) fn values_skipping(&self, t: &Target, out: &mut Vec<Item>, skip: Option<u32>) {
         let start = out.len();
-        self.members(t, out);
+        self.members(t, out, skip);
         if t.count {
             let n = out.len() - start;
             out.truncate(start);
@@ -258,6 +266,7 @@ impl Transaction {
                 var: t.var,
                 key: Key::None,
                 value: val(n.to_string().as_bytes()),
+                place: None,
             });
         }
     }
@@ -297,7 +306,7 @@ impl Transaction {
         }
     }
 
-    fn members(&self, t: &Target, out: &mut Vec<Item>) {
+    fn members(&self, t: &Target, out: &mut Vec<Item>, skip: Option<u32>) {
         let var = t.var;
         if let Some((lists, names)) = self.lists(t.kind, t.count) {
             let members = lists
@@ -305,20 +314,29 @@ impl Transaction {
                 .enumerate()
                 .flat_map(|(l, list)| list.iter().enumerate().map(move |(i, m)| (l, i, m)));
             for (l, i, (n, v)) in members {
-                if t.selects(n) {
-                    out.push(match names {
-                        true => Item {
-                            var,
-                            key: Key::Value,
-                            value: n.clone(),
-                        },
-                        false => Item {
-                            var,
-                            key: Key::Member(t.kind, l as u8, i as u32),
-                            value: v.clone(),
-                        },
-                    });
+                if !t.selects(n) {
+                    continue;
                 }
+                let value = if names { n } else { v };
+                let place = match skip {
+                    Some(slot) => {
+                        match self.memo.borrow_mut().known_at(&self.waf.memo, value, slot) {
+                            Err(()) => continue,
+                            Ok(p) => p,
+                        }
+                    }
+                    None => None,
+                };
+                let key = match names {
+                    true => Key::Value,
+                    false => Key::Member(t.kind, l as u8, i as u32),
+                };
+                out.push(Item {
+                    var,
+                    key,
+                    value: value.clone(),
+                    place,
+                });
             }
             return;
         }
@@ -329,11 +347,13 @@ impl Transaction {
                 var,
                 key: Key::None,
                 value: self.matched_var.1.clone(),
+                place: None,
             }),
             K::MatchedVarName => out.push(Item {
                 var,
                 key: Key::None,
                 value: self.matched_var.0.clone(),
+                place: None,
             }),
             K::Xml => self.xml(t, out),
             K::ArgsCombinedSize => {
@@ -373,6 +393,7 @@ impl Transaction {
             var: t.var,
             key: Key::Own(key.clone()),
             value: v.clone(),
+            place: None,
         }));
     }
 
@@ -384,6 +405,7 @@ impl Transaction {
                     var,
                     key: Key::None,
                     value: v.clone(),
+                    place: None,
                 });
             }
             return;
@@ -395,6 +417,7 @@ impl Transaction {
                     var,
                     key: Key::Own(key.clone()),
                     value: v.clone(),
+                    place: None,
                 });
             }
             return;
@@ -409,6 +432,7 @@ impl Transaction {
             var,
             key: Key::Own(Val::from(std::sync::Arc::clone(k))),
             value: v.clone(),
+            place: None,
         }));
     }
 }
@@ -423,5 +447,6 @@ fn scalar(var: &'static str, n: usize) -> Item {
         var,
         key: Key::None,
         value: val(n.to_string().as_bytes()),
+        place: None,
     }
 }
