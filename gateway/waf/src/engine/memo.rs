@@ -272,7 +272,11 @@ mod tests {
         }
         // quick_cache splits the budget between its shards, rounding: within a few percent.
         let per = (8 + ENTRY_OVERHEAD + 10) as usize;
-        assert!(memo.len() * per <= 64 * 1024 * 105 / 100, "{} rows", memo.len());
+        assert!(
+            memo.len() * per <= 64 * 1024 * 105 / 100,
+            "{} rows",
+            memo.len()
+        );
         assert!(memo.len() > 100, "{} rows", memo.len());
     }
 }
