@@ -46,6 +46,19 @@ hey_stats() {
   echo "$rps ${p50:-0} ${p99:-0} ${errs:-0} $ok"
 }
 
+# wrk_stats SECONDS <<< "$(wrk --latency …)": prints "req/s p50 p99 errors ok" as hey_stats does,
+# from wrk's report: req/s over 2xx/3xx responses only; errors are other statuses plus socket
+# errors.
+wrk_stats() {
+  awk -v s="$1" '
+    function sec(v) { if (v ~ /us$/) return v / 1e6; if (v ~ /ms$/) return v / 1e3; return v + 0 }
+    /^ +50%/ {p50 = sec($2)} /^ +99%/ {p99 = sec($2)}
+    / requests in / {total = $1}
+    /Non-2xx or 3xx responses:/ {bad = $NF}
+    /Socket errors:/ {gsub(/,/, ""); sock = $4 + $6 + $8 + $10}
+    END { ok = total - bad; printf "%.0f %.4f %.4f %d %d\n", ok / s, p50, p99, bad + sock, ok }'
+}
+
 # apache_proxy_conf WORKDIR PORT: the head of an Apache 2.4 reverse-proxy config (event MPM,
 # mod_proxy_http) listening on 127.0.0.1:PORT, logs and pid under WORKDIR/apache.
 apache_proxy_conf() {

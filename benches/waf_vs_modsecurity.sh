@@ -7,7 +7,9 @@
 #   apache         Apache 2.4 (event MPM, one process) reverse proxy, mod_proxy_http
 #   apache-modsec  the same with mod_security2 (Debian's 2.9.7) and the same CRS files
 # Scenarios: a benign GET (query of three arguments, browser headers) and a 4 KB URL-encoded form
-# POST with 72 fields. Prints req/s, p50, p99, errors, and each WAF's share of its own proxy's rate
+# POST with 72 fields, the same request every time (hey); then get-varied and form-varied (wrk
+# with benches/waf_varied.lua): the same shapes with argument values and a session cookie that
+# change with every request, so the WAF's value memo has seen only the header values and names. Prints req/s, p50, p99, errors, and each WAF's share of its own proxy's rate
 # (goals: Sekisho keeps >= 0.5 of its rate on the GET and >= 0.2 on the form; the issue measured
 # ModSecurity at 0.08 and 0.0045). Writes benches/results/waf_vs_modsecurity.json.
 #
@@ -18,7 +20,7 @@ SECS=${1:-10}
 CONC=${2:-32}
 CORPORA=$(realpath "${SEKISHO_CORPORA:-../shared/corpora}")
 . benches/lib.sh
-need nginx:nginx-light hey:hey apache2:apache2
+need nginx:nginx-light hey:hey apache2:apache2 wrk:wrk
 [ -f /usr/lib/apache2/modules/mod_security2.so ] || {
   [ "$(id -u)" = 0 ] || { echo "install libapache2-mod-security2" >&2; exit 1; }
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libapache2-mod-security2 >/dev/null
@@ -123,9 +125,12 @@ load() { # scenario -> "req/s p50 p99 errors ok"
     get) taskset -c 0 hey -z "${SECS}s" -c "$CONC" "${HDRS[@]}" -T application/x-www-form-urlencoded "$URL" 2>&1 | hey_stats "$SECS" ;;
     form) taskset -c 0 hey -z "${SECS}s" -c "$CONC" "${HDRS[@]}" -m POST -T application/x-www-form-urlencoded \
             -D "$W/form" "http://127.0.0.1:$PORT/claims/submit" 2>&1 | hey_stats "$SECS" ;;
+    get-varied|form-varied) WAF_SCENARIO=${1%-varied} taskset -c 0 wrk -t 1 -c "$CONC" -d "${SECS}s" \
+            --latency -s benches/waf_varied.lua "http://127.0.0.1:$PORT" 2>&1 | wrk_stats "$SECS" ;;
   esac
 }
 
+SCENARIOS="get form get-varied form-varied"
 declare -A R
 for t in sekisho sekisho-waf apache apache-modsec; do
   case $t in
@@ -134,7 +139,7 @@ for t in sekisho sekisho-waf apache apache-modsec; do
     apache) start_apache off ;;
     apache-modsec) start_apache on ;;
   esac
-  for s in get form; do
+  for s in $SCENARIOS; do
     load "$s" > /dev/null   # warm-up
     R[$t/$s]=$(load "$s")
     echo "$t $s: ${R[$t/$s]}" >&2
@@ -146,12 +151,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else
 echo
 echo "| scenario | target | req/s | p50 s | p99 s | errors |"
 echo "|---|---|---:|---:|---:|---:|"
-for s in get form; do for t in sekisho sekisho-waf apache apache-modsec; do
+for s in $SCENARIOS; do for t in sekisho sekisho-waf apache apache-modsec; do
   read -r rps p50 p99 errs _ <<<"${R[$t/$s]}"; echo "| $s | $t | $rps | $p50 | $p99 | $errs |"
 done; done
 echo
 json="{"
-for s in get form; do
+for s in $SCENARIOS; do
   read -r sw _ <<<"${R[sekisho-waf/$s]}"; read -r sp _ <<<"${R[sekisho/$s]}"
   read -r am _ <<<"${R[apache-modsec/$s]}"; read -r ap _ <<<"${R[apache/$s]}"
   echo "$s: Sekisho keeps $(ratio "$sw" "$sp") of its rate with the WAF; Apache keeps $(ratio "$am" "$ap") with ModSecurity; Sekisho+WAF / Apache+ModSecurity = $(ratio "$sw" "$am")"

@@ -11,7 +11,7 @@ use super::rule::{AllowScope, CRule, Disruptive, Effect};
 use super::settings::Mode;
 use super::target::{Select, Target};
 use super::tx::{Intervention, MatchedRule, Transaction, Val};
-use super::vars::{val, Item};
+use super::vars::{val, Item, Place};
 
 impl Transaction {
     /// Runs the rules of phase `p` (phase 5 runs even after an intervention).
@@ -126,16 +126,20 @@ impl Transaction {
             // A pure link known not to match these bytes is not run again (see `memo`; most
             // such values were left out when collected).
             let place = r.memo.and_then(|slot| {
-                let p = item
-                    .place
-                    .or_else(|| self.memo.get_mut().place(&self.waf.memo, &item.value))?;
+                let p = match item.place {
+                    Place::At(p) => p,
+                    Place::Unknown => self.memo.get_mut().place(&self.waf.memo, &item.value)?,
+                    Place::None => return None,
+                };
                 Some((p, slot))
             });
             if place.is_some_and(|(p, slot)| self.memo.get_mut().known(p, slot)) {
                 continue;
             }
+            self.op_failed = false;
             let hit = self.test_item(r, op, item);
-            if let (false, Some((p, slot))) = (hit, place) {
+            // A failure (PCRE limits) is not a fact about the bytes alone: not kept.
+            if let (false, false, Some((p, slot))) = (hit, self.op_failed, place) {
                 self.memo.get_mut().note(p, slot);
             }
             matched |= hit;
@@ -175,6 +179,16 @@ impl Transaction {
             let mut expand = |m: &Macro| self.expand(m);
             op.run(self.input_val(&at, item), r.capture, &mut expand)
         };
+        if let Some(e) = found.error {
+            self.op_failed = true;
+            if e == super::ops::OpError::Limits {
+                // As ModSecurity v2: the flag its recommended rule 200005 denies on.
+                let tx = self.cols.tx_mut();
+                tx.insert("msc_pcre_limits_exceeded".into(), val(b"1"));
+                let flag = "MSC_PCRE_LIMITS_EXCEEDED";
+                self.data.scalars.insert(flag, val(b"1"));
+            }
+        }
         if found.matched == r.negated {
             return false;
         }

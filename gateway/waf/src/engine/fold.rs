@@ -124,6 +124,10 @@ fn writes(r: &CRule, out: &mut Vec<Write>) {
         if l.capture {
             out.extend((0..10).map(|i| Write::Key(i.to_string())));
         }
+        // A regex that gives up at PCRE's limits sets the flag (see `OpError::Limits`).
+        if matches!(l.op, Some(Op::Rx(_) | Op::RxMacro(..))) {
+            out.push(Write::Key("msc_pcre_limits_exceeded".into()));
+        }
         for e in &l.effects {
             let Effect::SetVar(s) = e else { continue };
             if s.collection != "TX" {

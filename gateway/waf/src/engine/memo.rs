@@ -31,8 +31,9 @@ const TX_VALUES_MAX: usize = 4096;
 /// The default budget of the rows: 32 MiB.
 pub(crate) const DEFAULT_BYTES: u64 = 32 << 20;
 
-/// Bytes an entry costs beside its key and bits (the cache's slot, the row's header).
-const ENTRY_OVERHEAD: u64 = 64;
+/// Bytes an entry costs beside its key and bits: the row's and key's allocations, the
+/// cache's slot and its share of the cache's table of recently evicted keys (an estimate).
+const ENTRY_OVERHEAD: u64 = 160;
 
 /// One value's facts: link slot `s` is bit `s % 64` of word `s / 64` of `misses`; `lits`
 /// are the hits of the rule set's automaton of every link's literals in the value, once

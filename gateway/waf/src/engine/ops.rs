@@ -36,6 +36,18 @@ pub struct Found {
     pub matched: bool,
     /// Groups 0..9 for `capture` (empty when the operator gives none).
     pub captures: Vec<Option<Vec<u8>>>,
+    /// Why the operator could not answer, when it could not (it then counts as not matching,
+    /// as in ModSecurity v2).
+    pub error: Option<OpError>,
+}
+
+/// An operator that could not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpError {
+    /// PCRE2's match or depth limit (ModSecurity v2 sets `TX:MSC_PCRE_LIMITS_EXCEEDED`).
+    Limits,
+    /// Another matching failure (resources).
+    Failed,
 }
 
 impl Found {
@@ -43,6 +55,18 @@ impl Found {
         Found {
             matched,
             captures: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn failed(e: &crate::rx::RxError) -> Found {
+        let error = match e {
+            crate::rx::RxError::MatchLimit => OpError::Limits,
+            _ => OpError::Failed,
+        };
+        Found {
+            error: Some(error),
+            ..Found::plain(false)
         }
     }
 }
@@ -136,15 +160,15 @@ impl Op {
             },
             Op::Pm(ac, _) => match ac.find(input) {
                 Some(m) => Found {
-                    matched: true,
                     captures: vec![Some(input[m.range()].to_vec())],
+                    ..Found::plain(true)
                 },
                 None => Found::plain(false),
             },
             Op::Sqli => match crate::libinjection::sqli(input) {
                 Some(fp) => Found {
-                    matched: true,
                     captures: vec![Some(fp.as_str().as_bytes().to_vec())],
+                    ..Found::plain(true)
                 },
                 None => Found::plain(false),
             },
@@ -186,16 +210,20 @@ impl RxCache {
 
 fn rx_found(rx: &Rx, input: &[u8], capture: bool) -> Found {
     // The fast yes/no first: most values do not match, and captures cost more.
-    let hit = rx.is_match(input).unwrap_or(false);
+    let hit = match rx.is_match(input) {
+        Ok(hit) => hit,
+        Err(e) => return Found::failed(&e),
+    };
     if !hit || !capture {
         return Found::plain(hit);
     }
     match rx.captures(input) {
         Ok(Some(groups)) => Found {
-            matched: true,
             captures: groups,
+            ..Found::plain(true)
         },
-        _ => Found::plain(false),
+        Ok(None) => Found::plain(false),
+        Err(e) => Found::failed(&e),
     }
 }
 

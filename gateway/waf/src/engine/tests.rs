@@ -434,3 +434,22 @@ SecRule REQUEST_HEADERS|!REQUEST_HEADERS:X-Skip "@contains '" "id:32,phase:1,pas
         ]
     );
 }
+
+/// A regex that gives up at PCRE's limits does not match, and flags it as ModSecurity v2 does
+/// (`TX:MSC_PCRE_LIMITS_EXCEEDED`, the variable of the same name) in every transaction that
+/// meets the value: the value memo keeps only real misses.
+#[test]
+fn pcre_limits_set_the_flag_every_time() {
+    let w = waf(
+        r#"SecRule ARGS "@rx ^(?=x?)(a+)+$" "id:1,phase:1,pass,msg:'nested'"
+SecRule TX:MSC_PCRE_LIMITS_EXCEEDED "@eq 1" "id:2,phase:1,pass,msg:'tx flag'"
+SecRule MSC_PCRE_LIMITS_EXCEEDED "@eq 1" "id:3,phase:1,pass,msg:'variable'""#,
+    );
+    let hostile = format!("/?q={}b", "a".repeat(30));
+    for round in 0..2 {
+        let tx = run(&w, &get(&hostile, &[]), b"");
+        assert_eq!(ids(&tx), vec![2, 3], "round {round}");
+    }
+    assert_eq!(ids(&run(&w, &get("/?q=aaaa", &[]), b"")), vec![1]);
+    assert!(ids(&run(&w, &get("/?q=abc", &[]), b"")).is_empty());
+}

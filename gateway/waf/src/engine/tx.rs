@@ -177,6 +177,8 @@ pub struct Transaction {
     pub(crate) phase: u8,
     /// Operator runs so far (for cost accounting).
     pub(crate) evaluations: u64,
+    /// Whether an operator of the value being tested could not answer (see `OpError`).
+    pub(crate) op_failed: bool,
     /// What each collection and scalar holds, for rule-level checks (cleared when the body
     /// or the response adds values: collections change only between phases).
     pub(crate) summaries: Vec<super::bound::Summary>,
@@ -225,6 +227,7 @@ impl Transaction {
             matched: Vec::new(),
             phase: 0,
             evaluations: 0,
+            op_failed: false,
             summaries: Vec::new(),
             summary_at: Vec::new(),
             item_buf: Vec::with_capacity(64),

@@ -39,8 +39,20 @@ pub(crate) struct Item {
     pub key: Key,
     /// The value.
     pub value: Val,
-    /// The value's place in the transaction's value memo, when looked up already.
-    pub place: Option<u32>,
+    /// The value's place in the transaction's value memo.
+    pub place: Place,
+}
+
+/// Where an item's value is in the transaction's value memo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Not looked up yet.
+    Unknown,
+    /// At this place.
+    At(u32),
+    /// Not in it: a value made for this read (a count, a computed size), too long, or the
+    /// memo is off or full.
+    None,
 }
 
 /// Where an item's member name is. A rule reads a collection's values hundreds of times per
@@ -266,7 +278,7 @@ impl Transaction {
                 var: t.var,
                 key: Key::None,
                 value: val(n.to_string().as_bytes()),
-                place: None,
+                place: Place::None,
             });
         }
     }
@@ -322,10 +334,11 @@ impl Transaction {
                     Some(slot) => {
                         match self.memo.borrow_mut().known_at(&self.waf.memo, value, slot) {
                             Err(()) => continue,
-                            Ok(p) => p,
+                            Ok(Some(p)) => Place::At(p),
+                            Ok(None) => Place::None,
                         }
                     }
-                    None => None,
+                    None => Place::Unknown,
                 };
                 let key = match names {
                     true => Key::Value,
@@ -347,13 +360,13 @@ impl Transaction {
                 var,
                 key: Key::None,
                 value: self.matched_var.1.clone(),
-                place: None,
+                place: Place::Unknown,
             }),
             K::MatchedVarName => out.push(Item {
                 var,
                 key: Key::None,
                 value: self.matched_var.0.clone(),
-                place: None,
+                place: Place::Unknown,
             }),
             K::Xml => self.xml(t, out),
             K::ArgsCombinedSize => {
@@ -393,7 +406,7 @@ impl Transaction {
             var: t.var,
             key: Key::Own(key.clone()),
             value: v.clone(),
-            place: None,
+            place: Place::Unknown,
         }));
     }
 
@@ -405,7 +418,7 @@ impl Transaction {
                     var,
                     key: Key::None,
                     value: v.clone(),
-                    place: None,
+                    place: Place::Unknown,
                 });
             }
             return;
@@ -417,7 +430,7 @@ impl Transaction {
                     var,
                     key: Key::Own(key.clone()),
                     value: v.clone(),
-                    place: None,
+                    place: Place::Unknown,
                 });
             }
             return;
@@ -432,7 +445,7 @@ impl Transaction {
             var,
             key: Key::Own(Val::from(std::sync::Arc::clone(k))),
             value: v.clone(),
-            place: None,
+            place: Place::Unknown,
         }));
     }
 }
@@ -447,6 +460,6 @@ fn scalar(var: &'static str, n: usize) -> Item {
         var,
         key: Key::None,
         value: val(n.to_string().as_bytes()),
-        place: None,
+        place: Place::None,
     }
 }
