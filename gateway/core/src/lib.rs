@@ -47,6 +47,6 @@ pub use pipeline::{
 };
 pub use resolve::Timer;
 pub use respond::{Respond, StageError};
-pub use shared::{BusHandler, SharedState, StoreBackend, StoreConfig};
+pub use shared::{BusHandler, LoopbackBus, SharedState, StoreBackend, StoreConfig};
 pub use stage::{BoxFuture, Cx, HeldBody, Inspector, LateReporter, Stage};
 pub use verdict::Verdict;

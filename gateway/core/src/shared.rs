@@ -39,6 +39,57 @@ pub trait SharedState: Send + Sync + std::fmt::Debug {
     fn subscribe(&self, topic: &'static str, handler: BusHandler);
 }
 
+/// A bus between nodes of one process, delivering each message at once to the other nodes
+/// subscribed to its topic; keys are not kept. For tests of engines that share state.
+#[derive(Default)]
+pub struct LoopbackBus {
+    handlers: std::sync::Mutex<Vec<(usize, &'static str, BusHandler)>>,
+}
+
+impl std::fmt::Debug for LoopbackBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoopbackBus")
+    }
+}
+
+impl LoopbackBus {
+    /// Node `id` on this bus, as the store an engine shares through.
+    pub fn node(self: &Arc<Self>, id: usize) -> Arc<dyn SharedState> {
+        Arc::new(LoopbackNode(Arc::clone(self), id))
+    }
+}
+
+/// One node of a [`LoopbackBus`].
+#[derive(Debug)]
+struct LoopbackNode(Arc<LoopbackBus>, usize);
+
+impl SharedState for LoopbackNode {
+    fn get(&self, _: &'static str, _: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn set(&self, _: &'static str, _: &str, _: &[u8], _: Duration) {}
+    fn take(&self, _: &'static str, _: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn publish(&self, topic: &'static str, payload: Vec<u8>) {
+        let handlers: Vec<_> = match self.0.handlers.lock() {
+            Ok(h) => h.clone(),
+            Err(_) => return,
+        };
+        for (id, t, h) in handlers {
+            if id != self.1 && t == topic {
+                h(&payload);
+            }
+        }
+    }
+    fn subscribe(&self, topic: &'static str, handler: BusHandler) {
+        if let Ok(mut h) = self.0.handlers.lock() {
+            h.retain(|(id, t, _)| !(*id == self.1 && *t == topic));
+            h.push((self.1, topic, handler));
+        }
+    }
+}
+
 /// `[store]`: where state shared by the nodes of a cluster lives.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

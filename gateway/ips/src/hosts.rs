@@ -214,13 +214,12 @@ mod tests {
     /// Two engines joined by a bus: a bit set on one holds on the other, a threshold counts both.
     #[test]
     fn two_nodes_share_bits_and_counts() {
-        let bus = Arc::new(TestBus::default());
+        let bus = Arc::new(sekisho_core::LoopbackBus::default());
         let (a, b) = (
             Arc::new(HostState::default()),
             Arc::new(HostState::default()),
         );
-        let (sa, sb): (Arc<dyn SharedState>, Arc<dyn SharedState>) =
-            (Arc::new(bus.node(0)), Arc::new(bus.node(1)));
+        let (sa, sb): (Arc<dyn SharedState>, Arc<dyn SharedState>) = (bus.node(0), bus.node(1));
         a.share(&sa);
         b.share(&sb);
         let set = bit("set,seen,track ip_src,expire 60");
@@ -245,7 +244,7 @@ mod tests {
         // An unset made where the bit never arrived still reaches the others.
         a.xbits_apply([&set].into_iter(), src, None);
         let fresh = Arc::new(HostState::default());
-        let sc: Arc<dyn SharedState> = Arc::new(bus.node(2));
+        let sc = bus.node(2);
         fresh.share(&sc);
         fresh.xbits_apply([&unset].into_iter(), src, None);
         assert!(!a.xbits_hold(&[bit("isset,seen,track ip_src")], src, None));
@@ -255,52 +254,6 @@ mod tests {
         match Xbit::parse(v).unwrap() {
             crate::state::XbitsOption::Bit(b) => b,
             crate::state::XbitsOption::NoAlert => unreachable!("{v}"),
-        }
-    }
-
-    /// A bus delivering at once to every other node.
-    #[derive(Default)]
-    struct TestBus {
-        handlers: Mutex<Vec<(usize, &'static str, sekisho_core::BusHandler)>>,
-    }
-
-    impl std::fmt::Debug for TestBus {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("TestBus")
-        }
-    }
-
-    #[derive(Debug)]
-    struct Node(Arc<TestBus>, usize);
-
-    impl TestBus {
-        fn node(self: &Arc<Self>, id: usize) -> Node {
-            Node(Arc::clone(self), id)
-        }
-    }
-
-    impl SharedState for Node {
-        fn get(&self, _: &'static str, _: &str) -> Option<Vec<u8>> {
-            None
-        }
-        fn set(&self, _: &'static str, _: &str, _: &[u8], _: Duration) {}
-        fn take(&self, _: &'static str, _: &str) -> Option<Vec<u8>> {
-            None
-        }
-        fn publish(&self, topic: &'static str, payload: Vec<u8>) {
-            let hs: Vec<_> = self.0.handlers.lock().unwrap().clone();
-            for (id, t, h) in hs {
-                if id != self.1 && t == topic {
-                    h(&payload);
-                }
-            }
-        }
-        fn subscribe(&self, topic: &'static str, handler: sekisho_core::BusHandler) {
-            self.0
-                .handlers
-                .lock()
-                .unwrap()
-                .push((self.1, topic, handler));
         }
     }
 }

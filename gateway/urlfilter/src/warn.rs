@@ -294,50 +294,16 @@ mod tests {
         assert!(!s.acknowledged(c, "b.test"), "expired at once");
     }
 
-    /// A bus delivering at once to every other node.
-    #[derive(Default)]
-    struct Bus(std::sync::Mutex<Vec<(usize, sekisho_core::BusHandler)>>);
-
-    #[derive(Clone)]
-    struct Node(Arc<Bus>, usize);
-
-    impl std::fmt::Debug for Node {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "Node({})", self.1)
-        }
-    }
-
-    impl SharedState for Node {
-        fn get(&self, _: &'static str, _: &str) -> Option<Vec<u8>> {
-            None
-        }
-        fn set(&self, _: &'static str, _: &str, _: &[u8], _: Duration) {}
-        fn take(&self, _: &'static str, _: &str) -> Option<Vec<u8>> {
-            None
-        }
-        fn publish(&self, _: &'static str, payload: Vec<u8>) {
-            let hs: Vec<_> = self.0 .0.lock().unwrap().clone();
-            for (id, h) in hs {
-                if id != self.1 {
-                    h(&payload);
-                }
-            }
-        }
-        fn subscribe(&self, _: &'static str, h: sekisho_core::BusHandler) {
-            self.0 .0.lock().unwrap().push((self.1, h));
-        }
-    }
-
     #[test]
     fn a_cluster_continues_on_any_node_once() {
-        let bus = Arc::new(Bus::default());
+        let bus = Arc::new(sekisho_core::LoopbackBus::default());
         let (a, b, c) = (
             Arc::new(WarnStore::new(16)),
             Arc::new(WarnStore::new(16)),
             Arc::new(WarnStore::new(16)),
         );
         for (i, s) in [&a, &b, &c].into_iter().enumerate() {
-            let node: Arc<dyn SharedState> = Arc::new(Node(bus.clone(), i));
+            let node = bus.node(i);
             s.share(&node);
         }
         let client: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
