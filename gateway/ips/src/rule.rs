@@ -394,9 +394,18 @@ pub struct Group {
     pub xform: u32,
     /// Items in rule order.
     pub items: Vec<Item>,
+    /// The side the rule named for a buffer that exists on both (`http.content_type:
+    /// to_client`, Suricata 8's direction argument).
+    pub forced_side: Option<Direction>,
 }
 
 impl Group {
+    /// The side the buffer is read from when the rule's direction does not choose it: the
+    /// one the rule named, or the one the buffer always comes from.
+    pub fn side(&self) -> Option<Direction> {
+        self.forced_side.or(self.buf.fixed_side())
+    }
+
     /// Whether the chain is `dotprefix` alone (domain-suffix indicators).
     pub fn dotprefix_only(&self) -> bool {
         matches!(self.transforms.as_slice(), [Transform::DotPrefix])
@@ -515,6 +524,8 @@ pub struct Rule {
     pub app_events: Vec<u8>,
     /// `filesize`.
     pub filesize: Option<NumCmp>,
+    /// The side `filesize` names (`filesize: to_client, >100`), when it names one.
+    pub filesize_side: Option<Direction>,
     /// `filemd5` / `filesha1` / `filesha256`.
     pub file_hashes: Vec<crate::files::FileHash>,
     /// `noalert` (or `flowbits:noalert`).
@@ -662,6 +673,8 @@ pub fn sniff_sid(line: &str) -> Option<u32> {
 struct Builder<'v> {
     groups: Vec<Group>,
     sticky: Buf,
+    /// The side the current sticky buffer was named with, if any.
+    sticky_side: Option<Direction>,
     /// The transformations written after the current sticky buffer.
     sticky_xf: Vec<Transform>,
     /// Whether a transformation may still follow: until a match takes the transformations
@@ -682,11 +695,11 @@ struct Builder<'v> {
 }
 
 impl Builder<'_> {
-    fn group_index(&mut self, buf: Buf, chain: &[Transform]) -> usize {
+    fn group_index(&mut self, buf: Buf, chain: &[Transform], side: Option<Direction>) -> usize {
         if let Some(i) = self
             .groups
             .iter()
-            .position(|g| g.buf == buf && g.transforms == chain)
+            .position(|g| g.buf == buf && g.transforms == chain && g.forced_side == side)
         {
             return i;
         }
@@ -695,13 +708,14 @@ impl Builder<'_> {
             transforms: chain.to_vec(),
             xform: 0,
             items: Vec::new(),
+            forced_side: side,
         });
         self.groups.len() - 1
     }
 
     /// Adds `item` to `buf` untransformed (a legacy modifier, a pcre flag buffer).
     fn push(&mut self, buf: Buf, item: Item) -> (usize, usize) {
-        let g = self.group_index(buf, &[]);
+        let g = self.group_index(buf, &[], None);
         self.groups[g].items.push(item);
         (g, self.groups[g].items.len() - 1)
     }
@@ -727,7 +741,7 @@ impl Builder<'_> {
     /// Adds `item` to the sticky buffer as its transformations leave it.
     fn push_sticky(&mut self, item: Item) -> (usize, usize) {
         let chain = std::mem::take(&mut self.sticky_xf);
-        let g = self.group_index(self.sticky, &chain);
+        let g = self.group_index(self.sticky, &chain, self.sticky_side);
         self.sticky_xf = chain;
         if self.xf_pending {
             self.xf_pending = false;
@@ -739,7 +753,7 @@ impl Builder<'_> {
 
     /// A sticky buffer is named: transformations may follow; ones left without a match on the
     /// previous buffer are an error, as in Suricata.
-    fn start_sticky(&mut self, buf: Buf) -> Result<(), RuleError> {
+    fn start_sticky(&mut self, buf: Buf, side: Option<Direction>) -> Result<(), RuleError> {
         if self.xf_pending {
             return Err(syntax(format!(
                 "no match follows the transformations of {}",
@@ -747,6 +761,7 @@ impl Builder<'_> {
             )));
         }
         self.sticky = buf;
+        self.sticky_side = side;
         self.sticky_xf.clear();
         self.xf_open = true;
         Ok(())
@@ -873,6 +888,7 @@ pub fn parse_rule(
         app_events: Vec::new(),
         filestore: None,
         filesize: None,
+        filesize_side: None,
         file_hashes: Vec::new(),
         noalert: false,
         threshold: None,
@@ -884,6 +900,7 @@ pub fn parse_rule(
     let mut b = Builder {
         groups: Vec::new(),
         sticky: Buf::Stream,
+        sticky_side: None,
         sticky_xf: Vec::new(),
         xf_open: false,
         xf_pending: false,
@@ -1015,22 +1032,27 @@ fn check_absent(g: &Group) -> Result<(), RuleError> {
 
 /// Suricata's checks of a `=>` rule: no `flow` direction, every buffer tied to one side
 /// (`http.uri`, `http.stat_code` …, not `http.header`), and both sides used.
-fn validate_txboth(rule: &Rule, bufs: &[Buf]) -> Result<(), RuleError> {
+fn validate_txboth(rule: &Rule) -> Result<(), RuleError> {
     if rule.flow_dir.is_some() {
         return Err(syntax(
             "a => rule uses both directions: it cannot specify a flow direction",
         ));
     }
-    if let Some(b) = bufs
+    if let Some(g) = rule
+        .groups
         .iter()
-        .find(|b| b.fixed_side().is_none() && **b != Buf::Base64Data)
+        .find(|g| g.side().is_none() && g.buf != Buf::Base64Data)
     {
         return Err(syntax(format!(
-            "a => rule uses both directions: {} is ambiguous about its direction",
-            b.name()
+            "a => rule uses both directions: {} is ambiguous about its direction (name one: \
+             {}: to_server or to_client, where the buffer takes it)",
+            g.buf.name(),
+            g.buf.name()
         )));
     }
-    let has = |d: Direction| bufs.iter().any(|b| b.fixed_side() == Some(d));
+    let has = |d: Direction| {
+        rule.groups.iter().any(|g| g.side() == Some(d)) || rule.filesize_side == Some(d)
+    };
     if !(has(Direction::Request) && has(Direction::Response)) {
         return Err(syntax("a => rule should use both directions, but does not"));
     }
@@ -1102,11 +1124,86 @@ fn keyword_known(kw: &str) -> bool {
         || OPTION_KEYWORDS.contains(&kw)
 }
 
+/// The side named by a sticky buffer's argument (`http.content_type: to_client`): Suricata 8
+/// takes `to_client` or `to_server` on the buffers that exist on both sides (the header
+/// buffers and the file buffers) and nothing else on any sticky buffer.
+fn sticky_side(
+    rule: &mut Rule,
+    kw: &str,
+    buf: Buf,
+    val: Option<&str>,
+) -> Result<Option<Direction>, RuleError> {
+    let Some(v) = val.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    use Buf::*;
+    let takes_side = matches!(
+        buf,
+        Connection
+            | ContentType
+            | ContentLen
+            | Accept
+            | AcceptEnc
+            | AcceptLang
+            | Referer
+            | FileData
+            | FileName
+            | FileMagic
+    );
+    if !takes_side {
+        return Err(syntax(format!("unexpected option to {kw}: {:?}", clip(v))));
+    }
+    let d = match v {
+        "to_client" => Direction::Response,
+        "to_server" => Direction::Request,
+        _ => {
+            return Err(syntax(format!(
+                "{kw}: unknown option {:?}: only to_server or to_client",
+                clip(v)
+            )))
+        }
+    };
+    rule_side(rule, d)?;
+    Ok(Some(d))
+}
+
+/// A keyword named side `d`: outside a `=>` rule, that is the rule's direction (as
+/// `flow:to_client` would say); one that names the other side contradicts it.
+fn rule_side(rule: &mut Rule, d: Direction) -> Result<(), RuleError> {
+    if rule.txboth {
+        return Ok(());
+    }
+    match rule.flow_dir {
+        Some(f) if f != d => Err(syntax("contradictory directions")),
+        _ => {
+            rule.flow_dir = Some(d);
+            Ok(())
+        }
+    }
+}
+
+/// A leading `to_client,` / `to_server,` (Suricata 8's direction argument of `filesize`) and
+/// the rest of the value.
+fn leading_side(v: &str) -> (Option<Direction>, &str) {
+    let t = v.trim_start();
+    for (word, d) in [
+        ("to_client", Direction::Response),
+        ("to_server", Direction::Request),
+    ] {
+        if let Some(rest) = t.strip_prefix(word) {
+            if let Some(rest) = rest.trim_start().strip_prefix(',') {
+                return (Some(d), rest);
+            }
+        }
+    }
+    (None, v)
+}
+
 /// Checks that the rule is something the gateway can run.
 fn validate(rule: &Rule) -> Result<(), RuleError> {
     let bufs: Vec<Buf> = rule.groups.iter().map(|g| g.buf).collect();
     if rule.txboth {
-        validate_txboth(rule, &bufs)?;
+        validate_txboth(rule)?;
     }
     match rule.proto {
         Proto::Tcp | Proto::Ip => {
@@ -1162,7 +1259,8 @@ fn option(
     val: Option<&str>,
 ) -> Result<(), RuleError> {
     if let Some(buf) = Buf::sticky(kw) {
-        return b.start_sticky(buf);
+        let side = sticky_side(rule, kw, buf, val)?;
+        return b.start_sticky(buf, side);
     }
     if let Some(t) = Transform::parse(kw, val) {
         let t = t.map_err(syntax)?;
@@ -1339,7 +1437,7 @@ fn option(
             if val.is_some_and(|v| !v.trim().is_empty()) {
                 return Err(syntax("base64_data takes no option"));
             }
-            b.start_sticky(Buf::Base64Data)?;
+            b.start_sticky(Buf::Base64Data, None)?;
         }
         "absent" => {
             let or_else = match val.map(str::trim) {
@@ -1477,8 +1575,12 @@ fn option(
             b.last_content = Some(b.push(Buf::FileName, Item::Content(c)));
         }
         "filesize" => {
-            rule.filesize =
-                Some(crate::files::parse_filesize(val.unwrap_or_default()).map_err(syntax)?)
+            let (side, rest) = leading_side(val.unwrap_or_default());
+            if let Some(d) = side {
+                rule_side(rule, d)?;
+                rule.filesize_side = Some(d);
+            }
+            rule.filesize = Some(crate::files::parse_filesize(rest).map_err(syntax)?)
         }
         "filemd5" | "filesha1" | "filesha256" => {
             use crate::files::{FileHash, HashKind};

@@ -483,7 +483,7 @@ fn rule_dir_phase(r: &Rule) -> Phase {
 /// `filesize` and the hash keywords on the file of the rule's side (a body that is a file:
 /// it has a `file.name`); a cut body answers only `filesize:>`/`>=` and no hash.
 fn file_conditions(c: &Compiled, bufs: &dyn Buffers) -> bool {
-    let side = c.dir;
+    let side = c.rule.filesize_side.unwrap_or(c.dir);
     if bufs.get(Buf::FileName, side).is_none() {
         return false;
     }
@@ -512,14 +512,14 @@ fn rule_dir(r: &Rule) -> Direction {
             || !r
                 .groups
                 .iter()
-                .any(|g| g.buf.fixed_side() == Some(Direction::Response))
+                .any(|g| g.side() == Some(Direction::Response))
         {
             return d;
         }
     }
     if r.groups
         .iter()
-        .any(|g| g.buf.fixed_side() == Some(Direction::Response) || g.buf.is_cert())
+        .any(|g| g.side() == Some(Direction::Response) || g.buf.is_cert())
     {
         Direction::Response
     } else {
@@ -531,7 +531,7 @@ fn key_of(r: &Rule, dir: Direction, g: &crate::rule::Group) -> BufKey {
     let _ = r;
     BufKey {
         buf: g.buf,
-        side: g.buf.fixed_side().unwrap_or(dir),
+        side: g.side().unwrap_or(dir),
         xform: g.xform,
     }
 }
@@ -1265,9 +1265,9 @@ fn either_side(r: &Rule) -> bool {
         && r.proto == Proto::Http
         && r.app_events.is_empty()
         && !r.groups.is_empty()
-        && r.groups.iter().all(|g| {
-            g.buf.is_http() && g.buf.fixed_side().is_none() && !matches!(g.buf, Buf::Stream)
-        })
+        && r.groups
+            .iter()
+            .all(|g| g.buf.is_http() && g.side().is_none() && !matches!(g.buf, Buf::Stream))
 }
 
 fn intern_chains(compiled: &mut [Compiled]) -> Vec<Vec<Transform>> {

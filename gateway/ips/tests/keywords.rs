@@ -763,6 +763,106 @@ fn transactional_rules_need_both_directions() {
     }
 }
 
+/// Suricata 8's direction argument: a `=>` rule names the side of a buffer that exists on
+/// both (`http.content_type: to_server`, as the documentation's example), `filesize:
+/// to_client, …` names the file's side; in a `->` rule the argument is the rule's direction.
+/// Buffers that take no argument, or a word other than a direction, are errors.
+#[test]
+fn direction_arguments_pick_a_buffers_side() {
+    let set = load(
+        "alert http any any => any any (msg:\"json up, xml down\"; http.content_type: to_server; content:\"json\"; http.content_type: to_client; content:\"xml\"; sid:1; rev:1;)\n\
+         alert http any any => any any (msg:\"both sides keep-alive\"; http.connection: to_client; content:\"eep\"; http.connection: to_server; content:\"eep\"; sid:2; rev:1;)\n\
+         alert http any any => any any (msg:\"uri and response size\"; http.uri; content:\"/download\"; filesize: to_client, >10; sid:3; rev:1;)\n\
+         alert http any any -> any any (msg:\"response type\"; http.content_type: to_client; content:\"xml\"; sid:4; rev:1;)\n",
+    );
+    assert_eq!(set.report().loaded, 4, "{:?}", set.report());
+    let run = |req_type: &str, req_conn: &str, resp_type: &str, resp_conn: &str, body: &[u8]| {
+        let headers = [("content-type", req_type), ("connection", req_conn)];
+        let mut t = tx(&Req {
+            method: "POST",
+            uri: "/download",
+            headers: &headers,
+            body: b"{}",
+        });
+        let mut h = http::HeaderMap::new();
+        h.insert("content-type", resp_type.parse().unwrap());
+        h.insert("connection", resp_conn.parse().unwrap());
+        t.response_head(&ResponseHead {
+            status: http::StatusCode::OK,
+            version: http::Version::HTTP_11,
+            headers: h,
+            reason: None,
+            raw: None,
+        });
+        t.body_chunk(Direction::Response, body, 1 << 20);
+        t.finish_body(Direction::Response, 1 << 20);
+        let phases = [
+            Phase::ReqHead,
+            Phase::ReqBody,
+            Phase::RespHead,
+            Phase::RespBody,
+        ];
+        let mut out = eval_phases(&set, &t, &phases, &mut FlowVars::default());
+        out.sort_unstable();
+        out
+    };
+    let long = b"0123456789abcdef";
+    assert_eq!(
+        run("application/json", "close", "text/xml", "close", b""),
+        vec![1, 4]
+    );
+    assert!(
+        run("text/xml", "close", "application/json", "close", b"").is_empty(),
+        "sides swapped"
+    );
+    assert_eq!(
+        run("a/b", "keep-alive", "c/d", "close", b""),
+        Vec::<u32>::new(),
+        "one side only"
+    );
+    assert_eq!(run("a/b", "keep-alive", "c/d", "keep-alive", b""), vec![2]);
+    // A download (a response file) of 16 bytes: over 10 on the client's side.
+    let h = [("content-type", "a/b")];
+    let mut t = tx(&Req {
+        method: "GET",
+        uri: "/download/f.bin",
+        headers: &h,
+        body: b"",
+    });
+    let mut rh = http::HeaderMap::new();
+    rh.insert("content-type", "application/octet-stream".parse().unwrap());
+    t.response_head(&ResponseHead {
+        status: http::StatusCode::OK,
+        version: http::Version::HTTP_11,
+        headers: rh,
+        reason: None,
+        raw: None,
+    });
+    t.body_chunk(Direction::Response, long, 1 << 20);
+    t.finish_body(Direction::Response, 1 << 20);
+    let phases = [
+        Phase::ReqHead,
+        Phase::ReqBody,
+        Phase::RespHead,
+        Phase::RespBody,
+    ];
+    assert_eq!(
+        eval_phases(&set, &t, &phases, &mut FlowVars::default()),
+        vec![3]
+    );
+
+    let parse = |line: &str| parse_line(line);
+    for (line, needle) in [
+        ("alert http any any -> any any (http.uri: to_server; content:\"/a\"; sid:9;)", "unexpected option to http.uri"),
+        ("alert http any any -> any any (http.content_type: sideways; content:\"a\"; sid:9;)", "only to_server or to_client"),
+        ("alert http any any -> any any (flow:to_server; http.content_type: to_client; content:\"a\"; sid:9;)", "contradictory directions"),
+        ("alert http any any => any any (http.connection; content:\"a\"; http.stat_code; content:\"200\"; sid:9;)", "http.connection is ambiguous"),
+    ] {
+        let e = parse(line).expect_err(line);
+        assert!(e.to_string().contains(needle), "{line}: {e}");
+    }
+}
+
 /// `http.uri` is the target as libhtp normalises it (dot segments, `\`, `//`, `%2f`, `%u`);
 /// `http.uri.raw` keeps it as sent.
 #[test]
