@@ -31,21 +31,53 @@ pub struct Case {
     pub ips_settings: Vec<String>,
 }
 
-/// Suricata `--set` options with an `[ips]` equivalent.
-const SETTINGS: &[(&str, &str)] = &[(
-    "app-layer.protocols.http.libhtp.default-config.response-body-decompress-layer-limit",
-    "decompress_layer_limit",
-)];
+/// libhtp settings (under `app-layer.protocols.http.libhtp.default-config.`) with an `[ips]`
+/// equivalent.
+const SETTINGS: &[(&str, &str)] = &[
+    (
+        "response-body-decompress-layer-limit",
+        "decompress_layer_limit",
+    ),
+    ("double-decode-path", "double_decode_path"),
+    ("double-decode-query", "double_decode_query"),
+];
 
-/// The `[ips]` lines for the `--set name=value` options in `args` that map to ours.
-fn ips_settings(args: &str) -> Vec<String> {
-    args.split_whitespace()
+const LIBHTP: &str = "app-layer.protocols.http.libhtp.default-config.";
+
+/// The `[ips]` line for one libhtp setting (a number, or yes/no), if it maps to ours.
+fn ips_setting(key: &str, value: &str) -> Option<String> {
+    let (_, ours) = SETTINGS.iter().find(|(theirs, _)| *theirs == key)?;
+    let v = match value.trim() {
+        "yes" | "true" | "on" => "true".to_string(),
+        "no" | "false" | "off" => "false".to_string(),
+        n => n.parse::<u64>().ok()?.to_string(),
+    };
+    Some(format!("{ours} = {v}"))
+}
+
+/// The `[ips]` lines for the `--set name=value` options in `args`, then the libhtp settings
+/// of the case's own suricata.yaml, that map to ours.
+fn ips_settings(args: &str, yaml: Option<&Value>) -> Vec<String> {
+    let mut out: Vec<String> = args
+        .split_whitespace()
         .filter_map(|a| a.split_once('='))
-        .filter_map(|(k, v)| {
-            let (_, ours) = SETTINGS.iter().find(|(theirs, _)| *theirs == k)?;
-            v.parse::<u64>().ok().map(|n| format!("{ours} = {n}"))
-        })
-        .collect()
+        .filter_map(|(k, v)| ips_setting(k.strip_prefix(LIBHTP)?, v))
+        .collect();
+    let config = yaml.map(|y| &y["app-layer"]["protocols"]["http"]["libhtp"]["default-config"]);
+    if let Some(m) = config.and_then(Value::as_mapping) {
+        for (k, v) in m {
+            let value = match v {
+                Value::Bool(b) => Some(b.to_string()),
+                Value::Number(n) => Some(n.to_string()),
+                Value::String(s) => Some(s.clone()),
+                _ => None,
+            };
+            if let (Some(k), Some(v)) = (k.as_str(), value) {
+                out.extend(ips_setting(k, &v));
+            }
+        }
+    }
+    out
 }
 
 /// Why a case is not replayed.
@@ -99,6 +131,17 @@ pub fn load(root: &Path, dir: &Path) -> Result<Case, Skip> {
         })
         .unwrap_or_default();
     let custom_config = args.contains("--set") || dir.join("suricata.yaml").is_file();
+    // The case's suricata.yaml (YAML 1.1 with a `%YAML` line, which the parser skips).
+    let own_yaml = std::fs::read_to_string(dir.join("suricata.yaml"))
+        .ok()
+        .and_then(|t| {
+            let body: String = t
+                .lines()
+                .filter(|l| !l.starts_with('%') && *l != "---")
+                .map(|l| format!("{l}\n"))
+                .collect();
+            serde_yaml_ng::from_str::<Value>(&body).ok()
+        });
     Ok(Case {
         name,
         rules,
@@ -106,7 +149,7 @@ pub fn load(root: &Path, dir: &Path) -> Result<Case, Skip> {
         checks,
         other_checks,
         custom_config,
-        ips_settings: ips_settings(&args),
+        ips_settings: ips_settings(&args, own_yaml.as_ref()),
     })
 }
 

@@ -1258,7 +1258,9 @@ fn on_both_sides(compiled: Vec<Compiled>) -> Vec<Compiled> {
     out
 }
 
-/// A directionless HTTP rule whose every buffer exists on both sides.
+/// A directionless HTTP rule whose every buffer exists on both sides (`pkt_data` included:
+/// `alert http any any -> any any (content:"uid=0";)` alerts on the response that carries it,
+/// as Suricata's raw stream inspection does in both directions).
 fn either_side(r: &Rule) -> bool {
     r.flow_dir.is_none()
         && !r.txboth
@@ -1267,7 +1269,7 @@ fn either_side(r: &Rule) -> bool {
         && !r.groups.is_empty()
         && r.groups
             .iter()
-            .all(|g| g.buf.is_http() && g.side().is_none() && !matches!(g.buf, Buf::Stream))
+            .all(|g| (g.buf.is_http() || g.buf == Buf::Stream) && g.side().is_none())
 }
 
 fn intern_chains(compiled: &mut [Compiled]) -> Vec<Vec<Transform>> {

@@ -55,6 +55,13 @@ pub struct IpsConfig {
     /// `response-body-decompress-layer-limit`); more raise `too_many_encoding_layers`.
     #[serde(default = "d_layers")]
     pub decompress_layer_limit: usize,
+    /// Decode `http.uri`'s path a second time (libhtp's `double-decode-path`; default off):
+    /// `/a%252e` reads `/a.`, and what the second pass decodes raises `double_encoded_uri`.
+    #[serde(default)]
+    pub double_decode_path: bool,
+    /// The same for the query (`double-decode-query`; default off).
+    #[serde(default)]
+    pub double_decode_query: bool,
     /// Where `dataset` rules' `save` and `state` files go (relative paths from the config
     /// file's folder; default: that folder).
     #[serde(default)]
@@ -199,6 +206,7 @@ pub struct IpsStage {
     store: Option<Arc<crate::filestore::FileStore>>,
     body_limit: usize,
     layer_limit: usize,
+    uri_decoding: crate::uri::Decoding,
     budget: Duration,
     conns: Arc<Conns>,
 }
@@ -211,6 +219,10 @@ impl IpsStage {
             store: None,
             body_limit: cfg.body_limit.max(1),
             layer_limit: cfg.decompress_layer_limit,
+            uri_decoding: crate::uri::Decoding {
+                double_path: cfg.double_decode_path,
+                double_query: cfg.double_decode_query,
+            },
             budget: Duration::from_millis(cfg.flow_pcre_budget_ms),
             conns: Arc::new(Conns::default()),
         }
@@ -260,6 +272,7 @@ impl Stage for IpsStage {
             tx: {
                 let mut tx = Tx::new();
                 tx.set_layer_limit(self.layer_limit);
+                tx.set_uri_decoding(self.uri_decoding);
                 tx
             },
             done: [false; PHASES],

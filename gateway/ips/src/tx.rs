@@ -34,6 +34,8 @@ pub struct Tx {
     encoding: [Vec<crate::codings::Coding>; 2],
     /// Content-Encoding layers decoded at most (`[ips] decompress_layer_limit`).
     layer_limit: usize,
+    /// libhtp's second URI decoding passes (`[ips] double_decode_path` / `_query`).
+    uri_decoding: crate::uri::Decoding,
     /// A multipart request's boundary, and the files its parts carry (name, content): one
     /// `file.data` / `file.name` instance each.
     boundary: Option<Vec<u8>>,
@@ -56,6 +58,7 @@ impl Default for Tx {
             truncated: [false; 2],
             encoding: [Vec::new(), Vec::new()],
             layer_limit: crate::events::LAYER_LIMIT,
+            uri_decoding: crate::uri::Decoding::default(),
             boundary: None,
             parts: Vec::new(),
             events: crate::events::Events::default(),
@@ -296,6 +299,13 @@ impl Tx {
         self.layer_limit = n;
     }
 
+    /// Decodes the normalised URI's path and query a second time (libhtp's
+    /// `double-decode-path` / `double-decode-query`); what that decodes raises
+    /// `double_encoded_uri`.
+    pub fn set_uri_decoding(&mut self, d: crate::uri::Decoding) {
+        self.uri_decoding = d;
+    }
+
     fn set(&mut self, buf: Buf, side: Direction, v: impl Into<Bytes>) {
         self.bufs[buf as usize][side.index()] = Some(v.into());
     }
@@ -398,12 +408,14 @@ impl Tx {
         };
         // libhtp's normalised URI (absent when nothing is left of it), from the target as
         // sent when the raw head has it (an absolute form included).
-        let normalized = match sent {
-            Some((_, target)) if head.method != http::Method::CONNECT => {
-                crate::uri::normalized(target)
-            }
-            _ => crate::uri::normalized(raw_uri.as_bytes()),
+        let target = match sent {
+            Some((_, target)) if head.method != http::Method::CONNECT => target,
+            _ => raw_uri.as_bytes(),
         };
+        let (normalized, double) = crate::uri::normalized_with(target, self.uri_decoding);
+        if double {
+            self.events.raise("double_encoded_uri");
+        }
         self.set(
             Buf::Method,
             side,

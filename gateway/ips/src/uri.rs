@@ -1,5 +1,6 @@
 //! Suricata's `http.uri`: the request target normalised as libhtp does it with Suricata's
-//! defaults (server personality IDS, `uri-include-all: no`, no double decoding). The path is
+//! defaults (server personality IDS, `uri-include-all: no`, no double decoding unless
+//! [`Decoding`] asks for it). The path is
 //! decoded once (`%` and two hex digits, IIS `%u` and four, invalid escapes kept), `\` becomes `/`, runs of `/`
 //! collapse, UTF-8 becomes single bytes (best fit, `?` when none), and dot segments go
 //! (RFC 3986, with libhtp's quirks: a trailing `/` left by a removed `.` or `..` goes too, and
@@ -7,19 +8,47 @@
 //! kept otherwise as sent. Scheme, user info, host and port of an absolute target are dropped.
 //! Nothing left at all: the buffer is absent.
 
+/// libhtp's optional second decoding pass (`double-decode-path`, `double-decode-query`; both
+/// off by default, as in Suricata).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Decoding {
+    /// Decode the normalised path once more.
+    pub double_path: bool,
+    /// Decode the query once more.
+    pub double_query: bool,
+}
+
 /// The normalised URI of a raw request target; `None` when nothing is left.
 pub fn normalized(target: &[u8]) -> Option<Vec<u8>> {
+    normalized_with(target, Decoding::default()).0
+}
+
+/// The normalised URI with the second passes `d` asks for, and whether a second pass decoded
+/// something (libhtp's `double_encoded_uri` event: the part got shorter).
+pub fn normalized_with(target: &[u8], d: Decoding) -> (Option<Vec<u8>>, bool) {
     let (path, query, fragment) = split(target);
     let mut out = remove_dot_segments(&best_fit_utf8(&decode_path(path)));
+    let mut double = false;
+    if d.double_path {
+        let again = decode_once(&out);
+        double |= again.len() < out.len();
+        out = again;
+    }
     if let Some(q) = query {
         out.push(b'?');
-        out.extend(decode_once(q));
+        let mut q = decode_once(q);
+        if d.double_query {
+            let again = decode_once(&q);
+            double |= again.len() < q.len();
+            q = again;
+        }
+        out.extend(q);
     }
     if let Some(f) = fragment {
         out.push(b'#');
         out.extend(decode_once(f));
     }
-    (!out.is_empty()).then_some(out)
+    ((!out.is_empty()).then_some(out), double)
 }
 
 /// Path, query and fragment of a target (the path of an absolute form, without its
@@ -252,6 +281,36 @@ mod tests {
 
     fn n(raw: &[u8]) -> Option<Vec<u8>> {
         normalized(raw)
+    }
+
+    /// libhtp's own tests of `double-decode-path` / `-query` (DoubleEncodedUriPath, …Query),
+    /// and suricata-verify's `curl http://oisf.net/evil%2527sqli`.
+    #[test]
+    fn second_passes_decode_again_and_say_so() {
+        let both = Decoding {
+            double_path: true,
+            double_query: true,
+        };
+        let path = Decoding {
+            double_path: true,
+            ..Decoding::default()
+        };
+        let cases: &[(&[u8], Decoding, &[u8], bool)] = &[
+            (b"/%2500", path, b"/\0", true),
+            (b"/%2500", Decoding::default(), b"/%00", false),
+            (b"/?a=%2500", both, b"/?a=\0", true),
+            (b"/?a=%2500", path, b"/?a=%00", false),
+            (b"/evil%2527sqli", both, b"/evil'sqli", true),
+            (b"/plain/path?q=1", both, b"/plain/path?q=1", false),
+            // A `%` left by the first pass that is no escape stays, and is no double encoding.
+            (b"/100%25", both, b"/100%", false),
+        ];
+        for &(raw, d, want, double) in cases {
+            let (got, flagged) = normalized_with(raw, d);
+            let shown = String::from_utf8_lossy(raw);
+            assert_eq!(got.as_deref(), Some(want), "{shown}");
+            assert_eq!(flagged, double, "{shown}");
+        }
     }
 
     #[test]

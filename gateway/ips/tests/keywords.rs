@@ -1031,7 +1031,8 @@ fn directionless_rules_inspect_both_sides() {
         "alert http any any -> any any (msg:\"body\"; file.data; content:\"secret\"; sid:1; rev:1;)\n\
          alert http any any -> any any (msg:\"hdr\"; http.header; content:\"X-Mark|3a| 1\"; sid:2; rev:1;)\n\
          alert http any any -> any any (msg:\"req only\"; flow:to_server; file.data; content:\"secret\"; sid:3; rev:1;)\n\
-         alert http any any -> any any (msg:\"uri\"; http.uri; content:\"/a\"; http.header; content:\"X-Mark|3a| 1\"; sid:4; rev:1;)\n",
+         alert http any any -> any any (msg:\"uri\"; http.uri; content:\"/a\"; http.header; content:\"X-Mark|3a| 1\"; sid:4; rev:1;)\n\
+         alert http any any -> any any (msg:\"raw\"; content:\"uid=0\"; sid:5; rev:1;)\n",
     );
     let run = |req_body: &[u8], req_hdr: bool, resp_body: &[u8], resp_hdr: bool| {
         let headers: &[(&str, &str)] = if req_hdr { &[("x-mark", "1")] } else { &[] };
@@ -1085,7 +1086,17 @@ fn directionless_rules_inspect_both_sides() {
     );
     assert_eq!(run(b"", false, b"", true), vec![2], "response header");
     assert_eq!(run(b"", true, b"", false), vec![2, 4]);
-    assert_eq!(set.report().loaded, 4, "a rule on both sides counts once");
+    assert_eq!(
+        run(b"", false, b"uid=0(root) gid=0(root)", false),
+        vec![5],
+        "pkt_data of the response (testmyids)"
+    );
+    assert_eq!(
+        run(b"id=uid=0", false, b"", false),
+        vec![5],
+        "and of the request"
+    );
+    assert_eq!(set.report().loaded, 5, "a rule on both sides counts once");
 }
 
 /// `byte_extract` and `byte_math` (the documentation's forms) and the keywords that take their
