@@ -688,8 +688,16 @@ fn content_encoding(ce: &[u8], request: bool, limit: usize, ev: &mut Events) {
             t == b"gzip" || t == b"x-gzip"
         } else if contains_nocase(t, b"deflate") {
             t == b"deflate" || t == b"x-deflate"
+        } else if t == b"lzma" {
+            // libhtp allows no LZMA layer in a list by default (`lzma-enabled: no`).
+            ev.raise(if request {
+                "request_too_many_lzma_layers"
+            } else {
+                "response_too_many_lzma_layers"
+            });
+            return;
         } else {
-            t == b"lzma" || t == b"inflate" || t == b"none" || (!request && t == b"identity")
+            t == b"inflate" || t == b"none" || (!request && t == b"identity")
         };
         if !ok {
             ev.raise("abnormal_ce_header");
@@ -852,6 +860,9 @@ mod tests {
         );
         assert_eq!(ce("xgzipx", false), ["abnormal_ce_header"]);
         assert_eq!(ce("foo, gzip", false), ["abnormal_ce_header"]);
+        assert!(ce("lzma", false).is_empty(), "alone: decoded");
+        assert_eq!(ce("gzip, lzma", false), ["response_too_many_lzma_layers"]);
+        assert_eq!(ce("lzma,gzip", true), ["request_too_many_lzma_layers"]);
         assert_eq!(
             split_host(b"[::1]:8000"),
             Some((b"[::1]".to_vec(), Some(8000)))
