@@ -1207,10 +1207,12 @@ fn validate(rule: &Rule) -> Result<(), RuleError> {
     }
     match rule.proto {
         Proto::Tcp | Proto::Ip => {
-            if bufs.is_empty() || bufs.contains(&Buf::Stream) {
+            // Their payload keywords read the reassembled stream of each side of the HTTP the
+            // gateway carries (`pkt_data`); a rule with none is about packets alone.
+            if bufs.is_empty() {
                 return Err(unsupported(
                     "pkt_data",
-                    "packet or raw TCP stream rule: the gateway inspects application-layer buffers only",
+                    "packet rule without payload keywords: the gateway inspects streams, not packets",
                 ));
             }
         }

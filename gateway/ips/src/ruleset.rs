@@ -1264,7 +1264,7 @@ fn on_both_sides(compiled: Vec<Compiled>) -> Vec<Compiled> {
 fn either_side(r: &Rule) -> bool {
     r.flow_dir.is_none()
         && !r.txboth
-        && r.proto == Proto::Http
+        && matches!(r.proto, Proto::Http | Proto::Tcp | Proto::Ip)
         && r.app_events.is_empty()
         && !r.groups.is_empty()
         && r.groups

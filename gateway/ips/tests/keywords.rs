@@ -1099,6 +1099,59 @@ fn directionless_rules_inspect_both_sides() {
     assert_eq!(set.report().loaded, 5, "a rule on both sides counts once");
 }
 
+/// `tcp` and `ip` rules' payload keywords read each side's reassembled stream of the HTTP
+/// the gateway carries (`alert ip … (content:"uid=0|28|root|29|";)`, the classic testmyids
+/// rule, alerts on the response), with their ports and `flow` direction; a packet rule with no
+/// payload keyword is not run.
+#[test]
+fn tcp_and_ip_rules_read_the_stream() {
+    let set = load(
+        "alert ip any any -> any any (msg:\"id check returned root\"; content:\"uid=0|28|root|29|\"; sid:1; rev:1;)\n\
+         alert tcp any any -> any 80 (msg:\"to port 80\"; flow:to_server; content:\"AllWorkAndNoPlay\"; content:\"DullBoy\"; distance:1; within:7; sid:2; rev:1;)\n\
+         alert tcp any any -> any 8080 (msg:\"to port 8080\"; flow:to_server; content:\"AllWork\"; sid:3; rev:1;)\n",
+    );
+    assert_eq!(set.report().loaded, 3, "{:?}", set.report());
+    let run = |req_body: &[u8], resp_body: &[u8]| {
+        let mut t = tx(&Req {
+            method: "POST",
+            uri: "/cgi-bin/id",
+            headers: &[("host", "h.test")],
+            body: req_body,
+        });
+        t.response_head(&ResponseHead {
+            status: http::StatusCode::OK,
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+            reason: None,
+            raw: None,
+        });
+        t.body_chunk(Direction::Response, resp_body, 1 << 20);
+        t.finish_body(Direction::Response, 1 << 20);
+        let phases = [
+            Phase::ReqHead,
+            Phase::ReqBody,
+            Phase::RespHead,
+            Phase::RespBody,
+        ];
+        let mut out = eval_phases(&set, &t, &phases, &mut FlowVars::default());
+        out.sort_unstable();
+        out
+    };
+    assert_eq!(run(b"", b"uid=0(root) gid=0(root)\n"), vec![1]);
+    assert_eq!(
+        run(b"AllWorkAndNoPlay DullBoy", b"ok"),
+        vec![2],
+        "port 80 only"
+    );
+    assert!(
+        run(b"AllWorkAndNoPlay  DullBoy", b"AllWork DullBoy").is_empty(),
+        "within; to_server"
+    );
+    let e =
+        parse_line("alert tcp any any -> any 22 (msg:\"syn\"; sid:9;)").expect_err("packet rule");
+    assert!(e.to_string().contains("packet rule"), "{e}");
+}
+
 /// `byte_extract` and `byte_math` (the documentation's forms) and the keywords that take their
 /// variables: `content` `distance` / `within`, `byte_test` value, `isdataat`, `byte_jump`.
 #[test]
