@@ -29,6 +29,9 @@ pub struct Case {
     pub custom_config: bool,
     /// `[ips]` settings the case's `--set` options map to (Suricata setting → ours).
     pub ips_settings: Vec<String>,
+    /// Whether Suricata, as the case configures it, inspects a flow picked up midstream (a
+    /// SYN-ACK first): only when its midstream exception policy is `ignore`.
+    pub midstream_inspected: bool,
 }
 
 /// libhtp settings (under `app-layer.protocols.http.libhtp.default-config.`) with an `[ips]`
@@ -78,6 +81,43 @@ fn ips_settings(args: &str, yaml: Option<&Value>) -> Vec<String> {
         }
     }
     out
+}
+
+/// A setting from `--set name=value` in `args`, else from the case's suricata.yaml.
+fn setting(args: &str, yaml: Option<&Value>, path: &[&str]) -> Option<String> {
+    let name = path.join(".");
+    let from_args = args
+        .split_whitespace()
+        .filter_map(|a| a.split_once('='))
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .next_back();
+    from_args.or_else(|| {
+        let v = path.iter().try_fold(yaml?, |v, k| v.get(*k))?;
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    })
+}
+
+/// Suricata's midstream exception policy as the case sets it (`stream.midstream-policy`,
+/// else the master switch `exception-policy`; `auto` is `drop-flow` in IPS mode unless
+/// midstream pickup is on, else `ignore`), and whether it lets a midstream flow be inspected.
+/// The proxy never sees such a flow; the runner replays one only when Suricata would inspect
+/// it.
+fn midstream_inspected(args: &str, yaml: Option<&Value>) -> bool {
+    let policy = setting(args, yaml, &["stream", "midstream-policy"])
+        .or_else(|| setting(args, yaml, &["exception-policy"]))
+        .unwrap_or_else(|| "ignore".into());
+    let ips = args.contains("--simulate-ips");
+    let midstream = setting(args, yaml, &["stream", "midstream"])
+        .is_some_and(|v| matches!(v.as_str(), "true" | "yes" | "on"));
+    match policy.as_str() {
+        "auto" => !ips || midstream,
+        p => p == "ignore",
+    }
 }
 
 /// Why a case is not replayed.
@@ -150,6 +190,7 @@ pub fn load(root: &Path, dir: &Path) -> Result<Case, Skip> {
         other_checks,
         custom_config,
         ips_settings: ips_settings(&args, own_yaml.as_ref()),
+        midstream_inspected: midstream_inspected(&args, own_yaml.as_ref()),
     })
 }
 

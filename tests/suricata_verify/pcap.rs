@@ -32,6 +32,9 @@ pub struct Flow {
     /// Whether the capture holds the flow's SYN: without it Suricata's defaults
     /// (`stream.midstream: false`) never reassemble the flow, so no rule sees it.
     pub handshake: bool,
+    /// Whether that was the client's SYN (not a SYN-ACK first: a midstream pickup, which
+    /// Suricata's midstream exception policy may refuse).
+    pub client_syn: bool,
 }
 
 type Endpoint = (IpAddr, u16);
@@ -103,6 +106,7 @@ struct Conv {
     client: Endpoint,
     server: Endpoint,
     client_known: bool,
+    client_syn: bool,
     up: Dir,
     down: Dir,
     turns: Vec<(Side, Vec<u8>)>,
@@ -166,6 +170,7 @@ pub fn flows(path: &Path) -> Result<Vec<Flow>, String> {
             server_port: c.server.1,
             turns: c.turns,
             handshake: c.client_known,
+            client_syn: c.client_syn,
         })
         .collect())
 }
@@ -230,6 +235,7 @@ fn add_segment(
             client: s.src,
             server: s.dst,
             client_known: false,
+            client_syn: false,
             up: Dir::default(),
             down: Dir::default(),
             turns: Vec::new(),
@@ -246,6 +252,7 @@ fn add_segment(
                 (s.src, s.dst)
             };
             c.client_known = true;
+            c.client_syn = !s.ack;
         } else if !s.data.is_empty() && !looks_like_request(&s.data) && s.src.1 < s.dst.1 {
             (c.client, c.server) = (s.dst, s.src);
         }
