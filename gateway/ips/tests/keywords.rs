@@ -76,6 +76,29 @@ fn eval_phases(set: &RuleSet, t: &Tx, phases: &[Phase], vars: &mut FlowVars) -> 
     out
 }
 
+/// SIDs raised over every phase of `t` once a 200 response with `headers` and `body` is in,
+/// sorted.
+fn with_response(set: &RuleSet, mut t: Tx, headers: http::HeaderMap, body: &[u8]) -> Vec<u32> {
+    t.response_head(&ResponseHead {
+        status: http::StatusCode::OK,
+        version: http::Version::HTTP_11,
+        headers,
+        reason: None,
+        raw: None,
+    });
+    t.body_chunk(Direction::Response, body, 1 << 20);
+    t.finish_body(Direction::Response, 1 << 20);
+    let phases = [
+        Phase::ReqHead,
+        Phase::ReqBody,
+        Phase::RespHead,
+        Phase::RespBody,
+    ];
+    let mut out = eval_phases(set, &t, &phases, &mut FlowVars::default());
+    out.sort_unstable();
+    out
+}
+
 fn uri_fires(opts: &str, uri: &str) -> bool {
     let set = load(&rule(opts));
     let r = Req {
@@ -778,7 +801,7 @@ fn direction_arguments_pick_a_buffers_side() {
     assert_eq!(set.report().loaded, 4, "{:?}", set.report());
     let run = |req_type: &str, req_conn: &str, resp_type: &str, resp_conn: &str, body: &[u8]| {
         let headers = [("content-type", req_type), ("connection", req_conn)];
-        let mut t = tx(&Req {
+        let t = tx(&Req {
             method: "POST",
             uri: "/download",
             headers: &headers,
@@ -787,24 +810,7 @@ fn direction_arguments_pick_a_buffers_side() {
         let mut h = http::HeaderMap::new();
         h.insert("content-type", resp_type.parse().unwrap());
         h.insert("connection", resp_conn.parse().unwrap());
-        t.response_head(&ResponseHead {
-            status: http::StatusCode::OK,
-            version: http::Version::HTTP_11,
-            headers: h,
-            reason: None,
-            raw: None,
-        });
-        t.body_chunk(Direction::Response, body, 1 << 20);
-        t.finish_body(Direction::Response, 1 << 20);
-        let phases = [
-            Phase::ReqHead,
-            Phase::ReqBody,
-            Phase::RespHead,
-            Phase::RespBody,
-        ];
-        let mut out = eval_phases(&set, &t, &phases, &mut FlowVars::default());
-        out.sort_unstable();
-        out
+        with_response(&set, t, h, body)
     };
     let long = b"0123456789abcdef";
     assert_eq!(
@@ -823,7 +829,7 @@ fn direction_arguments_pick_a_buffers_side() {
     assert_eq!(run("a/b", "keep-alive", "c/d", "keep-alive", b""), vec![2]);
     // A download (a response file) of 16 bytes: over 10 on the client's side.
     let h = [("content-type", "a/b")];
-    let mut t = tx(&Req {
+    let t = tx(&Req {
         method: "GET",
         uri: "/download/f.bin",
         headers: &h,
@@ -831,25 +837,7 @@ fn direction_arguments_pick_a_buffers_side() {
     });
     let mut rh = http::HeaderMap::new();
     rh.insert("content-type", "application/octet-stream".parse().unwrap());
-    t.response_head(&ResponseHead {
-        status: http::StatusCode::OK,
-        version: http::Version::HTTP_11,
-        headers: rh,
-        reason: None,
-        raw: None,
-    });
-    t.body_chunk(Direction::Response, long, 1 << 20);
-    t.finish_body(Direction::Response, 1 << 20);
-    let phases = [
-        Phase::ReqHead,
-        Phase::ReqBody,
-        Phase::RespHead,
-        Phase::RespBody,
-    ];
-    assert_eq!(
-        eval_phases(&set, &t, &phases, &mut FlowVars::default()),
-        vec![3]
-    );
+    assert_eq!(with_response(&set, t, rh, long), vec![3]);
 
     let parse = |line: &str| parse_line(line);
     for (line, needle) in [
@@ -1112,30 +1100,13 @@ fn tcp_and_ip_rules_read_the_stream() {
     );
     assert_eq!(set.report().loaded, 3, "{:?}", set.report());
     let run = |req_body: &[u8], resp_body: &[u8]| {
-        let mut t = tx(&Req {
+        let t = tx(&Req {
             method: "POST",
             uri: "/cgi-bin/id",
             headers: &[("host", "h.test")],
             body: req_body,
         });
-        t.response_head(&ResponseHead {
-            status: http::StatusCode::OK,
-            version: http::Version::HTTP_11,
-            headers: http::HeaderMap::new(),
-            reason: None,
-            raw: None,
-        });
-        t.body_chunk(Direction::Response, resp_body, 1 << 20);
-        t.finish_body(Direction::Response, 1 << 20);
-        let phases = [
-            Phase::ReqHead,
-            Phase::ReqBody,
-            Phase::RespHead,
-            Phase::RespBody,
-        ];
-        let mut out = eval_phases(&set, &t, &phases, &mut FlowVars::default());
-        out.sort_unstable();
-        out
+        with_response(&set, t, http::HeaderMap::new(), resp_body)
     };
     assert_eq!(run(b"", b"uid=0(root) gid=0(root)\n"), vec![1]);
     assert_eq!(
