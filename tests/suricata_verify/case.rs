@@ -34,7 +34,7 @@ pub struct Case {
     pub midstream_inspected: bool,
 }
 
-/// libhtp settings (under `app-layer.protocols.http.libhtp.default-config.`) with an `[ips]`
+/// libhtp settings (under `app-layer.protocols.http.libhtp.default-config`) with an `[ips]`
 /// equivalent.
 const SETTINGS: &[(&str, &str)] = &[
     (
@@ -45,42 +45,28 @@ const SETTINGS: &[(&str, &str)] = &[
     ("double-decode-query", "double_decode_query"),
 ];
 
-const LIBHTP: &str = "app-layer.protocols.http.libhtp.default-config.";
-
-/// The `[ips]` line for one libhtp setting (a number, or yes/no), if it maps to ours.
-fn ips_setting(key: &str, value: &str) -> Option<String> {
-    let (_, ours) = SETTINGS.iter().find(|(theirs, _)| *theirs == key)?;
-    let v = match value.trim() {
-        "yes" | "true" | "on" => "true".to_string(),
-        "no" | "false" | "off" => "false".to_string(),
-        n => n.parse::<u64>().ok()?.to_string(),
-    };
-    Some(format!("{ours} = {v}"))
-}
-
-/// The `[ips]` lines for the `--set name=value` options in `args`, then the libhtp settings
-/// of the case's own suricata.yaml, that map to ours.
+/// The `[ips]` lines for the libhtp settings the case changes (`--set`, else its own
+/// suricata.yaml) that map to ours: numbers, and yes/no as booleans.
 fn ips_settings(args: &str, yaml: Option<&Value>) -> Vec<String> {
-    let mut out: Vec<String> = args
-        .split_whitespace()
-        .filter_map(|a| a.split_once('='))
-        .filter_map(|(k, v)| ips_setting(k.strip_prefix(LIBHTP)?, v))
-        .collect();
-    let config = yaml.map(|y| &y["app-layer"]["protocols"]["http"]["libhtp"]["default-config"]);
-    if let Some(m) = config.and_then(Value::as_mapping) {
-        for (k, v) in m {
-            let value = match v {
-                Value::Bool(b) => Some(b.to_string()),
-                Value::Number(n) => Some(n.to_string()),
-                Value::String(s) => Some(s.clone()),
-                _ => None,
+    SETTINGS
+        .iter()
+        .filter_map(|(theirs, ours)| {
+            let path = [
+                "app-layer",
+                "protocols",
+                "http",
+                "libhtp",
+                "default-config",
+                theirs,
+            ];
+            let v = match setting(args, yaml, &path)?.trim() {
+                "yes" | "true" | "on" => "true".to_string(),
+                "no" | "false" | "off" => "false".to_string(),
+                n => n.parse::<u64>().ok()?.to_string(),
             };
-            if let (Some(k), Some(v)) = (k.as_str(), value) {
-                out.extend(ips_setting(k, &v));
-            }
-        }
-    }
-    out
+            Some(format!("{ours} = {v}"))
+        })
+        .collect()
 }
 
 /// A setting from `--set name=value` in `args`, else from the case's suricata.yaml.
@@ -97,6 +83,7 @@ fn setting(args: &str, yaml: Option<&Value>, path: &[&str]) -> Option<String> {
         match v {
             Value::String(s) => Some(s.clone()),
             Value::Bool(b) => Some(b.to_string()),
+            Value::Number(n) => Some(n.to_string()),
             _ => None,
         }
     })

@@ -276,6 +276,26 @@ impl Buf {
         }
     }
 
+    /// Whether the keyword takes a direction argument (`http.content_type: to_client`):
+    /// Suricata 8's `SIGMATCH_SUPPORT_DIR` keywords, the header buffers of
+    /// `detect-http-headers-stub.h` that have a request side and the file buffers.
+    pub fn takes_side(self) -> bool {
+        use Buf::*;
+        matches!(
+            self,
+            Connection
+                | ContentType
+                | ContentLen
+                | Accept
+                | AcceptEnc
+                | AcceptLang
+                | Referer
+                | FileData
+                | FileName
+                | FileMagic
+        )
+    }
+
     /// True for buffers with one instance per item (each inspected on its own).
     pub fn is_multi(self) -> bool {
         matches!(
@@ -1136,21 +1156,7 @@ fn sticky_side(
     let Some(v) = val.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    use Buf::*;
-    let takes_side = matches!(
-        buf,
-        Connection
-            | ContentType
-            | ContentLen
-            | Accept
-            | AcceptEnc
-            | AcceptLang
-            | Referer
-            | FileData
-            | FileName
-            | FileMagic
-    );
-    if !takes_side {
+    if !buf.takes_side() {
         return Err(syntax(format!("unexpected option to {kw}: {:?}", clip(v))));
     }
     let d = match v {
@@ -1163,6 +1169,9 @@ fn sticky_side(
             )))
         }
     };
+    if buf.fixed_side().is_some_and(|f| f != d) {
+        return Err(syntax(format!("{kw} has no {v} side")));
+    }
     rule_side(rule, d)?;
     Ok(Some(d))
 }

@@ -845,6 +845,7 @@ fn direction_arguments_pick_a_buffers_side() {
         ("alert http any any -> any any (http.content_type: sideways; content:\"a\"; sid:9;)", "only to_server or to_client"),
         ("alert http any any -> any any (flow:to_server; http.content_type: to_client; content:\"a\"; sid:9;)", "contradictory directions"),
         ("alert http any any => any any (http.connection; content:\"a\"; http.stat_code; content:\"200\"; sid:9;)", "http.connection is ambiguous"),
+        ("alert http any any -> any any (http.accept: to_client; content:\"a\"; sid:9;)", "http.accept has no to_client side"),
     ] {
         let e = parse(line).expect_err(line);
         assert!(e.to_string().contains(needle), "{line}: {e}");
