@@ -1,6 +1,8 @@
 //! ISO 9660 images (CD/DVD `.iso`, and the `.img`/`.iso` attachments used to smuggle
 //! executables past mark-of-the-web): the Joliet tree when the image has one (long Unicode
-//! names), else the primary volume's. Directories are read breadth first, each extent once.
+//! names), then the primary volume's, as ClamAV reads both: a file only one tree lists (an
+//! empty Joliet tree beside a full primary one) is still found, and a file both list is taken
+//! once, under its Joliet name. Directories are read breadth first, each extent once.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -44,10 +46,29 @@ struct Root {
 /// Lists the files of the image in `data`, at most `max`.
 pub fn files(data: &[u8], max: usize) -> Listing<'_> {
     let mut out = Listing::default();
-    let Some(root) = pick_root(data) else {
+    let roots = pick_roots(data);
+    if roots.is_empty() {
         out.problem = Some("no primary volume descriptor".into());
         return out;
-    };
+    }
+    let mut taken = HashSet::new();
+    for root in roots {
+        if !read_tree(data, &root, max, &mut taken, &mut out) {
+            break;
+        }
+    }
+    out
+}
+
+/// Adds the files of one tree not already `taken` (by extent and length); false when the file
+/// limit stopped it.
+fn read_tree<'a>(
+    data: &'a [u8],
+    root: &Root,
+    max: usize,
+    taken: &mut HashSet<(usize, usize)>,
+    out: &mut Listing<'a>,
+) -> bool {
     let mut seen = HashSet::new();
     let mut queue = VecDeque::from([(root.extent, root.len, String::new(), 0usize)]);
     while let Some((extent, len, dir, depth)) = queue.pop_front() {
@@ -67,9 +88,12 @@ pub fn files(data: &[u8], max: usize) -> Listing<'_> {
                 }
                 continue;
             }
+            if !taken.insert((rec.extent, rec.len)) {
+                continue;
+            }
             if out.files.len() >= max {
                 out.problem = Some(format!("more than {max} files"));
-                return out;
+                return false;
             }
             let from = rec.extent.saturating_mul(root.block).min(data.len());
             let to = from.saturating_add(rec.len);
@@ -80,14 +104,18 @@ pub fn files(data: &[u8], max: usize) -> Listing<'_> {
             });
         }
     }
-    out
+    true
 }
 
-/// The Joliet supplementary descriptor's root if there is one, else the primary's.
-fn pick_root(data: &[u8]) -> Option<Root> {
+/// The Joliet supplementary descriptor's root if there is one, then the primary's.
+fn pick_roots(data: &[u8]) -> Vec<Root> {
+    let mut joliet = None;
     let mut primary = None;
     for i in 0..64 {
-        let d = data.get(FIRST_DESCRIPTOR + i * SECTOR..FIRST_DESCRIPTOR + (i + 1) * SECTOR)?;
+        let Some(d) = data.get(FIRST_DESCRIPTOR + i * SECTOR..FIRST_DESCRIPTOR + (i + 1) * SECTOR)
+        else {
+            break;
+        };
         if &d[1..6] != b"CD001" || d[0] == 255 {
             break;
         }
@@ -101,14 +129,15 @@ fn pick_root(data: &[u8]) -> Option<Root> {
             joliet: false,
         };
         let escape = &d[88..91];
-        if d[0] == 2 && escape.starts_with(b"%/") && matches!(escape[2], b'@' | b'C' | b'E') {
-            return Some(Root { joliet: true, ..r });
-        }
-        if d[0] == 1 && primary.is_none() {
+        let is_joliet =
+            d[0] == 2 && escape.starts_with(b"%/") && matches!(escape[2], b'@' | b'C' | b'E');
+        if is_joliet && joliet.is_none() {
+            joliet = Some(Root { joliet: true, ..r });
+        } else if d[0] == 1 && primary.is_none() {
             primary = Some(r);
         }
     }
-    primary
+    joliet.into_iter().chain(primary).collect()
 }
 
 struct Record<'a> {
@@ -187,6 +216,68 @@ mod tests {
         d[root + 10..root + 14].copy_from_slice(&u32::MAX.to_le_bytes());
         let l = files(&d, 10);
         assert!(l.files.is_empty());
+    }
+
+    /// A directory record: extent, length, flags, name.
+    fn record(extent: u32, len: u32, dir: bool, name: &[u8]) -> Vec<u8> {
+        let n = 33 + name.len() + (name.len() + 1) % 2;
+        let mut r = vec![0u8; n];
+        r[0] = n as u8;
+        r[2..6].copy_from_slice(&extent.to_le_bytes());
+        r[10..14].copy_from_slice(&len.to_le_bytes());
+        r[25] = if dir { 2 } else { 0 };
+        r[32] = name.len() as u8;
+        r[33..33 + name.len()].copy_from_slice(name);
+        r
+    }
+
+    /// An image whose Joliet tree (sector 21) is empty and whose primary tree (sector 20)
+    /// lists one file (sector 22), as ClamAV's `iso_no_joliet` sample is laid out; with
+    /// `both`, the Joliet tree lists the same file under a long name.
+    fn image(both: bool) -> Vec<u8> {
+        let mut d = vec![0u8; 23 * SECTOR];
+        for (i, kind, root) in [(16usize, 1u8, 20u32), (17, 2, 21), (18, 255, 0)] {
+            let v = &mut d[i * SECTOR..(i + 1) * SECTOR];
+            v[0] = kind;
+            v[1..6].copy_from_slice(b"CD001");
+            v[128..130].copy_from_slice(&2048u16.to_le_bytes());
+            if kind == 2 {
+                v[88..91].copy_from_slice(b"%/E");
+            }
+            if kind != 255 {
+                let r = record(root, SECTOR as u32, true, &[0]);
+                v[156..156 + 34].copy_from_slice(&r[..34]);
+            }
+        }
+        for (sector, own) in [(20usize, 20u32), (21, 21)] {
+            let mut t = record(own, SECTOR as u32, true, &[0]);
+            t.extend(record(own, SECTOR as u32, true, &[1]));
+            if sector == 20 {
+                t.extend(record(22, 5, false, b"EICAR.PNG;1"));
+            } else if both {
+                let long: Vec<u8> = "logo-long.png"
+                    .encode_utf16()
+                    .flat_map(u16::to_be_bytes)
+                    .collect();
+                t.extend(record(22, 5, false, &long));
+            }
+            d[sector * SECTOR..sector * SECTOR + t.len()].copy_from_slice(&t);
+        }
+        d[22 * SECTOR..22 * SECTOR + 5].copy_from_slice(b"hello");
+        d
+    }
+
+    #[test]
+    fn both_trees_are_read_and_a_shared_file_is_taken_once() {
+        let d = image(false);
+        let l = files(&d, 10);
+        assert_eq!(l.files.len(), 1, "{l:?}");
+        assert_eq!(l.files[0].path, "EICAR.PNG");
+        assert_eq!(l.files[0].data, b"hello");
+        let d = image(true);
+        let l = files(&d, 10);
+        assert_eq!(l.files.len(), 1, "{l:?}");
+        assert_eq!(l.files[0].path, "logo-long.png");
     }
 
     #[test]
