@@ -1,7 +1,7 @@
 //! Containers inside other files: self-extracting archives and installers carry a cabinet, a
 //! zip, a RAR, a 7z, an ARJ, an MSI, InstallShield's or NSIS data or a compiled AutoIt script
 //! after their program, programs carry other programs, and polyglots append an archive to an
-//! image. ClamAV types these (`ZIPSFX`, `CABSFX`, `RARSFX`, `7ZSFX`, `PE`, …) anywhere in a file
+//! image. ClamAV types these (`ZIPSFX`, `CABSFX`, `RARSFX`, `7ZSFX`, `ARJSFX`, `PE`, …) anywhere in a file
 //! and opens them where they start; so does this search. Only starts with a strong magic and a
 //! plausible header count.
 
@@ -52,7 +52,8 @@ fn plausible(d: &[u8], at: usize, f: Format) -> bool {
 }
 
 /// Containers starting after offset 0 in `d` (at most `max`). A zip is taken once, at its
-/// first local header: its central directory lists the rest.
+/// first local header: its central directory lists the rest, and the entries of a second zip
+/// appended after it are found by their local headers (see [`super::ziplocal`]).
 pub fn find(d: &[u8], max: usize) -> Vec<Found> {
     static PATTERNS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
         std::sync::OnceLock::new();
@@ -106,10 +107,13 @@ pub fn find(d: &[u8], max: usize) -> Vec<Found> {
             out.push(Found { offset: at, format });
         }
     }
+    let before = out.len();
+    arjs(d, max, &mut out);
     if d.starts_with(b"MZ") {
         in_programs(d, max, &mut out);
-        arj_sfx(d, max, &mut out);
         programs(d, max, &mut out);
+    }
+    if out.len() > before {
         out.sort_by_key(|f| f.offset);
     }
     out
@@ -144,10 +148,12 @@ fn in_programs(d: &[u8], max: usize, out: &mut Vec<Found>) {
     }
 }
 
-/// ARJ self-extractors: an ARJ main header after a DOS or Windows program. Its magic is two
-/// bytes, too short for the shared search (it would slow it for every binary), so programs
-/// alone are searched, and at most [`MAX_ARJ_CHECKS`] candidates have their header CRC taken.
-fn arj_sfx(d: &[u8], max: usize, out: &mut Vec<Found>) {
+/// ARJ archives: after a DOS or Windows program (self-extractors, ClamAV's `ARJSFX`) or
+/// appended to any other binary (ClamAV finds them after an image too), each one by its main
+/// header (file type 2, so a member's header inside it is not taken for another archive). Its
+/// magic is two bytes, too short for the shared search, so it has a search of its own, and
+/// at most [`MAX_ARJ_CHECKS`] candidates have their type looked at and header CRC taken.
+fn arjs(d: &[u8], max: usize, out: &mut Vec<Found>) {
     let candidates = memchr::memmem::find_iter(d, &[0x60, 0xea])
         .filter(|at| *at > 0)
         .take(MAX_ARJ_CHECKS);
@@ -160,7 +166,6 @@ fn arj_sfx(d: &[u8], max: usize, out: &mut Vec<Found>) {
                 offset: at,
                 format: Format::Arj,
             });
-            break;
         }
     }
 }

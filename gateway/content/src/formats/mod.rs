@@ -14,6 +14,7 @@ pub mod html;
 pub mod iscab;
 pub mod ishield;
 pub mod iso9660;
+pub mod lha;
 pub mod mew;
 pub mod nrv;
 pub mod nsis;
@@ -35,6 +36,7 @@ pub mod upx;
 pub mod uuencode;
 pub mod wwpack;
 pub mod yc;
+pub mod ziplocal;
 pub mod zipold;
 
 /// A little-endian u16 at `at`, if the bytes are there.
@@ -144,6 +146,8 @@ pub enum Format {
     IsMsi,
     /// A compiled AutoIt v3 script's entries (`AU3!EA05`, `AU3!EA06`).
     AutoIt,
+    /// An LHA / LZH archive (`-lh5-` and the other methods).
+    Lha,
     /// A Windows program (PE) inside another file, from its `MZ` to the end of that file (as
     /// ClamAV takes it: a PE header does not give the file's length). Never a whole file's
     /// format: only the embedded search names it.
@@ -180,6 +184,7 @@ impl Format {
             Format::Chm => "chm",
             Format::IsMsi => "ishield",
             Format::AutoIt => "autoit",
+            Format::Lha => "lha",
             Format::Pe => "pe",
         }
     }
@@ -225,6 +230,8 @@ pub fn detect(data: &[u8]) -> Option<Format> {
         Format::IsMsi
     } else if autoit::is_autoit(data) {
         Format::AutoIt
+    } else if lha::is_lha(data) {
+        Format::Lha
     } else if data.starts_with(b"MSCF\0\0\0\0") {
         Format::Cab
     } else if is_tar(data) {

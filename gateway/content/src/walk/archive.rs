@@ -10,12 +10,12 @@ use super::{safe_name, Hints, IssueKind, Walker};
 use crate::formats::{cpio, iso9660, nsis, sis, zipold};
 
 /// Where a shrunk or imploded zip member lies.
-struct OldMember {
-    method: u16,
-    header: usize,
-    start: usize,
-    packed: usize,
-    size: u64,
+pub(super) struct OldMember {
+    pub(super) method: u16,
+    pub(super) header: usize,
+    pub(super) start: usize,
+    pub(super) packed: usize,
+    pub(super) size: u64,
 }
 
 impl OldMember {
@@ -73,7 +73,7 @@ impl Walker<'_> {
     }
 
     /// A member in one of PKZIP 1.x's methods (implode, shrink), decoded by [`zipold`].
-    fn zip_old(&mut self, data: &Bytes, m: &OldMember, p: &str, name: &str, depth: u32) {
+    pub(super) fn zip_old(&mut self, data: &Bytes, m: &OldMember, p: &str, name: &str, depth: u32) {
         let room = self.limits.max_total_bytes.saturating_sub(self.total);
         let cap = usize::try_from(self.limits.max_member_bytes.min(room)).unwrap_or(usize::MAX);
         let flags = data
@@ -101,23 +101,58 @@ impl Walker<'_> {
         }
     }
 
+    /// A zip archive: the members its central directory lists, then the entries only their
+    /// local headers show (see [`Walker::zip_local`]).
     pub(super) fn zip(&mut self, data: &Bytes, prov: &str, depth: u32) {
-        let mut archive = match zip::ZipArchive::new(std::io::Cursor::new(&data[..])) {
-            Ok(a) => a,
-            Err(e) => {
-                self.issue(IssueKind::Corrupt, prov, format!("zip: {e}"));
-                return;
-            }
-        };
+        let mut covered = Vec::new();
         let mut seen = 0;
+        let central = match zip::ZipArchive::new(std::io::Cursor::new(&data[..])) {
+            Ok(mut archive) => {
+                self.zip_central(&mut archive, data, prov, depth, &mut seen, &mut covered);
+                None
+            }
+            Err(e) => Some(e),
+        };
+        if self.stopped || seen > self.limits.max_files {
+            return;
+        }
+        let found = self.zip_local(data, prov, depth, &covered, &mut seen);
+        // A directory that does not read is damage even when local headers gave up members,
+        // except in the first segment of a split archive (the spanning signature, then a local
+        // header), which has none: its directory is in the last segment.
+        let first_segment = data.starts_with(b"PK\x07\x08PK\x03\x04") && found > 0;
+        if let Some(e) = central.filter(|_| !first_segment) {
+            let why = match found {
+                0 => format!("zip: {e}"),
+                n => format!("zip: {e} ({n} entries read from their local headers)"),
+            };
+            self.issue(IssueKind::Corrupt, prov, why);
+        }
+    }
+
+    /// The members the central directory lists; each one's header and data go in `covered`.
+    fn zip_central(
+        &mut self,
+        archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
+        data: &Bytes,
+        prov: &str,
+        depth: u32,
+        seen: &mut u32,
+        covered: &mut Vec<(usize, usize)>,
+    ) {
         for i in 0..archive.len() {
             let (name, encrypted, is_dir, old) = match archive.by_index_raw(i) {
-                Ok(f) => (
-                    f.name().to_string(),
-                    f.encrypted(),
-                    f.is_dir(),
-                    OldMember::of(&f),
-                ),
+                Ok(f) => {
+                    let start = usize::try_from(f.header_start()).unwrap_or(usize::MAX);
+                    let end = f.data_start().saturating_add(f.compressed_size());
+                    covered.push((start, usize::try_from(end).unwrap_or(usize::MAX)));
+                    (
+                        f.name().to_string(),
+                        f.encrypted(),
+                        f.is_dir(),
+                        OldMember::of(&f),
+                    )
+                }
                 Err(e) => {
                     self.issue(IssueKind::Corrupt, prov, format!("zip member {i}: {e}"));
                     continue;
@@ -126,7 +161,7 @@ impl Walker<'_> {
             if is_dir {
                 continue;
             }
-            if !self.one_more(prov, "zip", &mut seen) {
+            if !self.one_more(prov, "zip", seen) {
                 return;
             }
             let p = format!("{prov} > zip:{}", safe_name(&name));

@@ -13,6 +13,7 @@ mod rar;
 mod soap;
 mod stream;
 mod whole;
+mod ziplocal;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -444,6 +445,7 @@ impl Walker<'_> {
             Format::Chm => self.chm(data, prov, depth),
             Format::IsMsi => self.ishield(data, prov, depth),
             Format::AutoIt => self.autoit(data, prov, depth),
+            Format::Lha => self.lha(data, prov, depth),
             Format::Pe => self.embedded_program(data.clone(), prov, depth),
         }
     }

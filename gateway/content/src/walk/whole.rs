@@ -1,11 +1,11 @@
-//! Containers whose readers hand back whole members: ARJ archives, compiled HTML help,
+//! Containers whose readers hand back whole members: ARJ and LHA archives, compiled HTML help,
 //! InstallShield's setups (MSI-based, and cabinets in a program's overlay) and compiled AutoIt
 //! scripts.
 
 use bytes::Bytes;
 
 use super::{safe_name, IssueKind, Walker};
-use crate::formats::{arj, autoit, chm, iscab, ishield, Bounds};
+use crate::formats::{arj, autoit, chm, iscab, ishield, lha, Bounds};
 
 impl Walker<'_> {
     /// Bytes one more member may take: the member limit, within what is left of the total.
@@ -53,6 +53,19 @@ impl Walker<'_> {
             }
             let cut = u.over_cap || m.short || u.error.is_some();
             self.extracted(u.data, &p, Some(&m.name), depth + 1, cut);
+        }
+    }
+
+    /// An LHA / LZH archive's files.
+    pub(super) fn lha(&mut self, data: &Bytes, prov: &str, depth: u32) {
+        let (files, problem) = lha::files(data, self.bounds());
+        self.problem(prov, "lha", problem);
+        for f in files {
+            if self.stopped || self.out_of_time(prov) {
+                return;
+            }
+            let p = format!("{prov} > lha:{}", safe_name(&f.name));
+            self.extracted(f.data, &p, Some(&f.name), depth + 1, f.cut);
         }
     }
 
