@@ -4,16 +4,18 @@
 //! base64 sweep, embedded container starts, zip implode and shrink, ARJ members and methods, CHM
 //! directories and LZX sections, InstallShield MSI setup blocks and overlay cabinets, AutoIt
 //! entries, PE headers, NRV2B/D/E and FSG streams, UPX, MEW, Petite, PESpin, WWPack32, yC and
-//! ASPack images), each fed directly: the first byte picks the reader. Never panics, and nothing
+//! ASPack images, ALZip entries, zip local headers, the Zstandard frame reader and the LHA
+//! reader), each fed directly: the first byte picks the reader. Never panics, and nothing
 //! yields more than the cap it was given or bytes outside its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
-    arj, aspack, autoit, b64parts, chm, cpio, embedded, exe, filetype, iscab, ishield, iso9660,
-    nrv, nsis, ole1, ovba, pe, pespin, petite, ppt, rtf, sis, unfsg, upx, uuencode, wwpack, yc,
-    zipold,
+    alz, arj, aspack, autoit, b64parts, chm, cpio, embedded, exe, filetype, iscab, ishield,
+    iso9660, lha, nrv, nsis, ole1, ovba, pe, pespin, petite, ppt, rtf, sis, unfsg, upx, uuencode,
+    wwpack, yc, zipold, ziplocal, zstd, Bounds,
 };
+use std::io::Read;
 
 const CAP: usize = 1 << 16;
 
@@ -21,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    match first % 20 {
+    match first % 24 {
         0 => {
             for e in cpio::Reader::new(rest).take(10_000) {
                 if let Ok(e) = e {
@@ -191,6 +193,37 @@ fuzz_target!(|data: &[u8]| {
                     _ => {}
                 }
             }
+        }
+        20 => {
+            let (entries, _) = alz::entries(rest, 64);
+            assert!(entries.len() <= 64);
+            assert!(entries.iter().all(|e| e.packed.len() <= rest.len()));
+        }
+        21 => {
+            let half = rest.len() / 2;
+            let found = ziplocal::uncovered(rest, &[(half, half + 100)], 64);
+            assert!(found.len() <= 64);
+            for l in found {
+                assert!(l.offset < half || l.offset >= half + 100);
+                assert!(l.data_start + l.data.len() <= rest.len());
+            }
+        }
+        22 => {
+            let mut out = Vec::new();
+            let _ = zstd::Frames::new(rest)
+                .take(CAP as u64)
+                .read_to_end(&mut out);
+            assert!(out.len() <= CAP);
+        }
+        23 => {
+            let b = Bounds {
+                max_files: 64,
+                cap: CAP,
+                total: 4 * CAP,
+            };
+            let (files, _) = lha::files(rest, b);
+            assert!(files.len() <= 64);
+            assert!(files.iter().all(|f| f.data.len() <= CAP));
         }
         _ => {
             // The fuzzer writes from the first volume descriptor on.

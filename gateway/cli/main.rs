@@ -90,12 +90,13 @@ enum Command {
         timeout: u64,
     },
     /// Scan files and folders offline with the AV engine and limits of the config's [av] table.
-    /// Containers are recognised by content, not name (zip, tar, gzip, bzip2, xz, lzma, 7z,
-    /// RAR, cab, cpio, ISO 9660, mail/mbox, MIME, uuencode, BinHex, TNEF, OLE2 with VBA,
-    /// PowerPoint objects, RTF objects, PDF, HTML, OneNote, SZDD, SIS, ARJ, CHM, NSIS and
-    /// InstallShield installers, compiled AutoIt scripts, programs packed by UPX, MEW, Petite,
-    /// PESpin, yC, WWPack32 or ASPack, archives and programs embedded in executables) and
-    /// opened; `where` names the path inside them.
+    /// Containers are recognised by content, not name (zip, split zip segments, tar, gzip,
+    /// bzip2, xz, lzma, zstd, 7z, RAR, cab, cpio, ISO 9660, mail/mbox, MIME, uuencode, BinHex,
+    /// TNEF, OLE2 with VBA, PowerPoint objects, RTF objects, PDF, HTML, OneNote, SZDD, SIS, ARJ,
+    /// LHA/LZH, ALZip, CHM, NSIS and InstallShield installers, compiled AutoIt scripts, programs
+    /// packed by UPX, MEW, Petite, PESpin, yC, WWPack32 or ASPack, archives and programs
+    /// embedded in executables and other binaries) and opened; `where` names the path inside
+    /// them.
     /// Prints `PATH: OK` or `PATH: NAME FOUND (where)` per file; exit status 1 when anything is
     /// found (limits, encrypted and corrupt containers count when [av] on_limit = "block"),
     /// 2 on errors, 0 when clean. --json adds the executables met (PE/ELF/Mach-O, packer).

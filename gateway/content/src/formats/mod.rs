@@ -1,5 +1,6 @@
 //! Container and encoding formats, recognised by content (magic bytes, never the name).
 
+pub mod alz;
 pub mod arj;
 pub mod aspack;
 pub mod autoit;
@@ -18,6 +19,7 @@ pub mod lha;
 pub mod mew;
 pub mod nrv;
 pub mod nsis;
+pub mod officecrypt;
 pub mod ole1;
 pub mod onenote;
 pub mod ovba;
@@ -38,6 +40,7 @@ pub mod wwpack;
 pub mod yc;
 pub mod ziplocal;
 pub mod zipold;
+pub mod zstd;
 
 /// A little-endian u16 at `at`, if the bytes are there.
 pub(crate) fn u16_le(d: &[u8], at: usize) -> Option<u16> {
@@ -148,6 +151,10 @@ pub enum Format {
     AutoIt,
     /// An LHA / LZH archive (`-lh5-` and the other methods).
     Lha,
+    /// An ALZip archive.
+    Alz,
+    /// A Zstandard stream.
+    Zstd,
     /// A Windows program (PE) inside another file, from its `MZ` to the end of that file (as
     /// ClamAV takes it: a PE header does not give the file's length). Never a whole file's
     /// format: only the embedded search names it.
@@ -185,6 +192,8 @@ impl Format {
             Format::IsMsi => "ishield",
             Format::AutoIt => "autoit",
             Format::Lha => "lha",
+            Format::Alz => "alz",
+            Format::Zstd => "zstd",
             Format::Pe => "pe",
         }
     }
@@ -196,6 +205,8 @@ pub fn detect(data: &[u8]) -> Option<Format> {
         Format::Gzip
     } else if is_bzip2(data) {
         Format::Bzip2
+    } else if zstd::is_zstd(data) {
+        Format::Zstd
     } else if data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         Format::Xz
     } else if data.starts_with(&[b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c]) {
@@ -230,6 +241,8 @@ pub fn detect(data: &[u8]) -> Option<Format> {
         Format::IsMsi
     } else if autoit::is_autoit(data) {
         Format::AutoIt
+    } else if alz::is_alz(data) {
+        Format::Alz
     } else if lha::is_lha(data) {
         Format::Lha
     } else if data.starts_with(b"MSCF\0\0\0\0") {

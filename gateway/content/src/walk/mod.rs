@@ -2,6 +2,7 @@
 //! limits. This module holds the walker and its dispatch; each family of formats opens in its
 //! own submodule.
 
+mod alz;
 mod archive;
 mod exe;
 mod html;
@@ -422,7 +423,9 @@ impl Walker<'_> {
     fn open(&mut self, f: Format, data: &Bytes, prov: &str, depth: u32) {
         match f {
             Format::Gzip => self.gzip(data, prov, depth),
-            Format::Bzip2 | Format::Xz | Format::Lzma => self.stream(f, data, prov, depth),
+            Format::Bzip2 | Format::Xz | Format::Lzma | Format::Zstd => {
+                self.stream(f, data, prov, depth)
+            }
             Format::Zip => self.zip(data, prov, depth),
             Format::Tar => self.tar(data, prov, depth),
             Format::Cpio => self.cpio(data, prov, depth),
@@ -446,6 +449,7 @@ impl Walker<'_> {
             Format::IsMsi => self.ishield(data, prov, depth),
             Format::AutoIt => self.autoit(data, prov, depth),
             Format::Lha => self.lha(data, prov, depth),
+            Format::Alz => self.alz(data, prov, depth),
             Format::Pe => self.embedded_program(data.clone(), prov, depth),
         }
     }

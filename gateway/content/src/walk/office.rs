@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::{fingerprint, safe_name, Hints, IssueKind, Walker};
-use crate::formats::{ole1, onenote, ovba, ppt, rtf};
+use crate::formats::{officecrypt, ole1, onenote, ovba, ppt, rtf};
 
 impl Walker<'_> {
     pub(super) fn ole2(&mut self, data: &Bytes, prov: &str, depth: u32) {
@@ -26,6 +26,7 @@ impl Walker<'_> {
             .collect();
         let mut seen = 0;
         let mut vba_dirs = Vec::new();
+        let mut encrypted = false;
         for path in &streams {
             if !self.one_more(prov, "ole2", &mut seen) {
                 return;
@@ -35,6 +36,15 @@ impl Walker<'_> {
                 continue;
             };
             let leaf = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if let Some(why) = leaf
+                .as_deref()
+                .and_then(|l| officecrypt::encryption(l, &bytes))
+            {
+                // Once per file: its streams still go through the scan as they are.
+                if !std::mem::replace(&mut encrypted, true) {
+                    self.issue(IssueKind::Encrypted, prov, why);
+                }
+            }
             match leaf.as_deref() {
                 Some("\u{1}Ole10Native") => match ole1::package(&bytes, true) {
                     Some(pkg) => self.package(&pkg, &p, depth + 1),

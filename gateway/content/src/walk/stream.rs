@@ -1,5 +1,5 @@
-//! Compressed streams: HTTP Content-Encodings (gzip, deflate, br) and the single-stream
-//! compressors recognised by magic (gzip, bzip2, xz, LZMA alone).
+//! Compressed streams: HTTP Content-Encodings (gzip, deflate, br, zstd) and the single-stream
+//! compressors recognised by magic (gzip, bzip2, xz, LZMA alone, zstd).
 
 use bytes::Bytes;
 use lzma_rust2::{LzmaReader, XzReader};
@@ -32,6 +32,7 @@ impl Walker<'_> {
                 }
             }
             "br" => self.read_limited(brotli::Decompressor::new(&data[..], 4096), cap),
+            "zstd" => self.read_limited(crate::formats::zstd::Frames::new(data), cap),
             other => {
                 self.issue(
                     IssueKind::Corrupt,
@@ -69,7 +70,7 @@ impl Walker<'_> {
         );
     }
 
-    /// bzip2, xz and LZMA-alone streams: one member, no name. LZMA dictionaries are held to
+    /// bzip2, xz, LZMA-alone and zstd streams: one member, no name. LZMA dictionaries are held to
     /// the member limit (a larger one could not be filled within it anyway).
     pub(super) fn stream(&mut self, f: Format, data: &Bytes, prov: &str, depth: u32) {
         let cap = self.limits.max_member_bytes;
@@ -77,6 +78,7 @@ impl Walker<'_> {
         let d = match f {
             Format::Bzip2 => self.read_limited(bzip2::read::MultiBzDecoder::new(&data[..]), cap),
             Format::Xz => self.read_limited(XzReader::new_mem_limit(&data[..], true, mem_kb), cap),
+            Format::Zstd => self.read_limited(crate::formats::zstd::Frames::new(data), cap),
             _ => match LzmaReader::new_mem_limit(&data[..], mem_kb, None) {
                 Ok(r) => self.read_limited(r, cap),
                 Err(e) => Decoded {
