@@ -277,10 +277,13 @@ fn clean_samples_pass_and_encrypted_archives_are_reported() {
     }
 }
 
+/// The streams of a compound file: (path, bytes).
+type Streams = Vec<(&'static str, Vec<u8>)>;
+
 /// Compound files as Office writes them with a password: an OOXML package (the
 /// `EncryptionInfo` and `EncryptedPackage` streams), a Word 97-2003 document (`fEncrypted` in
 /// its File Information Block) and an Excel 97-2003 workbook (`FilePass` after `BOF`).
-fn protected_office_files() -> Vec<(&'static str, Vec<(&'static str, Vec<u8>)>)> {
+fn protected_office_files() -> Vec<(&'static str, Streams)> {
     let mut fib = vec![0u8; 512];
     fib[0..2].copy_from_slice(&0xa5ecu16.to_le_bytes());
     fib[0x0a..0x0c].copy_from_slice(&0x0100u16.to_le_bytes());
