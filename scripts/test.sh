@@ -38,6 +38,7 @@ command -v bzip2 >/dev/null 2>&1 || need+=(bzip2)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 command -v zip >/dev/null 2>&1 || need+=(zip)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v qpdf >/dev/null 2>&1 || need+=(qpdf)
 # bsdtar (libarchive): an independent reader of the RAR samples tests/av_formats.rs writes.
 command -v bsdtar >/dev/null 2>&1 || need+=(libarchive-tools)
 # makensis: the Nullsoft installers tests/av_formats.rs unpacks.

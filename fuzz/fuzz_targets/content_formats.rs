@@ -4,15 +4,15 @@
 //! base64 sweep, embedded container starts, zip implode and shrink, ARJ members and methods, CHM
 //! directories and LZX sections, InstallShield MSI setup blocks and overlay cabinets, AutoIt
 //! entries, PE headers, NRV2B/D/E and FSG streams, UPX, MEW, Petite, PESpin, WWPack32, yC and
-//! ASPack images, ALZip entries, zip local headers, the Zstandard frame reader and the LHA
-//! reader), each fed directly: the first byte picks the reader. Never panics, and nothing
+//! ASPack images, ALZip entries, zip local headers, the Zstandard frame reader, the LHA reader,
+//! PDF dictionaries and the PDF standard security handler), each fed directly: the first byte picks the reader. Never panics, and nothing
 //! yields more than the cap it was given or bytes outside its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
     alz, arj, aspack, autoit, b64parts, chm, cpio, embedded, exe, filetype, iscab, ishield,
-    iso9660, lha, nrv, nsis, ole1, ovba, pe, pespin, petite, ppt, rtf, sis, unfsg, upx, uuencode,
+    iso9660, lha, nrv, nsis, pdfcrypt, pdfdict, ole1, ovba, pe, pespin, petite, ppt, rtf, sis, unfsg, upx, uuencode,
     wwpack, yc, zipold, ziplocal, zstd, Bounds,
 };
 use std::io::Read;
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    match first % 24 {
+    match first % 25 {
         0 => {
             for e in cpio::Reader::new(rest).take(10_000) {
                 if let Ok(e) = e {
@@ -224,6 +224,14 @@ fuzz_target!(|data: &[u8]| {
             let (files, _) = lha::files(rest, b);
             assert!(files.len() <= 64);
             assert!(files.iter().all(|f| f.data.len() <= CAP));
+        }
+        24 => {
+            let d = pdfdict::Dict::parse(rest);
+            let _ = (d.int(b"/V"), d.string(b"/O"), d.name(b"/StmF"));
+            let _ = pdfdict::first_string(rest);
+            if let pdfcrypt::Security::Open(dec) = pdfcrypt::security(rest, b"id") {
+                let _ = dec.stream(1, 0, rest);
+            }
         }
         _ => {
             // The fuzzer writes from the first volume descriptor on.

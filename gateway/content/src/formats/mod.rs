@@ -24,6 +24,8 @@ pub mod ole1;
 pub mod onenote;
 pub mod ovba;
 pub mod pdf;
+pub mod pdfcrypt;
+pub mod pdfdict;
 pub mod pe;
 pub mod pespin;
 pub mod petite;

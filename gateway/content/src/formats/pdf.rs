@@ -2,9 +2,12 @@
 //! rather than trusting the cross-reference table, which malicious files break on purpose):
 //! every `stream … endstream` decoded through its `/Filter` chain (FlateDecode, LZWDecode,
 //! ASCIIHexDecode, ASCII85Decode, RunLengthDecode; image codecs left as they are), `/JS`
-//! strings as scripts, `/Encrypt` reported. Names with `#xx` escapes are decoded first.
+//! strings as scripts; an encrypted document decrypted when its user password is empty (see
+//! [`pdfcrypt`]), else reported. Names with `#xx` escapes are decoded first.
 
 use std::io::Read;
+
+use super::pdfcrypt::{self, Security};
 
 /// True when `%PDF-` appears in the first 1024 bytes (where readers accept it).
 pub fn is_pdf(data: &[u8]) -> bool {
@@ -31,17 +34,75 @@ pub struct Document {
     pub streams: Vec<Stream>,
     /// The literal-string `/JS` scripts.
     pub scripts: Vec<Vec<u8>>,
-    /// The trailer names an `/Encrypt` dictionary.
-    pub encrypted: bool,
+    /// The document is encrypted so that it cannot be read here: why.
+    pub encrypted: Option<String>,
+    /// The document was encrypted with an empty user password and its streams decrypted.
+    pub decrypted: bool,
 }
 
-/// Reads up to `max` streams and scripts, each decoded to at most `cap` bytes.
+/// A stream found, not yet decoded.
+struct Found {
+    /// `N G` of the object it sits in.
+    id: Option<(u32, u16)>,
+    /// Its dictionary, names unescaped.
+    dict: Vec<u8>,
+    /// Its data's place in the file.
+    data: std::ops::Range<usize>,
+}
+
+/// Reads up to `max` streams and scripts, each decoded to at most `cap` bytes. An encrypted
+/// document whose user password is empty is decrypted first (see [`pdfcrypt`]).
 pub fn read(pdf: &[u8], max: usize, cap: usize) -> Document {
+    let found = find_streams(pdf, max);
     let mut doc = Document::default();
-    let mut data_ranges = Vec::new();
-    let mut from = 0;
+    // The trailer (or an XRef stream's dictionary) names the encryption dictionary: an
+    // `/Encrypt` inside stream data (a page's text, an image's bytes) is not one.
+    let outside = |at: usize| !found.iter().any(|f| f.data.contains(&at));
+    let security = match pdfcrypt::parts(pdf, outside) {
+        Some((dict, id0)) => pdfcrypt::security(&dict, &id0),
+        None if memchr::memmem::find_iter(pdf, b"/Encrypt").any(outside) => {
+            Security::Locked("encrypted PDF (its /Encrypt dictionary does not read)".into())
+        }
+        None => Security::None,
+    };
     let mut objstm = Vec::new();
-    while doc.streams.len() < max {
+    for f in &found {
+        let raw = &pdf[f.data.clone()];
+        let clear;
+        let raw = match (&security, f.id) {
+            (Security::Open(d), Some((num, gen))) if !d.leaves_clear(&f.dict) => {
+                clear = d.stream(num, gen, raw).unwrap_or_default();
+                &clear[..]
+            }
+            _ => raw,
+        };
+        let (data, problem) = decode(raw, &filters(&f.dict), cap);
+        if contains(&f.dict, b"/ObjStm") {
+            objstm.push(data.clone());
+        }
+        doc.streams.push(Stream {
+            object: f.id.map(|(n, _)| n),
+            embedded_file: contains(&f.dict, b"/EmbeddedFile"),
+            data,
+            problem,
+        });
+    }
+    match security {
+        Security::Open(_) => doc.decrypted = true,
+        Security::Locked(why) => doc.encrypted = Some(why),
+        Security::None => {}
+    }
+    for text in std::iter::once(pdf).chain(objstm.iter().map(Vec::as_slice)) {
+        scripts(text, max, cap, &mut doc.scripts);
+    }
+    doc
+}
+
+/// Every `stream … endstream` in file order (at most `max`), with its dictionary and object.
+fn find_streams(pdf: &[u8], max: usize) -> Vec<Found> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while out.len() < max {
         let Some(at) = memchr::memmem::find(&pdf[from..], b"stream") else {
             break;
         };
@@ -57,27 +118,14 @@ pub fn read(pdf: &[u8], max: usize, cap: usize) -> Document {
             .map_or(kw.saturating_sub(4096), |i| kw.saturating_sub(4096) + i);
         let dict = unescape_names(&pdf[head_from..kw]);
         let (raw, end) = stream_bytes(pdf, start, &dict);
-        data_ranges.push(start..end);
-        let (data, problem) = decode(raw, &filters(&dict), cap);
-        if contains(&dict, b"/ObjStm") {
-            objstm.push(data.clone());
-        }
-        doc.streams.push(Stream {
-            object: object_number(pdf, head_from),
-            embedded_file: contains(&dict, b"/EmbeddedFile"),
-            data,
-            problem,
+        out.push(Found {
+            id: object_id(pdf, head_from),
+            dict,
+            data: start..start + raw.len(),
         });
         from = end;
     }
-    // The trailer (or an XRef stream's dictionary) names the encryption dictionary: an
-    // `/Encrypt` inside stream data (a page's text, an image's bytes) is not one.
-    doc.encrypted = memchr::memmem::find_iter(pdf, b"/Encrypt")
-        .any(|at| !data_ranges.iter().any(|r| r.contains(&at)));
-    for text in std::iter::once(pdf).chain(objstm.iter().map(Vec::as_slice)) {
-        scripts(text, max, cap, &mut doc.scripts);
-    }
-    doc
+    out
 }
 
 /// Where the stream's bytes begin: after `stream` and its end of line.
@@ -138,13 +186,13 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(hay, needle).is_some()
 }
 
-/// `12` of `12 0 obj` ending at `obj_at`.
-fn object_number(pdf: &[u8], obj_at: usize) -> Option<u32> {
+/// `12 0` of `12 0 obj` ending at `obj_at`.
+fn object_id(pdf: &[u8], obj_at: usize) -> Option<(u32, u16)> {
     let before = &pdf[obj_at.saturating_sub(24)..obj_at];
     let text = std::str::from_utf8(before).ok()?;
     let mut words = text.split_ascii_whitespace().rev();
-    let _generation = words.next()?;
-    words.next()?.parse().ok()
+    let gen = words.next()?.parse().ok()?;
+    Some((words.next()?.parse().ok()?, gen))
 }
 
 /// Decodes `#xx` escapes in names (`/J#61vaScript` is `/JavaScript`).
@@ -341,7 +389,7 @@ fn scripts(text: &[u8], max: usize, cap: usize, out: &mut Vec<Vec<u8>>) {
 }
 
 /// A PDF literal string after its `(`: balanced parentheses, backslash escapes.
-fn literal(s: &[u8], cap: usize) -> Vec<u8> {
+pub(super) fn literal(s: &[u8], cap: usize) -> Vec<u8> {
     let mut out = Vec::new();
     let mut depth = 0;
     let mut i = 0;
@@ -421,7 +469,7 @@ mod tests {
         );
         let doc = read(&pdf, 10, 1 << 20);
         assert!(is_pdf(&pdf));
-        assert!(!doc.encrypted);
+        assert!(doc.encrypted.is_none());
         assert_eq!(doc.scripts, vec![b"app.alert(1); A".to_vec()]);
         assert_eq!(doc.streams.len(), 3);
         assert_eq!(doc.streams[0].object, Some(7));
@@ -449,17 +497,17 @@ mod tests {
     #[test]
     fn encrypt_in_page_text_is_not_encryption() {
         let pdf = b"%PDF-1.4\n1 0 obj << /Length 30 >> stream\nBT (see /Encrypt in the spec) ET\nendstream endobj\ntrailer << /Root 1 0 R >>\n%%EOF";
-        assert!(!read(pdf, 10, 100).encrypted);
+        assert!(read(pdf, 10, 100).encrypted.is_none());
         let xref =
             b"%PDF-1.5\n9 0 obj << /Type /XRef /Encrypt 8 0 R /Length 3 >> stream\nabc\nendstream";
-        assert!(read(xref, 10, 100).encrypted);
+        assert!(read(xref, 10, 100).encrypted.is_some());
     }
 
     #[test]
     fn broken_and_bounded() {
         let pdf = b"%PDF-1.4\n1 0 obj << /Filter /Foo >> stream\nxyz\nendstream trailer << /Encrypt 5 0 R >>";
         let doc = read(pdf, 10, 100);
-        assert!(doc.encrypted);
+        assert!(doc.encrypted.is_some());
         assert_eq!(doc.streams[0].data, b"xyz");
         assert!(doc.streams[0].problem.is_some());
         assert_eq!(ascii85(b"<~87cURD]j7BEbo80~>", 100), b"Hello world!");

@@ -1,5 +1,6 @@
 //! PDF documents: each decoded stream (`pdf:obj12`, embedded files `pdf:obj12:embedded`) and
-//! each `/JS` script (`pdf:js1`) is a piece; an encrypted document is an issue.
+//! each `/JS` script (`pdf:js1`) is a piece; an encrypted document is decrypted when its user
+//! password is empty, else it is an issue.
 
 use bytes::Bytes;
 
@@ -10,8 +11,8 @@ impl Walker<'_> {
     pub(super) fn pdf(&mut self, data: &Bytes, prov: &str, depth: u32) {
         let cap = usize::try_from(self.limits.max_member_bytes).unwrap_or(usize::MAX);
         let doc = pdf::read(data, self.limits.max_files as usize, cap);
-        if doc.encrypted {
-            self.issue(IssueKind::Encrypted, prov, "encrypted PDF");
+        if let Some(why) = &doc.encrypted {
+            self.issue(IssueKind::Encrypted, prov, why.clone());
         }
         for (i, s) in doc.streams.into_iter().enumerate() {
             if self.stopped || self.out_of_time(prov) {
@@ -25,7 +26,7 @@ impl Walker<'_> {
             let cut = s.problem.is_some();
             if let Some(why) = s.problem {
                 // An encrypted document's streams do not decode: the document issue says it.
-                if !doc.encrypted {
+                if doc.encrypted.is_none() {
                     self.issue(IssueKind::Corrupt, &p, format!("pdf stream: {why}"));
                 }
             }
