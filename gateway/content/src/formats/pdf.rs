@@ -87,13 +87,20 @@ pub fn read(pdf: &[u8], max: usize, cap: usize) -> Document {
             problem,
         });
     }
+    // Strings in the file are encrypted like streams; those inside object streams are not
+    // (the object stream itself was).
+    let dec = match &security {
+        Security::Open(d) => Some(d),
+        _ => None,
+    };
+    scripts(pdf, max, cap, &mut doc.scripts, dec);
+    for text in &objstm {
+        scripts(text, max, cap, &mut doc.scripts, None);
+    }
     match security {
         Security::Open(_) => doc.decrypted = true,
         Security::Locked(why) => doc.encrypted = Some(why),
         Security::None => {}
-    }
-    for text in std::iter::once(pdf).chain(objstm.iter().map(Vec::as_slice)) {
-        scripts(text, max, cap, &mut doc.scripts);
     }
     doc
 }
@@ -373,18 +380,57 @@ fn run_length(data: &[u8], cap: usize) -> Vec<u8> {
     out
 }
 
-/// `/JS (literal string)` scripts, escapes decoded.
-fn scripts(text: &[u8], max: usize, cap: usize, out: &mut Vec<Vec<u8>>) {
-    let text = unescape_names(text);
-    for at in memchr::memmem::find_iter(&text, b"/JS") {
+/// `/JS (literal string)` and `/JS <hex string>` scripts, escapes decoded. In a document
+/// decrypted with `dec`, each string is decrypted with the key of the object it sits in (the
+/// text is then searched as it is: a `#xx` inside a ciphertext is no name escape).
+fn scripts(
+    text: &[u8],
+    max: usize,
+    cap: usize,
+    out: &mut Vec<Vec<u8>>,
+    dec: Option<&pdfcrypt::Decryptor>,
+) {
+    let owned;
+    let text = match dec {
+        Some(_) => text,
+        None => {
+            owned = unescape_names(text);
+            &owned[..]
+        }
+    };
+    for at in memchr::memmem::find_iter(text, b"/JS") {
         if out.len() >= max {
             return;
         }
         let rest = &text[at + 3..];
-        let start = rest.iter().take(16).position(|b| !b.is_ascii_whitespace());
-        if let Some(s) = start.filter(|s| rest[*s] == b'(') {
-            out.push(literal(&rest[s + 1..], cap));
+        let Some(s) = rest.iter().take(16).position(|b| !b.is_ascii_whitespace()) else {
+            continue;
+        };
+        let value = &rest[s..];
+        if value.starts_with(b"<<") {
+            continue;
         }
+        let Some(mut js) = super::pdfdict::string(value) else {
+            continue;
+        };
+        if let Some((d, (num, gen))) = dec.zip(enclosing_object(text, at)) {
+            js = d.stream(num, gen, &js).unwrap_or_default();
+        }
+        js.truncate(cap);
+        out.push(js);
+    }
+}
+
+/// `N G` of the object whose `N G obj` last precedes `at` (within 64 KiB).
+fn enclosing_object(text: &[u8], at: usize) -> Option<(u32, u16)> {
+    let from = at.saturating_sub(64 << 10);
+    let mut end = at;
+    loop {
+        let i = from + memchr::memmem::rfind(&text[from..end], b"obj")?;
+        if i < 3 || &text[i - 3..i] != b"end" {
+            return object_id(text, i);
+        }
+        end = i;
     }
 }
 
