@@ -195,11 +195,15 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// `12 0` of `12 0 obj` ending at `obj_at`.
 fn object_id(pdf: &[u8], obj_at: usize) -> Option<(u32, u16)> {
+    // Bytes, not text: a binary comment line (`%\xe2\xe3\xcf\xd3`) may come just before.
     let before = &pdf[obj_at.saturating_sub(24)..obj_at];
-    let text = std::str::from_utf8(before).ok()?;
-    let mut words = text.split_ascii_whitespace().rev();
-    let gen = words.next()?.parse().ok()?;
-    Some((words.next()?.parse().ok()?, gen))
+    let mut words = before
+        .split(u8::is_ascii_whitespace)
+        .filter(|w| !w.is_empty())
+        .rev();
+    let number = |w: &[u8]| std::str::from_utf8(w).ok()?.parse::<u32>().ok();
+    let gen = u16::try_from(number(words.next()?)?).ok()?;
+    Some((number(words.next()?)?, gen))
 }
 
 /// Decodes `#xx` escapes in names (`/J#61vaScript` is `/JavaScript`).
@@ -524,6 +528,20 @@ mod tests {
         assert_eq!(doc.streams[1].data, b"ABC");
         assert_eq!(doc.streams[2].data, b"abczzzz");
         assert_eq!(doc.streams[2].problem, None);
+    }
+
+    #[test]
+    fn object_numbers_after_a_binary_comment() {
+        let pdf = b"%PDF-1.7\n%\xbf\xf7\xa2\xfe\n1 0 obj";
+        assert_eq!(object_id(pdf, pdf.len() - 3), Some((1, 0)));
+        assert_eq!(object_id(b"x 99999999999 0 obj", 16), None);
+        let text = b"3 0 obj << /JS (a) >> endobj 4 0 obj << /JS (b) >>";
+        assert_eq!(enclosing_object(text, 11), Some((3, 0)));
+        assert_eq!(
+            enclosing_object(text, 45),
+            Some((4, 0)),
+            "endobj is no object start"
+        );
     }
 
     #[test]
