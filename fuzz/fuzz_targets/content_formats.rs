@@ -5,14 +5,14 @@
 //! directories and LZX sections, InstallShield MSI setup blocks and overlay cabinets, AutoIt
 //! entries, PE headers, NRV2B/D/E and FSG streams, UPX, MEW, Petite, PESpin, WWPack32, yC and
 //! ASPack images, ALZip entries, zip local headers, the Zstandard frame reader, the LHA reader,
-//! PDF dictionaries and the PDF standard security handler), each fed directly: the first byte picks the reader. Never panics, and nothing
+//! PDF dictionaries and the PDF standard security handler, Upack images), each fed directly: the first byte picks the reader. Never panics, and nothing
 //! yields more than the cap it was given or bytes outside its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
     alz, arj, aspack, autoit, b64parts, chm, cpio, embedded, exe, filetype, iscab, ishield,
-    iso9660, lha, nrv, nsis, pdfcrypt, pdfdict, ole1, ovba, pe, pespin, petite, ppt, rtf, sis, unfsg, upx, uuencode,
+    iso9660, lha, nrv, nsis, pdfcrypt, pdfdict, upack, ole1, ovba, pe, pespin, petite, ppt, rtf, sis, unfsg, upx, uuencode,
     wwpack, yc, zipold, ziplocal, zstd, Bounds,
 };
 use std::io::Read;
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    match first % 25 {
+    match first % 26 {
         0 => {
             for e in cpio::Reader::new(rest).take(10_000) {
                 if let Ok(e) = e {
@@ -233,6 +233,11 @@ fuzz_target!(|data: &[u8]| {
                 let _ = dec.stream(1, 0, rest);
             }
         }
+        25 => match upack::unpack(rest, CAP) {
+            pe::Unpacked::Image(img, _) => assert!(img.len() <= 2 * CAP + 0x1000),
+            pe::Unpacked::OverLimit(n) => assert!(n > CAP as u64),
+            _ => {}
+        },
         _ => {
             // The fuzzer writes from the first volume descriptor on.
             let mut image = vec![0u8; 16 * 2048];

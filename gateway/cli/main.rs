@@ -94,7 +94,7 @@ enum Command {
     /// bzip2, xz, lzma, zstd, 7z, RAR, cab, cpio, ISO 9660, mail/mbox, MIME, uuencode, BinHex,
     /// TNEF, OLE2 with VBA, PowerPoint objects, RTF objects, PDF, HTML, OneNote, SZDD, SIS, ARJ,
     /// LHA/LZH, ALZip, CHM, NSIS and InstallShield installers, compiled AutoIt scripts, programs
-    /// packed by UPX, MEW, Petite, PESpin, yC, WWPack32 or ASPack, archives and programs
+    /// packed by UPX, Upack, MEW, Petite, PESpin, yC, WWPack32 or ASPack, archives and programs
     /// embedded in executables and other binaries) and opened; `where` names the path inside
     /// them.
     /// Prints `PATH: OK` or `PATH: NAME FOUND (where)` per file; exit status 1 when anything is

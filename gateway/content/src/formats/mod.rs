@@ -36,6 +36,7 @@ pub mod sis;
 pub mod szdd;
 pub mod tnef;
 pub mod unfsg;
+pub mod upack;
 pub mod upx;
 pub mod uuencode;
 pub mod wwpack;

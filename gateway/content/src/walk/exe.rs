@@ -1,4 +1,4 @@
-//! Windows programs: a packed program's unpacked image (`> mew`, `> upx`, `> petite`,
+//! Windows programs: a packed program's unpacked image (`> mew`, `> upack`, `> upx`, `> petite`,
 //! `> pespin`, `> yc`, `> wwpack`, `> aspack`), and programs found inside other programs
 //! (`> embedded:pe@OFFSET`), each scanned from its `MZ` to the end of the file that holds it, as
 //! ClamAV scans them.
@@ -7,20 +7,21 @@ use bytes::Bytes;
 
 use super::{Hints, IssueKind, Walker};
 use crate::formats::pe::Unpacked;
-use crate::formats::{aspack, mew, pespin, petite, upx, wwpack, yc};
+use crate::formats::{aspack, mew, pespin, petite, upack, upx, wwpack, yc};
 
 /// An unpacker: a program and the room for its image, to what it made of it.
 type Unpacker = fn(&[u8], usize) -> Unpacked;
 
 impl Walker<'_> {
-    /// Unpacks a program packed by MEW, UPX, Petite, PESpin, yC, WWPack32 or ASPack (tried in
+    /// Unpacks a program packed by MEW, Upack, UPX, Petite, PESpin, yC, WWPack32 or ASPack (tried in
     /// ClamAV's order, the first that gives an image wins: yC often wraps a UPX-packed program,
     /// which then unpacks in turn) and walks the image. A program that only looks packed, or does not unpack, is left to
     /// the scan of its own bytes.
     pub(super) fn unpack(&mut self, data: &Bytes, prov: &str, depth: u32) {
         let room = self.member_room();
-        let unpackers: [(Unpacker, &str, &str); 7] = [
+        let unpackers: [(Unpacker, &str, &str); 8] = [
             (mew::unpack, "MEW", "mew"),
+            (upack::unpack, "Upack", "upack"),
             (upx::unpack, "UPX", "upx"),
             (petite::unpack, "Petite", "petite"),
             (pespin::unpack, "PESpin", "pespin"),
