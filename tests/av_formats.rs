@@ -51,6 +51,18 @@ sys.stdout.buffer.write(bytes(m))
 const PY_DOCS: &str = r#"
 import sys, zlib, base64, struct, subprocess
 kind, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
+
+def pdf_of(objs, head):
+    """Objects 1..n after `head`, their cross-reference table and the trailer."""
+    body, offs = head, []
+    for i, o in enumerate(objs):
+        offs.append(len(body))
+        body += b"%d 0 obj\n" % (i + 1) + o + b"\nendobj\n"
+    xref = len(body)
+    body += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    body += b"".join(b"%010d 00000 n \n" % o for o in offs)
+    return body + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+
 data = open(src, "rb").read()
 if kind == "pdf":
     z = zlib.compress(data)
@@ -58,28 +70,12 @@ if kind == "pdf":
             b"<< /Type /Filespec /F (a.com) /EF << /F 3 0 R >> >>",
             b"<< /Type /EmbeddedFile /Filter /FlateDecode /Length %d >>\nstream\n" % len(z)
             + z + b"\nendstream"]
-    body = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n"
-    offs = []
-    for i, o in enumerate(objs):
-        offs.append(len(body))
-        body += b"%d 0 obj\n" % (i + 1) + o + b"\nendobj\n"
-    xref = len(body)
-    body += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    body += b"".join(b"%010d 00000 n \n" % o for o in offs)
-    body += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    body = pdf_of(objs, b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
 elif kind == "pdfjs":
     esc = data.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
     objs = [b"<< /Type /Catalog /Pages 2 0 R /OpenAction << /S /JavaScript /JS (" + esc + b") >> >>",
             b"<< /Type /Pages /Kids [] /Count 0 >>"]
-    body = b"%PDF-1.7\n"
-    offs = []
-    for i, o in enumerate(objs):
-        offs.append(len(body))
-        body += b"%d 0 obj\n" % (i + 1) + o + b"\nendobj\n"
-    xref = len(body)
-    body += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    body += b"".join(b"%010d 00000 n \n" % o for o in offs)
-    body += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    body = pdf_of(objs, b"%PDF-1.7\n")
 elif kind == "html":
     b64 = base64.b64encode(data).decode()
     body = ('<!DOCTYPE html><html><body><a id="d" download="invoice.com" '

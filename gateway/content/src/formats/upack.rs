@@ -53,6 +53,16 @@ impl Image {
         self.d[at as usize..at as usize + 4].copy_from_slice(&v.to_le_bytes());
         Some(())
     }
+    /// Copies `n` dwords from `from` to `to`, both moved past them (the loader's `rep movsd`).
+    fn copy_words(&mut self, from: &mut i64, to: &mut i64, n: i64) -> Option<()> {
+        for _ in 0..n {
+            let v = self.rd(*from)?;
+            self.wr(*to, v)?;
+            *from += 4;
+            *to += 4;
+        }
+        Some(())
+    }
     fn set(&mut self, at: i64, v: u8) -> Option<()> {
         *self.d.get_mut(usize::try_from(at).ok()?)? = v;
         Some(())
@@ -410,12 +420,7 @@ fn setup_three(img: &mut Image, l: &Layout) -> Option<Plan> {
     if !img.has(edi, span + 24 + 4 * i64::from(count)) || !img.has(esi, span + reach + 4) {
         return None;
     }
-    for _ in 0..words {
-        let v = img.rd(esi)?;
-        img.wr(edi, v)?;
-        esi += 4;
-        edi += 4;
-    }
+    img.copy_words(&mut esi, &mut edi, i64::from(words))?;
     let mut calls = img.rd(esi + 4)?;
     let paddr = at(img.rd(edi - 4)?, vma);
     let ebx = edi;
@@ -511,12 +516,7 @@ fn setup_two(img: &mut Image, l: &Layout) -> Option<Plan> {
         {
             return None;
         }
-        for _ in 0..n {
-            let v = img.rd(esi)?;
-            img.wr(d, v)?;
-            d += 4;
-            esi += 4;
-        }
+        img.copy_words(&mut esi, &mut d, n)?;
         if !img.has(save2, 8) {
             return None;
         }
