@@ -136,13 +136,13 @@ pub fn unpack(d: &[u8], cap: usize) -> Unpacked {
     let Some(layout) = Layout::of(d, &h) else {
         return Unpacked::NotPacked;
     };
-    if layout
+    // ClamAV's size limit: the largest of the buffer, the head and section 2's data.
+    let need = layout
         .dsize
         .max(layout.ssize)
-        .max(u64::from(h.sections[1].ursz))
-        > cap as u64
-    {
-        return Unpacked::OverLimit(layout.dsize);
+        .max(u64::from(h.sections[1].ursz));
+    if need > cap as u64 {
+        return Unpacked::OverLimit(need);
     }
     let Some(mut img) = layout.load(d, &h) else {
         return Unpacked::NotPacked;
