@@ -210,7 +210,7 @@ fuzz_target!(|data: &[u8]| {
         }
         22 => {
             let mut out = Vec::new();
-            let _ = zstd::Frames::new(rest)
+            let _ = zstd::Frames::new(rest, CAP as u64)
                 .take(CAP as u64)
                 .read_to_end(&mut out);
             assert!(out.len() <= CAP);

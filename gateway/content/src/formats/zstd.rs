@@ -62,16 +62,20 @@ pub struct Frames<'a> {
     at: Rc<Cell<usize>>,
     frame: Option<StreamingDecoder<Source<'a>, FrameDecoder>>,
     frames: usize,
+    max_window: u64,
 }
 
 impl<'a> Frames<'a> {
-    /// A reader of the stream `data`.
-    pub fn new(data: &'a [u8]) -> Self {
+    /// A reader of the stream `data` whose frames may declare windows of at most
+    /// `max_window` bytes (the decoder allocates the window a frame declares: a frame asking
+    /// for more is damage, as an LZMA dictionary over the member limit is).
+    pub fn new(data: &'a [u8], max_window: u64) -> Self {
         Frames {
             data,
             at: Rc::new(Cell::new(0)),
             frame: None,
             frames: 0,
+            max_window,
         }
     }
 
@@ -100,7 +104,10 @@ impl<'a> Frames<'a> {
                 data: self.data,
                 at: Rc::clone(&self.at),
             };
-            let frame = StreamingDecoder::new(source).map_err(|e| damaged(e.to_string()))?;
+            let mut decoder = FrameDecoder::new();
+            decoder.set_max_window_size(self.max_window);
+            let frame = StreamingDecoder::new_with_decoder(source, decoder)
+                .map_err(|e| damaged(e.to_string()))?;
             self.frame = Some(frame);
             return Ok(true);
         }
@@ -141,7 +148,7 @@ mod tests {
 
     fn decode(d: &[u8]) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        Frames::new(d).read_to_end(&mut out)?;
+        Frames::new(d, 1 << 20).read_to_end(&mut out)?;
         Ok(out)
     }
 
@@ -161,12 +168,21 @@ mod tests {
         let mut d = compress(&[b'a'; 5000]);
         d.extend(b"junk");
         let mut out = Vec::new();
-        assert!(Frames::new(&d).read_to_end(&mut out).is_err());
+        assert!(Frames::new(&d, 1 << 20).read_to_end(&mut out).is_err());
         assert_eq!(out.len(), 5000);
         let whole = compress(b"hello hello hello");
         for n in 0..whole.len() {
             let _ = decode(&whole[..n]);
         }
         assert!(!is_zstd(b"\x28\xb5\x2f"));
+    }
+
+    #[test]
+    fn a_window_over_the_limit_is_refused() {
+        let d = compress(&[b'z'; 300_000]);
+        let mut out = Vec::new();
+        let e = Frames::new(&d, 1024).read_to_end(&mut out);
+        assert!(e.is_err() && out.is_empty(), "{e:?}");
+        assert_eq!(decode(&compress(b"small")).unwrap(), b"small");
     }
 }

@@ -32,7 +32,7 @@ impl Walker<'_> {
                 }
             }
             "br" => self.read_limited(brotli::Decompressor::new(&data[..], 4096), cap),
-            "zstd" => self.read_limited(crate::formats::zstd::Frames::new(data), cap),
+            "zstd" => self.read_limited(crate::formats::zstd::Frames::new(data, cap), cap),
             other => {
                 self.issue(
                     IssueKind::Corrupt,
@@ -78,7 +78,7 @@ impl Walker<'_> {
         let d = match f {
             Format::Bzip2 => self.read_limited(bzip2::read::MultiBzDecoder::new(&data[..]), cap),
             Format::Xz => self.read_limited(XzReader::new_mem_limit(&data[..], true, mem_kb), cap),
-            Format::Zstd => self.read_limited(crate::formats::zstd::Frames::new(data), cap),
+            Format::Zstd => self.read_limited(crate::formats::zstd::Frames::new(data, cap), cap),
             _ => match LzmaReader::new_mem_limit(&data[..], mem_kb, None) {
                 Ok(r) => self.read_limited(r, cap),
                 Err(e) => Decoded {
