@@ -418,7 +418,7 @@ fn scripts(
             continue;
         };
         if let Some((d, (num, gen))) = dec.zip(enclosing_object(text, at)) {
-            js = d.stream(num, gen, &js).unwrap_or_default();
+            js = d.string(num, gen, &js).unwrap_or_default();
         }
         js.truncate(cap);
         out.push(js);

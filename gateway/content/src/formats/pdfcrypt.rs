@@ -44,7 +44,10 @@ pub enum Security {
 /// The key and cipher of a document whose user password is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decryptor {
+    /// The cipher of streams (`/StmF`).
     cipher: Cipher,
+    /// The cipher of strings (`/StrF`; the same before `/V 4`).
+    strings: Cipher,
     key: Vec<u8>,
     /// `/EncryptMetadata false`: metadata streams are stored in the clear.
     clear_metadata: bool,
@@ -54,7 +57,16 @@ impl Decryptor {
     /// Decrypts the data of object `num` generation `gen`'s stream (`None` when it does not
     /// decrypt: a cut AES block).
     pub fn stream(&self, num: u32, gen: u16, data: &[u8]) -> Option<Vec<u8>> {
-        match self.cipher {
+        self.apply(self.cipher, num, gen, data)
+    }
+
+    /// Decrypts a string of object `num` generation `gen`.
+    pub fn string(&self, num: u32, gen: u16, data: &[u8]) -> Option<Vec<u8>> {
+        self.apply(self.strings, num, gen, data)
+    }
+
+    fn apply(&self, cipher: Cipher, num: u32, gen: u16, data: &[u8]) -> Option<Vec<u8>> {
+        match cipher {
             Cipher::Identity => Some(data.to_vec()),
             Cipher::Rc4 => Some(rc4(&self.object_key(num, gen, false), data)),
             Cipher::Aes128 => aes_cbc::<aes::Aes128>(&self.object_key(num, gen, true), data),
@@ -102,8 +114,9 @@ pub fn security(encrypt: &[u8], id0: &[u8]) -> Security {
         _ => return Security::Locked(format!("encrypted PDF (revision {r})")),
     };
     match opened {
-        Some((cipher, key)) => Security::Open(Decryptor {
+        Some(((cipher, strings), key)) => Security::Open(Decryptor {
             cipher,
+            strings,
             key,
             clear_metadata,
         }),
@@ -121,7 +134,7 @@ fn rc4_family(
     u: &[u8],
     id0: &[u8],
     clear_metadata: bool,
-) -> Option<(Cipher, Vec<u8>)> {
+) -> Option<((Cipher, Cipher), Vec<u8>)> {
     let bits = if r == 2 {
         40
     } else {
@@ -160,17 +173,17 @@ fn rc4_family(
     if u.get(..want)? != check.get(..want)? {
         return None;
     }
-    let cipher = if v == 4 {
-        crypt_filter(d)?
+    let ciphers = if v == 4 {
+        (crypt_filter(d, b"/StmF")?, crypt_filter(d, b"/StrF")?)
     } else {
-        Cipher::Rc4
+        (Cipher::Rc4, Cipher::Rc4)
     };
-    Some((cipher, key))
+    Some((ciphers, key))
 }
 
-/// The crypt filter `/StmF` names (`/V 4`): its `/CFM`.
-fn crypt_filter(d: &Dict<'_>) -> Option<Cipher> {
-    let stmf = d.name(b"/StmF").unwrap_or(b"Identity");
+/// The crypt filter `/StmF` or `/StrF` names (`/V 4`): its `/CFM`.
+fn crypt_filter(d: &Dict<'_>, which: &[u8]) -> Option<Cipher> {
+    let stmf = d.name(which).unwrap_or(b"Identity");
     if stmf == b"Identity" {
         return Some(Cipher::Identity);
     }
@@ -188,7 +201,7 @@ fn crypt_filter(d: &Dict<'_>) -> Option<Cipher> {
 
 /// Revisions 5 and 6: `/U`'s validation salt checks the empty password, its key salt and
 /// `/UE` give the file key.
-fn aes256(d: &Dict<'_>, r: i64, u: &[u8]) -> Option<(Cipher, Vec<u8>)> {
+fn aes256(d: &Dict<'_>, r: i64, u: &[u8]) -> Option<((Cipher, Cipher), Vec<u8>)> {
     let (hash, validation, key_salt) = (u.get(..32)?, u.get(32..40)?, u.get(40..48)?);
     if hash_r6(r, validation) != hash {
         return None;
@@ -201,7 +214,7 @@ fn aes256(d: &Dict<'_>, r: i64, u: &[u8]) -> Option<(Cipher, Vec<u8>)> {
         .ok()?
         .decrypt_padded::<block_padding::NoPadding>(&mut key)
         .ok()?;
-    Some((Cipher::Aes256, key))
+    Some(((Cipher::Aes256, Cipher::Aes256), key))
 }
 
 /// The hash of the empty password with `salt` (no user key: this is the user password):
@@ -328,6 +341,47 @@ mod tests {
             plain,
             "cut block dropped"
         );
+    }
+
+    /// A revision 4 dictionary whose `/U` matches the empty password (computed here the way
+    /// a writer computes it), streams in AES-128 and strings in the clear.
+    #[test]
+    fn strings_follow_strf_and_streams_stmf() {
+        let (o, id) = ([0x11u8; 32], b"0123456789abcdef");
+        let mut h = Md5::new();
+        h.update(PAD);
+        h.update(o);
+        h.update((-4i32).to_le_bytes());
+        h.update(id);
+        let mut key = h.finalize()[..16].to_vec();
+        for _ in 0..50 {
+            key = Md5::digest(&key)[..16].to_vec();
+        }
+        let mut h = Md5::new();
+        h.update(PAD);
+        h.update(id);
+        let mut u = rc4(&key, &h.finalize());
+        for i in 1..=19u8 {
+            let k: Vec<u8> = key.iter().map(|b| b ^ i).collect();
+            u = rc4(&k, &u);
+        }
+        u.resize(32, 0);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let dict = format!(
+            "<< /Filter /Standard /V 4 /R 4 /Length 128 /P -4 /O <{}> /U <{}> /CF << /StdCF << /CFM /AESV2 >> >> /StmF /StdCF /StrF /Identity >>",
+            hex(&o),
+            hex(&u)
+        );
+        let Security::Open(d) = security(dict.as_bytes(), id) else {
+            panic!("the empty password opens it");
+        };
+        assert_eq!(d.string(1, 0, b"in the clear").unwrap(), b"in the clear");
+        assert_eq!(d.stream(1, 0, b"short"), None, "AES needs its IV block");
+        let wrong = dict.replace("/P -4", "/P -8");
+        assert!(matches!(
+            security(wrong.as_bytes(), id),
+            Security::Locked(_)
+        ));
     }
 
     #[test]
