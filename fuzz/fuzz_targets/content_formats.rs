@@ -5,15 +5,16 @@
 //! directories and LZX sections, InstallShield MSI setup blocks and overlay cabinets, AutoIt
 //! entries, PE headers, NRV2B/D/E and FSG streams, UPX, MEW, Petite, PESpin, WWPack32, yC and
 //! ASPack images, ALZip entries, zip local headers, the Zstandard frame reader, the LHA reader,
-//! PDF dictionaries and the PDF standard security handler, Upack images), each fed directly: the first byte picks the reader. Never panics, and nothing
+//! PDF dictionaries and the PDF standard security handler, Upack images, Office standard
+//! encryption), each fed directly: the first byte picks the reader. Never panics, and nothing
 //! yields more than the cap it was given or bytes outside its input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
     alz, arj, aspack, autoit, b64parts, chm, cpio, embedded, exe, filetype, iscab, ishield,
-    iso9660, lha, nrv, nsis, pdfcrypt, pdfdict, upack, ole1, ovba, pe, pespin, petite, ppt, rtf, sis, unfsg, upx, uuencode,
-    wwpack, yc, zipold, ziplocal, zstd, Bounds,
+    iso9660, lha, nrv, nsis, officecrypt, ole1, ovba, pdfcrypt, pdfdict, pe, pespin, petite, ppt,
+    rtf, sis, unfsg, upack, upx, uuencode, wwpack, yc, ziplocal, zipold, zstd, Bounds,
 };
 use std::io::Read;
 
@@ -23,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    match first % 26 {
+    match first % 27 {
         0 => {
             for e in cpio::Reader::new(rest).take(10_000) {
                 if let Ok(e) = e {
@@ -238,6 +239,12 @@ fuzz_target!(|data: &[u8]| {
             pe::Unpacked::OverLimit(n) => assert!(n > CAP as u64),
             _ => {}
         },
+        26 => {
+            let (info, package) = rest.split_at(rest.len() / 2);
+            if let Some(p) = officecrypt::velvet_package(info, package, CAP) {
+                assert!(p.len() <= CAP.min(package.len()));
+            }
+        }
         _ => {
             // The fuzzer writes from the first volume descriptor on.
             let mut image = vec![0u8; 16 * 2048];

@@ -26,7 +26,8 @@ impl Walker<'_> {
             .collect();
         let mut seen = 0;
         let mut vba_dirs = Vec::new();
-        let mut encrypted = false;
+        let mut encrypted = None;
+        let (mut info, mut package) = (None, None);
         for path in &streams {
             if !self.one_more(prov, "ole2", &mut seen) {
                 return;
@@ -40,12 +41,13 @@ impl Walker<'_> {
                 .as_deref()
                 .and_then(|l| officecrypt::encryption(l, &bytes))
             {
-                // Once per file: its streams still go through the scan as they are.
-                if !std::mem::replace(&mut encrypted, true) {
-                    self.issue(IssueKind::Encrypted, prov, why);
-                }
+                // Once per file, when the walk is over: its streams still go through the scan
+                // as they are.
+                encrypted.get_or_insert(why);
             }
             match leaf.as_deref() {
+                Some("EncryptionInfo") => info = Some(bytes),
+                Some("EncryptedPackage") => package = Some((bytes, p)),
                 Some("\u{1}Ole10Native") => match ole1::package(&bytes, true) {
                     Some(pkg) => self.package(&pkg, &p, depth + 1),
                     None => self.issue(IssueKind::Corrupt, &p, "Ole10Native: unreadable package"),
@@ -58,6 +60,33 @@ impl Walker<'_> {
         for (dir, bytes) in vba_dirs {
             self.vba(&mut cf, &dir, &bytes, prov, depth);
         }
+        let opened = match (info, package) {
+            (Some(info), Some((package, p))) => self.velvet(&info, &package, &p, depth),
+            _ => false,
+        };
+        if let Some(why) = encrypted.filter(|_| !opened) {
+            self.issue(IssueKind::Encrypted, prov, why);
+        }
+    }
+
+    /// An encrypted package Office's default password opens: decrypted and walked
+    /// (`> ole:EncryptedPackage > decrypted`); false when the password does not open it.
+    fn velvet(&mut self, info: &[u8], package: &[u8], prov: &str, depth: u32) -> bool {
+        let cap = self.member_room();
+        let Some(plain) = officecrypt::velvet_package(info, package, cap) else {
+            return false;
+        };
+        let p = format!("{prov} > decrypted");
+        let cut = plain.len() >= cap && package.len() > cap;
+        if cut {
+            self.issue(
+                IssueKind::Limit,
+                &p,
+                format!("decrypted package over {cap} bytes"),
+            );
+        }
+        self.extracted(plain, &p, None, depth + 2, cut);
+        true
     }
 
     /// The OLE objects a presentation embeds (`ExOleObjStg`, zlib-compressed or not).
