@@ -6,7 +6,7 @@
 //! entries, PE headers, NRV2B/D/E and FSG streams, UPX, MEW, Petite, PESpin, WWPack32, yC and
 //! ASPack images, ALZip entries, zip local headers, the Zstandard frame reader, the LHA reader,
 //! PDF dictionaries and the PDF standard security handler, Upack images, Office standard
-//! encryption), each fed directly: the first byte picks the reader. Never panics, and nothing
+//! encryption, Excel RC4 workbooks), each fed directly: the first byte picks the reader. Never panics, and nothing
 //! yields more than the cap it was given or bytes outside its input.
 #![no_main]
 
@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use sekisho_content::formats::{
     alz, arj, aspack, autoit, b64parts, chm, cpio, embedded, exe, filetype, iscab, ishield,
     iso9660, lha, nrv, nsis, officecrypt, ole1, ovba, pdfcrypt, pdfdict, pe, pespin, petite, ppt,
-    rtf, sis, unfsg, upack, upx, uuencode, wwpack, yc, ziplocal, zipold, zstd, Bounds,
+    rtf, sis, unfsg, upack, upx, uuencode, wwpack, xlscrypt, yc, ziplocal, zipold, zstd, Bounds,
 };
 use std::io::Read;
 
@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    match first % 27 {
+    match first % 28 {
         0 => {
             for e in cpio::Reader::new(rest).take(10_000) {
                 if let Ok(e) = e {
@@ -243,6 +243,11 @@ fuzz_target!(|data: &[u8]| {
             let (info, package) = rest.split_at(rest.len() / 2);
             if let Some(p) = officecrypt::velvet_package(info, package, CAP) {
                 assert!(p.len() <= CAP.min(package.len()));
+            }
+        }
+        27 => {
+            if let Some(open) = xlscrypt::velvet_workbook(rest) {
+                assert_eq!(open.len(), rest.len());
             }
         }
         _ => {

@@ -40,6 +40,7 @@ pub mod upack;
 pub mod upx;
 pub mod uuencode;
 pub mod wwpack;
+pub mod xlscrypt;
 pub mod yc;
 pub mod ziplocal;
 pub mod zipold;

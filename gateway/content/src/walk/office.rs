@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::{fingerprint, safe_name, Hints, IssueKind, Walker};
-use crate::formats::{officecrypt, ole1, onenote, ovba, ppt, rtf};
+use crate::formats::{officecrypt, ole1, onenote, ovba, ppt, rtf, xlscrypt};
 
 impl Walker<'_> {
     pub(super) fn ole2(&mut self, data: &Bytes, prov: &str, depth: u32) {
@@ -28,6 +28,7 @@ impl Walker<'_> {
         let mut vba_dirs = Vec::new();
         let mut encrypted = None;
         let (mut info, mut package) = (None, None);
+        let mut opened = false;
         for path in &streams {
             if !self.one_more(prov, "ole2", &mut seen) {
                 return;
@@ -46,6 +47,9 @@ impl Walker<'_> {
                 encrypted.get_or_insert(why);
             }
             match leaf.as_deref() {
+                Some("Workbook" | "Book") if encrypted.is_some() => {
+                    opened |= self.velvet_workbook(&bytes, &p, depth);
+                }
                 Some("EncryptionInfo") => info = Some(bytes),
                 Some("EncryptedPackage") => package = Some((bytes, p)),
                 Some("\u{1}Ole10Native") => match ole1::package(&bytes, true) {
@@ -60,13 +64,28 @@ impl Walker<'_> {
         for (dir, bytes) in vba_dirs {
             self.vba(&mut cf, &dir, &bytes, prov, depth);
         }
-        let opened = match (info, package) {
-            (Some(info), Some((package, p))) => self.velvet(&info, &package, &p, depth),
-            _ => false,
-        };
+        if let (Some(info), Some((package, p))) = (info, package) {
+            opened |= self.velvet(&info, &package, &p, depth);
+        }
         if let Some(why) = encrypted.filter(|_| !opened) {
             self.issue(IssueKind::Encrypted, prov, why);
         }
+    }
+
+    /// An Excel 97-2003 workbook stream Office's default password opens: decrypted and walked
+    /// (`> ole:Workbook > decrypted`); false when it does not open.
+    fn velvet_workbook(&mut self, stream: &[u8], prov: &str, depth: u32) -> bool {
+        let Some(plain) = xlscrypt::velvet_workbook(stream) else {
+            return false;
+        };
+        self.extracted(
+            plain,
+            &format!("{prov} > decrypted"),
+            None,
+            depth + 2,
+            false,
+        );
+        true
     }
 
     /// An encrypted package Office's default password opens: decrypted and walked
