@@ -225,6 +225,32 @@ pub(crate) mod tests {
         r
     }
 
+    /// A compound file of these streams, walked: every piece (provenance, bytes) and the
+    /// issues.
+    pub(crate) fn walk_compound(
+        streams: &[(&str, &[u8])],
+    ) -> (Vec<(String, Vec<u8>)>, Vec<crate::Issue>) {
+        let mut cf = cfb::CompoundFile::create(std::io::Cursor::new(Vec::new())).unwrap();
+        for (name, bytes) in streams {
+            std::io::Write::write_all(&mut cf.create_stream(name).unwrap(), bytes).unwrap();
+        }
+        cf.flush().unwrap();
+        let file = bytes::Bytes::from(cf.into_inner().into_inner());
+        let mut seen = Vec::new();
+        let issues = crate::walk(
+            &file,
+            "file",
+            &crate::Hints::default(),
+            &crate::Limits::default(),
+            None,
+            &mut |p| {
+                seen.push((p.provenance.to_string(), p.data.to_vec()));
+                crate::Control::Continue
+            },
+        );
+        (seen, issues)
+    }
+
     /// A compound file holding `package` under the default password, walked: the package's
     /// members are found and no issue says encrypted; under another password it is one.
     #[test]
@@ -239,24 +265,11 @@ pub(crate) mod tests {
         let package = zip.finish().unwrap().into_inner();
         for (password, opens) in [(VELVET, true), ("secret", false)] {
             let (info, sealed) = encrypt_standard(password, &package);
-            let mut cf = cfb::CompoundFile::create(std::io::Cursor::new(Vec::new())).unwrap();
-            for (name, bytes) in [("/EncryptionInfo", &info), ("/EncryptedPackage", &sealed)] {
-                std::io::Write::write_all(&mut cf.create_stream(name).unwrap(), bytes).unwrap();
-            }
-            cf.flush().unwrap();
-            let file = bytes::Bytes::from(cf.into_inner().into_inner());
-            let mut seen = Vec::new();
-            let issues = crate::walk(
-                &file,
-                "file",
-                &crate::Hints::default(),
-                &crate::Limits::default(),
-                None,
-                &mut |p| {
-                    seen.push((p.provenance.to_string(), p.data.to_vec()));
-                    crate::Control::Continue
-                },
-            );
+            let streams = [
+                ("/EncryptionInfo", &info[..]),
+                ("/EncryptedPackage", &sealed[..]),
+            ];
+            let (seen, issues) = walk_compound(&streams);
             let found = seen.iter().any(|(prov, data)| {
                 prov == "file > ole:EncryptedPackage > decrypted > zip:word/document.xml"
                     && data.as_slice() == b"<w:document>hidden payload</w:document>"

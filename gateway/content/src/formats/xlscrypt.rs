@@ -327,23 +327,12 @@ pub(crate) mod tests {
     fn the_walker_reads_a_velvet_workbook() {
         let formula = b"=EXEC(\"cmd /c payload\")".repeat(20);
         let sealed = encrypted_workbook(VELVET, &[(0x0006, formula.clone())]);
-        let mut cf = cfb::CompoundFile::create(std::io::Cursor::new(Vec::new())).unwrap();
-        std::io::Write::write_all(&mut cf.create_stream("/Workbook").unwrap(), &sealed).unwrap();
-        cf.flush().unwrap();
-        let file = bytes::Bytes::from(cf.into_inner().into_inner());
-        let mut seen = false;
-        let issues = crate::walk(
-            &file,
-            "file",
-            &crate::Hints::default(),
-            &crate::Limits::default(),
-            None,
-            &mut |p| {
-                seen |= p.provenance == "file > ole:Workbook > decrypted"
-                    && memchr::memmem::find(p.data, &formula).is_some();
-                crate::Control::Continue
-            },
-        );
+        let (pieces, issues) =
+            crate::formats::officecrypt::tests::walk_compound(&[("/Workbook", &sealed[..])]);
+        let seen = pieces.iter().any(|(prov, data)| {
+            prov == "file > ole:Workbook > decrypted"
+                && memchr::memmem::find(data, &formula).is_some()
+        });
         assert!(seen);
         assert!(issues.is_empty(), "{issues:?}");
     }
