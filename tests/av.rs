@@ -88,6 +88,7 @@ fn shapes() -> Vec<Shape> {
     vec![
         ("/eicar.com", h(&[("content-type", "application/octet-stream")]), eicar(), Some("response.body")),
         ("/eicar.txt", h(&[("content-type", "text/plain"), ("content-encoding", "gzip")]), gzip(&eicar()), Some("response.body > gzip")),
+        ("/eicar.zip.zst", h(&[("content-type", "application/zip"), ("content-encoding", "zstd")]), ruzstd::encoding::compress_to_vec(&zip_of("docs/eicar.com", &eicar())[..], ruzstd::encoding::CompressionLevel::Fastest), Some("response.body > zstd > zip:docs/eicar.com")),
         ("/eicar.zip", h(&[("content-type", "application/zip")]), zip_of("docs/eicar.com", &eicar()), Some("response.body > zip:docs/eicar.com")),
         ("/nested5.zip", h(&[("content-type", "application/zip")]), nested5(&eicar()), Some("response.body > zip:level1.zip > zip:level2.zip > zip:level3.zip > zip:level4.zip > zip:inner/eicar.com")),
         ("/eicar.tar.gz", h(&[("content-type", "application/gzip")]), tar_gz("x/eicar.com", &eicar()), Some("response.body > gzip > tar:x/eicar.com")),
@@ -314,7 +315,7 @@ fn sekisho_scan_reports_every_shape() {
             None => assert_eq!(lines, vec![format!("{}: OK", name.display())], "{path}"),
         }
     }
-    assert!(text.contains("Infected files: 7"), "{text}");
+    assert!(text.contains("Infected files: 8"), "{text}");
     // Clean only: exit 0. JSON: one object per file.
     let clean = dir.path().join("clean.zip");
     let out = std::process::Command::new(bin())
