@@ -39,9 +39,9 @@ pub fn is_alz(d: &[u8]) -> bool {
     d.starts_with(MAGIC) && d.len() >= 8
 }
 
-/// The entries of the archive, at most `max`, and why the listing stopped early (an unknown
-/// record, an entry running past the end, more than `max`).
-pub fn entries(d: &[u8], max: usize) -> (Vec<Entry<'_>>, Option<String>) {
+/// The entries of the archive, at most `max`, and why the listing stopped early: `(true, why)`
+/// more than `max`, `(false, why)` damage (an unknown record, an entry past the end).
+pub fn entries(d: &[u8], max: usize) -> (Vec<Entry<'_>>, Option<(bool, String)>) {
     let mut out = Vec::new();
     let mut at = 8;
     while let Some(sig) = d.get(at..at + 4) {
@@ -49,20 +49,23 @@ pub fn entries(d: &[u8], max: usize) -> (Vec<Entry<'_>>, Option<String>) {
         match sig {
             s if s == LOCAL => {
                 if out.len() >= max {
-                    return (out, Some(format!("more than {max} entries")));
+                    return (out, Some((true, format!("more than {max} entries"))));
                 }
                 match local(d, at) {
                     Ok((e, next)) => {
                         out.push(e);
                         at = next;
                     }
-                    Err(why) => return (out, Some(why)),
+                    Err(why) => return (out, Some((false, why))),
                 }
             }
             // A directory record: 8 bytes (ClamAV and unalz skip them).
             s if s == CENTRAL => at += 8,
             s if s == END => return (out, None),
-            _ => return (out, Some(format!("unknown record at offset {}", at - 4))),
+            _ => {
+                let why = format!("unknown record at offset {}", at - 4);
+                return (out, Some((false, why)));
+            }
         }
     }
     (out, None)
@@ -167,7 +170,7 @@ pub(crate) mod tests {
         assert_eq!(e[1].size, 12);
         let (e, problem) = entries(&d, 1);
         assert_eq!(e.len(), 1);
-        assert!(problem.is_some_and(|p| p.contains("more than 1")));
+        assert!(problem.is_some_and(|(limit, p)| limit && p.contains("more than 1")));
     }
 
     #[test]
@@ -179,7 +182,7 @@ pub(crate) mod tests {
         bad[8] = b'X';
         assert!(entries(&bad, 10)
             .1
-            .is_some_and(|p| p.contains("unknown record")));
+            .is_some_and(|(_, p)| p.contains("unknown record")));
         let mut wide = d.clone();
         wide[19] = 0x30;
         assert!(entries(&wide, 10).1.is_some(), "a 3-byte size width");

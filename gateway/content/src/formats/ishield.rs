@@ -179,20 +179,9 @@ mod tests {
         exe.resize(4096, 0);
         let at = exe.len();
         exe.extend(block(&[("clam.exe", b"the payload")]));
-        let mut seen = Vec::new();
-        let issues = crate::walk(
-            &bytes::Bytes::from(exe),
-            "file",
-            &crate::Hints::default(),
-            &crate::Limits::default(),
-            None,
-            &mut |p| {
-                seen.push((p.provenance.to_string(), p.data.to_vec()));
-                crate::Control::Continue
-            },
-        );
+        let (seen, issues) = crate::walk::pieces(exe, &crate::Limits::default());
         assert!(issues.is_empty(), "{issues:?}");
-        let want = format!("file > embedded:ishield@{at} > ishield:clam.exe");
+        let want = format!("f > embedded:ishield@{at} > ishield:clam.exe");
         assert!(seen.contains(&(want, b"the payload".to_vec())), "{seen:?}");
     }
 }

@@ -105,12 +105,15 @@ fn ecb_with<C: BlockCipherDecrypt + KeyInit>(key: &[u8], data: &[u8]) -> Option<
     Some(out)
 }
 
+/// The reason given for an OOXML package under a password.
+pub const PACKAGE: &str = "password-protected Office document (EncryptedPackage)";
+
 /// Why the stream `name` (its last path component) with these leading `bytes` shows an
 /// encrypted document, if it does.
 pub fn encryption(name: &str, bytes: &[u8]) -> Option<&'static str> {
     let is = |n: &str| name.eq_ignore_ascii_case(n);
     if is("EncryptionInfo") || is("EncryptedPackage") {
-        Some("password-protected Office document (EncryptedPackage)")
+        Some(PACKAGE)
     } else if is("EncryptedSummary") {
         Some("password-protected PowerPoint presentation")
     } else if is("WordDocument") && word_encrypted(bytes) {
@@ -235,20 +238,7 @@ pub(crate) mod tests {
             std::io::Write::write_all(&mut cf.create_stream(name).unwrap(), bytes).unwrap();
         }
         cf.flush().unwrap();
-        let file = bytes::Bytes::from(cf.into_inner().into_inner());
-        let mut seen = Vec::new();
-        let issues = crate::walk(
-            &file,
-            "file",
-            &crate::Hints::default(),
-            &crate::Limits::default(),
-            None,
-            &mut |p| {
-                seen.push((p.provenance.to_string(), p.data.to_vec()));
-                crate::Control::Continue
-            },
-        );
-        (seen, issues)
+        crate::walk::pieces(cf.into_inner().into_inner(), &crate::Limits::default())
     }
 
     /// A compound file holding `package` under the default password, walked: the package's
@@ -271,7 +261,7 @@ pub(crate) mod tests {
             ];
             let (seen, issues) = walk_compound(&streams);
             let found = seen.iter().any(|(prov, data)| {
-                prov == "file > ole:EncryptedPackage > decrypted > zip:word/document.xml"
+                prov == "f > ole:EncryptedPackage > decrypted > zip:word/document.xml"
                     && data.as_slice() == b"<w:document>hidden payload</w:document>"
             });
             assert_eq!(found, opens, "{seen:?}");

@@ -36,16 +36,15 @@ pub struct Document {
     pub scripts: Vec<Vec<u8>>,
     /// The document is encrypted so that it cannot be read here: why.
     pub encrypted: Option<String>,
-    /// The document was encrypted with an empty user password and its streams decrypted.
-    pub decrypted: bool,
 }
 
 /// A stream found, not yet decoded.
 struct Found {
     /// `N G` of the object it sits in.
     id: Option<(u32, u16)>,
-    /// Its dictionary, names unescaped.
-    dict: Vec<u8>,
+    /// Where its dictionary is (names unescaped when it is read: a copy of every stream's
+    /// dictionary held at once would be up to 4 KiB each, for streams of a few bytes).
+    dict: std::ops::Range<usize>,
     /// Its data's place in the file.
     data: std::ops::Range<usize>,
 }
@@ -67,22 +66,23 @@ pub fn read(pdf: &[u8], max: usize, cap: usize) -> Document {
     };
     let mut objstm = Vec::new();
     for f in &found {
+        let dict = unescape_names(&pdf[f.dict.clone()]);
         let raw = &pdf[f.data.clone()];
         let clear;
         let raw = match (&security, f.id) {
-            (Security::Open(d), Some((num, gen))) if !d.leaves_clear(&f.dict) => {
+            (Security::Open(d), Some((num, gen))) if !d.leaves_clear(&dict) => {
                 clear = d.stream(num, gen, raw).unwrap_or_default();
                 &clear[..]
             }
             _ => raw,
         };
-        let (data, problem) = decode(raw, &filters(&f.dict), cap);
-        if contains(&f.dict, b"/ObjStm") {
+        let (data, problem) = decode(raw, &filters(&dict), cap);
+        if contains(&dict, b"/ObjStm") {
             objstm.push(data.clone());
         }
         doc.streams.push(Stream {
             object: f.id.map(|(n, _)| n),
-            embedded_file: contains(&f.dict, b"/EmbeddedFile"),
+            embedded_file: contains(&dict, b"/EmbeddedFile"),
             data,
             problem,
         });
@@ -97,10 +97,8 @@ pub fn read(pdf: &[u8], max: usize, cap: usize) -> Document {
     for text in &objstm {
         scripts(text, max, cap, &mut doc.scripts, None);
     }
-    match security {
-        Security::Open(_) => doc.decrypted = true,
-        Security::Locked(why) => doc.encrypted = Some(why),
-        Security::None => {}
+    if let Security::Locked(why) = security {
+        doc.encrypted = Some(why);
     }
     doc
 }
@@ -127,7 +125,7 @@ fn find_streams(pdf: &[u8], max: usize) -> Vec<Found> {
         let (raw, end) = stream_bytes(pdf, start, &dict);
         out.push(Found {
             id: object_id(pdf, head_from),
-            dict,
+            dict: head_from..kw,
             data: start..start + raw.len(),
         });
         from = end;

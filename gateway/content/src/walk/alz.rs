@@ -12,14 +12,7 @@ impl Walker<'_> {
     pub(super) fn alz(&mut self, data: &Bytes, prov: &str, depth: u32) {
         let max = self.limits.max_files as usize;
         let (entries, problem) = alz::entries(data, max);
-        if let Some(why) = problem {
-            let kind = if why.starts_with("more than") {
-                IssueKind::Limit
-            } else {
-                IssueKind::Corrupt
-            };
-            self.issue(kind, prov, format!("alz: {why}"));
-        }
+        self.problem(prov, "alz", problem);
         for e in entries.iter().filter(|e| !e.directory) {
             if self.stopped || self.out_of_time(prov) {
                 return;

@@ -87,27 +87,9 @@ impl Walker<'_> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use crate::formats::upx::tests::{packed, payload, unpacked};
-    use crate::{walk, Control, Hints, Issue, Limits};
-
-    /// Every piece's provenance and bytes, and the issues.
-    fn pieces(data: Vec<u8>, limits: &Limits) -> (Vec<(String, Vec<u8>)>, Vec<Issue>) {
-        let mut seen = Vec::new();
-        let issues = walk(
-            &Bytes::from(data),
-            "f",
-            &Hints::default(),
-            limits,
-            None,
-            &mut |p| {
-                seen.push((p.provenance.to_string(), p.data.to_vec()));
-                Control::Continue
-            },
-        );
-        (seen, issues)
-    }
+    use crate::walk::pieces;
+    use crate::Limits;
 
     #[test]
     fn the_program_inside_an_unpacked_image_is_scanned_whole() {

@@ -455,6 +455,24 @@ impl Walker<'_> {
     }
 }
 
+/// Every piece's provenance and bytes (root `f`), and the issues: what tests look at.
+#[cfg(test)]
+pub(crate) fn pieces(data: Vec<u8>, limits: &Limits) -> (Vec<(String, Vec<u8>)>, Vec<Issue>) {
+    let mut seen = Vec::new();
+    let issues = walk(
+        &Bytes::from(data),
+        "f",
+        &Hints::default(),
+        limits,
+        None,
+        &mut |p| {
+            seen.push((p.provenance.to_string(), p.data.to_vec()));
+            Control::Continue
+        },
+    );
+    (seen, issues)
+}
+
 /// A 64-bit fingerprint of decoded bytes, to tell a second way to the same bytes (a OneNote
 /// section's raw search after its parsed pages) from a new file.
 fn fingerprint(data: &[u8]) -> u64 {

@@ -26,9 +26,10 @@ impl Walker<'_> {
             .collect();
         let mut seen = 0;
         let mut vba_dirs = Vec::new();
+        // Why the file cannot be read, reported when the walk is over (its streams still go
+        // through the scan as they are), unless the default password opened what said so.
         let mut encrypted = None;
         let (mut info, mut package) = (None, None);
-        let mut opened = false;
         for path in &streams {
             if !self.one_more(prov, "ole2", &mut seen) {
                 return;
@@ -38,20 +39,16 @@ impl Walker<'_> {
                 continue;
             };
             let leaf = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            if let Some(why) = leaf
+            // An Excel workbook the default password opens is read, not reported.
+            let workbook = matches!(leaf.as_deref(), Some("Workbook" | "Book"));
+            let why = leaf
                 .as_deref()
                 .and_then(|l| officecrypt::encryption(l, &bytes))
-            {
-                // Once per file, when the walk is over: its streams still go through the scan
-                // as they are.
-                encrypted.get_or_insert(why);
-            }
+                .filter(|_| !(workbook && self.velvet_workbook(&bytes, &p, depth)));
             match leaf.as_deref() {
-                Some("Workbook" | "Book") if encrypted.is_some() => {
-                    opened |= self.velvet_workbook(&bytes, &p, depth);
-                }
                 Some("EncryptionInfo") => info = Some(bytes),
                 Some("EncryptedPackage") => package = Some((bytes, p)),
+                _ if why.is_some() => encrypted = encrypted.or(why),
                 Some("\u{1}Ole10Native") => match ole1::package(&bytes, true) {
                     Some(pkg) => self.package(&pkg, &p, depth + 1),
                     None => self.issue(IssueKind::Corrupt, &p, "Ole10Native: unreadable package"),
@@ -64,10 +61,14 @@ impl Walker<'_> {
         for (dir, bytes) in vba_dirs {
             self.vba(&mut cf, &dir, &bytes, prov, depth);
         }
-        if let (Some(info), Some((package, p))) = (info, package) {
-            opened |= self.velvet(&info, &package, &p, depth);
+        let package_open = match (&info, &package) {
+            (Some(info), Some((package, p))) => self.velvet(info, package, p, depth),
+            _ => false,
+        };
+        if (info.is_some() || package.is_some()) && !package_open {
+            encrypted = encrypted.or(Some(officecrypt::PACKAGE));
         }
-        if let Some(why) = encrypted.filter(|_| !opened) {
+        if let Some(why) = encrypted {
             self.issue(IssueKind::Encrypted, prov, why);
         }
     }
