@@ -125,6 +125,7 @@ fn response(len: usize) -> ResponseHead {
         headers: h,
         reason: None,
         raw: None,
+        wire: None,
     }
 }
 

@@ -75,6 +75,7 @@ fn bench_pipeline(c: &mut Criterion) {
         headers: http::HeaderMap::new(),
         reason: None,
         raw: None,
+        wire: None,
     };
     let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
     let hello = TlsHello {

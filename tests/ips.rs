@@ -897,6 +897,83 @@ async fn refused_requests_raise_their_anomaly_events() {
     gw.wait_line("events.jsonl", |v| v["rule"]["id"] == "malformed-request");
 }
 
+/// A chunked request body's framing as the client sent it: a chunk extension (which hyper
+/// drops) raises `request_chunk_extension` once the body is in, bare-LF line endings
+/// included (suricata-verify http-event-chunk); a chunk length that does not read (which hyper
+/// refuses) raises `invalid_request_chunk_len` on what came before it. A clean chunked body
+/// raises neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_request_framing_raises_its_anomaly_events() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start(None).await;
+    let (_dir, gw) = detect_gateway(
+        "ips-chunks",
+        "alert http any any -> any any (msg:\"ext\"; flow:established,to_server; app-layer-event:http.request_chunk_extension; sid:9400231; rev:1;)\n\
+         alert http any any -> any any (msg:\"bad len\"; flow:to_server; app-layer-event:http.invalid_request_chunk_len; sid:9400232; rev:1;)\n",
+        "",
+    );
+    let o = format!("127.0.0.1:{}", origin.port);
+    let send = |raw: String| {
+        let proxy = gw.proxy;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+            s.write_all(raw.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+                    .await;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    let te = "Transfer-Encoding: chunked";
+    let cases = [
+        (
+            format!("POST http://{o}/ext HTTP/1.1\r\nHost: {o}\r\n{te}\r\nConnection: close\r\n\r\n3;name=v\r\nabc\r\n0\r\n\r\n"),
+            "/ext",
+            Some(9400231),
+        ),
+        (
+            format!("POST http://{o}/ext-lf HTTP/1.1\nHost: {o}\n{te}\nConnection: close\n\n4 \r\ntiti\r\n0 ; a=b; c=\"d\"\r\n\r\n"),
+            "/ext-lf",
+            Some(9400231),
+        ),
+        (
+            format!("POST http://{o}/clean HTTP/1.1\r\nHost: {o}\r\n{te}\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+            "/clean",
+            None,
+        ),
+        (
+            format!("POST http://{o}/bad-len HTTP/1.1\r\nHost: {o}\r\n{te}\r\nConnection: close\r\n\r\n3\r\nabc\r\nzz\r\n"),
+            "/bad-len",
+            Some(9400232),
+        ),
+    ];
+    for (raw, path, _) in &cases {
+        let answer = send(raw.clone()).await;
+        // The origin's own answer (it has no such file): the request went through.
+        if *path != "/bad-len" {
+            assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer:?}");
+        }
+    }
+    let url = |path: &str| format!("http://{o}{path}");
+    for (_, path, sid) in &cases {
+        if let Some(sid) = sid {
+            let e = gw.wait_line("events.jsonl", |v| {
+                v["alert"]["signature_id"] == *sid && v["http"]["url"] == url(path)
+            });
+            assert_eq!(e["evidence"]["location"], "app-layer-event", "{e}");
+        }
+    }
+    for (_, path, sid) in &cases {
+        let got: BTreeSet<u32> = sids_for(&gw, &url(path))
+            .into_keys()
+            .filter(|s| (9400231..=9400232).contains(s))
+            .collect();
+        let want: BTreeSet<u32> = sid.iter().copied().collect();
+        assert_eq!(got, want, "{path}");
+    }
+}
+
 /// A request head the client never finishes (it closes, or goes quiet) is inspected on its
 /// complete lines once the request line is in, as Suricata inspects `http.uri` as soon as
 /// libhtp has the request line; a `tcp` rule with `uricontent` and relative keywords included.
@@ -1084,6 +1161,74 @@ async fn cut_short_bodies_are_still_inspected() {
     assert_ne!(r.code, 0, "the client sees the cut too");
     let e = wait_sid(&gw, 9400401);
     assert_eq!(e["http"]["url"], url.as_str(), "{e}");
+}
+
+/// A chunked response's framing as the upstream sent it: a chunk extension (which hyper
+/// drops) raises `response_chunk_extension`, a chunk length that does not read (hyper refuses
+/// the body) `invalid_response_chunk_len`, as Suricata's default http-events.rules expect; a
+/// clean chunked response neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_response_framing_raises_its_anomaly_events() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        for _ in 0..6 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let body: &[u8] = if req.contains("/resp-ext") {
+                    b"5;name=value\r\nhello\r\n0\r\n\r\n"
+                } else if req.contains("/resp-bad") {
+                    b"5\r\nhello\r\nzz\r\n"
+                } else {
+                    b"5\r\nhello\r\n0\r\n\r\n"
+                };
+                let head =
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body).await;
+                let _ = s.flush().await;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            });
+        }
+    });
+    let (_dir, gw) = detect_gateway(
+        "ips-resp-chunks",
+        "alert http any any -> any any (msg:\"ext\"; flow:established,to_client; app-layer-event:http.response_chunk_extension; sid:9400241; rev:1;)\n\
+         alert http any any -> any any (msg:\"bad len\"; flow:established,to_client; app-layer-event:http.invalid_response_chunk_len; sid:9400242; rev:1;)\n",
+        "",
+    );
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let cases = [
+        ("/resp-ext", Some(9400241)),
+        ("/resp-bad", Some(9400242)),
+        ("/resp-clean", None),
+    ];
+    for (path, _) in &cases {
+        let r = curl(&["-x", &gw.proxy_url(), "-s", "-o", "/dev/null", &url(path)]).await;
+        assert_eq!(r.code == 0, *path != "/resp-bad", "{path}: curl exit {}", r.code);
+    }
+    for (path, sid) in &cases {
+        if let Some(sid) = sid {
+            let e = gw.wait_line("events.jsonl", |v| {
+                v["alert"]["signature_id"] == *sid && v["http"]["url"] == url(path)
+            });
+            assert_eq!(e["evidence"]["location"], "app-layer-event", "{e}");
+        }
+    }
+    for (path, sid) in &cases {
+        let got: BTreeSet<u32> = sids_for(&gw, &url(path))
+            .into_keys()
+            .filter(|s| (9400241..=9400242).contains(s))
+            .collect();
+        let want: BTreeSet<u32> = sid.iter().copied().collect();
+        assert_eq!(got, want, "{path}");
+    }
 }
 
 /// Responses hyper refuses (junk after chunk sizes, bare-CR line ends) are read from the

@@ -87,6 +87,7 @@ fuzz_target!(|data: &[u8]| {
         headers: headers(p[3]),
         reason: None,
         raw: None,
+        wire: None,
     });
     run(&tx, Phase::RespHead, &mut vars, &mut scratch);
     for chunk in p[4].chunks(251) {

@@ -1,9 +1,11 @@
 //! Upstream responses read as libhtp reads them (the bytes of a response hyper refused): never
 //! panics, never yields more body than asked for, and reads a prefix without panicking too (a
-//! recording cut anywhere).
+//! recording cut anywhere). A chunked body's framing notes of a prefix are some of the whole
+//! recording's (lines are read only once complete).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sekisho_proxy::chunkline::response_notes;
 use sekisho_proxy::respread::read;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,4 +26,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+    let (whole, half) = (response_notes(raw), response_notes(&raw[..raw.len() / 2]));
+    assert_eq!(
+        half & !whole,
+        0,
+        "a prefix noted {half:#x}, the whole {whole:#x}"
+    );
 });

@@ -192,6 +192,32 @@ pub struct RequestHead {
     pub raw: Option<bytes::Bytes>,
     /// The reverse-proxy route that serves the request (its name), once chosen.
     pub route: Option<std::sync::Arc<str>>,
+    /// What the listener saw in the body's framing as the client sent it (HTTP/1), filled in
+    /// as the body is read: complete once the body has ended.
+    pub wire: Option<std::sync::Arc<WireNotes>>,
+}
+
+/// Anomalies in a body's framing as the peer sent it, which the HTTP parser normalises away
+/// (chunk extensions) or refuses (a chunk length that does not read). Set by the proxy as it
+/// reads the body; read by stages once the body has ended.
+#[derive(Debug, Default)]
+pub struct WireNotes(std::sync::atomic::AtomicU8);
+
+impl WireNotes {
+    /// A chunk-size line carried an extension (`;name=value`).
+    pub const CHUNK_EXTENSION: u8 = 1;
+    /// A chunk-size line held no chunk length that reads (libhtp's invalid chunk length).
+    pub const INVALID_CHUNK_LEN: u8 = 2;
+
+    /// Records `note` (one of the constants).
+    pub fn set(&self, note: u8) {
+        self.0.fetch_or(note, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether `note` was recorded.
+    pub fn has(&self, note: u8) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) & note != 0
+    }
 }
 
 impl RequestHead {
@@ -222,6 +248,7 @@ impl RequestHead {
             port,
             raw: None,
             route: None,
+            wire: None,
         }
     }
 
@@ -266,6 +293,9 @@ pub struct ResponseHead {
     /// The head exactly as the upstream sent it (status line, header lines in their order,
     /// case and spacing, blank line), when the proxy recorded it (HTTP/1).
     pub raw: Option<bytes::Bytes>,
+    /// What the proxy saw in a chunked body's framing as the upstream sent it (HTTP/1, as
+    /// far as it recorded it), filled in once the body has ended or failed.
+    pub wire: Option<std::sync::Arc<WireNotes>>,
 }
 
 /// What the gateway learnt from a TLS ClientHello before deciding to decrypt or splice.

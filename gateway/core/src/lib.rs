@@ -39,7 +39,7 @@ pub use finding::{
 };
 pub use flow::{
     split_host_port, ClientCert, Direction, FlowMeta, RequestHead, ResponseHead, TlsError,
-    TlsHello, TlsMode, UpstreamTls,
+    TlsHello, TlsMode, UpstreamTls, WireNotes,
 };
 pub use path::{canonical_path, PathRefusal};
 pub use pipeline::{

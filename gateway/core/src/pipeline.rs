@@ -1085,6 +1085,7 @@ mod tests {
             headers: http::HeaderMap::new(),
             reason: None,
             raw: None,
+            wire: None,
         };
         for at_start in [false, true] {
             for (on_error, want) in [
@@ -1260,7 +1261,7 @@ mod props {
             let mut f = p.start(meta());
             let head = RequestHead::new(http::Method::GET, "http://a/".parse().unwrap(), http::Version::HTTP_11, http::HeaderMap::new(), 80);
             let v1 = f.request_head(&head);
-            let rh = ResponseHead { status: http::StatusCode::OK, version: http::Version::HTTP_11, headers: http::HeaderMap::new(), reason: None, raw: None };
+            let rh = ResponseHead { status: http::StatusCode::OK, version: http::Version::HTTP_11, headers: http::HeaderMap::new(), reason: None, raw: None, wire: None };
             let v2 = f.response_head(&rh);
             // Effective verdict of a stage: detect turns block into alert.
             let eff = |v: Verdict, m: Mode| if v == Verdict::Block && m == Mode::Detect { Verdict::Alert } else { v };

@@ -200,6 +200,37 @@ pub fn on_response(id: u8) -> bool {
         )
 }
 
+/// The events libhtp raises while reading a body's chunked framing (so a rule testing one is
+/// judged once that body has ended).
+pub fn on_body_end(id: u8) -> bool {
+    NAMES.get(usize::from(id)).is_some_and(|name| {
+        matches!(
+            *name,
+            "request_chunk_extension"
+                | "invalid_request_chunk_len"
+                | "response_chunk_extension"
+                | "invalid_response_chunk_len"
+        )
+    })
+}
+
+/// The events of a body's framing on `side`, from what the proxy noted as it read it.
+pub fn body(wire: &sekisho_core::WireNotes, side: sekisho_core::Direction) -> Events {
+    use sekisho_core::{Direction, WireNotes};
+    let (ext, len) = match side {
+        Direction::Request => ("request_chunk_extension", "invalid_request_chunk_len"),
+        Direction::Response => ("response_chunk_extension", "invalid_response_chunk_len"),
+    };
+    let mut ev = Events::default();
+    if wire.has(WireNotes::CHUNK_EXTENSION) {
+        ev.raise(ext);
+    }
+    if wire.has(WireNotes::INVALID_CHUNK_LEN) {
+        ev.raise(len);
+    }
+    ev
+}
+
 /// The id of an event name (case-insensitive, without its `http.` / `http1.` prefix).
 pub fn id(name: &str) -> Option<u8> {
     NAMES

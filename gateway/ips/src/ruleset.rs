@@ -463,7 +463,10 @@ fn rule_dir_phase(r: &Rule) -> Phase {
         .iter()
         .any(|b| b.needs_body() || matches!(b, Buf::FileName | Buf::FileMagic))
         || r.filesize.is_some()
-        || !r.file_hashes.is_empty();
+        || !r.file_hashes.is_empty()
+        || r.app_events
+            .iter()
+            .any(|&id| crate::events::on_body_end(id));
     // An anomaly the parser raises on the response is known once the response head is in
     // (the rule still reads its buffers on its own side).
     let late = r

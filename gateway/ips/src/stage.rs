@@ -501,15 +501,15 @@ impl Inspector for IpsInspector {
     }
 
     fn on_flow_end(&mut self, cx: &mut Cx<'_>) {
-        // A body cut short (the peer's EOF or reset before its end) is inspected up to where
-        // it stopped, as Suricata inspects what it has.
+        // A body cut short (the peer's EOF or reset before its end, or a framing hyper
+        // refused) is inspected up to where it stopped, as Suricata inspects what it has.
         use crate::ruleset::Buffers as _;
         for (side, head, body) in [
             (Direction::Request, Phase::ReqHead, Phase::ReqBody),
             (Direction::Response, Phase::RespHead, Phase::RespBody),
         ] {
-            if self.done[head as usize] && !self.done[body as usize] && !self.tx.body_is_empty(side)
-            {
+            let something = !self.tx.body_is_empty(side) || self.tx.body_noted(side);
+            if self.done[head as usize] && !self.done[body as usize] && something {
                 self.tx.finish_body(side, self.body_limit);
                 self.run(cx, body);
             }

@@ -42,6 +42,8 @@ pub struct Tx {
     parts: Vec<(Bytes, Bytes)>,
     /// HTTP anomaly events raised on the transaction.
     events: crate::events::Events,
+    /// What the proxy notes on each side's body framing as it reads it.
+    wire: [Option<std::sync::Arc<sekisho_core::WireNotes>>; 2],
 }
 
 impl Default for Tx {
@@ -62,6 +64,7 @@ impl Default for Tx {
             boundary: None,
             parts: Vec::new(),
             events: crate::events::Events::default(),
+            wire: [None, None],
         }
     }
 }
@@ -453,6 +456,7 @@ impl Tx {
         self.headers(side, &head.headers, head.raw.as_deref(), "cookie");
         self.events
             .merge(crate::events::request(head, self.layer_limit));
+        self.wire[0] = head.wire.clone();
         self.encoding[0] = crate::codings::joined(&head.headers)
             .map(|ce| crate::codings::layers(&ce, self.layer_limit))
             .unwrap_or_default();
@@ -500,11 +504,20 @@ impl Tx {
         self.headers(side, &head.headers, head.raw.as_deref(), "set-cookie");
         self.events
             .merge(crate::events::response(head, self.layer_limit));
+        self.wire[1] = head.wire.clone();
         // A download is named by Content-Disposition's filename, else the URI path.
         self.disposition = head
             .headers
             .get(http::header::CONTENT_DISPOSITION)
             .and_then(|v| crate::files::disposition_name(v.as_bytes()));
+    }
+
+    /// Whether the listener noted something on this side's body framing (an anomaly event
+    /// to raise even when no body byte came through).
+    pub fn body_noted(&self, side: Direction) -> bool {
+        self.wire[side.index()]
+            .as_ref()
+            .is_some_and(|w| !crate::events::body(w, side).is_empty())
     }
 
     /// Appends body bytes up to `limit`; returns true once the limit is reached.
@@ -526,6 +539,9 @@ impl Tx {
     /// Builds the body buffers (the response body decoded from gzip/deflate, bounded by `limit`).
     pub fn finish_body(&mut self, side: Direction, limit: usize) {
         let i = side.index();
+        if let Some(w) = &self.wire[i] {
+            self.events.merge(crate::events::body(w, side));
+        }
         let raw = Bytes::copy_from_slice(&self.body[i]);
         let mut stream = Vec::with_capacity(self.start[i].len() + raw.len());
         stream.extend_from_slice(&self.start[i]);
@@ -739,6 +755,7 @@ mod tests {
             headers: h,
             reason: None,
             raw: None,
+            wire: None,
         };
         let mut tx = Tx::new();
         tx.response_head(&head);

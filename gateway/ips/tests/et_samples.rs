@@ -95,6 +95,7 @@ fn fire(s: &Sample) -> BTreeMap<u32, String> {
         headers: rh,
         reason: None,
         raw: None,
+        wire: None,
     });
     run(&tx, Phase::RespHead, &mut vars, &mut scratch);
     tx.body_chunk(Direction::Response, s.resp_body, 1 << 20);

@@ -85,6 +85,7 @@ fn with_response(set: &RuleSet, mut t: Tx, headers: http::HeaderMap, body: &[u8]
         headers,
         reason: None,
         raw: None,
+        wire: None,
     });
     t.body_chunk(Direction::Response, body, 1 << 20);
     t.finish_body(Direction::Response, 1 << 20);
@@ -321,6 +322,7 @@ fn flowbits_across_phases_and_noalert() {
             headers: http::HeaderMap::new(),
             reason: None,
             raw: None,
+            wire: None,
         });
         out.extend(
             set.eval(Phase::RespHead, &t, &ep(), None, &mut vars, &mut s)
@@ -903,6 +905,7 @@ fn app_layer_events() {
                 headers: h,
                 reason: None,
                 raw: None,
+                wire: None,
             });
             phases.push(Phase::RespHead);
         }
@@ -1041,6 +1044,7 @@ fn directionless_rules_inspect_both_sides() {
             headers: h,
             reason: None,
             raw: None,
+            wire: None,
         });
         t.body_chunk(Direction::Response, resp_body, 1 << 20);
         t.finish_body(Direction::Response, 1 << 20);

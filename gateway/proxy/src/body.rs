@@ -189,6 +189,7 @@ where
             Ok(Some(Err(e))) => {
                 st.state.set_error(format!("{} body: {e}", st.dir.as_str()));
                 if st.dir == Direction::Response {
+                    st.state.note_response_framing();
                     judge_undelivered(st).await;
                     return Step::UpstreamFailed(e);
                 }
@@ -209,6 +210,9 @@ where
         end = true;
     }
     st.ended = end;
+    if end && st.dir == Direction::Response {
+        st.state.note_response_framing();
+    }
     let received = match st.dir {
         Direction::Request => &st.state.from_client,
         Direction::Response => &st.state.from_server,

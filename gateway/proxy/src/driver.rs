@@ -458,6 +458,11 @@ impl Exchange {
         let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade)
             .then(|| hyper::upgrade::on(&mut resp));
         let (parts, body) = resp.into_parts();
+        let wire = (raw.is_some() && chunked(&parts.headers)).then(|| {
+            let wire = Arc::new(sekisho_core::WireNotes::default());
+            state.watch_response_framing(Arc::clone(&wire), parts.status.as_u16());
+            wire
+        });
         let rhead = ResponseHead {
             status: parts.status,
             version: parts.version,
@@ -467,6 +472,7 @@ impl Exchange {
                 .get::<hyper::ext::ReasonPhrase>()
                 .map(|r| Bytes::copy_from_slice(r.as_bytes())),
             raw,
+            wire,
         };
         if self.head.method != http::Method::HEAD {
             if let Some(why) = crate::respjudge::ambiguous(&rhead) {
@@ -905,4 +911,15 @@ pub(crate) async fn refusal(state: &FlowState, host: &str, why: &Refused) -> Pag
     state.emit_own(f).await;
     tracing::info!(host, reason = %why, event_id = %id, "destination refused");
     Page::new(Reason::Destination(why.to_string()), host, Some(id))
+}
+
+/// Whether a response's body is chunked (`Transfer-Encoding` ends with `chunked`).
+fn chunked(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
 }

@@ -109,6 +109,8 @@ pub(crate) struct FlowState {
     /// The upstream connection's raw recording of this flow's response, and which response
     /// on that connection it is.
     raw_tap: std::sync::OnceLock<(Arc<crate::rawtap::RawTap>, u64)>,
+    /// The notes on this flow's chunked response body's framing, and the response's status.
+    response_wire: std::sync::OnceLock<(Arc<sekisho_core::WireNotes>, u16)>,
 }
 
 impl FlowState {
@@ -144,6 +146,7 @@ impl FlowState {
             accept_language: std::sync::OnceLock::new(),
             body_timeout: std::sync::OnceLock::new(),
             raw_tap: std::sync::OnceLock::new(),
+            response_wire: std::sync::OnceLock::new(),
         })
     }
 
@@ -151,6 +154,29 @@ impl FlowState {
     pub(crate) fn set_raw_tap(&self, tap: Arc<crate::rawtap::RawTap>) {
         let g = tap.generation();
         let _ = self.raw_tap.set((tap, g));
+    }
+
+    /// Watches the framing of this flow's chunked response (with this `status`): the notes
+    /// are filled by [`FlowState::note_response_framing`].
+    pub(crate) fn watch_response_framing(&self, wire: Arc<sekisho_core::WireNotes>, status: u16) {
+        let _ = self.response_wire.set((wire, status));
+    }
+
+    /// Fills the response's framing notes from what was recorded of its body (once the body
+    /// ended or failed; only the recorded start of a long body is read).
+    pub(crate) fn note_response_framing(&self) {
+        let Some((wire, status)) = self.response_wire.get() else {
+            return;
+        };
+        let Some((tap, g)) = self.raw_tap.get() else {
+            return;
+        };
+        if let Some(body) = (tap.generation() == *g)
+            .then(|| tap.body(*status))
+            .flatten()
+        {
+            wire.set(crate::chunkline::response_notes(&body));
+        }
     }
 
     /// The response as the upstream sent it, as far as it was recorded (see `rawtap`).

@@ -195,7 +195,7 @@ pub(crate) async fn http_flow(
         parts.headers.clone(),
         default_port,
     );
-    head.raw = parts.extensions.get::<RawHead>().map(|r| r.0.clone());
+    RawHead::fill(&parts.extensions, &mut head);
     let mut meta = new_meta(&shared, &conn, &head.host, head.port);
     if let Some(t) = tunnel.as_ref().filter(|t| !t.plain) {
         meta.sni = t.sni.clone();
@@ -264,7 +264,7 @@ async fn connect(
         req.headers().clone(),
         443,
     );
-    head.raw = req.extensions().get::<RawHead>().map(|r| r.0.clone());
+    RawHead::fill(req.extensions(), &mut head);
     let meta = new_meta(&shared, &conn, &host, port);
     let http = HttpFacts {
         method: Some("CONNECT".into()),

@@ -2,9 +2,12 @@
 //! which hyper does not expose), for IPS `.raw` buffers and `http.header_names`.
 //!
 //! A [`Tap`] fed by the client stream (`io::Tracked::with_tap`) follows the HTTP/1 framing of what hyper reads: a
-//! head up to the blank line, then a `Content-Length` or chunked body, then the next head. Each
-//! complete head is queued (bounded); the service takes them in order, one per request, and checks
-//! that the request line matches before using one. Anything it cannot follow (an oversized head, a
+//! head up to the blank line (CRLF or bare LF line endings, as hyper takes both), then a
+//! `Content-Length` or chunked body, then the next head. Each complete head is queued (bounded)
+//! with the [`WireNotes`] of its body; the service takes them in order, one per request, and
+//! checks that the request line matches before using one. Chunk-size lines are read as libhtp
+//! reads them ([`chunkline`]): an extension or a length that does not read is noted for the
+//! stages. Anything it cannot follow (an oversized head, a
 //! framing it does not understand, an upgrade or CONNECT) turns the tap off for the connection:
 //! the IPS then rebuilds the header block from the parsed headers.
 //!
@@ -18,6 +21,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use sekisho_core::WireNotes;
+
+use crate::chunkline::{self, ChunkLine};
 
 /// Heads waiting for their request (pipelining depth).
 const MAX_QUEUED: usize = 8;
@@ -28,7 +34,8 @@ enum Mode {
     Body(u64),
     ChunkSize,
     ChunkData(u64),
-    ChunkCrlf(u8),
+    /// After a chunk's data: up to the end of the line (libhtp skips whatever precedes the LF).
+    ChunkEnd,
     Trailers,
     Off,
 }
@@ -38,7 +45,9 @@ enum Mode {
 pub struct TapState {
     mode: Mode,
     buf: Vec<u8>,
-    heads: VecDeque<Bytes>,
+    heads: VecDeque<(Bytes, Arc<WireNotes>)>,
+    /// The notes of the request whose body is being followed.
+    body: Option<Arc<WireNotes>>,
     max_head: usize,
     /// Whether the request line of the head being read was checked for bytes to encode.
     line_checked: bool,
@@ -55,6 +64,7 @@ pub fn tap(max_head: usize) -> Tap {
         mode: Mode::Head,
         buf: Vec::new(),
         heads: VecDeque::new(),
+        body: None,
         max_head,
         line_checked: false,
         refused: None,
@@ -101,16 +111,14 @@ impl TapState {
                         }
                         self.line_checked = false;
                     }
-                    let start = self.buf.len().saturating_sub(3);
+                    let start = self.buf.len().saturating_sub(2);
                     let appended_at = self.buf.len();
                     self.buf.extend_from_slice(data);
                     if !self.line_checked {
                         let here = base + (total - data.len());
                         self.mark_target(appended_at, here, marks);
                     }
-                    let Some(end) = memchr::memmem::find(&self.buf[start..], b"\r\n\r\n")
-                        .map(|p| start + p + 4)
-                    else {
+                    let Some(end) = head_end(&self.buf, start) else {
                         if self.buf.len() > self.max_head {
                             self.off();
                         }
@@ -147,19 +155,30 @@ impl TapState {
                     self.buf.extend_from_slice(&data[..=nl]);
                     data = &data[nl + 1..];
                     let line = std::mem::take(&mut self.buf);
-                    let text = String::from_utf8_lossy(&line);
-                    let text = text.trim_end_matches(['\r', '\n']);
                     if matches!(self.mode, Mode::Trailers) {
-                        if text.is_empty() {
+                        if line.iter().all(|b| matches!(b, b'\r' | b'\n')) {
                             self.mode = Mode::Head;
                         }
                         continue;
                     }
-                    let hex = text.split(';').next().unwrap_or("").trim();
-                    match u64::from_str_radix(hex, 16) {
-                        Ok(0) => self.mode = Mode::Trailers,
-                        Ok(n) => self.mode = Mode::ChunkData(n),
-                        Err(_) => self.off(),
+                    match chunkline::read(&line) {
+                        ChunkLine::Blank => {}
+                        ChunkLine::Length(n, ext) => {
+                            if ext {
+                                self.note(WireNotes::CHUNK_EXTENSION);
+                            }
+                            self.mode = match n {
+                                0 => Mode::Trailers,
+                                n => Mode::ChunkData(n),
+                            };
+                        }
+                        // libhtp raises the event for a length over its limit, and for one
+                        // with no digits when the line came without its LF: raised for both
+                        // however the line was split.
+                        ChunkLine::Huge | ChunkLine::Unreadable => {
+                            self.note(WireNotes::INVALID_CHUNK_LEN);
+                            self.off();
+                        }
                     }
                 }
                 Mode::ChunkData(n) => {
@@ -167,17 +186,16 @@ impl TapState {
                     *n -= take;
                     data = &data[take as usize..];
                     if *n == 0 {
-                        self.mode = Mode::ChunkCrlf(2);
+                        self.mode = Mode::ChunkEnd;
                     }
                 }
-                Mode::ChunkCrlf(n) => {
-                    let take = usize::from(*n).min(data.len());
-                    *n -= take as u8;
-                    data = &data[take..];
-                    if *n == 0 {
+                Mode::ChunkEnd => match memchr::memchr(b'\n', data) {
+                    Some(nl) => {
+                        data = &data[nl + 1..];
                         self.mode = Mode::ChunkSize;
                     }
-                }
+                    None => return,
+                },
             }
         }
     }
@@ -245,7 +263,9 @@ impl TapState {
         if self.heads.len() >= MAX_QUEUED {
             self.heads.pop_front();
         }
-        self.heads.push_back(Bytes::from(head));
+        let wire = Arc::new(WireNotes::default());
+        self.body = Some(Arc::clone(&wire));
+        self.heads.push_back((Bytes::from(head), wire));
         self.mode = if connect || upgrade {
             // What follows is a tunnel, not HTTP.
             Mode::Off
@@ -269,7 +289,7 @@ impl TapState {
         if let Some(h) = self.refused.take() {
             return Some(h);
         }
-        if let Some(h) = self.heads.pop_front() {
+        if let Some((h, _)) = self.heads.pop_front() {
             return Some(h);
         }
         match self.mode {
@@ -280,18 +300,26 @@ impl TapState {
 
     /// The heads waiting for their request, oldest first.
     pub fn queued(&self) -> impl Iterator<Item = &Bytes> {
-        self.heads.iter()
+        self.heads.iter().map(|(h, _)| h)
     }
 
-    /// The raw head of the next request, if it is the one with this method and request target.
-    pub fn next_head(&mut self, method: &str, target: &str) -> Option<Bytes> {
-        let head = self.heads.pop_front()?;
-        let line_end = memchr::memchr(b'\r', &head).unwrap_or(head.len());
+    /// Notes the body being followed.
+    fn note(&mut self, note: u8) {
+        if let Some(w) = &self.body {
+            w.set(note);
+        }
+    }
+
+    /// The raw head of the next request and the notes of its body, if it is the one with
+    /// this method and request target.
+    pub fn next_head(&mut self, method: &str, target: &str) -> Option<(Bytes, Arc<WireNotes>)> {
+        let (head, wire) = self.heads.pop_front()?;
+        let line_end = memchr::memchr2(b'\r', b'\n', &head).unwrap_or(head.len());
         let line = &head[..line_end];
         let mut parts = line.split(|b| *b == b' ');
         let (m, t) = (parts.next()?, parts.next()?);
         if m == method.as_bytes() && same_target(t, target.as_bytes()) {
-            Some(head)
+            Some((head, wire))
         } else {
             // Out of step: stop rather than attribute a head to the wrong request.
             self.heads.clear();
@@ -299,6 +327,19 @@ impl TapState {
             None
         }
     }
+}
+
+/// Where a head ends in `buf` (just past its blank line: `\n\n` or `\n\r\n`), looking at
+/// line feeds from `from` on.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    memchr::memchr_iter(b'\n', buf.get(from..)?).find_map(|p| {
+        let at = from + p + 1;
+        match buf.get(at..) {
+            Some([b'\n', ..]) => Some(at + 1),
+            Some([b'\r', b'\n', ..]) => Some(at + 2),
+            _ => None,
+        }
+    })
 }
 
 /// The request target's span in a request line `METHOD SP target SP HTTP/x.y`, when the line
@@ -434,13 +475,13 @@ POST /c HTTP/1.1\r\nhost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\
             let t = tap(65536);
             feed_in_pieces(&t, wire, piece);
             let mut s = t.lock().unwrap();
-            let a = s.next_head("GET", "/a").unwrap();
+            let (a, _) = s.next_head("GET", "/a").unwrap();
             assert!(
                 a.starts_with(b"GET /a HTTP/1.1\r\nHost: x\r\nX-Odd-CASE: 1\r\n"),
                 "{piece}"
             );
             assert!(s.next_head("POST", "/b").is_some(), "{piece}");
-            let c = s.next_head("POST", "/c").unwrap();
+            let (c, _) = s.next_head("POST", "/c").unwrap();
             assert!(c.windows(6).any(|w| w == b"host: "), "case kept ({piece})");
             assert!(s.next_head("GET", "/d").is_some(), "{piece}");
             assert!(s.next_head("GET", "/e").is_none());
@@ -481,5 +522,60 @@ POST /c HTTP/1.1\r\nhost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\
         let mut s = t.lock().unwrap();
         assert!(s.next_head("CONNECT", "h:443").is_some());
         assert!(s.heads.is_empty(), "tunnel bytes are not parsed as HTTP");
+    }
+
+    /// The notes of the one request in `wire`, fed in pieces of `piece` bytes.
+    fn notes_of(wire: &[u8], piece: usize) -> (bool, bool, Option<Bytes>) {
+        let t = tap(65536);
+        feed_in_pieces(&t, wire, piece);
+        let mut s = t.lock().unwrap();
+        let (head, w) = s.next_head("POST", "/qwe.asd").unwrap();
+        let next = s.next_head("GET", "/n").map(|(h, _)| h);
+        assert!(head.ends_with(b"\n\n") || head.ends_with(b"\r\n\r\n"));
+        (
+            w.has(WireNotes::CHUNK_EXTENSION),
+            w.has(WireNotes::INVALID_CHUNK_LEN),
+            next,
+        )
+    }
+
+    #[test]
+    fn chunk_extensions_and_bad_lengths_are_noted_with_bare_lf_too() {
+        // suricata-verify http-event-chunk: bare LF line endings, a space after the length,
+        // an extension on the last chunk, trailers.
+        let lf: &[u8] = b"POST /qwe.asd HTTP/1.1\nHost: 127.0.0.1\nTransfer-Encoding: chunked\n\n\
+8 \ntototata\n4 \ntiti\n0 ; qwe3=asd3; zxc3=\"rt\"y3\"\ntrailehdr1: t1\n\nGET /n HTTP/1.1\nHost: x\n\n";
+        let crlf: &[u8] = b"POST /qwe.asd HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+3;x=1\r\nabc\r\n0\r\n\r\nGET /n HTTP/1.1\r\n\r\n";
+        let plain: &[u8] = b"POST /qwe.asd HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+3\r\nabc\r\n\r\n0\r\n\r\nGET /n HTTP/1.1\r\n\r\n";
+        let bad: &[u8] = b"POST /qwe.asd HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+3\r\nabc\r\nxyz\r\nGET /n HTTP/1.1\r\n\r\n";
+        for piece in [1, 2, 5, 64, 4096] {
+            let (ext, bad_len, next) = notes_of(lf, piece);
+            assert!(ext && !bad_len && next.is_some(), "{piece}");
+            let (ext, bad_len, next) = notes_of(crlf, piece);
+            assert!(ext && !bad_len && next.is_some(), "{piece}");
+            // A blank line between chunks is skipped, as libhtp skips it.
+            let (ext, bad_len, next) = notes_of(plain, piece);
+            assert!(!ext && !bad_len && next.is_some(), "{piece}");
+            // A length that does not read: noted, and the tap stops following.
+            let (ext, bad_len, next) = notes_of(bad, piece);
+            assert!(!ext && bad_len && next.is_none(), "{piece}");
+        }
+    }
+
+    #[test]
+    fn each_request_has_its_own_notes() {
+        let wire: &[u8] =
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;e\r\na\r\n0\r\n\r\n\
+POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nb\r\n0\r\n\r\n";
+        let t = tap(65536);
+        t.lock().unwrap().feed(wire);
+        let mut s = t.lock().unwrap();
+        let (_, a) = s.next_head("POST", "/a").unwrap();
+        let (_, b) = s.next_head("POST", "/b").unwrap();
+        assert!(a.has(WireNotes::CHUNK_EXTENSION));
+        assert!(!b.has(WireNotes::CHUNK_EXTENSION));
     }
 }

@@ -18,6 +18,7 @@ pub mod autosplice;
 mod body;
 pub mod ca;
 mod canon;
+pub mod chunkline;
 pub mod clientauth;
 mod clientverify;
 pub mod config;

@@ -59,25 +59,16 @@ impl RawTap {
     /// skipped), as sent: status line to the blank line.
     pub fn head(&self, status: u16) -> Option<Bytes> {
         let b = self.buf.lock().ok()?;
-        let code = status.to_string();
-        let mut at = 0;
-        for _ in 0..8 {
-            let rest = &b[at..];
-            let end = head_end(rest)?;
-            let line = &rest[..memchr::memchr(b'\n', rest)?];
-            let mut words = line
-                .split(u8::is_ascii_whitespace)
-                .filter(|w| !w.is_empty());
-            let proto = words.next()?;
-            if !proto.starts_with(b"HTTP/") {
-                return None;
-            }
-            if words.next() == Some(code.as_bytes()) {
-                return Some(Bytes::copy_from_slice(&rest[..end]));
-            }
-            at += end;
-        }
-        None
+        let (at, end) = head_span(&b, status)?;
+        Some(Bytes::copy_from_slice(&b[at..end]))
+    }
+
+    /// What was recorded after the head of the response with this `status`: the start of
+    /// its body as sent.
+    pub fn body(&self, status: u16) -> Option<Bytes> {
+        let b = self.buf.lock().ok()?;
+        let (_, end) = head_span(&b, status)?;
+        Some(Bytes::copy_from_slice(&b[end..]))
     }
 
     /// Which response the recording is of (changes when the next request goes out).
@@ -163,6 +154,30 @@ impl RawTap {
             b.extend_from_slice(&data[..n]);
         }
     }
+}
+
+/// Where the head of the response with this `status` is in a recording (interim 1xx heads
+/// before it skipped): its first byte and just past its blank line.
+fn head_span(b: &[u8], status: u16) -> Option<(usize, usize)> {
+    let code = status.to_string();
+    let mut at = 0;
+    for _ in 0..8 {
+        let rest = &b[at..];
+        let end = head_end(rest)?;
+        let line = &rest[..memchr::memchr(b'\n', rest)?];
+        let mut words = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|w| !w.is_empty());
+        let proto = words.next()?;
+        if !proto.starts_with(b"HTTP/") {
+            return None;
+        }
+        if words.next() == Some(code.as_bytes()) {
+            return Some((at, at + end));
+        }
+        at += end;
+    }
+    None
 }
 
 /// The length of the head at the start of `b`, blank line included.

@@ -151,6 +151,7 @@ mod tests {
             headers,
             reason: None,
             raw: None,
+            wire: None,
         }
     }
 

@@ -107,6 +107,7 @@ fn bare_head() -> ResponseHead {
         headers: http::HeaderMap::new(),
         reason: None,
         raw: None,
+        wire: None,
     }
 }
 
@@ -174,6 +175,7 @@ fn status_line(line: &[u8]) -> ResponseHead {
         headers: http::HeaderMap::new(),
         reason: Some(Bytes::copy_from_slice(message)),
         raw: None,
+        wire: None,
     }
 }
 

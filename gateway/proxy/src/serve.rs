@@ -19,9 +19,20 @@ use crate::shared::Shared;
 use crate::shed;
 use crate::upstream::{error_chain, ProxyBody};
 
-/// The raw bytes of a request head, as the client sent them (HTTP/1 only).
+/// The raw bytes of a request head, as the client sent them, and the notes the connection's
+/// tap makes on its body (HTTP/1 only).
 #[derive(Clone)]
-pub(crate) struct RawHead(pub Bytes);
+pub(crate) struct RawHead(pub Bytes, pub Arc<sekisho_core::WireNotes>);
+
+impl RawHead {
+    /// Fills a stage head's raw form and wire notes from the request's extensions.
+    pub(crate) fn fill(ext: &http::Extensions, head: &mut sekisho_core::RequestHead) {
+        if let Some(r) = ext.get::<RawHead>() {
+            head.raw = Some(r.0.clone());
+            head.wire = Some(Arc::clone(&r.1));
+        }
+    }
+}
 
 /// The client connection's activity clock, in each request's extensions.
 #[derive(Clone)]
@@ -37,8 +48,8 @@ pub(crate) fn attach_raw_head(tap: &headtap::Tap, req: &mut Request<Incoming>) {
         .lock()
         .ok()
         .and_then(|mut t| t.next_head(req.method().as_str(), &target));
-    if let Some(raw) = raw {
-        req.extensions_mut().insert(RawHead(raw));
+    if let Some((raw, wire)) = raw {
+        req.extensions_mut().insert(RawHead(raw, wire));
     }
 }
 

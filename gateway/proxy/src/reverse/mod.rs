@@ -364,7 +364,7 @@ fn open_flow(
         parts.headers.clone(),
         443,
     );
-    head.raw = parts.extensions.get::<RawHead>().map(|r| r.0.clone());
+    RawHead::fill(&parts.extensions, &mut head);
     let mut meta = h::new_meta(shared, conn, &head.host, port);
     meta.sni = rc.sni.clone();
     meta.tls = if rc.state.tls.is_some() {
