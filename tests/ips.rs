@@ -128,7 +128,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
         "alert tls any any -> any any (msg:\"SEKISHO TEST upstream certificate\"; flow:to_client; tls.certs; content:\"localhost\"; sid:9300001; rev:1;)\n\
          alert tls any any -> any any (msg:\"SEKISHO TEST JA3 of the client\"; flow:to_server; ja3.string; content:\"771,\"; startswith; ja3.hash; bsize:32; sid:9300003; rev:1;)\n\
          drop http any any -> any any (msg:\"SEKISHO TEST request body drop\"; flow:to_server; http.request_body; content:\"SEKISHO-IPS-BODY-TEST\"; sid:9300004; rev:1;)\n\
-         alert http any any -> any any (msg:\"SEKISHO TEST header case as sent\"; flow:to_server; http.header_names; content:\"|0d 0a|X-MiXeD-Case|0d 0a|\"; http.header.raw; content:\"X-MiXeD-Case:  spaced\"; sid:9300002; rev:1;)\n",
+         alert http any any -> any any (msg:\"SEKISHO TEST header case as sent\"; flow:to_server; http.header_names; content:\"|0d 0a|X-MiXeD-Case|0d 0a|\"; http.header.raw; content:\"X-MiXeD-Case:  spaced\"; sid:9300002; rev:1;)\n\
+         alert tcp any any -> any any (msg:\"SEKISHO TEST tcp rule on the ClientHello records\"; flow:to_server; content:\"|16 03|\"; depth:2; content:\"api.1jve.com\"; sid:9300005; rev:1;)\n",
     )
     .unwrap();
     let gw = Gateway::start(
@@ -299,6 +300,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
     let ev = wait_sid(&gw, 2026116);
     assert_eq!(ev["evidence"]["location"], "tls.sni");
     assert_eq!(ev["tls"]["sni"], "api.1jve.com");
+    // A tcp rule reads the same ClientHello as raw stream bytes, as Suricata's does.
+    assert_eq!(wait_sid(&gw, 9300005)["tls"]["sni"], "api.1jve.com");
     let s = connect_tunnel(gw.proxy, &format!("localhost:{}", tls_origin.port)).await;
     let _ = tls_peer_chain(s, "ips-test-block.invalid", &ca_pem).await;
     assert_eq!(wait_sid(&gw, 9100003)["alert"]["action"], "blocked");
@@ -1211,7 +1214,12 @@ async fn chunked_response_framing_raises_its_anomaly_events() {
     ];
     for (path, _) in &cases {
         let r = curl(&["-x", &gw.proxy_url(), "-s", "-o", "/dev/null", &url(path)]).await;
-        assert_eq!(r.code == 0, *path != "/resp-bad", "{path}: curl exit {}", r.code);
+        assert_eq!(
+            r.code == 0,
+            *path != "/resp-bad",
+            "{path}: curl exit {}",
+            r.code
+        );
     }
     for (path, sid) in &cases {
         if let Some(sid) = sid {

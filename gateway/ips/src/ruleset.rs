@@ -761,7 +761,7 @@ impl RuleSet {
         compiled.sort_by_key(order);
         let chains = intern_chains(&mut compiled);
         let unique = compiled.len();
-        let compiled = on_both_sides(compiled);
+        let compiled = on_tls_hellos_too(on_both_sides(compiled));
         for c in &compiled {
             for g in &c.rule.groups {
                 for it in &g.items {
@@ -1259,6 +1259,43 @@ fn on_both_sides(compiled: Vec<Compiled>) -> Vec<Compiled> {
         out.extend(twin);
     }
     out
+}
+
+/// Suricata's raw stream inspection reads a TLS connection's first client bytes, its
+/// ClientHello records: a `tcp` or `ip` rule that reads only the client's stream also runs on
+/// them (the TLS hello phase, whose stream buffer they are), whether the gateway then decrypts
+/// the connection or splices it.
+fn on_tls_hellos_too(compiled: Vec<Compiled>) -> Vec<Compiled> {
+    let mut out = Vec::with_capacity(compiled.len());
+    for c in compiled {
+        let twin = (c.dir == Direction::Request
+            && matches!(c.phase, Phase::ReqHead | Phase::ReqBody)
+            && client_stream_only(&c.rule))
+        .then(|| Compiled {
+            rule: Arc::clone(&c.rule),
+            phase: Phase::TlsHello,
+            dir: Direction::Request,
+            priority: c.priority,
+            category: c.category.clone(),
+            threshold: c.threshold,
+        });
+        out.push(c);
+        out.extend(twin);
+    }
+    out
+}
+
+/// A `tcp` / `ip` rule whose every buffer is the client's raw stream.
+fn client_stream_only(r: &Rule) -> bool {
+    matches!(r.proto, Proto::Tcp | Proto::Ip)
+        && !r.txboth
+        && r.app_events.is_empty()
+        && r.filesize.is_none()
+        && r.file_hashes.is_empty()
+        && !r.groups.is_empty()
+        && r.groups
+            .iter()
+            .all(|g| g.buf == Buf::Stream && g.side() != Some(Direction::Response))
 }
 
 /// A directionless HTTP rule whose every buffer exists on both sides (`pkt_data` included:

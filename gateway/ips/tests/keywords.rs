@@ -1128,6 +1128,40 @@ fn tcp_and_ip_rules_read_the_stream() {
     assert!(e.to_string().contains("packet rule"), "{e}");
 }
 
+/// A `tcp` rule on the client's stream also reads a TLS connection's ClientHello records (the
+/// first bytes Suricata's raw stream inspection sees), decrypted or spliced; a rule on the
+/// server's stream, or an `http` rule, does not.
+#[test]
+fn tcp_rules_read_tls_client_hellos() {
+    let set = load(
+        "alert tcp any any -> any any (msg:\"hello\"; flow:to_server; content:\"|16 03|\"; depth:2; content:\"bad.test\"; sid:1; rev:1;)\n\
+         alert tcp any any -> any any (msg:\"any side\"; content:\"bad.test\"; sid:2; rev:1;)\n\
+         alert tcp any any -> any any (msg:\"server\"; flow:to_client; content:\"bad.test\"; sid:3; rev:1;)\n\
+         alert http any any -> any any (msg:\"http\"; content:\"bad.test\"; sid:4; rev:1;)\n",
+    );
+    let fire = |raw: &[u8]| -> Vec<u32> {
+        let mut t = Tx::new();
+        t.tls_hello(Some("bad.test"), raw);
+        let mut v = FlowVars::default();
+        let mut s = Scratch::default();
+        let mut sids: Vec<u32> = set
+            .eval(Phase::TlsHello, &t, &ep(), None, &mut v, &mut s)
+            .into_iter()
+            .map(|h| set.rule(h.rule).rule.sid)
+            .collect();
+        sids.sort_unstable();
+        sids
+    };
+    let hello = b"\x16\x03\x01\x00\x30\x01\x00\x00\x2c\x03\x03server_name:bad.test";
+    assert_eq!(fire(hello), vec![1, 2]);
+    assert_eq!(
+        fire(&hello[1..]),
+        vec![2],
+        "depth:2 wants the record header"
+    );
+    assert!(fire(b"").is_empty());
+}
+
 /// `byte_extract` and `byte_math` (the documentation's forms) and the keywords that take their
 /// variables: `content` `distance` / `within`, `byte_test` value, `isdataat`, `byte_jump`.
 #[test]
