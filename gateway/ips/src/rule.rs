@@ -296,6 +296,21 @@ impl Buf {
         )
     }
 
+    /// True for buffers Suricata 7+ matches as several instances when a rule names them again
+    /// (`file.data; content:"a"; file.data; content:"b";`: each group on any file), its
+    /// "multi buffer" keywords; naming another buffer again adds to its first group.
+    pub fn multi_capable(self) -> bool {
+        matches!(
+            self,
+            Buf::FileData
+                | Buf::FileName
+                | Buf::FileMagic
+                | Buf::RequestHeader
+                | Buf::ResponseHeader
+                | Buf::TlsCerts
+        )
+    }
+
     /// True for buffers with one instance per item (each inspected on its own).
     pub fn is_multi(self) -> bool {
         matches!(
@@ -705,6 +720,11 @@ struct Builder<'v> {
     xf_pending: bool,
     /// Whether a `base64_decode` came (for `base64_data`).
     base64_decode: bool,
+    /// The group the current sticky buffer's matches go to, once one went there.
+    sticky_group: Option<usize>,
+    /// Whether the current sticky buffer was named again and is multi-capable: its next match
+    /// starts a group of its own.
+    new_instance: bool,
     last_content: Option<(usize, usize)>,
     /// The group of the last content or pcre: where a `relative` keyword goes when no sticky
     /// buffer is named (Suricata places it in the list of the previous match).
@@ -761,7 +781,24 @@ impl Builder<'_> {
     /// Adds `item` to the sticky buffer as its transformations leave it.
     fn push_sticky(&mut self, item: Item) -> (usize, usize) {
         let chain = std::mem::take(&mut self.sticky_xf);
-        let g = self.group_index(self.sticky, &chain, self.sticky_side);
+        let current = self
+            .sticky_group
+            .filter(|&g| self.groups.get(g).is_some_and(|x| x.transforms == chain));
+        let g = match current {
+            Some(g) => g,
+            None if self.new_instance => {
+                self.groups.push(Group {
+                    buf: self.sticky,
+                    transforms: chain.clone(),
+                    xform: 0,
+                    items: Vec::new(),
+                    forced_side: self.sticky_side,
+                });
+                self.groups.len() - 1
+            }
+            None => self.group_index(self.sticky, &chain, self.sticky_side),
+        };
+        self.sticky_group = Some(g);
         self.sticky_xf = chain;
         if self.xf_pending {
             self.xf_pending = false;
@@ -780,8 +817,14 @@ impl Builder<'_> {
                 self.sticky.name()
             )));
         }
+        self.new_instance = buf.multi_capable()
+            && self
+                .groups
+                .iter()
+                .any(|g| g.buf == buf && g.forced_side == side);
         self.sticky = buf;
         self.sticky_side = side;
+        self.sticky_group = None;
         self.sticky_xf.clear();
         self.xf_open = true;
         Ok(())
@@ -925,6 +968,8 @@ pub fn parse_rule(
         xf_open: false,
         xf_pending: false,
         base64_decode: false,
+        sticky_group: None,
+        new_instance: false,
         last_content: None,
         last_match: None,
         limits,
@@ -1462,10 +1507,16 @@ fn option(
                 ));
             }
             let chain = b.sticky_xf.clone();
-            if b.groups
-                .iter()
-                .any(|g| g.buf == b.sticky && g.transforms == chain && !g.items.is_empty())
-            {
+            let taken = match b.sticky_group {
+                Some(g) => b.groups.get(g).is_some_and(|g| g.transforms == chain),
+                None => {
+                    !b.new_instance
+                        && b.groups.iter().any(|g| {
+                            g.buf == b.sticky && g.transforms == chain && !g.items.is_empty()
+                        })
+                }
+            };
+            if taken {
                 return Err(syntax("absent must come first right after the buffer"));
             }
             b.push_sticky(Item::Absent { or_else });

@@ -1272,6 +1272,44 @@ fn multipart_parts_are_files() {
     assert!(!post("fileext:\"pdf\";"));
 }
 
+/// Suricata 7's multiple buffer matching (suricata-verify file-match-crossed): a multi-buffer
+/// keyword named again starts another instance, matched on any file of its own; matches after
+/// one naming stay on one file; another buffer named again adds to its first group.
+#[test]
+fn multi_buffers_named_again_match_any_instance() {
+    let body: &[u8] = b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"titi.txt\"\r\n\r\nTiti a vu un gros minet.\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"g\"; filename=\"toto.txt\"\r\n\r\ntoto est dans un bateau\r\n--XyZ--\r\n";
+    let post = |opts: &str| {
+        fires_on(
+            opts,
+            "POST",
+            &[("content-type", "multipart/form-data; boundary=XyZ")],
+            body,
+        )
+    };
+    assert!(post(
+        "file.data; content:\"bateau\"; file.data; content:\"minet\";"
+    ));
+    assert!(!post("file.data; content:\"bateau\"; content:\"minet\";"));
+    assert!(post(
+        "file.data; content:\"Titi\"; file.data; content:\"minet\";"
+    ));
+    assert!(post(
+        "file.data; content:\"bateau\"; file.name; content:\"titi.txt\";"
+    ));
+    // Relative keywords stay within their own instance.
+    assert!(!post(
+        "file.data; content:\"bateau\"; file.data; content:\"Titi\"; content:\"gros\"; distance:0; content:\"dans\"; distance:0;"
+    ));
+    assert!(post(
+        "file.data; content:\"bateau\"; file.data; content:\"Titi\"; content:\"gros\"; distance:0;"
+    ));
+    // http.uri is one buffer: named again, its matches join the first group.
+    let get = |opts: &str| fires_on(opts, "GET", &[], b"");
+    assert!(get("http.uri; content:\"/\"; http.method; content:\"GET\"; http.uri; content:\"a\"; distance:0;"));
+    assert!(!get("http.uri; content:\"a\"; http.method; content:\"GET\"; http.uri; content:\"/\"; distance:0;"));
+}
+
 /// A negated content on a buffer that is not there (a request without a body) does not match,
 /// as Suricata's `absent` documentation says; on a body without the bytes it does.
 #[test]
