@@ -171,11 +171,10 @@ impl FlowState {
         let Some((tap, g)) = self.raw_tap.get() else {
             return;
         };
-        if let Some(body) = (tap.generation() == *g)
-            .then(|| tap.body(*status))
-            .flatten()
-        {
-            wire.set(crate::chunkline::response_notes(&body));
+        if tap.generation() == *g {
+            if let Some(notes) = tap.read_body(*status, crate::chunkline::response_notes) {
+                wire.set(notes);
+            }
         }
     }
 

@@ -331,7 +331,7 @@ impl TapState {
 
 /// Where a head ends in `buf` (just past its blank line: `\n\n` or `\n\r\n`), looking at
 /// line feeds from `from` on.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     memchr::memchr_iter(b'\n', buf.get(from..)?).find_map(|p| {
         let at = from + p + 1;
         match buf.get(at..) {

@@ -63,12 +63,12 @@ impl RawTap {
         Some(Bytes::copy_from_slice(&b[at..end]))
     }
 
-    /// What was recorded after the head of the response with this `status`: the start of
-    /// its body as sent.
-    pub fn body(&self, status: u16) -> Option<Bytes> {
+    /// Reads what was recorded after the head of the response with this `status` (the start
+    /// of its body as sent) with `read`, in place.
+    pub fn read_body<R>(&self, status: u16, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let b = self.buf.lock().ok()?;
         let (_, end) = head_span(&b, status)?;
-        Some(Bytes::copy_from_slice(&b[end..]))
+        Some(read(&b[end..]))
     }
 
     /// Which response the recording is of (changes when the next request goes out).
@@ -163,7 +163,7 @@ fn head_span(b: &[u8], status: u16) -> Option<(usize, usize)> {
     let mut at = 0;
     for _ in 0..8 {
         let rest = &b[at..];
-        let end = head_end(rest)?;
+        let end = crate::headtap::head_end(rest, 0)?;
         let line = &rest[..memchr::memchr(b'\n', rest)?];
         let mut words = line
             .split(u8::is_ascii_whitespace)
@@ -178,16 +178,6 @@ fn head_span(b: &[u8], status: u16) -> Option<(usize, usize)> {
         at += end;
     }
     None
-}
-
-/// The length of the head at the start of `b`, blank line included.
-fn head_end(b: &[u8]) -> Option<usize> {
-    let crlf = memchr::memmem::find(b, b"\n\r\n").map(|i| i + 3);
-    let lf = memchr::memmem::find(b, b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 impl std::fmt::Debug for RawTap {
