@@ -75,6 +75,41 @@ fn files() -> Files {
 }
 
 /// SIDs of IPS events about `url`.
+/// Sends `raw` to the proxy as it is and reads the answer to its end (10 s at most).
+async fn send_raw(proxy: std::net::SocketAddr, raw: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A loopback origin that answers the first read of each of up to `conns` connections with
+/// `answer(request)` as raw bytes, then closes it after a moment; its port.
+async fn raw_origin(conns: usize, answer: fn(&str) -> Vec<u8>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        for _ in 0..conns {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let _ = s
+                    .write_all(&answer(&String::from_utf8_lossy(&buf[..n])))
+                    .await;
+                let _ = s.flush().await;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            });
+        }
+    });
+    port
+}
+
 fn sids_for(gw: &Gateway, url: &str) -> BTreeMap<u32, serde_json::Value> {
     gw.events()
         .into_iter()
@@ -841,7 +876,6 @@ async fn app_layer_events_fire_through_the_proxy() {
 /// IPS raises the anomaly events that explain the refusal, and rules testing them fire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_requests_raise_their_anomaly_events() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = Origin::start(None).await;
     let (_dir, gw) = detect_gateway(
         "ips-refused",
@@ -851,18 +885,6 @@ async fn refused_requests_raise_their_anomaly_events() {
         "",
     );
     let o = format!("127.0.0.1:{}", origin.port);
-    let send = |raw: String| {
-        let proxy = gw.proxy;
-        async move {
-            let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
-            s.write_all(raw.as_bytes()).await.unwrap();
-            let mut out = Vec::new();
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
-                    .await;
-            String::from_utf8_lossy(&out).into_owned()
-        }
-    };
     let cases = [
         (
             format!("POST http://{o}/two-cl HTTP/1.1\r\nHost: {o}\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
@@ -881,7 +903,7 @@ async fn refused_requests_raise_their_anomaly_events() {
         ),
     ];
     for (raw, _, _) in &cases {
-        let answer = send(raw.clone()).await;
+        let answer = send_raw(gw.proxy, raw).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{raw:?}: {answer:?}");
     }
     for (raw, url, sid) in &cases {
@@ -907,7 +929,6 @@ async fn refused_requests_raise_their_anomaly_events() {
 /// raises neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_request_framing_raises_its_anomaly_events() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = Origin::start(None).await;
     let (_dir, gw) = detect_gateway(
         "ips-chunks",
@@ -916,18 +937,6 @@ async fn chunked_request_framing_raises_its_anomaly_events() {
         "",
     );
     let o = format!("127.0.0.1:{}", origin.port);
-    let send = |raw: String| {
-        let proxy = gw.proxy;
-        async move {
-            let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
-            s.write_all(raw.as_bytes()).await.unwrap();
-            let mut out = Vec::new();
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
-                    .await;
-            String::from_utf8_lossy(&out).into_owned()
-        }
-    };
     let te = "Transfer-Encoding: chunked";
     let cases = [
         (
@@ -952,7 +961,7 @@ async fn chunked_request_framing_raises_its_anomaly_events() {
         ),
     ];
     for (raw, path, _) in &cases {
-        let answer = send(raw.clone()).await;
+        let answer = send_raw(gw.proxy, raw).await;
         // The origin's own answer (it has no such file): the request went through.
         if *path != "/bad-len" {
             assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer:?}");
@@ -1172,34 +1181,18 @@ async fn cut_short_bodies_are_still_inspected() {
 /// clean chunked response neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_response_framing_raises_its_anomaly_events() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        for _ in 0..6 {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let body: &[u8] = if req.contains("/resp-ext") {
-                    b"5;name=value\r\nhello\r\n0\r\n\r\n"
-                } else if req.contains("/resp-bad") {
-                    b"5\r\nhello\r\nzz\r\n"
-                } else {
-                    b"5\r\nhello\r\n0\r\n\r\n"
-                };
-                let head =
-                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-                let _ = s.write_all(head.as_bytes()).await;
-                let _ = s.write_all(body).await;
-                let _ = s.flush().await;
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            });
-        }
-    });
+    let port = raw_origin(6, |req| {
+        let body: &[u8] = if req.contains("/resp-ext") {
+            b"5;name=value\r\nhello\r\n0\r\n\r\n"
+        } else if req.contains("/resp-bad") {
+            b"5\r\nhello\r\nzz\r\n"
+        } else {
+            b"5\r\nhello\r\n0\r\n\r\n"
+        };
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        [head.as_bytes(), body].concat()
+    })
+    .await;
     let (_dir, gw) = detect_gateway(
         "ips-resp-chunks",
         "alert http any any -> any any (msg:\"ext\"; flow:established,to_client; app-layer-event:http.response_chunk_extension; sid:9400241; rev:1;)\n\
@@ -1245,32 +1238,18 @@ async fn chunked_response_framing_raises_its_anomaly_events() {
 /// keeps the upstream's spacing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_responses_are_read_leniently_and_inspected() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        for _ in 0..8 {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let answer: &[u8] = if req.contains("/junk-chunks") {
-                    b"HTTP/1.1 200 ok\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
-                      8,\r\nevasive-\r\n6;x=\"y\r\nmarker\r\n0\r\n\r\n"
-                } else if req.contains("/bare-cr") {
-                    b"HTTP/1.1 200 ok\rContent-Type: text/plain\rContent-Length: 13\r\n\r\nbarecr-marker"
-                } else {
-                    b"HTTP/1.1 200 OK\r\nX-Spaced:   wide\r\nContent-Length: 2\r\n\r\nok"
-                };
-                let _ = s.write_all(answer).await;
-                let _ = s.flush().await;
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            });
-        }
-    });
+    let port = raw_origin(8, |req| {
+        let answer: &[u8] = if req.contains("/junk-chunks") {
+            b"HTTP/1.1 200 ok\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+              8,\r\nevasive-\r\n6;x=\"y\r\nmarker\r\n0\r\n\r\n"
+        } else if req.contains("/bare-cr") {
+            b"HTTP/1.1 200 ok\rContent-Type: text/plain\rContent-Length: 13\r\n\r\nbarecr-marker"
+        } else {
+            b"HTTP/1.1 200 OK\r\nX-Spaced:   wide\r\nContent-Length: 2\r\n\r\nok"
+        };
+        answer.to_vec()
+    })
+    .await;
     let (_dir, gw) = detect_gateway(
         "ips-lenient",
         "alert http any any -> any any (msg:\"chunks\"; flow:to_client; file.data; content:\"evasive-marker\"; sid:9400601; rev:1;)\n\

@@ -761,7 +761,7 @@ impl RuleSet {
         compiled.sort_by_key(order);
         let chains = intern_chains(&mut compiled);
         let unique = compiled.len();
-        let compiled = on_tls_hellos_too(on_both_sides(compiled));
+        let compiled = with_twins(with_twins(compiled, response_twin), tls_hello_twin);
         for c in &compiled {
             for g in &c.rule.groups {
                 for it in &g.items {
@@ -1233,48 +1233,18 @@ fn address(buf: Buf, side: Direction, ep: &Endpoints) -> Option<Vec<u8>> {
     })
 }
 
-/// Suricata inspects a rule without a `flow` direction in every direction its buffers exist
-/// in: an HTTP rule whose buffers all exist on both sides (`file.data`, `http.header`,
-/// `http.content_type` …) runs on the request and again on the response (and may alert once
-/// for each, as Suricata's does).
-fn on_both_sides(compiled: Vec<Compiled>) -> Vec<Compiled> {
+/// Each rule followed by its twin where `twin_of` names one: the same rule compiled again for
+/// another phase and side.
+fn with_twins(
+    compiled: Vec<Compiled>,
+    twin_of: impl Fn(&Compiled) -> Option<(Phase, Direction)>,
+) -> Vec<Compiled> {
     let mut out = Vec::with_capacity(compiled.len());
     for c in compiled {
-        let phase = match c.phase {
-            Phase::ReqHead => Some(Phase::RespHead),
-            Phase::ReqBody => Some(Phase::RespBody),
-            _ => None,
-        };
-        let twin = phase
-            .filter(|_| c.dir == Direction::Request && either_side(&c.rule))
-            .map(|phase| Compiled {
-                rule: Arc::clone(&c.rule),
-                phase,
-                dir: Direction::Response,
-                priority: c.priority,
-                category: c.category.clone(),
-                threshold: c.threshold,
-            });
-        out.push(c);
-        out.extend(twin);
-    }
-    out
-}
-
-/// Suricata's raw stream inspection reads a TLS connection's first client bytes, its
-/// ClientHello records: a `tcp` or `ip` rule that reads only the client's stream also runs on
-/// them (the TLS hello phase, whose stream buffer they are), whether the gateway then decrypts
-/// the connection or splices it.
-fn on_tls_hellos_too(compiled: Vec<Compiled>) -> Vec<Compiled> {
-    let mut out = Vec::with_capacity(compiled.len());
-    for c in compiled {
-        let twin = (c.dir == Direction::Request
-            && matches!(c.phase, Phase::ReqHead | Phase::ReqBody)
-            && client_stream_only(&c.rule))
-        .then(|| Compiled {
+        let twin = twin_of(&c).map(|(phase, dir)| Compiled {
             rule: Arc::clone(&c.rule),
-            phase: Phase::TlsHello,
-            dir: Direction::Request,
+            phase,
+            dir,
             priority: c.priority,
             category: c.category.clone(),
             threshold: c.threshold,
@@ -1283,6 +1253,30 @@ fn on_tls_hellos_too(compiled: Vec<Compiled>) -> Vec<Compiled> {
         out.extend(twin);
     }
     out
+}
+
+/// Suricata inspects a rule without a `flow` direction in every direction its buffers exist
+/// in: an HTTP rule whose buffers all exist on both sides (`file.data`, `http.header`,
+/// `http.content_type` …) runs on the request and again on the response (and may alert once
+/// for each, as Suricata's does).
+fn response_twin(c: &Compiled) -> Option<(Phase, Direction)> {
+    let phase = match c.phase {
+        Phase::ReqHead => Phase::RespHead,
+        Phase::ReqBody => Phase::RespBody,
+        _ => return None,
+    };
+    (c.dir == Direction::Request && either_side(&c.rule)).then_some((phase, Direction::Response))
+}
+
+/// Suricata's raw stream inspection reads a TLS connection's first client bytes, its
+/// ClientHello records: a `tcp` or `ip` rule that reads only the client's stream also runs on
+/// them (the TLS hello phase, whose stream buffer they are), whether the gateway then decrypts
+/// the connection or splices it.
+fn tls_hello_twin(c: &Compiled) -> Option<(Phase, Direction)> {
+    (c.dir == Direction::Request
+        && matches!(c.phase, Phase::ReqHead | Phase::ReqBody)
+        && client_stream_only(&c.rule))
+    .then_some((Phase::TlsHello, Direction::Request))
 }
 
 /// A `tcp` / `ip` rule whose every buffer is the client's raw stream.
@@ -1317,7 +1311,7 @@ fn intern_chains(compiled: &mut [Compiled]) -> Vec<Vec<Transform>> {
     let mut ids: HashMap<Vec<(&'static str, String)>, u32> = HashMap::new();
     ids.insert(Vec::new(), 0);
     for c in compiled.iter_mut() {
-        // Not shared yet: each rule is its own until `on_both_sides`.
+        // Not shared yet: each rule is its own until `with_twins`.
         let Some(rule) = Arc::get_mut(&mut c.rule) else {
             continue;
         };

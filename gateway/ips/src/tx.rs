@@ -512,7 +512,7 @@ impl Tx {
             .and_then(|v| crate::files::disposition_name(v.as_bytes()));
     }
 
-    /// Whether the listener noted something on this side's body framing (an anomaly event
+    /// Whether the proxy noted something on this side's body framing (an anomaly event
     /// to raise even when no body byte came through).
     pub fn body_noted(&self, side: Direction) -> bool {
         self.wire[side.index()]
