@@ -47,10 +47,12 @@ fn heads(data: &[u8], piece: usize) -> (Vec<(Bytes, [bool; 2])>, bool) {
         }
     }
     let flags = notes.iter().map(|w| {
-        [
-            w.has(WireNotes::CHUNK_EXTENSION),
-            w.has(WireNotes::INVALID_CHUNK_LEN),
-        ]
+        w.as_ref().map_or([false; 2], |w| {
+            [
+                w.has(WireNotes::CHUNK_EXTENSION),
+                w.has(WireNotes::INVALID_CHUNK_LEN),
+            ]
+        })
     });
     let out = out
         .into_iter()

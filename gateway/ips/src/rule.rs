@@ -722,9 +722,6 @@ struct Builder<'v> {
     base64_decode: bool,
     /// The group the current sticky buffer's matches go to, once one went there.
     sticky_group: Option<usize>,
-    /// Whether the current sticky buffer was named again and is multi-capable: its next match
-    /// starts a group of its own.
-    new_instance: bool,
     last_content: Option<(usize, usize)>,
     /// The group of the last content or pcre: where a `relative` keyword goes when no sticky
     /// buffer is named (Suricata places it in the list of the previous match).
@@ -786,7 +783,7 @@ impl Builder<'_> {
             .filter(|&g| self.groups.get(g).is_some_and(|x| x.transforms == chain));
         let g = match current {
             Some(g) => g,
-            None if self.new_instance => {
+            None if self.new_instance() => {
                 self.groups.push(Group {
                     buf: self.sticky,
                     transforms: chain.clone(),
@@ -808,6 +805,16 @@ impl Builder<'_> {
         (g, self.groups[g].items.len() - 1)
     }
 
+    /// Whether the current sticky buffer is a multi-capable one that already has a group: a
+    /// match not yet placed starts a group of its own (naming it again is another instance).
+    fn new_instance(&self) -> bool {
+        self.sticky.multi_capable()
+            && self
+                .groups
+                .iter()
+                .any(|g| g.buf == self.sticky && g.forced_side == self.sticky_side)
+    }
+
     /// A sticky buffer is named: transformations may follow; ones left without a match on the
     /// previous buffer are an error, as in Suricata.
     fn start_sticky(&mut self, buf: Buf, side: Option<Direction>) -> Result<(), RuleError> {
@@ -817,11 +824,6 @@ impl Builder<'_> {
                 self.sticky.name()
             )));
         }
-        self.new_instance = buf.multi_capable()
-            && self
-                .groups
-                .iter()
-                .any(|g| g.buf == buf && g.forced_side == side);
         self.sticky = buf;
         self.sticky_side = side;
         self.sticky_group = None;
@@ -969,7 +971,6 @@ pub fn parse_rule(
         xf_pending: false,
         base64_decode: false,
         sticky_group: None,
-        new_instance: false,
         last_content: None,
         last_match: None,
         limits,
@@ -1510,7 +1511,7 @@ fn option(
             let taken = match b.sticky_group {
                 Some(g) => b.groups.get(g).is_some_and(|g| g.transforms == chain),
                 None => {
-                    !b.new_instance
+                    !b.new_instance()
                         && b.groups.iter().any(|g| {
                             g.buf == b.sticky && g.transforms == chain && !g.items.is_empty()
                         })

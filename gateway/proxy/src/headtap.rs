@@ -45,8 +45,8 @@ enum Mode {
 pub struct TapState {
     mode: Mode,
     buf: Vec<u8>,
-    heads: VecDeque<(Bytes, Arc<WireNotes>)>,
-    /// The notes of the request whose body is being followed.
+    heads: VecDeque<(Bytes, Option<Arc<WireNotes>>)>,
+    /// The notes of the chunked request body being followed.
     body: Option<Arc<WireNotes>>,
     max_head: usize,
     /// Whether the request line of the head being read was checked for bytes to encode.
@@ -263,9 +263,9 @@ impl TapState {
         if self.heads.len() >= MAX_QUEUED {
             self.heads.pop_front();
         }
-        let wire = Arc::new(WireNotes::default());
-        self.body = Some(Arc::clone(&wire));
-        self.heads.push_back((Bytes::from(head), wire));
+        // Only a chunked body has framing to note.
+        self.body = chunked.then(|| Arc::new(WireNotes::default()));
+        self.heads.push_back((Bytes::from(head), self.body.clone()));
         self.mode = if connect || upgrade {
             // What follows is a tunnel, not HTTP.
             Mode::Off
@@ -283,8 +283,8 @@ impl TapState {
     }
 
     /// The head of a request hyper refused, when the tap has it: one it could not parse
-    /// either, else the oldest head no request took, else a head still incomplete (bare-LF
-    /// line endings, which the tap does not follow). Taken once.
+    /// either, else the oldest head no request took, else a head still incomplete. Taken
+    /// once.
     pub fn refused_head(&mut self) -> Option<Bytes> {
         if let Some(h) = self.refused.take() {
             return Some(h);
@@ -310,9 +310,13 @@ impl TapState {
         }
     }
 
-    /// The raw head of the next request and the notes of its body, if it is the one with
-    /// this method and request target.
-    pub fn next_head(&mut self, method: &str, target: &str) -> Option<(Bytes, Arc<WireNotes>)> {
+    /// The raw head of the next request and the notes of its body (a chunked one), if it is
+    /// the one with this method and request target.
+    pub fn next_head(
+        &mut self,
+        method: &str,
+        target: &str,
+    ) -> Option<(Bytes, Option<Arc<WireNotes>>)> {
         let (head, wire) = self.heads.pop_front()?;
         let line_end = memchr::memchr2(b'\r', b'\n', &head).unwrap_or(head.len());
         let line = &head[..line_end];
@@ -530,6 +534,7 @@ POST /c HTTP/1.1\r\nhost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\
         feed_in_pieces(&t, wire, piece);
         let mut s = t.lock().unwrap();
         let (head, w) = s.next_head("POST", "/qwe.asd").unwrap();
+        let w = w.expect("a chunked body has notes");
         let next = s.next_head("GET", "/n").map(|(h, _)| h);
         assert!(head.ends_with(b"\n\n") || head.ends_with(b"\r\n\r\n"));
         (
@@ -575,7 +580,11 @@ POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nb\r\n0\r\n\r\n";
         let mut s = t.lock().unwrap();
         let (_, a) = s.next_head("POST", "/a").unwrap();
         let (_, b) = s.next_head("POST", "/b").unwrap();
-        assert!(a.has(WireNotes::CHUNK_EXTENSION));
-        assert!(!b.has(WireNotes::CHUNK_EXTENSION));
+        assert!(a.unwrap().has(WireNotes::CHUNK_EXTENSION));
+        assert!(!b.unwrap().has(WireNotes::CHUNK_EXTENSION));
+        drop(s);
+        t.lock().unwrap().feed(b"GET /c HTTP/1.1\r\n\r\n");
+        let (_, c) = t.lock().unwrap().next_head("GET", "/c").unwrap();
+        assert!(c.is_none(), "no chunked body, no notes");
     }
 }

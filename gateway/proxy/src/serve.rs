@@ -20,16 +20,16 @@ use crate::shed;
 use crate::upstream::{error_chain, ProxyBody};
 
 /// The raw bytes of a request head, as the client sent them, and the notes the connection's
-/// tap makes on its body (HTTP/1 only).
+/// tap makes on its body when chunked (HTTP/1 only).
 #[derive(Clone)]
-pub(crate) struct RawHead(pub Bytes, pub Arc<sekisho_core::WireNotes>);
+pub(crate) struct RawHead(pub Bytes, pub Option<Arc<sekisho_core::WireNotes>>);
 
 impl RawHead {
     /// Fills a stage head's raw form and wire notes from the request's extensions.
     pub(crate) fn fill(ext: &http::Extensions, head: &mut sekisho_core::RequestHead) {
         if let Some(r) = ext.get::<RawHead>() {
             head.raw = Some(r.0.clone());
-            head.wire = Some(Arc::clone(&r.1));
+            head.wire = r.1.clone();
         }
     }
 }
