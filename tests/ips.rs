@@ -1348,3 +1348,180 @@ async fn cleartext_in_connect_tunnels_is_inspected_or_refused() {
         .iter()
         .any(|v| v["alert"]["signature_id"] == 9400501));
 }
+
+/// A WebSocket frame as a client (`mask`) or a server sends it; payloads under 64 KiB.
+fn ws_frame(b0: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    let mut v = vec![b0];
+    if payload.len() < 126 {
+        v.push(m | payload.len() as u8);
+    } else {
+        v.push(m | 126);
+        v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    match mask {
+        Some(k) => {
+            v.extend_from_slice(&k);
+            v.extend(payload.iter().zip(k.iter().cycle()).map(|(b, k)| b ^ k));
+        }
+        None => v.extend_from_slice(payload),
+    }
+    v
+}
+
+/// Reads one frame (payloads under 64 KiB), unmasked: (first byte, payload); `None` at EOF.
+async fn read_ws_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut h = [0u8; 2];
+    r.read_exact(&mut h).await.ok()?;
+    let mut len = usize::from(h[1] & 0x7f);
+    if len == 126 {
+        let mut l = [0u8; 2];
+        r.read_exact(&mut l).await.ok()?;
+        len = usize::from(u16::from_be_bytes(l));
+    }
+    let mut key = [0u8; 4];
+    if h[1] & 0x80 != 0 {
+        r.read_exact(&mut key).await.ok()?;
+    }
+    let mut p = vec![0u8; len];
+    r.read_exact(&mut p).await.ok()?;
+    p.iter_mut()
+        .zip(key.iter().cycle())
+        .for_each(|(b, k)| *b ^= k);
+    Some((h[0], p))
+}
+
+/// Reads an HTTP head (to its blank line) byte by byte.
+async fn read_head<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
+        let mut b = [0u8; 1];
+        if r.read_exact(&mut b).await.is_err() {
+            break;
+        }
+        head.push(b[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A loopback WebSocket origin: answers the upgrade, greets with a text frame, then echoes
+/// each client frame's payload back in a text frame; every payload it received is kept.
+async fn ws_origin() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&got);
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let head = read_head(&mut s).await;
+        assert!(
+            head.to_ascii_lowercase().contains("upgrade: websocket"),
+            "{head}"
+        );
+        let answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        s.write_all(answer.as_bytes()).await.unwrap();
+        s.write_all(&ws_frame(0x81, None, b"version,hybi-draft-13"))
+            .await
+            .unwrap();
+        for _ in 0..16 {
+            let Some((_, payload)) = read_ws_frame(&mut s).await else {
+                return;
+            };
+            kept.lock().unwrap().push(payload.clone());
+            if s.write_all(&ws_frame(0x81, None, &payload)).await.is_err() {
+                return;
+            }
+        }
+    });
+    (port, got)
+}
+
+/// WebSocket connections are relayed frame by frame, each frame judged before it goes on:
+/// `websocket.*` rules alert on both sides' frames, a fragmented message is judged whole on
+/// its final frame, and a drop rule closes the connection before that frame reaches the
+/// origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_frames_are_inspected_and_blocked() {
+    use tokio::io::AsyncWriteExt;
+    let (port, received) = ws_origin().await;
+    let dir = TempDir::new("ips-websocket");
+    let rules = dir.path().join("test.rules");
+    std::fs::write(
+        &rules,
+        "alert websocket any any -> any any (msg:\"ws greeting\"; flow:established,to_client; websocket.opcode:text; websocket.payload; content:\"version,\"; startswith; sid:9500003; rev:1;)\n\
+         alert websocket any any -> any any (msg:\"ws hello\"; flow:established,to_server; websocket.mask:>0; websocket.payload; content:\"hello-alert\"; sid:9500001; rev:1;)\n\
+         drop websocket any any -> any any (msg:\"ws malware\"; flow:established,to_server; websocket.payload; content:\"MALWARE_DOWNLOAD cmd.exe\"; sid:9500002; rev:1;)\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(
+        "ips-websocket",
+        "",
+        &format!("[ips]\nrules = [{:?}]\n", rules.display().to_string()),
+    );
+    let mut s = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    let upgrade = format!(
+        "GET http://127.0.0.1:{port}/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(upgrade.as_bytes()).await.unwrap();
+    let limit = std::time::Duration::from_secs(10);
+    let head = tokio::time::timeout(limit, read_head(&mut s))
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let greeting = tokio::time::timeout(limit, read_ws_frame(&mut s))
+        .await
+        .unwrap();
+    assert_eq!(greeting, Some((0x81, b"version,hybi-draft-13".to_vec())));
+    // A frame sent in two writes is relayed once whole.
+    let hello = ws_frame(0x81, Some([1, 2, 3, 4]), b"hello-alert from the ward");
+    s.write_all(&hello[..5]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    s.write_all(&hello[5..]).await.unwrap();
+    let echo = tokio::time::timeout(limit, read_ws_frame(&mut s))
+        .await
+        .unwrap();
+    assert_eq!(echo, Some((0x81, b"hello-alert from the ward".to_vec())));
+    // A fragmented message: the first fragment alone is clean and goes on; the final one
+    // completes the message the drop rule names, and never reaches the origin.
+    s.write_all(&ws_frame(0x01, Some([9, 9, 9, 9]), b"MALWARE_DOWN"))
+        .await
+        .unwrap();
+    let echo = tokio::time::timeout(limit, read_ws_frame(&mut s))
+        .await
+        .unwrap();
+    assert_eq!(echo, Some((0x81, b"MALWARE_DOWN".to_vec())));
+    s.write_all(&ws_frame(
+        0x80,
+        Some([7, 7, 7, 7]),
+        b"LOAD cmd.exe /c powershell",
+    ))
+    .await
+    .unwrap();
+    let after = tokio::time::timeout(limit, read_ws_frame(&mut s))
+        .await
+        .unwrap();
+    assert_eq!(after, None, "the connection is closed at the blocked frame");
+    let blocked = gw.wait_line("events.jsonl", |v| v["alert"]["signature_id"] == 9500002);
+    assert_eq!(blocked["alert"]["action"], "blocked", "{blocked}");
+    assert_eq!(
+        blocked["evidence"]["location"], "websocket.payload",
+        "{blocked}"
+    );
+    for sid in [9500001, 9500003] {
+        let e = gw.wait_line("events.jsonl", |v| v["alert"]["signature_id"] == sid);
+        assert_eq!(e["alert"]["action"], "allowed", "{e}");
+    }
+    let seen = received.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            b"hello-alert from the ward".to_vec(),
+            b"MALWARE_DOWN".to_vec()
+        ]
+    );
+}

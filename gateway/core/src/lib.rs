@@ -26,6 +26,7 @@ mod respond;
 mod shared;
 mod stage;
 mod verdict;
+mod ws;
 
 pub use engine::{BuildCx, Built, ConfigError, Engine, LoadReport, RouteOptions, RouteWaf};
 pub use event::{
@@ -50,3 +51,4 @@ pub use respond::{Respond, StageError};
 pub use shared::{BusHandler, LoopbackBus, SharedState, StoreBackend, StoreConfig};
 pub use stage::{BoxFuture, Cx, HeldBody, Inspector, LateReporter, Stage};
 pub use verdict::Verdict;
+pub use ws::WsFrame;

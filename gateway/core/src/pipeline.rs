@@ -316,6 +316,8 @@ pub(crate) enum Phase {
     Head(Direction),
     Body(Direction),
     Resolve,
+    /// A WebSocket frame (nothing to hold: a `Hold` is an `Allow`).
+    Frame(Direction),
 }
 
 impl Phase {
@@ -543,6 +545,8 @@ impl Flow {
                 Phase::Body(Direction::Request) => "in the request body",
                 Phase::Body(Direction::Response) => "in the response body",
                 Phase::Resolve => "on the held body",
+                Phase::Frame(Direction::Request) => "at a client WebSocket frame",
+                Phase::Frame(Direction::Response) => "at a server WebSocket frame",
             };
             findings.push(stage_finding(
                 name,
@@ -673,6 +677,13 @@ impl Flow {
                 self.run(Phase::Body(dir), |i, cx| i.on_response_body(cx, chunk, end))
             }
         }
+    }
+
+    /// One WebSocket frame of the connection the flow's request upgraded.
+    pub fn ws_frame(&mut self, frame: &crate::WsFrame) -> Verdict {
+        self.run(Phase::Frame(frame.direction), |i, cx| {
+            i.on_ws_frame(cx, frame)
+        })
     }
 
     /// The share (percent) of the held body of `dir` that may reach the client before the

@@ -67,6 +67,12 @@ pub trait Inspector: Send {
     fn on_response_body(&mut self, _cx: &mut Cx<'_>, _chunk: &Bytes, _end: bool) -> Verdict {
         Verdict::Allow
     }
+    /// One WebSocket frame of a connection this flow's request upgraded (both directions, in
+    /// the order each side sent them). Nothing of the frame has been relayed yet: `Block`
+    /// closes the connection before it goes on. `Hold` means `Allow` here.
+    fn on_ws_frame(&mut self, _cx: &mut Cx<'_>, _frame: &crate::WsFrame) -> Verdict {
+        Verdict::Allow
+    }
     /// The flow is over: its response delivered, or the flow abandoned (upstream failure,
     /// client gone, a timeout). A last chance to report findings kept back (a WAF reports one
     /// event per transaction); the verdict no longer matters here.

@@ -101,6 +101,9 @@ pub const NAMES: &[&str] = &[
     "content_length_extra_data_end",
 ];
 
+/// WebSocket events (`app-layer-event:websocket.<name>`), ids after the HTTP ones.
+pub const WS_NAMES: &[&str] = &["skip_end_of_payload", "reassembly_limit_reached"];
+
 /// libhtp's field limit (`meta-field-limit`).
 pub const FIELD_LIMIT: usize = 18_000;
 /// libhtp's header limit (`headers-limit`).
@@ -166,11 +169,18 @@ impl Events {
         self.0 == 0
     }
 
-    /// The names of the events raised, in table order.
+    /// The names of the events raised, in table order (WebSocket ones last, prefixed).
     pub fn names(self) -> Vec<&'static str> {
-        (0..NAMES.len())
-            .filter(|&i| self.0 & (1 << i) != 0)
-            .map(|i| NAMES[i])
+        const WS_FULL: [&str; 2] = [
+            "websocket.skip_end_of_payload",
+            "websocket.reassembly_limit_reached",
+        ];
+        NAMES
+            .iter()
+            .chain(WS_FULL.iter())
+            .enumerate()
+            .filter(|&(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, n)| *n)
             .collect()
     }
 }
@@ -231,6 +241,26 @@ pub fn body(wire: &sekisho_core::WireNotes, side: sekisho_core::Direction) -> Ev
     ev
 }
 
+/// The events of a WebSocket frame (see [`sekisho_core::WsFrame`]'s notes).
+pub fn ws(frame: &sekisho_core::WsFrame) -> Events {
+    use sekisho_core::WsFrame;
+    let mut ev = Events::default();
+    for (i, note) in [WsFrame::PAYLOAD_SKIPPED, WsFrame::REASSEMBLY_LIMIT]
+        .into_iter()
+        .enumerate()
+    {
+        if frame.has(note) {
+            ev.0 |= 1 << (NAMES.len() + i);
+        }
+    }
+    ev
+}
+
+/// Whether event `id` is a WebSocket one (raised on frames).
+pub fn is_ws(id: u8) -> bool {
+    usize::from(id) >= NAMES.len()
+}
+
 /// The id of an event name (case-insensitive, without its `http.` / `http1.` prefix).
 pub fn id(name: &str) -> Option<u8> {
     NAMES
@@ -245,6 +275,13 @@ pub fn parse_keyword(v: &str) -> Result<u8, String> {
     let (proto, name) = v
         .split_once('.')
         .ok_or_else(|| format!("app-layer-event: {v:?} is not <protocol>.<event>"))?;
+    if proto.eq_ignore_ascii_case("websocket") {
+        let i = WS_NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name))
+            .ok_or_else(|| format!("app-layer-event: unknown websocket event {name:?}"))?;
+        return u8::try_from(NAMES.len() + i).map_err(|e| e.to_string());
+    }
     if !proto.eq_ignore_ascii_case("http") && !proto.eq_ignore_ascii_case("http1") {
         return Err(format!(
             "app-layer-event: protocol {proto:?} is not carried"

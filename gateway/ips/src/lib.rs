@@ -29,6 +29,7 @@ pub mod stage;
 pub mod state;
 pub mod transform;
 pub mod tx;
+pub mod uint;
 pub mod uri;
 pub mod vars;
 

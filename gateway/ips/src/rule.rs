@@ -57,7 +57,44 @@ pub enum Proto {
     Tcp,
     /// `ip`.
     Ip,
+    /// `websocket`: the frames of an upgraded WebSocket connection.
+    WebSocket,
 }
+
+/// A condition on a WebSocket frame's header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WsCond {
+    /// `websocket.opcode`.
+    Opcode(crate::uint::Uint),
+    /// `websocket.mask` (a frame without a mask does not match).
+    Mask(crate::uint::Uint),
+    /// `websocket.flags` (the first byte's upper four bits).
+    Flags(crate::uint::Uint),
+}
+
+impl WsCond {
+    /// Whether the frame meets the condition.
+    pub fn holds(&self, f: &crate::ruleset::WsHead) -> bool {
+        match self {
+            WsCond::Opcode(u) => u.test(u64::from(f.opcode)),
+            WsCond::Mask(u) => f.mask.is_some_and(|m| u.test(u64::from(m))),
+            WsCond::Flags(u) => u.test(u64::from(f.flags)),
+        }
+    }
+}
+
+/// `websocket.opcode` names (Suricata's `WebSocketOpcode`).
+const WS_OPCODES: &[(&str, u64)] = &[
+    ("continuation", 0),
+    ("text", 1),
+    ("binary", 2),
+    ("close", 8),
+    ("ping", 9),
+    ("pong", 10),
+];
+
+/// `websocket.flags` names.
+const WS_FLAGS: &[(&str, u64)] = &[("fin", 0x80), ("comp", 0x40)];
 
 /// A sticky buffer.
 #[allow(missing_docs)]
@@ -114,6 +151,9 @@ pub enum Buf {
     IpSrc,
     /// `ip.dst`: its destination address.
     IpDst,
+    /// `websocket.payload`: a WebSocket frame's payload, unmasked (a fragmented message's
+    /// whole payload on its final frame; inflated when compressed).
+    WsPayload,
     DnsQuery,
 }
 
@@ -165,6 +205,7 @@ impl Buf {
             FileMagic => "file.magic",
             IpSrc => "ip.src",
             IpDst => "ip.dst",
+            WsPayload => "websocket.payload",
             DnsQuery => "dns.query",
         }
     }
@@ -215,6 +256,7 @@ impl Buf {
             "file.magic" => FileMagic,
             "ip.src" => IpSrc,
             "ip.dst" => IpDst,
+            "websocket.payload" => WsPayload,
             "dns.query" | "dns_query" => DnsQuery,
             _ => return None,
         })
@@ -342,7 +384,9 @@ impl Buf {
 
     /// True for HTTP buffers.
     pub fn is_http(self) -> bool {
-        !(self.is_client_hello() || self.is_cert() || self == Buf::DnsQuery)
+        !(self.is_client_hello()
+            || self.is_cert()
+            || matches!(self, Buf::DnsQuery | Buf::WsPayload))
     }
 }
 
@@ -571,6 +615,8 @@ pub struct Rule {
     pub detection_filter: Option<Threshold>,
     /// `tls.version`.
     pub tls_version: Option<u16>,
+    /// `websocket.opcode`, `websocket.mask`, `websocket.flags`.
+    pub ws: Vec<WsCond>,
     /// Source file.
     pub file: String,
     /// Line in the file.
@@ -906,12 +952,11 @@ pub fn parse_rule(
         "dns" => Proto::Dns,
         "tcp" | "tcp-stream" | "tcp-pkt" => Proto::Tcp,
         "ip" => Proto::Ip,
-        other => {
-            return Err(unsupported(
-                other,
-                "protocol not inspected by the gateway (only http, tls, dns, tcp and ip)",
-            ))
-        }
+        "websocket" => Proto::WebSocket,
+        other => return Err(unsupported(
+            other,
+            "protocol not inspected by the gateway (only http, tls, dns, websocket, tcp and ip)",
+        )),
     };
     let src = parse_addr(header[2], vars).map_err(|e| syntax(format!("source: {e}")))?;
     let sport = parse_port(header[3], vars).map_err(|e| syntax(format!("source port: {e}")))?;
@@ -959,6 +1004,7 @@ pub fn parse_rule(
         threshold: None,
         detection_filter: None,
         tls_version: None,
+        ws: Vec::new(),
         file: file.to_string(),
         line: lineno,
     };
@@ -1017,6 +1063,11 @@ pub fn parse_rule(
     // rule from its HTTP keywords.
     if rule.proto == Proto::Tcp && rule.urilen.is_some() && rule.groups.is_empty() {
         rule.proto = Proto::Http;
+    }
+    // So do the WebSocket keywords (Suricata's `SCDetectSignatureSetAppProto`).
+    let websocket = !rule.ws.is_empty() || rule.groups.iter().any(|g| g.buf == Buf::WsPayload);
+    if websocket && matches!(rule.proto, Proto::Tcp | Proto::Ip) {
+        rule.proto = Proto::WebSocket;
     }
     validate(&rule)?;
     Ok(rule)
@@ -1288,6 +1339,27 @@ fn validate(rule: &Rule) -> Result<(), RuleError> {
             }
         }
         Proto::Http => {}
+        Proto::WebSocket => {
+            let other = bufs
+                .iter()
+                .find(|b| !matches!(b, Buf::WsPayload | Buf::Base64Data));
+            if let Some(b) = other {
+                return Err(syntax(format!("{} in a websocket rule", b.name())));
+            }
+            if rule.app_events.iter().any(|&id| !crate::events::is_ws(id)) {
+                return Err(syntax("an http app-layer-event in a websocket rule"));
+            }
+        }
+    }
+    let ws_keywords = !rule.ws.is_empty() || bufs.contains(&Buf::WsPayload);
+    if ws_keywords && rule.proto != Proto::WebSocket {
+        return Err(syntax("websocket keywords in a non-websocket rule"));
+    }
+    if rule.proto != Proto::WebSocket && rule.app_events.iter().any(|&id| crate::events::is_ws(id))
+    {
+        return Err(syntax(
+            "a websocket app-layer-event in a non-websocket rule",
+        ));
     }
     if bufs.contains(&Buf::DnsQuery) && rule.proto != Proto::Dns {
         return Err(syntax("dns.query in a non-dns rule"));
@@ -1689,6 +1761,23 @@ fn option(
                 kw,
                 "the upstream ServerHello is not exposed by the TLS library",
             ))
+        }
+        "websocket.opcode" | "websocket.mask" | "websocket.flags" => {
+            let v = val.ok_or_else(|| syntax(format!("{kw} needs a value")))?;
+            let bad = |e: String| syntax(format!("{kw}: {e}"));
+            rule.ws.push(match kw {
+                "websocket.opcode" => WsCond::Opcode(
+                    crate::uint::Uint::parse_enum(v, u64::from(u8::MAX), WS_OPCODES)
+                        .map_err(bad)?,
+                ),
+                "websocket.mask" => {
+                    WsCond::Mask(crate::uint::Uint::parse(v, u64::from(u32::MAX)).map_err(bad)?)
+                }
+                _ => WsCond::Flags(
+                    crate::uint::Uint::parse_flags(v, u64::from(u8::MAX), WS_FLAGS, true)
+                        .map_err(bad)?,
+                ),
+            });
         }
         "app-layer-event" => {
             let id = crate::events::parse_keyword(val.unwrap_or_default()).map_err(|e| {

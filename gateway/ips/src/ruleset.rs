@@ -40,10 +40,23 @@ pub enum Phase {
     RespHead = 5,
     /// The response body.
     RespBody = 6,
+    /// A WebSocket frame (every frame of an upgraded connection, each direction).
+    WsFrame = 7,
 }
 
 /// Number of phases.
-pub const PHASES: usize = 7;
+pub const PHASES: usize = 8;
+
+/// What a WebSocket frame's header says, for `websocket.opcode` / `.mask` / `.flags`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WsHead {
+    /// The opcode.
+    pub opcode: u8,
+    /// FIN, RSV1-3 (the first byte's upper four bits).
+    pub flags: u8,
+    /// The masking key, big-endian.
+    pub mask: Option<u32>,
+}
 
 /// A buffer of a transaction: which buffer, which side, transformed or not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,6 +94,10 @@ pub trait Buffers {
     /// The HTTP anomaly events raised on the transaction so far.
     fn events(&self) -> crate::events::Events {
         crate::events::Events::default()
+    }
+    /// The WebSocket frame being inspected, when it was sent in `side`.
+    fn websocket(&self, _side: Direction) -> Option<WsHead> {
+        None
     }
 }
 
@@ -438,6 +455,9 @@ fn parse_threshold_config(
 }
 
 fn rule_dir_phase(r: &Rule) -> Phase {
+    if r.proto == Proto::WebSocket {
+        return Phase::WsFrame;
+    }
     let bufs: Vec<Buf> = r.groups.iter().map(|g| g.buf).collect();
     if bufs.contains(&Buf::DnsQuery) || r.proto == Proto::Dns {
         return Phase::Dns;
@@ -762,6 +782,7 @@ impl RuleSet {
         let chains = intern_chains(&mut compiled);
         let unique = compiled.len();
         let compiled = with_twins(with_twins(compiled, response_twin), tls_hello_twin);
+        let compiled = with_twins(compiled, ws_twin);
         for c in &compiled {
             for g in &c.rule.groups {
                 for it in &g.items {
@@ -1061,6 +1082,13 @@ impl RuleSet {
                 return None;
             }
         }
+        if c.phase == Phase::WsFrame {
+            // A frame of the rule's side, meeting its header conditions.
+            let head = bufs.websocket(c.dir)?;
+            if !r.ws.iter().all(|w| w.holds(&head)) {
+                return None;
+            }
+        }
         for fb in &r.flowbits {
             match fb {
                 Flowbit::IsSet(n) if !n.iter().any(|n| vars.bits.contains(n)) => return None,
@@ -1266,6 +1294,12 @@ fn response_twin(c: &Compiled) -> Option<(Phase, Direction)> {
         _ => return None,
     };
     (c.dir == Direction::Request && either_side(&c.rule)).then_some((phase, Direction::Response))
+}
+
+/// A WebSocket rule without a `flow` direction inspects the frames of both sides.
+fn ws_twin(c: &Compiled) -> Option<(Phase, Direction)> {
+    (c.phase == Phase::WsFrame && c.dir == Direction::Request && c.rule.flow_dir.is_none())
+        .then_some((Phase::WsFrame, Direction::Response))
 }
 
 /// Suricata's raw stream inspection reads a TLS connection's first client bytes, its

@@ -249,6 +249,10 @@ struct IpsInspector {
     tx: Tx,
     done: [bool; PHASES],
     scratch: Scratch,
+    /// WebSocket frames' scratch: each frame is a transaction of its own, whose rules may
+    /// fire again.
+    ws_scratch: Option<Box<Scratch>>,
+    budget: Duration,
     body_limit: usize,
     dirty: bool,
 }
@@ -277,6 +281,8 @@ impl Stage for IpsStage {
             },
             done: [false; PHASES],
             scratch: Scratch::with_budget(self.budget),
+            ws_scratch: None,
+            budget: self.budget,
             body_limit: self.body_limit,
             dirty: false,
         })
@@ -539,5 +545,37 @@ impl Inspector for IpsInspector {
 
     fn on_response_body(&mut self, cx: &mut Cx<'_>, chunk: &Bytes, end: bool) -> Verdict {
         self.body(cx, Direction::Response, chunk, end)
+    }
+
+    fn on_ws_frame(&mut self, cx: &mut Cx<'_>, frame: &sekisho_core::WsFrame) -> Verdict {
+        if !self.set.has_phase(Phase::WsFrame) {
+            return Verdict::Allow;
+        }
+        let mut tx = Tx::new();
+        tx.ws_frame(frame);
+        let budget = self.budget;
+        let scratch = self
+            .ws_scratch
+            .get_or_insert_with(|| Box::new(Scratch::with_budget(budget)));
+        scratch.fired.clear();
+        // The pcre budget is per transaction, as for each request.
+        scratch.pcre_time = Duration::ZERO;
+        scratch.budget_exhausted = false;
+        let ep = Self::endpoints(cx.meta());
+        let before = self.vars.bits.len();
+        let hits = self.set.eval(
+            Phase::WsFrame,
+            &tx,
+            &ep,
+            cx.meta().tls_version,
+            &mut self.vars,
+            scratch,
+        );
+        if self.vars.bits.len() != before || self.vars.passed {
+            self.dirty = true;
+        }
+        let v = self.report(cx, &hits);
+        self.flush();
+        v
     }
 }

@@ -44,6 +44,8 @@ pub struct Tx {
     events: crate::events::Events,
     /// What the proxy notes on each side's body framing as it reads it.
     wire: [Option<std::sync::Arc<sekisho_core::WireNotes>>; 2],
+    /// The WebSocket frame inspected (a frame's transaction), by the side that sent it.
+    ws: [Option<crate::ruleset::WsHead>; 2],
 }
 
 impl Default for Tx {
@@ -65,6 +67,7 @@ impl Default for Tx {
             parts: Vec::new(),
             events: crate::events::Events::default(),
             wire: [None, None],
+            ws: [None, None],
         }
     }
 }
@@ -109,6 +112,9 @@ impl Buffers for Tx {
     }
     fn body_truncated(&self, side: Direction) -> bool {
         self.truncated[side.index()]
+    }
+    fn websocket(&self, side: Direction) -> Option<crate::ruleset::WsHead> {
+        self.ws[side.index()]
     }
 }
 
@@ -623,6 +629,19 @@ impl Tx {
                 );
             }
         }
+    }
+
+    /// A WebSocket frame (this transaction is the frame): `websocket.payload`, its header and
+    /// its events.
+    pub fn ws_frame(&mut self, frame: &sekisho_core::WsFrame) {
+        let side = frame.direction;
+        self.set(Buf::WsPayload, side, frame.payload.clone());
+        self.ws[side.index()] = Some(crate::ruleset::WsHead {
+            opcode: frame.opcode,
+            flags: frame.flags,
+            mask: frame.mask,
+        });
+        self.events = crate::events::ws(frame);
     }
 
     /// A name the proxy resolves.

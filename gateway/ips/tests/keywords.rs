@@ -1365,3 +1365,95 @@ fn relative_keywords_follow_the_previous_matchs_buffer() {
         "/../a/b/../c/./d.html"
     ));
 }
+
+/// WebSocket rules (Suricata 8's websocket keywords, the suricata-verify `websocket` case's
+/// rules): each frame is a transaction of its own; a rule without a direction reads both.
+#[test]
+fn websocket_frames_and_their_keywords() {
+    use sekisho_core::WsFrame;
+    let set = load(
+        "alert websocket any any -> any any (msg:\"ws opcode\"; flow:established,to_client; websocket.opcode:text; sid:3;)\n\
+         alert websocket any any -> any any (msg:\"ws mask\"; flow:established,to_server; websocket.mask:>0; sid:4;)\n\
+         alert websocket any any -> any any (msg:\"ws fin\"; flow:established,to_server; websocket.flags:fin; sid:5;)\n\
+         alert websocket any any -> any any (msg:\"ws pl\"; flow:established,to_server; websocket.payload; content:\"version,\"; sid:6;)\n\
+         alert websocket any any -> any any (msg:\"not ping\"; websocket.opcode:!ping; websocket.flags:fin,!comp; sid:7;)\n\
+         alert tcp any any -> any any (msg:\"tcp becomes websocket\"; websocket.payload; content:\"cmd.exe\"; nocase; sid:8;)\n\
+         alert websocket any any -> any any (msg:\"skipped\"; app-layer-event:websocket.skip_end_of_payload; sid:9;)\n",
+    );
+    assert!(set.report().errors.is_empty(), "{:?}", set.report().errors);
+    let run = |f: WsFrame| {
+        let mut tx = Tx::new();
+        tx.ws_frame(&f);
+        let mut v = FlowVars::default();
+        let mut out = eval_phases(&set, &tx, &[Phase::WsFrame], &mut v);
+        out.sort_unstable();
+        out
+    };
+    let frame = |direction, flags, opcode, mask, payload: &[u8], notes| WsFrame {
+        direction,
+        flags,
+        opcode,
+        mask,
+        payload: bytes::Bytes::copy_from_slice(payload),
+        notes,
+    };
+    let client = frame(
+        Direction::Request,
+        0x80,
+        1,
+        Some(0xe2b6_2ded),
+        b"version,hybi-draft-13",
+        0,
+    );
+    assert_eq!(run(client), [4, 5, 6, 7]);
+    let server = frame(
+        Direction::Response,
+        0x80,
+        1,
+        None,
+        b"version,hybi-draft-13",
+        0,
+    );
+    assert_eq!(run(server), [3, 7]);
+    let ping = frame(Direction::Request, 0x80, 9, None, b"p", 0);
+    assert_eq!(run(ping), [5]);
+    let compressed = frame(Direction::Response, 0xc0, 2, None, b"CMD.EXE /c", 0);
+    assert_eq!(run(compressed), [8]);
+    let cut = frame(
+        Direction::Response,
+        0x00,
+        2,
+        None,
+        b"x",
+        WsFrame::PAYLOAD_SKIPPED,
+    );
+    assert_eq!(run(cut), [9]);
+    // An HTTP transaction is no frame: websocket rules stay silent on it.
+    let http = sids(
+        &set,
+        &Req {
+            method: "GET",
+            uri: "/version,",
+            headers: &[],
+            body: b"",
+        },
+        &mut FlowVars::default(),
+    );
+    assert!(http.is_empty());
+    for bad in [
+        "alert http any any -> any any (websocket.opcode:text; sid:1;)",
+        "alert websocket any any -> any any (websocket.opcode:pang; sid:1;)",
+        "alert websocket any any -> any any (websocket.flags:fin,fin; sid:1;)",
+        "alert websocket any any -> any any (websocket.mask; sid:1;)",
+        "alert websocket any any -> any any (http.uri; content:\"a\"; sid:1;)",
+        "alert websocket any any -> any any (app-layer-event:http.request_chunk_extension; sid:1;)",
+    ] {
+        assert!(
+            matches!(
+                parse_line(bad),
+                Err(sekisho_ips::rule::RuleError::Syntax(_))
+            ),
+            "{bad}"
+        );
+    }
+}

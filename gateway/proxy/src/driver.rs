@@ -80,6 +80,16 @@ pub(crate) struct Exchange {
 /// The response a step gives the client instead of going on (a block page, an answer, a 5xx).
 type Early = Response<ProxyBody>;
 
+/// Whether `Upgrade` names the WebSocket protocol (RFC 6455 §4: a case-insensitive token).
+fn upgrades_to_websocket(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+}
+
 /// What the upstream said, after the response-head phase.
 struct Answered {
     parts: http::response::Parts,
@@ -528,8 +538,9 @@ impl Exchange {
         state.page(StatusCode::BAD_GATEWAY, page)
     }
 
-    /// A 101 both sides agreed to: the two upgraded streams are joined (uninspected bytes,
-    /// counted) until either side ends.
+    /// A 101 both sides agreed to. A WebSocket connection is relayed frame by frame, each
+    /// frame judged by the stages first ([`crate::wsrelay`]); any other protocol's streams are
+    /// joined (uninspected bytes, counted) until either side ends.
     fn finish_upgrade(
         &self,
         mut rparts: http::response::Parts,
@@ -537,12 +548,19 @@ impl Exchange {
         server_up: hyper::upgrade::OnUpgrade,
         guard: FinishGuard,
     ) -> Response<ProxyBody> {
+        let websocket =
+            upgrades_to_websocket(&self.head.headers) && upgrades_to_websocket(&rparts.headers);
         strip_hop_by_hop(&mut rparts.headers, true);
         self.via(&mut rparts.headers, Version::HTTP_11);
         let st = Arc::clone(&self.state);
+        let limits = self.shared.limits_of(self.conn.index);
+        let (inspect, idle) = (limits.ws_inspect, limits.idle_timeout);
         tokio::spawn(async move {
             let _guard = guard;
             match tokio::try_join!(client_up, server_up) {
+                Ok((c, s)) if websocket => {
+                    crate::wsrelay::relay(c, s, Arc::clone(&st), inspect, idle).await;
+                }
                 Ok((c, s)) => {
                     let mut c = TokioIo::new(c);
                     let mut s = TokioIo::new(s);

@@ -63,6 +63,8 @@ mod tlserror;
 pub mod tlspeek;
 pub mod upstream;
 mod wire;
+pub mod wsframe;
+mod wsrelay;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;

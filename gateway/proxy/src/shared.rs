@@ -31,6 +31,8 @@ pub(crate) struct Limits {
     pub response_timeout: Duration,
     pub hold_per_flow: usize,
     pub drain_timeout: Duration,
+    /// Payload bytes inspected per WebSocket frame.
+    pub ws_inspect: usize,
 }
 
 /// State shared by every connection.
@@ -178,6 +180,7 @@ impl From<&crate::config::LimitsConfig> for Limits {
             response_timeout: Duration::from_secs(l.response_timeout_secs),
             hold_per_flow: l.hold_bytes_per_flow,
             drain_timeout: Duration::from_secs(l.drain_timeout_secs),
+            ws_inspect: l.websocket_inspect_bytes,
         }
     }
 }

@@ -598,6 +598,11 @@ pub struct LimitsConfig {
     /// close (default 30 s); idle keep-alive connections close at once, h2 ones get GOAWAY.
     #[serde(default = "d_drain")]
     pub drain_timeout_secs: u64,
+    /// Payload bytes of each WebSocket frame the stages inspect (default 65,535, Suricata's
+    /// `websocket.max-payload-size`); the rest of a longer frame is relayed uninspected and
+    /// the frame notes it (`websocket.skip_end_of_payload`).
+    #[serde(default = "d_ws_inspect")]
+    pub websocket_inspect_bytes: usize,
 }
 
 fn d_max_conn() -> usize {
@@ -639,6 +644,9 @@ fn d_hold_total() -> usize {
 fn d_drain() -> u64 {
     30
 }
+fn d_ws_inspect() -> usize {
+    crate::wsframe::DEFAULT_MAX_PAYLOAD
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -656,6 +664,7 @@ impl Default for LimitsConfig {
             hold_bytes_per_flow: d_hold_flow(),
             hold_bytes_total: d_hold_total(),
             drain_timeout_secs: d_drain(),
+            websocket_inspect_bytes: d_ws_inspect(),
         }
     }
 }
@@ -859,6 +868,12 @@ impl Config {
             return Err(self.err(
                 "limits.hold_bytes_per_flow",
                 "must not exceed limits.hold_bytes_total",
+            ));
+        }
+        if !(1..=16 << 20).contains(&l.websocket_inspect_bytes) {
+            return Err(self.err(
+                "limits.websocket_inspect_bytes",
+                "must be between 1 and 16 MiB",
             ));
         }
         if l.hold_bytes_total > u32::MAX as usize {
