@@ -91,11 +91,26 @@ fn serve(mut s: TcpStream, queue: &Mutex<VecDeque<Resp>>) {
         let Some(resp) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
             return;
         };
-        if s.write_all(&resp.bytes).is_err() || resp.close {
+        if s.write_all(&resp.bytes).is_err() {
+            return;
+        }
+        if switches(&resp.bytes) {
+            // An upgraded connection (WebSocket): what the client sends next is taken until
+            // it closes, as the recorded server did.
+            let mut chunk = [0u8; 16384];
+            while matches!(s.read(&mut chunk), Ok(n) if n > 0) {}
+            return;
+        }
+        if resp.close {
             let _ = s.shutdown(Shutdown::Both);
             return;
         }
     }
+}
+
+/// Whether a recorded response is a 101 (the connection changes protocol after it).
+fn switches(resp: &[u8]) -> bool {
+    resp.starts_with(b"HTTP/1.1 101") || resp.starts_with(b"HTTP/1.0 101")
 }
 
 /// Reads until `buf` holds a whole request (head, and a body by length or chunks); its length.

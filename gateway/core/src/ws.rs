@@ -19,10 +19,16 @@ pub struct WsFrame {
     pub mask: Option<u32>,
     /// The payload unmasked, up to the inspected size. The final frame of a fragmented data
     /// message carries the whole message (bounded the same way); a compressed message is
-    /// given inflated (bounded) when it inflates.
+    /// given inflated (bounded) when it inflates, else as it came with the four bytes RFC 7692
+    /// appends (so at most the inspected size and 4).
     pub payload: Bytes,
     /// Anomalies ([`WsFrame::PAYLOAD_SKIPPED`], [`WsFrame::REASSEMBLY_LIMIT`]).
     pub notes: u8,
+    /// The frame's bytes as sent: its header, then the inspected part of its payload (still
+    /// masked when it was).
+    pub raw: Bytes,
+    /// How many of `raw`'s bytes are the header.
+    pub header_len: usize,
 }
 
 impl WsFrame {
@@ -39,6 +45,16 @@ impl WsFrame {
     /// Whether the frame ends its message.
     pub fn fin(&self) -> bool {
         self.flags & Self::FIN != 0
+    }
+
+    /// The header's bytes as sent.
+    pub fn raw_header(&self) -> Bytes {
+        self.raw.slice(..self.header_len.min(self.raw.len()))
+    }
+
+    /// The payload's bytes as sent (masked when it was).
+    pub fn raw_payload(&self) -> Bytes {
+        self.raw.slice(self.header_len.min(self.raw.len())..)
     }
 
     /// Whether `note` was raised on the frame.

@@ -154,6 +154,12 @@ pub enum Buf {
     /// `websocket.payload`: a WebSocket frame's payload, unmasked (a fragmented message's
     /// whole payload on its final frame; inflated when compressed).
     WsPayload,
+    /// `frame:websocket.header`: a frame's header as sent.
+    WsHeader,
+    /// `frame:websocket.pdu`: a frame as sent (header and inspected payload, masked).
+    WsPdu,
+    /// `frame:websocket.data`: a frame's payload as sent (masked when it was).
+    WsData,
     DnsQuery,
 }
 
@@ -206,6 +212,9 @@ impl Buf {
             IpSrc => "ip.src",
             IpDst => "ip.dst",
             WsPayload => "websocket.payload",
+            WsHeader => "frame:websocket.header",
+            WsPdu => "frame:websocket.pdu",
+            WsData => "frame:websocket.data",
             DnsQuery => "dns.query",
         }
     }
@@ -384,9 +393,15 @@ impl Buf {
 
     /// True for HTTP buffers.
     pub fn is_http(self) -> bool {
-        !(self.is_client_hello()
-            || self.is_cert()
-            || matches!(self, Buf::DnsQuery | Buf::WsPayload))
+        !(self.is_client_hello() || self.is_cert() || self == Buf::DnsQuery || self.is_websocket())
+    }
+
+    /// True for the buffers of a WebSocket frame.
+    pub fn is_websocket(self) -> bool {
+        matches!(
+            self,
+            Buf::WsPayload | Buf::WsHeader | Buf::WsPdu | Buf::WsData
+        )
     }
 }
 
@@ -1065,7 +1080,7 @@ pub fn parse_rule(
         rule.proto = Proto::Http;
     }
     // So do the WebSocket keywords (Suricata's `SCDetectSignatureSetAppProto`).
-    let websocket = !rule.ws.is_empty() || rule.groups.iter().any(|g| g.buf == Buf::WsPayload);
+    let websocket = !rule.ws.is_empty() || rule.groups.iter().any(|g| g.buf.is_websocket());
     if websocket && matches!(rule.proto, Proto::Tcp | Proto::Ip) {
         rule.proto = Proto::WebSocket;
     }
@@ -1342,7 +1357,7 @@ fn validate(rule: &Rule) -> Result<(), RuleError> {
         Proto::WebSocket => {
             let other = bufs
                 .iter()
-                .find(|b| !matches!(b, Buf::WsPayload | Buf::Base64Data));
+                .find(|b| !(b.is_websocket() || **b == Buf::Base64Data));
             if let Some(b) = other {
                 return Err(syntax(format!("{} in a websocket rule", b.name())));
             }
@@ -1351,7 +1366,7 @@ fn validate(rule: &Rule) -> Result<(), RuleError> {
             }
         }
     }
-    let ws_keywords = !rule.ws.is_empty() || bufs.contains(&Buf::WsPayload);
+    let ws_keywords = !rule.ws.is_empty() || bufs.iter().any(|b| b.is_websocket());
     if ws_keywords && rule.proto != Proto::WebSocket {
         return Err(syntax("websocket keywords in a non-websocket rule"));
     }
@@ -1387,6 +1402,17 @@ fn option(
     kw: &str,
     val: Option<&str>,
 ) -> Result<(), RuleError> {
+    if kw == "frame" {
+        // Suricata's frames: the WebSocket ones are carried (other protocols' are not).
+        let buf = match val.unwrap_or_default().trim() {
+            "websocket.header" => Buf::WsHeader,
+            "websocket.pdu" => Buf::WsPdu,
+            "websocket.data" => Buf::WsData,
+            "" => return Err(syntax("frame needs a frame name")),
+            other => return Err(unsupported(kw, format!("frame {other:?} is not carried"))),
+        };
+        return b.start_sticky(buf, None);
+    }
     if let Some(buf) = Buf::sticky(kw) {
         let side = sticky_side(rule, kw, buf, val)?;
         return b.start_sticky(buf, side);

@@ -636,6 +636,9 @@ impl Tx {
     pub fn ws_frame(&mut self, frame: &sekisho_core::WsFrame) {
         let side = frame.direction;
         self.set(Buf::WsPayload, side, frame.payload.clone());
+        self.set(Buf::WsHeader, side, frame.raw_header());
+        self.set(Buf::WsPdu, side, frame.raw.clone());
+        self.set(Buf::WsData, side, frame.raw_payload());
         self.ws[side.index()] = Some(crate::ruleset::WsHead {
             opcode: frame.opcode,
             flags: frame.flags,

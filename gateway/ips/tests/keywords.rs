@@ -1396,6 +1396,8 @@ fn websocket_frames_and_their_keywords() {
         mask,
         payload: bytes::Bytes::copy_from_slice(payload),
         notes,
+        raw: bytes::Bytes::new(),
+        header_len: 0,
     };
     let client = frame(
         Direction::Request,
@@ -1440,6 +1442,30 @@ fn websocket_frames_and_their_keywords() {
         &mut FlowVars::default(),
     );
     assert!(http.is_empty());
+    // Frames as sent: `frame:websocket.header` / `.pdu` / `.data`.
+    let set = load(
+        "alert websocket any any -> any any (flow:to_server; frame:websocket.header; content:\"|81 88|\"; sid:1;)\n\
+         alert websocket any any -> any any (frame:websocket.pdu; content:\"|81 03|abc\"; startswith; endswith; sid:2;)\n\
+         alert websocket any any -> any any (frame:websocket.data; content:\"abc\"; sid:21;)\n",
+    );
+    assert!(set.report().errors.is_empty(), "{:?}", set.report().errors);
+    let on = |f: WsFrame| {
+        let mut tx = Tx::new();
+        tx.ws_frame(&f);
+        let mut out = eval_phases(&set, &tx, &[Phase::WsFrame], &mut FlowVars::default());
+        out.sort_unstable();
+        out
+    };
+    let mut f = frame(Direction::Response, 0x80, 1, None, b"abc", 0);
+    (f.raw, f.header_len) = (bytes::Bytes::from_static(b"\x81\x03abc"), 2);
+    assert_eq!(on(f), [2, 21]);
+    let mut f = frame(Direction::Request, 0x80, 1, Some(1), b"12345678", 0);
+    (f.raw, f.header_len) = (bytes::Bytes::from_static(b"\x81\x88\0\0\0\x01123456799"), 6);
+    assert_eq!(on(f), [1]);
+    assert!(matches!(
+        parse_line("alert http any any -> any any (frame:http1.request; content:\"a\"; sid:1;)"),
+        Err(sekisho_ips::rule::RuleError::Unsupported { .. })
+    ));
     for bad in [
         "alert http any any -> any any (websocket.opcode:text; sid:1;)",
         "alert websocket any any -> any any (websocket.opcode:pang; sid:1;)",

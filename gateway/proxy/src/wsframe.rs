@@ -111,6 +111,7 @@ impl WsReader {
             notes |= WsFrame::PAYLOAD_SKIPPED;
         }
         let payload = self.message_view(&h, payload, &mut notes);
+        let raw = Bytes::copy_from_slice(&buf[..h.size + take]);
         let frame = WsFrame {
             direction: self.dir,
             flags: h.flags,
@@ -118,6 +119,8 @@ impl WsReader {
             mask: h.mask.map(u32::from_be_bytes),
             payload: Bytes::from(payload),
             notes,
+            raw,
+            header_len: h.size,
         };
         Next::Frame(frame, h.size + take)
     }
@@ -286,6 +289,8 @@ mod tests {
             assert_eq!((f.opcode, f.flags, *n), (1, 0x80, 6 + 21));
             assert_eq!(f.mask, Some(0xe2b6_2ded));
             assert_eq!(&f.payload[..], b"version,hybi-draft-13");
+            assert_eq!(&f.raw[..], &wire[..*n]);
+            assert_eq!(&f.raw_header()[..], &wire[..6]);
             assert_eq!((frames[1].0.opcode, frames[1].0.mask), (9, None));
             assert_eq!(&frames[2].0.payload[..], &[7u8; 300][..]);
             assert_eq!(frames[2].1, 2 + 2 + 4 + 300);
