@@ -227,7 +227,7 @@ async fn via_can_be_turned_off_and_upgrades_stay_http11_with_h2_upstreams() {
     let s = setup(
         "via",
         "upstream_http2 = \"always\"",
-        "[policy]\nvia = false\n",
+        "[policy]\nvia = false\nupgrade_protocols = [\"echo\"]\n",
     )
     .await;
     let r = s.curl(&[&s.url("/headers")]).await;

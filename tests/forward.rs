@@ -565,7 +565,8 @@ async fn bodies_0b_1mib_100mib_stream_with_flat_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_websocket_upgrade_and_bad_input() {
-    let s = setup("plain", POLICY).await;
+    let policy = format!("{POLICY}upgrade_protocols = [\"Echo\"]\n");
+    let s = setup("plain", &policy).await;
     let plain = Origin::start(None).await;
     let r = curl(&[
         "-x",
@@ -602,6 +603,7 @@ async fn plain_http_websocket_upgrade_and_bad_input() {
         .unwrap();
     assert_eq!(&echoed, b"ping-through-upgrade");
     drop(c);
+    upgrades_not_carried_stay_http11().await;
 
     // Malformed request → 400, and the gateway keeps serving.
     let mut c = tokio::net::TcpStream::connect(s.gw.proxy).await.unwrap();
@@ -651,6 +653,60 @@ async fn plain_http_websocket_upgrade_and_bad_input() {
     assert_eq!(r.stdout, "hello", "still serving");
     s.gw.assert_metrics(&["sekisho_tunnels_total{mode=\"not_tls\"} 1"])
         .await;
+}
+
+/// An upgrade to a protocol `[policy] upgrade_protocols` does not name (h2c here) is taken off
+/// the request, so the origin answers in HTTP/1.1 and the exchange stays inspected; an origin
+/// that switches anyway (or to a protocol it was not offered) gets a 502, nothing relayed.
+async fn upgrades_not_carried_stay_http11() {
+    let s = setup("upgrades", POLICY).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&heads);
+    tokio::spawn(async move {
+        for _ in 0..2 {
+            let Ok((mut o, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && o.read_exact(&mut b).await.is_ok() {
+                head.push(b[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let answer: &[u8] = if head.contains("/rogue") {
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n\0\0\0\x04\0\0\0\0\0"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nhttp/11"
+            };
+            kept.lock().unwrap().push(head);
+            let _ = o.write_all(answer).await;
+            let _ = o.shutdown().await;
+        }
+    });
+    for (path, want) in [("/h2c", "HTTP/1.1 200"), ("/rogue", "HTTP/1.1 502")] {
+        let mut c = tokio::net::TcpStream::connect(s.gw.proxy).await.unwrap();
+        c.write_all(format!(
+            "GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        ).as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "{path}: closed before an answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(want), "{path}: {answer}");
+    }
+    for head in heads.lock().unwrap().iter() {
+        assert!(!head.contains("upgrade: h2c"), "{head}");
+        assert!(!head.contains("http2-settings"), "{head}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,8 +157,15 @@ pub(crate) async fn inspect_and_send(
         let mut answered = x
             .response_head_phase(resp, client_upgrade.is_some())
             .await?;
+        let carried = crate::wire::switched_to_carried(
+            &answered.parts.headers,
+            &x.shared.dest.load().upgrade_protocols,
+        );
+        let switched = answered.parts.status == StatusCode::SWITCHING_PROTOCOLS;
         match (client_upgrade, answered.upgrade.take()) {
-            (Some(c), Some(s)) => Ok(x.finish_upgrade(answered.parts, c, s, guard)),
+            (Some(c), Some(s)) if carried => Ok(x.finish_upgrade(answered.parts, c, s, guard)),
+            // A switch the request did not carry (or to another protocol): nothing relayed.
+            _ if switched => Err(x.switched_elsewhere(&answered.parts.headers)),
             (_, _) => x.response_body_phase(answered, guard, range).await,
         }
     }
@@ -536,6 +543,21 @@ impl Exchange {
         }
         let page = Page::new(Reason::Unreachable(reason), &self.head.host, None);
         state.page(StatusCode::BAD_GATEWAY, page)
+    }
+
+    /// A 101 to a protocol the request did not carry (the upstream switched to something it
+    /// was not offered): refused with a 502, nothing relayed.
+    fn switched_elsewhere(&self, headers: &http::HeaderMap) -> Response<ProxyBody> {
+        let to = headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let reason = format!("it switched to a protocol the gateway does not carry ({to:?})");
+        self.state
+            .set_error(format!("upstream response refused: {reason}"));
+        let page = Page::new(Reason::Unreachable(reason), &self.head.host, None);
+        self.state.page(StatusCode::BAD_GATEWAY, page)
     }
 
     /// A 101 both sides agreed to. A WebSocket connection is relayed frame by frame, each

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode, Uri, Version};
+use http::{header, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -30,7 +30,6 @@ use crate::tlspeek::{peek_client_hello, Peeked, Rewind};
 use crate::upstream::{error_chain, ProxyBody};
 use crate::wire::{
     authority, bad_target, empty, host_from_authority, is_loop, new_meta, text_response,
-    wants_upgrade,
 };
 
 /// A decrypted CONNECT tunnel's facts.
@@ -136,8 +135,7 @@ pub(crate) async fn http_flow(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let client_upgrade = (req.version() == Version::HTTP_11 && wants_upgrade(req.headers()))
-        .then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = crate::wire::take_upgrade(&mut req, &shared.dest.load().upgrade_protocols);
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri

@@ -85,6 +85,8 @@ pub struct DestGuard {
     pub stream_types: Vec<String>,
     /// `[policy] range_requests`.
     pub range_requests: crate::config::RangeRequests,
+    /// `[policy] upgrade_protocols`, lower-cased.
+    pub upgrade_protocols: Vec<String>,
 }
 
 impl Default for DestGuard {
@@ -99,6 +101,7 @@ impl Default for DestGuard {
             connect_non_tls: Default::default(),
             stream_types: crate::config::NetPolicy::default().streams(),
             range_requests: Default::default(),
+            upgrade_protocols: Vec::new(),
         }
     }
 }
@@ -125,6 +128,12 @@ impl DestGuard {
             connect_non_tls: cfg.policy.connect_non_tls,
             stream_types: cfg.policy.streams(),
             range_requests: cfg.policy.range_requests,
+            upgrade_protocols: cfg
+                .policy
+                .upgrade_protocols
+                .iter()
+                .map(|p| p.trim().to_ascii_lowercase())
+                .collect(),
         }
     }
 

@@ -153,6 +153,52 @@ pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
             })
 }
 
+/// The protocols of a request's `Upgrade` the gateway carries: `websocket` (inspected frame by
+/// frame) and those `pass` names (lower case), in the client's order; `None` when none is
+/// left (the request then goes on without its upgrade).
+pub(crate) fn carried_upgrade(headers: &HeaderMap, pass: &[String]) -> Option<HeaderValue> {
+    let kept: Vec<String> = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| {
+            let name = t.to_ascii_lowercase();
+            name == "websocket" || pass.contains(&name)
+        })
+        .map(str::to_string)
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join(", ")).ok()
+}
+
+/// Whether a 101's `Upgrade` names a protocol the gateway carries (`websocket`, or one `pass`
+/// names): an upstream that switches to anything else is refused.
+pub(crate) fn switched_to_carried(resp: &HeaderMap, pass: &[String]) -> bool {
+    resp.get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|p| p == "websocket" || pass.contains(&p))
+}
+
+/// The client's upgrade, when it asks for one the gateway carries: its `Upgrade` narrowed to
+/// the carried protocols, and the pending upgraded connection. `None` otherwise (the request
+/// goes on without its upgrade: hop-by-hop headers are dropped).
+pub(crate) fn take_upgrade<B>(
+    req: &mut http::Request<B>,
+    pass: &[String],
+) -> Option<hyper::upgrade::OnUpgrade> {
+    if req.version() != Version::HTTP_11 || !wants_upgrade(req.headers()) {
+        return None;
+    }
+    let carried = carried_upgrade(req.headers(), pass)?;
+    req.headers_mut().insert(header::UPGRADE, carried);
+    Some(hyper::upgrade::on(req))
+}
+
 pub(crate) fn authority(host: &str, port: u16) -> String {
     format!("{}:{port}", bracket(host))
 }
@@ -232,6 +278,24 @@ pub(crate) fn os(e: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_carried_upgrades_go_on() {
+        let mut h = HeaderMap::new();
+        h.append(header::UPGRADE, HeaderValue::from_static("h2c, WebSocket"));
+        h.append(header::UPGRADE, HeaderValue::from_static("irc"));
+        let pass = vec!["irc".to_string()];
+        assert_eq!(carried_upgrade(&h, &pass).unwrap(), "WebSocket, irc");
+        assert_eq!(carried_upgrade(&h, &[]).unwrap(), "WebSocket");
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(carried_upgrade(&h, &pass).is_none());
+        let mut resp = HeaderMap::new();
+        resp.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(switched_to_carried(&resp, &[]));
+        resp.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!switched_to_carried(&resp, &pass));
+        assert!(!switched_to_carried(&HeaderMap::new(), &pass));
+    }
 
     #[test]
     fn hop_by_hop_removed() {

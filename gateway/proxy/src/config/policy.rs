@@ -52,6 +52,13 @@ pub struct NetPolicy {
     /// `"en"`).
     #[serde(default)]
     pub page_language: Option<String>,
+    /// Protocols besides WebSocket a request may upgrade to (`Upgrade: h2c`, `TLS/1.0` …),
+    /// whose connection is then joined uninspected (default none, as Squid's
+    /// `http_upgrade_request_protocols`). WebSocket is always carried and inspected frame by
+    /// frame; any other protocol is taken off the request's `Upgrade`, so the origin answers
+    /// in HTTP/1.1 and the exchange stays inspected.
+    #[serde(default)]
+    pub upgrade_protocols: Vec<String>,
     /// Content types that are streams (default [`DEFAULT_STREAM_TYPES`]): their bodies pass
     /// the holding stages unheld (each stage's `streams = "hold"` keeps holding them). A type
     /// matches its parameters and `+suffix` forms (`application/grpc` matches
@@ -194,6 +201,7 @@ impl NetPolicy {
         "page_language",
         "stream_types",
         "range_requests",
+        "upgrade_protocols",
     ];
 
     /// The denied networks in force (the defaults when not written).

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use sekisho_core::{
     split_host_port, DestinationInfo, Evidence, Finding, RequestHead, Severity, TlsMode,
@@ -257,8 +257,7 @@ async fn reverse_flow(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let client_upgrade = (req.version() == Version::HTTP_11 && h::wants_upgrade(req.headers()))
-        .then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = h::take_upgrade(&mut req, &shared.dest.load().upgrade_protocols);
     let (mut parts, body) = req.into_parts();
     let st = &rc.state;
     // A client never chooses its own facility or roles.
