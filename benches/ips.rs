@@ -1,6 +1,8 @@
 //! IPS cost with every loadable ET Open rule: per request (head, bodies, all phases), MB/s of
 //! prefilter plus verification over HTML-like bodies, and the compile time of the whole set.
 //! Reads the corpus from ../shared/corpora (or SEKISHO_CORPORA); skipped, saying so, without it.
+//! WebSocket frames (needs no corpus): the relay's per-frame work, frames read from the wire
+//! and judged by 200 websocket rules, plain and permessage-deflate.
 
 #![allow(missing_docs)]
 
@@ -161,7 +163,117 @@ fn transaction(set: &RuleSet, req: &RequestHead, resp: &ResponseHead, body: &[u8
     n
 }
 
+/// 200 websocket rules: content rules on the payload (most with a byte pattern that benign
+/// chat text does not hold), opcode and flag conditions, frame buffers.
+fn ws_rules() -> String {
+    let mut r = String::new();
+    for i in 0..190 {
+        r.push_str(&format!(
+            "alert websocket any any -> any any (msg:\"ws {i}\"; websocket.payload; content:\"cmd{i}|00|exec\"; sid:{};)\n",
+            9_000_000 + i
+        ));
+    }
+    for (i, cond) in [
+        "websocket.opcode:binary; websocket.payload; content:\"MZ\"; startswith;",
+        "websocket.opcode:>8; websocket.payload; content:\"evil\";",
+        "websocket.flags:fin,comp; websocket.payload; content:\"powershell\"; nocase;",
+        "websocket.mask:0; flow:to_server;",
+        "frame:websocket.header; content:\"|8f|\"; startswith;",
+        "websocket.payload; pcre:\"/\\beval\\s*\\(/\";",
+        "websocket.payload; content:\"<script\"; nocase;",
+        "websocket.payload; content:\"../../\";",
+        "websocket.payload; content:\"SELECT \"; nocase; content:\" FROM \"; nocase; distance:0;",
+        "app-layer-event:websocket.skip_end_of_payload;",
+    ]
+    .iter()
+    .enumerate()
+    {
+        r.push_str(&format!(
+            "alert websocket any any -> any any (msg:\"ws cond {i}\"; {cond} sid:{};)\n",
+            9_100_000 + i
+        ));
+    }
+    r
+}
+
+/// `n` masked client text frames of about 1 KiB of chat JSON, optionally deflated (RFC 7692).
+fn ws_wire(n: usize, deflate: bool) -> Vec<u8> {
+    let mut c = flate2::Compress::new(flate2::Compression::fast(), false);
+    let mut wire = Vec::new();
+    for i in 0..n {
+        let text = format!(
+            "{{\"type\":\"message\",\"ward\":\"3F\",\"seq\":{i},\"body\":\"{}\"}}",
+            "patient moved to room 12, vitals stable, next check at 14:00. ".repeat(16)
+        );
+        let (b0, payload) = if deflate {
+            let mut out = Vec::with_capacity(text.len());
+            c.compress_vec(text.as_bytes(), &mut out, flate2::FlushCompress::Sync)
+                .expect("deflate");
+            out.truncate(out.len().saturating_sub(4));
+            (0xc1, out)
+        } else {
+            (0x81, text.into_bytes())
+        };
+        let key = [0x12, 0x34, 0x56, 0x78];
+        wire.push(b0);
+        wire.push(0x80 | 126);
+        wire.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        wire.extend_from_slice(&key);
+        wire.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    }
+    wire
+}
+
+/// Reads every frame of `wire` and judges it as the relay does; returns the alerts.
+fn ws_relay(set: &RuleSet, wire: &[u8]) -> usize {
+    use sekisho_proxy::wsframe::{Next, WsReader, DEFAULT_MAX_PAYLOAD};
+    let ep = Endpoints {
+        client: "10.1.2.3".parse().expect("ip"),
+        client_port: 40000,
+        server: Some("203.0.113.10".parse().expect("ip")),
+        server_port: Some(443),
+    };
+    let mut vars = FlowVars::default();
+    let mut scratch = Scratch::default();
+    let mut r = WsReader::new(Direction::Request, DEFAULT_MAX_PAYLOAD);
+    let (mut at, mut alerts) = (0, 0);
+    loop {
+        match r.next(&wire[at..]) {
+            Next::Frame(f, n) => {
+                let mut tx = Tx::new();
+                tx.ws_frame(&f);
+                scratch.fired.clear();
+                alerts += set
+                    .eval(Phase::WsFrame, &tx, &ep, None, &mut vars, &mut scratch)
+                    .len();
+                at += n;
+            }
+            Next::Pass(n) => at += n,
+            Next::More => return alerts,
+        }
+    }
+}
+
+fn bench_ws(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("sekisho-ws-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("ws.rules");
+    std::fs::write(&file, ws_rules()).expect("rules");
+    let cfg: IpsConfig =
+        toml::from_str(&format!("rules = [{:?}]\n", file.display().to_string())).expect("config");
+    let set = RuleSet::load(&cfg.load_options(None).expect("options")).expect("ws rules load");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut g = c.benchmark_group("ips_websocket");
+    for (name, deflate) in [("frames_1k_text", false), ("frames_1k_deflate", true)] {
+        let wire = ws_wire(1000, deflate);
+        g.throughput(Throughput::Elements(1000));
+        g.bench_function(name, |b| b.iter(|| ws_relay(&set, &wire)));
+    }
+    g.finish();
+}
+
 fn bench(c: &mut Criterion) {
+    bench_ws(c);
     let Some(et) = corpus("et-open") else {
         return;
     };

@@ -80,16 +80,6 @@ pub(crate) struct Exchange {
 /// The response a step gives the client instead of going on (a block page, an answer, a 5xx).
 type Early = Response<ProxyBody>;
 
-/// Whether `Upgrade` names the WebSocket protocol (RFC 6455 §4: a case-insensitive token).
-fn upgrades_to_websocket(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
-}
-
 /// What the upstream said, after the response-head phase.
 struct Answered {
     parts: http::response::Parts,
@@ -570,8 +560,8 @@ impl Exchange {
         server_up: hyper::upgrade::OnUpgrade,
         guard: FinishGuard,
     ) -> Response<ProxyBody> {
-        let websocket =
-            upgrades_to_websocket(&self.head.headers) && upgrades_to_websocket(&rparts.headers);
+        let websocket = crate::wire::upgrades_to_websocket(&self.head.headers)
+            && crate::wire::upgrades_to_websocket(&rparts.headers);
         strip_hop_by_hop(&mut rparts.headers, true);
         self.via(&mut rparts.headers, Version::HTTP_11);
         let st = Arc::clone(&self.state);

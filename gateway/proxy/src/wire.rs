@@ -153,21 +153,34 @@ pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
             })
 }
 
-/// The protocols of a request's `Upgrade` the gateway carries: `websocket` (inspected frame by
-/// frame) and those `pass` names (lower case), in the client's order; `None` when none is
-/// left (the request then goes on without its upgrade).
-pub(crate) fn carried_upgrade(headers: &HeaderMap, pass: &[String]) -> Option<HeaderValue> {
-    let kept: Vec<String> = headers
+/// The protocol tokens of every `Upgrade` field, trimmed, in order.
+fn upgrade_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(header::UPGRADE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|t| {
-            let name = t.to_ascii_lowercase();
-            name == "websocket" || pass.contains(&name)
-        })
-        .map(str::to_string)
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether a carried protocol: WebSocket, or one `pass` names (lower case).
+fn carried(token: &str, pass: &[String]) -> bool {
+    let name = token.to_ascii_lowercase();
+    name == "websocket" || pass.contains(&name)
+}
+
+/// Whether `Upgrade` names the WebSocket protocol (RFC 6455 §4: a case-insensitive token).
+pub(crate) fn upgrades_to_websocket(headers: &HeaderMap) -> bool {
+    upgrade_tokens(headers).any(|t| t.eq_ignore_ascii_case("websocket"))
+}
+
+/// The protocols of a request's `Upgrade` the gateway carries: `websocket` (inspected frame by
+/// frame) and those `pass` names (lower case), in the client's order; `None` when none is
+/// left (the request then goes on without its upgrade).
+pub(crate) fn carried_upgrade(headers: &HeaderMap, pass: &[String]) -> Option<HeaderValue> {
+    let kept: Vec<&str> = upgrade_tokens(headers)
+        .filter(|t| carried(t, pass))
         .collect();
     if kept.is_empty() {
         return None;
@@ -180,8 +193,7 @@ pub(crate) fn carried_upgrade(headers: &HeaderMap, pass: &[String]) -> Option<He
 pub(crate) fn switched_to_carried(resp: &HeaderMap, pass: &[String]) -> bool {
     resp.get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .is_some_and(|p| p == "websocket" || pass.contains(&p))
+        .is_some_and(|p| carried(p.trim(), pass))
 }
 
 /// The client's upgrade, when it asks for one the gateway carries: its `Upgrade` narrowed to
