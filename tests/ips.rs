@@ -1407,7 +1407,8 @@ async fn read_head<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> String {
 }
 
 /// A loopback WebSocket origin: answers the upgrade, greets with a text frame, then echoes
-/// each client frame's payload back in a text frame; every payload it received is kept.
+/// each client frame's payload back in a text frame; every payload it received is kept (a
+/// close frame's as `close <status>`).
 async fn ws_origin() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1429,9 +1430,18 @@ async fn ws_origin() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
             .await
             .unwrap();
         for _ in 0..16 {
-            let Some((_, payload)) = read_ws_frame(&mut s).await else {
+            let Some((b0, payload)) = read_ws_frame(&mut s).await else {
                 return;
             };
+            if b0 & 0x0f == 8 {
+                let status = payload
+                    .get(..2)
+                    .map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
+                kept.lock()
+                    .unwrap()
+                    .push(format!("close {status}").into_bytes());
+                return;
+            }
             kept.lock().unwrap().push(payload.clone());
             if s.write_all(&ws_frame(0x81, None, &payload)).await.is_err() {
                 return;
@@ -1444,7 +1454,7 @@ async fn ws_origin() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
 /// WebSocket connections are relayed frame by frame, each frame judged before it goes on:
 /// `websocket.*` rules alert on both sides' frames, a fragmented message is judged whole on
 /// its final frame, and a drop rule closes the connection before that frame reaches the
-/// origin.
+/// origin (both endpoints get a 1008 close frame).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_frames_are_inspected_and_blocked() {
     use tokio::io::AsyncWriteExt;
@@ -1502,6 +1512,12 @@ async fn websocket_frames_are_inspected_and_blocked() {
     ))
     .await
     .unwrap();
+    // Both endpoints get a close frame, 1008 (policy violation); then the connection ends.
+    let (b0, close) = tokio::time::timeout(limit, read_ws_frame(&mut s))
+        .await
+        .unwrap()
+        .expect("a close frame");
+    assert_eq!((b0, &close[..2]), (0x88, &1008u16.to_be_bytes()[..]));
     let after = tokio::time::timeout(limit, read_ws_frame(&mut s))
         .await
         .unwrap();
@@ -1516,12 +1532,17 @@ async fn websocket_frames_are_inspected_and_blocked() {
         let e = gw.wait_line("events.jsonl", |v| v["alert"]["signature_id"] == sid);
         assert_eq!(e["alert"]["action"], "allowed", "{e}");
     }
+    let deadline = std::time::Instant::now() + limit;
+    while received.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let seen = received.lock().unwrap().clone();
     assert_eq!(
         seen,
         [
             b"hello-alert from the ward".to_vec(),
-            b"MALWARE_DOWN".to_vec()
+            b"MALWARE_DOWN".to_vec(),
+            b"close 1008".to_vec()
         ]
     );
 }

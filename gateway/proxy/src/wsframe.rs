@@ -80,6 +80,11 @@ impl WsReader {
         MAX_HEADER + self.max
     }
 
+    /// Whether the bytes relayed so far end on a frame boundary (no payload left to pass).
+    pub fn at_boundary(&self) -> bool {
+        self.skip == 0
+    }
+
     /// What the front of `buf` is (the caller drops the bytes a `Frame` or `Pass` names
     /// before asking again).
     pub fn next(&mut self, buf: &[u8]) -> Next {

@@ -5,9 +5,11 @@
 //! Memory per direction is bounded by one frame header, the inspected part of one payload
 //! (`max` bytes) and one read; a peer that does not read stalls its sender's direction, and
 //! the connection closes once neither direction moved for the idle timeout. Bytes of a frame
-//! left incomplete when its sender closes are not relayed (they were never judged).
+//! left incomplete when its sender closes are not relayed (they were never judged). On a
+//! block each endpoint gets a close frame, status 1008 (policy violation), where what was
+//! relayed to it ends on a frame boundary; then the connections close.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,12 @@ use crate::wsframe::{Next, WsReader};
 
 /// Bytes read at a time.
 const READ: usize = 16 * 1024;
+
+/// The close frame's reason on a block.
+const BLOCKED: &str = "blocked by the gateway's policy";
+
+/// How long the close frames may take to write.
+const CLOSE_WRITE: Duration = Duration::from_secs(1);
 
 /// How a direction ended, when it ends the connection.
 enum Stop {
@@ -63,37 +71,95 @@ pub(crate) async fn relay(
     max: usize,
     idle: Duration,
 ) {
-    let (cr, cw) = tokio::io::split(TokioIo::new(client));
-    let (sr, sw) = tokio::io::split(TokioIo::new(server));
+    let (cr, mut cw) = tokio::io::split(TokioIo::new(client));
+    let (sr, mut sw) = tokio::io::split(TokioIo::new(server));
     let clock = Clock {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
     };
-    let sent = [AtomicU64::new(0), AtomicU64::new(0)];
-    let up = pump(Direction::Request, cr, sw, &state, max, &clock, &sent[0]);
-    let down = pump(Direction::Response, sr, cw, &state, max, &clock, &sent[1]);
-    tokio::select! {
-        r = futures_util::future::try_join(up, down) => match r {
-            Ok(_) | Err(Stop::Blocked) => {}
-            Err(Stop::Failed(e)) => state.set_error(format!("websocket: {e}")),
-        },
-        _ = clock.idle(idle) => tracing::debug!("websocket idle: closed"),
+    let up = Side::default();
+    let down = Side::default();
+    let blocked = {
+        let a = pump(Direction::Request, cr, &mut sw, &state, max, &clock, &up);
+        let b = pump(Direction::Response, sr, &mut cw, &state, max, &clock, &down);
+        tokio::select! {
+            r = futures_util::future::try_join(a, b) => match r {
+                Ok(_) => false,
+                Err(Stop::Blocked) => true,
+                Err(Stop::Failed(e)) => {
+                    state.set_error(format!("websocket: {e}"));
+                    false
+                }
+            },
+            _ = clock.idle(idle) => {
+                tracing::debug!("websocket idle: closed");
+                false
+            }
+        }
+    };
+    if blocked {
+        // The client gets a server's close frame, the server a client's (masked) one, where
+        // what each was sent ends on a frame boundary.
+        if down.whole.load(Ordering::Relaxed) {
+            send_close(&mut cw, None).await;
+        }
+        if up.whole.load(Ordering::Relaxed) {
+            let key = (clock.start.elapsed().as_nanos() as u32).to_be_bytes();
+            send_close(&mut sw, Some(key)).await;
+        }
     }
     state.count_relayed(
-        sent[0].load(Ordering::Relaxed),
-        sent[1].load(Ordering::Relaxed),
+        up.sent.load(Ordering::Relaxed),
+        down.sent.load(Ordering::Relaxed),
     );
 }
 
-/// One direction: frames read, judged, relayed.
+/// What one direction relayed: bytes, and whether they end on a frame boundary.
+struct Side {
+    sent: AtomicU64,
+    whole: AtomicBool,
+}
+
+impl Default for Side {
+    fn default() -> Self {
+        Side {
+            sent: AtomicU64::new(0),
+            whole: AtomicBool::new(true),
+        }
+    }
+}
+
+/// Writes a close frame (status 1008, policy violation), masked with `key` when given, and
+/// shuts the stream, within [`CLOSE_WRITE`].
+async fn send_close<W: AsyncWrite + Unpin>(w: &mut W, key: Option<[u8; 4]>) {
+    let mut payload = 1008u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(BLOCKED.as_bytes());
+    let mut frame = vec![0x88, payload.len() as u8];
+    if let Some(k) = key {
+        frame[1] |= 0x80;
+        frame.extend_from_slice(&k);
+        payload
+            .iter_mut()
+            .zip(k.iter().cycle())
+            .for_each(|(b, k)| *b ^= k);
+    }
+    frame.extend_from_slice(&payload);
+    let _ = tokio::time::timeout(CLOSE_WRITE, async {
+        w.write_all(&frame).await?;
+        w.shutdown().await
+    })
+    .await;
+}
+
+/// One direction: frames read, judged, relayed (what was relayed noted in `side`).
 async fn pump<R, W>(
     dir: Direction,
     mut src: R,
-    mut dst: W,
+    dst: &mut W,
     state: &FlowState,
     max: usize,
     clock: &Clock,
-    sent: &AtomicU64,
+    side: &Side,
 ) -> Result<(), Stop>
 where
     R: AsyncRead + Unpin,
@@ -123,9 +189,11 @@ where
                 continue;
             }
         };
+        side.whole.store(false, Ordering::Relaxed);
         dst.write_all(&buf[..n]).await.map_err(Stop::Failed)?;
+        side.whole.store(reader.at_boundary(), Ordering::Relaxed);
         clock.touch();
-        sent.fetch_add(n as u64, Ordering::Relaxed);
+        side.sent.fetch_add(n as u64, Ordering::Relaxed);
         buf.advance(n);
     }
 }
