@@ -707,6 +707,11 @@ async fn upgrades_not_carried_stay_http11() {
         assert!(!head.contains("upgrade: h2c"), "{head}");
         assert!(!head.contains("http2-settings"), "{head}");
     }
+    s.gw.assert_metrics(&[
+        "sekisho_upgrades_total{result=\"stripped\"} 2",
+        "sekisho_upgrades_total{result=\"refused\"} 1",
+    ])
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1545,4 +1545,10 @@ async fn websocket_frames_are_inspected_and_blocked() {
             b"close 1008".to_vec()
         ]
     );
+    gw.assert_metrics(&[
+        "sekisho_upgrades_total{result=\"websocket\"} 1",
+        "sekisho_websocket_frames_total{direction=\"request\"} 3",
+        "sekisho_websocket_frames_total{direction=\"response\"} 3",
+    ])
+    .await;
 }

@@ -544,6 +544,11 @@ impl Exchange {
             .unwrap_or("")
             .to_string();
         let reason = format!("it switched to a protocol the gateway does not carry ({to:?})");
+        self.shared
+            .metrics
+            .upgrades
+            .with_label_values(&["refused"])
+            .inc();
         self.state
             .set_error(format!("upstream response refused: {reason}"));
         let page = Page::new(Reason::Unreachable(reason), &self.head.host, None);
@@ -565,6 +570,12 @@ impl Exchange {
         strip_hop_by_hop(&mut rparts.headers, true);
         self.via(&mut rparts.headers, Version::HTTP_11);
         let st = Arc::clone(&self.state);
+        let result = if websocket { "websocket" } else { "joined" };
+        self.shared
+            .metrics
+            .upgrades
+            .with_label_values(&[result])
+            .inc();
         let limits = self.shared.limits_of(self.conn.index);
         let (inspect, idle) = (limits.ws_inspect, limits.idle_timeout);
         tokio::spawn(async move {

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub uninspected: IntCounterVec,
     pub hold_bytes: IntGauge,
     pub hold_overflows: IntCounter,
+    /// Upgrades asked for, by what became of them (`wire::take_upgrade`, `driver`).
+    pub upgrades: IntCounterVec,
+    /// WebSocket frames judged, by direction (`wsrelay`).
+    pub ws_frames: IntCounterVec,
     /// Response bodies streamed unheld by a stage (`[policy] stream_types`), by listener and stage.
     pub streamed: IntCounterVec,
     pub bad_requests: IntCounterVec,
@@ -216,6 +220,20 @@ impl Metrics {
             hold_overflows: reg!(IntCounter::new(
                 "sekisho_hold_overflows_total",
                 "Held bodies that exceeded a hold limit"
+            )?),
+            upgrades: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_upgrades_total",
+                    "Protocol upgrades (result: websocket, joined, stripped, refused)"
+                ),
+                &["result"]
+            )?),
+            ws_frames: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sekisho_websocket_frames_total",
+                    "WebSocket frames judged (direction: request, response)"
+                ),
+                &["direction"]
             )?),
             streamed: reg!(IntCounterVec::new(
                 Opts::new(

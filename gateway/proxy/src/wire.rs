@@ -202,11 +202,15 @@ pub(crate) fn switched_to_carried(resp: &HeaderMap, pass: &[String]) -> bool {
 pub(crate) fn take_upgrade<B>(
     req: &mut http::Request<B>,
     pass: &[String],
+    metrics: &crate::metrics::Metrics,
 ) -> Option<hyper::upgrade::OnUpgrade> {
     if req.version() != Version::HTTP_11 || !wants_upgrade(req.headers()) {
         return None;
     }
-    let carried = carried_upgrade(req.headers(), pass)?;
+    let Some(carried) = carried_upgrade(req.headers(), pass) else {
+        metrics.upgrades.with_label_values(&["stripped"]).inc();
+        return None;
+    };
     req.headers_mut().insert(header::UPGRADE, carried);
     Some(hyper::upgrade::on(req))
 }

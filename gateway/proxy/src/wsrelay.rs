@@ -200,6 +200,12 @@ where
 
 /// The stages' verdict on one frame (their findings emitted at once).
 async fn judge(state: &FlowState, frame: &WsFrame) -> Verdict {
+    state
+        .shared
+        .metrics
+        .ws_frames
+        .with_label_values(&[frame.direction.as_str()])
+        .inc();
     let mut flow = state.flow.lock().await;
     let v = flow.ws_frame(frame);
     state.emit(&mut flow).await;
