@@ -164,7 +164,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
          alert tls any any -> any any (msg:\"SEKISHO TEST JA3 of the client\"; flow:to_server; ja3.string; content:\"771,\"; startswith; ja3.hash; bsize:32; sid:9300003; rev:1;)\n\
          drop http any any -> any any (msg:\"SEKISHO TEST request body drop\"; flow:to_server; http.request_body; content:\"SEKISHO-IPS-BODY-TEST\"; sid:9300004; rev:1;)\n\
          alert http any any -> any any (msg:\"SEKISHO TEST header case as sent\"; flow:to_server; http.header_names; content:\"|0d 0a|X-MiXeD-Case|0d 0a|\"; http.header.raw; content:\"X-MiXeD-Case:  spaced\"; sid:9300002; rev:1;)\n\
-         alert tcp any any -> any any (msg:\"SEKISHO TEST tcp rule on the ClientHello records\"; flow:to_server; content:\"|16 03|\"; depth:2; content:\"api.1jve.com\"; sid:9300005; rev:1;)\n",
+         alert tcp any any -> any any (msg:\"SEKISHO TEST tcp rule on the ClientHello records\"; flow:to_server; content:\"|16 03|\"; depth:2; content:\"api.1jve.com\"; sid:9300005; rev:1;)\n\
+         alert tls any any -> any any (msg:\"SEKISHO TEST upstream SAN\"; flow:to_client; tls.subjectaltname; content:\"localhost\"; bsize:9; sid:9300006; rev:1;)\n",
     )
     .unwrap();
     let gw = Gateway::start(
@@ -314,6 +315,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
     assert_eq!(ja3["evidence"]["excerpt"].as_str().unwrap().len(), 32);
     let cert = wait_sid(&gw, 9300001);
     assert_eq!(cert["evidence"]["location"], "tls.certs");
+    let san = wait_sid(&gw, 9300006);
+    assert_eq!(san["evidence"]["location"], "tls.subjectaltname");
     let et: BTreeSet<_> = all.iter().filter(|s| **s < 9_000_000).collect();
     assert!(et.len() >= 20, "only {} ET SIDs fired: {et:?}", et.len());
 
@@ -381,10 +384,13 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
     gw.wait_line("flows.jsonl", |v| v["path"] == "/bytes/300000");
     let new: Vec<_> = gw.events()[before..]
         .iter()
-        // The certificate test rule matches every connection to this origin by design.
+        // The certificate test rules match every connection to this origin by design.
         .filter(|v| {
             v["rule"]["engine"] == "suricata"
-                && !matches!(v["alert"]["signature_id"].as_u64(), Some(9300001 | 9300003))
+                && !matches!(
+                    v["alert"]["signature_id"].as_u64(),
+                    Some(9300001 | 9300003 | 9300006)
+                )
         })
         .map(|v| {
             (

@@ -135,6 +135,9 @@ pub enum Buf {
     TlsCertIssuer,
     TlsCertSerial,
     TlsCerts,
+    /// `tls.subjectaltname`: one instance per Subject Alternative Name of the server's
+    /// certificate (DNS names and URIs as written, addresses as Suricata prints them).
+    TlsSubjectAltName,
     Ja3Hash,
     Ja3String,
     /// `http.request_header`: one instance per header, `Name: value`.
@@ -202,6 +205,7 @@ impl Buf {
             TlsCertIssuer => "tls.cert_issuer",
             TlsCertSerial => "tls.cert_serial",
             TlsCerts => "tls.certs",
+            TlsSubjectAltName => "tls.subjectaltname",
             Ja3Hash => "ja3.hash",
             Ja3String => "ja3.string",
             RequestHeader => "http.request_header",
@@ -257,6 +261,7 @@ impl Buf {
             "tls.cert_issuer" | "tls_cert_issuer" => TlsCertIssuer,
             "tls.cert_serial" | "tls_cert_serial" => TlsCertSerial,
             "tls.certs" => TlsCerts,
+            "tls.subjectaltname" => TlsSubjectAltName,
             "ja3.hash" | "ja3_hash" => Ja3Hash,
             "ja3.string" | "ja3_string" => Ja3String,
             "http.request_header" => RequestHeader,
@@ -359,6 +364,7 @@ impl Buf {
                 | Buf::RequestHeader
                 | Buf::ResponseHeader
                 | Buf::TlsCerts
+                | Buf::TlsSubjectAltName
         )
     }
 
@@ -366,7 +372,7 @@ impl Buf {
     pub fn is_multi(self) -> bool {
         matches!(
             self,
-            Buf::TlsCerts | Buf::RequestHeader | Buf::ResponseHeader
+            Buf::TlsCerts | Buf::TlsSubjectAltName | Buf::RequestHeader | Buf::ResponseHeader
         )
     }
 
@@ -387,7 +393,11 @@ impl Buf {
     pub fn is_cert(self) -> bool {
         matches!(
             self,
-            Buf::TlsCertSubject | Buf::TlsCertIssuer | Buf::TlsCertSerial | Buf::TlsCerts
+            Buf::TlsCertSubject
+                | Buf::TlsCertIssuer
+                | Buf::TlsCertSerial
+                | Buf::TlsCerts
+                | Buf::TlsSubjectAltName
         )
     }
 

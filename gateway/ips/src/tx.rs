@@ -18,6 +18,8 @@ const NBUF: usize = Buf::DnsQuery as usize + 1;
 pub struct Tx {
     bufs: [[Option<Bytes>; 2]; NBUF],
     certs: Vec<Vec<u8>>,
+    /// The server certificate's Subject Alternative Names (`tls.subjectaltname`).
+    sans: Vec<Vec<u8>>,
     /// `http.request_header` / `http.response_header`: `Name: value` per header, split from
     /// `http.header` when a rule first asks.
     header_lines: [std::cell::OnceCell<Vec<Vec<u8>>>; 2],
@@ -53,6 +55,7 @@ impl Default for Tx {
         Tx {
             bufs: std::array::from_fn(|_| [None, None]),
             certs: Vec::new(),
+            sans: Vec::new(),
             header_lines: Default::default(),
             magic: Default::default(),
             upload: false,
@@ -79,6 +82,7 @@ impl Buffers for Tx {
     fn get(&self, buf: Buf, side: Direction) -> Option<&[u8]> {
         match buf {
             Buf::TlsCerts => self.certs.first().map(Vec::as_slice),
+            Buf::TlsSubjectAltName => self.sans.first().map(Vec::as_slice),
             Buf::RequestHeader | Buf::ResponseHeader => {
                 self.header_lines(side).first().map(Vec::as_slice)
             }
@@ -95,6 +99,7 @@ impl Buffers for Tx {
                 self.parts.iter().map(|(n, _)| &n[..]).collect()
             }
             Buf::TlsCerts => self.certs.iter().map(Vec::as_slice).collect(),
+            Buf::TlsSubjectAltName => self.sans.iter().map(Vec::as_slice).collect(),
             Buf::RequestHeader | Buf::ResponseHeader => {
                 self.header_lines(side).iter().map(Vec::as_slice).collect()
             }
@@ -243,6 +248,25 @@ fn header_line(lines: &mut Vec<Vec<u8>>, name: &[u8], value: &[u8]) {
 /// CONNECT tunnel the header is the client's word, not the tunnel's target the proxy routes on
 /// (that target is the CONNECT's own transaction); the proxy's host stands in when the request
 /// names none.
+/// A certificate's Subject Alternative Names as Suricata writes them
+/// (`rust/src/x509/mod.rs`): DNS names and URIs as they are, addresses as a list of their
+/// bytes (`[192, 0, 2, 1]`), others as x509-parser prints them.
+fn subject_alt_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<Vec<u8>> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(sans)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    sans.value
+        .general_names
+        .iter()
+        .map(|n| match n {
+            GeneralName::DNSName(s) | GeneralName::URI(s) => s.as_bytes().to_vec(),
+            GeneralName::IPAddress(ip) => format!("{ip:?}").into_bytes(),
+            other => other.to_string().into_bytes(),
+        })
+        .collect()
+}
+
 fn hostname(head: &RequestHead, target: Option<&[u8]>, host_raw: &[u8]) -> Bytes {
     fn absolute(t: &[u8]) -> Option<&[u8]> {
         let at = memchr::memmem::find(t, b"://")? + 3;
@@ -627,6 +651,7 @@ impl Tx {
                     side,
                     cert.raw_serial_as_string().to_ascii_uppercase(),
                 );
+                self.sans = subject_alt_names(&cert);
             }
         }
     }

@@ -380,6 +380,10 @@ fn dns_sni_dotprefix_and_tls_certificates() {
         "alert tls any any -> any any (msg:\"sni\"; flow:to_server; tls.sni; content:\"bad.test\"; bsize:8; sid:41; rev:1;)\n",
         "alert tls any any -> any any (msg:\"subject\"; flow:to_client; tls.cert_subject; content:\"CN=cert.test\"; sid:42; rev:1;)\n",
         "alert tls any any -> any any (msg:\"certs\"; flow:to_client; tls.certs; content:\"cert.test\"; sid:43; rev:1;)\n",
+        // Suricata 8's tls.subjectaltname: one instance per name (bsize holds for one of them).
+        "alert tls any any -> any any (msg:\"san\"; flow:to_client; tls.subjectaltname; content:\"alt.cert.test\"; bsize:13; sid:44; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"san ip\"; tls.subjectaltname; content:\"[192, 0, 2, 7]\"; startswith; endswith; sid:45; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"san none\"; tls.subjectaltname; content:\"other.test\"; sid:46; rev:1;)\n",
     ]
     .concat());
     let mut v = FlowVars::default();
@@ -407,7 +411,12 @@ fn dns_sni_dotprefix_and_tls_certificates() {
     t.tls_hello(Some("x.bad.test"), &[]);
     assert!(fire(&t, Phase::TlsHello, &mut v, &mut Scratch::default()).is_empty());
     let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::new(vec!["cert.test".into()]).unwrap();
+    let names = vec![
+        "cert.test".into(),
+        "alt.cert.test".into(),
+        "192.0.2.7".into(),
+    ];
+    let mut p = rcgen::CertificateParams::new(names).unwrap();
     p.distinguished_name
         .push(rcgen::DnType::CommonName, "cert.test");
     let cert = p.self_signed(&key).unwrap();
@@ -415,7 +424,7 @@ fn dns_sni_dotprefix_and_tls_certificates() {
     t.certs(&[cert.der().to_vec()]);
     let mut got = fire(&t, Phase::TlsServer, &mut v, &mut Scratch::default());
     got.sort();
-    assert_eq!(got, vec![42, 43]);
+    assert_eq!(got, vec![42, 43, 44, 45]);
 }
 
 #[test]
