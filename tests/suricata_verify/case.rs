@@ -195,8 +195,8 @@ fn find_capture(dir: &Path) -> Option<PathBuf> {
 }
 
 /// Build features the gateway's IPS has, as suricata-verify names them (`requires: features`):
-/// JA3 and libmagic. Lua, JA4, GeoIP, sanitizer and simulation builds it does not have.
-const FEATURES: [&str; 2] = ["HAVE_JA3", "MAGIC"];
+/// JA3, JA4 and libmagic. Lua, GeoIP, sanitizer and simulation builds it does not have.
+const FEATURES: [&str; 3] = ["HAVE_JA3", "HAVE_JA4", "MAGIC"];
 
 /// A `requires` entry other than versions this runner cannot meet.
 fn unmet(req: &Value) -> Option<&'static str> {

@@ -6,6 +6,11 @@ fn grease(v: u16) -> bool {
     v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
 }
 
+/// Whether `v` is a GREASE value (RFC 8701).
+pub(crate) fn is_grease(v: u16) -> bool {
+    grease(v)
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -33,10 +38,26 @@ fn join(v: &[u16]) -> String {
     v.iter().map(u16::to_string).collect::<Vec<_>>().join("-")
 }
 
-/// The JA3 string (`version,ciphers,extensions,groups,point_formats`) of a ClientHello given as
-/// TLS records (or a bare handshake message); `None` when the bytes are not a ClientHello.
-pub fn ja3_string(raw: &[u8]) -> Option<String> {
-    // Reassemble handshake bytes from consecutive handshake records.
+/// What JA3 and JA4 read of a ClientHello (GREASE values left out, as both leave them out).
+#[derive(Debug, Default)]
+pub(crate) struct Hello {
+    /// The legacy `client_version`.
+    pub version: u16,
+    /// The highest of `client_version` and the first valid `supported_versions` entry.
+    pub best_version: u16,
+    pub ciphers: Vec<u16>,
+    /// Extension types in the order sent.
+    pub exts: Vec<u16>,
+    pub groups: Vec<u16>,
+    pub formats: Vec<u16>,
+    /// `signature_algorithms`, in the order sent.
+    pub sigalgs: Vec<u16>,
+    /// ALPN protocol names, in the order sent.
+    pub alpns: Vec<Vec<u8>>,
+}
+
+/// The handshake bytes of consecutive handshake records (or a bare handshake message).
+fn handshake_bytes(raw: &[u8]) -> Option<Vec<u8>> {
     let mut hs = Vec::new();
     if raw.first() == Some(&0x16) {
         let mut r = Reader(raw);
@@ -56,62 +77,112 @@ pub fn ja3_string(raw: &[u8]) -> Option<String> {
     } else {
         hs.extend_from_slice(raw);
     }
+    Some(hs)
+}
+
+/// A TLS version Suricata's `TLSVersionValid` takes from `supported_versions`: SSL 3 to TLS
+/// 1.3 and the TLS 1.3 drafts (IETF and Facebook's).
+fn valid_version(v: u16) -> bool {
+    (0x0300..=0x0304).contains(&v) || v >> 8 == 0x7f || v >> 8 == 0xfb
+}
+
+/// Parses a ClientHello given as TLS records (or a bare handshake message); `None` when the
+/// bytes are not one.
+pub(crate) fn client_hello(raw: &[u8]) -> Option<Hello> {
+    let hs = handshake_bytes(raw)?;
     let mut r = Reader(&hs);
     if r.u8()? != 1 {
         return None;
     }
     let len = r.u24()?;
     let mut r = Reader(r.take(len.min(r.0.len()))?);
-    let version = r.u16()?;
+    let mut h = Hello {
+        version: r.u16()?,
+        ..Hello::default()
+    };
+    h.best_version = if grease(h.version) { 0 } else { h.version };
     r.take(32)?;
     let sid = usize::from(r.u8()?);
     r.take(sid)?;
     let clen = usize::from(r.u16()?);
-    let mut c = Reader(r.take(clen)?);
-    let mut ciphers = Vec::new();
-    while let Some(v) = c.u16() {
-        if !grease(v) {
-            ciphers.push(v);
-        }
-    }
+    h.ciphers = u16s(r.take(clen)?);
     let comp = usize::from(r.u8()?);
     r.take(comp)?;
-    let (mut exts, mut groups, mut formats) = (Vec::new(), Vec::new(), Vec::new());
     if let Some(elen) = r.u16() {
         let mut e = Reader(r.take(usize::from(elen)).unwrap_or(r.0));
         while let (Some(t), Some(l)) = (e.u16(), e.u16()) {
             let Some(data) = e.take(usize::from(l)) else {
                 break;
             };
-            if grease(t) {
-                continue;
-            }
-            exts.push(t);
-            let mut d = Reader(data);
-            match t {
-                10 => {
-                    let n = usize::from(d.u16().unwrap_or(0));
-                    let mut g = Reader(d.take(n).unwrap_or_default());
-                    while let Some(v) = g.u16() {
-                        if !grease(v) {
-                            groups.push(v);
-                        }
-                    }
-                }
-                11 => {
-                    let n = usize::from(d.u8().unwrap_or(0));
-                    formats.extend(d.take(n).unwrap_or_default().iter().map(|&b| u16::from(b)));
-                }
-                _ => {}
+            if !grease(t) {
+                h.exts.push(t);
+                extension(&mut h, t, data);
             }
         }
     }
+    Some(h)
+}
+
+/// The non-GREASE big-endian `u16`s of `b`.
+fn u16s(b: &[u8]) -> Vec<u16> {
+    let mut r = Reader(b);
+    std::iter::from_fn(|| r.u16())
+        .filter(|&v| !grease(v))
+        .collect()
+}
+
+/// Reads the extensions JA3 and JA4 use.
+fn extension(h: &mut Hello, t: u16, data: &[u8]) {
+    let mut d = Reader(data);
+    match t {
+        10 => {
+            let n = usize::from(d.u16().unwrap_or(0));
+            h.groups = u16s(d.take(n).unwrap_or_default());
+        }
+        11 => {
+            let n = usize::from(d.u8().unwrap_or(0));
+            h.formats
+                .extend(d.take(n).unwrap_or_default().iter().map(|&b| u16::from(b)));
+        }
+        13 => {
+            let n = usize::from(d.u16().unwrap_or(0));
+            h.sigalgs = u16s(d.take(n).unwrap_or_default());
+        }
+        16 => {
+            let n = usize::from(d.u16().unwrap_or(0));
+            let mut list = Reader(d.take(n).unwrap_or_default());
+            while let Some(l) = list.u8() {
+                match list.take(usize::from(l)) {
+                    Some(name) if !name.is_empty() => h.alpns.push(name.to_vec()),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        }
+        43 => {
+            let n = usize::from(d.u8().unwrap_or(0));
+            let first = u16s(d.take(n).unwrap_or_default())
+                .into_iter()
+                .find(|&v| valid_version(v));
+            if let Some(v) = first {
+                h.best_version = h.best_version.max(v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The JA3 string (`version,ciphers,extensions,groups,point_formats`) of a ClientHello given as
+/// TLS records (or a bare handshake message); `None` when the bytes are not a ClientHello.
+pub fn ja3_string(raw: &[u8]) -> Option<String> {
+    let h = client_hello(raw)?;
     Some(format!(
-        "{version},{},{},{},{}",
-        join(&ciphers),
-        join(&exts),
-        join(&groups),
-        join(&formats)
+        "{},{},{},{},{}",
+        h.version,
+        join(&h.ciphers),
+        join(&h.exts),
+        join(&h.groups),
+        join(&h.formats)
     ))
 }
 

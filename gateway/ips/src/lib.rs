@@ -19,6 +19,7 @@ pub mod files;
 pub mod filestore;
 pub mod hosts;
 pub mod ja3;
+pub mod ja4;
 pub mod magic;
 pub mod matchers;
 mod plug;

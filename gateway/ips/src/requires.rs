@@ -13,7 +13,7 @@
 pub const VERSION: (u8, u8, u8) = (8, 0, 6);
 
 /// Features the gateway provides (Suricata's names).
-const FEATURES: &[&str] = &["ja3"];
+const FEATURES: &[&str] = &["ja3", "ja4"];
 
 /// Why a rule's requirements stop it.
 #[derive(Debug, PartialEq, Eq)]

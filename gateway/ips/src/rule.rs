@@ -140,6 +140,8 @@ pub enum Buf {
     TlsSubjectAltName,
     Ja3Hash,
     Ja3String,
+    /// `ja4.hash`: the ClientHello's JA4 fingerprint (Suricata 8).
+    Ja4Hash,
     /// `http.request_header`: one instance per header, `Name: value`.
     RequestHeader,
     /// `http.response_header`: one instance per header, `Name: value`.
@@ -208,6 +210,7 @@ impl Buf {
             TlsSubjectAltName => "tls.subjectaltname",
             Ja3Hash => "ja3.hash",
             Ja3String => "ja3.string",
+            Ja4Hash => "ja4.hash",
             RequestHeader => "http.request_header",
             ResponseHeader => "http.response_header",
             Base64Data => "base64_data",
@@ -264,6 +267,7 @@ impl Buf {
             "tls.subjectaltname" => TlsSubjectAltName,
             "ja3.hash" | "ja3_hash" => Ja3Hash,
             "ja3.string" | "ja3_string" => Ja3String,
+            "ja4.hash" => Ja4Hash,
             "http.request_header" => RequestHeader,
             "http.response_header" => ResponseHeader,
             "file.name" | "file_name" => FileName,
@@ -386,7 +390,10 @@ impl Buf {
 
     /// True for TLS ClientHello buffers.
     pub fn is_client_hello(self) -> bool {
-        matches!(self, Buf::TlsSni | Buf::Ja3Hash | Buf::Ja3String)
+        matches!(
+            self,
+            Buf::TlsSni | Buf::Ja3Hash | Buf::Ja3String | Buf::Ja4Hash
+        )
     }
 
     /// True for the upstream certificate buffers.

@@ -635,6 +635,9 @@ impl Tx {
                 self.set(Buf::Ja3Hash, side, crate::ja3::ja3_hash(&s));
                 self.set(Buf::Ja3String, side, s);
             }
+            if let Some(h) = crate::ja4::ja4_hash(raw) {
+                self.set(Buf::Ja4Hash, side, h);
+            }
         }
     }
 
