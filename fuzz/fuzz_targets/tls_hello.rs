@@ -1,5 +1,6 @@
-//! The TLS ClientHello peek (SNI and ALPN before deciding splice or decrypt) and the JA3
-//! fingerprint over the same bytes, read in pieces as a socket would deliver them.
+//! The TLS ClientHello peek (SNI and ALPN before deciding splice or decrypt) and the JA3 and
+//! JA4 fingerprints over the same bytes, read in pieces as a socket would deliver them (a JA4
+//! is always 36 characters in its three parts).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -41,5 +42,12 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(sni, &sni.to_ascii_lowercase());
         }
     }
-    let _ = sekisho_ips::ja3::ja3_string(rest);
+    let ja3 = sekisho_ips::ja3::ja3_string(rest);
+    let ja4 = sekisho_ips::ja4::ja4_hash(rest);
+    // One parse serves both: a ClientHello has both fingerprints or neither.
+    assert_eq!(ja3.is_some(), ja4.is_some());
+    if let Some(h) = ja4 {
+        assert_eq!(h.len(), 36, "{h}");
+        assert!(h.starts_with('t') && h.as_bytes()[10] == b'_' && h.as_bytes()[23] == b'_');
+    }
 });
