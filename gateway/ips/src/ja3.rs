@@ -2,13 +2,9 @@
 
 use md5::{Digest, Md5};
 
-fn grease(v: u16) -> bool {
-    v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
-}
-
 /// Whether `v` is a GREASE value (RFC 8701).
-pub(crate) fn is_grease(v: u16) -> bool {
-    grease(v)
+pub(crate) fn grease(v: u16) -> bool {
+    v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
 }
 
 struct Reader<'a>(&'a [u8]);

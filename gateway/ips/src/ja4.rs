@@ -58,7 +58,7 @@ fn alpn_chars(alpn: Option<&[u8]>) -> [char; 2] {
     let Some(alpn @ [first, .., last] | alpn @ [first @ last]) = alpn else {
         return ['0', '0'];
     };
-    if alpn.len() == 2 && super::ja3::is_grease(u16::from_be_bytes([*first, *last])) {
+    if alpn.len() == 2 && crate::ja3::grease(u16::from_be_bytes([*first, *last])) {
         return ['0', '0'];
     }
     if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric() {
