@@ -131,14 +131,19 @@ fn response(len: usize) -> ResponseHead {
     }
 }
 
-/// One transaction through every phase; returns the number of alerts.
-fn transaction(set: &RuleSet, req: &RequestHead, resp: &ResponseHead, body: &[u8]) -> usize {
-    let ep = Endpoints {
+/// A client and a server.
+fn endpoints() -> Endpoints {
+    Endpoints {
         client: "10.1.2.3".parse().expect("ip"),
         client_port: 40000,
         server: Some("203.0.113.10".parse().expect("ip")),
         server_port: Some(443),
-    };
+    }
+}
+
+/// One transaction through every phase; returns the number of alerts.
+fn transaction(set: &RuleSet, req: &RequestHead, resp: &ResponseHead, body: &[u8]) -> usize {
+    let ep = endpoints();
     let mut vars = FlowVars::default();
     let mut scratch = Scratch::default();
     let mut tx = Tx::new();
@@ -227,12 +232,7 @@ fn ws_wire(n: usize, deflate: bool) -> Vec<u8> {
 /// Reads every frame of `wire` and judges it as the relay does; returns the alerts.
 fn ws_relay(set: &RuleSet, wire: &[u8]) -> usize {
     use sekisho_proxy::wsframe::{Next, WsReader, DEFAULT_MAX_PAYLOAD};
-    let ep = Endpoints {
-        client: "10.1.2.3".parse().expect("ip"),
-        client_port: 40000,
-        server: Some("203.0.113.10".parse().expect("ip")),
-        server_port: Some(443),
-    };
+    let ep = endpoints();
     let mut vars = FlowVars::default();
     let mut scratch = Scratch::default();
     let mut r = WsReader::new(Direction::Request, DEFAULT_MAX_PAYLOAD);

@@ -187,33 +187,39 @@ pub fn ja3_hash(s: &str) -> String {
     hex::encode(Md5::digest(s.as_bytes()))
 }
 
+/// A minimal ClientHello as one record: TLS 1.2, ciphers {GREASE, 0x1301, 0xc02b},
+/// extensions server_name (empty), supported_groups {GREASE, 29, 23}, ec_point_formats {0}.
+#[cfg(test)]
+pub(crate) fn sample_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x03];
+    body.extend([0u8; 32]);
+    body.push(0);
+    body.extend([0x00, 0x06, 0x0a, 0x0a, 0x13, 0x01, 0xc0, 0x2b]);
+    body.extend([0x01, 0x00]);
+    let exts: Vec<u8> = [
+        vec![0x00, 0x00, 0x00, 0x00],
+        vec![
+            0x00, 0x0a, 0x00, 0x08, 0x00, 0x06, 0x1a, 0x1a, 0x00, 0x1d, 0x00, 0x17,
+        ],
+        vec![0x00, 0x0b, 0x00, 0x02, 0x01, 0x00],
+    ]
+    .concat();
+    body.extend((exts.len() as u16).to_be_bytes());
+    body.extend(exts);
+    let mut hs = vec![0x01, 0x00, 0x00, body.len() as u8];
+    hs.extend(body);
+    let mut rec = vec![0x16, 0x03, 0x01, 0x00, hs.len() as u8];
+    rec.extend(hs);
+    rec
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn client_hello_fingerprint() {
-        // A minimal ClientHello: TLS 1.2, ciphers {GREASE, 0x1301, 0xc02b}, extensions
-        // server_name(0) empty, supported_groups(10) {GREASE, 29, 23}, ec_point_formats(11) {0}.
-        let mut body = vec![0x03, 0x03];
-        body.extend([0u8; 32]);
-        body.push(0);
-        body.extend([0x00, 0x06, 0x0a, 0x0a, 0x13, 0x01, 0xc0, 0x2b]);
-        body.extend([0x01, 0x00]);
-        let exts: Vec<u8> = [
-            vec![0x00, 0x00, 0x00, 0x00],
-            vec![
-                0x00, 0x0a, 0x00, 0x08, 0x00, 0x06, 0x1a, 0x1a, 0x00, 0x1d, 0x00, 0x17,
-            ],
-            vec![0x00, 0x0b, 0x00, 0x02, 0x01, 0x00],
-        ]
-        .concat();
-        body.extend((exts.len() as u16).to_be_bytes());
-        body.extend(exts);
-        let mut hs = vec![0x01, 0x00, 0x00, body.len() as u8];
-        hs.extend(body);
-        let mut rec = vec![0x16, 0x03, 0x01, 0x00, hs.len() as u8];
-        rec.extend(hs);
+        let rec = sample_client_hello();
         let s = ja3_string(&rec).unwrap();
         assert_eq!(s, "771,4865-49195,0-10-11,29-23,0");
         assert_eq!(ja3_hash(&s).len(), 32);

@@ -121,27 +121,10 @@ mod tests {
         assert_eq!(&ja4(&h)[..10], "t00i999900");
     }
 
-    /// A ClientHello as records: TLS 1.2, ciphers {GREASE, 0x1301, 0xc02b}, extensions
-    /// server_name, supported_groups, ec_point_formats (the JA3 test's hello).
+    /// The JA3 test's ClientHello: TLS 1.2, SNI, two ciphers, three extensions, no ALPN.
     #[test]
     fn a_client_hello_record() {
-        let mut body = vec![0x03, 0x03];
-        body.extend([0u8; 32]);
-        body.push(0);
-        body.extend([0x00, 0x06, 0x0a, 0x0a, 0x13, 0x01, 0xc0, 0x2b]);
-        body.extend([0x01, 0x00]);
-        let exts: Vec<u8> = [
-            vec![0x00, 0x00, 0x00, 0x00],
-            vec![0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x1d],
-            vec![0x00, 0x0b, 0x00, 0x02, 0x01, 0x00],
-        ]
-        .concat();
-        body.extend((exts.len() as u16).to_be_bytes());
-        body.extend(exts);
-        let mut hs = vec![0x01, 0x00, 0x00, body.len() as u8];
-        hs.extend(body);
-        let mut rec = vec![0x16, 0x03, 0x01, 0x00, hs.len() as u8];
-        rec.extend(hs);
+        let rec = crate::ja3::sample_client_hello();
         // sha256("1301,c02b") and sha256("000a,000b_"), first 12 hex digits.
         assert_eq!(
             ja4_hash(&rec).unwrap(),
