@@ -166,7 +166,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
          alert http any any -> any any (msg:\"SEKISHO TEST header case as sent\"; flow:to_server; http.header_names; content:\"|0d 0a|X-MiXeD-Case|0d 0a|\"; http.header.raw; content:\"X-MiXeD-Case:  spaced\"; sid:9300002; rev:1;)\n\
          alert tcp any any -> any any (msg:\"SEKISHO TEST tcp rule on the ClientHello records\"; flow:to_server; content:\"|16 03|\"; depth:2; content:\"api.1jve.com\"; sid:9300005; rev:1;)\n\
          alert tls any any -> any any (msg:\"SEKISHO TEST upstream SAN\"; flow:to_client; tls.subjectaltname; content:\"localhost\"; bsize:9; sid:9300006; rev:1;)\n\
-         alert tls any any -> any any (msg:\"SEKISHO TEST JA4 of the client\"; flow:to_server; ja4.hash; content:\"t13d\"; startswith; bsize:36; sid:9300007; rev:1;)\n",
+         alert tls any any -> any any (msg:\"SEKISHO TEST JA4 of the client\"; flow:to_server; ja4.hash; content:\"t13d\"; startswith; bsize:36; sid:9300007; rev:1;)\n\
+         alert tls any any -> any any (msg:\"SEKISHO TEST ALPN offered\"; flow:to_server; tls.alpn; content:\"http/1.1\"; bsize:8; sid:9300008; rev:1;)\n",
     )
     .unwrap();
     let gw = Gateway::start(
@@ -320,6 +321,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
     assert_eq!(san["evidence"]["location"], "tls.subjectaltname");
     let ja4 = wait_sid(&gw, 9300007);
     assert_eq!(ja4["evidence"]["location"], "ja4.hash");
+    let alpn = wait_sid(&gw, 9300008);
+    assert_eq!(alpn["evidence"]["excerpt"], "http/1.1");
     let et: BTreeSet<_> = all.iter().filter(|s| **s < 9_000_000).collect();
     assert!(et.len() >= 20, "only {} ET SIDs fired: {et:?}", et.len());
 
@@ -392,7 +395,7 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
             v["rule"]["engine"] == "suricata"
                 && !matches!(
                     v["alert"]["signature_id"].as_u64(),
-                    Some(9300001 | 9300003 | 9300006 | 9300007)
+                    Some(9300001 | 9300003 | 9300006 | 9300007 | 9300008)
                 )
         })
         .map(|v| {

@@ -14,7 +14,8 @@ pub fn ja4_hash(raw: &[u8]) -> Option<String> {
     client_hello(raw).map(|h| ja4(&h))
 }
 
-fn ja4(h: &Hello) -> String {
+/// The JA4 fingerprint of a parsed ClientHello.
+pub(crate) fn ja4(h: &Hello) -> String {
     let alpn = alpn_chars(h.alpns.first().map(Vec::as_slice));
     let a = format!(
         "t{}{}{:02}{:02}{}{}",

@@ -138,6 +138,10 @@ pub enum Buf {
     /// `tls.subjectaltname`: one instance per Subject Alternative Name of the server's
     /// certificate (DNS names and URIs as written, addresses as Suricata prints them).
     TlsSubjectAltName,
+    /// `tls.cert_fingerprint`: the SHA-1 of the server's certificate, `4a:a3:…` (lower case).
+    TlsCertFingerprint,
+    /// `tls.alpn`: one instance per ALPN protocol the client offers.
+    TlsAlpn,
     Ja3Hash,
     Ja3String,
     /// `ja4.hash`: the ClientHello's JA4 fingerprint (Suricata 8).
@@ -208,6 +212,8 @@ impl Buf {
             TlsCertSerial => "tls.cert_serial",
             TlsCerts => "tls.certs",
             TlsSubjectAltName => "tls.subjectaltname",
+            TlsCertFingerprint => "tls.cert_fingerprint",
+            TlsAlpn => "tls.alpn",
             Ja3Hash => "ja3.hash",
             Ja3String => "ja3.string",
             Ja4Hash => "ja4.hash",
@@ -265,6 +271,8 @@ impl Buf {
             "tls.cert_serial" | "tls_cert_serial" => TlsCertSerial,
             "tls.certs" => TlsCerts,
             "tls.subjectaltname" => TlsSubjectAltName,
+            "tls.cert_fingerprint" | "tls_cert_fingerprint" => TlsCertFingerprint,
+            "tls.alpn" => TlsAlpn,
             "ja3.hash" | "ja3_hash" => Ja3Hash,
             "ja3.string" | "ja3_string" => Ja3String,
             "ja4.hash" => Ja4Hash,
@@ -369,6 +377,7 @@ impl Buf {
                 | Buf::ResponseHeader
                 | Buf::TlsCerts
                 | Buf::TlsSubjectAltName
+                | Buf::TlsAlpn
         )
     }
 
@@ -376,7 +385,11 @@ impl Buf {
     pub fn is_multi(self) -> bool {
         matches!(
             self,
-            Buf::TlsCerts | Buf::TlsSubjectAltName | Buf::RequestHeader | Buf::ResponseHeader
+            Buf::TlsCerts
+                | Buf::TlsSubjectAltName
+                | Buf::TlsAlpn
+                | Buf::RequestHeader
+                | Buf::ResponseHeader
         )
     }
 
@@ -392,7 +405,7 @@ impl Buf {
     pub fn is_client_hello(self) -> bool {
         matches!(
             self,
-            Buf::TlsSni | Buf::Ja3Hash | Buf::Ja3String | Buf::Ja4Hash
+            Buf::TlsSni | Buf::Ja3Hash | Buf::Ja3String | Buf::Ja4Hash | Buf::TlsAlpn
         )
     }
 
@@ -405,6 +418,7 @@ impl Buf {
                 | Buf::TlsCertSerial
                 | Buf::TlsCerts
                 | Buf::TlsSubjectAltName
+                | Buf::TlsCertFingerprint
         )
     }
 
@@ -649,6 +663,8 @@ pub struct Rule {
     pub tls_version: Option<u16>,
     /// `websocket.opcode`, `websocket.mask`, `websocket.flags`.
     pub ws: Vec<WsCond>,
+    /// `tls.cert_chain_len`.
+    pub cert_chain_len: Option<crate::uint::Uint>,
     /// Source file.
     pub file: String,
     /// Line in the file.
@@ -1037,6 +1053,7 @@ pub fn parse_rule(
         detection_filter: None,
         tls_version: None,
         ws: Vec::new(),
+        cert_chain_len: None,
         file: file.to_string(),
         line: lineno,
     };
@@ -1096,7 +1113,11 @@ pub fn parse_rule(
     if rule.proto == Proto::Tcp && rule.urilen.is_some() && rule.groups.is_empty() {
         rule.proto = Proto::Http;
     }
-    // So do the WebSocket keywords (Suricata's `SCDetectSignatureSetAppProto`).
+    // So do `tls.cert_chain_len` and the WebSocket keywords (Suricata's
+    // `SCDetectSignatureSetAppProto`).
+    if rule.cert_chain_len.is_some() && matches!(rule.proto, Proto::Tcp | Proto::Ip) {
+        rule.proto = Proto::Tls;
+    }
     let websocket = !rule.ws.is_empty() || rule.groups.iter().any(|g| g.buf.is_websocket());
     if websocket && matches!(rule.proto, Proto::Tcp | Proto::Ip) {
         rule.proto = Proto::WebSocket;
@@ -1406,6 +1427,9 @@ fn validate(rule: &Rule) -> Result<(), RuleError> {
             "tls.certs",
             "ClientHello and certificate buffers in one rule",
         ));
+    }
+    if rule.cert_chain_len.is_some() && rule.proto != Proto::Tls {
+        return Err(syntax("tls.cert_chain_len in a non-tls rule"));
     }
     if rule.urilen.is_some() && !matches!(rule.proto, Proto::Http | Proto::Tcp) {
         return Err(syntax("urilen in a non-http rule"));
@@ -1804,6 +1828,12 @@ fn option(
                 kw,
                 "the upstream ServerHello is not exposed by the TLS library",
             ))
+        }
+        "tls.cert_chain_len" => {
+            let v = val.ok_or_else(|| syntax("tls.cert_chain_len needs a value"))?;
+            let u = crate::uint::Uint::parse(v, u64::from(u32::MAX))
+                .map_err(|e| syntax(format!("tls.cert_chain_len: {e}")))?;
+            rule.cert_chain_len = Some(u);
         }
         "websocket.opcode" | "websocket.mask" | "websocket.flags" => {
             let v = val.ok_or_else(|| syntax(format!("{kw} needs a value")))?;

@@ -95,6 +95,10 @@ pub trait Buffers {
     fn events(&self) -> crate::events::Events {
         crate::events::Events::default()
     }
+    /// How many certificates the server's chain holds, once known.
+    fn cert_chain_len(&self) -> Option<usize> {
+        None
+    }
     /// The WebSocket frame being inspected, when it was sent in `side`.
     fn websocket(&self, _side: Direction) -> Option<WsHead> {
         None
@@ -462,7 +466,7 @@ fn rule_dir_phase(r: &Rule) -> Phase {
     if bufs.contains(&Buf::DnsQuery) || r.proto == Proto::Dns {
         return Phase::Dns;
     }
-    if bufs.iter().any(|b| b.is_cert()) {
+    if bufs.iter().any(|b| b.is_cert()) || r.cert_chain_len.is_some() {
         return Phase::TlsServer;
     }
     if r.proto == Proto::Tls {
@@ -540,9 +544,10 @@ fn rule_dir(r: &Rule) -> Direction {
             return d;
         }
     }
-    if r.groups
-        .iter()
-        .any(|g| g.side() == Some(Direction::Response) || g.buf.is_cert())
+    if r.cert_chain_len.is_some()
+        || r.groups
+            .iter()
+            .any(|g| g.side() == Some(Direction::Response) || g.buf.is_cert())
     {
         Direction::Response
     } else {
@@ -1079,6 +1084,11 @@ impl RuleSet {
         }
         if let Some(v) = r.tls_version {
             if tls_version != Some(v) {
+                return None;
+            }
+        }
+        if let Some(u) = r.cert_chain_len {
+            if !u.test(bufs.cert_chain_len()? as u64) {
                 return None;
             }
         }

@@ -20,6 +20,8 @@ pub struct Tx {
     certs: Vec<Vec<u8>>,
     /// The server certificate's Subject Alternative Names (`tls.subjectaltname`).
     sans: Vec<Vec<u8>>,
+    /// The ALPN protocols the client offers (`tls.alpn`).
+    alpns: Vec<Vec<u8>>,
     /// `http.request_header` / `http.response_header`: `Name: value` per header, split from
     /// `http.header` when a rule first asks.
     header_lines: [std::cell::OnceCell<Vec<Vec<u8>>>; 2],
@@ -56,6 +58,7 @@ impl Default for Tx {
             bufs: std::array::from_fn(|_| [None, None]),
             certs: Vec::new(),
             sans: Vec::new(),
+            alpns: Vec::new(),
             header_lines: Default::default(),
             magic: Default::default(),
             upload: false,
@@ -83,6 +86,8 @@ impl Buffers for Tx {
         match buf {
             Buf::TlsCerts => self.certs.first().map(Vec::as_slice),
             Buf::TlsSubjectAltName => self.sans.first().map(Vec::as_slice),
+            Buf::TlsAlpn if side == Direction::Request => self.alpns.first().map(Vec::as_slice),
+            Buf::TlsAlpn => None,
             Buf::RequestHeader | Buf::ResponseHeader => {
                 self.header_lines(side).first().map(Vec::as_slice)
             }
@@ -100,6 +105,10 @@ impl Buffers for Tx {
             }
             Buf::TlsCerts => self.certs.iter().map(Vec::as_slice).collect(),
             Buf::TlsSubjectAltName => self.sans.iter().map(Vec::as_slice).collect(),
+            Buf::TlsAlpn if side == Direction::Request => {
+                self.alpns.iter().map(Vec::as_slice).collect()
+            }
+            Buf::TlsAlpn => Vec::new(),
             Buf::RequestHeader | Buf::ResponseHeader => {
                 self.header_lines(side).iter().map(Vec::as_slice).collect()
             }
@@ -117,6 +126,9 @@ impl Buffers for Tx {
     }
     fn body_truncated(&self, side: Direction) -> bool {
         self.truncated[side.index()]
+    }
+    fn cert_chain_len(&self) -> Option<usize> {
+        (!self.certs.is_empty()).then_some(self.certs.len())
     }
     fn websocket(&self, side: Direction) -> Option<crate::ruleset::WsHead> {
         self.ws[side.index()]
@@ -635,8 +647,9 @@ impl Tx {
                 self.set(Buf::Ja3Hash, side, crate::ja3::ja3_hash(&s));
                 self.set(Buf::Ja3String, side, s);
             }
-            if let Some(h) = crate::ja4::ja4_hash(raw) {
-                self.set(Buf::Ja4Hash, side, h);
+            if let Some(hello) = crate::ja3::client_hello(raw) {
+                self.set(Buf::Ja4Hash, side, crate::ja4::ja4(&hello));
+                self.alpns = hello.alpns;
             }
         }
     }
@@ -646,6 +659,10 @@ impl Tx {
         self.certs = chain.iter().map(|c| c.as_ref().to_vec()).collect();
         let side = Direction::Response;
         if let Some(leaf) = chain.first() {
+            use sha1::Digest as _;
+            let digest = sha1::Sha1::digest(leaf.as_ref());
+            let hex: Vec<String> = digest.iter().map(|b| format!("{b:02x}")).collect();
+            self.set(Buf::TlsCertFingerprint, side, hex.join(":"));
             if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) {
                 self.set(Buf::TlsCertSubject, side, cert.subject().to_string());
                 self.set(Buf::TlsCertIssuer, side, cert.issuer().to_string());

@@ -384,6 +384,9 @@ fn dns_sni_dotprefix_and_tls_certificates() {
         "alert tls any any -> any any (msg:\"san\"; flow:to_client; tls.subjectaltname; content:\"alt.cert.test\"; bsize:13; sid:44; rev:1;)\n",
         "alert tls any any -> any any (msg:\"san ip\"; tls.subjectaltname; content:\"[192, 0, 2, 7]\"; startswith; endswith; sid:45; rev:1;)\n",
         "alert tls any any -> any any (msg:\"san none\"; tls.subjectaltname; content:\"other.test\"; sid:46; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"fingerprint\"; tls.cert_fingerprint; bsize:59; pcre:\"/^([0-9a-f]{2}:){19}[0-9a-f]{2}$/\"; sid:47; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"one cert\"; tls.cert_chain_len:1; sid:48; rev:1;)\n",
+        "alert tcp any any -> any any (msg:\"more certs\"; tls.cert_chain_len:>1; sid:49; rev:1;)\n",
     ]
     .concat());
     let mut v = FlowVars::default();
@@ -424,7 +427,11 @@ fn dns_sni_dotprefix_and_tls_certificates() {
     t.certs(&[cert.der().to_vec()]);
     let mut got = fire(&t, Phase::TlsServer, &mut v, &mut Scratch::default());
     got.sort();
-    assert_eq!(got, vec![42, 43, 44, 45]);
+    assert_eq!(got, vec![42, 43, 44, 45, 47, 48]);
+    assert!(matches!(
+        parse_line("alert http any any -> any any (tls.cert_chain_len:1; sid:1;)"),
+        Err(sekisho_ips::rule::RuleError::Syntax(_))
+    ));
 }
 
 #[test]
