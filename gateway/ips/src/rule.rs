@@ -1284,6 +1284,14 @@ const OPTION_KEYWORDS: &[&str] = &[
     "xbits",
     "base64_decode",
     "base64_data",
+    "frame",
+    "websocket.opcode",
+    "websocket.mask",
+    "websocket.flags",
+    "tls.cert_chain_len",
+    "tls.subject",
+    "tls.issuerdn",
+    "tls.fingerprint",
 ];
 
 /// Whether `kw` is a rule keyword the gateway runs.
@@ -1513,6 +1521,23 @@ fn option(
                     other => return Err(syntax(format!("flow: unknown option {other:?}"))),
                 }
             }
+        }
+        "tls.subject" | "tls.issuerdn" | "tls.fingerprint" => {
+            // Suricata's legacy certificate keywords: a (negatable) substring of the subject,
+            // the issuer or the SHA-1 fingerprint, as a content on that buffer.
+            let v = val.unwrap_or_default();
+            if !v.contains('"') {
+                return Err(syntax(format!("{kw} needs a quoted value")));
+            }
+            let c = parse_content(v).map_err(|e| syntax(format!("{kw}: {e}")))?;
+            let buf = match kw {
+                "tls.subject" => Buf::TlsCertSubject,
+                "tls.issuerdn" => Buf::TlsCertIssuer,
+                _ => Buf::TlsCertFingerprint,
+            };
+            let at = b.push(buf, Item::Content(c));
+            b.last_content = Some(at);
+            b.last_match = Some(at.0);
         }
         "content" | "uricontent" => {
             let v = val.ok_or_else(|| syntax("content needs a value"))?;

@@ -387,6 +387,8 @@ fn dns_sni_dotprefix_and_tls_certificates() {
         "alert tls any any -> any any (msg:\"fingerprint\"; tls.cert_fingerprint; bsize:59; pcre:\"/^([0-9a-f]{2}:){19}[0-9a-f]{2}$/\"; sid:47; rev:1;)\n",
         "alert tls any any -> any any (msg:\"one cert\"; tls.cert_chain_len:1; sid:48; rev:1;)\n",
         "alert tcp any any -> any any (msg:\"more certs\"; tls.cert_chain_len:>1; sid:49; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"legacy subject\"; tls.subject:\"CN=cert.test\"; tls.issuerdn:!\"CN=Other CA\"; sid:50; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"legacy subject not\"; tls.subject:!\"cert.test\"; sid:51; rev:1;)\n",
     ]
     .concat());
     let mut v = FlowVars::default();
@@ -427,11 +429,19 @@ fn dns_sni_dotprefix_and_tls_certificates() {
     t.certs(&[cert.der().to_vec()]);
     let mut got = fire(&t, Phase::TlsServer, &mut v, &mut Scratch::default());
     got.sort();
-    assert_eq!(got, vec![42, 43, 44, 45, 47, 48]);
-    assert!(matches!(
-        parse_line("alert http any any -> any any (tls.cert_chain_len:1; sid:1;)"),
-        Err(sekisho_ips::rule::RuleError::Syntax(_))
-    ));
+    assert_eq!(got, vec![42, 43, 44, 45, 47, 48, 50]);
+    for bad in [
+        "alert http any any -> any any (tls.cert_chain_len:1; sid:1;)",
+        "alert tls any any -> any any (tls.subject:CN=x; sid:1;)",
+    ] {
+        assert!(
+            matches!(
+                parse_line(bad),
+                Err(sekisho_ips::rule::RuleError::Syntax(_))
+            ),
+            "{bad}"
+        );
+    }
 }
 
 #[test]
@@ -665,6 +675,10 @@ fn requires_skips_rules_for_other_engines() {
     assert!(
         parse("requires: version >= 7.0.3, keyword http.uri; http.uri; content:\"/a\";").is_ok()
     );
+    assert!(parse(
+        "requires: keyword websocket.opcode, keyword ja4.hash; http.uri; content:\"/a\";"
+    )
+    .is_ok());
     let skipped = |r: Result<_, RuleError>| matches!(r, Err(RuleError::Unsupported { .. }));
     assert!(skipped(parse(
         "requires: version >= 9; http.uri; content:\"/a\";"
