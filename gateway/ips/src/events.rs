@@ -102,7 +102,10 @@ pub const NAMES: &[&str] = &[
 ];
 
 /// WebSocket events (`app-layer-event:websocket.<name>`), ids after the HTTP ones.
-pub const WS_NAMES: &[&str] = &["skip_end_of_payload", "reassembly_limit_reached"];
+pub const WS_NAMES: &[&str] = &[
+    "websocket.skip_end_of_payload",
+    "websocket.reassembly_limit_reached",
+];
 
 /// libhtp's field limit (`meta-field-limit`).
 pub const FIELD_LIMIT: usize = 18_000;
@@ -171,13 +174,9 @@ impl Events {
 
     /// The names of the events raised, in table order (WebSocket ones last, prefixed).
     pub fn names(self) -> Vec<&'static str> {
-        const WS_FULL: [&str; 2] = [
-            "websocket.skip_end_of_payload",
-            "websocket.reassembly_limit_reached",
-        ];
         NAMES
             .iter()
-            .chain(WS_FULL.iter())
+            .chain(WS_NAMES)
             .enumerate()
             .filter(|&(i, _)| self.0 & (1 << i) != 0)
             .map(|(_, n)| *n)
@@ -278,7 +277,7 @@ pub fn parse_keyword(v: &str) -> Result<u8, String> {
     if proto.eq_ignore_ascii_case("websocket") {
         let i = WS_NAMES
             .iter()
-            .position(|n| n.eq_ignore_ascii_case(name))
+            .position(|n| n.eq_ignore_ascii_case(v))
             .ok_or_else(|| format!("app-layer-event: unknown websocket event {name:?}"))?;
         return u8::try_from(NAMES.len() + i).map_err(|e| e.to_string());
     }

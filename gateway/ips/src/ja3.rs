@@ -171,15 +171,19 @@ fn extension(h: &mut Hello, t: u16, data: &[u8]) {
 /// The JA3 string (`version,ciphers,extensions,groups,point_formats`) of a ClientHello given as
 /// TLS records (or a bare handshake message); `None` when the bytes are not a ClientHello.
 pub fn ja3_string(raw: &[u8]) -> Option<String> {
-    let h = client_hello(raw)?;
-    Some(format!(
+    client_hello(raw).map(|h| ja3_of(&h))
+}
+
+/// The JA3 string of a parsed ClientHello.
+pub(crate) fn ja3_of(h: &Hello) -> String {
+    format!(
         "{},{},{},{},{}",
         h.version,
         join(&h.ciphers),
         join(&h.exts),
         join(&h.groups),
         join(&h.formats)
-    ))
+    )
 }
 
 /// The JA3 hash: MD5 of the string, lower-case hex.

@@ -643,11 +643,11 @@ impl Tx {
         }
         if !raw.is_empty() {
             self.set(Buf::Stream, side, Bytes::copy_from_slice(raw));
-            if let Some(s) = crate::ja3::ja3_string(raw) {
-                self.set(Buf::Ja3Hash, side, crate::ja3::ja3_hash(&s));
-                self.set(Buf::Ja3String, side, s);
-            }
+            // One parse serves JA3, JA4 and the ALPN offer.
             if let Some(hello) = crate::ja3::client_hello(raw) {
+                let ja3 = crate::ja3::ja3_of(&hello);
+                self.set(Buf::Ja3Hash, side, crate::ja3::ja3_hash(&ja3));
+                self.set(Buf::Ja3String, side, ja3);
                 self.set(Buf::Ja4Hash, side, crate::ja4::ja4(&hello));
                 self.alpns = hello.alpns;
             }

@@ -147,13 +147,17 @@ pub(crate) async fn inspect_and_send(
         let mut answered = x
             .response_head_phase(resp, client_upgrade.is_some())
             .await?;
-        let carried = crate::wire::switched_to_carried(
-            &answered.parts.headers,
-            &x.shared.dest.load().upgrade_protocols,
-        );
         let switched = answered.parts.status == StatusCode::SWITCHING_PROTOCOLS;
         match (client_upgrade, answered.upgrade.take()) {
-            (Some(c), Some(s)) if carried => Ok(x.finish_upgrade(answered.parts, c, s, guard)),
+            // Both are there only for a 101: the protocol it switched to is read then.
+            (Some(c), Some(s))
+                if crate::wire::switched_to_carried(
+                    &answered.parts.headers,
+                    &x.shared.dest.load().upgrade_protocols,
+                ) =>
+            {
+                Ok(x.finish_upgrade(answered.parts, c, s, guard))
+            }
             // A switch the request did not carry (or to another protocol): nothing relayed.
             _ if switched => Err(x.switched_elsewhere(&answered.parts.headers)),
             (_, _) => x.response_body_phase(answered, guard, range).await,

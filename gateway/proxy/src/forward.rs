@@ -135,11 +135,7 @@ pub(crate) async fn http_flow(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let client_upgrade = crate::wire::take_upgrade(
-        &mut req,
-        &shared.dest.load().upgrade_protocols,
-        &shared.metrics,
-    );
+    let client_upgrade = crate::wire::take_upgrade(&mut req, &shared);
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri

@@ -59,7 +59,8 @@ impl Activity {
         Busy(Arc::clone(self))
     }
 
-    fn touch(&self) {
+    /// Notes activity now.
+    pub(crate) fn touch(&self) {
         let ms = self.origin.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
     }

@@ -201,14 +201,15 @@ pub(crate) fn switched_to_carried(resp: &HeaderMap, pass: &[String]) -> bool {
 /// goes on without its upgrade: hop-by-hop headers are dropped).
 pub(crate) fn take_upgrade<B>(
     req: &mut http::Request<B>,
-    pass: &[String],
-    metrics: &crate::metrics::Metrics,
+    shared: &Shared,
 ) -> Option<hyper::upgrade::OnUpgrade> {
     if req.version() != Version::HTTP_11 || !wants_upgrade(req.headers()) {
         return None;
     }
+    let pass = &shared.dest.load().upgrade_protocols;
     let Some(carried) = carried_upgrade(req.headers(), pass) else {
-        metrics.upgrades.with_label_values(&["stripped"]).inc();
+        let stripped = shared.metrics.upgrades.with_label_values(&["stripped"]);
+        stripped.inc();
         return None;
     };
     req.headers_mut().insert(header::UPGRADE, carried);

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use hyper::upgrade::Upgraded;
@@ -20,6 +20,7 @@ use sekisho_core::{Direction, Verdict, WsFrame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::flowstate::FlowState;
+use crate::io::Activity;
 use crate::wsframe::{Next, WsReader};
 
 /// Bytes read at a time.
@@ -37,31 +38,6 @@ enum Stop {
     Failed(std::io::Error),
 }
 
-/// When either direction last moved, for the idle timeout.
-struct Clock {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Clock {
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    async fn idle(&self, limit: Duration) {
-        loop {
-            let now = self.start.elapsed().as_millis() as u64;
-            let idle =
-                Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)));
-            if idle >= limit {
-                return;
-            }
-            tokio::time::sleep(limit - idle + Duration::from_millis(5)).await;
-        }
-    }
-}
-
 /// Relays the two upgraded streams until both sides closed, one frame was blocked, an I/O
 /// error, or `idle` without traffic. `max` is the payload bytes inspected per frame.
 pub(crate) async fn relay(
@@ -73,10 +49,8 @@ pub(crate) async fn relay(
 ) {
     let (cr, mut cw) = tokio::io::split(TokioIo::new(client));
     let (sr, mut sw) = tokio::io::split(TokioIo::new(server));
-    let clock = Clock {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    };
+    // When either direction last moved, for the idle timeout.
+    let clock = Activity::new();
     let up = Side::default();
     let down = Side::default();
     let blocked = {
@@ -104,7 +78,8 @@ pub(crate) async fn relay(
             send_close(&mut cw, None).await;
         }
         if up.whole.load(Ordering::Relaxed) {
-            let key = (clock.start.elapsed().as_nanos() as u32).to_be_bytes();
+            let mut key = [0u8; 4];
+            key.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..4]);
             send_close(&mut sw, Some(key)).await;
         }
     }
@@ -158,7 +133,7 @@ async fn pump<R, W>(
     dst: &mut W,
     state: &FlowState,
     max: usize,
-    clock: &Clock,
+    clock: &Activity,
     side: &Side,
 ) -> Result<(), Stop>
 where

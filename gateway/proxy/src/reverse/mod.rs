@@ -257,11 +257,7 @@ async fn reverse_flow(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let client_upgrade = h::take_upgrade(
-        &mut req,
-        &shared.dest.load().upgrade_protocols,
-        &shared.metrics,
-    );
+    let client_upgrade = h::take_upgrade(&mut req, &shared);
     let (mut parts, body) = req.into_parts();
     let st = &rc.state;
     // A client never chooses its own facility or roles.
