@@ -161,7 +161,7 @@ pub fn check_waf(waf: &sekisho_waf::WafConfig, config_path: &Path) -> anyhow::Re
         println!("{d}: accepted, no effect in this engine");
     }
     println!(
-        "waf total: {} rules loaded (+{} chained), {} markers, {} removed by exclusions, {} broken; engine {:?}; {} rules run at load and {} decided there; compiled in {} ms",
+        "waf total: {} rules loaded (+{} chained), {} markers, {} removed by exclusions, {} broken; engine {:?}; {} rules run at load and {} decided there, {} operator parameters fixed there; compiled in {} ms",
         s.rules,
         s.chained,
         s.markers,
@@ -170,6 +170,7 @@ pub fn check_waf(waf: &sekisho_waf::WafConfig, config_path: &Path) -> anyhow::Re
         set.settings().mode,
         s.prelude,
         s.folded,
+        s.constant_params,
         t.elapsed().as_millis()
     );
     Ok(if errors.is_empty() {

@@ -179,7 +179,7 @@ impl sekisho_core::Engine for WafEngine {
         );
         let report = LoadReport {
             summary: format!(
-                "waf: {} rules (+{} chained) and {} markers from {} files, {} with errors, engine {:?}, decoding {:?}, {} rules run at load and {} decided there, value memo {} MiB, compiled in {} ms",
+                "waf: {} rules (+{} chained) and {} markers from {} files, {} with errors, engine {:?}, decoding {:?}, {} rules run at load and {} decided there, {} operator parameters fixed there, value memo {} MiB, compiled in {} ms",
                 s.rules,
                 s.chained,
                 s.markers,
@@ -189,6 +189,7 @@ impl sekisho_core::Engine for WafEngine {
                 cfg.decode,
                 s.prelude,
                 s.folded,
+                s.constant_params,
                 cfg.value_memo_mb,
                 t.elapsed().as_millis()
             ),

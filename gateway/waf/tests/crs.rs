@@ -94,9 +94,15 @@ fn crs_compiles_into_an_engine_and_scores_an_attack() {
     assert!(s.rules > 600, "{s:?}");
     // crs-setup's settings and 901's defaults run once at load; at paranoia level 1 the
     // gates of levels 2 to 4 in each rule file are decided there too.
-    println!("prelude {} rules, {} folded", s.prelude, s.folded);
+    // The allowed methods, protocols, content types and restricted extensions and headers
+    // are set there too: the operators that read them get their parameters at load.
+    println!(
+        "prelude {} rules, {} folded, {} operator parameters fixed",
+        s.prelude, s.folded, s.constant_params
+    );
     assert!(s.prelude >= 20, "{s:?}");
     assert!(s.folded >= 40, "{s:?}");
+    assert!(s.constant_params >= 5, "{s:?}");
     let waf = std::sync::Arc::new(waf);
     let head = |uri: &str| RequestHead {
         method: "GET".into(),

@@ -18,10 +18,11 @@
 
 use std::sync::Arc;
 
-use super::needs::{self, ByteSet};
+use super::needs::{self, ByteSet, Needs};
 use super::rule::CRule;
-use super::target::{Kind, Target};
+use super::target::{Kind, Slot, Target};
 use super::tx::{Transaction, Val};
+use crate::transform::Transform;
 
 /// How many kinds of variable there are (slots of summaries by kind come first).
 const KINDS: usize = Kind::Other as usize + 1;
@@ -51,55 +52,90 @@ enum Source {
     Scalar(usize),
 }
 
+/// What a rule-level check needs of a link: its transformation chain, byte needs and
+/// literal slot (from the link itself, or from its phase's gate table).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinkCheck<'a> {
+    pub(crate) chain_id: u32,
+    pub(crate) transforms: &'a [Transform],
+    pub(crate) needs: Option<&'a Needs>,
+    pub(crate) lit_slot: Option<u32>,
+}
+
+impl<'a> LinkCheck<'a> {
+    /// The check of a link; `None` when the link has neither needs nor literals (nothing
+    /// rules a target out).
+    pub(crate) fn of(r: &'a CRule) -> Option<LinkCheck<'a>> {
+        (r.needs.is_some() || r.lit_slot.is_some()).then_some(LinkCheck {
+            chain_id: r.chain_id,
+            transforms: &r.transforms,
+            needs: r.needs.as_ref(),
+            lit_slot: r.lit_slot,
+        })
+    }
+}
+
 impl Transaction {
     /// Which of the link's targets may yield a matching value, as a bit per target (all of
     /// them for a link of more than 64 targets): a target is ruled out when its summary rules every one
     /// of its values out (see the module's documentation). No bit set: the link cannot
     /// match.
     pub(crate) fn may_match_targets(&mut self, r: &CRule) -> u64 {
-        if r.needs.is_none() && r.lit_slot.is_none() || r.targets.len() > 64 {
+        let Some(check) = LinkCheck::of(r).filter(|_| r.targets.len() <= 64) else {
             return u64::MAX;
-        }
+        };
         let mut mask = 0u64;
         for (i, t) in r.targets.iter().enumerate() {
-            if self.target_may_match(r, t) {
+            if self.target_may_match(t, &check) {
                 mask |= 1 << i;
             }
         }
         mask
     }
 
-    fn target_may_match(&mut self, r: &CRule, t: &Target) -> bool {
-        let Some(i) = self.summary(t) else {
+    fn target_may_match(&mut self, t: &Target, check: &LinkCheck<'_>) -> bool {
+        // A scalar's name that an open collection also has reads the collection.
+        if t.kind == Kind::Other && self.cols.has_others() && self.cols.contains(t.var) {
             return true;
-        };
-        let (bound, keeps) = self.carried(i, r);
-        if r.needs.as_ref().is_some_and(|n| !n.met(&bound)) {
+        }
+        t.slot.is_none_or(|slot| self.slot_may_match(slot, check))
+    }
+
+    /// Whether some value of the source in `slot` may match the link (see the module's
+    /// documentation). A scalar's slot is read as the scalar even when an open collection
+    /// has its name: callers check that first.
+    pub(crate) fn slot_may_match(&mut self, slot: Slot, check: &LinkCheck<'_>) -> bool {
+        let i = self.summary(slot);
+        let (bound, keeps) = self.carried(i, check);
+        if check.needs.is_some_and(|n| !n.met(&bound)) {
             return false;
         }
-        match r.lit_slot {
-            Some(slot) if keeps => self.has_literal(i, slot),
+        match check.lit_slot {
+            Some(lit) if keeps => self.has_literal(i, lit),
             _ => true,
         }
     }
 
     /// The bytes summary `i` carries through the link's chain, and whether the chain keeps
     /// its values as they are.
-    fn carried(&mut self, i: usize, r: &CRule) -> (ByteSet, bool) {
+    fn carried(&mut self, i: usize, check: &LinkCheck<'_>) -> (ByteSet, bool) {
         let chains = self.waf.chains.len();
         let s = &mut self.summaries[i];
         if s.carried_at.is_empty() {
             s.carried_at = vec![u16::MAX; chains];
         }
-        let at = s.carried_at.get(r.chain_id as usize).copied();
+        let at = s.carried_at.get(check.chain_id as usize).copied();
         if let Some(&c) = at.and_then(|a| s.carried.get(usize::from(a))) {
             return c;
         }
         let bytes = s.bytes;
-        let bound = r.transforms.iter().fold(bytes, |s, &t| needs::bound(t, s));
-        let keeps = r.transforms.iter().all(|&t| needs::keeps(t, bytes));
+        let bound = check
+            .transforms
+            .iter()
+            .fold(bytes, |s, &t| needs::bound(t, s));
+        let keeps = check.transforms.iter().all(|&t| needs::keeps(t, bytes));
         if let (Some(slot), Ok(n)) = (
-            s.carried_at.get_mut(r.chain_id as usize),
+            s.carried_at.get_mut(check.chain_id as usize),
             u16::try_from(s.carried.len()),
         ) {
             *slot = n;
@@ -108,24 +144,26 @@ impl Transaction {
         (bound, keeps)
     }
 
-    /// The index of the summary of a target's source (made when first asked); `None` for
-    /// counts and for what rules write (`TX`, `MATCHED_VAR`), which change within a phase.
-    fn summary(&mut self, t: &Target) -> Option<usize> {
-        let source = self.source(t)?;
-        let slot = match source {
-            Source::Kind(k) => k as usize,
-            Source::Scalar(_) => KINDS.saturating_add(t.index),
+    /// The index of the summary of a slot's source (made when first asked).
+    fn summary(&mut self, slot: Slot) -> usize {
+        let (source, at_slot) = match slot.kind {
+            Kind::Other => {
+                let v = self.data.scalars.at(usize::from(slot.index));
+                let source = Source::Scalar(v.map_or(0, |v| v.as_ptr() as usize));
+                (source, KINDS + usize::from(slot.index))
+            }
+            k => (Source::Kind(k), k as usize),
         };
         if self.summary_at.is_empty() {
             self.summary_at = vec![u32::MAX; KINDS + crate::seclang::names::VARIABLES.len()];
         }
-        let at = self.summary_at.get(slot).copied().unwrap_or(u32::MAX) as usize;
+        let at = self.summary_at.get(at_slot).copied().unwrap_or(u32::MAX) as usize;
         // A scalar a rule replaced since is another source.
         if self.summaries.get(at).is_some_and(|s| s.source == source) {
-            return Some(at);
+            return at;
         }
         let pin = match source {
-            Source::Scalar(_) => self.data.scalars.at(t.index).cloned(),
+            Source::Scalar(_) => self.data.scalars.at(usize::from(slot.index)).cloned(),
             Source::Kind(_) => None,
         };
         let bytes = self
@@ -140,10 +178,10 @@ impl Transaction {
             carried_at: Vec::new(),
         });
         let i = self.summaries.len() - 1;
-        if let Some(s) = self.summary_at.get_mut(slot) {
+        if let Some(s) = self.summary_at.get_mut(at_slot) {
             *s = i as u32;
         }
-        Some(i)
+        i
     }
 
     /// Forgets every summary (the request body or the response added values).
@@ -160,23 +198,6 @@ impl Transaction {
     pub(crate) fn clear_summaries(&mut self) {
         self.summaries.clear();
         self.summary_at.fill(u32::MAX);
-    }
-
-    /// A target's source (a scalar by its value's buffer).
-    fn source(&self, t: &Target) -> Option<Source> {
-        if t.count {
-            return None;
-        }
-        match t.kind {
-            Kind::Other if self.cols.contains(t.var) => None,
-            Kind::Other => {
-                let v = self.data.scalars.at(t.index);
-                Some(Source::Scalar(v.map_or(0, |v| v.as_ptr() as usize)))
-            }
-            Kind::Xml => Some(Source::Kind(Kind::Xml)),
-            Kind::MatchedVars | Kind::MatchedVarsNames => None,
-            k => self.lists(k, false).map(|_| Source::Kind(k)),
-        }
     }
 
     /// Every value of a source (whatever member a target selects).

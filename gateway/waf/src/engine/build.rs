@@ -40,6 +40,9 @@ pub struct LoadSummary {
     pub prelude: usize,
     /// Later rules whose outcome is the same in every transaction, decided at load.
     pub folded: usize,
+    /// Operator parameters with macros that expand alike in every transaction, expanded at
+    /// load.
+    pub constant_params: usize,
 }
 
 /// A rule's source, kept so `SecRuleUpdateActionById` can recompile it.
@@ -108,19 +111,40 @@ impl Waf {
         let (waf, errors) = Waf::compile_unfolded(dirs);
         let waf = Arc::new(waf);
         let prelude = super::fold::prelude(&waf);
-        let folded = super::fold::fold(&waf, &prelude);
+        let found = super::fold::fold(&waf, &prelude);
         // The transactions that ran the rules are gone: the set has one owner again.
         let Some(mut waf) = Arc::into_inner(waf) else {
             return Waf::compile_unfolded(dirs);
         };
-        waf.summary.folded = folded.len();
-        for ((p, i), f) in folded {
+        waf.summary.folded = found.folded.len();
+        for ((p, i), f) in found.folded {
             waf.phases[p][i].folded = Some(f);
         }
+        waf.fix_params(found.constant_params);
         resolve_selections(&waf.phases);
+        waf.steps = waf.phases.each_ref().map(|p| super::gate::Steps::of(p));
         waf.summary.prelude = prelude.rules;
         waf.prelude = prelude;
         (waf, errors)
+    }
+
+    /// Gives the links whose operator parameter is constant that parameter: their operator
+    /// then reads nothing but its input and gets a slot in the value memo.
+    fn fix_params(&mut self, params: Vec<((usize, usize, usize), Vec<u8>)>) {
+        for ((p, i, depth), value) in params {
+            let mut link = Some(&mut self.phases[p][i]);
+            for _ in 0..depth {
+                link = link.and_then(|l| l.chained.as_deref_mut());
+            }
+            let Some(l) = link else { continue };
+            if let Some(op) = l.op.as_ref().and_then(|op| op.with_param(&value)) {
+                l.op = Some(op);
+                self.summary.constant_params += 1;
+            }
+        }
+        let slots = assign_memo_slots(&mut self.phases);
+        let words = self.literals.as_ref().map_or(0, Prefilter::words);
+        self.memo = super::memo::ValueMemo::new(slots, words, super::memo::DEFAULT_BYTES);
     }
 
     fn compile_unfolded(dirs: &[Directive]) -> (Waf, Vec<LoadError>) {
@@ -134,6 +158,7 @@ impl Waf {
             r.index = i as u32;
         }
         b.phases.iter_mut().for_each(|p| resolve_skips(p));
+        let steps = b.phases.each_ref().map(|p| super::gate::Steps::of(p));
         let waf = Waf {
             settings: b.settings,
             phases: b.phases,
@@ -148,6 +173,7 @@ impl Waf {
                 super::memo::DEFAULT_BYTES,
             ),
             literals,
+            steps,
         };
         (waf, b.errors)
     }

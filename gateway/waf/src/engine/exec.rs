@@ -28,8 +28,13 @@ impl Transaction {
         // `skip:N`: how many rules (markers not counted) are still to be passed over.
         let mut count = 0u32;
         let mut next = if p == 1 { waf.prelude.rules } else { 0 };
+        let table = waf.steps(p);
         while let Some(rule) = rules.get(next) {
+            let step = table.steps.get(next);
             next += 1;
+            if self.passes_over(table, step, count > 0) {
+                continue;
+            }
             if count > 0 && rule.marker.is_none() {
                 count -= 1;
                 continue;
@@ -133,13 +138,18 @@ impl Transaction {
                 };
                 Some((p, slot))
             });
-            if place.is_some_and(|(p, slot)| self.memo.get_mut().known(p, slot)) {
+            // What the memo keeps is that the operator does not match: a negated link (of
+            // one candidate per value) then matches without running it.
+            let negated = r.negated && !r.multi_match;
+            let known = place.is_some_and(|(p, slot)| self.memo.get_mut().known(p, slot));
+            if known && !negated {
                 continue;
             }
             self.op_failed = false;
-            let hit = self.test_item(r, op, item);
+            let hit = self.test_item(r, op, item, known);
             // A failure (PCRE limits) is not a fact about the bytes alone: not kept.
-            if let (false, false, Some((p, slot))) = (hit, self.op_failed, place) {
+            let op_missed = if r.negated { negated && hit } else { !hit };
+            if let (true, false, Some((p, slot))) = (op_missed, self.op_failed, place) {
                 self.memo.get_mut().note(p, slot);
             }
             matched |= hit;
@@ -151,21 +161,26 @@ impl Transaction {
 
     /// One target value through the link: transformed, prefiltered, the operator run (on
     /// each candidate for `multiMatch`); true when it matched.
-    fn test_item(&mut self, r: &CRule, op: &super::ops::Op, item: &Item) -> bool {
+    /// `known_miss`: the memo knows the operator does not match the value (of a negated
+    /// link with one candidate), so it is not run.
+    fn test_item(&mut self, r: &CRule, op: &super::ops::Op, item: &Item, known_miss: bool) -> bool {
         let mut matched = false;
-        if r.multi_match {
+        if known_miss {
+            let (candidate, _) = self.prepared(&item.value, r);
+            matched = self.test_at(r, op, item, candidate, true);
+        } else if r.multi_match {
             let mut candidates = std::mem::take(&mut self.candidate_buf);
             self.multi_candidates(&item.value, r, &mut candidates);
             for (candidate, present) in candidates.drain(..) {
                 if may_match(r, self.input_val(&candidate, item), &present) {
-                    matched |= self.test_at(r, op, item, candidate);
+                    matched |= self.test_at(r, op, item, candidate, false);
                 }
             }
             self.candidate_buf = candidates;
         } else {
             let (candidate, may) = self.prepared(&item.value, r);
             if may {
-                matched = self.test_at(r, op, item, candidate);
+                matched = self.test_at(r, op, item, candidate, false);
             }
         }
         matched
@@ -173,9 +188,18 @@ impl Transaction {
 
     /// Runs the operator on one (transformed) value, where [`Self::prepared`] or
     /// [`Self::multi_candidates`] found it; on a match, records it and runs the link's actions.
-    fn test_at(&mut self, r: &CRule, op: &super::ops::Op, item: &Item, at: Cand) -> bool {
-        self.evaluations += 1;
-        let found = {
+    fn test_at(
+        &mut self,
+        r: &CRule,
+        op: &super::ops::Op,
+        item: &Item,
+        at: Cand,
+        known_miss: bool,
+    ) -> bool {
+        let found = if known_miss {
+            super::ops::Found::plain(false)
+        } else {
+            self.evaluations += 1;
             let mut expand = |m: &Macro| self.expand(m);
             op.run(self.input_val(&at, item), r.capture, &mut expand)
         };
@@ -288,8 +312,9 @@ impl Transaction {
         for (i, t) in r.targets.iter().enumerate() {
             // A link of more than 64 targets has every bit set (see `may_match_targets`).
             if i >= 64 || mask & (1 << i) != 0 {
-                // A count is of every value: none is left out of it.
-                let skip = if t.count { None } else { r.memo };
+                // A count is of every value: none is left out of it. A negated link matches
+                // the values its operator is known not to: none is left out either.
+                let skip = if t.count || r.negated { None } else { r.memo };
                 self.values_skipping(t, out, skip);
             }
         }

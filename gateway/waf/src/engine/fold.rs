@@ -202,9 +202,18 @@ impl Later {
     }
 }
 
-/// The outcomes of the rules after the prelude that every transaction shares, by (phase
-/// index, rule index).
-pub(crate) fn fold(waf: &Arc<Waf>, prelude: &Prelude) -> Vec<((usize, usize), Folded)> {
+/// What folding found: the outcomes of the rules after the prelude that every transaction
+/// shares, by (phase index, rule index), and the operator parameters that are constant.
+pub(crate) struct Found {
+    /// Rules decided at load.
+    pub folded: Vec<((usize, usize), Folded)>,
+    /// Links whose operator parameter reads only constant `TX` variables, by (phase index,
+    /// rule index, link depth), with the parameter every transaction expands it to.
+    pub constant_params: Vec<((usize, usize, usize), Vec<u8>)>,
+}
+
+/// Folds the rules after the prelude (see the module's documentation).
+pub(crate) fn fold(waf: &Arc<Waf>, prelude: &Prelude) -> Found {
     let mut later = Vec::new();
     for (p, list) in waf.phases.iter().enumerate() {
         let skip = if p == 0 { prelude.rules } else { 0 };
@@ -224,11 +233,7 @@ pub(crate) fn fold(waf: &Arc<Waf>, prelude: &Prelude) -> Vec<((usize, usize), Fo
     // Each round evaluates the candidates whose reads no live rule writes; a rule proven
     // never to match stops being a writer, which may make more candidates ready.
     loop {
-        let live: Vec<&Write> = later
-            .iter()
-            .filter(|l| l.live())
-            .flat_map(|l| &l.writes)
-            .collect();
+        let live = live_writes(&later);
         let constant = |k: &String| !live.iter().any(|w| w.covers(k));
         let ready: Vec<usize> = (0..later.len())
             .filter(|&n| {
@@ -245,10 +250,52 @@ pub(crate) fn fold(waf: &Arc<Waf>, prelude: &Prelude) -> Vec<((usize, usize), Fo
             later[n].tried = true;
         }
     }
+    let live = live_writes(&later);
+    let constant = |k: &String| !live.iter().any(|w| w.covers(k));
+    let constant_params = constant_params(waf, prelude, &constant);
+    Found {
+        folded: later
+            .into_iter()
+            .filter_map(|l| Some((l.at, l.folded?)))
+            .collect(),
+        constant_params,
+    }
+}
+
+/// What the rules not proven never to match may write.
+fn live_writes(later: &[Later]) -> Vec<&Write> {
     later
-        .into_iter()
-        .filter_map(|l| Some((l.at, l.folded?)))
+        .iter()
+        .filter(|l| l.live())
+        .flat_map(|l| &l.writes)
         .collect()
+}
+
+/// The links after the prelude whose operator parameter (`@within %{tx.allowed_methods}`)
+/// reads only `TX` keys no live rule writes: it expands alike in every transaction, to what
+/// it expands to after the prelude.
+fn constant_params(
+    waf: &Arc<Waf>,
+    prelude: &Prelude,
+    constant: &dyn Fn(&String) -> bool,
+) -> Vec<((usize, usize, usize), Vec<u8>)> {
+    let tx = blank(waf, prelude);
+    let mut out = Vec::new();
+    for (p, list) in waf.phases.iter().enumerate() {
+        let skip = if p == 0 { prelude.rules } else { 0 };
+        for (i, r) in list.iter().enumerate().skip(skip) {
+            for (depth, l) in links(r).enumerate() {
+                let Some(Op::SimpleMacro(_, m) | Op::RxMacro(m, _)) = &l.op else {
+                    continue;
+                };
+                let mut keys = Vec::new();
+                if macro_reads(m, false, &mut keys).is_some() && keys.iter().all(constant) {
+                    out.push(((p, i, depth), tx.expand(m)));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A candidate's outcome: `None` when it matches and does more than skip.
@@ -310,6 +357,39 @@ SecRule ARGS "@contains evil" "id:101,phase:2,pass,log,msg:'pl2 rule'"
 SecMarker "END-PL2"
 SecRule ARGS "@contains evil" "id:102,phase:2,pass,log,msg:'pl1 rule'"
 "#;
+
+    /// A parameter reading only what no live rule writes is expanded once; one reading a
+    /// variable a request can change (through a later `setvar`) stays a macro.
+    #[test]
+    fn constant_operator_parameters_are_fixed_at_load() {
+        let w = waf(r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.allowed=GET HEAD,setvar:tx.word=^(?:a|b)$"
+SecRule REQUEST_METHOD "!@within %{tx.allowed}" "id:2,phase:1,pass,log,msg:'method'"
+SecRule ARGS:w "@rx %{tx.word}" "id:3,phase:1,pass,log,msg:'word'"
+SecRule ARGS:v "@streq %{tx.mutable}" "id:4,phase:1,pass,log,msg:'same'"
+SecRule ARGS:m "@rx ." "id:5,phase:1,pass,nolog,setvar:tx.mutable=%{MATCHED_VAR}"
+"#);
+        assert_eq!(w.summary().constant_params, 2);
+        let fixed = |id: u64| {
+            let r = w.phases[0].iter().find(|r| r.id == id).expect("rule");
+            r.op.as_ref().is_some_and(super::Op::is_pure)
+        };
+        assert!(fixed(2) && fixed(3) && !fixed(4));
+        assert_eq!(ids(&w, "/?w=a"), vec![3]);
+        assert_eq!(ids(&w, "/?w=ab"), Vec::<u64>::new());
+        let head = |method: &str| RequestHead {
+            method: method.into(),
+            uri: b"/?v=&m=x".to_vec(),
+            protocol: "HTTP/1.1".into(),
+            ..Default::default()
+        };
+        for (method, want) in [("GET", vec![4]), ("DELETE", vec![2, 4])] {
+            let mut tx = Transaction::new(Arc::clone(&w), &head(method));
+            tx.request_headers();
+            let got: Vec<u64> = tx.matched_rules().iter().map(|m| m.id).collect();
+            assert_eq!(got, want, "{method}");
+        }
+    }
 
     #[test]
     fn the_prelude_runs_once_and_every_transaction_starts_after_it() {

@@ -9,6 +9,7 @@ mod chains;
 mod decode;
 mod exec;
 mod fold;
+mod gate;
 mod macros;
 mod memo;
 mod needs;
@@ -52,6 +53,8 @@ pub struct Waf {
     caches: chains::Pool,
     /// What pure links are known not to match, by value, across transactions.
     memo: memo::ValueMemo,
+    /// Each phase's step table (see `gate`).
+    steps: [gate::Steps; 5],
 }
 
 impl Waf {
@@ -96,5 +99,13 @@ impl Waf {
         self.phases
             .get(usize::from(p.saturating_sub(1)))
             .map_or(&[], |v| v.as_slice())
+    }
+
+    /// Phase `p`'s step table (parallel to [`Waf::phase`]).
+    fn steps(&self, p: u8) -> &gate::Steps {
+        static NONE: std::sync::OnceLock<gate::Steps> = std::sync::OnceLock::new();
+        self.steps
+            .get(usize::from(p.saturating_sub(1)))
+            .unwrap_or_else(|| NONE.get_or_init(Default::default))
     }
 }

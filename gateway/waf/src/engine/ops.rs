@@ -51,7 +51,7 @@ pub enum OpError {
 }
 
 impl Found {
-    fn plain(matched: bool) -> Found {
+    pub(crate) fn plain(matched: bool) -> Found {
         Found {
             matched,
             captures: Vec::new(),
@@ -121,6 +121,19 @@ impl Op {
                 super::prefilter::required_literals(rx.as_str())
             }
             Op::Pm(_, phrases) if phrases.iter().all(|p| !p.is_empty()) => Some(phrases.clone()),
+            _ => None,
+        }
+    }
+
+    /// The operator with its macro parameter replaced by `param` (what it expands to in
+    /// every transaction); `None` when it has no macro, or the expansion is not a regex
+    /// (left to run as before: it never matches).
+    pub(crate) fn with_param(&self, param: &[u8]) -> Option<Op> {
+        match self {
+            Op::SimpleMacro(s, _) => Some(Op::Simple(s.clone(), param.to_vec())),
+            Op::RxMacro(..) => Rx::compile(&String::from_utf8_lossy(param))
+                .ok()
+                .map(Op::Rx),
             _ => None,
         }
     }

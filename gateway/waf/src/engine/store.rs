@@ -77,6 +77,11 @@ impl Cols {
         self.other.iter().find(|(n, _)| n == name).map(|(_, c)| c)
     }
 
+    /// Whether a collection other than `TX` is open.
+    pub fn has_others(&self) -> bool {
+        !self.other.is_empty()
+    }
+
     /// Whether `name` is an open collection.
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()

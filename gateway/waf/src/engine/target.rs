@@ -54,6 +54,55 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in order (for tests that go over each).
+    #[cfg(test)]
+    pub const ALL: [Kind; Kind::Other as usize + 1] = {
+        use Kind::*;
+        [
+            Args,
+            ArgsGet,
+            ArgsPost,
+            ArgsNames,
+            ArgsGetNames,
+            ArgsPostNames,
+            Headers,
+            HeaderNames,
+            Cookies,
+            CookieNames,
+            ResponseHeaders,
+            ResponseHeaderNames,
+            Files,
+            FileNames,
+            FilesSizes,
+            FilesContent,
+            PartHeaders,
+            MatchedVars,
+            MatchedVarsNames,
+            MatchedVar,
+            MatchedVarName,
+            Xml,
+            ArgsCombinedSize,
+            FilesCombinedSize,
+            HighestSeverity,
+            Other,
+        ]
+    };
+
+    /// Whether the kind is a list of named members (`Transaction::lists` gives them).
+    pub fn is_list(self) -> bool {
+        use Kind::*;
+        !matches!(
+            self,
+            MatchedVar
+                | MatchedVarName
+                | Xml
+                | ArgsCombinedSize
+                | FilesCombinedSize
+                | HighestSeverity
+                | Other
+        )
+    }
+
     /// The kind of variable `name` (upper case).
     pub fn of(name: &str) -> Kind {
         use Kind::*;
@@ -103,6 +152,36 @@ pub struct Target {
     pub index: usize,
     /// A selected name as a value (the member's key, shared by every read).
     pub key: Option<crate::engine::tx::Val>,
+    /// Where the target's values are summarised for rule-level checks (see `bound`);
+    /// `None` for counts and for what rules write within a phase.
+    pub(crate) slot: Option<Slot>,
+}
+
+/// A source of values summarised as a whole for rule-level checks: a collection by its
+/// kind, or a scalar (kind `Other`) by its index in the name table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub(crate) kind: Kind,
+    pub(crate) index: u16,
+}
+
+impl Slot {
+    /// The slot of a target, when it has one: not a count, not `TX` (rules write it), not
+    /// `MATCHED_VARS` (each rule changes it), not a value worked out from others.
+    fn of(var: &str, kind: Kind, index: usize, count: bool) -> Option<Slot> {
+        if count {
+            return None;
+        }
+        match kind {
+            Kind::Other if var == "TX" => None,
+            Kind::Other => u16::try_from(index).ok().map(|index| Slot { kind, index }),
+            Kind::Xml => Some(Slot { kind, index: 0 }),
+            k if k.is_list() && !matches!(k, Kind::MatchedVars | Kind::MatchedVarsNames) => {
+                Some(Slot { kind, index: 0 })
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Target {
@@ -130,13 +209,16 @@ impl Target {
             Select::Name(n) => Some(std::sync::Arc::from(n.as_bytes())),
             _ => None,
         };
+        let kind = Kind::of(var);
+        let index = super::store::index_of(var).unwrap_or(usize::MAX);
         Target {
             var,
-            kind: Kind::of(var),
-            index: super::store::index_of(var).unwrap_or(usize::MAX),
+            kind,
+            index,
             key,
             select,
             count,
+            slot: Slot::of(var, kind, index, count),
         }
     }
 

@@ -453,3 +453,25 @@ SecRule MSC_PCRE_LIMITS_EXCEEDED "@eq 1" "id:3,phase:1,pass,msg:'variable'""#,
     assert_eq!(ids(&run(&w, &get("/?q=aaaa", &[]), b"")), vec![1]);
     assert!(ids(&run(&w, &get("/?q=abc", &[]), b"")).is_empty());
 }
+
+/// The value memo keeps that an operator does not match a value: a negated link matches that
+/// value again in later transactions without running its operator, with the value its
+/// transformations give; a value the operator matches is tested every time.
+#[test]
+fn a_negated_link_matches_again_on_a_value_the_memo_knows() {
+    let w = waf(
+        r#"SecRule ARGS:q "!@rx ^[0-9]+$" "id:1,phase:1,pass,t:none,msg:'not a number'"
+SecRule REQUEST_HEADERS:User-Agent "!@pm curl wget" "id:2,phase:1,pass,t:lowercase,msg:'not a tool',logdata:'%{MATCHED_VAR}'""#,
+    );
+    for round in 0..3 {
+        let tx = run(&w, &get("/?q=abc", &[("User-Agent", "Mozilla/5.0")]), b"");
+        assert_eq!(ids(&tx), vec![1, 2], "round {round}");
+        assert_eq!(tx.matched_rules()[1].data, "mozilla/5.0");
+        if round > 0 {
+            assert_eq!(tx.evaluations(), 0, "round {round}: known to the memo");
+        }
+        let tx = run(&w, &get("/?q=123", &[("User-Agent", "curl/8.5")]), b"");
+        assert!(ids(&tx).is_empty(), "round {round}");
+        assert_eq!(tx.evaluations(), 2, "round {round}: a match is never kept");
+    }
+}
