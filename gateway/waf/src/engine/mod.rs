@@ -103,9 +103,8 @@ impl Waf {
 
     /// Phase `p`'s step table (parallel to [`Waf::phase`]).
     fn steps(&self, p: u8) -> &gate::Steps {
-        static NONE: std::sync::OnceLock<gate::Steps> = std::sync::OnceLock::new();
         self.steps
             .get(usize::from(p.saturating_sub(1)))
-            .unwrap_or_else(|| NONE.get_or_init(Default::default))
+            .unwrap_or(&gate::NONE)
     }
 }

@@ -54,40 +54,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Every kind, in order (for tests that go over each).
-    #[cfg(test)]
-    pub const ALL: [Kind; Kind::Other as usize + 1] = {
-        use Kind::*;
-        [
-            Args,
-            ArgsGet,
-            ArgsPost,
-            ArgsNames,
-            ArgsGetNames,
-            ArgsPostNames,
-            Headers,
-            HeaderNames,
-            Cookies,
-            CookieNames,
-            ResponseHeaders,
-            ResponseHeaderNames,
-            Files,
-            FileNames,
-            FilesSizes,
-            FilesContent,
-            PartHeaders,
-            MatchedVars,
-            MatchedVarsNames,
-            MatchedVar,
-            MatchedVarName,
-            Xml,
-            ArgsCombinedSize,
-            FilesCombinedSize,
-            HighestSeverity,
-            Other,
-        ]
-    };
-
     /// Whether the kind is a list of named members (`Transaction::lists` gives them).
     pub fn is_list(self) -> bool {
         use Kind::*;
