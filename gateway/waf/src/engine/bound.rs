@@ -18,11 +18,11 @@
 
 use std::sync::Arc;
 
-use super::needs::{self, ByteSet, Needs};
+use super::carry::ByteCheck;
+use super::needs::ByteSet;
 use super::rule::CRule;
 use super::target::{Kind, Slot, Target};
 use super::tx::{Transaction, Val};
-use crate::transform::Transform;
 
 /// How many kinds of variable there are (slots of summaries by kind come first).
 const KINDS: usize = Kind::Other as usize + 1;
@@ -36,12 +36,6 @@ pub(crate) struct Summary {
     bytes: ByteSet,
     /// Links whose literals occur in some value (computed when first asked).
     literals: Option<Vec<u64>>,
-    /// By transformation chain (its interned id): the bytes carried through it, and whether
-    /// every step keeps the values as they are. Rules share chains, so each is worked out once.
-    carried: Vec<(ByteSet, bool)>,
-    /// Where each chain's entry is in `carried`, by chain id (`u16::MAX`: not worked out yet;
-    /// sized when first asked).
-    carried_at: Vec<u16>,
 }
 
 /// A collection, or a scalar by its value's buffer (a scalar a rule replaces is another;
@@ -52,13 +46,11 @@ enum Source {
     Scalar(usize),
 }
 
-/// What a rule-level check needs of a link: its transformation chain, byte needs and
+/// What a rule-level check needs of a link: its byte check (needs through the chain) and
 /// literal slot (from the link itself, or from its phase's gate table).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LinkCheck<'a> {
-    pub(crate) chain_id: u32,
-    pub(crate) transforms: &'a [Transform],
-    pub(crate) needs: Option<&'a Needs>,
+    pub(crate) bytes: &'a ByteCheck,
     pub(crate) lit_slot: Option<u32>,
 }
 
@@ -66,10 +58,8 @@ impl<'a> LinkCheck<'a> {
     /// The check of a link; `None` when the link has neither needs nor literals (nothing
     /// rules a target out).
     pub(crate) fn of(r: &'a CRule) -> Option<LinkCheck<'a>> {
-        (r.needs.is_some() || r.lit_slot.is_some()).then_some(LinkCheck {
-            chain_id: r.chain_id,
-            transforms: &r.transforms,
-            needs: r.needs.as_ref(),
+        (r.bytes.has_needs() || r.lit_slot.is_some()).then_some(LinkCheck {
+            bytes: &r.bytes,
             lit_slot: r.lit_slot,
         })
     }
@@ -106,42 +96,17 @@ impl Transaction {
     /// has its name: callers check that first.
     pub(crate) fn slot_may_match(&mut self, slot: Slot, check: &LinkCheck<'_>) -> bool {
         let i = self.summary(slot);
-        let (bound, keeps) = self.carried(i, check);
-        if check.needs.is_some_and(|n| !n.met(&bound)) {
+        let Some(bytes) = self.summaries.get(i).map(|s| s.bytes) else {
+            return true;
+        };
+        let (met, keeps) = check.bytes.judge(bytes);
+        if !met {
             return false;
         }
         match check.lit_slot {
             Some(lit) if keeps => self.has_literal(i, lit),
             _ => true,
         }
-    }
-
-    /// The bytes summary `i` carries through the link's chain, and whether the chain keeps
-    /// its values as they are.
-    fn carried(&mut self, i: usize, check: &LinkCheck<'_>) -> (ByteSet, bool) {
-        let chains = self.waf.chains.len();
-        let s = &mut self.summaries[i];
-        if s.carried_at.is_empty() {
-            s.carried_at = vec![u16::MAX; chains];
-        }
-        let at = s.carried_at.get(check.chain_id as usize).copied();
-        if let Some(&c) = at.and_then(|a| s.carried.get(usize::from(a))) {
-            return c;
-        }
-        let bytes = s.bytes;
-        let bound = check
-            .transforms
-            .iter()
-            .fold(bytes, |s, &t| needs::bound(t, s));
-        let keeps = check.transforms.iter().all(|&t| needs::keeps(t, bytes));
-        if let (Some(slot), Ok(n)) = (
-            s.carried_at.get_mut(check.chain_id as usize),
-            u16::try_from(s.carried.len()),
-        ) {
-            *slot = n;
-            s.carried.push((bound, keeps));
-        }
-        (bound, keeps)
     }
 
     /// The index of the summary of a slot's source (made when first asked).
@@ -154,13 +119,20 @@ impl Transaction {
             }
             k => (Source::Kind(k), k as usize),
         };
-        if self.summary_at.is_empty() {
-            self.summary_at = vec![u32::MAX; KINDS + crate::seclang::names::VARIABLES.len()];
-        }
         let at = self.summary_at.get(at_slot).copied().unwrap_or(u32::MAX) as usize;
         // A scalar a rule replaced since is another source.
         if self.summaries.get(at).is_some_and(|s| s.source == source) {
             return at;
+        }
+        self.summarise(slot, source, at_slot)
+    }
+
+    /// Makes the summary of a slot's source.
+    #[cold]
+    #[inline(never)]
+    fn summarise(&mut self, slot: Slot, source: Source, at_slot: usize) -> usize {
+        if self.summary_at.is_empty() {
+            self.summary_at = vec![u32::MAX; KINDS + crate::seclang::names::VARIABLES.len()];
         }
         let pin = match source {
             Source::Scalar(_) => self.data.scalars.at(usize::from(slot.index)).cloned(),
@@ -174,8 +146,6 @@ impl Transaction {
             pin,
             bytes,
             literals: None,
-            carried: Vec::new(),
-            carried_at: Vec::new(),
         });
         let i = self.summaries.len() - 1;
         if let Some(s) = self.summary_at.get_mut(at_slot) {

@@ -10,12 +10,11 @@
 //! the same outcome as running it: its first link matches nothing, and nothing else runs.
 
 use super::bound::LinkCheck;
+use super::carry::ByteCheck;
 use super::fold::Folded;
-use super::needs::Needs;
 use super::rule::CRule;
 use super::target::{Kind, Slot};
 use super::tx::Transaction;
-use crate::transform::Transform;
 
 /// Most targets a gate holds (a rule with more is always run).
 const MAX_SLOTS: usize = 8;
@@ -27,7 +26,8 @@ pub(crate) enum Step {
     Run,
     /// A `SecMarker`: nothing to do.
     Marker,
-    /// Folded to "never matches": nothing to do unless a runtime exclusion names it.
+    /// Folded to "never matches": nothing to do (a runtime exclusion of its targets leaves
+    /// it matching nothing).
     Never,
     /// Run unless the gate (an index into the phase's gates) is closed.
     Gate(u32),
@@ -38,9 +38,7 @@ pub(crate) enum Step {
 pub(crate) struct Gate {
     slots: [Slot; MAX_SLOTS],
     len: u8,
-    chain_id: u32,
-    transforms: Box<[Transform]>,
-    needs: Option<Needs>,
+    bytes: ByteCheck,
     lit_slot: Option<u32>,
 }
 
@@ -101,18 +99,14 @@ impl Gate {
         Some(Gate {
             slots,
             len: r.targets.len() as u8,
-            chain_id: check.chain_id,
-            transforms: check.transforms.into(),
-            needs: check.needs.cloned(),
+            bytes: check.bytes.clone(),
             lit_slot: check.lit_slot,
         })
     }
 
     fn check(&self) -> LinkCheck<'_> {
         LinkCheck {
-            chain_id: self.chain_id,
-            transforms: &self.transforms,
-            needs: self.needs.as_ref(),
+            bytes: &self.bytes,
             lit_slot: self.lit_slot,
         }
     }
@@ -120,8 +114,7 @@ impl Gate {
 
 impl Transaction {
     /// Whether the phase passes over the rule at `step` without reading it: a marker, or,
-    /// unless a `skip` is counting rules, a rule folded to "never" (no runtime exclusion in
-    /// force) or a closed gate.
+    /// unless a `skip` is counting rules, a rule folded to "never" or a closed gate.
     pub(crate) fn passes_over(
         &mut self,
         table: &Steps,
@@ -131,7 +124,9 @@ impl Transaction {
         match step {
             Some(Step::Marker) => true,
             _ if counting => false,
-            Some(Step::Never) => self.removed_targets.is_empty(),
+            // A runtime exclusion only takes targets away: a rule none of whose targets can
+            // match still matches nothing.
+            Some(Step::Never) => true,
             Some(Step::Gate(g)) => table
                 .gates
                 .get(*g as usize)

@@ -5,6 +5,7 @@
 mod actions;
 mod bound;
 mod build;
+mod carry;
 mod chains;
 mod decode;
 mod exec;

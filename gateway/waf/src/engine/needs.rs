@@ -20,6 +20,8 @@ pub struct ByteSet([u64; 4]);
 impl ByteSet {
     /// Every byte.
     pub const ALL: ByteSet = ByteSet([u64::MAX; 4]);
+    /// The bytes from 0x80 up.
+    pub const HIGH: ByteSet = ByteSet([0, 0, u64::MAX, u64::MAX]);
 
     /// The bytes of `hay`, lower-cased.
     pub fn of(hay: &[u8]) -> ByteSet {
@@ -60,8 +62,22 @@ impl ByteSet {
         s
     }
 
-    fn intersects(&self, o: &ByteSet) -> bool {
-        self.0.iter().zip(o.0).any(|(a, b)| a & b != 0)
+    /// Whether the sets share a byte.
+    pub fn intersects(&self, o: &ByteSet) -> bool {
+        (self.0[0] & o.0[0]) | (self.0[1] & o.0[1]) | (self.0[2] & o.0[2]) | (self.0[3] & o.0[3])
+            != 0
+    }
+
+    /// Whether the set holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    /// The set without `b` (as [`ByteSet::of`] folds it).
+    pub fn without(mut self, b: u8) -> ByteSet {
+        let b = b.to_ascii_lowercase();
+        self.0[usize::from(b >> 6)] &= !(1 << (b & 63));
+        self
     }
 
     fn has(&self, b: u8) -> bool {
@@ -104,6 +120,11 @@ impl Needs {
     /// Whether a value holding `present` can meet every set.
     pub fn met(&self, present: &ByteSet) -> bool {
         self.0.iter().all(|s| s.intersects(present))
+    }
+
+    /// The sets.
+    pub fn sets(&self) -> &[ByteSet] {
+        &self.0
     }
 
     fn new(sets: Vec<ByteSet>) -> Option<Needs> {

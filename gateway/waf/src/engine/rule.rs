@@ -73,6 +73,8 @@ pub struct CRule {
     /// The id of this transformation chain in the rule set (rules with equal chains share
     /// it, and so share cached results).
     pub chain_id: u32,
+    /// The rule-level byte check of the link's needs through its chain.
+    pub(crate) bytes: super::carry::ByteCheck,
     /// The rule's slot in its chain's prefilter, when its operator has required literals.
     pub pf_slot: Option<u32>,
     /// The link's slot in the rule set's automaton of every link's literals (for the
@@ -208,6 +210,7 @@ impl CRule {
             negated: false,
             transforms: Vec::new(),
             chain_id: 0,
+            bytes: Default::default(),
             pf_slot: None,
             needs: None,
             own_pf: None,
