@@ -34,6 +34,8 @@ pub(crate) struct Summary {
     /// A scalar's value, held so that its buffer's address is not reused while summarised.
     pin: Option<Val>,
     bytes: ByteSet,
+    /// Whether the source holds any value.
+    any: bool,
     /// Links whose literals occur in some value (computed when first asked).
     literals: Option<Vec<u64>>,
 }
@@ -96,8 +98,9 @@ impl Transaction {
     /// has its name: callers check that first.
     pub(crate) fn slot_may_match(&mut self, slot: Slot, check: &LinkCheck<'_>) -> bool {
         let i = self.summary(slot);
-        let Some(bytes) = self.summaries.get(i).map(|s| s.bytes) else {
-            return true;
+        // A source with no values yields no match, whatever the link.
+        let Some(bytes) = self.summaries.get(i).filter(|s| s.any).map(|s| s.bytes) else {
+            return false;
         };
         let (met, keeps) = check.bytes.judge(bytes);
         if !met {
@@ -138,13 +141,16 @@ impl Transaction {
             Source::Scalar(_) => self.data.scalars.at(usize::from(slot.index)).cloned(),
             Source::Kind(_) => None,
         };
-        let bytes = self
+        let (bytes, any) = self
             .values_of(source, pin.as_ref())
-            .fold(ByteSet::default(), |s, v| s.union(ByteSet::of(&v[..])));
+            .fold((ByteSet::default(), false), |(s, _), v| {
+                (s.union(ByteSet::of(&v[..])), true)
+            });
         self.summaries.push(Summary {
             source,
             pin,
             bytes,
+            any,
             literals: None,
         });
         let i = self.summaries.len() - 1;
