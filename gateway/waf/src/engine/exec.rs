@@ -435,26 +435,34 @@ impl Transaction {
 
     /// Expands a macro against this transaction.
     pub(crate) fn expand(&self, m: &Macro) -> Vec<u8> {
-        m.expand(|name, key| self.macro_value(name, key))
+        m.expand_into(|name, key, out| self.macro_value(name, key, out))
     }
 
-    fn macro_value(&self, name: &str, key: Option<&str>) -> Option<Vec<u8>> {
+    /// Appends the value a macro variable names (nothing when it has none).
+    fn macro_value(&self, name: &str, key: Option<&str>, out: &mut Vec<u8>) {
         if let (Some(k), Some(col)) = (key, self.cols.get(name)) {
-            return col.get(k).map(|v| v.to_vec());
+            if let Some(v) = col.get(k) {
+                out.extend_from_slice(v);
+            }
+            return;
         }
         match (name, key) {
-            ("MATCHED_VAR", None) => Some(self.matched_var.1.to_vec()),
-            ("MATCHED_VAR_NAME", None) => Some(self.matched_var.0.to_vec()),
+            ("MATCHED_VAR", None) => out.extend_from_slice(&self.matched_var.1),
+            ("MATCHED_VAR_NAME", None) => out.extend_from_slice(&self.matched_var.0),
             _ => {
-                let var = super::target::static_name(name)?;
+                let Some(var) = super::target::static_name(name) else {
+                    return;
+                };
                 let select = match key {
                     Some(k) => Select::Name(k.to_string()),
                     None => Select::All,
                 };
                 let t = Target::new(var, select, false);
-                let mut out = Vec::new();
-                self.values(&t, &mut out);
-                out.into_iter().next().map(|i| i.value.to_vec())
+                let mut items = Vec::new();
+                self.values(&t, &mut items);
+                if let Some(i) = items.first() {
+                    out.extend_from_slice(&i.value);
+                }
             }
         }
     }

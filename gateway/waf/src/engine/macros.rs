@@ -81,15 +81,21 @@ impl Macro {
 
     /// Expands with `lookup(name, key)`; a variable it does not know expands to nothing.
     pub fn expand(&self, mut lookup: impl FnMut(&str, Option<&str>) -> Option<Vec<u8>>) -> Vec<u8> {
+        self.expand_into(|name, key, out| {
+            if let Some(v) = lookup(name, key) {
+                out.extend_from_slice(&v);
+            }
+        })
+    }
+
+    /// Expands with `lookup(name, key, out)`, which appends the variable's value to `out`
+    /// (nothing for a variable it does not know).
+    pub fn expand_into(&self, mut lookup: impl FnMut(&str, Option<&str>, &mut Vec<u8>)) -> Vec<u8> {
         let mut out = Vec::new();
         for p in &self.pieces {
             match p {
                 Piece::Text(t) => out.extend_from_slice(t),
-                Piece::Var { name, key } => {
-                    if let Some(v) = lookup(name, key.as_deref()) {
-                        out.extend_from_slice(&v);
-                    }
-                }
+                Piece::Var { name, key } => lookup(name, key.as_deref(), &mut out),
             }
         }
         out
