@@ -71,9 +71,7 @@ impl Carry {
         });
         (bound, keeps)
     }
-}
 
-impl Carry {
     fn keeps(&self, s: ByteSet) -> bool {
         !self.never_keeps && !s.intersects(&self.forbid)
     }
