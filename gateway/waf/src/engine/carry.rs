@@ -313,7 +313,9 @@ mod tests {
         .map(|p| needs::regex_needs(p).unwrap_or_else(|| panic!("{p} has needs")))
         .collect();
         let sets = sets();
-        for chain in chains() {
+        // Chains of up to two steps: a constant addition setting off a later trigger
+        // (`urlEncode` then `urlDecode`) is among them.
+        for chain in chains().into_iter().filter(|c| c.len() <= 2) {
             for n in &needs {
                 let check = ByteCheck::of(&chain, Some(n));
                 for &s in &sets {
