@@ -60,7 +60,7 @@ impl<'a> LinkCheck<'a> {
     /// The check of a link; `None` when the link has neither needs nor literals (nothing
     /// rules a target out).
     pub(crate) fn of(r: &'a CRule) -> Option<LinkCheck<'a>> {
-        (r.bytes.has_needs() || r.lit_slot.is_some()).then_some(LinkCheck {
+        (r.bytes.needs().is_some() || r.lit_slot.is_some()).then_some(LinkCheck {
             bytes: &r.bytes,
             lit_slot: r.lit_slot,
         })

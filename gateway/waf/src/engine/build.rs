@@ -557,8 +557,7 @@ fn assign_memo_slots(phases: &mut [Vec<CRule>; 5]) -> usize {
 /// or, for `multiMatch`, in an automaton of its own.
 fn filter_link(l: &mut CRule, groups: &mut Groups) {
     let Some(op) = &l.op else { return };
-    l.needs = op.needs();
-    l.bytes = super::carry::ByteCheck::of(&l.transforms, l.needs.as_ref());
+    l.bytes = super::carry::ByteCheck::of(&l.transforms, op.needs());
     let Some(lits) = op.literals() else { return };
     l.lit_slot = Some(groups.all.len() as u32);
     groups.all.push(lits.clone());

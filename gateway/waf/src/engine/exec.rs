@@ -259,7 +259,7 @@ impl Transaction {
         let pf = r
             .pf_slot
             .and_then(|slot| Some((slot, self.waf.prefilters.get(&r.chain_id)?)));
-        if r.chain_id == ROOT && pf.is_none() && r.needs.is_none() {
+        if r.chain_id == ROOT && pf.is_none() && r.bytes.needs().is_none() {
             return (Cand::Item, true);
         }
         // A value already at the rule's chain (the common case: rules share chains) is found
@@ -275,7 +275,7 @@ impl Transaction {
             }
             // The cache is full: the value was transformed for this rule alone.
             Err(s) => {
-                let may = r.needs.as_ref().is_none_or(|n| n.met(&s.present))
+                let may = r.bytes.needs().is_none_or(|n| n.met(&s.present))
                     && pf.is_none_or(|(slot, p)| super::prefilter::has(&p.hits(&s.out), slot));
                 (Cand::Owned(s.out), may)
             }
@@ -559,7 +559,7 @@ fn judged(
     pf: Option<(u32, &super::prefilter::Prefilter)>,
     all: Option<&super::prefilter::Prefilter>,
 ) -> bool {
-    if !r.needs.as_ref().is_none_or(|n| n.met(&cache.present(at))) {
+    if !r.bytes.needs().is_none_or(|n| n.met(&cache.present(at))) {
         return false;
     }
     let Some((slot, p)) = pf else {
@@ -583,6 +583,6 @@ fn judged(
 
 /// Whether a `multiMatch` candidate (with its bytes) holds what the link's operator needs.
 fn may_match(r: &CRule, candidate: &[u8], present: &ByteSet) -> bool {
-    r.needs.as_ref().is_none_or(|n| n.met(present))
+    r.bytes.needs().is_none_or(|n| n.met(present))
         && r.own_pf.as_ref().is_none_or(|p| p.any(candidate))
 }

@@ -73,7 +73,8 @@ pub struct CRule {
     /// The id of this transformation chain in the rule set (rules with equal chains share
     /// it, and so share cached results).
     pub chain_id: u32,
-    /// The rule-level byte check of the link's needs through its chain.
+    /// Byte sets a value must draw from for the operator to match (see `needs`), and their
+    /// rule-level check through the link's chain.
     pub(crate) bytes: super::carry::ByteCheck,
     /// The rule's slot in its chain's prefilter, when its operator has required literals.
     pub pf_slot: Option<u32>,
@@ -83,8 +84,6 @@ pub struct CRule {
     /// A `multiMatch` link's own literal prefilter (its candidates are not the chain's final
     /// value, so they cannot share the chain's).
     pub own_pf: Option<super::prefilter::Prefilter>,
-    /// Byte sets a value must draw from for the operator to match (see `needs`).
-    pub needs: Option<super::needs::Needs>,
     /// `multiMatch`.
     pub multi_match: bool,
     /// For `multiMatch`: the chain's nodes from the first transformation to the last (the
@@ -212,7 +211,6 @@ impl CRule {
             chain_id: 0,
             bytes: Default::default(),
             pf_slot: None,
-            needs: None,
             own_pf: None,
             lit_slot: None,
             multi_match: false,
