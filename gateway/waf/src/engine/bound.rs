@@ -10,7 +10,13 @@
 //!   bytes, the transformed values are the untransformed ones (up to case), so one of the
 //!   link's literals must occur in some untransformed value.
 //!
-//! When either fails, none of the target's values can match, and they are not read (a
+//! - Memo: when the link is pure and not negated, the value memo may know that it matches
+//!   none of the source's values (each value's row, ANDed once per summary). When the bytes
+//!   or literals rule a source out, that too is a fact about each of its values' bytes: it
+//!   is noted in their rows when the summaries go (once per row, not per check), so a later
+//!   transaction with the same values needs only the memo's bit.
+//!
+//! When any of these fails, none of the target's values can match, and they are not read (a
 //! form's 72 fields are not transformed because the `User-Agent`, another target of the
 //! same rule, holds a `/`). When no target is left, the link does not match. A
 //! benign form of 72 fields meets few of CRS's byte needs (`<`, `;`, a quote) and holds few of
@@ -38,6 +44,29 @@ pub(crate) struct Summary {
     any: bool,
     /// Links whose literals occur in some value (computed when first asked).
     literals: Option<Vec<u64>>,
+    /// Pure links known not to match any of the values (see `memo`): the values' memo rows
+    /// ANDed when first asked, and the misses this transaction's checks found since; empty
+    /// when some value has no row.
+    misses: Option<Box<[u64]>>,
+    /// Where the values' rows are in the transaction's memo table.
+    places: Vec<u32>,
+    /// Whether checks found misses the rows do not hold yet.
+    found: bool,
+}
+
+impl Summary {
+    /// Notes that the link of memo slot `m` matches none of the values (when they all have
+    /// rows).
+    fn note(&mut self, m: u32) {
+        if let Some(w) = self
+            .misses
+            .as_deref_mut()
+            .and_then(|w| w.get_mut(m as usize / 64))
+        {
+            *w |= 1 << (m % 64);
+            self.found = true;
+        }
+    }
 }
 
 /// A collection, or a scalar by its value's buffer (a scalar a rule replaces is another;
@@ -48,21 +77,27 @@ enum Source {
     Scalar(usize),
 }
 
-/// What a rule-level check needs of a link: its byte check (needs through the chain) and
-/// literal slot (from the link itself, or from its phase's gate table).
+/// What a rule-level check needs of a link: its byte check (needs through the chain),
+/// literal slot and memo slot (from the link itself, or from its phase's gate table).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LinkCheck<'a> {
     pub(crate) bytes: &'a ByteCheck,
     pub(crate) lit_slot: Option<u32>,
+    /// The link's slot in the value memo when a miss known on every value of a target
+    /// rules the target out (a pure link, not negated: a negated one matches what its
+    /// operator misses).
+    pub(crate) memo: Option<u32>,
 }
 
 impl<'a> LinkCheck<'a> {
-    /// The check of a link; `None` when the link has neither needs nor literals (nothing
-    /// rules a target out).
+    /// The check of a link; `None` when the link has no needs, literals or memo slot
+    /// (nothing rules a target out).
     pub(crate) fn of(r: &'a CRule) -> Option<LinkCheck<'a>> {
-        (r.bytes.needs().is_some() || r.lit_slot.is_some()).then_some(LinkCheck {
+        let memo = r.memo.filter(|_| !r.negated);
+        (r.bytes.needs().is_some() || r.lit_slot.is_some() || memo.is_some()).then_some(LinkCheck {
             bytes: &r.bytes,
             lit_slot: r.lit_slot,
+            memo,
         })
     }
 }
@@ -102,13 +137,85 @@ impl Transaction {
         let Some(bytes) = self.summaries.get(i).filter(|s| s.any).map(|s| s.bytes) else {
             return false;
         };
-        let (met, keeps) = check.bytes.judge(bytes);
-        if !met {
-            return false;
+        if let Some(m) = check.memo {
+            if self.memo_knows(i, m) {
+                return false;
+            }
         }
-        match check.lit_slot {
-            Some(lit) if keeps => self.has_literal(i, lit),
-            _ => true,
+        let (met, keeps) = check.bytes.judge(bytes);
+        let open = met
+            && match check.lit_slot {
+                Some(lit) if keeps => self.has_literal(i, lit),
+                _ => true,
+            };
+        if let (false, Some(m)) = (open, check.memo) {
+            // A fact about each value's bytes, as a miss of the operator is: kept for later
+            // transactions, which then need only the memo's bit.
+            self.summaries[i].note(m);
+        }
+        open
+    }
+
+    /// Whether the memo knows that the pure link of memo slot `m` matches none of the
+    /// values of summary `i`.
+    fn memo_knows(&mut self, i: usize, m: u32) -> bool {
+        self.known_misses(i)
+            .get(m as usize / 64)
+            .is_some_and(|w| w & (1 << (m % 64)) != 0)
+    }
+
+    /// The pure links known to match none of the values of summary `i` (worked out when
+    /// first asked).
+    fn known_misses(&mut self, i: usize) -> &[u64] {
+        if self.summaries[i].misses.is_none() {
+            let (misses, places) = self.misses_of(i);
+            let s = &mut self.summaries[i];
+            s.misses = Some(misses);
+            s.places = places;
+        }
+        self.summaries[i].misses.as_deref().unwrap_or_default()
+    }
+
+    /// Keeps in `acc` only the pure links known to match no value of the source in `slot`
+    /// (a source without values keeps them all: it yields no match).
+    pub(crate) fn and_known_misses(&mut self, slot: Slot, acc: &mut [u64]) {
+        let i = self.summary(slot);
+        if !self.summaries[i].any {
+            return;
+        }
+        let known = self.known_misses(i);
+        for (w, a) in acc.iter_mut().enumerate() {
+            *a &= known.get(w).copied().unwrap_or(0);
+        }
+    }
+
+    /// The pure links every value of summary `i` is known not to match (empty when a
+    /// value has no row), and where the values' rows are.
+    fn misses_of(&self, i: usize) -> (Box<[u64]>, Vec<u32>) {
+        let s = &self.summaries[i];
+        let mut and = vec![u64::MAX; super::memo::TxMemo::words(&self.waf.memo)];
+        let mut places = Vec::new();
+        let mut memo = self.memo.borrow_mut();
+        for v in self.values_of(s.source, s.pin.as_ref()) {
+            match memo.place(&self.waf.memo, v) {
+                Some(p) if memo.and_into(p, &mut and) => places.push(p),
+                _ => return (Box::default(), Vec::new()),
+            }
+        }
+        (and.into(), places)
+    }
+
+    /// Notes in the memo's rows the misses the checks found on summaries' values (a row is
+    /// written once per transaction, not once per check).
+    pub(crate) fn note_found_misses(&mut self) {
+        let memo = self.memo.get_mut();
+        for s in self.summaries.iter_mut().filter(|s| s.found) {
+            s.found = false;
+            if let Some(words) = &s.misses {
+                for &p in &s.places {
+                    memo.note_words(p, words);
+                }
+            }
         }
     }
 
@@ -152,6 +259,9 @@ impl Transaction {
             bytes,
             any,
             literals: None,
+            misses: None,
+            places: Vec::new(),
+            found: false,
         });
         let i = self.summaries.len() - 1;
         if let Some(s) = self.summary_at.get_mut(at_slot) {
@@ -164,6 +274,7 @@ impl Transaction {
     /// Forgets the summaries of the response's headers (the request's stay as they were:
     /// the response adds nothing to them; scalars are checked by their buffer).
     pub(crate) fn clear_response_summaries(&mut self) {
+        self.closed.forget();
         for k in [Kind::ResponseHeaders, Kind::ResponseHeaderNames] {
             if let Some(s) = self.summary_at.get_mut(k as usize) {
                 *s = u32::MAX;
@@ -172,6 +283,8 @@ impl Transaction {
     }
 
     pub(crate) fn clear_summaries(&mut self) {
+        self.note_found_misses();
+        self.closed.forget();
         self.summaries.clear();
         self.summary_at.fill(u32::MAX);
     }

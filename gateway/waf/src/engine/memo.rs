@@ -4,11 +4,13 @@
 //! value's bytes alone when its operator reads nothing but its input (a fixed `@rx`, `@pm`,
 //! `@detectSQLi`, `@validateByteRange`, …): such a link is a *pure* link and gets a slot. A
 //! value's row holds one bit per slot: set once the link was run on that value and did not
-//! match (the operator failed, negation included, or the prefilter ruled it out). A set bit
+//! match (the operator failed, negation included, or the prefilter ruled it out), or once the
+//! rule-level checks of `bound` ruled the link out on a source holding the value. A set bit
 //! is a fact about the bytes, never about a transaction, so rows are shared by every
 //! transaction and thread, and a later transaction skips the link on that value. A match is
 //! never remembered: a matching link always runs, so captures, `MATCHED_VAR` and actions are
-//! those of the transaction. Browsers send the same header values, cookie names, paths and
+//! those of the transaction. A rule whose first link is known to miss every value of every
+//! target is passed over by its gate on one bit (see `gate`). Browsers send the same header values, cookie names, paths and
 //! arguments again and again; a value not seen before costs one lookup.
 //!
 //! Bounded: values longer than [`VALUE_MAX`] are not kept, and the rows are a cache of at
@@ -57,6 +59,16 @@ impl Row {
         self.misses
             .get(slot as usize / 64)
             .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (slot % 64)) != 0)
+    }
+
+    /// Notes that the links of the bits set in `words` (slot `s` is bit `s % 64` of word
+    /// `s / 64`) do not match this value; a word already holding them is only read.
+    fn note_words(&self, words: &[u64]) {
+        for (w, &bits) in self.misses.iter().zip(words) {
+            if w.load(Ordering::Relaxed) & bits != bits {
+                w.fetch_or(bits, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Notes that the link of `slot` did not match this value.
@@ -214,6 +226,30 @@ impl TxMemo {
         if let Some((_, Some(r))) = self.rows.get(place as usize) {
             r.note(slot);
         }
+    }
+
+    /// Keeps in `words` only the links known not to match the value at `place` (as
+    /// [`Self::known`] reads them, a word per 64 slots); false when the value has no row.
+    pub(crate) fn and_into(&self, place: u32, words: &mut [u64]) -> bool {
+        let Some((_, Some(r))) = self.rows.get(place as usize) else {
+            return false;
+        };
+        for (out, w) in words.iter_mut().zip(r.misses.iter()) {
+            *out &= w.load(Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Notes that the links of the bits set in `words` do not match the value at `place`.
+    pub(crate) fn note_words(&self, place: u32, words: &[u64]) {
+        if let Some((_, Some(r))) = self.rows.get(place as usize) {
+            r.note_words(words);
+        }
+    }
+
+    /// Words of a row (one per 64 pure links of `memo`).
+    pub(crate) fn words(memo: &ValueMemo) -> usize {
+        memo.slots.div_ceil(64)
     }
 
     /// The hits of `all` (the rule set's automaton of every link's literals) in the value at

@@ -22,6 +22,8 @@ pub(crate) fn index_of(name: &str) -> Option<usize> {
 pub(crate) struct Scalars {
     vals: Vec<Option<Val>>,
     other: Vec<(&'static str, Val)>,
+    /// Values set so far (what was read of the scalars is stale when this moved).
+    writes: u32,
 }
 
 impl Scalars {
@@ -29,7 +31,13 @@ impl Scalars {
         Scalars {
             vals: vec![None; VARIABLES.len()],
             other: Vec::new(),
+            writes: 0,
         }
+    }
+
+    /// How many values were set so far.
+    pub fn writes(&self) -> u32 {
+        self.writes
     }
 
     /// The value of the variable at `index` (from [`index_of`]).
@@ -47,6 +55,7 @@ impl Scalars {
 
     /// Sets `name`.
     pub fn insert(&mut self, name: &'static str, v: Val) {
+        self.writes = self.writes.wrapping_add(1);
         match index_of(name) {
             Some(i) => self.vals[i] = Some(v),
             None => match self.other.iter_mut().find(|(n, _)| *n == name) {

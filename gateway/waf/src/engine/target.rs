@@ -21,7 +21,7 @@ pub enum Select {
 }
 
 /// Which variable a target reads, decided once when rules load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Args,
     ArgsGet,
@@ -125,7 +125,7 @@ pub struct Target {
 
 /// A source of values summarised as a whole for rule-level checks: a collection by its
 /// kind, or a scalar (kind `Other`) by its index in the name table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Slot {
     pub(crate) kind: Kind,
     pub(crate) index: u16,

@@ -192,10 +192,13 @@ pub struct Transaction {
     /// The value memo's rows of this transaction's values (looked up while a rule's values
     /// are collected, through a shared borrow).
     pub(crate) memo: std::cell::RefCell<super::memo::TxMemo>,
+    /// What the memo rules out per slot list of the running phase (see `gate`).
+    pub(crate) closed: super::gate::ClosedLists,
 }
 
 impl Drop for Transaction {
     fn drop(&mut self) {
+        self.note_found_misses();
         let memo = std::mem::take(&mut self.memo).into_inner();
         let caches = (std::mem::take(&mut self.tcache), memo);
         self.waf.caches.give(caches);
@@ -233,6 +236,7 @@ impl Transaction {
             item_buf: Vec::with_capacity(64),
             candidate_buf: Vec::new(),
             memo: memo.into(),
+            closed: Default::default(),
         };
         let settings = Arc::clone(&tx.waf);
         tx.cols.tx_mut().clone_from(&settings.prelude.tx);
