@@ -5,13 +5,13 @@
 //! `@detectSQLi`, `@validateByteRange`, …): such a link is a *pure* link and gets a slot. A
 //! value's row holds one bit per slot: set once the link was run on that value and did not
 //! match (the operator failed, negation included, or the prefilter ruled it out), or once the
-//! rule-level checks of `bound` ruled the link out on a source holding the value. A set bit
-//! is a fact about the bytes, never about a transaction, so rows are shared by every
-//! transaction and thread, and a later transaction skips the link on that value. A match is
-//! never remembered: a matching link always runs, so captures, `MATCHED_VAR` and actions are
-//! those of the transaction. A rule whose first link is known to miss every value of every
-//! target is passed over by its gate on one bit (see `gate`). Browsers send the same header values, cookie names, paths and
-//! arguments again and again; a value not seen before costs one lookup.
+//! rule-level checks of `bound` ruled the link out on a source holding the value. A set bit is
+//! a fact about the bytes, never about a transaction, so rows are shared by every transaction
+//! and thread, and a later transaction skips the link on that value. A match is never
+//! remembered: a matching link always runs, so captures, `MATCHED_VAR` and actions are those of
+//! the transaction. A rule whose first link is known to miss every value of every target is
+//! passed over by its gate on one bit (see `gate`). Browsers send the same header values,
+//! cookie names, paths and arguments again and again; a value not seen before costs one lookup.
 //!
 //! Bounded: values longer than [`VALUE_MAX`] are not kept, and the rows are a cache of at
 //! most the configured bytes (keys and bits counted), the least used evicted first.
