@@ -9,7 +9,7 @@ N=${1:-20}
 CORPORA=$(realpath "${SEKISHO_CORPORA:-../shared/corpora}")
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 cargo build --release --locked -q -p sekisho-waf --example crs_count
-for which in get form; do
+for which in get form get-varied form-varied; do
   out=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null --collect-atstart=no \
     --toggle-collect='crs_count::one' target/release/examples/crs_count "$CORPORA/crs" "$which" "$N" 2>&1 |
     awk '/Collected/ {print $4}')

@@ -1,10 +1,12 @@
 //! Transactions to count instructions on (not a benchmark): CRS PL1 on the benign GET or the
 //! 4 KB form of `benches/common/waf_crs.rs`, `N` times through every phase, each in
-//! [`one`] (never inlined), after a warm-up outside it. `benches/waf_instructions.sh` runs it
+//! [`one`] (never inlined), after a warm-up outside it. `get-varied` and `form-varied` change
+//! the argument values and the session cookie with every transaction, as real users' do (the
+//! value memo has seen only the headers). `benches/waf_instructions.sh` runs it
 //! under callgrind, collecting inside `one` only: instructions per warm transaction, a figure
 //! that does not move with the machine's load as timings do.
 //!
-//! `cargo run --release -p sekisho-waf --example crs_count -- <crs dir> [get|form] [N]`
+//! `cargo run --release -p sekisho-waf --example crs_count -- <crs dir> [get|form|get-varied|form-varied] [N]`
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,16 +26,39 @@ fn main() {
     let which = args.get(2).map_or("get", String::as_str);
     let n: usize = args.get(3).map_or(20, |s| s.parse().expect("N"));
     let waf = Arc::new(Waf::load(&crs_files(&crs)).expect("CRS loads"));
-    let (head, body) = match which {
+    let varied = which.ends_with("-varied");
+    let (head, body) = match which.trim_end_matches("-varied") {
         "form" => (form_head(), form()),
         _ => (benign_get(), Vec::new()),
     };
-    for _ in 0..2 {
+    let request = |i: usize| match varied {
+        true => vary(&head, &body, i),
+        false => (head.clone(), body.clone()),
+    };
+    for i in 0..2 {
+        let (head, body) = request(i);
         through(&waf, &head, &body);
     }
-    for _ in 0..n {
+    for i in 0..n {
+        let (head, body) = request(i + 2);
         one(&waf, &head, &body);
     }
+}
+
+/// The request with its argument values and session cookie made the `i`th user's.
+fn vary(head: &RequestHead, body: &[u8], i: usize) -> (RequestHead, Vec<u8>) {
+    let mut head = head.clone();
+    let uri = String::from_utf8_lossy(&head.uri).replace("page=2", &format!("page={i}"));
+    head.uri = uri
+        .replace("ward=3", &format!("ward={}&q=p{i}x", i % 7))
+        .into_bytes();
+    for (name, value) in &mut head.headers {
+        if name.eq_ignore_ascii_case(b"cookie") {
+            *value = format!("session={i:012x}; lang=ja").into_bytes();
+        }
+    }
+    let body = String::from_utf8_lossy(body).replace("record+", &format!("record+{i}+"));
+    (head, body.into_bytes())
 }
 
 /// One counted transaction.

@@ -158,14 +158,21 @@ impl Transaction {
 
     /// Whether the memo knows that the pure link of memo slot `m` matches none of the
     /// values of summary `i`.
+    #[inline]
     fn memo_knows(&mut self, i: usize, m: u32) -> bool {
-        self.known_misses(i)
+        let words = match self.summaries.get(i).and_then(|s| s.misses.as_deref()) {
+            Some(words) => words,
+            None => self.known_misses(i),
+        };
+        words
             .get(m as usize / 64)
             .is_some_and(|w| w & (1 << (m % 64)) != 0)
     }
 
     /// The pure links known to match none of the values of summary `i` (worked out when
     /// first asked).
+    #[cold]
+    #[inline(never)]
     fn known_misses(&mut self, i: usize) -> &[u64] {
         if self.summaries[i].misses.is_none() {
             let (misses, places) = self.misses_of(i);
@@ -183,7 +190,10 @@ impl Transaction {
         if !self.summaries[i].any {
             return;
         }
-        let known = self.known_misses(i);
+        let known = match self.summaries[i].misses.as_deref() {
+            Some(words) => words,
+            None => self.known_misses(i),
+        };
         for (w, a) in acc.iter_mut().enumerate() {
             *a &= known.get(w).copied().unwrap_or(0);
         }

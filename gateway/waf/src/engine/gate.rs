@@ -75,6 +75,8 @@ pub(crate) struct ClosedLists {
     bits: Vec<u64>,
     /// Whether a list's words were worked out.
     done: Vec<bool>,
+    /// Room to work a list's words out in.
+    scratch: Vec<u64>,
 }
 
 impl ClosedLists {
@@ -212,13 +214,16 @@ impl Transaction {
         let (l, words) = (list as usize, self.closed.words);
         if !self.closed.done.get(l).copied().unwrap_or(true) {
             let slots = table.lists.get(l).map_or(&[][..], |s| &s[..]);
-            let mut acc = vec![u64::MAX; words];
+            let mut acc = std::mem::take(&mut self.closed.scratch);
+            acc.clear();
+            acc.resize(words, u64::MAX);
             for &slot in slots {
                 self.and_known_misses(slot, &mut acc);
             }
             if let Some(out) = self.closed.bits.get_mut(l * words..(l + 1) * words) {
                 out.copy_from_slice(&acc);
             }
+            self.closed.scratch = acc;
             self.closed.done[l] = true;
         }
         let word = l * words + m as usize / 64;
