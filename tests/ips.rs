@@ -167,7 +167,9 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
          alert tcp any any -> any any (msg:\"SEKISHO TEST tcp rule on the ClientHello records\"; flow:to_server; content:\"|16 03|\"; depth:2; content:\"api.1jve.com\"; sid:9300005; rev:1;)\n\
          alert tls any any -> any any (msg:\"SEKISHO TEST upstream SAN\"; flow:to_client; tls.subjectaltname; content:\"localhost\"; bsize:9; sid:9300006; rev:1;)\n\
          alert tls any any -> any any (msg:\"SEKISHO TEST JA4 of the client\"; flow:to_server; ja4.hash; content:\"t13d\"; startswith; bsize:36; sid:9300007; rev:1;)\n\
-         alert tls any any -> any any (msg:\"SEKISHO TEST ALPN offered\"; flow:to_server; tls.alpn; content:\"http/1.1\"; bsize:8; sid:9300008; rev:1;)\n",
+         alert tls any any -> any any (msg:\"SEKISHO TEST ALPN offered\"; flow:to_server; tls.alpn; content:\"http/1.1\"; bsize:8; sid:9300008; rev:1;)\n\
+         alert tls any any -> any any (msg:\"SEKISHO TEST upstream certificate dates\"; tls_cert_valid; tls_cert_notbefore:<2000-01-01; sid:9300009; rev:1;)\n\
+         alert tls any any -> any any (msg:\"SEKISHO TEST upstream certificate expired\"; tls_cert_expired; sid:9300010; rev:1;)\n",
     )
     .unwrap();
     let gw = Gateway::start(
@@ -323,6 +325,15 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
     assert_eq!(ja4["evidence"]["location"], "ja4.hash");
     let alpn = wait_sid(&gw, 9300008);
     assert_eq!(alpn["evidence"]["excerpt"], "http/1.1");
+    // The origin's certificate (rcgen's default dates: 1975 to 4096) is valid, not expired.
+    let dates = wait_sid(&gw, 9300009);
+    assert_eq!(dates["tls"]["decrypted"], true);
+    let expired = gw
+        .events()
+        .iter()
+        .filter(|v| v["alert"]["signature_id"] == 9300010)
+        .count();
+    assert_eq!(expired, 0, "a valid certificate matched tls_cert_expired");
     let et: BTreeSet<_> = all.iter().filter(|s| **s < 9_000_000).collect();
     assert!(et.len() >= 20, "only {} ET SIDs fired: {et:?}", et.len());
 
@@ -395,7 +406,7 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
             v["rule"]["engine"] == "suricata"
                 && !matches!(
                     v["alert"]["signature_id"].as_u64(),
-                    Some(9300001 | 9300003 | 9300006 | 9300007 | 9300008)
+                    Some(9300001 | 9300003 | 9300006 | 9300007 | 9300008 | 9300009)
                 )
         })
         .map(|v| {

@@ -32,6 +32,7 @@ pub mod transform;
 pub mod tx;
 pub mod uint;
 pub mod uri;
+pub mod validity;
 pub mod vars;
 
 use std::path::PathBuf;

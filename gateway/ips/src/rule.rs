@@ -665,6 +665,8 @@ pub struct Rule {
     pub ws: Vec<WsCond>,
     /// `tls.cert_chain_len`.
     pub cert_chain_len: Option<crate::uint::Uint>,
+    /// `tls_cert_notbefore`, `tls_cert_notafter`, `tls_cert_expired`, `tls_cert_valid`.
+    pub cert_validity: Vec<crate::validity::Validity>,
     /// Source file.
     pub file: String,
     /// Line in the file.
@@ -1054,6 +1056,7 @@ pub fn parse_rule(
         tls_version: None,
         ws: Vec::new(),
         cert_chain_len: None,
+        cert_validity: Vec::new(),
         file: file.to_string(),
         line: lineno,
     };
@@ -1115,7 +1118,8 @@ pub fn parse_rule(
     }
     // So do `tls.cert_chain_len` and the WebSocket keywords (Suricata's
     // `SCDetectSignatureSetAppProto`).
-    if rule.cert_chain_len.is_some() && matches!(rule.proto, Proto::Tcp | Proto::Ip) {
+    let cert_checks = rule.cert_chain_len.is_some() || !rule.cert_validity.is_empty();
+    if cert_checks && matches!(rule.proto, Proto::Tcp | Proto::Ip) {
         rule.proto = Proto::Tls;
     }
     let websocket = !rule.ws.is_empty() || rule.groups.iter().any(|g| g.buf.is_websocket());
@@ -1289,6 +1293,10 @@ const OPTION_KEYWORDS: &[&str] = &[
     "websocket.mask",
     "websocket.flags",
     "tls.cert_chain_len",
+    "tls_cert_notbefore",
+    "tls_cert_notafter",
+    "tls_cert_expired",
+    "tls_cert_valid",
     "tls.subject",
     "tls.issuerdn",
     "tls.fingerprint",
@@ -1438,6 +1446,9 @@ fn validate(rule: &Rule) -> Result<(), RuleError> {
     }
     if rule.cert_chain_len.is_some() && rule.proto != Proto::Tls {
         return Err(syntax("tls.cert_chain_len in a non-tls rule"));
+    }
+    if !rule.cert_validity.is_empty() && rule.proto != Proto::Tls {
+        return Err(syntax("a tls_cert validity keyword in a non-tls rule"));
     }
     if rule.urilen.is_some() && !matches!(rule.proto, Proto::Http | Proto::Tcp) {
         return Err(syntax("urilen in a non-http rule"));
@@ -1853,6 +1864,22 @@ fn option(
                 kw,
                 "the upstream ServerHello is not exposed by the TLS library",
             ))
+        }
+        "tls_cert_notbefore" | "tls_cert_notafter" => {
+            let v = val.ok_or_else(|| syntax(format!("{kw} needs a date")))?;
+            let after = kw == "tls_cert_notafter";
+            let c = crate::validity::Validity::parse_date(v, after)
+                .map_err(|e| syntax(format!("{kw}: {e}")))?;
+            rule.cert_validity.push(c);
+        }
+        "tls_cert_expired" | "tls_cert_valid" => {
+            if val.is_some_and(|v| !v.trim().is_empty()) {
+                return Err(syntax(format!("{kw} takes no value")));
+            }
+            rule.cert_validity.push(match kw {
+                "tls_cert_expired" => crate::validity::Validity::Expired,
+                _ => crate::validity::Validity::Valid,
+            });
         }
         "tls.cert_chain_len" => {
             let v = val.ok_or_else(|| syntax("tls.cert_chain_len needs a value"))?;

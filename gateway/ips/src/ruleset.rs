@@ -99,6 +99,10 @@ pub trait Buffers {
     fn cert_chain_len(&self) -> Option<usize> {
         None
     }
+    /// The server's leaf certificate's notBefore and notAfter (Unix times), once known.
+    fn cert_dates(&self) -> Option<(i64, i64)> {
+        None
+    }
     /// The WebSocket frame being inspected, when it was sent in `side`.
     fn websocket(&self, _side: Direction) -> Option<WsHead> {
         None
@@ -466,7 +470,8 @@ fn rule_dir_phase(r: &Rule) -> Phase {
     if bufs.contains(&Buf::DnsQuery) || r.proto == Proto::Dns {
         return Phase::Dns;
     }
-    if bufs.iter().any(|b| b.is_cert()) || r.cert_chain_len.is_some() {
+    if bufs.iter().any(|b| b.is_cert()) || r.cert_chain_len.is_some() || !r.cert_validity.is_empty()
+    {
         return Phase::TlsServer;
     }
     if r.proto == Proto::Tls {
@@ -545,6 +550,7 @@ fn rule_dir(r: &Rule) -> Direction {
         }
     }
     if r.cert_chain_len.is_some()
+        || !r.cert_validity.is_empty()
         || r.groups
             .iter()
             .any(|g| g.side() == Some(Direction::Response) || g.buf.is_cert())
@@ -1089,6 +1095,15 @@ impl RuleSet {
         }
         if let Some(u) = r.cert_chain_len {
             if !u.test(bufs.cert_chain_len()? as u64) {
+                return None;
+            }
+        }
+        if !r.cert_validity.is_empty() {
+            let dates = bufs.cert_dates()?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if !r.cert_validity.iter().all(|v| v.holds(dates, now)) {
                 return None;
             }
         }

@@ -20,6 +20,8 @@ pub struct Tx {
     certs: Vec<Vec<u8>>,
     /// The server certificate's Subject Alternative Names (`tls.subjectaltname`).
     sans: Vec<Vec<u8>>,
+    /// The server certificate's notBefore and notAfter (Unix times; 0 when unreadable).
+    cert_dates: Option<(i64, i64)>,
     /// The ALPN protocols the client offers (`tls.alpn`).
     alpns: Vec<Vec<u8>>,
     /// `http.request_header` / `http.response_header`: `Name: value` per header, split from
@@ -58,6 +60,7 @@ impl Default for Tx {
             bufs: std::array::from_fn(|_| [None, None]),
             certs: Vec::new(),
             sans: Vec::new(),
+            cert_dates: None,
             alpns: Vec::new(),
             header_lines: Default::default(),
             magic: Default::default(),
@@ -129,6 +132,9 @@ impl Buffers for Tx {
     }
     fn cert_chain_len(&self) -> Option<usize> {
         (!self.certs.is_empty()).then_some(self.certs.len())
+    }
+    fn cert_dates(&self) -> Option<(i64, i64)> {
+        self.cert_dates
     }
     fn websocket(&self, side: Direction) -> Option<crate::ruleset::WsHead> {
         self.ws[side.index()]
@@ -672,6 +678,8 @@ impl Tx {
                     cert.raw_serial_as_string().to_ascii_uppercase(),
                 );
                 self.sans = subject_alt_names(&cert);
+                let v = cert.validity();
+                self.cert_dates = Some((v.not_before.timestamp(), v.not_after.timestamp()));
             }
         }
     }

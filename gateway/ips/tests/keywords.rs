@@ -447,6 +447,71 @@ fn dns_sni_dotprefix_and_tls_certificates() {
     ]);
 }
 
+/// The validity keywords on the server's leaf certificate, as Suricata compares its dates
+/// (`detect-tls-cert-validity.c`): equal, `<` at or before, `>` at or after, `A<>B` inclusive,
+/// a year alone standing for its February 1st; expired and valid read notAfter against now.
+#[test]
+fn tls_certificate_validity_dates() {
+    let set = load(&[
+        "alert tls any any -> any any (msg:\"expired\"; tls_cert_expired; sid:60; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"valid\"; tls_cert_valid; sid:61; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"old\"; tls_cert_notafter:<2011-01-01; sid:62; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"exact\"; tls_cert_notbefore:2001-01-01; sid:63; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"range\"; tls_cert_notafter:2099-12-01<>2100-01-01T00:00:00; sid:64; rev:1;)\n",
+        // A TCP rule with a validity keyword is a TLS rule, as Suricata makes it one.
+        "alert tcp any any -> any any (msg:\"year\"; tls_cert_notbefore:>2019; sid:65; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"none\"; tls_cert_notbefore:>2020-01-02; sid:66; rev:1;)\n",
+        "alert tls any any -> any any (msg:\"epoch\"; tls_cert_notbefore:978307200; tls_cert_expired; sid:67; rev:1;)\n",
+    ]
+    .concat());
+    let cert = |from: (i32, u8, u8), to: (i32, u8, u8)| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["cert.test".into()]).unwrap();
+        p.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        p.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+        p.self_signed(&key).unwrap().der().to_vec()
+    };
+    let fire = |der: Option<Vec<u8>>| -> Vec<u32> {
+        let mut t = Tx::new();
+        if let Some(der) = der {
+            t.certs(&[der]);
+        }
+        let mut got: Vec<u32> = set
+            .eval(
+                Phase::TlsServer,
+                &t,
+                &ep(),
+                None,
+                &mut FlowVars::default(),
+                &mut Scratch::default(),
+            )
+            .into_iter()
+            .map(|h| set.rule(h.rule).rule.sid)
+            .collect();
+        got.sort();
+        got
+    };
+    assert_eq!(
+        fire(Some(cert((2001, 1, 1), (2010, 6, 15)))),
+        vec![60, 62, 63, 67]
+    );
+    assert_eq!(
+        fire(Some(cert((2020, 1, 1), (2099, 12, 31)))),
+        vec![61, 64, 65]
+    );
+    // No certificate (or one that does not parse): no date, no match.
+    assert_eq!(fire(None), Vec::<u32>::new());
+    assert_eq!(fire(Some(b"not a certificate".to_vec())), Vec::<u32>::new());
+    assert_broken(&[
+        "alert http any any -> any any (tls_cert_expired; sid:1;)",
+        "alert tls any any -> any any (tls_cert_notafter:soon; sid:1;)",
+        "alert tls any any -> any any (tls_cert_notafter; sid:1;)",
+        "alert tls any any -> any any (tls_cert_valid:yes; sid:1;)",
+        "alert tls any any -> any any (tls_cert_notafter:2020-05-01<>2019-05-01; sid:1;)",
+        "alert tls any any -> any any (tls_cert_notbefore:<2019<>2020; sid:1;)",
+    ]);
+}
+
 #[test]
 fn addresses_ports_and_classification() {
     let set = load(&[
