@@ -169,7 +169,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
          alert tls any any -> any any (msg:\"SEKISHO TEST JA4 of the client\"; flow:to_server; ja4.hash; content:\"t13d\"; startswith; bsize:36; sid:9300007; rev:1;)\n\
          alert tls any any -> any any (msg:\"SEKISHO TEST ALPN offered\"; flow:to_server; tls.alpn; content:\"http/1.1\"; bsize:8; sid:9300008; rev:1;)\n\
          alert tls any any -> any any (msg:\"SEKISHO TEST upstream certificate dates\"; tls_cert_valid; tls_cert_notbefore:<2000-01-01; sid:9300009; rev:1;)\n\
-         alert tls any any -> any any (msg:\"SEKISHO TEST upstream certificate expired\"; tls_cert_expired; sid:9300010; rev:1;)\n",
+         alert tls any any -> any any (msg:\"SEKISHO TEST upstream certificate expired\"; tls_cert_expired; sid:9300010; rev:1;)\n\
+         alert tls any any -> any any (msg:\"SEKISHO TEST client random\"; flow:to_server; tls.random; bsize:32; tls.random_bytes; bsize:28; sid:9300011; rev:1;)\n",
     )
     .unwrap();
     let gw = Gateway::start(
@@ -326,6 +327,8 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
     let alpn = wait_sid(&gw, 9300008);
     assert_eq!(alpn["evidence"]["excerpt"], "http/1.1");
     // The origin's certificate (rcgen's default dates: 1975 to 4096) is valid, not expired.
+    let random = wait_sid(&gw, 9300011);
+    assert_eq!(random["evidence"]["location"], "tls.random_bytes");
     let dates = wait_sid(&gw, 9300009);
     assert_eq!(dates["tls"]["decrypted"], true);
     let expired = gw
@@ -406,7 +409,7 @@ async fn et_open_rules_fire_and_drop_rules_block_through_the_proxy() {
             v["rule"]["engine"] == "suricata"
                 && !matches!(
                     v["alert"]["signature_id"].as_u64(),
-                    Some(9300001 | 9300003 | 9300006 | 9300007 | 9300008 | 9300009)
+                    Some(9300001 | 9300003 | 9300006 | 9300007 | 9300008 | 9300009 | 9300011)
                 )
         })
         .map(|v| {

@@ -50,6 +50,8 @@ pub(crate) struct Hello {
     pub sigalgs: Vec<u16>,
     /// ALPN protocol names, in the order sent.
     pub alpns: Vec<Vec<u8>>,
+    /// The 32 random bytes.
+    pub random: Vec<u8>,
 }
 
 /// The handshake bytes of consecutive handshake records (or a bare handshake message).
@@ -97,7 +99,7 @@ pub(crate) fn client_hello(raw: &[u8]) -> Option<Hello> {
         ..Hello::default()
     };
     h.best_version = if grease(h.version) { 0 } else { h.version };
-    r.take(32)?;
+    h.random = r.take(32)?.to_vec();
     let sid = usize::from(r.u8()?);
     r.take(sid)?;
     let clen = usize::from(r.u16()?);

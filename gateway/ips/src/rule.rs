@@ -146,6 +146,12 @@ pub enum Buf {
     Ja3String,
     /// `ja4.hash`: the ClientHello's JA4 fingerprint (Suricata 8).
     Ja4Hash,
+    /// `tls.random`: the ClientHello's 32 random bytes (the ServerHello's are not exposed).
+    TlsRandom,
+    /// `tls.random_time`: their first 4 bytes.
+    TlsRandomTime,
+    /// `tls.random_bytes`: their last 28 bytes.
+    TlsRandomBytes,
     /// `http.request_header`: one instance per header, `Name: value`.
     RequestHeader,
     /// `http.response_header`: one instance per header, `Name: value`.
@@ -217,6 +223,9 @@ impl Buf {
             Ja3Hash => "ja3.hash",
             Ja3String => "ja3.string",
             Ja4Hash => "ja4.hash",
+            TlsRandom => "tls.random",
+            TlsRandomTime => "tls.random_time",
+            TlsRandomBytes => "tls.random_bytes",
             RequestHeader => "http.request_header",
             ResponseHeader => "http.response_header",
             Base64Data => "base64_data",
@@ -276,6 +285,9 @@ impl Buf {
             "ja3.hash" | "ja3_hash" => Ja3Hash,
             "ja3.string" | "ja3_string" => Ja3String,
             "ja4.hash" => Ja4Hash,
+            "tls.random" => TlsRandom,
+            "tls.random_time" => TlsRandomTime,
+            "tls.random_bytes" => TlsRandomBytes,
             "http.request_header" => RequestHeader,
             "http.response_header" => ResponseHeader,
             "file.name" | "file_name" => FileName,
@@ -405,7 +417,14 @@ impl Buf {
     pub fn is_client_hello(self) -> bool {
         matches!(
             self,
-            Buf::TlsSni | Buf::Ja3Hash | Buf::Ja3String | Buf::Ja4Hash | Buf::TlsAlpn
+            Buf::TlsSni
+                | Buf::Ja3Hash
+                | Buf::Ja3String
+                | Buf::Ja4Hash
+                | Buf::TlsAlpn
+                | Buf::TlsRandom
+                | Buf::TlsRandomTime
+                | Buf::TlsRandomBytes
         )
     }
 
@@ -1442,6 +1461,13 @@ fn validate(rule: &Rule) -> Result<(), RuleError> {
         return Err(unsupported(
             "tls.certs",
             "ClientHello and certificate buffers in one rule",
+        ));
+    }
+    let random = |b: &Buf| matches!(b, Buf::TlsRandom | Buf::TlsRandomTime | Buf::TlsRandomBytes);
+    if rule.flow_dir == Some(Direction::Response) && bufs.iter().any(random) {
+        return Err(unsupported(
+            "tls.random",
+            "the upstream ServerHello's random is not exposed by the TLS library",
         ));
     }
     if rule.cert_chain_len.is_some() && rule.proto != Proto::Tls {

@@ -655,6 +655,10 @@ impl Tx {
                 self.set(Buf::Ja3Hash, side, crate::ja3::ja3_hash(&ja3));
                 self.set(Buf::Ja3String, side, ja3);
                 self.set(Buf::Ja4Hash, side, crate::ja4::ja4(&hello));
+                let random = Bytes::from(hello.random.clone());
+                self.set(Buf::TlsRandomTime, side, random.slice(..4));
+                self.set(Buf::TlsRandomBytes, side, random.slice(4..));
+                self.set(Buf::TlsRandom, side, random);
                 self.alpns = hello.alpns;
             }
         }

@@ -447,6 +447,66 @@ fn dns_sni_dotprefix_and_tls_certificates() {
     ]);
 }
 
+/// `tls.random`, `tls.random_time` and `tls.random_bytes` on the ClientHello, with the
+/// example rules of Suricata 8's documentation; the ServerHello's random is not exposed, so a
+/// `to_client` rule is reported as not run rather than loaded and silent.
+#[test]
+fn tls_random_of_the_client_hello() {
+    let set = load(&[
+        "alert tls any any -> any any (msg:\"TLS random test\"; tls.random; content:\"|9b ce 7a 5e 57 5d 77 02 07 c2 9d be 24 01 cc f0 5d cd e1 d2 a5 86 9c 4a 3e ee 38 db 55 1a d9 bc|\"; sid:200074;)\n",
+        "alert tls any any -> any any (msg:\"TLS random_time test\"; tls.random_time; content:\"|9b ce 7a 5e|\"; bsize:4; sid:200075;)\n",
+        "alert tls any any -> any any (msg:\"TLS random_bytes test\"; tls.random_bytes; content:\"|57 5d 77 02 07 c2 9d be 24 01 cc f0 5d cd e1 d2 a5 86 9c 4a 3e ee 38 db 55 1a d9 bc|\"; bsize:28; sid:200076;)\n",
+        "alert tls any any -> any any (msg:\"random_bytes is not the time\"; tls.random_bytes; content:\"|9b ce 7a 5e|\"; sid:200077;)\n",
+    ]
+    .concat());
+    let hello = |random: &[u8; 32]| {
+        let mut body = vec![0x03, 0x03];
+        body.extend(random);
+        body.extend([0x00, 0x00, 0x02, 0x13, 0x01, 0x01, 0x00]);
+        let mut hs = vec![0x01, 0x00, 0x00, body.len() as u8];
+        hs.extend(body);
+        let mut rec = vec![0x16, 0x03, 0x01, 0x00, hs.len() as u8];
+        rec.extend(hs);
+        rec
+    };
+    let fire = |raw: &[u8]| -> Vec<u32> {
+        let mut t = Tx::new();
+        t.tls_hello(Some("random.test"), raw);
+        let mut got: Vec<u32> = set
+            .eval(
+                Phase::TlsHello,
+                &t,
+                &ep(),
+                None,
+                &mut FlowVars::default(),
+                &mut Scratch::default(),
+            )
+            .into_iter()
+            .map(|h| set.rule(h.rule).rule.sid)
+            .collect();
+        got.sort();
+        got
+    };
+    let doc: [u8; 32] = [
+        0x9b, 0xce, 0x7a, 0x5e, 0x57, 0x5d, 0x77, 0x02, 0x07, 0xc2, 0x9d, 0xbe, 0x24, 0x01, 0xcc,
+        0xf0, 0x5d, 0xcd, 0xe1, 0xd2, 0xa5, 0x86, 0x9c, 0x4a, 0x3e, 0xee, 0x38, 0xdb, 0x55, 0x1a,
+        0xd9, 0xbc,
+    ];
+    assert_eq!(fire(&hello(&doc)), vec![200074, 200075, 200076]);
+    let mut other = doc;
+    other[31] ^= 1;
+    assert_eq!(fire(&hello(&other)), vec![200075]);
+    // A ClientHello cut inside its random has none.
+    assert_eq!(fire(&hello(&doc)[..30]), Vec::<u32>::new());
+    let r = parse_line(
+        "alert tls any any -> any any (flow:to_client; tls.random; content:\"a\"; sid:1;)",
+    );
+    assert!(
+        matches!(r, Err(sekisho_ips::rule::RuleError::Unsupported { .. })),
+        "{r:?}"
+    );
+}
+
 /// The validity keywords on the server's leaf certificate, as Suricata compares its dates
 /// (`detect-tls-cert-validity.c`): equal, `<` at or before, `>` at or after, `A<>B` inclusive,
 /// a year alone standing for its February 1st; expired and valid read notAfter against now.
