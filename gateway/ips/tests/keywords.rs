@@ -447,6 +447,24 @@ fn dns_sni_dotprefix_and_tls_certificates() {
     ]);
 }
 
+/// The sids a transaction fires in one phase, sorted.
+fn sorted_sids(set: &RuleSet, phase: Phase, t: &Tx) -> Vec<u32> {
+    let mut got: Vec<u32> = set
+        .eval(
+            phase,
+            t,
+            &ep(),
+            None,
+            &mut FlowVars::default(),
+            &mut Scratch::default(),
+        )
+        .into_iter()
+        .map(|h| set.rule(h.rule).rule.sid)
+        .collect();
+    got.sort();
+    got
+}
+
 /// `tls.random`, `tls.random_time` and `tls.random_bytes` on the ClientHello, with the
 /// example rules of Suricata 8's documentation; the ServerHello's random is not exposed, so a
 /// `to_client` rule is reported as not run rather than loaded and silent.
@@ -472,20 +490,7 @@ fn tls_random_of_the_client_hello() {
     let fire = |raw: &[u8]| -> Vec<u32> {
         let mut t = Tx::new();
         t.tls_hello(Some("random.test"), raw);
-        let mut got: Vec<u32> = set
-            .eval(
-                Phase::TlsHello,
-                &t,
-                &ep(),
-                None,
-                &mut FlowVars::default(),
-                &mut Scratch::default(),
-            )
-            .into_iter()
-            .map(|h| set.rule(h.rule).rule.sid)
-            .collect();
-        got.sort();
-        got
+        sorted_sids(&set, Phase::TlsHello, &t)
     };
     let doc: [u8; 32] = [
         0x9b, 0xce, 0x7a, 0x5e, 0x57, 0x5d, 0x77, 0x02, 0x07, 0xc2, 0x9d, 0xbe, 0x24, 0x01, 0xcc,
@@ -536,20 +541,7 @@ fn tls_certificate_validity_dates() {
         if let Some(der) = der {
             t.certs(&[der]);
         }
-        let mut got: Vec<u32> = set
-            .eval(
-                Phase::TlsServer,
-                &t,
-                &ep(),
-                None,
-                &mut FlowVars::default(),
-                &mut Scratch::default(),
-            )
-            .into_iter()
-            .map(|h| set.rule(h.rule).rule.sid)
-            .collect();
-        got.sort();
-        got
+        sorted_sids(&set, Phase::TlsServer, &t)
     };
     assert_eq!(
         fire(Some(cert((2001, 1, 1), (2010, 6, 15)))),

@@ -247,7 +247,8 @@ mod tests {
         Arc::new(Waf::from_directives(&dirs).unwrap_or_else(|e| panic!("{e:?}")))
     }
 
-    fn ids(w: &Arc<Waf>, uri: &str, agent: &str) -> Vec<u64> {
+    /// A GET of `uri` from `agent`, through phase 1.
+    fn get(w: &Arc<Waf>, uri: &str, agent: &str) -> Transaction {
         let head = RequestHead {
             method: "GET".into(),
             uri: uri.as_bytes().to_vec(),
@@ -257,6 +258,11 @@ mod tests {
         };
         let mut tx = Transaction::new(Arc::clone(w), &head);
         tx.request_headers();
+        tx
+    }
+
+    fn ids(w: &Arc<Waf>, uri: &str, agent: &str) -> Vec<u64> {
+        let tx = get(w, uri, agent);
         tx.matched_rules().iter().map(|m| m.id).collect()
     }
 
@@ -298,18 +304,7 @@ SecRule ARGS|ARGS_NAMES|REQUEST_COOKIES|REQUEST_COOKIES_NAMES|REQUEST_HEADERS|RE
 SecRule ARGS|REQUEST_HEADERS:User-Agent "@rx <script" "id:1,phase:1,pass,t:none,t:urlDecodeUni,msg:'tag'"
 SecRule ARGS "@streq x" "id:3,phase:1,pass,msg:'no needs'"
 "#);
-        let evaluations = |uri: &str, agent: &str| {
-            let head = RequestHead {
-                method: "GET".into(),
-                uri: uri.as_bytes().to_vec(),
-                protocol: "HTTP/1.1".into(),
-                headers: vec![(b"User-Agent".to_vec(), agent.as_bytes().to_vec())],
-                ..Default::default()
-            };
-            let mut tx = Transaction::new(Arc::clone(&w), &head);
-            tx.request_headers();
-            tx.evaluations()
-        };
+        let evaluations = |uri: &str, agent: &str| get(&w, uri, agent).evaluations();
         // Rule 3 runs on both arguments once; rule 1 is ruled out by its byte needs.
         assert_eq!(evaluations("/?a=b&c=d", "Mozilla"), 2);
         assert_eq!(evaluations("/?a=b&c=d", "Mozilla"), 0);
