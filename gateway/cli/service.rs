@@ -16,6 +16,9 @@ pub async fn run(assembly: Assembly, cfg: GatewayConfig, path: PathBuf) -> anyho
     let (gw, reloader) = Arc::new(assembly)
         .gateway_after(cfg, move || crate::ensure_ca(&proxy_cfg))
         .await?;
+    // SIGHUP is caught before the gateway says it serves: a reload sent the moment it is
+    // up (a deployment's `systemctl reload` right after start) must not kill it.
+    let hup = signal(SignalKind::hangup()).ok();
     let (addrs, metrics) = gw.local_addrs();
     for (name, a) in &addrs {
         println!("listening {name} {a}");
@@ -33,7 +36,9 @@ pub async fn run(assembly: Assembly, cfg: GatewayConfig, path: PathBuf) -> anyho
             tokio::spawn(notify::watchdog(Arc::clone(n), every));
         }
     }
-    tokio::spawn(reload_on_hup(reloader, path, notifier.clone()));
+    if let Some(hup) = hup {
+        tokio::spawn(reload_on_hup(hup, reloader, path, notifier.clone()));
+    }
     let shutdown = async move {
         stop_signal().await;
         tracing::info!("shutting down: draining");
@@ -59,13 +64,11 @@ async fn stop_signal() {
 
 /// Reloads the config file on each SIGHUP (off the async workers: engines compile rules).
 async fn reload_on_hup(
+    mut hup: tokio::signal::unix::Signal,
     reloader: sekisho_assembly::Reloader,
     path: PathBuf,
     notifier: Option<Arc<Notifier>>,
 ) {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
     while hup.recv().await.is_some() {
         if let Some(n) = &notifier {
             n.reloading();
