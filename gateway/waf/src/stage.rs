@@ -315,11 +315,7 @@ fn request_head(meta: &FlowMeta, head: &sekisho_core::RequestHead) -> engine::Re
         method: head.method.as_str().to_string(),
         uri: head.path_and_query().as_bytes().to_vec(),
         protocol: version(head.version).to_string(),
-        headers: head
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect(),
+        headers: Vec::new(),
         remote_addr: meta.client.ip().to_string(),
         remote_port: meta.client.port(),
         server_addr: meta.local.ip().to_string(),
@@ -331,6 +327,14 @@ fn request_head(meta: &FlowMeta, head: &sekisho_core::RequestHead) -> engine::Re
     };
     if let Some(raw) = head.raw.as_deref() {
         raw_head(raw, &mut out);
+    }
+    // Without a raw head (h2), or one whose header lines could not be read, the parsed ones.
+    if out.headers.is_empty() {
+        out.headers = head
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
     }
     out
 }
@@ -357,5 +361,54 @@ fn raw_head(raw: &[u8], out: &mut engine::RequestHead) {
     }
     if !headers.is_empty() {
         out.headers = headers;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: Option<&str>) -> sekisho_core::RequestHead {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("user-agent", http::HeaderValue::from_static("parsed"));
+        let mut h = sekisho_core::RequestHead::new(
+            http::Method::GET,
+            "/a?b=c".parse().unwrap(),
+            http::Version::HTTP_11,
+            headers,
+            80,
+        );
+        h.raw = raw.map(|r| r.as_bytes().to_vec().into());
+        h
+    }
+
+    /// The engine reads the header lines as sent when the listener kept them (HTTP/1), the
+    /// parsed ones otherwise (h2) or when the raw head holds no header line.
+    #[test]
+    fn the_request_head_is_the_raw_one_when_there_is_one() {
+        let meta = FlowMeta::new(
+            1,
+            "web",
+            "127.0.0.1:5000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+        );
+        let sent = "GET /a?b=%63 HTTP/1.1\r\nUser-Agent:  As Sent \r\nX-Two: 2\r\n\r\n";
+        let got = request_head(&meta, &head(Some(sent)));
+        assert_eq!(got.uri, b"/a?b=%63");
+        assert_eq!(
+            got.headers,
+            vec![
+                (b"User-Agent".to_vec(), b"As Sent".to_vec()),
+                (b"X-Two".to_vec(), b"2".to_vec())
+            ]
+        );
+        for raw in [None, Some("GET /a?b=c HTTP/1.1\r\n\r\n")] {
+            let got = request_head(&meta, &head(raw));
+            assert_eq!(
+                got.headers,
+                vec![(b"user-agent".to_vec(), b"parsed".to_vec())],
+                "{raw:?}"
+            );
+        }
     }
 }
