@@ -113,8 +113,7 @@ fn epoch_of(s: &str) -> Option<i64> {
     if s.len() != 4 && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse().ok();
     }
-    let fields = date_fields(s)?;
-    Some(utc(fields))
+    utc(date_fields(s)?)
 }
 
 /// Year, month (1-12), day, hour, minute, second of `YYYY[-MM[-DD[( |T)HH[:MM[:SS]]]]]`.
@@ -150,20 +149,13 @@ fn date_fields(s: &str) -> Option<[i64; 6]> {
     Some([year, month, day, hour, minute, second])
 }
 
-/// Seconds since 1970 of a UTC date (month 1-12; a day past the month's end runs on).
-fn utc([year, month, day, hour, minute, second]: [i64; 6]) -> i64 {
-    // Days from 1970-01-01 to the month's first day (the civil-from-days inverse).
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468 + (day - 1);
-    ((days * 24 + hour) * 60 + minute) * 60 + second
+/// Seconds since 1970 of a UTC date (month 1-12). A day past the month's end runs on into
+/// the next, as Suricata's `SCMkTimeUtc` adds the day to the month's first.
+fn utc([year, month, day, hour, minute, second]: [i64; 6]) -> Option<i64> {
+    let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
+    let first = time::Date::from_calendar_date(i32::try_from(year).ok()?, month, 1).ok()?;
+    let start = first.midnight().assume_utc().unix_timestamp();
+    Some(start + (((day - 1) * 24 + hour) * 60 + minute) * 60 + second)
 }
 
 #[cfg(test)]
@@ -182,6 +174,8 @@ mod tests {
         assert_eq!(epoch_of("2015"), Some(1_422_748_800));
         assert_eq!(epoch_of("2000-02-29"), Some(951_782_400));
         assert_eq!(epoch_of("1970-01-01"), Some(0));
+        // strptime takes any day up to 31: February 31st is March 3rd, as in Suricata.
+        assert_eq!(epoch_of("2015-02-31"), epoch_of("2015-03-03"));
         for bad in [
             "",
             "20151022x",

@@ -339,7 +339,7 @@ fn request_head(meta: &FlowMeta, head: &sekisho_core::RequestHead) -> engine::Re
     out
 }
 
-/// Replaces the target, protocol and headers with those of the raw HTTP/1 head.
+/// Replaces the target and protocol with those of the raw HTTP/1 head, and adds its headers.
 fn raw_head(raw: &[u8], out: &mut engine::RequestHead) {
     let mut lines = raw
         .split(|&b| b == b'\n')
@@ -353,14 +353,11 @@ fn raw_head(raw: &[u8], out: &mut engine::RequestHead) {
         out.uri = target.to_vec();
         out.protocol = String::from_utf8_lossy(proto).into_owned();
     }
-    let mut headers = Vec::new();
     for line in lines.take_while(|l| !l.is_empty()) {
         if let Some(c) = line.iter().position(|&b| b == b':') {
-            headers.push((line[..c].to_vec(), line[c + 1..].trim_ascii().to_vec()));
+            out.headers
+                .push((line[..c].to_vec(), line[c + 1..].trim_ascii().to_vec()));
         }
-    }
-    if !headers.is_empty() {
-        out.headers = headers;
     }
 }
 
